@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m banyanstore.demo demo-data
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/ruff check src tests benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+soak: $(STAMP)
+	BANYANSTORE_SOAK=1 $(BIN)/python -m pytest -p no:cacheprovider -m soak
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo-data bench-data

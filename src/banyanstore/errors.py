@@ -1,0 +1,118 @@
+"""Exceptions raised by banyanstore.
+
+Every exception the engine raises on purpose is a subclass of
+:class:`BanyanStoreError`.  IO failures keep the original :class:`OSError` as
+``__cause__`` and say which operation failed on which file.
+
+>>> from banyanstore.errors import CorruptionError, BanyanStoreError
+>>> err = CorruptionError("bad block checksum", path="/data/t1.sst", offset=4096)
+>>> isinstance(err, BanyanStoreError), err.path, err.offset
+(True, '/data/t1.sst', 4096)
+>>> str(err)
+'bad block checksum (file /data/t1.sst, offset 4096)'
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "BanyanStoreError",
+    "ConfigError",
+    "IOModeUnavailableError",
+    "StoreLockedError",
+    "StoreClosedError",
+    "ReadOnlyError",
+    "CorruptionError",
+    "VersionUnavailableError",
+    "LogRangeError",
+    "DiskFullError",
+    "StorageIOError",
+    "from_oserror",
+]
+
+
+class BanyanStoreError(Exception):
+    """Base class of every error raised by banyanstore."""
+
+
+class ConfigError(BanyanStoreError, ValueError):
+    """An option is unknown, of the wrong type, or out of range."""
+
+
+class IOModeUnavailableError(BanyanStoreError):
+    """The requested ``io_mode`` cannot work here (kernel, sandbox, limits)."""
+
+
+class StoreLockedError(BanyanStoreError):
+    """Another process (or another open handle) holds the store's write lock."""
+
+
+class StoreClosedError(BanyanStoreError):
+    """An operation was attempted on a closed store, log or snapshot."""
+
+
+class ReadOnlyError(BanyanStoreError):
+    """A write was attempted on a store opened with ``read_only=True``."""
+
+
+class CorruptionError(BanyanStoreError):
+    """On-disk data failed a magic, format-version, length or checksum check.
+
+    ``path`` and ``offset`` say where, when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
+        self.path = path
+        self.offset = offset
+        where = []
+        if path is not None:
+            where.append(f"file {path}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        full = f"{message} ({', '.join(where)})" if where else message
+        super().__init__(full)
+
+
+class VersionUnavailableError(BanyanStoreError):
+    """A read asked for a version above the latest or below the retention floor."""
+
+
+class LogRangeError(BanyanStoreError, IndexError):
+    """A log sequence number outside ``[first_seq, last_seq]``."""
+
+
+class StorageIOError(BanyanStoreError, OSError):
+    """An IO operation failed; the original :class:`OSError` is ``__cause__``."""
+
+    def __init__(self, message: str, *, path: str | None = None, op: str | None = None,
+                 errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.op = op
+        if errno is not None:
+            self.errno = errno
+
+    def __str__(self) -> str:  # OSError.__str__ would print "[Errno ...]" tuples
+        return str(self.args[0]) if self.args else ""
+
+
+class DiskFullError(StorageIOError):
+    """The device is out of space (ENOSPC / EDQUOT); nothing acknowledged was lost."""
+
+
+def from_oserror(op: str, path: str | None, exc: OSError) -> StorageIOError:
+    """Translate an :class:`OSError` into the matching banyanstore error.
+
+    The caller raises the result ``from exc`` so the cause is kept.
+
+    >>> import errno
+    >>> e = from_oserror("write", "/x/wal", OSError(errno.ENOSPC, "No space left"))
+    >>> type(e).__name__, str(e)
+    ('DiskFullError', 'write failed on /x/wal: [Errno 28] No space left')
+    """
+    if isinstance(exc, StorageIOError):
+        return exc
+    code = exc.errno
+    cls = DiskFullError if code in (_errno.ENOSPC, _errno.EDQUOT) else StorageIOError
+    return cls(f"{op} failed on {path}: {exc}", path=path, op=op, errno=code)

@@ -1,0 +1,211 @@
+"""The ``sync`` backend: plain blocking POSIX calls on the caller's thread.
+
+Also the base of the ``nonblocking`` and ``io_uring`` backends, which only
+override :meth:`Env.read_batch` (and the file classes they need).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import threading
+
+from ..errors import StoreLockedError, from_oserror
+from .base import Env, FileLock, RandomAccessFile, WritableFile
+
+__all__ = ["PosixEnv", "PosixWritableFile", "PosixRandomAccessFile"]
+
+_FDATASYNC = getattr(os, "fdatasync", os.fsync)
+
+
+class PosixWritableFile(WritableFile):
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self._fd = fd
+        self._size = size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                self._size += n
+                view = view[n:]
+        except OSError as exc:
+            raise from_oserror("write", self.path, exc) from exc
+
+    def sync(self) -> None:
+        try:
+            _FDATASYNC(self._fd)
+        except OSError as exc:
+            raise from_oserror("fdatasync", self.path, exc) from exc
+
+    def truncate(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+            os.lseek(self._fd, size, os.SEEK_SET)
+        except OSError as exc:
+            raise from_oserror("truncate", self.path, exc) from exc
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class PosixRandomAccessFile(RandomAccessFile):
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self.fd = fd
+        self._size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as exc:
+            raise from_oserror(f"pread({length} bytes at {offset})", self.path, exc) from exc
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class _FlockLock(FileLock):
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._mu = threading.Lock()
+
+    def release(self) -> None:
+        with self._mu:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
+class PosixEnv(Env):
+    """Blocking calls on the caller's thread (``io_mode="sync"``)."""
+
+    mode = "sync"
+
+    def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+        try:
+            fd = os.open(path, flags, 0o644)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise from_oserror("open for writing", path, exc) from exc
+        return PosixWritableFile(path, fd, size)
+
+    def open_readable(self, path: str) -> RandomAccessFile:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            size = os.fstat(fd).st_size
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise from_oserror("open for reading", path, exc) from exc
+        return PosixRandomAccessFile(path, fd, size)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def file_size(self, path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise from_oserror("stat", path, exc) from exc
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise from_oserror("listdir", path, exc) from exc
+
+    def mkdir(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise from_oserror("mkdir", path, exc) from exc
+
+    def remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise from_oserror("remove", path, exc) from exc
+
+    def rmdir(self, path: str) -> None:
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            raise from_oserror("rmdir", path, exc) from exc
+
+    def rename(self, src: str, dst: str) -> None:
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            raise from_oserror(f"rename to {dst}", src, exc) from exc
+
+    def link(self, src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise from_oserror(f"link to {dst}", src, exc) from exc
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as exc2:
+                raise from_oserror(f"copy to {dst}", src, exc2) from exc2
+
+    def sync_dir(self, path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise from_oserror("fsync directory", path, exc) from exc
+
+    def lock(self, path: str) -> FileLock:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise from_oserror("open lock file", path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreLockedError(
+                    f"{path} is locked by another writer (process or open handle); "
+                    "open with read_only=True to read concurrently") from exc
+            raise from_oserror("lock", path, exc) from exc
+        return _FlockLock(fd)
+
+    def free_space(self, path: str) -> int:
+        try:
+            st = os.statvfs(path)
+        except OSError as exc:
+            raise from_oserror("statvfs", path, exc) from exc
+        return st.f_bavail * st.f_frsize

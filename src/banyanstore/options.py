@@ -1,0 +1,249 @@
+"""Typed, validated configuration.
+
+Options come from four places.  The precedence, highest first:
+
+1. keyword arguments to :func:`banyanstore.open` / :func:`banyanstore.open_log`
+   and fields set explicitly in ``Options(...)``;
+2. environment variables ``BANYANSTORE_<NAME>`` (``BANYANSTORE_IO_MODE=sync``);
+3. a TOML file (``Options.from_file(path)``, or ``BANYANSTORE_CONFIG=path``);
+4. the defaults below.
+
+So an operator can change anything the program leaves at its default
+without touching code.  Unknown names, wrong types and values out of range
+raise :class:`~banyanstore.errors.ConfigError` naming the option.
+
+>>> opts = Options(io_mode="sync", memtable_size=1 << 20)
+>>> opts.io_mode, opts.memtable_size
+('sync', 1048576)
+>>> Options(io_mode="fast")
+Traceback (most recent call last):
+...
+banyanstore.errors.ConfigError: option io_mode: 'fast' is not one of 'sync', 'nonblocking', 'io_uring', 'auto'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Options", "resolve_options", "ENV_PREFIX"]
+
+ENV_PREFIX = "BANYANSTORE_"
+
+IO_MODES = ("sync", "nonblocking", "io_uring", "auto")
+SYNC_MODES = ("always", "interval", "never")
+COMPRESSIONS = ("none", "lz4", "zstd")
+COMPACTION_MODES = ("thread", "process")
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"lo": lo, "hi": hi}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every knob of a store or a log, with its default.  See the README."""
+
+    # --- IO -----------------------------------------------------------------
+    io_mode: str = field(default="sync", metadata=_choice(*IO_MODES))
+    io_threads: int = field(default=8, metadata=_range(1, 256))
+    io_uring_entries: int = field(default=256, metadata=_range(8, 32768))
+    direct_io: bool = False
+    # --- opening ------------------------------------------------------------
+    create_if_missing: bool = True
+    error_if_exists: bool = False
+    read_only: bool = False
+    # --- durability -----------------------------------------------------------
+    wal_sync: str = field(default="interval", metadata=_choice(*SYNC_MODES))
+    wal_sync_interval_ms: int = field(default=100, metadata=_range(1, 3_600_000))
+    # --- log ------------------------------------------------------------------
+    segment_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 40))
+    log_index_interval: int = field(default=64, metadata=_range(1, 1 << 20))
+    skip_damaged_records: bool = False
+    # --- memtables and tables ------------------------------------------------------
+    memtable_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 36))
+    max_immutable_memtables: int = field(default=2, metadata=_range(1, 64))
+    block_size: int = field(default=16 * KiB, metadata=_range(1 * KiB, 4 * MiB))
+    compression: str = field(default="lz4", metadata=_choice(*COMPRESSIONS))
+    zstd_level: int = field(default=3, metadata=_range(-7, 22))
+    bloom_bits_per_key: int = field(default=12, metadata=_range(0, 64))
+    block_cache_size: int = field(default=64 * MiB, metadata=_range(0, 1 << 40))
+    max_key_size: int = field(default=64 * KiB, metadata=_range(1, 16 * MiB))
+    max_value_size: int = field(default=64 * MiB, metadata=_range(0, 1 << 31))
+    # --- compaction and retention ---------------------------------------------------
+    compaction: bool = True
+    compaction_mode: str = field(default="thread", metadata=_choice(*COMPACTION_MODES))
+    compaction_min_width: int = field(default=4, metadata=_range(2, 1024))
+    compaction_max_width: int = field(default=8, metadata=_range(2, 1024))
+    compaction_size_ratio: float = field(default=1.7, metadata=_range(1.0, 100.0))
+    max_tables_before_slowdown: int = field(default=24, metadata=_range(2, 100_000))
+    max_tables_before_stall: int = field(default=48, metadata=_range(2, 100_000))
+    merge_max_failures: int = field(default=3, metadata=_range(1, 1000))
+    history_retention: float | None = field(default=None, metadata=_range(0, None))
+    ttl: float | None = field(default=None, metadata=_range(0, None))
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _validate(f, getattr(self, f.name)))
+        if self.compaction_max_width < self.compaction_min_width:
+            raise ConfigError(
+                f"option compaction_max_width: {self.compaction_max_width} is below "
+                f"compaction_min_width ({self.compaction_min_width})")
+        if self.max_tables_before_stall < self.max_tables_before_slowdown:
+            raise ConfigError(
+                "option max_tables_before_stall: must be >= max_tables_before_slowdown "
+                f"({self.max_tables_before_slowdown})")
+
+    # -- constructors -----------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Options:
+        """Options from a TOML file: top-level ``name = value`` pairs, or a
+        ``[banyanstore]`` table.  Unknown names raise :class:`ConfigError`."""
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read options file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"options file {path} is not valid TOML: {exc}") from exc
+        if isinstance(data.get("banyanstore"), dict):
+            data = data["banyanstore"]
+        return cls(**_check_names(data, f"options file {path}"))
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with some options changed (validated)."""
+        _check_names(changes, "Options.replace")
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_FIELDS = {f.name: f for f in fields(Options)}
+
+
+def _check_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"known options are: {', '.join(sorted(_FIELDS))}")
+    return dict(values)
+
+
+def _type_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.type).replace("'", "")
+
+
+def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
+    name, kind = f.name, _type_name(f)
+    optional = "None" in kind
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"option {name}: None is not allowed (expected {kind})")
+    if kind.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"option {name}: expected a bool, got {value!r}")
+        return value
+    if kind.startswith("int") or kind.startswith("float"):
+        numeric = (int, float) if kind.startswith("float") else (int,)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            raise ConfigError(f"option {name}: expected {kind}, got {value!r}")
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"option {name}: {value!r} is out of range "
+                              f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+        return float(value) if kind.startswith("float") else value
+    if kind.startswith("str"):
+        if not isinstance(value, str):
+            raise ConfigError(f"option {name}: expected a str, got {value!r}")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"option {name}: {value!r} is not one of "
+                              f"{', '.join(map(repr, choices))}")
+        return value
+    raise ConfigError(f"option {name}: unsupported type {kind}")  # pragma: no cover
+
+
+def _parse_env(f: dataclasses.Field[Any], text: str) -> Any:
+    kind = _type_name(f)
+    raw = text.strip()
+    if "None" in kind and raw.lower() in ("", "none", "null"):
+        return None
+    try:
+        if kind.startswith("bool"):
+            low = raw.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind.startswith("int"):
+            return int(raw, 0)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment {ENV_PREFIX}{f.name.upper()}={text!r}: "
+                          f"not a valid {kind}") from exc
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Options set through ``BANYANSTORE_<NAME>`` variables."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for key, text in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in _FIELDS:
+            raise ConfigError(f"environment variable {key}: unknown option {name!r}; "
+                              f"known options are: {', '.join(sorted(_FIELDS))}")
+        found[name] = _parse_env(_FIELDS[name], text)
+    return found
+
+
+def _explicit_fields(opts: Options) -> dict[str, Any]:
+    """Fields of ``opts`` that differ from the defaults (i.e. were set in code)."""
+    base = Options()
+    return {name: getattr(opts, name) for name in _FIELDS
+            if getattr(opts, name) != getattr(base, name)}
+
+
+def resolve_options(options: Options | None = None, kwargs: Mapping[str, Any] | None = None,
+                    environ: Mapping[str, str] | None = None) -> Options:
+    """Combine defaults, config file, environment, ``options`` and ``kwargs``.
+
+    >>> resolve_options(Options(block_size=4096), {"io_mode": "sync"},
+    ...                 environ={"BANYANSTORE_BLOCK_SIZE": "8192",
+    ...                          "BANYANSTORE_MEMTABLE_SIZE": "1048576"}).block_size
+    4096
+    >>> resolve_options(None, {}, environ={"BANYANSTORE_MEMTABLE_SIZE": "1048576"}).memtable_size
+    1048576
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    config_path = environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        merged.update(_explicit_fields(Options.from_file(config_path)))
+    merged.update(env_overrides(environ))
+    if options is not None:
+        if not isinstance(options, Options):
+            raise ConfigError(f"options must be a banyanstore.Options, got {type(options).__name__}")
+        merged.update(_explicit_fields(options))
+    merged.update(_check_names(kwargs or {}, "open()"))
+    return Options(**merged)
