@@ -28,6 +28,8 @@ __all__ = [
     "LogRangeError",
     "DiskFullError",
     "StorageIOError",
+    "EntryTooLargeError",
+    "StoreNotFoundError",
     "from_oserror",
 ]
 
@@ -80,6 +82,14 @@ class VersionUnavailableError(BanyanStoreError):
 
 class LogRangeError(BanyanStoreError, IndexError):
     """A log sequence number outside ``[first_seq, last_seq]``."""
+
+
+class EntryTooLargeError(BanyanStoreError, ValueError):
+    """A key or value is larger than ``max_key_size`` / ``max_value_size``."""
+
+
+class StoreNotFoundError(BanyanStoreError, FileNotFoundError):
+    """No store or log at the path, and ``create_if_missing=False`` (or read-only)."""
 
 
 class StorageIOError(BanyanStoreError, OSError):

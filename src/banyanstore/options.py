@@ -35,6 +35,9 @@ from .errors import ConfigError
 __all__ = ["Options", "resolve_options", "ENV_PREFIX"]
 
 ENV_PREFIX = "BANYANSTORE_"
+# Variables of ours that are not options: the config file path, the soak switch;
+# BANYANSTORE_TEST_* variables belong to the test suite.
+_NOT_OPTIONS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "SOAK"})
 
 IO_MODES = ("sync", "nonblocking", "io_uring", "auto")
 SYNC_MODES = ("always", "interval", "never")
@@ -207,7 +210,7 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     found: dict[str, Any] = {}
     for key, text in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in _NOT_OPTIONS or key.startswith(ENV_PREFIX + "TEST_"):
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in _FIELDS:

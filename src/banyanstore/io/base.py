@@ -175,5 +175,5 @@ class Env(ABC):
         """What ``stats()`` reports about the IO layer."""
         return {"io_mode": self.mode}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional hook: most backends hold nothing
         """Release backend resources (threads, rings).  Idempotent."""

@@ -61,6 +61,8 @@ class PosixWritableFile(WritableFile):
 
 
 class PosixRandomAccessFile(RandomAccessFile):
+    direct = False  # True for O_DIRECT files (io/direct.py): reads need aligned spans
+
     def __init__(self, path: str, fd: int, size: int) -> None:
         self.path = path
         self.fd = fd
@@ -102,6 +104,20 @@ class PosixEnv(Env):
 
     mode = "sync"
 
+    def __init__(self, *, direct_io: bool = False) -> None:
+        """``direct_io=True``: ``open_readable`` uses O_DIRECT (see ``io/direct.py``)."""
+        self.direct_io = direct_io
+        # Set by io/select.py when "auto" chose this backend (reported by describe()).
+        self.io_mode_requested: str | None = None
+        self.io_mode_fallback_reason: str | None = None
+
+    def describe(self) -> dict[str, object]:
+        info: dict[str, object] = {"io_mode": self.mode, "direct_io": self.direct_io}
+        if self.io_mode_requested is not None:
+            info["io_mode_requested"] = self.io_mode_requested
+            info["io_mode_fallback_reason"] = self.io_mode_fallback_reason
+        return info
+
     def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
         try:
@@ -112,6 +128,9 @@ class PosixEnv(Env):
         return PosixWritableFile(path, fd, size)
 
     def open_readable(self, path: str) -> RandomAccessFile:
+        if self.direct_io:
+            from .direct import open_direct
+            return open_direct(path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             size = os.fstat(fd).st_size

@@ -1,0 +1,157 @@
+"""A :mod:`dbm`-compatible interface, so ``shelve`` and dbm users can switch.
+
+Keys and values may be ``str`` (encoded as UTF-8) or bytes-like; reads return
+``bytes`` like the standard library's dbm modules.
+
+>>> import shelve, tempfile, os
+>>> import banyanstore.dbm
+>>> d = tempfile.mkdtemp()
+>>> with banyanstore.dbm.open(os.path.join(d, "db"), "c") as db:
+...     db["service"] = "checkout"
+...     db.get("service"), "service" in db, len(db), db.setdefault("x", b"1")
+(b'checkout', True, 1, b'1')
+>>> with shelve.Shelf(banyanstore.dbm.open(os.path.join(d, "shelf"), "c")) as sh:
+...     sh["spans"] = [1, 2, 3]
+>>> with shelve.Shelf(banyanstore.dbm.open(os.path.join(d, "shelf"), "r")) as sh:
+...     sh["spans"]
+[1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from .errors import BanyanStoreError
+
+__all__ = ["open", "error", "BanyanDbm"]
+
+
+class error(OSError):  # noqa: N801 - the dbm modules' name
+    """Raised for dbm-level failures (like ``dbm.error``); the banyanstore error is
+    its ``__cause__``."""
+
+
+_MISSING = object()
+
+
+def _encode(obj: Any, name: str) -> bytes:
+    if isinstance(obj, str):
+        return obj.encode("utf-8")
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    raise TypeError(f"dbm {name} must be str or bytes-like, not {type(obj).__name__}")
+
+
+class BanyanDbm(MutableMapping[Any, bytes]):
+    """A banyanstore Store behind the dbm mapping protocol."""
+
+    def __init__(self, store: Any, writable: bool) -> None:
+        self._store = store
+        self._writable = writable
+
+    def _check(self) -> None:
+        if self._store.closed:
+            raise error("dbm object is closed")
+
+    def __getitem__(self, key: Any) -> bytes:
+        self._check()
+        value = self._store.get(_encode(key, "key"))
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._write(lambda: self._store.put(_encode(key, "key"), _encode(value, "value")))
+
+    def __delitem__(self, key: Any) -> None:
+        k = _encode(key, "key")
+        self._check()
+        if self._store.get(k) is None:
+            raise KeyError(key)
+        self._write(lambda: self._store.delete(k))
+
+    def _write(self, fn: Any) -> None:
+        self._check()
+        if not self._writable:
+            raise error("dbm object was opened read-only (flag 'r')")
+        try:
+            fn()
+        except BanyanStoreError as exc:
+            raise error(str(exc)) from exc
+
+    def __contains__(self, key: object) -> bool:
+        self._check()
+        try:
+            return self._store.get(_encode(key, "key")) is not None
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._check()
+        return (k for k, _ in self._store.scan())
+
+    def __len__(self) -> int:
+        self._check()
+        return sum(1 for _ in self._store.scan())
+
+    def keys(self) -> list[bytes]:  # type: ignore[override]
+        """All keys (a list, as the dbm modules return)."""
+        return list(iter(self))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._check()
+        value = self._store.get(_encode(key, "key"))
+        return default if value is None else value
+
+    def setdefault(self, key: Any, default: Any = b"") -> bytes:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            self[key] = default
+            return _encode(default, "value")
+        return value  # type: ignore[no-any-return]
+
+    def sync(self) -> None:
+        self._check()
+        if self._writable:
+            self._store.sync()
+
+    def close(self) -> None:
+        if not self._store.closed:
+            try:
+                self._store.close()
+            except BanyanStoreError as exc:
+                raise error(str(exc)) from exc
+
+    def __enter__(self) -> BanyanDbm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(file: str | os.PathLike[str], flag: str = "r", mode: int = 0o666) -> BanyanDbm:  # noqa: A001
+    """Open a dbm-style database at directory ``file``.
+
+    ``flag``: ``'r'`` read-only (must exist), ``'w'`` read-write (must exist),
+    ``'c'`` read-write, created if missing, ``'n'`` always a new, empty database.
+    ``mode`` sets the permissions of a new database directory (less the umask).
+    """
+    from . import open as open_store
+    path = os.fspath(file)
+    if not isinstance(flag, str) or not flag or flag[0] not in "rwcn":
+        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n', not {flag!r}")
+    kind = flag[0]
+    try:
+        if kind == "n" and os.path.isdir(path):
+            if os.listdir(path) and not os.path.exists(os.path.join(path, "CURRENT")):
+                raise error(f"{path} exists and is not a banyanstore database; not replacing it")
+            shutil.rmtree(path)
+        if kind in "cn" and not os.path.exists(path):
+            os.makedirs(path, mode=0o777 & (mode | 0o111))
+        store = open_store(path, read_only=(kind == "r"), create_if_missing=kind in "cn")
+    except BanyanStoreError as exc:
+        raise error(f"cannot open {path} (flag {flag!r}): {exc}") from exc
+    return BanyanDbm(store, writable=kind != "r")

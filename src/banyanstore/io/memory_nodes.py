@@ -1,0 +1,124 @@
+"""The nodes and handles of :class:`~banyanstore.io.memory.MemoryEnv` (see there).
+
+An inode keeps its live bytes and the bytes of its last ``sync()``; a directory
+keeps its live namespace and the namespace of its last ``sync_dir()``.  Handles
+die when the env crashes: each remembers the env's crash generation.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import NoReturn, Protocol
+
+from ..errors import from_oserror
+from .base import FileLock, RandomAccessFile, WritableFile
+
+__all__ = ["Inode", "Dir", "raise_oserror", "MemWritable", "MemReadable", "MemLock"]
+
+
+class _EnvState(Protocol):
+    """What the handles need of the env: its lock, crash generation and lock table."""
+
+    _mu: threading.RLock
+    _generation: int
+    _locked: set[Inode]
+
+
+class Inode:
+    """A file: its live bytes and its bytes as of the last sync.  Hashed by identity."""
+
+    __slots__ = ("data", "durable")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.durable = b""  # contents as of the last sync()
+
+
+class Dir:
+    """A directory: its live namespace and its namespace as of the last sync_dir."""
+
+    __slots__ = ("live", "durable")
+
+    def __init__(self) -> None:
+        self.live: dict[str, Inode | Dir] = {}
+        self.durable: dict[str, Inode | Dir] = {}  # namespace as of the last sync_dir()
+
+
+def raise_oserror(op: str, path: str, code: int, plain: bool = False) -> NoReturn:
+    """Raise like a real backend: the plain OSError (``plain``) or its StorageIOError."""
+    exc = OSError(code, os.strerror(code), path)  # OSError picks FileNotFoundError etc.
+    if plain:
+        raise exc
+    raise from_oserror(op, path, exc) from exc
+
+
+class _Handle:
+    """Shared checks of the two file classes: closed, or killed by a crash."""
+
+    def __init__(self, env: _EnvState, path: str, inode: Inode) -> None:
+        self.path, self._env, self._inode = path, env, inode
+        self._generation = env._generation
+        self._closed = False
+
+    def _live(self, op: str) -> Inode:
+        """REQUIRES: ``env._mu`` held."""
+        if self._closed:
+            raise_oserror(op, self.path, errno.EBADF)
+        if self._generation != self._env._generation:
+            exc = OSError(errno.EIO, "handle invalidated by a simulated crash", self.path)
+            raise from_oserror(op, self.path, exc) from exc
+        return self._inode
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class MemWritable(_Handle, WritableFile):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        with self._env._mu:
+            self._live("write").data += data
+
+    def sync(self) -> None:
+        with self._env._mu:
+            inode = self._live("fdatasync")
+            inode.durable = bytes(inode.data)
+
+    def truncate(self, size: int) -> None:
+        with self._env._mu:
+            data = self._live("truncate").data
+            if size < len(data):
+                del data[size:]
+            else:
+                data.extend(bytes(size - len(data)))
+
+    @property
+    def size(self) -> int:
+        with self._env._mu:
+            return len(self._inode.data)
+
+
+class MemReadable(_Handle, RandomAccessFile):
+    def __init__(self, env: _EnvState, path: str, inode: Inode) -> None:
+        super().__init__(env, path, inode)
+        self._size = len(inode.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._env._mu:
+            return bytes(self._live(f"pread({length} bytes at {offset})").data[offset:offset + length])
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+
+class MemLock(FileLock):
+    def __init__(self, env: _EnvState, inode: Inode) -> None:
+        self._env, self._inode, self._generation = env, inode, env._generation
+
+    def release(self) -> None:
+        with self._env._mu:
+            if self._generation == self._env._generation:
+                self._env._locked.discard(self._inode)
+            self._generation = -1

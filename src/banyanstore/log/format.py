@@ -1,0 +1,131 @@
+"""On-disk format of log segments: constants, the segment header, record framing.
+
+The byte grammar (also in ``docs/format/log.md``; all integers little-endian)::
+
+    segment     := header block-stream
+    header      := magic[8] = "BANYANLG"
+                   version u16 = 1
+                   flags u16 = 0                  (reserved; readers reject others)
+                   block_size u32 = 32768
+                   first_seq u64                  (seq of the segment's first record;
+                                                   also the file name, 20 digits + ".log")
+                   header_crc u32                 (CRC-32C of the 24 bytes above)
+                                                  -> 28 bytes, at file offset 0
+    block-stream:  the file is cut into 32768-byte blocks counted from offset 0
+                   (block 0 starts with the header); the last block may be short.
+    block       := fragment* trailer?
+    trailer     := 0x00 * (1..6)                  when fewer than 7 bytes remain in a block
+    fragment    := crc u32 length u16 type u8 payload[length]
+                   crc = CRC-32C(type byte || payload), not masked
+    type        := 1 FULL | 2 FIRST | 3 MIDDLE | 4 LAST   (0 is never written, so
+                   zero-filled space never parses as a fragment)
+    record      := FULL | FIRST MIDDLE* LAST
+                   the concatenated payloads are: seq u64 || data
+
+A record carries its own sequence number, so a reader that skips a damaged
+stretch (``skip_damaged_records=True``) still knows the seq of every record
+after it, and a record found at the wrong place is detected.  Inside a
+segment seqs are ``first_seq, first_seq + 1, ...`` with no gaps as written.
+
+REQUIRES: ``crc32c`` (C implementation of CRC-32C).
+
+>>> h = encode_header(42)
+>>> len(h), decode_header(h, "x.log")
+(28, 42)
+>>> frags = list(fragment(7, b"abc", BLOCK_SIZE - HEADER_SIZE))
+>>> [t for t, _ in frags]
+[1]
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from crc32c import crc32c
+
+from ..errors import CorruptionError
+
+__all__ = [
+    "MAGIC", "VERSION", "BLOCK_SIZE", "HEADER", "HEADER_SIZE", "FRAG_HEADER", "FRAG_HEADER_SIZE",
+    "SEQ", "SEQ_SIZE", "FULL", "FIRST", "MIDDLE", "LAST", "encode_header", "decode_header",
+    "fragment", "frame_crc", "ForeignFileError",
+]
+
+MAGIC = b"BANYANLG"
+VERSION = 1
+BLOCK_SIZE = 32 * 1024
+
+#: magic, version, flags, block_size, first_seq, header_crc
+HEADER = struct.Struct("<8sHHIQI")
+HEADER_SIZE = HEADER.size
+_HEADER_BODY = HEADER_SIZE - 4
+#: crc, length, type (the 7-byte LevelDB fragment header)
+FRAG_HEADER = struct.Struct("<IHB")
+FRAG_HEADER_SIZE = FRAG_HEADER.size
+#: crc, length, type, seq: the header of a FULL fragment plus the record's seq, in one pack
+FULL_HEADER = struct.Struct("<IHBQ")
+#: type, seq: the first bytes the CRC of a FULL/FIRST fragment covers
+TYPE_SEQ = struct.Struct("<BQ")
+SEQ = struct.Struct("<Q")
+SEQ_SIZE = SEQ.size
+MAX_FRAGMENT = 0xFFFF
+
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+assert HEADER_SIZE == 28 and FRAG_HEADER_SIZE == 7 and SEQ_SIZE == 8
+assert FULL_HEADER.size == FRAG_HEADER_SIZE + SEQ_SIZE and TYPE_SEQ.size == 9
+assert BLOCK_SIZE - FRAG_HEADER_SIZE <= MAX_FRAGMENT
+
+
+class ForeignFileError(CorruptionError):
+    """A file named like a segment that does not start with our magic."""
+
+
+def encode_header(first_seq: int) -> bytes:
+    body = HEADER.pack(MAGIC, VERSION, 0, BLOCK_SIZE, first_seq, 0)[:_HEADER_BODY]
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_header(data: bytes, path: str) -> int:
+    """The ``first_seq`` of a segment header; :class:`CorruptionError` if it is not valid."""
+    if len(data) < HEADER_SIZE:
+        raise CorruptionError(f"segment header truncated ({len(data)} of {HEADER_SIZE} bytes)",
+                              path=path, offset=0)
+    magic, version, flags, block_size, first_seq, crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise ForeignFileError(f"not a banyanstore log segment (magic {magic!r})", path=path, offset=0)
+    if crc32c(memoryview(data)[:_HEADER_BODY]) != crc:
+        raise CorruptionError("segment header checksum mismatch", path=path, offset=0)
+    if version != VERSION or flags != 0:
+        raise CorruptionError(f"unsupported log format version {version} (flags {flags:#x})",
+                              path=path, offset=0)
+    if block_size != BLOCK_SIZE:
+        raise CorruptionError(f"unsupported block size {block_size}", path=path, offset=0)
+    return int(first_seq)
+
+
+def frame_crc(kind: int, payload: bytes | memoryview) -> int:
+    return crc32c(payload, crc32c(bytes((kind,))))
+
+
+def fragment(seq: int, data: bytes, block_left: int) -> Iterator[tuple[int, bytes]]:
+    """Split the record ``seq || data`` into ``(type, framed bytes)`` pieces.
+
+    ``block_left`` is the room left in the current block; it must be at least
+    :data:`FRAG_HEADER_SIZE` (the caller pads and starts a new block otherwise).
+    Each piece but the last fills its block exactly, so the next one starts a
+    block.  This is the slow path for records that do not fit where they start.
+    """
+    payload = memoryview(SEQ.pack(seq) + data)
+    pos, total, first = 0, len(payload), True
+    while True:
+        room = block_left - FRAG_HEADER_SIZE
+        chunk = payload[pos:pos + room]
+        pos += len(chunk)
+        last = pos >= total
+        kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
+        yield kind, FRAG_HEADER.pack(frame_crc(kind, chunk), len(chunk), kind) + chunk
+        if last:
+            return
+        first, block_left = False, BLOCK_SIZE

@@ -1,0 +1,129 @@
+"""Parse the records of one segment, reporting damage instead of guessing.
+
+:func:`iter_records` walks the block stream of :mod:`banyanstore.log.format`
+between two offsets and yields every intact record.  Whatever does not parse
+(bad CRC, zero-filled space, a length running past its block, a fragment out
+of order, a record whose seq is not the next one, a record cut off by the end
+of the data) is passed to ``on_damage(offset, reason)``: the callback either
+raises (the default policy of the Log: :class:`~banyanstore.errors.CorruptionError`)
+or returns, and the reader re-synchronises at the next block boundary, as
+LevelDB does, dropping the leftover fragments of the damaged record.
+
+The caller decides what damage means: recovery uses the offsets to tell a
+torn tail (nothing intact after it) from corruption in the middle.
+
+>>> from banyanstore.log.format import encode_header, fragment, BLOCK_SIZE, HEADER_SIZE
+>>> seg = encode_header(5) + b"".join(f for _, f in fragment(5, b"hi", BLOCK_SIZE - HEADER_SIZE))
+>>> [(s, d) for s, d, _, _ in iter_records(lambda o, n: seg[o:o + n], HEADER_SIZE, len(seg), 5)]
+[(5, b'hi')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from crc32c import crc32c
+
+from .format import BLOCK_SIZE, FIRST, FRAG_HEADER, FRAG_HEADER_SIZE, FULL, LAST, MIDDLE, SEQ, SEQ_SIZE
+
+__all__ = ["iter_records", "Record", "OnDamage"]
+
+Record = tuple[int, bytes, int, int]
+"""``(seq, data, start offset, end offset)`` of one record."""
+OnDamage = Callable[[int, str], None]
+
+_CRC_OF_TYPE = {kind: crc32c(bytes((kind,))) for kind in (FULL, FIRST, MIDDLE, LAST)}
+
+
+def _raise(offset: int, reason: str) -> None:
+    raise ValueError(f"{reason} at offset {offset}")
+
+
+def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect_seq: int | None,
+                 on_damage: OnDamage = _raise, *, chunk_bytes: int = 1 << 20) -> Iterator[Record]:
+    """Yield the intact records in ``[start, end)``; ``start`` must be a record boundary.
+
+    ``read(offset, length)`` returns the bytes of the segment file.
+    ``expect_seq`` is the seq of the record at ``start`` (``None``: unknown);
+    after that, each record must carry the next seq -- or, after damage, any
+    larger one.
+    """
+    chunk, chunk_off = b"", start
+    pos = start
+    parts: list[bytes] | None = None  # payloads of the record being assembled
+    rec_start = start
+    resyncing = False  # after damage: drop orphan MIDDLE/LAST fragments quietly
+    gap_ok = False  # after damage the next record may skip seqs (they were lost)
+    expect = expect_seq
+
+    def damage(offset: int, reason: str) -> int:
+        nonlocal parts, resyncing, gap_ok
+        on_damage(offset, reason)
+        parts, resyncing, gap_ok = None, True, True
+        return (pos // BLOCK_SIZE + 1) * BLOCK_SIZE  # continue at the next block
+
+    while pos < end:
+        block_end = min((pos // BLOCK_SIZE + 1) * BLOCK_SIZE, end)
+        if block_end - pos < FRAG_HEADER_SIZE:
+            if block_end == end and end % BLOCK_SIZE and pos < end:
+                # Not a trailer: the data stops inside a fragment header.
+                damage(rec_start if parts is not None else pos, "truncated fragment header")
+            pos = block_end
+            continue
+        if pos + FRAG_HEADER_SIZE > chunk_off + len(chunk) or block_end > chunk_off + len(chunk):
+            # Fragments never cross blocks: load at least to the end of this block.
+            want = max(block_end, min(end, pos - pos % BLOCK_SIZE + chunk_bytes)) - pos
+            chunk, chunk_off = read(pos, want), pos
+            if len(chunk) < block_end - pos:  # the file shrank under us (or was cut)
+                end = block_end = pos + len(chunk)
+                continue
+        i = pos - chunk_off
+        crc, length, kind = FRAG_HEADER.unpack_from(chunk, i)
+        frag_end = pos + FRAG_HEADER_SIZE + length
+        bad = None
+        if kind not in _CRC_OF_TYPE:
+            bad = "zero-filled space" if crc == length == kind == 0 else f"bad fragment type {kind}"
+        elif frag_end > block_end:
+            bad = ("fragment runs past the end of the data" if block_end == end
+                   else "fragment length runs past its block")
+        else:
+            payload = memoryview(chunk)[i + FRAG_HEADER_SIZE:i + FRAG_HEADER_SIZE + length]
+            if crc32c(payload, _CRC_OF_TYPE[kind]) != crc:
+                bad = "fragment checksum mismatch"
+        if bad is not None:
+            pos = damage(rec_start if parts is not None else pos, bad)
+            continue
+        if kind == FULL or kind == FIRST:
+            if parts is not None:
+                pos = damage(rec_start, "record without its LAST fragment")
+                continue
+            rec_start, resyncing = pos, False
+            if kind == FIRST:
+                parts = [bytes(payload)]
+                pos = frag_end
+                continue
+            whole = payload
+        else:
+            if parts is None:
+                if resyncing:  # the rest of a record already reported as damaged
+                    pos = frag_end
+                    continue
+                pos = damage(pos, "fragment without its FIRST fragment")
+                continue
+            parts.append(bytes(payload))
+            pos = frag_end
+            if kind == MIDDLE:
+                continue
+            whole, parts = memoryview(b"".join(parts)), None
+        if len(whole) < SEQ_SIZE:
+            pos = damage(rec_start, "record shorter than its seq")
+            continue
+        (seq,) = SEQ.unpack_from(whole)
+        if expect is not None and seq != expect and not (gap_ok and seq > expect):
+            pos = damage(rec_start, f"record seq {seq} where {expect} was expected")
+            continue
+        expect, gap_ok = seq + 1, False
+        pos = frag_end
+        yield seq, bytes(whole[SEQ_SIZE:]), rec_start, frag_end
+    if parts is not None:
+        damage(rec_start, "record cut off by the end of the data")

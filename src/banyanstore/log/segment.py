@@ -1,0 +1,150 @@
+"""One segment file: its name, its header, its sparse index, reads from it.
+
+A segment is named after the seq of its first record, zero-padded so names
+sort like seqs: ``00000000000000000001.log``.  Its header (see
+:mod:`banyanstore.log.format`) repeats that seq under a checksum.
+
+The sparse index holds the offset of every ``log_index_interval``-th record.
+The writer fills it for segments written by this process; older segments get
+theirs on first use, by one sequential scan that also verifies every CRC.
+A lookup then reads forward from the nearest entry: at most
+``log_index_interval`` records, usually inside one 32 KiB block.
+
+>>> segment_name(1), parse_segment_name("00000000000000000042.log"), parse_segment_name("LOCK")
+('00000000000000000001.log', 42, None)
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from collections.abc import Iterator
+
+from ..io.base import Env, RandomAccessFile, WritableFile
+from .format import BLOCK_SIZE, HEADER_SIZE, decode_header, encode_header
+from .reader import OnDamage, Record, iter_records
+
+__all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
+           "read_header"]
+
+_NAME = re.compile(r"(\d{20})\.log")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.log"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The first seq encoded in a segment file name, or ``None`` for other files."""
+    m = _NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+class SparseIndex:
+    """``(seq, offset)`` of every n-th record, in increasing order."""
+
+    __slots__ = ("seqs", "offsets")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.offsets: list[int] = []
+
+    def add(self, seq: int, offset: int) -> None:
+        self.seqs.append(seq)
+        self.offsets.append(offset)
+
+    def floor(self, seq: int) -> tuple[int, int] | None:
+        """The last entry at or before ``seq``."""
+        i = bisect.bisect_right(self.seqs, seq) - 1
+        return (self.seqs[i], self.offsets[i]) if i >= 0 else None
+
+
+def create_segment(env: Env, path: str, first_seq: int) -> WritableFile:
+    """Create ``path`` with its header, synced.  The caller syncs the directory."""
+    f = env.open_writable(path)
+    try:
+        f.write(encode_header(first_seq))
+        f.sync()
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_header(env: Env, path: str) -> tuple[int, int]:
+    """``(first_seq, file size)`` of an existing segment; CorruptionError if the header is bad."""
+    f = env.open_readable(path)
+    try:
+        size = f.size
+        return decode_header(f.read(0, HEADER_SIZE), path), size
+    finally:
+        f.close()
+
+
+class Segment:
+    """A segment's metadata and a shared read handle.
+
+    ``end`` is how far readers may read: the file size for sealed segments;
+    for the active one the Log keeps it at the writer's flushed offset.
+    """
+
+    def __init__(self, env: Env, path: str, first_seq: int, end: int,
+                 index: SparseIndex | None = None) -> None:
+        self.env = env
+        self.path = path
+        self.first_seq = first_seq
+        self.end = end
+        self.index = index
+        self._raf: RandomAccessFile | None = None
+        self._mu = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Segment({self.path!r}, first_seq={self.first_seq}, end={self.end})"
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        raf = self._raf
+        if raf is None:
+            with self._mu:
+                if self._raf is None:
+                    self._raf = self.env.open_readable(self.path)
+                raf = self._raf
+        return raf.read(offset, length)
+
+    def records(self, on_damage: OnDamage, *, start: int = HEADER_SIZE, expect: int | None = None,
+                end: int | None = None, chunk_bytes: int = 1 << 20) -> Iterator[Record]:
+        if expect is None and start == HEADER_SIZE:
+            expect = self.first_seq
+        return iter_records(self.read_at, start, self.end if end is None else end, expect,
+                            on_damage, chunk_bytes=chunk_bytes)
+
+    def ensure_index(self, interval: int, on_damage: OnDamage) -> SparseIndex:
+        """The sparse index, built by one verifying scan on first use."""
+        index = self.index
+        if index is not None:
+            return index
+        # Two threads' first uses may both scan: same result, so no lock over the scan.
+        index = SparseIndex()
+        next_seq = 0
+        for seq, _data, start, _end in self.records(on_damage):
+            if seq >= next_seq:  # the writer's rule, so both build the same index
+                index.add(seq, start)
+                next_seq = seq + interval
+        self.index = index
+        return index
+
+    def find(self, seq: int, interval: int, on_damage: OnDamage) -> bytes | None:
+        """Record ``seq`` of this segment, or ``None`` if it is not there (skipped damage)."""
+        entry = self.ensure_index(interval, on_damage).floor(seq)
+        start, expect = (HEADER_SIZE, self.first_seq) if entry is None else (entry[1], entry[0])
+        for rseq, data, _s, _e in self.records(on_damage, start=start, expect=expect,
+                                               chunk_bytes=BLOCK_SIZE):
+            if rseq >= seq:
+                return data if rseq == seq else None
+        return None
+
+    def close(self) -> None:
+        with self._mu:
+            raf, self._raf = self._raf, None
+        if raf is not None:
+            raf.close()

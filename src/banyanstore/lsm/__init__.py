@@ -1,0 +1,1 @@
+"""The LSM Store: memtables, WAL, manifest, views, flush, compaction."""

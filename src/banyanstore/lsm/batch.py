@@ -1,0 +1,79 @@
+"""Atomic batches: every operation commits under one version, or none does.
+
+>>> import banyanstore, tempfile
+>>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+...     with store.batch() as b:
+...         b.put(b"span:1", b"payload")
+...         b.put(b"trace:9|span:1", b"", keyspace="index")
+...         b.delete(b"span:0")
+...     b.version == store.version, store.keyspace("index").get(b"trace:9|span:1")
+(True, b'')
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .keyspace import as_bytes
+from .view import KeyspaceState
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Batch"]
+
+
+class Batch:
+    """Operations collected for one atomic commit.  Leaving the ``with`` block
+    without an exception commits; with an exception, nothing is written."""
+
+    __slots__ = ("_store", "_sync", "_ops", "version", "_done")
+
+    def __init__(self, store: Store, sync: bool | None) -> None:
+        self._store = store
+        self._sync = sync
+        self._ops: list[tuple[KeyspaceState, bytes, bytes | None]] = []
+        self.version: int | None = None
+        """The batch's version once committed (None for an empty batch)."""
+        self._done = False
+
+    def put(self, key: bytes, value: bytes, *, keyspace: Any = None) -> None:
+        self._check_open()
+        value = as_bytes(value, "value")
+        key = self._store._check_entry(key, value)
+        self._ops.append((self._store._resolve_keyspace(keyspace), key, value))
+
+    def delete(self, key: bytes, *, keyspace: Any = None) -> None:
+        self._check_open()
+        key = self._store._check_entry(key, None)
+        self._ops.append((self._store._resolve_keyspace(keyspace), key, None))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise RuntimeError("this batch was already committed or discarded")
+
+    def commit(self, *, sync: bool | None = None) -> int | None:
+        """Write every operation under one new version; returns it."""
+        self._check_open()
+        self._done = True
+        self.version = self._store._write_batch(self._ops, self._sync if sync is None else sync)
+        self._ops = []
+        return self.version
+
+    def discard(self) -> None:
+        self._done = True
+        self._ops = []
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

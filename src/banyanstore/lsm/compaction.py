@@ -1,0 +1,348 @@
+"""Size-tiered compaction, off the caller's thread.
+
+Policy (per keyspace): tables are ordered by version range, newest first, and
+only *adjacent* tables are merged, so version ranges stay disjoint (the read
+path and scans rely on it).  A window of ``compaction_min_width`` ..
+``compaction_max_width`` adjacent tables is eligible when its total size is at
+least ``compaction_size_ratio`` x its largest table (BanyanDB: output >= 1.7 x
+the largest input), so a big table is not rewritten to absorb a small one;
+among eligible windows the one with the most tables per byte wins.  When a
+keyspace has ``max_tables_before_slowdown`` tables or more, the cheapest
+window of maximal width is merged regardless of the ratio, which bounds the
+tables a point read may consult.  Tables entirely past their TTL are dropped
+from the manifest without being read.
+
+Failure handling: a merge checks free disk for its worst case (the inputs'
+size) first; a failing merge removes its partial output and is retried with
+back-off; an input involved in ``merge_max_failures`` consecutive failures
+(other than a full disk) is quarantined -- kept live and readable, never
+merged again in this process -- and reported in ``stats()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BanyanStoreError, DiskFullError
+from ..sstable.reader import TableReader
+from .flush import table_path
+from .manifest import TableInfo
+from .merge import MergeSpec, build_merged, run_merge
+from .view import KeyspaceState, View
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Compactor", "pick_window"]
+
+logger = logging.getLogger("banyanstore.compaction")
+BACKOFF_START = 0.1
+BACKOFF_MAX = 5.0
+
+
+def pick_window(sizes: list[int], blocked: list[bool], min_w: int, max_w: int, ratio: float,
+                force: bool) -> tuple[int, int] | None:
+    """``(start, end)`` of the adjacent tables to merge, or None.
+
+    >>> pick_window([10, 10, 10, 10, 1000], [False] * 5, 4, 8, 1.7, False)
+    (0, 4)
+    >>> pick_window([1000, 10, 10], [False] * 3, 2, 8, 1.7, False)
+    (1, 3)
+    """
+    best: tuple[float, int, int] | None = None
+    n = len(sizes)
+    for i in range(n):
+        total, biggest = 0, 0
+        for j in range(i, min(n, i + max_w)):
+            if blocked[j]:
+                break
+            total += sizes[j]
+            biggest = max(biggest, sizes[j])
+            width = j - i + 1
+            if width < min_w:
+                continue
+            if force or total >= ratio * biggest:
+                score = width / max(total, 1)
+                if best is None or score > best[0]:
+                    best = (score, i, j + 1)
+    return None if best is None else (best[1], best[2])
+
+
+class Compactor:
+    """Picks and runs merges; one at a time per store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cv = threading.Condition()
+        self._merge_lock = threading.RLock()  # one merge (pick + run + install) at a time
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._failures: dict[int, int] = {}  # file_no -> consecutive failed merges
+        self.quarantined: set[int] = set()
+        self.error: BaseException | None = None
+        self.merges = 0
+        self.failed_merges = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.tables_dropped_by_ttl = 0
+        self.entries_in = 0
+        self.entries_out = 0
+        self._pool: Any = None
+
+    # -- thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="banyanstore-compact", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _run(self) -> None:
+        backoff = BACKOFF_START
+        while not self._stopping:
+            try:
+                worked = self.step()
+                backoff = BACKOFF_START
+            except Exception as exc:  # noqa: BLE001 - a merge failure must not kill the thread
+                self.error = exc
+                logger.error("merge failed, retrying in %.1fs: %s", backoff, exc)
+                worked = False
+                with self._cv:
+                    self._cv.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if not worked:
+                with self._cv:
+                    if not self._stopping:
+                        self._cv.wait(1.0)
+
+    # -- one round -------------------------------------------------------------------
+    def step(self) -> bool:
+        """Drop expired tables, then run at most one merge.  True if it did work."""
+        with self._merge_lock:
+            return self._step()
+
+    def _step(self) -> bool:
+        store, opts = self._store, self._store.options
+        did = False
+        for ks in list(store._ks_by_id.values()):
+            did |= self._drop_expired(ks)
+        for ks in list(store._ks_by_id.values()):
+            tables = ks.view.tables
+            if len(tables) < opts.compaction_min_width:
+                continue
+            force = len(tables) >= opts.max_tables_before_slowdown
+            window = pick_window([t.file_size for t in tables],
+                                 [getattr(t, "file_no", -1) in self.quarantined for t in tables],
+                                 opts.compaction_min_width, opts.compaction_max_width,
+                                 opts.compaction_size_ratio, force)
+            if window is not None:
+                self.merge(ks, tables[window[0]:window[1]])
+                return True
+        return did
+
+    def _drop_expired(self, ks: KeyspaceState) -> bool:
+        if ks.ttl is None:
+            return False
+        store = self._store
+        floor = store._ttl_floor(ks, store._version)
+        expired = [t for t in ks.view.tables if t.max_version < floor]
+        if not expired:
+            return False
+        with store._state_lock:
+            store._log_edit({"remove_tables": [[ks.id, t.file_no] for t in expired]})
+            gone = {id(t) for t in expired}
+            old = ks.view
+            ks.view = View(old.mem, old.imms, tuple(t for t in old.tables if id(t) not in gone))
+        self._remove_files(expired)
+        self.tables_dropped_by_ttl += len(expired)
+        logger.info("dropped %d tables of keyspace %r past their TTL", len(expired), ks.name)
+        return True
+
+    def _spec(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> MergeSpec:
+        store, opts = self._store, self._store.options
+        latest = store._version
+        if opts.history_retention is None:
+            floor = latest
+        else:
+            floor = min(latest, max(store._history_floor,
+                                    store._version_at(time.time() - opts.history_retention)))
+        floor = max(floor, store._history_floor)
+        snaps = tuple(sorted(v for v in store._snapshots if v < floor))
+        bottom = ks.view.tables[-1] is inputs[-1]
+        return MergeSpec(floor, snaps, store._ttl_floor(ks, latest), bottom)
+
+    def merge(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> TableInfo | None:
+        """Merge adjacent ``inputs`` (newest first) of ``ks`` into one table."""
+        store = self._store
+        with self._merge_lock:
+            need = sum(t.file_size for t in inputs)
+            free = store._env.free_space(store.path)
+            if free < need:
+                raise DiskFullError(f"merge of {len(inputs)} tables needs up to {need} bytes, "
+                                    f"{free} are free on {store.path}", path=store.path,
+                                    op="merge", errno=errno.ENOSPC)
+            spec = self._spec(ks, inputs)
+            file_no = store._allocate_file_no()
+            out_path = table_path(store.path, file_no)
+            try:
+                meta = self._build(inputs, out_path, spec)
+                reader = None
+                if meta is not None:
+                    store._env.sync_dir(f"{store.path}/tables")
+                    reader = TableReader.open(store._env, out_path, store._cache)
+                    reader.file_no = file_no
+            except BaseException as exc:
+                self._note_failure(inputs, exc)
+                self._remove_quietly(out_path)
+                raise
+            info = None
+            if meta is not None:
+                info = TableInfo(ks.id, file_no, meta.file_size, meta.smallest_key, meta.largest_key,
+                                 meta.min_version, meta.max_version, meta.entry_count,
+                                 meta.tombstone_count)
+            self._install(ks, inputs, reader, info, spec.floor, out_path)
+            for t in inputs:
+                self._failures.pop(getattr(t, "file_no", -1), None)
+            self.merges += 1
+            self.error = None
+            self.bytes_read += need
+            self.bytes_written += meta.file_size if meta is not None else 0
+            self.entries_in += sum(t.meta.entry_count for t in inputs)
+            self.entries_out += meta.entry_count if meta is not None else 0
+            return info
+
+    def _build(self, inputs: tuple[Any, ...], out_path: str, spec: MergeSpec) -> Any:
+        store = self._store
+        if store.options.compaction_mode == "process" and store._env.mode != "memory":
+            pool = self._process_pool()
+            paths = [table_path(store.path, t.file_no) for t in inputs]
+            return pool.submit(run_merge, paths, out_path, store.options, spec).result()
+        return build_merged(store._env, inputs, out_path, store.options, spec)
+
+    def _process_pool(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+        return self._pool
+
+    def _install(self, ks: KeyspaceState, inputs: tuple[Any, ...], reader: Any,
+                 info: TableInfo | None, floor: int, out_path: str) -> None:
+        store = self._store
+        edit: dict[str, Any] = {"remove_tables": [[ks.id, t.file_no] for t in inputs],
+                                "history_floor": floor}
+        if info is not None:
+            edit["add_tables"] = [info.to_json()]
+        with store._state_lock:
+            try:
+                store._log_edit(edit)
+            except BaseException:
+                store._defer_delete([out_path])
+                raise
+            store._history_floor = max(store._history_floor, floor)
+            old = ks.view
+            tables = list(old.tables)
+            i = next(k for k, t in enumerate(tables) if t is inputs[0])
+            # REQUIRES (held by _merge_lock): inputs are still adjacent in the view
+            assert all(a is b for a, b in zip(tables[i:i + len(inputs)], inputs, strict=True))
+            tables[i:i + len(inputs)] = [reader] if reader is not None else []
+            ks.view = View(old.mem, old.imms, tuple(tables))
+        self._remove_files(inputs)
+
+    def _remove_files(self, tables: Any) -> None:
+        store = self._store
+        for t in tables:
+            store._cache.evict_table(getattr(t, "table_id", id(t)))
+            self._remove_quietly(table_path(store.path, t.file_no))
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self._store._env.remove(path)
+        except FileNotFoundError:
+            pass
+        except (BanyanStoreError, OSError) as exc:
+            logger.warning("could not remove %s: %s", path, exc)
+
+    def _note_failure(self, inputs: tuple[Any, ...], exc: BaseException) -> None:
+        self.failed_merges += 1
+        if isinstance(exc, DiskFullError):
+            return  # not the inputs' fault: retry when space returns
+        for t in inputs:
+            n = self._failures.get(t.file_no, 0) + 1
+            self._failures[t.file_no] = n
+            if n >= self._store.options.merge_max_failures and t.file_no not in self.quarantined:
+                self.quarantined.add(t.file_no)
+                logger.error("table %06d quarantined after %d failed merges (last: %s); it stays "
+                             "readable but is not merged again", t.file_no, n, exc)
+
+    # -- explicit compaction ----------------------------------------------------------
+    def compact_all(self, ks: KeyspaceState | None, *, start: bytes | None = None,
+                    end: bytes | None = None, progress: Any = None) -> dict[str, Any]:
+        """Merge each keyspace's (non-quarantined) tables overlapping ``[start, end)``
+        into one; ``progress(info_dict)`` is called after each merge."""
+        with self._merge_lock:
+            return self._compact_all(ks, start, end, progress)
+
+    def _compact_all(self, ks: KeyspaceState | None, start: bytes | None, end: bytes | None,
+                     progress: Any) -> dict[str, Any]:
+        store = self._store
+        targets = [ks] if ks is not None else list(store._ks_by_id.values())
+        summary: dict[str, Any] = {"merges": 0, "tables_before": 0, "tables_after": 0}
+        for k in targets:
+            self._drop_expired(k)
+            tables = k.view.tables
+            summary["tables_before"] += len(tables)
+            for run in self._runs(tables, start, end):
+                if len(run) > 1 or (len(run) == 1 and store._history_floor < store._version):
+                    self.merge(k, run)
+                    summary["merges"] += 1
+                    if progress is not None:
+                        progress({"keyspace": k.name, "merged_tables": len(run),
+                                  "tables_now": len(k.view.tables)})
+            summary["tables_after"] += len(k.view.tables)
+        return summary
+
+    def _runs(self, tables: tuple[Any, ...], start: bytes | None,
+              end: bytes | None) -> list[tuple[Any, ...]]:
+        """Maximal runs of adjacent, non-quarantined tables spanning the key range."""
+        idx = [i for i, t in enumerate(tables)
+                if (start is None or t.largest_key >= start) and (end is None or t.smallest_key < end)]
+        if not idx:
+            return []
+        runs, cur = [], []
+        for t in tables[idx[0]:idx[-1] + 1]:
+            if t.file_no in self.quarantined:
+                if cur:
+                    runs.append(tuple(cur))
+                cur = []
+            else:
+                cur.append(t)
+        if cur:
+            runs.append(tuple(cur))
+        return runs
+
+    def stats(self) -> dict[str, Any]:
+        return {"merges": self.merges, "failed_merges": self.failed_merges,
+                "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
+                "entries_in": self.entries_in, "entries_out": self.entries_out,
+                "reclaimed_entries": self.entries_in - self.entries_out,
+                "tables_dropped_by_ttl": self.tables_dropped_by_ttl,
+                "quarantined": sorted(self.quarantined),
+                "last_error": repr(self.error) if self.error else None,
+                "mode": self._store.options.compaction_mode}

@@ -1,0 +1,229 @@
+"""Flushing immutable memtables to tables, off the caller's thread.
+
+A switch hands the flusher a :class:`PendingFlush` (the memtables of every
+keyspace as of one version, and the WAL sequence where the next memtables
+start).  The flusher writes one table per non-empty memtable, syncs the
+tables and their directory, then records them in the manifest *and* swaps
+the keyspaces' views under the state lock, and only then cuts the WAL.
+
+Crash states (each proven by tests/lsm/test_crash.py):
+
+* tables written, manifest edit not durable: the tables are orphans, removed
+  at the next open; the WAL still holds their data.
+* manifest edit durable, WAL not yet cut: replay skips records whose version
+  is ``<= flushed_version``.
+
+A failing flush (EIO, ENOSPC) removes its partial files and is retried with
+back-off; writers keep going until ``max_immutable_memtables`` memtables wait,
+then stall -- and get the flush error (e.g. :class:`DiskFullError`) instead
+of waiting forever while it persists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BanyanStoreError, StoreClosedError
+from ..sstable.builder import TableBuilder
+from ..sstable.reader import TableReader
+from .manifest import TableInfo
+from .memtable import Memtable
+from .view import View
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Flusher", "PendingFlush", "table_path", "build_table"]
+
+logger = logging.getLogger("banyanstore.flush")
+BACKOFF_START = 0.05
+BACKOFF_MAX = 2.0
+
+
+def table_path(store_path: str, file_no: int) -> str:
+    return f"{store_path}/tables/{file_no:06d}.sst"
+
+
+@dataclass
+class PendingFlush:
+    mems: dict[int, Memtable]
+    last_version: int
+    wal_seq: int
+    time_samples: list[tuple[int, int]]
+
+
+def build_table(store: Store, ks_id: int, entries: Any) -> tuple[TableReader, TableInfo] | None:
+    """Write ``entries`` (internal order) to a new table of keyspace ``ks_id``, sync
+    it and open it.  On failure the partial file is removed and the error raised."""
+    file_no = store._allocate_file_no()
+    path = table_path(store.path, file_no)
+    builder = TableBuilder(store._env, path, store.options)
+    try:
+        builder.add_many(entries)
+        if builder.entry_count == 0:
+            builder.abandon()
+            return None
+        meta = builder.finish()
+    except BaseException:
+        builder.abandon()
+        raise
+    try:
+        reader = TableReader.open(store._env, path, store._cache)
+    except BaseException:
+        _remove_quietly(store, path)
+        raise
+    info = TableInfo(ks_id, file_no, meta.file_size, meta.smallest_key, meta.largest_key,
+                     meta.min_version, meta.max_version, meta.entry_count, meta.tombstone_count)
+    reader.file_no = file_no
+    return reader, info
+
+
+def _remove_quietly(store: Store, path: str) -> None:
+    try:
+        store._env.remove(path)
+    except (FileNotFoundError, BanyanStoreError, OSError):
+        logger.warning("could not remove %s after a failed flush", path)
+
+
+class Flusher:
+    """The background thread that turns immutable memtables into tables."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: deque[PendingFlush] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.flushes = 0
+        self.failures = 0
+        self.bytes_written = 0
+        self.stalls = 0
+        self.stall_seconds = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="banyanstore-flush", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, mems: dict[int, Memtable], last_version: int, wal_seq: int,
+               samples: list[tuple[int, int]]) -> None:
+        with self._cv:
+            self._queue.append(PendingFlush(mems, last_version, wal_seq, samples))
+            self._cv.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Stall the (write-locked) caller while too many memtables wait.
+        Raises the flush error if flushing keeps failing meanwhile."""
+        limit = self._store.options.max_immutable_memtables
+        if len(self._queue) < limit:
+            return
+        began = time.monotonic()
+        self.stalls += 1
+        try:
+            with self._cv:
+                while len(self._queue) >= limit:
+                    if self.error is not None:
+                        raise self.error
+                    if self._stopping:
+                        raise StoreClosedError("store is closing")
+                    self._cv.wait(0.1)
+        finally:
+            self.stall_seconds += time.monotonic() - began
+
+    def wait_idle(self) -> None:
+        """Return once every submitted memtable is in a table; raise the flush
+        error if the queue cannot drain."""
+        with self._cv:
+            while self._queue:
+                if self.error is not None and self.failures >= 3:
+                    raise self.error
+                if self._stopping or self._thread is None or not self._thread.is_alive():
+                    raise StoreClosedError("flusher is not running")
+                self._cv.wait(0.1)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    # -- the thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = BACKOFF_START
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    self._cv.wait()
+                if self._stopping and (not self._queue or self.error is not None):
+                    return
+                job = self._queue[0]
+            try:
+                self._flush(job)
+            except BaseException as exc:  # noqa: BLE001 - reported to writers, retried
+                with self._cv:
+                    self.error = exc
+                    self.failures += 1
+                    self._cv.notify_all()
+                logger.error("flush failed (attempt %d), retrying in %.2fs: %s",
+                             self.failures, backoff, exc)
+                with self._cv:
+                    if self._stopping:
+                        return
+                    self._cv.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_START
+            with self._cv:
+                self._queue.popleft()
+                self.error = None
+                self.failures = 0
+                self.flushes += 1
+                self._cv.notify_all()
+
+    def _flush(self, job: PendingFlush) -> None:
+        store = self._store
+        built: dict[int, Any] = {}
+        infos: list[TableInfo] = []
+        try:
+            for ks_id, mem in job.mems.items():
+                result = build_table(store, ks_id, mem.flush_entries())
+                if result is not None:
+                    built[ks_id], info = result
+                    infos.append(info)
+            store._env.sync_dir(f"{store.path}/tables")
+        except BaseException:
+            for info in infos:
+                _remove_quietly(store, table_path(store.path, info.file_no))
+            raise
+        edit: dict[str, Any] = {
+            "add_tables": [i.to_json() for i in infos], "flushed_version": job.last_version,
+            "wal_seq": job.wal_seq, "time_map": [list(s) for s in job.time_samples]}
+        with store._state_lock:
+            try:
+                store._log_edit(edit)
+            except BaseException:
+                # The edit may or may not be durable: delete the tables only once a
+                # later manifest that does not name them is.
+                store._defer_delete([table_path(store.path, i.file_no) for i in infos])
+                raise
+            for ks_id, mem in job.mems.items():
+                ks = store._ks_by_id[ks_id]
+                old = ks.view
+                reader = built.get(ks_id)
+                tables = old.tables if reader is None else (reader,) + old.tables
+                ks.view = View(old.mem, tuple(m for m in old.imms if m is not mem), tables)
+        self.bytes_written += sum(i.file_size for i in infos)
+        assert store._wal is not None
+        store._wal.truncate_before(job.wal_seq)
+        if store._compactor is not None:
+            store._compactor.wake()

@@ -1,0 +1,173 @@
+"""Range scans: merge memtables and tables into one ordered stream of live entries.
+
+Per-entry Python work is the cost of a scan, so the merge works a *chunk* at a
+time rather than an entry at a time through a heap:
+
+1. every source (a memtable or a table) hands out *runs*: lists of internal
+   entries ``(key, version, value)`` in internal order (key ascending,
+   version descending), a block's worth each;
+2. a chunk takes, from every source, the entries with keys strictly before the
+   *bound* -- the smallest "last loaded key" among sources that still have
+   more to load -- so every version of a key lands in the same chunk;
+3. the pieces are concatenated newest source first and sorted by key with a
+   stable sort (Timsort merges the runs in C), which keeps, for each key, its
+   newest entry first;
+4. one pass keeps the first entry of each key whose version is visible.
+
+Reverse scans use the same machinery mirrored (take entries after the largest
+"first loaded key", prepend new runs) and reverse each finished chunk.
+
+REQUIRES: sources are ordered newest first, and a key's entries in a newer
+source all have higher versions than its entries in an older one (tables of a
+keyspace cover disjoint version ranges; compaction merges adjacent tables).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from operator import itemgetter
+from typing import Any
+
+from .memtable import Memtable
+
+__all__ = ["scan_merged", "memtable_runs", "table_runs", "prefix_end"]
+
+Entry = tuple[bytes, int, Any]
+RUN_KEYS = 512
+_key_of = itemgetter(0)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``.
+
+    >>> prefix_end(b"ab"), prefix_end(b"a\\xff"), prefix_end(b"\\xff")
+    (b'ac', b'b', None)
+    """
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version: int,
+                  reverse: bool) -> Iterator[list[Entry]]:
+    """Runs of the newest visible entry per key (ascending within each run)."""
+    keys = mem.sorted_keys()
+    lo = 0 if start is None else bisect_left(keys, start)
+    hi = len(keys) if end is None else bisect_left(keys, end)
+    if reverse:
+        for stop in range(hi, lo, -RUN_KEYS):
+            run = mem.visible_entries(keys[max(lo, stop - RUN_KEYS):stop], version)
+            if run:
+                yield run
+    else:
+        for begin in range(lo, hi, RUN_KEYS):
+            run = mem.visible_entries(keys[begin:min(hi, begin + RUN_KEYS)], version)
+            if run:
+                yield run
+
+
+def table_runs(reader: Any, start: bytes | None, end: bytes | None,
+               reverse: bool) -> Iterator[list[Entry]]:
+    """Runs of a table's internal entries, each in ascending internal order."""
+    runs = getattr(reader, "scan_runs", None)
+    if runs is not None:
+        yield from runs(start, end, reverse=reverse)
+        return
+    it = reader.scan(start, end, reverse=reverse)
+    while True:
+        run = list(islice(it, RUN_KEYS))
+        if not run:
+            return
+        if reverse:
+            run.reverse()
+        yield run
+
+
+class _Source:
+    __slots__ = ("runs", "buf", "done")
+
+    def __init__(self, runs: Iterator[list[Entry]]) -> None:
+        self.runs = runs
+        self.buf: list[Entry] = []
+        self.done = False
+
+    def load(self, reverse: bool) -> None:
+        """Add the next run (at the end going forward, at the front in reverse)."""
+        for run in self.runs:
+            if run:
+                self.buf = (run + self.buf) if reverse else (self.buf + run)
+                return
+        self.done = True
+
+
+def _chunks(sources: list[_Source], reverse: bool) -> Iterator[list[Entry]]:
+    """Chunks of entries (ascending internal order) such that each key's entries
+    from all sources fall into exactly one chunk; chunks ascend (or descend)."""
+    for s in sources:
+        s.load(reverse)
+    while True:
+        live = [s for s in sources if not s.done]
+        if not live and not any(s.buf for s in sources):
+            return
+        if live:
+            edges = [s.buf[0][0] if reverse else s.buf[-1][0] for s in live]
+            bound = max(edges) if reverse else min(edges)
+        pieces: list[Entry] = []
+        for s in sources:
+            buf = s.buf
+            if not buf:
+                continue
+            if not live:
+                cut = 0 if reverse else len(buf)
+            elif reverse:
+                cut = bisect_right(buf, bound, key=_key_of)
+            else:
+                cut = bisect_left(buf, bound, key=_key_of)
+            if reverse:
+                pieces += buf[cut:]
+                s.buf = buf[:cut]
+            else:
+                pieces += buf[:cut]
+                s.buf = buf[cut:]
+        if len(sources) > 1 and pieces:
+            pieces.sort(key=_key_of)  # stable: newer sources stay first within a key
+        if pieces:
+            yield pieces
+        for s in live:
+            edge = (s.buf[0][0] if reverse else s.buf[-1][0]) if s.buf else None
+            if edge is None or edge == bound:
+                s.load(reverse)
+
+
+def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floor: int,
+                reverse: bool, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` of every live key: the newest entry with a version
+    ``<= version`` is a value written at or after ``floor`` (TTL)."""
+    sources = [_Source(r) for r in run_sources]
+    remaining = -1 if limit is None else limit
+    if remaining == 0:
+        return
+    for chunk in _chunks(sources, reverse):
+        out: list[tuple[bytes, bytes]] = []
+        append = out.append
+        last = None
+        for k, v, val in chunk:
+            if v > version or k == last:
+                continue
+            last = k
+            if val is not None and v >= floor:
+                append((k, val))
+        if reverse:
+            out.reverse()
+        if remaining >= 0:
+            if len(out) >= remaining:
+                yield from out[:remaining]
+                return
+            remaining -= len(out)
+        yield from out

@@ -1,0 +1,146 @@
+"""The memtable: recent writes of one keyspace, in memory, with every version.
+
+Layout: ``dict[user_key, list]`` where the list is *flat* and ascending by
+version: ``[v1, value1, v2, value2, ...]`` (``None`` is a tombstone).  A put
+is one dict lookup plus one ``list.extend`` (atomic under the GIL, so a
+concurrent reader never sees half an entry).  Sorted order is only needed by
+scans and flushes, so keys are sorted lazily: new keys are remembered in
+arrival order and merged into the sorted list on demand (Timsort merges the
+two runs in C).
+
+Readers take no lock: a reader at version ``v`` ignores every entry newer than
+``v``, and the store publishes a version only after its entries are in the
+memtable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Final
+
+__all__ = ["Memtable", "MISSING", "ENTRY_OVERHEAD"]
+
+MISSING: Final = object()
+"""Returned by :meth:`Memtable.get` when the memtable has no visible entry."""
+
+ENTRY_OVERHEAD: Final = 48
+"""Bytes charged per entry on top of key and value (list slots, int, dict share)."""
+
+
+class Memtable:
+    """Versioned entries of one keyspace.  Writers are serialised by the store."""
+
+    __slots__ = ("_data", "_sorted", "_new_keys", "_sort_lock", "approx_bytes", "entries",
+                 "min_version", "max_version")
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, list] = {}
+        self._sorted: list[bytes] = []
+        self._new_keys: list[bytes] = []
+        self._sort_lock = threading.Lock()
+        self.approx_bytes = 0
+        self.entries = 0
+        self.min_version = 0
+        self.max_version = 0
+
+    def __len__(self) -> int:
+        return self.entries
+
+    # -- writes (REQUIRES: the store's write lock; versions strictly increase) --
+    def add(self, key: bytes, version: int, value: bytes | None) -> int:
+        """Record ``key`` at ``version``; returns the bytes charged."""
+        lst = self._data.get(key)
+        if lst is None:
+            self._data[key] = [version, value]
+            self._new_keys.append(key)
+        elif lst[-2] == version:  # the same key twice in one batch: the last op wins
+            lst[-1] = value
+        else:
+            lst += (version, value)
+        charge = len(key) + (len(value) if value is not None else 0) + ENTRY_OVERHEAD
+        self.approx_bytes += charge
+        self.entries += 1
+        if not self.min_version:
+            self.min_version = version
+        self.max_version = version
+        return charge
+
+    # -- reads -------------------------------------------------------------------
+    def get(self, key: bytes, version: int) -> object:
+        """The newest value of ``key`` at or below ``version``; ``None`` for a
+        tombstone; :data:`MISSING` if there is no such entry here."""
+        lst = self._data.get(key)
+        if lst is None:
+            return MISSING
+        i = len(lst) - 2
+        while i >= 0:
+            if lst[i] <= version:
+                return lst[i + 1]
+            i -= 2
+        return MISSING
+
+    def get_entry(self, key: bytes, version: int) -> tuple[int, bytes | None] | None:
+        """Like :meth:`get` but returns ``(entry_version, value)`` or ``None``."""
+        lst = self._data.get(key)
+        if lst is None:
+            return None
+        i = len(lst) - 2
+        while i >= 0:
+            if lst[i] <= version:
+                return lst[i], lst[i + 1]
+            i -= 2
+        return None
+
+    def history(self, key: bytes, version: int) -> list[tuple[int, bytes | None]]:
+        """Every entry of ``key`` at or below ``version``, newest first."""
+        lst = self._data.get(key)
+        if lst is None:
+            return []
+        pairs = list(zip(lst[0::2], lst[1::2], strict=True))
+        pairs.reverse()
+        return [p for p in pairs if p[0] <= version]
+
+    def sorted_keys(self) -> list[bytes]:
+        """All keys in ascending order (a list the caller must not modify)."""
+        with self._sort_lock:
+            n = len(self._new_keys)
+            if n:
+                fresh = self._new_keys[:n]
+                del self._new_keys[:n]
+                fresh.sort()
+                merged = self._sorted + fresh
+                merged.sort()  # two sorted runs: Timsort merges them in linear time
+                self._sorted = merged
+            return self._sorted
+
+    def visible_entries(self, keys: list[bytes], version: int) -> list[tuple[bytes, int, bytes | None]]:
+        """``(key, entry_version, value)`` of the newest entry <= ``version`` for each
+        of ``keys`` that has one, in the order of ``keys``."""
+        data = self._data
+        out = []
+        append = out.append
+        for k in keys:
+            lst = data[k]
+            if lst[-2] <= version:
+                append((k, lst[-2], lst[-1]))
+                continue
+            i = len(lst) - 4
+            while i >= 0:
+                if lst[i] <= version:
+                    append((k, lst[i], lst[i + 1]))
+                    break
+                i -= 2
+        return out
+
+    def flush_entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
+        """Every entry in table order: key ascending, version descending.
+        REQUIRES: the memtable is immutable (no more writes)."""
+        data = self._data
+        for k in self.sorted_keys():
+            lst = data[k]
+            if len(lst) == 2:
+                yield k, lst[0], lst[1]
+            else:
+                for i in range(len(lst) - 2, -1, -2):
+                    yield k, lst[i], lst[i + 1]

@@ -1,0 +1,530 @@
+"""The LSM Store: WAL-backed memtables, sorted string tables, MVCC versions.
+
+Directory layout::
+
+    <path>/LOCK                 advisory lock of the one writer
+    <path>/CURRENT              names the manifest in use (see manifest.py)
+    <path>/MANIFEST-NNNNNN      version edits
+    <path>/wal/                 the write-ahead log (a banyanstore Log)
+    <path>/tables/NNNNNN.sst    sorted string tables (see sstable/)
+
+Write path (one writer at a time, under ``_write_lock``): take the next
+version, append the WAL record, add the entries to the active memtables,
+*then* publish the version -- readers read at ``store.version`` and so never
+see a half-applied batch.  ``sync=True`` writes wait for the WAL's group
+commit *after* releasing the lock, so concurrent writers share fdatasyncs.
+
+Memtables of all keyspaces are switched together when their total reaches
+``memtable_size`` (the WAL is cut at the same point), and flushed to tables by
+a background thread (lsm/flush.py).  Crash states are listed in
+docs/format/manifest.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import (
+    BanyanStoreError,
+    ConfigError,
+    CorruptionError,
+    DiskFullError,
+    EntryTooLargeError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreNotFoundError,
+    VersionUnavailableError,
+)
+from ..io import Env, make_env
+from ..log.log import Log
+from ..options import Options, resolve_options
+from ..sstable.cache import BlockCache
+from .batch import Batch
+from .flush import Flusher
+from .keyspace import Keyspace, as_bytes
+from .manifest import Manifest, ManifestState
+from .memtable import Memtable
+from .recovery import open_tables, remove_orphans, replay_wal
+from .view import KeyspaceState, View
+from .wal import encode_batch, encode_one
+
+__all__ = ["Store"]
+
+logger = logging.getLogger("banyanstore.store")
+TIME_SAMPLE_MS = 1000
+
+
+class Store(Keyspace):
+    """An open store.  Use :func:`banyanstore.open`; the store is the handle of
+    its ``"default"`` keyspace (``put``, ``get``, ``scan``... act on it)."""
+
+    __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_manifest",
+                 "_write_lock", "_state_lock", "_keyspaces", "_ks_by_id", "_version",
+                 "_history_floor", "_snapshots", "_closed", "_read_only", "_mem_bytes",
+                 "_cache", "_flusher", "_time_samples", "_last_sample_ms", "_sync_default",
+                 "_compactor", "_ttl_cache", "_deferred_deletes", "__weakref__")
+
+    # -- opening ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Any, *, options: Options | None = None, env: Env | None = None,
+             **kwargs: Any) -> Store:
+        opts = resolve_options(options, kwargs)
+        path = str(path)
+        own_env = env is None
+        env = make_env(opts) if env is None else env
+        try:
+            return cls(path, opts, env, own_env)
+        except BaseException:
+            if own_env:
+                env.close()
+            raise
+
+    def __init__(self, path: str, opts: Options, env: Env, own_env: bool) -> None:
+        self.path, self.options, self._env, self._own_env = path, opts, env, own_env
+        self._read_only = opts.read_only
+        self._closed = True  # until fully open
+        self._lock = None
+        self._write_lock = threading.Condition(threading.Lock())
+        self._state_lock = threading.RLock()
+        self._snapshots: Counter[int] = Counter()
+        self._mem_bytes = 0
+        self._time_samples: list[tuple[int, int]] = []
+        self._last_sample_ms = 0
+        self._ttl_cache: dict[int, tuple[int, int]] = {}
+        self._deferred_deletes: list[str] = []
+        self._sync_default = opts.wal_sync == "always"
+        self._cache = BlockCache(opts.block_cache_size)
+        self._flusher: Flusher | None = None
+        self._compactor: Any = None
+        self._wal: Log | None = None
+        self._manifest: Manifest | None = None
+        try:
+            state = self._open_files()
+            self._install_state(state)
+            replay_wal(self, state)
+            if not self._read_only:
+                self._start_background()
+        except BaseException:
+            self._abort_open()
+            raise
+        self._closed = False
+
+    def _open_files(self) -> ManifestState:
+        env, opts, path = self._env, self.options, self.path
+        exists = env.exists(f"{path}/CURRENT")
+        if exists and opts.error_if_exists:
+            raise ConfigError(f"store {path} already exists (error_if_exists=True)")
+        if not exists:
+            if self._read_only or not opts.create_if_missing:
+                if env.exists(path) and env.listdir(path):
+                    raise CorruptionError("directory is not a banyanstore store (no CURRENT)", path=path)
+                raise StoreNotFoundError(f"no store at {path} (create_if_missing="
+                                         f"{opts.create_if_missing}, read_only={self._read_only})")
+            env.mkdir(f"{path}/tables")
+            env.mkdir(f"{path}/wal")
+        if not self._read_only:
+            self._lock = env.lock(f"{path}/LOCK")
+        if exists:
+            state = Manifest.load(env, path)
+        else:
+            state = ManifestState()
+        if not self._read_only:
+            self._manifest = Manifest.open_for_append(env, path, state)
+        wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
+        self._wal = Log.open(f"{path}/wal", options=wal_opts, env=env, lock=False)
+        return state
+
+    def _install_state(self, state: ManifestState) -> None:
+        tables = open_tables(self._env, self.path, state, self._cache)
+        self._keyspaces: dict[str, KeyspaceState] = {}
+        self._ks_by_id: dict[int, KeyspaceState] = {}
+        for ks_id, name in sorted(state.keyspaces.items()):
+            view = View(Memtable(), (), tuple(tables.get(ks_id, ())))
+            ks = KeyspaceState(ks_id, name, view, state.keyspace_ttl.get(ks_id, self.options.ttl))
+            self._keyspaces[name] = ks
+            self._ks_by_id[ks_id] = ks
+        self._ks = self._keyspaces["default"]
+        self._store = self
+        self._version = max(state.last_version, state.flushed_version)
+        self._history_floor = state.history_floor
+        self._time_samples = list(state.time_map)
+        if not self._read_only:
+            remove_orphans(self._env, self.path, state)
+
+    def _start_background(self) -> None:
+        self._flusher = Flusher(self)
+        self._flusher.start()
+        if self.options.compaction:
+            from .compaction import Compactor
+            self._compactor = Compactor(self)
+            self._compactor.start()
+
+    def _abort_open(self) -> None:
+        for closer in (getattr(self._compactor, "stop", None),
+                       getattr(self._flusher, "stop", None),
+                       getattr(self._wal, "close", None),
+                       getattr(self._manifest, "close", None),
+                       getattr(self._lock, "release", None)):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    logger.exception("cleanup after a failed open")
+        if self._own_env:
+            self._env.close()
+
+    # -- keyspaces -------------------------------------------------------------------------
+    def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
+        """The keyspace called ``name``, created (durably) on first use."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"keyspace name must be a non-empty str, not {name!r}")
+        ks = self._keyspaces.get(name)
+        if ks is None:
+            self._check_writable()
+            with self._write_lock, self._state_lock:
+                ks = self._keyspaces.get(name)
+                if ks is None:
+                    assert self._manifest is not None
+                    ks_id = max(self._ks_by_id) + 1
+                    edit: dict[str, Any] = {"add_keyspace": [ks_id, name]}
+                    self._manifest.append(edit)
+                    ks = KeyspaceState(ks_id, name, View(Memtable(), (), ()),
+                                       ttl if ttl is not None else self.options.ttl)
+                    self._ks_by_id[ks_id] = ks
+                    self._keyspaces[name] = ks
+        if ttl is not None and ks.ttl != ttl:
+            self._set_ttl(ks, ttl)
+        return Keyspace(self, ks)
+
+    def _set_ttl(self, ks: KeyspaceState, ttl: float | None) -> None:
+        self._check_writable()
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0):
+            raise ConfigError(f"ttl of keyspace {ks.name!r} must be a non-negative number, got {ttl!r}")
+        with self._state_lock:
+            assert self._manifest is not None
+            self._manifest.append({"keyspace_ttl": [ks.id, ttl]})
+            ks.ttl = ttl
+            self._ttl_cache.pop(ks.id, None)
+
+    def keyspaces(self) -> list[str]:
+        return sorted(self._keyspaces)
+
+    def _resolve_keyspace(self, keyspace: object) -> KeyspaceState:
+        if keyspace is None:
+            return self._keyspaces["default"]
+        if isinstance(keyspace, Keyspace):
+            return keyspace._ks
+        if isinstance(keyspace, str):
+            return self.keyspace(keyspace)._ks
+        raise TypeError(f"keyspace must be a name or a Keyspace, not {type(keyspace).__name__}")
+
+    # -- writes ----------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if self._read_only:
+            raise ReadOnlyError(f"store {self.path} was opened read-only")
+
+    def _check_entry(self, key: object, value: bytes | None) -> bytes:
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if len(key) > self.options.max_key_size:
+            raise EntryTooLargeError(f"key of {len(key)} bytes exceeds max_key_size "
+                                     f"({self.options.max_key_size})")
+        if value is not None and len(value) > self.options.max_value_size:
+            raise EntryTooLargeError(f"value of {len(value)} bytes exceeds max_value_size "
+                                     f"({self.options.max_value_size})")
+        return key  # type: ignore[return-value]
+
+    def _write_one(self, ks: KeyspaceState, key: object, value: bytes | None,
+                   sync: bool | None) -> int:
+        key = self._check_entry(key, value)
+        with self._write_lock:
+            if self._closed or self._read_only:
+                self._check_writable()
+            if self._mem_bytes >= self.options.memtable_size:
+                self._switch_memtables()
+            v = self._version + 1
+            ms = int(time.time() * 1000)
+            assert self._wal is not None
+            seq = self._wal.append(encode_one(v, ms, ks.id, key, value), sync=False)
+            self._mem_bytes += ks.view.mem.add(key, v, value)
+            self._version = v
+            if ms - self._last_sample_ms >= TIME_SAMPLE_MS:
+                self._sample_time(v, ms)
+        if sync or (sync is None and self._sync_default):
+            self._wal.sync(upto_seq=seq)
+        return v
+
+    def _write_batch(self, ops: list[tuple[KeyspaceState, bytes, bytes | None]],
+                     sync: bool | None) -> int | None:
+        if not ops:
+            return None
+        with self._write_lock:
+            self._check_writable()
+            if self._mem_bytes >= self.options.memtable_size:
+                self._switch_memtables()
+            v = self._version + 1
+            ms = int(time.time() * 1000)
+            assert self._wal is not None
+            seq = self._wal.append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
+                                   sync=False)
+            for ks, k, val in ops:
+                self._mem_bytes += ks.view.mem.add(k, v, val)
+            self._version = v
+            if ms - self._last_sample_ms >= TIME_SAMPLE_MS:
+                self._sample_time(v, ms)
+        if sync or (sync is None and self._sync_default):
+            self._wal.sync(upto_seq=seq)
+        return v
+
+    def _sample_time(self, version: int, ms: int) -> None:
+        self._last_sample_ms = ms
+        self._time_samples.append((version, ms))
+        if len(self._time_samples) > 8192:
+            del self._time_samples[:4096]
+
+    def batch(self, *, sync: bool | None = None) -> Batch:
+        """An atomic batch: ``with store.batch() as b: b.put(...); b.delete(...)``."""
+        self._check_writable()
+        return Batch(self, sync)
+
+    # -- memtable switching (REQUIRES: _write_lock held) -----------------------------------
+    def _switch_memtables(self) -> None:
+        assert self._flusher is not None
+        self._flusher.wait_for_room()  # stalls while too many memtables await flushing
+        self._wait_for_merges()
+        if not any(ks.view.mem.entries for ks in self._keyspaces.values()):
+            return
+        assert self._wal is not None
+        self._wal.rotate()
+        wal_seq = self._wal.last_seq + 1
+        mems: dict[int, Memtable] = {}
+        with self._state_lock:
+            for ks in self._ks_by_id.values():
+                old = ks.view
+                if old.mem.entries:
+                    mems[ks.id] = old.mem
+                    ks.view = View(Memtable(), (old.mem,) + old.imms, old.tables)
+                else:
+                    ks.view = View(Memtable(), old.imms, old.tables)
+        self._mem_bytes = 0
+        self._flusher.submit(mems, self._version, wal_seq, list(self._time_samples[-64:]))
+
+    def _wait_for_merges(self) -> None:
+        """Back-pressure from compaction (REQUIRES: _write_lock): with many unmerged
+        tables, slow the writer down; with too many, stall it until merges catch up
+        (or raise the merge error, e.g. DiskFullError, while it persists)."""
+        c, opts = self._compactor, self.options
+        if c is None:
+            return
+        def worst() -> int:
+            return max(len(ks.view.tables) for ks in self._ks_by_id.values())
+        n = worst()
+        if n < opts.max_tables_before_slowdown:
+            return
+        f = self._flusher
+        assert f is not None
+        began = time.monotonic()
+        f.stalls += 1
+        c.wake()
+        try:
+            if n < opts.max_tables_before_stall:
+                time.sleep(min(0.1, 0.005 * (n - opts.max_tables_before_slowdown + 1)))
+                return
+            while worst() >= opts.max_tables_before_stall:
+                if isinstance(c.error, DiskFullError):
+                    raise c.error
+                time.sleep(0.02)
+        finally:
+            f.stall_seconds += time.monotonic() - began
+
+    def flush(self) -> None:
+        """Write every memtable to tables now and wait until they are durable."""
+        self._check_writable()
+        assert self._flusher is not None
+        with self._write_lock:
+            self._switch_memtables()
+        self._flusher.wait_idle()
+
+    def sync(self) -> None:
+        """Make every write so far durable (fdatasync of the WAL)."""
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if not self._read_only:
+            assert self._wal is not None
+            self._wal.sync()
+
+    def compact(self, keyspace: object = None, *, start: bytes | None = None,
+                end: bytes | None = None, progress: Any = None) -> dict[str, Any]:
+        """Merge tables into as few as possible (see lsm/compaction.py)."""
+        self._check_writable()
+        self.flush()
+        if self._compactor is None:
+            from .compaction import Compactor
+            self._compactor = Compactor(self)
+        ks = None if keyspace is None else self._resolve_keyspace(keyspace)
+        return self._compactor.compact_all(ks, start=start, end=end, progress=progress)  # type: ignore[no-any-return]
+
+    # -- manifest helpers (REQUIRES: _state_lock held) --------------------------------------
+    def _allocate_file_no(self) -> int:
+        with self._state_lock:
+            assert self._manifest is not None
+            state = self._manifest.state
+            n = state.next_file
+            state.next_file += 1
+            return n
+
+    def _log_edit(self, edit: dict[str, Any]) -> None:
+        """Durably append ``edit`` (with the current counters) to the manifest, then
+        delete files whose removal waited for a manifest that does not name them."""
+        assert self._manifest is not None
+        state = self._manifest.state
+        edit.setdefault("next_file", state.next_file)
+        edit.setdefault("last_version", self._version)
+        self._manifest.append(edit)
+        if self._deferred_deletes:
+            live = {f"{self.path}/tables/{i.file_no:06d}.sst"
+                    for ts in state.tables.values() for i in ts.values()}
+            for p in [p for p in self._deferred_deletes if p not in live]:
+                try:
+                    self._env.remove(p)
+                except FileNotFoundError:
+                    pass
+                except (BanyanStoreError, OSError):
+                    continue
+                self._deferred_deletes.remove(p)
+
+    def _defer_delete(self, paths: list[str]) -> None:
+        self._deferred_deletes.extend(paths)
+
+    # -- versions --------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """The latest committed version."""
+        return self._version
+
+    def _check_version(self, version: object) -> int:
+        if type(version) is not int:
+            raise TypeError(f"version must be an int, not {type(version).__name__}")
+        if version > self._version:
+            raise VersionUnavailableError(f"version {version} is above the latest committed "
+                                          f"version {self._version}")
+        if version < self._history_floor or version < 0:
+            raise VersionUnavailableError(f"version {version} is below the oldest version this "
+                                          f"store retains ({self._history_floor})")
+        return version
+
+    def _ttl_floor(self, ks: KeyspaceState, version: int) -> int:
+        """Entries of ``ks`` older than this version are past their TTL."""
+        ttl = ks.ttl
+        if ttl is None:
+            return 0
+        now_s = int(self._clock())
+        cached = self._ttl_cache.get(ks.id)
+        if cached is not None and cached[0] == now_s:
+            return cached[1]
+        cutoff_ms = int((self._clock() - ttl) * 1000)
+        samples = self._time_samples
+        i = bisect.bisect_left(samples, cutoff_ms, key=lambda s: s[1])
+        floor = samples[i - 1][0] + 1 if i > 0 else 0
+        self._ttl_cache[ks.id] = (now_s, floor)
+        return floor
+
+    _clock = staticmethod(time.time)
+
+    def _version_at(self, when: float) -> int:
+        """A version committed at or before wall-clock time ``when`` (coarse: the
+        time map is sampled about once a second); 0 if none is known."""
+        samples = self._time_samples
+        i = bisect.bisect_right(samples, int(when * 1000), key=lambda s: s[1])
+        return samples[i - 1][0] if i > 0 else 0
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest version reads may ask for (the history floor)."""
+        return self._history_floor
+
+    def set_history_floor(self, version: int) -> None:
+        """Declare that versions below ``version`` will not be read again: merges may
+        reclaim them, and reads below it raise VersionUnavailableError."""
+        self._check_writable()
+        version = self._check_version(version) if version != self._version + 1 else version
+        with self._state_lock:
+            if version > self._history_floor:
+                assert self._manifest is not None
+                self._manifest.append({"history_floor": version})
+                self._history_floor = version
+
+    # -- snapshots and checkpoints ---------------------------------------------------------
+    def snapshot(self) -> Any:
+        """A consistent read view at the current version (see snapshot.py)."""
+        from ..snapshot import Snapshot
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        with self._write_lock:
+            return Snapshot(self, self._version)
+
+    def checkpoint(self, dest: str | Any) -> int:
+        """Write a consistent copy of the store to ``dest``; returns its version."""
+        from .checkpoint import write_checkpoint
+        self._check_writable()
+        return write_checkpoint(self, str(dest))
+
+    # -- stats and closing -----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        from .stats import collect
+        return collect(self)
+
+    def close(self) -> None:
+        """Flush memtables, sync everything and release the store.  Idempotent."""
+        if self._closed:
+            return
+        errors: list[BaseException] = []
+        if not self._read_only:
+            try:
+                self.flush()
+            except BanyanStoreError as exc:
+                errors.append(exc)  # the WAL still holds the data; report after cleanup
+        self._closed = True
+        for closer in (getattr(self._compactor, "stop", None), getattr(self._flusher, "stop", None),
+                       getattr(self._wal, "close", None), getattr(self._manifest, "close", None),
+                       getattr(self._lock, "release", None)):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except (BanyanStoreError, OSError) as exc:
+                errors.append(exc)
+        if self._own_env:
+            self._env.close()
+        if errors:
+            raise errors[0]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"version {self._version}"
+        return f"<banyanstore.Store {self.path!r} {state}>"
+
+    # public names shared with Keyspace: put, delete, get, multi_get, scan, history
+    def _iter_keyspaces(self) -> Iterable[KeyspaceState]:
+        return list(self._ks_by_id.values())
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (k for k, _ in self.scan())
+

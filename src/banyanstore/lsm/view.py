@@ -1,0 +1,153 @@
+"""A keyspace's read view and the reads served from it.
+
+A :class:`View` is an immutable triple (active memtable, immutable memtables,
+tables), newest first.  Writers replace a keyspace's view as a whole when a
+memtable is switched or a table is installed, so a reader that grabbed a view
+sees one consistent set of sources for as long as it holds it -- no lock on
+the read path.  Objects dropped from a view stay usable by readers still
+holding the old view (POSIX keeps unlinked files readable through open
+descriptors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import xxhash
+
+from .iterators import memtable_runs, scan_merged, table_runs
+from .memtable import MISSING, Memtable
+
+__all__ = ["View", "KeyspaceState"]
+
+_hash = xxhash.xxh3_64_intdigest
+
+
+class View:
+    """Sources of one keyspace, newest first.  Immutable once published."""
+
+    __slots__ = ("mem", "imms", "tables")
+
+    def __init__(self, mem: Memtable, imms: tuple[Memtable, ...], tables: tuple[Any, ...]) -> None:
+        self.mem = mem
+        self.imms = imms
+        self.tables = tables
+
+    # -- point reads --------------------------------------------------------------
+    def get(self, key: bytes, version: int, floor: int) -> bytes | None:
+        """The value of ``key`` at ``version``; entries older than ``floor`` (TTL)
+        count as absent."""
+        if floor:
+            entry = self.get_entry(key, version)
+            return entry[1] if entry is not None and entry[0] >= floor else None
+        r = self.mem.get(key, version)
+        if r is not MISSING:
+            return r  # type: ignore[return-value]
+        for m in self.imms:
+            r = m.get(key, version)
+            if r is not MISSING:
+                return r  # type: ignore[return-value]
+        if not self.tables:
+            return None
+        h = _hash(key)
+        for t in self.tables:
+            if t.min_version > version or key < t.smallest_key or key > t.largest_key:
+                continue
+            found, value, _v = t.get(key, version, h)
+            if found:
+                return value  # type: ignore[no-any-return]
+        return None
+
+    def get_entry(self, key: bytes, version: int) -> tuple[int, bytes | None] | None:
+        """``(entry_version, value)`` of the newest entry <= ``version``, or None."""
+        e = self.mem.get_entry(key, version)
+        if e is not None:
+            return e
+        for m in self.imms:
+            e = m.get_entry(key, version)
+            if e is not None:
+                return e
+        h = _hash(key)
+        for t in self.tables:
+            if t.min_version > version or key < t.smallest_key or key > t.largest_key:
+                continue
+            found, value, v = t.get(key, version, h)
+            if found:
+                return v, value
+        return None
+
+    def multi_get(self, keys: Sequence[bytes], version: int, floor: int, env: Any) -> list[bytes | None]:
+        """Values of ``keys``; the table blocks every key may need are fetched with
+        one batched read (where the IO mode serves batches concurrently)."""
+        pending: list[int] = []
+        out: list[Any] = [None] * len(keys)
+        for i, k in enumerate(keys):
+            e = self.mem.get_entry(k, version)
+            if e is None:
+                for m in self.imms:
+                    e = m.get_entry(k, version)
+                    if e is not None:
+                        break
+            if e is None:
+                pending.append(i)
+            else:
+                out[i] = e[1] if e[0] >= floor else None
+        if pending and self.tables:
+            self._prefetch([keys[i] for i in pending], version, env)
+            for i in pending:
+                e = self.get_entry(keys[i], version)
+                if e is not None and e[0] >= floor:
+                    out[i] = e[1]
+        return out
+
+    def _prefetch(self, keys: list[bytes], version: int, env: Any) -> None:
+        from ..sstable.reader import read_blocks  # the table layer's batched block loader
+        wanted = set()
+        hashes = [_hash(k) for k in keys]
+        for t in self.tables:
+            if t.min_version > version:
+                continue
+            lo, hi = t.smallest_key, t.largest_key
+            pairs = [(k, h) for k, h in zip(keys, hashes, strict=True) if lo <= k <= hi]
+            if pairs:
+                ks, hs = zip(*pairs, strict=True)
+                wanted.update((t, b) for b in t.plan_blocks(ks, version, hs) if b >= 0)
+        if wanted:
+            read_blocks(env, list(wanted))
+
+    def history(self, key: bytes, version: int) -> list[tuple[int, bytes | None]]:
+        """Every retained entry of ``key`` at or below ``version``, newest first."""
+        entries = self.mem.history(key, version)
+        for m in self.imms:
+            entries += m.history(key, version)
+        for t in self.tables:
+            if key < t.smallest_key or key > t.largest_key or t.min_version > version:
+                continue
+            entries += [e for e in t.history(key) if e[0] <= version]
+        entries.sort(key=lambda e: -e[0])
+        return entries
+
+    def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
+             reverse: bool, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+        sources = [memtable_runs(self.mem, start, end, version, reverse)]
+        sources += [memtable_runs(m, start, end, version, reverse) for m in self.imms]
+        for t in self.tables:
+            if t.min_version > version:
+                continue
+            if (end is not None and t.smallest_key >= end) or (start is not None and t.largest_key < start):
+                continue
+            sources.append(table_runs(t, start, end, reverse))
+        return scan_merged(sources, version, floor, reverse, limit)
+
+
+class KeyspaceState:
+    """A keyspace inside the store: its id, name, TTL and current view."""
+
+    __slots__ = ("id", "name", "view", "ttl")
+
+    def __init__(self, ks_id: int, name: str, view: View, ttl: float | None = None) -> None:
+        self.id = ks_id
+        self.name = name
+        self.view = view
+        self.ttl = ttl

@@ -1,0 +1,97 @@
+"""Snapshots: consistent read views of a store inside one process.
+
+A snapshot is a version plus a registration with the store: while it is
+open, merges keep every entry it can see (see lsm/compaction.py), so its
+reads stay exact however the store changes.  For an on-disk copy, use
+:meth:`Store.checkpoint`.
+
+>>> import banyanstore, tempfile
+>>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+...     _ = store.put(b"k", b"old")
+...     with store.snapshot() as snap:
+...         _ = store.put(b"k", b"new")
+...         snap.get(b"k"), store.get(b"k"), snap.version
+(b'old', b'new', 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreClosedError
+from .lsm.keyspace import as_bytes, scan_bounds
+
+if TYPE_CHECKING:
+    from .lsm.store import Store
+    from .lsm.view import KeyspaceState
+
+__all__ = ["Snapshot"]
+
+
+class Snapshot:
+    """A read-only view of a store as of :attr:`version`."""
+
+    def __init__(self, store: Store, version: int) -> None:
+        self._store = store
+        self.version = version
+        self._closed = False
+        store._snapshots[version] += 1
+
+    def _ks(self, keyspace: Any) -> KeyspaceState:
+        if self._closed:
+            raise StoreClosedError("snapshot is closed")
+        if self._store.closed:
+            raise StoreClosedError(f"store {self._store.path} is closed")
+        return self._store._resolve_keyspace(keyspace)
+
+    def get(self, key: bytes, *, keyspace: Any = None) -> bytes | None:
+        ks = self._ks(keyspace)
+        return ks.view.get(as_bytes(key, "key"), self.version,
+                           self._store._ttl_floor(ks, self.version))
+
+    def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
+        ks = self._ks(keyspace)
+        return ks.view.multi_get([as_bytes(k, "key") for k in keys], self.version,
+                                 self._store._ttl_floor(ks, self.version), self._store._env)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None) -> Iterator[tuple[bytes, bytes]]:
+        ks = self._ks(keyspace)
+        s, e = scan_bounds(start, end, prefix)
+        return ks.view.scan(s, e, self.version, self._store._ttl_floor(ks, self.version),
+                            reverse, limit)
+
+    def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
+        ks = self._ks(keyspace)
+        return iter(ks.view.history(as_bytes(key, "key"), self.version))
+
+    def close(self) -> None:
+        """Release the snapshot (idempotent); merges may then reclaim what it pinned."""
+        if self._closed:
+            return
+        self._closed = True
+        counts = self._store._snapshots
+        counts[self.version] -= 1
+        if counts[self.version] <= 0:
+            del counts[self.version]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.Snapshot version={self.version}{' closed' if self._closed else ''}>"

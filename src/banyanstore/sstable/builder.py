@@ -1,0 +1,319 @@
+"""Writing a table: :class:`TableBuilder`.
+
+File layout (the full grammar is in format.py)::
+
+    data_block* filter_block? index_block props_block footer
+
+The builder buffers data blocks and writes them about 1 MiB at a time (one
+syscall per MiB instead of per block), then the filter, index and properties
+blocks and the footer, then **syncs** the file before ``finish()`` returns.
+Making the *name* durable (``env.sync_dir``) and recording the table in the
+manifest is the caller's job.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterable
+from types import TracebackType
+
+from ..io.base import Env
+from ..options import Options
+from .block import HEADER as BLOCK_HEADER
+from .block import encode_block
+from .bloom import build_filter, key_hash
+from .format import (
+    COMPRESSION_CODES,
+    COMPRESSION_NONE,
+    FOOTER,
+    FOOTER_HANDLES_SIZE,
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_VERSION,
+    TRAILER_SIZE,
+    crc32c,
+    wrap_block,
+)
+from .meta import TableMeta, encode_index, encode_props
+
+__all__ = ["TableBuilder"]
+
+_WRITE_CHUNK = 1 << 20
+_VERSION_U32 = struct.Struct("<I")
+_EMPTY_BLOCK_SIZE = BLOCK_HEADER.size + 8
+_PER_ENTRY = 17  # u64 version + two u32 offsets + one kind byte
+
+
+class TableBuilder:
+    """Builds one immutable table at ``path`` from entries given in internal order.
+
+    REQUIRES: entries strictly increasing in internal order -- user key
+    ascending (bytewise), then version descending; each version in
+    ``1 .. 2**64-1``; keys and values ``bytes`` (value None = tombstone).
+    Violations raise ValueError and leave the builder usable (the entry is not
+    added).  Use as a context manager to abandon the file on an exception.
+    """
+
+    def __init__(self, env: Env, path: str, options: Options | None = None) -> None:
+        opts = options if options is not None else Options()
+        self.env = env
+        self.path = path
+        self.options = opts
+        self._block_size = opts.block_size
+        self._ccode = COMPRESSION_CODES[opts.compression]
+        self._zstd_level = opts.zstd_level
+        self._max_key = opts.max_key_size
+        self._max_value = opts.max_value_size
+        self._bits_per_key = opts.bloom_bits_per_key
+        self._hashes: array | None = array("Q") if opts.bloom_bits_per_key > 0 else None
+        self._file = env.open_writable(path)
+        self._done = False
+        # pending output
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._offset = 0
+        # current block
+        self._bkeys: list[bytes] = []
+        self._bversions: list[int] = []
+        self._bvalues: list[bytes | None] = []
+        self._bsize = _EMPTY_BLOCK_SIZE
+        # index
+        self._starts: list[int] = [0]
+        self._last_keys: list[bytes] = []
+        self._last_versions: list[int] = []
+        # properties
+        self._entries = 0
+        self._tombstones = 0
+        self._keys = 0
+        self._raw_size = 0
+        self._min_version = MAX_VERSION
+        self._max_version = 0
+        self._smallest = b""
+        self._last_key = b""
+        self._last_version = MAX_VERSION + 1
+
+    # -- adding ----------------------------------------------------------------------------
+    def add(self, key: bytes, version: int, value: bytes | None) -> None:
+        """Append one entry.  ValueError on out-of-order input, a bad version or an
+        oversized key or value."""
+        if self._done:
+            raise ValueError("table builder is already finished or abandoned")
+        if len(key) > self._max_key:
+            raise ValueError(f"key of {len(key)} bytes exceeds max_key_size {self._max_key}")
+        if value is not None and len(value) > self._max_value:
+            raise ValueError(f"value of {len(value)} bytes exceeds max_value_size {self._max_value}")
+        if not 0 < version <= MAX_VERSION:
+            raise ValueError(f"version {version} is outside 1 .. 2**64-1")
+        if key == self._last_key and self._entries:
+            if version >= self._last_version:
+                raise ValueError(f"out of order: {key!r}@{version} after {key!r}@{self._last_version}")
+        elif key > self._last_key or not self._entries:
+            if not self._entries:
+                self._smallest = key
+            self._keys += 1
+            if self._hashes is not None:
+                self._hashes.append(key_hash(key))
+        else:
+            raise ValueError(f"out of order: key {key!r} after {self._last_key!r}")
+        self._last_key = key
+        self._last_version = version
+        self._entries += 1
+        if version < self._min_version:
+            self._min_version = version
+        if version > self._max_version:
+            self._max_version = version
+        self._bkeys.append(key)
+        self._bversions.append(version)
+        self._bvalues.append(value)
+        if value is None:
+            self._tombstones += 1
+            self._bsize += _PER_ENTRY + len(key)
+            self._raw_size += len(key)
+        else:
+            self._bsize += _PER_ENTRY + len(key) + len(value)
+            self._raw_size += len(key) + len(value)
+        if self._bsize >= self._block_size:
+            self._flush_block()
+
+    def add_many(self, entries: Iterable[tuple[bytes, int, bytes | None]]) -> None:
+        """Append many entries; same checks as :meth:`add`, ~2x faster per entry
+        (the loop state lives in locals).  On ValueError the entries before the bad
+        one are kept."""
+        if self._done:
+            raise ValueError("table builder is already finished or abandoned")
+        max_key, max_value, block_size = self._max_key, self._max_value, self._block_size
+        hashes = self._hashes
+        bkeys, bversions, bvalues = self._bkeys, self._bversions, self._bvalues
+        bsize = self._bsize
+        last_key, last_version = self._last_key, self._last_version
+        count, tombstones, nkeys, raw = self._entries, self._tombstones, self._keys, self._raw_size
+        min_v, max_v = self._min_version, self._max_version
+        try:
+            for key, version, value in entries:
+                klen = len(key)
+                if klen > max_key:
+                    raise ValueError(f"key of {klen} bytes exceeds max_key_size {max_key}")
+                if value is None:
+                    size = klen
+                else:
+                    size = len(value)
+                    if size > max_value:
+                        raise ValueError(f"value of {size} bytes exceeds max_value_size {max_value}")
+                    size += klen
+                if not 0 < version <= MAX_VERSION:
+                    raise ValueError(f"version {version} is outside 1 .. 2**64-1")
+                if key == last_key and count:
+                    if version >= last_version:
+                        raise ValueError(
+                            f"out of order: {key!r}@{version} after {key!r}@{last_version}")
+                elif key > last_key or not count:
+                    # last check passed: from here on the entry is committed
+                    if not count:
+                        self._smallest = key
+                    nkeys += 1
+                    if hashes is not None:
+                        hashes.append(key_hash(key))
+                else:
+                    raise ValueError(f"out of order: key {key!r} after {last_key!r}")
+                if value is None:
+                    tombstones += 1
+                # the entry is valid: commit it
+                last_key = key
+                last_version = version
+                count += 1
+                raw += size
+                if version < min_v:
+                    min_v = version
+                if version > max_v:
+                    max_v = version
+                bkeys.append(key)
+                bversions.append(version)
+                bvalues.append(value)
+                bsize += _PER_ENTRY + size
+                if bsize >= block_size:
+                    self._bsize = bsize
+                    self._last_key, self._last_version = last_key, last_version
+                    self._flush_block()
+                    bkeys, bversions, bvalues = self._bkeys, self._bversions, self._bvalues
+                    bsize = self._bsize
+        finally:
+            self._bsize = bsize
+            self._last_key, self._last_version = last_key, last_version
+            self._entries, self._tombstones, self._keys, self._raw_size = count, tombstones, nkeys, raw
+            self._min_version, self._max_version = min_v, max_v
+
+    # -- progress (for callers cutting compaction output) ---------------------------------
+    @property
+    def entry_count(self) -> int:
+        return self._entries
+
+    @property
+    def last_key(self) -> bytes | None:
+        """User key of the last entry added (None before the first)."""
+        return self._last_key if self._entries else None
+
+    @property
+    def estimated_size(self) -> int:
+        """Bytes written so far plus the unfinished block (before compression)."""
+        return self._offset + (self._bsize if self._bkeys else 0)
+
+    # -- output ------------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self._offset += len(data)
+        if self._pending_size >= _WRITE_CHUNK:
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._pending:
+            self._file.write(b"".join(self._pending))
+            self._pending = []
+            self._pending_size = 0
+
+    def _flush_block(self) -> None:
+        keys = self._bkeys
+        if not keys:
+            return
+        payload = encode_block(keys, self._bversions, self._bvalues)
+        self._last_keys.append(keys[-1])
+        self._last_versions.append(self._bversions[-1])
+        self._write(wrap_block(payload, self._ccode, self._zstd_level))
+        self._starts.append(self._offset)
+        self._bkeys, self._bversions, self._bvalues = [], [], []
+        self._bsize = _EMPTY_BLOCK_SIZE
+
+    def finish(self) -> TableMeta:
+        """Write the filter, index, properties and footer; sync and close the file.
+
+        REQUIRES: at least one entry was added (ValueError otherwise; the file
+        stays open, so the caller can still :meth:`abandon` it).
+        """
+        if self._done:
+            raise ValueError("table builder is already finished or abandoned")
+        if not self._entries:
+            raise ValueError("cannot finish an empty table; abandon() it instead")
+        self._flush_block()
+        data_size = self._offset
+
+        filter_off = filter_len = 0
+        if self._hashes is not None:
+            payload = build_filter(self._hashes, len(self._hashes), self._bits_per_key)
+            filter_off, filter_len = self._offset, len(payload)
+            self._write(wrap_block(payload, COMPRESSION_NONE))
+
+        payload = encode_index(self._starts, self._last_versions, self._last_keys)
+        index_off, index_len = self._offset, len(payload)
+        self._write(wrap_block(payload, COMPRESSION_NONE))
+
+        meta = TableMeta(
+            path=self.path, file_size=0, smallest_key=self._smallest, largest_key=self._last_key,
+            min_version=self._min_version, max_version=self._max_version,
+            entry_count=self._entries, tombstone_count=self._tombstones, key_count=self._keys,
+            data_size=data_size, raw_size=self._raw_size, block_count=len(self._last_keys),
+            compression=self.options.compression, bloom_bits_per_key=self._bits_per_key,
+            block_size=self._block_size)
+        payload = encode_props(meta, self._ccode)
+        props_off, props_len = self._offset, len(payload)
+        self._write(wrap_block(payload, COMPRESSION_NONE))
+
+        footer = FOOTER.pack(index_off, index_len, filter_off, filter_len, props_off, props_len,
+                             0, FORMAT_VERSION, MAGIC)
+        crc = crc32c(_VERSION_U32.pack(FORMAT_VERSION), crc32c(footer[:FOOTER_HANDLES_SIZE]))
+        footer = FOOTER.pack(index_off, index_len, filter_off, filter_len, props_off, props_len,
+                             crc, FORMAT_VERSION, MAGIC)
+        self._write(footer)
+        self._drain()
+        self._file.sync()
+        self._file.close()
+        self._done = True
+        assert props_off + props_len + TRAILER_SIZE + FOOTER.size == self._offset
+        return _with_size(meta, self._offset)
+
+    def abandon(self) -> None:
+        """Close and remove the partial file.  Idempotent; never raises for a missing file."""
+        was_done = self._done
+        self._done = True
+        self._pending = []
+        try:
+            self._file.close()
+        finally:
+            if not was_done:
+                try:
+                    self.env.remove(self.path)
+                except FileNotFoundError:
+                    pass
+
+    def __enter__(self) -> TableBuilder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None and not self._done:
+            self.abandon()
+
+
+def _with_size(meta: TableMeta, file_size: int) -> TableMeta:
+    from dataclasses import replace
+    return replace(meta, file_size=file_size)

@@ -1,0 +1,128 @@
+"""The index block and the properties block: encoders, decoders and :class:`TableMeta`.
+
+Payload grammar of the index block (integers little-endian)::
+
+    index        := count:u32 reserved:u32 block_starts:(count+1) x u64
+                    last_versions:count x u64 key_offsets:(count+1) x u32 key_heap
+    block i      := the stored block (body + trailer) at [block_starts[i], block_starts[i+1])
+    last key i   := key_heap[key_offsets[i]:key_offsets[i+1]], with last_versions[i]
+                    the internal key (user key, version) of block i's last entry
+
+Payload of the properties block: ``PROPS`` in format.py, then the smallest and
+largest user keys.
+
+Why "last key" and no "first key": a lookup of ``(key, version)`` wants the
+first block whose last internal key is >= ``(key, version)``; bisecting the
+last user keys and then stepping over blocks whose last entry is the same key
+at a newer version finds it, and a key whose versions span blocks is handled
+by that step.  The index is decoded once per table open into plain lists.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from itertools import islice
+
+from .format import PROPS, u32_bytes, u32_list, u64_bytes, u64_list
+
+__all__ = ["TableMeta", "IndexData", "encode_index", "decode_index", "encode_props", "decode_props"]
+
+INDEX_HEADER = struct.Struct("<II")
+assert INDEX_HEADER.size == 8
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    """What a table holds; returned by ``TableBuilder.finish`` and ``TableReader.meta``.
+
+    ``data_size`` is the on-disk size of the data blocks (compressed, with
+    trailers); ``raw_size`` the sum of the user key and value lengths.
+    """
+
+    path: str
+    file_size: int
+    smallest_key: bytes
+    largest_key: bytes
+    min_version: int
+    max_version: int
+    entry_count: int
+    tombstone_count: int
+    key_count: int
+    data_size: int
+    raw_size: int = 0
+    block_count: int = 0
+    compression: str = "none"
+    bloom_bits_per_key: int = 0
+    block_size: int = 0
+
+
+@dataclass
+class IndexData:
+    block_starts: list[int]
+    last_versions: list[int]
+    last_keys: list[bytes]
+
+
+def encode_index(block_starts: list[int], last_versions: list[int], last_keys: list[bytes]) -> bytes:
+    """REQUIRES: ``len(block_starts) == len(last_keys) + 1 == len(last_versions) + 1``."""
+    count = len(last_keys)
+    offs = [0] * (count + 1)
+    total = 0
+    for i, k in enumerate(last_keys, 1):
+        total += len(k)
+        offs[i] = total
+    return b"".join((INDEX_HEADER.pack(count, 0), u64_bytes(block_starts), u64_bytes(last_versions),
+                     u32_bytes(offs), b"".join(last_keys)))
+
+
+def decode_index(payload: bytes) -> IndexData:
+    """Raises ValueError when the sections do not add up to the payload size."""
+    size = len(payload)
+    if size < INDEX_HEADER.size:
+        raise ValueError("index block shorter than its header")
+    count, _ = INDEX_HEADER.unpack_from(payload, 0)
+    pos = INDEX_HEADER.size
+    heap_at = pos + 8 * (count + 1) + 8 * count + 4 * (count + 1)
+    if count < 1 or heap_at > size:
+        raise ValueError(f"index block of {size} bytes cannot hold {count} entries")
+    starts = u64_list(payload, pos, count + 1)
+    pos += 8 * (count + 1)
+    last_versions = u64_list(payload, pos, count)
+    pos += 8 * count
+    offs = u32_list(payload, pos, count + 1)
+    if offs[0] != 0 or heap_at + offs[-1] != size:
+        raise ValueError("index key heap bounds are invalid")
+    heap = payload[heap_at:]
+    keys = [heap[a:b] for a, b in zip(offs, islice(offs, 1, None), strict=False)]
+    if any(b <= a for a, b in zip(starts, islice(starts, 1, None), strict=False)):
+        raise ValueError("index block offsets are not increasing")
+    return IndexData(starts, last_versions, keys)
+
+
+def encode_props(meta: TableMeta, compression_code: int) -> bytes:
+    return b"".join((PROPS.pack(meta.entry_count, meta.tombstone_count, meta.key_count, meta.raw_size,
+                                meta.data_size, meta.min_version, meta.max_version, meta.block_count,
+                                meta.block_size, compression_code, meta.bloom_bits_per_key,
+                                len(meta.smallest_key), len(meta.largest_key)),
+                     meta.smallest_key, meta.largest_key))
+
+
+def decode_props(payload: bytes, path: str, file_size: int,
+                 compression_names: dict[int, str]) -> TableMeta:
+    """Raises ValueError when the payload does not parse."""
+    if len(payload) < PROPS.size:
+        raise ValueError("properties block shorter than its fixed part")
+    (entries, tombstones, keys, raw_size, data_size, min_v, max_v, blocks, block_size, ccode, bpk,
+     slen, llen) = PROPS.unpack_from(payload, 0)
+    if PROPS.size + slen + llen != len(payload):
+        raise ValueError("properties block key lengths do not match its size")
+    smallest = payload[PROPS.size:PROPS.size + slen]
+    largest = payload[PROPS.size + slen:]
+    if ccode not in compression_names:
+        raise ValueError(f"unknown compression code {ccode} in properties")
+    return TableMeta(path=path, file_size=file_size, smallest_key=smallest, largest_key=largest,
+                     min_version=min_v, max_version=max_v, entry_count=entries,
+                     tombstone_count=tombstones, key_count=keys, data_size=data_size,
+                     raw_size=raw_size, block_count=blocks, compression=compression_names[ccode],
+                     bloom_bits_per_key=bpk, block_size=block_size)

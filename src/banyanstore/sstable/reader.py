@@ -1,0 +1,451 @@
+"""Reading a table: :class:`TableReader` and the cross-table batch loader :func:`read_blocks`.
+
+Opening reads the footer, then the filter, index and properties blocks in one
+read, verifying magic, format version and every checksum; any mismatch, a
+truncated file, a non-table file or a future format version raises
+:class:`~banyanstore.errors.CorruptionError` naming the file and offset.  Data
+blocks are read on demand, verified (``verify=True``), decoded and kept in the
+shared :class:`~banyanstore.sstable.cache.BlockCache`.
+
+Lookup of ``(key, version)`` -- "the newest entry of key with version <= version":
+
+1. fences: ``smallest_key <= key <= largest_key``;
+2. bloom filter (hash computed once per lookup by the caller, shared by tables);
+3. index: the first block whose last internal key is >= ``(key, version)``;
+   bisect the blocks' last user keys, then step over blocks whose last entry is
+   ``key`` at a version newer than asked (a key's versions may span blocks);
+4. in that block, bisect to ``key`` and step over versions newer than asked.
+
+Scans yield ``(key, version, value)`` in internal order (key ascending, version
+descending) from per-block lists via C-level ``zip``; ``reverse=True`` yields the
+exact reverse (key descending and, within a key, version ASCENDING).  Blocks are
+fetched with read-ahead that doubles from 1 to ``READAHEAD_BLOCKS``, each run of
+missing blocks in one read, so a short seek reads one block and a long scan few
+large ones.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+
+import xxhash
+
+from ..errors import CorruptionError
+from ..io.base import Env, RandomAccessFile
+from .block import Block, BlockFormatError, Entry, decode_block
+from .bloom import BloomFilter
+from .cache import BlockCache, cache_key, new_table_id
+from .format import (
+    COMPRESSION_NAMES,
+    FOOTER,
+    FOOTER_HANDLES_SIZE,
+    FOOTER_SIZE,
+    FORMAT_VERSION,
+    MAGIC,
+    TRAILER_SIZE,
+    crc32c,
+    unwrap_block,
+)
+from .meta import TableMeta, decode_index, decode_props
+
+__all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "MISS"]
+
+READAHEAD_BLOCKS = 16
+MISS: tuple[bool, bytes | None, int] = (False, None, 0)
+_xxh3 = xxhash.xxh3_64_intdigest
+_MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
+
+
+class TableReader:
+    """An open, immutable table.  Thread-safe: all state is read-only after open,
+    positional reads share the file handle, and the block cache locks itself.
+
+    Use :meth:`open`; the file handle stays open until :meth:`close`.
+    """
+
+    # -- opening -------------------------------------------------------------------------
+    def __init__(self, env: Env, path: str, file: RandomAccessFile, cache: BlockCache,
+                 verify: bool) -> None:
+        self.env = env
+        self.path = path
+        self._file = file
+        self.cache = cache
+        self.table_id = new_table_id()
+        self._base = cache_key(self.table_id, 0)
+        self._cache_get = cache.get
+        self._cache_put = cache.put
+        self._cache_map = cache._entries  # inlined LRU hit path in get()
+        self._cache_touch = cache._entries.move_to_end
+        self._verify = verify
+        self._closed = False
+        self._open()
+
+    @classmethod
+    def open(cls, env: Env, path: str, cache: BlockCache | None = None, *,
+             verify: bool = True) -> TableReader:
+        """Open and validate the table at ``path``.
+
+        ``cache`` None means no caching (every data block read is a file read).
+        ``verify=False`` skips the crc32c of *data* blocks on each read (the
+        footer, index, filter and properties are always verified).
+        Raises CorruptionError for anything that is not an intact table of a
+        known format version; FileNotFoundError if ``path`` is missing.
+        """
+        f = env.open_readable(path)
+        try:
+            return cls(env, path, f, cache if cache is not None else BlockCache(0), verify)
+        except BaseException:
+            f.close()
+            raise
+
+    def _corrupt(self, message: str, offset: int | None) -> CorruptionError:
+        return CorruptionError(message, path=self.path, offset=offset)
+
+    def _open(self) -> None:
+        f, path = self._file, self.path
+        size = f.size
+        if size < _MIN_TABLE_SIZE:
+            raise self._corrupt(f"not a table: {size} bytes is too small (truncated?)", 0)
+        foot_at = size - FOOTER_SIZE
+        footer = f.read(foot_at, FOOTER_SIZE)
+        if len(footer) != FOOTER_SIZE:
+            raise self._corrupt("truncated table: short read of the footer", foot_at)
+        (index_off, index_len, filter_off, filter_len, props_off, props_len, crc, version,
+         magic) = FOOTER.unpack(footer)
+        if magic != MAGIC:
+            raise self._corrupt("not a banyanstore table: bad magic (or a truncated file)", size - 8)
+        if version != FORMAT_VERSION:
+            raise self._corrupt(f"unknown table format version {version} "
+                                f"(this build reads version {FORMAT_VERSION})", size - 12)
+        if crc32c(footer[FOOTER_HANDLES_SIZE + 4:FOOTER_HANDLES_SIZE + 8],
+                  crc32c(footer[:FOOTER_HANDLES_SIZE])) != crc:
+            raise self._corrupt("table footer checksum mismatch", foot_at)
+        # The writer lays meta blocks out back to back: [filter] index props footer.
+        meta_start = filter_off if filter_len else index_off
+        if not (props_off + props_len + TRAILER_SIZE == foot_at
+                and index_off + index_len + TRAILER_SIZE == props_off
+                and (not filter_len or filter_off + filter_len + TRAILER_SIZE == index_off)):
+            raise self._corrupt("table footer handles are inconsistent", foot_at)
+        region = f.read(meta_start, foot_at - meta_start)
+        if len(region) != foot_at - meta_start:
+            raise self._corrupt("truncated table: short read of the meta blocks", meta_start)
+
+        def stored(off: int, length: int) -> bytes:
+            return region[off - meta_start:off - meta_start + length + TRAILER_SIZE]
+
+        props = unwrap_block(stored(props_off, props_len), path, props_off, what="properties block")
+        index = unwrap_block(stored(index_off, index_len), path, index_off, what="index block")
+        try:
+            meta = decode_props(props, path, size, COMPRESSION_NAMES)
+        except ValueError as exc:
+            raise self._corrupt(f"bad properties block: {exc}", props_off) from exc
+        try:
+            idx = decode_index(index)
+        except ValueError as exc:
+            raise self._corrupt(f"bad index block: {exc}", index_off) from exc
+        if (idx.block_starts[0] != 0 or idx.block_starts[-1] != meta_start
+                or len(idx.last_keys) != meta.block_count
+                or idx.last_keys[-1] != meta.largest_key):
+            raise self._corrupt("index block disagrees with the table layout", index_off)
+        self._filter: BloomFilter | None = None
+        if filter_len:
+            payload = unwrap_block(stored(filter_off, filter_len), path, filter_off,
+                                   what="filter block")
+            try:
+                self._filter = BloomFilter(payload)
+            except ValueError as exc:
+                raise self._corrupt(f"bad filter block: {exc}", filter_off) from exc
+        self.meta: TableMeta = meta
+        self.smallest_key: bytes = meta.smallest_key
+        self.largest_key: bytes = meta.largest_key
+        self.min_version: int = meta.min_version
+        self.max_version: int = meta.max_version
+        self._starts = idx.block_starts
+        self._last_keys = idx.last_keys
+        self._last_versions = idx.last_versions
+        self._nblocks = len(idx.last_keys)
+        flt = self._filter
+        # The bloom probe is inlined in get(); these save attribute hops.
+        self._words = flt.words if flt is not None else None
+        self._masks = flt.masks if flt is not None else []
+        self._nwords = flt.nwords if flt is not None else 1
+        self._shift = flt.shift if flt is not None else 0
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def block_count(self) -> int:
+        return self._nblocks
+
+    @property
+    def file_size(self) -> int:
+        return self.meta.file_size
+
+    @property
+    def has_filter(self) -> bool:
+        return self._filter is not None
+
+    def may_contain(self, key_hash: int) -> bool:
+        """Bloom check with a precomputed ``key_hash(key)``; False = certainly absent.
+        (No filter: always True.)  Does not check the key fences."""
+        words = self._words
+        if words is None:
+            return True
+        m = self._masks[key_hash >> self._shift]
+        return words[key_hash % self._nwords] & m == m
+
+    def may_contain_key(self, key: bytes) -> bool:
+        """Fences and bloom filter for ``key``; False = certainly absent."""
+        if key < self.smallest_key or key > self.largest_key:
+            return False
+        return self.may_contain(_xxh3(key))
+
+    # -- point lookups -----------------------------------------------------------------------
+    def get(self, key: bytes, version: int, key_hash: int | None = None) -> tuple[bool, bytes | None, int]:
+        """``(found, value, entry_version)`` of the newest entry of ``key`` whose version is
+        <= ``version``; value None for a tombstone; ``MISS`` (False, None, 0) if none here.
+
+        ``key_hash`` (``key_hash(key)``) saves rehashing when probing several tables.
+        """
+        if key < self.smallest_key or key > self.largest_key:
+            return MISS
+        words = self._words
+        if words is not None:
+            if key_hash is None:
+                key_hash = _xxh3(key)
+            m = self._masks[key_hash >> self._shift]
+            if words[key_hash % self._nwords] & m != m:
+                return MISS
+        lk = self._last_keys
+        i = bisect_left(lk, key)  # < nblocks: key <= largest_key == lk[-1]
+        if lk[i] == key:
+            lv = self._last_versions
+            n = self._nblocks
+            while lv[i] > version:
+                i += 1
+                if i == n:
+                    return MISS
+                if lk[i] != key:
+                    break
+        # The cache hit path is inlined (a BlockCache.get call costs ~4x the lookup).
+        ckey = self._base + i
+        block = self._cache_map.get(ckey)
+        if block is None:
+            block = self._load(i)
+        else:
+            try:
+                self._cache_touch(ckey)
+            except KeyError:  # evicted meanwhile by another thread; the block is still good
+                pass
+            self.cache.hits += 1
+        keys = block.keys
+        j = bisect_left(keys, key)
+        if j == len(keys) or keys[j] != key:
+            return MISS
+        versions = block.versions
+        while versions[j] > version:
+            j += 1
+            if j == len(keys) or keys[j] != key:
+                return MISS
+        return (True, block.values[j], versions[j])
+
+    def history(self, key: bytes) -> list[tuple[int, bytes | None]]:
+        """Every ``(version, value)`` of ``key`` in this table, newest first."""
+        if key < self.smallest_key or key > self.largest_key:
+            return []
+        return [(v, val) for _, v, val in self.scan(key, key + b"\x00")]
+
+    # -- batched lookups ----------------------------------------------------------------------
+    def locate(self, key: bytes, version: int, key_hash: int | None = None) -> int:
+        """The block that holds the answer for ``(key, version)``, or -1 when the
+        fences, the filter or the index prove there is none."""
+        if key < self.smallest_key or key > self.largest_key:
+            return -1
+        if key_hash is None:
+            key_hash = _xxh3(key)
+        if not self.may_contain(key_hash):
+            return -1
+        lk = self._last_keys
+        lv = self._last_versions
+        i = bisect_left(lk, key)
+        n = self._nblocks
+        while i < n and lk[i] == key and lv[i] > version:
+            i += 1
+        return i if i < n else -1
+
+    def plan_blocks(self, keys: Sequence[bytes], version: int,
+                    key_hashes: Sequence[int] | None = None) -> list[int]:
+        """:meth:`locate` for each key: a block number per key, -1 = certainly absent."""
+        if key_hashes is None:
+            return [self.locate(k, version) for k in keys]
+        return [self.locate(k, version, h) for k, h in zip(keys, key_hashes, strict=True)]
+
+    def load_blocks(self, block_nos: Iterable[int], *, fill_cache: bool = True) -> dict[int, Block]:
+        """The decoded blocks (``-1`` entries ignored), cache misses read with ONE
+        ``env.read_batch`` call."""
+        wanted = sorted({no for no in block_nos if no >= 0})
+        return dict(zip(wanted, read_blocks(self.env, [(self, no) for no in wanted],
+                                            fill_cache=fill_cache), strict=True))
+
+    @staticmethod
+    def get_in_block(block: Block, key: bytes, version: int) -> tuple[bool, bytes | None, int]:
+        """Like :meth:`get` within ``block``, which must be the block :meth:`locate`
+        chose for ``(key, version)``."""
+        keys = block.keys
+        j = bisect_left(keys, key)
+        n = len(keys)
+        versions = block.versions
+        while j < n and keys[j] == key:
+            if versions[j] <= version:
+                return (True, block.values[j], versions[j])
+            j += 1
+        return MISS
+
+    # -- scans ---------------------------------------------------------------------------------
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False,
+             fill_cache: bool = True) -> Iterator[Entry]:
+        """Entries with ``start <= key < end`` (None = unbounded) as ``(key, version, value)``.
+
+        Forward: internal order.  ``reverse=True``: the exact reverse of internal
+        order -- keys descending and, within a key, versions ascending.
+        ``fill_cache=False`` (long scans, compaction) leaves blocks it reads out of
+        the cache, so a scan does not evict the point-lookup working set.
+        """
+        if ((start is not None and end is not None and start >= end)
+                or (start is not None and start > self.largest_key)
+                or (end is not None and end <= self.smallest_key)):
+            return iter(())
+        lk = self._last_keys
+        n = self._nblocks
+        first = 0 if start is None else bisect_left(lk, start)
+        last = n - 1 if end is None else min(bisect_left(lk, end), n - 1)
+        return self._scan(first, last, start, end, reverse, fill_cache)
+
+    def _scan(self, first: int, last: int, start: bytes | None, end: bytes | None,
+              reverse: bool, fill: bool) -> Iterator[Entry]:
+        nos = range(last, first - 1, -1) if reverse else range(first, last + 1)
+        for no, block in self._iter_blocks(nos, fill):
+            lo = 0 if start is None or no != first else block.seek(start)
+            hi = None if end is None or no != last else block.seek(end)
+            if reverse:
+                yield from block.reversed_entries(lo, hi)
+            else:
+                yield from block.entries(lo, hi)
+
+    def _iter_blocks(self, nos: range, fill: bool) -> Iterator[tuple[int, Block]]:
+        batch = 1
+        pos = 0
+        total = len(nos)
+        while pos < total:
+            chunk = nos[pos:pos + batch]
+            yield from zip(chunk, self._fetch_run(chunk, fill), strict=True)
+            pos += len(chunk)
+            batch = min(batch * 2, READAHEAD_BLOCKS)
+
+    def _fetch_run(self, nos: range, fill: bool) -> list[Block]:
+        """Blocks ``nos`` (consecutive, either direction); the missing ones read with
+        one positional read spanning them."""
+        get = self._cache_get
+        base = self._base
+        out: list[Block | None] = [get(base + no) for no in nos]
+        missing = [no for no, b in zip(nos, out, strict=True) if b is None]
+        if missing:
+            starts = self._starts
+            lo, hi = min(missing), max(missing)
+            data = self._file.read(starts[lo], starts[hi + 1] - starts[lo])
+            origin = starts[lo]
+            loaded: dict[int, Block] = {}
+            for no in missing:
+                a = starts[no] - origin
+                block = self._decode(data[a:a + starts[no + 1] - starts[no]], no)
+                if fill:
+                    self._cache_put(base + no, block)
+                loaded[no] = block
+            out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
+        return out  # type: ignore[return-value]
+
+    def iter_blocks(self, *, fill_cache: bool = False) -> Iterator[Block]:
+        """Every data block in order (compaction input); not cached by default."""
+        for _, block in self._iter_blocks(range(self._nblocks), fill_cache):
+            yield block
+
+    # -- block IO -------------------------------------------------------------------------------
+    def block_request(self, no: int) -> tuple[RandomAccessFile, int, int]:
+        """The ``env.read_batch`` request that reads block ``no``."""
+        off = self._starts[no]
+        return (self._file, off, self._starts[no + 1] - off)
+
+    def _load(self, no: int) -> Block:
+        self.cache.misses += 1
+        f, off, length = self.block_request(no)
+        block = self._decode(f.read(off, length), no)
+        self._cache_put(self._base + no, block)
+        return block
+
+    def _decode(self, stored: bytes, no: int) -> Block:
+        """Verify, decompress and decode the stored block ``no``."""
+        off = self._starts[no]
+        if len(stored) != self._starts[no + 1] - off:
+            raise self._corrupt(f"truncated table: short read of data block {no}", off)
+        payload = unwrap_block(stored, self.path, off, verify=self._verify, what=f"data block {no}")
+        try:
+            return decode_block(payload)
+        except (BlockFormatError, ValueError) as exc:
+            raise self._corrupt(f"data block {no} does not parse: {exc}", off) from exc
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the file and drop this table's blocks from the cache.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._file.close()
+        self.cache.evict_table(self.table_id)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> TableReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<TableReader {self.path} #{self.table_id}: {self.meta.entry_count} entries, "
+                f"{self._nblocks} blocks>")
+
+
+def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
+                fill_cache: bool = True) -> list[Block]:
+    """Blocks for ``(reader, block_no)`` pairs, possibly of several tables, in request
+    order.  Cache hits are served from each reader's cache; every miss is read
+    with ONE ``env.read_batch`` call (so io_uring / thread pools see the whole batch);
+    duplicate requests are read once."""
+    out: list[Block | None] = []
+    pending: dict[int, int] = {}  # cache key -> index in reads
+    reads: list[tuple[RandomAccessFile, int, int]] = []
+    owners: list[tuple[TableReader, int]] = []
+    for reader, no in requests:
+        key = reader._base + no
+        block = reader._cache_get(key)
+        out.append(block)
+        if block is None and key not in pending:
+            pending[key] = len(reads)
+            reads.append(reader.block_request(no))
+            owners.append((reader, no))
+    if not reads:
+        return out  # type: ignore[return-value]
+    decoded: list[Block] = []
+    for (reader, no), data in zip(owners, env.read_batch(reads), strict=True):
+        block = reader._decode(data, no)
+        if fill_cache:
+            reader._cache_put(reader._base + no, block)
+        decoded.append(block)
+    for i, (reader, no) in enumerate(requests):
+        if out[i] is None:
+            out[i] = decoded[pending[reader._base + no]]
+    return out  # type: ignore[return-value]

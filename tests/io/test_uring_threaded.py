@@ -1,0 +1,210 @@
+"""Backend-specific tests: io_uring ring wrap-around, short/failed reads, concurrency;
+the thread pool's chunking; O_DIRECT reads."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from banyanstore.errors import StorageIOError
+from banyanstore.io import threaded
+from banyanstore.io.base import Env
+from banyanstore.io.direct import DirectRandomAccessFile, aligned_span
+from banyanstore.io.posix import PosixEnv, PosixRandomAccessFile
+from banyanstore.io.testing import io_uring_skip_reason, make_test_env
+from banyanstore.io.uring_ring import IORING_OP_NOP, IORING_OP_READV, Ring
+
+needs_uring = pytest.mark.skipif(io_uring_skip_reason() is not None,
+                                 reason=f"io_uring unavailable: {io_uring_skip_reason()}")
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> tuple[str, bytes]:
+    data = random.Random(5).randbytes(1 << 20)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    return str(path), data
+
+
+@needs_uring
+def test_ring_counters_wrap_many_times() -> None:
+    ring = Ring(8)
+    try:
+        assert ring.sq_entries == 8 and ring.cq_entries == 16
+        seen: list[int] = []
+        for batch in range(300):  # 300 * 5 = 1500 sqes through an 8-slot ring: ~190 laps
+            for k in range(5):
+                ring.prep(IORING_OP_NOP, -1, 0, 0, 0, batch * 5 + k)
+            ring.submit_and_wait(5)
+            got = ring.reap()
+            assert sorted(ud for ud, _ in got) == list(range(batch * 5, batch * 5 + 5))
+            assert all(res == 0 for _, res in got)
+            seen.extend(ud for ud, _ in got)
+        assert len(seen) == 1500 and ring.pending == 0
+    finally:
+        ring.close()
+        ring.close()
+
+
+@needs_uring
+@pytest.mark.parametrize("entries", [8, 32, 256])
+def test_uring_read_batch_stress(data_file: tuple[str, bytes], entries: int) -> None:
+    from banyanstore.io.uring import UringEnv
+    path, data = data_file
+    env = UringEnv(entries=entries)
+    f = env.open_readable(path)
+    rng = random.Random(entries)
+    for round_ in range(20):  # odd batch sizes so chunks end at every ring position
+        n = rng.randrange(2, 5 * entries + 3)
+        reqs = [(f, rng.randrange(len(data)), rng.choice([1, 512, 4096, 20_000])) for _ in range(n)]
+        assert env.read_batch(reqs) == [data[o:o + ln] for _, o, ln in reqs], round_
+    f.close()
+    env.close()
+
+
+@needs_uring
+def test_uring_negative_result_becomes_storage_error(tmp_path: Path) -> None:
+    from banyanstore.io.uring import UringEnv
+    env = UringEnv(entries=8)
+    (tmp_path / "f").write_bytes(b"abc")
+    good = env.open_readable(str(tmp_path / "f"))
+    dir_fd = os.open(str(tmp_path), os.O_RDONLY)  # read(2) of a directory: -EISDIR in the cqe
+    bad = PosixRandomAccessFile(str(tmp_path), dir_fd, 0)
+    with pytest.raises(StorageIOError) as info:
+        env.read_batch([(good, 0, 3)] * 10 + [(bad, 0, 10)] + [(good, 0, 1)] * 10)
+    cause = info.value.__cause__
+    assert info.value.path == str(tmp_path) and isinstance(cause, OSError) and cause.errno == 21
+    assert env.read_batch([(good, 0, 3)] * 30) == [b"abc"] * 30  # the pool recovers
+    bad.close()
+    good.close()
+    env.close()
+
+
+@needs_uring
+def test_uring_readv_fallback(data_file: tuple[str, bytes]) -> None:
+    from banyanstore.io.uring import UringEnv
+    path, data = data_file
+    env = UringEnv(entries=16)
+    env.opcode = IORING_OP_READV  # as on a kernel without IORING_OP_READ
+    f = env.open_readable(path)
+    reqs = [(f, i * 1000, 3000) for i in range(100)]
+    assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
+    assert env.describe()["io_uring_opcode"] == "READV"
+    f.close()
+    env.close()
+
+
+@pytest.mark.parametrize("mode", ["nonblocking", "io_uring"])
+def test_concurrent_batches_from_threads(data_file: tuple[str, bytes], mode: str) -> None:
+    if mode == "io_uring" and io_uring_skip_reason():
+        pytest.skip(str(io_uring_skip_reason()))
+    path, data = data_file
+    env = make_test_env(mode)
+    f = env.open_readable(path)
+    failures: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(30):
+                reqs = [(f, rng.randrange(len(data)), 777) for _ in range(rng.randrange(1, 120))]
+                assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
+        except BaseException as exc:
+            failures.append(exc)
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[0]
+    f.close()
+    env.close()
+
+
+def test_threaded_hands_out_chunks_not_reads(data_file: tuple[str, bytes],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path, data = data_file
+    jobs: list[tuple[int, int]] = []
+    real_run = threaded._Job.run
+
+    def spy(self: threaded._Job) -> None:
+        jobs.append((self.lo, self.hi))
+        real_run(self)
+    monkeypatch.setattr(threaded._Job, "run", spy)
+    env = threaded.ThreadedEnv(threads=4)
+    f = env.open_readable(path)
+    assert env.read_batch([(f, 0, 5)] * 7) == [data[:5]] * 7
+    assert jobs == []  # small batch: a loop on the caller's thread, no workers
+    assert env._workers == []
+    reqs = [(f, i, 10) for i in range(1000)]
+    assert env.read_batch(reqs) == [data[i:i + 10] for i in range(1000)]
+    assert sorted(jobs) == [(0, 250), (250, 500), (500, 750), (750, 1000)]
+    assert len(env._workers) == 3  # the caller works one chunk itself
+    f.close()
+    env.close()
+    assert all(not t.is_alive() for t in env._workers) and env._workers == []
+
+
+def test_threaded_error_is_lowest_failing_read(data_file: tuple[str, bytes]) -> None:
+    path, _ = data_file
+    env = threaded.ThreadedEnv(threads=4)
+    good = env.open_readable(path)
+    bad1, bad2 = PosixRandomAccessFile("/bad/one", -1, 0), PosixRandomAccessFile("/bad/two", -1, 0)
+    reqs: list = [(good, 0, 1)] * 100
+    reqs[90], reqs[30] = (bad2, 0, 1), (bad1, 0, 1)
+    with pytest.raises(StorageIOError) as info:
+        env.read_batch(reqs)
+    assert info.value.path == "/bad/one" and isinstance(info.value.__cause__, OSError)
+    good.close()
+    env.close()
+
+
+def test_aligned_span() -> None:
+    assert aligned_span(0, 1) == (0, 4096)
+    assert aligned_span(4096, 4096) == (4096, 4096)
+    assert aligned_span(4000, 200) == (0, 8192)
+
+
+@pytest.mark.parametrize("mode", ["sync", "nonblocking", "io_uring"])
+def test_direct_io_reads(tmp_path: Path, mode: str) -> None:
+    if mode == "io_uring" and io_uring_skip_reason():
+        pytest.skip(str(io_uring_skip_reason()))
+    data = random.Random(9).randbytes(300_001)  # not a multiple of the block size
+    path = str(tmp_path / "d")
+    writer = PosixEnv()
+    w = writer.open_writable(path)
+    w.write(data)  # buffered, unsynced: O_DIRECT reads must still see it
+    env: Env = make_test_env(mode, direct_io=True)
+    f = env.open_readable(path)
+    if not isinstance(f, DirectRandomAccessFile):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    rng = random.Random(3)
+    reqs = [(f, rng.randrange(len(data) + 10), rng.choice([1, 100, 4096, 10_000])) for _ in range(300)]
+    reqs.append((f, len(data) - 5, 4096))  # the unaligned tail
+    assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
+    assert f.read(4095, 2) == data[4095:4097]
+    f.close()
+    w.close()
+    env.close()
+
+
+@needs_uring
+def test_uring_short_reads_are_completed(data_file: tuple[str, bytes],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from banyanstore.io.uring import UringEnv
+    path, data = data_file
+    real_reap = Ring.reap
+
+    def short_reap(self: Ring) -> list[tuple[int, int]]:  # as if the kernel stopped early
+        return [(ud, res // 3 if ud % 2 and res > 0 else res) for ud, res in real_reap(self)]
+    monkeypatch.setattr(Ring, "reap", short_reap)
+    env = UringEnv(entries=16)
+    f = env.open_readable(path)
+    reqs = [(f, i * 3001, 5000) for i in range(100)]
+    assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
+    f.close()
+    env.close()

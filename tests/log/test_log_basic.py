@@ -1,0 +1,212 @@
+"""The Log's contract (API.md §Log) over every IO backend."""
+
+from __future__ import annotations
+
+import array
+import threading
+
+import pytest
+from log_helpers import SMALL, open_log, payload
+
+from banyanstore.errors import LogRangeError, ReadOnlyError, StoreClosedError
+from banyanstore.log import Log
+
+
+def test_append_get_read_roundtrip(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        assert (log.first_seq, log.last_seq) == (1, 0)
+        assert list(log.read()) == []
+        assert log.append(b"first") == 1
+        assert log.append_many([b"x", b"", b"z"]) == 4
+        assert log.append_many([]) == 4
+        assert [log.get(s) for s in range(1, 5)] == [b"first", b"x", b"", b"z"]
+        assert list(log.read(3)) == [(3, b""), (4, b"z")]
+        assert list(log.read(5)) == []
+        assert (log.first_seq, log.last_seq) == (1, 4)
+
+
+def test_bytes_like_accepted_and_copied_others_rejected(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        buf = bytearray(b"abc")
+        seq = log.append(buf)
+        buf[:] = b"XYZ"
+        assert log.get(seq) == b"abc"
+        assert log.get(log.append(memoryview(b"0123")[1:3])) == b"12"
+        assert log.get(log.append(array.array("B", [1, 2]))) == b"\x01\x02"
+        for bad in ("text", 12, None, [b"a"]):
+            with pytest.raises(TypeError, match="record"):
+                log.append(bad)
+        with pytest.raises(TypeError, match=r"records\[1\]"):
+            log.append_many([b"ok", "no"])
+        with pytest.raises(TypeError, match="records"):
+            log.append_many(b"abc")
+        assert log.last_seq == 3  # the rejected calls appended nothing
+
+
+def test_range_errors(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        with pytest.raises(LogRangeError):
+            log.get(1)
+        log.append_many([b"a", b"b"])
+        for bad in (0, -1, 3, 10**12):
+            with pytest.raises(LogRangeError):
+                log.get(bad)
+        with pytest.raises(IndexError):  # LogRangeError is IndexError-style
+            log.get(3)
+        with pytest.raises(LogRangeError):
+            log.read(4)
+        with pytest.raises(LogRangeError):
+            log.read(0)
+        with pytest.raises(LogRangeError):
+            log.wait_durable(3)
+
+
+@pytest.mark.parametrize("size", [0, 32 * 1024 - 28 - 15, 32 * 1024 - 28 - 14, 32 * 1024, 200_000])
+def test_record_sizes_around_blocks(env_dir, size):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        seqs = [log.append(payload(i, size + i % 3)) for i in range(1, 6)]
+        seqs.append(log.append(b"tail"))
+    with open_log(env, root) as log:
+        assert [log.get(s) for s in seqs[:-1]] == [payload(i, size + i % 3) for i in range(1, 6)]
+        assert log.get(seqs[-1]) == b"tail"
+        assert log.append(b"more") == 7
+
+
+def test_many_segments_reopen_and_lazy_index(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        for lo in range(1, 3001, 100):
+            log.append_many([payload(s) for s in range(lo, lo + 100)])
+        assert log.stats()["segments"] > 5
+    with open_log(env, root) as log:
+        assert (log.first_seq, log.last_seq) == (1, 3000)
+        for s in (1, 2, 999, 1000, 1001, 2999, 3000):
+            assert log.get(s) == payload(s)
+        assert [s for s, _ in log.read(1500)] == list(range(1500, 3001))
+        assert all(r == payload(s) for s, r in log.read())
+        assert log.append(b"x") == 3001
+
+
+def test_rotate_and_truncate_before_never_reuse_seqs(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([b"a", b"b"])
+        assert log.rotate() == 3
+        assert log.rotate() == 3  # empty active segment: no new one
+        log.append_many([b"c", b"d"])
+        log.rotate()
+        log.append(b"e")
+        assert log.truncate_before(4) == 1  # [1,2] goes; [3,4] holds 4
+        assert log.first_seq == 3 and log.get(3) == b"c"
+        with pytest.raises(LogRangeError):
+            log.get(2)
+        assert log.truncate_before(100) == 1  # never the active segment
+        assert (log.first_seq, log.last_seq) == (5, 5)
+        log.rotate()
+        assert log.truncate_before(100) == 1
+        assert (log.first_seq, log.last_seq) == (6, 5)  # empty: first_seq == last_seq + 1
+        assert list(log.read()) == []
+    with open_log(env, root) as log:
+        assert (log.first_seq, log.last_seq) == (6, 5)
+        assert log.append(b"f") == 6
+        assert list(log.read()) == [(6, b"f")]
+
+
+def test_close_idempotent_and_closed_errors(env_dir):
+    env, root = env_dir
+    log = open_log(env, root)
+    log.append(b"a")
+    log.close()
+    log.close()
+    assert log.closed
+    for call in (lambda: log.append(b"x"), lambda: log.get(1), lambda: log.read(),
+                 lambda: log.sync(), lambda: log.append_many([b"x"]), lambda: log.rotate(),
+                 lambda: log.truncate_before(1)):
+        with pytest.raises(StoreClosedError):
+            call()
+
+
+@pytest.mark.parametrize("mode", ["always", "interval", "never"])
+def test_sync_modes_roundtrip(env_dir, mode):
+    env, root = env_dir
+    with open_log(env, root, options=SMALL.replace(wal_sync=mode, wal_sync_interval_ms=5)) as log:
+        for i in range(1, 201):
+            log.append(payload(i), sync=(i % 50 == 0) or None)
+        assert log.durable_seq >= 200 if mode == "always" else log.durable_seq >= 150
+        assert log.sync() == 200
+    with open_log(env, root) as log:
+        assert [r for _, r in log.read()] == [payload(i) for i in range(1, 201)]
+
+
+def test_interval_mode_syncs_in_background(env_dir):
+    env, root = env_dir
+    with open_log(env, root, options=SMALL.replace(wal_sync="interval", wal_sync_interval_ms=2)) as log:
+        log.append(b"a")
+        deadline = threading.Event()
+        for _ in range(500):
+            if log.durable_seq == 1:
+                break
+            deadline.wait(0.01)
+        assert log.durable_seq == 1
+
+
+def test_read_only(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([b"a", b"b"])
+    with open_log(env, root, read_only=True) as ro:
+        assert list(ro.read()) == [(1, b"a"), (2, b"b")]
+        assert ro.stats()["read_only"] is True
+        for call in (lambda: ro.append(b"x"), lambda: ro.append_many([b"x"]),
+                     lambda: ro.truncate_before(2), lambda: ro.rotate()):
+            with pytest.raises(ReadOnlyError):
+                call()
+        with open_log(env, root) as writer:  # read-only takes no lock
+            writer.append(b"c")
+
+
+def test_read_survives_concurrent_appends(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([payload(s) for s in range(1, 501)])
+        stop = threading.Event()
+
+        def writer() -> None:
+            s = 501
+            while not stop.is_set() and s < 5000:
+                assert log.append(payload(s)) == s
+                s += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            for _ in range(3):
+                seen = [s for s, r in log.read() if r == payload(s)]
+                assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 500
+                last = log.last_seq
+                assert log.get(last) == payload(last)
+        finally:
+            stop.set()
+            t.join()
+
+
+def test_stats(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([b"a" * 100] * 10, sync=True)
+        st = log.stats()
+    assert st["first_seq"] == 1 and st["last_seq"] == 10 and st["durable_seq"] == 10
+    assert st["segments"] == 1 and st["bytes"] >= 10 * 115
+    assert st["syncs"] >= 1 and st["torn_tail_repairs"] == 0
+    assert st["io_mode"] == env.describe()["io_mode"]
+
+
+def test_open_log_entry_point_and_options(tmp_path):
+    import banyanstore
+    with banyanstore.open_log(tmp_path / "l", io_mode="sync", wal_sync="never") as log:
+        assert isinstance(log, Log) and log.append(b"a") == 1
+        assert log.stats()["io_mode"] == "sync"

@@ -1,0 +1,166 @@
+"""Recovery and bad input: each case gives its specific error, never a hang or a stray exception."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from log_helpers import SMALL, open_log, payload, rewrite, segments
+
+from banyanstore.errors import BanyanStoreError, CorruptionError, StoreLockedError
+from banyanstore.log import Log, LogExistsError, LogNotFoundError
+from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE
+
+
+def _fill(env, root, n=2000, **kw):  # type: ignore[no-untyped-def]
+    with open_log(env, root, **kw) as log:
+        log.append_many([payload(s) for s in range(1, n + 1)])
+    return f"{root}/log"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 7, 20, 300])
+def test_torn_tail_is_cut_and_reported(env_dir, caplog, cut):
+    env, root = env_dir
+    d = _fill(env, root, options=SMALL.replace(segment_size=1 << 20))
+    last = segments(env, d)[-1]
+    data = env.read_file(last)
+    rewrite(env, last, data[:-cut])
+    with caplog.at_level(logging.WARNING, logger="banyanstore.log"), open_log(env, root) as log:
+        st = log.stats()
+        assert st["torn_tail_repairs"] == 1 and st["torn_tail_bytes"] > 0
+        n = log.last_seq
+        assert 1900 < n < 2000
+        assert all(r == payload(s) for s, r in log.read())
+        assert log.append(b"after") == n + 1
+    assert "torn tail" in caplog.text
+    with open_log(env, root) as log:
+        assert log.stats()["torn_tail_repairs"] == 0 and log.get(n + 1) == b"after"
+
+
+@pytest.mark.parametrize("garbage", [b"\x00" * 5000, b"\xff" * 33, b"\x00" * 100 + b"\x01"])
+def test_zero_filled_or_garbage_tail(env_dir, garbage):
+    env, root = env_dir
+    d = _fill(env, root, n=50)
+    last = segments(env, d)[-1]
+    rewrite(env, last, env.read_file(last) + garbage)
+    with open_log(env, root) as log:
+        assert log.last_seq == 50 and log.stats()["torn_tail_bytes"] == len(garbage)
+
+
+def test_flipped_byte_in_the_middle_raises_naming_file_and_offset(env_dir):
+    env, root = env_dir
+    d = _fill(env, root, options=SMALL.replace(segment_size=1 << 20))
+    last = segments(env, d)[-1]
+    data = bytearray(env.read_file(last))
+    assert len(data) > 3 * BLOCK_SIZE
+    data[BLOCK_SIZE + 100] ^= 0x40
+    rewrite(env, last, bytes(data))
+    with pytest.raises(CorruptionError) as info:
+        open_log(env, root)
+    assert info.value.path == last and BLOCK_SIZE - 2000 < info.value.offset <= BLOCK_SIZE + 100
+    # skip_damaged_records=True: skipped, counted, seqs of the rest intact
+    with open_log(env, root, options=SMALL.replace(skip_damaged_records=True)) as log:
+        st = log.stats()
+        assert st["damaged_records_skipped"] >= 1 and log.last_seq == 2000
+        got = dict(log.read())
+        missing = sorted(set(range(1, 2001)) - set(got))
+        assert 1 <= len(missing) < 300 and all(got[s] == payload(s) for s in got)
+        with pytest.raises(CorruptionError):
+            log.get(missing[0])
+        assert log.append(b"x") == 2001
+
+
+def test_damage_in_an_older_segment_is_found_on_read(env_dir):
+    env, root = env_dir
+    d = _fill(env, root)
+    first = segments(env, d)[0]
+    data = bytearray(env.read_file(first))
+    data[HEADER_SIZE + 50] ^= 1
+    rewrite(env, first, bytes(data))
+    with open_log(env, root) as log:  # only the last segment is scanned at open
+        with pytest.raises(CorruptionError) as info:
+            list(log.read())
+        assert info.value.path == first
+        with pytest.raises(CorruptionError):
+            log.get(1)
+        assert log.get(2000) == payload(2000)
+
+
+def test_bad_header_in_older_segment(env_dir):
+    env, root = env_dir
+    d = _fill(env, root)
+    first = segments(env, d)[0]
+    data = bytearray(env.read_file(first))
+    data[20] ^= 1  # inside first_seq: header checksum fails
+    rewrite(env, first, bytes(data))
+    with pytest.raises(CorruptionError, match="header checksum") as info:
+        open_log(env, root)
+    assert info.value.path == first
+
+
+def test_foreign_file_named_like_a_segment(env_dir):
+    env, root = env_dir
+    d = _fill(env, root, n=10)
+    rewrite(env, f"{d}/00000000000000000005.log", b"segment from another program\n" * 10)
+    with pytest.raises(CorruptionError, match="not a banyanstore log segment") as info:
+        open_log(env, root)
+    assert info.value.path == f"{d}/00000000000000000005.log"
+
+
+def test_interrupted_segment_creation_is_dropped(env_dir):
+    env, root = env_dir
+    d = _fill(env, root, n=10)
+    rewrite(env, f"{d}/00000000000000000011.log", b"")
+    with open_log(env, root) as log:
+        assert log.last_seq == 10 and log.stats()["torn_tail_repairs"] == 1
+        assert log.append(b"x") == 11
+
+
+def test_missing_directory(env_dir):
+    env, root = env_dir
+    with pytest.raises(LogNotFoundError) as info:
+        open_log(env, root, create_if_missing=False)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, BanyanStoreError)
+    with pytest.raises(LogNotFoundError):
+        open_log(env, root, read_only=True)
+    assert not env.exists(f"{root}/log")
+
+
+def test_error_if_exists(env_dir):
+    env, root = env_dir
+    _fill(env, root, n=1)
+    with pytest.raises(LogExistsError):
+        open_log(env, root, error_if_exists=True)
+    with open_log(env, root) as log:  # the failed open released the lock
+        assert log.last_seq == 1
+
+
+def test_second_writer_in_process(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        with pytest.raises(StoreLockedError):
+            open_log(env, root)
+        log.append(b"still fine")
+        with open_log(env, root, lock=False) as embedded:  # the embedding caller holds its own lock
+            assert embedded.last_seq >= 0
+    with open_log(env, root) as log:
+        assert log.get(1) == b"still fine"
+
+
+def test_second_writer_from_another_process(tmp_path):
+    d = tmp_path / "log"
+    with Log.open(d, io_mode="sync") as log:
+        log.append(b"a")
+        code = textwrap.dedent(f"""
+            import banyanstore
+            try:
+                banyanstore.open_log({str(d)!r}, io_mode="sync")
+            except banyanstore.StoreLockedError:
+                print("locked")
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             env={"PYTHONPATH": ":".join(sys.path)})
+        assert out.stdout.strip() == "locked", out.stderr

@@ -1,0 +1,171 @@
+"""A plain-Python model of the Store's contract (full version history) and a
+seeded random workload that checks a store against it."""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from typing import Any
+
+import pytest
+
+from banyanstore.errors import VersionUnavailableError
+
+KEYSPACES = ("default", "index")
+
+
+class Model:
+    def __init__(self) -> None:
+        self.version = 0
+        self.data: dict[str, dict[bytes, list[tuple[int, bytes | None]]]] = {k: {} for k in KEYSPACES}
+
+    def write(self, ops: list[tuple[str, bytes, bytes | None]]) -> int:
+        self.version += 1
+        for ks, k, v in ops:
+            entries = self.data[ks].setdefault(k, [])
+            if entries and entries[-1][0] == self.version:
+                entries[-1] = (self.version, v)  # the last op of a batch on a key wins
+            else:
+                entries.append((self.version, v))
+        return self.version
+
+    def get(self, ks: str, key: bytes, version: int) -> bytes | None:
+        entries = self.data[ks].get(key, [])
+        i = bisect_right([e[0] for e in entries], version)
+        return entries[i - 1][1] if i else None
+
+    def scan(self, ks: str, start: bytes | None, end: bytes | None, version: int,
+             reverse: bool, limit: int | None) -> list[tuple[bytes, bytes]]:
+        out = []
+        for k in sorted(self.data[ks]):
+            if (start is not None and k < start) or (end is not None and k >= end):
+                continue
+            v = self.get(ks, k, version)
+            if v is not None:
+                out.append((k, v))
+        if reverse:
+            out.reverse()
+        return out if limit is None else out[:limit]
+
+    def history(self, ks: str, key: bytes) -> list[tuple[int, bytes | None]]:
+        return list(reversed(self.data[ks].get(key, [])))
+
+
+def _key(rng: random.Random, n_keys: int) -> bytes:
+    return b"k%05d" % rng.randrange(n_keys)
+
+
+def _value(rng: random.Random) -> bytes:
+    size = rng.choice((0, 1, 8, 40, 100, 300, 2000))
+    return rng.randbytes(size)
+
+
+def _bound(rng: random.Random, n_keys: int) -> bytes | None:
+    return None if rng.random() < 0.3 else _key(rng, n_keys)
+
+
+def check_read_at(store: Any, version: int, fn: Any, expected: Any) -> None:
+    """``fn()`` must equal ``expected``, or raise VersionUnavailableError when the
+    version is below the store's retention floor."""
+    if version < store.oldest_version:
+        with pytest.raises(VersionUnavailableError):
+            fn()
+    else:
+        assert fn() == expected
+
+
+def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
+                 allow_reopen: bool = True) -> Any:
+    """Random operations against ``open_store()`` and the model; asserts equality."""
+    rng = random.Random(seed)
+    model = Model()
+    store = open_store()
+    spaces = {"default": store, "index": store.keyspace("index")}
+    snapshots: list[tuple[Any, int]] = []
+    try:
+        for step in range(steps):
+            op = rng.random()
+            ksname = rng.choice(KEYSPACES)
+            ks = spaces[ksname]
+            if op < 0.30:
+                k, v = _key(rng, n_keys), _value(rng)
+                assert ks.put(k, v) == model.write([(ksname, k, v)])
+            elif op < 0.38:
+                k = _key(rng, n_keys)
+                assert ks.delete(k) == model.write([(ksname, k, None)])
+            elif op < 0.45:
+                ops = []
+                with store.batch() as b:
+                    for _ in range(rng.randrange(1, 8)):
+                        name = rng.choice(KEYSPACES)
+                        k = _key(rng, n_keys)
+                        v = None if rng.random() < 0.2 else _value(rng)
+                        if v is None:
+                            b.delete(k, keyspace=name)
+                        else:
+                            b.put(k, v, keyspace=name)
+                        ops.append((name, k, v))
+                assert b.version == model.write(ops)
+            elif op < 0.60:
+                k = _key(rng, n_keys)
+                assert ks.get(k) == model.get(ksname, k, model.version), (step, k)
+                if model.version:
+                    v = rng.randrange(0, model.version + 1)
+                    check_read_at(store, v, lambda: ks.get(k, version=v), model.get(ksname, k, v))
+            elif op < 0.66:
+                keys = [_key(rng, n_keys) for _ in range(rng.randrange(1, 30))]
+                v = model.version if rng.random() < 0.5 else rng.randrange(0, model.version + 1)
+                check_read_at(store, v, lambda: ks.multi_get(keys, version=v),
+                              [model.get(ksname, k, v) for k in keys])
+            elif op < 0.74:
+                start, end = _bound(rng, n_keys), _bound(rng, n_keys)
+                reverse = rng.random() < 0.4
+                limit = None if rng.random() < 0.6 else rng.randrange(0, 50)
+                v = model.version if rng.random() < 0.5 else rng.randrange(0, model.version + 1)
+                check_read_at(store, v,
+                              lambda: list(ks.scan(start, end, version=v, reverse=reverse, limit=limit)),
+                              model.scan(ksname, start, end, v, reverse, limit))
+            elif op < 0.77:
+                prefix = b"k%03d" % rng.randrange(n_keys // 100 + 1)
+                assert list(ks.scan(prefix=prefix)) == [
+                    (k, v) for k, v in model.scan(ksname, None, None, model.version, False, None)
+                    if k.startswith(prefix)]
+            elif op < 0.80:
+                k = _key(rng, n_keys)
+                got = list(ks.history(k))
+                want = model.history(ksname, k)
+                floor = store.oldest_version
+                assert [e for e in got if e[0] >= floor] == [e for e in want if e[0] >= floor]
+                assert all(e in want for e in got)
+            elif op < 0.84:
+                if snapshots and rng.random() < 0.5:
+                    snap, sv = snapshots.pop(rng.randrange(len(snapshots)))
+                    k = _key(rng, n_keys)
+                    assert snap.get(k, keyspace=ksname) == model.get(ksname, k, sv)
+                    assert list(snap.scan(keyspace=ksname)) == model.scan(ksname, None, None, sv, False, None)
+                    snap.close()
+                elif len(snapshots) < 4:
+                    s = store.snapshot()
+                    assert s.version == model.version
+                    snapshots.append((s, s.version))
+            elif op < 0.88:
+                store.flush()
+            elif op < 0.91:
+                store.compact()
+            elif op < 0.92 and model.version:
+                store.set_history_floor(rng.randrange(store.oldest_version, model.version + 1))
+            elif op < 0.94 and allow_reopen:
+                for s, _ in snapshots:
+                    s.close()
+                snapshots.clear()
+                store.close()
+                store = open_store()
+                spaces = {"default": store, "index": store.keyspace("index")}
+                assert store.version == model.version
+        # full comparison at the end, at the latest and at every retained version
+        for name in KEYSPACES:
+            assert list(spaces[name].scan()) == model.scan(name, None, None, model.version, False, None)
+        return store, model
+    finally:
+        for s, _ in snapshots:
+            s.close()

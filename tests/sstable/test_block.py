@@ -1,0 +1,93 @@
+"""Block payload encode/decode: round trips of every layout, and malformed payloads."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from banyanstore.sstable.block import (
+    FIXED_KEYS,
+    FIXED_VALUES,
+    HEADER,
+    TOMBSTONES,
+    BlockBuilder,
+    BlockFormatError,
+    decode_block,
+    encode_block,
+)
+
+keys_st = st.lists(st.binary(max_size=20), min_size=1, max_size=60, unique=True).map(sorted)
+value_st = st.one_of(st.none(), st.binary(max_size=50))
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=keys_st, data=st.data())
+def test_round_trip_any_layout(keys: list[bytes], data: st.DataObject) -> None:
+    versions = data.draw(st.lists(st.integers(1, 2**64 - 1), min_size=len(keys), max_size=len(keys)))
+    values = data.draw(st.lists(value_st, min_size=len(keys), max_size=len(keys)))
+    block = decode_block(encode_block(keys, versions, values))
+    assert block.keys == keys
+    assert block.versions == versions
+    assert block.values == values
+    assert all(type(k) is bytes for k in block.keys)
+    assert list(block.entries()) == list(zip(keys, versions, values, strict=True))
+    assert list(block.reversed_entries(1)) == list(zip(keys, versions, values, strict=True))[1:][::-1]
+
+
+def _flags(payload: bytes) -> int:
+    return HEADER.unpack_from(payload, 0)[3]
+
+
+def test_layout_selection() -> None:
+    fixed = encode_block([b"aa", b"bb"], [2, 1], [b"xyz", b"uvw"])
+    assert _flags(fixed) == FIXED_KEYS | FIXED_VALUES
+    var = encode_block([b"a", b"bb"], [2, 1], [b"x", b"uvw"])
+    assert _flags(var) == 0
+    tomb = encode_block([b"aa", b"bb", b"cc"], [3, 2, 1], [b"xyz", None, b"uvw"])
+    assert _flags(tomb) == FIXED_KEYS | FIXED_VALUES | TOMBSTONES
+    assert decode_block(tomb).values == [b"xyz", None, b"uvw"]
+    # a tombstone among big fixed values would pad too much: variable layout instead
+    big = encode_block([b"a", b"b"], [1, 1], [b"v" * 8000, None])
+    assert _flags(big) == FIXED_KEYS | TOMBSTONES
+    assert decode_block(big).values == [b"v" * 8000, None]
+
+
+def test_find_walks_versions() -> None:
+    b = decode_block(encode_block([b"a", b"k", b"k", b"k", b"z"], [5, 9, 6, 2, 1],
+                                  [b"", b"9", b"6", b"2", b""]))
+    assert b.find(b"k", 100) == 1
+    assert b.find(b"k", 7) == 2
+    assert b.find(b"k", 6) == 2
+    assert b.find(b"k", 1) == 4  # past the key: no version <= 1
+    assert b.find(b"zz", 1) == 5
+    assert b.seek(b"b") == 1
+
+
+def test_builder_estimate_is_an_upper_bound() -> None:
+    bb = BlockBuilder()
+    for i in range(50):
+        bb.add(b"key%d" % i, 100 - i, None if i % 7 == 0 else b"v" * (i % 13))
+    est = bb.estimated_size
+    payload = bb.finish()
+    assert len(payload) <= est
+    assert len(bb) == 0
+    with pytest.raises(ValueError):
+        bb.finish()
+
+
+@pytest.mark.parametrize("payload", [
+    b"",
+    b"\x00" * 8,
+    HEADER.pack(5, 0, 0, 0),                        # versions missing
+    HEADER.pack(1, 4, 4, 0x80) + b"\x00" * 16,      # unknown flag
+    HEADER.pack(1, 4, 4, FIXED_KEYS | FIXED_VALUES) + struct.pack("<Q", 1) + b"abcd",  # values short
+    HEADER.pack(1, 4, 4, FIXED_KEYS | FIXED_VALUES) + struct.pack("<Q", 1) + b"abcdefgh" + b"!",
+    HEADER.pack(1, 0, 0, 0) + struct.pack("<Q", 1) + struct.pack("<II", 0, 99) + b"k",  # heap short
+    HEADER.pack(1, 0, 0, 0) + struct.pack("<Q", 1) + struct.pack("<II", 1, 1) + b"k",   # off[0] != 0
+])
+def test_malformed_payloads_raise_block_format_error(payload: bytes) -> None:
+    with pytest.raises(BlockFormatError):
+        decode_block(payload)
