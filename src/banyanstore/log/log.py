@@ -37,11 +37,10 @@ the sealed segment and the new header once per ``segment_size``.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import (
@@ -55,6 +54,8 @@ from ..options import Options, resolve_options
 from .catalog import SegmentCatalog
 from .commit import GroupCommit, IntervalSyncer
 from .format import HEADER_SIZE
+from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_directory
+from .reads import LogView
 from .recovery import recover
 from .segment import Segment, SparseIndex, create_segment, segment_name
 from .writer import SegmentWriter
@@ -66,29 +67,12 @@ FLUSH_BYTES = 256 * 1024  # user-space buffer handed to the OS in chunks of this
 _BATCH = 1024  # append_many checks for rotation every this many records
 
 
-class LogNotFoundError(StorageIOError, FileNotFoundError):
-    """The log directory does not exist and ``create_if_missing=False`` (or ``read_only``)."""
-
-
-class LogExistsError(StorageIOError, FileExistsError):
-    """The log already holds segments and ``error_if_exists=True``."""
-
-
-def _as_bytes(value: Any, name: str) -> bytes:
-    if isinstance(value, str):
-        raise TypeError(f"{name} must be bytes-like, not str (encode it first)")
-    try:
-        return bytes(memoryview(value))  # copy: the caller may reuse its buffer
-    except TypeError:
-        raise TypeError(f"{name} must be bytes-like, not {type(value).__name__}") from None
-
-
 class _Synced:
     def sync(self) -> None:  # close() already synced everything
         pass
 
 
-class Log:
+class Log(LogView):
     """An open log directory.  Thread-safe.  Use :meth:`open`."""
 
     def __init__(self, env: Env, own_env: bool, directory: str, opts: Options,
@@ -128,31 +112,8 @@ class Log:
         """
         opts = resolve_options(options, kwargs)
         directory = os.fspath(path)
-        own_env = env is None
-        if env is None:
-            from ..io import make_env
-            env = make_env(opts)
-        flock: FileLock | None = None
-        try:
-            if not env.exists(directory):
-                if opts.read_only or not opts.create_if_missing:
-                    why = "read_only=True" if opts.read_only else "create_if_missing=False"
-                    raise LogNotFoundError(f"log directory {directory} does not exist ({why})",
-                                           path=directory, op="open", errno=errno.ENOENT)
-                env.mkdir(directory)
-                env.sync_dir(os.path.dirname(os.path.abspath(directory)))
-            if lock and not opts.read_only:
-                flock = env.lock(os.path.join(directory, "LOCK"))
-            if opts.error_if_exists and any(n.endswith(".log") for n in env.listdir(directory)):
-                raise LogExistsError(f"log {directory} already exists (error_if_exists=True)",
-                                     path=directory, op="open", errno=errno.EEXIST)
+        with opened_directory(directory, opts, env, lock=lock) as (env, own_env, flock):
             return cls(env, own_env, directory, opts, flock)
-        except BaseException:
-            if flock is not None:
-                flock.release()
-            if own_env:
-                env.close()
-            raise
 
     def _open_writer(self) -> None:
         segs = self._catalog.segments
@@ -164,8 +125,11 @@ class Log:
             file = self._env.open_writable(seg.path, append=True)
             file.sync()  # records left in the page cache by a crashed process become durable
             seg.index = seg.index or SparseIndex()
-        self._writer = SegmentWriter(file, seg, last_seq=self._next_seq - 1,
-                                     index_interval=self._interval, flush_bytes=FLUSH_BYTES)
+        self._writer = self._make_writer(file, seg)
+
+    def _make_writer(self, file: WritableFile, seg: Segment) -> SegmentWriter:
+        return SegmentWriter(file, seg, last_seq=self._next_seq - 1, index_interval=self._interval,
+                             flush_bytes=FLUSH_BYTES, segment_size=self._segment_size)
 
     def _new_segment(self, first_seq: int) -> tuple[Segment, WritableFile]:
         path = os.path.join(self.path, segment_name(first_seq))
@@ -173,27 +137,6 @@ class Log:
         self._env.sync_dir(self.path)  # the name is durable before any record in it is acknowledged
         self._counters["syncs"] += 1
         return Segment(self._env, path, first_seq, HEADER_SIZE, SparseIndex()), file
-
-    # -- state ----------------------------------------------------------------------
-    @property
-    def first_seq(self) -> int:
-        """Seq of the oldest record kept (``last_seq + 1`` when the log is empty)."""
-        segs = self._catalog.segments
-        return min(segs[0].first_seq, self._next_seq) if segs else self._next_seq
-
-    @property
-    def last_seq(self) -> int:
-        """Seq of the newest record (0 for a log never written)."""
-        return self._next_seq - 1
-
-    @property
-    def durable_seq(self) -> int:
-        """Every record up to this seq is durable."""
-        return self._commit.durable_seq if not self._read_only else self._next_seq - 1
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _unwritable(self) -> BaseException:
         if self._closed:
@@ -214,16 +157,14 @@ class Log:
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
         """Append one record; return its seq.  ``sync`` overrides ``wal_sync`` for this call."""
         if type(record) is not bytes:
-            record = _as_bytes(record, "record")
+            record = as_bytes(record, "record")
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
             seq = self._next_seq
-            w = self._writer
+            self._next_seq = seq + 1
             try:
-                w.add(seq, record)  # type: ignore[union-attr]
-                self._next_seq = seq + 1
-                if w.offset >= self._segment_size:  # type: ignore[union-attr]
+                if self._writer.add(seq, record):  # type: ignore[union-attr]
                     self._rotate_locked()
             except BaseException as exc:
                 self._io_failed(exc)
@@ -241,17 +182,16 @@ class Log:
         items = list(records)
         for i, r in enumerate(items):
             if type(r) is not bytes:
-                items[i] = _as_bytes(r, f"records[{i}]")
+                items[i] = as_bytes(r, f"records[{i}]")
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
             try:
                 for lo in range(0, len(items), _BATCH):
-                    w = self._writer
                     chunk = items[lo:lo + _BATCH]
-                    w.add_many(self._next_seq, chunk)  # type: ignore[union-attr]
+                    seq = self._next_seq
                     self._next_seq += len(chunk)
-                    if w.offset >= self._segment_size:  # type: ignore[union-attr]
+                    if self._writer.add_many(seq, chunk):  # type: ignore[union-attr]
                         self._rotate_locked()
             except BaseException as exc:
                 self._io_failed(exc)
@@ -280,7 +220,7 @@ class Log:
     def _rotate_locked(self) -> None:
         w = self._writer
         assert w is not None
-        w.flush()
+        w.flush(self._next_seq - 1)
         # Barrier: the sealed segment is complete on disk before its successor
         # exists, so a crash can only ever lose a suffix of the whole log.
         w.file.sync()
@@ -289,8 +229,7 @@ class Log:
         seg, file = self._new_segment(self._next_seq)
         self._commit.retire(w.file)
         self._catalog.add(seg)
-        self._writer = SegmentWriter(file, seg, last_seq=self._next_seq - 1,
-                                     index_interval=self._interval, flush_bytes=FLUSH_BYTES)
+        self._writer = self._make_writer(file, seg)
 
     def _collect(self) -> tuple[int, Any]:
         """For the group-commit leader: flush the buffer, say what one sync will cover."""
@@ -299,7 +238,7 @@ class Log:
             if w is None:  # closed: close() synced everything under this lock
                 return self._next_seq - 1, _Synced()
             try:
-                w.flush()
+                w.flush(self._next_seq - 1)
             except BaseException:
                 self._ok = False
                 raise
@@ -322,42 +261,6 @@ class Log:
         if not self._read_only:
             self._commit.wait_durable(seq)
 
-    # -- reading --------------------------------------------------------------------
-    def _visible(self, upto: int) -> tuple[Any, int]:
-        """A snapshot of the segments with every record up to ``upto`` readable from files."""
-        with self._lock:
-            if self._closed:
-                raise StoreClosedError(f"log {self.path} is closed")
-            w = self._writer
-            if w is not None and w.flushed_seq < upto:
-                try:
-                    w.flush()  # the records are in our buffer: hand them to the OS first
-                except BaseException as exc:
-                    self._io_failed(exc)
-                    raise
-            return self._catalog.view, self._next_seq - 1
-
-    def read(self, start: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Iterate ``(seq, record)`` from ``start`` (default: ``first_seq``) to the
-        ``last_seq`` of the moment of the call; appends made meanwhile are not waited for."""
-        view, last = self._visible(self._next_seq - 1)
-        first = self.first_seq
-        if start is None:
-            start = first
-        elif not first <= start <= last + 1:
-            raise LogRangeError(f"read start {start} is outside [{first}, {last + 1}]")
-        return self._catalog.iterate(view, start, last)
-
-    def get(self, seq: int) -> bytes:
-        """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""
-        if not isinstance(seq, int):
-            raise TypeError(f"seq must be an int, not {type(seq).__name__}")
-        first, last = self.first_seq, self._next_seq - 1
-        if not first <= seq <= last:
-            raise LogRangeError(f"seq {seq} is outside [{first}, {last}]")
-        view, _ = self._visible(seq)
-        return self._catalog.get(view, seq)
-
     # -- maintenance ----------------------------------------------------------------
     def truncate_before(self, seq: int) -> int:
         """Delete the segments holding only records ``< seq`` (never the active one);
@@ -374,23 +277,6 @@ class Log:
             _log.info("log %s: removed %d segments before seq %d", self.path, len(dropped), seq)
         return len(dropped)
 
-    def stats(self) -> dict[str, Any]:
-        segs = self._catalog.segments
-        w = self._writer
-        described = self._env.describe()
-        return {
-            "segments": len(segs),
-            "bytes": sum(s.end for s in segs) + (w.pending() if w is not None else 0),
-            "first_seq": self.first_seq, "last_seq": self.last_seq, "durable_seq": self.durable_seq,
-            "syncs": self._counters["syncs"] + self._commit.syncs,
-            "group_commit_batches": self._commit.syncs, "sync_waits": self._commit.waits,
-            "torn_tail_repairs": self._counters["torn_tail_repairs"],
-            "torn_tail_bytes": self._counters["torn_tail_bytes"],
-            "damaged_records_skipped": self._counters["damaged_records_skipped"] + self._catalog.skipped,
-            "wal_sync": self._opts.wal_sync, "read_only": self._read_only,
-            "io_mode": described.get("io_mode"), "io": described,
-        }
-
     def close(self) -> None:
         """Flush and sync everything, release the lock.  Idempotent."""
         if self._closed:
@@ -406,7 +292,7 @@ class Log:
             if w is not None:
                 try:  # under the lock on purpose: a leader's _collect() must find it all synced
                     self._commit.check()
-                    w.flush()
+                    w.flush(self._next_seq - 1)
                     w.file.sync()
                     self._counters["syncs"] += 1
                     self._commit.mark_durable(self._next_seq - 1)

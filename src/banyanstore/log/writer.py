@@ -85,12 +85,26 @@ class SegmentWriter:
         return self.offset >= self._limit
 
     def add_many(self, first_seq: int, records: list[bytes]) -> bool:
-        """:meth:`add` for consecutive seqs; returns True when the segment is full."""
-        add = self.add
-        seq = first_seq
+        """:meth:`add` for consecutive seqs, with the loop's lookups hoisted; True when full."""
+        buf, interval, seq = self.buf, self._interval, first_seq
         for data in records:
-            add(seq, data)
+            if seq >= self._next_index:
+                self.index.add(seq, self.offset)
+                self._next_index = seq + interval
+            size = len(data) + _SMALL
+            left = self._left - size
+            if left >= FRAG_HEADER_SIZE:
+                buf += _pack_full(crc32c(data, crc32c(_pack_seq(seq), _CRC_FULL)),
+                                  size - FRAG_HEADER_SIZE, FULL, seq)
+                buf += data
+                self._left = left
+                self.offset += size
+            else:
+                self._add_slow(seq, data)
+                buf = self.buf  # the slow path may have flushed (swapped) the buffer
             seq += 1
+        if len(buf) >= self._flush_bytes:
+            self.flush(seq - 1)
         return self.offset >= self._limit
 
     def _add_slow(self, seq: int, data: bytes) -> None:

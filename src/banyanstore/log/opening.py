@@ -1,0 +1,83 @@
+"""Opening a log directory (env, existence checks, the LOCK file) and argument checks.
+
+* A missing directory is created (and its parent synced, so the name is
+  durable) unless ``create_if_missing=False`` or ``read_only=True``: then
+  :class:`LogNotFoundError` -- a :class:`~banyanstore.errors.StorageIOError`
+  *and* a :class:`FileNotFoundError`, so both ``except`` styles work.
+* ``error_if_exists=True`` and segments present: :class:`LogExistsError`.
+* Writers take ``<dir>/LOCK`` through ``env.lock`` (a second writer, in this
+  process or another, gets :class:`~banyanstore.errors.StoreLockedError` at
+  once); ``read_only`` opens and embedded logs (``lock=False``: the LSM store
+  holds its own lock over the enclosing directory) take none.
+* If the Log builds the env (``env=None``), it owns it and closes it on close.
+
+>>> as_bytes(bytearray(b"ab"), "record")
+b'ab'
+>>> as_bytes("ab", "record")
+Traceback (most recent call last):
+...
+TypeError: record must be bytes-like, not str (encode it first)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import StorageIOError
+from ..io.base import Env, FileLock
+from ..options import Options
+
+__all__ = ["LogNotFoundError", "LogExistsError", "as_bytes", "opened_directory"]
+
+
+class LogNotFoundError(StorageIOError, FileNotFoundError):
+    """The log directory does not exist and ``create_if_missing=False`` (or ``read_only``)."""
+
+
+class LogExistsError(StorageIOError, FileExistsError):
+    """The log already holds segments and ``error_if_exists=True``."""
+
+
+def as_bytes(value: Any, name: str) -> bytes:
+    """A private ``bytes`` copy of a bytes-like ``value``; ``TypeError`` naming ``name`` otherwise."""
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be bytes-like, not str (encode it first)")
+    try:
+        return bytes(memoryview(value))  # copy: the caller may reuse its buffer
+    except TypeError:
+        raise TypeError(f"{name} must be bytes-like, not {type(value).__name__}") from None
+
+
+@contextmanager
+def opened_directory(directory: str, opts: Options, env: Env | None, *,
+                     lock: bool) -> Iterator[tuple[Env, bool, FileLock | None]]:
+    """Yield ``(env, own_env, lock)`` ready for recovery; undo everything if the body raises."""
+    own_env = env is None
+    if env is None:
+        from ..io import make_env
+        env = make_env(opts)
+    flock: FileLock | None = None
+    try:
+        if not env.exists(directory):
+            if opts.read_only or not opts.create_if_missing:
+                why = "read_only=True" if opts.read_only else "create_if_missing=False"
+                raise LogNotFoundError(f"log directory {directory} does not exist ({why})",
+                                       path=directory, op="open", errno=errno.ENOENT)
+            env.mkdir(directory)
+            env.sync_dir(os.path.dirname(os.path.abspath(directory)))
+        if lock and not opts.read_only:
+            flock = env.lock(os.path.join(directory, "LOCK"))
+        if opts.error_if_exists and any(n.endswith(".log") for n in env.listdir(directory)):
+            raise LogExistsError(f"log {directory} already exists (error_if_exists=True)",
+                                 path=directory, op="open", errno=errno.EEXIST)
+        yield env, own_env, flock
+    except BaseException:
+        if flock is not None:
+            flock.release()
+        if own_env:
+            env.close()
+        raise

@@ -1,0 +1,161 @@
+"""Damaged tables: every case is a CorruptionError naming the file and offset --
+never a wrong answer and never an unrelated exception."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from banyanstore.errors import CorruptionError
+from banyanstore.io.base import Env
+from banyanstore.sstable import TableReader
+from banyanstore.sstable.format import FOOTER, FOOTER_SIZE, TRAILER_SIZE, crc32c
+
+from .helpers import build, new_path, open_table
+
+EnvDir = tuple[Env, str]
+TOP = 2**64 - 1
+
+
+def rewrite(env: Env, path: str, data: bytes) -> None:
+    f = env.open_writable(path)
+    try:
+        f.write(data)
+    finally:
+        f.close()
+
+
+def small_table(env: Env, root: str, compression: str = "lz4") -> tuple[str, list, bytes]:
+    entries = [(b"key%03d" % i, v, None if (i + v) % 9 == 0 else b"value-%d-%d" % (i, v) * 3)
+               for i in range(40) for v in (2, 1)]
+    path, _ = build(env, root, entries, block_size=1024, compression=compression)
+    return path, entries, env.read_file(path)
+
+
+def read_everything(env: Env, path: str, entries: list) -> None:
+    """Open and read every entry every way; CorruptionError is the only allowed failure."""
+    with open_table(env, path, cache_bytes=0) as r:
+        assert list(r.scan()) == entries
+        assert list(r.scan(reverse=True)) == entries[::-1]
+        for k, v, val in entries:
+            assert r.get(k, v) == (True, val, v)
+
+
+def footer_fields(data: bytes) -> tuple:
+    return FOOTER.unpack_from(data, len(data) - FOOTER_SIZE)
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_every_single_byte_flip_is_detected(env_dir: EnvDir, compression: str) -> None:
+    env, root = env_dir
+    if compression != "lz4" and env.mode not in ("sync", "memory"):
+        pytest.skip("one backend per compression keeps the test fast")
+    path, entries, good = small_table(env, root, compression)
+    read_everything(env, path, entries)
+    bad = new_path(root, "bad")
+    step = 1 if env.mode in ("sync", "memory") else 7
+    for pos in range(0, len(good), step):
+        for mask in (0x01, 0x80):
+            damaged = bytearray(good)
+            damaged[pos] ^= mask
+            rewrite(env, bad, bytes(damaged))
+            with pytest.raises(CorruptionError) as info:
+                read_everything(env, bad, entries)
+            err = info.value
+            assert err.path == bad and err.offset is not None and 0 <= err.offset < len(good), (pos, err)
+
+
+def test_flip_in_each_region_names_that_region(env_dir: EnvDir) -> None:
+    env, root = env_dir
+    path, entries, good = small_table(env, root)
+    (index_off, index_len, filter_off, filter_len, props_off, props_len, *_rest) = footer_fields(good)
+    regions = {
+        "data block 0": (0, 5),
+        "filter block": (filter_off, filter_off + 20),
+        "index block": (index_off, index_off + 3),
+        "properties block": (props_off, props_off + 1),
+    }
+    for what, (expect_off, pos) in regions.items():
+        damaged = bytearray(good)
+        damaged[pos] ^= 0x10
+        bad = new_path(root, "bad")
+        rewrite(env, bad, bytes(damaged))
+        with pytest.raises(CorruptionError, match=what) as info:
+            read_everything(env, bad, entries)
+        assert info.value.offset == expect_off and info.value.path == bad
+    # footer handle damage
+    damaged = bytearray(good)
+    damaged[len(good) - FOOTER_SIZE + 2] ^= 0x01
+    bad = new_path(root, "bad")
+    rewrite(env, bad, bytes(damaged))
+    with pytest.raises(CorruptionError, match="footer checksum") as info:
+        TableReader.open(env, bad)
+    assert info.value.offset == len(good) - FOOTER_SIZE
+
+
+def test_corrupt_data_block_found_lazily_and_reported_on_every_path(env_dir: EnvDir) -> None:
+    env, root = env_dir
+    path, entries, good = small_table(env, root, "none")
+    damaged = bytearray(good)
+    damaged[30] ^= 0xFF  # inside data block 0
+    rewrite(env, path, bytes(damaged))
+    with open_table(env, path, cache_bytes=0) as r:  # opening does not read data blocks
+        assert r.get(entries[-1][0], TOP)[0]          # other blocks still serve
+        for call in (lambda: r.get(entries[0][0], TOP), lambda: list(r.scan()),
+                     lambda: r.load_blocks([0]), lambda: r.history(entries[0][0])):
+            with pytest.raises(CorruptionError) as info:
+                call()
+            assert info.value.offset == 0
+        # verify=False skips the checksum: the caller opted out of detection
+    with open_table(env, path, cache_bytes=0, verify=False) as r:
+        r.get(entries[-1][0], TOP)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 8, FOOTER_SIZE - 1, FOOTER_SIZE, FOOTER_SIZE + 1, 200, -1, -8, -100])
+def test_truncated_table(env_dir: EnvDir, cut: int) -> None:
+    env, root = env_dir
+    path, _, good = small_table(env, root)
+    keep = cut if cut >= 0 else len(good) + cut
+    rewrite(env, path, good[:keep])
+    with pytest.raises(CorruptionError) as info:
+        TableReader.open(env, path)
+    assert info.value.path == path
+    assert "truncated" in str(info.value) or "magic" in str(info.value)
+
+
+def test_not_a_table(env_dir: EnvDir) -> None:
+    env, root = env_dir
+    path = new_path(root, "text")
+    rewrite(env, path, b"hello, this is a text file and not a table at all\n" * 10)
+    with pytest.raises(CorruptionError, match="bad magic"):
+        TableReader.open(env, path)
+    with pytest.raises(FileNotFoundError):
+        TableReader.open(env, new_path(root, "missing"))
+
+
+def test_unknown_future_format_version(env_dir: EnvDir) -> None:
+    env, root = env_dir
+    path, _, good = small_table(env, root)
+    fields = list(footer_fields(good))
+    fields[7] = 2  # format_version, with a valid checksum as a future writer would make
+    footer = FOOTER.pack(*fields)
+    fields[6] = crc32c(struct.pack("<I", 2), crc32c(footer[:36]))
+    rewrite(env, path, good[:-FOOTER_SIZE] + FOOTER.pack(*fields))
+    with pytest.raises(CorruptionError, match="unknown table format version 2") as info:
+        TableReader.open(env, path)
+    assert info.value.offset == len(good) - 12
+
+
+def test_inconsistent_handles_with_valid_checksum(env_dir: EnvDir) -> None:
+    """A footer whose checksum matches but whose handles do not tile the file."""
+    env, root = env_dir
+    path, _, good = small_table(env, root)
+    fields = list(footer_fields(good))
+    fields[1] -= 1  # index_len
+    footer = FOOTER.pack(*fields)
+    fields[6] = crc32c(struct.pack("<I", fields[7]), crc32c(footer[:36]))
+    rewrite(env, path, good[:-FOOTER_SIZE] + FOOTER.pack(*fields))
+    with pytest.raises(CorruptionError, match="inconsistent"):
+        TableReader.open(env, path)
+    assert TRAILER_SIZE == 5
