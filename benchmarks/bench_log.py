@@ -80,7 +80,7 @@ def batches(root: str, mode: str, n: int, size: int = 1000) -> float:
 def random_gets(root: str, mode: str, n: int, records: int) -> float:
     directory = tempfile.mkdtemp(dir=root)
     with Log.open(directory, io_mode=mode, wal_sync="never", segment_size=4 << 20) as log:
-        for lo in range(0, records, 1000):
+        for _ in range(0, records, 1000):
             log.append_many([RECORD] * 1000)
     with Log.open(directory, io_mode=mode) as log:  # old segments: sparse index built on first use
         seqs = [random.randint(1, records) for _ in range(n)]
@@ -137,7 +137,8 @@ def _print_table(results: dict[str, dict[str, str]]) -> None:
     rows = list(next(iter(results.values())).keys()) if results else []
     for r in results.values():
         rows += [k for k in r if k not in rows]
-    title = f"banyanstore Log, 100-byte records, median of 3 (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)"
+    title = (f"banyanstore Log, 100-byte records, median of 3 "
+             f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     try:
         from rich.console import Console
         from rich.table import Table

@@ -210,3 +210,17 @@ def test_open_log_entry_point_and_options(tmp_path):
     with banyanstore.open_log(tmp_path / "l", io_mode="sync", wal_sync="never") as log:
         assert isinstance(log, Log) and log.append(b"a") == 1
         assert log.stats()["io_mode"] == "sync"
+
+
+@pytest.mark.parametrize("interval", [1, 7, 64])
+def test_get_every_seq_through_the_sparse_index(interval):
+    from banyanstore.io.memory import MemoryEnv
+    env = MemoryEnv()
+    opts = SMALL.replace(log_index_interval=interval)
+    sizes = {s: (40_000 if s % 37 == 0 else None) for s in range(1, 601)}
+    with Log.open("/g/log", env=env, options=opts) as log:
+        for s in range(1, 601):
+            log.append(payload(s, sizes[s]))
+        assert all(log.get(s) == payload(s, sizes[s]) for s in range(1, 601))  # index built while writing
+    with Log.open("/g/log", env=env, options=opts) as log:  # index built lazily, on first use
+        assert all(log.get(s) == payload(s, sizes[s]) for s in range(600, 0, -1))

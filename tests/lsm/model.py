@@ -14,13 +14,42 @@ from banyanstore.errors import VersionUnavailableError
 KEYSPACES = ("default", "index")
 
 
+class FakeClock:
+    """An injectable wall clock that only moves when the test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Model:
-    def __init__(self) -> None:
+    """Full version history per keyspace; with ``ttl`` and a clock, expiry follows
+    the documented rule (lsm/timemap.py): an entry is past its TTL when it is
+    older than the first version committed in the cutoff's second."""
+
+    def __init__(self, clock: FakeClock | None = None, ttl: float | None = None) -> None:
         self.version = 0
         self.data: dict[str, dict[bytes, list[tuple[int, bytes | None]]]] = {k: {} for k in KEYSPACES}
+        self.clock, self.ttl = clock, ttl
+        self.samples: list[tuple[int, int]] = []  # (first version, second)
+
+    def ttl_floor(self) -> int:
+        if self.ttl is None or self.clock is None:
+            return 0
+        cutoff = int(self.clock() - self.ttl)
+        for v, second in self.samples:
+            if second >= cutoff:
+                return v
+        return self.version + 1
 
     def write(self, ops: list[tuple[str, bytes, bytes | None]]) -> int:
         self.version += 1
+        if self.clock is not None:
+            second = int(self.clock())
+            if not self.samples or second > self.samples[-1][1]:
+                self.samples.append((self.version, second))
         for ks, k, v in ops:
             entries = self.data[ks].setdefault(k, [])
             if entries and entries[-1][0] == self.version:
@@ -32,7 +61,9 @@ class Model:
     def get(self, ks: str, key: bytes, version: int) -> bytes | None:
         entries = self.data[ks].get(key, [])
         i = bisect_right([e[0] for e in entries], version)
-        return entries[i - 1][1] if i else None
+        if not i or entries[i - 1][0] < self.ttl_floor():
+            return None
+        return entries[i - 1][1]
 
     def scan(self, ks: str, start: bytes | None, end: bytes | None, version: int,
              reverse: bool, limit: int | None) -> list[tuple[bytes, bytes]]:
@@ -48,7 +79,8 @@ class Model:
         return out if limit is None else out[:limit]
 
     def history(self, ks: str, key: bytes) -> list[tuple[int, bytes | None]]:
-        return list(reversed(self.data[ks].get(key, [])))
+        floor = self.ttl_floor()
+        return [e for e in reversed(self.data[ks].get(key, [])) if e[0] >= floor]
 
 
 def _key(rng: random.Random, n_keys: int) -> bytes:
@@ -75,10 +107,12 @@ def check_read_at(store: Any, version: int, fn: Any, expected: Any) -> None:
 
 
 def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
-                 allow_reopen: bool = True) -> Any:
-    """Random operations against ``open_store()`` and the model; asserts equality."""
+                 allow_reopen: bool = True, clock: FakeClock | None = None,
+                 ttl: float | None = None) -> Any:
+    """Random operations against ``open_store()`` and the model; asserts equality.
+    With ``clock``, some steps move time forward (for TTL and history retention)."""
     rng = random.Random(seed)
-    model = Model()
+    model = Model(clock, ttl)
     store = open_store()
     spaces = {"default": store, "index": store.keyspace("index")}
     snapshots: list[tuple[Any, int]] = []
@@ -154,6 +188,8 @@ def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
                 store.compact()
             elif op < 0.92 and model.version:
                 store.set_history_floor(rng.randrange(store.oldest_version, model.version + 1))
+            elif op < 0.93 and clock is not None:
+                clock.now += rng.choice((0.2, 0.7, 1.0, 3.0, 10.0))
             elif op < 0.94 and allow_reopen:
                 for s, _ in snapshots:
                     s.close()

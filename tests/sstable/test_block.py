@@ -34,7 +34,14 @@ def test_round_trip_any_layout(keys: list[bytes], data: st.DataObject) -> None:
     assert block.values == values
     assert all(type(k) is bytes for k in block.keys)
     assert list(block.entries()) == list(zip(keys, versions, values, strict=True))
-    assert list(block.reversed_entries(1)) == list(zip(keys, versions, values, strict=True))[1:][::-1]
+    model = list(zip(keys, versions, values, strict=True))
+    lo = data.draw(st.integers(0, len(keys) + 1))
+    hi = data.draw(st.one_of(st.none(), st.integers(0, len(keys) + 1)))
+    assert list(block.entries(lo, hi)) == model[lo:hi]
+    assert list(block.reversed_entries(lo, hi)) == model[lo:hi][::-1]
+    for i, k in enumerate(keys):
+        assert block.first_index(k) == i
+    assert block.first_index(b"\xff" * 21) == -1
 
 
 def _flags(payload: bytes) -> int:
@@ -64,6 +71,7 @@ def test_find_walks_versions() -> None:
     assert b.find(b"k", 1) == 4  # past the key: no version <= 1
     assert b.find(b"zz", 1) == 5
     assert b.seek(b"b") == 1
+    assert b.first_index(b"k") == 1 and b.first_index(b"z") == 4 and b.first_index(b"b") == -1
 
 
 def test_builder_estimate_is_an_upper_bound() -> None:

@@ -13,6 +13,7 @@ from banyanstore.sstable.cache import BlockCache, cache_key
 @dataclass
 class Blk:
     nbytes: int
+    ref: bool = False
 
 
 def test_accounting_and_lru_order() -> None:
@@ -78,5 +79,24 @@ def test_concurrent_use_keeps_usage_exact() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert c.usage == sum(b.nbytes for b in c._entries.values())
+    assert c.usage == sum(e[0].nbytes for e in c._entries.values())
     assert c.usage <= c.capacity
+
+
+def test_clock_gives_referenced_blocks_a_second_chance_and_clears_slots() -> None:
+    c = BlockCache(100)
+    slots: list = [None] * 5
+    for i in range(4):
+        assert c.put(cache_key(1, i), Blk(25), slots, i)  # type: ignore[arg-type]
+    assert all(s is not None for s in slots[:4])
+    slots[2].ref = True  # a reader's hit
+    c.put(cache_key(1, 4), Blk(25), slots, 4)  # type: ignore[arg-type]
+    # block 0 (unreferenced, oldest) goes; 2 survives though older than 3
+    assert slots[0] is None and slots[2] is not None and slots[4] is not None
+    c.put(cache_key(1, 0), Blk(50), slots, 0)  # type: ignore[arg-type]
+    assert slots[1] is None and slots[3] is None and slots[2] is not None
+    assert c.usage == sum(e[0].nbytes for e in c._entries.values()) == 100
+    c.evict_table(1)
+    assert slots == [None] * 5 and c.usage == 0
+    assert not c.put(cache_key(1, 0), Blk(101), slots, 0)  # type: ignore[arg-type]
+    assert slots[0] is None

@@ -92,7 +92,7 @@ class SegmentCatalog:
             entry = seg.ensure_index(self._interval, on_damage).floor(start) if k == 0 else None
             kwargs = {} if entry is None else {"start": entry[1], "expect": entry[0]}
             try:
-                for seq, data, _s, _e in seg.records(on_damage, **kwargs):  # type: ignore[arg-type]
+                for seq, data, _s, _e in seg.records(on_damage, **kwargs):
                     if seq > last:
                         return
                     if seq >= start:

@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import StorageIOError
 
-__all__ = ["GroupCommit", "IntervalSyncer"]
+__all__ = ["GroupCommit", "IntervalSyncer", "ALREADY_SYNCED"]
 
 _log = logging.getLogger("banyanstore.log")
+#: longest a leader waits for writers already inside append(sync=True) to join its batch
+MAX_GATHER_SECONDS = 0.001
 
 
 class _Syncable(Protocol):
@@ -43,12 +46,24 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
+class _AlreadySynced:
+    def sync(self) -> None:
+        pass
+
+
+ALREADY_SYNCED = _AlreadySynced()
+"""What a leader 'syncs' when the Log was closed (close() synced everything)."""
+
+
 class GroupCommit:
     """Leader/follower durability over ``collect() -> (last seq written, file to sync)``."""
 
     def __init__(self, collect: Callable[[], tuple[int, _Syncable]], durable_seq: int = 0) -> None:
         self._collect = collect
-        self._cond = threading.Condition(threading.Lock())
+        mu = threading.Lock()
+        self._cond = threading.Condition(mu)
+        self._gather = threading.Condition(mu)  # wakes a gathering leader when a writer arrives
+        self._arriving = 0  # writers between arrive() and wait_durable()
         self._leading = False
         self._retired: list[_Closable] = []
         self.durable_seq = durable_seq
@@ -62,8 +77,22 @@ class GroupCommit:
             raise StorageIOError(f"the log is unusable after an earlier IO error ({self.error}); "
                                  "close and reopen it") from self.error
 
-    def wait_durable(self, seq: int) -> None:
+    def arrive(self) -> None:
+        """Announce an append that will call :meth:`wait_durable` (``arrived=True``) next,
+        so a leader about to sync can wait a moment for it to join the batch."""
+        with self._cond:
+            self._arriving += 1
+
+    def depart(self) -> None:
+        """Withdraw an :meth:`arrive` (the append failed)."""
+        with self._cond:
+            self._arriving -= 1
+            self._gather.notify()
+
+    def wait_durable(self, seq: int, *, arrived: bool = False) -> None:
         """Return once record ``seq`` (and every one before it) is durable."""
+        if arrived:
+            self.depart()
         if self.durable_seq >= seq:  # racy read of an int that only grows: safe fast path
             return
         with self._cond:
@@ -80,6 +109,13 @@ class GroupCommit:
 
     def _lead(self) -> None:
         covered, ok = 0, False
+        # Let writers that were just woken, or are mid-append, join this sync instead
+        # of leaving them for the next one: batches of N instead of ping-pong halves.
+        time.sleep(0)
+        with self._cond:
+            deadline = time.monotonic() + MAX_GATHER_SECONDS
+            while self._arriving > 0 and (left := deadline - time.monotonic()) > 0:
+                self._gather.wait(left)
         try:
             covered, file = self._collect()
             if covered > self.durable_seq:

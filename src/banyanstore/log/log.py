@@ -45,14 +45,12 @@ from typing import Any
 
 from ..errors import (
     LogRangeError,
-    ReadOnlyError,
-    StorageIOError,
     StoreClosedError,
 )
 from ..io.base import Env, FileLock, WritableFile
 from ..options import Options, resolve_options
 from .catalog import SegmentCatalog
-from .commit import GroupCommit, IntervalSyncer
+from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
 from .format import HEADER_SIZE
 from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_directory
 from .reads import LogView
@@ -65,11 +63,6 @@ __all__ = ["Log", "LogNotFoundError", "LogExistsError"]
 _log = logging.getLogger("banyanstore.log")
 FLUSH_BYTES = 256 * 1024  # user-space buffer handed to the OS in chunks of this size
 _BATCH = 1024  # append_many checks for rotation every this many records
-
-
-class _Synced:
-    def sync(self) -> None:  # close() already synced everything
-        pass
 
 
 class Log(LogView):
@@ -138,17 +131,6 @@ class Log(LogView):
         self._counters["syncs"] += 1
         return Segment(self._env, path, first_seq, HEADER_SIZE, SparseIndex()), file
 
-    def _unwritable(self) -> BaseException:
-        if self._closed:
-            return StoreClosedError(f"log {self.path} is closed")
-        if self._read_only:
-            return ReadOnlyError(f"log {self.path} was opened with read_only=True")
-        try:
-            self._commit.check()
-        except StorageIOError as exc:
-            return exc
-        return StoreClosedError(f"log {self.path} is not writable")  # pragma: no cover
-
     def _io_failed(self, exc: BaseException) -> None:
         self._ok = False
         self._commit.fail(exc)
@@ -158,6 +140,8 @@ class Log(LogView):
         """Append one record; return its seq.  ``sync`` overrides ``wal_sync`` for this call."""
         if type(record) is not bytes:
             record = as_bytes(record, "record")
+        if self._always if sync is None else sync:
+            return self._append_synced(record)
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
@@ -169,8 +153,16 @@ class Log(LogView):
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
-        if self._always if sync is None else sync:
-            self._commit.wait_durable(seq)
+        return seq
+
+    def _append_synced(self, record: bytes) -> int:
+        self._commit.arrive()
+        try:
+            seq = self.append(record, sync=False)
+        except BaseException:
+            self._commit.depart()
+            raise
+        self._commit.wait_durable(seq, arrived=True)
         return seq
 
     def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
@@ -236,7 +228,7 @@ class Log(LogView):
         with self._lock:
             w = self._writer
             if w is None:  # closed: close() synced everything under this lock
-                return self._next_seq - 1, _Synced()
+                return self._next_seq - 1, ALREADY_SYNCED
             try:
                 w.flush(self._next_seq - 1)
             except BaseException:
@@ -307,13 +299,3 @@ class Log(LogView):
             self._env.close()
         if error is not None:
             raise error
-
-    def __enter__(self) -> Log:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"seqs [{self.first_seq}, {self.last_seq}]"
-        return f"<banyanstore Log {self.path!r} {state}>"

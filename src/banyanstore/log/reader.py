@@ -127,3 +127,32 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
         yield seq, bytes(whole[SEQ_SIZE:]), rec_start, frag_end
     if parts is not None:
         damage(rec_start, "record cut off by the end of the data")
+
+
+
+def seek_record(read: Callable[[int, int], bytes], start: int, end: int, skip: int) -> int | None:
+    """Offset of the record ``skip`` records after the one at ``start``, found by
+    hopping over fragment headers without checking CRCs (about 0.2 us per record
+    skipped).  ``None`` if the data ends first or looks odd; the caller verifies
+    the record found (and falls back to :func:`iter_records`, which reports damage)."""
+    pos = start
+    while pos < end:
+        bstart = pos - pos % BLOCK_SIZE
+        block_end = min(bstart + BLOCK_SIZE, end)
+        block = read(pos, block_end - pos)
+        if len(block) < block_end - pos:
+            return None
+        i, limit = 0, len(block) - FRAG_HEADER_SIZE
+        while i <= limit:
+            if skip == 0:
+                return pos + i
+            kind = block[i + 6]
+            i += FRAG_HEADER_SIZE + (block[i + 4] | block[i + 5] << 8)
+            if kind == FULL or kind == LAST:
+                skip -= 1
+            elif kind != FIRST and kind != MIDDLE:
+                return None
+        if i > len(block):
+            return None  # a length running past its block: damage
+        pos = block_end
+    return None

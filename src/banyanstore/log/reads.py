@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
-from ..errors import LogRangeError, StoreClosedError
+from ..errors import LogRangeError, ReadOnlyError, StorageIOError, StoreClosedError
 from ..io.base import Env
 from ..options import Options
 from .catalog import SegmentCatalog, View
@@ -42,6 +42,30 @@ class LogView:
 
     def _io_failed(self, exc: BaseException) -> None:
         raise NotImplementedError  # pragma: no cover  (Log's)
+
+    def close(self) -> None:
+        raise NotImplementedError  # pragma: no cover  (Log's)
+
+    def _unwritable(self) -> BaseException:
+        if self._closed:
+            return StoreClosedError(f"log {self.path} is closed")
+        if self._read_only:
+            return ReadOnlyError(f"log {self.path} was opened with read_only=True")
+        try:
+            self._commit.check()
+        except StorageIOError as exc:
+            return exc
+        return StoreClosedError(f"log {self.path} is not writable")  # pragma: no cover
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"seqs [{self.first_seq}, {self.last_seq}]"
+        return f"<banyanstore Log {self.path!r} {state}>"
 
     @property
     def first_seq(self) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from ..io.base import Env, RandomAccessFile, WritableFile
 from .format import BLOCK_SIZE, HEADER_SIZE, decode_header, encode_header
-from .reader import OnDamage, Record, iter_records
+from .reader import OnDamage, Record, iter_records, seek_record
 
 __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
            "read_header"]
@@ -82,6 +82,10 @@ def read_header(env: Env, path: str) -> tuple[int, int]:
         f.close()
 
 
+def _ignore(offset: int, reason: str) -> None:
+    """Damage seen on the fast path: the careful path that follows reports it."""
+
+
 class Segment:
     """A segment's metadata and a shared read handle.
 
@@ -137,6 +141,12 @@ class Segment:
         """Record ``seq`` of this segment, or ``None`` if it is not there (skipped damage)."""
         entry = self.ensure_index(interval, on_damage).floor(seq)
         start, expect = (HEADER_SIZE, self.first_seq) if entry is None else (entry[1], entry[0])
+        hit = seek_record(self.read_at, start, self.end, seq - expect)
+        if hit is not None:  # verify the record found (CRC, seq); gaps from skipped damage miss
+            for rseq, data, _s, _e in self.records(_ignore, start=hit, expect=None, chunk_bytes=BLOCK_SIZE):
+                if rseq == seq:
+                    return data
+                break
         for rseq, data, _s, _e in self.records(on_damage, start=start, expect=expect,
                                                chunk_bytes=BLOCK_SIZE):
             if rseq >= seq:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BanyanStoreError, DiskFullError
@@ -175,14 +174,9 @@ class Compactor:
         return True
 
     def _spec(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> MergeSpec:
-        store, opts = self._store, self._store.options
+        store = self._store
         latest = store._version
-        if opts.history_retention is None:
-            floor = latest
-        else:
-            floor = min(latest, max(store._history_floor,
-                                    store._version_at(time.time() - opts.history_retention)))
-        floor = max(floor, store._history_floor)
+        floor = max(store._retention_floor(), store._history_floor)
         snaps = tuple(sorted(v for v in store._snapshots if v < floor))
         bottom = ks.view.tables[-1] is inputs[-1]
         return MergeSpec(floor, snaps, store._ttl_floor(ks, latest), bottom)

@@ -54,7 +54,6 @@ class PendingFlush:
     mems: dict[int, Memtable]
     last_version: int
     wal_seq: int
-    time_samples: list[tuple[int, int]]
 
 
 def build_table(store: Store, ks_id: int, entries: Any) -> tuple[TableReader, TableInfo] | None:
@@ -114,10 +113,9 @@ class Flusher:
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, mems: dict[int, Memtable], last_version: int, wal_seq: int,
-               samples: list[tuple[int, int]]) -> None:
+    def submit(self, mems: dict[int, Memtable], last_version: int, wal_seq: int) -> None:
         with self._cv:
-            self._queue.append(PendingFlush(mems, last_version, wal_seq, samples))
+            self._queue.append(PendingFlush(mems, last_version, wal_seq))
             self._cv.notify_all()
 
     def wait_for_room(self) -> None:
@@ -207,8 +205,9 @@ class Flusher:
             raise
         edit: dict[str, Any] = {
             "add_tables": [i.to_json() for i in infos], "flushed_version": job.last_version,
-            "wal_seq": job.wal_seq, "time_map": [list(s) for s in job.time_samples]}
+            "wal_seq": job.wal_seq}
         with store._state_lock:
+            edit["time_map"] = [list(s) for s in store._unpersisted_time_samples()]
             try:
                 store._log_edit(edit)
             except BaseException:

@@ -19,7 +19,8 @@ Tags (never reused, unknown tags are an error: a newer store wrote the file):
 ``last_version``, ``flushed_version`` (every version <= it is in tables),
 ``wal_seq`` (first WAL sequence still needed), ``add_tables`` [table...],
 ``remove_tables`` [[keyspace, file]...], ``history_floor`` (oldest readable
-version), ``time_map`` [[version, commit_ms]...] appended samples,
+version), ``time_map`` [[version, second]...] samples of the coarse version->time map
+(lsm/timemap.py),
 ``keyspace_ttl`` [id, seconds-or-null].
 
 Crash states: a torn or missing last record was never acknowledged (edits are
@@ -38,6 +39,7 @@ import crc32c
 
 from ..errors import CorruptionError
 from ..io.base import Env, WritableFile
+from .timemap import TimeMap
 
 __all__ = ["ManifestState", "TableInfo", "Manifest", "STORE_FORMAT"]
 
@@ -51,7 +53,6 @@ ROLL_BYTES: Final = 4 << 20
 KNOWN_TAGS: Final = frozenset({"format", "add_keyspace", "next_file", "last_version",
                                "flushed_version", "wal_seq", "add_tables", "remove_tables",
                                "history_floor", "time_map", "keyspace_ttl"})
-TIME_MAP_LIMIT: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class ManifestState:
     flushed_version: int = 0
     wal_seq: int = 1
     history_floor: int = 0
-    time_map: list[tuple[int, int]] = field(default_factory=list)
+    time_map: TimeMap = field(default_factory=TimeMap)
 
     def apply(self, edit: dict[str, Any], where: str = "MANIFEST") -> None:
         unknown = set(edit) - KNOWN_TAGS
@@ -118,18 +119,15 @@ class ManifestState:
         for d in edit.get("add_tables", ()):
             info = TableInfo.from_json(d)
             self.tables.setdefault(info.keyspace, {})[info.file_no] = info
-        if "time_map" in edit:
-            last = self.time_map[-1][0] if self.time_map else 0
-            self.time_map.extend((v, ms) for v, ms in edit["time_map"] if v > last)
-            if len(self.time_map) > TIME_MAP_LIMIT:
-                del self.time_map[: len(self.time_map) - TIME_MAP_LIMIT]
+        for v, second in edit.get("time_map", ()):
+            self.time_map.add(v, second)
 
     def snapshot_edit(self) -> dict[str, Any]:
         """One edit that rebuilds this whole state (first record of a new manifest)."""
         edit: dict[str, Any] = {
             "format": STORE_FORMAT, "next_file": self.next_file, "last_version": self.last_version,
             "flushed_version": self.flushed_version, "wal_seq": self.wal_seq,
-            "history_floor": self.history_floor, "time_map": [list(p) for p in self.time_map],
+            "history_floor": self.history_floor, "time_map": [list(p) for p in self.time_map.samples],
             "add_tables": [t.to_json() for ts in self.tables.values() for t in ts.values()],
         }
         # Keyspaces go in separate edits' worth of data: fold them into one list here.

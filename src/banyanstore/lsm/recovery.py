@@ -102,9 +102,7 @@ def replay_wal(store: Store, state: ManifestState) -> int:
             store._mem_bytes += ks.view.mem.add(key, version, value)
         if version > store._version:
             store._version = version
-        samples = store._time_samples
-        if not samples or ms - samples[-1][1] >= 1000:
-            samples.append((version, ms))
+        store._timemap.note(version, ms)
         applied += 1
     if applied:
         logger.info("replayed %d WAL records up to version %d", applied, store._version)

@@ -22,7 +22,6 @@ docs/format/manifest.md.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
@@ -51,13 +50,13 @@ from .keyspace import Keyspace, as_bytes
 from .manifest import Manifest, ManifestState
 from .memtable import Memtable
 from .recovery import open_tables, remove_orphans, replay_wal
+from .timemap import TimeMap
 from .view import KeyspaceState, View
 from .wal import encode_batch, encode_one
 
 __all__ = ["Store"]
 
 logger = logging.getLogger("banyanstore.store")
-TIME_SAMPLE_MS = 1000
 
 
 class Store(Keyspace):
@@ -67,26 +66,31 @@ class Store(Keyspace):
     __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_manifest",
                  "_write_lock", "_state_lock", "_keyspaces", "_ks_by_id", "_version",
                  "_history_floor", "_snapshots", "_closed", "_read_only", "_mem_bytes",
-                 "_cache", "_flusher", "_time_samples", "_last_sample_ms", "_sync_default",
+                 "_cache", "_flusher", "_timemap", "_next_sample_ms", "_sync_default", "_clock",
                  "_compactor", "_ttl_cache", "_deferred_deletes", "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Any, *, options: Options | None = None, env: Env | None = None,
-             **kwargs: Any) -> Store:
+             clock: Any = None, **kwargs: Any) -> Store:
+        """See :func:`banyanstore.open`.  ``clock`` (a ``time.time``-like callable)
+        replaces the wall clock behind commit times, TTL and history retention
+        (for tests and simulations)."""
         opts = resolve_options(options, kwargs)
         path = str(path)
         own_env = env is None
         env = make_env(opts) if env is None else env
         try:
-            return cls(path, opts, env, own_env)
+            return cls(path, opts, env, own_env, clock)
         except BaseException:
             if own_env:
                 env.close()
             raise
 
-    def __init__(self, path: str, opts: Options, env: Env, own_env: bool) -> None:
+    def __init__(self, path: str, opts: Options, env: Env, own_env: bool,
+                 clock: Any = None) -> None:
         self.path, self.options, self._env, self._own_env = path, opts, env, own_env
+        self._clock = time.time if clock is None else clock
         self._read_only = opts.read_only
         self._closed = True  # until fully open
         self._lock = None
@@ -94,9 +98,9 @@ class Store(Keyspace):
         self._state_lock = threading.RLock()
         self._snapshots: Counter[int] = Counter()
         self._mem_bytes = 0
-        self._time_samples: list[tuple[int, int]] = []
-        self._last_sample_ms = 0
-        self._ttl_cache: dict[int, tuple[int, int]] = {}
+        self._timemap = TimeMap()
+        self._next_sample_ms = 0
+        self._ttl_cache: dict[int, tuple[int, int, int]] = {}
         self._deferred_deletes: list[str] = []
         self._sync_default = opts.wal_sync == "always"
         self._cache = BlockCache(opts.block_cache_size)
@@ -153,7 +157,7 @@ class Store(Keyspace):
         self._store = self
         self._version = max(state.last_version, state.flushed_version)
         self._history_floor = state.history_floor
-        self._time_samples = list(state.time_map)
+        self._timemap = TimeMap(state.time_map.samples)
         if not self._read_only:
             remove_orphans(self._env, self.path, state)
 
@@ -251,12 +255,12 @@ class Store(Keyspace):
             if self._mem_bytes >= self.options.memtable_size:
                 self._switch_memtables()
             v = self._version + 1
-            ms = int(time.time() * 1000)
+            ms = int(self._clock() * 1000)
             assert self._wal is not None
             seq = self._wal.append(encode_one(v, ms, ks.id, key, value), sync=False)
             self._mem_bytes += ks.view.mem.add(key, v, value)
             self._version = v
-            if ms - self._last_sample_ms >= TIME_SAMPLE_MS:
+            if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
             self._wal.sync(upto_seq=seq)
@@ -271,24 +275,23 @@ class Store(Keyspace):
             if self._mem_bytes >= self.options.memtable_size:
                 self._switch_memtables()
             v = self._version + 1
-            ms = int(time.time() * 1000)
+            ms = int(self._clock() * 1000)
             assert self._wal is not None
             seq = self._wal.append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
                                    sync=False)
             for ks, k, val in ops:
                 self._mem_bytes += ks.view.mem.add(k, v, val)
             self._version = v
-            if ms - self._last_sample_ms >= TIME_SAMPLE_MS:
+            if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
             self._wal.sync(upto_seq=seq)
         return v
 
     def _sample_time(self, version: int, ms: int) -> None:
-        self._last_sample_ms = ms
-        self._time_samples.append((version, ms))
-        if len(self._time_samples) > 8192:
-            del self._time_samples[:4096]
+        """The first write of a wall-clock second: remember it (see timemap.py)."""
+        self._timemap.note(version, ms)
+        self._next_sample_ms = (ms // 1000 + 1) * 1000
 
     def batch(self, *, sync: bool | None = None) -> Batch:
         """An atomic batch: ``with store.batch() as b: b.put(...); b.delete(...)``."""
@@ -315,7 +318,7 @@ class Store(Keyspace):
                 else:
                     ks.view = View(Memtable(), old.imms, old.tables)
         self._mem_bytes = 0
-        self._flusher.submit(mems, self._version, wal_seq, list(self._time_samples[-64:]))
+        self._flusher.submit(mems, self._version, wal_seq)
 
     def _wait_for_merges(self) -> None:
         """Back-pressure from compaction (REQUIRES: _write_lock): with many unmerged
@@ -401,6 +404,11 @@ class Store(Keyspace):
                     continue
                 self._deferred_deletes.remove(p)
 
+    def _unpersisted_time_samples(self) -> list[tuple[int, int]]:
+        assert self._manifest is not None
+        persisted = self._manifest.state.time_map.samples
+        return self._timemap.since_version(persisted[-1][0] if persisted else 0)
+
     def _defer_delete(self, paths: list[str]) -> None:
         self._deferred_deletes.extend(paths)
 
@@ -422,29 +430,26 @@ class Store(Keyspace):
         return version
 
     def _ttl_floor(self, ks: KeyspaceState, version: int) -> int:
-        """Entries of ``ks`` older than this version are past their TTL."""
+        """Entries of ``ks`` below this version are past their TTL (0: no TTL)."""
         ttl = ks.ttl
         if ttl is None:
             return 0
-        now_s = int(self._clock())
+        cutoff_second = int(self._clock() - ttl) // 1
         cached = self._ttl_cache.get(ks.id)
-        if cached is not None and cached[0] == now_s:
+        if cached is not None and cached[0] == cutoff_second and cached[2] == self._version:
             return cached[1]
-        cutoff_ms = int((self._clock() - ttl) * 1000)
-        samples = self._time_samples
-        i = bisect.bisect_left(samples, cutoff_ms, key=lambda s: s[1])
-        floor = samples[i - 1][0] + 1 if i > 0 else 0
-        self._ttl_cache[ks.id] = (now_s, floor)
+        floor = self._timemap.first_version_since(cutoff_second, self._version)
+        self._ttl_cache[ks.id] = (cutoff_second, floor, self._version)
         return floor
 
-    _clock = staticmethod(time.time)
-
-    def _version_at(self, when: float) -> int:
-        """A version committed at or before wall-clock time ``when`` (coarse: the
-        time map is sampled about once a second); 0 if none is known."""
-        samples = self._time_samples
-        i = bisect.bisect_right(samples, int(when * 1000), key=lambda s: s[1])
-        return samples[i - 1][0] if i > 0 else 0
+    def _retention_floor(self) -> int:
+        """The oldest version ``history_retention`` asks merges to keep whole."""
+        retention = self.options.history_retention
+        latest = self._version
+        if retention is None:
+            return latest
+        first = self._timemap.first_version_since(int(self._clock() - retention), latest)
+        return min(latest, first)
 
     @property
     def oldest_version(self) -> int:

@@ -74,10 +74,7 @@ class TableReader:
         self.cache = cache
         self.table_id = new_table_id()
         self._base = cache_key(self.table_id, 0)
-        self._cache_get = cache.get
         self._cache_put = cache.put
-        self._cache_map = cache._entries  # inlined LRU hit path in get()
-        self._cache_touch = cache._entries.move_to_end
         self._verify = verify
         self._closed = False
         self._open()
@@ -166,6 +163,9 @@ class TableReader:
         self._last_keys = idx.last_keys
         self._last_versions = idx.last_versions
         self._nblocks = len(idx.last_keys)
+        # block number -> decoded block while the cache holds it (the cache fills
+        # and clears these slots; a hit is one list index, see cache.py)
+        self._slots: list[Block | None] = [None] * self._nblocks
         flt = self._filter
         # The bloom probe is inlined in get(); these save attribute hops.
         self._words = flt.words if flt is not None else None
@@ -228,21 +228,23 @@ class TableReader:
                     return MISS
                 if lk[i] != key:
                     break
-        # The cache hit path is inlined (a BlockCache.get call costs ~4x the lookup).
-        ckey = self._base + i
-        block = self._cache_map.get(ckey)
-        if block is None:
-            block = self._load(i)
-        else:
-            try:
-                self._cache_touch(ckey)
-            except KeyError:  # evicted meanwhile by another thread; the block is still good
-                pass
+        block = self._slots[i]
+        if block is not None:  # cache hit: the block's key -> first-index dict
+            block.ref = True
             self.cache.hits += 1
-        keys = block.keys
-        j = bisect_left(keys, key)
-        if j == len(keys) or keys[j] != key:
-            return MISS
+            index = block.index
+            if index is None:
+                index = block.build_index()
+            j = index.get(key, -1)
+            if j < 0:
+                return MISS
+            keys = block.keys
+        else:  # just read: bisect, the dict would not pay for itself yet
+            block = self._load(i)
+            keys = block.keys
+            j = bisect_left(keys, key)
+            if j == len(keys) or keys[j] != key:
+                return MISS
         versions = block.versions
         while versions[j] > version:
             j += 1
@@ -324,9 +326,15 @@ class TableReader:
 
     def _scan(self, first: int, last: int, start: bytes | None, end: bytes | None,
               reverse: bool, fill: bool) -> Iterator[Entry]:
-        nos = range(last, first - 1, -1) if reverse else range(first, last + 1)
-        for no, block in self._iter_blocks(nos, fill):
-            lo = 0 if start is None or no != first else block.seek(start)
+        for no, block in self._iter_blocks(
+                range(last, first - 1, -1) if reverse else range(first, last + 1), fill):
+            if start is None or no != first:
+                lo = 0
+            else:  # an exact-key seek probes the block's lookup dict if built (1 vs ~7 touches)
+                index = block.index
+                lo = -1 if index is None else index.get(start, -1)
+                if lo < 0:
+                    lo = block.seek(start)
             hi = None if end is None or no != last else block.seek(end)
             if reverse:
                 yield from block.reversed_entries(lo, hi)
@@ -334,21 +342,28 @@ class TableReader:
                 yield from block.entries(lo, hi)
 
     def _iter_blocks(self, nos: range, fill: bool) -> Iterator[tuple[int, Block]]:
-        batch = 1
-        pos = 0
+        """``(no, block)`` for ``nos``: the first block alone (a seek often needs no
+        more), then runs that double up to READAHEAD_BLOCKS."""
         total = len(nos)
+        if not total:
+            return
+        no = nos[0]
+        block = self._slots[no]
+        yield no, block if block is not None else self._fetch_run(nos[:1], fill)[0]
+        batch = 2
+        pos = 1
         while pos < total:
             chunk = nos[pos:pos + batch]
             yield from zip(chunk, self._fetch_run(chunk, fill), strict=True)
-            pos += len(chunk)
+            pos += batch
             batch = min(batch * 2, READAHEAD_BLOCKS)
 
     def _fetch_run(self, nos: range, fill: bool) -> list[Block]:
         """Blocks ``nos`` (consecutive, either direction); the missing ones read with
         one positional read spanning them."""
-        get = self._cache_get
+        slots = self._slots
         base = self._base
-        out: list[Block | None] = [get(base + no) for no in nos]
+        out: list[Block | None] = [slots[no] for no in nos]
         missing = [no for no, b in zip(nos, out, strict=True) if b is None]
         if missing:
             starts = self._starts
@@ -360,7 +375,7 @@ class TableReader:
                 a = starts[no] - origin
                 block = self._decode(data[a:a + starts[no + 1] - starts[no]], no)
                 if fill:
-                    self._cache_put(base + no, block)
+                    self._cache_put(base + no, block, slots, no)
                 loaded[no] = block
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
         return out  # type: ignore[return-value]
@@ -380,7 +395,7 @@ class TableReader:
         self.cache.misses += 1
         f, off, length = self.block_request(no)
         block = self._decode(f.read(off, length), no)
-        self._cache_put(self._base + no, block)
+        self._cache_put(self._base + no, block, self._slots, no)
         return block
 
     def _decode(self, stored: bytes, no: int) -> Block:
@@ -430,10 +445,14 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
     reads: list[tuple[RandomAccessFile, int, int]] = []
     owners: list[tuple[TableReader, int]] = []
     for reader, no in requests:
-        key = reader._base + no
-        block = reader._cache_get(key)
+        block = reader._slots[no]
         out.append(block)
-        if block is None and key not in pending:
+        if block is not None:
+            block.ref = True
+            continue
+        key = reader._base + no
+        reader.cache.misses += 1
+        if key not in pending:
             pending[key] = len(reads)
             reads.append(reader.block_request(no))
             owners.append((reader, no))
@@ -443,7 +462,7 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
     for (reader, no), data in zip(owners, env.read_batch(reads), strict=True):
         block = reader._decode(data, no)
         if fill_cache:
-            reader._cache_put(reader._base + no, block)
+            reader._cache_put(reader._base + no, block, reader._slots, no)
         decoded.append(block)
     for i, (reader, no) in enumerate(requests):
         if out[i] is None:

@@ -1,0 +1,165 @@
+"""Helpers shared by bench_store.py and bench_ingest.py: memory figures, sizes,
+number formatting and an optional py-spy profile of one phase.
+
+Not a benchmark itself.  ``python benchmarks/benchlib.py summarize PROFILE.txt``
+prints the hot spots of a py-spy ``--format raw`` file.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * PAGE / 1e6
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak RSS (``ru_maxrss``) of this process, or the largest of its waited-for children, MB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss * 1024 / 1e6
+
+
+def parse_size(text: str) -> int:
+    """``"64M"`` -> 67108864; accepts K/M/G suffixes (binary) or a plain int."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    return int(float(t[:-1] if mult > 1 else t) * mult)
+
+
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.0f}k"
+    return f"{x:.0f}"
+
+
+def dir_bytes(path: str, suffix: str = "") -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            if f.endswith(suffix):
+                try:
+                    total += os.path.getsize(os.path.join(root, f))
+                except FileNotFoundError:
+                    pass
+    return total
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A table with ``rich`` if it is importable, else aligned plain text."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(f"\n{title}")
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                            for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        return
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[str(c) for c in r])
+    Console(width=200).print(table)
+
+
+# -- profiling -------------------------------------------------------------------------------
+@contextmanager
+def pyspy(out_path: str | None, rate: int = 250) -> Iterator[None]:
+    """Profile this process (all threads, and subprocesses) with py-spy while the block runs;
+    writes collapsed stacks (``--format raw``) to ``out_path``.  No-op when ``out_path`` is None."""
+    if out_path is None:
+        yield
+        return
+    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    proc = subprocess.Popen([exe, "record", "--pid", str(os.getpid()), "--rate", str(rate),
+                             "--format", "raw", "--subprocesses", "--nonblocking",
+                             "--output", out_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # let it attach
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if not os.path.exists(out_path):
+            print(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+
+
+def _frames(stack: str) -> list[str]:
+    # "thread (name);func (file:line);func (file:line)" -> ["func (file)", ...] without line numbers,
+    # so one function's samples on different lines add up.
+    out = []
+    for fr in stack.split(";"):
+        name, _, loc = fr.partition(" (")
+        loc = loc.rstrip(")")
+        path = loc.rsplit(":", 1)[0]
+        short = path.split("/src/", 1)[-1].split("/lib/python3.11/", 1)[-1]
+        out.append(f"{name} ({short})")
+    return out
+
+
+def summarize(path: str, top: int = 12) -> dict[str, list[tuple[str, float]]]:
+    """Hot spots of a py-spy raw file: ``self`` (leaf frame) and ``total`` (inclusive) %."""
+    self_c: Counter[str] = Counter()
+    total_c: Counter[str] = Counter()
+    n = 0
+    with open(path) as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            c = int(count)
+            frames = _frames(stack)
+            n += c
+            self_c[frames[-1]] += c
+            for f in set(frames):
+                total_c[f] += c
+    if n == 0:
+        return {"self": [], "total": [], "samples": []}
+    return {"self": [(f, 100 * c / n) for f, c in self_c.most_common(top)],
+            "total": [(f, 100 * c / n) for f, c in total_c.most_common(top + 8)
+                      if not f.startswith(("<module>", "_bootstrap", "run (threading", "main ("))][:top],
+            "samples": [("samples", float(n))]}
+
+
+def print_summary(label: str, summ: dict[str, list[tuple[str, float]]], top: int = 10) -> None:
+    samples = int(summ["samples"][0][1]) if summ["samples"] else 0
+    print(f"\nprofile {label} ({samples} samples, all threads)")
+    print("  self %   function")
+    for f, p in summ["self"][:top]:
+        print(f"  {p:6.1f}   {f}")
+    print("  total %  function (inclusive)")
+    for f, p in summ["total"][:top]:
+        print(f"  {p:6.1f}   {f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "summarize":
+        for p in sys.argv[2:]:
+            print_summary(p, summarize(p))
+    else:
+        print(__doc__)

@@ -1,0 +1,148 @@
+"""The read-only dump commands: ``dump-manifest``, ``dump-log`` and ``dump-wal``.
+
+``dump-table`` lives in tables.py.  None of these modify anything: logs are
+opened with ``read_only=True`` (a torn tail is skipped in memory, not cut).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from collections.abc import Iterator
+
+from ..errors import BanyanStoreError, CorruptionError
+from ..log.log import Log
+from ..lsm.manifest import replay
+from ..lsm.wal import decode
+from .common import EXIT_OK, EXIT_PROBLEMS, Output, UsageError, detect_kind, preview, show_bytes
+from .files import read_current, walk_manifest
+
+__all__ = ["cmd_dump_manifest", "cmd_dump_log", "cmd_dump_wal"]
+
+
+def _manifest_path(path: str) -> str:
+    kind = detect_kind(path)
+    if kind == "manifest":
+        return path
+    if kind == "store":
+        return os.path.join(path, read_current(path))
+    raise UsageError(f"{path}: neither a store directory nor a MANIFEST-* file ({kind})")
+
+
+def cmd_dump_manifest(args: argparse.Namespace, out: Output) -> int:
+    """Every edit of the manifest, one JSON object per line (``--json``: with offsets)."""
+    path = _manifest_path(args.path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        for rec in walk_manifest(data, path):
+            if rec.torn is not None:
+                out.warn(f"note: torn last record at offset {rec.offset} ({rec.torn}); recovery "
+                         "ignores it")
+                break
+            if out.json:
+                out.doc({"offset": rec.offset, "length": rec.length, "edit": rec.edit})
+            else:
+                out.line(json.dumps(rec.edit, separators=(",", ":")))
+    except CorruptionError as exc:
+        out.warn(f"error: {exc}")
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def _open_log(path: str) -> Log:
+    return Log.open(path, read_only=True, io_mode="sync")
+
+
+def _records(log: Log, start: int | None, limit: int | None) -> Iterator[tuple[int, bytes]]:
+    first = log.first_seq if start is None else max(start, log.first_seq)
+    if first > log.last_seq:
+        return
+    for n, item in enumerate(log.read(first)):
+        if limit is not None and n >= limit:
+            return
+        yield item
+
+
+def cmd_dump_log(args: argparse.Namespace, out: Output) -> int:
+    """``seq length preview`` of each log record from ``--start``."""
+    if detect_kind(args.path) == "store":
+        raise UsageError(f"{args.path} is a store: use dump-wal (or dump-log {args.path}/wal)")
+    try:
+        log = _open_log(args.path)
+    except (BanyanStoreError, FileNotFoundError) as exc:
+        out.warn(f"error: {exc}")
+        return EXIT_PROBLEMS
+    shown = 0
+    with log:
+        if not out.json:
+            out.line(f"log {args.path}: seqs [{log.first_seq}, {log.last_seq}]")
+        try:
+            for seq, rec in _records(log, args.start, args.limit):
+                shown += 1
+                if out.json:
+                    out.doc({"seq": seq, "length": len(rec),
+                             "data": show_bytes(rec, hex_mode=args.hex)})
+                else:
+                    out.line(f"{seq:>10} {len(rec):>8}  {preview(rec, args.width, hex_mode=args.hex)}")
+        except CorruptionError as exc:
+            out.warn(f"error: {exc}")
+            return EXIT_PROBLEMS
+    if not out.json:
+        out.line(f"({shown} records shown)")
+    return EXIT_OK
+
+
+def _keyspace_names(store: str) -> tuple[dict[int, str], int, int]:
+    """Keyspace names, flushed_version and wal_seq from the manifest (best effort)."""
+    try:
+        name = read_current(store)
+        with open(os.path.join(store, name), "rb") as f:
+            state = replay(f.read(), name)
+    except (OSError, CorruptionError):
+        return {}, 0, 1
+    return dict(state.keyspaces), state.flushed_version, state.wal_seq
+
+
+def cmd_dump_wal(args: argparse.Namespace, out: Output) -> int:
+    """The decoded WAL batches of a store: version, time, and each entry."""
+    if detect_kind(args.path) != "store":
+        raise UsageError(f"{args.path} is not a store directory")
+    names, flushed, wal_seq = _keyspace_names(args.path)
+    try:
+        log = _open_log(os.path.join(args.path, "wal"))
+    except (BanyanStoreError, FileNotFoundError) as exc:
+        out.warn(f"error: {exc}")
+        return EXIT_PROBLEMS
+    shown = 0
+    with log:
+        if not out.json:
+            out.line(f"wal of {args.path}: seqs [{log.first_seq}, {log.last_seq}], flushed_version "
+                     f"{flushed}, replay from seq {wal_seq}")
+        try:
+            for seq, rec in _records(log, args.start, args.limit):
+                version, ms, ops = decode(rec, f"{args.path}/wal (record {seq})")
+                shown += 1
+                flushed_already = version <= flushed or seq < wal_seq
+                if out.json:
+                    out.doc({"seq": seq, "version": version, "commit_ms": ms,
+                             "flushed": flushed_already,
+                             "ops": [{"keyspace": names.get(ks, ks), "key": show_bytes(k, hex_mode=args.hex),
+                                      "value": None if v is None else show_bytes(v, hex_mode=args.hex)}
+                                     for ks, k, v in ops]})
+                    continue
+                when = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
+                    timespec="milliseconds")
+                mark = " (in tables)" if flushed_already else ""
+                out.line(f"seq {seq} version {version} at {when}: {len(ops)} ops{mark}")
+                for ks, k, v in ops:
+                    shown_v = "TOMBSTONE" if v is None else preview(v, args.width, hex_mode=args.hex)
+                    out.line(f"    [{names.get(ks, ks)}] {show_bytes(k, hex_mode=args.hex)} = {shown_v}")
+        except CorruptionError as exc:
+            out.warn(f"error: {exc}")
+            return EXIT_PROBLEMS
+    if not out.json:
+        out.line(f"({shown} records shown)")
+    return EXIT_OK

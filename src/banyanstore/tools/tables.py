@@ -1,0 +1,162 @@
+"""Tables (SSTables) from the command line: the deep check behind ``verify`` and
+the ``dump-table`` command.
+
+:func:`verify_table` goes further than opening a table (which checks the footer,
+the filter, index and properties blocks): it reads and decodes *every* data
+block, checks its checksum, the internal order of its entries (key ascending,
+version descending), that the bloom filter knows every key, and that the
+counts, fences and version range agree with the properties block and with
+what the manifest recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from ..errors import CorruptionError
+from ..lsm.manifest import TableInfo
+from ..sstable.block import BlockFormatError, decode_block
+from ..sstable.format import unwrap_block
+from ..sstable.reader import TableReader
+from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, make_env, parse_key, preview, show_bytes
+
+__all__ = ["verify_table", "cmd_dump_table", "table_properties"]
+
+
+def verify_table(path: str, report: Report, info: TableInfo | None = None) -> None:
+    """Check the table at ``path`` (named by the manifest as ``info``), adding problems."""
+    if not os.path.exists(path):
+        report.error(path, "table named by the manifest is missing")
+        return
+    size = os.path.getsize(path)
+    if info is not None and size != info.file_size:
+        report.error(path, f"table is {size} bytes, the manifest says {info.file_size}")
+    try:
+        reader = TableReader.open(make_env(), path, None)
+    except CorruptionError as exc:
+        report.from_corruption(exc, path)
+        return
+    try:
+        meta = reader.meta
+        if info is not None:
+            _compare(path, meta, info, report)
+        _check_blocks(reader, path, report)
+    finally:
+        reader.close()
+    report.count("tables")
+    report.count("table_bytes", size)
+
+
+def _compare(path: str, meta: Any, info: TableInfo, report: Report) -> None:
+    pairs = [("smallest key", meta.smallest_key, info.smallest),
+             ("largest key", meta.largest_key, info.largest),
+             ("min version", meta.min_version, info.min_version),
+             ("max version", meta.max_version, info.max_version),
+             ("entry count", meta.entry_count, info.entries),
+             ("tombstone count", meta.tombstone_count, info.tombstones)]
+    for what, in_table, in_manifest in pairs:
+        if in_table != in_manifest:
+            report.error(path, f"{what} is {in_table!r} in the table, {in_manifest!r} in the manifest")
+
+
+def _check_blocks(reader: TableReader, path: str, report: Report) -> None:
+    meta = reader.meta
+    entries = tombstones = 0
+    prev: tuple[bytes, int] | None = None
+    first_key: bytes | None = None
+    bad_blocks = 0
+    for no in range(reader.block_count):
+        f, off, length = reader.block_request(no)
+        stored = f.read(off, length)
+        if len(stored) != length:
+            report.error(path, f"data block {no}: short read ({len(stored)} of {length} bytes)", off)
+            bad_blocks += 1
+            continue
+        try:
+            block = decode_block(unwrap_block(stored, path, off, what=f"data block {no}"))
+        except CorruptionError as exc:
+            report.from_corruption(exc, path)
+            bad_blocks, prev = bad_blocks + 1, None
+            continue
+        except (BlockFormatError, ValueError) as exc:
+            report.error(path, f"data block {no} does not parse: {exc}", off)
+            bad_blocks, prev = bad_blocks + 1, None
+            continue
+        report.count("data_blocks")
+        for key, version, value in block.entries():
+            if prev is not None and (key < prev[0] or (key == prev[0] and version >= prev[1])):
+                report.error(path, f"data block {no}: entry {show_bytes(key)!r}@{version} is out of "
+                             "order", off)
+            if not (meta.min_version <= version <= meta.max_version):
+                report.error(path, f"data block {no}: version {version} outside the table's range "
+                             f"[{meta.min_version}, {meta.max_version}]", off)
+            if not reader.may_contain_key(key):
+                report.error(path, f"data block {no}: key {show_bytes(key)!r} is outside the fences "
+                             "or missing from the bloom filter", off)
+            if first_key is None:
+                first_key = key
+            prev = (key, version)
+            entries += 1
+            tombstones += value is None
+    report.count("table_entries", entries)
+    if bad_blocks:
+        report.note(f"{path}: {bad_blocks} unreadable data blocks, so its entry counts and fences "
+                    "were not checked")
+        return
+    if entries != meta.entry_count or tombstones != meta.tombstone_count:
+        report.error(path, f"data blocks hold {entries} entries ({tombstones} tombstones); the "
+                     f"properties say {meta.entry_count} ({meta.tombstone_count})")
+    if first_key is not None and first_key != meta.smallest_key:
+        report.error(path, "first key differs from the smallest key of the properties")
+    if prev is not None and prev[0] != meta.largest_key:
+        report.error(path, "last key differs from the largest key of the properties")
+
+
+def table_properties(reader: TableReader) -> dict[str, Any]:
+    m = reader.meta
+    return {"file": reader.path, "file_size": m.file_size, "smallest_key": show_bytes(m.smallest_key),
+            "largest_key": show_bytes(m.largest_key), "min_version": m.min_version,
+            "max_version": m.max_version, "entries": m.entry_count, "tombstones": m.tombstone_count,
+            "keys": m.key_count, "raw_size": m.raw_size, "data_size": m.data_size,
+            "data_blocks": m.block_count, "block_size": m.block_size, "compression": m.compression,
+            "bloom_bits_per_key": m.bloom_bits_per_key, "has_bloom_filter": reader.has_filter}
+
+
+def cmd_dump_table(args: argparse.Namespace, out: Output) -> int:
+    """``dump-table FILE``: properties, then entries from ``--start`` (at most ``--limit``)."""
+    try:
+        reader = TableReader.open(make_env(), args.file, None)
+    except CorruptionError as exc:
+        out.warn(f"error: {exc}")
+        return EXIT_PROBLEMS
+    start = parse_key(args.start) if args.start is not None else None
+    shown = 0
+    with reader:
+        props = table_properties(reader)
+        if out.json:
+            out.doc({"properties": props})
+        else:
+            for k, v in props.items():
+                out.line(f"{k:>20}: {v}")
+            out.line("")
+        try:
+            for key, version, value in reader.scan(start, None, fill_cache=False):
+                if args.limit is not None and shown >= args.limit:
+                    break
+                shown += 1
+                if out.json:
+                    out.doc({"key": show_bytes(key, hex_mode=args.hex), "version": version,
+                             "tombstone": value is None,
+                             "value": None if value is None else show_bytes(value, hex_mode=args.hex)})
+                else:
+                    shown_value = "TOMBSTONE" if value is None else preview(value, args.width,
+                                                                            hex_mode=args.hex)
+                    out.line(f"{show_bytes(key, hex_mode=args.hex)} @{version} = {shown_value}")
+        except CorruptionError as exc:
+            out.warn(f"error: {exc}")
+            return EXIT_PROBLEMS
+    if not out.json:
+        out.line(f"({shown} entries shown)")
+    return EXIT_OK

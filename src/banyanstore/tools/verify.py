@@ -1,0 +1,181 @@
+"""``banyanstore verify PATH``: check a store (or a log) without changing anything.
+
+For a store, in order:
+
+1. ``CURRENT``: present, well formed, its checksum right, naming an existing
+   manifest (if it is damaged and exactly one ``MANIFEST-*`` exists, the rest
+   of the checks use that one, and ``repair`` can rewrite CURRENT);
+2. the manifest: header, every record's CRC and JSON, replayed into a state; a
+   torn last record is a warning (recovery ignores it);
+3. every table the manifest names: present, the size it recorded, footer,
+   filter, index and properties checksums, every data block (see tables.py),
+   and the manifest's fences/versions/counts;
+4. the WAL: every segment and record (see verify_log.py), every record's
+   payload decoded, versions increasing, keyspaces known, the records
+   recovery needs (from ``wal_seq``) present;
+5. leftovers: tables the manifest does not name, temporary files, stale
+   manifests (warnings: ``repair`` removes them) and foreign files (left alone).
+
+A log directory gets step 4 only, without the payload decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import CorruptionError
+from ..lsm.manifest import ManifestState, replay
+from ..lsm.wal import decode
+from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, UsageError, detect_kind
+from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
+from .tables import verify_table
+from .verify_log import verify_log_dir
+
+__all__ = ["verify_path", "verify_store", "load_state", "cmd_verify"]
+
+
+def load_state(store: str, report: Report) -> tuple[ManifestState, str] | None:
+    """Check CURRENT and replay its manifest; ``(state, manifest name)`` or None."""
+    current_path = os.path.join(store, "CURRENT")
+    candidates = manifest_files(store)
+    name: str | None = None
+    try:
+        name = read_current(store)
+    except FileNotFoundError:
+        report.error(current_path, "CURRENT is missing" + (
+            "" if candidates else " and there is no MANIFEST-* file: not a usable store"))
+    except CorruptionError as exc:
+        report.from_corruption(exc, current_path)
+    if name is None:
+        if len(candidates) != 1:
+            report.note(f"{len(candidates)} MANIFEST-* files exist; cannot tell which is current")
+            return None
+        name = candidates[0]
+        report.note(f"checking the only manifest, {name}, in place of CURRENT's")
+    path = os.path.join(store, name)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        report.error(path, f"CURRENT names {name}, which is missing")
+        return None
+    try:
+        records = list(walk_manifest(data, path))
+        state = replay(data, path)
+    except CorruptionError as exc:
+        report.from_corruption(exc, path)
+        return None
+    for rec in records:
+        if rec.torn is not None:
+            report.warning(path, f"torn last edit ({rec.torn}, {rec.length} bytes): it was never "
+                           "acknowledged and recovery ignores it; the next open for writing "
+                           "writes a fresh manifest", rec.offset)
+    report.count("manifest_edits", sum(r.edit is not None for r in records))
+    return state, name
+
+
+def verify_store(store: str) -> Report:
+    report = Report(store, "store")
+    loaded = load_state(store, report)
+    if loaded is None:
+        report.note("manifest unusable: tables and leftovers not checked")
+        _check_wal(store, report, None)
+        return report
+    state, name = loaded
+    top = max((i.file_no for ts in state.tables.values() for i in ts.values()), default=0)
+    if top >= state.next_file:
+        report.error(os.path.join(store, name), f"table {top:06d} is not below next_file "
+                     f"{state.next_file}: file numbers could be reused")
+    for ks_id, tables in state.tables.items():
+        if ks_id not in state.keyspaces:
+            report.error(os.path.join(store, name), f"tables of unknown keyspace {ks_id}")
+        for info in tables.values():
+            verify_table(table_file(store, info.file_no), report, info)
+    _check_wal(store, report, state)
+    inv = take_inventory(store, state, name)
+    for path in inv.orphan_tables:
+        report.warning(path, "table not named by the manifest (left by a crash or an unfinished "
+                       "merge); an open for writing, or repair, removes it")
+    for path in inv.temp_files + inv.stale_manifests:
+        report.warning(path, "leftover file not in use; an open for writing, or repair, removes it")
+    for path in inv.unknown:
+        report.warning(path, "not a banyanstore file (left alone by the store and by repair)")
+    report.note(f"manifest {name}: version {state.last_version}, flushed_version "
+                f"{state.flushed_version}, wal_seq {state.wal_seq}, history_floor "
+                f"{state.history_floor}, keyspaces {sorted(state.keyspaces.values())}")
+    return report
+
+
+def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
+    wal = os.path.join(store, "wal")
+    if not os.path.isdir(wal):
+        report.error(wal, "the WAL directory is missing")
+        return
+    last_version = 0
+
+    def check(seq: int, data: bytes, seg: str, offset: int) -> None:
+        nonlocal last_version
+        try:
+            version, _ms, ops = decode(data, seg)
+        except CorruptionError as exc:
+            report.error(seg, f"WAL record {seq}: {exc}", offset)
+            return
+        if version <= last_version:
+            report.error(seg, f"WAL record {seq} has version {version}, not above the previous "
+                         f"record's {last_version}", offset)
+        last_version = version
+        if state is None:
+            return
+        for ks_id, _k, _v in ops:
+            if ks_id not in state.keyspaces:
+                report.error(seg, f"WAL record {seq} writes to unknown keyspace {ks_id}", offset)
+                break
+        if version > state.flushed_version and seq >= state.wal_seq:
+            report.count("wal_records_to_replay")
+
+    summary = verify_log_dir(wal, report, check)
+    if state is not None and summary.first_seq is not None and summary.first_seq > state.wal_seq:
+        report.error(wal, f"the WAL starts at seq {summary.first_seq}, but the manifest says "
+                     f"records from seq {state.wal_seq} are still needed")
+    if state is not None and summary.first_seq is None and state.wal_seq > 1:
+        report.warning(wal, f"the WAL holds no segment although the manifest's wal_seq is "
+                       f"{state.wal_seq}")
+
+
+def verify_path(path: str) -> Report:
+    kind = detect_kind(path)
+    if kind == "store":
+        return verify_store(path)
+    if kind == "log":
+        report = Report(path, "log")
+        verify_log_dir(path, report)
+        return report
+    if kind == "table":
+        report = Report(path, "table")
+        verify_table(path, report)
+        return report
+    raise UsageError(f"{path}: not a banyanstore store, log or table ({kind})")
+
+
+def print_report(report: Report, out: Output) -> None:
+    if out.json:
+        out.pretty(report.to_json())
+        return
+    out.line(f"{report.kind} {report.path}")
+    for text in report.info:
+        out.line(f"  note: {text}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
+    if counts:
+        out.line(f"  checked: {counts}")
+    for p in report.problems:
+        out.line(f"  {p}")
+    errors = sum(p.severity == "error" for p in report.problems)
+    warnings = len(report.problems) - errors
+    out.line("OK" if report.ok else f"PROBLEMS: {errors} errors, {warnings} warnings")
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    report = verify_path(args.path)
+    print_report(report, out)
+    return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -1,0 +1,112 @@
+"""Verifying a log directory (a Log, or a store's ``wal/``): every segment header and
+every record's CRC, seq continuity across segments, torn tails.
+
+Classification follows :mod:`banyanstore.log.recovery`, so verify says what an
+open would do: damage with intact records after it is an *error* (an open
+refuses it); damage after the last intact record of the last segment is a
+torn tail, a *warning* (an open for writing cuts it); a last segment without
+a durable header is a *warning* (an open removes it).  A sealed segment is
+synced before its successor exists, so any damage in one is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import CorruptionError
+from ..log.format import HEADER_SIZE, decode_header
+from ..log.reader import iter_records
+from .common import SEGMENT_NAME, Report, make_env
+
+__all__ = ["LogSummary", "verify_log_dir", "segment_names"]
+
+OnRecord = Callable[[int, bytes, str, int], None]
+"""``on_record(seq, data, segment path, offset)`` for every intact record."""
+
+
+@dataclass
+class LogSummary:
+    segments: int = 0
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    torn_tail_bytes: int = 0
+
+
+def segment_names(directory: str) -> list[str]:
+    """The segment files of ``directory`` in seq order."""
+    return sorted(n for n in os.listdir(directory) if SEGMENT_NAME.match(n))
+
+
+def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = None) -> LogSummary:
+    """Check every segment of ``directory``, adding problems to ``report``."""
+    env = make_env()
+    names = segment_names(directory)
+    out = LogSummary(segments=len(names))
+    expect: int | None = None  # first seq the next segment must start at
+    for i, name in enumerate(names):
+        path = os.path.join(directory, name)
+        last = i == len(names) - 1
+        f = env.open_readable(path)
+        try:
+            size = f.size
+            head = f.read(0, HEADER_SIZE)
+            if last and (len(head) < HEADER_SIZE or not any(head)):
+                report.warning(path, f"last segment has no durable header ({size} bytes): its "
+                               "creation was interrupted; an open removes it", 0)
+                break
+            try:
+                first_seq = decode_header(head, path)
+            except CorruptionError as exc:
+                report.from_corruption(exc, path)
+                expect = None
+                continue
+            name_seq = int(SEGMENT_NAME.match(name).group(1))  # type: ignore[union-attr]
+            if first_seq != name_seq:
+                report.error(path, f"segment header says first seq {first_seq}, its name {name_seq}", 0)
+            if expect is not None and first_seq != expect:
+                report.error(path, f"segment starts at seq {first_seq}, but the previous segment "
+                             f"ends before seq {expect}: seqs are missing or repeated", 0)
+            if out.first_seq is None:
+                out.first_seq = first_seq
+            last_seq = _scan_segment(f.read, path, first_seq, size, last, report, on_record, out)
+            expect = last_seq + 1
+            out.last_seq = last_seq
+            report.count("log_bytes", size)
+        finally:
+            f.close()
+    report.count("log_segments", out.segments)
+    report.count("log_records", out.records)
+    return out
+
+
+def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, size: int,
+                  last: bool, report: Report, on_record: OnRecord | None,
+                  out: LogSummary) -> int:
+    """Scan one segment; returns the seq of its last intact record (first_seq - 1: none)."""
+    damages: list[tuple[int, str]] = []
+    last_seq, last_end = first_seq - 1, HEADER_SIZE
+    for seq, data, start, end in iter_records(read, HEADER_SIZE, size, first_seq,
+                                              lambda off, why: damages.append((off, why))):
+        out.records += 1
+        last_seq, last_end = seq, end
+        if on_record is not None:
+            on_record(seq, data, path, start)
+    for off, why in damages:
+        if off < last_end:
+            report.error(path, f"damaged record before intact ones: {why} (an open refuses this "
+                         "unless skip_damaged_records=True, which loses the record)", off)
+    tail = [(off, why) for off, why in damages if off >= last_end]
+    if tail:
+        off, why = tail[0]
+        torn = size - last_end
+        if last:
+            out.torn_tail_bytes += torn
+            report.warning(path, f"torn tail: {torn} bytes after the last intact record (seq "
+                           f"{last_seq}) do not parse ({why}); an open for writing, or repair, "
+                           f"cuts them", last_end)
+        else:
+            report.error(path, f"sealed segment damaged after seq {last_seq}: {why}", off)
+    return last_seq

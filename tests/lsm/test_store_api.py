@@ -1,0 +1,228 @@
+"""The Store's public contract (API.md §Store, §Versions), over every IO mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import (
+    ConfigError,
+    EntryTooLargeError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreLockedError,
+    StoreNotFoundError,
+    VersionUnavailableError,
+)
+
+
+@pytest.fixture
+def store(env_dir):
+    env, root = env_dir
+    s = banyanstore.open(root, env=env, memtable_size=64 * 1024, block_size=1024)
+    yield s
+    s.close()
+
+
+def test_versions_updates_deletes_history(store):
+    v1 = store.put(b"k", b"a")
+    v2 = store.put(b"k", b"b")
+    v3 = store.delete(b"k")
+    assert (v1, v2, v3) == (1, 2, 3) and store.version == 3
+    assert store.get(b"k") is None
+    assert [store.get(b"k", version=v) for v in (0, 1, 2, 3)] == [None, b"a", b"b", None]
+    assert list(store.history(b"k")) == [(3, None), (2, b"b"), (1, b"a")]
+    with pytest.raises(VersionUnavailableError):
+        store.get(b"k", version=4)
+    with pytest.raises(TypeError):
+        store.get(b"k", version="1")
+
+
+def test_reads_identical_from_memtable_and_tables(store):
+    for i in range(3000):
+        store.put(b"key%05d" % i, b"v%d" % i)
+    v_mid = store.version
+    for i in range(0, 3000, 3):
+        store.delete(b"key%05d" % i)
+    before = (list(store.scan()), store.get(b"key00001"), store.get(b"key00003", version=v_mid),
+              list(store.scan(b"key00100", b"key00200", reverse=True, limit=7)),
+              store.multi_get([b"key00001", b"key00003", b"nope"]), list(store.history(b"key00003")))
+    store.flush()
+    after = (list(store.scan()), store.get(b"key00001"), store.get(b"key00003", version=v_mid),
+             list(store.scan(b"key00100", b"key00200", reverse=True, limit=7)),
+             store.multi_get([b"key00001", b"key00003", b"nope"]), list(store.history(b"key00003")))
+    assert before == after
+    assert len(after[0]) == 2000 and after[2] == b"v3" and after[4] == [b"v1", None, None]
+    assert [k for k, _ in after[3]] == [b"key%05d" % i for i in (199, 197, 196, 194, 193, 191, 190)]
+    assert store.stats()["keyspaces"]["default"]["tables"] >= 1
+
+
+def test_batch_is_atomic_across_keyspaces(store):
+    index = store.keyspace("index")
+    with store.batch() as b:
+        b.put(b"a", b"1")
+        b.put(b"a", b"1", keyspace=index)
+        b.delete(b"missing", keyspace="index")
+    assert b.version == store.version == 1
+    with pytest.raises(RuntimeError):
+        with store.batch() as b2:
+            b2.put(b"b", b"2")
+            raise RuntimeError("abort")
+    assert store.get(b"b") is None and store.version == 1
+    with store.batch() as empty:
+        pass
+    assert empty.version is None and store.version == 1
+    assert index.get(b"a") == b"1" and store.keyspaces() == ["default", "index"]
+
+
+def test_scan_arguments(store):
+    for k in (b"a", b"ab", b"abc", b"b", b"\xff", b"\xff\xff"):
+        store.put(k, k)
+    assert [k for k, _ in store.scan(prefix=b"ab")] == [b"ab", b"abc"]
+    assert [k for k, _ in store.scan(prefix=b"\xff")] == [b"\xff", b"\xff\xff"]
+    assert [k for k, _ in store.scan(start=b"ab", end=b"b")] == [b"ab", b"abc"]
+    assert [k for k, _ in store.scan(reverse=True, limit=2)] == [b"\xff\xff", b"\xff"]
+    assert list(store.scan(limit=0)) == []
+    assert [k for k, _ in store.scan(start=bytearray(b"b"))] == [b"b", b"\xff", b"\xff\xff"]
+    with pytest.raises(TypeError):
+        list(store.scan(start="a"))
+
+
+def test_type_and_size_errors(store):
+    with pytest.raises(TypeError, match="key"):
+        store.put("k", b"v")
+    with pytest.raises(TypeError, match="value"):
+        store.put(b"k", 1)
+    with pytest.raises(EntryTooLargeError):
+        store.put(b"k" * (64 * 1024 + 1), b"v")
+    assert store.put(memoryview(b"k"), bytearray(b"v")) == 1 and store.get(b"k") == b"v"
+
+
+def test_snapshot_and_checkpoint(store, env_dir):
+    env, root = env_dir
+    store.put(b"k", b"1")
+    snap = store.snapshot()
+    store.put(b"k", b"2")
+    store.keyspace("idx").put(b"x", b"y")
+    assert snap.get(b"k") == b"1" and list(snap.scan()) == [(b"k", b"1")]
+    snap.close()
+    with pytest.raises(StoreClosedError):
+        snap.get(b"k")
+    dest = f"{root}-ckpt"
+    version = store.checkpoint(dest)
+    assert version == store.version
+    store.put(b"k", b"3")
+    with banyanstore.open(dest, env=env) as copy:
+        assert copy.get(b"k") == b"2" and copy.version == version
+        assert copy.keyspace("idx").get(b"x") == b"y"
+        copy.put(b"k", b"independent")
+    assert store.get(b"k") == b"3"
+
+
+def test_reopen_keeps_everything(env_dir):
+    env, root = env_dir
+    with banyanstore.open(root, env=env, memtable_size=64 * 1024) as s:
+        for i in range(2000):
+            s.put(b"%06d" % i, b"x" * 50)
+        s.keyspace("other").put(b"o", b"p")
+        last = s.version
+    with banyanstore.open(root, env=env) as s:
+        assert s.version == last and s.get(b"001999") == b"x" * 50
+        assert s.keyspace("other").get(b"o") == b"p"
+        assert s.put(b"n", b"v") == last + 1
+
+
+def test_closed_read_only_and_locked(tmp_path):
+    path = tmp_path / "db"
+    s = banyanstore.open(path)
+    s.put(b"k", b"v")
+    s.sync()
+    with pytest.raises(StoreLockedError):
+        banyanstore.open(path)
+    code = ("import banyanstore, sys\n"
+            "try:\n    banyanstore.open(sys.argv[1])\n"
+            "except banyanstore.StoreLockedError:\n    sys.exit(7)\n")
+    assert subprocess.run([sys.executable, "-c", code, str(path)]).returncode == 7
+    with banyanstore.open(path, read_only=True) as ro:
+        assert ro.get(b"k") == b"v"
+        with pytest.raises(ReadOnlyError):
+            ro.put(b"k", b"w")
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(StoreClosedError):
+        s.put(b"k", b"v")
+    with pytest.raises(StoreNotFoundError):
+        banyanstore.open(tmp_path / "missing", create_if_missing=False)
+
+
+def test_options_precedence_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("BANYANSTORE_BLOCK_SIZE", "4096")
+    monkeypatch.setenv("BANYANSTORE_IO_MODE", "nonblocking")
+    with banyanstore.open(tmp_path / "a", io_mode="sync") as s:
+        assert s.options.block_size == 4096 and s.options.io_mode == "sync"
+        assert s.stats()["io_mode"] == "sync"
+    cfg = tmp_path / "opts.toml"
+    cfg.write_text('memtable_size = 1048576\ncompression = "zstd"\n')
+    opts = banyanstore.Options.from_file(cfg)
+    with banyanstore.open(tmp_path / "b", options=opts) as s:
+        assert s.options.memtable_size == 1 << 20 and s.options.compression == "zstd"
+        assert s.stats()["io_mode"] == "nonblocking"
+    with pytest.raises(ConfigError, match="memtable_sise"):
+        banyanstore.open(tmp_path / "c", memtable_sise=1)
+    with pytest.raises(ConfigError, match="compression"):
+        banyanstore.open(tmp_path / "c", compression="gzip")
+    monkeypatch.setenv("BANYANSTORE_WAL_SYNC", "sometimes")
+    with pytest.raises(ConfigError, match="wal_sync"):
+        banyanstore.open(tmp_path / "c")
+
+
+def test_auto_io_mode_falls_back_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("BANYANSTORE_TEST_DISABLE_IO_URING", "1")
+    with banyanstore.open(tmp_path / "db", io_mode="auto") as s:
+        io = s.stats()["io"]
+        assert io["io_mode"] == "sync" and io["io_mode_requested"] == "auto"
+        assert io["io_mode_fallback_reason"]
+
+
+def test_stats_report_what_operators_need(store):
+    for i in range(500):
+        store.put(b"%04d" % i, b"v" * 200)
+    store.flush()
+    store.get(b"0001")
+    st = store.stats()
+    for key in ("version", "keyspaces", "memtable_bytes", "block_cache", "bloom", "io_mode",
+                "wal_bytes", "flush", "stalls"):
+        assert key in st, key
+    assert st["version"] == 500 and st["keyspaces"]["default"]["table_bytes"] > 0
+
+
+def test_dbm_and_shelve(tmp_path):
+    import shelve
+
+    import banyanstore.dbm as bdbm
+    path = str(tmp_path / "db")
+    with pytest.raises(bdbm.error):
+        bdbm.open(path, "r")
+    with bdbm.open(path, "c") as db:
+        db["a"] = "1"
+        db[b"b"] = b"2"
+        assert db["a"] == b"1" and len(db) == 2 and sorted(db.keys()) == [b"a", b"b"]
+        del db["a"]
+        assert "a" not in db and db.get("a", b"d") == b"d"
+        with pytest.raises(KeyError):
+            del db["a"]
+    with bdbm.open(path, "r") as db:
+        assert db["b"] == b"2"
+        with pytest.raises(bdbm.error):
+            db["c"] = "3"
+    with bdbm.open(path, "n") as db:
+        assert len(db) == 0
+    assert issubclass(bdbm.error, OSError)
+    with shelve.Shelf(bdbm.open(os.path.join(tmp_path, "s"), "c")) as sh:
+        sh["obj"] = {"spans": [1, 2]}
+    with shelve.Shelf(bdbm.open(os.path.join(tmp_path, "s"), "w")) as sh:
+        assert sh["obj"] == {"spans": [1, 2]}
