@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -143,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(json_mode=bool(args.json))
     try:
         return int(args.func(args, out))
+    except BrokenPipeError:  # output piped into head & co: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except UsageError as exc:
         out.warn(f"banyanstore {args.command}: {exc}")
         return EXIT_USAGE

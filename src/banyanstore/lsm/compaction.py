@@ -188,9 +188,11 @@ class Compactor:
             need = sum(t.file_size for t in inputs)
             free = store._env.free_space(store.path)
             if free < need:
-                raise DiskFullError(f"merge of {len(inputs)} tables needs up to {need} bytes, "
-                                    f"{free} are free on {store.path}", path=store.path,
-                                    op="merge", errno=errno.ENOSPC)
+                full = DiskFullError(f"merge of {len(inputs)} tables needs up to {need} bytes, "
+                                     f"{free} are free on {store.path}", path=store.path,
+                                     op="merge", errno=errno.ENOSPC)
+                self._note_failure(inputs, full)  # count it in stats (never quarantines)
+                raise full
             spec = self._spec(ks, inputs)
             file_no = store._allocate_file_no()
             out_path = table_path(store.path, file_no)

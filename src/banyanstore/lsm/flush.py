@@ -100,7 +100,8 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.flushes = 0
-        self.failures = 0
+        self.failures = 0  # consecutive failed attempts
+        self.failed_attempts = 0  # every failed attempt ever (wait_idle tells fresh from stale)
         self.bytes_written = 0
         self.stalls = 0
         self.stall_seconds = 0.0
@@ -128,8 +129,12 @@ class Flusher:
         self.stalls += 1
         try:
             with self._cv:
+                # As in wait_idle: ask for a retry now and fail only on a fresh failure,
+                # so writers resume as soon as the fault is gone (not after the back-off).
+                seen = self.failed_attempts
+                self._cv.notify_all()
                 while len(self._queue) >= limit:
-                    if self.error is not None:
+                    if self.error is not None and self.failed_attempts > seen:
                         raise self.error
                     if self._stopping:
                         raise StoreClosedError("store is closing")
@@ -141,8 +146,14 @@ class Flusher:
         """Return once every submitted memtable is in a table; raise the flush
         error if the queue cannot drain."""
         with self._cv:
+            # Only an attempt made during this call may fail it: an error left from
+            # before (the disk was full, and space has returned since) must not fail
+            # flush()/close() while the retry waits out its back-off.  So wake the
+            # flusher to retry now, and raise only after a fresh failure.
+            seen = self.failed_attempts
+            self._cv.notify_all()
             while self._queue:
-                if self.error is not None and self.failures >= 3:
+                if self.error is not None and self.failures >= 3 and self.failed_attempts > seen:
                     raise self.error
                 if self._stopping or self._thread is None or not self._thread.is_alive():
                     raise StoreClosedError("flusher is not running")
@@ -171,6 +182,7 @@ class Flusher:
                 with self._cv:
                     self.error = exc
                     self.failures += 1
+                    self.failed_attempts += 1
                     self._cv.notify_all()
                 logger.error("flush failed (attempt %d), retrying in %.2fs: %s",
                              self.failures, backoff, exc)

@@ -35,7 +35,8 @@ from .memtable import Memtable
 __all__ = ["scan_merged", "memtable_runs", "table_runs", "prefix_end"]
 
 Entry = tuple[bytes, int, Any]
-RUN_KEYS = 512
+RUN_KEYS = 1024
+FIRST_RUN = 16
 _key_of = itemgetter(0)
 
 
@@ -60,16 +61,17 @@ def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version
     keys = mem.sorted_keys()
     lo = 0 if start is None else bisect_left(keys, start)
     hi = len(keys) if end is None else bisect_left(keys, end)
-    if reverse:
-        for stop in range(hi, lo, -RUN_KEYS):
-            run = mem.visible_entries(keys[max(lo, stop - RUN_KEYS):stop], version)
-            if run:
-                yield run
-    else:
-        for begin in range(lo, hi, RUN_KEYS):
-            run = mem.visible_entries(keys[begin:min(hi, begin + RUN_KEYS)], version)
-            if run:
-                yield run
+    size = FIRST_RUN
+    while lo < hi:
+        if reverse:
+            run = mem.visible_entries(keys[max(lo, hi - size):hi], version)
+            hi -= size
+        else:
+            run = mem.visible_entries(keys[lo:min(hi, lo + size)], version)
+            lo += size
+        if run:
+            yield run
+        size = min(size * 4, RUN_KEYS)
 
 
 def table_runs(reader: Any, start: bytes | None, end: bytes | None,
@@ -80,13 +82,15 @@ def table_runs(reader: Any, start: bytes | None, end: bytes | None,
         yield from runs(start, end, reverse=reverse)
         return
     it = reader.scan(start, end, reverse=reverse)
+    size = FIRST_RUN  # small first: a seek often needs only a few entries
     while True:
-        run = list(islice(it, RUN_KEYS))
+        run = list(islice(it, size))
         if not run:
             return
         if reverse:
             run.reverse()
         yield run
+        size = min(size * 4, RUN_KEYS)
 
 
 class _Source:

@@ -55,7 +55,9 @@ class Keyspace:
     # -- writes ---------------------------------------------------------------------
     def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
         """Write ``value`` under ``key``; returns the version of this write."""
-        return self._store._write_one(self._ks, key, as_bytes(value, "value"), sync)
+        if type(value) is not bytes:
+            value = as_bytes(value, "value")
+        return self._store._write_one(self._ks, key, value, sync)
 
     def delete(self, key: bytes, *, sync: bool | None = None) -> int:
         """Write a tombstone for ``key``; returns its version."""

@@ -67,7 +67,8 @@ class Store(Keyspace):
                  "_write_lock", "_state_lock", "_keyspaces", "_ks_by_id", "_version",
                  "_history_floor", "_snapshots", "_closed", "_read_only", "_mem_bytes",
                  "_cache", "_flusher", "_timemap", "_next_sample_ms", "_sync_default", "_clock",
-                 "_compactor", "_ttl_cache", "_deferred_deletes", "__weakref__")
+                 "_compactor", "_ttl_cache", "_deferred_deletes", "_max_key", "_max_value",
+                 "_memtable_size", "_wal_append", "_wal_sync", "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -94,7 +95,7 @@ class Store(Keyspace):
         self._read_only = opts.read_only
         self._closed = True  # until fully open
         self._lock = None
-        self._write_lock = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()
         self._state_lock = threading.RLock()
         self._snapshots: Counter[int] = Counter()
         self._mem_bytes = 0
@@ -103,6 +104,8 @@ class Store(Keyspace):
         self._ttl_cache: dict[int, tuple[int, int, int]] = {}
         self._deferred_deletes: list[str] = []
         self._sync_default = opts.wal_sync == "always"
+        self._max_key, self._max_value = opts.max_key_size, opts.max_value_size
+        self._memtable_size = opts.memtable_size
         self._cache = BlockCache(opts.block_cache_size)
         self._flusher: Flusher | None = None
         self._compactor: Any = None
@@ -142,6 +145,7 @@ class Store(Keyspace):
             self._manifest = Manifest.open_for_append(env, path, state)
         wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
         self._wal = Log.open(f"{path}/wal", options=wal_opts, env=env, lock=False)
+        self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
         return state
 
     def _install_state(self, state: ManifestState) -> None:
@@ -248,22 +252,25 @@ class Store(Keyspace):
 
     def _write_one(self, ks: KeyspaceState, key: object, value: bytes | None,
                    sync: bool | None) -> int:
-        key = self._check_entry(key, value)
+        # The hottest path of the engine: keep it to a handful of C-level calls.
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if len(key) > self._max_key or (value is not None and len(value) > self._max_value):
+            self._check_entry(key, value)
         with self._write_lock:
             if self._closed or self._read_only:
                 self._check_writable()
-            if self._mem_bytes >= self.options.memtable_size:
+            if self._mem_bytes >= self._memtable_size:
                 self._switch_memtables()
             v = self._version + 1
             ms = int(self._clock() * 1000)
-            assert self._wal is not None
-            seq = self._wal.append(encode_one(v, ms, ks.id, key, value), sync=False)
+            seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
             self._mem_bytes += ks.view.mem.add(key, v, value)
             self._version = v
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
-            self._wal.sync(upto_seq=seq)
+            self._wal_sync(upto_seq=seq)
         return v
 
     def _write_batch(self, ops: list[tuple[KeyspaceState, bytes, bytes | None]],
@@ -272,12 +279,11 @@ class Store(Keyspace):
             return None
         with self._write_lock:
             self._check_writable()
-            if self._mem_bytes >= self.options.memtable_size:
+            if self._mem_bytes >= self._memtable_size:
                 self._switch_memtables()
             v = self._version + 1
             ms = int(self._clock() * 1000)
-            assert self._wal is not None
-            seq = self._wal.append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
+            seq = self._wal_append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
                                    sync=False)
             for ks, k, val in ops:
                 self._mem_bytes += ks.view.mem.add(k, v, val)

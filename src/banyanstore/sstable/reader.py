@@ -229,28 +229,12 @@ class TableReader:
                 if lk[i] != key:
                     break
         block = self._slots[i]
-        if block is not None:  # cache hit: the block's key -> first-index dict
+        if block is None:
+            block = self._load(i)
+        else:
             block.ref = True
             self.cache.hits += 1
-            index = block.index
-            if index is None:
-                index = block.build_index()
-            j = index.get(key, -1)
-            if j < 0:
-                return MISS
-            keys = block.keys
-        else:  # just read: bisect, the dict would not pay for itself yet
-            block = self._load(i)
-            keys = block.keys
-            j = bisect_left(keys, key)
-            if j == len(keys) or keys[j] != key:
-                return MISS
-        versions = block.versions
-        while versions[j] > version:
-            j += 1
-            if j == len(keys) or keys[j] != key:
-                return MISS
-        return (True, block.values[j], versions[j])
+        return block.lookup(key, version)
 
     def history(self, key: bytes) -> list[tuple[int, bytes | None]]:
         """Every ``(version, value)`` of ``key`` in this table, newest first."""
@@ -294,15 +278,7 @@ class TableReader:
     def get_in_block(block: Block, key: bytes, version: int) -> tuple[bool, bytes | None, int]:
         """Like :meth:`get` within ``block``, which must be the block :meth:`locate`
         chose for ``(key, version)``."""
-        keys = block.keys
-        j = bisect_left(keys, key)
-        n = len(keys)
-        versions = block.versions
-        while j < n and keys[j] == key:
-            if versions[j] <= version:
-                return (True, block.values[j], versions[j])
-            j += 1
-        return MISS
+        return block.lookup(key, version)
 
     # -- scans ---------------------------------------------------------------------------------
     def scan(self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False,
@@ -328,13 +304,7 @@ class TableReader:
               reverse: bool, fill: bool) -> Iterator[Entry]:
         for no, block in self._iter_blocks(
                 range(last, first - 1, -1) if reverse else range(first, last + 1), fill):
-            if start is None or no != first:
-                lo = 0
-            else:  # an exact-key seek probes the block's lookup dict if built (1 vs ~7 touches)
-                index = block.index
-                lo = -1 if index is None else index.get(start, -1)
-                if lo < 0:
-                    lo = block.seek(start)
+            lo = 0 if start is None or no != first else block.seek(start)
             hi = None if end is None or no != last else block.seek(end)
             if reverse:
                 yield from block.reversed_entries(lo, hi)
@@ -374,6 +344,7 @@ class TableReader:
             for no in missing:
                 a = starts[no] - origin
                 block = self._decode(data[a:a + starts[no + 1] - starts[no]], no)
+                self.cache.misses += 1
                 if fill:
                     self._cache_put(base + no, block, slots, no)
                 loaded[no] = block

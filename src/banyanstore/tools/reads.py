@@ -58,7 +58,7 @@ def cmd_get(args: argparse.Namespace, out: Output) -> int:
         version = args.version if args.version is not None else store.version
     if args.raw:
         if value is not None:
-            out.stream.buffer.write(value)  # type: ignore[attr-defined]
+            out.stream.buffer.write(value)
         return EXIT_OK if value is not None else EXIT_PROBLEMS
     if out.json:
         out.doc({"key": show_bytes(key, hex_mode=args.hex), "version": version, "found": value is not None,

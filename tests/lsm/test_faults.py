@@ -1,0 +1,380 @@
+"""Fault injection (``FaultEnv``): failing flushes, merges and manifest syncs.
+
+Each test proves that an IO failure in a background protocol step is contained:
+partial files are removed, the step is retried, readers and writers go on (writers
+see the error only when they would otherwise wait for the failing step forever),
+nothing acknowledged is lost -- checked after a clean reopen *and* after a simulated
+power loss -- and ``stats()`` reports what happened.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import DiskFullError, StorageIOError
+from banyanstore.io.faults import FaultEnv
+from banyanstore.io.memory import MemoryEnv
+from banyanstore.lsm import compaction, flush
+
+ROOT = "/db"
+BASE: dict[str, Any] = dict(memtable_size=64 * 1024, block_size=1024, wal_sync="never",
+                            compression="none", compaction_min_width=2, history_retention=1e9)
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short back-off so retry loops run in milliseconds (the schedule is not under test)."""
+    monkeypatch.setattr(flush, "BACKOFF_START", 0.005)
+    monkeypatch.setattr(flush, "BACKOFF_MAX", 0.02)
+    monkeypatch.setattr(compaction, "BACKOFF_START", 0.005)
+    monkeypatch.setattr(compaction, "BACKOFF_MAX", 0.02)
+
+
+class ThreadFaultEnv(FaultEnv):
+    """A FaultEnv whose rules fire only for calls made on threads named ``only_thread``
+    (so a merge's table writes can fail while a flush's, also ``.sst``, succeed)."""
+
+    def __init__(self, inner: Any, only_thread: str) -> None:
+        super().__init__(inner)
+        self.only_thread = only_thread
+
+    def _check(self, op: str, paths: Sequence[str], nbytes: int = 0) -> tuple[int, int] | None:
+        if threading.current_thread().name != self.only_thread:
+            return None
+        return super()._check(op, paths, nbytes)
+
+
+@pytest.fixture
+def disk() -> Iterator[MemoryEnv]:
+    env = MemoryEnv()
+    env.mkdir(ROOT)
+    yield env
+
+
+def value(i: int, size: int = 600) -> bytes:
+    """The value written for key ``i``: derived from ``i`` so a reader can check it."""
+    return (b"%08d|" % i) * (size // 9 + 1)
+
+
+def key(i: int) -> bytes:
+    return b"key%06d" % i
+
+
+def unnamed_tables(store: Any, env: Any) -> set[str]:
+    """Files in tables/ the store's manifest does not name (must stay empty)."""
+    named = {"%06d.sst" % t["file"] for ks in store.stats()["keyspaces"].values()
+             for t in ks["table_list"]}
+    return set(env.listdir(f"{ROOT}/tables")) - named
+
+
+def check_all(store: Any, n: int, versions: dict[int, int] | None = None) -> None:
+    """Keys ``0..n-1`` hold their values (and, with ``versions``, at their versions)."""
+    assert store.multi_get([key(i) for i in range(n)]) == [value(i) for i in range(n)]
+    for i, v in (versions or {}).items():
+        assert store.get(key(i), version=v) == value(i)
+    idx = store.keyspace("index")
+    assert [k for k, _ in idx.scan()] == [key(i) for i in range(n) if i % 5 == 0]
+
+
+def write(store: Any, lo: int, hi: int, versions: dict[int, int] | None = None) -> None:
+    """Keys ``lo..hi-1`` (every 5th also in the ``index`` keyspace, in the same batch)."""
+    for i in range(lo, hi):
+        with store.batch(sync=True) as b:
+            b.put(key(i), value(i))
+            if i % 5 == 0:
+                b.put(key(i), b"%d" % i, keyspace="index")
+        if versions is not None:
+            versions[i] = b.version
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def reopen_after_power_loss(disk: MemoryEnv, n: int, versions: dict[int, int], **opts: Any) -> None:
+    """Every acknowledged (synced) write survives a crash of the disk, then a clean reopen."""
+    disk.crash()
+    store = banyanstore.open(ROOT, env=disk, **BASE, **opts)
+    try:
+        check_all(store, n, versions)
+        assert not unnamed_tables(store, disk)
+    finally:
+        store.close()
+
+
+# -- flushes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+@pytest.mark.parametrize("short", [False, True], ids=["whole", "short-write"])
+def test_failing_flush_is_cleaned_up_and_retried(disk: MemoryEnv, code: int, short: bool) -> None:
+    """A flush whose table writes fail: partial table files are removed, the flush is
+    retried with back-off, failures show in stats(), reads and writes go on, and once
+    the fault clears the data reaches tables; nothing acknowledged is lost."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False)
+    versions: dict[int, int] = {}
+    write(store, 0, 40, versions)
+    rule = env.inject("write", code, path_contains=".sst", times=None, short_write=short)
+    expected = DiskFullError if code == errno.ENOSPC else StorageIOError
+    with pytest.raises(expected) as info:
+        store.flush()  # waits for the flush, which keeps failing: gets its error
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == code
+    assert rule.fired >= 3
+    st = store.stats()["flush"]
+    assert st["failures"] >= 3 and st["pending"] == 1 and st["last_error"]
+    assert not unnamed_tables(store, disk), "a failed flush left a partial table"
+    # reads and writes go on meanwhile (the memtable is not full)
+    write(store, 40, 60, versions)
+    check_all(store, 60, versions)
+    env.clear()
+    store.flush()
+    st = store.stats()
+    assert st["flush"]["failures"] == 0 and st["flush"]["pending"] == 0
+    assert st["keyspaces"]["default"]["tables"] >= 1
+    check_all(store, 60, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()
+    reopen_after_power_loss(disk, 60, versions, compaction=False)
+
+
+def test_writers_stall_then_get_the_flush_error_and_resume(disk: MemoryEnv) -> None:
+    """With flushes failing (disk full), writers keep going until
+    ``max_immutable_memtables`` memtables wait, then get DiskFullError instead of
+    hanging; when space returns the same writes succeed and nothing is lost."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False, max_immutable_memtables=1)
+    env.inject("write", errno.ENOSPC, path_contains=".sst", times=None)
+    versions: dict[int, int] = {}
+    i = 0
+    with pytest.raises(DiskFullError):
+        while True:
+            write(store, i, i + 1, versions)
+            i += 1
+            assert i < 2000, "writers never stalled"
+    # one memtable (about 64 KiB of 600-byte values) was accepted before the stall
+    assert i > 64 * 1024 // 700
+    assert store.stats()["stalls"]["count"] >= 1
+    check_all(store, i, versions)  # everything acknowledged is still readable
+    env.clear()
+    write(store, i, i + 150, versions)  # past another memtable switch
+    store.flush()
+    check_all(store, i + 150, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()
+    reopen_after_power_loss(disk, i + 150, versions, compaction=False)
+
+
+# -- merges --------------------------------------------------------------------------------
+
+def _tables(store: Any) -> list[int]:
+    return [t["file"] for t in store.stats()["keyspaces"]["default"]["table_list"]]
+
+
+def _make_tables(store: Any, count: int, per: int, versions: dict[int, int]) -> int:
+    n = 0
+    for _ in range(count):
+        write(store, n, n + per, versions)
+        store.flush()
+        n += per
+    return n
+
+
+def test_failing_merge_is_cleaned_up_retried_and_quarantined(disk: MemoryEnv) -> None:
+    """``compact()`` whose output writes fail (EIO): the partial output is removed, the
+    error reaches the caller, reads and writes go on; after ``merge_max_failures``
+    failures the inputs are quarantined (stats), and later merges skip them."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False, merge_max_failures=3)
+    versions: dict[int, int] = {}
+    n = _make_tables(store, 3, 20, versions)
+    inputs = _tables(store)
+    assert len(inputs) == 3
+    env.inject("write", errno.EIO, path_contains=".sst", times=None, short_write=True)
+    for attempt in range(3):
+        with pytest.raises(StorageIOError) as info:
+            store.compact()
+        assert isinstance(info.value.__cause__, OSError)
+        assert not unnamed_tables(store, disk), f"partial merge output left (attempt {attempt})"
+        assert _tables(store) == inputs
+        check_all(store, n, versions)
+    st = store.stats()["compaction"]
+    assert st["failed_merges"] == 3 and sorted(st["quarantined"]) == sorted(inputs)
+    env.clear()
+    write(store, n, n + 20, versions)
+    store.flush()
+    summary = store.compact()  # only the new table is eligible: quarantined ones stay
+    assert set(inputs) <= set(_tables(store))
+    assert summary["tables_after"] == sum(ks["tables"] for ks in store.stats()["keyspaces"].values())
+    check_all(store, n + 20, versions)
+    store.close()
+    reopen_after_power_loss(disk, n + 20, versions, compaction=False)
+
+
+def test_background_merge_failures_quarantine_while_serving(disk: MemoryEnv) -> None:
+    """The compaction thread's merges fail (EIO on its writes only): it retries with
+    back-off and quarantines the inputs after ``merge_max_failures``; meanwhile
+    flushes, reads and writes all succeed."""
+    env = ThreadFaultEnv(disk, "banyanstore-compact")
+    env.inject("write", errno.EIO, path_contains=".sst", times=None)
+    store = banyanstore.open(ROOT, env=env, **BASE, merge_max_failures=2)
+    versions: dict[int, int] = {}
+    n = _make_tables(store, 2, 20, versions)
+    wait_for(lambda: len(store.stats()["compaction"]["quarantined"]) >= 2)
+    st = store.stats()["compaction"]
+    assert st["failed_merges"] >= 2 and st["merges"] == 0 and st["last_error"]
+    write(store, n, n + 30, versions)  # writers and flushes unaffected
+    store.flush()
+    check_all(store, n + 30, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()
+    reopen_after_power_loss(disk, n + 30, versions)
+
+
+@pytest.mark.parametrize("how", ["write-enospc", "free-space-check"])
+def test_disk_full_during_merges_stalls_writers_then_resumes(disk: MemoryEnv, how: str) -> None:
+    """Merges fail for lack of space (ENOSPC on their writes, or the free-space check
+    before a merge): writers are not disturbed until the table count reaches
+    ``max_tables_before_stall``, then get DiskFullError; inputs are not quarantined
+    (a full disk is not their fault); when space returns merges resume and writes go on."""
+    env = ThreadFaultEnv(disk, "banyanstore-compact")
+    store = banyanstore.open(ROOT, env=env, **BASE, max_tables_before_slowdown=2,
+                             max_tables_before_stall=4, merge_max_failures=1)
+    if how == "write-enospc":
+        env.inject("write", errno.ENOSPC, path_contains=".sst", times=None)
+    else:
+        disk.capacity = 1  # free_space() reports 0 bytes
+    versions: dict[int, int] = {}
+    i = 0
+    with pytest.raises(DiskFullError):
+        while True:
+            write(store, i, i + 1, versions)
+            i += 1
+            assert i < 5000, "writers never stalled"
+    assert len(_tables(store)) >= 4, "DiskFullError before the writer was stalled"
+    st = store.stats()
+    assert st["compaction"]["quarantined"] == [] and st["compaction"]["failed_merges"] >= 1
+    assert st["stalls"]["count"] >= 1
+    check_all(store, i, versions)
+    env.clear()
+    disk.capacity = 1 << 40
+    # The first write may still get the merge's stale DiskFullError (see
+    # test_writer_gets_no_stale_disk_full_error_after_space_returns); it goes through
+    # once the woken compactor's retry succeeds.
+    write_retrying(store, i, versions)
+    write(store, i + 1, i + 200, versions)  # resumes: merges catch up, the stall ends
+    wait_for(lambda: store.stats()["compaction"]["merges"] >= 1)
+    store.flush()
+    check_all(store, i + 200, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()
+    reopen_after_power_loss(disk, i + 200, versions)
+
+
+def write_retrying(store: Any, i: int, versions: dict[int, int], timeout: float = 5.0) -> None:
+    """Write key ``i``, retrying on DiskFullError for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            write(store, i, i + 1, versions)
+            return
+        except DiskFullError:
+            assert time.monotonic() < deadline, "writes did not resume after space returned"
+            time.sleep(0.01)
+
+
+@pytest.mark.xfail(strict=True, reason="store._wait_for_merges raises the compactor's last "
+                   "DiskFullError even when it predates the stall (space has returned and the "
+                   "retry has not run yet); fix needed in store.py (lead)")
+def test_writer_gets_no_stale_disk_full_error_after_space_returns(disk: MemoryEnv) -> None:
+    """Once space returns, a stalled writer waits for the compactor's retry instead of
+    failing with the error of a merge attempted while the disk was full.  (The merge
+    lock is held for a moment so the retry cannot have happened before the write.)"""
+    env = ThreadFaultEnv(disk, "banyanstore-compact")
+    store = banyanstore.open(ROOT, env=env, **BASE, max_tables_before_slowdown=2,
+                             max_tables_before_stall=4)
+    env.inject("write", errno.ENOSPC, path_contains=".sst", times=None)
+    versions: dict[int, int] = {}
+    i = 0
+    try:
+        with pytest.raises(DiskFullError):
+            while True:
+                write(store, i, i + 1, versions)
+                i += 1
+        env.clear()
+        compactor = store._compactor
+        compactor._merge_lock.acquire()
+        threading.Timer(0.3, compactor._merge_lock.release).start()
+        write(store, i, i + 1, versions)  # must wait for the retry, not raise
+        check_all(store, i + 1, versions)
+    finally:
+        store.close()
+
+
+# -- the manifest --------------------------------------------------------------------------
+
+def _current(disk: MemoryEnv) -> bytes:
+    return disk.read_file(f"{ROOT}/CURRENT")
+
+
+@pytest.mark.parametrize("fault", ["sync", "short-write", "sync-twice"])
+def test_failing_manifest_edit_rolls_to_a_fresh_manifest(disk: MemoryEnv, fault: str) -> None:
+    """A manifest edit whose write or sync fails (so a partial or unsynced record may sit
+    at its end): the flush is retried, the next edit goes to a fresh manifest (CURRENT
+    switches), and reopening -- cleanly or after a power loss -- raises no
+    CorruptionError and loses nothing acknowledged."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False)
+    versions: dict[int, int] = {}
+    write(store, 0, 30, versions)
+    before = _current(disk)
+    if fault == "sync":
+        env.inject("sync", errno.EIO, path_contains="MANIFEST")
+    elif fault == "sync-twice":  # the edit's sync, then the fresh manifest's sync, fail
+        env.inject("sync", errno.EIO, path_contains="MANIFEST", times=2)
+    else:
+        env.inject("write", errno.EIO, path_contains="MANIFEST", short_write=True)
+    store.flush()  # fails once (or twice), then succeeds on retry
+    assert _current(disk) != before, "the edit after a failed one did not roll the manifest"
+    manifests = [n for n in disk.listdir(ROOT) if n.startswith("MANIFEST-")]
+    assert len(manifests) == 1
+    write(store, 30, 50, versions)
+    store.flush()
+    check_all(store, 50, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()
+    store = banyanstore.open(ROOT, env=disk, **BASE, compaction=False)
+    check_all(store, 50, versions)
+    store.close()
+    reopen_after_power_loss(disk, 50, versions, compaction=False)
+
+
+def test_failed_manifest_sync_then_power_loss(disk: MemoryEnv) -> None:
+    """Power loss right after a manifest sync failed (before any later edit could roll
+    the file): the unsynced edit is dropped, its tables are orphans that reopen removes,
+    and the WAL still has the data."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False)
+    versions: dict[int, int] = {}
+    write(store, 0, 30, versions)
+    env.inject("sync", errno.EIO, path_contains="MANIFEST", times=None)
+    with pytest.raises(StorageIOError):
+        store.flush()
+    disk.crash()
+    try:
+        store.close()
+    except StorageIOError:
+        pass
+    store = banyanstore.open(ROOT, env=disk, **BASE, compaction=False)
+    check_all(store, 30, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()

@@ -1,0 +1,329 @@
+"""The ``banyanstore`` command: every subcommand on small real stores and logs,
+exit codes, and verify/repair on damaged copies (flipped table byte, torn WAL
+tail, orphan files, garbage CURRENT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import banyanstore
+from banyanstore.cli import main
+
+CRASH_SCRIPT = """
+import os, sys, banyanstore
+s = banyanstore.open(sys.argv[1], memtable_size=65536, wal_sync="always", compaction=False)
+for i in range(1000):
+    s.put(b"k%05d" % i, b"v" * 20)
+with s.batch() as b:
+    b.put(b"bin", b"\\x00\\x01raw")
+    b.delete(b"k00003")
+    b.put(b"y", b"1", keyspace="idx")
+os._exit(0)   # a crash: memtables unflushed, the WAL holds the newest writes
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A closed store: two keyspaces, several tables, a tombstone, a binary key."""
+    path = str(tmp_path / "store")
+    with banyanstore.open(path, memtable_size=65536, compaction=False) as s:
+        for i in range(300):
+            s.put(b"user:%04d" % i, b"value-%d" % i)
+        s.flush()
+        s.delete(b"user:0001")
+        s.put(b"\x00\xffbin", b"\x01\x02")
+        s.keyspace("index").put(b"ix:1", b"user:0001")
+        s.flush()
+    return path
+
+
+@pytest.fixture(scope="module")
+def crashed_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("crash") / "store")
+    subprocess.run([sys.executable, "-c", CRASH_SCRIPT, path], check=True)
+    return path
+
+
+@pytest.fixture
+def crashed(crashed_template: str, tmp_path: Path) -> str:
+    """A store left by a killed writer: one table, and WAL records to replay."""
+    path = str(tmp_path / "crashed")
+    shutil.copytree(crashed_template, path)
+    return path
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> str:
+    path = str(tmp_path / "log")
+    with banyanstore.open_log(path) as log:
+        log.append_many([b"record-%d" % i for i in range(1, 51)])
+    return path
+
+
+def wal_segment(store: str) -> str:
+    names = sorted(os.listdir(os.path.join(store, "wal")))
+    return os.path.join(store, "wal", [n for n in names if n.endswith(".log")][-1])
+
+
+def table_files(store: str) -> list[str]:
+    tdir = os.path.join(store, "tables")
+    return [os.path.join(tdir, n) for n in sorted(os.listdir(tdir))]
+
+
+def snapshot_tree(path: str) -> dict[str, bytes]:
+    return {os.path.join(d, f): Path(d, f).read_bytes() for d, _, fs in os.walk(path) for f in fs}
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+def test_verify_clean_store_and_log(capsys: pytest.CaptureFixture[str], store: str, log_dir: str,
+                                    crashed: str) -> None:
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 0 and out.rstrip().endswith("OK"), out
+    assert "tables 3" in out
+    code, out, _ = run(capsys, "verify", crashed)
+    assert code == 0 and "wal_records_to_replay" in out
+    code, out, _ = run(capsys, "verify", log_dir, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] and doc["kind"] == "log" and doc["counts"]["log_records"] == 50
+
+
+def test_verify_flipped_table_byte(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    victim = table_files(store)[0]
+    data = bytearray(Path(victim).read_bytes())
+    data[10] ^= 0x40  # inside data block 0
+    Path(victim).write_bytes(bytes(data))
+    before = snapshot_tree(store)
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 1
+    assert f"ERROR: {victim} @ offset 0: data block 0 checksum mismatch" in out, out
+    assert snapshot_tree(store) == before  # verify never modifies anything
+    code, out, _ = run(capsys, "--json", "verify", store)
+    problem = json.loads(out)["problems"][0]
+    assert (problem["file"], problem["offset"], problem["severity"]) == (victim, 0, "error")
+
+
+def test_verify_flipped_footer_byte(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    victim = table_files(store)[-1]
+    data = bytearray(Path(victim).read_bytes())
+    data[-30] ^= 0x01  # a footer handle
+    Path(victim).write_bytes(bytes(data))
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 1 and f"{victim} @ offset {len(data) - 52}: table footer checksum" in out, out
+
+
+def test_verify_torn_wal_tail(capsys: pytest.CaptureFixture[str], crashed: str) -> None:
+    seg = wal_segment(crashed)
+    os.truncate(seg, os.path.getsize(seg) - 5)
+    code, out, _ = run(capsys, "verify", crashed)
+    assert code == 1
+    assert f"WARNING: {seg} @ offset" in out and "torn tail" in out, out
+
+
+def test_verify_wal_damage_before_intact_records(capsys: pytest.CaptureFixture[str],
+                                                 crashed: str) -> None:
+    seg = wal_segment(crashed)
+    data = bytearray(Path(seg).read_bytes())
+    data[100] ^= 0xFF  # an early record; intact records follow in the same block
+    Path(seg).write_bytes(bytes(data))
+    code, out, _ = run(capsys, "verify", crashed)
+    assert code == 1 and f"ERROR: {seg} @ offset 28" in out and "not a torn write" in out, out
+    code, out, _ = run(capsys, "repair", crashed)  # cutting would lose acknowledged writes
+    assert code == 1 and "NOT repaired: repair the log" in out
+    assert Path(seg).read_bytes() == bytes(data)
+
+
+def test_verify_orphans_and_bad_current(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    orphan = os.path.join(store, "tables", "009999.sst")
+    Path(orphan).write_bytes(b"left by a crashed flush")
+    Path(store, "CURRENT").write_bytes(b"garbage\n")
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 1
+    assert f"WARNING: {orphan}: table not named by the manifest" in out
+    assert "CURRENT is malformed" in out and "checking the only manifest" in out
+
+
+def test_verify_log_damage(capsys: pytest.CaptureFixture[str], log_dir: str) -> None:
+    seg = wal_segment_of_log(log_dir)
+    data = bytearray(Path(seg).read_bytes())
+    data[40] ^= 0xFF  # the first record: the other 49 follow it
+    Path(seg).write_bytes(bytes(data))
+    code, out, _ = run(capsys, "verify", log_dir)
+    assert code == 1 and f"ERROR: {seg} @ offset 28" in out, out
+
+
+def wal_segment_of_log(log: str) -> str:
+    return os.path.join(log, [n for n in sorted(os.listdir(log)) if n.endswith(".log")][-1])
+
+
+# -- dumps -----------------------------------------------------------------------------------
+
+def test_dump_manifest(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    code, out, _ = run(capsys, "dump-manifest", store)
+    edits = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and edits[0]["_keyspaces"] == [[0, "default"]]
+    assert any(e.get("add_keyspace") == [1, "index"] for e in edits)
+    assert sum(len(e.get("add_tables", [])) for e in edits) == 3
+    code, out, _ = run(capsys, "dump-manifest", store, "--json")
+    assert json.loads(out.splitlines()[0])["offset"] == 16
+
+
+def test_dump_table(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    newest = table_files(store)[1]  # the second flush of the default keyspace
+    code, out, _ = run(capsys, "dump-table", newest)
+    assert code == 0 and "tombstones: 1" in out and "compression:" in out
+    assert "user:0001 @301 = TOMBSTONE" in out and "\\x00\\xffbin @302 = \\x01\\x02" in out, out
+    code, out, _ = run(capsys, "dump-table", table_files(store)[0], "--start", "user:0100",
+                       "--limit", "2")
+    assert out.splitlines()[-3:] == ["user:0100 @101 = value-100", "user:0101 @102 = value-101",
+                                     "(2 entries shown)"]
+    code, out, _ = run(capsys, "dump-table", newest, "--json", "--hex")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["properties"]["entries"] == 2 and rows[1]["key"] == "00ff62696e"
+
+
+def test_dump_log(capsys: pytest.CaptureFixture[str], log_dir: str) -> None:
+    code, out, _ = run(capsys, "dump-log", log_dir, "--start", "10", "--limit", "2")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == f"log {log_dir}: seqs [1, 50]"
+    assert lines[1].split() == ["10", "9", "record-10"] and lines[-1] == "(2 records shown)"
+
+
+def test_dump_wal(capsys: pytest.CaptureFixture[str], crashed: str) -> None:
+    code, out, _ = run(capsys, "dump-wal", crashed)
+    assert code == 0
+    assert "[default] k00003 = TOMBSTONE" in out and "[idx] y = 1" in out
+    assert "[default] bin = \\x00\\x01raw" in out
+    code, out, _ = run(capsys, "dump-wal", crashed, "--json", "--limit", "1")
+    rec = json.loads(out)
+    assert rec["version"] == rec["seq"] and rec["ops"][0]["keyspace"] == "default"
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+def test_stats(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    code, out, _ = run(capsys, "stats", store)
+    assert code == 0 and "version: 303" in out and "read_only: True" in out
+    code, out, _ = run(capsys, "stats", store, "--json")
+    assert json.loads(out)["keyspaces"]["index"]["tables"] == 1
+
+
+def test_get(capsys: pytest.CaptureFixture[str], store: str, crashed: str) -> None:
+    assert run(capsys, "get", store, "user:0002") == (0, "value-2\n", "")
+    code, out, _ = run(capsys, "get", store, "user:0001")
+    assert code == 1 and "not found at version 303" in out
+    assert run(capsys, "get", store, "user:0001", "--version", "300")[:2] == (0, "value-1\n")
+    assert run(capsys, "get", store, "hex:00ff62696e", "--hex")[:2] == (0, "0102\n")
+    assert run(capsys, "get", store, "ix:1", "--keyspace", "index")[:2] == (0, "user:0001\n")
+    assert run(capsys, "get", store, "ix:1", "--keyspace", "nope")[0] == 2
+    assert run(capsys, "get", crashed, "y", "--keyspace", "idx")[:2] == (0, "1\n")  # WAL replay
+
+
+def test_scan(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    code, out, _ = run(capsys, "scan", store, "--prefix", "user:000", "--limit", "3")
+    assert code == 0 and out.splitlines() == ["user:0000 = value-0", "user:0002 = value-2",
+                                              "user:0003 = value-3", "(3 keys)"]
+    code, out, _ = run(capsys, "scan", store, "--keyspace", "index", "--json")
+    assert json.loads(out) == {"key": "ix:1", "value": "user:0001"}
+
+
+def test_checkpoint(capsys: pytest.CaptureFixture[str], crashed: str, tmp_path: Path) -> None:
+    dest = str(tmp_path / "copy")
+    code, out, _ = run(capsys, "checkpoint", crashed, dest)
+    assert code == 0 and "at version 1001" in out
+    assert run(capsys, "verify", dest)[0] == 0
+    assert run(capsys, "get", dest, "bin")[:2] == (0, "\\x00\\x01raw\n")
+    assert run(capsys, "checkpoint", crashed, dest)[0] == 1  # not empty any more
+
+
+# -- repair ----------------------------------------------------------------------------------
+
+def test_repair_fixes_orphans_current_and_torn_wal(capsys: pytest.CaptureFixture[str],
+                                                    crashed: str) -> None:
+    orphan = os.path.join(crashed, "tables", "000777.sst")
+    Path(orphan).write_bytes(b"orphan")
+    Path(crashed, "tables", "000778.sst.tmp").write_bytes(b"tmp")
+    Path(crashed, "CURRENT").write_bytes(b"\x00\x00garbage")
+    seg = wal_segment(crashed)
+    os.truncate(seg, os.path.getsize(seg) - 5)  # tears the last batch (version 1001)
+    code, out, _ = run(capsys, "repair", crashed, "--dry-run")
+    assert code == 0 and "would do: removed" in out and os.path.exists(orphan)
+    code, out, _ = run(capsys, "repair", crashed)
+    assert code == 0, out
+    assert "rewrote CURRENT to name MANIFEST-" in out and f"removed {orphan}" in out
+    assert "torn tail" in out and out.rstrip().endswith("OK")
+    assert not os.path.exists(orphan)
+    assert run(capsys, "verify", crashed)[0] == 0
+    with banyanstore.open(crashed, read_only=True) as s:
+        assert s.version == 1000 and s.get(b"k00999") == b"v" * 20 and s.get(b"k00003") == b"v" * 20
+
+
+def test_repair_never_touches_named_tables(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    victim = table_files(store)[0]
+    data = bytearray(Path(victim).read_bytes())
+    data[10] ^= 0x40
+    Path(victim).write_bytes(bytes(data))
+    Path(store, "notes.txt").write_text("an operator's file")
+    code, out, _ = run(capsys, "repair", store)
+    assert code == 1
+    assert f"NOT repaired: fix {victim}: data block 0 checksum mismatch" in out
+    assert "notes.txt: not a banyanstore file" in out
+    assert Path(victim).read_bytes() == bytes(data) and Path(store, "notes.txt").exists()
+
+
+def test_repair_refuses_to_guess_the_manifest(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    manifest = [n for n in os.listdir(store) if n.startswith("MANIFEST-")][0]
+    shutil.copy(os.path.join(store, manifest), os.path.join(store, "MANIFEST-999999"))
+    Path(store, "CURRENT").write_bytes(b"garbage")
+    code, out, _ = run(capsys, "repair", store)
+    assert code == 1 and "2 MANIFEST-* files exist" in out
+    assert Path(store, "CURRENT").read_bytes() == b"garbage"
+    assert os.path.exists(os.path.join(store, "MANIFEST-999999"))
+
+
+def test_repair_refuses_a_locked_store(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    with banyanstore.open(store):
+        code, _, err = run(capsys, "repair", store)
+    assert code == 1 and "cannot repair" in err
+
+
+@pytest.mark.xfail(reason="engine bug: a writer open of a store without CURRENT starts an empty "
+                   "store and deletes every table as an orphan (lsm/store.py _open_files)")
+def test_writer_open_without_current_keeps_tables(store: str) -> None:
+    os.remove(os.path.join(store, "CURRENT"))
+    try:
+        with banyanstore.open(store) as s:
+            assert s.get(b"user:0002") == b"value-2"
+    except banyanstore.CorruptionError:
+        pass  # refusing to open is fine too
+    assert len(table_files(store)) == 3
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+    assert run(capsys, )[0] == 2
+    assert run(capsys, "bogus")[0] == 2
+    assert run(capsys, "dump-table")[0] == 2
+    assert run(capsys, "verify", str(tmp_path / "missing"))[0] == 2
+    assert run(capsys, "get", store, "hex:zz")[0] == 2
+    assert run(capsys, "scan", store, "--limit", "-1")[0] == 2
+
+
+def test_module_entry_point(store: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "banyanstore.cli", "get", store, "user:0005"],
+                          capture_output=True, text=True, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "value-5\n")
