@@ -51,6 +51,7 @@ from benchlib import (  # noqa: E402
     print_table,
     pyspy,
     rss_mb,
+    src_fingerprint,
     summarize,
 )
 
@@ -85,7 +86,7 @@ class Ingest:
 
     # -- background threads -------------------------------------------------------------------
     def reader(self, store: Any, seed: int) -> None:
-        rng = random.Random(seed)
+        rnd = random.Random(seed).random
         get = store.get
         try:
             while not self.stop.is_set():
@@ -93,7 +94,7 @@ class Ingest:
                 if n == 0:
                     time.sleep(0.01)
                     continue
-                keys = [key_of(rng.randrange(n)) for _ in range(100)]
+                keys = [key_of(int(rnd() * n)) for _ in range(100)]
                 for k in keys:
                     if get(k) is None and len(self.read_errors) < 10:
                         self.read_errors.append(f"get({k!r}) returned None for an acknowledged key")
@@ -373,11 +374,14 @@ def main() -> None:
         if argv[i].split("=")[0] not in ("--modes", "--json", "--timeout"):
             passthrough.append(argv[i])
         i += 1
+    src = src_fingerprint()
+    print(f"banyanstore source {src}", file=sys.stderr)
     results = [spawn(m, args, passthrough) for m in args.modes.split(",")]
     report(results, args.num)
+    print(f"banyanstore source {src}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"num": args.num, "results": results}, fh, indent=1, default=str)
+            json.dump({"num": args.num, "src": src, "results": results}, fh, indent=1, default=str)
         print(f"wrote {args.json}")
 
 

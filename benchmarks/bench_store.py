@@ -56,6 +56,7 @@ from benchlib import (  # noqa: E402
     print_table,
     pyspy,
     rss_mb,
+    src_fingerprint,
     summarize,
 )
 
@@ -723,6 +724,8 @@ def main() -> None:
     names = args.engines.split(",") if args.engines else ["banyanstore", *(PEERS if args.peers else ())]
     skipped: dict[str, str] = {}
     results = []
+    src = src_fingerprint()
+    print(f"banyanstore source {src}", file=sys.stderr)
     for name in names:
         why = None if name == "banyanstore" else peer_available(name)
         if why:
@@ -732,9 +735,10 @@ def main() -> None:
         runs = [spawn(name, args, args.seed + r) for r in range(args.repeat)]
         results.append(combine(runs))
     report(results, skipped, args.num)
+    print(f"banyanstore source {src}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"num": args.num, "options": {k: v for k, v in vars(args).items()
+            json.dump({"num": args.num, "src": src, "options": {k: v for k, v in vars(args).items()
                                                     if k not in ("worker", "out", "passthrough")},
                        "results": results, "skipped": skipped}, fh, indent=1, default=str)
         print(f"wrote {args.json}")

@@ -33,6 +33,20 @@ def peak_rss_mb(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss * 1024 / 1e6
 
 
+def src_fingerprint() -> str:
+    """A short hash of the package's source as it is now (others edit src/ between runs), with
+    the time, so a figure can be tied to the code it measured."""
+    import hashlib
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "banyanstore")
+    h = hashlib.sha1()
+    for dirpath, _dirs, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    h.update(f.encode() + fh.read())
+    return f"{h.hexdigest()[:12]} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
 def parse_size(text: str) -> int:
     """``"64M"`` -> 67108864; accepts K/M/G suffixes (binary) or a plain int."""
     t = text.strip().upper().removesuffix("B").removesuffix("I")
@@ -125,6 +139,7 @@ def _frames(stack: str) -> list[str]:
 def summarize(path: str, top: int = 12) -> dict[str, list[tuple[str, float]]]:
     """Hot spots of a py-spy raw file: ``self`` (leaf frame) and ``total`` (inclusive) %."""
     self_c: Counter[str] = Counter()
+    line_c: Counter[str] = Counter()
     total_c: Counter[str] = Counter()
     n = 0
     with open(path) as fh:
@@ -133,16 +148,22 @@ def summarize(path: str, top: int = 12) -> dict[str, list[tuple[str, float]]]:
             if not stack:
                 continue
             c = int(count)
-            frames = _frames(stack)
+            # drop the process/thread pseudo-frames py-spy puts on top
+            frames = [f for f in _frames(stack) if not f.startswith(("process ", "thread "))] or ["?"]
             n += c
             self_c[frames[-1]] += c
+            leaf = stack.rsplit(";", 1)[-1]
+            name, _, loc = leaf.partition(" (")
+            line_c[f"{name} ({loc.rstrip(')').split('/src/', 1)[-1].split('/benchmarks/', 1)[-1]})"] += c
             for f in set(frames):
                 total_c[f] += c
     if n == 0:
-        return {"self": [], "total": [], "samples": []}
+        return {"self": [], "total": [], "lines": [], "samples": []}
     return {"self": [(f, 100 * c / n) for f, c in self_c.most_common(top)],
-            "total": [(f, 100 * c / n) for f, c in total_c.most_common(top + 8)
-                      if not f.startswith(("<module>", "_bootstrap", "run (threading", "main ("))][:top],
+            "total": [(f, 100 * c / n) for f, c in total_c.most_common(top + 16)
+                      if not f.startswith(("<module>", "_bootstrap", "run (threading", "main (", "worker ("))
+                      and "bench_" not in f][:top],
+            "lines": [(f, 100 * c / n) for f, c in line_c.most_common(top)],
             "samples": [("samples", float(n))]}
 
 
@@ -151,6 +172,9 @@ def print_summary(label: str, summ: dict[str, list[tuple[str, float]]], top: int
     print(f"\nprofile {label} ({samples} samples, all threads)")
     print("  self %   function")
     for f, p in summ["self"][:top]:
+        print(f"  {p:6.1f}   {f}")
+    print("  self %   line")
+    for f, p in summ.get("lines", [])[:6]:
         print(f"  {p:6.1f}   {f}")
     print("  total %  function (inclusive)")
     for f, p in summ["total"][:top]:

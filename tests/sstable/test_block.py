@@ -12,6 +12,7 @@ from banyanstore.sstable.block import (
     FIXED_KEYS,
     FIXED_VALUES,
     HEADER,
+    STRIDE,
     TOMBSTONES,
     BlockBuilder,
     BlockFormatError,
@@ -99,3 +100,56 @@ def test_builder_estimate_is_an_upper_bound() -> None:
 def test_malformed_payloads_raise_block_format_error(payload: bytes) -> None:
     with pytest.raises(BlockFormatError):
         decode_block(payload)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), fixed_keys=st.booleans(), fixed_values=st.booleans())
+def test_lookup_seek_find_against_model(data: st.DataObject, fixed_keys: bool, fixed_values: bool) -> None:
+    """Multi-version keys; lookups straight on the payload agree with a linear model."""
+    klen = st.just(3) if fixed_keys else st.integers(0, 4)
+    user_keys = sorted(data.draw(st.sets(klen.flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+                                         min_size=1, max_size=12)))
+    entries = []
+    for k in user_keys:
+        vs = sorted(data.draw(st.sets(st.integers(1, 30), min_size=1, max_size=4)), reverse=True)
+        for v in vs:
+            val = data.draw(st.one_of(st.none(), st.binary(min_size=5, max_size=5) if fixed_values
+                                      else st.binary(max_size=7)))
+            entries.append((k, v, val))
+    keys, versions, values = (list(c) for c in zip(*entries, strict=True))
+    block = decode_block(encode_block(keys, versions, values))
+    probes = user_keys + [b"", b"\xff" * 5, user_keys[0] + b"\x00"]
+    for key in probes:
+        for version in (0, 1, 7, 15, 30, 2**64 - 1):
+            newest = next(((True, val, v) for k, v, val in entries if k == key and v <= version),
+                          (False, None, 0))
+            assert block.lookup(key, version) == newest, (key, version)
+            first_ge = next((i for i, (k, v, _) in enumerate(entries)
+                             if k > key or (k == key and v <= version)), len(entries))
+            assert block.find(key, version) == first_ge
+        assert block.seek(key) == next((i for i, e in enumerate(entries) if e[0] >= key), len(entries))
+    for i, (k, v, val) in enumerate(entries):
+        assert (block.key_at(i), block.version_at(i), block.value_at(i)) == (k, v, val)
+
+
+def test_find_ignores_matches_straddling_two_keys() -> None:
+    b = decode_block(encode_block([b"ab", b"ac", b"ba"], [1, 1, 1], [b"1", b"2", b"3"]))
+    assert b.kw == 2  # "abacba" holds "ba" at offset 1 (across two keys) before the real one
+    assert b.first_index(b"ba") == 2 and b.lookup(b"ba", 5) == (True, b"3", 1)
+    b = decode_block(encode_block([b"ab", b"ac"], [1, 1], [b"1", b"2"]))
+    assert b.first_index(b"ba") == -1 and b.seek(b"ba") == 2 and b.lookup(b"ba", 5)[0] is False
+
+
+def test_sampled_lookups_in_a_long_fixed_width_block() -> None:
+    """Hundreds of entries, multi-version keys straddling sample boundaries."""
+    entries = [(b"k%04d" % (i // 3), 100 - i % 3, b"v%04d" % i) for i in range(700)]
+    keys, versions, values = (list(c) for c in zip(*entries, strict=True))
+    b = decode_block(encode_block(keys, versions, values))
+    assert b.kw == 5 and len(b.sample) == (700 + STRIDE - 1) // STRIDE
+    for i in range(0, 699, 3):  # the last key (index 699) has one version only
+        k = keys[i]
+        assert b.first_index(k) == i and b.seek(k) == i
+        assert b.lookup(k, 99) == (True, values[i + 1], 99)
+        assert b.lookup(k, 97) == (False, None, 0)
+        assert b.seek(k + b"!") == i + 3
+    assert b.seek(b"") == 0 and b.seek(b"z") == 700 and b.first_index(b"k9999") == -1

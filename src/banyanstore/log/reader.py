@@ -6,7 +6,8 @@ between two offsets and yields every intact record.  Whatever does not parse
 of order, a record whose seq is not the next one, a record cut off by the end
 of the data) is passed to ``on_damage(offset, reason)``: the callback either
 raises (the default policy of the Log: :class:`~banyanstore.errors.CorruptionError`)
-or returns, and the reader re-synchronises at the next block boundary, as
+or returns, and the reader re-synchronises at the next intact fragment of the
+block (:func:`intact_fragment_after`) or else at the next block boundary, as
 LevelDB does, dropping the leftover fragments of the damaged record.
 
 The caller decides what damage means: recovery uses the offsets to tell a
@@ -26,7 +27,7 @@ from crc32c import crc32c
 
 from .format import BLOCK_SIZE, FIRST, FRAG_HEADER, FRAG_HEADER_SIZE, FULL, LAST, MIDDLE, SEQ, SEQ_SIZE
 
-__all__ = ["iter_records", "Record", "OnDamage"]
+__all__ = ["iter_records", "intact_fragment_after", "Record", "OnDamage"]
 
 Record = tuple[int, bytes, int, int]
 """``(seq, data, start offset, end offset)`` of one record."""
@@ -60,7 +61,11 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
         nonlocal parts, resyncing, gap_ok
         on_damage(offset, reason)
         parts, resyncing, gap_ok = None, True, True
-        return (pos // BLOCK_SIZE + 1) * BLOCK_SIZE  # continue at the next block
+        # Continue at an intact fragment later in this block if there is one (a
+        # flipped bit must not take the block's other records with it), else at
+        # the next block, as LevelDB does.
+        follower = intact_fragment_after(read, pos, end)
+        return follower if follower is not None else (pos // BLOCK_SIZE + 1) * BLOCK_SIZE
 
     while pos < end:
         block_end = min((pos // BLOCK_SIZE + 1) * BLOCK_SIZE, end)
@@ -155,4 +160,34 @@ def seek_record(read: Callable[[int, int], bytes], start: int, end: int, skip: i
         if i > len(block):
             return None  # a length running past its block: damage
         pos = block_end
+    return None
+
+
+def intact_fragment_after(read: Callable[[int, int], bytes], off: int, end: int) -> int | None:
+    """Offset of an intact fragment after the damaged one at ``off`` in the same block,
+    or None.  Tells corruption (good data follows) from a torn write (nothing does).
+
+    First the damaged fragment's own length field is trusted (a flipped payload bit
+    leaves it intact); then every later offset of the block is tried.  A random
+    7-byte header passing the type, length and CRC-32C checks is a ~2**-34 event,
+    and a false find only makes recovery refuse (never lose) data.
+    """
+    block_end = min((off // BLOCK_SIZE + 1) * BLOCK_SIZE, end)
+    data = read(off, block_end - off)
+
+    def intact(i: int) -> bool:
+        if i + FRAG_HEADER_SIZE > len(data):
+            return False
+        crc, length, kind = FRAG_HEADER.unpack_from(data, i)
+        stop = i + FRAG_HEADER_SIZE + length
+        return (kind in _CRC_OF_TYPE and 0 < length and stop <= len(data)
+                and crc32c(memoryview(data)[i + FRAG_HEADER_SIZE:stop], _CRC_OF_TYPE[kind]) == crc)
+
+    if len(data) >= FRAG_HEADER_SIZE:
+        claimed = FRAG_HEADER_SIZE + FRAG_HEADER.unpack_from(data, 0)[1]
+        if intact(claimed):
+            return off + claimed
+    for i in range(1, len(data) - FRAG_HEADER_SIZE + 1):
+        if intact(i):
+            return off + i
     return None

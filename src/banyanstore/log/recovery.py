@@ -92,6 +92,9 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
             next_index = seq + interval
         last_seq, last_end = seq, end
     seg.close()
+    # The reader resumes at any intact fragment after damage, so damage with intact
+    # records after it lands in ``middle``: only damage with nothing intact after it
+    # is a torn tail.
     middle = [(off, why) for off, why in damages if off < last_end]
     if middle:
         if not skip_damaged:

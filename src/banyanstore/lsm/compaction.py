@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BanyanStoreError, DiskFullError
@@ -83,6 +84,7 @@ class Compactor:
         self._failures: dict[int, int] = {}  # file_no -> consecutive failed merges
         self.quarantined: set[int] = set()
         self.error: BaseException | None = None
+        self.error_at = 0.0  # time.monotonic() of the last failure
         self.merges = 0
         self.failed_merges = 0
         self.bytes_read = 0
@@ -119,6 +121,7 @@ class Compactor:
                 backoff = BACKOFF_START
             except Exception as exc:  # noqa: BLE001 - a merge failure must not kill the thread
                 self.error = exc
+                self.error_at = time.monotonic()
                 logger.error("merge failed, retrying in %.1fs: %s", backoff, exc)
                 worked = False
                 with self._cv:

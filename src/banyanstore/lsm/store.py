@@ -140,13 +140,33 @@ class Store(Keyspace):
         if exists:
             state = Manifest.load(env, path)
         else:
+            self._refuse_to_recreate()
             state = ManifestState()
-        if not self._read_only:
-            self._manifest = Manifest.open_for_append(env, path, state)
         wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
         self._wal = Log.open(f"{path}/wal", options=wal_opts, env=env, lock=False)
         self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
+        if state.wal_seq > self._wal.last_seq + 1:
+            # The WAL holds nothing the manifest still needs (its files were removed
+            # by hand, or it was recreated): continue from where the log now is, or
+            # replay would skip the records written from here on.
+            logger.warning("WAL of %s ends at seq %d, before the manifest's wal_seq %d; "
+                           "continuing from the log", path, self._wal.last_seq, state.wal_seq)
+            state.wal_seq = self._wal.last_seq + 1
+        if not self._read_only:
+            self._manifest = Manifest.open_for_append(env, path, state)
         return state
+
+    def _refuse_to_recreate(self) -> None:
+        """No CURRENT: a new store -- unless data files say a store was here, in which
+        case starting empty would silently drop (and then delete) its data."""
+        env, path = self._env, self.path
+        tables = [n for n in env.listdir(f"{path}/tables") if n.endswith(".sst")]
+        wal = [n for n in env.listdir(f"{path}/wal") if n.endswith(".log")]
+        if tables or wal:
+            raise CorruptionError(
+                f"CURRENT is missing but the store has {len(tables)} table(s) and {len(wal)} WAL "
+                "segment(s); refusing to start an empty store over them (see `banyanstore "
+                "repair`)", path=f"{path}/CURRENT")
 
     def _install_state(self, state: ManifestState) -> None:
         tables = open_tables(self._env, self.path, state, self._cache)
@@ -348,8 +368,12 @@ class Store(Keyspace):
                 time.sleep(min(0.1, 0.005 * (n - opts.max_tables_before_slowdown + 1)))
                 return
             while worst() >= opts.max_tables_before_stall:
-                if isinstance(c.error, DiskFullError):
-                    raise c.error
+                # Only a failure of a merge tried since this stall began counts: an
+                # older DiskFullError may predate space coming back.
+                err = c.error
+                if isinstance(err, DiskFullError) and c.error_at > began:
+                    raise err
+                c.wake()
                 time.sleep(0.02)
         finally:
             f.stall_seconds += time.monotonic() - began

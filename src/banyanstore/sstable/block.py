@@ -21,13 +21,16 @@ descending.  A key's versions may continue into the next block.
 Why this layout: a per-entry varint loop costs ~1 us per entry in Python.
 Fixed-width arrays let a block be used two ways, both in a few C calls:
 
-* **point lookups on the payload itself** (what the cache holds): with
-  fixed-width keys, ``bytes.find`` over the key section finds a key's first
-  (newest) entry, ``unpack_from`` reads its version and a slice its value.
-  Nothing is decoded when a block is loaded, the cached form is the payload
-  (~1.1x the raw entry bytes instead of ~2.5x for decoded Python lists), and a
-  lookup touches one contiguous buffer rather than a dozen scattered objects
-  (random lookups in a big warm cache are bound by memory/TLB misses);
+* **point lookups on the payload itself** (what the cache holds): a sparse
+  sample of the keys (every ``STRIDE``-th, decoded at load by ONE strided
+  ``Struct("16s112x16s...")`` call) is bisected in C, then ``bytes.find``
+  locates the key inside the <= 8-key window of the fixed-width key section;
+  ``unpack_from`` reads the version and one slice the value.  The cached form
+  is ~1.1x the raw entry bytes (fully decoded lists: ~2.5x), and -- measured --
+  evicting a block that owns one Python object per key costs ~6 us in cold
+  deallocations, more than the lookup itself; ``find`` over a whole key
+  section is no alternative (common key prefixes defeat its skip table: ~1 ns
+  per byte, 2.2 us per block).  Variable-width keys keep a full key list;
 * **scans decode ranges into lists**: ``memoryview.cast("Q").tolist()`` for
   versions, one precompiled ``struct.Struct("16s16s...").unpack_from`` for
   fixed-width keys or values (~32 ns per entry measured, against ~107 ns for a
@@ -62,10 +65,12 @@ FIXED_VALUES = 2
 TOMBSTONES = 4
 _KNOWN_FLAGS = FIXED_KEYS | FIXED_VALUES | TOMBSTONES
 
-# Cache charge: the payload bytes plus the Block object; blocks with variable-width
-# keys also keep their keys as a list (bytes object ~37 B + slot 8 B per key).
-BLOCK_OVERHEAD = 300
-VARIABLE_KEY_OVERHEAD = 45
+# Cache charge: the payload bytes, the Block object, and the decoded keys (per key a
+# bytes object, ~37 B header with allocator rounding, plus its list slot, 8 B).
+BLOCK_OVERHEAD = 400
+KEY_OVERHEAD = 45
+STRIDE = 8
+"""Fixed-width blocks keep every STRIDE-th key decoded (the lookup sample)."""
 
 # Tombstone slots may be padded to value_width only while that padding stays small.
 _MAX_TOMBSTONE_PADDING = 4096
@@ -80,30 +85,36 @@ class BlockFormatError(ValueError):
     checksum collision).  The reader turns it into a CorruptionError with file and offset."""
 
 
-_unpackers: dict[tuple[int, int], struct.Struct] = {}
+_unpackers: dict[tuple[int, int, int], struct.Struct] = {}
 
 
-def _fixed_unpacker(count: int, width: int) -> struct.Struct:
-    """``Struct("<w>s" * count)``, cached: compiling one costs as much as using it."""
-    st = _unpackers.get((count, width))
+def _fixed_unpacker(count: int, width: int, stride: int = 1) -> struct.Struct:
+    """``Struct`` unpacking ``count`` items of ``width`` bytes, every ``stride``-th of a
+    back-to-back array (``"16s112x" * (count - 1) + "16s"``); cached, since compiling
+    one costs as much as using it."""
+    st = _unpackers.get((count, width, stride))
     if st is None:
         if len(_unpackers) >= 1024:  # odd counts (chunks, last blocks) must not grow this forever
             _unpackers.clear()
-        st = _unpackers[(count, width)] = struct.Struct(f"{width}s" * count)
+        gap = f"{(stride - 1) * width}x" if stride > 1 and width else ""
+        fmt = f"{width}s{gap}" * (count - 1) + f"{width}s" if count else ""
+        st = _unpackers[(count, width, stride)] = struct.Struct(fmt)
     return st
 
 
 class Block:
     """One data block as cached: its payload plus the positions of its sections.
 
+    ``sample`` holds the keys lookups bisect: every STRIDE-th key for a
+    fixed-width block, every key (``sample_stride`` 1) for a variable-width one.
     ``kw``/``vw`` are the key/value widths, -1 when variable.  ``nbytes`` is
     what the block cache charges; ``ref`` is the cache's CLOCK bit.  Immutable
-    after construction except for ``ref`` and the lazily decoded key list of a
-    variable-width block (benign race: two threads may both decode it).
+    after construction except for ``ref``.
     """
 
     __slots__ = ("data", "count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at",
-                 "vheap_at", "kinds_at", "nbytes", "ref", "_keys")
+                 "vheap_at", "kinds_at", "keys_end", "span", "nbytes", "ref", "sample",
+                 "sample_stride")
 
     def __init__(self, data: bytes) -> None:
         """Parse the header and check the sections add up to ``len(data)``.
@@ -124,9 +135,19 @@ class Block:
         if flags & FIXED_KEYS:
             self.kheap_at = pos
             pos += count * kw
+            if pos > size:
+                raise BlockFormatError("fixed-width keys run past the end of the block")
+            samples = (count + STRIDE - 1) // STRIDE
+            keys = (list(_fixed_unpacker(samples, kw, STRIDE).unpack_from(data, self.keys_at))
+                    if kw else [b""] * samples)
+            key_bytes = samples * kw
+            stride = STRIDE
         else:
             kw = -1
             self.kheap_at, pos = _heap(data, pos, count, size, "key")
+            keys = _slices(data, self.keys_at, self.kheap_at, 0, count)
+            key_bytes = pos - self.kheap_at
+            stride = 1
         self.values_at = pos
         if flags & FIXED_VALUES:
             self.vheap_at = pos
@@ -145,10 +166,11 @@ class Block:
         self.vw = vw
         self.flags = flags
         self.ref = False
-        self._keys: list[bytes] | None = None
-        self.nbytes = BLOCK_OVERHEAD + size
-        if kw < 0:
-            self.nbytes += VARIABLE_KEY_OVERHEAD * count
+        self.sample: list[bytes] = keys
+        self.sample_stride = stride
+        self.keys_end = self.keys_at + count * kw if kw >= 0 else self.kheap_at
+        self.span = STRIDE * kw  # bytes of key section between two samples
+        self.nbytes = BLOCK_OVERHEAD + size + KEY_OVERHEAD * len(keys) + key_bytes
 
     def __len__(self) -> int:
         return self.count
@@ -159,10 +181,10 @@ class Block:
     # -- single entries -----------------------------------------------------------------------
     def key_at(self, i: int) -> bytes:
         kw = self.kw
-        if kw >= 0:
-            p = self.keys_at + i * kw
-            return self.data[p:p + kw]
-        return self.keys_list()[i]
+        if kw < 0:
+            return self.sample[i]
+        p = self.keys_at + i * kw
+        return self.data[p:p + kw]
 
     def version_at(self, i: int) -> int:
         return _U64.unpack_from(self.data, HEADER.size + 8 * i)[0]
@@ -179,50 +201,66 @@ class Block:
         h = self.vheap_at
         return data[h + a:h + b]
 
-    def keys_list(self) -> list[bytes]:
-        """All keys as a list (cached for variable-width blocks, whose lookups bisect it)."""
-        keys = self._keys
-        if keys is None:
-            keys = self._decode_keys(0, self.count)
-            if self.kw < 0:
-                self._keys = keys
-        return keys
-
     # -- lookups ------------------------------------------------------------------------------
     def first_index(self, key: bytes) -> int:
         """Index of the first (newest) entry of ``key`` in this block, or -1."""
         kw = self.kw
-        if kw < 0:
-            keys = self.keys_list()
-            i = bisect_left(keys, key)
-            return i if i < self.count and keys[i] == key else -1
+        sample = self.sample
+        s = bisect_left(sample, key)
+        if kw < 0:  # the sample is every key
+            return s if s < self.count and sample[s] == key else -1
         if len(key) != kw:
             return -1
-        if kw == 0:
-            return 0  # every key of the block is b""
+        if s < len(sample) and sample[s] == key and (s == 0 or kw == 0):
+            return s * STRIDE
+        # The first entry >= key is in ((s-1)*STRIDE, s*STRIDE]: sample s-1 < key <= sample s.
+        base = self.keys_at
+        lo = base + (s * STRIDE - STRIDE + 1) * kw if s else base
+        hi = min(base + (s * STRIDE + 1) * kw, base + self.count * kw)
         data = self.data
-        start = self.keys_at
-        end = start + self.count * kw
-        pos = data.find(key, start, end)
+        pos = data.find(key, lo, hi)
         while pos >= 0:
-            i, misaligned = divmod(pos - start, kw)
+            i, misaligned = divmod(pos - base, kw)
             if not misaligned:
                 return i
-            # the match straddles two keys: resume at the next key boundary
-            pos = data.find(key, start + (i + 1) * kw, end)
+            pos = data.find(key, base + (i + 1) * kw, hi)  # straddled two keys: next boundary
         return -1
 
     def lookup(self, key: bytes, version: int) -> tuple[bool, bytes | None, int]:
         """``(found, value, entry_version)`` for the newest entry of ``key`` with a version
         <= ``version`` *in this block*; ``MISS`` if none.  Definitive when this is the
         block the table index chose for ``(key, version)``."""
-        i = self.first_index(key)
-        if i < 0:
-            return MISS
+        kw = self.kw
         data = self.data
+        if kw > 0:  # first_index(), inlined with fewer operations: the hot path
+            if len(key) != kw:
+                return MISS
+            s = bisect_left(self.sample, key)
+            base = self.keys_at
+            if s:
+                lo = base + (s - 1) * self.span + kw
+                hi = lo + self.span
+                if hi > self.keys_end:
+                    hi = self.keys_end
+            else:
+                lo = base
+                hi = base + kw
+            pos = data.find(key, lo, hi)
+            while pos >= 0:
+                i, misaligned = divmod(pos - base, kw)
+                if not misaligned:
+                    break
+                pos = data.find(key, base + (i + 1) * kw, hi)
+            else:
+                return MISS
+        else:
+            i = self.first_index(key)
+            if i < 0:
+                return MISS
         v = _U64.unpack_from(data, HEADER.size + 8 * i)[0]
         if v > version:
-            count, kw = self.count, self.kw
+            count = self.count
+            kw = self.kw
             while True:
                 i += 1
                 if i == count:
@@ -230,24 +268,36 @@ class Block:
                 if kw >= 0:
                     if not data.startswith(key, self.keys_at + i * kw):
                         return MISS
-                elif self.keys_list()[i] != key:
+                elif self.sample[i] != key:
                     return MISS
                 v = _U64.unpack_from(data, HEADER.size + 8 * i)[0]
                 if v <= version:
                     break
-        return (True, self.value_at(i), v)
+        # value_at(i), inlined: this is the hot path of every point lookup
+        if self.flags & TOMBSTONES and data[self.kinds_at + i]:
+            return (True, None, v)
+        vw = self.vw
+        if vw >= 0:
+            p = self.values_at + i * vw
+            return (True, data[p:p + vw], v)
+        a, b = _U32X2.unpack_from(data, self.values_at + 4 * i)
+        h = self.vheap_at
+        return (True, data[h + a:h + b], v)
 
     def seek(self, key: bytes) -> int:
         """Index of the first entry whose user key is >= ``key`` (may be ``len(self)``)."""
         kw = self.kw
+        sample = self.sample
+        s = bisect_left(sample, key)
         if kw < 0:
-            return bisect_left(self.keys_list(), key)
-        i = self.first_index(key)  # an exact hit is one C call
-        if i >= 0:
-            return i
+            return s
+        if kw == 0 or (s < len(sample) and sample[s] == key and s == 0):
+            return s * STRIDE if s < len(sample) else self.count
+        # binary search (in Python) over the raw keys of ((s-1)*STRIDE, s*STRIDE]
+        lo = s * STRIDE - STRIDE + 1 if s else 0
+        hi = min(s * STRIDE, self.count)
         data = self.data
         base = self.keys_at
-        lo, hi = 0, self.count
         while lo < hi:
             mid = (lo + hi) >> 1
             p = base + mid * kw
@@ -267,15 +317,6 @@ class Block:
         return i
 
     # -- decoding ranges ------------------------------------------------------------------------
-    def _decode_keys(self, lo: int, hi: int) -> list[bytes]:
-        if self.kw >= 0:
-            if self.kw == 0:
-                return [b""] * (hi - lo)
-            return list(_fixed_unpacker(hi - lo, self.kw).unpack_from(self.data, self.keys_at + lo * self.kw))
-        if self._keys is not None:
-            return self._keys[lo:hi]
-        return _slices(self.data, self.keys_at, self.kheap_at, lo, hi)
-
     def decode(self, lo: int = 0, hi: int | None = None) -> tuple[list[bytes], list[int], list[bytes | None]]:
         """Entries ``lo .. hi-1`` as three parallel lists (keys, versions, values)."""
         count = self.count
@@ -285,7 +326,13 @@ class Block:
             return [], [], []
         n = hi - lo
         data = self.data
-        keys = self._decode_keys(lo, hi)
+        kw = self.kw
+        if kw > 0:
+            keys = list(_fixed_unpacker(n, kw).unpack_from(data, self.keys_at + lo * kw))
+        elif kw == 0:
+            keys = [b""] * n
+        else:
+            keys = self.sample[lo:hi]
         versions = u64_list(data, HEADER.size + 8 * lo, n)
         vw = self.vw
         values: list[bytes | None]
@@ -305,7 +352,7 @@ class Block:
 
     @property
     def keys(self) -> list[bytes]:
-        return self._decode_keys(0, self.count)
+        return self.decode()[0]
 
     @property
     def versions(self) -> list[int]:
@@ -332,16 +379,21 @@ class Block:
         if hi is None or hi > count:
             hi = count
         if hi - lo <= 2 * _FIRST_CHUNK:
-            return zip(*map(reversed, self.decode(lo, hi)), strict=True)
+            return _rzip(self.decode(lo, hi))
         mid = hi - _FIRST_CHUNK
-        return chain(zip(*map(reversed, self.decode(mid, hi)), strict=True), self._lazy(lo, mid, True))
+        return chain(_rzip(self.decode(mid, hi)), self._lazy(lo, mid, True))
 
     def _lazy(self, lo: int, hi: int, reverse: bool) -> Iterator[Entry]:
         cols = self.decode(lo, hi)
         if reverse:
-            yield from zip(*map(reversed, cols), strict=True)
+            yield from _rzip(cols)
         else:
             yield from zip(*cols, strict=True)
+
+
+def _rzip(cols: tuple[list[bytes], list[int], list[bytes | None]]) -> Iterator[Entry]:
+    keys, versions, values = cols
+    return zip(reversed(keys), reversed(versions), reversed(values), strict=True)
 
 
 def _heap(data: bytes, pos: int, count: int, size: int, what: str) -> tuple[int, int]:

@@ -14,7 +14,9 @@ Lookup of ``(key, version)`` -- "the newest entry of key with version <= version
 3. index: the first block whose last internal key is >= ``(key, version)``;
    bisect the blocks' last user keys, then step over blocks whose last entry is
    ``key`` at a version newer than asked (a key's versions may span blocks);
-4. in that block, bisect to ``key`` and step over versions newer than asked.
+4. in that block (cached as its decompressed payload, see block.py), the key's
+   first entry by ``bytes.find`` over the fixed-width key section (bisect for
+   variable-width keys), then step over versions newer than asked.
 
 Scans yield ``(key, version, value)`` in internal order (key ascending, version
 descending) from per-block lists via C-level ``zip``; ``reverse=True`` yields the
@@ -34,7 +36,7 @@ import xxhash
 
 from ..errors import CorruptionError
 from ..io.base import Env, RandomAccessFile
-from .block import Block, BlockFormatError, Entry, decode_block
+from .block import MISS, Block, BlockFormatError, Entry, decode_block
 from .bloom import BloomFilter
 from .cache import BlockCache, cache_key, new_table_id
 from .format import (
@@ -53,7 +55,6 @@ from .meta import TableMeta, decode_index, decode_props
 __all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "MISS"]
 
 READAHEAD_BLOCKS = 16
-MISS: tuple[bool, bytes | None, int] = (False, None, 0)
 _xxh3 = xxhash.xxh3_64_intdigest
 _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
 

@@ -17,18 +17,10 @@ from dataclasses import dataclass
 
 from ..errors import CorruptionError
 from ..log.format import (
-    BLOCK_SIZE,
-    FIRST,
-    FRAG_HEADER,
-    FRAG_HEADER_SIZE,
-    FULL,
     HEADER_SIZE,
-    LAST,
-    MIDDLE,
     decode_header,
-    frame_crc,
 )
-from ..log.reader import iter_records
+from ..log.reader import intact_fragment_after, iter_records
 from .common import SEGMENT_NAME, Report, make_env
 
 __all__ = ["LogSummary", "verify_log_dir", "segment_names"]
@@ -93,23 +85,6 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
     return out
 
 
-def _intact_follower(read: Callable[[int, int], bytes], off: int, size: int) -> int | None:
-    """Offset of an intact fragment right after the (damaged) fragment at ``off``, when
-    its length field still fits its block; None if there is none to prove damage."""
-    head = read(off, FRAG_HEADER_SIZE)
-    if len(head) < FRAG_HEADER_SIZE:
-        return None
-    _crc, length, _kind = FRAG_HEADER.unpack(head)
-    nxt = off + FRAG_HEADER_SIZE + length
-    block_end = (off // BLOCK_SIZE + 1) * BLOCK_SIZE
-    if length == 0 or nxt + FRAG_HEADER_SIZE > min(block_end, size):
-        return None
-    crc, n, kind = FRAG_HEADER.unpack(read(nxt, FRAG_HEADER_SIZE))
-    if kind not in (FULL, FIRST, MIDDLE, LAST) or nxt + FRAG_HEADER_SIZE + n > min(block_end, size):
-        return None
-    return nxt if frame_crc(kind, read(nxt + FRAG_HEADER_SIZE, n)) == crc else None
-
-
 def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, size: int,
                   last: bool, report: Report, on_record: OnRecord | None,
                   out: LogSummary) -> int:
@@ -130,7 +105,7 @@ def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, 
     if tail:
         off, why = tail[0]
         torn = size - last_end
-        follower = _intact_follower(read, off, size)
+        follower = intact_fragment_after(read, off, size)
         if follower is not None:
             report.error(path, f"damaged record ({why}) followed by an intact fragment at offset "
                          f"{follower} in the same block: not a torn write, yet an open treats it "

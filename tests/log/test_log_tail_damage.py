@@ -1,0 +1,55 @@
+"""A flipped bit in the last block of the last segment is corruption, not a torn
+tail, when intact records follow it: recovery must refuse rather than cut synced
+records (regression: it used to resynchronise at the next block and cut them)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import CorruptionError
+
+
+def _segment(path: str) -> str:
+    names = sorted(n for n in os.listdir(path) if n.endswith(".log"))
+    return os.path.join(path, names[-1])
+
+
+@pytest.mark.parametrize("where", ["payload", "length"])
+def test_damage_followed_by_intact_records_is_not_cut(tmp_path, where):
+    path = str(tmp_path / "log")
+    with banyanstore.open_log(path, wal_sync="always") as log:
+        for i in range(50):
+            log.append(b"record-%03d" % i + b"." * 40)
+    seg = _segment(path)
+    size_before = os.path.getsize(seg)
+    with open(seg, "r+b") as f:
+        data = bytearray(f.read())
+        first = data.index(b"record-000")
+        at = first + 5 if where == "payload" else first - 11  # inside the length field
+        data[at] ^= 0x40
+        f.seek(0)
+        f.write(data)
+    with pytest.raises(CorruptionError) as info:
+        banyanstore.open_log(path)
+    assert info.value.path == seg and "not a torn write" in str(info.value)
+    assert os.path.getsize(seg) == size_before  # nothing was cut
+    with banyanstore.open_log(path, skip_damaged_records=True) as log:
+        records = [r for _, r in log.read()]
+        assert len(records) == 49 and records[-1].startswith(b"record-049")
+        assert log.stats()["damaged_records_skipped"] >= 1
+
+
+def test_a_real_torn_tail_is_still_cut(tmp_path):
+    path = str(tmp_path / "log")
+    with banyanstore.open_log(path, wal_sync="always") as log:
+        for i in range(20):
+            log.append(b"r%02d" % i * 10)
+    seg = _segment(path)
+    with open(seg, "r+b") as f:
+        f.truncate(os.path.getsize(seg) - 7)
+    with banyanstore.open_log(path) as log:
+        assert log.last_seq == 19 and log.stats()["torn_tail_repairs"] == 1
+        assert log.append(b"next") == 20
