@@ -226,3 +226,22 @@ def test_dbm_and_shelve(tmp_path):
         sh["obj"] = {"spans": [1, 2]}
     with shelve.Shelf(bdbm.open(os.path.join(tmp_path, "s"), "w")) as sh:
         assert sh["obj"] == {"spans": [1, 2]}
+
+
+def test_merges_do_not_leak_file_descriptors(tmp_path):
+    """Tables dropped by merges release their descriptors once no view holds them."""
+    import gc
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    with banyanstore.open(tmp_path / "db", memtable_size=64 * 1024, compaction_min_width=2) as s:
+        before = open_fds()
+        for round_ in range(30):
+            for i in range(400):
+                s.put(b"%05d" % i, b"r%d" % round_ * 40)
+            s.flush()
+        s.compact()
+        gc.collect()
+        assert s.stats()["compaction"]["merges"] >= 10
+        assert open_fds() <= before + 6

@@ -83,6 +83,14 @@ class PosixRandomAccessFile(RandomAccessFile):
         if fd >= 0:
             os.close(fd)
 
+    def __del__(self) -> None:
+        # Tables dropped by a merge are not closed explicitly (readers holding an
+        # older view may still use them): the descriptor goes with the last reference.
+        try:
+            self.close()
+        except OSError:
+            pass
+
 
 class _FlockLock(FileLock):
     def __init__(self, fd: int) -> None:
