@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
@@ -66,7 +67,7 @@ def key_of(j: int) -> bytes:
     return b"%016x" % ((j * MULT) & MASK)
 
 
-def percentile(sorted_xs: list[float], p: float) -> float:
+def percentile(sorted_xs: Sequence[float], p: float) -> float:
     if not sorted_xs:
         return float("nan")
     return sorted_xs[min(len(sorted_xs) - 1, int(p / 100 * len(sorted_xs)))]
@@ -177,7 +178,7 @@ class Ingest:
                         expect[j] = vals[i & (NVALS - 1)]
                 keys = [key_of(j) for j in ids]
                 put = store.put
-                t0 = tprev = pc()
+                tc0 = tprev = pc()
                 i = base
                 for k in keys:
                     if i & 63 == 63:
@@ -191,7 +192,7 @@ class Ingest:
                     else:
                         put(k, vals[i & (NVALS - 1)])
                     i += 1
-                put_time += (pc() - t0) / 1e9
+                put_time += (pc() - tc0) / 1e9
                 self.puts_done = i
                 self.published = nnew  # every key of the chunk is acknowledged
         wall = time.monotonic() - t_start

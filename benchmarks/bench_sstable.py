@@ -172,6 +172,19 @@ def main() -> None:
 
         report("seek + 10 entries, warm cache", median_rate(seek10), "seeks/s")
 
+        def runs_all() -> int:
+            return sum(len(run) for run in reader.scan_runs(fill_cache=False))
+
+        report("full scan_runs (lists per block), warm", median_rate(runs_all), "entries/s")
+
+        def seek_run() -> int:
+            scan_runs = reader.scan_runs
+            for k in seeks:
+                next(scan_runs(k))
+            return len(seeks)
+
+        report("seek + first run (<= 32 entries), warm", median_rate(seek_run), "seeks/s")
+
         print("batched lookups (100 keys per batch)")
 
         def batched(r: TableReader) -> Callable[[], int]:

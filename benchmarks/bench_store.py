@@ -136,16 +136,16 @@ class Banyan(Engine):
         self.store.close()
 
     def put_fn(self) -> Callable[[bytes, bytes], Any]:
-        return self.store.put  # type: ignore[no-any-return]
+        return self.store.put
 
     def get_fn(self) -> Callable[[bytes], bytes | None]:
-        return self.store.get  # type: ignore[no-any-return]
+        return self.store.get
 
     def delete_fn(self) -> Callable[[bytes], Any]:
-        return self.store.delete  # type: ignore[no-any-return]
+        return self.store.delete
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
-        return self.store.multi_get(keys)  # type: ignore[no-any-return]
+        return self.store.multi_get(keys)
 
     def seek(self, key: bytes, n: int) -> int:
         c = 0
@@ -154,7 +154,7 @@ class Banyan(Engine):
         return c
 
     def scan_all(self) -> Iterator[Any]:
-        return self.store.scan()  # type: ignore[no-any-return]
+        return self.store.scan()
 
     def flush(self) -> None:
         self.store.flush()
@@ -180,19 +180,19 @@ class Plyvel(Engine):
     def open(self, path: str, *, for_reads: bool = False) -> None:
         import plyvel
         os.makedirs(path, exist_ok=True)
-        self.db = plyvel.DB(path, create_if_missing=True)
+        self.db: Any = plyvel.DB(path, create_if_missing=True)
 
     def close(self) -> None:
         self.db.close()
 
     def put_fn(self) -> Callable[[bytes, bytes], Any]:
-        return self.db.put  # type: ignore[no-any-return]
+        return self.db.put
 
     def get_fn(self) -> Callable[[bytes], bytes | None]:
-        return self.db.get  # type: ignore[no-any-return]
+        return self.db.get
 
     def delete_fn(self) -> Callable[[bytes], Any]:
-        return self.db.delete  # type: ignore[no-any-return]
+        return self.db.delete
 
     def seek(self, key: bytes, n: int) -> int:
         it = self.db.iterator(start=key)
@@ -203,7 +203,7 @@ class Plyvel(Engine):
         return c
 
     def scan_all(self) -> Iterator[Any]:
-        return self.db.iterator()  # type: ignore[no-any-return]
+        return self.db.iterator()
 
     def compact(self) -> bool:
         self.db.compact_range()
@@ -215,22 +215,22 @@ class RocksDict(Engine):
 
     def open(self, path: str, *, for_reads: bool = False) -> None:
         from rocksdict import Options, Rdict
-        self.db = Rdict(path, options=Options(raw_mode=True))
+        self.db: Any = Rdict(path, options=Options(raw_mode=True))
 
     def close(self) -> None:
         self.db.close()
 
     def put_fn(self) -> Callable[[bytes, bytes], Any]:
-        return self.db.put  # type: ignore[no-any-return]
+        return self.db.put
 
     def get_fn(self) -> Callable[[bytes], bytes | None]:
-        return self.db.get  # type: ignore[no-any-return]
+        return self.db.get
 
     def delete_fn(self) -> Callable[[bytes], Any]:
-        return self.db.delete  # type: ignore[no-any-return]
+        return self.db.delete
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
-        return self.db.get(keys)  # type: ignore[no-any-return]
+        return self.db.get(keys)
 
     def seek(self, key: bytes, n: int) -> int:
         it = self.db.iter()
@@ -244,7 +244,7 @@ class RocksDict(Engine):
         return c
 
     def scan_all(self) -> Iterator[Any]:
-        return self.db.items()  # type: ignore[no-any-return]
+        return self.db.items()
 
     def flush(self) -> None:
         self.db.flush()
@@ -263,7 +263,7 @@ class Lmdb(Engine):
     def open(self, path: str, *, for_reads: bool = False) -> None:
         import lmdb
         os.makedirs(path, exist_ok=True)
-        self.env = lmdb.open(path, map_size=1 << 36, sync=False, metasync=False)
+        self.env: Any = lmdb.open(path, map_size=1 << 36, sync=False, metasync=False)
         self.txn: Any = None
 
     def close(self) -> None:
@@ -292,7 +292,7 @@ class Lmdb(Engine):
         return self.txn
 
     def get_fn(self) -> Callable[[bytes], bytes | None]:
-        return self._rtxn().get  # type: ignore[no-any-return]
+        return self._rtxn().get
 
     def seek(self, key: bytes, n: int) -> int:
         cur = self._rtxn().cursor()
@@ -304,7 +304,7 @@ class Lmdb(Engine):
         return c
 
     def scan_all(self) -> Iterator[Any]:
-        return self._rtxn().cursor().iternext()  # type: ignore[no-any-return]
+        return self._rtxn().cursor().iternext()
 
     def flush(self) -> None:
         self.env.sync(True)
@@ -323,7 +323,7 @@ class Sqlite(Engine):
     def open(self, path: str, *, for_reads: bool = False) -> None:
         import sqlite3
         os.makedirs(path, exist_ok=True)
-        self.con = sqlite3.connect(os.path.join(path, "db.sqlite"), isolation_level=None,
+        self.con: Any = sqlite3.connect(os.path.join(path, "db.sqlite"), isolation_level=None,
                                    check_same_thread=False)
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=NORMAL")
@@ -346,7 +346,7 @@ class Sqlite(Engine):
 
         def get(k: bytes) -> bytes | None:
             row = ex("SELECT v FROM kv WHERE k = ?", (k,)).fetchone()
-            return None if row is None else row[0]  # type: ignore[no-any-return]
+            return None if row is None else row[0]
         return get
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
@@ -359,7 +359,7 @@ class Sqlite(Engine):
                                     (key, n)).fetchall())
 
     def scan_all(self) -> Iterator[Any]:
-        return self.con.execute("SELECT k, v FROM kv ORDER BY k")  # type: ignore[no-any-return]
+        return self.con.execute("SELECT k, v FROM kv ORDER BY k")
 
     def flush(self) -> None:
         self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -410,8 +410,9 @@ class Run:
             secs = time.perf_counter() - t0
         self.eng.end_reads()
         rss1 = rss_mb()
-        r = {"ops": ops, "seconds": secs, "rate": ops / secs if secs > 0 else None, "unit": unit,
-             "rss_growth_mb": rss1 - rss0, "rss_mb": rss1, "peak_rss_mb": peak_rss_mb()}
+        r: dict[str, Any] = {
+            "ops": ops, "seconds": secs, "rate": ops / secs if secs > 0 else None, "unit": unit,
+            "rss_growth_mb": rss1 - rss0, "rss_mb": rss1, "peak_rss_mb": peak_rss_mb()}
         self.results[name] = r
         print(f"  {self.eng.name:<12} {name:<22} {fmt_rate(r['rate']):>8} {unit:<10} "
               f"{secs:7.2f} s  rss {rss1:6.0f} MB (+{rss1 - rss0:.0f})", file=sys.stderr, flush=True)

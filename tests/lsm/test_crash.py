@@ -183,7 +183,7 @@ def verify(env: Any, tracker: Tracker, *, write_more: bool = True) -> int:
             for name in KEYSPACES:
                 assert dict(store.keyspace(name).scan(version=v)) == tracker.state_at(v)[name]
         # no file in tables/ that the manifest does not name, no stray manifest or temp file
-        named = {"%06d.sst" % t["file"] for ks in store.stats()["keyspaces"].values()
+        named = {f"{t['file']:06d}.sst" for ks in store.stats()["keyspaces"].values()
                  for t in ks["table_list"]}
         assert set(env.listdir(f"{ROOT}/tables")) == named
         top = set(env.listdir(ROOT))

@@ -23,7 +23,8 @@ from banyanstore.errors import (
 @pytest.fixture
 def store(env_dir):
     env, root = env_dir
-    s = banyanstore.open(root, env=env, memtable_size=64 * 1024, block_size=1024)
+    s = banyanstore.open(root, env=env, memtable_size=64 * 1024, block_size=1024,
+                         history_retention=3600)
     yield s
     s.close()
 

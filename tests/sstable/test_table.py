@@ -19,6 +19,7 @@ from banyanstore.sstable import (
     key_hash,
     read_blocks,
 )
+from banyanstore.sstable.reader import RUN_FIRST
 
 from .helpers import build, model_get, model_scan, new_path, open_table, random_entries
 
@@ -42,6 +43,10 @@ def check_against_model(reader: TableReader, entries: list, rng: random.Random, 
         for reverse in (False, True):
             got = list(reader.scan(start, end, reverse=reverse))
             assert got == model_scan(entries, start, end, reverse), (start, end, reverse)
+            runs = list(reader.scan_runs(start, end, reverse=reverse))
+            assert all(runs) and all(run == sorted(run, key=lambda e: (e[0], -e[1])) for run in runs)
+            flat = [e for run in runs for e in (reversed(run) if reverse else run)]
+            assert flat == got
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -248,5 +253,13 @@ def test_seek_and_short_scans(env_dir: EnvDir) -> None:
             assert got == model_scan(entries, start, None)[:10]
             got = list(islice(r.scan(None, start, reverse=True), 10))
             assert got == model_scan(entries, None, start, True)[:10]
+        for _ in range(30):
+            start = b"k%06d" % rng.randrange(4000)
+            run = next(r.scan_runs(start))
+            assert 0 < len(run) <= 2 * RUN_FIRST  # a seek's first run is short
+            assert run == model_scan(entries, start, None)[:len(run)]
+            run = next(r.scan_runs(None, start, reverse=True))
+            assert 0 < len(run) <= 2 * RUN_FIRST
+            assert run == model_scan(entries, None, start)[-len(run):]
         assert list(r.scan(b"k9", b"k1")) == [] and list(r.scan(b"zz")) == []
         assert list(r.scan(None, b"a")) == [] and list(r.scan(b"k000000", b"k000000")) == []

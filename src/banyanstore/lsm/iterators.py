@@ -153,14 +153,21 @@ def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floo
                 reverse: bool, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of every live key: the newest entry with a version
     ``<= version`` is a value written at or after ``floor`` (TTL)."""
-    sources = [_Source(r) for r in run_sources]
+    runs = list(run_sources)
     remaining = -1 if limit is None else limit
     if remaining == 0:
         return
-    for chunk in _chunks(sources, reverse):
+    if len(runs) == 1 and not reverse:
+        # One source going forward (the common case after compaction): its runs
+        # are already in order, so no merge -- only the visibility pass, with the
+        # last key carried across runs (a key's versions may span two runs).
+        chunks: Iterable[list[Entry]] = runs[0]
+    else:
+        chunks = _chunks([_Source(r) for r in runs], reverse)
+    last = None
+    for chunk in chunks:
         out: list[tuple[bytes, bytes]] = []
         append = out.append
-        last = None
         for k, v, val in chunk:
             if v > version or k == last:
                 continue

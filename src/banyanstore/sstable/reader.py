@@ -52,9 +52,10 @@ from .format import (
 )
 from .meta import TableMeta, decode_index, decode_props
 
-__all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "MISS"]
+__all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "RUN_FIRST", "MISS"]
 
 READAHEAD_BLOCKS = 16
+RUN_FIRST = 16
 _xxh3 = xxhash.xxh3_64_intdigest
 _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
 
@@ -312,6 +313,43 @@ class TableReader:
             else:
                 yield from block.entries(lo, hi)
 
+    def scan_runs(self, start: bytes | None = None, end: bytes | None = None, *,
+                  reverse: bool = False, fill_cache: bool = True) -> Iterator[list[Entry]]:
+        """The entries of :meth:`scan` as lists ("runs"), each run in ASCENDING internal
+        order, the runs themselves in scan direction (``reverse=True``: the last run
+        first).  One run per block range, built by C-level ``list(zip(...))``; the first
+        block's range is split so that its first run (in scan direction) holds at most
+        RUN_FIRST entries, which is all a seek usually needs."""
+        if ((start is not None and end is not None and start >= end)
+                or (start is not None and start > self.largest_key)
+                or (end is not None and end <= self.smallest_key)):
+            return iter(())
+        lk = self._last_keys
+        n = self._nblocks
+        first = 0 if start is None else bisect_left(lk, start)
+        last = n - 1 if end is None else min(bisect_left(lk, end), n - 1)
+        return self._runs(first, last, start, end, reverse, fill_cache)
+
+    def _runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
+              reverse: bool, fill: bool) -> Iterator[list[Entry]]:
+        leading = True
+        for no, block in self._iter_blocks(
+                range(last, first - 1, -1) if reverse else range(first, last + 1), fill):
+            lo = 0 if start is None or no != first else block.seek(start)
+            hi = block.count if end is None or no != last else block.seek(end)
+            if lo >= hi:
+                continue
+            if leading and hi - lo > 2 * RUN_FIRST:
+                if reverse:
+                    yield _run(block, hi - RUN_FIRST, hi)
+                    yield _run(block, lo, hi - RUN_FIRST)
+                else:
+                    yield _run(block, lo, lo + RUN_FIRST)
+                    yield _run(block, lo + RUN_FIRST, hi)
+            else:
+                yield _run(block, lo, hi)
+            leading = False
+
     def _iter_blocks(self, nos: range, fill: bool) -> Iterator[tuple[int, Block]]:
         """``(no, block)`` for ``nos``: the first block alone (a seek often needs no
         more), then runs that double up to READAHEAD_BLOCKS."""
@@ -404,6 +442,11 @@ class TableReader:
     def __repr__(self) -> str:
         return (f"<TableReader {self.path} #{self.table_id}: {self.meta.entry_count} entries, "
                 f"{self._nblocks} blocks>")
+
+
+def _run(block: Block, lo: int, hi: int) -> list[Entry]:
+    keys, versions, values = block.decode(lo, hi)
+    return list(zip(keys, versions, values, strict=True))
 
 
 def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
