@@ -74,6 +74,7 @@ class Tracker:
     writes: list[tuple[int, list[Op]]] = field(default_factory=list)
     durable: int = 0  # highest version acknowledged as durable
     in_doubt: list[Op] | None = None  # the write that raised (may or may not have committed)
+    created_at: int | None = None  # mutating ops it took to create the store (first open)
 
     def state_at(self, version: int) -> dict[str, dict[bytes, bytes]]:
         out: dict[str, dict[bytes, bytes]] = {k: {} for k in KEYSPACES}
@@ -119,6 +120,7 @@ def workload(env: Any, tracker: Tracker, batches: int = 60) -> None:
     write, and no memtable fills up by itself, so the IO sequence is the same on
     every run (crash point N means the same step each time)."""
     store = banyanstore.open(ROOT, env=env, **OPTS)
+    tracker.created_at = env.ops
     try:
         store.keyspace("index")
         for bid in range(1, batches + 1):
@@ -229,11 +231,41 @@ def _count_ops(batches: int = 60) -> tuple[int, list[tuple[str, str]]]:
     return env.ops, env.trace
 
 
+def _created_at() -> int:
+    """How many mutating ops the very first open (creating the store) takes."""
+    env, tracker, _disk = run_with_crash(None, 1)
+    assert tracker.created_at is not None
+    return tracker.created_at
+
+
 def _protocol_points(trace: list[tuple[str, str]]) -> list[int]:
-    """Indices of every op except plain WAL appends/syncs of acknowledged writes
-    (those are covered by sampling): the flush, manifest, merge and WAL-cut steps."""
+    """Indices of every op after the store's creation (covered by
+    test_crash_while_creating_a_new_store) except plain WAL appends/syncs of
+    acknowledged writes (those are sampled): the flush, manifest, merge, reopen and
+    WAL-cut steps."""
+    created = _created_at()
     return [i for i, (op, path) in enumerate(trace)
-            if not ("/wal/" in path and op in ("write", "sync"))]
+            if i >= created and not ("/wal/" in path and op in ("write", "sync"))]
+
+
+@pytest.mark.xfail(strict=True, reason="store.py _open_files now opens the WAL (creating a "
+                   "segment) before the first manifest and CURRENT exist, and "
+                   "_refuse_to_recreate then refuses a store whose creation was interrupted "
+                   "(CURRENT missing, one empty WAL segment): fix needed in store.py (lead)")
+def test_crash_while_creating_a_new_store() -> None:
+    """Power loss at every step of creating a new store (directories, WAL, first
+    manifest, CURRENT): the next open starts (or finishes creating) an empty store
+    instead of failing -- nothing was ever acknowledged."""
+    created = _created_at()
+    assert created > 3
+    failures = []
+    for n in range(created):
+        _env, tracker, disk = run_with_crash(n, 1)
+        try:
+            verify(disk, Tracker())
+        except (AssertionError, BanyanStoreError) as exc:
+            failures.append(f"crash before op {n}: {type(exc).__name__}: {exc}")
+    assert not failures, "\n".join(failures)
 
 
 def test_workload_without_crash_is_consistent() -> None:
@@ -250,7 +282,7 @@ def test_crash_at_every_protocol_step() -> None:
     total, trace = _count_ops()
     points = _protocol_points(trace)
     rng = random.Random(7)
-    wal_points = sorted(set(range(total)) - set(points))
+    wal_points = sorted(set(range(_created_at(), total)) - set(points))
     points += rng.sample(wal_points, len(wal_points) if soak() else min(len(wal_points), 40))
     assert any("MANIFEST" in p for _o, p in trace) and any(".sst" in p for _o, p in trace)
     failures = []
@@ -259,8 +291,8 @@ def test_crash_at_every_protocol_step() -> None:
         assert env.dead, n
         try:
             verify(disk, tracker)
-        except AssertionError as exc:
-            failures.append(f"crash before op {n} {trace[n]}: {exc}")
+        except (AssertionError, BanyanStoreError) as exc:
+            failures.append(f"crash before op {n} {trace[n]}: {type(exc).__name__}: {exc}")
     assert not failures, "\n".join(failures[:10])
 
 
@@ -347,7 +379,7 @@ def test_crash_with_background_flushes_and_merges() -> None:
     assert any(op == "remove" and ".sst" in p for op, p in probe.trace), "no merge ran"
     total = probe.ops
     rng = random.Random(3)
-    for n in rng.sample(range(total), 150 if soak() else 25):
+    for n in rng.sample(range(_created_at(), total), 150 if soak() else 25):
         disk = MemoryEnv()
         disk.mkdir(ROOT)
         env = CrashEnv(disk, n)

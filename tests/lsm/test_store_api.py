@@ -246,3 +246,24 @@ def test_merges_do_not_leak_file_descriptors(tmp_path):
         gc.collect()
         assert s.stats()["compaction"]["merges"] >= 10
         assert open_fds() <= before + 6
+
+
+def test_multi_get_reads_all_table_blocks_in_one_batch(tmp_path):
+    """multi_get over several tables issues exactly one read_batch for its misses."""
+    from banyanstore.io.faults import FaultEnv
+    from banyanstore.io.posix import PosixEnv
+
+    env = FaultEnv(PosixEnv())
+    with banyanstore.open(str(tmp_path / "db"), env=env, block_cache_size=0, block_size=1024,
+                          compaction=False) as s:
+        for round_ in range(3):
+            for i in range(round_, 600, 3):
+                s.put(b"%05d" % i, b"round%d-%d" % (round_, i))
+            s.flush()
+        s.put(b"00001", b"in-memtable")
+        keys = [b"%05d" % i for i in range(0, 600, 7)] + [b"00001", b"missing"]
+        before = env.calls["read_batch"]
+        got = s.multi_get(keys)
+        assert env.calls["read_batch"] - before == 1
+        assert got == [s.get(k) for k in keys]
+        assert got[-2:] == [b"in-memtable", None] and got[0] == b"round0-0"

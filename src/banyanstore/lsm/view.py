@@ -78,10 +78,12 @@ class View:
         return None
 
     def multi_get(self, keys: Sequence[bytes], version: int, floor: int, env: Any) -> list[bytes | None]:
-        """Values of ``keys``; the table blocks every key may need are fetched with
-        one batched read (where the IO mode serves batches concurrently)."""
-        pending: list[int] = []
+        """Values of ``keys``.  Memtables first; then every table block any remaining
+        key may need is located (fences, bloom filter, index) and all of them are
+        fetched with ONE batched read -- where ``nonblocking``/``io_uring`` serve the
+        batch concurrently -- and each key is resolved newest table first."""
         out: list[Any] = [None] * len(keys)
+        pending: list[int] = []
         for i, k in enumerate(keys):
             e = self.mem.get_entry(k, version)
             if e is None:
@@ -91,30 +93,36 @@ class View:
                         break
             if e is None:
                 pending.append(i)
-            else:
-                out[i] = e[1] if e[0] >= floor else None
-        if pending and self.tables:
-            self._prefetch([keys[i] for i in pending], version, env)
-            for i in pending:
-                e = self.get_entry(keys[i], version)
-                if e is not None and e[0] >= floor:
-                    out[i] = e[1]
-        return out
-
-    def _prefetch(self, keys: list[bytes], version: int, env: Any) -> None:
+            elif e[0] >= floor:
+                out[i] = e[1]
+        tables = [t for t in self.tables if t.min_version <= version]
+        if not pending or not tables:
+            return out
         from ..sstable.reader import read_blocks  # the table layer's batched block loader
-        wanted = set()
-        hashes = [_hash(k) for k in keys]
-        for t in self.tables:
-            if t.min_version > version:
-                continue
+        hashes = {i: _hash(keys[i]) for i in pending}
+        plans: list[tuple[Any, dict[int, int]]] = []  # per table: key index -> block no
+        wanted: dict[tuple[int, int], tuple[Any, int]] = {}
+        for t in tables:
             lo, hi = t.smallest_key, t.largest_key
-            pairs = [(k, h) for k, h in zip(keys, hashes, strict=True) if lo <= k <= hi]
-            if pairs:
-                ks, hs = zip(*pairs, strict=True)
-                wanted.update((t, b) for b in t.plan_blocks(ks, version, hs) if b >= 0)
-        if wanted:
-            read_blocks(env, list(wanted))
+            idx = [i for i in pending if lo <= keys[i] <= hi]
+            nos = t.plan_blocks([keys[i] for i in idx], version, [hashes[i] for i in idx]) if idx else []
+            plan = {i: b for i, b in zip(idx, nos, strict=True) if b >= 0}
+            plans.append((t, plan))
+            for b in plan.values():
+                wanted[(id(t), b)] = (t, b)
+        requests = list(wanted.values())
+        blocks = dict(zip(((id(t), b) for t, b in requests), read_blocks(env, requests), strict=True))
+        for i in pending:
+            for t, plan in plans:
+                b = plan.get(i)
+                if b is None:
+                    continue
+                found, value, v = t.get_in_block(blocks[(id(t), b)], keys[i], version)
+                if found:
+                    if v >= floor:
+                        out[i] = value
+                    break
+        return out
 
     def history(self, key: bytes, version: int) -> list[tuple[int, bytes | None]]:
         """Every retained entry of ``key`` at or below ``version``, newest first."""
