@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -74,23 +73,12 @@ def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version
         size = min(size * 4, RUN_KEYS)
 
 
-def table_runs(reader: Any, start: bytes | None, end: bytes | None,
-               reverse: bool) -> Iterator[list[Entry]]:
-    """Runs of a table's internal entries, each in ascending internal order."""
-    runs = getattr(reader, "scan_runs", None)
-    if runs is not None:
-        yield from runs(start, end, reverse=reverse)
-        return
-    it = reader.scan(start, end, reverse=reverse)
-    size = FIRST_RUN  # small first: a seek often needs only a few entries
-    while True:
-        run = list(islice(it, size))
-        if not run:
-            return
-        if reverse:
-            run.reverse()
-        yield run
-        size = min(size * 4, RUN_KEYS)
+def table_runs(reader: Any, start: bytes | None, end: bytes | None, reverse: bool,
+               fill_cache: bool = True) -> Iterator[list[Entry]]:
+    """Runs of a table's internal entries, each in ascending internal order (the
+    reader's ``scan_runs``: a block's worth each, the first one short for seeks).
+    ``fill_cache=False`` keeps a long read (a merge) from evicting hot blocks."""
+    return reader.scan_runs(start, end, reverse=reverse, fill_cache=fill_cache)  # type: ignore[no-any-return]
 
 
 class _Source:

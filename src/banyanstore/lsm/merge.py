@@ -68,7 +68,7 @@ def merge_entries(readers: Sequence[Any], spec: MergeSpec) -> Iterator[Entry]:
     """Surviving entries of ``readers`` (newest table first) in internal order."""
     points = spec.reader_points()
     floor, ttl_floor, bottom = spec.floor, spec.ttl_floor, spec.bottom
-    sources = [_Source(table_runs(r, None, None, False)) for r in readers]
+    sources = [_Source(table_runs(r, None, None, False, fill_cache=False)) for r in readers]
     for chunk in _chunks(sources, False):
         n = len(chunk)
         i = 0
