@@ -267,3 +267,16 @@ def test_multi_get_reads_all_table_blocks_in_one_batch(tmp_path):
         assert env.calls["read_batch"] - before == 1
         assert got == [s.get(k) for k in keys]
         assert got[-2:] == [b"in-memtable", None] and got[0] == b"round0-0"
+
+
+def test_every_read_after_close_raises(tmp_path):
+    s = banyanstore.open(tmp_path / "db")
+    s.put(b"k", b"v")
+    s.flush()
+    idx = s.keyspace("idx")
+    s.close()
+    for call in (lambda: s.get(b"k"), lambda: s.multi_get([b"k"]), lambda: list(s.scan()),
+                 lambda: list(s.history(b"k")), lambda: idx.get(b"k"), lambda: s.snapshot(),
+                 lambda: s.put(b"k", b"v"), lambda: s.flush(), lambda: s.sync()):
+        with pytest.raises(StoreClosedError):
+            call()

@@ -67,6 +67,8 @@ class Keyspace:
     def get(self, key: bytes, version: int | None = None) -> bytes | None:
         """The latest value of ``key`` (or as of ``version``); None if absent/deleted."""
         store = self._store
+        if store._closed:
+            store._raise_closed()
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         view = self._ks.view  # before the version check: see Store._check_version
@@ -78,6 +80,8 @@ class Keyspace:
     def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
         store = self._store
+        if store._closed:
+            store._raise_closed()
         ks = [as_bytes(k, "key") for k in keys]
         view = self._ks.view
         v = store._version if version is None else store._check_version(version)
@@ -89,6 +93,8 @@ class Keyspace:
         """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
         ascending (or descending with ``reverse``), at most ``limit`` of them."""
         store = self._store
+        if store._closed:
+            store._raise_closed()
         view = self._ks.view
         v = store._version if version is None else store._check_version(version)
         start, end = scan_bounds(start, end, prefix)
@@ -99,6 +105,8 @@ class Keyspace:
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         store = self._store
+        if store._closed:
+            store._raise_closed()
         key = as_bytes(key, "key")
         view = self._ks.view
         v = store._version

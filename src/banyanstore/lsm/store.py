@@ -253,6 +253,9 @@ class Store(Keyspace):
         raise TypeError(f"keyspace must be a name or a Keyspace, not {type(keyspace).__name__}")
 
     # -- writes ----------------------------------------------------------------------------
+    def _raise_closed(self) -> None:
+        raise StoreClosedError(f"store {self.path} is closed")
+
     def _check_writable(self) -> None:
         if self._closed:
             raise StoreClosedError(f"store {self.path} is closed")
@@ -537,6 +540,9 @@ class Store(Keyspace):
                 closer()
             except (BanyanStoreError, OSError) as exc:
                 errors.append(exc)
+        for ks in self._ks_by_id.values():
+            for t in ks.view.tables:
+                t.close()
         if self._own_env:
             self._env.close()
         if errors:
