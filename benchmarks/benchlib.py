@@ -27,6 +27,28 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * PAGE / 1e6
 
 
+def descendants_rss_mb(pid: int | None = None) -> float:
+    """Current RSS of every descendant process (e.g. merge workers under a forkserver, which
+    ``RUSAGE_CHILDREN`` never sees because this process does not wait for them), MB."""
+    total = 0.0
+    todo = [pid or os.getpid()]
+    while todo:
+        p = todo.pop()
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+        if p != (pid or os.getpid()):
+            try:
+                with open(f"/proc/{p}/statm") as fh:
+                    total += int(fh.read().split()[1]) * PAGE / 1e6
+            except OSError:
+                pass
+    return total
+
+
 def peak_rss_mb(children: bool = False) -> float:
     """Peak RSS (``ru_maxrss``) of this process, or the largest of its waited-for children, MB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF

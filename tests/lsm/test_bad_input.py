@@ -350,9 +350,6 @@ def test_writes_after_close_raise_store_closed(db: Path) -> None:
             call()
 
 
-@pytest.mark.xfail(strict=True, reason="Keyspace.get/multi_get/scan/history (keyspace.py) never "
-                   "check store._closed: reads after close() still answer from the old view "
-                   "instead of raising StoreClosedError (fix needed in keyspace.py, lead)")
 @pytest.mark.parametrize("read", [
     lambda s: s.get(key(1)), lambda s: s.multi_get([key(1)]), lambda s: list(s.scan()),
     lambda s: list(s.history(key(1))), lambda s: s.keyspace("index").get(key(3)),

@@ -248,10 +248,6 @@ def _protocol_points(trace: list[tuple[str, str]]) -> list[int]:
             if i >= created and not ("/wal/" in path and op in ("write", "sync"))]
 
 
-@pytest.mark.xfail(strict=True, reason="store.py _open_files now opens the WAL (creating a "
-                   "segment) before the first manifest and CURRENT exist, and "
-                   "_refuse_to_recreate then refuses a store whose creation was interrupted "
-                   "(CURRENT missing, one empty WAL segment): fix needed in store.py (lead)")
 def test_crash_while_creating_a_new_store() -> None:
     """Power loss at every step of creating a new store (directories, WAL, first
     manifest, CURRENT): the next open starts (or finishes creating) an empty store

@@ -142,6 +142,9 @@ class Store(Keyspace):
         else:
             self._refuse_to_recreate()
             state = ManifestState()
+            # CURRENT first: a crash before it leaves no WAL segment behind, so the
+            # half-created store is still recognised as new on the next open.
+            self._manifest = Manifest.open_for_append(env, path, state)
         wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
         self._wal = Log.open(f"{path}/wal", options=wal_opts, env=env, lock=False)
         self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
@@ -152,7 +155,7 @@ class Store(Keyspace):
             logger.warning("WAL of %s ends at seq %d, before the manifest's wal_seq %d; "
                            "continuing from the log", path, self._wal.last_seq, state.wal_seq)
             state.wal_seq = self._wal.last_seq + 1
-        if not self._read_only:
+        if not self._read_only and self._manifest is None:
             self._manifest = Manifest.open_for_append(env, path, state)
         return state
 
