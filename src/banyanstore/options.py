@@ -79,7 +79,7 @@ class Options:
     # --- memtables and tables ------------------------------------------------------
     memtable_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 36))
     max_immutable_memtables: int = field(default=2, metadata=_range(1, 64))
-    block_size: int = field(default=16 * KiB, metadata=_range(1 * KiB, 4 * MiB))
+    block_size: int = field(default=4 * KiB, metadata=_range(1 * KiB, 4 * MiB))
     compression: str = field(default="lz4", metadata=_choice(*COMPRESSIONS))
     zstd_level: int = field(default=3, metadata=_range(-7, 22))
     bloom_bits_per_key: int = field(default=12, metadata=_range(0, 64))

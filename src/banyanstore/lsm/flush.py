@@ -63,7 +63,10 @@ def build_table(store: Store, ks_id: int, entries: Any) -> tuple[TableReader, Ta
     path = table_path(store.path, file_no)
     builder = TableBuilder(store._env, path, store.options)
     try:
-        builder.add_many(entries)
+        if isinstance(entries, tuple):  # columns (keys, versions, values) of a memtable
+            builder.add_sorted_columns(*entries)
+        else:
+            builder.add_many(entries)
         if builder.entry_count == 0:
             builder.abandon()
             return None
@@ -206,7 +209,7 @@ class Flusher:
         infos: list[TableInfo] = []
         try:
             for ks_id, mem in job.mems.items():
-                result = build_table(store, ks_id, mem.flush_entries())
+                result = build_table(store, ks_id, mem.flush_columns())
                 if result is not None:
                     built[ks_id], info = result
                     infos.append(info)

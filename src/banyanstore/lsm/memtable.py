@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Final
 
 __all__ = ["Memtable", "MISSING", "ENTRY_OVERHEAD"]
+
+_first, _second = itemgetter(0), itemgetter(1)
 
 MISSING: Final = object()
 """Returned by :meth:`Memtable.get` when the memtable has no visible entry."""
@@ -128,6 +131,28 @@ class Memtable:
                     break
                 i -= 2
         return out
+
+    def flush_columns(self) -> tuple[list[bytes], list[int], list[bytes | None]]:
+        """Every entry in table order as three parallel lists (keys, versions,
+        values), built with C-level passes when no key has several versions.
+        REQUIRES: the memtable is immutable (no more writes)."""
+        keys = self.sorted_keys()
+        lists = list(map(self._data.__getitem__, keys))
+        if max(map(len, lists), default=2) == 2:
+            return keys, list(map(_first, lists)), list(map(_second, lists))
+        out_k: list[bytes] = []
+        out_v: list[int] = []
+        out_x: list[bytes | None] = []
+        for k, lst in zip(keys, lists, strict=True):
+            if len(lst) == 2:
+                out_k.append(k)
+                out_v.append(lst[0])
+                out_x.append(lst[1])
+            else:
+                out_k += [k] * (len(lst) // 2)
+                out_v += lst[-2::-2]
+                out_x += lst[-1::-2]
+        return out_k, out_v, out_x
 
     def flush_entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every entry in table order: key ascending, version descending.

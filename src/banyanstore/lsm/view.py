@@ -138,8 +138,8 @@ class View:
 
     def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
              reverse: bool, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
-        sources = [memtable_runs(self.mem, start, end, version, reverse)]
-        sources += [memtable_runs(m, start, end, version, reverse) for m in self.imms]
+        sources = [memtable_runs(m, start, end, version, reverse)
+                   for m in (self.mem, *self.imms) if m.entries]
         for t in self.tables:
             if t.min_version > version:
                 continue
