@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,7 +42,8 @@ from ..errors import CorruptionError
 from ..io.base import Env, WritableFile
 from .timemap import TimeMap
 
-__all__ = ["ManifestState", "TableInfo", "Manifest", "STORE_FORMAT"]
+__all__ = ["ManifestState", "TableInfo", "Manifest", "ManifestRecord", "STORE_FORMAT", "replay",
+           "walk_manifest", "current_text", "parse_current"]
 
 STORE_FORMAT: Final = 1
 MAGIC: Final = b"BNYMANI\0"
@@ -184,25 +186,14 @@ class Manifest:
             except OSError:  # includes StorageIOError; remove_orphans retries at open
                 pass
             raise
-        text = f"{CURRENT_PREFIX}{name} {crc32c.crc32c(name.encode()):08x}\n"
         env.sync_dir(dirname)
-        env.write_file_atomic(f"{dirname}/CURRENT", text.encode())
+        env.write_file_atomic(f"{dirname}/CURRENT", current_text(name).encode())
         return cls(env, dirname, name, fh, state)
 
     @staticmethod
     def current_name(env: Env, dirname: str) -> str:
         path = f"{dirname}/CURRENT"
-        raw = env.read_file(path)
-        try:
-            text = raw.decode()
-            if not text.startswith(CURRENT_PREFIX) or not text.endswith("\n"):
-                raise ValueError
-            name, crc_hex = text[len(CURRENT_PREFIX):-1].split(" ")
-            if int(crc_hex, 16) != crc32c.crc32c(name.encode()) or not name.startswith("MANIFEST-"):
-                raise ValueError
-        except ValueError as exc:
-            raise CorruptionError("CURRENT is malformed or fails its checksum", path=path) from exc
-        return name
+        return parse_current(env.read_file(path), path)
 
     @classmethod
     def load(cls, env: Env, dirname: str) -> ManifestState:
@@ -262,8 +253,40 @@ class Manifest:
         self._fh.close()
 
 
-def replay(data: bytes, path: str) -> ManifestState:
-    """Rebuild the state from the bytes of a manifest file."""
+def current_text(manifest_name: str) -> str:
+    """The exact contents of a CURRENT file naming ``manifest_name``."""
+    return f"{CURRENT_PREFIX}{manifest_name} {crc32c.crc32c(manifest_name.encode()):08x}\n"
+
+
+def parse_current(raw: bytes, path: str) -> str:
+    """The manifest name a CURRENT file holds; CorruptionError if it is malformed."""
+    try:
+        text = raw.decode()
+        if not text.startswith(CURRENT_PREFIX) or not text.endswith("\n"):
+            raise ValueError
+        name, crc_hex = text[len(CURRENT_PREFIX):-1].split(" ")
+        if int(crc_hex, 16) != crc32c.crc32c(name.encode()) or not name.startswith("MANIFEST-"):
+            raise ValueError
+    except ValueError:
+        raise CorruptionError("CURRENT is malformed or fails its checksum", path=path,
+                              offset=0) from None
+    return name
+
+
+@dataclass
+class ManifestRecord:
+    """One record of a manifest file: where it is and the edit it holds (None if torn)."""
+
+    offset: int
+    length: int
+    edit: dict[str, Any] | None
+    torn: str | None = None  # why the record is a torn tail
+
+
+def walk_manifest(data: bytes, path: str) -> Iterator[ManifestRecord]:
+    """The records of a manifest file.  A torn last record (never acknowledged) is
+    yielded with ``torn`` set; damage followed by more data, a bad header or bad
+    JSON raise CorruptionError."""
     if len(data) < FILE_HEADER.size:
         raise CorruptionError("manifest shorter than its header", path=path, offset=0)
     magic, fmt, crc = FILE_HEADER.unpack_from(data, 0)
@@ -273,28 +296,42 @@ def replay(data: bytes, path: str) -> ManifestState:
     if fmt > STORE_FORMAT:
         raise CorruptionError(f"manifest format {fmt} is newer than supported ({STORE_FORMAT})",
                               path=path, offset=0)
-    state = ManifestState()
-    pos, n, records = FILE_HEADER.size, len(data), 0
+    pos, n = FILE_HEADER.size, len(data)
     while pos < n:
         if pos + RECORD_HEADER.size > n:
-            break  # torn tail: the edit was never acknowledged
+            yield ManifestRecord(pos, n - pos, None, "partial record header")
+            return
         length, crc = RECORD_HEADER.unpack_from(data, pos)
-        start, end = pos + RECORD_HEADER.size, pos + RECORD_HEADER.size + length
+        end = pos + RECORD_HEADER.size + length
         if end > n:
-            break  # torn tail
-        payload = data[start:end]
+            yield ManifestRecord(pos, n - pos, None, f"record of {length} bytes cut short")
+            return
+        payload = data[pos + RECORD_HEADER.size:end]
         if crc32c.crc32c(payload) != crc:
             if end == n:
-                break  # torn last record
+                yield ManifestRecord(pos, n - pos, None, "last record fails its checksum")
+                return
             raise CorruptionError("manifest edit fails its checksum", path=path, offset=pos)
         try:
             edit = json.loads(payload)
         except ValueError as exc:
             raise CorruptionError("manifest edit is not valid JSON", path=path, offset=pos) from exc
-        for e in _expand_snapshot(edit):
+        if not isinstance(edit, dict):
+            raise CorruptionError("manifest edit is not a JSON object", path=path, offset=pos)
+        yield ManifestRecord(pos, length, edit)
+        pos = end
+
+
+def replay(data: bytes, path: str) -> ManifestState:
+    """Rebuild the state from the bytes of a manifest file."""
+    state = ManifestState()
+    records = 0
+    for rec in walk_manifest(data, path):
+        if rec.edit is None:
+            break  # torn tail: the edit was never acknowledged
+        for e in _expand_snapshot(rec.edit):
             state.apply(e, path)
         records += 1
-        pos = end
     if records == 0:
         raise CorruptionError("manifest holds no complete edit", path=path, offset=FILE_HEADER.size)
     return state
