@@ -88,7 +88,7 @@ class Options:
     max_value_size: int = field(default=64 * MiB, metadata=_range(0, 1 << 31))
     # --- compaction and retention ---------------------------------------------------
     compaction: bool = True
-    compaction_mode: str = field(default="thread", metadata=_choice(*COMPACTION_MODES))
+    compaction_mode: str = field(default="process", metadata=_choice(*COMPACTION_MODES))
     compaction_min_width: int = field(default=4, metadata=_range(2, 1024))
     compaction_max_width: int = field(default=8, metadata=_range(2, 1024))
     compaction_size_ratio: float = field(default=1.7, metadata=_range(1.0, 100.0))
@@ -129,13 +129,31 @@ class Options:
     def replace(self, **changes: Any) -> Options:
         """A copy with some options changed (validated)."""
         _check_names(changes, "Options.replace")
-        return dataclasses.replace(self, **changes)
+        copy = dataclasses.replace(self, **changes)
+        object.__setattr__(copy, "_explicit", self.explicit | frozenset(changes))
+        return copy
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        """Names of the options given explicitly when this object was made (they
+        outrank environment variables; see :func:`resolve_options`)."""
+        return getattr(self, "_explicit", frozenset())
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _FIELDS = {f.name: f for f in fields(Options)}
+_dataclass_init = Options.__init__
+
+
+def _init_recording_explicit(self: Options, *args: Any, **kwargs: Any) -> None:
+    _dataclass_init(self, *args, **kwargs)
+    names = [f.name for f in fields(Options)][:len(args)] + list(kwargs)
+    object.__setattr__(self, "_explicit", frozenset(names))
+
+
+Options.__init__ = _init_recording_explicit  # type: ignore[method-assign]
 
 
 def _check_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -221,10 +239,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def _explicit_fields(opts: Options) -> dict[str, Any]:
-    """Fields of ``opts`` that differ from the defaults (i.e. were set in code)."""
-    base = Options()
-    return {name: getattr(opts, name) for name in _FIELDS
-            if getattr(opts, name) != getattr(base, name)}
+    """Fields of ``opts`` that were given explicitly (in code, or in its file)."""
+    return {name: getattr(opts, name) for name in opts.explicit}
 
 
 def resolve_options(options: Options | None = None, kwargs: Mapping[str, Any] | None = None,

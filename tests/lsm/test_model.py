@@ -30,7 +30,8 @@ def test_store_matches_model_more_seeds(tmp_path, seed):
     def open_store():
         return banyanstore.open(tmp_path / "db", io_mode="sync", **SMALL,
                                 history_retention=None if seed % 2 else 1e9,
-                                compression=("none", "lz4", "zstd")[seed])
+                                compression=("none", "lz4", "zstd")[seed],
+                                compaction_mode=("thread", "process", "process")[seed])
 
     store, _ = run_workload(open_store, seed=1000 + seed, steps=2500, n_keys=1000)
     store.close()

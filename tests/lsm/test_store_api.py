@@ -237,6 +237,11 @@ def test_merges_do_not_leak_file_descriptors(tmp_path):
         return len(os.listdir("/proc/self/fd"))
 
     with banyanstore.open(tmp_path / "db", memtable_size=64 * 1024, compaction_min_width=2) as s:
+        for i in range(400):  # one merge first, so worker processes (if any) are running
+            s.put(b"%05d" % i, b"first" * 40)
+        s.flush()
+        s.compact()
+        gc.collect()
         before = open_fds()
         for round_ in range(30):
             for i in range(400):

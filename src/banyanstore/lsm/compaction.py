@@ -33,6 +33,7 @@ from .flush import table_path
 from .manifest import TableInfo
 from .merge import MergeSpec, build_merged, run_merge
 from .view import KeyspaceState, View
+from .workers import offload
 
 if TYPE_CHECKING:
     from .store import Store
@@ -92,7 +93,6 @@ class Compactor:
         self.tables_dropped_by_ttl = 0
         self.entries_in = 0
         self.entries_out = 0
-        self._pool: Any = None
 
     # -- thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -109,9 +109,6 @@ class Compactor:
             self._cv.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     def _run(self) -> None:
         backoff = BACKOFF_START
@@ -228,18 +225,10 @@ class Compactor:
 
     def _build(self, inputs: tuple[Any, ...], out_path: str, spec: MergeSpec) -> Any:
         store = self._store
-        if store.options.compaction_mode == "process" and store._env.mode != "memory":
-            pool = self._process_pool()
+        if offload(store):
             paths = [table_path(store.path, t.file_no) for t in inputs]
-            return pool.submit(run_merge, paths, out_path, store.options, spec).result()
+            return store._workers.submit("merge", run_merge, paths, out_path, store.options, spec)
         return build_merged(store._env, inputs, out_path, store.options, spec)
-
-    def _process_pool(self) -> Any:
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
-        return self._pool
 
     def _install(self, ks: KeyspaceState, inputs: tuple[Any, ...], reader: Any,
                  info: TableInfo | None, floor: int, out_path: str) -> None:

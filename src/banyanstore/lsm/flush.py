@@ -34,6 +34,7 @@ from ..sstable.reader import TableReader
 from .manifest import TableInfo
 from .memtable import Memtable
 from .view import View
+from .workers import build_table_in_worker, offload
 
 if TYPE_CHECKING:
     from .store import Store
@@ -56,24 +57,25 @@ class PendingFlush:
     wal_seq: int
 
 
-def build_table(store: Store, ks_id: int, entries: Any) -> tuple[TableReader, TableInfo] | None:
-    """Write ``entries`` (internal order) to a new table of keyspace ``ks_id``, sync
-    it and open it.  On failure the partial file is removed and the error raised."""
+def build_table(store: Store, ks_id: int, entries: tuple[list[bytes], list[int], list[bytes | None]]
+                ) -> tuple[TableReader, TableInfo] | None:
+    """Write memtable columns (keys, versions, values in internal order) to a new table
+    of keyspace ``ks_id`` -- in a worker process in process mode -- sync it and open
+    it.  On failure the partial file is removed and the error raised."""
     file_no = store._allocate_file_no()
     path = table_path(store.path, file_no)
-    builder = TableBuilder(store._env, path, store.options)
-    try:
-        if isinstance(entries, tuple):  # columns (keys, versions, values) of a memtable
+    if not entries[0]:
+        return None
+    if offload(store):
+        meta = store._workers.submit("flush", build_table_in_worker, path, store.options, *entries)
+    else:
+        builder = TableBuilder(store._env, path, store.options)
+        try:
             builder.add_sorted_columns(*entries)
-        else:
-            builder.add_many(entries)
-        if builder.entry_count == 0:
+            meta = builder.finish()
+        except BaseException:
             builder.abandon()
-            return None
-        meta = builder.finish()
-    except BaseException:
-        builder.abandon()
-        raise
+            raise
     try:
         reader = TableReader.open(store._env, path, store._cache)
     except BaseException:

@@ -53,6 +53,7 @@ from .recovery import open_tables, remove_orphans, replay_wal
 from .timemap import TimeMap
 from .view import KeyspaceState, View
 from .wal import encode_batch, encode_one
+from .workers import WorkerPools
 
 __all__ = ["Store"]
 
@@ -68,7 +69,7 @@ class Store(Keyspace):
                  "_history_floor", "_snapshots", "_closed", "_read_only", "_mem_bytes",
                  "_cache", "_flusher", "_timemap", "_next_sample_ms", "_sync_default", "_clock",
                  "_compactor", "_ttl_cache", "_deferred_deletes", "_max_key", "_max_value",
-                 "_memtable_size", "_wal_append", "_wal_sync", "__weakref__")
+                 "_memtable_size", "_wal_append", "_wal_sync", "_workers", "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -108,6 +109,7 @@ class Store(Keyspace):
         self._memtable_size = opts.memtable_size
         self._cache = BlockCache(opts.block_cache_size)
         self._flusher: Flusher | None = None
+        self._workers = WorkerPools()
         self._compactor: Any = None
         self._wal: Log | None = None
         self._manifest: Manifest | None = None
@@ -197,6 +199,7 @@ class Store(Keyspace):
             self._compactor.start()
 
     def _abort_open(self) -> None:
+        self._workers.shutdown()
         for closer in (getattr(self._compactor, "stop", None),
                        getattr(self._flusher, "stop", None),
                        getattr(self._wal, "close", None),
@@ -543,6 +546,7 @@ class Store(Keyspace):
                 closer()
             except (BanyanStoreError, OSError) as exc:
                 errors.append(exc)
+        self._workers.shutdown()
         for ks in self._ks_by_id.values():
             for t in ks.view.tables:
                 t.close()

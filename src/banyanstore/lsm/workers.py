@@ -1,0 +1,127 @@
+"""Worker processes for background table building (``compaction_mode="process"``).
+
+Python threads share one interpreter lock, so a flush or a merge running on a
+thread takes CPU time from the store's writers and readers.  In process mode
+the CPU-heavy part -- encoding, compressing and checksumming a table -- runs
+in a worker process (one for flushes, one for merges, so a long merge never
+delays a flush); the store keeps everything that decides what is live: file
+numbers, the fsync of the directory, the manifest edit and the views.
+
+A worker is a plain ``python -m banyanstore.lsm.worker`` child speaking
+pickled ``(function, args)`` requests and ``(ok, result)`` replies over its
+stdin/stdout -- not a ``multiprocessing`` pool, whose helper processes outlive
+a killed parent and keep its pipes open.  A worker exits when its stdin closes
+and, on Linux, is killed with its parent (``PR_SET_PDEATHSIG``).  If a worker
+dies, the call fails with :class:`StorageIOError` (the flush or merge is then
+retried on a fresh worker).  A worker killed mid-table leaves a partial file
+that no manifest names: an orphan, removed at the next open.
+
+Workers write through a plain :class:`~banyanstore.io.posix.PosixEnv` (writes
+are plain syscalls in every IO mode), so process mode applies to stores on a
+real filesystem; stores on other envs (crash simulator, fault injection)
+build on threads.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from ..errors import StorageIOError
+from ..io.posix import PosixEnv
+
+__all__ = ["WorkerPools", "Worker", "offload", "build_table_in_worker"]
+
+
+def offload(store: Any) -> bool:
+    """Whether ``store`` builds tables in worker processes."""
+    return store.options.compaction_mode == "process" and isinstance(store._env, PosixEnv)
+
+
+class Worker:
+    """One child process serving calls one at a time.  Thread-safe."""
+
+    def __init__(self) -> None:
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "banyanstore.lsm.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=env)
+        self._lock = threading.Lock()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in the worker; its exception is re-raised here."""
+        with self._lock:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            try:
+                pickle.dump((fn, args), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self._proc.stdin.flush()
+                ok, result = pickle.load(self._proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self.close()
+                raise StorageIOError(f"background worker process {self._proc.pid} died "
+                                     f"(exit status {self._proc.poll()})", op="worker") from exc
+        if not ok:
+            raise result
+        return result
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def close(self) -> None:
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class WorkerPools:
+    """Lazily started workers, one per purpose ("flush", "merge")."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, Worker] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, purpose: str, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker for ``purpose``; returns its result."""
+        with self._lock:
+            worker = self._workers.get(purpose)
+            if worker is None or not worker.alive:
+                worker = self._workers[purpose] = Worker()
+        return worker.call(fn, *args)
+
+    def pids(self) -> list[int]:
+        return [w._proc.pid for w in self._workers.values() if w.alive]
+
+    def shutdown(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for w in workers:
+            w.close()
+
+
+def build_table_in_worker(path: str, options: Any, keys: list[bytes], versions: list[int],
+                          values: list[bytes | None]) -> Any:
+    """Write a table from memtable columns (in a worker); returns its TableMeta.
+    The partial file is removed on failure."""
+    from ..sstable.builder import TableBuilder
+    builder = TableBuilder(PosixEnv(), path, options)
+    try:
+        builder.add_sorted_columns(keys, versions, values)
+        return builder.finish()
+    except BaseException:
+        builder.abandon()
+        raise
