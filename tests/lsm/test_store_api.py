@@ -285,3 +285,36 @@ def test_every_read_after_close_raises(tmp_path):
                  lambda: s.put(b"k", b"v"), lambda: s.flush(), lambda: s.sync()):
         with pytest.raises(StoreClosedError):
             call()
+
+
+def test_bloom_counters_and_cache_hit_rate_in_stats(tmp_path):
+    with banyanstore.open(tmp_path / "db", compaction=False) as s:
+        for i in range(5000):
+            s.put(b"key%05d" % i, b"v")
+        s.flush()
+        for i in range(2000):
+            assert s.get(b"key%05dx" % i) is None  # inside the fences: the filter decides
+            assert s.get(b"key%05d" % i) == b"v"
+        st = s.stats()
+        assert st["bloom"]["useful"] >= 1900  # 12 bits/key: ~1% false positives
+        assert st["bloom"]["passed_but_missed"] <= 100
+        assert st["block_cache"]["hits"] > 0 and 0 < st["block_cache"]["hit_rate"] <= 1
+
+
+def test_compact_one_keyspace_and_range_with_progress(tmp_path):
+    with banyanstore.open(tmp_path / "db", compaction=False, memtable_size=1 << 20) as s:
+        idx = s.keyspace("idx")
+        for round_ in range(4):
+            for i in range(300):
+                s.put(b"a%04d" % i, b"r%d" % round_ * 30)
+                idx.put(b"b%04d" % i, b"r%d" % round_ * 30)
+            s.flush()
+        tables = lambda: {k: v["tables"] for k, v in s.stats()["keyspaces"].items()}  # noqa: E731
+        assert tables() == {"default": 4, "idx": 4}
+        seen = []
+        summary = s.compact("idx", progress=seen.append)
+        assert tables() == {"default": 4, "idx": 1} and summary["merges"] == 1
+        assert seen and seen[-1]["keyspace"] == "idx"
+        s.compact(start=b"a0100", end=b"a0200")  # every table spans the range: all merge
+        assert tables()["default"] == 1
+        assert s.get(b"a0005") == b"r3" * 30 and idx.get(b"b0299") == b"r3" * 30

@@ -16,6 +16,13 @@ def _table_stats(t: Any) -> dict[str, Any]:
             "max_version": t.max_version}
 
 
+def _cache_stats(cache: Any) -> dict[str, Any]:
+    st = dict(cache.stats())
+    lookups = st.get("hits", 0) + st.get("misses", 0)
+    st["hit_rate"] = round(st.get("hits", 0) / lookups, 4) if lookups else None
+    return st
+
+
 def collect(store: Store) -> dict[str, Any]:
     keyspaces: dict[str, Any] = {}
     bloom_useful = bloom_fp = 0
@@ -24,7 +31,7 @@ def collect(store: Store) -> dict[str, Any]:
         tables = [_table_stats(t) for t in view.tables]
         for t in view.tables:
             bloom_useful += getattr(t, "bloom_useful", 0)
-            bloom_fp += getattr(t, "bloom_false_positives", 0)
+            bloom_fp += getattr(t, "bloom_passed_misses", 0)
         keyspaces[ks.name] = {
             "id": ks.id, "ttl": ks.ttl,
             "memtable_bytes": view.mem.approx_bytes, "memtable_entries": view.mem.entries,
@@ -38,8 +45,8 @@ def collect(store: Store) -> dict[str, Any]:
         "live_snapshots": sum(store._snapshots.values()),
         "keyspaces": keyspaces,
         "memtable_bytes": store._mem_bytes,
-        "block_cache": cache.stats(),
-        "bloom": {"useful": bloom_useful, "false_positives": bloom_fp},
+        "block_cache": _cache_stats(cache),
+        "bloom": {"useful": bloom_useful, "passed_but_missed": bloom_fp},
         "io": store._env.describe(),
     }
     out["io_mode"] = out["io"].get("io_mode")

@@ -75,6 +75,12 @@ class TableReader:
         self._file = file
         self.cache = cache
         self.table_id = new_table_id()
+        # Filter effectiveness for stats(): lookups the filter answered alone, and
+        # lookups it let through that found nothing at the version asked (false
+        # positives, plus keys this table holds only at newer versions).  Counted
+        # without a lock: approximate under concurrent readers.
+        self.bloom_useful = 0
+        self.bloom_passed_misses = 0
         self._base = cache_key(self.table_id, 0)
         self._cache_put = cache.put
         self._verify = verify
@@ -218,6 +224,7 @@ class TableReader:
                 key_hash = _xxh3(key)
             m = self._masks[key_hash >> self._shift]
             if words[key_hash % self._nwords] & m != m:
+                self.bloom_useful += 1
                 return MISS
         lk = self._last_keys
         i = bisect_left(lk, key)  # < nblocks: key <= largest_key == lk[-1]
@@ -236,7 +243,10 @@ class TableReader:
         else:
             block.ref = True
             self.cache.hits += 1
-        return block.lookup(key, version)
+        found = block.lookup(key, version)
+        if not found[0] and words is not None:
+            self.bloom_passed_misses += 1
+        return found
 
     def history(self, key: bytes) -> list[tuple[int, bytes | None]]:
         """Every ``(version, value)`` of ``key`` in this table, newest first."""
