@@ -97,6 +97,11 @@ def run(root: str, spans: int = 200_000) -> dict[str, object]:
     n = sum(1 for _ in store.scan())
     results.append(("scan all: live spans", f"{n:,}"))
     results.append(("scan all: entries/s", f"{n / (time.perf_counter() - began):,.0f}"))
+    began = time.perf_counter()
+    probes = [f"span:{rng.randrange(spans):010d}".encode() for _ in range(20_000)]
+    found = sum(store.get(k) is not None for k in probes)
+    results.append(("random gets: found / asked", f"{found:,} / {len(probes):,}"))
+    results.append(("random gets/s", f"{len(probes) / (time.perf_counter() - began):,.0f}"))
     stats = store.stats()
     results.append(("io mode", stats["io_mode"]))
     results.append(("block cache hit rate", stats["block_cache"].get("hit_rate", "n/a")))
