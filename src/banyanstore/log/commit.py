@@ -35,7 +35,7 @@ __all__ = ["GroupCommit", "IntervalSyncer", "ALREADY_SYNCED"]
 
 _log = logging.getLogger("banyanstore.log")
 #: longest a leader waits for writers already inside append(sync=True) to join its batch
-MAX_GATHER_SECONDS = 0.001
+MAX_GATHER_SECONDS = 0.002
 
 
 class _Syncable(Protocol):
@@ -69,6 +69,8 @@ class GroupCommit:
         self.durable_seq = durable_seq
         self.error: BaseException | None = None
         self.syncs = 0  # fdatasyncs run by leaders
+        self._last_sync_seconds = 0.0
+        self._last_batch = 0  # records the last sync covered
         self.waits = 0  # wait_durable calls that had to wait for (or run) a sync
 
     def check(self) -> None:
@@ -111,15 +113,24 @@ class GroupCommit:
         covered, ok = 0, False
         # Let writers that were just woken, or are mid-append, join this sync instead
         # of leaving them for the next one: batches of N instead of ping-pong halves.
+        # When the last sync served several writers (concurrency is real), also give
+        # the ones still waking up a fraction of a sync's time to append: it costs
+        # each writer at most half a sync of latency and saves whole syncs.
         time.sleep(0)
         with self._cond:
-            deadline = time.monotonic() + MAX_GATHER_SECONDS
-            while self._arriving > 0 and (left := deadline - time.monotonic()) > 0:
+            now = time.monotonic()
+            linger = min(MAX_GATHER_SECONDS, 0.5 * self._last_sync_seconds) if self._last_batch > 1 else 0.0
+            deadline = now + max(linger, 0.0)
+            hard = now + MAX_GATHER_SECONDS
+            while (left := (hard if self._arriving > 0 else deadline) - time.monotonic()) > 0:
                 self._gather.wait(left)
         try:
             covered, file = self._collect()
             if covered > self.durable_seq:
+                began = time.monotonic()
                 file.sync()
+                self._last_sync_seconds = time.monotonic() - began
+                self._last_batch = covered - self.durable_seq
                 self.syncs += 1
             ok = True
         except BaseException as exc:

@@ -99,29 +99,28 @@ class View:
         if not pending or not tables:
             return out
         from ..sstable.reader import read_blocks  # the table layer's batched block loader
-        hashes = {i: _hash(keys[i]) for i in pending}
-        plans: list[tuple[Any, dict[int, int]]] = []  # per table: key index -> block no
-        wanted: dict[tuple[int, int], tuple[Any, int]] = {}
-        for t in tables:
-            lo, hi = t.smallest_key, t.largest_key
-            idx = [i for i in pending if lo <= keys[i] <= hi]
-            nos = t.plan_blocks([keys[i] for i in idx], version, [hashes[i] for i in idx]) if idx else []
-            plan = {i: b for i, b in zip(idx, nos, strict=True) if b >= 0}
-            plans.append((t, plan))
-            for b in plan.values():
-                wanted[(id(t), b)] = (t, b)
-        requests = list(wanted.values())
-        blocks = dict(zip(((id(t), b) for t, b in requests), read_blocks(env, requests), strict=True))
+        # For each key, the first (newest) table whose fences, filter and index say
+        # it may hold the key: that table's block decides unless the filter lied.
+        where: list[tuple[int, int, Any, int]] = []  # (key index, table index, table, block)
         for i in pending:
-            for t, plan in plans:
-                b = plan.get(i)
-                if b is None:
-                    continue
-                found, value, v = t.get_in_block(blocks[(id(t), b)], keys[i], version)
-                if found:
-                    if v >= floor:
-                        out[i] = value
+            k = keys[i]
+            h = _hash(k)
+            for ti, t in enumerate(tables):
+                b = t.locate(k, version, h)
+                if b >= 0:
+                    where.append((i, ti, t, b))
                     break
+        requests = list(dict.fromkeys((t, b) for _, _, t, b in where))
+        blocks = dict(zip(requests, read_blocks(env, requests), strict=True))
+        for i, ti, t, b in where:
+            found, value, v = t.get_in_block(blocks[(t, b)], keys[i], version)
+            if not found:  # a filter false positive: ask the older tables one by one
+                e = _first_entry(tables[ti + 1:], keys[i], version)
+                if e is None:
+                    continue
+                v, value = e
+            if v >= floor:
+                out[i] = value
         return out
 
     def history(self, key: bytes, version: int) -> list[tuple[int, bytes | None]]:
@@ -147,6 +146,15 @@ class View:
                 continue
             sources.append(table_runs(t, start, end, reverse))
         return scan_merged(sources, version, floor, reverse, limit)
+
+
+def _first_entry(tables: Sequence[Any], key: bytes, version: int) -> tuple[int, bytes | None] | None:
+    h = _hash(key)
+    for t in tables:
+        found, value, v = t.get(key, version, h)
+        if found:
+            return v, value
+    return None
 
 
 class KeyspaceState:
