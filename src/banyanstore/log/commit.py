@@ -36,6 +36,8 @@ __all__ = ["GroupCommit", "IntervalSyncer", "ALREADY_SYNCED"]
 _log = logging.getLogger("banyanstore.log")
 #: longest a leader waits for writers already inside append(sync=True) to join its batch
 MAX_GATHER_SECONDS = 0.002
+#: with concurrent synced writers, a leader waits this fraction of the last sync time for more
+LINGER = 0.5
 
 
 class _Syncable(Protocol):
@@ -119,7 +121,7 @@ class GroupCommit:
         time.sleep(0)
         with self._cond:
             now = time.monotonic()
-            linger = min(MAX_GATHER_SECONDS, 0.5 * self._last_sync_seconds) if self._last_batch > 1 else 0.0
+            linger = min(MAX_GATHER_SECONDS, LINGER * self._last_sync_seconds) if self._last_batch > 1 else 0.0
             deadline = now + max(linger, 0.0)
             hard = now + MAX_GATHER_SECONDS
             while (left := (hard if self._arriving > 0 else deadline) - time.monotonic()) > 0:
