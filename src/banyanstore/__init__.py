@@ -14,6 +14,9 @@ Two storage kinds behind concise interfaces:
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any
+
 from . import errors
 from .errors import (
     BanyanStoreError,
@@ -30,6 +33,11 @@ from .errors import (
 )
 from .options import Options
 
+if TYPE_CHECKING:
+    from .io.base import Env
+    from .log.log import Log
+    from .lsm.store import Store
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -39,13 +47,17 @@ __all__ = [
 ]
 
 
-def open_log(path, *, options=None, env=None, **kwargs):  # type: ignore[no-untyped-def]
-    """Open (or create) the append-only log in directory ``path``."""
+def open_log(path: str | os.PathLike[str], *, options: Options | None = None, env: Env | None = None,
+             **kwargs: Any) -> Log:
+    """Open (or create) the append-only log in directory ``path``; options as keyword
+    arguments or ``options=`` (see :class:`Options`)."""
     from .log.log import Log
     return Log.open(path, options=options, env=env, **kwargs)
 
 
-def open(path, *, options=None, env=None, **kwargs):  # type: ignore[no-untyped-def]  # noqa: A001
-    """Open (or create) the LSM store in directory ``path``."""
+def open(path: str | os.PathLike[str], *, options: Options | None = None,  # noqa: A001
+         env: Env | None = None, **kwargs: Any) -> Store:
+    """Open (or create) the LSM store in directory ``path``; options as keyword
+    arguments or ``options=`` (see :class:`Options`)."""
     from .lsm.store import Store
     return Store.open(path, options=options, env=env, **kwargs)

@@ -61,7 +61,7 @@ class BanyanDbm(MutableMapping[Any, bytes]):
         value = self._store.get(_encode(key, "key"))
         if value is None:
             raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._write(lambda: self._store.put(_encode(key, "key"), _encode(value, "value")))
@@ -111,7 +111,7 @@ class BanyanDbm(MutableMapping[Any, bytes]):
         if value is _MISSING:
             self[key] = default
             return _encode(default, "value")
-        return value  # type: ignore[no-any-return]
+        return value
 
     def sync(self) -> None:
         self._check()

@@ -121,7 +121,9 @@ class GroupCommit:
         time.sleep(0)
         with self._cond:
             now = time.monotonic()
-            linger = min(MAX_GATHER_SECONDS, LINGER * self._last_sync_seconds) if self._last_batch > 1 else 0.0
+            linger = 0.0
+            if self._last_batch > 1:
+                linger = min(MAX_GATHER_SECONDS, LINGER * self._last_sync_seconds)
             deadline = now + max(linger, 0.0)
             hard = now + MAX_GATHER_SECONDS
             while (left := (hard if self._arriving > 0 else deadline) - time.monotonic()) > 0:

@@ -313,7 +313,8 @@ class Compactor:
                 if (start is None or t.largest_key >= start) and (end is None or t.smallest_key < end)]
         if not idx:
             return []
-        runs, cur = [], []
+        runs: list[tuple[Any, ...]] = []
+        cur: list[Any] = []
         for t in tables[idx[0]:idx[-1] + 1]:
             if t.file_no in self.quarantined:
                 if cur:

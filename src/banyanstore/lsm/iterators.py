@@ -78,7 +78,7 @@ def table_runs(reader: Any, start: bytes | None, end: bytes | None, reverse: boo
     """Runs of a table's internal entries, each in ascending internal order (the
     reader's ``scan_runs``: a block's worth each, the first one short for seeks).
     ``fill_cache=False`` keeps a long read (a merge) from evicting hot blocks."""
-    return reader.scan_runs(start, end, reverse=reverse, fill_cache=fill_cache)  # type: ignore[no-any-return]
+    return reader.scan_runs(start, end, reverse=reverse, fill_cache=fill_cache)
 
 
 class _Source:

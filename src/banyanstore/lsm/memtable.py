@@ -117,7 +117,7 @@ class Memtable:
         """``(key, entry_version, value)`` of the newest entry <= ``version`` for each
         of ``keys`` that has one, in the order of ``keys``."""
         data = self._data
-        out = []
+        out: list[tuple[bytes, int, bytes | None]] = []
         append = out.append
         for k in keys:
             lst = data[k]

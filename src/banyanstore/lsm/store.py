@@ -40,7 +40,7 @@ from ..errors import (
     StoreNotFoundError,
     VersionUnavailableError,
 )
-from ..io import Env, make_env
+from ..io import Env, FileLock, make_env
 from ..log.log import Log
 from ..options import Options, resolve_options
 from ..sstable.cache import BlockCache
@@ -95,7 +95,7 @@ class Store(Keyspace):
         self._clock = time.time if clock is None else clock
         self._read_only = opts.read_only
         self._closed = True  # until fully open
-        self._lock = None
+        self._lock: FileLock | None = None
         self._write_lock = threading.Lock()
         self._state_lock = threading.RLock()
         self._snapshots: Counter[int] = Counter()
@@ -277,7 +277,7 @@ class Store(Keyspace):
         if value is not None and len(value) > self.options.max_value_size:
             raise EntryTooLargeError(f"value of {len(value)} bytes exceeds max_value_size "
                                      f"({self.options.max_value_size})")
-        return key  # type: ignore[return-value]
+        return key
 
     def _write_one(self, ks: KeyspaceState, key: object, value: bytes | None,
                    sync: bool | None) -> int:
@@ -320,7 +320,7 @@ class Store(Keyspace):
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
-            self._wal.sync(upto_seq=seq)
+            self._wal_sync(upto_seq=seq)
         return v
 
     def _sample_time(self, version: int, ms: int) -> None:
@@ -412,7 +412,7 @@ class Store(Keyspace):
             from .compaction import Compactor
             self._compactor = Compactor(self)
         ks = None if keyspace is None else self._resolve_keyspace(keyspace)
-        return self._compactor.compact_all(ks, start=start, end=end, progress=progress)  # type: ignore[no-any-return]
+        return self._compactor.compact_all(ks, start=start, end=end, progress=progress)
 
     # -- manifest helpers (REQUIRES: _state_lock held) --------------------------------------
     def _allocate_file_no(self) -> int:

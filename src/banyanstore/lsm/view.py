@@ -56,7 +56,7 @@ class View:
                 continue
             found, value, _v = t.get(key, version, h)
             if found:
-                return value  # type: ignore[no-any-return]
+                return value
         return None
 
     def get_entry(self, key: bytes, version: int) -> tuple[int, bytes | None] | None:

@@ -75,6 +75,7 @@ class TableReader:
         self._file = file
         self.cache = cache
         self.table_id = new_table_id()
+        self.file_no = -1  # the store's file number, set by whoever names the file
         # Filter effectiveness for stats(): lookups the filter answered alone, and
         # lookups it let through that found nothing at the version asked (false
         # positives, plus keys this table holds only at newer versions).  Counted
