@@ -16,7 +16,6 @@ memtable.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from operator import itemgetter
 from typing import Final
 
@@ -153,15 +152,3 @@ class Memtable:
                 out_v += lst[-2::-2]
                 out_x += lst[-1::-2]
         return out_k, out_v, out_x
-
-    def flush_entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
-        """Every entry in table order: key ascending, version descending.
-        REQUIRES: the memtable is immutable (no more writes)."""
-        data = self._data
-        for k in self.sorted_keys():
-            lst = data[k]
-            if len(lst) == 2:
-                yield k, lst[0], lst[1]
-            else:
-                for i in range(len(lst) - 2, -1, -2):
-                    yield k, lst[i], lst[i + 1]
