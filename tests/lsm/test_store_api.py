@@ -318,3 +318,29 @@ def test_compact_one_keyspace_and_range_with_progress(tmp_path):
         s.compact(start=b"a0100", end=b"a0200")  # every table spans the range: all merge
         assert tables()["default"] == 1
         assert s.get(b"a0005") == b"r3" * 30 and idx.get(b"b0299") == b"r3" * 30
+
+
+def test_a_killed_worker_process_is_replaced(tmp_path):
+    """Process mode: a worker that dies (here: SIGKILL) fails one flush or merge, which
+    is retried on a fresh worker; nothing is lost and no worker outlives the store."""
+    import signal
+    import time
+
+    with banyanstore.open(tmp_path / "db", compaction_mode="process", compaction=False) as s:
+        for i in range(1000):
+            s.put(b"a%04d" % i, b"1" * 50)
+        s.flush()
+        pids = s._workers.pids()
+        assert len(pids) == 1
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.2)
+        for i in range(1000):
+            s.put(b"b%04d" % i, b"2" * 50)
+        s.flush()  # the first attempt meets the dead worker, the retry a new one
+        s.compact()
+        assert s._workers.pids() and pids[0] not in s._workers.pids()
+        assert len(list(s.scan())) == 2000
+        live = s._workers.pids()
+    for pid in live:  # closed store: its workers are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
