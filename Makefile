@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Line coverage of src/banyanstore by the test suite was 91% when this floor was set.
+COVERAGE_FLOOR := 88
 
 .PHONY: demo test lint bench soak clean
 
@@ -16,7 +18,8 @@ demo: $(STAMP)
 	$(BIN)/python -m banyanstore.demo demo-data
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider --cov=banyanstore --cov-report=term:skip-covered \
+		--cov-fail-under=$(COVERAGE_FLOOR)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
