@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BanyanStoreError, DiskFullError
 from ..sstable.reader import TableReader
+from .background import BackgroundThread
 from .flush import table_path
 from .manifest import TableInfo
 from .merge import MergeSpec, build_merged, run_merge
@@ -73,15 +74,15 @@ def pick_window(sizes: list[int], blocked: list[bool], min_w: int, max_w: int, r
     return None if best is None else (best[1], best[2])
 
 
-class Compactor:
+class Compactor(BackgroundThread):
     """Picks and runs merges; one at a time per store."""
+
+    thread_name = "banyanstore-compact"
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._cv = threading.Condition()
+        super().__init__()
         self._merge_lock = threading.RLock()  # one merge (pick + run + install) at a time
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self._failures: dict[int, int] = {}  # file_no -> consecutive failed merges
         self.quarantined: set[int] = set()
         self.error: BaseException | None = None
@@ -95,20 +96,6 @@ class Compactor:
         self.entries_out = 0
 
     # -- thread ----------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="banyanstore-compact", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        with self._cv:
-            self._cv.notify_all()
-
-    def stop(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
 
     def _run(self) -> None:
         backoff = BACKOFF_START

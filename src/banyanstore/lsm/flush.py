@@ -22,7 +22,6 @@ of waiting forever while it persists.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BanyanStoreError, StoreClosedError
 from ..sstable.builder import TableBuilder
 from ..sstable.reader import TableReader
+from .background import BackgroundThread
 from .manifest import TableInfo
 from .memtable import Memtable
 from .view import View
@@ -94,15 +94,15 @@ def _remove_quietly(store: Store, path: str) -> None:
         logger.warning("could not remove %s after a failed flush", path)
 
 
-class Flusher:
+class Flusher(BackgroundThread):
     """The background thread that turns immutable memtables into tables."""
+
+    thread_name = "banyanstore-flush"
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: deque[PendingFlush] = deque()
-        self._cv = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.error: BaseException | None = None
         self.flushes = 0
         self.failures = 0  # consecutive failed attempts
@@ -110,10 +110,6 @@ class Flusher:
         self.bytes_written = 0
         self.stalls = 0
         self.stall_seconds = 0.0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="banyanstore-flush", daemon=True)
-        self._thread.start()
 
     @property
     def pending(self) -> int:
@@ -164,12 +160,6 @@ class Flusher:
                     raise StoreClosedError("flusher is not running")
                 self._cv.wait(0.1)
 
-    def stop(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:

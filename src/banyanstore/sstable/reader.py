@@ -303,15 +303,10 @@ class TableReader:
         ``fill_cache=False`` (long scans, compaction) leaves blocks it reads out of
         the cache, so a scan does not evict the point-lookup working set.
         """
-        if ((start is not None and end is not None and start >= end)
-                or (start is not None and start > self.largest_key)
-                or (end is not None and end <= self.smallest_key)):
+        blocks = self._block_range(start, end)
+        if blocks is None:
             return iter(())
-        lk = self._last_keys
-        n = self._nblocks
-        first = 0 if start is None else bisect_left(lk, start)
-        last = n - 1 if end is None else min(bisect_left(lk, end), n - 1)
-        return self._scan(first, last, start, end, reverse, fill_cache)
+        return self._scan(*blocks, start, end, reverse, fill_cache)
 
     def _scan(self, first: int, last: int, start: bytes | None, end: bytes | None,
               reverse: bool, fill: bool) -> Iterator[Entry]:
@@ -331,15 +326,22 @@ class TableReader:
         first).  One run per block range, built by C-level ``list(zip(...))``; the first
         block's range is split so that its first run (in scan direction) holds at most
         RUN_FIRST entries, which is all a seek usually needs."""
+        blocks = self._block_range(start, end)
+        if blocks is None:
+            return iter(())
+        return self._runs(*blocks, start, end, reverse, fill_cache)
+
+    def _block_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int] | None:
+        """``(first, last)`` data blocks a scan of ``[start, end)`` reads; None if none."""
         if ((start is not None and end is not None and start >= end)
                 or (start is not None and start > self.largest_key)
                 or (end is not None and end <= self.smallest_key)):
-            return iter(())
+            return None
         lk = self._last_keys
         n = self._nblocks
         first = 0 if start is None else bisect_left(lk, start)
         last = n - 1 if end is None else min(bisect_left(lk, end), n - 1)
-        return self._runs(first, last, start, end, reverse, fill_cache)
+        return first, last
 
     def _runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
               reverse: bool, fill: bool) -> Iterator[list[Entry]]:
