@@ -74,7 +74,10 @@ def run_round(path: Path, first: int, mode: str, rng: random.Random) -> list[tup
 
 def verify(path: Path, acks: list[tuple[int, int]], min_version: int) -> tuple[int, int]:
     """Check the store after a kill; return ``(store version, highest batch present)``."""
-    with banyanstore.open(path, **OPTIONS) as store:
+    # No background merges while checking, so tables/ can be compared exactly (with
+    # merges and flushes both in worker processes, an in-flight output may carry any
+    # newly allocated file number).  The next round's child merges again.
+    with banyanstore.open(path, **dict(OPTIONS, compaction=False)) as store:
         index = store.keyspace("index")
         assert store.version >= min_version, "version went backwards"
         present: dict[int, set[bytes]] = {}
@@ -99,24 +102,10 @@ def verify(path: Path, acks: list[tuple[int, int]], min_version: int) -> tuple[i
                 assert index.get(k, version=version) == v
         named = {f"{t['file']:06d}.sst" for ks in store.stats()["keyspaces"].values()
                  for t in ks["table_list"]}
-        # the compaction thread may be writing a merge output right now: allow only
-        # files newer than every named one, and check strictly below
-        on_disk = set(os.listdir(path / "tables"))
-        assert named <= on_disk
-        extra = on_disk - named
-        assert all(int(n[:6]) > max((int(x[:6]) for x in named), default=0) for n in extra), extra
+        assert set(os.listdir(path / "tables")) == named
         return store.version, max(present, default=0)
 
 
-def check_no_orphans(path: Path) -> None:
-    """Open without background merges: tables/ is exactly what the manifest names."""
-    with banyanstore.open(path, **dict(OPTIONS, compaction=False)) as store:
-        named = {f"{t['file']:06d}.sst" for ks in store.stats()["keyspaces"].values()
-                 for t in ks["table_list"]}
-        assert set(os.listdir(path / "tables")) == named
-
-
-@pytest.mark.soak
 def test_kill9_during_writes_flushes_and_merges(tmp_path: Path) -> None:
     """Rounds of SIGKILL during synced batch writes with flushes and merges running,
     some of them during ``compact()``: nothing acknowledged is lost, nothing partial
@@ -138,5 +127,4 @@ def test_kill9_during_writes_flushes_and_merges(tmp_path: Path) -> None:
         all_acks += acks
         version, highest = verify(path, all_acks, max(v for v, _ in acks))
         next_batch = highest + 1
-    check_no_orphans(path)
     assert compact_rounds >= 2
