@@ -106,6 +106,7 @@ def verify(path: Path, acks: list[tuple[int, int]], min_version: int) -> tuple[i
         return store.version, max(present, default=0)
 
 
+@pytest.mark.soak
 def test_kill9_during_writes_flushes_and_merges(tmp_path: Path) -> None:
     """Rounds of SIGKILL during synced batch writes with flushes and merges running,
     some of them during ``compact()``: nothing acknowledged is lost, nothing partial
