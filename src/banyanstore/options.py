@@ -74,7 +74,7 @@ class Options:
     wal_sync_interval_ms: int = field(default=100, metadata=_range(1, 3_600_000))
     # --- log ------------------------------------------------------------------
     segment_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 40))
-    log_index_interval: int = field(default=64, metadata=_range(1, 1 << 20))
+    log_index_interval: int = field(default=16, metadata=_range(1, 1 << 20))
     skip_damaged_records: bool = False
     # --- memtables and tables ------------------------------------------------------
     memtable_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 36))

@@ -83,7 +83,8 @@ class Log(LogView):
         self._counters = {"torn_tail_repairs": rec.torn_tail_repairs, "torn_tail_bytes": rec.torn_tail_bytes,
                           "damaged_records_skipped": rec.damaged_records, "syncs": 0}
         self._writer: SegmentWriter | None = None
-        self._commit = GroupCommit(self._collect, durable_seq=self._next_seq - 1)
+        self._commit = GroupCommit(self._collect, durable_seq=self._next_seq - 1,
+                                   on_error=self._sync_failed)
         self._syncer: IntervalSyncer | None = None
         if not opts.read_only:
             self._open_writer()
@@ -135,6 +136,11 @@ class Log(LogView):
         self._ok = False
         self._commit.fail(exc)
 
+    def _sync_failed(self, exc: BaseException) -> None:
+        # Whether the records before it survive is unknown (a failed fdatasync may drop
+        # dirty pages), so nothing may be appended behind them: the log must be reopened.
+        self._ok = False
+
     # -- writing --------------------------------------------------------------------
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
         """Append one record; return its seq.  ``sync`` overrides ``wal_sync`` for this call."""
@@ -156,13 +162,8 @@ class Log(LogView):
         return seq
 
     def _append_synced(self, record: bytes) -> int:
-        self._commit.arrive()
-        try:
-            seq = self.append(record, sync=False)
-        except BaseException:
-            self._commit.depart()
-            raise
-        self._commit.wait_durable(seq, arrived=True)
+        seq = self.append(record, sync=False)
+        self._commit.wait_durable(seq)
         return seq
 
     def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:

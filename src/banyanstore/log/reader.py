@@ -27,7 +27,8 @@ from crc32c import crc32c
 
 from .format import BLOCK_SIZE, FIRST, FRAG_HEADER, FRAG_HEADER_SIZE, FULL, LAST, MIDDLE, SEQ, SEQ_SIZE
 
-__all__ = ["iter_records", "intact_fragment_after", "Record", "OnDamage"]
+__all__ = ["iter_records", "seek_record", "full_record_at", "intact_fragment_after", "Record",
+           "OnDamage"]
 
 Record = tuple[int, bytes, int, int]
 """``(seq, data, start offset, end offset)`` of one record."""
@@ -135,11 +136,16 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
 
 
 
-def seek_record(read: Callable[[int, int], bytes], start: int, end: int, skip: int) -> int | None:
-    """Offset of the record ``skip`` records after the one at ``start``, found by
-    hopping over fragment headers without checking CRCs (about 0.2 us per record
-    skipped).  ``None`` if the data ends first or looks odd; the caller verifies
-    the record found (and falls back to :func:`iter_records`, which reports damage)."""
+def seek_record(read: Callable[[int, int], bytes], start: int, end: int,
+                skip: int) -> tuple[int, bytes, int] | None:
+    """Find the record ``skip`` records after the one at ``start`` by hopping over
+    fragment headers without checking CRCs (about 0.3 us per record skipped).
+
+    Returns ``(offset, block, i)``: the record's offset and the bytes read from its
+    block, in which the record starts at index ``i`` (for :func:`full_record_at`);
+    ``None`` if the data ends first or looks odd.  The caller verifies the record
+    found (and falls back to :func:`iter_records`, which reports damage).
+    """
     pos = start
     while pos < end:
         bstart = pos - pos % BLOCK_SIZE
@@ -150,7 +156,7 @@ def seek_record(read: Callable[[int, int], bytes], start: int, end: int, skip: i
         i, limit = 0, len(block) - FRAG_HEADER_SIZE
         while i <= limit:
             if skip == 0:
-                return pos + i
+                return pos + i, block, i
             kind = block[i + 6]
             i += FRAG_HEADER_SIZE + (block[i + 4] | block[i + 5] << 8)
             if kind == FULL or kind == LAST:
@@ -161,6 +167,21 @@ def seek_record(read: Callable[[int, int], bytes], start: int, end: int, skip: i
             return None  # a length running past its block: damage
         pos = block_end
     return None
+
+
+def full_record_at(block: bytes, i: int) -> tuple[int, bytes] | None:
+    """``(seq, data)`` of the record at ``block[i:]`` if it is one intact FULL fragment;
+    ``None`` otherwise (another kind, cut off, or a bad CRC: the careful path decides)."""
+    if i + FRAG_HEADER_SIZE + SEQ_SIZE > len(block):
+        return None
+    crc, length, kind = FRAG_HEADER.unpack_from(block, i)
+    stop = i + FRAG_HEADER_SIZE + length
+    if kind != FULL or stop > len(block) or length < SEQ_SIZE:
+        return None
+    payload = memoryview(block)[i + FRAG_HEADER_SIZE:stop]
+    if crc32c(payload, _CRC_OF_TYPE[FULL]) != crc:
+        return None
+    return SEQ.unpack_from(payload)[0], bytes(payload[SEQ_SIZE:])
 
 
 def intact_fragment_after(read: Callable[[int, int], bytes], off: int, end: int) -> int | None:
