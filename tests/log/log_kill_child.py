@@ -1,6 +1,6 @@
 """Child process of test_log_kill9: append synced records until killed.
 
-Usage: ``python log_kill_child.py DIR THREADS``.  Prints ``ready`` once open, then
+Usage: ``python log_kill_child.py DIR THREADS IO_MODE``.  Prints ``ready`` once open, then
 each seq once it is acknowledged durable (stdout flushed per line).  The record
 of seq ``s`` is ``payload(s)``, so the parent can verify it.  Appends happen
 under a lock and the durability wait outside it, as the LSM store does.
@@ -17,8 +17,8 @@ from banyanstore.log import Log
 
 
 def main() -> None:
-    directory, threads = sys.argv[1], int(sys.argv[2])
-    log = Log.open(directory, io_mode="sync", wal_sync="never", segment_size=64 * 1024)
+    directory, threads, io_mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    log = Log.open(directory, io_mode=io_mode, wal_sync="never", segment_size=64 * 1024)
     mu = threading.Lock()
     out = threading.Lock()
     print("ready", flush=True)

@@ -1,7 +1,8 @@
 """The writer process of tests/lsm/test_kill9.py (run as a script, killed with SIGKILL).
 
-Usage: ``python kill9_child.py STORE_DIR FIRST_BATCH MODE`` where MODE is ``write``
-(batches forever) or ``compact`` (batches, with ``compact()`` calls in between).
+Usage: ``python kill9_child.py STORE_DIR FIRST_BATCH MODE IO_MODE`` where MODE is ``write``
+(batches forever) or ``compact`` (batches, with ``compact()`` calls in between) and
+IO_MODE the store's ``io_mode``.
 
 Each batch ``b`` spans two keyspaces -- ``default`` gets ``b:<b>:<j>`` for j < PARTS,
 ``index`` gets ``i:<b>`` -- with values derived from ``b`` (see :func:`expected`), is
@@ -29,8 +30,8 @@ def expected(b: int) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
 def main() -> None:
     import banyanstore
 
-    path, first, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    store = banyanstore.open(path, **OPTIONS)
+    path, first, mode, io_mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    store = banyanstore.open(path, **dict(OPTIONS, io_mode=io_mode))
     out = sys.stdout
     out.write(f"open {store.version}\n")
     out.flush()

@@ -6,9 +6,10 @@ each acknowledged ``(version, batch id)``.  The parent SIGKILLs it at a random m
 (in some rounds while ``compact()`` runs), reopens the store and proves: every
 acknowledged batch is fully present and readable at its version, no batch is partially
 present, versions did not go backwards, ``tables/`` holds only files the manifest
-names; then the next round continues writing on the same store.
+names; then the next round continues writing on the same store.  Rounds rotate over
+the IO modes available here, and each is verified with the next one.
 
-Default: 5 rounds (~1 s each); ``BANYANSTORE_SOAK=1``: 25 rounds.
+Default: 6 rounds (~1 s each); ``BANYANSTORE_SOAK=1``: 25 rounds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import banyanstore
+from banyanstore.io.testing import REAL_MODES, io_uring_skip_reason
 
 from .crashenv import soak
 from .kill9_child import OPTIONS, PARTS, expected
@@ -33,11 +35,11 @@ CHILD = Path(__file__).with_name("kill9_child.py")
 SRC = str(Path(banyanstore.__file__).resolve().parent.parent)
 
 
-def run_round(path: Path, first: int, mode: str, rng: random.Random) -> list[tuple[int, int]]:
+def run_round(path: Path, first: int, mode: str, rng: random.Random, io_mode: str) -> list[tuple[int, int]]:
     """Start a child writing from batch ``first``; kill -9 it at a random moment;
     return the acknowledged ``(version, batch)`` pairs it printed."""
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(first), mode],
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(first), mode, io_mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert proc.stdout is not None
     acks: list[tuple[int, int]] = []
@@ -72,12 +74,12 @@ def run_round(path: Path, first: int, mode: str, rng: random.Random) -> list[tup
     return acks
 
 
-def verify(path: Path, acks: list[tuple[int, int]], min_version: int) -> tuple[int, int]:
+def verify(path: Path, acks: list[tuple[int, int]], min_version: int, io_mode: str) -> tuple[int, int]:
     """Check the store after a kill; return ``(store version, highest batch present)``."""
     # No background merges while checking, so tables/ can be compared exactly (with
     # merges and flushes both in worker processes, an in-flight output may carry any
     # newly allocated file number).  The next round's child merges again.
-    with banyanstore.open(path, **dict(OPTIONS, compaction=False)) as store:
+    with banyanstore.open(path, **dict(OPTIONS, compaction=False, io_mode=io_mode)) as store:
         index = store.keyspace("index")
         assert store.version >= min_version, "version went backwards"
         present: dict[int, set[bytes]] = {}
@@ -113,19 +115,20 @@ def test_kill9_during_writes_flushes_and_merges(tmp_path: Path) -> None:
     appears, and writing continues across rounds."""
     path = tmp_path / "db"
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))
-    rounds = 25 if soak() else 5
+    rounds = 25 if soak() else 6
     version, next_batch = 0, 1
     all_acks: list[tuple[int, int]] = []
     compact_rounds = 0
+    io_modes = [m for m in REAL_MODES if m != "io_uring" or io_uring_skip_reason() is None]
     for r in range(rounds):
         mode = "compact" if r % 2 == 1 else "write"
         compact_rounds += mode == "compact"
-        acks = run_round(path, next_batch, mode, rng)
+        acks = run_round(path, next_batch, mode, rng, io_modes[r % len(io_modes)])
         assert acks, f"round {r}: the child acknowledged nothing"
         assert [v for v, _ in acks] == sorted(v for v, _ in acks)
         assert acks[0][0] > version, "a new round reused an acknowledged version"
         assert acks[0][1] == next_batch
         all_acks += acks
-        version, highest = verify(path, all_acks, max(v for v, _ in acks))
+        version, highest = verify(path, all_acks, max(v for v, _ in acks), io_modes[(r + 1) % len(io_modes)])
         next_batch = highest + 1
     assert compact_rounds >= 2
