@@ -44,13 +44,15 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..errors import StorageIOError, from_oserror
-from .base import Env, FileLock, RandomAccessFile, ReadRequest, WritableFile
+from .base import Env, WritableFile
+from .hooked import HookedEnv, HookedWritable
 
 __all__ = ["FaultEnv", "FaultRule", "OPS"]
 
 OPS = ("open_writable", "open_readable", "write", "sync", "sync_dir", "rename", "remove", "read",
        "read_batch", "link", "truncate", "mkdir", "rmdir", "listdir", "lock")
 _PLAIN_ENOENT = ("open_readable", "remove", "listdir")
+_NEVER_FAULTED = frozenset({"stat", "statvfs"})  # stat-like calls are never faulted
 
 
 @dataclass
@@ -78,13 +80,17 @@ def _fail(op: str, path: str, code: int) -> NoReturn:
     raise from_oserror(op, path, exc) from exc
 
 
-class _Writable(WritableFile):
+class _Writable(HookedWritable):
+    """Adds short writes and sticky sync failures to the hooked file."""
+
+    env: FaultEnv
+
     def __init__(self, env: FaultEnv, inner: WritableFile, poisoned: bool = False) -> None:
-        self.path, self._env, self.inner = inner.path, env, inner
+        super().__init__(env, inner)
         self.sync_failed = poisoned  # sticky: this handle's data may already be lost
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        fault = self._env._check("write", (self.path,), len(data))
+        fault = self.env._check("write", (self.path,), len(data))
         if fault is not None:
             code, prefix = fault
             if prefix:  # a partial write that reached the file before the error
@@ -94,46 +100,18 @@ class _Writable(WritableFile):
 
     def sync(self) -> None:
         try:
-            self._env._check_sync(self.path, self.sync_failed)
+            self.env._check_sync(self.path, self.sync_failed)
         except StorageIOError:
-            self.sync_failed = self._env.sticky_sync
+            self.sync_failed = self.env.sticky_sync
             raise
         self.inner.sync()
 
-    def truncate(self, size: int) -> None:
-        self._env._maybe_fail("truncate", self.path)
-        self.inner.truncate(size)
 
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class _Readable(RandomAccessFile):
-    def __init__(self, env: FaultEnv, inner: RandomAccessFile) -> None:
-        self.path, self._env, self.inner = inner.path, env, inner
-
-    def read(self, offset: int, length: int) -> bytes:
-        self._env._maybe_fail("read", self.path)
-        return self.inner.read(offset, length)
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class FaultEnv(Env):
+class FaultEnv(HookedEnv):
     """Delegates to ``inner``, failing the operations chosen with :meth:`inject`."""
 
     def __init__(self, inner: Env, seed: int | None = None, *, sticky_sync: bool = True) -> None:
-        self.inner = inner
-        self.mode = inner.mode
+        super().__init__(inner)
         self.sticky_sync = sticky_sync
         self._mu = threading.Lock()
         self._rules: list[FaultRule] = []
@@ -208,10 +186,12 @@ class FaultEnv(Env):
                     self._poisoned.update(paths)
             return fault
 
-    def _maybe_fail(self, op: str, path: str, *more: str) -> None:
-        fault = self._check(op, (path, *more))
+    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if op in _NEVER_FAULTED:
+            return
+        fault = self._check(op, paths, nbytes)
         if fault is not None:
-            _fail(op, path, fault[0])
+            _fail(op, paths[0], fault[0])
 
     def _check_sync(self, path: str, handle_failed: bool) -> None:
         with self._mu:
@@ -222,59 +202,25 @@ class FaultEnv(Env):
                 self.fired["sync"] += 1
                 self.log.append(("sync", path, _errno.EIO))
             _fail("sync", path, _errno.EIO)
-        self._maybe_fail("sync", path)
+        self._hook("sync", (path,))
 
     def _forget(self, path: str) -> None:
         with self._mu:
             self._poisoned.discard(path)
-    # -- Env ----------------------------------------------------------------------------
-    def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
-        self._maybe_fail("open_writable", path)
-        f = self.inner.open_writable(path, append=append)
-        if not append:
-            self._forget(path)
+    # -- Env: where failing changes more than the call ----------------------------------
+    def _writable(self, inner: WritableFile, *, append: bool) -> WritableFile:
+        if not append:  # a new file: an old failed sync of this path no longer matters
+            self._forget(inner.path)
         with self._mu:
-            poisoned = path in self._poisoned
-        return _Writable(self, f, poisoned)
-
-    def open_readable(self, path: str) -> RandomAccessFile:
-        self._maybe_fail("open_readable", path)
-        return _Readable(self, self.inner.open_readable(path))
-
-    def read_batch(self, requests: Sequence[ReadRequest]) -> list[bytes]:
-        if requests:
-            fault = self._check("read_batch", [f.path for f, _, _ in requests])
-            if fault is not None:
-                _fail("read_batch", requests[0][0].path, fault[0])
-        return self.inner.read_batch([(f.inner if isinstance(f, _Readable) else f, off, n)
-                                      for f, off, n in requests])
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def file_size(self, path: str) -> int:  # stat-like calls are never faulted
-        return self.inner.file_size(path)
-
-    def listdir(self, path: str) -> list[str]:
-        self._maybe_fail("listdir", path)
-        return self.inner.listdir(path)
-
-    def mkdir(self, path: str) -> None:
-        self._maybe_fail("mkdir", path)
-        self.inner.mkdir(path)
+            poisoned = inner.path in self._poisoned
+        return _Writable(self, inner, poisoned)
 
     def remove(self, path: str) -> None:
-        self._maybe_fail("remove", path)
-        self.inner.remove(path)
+        super().remove(path)
         self._forget(path)
 
-    def rmdir(self, path: str) -> None:
-        self._maybe_fail("rmdir", path)
-        self.inner.rmdir(path)
-
     def rename(self, src: str, dst: str) -> None:
-        self._maybe_fail("rename", src, dst)
-        self.inner.rename(src, dst)
+        super().rename(src, dst)
         with self._mu:  # the failed-sync mark follows the data
             if src in self._poisoned:
                 self._poisoned.discard(src)
@@ -282,25 +228,7 @@ class FaultEnv(Env):
             else:
                 self._poisoned.discard(dst)
 
-    def link(self, src: str, dst: str) -> None:
-        self._maybe_fail("link", src, dst)
-        self.inner.link(src, dst)
-
-    def sync_dir(self, path: str) -> None:
-        self._maybe_fail("sync_dir", path)
-        self.inner.sync_dir(path)
-
-    def lock(self, path: str) -> FileLock:
-        self._maybe_fail("lock", path)
-        return self.inner.lock(path)
-
-    def free_space(self, path: str) -> int:
-        return self.inner.free_space(path)
-
     def describe(self) -> dict[str, object]:
-        info = dict(self.inner.describe())
+        info = super().describe()
         info["faults_fired"] = sum(self.fired.values())
         return info
-
-    def close(self) -> None:
-        self.inner.close()

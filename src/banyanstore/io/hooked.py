@@ -1,0 +1,160 @@
+"""``HookedEnv``: an :class:`~banyanstore.io.base.Env` that passes every call to an
+inner Env through one hook -- the shared shape of the test envs that fail or
+"crash" chosen operations (:class:`~banyanstore.io.faults.FaultEnv`, the crash
+simulator of the store's tests), in the spirit of Pebble's ``errorfs``.
+
+Every operation, on the env or on a file it handed out, first calls
+``self._hook(op, paths, nbytes)``; raising there fails the operation before it
+reaches the inner env.  ``op`` is one of :data:`HOOKED_OPS`; ``paths`` names the
+file(s) involved (``rename``/``link``: source then destination); ``nbytes`` is
+the size of a ``write``.  The stat-like calls (``exists``/``file_size`` as
+``stat``, ``free_space`` as ``statvfs``) go through the hook too, so a subclass
+may decide about them, though :class:`FaultEnv` never fails them.
+
+>>> from banyanstore.io.memory import MemoryEnv
+>>> class Spy(HookedEnv):
+...     def _hook(self, op, paths, nbytes=0):
+...         seen.append((op, paths))
+>>> seen = []
+>>> env = Spy(MemoryEnv())
+>>> f = env.open_writable("/x"); f.write(b"abc"); f.sync()
+>>> seen
+[('open_writable', ('/x',)), ('write', ('/x',)), ('sync', ('/x',))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import Env, FileLock, RandomAccessFile, ReadRequest, WritableFile
+
+__all__ = ["HookedEnv", "HookedWritable", "HookedReadable", "HOOKED_OPS", "MUTATING_OPS"]
+
+MUTATING_OPS = frozenset({"open_writable", "write", "sync", "truncate", "mkdir", "remove", "rmdir",
+                          "rename", "link", "sync_dir"})
+"""Operations that change what is (or will be) on disk."""
+HOOKED_OPS = MUTATING_OPS | {"open_readable", "read", "read_batch", "listdir", "lock", "stat", "statvfs"}
+
+
+class HookedWritable(WritableFile):
+    """A writable file of a :class:`HookedEnv`: each call passes the env's hook first."""
+
+    def __init__(self, env: HookedEnv, inner: WritableFile) -> None:
+        self.path, self.env, self.inner = inner.path, env, inner
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.env._hook("write", (self.path,), len(data))
+        self.inner.write(data)
+
+    def sync(self) -> None:
+        self.env._hook("sync", (self.path,))
+        self.inner.sync()
+
+    def truncate(self, size: int) -> None:
+        self.env._hook("truncate", (self.path,))
+        self.inner.truncate(size)
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class HookedReadable(RandomAccessFile):
+    """A readable file of a :class:`HookedEnv`."""
+
+    def __init__(self, env: HookedEnv, inner: RandomAccessFile) -> None:
+        self.path, self.env, self.inner = inner.path, env, inner
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.env._hook("read", (self.path,))
+        return self.inner.read(offset, length)
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class HookedEnv(Env):
+    """Delegates to ``inner``; override :meth:`_hook` (and, for per-handle state,
+    :meth:`_writable`) to decide what fails."""
+
+    def __init__(self, inner: Env) -> None:
+        self.inner = inner
+        self.mode = inner.mode
+
+    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        """Called before every operation; raise to fail it.  The default lets all pass."""
+
+    def _writable(self, inner: WritableFile, *, append: bool) -> WritableFile:
+        """Wrap a file ``inner`` just opened for writing (subclasses add per-handle state)."""
+        return HookedWritable(self, inner)
+
+    def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
+        self._hook("open_writable", (path,))
+        return self._writable(self.inner.open_writable(path, append=append), append=append)
+
+    def open_readable(self, path: str) -> RandomAccessFile:
+        self._hook("open_readable", (path,))
+        return HookedReadable(self, self.inner.open_readable(path))
+
+    def read_batch(self, requests: Sequence[ReadRequest]) -> list[bytes]:
+        if requests:
+            self._hook("read_batch", tuple(f.path for f, _, _ in requests))
+        return self.inner.read_batch([(f.inner if isinstance(f, HookedReadable) else f, off, n)
+                                      for f, off, n in requests])
+
+    def exists(self, path: str) -> bool:
+        self._hook("stat", (path,))
+        return self.inner.exists(path)
+
+    def file_size(self, path: str) -> int:
+        self._hook("stat", (path,))
+        return self.inner.file_size(path)
+
+    def listdir(self, path: str) -> list[str]:
+        self._hook("listdir", (path,))
+        return self.inner.listdir(path)
+
+    def mkdir(self, path: str) -> None:
+        self._hook("mkdir", (path,))
+        self.inner.mkdir(path)
+
+    def remove(self, path: str) -> None:
+        self._hook("remove", (path,))
+        self.inner.remove(path)
+
+    def rmdir(self, path: str) -> None:
+        self._hook("rmdir", (path,))
+        self.inner.rmdir(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._hook("rename", (src, dst))
+        self.inner.rename(src, dst)
+
+    def link(self, src: str, dst: str) -> None:
+        self._hook("link", (src, dst))
+        self.inner.link(src, dst)
+
+    def sync_dir(self, path: str) -> None:
+        self._hook("sync_dir", (path,))
+        self.inner.sync_dir(path)
+
+    def lock(self, path: str) -> FileLock:
+        self._hook("lock", (path,))
+        return self.inner.lock(path)
+
+    def free_space(self, path: str) -> int:
+        self._hook("statvfs", (path,))
+        return self.inner.free_space(path)
+
+    def describe(self) -> dict[str, object]:
+        return dict(self.inner.describe())
+
+    def close(self) -> None:
+        self.inner.close()
