@@ -17,6 +17,12 @@ time rather than an entry at a time through a heap:
 Reverse scans use the same machinery mirrored (take entries after the largest
 "first loaded key", prepend new runs) and reverse each finished chunk.
 
+Seeks (forward scans with a ``limit``) start differently, because their cost
+is the setup, not the entries: every source hands over a *head* -- its first
+few entries, an *edge* below which the head is complete, and a lazy iterator of
+the rest -- with no generator run per source, and :func:`seek_merged` merges
+the entries below the smallest edge directly (see there).
+
 REQUIRES: sources are ordered newest first, and a key's entries in a newer
 source all have higher versions than its entries in an older one (tables of a
 keyspace cover disjoint version ranges; compaction merges adjacent tables).
@@ -26,15 +32,19 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from .memtable import Memtable
 
-__all__ = ["scan_merged", "memtable_runs", "table_runs", "prefix_end"]
+__all__ = ["scan_merged", "seek_merged", "memtable_runs", "memtable_head", "table_runs",
+           "prefix_end", "Head"]
 
 Entry = tuple[bytes, int, Any]
 RUN_KEYS = 1024
+SEEK_ROUNDS = 3
+"""Merge rounds a seek tries on its own before the generic chunk merge takes over."""
 FIRST_RUN = 16
 _key_of = itemgetter(0)
 
@@ -84,10 +94,15 @@ def table_runs(reader: Any, start: bytes | None, end: bytes | None, reverse: boo
 class _Source:
     __slots__ = ("runs", "buf", "done")
 
-    def __init__(self, runs: Iterator[list[Entry]]) -> None:
-        self.runs = runs
-        self.buf: list[Entry] = []
-        self.done = False
+    def __init__(self, runs: Iterator[list[Entry]] | None, buf: list[Entry] | None = None) -> None:
+        """``runs`` None: nothing beyond ``buf``."""
+        self.runs = runs if runs is not None else iter(())
+        self.buf: list[Entry] = buf if buf is not None else []
+        self.done = runs is None
+
+    def buf_then_runs(self) -> Iterator[list[Entry]]:
+        """The buffered entries, then the remaining runs (a single source needs no merge)."""
+        return chain((self.buf,), self.runs)
 
     def load(self, reverse: bool) -> None:
         """Add the next run (at the end going forward, at the front in reverse)."""
@@ -100,9 +115,11 @@ class _Source:
 
 def _chunks(sources: list[_Source], reverse: bool) -> Iterator[list[Entry]]:
     """Chunks of entries (ascending internal order) such that each key's entries
-    from all sources fall into exactly one chunk; chunks ascend (or descend)."""
+    from all sources fall into exactly one chunk; chunks ascend (or descend).
+    A source may come with entries already buffered (a seek's head)."""
     for s in sources:
-        s.load(reverse)
+        if not s.buf and not s.done:
+            s.load(reverse)
     while True:
         live = [s for s in sources if not s.done]
         if not live and not any(s.buf for s in sources):
@@ -142,9 +159,8 @@ def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floo
     """``(key, value)`` of every live key: the newest entry with a version
     ``<= version`` is a value written at or after ``floor`` (TTL)."""
     runs = list(run_sources)
-    remaining = -1 if limit is None else limit
-    if remaining == 0:
-        return
+    if limit == 0:
+        return iter(())
     if len(runs) == 1 and not reverse:
         # One source going forward (the common case after compaction): its runs
         # are already in order, so no merge -- only the visibility pass, with the
@@ -152,16 +168,17 @@ def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floo
         chunks: Iterable[list[Entry]] = runs[0]
     else:
         chunks = _chunks([_Source(r) for r in runs], reverse)
-    last = None
+    return _visible(chunks, version, floor, reverse, -1 if limit is None else limit, None)
+
+
+def _visible(chunks: Iterable[list[Entry]], version: int, floor: int, reverse: bool,
+             remaining: int, last: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    """The visibility pass over chunks: per key its first entry at or below
+    ``version``, if a value at or above ``floor``; at most ``remaining`` of them
+    (-1: all).  ``last``: the key decided last before these chunks (its further,
+    older entries are skipped)."""
     for chunk in chunks:
-        out: list[tuple[bytes, bytes]] = []
-        append = out.append
-        for k, v, val in chunk:
-            if v > version or k == last:
-                continue
-            last = k
-            if val is not None and v >= floor:
-                append((k, val))
+        out, last = _live(chunk, version, floor, last)
         if reverse:
             out.reverse()
         if remaining >= 0:
@@ -170,3 +187,81 @@ def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floo
                 return
             remaining -= len(out)
         yield from out
+
+
+def _live(chunk: list[Entry], version: int, floor: int,
+          last: bytes | None) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """One chunk's visibility pass and the last key it decided.  ``last``: the key
+    decided before the chunk, whose further (older) entries are skipped."""
+    out: list[tuple[bytes, bytes]] = []
+    append = out.append
+    for k, v, val in chunk:
+        if v > version or k == last:
+            continue
+        last = k
+        if val is not None and v >= floor:
+            append((k, val))
+    return out, last
+
+
+Head = tuple[list[Entry], "bytes | None", "Iterator[list[Entry]] | None"]
+"""A forward scan's start in one source: ``(run, edge, rest)`` -- see
+``TableReader.seek_head``; :func:`memtable_head` is the memtable's."""
+
+
+def memtable_head(mem: Memtable, start: bytes | None, end: bytes | None, version: int,
+                  n: int) -> Head:
+    """A memtable's :data:`Head`: the visible entries of its first ``n`` keys in range;
+    ``edge`` is the first key not looked at (every smaller key is covered)."""
+    keys = mem.sorted_keys()
+    lo = 0 if start is None else bisect_left(keys, start)
+    hi = len(keys) if end is None else bisect_left(keys, end)
+    take = min(hi, lo + n)
+    run = mem.visible_entries(keys[lo:take], version) if lo < take else []
+    if take >= hi:
+        return run, None, None
+    edge = keys[take]
+    return run, edge, memtable_runs(mem, edge, end, version, False)
+
+
+def seek_merged(heads: list[Head], version: int, floor: int,
+                limit: int) -> Iterator[tuple[bytes, bytes]]:
+    """A forward scan of at most ``limit`` keys starting from each source's head
+    (newest source first).
+
+    Every entry below the smallest edge (the *bound*) is known, so those entries
+    are merged and passed through the visibility pass right here.  Short of
+    ``limit`` live keys, the sources holding the bound back get their next run
+    and the merge is redone (it is a few dozen entries); after SEEK_ROUNDS
+    rounds the generic chunk merge continues from what is left.
+
+    REQUIRES: ``limit >= 1``; the sources obey the module's REQUIRES."""
+    runs = [h[0] for h in heads]
+    edges = [h[1] for h in heads]
+    rests = [h[2] for h in heads]
+    for _ in range(SEEK_ROUNDS):
+        live = [e for e in edges if e is not None]
+        bound = min(live) if live else None
+        cuts = [len(r) if bound is None else bisect_left(r, bound, key=_key_of) for r in runs]
+        if len(runs) == 1:
+            chunk = runs[0][:cuts[0]]
+        else:
+            chunk = []
+            for r, c in zip(runs, cuts, strict=True):
+                chunk += r[:c]
+            chunk.sort(key=_key_of)  # stable: newer sources stay first within a key
+        out, last = _live(chunk, version, floor, None)
+        if len(out) >= limit or bound is None:
+            return iter(out[:limit])
+        for i, (e, rest) in enumerate(zip(edges, rests, strict=True)):
+            if e == bound and rest is not None:  # this source holds the bound back: its next run
+                more = next(rest, None)
+                if more is None:
+                    edges[i] = rests[i] = None
+                else:
+                    runs[i] = runs[i] + more
+                    edges[i] = more[-1][0]
+    # Still short (many invisible entries): hand the leftovers to the generic merge.
+    sources = [_Source(rest, r[c:]) for r, c, rest in zip(runs, cuts, rests, strict=True)]
+    more_chunks = sources[0].buf_then_runs() if len(sources) == 1 else _chunks(sources, False)
+    return chain(out, _visible(more_chunks, version, floor, False, limit - len(out), last))

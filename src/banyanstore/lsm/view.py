@@ -16,12 +16,15 @@ from typing import Any
 
 import xxhash
 
-from .iterators import memtable_runs, scan_merged, table_runs
+from .iterators import memtable_head, memtable_runs, scan_merged, seek_merged, table_runs
 from .memtable import MISSING, Memtable
 
 __all__ = ["View", "KeyspaceState"]
 
 _hash = xxhash.xxh3_64_intdigest
+SEEK_LIMIT = 128
+"""Forward scans with at most this ``limit`` take the seek path (View._seek): their
+cost is the setup.  Longer ones amortise it, and the generic merge keeps them lazy."""
 
 
 class View:
@@ -137,15 +140,35 @@ class View:
 
     def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
              reverse: bool, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+        if limit is not None and limit <= SEEK_LIMIT and not reverse:
+            return self._seek(start, end, version, floor, limit)
         sources = [memtable_runs(m, start, end, version, reverse)
                    for m in (self.mem, *self.imms) if m.entries]
-        for t in self.tables:
-            if t.min_version > version:
-                continue
-            if (end is not None and t.smallest_key >= end) or (start is not None and t.largest_key < start):
-                continue
-            sources.append(table_runs(t, start, end, reverse))
+        sources += [table_runs(t, start, end, reverse) for t in self._scan_tables(start, end, version)]
         return scan_merged(sources, version, floor, reverse, limit)
+
+    def _seek(self, start: bytes | None, end: bytes | None, version: int, floor: int,
+              limit: int) -> Iterator[tuple[bytes, bytes]]:
+        """A forward scan of at most ``limit`` keys (a seek): every source hands its
+        first entries over directly, with no generator per source unless the
+        first chunk falls short.  REQUIRES: ``0 <= limit <= SEEK_LIMIT`` (the heads
+        are read eagerly, at the call)."""
+        if limit == 0 or (start is not None and end is not None and start >= end):
+            return iter(())
+        n = limit + 1 + (limit >> 2)  # per head: limit keys past the edge, room for old versions
+        heads = [memtable_head(m, start, end, version, n)
+                 for m in (self.mem, *self.imms) if m.entries]
+        heads += [t.seek_head(start, end, n) for t in self._scan_tables(start, end, version)]
+        if not heads:
+            return iter(())
+        return seek_merged(heads, version, floor, limit)
+
+    def _scan_tables(self, start: bytes | None, end: bytes | None, version: int) -> list[Any]:
+        """The tables that may hold entries of ``[start, end)`` visible at ``version``."""
+        return [t for t in self.tables
+                if t.min_version <= version
+                and (end is None or t.smallest_key < end)
+                and (start is None or t.largest_key >= start)]
 
 
 def _first_entry(tables: Sequence[Any], key: bytes, version: int) -> tuple[int, bytes | None] | None:

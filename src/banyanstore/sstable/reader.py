@@ -23,13 +23,15 @@ descending) from per-block lists via C-level ``zip``; ``reverse=True`` yields th
 exact reverse (key descending and, within a key, version ASCENDING).  Blocks are
 fetched with read-ahead that doubles from 1 to ``READAHEAD_BLOCKS``, each run of
 missing blocks in one read, so a short seek reads one block and a long scan few
-large ones.
+large ones.  :meth:`TableReader.seek_head` is the seek's entry point: the first
+entries of the range straight from one block, the rest as a lazy iterator.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from types import TracebackType
 
 import xxhash
@@ -345,9 +347,12 @@ class TableReader:
 
     def _runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
               reverse: bool, fill: bool) -> Iterator[list[Entry]]:
+        nos = range(last, first - 1, -1) if reverse else range(first, last + 1)
+        # The first block straight from its slot (a seek usually needs nothing more);
+        # the rest through _iter_blocks, whose read-ahead then starts at one block.
+        head = (nos[0], self._block(nos[0], fill))
         leading = True
-        for no, block in self._iter_blocks(
-                range(last, first - 1, -1) if reverse else range(first, last + 1), fill):
+        for no, block in chain((head,), self._iter_blocks(nos[1:], fill)):
             lo = 0 if start is None or no != first else block.seek(start)
             hi = block.count if end is None or no != last else block.seek(end)
             if lo >= hi:
@@ -363,6 +368,54 @@ class TableReader:
                 yield _run(block, lo, hi)
             leading = False
 
+    def seek_head(self, start: bytes | None, end: bytes | None, n: int,
+                  fill: bool = True) -> tuple[list[Entry], bytes | None, Iterator[list[Entry]] | None]:
+        """The start of a forward scan of ``[start, end)`` without generator layers
+        (what a limit-bounded scan needs): ``(run, edge, rest)``.
+
+        ``run``: up to ``n`` entries from the first one at or after ``start``, all
+        from one block (so possibly fewer: the merge asks ``rest`` for more only
+        if it needs them).  ``edge``: None when ``run`` is all the table holds in
+        range, else ``run``'s last key -- every entry with a smaller key is in
+        ``run``.  ``rest``: the runs after ``run`` (a lazy iterator; None when
+        ``edge`` is None).
+
+        REQUIRES: ``start`` is None or ``<= largest_key``; ``n >= 1``.
+        """
+        lk = self._last_keys
+        no = 0 if start is None else bisect_left(lk, start)
+        block = self._block(no, fill)
+        lo = 0 if start is None else block.seek(start)
+        hi = block.count
+        final = no == self._nblocks - 1
+        if end is not None and end <= lk[no]:  # the range ends in this block
+            hi = block.seek(end)
+            final = True
+        take = min(hi, lo + n)
+        if lo >= take:  # only when the range ends in this block: nothing in range
+            return [], None, None
+        run = _run(block, lo, take)
+        if take == hi and final:
+            return run, None, None
+        return run, run[-1][0], self._runs_after(block, no, take, hi, final, end, fill)
+
+    def _block(self, no: int, fill: bool) -> Block:
+        """Block ``no`` from its cache slot, else read (and cached if ``fill``)."""
+        block = self._slots[no]
+        return block if block is not None else self._load(no, fill)
+
+    def _runs_after(self, block: Block, no: int, pos: int, hi: int, final: bool,
+                    end: bytes | None, fill: bool) -> Iterator[list[Entry]]:
+        """Forward runs from entry ``pos`` of block ``no`` (which ends the range at
+        ``hi``; ``final``: no later block is in range) to ``end``."""
+        if pos < hi:
+            yield _run(block, pos, hi)
+        if final:
+            return
+        n = self._nblocks
+        last = n - 1 if end is None else min(bisect_left(self._last_keys, end), n - 1)
+        yield from self._runs(no + 1, last, None, end, False, fill)
+
     def _iter_blocks(self, nos: range, fill: bool) -> Iterator[tuple[int, Block]]:
         """``(no, block)`` for ``nos``: the first block alone (a seek often needs no
         more), then runs that double up to READAHEAD_BLOCKS."""
@@ -371,7 +424,7 @@ class TableReader:
             return
         no = nos[0]
         block = self._slots[no]
-        yield no, block if block is not None else self._fetch_run(nos[:1], fill)[0]
+        yield no, block if block is not None else self._load(no, fill)
         batch = 2
         pos = 1
         while pos < total:
@@ -414,11 +467,13 @@ class TableReader:
         off = self._starts[no]
         return (self._file, off, self._starts[no + 1] - off)
 
-    def _load(self, no: int) -> Block:
+    def _load(self, no: int, fill: bool = True) -> Block:
+        """Block ``no`` read and decoded (a cache miss); cached unless ``fill`` is False."""
         self.cache.misses += 1
         f, off, length = self.block_request(no)
         block = self._decode(f.read(off, length), no)
-        self._cache_put(self._base + no, block, self._slots, no)
+        if fill:
+            self._cache_put(self._base + no, block, self._slots, no)
         return block
 
     def _decode(self, stored: bytes, no: int) -> Block:
