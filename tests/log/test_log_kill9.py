@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from log_helpers import payload
 
-from banyanstore.io.testing import REAL_MODES, io_uring_skip_reason
+from banyanstore.io.testing import available_real_modes
 from banyanstore.log import Log
 
 SOAK = os.environ.get("BANYANSTORE_SOAK") == "1"
@@ -28,10 +28,6 @@ def _child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), *sys.path])
     return env
-
-
-def _modes() -> list[str]:
-    return [m for m in REAL_MODES if m != "io_uring" or io_uring_skip_reason() is None]
 
 
 def _round(directory: Path, rng: random.Random, threads: int, io_mode: str) -> list[int]:
@@ -58,7 +54,7 @@ def _kill_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     directory = tmp_path / "log"
     acked_total = 0
-    modes = _modes()
+    modes = available_real_modes()
     for r in range(rounds):
         acked = _round(directory, rng, threads=rng.choice([1, 4]), io_mode=modes[r % len(modes)])
         acked_total += len(acked)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import banyanstore
-from banyanstore.io.testing import REAL_MODES, io_uring_skip_reason
+from banyanstore.io.testing import available_real_modes
 
 from .crashenv import soak
 from .kill9_child import OPTIONS, PARTS, expected
@@ -119,7 +119,7 @@ def test_kill9_during_writes_flushes_and_merges(tmp_path: Path) -> None:
     version, next_batch = 0, 1
     all_acks: list[tuple[int, int]] = []
     compact_rounds = 0
-    io_modes = [m for m in REAL_MODES if m != "io_uring" or io_uring_skip_reason() is None]
+    io_modes = available_real_modes()
     for r in range(rounds):
         mode = "compact" if r % 2 == 1 else "write"
         compact_rounds += mode == "compact"

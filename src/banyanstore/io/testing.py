@@ -17,8 +17,8 @@ import tempfile
 
 from .base import Env
 
-__all__ = ["ALL_MODES", "REAL_MODES", "TEST_URING_ENTRIES", "make_test_env", "new_root",
-           "io_uring_skip_reason"]
+__all__ = ["ALL_MODES", "REAL_MODES", "TEST_URING_ENTRIES", "available_real_modes", "make_test_env",
+           "new_root", "io_uring_skip_reason"]
 
 REAL_MODES = ("sync", "nonblocking", "io_uring")
 ALL_MODES = (*REAL_MODES, "memory")
@@ -32,6 +32,11 @@ def io_uring_skip_reason() -> str | None:
     """None if the io_uring backend works here, else why not (the probe's reason)."""
     from .uring_probe import probe_io_uring
     return probe_io_uring(None)
+
+
+def available_real_modes() -> list[str]:
+    """The real backends that work here: :data:`REAL_MODES`, without io_uring where its probe fails."""
+    return [m for m in REAL_MODES if m != "io_uring" or io_uring_skip_reason() is None]
 
 
 def make_test_env(mode: str, *, direct_io: bool = False) -> Env:
