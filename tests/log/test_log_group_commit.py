@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import threading
 import time
-from _thread import allocate_lock
+from collections.abc import Callable
 
 import pytest
 from log_helpers import open_log, payload
@@ -14,7 +15,7 @@ from log_helpers import open_log, payload
 from banyanstore.errors import StorageIOError
 from banyanstore.io.faults import FaultEnv
 from banyanstore.io.posix import PosixEnv
-from banyanstore.log.commit import ALREADY_SYNCED, GroupCommit
+from banyanstore.log.commit import GroupCommit
 
 
 def test_concurrent_synced_appends_share_syncs(real_env_dir):
@@ -138,15 +139,93 @@ def test_a_failed_group_sync_fails_every_waiter_and_loses_no_acknowledged_record
     assert set().union(*acked) <= present
 
 
+class _Gate:
+    """A file whose syncs block until ``go`` is set; ``entered`` says a sync began."""
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def sync(self) -> None:
+        self.entered.set()
+        assert self.go.wait(30)
+
+
+class _InTheWindow:
+    """A retired file: the old leader closes it right after handing the lead on, in
+    its own thread, before the promoted waiter (which needs the GIL) runs.  So its
+    ``close`` lands exactly between a promotion and the promoted waiter's wake-up."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def close(self) -> None:
+        self.action()
+
+
+def _started(target: Callable[[], None]) -> threading.Thread:
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the scenario did not reach its next step"
+        time.sleep(0.001)
+
+
+def _leader_syncing_record_one(gc: GroupCommit, gate: _Gate, last: list[int]) -> threading.Thread:
+    """Start leader A, whose round covers record 1 and blocks in its sync; then
+    records 2 and 3 are written (their writers park next)."""
+    a = _started(lambda: gc.wait_durable(1))
+    assert gate.entered.wait(30)
+    last[0] = 3
+    return a
+
+
+def test_a_promoted_waiter_leads_even_when_a_rotation_made_its_record_durable():
+    """Finding 3 of issue 9, deterministically: A's round covers record 1 and promotes
+    B (seq 2); a segment rotation then marks everything up to 2 durable before B
+    wakes.  B used to return at once without leading or handing on, so C (seq 3)
+    stayed parked forever behind a lead nobody held."""
+    gate, last = _Gate(), [1]
+    gc = GroupCommit(lambda: (last[0], gate))
+    threads = [_leader_syncing_record_one(gc, gate, last)]
+    threads.append(_started(lambda: gc.wait_durable(2)))
+    _until(lambda: gc.waits == 2)
+    threads.append(_started(lambda: gc.wait_durable(3)))
+    _until(lambda: gc.waits == 3)
+    gc.retire(_InTheWindow(lambda: gc.mark_durable(2)))  # the rotation, between promotion and wake
+    gate.go.set()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), f"a waiter hung: {gc!r}"
+    assert gc.durable_seq == 3 and gc.syncs == 2
+    gc.wait_durable(3)  # and the commit is idle again: a later caller does not hang either
+
+
 def test_an_interrupted_promoted_waiter_passes_the_lead_on():
-    """A waiter promoted to leader that dies (KeyboardInterrupt) before leading must
-    hand the lead to the next parked waiter, or that one would wait forever."""
-    gc = GroupCommit(lambda: (0, ALREADY_SYNCED))
-    promoted, next_in_line = allocate_lock(), allocate_lock()
-    next_in_line.acquire()
-    gc._leading, gc._waiters = True, [(7, next_in_line)]
-    gc._abandon(5, promoted)  # not parked any more, not durable, no error: it was promoted
-    assert next_in_line.acquire(blocking=False), "the next waiter was not promoted"
-    assert gc._leading and gc._waiters == []
-    gc._abandon(9, allocate_lock())  # the last one leaves too: nobody leads now
-    assert not gc._leading
+    """A waiter promoted to leader that is interrupted (KeyboardInterrupt) before it
+    leads must hand the lead to the next parked waiter, or that one would wait forever.
+    Here the main thread is that waiter (B, seq 2; only it can get KeyboardInterrupt)."""
+    gate, last = _Gate(), [1]
+    gc = GroupCommit(lambda: (last[0], gate))
+    threads = [_leader_syncing_record_one(gc, gate, last)]
+
+    def then_c() -> None:
+        _until(lambda: gc.waits == 2)  # B (the main thread) is parked
+        threads.append(_started(lambda: gc.wait_durable(3)))
+        _until(lambda: gc.waits == 3)
+        gc.retire(_InTheWindow(_thread.interrupt_main))  # Ctrl-C lands as B is promoted
+        gate.go.set()
+
+    helper = _started(then_c)
+    with pytest.raises(KeyboardInterrupt):
+        gc.wait_durable(2)
+    helper.join(30)
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), f"C hung: {gc!r}"
+    assert gc.durable_seq == 3
+    gc.wait_durable(3)

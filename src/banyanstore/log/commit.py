@@ -74,8 +74,64 @@ ALREADY_SYNCED = _AlreadySynced()
 class GroupCommit:
     """Leader/follower durability over ``collect() -> (last seq written, file to sync)``.
 
-    Invariant: a waiter is parked in ``_waiters`` only while ``_leading`` is true,
-    and every parked waiter is released exactly once: covered, failed or promoted.
+    The protocol, and why nobody waits forever
+    ------------------------------------------
+    State, all read and written under ``_mu`` (``durable_seq`` is also read
+    without it, as a hint that can only be stale-low):
+
+    * ``_leading``: a round of group commit is owned by some thread;
+    * ``_baton``: the parked lock of the thread that owns it (its *baton*), or
+      ``None`` when nobody leads;
+    * ``_waiters``: ``(seq, parked lock)`` of every parked thread, in arrival order;
+    * ``durable_seq`` (only grows) and ``error`` (once set, stays set).
+
+    Every caller that must wait allocates its own lock.  Under ``_mu`` it either
+    takes the lead (``_leading`` was false: it sets it and holds its own lock as
+    the baton, unlocked) or parks (``_leading`` was true: it appends its locked
+    lock to ``_waiters`` and blocks on it outside ``_mu``).
+
+    I1 -- one owner.  ``_leading`` is true exactly when one thread owns the lead,
+         and ``_baton`` is that thread's lock.  Ownership is created only with
+         ``_leading`` false -> true, and moves only in :meth:`_hand_over_locked`,
+         which gives it to the first parked waiter (setting ``_baton`` to its lock
+         *before* releasing it) or, with nobody parked, sets ``_leading`` false.
+    I2 -- the owner always ends its ownership.  A thread that finds
+         ``_baton is`` its lock runs :meth:`_lead`, whose ``finally`` hands over;
+         if it is interrupted before (or instead of) that, :meth:`_give_up` sees
+         the baton is still its own and hands over for it.  Nothing else --
+         neither ``durable_seq`` having passed its seq (a segment rotation's
+         :meth:`mark_durable`) nor an error -- lets an owner return without
+         handing over.  (The old code let a promoted waiter whose record had
+         meanwhile become durable return without leading: ``_leading`` stayed
+         true with no leader and every later waiter parked forever.)
+    I3 -- parked implies led.  A waiter is appended to ``_waiters`` only while
+         ``_leading`` is true, under the same ``_mu`` hold that read it; and
+         ``_leading`` becomes false only when ``_waiters`` is empty (I1).  So
+         while anyone is parked, some thread owns the lead, and by I2 it will
+         hand over or end a round.
+    I4 -- every parked waiter is released exactly once: removed from
+         ``_waiters`` under ``_mu`` and then released -- as *covered*
+         (``seq <= durable_seq``), *failed* (``error`` set) or *promoted*
+         (``_baton`` is its lock).  It tells which by looking at ``_baton`` and
+         ``durable_seq`` after waking, so a later change of ``durable_seq``
+         cannot be mistaken for a promotion or vice versa.
+    Liveness.  Each round's ``collect()`` runs after it began, and returns the
+         last seq *written*; a waiter appended its record before it parked.  So
+         any round that begins after a waiter parked covers it; the round running
+         when it parked may not.  Rounds end (a sync returns or raises), and at
+         each end the covered waiters are released and the next owner promoted
+         (I2).  Hence a parked waiter is released within at most two rounds.
+    Rotation.  :meth:`mark_durable` (the Log synced a sealed segment under its
+         append lock) only raises ``durable_seq``; it never touches ``_waiters``
+         or the lead.  Waiters it covers are released at the end of the current
+         round (by I3 there is one while anyone is parked); a promoted waiter
+         whose record it covered still leads its round -- cheaply, as
+         ``collect()`` then reports nothing new to sync, or usefully, covering
+         waiters parked behind it.
+    Retired files.  A file replaced by rotation may still be being synced by the
+         owner that collected it; :meth:`retire` defers its close to the end of
+         the current round (or closes at once when nobody leads): any later round
+         collects the new file, so nobody syncs the old one after that.
     """
 
     def __init__(self, collect: Callable[[], tuple[int, _Syncable]], durable_seq: int = 0,
@@ -84,7 +140,8 @@ class GroupCommit:
         self._on_error = on_error  # told once a leader's write or sync failed
         self._mu = threading.Lock()
         self._leading = False
-        self._waiters: list[tuple[int, LockType]] = []  # (seq, parked lock), seq ascending
+        self._baton: LockType | None = None  # the lock of the thread owning the lead
+        self._waiters: list[tuple[int, LockType]] = []  # (seq, parked lock), in arrival order
         self._want = 0  # a lingering leader is woken when this many waiters are parked
         self._gathered: LockType | None = None
         self._retired: list[_Closable] = []
@@ -95,11 +152,20 @@ class GroupCommit:
         self._last_sync_seconds = 0.0
         self._last_writers = 0  # leader + waiters the last round served
 
+    def __repr__(self) -> str:
+        return (f"<GroupCommit durable_seq={self.durable_seq} leading={self._leading} "
+                f"parked={len(self._waiters)} syncs={self.syncs} error={self.error!r}>")
+
     def check(self) -> None:
         """Raise if an earlier write or sync failed."""
         if self.error is not None:
-            raise StorageIOError(f"the log is unusable after an earlier IO error ({self.error}); "
-                                 "close and reopen it") from self.error
+            raise self._failure()
+
+    def _failure(self) -> StorageIOError:
+        exc = StorageIOError(f"the log is unusable after an earlier IO error ({self.error}); "
+                             "close and reopen it")
+        exc.__cause__ = self.error
+        return exc
 
     def wait_durable(self, seq: int) -> None:
         """Return once record ``seq`` (and every one before it) is durable."""
@@ -110,39 +176,45 @@ class GroupCommit:
             if self.durable_seq >= seq:
                 return
             self.waits += 1
-            parked = None
+            mine = allocate_lock()
             if self._leading:
-                parked = allocate_lock()
-                parked.acquire()
-                self._waiters.append((seq, parked))
+                mine.acquire()
+                self._waiters.append((seq, mine))
                 if self._want and len(self._waiters) >= self._want:
                     self._want = 0
                     self._gathered.release()  # type: ignore[union-attr]
             else:
-                self._leading = True
-        if parked is not None:
-            try:
-                parked.acquire()
-            except BaseException:
-                self._abandon(seq, parked)
-                raise
-            if self.durable_seq >= seq:
-                return
-            self.check()
-            # promoted: lead the next round
-        self._lead()
+                self._leading, self._baton = True, mine  # the lead is ours (unlocked baton)
+        try:
+            mine.acquire()  # parked until released; at once when we took the lead ourselves
+            if self._baton is not mine:  # released as covered or failed (I4)
+                if self.durable_seq >= seq:
+                    return
+                raise self._failure()
+            self._lead()  # the lead is ours: run a round, then hand over (I2)
+        except BaseException:
+            self._give_up(seq, mine)
+            raise
 
-    def _abandon(self, seq: int, parked: LockType) -> None:
-        """An interrupted waiter leaves; if it had just been promoted, pass the lead on."""
+    def _give_up(self, seq: int, mine: LockType) -> None:
+        """Leaving on an exception (KeyboardInterrupt while parked, a failed round):
+        stop being parked, or hand on a lead we own but did not get to hand over."""
         with self._mu:
-            if (seq, parked) in self._waiters:
-                self._waiters.remove((seq, parked))
-            elif self.durable_seq < seq and self.error is None:
+            if self._baton is mine:  # promoted, and interrupted before _lead's finally ran
                 self._hand_over_locked()
+                retired = self._take_retired_locked()
+            else:
+                if (seq, mine) in self._waiters:
+                    self._waiters.remove((seq, mine))
+                return
+        for f in retired:
+            f.close()
 
     def _lead(self) -> None:
+        """One round: linger, collect, sync; then release who it covers and hand over."""
         covered, ok = 0, False
         try:
+            self.check()  # a failure while the lead was handed over: no round behind it
             self._linger()
             covered, file = self._collect()
             if covered > self.durable_seq:
@@ -153,9 +225,10 @@ class GroupCommit:
             ok = True
         except BaseException as exc:
             with self._mu:
-                if self.error is None:
+                first = self.error is None
+                if first:
                     self.error = exc
-            if self._on_error is not None:
+            if first and self._on_error is not None:
                 self._on_error(exc)
             raise
         finally:
@@ -164,9 +237,13 @@ class GroupCommit:
                     self.durable_seq = covered
                 self._last_writers = len(self._waiters) + 1
                 self._release_locked()
-                retired, self._retired = self._retired, []
+                retired = self._take_retired_locked()
             for f in retired:
                 f.close()
+
+    def _take_retired_locked(self) -> list[_Closable]:
+        retired, self._retired = self._retired, []
+        return retired
 
     def _linger(self) -> None:
         """Give the writers the last round served a moment to park again and share this sync."""
@@ -185,42 +262,47 @@ class GroupCommit:
                 self._want = 0
 
     def _release_locked(self) -> None:
-        """Wake every waiter the durable seq (or an error) now settles; promote the next."""
+        """End of a round: wake every waiter the durable seq (or an error) settles,
+        then hand the lead on (I1, I4)."""
         waiters = self._waiters
         if self.error is not None:
-            self._waiters = []
-            cut = len(waiters)
+            settled, self._waiters = waiters, []
         else:
-            cut = 0
             durable = self.durable_seq
-            while cut < len(waiters) and waiters[cut][0] <= durable:
-                cut += 1
-            self._waiters = waiters[cut:]
-        for _, parked in waiters[:cut]:
-            parked.release()
+            # All of them, not a prefix: a writer may park after a later seq's writer did.
+            settled = [w for w in waiters if w[0] <= durable]
+            if settled:
+                self._waiters = [w for w in waiters if w[0] > durable]
+        for _, parked in settled:
+            parked.release()  # never the baton (I4): they see it is not theirs
         self._hand_over_locked()
 
     def _hand_over_locked(self) -> None:
         if self._waiters:
-            self._waiters.pop(0)[1].release()  # promoted: it leads, _leading stays true
+            _, promoted = self._waiters.pop(0)
+            self._baton = promoted  # set before the release: the waker reads it (I4)
+            promoted.release()
         else:
-            self._leading = False
+            self._leading, self._baton = False, None
 
     def mark_durable(self, seq: int) -> None:
-        """Record that someone else synced everything up to ``seq`` (segment rotation)."""
+        """Record that someone else synced everything up to ``seq`` (segment rotation,
+        close).  Parked waiters it covers are released when the current round ends."""
         with self._mu:
             if seq > self.durable_seq:
                 self.durable_seq = seq
-            # parked waiters exist only under a running leader, which releases them
 
     def fail(self, exc: BaseException) -> None:
-        """Poison the commit: parked waiters and every later call raise ``exc``."""
+        """Poison the commit: parked waiters and every later call raise ``exc``.
+
+        The owner of the lead (if any) is not parked: it finds the error when it
+        leads and hands over then (I2)."""
         with self._mu:
             if self.error is None:
                 self.error = exc
             waiters, self._waiters = self._waiters, []
-            for _, parked in waiters:
-                parked.release()
+        for _, parked in waiters:
+            parked.release()
 
     def retire(self, file: _Closable) -> None:
         """Close a replaced segment file once no leader can still be syncing it."""

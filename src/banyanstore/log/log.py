@@ -291,7 +291,7 @@ class Log(LogView):
                     self._commit.mark_durable(self._next_seq - 1)
                 except BaseException as exc:
                     error = exc
-                w.file.close()
+                self._commit.retire(w.file)  # a leader may still be syncing it
         for seg in self._catalog.segments:
             seg.close()
         if self._flock is not None:
