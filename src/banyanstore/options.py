@@ -69,6 +69,8 @@ class Options:
     create_if_missing: bool = True
     error_if_exists: bool = False
     read_only: bool = False
+    follow: bool = False  # read-only stores: catch up with the writer in the background
+    follow_interval_ms: int = field(default=100, metadata=_range(1, 3_600_000))
     # --- durability -----------------------------------------------------------
     wal_sync: str = field(default="interval", metadata=_choice(*SYNC_MODES))
     wal_sync_interval_ms: int = field(default=100, metadata=_range(1, 3_600_000))
@@ -105,6 +107,9 @@ class Options:
             raise ConfigError(
                 f"option compaction_max_width: {self.compaction_max_width} is below "
                 f"compaction_min_width ({self.compaction_min_width})")
+        if self.follow and not self.read_only:
+            raise ConfigError("option follow: only a read-only store follows a writer "
+                              "(set read_only=True)")
         if self.max_tables_before_stall < self.max_tables_before_slowdown:
             raise ConfigError(
                 "option max_tables_before_stall: must be >= max_tables_before_slowdown "

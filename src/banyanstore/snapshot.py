@@ -2,8 +2,10 @@
 
 A snapshot is a version plus a registration with the store: while it is
 open, merges keep every entry it can see (see lsm/compaction.py), so its
-reads stay exact however the store changes.  For an on-disk copy, use
-:meth:`Store.checkpoint`.
+reads stay exact however the store changes.  A snapshot of a read-only store
+also holds the views it was taken on (``views``): the writer's merges do not
+know about it, so it keeps the tables it read instead (lsm/follower.py).
+For an on-disk copy, use :meth:`Store.checkpoint`.
 
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
@@ -16,11 +18,12 @@ reads stay exact however the store changes.  For an on-disk copy, use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import StoreClosedError
 from .lsm.keyspace import as_bytes, scan_bounds
+from .lsm.view import EMPTY_VIEW, View
 
 if TYPE_CHECKING:
     from .lsm.store import Store
@@ -32,40 +35,42 @@ __all__ = ["Snapshot"]
 class Snapshot:
     """A read-only view of a store as of :attr:`version`."""
 
-    def __init__(self, store: Store, version: int) -> None:
+    def __init__(self, store: Store, version: int, views: Mapping[int, View] | None = None) -> None:
         self._store = store
         self.version = version
+        self._views = views
         self._closed = False
         store._snapshots[version] += 1
 
-    def _ks(self, keyspace: Any) -> KeyspaceState:
+    def _ks(self, keyspace: Any) -> tuple[KeyspaceState, View]:
         if self._closed:
             raise StoreClosedError("snapshot is closed")
         if self._store.closed:
             raise StoreClosedError(f"store {self._store.path} is closed")
-        return self._store._resolve_keyspace(keyspace)
+        ks = self._store._resolve_keyspace(keyspace)
+        if self._views is None:
+            return ks, ks.view
+        return ks, self._views.get(ks.id, EMPTY_VIEW)  # a keyspace created after the snapshot
 
     def get(self, key: bytes, *, keyspace: Any = None) -> bytes | None:
-        ks = self._ks(keyspace)
-        return ks.view.get(as_bytes(key, "key"), self.version,
-                           self._store._ttl_floor(ks, self.version))
+        ks, view = self._ks(keyspace)
+        return view.get(as_bytes(key, "key"), self.version, self._store._ttl_floor(ks, self.version))
 
     def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
-        ks = self._ks(keyspace)
-        return ks.view.multi_get([as_bytes(k, "key") for k in keys], self.version,
-                                 self._store._ttl_floor(ks, self.version), self._store._env)
+        ks, view = self._ks(keyspace)
+        return view.multi_get([as_bytes(k, "key") for k in keys], self.version,
+                              self._store._ttl_floor(ks, self.version), self._store._env)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, reverse: bool = False, limit: int | None = None,
              keyspace: Any = None) -> Iterator[tuple[bytes, bytes]]:
-        ks = self._ks(keyspace)
+        ks, view = self._ks(keyspace)
         s, e = scan_bounds(start, end, prefix)
-        return ks.view.scan(s, e, self.version, self._store._ttl_floor(ks, self.version),
-                            reverse, limit)
+        return view.scan(s, e, self.version, self._store._ttl_floor(ks, self.version), reverse, limit)
 
     def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
-        ks = self._ks(keyspace)
-        return iter(ks.view.history(as_bytes(key, "key"), self.version))
+        _ks, view = self._ks(keyspace)
+        return iter(view.history(as_bytes(key, "key"), self.version))
 
     def close(self) -> None:
         """Release the snapshot (idempotent); merges may then reclaim what it pinned."""

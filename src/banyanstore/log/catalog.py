@@ -6,7 +6,7 @@ each segment's sparse index and ``read`` as a sequential scan, and applies the
 damage policy: :class:`~banyanstore.errors.CorruptionError` naming the file
 and offset, or -- with ``skip_damaged_records=True`` -- count, log and skip.
 
-REQUIRES: mutations (:meth:`add`, :meth:`drop_before`) happen under the Log's
+REQUIRES: mutations (:meth:`add`, :meth:`drop_before`, :meth:`replace`) happen under the Log's
 lock; readers work on an immutable :attr:`view`, so they need no lock.
 """
 
@@ -47,6 +47,10 @@ class SegmentCatalog:
 
     def add(self, seg: Segment) -> None:
         self._set([*self.view[0], seg])
+
+    def replace(self, segs: list[Segment]) -> None:
+        """Publish a new list of segments (a read-only log catching up, log/follow.py)."""
+        self._set(segs)
 
     def drop_before(self, seq: int) -> list[Segment]:
         """Detach the segments holding only records ``< seq``; never the last (active) one."""

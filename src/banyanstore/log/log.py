@@ -19,6 +19,10 @@ never    records still in the user-space buffer     everything since the last sy
          (< 256 KiB; flushed by sync/read/get/close) segment rotation
 ======== ========================================= ==========================================
 
+A read-only log (``read_only=True``) may run beside a writer in another process:
+it pins the segments it opens and catches up with :meth:`Log.refresh`
+(log/follow.py).
+
 Records appended with ``sync=True`` are durable when the call returns, in any
 mode.  Lost records are always a suffix: never a hole, never reordered; after
 a crash, seqs of lost (never-durable) records are given out again.  The append
@@ -51,6 +55,7 @@ from ..io.base import Env, FileLock, WritableFile
 from ..options import Options, resolve_options
 from .catalog import SegmentCatalog
 from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
+from .follow import catch_up
 from .format import HEADER_SIZE
 from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_directory
 from .reads import LogView
@@ -74,6 +79,7 @@ class Log(LogView):
         self._interval, self._read_only = opts.log_index_interval, opts.read_only
         self._segment_size, self._always = opts.segment_size, opts.wal_sync == "always"
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._closed = False
         rec = recover(env, directory, read_only=opts.read_only, skip_damaged=opts.skip_damaged_records,
                       index_interval=opts.log_index_interval)
@@ -253,6 +259,32 @@ class Log(LogView):
             raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._next_seq - 1})")
         if not self._read_only:
             self._commit.wait_durable(seq)
+
+    # -- following a writer -----------------------------------------------------------
+    def refresh(self) -> int:
+        """Catch up with the writer of this log and return the new ``last_seq``.
+
+        For a read-only log (``read_only=True``), which otherwise sees the log as it
+        was when it opened: records appended since (complete, checksummed ones only),
+        new segments, and segments the writer removed (``first_seq`` moves up) --
+        see log/follow.py.  Safe beside a writer in another process, and with reads
+        running in this one; readers that started before keep their view.  A
+        writable log is always current: this only returns ``last_seq``.
+        """
+        if self._closed:
+            raise StoreClosedError(f"log {self.path} is closed")
+        if not self._read_only:
+            return self.last_seq
+        with self._refresh_lock:  # one catch-up at a time; appends and reads go on
+            caught = catch_up(self._env, self.path, self._catalog.segments, self._next_seq,
+                              interval=self._interval, policy=self._catalog.on_damage)
+            with self._lock:
+                if self._closed:
+                    raise StoreClosedError(f"log {self.path} is closed")
+                caught.apply_growth()
+                self._catalog.replace(caught.segments)
+                self._next_seq = caught.next_seq
+        return caught.next_seq - 1
 
     # -- maintenance ----------------------------------------------------------------
     def truncate_before(self, seq: int) -> int:

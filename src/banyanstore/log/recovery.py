@@ -19,6 +19,12 @@ Segments before the last are only header-checked here; their records are
 CRC-checked when first read (the Log syncs a segment before starting the next,
 so a crash cannot tear them).
 
+Read-only opens change nothing on disk and may run beside a live writer: they keep
+every segment open (pinned), take a segment removed since the listing for the
+writer's ``truncate_before`` (the log starts later), leave a newest segment whose
+header is not written yet for :meth:`Log.refresh`, and read the last segment up to
+its last complete record (the rest may be a write in progress).
+
 REQUIRES: the caller holds the directory's lock (or is read-only and changes nothing).
 """
 
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 from ..errors import CorruptionError
 from ..io.base import Env
 from .format import HEADER_SIZE
-from .segment import Segment, SparseIndex, parse_segment_name, read_header
+from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name, read_header
 
 __all__ = ["Recovered", "recover"]
 
@@ -52,7 +58,26 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
     out = Recovered()
     names = sorted((seq, name) for name in env.listdir(directory)
                    if (seq := parse_segment_name(name)) is not None)
-    while names:  # drop last segments whose creation a crash interrupted
+    if read_only:
+        out.segments = _pin_segments(env, directory, names)
+    else:
+        _drop_unfinished_last(env, directory, names, out)
+        for name_seq, name in names:
+            path = os.path.join(directory, name)
+            first_seq, size = read_header(env, path)
+            if first_seq != name_seq:
+                raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
+                                      path=path, offset=0)
+            out.segments.append(Segment(env, path, first_seq, size))
+    if out.segments:
+        _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
+    return out
+
+
+def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]],
+                          out: Recovered) -> None:
+    """Remove last segments whose creation a crash interrupted (header not written)."""
+    while names:
         path = os.path.join(directory, names[-1][1])
         f = env.open_readable(path)
         try:
@@ -63,22 +88,38 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
             break
         _log.warning("log %s: removing segment %s whose creation was interrupted (%d bytes)",
                      directory, path, size)
-        if not read_only:
-            env.remove(path)
-            env.sync_dir(directory)
+        env.remove(path)
+        env.sync_dir(directory)
         out.torn_tail_repairs += 1
         out.torn_tail_bytes += size
         names.pop()
-    for name_seq, name in names:
+
+
+def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]]) -> list[Segment]:
+    """Read-only: open every listed segment and keep it open (see Segment.open_pinned).
+
+    A writer may work in the directory meanwhile.  It removes segments only from
+    the front, oldest first (truncate_before), so a listed segment that is gone
+    took every older one with it: the log now starts after it.  It creates a
+    segment by writing its header first, so a last segment without one is still
+    being created; it is left for :meth:`Log.refresh` to pick up.
+    """
+    segments: list[Segment] = []
+    for i, (name_seq, name) in enumerate(names):
         path = os.path.join(directory, name)
-        first_seq, size = read_header(env, path)
-        if first_seq != name_seq:
-            raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
-                                  path=path, offset=0)
-        out.segments.append(Segment(env, path, first_seq, size))
-    if out.segments:
-        _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
-    return out
+        try:
+            seg = Segment.open_pinned(env, path, name_seq)
+        except FileNotFoundError:
+            segments.clear()  # the records before the gone one are gone too
+            continue
+        except HeaderNotWritten:
+            if i == len(names) - 1:
+                _log.debug("log %s: segment %s is still being created; not read", directory, path)
+                break
+            raise CorruptionError("segment header missing (all zeros or cut short) while newer "
+                                  "segments exist", path=path, offset=0) from None
+        segments.append(seg)
+    return segments
 
 
 def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool, interval: int) -> None:
@@ -91,7 +132,8 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
             index.add(seq, start)
             next_index = seq + interval
         last_seq, last_end = seq, end
-    seg.close()
+    if not read_only:
+        seg.close()  # read-only logs keep their segments pinned
     # The reader resumes at any intact fragment after damage, so damage with intact
     # records after it lands in ``middle``: only damage with nothing intact after it
     # is a torn tail.
@@ -108,8 +150,12 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
     if len(middle) < len(damages):  # damage after the last intact record: a torn tail
         torn = seg.end - last_end
         off, why = damages[len(middle)]
-        _log.warning("log segment %s: cutting a torn tail of %d bytes at offset %d (%s)%s",
-                     seg.path, torn, last_end, why, " [read-only: not repaired on disk]" if read_only else "")
+        if read_only:  # or a record a live writer is still writing: nothing to repair
+            _log.debug("log segment %s: reading up to offset %d; %d bytes after it do not parse "
+                       "(yet): %s", seg.path, last_end, torn, why)
+        else:
+            _log.warning("log segment %s: cutting a torn tail of %d bytes at offset %d (%s)",
+                         seg.path, torn, last_end, why)
         if not read_only:
             f = env.open_writable(seg.path, append=True)
             try:

@@ -22,12 +22,13 @@ import threading
 from array import array
 from collections.abc import Iterator
 
+from ..errors import CorruptionError
 from ..io.base import Env, RandomAccessFile, WritableFile
 from .format import BLOCK_SIZE, HEADER_SIZE, decode_header, encode_header
 from .reader import OnDamage, Record, full_record_at, iter_records, seek_record
 
 __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
-           "read_header"]
+           "read_header", "HeaderNotWritten"]
 
 _NAME = re.compile(r"(\d{20})\.log")
 
@@ -86,6 +87,11 @@ def read_header(env: Env, path: str) -> tuple[int, int]:
         f.close()
 
 
+class HeaderNotWritten(Exception):
+    """A segment file too short to hold its header, or whose header is all zeros: its
+    creation is in progress (another process is writing it) or was cut by a crash."""
+
+
 def _ignore(offset: int, reason: str) -> None:
     """Damage seen on the fast path: the careful path that follows reports it."""
 
@@ -106,6 +112,33 @@ class Segment:
         self.index = index
         self._raf: RandomAccessFile | None = None
         self._mu = threading.Lock()
+
+    @classmethod
+    def open_pinned(cls, env: Env, path: str, name_seq: int) -> Segment:
+        """Open an existing segment and keep its read handle (the segment is *pinned*:
+        a later removal of the file by a writer cannot take it from this reader, POSIX
+        keeps unlinked files readable).  ``end`` is the file size at the open.
+
+        Raises FileNotFoundError if the file is gone, :class:`HeaderNotWritten` if its
+        header is not there yet, CorruptionError if the header is bad or disagrees
+        with the name's ``name_seq``.
+        """
+        raf = env.open_readable(path)
+        try:
+            size = raf.size
+            head = raf.read(0, HEADER_SIZE)
+            if len(head) < HEADER_SIZE or not any(head):
+                raise HeaderNotWritten(path)
+            first_seq = decode_header(head, path)
+            if first_seq != name_seq:
+                raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
+                                      path=path, offset=0)
+        except BaseException:
+            raf.close()
+            raise
+        seg = cls(env, path, first_seq, size)
+        seg._raf = raf
+        return seg
 
     def __repr__(self) -> str:
         return f"Segment({self.path!r}, first_seq={self.first_seq}, end={self.end})"

@@ -43,7 +43,7 @@ from ..io.base import Env, WritableFile
 from .timemap import TimeMap
 
 __all__ = ["ManifestState", "TableInfo", "Manifest", "ManifestRecord", "STORE_FORMAT", "replay",
-           "walk_manifest", "current_text", "parse_current"]
+           "walk_manifest", "apply_edits", "current_text", "parse_current"]
 
 STORE_FORMAT: Final = 1
 MAGIC: Final = b"BNYMANI\0"
@@ -283,10 +283,10 @@ class ManifestRecord:
     torn: str | None = None  # why the record is a torn tail
 
 
-def walk_manifest(data: bytes, path: str) -> Iterator[ManifestRecord]:
-    """The records of a manifest file.  A torn last record (never acknowledged) is
-    yielded with ``torn`` set; damage followed by more data, a bad header or bad
-    JSON raise CorruptionError."""
+def walk_manifest(data: bytes, path: str, start: int = FILE_HEADER.size) -> Iterator[ManifestRecord]:
+    """The records of a manifest file (from offset ``start``, a record boundary).  A
+    torn last record (never acknowledged) is yielded with ``torn`` set; damage
+    followed by more data, a bad header or bad JSON raise CorruptionError."""
     if len(data) < FILE_HEADER.size:
         raise CorruptionError("manifest shorter than its header", path=path, offset=0)
     magic, fmt, crc = FILE_HEADER.unpack_from(data, 0)
@@ -296,7 +296,7 @@ def walk_manifest(data: bytes, path: str) -> Iterator[ManifestRecord]:
     if fmt > STORE_FORMAT:
         raise CorruptionError(f"manifest format {fmt} is newer than supported ({STORE_FORMAT})",
                               path=path, offset=0)
-    pos, n = FILE_HEADER.size, len(data)
+    pos, n = start, len(data)
     while pos < n:
         if pos + RECORD_HEADER.size > n:
             yield ManifestRecord(pos, n - pos, None, "partial record header")
@@ -325,13 +325,21 @@ def walk_manifest(data: bytes, path: str) -> Iterator[ManifestRecord]:
 def replay(data: bytes, path: str) -> ManifestState:
     """Rebuild the state from the bytes of a manifest file."""
     state = ManifestState()
-    records = 0
-    for rec in walk_manifest(data, path):
-        if rec.edit is None:
-            break  # torn tail: the edit was never acknowledged
-        for e in _expand_snapshot(rec.edit):
-            state.apply(e, path)
-        records += 1
-    if records == 0:
+    if apply_edits(state, data, path, FILE_HEADER.size) == FILE_HEADER.size:
         raise CorruptionError("manifest holds no complete edit", path=path, offset=FILE_HEADER.size)
     return state
+
+
+def apply_edits(state: ManifestState, data: bytes, path: str, start: int) -> int:
+    """Apply to ``state`` the complete edits of a manifest file from offset ``start``;
+    return the offset after the last one applied.  A torn tail is not applied: it was
+    never acknowledged -- or, for a reader beside a live writer, it is still being
+    written, and a later call from the returned offset picks it up."""
+    end = start
+    for rec in walk_manifest(data, path, start):
+        if rec.edit is None:
+            break
+        for e in _expand_snapshot(rec.edit):
+            state.apply(e, path)
+        end = rec.offset + RECORD_HEADER.size + rec.length
+    return end

@@ -80,6 +80,9 @@ class Store(Keyspace):
         (for tests and simulations)."""
         opts = resolve_options(options, kwargs)
         path = str(path)
+        if opts.read_only and cls is Store:  # a reader that can catch up with a writer
+            from .follower import FollowerStore
+            cls = FollowerStore
         own_env = env is None
         env = make_env(opts) if env is None else env
         try:
@@ -114,9 +117,7 @@ class Store(Keyspace):
         self._wal: Log | None = None
         self._manifest: Manifest | None = None
         try:
-            state = self._open_files()
-            self._install_state(state)
-            replay_wal(self, state)
+            self._load()
             if not self._read_only:
                 self._start_background()
         except BaseException:
@@ -124,7 +125,15 @@ class Store(Keyspace):
             raise
         self._closed = False
 
-    def _open_files(self) -> ManifestState:
+    def _load(self) -> None:
+        """Read the store from disk: manifest, tables, WAL (lsm/follower.py overrides it)."""
+        state = self._open_files()
+        self._install_state(state)
+        replay_wal(self, state)
+
+    def _check_existence(self) -> bool:
+        """Whether the store exists; the errors of ``error_if_exists``, and of a missing
+        store that may not be created."""
         env, opts, path = self._env, self.options, self.path
         exists = env.exists(f"{path}/CURRENT")
         if exists and opts.error_if_exists:
@@ -135,6 +144,12 @@ class Store(Keyspace):
                     raise CorruptionError("directory is not a banyanstore store (no CURRENT)", path=path)
                 raise StoreNotFoundError(f"no store at {path} (create_if_missing="
                                          f"{opts.create_if_missing}, read_only={self._read_only})")
+        return exists
+
+    def _open_files(self) -> ManifestState:
+        env, opts, path = self._env, self.options, self.path
+        exists = self._check_existence()
+        if not exists:
             env.mkdir(f"{path}/tables")
             env.mkdir(f"{path}/wal")
         if not self._read_only:

@@ -19,7 +19,7 @@ import xxhash
 from .iterators import memtable_head, memtable_runs, scan_merged, seek_merged, table_runs
 from .memtable import MISSING, Memtable
 
-__all__ = ["View", "KeyspaceState"]
+__all__ = ["View", "KeyspaceState", "EMPTY_VIEW"]
 
 _hash = xxhash.xxh3_64_intdigest
 SEEK_LIMIT = 128
@@ -178,6 +178,10 @@ def _first_entry(tables: Sequence[Any], key: bytes, version: int) -> tuple[int, 
         if found:
             return v, value
     return None
+
+
+EMPTY_VIEW = View(Memtable(), (), ())
+"""The view of a keyspace that holds nothing (never written to)."""
 
 
 class KeyspaceState:

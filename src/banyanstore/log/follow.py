@@ -1,0 +1,184 @@
+"""Catching up with a writer: what a read-only Log does on :meth:`Log.refresh`.
+
+A read-only Log sees the segments as they were when it opened.  ``refresh()``
+brings it up to date with the log's writer (another process, or another handle)
+by relying on the rules that writer follows (log/log.py):
+
+* it only appends: to the last segment, or to a new segment created once the
+  last one is *sealed* (flushed and fdatasynced, ``Log._rotate_locked``).  So a
+  segment with a successor is complete: damage in it is corruption.  Its
+  records end right before the successor's first seq: a gap is corruption too;
+* the end of the last segment may hold a record still being written (or
+  space written ahead of the records): reading stops before the first thing
+  that does not parse, and resumes there at the next refresh;
+* it creates a segment by writing (and syncing) its header before any record,
+  so a newest segment without a header is still being created: not read yet;
+* it removes whole segments, oldest first, and never the last one
+  (``truncate_before``).  Segments gone from the directory leave this log's
+  catalog from the front; ``first_seq`` moves up.
+
+Every segment is opened as soon as it is seen and kept open (pinned), so a
+later removal by the writer never takes records from this reader, and the tail
+of a segment the writer has since removed is still read to its end.
+
+Only complete, checksummed records are ever made readable: the same parser as
+every read (log/reader.py), with the damage callback deciding between "not
+written yet" (the live tail) and corruption (a sealed segment).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import CorruptionError
+from ..io.base import Env
+from .format import HEADER_SIZE
+from .reader import OnDamage
+from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name
+
+__all__ = ["Caught", "catch_up"]
+
+_PROBE = 1 << 20  # bytes per read when sizing a removed (but pinned) segment
+
+
+@dataclass
+class Growth:
+    """Complete records found after a segment's known end: where they end, their
+    sparse-index entries ``(seq, offset)``, and the seq after the last of them."""
+
+    end: int
+    entries: list[tuple[int, int]]
+    next_seq: int
+
+    def apply(self, seg: Segment) -> None:
+        """Make the records readable through ``seg`` (index entries before the end)."""
+        index = seg.index
+        if index is not None:
+            for seq, offset in self.entries:
+                index.add(seq, offset)
+        seg.end = self.end
+
+
+@dataclass
+class Caught:
+    """The outcome of one catch-up, applied by :meth:`Log.refresh` under its lock:
+    the segments to publish, the growth of the last one already published, and
+    the next seq.  Nothing published changes before then, so a failed catch-up
+    leaves the log as it was."""
+
+    segments: list[Segment]
+    next_seq: int
+    grown: tuple[Segment, Growth] | None = None
+    dropped: list[Segment] = field(default_factory=list)
+
+    def apply_growth(self) -> None:
+        if self.grown is not None:
+            seg, growth = self.grown
+            growth.apply(seg)
+
+
+class _TailIncomplete(Exception):
+    """Raised by the damage callback of the live tail: stop reading here."""
+
+
+def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: int, *,
+             interval: int, policy: Callable[[Segment], OnDamage]) -> Caught:
+    """Find what the writer appended after ``segments`` (whose records end at
+    ``next_seq - 1``).  ``policy(segment)`` is the Log's damage callback for a complete
+    segment (CorruptionError, or count-and-skip with ``skip_damaged_records``).
+    Changes nothing that is published: see :class:`Caught`."""
+    names = sorted((seq, name) for name in env.listdir(directory)
+                   if (seq := parse_segment_name(name)) is not None)
+    listed = {seq for seq, _ in names}
+    known = list(segments)
+    cut = 0  # removed by the writer, oldest first: leave from the front (never the last)
+    while cut < len(known) - 1 and known[cut].first_seq not in listed:
+        cut += 1
+    out = Caught(known[cut:], next_seq, dropped=known[:cut])
+    newer = [(seq, name) for seq, name in names
+             if not out.segments or seq > out.segments[-1].first_seq]
+    if out.segments:
+        last = out.segments[-1]
+        last_indexed = last.index.seqs[-1] if last.index is not None and last.index.seqs else None
+        growth = _scan(env, last, out.next_seq, sealed=bool(newer), interval=interval,
+                       last_indexed=last_indexed, policy=policy)
+        if growth is not None:
+            out.grown, out.next_seq = (last, growth), growth.next_seq
+    for i, (name_seq, name) in enumerate(newer):
+        path = os.path.join(directory, name)
+        try:
+            seg = Segment.open_pinned(env, path, name_seq)
+        except FileNotFoundError:
+            # Removed since the listing, and every older segment with it: the log now
+            # starts after this one.
+            _restart_at(out, name_seq)
+            continue
+        except HeaderNotWritten:
+            if i == len(newer) - 1:
+                break  # being created: the next refresh reads it
+            raise CorruptionError("segment header missing (all zeros or cut short) while newer "
+                                  "segments exist", path=path, offset=0) from None
+        if out.segments and seg.first_seq != out.next_seq:
+            if env.exists(out.segments[-1].path):  # then nothing between could have been removed
+                policy(seg)(0, f"log records {out.next_seq}..{seg.first_seq - 1} are missing: "
+                               "the previous segment ends before this one starts")
+            _restart_at(out, seg.first_seq)  # truncated by the writer since we read it
+        if not out.segments:
+            out.next_seq = seg.first_seq
+        seg.end, seg.index = HEADER_SIZE, SparseIndex()  # not published yet: scanned below
+        growth = _scan(env, seg, seg.first_seq, sealed=i < len(newer) - 1, interval=interval,
+                       last_indexed=None, policy=policy)
+        if growth is not None:
+            growth.apply(seg)
+            out.next_seq = growth.next_seq
+        out.segments.append(seg)
+    return out
+
+
+def _restart_at(out: Caught, first_seq: int) -> None:
+    """Every segment so far is gone from the directory: the log now starts later."""
+    if out.grown is not None and out.grown[0] in out.segments:
+        out.grown = None  # its records are before the new start
+    out.dropped += out.segments
+    out.segments = []
+    out.next_seq = first_seq
+
+
+def _scan(env: Env, seg: Segment, expect: int, *, sealed: bool, interval: int,
+          last_indexed: int | None, policy: Callable[[Segment], OnDamage]) -> Growth | None:
+    """The complete records after ``seg.end`` (the first has seq ``expect``) up to the
+    current end of the file, or None if there are none."""
+    size = _current_size(env, seg)
+    if size <= seg.end:
+        return None
+
+    def live_damage(offset: int, reason: str) -> None:
+        raise _TailIncomplete
+
+    growth = Growth(seg.end, [], expect)
+    try:
+        for seq, _data, start, end in seg.records(policy(seg) if sealed else live_damage,
+                                                  start=seg.end, expect=expect, end=size):
+            if last_indexed is None or seq >= last_indexed + interval:
+                growth.entries.append((seq, start))
+                last_indexed = seq
+            growth.end, growth.next_seq = end, seq + 1
+    except _TailIncomplete:
+        pass
+    return growth if growth.end > seg.end else None
+
+
+def _current_size(env: Env, seg: Segment) -> int:
+    """The size of ``seg``'s file now.  A pinned segment the writer has removed has no
+    name to ask about: its size is found by reading to the end through the handle."""
+    try:
+        return env.file_size(seg.path)
+    except FileNotFoundError:
+        pos = seg.end
+        while True:
+            got = len(seg.read_at(pos, _PROBE))
+            pos += got
+            if got < _PROBE:
+                return pos

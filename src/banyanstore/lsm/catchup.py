@@ -1,0 +1,306 @@
+"""Reading a store that a writer (in another process) keeps changing: the state of a
+read-only store, and how it catches up.
+
+A read-only store is built from three things the writer leaves on disk, read in
+this order:
+
+1. the manifest CURRENT names (live tables, ``flushed_version``, ``wal_seq``);
+2. the tables it names;
+3. the WAL from ``wal_seq`` on: every write newer than ``flushed_version``.
+
+The writer changes them in an order this relies on (docs/store.md): a table is
+complete before an edit names it; an edit is durable before the WAL it covers
+is cut and before a merge's inputs are deleted; a new manifest is complete
+before CURRENT names it, and the old one is deleted after.  So every file the
+writer deletes was dropped by a manifest change first, and a file that
+vanishes under a reader means one of two things:
+
+* **the writer moved on** -- CURRENT names another manifest, or the manifest
+  has grown since this reader read it.  The reader reads the newer edits
+  (which no longer need the file) and tries again: incrementally, keeping
+  what it already holds, a bounded number of times;
+* **the file is missing** -- nothing changed since the reader looked: that is
+  damage, a :class:`CorruptionError` naming the file.
+
+What was read is pinned: tables and WAL segments are opened as soon as they are
+named and kept open, so a later deletion by the writer does not matter (POSIX
+keeps unlinked files readable).
+
+Memtables: WAL records are added to an *active* generation of memtables (one per
+keyspace) -- each record whole, before the version that covers it is published,
+so no reader sees half a batch.  When the writer has flushed since the active
+generation began, it is sealed; a sealed generation is dropped once
+``flushed_version`` reaches its newest version (the tables hold all of it).
+Entries at or below ``flushed_version`` that are still in memtables are copies of
+table entries, so reading memtables first stays exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CorruptionError, LogRangeError, StorageIOError
+from ..io.base import Env, RandomAccessFile
+from ..log.log import Log
+from ..log.opening import LogNotFoundError
+from ..options import Options
+from ..sstable.cache import BlockCache
+from ..sstable.reader import TableReader
+from .manifest import FILE_HEADER, Manifest, ManifestState, apply_edits
+from .memtable import Memtable
+from .timemap import TimeMap
+from .wal import decode
+
+__all__ = ["CatchUp", "Vanished", "MAX_ATTEMPTS"]
+
+logger = logging.getLogger("banyanstore.follower")
+
+MAX_ATTEMPTS = 200
+"""Catch-up attempts while the writer keeps moving on under the reader.  Each
+attempt only reads what changed since the last, so in practice the second one
+succeeds; the bound turns a pathological race into an error instead of a hang."""
+
+
+class Vanished(Exception):
+    """Something the state read so far needs is gone: the writer moved on, or damage."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.message, self.path = message, path
+
+
+@dataclass
+class _ManifestMark:
+    """Which manifest was read, and how much of it."""
+
+    name: str = ""
+    seen: int = 0  # its size when last read
+    used: int = 0  # offset after the last edit applied
+
+
+class CatchUp:
+    """The state of a read-only store and the code that brings it up to date.
+
+    REQUIRES: one caller at a time (the store's refresh lock).  The objects it hands
+    out (tables, memtables) are shared with readers, which never see an entry newer
+    than the version they read at.
+    """
+
+    def __init__(self, env: Env, path: str, options: Options, cache: BlockCache) -> None:
+        self._env, self._path, self._options, self._cache = env, path, options, cache
+        self.state = ManifestState()
+        self._mark = _ManifestMark()
+        self._current = ""  # the manifest name CURRENT held when last read
+        self.tables: dict[int, TableReader] = {}  # pinned, by file number
+        self.wal: Log | None = None
+        self._next_wal_seq = 1
+        self.version = 0  # every write up to it is in tables or memtables
+        self.timemap = TimeMap()
+        self._merged_sample: tuple[int, int] | None = None
+        self._active: dict[int, Memtable] = {}
+        self._active_since = 0  # flushed_version when the active generation began
+        self._sealed: list[tuple[int, dict[int, Memtable]]] = []  # (newest version, memtables)
+        self.attempts = 0  # catch-up attempts that had to be repeated (stats)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> bool:
+        """Catch up with the writer; True if anything changed.  Raises CorruptionError
+        for damage, never because the writer moved on."""
+        changed = False
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                changed |= self._read_manifest()
+                changed |= self._pin_tables()
+                changed |= self._read_wal()
+                return changed
+            except Vanished as gone:
+                if not self._writer_moved_on():
+                    raise CorruptionError(gone.message, path=gone.path) from gone.__cause__
+                self.attempts += 1
+                changed = True
+                time.sleep(min(0.05, 0.001 * attempt))
+        raise StorageIOError(f"store {self._path} kept changing under this reader: gave up after "
+                             f"{MAX_ATTEMPTS} attempts to catch up", path=self._path, op="refresh")
+
+    def _writer_moved_on(self) -> bool:
+        """Has CURRENT or the manifest changed since the reader read them?"""
+        try:
+            name = Manifest.current_name(self._env, self._path)
+        except FileNotFoundError:
+            return False
+        if name != self._current:
+            return True
+        if name != self._mark.name:  # CURRENT still names the manifest that was missing
+            return False
+        try:
+            return self._env.file_size(f"{self._path}/{name}") != self._mark.seen
+        except FileNotFoundError:
+            return False
+
+    # -- 1. the manifest ---------------------------------------------------------------------
+    def _read_manifest(self) -> bool:
+        env, mark = self._env, self._mark
+        current = f"{self._path}/CURRENT"
+        try:
+            name = Manifest.current_name(env, self._path)
+        except FileNotFoundError as exc:  # replaced by rename, so never absent while a writer runs
+            raise CorruptionError("CURRENT is missing", path=current) from exc
+        self._current = name
+        mpath = f"{self._path}/{name}"
+        try:
+            if name == mark.name and env.file_size(mpath) == mark.seen:
+                return False
+            data = env.read_file(mpath)
+        except FileNotFoundError as exc:
+            raise Vanished(f"CURRENT names {name}, which is missing", mpath) from exc
+        if name != mark.name:  # a new manifest (rolled, or a new writer): it holds the whole state
+            state = ManifestState()
+            used = apply_edits(state, data, mpath, FILE_HEADER.size)
+            if used == FILE_HEADER.size:  # complete before CURRENT named it
+                raise CorruptionError("manifest holds no complete edit", path=mpath,
+                                      offset=FILE_HEADER.size)
+            self.state, self._mark = state, _ManifestMark(name, len(data), used)
+        else:
+            mark.used = apply_edits(self.state, data, mpath, mark.used)
+            mark.seen = len(data)
+        return True
+
+    # -- 2. the tables ---------------------------------------------------------------------------
+    def _pin_tables(self) -> bool:
+        """Open every table the state names that is not open yet; forget the others
+        (not closed: readers of older views may still use them; the descriptor goes
+        with the last reference)."""
+        live = {info.file_no: info for ts in self.state.tables.values() for info in ts.values()}
+        gone = [n for n in self.tables if n not in live]
+        for n in gone:
+            del self.tables[n]
+        new = [info for n, info in live.items() if n not in self.tables]
+        # Open every new file before parsing any: the window in which the writer may
+        # delete one after a merge is as short as it can be.
+        files: list[tuple[Any, str, RandomAccessFile]] = []
+        try:
+            for info in new:
+                tpath = f"{self._path}/tables/{info.file_no:06d}.sst"
+                try:
+                    files.append((info, tpath, self._env.open_readable(tpath)))
+                except FileNotFoundError as exc:
+                    raise Vanished("table named by the manifest is missing", tpath) from exc
+            while files:
+                info, tpath, f = files.pop(0)
+                if f.size != info.file_size:
+                    f.close()
+                    raise CorruptionError(f"table is {f.size} bytes, the manifest says "
+                                          f"{info.file_size}", path=tpath)
+                try:
+                    reader = TableReader(self._env, tpath, f, self._cache, True)
+                except BaseException:
+                    f.close()
+                    raise
+                reader.file_no = info.file_no
+                self.tables[info.file_no] = reader
+        finally:
+            for _info, _tpath, f in files:
+                f.close()
+        return bool(gone or new)
+
+    def tables_of(self, ks_id: int) -> tuple[TableReader, ...]:
+        """The open tables of a keyspace, newest (highest versions) first."""
+        readers = [self.tables[n] for n in self.state.tables.get(ks_id, {}) if n in self.tables]
+        readers.sort(key=lambda r: r.max_version, reverse=True)
+        return tuple(readers)
+
+    # -- 3. the WAL ----------------------------------------------------------------------------
+    def _open_wal(self) -> Log:
+        wal_dir = f"{self._path}/wal"
+        opts = self._options.replace(read_only=True, create_if_missing=False, error_if_exists=False)
+        try:
+            return Log.open(wal_dir, options=opts, env=self._env, lock=False)
+        except LogNotFoundError as exc:
+            raise Vanished("the store has no wal/ directory", wal_dir) from exc
+
+    def _read_wal(self) -> bool:
+        state = self.state
+        flushed = state.flushed_version
+        if self.wal is None:
+            self.wal = self._open_wal()
+            self.timemap = TimeMap(state.time_map.samples)
+        else:
+            self.wal.refresh()
+            self._merge_time_samples()
+        wal = self.wal
+        changed = self._retire_memtables(flushed)
+        start = max(self._next_wal_seq, state.wal_seq)
+        if start < wal.first_seq or start > wal.last_seq + 1:
+            raise Vanished(f"the WAL holds records {wal.first_seq}..{wal.last_seq}; this state "
+                           f"needs them from {start} on", wal.path)
+        where = f"{self._path}/wal"
+        known = state.keyspaces
+        try:
+            for seq, record in wal.read(start):
+                version, ms, ops = decode(record, f"{where} (record {seq})")
+                if version > self.version and version > flushed:
+                    for ks_id, _k, _v in ops:  # a batch goes in whole or not at all
+                        if ks_id not in known:
+                            raise Vanished(f"WAL record {seq} writes to keyspace {ks_id}, which "
+                                           "the manifest does not name", where)
+                    for ks_id, key, value in ops:
+                        mem = self._active.get(ks_id)
+                        if mem is None:
+                            mem = self._active[ks_id] = Memtable()
+                        mem.add(key, version, value)
+                    self.version = version
+                    self.timemap.note(version, ms)
+                    changed = True
+                self._next_wal_seq = seq + 1
+        except LogRangeError as exc:  # pinned segments make this unexpected; treat it like a gap
+            raise Vanished(f"WAL records went away while being read: {exc}", where) from exc
+        if flushed > self.version:
+            self.version, changed = flushed, True
+        return changed
+
+    def _retire_memtables(self, flushed: int) -> bool:
+        """Seal the active generation if the writer flushed since it began; drop the
+        sealed generations the tables now hold entirely."""
+        changed = False
+        if flushed > self._active_since:
+            if any(m.entries for m in self._active.values()):
+                self._sealed.append((self.version, self._active))
+                self._active = {}
+                changed = True
+            self._active_since = flushed
+        kept = [(newest, mems) for newest, mems in self._sealed if newest > flushed]
+        if len(kept) != len(self._sealed):
+            self._sealed, changed = kept, True
+        return changed
+
+    def _merge_time_samples(self) -> None:
+        """Samples the manifest holds that this reader never saw in the WAL (their
+        records were flushed before it read them) join the time map: a new object,
+        readers keep using the old one meanwhile."""
+        theirs = self.state.time_map.samples
+        if theirs and theirs[-1] != self._merged_sample:
+            self._merged_sample = theirs[-1]
+            ours = set(self.timemap.samples)
+            if not ours.issuperset(theirs):
+                self.timemap = TimeMap(sorted(ours.union(theirs)))
+
+    def memtables_of(self, ks_id: int) -> tuple[Memtable, tuple[Memtable, ...]]:
+        """The active memtable of a keyspace and its sealed ones, newest first."""
+        mem = self._active.get(ks_id)
+        if mem is None:
+            mem = self._active[ks_id] = Memtable()
+        sealed = tuple(m for _newest, mems in reversed(self._sealed)
+                       if (m := mems.get(ks_id)) is not None and m.entries)
+        return mem, sealed
+
+    def close(self) -> None:
+        """Close the WAL and every pinned table."""
+        for t in self.tables.values():
+            t.close()
+        self.tables.clear()
+        if self.wal is not None:
+            self.wal.close()
+

@@ -1,0 +1,305 @@
+"""Read-only stores that follow the writer: ``banyanstore.open(path, read_only=True)``.
+
+A read-only store may sit beside a writer in another process.  It opens what the
+writer has left on disk at that moment (lsm/catchup.py explains how it copes with
+the writer changing files meanwhile) and then stays there until it is told to
+catch up:
+
+* ``store.refresh()`` reads what the writer did since: new manifest edits (flushes,
+  merges, new keyspaces, TTLs, the history floor), the tables they name, and the
+  WAL written since -- so writes the writer has not flushed yet become visible;
+* ``follow=True`` does that on a background thread every ``follow_interval_ms``.
+
+What a follower sees: every write the writer has *handed to the operating system*
+when the refresh runs -- complete batches only, in version order.  How stale it may
+be: up to one ``follow_interval_ms`` (or until your next ``refresh()``), plus the
+time the writer keeps records in its own WAL buffer: none with
+``wal_sync="always"`` or ``sync=True``, up to ``wal_sync_interval_ms`` with
+``"interval"``, and until 256 KiB accumulate (or a flush, sync or close) with
+``"never"``.
+
+How a read stays consistent while a refresh publishes: the views of every
+keyspace and the version they are complete up to are published as ONE object
+(:class:`Published`), and a read takes both from it -- so it never pairs a new
+view with an old version (a merged table may lack history an old version needs)
+nor an old view with a new version (it would miss writes).  Snapshots and
+iterators keep the views they were taken on; the tables in them stay readable
+however the writer merges and deletes.  Nothing is shared with the writer but
+files: a follower takes no lock the writer takes, and never writes.
+
+>>> import banyanstore, tempfile
+>>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d, wal_sync="always") as writer:
+...     _ = writer.put(b"k", b"1")
+...     with banyanstore.open(d, read_only=True) as reader:
+...         _ = writer.put(b"k", b"2")
+...         before = reader.get(b"k")
+...         _ = reader.refresh()
+...         before, reader.get(b"k"), reader.version == writer.version
+(b'1', b'2', True)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
+from .background import BackgroundThread
+from .catchup import CatchUp
+from .keyspace import Keyspace, as_bytes, scan_bounds
+from .store import Store
+from .view import EMPTY_VIEW, KeyspaceState, View
+
+if TYPE_CHECKING:
+    from ..snapshot import Snapshot
+
+__all__ = ["FollowerStore", "FollowerKeyspace", "Published"]
+
+logger = logging.getLogger("banyanstore.follower")
+
+
+class Published:
+    """What a follower's reads use: every keyspace's view and the version they are
+    complete up to, published together in one assignment.  Immutable."""
+
+    __slots__ = ("version", "floor", "views")
+
+    def __init__(self, version: int, floor: int, views: dict[int, View]) -> None:
+        self.version = version
+        self.floor = floor
+        self.views = views
+
+    def check(self, version: object) -> int:
+        """``version`` if this state can answer reads at it; else the error."""
+        if type(version) is not int:
+            raise TypeError(f"version must be an int, not {type(version).__name__}")
+        if version > self.version:
+            raise VersionUnavailableError(f"version {version} is above the latest version this "
+                                          f"reader has caught up with ({self.version}; see refresh())")
+        if version < self.floor or version < 0:
+            raise VersionUnavailableError(f"version {version} is below the oldest version this "
+                                          f"store retains ({self.floor})")
+        return version
+
+
+class _FollowerReads:
+    """The read methods of a follower's keyspace handles: the same as
+    :class:`~banyanstore.lsm.keyspace.Keyspace`'s, but the view and the version come
+    from one :class:`Published` (the writer's read path reads them one after the
+    other, which is exact there because a writer publishes its entries first)."""
+
+    __slots__ = ()
+    _store: Store  # a FollowerStore
+    _ks: KeyspaceState
+
+    def _read_point(self, version: int | None) -> tuple[View, int]:
+        store = self._store
+        if store._closed:
+            store._raise_closed()
+        pub: Published = store._published  # type: ignore[attr-defined]
+        view = pub.views.get(self._ks.id, EMPTY_VIEW)
+        return view, pub.version if version is None else pub.check(version)
+
+    def get(self, key: bytes, version: int | None = None) -> bytes | None:
+        """The latest value of ``key`` (or as of ``version``); None if absent/deleted."""
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        view, v = self._read_point(version)
+        ks = self._ks
+        return view.get(key, v, 0 if ks.ttl is None else self._store._ttl_floor(ks, v))
+
+    def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
+        """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
+        ks = [as_bytes(k, "key") for k in keys]
+        view, v = self._read_point(version)
+        return view.multi_get(ks, v, self._store._ttl_floor(self._ks, v), self._store._env)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+             limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
+        ascending (or descending with ``reverse``), at most ``limit`` of them."""
+        view, v = self._read_point(version)
+        start, end = scan_bounds(start, end, prefix)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise TypeError(f"limit must be a non-negative int or None, not {limit!r}")
+        return view.scan(start, end, v, self._store._ttl_floor(self._ks, v), reverse, limit)
+
+    def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
+        """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
+        key = as_bytes(key, "key")
+        view, v = self._read_point(None)
+        floor = self._store._ttl_floor(self._ks, v)
+        return iter([e for e in view.history(key, v) if e[0] >= floor])
+
+
+class FollowerKeyspace(_FollowerReads, Keyspace):
+    """A named keyspace of a read-only store."""
+
+    __slots__ = ()
+
+
+class _FollowThread(BackgroundThread):
+    """``follow=True``: refresh every ``follow_interval_ms``; a failed refresh is
+    counted, logged and retried at the next interval (reads go on at the last state)."""
+
+    thread_name = "banyanstore-follow"
+
+    def __init__(self, store: FollowerStore, interval: float) -> None:
+        super().__init__()
+        self._store = store
+        self._interval = interval
+        self.failures = 0
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait(self._interval)
+                if self._stopping:
+                    return
+            try:
+                self._store.refresh()
+            except StoreClosedError:
+                return
+            except BanyanStoreError as exc:
+                self.failures += 1
+                if repr(exc) != repr(self.error):
+                    logger.warning("following %s: refresh failed (retrying every %.3f s): %s",
+                                   self._store.path, self._interval, exc)
+                self.error = exc
+            else:
+                self.error = None
+
+
+class FollowerStore(_FollowerReads, Store):
+    """A store opened with ``read_only=True`` (see the module docstring)."""
+
+    __slots__ = ("_catchup", "_published", "_refresh_lock", "_follow", "_refreshes",
+                 "_refreshed_at")
+
+    def __init__(self, path: str, opts: Any, env: Any, own_env: bool, clock: Any = None) -> None:
+        self._refresh_lock = threading.Lock()
+        self._follow: _FollowThread | None = None
+        self._refreshes = 0
+        self._refreshed_at = time.monotonic()
+        super().__init__(path, opts, env, own_env, clock)
+        if opts.follow:
+            self._follow = _FollowThread(self, opts.follow_interval_ms / 1000)
+            self._follow.start()
+
+    def _load(self) -> None:
+        self._check_existence()
+        self._catchup = CatchUp(self._env, self.path, self.options, self._cache)
+        self._keyspaces: dict[str, KeyspaceState] = {}
+        self._ks_by_id: dict[int, KeyspaceState] = {}
+        try:
+            self._catchup.run()
+        except BaseException:
+            self._catchup.close()
+            raise
+        self._wal = self._catchup.wal
+        self._publish()
+        self._ks = self._keyspaces["default"]
+        self._store = self
+
+    # -- catching up -------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Catch up with the writer now; return the version caught up to.
+
+        Reads the manifest edits, tables and WAL records the writer wrote since the
+        last refresh (or the open).  Reads running meanwhile, snapshots and iterators
+        keep the state they started on.  Raises CorruptionError for damage -- never
+        because the writer moved on -- and keeps the last state readable then.
+        """
+        if self._closed:
+            self._raise_closed()
+        with self._refresh_lock:
+            if self._closed:
+                self._raise_closed()
+            if self._catchup.run():
+                self._publish()
+            self._refreshes += 1
+            self._refreshed_at = time.monotonic()
+            return self._published.version
+
+    def _publish(self) -> None:
+        """Make the catch-up's state the one reads use (REQUIRES: the refresh lock, or
+        the open)."""
+        c = self._catchup
+        state = c.state
+        for ks_id, name in sorted(state.keyspaces.items()):
+            ks = self._ks_by_id.get(ks_id)
+            if ks is None:
+                ks = KeyspaceState(ks_id, name, EMPTY_VIEW)
+                self._ks_by_id[ks_id] = ks
+                self._keyspaces[name] = ks
+            ks.ttl = state.keyspace_ttl.get(ks_id, self.options.ttl)
+        views = {}
+        for ks_id in self._ks_by_id:
+            mem, sealed = c.memtables_of(ks_id)
+            views[ks_id] = View(mem, sealed, c.tables_of(ks_id))
+        self._timemap = c.timemap
+        # The writer's history floor may lie above what this reader has seen (it counts
+        # writes still in the writer's WAL buffer).  Reads at or above flushed_version
+        # stay exact all the same: tables hold nothing newer, so no merge dropped an
+        # entry such a read needs; memtables are never reclaimed.
+        floor = min(state.history_floor, state.flushed_version)
+        self._published = pub = Published(c.version, floor, views)
+        for ks_id, view in views.items():  # for stats() and checkpoints of what is read
+            self._ks_by_id[ks_id].view = view
+        self._history_floor = pub.floor
+        self._version = pub.version
+
+    # -- the parts of Store a follower answers differently ---------------------------------------
+    @property
+    def version(self) -> int:
+        """The version this reader has caught up with."""
+        return self._published.version
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest version reads may ask for."""
+        return self._published.floor
+
+    def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
+        """The keyspace called ``name`` (ReadOnlyError if the store has none by that name:
+        the writer may create it later, see :meth:`refresh`)."""
+        super().keyspace(name, ttl=ttl)  # the argument checks and errors of the writer's
+        return FollowerKeyspace(self, self._keyspaces[name])
+
+    def snapshot(self) -> Snapshot:
+        """A consistent read view at the version caught up with; it keeps its tables and
+        memtables whatever later refreshes bring."""
+        from ..snapshot import Snapshot
+        if self._closed:
+            self._raise_closed()
+        pub = self._published
+        return Snapshot(self, pub.version, pub.views)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        f, c = self._follow, self._catchup
+        out["follower"] = {
+            "version": self._published.version, "refreshes": self._refreshes,
+            "seconds_since_refresh": round(time.monotonic() - self._refreshed_at, 6),
+            "retried_catch_ups": c.attempts, "pinned_tables": len(c.tables),
+            "following": f is not None,
+            "interval_ms": self.options.follow_interval_ms if f is not None else None,
+            "failures": f.failures if f is not None else 0,
+            "last_error": repr(f.error) if f is not None and f.error is not None else None,
+        }
+        return out
+
+    def close(self) -> None:
+        """Stop following and release every file.  Idempotent."""
+        if self._follow is not None:
+            self._follow.stop()
+        with self._refresh_lock:
+            was_open = not self._closed
+            super().close()
+            if was_open:
+                self._catchup.close()

@@ -1,0 +1,173 @@
+"""A read-only Log beside its writer: pinned segments, ``refresh()`` (log/follow.py)."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from log_helpers import open_log, payload, rewrite, segments
+
+from banyanstore.errors import CorruptionError
+from banyanstore.io.hooked import HookedEnv
+from banyanstore.log import Log
+from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, fragment
+
+
+def check(ro: Log) -> None:
+    """Every record the reader can read is the writer's, with no gap."""
+    seqs = [seq for seq, data in ro.read() if data == payload(seq)]
+    assert seqs == list(range(ro.first_seq, ro.last_seq + 1))
+
+
+def test_refresh_follows_appends_rotations_and_truncation(env_dir):
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 301):
+        w.append(payload(seq))
+    w.sync()
+    ro = open_log(env, root, read_only=True)
+    assert (ro.first_seq, ro.last_seq) == (1, 300)
+    for seq in range(301, 2001):
+        w.append(payload(seq))
+    assert ro.last_seq == 300  # until it catches up
+    w.sync()
+    assert ro.refresh() == 2000 and len(segments(env, f"{root}/log")) > 3
+    check(ro)
+    old_reader = ro.read(1)  # started before the writer removes segments
+    assert w.truncate_before(1500) > 0
+    assert ro.refresh() == 2000 and ro.first_seq == w.first_seq > 1
+    check(ro)
+    assert [seq for seq, _ in old_reader] == list(range(1, 2001))  # pinned: still all there
+    assert ro.get(1999) == payload(1999)
+    w.close()
+    ro.close()
+
+
+def test_refresh_reads_only_complete_records(env_dir):
+    """A record cut short at the end of the live segment (a write in progress) is not
+    read, and is read once it is complete; zero-filled space after it likewise."""
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq, 100))
+    w.close()
+    path = segments(env, f"{root}/log")[-1]
+    f = env.open_readable(path)
+    good = f.read(0, f.size)
+    f.close()
+    record = b"".join(frag for _, frag in fragment(11, payload(11, 3000), BLOCK_SIZE - len(good)))
+    ro = open_log(env, root, read_only=True)
+    for cut in (3, 9, 1500):
+        rewrite(env, path, good + record[:cut])
+        assert ro.refresh() == 10
+    rewrite(env, path, good + bytes(4096))  # space written ahead of the records
+    assert ro.refresh() == 10
+    rewrite(env, path, good + record)
+    assert ro.refresh() == 11
+    assert list(ro.read()) == [(seq, payload(seq, 100)) for seq in range(1, 11)] + [(11, payload(11, 3000))]
+    ro.close()
+
+
+def test_damage_in_a_sealed_segment_is_corruption(env_dir):
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq, 100))
+    w.sync()
+    ro = open_log(env, root, read_only=True)
+    for seq in range(11, 1001):
+        w.append(payload(seq, 100))
+    w.close()
+    sealed = segments(env, f"{root}/log")[0]
+    f = env.open_readable(sealed)
+    data = bytearray(f.read(0, f.size))
+    f.close()
+    assert len(data) > HEADER_SIZE + 2000
+    data[HEADER_SIZE + 1500] ^= 0x40
+    rewrite(env, sealed, bytes(data))
+    with pytest.raises(CorruptionError, match="damaged log record"):
+        ro.refresh()
+    ro.close()
+
+
+class StaleListing(HookedEnv):
+    """Lists a directory as it was when :meth:`freeze` was called (a listing taken just
+    before the writer removed segments)."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(inner)
+        self.frozen: dict[str, list[str]] = {}
+
+    def freeze(self, path: str) -> None:
+        self.frozen[path] = self.inner.listdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.frozen.pop(path, None) or self.inner.listdir(path)
+
+
+def test_segments_removed_after_the_listing(env_dir):
+    """Segments the writer removes between a reader's listing and its opening them:
+    neither the open nor a refresh fails; the log starts later."""
+    env, root = env_dir
+    stale = StaleListing(env)
+    w = open_log(env, root)
+    for seq in range(1, 1001):
+        w.append(payload(seq))
+    w.sync()
+    stale.freeze(f"{root}/log")
+    w.truncate_before(600)
+    ro = open_log(stale, root, read_only=True)
+    assert ro.first_seq == w.first_seq and ro.last_seq == 1000
+    check(ro)
+    for seq in range(1001, 3001):
+        w.append(payload(seq))
+    w.sync()
+    stale.freeze(f"{root}/log")
+    w.truncate_before(2500)
+    assert ro.refresh() == 3000
+    check(ro)
+    ro.close()
+    w.close()
+
+
+def test_reader_beside_a_busy_writer_thread(env_dir):
+    """A writer thread appends, rotates and truncates; the reader refreshes and checks
+    every record it can read, the whole time."""
+    env, root = env_dir
+    w = open_log(env, root)
+    w.append(payload(1))
+    w.sync()
+    ro = open_log(env, root, read_only=True)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        rng = random.Random(7)
+        try:
+            while not stop.is_set():
+                w.append_many([payload(w.last_seq + 1 + i) for i in range(rng.randint(1, 50))])
+                if rng.random() < 0.3:
+                    w.sync()
+                if rng.random() < 0.05:
+                    w.truncate_before(max(1, w.last_seq - 3000))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        last = 0
+        for _ in range(200):
+            seq = ro.refresh()
+            assert seq >= last
+            last = seq
+            check(ro)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+    w.close()
+    assert ro.refresh() == w.last_seq
+    check(ro)
+    ro.close()

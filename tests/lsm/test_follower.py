@@ -1,0 +1,291 @@
+"""Readers beside a writer in another process: read-only opens, refresh(), follow=True.
+
+The writer is tests/lsm/follow_child.py: a tiny memtable, tiny WAL segments and eager
+merges, so flushes, WAL cuts, merges and table deletions happen every few milliseconds
+under the readers.  Long forms: ``BANYANSTORE_SOAK=1``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import CorruptionError, ReadOnlyError, VersionUnavailableError
+
+from . import follow_child
+from .crashenv import soak
+from .follow_child import check_churn, model_ops
+
+CHILD = Path(follow_child.__file__)
+
+
+class Writer:
+    """The writer process; ``acked`` is the newest version it acknowledged (model mode)."""
+
+    def __init__(self, path: Path, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(CHILD), str(path), *args],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line == "ready\n", f"writer failed to start: {line!r}"
+        self.acked = 0
+        self._reader = threading.Thread(target=self._read_acks, daemon=True)
+        self._reader.start()
+
+    def _read_acks(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("ack "):
+                self.acked = int(line.split()[1])
+
+    def wait_for(self, version: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked < version:
+            assert self.proc.poll() is None, "writer died"
+            assert time.monotonic() < deadline, f"writer stuck below version {version}"
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=10)
+
+
+@pytest.fixture
+def writer_factory(tmp_path: Path) -> Iterator[Any]:
+    writers: list[Writer] = []
+
+    def start(*args: str) -> Writer:
+        w = Writer(tmp_path / "db", *args)
+        writers.append(w)
+        return w
+
+    yield start
+    for w in writers:
+        w.stop()
+
+
+def churn_get(store: Any, version: int) -> Any:
+    def get(key: bytes, keyspace: str) -> bytes | None:
+        return store.keyspace(keyspace).get(key, version=version)
+    return get
+
+
+def seconds(default: float, long: float) -> float:
+    return long if soak() else default
+
+
+# -- issue 9, finding 4: read-only opens beside a running writer ----------------------------------
+def test_read_only_opens_beside_a_writer_never_fail(tmp_path: Path, writer_factory: Any) -> None:
+    """Every open succeeds while the writer flushes, cuts its WAL and merges, and shows a
+    complete state.  Before the fix most failed with "table named by the manifest is
+    missing", some with a raw FileNotFoundError for a WAL segment, and others opened
+    at a version whose writes they could not see (the manifest's last_version counts
+    writes still in the writer's buffer; or the WAL was cut between reading the
+    manifest and the WAL)."""
+    writer = writer_factory("churn")
+    rng = random.Random(4)
+    errors: Counter[str] = Counter()
+    opens = 0
+    deadline = time.monotonic() + seconds(4, 60)
+    while time.monotonic() < deadline or opens < 20:
+        try:
+            with banyanstore.open(tmp_path / "db", read_only=True, io_mode="sync") as r:
+                v = r.version
+                check_churn(churn_get(r, v), v, rng)
+                assert sum(1 for _ in r.scan(prefix=b"k:", limit=50)) == min(50, v)
+        except (banyanstore.BanyanStoreError, OSError) as exc:
+            errors[f"{type(exc).__name__}: {str(exc)[:70]}"] += 1
+        except AssertionError:
+            errors["inconsistent state (version without its writes, or writes lost)"] += 1
+        opens += 1
+    assert writer.proc.poll() is None
+    assert not errors, f"{sum(errors.values())} of {opens} read-only opens failed: {errors.most_common()}"
+
+
+# -- refresh() --------------------------------------------------------------------------------
+def test_refresh_follows_flushes_merges_and_wal(tmp_path: Path, writer_factory: Any) -> None:
+    """One reader refreshes again and again: versions only rise, every state is complete
+    (no half batch, nothing missing), and a snapshot and an iterator taken before a
+    refresh keep their view while the writer merges their tables away."""
+    writer_factory("churn")
+    rng = random.Random(5)
+    with banyanstore.open(tmp_path / "db", read_only=True, io_mode="sync") as r:
+        last = r.version
+        deadline = time.monotonic() + seconds(4, 60)
+        rounds = 0
+        while time.monotonic() < deadline or rounds < 30:
+            snap = r.snapshot()
+            it = r.scan(prefix=b"k:")
+            first = next(it, None)
+            time.sleep(0.01)
+            v = r.refresh()
+            assert v >= last
+            last = v
+            check_churn(churn_get(r, v), v, rng)
+            check_churn(lambda k, ks: snap.get(k, keyspace=ks), snap.version, rng)
+            rest = list(it)  # its tables may have been merged and deleted meanwhile
+            assert len(rest) + (first is not None) == min(follow_child.KEYS, snap.version)
+            snap.close()
+            rounds += 1
+        stats = r.stats()["follower"]
+        assert stats["refreshes"] == rounds and stats["version"] == last
+    assert last > 1000, "the writer made too little progress for this test to mean anything"
+
+
+class Model:
+    """The state of the model writer at every version: per (keyspace, key), the
+    versions and values written, ascending."""
+
+    def __init__(self, seed: int) -> None:
+        self._ops = model_ops(seed)
+        self.version = 0
+        self.history: dict[tuple[str, bytes], tuple[list[int], list[bytes | None]]] = {}
+
+    def advance(self, version: int) -> None:
+        while self.version < version:
+            kind, ops = next(self._ops)
+            if kind != "write":
+                continue
+            self.version += 1
+            for _op, ks, key, value in ops:
+                versions, values = self.history.setdefault((ks, key), ([], []))
+                if versions and versions[-1] == self.version:
+                    values[-1] = value  # the same key twice in a batch: the last op wins
+                else:
+                    versions.append(self.version)
+                    values.append(value)
+
+    def get(self, ks: str, key: bytes, version: int) -> bytes | None:
+        versions, values = self.history.get((ks, key), ([], []))
+        i = bisect.bisect_right(versions, version)
+        return values[i - 1] if i else None
+
+    def state(self, ks: str, version: int) -> dict[bytes, bytes]:
+        out = {}
+        for (k_ks, key) in self.history:
+            if k_ks == ks and (value := self.get(ks, key, version)) is not None:
+                out[key] = value
+        return out
+
+
+def check_against_model(r: Any, model: Model, rng: random.Random) -> None:
+    """The reader's state equals the model's: whole keyspaces at one version (a
+    snapshot: a following reader may move on meanwhile), and keys at older versions."""
+    with r.snapshot() as snap:
+        v = snap.version
+        model.advance(v)
+        for ks in ("default", "index"):
+            assert dict(snap.scan(keyspace=ks)) == model.state(ks, v), (ks, v)
+    for _ in range(20):
+        lowest = max(r.oldest_version, 1)
+        if lowest > v:  # a following reader moved on past v
+            break
+        at = rng.randint(lowest, v)
+        ks = rng.choice(("default", "index"))
+        key = b"m:%03d" % rng.randrange(300)
+        try:
+            got = r.keyspace(ks).get(key, version=at)
+        except VersionUnavailableError:
+            assert at < r.oldest_version  # the floor rose meanwhile (it never falls)
+            continue
+        assert got == model.get(ks, key, at), (ks, key, at, v)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_refresh_model_check(tmp_path: Path, writer_factory: Any, seed: int) -> None:
+    """Random puts, deletes, cross-keyspace batches, flushes and compactions: after
+    refresh() the reader sees every acknowledged write, and its state at every
+    version it can read equals the model's."""
+    writer = writer_factory("model", str(seed))
+    model = Model(seed)
+    rng = random.Random(seed)
+    with banyanstore.open(tmp_path / "db", read_only=True, io_mode="sync") as r:
+        deadline = time.monotonic() + seconds(3, 60)
+        while time.monotonic() < deadline or r.version < 1500:
+            acked = writer.acked
+            r.refresh()
+            assert r.version >= acked
+            check_against_model(r, model, rng)
+            time.sleep(rng.random() * 0.02)
+
+
+def test_follow_sees_acknowledged_writes_within_the_interval(tmp_path: Path,
+                                                             writer_factory: Any) -> None:
+    """follow=True: without refresh() calls, an acknowledged write becomes visible within
+    about the interval, and every state the reader shows is the model's."""
+    writer = writer_factory("model", "3")
+    model = Model(3)
+    rng = random.Random(3)
+    with banyanstore.open(tmp_path / "db", read_only=True, io_mode="sync", follow=True,
+                          follow_interval_ms=20) as r:
+        target = 0
+        for _ in range(8 if not soak() else 100):
+            target += 150
+            writer.wait_for(target)
+            deadline = time.monotonic() + 30  # generous: a loaded machine, not a timing claim
+            while r.version < target:
+                assert time.monotonic() < deadline, f"follower stuck at {r.version} < {target}"
+                time.sleep(0.005)
+            check_against_model(r, model, rng)
+        st = r.stats()["follower"]
+        assert st["following"] and st["refreshes"] > 0 and st["failures"] == 0
+
+
+# -- in-process checks ------------------------------------------------------------------------
+def test_refresh_in_process(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync", wal_sync="always", memtable_size=64 * 1024,
+                          compaction=False) as w:
+        w.put(b"a", b"1")
+        with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+            assert r.get(b"a") == b"1" and r.version == 1
+            w.keyspace("new").put(b"x", b"y")
+            w.put(b"a", b"2")
+            with pytest.raises(VersionUnavailableError):
+                r.get(b"a", version=3)
+            assert r.refresh() == 3 and r.get(b"a") == b"2" and r.get(b"a", version=1) == b"1"
+            assert r.keyspace("new").get(b"x") == b"y" and r.keyspaces() == ["default", "new"]
+            w.flush()
+            w.compact()
+            for i in range(2000):
+                w.put(b"k%d" % i, b"v" * 100)
+            assert r.refresh() == w.version
+            assert r.get(b"k1999") == b"v" * 100 and r.get(b"a") == b"2"
+            with pytest.raises(ReadOnlyError):
+                r.put(b"a", b"3")
+            with pytest.raises(ReadOnlyError):
+                r.keyspace("missing")
+
+
+def test_missing_table_with_unchanged_manifest_is_corruption(tmp_path: Path) -> None:
+    """Only a file the writer could have removed is retried: a table the manifest names,
+    gone while the manifest has not changed, is damage."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync") as w:
+        for i in range(100):
+            w.put(b"k%d" % i, b"v")
+        w.flush()
+    table = next((path / "tables").glob("*.sst"))
+    with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+        table.unlink()
+        assert r.get(b"k1") == b"v"  # pinned
+        assert r.refresh() == 100
+    with pytest.raises(CorruptionError, match="table named by the manifest is missing"):
+        banyanstore.open(path, read_only=True, io_mode="sync")
+
+
+def test_follow_needs_read_only(tmp_path: Path) -> None:
+    with pytest.raises(banyanstore.ConfigError, match="follow"):
+        banyanstore.open(tmp_path / "db", follow=True)
