@@ -4,7 +4,11 @@ Two storage kinds behind concise interfaces:
 
 * :func:`open_log` -- an append-only, segmented, crash-safe **Log**;
 * :func:`open` -- an LSM **Store** with MVCC versions, keyspaces, snapshots
-  and checkpoints.
+  and checkpoints;
+
+and incremental backups of a store to a directory or object storage
+(:func:`backup`, :func:`restore`, :func:`list_backups`, :func:`verify_backup`,
+:func:`prune_backups`; see ``docs/backup.md``).
 
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open_log(d, io_mode="sync") as log:
@@ -18,6 +22,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .backups import BackupInfo, backup, list_backups, prune_backups, restore, verify_backup
 from .errors import (
     BanyanStoreError,
     ConfigError,
@@ -44,6 +49,7 @@ __all__ = [
     "open", "open_log", "Options", "errors", "BanyanStoreError", "ConfigError", "CorruptionError",
     "DiskFullError", "IOModeUnavailableError", "LogRangeError", "ReadOnlyError", "StorageIOError",
     "StoreClosedError", "StoreLockedError", "VersionUnavailableError", "__version__",
+    "backup", "restore", "list_backups", "verify_backup", "prune_backups", "BackupInfo",
 ]
 
 

@@ -12,14 +12,21 @@ Usage (also ``python -m banyanstore.cli``)::
     banyanstore scan STORE                  key = value lines (read-only)
     banyanstore checkpoint STORE DEST       a consistent copy (opens the store for writing)
     banyanstore repair STORE                the conservative repair (see tools/repair.py)
+    banyanstore backup STORE URL            an incremental backup to a directory or s3://...
+    banyanstore restore URL DEST            restore the newest (or --backup ID) backup
+    banyanstore backups URL                 list the complete backups (--verify: check them)
+    banyanstore prune URL --keep N          delete all but the N newest backups
 
 Keys are UTF-8 text, or ``hex:`` and hex digits for binary keys.  Bytes are
 shown with Python's escapes (``--hex``: as hex).  ``--json`` (before or after
 the command) prints JSON instead of text.
 
+Backup commands take ``--option KEY=VALUE`` for fsspec storage options, and
+show progress bars on a terminal (``--quiet``: none); see docs/backup.md.
+
 Exit codes: 0 ok; 1 problems found (verify/repair found damage or leftovers,
-get found no value, the store could not be opened or read); 2 usage (bad
-arguments, a path that is not a store/log/table).
+get found no value, the store could not be opened or read, a backup is
+damaged); 2 usage (bad arguments, a path that is not a store/log/table).
 
 >>> main(["--version"])
 banyanstore 0.1.0
@@ -36,6 +43,7 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import BanyanStoreError
+from .tools.backups import cmd_backup, cmd_backups, cmd_prune, cmd_restore
 from .tools.common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Output, UsageError
 from .tools.dumps import cmd_dump_log, cmd_dump_manifest, cmd_dump_wal
 from .tools.reads import cmd_checkpoint, cmd_get, cmd_scan, cmd_stats
@@ -124,7 +132,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("repair", cmd_repair, "conservative repair: only what is provably safe")
     sp.add_argument("path", metavar="store")
     sp.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    _add_backup_commands(add)
     return p
+
+
+def _add_backup_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                        help="an fsspec storage option (repeatable; VALUE as JSON if it parses)")
+    remote.add_argument("--parallel", type=_positive, default=8,
+                        help="transfers at once (default 8)")
+    remote.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    url_help = "a local directory or an fsspec URL (s3://bucket/prefix, gs://..., az://...)"
+    sp = add("backup", cmd_backup, "back up STORE to URL, uploading only what URL lacks (works "
+             "beside a running writer)", remote)
+    sp.add_argument("store")
+    sp.add_argument("url", help=url_help)
+    sp = add("restore", cmd_restore, "restore a backup from URL into DEST (checked before it "
+             "appears)", remote)
+    sp.add_argument("url", help=url_help)
+    sp.add_argument("dest")
+    sp.add_argument("--backup", metavar="ID", help="the backup to restore (default: the newest)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace the store at DEST (no writer may have it open)")
+    sp = add("backups", cmd_backups, "list the complete backups at URL", remote)
+    sp.add_argument("url", help=url_help)
+    sp.add_argument("--verify", action="store_true",
+                    help="download and check every object of each backup")
+    sp.add_argument("--backup", metavar="ID", help="only this backup")
+    sp = add("prune", cmd_prune, "delete all but the KEEP newest backups, and every object "
+             "they alone needed", remote)
+    sp.add_argument("url", help=url_help)
+    sp.add_argument("--keep", type=_positive, required=True, help="backups to keep (>= 1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,218 @@
+"""The backups at a destination: listing, loading, in-progress markers, pruning.
+
+A backup is complete exactly when ``backups/<id>.manifest`` exists and decodes;
+objects are shared between backups (content addressed), so deleting a backup
+deletes its manifest and then every object no remaining manifest names.
+
+A backup in progress has uploaded objects that no manifest names yet, so it
+announces itself with ``pending/<id>`` (JSON: host, pid, start time) before its
+first upload and removes it after its manifest is written.  While a live
+marker exists, :func:`prune` deletes manifests but no object.  A marker is
+stale -- its backup died -- when its process is gone (same host) or it is older
+than ``pending_timeout`` seconds (default a day).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from ..errors import CorruptionError, StoreNotFoundError
+from .destination import TEMP_MARK, Destination
+from .manifest import (
+    BACKUP_ID,
+    MANIFEST_NAME,
+    OBJECT_NAME,
+    BackupManifest,
+    check_backup_id,
+    decode_manifest,
+    manifest_key,
+    parse_created,
+)
+
+__all__ = ["BackupInfo", "PruneResult", "read_manifests", "load_manifest", "Pending", "prune",
+           "PENDING_TIMEOUT"]
+
+logger = logging.getLogger("banyanstore.backups")
+PENDING_TIMEOUT: Final = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One complete backup, as :func:`banyanstore.list_backups` and
+    :func:`banyanstore.backup` report it."""
+
+    backup_id: str
+    url: str
+    version: int           # every write with a version <= it is in the backup
+    created: datetime      # UTC
+    source: str            # host:path of the store
+    keyspaces: tuple[str, ...]
+    files: int             # objects the backup needs (tables + WAL tail)
+    size: int              # their bytes
+    wal_records: int       # WAL records beyond the tables
+    uploaded_files: int    # what the backup that made it had to upload
+    uploaded_bytes: int
+
+    @classmethod
+    def of(cls, m: BackupManifest, url: str) -> BackupInfo:
+        return cls(m.backup_id, url, m.version,
+                   parse_created(m.created),
+                   f"{m.source_host}:{m.source_path}", tuple(k.name for k in m.keyspaces),
+                   len(m.objects), m.size, m.wal_tail.records if m.wal_tail else 0,
+                   m.uploaded_files, m.uploaded_bytes)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What :func:`banyanstore.prune_backups` did."""
+
+    kept: tuple[str, ...]
+    deleted: tuple[str, ...]
+    deleted_objects: int
+    deleted_bytes: int
+    kept_unreferenced: int  # unreferenced objects left because a backup is in progress
+    in_progress: tuple[str, ...]
+
+
+def read_manifests(dest: Destination) -> tuple[list[BackupManifest], list[tuple[str, CorruptionError]]]:
+    """Every decodable manifest (oldest first) and ``(backup id, error)`` of the damaged ones."""
+    good: list[BackupManifest] = []
+    damaged: list[tuple[str, CorruptionError]] = []
+    for name in sorted(dest.list("backups")):
+        m = MANIFEST_NAME.match(name)
+        if m is None:
+            continue  # a temporary file of a write in progress, or not ours
+        key = f"backups/{name}"
+        try:
+            data = dest.read(key)
+        except FileNotFoundError:
+            continue  # pruned meanwhile
+        try:
+            manifest = decode_manifest(data, dest.describe(key))
+            if manifest.backup_id != m.group(1):
+                raise CorruptionError(f"manifest holds backup {manifest.backup_id}, not the "
+                                      f"{m.group(1)} its name says", path=dest.describe(key))
+        except CorruptionError as exc:
+            damaged.append((m.group(1), exc))
+            continue
+        good.append(manifest)
+    return good, damaged
+
+
+def load_manifest(dest: Destination, backup_id: str | None) -> BackupManifest:
+    """The manifest of ``backup_id``, or of the newest complete backup."""
+    if backup_id is None:
+        good, damaged = read_manifests(dest)
+        newest_damaged = max(damaged, key=lambda d: d[0], default=None)
+        if newest_damaged is not None and (not good or newest_damaged[0] > good[-1].backup_id):
+            raise newest_damaged[1]  # never fall back to an older backup in silence
+        if not good:
+            raise StoreNotFoundError(f"no complete backup at {dest.url}")
+        return good[-1]
+    key = manifest_key(check_backup_id(backup_id))
+    try:
+        data = dest.read(key)
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"no backup {backup_id} at {dest.url}") from None
+    manifest = decode_manifest(data, dest.describe(key))
+    if manifest.backup_id != backup_id:
+        raise CorruptionError(f"manifest holds backup {manifest.backup_id}, not {backup_id}",
+                              path=dest.describe(key))
+    return manifest
+
+
+# -- in-progress markers -----------------------------------------------------------------------
+
+class Pending:
+    """The ``pending/<id>`` marker of a running backup."""
+
+    def __init__(self, dest: Destination, backup_id: str) -> None:
+        self._dest, self._key = dest, f"pending/{backup_id}"
+        marker = {"backup_id": backup_id, "host": socket.gethostname(), "pid": os.getpid(),
+                  "started": time.time()}
+        dest.write(self._key, json.dumps(marker).encode())
+
+    def clear(self) -> None:
+        """Remove the marker.  If that fails, prune waits until it is stale: safe."""
+        try:
+            self._dest.delete([self._key])
+        except Exception:  # noqa: BLE001 - the backup itself is complete
+            logger.warning("could not remove the in-progress marker %s", self._dest.describe(self._key),
+                           exc_info=True)
+
+
+def _marker_is_stale(raw: bytes, now: float, timeout: float) -> bool:
+    try:
+        marker = json.loads(raw)
+        host, pid, started = marker["host"], int(marker["pid"]), float(marker["started"])
+    except (ValueError, KeyError, TypeError):
+        return False  # unreadable: assume a backup is running (the safe side)
+    if now - started > timeout:
+        return True
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def _live_markers(dest: Destination, timeout: float) -> tuple[list[str], list[str]]:
+    """``(live, stale)`` marker names."""
+    live: list[str] = []
+    stale: list[str] = []
+    now = time.time()
+    for name in sorted(dest.list("pending")):
+        if not BACKUP_ID.match(name):
+            continue
+        try:
+            raw = dest.read(f"pending/{name}")
+        except FileNotFoundError:
+            continue  # its backup just finished
+        (stale if _marker_is_stale(raw, now, timeout) else live).append(name)
+    return live, stale
+
+
+# -- pruning -------------------------------------------------------------------------------------
+
+def prune(dest: Destination, keep: int, *, pending_timeout: float = PENDING_TIMEOUT) -> PruneResult:
+    """Keep the ``keep`` newest complete backups; delete the older ones' manifests,
+    then every object no remaining backup names (see the module docstring)."""
+    good, damaged = read_manifests(dest)
+    if damaged:
+        first = damaged[0][1]
+        raise CorruptionError(f"{len(damaged)} backup manifest(s) are damaged; prune cannot tell "
+                              f"which objects they need (first: {first}); move them away "
+                              "after checking", path=first.path)
+    kept, dropped = good[-keep:], good[:-keep]
+    dest.delete(manifest_key(m.backup_id) for m in dropped)
+    live, stale = _live_markers(dest, pending_timeout)
+    objects = dest.list("objects")
+    again, _ = read_manifests(dest)  # backups completed meanwhile keep their objects
+    referenced = {o.sha256 for m in kept + again for o in m.objects}
+    unreferenced = {name: size for name, size in objects.items()
+                    if (OBJECT_NAME.match(name) and name not in referenced)
+                    or name.startswith(TEMP_MARK)}
+    deleted_objects = deleted_bytes = 0
+    if not live:
+        dest.delete(f"objects/{name}" for name in sorted(unreferenced))
+        dest.delete(f"pending/{name}" for name in stale)
+        dest.delete(f"{folder}/{name}" for folder in ("backups", "pending")
+                    for name in dest.list(folder) if name.startswith(TEMP_MARK))
+        deleted_objects, deleted_bytes = len(unreferenced), sum(unreferenced.values())
+    elif unreferenced:
+        logger.warning("prune: %d unreferenced objects kept: backups in progress (%s)",
+                       len(unreferenced), ", ".join(live))
+    return PruneResult(tuple(m.backup_id for m in kept), tuple(m.backup_id for m in dropped),
+                       deleted_objects, deleted_bytes, 0 if not live else len(unreferenced),
+                       tuple(live))
+

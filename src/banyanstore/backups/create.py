@@ -1,0 +1,119 @@
+"""Taking a backup: capture, checksum, upload what the destination lacks, manifest last.
+
+1. Announce the backup (``pending/<id>``, see catalog.py) and capture the store
+   into a scratch directory beside it (capture.py: hard links, no flush, the
+   writer keeps running).
+2. Checksum every captured table (SHA-256, on the pool); the WAL tail was
+   checksummed while it was written.  Objects are named by their checksum, so
+   a table an earlier backup uploaded is already there: list ``objects/`` once
+   and upload only what is missing (or present with another size).
+3. Make the uploads durable (:meth:`Destination.barrier`), then write the
+   manifest: the backup exists from that moment, complete.  A process killed
+   before it leaves objects no manifest names (removed by a later prune) and
+   no backup.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import __version__
+from ..lsm.manifest import STORE_FORMAT
+from .capture import Capture, capture
+from .catalog import BackupInfo, Pending
+from .destination import Destination, open_destination
+from .manifest import (
+    CREATED_FORMAT,
+    ID_TIME_FORMAT,
+    BackupManifest,
+    KeyspaceEntry,
+    TableEntry,
+    WalTailEntry,
+    encode_manifest,
+    manifest_key,
+)
+from .scratch import ScratchDir
+from .transfer import ProgressCallback, Tracker, check_parallel, hash_file, run_parallel
+
+__all__ = ["create_backup"]
+
+
+def _source(source: object) -> tuple[str, int]:
+    """``(store directory, a version whose writes are all in its files)``."""
+    from ..lsm.store import Store
+    if isinstance(source, Store):
+        version = source.version
+        source.sync()  # writes acknowledged so far leave the WAL buffer for the file
+        return os.path.abspath(source.path), version
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(source)), 0
+    raise TypeError(f"store_or_path must be a Store or a path, not {type(source).__name__}")
+
+
+def create_backup(source: object, url: object, *, parallel: int, progress: ProgressCallback | None,
+                  storage_options: dict[str, Any]) -> BackupInfo:
+    """See :func:`banyanstore.backup`."""
+    parallel = check_parallel(parallel)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    store_dir, known_version = _source(source)
+    dest = open_destination(url, storage_options)
+    created = datetime.now(UTC)
+    backup_id = f"{created.strftime(ID_TIME_FORMAT)}-{secrets.token_hex(4)}"
+    with ScratchDir(store_dir, "backup", fallback_to_tmp=True) as scratch:
+        pending = Pending(dest, backup_id)
+        try:
+            cap = capture(store_dir, scratch.path, known_version=known_version)
+            manifest = _upload(dest, cap, backup_id, created, store_dir, parallel, progress)
+        finally:
+            pending.clear()
+    return BackupInfo.of(manifest, dest.url)
+
+
+def _upload(dest: Destination, cap: Capture, backup_id: str, created: datetime, store_dir: str,
+            parallel: int, progress: ProgressCallback | None) -> BackupManifest:
+    hashing = Tracker("hash", files_total=len(cap.tables),
+                      bytes_total=sum(info.file_size for info, _ in cap.tables), callback=progress)
+
+    def checksum(staged: str) -> str:
+        digest = hash_file(staged, hashing.add_bytes)
+        hashing.file_done()
+        return digest
+
+    digests = run_parallel([staged for _, staged in cap.tables], checksum, parallel=parallel)
+    tables = [TableEntry(d, info.file_size, info) for (info, _), d in zip(cap.tables, digests, strict=True)]
+    local = {t.sha256: (staged, t.size) for t, (_, staged) in zip(tables, cap.tables, strict=True)}
+    tail = None
+    if cap.tail is not None:
+        t = cap.tail
+        tail = WalTailEntry(t.sha256, t.size, t.records, t.first_version, t.last_version)
+        local[t.sha256] = (t.path, t.size)
+    present = dest.list("objects")
+    missing = sorted((sha, path, size) for sha, (path, size) in local.items()
+                     if present.get(sha) != size)
+    uploading = Tracker("upload", files_total=len(missing),
+                        bytes_total=sum(size for _, _, size in missing), callback=progress)
+
+    def upload(item: tuple[str, str, int]) -> None:
+        sha, path, _size = item
+        dest.upload(path, f"objects/{sha}", uploading.add_bytes)
+        uploading.file_done()
+
+    run_parallel(missing, upload, parallel=parallel)
+    dest.barrier()
+    state = cap.state
+    manifest = BackupManifest(
+        backup_id=backup_id, created=created.strftime(CREATED_FORMAT), banyanstore=__version__,
+        store_format=STORE_FORMAT, source_path=store_dir, source_host=socket.gethostname(),
+        version=cap.version, flushed_version=state.flushed_version,
+        history_floor=state.history_floor, next_file=state.next_file,
+        keyspaces=[KeyspaceEntry(i, name, cap.keyspace_ttl.get(i), i in cap.keyspace_ttl)
+                   for i, name in sorted(cap.keyspaces.items())],
+        time_map=list(state.time_map.samples), tables=tables, wal_tail=tail,
+        uploaded_files=len(missing), uploaded_bytes=sum(size for _, _, size in missing))
+    dest.write(manifest_key(backup_id), encode_manifest(manifest))
+    return manifest

@@ -1,0 +1,106 @@
+"""Private working directories beside a store, and the removal of abandoned ones.
+
+A backup pins the store's files by hard-linking them into a scratch directory
+next to the store (same file system, so links work and cost nothing); a
+restore builds the new store in one next to its destination, then renames it
+into place.  A process killed mid-way leaves its directory behind, so each
+directory holds a ``LOCK`` file its owner keeps ``flock``-ed; the next backup
+or restore beside the same path removes every such directory whose lock it
+can take (its owner is gone).  A directory is created under a name the
+cleaners ignore, locked, and only then renamed to the name they look for, so
+a cleaner can never take a lock its owner is about to take.
+
+>>> import tempfile, os
+>>> with tempfile.TemporaryDirectory() as d:
+...     with ScratchDir(os.path.join(d, "store"), "backup") as s:
+...         os.path.basename(s.path).startswith(".store.backup-")
+...     os.listdir(d)
+True
+[]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+
+__all__ = ["ScratchDir"]
+
+logger = logging.getLogger("banyanstore.backups")
+
+
+class ScratchDir:
+    """A directory ``.<name>.<purpose>-XXXX`` beside ``target``, locked by this process.
+
+    ``fallback_to_tmp``: if the parent directory is not writable, use one in the
+    system's temporary directory instead (files are then copied, not linked)."""
+
+    def __init__(self, target: str, purpose: str, *, fallback_to_tmp: bool = False) -> None:
+        target = os.path.abspath(target)
+        parent, base = os.path.dirname(target), os.path.basename(target)
+        self._prefix = f".{base}.{purpose}-"
+        remove_abandoned(parent, self._prefix)
+        try:
+            fresh = tempfile.mkdtemp(prefix=f".{base}.{purpose}~", dir=parent)
+        except OSError:
+            if not fallback_to_tmp:
+                raise
+            remove_abandoned(tempfile.gettempdir(), self._prefix)
+            fresh = tempfile.mkdtemp(prefix=f".{base}.{purpose}~")
+        self._fd = os.open(os.path.join(fresh, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else can know the name yet
+        self.path = os.path.join(os.path.dirname(fresh), self._prefix + os.path.basename(fresh)[-8:])
+        os.rename(fresh, self.path)
+        self._moved = False
+
+    def moved_to(self, path: str) -> None:
+        """The directory was renamed to ``path`` (it is no longer scratch)."""
+        self.path, self._moved = path, True
+
+    def close(self) -> None:
+        """Remove the directory (unless it was moved into place) and release it."""
+        if self._fd < 0:
+            return
+        try:
+            if not self._moved:
+                shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ScratchDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def remove_abandoned(parent: str, prefix: str) -> list[str]:
+    """Remove the directories in ``parent`` named ``prefix*`` whose owner is gone."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        if not name.startswith(prefix) or not os.path.isdir(path):
+            continue
+        try:
+            fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # no lock file: not ours to judge
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(path)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    if removed:
+        logger.info("removed %d abandoned scratch directories: %s", len(removed), ", ".join(removed))
+    return removed

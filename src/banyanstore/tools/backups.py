@@ -1,0 +1,196 @@
+"""The backup commands: ``backup``, ``restore``, ``backups`` (list and verify), ``prune``.
+
+They call :func:`banyanstore.backup` and friends; ``--option KEY=VALUE`` passes
+fsspec storage options (VALUE is JSON where it parses as JSON, else a string).
+On a terminal (and without ``--json``) long transfers show ``rich`` progress
+bars on stderr, one per phase (``pip install 'banyanstore[cli]'``).
+
+>>> storage_options(["anon=false", "client_kwargs={\\"region_name\\": \\"eu-west-1\\"}", "profile=dev"])
+{'anon': False, 'client_kwargs': {'region_name': 'eu-west-1'}, 'profile': 'dev'}
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import banyanstore
+
+from ..backups import BackupInfo, Progress
+from ..errors import BanyanStoreError
+from .common import EXIT_OK, EXIT_PROBLEMS, Output, UsageError
+
+__all__ = ["cmd_backup", "cmd_restore", "cmd_backups", "cmd_prune", "storage_options",
+           "ProgressBars"]
+
+PHASES = {"hash": "checksum", "upload": "upload", "download": "download", "verify": "verify"}
+
+
+def storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict (VALUE as JSON where it parses)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"storage option {pair!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out
+
+
+class ProgressBars:
+    """A progress callback drawing one ``rich`` bar per phase on stderr (or on the
+    rich ``console`` given); does nothing when disabled or when rich is not installed."""
+
+    def __init__(self, enabled: bool, console: Any = None) -> None:
+        self._bars: Any = None
+        self._tasks: dict[str, Any] = {}
+        if not enabled:
+            return
+        try:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+        except ImportError:
+            return
+        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                              TransferSpeedColumn(), TimeRemainingColumn(),
+                              console=console if console is not None else Console(stderr=True))
+
+    def __call__(self, p: Progress) -> None:
+        if self._bars is None:
+            return
+        task = self._tasks.get(p.phase)
+        if task is None:
+            task = self._tasks[p.phase] = self._bars.add_task(PHASES.get(p.phase, p.phase),
+                                                              total=p.bytes_total)
+        self._bars.update(task, completed=p.bytes_done, total=p.bytes_total,
+                          description=f"{PHASES.get(p.phase, p.phase):9} "
+                                      f"{p.files_done}/{p.files_total} files")
+
+    def __enter__(self) -> ProgressBars:
+        if self._bars is not None:
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+
+def _bars(args: argparse.Namespace, out: Output) -> ProgressBars:
+    return ProgressBars(not out.json and not args.quiet and sys.stderr.isatty())
+
+
+def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Bad arguments (not store errors) are usage errors on the command line."""
+    try:
+        return func(*args, **kwargs)
+    except BanyanStoreError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _info_json(info: BackupInfo) -> dict[str, Any]:
+    doc = dataclasses.asdict(info)
+    doc["created"] = info.created.isoformat()
+    doc["keyspaces"] = list(info.keyspaces)
+    return doc
+
+
+def _size(n: int) -> str:
+    """Bytes for a person: ``512 B``, ``2.0 KiB``..."""
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def cmd_backup(args: argparse.Namespace, out: Output) -> int:
+    opts = storage_options(args.option)
+    with _bars(args, out) as bars:
+        info = _call(banyanstore.backup, args.store, args.url, parallel=args.parallel,
+                     progress=bars, **opts)
+    if out.json:
+        out.doc(_info_json(info))
+    else:
+        out.line(f"backup {info.backup_id} of {args.store} at version {info.version}: "
+                 f"{info.files} files, {_size(info.size)}; uploaded {info.uploaded_files} files, "
+                 f"{_size(info.uploaded_bytes)}")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace, out: Output) -> int:
+    opts = storage_options(args.option)
+    with _bars(args, out) as bars:
+        info = _call(banyanstore.restore, args.url, args.dest, backup_id=args.backup,
+                     overwrite=args.overwrite, parallel=args.parallel, progress=bars, **opts)
+    if out.json:
+        out.doc(_info_json(info) | {"dest": args.dest})
+    else:
+        out.line(f"restored backup {info.backup_id} (version {info.version}, "
+                 f"{_size(info.size)}) to {args.dest}")
+    return EXIT_OK
+
+
+def cmd_backups(args: argparse.Namespace, out: Output) -> int:
+    """List the complete backups; ``--verify`` checks each (or the one named)."""
+    opts = storage_options(args.option)
+    infos = _call(banyanstore.list_backups, args.url, **opts)
+    if args.backup is not None:
+        infos = [i for i in infos if i.backup_id == args.backup]
+        if not infos:
+            out.warn(f"banyanstore backups: no complete backup {args.backup} at {args.url}")
+            return EXIT_PROBLEMS
+    failed = 0
+    for info in infos:
+        problem = None
+        if args.verify:
+            with _bars(args, out) as bars:
+                try:
+                    _call(banyanstore.verify_backup, args.url, info.backup_id,
+                          parallel=args.parallel, progress=bars, **opts)
+                except BanyanStoreError as exc:
+                    problem = str(exc)
+                    failed += 1
+        if out.json:
+            out.doc(_info_json(info) | ({"ok": problem is None, "problem": problem}
+                                        if args.verify else {}))
+        else:
+            status = "" if not args.verify else ("  OK" if problem is None else f"  DAMAGED: {problem}")
+            out.line(f"{info.backup_id}  version {info.version}  {info.files} files  "
+                     f"{_size(info.size)}  {info.source}{status}")
+    if not out.json:
+        out.line(f"({len(infos)} backups{f', {failed} damaged' if failed else ''})")
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace, out: Output) -> int:
+    opts = storage_options(args.option)
+    result = _call(banyanstore.prune_backups, args.url, keep=args.keep, **opts)
+    if out.json:
+        out.doc(dataclasses.asdict(result))
+    else:
+        out.line(f"kept {len(result.kept)} backups, deleted {len(result.deleted)}; deleted "
+                 f"{result.deleted_objects} unreferenced objects ({_size(result.deleted_bytes)})")
+        if result.in_progress:
+            out.line(f"{result.kept_unreferenced} unreferenced objects kept: backups in progress "
+                     f"({', '.join(result.in_progress)})")
+    return EXIT_OK

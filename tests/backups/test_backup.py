@@ -1,0 +1,255 @@
+"""Backups to a local folder and to S3 (a moto server): round trips, incremental uploads,
+list, verify, prune, restore into existing directories, bad arguments."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import banyanstore
+from banyanstore.backups.destination import open_destination
+from banyanstore.errors import ConfigError, StoreLockedError, StoreNotFoundError
+
+from .helpers import OPTIONS, dump, fill, keys, restored
+
+
+def leftovers(*dirs: Path) -> list[str]:
+    """Scratch directories or files a backup or restore left beside its paths."""
+    return sorted(n for d in dirs for n in os.listdir(d) if n.startswith("."))
+
+
+def test_round_trip_equals_the_source(url: str, tmp_path: Path) -> None:
+    """Every keyspace, every key's history, the version and the floor -- with data in
+    tables and in the WAL tail, a TTL keyspace, tombstones and a binary key."""
+    universe = keys(400)
+    with banyanstore.open(tmp_path / "store", **(OPTIONS | {"memtable_size": 128 * 1024})) as store:
+        fill(store, random.Random(1), 3000, universe)
+        store.flush()
+        fill(store, random.Random(2), 300, universe)  # these stay in the memtable / WAL
+        info = banyanstore.backup(store, url)
+        expected = dump(store, universe)
+    assert info.version == expected["version"] and info.wal_records > 0
+    assert info.keyspaces == ("default", "idx", "ttl")
+    assert restored(url, str(tmp_path / "copy"), universe) == expected
+    assert leftovers(tmp_path) == []
+    listed = banyanstore.list_backups(url)
+    assert [b.backup_id for b in listed] == [info.backup_id] and listed[0] == info
+    assert banyanstore.verify_backup(url) == info
+
+
+def test_restored_store_keeps_the_keyspace_ttl_and_takes_writes(tmp_path: Path) -> None:
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.keyspace("short")
+        store.keyspace("short", ttl=7.5)  # (a ttl given at creation is not persisted by the store)
+        v = store.put(b"a", b"1")
+        banyanstore.backup(store, url)
+    banyanstore.restore(url, tmp_path / "c")
+    with banyanstore.open(tmp_path / "c", **OPTIONS) as copy:
+        assert copy.keyspace("short")._ks.ttl == 7.5  # noqa: SLF001 - the option itself
+        assert copy.put(b"b", b"2") == v + 1
+        assert copy.get(b"a") == b"1"
+
+
+def test_second_backup_after_a_one_percent_change_uploads_about_one_percent(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(3)
+    universe = [b"key%06d" % i for i in range(20000)]
+    with banyanstore.open(tmp_path / "store", compaction=False, io_mode="sync",
+                          compression="none") as store:
+        with store.batch() as b:
+            for k in universe:
+                b.put(k, rng.randbytes(100))
+        store.flush()
+        first = banyanstore.backup(store, url)
+        for k in rng.sample(universe, len(universe) // 100):  # 1% of the keys change
+            store.put(k, rng.randbytes(100))
+        second = banyanstore.backup(store, url)
+        store.flush()
+        third = banyanstore.backup(store, url)  # now the change sits in a new small table
+    assert first.uploaded_bytes == first.size > 2_000_000
+    share2, share3 = second.uploaded_bytes / second.size, third.uploaded_bytes / third.size
+    with capsys.disabled():
+        print(f"\n[{url.split(':')[0]}] store {first.size} B; after a 1% change: "
+              f"{second.uploaded_bytes} B uploaded ({share2:.2%}, WAL tail), "
+              f"{third.uploaded_bytes} B after a flush ({share3:.2%})")
+    assert 0 < share2 < 0.03 and 0 < share3 < 0.03
+    assert second.uploaded_files == 1 and third.uploaded_files == 1
+
+
+def test_prune_keeps_the_newest_restorable_and_deletes_unreferenced_objects(
+        url: str, tmp_path: Path) -> None:
+    universe = keys(300)
+    rng = random.Random(4)
+    infos, dumps = [], []
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
+        for _ in range(3):
+            fill(store, rng, 800, universe)
+            store.compact()  # new tables: the old ones become garbage once unreferenced
+            fill(store, rng, 50, universe)
+            infos.append(banyanstore.backup(store, url))
+            dumps.append(dump(store, universe))
+    dest = open_destination(url, {})
+    before = set(dest.list("objects"))
+    result = banyanstore.prune_backups(url, keep=2)
+    assert result.deleted == (infos[0].backup_id,)
+    assert result.kept == (infos[1].backup_id, infos[2].backup_id)
+    assert [b.backup_id for b in banyanstore.list_backups(url)] == list(result.kept)
+    from banyanstore.backups.catalog import load_manifest
+    needed = {o.sha256 for b in result.kept for o in load_manifest(dest, b).objects}
+    after = set(dest.list("objects"))
+    assert after == needed and result.deleted_objects == len(before - after) > 0
+    for i in (1, 2):
+        assert banyanstore.verify_backup(url, infos[i].backup_id).version == infos[i].version
+        assert restored(url, str(tmp_path / f"r{i}"), universe,
+                        backup_id=infos[i].backup_id) == dumps[i]
+    with pytest.raises(StoreNotFoundError, match=infos[0].backup_id):
+        banyanstore.restore(url, tmp_path / "r0", backup_id=infos[0].backup_id)
+    assert banyanstore.prune_backups(url, keep=5).deleted == ()
+
+
+def test_restore_an_older_backup_by_id(tmp_path: Path) -> None:
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"old")
+        old = banyanstore.backup(store, url)
+        store.put(b"k", b"new")
+        banyanstore.backup(store, url)
+    banyanstore.restore(url, tmp_path / "c", backup_id=old.backup_id)
+    with banyanstore.open(tmp_path / "c", read_only=True) as copy:
+        assert copy.get(b"k") == b"old" and copy.version == old.version
+
+
+def test_backup_of_a_path_beside_a_running_writer(tmp_path: Path) -> None:
+    """A path, not the Store: no lock is taken, the writer keeps writing."""
+    universe = keys(100)
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
+        fill(store, random.Random(5), 1500, universe)
+        store.sync()  # the path backup reads files: what sits in the WAL buffer is not there
+        expected = dump(store, universe)
+        info = banyanstore.backup(str(tmp_path / "store"), url)
+        store.put(b"after", b"x")  # the writer was never blocked
+    assert info.version == expected["version"]
+    assert restored(url, str(tmp_path / "copy"), universe) == expected
+
+
+def test_backup_of_a_read_only_handle_and_of_a_closed_store(tmp_path: Path) -> None:
+    universe = keys(50)
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
+        fill(store, random.Random(6), 500, universe)
+        expected = dump(store, universe)
+    with banyanstore.open(tmp_path / "store", read_only=True) as ro:
+        banyanstore.backup(ro, tmp_path / "b1")
+    banyanstore.backup(tmp_path / "store", tmp_path / "b2")
+    assert restored(str(tmp_path / "b1"), str(tmp_path / "c1"), universe) == expected
+    assert restored(str(tmp_path / "b2"), str(tmp_path / "c2"), universe) == expected
+
+
+def test_restore_refuses_an_existing_store_unless_told(tmp_path: Path) -> None:
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"backed up")
+        banyanstore.backup(store, url)
+    with banyanstore.open(tmp_path / "dest", **OPTIONS) as other:
+        other.put(b"k", b"other")
+    with pytest.raises(ConfigError, match="overwrite=True"):
+        banyanstore.restore(url, tmp_path / "dest")
+    with banyanstore.open(tmp_path / "dest", read_only=True) as other:
+        assert other.get(b"k") == b"other"
+    with banyanstore.open(tmp_path / "dest", **OPTIONS), pytest.raises(StoreLockedError):
+        banyanstore.restore(url, tmp_path / "dest", overwrite=True)  # a writer has it open
+    banyanstore.restore(url, tmp_path / "dest", overwrite=True)
+    with banyanstore.open(tmp_path / "dest", read_only=True) as copy:
+        assert copy.get(b"k") == b"backed up"
+    assert leftovers(tmp_path) == []
+    (tmp_path / "notastore").mkdir()
+    (tmp_path / "notastore" / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="holds no store"):
+        banyanstore.restore(url, tmp_path / "notastore", overwrite=True)
+    assert (tmp_path / "notastore" / "precious.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    banyanstore.restore(url, tmp_path / "empty")  # an empty directory is fine
+    banyanstore.restore(url, tmp_path / "new" / "nested" / "dest")  # parents are made
+
+
+def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel cannot exchange two directories, overwrite moves the old store
+    aside, renames the new one in and removes the old one."""
+    from banyanstore.backups import restore as restore_module
+    monkeypatch.setattr(restore_module, "_exchange", lambda a, b: False)
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"new")
+        banyanstore.backup(store, url)
+    with banyanstore.open(tmp_path / "dest", **OPTIONS) as other:
+        other.put(b"k", b"old")
+    banyanstore.restore(url, tmp_path / "dest", overwrite=True)
+    with banyanstore.open(tmp_path / "dest", read_only=True) as copy:
+        assert copy.get(b"k") == b"new"
+    assert leftovers(tmp_path) == []
+
+
+def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
+    url = str(tmp_path / "b")
+    assert banyanstore.list_backups(url) == []
+    with pytest.raises(StoreNotFoundError, match="no complete backup"):
+        banyanstore.restore(url, tmp_path / "c")
+    with pytest.raises(StoreNotFoundError):
+        banyanstore.verify_backup(url)
+    with banyanstore.open(tmp_path / "s", **OPTIONS):
+        pass
+    info = banyanstore.backup(tmp_path / "s", url)
+    assert (info.version, info.files, info.wal_records) == (0, 0, 0)
+    banyanstore.restore(url, tmp_path / "c")
+    with banyanstore.open(tmp_path / "c") as copy:
+        assert copy.version == 0 and copy.put(b"a", b"b") == 1
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda p: banyanstore.backup(123, p), TypeError, "store_or_path"),
+    (lambda p: banyanstore.backup(p / "nostore", p / "b"), StoreNotFoundError, "no store"),
+    (lambda p: banyanstore.backup(p / "s", p / "b", parallel=0), ValueError, "parallel"),
+    (lambda p: banyanstore.backup(p / "s", p / "b", parallel="4"), TypeError, "parallel"),
+    (lambda p: banyanstore.backup(p / "s", p / "b", progress=5), TypeError, "progress"),
+    (lambda p: banyanstore.backup(p / "s", p / "b", key="x"), ValueError, "storage options"),
+    (lambda p: banyanstore.backup(p / "s", 42), TypeError, "url"),
+    (lambda p: banyanstore.backup(p / "s", ""), ValueError, "url"),
+    (lambda p: banyanstore.restore(p / "b", 7), TypeError, "dest"),
+    (lambda p: banyanstore.restore(p / "b", p / "c", overwrite="yes"), TypeError, "overwrite"),
+    (lambda p: banyanstore.restore(p / "b", p / "c", backup_id="../../etc"), ValueError, "backup_id"),
+    (lambda p: banyanstore.restore(p / "b", p / "c", backup_id=3), TypeError, "backup_id"),
+    (lambda p: banyanstore.prune_backups(p / "b", keep=0), ValueError, "keep"),
+    (lambda p: banyanstore.prune_backups(p / "b", keep=1.5), TypeError, "keep"),
+    (lambda p: banyanstore.prune_backups(p / "b", keep=1, pending_timeout=-1), ValueError,
+     "pending_timeout"),
+    (lambda p: banyanstore.backup(p / "s", "nosuchproto://x"), ConfigError, "nosuchproto"),
+])
+def test_bad_arguments_name_the_argument(tmp_path: Path, call: Any, error: type, name: str) -> None:
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+        banyanstore.backup(store, tmp_path / "b")
+    with pytest.raises(error, match=name):
+        call(tmp_path)
+
+
+def test_progress_reports_every_phase(tmp_path: Path) -> None:
+    universe = keys(200)
+    seen: list[Any] = []
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        fill(store, random.Random(7), 2000, universe)
+        info = banyanstore.backup(store, tmp_path / "b", parallel=3, progress=seen.append)
+    banyanstore.restore(tmp_path / "b", tmp_path / "c", progress=seen.append)
+    banyanstore.verify_backup(tmp_path / "b", progress=seen.append)
+    last = {p.phase: p for p in seen}
+    assert set(last) == {"hash", "upload", "download", "verify"}
+    assert last["upload"].bytes_done == last["upload"].bytes_total == info.uploaded_bytes
+    assert last["upload"].files_done == info.uploaded_files
+    for phase in ("download", "verify"):
+        assert last[phase].bytes_done == last[phase].bytes_total == info.size
+        assert last[phase].files_done == last[phase].files_total == info.files
+    assert all(p.bytes_done <= p.bytes_total for p in seen)

@@ -1,0 +1,98 @@
+"""``banyanstore backup|restore|backups|prune`` on a local folder and on S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import banyanstore
+from banyanstore.backups.destination import open_destination
+from banyanstore.backups.transfer import Progress
+from banyanstore.cli import main
+from banyanstore.tools.backups import ProgressBars
+
+from .helpers import OPTIONS
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_backup_list_restore_prune(capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"one")
+        s.keyspace("idx").put(b"i", b"x")
+    code, out, err = run(capsys, "backup", store, url)
+    assert code == 0, err
+    assert out.startswith("backup ") and "at version 2" in out
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"two")
+    code, out, _ = run(capsys, "backup", store, url, "--json", "--parallel", "2")
+    second = json.loads(out)
+    assert code == 0 and second["version"] == 3 and second["keyspaces"] == ["default", "idx"]
+
+    code, out, _ = run(capsys, "backups", url)
+    assert code == 0 and out.count("version") == 2 and "(2 backups)" in out
+    code, out, _ = run(capsys, "backups", url, "--verify", "--json")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [d["ok"] for d in docs] == [True, True]
+    first = docs[0]["backup_id"]
+
+    code, out, _ = run(capsys, "restore", url, str(tmp_path / "copy"), "--backup", first)
+    assert code == 0 and f"restored backup {first}" in out
+    with banyanstore.open(tmp_path / "copy", read_only=True) as c:
+        assert c.get(b"k") == b"one" and c.keyspace("idx").get(b"i") == b"x"
+    code, _, err = run(capsys, "restore", url, str(tmp_path / "copy"))
+    assert code == 1 and "overwrite=True" in err
+    code, out, _ = run(capsys, "restore", url, str(tmp_path / "copy"), "--overwrite", "--json")
+    assert code == 0 and json.loads(out)["backup_id"] == second["backup_id"]
+    with banyanstore.open(tmp_path / "copy", read_only=True) as c:
+        assert c.get(b"k") == b"two"
+
+    code, out, _ = run(capsys, "prune", url, "--keep", "1")
+    assert code == 0 and "kept 1 backups, deleted 1" in out
+    code, out, _ = run(capsys, "prune", url, "--keep", "1", "--json")
+    assert code == 0 and json.loads(out)["deleted"] == []
+    code, out, _ = run(capsys, "backups", url, "--json")
+    assert [json.loads(line)["backup_id"] for line in out.splitlines()] == [second["backup_id"]]
+
+
+def test_damage_and_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store, url = str(tmp_path / "store"), str(tmp_path / "b")
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"v")
+    assert run(capsys, "backup", store, url, "-q")[0] == 0
+    dest = open_destination(url, {})
+    name = next(iter(dest.list("objects")))
+    data = dest.read(f"objects/{name}")
+    dest.write(f"objects/{name}", data[:-1] + bytes([data[-1] ^ 1]))
+    code, out, _ = run(capsys, "backups", url, "--verify")
+    assert code == 1 and "DAMAGED" in out and name in out and "1 damaged" in out
+    code, _, err = run(capsys, "restore", url, str(tmp_path / "copy"))
+    assert code == 1 and "fails its checksum" in err and not os.path.exists(tmp_path / "copy")
+    assert run(capsys, "restore", url, str(tmp_path / "c"), "--backup", "../x")[0] == 2
+    assert run(capsys, "backups", url, "--backup", "20200101T000000.000000Z-00000000")[0] == 1
+    assert run(capsys, "backup", store, url, "-o", "novalue")[0] == 2
+    assert run(capsys, "backup", store, url, "-o", "key=x")[0] == 2  # options: fsspec URLs only
+    assert run(capsys, "prune", url, "--keep", "0")[0] == 2
+    assert run(capsys, "backup", str(tmp_path / "nothing"), url)[0] == 1
+
+
+def test_progress_bars_draw_every_phase() -> None:
+    stream = io.StringIO()
+    bars = ProgressBars(enabled=True, console=Console(file=stream, force_terminal=True, width=100))
+    with bars:
+        bars(Progress("hash", 0, 2, 0, 2048))
+        bars(Progress("hash", 2, 2, 2048, 2048))
+        bars(Progress("upload", 1, 1, 4096, 4096))
+    text = stream.getvalue()
+    assert "checksum  2/2 files" in text and "upload    1/1 files" in text
+    ProgressBars(enabled=False)(Progress("upload", 0, 1, 0, 1))  # disabled: draws nothing

@@ -1,0 +1,236 @@
+"""Damaged or hostile backups are refused: a flipped byte in any object, a missing
+object, a damaged manifest, and manifests naming paths outside the backup's prefix --
+each with an error naming it, nothing left behind, locally and on S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import pytest
+
+import banyanstore
+from banyanstore.backups.catalog import load_manifest
+from banyanstore.backups.destination import open_destination
+from banyanstore.backups.manifest import (
+    BackupManifest,
+    decode_manifest,
+    encode_manifest,
+    manifest_key,
+)
+from banyanstore.backups.waltail import TailWriter, read_tail
+from banyanstore.errors import CorruptionError
+from banyanstore.lsm.wal import encode_one
+
+from .helpers import OPTIONS, fill, keys
+
+
+@pytest.fixture
+def backed_up(url: str, tmp_path: Path) -> BackupManifest:
+    """A backup with several tables and a WAL tail."""
+    with banyanstore.open(tmp_path / "store", **(OPTIONS | {"memtable_size": 256 * 1024})) as store:
+        fill(store, random.Random(11), 1500, keys(200))
+        store.flush()
+        fill(store, random.Random(12), 100, keys(200))
+        banyanstore.backup(store, url)
+    m = load_manifest(open_destination(url, {}), None)
+    assert len(m.tables) >= 3 and m.wal_tail is not None
+    return m
+
+
+def nothing_left(tmp_path: Path) -> bool:
+    return not (tmp_path / "copy").exists() and \
+        not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_a_flipped_byte_in_any_object_is_refused(url: str, tmp_path: Path,
+                                                 backed_up: BackupManifest) -> None:
+    dest = open_destination(url, {})
+    rng = random.Random(13)
+    objects = backed_up.objects
+    if not url.startswith("/"):  # every object locally; on S3 (slow requests) a table and the tail
+        objects = [objects[0], objects[-1]]
+    for obj in objects:
+        data = dest.read(obj.key)
+        pos = rng.randrange(len(data))
+        dest.write(obj.key, data[:pos] + bytes([data[pos] ^ 0x10]) + data[pos + 1:])
+        with pytest.raises(CorruptionError, match=obj.sha256) as err:
+            banyanstore.restore(url, tmp_path / "copy")
+        assert "fails its checksum" in str(err.value) and err.value.path == dest.describe(obj.key)
+        assert nothing_left(tmp_path)
+        with pytest.raises(CorruptionError, match=obj.sha256):
+            banyanstore.verify_backup(url)
+        dest.write(obj.key, data)
+    banyanstore.verify_backup(url)
+    banyanstore.restore(url, tmp_path / "copy")
+
+
+def test_a_missing_object_is_refused(url: str, tmp_path: Path, backed_up: BackupManifest) -> None:
+    dest = open_destination(url, {})
+    for obj in (backed_up.tables[0], backed_up.wal_tail):
+        assert obj is not None
+        data = dest.read(obj.key)
+        dest.delete([obj.key])
+        with pytest.raises(CorruptionError, match=f"{obj.key} of backup .* is missing"):
+            banyanstore.restore(url, tmp_path / "copy", parallel=1)
+        assert nothing_left(tmp_path)
+        with pytest.raises(CorruptionError, match="is missing"):
+            banyanstore.verify_backup(url)
+        dest.write(obj.key, data)
+
+
+def test_a_damaged_manifest_is_refused_and_not_listed(url: str, tmp_path: Path,
+                                                      backed_up: BackupManifest) -> None:
+    dest = open_destination(url, {})
+    key = manifest_key(backed_up.backup_id)
+    data = dest.read(key)
+    dest.write(key, data[:40] + bytes([data[40] ^ 1]) + data[41:])
+    with pytest.raises(CorruptionError, match="fails its checksum") as err:
+        banyanstore.restore(url, tmp_path / "copy", backup_id=backed_up.backup_id)
+    assert err.value.path == dest.describe(key)
+    assert banyanstore.list_backups(url) == []
+    with pytest.raises(CorruptionError, match="damaged"):
+        banyanstore.prune_backups(url, keep=1)  # cannot tell which objects it needs
+    assert nothing_left(tmp_path)
+
+
+def _rewrite(dest: Any, m: BackupManifest, change: Any) -> None:
+    """Store ``m`` with its JSON changed by ``change`` -- in a valid envelope (a hostile
+    writer can compute a CRC)."""
+    payload = json.loads(encode_manifest(m)[20:])
+    change(payload)
+    body = json.dumps(payload).encode()
+    head = struct.pack("<8sII", b"BNYBKUP\0", 1, len(body))
+    dest.write(manifest_key(m.backup_id), head + struct.pack("<I", crc32c.crc32c(head + body)) + body)
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "objects/../../x", "objects\\..\\..\\x",
+                                  "objects//x", "s3://elsewhere/x", "../" * 8 + "tmp/x"])
+def test_a_manifest_naming_a_path_outside_the_prefix_is_refused(
+        url: str, tmp_path: Path, backed_up: BackupManifest, name: str) -> None:
+    dest = open_destination(url, {})
+
+    def table(p: dict[str, Any]) -> None:
+        p["tables"][0]["object"] = name
+
+    def tail(p: dict[str, Any]) -> None:
+        p["wal_tail"]["object"] = name
+
+    for change in (table, tail):
+        _rewrite(dest, backed_up, change)
+        with pytest.raises(CorruptionError, match="unsafe object name|not objects/<its sha256>"):
+            banyanstore.restore(url, tmp_path / "copy")
+        with pytest.raises(CorruptionError):
+            banyanstore.verify_backup(url)
+        assert nothing_left(tmp_path)
+
+
+def test_a_manifest_with_a_hostile_checksum_field_is_refused(url: str, tmp_path: Path,
+                                                             backed_up: BackupManifest) -> None:
+    dest = open_destination(url, {})
+
+    def sha(p: dict[str, Any]) -> None:
+        p["tables"][0]["sha256"] = "../x"
+        p["tables"][0]["object"] = "objects/../x"
+
+    _rewrite(dest, backed_up, sha)
+    with pytest.raises(CorruptionError, match="sha256 must be 64 lower-case hex"):
+        banyanstore.restore(url, tmp_path / "copy")
+    assert nothing_left(tmp_path)
+
+
+# -- the manifest and WAL tail formats, field by field ---------------------------------------
+
+def _valid(backed_up: BackupManifest) -> dict[str, Any]:
+    return dict(json.loads(encode_manifest(backed_up)[20:]))
+
+
+def _envelope(payload: dict[str, Any], fmt: int = 1) -> bytes:
+    body = json.dumps(payload).encode()
+    head = struct.pack("<8sII", b"BNYBKUP\0", fmt, len(body))
+    return head + struct.pack("<I", crc32c.crc32c(head + body)) + body
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.update(version=p["flushed_version"] - 1), "flushed_version .* is above version"),
+    (lambda p: p["tables"][0]["table"].update(ks=9), "unknown keyspace 9"),
+    (lambda p: p["tables"][1]["table"].update(file=p["tables"][0]["table"]["file"]),
+     "share a file number"),
+    (lambda p: p["tables"][0]["table"].update(size=-1), r"table.size must be an integer >= 0"),
+    (lambda p: p["tables"][0]["table"].update(max_v=10**9), "do not fit below version"),
+    (lambda p: p["tables"][0]["table"].update(smallest="zz"), "table entry is malformed"),
+    (lambda p: p["tables"][0]["table"].update(file=10**9), "outside"),
+    (lambda p: p.update(created="yesterday"), "creation time"),
+    (lambda p: p.update(backup_id="x/../y"), "backup id"),
+    (lambda p: p["keyspaces"][0].update(name="other"), "keyspace 0 must be 'default'"),
+    (lambda p: p["keyspaces"].append(dict(p["keyspaces"][1])), "repeat"),
+    (lambda p: p["keyspaces"][1].update(ttl="soon"), "ttl must be null or a number"),
+    (lambda p: p.update(time_map=[[1]]), "time_map sample"),
+    (lambda p: p["wal_tail"].update(last_version=p["version"] + 1), "WAL tail versions"),
+    (lambda p: p["wal_tail"].update(first_version=0), "first_version must be an integer >= 1"),
+    (lambda p: p.update(history_floor=10**9), "history_floor"),
+    (lambda p: p.update(tables={}), "manifest.tables must be a list"),
+    (lambda p: p.pop("source"), "manifest.source is not a JSON object"),
+])
+def test_manifest_fields_are_validated(backed_up: BackupManifest, change: Any, message: str) -> None:
+    payload = _valid(backed_up)
+    change(payload)
+    with pytest.raises(CorruptionError, match=message):
+        decode_manifest(_envelope(payload), "m")
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+def test_manifest_envelope_is_validated(backed_up: BackupManifest) -> None:
+    good = encode_manifest(backed_up)
+    assert decode_manifest(good, "m") == backed_up
+    for data, message in [(good[:10], "shorter than its header"),
+                          (b"X" + good[1:], "bad magic"),
+                          (good[:-1], "payload bytes"),
+                          (good + b" ", "payload bytes"),
+                          (_envelope(_valid(backed_up), fmt=2), "format 2 is not supported"),
+                          (_envelope({"a": 1})[:20] + b"x" * 7, "payload bytes")]:
+        with pytest.raises(CorruptionError, match=message):
+            decode_manifest(data, "m")
+
+
+def _tail(versions: list[int], ks: int = 0) -> bytes:
+    import io
+    out = io.BytesIO()
+    w = TailWriter(out)
+    for v in versions:
+        w.add(encode_one(v, 0, ks, b"k", b"v"), v)
+    return out.getvalue()
+
+
+def _read(data: bytes, **kw: Any) -> list[bytes]:
+    import io
+    args = {"records": 3, "first_version": 5, "last_version": 9, "keyspaces": {0}} | kw
+    return list(read_tail(io.BytesIO(data), "t", **args))
+
+
+def test_wal_tail_is_validated() -> None:
+    good = _tail([5, 6, 9])
+    assert len(_read(good)) == 3
+    for data, kw, message in [
+        (good[:10], {}, "bad magic"),
+        (b"Y" + good[1:], {}, "bad magic"),
+        (good[:-3], {}, "cut short or fails its checksum"),
+        (good[:16 + 4], {}, "inside a record header"),
+        (good[:-1] + bytes([good[-1] ^ 1]), {}, "fails its checksum"),
+        (_tail([5, 6, 6]), {}, "version 6 after 6"),
+        (_tail([5, 7, 6]), {}, "version 6 after 7"),
+        (_tail([4, 6, 9]), {}, "version 4"),
+        (_tail([5, 6, 10]), {}, "version 10"),
+        (good, {"records": 4}, "holds 3 records"),
+        (_tail([5, 6]), {"last_version": 6}, "holds 2 records"),
+        (_tail([5, 6, 8]), {}, "up to version 8"),
+        (_tail([5, 6, 9], ks=3), {}, "undeclared keyspace 3"),
+    ]:
+        with pytest.raises(CorruptionError, match=message):
+            _read(data, **kw)
