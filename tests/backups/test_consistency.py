@@ -83,8 +83,10 @@ def test_backup_during_concurrent_writes_restores_exactly_its_version(
         dest = tmp_path / f"copy-{info.backup_id}"
         banyanstore.restore(tmp_path / "b", dest, backup_id=info.backup_id)
         with banyanstore.open(dest, read_only=True) as copy:
-            assert copy.version == info.version
+            assert copy.version == info.version and copy.oldest_version <= info.version
             assert latest(copy) == model_at(ops, info.version)
+            assert {ks: list(copy.keyspace(ks).scan(version=info.version))
+                    for ks in ("default", "idx")} == model_at(ops, info.version)
 
 
 CHILD = """
@@ -157,3 +159,24 @@ def test_prune_deletes_no_object_while_a_backup_is_in_progress(tmp_path: Path) -
     assert banyanstore.prune_backups(url, keep=1, pending_timeout=0).in_progress == ()
     assert dest.list("pending") == {}
     old.clear()
+
+
+def test_a_history_floor_ahead_of_the_files_is_lowered_to_the_backup_version(tmp_path: Path) -> None:
+    """The manifest records a floor at the writer's in-memory version, whose newest
+    writes may still be in its WAL buffer: a backup of the files must not restore a
+    store whose floor is above its version."""
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", wal_sync="never", compaction=False,
+                          compaction_mode="thread", io_mode="sync") as store:
+        store.put(b"a", b"1")
+        store.sync()
+        on_disk = store.version
+        store.put(b"a", b"2")  # these two stay in the WAL's user-space buffer
+        store.put(b"b", b"3")
+        store.set_history_floor(store.version)  # durable in the manifest at once
+        info = banyanstore.backup(str(tmp_path / "s"), url)  # a path: what the files hold
+    assert info.version == on_disk
+    banyanstore.restore(url, tmp_path / "c")
+    with banyanstore.open(tmp_path / "c", read_only=True) as copy:
+        assert (copy.version, copy.oldest_version) == (on_disk, on_disk)
+        assert copy.get(b"a", version=on_disk) == b"1" and copy.get(b"b") is None

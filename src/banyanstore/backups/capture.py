@@ -22,6 +22,13 @@ One attempt, in the order that makes it safe:
    copy every record with a version above F into the WAL tail object, stopping
    at the first record of a keyspace S2 does not know (created after step 4).
 
+The manifest can run ahead of the files: a merge or ``set_history_floor`` records a
+history floor at the writer's *in-memory* version, whose newest writes may still
+sit in its WAL buffer.  The capture lowers a floor above V to V (the merges behind
+it kept, for every key, its newest write at or below the floor, so reads at V are
+exact), and keeps the time samples up to V only (a sample of a later version
+would date new writes of the restored store too early).
+
 Every version up to F is in the tables of S; every version in ``(F, V]`` is in
 the tail, because WAL records are appended in version order and the tail is a
 prefix of the WAL.  So the capture holds exactly the writes with version <= V
@@ -73,6 +80,8 @@ class Capture:
     tables: list[tuple[TableInfo, str]]  # (the manifest's record, the staged copy)
     tail: StagedTail | None
     version: int
+    history_floor: int
+    time_map: list[tuple[int, int]]
 
 
 class _Raced(Exception):
@@ -160,7 +169,10 @@ def _attempt(env: PosixEnv, store_dir: str, staging: str, known_version: int) ->
         raise _Raced("a flush finished during the capture")
     tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(again.keyspaces))
     version = max(state.flushed_version, tail.last_version if tail else 0, known_version)
-    return Capture(state, dict(again.keyspaces), dict(again.keyspace_ttl), tables, tail, version)
+    floor = min(state.history_floor, version)
+    samples = [(v, second) for v, second in state.time_map.samples if v <= version]
+    return Capture(state, dict(again.keyspaces), dict(again.keyspace_ttl), tables, tail, version,
+                   floor, samples)
 
 
 def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int]) -> StagedTail | None:

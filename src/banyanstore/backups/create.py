@@ -110,10 +110,10 @@ def _upload(dest: Destination, cap: Capture, backup_id: str, created: datetime, 
         backup_id=backup_id, created=created.strftime(CREATED_FORMAT), banyanstore=__version__,
         store_format=STORE_FORMAT, source_path=store_dir, source_host=socket.gethostname(),
         version=cap.version, flushed_version=state.flushed_version,
-        history_floor=state.history_floor, next_file=state.next_file,
+        history_floor=cap.history_floor, next_file=state.next_file,
         keyspaces=[KeyspaceEntry(i, name, cap.keyspace_ttl.get(i), i in cap.keyspace_ttl)
                    for i, name in sorted(cap.keyspaces.items())],
-        time_map=list(state.time_map.samples), tables=tables, wal_tail=tail,
+        time_map=cap.time_map, tables=tables, wal_tail=tail,
         uploaded_files=len(missing), uploaded_bytes=sum(size for _, _, size in missing))
     dest.write(manifest_key(backup_id), encode_manifest(manifest))
     return manifest
