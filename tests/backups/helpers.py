@@ -54,5 +54,7 @@ def latest(store: Any) -> dict[str, list[tuple[bytes, bytes]]]:
 
 def restored(url: str, dest: str, universe: list[bytes], **kwargs: Any) -> dict[str, Any]:
     banyanstore.restore(url, dest, **kwargs)
-    with banyanstore.open(dest, read_only=True) as copy:
+    # A writer open: it reports the history floor the manifest holds (a read-only one
+    # may report a lower one, see lsm/follower.py).
+    with banyanstore.open(dest, **OPTIONS) as copy:
         return dump(copy, universe)

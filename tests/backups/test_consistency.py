@@ -177,6 +177,6 @@ def test_a_history_floor_ahead_of_the_files_is_lowered_to_the_backup_version(tmp
         info = banyanstore.backup(str(tmp_path / "s"), url)  # a path: what the files hold
     assert info.version == on_disk
     banyanstore.restore(url, tmp_path / "c")
-    with banyanstore.open(tmp_path / "c", read_only=True) as copy:
+    with banyanstore.open(tmp_path / "c", compaction=False, compaction_mode="thread") as copy:
         assert (copy.version, copy.oldest_version) == (on_disk, on_disk)
         assert copy.get(b"a", version=on_disk) == b"1" and copy.get(b"b") is None
