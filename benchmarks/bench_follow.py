@@ -6,13 +6,16 @@ Phases (medians of ``--repeat`` runs, side by side in one process):
 
 * ``get``, ``multi_get``, ``scan`` on the writer's handle and on read-only handles:
   without following, and following at 100 ms, 10 ms and 1 ms -- the cost of the
-  follower's read path and of its background refreshes to readers;
-* ``refresh()`` with nothing new: its latency (what each ``follow`` tick costs);
-* catch-up: WAL records a ``refresh()`` applies per second after the writer wrote
-  ``--num`` unsynced puts, against the writer's own put rate;
+  follower's read path and of its background refreshes, as operations per CPU second
+  of the process (all threads);
+* ``refresh()`` with nothing new: its latency (what each ``follow`` tick costs), and
+  the CPU share of an idle follow thread;
+* catch-up: WAL records a ``refresh()`` applies per CPU second after the writer wrote
+  ``--num / 4`` unsynced puts, against the writer's own puts per CPU second;
 * staleness: a writer process stamps ``clock`` with the wall time every millisecond
-  (``sync=True``) while loading bulk data; a follower samples it and reports how old
-  what it sees is (median, p99, max), per ``follow_interval_ms``.
+  (``sync=True``, then acknowledged on its stdout) while loading bulk data; a follower
+  samples it and reports how far behind the newest acknowledged stamp it is (median,
+  p99, max), per ``follow_interval_ms``.
 
 REQUIRES: the ``banyanstore`` package importable (``PYTHONPATH=src`` or installed).
 """
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +47,9 @@ print("ready", flush=True)
 i = 0
 end = time.time() + float(sys.argv[2])
 while time.time() < end:
-    s.put(b"clock", b"%.6f" % time.time(), sync=True)
+    stamp = b"%.6f" % time.time()
+    s.put(b"clock", stamp, sync=True)
+    print(stamp.decode(), flush=True)
     for _ in range(50):
         s.put(b"bulk%08d" % i, b"x" * 100)
         i += 1
@@ -66,42 +72,61 @@ def rate(fn: Callable[[], int], repeat: int) -> float:
     return statistics.median(out)
 
 
+def clock() -> float:
+    """CPU seconds of this process, every thread (a following store's refreshes
+    included): on a shared machine far steadier than wall time."""
+    return time.process_time()
+
+
 def read_phases(path: str, num: int, repeat: int) -> dict[str, dict[str, float]]:
+    """Each configuration alone (only its own handle open), the rounds interleaved so
+    that the machine's noise spreads over all of them; medians of operations per CPU
+    second."""
     rng = random.Random(1)
     keys = [key(rng.randrange(num)) for _ in range(50_000)]
-    results: dict[str, dict[str, float]] = {}
-    with banyanstore.open(path, **OPTS) as writer:
-        handles: list[tuple[str, Any]] = [("writer", writer)]
-        handles.append(("read-only", banyanstore.open(path, read_only=True, io_mode="sync")))
-        for ms in (100, 10, 1):
-            handles.append((f"follow {ms} ms", banyanstore.open(
-                path, read_only=True, io_mode="sync", follow=True, follow_interval_ms=ms)))
-        for name, h in handles:
-            for k in keys[:20_000]:  # warm the shared block cache the same way for each
-                h.get(k)
+    configs: dict[str, dict[str, Any]] = {"writer": {"compaction_mode": "thread"},
+                                          "read-only": {"read_only": True}}
+    for ms in (100, 10, 1):
+        configs[f"follow {ms} ms"] = {"read_only": True, "follow": True, "follow_interval_ms": ms}
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in configs}
 
-            def gets(h: Any = h) -> int:
-                get = h.get
-                for k in keys:
-                    get(k)
-                return len(keys)
+    def measure(name: str, h: Any) -> None:
+        for k in keys[:20_000]:  # warm this handle's block cache
+            h.get(k)
+        t0 = clock()
+        for k in keys:
+            h.get(k)
+        t1 = clock()
+        for lo in range(0, len(keys), 100):
+            h.multi_get(keys[lo:lo + 100])
+        t2 = clock()
+        n = 0
+        for k in keys[:5000]:
+            n += sum(1 for _ in h.scan(start=k, limit=10))
+        t3 = clock()
+        for phase, value in (("get/s", len(keys) / (t1 - t0)),
+                             ("multi_get keys/s", len(keys) / (t2 - t1)),
+                             ("scan entries/s", n / (t3 - t2))):
+            samples[name].setdefault(phase, []).append(value)
 
-            def multi(h: Any = h) -> int:
-                for lo in range(0, len(keys), 100):
-                    h.multi_get(keys[lo:lo + 100])
-                return len(keys)
+    for _ in range(repeat):
+        for name, kw in configs.items():
+            with banyanstore.open(path, io_mode="sync", **kw) as h:
+                measure(name, h)
+    return {name: {phase: statistics.median(v) for phase, v in phases.items()}
+            for name, phases in samples.items()}
 
-            def scans(h: Any = h) -> int:
-                n = 0
-                for k in keys[:5000]:
-                    n += sum(1 for _ in h.scan(start=k, limit=10))
-                return n
 
-            results[name] = {"get/s": rate(gets, repeat), "multi_get keys/s": rate(multi, repeat),
-                             "scan entries/s": rate(scans, repeat)}
-        for _name, h in handles[1:]:
-            h.close()
-    return results
+def idle_follow_cpu(path: str, seconds: float) -> dict[str, float]:
+    """CPU share the follow thread takes while the writer is idle, per interval."""
+    out = {}
+    for ms in (100, 10, 1):
+        with banyanstore.open(path, read_only=True, io_mode="sync", follow=True,
+                              follow_interval_ms=ms):
+            t0, w0 = clock(), time.perf_counter()
+            time.sleep(seconds)
+            out[f"follow {ms} ms"] = 100 * (clock() - t0) / (time.perf_counter() - w0)
+    return out
 
 
 def refresh_latency(path: str) -> float:
@@ -118,35 +143,49 @@ def catch_up(path: str, num: int) -> dict[str, float]:
     with banyanstore.open(path, **OPTS, wal_sync="never") as w, \
             banyanstore.open(path, read_only=True, io_mode="sync") as r:
         base = w.version
-        t0 = time.perf_counter()
+        t0 = clock()
         for i in range(num):
             w.put(b"new%010d" % i, VALUE)
         w.sync()
-        put_rate = num / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        put_rate = num / (clock() - t0)
+        t0 = clock()
         r.refresh()
-        took = time.perf_counter() - t0
+        took = clock() - t0
         assert r.version == w.version
         return {"writer puts/s": put_rate, "refresh applies records/s": (w.version - base) / took}
 
 
 def staleness(root: str, interval_ms: int, seconds: float) -> dict[str, float]:
+    """How far behind the writer a follower is: at each sample, the newest stamp the
+    writer has acknowledged (it prints each after its synced put) minus the stamp the
+    follower shows.  Pauses of the writer itself do not count."""
     path = tempfile.mkdtemp(dir=root)
     proc = subprocess.Popen([sys.executable, "-c", WRITER, path, str(seconds)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    ages = []
+    acked = [0.0]
+
+    def read_acks() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            acked[0] = float(line)
+
+    t = threading.Thread(target=read_acks, daemon=True)
+    t.start()
+    lags = []
     with banyanstore.open(path, read_only=True, io_mode="sync", follow=True,
                           follow_interval_ms=interval_ms) as r:
         while proc.poll() is None:
+            newest = acked[0]
             stamp = r.get(b"clock")
-            if stamp is not None:
-                ages.append(time.time() - float(stamp))
+            if stamp is not None and newest:
+                lags.append(max(0.0, newest - float(stamp)))
             time.sleep(0.001)
     proc.wait()
-    ages.sort()
-    return {"median ms": 1000 * ages[len(ages) // 2], "p99 ms": 1000 * ages[int(len(ages) * 0.99)],
-            "max ms": 1000 * ages[-1], "samples": len(ages)}
+    t.join()
+    lags.sort()
+    return {"median ms": 1000 * lags[len(lags) // 2], "p99 ms": 1000 * lags[int(len(lags) * 0.99)],
+            "max ms": 1000 * lags[-1], "samples": len(lags)}
 
 
 def main() -> None:
@@ -168,6 +207,7 @@ def main() -> None:
             w.compact()
         out: dict[str, Any] = {"num": args.num, "reads": read_phases(path, args.num, args.repeat)}
         out["refresh, nothing new (us)"] = 1e6 * refresh_latency(path)
+        out["idle follow thread, CPU %"] = idle_follow_cpu(path, 3.0)
         out["catch-up"] = catch_up(path, args.num // 4)
         out["staleness"] = {f"follow {ms} ms": staleness(root, ms, args.seconds) for ms in (100, 10)}
     finally:

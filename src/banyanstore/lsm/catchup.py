@@ -238,8 +238,13 @@ class CatchUp:
                            f"needs them from {start} on", wal.path)
         where = f"{self._path}/wal"
         known = state.keyspaces
+        gaps_allowed = self._options.skip_damaged_records  # damaged records were skipped
         try:
+            expected = start
             for seq, record in wal.read(start):
+                if seq != expected and not gaps_allowed:
+                    raise Vanished(f"WAL records {expected}..{seq - 1} are missing", where)
+                expected = seq + 1
                 version, ms, ops = decode(record, f"{where} (record {seq})")
                 if version > self.version and version > flushed:
                     for ks_id, _k, _v in ops:  # a batch goes in whole or not at all

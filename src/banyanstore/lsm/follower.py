@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
+from ..errors import StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
 from .catchup import CatchUp
 from .keyspace import Keyspace, as_bytes, scan_bounds
@@ -105,11 +105,15 @@ class _FollowerReads:
 
     def get(self, key: bytes, version: int | None = None) -> bytes | None:
         """The latest value of ``key`` (or as of ``version``); None if absent/deleted."""
+        store, ks = self._store, self._ks  # _read_point inlined: the hottest read
+        if store._closed:
+            store._raise_closed()
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        view, v = self._read_point(version)
-        ks = self._ks
-        return view.get(key, v, 0 if ks.ttl is None else self._store._ttl_floor(ks, v))
+        pub: Published = store._published  # type: ignore[attr-defined]
+        view = pub.views.get(ks.id, EMPTY_VIEW)
+        v = pub.version if version is None else pub.check(version)
+        return view.get(key, v, 0 if ks.ttl is None else store._ttl_floor(ks, v))
 
     def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
@@ -165,7 +169,7 @@ class _FollowThread(BackgroundThread):
                 self._store.refresh()
             except StoreClosedError:
                 return
-            except BanyanStoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any one failure
                 self.failures += 1
                 if repr(exc) != repr(self.error):
                     logger.warning("following %s: refresh failed (retrying every %.3f s): %s",
