@@ -277,6 +277,30 @@ def test_refresh_in_process(tmp_path: Path) -> None:
                 r.keyspace("missing")
 
 
+def test_refresh_across_writer_restarts(tmp_path: Path) -> None:
+    """Each writer open starts a new manifest and removes the old one: a follower reads
+    the new one whole and keeps what it had (tables, WAL position, memtables)."""
+    path = tmp_path / "db"
+    opts = dict(io_mode="sync", wal_sync="never", memtable_size=64 * 1024, compaction=False)
+    w = banyanstore.open(path, **opts)
+    w.put(b"a", b"0")
+    w.sync()
+    with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+        for round_ in range(1, 4):
+            for i in range(300):
+                w.put(b"k%d" % i, b"%d" % round_ * 50)
+            if round_ % 2:  # a restart (close flushes), or records left in the WAL
+                w.close()
+                w = banyanstore.open(path, **opts)
+            else:
+                w.sync()
+            with r.snapshot() as before:
+                assert r.refresh() == 1 + 300 * round_
+                assert before.get(b"k1") == (b"%d" % (round_ - 1) * 50 if round_ > 1 else None)
+            assert dict(r.scan(prefix=b"k")) == {b"k%d" % i: b"%d" % round_ * 50 for i in range(300)}
+    w.close()
+
+
 def test_missing_table_with_unchanged_manifest_is_corruption(tmp_path: Path) -> None:
     """Only a file the writer could have removed is retried: a table the manifest names,
     gone while the manifest has not changed, is damage."""
