@@ -1,4 +1,5 @@
-"""Races of the Log under many threads: group commit across segment rotations.
+"""Races of the Log under many threads: group commit across segment rotations,
+readers beside truncation.
 
 Each test runs a race for a bounded time (1.5 s; a minute with
 ``BANYANSTORE_SOAK=1``; ``BANYANSTORE_RACE_SECONDS=N`` sets it) with daemon
@@ -9,13 +10,19 @@ as a failure naming the state it is stuck in.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 
+import pytest
+from log_helpers import open_log, payload, segments
+
+from banyanstore.errors import LogRangeError
 from banyanstore.io.posix import PosixEnv
 from banyanstore.log import Log
 from banyanstore.log.commit import GroupCommit
@@ -115,3 +122,104 @@ def test_synced_appends_across_rotations(tmp_path):
     finally:
         env.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _readers_beside_truncation(log: Log, readers: int) -> dict[str, int]:
+    """One writer appends and keeps cutting the log to its last ~3 segments while
+    ``readers`` threads get and scan records that may be truncated under them.
+
+    Every record a reader sees must be the right one; a record truncated away may
+    only be reported as :class:`LogRangeError`.  Returns counts of what happened."""
+    stop = time.monotonic() + RACE_SECONDS
+    counts = {"gets": 0, "scanned": 0, "range_errors": 0, "truncations": 0}
+
+    def writer() -> None:
+        while time.monotonic() < stop:
+            log.append_many([payload(s) for s in range(log.last_seq + 1, log.last_seq + 51)])
+            if log.stats()["segments"] > 4:
+                counts["truncations"] += log.truncate_before(log.last_seq - 1500)
+
+    def reader(i: int) -> None:
+        rng = random.Random(i)
+        while time.monotonic() < stop:
+            first, last = log.first_seq, log.last_seq
+            if last < first:
+                continue
+            try:
+                if rng.random() < 0.5:
+                    seq = rng.randint(first, last)
+                    assert log.get(seq) == payload(seq), seq
+                    counts["gets"] += 1
+                else:
+                    expect = rng.randint(first, last)
+                    for seq, record in log.read(expect):
+                        assert (seq, record) == (expect, payload(expect))
+                        expect += 1
+                        counts["scanned"] += 1
+                        if expect % 97 == 0:
+                            time.sleep(0)  # let the writer truncate under this scan
+                        if counts["scanned"] % 500 == 0:
+                            break  # and leave the generator suspended mid-segment
+            except LogRangeError:
+                counts["range_errors"] += 1
+
+    run_threads(readers + 1, lambda i: writer() if i == readers else reader(i),
+                describe=lambda: repr(log.stats()))
+    return counts
+
+
+def test_readers_beside_truncate_before_see_records_or_log_range_error(env_dir):
+    """``truncate_before`` used to close and delete segments under
+    concurrent readers, who got CorruptionError("record N is missing"), EBADF, or --
+    from a descriptor number reused for another segment -- "record seq X where Y
+    was expected".  Truncated records must give LogRangeError, nothing else."""
+    env, root = env_dir
+    with open_log(env, root) as log:
+        counts = _readers_beside_truncation(log, readers=4)
+    assert counts["truncations"] > 2 and counts["gets"] and counts["scanned"], counts
+
+
+def _descriptors_of(path: str) -> int:
+    """How many of this process's descriptors point at ``path`` (unlinked or not)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(path):
+                count += 1
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_readers_keep_truncated_segments_open_until_they_let_go(tmp_path):
+    """``read()`` is a snapshot: segments truncated after the call stay readable
+    through descriptors kept open for its iterator, started or not, and each
+    closes once every iterator holding it has moved past it or been dropped."""
+    env = PosixEnv()
+    try:
+        with open_log(env, str(tmp_path)) as log:
+            for s in range(1, 700):
+                log.append(payload(s, 500))
+            paths = sorted(segments(env, log.path))
+            assert len(paths) > 3
+            third = int(os.path.basename(paths[2])[:-4])
+            started = log.read(1)
+            assert next(started) == (1, payload(1, 500))
+            unstarted = log.read(2)
+            assert log.truncate_before(third) == 2
+            assert not os.path.exists(paths[0]) and not os.path.exists(paths[1])
+            assert [_descriptors_of(p) for p in paths[:2]] == [1, 1], "closed under a reader"
+            del unstarted  # never started: its pins go with it
+            assert [_descriptors_of(p) for p in paths[:2]] == [1, 1], "closed under the other reader"
+            for seq, record in started:
+                assert record == payload(seq, 500)
+                if seq == third:
+                    break
+            assert [_descriptors_of(p) for p in paths[:2]] == [0, 0], "left behind, still open"
+            assert [seq for seq, _ in started] == list(range(third + 1, 700))
+            with pytest.raises(LogRangeError):
+                log.read(third - 1)
+            with pytest.raises(LogRangeError):
+                log.get(third - 1)
+            assert log.get(third) == payload(third, 500)
+    finally:
+        env.close()

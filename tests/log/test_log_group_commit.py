@@ -185,7 +185,7 @@ def _leader_syncing_record_one(gc: GroupCommit, gate: _Gate, last: list[int]) ->
 
 
 def test_a_promoted_waiter_leads_even_when_a_rotation_made_its_record_durable():
-    """Finding 3 of issue 9, deterministically: A's round covers record 1 and promotes
+    """The group-commit hang, deterministically: A's round covers record 1 and promotes
     B (seq 2); a segment rotation then marks everything up to 2 durable before B
     wakes.  B used to return at once without leading or handing on, so C (seq 3)
     stayed parked forever behind a lead nobody held."""

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import bisect
 import logging
+import weakref
 from collections.abc import Iterator
 
-from ..errors import CorruptionError, LogRangeError
+from ..errors import CorruptionError, LogRangeError, StoreClosedError
 from .reader import OnDamage
 from .segment import Segment
 
-__all__ = ["SegmentCatalog"]
+__all__ = ["SegmentCatalog", "Pins"]
 
 _log = logging.getLogger("banyanstore.log")
 
@@ -36,6 +37,7 @@ class SegmentCatalog:
         self._interval = index_interval
         self._skip = skip_damaged
         self.skipped = 0  # damaged records skipped by reads (recovery counts its own)
+        self.closed = False
 
     def _set(self, segs: list[Segment]) -> None:
         # One attribute store, so a reader grabbing ``view`` never sees half an update.
@@ -77,29 +79,106 @@ class SegmentCatalog:
         """Index in ``view`` of the segment that holds (or would hold) ``seq``."""
         return max(0, bisect.bisect_right(view[1], seq) - 1)
 
+    def close(self) -> None:
+        """The Log is closing: retire every segment (handles close as readers let go)."""
+        self.closed = True
+        for seg in self.view[0]:
+            seg.retire()
+
+    def _gone(self, seq: int) -> Exception:
+        """Why a reader cannot have ``seq`` although its view listed it."""
+        if self.closed:
+            return StoreClosedError("the log was closed while being read")
+        return LogRangeError(f"seq {seq} was truncated away while being read "
+                             f"(first seq kept: {self.view[1][0] if self.view[1] else 'none'})")
+
     def get(self, view: View, seq: int) -> bytes:
         seg = view[0][self.locate(view, seq)]
+        if seq < seg.first_seq or not seg.pin():  # a newer view than the caller's range check
+            raise self._gone(seq)
         try:
             data = seg.find(seq, self._interval, self.on_damage(seg))
-        except FileNotFoundError:
+        except FileNotFoundError:  # another process truncated (a read-only Log's view is old)
             raise LogRangeError(f"seq {seq} was truncated away while being read") from None
+        finally:
+            seg.unpin()
         if data is None:
             raise CorruptionError(f"log record {seq} is missing (damaged and skipped)", path=seg.path)
         return data
 
-    def iterate(self, view: View, start: int, last: int) -> Iterator[tuple[int, bytes]]:
-        """``(seq, record)`` for ``start <= seq <= last`` over a snapshot ``view``."""
+    def pin(self, view: View, start: int, last: int) -> Pins:
+        """Pin the segments of ``view`` holding seqs ``start..last`` for one reader.
+
+        Raises :class:`LogRangeError` if one was retired (truncated) since ``view``
+        was taken (:class:`StoreClosedError` if the Log closed)."""
         if start > last or not view[0]:
-            return
-        for k, seg in enumerate(view[0][self.locate(view, start):]):
-            on_damage = self.on_damage(seg)
-            entry = seg.ensure_index(self._interval, on_damage).floor(start) if k == 0 else None
-            kwargs = {} if entry is None else {"start": entry[1], "expect": entry[0]}
-            try:
-                for seq, data, _s, _e in seg.records(on_damage, **kwargs):
-                    if seq > last:
-                        return
-                    if seq >= start:
-                        yield seq, data
-            except FileNotFoundError:
-                raise LogRangeError(f"segment {seg.path} was truncated away while being read") from None
+            return Pins([])
+        segs = view[0][self.locate(view, start):]
+        if start < segs[0].first_seq:
+            raise self._gone(start)
+        pinned: list[Segment] = []
+        try:
+            for seg in segs:
+                if pinned and seg.first_seq > last:
+                    break
+                if not seg.pin():
+                    raise self._gone(max(start, seg.first_seq))
+                pinned.append(seg)
+        except BaseException:
+            Pins(pinned).release()
+            raise
+        return Pins(pinned)
+
+    def iterate(self, pins: Pins, start: int, last: int) -> Iterator[tuple[int, bytes]]:
+        """``(seq, record)`` for ``start <= seq <= last`` from segments pinned by :meth:`pin`.
+
+        Each segment is let go as soon as the iterator has left it, and every one
+        when the iterator ends or is closed.  (An iterator never started lets go
+        through the finalizer :meth:`Pins.release_when_collected` sets up.)"""
+        try:
+            for k, seg in enumerate(tuple(pins.segments)):
+                try:
+                    yield from self._segment_records(seg, start, last, seek=k == 0)
+                except FileNotFoundError:  # another process truncated (a read-only Log's view is old)
+                    raise LogRangeError(f"segment {seg.path} was truncated away while being read") from None
+                pins.release_first()
+        finally:
+            pins.release()
+
+    def _segment_records(self, seg: Segment, start: int, last: int, *,
+                         seek: bool) -> Iterator[tuple[int, bytes]]:
+        on_damage = self.on_damage(seg)
+        entry = seg.ensure_index(self._interval, on_damage).floor(start) if seek else None
+        kwargs = {} if entry is None else {"start": entry[1], "expect": entry[0]}
+        for seq, data, _s, _e in seg.records(on_damage, **kwargs):
+            if seq > last:
+                return
+            if seq >= start:
+                yield seq, data
+
+
+class Pins:
+    """The segments one reader has pinned, oldest first; each is unpinned exactly once.
+
+    Not thread-safe: one reader (an iterator) owns it; the finalizer runs only when
+    nobody can be using the iterator any more."""
+
+    __slots__ = ("segments", "__weakref__")
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self.segments = segments
+
+    def release_first(self) -> None:
+        if self.segments:
+            self.segments.pop(0).unpin()
+
+    def release(self) -> None:
+        segs, self.segments = self.segments, []
+        for seg in segs:
+            seg.unpin()
+
+    def release_when_collected(self, owner: object) -> None:
+        """Release when ``owner`` (a generator that may never be started, so its own
+        ``finally`` never runs) is garbage collected."""
+        if self.segments:
+            weakref.finalize(owner, self.release)

@@ -284,6 +284,8 @@ class Log(LogView):
                 caught.apply_growth()
                 self._catalog.replace(caught.segments)
                 self._next_seq = caught.next_seq
+            for seg in caught.dropped:  # gone from the directory: close as readers let go
+                seg.retire()
         return caught.next_seq - 1
 
     # -- maintenance ----------------------------------------------------------------
@@ -295,7 +297,7 @@ class Log(LogView):
                 raise self._unwritable()
             dropped = self._catalog.drop_before(seq)
         for seg in dropped:  # oldest first: a crash midway leaves a contiguous log
-            seg.close()
+            seg.retire()  # readers inside it keep their handle (and its data) until they let go
             self._env.remove(seg.path)
         if dropped:
             self._env.sync_dir(self.path)
@@ -324,8 +326,7 @@ class Log(LogView):
                 except BaseException as exc:
                     error = exc
                 self._commit.retire(w.file)  # a leader may still be syncing it
-        for seg in self._catalog.segments:
-            seg.close()
+        self._catalog.close()
         if self._flock is not None:
             self._flock.release()
         if self._own_env:

@@ -90,27 +90,37 @@ class LogView:
     def _visible(self, upto: int) -> tuple[View, int]:
         """A snapshot of the segments with every record up to ``upto`` readable from files."""
         with self._lock:
-            if self._closed:
-                raise StoreClosedError(f"log {self.path} is closed")
-            w = self._writer
-            if w is not None and w.flushed_seq < upto:
-                try:
-                    w.flush(self._next_seq - 1)  # the records are in our buffer: hand them to the OS first
-                except BaseException as exc:
-                    self._io_failed(exc)
-                    raise
-            return self._catalog.view, self._next_seq - 1
+            return self._visible_locked(upto)
+
+    def _visible_locked(self, upto: int) -> tuple[View, int]:
+        if self._closed:
+            raise StoreClosedError(f"log {self.path} is closed")
+        w = self._writer
+        if w is not None and w.flushed_seq < upto:
+            try:
+                w.flush(self._next_seq - 1)  # the records are in our buffer: hand them to the OS first
+            except BaseException as exc:
+                self._io_failed(exc)
+                raise
+        return self._catalog.view, self._next_seq - 1
 
     def read(self, start: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Iterate ``(seq, record)`` from ``start`` (default: ``first_seq``) to the
-        ``last_seq`` of the moment of the call; appends made meanwhile are not waited for."""
-        view, last = self._visible(self._next_seq - 1)
-        first = self.first_seq
-        if start is None:
-            start = first
-        elif not first <= start <= last + 1:
-            raise LogRangeError(f"read start {start} is outside [{first}, {last + 1}]")
-        return self._catalog.iterate(view, start, last)
+        ``last_seq`` of the moment of the call; appends made meanwhile are not waited for.
+
+        The iterator is a snapshot: records truncated after the call are still read
+        (the segments it needs are pinned until it ends, is closed or is dropped)."""
+        with self._lock:
+            view, last = self._visible_locked(self._next_seq - 1)
+            first = self.first_seq
+            if start is None:
+                start = first
+            elif not first <= start <= last + 1:
+                raise LogRangeError(f"read start {start} is outside [{first}, {last + 1}]")
+            pins = self._catalog.pin(view, start, last)  # under the lock: atomic with truncation
+        records = self._catalog.iterate(pins, start, last)
+        pins.release_when_collected(records)
+        return records
 
     def get(self, seq: int) -> bytes:
         """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""

@@ -132,8 +132,8 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
             index.add(seq, start)
             next_index = seq + interval
         last_seq, last_end = seq, end
-    if not read_only:
-        seg.close()  # read-only logs keep their segments pinned
+    if not read_only:  # read-only logs keep their segments' handles (Segment.open_pinned)
+        seg.drop_handle()  # the tail may be cut below: reopen afterwards
     # The reader resumes at any intact fragment after damage, so damage with intact
     # records after it lands in ``middle``: only damage with nothing intact after it
     # is a torn tail.

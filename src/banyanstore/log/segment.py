@@ -17,6 +17,8 @@ A lookup then reads forward from the nearest entry: at most
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
 import re
 import threading
 from array import array
@@ -101,6 +103,24 @@ class Segment:
 
     ``end`` is how far readers may read: the file size for sealed segments;
     for the active one the Log keeps it at the writer's flushed offset.
+
+    Readers *pin* the segment while they may read it; :meth:`retire` (truncation,
+    closing the Log) refuses new pins, opens the handle if a pinned reader has
+    none yet, and closes it when the last pin goes.  So a descriptor is never
+    closed under a reader -- which would give it EBADF, or, once the number is
+    reused, another file's bytes -- and a truncated segment's file can be
+    unlinked at once: the open handle keeps its data readable until the last
+    reader lets go (POSIX semantics, which the in-memory env shares).
+
+    >>> from banyanstore.io.memory import MemoryEnv
+    >>> env = MemoryEnv(); env.mkdir("/l"); create_segment(env, "/l/1.log", 1).close()
+    >>> seg = Segment(env, "/l/1.log", 1, HEADER_SIZE)
+    >>> seg.pin(), seg.read_at(0, 4) == encode_header(1)[:4]
+    (True, True)
+    >>> seg.retire(); env.remove(seg.path)   # truncated while pinned: still readable
+    >>> seg.read_at(0, 4) == encode_header(1)[:4], seg.pin()
+    (True, False)
+    >>> seg.unpin()                          # the last reader lets go: the handle closes
     """
 
     def __init__(self, env: Env, path: str, first_seq: int, end: int,
@@ -112,6 +132,8 @@ class Segment:
         self.index = index
         self._raf: RandomAccessFile | None = None
         self._mu = threading.Lock()
+        self._pins = 0  # readers inside the segment
+        self._retired = False  # no new pins; the handle closes with the last pin
 
     @classmethod
     def open_pinned(cls, env: Env, path: str, name_seq: int) -> Segment:
@@ -143,10 +165,50 @@ class Segment:
     def __repr__(self) -> str:
         return f"Segment({self.path!r}, first_seq={self.first_seq}, end={self.end})"
 
+    def pin(self) -> bool:
+        """Hold the segment for a reader; False if it was retired (truncated, closed).
+        Every True must be matched by one :meth:`unpin`."""
+        with self._mu:
+            if self._retired:
+                return False
+            self._pins += 1
+            return True
+
+    def unpin(self) -> None:
+        with self._mu:
+            self._pins -= 1
+            last = self._retired and not self._pins
+        if last:
+            self._close_if_unpinned()
+
+    def _close_if_unpinned(self) -> None:
+        with self._mu:
+            raf = None if self._pins else self._take_handle_locked()
+        if raf is not None:
+            raf.close()
+
+    def retire(self) -> None:
+        """Refuse new pins; close the handle now, or when the last reader unpins.  Idempotent.
+
+        Call it before the file is unlinked: a pinned segment gets its handle opened
+        here if it had none, so its readers can still read it after the unlink."""
+        with self._mu:
+            self._retired = True
+            if self._pins and self._raf is None:
+                with contextlib.suppress(FileNotFoundError):  # gone already: readers hear LogRangeError
+                    self._raf = self.env.open_readable(self.path)
+        self._close_if_unpinned()
+
+    def _take_handle_locked(self) -> RandomAccessFile | None:
+        raf, self._raf = self._raf, None
+        return raf
+
     def read_at(self, offset: int, length: int) -> bytes:
         raf = self._raf
-        if raf is None:
+        if raf is None:  # unpinned use: recovery, single-threaded before any reader exists
             with self._mu:
+                if self._retired:  # never reopen what truncation may have unlinked
+                    raise FileNotFoundError(errno.ENOENT, "segment was retired", self.path)
                 if self._raf is None:
                     self._raf = self.env.open_readable(self.path)
                 raf = self._raf
@@ -195,8 +257,11 @@ class Segment:
                 return data if rseq == seq else None
         return None
 
-    def close(self) -> None:
+    def drop_handle(self) -> None:
+        """Close the read handle (reopened on next use).  Only while no reader can use
+        the segment: recovery, before the Log serves reads."""
         with self._mu:
-            raf, self._raf = self._raf, None
+            assert not self._pins, "drop_handle under a reader"
+            raf = self._take_handle_locked()
         if raf is not None:
             raf.close()
