@@ -212,7 +212,7 @@ def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("call, error, name", [
     (lambda p: banyanstore.backup(123, p), TypeError, "store_or_path"),
-    (lambda p: banyanstore.backup(p / "nostore", p / "b"), StoreNotFoundError, "no store"),
+    (lambda p: banyanstore.backup(p / "nostore", p / "fresh"), StoreNotFoundError, "no store"),
     (lambda p: banyanstore.backup(p / "s", p / "b", parallel=0), ValueError, "parallel"),
     (lambda p: banyanstore.backup(p / "s", p / "b", parallel="4"), TypeError, "parallel"),
     (lambda p: banyanstore.backup(p / "s", p / "b", progress=5), TypeError, "progress"),
@@ -235,6 +235,9 @@ def test_bad_arguments_name_the_argument(tmp_path: Path, call: Any, error: type,
         banyanstore.backup(store, tmp_path / "b")
     with pytest.raises(error, match=name):
         call(tmp_path)
+    assert sorted(os.listdir(tmp_path / "b")) == ["backups", "objects", "pending"]
+    assert os.listdir(tmp_path / "b" / "pending") == []  # a refused call touched nothing
+    assert not os.path.exists(tmp_path / "fresh") and leftovers(tmp_path) == []
 
 
 def test_progress_reports_every_phase(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ module             role
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .catalog import PENDING_TIMEOUT, BackupInfo, PruneResult
@@ -39,6 +40,8 @@ from .transfer import DEFAULT_PARALLEL, Progress, ProgressCallback
 
 __all__ = ["backup", "restore", "list_backups", "verify_backup", "prune_backups", "BackupInfo",
            "PruneResult", "Progress", "ProgressCallback", "DEFAULT_PARALLEL"]
+
+logger = logging.getLogger("banyanstore.backups")
 
 
 def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
@@ -75,14 +78,12 @@ def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: boo
 def list_backups(url: Any, **storage_options: Any) -> list[BackupInfo]:
     """The complete backups at ``url``, oldest first (damaged manifests are logged and
     left out; :func:`verify_backup` and ``prune`` report them)."""
-    import logging
-
     from .catalog import read_manifests
     from .destination import open_destination
     dest = open_destination(url, storage_options)
     good, damaged = read_manifests(dest)
     for _backup_id, exc in damaged:
-        logging.getLogger("banyanstore.backups").warning("damaged backup manifest: %s", exc)
+        logger.warning("damaged backup manifest: %s", exc)
     return [BackupInfo.of(m, dest.url) for m in good]
 
 

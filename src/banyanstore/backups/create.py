@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
+from ..errors import StoreNotFoundError
 from ..lsm.manifest import STORE_FORMAT
 from .capture import Capture, capture
 from .catalog import BackupInfo, Pending
@@ -61,6 +62,8 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, not {type(progress).__name__}")
     store_dir, known_version = _source(source)
+    if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
+        raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
     dest = open_destination(url, storage_options)
     created = datetime.now(UTC)
     backup_id = f"{created.strftime(ID_TIME_FORMAT)}-{secrets.token_hex(4)}"
