@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Line coverage of src/banyanstore by the test suite was 91% when this floor was set.
 COVERAGE_FLOOR := 88
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint bench soak torture clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,8 +30,12 @@ lint: $(STAMP)
 soak: $(STAMP)
 	BANYANSTORE_SOAK=1 $(BIN)/python -m pytest -p no:cacheprovider -m soak
 
+# The torture harness (tests/torture/) run long, with a summary of figures: see docs/reliability.md.
+torture: $(STAMP)
+	nice -n 10 $(BIN)/python -m tests.torture --hours 2 --out torture-figures.json
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) demo-data bench-data
+	rm -rf $(VENV) demo-data bench-data torture-figures.json

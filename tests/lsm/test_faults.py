@@ -378,3 +378,27 @@ def test_failed_manifest_sync_then_power_loss(disk: MemoryEnv) -> None:
     check_all(store, 30, versions)
     assert not unnamed_tables(store, disk)
     store.close()
+
+
+@pytest.mark.parametrize("op", ["remove", "sync_dir"])
+def test_failed_wal_cut_after_a_flush_does_not_repeat_the_flush(disk: MemoryEnv, op: str) -> None:
+    """Cutting the WAL after a flush's edit is durable fails: the flush is done all the
+    same (its tables are named and in the views), so it must not be retried -- a retry
+    installed the same entries a second time and every later merge of them failed with
+    ``ValueError: out of order`` (found by tests/torture/faults.py)."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False)
+    versions: dict[int, int] = {}
+    write(store, 0, 40, versions)
+    # (sync_dir: the first one is the new segment's at the switch, the second the cut's)
+    rule = env.inject(op, errno.EIO, path_contains="/wal", after=1 if op == "sync_dir" else 0)
+    store.flush()
+    assert rule.fired == 1
+    assert len(_tables(store)) == 1, "the flush was repeated: its entries are in two tables"
+    write(store, 40, 80, versions)
+    store.flush()
+    store.compact()
+    check_all(store, 80, versions)
+    assert not unnamed_tables(store, disk)
+    store.close()
+    reopen_after_power_loss(disk, 80, versions, compaction=False)

@@ -230,6 +230,13 @@ class Flusher(BackgroundThread):
                 ks.view = View(old.mem, tuple(m for m in old.imms if m is not mem), tables)
         self.bytes_written += sum(i.file_size for i in infos)
         assert store._wal is not None
-        store._wal.truncate_before(job.wal_seq)
+        # The flush is complete: its edit is durable and the views hold its tables.
+        # Cutting the WAL only reclaims space, so a failure here must not fail the
+        # flush -- a retry would install the same entries a second time.  The segments
+        # left behind are skipped by replay (below wal_seq) and cut by the next flush.
+        try:
+            store._wal.truncate_before(job.wal_seq)
+        except BanyanStoreError as exc:
+            logger.warning("could not cut the WAL before seq %d after a flush: %s", job.wal_seq, exc)
         if store._compactor is not None:
             store._compactor.wake()

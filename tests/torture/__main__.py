@@ -1,0 +1,74 @@
+"""The long form of the torture harness, with a summary of figures.
+
+    python -m tests.torture --hours 2                 # every part, time shared by weight
+    python -m tests.torture --minutes 10 --parts kill # one part
+    make torture                                      # the same as --hours 2
+
+Run from the repository root with the package importable (``make torture`` does both).
+Each part runs in turn for its share of the time; the figures of every part are
+printed as they finish and, with ``--out FILE``, written as JSON.  A failure stops the
+run with the part's error and the seed to reproduce it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PartFn = Callable[[Path, int, float], dict[str, Any]]
+
+
+def _kill(root: Path, seed: int, seconds: float) -> dict[str, Any]:
+    from .kill import run_for
+    return run_for(root, seed, seconds)
+
+
+PARTS: dict[str, tuple[float, PartFn]] = {
+    "kill": (1.0, _kill),
+}
+"""name -> (share of the time, runner(root, seed, seconds) -> figures)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.torture", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--hours", type=float)
+    length.add_argument("--minutes", type=float)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--dir", type=Path, default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
+    args = parser.parse_args(argv)
+    seconds = 3600 * args.hours if args.hours else 60 * (args.minutes or 10)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        parser.error(f"unknown parts {unknown}; choose from {list(PARTS)}")
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    base = args.dir or Path(tempfile.mkdtemp(prefix="banyanstore-torture-"))
+    weights = sum(PARTS[p][0] for p in parts)
+    figures: dict[str, Any] = {"seed": seed, "parts": {}}
+    print(f"torture: seed {seed}, {seconds / 60:.0f} min, parts {parts}, in {base}", flush=True)
+    for name in parts:
+        share, run = PARTS[name]
+        began = time.monotonic()
+        result = run(base / name, seed, seconds * share / weights)
+        result["seconds"] = round(time.monotonic() - began, 1)
+        figures["parts"][name] = result
+        print(f"{name}: {json.dumps(result, sort_keys=True)}", flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
