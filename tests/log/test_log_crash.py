@@ -140,3 +140,33 @@ def test_crash_right_after_creating_a_segment():
     env.crash()
     with Log.open(ROOT, env=env, options=opts) as log:
         assert log.last_seq == 10 and log.append(b"x") == 11
+
+
+def test_reopen_after_a_failed_directory_sync_makes_the_segment_name_durable():
+    """A new segment's directory sync fails (the append raises and the log must be
+    reopened); the reopened log appends into that segment, whose *name* is still not
+    durable: records it acknowledges as synced must survive a power loss, so opening
+    for writing syncs the directory too (found by tests/torture/faults.py)."""
+    import errno
+
+    from banyanstore.errors import BanyanStoreError
+    from banyanstore.io.faults import FaultEnv
+
+    disk = MemoryEnv()
+    env = FaultEnv(disk)
+    log = Log.open(ROOT, env=env, segment_size=64 * 1024, wal_sync="never")
+    rule = env.inject("sync_dir", errno.EIO, path_contains=ROOT)
+    with pytest.raises(BanyanStoreError):
+        for seq in range(1, 1000):
+            log.append(payload(seq, 1000), sync=True)
+    assert rule.fired == 1
+    with pytest.raises(BanyanStoreError):
+        log.close()  # reports the earlier failure
+    log = Log.open(ROOT, env=disk)
+    first = log.last_seq + 1
+    acked = [log.append(payload(seq), sync=True) for seq in range(first, first + 20)]
+    log.close()
+    disk.crash()
+    with Log.open(ROOT, env=disk) as log:
+        assert log.last_seq >= acked[-1], f"acknowledged seqs {first}..{acked[-1]} lost"
+        assert [rec for seq, rec in log.read(first)] == [payload(s) for s in acked]

@@ -124,6 +124,10 @@ class Log(LogView):
             seg = segs[-1]
             file = self._env.open_writable(seg.path, append=True)
             file.sync()  # records left in the page cache by a crashed process become durable
+            # ... and so does the segment's name: the process that created it may have
+            # died (or failed) before its directory sync, and records acknowledged in it
+            # from now on must not vanish with the name at a power loss.
+            self._env.sync_dir(self.path)
             seg.index = seg.index or SparseIndex()
         self._writer = self._make_writer(file, seg)
 
