@@ -30,8 +30,64 @@ def _kill(root: Path, seed: int, seconds: float) -> dict[str, Any]:
     return run_for(root, seed, seconds)
 
 
+def _fuzz(root: Path, seed: int, seconds: float) -> dict[str, Any]:
+    """Every decoder in turn, each in its memory-limited subprocess, for an equal share."""
+    from .fuzz import DECODERS, run_subprocess
+    out: dict[str, Any] = {"inputs": 0, "decoders": {}}
+    share = seconds / len(DECODERS)
+    for n, name in enumerate(DECODERS):
+        result = run_subprocess(name, 10**9, seed + n, seconds=share, timeout=share * 2 + 600)
+        out["decoders"][name] = {"inputs": result.inputs, **dict(result.verdicts)}
+        out["inputs"] += result.inputs
+        if result.failures:
+            out.setdefault("failures", []).extend(result.failures[:5])
+    return out
+
+
+def _faults(root: Path, seed: int, seconds: float) -> dict[str, Any]:
+    from .faults import run_subprocess
+    return run_subprocess(10**9, seed, seconds=seconds, timeout=seconds * 2 + 600)
+
+
+def _stress(root: Path, seed: int, seconds: float) -> dict[str, Any]:
+    """Runs of five minutes on fresh stores, alternating unsynced and synced writers."""
+    from .stress import run_subprocess
+    total: dict[str, Any] = {"runs": 0}
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 5:
+        synced = total["runs"] % 2 == 1
+        kw: dict[str, Any] = dict(sync_share=1.0, owners=6, batchers=2, readers=1) if synced else {}
+        figures = run_subprocess(seed + total["runs"], min(300.0, left), **kw)
+        total["runs"] += 1
+        for name, n in figures.items():
+            total[name] = round(total.get(name, 0) + n, 1)
+    return total
+
+
+def _readers(root: Path, seed: int, seconds: float) -> dict[str, Any]:
+    """Runs of one minute: a writer and two reader processes on a fresh store."""
+    import shutil
+
+    from .readers import run
+    total: dict[str, Any] = {"runs": 0}
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 5:
+        where = root / f"run-{total['runs']}"
+        figures = run(where, seed + total["runs"], min(60.0, left))
+        shutil.rmtree(where, ignore_errors=True)
+        total["runs"] += 1
+        for name, n in figures.items():
+            if isinstance(n, int):
+                total[name] = total.get(name, 0) + n
+    return total
+
+
 PARTS: dict[str, tuple[float, PartFn]] = {
-    "kill": (1.0, _kill),
+    "kill": (0.45, _kill),
+    "fuzz": (0.15, _fuzz),
+    "faults": (0.15, _faults),
+    "stress": (0.15, _stress),
+    "readers": (0.10, _readers),
 }
 """name -> (share of the time, runner(root, seed, seconds) -> figures)."""
 

@@ -117,7 +117,9 @@ class FaultRun:
         self.disk_cycles += 1
         rng = self.rng
         env = FaultEnv(self.disk, seed=rng.getrandbits(32))
-        self._arm(env, rng)
+        self.arm_at_open = rng.random() < 0.3  # else once the store and the Log are open
+        if self.arm_at_open:
+            self._arm(env, rng)
         self.context = "during the workload"
         faulthandler.dump_traceback_later(CYCLE_SECONDS, exit=True)
         try:
@@ -140,12 +142,12 @@ class FaultRun:
         if rng.random() < 0.6:
             op = rng.choice(OPS)
             env.inject(op, rng.choice(codes), after=rng.choice((0, 1, 3, 10, 30, 100)),
-                       times=rng.choice((1, 1, 2, 5, None)),
+                       times=rng.choice((1, 2, 5, None, None)),
                        short_write=op == "write" and rng.random() < 0.5,
                        path_contains=rng.choice((None, None, "wal", "tables", "MANIFEST", "CURRENT", LOG)))
         else:
             ops = rng.sample(OPS, rng.randrange(1, len(OPS) + 1))
-            env.inject_random(rng.choice((0.005, 0.02, 0.05)), ops, codes, seed=rng.getrandbits(32))
+            env.inject_random(rng.choice((0.01, 0.05, 0.2)), ops, codes, seed=rng.getrandbits(32))
 
     def _call(self, what: str, fn: Any) -> tuple[bool, Any]:
         """Run one operation; ``(True, result)`` or ``(False, error)`` for a clear error."""
@@ -172,6 +174,8 @@ class FaultRun:
             return
         ok, log = self._call("open_log", lambda: Log.open(LOG, env=env, segment_size=64 * 1024,
                                                           wal_sync="never"))
+        if not self.arm_at_open:
+            self._arm(env, rng)
         try:
             for _ in range(rng.randrange(10, 200)):
                 self._step(store, log if ok else None, rng)
