@@ -391,7 +391,10 @@ DECODERS: dict[str, Decoder] = {d.name: d for d in (
     Decoder("current", lambda: _store_samples(ROOT), _pick_current, mutate.deep_current, _store_run(ROOT)),
     Decoder("checkpoint", lambda: _store_samples(CP), _pick_checkpoint_file, _deep_checkpoint,
             _store_run(CP)),
-    Decoder("store.files", lambda: _store_samples(ROOT), _pick_removal, None, _store_run(ROOT), removes=True),
+    # A removed *last* WAL segment looks exactly like a crash right after a rotation
+    # sealed the one before it: the store holds a prefix of the WAL (a documented limit).
+    Decoder("store.files", lambda: _store_samples(ROOT), _pick_removal, None, _store_run(ROOT),
+            _last_segment, removes=True),
     Decoder("wal.segment", lambda: _store_samples(ROOT), lambda s, r: _pick_segment(s, r, f"{ROOT}/wal/"),
             mutate.deep_segment, _store_run(ROOT), _last_segment),
     Decoder("wal.record", lambda: _store_samples(ROOT), lambda s, r: _pick_segment(s, r, f"{ROOT}/wal/"),
@@ -410,7 +413,7 @@ def prepare(name: str) -> list[Sample]:
     """The corpus of decoder ``name``, with the answers torn tails may give."""
     logging.getLogger("banyanstore").setLevel(logging.CRITICAL)  # damaged inputs log a lot
     samples = DECODERS[name].corpus()
-    if name.startswith("wal."):
+    if name.startswith("wal.") or name == "store.files":
         for s in samples:
             s.prefixes = _wal_prefix_answers(s, ROOT)
     return samples

@@ -20,7 +20,6 @@ KNOWN = {
     "manifest": "issue 9 findings 1 and 6: damaged or malformed manifest edits are skipped, "
                 "crash the open, or let a writer open delete tables",
     "checkpoint": "issue 9 findings 1 and 6 (a checkpoint's manifest)",
-    "store.files": "issue 9 finding 2: a missing WAL segment (or wal/) is skipped silently",
 }
 INPUTS = 2000 if soak() else 300
 
