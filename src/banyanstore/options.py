@@ -43,6 +43,7 @@ IO_MODES = ("sync", "nonblocking", "io_uring", "auto")
 SYNC_MODES = ("always", "interval", "never")
 COMPRESSIONS = ("none", "lz4", "zstd")
 COMPACTION_MODES = ("thread", "process")
+WAL_RECOVERY_MODES = ("strict", "skip_missing")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -78,6 +79,7 @@ class Options:
     segment_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 40))
     log_index_interval: int = field(default=16, metadata=_range(1, 1 << 20))
     skip_damaged_records: bool = False
+    wal_recovery: str = field(default="strict", metadata=_choice(*WAL_RECOVERY_MODES))
     # --- memtables and tables ------------------------------------------------------
     memtable_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 36))
     max_immutable_memtables: int = field(default=2, metadata=_range(1, 64))

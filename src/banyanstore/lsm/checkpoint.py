@@ -40,5 +40,7 @@ def write_checkpoint(store: Store, dest: str) -> int:
     env.sync_dir(f"{dest}/wal")
     state.wal_seq = 1
     state.last_version = state.flushed_version
+    state.obsolete.clear()  # the source's leftovers and outputs in flight are not in the copy
+    state.in_flight.clear()
     Manifest.create(env, dest, state).close()
     return state.flushed_version

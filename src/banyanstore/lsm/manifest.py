@@ -1,31 +1,27 @@
-"""The MANIFEST: which tables are live, the version counters, the WAL position.
+"""The MANIFEST file: framing, appending, rolling, CURRENT, and reading it back.
 
-Changes are appended as *version edits*; replaying every edit of the current
-manifest file from the start rebuilds the :class:`ManifestState`.  ``CURRENT``
-names the manifest file in use and is replaced crash-atomically (write temp,
-fsync, rename, fsync dir).  A new manifest starts with one edit holding the
-whole state, so old files can be dropped.
+Changes are appended as *version edits* (their schema and the state they build:
+edits.py); replaying every edit of the current manifest file from the start
+rebuilds the :class:`ManifestState`.  ``CURRENT`` names the manifest file in use and
+is replaced crash-atomically (write temp, fsync, rename, fsync dir).  A new
+manifest starts with one edit holding the whole state, so old files can be dropped.
 
 Byte grammar (little endian)::
 
     manifest    := file_header record*
     file_header := magic:8 = "BNYMANI\\0"  format:u32 = 1  crc32c(magic..format):u32   # 16 bytes
     record      := length:u32  crc32c(payload):u32  payload:length            # one edit
-    payload     := UTF-8 JSON object; its keys are the edit *tags* below
+    payload     := UTF-8 JSON object, ASCII only (never a NUL byte); its keys are tags
     CURRENT     := "BANYANSTORE-CURRENT 1 " manifest_name " " crc32c_hex8 "\\n"
 
-Tags (never reused, unknown tags are an error: a newer store wrote the file):
-``format`` store format version, ``add_keyspace`` [id, name], ``next_file``,
-``last_version``, ``flushed_version`` (every version <= it is in tables),
-``wal_seq`` (first WAL sequence still needed), ``add_tables`` [table...],
-``remove_tables`` [[keyspace, file]...], ``history_floor`` (oldest readable
-version), ``time_map`` [[version, second]...] samples of the coarse version->time map
-(lsm/timemap.py),
-``keyspace_ttl`` [id, seconds-or-null].
-
-Crash states: a torn or missing last record was never acknowledged (edits are
-synced before anything depends on them) and is ignored; a bad record followed
-by more data is :class:`CorruptionError`.
+What a crash can leave (docs/format/manifest.md has the reasoning): every append is
+written and fsynced before the next one starts, so only the *last* record can be
+unsynced at a crash, and of its bytes a crash keeps, per 512-byte sector, either what
+was written or zeros (a sector never written), possibly cut short.  So a torn tail is
+(1) a last record cut short, (2) zeros where its header should be, or (3) a complete
+last record failing its checksum *with a zero-filled sector* in it -- and never a
+record followed by an intact one.  Anything else is :class:`CorruptionError` naming
+the file and offset.
 """
 
 from __future__ import annotations
@@ -33,121 +29,30 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import crc32c
 
 from ..errors import CorruptionError
 from ..io.base import Env, WritableFile
-from .timemap import TimeMap
+from .edits import STORE_FORMAT, EditError, ManifestState, TableInfo, expand_snapshot
 
 __all__ = ["ManifestState", "TableInfo", "Manifest", "ManifestRecord", "STORE_FORMAT", "replay",
-           "walk_manifest", "apply_edits", "current_text", "parse_current"]
+           "walk_manifest", "apply_edits", "current_text", "parse_current", "SECTOR"]
 
-STORE_FORMAT: Final = 1
 MAGIC: Final = b"BNYMANI\0"
 FILE_HEADER = struct.Struct("<8sII")
 RECORD_HEADER = struct.Struct("<II")
 assert FILE_HEADER.size == 16 and RECORD_HEADER.size == 8
 CURRENT_PREFIX: Final = "BANYANSTORE-CURRENT 1 "
 ROLL_BYTES: Final = 4 << 20
-KNOWN_TAGS: Final = frozenset({"format", "add_keyspace", "next_file", "last_version",
-                               "flushed_version", "wal_seq", "add_tables", "remove_tables",
-                               "history_floor", "time_map", "keyspace_ttl"})
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """What the manifest records about one live table."""
-
-    keyspace: int
-    file_no: int
-    file_size: int
-    smallest: bytes
-    largest: bytes
-    min_version: int
-    max_version: int
-    entries: int
-    tombstones: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ks": self.keyspace, "file": self.file_no, "size": self.file_size,
-                "smallest": self.smallest.hex(), "largest": self.largest.hex(),
-                "min_v": self.min_version, "max_v": self.max_version,
-                "entries": self.entries, "tombstones": self.tombstones}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TableInfo:
-        return cls(d["ks"], d["file"], d["size"], bytes.fromhex(d["smallest"]),
-                   bytes.fromhex(d["largest"]), d["min_v"], d["max_v"], d["entries"],
-                   d["tombstones"])
-
-
-@dataclass
-class ManifestState:
-    """The state a manifest describes (rebuilt by replaying edits)."""
-
-    keyspaces: dict[int, str] = field(default_factory=lambda: {0: "default"})
-    keyspace_ttl: dict[int, float | None] = field(default_factory=dict)
-    tables: dict[int, dict[int, TableInfo]] = field(default_factory=lambda: {0: {}})
-    next_file: int = 1
-    last_version: int = 0
-    flushed_version: int = 0
-    wal_seq: int = 1
-    history_floor: int = 0
-    time_map: TimeMap = field(default_factory=TimeMap)
-
-    def apply(self, edit: dict[str, Any], where: str = "MANIFEST") -> None:
-        unknown = set(edit) - KNOWN_TAGS
-        if unknown:
-            raise CorruptionError(f"manifest edit has unknown tags {sorted(unknown)} "
-                                  "(written by a newer banyanstore?)", path=where)
-        if "format" in edit and edit["format"] > STORE_FORMAT:
-            raise CorruptionError(f"store format {edit['format']} is newer than this "
-                                  f"banyanstore supports ({STORE_FORMAT})", path=where)
-        if "add_keyspace" in edit:
-            ks_id, name = edit["add_keyspace"]
-            self.keyspaces[ks_id] = name
-            self.tables.setdefault(ks_id, {})
-        if "keyspace_ttl" in edit:
-            ks_id, ttl = edit["keyspace_ttl"]
-            self.keyspace_ttl[ks_id] = ttl
-        for key in ("next_file", "last_version", "flushed_version", "wal_seq", "history_floor"):
-            if key in edit:
-                setattr(self, key, max(getattr(self, key), edit[key]))
-        for ks_id, file_no in edit.get("remove_tables", ()):
-            self.tables.get(ks_id, {}).pop(file_no, None)
-        for d in edit.get("add_tables", ()):
-            info = TableInfo.from_json(d)
-            self.tables.setdefault(info.keyspace, {})[info.file_no] = info
-        for v, second in edit.get("time_map", ()):
-            self.time_map.add(v, second)
-
-    def snapshot_edit(self) -> dict[str, Any]:
-        """One edit that rebuilds this whole state (first record of a new manifest)."""
-        edit: dict[str, Any] = {
-            "format": STORE_FORMAT, "next_file": self.next_file, "last_version": self.last_version,
-            "flushed_version": self.flushed_version, "wal_seq": self.wal_seq,
-            "history_floor": self.history_floor, "time_map": [list(p) for p in self.time_map.samples],
-            "add_tables": [t.to_json() for ts in self.tables.values() for t in ts.values()],
-        }
-        # Keyspaces go in separate edits' worth of data: fold them into one list here.
-        edit["_keyspaces"] = [[i, n] for i, n in sorted(self.keyspaces.items())]
-        edit["_ttls"] = [[i, t] for i, t in sorted(self.keyspace_ttl.items())]
-        return edit
+SECTOR: Final = 512  # the unit a power loss writes or loses (the smallest sector in use)
 
 
 def _encode(edit: dict[str, Any]) -> bytes:
     payload = json.dumps(edit, separators=(",", ":")).encode()
     return RECORD_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
-
-
-def _expand_snapshot(edit: dict[str, Any]) -> list[dict[str, Any]]:
-    """Split the keyspace lists of a snapshot edit into ordinary tagged edits."""
-    edits = [{"add_keyspace": ks} for ks in edit.pop("_keyspaces", [])]
-    edits += [{"keyspace_ttl": t} for t in edit.pop("_ttls", [])]
-    return edits + [edit]
 
 
 class Manifest:
@@ -227,6 +132,7 @@ class Manifest:
         append first moves to a fresh manifest holding only the applied state:
         the failed edit is then void either way.
         """
+        commit = self.state.prepare(edit)  # EditError before anything is written
         if self._needs_roll or self._fh.size > ROLL_BYTES:
             self.roll()
         try:
@@ -235,7 +141,7 @@ class Manifest:
         except BaseException:
             self._needs_roll = True
             raise
-        self.state.apply(edit, self.path)
+        commit()
 
     def roll(self) -> None:
         """Move to a new manifest file holding the whole state."""
@@ -284,9 +190,26 @@ class ManifestRecord:
 
 
 def walk_manifest(data: bytes, path: str, start: int = FILE_HEADER.size) -> Iterator[ManifestRecord]:
-    """The records of a manifest file (from offset ``start``, a record boundary).  A
-    torn last record (never acknowledged) is yielded with ``torn`` set; damage
-    followed by more data, a bad header or bad JSON raise CorruptionError."""
+    """The records of a manifest file from offset ``start`` (a record boundary).  A torn
+    tail (see the module docstring) is yielded last, with ``torn`` set; anything else
+    that does not parse raises CorruptionError naming ``path`` and the record's offset."""
+    _check_file_header(data, path)
+    pos, n = start, len(data)
+    while pos < n:
+        if pos + RECORD_HEADER.size <= n:
+            length, crc = RECORD_HEADER.unpack_from(data, pos)
+            end = pos + RECORD_HEADER.size + length
+            payload = data[pos + RECORD_HEADER.size:end]
+            if length and end <= n and crc32c.crc32c(payload) == crc:
+                yield ManifestRecord(pos, length, _decode(payload, path, pos))
+                pos = end
+                continue
+        torn = _torn_tail(data, pos, path)
+        yield ManifestRecord(pos, n - pos, None, torn)
+        return
+
+
+def _check_file_header(data: bytes, path: str) -> None:
     if len(data) < FILE_HEADER.size:
         raise CorruptionError("manifest shorter than its header", path=path, offset=0)
     magic, fmt, crc = FILE_HEADER.unpack_from(data, 0)
@@ -296,50 +219,105 @@ def walk_manifest(data: bytes, path: str, start: int = FILE_HEADER.size) -> Iter
     if fmt > STORE_FORMAT:
         raise CorruptionError(f"manifest format {fmt} is newer than supported ({STORE_FORMAT})",
                               path=path, offset=0)
-    pos, n = start, len(data)
-    while pos < n:
-        if pos + RECORD_HEADER.size > n:
-            yield ManifestRecord(pos, n - pos, None, "partial record header")
-            return
-        length, crc = RECORD_HEADER.unpack_from(data, pos)
-        end = pos + RECORD_HEADER.size + length
-        if end > n:
-            yield ManifestRecord(pos, n - pos, None, f"record of {length} bytes cut short")
-            return
-        payload = data[pos + RECORD_HEADER.size:end]
-        if crc32c.crc32c(payload) != crc:
-            if end == n:
-                yield ManifestRecord(pos, n - pos, None, "last record fails its checksum")
-                return
-            raise CorruptionError("manifest edit fails its checksum", path=path, offset=pos)
-        try:
-            edit = json.loads(payload)
-        except ValueError as exc:
-            raise CorruptionError("manifest edit is not valid JSON", path=path, offset=pos) from exc
-        if not isinstance(edit, dict):
-            raise CorruptionError("manifest edit is not a JSON object", path=path, offset=pos)
-        yield ManifestRecord(pos, length, edit)
-        pos = end
+
+
+def _decode(payload: bytes, path: str, pos: int) -> dict[str, Any]:
+    try:
+        edit = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CorruptionError("manifest edit is not valid JSON", path=path, offset=pos) from exc
+    if not isinstance(edit, dict):
+        raise CorruptionError("manifest edit is not a JSON object", path=path, offset=pos)
+    return edit
+
+
+def _torn_tail(data: bytes, pos: int, path: str) -> str:
+    """Why the bytes from ``pos`` (where no intact record starts) are what a crash of the
+    last append can leave; CorruptionError naming ``pos`` if they are not."""
+    n = len(data)
+    if _intact_record_after(data, pos):
+        raise CorruptionError("damaged manifest record followed by intact records (not a torn "
+                              "write: only the last append can be unsynced at a crash)",
+                              path=path, offset=pos)
+    if pos + RECORD_HEADER.size > n:
+        return "partial record header"
+    length, crc = RECORD_HEADER.unpack_from(data, pos)
+    end = pos + RECORD_HEADER.size + length
+    if length == 0:
+        # The payload is never empty: zeros here are a header whose sector was never written.
+        if not any(data[pos:min(n, (pos // SECTOR + 1) * SECTOR)]):
+            return "zero-filled record header (never written)"
+        raise CorruptionError("manifest record of length 0", path=path, offset=pos)
+    if end > n:
+        if crc32c.crc32c(data[pos + RECORD_HEADER.size:]) == crc:
+            raise CorruptionError(f"manifest record length {length} is damaged: the {n - pos} "
+                                  "bytes present are the whole record", path=path, offset=pos)
+        return f"record of {length} bytes cut short at {n - pos - RECORD_HEADER.size}"
+    if end < n:
+        raise CorruptionError("manifest edit fails its checksum and more data follows",
+                              path=path, offset=pos)
+    if _has_zeroed_sector(data, pos + 4, end):
+        return "last record fails its checksum in a zero-filled (never written) sector"
+    raise CorruptionError("last manifest edit is complete but fails its checksum: damage, not "
+                          "a torn write (a crash leaves zeros, not other bytes)",
+                          path=path, offset=pos)
+
+
+def _has_zeroed_sector(data: bytes, start: int, end: int) -> bool:
+    """Whether some 512-byte sector's share of ``data[start:end]`` is all zeros."""
+    lo = start
+    while lo < end:
+        hi = min(end, (lo // SECTOR + 1) * SECTOR)
+        if not any(data[lo:hi]):
+            return True
+        lo = hi
+    return False
+
+
+def _intact_record_after(data: bytes, pos: int) -> bool:
+    """Whether a well-formed record (non-empty JSON object payload, right CRC) starts
+    anywhere after ``pos``: then the damage at ``pos`` is not a torn tail."""
+    n = len(data)
+    at = data.find(b"{", pos + 1 + RECORD_HEADER.size)
+    while at != -1:
+        start = at - RECORD_HEADER.size
+        length, crc = RECORD_HEADER.unpack_from(data, start)
+        end = at + length
+        if 2 <= length and end <= n and data[end - 1:end] == b"}" \
+                and crc32c.crc32c(data[at:end]) == crc:
+            return True
+        at = data.find(b"{", at + 1)
+    return False
 
 
 def replay(data: bytes, path: str) -> ManifestState:
-    """Rebuild the state from the bytes of a manifest file."""
+    """Rebuild the state from the bytes of a manifest file.  Every edit is checked
+    (edits.py); a bad one is CorruptionError naming the file and its offset."""
     state = ManifestState()
     if apply_edits(state, data, path, FILE_HEADER.size) == FILE_HEADER.size:
         raise CorruptionError("manifest holds no complete edit", path=path, offset=FILE_HEADER.size)
+    try:
+        state.check_tables()
+    except EditError as exc:
+        raise CorruptionError(f"manifest: {exc}", path=path, offset=FILE_HEADER.size) from None
     return state
 
 
 def apply_edits(state: ManifestState, data: bytes, path: str, start: int) -> int:
-    """Apply to ``state`` the complete edits of a manifest file from offset ``start``;
-    return the offset after the last one applied.  A torn tail is not applied: it was
-    never acknowledged -- or, for a reader beside a live writer, it is still being
+    """Check and apply to ``state`` the complete edits of a manifest file from offset
+    ``start`` (the file's first edit, the whole state, when ``start`` is the header's
+    end); return the offset after the last one applied.  A torn tail is not applied: it
+    was never acknowledged -- or, for a reader beside a live writer, it is still being
     written, and a later call from the returned offset picks it up."""
     end = start
     for rec in walk_manifest(data, path, start):
         if rec.edit is None:
             break
-        for e in _expand_snapshot(rec.edit):
-            state.apply(e, path)
+        try:
+            edits = expand_snapshot(rec.edit, state) if rec.offset == FILE_HEADER.size else [rec.edit]
+            for e in edits:
+                state.apply(e)
+        except EditError as exc:
+            raise CorruptionError(f"manifest edit: {exc}", path=path, offset=rec.offset) from None
         end = rec.offset + RECORD_HEADER.size + rec.length
     return end

@@ -1,11 +1,19 @@
-"""Opening a store: tables named by the manifest, WAL replay, orphan removal.
+"""Opening a store: the WAL, tables named by the manifest, orphan removal, WAL replay.
 
 Rules (BanyanDB lost data by breaking them, see FACTS.md):
 
 * a table the manifest names but that is missing, truncated or fails its
   checks is a :class:`CorruptionError` naming the file -- never skipped;
-* only files the manifest does *not* name are removed, and only after the
-  manifest this process writes is durable (it is created before this runs);
+* a table file the manifest does *not* name is removed only if it is provably a
+  leftover -- an unfinished flush or merge output (numbered at or above the
+  manifest's ``unfinished_from``) or a table an edit removed (``obsolete``) --
+  and only after the manifest this process writes is durable; any other is an
+  unexplained table (the edit naming it may have been lost) and the writer open
+  refuses, pointing at ``banyanstore repair``;
+* the WAL must hold every record from the manifest's ``wal_seq`` on: a missing
+  ``wal/``, a first segment after ``wal_seq``, a log ending before it, or a gap in
+  the seqs replay reads is a :class:`CorruptionError` -- unless the open says
+  ``wal_recovery="skip_missing"`` (then it is logged, and the records are lost);
 * WAL records at or below ``flushed_version`` are already in tables and are
   skipped; the rest rebuild the memtables.
 """
@@ -18,18 +26,80 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptionError
 from ..io.base import Env
+from ..log.log import Log
+from ..options import Options
 from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
-from .manifest import ManifestState
+from .manifest import Manifest, ManifestState
 from .wal import decode
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["open_tables", "remove_orphans", "replay_wal"]
+__all__ = ["open_wal", "check_orphans", "open_tables", "remove_orphans", "replay_wal"]
 
 logger = logging.getLogger("banyanstore.recovery")
 TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")
+SKIP_MISSING = "skip_missing"
+
+
+def _missing(opts: Options, message: str, path: str) -> None:
+    """A piece of the WAL is missing: CorruptionError, or a warning when skipping was asked for."""
+    if opts.wal_recovery != SKIP_MISSING:
+        raise CorruptionError(f"{message}; the records in it are lost (open with "
+                              "wal_recovery='skip_missing' to open without them)", path=path)
+    logger.warning("%s (%s): skipped, wal_recovery='skip_missing'", message, path)
+
+
+def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *, existing: bool) -> Log | None:
+    """Open the store's WAL and check it holds every record the manifest still needs.
+    None only for a read-only open, with ``skip_missing``, of a store without ``wal/``."""
+    wal_dir = f"{path}/wal"
+    if existing and not env.exists(wal_dir):
+        _missing(opts, "the WAL directory is missing", wal_dir)
+        if opts.read_only:
+            return None
+        env.mkdir(wal_dir)
+    wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
+    wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False)
+    try:
+        _check_wal_start(wal, opts, state, wal_dir)
+    except BaseException:
+        wal.close()
+        raise
+    return wal
+
+
+def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str) -> None:
+    # Rotation makes the segment starting at a flush's wal_seq durable before the edit is
+    # written, and truncation removes only older segments: first_seq <= wal_seq <= last_seq + 1.
+    if wal.first_seq > state.wal_seq:
+        _missing(opts, f"the WAL starts at seq {wal.first_seq}, but the manifest needs records "
+                 f"from seq {state.wal_seq}", wal_dir)
+    if state.wal_seq > wal.last_seq + 1:
+        _missing(opts, f"the WAL ends at seq {wal.last_seq}, before seq {state.wal_seq} where "
+                 "the manifest says replay starts", wal_dir)
+        state.wal_seq = wal.last_seq + 1  # continue from where the log now is
+
+
+def check_orphans(env: Env, path: str, state: ManifestState) -> None:
+    """For a writer open, before anything is changed: every table file no edit names must
+    be a provable leftover (see the module docstring), else CorruptionError pointing at
+    ``banyanstore repair``.  The leftovers join ``state.obsolete``, so the manifest the
+    open writes still lists them until :func:`remove_orphans` has removed them."""
+    tdir = f"{path}/tables"
+    live = state.live_files()
+    orphans = [n for name in (env.listdir(tdir) if env.exists(tdir) else [])
+               if (m := TABLE_NAME.match(name)) and (n := int(m.group(1))) not in live]
+    unexplained = sorted(n for n in orphans if state.unexplained(n))
+    if unexplained:
+        names = ", ".join(f"{n:06d}.sst" for n in unexplained)
+        raise CorruptionError(
+            f"table(s) {names} are named by no manifest edit, but their numbers were handed "
+            "out before the manifest's last edit and no edit removed them: an edit naming them "
+            f"may have been lost.  Refusing to delete them; run `banyanstore repair {path}`",
+            path=f"{tdir}/{unexplained[0]:06d}.sst")
+    state.obsolete.update(orphans)
 
 
 def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) -> dict[int, list[Any]]:
@@ -55,20 +125,19 @@ def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) ->
 
 
 def remove_orphans(env: Env, path: str, state: ManifestState) -> list[str]:
-    """Remove tables no manifest edit names and stale temporary/manifest files.
-    REQUIRES: the manifest describing ``state`` is durable."""
-    live = {info.file_no for tables in state.tables.values() for info in tables.values()}
+    """Remove the leftover tables :func:`check_orphans` accepted (``state.obsolete``) and
+    stale temporary/manifest files.  REQUIRES: the manifest describing ``state`` is durable."""
+    live = state.live_files()
     removed = []
     tdir = f"{path}/tables"
     for name in env.listdir(tdir) if env.exists(tdir) else []:
         m = TABLE_NAME.match(name)
-        if (m and int(m.group(1)) not in live) or name.endswith(".tmp"):
+        n = int(m.group(1)) if m else None
+        if (n is not None and n not in live and n in state.obsolete) or name.endswith(".tmp"):
             env.remove(f"{tdir}/{name}")
             removed.append(f"{tdir}/{name}")
-    current = None
-    if env.exists(f"{path}/CURRENT"):
-        from .manifest import Manifest
-        current = Manifest.current_name(env, path)
+    state.obsolete.clear()  # every one is gone now (a failed remove raised)
+    current = Manifest.current_name(env, path) if env.exists(f"{path}/CURRENT") else None
     for name in env.listdir(path):
         if (name.startswith("MANIFEST-") and name != current) or name == "CURRENT.tmp":
             env.remove(f"{path}/{name}")
@@ -82,7 +151,8 @@ def replay_wal(store: Store, state: ManifestState) -> int:
     """Rebuild memtables from WAL records newer than ``flushed_version``.
     Returns the number of records applied."""
     wal = store._wal
-    assert wal is not None
+    if wal is None:
+        return 0
     applied = 0
     start = max(state.wal_seq, wal.first_seq)
     if start > wal.last_seq:
@@ -90,7 +160,12 @@ def replay_wal(store: Store, state: ManifestState) -> int:
     by_id = store._ks_by_id
     floor = state.flushed_version
     where = f"{store.path}/wal"
+    expected = start
     for seq, record in wal.read(start):
+        if seq != expected:
+            _missing(store.options, f"WAL records {expected}..{seq - 1} are missing (a segment "
+                     "was removed or lost)", where)
+        expected = seq + 1
         version, ms, ops = decode(record, f"{where} (record {seq})")
         if version <= floor:
             continue

@@ -49,7 +49,7 @@ from .flush import Flusher
 from .keyspace import Keyspace, as_bytes
 from .manifest import Manifest, ManifestState
 from .memtable import Memtable
-from .recovery import open_tables, remove_orphans, replay_wal
+from .recovery import check_orphans, open_tables, open_wal, remove_orphans, replay_wal
 from .timemap import TimeMap
 from .view import KeyspaceState, View
 from .wal import encode_batch, encode_one
@@ -162,17 +162,11 @@ class Store(Keyspace):
             # CURRENT first: a crash before it leaves no WAL segment behind, so the
             # half-created store is still recognised as new on the next open.
             self._manifest = Manifest.open_for_append(env, path, state)
-        wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
-        self._wal = Log.open(f"{path}/wal", options=wal_opts, env=env, lock=False)
-        self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
-        if state.wal_seq > self._wal.last_seq + 1:
-            # The WAL holds nothing the manifest still needs (its files were removed
-            # by hand, or it was recreated): continue from where the log now is, or
-            # replay would skip the records written from here on.
-            logger.warning("WAL of %s ends at seq %d, before the manifest's wal_seq %d; "
-                           "continuing from the log", path, self._wal.last_seq, state.wal_seq)
-            state.wal_seq = self._wal.last_seq + 1
+        self._wal = open_wal(env, path, opts, state, existing=exists)
+        if self._wal is not None:
+            self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
         if not self._read_only and self._manifest is None:
+            check_orphans(env, path, state)  # before the new manifest: refuse, change nothing
             self._manifest = Manifest.open_for_append(env, path, state)
         return state
 
@@ -433,10 +427,7 @@ class Store(Keyspace):
     def _allocate_file_no(self) -> int:
         with self._state_lock:
             assert self._manifest is not None
-            state = self._manifest.state
-            n = state.next_file
-            state.next_file += 1
-            return n
+            return self._manifest.state.allocate_file_no()
 
     def _log_edit(self, edit: dict[str, Any]) -> None:
         """Durably append ``edit`` (with the current counters) to the manifest, then
@@ -444,6 +435,7 @@ class Store(Keyspace):
         assert self._manifest is not None
         state = self._manifest.state
         edit.setdefault("next_file", state.next_file)
+        edit.setdefault("unfinished_from", state.unfinished_floor(edit))
         edit.setdefault("last_version", self._version)
         self._manifest.append(edit)
         if self._deferred_deletes:

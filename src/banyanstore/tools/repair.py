@@ -105,8 +105,13 @@ def _load(store: str, name: str, res: RepairResult, dry_run: bool) -> ManifestSt
 def _remove_orphans(store: str, name: str, state: ManifestState, res: RepairResult,
                     dry_run: bool) -> None:
     inv = take_inventory(store, state, name)
-    live = {f"{i.file_no:06d}.sst" for ts in state.tables.values() for i in ts.values()}
-    doomed = [p for p in inv.removable if os.path.basename(p) not in live]
+    unexplained = [p for p in inv.orphan_tables
+                   if state.unexplained(int(os.path.basename(p).split(".")[0]))]
+    doomed = [p for p in inv.removable if p not in unexplained]
+    for path in unexplained:
+        res.refused.append((f"remove {path}", "no manifest edit names it, and it is not provably "
+                            "an unfinished output or a removed table: an edit naming it may have "
+                            "been lost"))
     if doomed and not dry_run:
         # Files go only once a manifest not naming them is durable: a crashed writer may
         # have left its last edit in the page cache, unsynced.

@@ -83,10 +83,6 @@ def verify_store(store: str) -> Report:
         _check_wal(store, report, None)
         return report
     state, name = loaded
-    top = max((i.file_no for ts in state.tables.values() for i in ts.values()), default=0)
-    if top >= state.next_file:
-        report.error(os.path.join(store, name), f"table {top:06d} is not below next_file "
-                     f"{state.next_file}: file numbers could be reused")
     for ks_id, tables in state.tables.items():
         if ks_id not in state.keyspaces:
             report.error(os.path.join(store, name), f"tables of unknown keyspace {ks_id}")
@@ -95,8 +91,13 @@ def verify_store(store: str) -> Report:
     _check_wal(store, report, state)
     inv = take_inventory(store, state, name)
     for path in inv.orphan_tables:
-        report.warning(path, "table not named by the manifest (left by a crash or an unfinished "
-                       "merge); an open for writing, or repair, removes it")
+        if state.unexplained(int(os.path.basename(path).split(".")[0])):
+            report.error(path, "table not named by the manifest, and not provably an unfinished "
+                         "output or a removed table: an edit naming it may have been lost (an "
+                         "open for writing refuses; `banyanstore repair` salvages it)")
+        else:
+            report.warning(path, "table not named by the manifest (left by a crash or an "
+                           "unfinished merge); an open for writing, or repair, removes it")
     for path in inv.temp_files + inv.stale_manifests:
         report.warning(path, "leftover file not in use; an open for writing, or repair, removes it")
     for path in inv.unknown:
