@@ -136,12 +136,16 @@ def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
             report.count("wal_records_to_replay")
 
     summary = verify_log_dir(wal, report, check)
-    if state is not None and summary.first_seq is not None and summary.first_seq > state.wal_seq:
+    if state is None:
+        return
+    # The same checks as an open (lsm/recovery.py open_wal): first_seq <= wal_seq <= last_seq + 1.
+    if summary.first_seq is not None and summary.first_seq > state.wal_seq:
         report.error(wal, f"the WAL starts at seq {summary.first_seq}, but the manifest says "
                      f"records from seq {state.wal_seq} are still needed")
-    if state is not None and summary.first_seq is None and state.wal_seq > 1:
-        report.warning(wal, f"the WAL holds no segment although the manifest's wal_seq is "
-                       f"{state.wal_seq}")
+    last_seq = summary.last_seq if summary.last_seq is not None else 0
+    if state.wal_seq > last_seq + 1:
+        report.error(wal, f"the WAL ends at seq {last_seq}, before seq {state.wal_seq} where the "
+                     "manifest says replay starts: records the manifest needs are missing")
 
 
 def verify_path(path: str) -> Report:
