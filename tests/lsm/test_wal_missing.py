@@ -70,6 +70,7 @@ def test_missing_oldest_segment_is_corruption() -> None:
     disk = crashed_store()
     disk.remove(f"{ROOT}/wal/{segments(disk)[0]}")
     assert_refused(disk, "WAL starts at seq")
+    assert count_keys(disk, wal_recovery="skip_missing", read_only=True) < N
     assert count_keys(disk, wal_recovery="skip_missing") < N
 
 
@@ -78,6 +79,7 @@ def test_missing_middle_segment_is_corruption() -> None:
     disk.remove(f"{ROOT}/wal/{segments(disk)[2]}")
     assert_refused(disk, "missing")
     assert count_keys(disk, wal_recovery="skip_missing") < N
+    assert count_keys(disk, wal_recovery="skip_missing", read_only=True) < N
 
 
 def test_missing_last_segment_after_a_flush_is_corruption() -> None:
@@ -85,7 +87,8 @@ def test_missing_last_segment_after_a_flush_is_corruption() -> None:
     disk = crashed_store(flush_at=N - 200)
     segs = segments(disk)
     disk.remove(f"{ROOT}/wal/{segs[-1]}")
-    assert_refused(disk, "WAL")
+    assert_refused(disk, "WAL ends at seq")
+    assert count_keys(disk, wal_recovery="skip_missing", read_only=True) == N - 200 + 1
 
 
 def test_missing_wal_directory_is_corruption() -> None:

@@ -233,17 +233,22 @@ class CatchUp:
         wal = self.wal
         changed = self._retire_memtables(flushed)
         start = max(self._next_wal_seq, state.wal_seq)
-        if start < wal.first_seq or start > wal.last_seq + 1:
-            raise Vanished(f"the WAL holds records {wal.first_seq}..{wal.last_seq}; this state "
-                           f"needs them from {start} on", wal.path)
+        if start < wal.first_seq:
+            self._missing(f"the WAL starts at seq {wal.first_seq}, but the manifest needs records "
+                          f"from seq {start}", wal.path)
+            start = wal.first_seq
+        if start > wal.last_seq + 1:
+            self._missing(f"the WAL ends at seq {wal.last_seq}, before seq {start} where the "
+                          "manifest says replay starts", wal.path)
+            start = state.wal_seq = self._next_wal_seq = wal.last_seq + 1
         where = f"{self._path}/wal"
         known = state.keyspaces
         gaps_allowed = self._options.skip_damaged_records  # damaged records were skipped
         try:
             expected = start
             for seq, record in wal.read(start):
-                if seq != expected and not gaps_allowed:
-                    raise Vanished(f"WAL records {expected}..{seq - 1} are missing", where)
+                if seq != expected and not gaps_allowed:  # a segment in the middle is gone
+                    self._missing(f"WAL records {expected}..{seq - 1} are missing", where)
                 expected = seq + 1
                 version, ms, ops = decode(record, f"{where} (record {seq})")
                 if version > self.version and version > flushed:
@@ -265,6 +270,15 @@ class CatchUp:
         if flushed > self.version:
             self.version, changed = flushed, True
         return changed
+
+    def _missing(self, message: str, path: str) -> None:
+        """WAL records this state needs are not there: Vanished (retried if the writer
+        moved on, else CorruptionError) -- or, with ``wal_recovery="skip_missing"`` and a
+        writer that did not move on, a warning, and the records are skipped."""
+        if self._options.wal_recovery != "skip_missing" or self._writer_moved_on():
+            raise Vanished(f"{message}; the records in it are lost (open with "
+                           "wal_recovery='skip_missing' to open without them)", path)
+        logger.warning("%s (%s): skipped, wal_recovery='skip_missing'", message, path)
 
     def _retire_memtables(self, flushed: int) -> bool:
         """Seal the active generation if the writer flushed since it began; drop the

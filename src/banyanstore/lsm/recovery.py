@@ -36,14 +36,14 @@ from .wal import decode
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["open_wal", "check_orphans", "open_tables", "remove_orphans", "replay_wal"]
+__all__ = ["open_wal", "missing_records", "check_orphans", "open_tables", "remove_orphans", "replay_wal"]
 
 logger = logging.getLogger("banyanstore.recovery")
 TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")
 SKIP_MISSING = "skip_missing"
 
 
-def _missing(opts: Options, message: str, path: str) -> None:
+def missing_records(opts: Options, message: str, path: str) -> None:
     """A piece of the WAL is missing: CorruptionError, or a warning when skipping was asked for."""
     if opts.wal_recovery != SKIP_MISSING:
         raise CorruptionError(f"{message}; the records in it are lost (open with "
@@ -51,14 +51,12 @@ def _missing(opts: Options, message: str, path: str) -> None:
     logger.warning("%s (%s): skipped, wal_recovery='skip_missing'", message, path)
 
 
-def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *, existing: bool) -> Log | None:
-    """Open the store's WAL and check it holds every record the manifest still needs.
-    None only for a read-only open, with ``skip_missing``, of a store without ``wal/``."""
+def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *, existing: bool) -> Log:
+    """Open the store's WAL (for a writer) and check it holds every record the manifest
+    still needs.  (Read-only opens check the same in lsm/catchup.py.)"""
     wal_dir = f"{path}/wal"
     if existing and not env.exists(wal_dir):
-        _missing(opts, "the WAL directory is missing", wal_dir)
-        if opts.read_only:
-            return None
+        missing_records(opts, "the WAL directory is missing", wal_dir)
         env.mkdir(wal_dir)
     wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
     wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False)
@@ -74,10 +72,10 @@ def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str
     # Rotation makes the segment starting at a flush's wal_seq durable before the edit is
     # written, and truncation removes only older segments: first_seq <= wal_seq <= last_seq + 1.
     if wal.first_seq > state.wal_seq:
-        _missing(opts, f"the WAL starts at seq {wal.first_seq}, but the manifest needs records "
+        missing_records(opts, f"the WAL starts at seq {wal.first_seq}, but the manifest needs records "
                  f"from seq {state.wal_seq}", wal_dir)
     if state.wal_seq > wal.last_seq + 1:
-        _missing(opts, f"the WAL ends at seq {wal.last_seq}, before seq {state.wal_seq} where "
+        missing_records(opts, f"the WAL ends at seq {wal.last_seq}, before seq {state.wal_seq} where "
                  "the manifest says replay starts", wal_dir)
         state.wal_seq = wal.last_seq + 1  # continue from where the log now is
 
@@ -151,8 +149,7 @@ def replay_wal(store: Store, state: ManifestState) -> int:
     """Rebuild memtables from WAL records newer than ``flushed_version``.
     Returns the number of records applied."""
     wal = store._wal
-    if wal is None:
-        return 0
+    assert wal is not None
     applied = 0
     start = max(state.wal_seq, wal.first_seq)
     if start > wal.last_seq:
@@ -161,9 +158,10 @@ def replay_wal(store: Store, state: ManifestState) -> int:
     floor = state.flushed_version
     where = f"{store.path}/wal"
     expected = start
+    gaps_allowed = store.options.skip_damaged_records  # the Log skipped damaged records
     for seq, record in wal.read(start):
-        if seq != expected:
-            _missing(store.options, f"WAL records {expected}..{seq - 1} are missing (a segment "
+        if seq != expected and not gaps_allowed:
+            missing_records(store.options, f"WAL records {expected}..{seq - 1} are missing (a segment "
                      "was removed or lost)", where)
         expected = seq + 1
         version, ms, ops = decode(record, f"{where} (record {seq})")

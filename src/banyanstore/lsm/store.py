@@ -163,8 +163,7 @@ class Store(Keyspace):
             # half-created store is still recognised as new on the next open.
             self._manifest = Manifest.open_for_append(env, path, state)
         self._wal = open_wal(env, path, opts, state, existing=exists)
-        if self._wal is not None:
-            self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
+        self._wal_append, self._wal_sync = self._wal.append, self._wal.sync
         if not self._read_only and self._manifest is None:
             check_orphans(env, path, state)  # before the new manifest: refuse, change nothing
             self._manifest = Manifest.open_for_append(env, path, state)
