@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from ..errors import CorruptionError, LogRangeError, StoreClosedError
 from .reader import OnDamage
@@ -129,16 +129,26 @@ class SegmentCatalog:
             raise
         return Pins(pinned)
 
-    def iterate(self, pins: Pins, start: int, last: int) -> Iterator[tuple[int, bytes]]:
-        """``(seq, record)`` for ``start <= seq <= last`` from segments pinned by :meth:`pin`.
+    def iterate(self, pins: Pins, start: int, last: int,
+                limit: int | None = None) -> Generator[tuple[int, bytes], None, None]:
+        """``(seq, record)`` for ``start <= seq <= last`` from segments pinned by :meth:`pin`,
+        at most ``limit`` of them.
 
         Each segment is let go as soon as the iterator has left it, and every one
         when the iterator ends or is closed.  (An iterator never started lets go
         through the finalizer :meth:`Pins.release_when_collected` sets up.)"""
+        left = limit
         try:
             for k, seg in enumerate(tuple(pins.segments)):
                 try:
-                    yield from self._segment_records(seg, start, last, seek=k == 0)
+                    if limit is None:
+                        yield from self._segment_records(seg, start, last, seek=k == 0)
+                    else:
+                        for item in self._segment_records(seg, start, last, seek=k == 0):
+                            if not left:
+                                return
+                            yield item
+                            left -= 1
                 except FileNotFoundError:  # another process truncated (a read-only Log's view is old)
                     raise LogRangeError(f"segment {seg.path} was truncated away while being read") from None
                 pins.release_first()

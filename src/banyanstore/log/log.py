@@ -79,6 +79,8 @@ class Log(LogView):
         self._interval, self._read_only = opts.log_index_interval, opts.read_only
         self._segment_size, self._always = opts.segment_size, opts.wal_sync == "always"
         self._lock = threading.Lock()
+        self._appended = threading.Condition(self._lock)  # follow() waits on it
+        self._followers = 0  # threads waiting on _appended: appends notify only then
         self._refresh_lock = threading.Lock()
         self._closed = False
         rec = recover(env, directory, read_only=opts.read_only, skip_damaged=opts.skip_damaged_records,
@@ -169,6 +171,8 @@ class Log(LogView):
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
+            if self._followers:
+                self._appended.notify_all()
         return seq
 
     def _append_synced(self, record: bytes) -> int:
@@ -200,6 +204,8 @@ class Log(LogView):
                 self._io_failed(exc)
                 raise
             last = self._next_seq - 1
+            if self._followers:
+                self._appended.notify_all()
         if items and (self._always if sync is None else sync):
             self._commit.wait_durable(last)
         return last
@@ -319,6 +325,7 @@ class Log(LogView):
             if self._closed:
                 return
             self._closed, self._ok = True, False
+            self._appended.notify_all()  # followers end
             w, self._writer = self._writer, None
             if w is not None:
                 try:  # under the lock on purpose: a leader's _collect() must find it all synced

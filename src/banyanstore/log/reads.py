@@ -1,4 +1,4 @@
-"""The read side of an open Log: seq bounds, ``read``, ``get``, ``stats``.
+"""The read side of an open Log: seq bounds, ``read``, ``get``, ``follow``, ``stats``.
 
 A mixin of :class:`banyanstore.log.log.Log`, kept apart so each module holds
 one concept.  Reads take the append lock only for a moment -- to snapshot the
@@ -6,13 +6,17 @@ segment list and, if the records asked for still sit in the user-space buffer,
 to hand that buffer to the OS -- and then read files without any lock, so
 reads and appends run concurrently.  ``read()`` is a generator over the
 snapshot: it survives concurrent appends, rotations and syncs and stops at the
-``last_seq`` of the moment it was called.
+``last_seq`` of the moment it was called.  ``follow()`` is a blocking tail:
+it waits on a condition over the append lock, which appends notify only while
+somebody waits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from typing import Any, Self
 
 from ..errors import LogRangeError, ReadOnlyError, StorageIOError, StoreClosedError
@@ -39,6 +43,8 @@ class LogView:
     _commit: GroupCommit
     _writer: SegmentWriter | None
     _counters: dict[str, int]
+    _appended: threading.Condition  # over _lock; notified by appends while _followers > 0
+    _followers: int
 
     def _io_failed(self, exc: BaseException) -> None:
         raise NotImplementedError  # pragma: no cover  (Log's)
@@ -104,23 +110,148 @@ class LogView:
                 raise
         return self._catalog.view, self._next_seq - 1
 
-    def read(self, start: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Iterate ``(seq, record)`` from ``start`` (default: ``first_seq``) to the
-        ``last_seq`` of the moment of the call; appends made meanwhile are not waited for.
+    def read(self, start: int | None = None, end: int | None = None,
+             limit: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Iterate ``(seq, record)`` for ``start <= seq < end``, at most ``limit`` of them.
 
-        The iterator is a snapshot: records truncated after the call are still read
-        (the segments it needs are pinned until it ends, is closed or is dropped)."""
+        ``start`` defaults to ``first_seq`` and must lie in ``[first_seq, last_seq + 1]``
+        (else :class:`LogRangeError`); ``end`` (exclusive) defaults to "everything up
+        to the ``last_seq`` of the moment of the call" -- appends made meanwhile are
+        not waited for (see :meth:`follow` for that).  The iterator is a snapshot:
+        records truncated after the call are still read (the segments it needs stay
+        pinned until it ends, is closed or is dropped).
+
+        >>> import tempfile
+        >>> from banyanstore.log import Log
+        >>> with tempfile.TemporaryDirectory() as d, Log.open(d, io_mode="sync") as log:
+        ...     _ = log.append_many([b"a", b"b", b"c", b"d"])
+        ...     list(log.read(2, end=4)), list(log.read(limit=1)), len(log), [s for s, _ in log]
+        ([(2, b'b'), (3, b'c')], [(1, b'a')], 4, [1, 2, 3, 4])
+        """
+        records, _ = self._snapshot(_seq_or_none(start, "start"), _seq_or_none(end, "end"),
+                                    _limit(limit))
+        return records
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        """``for seq, record in log``: :meth:`read` from ``first_seq``."""
+        return self.read()
+
+    def __len__(self) -> int:
+        """The number of records kept: ``last_seq - first_seq + 1`` (seqs of damaged
+        records skipped with ``skip_damaged_records=True`` included).  Constant time."""
+        return max(0, self._next_seq - self.first_seq)
+
+    def _snapshot(self, start: int | None, end: int | None,
+                  limit: int | None) -> tuple[Generator[tuple[int, bytes], None, None], int]:
+        """:meth:`read`'s iterator, and the last seq it covers."""
         with self._lock:
-            view, last = self._visible_locked(self._next_seq - 1)
+            upto = self._next_seq - 1 if end is None else min(end - 1, self._next_seq - 1)
+            view, last = self._visible_locked(upto)
             first = self.first_seq
             if start is None:
                 start = first
             elif not first <= start <= last + 1:
                 raise LogRangeError(f"read start {start} is outside [{first}, {last + 1}]")
-            pins = self._catalog.pin(view, start, last)  # under the lock: atomic with truncation
-        records = self._catalog.iterate(pins, start, last)
+            stop = last if end is None else min(last, end - 1)
+            if limit == 0:
+                stop = start - 1
+            pins = self._catalog.pin(view, start, stop)  # under the lock: atomic with truncation
+        records = self._catalog.iterate(pins, start, stop, limit)
         pins.release_when_collected(records)
-        return records
+        return records, stop
+
+    def follow(self, start: int | None = None, *,
+               timeout: float | None = None) -> Iterator[tuple[int, bytes]]:
+        """A blocking tail for consumers of an event stream: yield ``(seq, record)``
+        from ``start`` on, waiting for records as they are appended.
+
+        * ``start``: the first seq to yield (default ``first_seq``; ``last_seq + 1``
+          for only what is appended from now on).  A consumer that remembers the seq
+          after the last record it handled resumes exactly there.
+        * ``timeout``: the longest wait, in seconds, for the *next* record; if none
+          comes in that time the iterator ends (call ``follow`` again, from the next
+          seq, to go on).  ``None`` (default): wait as long as it takes.
+        * It ends, cleanly, when the log is closed (by any thread).
+        * Segment rotation is invisible to it.  If the records it is about to read
+          were truncated away first (the consumer fell that far behind), it raises
+          :class:`LogRangeError`.
+        * It yields records once they are appended, before they are necessarily
+          durable (as :meth:`read` does): a consumer that must act only on durable
+          records calls ``log.wait_durable(seq)`` first.
+        * A read-only log (a writer in another process) catches up with
+          :meth:`refresh` every ``follow_interval_ms`` while it waits.
+
+        Appends pay nothing for this while nobody follows (one attribute test).
+
+        >>> import tempfile, threading
+        >>> from banyanstore.log import Log
+        >>> with tempfile.TemporaryDirectory() as d, Log.open(d, io_mode="sync") as log:
+        ...     _ = log.append(b"a")
+        ...     threading.Timer(0.05, log.append_many, ([b"b", b"c"],)).start()
+        ...     for seq, record in log.follow(1, timeout=30):
+        ...         print(seq, record)
+        ...         if seq == 3:
+        ...             break
+        ...     list(log.follow(4, timeout=0.01))  # nothing new within 10 ms: it ends
+        1 b'a'
+        2 b'b'
+        3 b'c'
+        []
+        """
+        start = _seq_or_none(start, "start")
+        if timeout is not None:
+            if type(timeout) not in (int, float):
+                raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+            if not timeout >= 0:  # also NaN
+                raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        first, last = self.first_seq, self.last_seq
+        if start is None:
+            start = first
+        elif not first <= start <= last + 1:
+            raise LogRangeError(f"follow start {start} is outside [{first}, {last + 1}]")
+        if self._closed:
+            raise StoreClosedError(f"log {self.path} is closed")
+        return self._tail(start, timeout)
+
+    def _tail(self, seq: int, timeout: float | None) -> Iterator[tuple[int, bytes]]:
+        while self._await_record(seq, None if timeout is None else time.monotonic() + timeout):
+            try:
+                records, stop = self._snapshot(seq, None, None)
+                with contextlib.closing(records):  # a consumer that stops lets go of the pins
+                    for item in records:
+                        yield item
+                        seq = item[0] + 1
+            except StoreClosedError:
+                return
+            seq = max(seq, stop + 1)  # past records skipped as damaged too
+
+    def _await_record(self, seq: int, deadline: float | None) -> bool:
+        """Wait until record ``seq`` exists (True), or the deadline passes or the log
+        closes (False)."""
+        poll = self._opts.follow_interval_ms / 1000 if self._read_only else None
+        while True:
+            if poll is not None and self._next_seq <= seq and not self._closed:
+                with contextlib.suppress(StoreClosedError):
+                    self.refresh()  # the writer is another process: nobody notifies us
+            with self._lock:
+                if self._closed:
+                    return False
+                if self._next_seq > seq:
+                    return True
+                wait = poll
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    wait = remaining if wait is None else min(wait, remaining)
+                self._followers += 1  # appends notify while this is non-zero
+                try:
+                    self._appended.wait(wait)
+                finally:
+                    self._followers -= 1
+
+    def refresh(self) -> int:
+        raise NotImplementedError  # pragma: no cover  (Log's)
 
     def get(self, seq: int) -> bytes:
         """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""
@@ -150,3 +281,21 @@ class LogView:
             "wal_sync": self._opts.wal_sync, "read_only": self._read_only,
             "io_mode": described.get("io_mode"), "io": described,
         }
+
+
+def _seq_or_none(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:  # bool is an int, and never a seq
+        raise TypeError(f"{name} must be an int seq or None, not {type(value).__name__}")
+    return value
+
+
+def _limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise TypeError(f"limit must be an int or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"limit must be >= 0, not {value}")
+    return value

@@ -1,0 +1,196 @@
+"""The Log's reading conveniences: ``read(start, end, limit)``, ``len()``, iteration,
+and ``follow()``, the blocking tail."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+from log_helpers import open_log
+from log_helpers import payload as _payload
+
+from banyanstore.errors import LogRangeError, StoreClosedError
+from banyanstore.log import Log
+
+
+def payload(seq: int) -> bytes:
+    return _payload(seq, 300)
+
+
+def _filled(env, root, count: int = 1000, **kw) -> Log:  # type: ignore[no-untyped-def]
+    log = open_log(env, root, **kw)
+    for seq in range(1, count + 1):
+        log.append(payload(seq))  # SMALL: 64 KiB segments, so reads cross several
+    assert log.stats()["segments"] > 3
+    return log
+
+
+def _expected(seqs: range) -> list[tuple[int, bytes]]:
+    return [(s, payload(s)) for s in seqs]
+
+
+def test_read_bounds_and_limit(env_dir):
+    env, root = env_dir
+    with _filled(env, root) as log:
+        assert list(log.read()) == _expected(range(1, 1001))
+        assert list(log.read(100, 850)) == _expected(range(100, 850))
+        assert list(log.read(100, end=10_000)) == _expected(range(100, 1001))
+        assert list(log.read(100, 850, limit=7)) == _expected(range(100, 107))
+        assert list(log.read(150, limit=600)) == _expected(range(150, 750))
+        assert list(log.read(limit=3)) == _expected(range(1, 4))
+        assert list(log.read(990, limit=100)) == _expected(range(990, 1001))
+        assert list(log.read(100, 100)) == [] and list(log.read(100, 50)) == []
+        assert list(log.read(5, limit=0)) == []
+        assert list(log.read(1001)) == []  # last_seq + 1: nothing yet, not an error
+
+
+@pytest.mark.parametrize(("kwargs", "error", "names"), [
+    ({"start": "1"}, TypeError, "start"), ({"start": True}, TypeError, "start"),
+    ({"start": 1.0}, TypeError, "start"), ({"end": b"9"}, TypeError, "end"),
+    ({"end": False}, TypeError, "end"), ({"limit": "3"}, TypeError, "limit"),
+    ({"limit": 2.0}, TypeError, "limit"), ({"limit": -1}, ValueError, "limit"),
+    ({"start": 0}, LogRangeError, "start"), ({"start": 1002}, LogRangeError, "start"),
+])
+def test_read_rejects_bad_arguments(env_dir, kwargs, error, names):
+    env, root = env_dir
+    with _filled(env, root) as log:
+        with pytest.raises(error, match=names):
+            log.read(**kwargs)
+
+
+def test_len_and_iteration(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        assert len(log) == 0 and list(log) == []
+        for seq in range(1, 1001):
+            log.append(payload(seq))
+        assert len(log) == 1000
+        assert [seq for seq, _ in log] == list(range(1, 1001))
+        assert log.truncate_before(500) > 0
+        assert len(log) == log.last_seq - log.first_seq + 1 < 1000
+        assert list(log) == _expected(range(log.first_seq, 1001))
+    with open_log(env, root, read_only=True) as again:
+        assert len(again) == 1000 - again.first_seq + 1
+
+
+def test_follow_yields_what_is_there_then_what_is_appended_across_rotations(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        for seq in range(1, 11):
+            log.append(payload(seq))
+        got: list[tuple[int, bytes]] = []
+        total = 1500  # ~ 8 segments of 64 KiB: the tail crosses rotations
+
+        def consume() -> None:
+            for item in log.follow(1, timeout=30):
+                got.append(item)
+                if item[0] == total:
+                    return
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        for seq in range(11, total + 1, 7):
+            log.append_many([payload(s) for s in range(seq, min(seq + 7, total + 1))])
+        consumer.join(60)
+        assert not consumer.is_alive()
+        assert got == _expected(range(1, total + 1))
+        assert log.stats()["segments"] > 5
+
+
+def test_follow_timeout_ends_the_iterator_when_nothing_comes(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([b"a", b"b"])
+        assert list(log.follow(timeout=0)) == [(1, b"a"), (2, b"b")]
+        t0 = time.monotonic()
+        assert list(log.follow(3, timeout=0.05)) == []
+        assert time.monotonic() - t0 >= 0.05  # it did wait (a lower bound, not a speed claim)
+        follower = log.follow(2, timeout=0.05)
+        assert next(follower) == (2, b"b")
+        log.append(b"c")  # arrives while the consumer is away: yielded next, no waiting
+        assert list(follower) == [(3, b"c")]
+
+
+def test_follow_ends_cleanly_when_the_log_is_closed(env_dir):
+    env, root = env_dir
+    log = open_log(env, root)
+    log.append(b"first")
+    seen: list[int] = []
+    finished = threading.Event()
+
+    def consume() -> None:
+        for seq, _ in log.follow(1):  # no timeout: only close() ends it
+            seen.append(seq)
+        finished.set()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    deadline = time.monotonic() + 30
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log.append(b"second")
+    log.close()
+    consumer.join(30)
+    assert finished.is_set(), "the follower did not end on close"
+    assert seen[0] == 1 and set(seen) <= {1, 2}
+    with pytest.raises(StoreClosedError):
+        log.follow()
+
+
+def test_follow_raises_log_range_error_when_it_fell_behind_truncation(env_dir):
+    env, root = env_dir
+    with _filled(env, root) as log:
+        follower = log.follow(1, timeout=0)
+        assert next(follower) == (1, payload(1))
+        for seq in range(1001, 2001):
+            log.append(payload(seq))
+        assert log.truncate_before(1800) > 0
+        # What it had started reading stays readable (pinned); what came after was cut.
+        assert [s for s, _ in _take(follower, 999)] == list(range(2, 1001))
+        with pytest.raises(LogRangeError):
+            next(follower)
+
+
+def _take(it, n):  # type: ignore[no-untyped-def]
+    return [next(it) for _ in range(n)]
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"timeout": -1}, ValueError), ({"timeout": math.nan}, ValueError),
+    ({"timeout": "1"}, TypeError), ({"timeout": True}, TypeError),
+    ({"start": "1"}, TypeError), ({"start": 5}, LogRangeError),
+])
+def test_follow_rejects_bad_arguments_at_the_call(env_dir, kwargs, error):
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([b"a", b"b", b"c"])
+        with pytest.raises(error, match=next(iter(kwargs))):
+            log.follow(**kwargs)
+
+
+def test_a_read_only_log_follows_a_writer_by_refreshing(env_dir):
+    env, root = env_dir
+    with open_log(env, root) as writer:
+        writer.append(payload(1))
+        writer.sync()
+        with open_log(env, root, read_only=True, follow_interval_ms=5) as reader:
+            got: list[int] = []
+
+            def consume() -> None:
+                for seq, record in reader.follow(1, timeout=30):
+                    assert record == payload(seq)
+                    got.append(seq)
+                    if seq == 300:
+                        return
+
+            consumer = threading.Thread(target=consume)
+            consumer.start()
+            for seq in range(2, 301):
+                writer.append(payload(seq))
+                if seq % 50 == 0:
+                    writer.sync()  # hands the records to the OS, where the reader sees them
+            writer.sync()
+            consumer.join(60)
+            assert not consumer.is_alive() and got == list(range(1, 301))
