@@ -22,7 +22,6 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .backups import BackupInfo, backup, list_backups, prune_backups, restore, verify_backup
 from .errors import (
     BanyanStoreError,
     ConfigError,
@@ -39,6 +38,7 @@ from .errors import (
 from .options import Options
 
 if TYPE_CHECKING:
+    from .backups import BackupInfo, backup, list_backups, prune_backups, restore, verify_backup
     from .io.base import Env
     from .log.log import Log
     from .lsm.store import Store
@@ -67,3 +67,17 @@ def open(path: str | os.PathLike[str], *, options: Options | None = None,  # noq
     arguments or ``options=`` (see :class:`Options`)."""
     from .lsm.store import Store
     return Store.open(path, options=options, env=env, **kwargs)
+
+
+_BACKUP_NAMES = frozenset({"backup", "restore", "list_backups", "verify_backup", "prune_backups",
+                           "BackupInfo"})
+
+
+def __getattr__(name: str) -> Any:
+    """The backup functions, imported on first use (``import banyanstore`` stays light)."""
+    if name in _BACKUP_NAMES:
+        from . import backups
+        value = getattr(backups, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'banyanstore' has no attribute {name!r}")

@@ -256,3 +256,24 @@ def test_progress_reports_every_phase(tmp_path: Path) -> None:
         assert last[phase].bytes_done == last[phase].bytes_total == info.size
         assert last[phase].files_done == last[phase].files_total == info.files
     assert all(p.bytes_done <= p.bytes_total for p in seen)
+
+
+LOCAL_ONLY = """
+import sys, banyanstore
+assert "banyanstore.backups" not in sys.modules  # imported on first use
+with banyanstore.open(sys.argv[1] + "/s", compaction_mode="thread") as store:
+    store.put(b"k", b"v")
+    banyanstore.backup(store, sys.argv[1] + "/b")
+banyanstore.restore("file://" + sys.argv[1] + "/b", sys.argv[1] + "/c")
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("fsspec", "s3fs", "botocore")))
+"""
+
+
+def test_local_backups_need_no_fsspec(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    src = str(Path(banyanstore.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", LOCAL_ONLY, str(tmp_path)], env=env,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stderr
