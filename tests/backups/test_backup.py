@@ -180,7 +180,7 @@ def test_restore_refuses_an_existing_store_unless_told(tmp_path: Path) -> None:
 def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the kernel cannot exchange two directories, overwrite moves the old store
     aside, renames the new one in and removes the old one."""
-    from banyanstore.backups import restore as restore_module
+    from banyanstore.backups import restoring as restore_module
     monkeypatch.setattr(restore_module, "_exchange", lambda a, b: False)
     url = str(tmp_path / "b")
     with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
@@ -265,6 +265,9 @@ with banyanstore.open(sys.argv[1] + "/s", compaction_mode="thread") as store:
     store.put(b"k", b"v")
     banyanstore.backup(store, sys.argv[1] + "/b")
 banyanstore.restore("file://" + sys.argv[1] + "/b", sys.argv[1] + "/c")
+import inspect  # no submodule import may shadow a function of the same name
+assert all(inspect.isfunction(getattr(m, n)) for m in (banyanstore, banyanstore.backups)
+           for n in ("backup", "restore", "list_backups", "verify_backup", "prune_backups"))
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("fsspec", "s3fs", "botocore")))
 """
 

@@ -14,7 +14,7 @@ module             role
 ``destination.py`` local directories and fsspec URLs, atomic writes
 ``transfer.py``    the bounded pool, checksums, progress reports
 ``create.py``      taking a backup
-``restore.py``     restoring and verifying one
+``restoring.py``   restoring and verifying one (not ``restore.py``: it would shadow :func:`restore`)
 ``catalog.py``     listing, in-progress markers, pruning
 ``scratch.py``     working directories beside the store, and their cleanup
 =================  ==================================================================
@@ -70,7 +70,7 @@ def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: boo
     store opened before it appears at ``dest`` (one rename); on any failure nothing is
     left behind.  ``dest`` must not exist or be empty, unless ``overwrite=True`` and it
     holds a store no writer has open."""
-    from .restore import restore_backup
+    from .restoring import restore_backup
     return restore_backup(url, dest, backup_id=backup_id, overwrite=overwrite, parallel=parallel,
                           progress=progress, storage_options=storage_options)
 
@@ -93,7 +93,7 @@ def verify_backup(url: Any, backup_id: str | None = None, *, parallel: int = DEF
     manifest, and every object's presence, size and SHA-256, the WAL tail record by
     record.  Raises :class:`~banyanstore.errors.CorruptionError` naming the first bad
     object."""
-    from .restore import verify
+    from .restoring import verify
     return verify(url, backup_id, parallel=parallel, progress=progress,
                   storage_options=storage_options)
 
