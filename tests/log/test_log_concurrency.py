@@ -2,7 +2,7 @@
 readers beside truncation.
 
 Each test runs a race for a bounded time (1.5 s; a minute with
-``BANYANSTORE_SOAK=1``; ``BANYANSTORE_RACE_SECONDS=N`` sets it) with daemon
+``BANYANSTORE_SOAK=1``; ``BANYANSTORE_TEST_RACE_SECONDS=N`` sets it) with daemon
 threads, and fails -- rather than hangs -- if a thread has not finished some
 seconds after the deadline: a thread parked forever in group commit shows up
 as a failure naming the state it is stuck in.
@@ -29,7 +29,7 @@ from banyanstore.log.commit import GroupCommit
 
 SOAK = os.environ.get("BANYANSTORE_SOAK", "") not in ("", "0")
 #: how long each race runs
-RACE_SECONDS = float(os.environ.get("BANYANSTORE_RACE_SECONDS", 60.0 if SOAK else 1.5))
+RACE_SECONDS = float(os.environ.get("BANYANSTORE_TEST_RACE_SECONDS", 60.0 if SOAK else 1.5))
 #: how long after the race's end a thread may still take to finish before it counts as hung
 GRACE_SECONDS = 20.0
 TMPFS = "/dev/shm"

@@ -36,11 +36,13 @@ raises the same error until the Log is reopened and recovery has run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from _thread import LockType, allocate_lock
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from ..errors import StorageIOError
@@ -71,6 +73,37 @@ ALREADY_SYNCED = _AlreadySynced()
 """What a leader 'syncs' when the Log was closed (close() synced everything)."""
 
 
+class _Task:
+    """A parked asyncio waiter: a future of ``loop``, settled from whichever thread
+    ends the round.  Never promoted: a task cannot block in a round (see RUNNER)."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        self.loop, self.future = loop, future
+
+    def settle(self, error: BaseException | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, error)
+        except RuntimeError:  # its loop is closed: nobody awaits the future any more
+            pass
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the task was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+_RUNNER = object()
+"""The baton of the worker thread that leads rounds on behalf of parked tasks."""
+
+_Waker = LockType | _Task
+
+
 class GroupCommit:
     """Leader/follower durability over ``collect() -> (last seq written, file to sync)``.
 
@@ -80,9 +113,9 @@ class GroupCommit:
     without it, as a hint that can only be stale-low):
 
     * ``_leading``: a round of group commit is owned by some thread;
-    * ``_baton``: the parked lock of the thread that owns it (its *baton*), or
-      ``None`` when nobody leads;
-    * ``_waiters``: ``(seq, parked lock)`` of every parked thread, in arrival order;
+    * ``_baton``: the parked lock of the thread that owns it (its *baton*),
+      ``_RUNNER`` when the runner does (see Tasks), or ``None`` when nobody leads;
+    * ``_waiters``: ``(seq, parked lock or task)`` of every waiter, in arrival order;
     * ``durable_seq`` (only grows) and ``error`` (once set, stays set).
 
     Every caller that must wait allocates its own lock.  Under ``_mu`` it either
@@ -128,6 +161,15 @@ class GroupCommit:
          whose record it covered still leads its round -- cheaply, as
          ``collect()`` then reports nothing new to sync, or usefully, covering
          waiters parked behind it.
+    Tasks.  An asyncio waiter (:meth:`wait_durable_async`) parks a :class:`_Task`
+         instead of a lock and is never promoted -- it cannot block in a round.
+         :meth:`_hand_over_locked` promotes the first parked *thread*; when only
+         tasks are parked it gives the lead to the *runner*, one worker thread per
+         commit (``_baton is _RUNNER``), which leads rounds until a thread can take
+         over or nobody waits; a task arriving while nobody leads starts the
+         runner the same way.  So I1-I3 and the liveness argument hold with
+         "owner" read as "thread or runner", and tasks are settled (I4) through
+         their loop.  Without tasks the runner never exists.
     Retired files.  A file replaced by rotation may still be being synced by the
          owner that collected it; :meth:`retire` defers its close to the end of
          the current round (or closes at once when nobody leads): any later round
@@ -140,8 +182,9 @@ class GroupCommit:
         self._on_error = on_error  # told once a leader's write or sync failed
         self._mu = threading.Lock()
         self._leading = False
-        self._baton: LockType | None = None  # the lock of the thread owning the lead
-        self._waiters: list[tuple[int, LockType]] = []  # (seq, parked lock), in arrival order
+        self._baton: LockType | object | None = None  # the lock of the thread owning the lead
+        self._waiters: list[tuple[int, _Waker]] = []  # (seq, parked lock or task), in arrival order
+        self._runner: ThreadPoolExecutor | None = None  # leads for tasks; made on first use
         self._want = 0  # a lingering leader is woken when this many waiters are parked
         self._gathered: LockType | None = None
         self._retired: list[_Closable] = []
@@ -211,8 +254,14 @@ class GroupCommit:
             f.close()
 
     def _lead(self) -> None:
-        """One round: linger, collect, sync; then release who it covers and hand over."""
-        covered, ok = 0, False
+        """Rounds, until the lead is handed over (a thread's: after one round)."""
+        while self._round():
+            pass
+
+    def _round(self) -> bool:
+        """One round: linger, collect, sync; then release who it covers and hand over.
+        True if the lead stays with the caller (the runner) for another round."""
+        covered, ok, again = 0, False, False
         try:
             self.check()  # a failure while the lead was handed over: no round behind it
             self._linger()
@@ -236,10 +285,11 @@ class GroupCommit:
                 if ok and covered > self.durable_seq:
                     self.durable_seq = covered
                 self._last_writers = len(self._waiters) + 1
-                self._release_locked()
+                again = self._release_locked()
                 retired = self._take_retired_locked()
             for f in retired:
                 f.close()
+        return again
 
     def _take_retired_locked(self) -> list[_Closable]:
         retired, self._retired = self._retired, []
@@ -261,9 +311,9 @@ class GroupCommit:
             with self._mu:
                 self._want = 0
 
-    def _release_locked(self) -> None:
+    def _release_locked(self) -> bool:
         """End of a round: wake every waiter the durable seq (or an error) settles,
-        then hand the lead on (I1, I4)."""
+        then hand the lead on (I1, I4); True if it stays with the runner."""
         waiters = self._waiters
         if self.error is not None:
             settled, self._waiters = waiters, []
@@ -273,17 +323,72 @@ class GroupCommit:
             settled = [w for w in waiters if w[0] <= durable]
             if settled:
                 self._waiters = [w for w in waiters if w[0] > durable]
+        failed = self.error is not None
         for _, parked in settled:
-            parked.release()  # never the baton (I4): they see it is not theirs
-        self._hand_over_locked()
+            if isinstance(parked, _Task):
+                parked.settle(self._failure() if failed else None)
+            else:
+                parked.release()  # never the baton (I4): they see it is not theirs
+        return self._hand_over_locked()
 
-    def _hand_over_locked(self) -> None:
-        if self._waiters:
-            _, promoted = self._waiters.pop(0)
-            self._baton = promoted  # set before the release: the waker reads it (I4)
-            promoted.release()
-        else:
+    def _hand_over_locked(self) -> bool:
+        """Give the lead to the first parked thread; else, with tasks parked, to the
+        runner (True: the caller is the runner and keeps it); else end it."""
+        waiters = self._waiters
+        for i, (_, parked) in enumerate(waiters):
+            if not isinstance(parked, _Task):
+                del waiters[i]
+                self._baton = parked  # set before the release: the waker reads it (I4)
+                parked.release()
+                return False
+        if not waiters:
             self._leading, self._baton = False, None
+            return False
+        if self._baton is _RUNNER:
+            return True
+        self._start_runner_locked()
+        return False
+
+    def _start_runner_locked(self) -> None:
+        self._baton = _RUNNER
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banyanstore-log-commit")
+        self._runner.submit(self._run_for_tasks)
+
+    def _run_for_tasks(self) -> None:
+        """The runner's job: lead rounds while only tasks wait (the lead is ours)."""
+        try:
+            self._lead()
+        except BaseException as exc:  # the waiters got it as StorageIOError; the commit is poisoned
+            _log.debug("log commit runner: round failed: %s", exc)
+
+    async def wait_durable_async(self, seq: int) -> None:
+        """:meth:`wait_durable` for asyncio: park this task as a future; a round led by a
+        thread or by the runner settles it."""
+        if self.durable_seq >= seq:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._mu:
+            self.check()
+            if self.durable_seq >= seq:
+                return
+            self.waits += 1
+            self._waiters.append((seq, _Task(loop, future)))
+            if self._want and len(self._waiters) >= self._want:
+                self._want = 0
+                self._gathered.release()  # type: ignore[union-attr]
+            if not self._leading:
+                self._leading = True
+                self._start_runner_locked()
+        await future
+
+    def close(self) -> None:
+        """Stop the runner (after its current round).  Call when no new waiter can come."""
+        with self._mu:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.shutdown(wait=True)
 
     def mark_durable(self, seq: int) -> None:
         """Record that someone else synced everything up to ``seq`` (segment rotation,
@@ -302,7 +407,10 @@ class GroupCommit:
                 self.error = exc
             waiters, self._waiters = self._waiters, []
         for _, parked in waiters:
-            parked.release()
+            if isinstance(parked, _Task):
+                parked.settle(self._failure())
+            else:
+                parked.release()
 
     def retire(self, file: _Closable) -> None:
         """Close a replaced segment file once no leader can still be syncing it."""

@@ -53,6 +53,7 @@ from ..errors import (
 )
 from ..io.base import Env, FileLock, WritableFile
 from ..options import Options, resolve_options
+from .aio import AsyncAppends
 from .catalog import SegmentCatalog
 from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
 from .follow import catch_up
@@ -70,7 +71,7 @@ FLUSH_BYTES = 256 * 1024  # user-space buffer handed to the OS in chunks of this
 _BATCH = 1024  # append_many checks for rotation every this many records
 
 
-class Log(LogView):
+class Log(LogView, AsyncAppends):
     """An open log directory.  Thread-safe.  Use :meth:`open`."""
 
     def __init__(self, env: Env, own_env: bool, directory: str, opts: Options,
@@ -337,6 +338,7 @@ class Log(LogView):
                 except BaseException as exc:
                     error = exc
                 self._commit.retire(w.file)  # a leader may still be syncing it
+        self._commit.close()  # outside the lock: the runner's last round may need it
         self._catalog.close()
         if self._flock is not None:
             self._flock.release()
