@@ -7,7 +7,9 @@ seq written, releases it, and runs ONE fdatasync outside every lock.  Everybody
 else parks on a lock of its own; when the leader finishes it releases the ones
 its sync covered and *promotes* the first one it did not cover, who leads the
 next round.  Under N concurrent synced writers the syncs per record fall
-towards 1/N, and appends never wait for a sync.
+towards 1/N, and appends never wait for a sync.  asyncio tasks
+(:meth:`GroupCommit.wait_durable_async`) wait in the same rounds as futures;
+rounds in which only tasks wait are led by one worker thread (the *runner*).
 
 Why it is shaped like this (measured on a 2-vCPU VM, ``benchmarks/bench_log.py``):
 
@@ -105,7 +107,8 @@ _Waker = LockType | _Task
 
 
 class GroupCommit:
-    """Leader/follower durability over ``collect() -> (last seq written, file to sync)``.
+    """Leader/follower durability over ``collect() -> (last seq written, file to sync)``,
+    for threads (:meth:`wait_durable`) and asyncio tasks (:meth:`wait_durable_async`).
 
     The protocol, and why nobody waits forever
     ------------------------------------------
@@ -126,8 +129,9 @@ class GroupCommit:
     I1 -- one owner.  ``_leading`` is true exactly when one thread owns the lead,
          and ``_baton`` is that thread's lock.  Ownership is created only with
          ``_leading`` false -> true, and moves only in :meth:`_hand_over_locked`,
-         which gives it to the first parked waiter (setting ``_baton`` to its lock
-         *before* releasing it) or, with nobody parked, sets ``_leading`` false.
+         which gives it to the first parked thread (setting ``_baton`` to its lock
+         *before* releasing it), or with only tasks parked to the runner (see
+         Tasks), or, with nobody parked, sets ``_leading`` false.
     I2 -- the owner always ends its ownership.  A thread that finds
          ``_baton is`` its lock runs :meth:`_lead`, whose ``finally`` hands over;
          if it is interrupted before (or instead of) that, :meth:`_give_up` sees
