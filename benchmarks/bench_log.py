@@ -1,4 +1,5 @@
-"""Benchmark the Log: appends (unsynced, synced from 1 and 8 threads), batches, random gets.
+"""Benchmark the Log: appends (unsynced, synced from 1 and 8 threads and from 64 asyncio
+tasks), batches, random gets.
 
 Usage: ``python benchmarks/bench_log.py [--quick] [--dir DIR] [--modes sync,nonblocking,io_uring]``
 
@@ -14,6 +15,7 @@ REQUIRES: the ``banyanstore`` package importable (``PYTHONPATH=src`` or installe
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import shutil
@@ -67,6 +69,23 @@ def synced(root: str, mode: str, n: int, threads: int) -> float:
         return per * threads / (time.perf_counter() - t0)
 
 
+def synced_tasks(root: str, mode: str, n: int, tasks: int) -> float:
+    """``await log.append_async(..., sync=True)`` from ``tasks`` tasks on one event loop."""
+    with _open(root, mode, wal_sync="never") as log:
+        per = n // tasks
+
+        async def writer() -> None:
+            for _ in range(per):
+                await log.append_async(RECORD, sync=True)
+
+        async def main() -> None:
+            await asyncio.gather(*(writer() for _ in range(tasks)))
+
+        t0 = time.perf_counter()
+        asyncio.run(main())
+        return per * tasks / (time.perf_counter() - t0)
+
+
 def batches(root: str, mode: str, n: int, size: int = 1000) -> float:
     with _open(root, mode, wal_sync="never") as log:
         batch = [RECORD] * size
@@ -107,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         ("append, no sync (rec/s)", lambda r, m: unsynced(r, m, 100_000 * scale)),
         ("append sync=True, 1 thread (rec/s)", lambda r, m: synced(r, m, 500 * scale, 1)),
         ("append sync=True, 8 threads (rec/s)", lambda r, m: synced(r, m, 2000 * scale, 8)),
+        ("append_async sync=True, 64 tasks (rec/s)", lambda r, m: synced_tasks(r, m, 2000 * scale, 64)),
         ("append_many x1000, no sync (rec/s)", lambda r, m: batches(r, m, 250_000 * scale)),
         ("random get (ops/s)", lambda r, m: random_gets(r, m, 25_000 * scale, 100_000 * scale)),
     ]
