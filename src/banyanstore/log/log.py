@@ -72,7 +72,8 @@ _BATCH = 1024  # append_many checks for rotation every this many records
 
 
 class Log(LogView, AsyncAppends):
-    """An open log directory.  Thread-safe.  Use :meth:`open`."""
+    """An open log directory.  Thread-safe (each iterator from :meth:`read` or
+    :meth:`follow` belongs to one consumer).  Use :meth:`open`."""
 
     def __init__(self, env: Env, own_env: bool, directory: str, opts: Options,
                  lock: FileLock | None) -> None:
