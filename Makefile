@@ -6,36 +6,75 @@ STAMP := $(VENV)/.installed
 # Line coverage of src/banyanstore by the test suite was 91% when this floor was set.
 COVERAGE_FLOOR := 88
 
-.PHONY: demo test lint bench soak torture clean
+# The optional compiled core (src/banyanstore/_native.c), built in place next to the sources.
+NATIVE := $(VENV)/.native-built
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-$(STAMP): pyproject.toml
+.PHONY: demo test test-pure test-native test-asan lint bench soak torture clean
+
+$(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# pip built the extension with the editable install; rebuild it when its source changes.
+# The build is optional: without a C compiler the engine runs on pure Python.
+$(NATIVE): src/banyanstore/_native.c $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace || echo "compiled core not built: pure Python only"
+	touch $(NATIVE)
+
+demo: $(NATIVE)
 	$(BIN)/python -m banyanstore.demo demo-data
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider --cov=banyanstore --cov-report=term:skip-covered \
+# The whole suite twice: on the pure-Python engine (with the coverage floor, since it
+# measures the Python code) and on the compiled core; then the linters.
+test: test-pure test-native
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test-pure: $(NATIVE)
+	BANYANSTORE_PURE_PYTHON=1 $(PYTEST) --cov=banyanstore --cov-report=term:skip-covered \
 		--cov-fail-under=$(COVERAGE_FLOOR)
+
+test-native: $(NATIVE)
+	@if $(BIN)/python -c "import banyanstore._native" 2>/dev/null; then \
+		BANYANSTORE_PURE_PYTHON= $(PYTEST); \
+	elif [ -n "$$BANYANSTORE_TEST_REQUIRE_NATIVE" ]; then \
+		echo "BANYANSTORE_TEST_REQUIRE_NATIVE is set but the compiled core did not build"; exit 1; \
+	else \
+		echo "compiled core not built: the native run is skipped"; \
+	fi
+
+# The compiled core under AddressSanitizer: a copy of src/ with the extension built with
+# -fsanitize=address, Python's allocator off (so every bytes object is its own malloc
+# block and an overread is caught), libasan preloaded; the table, store and fuzz tests.
+ASAN_DIR := build/asan
+ASAN_TESTS := tests/sstable tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/fuzz
+test-asan: $(NATIVE)
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	cp -r src $(ASAN_DIR)/src
+	rm -f $(ASAN_DIR)/src/banyanstore/_native*.so
+	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" $(BIN)/python setup.py -q build_ext \
+		--build-temp $(ASAN_DIR)/tmp --build-lib $(ASAN_DIR)/src
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
+		PYTHONPATH=$(ASAN_DIR)/src BANYANSTORE_PURE_PYTHON= BANYANSTORE_TEST_REQUIRE_NATIVE=1 \
+		$(PYTEST) $(ASAN_TESTS)
+
+lint: $(NATIVE)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/mypy
-
-soak: $(STAMP)
+soak: $(NATIVE)
 	BANYANSTORE_SOAK=1 $(BIN)/python -m pytest -p no:cacheprovider -m soak
 
 # The torture harness (tests/torture/) run long, with a summary of figures: see docs/reliability.md.
-torture: $(STAMP)
+torture: $(NATIVE)
 	nice -n 10 $(BIN)/python -m tests.torture --hours 2 --out torture-figures.json
 
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) demo-data bench-data torture-figures.json
+	rm -f src/banyanstore/_native*.so

@@ -17,11 +17,18 @@ Each engine runs in its own subprocess (so its peak RSS is its own), in this ord
                   ``scan(start=k, limit=10)`` drained (seeks/s); ``multiget``: ``multi_get`` of 100
                   random keys at a time (keys/s);
 * ``compact()``   then the five read phases again (rows tagged ``+compact``);
-* ``deleterandom`` N deletes of random keys in R.
+* ``deleterandom`` N deletes of random keys in R;
+* ``ts-ingest``   an observability workload into a fresh store: N points of 10,000 series,
+                  keys = 8-byte big-endian series id + 8-byte big-endian timestamp, values of
+                  50-200 bytes, arriving in time order across series (every series gets its
+                  point for t before any gets t+1); then flush, close, reopen;
+* ``ts-query``    one series over a random window of ~100 points (a range scan), queries/s.
 
 Every read result is checked (hits found, misses absent, scan count, a sample of values after
 the overwrite); a wrong answer is reported as an error in the table, never hidden.  With
-``--repeat`` each figure is the median of the runs.  ``--peers`` adds plyvel (LevelDB),
+``--repeat`` each figure is the median of the runs.  ``banyanstore`` runs on its compiled core
+when it is built; ``banyanstore-pure`` is the same engine with ``BANYANSTORE_PURE_PYTHON=1``
+(both run by default).  ``--peers`` adds plyvel (LevelDB),
 rocksdict (RocksDB), lmdb (sync=False) and sqlite3 (WAL, synchronous=NORMAL), each skipped with
 the reason if it cannot be imported.  Data goes to ``--dir`` (default /tmp/h_bench/store).
 """
@@ -62,10 +69,13 @@ from benchlib import (  # noqa: E402
 
 READ_PHASES = ("readrandom", "readmissing", "readseq", "seekrandom", "multiget")
 ALL_PHASES = ("fillseq", "fillrandom", "overwrite", *READ_PHASES,
-              *(p + "+compact" for p in READ_PHASES), "deleterandom")
-UNITS = {"readseq": "entries/s", "multiget": "keys/s", "seekrandom": "seeks/s"}
+              *(p + "+compact" for p in READ_PHASES), "deleterandom", "ts-ingest", "ts-query")
+UNITS = {"readseq": "entries/s", "multiget": "keys/s", "seekrandom": "seeks/s", "ts-query": "queries/s"}
+TS_SERIES = 10_000
+TS_WINDOW = 100
 AIMS = {"fillrandom": 250e3, "readrandom": 250e3, "readmissing": 500e3, "readseq": 1.5e6}
 PEERS = ("plyvel", "rocksdict", "lmdb", "sqlite3")
+ENGINES = ("banyanstore", "banyanstore-pure")
 NVALS = 4096
 
 
@@ -100,6 +110,10 @@ class Engine:
         raise NotImplementedError
 
     def scan_all(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def range_count(self, start: bytes, end: bytes) -> int:
+        """Entries with ``start <= key < end``, each read (key and value)."""
         raise NotImplementedError
 
     def flush(self) -> None:
@@ -156,6 +170,12 @@ class Banyan(Engine):
     def scan_all(self) -> Iterator[Any]:
         return self.store.scan()
 
+    def range_count(self, start: bytes, end: bytes) -> int:
+        c = 0
+        for _ in self.store.scan(start, end):
+            c += 1
+        return c
+
     def flush(self) -> None:
         self.store.flush()
 
@@ -169,6 +189,7 @@ class Banyan(Engine):
         return {"tables": ks["tables"], "table_bytes": ks["table_bytes"],
                 "block_cache": st.get("block_cache"), "bloom": st.get("bloom"),
                 "io_mode": st.get("io_mode"), "stalls": st.get("stalls"),
+                "implementation": st.get("implementation"),
                 "flush_bytes": st.get("flush", {}).get("bytes_written"),
                 "compaction": {k: v for k, v in (st.get("compaction") or {}).items()
                                if k in ("merges", "bytes_written", "failed_merges", "last_error")}}
@@ -204,6 +225,13 @@ class Plyvel(Engine):
 
     def scan_all(self) -> Iterator[Any]:
         return self.db.iterator()
+
+    def range_count(self, start: bytes, end: bytes) -> int:
+        c = 0
+        with self.db.iterator(start=start, stop=end) as it:
+            for _ in it:
+                c += 1
+        return c
 
     def compact(self) -> bool:
         self.db.compact_range()
@@ -245,6 +273,16 @@ class RocksDict(Engine):
 
     def scan_all(self) -> Iterator[Any]:
         return self.db.items()
+
+    def range_count(self, start: bytes, end: bytes) -> int:
+        it = self.db.iter()
+        it.seek(start)
+        c = 0
+        while it.valid() and it.key() < end:
+            it.value()
+            it.next()
+            c += 1
+        return c
 
     def flush(self) -> None:
         self.db.flush()
@@ -306,6 +344,17 @@ class Lmdb(Engine):
     def scan_all(self) -> Iterator[Any]:
         return self._rtxn().cursor().iternext()
 
+    def range_count(self, start: bytes, end: bytes) -> int:
+        cur = self._rtxn().cursor()
+        c = 0
+        if cur.set_range(start):
+            for k, _ in cur.iternext():
+                if k >= end:
+                    break
+                c += 1
+        cur.close()
+        return c
+
     def flush(self) -> None:
         self.env.sync(True)
 
@@ -361,18 +410,26 @@ class Sqlite(Engine):
     def scan_all(self) -> Iterator[Any]:
         return self.con.execute("SELECT k, v FROM kv ORDER BY k")
 
+    def range_count(self, start: bytes, end: bytes) -> int:
+        return len(self.con.execute("SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k",
+                                    (start, end)).fetchall())
+
     def flush(self) -> None:
         self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def make_engine(name: str, args: argparse.Namespace) -> Engine:
-    if name == "banyanstore":
-        return Banyan(args)
+    if name in ENGINES:
+        eng = Banyan(args)
+        eng.name = name
+        return eng
     return {"plyvel": Plyvel, "rocksdict": RocksDict, "lmdb": Lmdb, "sqlite3": Sqlite}[name]()
 
 
 def peer_available(name: str) -> str | None:
     """None if the peer can run, else why not."""
+    if name in ENGINES:
+        return None
     try:
         __import__(name)
     except ImportError as exc:
@@ -495,6 +552,50 @@ class Run:
         eng.close()
         if not a.keep:
             shutil.rmtree(db_path, ignore_errors=True)
+        self.timeseries(os.path.join(root, "ts"))
+
+    def timeseries(self, path: str) -> None:
+        """ts-ingest and ts-query (see the module docstring)."""
+        eng, n, rng = self.eng, self.n, self.rng
+        shutil.rmtree(path, ignore_errors=True)
+        series = min(TS_SERIES, n)
+        steps = max(1, n // series)
+        base_ms = 1_767_225_600_000  # 2026-01-01, 10 s between points
+        chunk = random.Random(11).randbytes(8192)
+        vals = [chunk[i:i + 50 + (i * 37) % 151] for i in range(NVALS)]
+
+        def key(s: int, t: int) -> bytes:
+            return s.to_bytes(8, "big") + (base_ms + 10_000 * t).to_bytes(8, "big")
+
+        def ingest() -> int:
+            put, c = eng.put_fn(), 0
+            for t in range(steps):
+                for s in range(series):
+                    put(key(s, t), vals[c & (NVALS - 1)])
+                    c += 1
+            return c
+        eng.open(path)
+        self.phase("ts-ingest", ingest, "points/s")
+        eng.flush()
+        eng.close()
+        eng.open(path, for_reads=True)
+        window = min(TS_WINDOW, steps)
+        queries = [(s, rng.randrange(steps - window + 1))
+                   for s in (rng.randrange(series) for _ in range(max(1, min(20_000, n // 50))))]
+        got = [0]
+
+        def query() -> int:
+            rc, c = eng.range_count, 0
+            for s, t0 in queries:
+                c += rc(key(s, t0), key(s, t0 + window))
+            got[0] = c
+            return len(queries)
+        self.phase("ts-query", query, "queries/s")
+        self.check("ts-query", got[0] == window * len(queries),
+                   f"{got[0]} points, expected {window * len(queries)}")
+        eng.close()
+        if not self.args.keep:
+            shutil.rmtree(path, ignore_errors=True)
 
     def verify(self, expect: dict[bytes, bytes], phase: str) -> None:
         get = self.eng.get_fn()
@@ -593,9 +694,13 @@ def spawn(name: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     os.close(fd)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--out", out,
            "--seed", str(seed), *args.passthrough]
+    env = dict(os.environ)
+    env.pop("BANYANSTORE_PURE_PYTHON", None)
+    if name == "banyanstore-pure":
+        env["BANYANSTORE_PURE_PYTHON"] = "1"
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, timeout=args.timeout, stderr=None)
+        proc = subprocess.run(cmd, timeout=args.timeout, stderr=None, env=env)
         rc: int | str = proc.returncode
     except subprocess.TimeoutExpired:
         rc = f"timeout after {args.timeout} s"
@@ -653,17 +758,18 @@ def report(results: list[dict[str, Any]], skipped: dict[str, str], n: int) -> No
     print_table("RSS growth per phase (MB, current RSS after − before)", ["phase", *names], rows)
     for r in results:
         info = r.get("info", {})
-        if r["engine"] == "banyanstore":
+        if r["engine"] in ENGINES:
             for k in ("before_compaction", "after_compaction"):
                 if k in info:
                     i = info[k]
-                    print(f"banyanstore {k}: {i.get('tables')} tables, "
-                          f"{i.get('table_bytes', 0) / 1e6:.1f} MB, io_mode {i.get('io_mode')}")
+                    print(f"{r['engine']} {k}: {i.get('tables')} tables, "
+                          f"{i.get('table_bytes', 0) / 1e6:.1f} MB, io_mode {i.get('io_mode')}, "
+                          f"implementation {i.get('implementation')}")
             bc = info.get("end_of_reads", {}).get("block_cache")
             if bc:
-                print(f"banyanstore block cache (end of reads): {bc}")
+                print(f"{r['engine']} block cache (end of reads): {bc}")
             if "compact_seconds" in info:
-                print(f"banyanstore compact(): {info['compact_seconds']:.1f} s; "
+                print(f"{r['engine']} compact(): {info['compact_seconds']:.1f} s; "
                       f"flush before reads: {info.get('flush_seconds', 0):.2f} s")
         for e in r["errors"]:
             print(f"ERROR {r['engine']}: {e}")
@@ -722,7 +828,7 @@ def main() -> None:
         i += 1
     args.passthrough = [*pt, "--num", str(args.num)]
 
-    names = args.engines.split(",") if args.engines else ["banyanstore", *(PEERS if args.peers else ())]
+    names = args.engines.split(",") if args.engines else [*ENGINES, *(PEERS if args.peers else ())]
     skipped: dict[str, str] = {}
     results = []
     src = src_fingerprint()

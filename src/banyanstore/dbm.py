@@ -91,11 +91,11 @@ class BanyanDbm(MutableMapping[Any, bytes]):
 
     def __iter__(self) -> Iterator[bytes]:
         self._check()
-        return (k for k, _ in self._store.scan())
+        return self._store.scan(keys_only=True)
 
     def __len__(self) -> int:
         self._check()
-        return sum(1 for _ in self._store.scan())
+        return sum(1 for _ in self._store.scan(keys_only=True))
 
     def keys(self) -> list[bytes]:  # type: ignore[override]
         """All keys (a list, as the dbm modules return)."""

@@ -35,9 +35,10 @@ from .errors import ConfigError
 __all__ = ["Options", "resolve_options", "ENV_PREFIX"]
 
 ENV_PREFIX = "BANYANSTORE_"
-# Variables of ours that are not options: the config file path, the soak switch;
+# Variables of ours that are not options: the config file path, the soak switch, the
+# pure-Python switch (accel.py);
 # BANYANSTORE_TEST_* variables belong to the test suite.
-_NOT_OPTIONS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "SOAK"})
+_NOT_OPTIONS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "SOAK", ENV_PREFIX + "PURE_PYTHON"})
 
 IO_MODES = ("sync", "nonblocking", "io_uring", "auto")
 SYNC_MODES = ("always", "interval", "never")

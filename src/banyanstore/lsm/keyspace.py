@@ -16,7 +16,7 @@ batch can update several keyspaces atomically.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .iterators import prefix_end
 from .view import KeyspaceState
@@ -89,9 +89,10 @@ class Keyspace:
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
-             limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+             limit: int | None = None, keys_only: bool = False) -> Iterator[Any]:
         """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
-        ascending (or descending with ``reverse``), at most ``limit`` of them."""
+        ascending (or descending with ``reverse``), at most ``limit`` of them; with
+        ``keys_only=True`` the keys alone."""
         store = self._store
         if store._closed:
             store._raise_closed()
@@ -100,7 +101,8 @@ class Keyspace:
         start, end = scan_bounds(start, end, prefix)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise TypeError(f"limit must be a non-negative int or None, not {limit!r}")
-        return view.scan(start, end, v, store._ttl_floor(self._ks, v), reverse, limit)
+        return view.scan(start, end, v, store._ttl_floor(self._ks, v), reverse, limit,
+                         keys_only is True)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""

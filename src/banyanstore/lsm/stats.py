@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import accel
+
 if TYPE_CHECKING:
     from .store import Store
 
@@ -48,6 +50,8 @@ def collect(store: Store) -> dict[str, Any]:
         "block_cache": _cache_stats(cache),
         "bloom": {"useful": bloom_useful, "passed_but_missed": bloom_fp},
         "io": store._env.describe(),
+        # "native" (the compiled core, see accel.py) or "python"
+        "implementation": accel.IMPLEMENTATION,
     }
     out["io_mode"] = out["io"].get("io_mode")
     if store._wal is not None:

@@ -580,5 +580,5 @@ class Store(Keyspace):
         return list(self._ks_by_id.values())
 
     def __iter__(self) -> Iterator[bytes]:
-        return (k for k, _ in self.scan())
+        return self.scan(keys_only=True)
 

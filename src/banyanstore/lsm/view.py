@@ -16,12 +16,14 @@ from typing import Any
 
 import xxhash
 
+from .. import accel
 from .iterators import memtable_head, memtable_runs, scan_merged, seek_merged, table_runs
 from .memtable import MISSING, Memtable
 
 __all__ = ["View", "KeyspaceState", "EMPTY_VIEW"]
 
 _hash = xxhash.xxh3_64_intdigest
+_native = accel.native
 SEEK_LIMIT = 128
 """Forward scans with at most this ``limit`` take the seek path (View._seek): their
 cost is the setup.  Longer ones amortise it, and the generic merge keeps them lazy."""
@@ -30,12 +32,16 @@ cost is the setup.  Longer ones amortise it, and the generic merge keeps them la
 class View:
     """Sources of one keyspace, newest first.  Immutable once published."""
 
-    __slots__ = ("mem", "imms", "tables")
+    __slots__ = ("mem", "imms", "tables", "cores")
 
     def __init__(self, mem: Memtable, imms: tuple[Memtable, ...], tables: tuple[Any, ...]) -> None:
         self.mem = mem
         self.imms = imms
         self.tables = tables
+        # The compiled core's lookup state of every table (None: the Python path), so
+        # one C call answers a point read across all tables (see accel.py).
+        cores = tuple(getattr(t, "core", None) for t in tables) if _native is not None else (None,)
+        self.cores: tuple[Any, ...] | None = cores if None not in cores else None
 
     # -- point reads --------------------------------------------------------------
     def get(self, key: bytes, version: int, floor: int) -> bytes | None:
@@ -53,6 +59,9 @@ class View:
                 return r  # type: ignore[return-value]
         if not self.tables:
             return None
+        cores = self.cores
+        if cores is not None:
+            return _native.tables_get(cores, key, version)  # type: ignore[union-attr]
         h = _hash(key)
         for t in self.tables:
             if t.min_version > version or key < t.smallest_key or key > t.largest_key:
@@ -71,6 +80,10 @@ class View:
             e = m.get_entry(key, version)
             if e is not None:
                 return e
+        cores = self.cores
+        if cores is not None:
+            found, value, v = _native.tables_entry(cores, key, version)  # type: ignore[union-attr]
+            return (v, value) if found else None
         h = _hash(key)
         for t in self.tables:
             if t.min_version > version or key < t.smallest_key or key > t.largest_key:
@@ -139,13 +152,26 @@ class View:
         return entries
 
     def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
-             reverse: bool, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+             reverse: bool, limit: int | None, keys_only: bool = False) -> Iterator[Any]:
+        """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
+        keys with ``keys_only``, which saves creating the values on the native path)."""
+        cores = self.cores
+        if cores is not None:
+            # The compiled core merges the tables straight from their blocks (and the
+            # memtables' runs) with visibility, and yields pre-built tuples.
+            sources: list[Any] = [memtable_runs(m, start, end, version, reverse)
+                                  for m in (self.mem, *self.imms) if m.entries]
+            sources += cores
+            return _native.MergeScan(sources, start, end, version, floor,  # type: ignore[union-attr]
+                                     reverse, limit, keys_only)
+        if keys_only:
+            return (k for k, _ in self.scan(start, end, version, floor, reverse, limit))
         if limit is not None and limit <= SEEK_LIMIT and not reverse:
             return self._seek(start, end, version, floor, limit)
-        sources = [memtable_runs(m, start, end, version, reverse)
-                   for m in (self.mem, *self.imms) if m.entries]
-        sources += [table_runs(t, start, end, reverse) for t in self._scan_tables(start, end, version)]
-        return scan_merged(sources, version, floor, reverse, limit)
+        runs = [memtable_runs(m, start, end, version, reverse)
+                for m in (self.mem, *self.imms) if m.entries]
+        runs += [table_runs(t, start, end, reverse) for t in self._scan_tables(start, end, version)]
+        return scan_merged(runs, version, floor, reverse, limit)
 
     def _seek(self, start: bytes | None, end: bytes | None, version: int, floor: int,
               limit: int) -> Iterator[tuple[bytes, bytes]]:

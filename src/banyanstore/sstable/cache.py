@@ -28,7 +28,9 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .. import accel
 
 if TYPE_CHECKING:
     from .block import Block
@@ -61,6 +63,8 @@ class BlockCache:
         self.usage = 0
         self.hits = 0
         self.misses = 0
+        # hits counted by the compiled core's table lookups (see accel.py)
+        self.native_counters: Any = accel.native.Counters() if accel.native is not None else None
         self.evictions = 0
         # key -> (block, owner's slot list or None, block number); order = clock order
         self._entries: OrderedDict[int, tuple[Block, Slots | None, int]] = OrderedDict()
@@ -68,6 +72,12 @@ class BlockCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def total_hits(self) -> int:
+        """Every cache hit: ``hits`` (counted by Python code) plus the compiled core's."""
+        nc = self.native_counters
+        return self.hits + (nc.hits if nc is not None else 0)
 
     def get(self, key: int) -> Block | None:
         """The cached block for ``key`` (marking it referenced), or None.
@@ -144,4 +154,4 @@ class BlockCache:
 
     def stats(self) -> dict[str, int]:
         return {"capacity": self.capacity, "usage": self.usage, "blocks": len(self._entries),
-                "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+                "hits": self.total_hits, "misses": self.misses, "evictions": self.evictions}

@@ -33,13 +33,15 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
+from typing import Any
 
 import xxhash
 
+from .. import accel
 from ..errors import CorruptionError
 from ..io.base import Env, RandomAccessFile
 from .block import MISS, Block, BlockFormatError, Entry, decode_block
-from .bloom import BloomFilter
+from .bloom import BloomFilter, mask_table
 from .cache import BlockCache, cache_key, new_table_id
 from .format import (
     COMPRESSION_NAMES,
@@ -50,6 +52,7 @@ from .format import (
     MAGIC,
     TRAILER_SIZE,
     crc32c,
+    u64_bytes,
     unwrap_block,
 )
 from .meta import TableMeta, decode_index, decode_props
@@ -60,6 +63,27 @@ READAHEAD_BLOCKS = 16
 RUN_FIRST = 16
 _xxh3 = xxhash.xxh3_64_intdigest
 _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
+
+
+
+def bind_native(module: Any) -> Any:
+    """Hand the compiled core the Python objects it works with; returns ``module``."""
+    module.bind(Block, CorruptionError, _xxh3, MISS)
+    return module
+
+
+native = bind_native(accel.native) if accel.native is not None else None
+"""The compiled core (None: pure Python).  Read when a table is opened, so a test may
+switch it per table."""
+_mask_bytes: dict[tuple[int, int], bytes] = {}
+
+
+def _masks_as_bytes(k: int, table_bits: int) -> bytes:
+    """The filter's mask table as u64 bytes, for the compiled core (cached: 128 KiB each)."""
+    b = _mask_bytes.get((k, table_bits))
+    if b is None:
+        b = _mask_bytes[(k, table_bits)] = u64_bytes(mask_table(k, table_bits))
+    return b
 
 
 class TableReader:
@@ -82,8 +106,9 @@ class TableReader:
         # lookups it let through that found nothing at the version asked (false
         # positives, plus keys this table holds only at newer versions).  Counted
         # without a lock: approximate under concurrent readers.
-        self.bloom_useful = 0
-        self.bloom_passed_misses = 0
+        self._bloom_useful = 0
+        self._bloom_passed_misses = 0
+        self.core: Any = None  # the compiled core's lookup state, when it is in use
         self._base = cache_key(self.table_id, 0)
         self._cache_put = cache.put
         self._verify = verify
@@ -183,6 +208,27 @@ class TableReader:
         self._masks = flt.masks if flt is not None else []
         self._nwords = flt.nwords if flt is not None else 1
         self._shift = flt.shift if flt is not None else 0
+        if native is not None and self.cache.native_counters is not None:
+            # index and filter payloads are validated again, whole, by the core
+            self.core = native.TableCore(
+                meta.smallest_key, meta.largest_key, meta.min_version, index,
+                None if flt is None else payload,
+                b"" if flt is None else _masks_as_bytes(flt.k, flt.table_bits),
+                self._slots, self._load, self._scan_blocks, path, self.cache.native_counters)
+
+    # -- statistics ------------------------------------------------------------------------
+    @property
+    def bloom_useful(self) -> int:
+        """Lookups the filter answered alone (approximate under concurrent readers)."""
+        core = self.core
+        return self._bloom_useful + (core.bloom_useful if core is not None else 0)
+
+    @property
+    def bloom_passed_misses(self) -> int:
+        """Lookups the filter let through that found nothing at the version asked
+        (false positives, plus keys held here only at newer versions)."""
+        core = self.core
+        return self._bloom_passed_misses + (core.bloom_passed_misses if core is not None else 0)
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -219,6 +265,9 @@ class TableReader:
 
         ``key_hash`` (``key_hash(key)``) saves rehashing when probing several tables.
         """
+        core = self.core
+        if core is not None:
+            return core.get(key, version, key_hash)
         if key < self.smallest_key or key > self.largest_key:
             return MISS
         words = self._words
@@ -227,7 +276,7 @@ class TableReader:
                 key_hash = _xxh3(key)
             m = self._masks[key_hash >> self._shift]
             if words[key_hash % self._nwords] & m != m:
-                self.bloom_useful += 1
+                self._bloom_useful += 1
                 return MISS
         lk = self._last_keys
         i = bisect_left(lk, key)  # < nblocks: key <= largest_key == lk[-1]
@@ -248,7 +297,7 @@ class TableReader:
             self.cache.hits += 1
         found = block.lookup(key, version)
         if not found[0] and words is not None:
-            self.bloom_passed_misses += 1
+            self._bloom_passed_misses += 1
         return found
 
     def history(self, key: bytes) -> list[tuple[int, bytes | None]]:
@@ -261,6 +310,9 @@ class TableReader:
     def locate(self, key: bytes, version: int, key_hash: int | None = None) -> int:
         """The block that holds the answer for ``(key, version)``, or -1 when the
         fences, the filter or the index prove there is none."""
+        core = self.core
+        if core is not None:
+            return core.locate(key, version, key_hash)
         if key < self.smallest_key or key > self.largest_key:
             return -1
         if key_hash is None:
@@ -293,6 +345,8 @@ class TableReader:
     def get_in_block(block: Block, key: bytes, version: int) -> tuple[bool, bytes | None, int]:
         """Like :meth:`get` within ``block``, which must be the block :meth:`locate`
         chose for ``(key, version)``."""
+        if native is not None:
+            return native.block_lookup(block, key, version)
         return block.lookup(key, version)
 
     # -- scans ---------------------------------------------------------------------------------
@@ -455,6 +509,13 @@ class TableReader:
                 loaded[no] = block
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
         return out  # type: ignore[return-value]
+
+    def _scan_blocks(self, first: int, last: int, reverse: bool) -> Iterator[Block]:
+        """Blocks ``first`` through ``last`` (``last < first`` going in reverse) with the
+        read-ahead of :meth:`_iter_blocks`: the compiled core's scans after their first
+        block."""
+        nos = range(first, last - 1, -1) if reverse else range(first, last + 1)
+        return (block for _, block in self._iter_blocks(nos, True))
 
     def iter_blocks(self, *, fill_cache: bool = False) -> Iterator[Block]:
         """Every data block in order (compaction input); not cached by default."""

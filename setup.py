@@ -1,0 +1,20 @@
+"""Build hook for the optional compiled core (``banyanstore._native``).
+
+Everything else is in pyproject.toml.  The extension is ``optional``: where no C
+compiler or no Python headers exist, ``pip install`` still succeeds and the engine
+runs on its pure-Python implementation (see ``banyanstore.accel``).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "banyanstore._native",
+            sources=["src/banyanstore/_native.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
+        ),
+    ],
+)

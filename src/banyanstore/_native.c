@@ -1,0 +1,1455 @@
+/* banyanstore._native: the compiled core of the read path (optional).
+ *
+ * The pure-Python engine is complete on its own; this module replaces the inner
+ * loops where Python's per-call and per-entry cost dominates, behind the same
+ * module interfaces (sstable/reader.py, lsm/view.py).  It is chosen by
+ * banyanstore.accel when importable, never when BANYANSTORE_PURE_PYTHON=1.
+ *
+ * What is here, and why whole operations: a profile showed the cost of a table
+ * lookup is the Python frames and attribute hops around small steps, not the
+ * steps themselves, so C gets the whole lookup across a keyspace's tables --
+ * fences, bloom probe, index search, block search, entry decode -- in one call.
+ *
+ * Byte grammars read here (all integers little-endian; the authoritative text is
+ * docs/format/sstable.md):
+ *
+ *   block  := count:u32 key_width:u32 value_width:u32 flags:u32
+ *             versions:(count x u64)
+ *             keys    (flags & 1 ? count x key_width : offsets:(count+1) x u32 heap)
+ *             values  (flags & 2 ? count x value_width : offsets:(count+1) x u32 heap)
+ *             kinds   (flags & 4 ? count x u8, 1 = tombstone)
+ *   index  := count:u32 reserved:u32 block_starts:(count+1) x u64
+ *             last_versions:(count x u64) key_offsets:(count+1) x u32 key_heap
+ *   filter := k:u32 table_bits:u32 word_count:u64 words:(word_count x u64)
+ *
+ * Memory safety: every length and offset read from a payload is checked against
+ * the payload's size before it is used; a payload that does not add up raises
+ * CorruptionError (naming the table file and block offset where known), never
+ * reads out of bounds.  The index and filter are validated whole when a
+ * TableCore is built; a block's header and sections on every use (a few
+ * arithmetic operations), and each variable-width offset as it is read.
+ *
+ * Concurrency: everything runs with the GIL held except the helpers marked
+ * "GIL released".  A TableCore is immutable after construction apart from its
+ * statistics counters; the block slots list belongs to the Python reader and
+ * the block cache (see sstable/cache.py) and is re-read after any call back
+ * into Python.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdarg.h>
+
+/* ---------------------------------------------------------------------------------------- */
+/* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
+
+static inline uint32_t rd32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+
+static inline uint64_t rd64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* bytewise comparison of two byte strings, shorter-is-smaller on a common prefix */
+static inline int keycmp(const uint8_t *a, Py_ssize_t alen, const uint8_t *b, Py_ssize_t blen) {
+    Py_ssize_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, (size_t)n) : 0;
+    if (c)
+        return c;
+    return (alen > blen) - (alen < blen);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* module state: objects handed over once by banyanstore.accel.bind()                        */
+
+static PyTypeObject *block_type = NULL;   /* banyanstore.sstable.block.Block */
+static Py_ssize_t block_data_off = -1;    /* offsets of its __slots__ members */
+static Py_ssize_t block_ref_off = -1;
+static PyObject *corruption_error = NULL; /* banyanstore.errors.CorruptionError */
+static PyObject *hash_fn = NULL;          /* xxhash.xxh3_64_intdigest: the filter hash */
+static PyObject *miss_tuple = NULL;       /* sstable.block.MISS: (False, None, 0) */
+static PyObject *str_path = NULL, *str_offset = NULL, *zero = NULL;
+
+/* CorruptionError(message, path=path, offset=offset); returns NULL */
+static PyObject *raise_corruption(PyObject *path, long long offset, const char *fmt, ...) {
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    PyOS_vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (corruption_error == NULL) {
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    }
+    PyObject *args = Py_BuildValue("(s)", msg);
+    PyObject *kw = PyDict_New();
+    if (args && kw) {
+        PyObject *off = offset >= 0 ? PyLong_FromLongLong(offset) : (Py_INCREF(Py_None), Py_None);
+        if (off && PyDict_SetItem(kw, str_path, path ? path : Py_None) == 0
+                && PyDict_SetItem(kw, str_offset, off) == 0) {
+            PyObject *exc = PyObject_Call(corruption_error, args, kw);
+            if (exc) {
+                PyErr_SetObject(corruption_error, exc);
+                Py_DECREF(exc);
+            }
+        }
+        Py_XDECREF(off);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    return NULL;
+}
+
+static Py_ssize_t member_offset(PyTypeObject *tp, const char *name) {
+    PyObject *d = PyDict_GetItemString(tp->tp_dict, name);  /* borrowed */
+    if (d == NULL || !PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member", tp->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", tp->tp_name, name);
+        return -1;
+    }
+    return m->offset;
+}
+
+static PyObject *native_bind(PyObject *self, PyObject *args) {
+    PyObject *btype, *cerr, *hfn, *miss;
+    if (!PyArg_ParseTuple(args, "O!OOO!:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss))
+        return NULL;
+    Py_ssize_t doff = member_offset((PyTypeObject *)btype, "data");
+    if (doff < 0)
+        return NULL;
+    Py_ssize_t roff = member_offset((PyTypeObject *)btype, "ref");
+    if (roff < 0)
+        return NULL;
+    if (!PyCallable_Check(hfn) || !PyExceptionClass_Check(cerr)) {
+        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS)");
+        return NULL;
+    }
+    Py_XSETREF(block_type, (PyTypeObject *)Py_NewRef(btype));
+    Py_XSETREF(corruption_error, Py_NewRef(cerr));
+    Py_XSETREF(hash_fn, Py_NewRef(hfn));
+    Py_XSETREF(miss_tuple, Py_NewRef(miss));
+    block_data_off = doff;
+    block_ref_off = roff;
+    Py_RETURN_NONE;
+}
+
+static int check_bound(void) {
+    if (block_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "banyanstore._native.bind() was not called");
+        return -1;
+    }
+    return 0;
+}
+
+/* the filter hash of a key, through the same function the Python engine uses */
+static int key_hash(PyObject *key, uint64_t *out) {
+    PyObject *h = PyObject_CallOneArg(hash_fn, key);
+    if (h == NULL)
+        return -1;
+    *out = PyLong_AsUnsignedLongLong(h);
+    Py_DECREF(h);
+    if (*out == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* data blocks                                                                              */
+
+enum { FIXED_KEYS = 1, FIXED_VALUES = 2, TOMBSTONES = 4, KNOWN_FLAGS = 7, BLOCK_HEADER = 16 };
+
+typedef struct {
+    const uint8_t *p;
+    uint64_t size;
+    uint32_t count, kw, vw, flags;
+    uint64_t keys_at;    /* fixed keys, or the key offsets array */
+    uint64_t kheap_at, kheap_len;
+    uint64_t values_at;  /* fixed values, or the value offsets array */
+    uint64_t vheap_at, vheap_len;
+    uint64_t kinds_at;
+} BlockView;
+
+/* Parse a block header and check that its sections tile the payload exactly.
+ * Returns 0, or -1 with *why set (no Python exception). */
+static int block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **why) {
+    if (size < BLOCK_HEADER) {
+        *why = "block is shorter than its header";
+        return -1;
+    }
+    b->p = p;
+    b->size = size;
+    b->count = rd32(p);
+    b->kw = rd32(p + 4);
+    b->vw = rd32(p + 8);
+    b->flags = rd32(p + 12);
+    if (b->flags & ~(uint32_t)KNOWN_FLAGS) {
+        *why = "unknown block flags";
+        return -1;
+    }
+    if (b->count < 1) {
+        *why = "empty block";
+        return -1;
+    }
+    uint64_t n = b->count;
+    uint64_t pos = BLOCK_HEADER + 8 * n; /* count < 2^32: no overflow in 64 bits */
+    if (pos > size) {
+        *why = "versions run past the end of the block";
+        return -1;
+    }
+    b->keys_at = pos;
+    if (b->flags & FIXED_KEYS) {
+        b->kheap_at = pos;
+        b->kheap_len = n * b->kw;
+        pos += b->kheap_len;
+    } else {
+        uint64_t heap = pos + 4 * (n + 1);
+        if (heap > size) {
+            *why = "key offsets run past the end of the block";
+            return -1;
+        }
+        uint32_t first = rd32(p + pos), last = rd32(p + heap - 4);
+        if (first != 0 || heap + last > size) {
+            *why = "key heap bounds are invalid";
+            return -1;
+        }
+        b->kheap_at = heap;
+        b->kheap_len = last;
+        pos = heap + last;
+    }
+    if (pos > size) {
+        *why = "keys run past the end of the block";
+        return -1;
+    }
+    b->values_at = pos;
+    if (b->flags & FIXED_VALUES) {
+        b->vheap_at = pos;
+        b->vheap_len = n * b->vw;
+        pos += b->vheap_len;
+    } else {
+        uint64_t heap = pos + 4 * (n + 1);
+        if (heap > size) {
+            *why = "value offsets run past the end of the block";
+            return -1;
+        }
+        uint32_t first = rd32(p + pos), last = rd32(p + heap - 4);
+        if (first != 0 || heap + last > size) {
+            *why = "value heap bounds are invalid";
+            return -1;
+        }
+        b->vheap_at = heap;
+        b->vheap_len = last;
+        pos = heap + last;
+    }
+    b->kinds_at = pos;
+    if (b->flags & TOMBSTONES)
+        pos += n;
+    if (pos != size) {
+        *why = "block sections do not add up to its size";
+        return -1;
+    }
+    return 0;
+}
+
+/* Key i of a block: pointer and length; -1 if its offsets are out of bounds. */
+static inline int block_key(const BlockView *b, uint32_t i, const uint8_t **k, Py_ssize_t *len) {
+    if (b->flags & FIXED_KEYS) {
+        *k = b->p + b->kheap_at + (uint64_t)i * b->kw;
+        *len = b->kw;
+        return 0;
+    }
+    const uint8_t *off = b->p + b->keys_at + 4 * (uint64_t)i;
+    uint32_t a = rd32(off), e = rd32(off + 4);
+    if (a > e || e > b->kheap_len)
+        return -1;
+    *k = b->p + b->kheap_at + a;
+    *len = (Py_ssize_t)(e - a);
+    return 0;
+}
+
+static inline uint64_t block_version(const BlockView *b, uint32_t i) {
+    return rd64(b->p + BLOCK_HEADER + 8 * (uint64_t)i);
+}
+
+/* Value i: sets *v / *len, *v NULL for a tombstone; -1 if out of bounds. */
+static inline int block_value(const BlockView *b, uint32_t i, const uint8_t **v, Py_ssize_t *len) {
+    if ((b->flags & TOMBSTONES) && b->p[b->kinds_at + i]) {
+        *v = NULL;
+        *len = 0;
+        return 0;
+    }
+    if (b->flags & FIXED_VALUES) {
+        *v = b->p + b->vheap_at + (uint64_t)i * b->vw;
+        *len = b->vw;
+        return 0;
+    }
+    const uint8_t *off = b->p + b->values_at + 4 * (uint64_t)i;
+    uint32_t a = rd32(off), e = rd32(off + 4);
+    if (a > e || e > b->vheap_len)
+        return -1;
+    *v = b->p + b->vheap_at + a;
+    *len = (Py_ssize_t)(e - a);
+    return 0;
+}
+
+/* First index whose key is >= key (may be count); -1 on a bad offset. */
+static int64_t block_lower_bound(const BlockView *b, const uint8_t *key, Py_ssize_t klen) {
+    uint32_t lo = 0, hi = b->count;
+    while (lo < hi) {
+        uint32_t mid = lo + ((hi - lo) >> 1);
+        const uint8_t *k;
+        Py_ssize_t n;
+        if (block_key(b, mid, &k, &n) < 0)
+            return -1;
+        if (keycmp(k, n, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The entry index answering (key, version) in this block: the newest entry of key
+ * with a version <= version.  Returns the index, -1 if none, -2 on a bad offset. */
+static int64_t block_find(const BlockView *b, const uint8_t *key, Py_ssize_t klen, uint64_t version) {
+    int64_t lb = block_lower_bound(b, key, klen);
+    if (lb < 0)
+        return -2;
+    for (uint32_t i = (uint32_t)lb; i < b->count; i++) {
+        const uint8_t *k;
+        Py_ssize_t n;
+        if (block_key(b, i, &k, &n) < 0)
+            return -2;
+        if (n != klen || (klen && memcmp(k, key, (size_t)klen) != 0))
+            return -1;
+        if (block_version(b, i) <= version)
+            return i;
+    }
+    return -1;
+}
+
+/* (True, value | None, version) of entry i; NULL with an exception on a bad offset. */
+static PyObject *entry_result(const BlockView *b, uint32_t i, PyObject *path, long long where) {
+    const uint8_t *v;
+    Py_ssize_t vlen;
+    if (block_value(b, i, &v, &vlen) < 0)
+        return raise_corruption(path, where, "value offsets of entry %u are out of bounds", i);
+    PyObject *value;
+    if (v == NULL)
+        value = Py_NewRef(Py_None);
+    else if ((value = PyBytes_FromStringAndSize((const char *)v, vlen)) == NULL)
+        return NULL;
+    PyObject *ver = PyLong_FromUnsignedLongLong(block_version(b, i));
+    if (ver == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(3);
+    if (t == NULL) {
+        Py_DECREF(value);
+        Py_DECREF(ver);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(Py_True));
+    PyTuple_SET_ITEM(t, 1, value);
+    PyTuple_SET_ITEM(t, 2, ver);
+    return t;
+}
+
+static PyObject *miss(void) {
+    return Py_NewRef(miss_tuple);
+}
+
+/* the payload of a Block object (a borrowed reference), NULL with TypeError if not one */
+static PyObject *block_data(PyObject *block) {
+    if (Py_TYPE(block) != block_type) {
+        PyErr_Format(PyExc_TypeError, "expected a Block, got %.100s", Py_TYPE(block)->tp_name);
+        return NULL;
+    }
+    PyObject *data = *(PyObject **)((char *)block + block_data_off);
+    if (data == NULL || !PyBytes_CheckExact(data)) {
+        PyErr_SetString(PyExc_TypeError, "Block.data is not bytes");
+        return NULL;
+    }
+    return data;
+}
+
+static void block_mark_referenced(PyObject *block) {
+    PyObject **slot = (PyObject **)((char *)block + block_ref_off);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(Py_True);
+    Py_XDECREF(old);
+}
+
+/* lookup in one block payload: (found, value, version) or MISS */
+static PyObject *lookup_in_payload(PyObject *data, PyObject *key, uint64_t version,
+                                   PyObject *path, long long where) {
+    BlockView b;
+    const char *why;
+    if (block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &b, &why) < 0)
+        return raise_corruption(path, where, "data block does not parse: %s", why);
+    int64_t i = block_find(&b, (const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), version);
+    if (i == -2)
+        return raise_corruption(path, where, "data block key offsets are out of bounds");
+    if (i < 0)
+        return miss();
+    return entry_result(&b, (uint32_t)i, path, where);
+}
+
+static int parse_key_version(PyObject *key, PyObject *ver, uint64_t *version) {
+    if (!PyBytes_CheckExact(key)) {
+        PyErr_Format(PyExc_TypeError, "key must be bytes, not %.100s", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    if (!PyLong_Check(ver)) {
+        PyErr_Format(PyExc_TypeError, "version must be an int, not %.100s", Py_TYPE(ver)->tp_name);
+        return -1;
+    }
+    *version = PyLong_AsUnsignedLongLong(ver);
+    if (*version == (uint64_t)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        /* negative: nothing is visible; above u64: everything is */
+        PyErr_Clear();
+        int neg = PyObject_RichCompareBool(ver, zero, Py_LT);
+        if (neg < 0)
+            return -1;
+        if (neg) {
+            *version = 0;
+            return 1;  /* below every entry (versions start at 1) */
+        }
+        *version = UINT64_MAX;
+    }
+    return 0;
+}
+
+/* block_lookup(block, key, version) -> (found, value, version) | MISS */
+static PyObject *native_block_lookup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "block_lookup(block, key, version)");
+        return NULL;
+    }
+    if (check_bound() < 0)
+        return NULL;
+    PyObject *data = block_data(args[0]);
+    if (data == NULL)
+        return NULL;
+    uint64_t version;
+    int r = parse_key_version(args[1], args[2], &version);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        return miss();
+    Py_INCREF(data);
+    PyObject *out = lookup_in_payload(data, args[1], version, Py_None, -1);
+    Py_DECREF(data);
+    return out;
+}
+
+/* block_lookup_payload(data, key, version): the same on a raw payload (tests, fuzzing) */
+static PyObject *native_block_lookup_payload(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "block_lookup_payload(data: bytes, key, version)");
+        return NULL;
+    }
+    if (check_bound() < 0)
+        return NULL;
+    uint64_t version;
+    int r = parse_key_version(args[1], args[2], &version);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        return miss();
+    return lookup_in_payload(args[0], args[1], version, Py_None, -1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Counters: statistics shared by every table of one block cache                            */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long hits;
+} Counters;
+
+static PyMemberDef counters_members[] = {
+    {"hits", T_ULONGLONG, offsetof(Counters, hits), 0, "block cache hits counted in C"},
+    {NULL}
+};
+
+static PyTypeObject CountersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "banyanstore._native.Counters",
+    .tp_basicsize = sizeof(Counters),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Counters(): hit counts a BlockCache adds to its own",
+    .tp_new = PyType_GenericNew,
+    .tp_members = counters_members,
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* TableCore: the lookup state of one open table                                            */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *smallest, *largest;  /* bytes: the key fences */
+    uint64_t min_version;
+    PyObject *index;               /* bytes: the index payload (kept alive) */
+    uint32_t nblocks;
+    const uint8_t *starts, *last_versions, *key_offs, *key_heap;
+    PyObject *filter;              /* bytes or NULL: the filter payload */
+    const uint8_t *words;
+    uint64_t nwords;
+    unsigned shift;
+    uint64_t *masks;               /* 2^table_bits masks (PyMem) */
+    PyObject *slots;               /* list: block number -> Block | None (the reader's) */
+    PyObject *loader;              /* callable(block_no) -> Block: a cache miss */
+    PyObject *scan_blocks;         /* callable(first, last, reverse) -> iterator of Block */
+    PyObject *path;                /* str: for CorruptionError */
+    Counters *counters;
+    unsigned long long bloom_useful, bloom_passed_misses;
+} TableCore;
+
+static int core_traverse(TableCore *c, visitproc visit, void *arg) {
+    Py_VISIT(c->slots);
+    Py_VISIT(c->loader);
+    Py_VISIT(c->scan_blocks);
+    Py_VISIT(c->counters);
+    return 0;
+}
+
+static int core_clear(TableCore *c) {
+    Py_CLEAR(c->slots);
+    Py_CLEAR(c->loader);
+    Py_CLEAR(c->scan_blocks);
+    Py_CLEAR(c->counters);
+    return 0;
+}
+
+static void core_dealloc(TableCore *c) {
+    PyObject_GC_UnTrack(c);
+    core_clear(c);
+    Py_XDECREF(c->smallest);
+    Py_XDECREF(c->largest);
+    Py_XDECREF(c->index);
+    Py_XDECREF(c->filter);
+    Py_XDECREF(c->path);
+    PyMem_Free(c->masks);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+/* last key i of the index (validated at construction) */
+static inline void index_key(const TableCore *c, uint32_t i, const uint8_t **k, Py_ssize_t *n) {
+    uint32_t a = rd32(c->key_offs + 4 * (uint64_t)i), e = rd32(c->key_offs + 4 * (uint64_t)i + 4);
+    *k = c->key_heap + a;
+    *n = (Py_ssize_t)(e - a);
+}
+
+static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"smallest", "largest", "min_version", "index", "filter", "masks",
+                             "slots", "loader", "scan_blocks", "path", "counters", NULL};
+    PyObject *smallest, *largest, *index, *filter, *masks, *slots, *loader, *scan_blocks, *path, *counters;
+    unsigned long long min_version;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!KO!OOO!OOUO!:TableCore", kwlist,
+                                     &PyBytes_Type, &smallest, &PyBytes_Type, &largest, &min_version,
+                                     &PyBytes_Type, &index, &filter, &masks, &PyList_Type, &slots,
+                                     &loader, &scan_blocks, &path, &CountersType, &counters))
+        return -1;
+    if (c->index != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TableCore is already initialised");
+        return -1;
+    }
+    /* the index: validated whole, so lookups need no further checks on it */
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(index);
+    uint64_t size = (uint64_t)PyBytes_GET_SIZE(index);
+    if (size < 8)
+        return raise_corruption(path, -1, "index block shorter than its header"), -1;
+    uint64_t n = rd32(p);
+    uint64_t heap = 8 + 8 * (n + 1) + 8 * n + 4 * (n + 1);
+    if (n < 1 || heap > size)
+        return raise_corruption(path, -1, "index block cannot hold %llu entries", (unsigned long long)n), -1;
+    const uint8_t *starts = p + 8, *lv = starts + 8 * (n + 1), *offs = lv + 8 * n;
+    if (rd32(offs) != 0 || heap + rd32(offs + 4 * n) != size)
+        return raise_corruption(path, -1, "index key heap bounds are invalid"), -1;
+    for (uint64_t i = 0; i < n; i++) {
+        if (rd32(offs + 4 * i) > rd32(offs + 4 * i + 4))
+            return raise_corruption(path, -1, "index key offsets are not increasing"), -1;
+        if (rd64(starts + 8 * i) >= rd64(starts + 8 * i + 8))
+            return raise_corruption(path, -1, "index block offsets are not increasing"), -1;
+    }
+    if (PyList_GET_SIZE(slots) != (Py_ssize_t)n) {
+        PyErr_SetString(PyExc_ValueError, "slots must have one entry per data block");
+        return -1;
+    }
+    /* the filter (optional) */
+    uint64_t *mask_table = NULL;
+    const uint8_t *words = NULL;
+    uint64_t nwords = 1;
+    unsigned shift = 0;
+    if (filter != Py_None) {
+        if (!PyBytes_CheckExact(filter) || !PyBytes_CheckExact(masks)) {
+            PyErr_SetString(PyExc_TypeError, "filter and masks must be bytes");
+            return -1;
+        }
+        const uint8_t *f = (const uint8_t *)PyBytes_AS_STRING(filter);
+        uint64_t fsize = (uint64_t)PyBytes_GET_SIZE(filter);
+        if (fsize < 16)
+            return raise_corruption(path, -1, "filter block shorter than its header"), -1;
+        uint32_t table_bits = rd32(f + 4);
+        nwords = rd64(f + 8);
+        if (nwords < 1 || nwords > (fsize - 16) / 8 || fsize != 16 + 8 * nwords)
+            return raise_corruption(path, -1, "filter block size does not match its header"), -1;
+        if (table_bits < 1 || table_bits > 20
+                || (uint64_t)PyBytes_GET_SIZE(masks) != (8ULL << table_bits)) {
+            PyErr_SetString(PyExc_ValueError, "masks must hold 2**table_bits u64 masks");
+            return -1;
+        }
+        mask_table = PyMem_Malloc(8ULL << table_bits);
+        if (mask_table == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        const uint8_t *m = (const uint8_t *)PyBytes_AS_STRING(masks);
+        for (uint64_t i = 0; i < (1ULL << table_bits); i++)
+            mask_table[i] = rd64(m + 8 * i);
+        words = f + 16;
+        shift = 64 - table_bits;
+        c->filter = Py_NewRef(filter);
+    }
+    if (!PyCallable_Check(loader) || !PyCallable_Check(scan_blocks)) {
+        PyMem_Free(mask_table);
+        Py_CLEAR(c->filter);
+        PyErr_SetString(PyExc_TypeError, "loader and scan_blocks must be callable");
+        return -1;
+    }
+    c->smallest = Py_NewRef(smallest);
+    c->largest = Py_NewRef(largest);
+    c->min_version = min_version;
+    c->index = Py_NewRef(index);
+    c->nblocks = (uint32_t)n;
+    c->starts = starts;
+    c->last_versions = lv;
+    c->key_offs = offs;
+    c->key_heap = p + heap;
+    c->words = words;
+    c->nwords = nwords;
+    c->shift = shift;
+    c->masks = mask_table;
+    c->slots = Py_NewRef(slots);
+    c->loader = Py_NewRef(loader);
+    c->scan_blocks = Py_NewRef(scan_blocks);
+    c->path = Py_NewRef(path);
+    c->counters = (Counters *)Py_NewRef(counters);
+    return 0;
+}
+
+static inline int core_ready(TableCore *c) {
+    if (c->index == NULL || c->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TableCore is not initialised (or was cleared)");
+        return -1;
+    }
+    return 0;
+}
+
+static inline int in_fences(const TableCore *c, const uint8_t *key, Py_ssize_t klen) {
+    return keycmp(key, klen, (const uint8_t *)PyBytes_AS_STRING(c->smallest), PyBytes_GET_SIZE(c->smallest)) >= 0
+        && keycmp(key, klen, (const uint8_t *)PyBytes_AS_STRING(c->largest), PyBytes_GET_SIZE(c->largest)) <= 0;
+}
+
+static inline int bloom_may_contain(const TableCore *c, uint64_t h) {
+    uint64_t m = c->masks[h >> c->shift];
+    return (rd64(c->words + 8 * (h % c->nwords)) & m) == m;
+}
+
+/* The block that answers (key, version) by the index, or -1 if none can.
+ * REQUIRES: the fences passed. */
+static int64_t core_index_search(const TableCore *c, const uint8_t *key, Py_ssize_t klen, uint64_t version) {
+    uint32_t lo = 0, hi = c->nblocks;
+    while (lo < hi) {
+        uint32_t mid = lo + ((hi - lo) >> 1);
+        const uint8_t *k;
+        Py_ssize_t n;
+        index_key(c, mid, &k, &n);
+        if (keycmp(k, n, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint32_t i = lo;
+    /* step over blocks whose last entry is this key at a version newer than asked */
+    while (i < c->nblocks) {
+        const uint8_t *k;
+        Py_ssize_t n;
+        index_key(c, i, &k, &n);
+        if (n != klen || (klen && memcmp(k, key, (size_t)klen) != 0))
+            return i;
+        if (rd64(c->last_versions + 8 * (uint64_t)i) <= version)
+            return i;
+        i++;
+    }
+    return -1;
+}
+
+/* Block `no` of the table: a new reference, from its slot or through the loader. */
+static PyObject *core_block(TableCore *c, uint32_t no) {
+    if ((Py_ssize_t)no >= PyList_GET_SIZE(c->slots)) {
+        PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
+        return NULL;
+    }
+    PyObject *block = PyList_GET_ITEM(c->slots, no);
+    if (block != Py_None) {
+        if (Py_TYPE(block) == block_type)
+            block_mark_referenced(block);
+        c->counters->hits++;
+        return Py_NewRef(block);
+    }
+    PyObject *arg = PyLong_FromUnsignedLong(no);
+    if (arg == NULL)
+        return NULL;
+    PyObject *loader = Py_NewRef(c->loader);
+    block = PyObject_CallOneArg(loader, arg);
+    Py_DECREF(loader);
+    Py_DECREF(arg);
+    return block;
+}
+
+/* The whole table lookup.  *hash / *have_hash: the key's filter hash, computed on
+ * first need and shared by the caller's other tables.  Returns a new reference to
+ * (True, value, version) or MISS; NULL on error. */
+static PyObject *core_lookup(TableCore *c, PyObject *key, uint64_t version, uint64_t *hash, int *have_hash) {
+    const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(key);
+    Py_ssize_t klen = PyBytes_GET_SIZE(key);
+    if (!in_fences(c, k, klen))
+        return miss();
+    if (c->masks != NULL) {
+        if (!*have_hash) {
+            if (key_hash(key, hash) < 0)
+                return NULL;
+            *have_hash = 1;
+        }
+        if (!bloom_may_contain(c, *hash)) {
+            c->bloom_useful++;
+            return miss();
+        }
+    }
+    int64_t no = core_index_search(c, k, klen, version);
+    if (no < 0)
+        return miss();  /* only newer versions here (not counted, as in the Python path) */
+    PyObject *block = core_block(c, (uint32_t)no);
+    if (block == NULL)
+        return NULL;
+    PyObject *data = block_data(block);
+    PyObject *out = NULL;
+    if (data != NULL) {
+        Py_INCREF(data);
+        out = lookup_in_payload(data, key, version, c->path, (long long)rd64(c->starts + 8 * (uint64_t)no));
+        Py_DECREF(data);
+    }
+    Py_DECREF(block);
+    if (out == miss_tuple && c->masks != NULL)
+        c->bloom_passed_misses++;
+    return out;
+}
+
+/* TableCore.get(key, version, key_hash=None) -> (found, value, version) | MISS */
+static PyObject *core_get(TableCore *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "get(key, version, key_hash=None)");
+        return NULL;
+    }
+    if (check_bound() < 0 || core_ready(c) < 0)
+        return NULL;
+    uint64_t version, hash = 0;
+    int have_hash = 0;
+    int r = parse_key_version(args[0], args[1], &version);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        return miss();
+    if (nargs == 3 && args[2] != Py_None) {
+        hash = PyLong_AsUnsignedLongLong(args[2]);
+        if (hash == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+        have_hash = 1;
+    }
+    return core_lookup(c, args[0], version, &hash, &have_hash);
+}
+
+/* TableCore.locate(key, version, key_hash=None) -> block number | -1 */
+static PyObject *core_locate(TableCore *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "locate(key, version, key_hash=None)");
+        return NULL;
+    }
+    if (check_bound() < 0 || core_ready(c) < 0)
+        return NULL;
+    uint64_t version, hash = 0;
+    int r = parse_key_version(args[0], args[1], &version);
+    if (r < 0)
+        return NULL;
+    const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t klen = PyBytes_GET_SIZE(args[0]);
+    if (!in_fences(c, k, klen))
+        return PyLong_FromLong(-1);
+    if (c->masks != NULL) {
+        if (nargs == 3 && args[2] != Py_None) {
+            hash = PyLong_AsUnsignedLongLong(args[2]);
+            if (hash == (uint64_t)-1 && PyErr_Occurred())
+                return NULL;
+        } else if (key_hash(args[0], &hash) < 0) {
+            return NULL;
+        }
+        if (!bloom_may_contain(c, hash))
+            return PyLong_FromLong(-1);
+    }
+    if (r > 0)  /* a negative version: the index search would step past every block */
+        version = 0;
+    return PyLong_FromLongLong(core_index_search(c, k, klen, version));
+}
+
+static PyObject *core_get_bloom_useful(TableCore *c, void *unused) {
+    return PyLong_FromUnsignedLongLong(c->bloom_useful);
+}
+
+static PyObject *core_get_bloom_passed(TableCore *c, void *unused) {
+    return PyLong_FromUnsignedLongLong(c->bloom_passed_misses);
+}
+
+static PyObject *core_get_nblocks(TableCore *c, void *unused) {
+    return PyLong_FromUnsignedLong(c->nblocks);
+}
+
+static PyGetSetDef core_getset[] = {
+    {"bloom_useful", (getter)core_get_bloom_useful, NULL, "lookups the filter answered alone", NULL},
+    {"bloom_passed_misses", (getter)core_get_bloom_passed, NULL,
+     "lookups the filter let through that found nothing", NULL},
+    {"block_count", (getter)core_get_nblocks, NULL, "data blocks of the table", NULL},
+    {NULL}
+};
+
+static PyMethodDef core_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))core_get, METH_FASTCALL,
+     "get(key, version, key_hash=None) -> (found, value, version): TableReader.get"},
+    {"locate", (PyCFunction)(void (*)(void))core_locate, METH_FASTCALL,
+     "locate(key, version, key_hash=None) -> block number or -1: TableReader.locate"},
+    {NULL}
+};
+
+static PyTypeObject TableCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "banyanstore._native.TableCore",
+    .tp_basicsize = sizeof(TableCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "TableCore(smallest, largest, min_version, index, filter, masks, slots, loader, "
+              "scan_blocks, path, counters): the lookup state of one table",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)core_init,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+    .tp_getset = core_getset,
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* lookups across the tables of a keyspace (newest first)                                   */
+
+/* First table answer for (key, version): a new reference to (True, value, version) or
+ * MISS. */
+static PyObject *tables_lookup(PyObject *cores, PyObject *key, uint64_t version) {
+    uint64_t hash = 0;
+    int have_hash = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(cores);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(cores, i);
+        if (Py_TYPE(item) != &TableCoreType) {
+            PyErr_SetString(PyExc_TypeError, "cores must be a tuple of TableCore");
+            return NULL;
+        }
+        TableCore *c = (TableCore *)item;
+        if (core_ready(c) < 0)
+            return NULL;
+        if (c->min_version > version)
+            continue;
+        /* the core may be called back into Python (a cache miss): hold it */
+        Py_INCREF(c);
+        PyObject *r = core_lookup(c, key, version, &hash, &have_hash);
+        Py_DECREF(c);
+        if (r != miss_tuple)
+            return r;  /* a hit, or NULL */
+        Py_DECREF(r);
+    }
+    return miss();
+}
+
+static int tables_args(PyObject *const *args, Py_ssize_t nargs, const char *name, uint64_t *version) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s(cores, key, version)", name);
+        return -1;
+    }
+    if (check_bound() < 0)
+        return -1;
+    if (!PyTuple_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "cores must be a tuple of TableCore");
+        return -1;
+    }
+    return parse_key_version(args[1], args[2], version);
+}
+
+/* tables_get(cores, key, version) -> value | None: the View.get of the tables */
+static PyObject *native_tables_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t version;
+    int r = tables_args(args, nargs, "tables_get", &version);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_NONE;
+    PyObject *t = tables_lookup(args[0], args[1], version);
+    if (t == NULL)
+        return NULL;
+    PyObject *value = Py_NewRef(PyTuple_GET_ITEM(t, 1));
+    Py_DECREF(t);
+    return value;
+}
+
+/* tables_entry(cores, key, version) -> (found, value, version) | MISS */
+static PyObject *native_tables_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t version;
+    int r = tables_args(args, nargs, "tables_entry", &version);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        return miss();
+    return tables_lookup(args[0], args[1], version);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* merged scans: the sources of a keyspace (newest first) merged with version visibility    */
+/*
+ * A source is a table (read straight from its block payloads: no per-entry Python object
+ * until an entry is emitted) or an iterator of *runs* -- lists of (key, version, value)
+ * tuples in ascending internal order, e.g. a memtable's visible entries.  Each step takes
+ * the smallest key among the sources' heads (the largest in reverse), reads every entry of
+ * that key from every source, keeps the newest one with a version <= the scan's version
+ * (REQUIRES, as in lsm/iterators.py: a key's entries in a newer source all have higher
+ * versions), and emits (key, value) when it is a value written at or after `floor`.
+ */
+
+enum { SRC_TABLE = 1, SRC_RUNS = 2 };
+
+typedef struct {
+    int kind, done;
+    /* the head entry */
+    const uint8_t *key;
+    Py_ssize_t klen;
+    uint64_t version;
+    /* a table */
+    TableCore *core;
+    PyObject *block, *data;   /* the current block and its payload (strong) */
+    BlockView bv;
+    int64_t pos, lo, hi;      /* entries [lo, hi) of the block are in range; pos = head */
+    uint32_t no, first, last; /* current block, and the scan's block range */
+    PyObject *more;           /* iterator of the blocks after the first (created on need) */
+    /* runs */
+    PyObject *runs, *run;     /* iterator of lists; the current list (strong) */
+    Py_ssize_t ri;
+} Source;
+
+typedef struct {
+    PyObject_HEAD
+    Source *src;
+    Py_ssize_t nsrc;
+    PyObject *start, *end;    /* bytes or NULL: [start, end) */
+    uint64_t version, floor;
+    int reverse, keys_only;
+    Py_ssize_t remaining;     /* -1: no limit */
+    uint8_t *kbuf;            /* the key being decided (heads may move past it) */
+    Py_ssize_t kcap;
+    int finished;
+    int busy;                 /* inside next(): a call back into Python may re-enter */
+} MergeScan;
+
+static int64_t core_index_lower_bound(const TableCore *c, const uint8_t *key, Py_ssize_t klen) {
+    uint32_t lo = 0, hi = c->nblocks;
+    while (lo < hi) {
+        uint32_t mid = lo + ((hi - lo) >> 1);
+        const uint8_t *k;
+        Py_ssize_t n;
+        index_key(c, mid, &k, &n);
+        if (keycmp(k, n, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static inline const uint8_t *bytes_ptr(PyObject *b) { return (const uint8_t *)PyBytes_AS_STRING(b); }
+
+/* Set a table source's head to entry `pos` of its block. */
+static int table_head(MergeScan *m, Source *s) {
+    if (block_key(&s->bv, (uint32_t)s->pos, &s->key, &s->klen) < 0) {
+        raise_corruption(s->core->path, (long long)rd64(s->core->starts + 8 * (uint64_t)s->no),
+                         "data block %u: key offsets are out of bounds", s->no);
+        return -1;
+    }
+    s->version = block_version(&s->bv, (uint32_t)s->pos);
+    return 0;
+}
+
+/* Make `block` the source's current block (stealing the reference) and compute the part
+ * of it in range.  Returns 1 if that part is non-empty, 0 if empty, -1 on error. */
+static int table_enter(MergeScan *m, Source *s, uint32_t no, PyObject *block) {
+    Py_XSETREF(s->block, block);
+    Py_CLEAR(s->data);
+    PyObject *data = block_data(block);
+    if (data == NULL)
+        return -1;
+    s->data = Py_NewRef(data);
+    s->no = no;
+    const char *why;
+    long long where = (long long)rd64(s->core->starts + 8 * (uint64_t)no);
+    if (block_parse(bytes_ptr(data), (uint64_t)PyBytes_GET_SIZE(data), &s->bv, &why) < 0) {
+        raise_corruption(s->core->path, where, "data block %u does not parse: %s", no, why);
+        return -1;
+    }
+    s->lo = 0;
+    s->hi = s->bv.count;
+    if (m->start != NULL && no == s->first) {
+        s->lo = block_lower_bound(&s->bv, bytes_ptr(m->start), PyBytes_GET_SIZE(m->start));
+        if (s->lo < 0)
+            goto bad;
+    }
+    if (m->end != NULL && no == s->last) {
+        s->hi = block_lower_bound(&s->bv, bytes_ptr(m->end), PyBytes_GET_SIZE(m->end));
+        if (s->hi < 0)
+            goto bad;
+    }
+    if (s->lo >= s->hi)
+        return 0;
+    s->pos = m->reverse ? s->hi - 1 : s->lo;
+    return table_head(m, s) < 0 ? -1 : 1;
+bad:
+    raise_corruption(s->core->path, where, "data block %u: key offsets are out of bounds", no);
+    return -1;
+}
+
+/* Move a table source to its next block with entries in range (or mark it done). */
+static int table_next_block(MergeScan *m, Source *s) {
+    for (;;) {
+        if (s->no == (m->reverse ? s->first : s->last)) {
+            s->done = 1;
+            Py_CLEAR(s->block);
+            Py_CLEAR(s->data);
+            Py_CLEAR(s->more);
+            return 0;
+        }
+        uint32_t no = m->reverse ? s->no - 1 : s->no + 1;
+        if (s->more == NULL) {
+            s->more = PyObject_CallFunction(s->core->scan_blocks, "IIO", no, m->reverse ? s->first : s->last,
+                                            m->reverse ? Py_True : Py_False);
+            if (s->more == NULL)
+                return -1;
+        }
+        PyObject *block = PyIter_Next(s->more);
+        if (block == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "scan_blocks ended before the scan's last block");
+            return -1;
+        }
+        int r = table_enter(m, s, no, block);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
+}
+
+static int table_advance(MergeScan *m, Source *s) {
+    if (m->reverse ? --s->pos >= s->lo : ++s->pos < s->hi)
+        return table_head(m, s);
+    return table_next_block(m, s);
+}
+
+/* Set a runs source's head to run[ri], checking the entry's shape. */
+static int runs_head(Source *s) {
+    PyObject *e = PyList_GET_ITEM(s->run, s->ri);
+    if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 3 || !PyBytes_CheckExact(PyTuple_GET_ITEM(e, 0))) {
+        PyErr_SetString(PyExc_TypeError, "a run entry must be a (bytes, int, bytes | None) tuple");
+        return -1;
+    }
+    PyObject *k = PyTuple_GET_ITEM(e, 0);
+    s->key = bytes_ptr(k);
+    s->klen = PyBytes_GET_SIZE(k);
+    s->version = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(e, 1));
+    if (s->version == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+static int runs_next_run(MergeScan *m, Source *s) {
+    for (;;) {
+        PyObject *run = PyIter_Next(s->runs);
+        if (run == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            s->done = 1;
+            Py_CLEAR(s->run);
+            Py_CLEAR(s->runs);
+            return 0;
+        }
+        if (!PyList_CheckExact(run)) {
+            Py_DECREF(run);
+            PyErr_SetString(PyExc_TypeError, "runs must be lists");
+            return -1;
+        }
+        Py_XSETREF(s->run, run);
+        Py_ssize_t n = PyList_GET_SIZE(run);
+        if (n) {
+            s->ri = m->reverse ? n - 1 : 0;
+            return runs_head(s);
+        }
+    }
+}
+
+static int runs_advance(MergeScan *m, Source *s) {
+    if (m->reverse ? --s->ri >= 0 : ++s->ri < PyList_GET_SIZE(s->run))
+        return runs_head(s);
+    return runs_next_run(m, s);
+}
+
+static inline int source_advance(MergeScan *m, Source *s) {
+    return s->kind == SRC_TABLE ? table_advance(m, s) : runs_advance(m, s);
+}
+
+/* Position a table source at the first entry of the range. */
+static int table_open(MergeScan *m, Source *s) {
+    TableCore *c = s->core;
+    if (core_ready(c) < 0)
+        return -1;
+    const uint8_t *sp = m->start ? bytes_ptr(m->start) : NULL, *ep = m->end ? bytes_ptr(m->end) : NULL;
+    Py_ssize_t sl = m->start ? PyBytes_GET_SIZE(m->start) : 0, el = m->end ? PyBytes_GET_SIZE(m->end) : 0;
+    if ((sp && keycmp(sp, sl, bytes_ptr(c->largest), PyBytes_GET_SIZE(c->largest)) > 0)
+            || (ep && keycmp(ep, el, bytes_ptr(c->smallest), PyBytes_GET_SIZE(c->smallest)) <= 0)
+            || c->min_version > m->version) {
+        s->done = 1;
+        return 0;
+    }
+    s->first = sp ? (uint32_t)core_index_lower_bound(c, sp, sl) : 0;
+    s->last = c->nblocks - 1;
+    if (ep) {
+        int64_t l = core_index_lower_bound(c, ep, el);
+        if (l < (int64_t)s->last)
+            s->last = (uint32_t)l;
+    }
+    if (s->first > s->last) {
+        s->done = 1;
+        return 0;
+    }
+    uint32_t no = m->reverse ? s->last : s->first;
+    PyObject *block = core_block(c, no);
+    if (block == NULL)
+        return -1;
+    int r = table_enter(m, s, no, block);
+    if (r < 0)
+        return -1;
+    return r ? 0 : table_next_block(m, s);
+}
+
+static int merge_traverse(MergeScan *m, visitproc visit, void *arg) {
+    for (Py_ssize_t i = 0; i < m->nsrc; i++) {
+        Source *s = &m->src[i];
+        Py_VISIT(s->core);
+        Py_VISIT(s->block);
+        Py_VISIT(s->more);
+        Py_VISIT(s->runs);
+        Py_VISIT(s->run);
+    }
+    return 0;
+}
+
+static int merge_clear(MergeScan *m) {
+    for (Py_ssize_t i = 0; i < m->nsrc; i++) {
+        Source *s = &m->src[i];
+        Py_CLEAR(s->core);
+        Py_CLEAR(s->block);
+        Py_CLEAR(s->data);
+        Py_CLEAR(s->more);
+        Py_CLEAR(s->runs);
+        Py_CLEAR(s->run);
+        s->done = 1;
+    }
+    m->finished = 1;
+    return 0;
+}
+
+static void merge_dealloc(MergeScan *m) {
+    PyObject_GC_UnTrack(m);
+    merge_clear(m);
+    PyMem_Free(m->src);
+    PyMem_Free(m->kbuf);
+    Py_XDECREF(m->start);
+    Py_XDECREF(m->end);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
+                             "keys_only", NULL};
+    PyObject *sources, *start, *end, *limit = Py_None;
+    unsigned long long version, floor;
+    int reverse = 0, keys_only = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKK|pOp:MergeScan", kwlist, &PyList_Type, &sources,
+                                     &start, &end, &version, &floor, &reverse, &limit, &keys_only))
+        return -1;
+    if (check_bound() < 0)
+        return -1;
+    if (m->src != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "MergeScan is already initialised");
+        return -1;
+    }
+    if ((start != Py_None && !PyBytes_CheckExact(start)) || (end != Py_None && !PyBytes_CheckExact(end))) {
+        PyErr_SetString(PyExc_TypeError, "start and end must be bytes or None");
+        return -1;
+    }
+    m->remaining = -1;
+    if (limit != Py_None) {
+        m->remaining = PyLong_AsSsize_t(limit);
+        if (m->remaining == -1 && PyErr_Occurred())
+            return -1;
+        if (m->remaining < 0) {
+            PyErr_SetString(PyExc_ValueError, "limit must be >= 0 or None");
+            return -1;
+        }
+    }
+    m->start = start == Py_None ? NULL : Py_NewRef(start);
+    m->end = end == Py_None ? NULL : Py_NewRef(end);
+    m->version = version;
+    m->floor = floor;
+    m->reverse = reverse;
+    m->keys_only = keys_only;
+    Py_ssize_t n = PyList_GET_SIZE(sources);
+    m->src = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Source));
+    if (m->src == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    m->nsrc = n;
+    if (m->start && m->end && keycmp(bytes_ptr(m->start), PyBytes_GET_SIZE(m->start), bytes_ptr(m->end),
+                                     PyBytes_GET_SIZE(m->end)) >= 0)
+        m->remaining = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Source *s = &m->src[i];
+        s->done = 1;  /* until opened */
+    }
+    if (m->remaining == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Source *s = &m->src[i];
+        PyObject *item = PyList_GET_ITEM(sources, i);
+        s->done = 0;
+        if (Py_TYPE(item) == &TableCoreType) {
+            s->kind = SRC_TABLE;
+            s->core = (TableCore *)Py_NewRef(item);
+            if (table_open(m, s) < 0)
+                return -1;
+        } else {
+            s->kind = SRC_RUNS;
+            s->runs = PyObject_GetIter(item);
+            if (s->runs == NULL || runs_next_run(m, s) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int keep_key(MergeScan *m, const uint8_t *k, Py_ssize_t n) {
+    if (n > m->kcap) {
+        Py_ssize_t cap = n < 64 ? 64 : n;
+        uint8_t *buf = PyMem_Realloc(m->kbuf, (size_t)cap);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        m->kbuf = buf;
+        m->kcap = cap;
+    }
+    if (n)
+        memcpy(m->kbuf, k, (size_t)n);
+    return 0;
+}
+
+/* The value of a source's head entry: a new reference (None for a tombstone). */
+static PyObject *head_value(MergeScan *m, Source *s, PyObject **key_obj) {
+    if (s->kind == SRC_RUNS) {
+        PyObject *e = PyList_GET_ITEM(s->run, s->ri);
+        Py_XSETREF(*key_obj, Py_NewRef(PyTuple_GET_ITEM(e, 0)));
+        return Py_NewRef(PyTuple_GET_ITEM(e, 2));
+    }
+    const uint8_t *v;
+    Py_ssize_t vlen;
+    if (block_value(&s->bv, (uint32_t)s->pos, &v, &vlen) < 0)
+        return raise_corruption(s->core->path, (long long)rd64(s->core->starts + 8 * (uint64_t)s->no),
+                                "data block %u: value offsets are out of bounds", s->no);
+    if (v == NULL)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)v, vlen);
+}
+
+static PyObject *merge_step(MergeScan *m);
+
+static PyObject *merge_next(MergeScan *m) {
+    if (m->busy) {
+        PyErr_SetString(PyExc_ValueError, "MergeScan already executing");
+        return NULL;
+    }
+    m->busy = 1;
+    PyObject *out = merge_step(m);
+    m->busy = 0;
+    return out;
+}
+
+static PyObject *merge_step(MergeScan *m) {
+    while (!m->finished && m->remaining != 0) {
+        /* the next key: smallest head (largest in reverse) */
+        Source *best = NULL;
+        for (Py_ssize_t i = 0; i < m->nsrc; i++) {
+            Source *s = &m->src[i];
+            if (s->done)
+                continue;
+            if (best == NULL) {
+                best = s;
+                continue;
+            }
+            int c = keycmp(s->key, s->klen, best->key, best->klen);
+            if (m->reverse ? c > 0 : c < 0)
+                best = s;
+        }
+        if (best == NULL)
+            break;
+        Py_ssize_t klen = best->klen;
+        if (keep_key(m, best->key, klen) < 0)
+            return NULL;
+        const uint8_t *key = m->kbuf;
+        /* every entry of the key: keep the newest visible one */
+        int have = 0;
+        uint64_t have_v = 0;
+        PyObject *value = NULL, *key_obj = NULL;
+        for (Py_ssize_t i = 0; i < m->nsrc; i++) {
+            Source *s = &m->src[i];
+            while (!s->done && s->klen == klen && (klen == 0 || memcmp(s->key, key, (size_t)klen) == 0)) {
+                uint64_t v = s->version;
+                if (v <= m->version && (!have || v > have_v)) {
+                    PyObject *val = head_value(m, s, &key_obj);
+                    if (val == NULL)
+                        goto error;
+                    Py_XSETREF(value, val);
+                    have = 1;
+                    have_v = v;
+                }
+                if (source_advance(m, s) < 0)
+                    goto error;
+            }
+        }
+        if (!have || value == Py_None || have_v < m->floor) {
+            Py_XDECREF(value);
+            Py_XDECREF(key_obj);
+            continue;
+        }
+        if (key_obj == NULL && (key_obj = PyBytes_FromStringAndSize((const char *)key, klen)) == NULL)
+            goto error;
+        if (m->remaining > 0)
+            m->remaining--;
+        if (m->keys_only) {
+            Py_DECREF(value);
+            return key_obj;
+        }
+        PyObject *t = PyTuple_New(2);
+        if (t == NULL)
+            goto error;
+        PyTuple_SET_ITEM(t, 0, key_obj);
+        PyTuple_SET_ITEM(t, 1, value);
+        return t;
+    error:
+        Py_XDECREF(value);
+        Py_XDECREF(key_obj);
+        merge_clear(m);
+        return NULL;
+    }
+    if (!m->finished)
+        merge_clear(m);  /* release blocks and iterators as soon as the scan ends */
+    return NULL;
+}
+
+static PyTypeObject MergeScanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "banyanstore._native.MergeScan",
+    .tp_basicsize = sizeof(MergeScan),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "MergeScan(sources, start, end, version, floor, reverse=False, limit=None, "
+              "keys_only=False): an iterator of the live (key, value) pairs of sources (newest "
+              "first: TableCore objects or iterators of runs) in [start, end)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)merge_init,
+    .tp_dealloc = (destructor)merge_dealloc,
+    .tp_traverse = (traverseproc)merge_traverse,
+    .tp_clear = (inquiry)merge_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)merge_next,
+};
+
+/* ---------------------------------------------------------------------------------------- */
+
+static PyMethodDef native_methods[] = {
+    {"bind", native_bind, METH_VARARGS,
+     "bind(Block, CorruptionError, hash_fn, MISS): hand over the Python objects the core uses"},
+    {"block_lookup", (PyCFunction)(void (*)(void))native_block_lookup, METH_FASTCALL,
+     "block_lookup(block, key, version) -> (found, value, version) | MISS: Block.lookup"},
+    {"block_lookup_payload", (PyCFunction)(void (*)(void))native_block_lookup_payload, METH_FASTCALL,
+     "block_lookup_payload(data, key, version) -> (found, value, version) | MISS"},
+    {"tables_get", (PyCFunction)(void (*)(void))native_tables_get, METH_FASTCALL,
+     "tables_get(cores, key, version) -> value | None: the newest table answer"},
+    {"tables_entry", (PyCFunction)(void (*)(void))native_tables_entry, METH_FASTCALL,
+     "tables_entry(cores, key, version) -> (found, value, version) | MISS"},
+    {NULL}
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "banyanstore._native",
+    "The optional compiled core of banyanstore (see banyanstore.accel).", -1, native_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&CountersType) < 0 || PyType_Ready(&TableCoreType) < 0
+            || PyType_Ready(&MergeScanType) < 0)
+        return NULL;
+    str_path = PyUnicode_InternFromString("path");
+    str_offset = PyUnicode_InternFromString("offset");
+    zero = PyLong_FromLong(0);
+    if (str_path == NULL || str_offset == NULL || zero == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Counters", (PyObject *)&CountersType) < 0
+            || PyModule_AddObjectRef(m, "TableCore", (PyObject *)&TableCoreType) < 0
+            || PyModule_AddObjectRef(m, "MergeScan", (PyObject *)&MergeScanType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
