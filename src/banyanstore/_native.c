@@ -1413,6 +1413,275 @@ static PyTypeObject MergeScanType = {
 };
 
 /* ---------------------------------------------------------------------------------------- */
+/* the write path: WAL record payloads, the flush's key sort and columns                     */
+/*
+ * WAL record payload (lsm/wal.py is the authoritative grammar; little-endian):
+ *
+ *   record := format:u8 (=1) flags:u8 (=0) count:u32 version:u64 commit_ms:u64
+ *             entry{count}
+ *   entry  := kind:u8 (1 value, 2 tombstone) keyspace:u32 key_len:u32 value_len:u32 key value
+ */
+
+enum { WAL_FORMAT = 1, KIND_VALUE = 1, KIND_TOMBSTONE = 2, WAL_HEADER = 22, WAL_ENTRY = 13 };
+
+static inline void wr32(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    memcpy(p, &v, 4);
+}
+
+static inline void wr64(uint8_t *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+static int as_u64(PyObject *o, const char *name, uint64_t *out) {
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(o);
+    if (*out == (uint64_t)-1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "%s does not fit in 64 unsigned bits", name);
+        return -1;
+    }
+    return 0;
+}
+
+static int as_u32(PyObject *o, const char *name, uint32_t *out) {
+    uint64_t v;
+    if (as_u64(o, name, &v) < 0)
+        return -1;
+    if (v > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s does not fit in 32 unsigned bits", name);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* checks an entry's key and value; returns its encoded size or -1 */
+static Py_ssize_t wal_entry_size(PyObject *key, PyObject *value) {
+    if (!PyBytes_Check(key) || (value != Py_None && !PyBytes_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "WAL keys and values must be bytes (value None: a tombstone)");
+        return -1;
+    }
+    Py_ssize_t k = PyBytes_GET_SIZE(key), v = value == Py_None ? 0 : PyBytes_GET_SIZE(value);
+    if ((uint64_t)k > UINT32_MAX || (uint64_t)v > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "WAL key or value of 4 GiB or more");
+        return -1;
+    }
+    return WAL_ENTRY + k + v;
+}
+
+static uint8_t *wal_put_entry(uint8_t *p, uint32_t ks, PyObject *key, PyObject *value) {
+    Py_ssize_t k = PyBytes_GET_SIZE(key), v = value == Py_None ? 0 : PyBytes_GET_SIZE(value);
+    p[0] = value == Py_None ? KIND_TOMBSTONE : KIND_VALUE;
+    wr32(p + 1, ks);
+    wr32(p + 5, (uint32_t)k);
+    wr32(p + 9, (uint32_t)v);
+    p += WAL_ENTRY;
+    memcpy(p, PyBytes_AS_STRING(key), (size_t)k);
+    p += k;
+    if (v)
+        memcpy(p, PyBytes_AS_STRING(value), (size_t)v);
+    return p + v;
+}
+
+static void wal_put_header(uint8_t *p, uint32_t count, uint64_t version, uint64_t ms) {
+    p[0] = WAL_FORMAT;
+    p[1] = 0;
+    wr32(p + 2, count);
+    wr64(p + 6, version);
+    wr64(p + 14, ms);
+}
+
+/* wal_encode_one(version, commit_ms, keyspace, key, value) -> bytes: lsm.wal.encode_one */
+static PyObject *native_wal_encode_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "wal_encode_one(version, commit_ms, keyspace, key, value)");
+        return NULL;
+    }
+    uint64_t version, ms;
+    uint32_t ks;
+    if (as_u64(args[0], "version", &version) < 0 || as_u64(args[1], "commit_ms", &ms) < 0
+            || as_u32(args[2], "keyspace", &ks) < 0)
+        return NULL;
+    Py_ssize_t size = wal_entry_size(args[3], args[4]);
+    if (size < 0)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, WAL_HEADER + size);
+    if (out == NULL)
+        return NULL;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    wal_put_header(p, 1, version, ms);
+    wal_put_entry(p + WAL_HEADER, ks, args[3], args[4]);
+    return out;
+}
+
+/* wal_encode_batch(version, commit_ms, ops) -> bytes: lsm.wal.encode_batch; ops is a list
+ * of (keyspace, key, value) tuples */
+static PyObject *native_wal_encode_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wal_encode_batch(version, commit_ms, ops)");
+        return NULL;
+    }
+    uint64_t version, ms;
+    if (as_u64(args[0], "version", &version) < 0 || as_u64(args[1], "commit_ms", &ms) < 0)
+        return NULL;
+    PyObject *ops = PySequence_Fast(args[2], "ops must be a sequence of (keyspace, key, value)");
+    if (ops == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ops), total = WAL_HEADER;
+    PyObject *out = NULL;
+    if ((uint64_t)n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many ops in one WAL record");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *op = PySequence_Fast_GET_ITEM(ops, i);
+        if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) != 3) {
+            PyErr_SetString(PyExc_TypeError, "each op must be a (keyspace, key, value) tuple");
+            goto done;
+        }
+        uint32_t ks;
+        if (as_u32(PyTuple_GET_ITEM(op, 0), "keyspace", &ks) < 0)
+            goto done;
+        Py_ssize_t size = wal_entry_size(PyTuple_GET_ITEM(op, 1), PyTuple_GET_ITEM(op, 2));
+        if (size < 0)
+            goto done;
+        total += size;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto done;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    wal_put_header(p, (uint32_t)n, version, ms);
+    p += WAL_HEADER;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *op = PySequence_Fast_GET_ITEM(ops, i);
+        p = wal_put_entry(p, (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(op, 0)),
+                          PyTuple_GET_ITEM(op, 1), PyTuple_GET_ITEM(op, 2));
+    }
+done:
+    Py_DECREF(ops);
+    return out;
+}
+
+/* -- the flush: sorting keys with the GIL released ---------------------------------------- */
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+    PyObject *obj;
+} KeyRef;
+
+static int keyref_cmp(const void *a, const void *b) {
+    const KeyRef *x = a, *y = b;
+    return keycmp(x->p, x->n, y->p, y->n);
+}
+
+/* sort_keys(keys: list[bytes]) -> a new sorted list.  The sort runs with the GIL released
+ * (bytes are immutable and the input list keeps them alive), so a flush's sort does not
+ * stop the writer's thread.  Equal keys keep no particular order (callers pass distinct
+ * keys). */
+static PyObject *native_sort_keys(PyObject *self, PyObject *arg) {
+    if (!PyList_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "sort_keys(keys: list[bytes])");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    KeyRef *refs = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof(KeyRef));
+    if (refs == NULL)
+        return PyErr_NoMemory();
+    PyObject *keep = PyList_GetSlice(arg, 0, n);  /* a private copy: the caller may mutate arg */
+    if (keep == NULL) {
+        PyMem_RawFree(refs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keep, i);
+        if (!PyBytes_Check(k)) {
+            PyErr_SetString(PyExc_TypeError, "sort_keys: every key must be bytes");
+            Py_DECREF(keep);
+            PyMem_RawFree(refs);
+            return NULL;
+        }
+        refs[i].p = (const uint8_t *)PyBytes_AS_STRING(k);
+        refs[i].n = PyBytes_GET_SIZE(k);
+        refs[i].obj = k;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    qsort(refs, (size_t)n, sizeof(KeyRef), keyref_cmp);
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(refs[i].obj);
+        PyObject *old = PyList_GET_ITEM(keep, i);
+        PyList_SET_ITEM(keep, i, refs[i].obj);
+        Py_DECREF(old);
+    }
+    PyMem_RawFree(refs);
+    return keep;
+}
+
+/* flush_columns(data: dict[bytes, list], keys: list[bytes]) -> (keys, versions, values):
+ * a memtable's entries in table order (lsm/memtable.py: each list is flat and ascending,
+ * [v1, value1, v2, value2, ...]; a key's versions go out newest first). */
+static PyObject *native_flush_columns(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "flush_columns(data: dict, keys: list)");
+        return NULL;
+    }
+    PyObject *data = args[0], *keys = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(keys), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lst = PyDict_GetItemWithError(data, PyList_GET_ITEM(keys, i));
+        if (lst == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "flush_columns: a key is not in the memtable");
+            return NULL;
+        }
+        if (!PyList_CheckExact(lst) || PyList_GET_SIZE(lst) < 2 || PyList_GET_SIZE(lst) % 2) {
+            PyErr_SetString(PyExc_ValueError, "flush_columns: a memtable entry list is malformed");
+            return NULL;
+        }
+        total += PyList_GET_SIZE(lst) / 2;
+    }
+    PyObject *ok = PyList_New(total), *ov = PyList_New(total), *ox = PyList_New(total);
+    if (ok == NULL || ov == NULL || ox == NULL)
+        goto fail;
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        PyObject *lst = PyDict_GetItem(data, k);  /* present: checked above */
+        Py_ssize_t m = lst == NULL ? 0 : PyList_GET_SIZE(lst);
+        for (Py_ssize_t e = m - 2; e >= 0; e -= 2) {
+            if (j >= total) {  /* the memtable changed under us: it must be immutable */
+                PyErr_SetString(PyExc_RuntimeError, "flush_columns: the memtable changed");
+                goto fail;
+            }
+            PyList_SET_ITEM(ok, j, Py_NewRef(k));
+            PyList_SET_ITEM(ov, j, Py_NewRef(PyList_GET_ITEM(lst, e)));
+            PyList_SET_ITEM(ox, j, Py_NewRef(PyList_GET_ITEM(lst, e + 1)));
+            j++;
+        }
+    }
+    if (j != total) {
+        PyErr_SetString(PyExc_RuntimeError, "flush_columns: the memtable changed");
+        goto fail;
+    }
+    return Py_BuildValue("(NNN)", ok, ov, ox);
+fail:
+    Py_XDECREF(ok);
+    Py_XDECREF(ov);
+    Py_XDECREF(ox);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 
 static PyMethodDef native_methods[] = {
     {"bind", native_bind, METH_VARARGS,
@@ -1421,6 +1690,14 @@ static PyMethodDef native_methods[] = {
      "block_lookup(block, key, version) -> (found, value, version) | MISS: Block.lookup"},
     {"block_lookup_payload", (PyCFunction)(void (*)(void))native_block_lookup_payload, METH_FASTCALL,
      "block_lookup_payload(data, key, version) -> (found, value, version) | MISS"},
+    {"wal_encode_one", (PyCFunction)(void (*)(void))native_wal_encode_one, METH_FASTCALL,
+     "wal_encode_one(version, commit_ms, keyspace, key, value) -> bytes: lsm.wal.encode_one"},
+    {"wal_encode_batch", (PyCFunction)(void (*)(void))native_wal_encode_batch, METH_FASTCALL,
+     "wal_encode_batch(version, commit_ms, ops) -> bytes: lsm.wal.encode_batch"},
+    {"sort_keys", native_sort_keys, METH_O,
+     "sort_keys(keys) -> sorted copy; sorts with the GIL released"},
+    {"flush_columns", (PyCFunction)(void (*)(void))native_flush_columns, METH_FASTCALL,
+     "flush_columns(data, sorted_keys) -> (keys, versions, values) in table order"},
     {"tables_get", (PyCFunction)(void (*)(void))native_tables_get, METH_FASTCALL,
      "tables_get(cores, key, version) -> value | None: the newest table answer"},
     {"tables_entry", (PyCFunction)(void (*)(void))native_tables_entry, METH_FASTCALL,

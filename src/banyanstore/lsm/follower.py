@@ -123,14 +123,16 @@ class _FollowerReads:
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
-             limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+             limit: int | None = None, keys_only: bool = False) -> Iterator[Any]:
         """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
-        ascending (or descending with ``reverse``), at most ``limit`` of them."""
+        ascending (or descending with ``reverse``), at most ``limit`` of them; with
+        ``keys_only=True`` the keys alone."""
         view, v = self._read_point(version)
         start, end = scan_bounds(start, end, prefix)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise TypeError(f"limit must be a non-negative int or None, not {limit!r}")
-        return view.scan(start, end, v, self._store._ttl_floor(self._ks, v), reverse, limit)
+        return view.scan(start, end, v, self._store._ttl_floor(self._ks, v), reverse, limit,
+                         keys_only is True)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""

@@ -20,9 +20,11 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
+from .. import accel
 from ..errors import CorruptionError
 
-__all__ = ["encode_one", "encode_batch", "decode", "KIND_VALUE", "KIND_TOMBSTONE", "WAL_FORMAT"]
+__all__ = ["encode_one", "encode_batch", "decode", "KIND_VALUE", "KIND_TOMBSTONE", "WAL_FORMAT",
+           "py_encode_one", "py_encode_batch"]
 
 WAL_FORMAT: Final = 1
 KIND_VALUE: Final = 1
@@ -36,7 +38,7 @@ assert HEADER.size == 22 and ENTRY.size == 13 and ONE.size == 35
 Op = tuple[int, bytes, bytes | None]  # (keyspace id, key, value or None for a tombstone)
 
 
-def encode_one(version: int, commit_ms: int, keyspace: int, key: bytes, value: bytes | None) -> bytes:
+def py_encode_one(version: int, commit_ms: int, keyspace: int, key: bytes, value: bytes | None) -> bytes:
     """The record of a single put or delete."""
     if value is None:
         return ONE.pack(WAL_FORMAT, 0, 1, version, commit_ms, KIND_TOMBSTONE, keyspace,
@@ -45,7 +47,7 @@ def encode_one(version: int, commit_ms: int, keyspace: int, key: bytes, value: b
                               len(key), len(value)), key, value))
 
 
-def encode_batch(version: int, commit_ms: int, ops: Iterable[Op]) -> bytes:
+def py_encode_batch(version: int, commit_ms: int, ops: Iterable[Op]) -> bytes:
     """The record of a batch (every op shares ``version``)."""
     parts = [b""]
     pack = ENTRY.pack
@@ -61,6 +63,12 @@ def encode_batch(version: int, commit_ms: int, ops: Iterable[Op]) -> bytes:
         count += 1
     parts[0] = HEADER.pack(WAL_FORMAT, 0, count, version, commit_ms)
     return b"".join(parts)
+
+
+# The compiled core encodes the same bytes (tests/sstable/test_native.py compares them)
+# in one call, without the struct packing and joins; it requires bytes keys and values.
+encode_one = py_encode_one if accel.native is None else accel.native.wal_encode_one
+encode_batch = py_encode_batch if accel.native is None else accel.native.wal_encode_batch
 
 
 def decode(record: bytes, where: str = "wal") -> tuple[int, int, list[Op]]:
