@@ -73,6 +73,19 @@ static inline int keycmp(const uint8_t *a, Py_ssize_t alen, const uint8_t *b, Py
     return (alen > blen) - (alen < blen);
 }
 
+/* The first 8 bytes of a key as a big-endian integer (zero-padded): ordered like the keys
+ * themselves, so a binary search can compare these and read the keys only on a tie. */
+static inline uint64_t key_prefix(const uint8_t *k, Py_ssize_t n) {
+    uint8_t b[8] = {0};
+    memcpy(b, k, (size_t)(n < 8 ? n : 8));
+    uint64_t v;
+    memcpy(&v, b, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* module state: objects handed over once by banyanstore.accel.bind()                        */
 
@@ -518,6 +531,7 @@ typedef struct {
     uint64_t nwords;
     unsigned shift;
     uint64_t *masks;               /* 2^table_bits masks (PyMem) */
+    uint64_t *prefixes;            /* per block: its last key's first 8 bytes, big-endian (PyMem) */
     PyObject *slots;               /* list: block number -> Block | None (the reader's) */
     PyObject *loader;              /* callable(block_no) -> Block: a cache miss */
     PyObject *scan_blocks;         /* callable(first, last, reverse) -> iterator of Block */
@@ -551,6 +565,7 @@ static void core_dealloc(TableCore *c) {
     Py_XDECREF(c->filter);
     Py_XDECREF(c->path);
     PyMem_Free(c->masks);
+    PyMem_Free(c->prefixes);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -647,6 +662,17 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     c->last_versions = lv;
     c->key_offs = offs;
     c->key_heap = p + heap;
+    c->prefixes = PyMem_Malloc(8 * n);
+    if (c->prefixes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *k;
+        Py_ssize_t kn;
+        index_key(c, (uint32_t)i, &k, &kn);
+        c->prefixes[i] = key_prefix(k, kn);
+    }
     c->words = words;
     c->nwords = nwords;
     c->shift = shift;
@@ -679,19 +705,33 @@ static inline int bloom_may_contain(const TableCore *c, uint64_t h) {
 
 /* The block that answers (key, version) by the index, or -1 if none can.
  * REQUIRES: the fences passed. */
-static int64_t core_index_search(const TableCore *c, const uint8_t *key, Py_ssize_t klen, uint64_t version) {
+/* The first block whose last key is >= key: a binary search over the compact prefix
+ * array (a few cache lines), reading a key from the index payload only on a tie. */
+static uint32_t core_index_lower_bound(const TableCore *c, const uint8_t *key, Py_ssize_t klen) {
+    uint64_t kp = key_prefix(key, klen);
     uint32_t lo = 0, hi = c->nblocks;
     while (lo < hi) {
         uint32_t mid = lo + ((hi - lo) >> 1);
-        const uint8_t *k;
-        Py_ssize_t n;
-        index_key(c, mid, &k, &n);
-        if (keycmp(k, n, key, klen) < 0)
+        uint64_t p = c->prefixes[mid];
+        int less;
+        if (p != kp) {
+            less = p < kp;
+        } else {
+            const uint8_t *k;
+            Py_ssize_t n;
+            index_key(c, mid, &k, &n);
+            less = keycmp(k, n, key, klen) < 0;
+        }
+        if (less)
             lo = mid + 1;
         else
             hi = mid;
     }
-    uint32_t i = lo;
+    return lo;
+}
+
+static int64_t core_index_search(const TableCore *c, const uint8_t *key, Py_ssize_t klen, uint64_t version) {
+    uint32_t i = core_index_lower_bound(c, key, klen);
     /* step over blocks whose last entry is this key at a version newer than asked */
     while (i < c->nblocks) {
         const uint8_t *k;
@@ -984,21 +1024,6 @@ typedef struct {
     int finished;
     int busy;                 /* inside next(): a call back into Python may re-enter */
 } MergeScan;
-
-static int64_t core_index_lower_bound(const TableCore *c, const uint8_t *key, Py_ssize_t klen) {
-    uint32_t lo = 0, hi = c->nblocks;
-    while (lo < hi) {
-        uint32_t mid = lo + ((hi - lo) >> 1);
-        const uint8_t *k;
-        Py_ssize_t n;
-        index_key(c, mid, &k, &n);
-        if (keycmp(k, n, key, klen) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
 
 static inline const uint8_t *bytes_ptr(PyObject *b) { return (const uint8_t *)PyBytes_AS_STRING(b); }
 

@@ -112,8 +112,10 @@ class Block:
     after construction except for ``ref``.
     """
 
-    __slots__ = ("data", "count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at",
-                 "vheap_at", "kinds_at", "keys_end", "span", "nbytes", "ref", "sample",
+    # "data" and "ref" first: a lookup by the compiled core reads the one and writes the
+    # other, and next to the object header they share its first cache line.
+    __slots__ = ("data", "ref", "count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at",
+                 "vheap_at", "kinds_at", "keys_end", "span", "nbytes", "sample",
                  "sample_stride")
 
     def __init__(self, data: bytes) -> None:
