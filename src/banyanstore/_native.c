@@ -530,7 +530,8 @@ typedef struct {
     const uint8_t *words;
     uint64_t nwords;
     unsigned shift;
-    uint64_t *masks;               /* 2^table_bits masks (PyMem) */
+    PyObject *mask_obj;            /* bytes: the 2^table_bits u64 masks, shared by tables */
+    const uint8_t *masks;          /* its contents, or NULL: no filter */
     uint64_t *prefixes;            /* per block: its last key's first 8 bytes, big-endian (PyMem) */
     PyObject *slots;               /* list: block number -> Block | None (the reader's) */
     PyObject *loader;              /* callable(block_no) -> Block: a cache miss */
@@ -564,7 +565,7 @@ static void core_dealloc(TableCore *c) {
     Py_XDECREF(c->index);
     Py_XDECREF(c->filter);
     Py_XDECREF(c->path);
-    PyMem_Free(c->masks);
+    Py_XDECREF(c->mask_obj);
     PyMem_Free(c->prefixes);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
@@ -613,7 +614,7 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
         return -1;
     }
     /* the filter (optional) */
-    uint64_t *mask_table = NULL;
+    const uint8_t *mask_table = NULL;
     const uint8_t *words = NULL;
     uint64_t nwords = 1;
     unsigned shift = 0;
@@ -635,20 +636,12 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
             PyErr_SetString(PyExc_ValueError, "masks must hold 2**table_bits u64 masks");
             return -1;
         }
-        mask_table = PyMem_Malloc(8ULL << table_bits);
-        if (mask_table == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        const uint8_t *m = (const uint8_t *)PyBytes_AS_STRING(masks);
-        for (uint64_t i = 0; i < (1ULL << table_bits); i++)
-            mask_table[i] = rd64(m + 8 * i);
+        mask_table = (const uint8_t *)PyBytes_AS_STRING(masks);
         words = f + 16;
         shift = 64 - table_bits;
         c->filter = Py_NewRef(filter);
     }
     if (!PyCallable_Check(loader) || !PyCallable_Check(scan_blocks)) {
-        PyMem_Free(mask_table);
         Py_CLEAR(c->filter);
         PyErr_SetString(PyExc_TypeError, "loader and scan_blocks must be callable");
         return -1;
@@ -677,6 +670,7 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     c->nwords = nwords;
     c->shift = shift;
     c->masks = mask_table;
+    c->mask_obj = mask_table != NULL ? Py_NewRef(masks) : NULL;
     c->slots = Py_NewRef(slots);
     c->loader = Py_NewRef(loader);
     c->scan_blocks = Py_NewRef(scan_blocks);
@@ -699,7 +693,7 @@ static inline int in_fences(const TableCore *c, const uint8_t *key, Py_ssize_t k
 }
 
 static inline int bloom_may_contain(const TableCore *c, uint64_t h) {
-    uint64_t m = c->masks[h >> c->shift];
+    uint64_t m = rd64(c->masks + 8 * (h >> c->shift));
     return (rd64(c->words + 8 * (h % c->nwords)) & m) == m;
 }
 

@@ -554,6 +554,7 @@ class TableReader:
         if self._closed:
             return
         self._closed = True
+        self.core = None  # the core refers back to this reader (its loader): break the cycle
         self._file.close()
         self.cache.evict_table(self.table_id)
 
