@@ -1017,6 +1017,7 @@ typedef struct {
     Py_ssize_t kcap;
     int finished;
     int busy;                 /* inside next(): a call back into Python may re-enter */
+    PyObject *keepalive;      /* what the sources need alive (the tables' readers) */
 } MergeScan;
 
 static inline const uint8_t *bytes_ptr(PyObject *b) { return (const uint8_t *)PyBytes_AS_STRING(b); }
@@ -1190,6 +1191,7 @@ static int table_open(MergeScan *m, Source *s) {
 }
 
 static int merge_traverse(MergeScan *m, visitproc visit, void *arg) {
+    Py_VISIT(m->keepalive);
     for (Py_ssize_t i = 0; i < m->nsrc; i++) {
         Source *s = &m->src[i];
         Py_VISIT(s->core);
@@ -1212,6 +1214,7 @@ static int merge_clear(MergeScan *m) {
         Py_CLEAR(s->run);
         s->done = 1;
     }
+    Py_CLEAR(m->keepalive);
     m->finished = 1;
     return 0;
 }
@@ -1228,12 +1231,13 @@ static void merge_dealloc(MergeScan *m) {
 
 static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
-                             "keys_only", NULL};
-    PyObject *sources, *start, *end, *limit = Py_None;
+                             "keys_only", "keepalive", NULL};
+    PyObject *sources, *start, *end, *limit = Py_None, *keepalive = Py_None;
     unsigned long long version, floor;
     int reverse = 0, keys_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKK|pOp:MergeScan", kwlist, &PyList_Type, &sources,
-                                     &start, &end, &version, &floor, &reverse, &limit, &keys_only))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKK|pOpO:MergeScan", kwlist, &PyList_Type, &sources,
+                                     &start, &end, &version, &floor, &reverse, &limit, &keys_only,
+                                     &keepalive))
         return -1;
     if (check_bound() < 0)
         return -1;
@@ -1255,6 +1259,7 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
             return -1;
         }
     }
+    m->keepalive = Py_NewRef(keepalive);
     m->start = start == Py_None ? NULL : Py_NewRef(start);
     m->end = end == Py_None ? NULL : Py_NewRef(end);
     m->version = version;
@@ -1420,7 +1425,7 @@ static PyTypeObject MergeScanType = {
     .tp_basicsize = sizeof(MergeScan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "MergeScan(sources, start, end, version, floor, reverse=False, limit=None, "
-              "keys_only=False): an iterator of the live (key, value) pairs of sources (newest "
+              "keys_only=False, keepalive=None): an iterator of the live (key, value) pairs of sources (newest "
               "first: TableCore objects or iterators of runs) in [start, end)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)merge_init,

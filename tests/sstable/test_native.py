@@ -347,3 +347,22 @@ def test_flush_columns_match_python(writes):
     finally:
         memtable_mod._native = saved
     assert native.flush_columns(mem._data, mem.sorted_keys()) == want
+
+
+def test_a_dropped_reader_is_freed_at_once(tmp_path):
+    """The core calls back into its reader weakly: a table a merge dropped must close its
+    descriptor when the last reference goes, not at some later cyclic collection."""
+    import gc
+    import weakref
+    env = PosixEnv()
+    path, _ = build(env, str(tmp_path), random_entries(random.Random(9), 50))
+    _, nat = open_both(env, path)
+    cores = (nat.core,)
+    assert native.tables_get(cores, b"absent", TOP) is None
+    ref = weakref.ref(nat)
+    gc.disable()
+    try:
+        del nat, cores
+        assert ref() is None
+    finally:
+        gc.enable()

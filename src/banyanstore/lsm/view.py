@@ -163,7 +163,7 @@ class View:
                                   for m in (self.mem, *self.imms) if m.entries]
             sources += cores
             return _native.MergeScan(sources, start, end, version, floor,  # type: ignore[union-attr]
-                                     reverse, limit, keys_only)
+                                     reverse, limit, keys_only, self.tables)
         if keys_only:
             return (k for k, _ in self.scan(start, end, version, floor, reverse, limit))
         if limit is not None and limit <= SEEK_LIMIT and not reverse:

@@ -29,8 +29,9 @@ entries of the range straight from one block, the rest as a lazy iterator.
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
 from typing import Any
@@ -76,6 +77,29 @@ native = bind_native(accel.native) if accel.native is not None else None
 """The compiled core (None: pure Python).  Read when a table is opened, so a test may
 switch it per table."""
 _mask_bytes: dict[tuple[int, int], bytes] = {}
+
+
+def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
+                                                  Callable[[int, int, bool], Iterator[Block]]]:
+    """The compiled core's ways back into ``reader`` (a cache miss, a scan's next blocks),
+    holding it weakly: a strong reference would make reader -> core -> reader a cycle,
+    and a table dropped by a merge must be freed -- its descriptor closed -- as soon as
+    the last view using it goes (see io/posix.py).  Whoever holds a core holds its
+    reader too (a View holds its tables; a MergeScan is handed them)."""
+    ref = weakref.ref(reader)
+
+    def load(no: int) -> Block:
+        r = ref()
+        if r is None:
+            raise ReferenceError("the table reader of this core is gone")
+        return r._load(no)
+
+    def scan_blocks(first: int, last: int, reverse: bool) -> Iterator[Block]:
+        r = ref()
+        if r is None:
+            raise ReferenceError("the table reader of this core is gone")
+        return r._scan_blocks(first, last, reverse)
+    return load, scan_blocks
 
 
 def _masks_as_bytes(k: int, table_bits: int) -> bytes:
@@ -210,11 +234,12 @@ class TableReader:
         self._shift = flt.shift if flt is not None else 0
         if native is not None and self.cache.native_counters is not None:
             # index and filter payloads are validated again, whole, by the core
+            load, scan_blocks = _weak_callbacks(self)
             self.core = native.TableCore(
                 meta.smallest_key, meta.largest_key, meta.min_version, index,
                 None if flt is None else payload,
                 b"" if flt is None else _masks_as_bytes(flt.k, flt.table_bits),
-                self._slots, self._load, self._scan_blocks, path, self.cache.native_counters)
+                self._slots, load, scan_blocks, path, self.cache.native_counters)
 
     # -- statistics ------------------------------------------------------------------------
     @property
