@@ -138,11 +138,11 @@ def test_unknown_future_format_version(env_dir: EnvDir) -> None:
     env, root = env_dir
     path, _, good = small_table(env, root)
     fields = list(footer_fields(good))
-    fields[7] = 2  # format_version, with a valid checksum as a future writer would make
+    fields[7] = 3  # format_version, with a valid checksum as a future writer would make
     footer = FOOTER.pack(*fields)
-    fields[6] = crc32c(struct.pack("<I", 2), crc32c(footer[:36]))
+    fields[6] = crc32c(struct.pack("<I", 3), crc32c(footer[:36]))
     rewrite(env, path, good[:-FOOTER_SIZE] + FOOTER.pack(*fields))
-    with pytest.raises(CorruptionError, match="unknown table format version 2") as info:
+    with pytest.raises(CorruptionError, match="unknown table format version 3") as info:
         TableReader.open(env, path)
     assert info.value.offset == len(good) - 12
 
@@ -159,3 +159,35 @@ def test_inconsistent_handles_with_valid_checksum(env_dir: EnvDir) -> None:
     with pytest.raises(CorruptionError, match="inconsistent"):
         TableReader.open(env, path)
     assert TRAILER_SIZE == 5
+
+
+def test_origin_is_recorded_and_checked(env_dir: EnvDir) -> None:
+    """Format version 2: the keyspace and covered versions a store gives a table are in
+    its properties; version 1 tables (no origin) stay readable; a damaged origin (valid
+    checksums, impossible values) is CorruptionError naming the properties block."""
+    from banyanstore.sstable.builder import TableBuilder
+    from banyanstore.sstable.meta import TableOrigin
+    env, root = env_dir
+    path = new_path(root, "origin")
+    with TableBuilder(env, path, origin=TableOrigin(3, "idx")) as b:
+        b.add(b"a", 5, b"x")
+        b.add(b"b", 7, None)
+        b.finish()
+    with TableReader.open(env, path) as r:
+        assert r.meta.origin == TableOrigin(3, "idx", 5, 7, 0)
+        assert footer_fields(env.read_file(path))[7] == 2
+    merged = new_path(root, "merged")
+    with TableBuilder(env, merged, origin=TableOrigin(3, "idx", 1, 9, 4)) as b:
+        b.add(b"a", 5, b"x")
+        b.finish()
+    with TableReader.open(env, merged) as r:
+        assert r.meta.origin == TableOrigin(3, "idx", 1, 9, 4)
+    v1, _, _ = small_table(env, root)
+    with TableReader.open(env, v1) as r:
+        assert r.meta.origin is None
+    bad = new_path(root, "bad-origin")
+    with TableBuilder(env, bad, origin=TableOrigin(3, "idx", 6, 9, 0)) as b:  # 5 not covered
+        b.add(b"a", 5, b"x")
+        b.finish()
+    with pytest.raises(CorruptionError, match="origin covers versions 6..9"):
+        TableReader.open(env, bad)

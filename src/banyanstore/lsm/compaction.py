@@ -32,7 +32,7 @@ from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .flush import table_path
 from .manifest import TableInfo
-from .merge import MergeSpec, build_merged, run_merge
+from .merge import MergeSpec, build_merged, merged_origin, run_merge
 from .view import KeyspaceState, View
 from .workers import offload
 
@@ -166,7 +166,8 @@ class Compactor(BackgroundThread):
         floor = max(store._retention_floor(), store._history_floor)
         snaps = tuple(sorted(v for v in store._snapshots if v < floor))
         bottom = ks.view.tables[-1] is inputs[-1]
-        return MergeSpec(floor, snaps, store._ttl_floor(ks, latest), bottom)
+        return MergeSpec(floor, snaps, store._ttl_floor(ks, latest), bottom,
+                         merged_origin(ks.id, ks.name, inputs, floor))
 
     def merge(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> TableInfo | None:
         """Merge adjacent ``inputs`` (newest first) of ``ks`` into one table."""

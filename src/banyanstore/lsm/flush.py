@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BanyanStoreError, StoreClosedError
 from ..sstable.builder import TableBuilder
+from ..sstable.meta import TableOrigin
 from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .manifest import TableInfo
@@ -62,14 +63,16 @@ def build_table(store: Store, ks_id: int, entries: tuple[list[bytes], list[int],
     """Write memtable columns (keys, versions, values in internal order) to a new table
     of keyspace ``ks_id`` -- in a worker process in process mode -- sync it and open
     it.  On failure the partial file is removed and the error raised."""
-    file_no = store._allocate_file_no()
-    path = table_path(store.path, file_no)
     if not entries[0]:
         return None
+    file_no = store._allocate_file_no()
+    path = table_path(store.path, file_no)
+    origin = TableOrigin(ks_id, store._ks_by_id[ks_id].name)  # covering its own versions
     if offload(store):
-        meta = store._workers.submit("flush", build_table_in_worker, path, store.options, *entries)
+        meta = store._workers.submit("flush", build_table_in_worker, path, store.options, *entries,
+                                     origin)
     else:
-        builder = TableBuilder(store._env, path, store.options)
+        builder = TableBuilder(store._env, path, store.options, origin)
         try:
             builder.add_sorted_columns(*entries)
             meta = builder.finish()

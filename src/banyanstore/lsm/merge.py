@@ -22,9 +22,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..sstable.meta import TableOrigin
 from .iterators import _chunks, _Source, table_runs
 
-__all__ = ["MergeSpec", "merge_entries", "reclaim", "run_merge"]
+__all__ = ["MergeSpec", "merge_entries", "reclaim", "run_merge", "merged_origin"]
 
 Entry = tuple[bytes, int, Any]
 
@@ -37,9 +38,17 @@ class MergeSpec:
     snapshots: tuple[int, ...] = ()  # live snapshot versions below ``floor``, ascending
     ttl_floor: int = 0
     bottom: bool = False
+    origin: TableOrigin | None = None  # recorded in the output (sstable/meta.py)
 
     def reader_points(self) -> list[int]:
         return sorted(set(self.snapshots) | {self.floor})
+
+
+def merged_origin(ks_id: int, name: str, inputs: Sequence[Any], floor: int) -> TableOrigin:
+    """The origin of a merge's output: the versions its inputs stood for, together."""
+    covers = [(o.covers_min, o.covers_max) if (o := t.meta.origin) is not None
+              else (t.min_version, t.max_version) for t in inputs]
+    return TableOrigin(ks_id, name, min(lo for lo, _ in covers), max(hi for _, hi in covers), floor)
 
 
 def reclaim(group: Sequence[Entry], spec: MergeSpec, points: list[int]) -> list[Entry]:
@@ -107,7 +116,7 @@ def run_merge(input_paths: list[str], output_path: str, options: Any, spec: Merg
 def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: Any,
                  spec: MergeSpec) -> Any:
     from ..sstable.builder import TableBuilder
-    builder = TableBuilder(env, output_path, options)
+    builder = TableBuilder(env, output_path, options, spec.origin)
     try:
         builder.add_many(merge_entries(readers, spec))
         if builder.entry_count == 0:

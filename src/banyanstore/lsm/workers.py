@@ -114,11 +114,11 @@ class WorkerPools:
 
 
 def build_table_in_worker(path: str, options: Any, keys: list[bytes], versions: list[int],
-                          values: list[bytes | None]) -> Any:
+                          values: list[bytes | None], origin: Any = None) -> Any:
     """Write a table from memtable columns (in a worker); returns its TableMeta.
     The partial file is removed on failure."""
     from ..sstable.builder import TableBuilder
-    builder = TableBuilder(PosixEnv(), path, options)
+    builder = TableBuilder(PosixEnv(), path, options, origin)
     try:
         builder.add_sorted_columns(keys, versions, values)
         return builder.finish()

@@ -28,10 +28,11 @@ from .bloom import BloomFilter, BloomFilterBuilder, key_hash
 from .builder import TableBuilder
 from .cache import BlockCache
 from .format import FORMAT_VERSION, MAX_VERSION
-from .meta import TableMeta
+from .meta import TableMeta, TableOrigin
 from .reader import MISS, TableReader, read_blocks
 
 __all__ = [
     "Block", "BlockBuilder", "BlockCache", "BloomFilter", "BloomFilterBuilder", "FORMAT_VERSION",
-    "MAX_VERSION", "MISS", "TableBuilder", "TableMeta", "TableReader", "key_hash", "read_blocks",
+    "MAX_VERSION", "MISS", "TableBuilder", "TableMeta", "TableOrigin", "TableReader", "key_hash",
+    "read_blocks",
 ]

@@ -38,7 +38,7 @@ from .format import (
     crc32c,
     wrap_block,
 )
-from .meta import TableMeta, encode_index, encode_props
+from .meta import TableMeta, TableOrigin, encode_index, encode_props
 
 __all__ = ["TableBuilder"]
 
@@ -66,11 +66,15 @@ class TableBuilder:
     added).  Use as a context manager to abandon the file on an exception.
     """
 
-    def __init__(self, env: Env, path: str, options: Options | None = None) -> None:
+    def __init__(self, env: Env, path: str, options: Options | None = None,
+                 origin: TableOrigin | None = None) -> None:
+        """``origin``: the store keyspace (and versions) the table belongs to; a table
+        with one is written as format version 2, one without as version 1."""
         opts = options if options is not None else Options()
         self.env = env
         self.path = path
         self.options = opts
+        self._origin = origin
         self._block_size = opts.block_size
         self._ccode = COMPRESSION_CODES[opts.compression]
         self._zstd_level = opts.zstd_level
@@ -333,16 +337,17 @@ class TableBuilder:
             entry_count=self._entries, tombstone_count=self._tombstones, key_count=self._keys,
             data_size=data_size, raw_size=self._raw_size, block_count=len(self._last_keys),
             compression=self.options.compression, bloom_bits_per_key=self._bits_per_key,
-            block_size=self._block_size)
+            block_size=self._block_size, origin=self._finished_origin())
         payload = encode_props(meta, self._ccode)
         props_off, props_len = self._offset, len(payload)
         self._write(wrap_block(payload, COMPRESSION_NONE))
 
+        version = FORMAT_VERSION if meta.origin is not None else 1
         footer = FOOTER.pack(index_off, index_len, filter_off, filter_len, props_off, props_len,
-                             0, FORMAT_VERSION, MAGIC)
-        crc = crc32c(_VERSION_U32.pack(FORMAT_VERSION), crc32c(footer[:FOOTER_HANDLES_SIZE]))
+                             0, version, MAGIC)
+        crc = crc32c(_VERSION_U32.pack(version), crc32c(footer[:FOOTER_HANDLES_SIZE]))
         footer = FOOTER.pack(index_off, index_len, filter_off, filter_len, props_off, props_len,
-                             crc, FORMAT_VERSION, MAGIC)
+                             crc, version, MAGIC)
         self._write(footer)
         self._drain()
         self._file.sync()
@@ -350,6 +355,14 @@ class TableBuilder:
         self._done = True
         assert props_off + props_len + TRAILER_SIZE + FOOTER.size == self._offset
         return _with_size(meta, self._offset)
+
+    def _finished_origin(self) -> TableOrigin | None:
+        """The origin to record: covering the table's own versions unless told otherwise."""
+        o = self._origin
+        if o is None or o.covers_max:
+            return o
+        return TableOrigin(o.keyspace, o.keyspace_name, self._min_version, self._max_version,
+                           o.history_floor)
 
     def abandon(self) -> None:
         """Close and remove the partial file.  Idempotent; never raises for a missing file."""

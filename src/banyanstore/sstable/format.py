@@ -25,6 +25,18 @@ Byte grammar of a whole table file (all integers little-endian)::
              min_version:u64 max_version:u64 block_count:u32 block_size:u32
              compression:u8 reserved:3 bytes bloom_bits_per_key:u32
              smallest_len:u32 largest_len:u32 smallest_key largest_key
+             origin                              (format version 2 only)
+    origin:= keyspace_id:u32 name_len:u32 covers_min:u64 covers_max:u64 history_floor:u64
+             keyspace_name:name_len bytes (UTF-8)
+             -- which keyspace of which store the table belongs to, and the versions it
+             stands for: covers_min..covers_max (its own versions for a flush; the union
+             of its inputs' for a merge, which may have dropped some) and the merge's
+             history floor (0 for a flush).  ``banyanstore repair`` rebuilds a lost
+             manifest from it.
+
+Format versions: 1 (no origin: tables built outside a store, and stores written
+before version 2) and 2 (with origin: every table a store writes).  The reader
+reads both.
 
 The reader checks the footer in the order magic -> format version -> checksum,
 so a file from a future writer (whose footer may differ) is reported as an
@@ -45,7 +57,8 @@ import zstandard
 from ..errors import CorruptionError
 
 __all__ = [
-    "MAGIC", "FORMAT_VERSION", "FOOTER", "FOOTER_SIZE", "TRAILER", "TRAILER_SIZE", "PROPS",
+    "MAGIC", "FORMAT_VERSION", "FORMAT_VERSIONS", "ORIGIN", "MAX_KEYSPACE_NAME", "FOOTER",
+    "FOOTER_SIZE", "TRAILER", "TRAILER_SIZE", "PROPS",
     "COMPRESSION_NONE", "COMPRESSION_LZ4", "COMPRESSION_ZSTD", "COMPRESSION_CODES",
     "MAX_VERSION", "crc32c", "wrap_block", "unwrap_block", "u32_list", "u64_list",
     "u32_bytes", "u64_bytes", "LITTLE_ENDIAN_HOST",
@@ -54,7 +67,8 @@ __all__ = [
 MAGIC = b"\x8bBNYSST\x1a"
 """Last 8 bytes of every table.  Non-ASCII first byte and ^Z: a text file never matches."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this build writes (with an origin); it reads 1 and 2
+FORMAT_VERSIONS = (1, 2)
 MAX_VERSION = (1 << 64) - 1
 
 FOOTER = struct.Struct("<QIQIQIII8s")
@@ -70,6 +84,9 @@ assert TRAILER_SIZE == 5, TRAILER_SIZE
 
 PROPS = struct.Struct("<QQQQQQQIIB3xIII")
 assert PROPS.size == 7 * 8 + 4 + 4 + 1 + 3 + 4 + 4 + 4 == 80, PROPS.size
+ORIGIN = struct.Struct("<IIQQQ")
+assert ORIGIN.size == 4 + 4 + 3 * 8 == 32, ORIGIN.size
+MAX_KEYSPACE_NAME = 1024
 
 COMPRESSION_NONE = 0
 COMPRESSION_LZ4 = 1

@@ -9,7 +9,7 @@ Payload grammar of the index block (integers little-endian)::
                     the internal key (user key, version) of block i's last entry
 
 Payload of the properties block: ``PROPS`` in format.py, then the smallest and
-largest user keys.
+largest user keys, then (format version 2) the table's :class:`TableOrigin`.
 
 Why "last key" and no "first key": a lookup of ``(key, version)`` wants the
 first block whose last internal key is >= ``(key, version)``; bisecting the
@@ -24,12 +24,50 @@ import struct
 from dataclasses import dataclass
 from itertools import islice
 
-from .format import PROPS, u32_bytes, u32_list, u64_bytes, u64_list
+from .format import MAX_KEYSPACE_NAME, ORIGIN, PROPS, u32_bytes, u32_list, u64_bytes, u64_list
 
-__all__ = ["TableMeta", "IndexData", "encode_index", "decode_index", "encode_props", "decode_props"]
+__all__ = ["TableMeta", "TableOrigin", "IndexData", "encode_index", "decode_index", "encode_props",
+           "decode_props"]
 
 INDEX_HEADER = struct.Struct("<II")
 assert INDEX_HEADER.size == 8
+
+
+@dataclass(frozen=True)
+class TableOrigin:
+    """Where a table belongs (format version 2): its store keyspace, and the versions
+    it stands for -- ``covers_min .. covers_max`` (a merge's inputs' together, some
+    maybe dropped; ``(0, 0)`` when building means the table's own range) -- and the
+    history floor a merge applied (0 for a flush).  Picklable, for worker processes.
+    """
+
+    keyspace: int
+    keyspace_name: str
+    covers_min: int = 0
+    covers_max: int = 0
+    history_floor: int = 0
+
+    def encode(self) -> bytes:
+        name = self.keyspace_name.encode()
+        return ORIGIN.pack(self.keyspace, len(name), self.covers_min, self.covers_max,
+                           self.history_floor) + name
+
+    @classmethod
+    def decode(cls, data: bytes, min_version: int, max_version: int) -> TableOrigin:
+        """Raises ValueError when ``data`` (the origin section, exactly) does not parse."""
+        if len(data) < ORIGIN.size:
+            raise ValueError("origin section shorter than its fixed part")
+        ks, name_len, lo, hi, floor = ORIGIN.unpack_from(data, 0)
+        if ORIGIN.size + name_len != len(data) or not 0 < name_len <= MAX_KEYSPACE_NAME:
+            raise ValueError(f"origin keyspace name of {name_len} bytes does not fit the block")
+        try:
+            name = data[ORIGIN.size:].decode()
+        except UnicodeDecodeError:
+            raise ValueError("origin keyspace name is not UTF-8") from None
+        if not 1 <= lo <= min_version <= max_version <= hi:
+            raise ValueError(f"origin covers versions {lo}..{hi}, not the table's "
+                             f"{min_version}..{max_version}")
+        return cls(ks, name, lo, hi, floor)
 
 
 @dataclass(frozen=True)
@@ -55,6 +93,7 @@ class TableMeta:
     compression: str = "none"
     bloom_bits_per_key: int = 0
     block_size: int = 0
+    origin: TableOrigin | None = None
 
 
 @dataclass
@@ -101,28 +140,31 @@ def decode_index(payload: bytes) -> IndexData:
 
 
 def encode_props(meta: TableMeta, compression_code: int) -> bytes:
+    origin = meta.origin.encode() if meta.origin is not None else b""
     return b"".join((PROPS.pack(meta.entry_count, meta.tombstone_count, meta.key_count, meta.raw_size,
                                 meta.data_size, meta.min_version, meta.max_version, meta.block_count,
                                 meta.block_size, compression_code, meta.bloom_bits_per_key,
                                 len(meta.smallest_key), len(meta.largest_key)),
-                     meta.smallest_key, meta.largest_key))
+                     meta.smallest_key, meta.largest_key, origin))
 
 
 def decode_props(payload: bytes, path: str, file_size: int,
-                 compression_names: dict[int, str]) -> TableMeta:
-    """Raises ValueError when the payload does not parse."""
+                 compression_names: dict[int, str], version: int = 1) -> TableMeta:
+    """Raises ValueError when the payload does not parse (``version``: the footer's)."""
     if len(payload) < PROPS.size:
         raise ValueError("properties block shorter than its fixed part")
     (entries, tombstones, keys, raw_size, data_size, min_v, max_v, blocks, block_size, ccode, bpk,
      slen, llen) = PROPS.unpack_from(payload, 0)
-    if PROPS.size + slen + llen != len(payload):
+    keys_end = PROPS.size + slen + llen
+    if keys_end > len(payload) or (version == 1 and keys_end != len(payload)):
         raise ValueError("properties block key lengths do not match its size")
     smallest = payload[PROPS.size:PROPS.size + slen]
-    largest = payload[PROPS.size + slen:]
+    largest = payload[PROPS.size + slen:keys_end]
     if ccode not in compression_names:
         raise ValueError(f"unknown compression code {ccode} in properties")
+    origin = TableOrigin.decode(payload[keys_end:], min_v, max_v) if version >= 2 else None
     return TableMeta(path=path, file_size=file_size, smallest_key=smallest, largest_key=largest,
                      min_version=min_v, max_version=max_v, entry_count=entries,
                      tombstone_count=tombstones, key_count=keys, data_size=data_size,
                      raw_size=raw_size, block_count=blocks, compression=compression_names[ccode],
-                     bloom_bits_per_key=bpk, block_size=block_size)
+                     bloom_bits_per_key=bpk, block_size=block_size, origin=origin)

@@ -49,7 +49,7 @@ from .format import (
     FOOTER,
     FOOTER_HANDLES_SIZE,
     FOOTER_SIZE,
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     MAGIC,
     TRAILER_SIZE,
     crc32c,
@@ -173,9 +173,10 @@ class TableReader:
          magic) = FOOTER.unpack(footer)
         if magic != MAGIC:
             raise self._corrupt("not a banyanstore table: bad magic (or a truncated file)", size - 8)
-        if version != FORMAT_VERSION:
+        if version not in FORMAT_VERSIONS:
             raise self._corrupt(f"unknown table format version {version} "
-                                f"(this build reads version {FORMAT_VERSION})", size - 12)
+                                f"(this build reads versions {', '.join(map(str, FORMAT_VERSIONS))})",
+                                size - 12)
         if crc32c(footer[FOOTER_HANDLES_SIZE + 4:FOOTER_HANDLES_SIZE + 8],
                   crc32c(footer[:FOOTER_HANDLES_SIZE])) != crc:
             raise self._corrupt("table footer checksum mismatch", foot_at)
@@ -195,7 +196,7 @@ class TableReader:
         props = unwrap_block(stored(props_off, props_len), path, props_off, what="properties block")
         index = unwrap_block(stored(index_off, index_len), path, index_off, what="index block")
         try:
-            meta = decode_props(props, path, size, COMPRESSION_NAMES)
+            meta = decode_props(props, path, size, COMPRESSION_NAMES, version)
         except ValueError as exc:
             raise self._corrupt(f"bad properties block: {exc}", props_off) from exc
         try:

@@ -56,6 +56,8 @@ def _compare(path: str, meta: Any, info: TableInfo, report: Report) -> None:
              ("max version", meta.max_version, info.max_version),
              ("entry count", meta.entry_count, info.entries),
              ("tombstone count", meta.tombstone_count, info.tombstones)]
+    if meta.origin is not None:
+        pairs.append(("keyspace", meta.origin.keyspace, info.keyspace))
     for what, in_table, in_manifest in pairs:
         if in_table != in_manifest:
             report.error(path, f"{what} is {in_table!r} in the table, {in_manifest!r} in the manifest")
@@ -121,7 +123,16 @@ def table_properties(reader: TableReader) -> dict[str, Any]:
             "max_version": m.max_version, "entries": m.entry_count, "tombstones": m.tombstone_count,
             "keys": m.key_count, "raw_size": m.raw_size, "data_size": m.data_size,
             "data_blocks": m.block_count, "block_size": m.block_size, "compression": m.compression,
-            "bloom_bits_per_key": m.bloom_bits_per_key, "has_bloom_filter": reader.has_filter}
+            "bloom_bits_per_key": m.bloom_bits_per_key, "has_bloom_filter": reader.has_filter,
+            **_origin_properties(m.origin)}
+
+
+def _origin_properties(origin: Any) -> dict[str, Any]:
+    if origin is None:
+        return {"format": "1 (no origin)"}
+    return {"format": "2", "keyspace": f"{origin.keyspace} ({origin.keyspace_name})",
+            "covers_versions": f"{origin.covers_min}..{origin.covers_max}",
+            "history_floor": origin.history_floor}
 
 
 def cmd_dump_table(args: argparse.Namespace, out: Output) -> int:
