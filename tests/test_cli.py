@@ -271,7 +271,11 @@ def test_repair_fixes_orphans_current_and_torn_wal(capsys: pytest.CaptureFixture
         assert s.version == 1000 and s.get(b"k00999") == b"v" * 20 and s.get(b"k00003") == b"v" * 20
 
 
-def test_repair_never_touches_named_tables(capsys: pytest.CaptureFixture[str], store: str) -> None:
+def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
+                                                      store: str) -> None:
+    """A table the manifest names is damaged: repair moves it (unchanged) to lost/,
+    rebuilds the manifest without it, names what is lost, and exits 1; an operator's
+    file is left alone."""
     victim = table_files(store)[0]
     data = bytearray(Path(victim).read_bytes())
     data[10] ^= 0x40
@@ -279,19 +283,32 @@ def test_repair_never_touches_named_tables(capsys: pytest.CaptureFixture[str], s
     Path(store, "notes.txt").write_text("an operator's file")
     code, out, _ = run(capsys, "repair", store)
     assert code == 1
-    assert f"NOT repaired: fix {victim}: data block 0 checksum mismatch" in out
+    assert f"NOT recovered: {victim}, keyspace 'default', keys " in out, out
+    assert "damaged: data block 0 checksum mismatch" in out
     assert "notes.txt: not a banyanstore file" in out
-    assert Path(victim).read_bytes() == bytes(data) and Path(store, "notes.txt").exists()
+    moved = [p for p in Path(store, "lost").rglob("*.sst")]
+    assert [p.read_bytes() for p in moved] == [bytes(data)] and not os.path.exists(victim)
+    assert Path(store, "notes.txt").exists()
+    with banyanstore.open(store, read_only=True) as s:
+        list(s.scan())  # every remaining table reads
 
 
-def test_repair_refuses_to_guess_the_manifest(capsys: pytest.CaptureFixture[str], store: str) -> None:
+def test_repair_salvages_when_the_manifest_cannot_be_chosen(capsys: pytest.CaptureFixture[str],
+                                                            store: str) -> None:
+    """CURRENT is garbage and two manifests exist: which was current cannot be proven,
+    so repair rebuilds from the tables (hints from the manifests), moving both aside."""
+    with banyanstore.open(store, read_only=True) as s:
+        before = dict(s.scan())
     manifest = [n for n in os.listdir(store) if n.startswith("MANIFEST-")][0]
     shutil.copy(os.path.join(store, manifest), os.path.join(store, "MANIFEST-999999"))
     Path(store, "CURRENT").write_bytes(b"garbage")
     code, out, _ = run(capsys, "repair", store)
-    assert code == 1 and "2 MANIFEST-* files exist" in out
-    assert Path(store, "CURRENT").read_bytes() == b"garbage"
-    assert os.path.exists(os.path.join(store, "MANIFEST-999999"))
+    assert code == 0, out
+    assert "salvage (CURRENT is garbage and 2 MANIFEST-* files exist" in out
+    lost = {p.name: p.read_bytes() for p in Path(store, "lost").rglob("*") if p.is_file()}
+    assert manifest in lost and "MANIFEST-999999" in lost and lost["CURRENT"] == b"garbage"
+    with banyanstore.open(store, read_only=True) as s:
+        assert dict(s.scan()) == before
 
 
 def test_repair_refuses_a_locked_store(capsys: pytest.CaptureFixture[str], store: str) -> None:

@@ -11,7 +11,8 @@ Usage (also ``python -m banyanstore.cli``)::
     banyanstore get STORE KEY               one value (read-only)
     banyanstore scan STORE                  key = value lines (read-only)
     banyanstore checkpoint STORE DEST       a consistent copy (opens the store for writing)
-    banyanstore repair STORE                the conservative repair (see tools/repair.py)
+    banyanstore repair STORE                repair what is provably safe; salvage the rest
+                                            into lost/ (tools/repair.py, tools/salvage.py)
     banyanstore backup STORE URL            an incremental backup to a directory or s3://...
     banyanstore restore URL DEST            restore the newest (or --backup ID) backup
     banyanstore backups URL                 list the complete backups (--verify: check them)
@@ -25,6 +26,7 @@ Backup commands take ``--option KEY=VALUE`` for fsspec storage options, and
 show progress bars on a terminal (``--quiet``: none); see docs/backup.md.
 
 Exit codes: 0 ok; 1 problems found (verify/repair found damage or leftovers,
+repair could not recover something,
 get found no value, the store could not be opened or read, a backup is
 damaged); 2 usage (bad arguments, a path that is not a store/log/table).
 
@@ -129,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
              "store for writing: it must not be open elsewhere)")
     sp.add_argument("path", metavar="store")
     sp.add_argument("dest")
-    sp = add("repair", cmd_repair, "conservative repair: only what is provably safe")
+    sp = add("repair", cmd_repair, "repair what is provably safe; when the manifest or a table is "
+             "lost, salvage from tables and WAL (nothing deleted: set aside in lost/)")
     sp.add_argument("path", metavar="store")
     sp.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     _add_backup_commands(add)

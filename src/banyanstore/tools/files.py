@@ -21,6 +21,8 @@ from ..lsm.manifest import (
 )
 from .common import SEGMENT_NAME, TABLE_NAME
 
+LOST = "lost"
+
 __all__ = ["ManifestRecord", "walk_manifest", "read_current", "current_text", "Inventory",
            "take_inventory", "manifest_files", "table_file"]
 
@@ -61,7 +63,8 @@ def take_inventory(store: str, state: ManifestState, current: str) -> Inventory:
     live = {info.file_no for tables in state.tables.values() for info in tables.values()}
     for name in sorted(os.listdir(store)):
         path = os.path.join(store, name)
-        if name in ("CURRENT", "LOCK", current) or (name in ("tables", "wal") and os.path.isdir(path)):
+        # lost/: what repair set aside (tools/salvage.py), the operator's to keep or delete
+        if name in ("CURRENT", "LOCK", current) or (name in ("tables", "wal", LOST) and os.path.isdir(path)):
             continue
         if name.startswith("MANIFEST-"):
             inv.stale_manifests.append(path)

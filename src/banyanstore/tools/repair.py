@@ -1,4 +1,4 @@
-"""``banyanstore repair PATH``: the conservative repair -- only what is provably safe.
+"""``banyanstore repair PATH``: the conservative repair, then salvage when that is not enough.
 
 What it does (holding the store's LOCK, so no writer runs meanwhile):
 
@@ -6,17 +6,23 @@ What it does (holding the store's LOCK, so no writer runs meanwhile):
   ``MANIFEST-*`` file exists *and* that file replays cleanly (it is then the
   only manifest CURRENT can ever have named that still exists);
 * after making the manifest, CURRENT and the directory durable (fsync), removes
-  the files the manifest does not name: orphan tables, ``*.tmp`` files, stale
-  manifests -- the same files an open for writing removes;
+  the files the manifest does not name *and* can prove are leftovers (unfinished
+  outputs, removed tables, ``*.tmp`` files, stale manifests) -- the same files an
+  open for writing removes;
 * cuts a torn last manifest record (never acknowledged; recovery ignores it);
 * cuts a torn WAL tail (and a last segment whose header never became durable)
   by opening the WAL as a Log, whose recovery does exactly that.
 
-What it refuses, saying why: any change to a table the manifest names (missing
-or damaged tables are reported, never deleted or rewritten); choosing a
-manifest when CURRENT is damaged and several (or none) exist, or when CURRENT
-names a missing one; WAL damage followed by intact records (skipping it would
-lose acknowledged writes); foreign files (not ours, left alone).
+When the manifest cannot be used (CURRENT unfixable, the manifest missing or not
+replaying), a table it names is missing or damaged, or a table exists that it does
+not name and cannot explain, repair **salvages** instead (tools/salvage.py): it
+rebuilds the manifest from the tables and the WAL, moves everything it does not use
+into ``lost/`` (never deletes), and reports exactly what it could not recover.
+
+What it refuses, saying why: WAL damage followed by intact records, or WAL records
+the (intact) manifest still needs that are gone -- open with
+``skip_damaged_records=True`` or ``wal_recovery="skip_missing"`` to accept the loss
+knowingly; foreign files (not ours, left alone).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ..log.log import Log
 from ..lsm.manifest import ManifestState, replay
 from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, UsageError, detect_kind, make_env
 from .files import current_text, manifest_files, read_current, table_file, take_inventory, walk_manifest
+from .salvage import Loss, salvage
 from .tables import verify_table
 from .verify import print_report, verify_path
 from .verify_log import verify_log_dir
@@ -41,6 +48,7 @@ __all__ = ["RepairResult", "repair", "cmd_repair"]
 class RepairResult:
     done: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    lost: list[Loss] = field(default_factory=list)  # what a salvage could not recover
 
 
 def _fsync(path: str) -> None:
@@ -51,34 +59,34 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _fix_current(store: str, res: RepairResult, dry_run: bool) -> str | None:
-    """The manifest name to use, after rewriting CURRENT if that is provably safe."""
+def _fix_current(store: str, res: RepairResult, dry_run: bool) -> tuple[str | None, str]:
+    """The manifest name to use, after rewriting CURRENT if that is provably safe; or
+    None and why not."""
     try:
-        return read_current(store)
+        return read_current(store), ""
     except FileNotFoundError:
         why = "CURRENT is missing"
     except CorruptionError:
         why = "CURRENT is garbage"
     candidates = manifest_files(store)
     if len(candidates) != 1:
-        res.refused.append((f"{why}: rewrite CURRENT", f"{len(candidates)} MANIFEST-* files exist, "
-                            "so which one is current cannot be proven"))
-        return None
+        return None, (f"{why} and {len(candidates)} MANIFEST-* files exist, so which one is "
+                      "current cannot be proven")
     name = candidates[0]
     try:
         with open(os.path.join(store, name), "rb") as f:
             replay(f.read(), name)
     except CorruptionError as exc:
-        res.refused.append((f"{why}: rewrite CURRENT to name {name}", f"it does not replay: {exc}"))
-        return None
+        return None, f"{why} and the only manifest, {name}, does not replay: {exc}"
     if not dry_run:
         make_env().write_file_atomic(os.path.join(store, "CURRENT"), current_text(name).encode())
     res.done.append(f"{why}: rewrote CURRENT to name {name}, the only manifest, which replays cleanly")
-    return name
+    return name, ""
 
 
-def _load(store: str, name: str, res: RepairResult, dry_run: bool) -> ManifestState | None:
-    """Replay the manifest; cut a torn last record (recovery ignores it anyway)."""
+def _load(store: str, name: str, res: RepairResult, dry_run: bool) -> tuple[ManifestState | None, str]:
+    """Replay the manifest (or say why it cannot be used); cut a torn last record
+    (recovery ignores it anyway)."""
     path = os.path.join(store, name)
     try:
         with open(path, "rb") as f:
@@ -92,26 +100,17 @@ def _load(store: str, name: str, res: RepairResult, dry_run: bool) -> ManifestSt
                     os.fsync(f.fileno())
             res.done.append(f"cut the torn last edit of {path} at offset {torn[0].offset} "
                             f"({torn[0].length} bytes, never acknowledged)")
-        return state
+        return state, ""
     except FileNotFoundError:
-        res.refused.append(("use the manifest", f"CURRENT names {name}, which is missing; another "
-                            "manifest could name deleted tables or miss live ones"))
+        return None, f"CURRENT names {name}, which is missing"
     except CorruptionError as exc:
-        res.refused.append(("use the manifest", f"it does not replay ({exc}); without it no file can "
-                            "be proven unused"))
-    return None
+        return None, f"the manifest does not replay ({exc})"
 
 
 def _remove_orphans(store: str, name: str, state: ManifestState, res: RepairResult,
                     dry_run: bool) -> None:
     inv = take_inventory(store, state, name)
-    unexplained = [p for p in inv.orphan_tables
-                   if state.unexplained(int(os.path.basename(p).split(".")[0]))]
-    doomed = [p for p in inv.removable if p not in unexplained]
-    for path in unexplained:
-        res.refused.append((f"remove {path}", "no manifest edit names it, and it is not provably "
-                            "an unfinished output or a removed table: an edit naming it may have "
-                            "been lost"))
+    doomed = inv.removable  # REQUIRES: no unexplained table (those are salvaged instead)
     if doomed and not dry_run:
         # Files go only once a manifest not naming them is durable: a crashed writer may
         # have left its last edit in the page cache, unsynced.
@@ -129,18 +128,23 @@ def _remove_orphans(store: str, name: str, state: ManifestState, res: RepairResu
         res.refused.append((f"remove {path}", "not a banyanstore file: left alone"))
 
 
-def _check_named_tables(store: str, state: ManifestState, res: RepairResult) -> None:
-    """Damaged tables the manifest names are reported, never deleted or rewritten."""
+def _damaged_named_tables(store: str, state: ManifestState) -> list[str]:
+    """The tables the manifest names that are missing or damaged, with the first problem."""
+    out = []
     for tables in state.tables.values():
         for info in tables.values():
             path = table_file(store, info.file_no)
             report = Report(path, "table")
             verify_table(path, report, info)
             if report.problems:
-                res.refused.append((f"fix {path}", f"{report.problems[0].message} (offset "
-                                    f"{report.problems[0].offset}); the manifest names this table, "
-                                    "so repair never deletes or rewrites it: restore the store from "
-                                    "a checkpoint or backup"))
+                p = report.problems[0]
+                out.append(f"{path}: {p.message}" + (f" (offset {p.offset})" if p.offset is not None else ""))
+    return out
+
+
+def _unexplained_tables(store: str, name: str, state: ManifestState) -> list[str]:
+    inv = take_inventory(store, state, name)
+    return [p for p in inv.orphan_tables if state.unexplained(int(os.path.basename(p).split(".")[0]))]
 
 
 def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool) -> None:
@@ -163,16 +167,27 @@ def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool) ->
 
 
 def _repair_store(store: str, res: RepairResult, dry_run: bool) -> None:
-    name = _fix_current(store, res, dry_run)
-    state = _load(store, name, res, dry_run) if name is not None else None
+    name, why = _fix_current(store, res, dry_run)
+    state = None
+    if name is not None:
+        state, why = _load(store, name, res, dry_run)
     if state is not None and name is not None:
-        _check_named_tables(store, state, res)
-        _remove_orphans(store, name, state, res, dry_run)
-    else:
-        res.refused.append(("remove unreferenced files", "needs a manifest that replays"))
-    wal = os.path.join(store, "wal")
-    if os.path.isdir(wal) and any(n.endswith(".log") for n in os.listdir(wal)):
-        _fix_log(wal, res, dry_run, lock=False)
+        damaged = _damaged_named_tables(store, state)
+        unexplained = _unexplained_tables(store, name, state)
+        if damaged:
+            why = f"a table the manifest names is missing or damaged: {damaged[0]}"
+        elif unexplained:
+            why = (f"{unexplained[0]} is named by no manifest edit and is not provably a leftover "
+                   "(an edit naming it may have been lost)")
+        else:
+            _remove_orphans(store, name, state, res, dry_run)
+            wal = os.path.join(store, "wal")
+            if os.path.isdir(wal) and any(n.endswith(".log") for n in os.listdir(wal)):
+                _fix_log(wal, res, dry_run, lock=False)
+            return
+    salvaged = salvage(store, name, why, dry_run=dry_run)
+    res.done += salvaged.done
+    res.lost += salvaged.lost
 
 
 def repair(path: str, *, dry_run: bool = False) -> RepairResult:
@@ -202,6 +217,7 @@ def cmd_repair(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.pretty({"path": args.path, "dry_run": args.dry_run, "done": res.done,
                     "not_repaired": [{"what": w, "why": y} for w, y in res.refused],
+                    "not_recovered": [loss.to_json() for loss in res.lost],
                     "after": after.to_json()})
     else:
         verb = "would do" if args.dry_run else "repaired"
@@ -209,8 +225,12 @@ def cmd_repair(args: argparse.Namespace, out: Output) -> int:
             out.line(f"{verb}: {line}")
         for what, why in res.refused:
             out.line(f"NOT repaired: {what}: {why}")
+        for loss in res.lost:
+            out.line(f"NOT recovered: {loss}")
         if not res.done and not res.refused:
             out.line("nothing to repair")
         out.line("after repair:" if not args.dry_run else "current state:")
         print_report(after, out)
+    if res.lost:
+        return EXIT_PROBLEMS  # the store may open now, but data is gone: say so
     return EXIT_OK if after.ok or (args.dry_run and not res.refused) else EXIT_PROBLEMS

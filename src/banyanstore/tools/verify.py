@@ -102,6 +102,10 @@ def verify_store(store: str) -> Report:
         report.warning(path, "leftover file not in use; an open for writing, or repair, removes it")
     for path in inv.unknown:
         report.warning(path, "not a banyanstore file (left alone by the store and by repair)")
+    lost = os.path.join(store, "lost")
+    if os.path.isdir(lost):
+        report.note(f"{lost} holds what `banyanstore repair` set aside (salvage runs: "
+                    f"{len(os.listdir(lost))}): keep it or delete it")
     report.note(f"manifest {name}: version {state.last_version}, flushed_version "
                 f"{state.flushed_version}, wal_seq {state.wal_seq}, history_floor "
                 f"{state.history_floor}, keyspaces {sorted(state.keyspaces.values())}")

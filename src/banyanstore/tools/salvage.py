@@ -1,0 +1,535 @@
+"""Salvage: how ``banyanstore repair`` rebuilds a store from its tables and its WAL when
+the manifest cannot be used (missing, damaged, CURRENT unusable), when a table the
+manifest names is missing or damaged, or when tables exist that no edit names and no
+rule explains (docs/format/manifest.md, "Salvage").
+
+What it reads:
+
+* **tables** -- every ``tables/NNNNNN.sst``, checked block by block.  A format-2
+  table records its keyspace and the versions it stands for (``TableOrigin`` in
+  sstable/meta.py); a format-1 table's keyspace comes from a manifest that names it;
+* **hints** -- every manifest file (``MANIFEST-*``, and those an earlier salvage
+  moved to ``lost/``), replayed up to its first damaged edit: keyspace names, TTLs,
+  the history floor, the time map, the keyspaces of format-1 tables;
+* **the WAL** -- every intact record of every segment.
+
+How it decides: per keyspace, tables are taken newest (highest file number) first,
+skipping one whose covered versions overlap a table already taken -- a merge's output
+covers its inputs' versions, so the output is kept and inputs a crash left behind are
+set aside, while a damaged output leaves its inputs to stand in for it.  WAL records
+whose versions no kept table of their keyspace covers are written to new tables (one
+per gap between kept tables, so version ranges stay disjoint).  The new manifest names
+exactly the kept and the new tables, and the store gets an empty WAL.
+
+What it never does is delete: damaged, superseded and unplaceable tables, every old
+manifest, CURRENT and the old WAL are moved to ``lost/<UTC time>/``.  The result lists
+what could not be recovered -- each file with its keyspace, key range and versions,
+damaged or missing WAL records -- and what was set aside without loss.
+
+Crash safety: a crash part-way leaves a store that a second ``repair`` salvages the
+same way.  New tables are durable before anything moves; the old WAL moves aside only
+after them (they hold its records, and a later salvage skips what they cover); old
+manifests move before the new one is written, which is complete before CURRENT names
+it (``Manifest.create``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CorruptionError
+from ..lsm.edits import EditError, ManifestState, TableInfo, expand_snapshot
+from ..lsm.manifest import FILE_HEADER, Manifest, walk_manifest
+from ..lsm.wal import decode
+from ..options import Options
+from ..sstable.builder import TableBuilder
+from ..sstable.meta import TableMeta, TableOrigin
+from ..sstable.reader import TableReader
+from .common import TABLE_NAME, Report, make_env, show_bytes
+from .tables import verify_table
+from .verify_log import verify_log_dir
+
+__all__ = ["Loss", "Salvaged", "Hints", "read_hints", "salvage"]
+
+LOST_DIR = "lost"
+MANIFEST_NAME = re.compile(r"^MANIFEST-(\d{6,})$")
+
+
+@dataclass
+class Loss:
+    """Something salvage could not recover, said as precisely as the files allow."""
+
+    what: str  # a file (where it was) or a WAL place
+    why: str
+    keyspace: str | None = None
+    keys: tuple[bytes, bytes] | None = None
+    versions: tuple[int, int] | None = None
+    moved_to: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.what]
+        if self.keyspace is not None:
+            parts.append(f"keyspace {self.keyspace!r}")
+        if self.keys is not None:
+            parts.append(f"keys {show_bytes(self.keys[0])!r}..{show_bytes(self.keys[1])!r}")
+        if self.versions is not None:
+            parts.append(f"versions {self.versions[0]}..{self.versions[1]}")
+        moved = f" (moved to {self.moved_to})" if self.moved_to else ""
+        return f"{', '.join(parts)}: {self.why}{moved}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "why": self.why, "keyspace": self.keyspace,
+                "keys": None if self.keys is None else [show_bytes(k) for k in self.keys],
+                "versions": None if self.versions is None else list(self.versions),
+                "moved_to": self.moved_to}
+
+
+@dataclass
+class Salvaged:
+    """What a salvage did (``done``) and could not recover (``lost``)."""
+
+    done: list[str] = field(default_factory=list)
+    lost: list[Loss] = field(default_factory=list)
+
+
+# -- hints from manifests ----------------------------------------------------------------------
+
+@dataclass
+class Hints:
+    """What the manifest files still say, damaged or not."""
+
+    state: ManifestState | None = None  # the best manifest's replay (maybe up to damage)
+    source: str | None = None
+    complete: bool = False  # whether that manifest replayed to its end
+    names: dict[int, str] = field(default_factory=dict)  # keyspace names, any manifest
+    table_info: dict[int, TableInfo] = field(default_factory=dict)  # live in any manifest
+    numbers: set[int] = field(default_factory=set)  # manifest file numbers seen
+
+
+def _replay_prefix(data: bytes, path: str) -> tuple[ManifestState | None, bool]:
+    """The state of a manifest's edits up to its first damaged one; whether it got to
+    the end.  None if not even the first edit is usable."""
+    state, applied = ManifestState(), 0
+    try:
+        for rec in walk_manifest(data, path):
+            if rec.edit is None:
+                break
+            edits = expand_snapshot(rec.edit, state) if rec.offset == FILE_HEADER.size else [rec.edit]
+            for e in edits:
+                state.apply(e)
+            applied += 1
+    except (CorruptionError, EditError):
+        return (state if applied else None), False
+    return (state if applied else None), True
+
+
+def _manifest_paths(store: str) -> list[tuple[str, bool]]:
+    """``(path, in the store directory)`` of every manifest file, old salvages' too."""
+    out = [(os.path.join(store, n), True) for n in sorted(os.listdir(store)) if MANIFEST_NAME.match(n)]
+    lost = os.path.join(store, LOST_DIR)
+    for stamp in sorted(os.listdir(lost)) if os.path.isdir(lost) else []:
+        d = os.path.join(lost, stamp)
+        if os.path.isdir(d):
+            out += [(os.path.join(d, n), False) for n in sorted(os.listdir(d)) if MANIFEST_NAME.match(n)]
+    return out
+
+
+def read_hints(store: str, current: str | None) -> Hints:
+    """Replay every manifest file as far as it goes; the best one (complete first, then
+    in the store directory, then the one CURRENT names, then the newest) is ``state``."""
+    hints = Hints()
+    ranked: list[tuple[tuple[bool, bool, bool, int], str, ManifestState]] = []
+    for path, in_store in _manifest_paths(store):
+        m = MANIFEST_NAME.match(os.path.basename(path))
+        assert m is not None
+        number = int(m.group(1))
+        hints.numbers.add(number)
+        with open(path, "rb") as f:
+            state, complete = _replay_prefix(f.read(), path)
+        if state is None:
+            continue
+        ranked.append(((complete, in_store, os.path.basename(path) == current, number), path, state))
+        for ks, name in state.keyspaces.items():
+            hints.names.setdefault(ks, name)
+        for ts in state.tables.values():
+            for n, info in ts.items():
+                hints.table_info.setdefault(n, info)
+    if ranked:
+        (complete, *_rest), hints.source, hints.state = max(ranked, key=lambda r: r[0])
+        hints.complete = complete
+        hints.names.update(hints.state.keyspaces)
+        for ts in hints.state.tables.values():
+            hints.table_info.update(ts)
+    return hints
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+@dataclass
+class Found:
+    """One table file and what is known about it."""
+
+    file_no: int
+    path: str
+    meta: TableMeta | None  # None: its properties are unreadable
+    problem: str | None  # the first damage found, None if intact
+    keyspace: int | None
+    covers: tuple[int, int] | None
+
+    @property
+    def origin_name(self) -> str | None:
+        return self.meta.origin.keyspace_name if self.meta and self.meta.origin else None
+
+
+def _examine(path: str, file_no: int, hints: Hints) -> Found:
+    report = Report(path, "table")
+    verify_table(path, report)
+    errors = [p for p in report.problems if p.severity == "error"]
+    problem = None if not errors else (
+        f"{errors[0].message}" + (f" (offset {errors[0].offset})" if errors[0].offset is not None else ""))
+    meta: TableMeta | None = None
+    try:
+        with TableReader.open(make_env(), path, None) as reader:
+            meta = reader.meta
+    except CorruptionError:
+        pass
+    info = hints.table_info.get(file_no)
+    keyspace, covers = None, None
+    if meta is not None and meta.origin is not None:
+        keyspace, covers = meta.origin.keyspace, (meta.origin.covers_min, meta.origin.covers_max)
+    elif info is not None:
+        keyspace, covers = info.keyspace, (info.min_version, info.max_version)
+    if covers is None and meta is not None:
+        covers = (meta.min_version, meta.max_version)
+    return Found(file_no, path, meta, problem, keyspace, covers)
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _uncovered(span: tuple[int, int], covers: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``span`` no range of ``covers`` includes."""
+    out, lo = [], span[0]
+    for a, b in sorted(covers):
+        if b < lo or a > span[1]:
+            continue
+        if a > lo:
+            out.append((lo, a - 1))
+        lo = max(lo, b + 1)
+    if lo <= span[1]:
+        out.append((lo, span[1]))
+    return out
+
+
+class _Plan:
+    """Everything a salvage decides before it changes anything."""
+
+    def __init__(self, store: str, hints: Hints) -> None:
+        self.store, self.hints = store, hints
+        self.kept: dict[int, list[Found]] = {}
+        self.aside: list[tuple[Found, str]] = []  # set aside without loss
+        self.lost: list[Loss] = []
+        self.names: dict[int, str] = {}
+        self.notes: list[str] = []
+        self.wal_entries: dict[int, list[tuple[bytes, int, bytes | None]]] = {}
+        self.wal_records = 0
+        self.wal_samples: list[tuple[int, int]] = []
+        self.top_version = 0
+        self.found: list[Found] = []
+
+    # -- tables ---------------------------------------------------------------------------
+    def choose_tables(self) -> None:
+        tdir = os.path.join(self.store, "tables")
+        names = sorted(os.listdir(tdir)) if os.path.isdir(tdir) else []
+        found = [_examine(os.path.join(tdir, n), int(m.group(1)), self.hints)
+                 for n in names if (m := TABLE_NAME.match(n))]
+        self.found = found
+        candidates: dict[int, list[Found]] = {}
+        for f in found:
+            if f.problem is None and f.keyspace is not None and f.covers is not None:
+                if self._named_only(f):
+                    continue
+                candidates.setdefault(f.keyspace, []).append(f)
+        for ks, tables in candidates.items():
+            kept = self.kept.setdefault(ks, [])
+            for f in sorted(tables, key=lambda t: t.file_no, reverse=True):
+                assert f.covers is not None
+                newer = [k for k in kept if k.covers is not None and _overlaps(k.covers, f.covers)]
+                if not newer:
+                    kept.append(f)
+                    continue
+                by = ", ".join(f"{k.file_no:06d}" for k in newer)
+                gaps = _uncovered(f.covers, [k.covers for k in kept if k.covers is not None])
+                if not gaps:
+                    self.aside.append((f, f"superseded by table {by}, which covers its versions "
+                                          "(a merge left its input behind)"))
+                else:
+                    self.aside.append((f, f"overlaps newer table {by}"))
+                    for lo, hi in gaps:
+                        self.lost.append(self._loss(f, f"versions only this table held, but it "
+                                                       f"overlaps newer table {by}", (lo, hi)))
+        for f in found:
+            if f.problem is not None:
+                self._damaged(f)
+            elif f.keyspace is None:
+                self.lost.append(self._loss(f, "a format-1 table (no origin) that no readable "
+                                               "manifest names: its keyspace is unknown"))
+        self._missing({f.file_no for f in found})
+
+    def _missing(self, present: set[int]) -> None:
+        """Tables the best manifest names that are not there (and no kept table covers)."""
+        h = self.hints.state
+        for ks, ts in (h.tables.items() if h is not None else ()):
+            kept = [k.covers for k in self.kept.get(ks, []) if k.covers is not None]
+            for n, info in sorted(ts.items()):
+                span = (info.min_version, info.max_version)
+                if n not in present and _uncovered(span, kept):
+                    self.lost.append(Loss(os.path.join(self.store, "tables", f"{n:06d}.sst"),
+                                          "named by the manifest, but missing",
+                                          self.keyspace_name(ks), (info.smallest, info.largest), span))
+
+    def _named_only(self, f: Found) -> bool:
+        """A format-1 table, when a complete manifest exists, counts only if it names it."""
+        h = self.hints
+        if f.meta is None or f.meta.origin is not None or not h.complete or h.state is None:
+            return False
+        if any(f.file_no in ts for ts in h.state.tables.values()):
+            return False
+        if h.state.unexplained(f.file_no):
+            self.lost.append(self._loss(f, "a format-1 table the manifest does not name and cannot "
+                                           "explain: its keyspace is unknown"))
+        else:
+            self.aside.append((f, "a leftover the manifest does not name (an unfinished output "
+                                  "or a removed table)"))
+        return True
+
+    def _damaged(self, f: Found) -> None:
+        h = self.hints.state
+        if h is not None and f.file_no not in h.live_files() and not h.unexplained(f.file_no):
+            self.aside.append((f, f"damaged ({f.problem}), a leftover the manifest does not name "
+                                  "(an unfinished output or a removed table)"))
+            return
+        kept = [k.covers for k in self.kept.get(f.keyspace, []) if k.covers is not None] \
+            if f.keyspace is not None else []
+        if f.covers is not None and f.keyspace is not None and not _uncovered(f.covers, kept):
+            self.aside.append((f, f"damaged ({f.problem}), but tables kept cover all its versions"))
+            return
+        self.lost.append(self._loss(f, f"damaged: {f.problem}"))
+
+    def _loss(self, f: Found, why: str, versions: tuple[int, int] | None = None) -> Loss:
+        info = self.hints.table_info.get(f.file_no)
+        keys = (f.meta.smallest_key, f.meta.largest_key) if f.meta is not None else (
+            (info.smallest, info.largest) if info is not None else None)
+        return Loss(f.path, why, self.keyspace_name(f.keyspace, f.origin_name), keys,
+                    versions if versions is not None else f.covers)
+
+    def keyspace_name(self, ks: int | None, origin_name: str | None = None) -> str | None:
+        if ks is None:
+            return None
+        return self.names.get(ks) or origin_name or self.hints.names.get(ks) or f"keyspace-{ks}"
+
+    def name_keyspaces(self) -> None:
+        """Keyspace names: from the newest kept table's origin, else the manifests, else
+        ``salvaged-<id>``; a name two ids claim goes to the first, the other gets a suffix."""
+        ids = set(self.kept) | set(self.wal_entries) | {0}
+        if self.hints.state is not None:
+            ids |= set(self.hints.state.keyspaces)
+        used: dict[str, int] = {}
+        for ks in sorted(ids):
+            origins = [f.origin_name for f in sorted(self.kept.get(ks, []), key=lambda t: -t.file_no)
+                       if f.origin_name]
+            name = "default" if ks == 0 else (origins[0] if origins else self.hints.names.get(ks))
+            if name is None:
+                name = f"salvaged-{ks}"
+                self.notes.append(f"keyspace id {ks} is named by no table or manifest: called {name!r}")
+            if name in used:
+                fresh = f"{name}~{ks}"
+                self.notes.append(f"keyspace ids {used[name]} and {ks} are both called {name!r}: "
+                                  f"id {ks} is now {fresh!r}")
+                name = fresh
+            used[name] = ks
+            self.names[ks] = name
+
+    # -- the WAL ----------------------------------------------------------------------------
+    def read_wal(self) -> None:
+        wal = os.path.join(self.store, "wal")
+        if not os.path.isdir(wal):
+            self.lost.append(Loss(wal, "the WAL directory is missing: writes not yet in tables are lost"))
+            return
+        covers = {ks: sorted(k.covers for k in ts if k.covers is not None) for ks, ts in self.kept.items()}
+        report = Report(wal, "log")
+        next_sample = 0
+
+        def on_record(seq: int, data: bytes, seg: str, offset: int) -> None:
+            nonlocal next_sample
+            try:
+                version, ms, ops = decode(data, f"{seg} (record {seq})")
+            except CorruptionError as exc:
+                self.lost.append(Loss(f"{seg} @ offset {offset}", f"WAL record {seq} does not decode: {exc}"))
+                return
+            self.wal_records += 1
+            self.top_version = max(self.top_version, version)
+            if ms >= next_sample:
+                self.wal_samples.append((version, ms // 1000))
+                next_sample = (ms // 1000 + 1) * 1000
+            for ks, key, value in ops:
+                spans = covers.get(ks, [])
+                i = bisect.bisect_right(spans, (version, 1 << 64)) - 1
+                if i >= 0 and spans[i][0] <= version <= spans[i][1]:
+                    continue  # a kept table holds it
+                self.wal_entries.setdefault(ks, []).append((key, version, value))
+
+        summary = verify_log_dir(wal, report, on_record)
+        for p in report.problems:
+            if p.severity == "error":
+                where = p.file if p.offset is None else f"{p.file} @ offset {p.offset}"
+                self.lost.append(Loss(where, f"WAL: {p.message}"))
+        h = self.hints.state  # a manifest read only up to its damage may predate WAL cuts
+        if h is not None and self.hints.complete and summary.first_seq is not None \
+                and summary.first_seq > h.wal_seq:
+            self.lost.append(Loss(wal, f"WAL records {h.wal_seq}..{summary.first_seq - 1} are missing "
+                                       "(the manifest still needed them)"))
+
+    def wal_tables(self) -> list[tuple[int, list[tuple[bytes, int, bytes | None]]]]:
+        """The WAL entries no kept table holds, grouped into new tables: per keyspace, one
+        per gap between the kept tables' covered versions (keys ascending, newest first)."""
+        out = []
+        for ks, entries in sorted(self.wal_entries.items()):
+            bounds = sorted(k.covers[0] for k in self.kept.get(ks, []) if k.covers is not None)
+            groups: dict[int, dict[tuple[bytes, int], bytes | None]] = {}
+            for key, version, value in entries:
+                groups.setdefault(bisect.bisect_right(bounds, version), {})[(key, version)] = value
+            for _gap, group in sorted(groups.items()):
+                ordered = sorted(group.items(), key=lambda e: (e[0][0], -e[0][1]))
+                out.append((ks, [(k, v, val) for (k, v), val in ordered]))
+        return out
+
+
+# -- the salvage --------------------------------------------------------------------------------
+
+def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> Salvaged:
+    """Rebuild ``store`` from its tables and WAL (see the module docstring).
+    REQUIRES: the caller holds the store's LOCK."""
+    out = Salvaged()
+    hints = read_hints(store, current)
+    plan = _Plan(store, hints)
+    plan.choose_tables()
+    plan.read_wal()
+    plan.name_keyspaces()
+    new_tables = plan.wal_tables()
+    verb = "would " if dry_run else ""
+    out.done.append(f"salvage ({reason}): {verb}rebuild the manifest from "
+                    f"{sum(len(t) for t in plan.kept.values())} tables and "
+                    f"{plan.wal_records} WAL records, with hints from "
+                    f"{hints.source or 'no readable manifest'}"
+                    f"{'' if hints.complete or hints.source is None else ' (read up to its damage)'}")
+    out.done += [f"note: {n}" for n in plan.notes]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    lost_dir = _fresh_dir(os.path.join(store, LOST_DIR, stamp))
+    moves = _moves(plan, store, lost_dir)
+    for loss in plan.lost:
+        loss.moved_to = moves.get(loss.what)
+    out.lost = plan.lost
+    for f, why in plan.aside:
+        out.done.append(f"{verb}set aside {f.path} to {moves[f.path]}: {why}")
+    if dry_run:
+        out.done += [f"would write a table of {len(e)} WAL entries for keyspace {plan.names[ks]!r}"
+                     for ks, e in new_tables]
+        return out
+    next_no = 1 + max([f.file_no for f in plan.found] + list(hints.numbers)
+                      + ([hints.state.next_file] if hints.state is not None else []) + [0])
+    built, next_no = _write_tables(store, plan, new_tables, next_no)
+    out.done += [f"wrote {path} from {n} WAL entries of keyspace {name!r}" for path, n, name in built]
+    env = make_env()
+    reported = {f.path for f, _why in plan.aside} | {loss.what for loss in plan.lost}
+    for src, dst in moves.items():  # tables, the old WAL, the old manifests and CURRENT
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.rename(src, dst)
+        if src not in reported:
+            out.done.append(f"moved {src} to {dst}")
+    os.makedirs(os.path.join(store, "wal"), exist_ok=True)
+    for d in {os.path.dirname(p) for p in moves.values()} | {store, os.path.join(store, "tables")}:
+        env.sync_dir(d)
+    state = _new_state(plan, next_no)
+    m = Manifest.create(env, store, state)
+    m.close()
+    out.done.append(f"wrote {m.name} naming {len(state.live_files())} tables in keyspaces "
+                    f"{sorted(state.keyspaces.values())}, version {state.last_version}, and "
+                    "pointed CURRENT at it")
+    return out
+
+
+def _fresh_dir(path: str) -> str:
+    n, candidate = 1, path
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
+def _moves(plan: _Plan, store: str, lost_dir: str) -> dict[str, str]:
+    """``{source: destination in lost/}`` of everything salvage sets aside."""
+    moves: dict[str, str] = {}
+    kept = {f.path for ts in plan.kept.values() for f in ts}
+    for f in plan.found:
+        if f.path not in kept:
+            moves[f.path] = os.path.join(lost_dir, "tables", os.path.basename(f.path))
+    wal = os.path.join(store, "wal")
+    if os.path.isdir(wal):
+        moves[wal] = os.path.join(lost_dir, "wal")
+    for name in sorted(os.listdir(store)):
+        if MANIFEST_NAME.match(name) or name in ("CURRENT", "CURRENT.tmp"):
+            moves[os.path.join(store, name)] = os.path.join(lost_dir, name)
+    return moves
+
+
+def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any]]],
+                  next_no: int) -> tuple[list[tuple[str, int, str]], int]:
+    """Write the WAL entries' tables (durable, named in ``plan.kept``); return
+    ``(path, entries, keyspace)`` of each, and the next free file number."""
+    env, built = make_env(), []
+    for ks, entries in groups:
+        path = os.path.join(store, "tables", f"{next_no:06d}.sst")
+        with TableBuilder(env, path, Options(), TableOrigin(ks, plan.names[ks])) as builder:
+            builder.add_many(entries)
+            meta = builder.finish()
+        assert meta.origin is not None
+        plan.kept.setdefault(ks, []).append(Found(next_no, path, meta, None, ks,
+                                                  (meta.origin.covers_min, meta.origin.covers_max)))
+        built.append((path, len(entries), plan.names[ks]))
+        next_no += 1
+    env.sync_dir(os.path.join(store, "tables"))
+    return built, next_no
+
+
+def _new_state(plan: _Plan, next_no: int) -> ManifestState:
+    """The whole state of the salvaged store, built through the edit schema."""
+    h = plan.hints.state
+    state = ManifestState()
+    for ks, name in sorted(plan.names.items()):
+        if ks:
+            state.apply({"add_keyspace": [ks, name]})
+    if h is not None:
+        for ks, ttl in sorted(h.keyspace_ttl.items()):
+            if ks in plan.names:
+                state.apply({"keyspace_ttl": [ks, ttl]})
+    infos = [TableInfo(ks, f.file_no, f.meta.file_size, f.meta.smallest_key, f.meta.largest_key,
+                       f.meta.min_version, f.meta.max_version, f.meta.entry_count,
+                       f.meta.tombstone_count)
+             for ks, ts in plan.kept.items() for f in ts if f.meta is not None]
+    top = max([plan.top_version] + [i.max_version for i in infos]
+              + ([h.last_version, h.flushed_version] if h is not None else []))
+    floor = max([f.meta.origin.history_floor for ts in plan.kept.values() for f in ts
+                 if f.meta is not None and f.meta.origin is not None]
+                + [h.history_floor if h is not None else 0])
+    samples = sorted(set((h.time_map.samples if h is not None else []) + plan.wal_samples))
+    state.apply({"add_tables": [i.to_json() for i in infos], "next_file": next_no,
+                 "last_version": top, "flushed_version": top, "wal_seq": 1,
+                 "history_floor": min(floor, top), "time_map": [list(s) for s in samples]})
+    return state
