@@ -213,3 +213,55 @@ def test_cli_report(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"NOT recovered: {victim}, keyspace 'a', keys " in out and "moved to" in out, out
     assert out.rstrip().endswith("OK")
     assert os.path.exists(store / "lost")
+
+
+@pytest.fixture
+def format1_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Model]:
+    """A closed store whose tables are format 1 (no origin), as written before version 2."""
+    from banyanstore.sstable.builder import TableBuilder
+    monkeypatch.setattr(TableBuilder, "_finished_origin", lambda self: None)
+    path = tmp_path / "old"
+    model: Model = {"default": {}, "a": {}}
+    with banyanstore.open(path, io_mode="sync", compaction=False, compression="none",
+                          compaction_mode="thread") as s:  # tables built in this process
+        for round_ in range(3):
+            for name in model:
+                for i in range(50):
+                    key, value = b"%s%03d" % (name.encode(), i), b"%d" % round_
+                    s.keyspace(name).put(key, value)
+                    model[name][key] = value
+            s.flush()
+    monkeypatch.undo()
+    return path, model
+
+
+def test_format1_tables_are_placed_by_the_manifest(format1_store: tuple[Path, Model]) -> None:
+    """An intact manifest names the format-1 tables (their keyspaces); one damaged table
+    is reported with the key range and versions the manifest recorded for it."""
+    path, model = format1_store
+    tables = sorted((path / "tables").glob("*.sst"))
+    with TableReader.open(make_env(), str(tables[0])) as r:
+        assert r.meta.origin is None
+        meta = r.meta
+    data = bytearray(tables[0].read_bytes())
+    data[20] ^= 0x01
+    tables[0].write_bytes(bytes(data))
+    res = repair(str(path))
+    assert [(loss.what, loss.keys, loss.versions) for loss in res.lost] == [
+        (str(tables[0]), (meta.smallest_key, meta.largest_key), (meta.min_version, meta.max_version))]
+    assert contents(path) == model  # a newer table of its keyspace overwrote every key
+
+
+def test_format1_tables_without_a_manifest_are_reported(format1_store: tuple[Path, Model]) -> None:
+    """No manifest: format-1 tables cannot be placed in a keyspace -- each is moved to
+    lost/ and reported (key range, versions), never guessed into a keyspace."""
+    path, _model = format1_store
+    tables = sorted((path / "tables").glob("*.sst"))
+    for m in manifests(path):
+        m.unlink()
+    (path / "CURRENT").unlink()
+    res = repair(str(path))
+    assert sorted(loss.what for loss in res.lost) == [str(t) for t in tables]
+    assert all(loss.keyspace is None and loss.keys and loss.versions and loss.moved_to
+               for loss in res.lost)
+    assert contents(path) == {"default": {}}

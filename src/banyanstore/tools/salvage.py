@@ -494,6 +494,7 @@ def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any]]],
     """Write the WAL entries' tables (durable, named in ``plan.kept``); return
     ``(path, entries, keyspace)`` of each, and the next free file number."""
     env, built = make_env(), []
+    os.makedirs(os.path.join(store, "tables"), exist_ok=True)
     for ks, entries in groups:
         path = os.path.join(store, "tables", f"{next_no:06d}.sst")
         with TableBuilder(env, path, Options(), TableOrigin(ks, plan.names[ks])) as builder:
