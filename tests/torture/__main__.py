@@ -6,8 +6,9 @@
 
 Run from the repository root with the package importable (``make torture`` does both).
 Each part runs in turn for its share of the time; the figures of every part are
-printed as they finish and, with ``--out FILE``, written as JSON.  A failure stops the
-run with the part's error and the seed to reproduce it.
+printed as they finish and, with ``--out FILE``, written as JSON.  Failures are
+recorded in the figures (``failures``, ``problems`` or ``error``, with the seed to
+reproduce them) and the run goes on; the exit status is 1 if there was any.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def _stress(root: Path, seed: int, seconds: float) -> dict[str, Any]:
     while (left := deadline - time.monotonic()) > 5:
         synced = total["runs"] % 2 == 1
         kw: dict[str, Any] = dict(sync_share=1.0, owners=6, batchers=2, readers=1) if synced else {}
-        figures = run_subprocess(seed + total["runs"], min(300.0, left), **kw)
+        try:
+            figures = run_subprocess(seed + total["runs"], min(300.0, left), **kw)
+        except AssertionError as exc:
+            total.setdefault("failures", []).append(str(exc)[:6000])
+            figures = {}
         total["runs"] += 1
         for name, n in figures.items():
             total[name] = round(total.get(name, 0) + n, 1)
@@ -73,8 +78,12 @@ def _readers(root: Path, seed: int, seconds: float) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 5:
         where = root / f"run-{total['runs']}"
-        figures = run(where, seed + total["runs"], min(60.0, left))
-        shutil.rmtree(where, ignore_errors=True)
+        try:
+            figures = run(where, seed + total["runs"], min(60.0, left))
+            shutil.rmtree(where, ignore_errors=True)
+        except AssertionError as exc:  # the run's directory stays for inspection
+            total.setdefault("failures", []).append(f"{where}: {exc}"[:6000])
+            figures = {}
         total["runs"] += 1
         for name, n in figures.items():
             if isinstance(n, int):
@@ -117,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in parts:
         share, run = PARTS[name]
         began = time.monotonic()
-        result = run(base / name, seed, seconds * share / weights)
+        try:
+            result = run(base / name, seed, seconds * share / weights)
+        except Exception as exc:  # noqa: BLE001 -- recorded; the other parts still run
+            result = {"error": f"{type(exc).__name__}: {exc}"[:6000]}
         result["seconds"] = round(time.monotonic() - began, 1)
         figures["parts"][name] = result
         print(f"{name}: {json.dumps(result, sort_keys=True)}", flush=True)
         if args.out:
             args.out.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    return 0
+    failed = any(r.get("error") or r.get("failures") or r.get("problems") for r in figures["parts"].values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -348,22 +348,30 @@ def _pending_op(journal: Path) -> str | None:
 
 def run_for(root: Path, seed: int, seconds: float, *, rounds: int | None = None) -> dict[str, Any]:
     """The long form: rounds until ``seconds`` pass (or ``rounds`` are done), starting a
-    fresh store every 250 rounds; returns the summed figures."""
+    fresh store every 250 rounds -- and after a failure, which is recorded (its store is
+    kept for inspection) -- and returns the summed figures."""
     deadline = time.monotonic() + seconds
     total = Figures()
+    failures: list[str] = []
     store_no = 0
     while time.monotonic() < deadline and (rounds is None or total.rounds < rounds):
         harness = KillHarness(root / f"store-{store_no}", seed + store_no)
+        failed = False
         try:
             while (time.monotonic() < deadline and harness.round_no < 250
                    and (rounds is None or total.rounds + harness.figures.rounds < rounds)):
                 harness.run_round()
-        finally:
-            for name, value in harness.figures.as_dict().items():
-                if name == "modes":
-                    total.modes.update(value)
-                else:
-                    setattr(total, name, getattr(total, name) + value)
-        shutil.rmtree(root / f"store-{store_no}", ignore_errors=True)
+        except AssertionError as exc:
+            failures.append(f"store-{store_no}: {exc}"[:4000])
+            failed = True
+        for name, value in harness.figures.as_dict().items():
+            if name == "modes":
+                total.modes.update(value)
+            else:
+                setattr(total, name, getattr(total, name) + value)
+        if not failed:
+            shutil.rmtree(root / f"store-{store_no}", ignore_errors=True)
         store_no += 1
-    return total.as_dict()
+    figures = total.as_dict()
+    figures["failures"] = failures
+    return figures
