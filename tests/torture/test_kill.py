@@ -1,5 +1,9 @@
 """kill -9 rounds against the expected-state file (:mod:`tests.torture.kill`).
 
+This replaces the Store's first kill -9 test (batches over two keyspaces, kills inside
+``compact()``, ``tables/`` compared with the manifest, IO modes in rotation): the
+harness does all of it, with every kind of operation and both compaction modes.
+
 Default: 6 rounds; ``BANYANSTORE_SOAK=1``: 40.  ``python -m tests.torture`` runs thousands.
 """
 
