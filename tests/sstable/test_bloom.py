@@ -73,3 +73,16 @@ def test_probes_for() -> None:
     assert [probes_for(b) for b in (1, 4, 10, 12, 16, 64)] == [1, 2, 4, 5, 7, 16]
     with pytest.raises(ValueError):
         BloomFilterBuilder(0)
+
+
+@pytest.mark.parametrize("k, table_bits", [(5, 19), (5, 13), (0, 14), (17, 14)])
+def test_filter_header_outside_the_format_is_refused(k: int, table_bits: int) -> None:
+    """The format fixes ``table_bits`` at 14 and ``k`` at 1..16: a header claiming
+    anything else (a corrupt filter behind a valid checksum) is a ValueError at once --
+    it must not make the reader compute and cache a mask table of up to 2**20 entries
+    per (k, table_bits) pair it meets (found by tests/torture/fuzz.py's reasoning on
+    the ``sstable.filter`` decoder)."""
+    import struct
+    payload = struct.pack("<IIQ", k, table_bits, 1) + bytes(8)
+    with pytest.raises(ValueError, match="bloom"):
+        BloomFilter(payload)

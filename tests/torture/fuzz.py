@@ -35,9 +35,11 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -165,34 +167,39 @@ STORE_OPTS: dict[str, Any] = dict(memtable_size=64 * 1024, block_size=1024, segm
                                   compaction=False, history_retention=1e9, wal_sync="never")
 
 
-def _build_store(env: MemoryEnv, compression: str, seed: int) -> MemoryEnv:
-    """A store with tables (flushed and merged), three keyspaces, deletes, batches, a
-    history floor, a TTL, and synced writes still only in the WAL; plus a checkpoint."""
+def _populate(store: Any, seed: int, *, checkpoint: str | None = None) -> None:
+    """Tables (flushed and merged), three keyspaces, deletes, batches, a history floor, a
+    TTL, and synced writes still only in the WAL; plus a checkpoint if asked."""
     rng = random.Random(seed)
+    spaces = [store, store.keyspace("index"), store.keyspace("ttl", ttl=1e9)]
+    for phase in range(3):
+        for i in range(rng.choice((300, 700))):
+            ks = rng.choice(spaces)
+            k = b"k%04d" % rng.randrange(400)
+            if rng.random() < 0.1:
+                ks.delete(k)
+            elif rng.random() < 0.1:
+                with store.batch() as b:
+                    for j in range(3):
+                        b.put(k + b"/%d" % j, b"b%d" % i, keyspace=rng.choice(("index", None)))
+            else:
+                ks.put(k, b"v%d-%d|" % (phase, i) * rng.choice((1, 5, 60)))
+        store.flush()
+        if phase == 1:
+            store.compact()
+            store.set_history_floor(store.version // 3)
+    if checkpoint is not None:
+        store.checkpoint(checkpoint)
+    for i in range(rng.choice((5, 40, 200))):  # only in the WAL
+        store.put(b"w%04d" % i, b"wal-%d" % i * rng.choice((1, 30)))
+    store.sync()
+
+
+def _build_store(env: MemoryEnv, compression: str, seed: int) -> MemoryEnv:
+    """A populated store in ``env`` (with a checkpoint at ``/cp`` for odd seeds)."""
     store = banyanstore.open(ROOT, env=env, compression=compression, **STORE_OPTS)
     try:
-        spaces = [store, store.keyspace("index"), store.keyspace("ttl", ttl=1e9)]
-        for phase in range(3):
-            for i in range(rng.choice((300, 700))):
-                ks = rng.choice(spaces)
-                k = b"k%04d" % rng.randrange(400)
-                if rng.random() < 0.1:
-                    ks.delete(k)
-                elif rng.random() < 0.1:
-                    with store.batch() as b:
-                        for j in range(3):
-                            b.put(k + b"/%d" % j, b"b%d" % i, keyspace=rng.choice(("index", None)))
-                else:
-                    ks.put(k, b"v%d-%d|" % (phase, i) * rng.choice((1, 5, 60)))
-            store.flush()
-            if phase == 1:
-                store.compact()
-                store.set_history_floor(store.version // 3)
-        if seed % 2:
-            store.checkpoint("/cp")
-        for i in range(rng.choice((5, 40, 200))):  # only in the WAL
-            store.put(b"w%04d" % i, b"wal-%d" % i * rng.choice((1, 30)))
-        store.sync()
+        _populate(store, seed, checkpoint="/cp" if seed % 2 else None)
         return env.clone()
     finally:
         store.close()
@@ -279,6 +286,7 @@ class Decoder:
     deep: Callable[[bytes, random.Random], tuple[bytes, str]] | None
     run: Callable[[Sample, Files], Any]
     torn_tail_ok: Callable[[Sample, str], bool] = lambda s, path: False
+    rehome: Callable[[Sample, Files, str], Files] | None = None  # after a deep mutation
     removes: bool = False  # inputs remove files (``pick`` names them) instead of changing bytes
 
 
@@ -367,6 +375,81 @@ def _pick_current(sample: Sample, rng: random.Random, root: str = ROOT) -> str:
     return f"{root}/CURRENT"
 
 
+# -- backups (real directories: local backups use plain file calls) ------------------------------
+def _write_tree(files: Files, base: str) -> None:
+    for rel, data in files.items():
+        path = os.path.join(base, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def _read_tree(base: str) -> Files:
+    out = {}
+    for where, _dirs, names in os.walk(base):
+        for name in names:
+            path = os.path.join(where, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, base)] = f.read()
+    return out
+
+
+def _backup_samples() -> list[Sample]:
+    """Two backups of a store each (the second after more writes, so that restoring the
+    newest must not quietly fall back to the older one)."""
+    out = []
+    for n, compression in enumerate(("lz4", "none")):
+        base = tempfile.mkdtemp(prefix="banyanstore-fuzz-")
+        try:
+            with banyanstore.open(f"{base}/s", compression=compression,
+                                  **dict(STORE_OPTS, compaction_mode="thread")) as store:
+                _populate(store, n)
+                banyanstore.backup(store, f"{base}/b")
+                for i in range(50):
+                    store.put(b"late%03d" % i, b"after the first backup %d" % n)
+                banyanstore.backup(store, f"{base}/b")
+            files = _read_tree(f"{base}/b")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        out.append(Sample(files, "", _restore_answer(files)))
+    return out
+
+
+def _restore_answer(files: Files) -> Any:
+    base = tempfile.mkdtemp(prefix="banyanstore-fuzz-")
+    try:
+        _write_tree(files, f"{base}/b")
+        banyanstore.restore(f"{base}/b", f"{base}/r")
+        return store_answer(None, f"{base}/r")  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _newest_manifest(sample: Sample, rng: random.Random | None = None) -> str:
+    return max(p for p in sample.files if p.endswith(".manifest"))
+
+
+def _wal_tail_object(sample: Sample, rng: random.Random) -> str:
+    tail = mutate.backup_payload(sample.files[_newest_manifest(sample)])["wal_tail"]
+    return str(tail["object"]) if tail else _newest_manifest(sample)
+
+
+def _rehome_tail(sample: Sample, files: Files, path: str) -> Files:
+    """A deeply changed WAL tail under its new content address, named so by the manifest
+    (with a fresh checksum): only the tail's own decoder can object."""
+    if not path.startswith("objects/"):
+        return files
+    import hashlib
+    data = files.pop(path)
+    digest = hashlib.sha256(data).hexdigest()
+    files[f"objects/{digest}"] = data
+    name = _newest_manifest(sample)
+    obj = mutate.backup_payload(files[name])
+    obj["wal_tail"].update(object=f"objects/{digest}", sha256=digest, size=len(data))
+    files[name] = mutate.encode_backup_manifest(obj)
+    return files
+
+
 def _pick_removal(sample: Sample, rng: random.Random) -> str:
     """A file, or (``/*``) every WAL segment at once."""
     if rng.random() < 0.1:
@@ -401,6 +484,10 @@ DECODERS: dict[str, Decoder] = {d.name: d for d in (
             _wal_record_deep, _store_run(ROOT), _last_segment),
     Decoder("log.segment", _log_samples, lambda s, r: _pick_segment(s, r, "/log/"), mutate.deep_segment,
             _log_run, _last_segment),
+    Decoder("backup.manifest", _backup_samples, _newest_manifest, mutate.deep_backup_manifest,
+            lambda s, files: _restore_answer(files)),
+    Decoder("backup.waltail", _backup_samples, _wal_tail_object, mutate.deep_wal_tail,
+            lambda s, files: _restore_answer(files), rehome=_rehome_tail),
 )}
 
 
@@ -454,6 +541,8 @@ def fuzz(name: str, inputs: int, seed: int, *, deep_share: float = 0.4,
                 continue
             files = dict(sample.files)
             files[path] = new
+            if deep and decoder.rehome is not None:
+                files = decoder.rehome(sample, files, path)
             verdict, detail = _judge(decoder, sample, files, path, deep)
             result.inputs += 1
             result.verdicts[verdict] += 1

@@ -356,3 +356,55 @@ def deep_segment(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     header = logfmt.FRAG_HEADER.pack(logfmt.frame_crc(kind, payload), len(payload), kind)
     new = data[:off] + header + payload + data[start + len(payload):]
     return new, f"fragment {no} of {len(frags)} at {off}: {what}"
+
+
+# -- backups ---------------------------------------------------------------------------------------
+BACKUP_MAGIC = b"BNYBKUP\0"
+TAIL_MAGIC = b"BNYWTAIL"
+
+
+def backup_payload(data: bytes) -> Any:
+    """The JSON object of a valid backup manifest."""
+    return json.loads(data[20:])
+
+
+def encode_backup_manifest(obj: Any, fmt: int = 1) -> bytes:
+    payload = json.dumps(obj, separators=(",", ":")).encode()
+    head = BACKUP_MAGIC + struct.pack("<II", fmt, len(payload))
+    return head + struct.pack("<I", crc32c.crc32c(head + payload)) + payload
+
+
+def deep_backup_manifest(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """A backup manifest whose JSON (or format, or raw payload) changed, with its length
+    and checksum recomputed."""
+    if rng.random() < 0.05:
+        fmt = rng.choice((0, 2, 0xFFFFFFFF))
+        return encode_backup_manifest(backup_payload(data), fmt), f"format {fmt}"
+    if rng.random() < 0.7:
+        new, what = _json_mutation(backup_payload(data), rng)
+        return encode_backup_manifest(new), what
+    payload, what = mutate_bytes(data[20:], rng)
+    head = BACKUP_MAGIC + struct.pack("<II", 1, len(payload))
+    return head + struct.pack("<I", crc32c.crc32c(head + payload)) + payload, what
+
+
+def deep_wal_tail(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """A WAL tail object with one record's payload (a WAL record) or length changed and
+    its checksum recomputed, or a header with a recomputed checksum."""
+    records, pos = [], 16
+    while pos + 8 <= len(data):
+        length, _crc = struct.unpack_from("<II", data, pos)
+        records.append((pos, length))
+        pos += 8 + length
+    if not records or rng.random() < 0.05:
+        fmt = rng.choice((0, 2))
+        head = TAIL_MAGIC + struct.pack("<I", fmt)
+        return head + struct.pack("<I", crc32c.crc32c(head)) + data[16:], f"tail format {fmt}"
+    no = rng.randrange(len(records))
+    off, length = records[no]
+    if rng.random() < 0.15:  # a length no file holds: the reader must not allocate it
+        bad = rng.choice((length + 1, 1 << 20, 0x7FFFFFFF, 0xFFFFFFFF))
+        return data[:off] + struct.pack("<I", bad) + data[off + 4:], f"tail record {no}: length {bad}"
+    payload, what = mutate_bytes(data[off + 8:off + 8 + length], rng)
+    rec = struct.pack("<II", len(payload), crc32c.crc32c(payload)) + payload
+    return data[:off] + rec + data[off + 8 + length:], f"tail record {no}: {what}"

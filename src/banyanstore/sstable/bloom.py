@@ -144,6 +144,10 @@ class BloomFilter:
         if len(payload) < HEADER.size:
             raise ValueError("filter block shorter than its header")
         k, table_bits, nwords = HEADER.unpack_from(payload, 0)
+        # The format fixes table_bits; accepting others would let a corrupt header make
+        # mask_table compute and cache up to 2**20 masks per (k, table_bits) it meets.
+        if table_bits != TABLE_BITS or not 1 <= k <= MAX_PROBES:
+            raise ValueError(f"bloom parameters out of the format: k={k}, table_bits={table_bits}")
         if nwords < 1 or len(payload) != HEADER.size + 8 * nwords:
             raise ValueError(f"filter block of {len(payload)} bytes does not hold {nwords} words")
         self.k = k
