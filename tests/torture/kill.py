@@ -53,7 +53,7 @@ __all__ = ["KillHarness", "KILL_DURABLE"]
 KILL_DURABLE = False
 """Whether every write that *returned* must survive a SIGKILL (issue 8's process-kill
 durability).  Until then only writes the store synced are required to survive."""
-HANG_SECONDS = 60.0
+HANG_SECONDS = 120.0
 REPO = Path(__file__).resolve().parents[2]
 SRC = str(Path(banyanstore.__file__).resolve().parent.parent)
 
