@@ -73,11 +73,14 @@ class Figures:
     writes_acked_lost: int = 0  # acknowledged but not promised durable, and lost (allowed)
     log_records_checked: int = 0
     checkpoints_checked: int = 0
+    seconds_child: float = 0.0  # from the child's start to its death
+    seconds_verify: float = 0.0
     modes: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["modes"] = dict(self.modes)
+        d["seconds_child"], d["seconds_verify"] = round(self.seconds_child, 1), round(self.seconds_verify, 1)
         return d
 
 
@@ -111,8 +114,11 @@ class KillHarness:
                     checkpoints=str(self.ckpt_dir), round=r, seed=self.rng.getrandbits(64),
                     options=options, keys=self.keys)
         target_compact = self.rng.random() < 0.3
+        began = time.monotonic()
         in_compact = self._run_child(args, journal, self.rng.uniform(min_seconds, max_seconds),
                                      target_compact)
+        killed = time.monotonic()
+        self.figures.seconds_child += killed - began
         self.figures.kills_in_compact += in_compact
         self.figures.modes[f"{io_mode}/{options['compaction_mode']}/{options['wal_sync']}"] += 1
         try:
@@ -121,6 +127,7 @@ class KillHarness:
             raise AssertionError(f"round {r} (seed {self.seed}, options {options}): {exc}") from exc
         self.round_no += 1
         self.figures.rounds += 1
+        self.figures.seconds_verify += time.monotonic() - killed
         journal.unlink()
 
     def _run_child(self, args: dict[str, Any], journal: Path, seconds: float, target_compact: bool) -> bool:
