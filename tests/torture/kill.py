@@ -132,8 +132,8 @@ class KillHarness:
 
     def _run_child(self, args: dict[str, Any], journal: Path, seconds: float, target_compact: bool) -> bool:
         """Run the child until the kill; True if it was killed inside ``compact()``."""
-        env = dict(os.environ)
-        env = {k: v for k, v in env.items() if not k.startswith("BANYANSTORE_")}
+        env = {k: v for k, v in os.environ.items()  # options from the environment would override ours
+               if not k.startswith("BANYANSTORE_") or k == "BANYANSTORE_PURE_PYTHON"}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), SRC, env.get("PYTHONPATH", "")])
         stderr_path = self.root / "child.stderr"
         with open(stderr_path, "wb") as stderr:

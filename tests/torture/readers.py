@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("BANYANSTORE_") or k == "BANYANSTORE_PURE_PYTHON"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(Path(banyanstore.__file__).parent.parent),
                                          env.get("PYTHONPATH", "")])
     return env
