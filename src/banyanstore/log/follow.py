@@ -34,13 +34,15 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..io.base import Env
-from .format import HEADER_SIZE
+from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE
 from .reader import OnDamage
 from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name
 
 __all__ = ["Caught", "catch_up"]
 
 _PROBE = 1 << 20  # bytes per read when sizing a removed (but pinned) segment
+FRAG_TYPE_OFFSET = 6  # in a fragment header: crc u32, length u16, then the type u8
+assert FRAG_HEADER.format == "<IHB" and FRAG_HEADER_SIZE == FRAG_TYPE_OFFSET + 1
 
 
 @dataclass
@@ -72,6 +74,11 @@ class Caught:
     next_seq: int
     grown: tuple[Segment, Growth] | None = None
     dropped: list[Segment] = field(default_factory=list)
+    added: bool = False  # new segments at the end
+
+    @property
+    def changed(self) -> bool:
+        return self.grown is not None or bool(self.dropped) or self.added
 
     def apply_growth(self) -> None:
         if self.grown is not None:
@@ -134,6 +141,7 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
             growth.apply(seg)
             out.next_seq = growth.next_seq
         out.segments.append(seg)
+        out.added = True
     return out
 
 
@@ -150,6 +158,8 @@ def _scan(env: Env, seg: Segment, expect: int, *, sealed: bool, interval: int,
           last_indexed: int | None, policy: Callable[[Segment], OnDamage]) -> Growth | None:
     """The complete records after ``seg.end`` (the first has seq ``expect``) up to the
     current end of the file, or None if there are none."""
+    if not _fragment_may_start(seg):
+        return None
     size = _current_size(env, seg)
     if size <= seg.end:
         return None
@@ -168,6 +178,19 @@ def _scan(env: Env, seg: Segment, expect: int, *, sealed: bool, interval: int,
     except _TailIncomplete:
         pass
     return growth if growth.end > seg.end else None
+
+
+def _fragment_may_start(seg: Segment) -> bool:
+    """Whether anything follows ``seg.end`` (a record boundary): the type byte of the
+    next fragment header, which is never 0.  One small read, so that a refresh that
+    finds nothing new costs no scan -- also where the writer keeps zero-filled space
+    reserved after its records."""
+    pos = seg.end
+    room = BLOCK_SIZE - pos % BLOCK_SIZE
+    if room < FRAG_HEADER_SIZE:  # a block trailer: the next fragment starts the next block
+        pos += room
+    head = seg.read_at(pos, FRAG_HEADER_SIZE)
+    return len(head) == FRAG_HEADER_SIZE and head[FRAG_TYPE_OFFSET] != 0
 
 
 def _current_size(env: Env, seg: Segment) -> int:

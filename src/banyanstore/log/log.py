@@ -290,6 +290,8 @@ class Log(LogView, AsyncAppends):
         with self._refresh_lock:  # one catch-up at a time; appends and reads go on
             caught = catch_up(self._env, self.path, self._catalog.segments, self._next_seq,
                               interval=self._interval, policy=self._catalog.on_damage)
+            if not caught.changed:
+                return caught.next_seq - 1
             with self._lock:
                 if self._closed:
                     raise StoreClosedError(f"log {self.path} is closed")

@@ -241,8 +241,18 @@ class CatchUp:
             self._missing(f"the WAL ends at seq {wal.last_seq}, before seq {start} where the "
                           "manifest says replay starts", wal.path)
             start = state.wal_seq = self._next_wal_seq = wal.last_seq + 1
+        if start <= wal.last_seq:
+            changed |= self._apply_records(wal, start, flushed)
+        if flushed > self.version:
+            self.version, changed = flushed, True
+        return changed
+
+    def _apply_records(self, wal: Log, start: int, flushed: int) -> bool:
+        """Add the WAL records from seq ``start`` on, newer than ``flushed``, to the
+        active memtables; True if there were any."""
+        changed = False
         where = f"{self._path}/wal"
-        known = state.keyspaces
+        known = self.state.keyspaces
         gaps_allowed = self._options.skip_damaged_records  # damaged records were skipped
         try:
             expected = start
@@ -267,8 +277,6 @@ class CatchUp:
                 self._next_wal_seq = seq + 1
         except LogRangeError as exc:  # pinned segments make this unexpected; treat it like a gap
             raise Vanished(f"WAL records went away while being read: {exc}", where) from exc
-        if flushed > self.version:
-            self.version, changed = flushed, True
         return changed
 
     def _missing(self, message: str, path: str) -> None:
