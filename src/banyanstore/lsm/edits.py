@@ -219,10 +219,10 @@ class ManifestState:
             if fmt > STORE_FORMAT:
                 raise EditError(f"store format {fmt} is newer than this banyanstore supports "
                                 f"({STORE_FORMAT})")
-        keyspaces = dict(self.keyspaces)
+        keyspaces = self.keyspaces  # copied before this edit's new keyspace joins it
         if "add_keyspace" in edit:
             ks_id, name = self._check_keyspace(edit["add_keyspace"], keyspaces)
-            keyspaces[ks_id] = name
+            keyspaces = {**keyspaces, ks_id: name}
             ops.append(partial(self._add_keyspace, ks_id, name))
         if "keyspace_ttl" in edit:
             ks_raw, ttl_raw = _pair(edit["keyspace_ttl"], "keyspace_ttl")
@@ -269,13 +269,16 @@ class ManifestState:
 
     def _check_added(self, added: list[TableInfo], removed: list[tuple[int, int]],
                      keyspaces: dict[int, str]) -> None:
-        gone = {n for _ks, n in removed}
-        owner = {n: ks for ks, ts in self.tables.items() for n in ts if n not in gone}
+        gone = set(removed)
+        owner: dict[int, int] = {}
         for info in added:
             if info.keyspace not in keyspaces:
                 raise EditError(f"add_tables names table {info.file_no} of unknown keyspace "
                                 f"{info.keyspace}")
-            if owner.setdefault(info.file_no, info.keyspace) != info.keyspace:
+            # O(keyspaces) per table, not O(live tables): replay stays linear.
+            others = [ks for ks, ts in self.tables.items()
+                      if ks != info.keyspace and info.file_no in ts and (ks, info.file_no) not in gone]
+            if others or owner.setdefault(info.file_no, info.keyspace) != info.keyspace:
                 raise EditError(f"add_tables puts table {info.file_no} in a second keyspace")
 
     def _raise_counter(self, counter: str, value: int) -> None:
