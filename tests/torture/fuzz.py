@@ -54,6 +54,7 @@ from banyanstore.log import Log
 from banyanstore.options import Options
 from banyanstore.sstable.builder import TableBuilder
 from banyanstore.sstable.cache import BlockCache
+from banyanstore.sstable.meta import TableOrigin
 from banyanstore.sstable.reader import TableReader
 
 from . import mutate
@@ -139,7 +140,9 @@ def _table_samples() -> list[Sample]:
                     entries.append((k, 1000 + i * 4 + v, val))
             entries.sort(key=lambda e: (e[0], -e[1]))
             opts = Options(block_size=1024, compression=compression, bloom_bits_per_key=bloom)
-            b = TableBuilder(env, "/t/000001.sst", opts)
+            # format 2 (with an origin section, as a store writes) and format 1 (without)
+            origin = TableOrigin(bloom % 3, "index") if compression != "zstd" else None
+            b = TableBuilder(env, "/t/000001.sst", opts, origin=origin)
             b.add_many(entries)
             b.finish()
             files = {"/t/000001.sst": env.read_file("/t/000001.sst")}

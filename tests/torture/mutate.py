@@ -200,7 +200,7 @@ def _retile(data: bytes, regions: dict[str, list[tuple[int, int]]], region: str,
         handles[r] = (pos, len(meta[r]) - tf.TRAILER_SIZE) if meta[r] else (0, 0)
         pos += len(meta[r])
     head = struct.pack("<QIQIQI", *handles["index"], *handles["filter"], *handles["props"])
-    version = struct.pack("<I", tf.FORMAT_VERSION)
+    version = data[-12:-8]  # the table's own format version (1: no origin section, 2: with)
     footer = head + struct.pack("<I", tf.crc32c(version, tf.crc32c(head))) + version + tf.MAGIC
     return b"".join(data_blocks) + meta["filter"] + meta["index"] + meta["props"] + footer
 
