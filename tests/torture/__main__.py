@@ -2,6 +2,7 @@
 
     python -m tests.torture --hours 2                 # every part, time shared by weight
     python -m tests.torture --minutes 10 --parts kill # one part
+    python -m tests.torture --hours 3 --parallel      # every part at once, each for 3 hours
     make torture                                      # the same as --hours 2
 
 Run from the repository root with the package importable (``make torture`` does both).
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the parts at once, each in its own process for the whole time "
+                             "(on a shared machine, under nice, they only take idle CPU)")
     args = parser.parse_args(argv)
     seconds = 3600 * args.hours if args.hours else 60 * (args.minutes or 10)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = sum(PARTS[p][0] for p in parts)
     figures: dict[str, Any] = {"seed": seed, "parts": {}}
     print(f"torture: seed {seed}, {seconds / 60:.0f} min, parts {parts}, in {base}", flush=True)
+    if args.parallel and len(parts) > 1:
+        return _parallel(parts, seconds, seed, base, args.out, figures)
     for name in parts:
         share, run = PARTS[name]
         began = time.monotonic()
@@ -137,6 +143,30 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     failed = any(r.get("error") or r.get("failures") or r.get("problems") for r in figures["parts"].values())
     return 1 if failed else 0
+
+
+def _parallel(parts: list[str], seconds: float, seed: int, base: Path, out: Path | None,
+              figures: dict[str, Any]) -> int:
+    """Every part in its own ``python -m tests.torture --parts NAME`` for the whole time."""
+    import subprocess
+    procs = {}
+    base.mkdir(parents=True, exist_ok=True)
+    for name in parts:
+        part_out = base / f"{name}.json"
+        procs[name] = (subprocess.Popen(
+            [sys.executable, "-m", "tests.torture", "--minutes", str(seconds / 60), "--parts", name,
+             "--seed", str(seed), "--dir", str(base), "--out", str(part_out)]), part_out)
+    status = 0
+    for name, (proc, part_out) in procs.items():
+        status |= proc.wait()
+        try:
+            figures["parts"][name] = json.loads(part_out.read_text())["parts"][name]
+        except (OSError, ValueError, KeyError) as exc:
+            figures["parts"][name] = {"error": f"no figures ({exc}); exit status {proc.returncode}"}
+            status = 1
+    if out:
+        out.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    return 1 if status else 0
 
 
 if __name__ == "__main__":
