@@ -27,12 +27,14 @@ from .errors import (
     ConfigError,
     CorruptionError,
     DiskFullError,
+    EntryTooLargeError,
     IOModeUnavailableError,
     LogRangeError,
     ReadOnlyError,
     StorageIOError,
     StoreClosedError,
     StoreLockedError,
+    StoreNotFoundError,
     VersionUnavailableError,
 )
 from .options import Options
@@ -41,14 +43,19 @@ if TYPE_CHECKING:
     from .backups import BackupInfo, backup, list_backups, prune_backups, restore, verify_backup
     from .io.base import Env
     from .log.log import Log
+    from .lsm.batch import Batch
+    from .lsm.keyspace import Keyspace
     from .lsm.store import Store
+    from .snapshot import Snapshot
 
 __version__ = "0.1.0"
 
 __all__ = [
     "open", "open_log", "Options", "errors", "BanyanStoreError", "ConfigError", "CorruptionError",
-    "DiskFullError", "IOModeUnavailableError", "LogRangeError", "ReadOnlyError", "StorageIOError",
-    "StoreClosedError", "StoreLockedError", "VersionUnavailableError", "__version__",
+    "DiskFullError", "EntryTooLargeError", "IOModeUnavailableError", "LogRangeError", "ReadOnlyError",
+    "StorageIOError", "StoreClosedError", "StoreLockedError", "StoreNotFoundError",
+    "VersionUnavailableError", "__version__",
+    "Store", "Keyspace", "Snapshot", "Batch", "Log",
     "backup", "restore", "list_backups", "verify_backup", "prune_backups", "BackupInfo",
 ]
 
@@ -69,15 +76,32 @@ def open(path: str | os.PathLike[str], *, options: Options | None = None,  # noq
     return Store.open(path, options=options, env=env, **kwargs)
 
 
-_BACKUP_NAMES = frozenset({"backup", "restore", "list_backups", "verify_backup", "prune_backups",
-                           "BackupInfo"})
+# Names imported on first use, so that ``import banyanstore`` stays light (the engine's
+# modules load with the first open): name -> the module that defines it.
+_LAZY = {
+    "Store": ".lsm.store", "Keyspace": ".lsm.keyspace", "Batch": ".lsm.batch",
+    "Snapshot": ".snapshot", "Log": ".log.log",
+    **{name: ".backups" for name in ("backup", "restore", "list_backups", "verify_backup",
+                                     "prune_backups", "BackupInfo")},
+}
 
 
 def __getattr__(name: str) -> Any:
-    """The backup functions, imported on first use (``import banyanstore`` stays light)."""
-    if name in _BACKUP_NAMES:
-        from . import backups
-        value = getattr(backups, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'banyanstore' has no attribute {name!r}")
+    """The classes (for type hints: ``def f(store: banyanstore.Store)``) and the backup
+    functions, imported on first use.
+
+    >>> import banyanstore
+    >>> banyanstore.Store.__name__, banyanstore.Log.__module__
+    ('Store', 'banyanstore.log.log')
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'banyanstore' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,11 +10,20 @@ Options come from four places.  The precedence, highest first:
 
 So an operator can change anything the program leaves at its default
 without touching code.  Unknown names, wrong types and values out of range
-raise :class:`~banyanstore.errors.ConfigError` naming the option.
+raise :class:`~banyanstore.errors.ConfigError` naming the option (and the
+environment variable or the file it came from).  An unknown ``BANYANSTORE_*``
+variable only warns: one stray variable must not stop every program on the
+machine from opening its store.
+
+Sizes (``memtable_size``, ``block_size``...) in a TOML file or a variable may be
+written with a unit: ``"64MiB"``, ``"4 KiB"``, ``"1.5GiB"`` (binary units: KiB,
+MiB, GiB, TiB), ``"64MB"`` (decimal units: kB, MB, GB, TB), or a plain byte count.
 
 >>> opts = Options(io_mode="sync", memtable_size=1 << 20)
 >>> opts.io_mode, opts.memtable_size
 ('sync', 1048576)
+>>> resolve_options(environ={"BANYANSTORE_MEMTABLE_SIZE": "16MiB"}).memtable_size
+16777216
 >>> Options(io_mode="fast")
 Traceback (most recent call last):
 ...
@@ -24,20 +33,22 @@ banyanstore.errors.ConfigError: option io_mode: 'fast' is not one of 'sync', 'no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Options", "resolve_options", "ENV_PREFIX"]
+__all__ = ["Options", "resolve_options", "parse_size", "ENV_PREFIX"]
 
 ENV_PREFIX = "BANYANSTORE_"
 # Variables of ours that are not options: the config file path, the soak switch, the
-# pure-Python switch (accel.py);
-# BANYANSTORE_TEST_* variables belong to the test suite.
+# pure-Python switch (accel.py); BANYANSTORE_TEST_* variables belong to the test suite.
 _NOT_OPTIONS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "SOAK", ENV_PREFIX + "PURE_PYTHON"})
 
 IO_MODES = ("sync", "nonblocking", "io_uring", "auto")
@@ -56,6 +67,42 @@ def _choice(*allowed: str) -> dict[str, Any]:
 
 def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"lo": lo, "hi": hi}
+
+
+def _size(lo: int, hi: int) -> dict[str, Any]:
+    """A byte count: a TOML file or a variable may give it with a unit (``"64MiB"``)."""
+    return {"lo": lo, "hi": hi, "size": True}
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": KiB, "mib": MiB, "gib": 1 << 30, "tib": 1 << 40,
+               "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """A byte count written as ``"64MiB"``, ``"4 KiB"``, ``"1.5GiB"``, ``"64MB"``
+    (decimal units) or ``"4096"``; :class:`ValueError` saying what is allowed otherwise.
+
+    >>> parse_size("64MiB"), parse_size("4 KiB"), parse_size("1.5gib"), parse_size("2MB"), parse_size("10")
+    (67108864, 4096, 1610612736, 2000000, 10)
+    >>> parse_size("12 parsecs")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: '12 parsecs' is not a size: write a byte count or a number with a unit (...)
+    """
+    match = _SIZE_TEXT.match(text)
+    unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise ValueError(f"{text!r} is not a size: write a byte count or a number with a unit "
+                         "(KiB, MiB, GiB, TiB, kB, MB, GB, TB)")
+    number = match.group(1)
+    whole, _, fraction = number.partition(".")
+    # exact arithmetic: 1.5GiB is 1610612736 bytes, not a float's neighbour of it
+    numerator = int(whole + fraction) * unit
+    denominator = 10 ** len(fraction)
+    if numerator % denominator:
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return numerator // denominator
 
 
 @dataclass(frozen=True)
@@ -77,20 +124,20 @@ class Options:
     wal_sync: str = field(default="interval", metadata=_choice(*SYNC_MODES))
     wal_sync_interval_ms: int = field(default=100, metadata=_range(1, 3_600_000))
     # --- log ------------------------------------------------------------------
-    segment_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 40))
+    segment_size: int = field(default=64 * MiB, metadata=_size(64 * KiB, 1 << 40))
     log_index_interval: int = field(default=16, metadata=_range(1, 1 << 20))
     skip_damaged_records: bool = False
     wal_recovery: str = field(default="strict", metadata=_choice(*WAL_RECOVERY_MODES))
     # --- memtables and tables ------------------------------------------------------
-    memtable_size: int = field(default=64 * MiB, metadata=_range(64 * KiB, 1 << 36))
+    memtable_size: int = field(default=64 * MiB, metadata=_size(64 * KiB, 1 << 36))
     max_immutable_memtables: int = field(default=2, metadata=_range(1, 64))
-    block_size: int = field(default=4 * KiB, metadata=_range(1 * KiB, 4 * MiB))
+    block_size: int = field(default=4 * KiB, metadata=_size(1 * KiB, 4 * MiB))
     compression: str = field(default="lz4", metadata=_choice(*COMPRESSIONS))
     zstd_level: int = field(default=3, metadata=_range(-7, 22))
     bloom_bits_per_key: int = field(default=12, metadata=_range(0, 64))
-    block_cache_size: int = field(default=64 * MiB, metadata=_range(0, 1 << 40))
-    max_key_size: int = field(default=64 * KiB, metadata=_range(1, 16 * MiB))
-    max_value_size: int = field(default=64 * MiB, metadata=_range(0, 1 << 31))
+    block_cache_size: int = field(default=64 * MiB, metadata=_size(0, 1 << 40))
+    max_key_size: int = field(default=64 * KiB, metadata=_size(1, 16 * MiB))
+    max_value_size: int = field(default=64 * MiB, metadata=_size(0, 1 << 31))
     # --- compaction and retention ---------------------------------------------------
     compaction: bool = True
     compaction_mode: str = field(default="process", metadata=_choice(*COMPACTION_MODES))
@@ -122,17 +169,34 @@ class Options:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Options:
         """Options from a TOML file: top-level ``name = value`` pairs, or a
-        ``[banyanstore]`` table.  Unknown names raise :class:`ConfigError`."""
+        ``[banyanstore]`` table; sizes may have units (``memtable_size = "64MiB"``).
+        Unknown names and bad values raise :class:`ConfigError` naming the file.
+
+        >>> import pathlib, tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     cfg = pathlib.Path(d, "store.toml")
+        ...     _ = cfg.write_text('[banyanstore]\\nmemtable_size = "32MiB"\\nwal_sync = "always"\\n')
+        ...     Options.from_file(cfg).memtable_size
+        33554432
+        """
+        where = f"options file {path}"
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except OSError as exc:
-            raise ConfigError(f"cannot read options file {path}: {exc}") from exc
+            raise ConfigError(f"cannot read {where}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"options file {path} is not valid TOML: {exc}") from exc
+            raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
         if isinstance(data.get("banyanstore"), dict):
             data = data["banyanstore"]
-        return cls(**_check_names(data, f"options file {path}"))
+        values = _check_names(data, where)
+        try:
+            for name, value in values.items():
+                if _FIELDS[name].metadata.get("size") and isinstance(value, str):
+                    values[name] = _size_from_text(_FIELDS[name], value)
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     def replace(self, **changes: Any) -> Options:
         """A copy with some options changed (validated)."""
@@ -155,6 +219,9 @@ _FIELDS = {f.name: f for f in fields(Options)}
 _dataclass_init = Options.__init__
 
 
+# functools.wraps keeps the dataclass's signature visible (``__wrapped__``) to
+# inspect.signature, help() and IDEs: every field, its type and its default.
+@functools.wraps(_dataclass_init)
 def _init_recording_explicit(self: Options, *args: Any, **kwargs: Any) -> None:
     _dataclass_init(self, *args, **kwargs)
     names = [f.name for f in fields(Options)][:len(args)] + list(kwargs)
@@ -208,11 +275,29 @@ def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
     raise ConfigError(f"option {name}: unsupported type {kind}")  # pragma: no cover
 
 
-def _parse_env(f: dataclasses.Field[Any], text: str) -> Any:
+def _size_from_text(f: dataclasses.Field[Any], text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(f"option {f.name}: {exc}") from None
+
+
+def _parse_env(f: dataclasses.Field[Any], key: str, text: str) -> Any:
+    """The value of variable ``key`` for option ``f``, validated alone (so the error
+    names the variable); raises :class:`ConfigError`."""
+    try:
+        return _validate(f, _parse_env_text(f, text))
+    except ConfigError as exc:
+        raise ConfigError(f"environment variable {key}={text!r}: {exc}") from None
+
+
+def _parse_env_text(f: dataclasses.Field[Any], text: str) -> Any:
     kind = _type_name(f)
     raw = text.strip()
     if "None" in kind and raw.lower() in ("", "none", "null"):
         return None
+    if f.metadata.get("size"):
+        return _size_from_text(f, raw)
     try:
         if kind.startswith("bool"):
             low = raw.lower()
@@ -225,14 +310,15 @@ def _parse_env(f: dataclasses.Field[Any], text: str) -> Any:
             return int(raw, 0)
         if kind.startswith("float"):
             return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment {ENV_PREFIX}{f.name.upper()}={text!r}: "
-                          f"not a valid {kind}") from exc
+    except ValueError:
+        raise ConfigError(f"option {f.name}: not a valid {kind}") from None
     return raw
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Options set through ``BANYANSTORE_<NAME>`` variables."""
+    """Options set through ``BANYANSTORE_<NAME>`` variables.  A bad value raises
+    :class:`ConfigError` naming the variable; a variable naming no option warns
+    (``UserWarning``) and is ignored."""
     environ = os.environ if environ is None else environ
     found: dict[str, Any] = {}
     for key, text in environ.items():
@@ -240,9 +326,10 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in _FIELDS:
-            raise ConfigError(f"environment variable {key}: unknown option {name!r}; "
-                              f"known options are: {', '.join(sorted(_FIELDS))}")
-        found[name] = _parse_env(_FIELDS[name], text)
+            warnings.warn(f"environment variable {key} names no banyanstore option (ignored); "
+                          f"known options are: {', '.join(sorted(_FIELDS))}", stacklevel=4)
+            continue
+        found[name] = _parse_env(_FIELDS[name], key, text)
     return found
 
 

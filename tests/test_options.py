@@ -1,0 +1,146 @@
+"""Options as a user meets them: the signature and help() show every field, sizes with
+units in TOML files and variables, errors naming the variable or file they came from,
+an unknown ``BANYANSTORE_*`` variable warning instead of failing every open, and the
+classes exported from the package for type hints."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pydoc
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import banyanstore
+from banyanstore import ConfigError, Options
+from banyanstore.options import parse_size, resolve_options
+
+
+def test_signature_and_help_show_every_field() -> None:
+    params = inspect.signature(Options).parameters
+    names = [f.name for f in dataclasses.fields(Options)]
+    assert list(params) == names
+    assert params["memtable_size"].default == 64 << 20
+    assert params["io_mode"].default == "sync"
+    text = pydoc.render_doc(Options, renderer=pydoc.plaintext)
+    assert "memtable_size: 'int' = 67108864" in text
+    assert "wal_sync: 'str' = 'interval'" in text
+
+
+def test_fields_given_positionally_or_by_name_still_outrank_the_environment() -> None:
+    opts = Options("nonblocking", memtable_size=1 << 20)
+    assert opts.explicit == {"io_mode", "memtable_size"}
+    resolved = resolve_options(opts, {}, environ={"BANYANSTORE_IO_MODE": "sync",
+                                                  "BANYANSTORE_MEMTABLE_SIZE": "2MiB",
+                                                  "BANYANSTORE_BLOCK_SIZE": "8KiB"})
+    assert (resolved.io_mode, resolved.memtable_size, resolved.block_size) == ("nonblocking", 1 << 20, 8192)
+
+
+@pytest.mark.parametrize("text, size", [
+    ("4096", 4096), ("64MiB", 64 << 20), ("64 MiB", 64 << 20), ("4kib", 4096), ("1.5GiB", 3 << 29),
+    ("1TiB", 1 << 40), ("2MB", 2_000_000), ("8kB", 8000), ("3 B", 3), (" 7 ", 7),
+])
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "-1KiB", "1.2.3MiB", "64 MiBs", "0x10", "1.0000001KiB", "ten"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_sizes_with_units_in_environment_and_toml(tmp_path: Path) -> None:
+    env = {"BANYANSTORE_MEMTABLE_SIZE": "16MiB", "BANYANSTORE_BLOCK_CACHE_SIZE": "1 GiB",
+           "BANYANSTORE_SEGMENT_SIZE": "1048576"}
+    opts = resolve_options(None, {}, environ=env)
+    assert (opts.memtable_size, opts.block_cache_size, opts.segment_size) == (16 << 20, 1 << 30, 1 << 20)
+    cfg = tmp_path / "store.toml"
+    cfg.write_text('memtable_size = "32MiB"\nblock_size = "8 KiB"\nmax_value_size = 1024\n')
+    opts = Options.from_file(cfg)
+    assert (opts.memtable_size, opts.block_size, opts.max_value_size) == (32 << 20, 8192, 1024)
+    assert opts.explicit == {"memtable_size", "block_size", "max_value_size"}
+    # through BANYANSTORE_CONFIG as well
+    opts = resolve_options(None, {}, environ={"BANYANSTORE_CONFIG": str(cfg)})
+    assert opts.memtable_size == 32 << 20
+    # a unit on a field that is not a size stays an error
+    cfg.write_text('io_threads = "8KiB"\n')
+    with pytest.raises(ConfigError, match=f"options file {cfg}: option io_threads: expected int"):
+        Options.from_file(cfg)
+
+
+@pytest.mark.parametrize("variable, value, says", [
+    ("BANYANSTORE_MEMTABLE_SIZE", "1KiB", "out of range"),
+    ("BANYANSTORE_MEMTABLE_SIZE", "lots", "not a size"),
+    ("BANYANSTORE_IO_THREADS", "many", "not a valid int"),
+    ("BANYANSTORE_IO_THREADS", "0", "out of range"),
+    ("BANYANSTORE_WAL_SYNC", "sometimes", "not one of"),
+    ("BANYANSTORE_COMPACTION", "maybe", "not a valid bool"),
+])
+def test_an_error_from_a_variable_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      variable: str, value: str, says: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        banyanstore.open(tmp_path / "db")
+    message = str(info.value)
+    assert message.startswith(f"environment variable {variable}={value!r}: "), message
+    assert says in message
+
+
+def test_an_error_from_a_file_names_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('block_size = "3 parsecs"\n')
+    with pytest.raises(ConfigError, match=f"options file {cfg}: option block_size: .* is not a size"):
+        Options.from_file(cfg)
+    cfg.write_text('block_size = 12\n')
+    with pytest.raises(ConfigError, match=f"options file {cfg}: option block_size: 12 is out of range"):
+        Options.from_file(cfg)
+
+
+def test_an_unknown_variable_warns_and_the_store_opens(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BANYANSTORE_MEMTABLE_SISE", "1MiB")
+    with pytest.warns(UserWarning, match="BANYANSTORE_MEMTABLE_SISE names no banyanstore option"):
+        store = banyanstore.open(tmp_path / "db")
+    with store:
+        assert store.options.memtable_size == 64 << 20
+
+
+@pytest.mark.parametrize("variable", ["BANYANSTORE_PURE_PYTHON", "BANYANSTORE_SOAK",
+                                      "BANYANSTORE_TEST_ANYTHING"])
+def test_known_variables_that_are_not_options_stay_silent(variable: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_options(None, {}, environ={variable: "1"})
+
+
+def test_classes_and_errors_are_exported_for_type_hints(tmp_path: Path) -> None:
+    from banyanstore.lsm.batch import Batch
+    from banyanstore.lsm.keyspace import Keyspace
+    from banyanstore.lsm.store import Store
+    from banyanstore.snapshot import Snapshot
+
+    assert (banyanstore.Store, banyanstore.Keyspace, banyanstore.Batch, banyanstore.Snapshot) == \
+        (Store, Keyspace, Batch, Snapshot)
+    with banyanstore.open(tmp_path / "db") as store, store.snapshot() as snap, store.batch() as batch:
+        assert isinstance(store, banyanstore.Store) and isinstance(store.keyspace("k"), banyanstore.Keyspace)
+        assert isinstance(snap, banyanstore.Snapshot) and isinstance(batch, banyanstore.Batch)
+    with banyanstore.open_log(tmp_path / "log") as log:
+        assert isinstance(log, banyanstore.Log)
+    for name in banyanstore.__all__:
+        assert getattr(banyanstore, name) is not None, name
+        assert name in dir(banyanstore)
+    for name in ("EntryTooLargeError", "StoreNotFoundError", "StoreLockedError", "CorruptionError"):
+        assert issubclass(getattr(banyanstore, name), banyanstore.BanyanStoreError)
+
+
+def test_import_stays_light() -> None:
+    """The lazy exports must not load the engine on ``import banyanstore``."""
+    code = ("import sys, banyanstore; "
+            "print(sorted(m for m in sys.modules if m.startswith('banyanstore.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['banyanstore.errors', 'banyanstore.options']"
