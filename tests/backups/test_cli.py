@@ -51,7 +51,7 @@ def test_backup_list_restore_prune(capsys: pytest.CaptureFixture[str], url: str,
     with banyanstore.open(tmp_path / "copy", read_only=True) as c:
         assert c.get(b"k") == b"one" and c.keyspace("idx").get(b"i") == b"x"
     code, _, err = run(capsys, "restore", url, str(tmp_path / "copy"))
-    assert code == 1 and "overwrite=True" in err
+    assert code == 2 and "overwrite=True" in err and err.startswith("banyanstore restore: ")
     code, out, _ = run(capsys, "restore", url, str(tmp_path / "copy"), "--overwrite", "--json")
     assert code == 0 and json.loads(out)["backup_id"] == second["backup_id"]
     with banyanstore.open(tmp_path / "copy", read_only=True) as c:
@@ -79,11 +79,12 @@ def test_damage_and_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: 
     code, _, err = run(capsys, "restore", url, str(tmp_path / "copy"))
     assert code == 1 and "fails its checksum" in err and not os.path.exists(tmp_path / "copy")
     assert run(capsys, "restore", url, str(tmp_path / "c"), "--backup", "../x")[0] == 2
-    assert run(capsys, "backups", url, "--backup", "20200101T000000.000000Z-00000000")[0] == 1
+    assert run(capsys, "backups", url, "--backup", "20200101T000000.000000Z-00000000")[:3:2] == (
+        1, f"banyanstore backups: no complete backup 20200101T000000.000000Z-00000000 at {url}\n")
     assert run(capsys, "backup", store, url, "-o", "novalue")[0] == 2
     assert run(capsys, "backup", store, url, "-o", "key=x")[0] == 2  # options: fsspec URLs only
     assert run(capsys, "prune", url, "--keep", "0")[0] == 2
-    assert run(capsys, "backup", str(tmp_path / "nothing"), url)[0] == 1
+    assert run(capsys, "backup", str(tmp_path / "nothing"), url)[0] == 2  # cannot open
 
 
 def test_progress_bars_draw_every_phase() -> None:

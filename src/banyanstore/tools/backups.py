@@ -2,8 +2,8 @@
 
 They call :func:`banyanstore.backup` and friends; ``--option KEY=VALUE`` passes
 fsspec storage options (VALUE is JSON where it parses as JSON, else a string).
-On a terminal (and without ``--json``) long transfers show ``rich`` progress
-bars on stderr, one per phase (``pip install 'banyanstore[cli]'``).
+On a terminal (and without ``--json``; or with ``--progress``) long transfers show
+``rich`` progress bars on stderr, one per phase (``pip install 'banyanstore[cli]'``).
 
 >>> storage_options(["anon=false", "client_kwargs={\\"region_name\\": \\"eu-west-1\\"}", "profile=dev"])
 {'anon': False, 'client_kwargs': {'region_name': 'eu-west-1'}, 'profile': 'dev'}
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +22,8 @@ import banyanstore
 
 from ..backups import BackupInfo, Progress
 from ..errors import BanyanStoreError
-from .common import EXIT_OK, EXIT_PROBLEMS, Output, UsageError
+from .common import EXIT_OK, EXIT_PROBLEMS, NotFound, Output, UsageError
+from .progress import wants_progress
 
 __all__ = ["cmd_backup", "cmd_restore", "cmd_backups", "cmd_prune", "storage_options",
            "ProgressBars"]
@@ -90,8 +91,15 @@ class ProgressBars:
             self._bars.stop()
 
 
+def _existing(url: str) -> str:
+    """A backup location to read: a local directory must exist (a typo is not "no backups")."""
+    if "://" not in url and not os.path.isdir(url):
+        raise UsageError(f"{url}: no such backup directory")
+    return url
+
+
 def _bars(args: argparse.Namespace, out: Output) -> ProgressBars:
-    return ProgressBars(not out.json and not args.quiet and sys.stderr.isatty())
+    return ProgressBars(not args.quiet and wants_progress(args, out.json, out.err))
 
 
 def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -140,7 +148,7 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
 def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     opts = storage_options(args.option)
     with _bars(args, out) as bars:
-        info = _call(banyanstore.restore, args.url, args.dest, backup_id=args.backup,
+        info = _call(banyanstore.restore, _existing(args.url), args.dest, backup_id=args.backup,
                      overwrite=args.overwrite, parallel=args.parallel, progress=bars, **opts)
     if out.json:
         out.doc(_info_json(info) | {"dest": args.dest})
@@ -153,12 +161,11 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
 def cmd_backups(args: argparse.Namespace, out: Output) -> int:
     """List the complete backups; ``--verify`` checks each (or the one named)."""
     opts = storage_options(args.option)
-    infos = _call(banyanstore.list_backups, args.url, **opts)
+    infos = _call(banyanstore.list_backups, _existing(args.url), **opts)
     if args.backup is not None:
         infos = [i for i in infos if i.backup_id == args.backup]
         if not infos:
-            out.warn(f"banyanstore backups: no complete backup {args.backup} at {args.url}")
-            return EXIT_PROBLEMS
+            raise NotFound(f"no complete backup {args.backup} at {args.url}")
     failed = 0
     for info in infos:
         problem = None
@@ -184,7 +191,7 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_prune(args: argparse.Namespace, out: Output) -> int:
     opts = storage_options(args.option)
-    result = _call(banyanstore.prune_backups, args.url, keep=args.keep, **opts)
+    result = _call(banyanstore.prune_backups, _existing(args.url), keep=args.keep, **opts)
     if out.json:
         out.doc(dataclasses.asdict(result))
     else:

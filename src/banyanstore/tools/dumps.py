@@ -16,7 +16,7 @@ from ..errors import BanyanStoreError, CorruptionError
 from ..log.log import Log
 from ..lsm.manifest import replay
 from ..lsm.wal import decode
-from .common import EXIT_OK, EXIT_PROBLEMS, Output, UsageError, detect_kind, preview, show_bytes
+from .common import EXIT_OK, Failure, Output, UsageError, detect_kind
 from .files import read_current, walk_manifest
 
 __all__ = ["cmd_dump_manifest", "cmd_dump_log", "cmd_dump_wal"]
@@ -47,13 +47,19 @@ def cmd_dump_manifest(args: argparse.Namespace, out: Output) -> int:
             else:
                 out.line(json.dumps(rec.edit, separators=(",", ":")))
     except CorruptionError as exc:
-        out.warn(f"error: {exc}")
-        return EXIT_PROBLEMS
+        raise Failure(str(exc)) from None
     return EXIT_OK
 
 
 def _open_log(path: str) -> Log:
-    return Log.open(path, read_only=True, io_mode="sync")
+    if not os.path.isdir(path):
+        raise UsageError(f"{path}: no such log directory")
+    try:
+        return Log.open(path, read_only=True, io_mode="sync")
+    except CorruptionError as exc:
+        raise Failure(f"cannot open the log {path}: {exc}") from None
+    except BanyanStoreError as exc:
+        raise UsageError(f"cannot open the log {path}: {exc}") from None
 
 
 def _records(log: Log, start: int | None, limit: int | None) -> Iterator[tuple[int, bytes]]:
@@ -70,11 +76,7 @@ def cmd_dump_log(args: argparse.Namespace, out: Output) -> int:
     """``seq length preview`` of each log record from ``--start``."""
     if detect_kind(args.path) == "store":
         raise UsageError(f"{args.path} is a store: use dump-wal (or dump-log {args.path}/wal)")
-    try:
-        log = _open_log(args.path)
-    except (BanyanStoreError, FileNotFoundError) as exc:
-        out.warn(f"error: {exc}")
-        return EXIT_PROBLEMS
+    log = _open_log(args.path)
     shown = 0
     with log:
         if not out.json:
@@ -83,13 +85,11 @@ def cmd_dump_log(args: argparse.Namespace, out: Output) -> int:
             for seq, rec in _records(log, args.start, args.limit):
                 shown += 1
                 if out.json:
-                    out.doc({"seq": seq, "length": len(rec),
-                             "data": show_bytes(rec, hex_mode=args.hex)})
+                    out.doc({"seq": seq, "length": len(rec), "data": out.show(rec)})
                 else:
-                    out.line(f"{seq:>10} {len(rec):>8}  {preview(rec, args.width, hex_mode=args.hex)}")
+                    out.line(f"{seq:>10} {len(rec):>8}  {out.show_value(rec, args.width)}")
         except CorruptionError as exc:
-            out.warn(f"error: {exc}")
-            return EXIT_PROBLEMS
+            raise Failure(str(exc)) from None
     if not out.json:
         out.line(f"({shown} records shown)")
     return EXIT_OK
@@ -111,11 +111,7 @@ def cmd_dump_wal(args: argparse.Namespace, out: Output) -> int:
     if detect_kind(args.path) != "store":
         raise UsageError(f"{args.path} is not a store directory")
     names, flushed, wal_seq = _keyspace_names(args.path)
-    try:
-        log = _open_log(os.path.join(args.path, "wal"))
-    except (BanyanStoreError, FileNotFoundError) as exc:
-        out.warn(f"error: {exc}")
-        return EXIT_PROBLEMS
+    log = _open_log(os.path.join(args.path, "wal"))
     shown = 0
     with log:
         if not out.json:
@@ -129,20 +125,17 @@ def cmd_dump_wal(args: argparse.Namespace, out: Output) -> int:
                 if out.json:
                     out.doc({"seq": seq, "version": version, "commit_ms": ms,
                              "flushed": flushed_already,
-                             "ops": [{"keyspace": names.get(ks, ks), "key": show_bytes(k, hex_mode=args.hex),
-                                      "value": None if v is None else show_bytes(v, hex_mode=args.hex)}
-                                     for ks, k, v in ops]})
+                             "ops": [{"keyspace": names.get(ks, ks), "key": out.show(k),
+                                      "value": out.show_value(v)} for ks, k, v in ops]})
                     continue
                 when = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
                     timespec="milliseconds")
                 mark = " (in tables)" if flushed_already else ""
                 out.line(f"seq {seq} version {version} at {when}: {len(ops)} ops{mark}")
                 for ks, k, v in ops:
-                    shown_v = "TOMBSTONE" if v is None else preview(v, args.width, hex_mode=args.hex)
-                    out.line(f"    [{names.get(ks, ks)}] {show_bytes(k, hex_mode=args.hex)} = {shown_v}")
+                    out.line(f"    [{names.get(ks, ks)}] {out.show(k)} = {out.show_value(v, args.width)}")
         except CorruptionError as exc:
-            out.warn(f"error: {exc}")
-            return EXIT_PROBLEMS
+            raise Failure(str(exc)) from None
     if not out.json:
         out.line(f"({shown} records shown)")
     return EXIT_OK

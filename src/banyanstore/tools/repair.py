@@ -31,10 +31,10 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from ..errors import BanyanStoreError, CorruptionError
+from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
 from ..log.log import Log
 from ..lsm.manifest import ManifestState, replay
-from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, UsageError, detect_kind, make_env
+from .common import EXIT_OK, EXIT_PROBLEMS, Failure, Output, Report, UsageError, detect_kind, make_env
 from .files import current_text, manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .salvage import Loss, salvage
 from .tables import verify_table
@@ -208,16 +208,20 @@ def repair(path: str, *, dry_run: bool = False) -> RepairResult:
 
 
 def cmd_repair(args: argparse.Namespace, out: Output) -> int:
+    """Exit 0 when the store is undamaged afterwards (warnings allowed), 1 when damage
+    remains or something could not be recovered, 2 when a writer has it open."""
     try:
         res = repair(args.path, dry_run=args.dry_run)
+    except StoreLockedError:
+        raise UsageError(f"cannot repair {args.path}: another process has it open (stop the "
+                         "writer first)") from None
     except BanyanStoreError as exc:
-        out.warn(f"error: cannot repair {args.path}: {exc}")
-        return EXIT_PROBLEMS
+        raise Failure(f"cannot repair {args.path}: {exc}") from None
     after = verify_path(args.path)
     if out.json:
         out.pretty({"path": args.path, "dry_run": args.dry_run, "done": res.done,
                     "not_repaired": [{"what": w, "why": y} for w, y in res.refused],
-                    "not_recovered": [loss.to_json() for loss in res.lost],
+                    "not_recovered": [loss.to_json(out.show) for loss in res.lost],
                     "after": after.to_json()})
     else:
         verb = "would do" if args.dry_run else "repaired"

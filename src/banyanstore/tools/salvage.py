@@ -39,6 +39,7 @@ import bisect
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,9 +83,10 @@ class Loss:
         moved = f" (moved to {self.moved_to})" if self.moved_to else ""
         return f"{', '.join(parts)}: {self.why}{moved}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, show: Callable[[bytes], str] = show_bytes) -> dict[str, Any]:
+        """As JSON; ``show`` writes the keys (the command passes its base64/hex encoder)."""
         return {"what": self.what, "why": self.why, "keyspace": self.keyspace,
-                "keys": None if self.keys is None else [show_bytes(k) for k in self.keys],
+                "keys": None if self.keys is None else [show(k) for k in self.keys],
                 "versions": None if self.versions is None else list(self.versions),
                 "moved_to": self.moved_to}
 

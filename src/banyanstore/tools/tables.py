@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CorruptionError
@@ -20,7 +21,7 @@ from ..lsm.manifest import TableInfo
 from ..sstable.block import BlockFormatError, decode_block
 from ..sstable.format import unwrap_block
 from ..sstable.reader import TableReader
-from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, make_env, parse_key, preview, show_bytes
+from .common import EXIT_OK, Failure, Output, Report, UsageError, make_env, parse_key, show_bytes
 
 __all__ = ["verify_table", "cmd_dump_table", "table_properties"]
 
@@ -42,9 +43,10 @@ def verify_table(path: str, report: Report, info: TableInfo | None = None) -> No
         meta = reader.meta
         if info is not None:
             _compare(path, meta, info, report)
-        _check_blocks(reader, path, report)
+        checked = _check_blocks(reader, path, report)
     finally:
         reader.close()
+    report.advance(max(size - checked, 0))  # the index, filter, properties and footer
     report.count("tables")
     report.count("table_bytes", size)
 
@@ -63,8 +65,10 @@ def _compare(path: str, meta: Any, info: TableInfo, report: Report) -> None:
             report.error(path, f"{what} is {in_table!r} in the table, {in_manifest!r} in the manifest")
 
 
-def _check_blocks(reader: TableReader, path: str, report: Report) -> None:
+def _check_blocks(reader: TableReader, path: str, report: Report) -> int:
+    """Check every data block; returns the bytes of data blocks read."""
     meta = reader.meta
+    checked = 0
     entries = tombstones = 0
     prev: tuple[bytes, int] | None = None
     first_key: bytes | None = None
@@ -72,6 +76,8 @@ def _check_blocks(reader: TableReader, path: str, report: Report) -> None:
     for no in range(reader.block_count):
         f, off, length = reader.block_request(no)
         stored = f.read(off, length)
+        checked += length
+        report.advance(length)
         if len(stored) != length:
             report.error(path, f"data block {no}: short read ({len(stored)} of {length} bytes)", off)
             bad_blocks += 1
@@ -106,7 +112,7 @@ def _check_blocks(reader: TableReader, path: str, report: Report) -> None:
     if bad_blocks:
         report.note(f"{path}: {bad_blocks} unreadable data blocks, so its entry counts and fences "
                     "were not checked")
-        return
+        return checked
     if entries != meta.entry_count or tombstones != meta.tombstone_count:
         report.error(path, f"data blocks hold {entries} entries ({tombstones} tombstones); the "
                      f"properties say {meta.entry_count} ({meta.tombstone_count})")
@@ -114,12 +120,14 @@ def _check_blocks(reader: TableReader, path: str, report: Report) -> None:
         report.error(path, "first key differs from the smallest key of the properties")
     if prev is not None and prev[0] != meta.largest_key:
         report.error(path, "last key differs from the largest key of the properties")
+    return checked
 
 
-def table_properties(reader: TableReader) -> dict[str, Any]:
+def table_properties(reader: TableReader, show: Callable[[bytes], str] = show_bytes) -> dict[str, Any]:
+    """The table's properties for a person (or, with ``show`` encoding bytes, for JSON)."""
     m = reader.meta
-    return {"file": reader.path, "file_size": m.file_size, "smallest_key": show_bytes(m.smallest_key),
-            "largest_key": show_bytes(m.largest_key), "min_version": m.min_version,
+    return {"file": reader.path, "file_size": m.file_size, "smallest_key": show(m.smallest_key),
+            "largest_key": show(m.largest_key), "min_version": m.min_version,
             "max_version": m.max_version, "entries": m.entry_count, "tombstones": m.tombstone_count,
             "keys": m.key_count, "raw_size": m.raw_size, "data_size": m.data_size,
             "data_blocks": m.block_count, "block_size": m.block_size, "compression": m.compression,
@@ -137,15 +145,16 @@ def _origin_properties(origin: Any) -> dict[str, Any]:
 
 def cmd_dump_table(args: argparse.Namespace, out: Output) -> int:
     """``dump-table FILE``: properties, then entries from ``--start`` (at most ``--limit``)."""
+    if not os.path.isfile(args.file):
+        raise UsageError(f"{args.file}: no such table file")
     try:
         reader = TableReader.open(make_env(), args.file, None)
     except CorruptionError as exc:
-        out.warn(f"error: {exc}")
-        return EXIT_PROBLEMS
+        raise Failure(str(exc)) from None
     start = parse_key(args.start) if args.start is not None else None
     shown = 0
     with reader:
-        props = table_properties(reader)
+        props = table_properties(reader, out.show)
         if out.json:
             out.doc({"properties": props})
         else:
@@ -158,16 +167,12 @@ def cmd_dump_table(args: argparse.Namespace, out: Output) -> int:
                     break
                 shown += 1
                 if out.json:
-                    out.doc({"key": show_bytes(key, hex_mode=args.hex), "version": version,
-                             "tombstone": value is None,
-                             "value": None if value is None else show_bytes(value, hex_mode=args.hex)})
+                    out.doc({"key": out.show(key), "version": version, "tombstone": value is None,
+                             "value": out.show_value(value)})
                 else:
-                    shown_value = "TOMBSTONE" if value is None else preview(value, args.width,
-                                                                            hex_mode=args.hex)
-                    out.line(f"{show_bytes(key, hex_mode=args.hex)} @{version} = {shown_value}")
+                    out.line(f"{out.show(key)} @{version} = {out.show_value(value, args.width)}")
         except CorruptionError as exc:
-            out.warn(f"error: {exc}")
-            return EXIT_PROBLEMS
+            raise Failure(str(exc)) from None
     if not out.json:
         out.line(f"({shown} entries shown)")
     return EXIT_OK

@@ -17,22 +17,29 @@ For a store, in order:
    manifests (warnings: ``repair`` removes them) and foreign files (left alone).
 
 A log directory gets step 4 only, without the payload decoding.
+
+Each finding is an **error** (damage: data is or may be lost; exit 1) or a
+**warning** (a crash leftover that an open or ``repair`` handles, a foreign file;
+listed, exit 0).  A progress bar over the bytes checked is drawn on stderr on a
+terminal (or with ``--progress``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 from ..errors import CorruptionError
 from ..lsm.manifest import ManifestState, replay
 from ..lsm.wal import decode
 from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, UsageError, detect_kind
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
+from .progress import ProgressBar, wants_progress
 from .tables import verify_table
 from .verify_log import verify_log_dir
 
-__all__ = ["verify_path", "verify_store", "load_state", "cmd_verify"]
+__all__ = ["verify_path", "verify_store", "load_state", "cmd_verify", "bytes_to_check"]
 
 
 def load_state(store: str, report: Report) -> tuple[ManifestState, str] | None:
@@ -75,8 +82,8 @@ def load_state(store: str, report: Report) -> tuple[ManifestState, str] | None:
     return state, name
 
 
-def verify_store(store: str) -> Report:
-    report = Report(store, "store")
+def verify_store(store: str, on_progress: Callable[[int], None] | None = None) -> Report:
+    report = Report(store, "store", on_progress=on_progress)
     loaded = load_state(store, report)
     if loaded is None:
         report.note("manifest unusable: tables and leftovers not checked")
@@ -152,19 +159,34 @@ def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
                      "manifest says replay starts: records the manifest needs are missing")
 
 
-def verify_path(path: str) -> Report:
+def verify_path(path: str, on_progress: Callable[[int], None] | None = None) -> Report:
+    """Check the store, log or table at ``path``; ``on_progress(nbytes)`` is called as
+    bytes are checked (they add up to about :func:`bytes_to_check`)."""
     kind = detect_kind(path)
     if kind == "store":
-        return verify_store(path)
+        return verify_store(path, on_progress)
     if kind == "log":
-        report = Report(path, "log")
+        report = Report(path, "log", on_progress=on_progress)
         verify_log_dir(path, report)
         return report
     if kind == "table":
-        report = Report(path, "table")
+        report = Report(path, "table", on_progress=on_progress)
         verify_table(path, report)
         return report
+    if kind == "missing":
+        raise UsageError(f"{path}: no such file or directory")
     raise UsageError(f"{path}: not a banyanstore store, log or table ({kind})")
+
+
+def bytes_to_check(path: str) -> int:
+    """About the bytes :func:`verify_path` reads: the tables and WAL of a store (orphans
+    included), a log's segments, a table file."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    folders = [os.path.join(path, "tables"), os.path.join(path, "wal")] \
+        if detect_kind(path) == "store" else [path]
+    return sum(entry.stat().st_size for folder in folders if os.path.isdir(folder)
+               for entry in os.scandir(folder) if entry.is_file())
 
 
 def print_report(report: Report, out: Output) -> None:
@@ -179,12 +201,19 @@ def print_report(report: Report, out: Output) -> None:
         out.line(f"  checked: {counts}")
     for p in report.problems:
         out.line(f"  {p}")
-    errors = sum(p.severity == "error" for p in report.problems)
-    warnings = len(report.problems) - errors
-    out.line("OK" if report.ok else f"PROBLEMS: {errors} errors, {warnings} warnings")
+    if report.errors:
+        out.line(f"DAMAGED: {report.errors} errors, {report.warnings} warnings")
+    elif report.warnings:
+        out.line(f"OK, {report.warnings} warnings (no damage)")
+    else:
+        out.line("OK")
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
-    report = verify_path(args.path)
+    """Exit 0 when nothing is damaged (warnings are listed), 1 when something is."""
+    enabled = wants_progress(args, out.json, out.err)
+    total = bytes_to_check(args.path) if enabled and os.path.exists(args.path) else 0
+    with ProgressBar("verify", total=total, unit="bytes", enabled=enabled, stream=out.err) as bar:
+        report = verify_path(args.path, bar.advance if enabled else None)
     print_report(report, out)
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -80,6 +80,7 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
             report.count("log_bytes", size)
         finally:
             f.close()
+            report.advance(os.path.getsize(path))
     report.count("log_segments", out.segments)
     report.count("log_records", out.records)
     return out

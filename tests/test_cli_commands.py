@@ -1,0 +1,284 @@
+"""Every ``banyanstore`` command run as an operator runs it: ``python -m banyanstore`` in
+a subprocess, on good and on bad input, checking the documented contract (docs/cli.md):
+
+* exit 0 ok, 1 a problem found or not found, 2 usage or the path cannot be opened;
+* every failure is exactly one line ``banyanstore <command>: <what>`` on stderr, and
+  nothing else is written to stderr unless asked (no progress bar off a terminal);
+* ``--json`` writes keys and values in base64 (``--hex``: hex), never Python escapes;
+* read commands and ``checkpoint`` work beside a running writer; writing commands
+  say in one line that a writer has the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import banyanstore
+from banyanstore.cli import main
+
+COMMANDS = ("get", "scan", "put", "delete", "keyspaces", "stats", "compact", "verify", "repair",
+            "checkpoint", "dump-manifest", "dump-table", "dump-log", "dump-wal", "backup",
+            "restore", "backups", "prune")
+
+
+def check_contract(argv: tuple[str, ...], code: int, out: str, err: str, expected: int | None) -> None:
+    if expected is not None:
+        assert code == expected, (argv, code, out, err)
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in err
+    if code != 0 and err:
+        command = next((a for a in argv if a in COMMANDS), None)
+        prefix = f"banyanstore {command}: " if command else "banyanstore: "
+        assert err.count("\n") == 1 and err.endswith("\n"), (argv, err)
+        assert err.startswith(prefix), (argv, err)
+    elif code == 0 and "--progress" not in argv:
+        assert err == "", (argv, err)  # off a terminal nothing goes to stderr unasked
+
+
+def cli(*argv: str, stdin: bytes | None = None, code: int | None = None) -> tuple[int, str, str]:
+    """Run ``python -m banyanstore ARGV``; check the contract; returns ``(exit code,
+    stdout, stderr)`` (and checks the exit code when ``code`` is given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")
+           or k in ("BANYANSTORE_PURE_PYTHON",)}
+    proc = subprocess.run([sys.executable, "-m", "banyanstore", *argv], input=stdin,
+                          capture_output=True, env=env, check=False, timeout=120)
+    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode()
+    check_contract(argv, proc.returncode, out, err, code)
+    return proc.returncode, out, err
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *argv: str,
+               code: int | None = None) -> tuple[int, str, str]:
+    """:func:`cli` through ``main()`` in this process (the same code, without a
+    subprocess's start-up: for the long lists of cases)."""
+    result = main(list(argv))
+    captured = capsys.readouterr()
+    check_contract(argv, result, captured.out, captured.err, code)
+    return result, captured.out, captured.err
+
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """:func:`in_process` bound to this test's captured output."""
+    return functools.partial(in_process, capsys)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A closed store: two keyspaces, three tables in ``default``, a binary key."""
+    path = str(tmp_path_factory.mktemp("cli") / "store")
+    with banyanstore.open(path, memtable_size=1 << 22, compaction=False) as s:
+        for part in range(3):
+            for i in range(100):
+                s.put(b"user:%04d" % (part * 100 + i), b"value-%d" % i)
+            s.flush()
+        s.put(b"\x00\xffbin", b"\x01\x02\xff")
+        s.keyspace("index").put(b"ix:1", b"user:0001")
+    return path
+
+
+@pytest.fixture
+def store(template: str, tmp_path: Path) -> str:
+    path = str(tmp_path / "store")
+    shutil.copytree(template, path)
+    return path
+
+
+def table_files(store: str) -> list[str]:
+    return sorted(str(p) for p in Path(store, "tables").glob("*.sst"))
+
+
+# -- the contract every command shares --------------------------------------------------------
+
+def test_usage_errors_are_one_line_exit_2(run: Run, tmp_path: Path,
+                                          store: str) -> None:
+    assert cli(code=2)[2] == "banyanstore: a COMMAND is required (see banyanstore --help)\n"
+    assert cli("put", store, "k", "v", "--bogus", code=2)[2] == \
+        "banyanstore put: unrecognized arguments: --bogus (see banyanstore put --help)\n"
+    assert run("frobnicate", code=2)[2].startswith("banyanstore: argument COMMAND: invalid")
+    assert "exit codes" in run("--help", code=0)[1]
+    assert cli("--version", code=0)[1] == f"banyanstore {banyanstore.__version__}\n"
+    for argv in (("get", store), ("scan", store, "--limit", "-1"), ("prune", "x", "--keep", "0"),
+                 ("verify", store, "--progress", "--no-progress")):
+        err = run(*argv, code=2)[2]
+        assert err.endswith(f"(see banyanstore {argv[0]} --help)\n"), err
+    missing = str(tmp_path / "missing")
+    for argv in (("get", missing, "k"), ("scan", missing), ("put", missing, "k", "v"),
+                 ("delete", missing, "k"), ("keyspaces", missing), ("stats", missing),
+                 ("compact", missing), ("verify", missing), ("repair", missing),
+                 ("checkpoint", missing, str(tmp_path / "dest")), ("dump-manifest", missing),
+                 ("dump-table", missing), ("dump-log", missing), ("dump-wal", missing),
+                 ("backup", missing, str(tmp_path / "b")), ("restore", missing, str(tmp_path / "r")),
+                 ("backups", missing), ("prune", missing, "--keep", "1")):
+        code, out, err = run(*argv)
+        assert code == 2 and out == "" and missing in err, (argv, code, out, err)
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+def test_get_and_scan(run: Run, store: str) -> None:
+    assert run("get", store, "user:0102", code=0) == (0, "value-2\n", "")
+    assert cli("get", store, "nope", code=1) == (1, "", "banyanstore get: nope: not found at version 302\n")
+    assert cli("get", store, "hex:00ff62696e", "--raw", code=0)[1] == "\x01\x02\ufffd"  # raw bytes
+    doc = json.loads(run("get", store, "hex:00ff62696e", "--json", code=0)[1])
+    assert doc == {"key": "AP9iaW4=", "version": 302, "value": "AQL/"}
+    doc = json.loads(run("--json", "--hex", "get", store, f"b64:{doc['key']}", code=0)[1])
+    assert doc["value"] == "0102ff"
+    assert run("get", store, "ix:1", "--keyspace", "index", code=0)[1] == "user:0001\n"
+    assert "no keyspace 'nope'" in run("get", store, "k", "--keyspace", "nope", code=2)[2]
+    assert "bad hex key" in run("get", store, "hex:zz", code=2)[2]
+    assert "bad base64 key" in run("get", store, "b64:!!", code=2)[2]
+    assert run("get", store, "user:0001", "--version", "99999", code=2)[2]
+    rows = [json.loads(line) for line in cli("scan", store, "--json", "--limit", "2", code=0)[1].splitlines()]
+    assert [base64.b64decode(r["key"]) for r in rows] == [b"\x00\xffbin", b"user:0000"]
+    out = run("scan", store, "--prefix", "user:01", "--reverse", "--limit", "2", code=0)[1]
+    assert out.splitlines() == ["user:0199 = value-99", "user:0198 = value-98", "(2 keys)"]
+    assert run("scan", store, "--start", "hex:xyz", code=2)[2]
+
+
+def test_keyspaces_and_stats(run: Run, store: str) -> None:
+    out = cli("keyspaces", store, code=0)[1]
+    assert "default" in out and "index" in out and "table_bytes" in out
+    rows = json.loads(run("keyspaces", store, "--json", code=0)[1])
+    assert [(r["name"], r["tables"]) for r in rows] == [("default", 4), ("index", 1)]
+    out = cli("stats", store, code=0)[1]
+    assert re.search(r"version\s+│\s+302", out) and "keyspaces" in out, out
+    assert json.loads(run("stats", store, "--json", code=0)[1])["version"] == 302
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+def test_put_delete_compact(run: Run, store: str) -> None:
+    assert run("put", store, "new", "value", code=0)[1] == "put new (5 bytes) at version 303\n"
+    doc = json.loads(run("put", store, "hex:00", "b64:AAEC", "--json", code=0)[1])
+    assert doc == {"key": "AA==", "version": 304, "bytes": 3}
+    assert cli("put", store, "piped", "--stdin", stdin=b"\x00from stdin", code=0)[1] == \
+        "put piped (11 bytes) at version 305\n"
+    assert run("put", store, "ix:2", "v", "--keyspace", "index", code=0)
+    assert "a VALUE is required" in run("put", store, "k", code=2)[2]
+    assert "not both" in run("put", store, "k", "v", "--stdin", code=2)[2]
+    assert "no keyspace" in run("put", store, "k", "v", "--keyspace", "nope", code=2)[2]
+    assert cli("delete", store, "new", code=0)[1] == "deleted new at version 307\n"
+    assert run("delete", store, "never-there", code=0)  # a tombstone either way
+    assert "no keyspace" in run("delete", store, "k", "--keyspace", "nope", code=2)[2]
+    summary = json.loads(run("compact", store, "--json", code=0)[1])
+    assert summary["tables_before"] >= 4 and summary["tables_after"] == 2, summary
+    code, out, err = cli("compact", store, "--keyspace", "index", "--progress")
+    assert code == 0 and out.startswith(f"compacted {store}: ") and "compact" in err.splitlines()[-1]
+    assert "no keyspace" in run("compact", store, "--keyspace", "nope", code=2)[2]
+    with banyanstore.open(store, read_only=True) as s:
+        assert s.get(b"new") is None and s.get(b"\x00") == b"\x00\x01\x02"
+        assert s.get(b"piped") == b"\x00from stdin" and s.keyspace("index").get(b"ix:2") == b"v"
+        assert s.get(b"user:0250") == b"value-50"
+
+
+def test_beside_a_running_writer(run: Run, store: str, tmp_path: Path) -> None:
+    """Reads, verify and checkpoint work while another process writes the store;
+    writing commands refuse in one line (exit 2)."""
+    with banyanstore.open(store) as writer:
+        writer.put(b"live", b"written by the writer", sync=True)
+        assert cli("get", store, "live", code=0)[1] == "written by the writer\n"
+        assert "live" in run("scan", store, "--prefix", "li", code=0)[1]
+        assert run("keyspaces", store, code=0) and run("stats", store, "--json", code=0)
+        assert run("verify", store, code=0)[1].rstrip().endswith("OK")
+        dest = str(tmp_path / "copy")
+        out = cli("checkpoint", store, dest, code=0)[1]
+        assert "from its files: a writer has it open" in out
+        for argv in (("put", store, "k", "v"), ("delete", store, "k"), ("compact", store),
+                     ("repair", store)):
+            assert "another process has it open" in cli(*argv, code=2)[2]
+        writer.put(b"after", b"the checkpoint")
+    with banyanstore.open(dest, read_only=True) as copy:
+        assert copy.get(b"live") == b"written by the writer" and copy.get(b"after") is None
+        assert copy.get(b"user:0001") == b"value-1" and copy.keyspace("index").get(b"ix:1") == b"user:0001"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".checkpoint-")]  # scratch removed
+    out = run("checkpoint", store, str(tmp_path / "copy2"), code=0)[1]  # no writer: through the store
+    assert "through the store" in out
+    assert "exists and is not empty" in run("checkpoint", store, dest, code=2)[2]
+
+
+# -- verify and repair -----------------------------------------------------------------------
+
+def test_verify_exit_codes_and_progress(run: Run, store: str, tmp_path: Path) -> None:
+    code, out, err = run("verify", store, "--progress")
+    assert code == 0 and out.rstrip().endswith("OK") and "verify" in err and "/" in err
+    assert run("verify", store, code=0)[2] == ""  # off a terminal: no bar unless asked
+    Path(store, "tables", "009999.sst").write_bytes(b"left by a crashed flush")
+    code, out, _ = run("verify", store, code=0)  # a warning: listed, exit 0
+    assert "WARNING" in out and out.rstrip().endswith("OK, 1 warnings (no damage)")
+    doc = json.loads(run("verify", store, "--json", code=0)[1])
+    assert doc["ok"] and doc["warnings"] == 1 and doc["errors"] == 0
+    victim = table_files(store)[0]
+    data = bytearray(Path(victim).read_bytes())
+    data[10] ^= 0x40
+    Path(victim).write_bytes(bytes(data))
+    code, out, _ = cli("verify", store, code=1)  # damage
+    assert "DAMAGED: 1 errors, 1 warnings" in out
+    assert run("verify", victim, code=1)
+    assert "not a banyanstore store, log or table" in run("verify", str(tmp_path), code=2)[2]
+    code, out, _ = cli("repair", store, code=1)  # salvages, but the damaged table's keys are lost
+    assert "NOT recovered" in out
+    assert run("verify", store, code=0)
+    assert run("repair", store, code=0)[1].startswith("nothing to repair")
+    assert "not a banyanstore store or log" in run("repair", str(tmp_path), code=2)[2]
+
+
+# -- dumps -----------------------------------------------------------------------------------
+
+def test_dumps(run: Run, store: str, tmp_path: Path) -> None:
+    edits = [json.loads(line) for line in cli("dump-manifest", store, code=0)[1].splitlines()]
+    assert edits[0]["_keyspaces"] == [[0, "default"]]
+    assert "neither a store directory" in run("dump-manifest", str(tmp_path), code=2)[2]
+    rows = [json.loads(line) for line in run("dump-table", table_files(store)[0], "--json", "--limit", "1",
+                                             code=0)[1].splitlines()]
+    assert base64.b64decode(rows[0]["properties"]["smallest_key"]) == b"user:0000"
+    assert base64.b64decode(rows[1]["value"]) == b"value-0"
+    garbage = tmp_path / "000001.sst"
+    garbage.write_bytes(b"not a table at all" * 10)
+    assert cli("dump-table", str(garbage), code=1)[2].startswith("banyanstore dump-table: ")
+    code, out, _ = cli("dump-wal", store, "--json", code=0)
+    assert code == 0
+    log = str(tmp_path / "log")
+    with banyanstore.open_log(log) as lg:
+        lg.append_many([b"\x00one", b"two"])
+    rows = [json.loads(line) for line in cli("dump-log", log, "--json", code=0)[1].splitlines()]
+    assert [base64.b64decode(r["data"]) for r in rows] == [b"\x00one", b"two"]
+    assert "is a store: use dump-wal" in run("dump-log", store, code=2)[2]
+    assert "is not a store directory" in run("dump-wal", log, code=2)[2]
+
+
+# -- backups ---------------------------------------------------------------------------------
+
+def test_backup_commands(run: Run, store: str, tmp_path: Path) -> None:
+    url = str(tmp_path / "backups")
+    first = json.loads(cli("backup", store, url, "--json", code=0)[1])
+    with banyanstore.open(store) as s:
+        s.put(b"user:0001", b"changed")
+    assert run("backup", store, url, "-q", code=0)[1].startswith("backup ")
+    out = cli("backups", url, "--verify", code=0)[1]
+    assert out.count("  OK") == 2 and "(2 backups)" in out
+    dest = str(tmp_path / "restored")
+    assert cli("restore", url, dest, "--backup", first["backup_id"], code=0)
+    with banyanstore.open(dest, read_only=True) as r:
+        assert r.get(b"user:0001") == b"value-1"
+    assert "overwrite" in run("restore", url, dest, code=2)[2]
+    assert run("restore", url, dest, "--backup", "../x", code=2)
+    assert "no complete backup" in run("backups", url, "--backup", "20200101T000000.000000Z-00000000",
+                                       code=1)[2]
+    assert "KEY=VALUE" in run("backup", store, url, "-o", "novalue", code=2)[2]
+    assert "kept 1 backups, deleted 1" in cli("prune", url, "--keep", "1", code=0)[1]
+    assert json.loads(run("prune", url, "--keep", "1", "--json", code=0)[1])["deleted"] == []
