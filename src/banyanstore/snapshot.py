@@ -18,6 +18,7 @@ For an on-disk copy, use :meth:`Store.checkpoint`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,8 @@ class Snapshot:
         self.version = version
         self._views = views
         self._closed = False
-        store._snapshots[version] += 1
+        self._close_lock = threading.Lock()  # close() from two threads releases one pin
+        store._snapshots.take(version)
 
     def _ks(self, keyspace: Any) -> tuple[KeyspaceState, View]:
         if self._closed:
@@ -74,13 +76,11 @@ class Snapshot:
 
     def close(self) -> None:
         """Release the snapshot (idempotent); merges may then reclaim what it pinned."""
-        if self._closed:
-            return
-        self._closed = True
-        counts = self._store._snapshots
-        counts[self.version] -= 1
-        if counts[self.version] <= 0:
-            del counts[self.version]
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._store._snapshots.release(self.version)
 
     @property
     def closed(self) -> bool:

@@ -164,7 +164,7 @@ class Compactor(BackgroundThread):
         store = self._store
         latest = store._version
         floor = max(store._retention_floor(), store._history_floor)
-        snaps = tuple(sorted(v for v in store._snapshots if v < floor))
+        snaps = tuple(v for v in store._snapshots.versions() if v < floor)
         bottom = ks.view.tables[-1] is inputs[-1]
         return MergeSpec(floor, snaps, store._ttl_floor(ks, latest), bottom,
                          merged_origin(ks.id, ks.name, inputs, floor))

@@ -44,7 +44,7 @@ def collect(store: Store) -> dict[str, Any]:
     out: dict[str, Any] = {
         "path": store.path, "version": store._version, "history_floor": store._history_floor,
         "read_only": store._read_only, "closed": store._closed,
-        "live_snapshots": sum(store._snapshots.values()),
+        "live_snapshots": store._snapshots.live(),
         "keyspaces": keyspaces,
         "memtable_bytes": store._mem_bytes,
         "block_cache": _cache_stats(cache),

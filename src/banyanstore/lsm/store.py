@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -49,6 +48,7 @@ from .flush import Flusher
 from .keyspace import Keyspace, as_bytes
 from .manifest import Manifest, ManifestState
 from .memtable import Memtable
+from .pins import SnapshotPins
 from .recovery import check_orphans, open_tables, open_wal, remove_orphans, replay_wal
 from .timemap import TimeMap
 from .view import KeyspaceState, View
@@ -101,7 +101,7 @@ class Store(Keyspace):
         self._lock: FileLock | None = None
         self._write_lock = threading.Lock()
         self._state_lock = threading.RLock()
-        self._snapshots: Counter[int] = Counter()
+        self._snapshots = SnapshotPins()  # versions of live snapshots (any thread)
         self._mem_bytes = 0
         self._timemap = TimeMap()
         self._next_sample_ms = 0

@@ -1,0 +1,55 @@
+"""The versions live snapshots read at, shared by every thread of a store.
+
+Snapshots are taken and closed on any thread -- and closed by the garbage collector
+(``Snapshot.__del__``) on whichever thread it runs -- while merges read the set to
+decide which old versions they must keep.  A bare ``Counter`` lost updates there: two
+closes at once raised ``KeyError`` or left a count behind (the history it pinned was
+never reclaimed), a close racing a take could drop a live snapshot's pin (a merge could
+then drop versions it reads), and a merge iterating the counter while it changed
+failed.  So every access goes through one lock, held for a few dictionary operations.
+
+>>> pins = SnapshotPins()
+>>> pins.take(7); pins.take(7); pins.take(9); pins.release(7)
+>>> pins.versions(), pins.live()
+([7, 9], 2)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+__all__ = ["SnapshotPins"]
+
+
+class SnapshotPins:
+    """A thread-safe multiset of versions (one entry per live snapshot)."""
+
+    __slots__ = ("_lock", "_counts")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[int] = Counter()
+
+    def take(self, version: int) -> None:
+        with self._lock:
+            self._counts[version] += 1
+
+    def release(self, version: int) -> None:
+        """Drop one pin of ``version`` (one taken before: a snapshot closes once)."""
+        with self._lock:
+            left = self._counts[version] - 1
+            if left > 0:
+                self._counts[version] = left
+            else:
+                del self._counts[version]
+
+    def versions(self) -> list[int]:
+        """The pinned versions, ascending (a copy: merges iterate it unlocked)."""
+        with self._lock:
+            return sorted(self._counts)
+
+    def live(self) -> int:
+        """How many snapshots are open."""
+        with self._lock:
+            return sum(self._counts.values())
