@@ -1,8 +1,14 @@
 # The two commands of the README: `make demo` and `make test`.
 PY ?= python3
+# `make test` and the other developer targets: an editable install with the dev extra.
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo`: a venv of its own with a plain install -- only what running needs, the way
+# a user installs the package (reinstalled when the sources change).
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+SOURCES := $(shell find src/banyanstore -name '*.py' -o -name '*.c' -o -name '*.pyi')
 # Line coverage of src/banyanstore by the test suite was 91% when this floor was set.
 COVERAGE_FLOOR := 88
 
@@ -10,13 +16,20 @@ COVERAGE_FLOOR := 88
 NATIVE := $(VENV)/.native-built
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: demo test test-pure test-native test-asan lint bench soak torture clean
+.PHONY: demo test test-pure test-native test-asan lint bench soak torture check-dist clean
 
+# setuptools >= 77 in the venv too: `setup.py build_ext` below reads pyproject's SPDX license.
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml setup.py $(SOURCES)
+	$(PY) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/pip install -q .
+	touch $(DEMO_STAMP)
 
 # pip built the extension with the editable install; rebuild it when its source changes.
 # The build is optional: without a C compiler the engine runs on pure Python.
@@ -24,8 +37,8 @@ $(NATIVE): src/banyanstore/_native.c $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace || echo "compiled core not built: pure Python only"
 	touch $(NATIVE)
 
-demo: $(NATIVE)
-	$(BIN)/python -m banyanstore.demo demo-data
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/python -m banyanstore.demo demo-data
 
 # The whole suite twice: on the pure-Python engine (with the coverage floor, since it
 # measures the Python code) and on the compiled core; then the linters.
@@ -75,6 +88,11 @@ torture: $(NATIVE)
 bench: $(NATIVE)
 	$(BIN)/python benchmarks/run_all.py
 
+# `python -m build` makes an sdist and a wheel; each must install in a fresh venv and run
+# the demo (.ci/check-dist; CI runs it after `make test`).
+check-dist:
+	PY=$(PY) .ci/check-dist
+
 clean:
-	rm -rf $(VENV) demo-data bench-data torture-figures.json
+	rm -rf $(VENV) $(DEMO_VENV) demo-data bench-data torture-figures.json
 	rm -f src/banyanstore/_native*.so
