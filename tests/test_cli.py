@@ -22,6 +22,7 @@ import os, sys, banyanstore
 s = banyanstore.open(sys.argv[1], memtable_size=65536, wal_sync="always", compaction=False)
 for i in range(1000):
     s.put(b"k%05d" % i, b"v" * 20)
+s.keyspace("idx")
 with s.batch() as b:
     b.put(b"bin", b"\\x00\\x01raw")
     b.delete(b"k00003")

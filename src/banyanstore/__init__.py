@@ -29,7 +29,9 @@ from .errors import (
     DiskFullError,
     EntryTooLargeError,
     IOModeUnavailableError,
+    KeyspaceNotFoundError,
     LogRangeError,
+    NotAStoreError,
     ReadOnlyError,
     StorageIOError,
     StoreClosedError,
@@ -52,26 +54,29 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "open_log", "Options", "errors", "BanyanStoreError", "ConfigError", "CorruptionError",
-    "DiskFullError", "EntryTooLargeError", "IOModeUnavailableError", "LogRangeError", "ReadOnlyError",
-    "StorageIOError", "StoreClosedError", "StoreLockedError", "StoreNotFoundError",
-    "VersionUnavailableError", "__version__",
+    "DiskFullError", "EntryTooLargeError", "IOModeUnavailableError", "KeyspaceNotFoundError",
+    "LogRangeError", "NotAStoreError", "ReadOnlyError", "StorageIOError", "StoreClosedError",
+    "StoreLockedError", "StoreNotFoundError", "VersionUnavailableError", "__version__",
     "Store", "Keyspace", "Snapshot", "Batch", "Log",
     "backup", "restore", "list_backups", "verify_backup", "prune_backups", "BackupInfo",
 ]
 
 
-def open_log(path: str | os.PathLike[str], *, options: Options | None = None, env: Env | None = None,
-             **kwargs: Any) -> Log:
-    """Open (or create) the append-only log in directory ``path``; options as keyword
-    arguments or ``options=`` (see :class:`Options`)."""
+def open_log(path: str | bytes | os.PathLike[Any], *, options: Options | None = None,
+             env: Env | None = None, **kwargs: Any) -> Log:
+    """Open (or create) the append-only log in directory ``path`` (a str, bytes --
+    decoded like :func:`os.fsdecode` -- or os.PathLike; anything else is a
+    TypeError); options as keyword arguments or ``options=`` (see :class:`Options`)."""
     from .log.log import Log
     return Log.open(path, options=options, env=env, **kwargs)
 
 
-def open(path: str | os.PathLike[str], *, options: Options | None = None,  # noqa: A001
+def open(path: str | bytes | os.PathLike[Any], *, options: Options | None = None,  # noqa: A001
          env: Env | None = None, **kwargs: Any) -> Store:
-    """Open (or create) the LSM store in directory ``path``; options as keyword
-    arguments or ``options=`` (see :class:`Options`)."""
+    """Open (or create) the LSM store in directory ``path`` (a str, bytes -- decoded
+    like :func:`os.fsdecode` -- or os.PathLike; anything else is a TypeError); options
+    as keyword arguments or ``options=`` (see :class:`Options`).  A store is created
+    only in an absent or empty directory (else :class:`NotAStoreError`)."""
     from .lsm.store import Store
     return Store.open(path, options=options, env=env, **kwargs)
 

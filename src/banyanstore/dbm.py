@@ -24,7 +24,9 @@ import shutil
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from .arguments import as_path
 from .errors import BanyanStoreError
+from .io.posix import PosixEnv
 
 __all__ = ["open", "error", "BanyanDbm"]
 
@@ -132,26 +134,53 @@ class BanyanDbm(MutableMapping[Any, bytes]):
         self.close()
 
 
-def open(file: str | os.PathLike[str], flag: str = "r", mode: int = 0o666) -> BanyanDbm:  # noqa: A001
-    """Open a dbm-style database at directory ``file``.
+def open(file: str | bytes | os.PathLike[Any], flag: str = "r", mode: int = 0o666) -> BanyanDbm:  # noqa: A001
+    """Open a dbm-style database at directory ``file`` (a str, bytes or os.PathLike).
 
     ``flag``: ``'r'`` read-only (must exist), ``'w'`` read-write (must exist),
-    ``'c'`` read-write, created if missing, ``'n'`` always a new, empty database.
-    ``mode`` sets the permissions of a new database directory (less the umask).
+    ``'c'`` read-write, created if missing, ``'n'`` always a new, empty database
+    (replacing a database, an empty directory or an empty file at ``file``, as the
+    standard library's dbm modules do; anything else there is left alone and
+    raises :class:`error`).  ``mode`` sets the permissions of a new database
+    directory (less the umask).
     """
     from . import open as open_store
-    path = os.fspath(file)
-    if not isinstance(flag, str) or not flag or flag[0] not in "rwcn":
+    path = as_path(file, "file")
+    if not isinstance(flag, str):
+        raise TypeError(f"flag must be a str, not {type(flag).__name__}")
+    if not flag or flag[0] not in "rwcn":
         raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n', not {flag!r}")
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(f"mode must be an int, not {type(mode).__name__}")
     kind = flag[0]
     try:
-        if kind == "n" and os.path.isdir(path):
-            if os.listdir(path) and not os.path.exists(os.path.join(path, "CURRENT")):
-                raise error(f"{path} exists and is not a banyanstore database; not replacing it")
-            shutil.rmtree(path)
+        if kind == "n":
+            _clear_for_new(path)
         if kind in "cn" and not os.path.exists(path):
             os.makedirs(path, mode=0o777 & (mode | 0o111))
         store = open_store(path, read_only=(kind == "r"), create_if_missing=kind in "cn")
     except BanyanStoreError as exc:
         raise error(f"cannot open {path} (flag {flag!r}): {exc}") from exc
     return BanyanDbm(store, writable=kind != "r")
+
+
+def _clear_for_new(path: str) -> None:
+    """Flag ``'n'``: remove what may be replaced by a new database at ``path`` -- a
+    banyanstore database, an empty directory, an empty file -- and refuse anything
+    else (another program's data is never deleted)."""
+    if os.path.isdir(path):
+        names = os.listdir(path)
+        if names and not os.path.exists(os.path.join(path, "CURRENT")):
+            raise error(f"{path} exists and is not a banyanstore database; not replacing it")
+        # Hold the writer lock while deleting: a database open elsewhere raises
+        # StoreLockedError instead of vanishing under its writer.
+        lock = PosixEnv().lock(os.path.join(path, "LOCK")) if names else None
+        try:
+            shutil.rmtree(path)
+        finally:
+            if lock is not None:
+                lock.release()
+    elif os.path.lexists(path):
+        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) != 0:
+            raise error(f"{path} exists and is not a banyanstore database; not replacing it")
+        os.remove(path)

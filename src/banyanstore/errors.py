@@ -30,6 +30,8 @@ __all__ = [
     "StorageIOError",
     "EntryTooLargeError",
     "StoreNotFoundError",
+    "NotAStoreError",
+    "KeyspaceNotFoundError",
     "from_oserror",
 ]
 
@@ -90,6 +92,25 @@ class EntryTooLargeError(BanyanStoreError, ValueError):
 
 class StoreNotFoundError(BanyanStoreError, FileNotFoundError):
     """No store or log at the path, and ``create_if_missing=False`` (or read-only)."""
+
+
+class NotAStoreError(BanyanStoreError, FileExistsError):
+    """The path exists but holds something else: a file, or a non-empty directory that
+    is not a banyanstore store (or log).  ``create_if_missing`` only ever creates a
+    store in an absent or empty directory, never among a user's files."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:  # OSError.__str__ would print the args tuple
+        return str(self.args[0]) if self.args else ""
+
+
+class KeyspaceNotFoundError(BanyanStoreError, LookupError):
+    """A keyspace named in a batch, snapshot read or compaction does not exist.
+    Keyspaces are created only by :meth:`Store.keyspace`, so a misspelt name is
+    an error, never a new, silently filled keyspace."""
 
 
 class StorageIOError(BanyanStoreError, OSError):

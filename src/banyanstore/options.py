@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 import tomllib
@@ -259,6 +260,8 @@ def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
         numeric = (int, float) if kind.startswith("float") else (int,)
         if isinstance(value, bool) or not isinstance(value, numeric):
             raise ConfigError(f"option {name}: expected {kind}, got {value!r}")
+        if not math.isfinite(value):  # nan passes every range check; inf breaks clock arithmetic
+            raise ConfigError(f"option {name}: expected a finite number, got {value!r}")
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"option {name}: {value!r} is out of range "

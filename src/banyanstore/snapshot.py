@@ -2,18 +2,20 @@
 
 A snapshot is a version plus a registration with the store: while it is
 open, merges keep every entry it can see (see lsm/compaction.py), so its
-reads stay exact however the store changes.  A snapshot of a read-only store
-also holds the views it was taken on (``views``): the writer's merges do not
-know about it, so it keeps the tables it read instead (lsm/follower.py).
-For an on-disk copy, use :meth:`Store.checkpoint`.
+reads stay exact however the store changes -- also the store's own reads at
+``version=snap.version``.  A snapshot of a read-only store also holds the views
+it was taken on (``views``): the writer's merges do not know about it, so it
+keeps the tables it read instead (lsm/follower.py).  Its iterators raise
+:class:`~banyanstore.errors.StoreClosedError` when read after the snapshot (or
+its store) is closed.  For an on-disk copy, use :meth:`Store.checkpoint`.
 
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
 ...     _ = store.put(b"k", b"old")
 ...     with store.snapshot() as snap:
 ...         _ = store.put(b"k", b"new")
-...         snap.get(b"k"), store.get(b"k"), snap.version
-(b'old', b'new', 1)
+...         snap.get(b"k"), store.get(b"k"), snap.version, b"k" in snap
+(b'old', b'new', 1, True)
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .arguments import check_bool, check_limit
 from .errors import StoreClosedError
-from .lsm.keyspace import as_bytes, scan_bounds
+from .lsm.iterators import guarded
+from .lsm.keyspace import as_bytes, as_keys, scan_bounds
 from .lsm.view import EMPTY_VIEW, View
 
 if TYPE_CHECKING:
@@ -44,15 +48,24 @@ class Snapshot:
         self._close_lock = threading.Lock()  # close() from two threads releases one pin
         store._snapshots.take(version)
 
-    def _ks(self, keyspace: Any) -> tuple[KeyspaceState, View]:
+    def _check_open(self) -> None:
+        """Raise StoreClosedError if this snapshot or its store is closed (also the
+        guard of its iterators, see lsm/iterators.py)."""
         if self._closed:
-            raise StoreClosedError("snapshot is closed")
+            raise StoreClosedError(f"snapshot at version {self.version} is closed")
         if self._store.closed:
             raise StoreClosedError(f"store {self._store.path} is closed")
+
+    def _ks(self, keyspace: Any) -> tuple[KeyspaceState, View]:
+        self._check_open()
         ks = self._store._resolve_keyspace(keyspace)
         if self._views is None:
             return ks, ks.view
         return ks, self._views.get(ks.id, EMPTY_VIEW)  # a keyspace created after the snapshot
+
+    def __contains__(self, key: object) -> bool:
+        """``key in snap``: a point lookup in the default keyspace."""
+        return self.get(key) is not None  # type: ignore[arg-type]
 
     def get(self, key: bytes, *, keyspace: Any = None) -> bytes | None:
         ks, view = self._ks(keyspace)
@@ -60,7 +73,7 @@ class Snapshot:
 
     def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
         ks, view = self._ks(keyspace)
-        return view.multi_get([as_bytes(k, "key") for k in keys], self.version,
+        return view.multi_get(as_keys(keys), self.version,
                               self._store._ttl_floor(ks, self.version), self._store._env)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
@@ -68,11 +81,16 @@ class Snapshot:
              keyspace: Any = None) -> Iterator[tuple[bytes, bytes]]:
         ks, view = self._ks(keyspace)
         s, e = scan_bounds(start, end, prefix)
-        return view.scan(s, e, self.version, self._store._ttl_floor(ks, self.version), reverse, limit)
+        check_bool(reverse, "reverse")
+        check_limit(limit)
+        return view.scan(s, e, self.version, self._store._ttl_floor(ks, self.version),
+                         reverse, limit, self._check_open)
 
     def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
-        _ks, view = self._ks(keyspace)
-        return iter(view.history(as_bytes(key, "key"), self.version))
+        ks, view = self._ks(keyspace)
+        floor = self._store._ttl_floor(ks, self.version)  # expired entries stay hidden
+        entries = view.history(as_bytes(key, "key"), self.version)
+        return guarded([e for e in entries if e[0] >= floor], self._check_open)
 
     def close(self) -> None:
         """Release the snapshot (idempotent); merges may then reclaim what it pinned."""

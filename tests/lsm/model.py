@@ -96,10 +96,12 @@ def _bound(rng: random.Random, n_keys: int) -> bytes | None:
     return None if rng.random() < 0.3 else _key(rng, n_keys)
 
 
-def check_read_at(store: Any, version: int, fn: Any, expected: Any) -> None:
+def check_read_at(store: Any, version: int, fn: Any, expected: Any, pinned: set[int]) -> None:
     """``fn()`` must equal ``expected``, or raise VersionUnavailableError when the
-    version is below the store's retention floor."""
-    if version < store.oldest_version:
+    version is below the store's history floor and no live snapshot (``pinned``: their
+    versions) pins it."""
+    assert store.oldest_version == min(pinned | {store.history_floor})
+    if version < store.history_floor and version not in pinned:
         with pytest.raises(VersionUnavailableError):
             fn()
     else:
@@ -145,20 +147,25 @@ def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
                 assert ks.get(k) == model.get(ksname, k, model.version), (step, k)
                 if model.version:
                     v = rng.randrange(0, model.version + 1)
-                    check_read_at(store, v, lambda: ks.get(k, version=v), model.get(ksname, k, v))
+                    if snapshots and rng.random() < 0.3:  # a version a live snapshot pins
+                        v = rng.choice(snapshots)[1]
+                    check_read_at(store, v, lambda: ks.get(k, version=v), model.get(ksname, k, v),
+                                  {sv for _, sv in snapshots})
             elif op < 0.66:
                 keys = [_key(rng, n_keys) for _ in range(rng.randrange(1, 30))]
                 v = model.version if rng.random() < 0.5 else rng.randrange(0, model.version + 1)
                 check_read_at(store, v, lambda: ks.multi_get(keys, version=v),
-                              [model.get(ksname, k, v) for k in keys])
+                              [model.get(ksname, k, v) for k in keys], {sv for _, sv in snapshots})
             elif op < 0.74:
                 start, end = _bound(rng, n_keys), _bound(rng, n_keys)
                 reverse = rng.random() < 0.4
                 limit = None if rng.random() < 0.6 else rng.randrange(0, 50)
                 v = model.version if rng.random() < 0.5 else rng.randrange(0, model.version + 1)
+                if snapshots and rng.random() < 0.3:  # a version a live snapshot pins
+                    v = rng.choice(snapshots)[1]
                 check_read_at(store, v,
                               lambda: list(ks.scan(start, end, version=v, reverse=reverse, limit=limit)),
-                              model.scan(ksname, start, end, v, reverse, limit))
+                              model.scan(ksname, start, end, v, reverse, limit), {sv for _, sv in snapshots})
             elif op < 0.77:
                 prefix = b"k%03d" % rng.randrange(n_keys // 100 + 1)
                 assert list(ks.scan(prefix=prefix)) == [
@@ -168,7 +175,7 @@ def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
                 k = _key(rng, n_keys)
                 got = list(ks.history(k))
                 want = model.history(ksname, k)
-                floor = store.oldest_version
+                floor = store.history_floor
                 assert [e for e in got if e[0] >= floor] == [e for e in want if e[0] >= floor]
                 assert all(e in want for e in got)
             elif op < 0.84:
@@ -187,7 +194,7 @@ def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
             elif op < 0.91:
                 store.compact()
             elif op < 0.92 and model.version:
-                store.set_history_floor(rng.randrange(store.oldest_version, model.version + 1))
+                store.set_history_floor(rng.randrange(store.history_floor, model.version + 1))
             elif op < 0.93 and clock is not None:
                 clock.now += rng.choice((0.2, 0.7, 1.0, 3.0, 10.0))
             elif op < 0.94 and allow_reopen:

@@ -14,6 +14,7 @@ import pytest
 
 import banyanstore
 from banyanstore.errors import (
+    ConfigError,
     CorruptionError,
     EntryTooLargeError,
     ReadOnlyError,
@@ -100,6 +101,7 @@ def test_bytes_like_arguments_are_copied(store: Any) -> None:
     store.put(k, memoryview(v))
     k[0] = v[0] = ord("X")
     assert store.get(b"key") == b"val" and store.get(b"Xey") is None
+    store.keyspace("index")
     with store.batch() as b:
         b.put(memoryview(b"bk"), bytearray(b"bv"), keyspace="index")
     assert store.keyspace("index").get(bytearray(b"bk")) == b"bv"
@@ -137,6 +139,7 @@ def test_oversized_entries_raise_entry_too_large(store: Any, call: Callable[[Any
 def test_failed_batch_put_leaves_the_batch_usable(store: Any) -> None:
     """An oversized op rejected by batch.put does not poison the batch: the other ops
     commit atomically under one version."""
+    store.keyspace("index")
     with store.batch() as b:
         b.put(b"a", b"1")
         with pytest.raises(EntryTooLargeError):
@@ -362,3 +365,105 @@ def test_reads_after_close_raise_store_closed(db: Path, read: Callable[[Any], An
     store.close()
     with pytest.raises(StoreClosedError):
         read(store)
+
+
+# -- flags, limits and other arguments at every entry point ----------------------------------------
+
+@pytest.mark.parametrize("call, error, argname", [
+    (lambda s: s.put(b"k", b"v", sync="yes"), TypeError, "sync"),
+    (lambda s: s.put(b"k", b"v", sync=1), TypeError, "sync"),
+    (lambda s: s.delete(b"k", sync="no"), TypeError, "sync"),
+    (lambda s: s.keyspace("index").put(b"k", b"v", sync="yes"), TypeError, "sync"),
+    (lambda s: s.batch(sync="yes"), TypeError, "sync"),
+    (lambda s: _commit_batch(s, sync="yes"), TypeError, "sync"),
+    (lambda s: list(s.scan(reverse="no")), TypeError, "reverse"),
+    (lambda s: list(s.scan(reverse=1)), TypeError, "reverse"),
+    (lambda s: list(s.keyspace("index").scan(reverse="no")), TypeError, "reverse"),
+    (lambda s: list(s.scan(limit=-1)), ValueError, "limit"),
+    (lambda s: list(s.scan(limit="3")), TypeError, "limit"),
+    (lambda s: s.multi_get(None), TypeError, "keys"),
+    (lambda s: s.multi_get(b"abc"), TypeError, "keys"),
+    (lambda s: s.multi_get(5), TypeError, "keys"),
+    (lambda s: s.keyspace(""), ValueError, "keyspace"),
+    (lambda s: s.keyspace("index", ttl="x"), TypeError, "ttl"),
+    (lambda s: s.keyspace("index", ttl=float("nan")), ValueError, "ttl"),
+    (lambda s: s.compact(start="a"), TypeError, "start"),
+    (lambda s: s.compact(end=1), TypeError, "end"),
+    (lambda s: s.compact(progress=5), TypeError, "progress"),
+    (lambda s: s.set_history_floor("1"), TypeError, "version"),
+    (lambda s: "k" in s, TypeError, "key"),
+    (lambda s: _snap(s).multi_get(None), TypeError, "keys"),
+    (lambda s: list(_snap(s).scan(reverse="no")), TypeError, "reverse"),
+    (lambda s: list(_snap(s).scan(limit=-2)), ValueError, "limit"),
+    (lambda s: "k" in _snap(s), TypeError, "key"),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_bad_arguments_raise_naming_the_argument(store: Any, call: Callable[[Any], Any], error: type,
+                                                 argname: str) -> None:
+    """A wrong type is TypeError and a bad value ValueError, naming the argument --
+    never accepted as truthy (``reverse="no"``, ``sync="yes"``) -- and nothing is written."""
+    store.keyspace("index")
+    store.put(b"k", b"v")
+    before, keyspaces = store.version, store.keyspaces()
+    with pytest.raises(error, match=argname):
+        call(store)
+    assert store.version == before and store.keyspaces() == keyspaces
+    assert store.stats()["keyspaces"]["index"]["ttl"] is None
+
+
+def _commit_batch(store: Any, **kwargs: Any) -> None:
+    b = store.batch()
+    b.put(b"x", b"y")
+    b.commit(**kwargs)
+
+
+def _snap(store: Any) -> Any:
+    return store.snapshot()
+
+
+def test_a_batch_survives_a_commit_with_a_bad_sync_argument(store: Any) -> None:
+    b = store.batch()
+    b.put(b"x", b"y")
+    with pytest.raises(TypeError, match="sync"):
+        b.commit(sync="yes")
+    assert b.commit(sync=False) == store.version and store.get(b"x") == b"y"
+
+
+@pytest.mark.parametrize("call, error, argname", [
+    (lambda log: log.append(b"x", sync="yes"), TypeError, "sync"),
+    (lambda log: log.append(b"x", sync=0), TypeError, "sync"),
+    (lambda log: log.append_many([b"x"], sync="yes"), TypeError, "sync"),
+    (lambda log: log.append_many(None), TypeError, "records"),
+    (lambda log: log.append_many(5), TypeError, "records"),
+    (lambda log: list(log.read(start="1")), TypeError, "start"),
+    (lambda log: log.get(True), TypeError, "seq"),
+    (lambda log: log.get("1"), TypeError, "seq"),
+    (lambda log: log.truncate_before("1"), TypeError, "seq"),
+    (lambda log: log.sync(upto_seq="x"), TypeError, "upto_seq"),
+    (lambda log: log.wait_durable(None), TypeError, "seq"),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_bad_log_arguments_raise_naming_the_argument(tmp_path: Path, call: Callable[[Any], Any],
+                                                     error: type, argname: str) -> None:
+    with banyanstore.open_log(tmp_path / "log", io_mode="sync", wal_sync="never") as log:
+        log.append(b"first")
+        with pytest.raises(error, match=argname):
+            call(log)
+        assert log.last_seq == 1 and list(log.read()) == [(1, b"first")]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ttl", float("nan")), ("ttl", float("inf")), ("history_retention", float("nan")),
+    ("history_retention", float("inf")), ("compaction_size_ratio", float("nan")),
+])
+def test_options_refuse_non_finite_numbers(name: str, value: float) -> None:
+    """nan passes every range check and inf breaks clock arithmetic: both are refused."""
+    with pytest.raises(ConfigError, match=name):
+        banyanstore.Options(**{name: value})
+
+
+def test_dbm_open_checks_flag_and_mode_types(tmp_path: Path) -> None:
+    import banyanstore.dbm
+    with pytest.raises(TypeError, match="flag"):
+        banyanstore.dbm.open(tmp_path / "db", 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mode"):
+        banyanstore.dbm.open(tmp_path / "db", "c", "0o600")  # type: ignore[arg-type]
+    assert not (tmp_path / "db").exists()

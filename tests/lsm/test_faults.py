@@ -94,6 +94,7 @@ def check_all(store: Any, n: int, versions: dict[int, int] | None = None) -> Non
 
 def write(store: Any, lo: int, hi: int, versions: dict[int, int] | None = None) -> None:
     """Keys ``lo..hi-1`` (every 5th also in the ``index`` keyspace, in the same batch)."""
+    store.keyspace("index")
     for i in range(lo, hi):
         with store.batch(sync=True) as b:
             b.put(key(i), value(i))

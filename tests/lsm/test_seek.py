@@ -138,6 +138,6 @@ def test_seek_merged_rounds_and_fallback() -> None:
     older = [(b"a", 1, b"A"), (b"b", 1, b"B"), (b"c", 1, b"C")]
     more = iter([[(b"c", 9, None)], [(b"d", 9, None)], [(b"e", 9, None)], [(b"f", 9, b"F")]])
     heads: list[Any] = [(newer, b"b", more), (older, None, None)]
-    assert list(seek_merged(heads, 10, 0, 2)) == [(b"f", b"F")]
+    assert list(seek_merged(heads, 10, 0, 2, lambda: None)) == [(b"f", b"F")]
     heads = [(list(newer), b"b", iter([[(b"c", 9, None)]])), (list(older), None, None)]
-    assert list(seek_merged(heads, 5, 0, 5)) == [(b"a", b"A"), (b"b", b"B"), (b"c", b"C")]
+    assert list(seek_merged(heads, 5, 0, 5, lambda: None)) == [(b"a", b"A"), (b"b", b"B"), (b"c", b"C")]

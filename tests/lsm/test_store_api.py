@@ -344,3 +344,27 @@ def test_a_killed_worker_process_is_replaced(tmp_path):
     for pid in live:  # closed store: its workers are gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_in_is_a_point_lookup_on_store_keyspace_and_snapshot(store, monkeypatch):
+    """``key in store`` (and in a keyspace or snapshot) answers like ``get(key) is not
+    None`` without iterating: scans are disabled here and ``in`` still works."""
+    from banyanstore.lsm.view import View
+    idx = store.keyspace("idx")
+    for i in range(300):
+        store.put(b"%04d" % i, b"v")
+        idx.put(b"%04d" % i, b"i")
+    store.flush()
+    store.put(b"0007", b"newer")
+    store.delete(b"0008")
+    snap = store.snapshot()
+    store.delete(b"0009")
+
+    def no_scans(*args, **kwargs):
+        raise AssertionError("`in` must not scan")
+    monkeypatch.setattr(View, "scan", no_scans)
+    assert b"0001" in store and b"0007" in store and bytearray(b"0002") in store
+    assert b"0008" not in store and b"0009" not in store and b"zzzz" not in store
+    assert b"0001" in idx and b"0300" not in idx
+    assert b"0009" in snap and b"0008" not in snap
+    snap.close()

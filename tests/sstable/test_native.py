@@ -291,7 +291,7 @@ def test_merged_scans_match_python(tmp_path_factory, ops, scans):
         for start, end, reverse, limit, at in scans:
             version = int(top * at)
             for floor in (0, version // 2):
-                args = (start, end, version, floor, reverse, limit)
+                args = (start, end, version, floor, reverse, limit, lambda: None)
                 want = list(pure.scan(*args))
                 assert list(view.scan(*args)) == want, args
                 assert list(view.scan(*args, keys_only=True)) == [k for k, _ in want], args

@@ -47,6 +47,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ..arguments import as_path, check_bool, check_int, check_sync
 from ..errors import (
     LogRangeError,
     StoreClosedError,
@@ -107,15 +108,16 @@ class Log(LogView, AsyncAppends):
                    self.last_seq, len(self._catalog.segments))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, options: Options | None = None, env: Env | None = None,
-             lock: bool = True, **kwargs: Any) -> Log:
+    def open(cls, path: str | bytes | os.PathLike[Any], *, options: Options | None = None,
+             env: Env | None = None, lock: bool = True, **kwargs: Any) -> Log:
         """Open (or create) the log in directory ``path``.
 
         ``lock=False`` is for embedding: the caller (the LSM store) already holds
         its own lock over a directory containing this one.
         """
+        directory = as_path(path)
+        check_bool(lock, "lock")
         opts = resolve_options(options, kwargs)
-        directory = os.fspath(path)
         with opened_directory(directory, opts, env, lock=lock) as (env, own_env, flock):
             return cls(env, own_env, directory, opts, flock)
 
@@ -158,6 +160,8 @@ class Log(LogView, AsyncAppends):
     # -- writing --------------------------------------------------------------------
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
         """Append one record; return its seq.  ``sync`` overrides ``wal_sync`` for this call."""
+        if sync is not None and sync is not True and sync is not False:
+            check_sync(sync)
         if type(record) is not bytes:
             record = as_bytes(record, "record")
         if self._always if sync is None else sync:
@@ -185,8 +189,12 @@ class Log(LogView, AsyncAppends):
     def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
         """Append records in order under one lock; return the seq of the last one
         (``last_seq`` unchanged if ``records`` is empty)."""
+        check_sync(sync)
         if isinstance(records, (bytes, bytearray, memoryview, str)):
             raise TypeError("records must be an iterable of bytes-like records, not a single "
+                            f"{type(records).__name__}")
+        if not isinstance(records, Iterable):
+            raise TypeError(f"records must be an iterable of bytes-like records, not "
                             f"{type(records).__name__}")
         items = list(records)
         for i, r in enumerate(items):
@@ -257,6 +265,8 @@ class Log(LogView, AsyncAppends):
 
     def sync(self, upto_seq: int | None = None) -> int:
         """Make every record up to ``upto_seq`` (default: all) durable; return ``durable_seq``."""
+        if upto_seq is not None:
+            check_int(upto_seq, "upto_seq")
         if self._closed:
             raise StoreClosedError(f"log {self.path} is closed")
         self.wait_durable(self._next_seq - 1 if upto_seq is None else upto_seq)
@@ -267,6 +277,7 @@ class Log(LogView, AsyncAppends):
 
         For callers that appended under their own lock and sync outside it.
         """
+        check_int(seq, "seq")
         if seq > self._next_seq - 1:
             raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._next_seq - 1})")
         if not self._read_only:
@@ -306,6 +317,7 @@ class Log(LogView, AsyncAppends):
     def truncate_before(self, seq: int) -> int:
         """Delete the segments holding only records ``< seq`` (never the active one);
         return how many were deleted.  ``first_seq`` may stay below ``seq``."""
+        check_int(seq, "seq")
         with self._lock:
             if not self._ok:
                 raise self._unwritable()

@@ -5,6 +5,9 @@
   :class:`LogNotFoundError` -- a :class:`~banyanstore.errors.StorageIOError`
   *and* a :class:`FileNotFoundError`, so both ``except`` styles work.
 * ``error_if_exists=True`` and segments present: :class:`LogExistsError`.
+* A path that is a file, or a directory holding names other than segments and
+  ``LOCK`` (somebody else's files, or a store): :class:`~banyanstore.errors.NotAStoreError`
+  -- a log is only created in an absent or empty directory.
 * Writers take ``<dir>/LOCK`` through ``env.lock`` (a second writer, in this
   process or another, gets :class:`~banyanstore.errors.StoreLockedError` at
   once); ``read_only`` opens and embedded logs (``lock=False``: the LSM store
@@ -27,9 +30,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import StorageIOError
+from ..errors import NotAStoreError, StorageIOError
 from ..io.base import Env, FileLock
 from ..options import Options
+from .segment import parse_segment_name
 
 __all__ = ["LogNotFoundError", "LogExistsError", "as_bytes", "opened_directory"]
 
@@ -69,6 +73,8 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
                                        path=directory, op="open", errno=errno.ENOENT)
             env.mkdir(directory)
             env.sync_dir(os.path.dirname(os.path.abspath(directory)))
+        else:
+            _refuse_foreign(env, directory)
         if lock and not opts.read_only:
             flock = env.lock(os.path.join(directory, "LOCK"))
         if opts.error_if_exists and any(n.endswith(".log") for n in env.listdir(directory)):
@@ -81,3 +87,20 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
         if own_env:
             env.close()
         raise
+
+
+def _refuse_foreign(env: Env, directory: str) -> None:
+    """NotAStoreError unless ``directory`` holds only what a log puts there."""
+    try:
+        names = env.listdir(directory)
+    except OSError as exc:  # StorageIOError is an OSError too
+        if exc.errno == errno.ENOTDIR:
+            raise NotAStoreError(f"{directory} is a file, not a log directory",
+                                 path=directory) from exc
+        raise
+    foreign = [n for n in names if n != "LOCK" and parse_segment_name(n) is None]
+    if foreign:
+        shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
+        raise NotAStoreError(f"{directory} is not empty and is not a banyanstore log (it holds "
+                             f"{shown}); a log is only created in an absent or empty directory",
+                             path=directory)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any, Self
 
+from ..arguments import check_int
 from ..errors import LogRangeError, ReadOnlyError, StorageIOError, StoreClosedError
 from ..io.base import Env
 from ..options import Options
@@ -255,8 +256,7 @@ class LogView:
 
     def get(self, seq: int) -> bytes:
         """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""
-        if not isinstance(seq, int):
-            raise TypeError(f"seq must be an int, not {type(seq).__name__}")
+        check_int(seq, "seq")  # a bool is not a seq
         first, last = self.first_seq, self._next_seq - 1
         if not first <= seq <= last:
             raise LogRangeError(f"seq {seq} is outside [{first}, {last}]")

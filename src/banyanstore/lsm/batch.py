@@ -1,7 +1,13 @@
 """Atomic batches: every operation commits under one version, or none does.
 
+A batch may span keyspaces; each one it names must exist already (create it
+with ``store.keyspace(name)``, as column families are created before use), so
+a misspelt name raises :class:`~banyanstore.errors.KeyspaceNotFoundError`
+instead of filling a new keyspace nobody reads.
+
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+...     _ = store.keyspace("index")
 ...     with store.batch() as b:
 ...         b.put(b"span:1", b"payload")
 ...         b.put(b"trace:9|span:1", b"", keyspace="index")
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..arguments import check_sync
 from .keyspace import as_bytes
 from .view import KeyspaceState
 
@@ -57,6 +64,7 @@ class Batch:
 
     def commit(self, *, sync: bool | None = None) -> int | None:
         """Write every operation under one new version; returns it."""
+        check_sync(sync)
         self._check_open()
         self._done = True
         self.version = self._store._write_batch(self._ops, self._sync if sync is None else sync)

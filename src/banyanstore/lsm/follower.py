@@ -46,10 +46,12 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..arguments import check_bool, check_limit
 from ..errors import StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
 from .catchup import CatchUp
-from .keyspace import Keyspace, as_bytes, scan_bounds
+from .iterators import guarded
+from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
 from .store import Store
 from .view import EMPTY_VIEW, KeyspaceState, View
 
@@ -117,7 +119,7 @@ class _FollowerReads:
 
     def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
-        ks = [as_bytes(k, "key") for k in keys]
+        ks = as_keys(keys)
         view, v = self._read_point(version)
         return view.multi_get(ks, v, self._store._ttl_floor(self._ks, v), self._store._env)
 
@@ -129,17 +131,19 @@ class _FollowerReads:
         ``keys_only=True`` the keys alone."""
         view, v = self._read_point(version)
         start, end = scan_bounds(start, end, prefix)
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise TypeError(f"limit must be a non-negative int or None, not {limit!r}")
-        return view.scan(start, end, v, self._store._ttl_floor(self._ks, v), reverse, limit,
-                         keys_only is True)
+        check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        store = self._store
+        return view.scan(start, end, v, store._ttl_floor(self._ks, v), reverse, limit, store._check_open,
+                         keys_only)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         key = as_bytes(key, "key")
         view, v = self._read_point(None)
         floor = self._store._ttl_floor(self._ks, v)
-        return iter([e for e in view.history(key, v) if e[0] >= floor])
+        return guarded([e for e in view.history(key, v) if e[0] >= floor], self._store._check_open)
 
 
 class FollowerKeyspace(_FollowerReads, Keyspace):

@@ -11,6 +11,10 @@ batch can update several keyspaces atomically.
 ...     v2 = index.delete(b"service:a")
 ...     index.get(b"service:a"), index.get(b"service:a", version=v1), list(index.history(b"service:a"))
 (None, b'1', [(2, None), (1, b'1')])
+
+Iterators (``scan``, ``history``, iterating a keyspace) read lazily from the
+store; read after the store is closed, they raise
+:class:`~banyanstore.errors.StoreClosedError`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .iterators import prefix_end
+from ..arguments import check_bool, check_limit
+from .iterators import guarded, prefix_end
 from .view import KeyspaceState
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["Keyspace", "as_bytes"]
+__all__ = ["Keyspace", "as_bytes", "as_keys", "scan_bounds"]
 
 
 def as_bytes(obj: object, name: str) -> bytes:
@@ -34,6 +39,13 @@ def as_bytes(obj: object, name: str) -> bytes:
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj)
     raise TypeError(f"{name} must be bytes-like, not {type(obj).__name__}")
+
+
+def as_keys(keys: object) -> list[bytes]:
+    """The ``keys`` argument of ``multi_get``: an iterable of bytes-like keys."""
+    if isinstance(keys, (bytes, bytearray, memoryview, str)) or not isinstance(keys, Iterable):
+        raise TypeError(f"keys must be an iterable of bytes-like keys, not {type(keys).__name__}")
+    return [as_bytes(k, "key") for k in keys]
 
 
 class Keyspace:
@@ -64,6 +76,14 @@ class Keyspace:
         return self._store._write_one(self._ks, key, None, sync)
 
     # -- reads ----------------------------------------------------------------------
+    def __contains__(self, key: object) -> bool:
+        """``key in keyspace``: a point lookup (TypeError for a key that is not bytes-like)."""
+        return self.get(key) is not None  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The live keys, ascending."""
+        return self.scan(keys_only=True)
+
     def get(self, key: bytes, version: int | None = None) -> bytes | None:
         """The latest value of ``key`` (or as of ``version``); None if absent/deleted."""
         store = self._store
@@ -82,7 +102,7 @@ class Keyspace:
         store = self._store
         if store._closed:
             store._raise_closed()
-        ks = [as_bytes(k, "key") for k in keys]
+        ks = as_keys(keys)
         view = self._ks.view
         v = store._version if version is None else store._check_version(version)
         return view.multi_get(ks, v, store._ttl_floor(self._ks, v), store._env)
@@ -99,10 +119,11 @@ class Keyspace:
         view = self._ks.view
         v = store._version if version is None else store._check_version(version)
         start, end = scan_bounds(start, end, prefix)
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise TypeError(f"limit must be a non-negative int or None, not {limit!r}")
+        check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
         return view.scan(start, end, v, store._ttl_floor(self._ks, v), reverse, limit,
-                         keys_only is True)
+                         store._check_open, keys_only)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
@@ -113,7 +134,7 @@ class Keyspace:
         view = self._ks.view
         v = store._version
         floor = store._ttl_floor(self._ks, v)
-        return iter([e for e in view.history(key, v) if e[0] >= floor])
+        return guarded([e for e in view.history(key, v) if e[0] >= floor], store._check_open)
 
 
 def scan_bounds(start: object, end: object, prefix: object) -> tuple[bytes | None, bytes | None]:

@@ -51,7 +51,7 @@ SECTOR: Final = 512  # the unit a power loss writes or loses (the smallest secto
 
 
 def _encode(edit: dict[str, Any]) -> bytes:
-    payload = json.dumps(edit, separators=(",", ":")).encode()
+    payload = json.dumps(edit, separators=(",", ":"), allow_nan=False).encode()
     return RECORD_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
 
 

@@ -44,6 +44,11 @@ class SnapshotPins:
             else:
                 del self._counts[version]
 
+    def holds(self, version: int) -> bool:
+        """Whether a live snapshot reads at ``version``."""
+        with self._lock:
+            return version in self._counts
+
     def versions(self) -> list[int]:
         """The pinned versions, ascending (a copy: merges iterate it unlocked)."""
         with self._lock:

@@ -28,12 +28,14 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..arguments import as_path, check_seconds, check_sync
 from ..errors import (
     BanyanStoreError,
     ConfigError,
     CorruptionError,
     DiskFullError,
     EntryTooLargeError,
+    KeyspaceNotFoundError,
     ReadOnlyError,
     StoreClosedError,
     StoreNotFoundError,
@@ -46,6 +48,7 @@ from ..sstable.cache import BlockCache
 from .batch import Batch
 from .flush import Flusher
 from .keyspace import Keyspace, as_bytes
+from .layout import refuse_foreign_directory
 from .manifest import Manifest, ManifestState
 from .memtable import Memtable
 from .pins import SnapshotPins
@@ -78,8 +81,8 @@ class Store(Keyspace):
         """See :func:`banyanstore.open`.  ``clock`` (a ``time.time``-like callable)
         replaces the wall clock behind commit times, TTL and history retention
         (for tests and simulations)."""
+        path = as_path(path)
         opts = resolve_options(options, kwargs)
-        path = str(path)
         if opts.read_only and cls is Store:  # a reader that can catch up with a writer
             from .follower import FollowerStore
             cls = FollowerStore
@@ -139,6 +142,7 @@ class Store(Keyspace):
         if exists and opts.error_if_exists:
             raise ConfigError(f"store {path} already exists (error_if_exists=True)")
         if not exists:
+            refuse_foreign_directory(env, path)
             if self._read_only or not opts.create_if_missing:
                 if env.exists(path) and env.listdir(path):
                     raise CorruptionError("directory is not a banyanstore store (no CURRENT)", path=path)
@@ -223,9 +227,16 @@ class Store(Keyspace):
 
     # -- keyspaces -------------------------------------------------------------------------
     def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
-        """The keyspace called ``name``, created (durably) on first use."""
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"keyspace name must be a non-empty str, not {name!r}")
+        """The keyspace called ``name``, created (durably) on first use.
+
+        ``ttl`` (seconds): entries older than this expire; it is stored with the
+        keyspace (given at creation or later) and outlives reopening.  None leaves
+        the keyspace's TTL as it is (a new keyspace gets the ``ttl`` option)."""
+        if not isinstance(name, str):
+            raise TypeError(f"keyspace name must be a str, not {type(name).__name__}")
+        if not name:
+            raise ValueError("keyspace name must not be empty")
+        ttl = check_seconds(ttl, "ttl")
         ks = self._keyspaces.get(name)
         if ks is None:
             self._check_writable()
@@ -235,6 +246,8 @@ class Store(Keyspace):
                     assert self._manifest is not None
                     ks_id = max(self._ks_by_id) + 1
                     edit: dict[str, Any] = {"add_keyspace": [ks_id, name]}
+                    if ttl is not None:  # one edit: the keyspace never exists without its TTL
+                        edit["keyspace_ttl"] = [ks_id, ttl]
                     self._manifest.append(edit)
                     ks = KeyspaceState(ks_id, name, View(Memtable(), (), ()),
                                        ttl if ttl is not None else self.options.ttl)
@@ -246,8 +259,6 @@ class Store(Keyspace):
 
     def _set_ttl(self, ks: KeyspaceState, ttl: float | None) -> None:
         self._check_writable()
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0):
-            raise ConfigError(f"ttl of keyspace {ks.name!r} must be a non-negative number, got {ttl!r}")
         with self._state_lock:
             assert self._manifest is not None
             self._manifest.append({"keyspace_ttl": [ks.id, ttl]})
@@ -258,17 +269,32 @@ class Store(Keyspace):
         return sorted(self._keyspaces)
 
     def _resolve_keyspace(self, keyspace: object) -> KeyspaceState:
+        """The keyspace an argument names (None: default).  Never creates one: a
+        misspelt name in a batch must not become a new keyspace."""
         if keyspace is None:
             return self._keyspaces["default"]
         if isinstance(keyspace, Keyspace):
+            if keyspace._store is not self:
+                raise ValueError(f"keyspace {keyspace.name!r} belongs to another store")
             return keyspace._ks
         if isinstance(keyspace, str):
-            return self.keyspace(keyspace)._ks
+            ks = self._keyspaces.get(keyspace)
+            if ks is None:
+                raise KeyspaceNotFoundError(
+                    f"store {self.path} has no keyspace {keyspace!r} (it has "
+                    f"{', '.join(map(repr, sorted(self._keyspaces)))}); create it first with "
+                    f"store.keyspace({keyspace!r})")
+            return ks
         raise TypeError(f"keyspace must be a name or a Keyspace, not {type(keyspace).__name__}")
 
     # -- writes ----------------------------------------------------------------------------
     def _raise_closed(self) -> None:
         raise StoreClosedError(f"store {self.path} is closed")
+
+    def _check_open(self) -> None:
+        """The guard of this store's iterators (lsm/iterators.py)."""
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
 
     def _check_writable(self) -> None:
         if self._closed:
@@ -290,6 +316,8 @@ class Store(Keyspace):
     def _write_one(self, ks: KeyspaceState, key: object, value: bytes | None,
                    sync: bool | None) -> int:
         # The hottest path of the engine: keep it to a handful of C-level calls.
+        if sync is not None and sync is not True and sync is not False:
+            check_sync(sync)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         if len(key) > self._max_key or (value is not None and len(value) > self._max_value):
@@ -312,6 +340,7 @@ class Store(Keyspace):
 
     def _write_batch(self, ops: list[tuple[KeyspaceState, bytes, bytes | None]],
                      sync: bool | None) -> int | None:
+        check_sync(sync)
         if not ops:
             return None
         with self._write_lock:
@@ -337,7 +366,9 @@ class Store(Keyspace):
         self._next_sample_ms = (ms // 1000 + 1) * 1000
 
     def batch(self, *, sync: bool | None = None) -> Batch:
-        """An atomic batch: ``with store.batch() as b: b.put(...); b.delete(...)``."""
+        """An atomic batch: ``with store.batch() as b: b.put(...); b.delete(...)``.
+        Keyspaces named in it must exist (see :meth:`keyspace`)."""
+        check_sync(sync)
         self._check_writable()
         return Batch(self, sync)
 
@@ -413,13 +444,19 @@ class Store(Keyspace):
 
     def compact(self, keyspace: object = None, *, start: bytes | None = None,
                 end: bytes | None = None, progress: Any = None) -> dict[str, Any]:
-        """Merge tables into as few as possible (see lsm/compaction.py)."""
+        """Merge tables into as few as possible (see lsm/compaction.py): of ``keyspace``
+        (default: all), those overlapping ``[start, end)``; ``progress(dict)`` is called
+        after each merge."""
+        start = None if start is None else as_bytes(start, "start")
+        end = None if end is None else as_bytes(end, "end")
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable or None, not {type(progress).__name__}")
         self._check_writable()
+        ks = None if keyspace is None else self._resolve_keyspace(keyspace)
         self.flush()
         if self._compactor is None:
             from .compaction import Compactor
             self._compactor = Compactor(self)
-        ks = None if keyspace is None else self._resolve_keyspace(keyspace)
         return self._compactor.compact_all(ks, start=start, end=end, progress=progress)
 
     # -- manifest helpers (REQUIRES: _state_lock held) --------------------------------------
@@ -469,9 +506,12 @@ class Store(Keyspace):
         if version > self._version:
             raise VersionUnavailableError(f"version {version} is above the latest committed "
                                           f"version {self._version}")
-        if version < self._history_floor or version < 0:
-            raise VersionUnavailableError(f"version {version} is below the oldest version this "
-                                          f"store retains ({self._history_floor})")
+        if version < self._history_floor and not self._snapshots.holds(version):
+            # Below the floor only the versions of live snapshots are whole: merges keep
+            # every entry a live snapshot sees (lsm/merge.py), so they stay readable.
+            raise VersionUnavailableError(
+                f"version {version} is below the oldest version this store retains "
+                f"({self._history_floor}) and no live snapshot pins it")
         return version
 
     def _ttl_floor(self, ks: KeyspaceState, version: int) -> int:
@@ -497,9 +537,18 @@ class Store(Keyspace):
         return min(latest, first)
 
     @property
-    def oldest_version(self) -> int:
-        """The oldest version reads may ask for (the history floor)."""
+    def history_floor(self) -> int:
+        """Reads at every version from this one up to :attr:`version` answer."""
         return self._history_floor
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest version reads may ask for: the version of the oldest live
+        snapshot, or :attr:`history_floor` if that is older.  Between the two, only
+        the versions that live snapshots pin answer (the others raise
+        VersionUnavailableError): merges keep exactly what each snapshot sees."""
+        pinned = min(self._snapshots.versions(), default=self._history_floor)
+        return min(pinned, self._history_floor)
 
     def set_history_floor(self, version: int) -> None:
         """Declare that versions below ``version`` will not be read again: merges may
@@ -522,10 +571,12 @@ class Store(Keyspace):
             return Snapshot(self, self._version)
 
     def checkpoint(self, dest: str | Any) -> int:
-        """Write a consistent copy of the store to ``dest``; returns its version."""
+        """Write a consistent copy of the store to directory ``dest`` (absent or
+        empty; a str, bytes or os.PathLike); returns its version."""
         from .checkpoint import write_checkpoint
+        dest = as_path(dest, "dest")
         self._check_writable()
-        return write_checkpoint(self, str(dest))
+        return write_checkpoint(self, dest)
 
     # -- stats and closing -----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -575,10 +626,7 @@ class Store(Keyspace):
         state = "closed" if self._closed else f"version {self._version}"
         return f"<banyanstore.Store {self.path!r} {state}>"
 
-    # public names shared with Keyspace: put, delete, get, multi_get, scan, history
+    # public names shared with Keyspace: put, delete, get, multi_get, scan, history, in, iter
     def _iter_keyspaces(self) -> Iterable[KeyspaceState]:
         return list(self._ks_by_id.values())
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self.scan(keys_only=True)
 

@@ -17,7 +17,16 @@ from typing import Any
 import xxhash
 
 from .. import accel
-from .iterators import memtable_head, memtable_runs, scan_merged, seek_merged, table_runs
+from .iterators import (
+    Guard,
+    guarded_batches,
+    guarded_runs,
+    memtable_head,
+    memtable_runs,
+    scan_merged,
+    seek_merged,
+    table_runs,
+)
 from .memtable import MISSING, Memtable
 
 __all__ = ["View", "KeyspaceState", "EMPTY_VIEW"]
@@ -152,29 +161,32 @@ class View:
         return entries
 
     def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
-             reverse: bool, limit: int | None, keys_only: bool = False) -> Iterator[Any]:
+             reverse: bool, limit: int | None, guard: Guard, keys_only: bool = False) -> Iterator[Any]:
         """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
-        keys with ``keys_only``, which saves creating the values on the native path)."""
+        keys with ``keys_only``, which saves creating the values on the native path);
+        ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
         cores = self.cores
         if cores is not None:
             # The compiled core merges the tables straight from their blocks (and the
-            # memtables' runs) with visibility, and yields pre-built tuples.
-            sources: list[Any] = [memtable_runs(m, start, end, version, reverse)
+            # memtables' runs) with visibility, and yields pre-built tuples; the guard
+            # runs per memtable run and per batch taken from the core.
+            sources: list[Any] = [guarded_runs(memtable_runs(m, start, end, version, reverse), guard)
                                   for m in (self.mem, *self.imms) if m.entries]
             sources += cores
-            return _native.MergeScan(sources, start, end, version, floor,  # type: ignore[union-attr]
-                                     reverse, limit, keys_only, self.tables)
+            merge = _native.MergeScan(sources, start, end, version, floor,  # type: ignore[union-attr]
+                                      reverse, limit, keys_only, self.tables)
+            return guarded_batches(merge, guard)
         if keys_only:
-            return (k for k, _ in self.scan(start, end, version, floor, reverse, limit))
+            return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))
         if limit is not None and limit <= SEEK_LIMIT and not reverse:
-            return self._seek(start, end, version, floor, limit)
+            return self._seek(start, end, version, floor, limit, guard)
         runs = [memtable_runs(m, start, end, version, reverse)
                 for m in (self.mem, *self.imms) if m.entries]
         runs += [table_runs(t, start, end, reverse) for t in self._scan_tables(start, end, version)]
-        return scan_merged(runs, version, floor, reverse, limit)
+        return scan_merged(runs, version, floor, reverse, limit, guard)
 
     def _seek(self, start: bytes | None, end: bytes | None, version: int, floor: int,
-              limit: int) -> Iterator[tuple[bytes, bytes]]:
+              limit: int, guard: Guard) -> Iterator[tuple[bytes, bytes]]:
         """A forward scan of at most ``limit`` keys (a seek): every source hands its
         first entries over directly, with no generator per source unless the
         first chunk falls short.  REQUIRES: ``0 <= limit <= SEEK_LIMIT`` (the heads
@@ -187,7 +199,7 @@ class View:
         heads += [t.seek_head(start, end, n) for t in self._scan_tables(start, end, version)]
         if not heads:
             return iter(())
-        return seek_merged(heads, version, floor, limit)
+        return seek_merged(heads, version, floor, limit, guard)
 
     def _scan_tables(self, start: bytes | None, end: bytes | None, version: int) -> list[Any]:
         """The tables that may hold entries of ``[start, end)`` visible at ``version``."""

@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..arguments import as_path
 from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
 from ..log.log import Log
 from ..lsm.manifest import ManifestState, replay
@@ -190,8 +192,9 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool) -> None:
     res.lost += salvaged.lost
 
 
-def repair(path: str, *, dry_run: bool = False) -> RepairResult:
+def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False) -> RepairResult:
     """Repair the store or log at ``path``; StoreLockedError if a writer has it open."""
+    path = as_path(path)
     kind = detect_kind(path)
     res = RepairResult()
     if kind == "log":

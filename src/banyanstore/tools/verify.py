@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from typing import Any
 
+from ..arguments import as_path
 from ..errors import CorruptionError
 from ..lsm.manifest import ManifestState, replay
 from ..lsm.wal import decode
@@ -159,9 +161,11 @@ def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
                      "manifest says replay starts: records the manifest needs are missing")
 
 
-def verify_path(path: str, on_progress: Callable[[int], None] | None = None) -> Report:
-    """Check the store, log or table at ``path``; ``on_progress(nbytes)`` is called as
-    bytes are checked (they add up to about :func:`bytes_to_check`)."""
+def verify_path(path: str | bytes | os.PathLike[Any],
+                on_progress: Callable[[int], None] | None = None) -> Report:
+    """Check the store, log or table at ``path``; changes nothing.  ``on_progress(nbytes)``
+    is called as bytes are checked (they add up to about :func:`bytes_to_check`)."""
+    path = as_path(path)
     kind = detect_kind(path)
     if kind == "store":
         return verify_store(path, on_progress)

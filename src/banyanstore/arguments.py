@@ -1,0 +1,89 @@
+"""Checks of public arguments, shared by every entry point (Store, Keyspace,
+Snapshot, Batch, Log, ``open``/``open_log``, dbm, the tools).
+
+A wrong type raises :class:`TypeError` and a value out of range
+:class:`ValueError`, both naming the argument, *before* anything is written:
+a typo must never become a file named ``None`` or a TTL that breaks every
+later read.
+
+>>> as_path(b"/data/x"), as_path("rel/dir")
+('/data/x', 'rel/dir')
+>>> as_path(None)
+Traceback (most recent call last):
+...
+TypeError: path must be a str, bytes or os.PathLike, not NoneType
+>>> check_sync("yes")
+Traceback (most recent call last):
+...
+TypeError: sync must be True, False or None, not 'yes'
+>>> check_seconds(float("nan"), "ttl")
+Traceback (most recent call last):
+...
+ValueError: ttl must be a finite number of seconds >= 0, not nan
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+__all__ = ["as_path", "check_bool", "check_sync", "check_seconds", "check_limit", "check_int"]
+
+
+def as_path(path: object, name: str = "path") -> str:
+    """``path`` as a ``str``: ``str`` and ``os.PathLike`` as :func:`os.fspath` gives
+    them, ``bytes`` decoded with the filesystem encoding (:func:`os.fsdecode`), so
+    ``b"/data/x"``, ``"/data/x"`` and ``Path("/data/x")`` name the same directory.
+    Anything else is a TypeError naming ``name``; an empty path a ValueError."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike, not {type(path).__name__}")
+    text = os.fsdecode(path)
+    if not text:
+        raise ValueError(f"{name} must not be empty")
+    if "\0" in text:
+        raise ValueError(f"{name} must not contain NUL characters: {text!r}")
+    return text
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is a bool; TypeError naming ``name`` otherwise (``"no"`` is
+    truthy, so a non-bool flag would silently mean True)."""
+    if value is not True and value is not False:
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return bool(value)
+
+
+def check_sync(sync: object) -> None:
+    """A ``sync=`` argument: True, False, or None (the configured ``wal_sync``)."""
+    if sync is not None and sync is not True and sync is not False:
+        raise TypeError(f"sync must be True, False or None, not {sync!r}")
+
+
+def check_seconds(value: object, name: str) -> float | None:
+    """A duration in seconds such as a TTL: None, or a finite int/float >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return value
+
+
+def check_int(value: object, name: str) -> int:
+    """An int argument such as a sequence number (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def check_limit(limit: Any) -> int | None:
+    """A ``limit=`` argument: None or an int >= 0."""
+    if limit is None:
+        return None
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int >= 0 or None, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be an int >= 0 or None, not {limit}")
+    return limit

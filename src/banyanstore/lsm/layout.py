@@ -1,0 +1,50 @@
+"""Which names a store directory may hold, and the check that keeps a store from
+being created among somebody else's files.
+
+A store directory holds ``CURRENT``, ``LOCK``, ``MANIFEST-NNNNNN``, ``wal/`` and
+``tables/`` (see lsm/store.py); an interrupted creation may leave any of them
+but ``CURRENT`` (plus ``CURRENT.tmp``).  A directory without ``CURRENT`` that
+holds any *other* name is not a store: opening it raises
+:class:`~banyanstore.errors.NotAStoreError` instead of adding ``LOCK``,
+``wal/`` and ``tables/`` among the user's files (``create_if_missing`` is for
+an absent or empty directory).
+
+>>> is_store_name("MANIFEST-000003"), is_store_name("wal"), is_store_name("notes.txt")
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+from ..errors import NotAStoreError
+from ..io.base import Env
+
+__all__ = ["is_store_name", "refuse_foreign_directory"]
+
+_STORE_NAME = re.compile(r"^(CURRENT|CURRENT\.tmp|LOCK|wal|tables|MANIFEST-\d{6,})$")
+
+
+def is_store_name(name: str) -> bool:
+    """True for the names a store (or its interrupted creation) puts in its directory."""
+    return _STORE_NAME.match(name) is not None
+
+
+def refuse_foreign_directory(env: Env, path: str) -> None:
+    """Raise NotAStoreError if ``path`` is a file, or a directory holding names that
+    are not a store's.  An absent or empty directory passes."""
+    if not env.exists(path):
+        return
+    try:
+        names = env.listdir(path)
+    except OSError as exc:  # StorageIOError is an OSError too
+        if exc.errno == errno.ENOTDIR:
+            raise NotAStoreError(f"{path} is a file, not a store directory", path=path) from exc
+        raise
+    foreign = [n for n in names if not is_store_name(n)]
+    if foreign:
+        shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
+        raise NotAStoreError(
+            f"{path} is not empty and is not a banyanstore store (it holds {shown} and no "
+            "CURRENT); a store is only created in an absent or empty directory", path=path)

@@ -1,0 +1,144 @@
+"""Keyspaces: a TTL given at creation outlives reopening, a bad TTL is refused at the
+API and in the manifest, and batches never create keyspaces by naming them."""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import pytest
+
+import banyanstore
+from banyanstore.errors import CorruptionError, KeyspaceNotFoundError
+from banyanstore.io import PosixEnv
+from banyanstore.lsm.manifest import Manifest
+
+from .model import FakeClock
+
+OPTS: dict[str, Any] = dict(io_mode="sync", memtable_size=64 * 1024, compaction=False, wal_sync="never")
+
+
+def _reads(store: Any, name: str) -> dict[str, Any]:
+    ks = store.keyspace(name)
+    with store.snapshot() as snap:
+        return {"get": ks.get(b"k"), "multi_get": ks.multi_get([b"k"]), "scan": list(ks.scan()),
+                "history": list(ks.history(b"k")), "in": b"k" in ks,
+                "snap.get": snap.get(b"k", keyspace=name), "snap.scan": list(snap.scan(keyspace=name)),
+                "snap.history": list(snap.history(b"k", keyspace=name))}
+
+
+EXPIRED = {"get": None, "multi_get": [None], "scan": [], "history": [], "in": False, "snap.get": None,
+           "snap.scan": [], "snap.history": []}
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["in-wal", "in-table"])
+def test_ttl_given_at_creation_survives_reopen(tmp_path: Path, flush: bool) -> None:
+    """keyspace("hot", ttl=2): after close and reopen the TTL is still 2 and expired
+    values never come back (from the WAL or from a table, through every read)."""
+    clock = FakeClock()
+    path = tmp_path / "db"
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        hot = s.keyspace("hot", ttl=2)
+        hot.put(b"k", b"v")
+        if flush:
+            s.flush()
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        assert s.stats()["keyspaces"]["hot"]["ttl"] == 2
+        assert s.keyspace("hot").get(b"k") == b"v"  # not expired yet
+        clock.now += 10
+        assert _reads(s, "hot") == EXPIRED
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        assert _reads(s, "hot") == EXPIRED
+        s.compact()
+        assert _reads(s, "hot") == EXPIRED
+
+
+def test_ttl_change_on_existing_keyspace_persists(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as s:
+        s.keyspace("hot")
+        s.keyspace("hot", ttl=5.5)
+    with banyanstore.open(path, **OPTS) as s:
+        assert s.stats()["keyspaces"]["hot"]["ttl"] == 5.5
+
+
+@pytest.mark.parametrize("ttl, error", [
+    ("x", TypeError), (True, TypeError), ([1], TypeError),
+    (math.nan, ValueError), (math.inf, ValueError), (-math.inf, ValueError), (-1, ValueError),
+], ids=["str", "bool", "list", "nan", "inf", "-inf", "negative"])
+def test_bad_ttl_is_refused_and_never_persisted(tmp_path: Path, ttl: Any, error: type) -> None:
+    """A bad ttl raises TypeError/ValueError naming ``ttl`` -- for a new keyspace and for
+    an existing one -- and nothing is persisted: reads and compaction keep working."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as s:
+        s.keyspace("old").put(b"k", b"v")
+        for name in ("new", "old"):
+            with pytest.raises(error, match="ttl"):
+                s.keyspace(name, ttl=ttl)
+        assert s.keyspaces() == ["default", "old"]
+        assert s.keyspace("old").get(b"k") == b"v"
+        s.compact()
+    with banyanstore.open(path, **OPTS) as s:
+        assert s.stats()["keyspaces"]["old"]["ttl"] is None and s.keyspace("old").get(b"k") == b"v"
+
+
+def _append_raw_edit(path: Path, edit_json: str) -> None:
+    """Append one edit, serialised exactly as given, to the store's manifest (what an
+    older banyanstore wrote for an unchecked TTL)."""
+    name = Manifest.current_name(PosixEnv(), str(path))
+    payload = edit_json.encode()
+    with open(path / name, "ab") as f:
+        f.write(struct.pack("<II", len(payload), crc32c.crc32c(payload)) + payload)
+
+
+@pytest.mark.parametrize("raw", ['"x"', "NaN", "Infinity", "-1", "[2]", "true"])
+def test_persisted_bad_ttl_is_corruption_at_open(tmp_path: Path, raw: str) -> None:
+    """A manifest holding a bad keyspace TTL (written before TTLs were checked) fails
+    the open with CorruptionError naming the manifest -- not later reads or merges."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as s:
+        s.keyspace("hot").put(b"k", b"v")
+        ks_id = s.stats()["keyspaces"]["hot"]["id"]
+    _append_raw_edit(path, f'{{"keyspace_ttl":[{ks_id},{raw}]}}')
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match="keyspace_ttl") as info:
+            banyanstore.open(path, **OPTS, read_only=read_only)
+        assert info.value.path is not None and "MANIFEST-" in info.value.path
+
+
+def test_batch_naming_an_unknown_keyspace_raises_and_creates_nothing(tmp_path: Path) -> None:
+    """A batch op naming a keyspace that was never created raises KeyspaceNotFoundError
+    naming it (a typo must not fill a new keyspace); nothing of the batch is written.
+    Snapshot reads and compact() naming it raise the same, and never create it."""
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        s.keyspace("index")
+        before = s.version
+        with pytest.raises(KeyspaceNotFoundError, match="'indx'"):
+            with s.batch() as b:
+                b.put(b"a", b"1")
+                b.put(b"a", b"1", keyspace="indx")
+        with pytest.raises(KeyspaceNotFoundError, match="'indx'"):
+            s.batch().delete(b"a", keyspace="indx")
+        with s.snapshot() as snap, pytest.raises(KeyspaceNotFoundError, match="'indx'"):
+            snap.get(b"a", keyspace="indx")
+        with pytest.raises(KeyspaceNotFoundError, match="'indx'"):
+            s.compact("indx")
+        assert s.version == before and s.get(b"a") is None
+        assert s.keyspaces() == ["default", "index"]
+        with s.batch() as b:  # existing keyspaces, by name or handle, work
+            b.put(b"a", b"1", keyspace="index")
+            b.put(b"b", b"2", keyspace=s.keyspace("index"))
+        assert list(s.keyspace("index").scan()) == [(b"a", b"1"), (b"b", b"2")]
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        assert s.keyspaces() == ["default", "index"]
+
+
+def test_keyspace_handle_of_another_store_is_refused(tmp_path: Path) -> None:
+    with banyanstore.open(tmp_path / "a", **OPTS) as a, banyanstore.open(tmp_path / "b", **OPTS) as b:
+        other = b.keyspace("index")
+        a.keyspace("index")
+        with pytest.raises(ValueError, match="another store"):
+            a.batch().put(b"k", b"v", keyspace=other)
