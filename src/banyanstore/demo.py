@@ -1,21 +1,60 @@
 """The main job: an observability workload on an embedded store, end to end.
 
-``python -m banyanstore.demo [DIR]`` (``make demo``) ingests spans of a few
-services into a Store (data + an index keyspace, updated atomically in
+``python -m banyanstore.demo [DIR] [--spans N]`` (``make demo``) ingests spans
+of a few services into a Store (data + an index keyspace, updated atomically in
 batches), appends alarm events to a Log, then shows point, range, versioned and
 snapshot reads, a checkpoint that reopens with the same answers, a compaction,
 and the store's statistics.  Everything it prints is computed, none of it fixed.
+
+``DIR`` (default ``demo-data``) must be absent, empty, or a directory an earlier
+run made: the demo marks the directories it makes with a :data:`MARKER` file and
+only ever removes, on a rerun, the entries it creates itself
+(:data:`OUTPUTS`) inside a marked directory.  Any other non-empty directory is
+refused and left exactly as it was.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 
 import banyanstore
+
+MARKER = ".banyanstore-demo"
+"""The file that marks a directory as the demo's own."""
+OUTPUTS = ("alarms", "store", "checkpoint")
+"""What a run creates inside its directory (and what a rerun removes first)."""
+
+
+class NotDemoDirectoryError(Exception):
+    """The directory holds files the demo did not make: it is left alone."""
+
+
+def prepare(root: str) -> None:
+    """Make ``root`` ready for a run: create and mark it, or clear an earlier run's
+    outputs from a marked one; NotDemoDirectoryError for anything else."""
+    if not os.path.exists(root):
+        os.makedirs(root)
+    elif not os.path.isdir(root):
+        raise NotDemoDirectoryError(f"{root} is a file, not a directory")
+    names = set(os.listdir(root))
+    if names and MARKER not in names:
+        raise NotDemoDirectoryError(
+            f"{root} is not empty and was not made by the demo (no {MARKER} file); "
+            "name a new or empty directory")
+    if not names:
+        with open(os.path.join(root, MARKER), "w") as f:
+            f.write("Made by `python -m banyanstore.demo`: a rerun replaces only "
+                    f"{', '.join(OUTPUTS)} in here.\n")
+    for name in OUTPUTS:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
 
 
 def _table(title: str, rows: list[tuple[str, object]]) -> None:
@@ -36,18 +75,20 @@ def _table(title: str, rows: list[tuple[str, object]]) -> None:
 
 
 def run(root: str, spans: int = 200_000) -> dict[str, object]:
-    shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(root)
+    """Run the demo in ``root`` (see the module docstring); returns what it printed."""
+    prepare(root)
     rng = random.Random(42)
     services = [f"svc-{i:02d}" for i in range(12)]
     results: list[tuple[str, object]] = []
 
     with banyanstore.open_log(f"{root}/alarms", wal_sync="interval") as log:
         began = time.perf_counter()
-        last = log.append_many([f"alarm {i}: p99 latency high".encode() for i in range(50_000)])
+        alarms = spans // 4  # the workload scales with --spans
+        last = log.append_many([f"alarm {i}: p99 latency high".encode() for i in range(alarms)])
         results.append(("log: appended records", last))
         results.append(("log: appends/s (batched)", f"{last / (time.perf_counter() - began):,.0f}"))
-        results.append(("log: record 31337", log.get(31337).decode()))
+        seq = alarms * 5 // 8
+        results.append((f"log: record {seq}", log.get(seq).decode()))
 
     store = banyanstore.open(f"{root}/store", memtable_size=16 << 20, wal_sync="interval")
     index = store.keyspace("index")
@@ -98,7 +139,7 @@ def run(root: str, spans: int = 200_000) -> dict[str, object]:
     results.append(("scan all: live spans", f"{n:,}"))
     results.append(("scan all: entries/s", f"{n / (time.perf_counter() - began):,.0f}"))
     began = time.perf_counter()
-    probes = [f"span:{rng.randrange(spans):010d}".encode() for _ in range(20_000)]
+    probes = [f"span:{rng.randrange(spans):010d}".encode() for _ in range(spans // 10)]
     found = sum(store.get(k) is not None for k in probes)
     results.append(("random gets: found / asked", f"{found:,} / {len(probes):,}"))
     results.append(("random gets/s", f"{len(probes) / (time.perf_counter() - began):,.0f}"))
@@ -115,10 +156,36 @@ def run(root: str, spans: int = 200_000) -> dict[str, object]:
     return dict(results)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    root = argv[0] if argv else "demo-data"
-    run(root)
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 100:
+        raise argparse.ArgumentTypeError(f"must be >= 100: {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m banyanstore.demo",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("directory", nargs="?", default="demo-data",
+                   help="where the demo writes (absent, empty, or made by an earlier run; "
+                        "default: demo-data)")
+    p.add_argument("--spans", type=_positive, default=200_000,
+                   help="spans to ingest (default: 200000)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run; returns the exit code
+    (2: bad arguments or a directory the demo may not use)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args.directory, args.spans)
+    except NotDemoDirectoryError as exc:
+        print(f"banyanstore demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

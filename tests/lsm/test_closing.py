@@ -83,3 +83,20 @@ def test_iterators_read_before_close_are_complete(filled: tuple[Any, Any]) -> No
     assert counts["scan"] == counts["reverse"] == counts["keys"] == 3000
     assert counts["keyspace-scan"] == counts["snapshot-reverse"] == 3000
     assert counts["history"] == 3 and counts["seek"] == 100 and counts["scan-range"] == 1900
+
+
+@pytest.mark.parametrize("kind", ["scan", "reverse", "history", "keyspace-scan", "keys", "snapshot-scan"])
+def test_read_only_store_iterators_raise_store_closed_after_close(tmp_path: Any, kind: str) -> None:
+    """The same for a read-only store (it reads through its own published views)."""
+    with banyanstore.open(tmp_path / "db", memtable_size=64 * 1024, compaction=False) as w:
+        idx = w.keyspace("index")
+        for i in range(3000):
+            w.put(b"k%05d" % i, b"v" * 20)
+            idx.put(b"k%05d" % i, b"i")
+    s = banyanstore.open(tmp_path / "db", read_only=True, block_cache_size=0)
+    snap = s.snapshot()
+    it = ITERATORS[kind](s, s.keyspace("index"), snap)
+    next(it)
+    s.close()
+    with pytest.raises(StoreClosedError):
+        list(it)

@@ -1,0 +1,62 @@
+"""``banyanstore.dbm.open`` flag ``'n'``: a new, empty database replaces what the
+standard library's dbm modules replace -- never somebody else's data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import banyanstore
+import banyanstore.dbm as bdbm
+
+
+def test_n_over_an_existing_empty_file_makes_a_new_database(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    path.touch()
+    with bdbm.open(path, "n") as db:
+        db["k"] = "v"
+    with bdbm.open(path, "r") as db:
+        assert db["k"] == b"v" and len(db) == 1
+
+
+def test_n_replaces_an_existing_database_and_an_empty_directory(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with bdbm.open(path, "c") as db:
+        db["old"] = "1"
+    with bdbm.open(path, "n") as db:
+        assert len(db) == 0
+        db["new"] = "2"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with bdbm.open(empty, "n") as db:
+        assert len(db) == 0
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_n_leaves_other_data_alone(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "db"
+    if what == "file":
+        path.write_bytes(b"somebody's data")
+    else:
+        path.mkdir()
+        (path / "notes.txt").write_text("notes")
+    with pytest.raises(bdbm.error, match="not a banyanstore database"):
+        bdbm.open(path, "n")
+    if what == "file":
+        assert path.read_bytes() == b"somebody's data"
+    else:
+        assert os.listdir(path) == ["notes.txt"]
+
+
+def test_n_does_not_delete_a_database_open_elsewhere(tmp_path: Path) -> None:
+    """The writer lock is taken before anything is removed."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync") as store:
+        store.put(b"k", b"v")
+        with pytest.raises(bdbm.error, match="locked"):
+            bdbm.open(path, "n")
+        assert store.get(b"k") == b"v"
+    with bdbm.open(path, "r") as db:
+        assert db["k"] == b"v"

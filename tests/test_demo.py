@@ -1,0 +1,48 @@
+"""``python -m banyanstore.demo``: it only ever removes what it created, refuses a
+directory holding anything else, and parses its arguments (``--help`` is help)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from banyanstore.demo import MARKER, OUTPUTS, main, prepare
+
+
+def test_demo_refuses_a_users_directory_and_deletes_nothing(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("my notes")
+    assert main([str(victim), "--spans", "200"]) == 2
+    assert os.listdir(victim) == ["notes.txt"] and (victim / "notes.txt").read_text() == "my notes"
+    assert "not made by the demo" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("data")
+    assert main([str(afile)]) == 2 and afile.read_text() == "data"
+
+
+def test_help_is_help_not_a_directory(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "banyanstore.demo", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage:" in proc.stdout and "--spans" in proc.stdout
+    assert os.listdir(tmp_path) == []
+    proc = subprocess.run([sys.executable, "-m", "banyanstore.demo", "--spans", "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--spans" in proc.stderr and os.listdir(tmp_path) == []
+
+
+def test_rerun_replaces_only_its_own_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run marks its directory; a rerun (prepare) removes only the run's own outputs."""
+    root = tmp_path / "demo"
+    assert main([str(root), "--spans", "300"]) == 0
+    assert "after reopen: span 42" in capsys.readouterr().out
+    assert sorted(os.listdir(root)) == sorted([MARKER, *OUTPUTS])
+    (root / "keep.txt").write_text("added by the user between runs")
+    prepare(str(root))
+    assert sorted(os.listdir(root)) == sorted([MARKER, "keep.txt"])
+    assert (root / "keep.txt").read_text() == "added by the user between runs"
