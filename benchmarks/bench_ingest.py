@@ -1,4 +1,4 @@
-"""Sustained-ingest benchmark of the Store with merges running (issue 4).
+"""Sustained-ingest benchmark of the Store with merges running.
 
     python benchmarks/bench_ingest.py [--num 5000000] [--modes thread,process]
         [--read-threads 1] [--json out.json] [--profile-dir /tmp/h_bench/prof]

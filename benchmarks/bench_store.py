@@ -1,4 +1,4 @@
-"""db_bench-style benchmark of the Store (issue 3), optionally side by side with peers.
+"""db_bench-style benchmark of the Store, optionally side by side with peers.
 
     python benchmarks/bench_store.py [--num 1000000 | --quick] [--repeat 3]
         [--io-mode sync] [--compression lz4] [--block-cache 64M] [--wal-sync interval]

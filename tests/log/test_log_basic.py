@@ -1,4 +1,4 @@
-"""The Log's contract (API.md §Log) over every IO backend."""
+"""The Log's contract (docs/api.md, Log) over every IO backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Store's public contract (API.md §Store, §Versions), over every IO mode."""
+"""The Store's public contract (docs/api.md, Store and Versions), over every IO mode."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Everything but :meth:`ThreadedEnv.read_batch` is the ``sync`` backend.  A batch
 is cut into one contiguous *chunk per worker* and each worker runs a plain
 ``pread`` loop over its chunk.  One task per read would be slower than no
-threads at all (FACTS.md: 20-35k reads/s from page cache against 0.7-0.87M/s
+threads at all (docs/facts.md: 20-35k reads/s from page cache against 0.7-0.87M/s
 for a loop) because the per-task handoff costs more than a cached read; with
 chunks the handoff is paid once per worker per batch, and O_DIRECT reads reach
 35-59k/s with 4-16 threads against 16-18k/s one at a time.  ``os.pread``

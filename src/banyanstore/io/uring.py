@@ -1,7 +1,7 @@
 """The ``io_uring`` backend: batches of reads submitted to an io_uring ring.
 
 Only :meth:`UringEnv.read_batch` uses the ring.  What stays a plain syscall, and why
-(figures from FACTS.md, measured on this kind of machine):
+(figures from docs/facts.md, measured on this kind of machine):
 
 * single reads (``RandomAccessFile.read``): ``os.pread``.  For a page-cache hit the
   Python cost of one sqe + one cqe exceeds the syscall it saves;

@@ -2,7 +2,7 @@
 
 Records are framed (see :mod:`banyanstore.log.format`) into a ``bytearray``
 and handed to the :class:`~banyanstore.io.base.WritableFile` in large chunks:
-one syscall per record would cost about a microsecond each (FACTS.md), which
+one syscall per record would cost about a microsecond each (docs/facts.md), which
 is more than the whole append path.  The writer is not thread-safe; the
 :class:`~banyanstore.log.log.Log` serialises it under its append lock.
 

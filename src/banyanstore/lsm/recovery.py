@@ -1,6 +1,6 @@
 """Opening a store: the WAL, tables named by the manifest, orphan removal, WAL replay.
 
-Rules (BanyanDB lost data by breaking them, see FACTS.md):
+Rules (BanyanDB lost data by breaking them, see docs/facts.md):
 
 * a table the manifest names but that is missing, truncated or fails its
   checks is a :class:`CorruptionError` naming the file -- never skipped;

@@ -1,0 +1,94 @@
+"""The repository stands on its own: its documents link only inside it, use no words
+of the process that wrote them, describe the code as it is (docs/api.md names every
+public method), and every command the Makefile names exists."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import banyanstore
+from banyanstore.lsm.batch import Batch
+from banyanstore.lsm.keyspace import Keyspace
+from banyanstore.snapshot import Snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted([ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").rglob("*.md")])
+LINK = re.compile(r"\[[^\]]*\]\(([^)#\s]+)(?:#[^)]*)?\)")
+# Words of the process, not of the product: readers of the repository have no issue
+# tracker, sessions or closing notes to look up.
+PROCESS_WORDS = re.compile(r"\bsessions?\b|\bissue \d|\bissues all\b|\bclosing notes?\b|\bCEO\b|"
+                           r"\bknown issue\b|/work/|\.\./shared", re.IGNORECASE)
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_rel)
+def test_links_stay_inside_the_repository_and_resolve(doc: Path) -> None:
+    for target in LINK.findall(doc.read_text()):
+        if re.match(r"^[a-z]+://", target):
+            continue  # a web address: outside by design
+        path = (doc.parent / target).resolve()
+        assert path.is_relative_to(ROOT), f"{_rel(doc)} links outside the repository: {target}"
+        assert path.exists(), f"{_rel(doc)} links to a missing file: {target}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_rel)
+def test_documents_use_no_process_words(doc: Path) -> None:
+    found = [m.group(0) for m in PROCESS_WORDS.finditer(doc.read_text())]
+    assert not found, f"{_rel(doc)} mentions {found}"
+
+
+def test_sources_cite_facts_inside_the_repository() -> None:
+    """Modules that quote measured facts point at docs/facts.md, which exists."""
+    assert (ROOT / "docs" / "facts.md").exists() and (ROOT / "docs" / "api.md").exists()
+    for py in (ROOT / "src").rglob("*.py"):
+        for line in py.read_text().splitlines():
+            if "FACTS.md" in line or "facts.md" in line:
+                assert "docs/facts.md" in line, f"{_rel(py)}: {line.strip()}"
+
+
+def _public(cls: type) -> set[str]:
+    return {n for n in dir(cls) if not n.startswith("_")}
+
+
+def test_api_document_names_every_public_method_and_error() -> None:
+    """docs/api.md is kept in step with the code: every public name of the Store, its
+    keyspaces, snapshots, batches, the Log, the dbm module and the errors appears."""
+    from banyanstore.dbm import BanyanDbm
+    from banyanstore.log.log import Log
+    from banyanstore.lsm.store import Store
+    text = (ROOT / "docs" / "api.md").read_text()
+    names = set()
+    for cls in (Store, Keyspace, Snapshot, Batch, Log, BanyanDbm):
+        names |= _public(cls)
+    names -= {"open"}  # Store.open / Log.open are banyanstore.open / open_log
+    names |= {n for n in banyanstore.errors.__all__ if n.endswith("Error")}
+    names -= {"clear", "items", "pop", "popitem", "update", "values"}  # MutableMapping's own
+    missing = sorted(n for n in names if not re.search(rf"\b{re.escape(n)}\b", text))
+    assert not missing, f"docs/api.md does not mention {missing}"
+
+
+def test_every_option_is_in_the_readme() -> None:
+    text = (ROOT / "README.md").read_text()
+    missing = [n for n in banyanstore.Options().as_dict() if f"`{n}`" not in text and n not in text]
+    assert not missing, f"README's option table lacks {missing}"
+
+
+def test_make_bench_runs_a_script_that_covers_every_benchmark() -> None:
+    """`make bench` names benchmarks/run_all.py, which exists and runs every bench_*.py."""
+    makefile = (ROOT / "Makefile").read_text()
+    for script in re.findall(r"\$\(BIN\)/python (\S+\.py)", makefile):
+        assert (ROOT / script).exists(), f"the Makefile runs {script}, which is missing"
+    assert "benchmarks/run_all.py" in makefile
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--dry-run"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    planned = set(re.findall(r"(bench_\w+\.py)", proc.stdout))
+    assert planned == {p.name for p in (ROOT / "benchmarks").glob("bench_*.py")}
