@@ -3,6 +3,7 @@ the argument or the file), never a wrong answer and never an unrelated exception
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -440,6 +441,9 @@ def test_a_batch_survives_a_commit_with_a_bad_sync_argument(store: Any) -> None:
     (lambda log: log.truncate_before("1"), TypeError, "seq"),
     (lambda log: log.sync(upto_seq="x"), TypeError, "upto_seq"),
     (lambda log: log.wait_durable(None), TypeError, "seq"),
+    (lambda log: asyncio.run(log.append_async(b"x", sync="yes")), TypeError, "sync"),
+    (lambda log: asyncio.run(log.append_many_async([b"x"], sync="no")), TypeError, "sync"),
+    (lambda log: asyncio.run(log.wait_durable_async("1")), TypeError, "seq"),
 ], ids=lambda x: x if isinstance(x, str) else "")
 def test_bad_log_arguments_raise_naming_the_argument(tmp_path: Path, call: Callable[[Any], Any],
                                                      error: type, argname: str) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..arguments import check_sync
 from ..errors import LogRangeError
 from .commit import GroupCommit
 
@@ -49,6 +50,7 @@ class AsyncAppends:
     async def append_async(self, record: bytes, *, sync: bool | None = None) -> int:
         """:meth:`Log.append` for asyncio: the wait for durability (``sync=True``, or
         ``wal_sync="always"``) is awaited, sharing fdatasyncs with every other waiter."""
+        check_sync(sync)  # before the append: "no" must not mean True
         seq = self.append(record, sync=False)
         if self._always if sync is None else sync:
             await self._commit.wait_durable_async(seq)
@@ -56,6 +58,7 @@ class AsyncAppends:
 
     async def append_many_async(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
         """:meth:`Log.append_many` for asyncio (see :meth:`append_async`)."""
+        check_sync(sync)
         last = self.append_many(records, sync=False)
         if self._always if sync is None else sync:
             await self._commit.wait_durable_async(last)
