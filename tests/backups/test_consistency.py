@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 
 import banyanstore
 from banyanstore.backups.destination import open_destination
+from banyanstore.log.format import HEADER_SIZE
+from banyanstore.log.reader import iter_records
 
 from .helpers import latest
 
@@ -162,19 +165,27 @@ def test_prune_deletes_no_object_while_a_backup_is_in_progress(tmp_path: Path) -
 
 
 def test_a_history_floor_ahead_of_the_files_is_lowered_to_the_backup_version(tmp_path: Path) -> None:
-    """The manifest records a floor at the writer's in-memory version, whose newest
-    writes may still be in its WAL buffer: a backup of the files must not restore a
-    store whose floor is above its version."""
+    """The manifest records a floor at the writer's version, whose newest writes may not
+    be durable yet: after a power loss the files hold less than the floor says, and a
+    backup of them must not restore a store whose floor is above its version."""
     url = str(tmp_path / "b")
     with banyanstore.open(tmp_path / "s", wal_sync="never", compaction=False,
                           compaction_mode="thread", io_mode="sync") as store:
         store.put(b"a", b"1")
         store.sync()
         on_disk = store.version
-        store.put(b"a", b"2")  # these two stay in the WAL's user-space buffer
+        store.put(b"a", b"2")  # not synced: a power loss may lose these two
         store.put(b"b", b"3")
         store.set_history_floor(store.version)  # durable in the manifest at once
-        info = banyanstore.backup(str(tmp_path / "s"), url)  # a path: what the files hold
+        shutil.copytree(tmp_path / "s", tmp_path / "lost", ignore=shutil.ignore_patterns("LOCK"))
+    # The power loss: the synced manifest (with the floor) stays, WAL records 2 and 3 go.
+    (segment,) = (tmp_path / "lost" / "wal").glob("*.log")
+    data = segment.read_bytes()
+    ends = {seq: end for seq, _data, _start, end in iter_records(
+        lambda offset, n: data[offset:offset + n], HEADER_SIZE, len(data), None,
+        lambda offset, why: None)}
+    os.truncate(segment, ends[1])
+    info = banyanstore.backup(str(tmp_path / "lost"), url)  # a path: what the files hold
     assert info.version == on_disk
     banyanstore.restore(url, tmp_path / "c")
     with banyanstore.open(tmp_path / "c", compaction=False, compaction_mode="thread") as copy:

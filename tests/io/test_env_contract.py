@@ -226,3 +226,57 @@ def test_describe_and_close(env_dir: tuple[Env, str]) -> None:
     assert env.describe()["io_mode"] == env.mode
     env.close()
     env.close()  # idempotent (the fixture closes a third time)
+
+
+def test_mapped_file_stores_are_the_files_bytes(env_dir: tuple[Env, str]) -> None:
+    """A store into a mapped window is read back through another handle at once, the
+    window is zero-filled space the file now has, and sync/truncate/reopen behave."""
+    env, root = env_dir
+    path = posixpath.join(root, "seg")
+    m = env.open_mapped(path, create=True)
+    assert m.size == 0
+    view, base = m.map(10, 100)
+    assert base <= 10 and base + len(view) >= 110 and m.size >= 110
+    view[10 - base:15 - base] = b"hello"
+    r = env.open_readable(path)
+    assert r.read(0, 15) == bytes(10) + b"hello"  # no write(), no sync: already the file's bytes
+    m.sync()
+    m.truncate(15)
+    assert m.size == 15 and env.file_size(path) == 15
+    with pytest.raises(ValueError):
+        view[0:1] = b"x"  # the released window never reaches memory again
+    view2, base2 = m.map(15, 5000)  # the next window, further on
+    view2[15 - base2:18 - base2] = b"!!!"
+    m.sync()
+    m.truncate(18)
+    m.close()
+    m.close()  # idempotent
+    r.close()
+    assert env.read_file(path) == bytes(10) + b"hello!!!"
+    again = env.open_mapped(path)  # an existing file keeps its bytes
+    assert again.size == 18
+    view3, base3 = again.map(18, 10)
+    view3[18 - base3:19 - base3] = b"?"
+    again.truncate(19)
+    again.close()
+    assert env.read_file(path) == bytes(10) + b"hello!!!?"
+    with pytest.raises(StorageIOError):
+        env.open_mapped(posixpath.join(root, "missing"))
+
+
+def test_mapped_stores_survive_a_crash_only_once_synced() -> None:
+    """The crash simulator treats a mapped window like any write: durable after sync()."""
+    from banyanstore.io.memory import MemoryEnv
+    env = MemoryEnv()
+    env.mkdir("/d")
+    m = env.open_mapped("/d/f", create=True)
+    env.sync_dir("/d")
+    view, base = m.map(0, 8)
+    view[0:4] = b"sync"
+    m.sync()
+    view[4:8] = b"lost"
+    assert env.read_file("/d/f") == b"synclost"
+    env.crash()
+    assert env.read_file("/d/f") == b"sync" + bytes(4)
+    with pytest.raises(StorageIOError):
+        m.sync()  # the crashed process's handle is dead

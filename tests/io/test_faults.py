@@ -31,6 +31,13 @@ def _call(env: FaultEnv, op: str) -> None:
         r = env.open_readable("/db/existing")
         assert (r.read(0, 4) == b"0123" if op == "read"
                 else env.read_batch([(r, 0, 2), (r, 2, 2)]) == [b"01", b"23"])
+    elif op == "map":
+        m = env.open_mapped("/db/m", create=True)
+        try:
+            view, base = m.map(0, 4)
+            view[:4] = b"abcd"
+        finally:
+            m.close()
     elif op == "rename":
         inner.write_file_atomic("/db/r", b"r")
         env.rename("/db/r", "/db/r2")

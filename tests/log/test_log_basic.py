@@ -224,3 +224,22 @@ def test_get_every_seq_through_the_sparse_index(interval):
         assert all(log.get(s) == payload(s, sizes[s]) for s in range(1, 601))  # index built while writing
     with Log.open("/g/log", env=env, options=opts) as log:  # index built lazily, on first use
         assert all(log.get(s) == payload(s, sizes[s]) for s in range(600, 0, -1))
+
+
+def test_reserved_space_while_writing_is_cut_at_rotation_and_close(env_dir):
+    """The active segment is written through a window of reserved, zero-filled space;
+    a sealed segment and the last one at close end exactly at their last record."""
+    env, root = env_dir
+    d = f"{root}/log"
+    with open_log(env, root) as log:
+        log.append_many([payload(s) for s in range(1, 40)])
+        active = [f"{d}/{n}" for n in env.listdir(d) if n.endswith(".log")][-1]
+        assert env.file_size(active) > log.stats()["bytes"]  # the reserved window
+        assert log.rotate() == 40
+        assert env.file_size(active) == log.stats()["bytes"] - 28  # minus the new header
+        log.append_many([payload(s, 40_000) for s in range(40, 50)])  # multi-block records
+    sizes = sum(env.file_size(f"{d}/{n}") for n in env.listdir(d) if n.endswith(".log"))
+    with open_log(env, root) as log:
+        assert sizes == log.stats()["bytes"]
+        assert [r for _, r in log.read()] == ([payload(s) for s in range(1, 40)]
+                                              + [payload(s, 40_000) for s in range(40, 50)])

@@ -160,8 +160,7 @@ def test_reopen_after_a_failed_directory_sync_makes_the_segment_name_durable():
         for seq in range(1, 1000):
             log.append(payload(seq, 1000), sync=True)
     assert rule.fired == 1
-    with pytest.raises(BanyanStoreError):
-        log.close()  # reports the earlier failure
+    log.close()  # the failure was reported; close releases the log without writing more
     log = Log.open(ROOT, env=disk)
     first = log.last_seq + 1
     acked = [log.append(payload(seq), sync=True) for seq in range(first, first + 20)]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import struct
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from crc32c import crc32c
 from log_helpers import SMALL, open_log, payload, rewrite, segments
 
 from banyanstore.errors import BanyanStoreError, CorruptionError, StoreLockedError
 from banyanstore.log import Log, LogExistsError, LogNotFoundError
-from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE
+from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, VERSION
 
 
 def _fill(env, root, n=2000, **kw):  # type: ignore[no-untyped-def]
@@ -40,14 +42,76 @@ def test_torn_tail_is_cut_and_reported(env_dir, caplog, cut):
         assert log.stats()["torn_tail_repairs"] == 0 and log.get(n + 1) == b"after"
 
 
-@pytest.mark.parametrize("garbage", [b"\x00" * 5000, b"\xff" * 33, b"\x00" * 100 + b"\x01"])
-def test_zero_filled_or_garbage_tail(env_dir, garbage):
+@pytest.mark.parametrize("garbage", [b"\xff" * 33, b"\x00" * 100 + b"\x01"])
+def test_garbage_tail_is_cut(env_dir, garbage):
     env, root = env_dir
     d = _fill(env, root, n=50)
     last = segments(env, d)[-1]
     rewrite(env, last, env.read_file(last) + garbage)
     with open_log(env, root) as log:
         assert log.last_seq == 50 and log.stats()["torn_tail_bytes"] == len(garbage)
+
+
+@pytest.mark.parametrize("zeros", [1, 5000, 3 * BLOCK_SIZE + 11])
+def test_zero_tail_of_a_version_2_segment_is_reserved_space_not_damage(env_dir, zeros):
+    """Zeros after the last record are what a writer that died leaves (its reserved,
+    mapped space): the end of the data -- no torn tail, nothing cut, appends go on."""
+    env, root = env_dir
+    d = _fill(env, root, n=50)
+    last = segments(env, d)[-1]
+    rewrite(env, last, env.read_file(last) + bytes(zeros))
+    with open_log(env, root, options=SMALL.replace(read_only=True)) as log:
+        assert log.last_seq == 50 and log.stats()["torn_tail_repairs"] == 0
+    with open_log(env, root) as log:
+        st = log.stats()
+        assert log.last_seq == 50 and st["torn_tail_repairs"] == st["torn_tail_bytes"] == 0
+        assert log.append(b"after") == 51
+    with open_log(env, root) as log:
+        assert [r for _, r in log.read()] == [payload(s) for s in range(1, 51)] + [b"after"]
+
+
+def test_zero_tail_of_a_version_1_segment_is_a_torn_tail(env_dir):
+    """Version 1 never reserved space: zeros after its last record are a torn write (cut),
+    and the log goes on in a new segment of the current version."""
+    env, root = env_dir
+    d = _fill(env, root, n=50)
+    last = segments(env, d)[-1]
+    _as_version_1(env, last)
+    rewrite(env, last, env.read_file(last) + bytes(5000))
+    with open_log(env, root) as log:
+        assert log.last_seq == 50 and log.stats()["torn_tail_bytes"] == 5000
+        assert log.append(b"after") == 51
+    names = segments(env, d)
+    assert len(names) == 2 and names[-1].endswith(f"{51:020d}.log")
+    assert env.read_file(names[-1])[8] == VERSION
+    with open_log(env, root) as log:
+        assert [r for _, r in log.read()] == [payload(s) for s in range(1, 51)] + [b"after"]
+
+
+def _as_version_1(env, path):  # type: ignore[no-untyped-def]
+    data = bytearray(env.read_file(path))
+    struct.pack_into("<H", data, 8, 1)  # version 1, header CRC recomputed
+    struct.pack_into("<I", data, HEADER_SIZE - 4, crc32c(bytes(data[:HEADER_SIZE - 4])))
+    rewrite(env, path, bytes(data))
+
+
+def test_an_empty_version_1_last_segment_is_replaced_keeping_its_first_seq(env_dir):
+    """A log left by the format-1 writer with an empty last segment (just rotated, or
+    emptied by truncation): its first seq is all it carries, so it is replaced by a
+    format-2 segment of the same name, never removed."""
+    env, root = env_dir
+    d = _fill(env, root, n=30)
+    with open_log(env, root) as log:
+        assert log.rotate() == 31
+        log.truncate_before(31)  # only the empty segment is left
+    (empty,) = segments(env, d)
+    _as_version_1(env, empty)
+    with open_log(env, root) as log:
+        assert (log.first_seq, log.last_seq) == (31, 30)
+        assert log.append(b"after") == 31
+    assert segments(env, d) == [empty] and env.read_file(empty)[8] == VERSION
+    with open_log(env, root) as log:
+        assert list(log.read()) == [(31, b"after")]
 
 
 def test_flipped_byte_in_the_middle_raises_naming_file_and_offset(env_dir):

@@ -48,8 +48,8 @@ def test_concurrent_synced_appends_share_syncs(real_env_dir):
 class _SlowSyncEnv(PosixEnv):
     """fdatasync takes 0.3 s, so the test can look at what happens meanwhile."""
 
-    def open_writable(self, path, *, append=False):  # type: ignore[no-untyped-def]
-        f = super().open_writable(path, append=append)
+    def open_mapped(self, path, *, create=False):  # type: ignore[no-untyped-def]
+        f = super().open_mapped(path, create=create)
         real = f.sync
 
         def slow() -> None:

@@ -23,8 +23,8 @@ One attempt, in the order that makes it safe:
    at the first record of a keyspace S2 does not know (created after step 4).
 
 The manifest can run ahead of the files: a merge or ``set_history_floor`` records a
-history floor at the writer's *in-memory* version, whose newest writes may still
-sit in its WAL buffer.  The capture lowers a floor above V to V (the merges behind
+history floor at the writer's version, whose newest writes a power loss may have
+taken from the WAL (they were not synced yet).  The capture lowers a floor above V to V (the merges behind
 it kept, for every key, its newest write at or below the floor, so reads at V are
 exact), and keeps the time samples up to V only (a sample of a later version
 would date new writes of the restored store too early).
@@ -32,10 +32,10 @@ would date new writes of the restored store too early).
 Every version up to F is in the tables of S; every version in ``(F, V]`` is in
 the tail, because WAL records are appended in version order and the tail is a
 prefix of the WAL.  So the capture holds exactly the writes with version <= V
--- one version across every keyspace.  Writes still in the writer's user-space
-WAL buffer are not in any file: a backup of a store open in this process
-syncs it first (``store.sync()``), so it holds every write acknowledged before
-the call.
+-- one version across every keyspace.  Every write whose call returned is in the
+WAL file (log/writer.py), so a backup holds every write acknowledged before it
+read the WAL; a backup of a store open in this process also syncs it first
+(``store.sync()``), which makes those writes durable.
 """
 
 from __future__ import annotations

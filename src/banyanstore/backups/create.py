@@ -48,7 +48,7 @@ def _source(source: object) -> tuple[str, int]:
     from ..lsm.store import Store
     if isinstance(source, Store):
         version = source.version
-        source.sync()  # writes acknowledged so far leave the WAL buffer for the file
+        source.sync()  # writes acknowledged so far are made durable in the WAL file
         return os.path.abspath(source.path), version
     if isinstance(source, (str, os.PathLike)):
         return os.path.abspath(os.fspath(source)), 0

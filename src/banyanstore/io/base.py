@@ -15,6 +15,10 @@ Contracts shared by every backend:
 * ``WritableFile.write`` writes all of ``data`` or raises.  Data is durable
   only after ``sync()``; a new or renamed file's *name* is durable only after
   ``sync_dir()`` of its directory.  The crash simulator drops everything else.
+* A :class:`MappedFile` is written by storing into a shared memory mapping
+  (the Log's segments): a store is in the kernel's page cache the moment it
+  happens, so it survives the death of the process without a system call;
+  like a write, it is durable only after ``sync()``.
 * ``RandomAccessFile.read`` returns fewer bytes than asked only at end of file.
 * ``read_batch`` is the one call through which a batch of reads may be served
   concurrently (thread pool, io_uring); results come back in request order.
@@ -22,11 +26,18 @@ Contracts shared by every backend:
 
 from __future__ import annotations
 
+import mmap
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-__all__ = ["Env", "WritableFile", "RandomAccessFile", "FileLock", "ReadRequest"]
+__all__ = ["Env", "WritableFile", "MappedFile", "Window", "RandomAccessFile", "FileLock",
+           "ReadRequest"]
+
+Window = memoryview | mmap.mmap
+"""A writable window of a :class:`MappedFile`: slice assignment and ``struct.pack_into``
+work on both kinds (an ``mmap`` object is returned as itself: one indirection less on
+the Log's append path)."""
 
 
 class WritableFile(ABC):
@@ -54,6 +65,49 @@ class WritableFile(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close without syncing.  Idempotent."""
+
+
+class MappedFile(ABC):
+    """A file written through a window of shared memory.  Not thread-safe: the owner
+    serialises calls (stores into the window need no call at all).
+
+    :meth:`map` returns a writable :data:`Window` over part of the file; bytes
+    stored into it *are* the file's bytes (other handles read them at once) and
+    reach the disk with :meth:`sync`.  Only one window is mapped at a time: the
+    next :meth:`map`, :meth:`truncate` or :meth:`close` releases the previous
+    one (any later use of it raises ``ValueError``, never touches memory).
+    """
+
+    path: str
+
+    @abstractmethod
+    def map(self, start: int, length: int) -> tuple[Window, int]:
+        """Make file bytes ``[start, start + length)`` writable in memory.
+
+        The file is first extended with zeros to at least ``start + length`` bytes,
+        with its disk space reserved (so a full disk is a
+        :class:`~banyanstore.errors.DiskFullError` here, never a signal at a store
+        into the mapping).  Returns ``(window, base)``: ``window[i]`` is file byte
+        ``base + i``, with ``base <= start`` (rounded down to a page) and
+        ``base + len(window) >= start + length``.
+        """
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make every byte stored so far, through any window, durable (fdatasync)."""
+
+    @abstractmethod
+    def truncate(self, size: int) -> None:
+        """Release the window and cut (or zero-extend) the file to ``size`` bytes."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Bytes in the file, including the zero-filled space :meth:`map` reserved."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the window and close without syncing.  Idempotent."""
 
 
 class RandomAccessFile(ABC):
@@ -97,6 +151,11 @@ class Env(ABC):
     def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
         """Create (or truncate) ``path`` for writing; with ``append=True`` keep the
         contents of an existing file and write after them."""
+
+    @abstractmethod
+    def open_mapped(self, path: str, *, create: bool = False) -> MappedFile:
+        """Open ``path`` for writing through a shared memory mapping; ``create=True``
+        creates it (or empties an existing file), otherwise it must exist."""
 
     @abstractmethod
     def open_readable(self, path: str) -> RandomAccessFile:

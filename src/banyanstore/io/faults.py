@@ -6,7 +6,8 @@ from it, so ENOSPC/EDQUOT become :class:`~banyanstore.errors.DiskFullError` and
 ``__cause__`` is the OSError.  ``open_readable``/``remove`` with ENOENT raise the
 plain ``FileNotFoundError``, as the real backends do.
 
-Operations: see :data:`OPS`.  ``read`` is ``RandomAccessFile.read``; ``read_batch``
+Operations: see :data:`OPS`.  ``read`` is ``RandomAccessFile.read``; ``map`` is
+``MappedFile.map`` (where a mapped file reserves space, so ENOSPC shows there); ``read_batch``
 is the batch call as a whole (it matches if any request's path matches).
 
 **Failed syncs are sticky** (``sticky_sync=True``, the default).  After a failed
@@ -44,13 +45,13 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..errors import StorageIOError, from_oserror
-from .base import Env, WritableFile
-from .hooked import HookedEnv, HookedWritable
+from .base import Env, MappedFile, WritableFile
+from .hooked import HookedEnv, HookedMapped, HookedWritable
 
 __all__ = ["FaultEnv", "FaultRule", "OPS"]
 
-OPS = ("open_writable", "open_readable", "write", "sync", "sync_dir", "rename", "remove", "read",
-       "read_batch", "link", "truncate", "mkdir", "rmdir", "listdir", "lock")
+OPS = ("open_writable", "open_readable", "write", "map", "sync", "sync_dir", "rename", "remove",
+       "read", "read_batch", "link", "truncate", "mkdir", "rmdir", "listdir", "lock")
 _PLAIN_ENOENT = ("open_readable", "remove", "listdir")
 _NEVER_FAULTED = frozenset({"stat", "statvfs"})  # stat-like calls are never faulted
 
@@ -97,6 +98,24 @@ class _Writable(HookedWritable):
                 self.inner.write(memoryview(data)[:prefix])
             _fail("write", self.path, code)
         self.inner.write(data)
+
+    def sync(self) -> None:
+        try:
+            self.env._check_sync(self.path, self.sync_failed)
+        except StorageIOError:
+            self.sync_failed = self.env.sticky_sync
+            raise
+        self.inner.sync()
+
+
+class _Mapped(HookedMapped):
+    """Adds sticky sync failures to the hooked mapped file."""
+
+    env: FaultEnv
+
+    def __init__(self, env: FaultEnv, inner: MappedFile, poisoned: bool = False) -> None:
+        super().__init__(env, inner)
+        self.sync_failed = poisoned
 
     def sync(self) -> None:
         try:
@@ -214,6 +233,13 @@ class FaultEnv(HookedEnv):
         with self._mu:
             poisoned = inner.path in self._poisoned
         return _Writable(self, inner, poisoned)
+
+    def _mapped(self, inner: MappedFile, *, create: bool) -> MappedFile:
+        if create:
+            self._forget(inner.path)
+        with self._mu:
+            poisoned = inner.path in self._poisoned
+        return _Mapped(self, inner, poisoned)
 
     def remove(self, path: str) -> None:
         super().remove(path)

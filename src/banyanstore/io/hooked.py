@@ -7,7 +7,11 @@ Every operation, on the env or on a file it handed out, first calls
 ``self._hook(op, paths, nbytes)``; raising there fails the operation before it
 reaches the inner env.  ``op`` is one of :data:`HOOKED_OPS`; ``paths`` names the
 file(s) involved (``rename``/``link``: source then destination); ``nbytes`` is
-the size of a ``write``.  The stat-like calls (``exists``/``file_size`` as
+the size of a ``write`` (or of a ``map`` window).  A mapped file
+(:class:`~banyanstore.io.base.MappedFile`) is opened as ``open_writable`` and its calls
+are ``map`` (which reserves space: where a full disk shows), ``sync`` and ``truncate``;
+stores into its window are no calls at all, so nothing can fail or count them -- as
+with a real shared mapping.  The stat-like calls (``exists``/``file_size`` as
 ``stat``, ``free_space`` as ``statvfs``) go through the hook too, so a subclass
 may decide about them, though :class:`FaultEnv` never fails them.
 
@@ -26,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Env, FileLock, RandomAccessFile, ReadRequest, WritableFile
+from .base import Env, FileLock, MappedFile, RandomAccessFile, ReadRequest, Window, WritableFile
 
-__all__ = ["HookedEnv", "HookedWritable", "HookedReadable", "HOOKED_OPS", "MUTATING_OPS"]
+__all__ = ["HookedEnv", "HookedWritable", "HookedMapped", "HookedReadable", "HOOKED_OPS",
+           "MUTATING_OPS"]
 
-MUTATING_OPS = frozenset({"open_writable", "write", "sync", "truncate", "mkdir", "remove", "rmdir",
-                          "rename", "link", "sync_dir"})
+MUTATING_OPS = frozenset({"open_writable", "write", "map", "sync", "truncate", "mkdir", "remove",
+                          "rmdir", "rename", "link", "sync_dir"})
 """Operations that change what is (or will be) on disk."""
 HOOKED_OPS = MUTATING_OPS | {"open_readable", "read", "read_batch", "listdir", "lock", "stat", "statvfs"}
 
@@ -45,6 +50,32 @@ class HookedWritable(WritableFile):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.env._hook("write", (self.path,), len(data))
         self.inner.write(data)
+
+    def sync(self) -> None:
+        self.env._hook("sync", (self.path,))
+        self.inner.sync()
+
+    def truncate(self, size: int) -> None:
+        self.env._hook("truncate", (self.path,))
+        self.inner.truncate(size)
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class HookedMapped(MappedFile):
+    """A mapped file of a :class:`HookedEnv`: ``map``, ``sync`` and ``truncate`` pass the hook."""
+
+    def __init__(self, env: HookedEnv, inner: MappedFile) -> None:
+        self.path, self.env, self.inner = inner.path, env, inner
+
+    def map(self, start: int, length: int) -> tuple[Window, int]:
+        self.env._hook("map", (self.path,), length)
+        return self.inner.map(start, length)
 
     def sync(self) -> None:
         self.env._hook("sync", (self.path,))
@@ -95,9 +126,17 @@ class HookedEnv(Env):
         """Wrap a file ``inner`` just opened for writing (subclasses add per-handle state)."""
         return HookedWritable(self, inner)
 
+    def _mapped(self, inner: MappedFile, *, create: bool) -> MappedFile:
+        """Wrap a file ``inner`` just opened for mapping (subclasses add per-handle state)."""
+        return HookedMapped(self, inner)
+
     def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
         self._hook("open_writable", (path,))
         return self._writable(self.inner.open_writable(path, append=append), append=append)
+
+    def open_mapped(self, path: str, *, create: bool = False) -> MappedFile:
+        self._hook("open_writable", (path,))
+        return self._mapped(self.inner.open_mapped(path, create=create), create=create)
 
     def open_readable(self, path: str) -> RandomAccessFile:
         self._hook("open_readable", (path,))

@@ -27,8 +27,8 @@ import posixpath
 import threading
 
 from ..errors import StoreLockedError
-from .base import Env, FileLock, RandomAccessFile, WritableFile
-from .memory_nodes import Dir, Inode, MemLock, MemReadable, MemWritable
+from .base import Env, FileLock, MappedFile, RandomAccessFile, WritableFile
+from .memory_nodes import Dir, Inode, MemLock, MemMapped, MemReadable, MemWritable
 from .memory_nodes import raise_oserror as _raise
 
 __all__ = ["MemoryEnv"]
@@ -137,8 +137,15 @@ class MemoryEnv(Env):
             if node is None:
                 node = d.live[name] = Inode()
             elif not append:
-                node.data.clear()
+                node.resize(0)
             return MemWritable(self, path, node)
+
+    def open_mapped(self, path: str, *, create: bool = False) -> MappedFile:
+        with self._mu:
+            if create:
+                f = self.open_writable(path)
+                f.close()
+            return MemMapped(self, path, self._file(path, "open for mapping"))
 
     def open_readable(self, path: str) -> RandomAccessFile:
         with self._mu:

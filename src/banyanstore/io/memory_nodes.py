@@ -13,9 +13,9 @@ import threading
 from typing import NoReturn, Protocol
 
 from ..errors import from_oserror
-from .base import FileLock, RandomAccessFile, WritableFile
+from .base import FileLock, MappedFile, RandomAccessFile, Window, WritableFile
 
-__all__ = ["Inode", "Dir", "raise_oserror", "MemWritable", "MemReadable", "MemLock"]
+__all__ = ["Inode", "Dir", "raise_oserror", "MemWritable", "MemMapped", "MemReadable", "MemLock"]
 
 
 class _EnvState(Protocol):
@@ -34,6 +34,28 @@ class Inode:
     def __init__(self) -> None:
         self.data = bytearray()
         self.durable = b""  # contents as of the last sync()
+
+    def append(self, more: bytes | bytearray | memoryview) -> None:
+        try:
+            self.data += more
+        except BufferError:
+            self.data = self.data + more  # see resize()
+
+    def resize(self, size: int) -> None:
+        """Cut or zero-extend the live bytes to ``size``."""
+        data = self.data
+        try:
+            if size < len(data):
+                del data[size:]
+            else:
+                data.extend(bytes(size - len(data)))
+        except BufferError:
+            # Another handle's mapped window pins the bytearray: the file gets new bytes
+            # and that window no longer reaches them.  Only two writers mapping one file
+            # at once (which the engine never is) can tell this from a real mapping.
+            grown = bytearray(data[:size])
+            grown.extend(bytes(size - len(grown)))
+            self.data = grown
 
 
 class Dir:
@@ -78,7 +100,7 @@ class _Handle:
 class MemWritable(_Handle, WritableFile):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         with self._env._mu:
-            self._live("write").data += data
+            self._live("write").append(data)
 
     def sync(self) -> None:
         with self._env._mu:
@@ -87,16 +109,56 @@ class MemWritable(_Handle, WritableFile):
 
     def truncate(self, size: int) -> None:
         with self._env._mu:
-            data = self._live("truncate").data
-            if size < len(data):
-                del data[size:]
-            else:
-                data.extend(bytes(size - len(data)))
+            self._live("truncate").resize(size)
 
     @property
     def size(self) -> int:
         with self._env._mu:
             return len(self._inode.data)
+
+
+class MemMapped(_Handle, MappedFile):
+    """The window is a ``memoryview`` of the inode's live bytes: stores are seen by every
+    reader at once and become durable with :meth:`sync`, like a shared mapping.  A
+    crash gives the inode new bytes, so the dead writer's window no longer reaches them."""
+
+    def __init__(self, env: _EnvState, path: str, inode: Inode) -> None:
+        super().__init__(env, path, inode)
+        self._view: memoryview | None = None
+
+    def _release(self) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            view.release()  # the bytearray may be resized again
+
+    def map(self, start: int, length: int) -> tuple[Window, int]:
+        with self._env._mu:
+            self._release()
+            inode = self._live("map")
+            if len(inode.data) < start + length:
+                inode.resize(start + length)
+            self._view = memoryview(inode.data)[start:start + length]
+            return self._view, start
+
+    def sync(self) -> None:
+        with self._env._mu:
+            inode = self._live("fdatasync")
+            inode.durable = bytes(inode.data)
+
+    def truncate(self, size: int) -> None:
+        with self._env._mu:
+            self._release()
+            self._live("truncate").resize(size)
+
+    @property
+    def size(self) -> int:
+        with self._env._mu:
+            return len(self._inode.data)
+
+    def close(self) -> None:
+        with self._env._mu:
+            self._release()
+        super().close()
 
 
 class MemReadable(_Handle, RandomAccessFile):

@@ -2,22 +2,35 @@
 
 Also the base of the ``nonblocking`` and ``io_uring`` backends, which only
 override :meth:`Env.read_batch` (and the file classes they need).
+
+Mapped files (:class:`PosixMappedFile`, the Log's segments) reserve their space
+with ``posix_fallocate`` before mapping it: a store into a shared mapping over
+a hole of a full filesystem would kill the process with SIGBUS, where the
+fallocate reports ENOSPC (:class:`~banyanstore.errors.DiskFullError`).  Pages
+fault in on their first store, one 4 KiB page at a time: faulting a whole
+window in at once (``MADV_POPULATE_WRITE``) measured no faster, and it dirties
+pages ahead of the records, so every sync would write their zeros out
+(``benchmarks/bench_wal_designs.py``).  ``fdatasync`` covers pages dirtied
+through the mapping: Linux write-protects a page when it is written back, so
+every later store marks it dirty again.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import shutil
 import threading
 
 from ..errors import StoreLockedError, from_oserror
-from .base import Env, FileLock, RandomAccessFile, WritableFile
+from .base import Env, FileLock, MappedFile, RandomAccessFile, Window, WritableFile
 
-__all__ = ["PosixEnv", "PosixWritableFile", "PosixRandomAccessFile"]
+__all__ = ["PosixEnv", "PosixWritableFile", "PosixMappedFile", "PosixRandomAccessFile"]
 
 _FDATASYNC = getattr(os, "fdatasync", os.fsync)
+_PAGE = mmap.ALLOCATIONGRANULARITY
 
 
 class PosixWritableFile(WritableFile):
@@ -60,6 +73,61 @@ class PosixWritableFile(WritableFile):
             os.close(fd)
 
 
+class PosixMappedFile(MappedFile):
+    """A file written through one ``MAP_SHARED`` window at a time (see the module docstring)."""
+
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self._fd = fd
+        self._size = size
+        self._mm: mmap.mmap | None = None
+
+    def map(self, start: int, length: int) -> tuple[Window, int]:
+        self._unmap()
+        base = start - start % _PAGE
+        end = start + length
+        try:
+            # Reserve the whole window, not just the part past the end: the file may
+            # have holes (a test's zero-extension), and a store into a hole can SIGBUS.
+            os.posix_fallocate(self._fd, base, end - base)
+            self._size = max(self._size, end)
+            mm = mmap.mmap(self._fd, end - base, flags=mmap.MAP_SHARED,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        except OSError as exc:
+            raise from_oserror("map", self.path, exc) from exc
+        self._mm = mm
+        return mm, base
+
+    def _unmap(self) -> None:
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            mm.close()  # a stale window now raises ValueError instead of writing
+
+    def sync(self) -> None:
+        try:
+            _FDATASYNC(self._fd)
+        except OSError as exc:
+            raise from_oserror("fdatasync", self.path, exc) from exc
+
+    def truncate(self, size: int) -> None:
+        self._unmap()
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            raise from_oserror("truncate", self.path, exc) from exc
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        self._unmap()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
 class PosixRandomAccessFile(RandomAccessFile):
     direct = False  # True for O_DIRECT files (io/direct.py): reads need aligned spans
 
@@ -90,6 +158,22 @@ class PosixRandomAccessFile(RandomAccessFile):
             self.close()
         except OSError:
             pass
+
+
+def _open_sized(path: str, flags: int, op: str, *, plain_enoent: bool = False) -> tuple[int, int]:
+    """``(fd, size)`` of ``path`` opened with ``flags``; the descriptor never leaks.
+    ``plain_enoent``: a missing file raises the plain ``FileNotFoundError``."""
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if plain_enoent and isinstance(exc, FileNotFoundError):
+            raise
+        raise from_oserror(op, path, exc) from exc
+    try:
+        return fd, os.fstat(fd).st_size
+    except OSError as exc:
+        os.close(fd)
+        raise from_oserror(op, path, exc) from exc
 
 
 class _FlockLock(FileLock):
@@ -128,24 +212,17 @@ class PosixEnv(Env):
 
     def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-        try:
-            fd = os.open(path, flags, 0o644)
-            size = os.fstat(fd).st_size
-        except OSError as exc:
-            raise from_oserror("open for writing", path, exc) from exc
-        return PosixWritableFile(path, fd, size)
+        return PosixWritableFile(path, *_open_sized(path, flags, "open for writing"))
+
+    def open_mapped(self, path: str, *, create: bool = False) -> MappedFile:
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
+        return PosixMappedFile(path, *_open_sized(path, flags, "open for mapping"))
 
     def open_readable(self, path: str) -> RandomAccessFile:
         if self.direct_io:
             from .direct import open_direct
             return open_direct(path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            size = os.fstat(fd).st_size
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise from_oserror("open for reading", path, exc) from exc
+        fd, size = _open_sized(path, os.O_RDONLY | os.O_CLOEXEC, "open for reading", plain_enoent=True)
         return PosixRandomAccessFile(path, fd, size)
 
     def exists(self, path: str) -> bool:

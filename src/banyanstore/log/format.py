@@ -2,9 +2,9 @@
 
 The byte grammar (also in ``docs/format/log.md``; all integers little-endian)::
 
-    segment     := header block-stream
+    segment     := header block-stream zero-tail
     header      := magic[8] = "BANYANLG"
-                   version u16 = 1
+                   version u16 = 2                (1: the format before zero tails; read too)
                    flags u16 = 0                  (reserved; readers reject others)
                    block_size u32 = 32768
                    first_seq u64                  (seq of the segment's first record;
@@ -21,6 +21,16 @@ The byte grammar (also in ``docs/format/log.md``; all integers little-endian)::
                    zero-filled space never parses as a fragment)
     record      := FULL | FIRST MIDDLE* LAST
                    the concatenated payloads are: seq u64 || data
+    zero-tail   := 0x00*                          (version 2 only) space the writer reserved
+                                                  ahead of its records; it ends the data
+
+Version 2 segments are written through a shared memory mapping of space
+reserved ahead (``MappedFile``), so a record is in the kernel the moment it is
+stored and a killed process loses nothing it acknowledged.  The file therefore
+may end with zeros after the last record -- while it is written, and after a
+crash.  Readers take zero bytes from a record boundary to the end of the file
+as the end of the data, not as damage; sealed and closed segments are cut to
+their last record.  In a version 1 segment the same zeros are a torn tail.
 
 A record carries its own sequence number, so a reader that skips a damaged
 stretch (``skip_damaged_records=True``) still knows the seq of every record
@@ -30,8 +40,8 @@ segment seqs are ``first_seq, first_seq + 1, ...`` with no gaps as written.
 REQUIRES: ``crc32c`` (C implementation of CRC-32C).
 
 >>> h = encode_header(42)
->>> len(h), decode_header(h, "x.log")
-(28, 42)
+>>> len(h), decode_header(h, "x.log"), parse_header(h, "x.log")
+(28, 42, (42, 2))
 >>> frags = list(fragment(7, b"abc", BLOCK_SIZE - HEADER_SIZE))
 >>> [t for t, _ in frags]
 [1]
@@ -47,13 +57,16 @@ from crc32c import crc32c
 from ..errors import CorruptionError
 
 __all__ = [
-    "MAGIC", "VERSION", "BLOCK_SIZE", "HEADER", "HEADER_SIZE", "FRAG_HEADER", "FRAG_HEADER_SIZE",
-    "SEQ", "SEQ_SIZE", "FULL", "FIRST", "MIDDLE", "LAST", "encode_header", "decode_header",
-    "fragment", "frame_crc", "ForeignFileError",
+    "MAGIC", "VERSION", "ZERO_TAIL_VERSION", "BLOCK_SIZE", "HEADER", "HEADER_SIZE", "FRAG_HEADER",
+    "FRAG_HEADER_SIZE", "SEQ", "SEQ_SIZE", "FULL", "FIRST", "MIDDLE", "LAST", "encode_header",
+    "decode_header", "parse_header", "fragment", "frame_crc", "ForeignFileError",
 ]
 
 MAGIC = b"BANYANLG"
-VERSION = 1
+VERSION = 2
+#: the first version whose segments may end with reserved zero-filled space
+ZERO_TAIL_VERSION = 2
+_READABLE = frozenset({1, 2})
 BLOCK_SIZE = 32 * 1024
 
 #: magic, version, flags, block_size, first_seq, header_crc
@@ -89,6 +102,11 @@ def encode_header(first_seq: int) -> bytes:
 
 def decode_header(data: bytes, path: str) -> int:
     """The ``first_seq`` of a segment header; :class:`CorruptionError` if it is not valid."""
+    return parse_header(data, path)[0]
+
+
+def parse_header(data: bytes, path: str) -> tuple[int, int]:
+    """``(first_seq, version)`` of a segment header; :class:`CorruptionError` if it is not valid."""
     if len(data) < HEADER_SIZE:
         raise CorruptionError(f"segment header truncated ({len(data)} of {HEADER_SIZE} bytes)",
                               path=path, offset=0)
@@ -97,12 +115,12 @@ def decode_header(data: bytes, path: str) -> int:
         raise ForeignFileError(f"not a banyanstore log segment (magic {magic!r})", path=path, offset=0)
     if crc32c(memoryview(data)[:_HEADER_BODY]) != crc:
         raise CorruptionError("segment header checksum mismatch", path=path, offset=0)
-    if version != VERSION or flags != 0:
+    if version not in _READABLE or flags != 0:
         raise CorruptionError(f"unsupported log format version {version} (flags {flags:#x})",
                               path=path, offset=0)
     if block_size != BLOCK_SIZE:
         raise CorruptionError(f"unsupported block size {block_size}", path=path, offset=0)
-    return int(first_seq)
+    return int(first_seq), int(version)
 
 
 def frame_crc(kind: int, payload: bytes | memoryview) -> int:

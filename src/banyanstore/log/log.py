@@ -7,16 +7,20 @@ seq and each record its own, so seqs survive restarts and ``truncate_before``.
 ``first_seq`` is the first seq of the oldest segment; an empty log has
 ``first_seq == last_seq + 1`` (a new log: 1 and 0).
 
-Durability (``wal_sync``, overridden per call by ``sync=True|False``):
+Records are stored into a shared memory mapping of the active segment
+(:mod:`banyanstore.log.writer`), so every record ``append()`` returned is in
+the kernel: a crash of the process -- ``kill -9``, an exit without
+``close()`` -- loses nothing in any mode.  Durability against a power loss
+(``wal_sync``, overridden per call by ``sync=True|False``):
 
 ======== ========================================= ==========================================
 mode     process crash (kill -9) loses              power loss loses
 ======== ========================================= ==========================================
 always   nothing that append() returned             nothing that append() returned
-interval records still in the user-space buffer:    records appended in the last
-         the last ``wal_sync_interval_ms`` at most   ``wal_sync_interval_ms`` (+ one sync)
-never    records still in the user-space buffer     everything since the last sync()/close()/
-         (< 256 KiB; flushed by sync/read/get/close) segment rotation
+interval nothing that append() returned             records appended in the last
+                                                    ``wal_sync_interval_ms`` (+ one sync)
+never    nothing that append() returned             everything since the last sync()/close()/
+                                                    segment rotation
 ======== ========================================= ==========================================
 
 A read-only log (``read_only=True``) may run beside a writer in another process:
@@ -47,18 +51,19 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from .. import shutdown
 from ..arguments import as_path, check_bool, check_int, check_sync
 from ..errors import (
     LogRangeError,
     StoreClosedError,
 )
-from ..io.base import Env, FileLock, WritableFile
+from ..io.base import Env, FileLock, MappedFile
 from ..options import Options, resolve_options
 from .aio import AsyncAppends
 from .catalog import SegmentCatalog
 from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
 from .follow import catch_up
-from .format import HEADER_SIZE
+from .format import HEADER_SIZE, VERSION, ZERO_TAIL_VERSION
 from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_directory
 from .reads import LogView
 from .recovery import recover
@@ -68,8 +73,6 @@ from .writer import SegmentWriter
 __all__ = ["Log", "LogNotFoundError", "LogExistsError"]
 
 _log = logging.getLogger("banyanstore.log")
-FLUSH_BYTES = 256 * 1024  # user-space buffer handed to the OS in chunks of this size
-_BATCH = 1024  # append_many checks for rotation every this many records
 
 
 class Log(LogView, AsyncAppends):
@@ -104,6 +107,8 @@ class Log(LogView, AsyncAppends):
                                               lambda: self._next_seq - 1)
                 self._syncer.start()
         self._ok = not opts.read_only  # the one flag the append fast path checks
+        # An exit without close() still closes a writer (shutdown.py).
+        self._exit_token = None if opts.read_only else shutdown.track(self)
         _log.debug("opened log %s: seqs [%d, %d], %d segments", directory, self.first_seq,
                    self.last_seq, len(self._catalog.segments))
 
@@ -126,25 +131,55 @@ class Log(LogView, AsyncAppends):
         if not segs:
             seg, file = self._new_segment(self._next_seq)
             self._catalog.add(seg)
+        elif segs[-1].version < ZERO_TAIL_VERSION:
+            seg, file = self._leave_old_format(segs[-1])
         else:
             seg = segs[-1]
-            file = self._env.open_writable(seg.path, append=True)
-            file.sync()  # records left in the page cache by a crashed process become durable
-            # ... and so does the segment's name: the process that created it may have
-            # died (or failed) before its directory sync, and records acknowledged in it
-            # from now on must not vanish with the name at a power loss.
-            self._env.sync_dir(self.path)
+            file = self._env.open_mapped(seg.path)
+            try:
+                file.sync()  # records left in the page cache by a crashed process become durable
+                # ... and so does the segment's name: the process that created it may have
+                # died (or failed) before its directory sync, and records acknowledged in it
+                # from now on must not vanish with the name at a power loss.
+                self._env.sync_dir(self.path)
+            except BaseException:
+                file.close()
+                raise
             seg.index = seg.index or SparseIndex()
-        self._writer = self._make_writer(file, seg)
+        self._writer = self._make_writer(file, seg, seg.end)
 
-    def _make_writer(self, file: WritableFile, seg: Segment) -> SegmentWriter:
-        return SegmentWriter(file, seg, last_seq=self._next_seq - 1, index_interval=self._interval,
-                             flush_bytes=FLUSH_BYTES, segment_size=self._segment_size)
+    def _leave_old_format(self, last: Segment) -> tuple[Segment, MappedFile]:
+        """The last segment has a format without reserved zero space (version 1): records
+        go to a new segment instead.  An *empty* one is replaced, by an atomic rename,
+        with a new segment of the same first seq (the seq it must keep carrying)."""
+        if last.first_seq != self._next_seq:
+            seg, file = self._new_segment(self._next_seq)
+            self._catalog.add(seg)
+            return seg, file
+        staged = last.path + ".new"
+        create_segment(self._env, staged, last.first_seq).close()
+        self._env.rename(staged, last.path)
+        self._env.sync_dir(self.path)
+        last.drop_handle()  # its read handle is on the replaced file (no reader yet: opening)
+        last.version, last.end, last.index = VERSION, HEADER_SIZE, SparseIndex()
+        return last, self._env.open_mapped(last.path)
 
-    def _new_segment(self, first_seq: int) -> tuple[Segment, WritableFile]:
+    def _make_writer(self, file: MappedFile, seg: Segment, start: int) -> SegmentWriter:
+        try:
+            return SegmentWriter(file, seg, start=start, last_seq=self._next_seq - 1,
+                                 index_interval=self._interval, segment_size=self._segment_size)
+        except BaseException:
+            file.close()
+            raise
+
+    def _new_segment(self, first_seq: int) -> tuple[Segment, MappedFile]:
         path = os.path.join(self.path, segment_name(first_seq))
         file = create_segment(self._env, path, first_seq)
-        self._env.sync_dir(self.path)  # the name is durable before any record in it is acknowledged
+        try:
+            self._env.sync_dir(self.path)  # the name is durable before any record in it is acknowledged
+        except BaseException:
+            file.close()
+            raise
         self._counters["syncs"] += 1
         return Segment(self._env, path, first_seq, HEADER_SIZE, SparseIndex()), file
 
@@ -170,13 +205,14 @@ class Log(LogView, AsyncAppends):
             if not self._ok:
                 raise self._unwritable()
             seq = self._next_seq
-            self._next_seq = seq + 1
             try:
-                if self._writer.add(seq, record):  # type: ignore[union-attr]
-                    self._rotate_locked()
+                if not self._writer.add(seq, record):  # type: ignore[union-attr]
+                    self._rotate_locked()  # the segment is full: seal it first
+                    self._writer.add(seq, record)  # type: ignore[union-attr]
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
+            self._next_seq = seq + 1
             if self._followers:
                 self._appended.notify_all()
         return seq
@@ -204,12 +240,13 @@ class Log(LogView, AsyncAppends):
             if not self._ok:
                 raise self._unwritable()
             try:
-                for lo in range(0, len(items), _BATCH):
-                    chunk = items[lo:lo + _BATCH]
-                    seq = self._next_seq
-                    self._next_seq += len(chunk)
-                    if self._writer.add_many(seq, chunk):  # type: ignore[union-attr]
-                        self._rotate_locked()
+                rest = items
+                while rest:
+                    stored = self._writer.add_many(self._next_seq, rest)  # type: ignore[union-attr]
+                    self._next_seq += stored
+                    rest = rest[stored:]
+                    if rest:
+                        self._rotate_locked()  # the segment is full: seal it, go on in the next
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
@@ -240,6 +277,7 @@ class Log(LogView, AsyncAppends):
         w = self._writer
         assert w is not None
         w.flush(self._next_seq - 1)
+        w.seal()  # a sealed segment ends at its last record: no reserved zeros
         # Barrier: the sealed segment is complete on disk before its successor
         # exists, so a crash can only ever lose a suffix of the whole log.
         w.file.sync()
@@ -248,7 +286,7 @@ class Log(LogView, AsyncAppends):
         seg, file = self._new_segment(self._next_seq)
         self._commit.retire(w.file)
         self._catalog.add(seg)
-        self._writer = self._make_writer(file, seg)
+        self._writer = self._make_writer(file, seg, HEADER_SIZE)
 
     def _collect(self) -> tuple[int, Any]:
         """For the group-commit leader: flush the buffer, say what one sync will cover."""
@@ -331,9 +369,13 @@ class Log(LogView, AsyncAppends):
         return len(dropped)
 
     def close(self) -> None:
-        """Flush and sync everything, release the lock.  Idempotent."""
+        """Sync everything, cut the active segment's reserved space, release the lock.
+        Idempotent.  After an IO error (the appender was told) the log is released as a
+        crash would leave it, without writing: the next open recovers it."""
         if self._closed:
             return
+        if self._exit_token is not None:
+            shutdown.untrack(self._exit_token)
         if self._syncer is not None:
             self._syncer.stop()
         error: BaseException | None = None
@@ -344,14 +386,15 @@ class Log(LogView, AsyncAppends):
             self._appended.notify_all()  # followers end
             w, self._writer = self._writer, None
             if w is not None:
-                try:  # under the lock on purpose: a leader's _collect() must find it all synced
-                    self._commit.check()
-                    w.flush(self._next_seq - 1)
-                    w.file.sync()
-                    self._counters["syncs"] += 1
-                    self._commit.mark_durable(self._next_seq - 1)
-                except BaseException as exc:
-                    error = exc
+                if self._commit.error is None:
+                    try:  # under the lock on purpose: a leader's _collect() must find it all synced
+                        w.flush(self._next_seq - 1)
+                        w.seal()
+                        w.file.sync()
+                        self._counters["syncs"] += 1
+                        self._commit.mark_durable(self._next_seq - 1)
+                    except BaseException as exc:
+                        error = exc
                 self._commit.retire(w.file)  # a leader may still be syncing it
         self._commit.close()  # outside the lock: the runner's last round may need it
         self._catalog.close()

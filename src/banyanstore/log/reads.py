@@ -2,8 +2,9 @@
 
 A mixin of :class:`banyanstore.log.log.Log`, kept apart so each module holds
 one concept.  Reads take the append lock only for a moment -- to snapshot the
-segment list and, if the records asked for still sit in the user-space buffer,
-to hand that buffer to the OS -- and then read files without any lock, so
+segment list and, if the records asked for were stored after the writer last
+published its end, to publish it (log/writer.py: no system call) -- and then
+read files without any lock, so
 reads and appends run concurrently.  ``read()`` is a generator over the
 snapshot: it survives concurrent appends, rotations and syncs and stops at the
 ``last_seq`` of the moment it was called.  ``follow()`` is a blocking tail:
@@ -105,7 +106,7 @@ class LogView:
         w = self._writer
         if w is not None and w.flushed_seq < upto:
             try:
-                w.flush(self._next_seq - 1)  # the records are in our buffer: hand them to the OS first
+                w.flush(self._next_seq - 1)  # stored but not published yet: publish the end
             except BaseException as exc:
                 self._io_failed(exc)
                 raise

@@ -4,10 +4,14 @@ What a crash can leave, and what recovery does with it:
 
 * a last segment whose header never became durable (shorter than the header, or
   all zeros): it held nothing acknowledged; it is removed;
-* a torn tail in the last segment -- a partial record, a bad CRC, zero-filled
-  space -- with no intact record after it: the file is cut back to the end of
-  the last intact record; the byte count is logged and reported in
-  ``stats()["torn_tail_bytes"]``;
+* zero bytes from the end of the last record to the end of the last segment
+  (format version 2): space the writer had reserved -- the normal state of a
+  segment whose writer died or is still writing -- and the end of the data,
+  not damage.  It is neither counted nor cut (a writer stores over it);
+* a torn tail in the last segment -- a partial record, a bad CRC, anything
+  non-zero, or (version 1) zero-filled space -- with no intact record after
+  it: the file is cut back to the end of the last intact record; the byte
+  count is logged and reported in ``stats()["torn_tail_bytes"]``;
 * damage *followed* by intact records (in a later block) cannot be a torn
   write of the tail: :class:`~banyanstore.errors.CorruptionError` naming the
   segment and the offset, unless ``skip_damaged_records=True``, which counts,
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 from ..errors import CorruptionError
 from ..io.base import Env
 from .format import HEADER_SIZE
-from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name, read_header
+from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name, read_header, scan_bounds
 
 __all__ = ["Recovered", "recover"]
 
@@ -64,11 +68,11 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
         _drop_unfinished_last(env, directory, names, out)
         for name_seq, name in names:
             path = os.path.join(directory, name)
-            first_seq, size = read_header(env, path)
+            first_seq, version, size = read_header(env, path)
             if first_seq != name_seq:
                 raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
                                       path=path, offset=0)
-            out.segments.append(Segment(env, path, first_seq, size))
+            out.segments.append(Segment(env, path, first_seq, size, version=version))
     if out.segments:
         _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
     return out
@@ -127,13 +131,18 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
     damages: list[tuple[int, str]] = []
     index = SparseIndex()
     last_seq, last_end, next_index = seg.first_seq - 1, HEADER_SIZE, 0
-    for seq, _data, start, end in seg.records(lambda off, why: damages.append((off, why))):
+    zeros_from, scan_end = scan_bounds(seg.read_at, seg.end, seg.version)
+    for seq, _data, start, end in seg.records(lambda off, why: damages.append((off, why)),
+                                              end=scan_end):
         if seq >= next_index:
             index.add(seq, start)
             next_index = seq + interval
         last_seq, last_end = seq, end
     if not read_only:  # read-only logs keep their segments' handles (Segment.open_pinned)
         seg.drop_handle()  # the tail may be cut below: reopen afterwards
+    if zeros_from <= last_end:  # only reserved zeros follow the last record: the clean end
+        damages = [(off, why) for off, why in damages if off < last_end]
+        seg.end = last_end
     # The reader resumes at any intact fragment after damage, so damage with intact
     # records after it lands in ``middle``: only damage with nothing intact after it
     # is a torn tail.

@@ -4,6 +4,10 @@ A segment is named after the seq of its first record, zero-padded so names
 sort like seqs: ``00000000000000000001.log``.  Its header (see
 :mod:`banyanstore.log.format`) repeats that seq under a checksum.
 
+A segment of format version 2 may end with zero-filled space its writer
+reserved (see :mod:`banyanstore.log.format`); :func:`zero_tail_start` finds
+where that space begins, so recovery can tell it from a torn write.
+
 The sparse index holds the offset of every ``log_index_interval``-th record.
 The writer fills it for segments written by this process; older segments get
 theirs on first use, by one sequential scan that also verifies every CRC.
@@ -22,17 +26,18 @@ import errno
 import re
 import threading
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import CorruptionError
-from ..io.base import Env, RandomAccessFile, WritableFile
-from .format import BLOCK_SIZE, HEADER_SIZE, decode_header, encode_header
+from ..io.base import Env, MappedFile, RandomAccessFile
+from .format import BLOCK_SIZE, HEADER_SIZE, VERSION, ZERO_TAIL_VERSION, encode_header, parse_header
 from .reader import OnDamage, Record, full_record_at, iter_records, seek_record
 
 __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
-           "read_header", "HeaderNotWritten"]
+           "read_header", "HeaderNotWritten", "zero_tail_start", "scan_bounds"]
 
 _NAME = re.compile(r"(\d{20})\.log")
+_TAIL_CHUNK = 1 << 20  # zero_tail_start reads backwards this much at a time
 
 
 def segment_name(first_seq: int) -> str:
@@ -67,11 +72,12 @@ class SparseIndex:
         return (self.seqs[i], self.offsets[i]) if i >= 0 else None
 
 
-def create_segment(env: Env, path: str, first_seq: int) -> WritableFile:
+def create_segment(env: Env, path: str, first_seq: int) -> MappedFile:
     """Create ``path`` with its header, synced.  The caller syncs the directory."""
-    f = env.open_writable(path)
+    f = env.open_mapped(path, create=True)
     try:
-        f.write(encode_header(first_seq))
+        view, _base = f.map(0, HEADER_SIZE)  # a window at offset 0 starts at 0
+        view[:HEADER_SIZE] = encode_header(first_seq)
         f.sync()
     except BaseException:
         f.close()
@@ -79,12 +85,14 @@ def create_segment(env: Env, path: str, first_seq: int) -> WritableFile:
     return f
 
 
-def read_header(env: Env, path: str) -> tuple[int, int]:
-    """``(first_seq, file size)`` of an existing segment; CorruptionError if the header is bad."""
+def read_header(env: Env, path: str) -> tuple[int, int, int]:
+    """``(first_seq, format version, file size)`` of an existing segment;
+    CorruptionError if the header is bad."""
     f = env.open_readable(path)
     try:
         size = f.size
-        return decode_header(f.read(0, HEADER_SIZE), path), size
+        first_seq, version = parse_header(f.read(0, HEADER_SIZE), path)
+        return first_seq, version, size
     finally:
         f.close()
 
@@ -92,6 +100,36 @@ def read_header(env: Env, path: str) -> tuple[int, int]:
 class HeaderNotWritten(Exception):
     """A segment file too short to hold its header, or whose header is all zeros: its
     creation is in progress (another process is writing it) or was cut by a crash."""
+
+
+def zero_tail_start(read: Callable[[int, int], bytes], size: int, floor: int) -> int:
+    """Where the run of zero bytes that ends the file begins (``size``: none), not
+    below ``floor``.  Every fragment header holds a non-zero type byte, so no
+    fragment starts at or after this offset."""
+    pos = size
+    while pos > floor:
+        n = min(_TAIL_CHUNK, pos - floor)
+        kept = len(read(pos - n, n).rstrip(b"\0"))
+        if kept:
+            return pos - n + kept
+        pos -= n
+    return floor
+
+
+def scan_bounds(read: Callable[[int, int], bytes], size: int, version: int) -> tuple[int, int]:
+    """``(zeros_from, scan_end)`` of a segment file of ``size`` bytes.
+
+    For a version-2 segment ``zeros_from`` is where its closing run of zeros
+    begins: if it is at or before the end of the last intact record, only
+    reserved space follows the records (the clean end, not a torn tail).  The
+    records all lie before ``scan_end``, the end of the block holding
+    ``zeros_from`` (fragments never cross blocks), so a scan can stop there
+    instead of walking megabytes of reserved zeros.  Version 1: ``(size, size)``.
+    """
+    if version < ZERO_TAIL_VERSION:
+        return size, size
+    zeros_from = zero_tail_start(read, size, HEADER_SIZE)
+    return zeros_from, min(size, -(-zeros_from // BLOCK_SIZE) * BLOCK_SIZE)
 
 
 def _ignore(offset: int, reason: str) -> None:
@@ -124,12 +162,13 @@ class Segment:
     """
 
     def __init__(self, env: Env, path: str, first_seq: int, end: int,
-                 index: SparseIndex | None = None) -> None:
+                 index: SparseIndex | None = None, version: int = VERSION) -> None:
         self.env = env
         self.path = path
         self.first_seq = first_seq
         self.end = end
         self.index = index
+        self.version = version  # format version of its header (see format.py)
         self._raf: RandomAccessFile | None = None
         self._mu = threading.Lock()
         self._pins = 0  # readers inside the segment
@@ -151,14 +190,14 @@ class Segment:
             head = raf.read(0, HEADER_SIZE)
             if len(head) < HEADER_SIZE or not any(head):
                 raise HeaderNotWritten(path)
-            first_seq = decode_header(head, path)
+            first_seq, version = parse_header(head, path)
             if first_seq != name_seq:
                 raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
                                       path=path, offset=0)
         except BaseException:
             raf.close()
             raise
-        seg = cls(env, path, first_seq, size)
+        seg = cls(env, path, first_seq, size, version=version)
         seg._raf = raf
         return seg
 

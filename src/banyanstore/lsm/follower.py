@@ -10,13 +10,11 @@ catch up:
   WAL written since -- so writes the writer has not flushed yet become visible;
 * ``follow=True`` does that on a background thread every ``follow_interval_ms``.
 
-What a follower sees: every write the writer has *handed to the operating system*
-when the refresh runs -- complete batches only, in version order.  How stale it may
-be: up to one ``follow_interval_ms`` (or until your next ``refresh()``), plus the
-time the writer keeps records in its own WAL buffer: none with
-``wal_sync="always"`` or ``sync=True``, up to ``wal_sync_interval_ms`` with
-``"interval"``, and until 256 KiB accumulate (or a flush, sync or close) with
-``"never"``.
+What a follower sees: every write whose call had returned in the writer when the
+refresh runs (the writer stores each WAL record into the file's shared mapping
+before returning, log/writer.py) -- complete batches only, in version order.  How
+stale it may be: up to one ``follow_interval_ms`` (or until your next
+``refresh()``), in every ``wal_sync`` mode.
 
 How a read stays consistent while a refresh publishes: the views of every
 keyspace and the version they are complete up to are published as ONE object
@@ -254,7 +252,7 @@ class FollowerStore(_FollowerReads, Store):
             views[ks_id] = View(mem, sealed, c.tables_of(ks_id))
         self._timemap = c.timemap
         # The writer's history floor may lie above what this reader has seen (it counts
-        # writes still in the writer's WAL buffer).  Reads at or above flushed_version
+        # writes made after this refresh read the WAL).  Reads at or above flushed_version
         # stay exact all the same: tables hold nothing newer, so no merge dropped an
         # entry such a read needs; memtables are never reclaimed.
         floor = min(state.history_floor, state.flushed_version)

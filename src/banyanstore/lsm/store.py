@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .. import shutdown
 from ..arguments import as_path, check_seconds, check_sync
 from ..errors import (
     BanyanStoreError,
@@ -37,6 +38,7 @@ from ..errors import (
     EntryTooLargeError,
     KeyspaceNotFoundError,
     ReadOnlyError,
+    StorageIOError,
     StoreClosedError,
     StoreNotFoundError,
     VersionUnavailableError,
@@ -72,7 +74,8 @@ class Store(Keyspace):
                  "_history_floor", "_snapshots", "_closed", "_read_only", "_mem_bytes",
                  "_cache", "_flusher", "_timemap", "_next_sample_ms", "_sync_default", "_clock",
                  "_compactor", "_ttl_cache", "_deferred_deletes", "_max_key", "_max_value",
-                 "_memtable_size", "_wal_append", "_wal_sync", "_workers", "__weakref__")
+                 "_memtable_size", "_wal_append", "_wal_sync", "_workers", "_exit_token", "_wal_error",
+                 "_writes_refused", "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -101,6 +104,10 @@ class Store(Keyspace):
         self._clock = time.time if clock is None else clock
         self._read_only = opts.read_only
         self._closed = True  # until fully open
+        # Set once a WAL append or sync failed: the store then only serves reads.
+        self._wal_error: BaseException | None = None
+        # closed, read-only or failed WAL: the one flag the write fast path checks
+        self._writes_refused = True
         self._lock: FileLock | None = None
         self._write_lock = threading.Lock()
         self._state_lock = threading.RLock()
@@ -119,6 +126,7 @@ class Store(Keyspace):
         self._compactor: Any = None
         self._wal: Log | None = None
         self._manifest: Manifest | None = None
+        self._exit_token: int | None = None
         try:
             self._load()
             if not self._read_only:
@@ -127,6 +135,9 @@ class Store(Keyspace):
             self._abort_open()
             raise
         self._closed = False
+        self._writes_refused = self._read_only
+        if not self._read_only:  # an exit without close() still closes it (shutdown.py)
+            self._exit_token = shutdown.track(self)
 
     def _load(self) -> None:
         """Read the store from disk: manifest, tables, WAL (lsm/follower.py overrides it)."""
@@ -222,6 +233,9 @@ class Store(Keyspace):
                     closer()
                 except Exception:  # noqa: BLE001 - the original error matters more
                     logger.exception("cleanup after a failed open")
+        for ks in getattr(self, "_ks_by_id", {}).values():  # tables opened before the failure
+            for t in ks.view.tables:
+                t.close()
         if self._own_env:
             self._env.close()
 
@@ -301,6 +315,20 @@ class Store(Keyspace):
             raise StoreClosedError(f"store {self.path} is closed")
         if self._read_only:
             raise ReadOnlyError(f"store {self.path} was opened read-only")
+        if self._wal_error is not None:
+            raise ReadOnlyError(f"store {self.path} is read-only after a failed WAL write "
+                                f"({self._wal_error}); reads still work: close and reopen it "
+                                "to write again") from self._wal_error
+
+    def _wal_failed(self, exc: StorageIOError) -> None:
+        """A WAL append or sync failed: whether the record reached the disk is unknown
+        and the Log refuses more appends, so the store turns read-only (reads go on,
+        close() works, a reopen recovers the WAL)."""
+        if self._wal_error is None:
+            logger.error("store %s: WAL write failed, the store is read-only until reopened: %s",
+                         self.path, exc)
+            self._wal_error = exc
+            self._writes_refused = True
 
     def _check_entry(self, key: object, value: bytes | None) -> bytes:
         if type(key) is not bytes:
@@ -323,20 +351,31 @@ class Store(Keyspace):
         if len(key) > self._max_key or (value is not None and len(value) > self._max_value):
             self._check_entry(key, value)
         with self._write_lock:
-            if self._closed or self._read_only:
+            if self._writes_refused:
                 self._check_writable()
             if self._mem_bytes >= self._memtable_size:
                 self._switch_memtables()
             v = self._version + 1
             ms = int(self._clock() * 1000)
-            seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
+            try:
+                seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
+            except StorageIOError as exc:
+                self._wal_failed(exc)
+                raise
             self._mem_bytes += ks.view.mem.add(key, v, value)
             self._version = v
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
-            self._wal_sync(upto_seq=seq)
+            self._sync_wal(seq)
         return v
+
+    def _sync_wal(self, seq: int) -> None:
+        try:
+            self._wal_sync(upto_seq=seq)
+        except StorageIOError as exc:
+            self._wal_failed(exc)
+            raise
 
     def _write_batch(self, ops: list[tuple[KeyspaceState, bytes, bytes | None]],
                      sync: bool | None) -> int | None:
@@ -349,15 +388,19 @@ class Store(Keyspace):
                 self._switch_memtables()
             v = self._version + 1
             ms = int(self._clock() * 1000)
-            seq = self._wal_append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
-                                   sync=False)
+            try:
+                seq = self._wal_append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
+                                       sync=False)
+            except StorageIOError as exc:
+                self._wal_failed(exc)
+                raise
             for ks, k, val in ops:
                 self._mem_bytes += ks.view.mem.add(k, v, val)
             self._version = v
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
-            self._wal_sync(upto_seq=seq)
+            self._sync_wal(seq)
         return v
 
     def _sample_time(self, version: int, ms: int) -> None:
@@ -380,7 +423,11 @@ class Store(Keyspace):
         if not any(ks.view.mem.entries for ks in self._keyspaces.values()):
             return
         assert self._wal is not None
-        self._wal.rotate()
+        try:
+            self._wal.rotate()
+        except StorageIOError as exc:
+            self._wal_failed(exc)
+            raise
         wal_seq = self._wal.last_seq + 1
         mems: dict[int, Memtable] = {}
         with self._state_lock:
@@ -439,8 +486,9 @@ class Store(Keyspace):
         if self._closed:
             raise StoreClosedError(f"store {self.path} is closed")
         if not self._read_only:
+            self._check_writable()  # after a failed WAL write nothing can be made durable
             assert self._wal is not None
-            self._wal.sync()
+            self._sync_wal(self._wal.last_seq)
 
     def compact(self, keyspace: object = None, *, start: bytes | None = None,
                 end: bytes | None = None, progress: Any = None) -> dict[str, Any]:
@@ -587,13 +635,17 @@ class Store(Keyspace):
         """Flush memtables, sync everything and release the store.  Idempotent."""
         if self._closed:
             return
+        if self._exit_token is not None:
+            shutdown.untrack(self._exit_token)
         errors: list[BaseException] = []
-        if not self._read_only:
+        if not self._read_only and self._wal_error is None:
             try:
                 self.flush()
             except BanyanStoreError as exc:
                 errors.append(exc)  # the WAL still holds the data; report after cleanup
-        self._closed = True
+        # After a failed WAL write the memtables stay unflushed (their switch would cut
+        # the WAL, which cannot be written): the next open replays them from the WAL.
+        self._closed = self._writes_refused = True
         for closer in (getattr(self._compactor, "stop", None), getattr(self._flusher, "stop", None),
                        getattr(self._wal, "close", None), getattr(self._manifest, "close", None),
                        getattr(self._lock, "release", None)):

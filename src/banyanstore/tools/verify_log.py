@@ -6,7 +6,9 @@ open would do: damage with intact records after it is an *error* (an open
 refuses it); damage after the last intact record of the last segment is a
 torn tail, a *warning* (an open for writing cuts it); a last segment without
 a durable header is a *warning* (an open removes it).  A sealed segment is
-synced before its successor exists, so any damage in one is an error.
+synced before its successor exists, so any damage in one is an error.  Zeros
+after the last record of a format-2 last segment are the space its writer
+reserved (a writer that is running, or died): counted, not a problem.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from dataclasses import dataclass
 from ..errors import CorruptionError
 from ..log.format import (
     HEADER_SIZE,
-    decode_header,
+    parse_header,
 )
 from ..log.reader import intact_fragment_after, iter_records
+from ..log.segment import scan_bounds
 from .common import SEGMENT_NAME, Report, make_env
 
 __all__ = ["LogSummary", "verify_log_dir", "segment_names"]
@@ -61,7 +64,7 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
                                "creation was interrupted; an open removes it", 0)
                 break
             try:
-                first_seq = decode_header(head, path)
+                first_seq, version = parse_header(head, path)
             except CorruptionError as exc:
                 report.from_corruption(exc, path)
                 expect = None
@@ -74,7 +77,8 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
                              f"ends before seq {expect}: seqs are missing or repeated", 0)
             if out.first_seq is None:
                 out.first_seq = first_seq
-            last_seq = _scan_segment(f.read, path, first_seq, size, last, report, on_record, out)
+            last_seq = _scan_segment(f.read, path, first_seq, version, size, last, report,
+                                     on_record, out)
             expect = last_seq + 1
             out.last_seq = last_seq
             report.count("log_bytes", size)
@@ -86,18 +90,22 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
     return out
 
 
-def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, size: int,
-                  last: bool, report: Report, on_record: OnRecord | None,
+def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, version: int,
+                  size: int, last: bool, report: Report, on_record: OnRecord | None,
                   out: LogSummary) -> int:
     """Scan one segment; returns the seq of its last intact record (first_seq - 1: none)."""
     damages: list[tuple[int, str]] = []
     last_seq, last_end = first_seq - 1, HEADER_SIZE
-    for seq, data, start, end in iter_records(read, HEADER_SIZE, size, first_seq,
+    zeros_from, scan_end = scan_bounds(read, size, version)
+    for seq, data, start, end in iter_records(read, HEADER_SIZE, scan_end, first_seq,
                                               lambda off, why: damages.append((off, why))):
         out.records += 1
         last_seq, last_end = seq, end
         if on_record is not None:
             on_record(seq, data, path, start)
+    if last and zeros_from <= last_end:  # only the writer's reserved space follows
+        damages = [(off, why) for off, why in damages if off < last_end]
+        report.count("log_reserved_bytes", size - last_end)
     for off, why in damages:
         if off < last_end:
             report.error(path, f"damaged record before intact ones: {why} (an open refuses this "

@@ -1,0 +1,100 @@
+"""Closing the stores and logs a program left open when the interpreter exits.
+
+A program that opens a store and ends without ``close()`` -- a script that
+just returns, an exception that ends ``main`` -- must lose nothing, and the
+next open should find the store as a clean ``close()`` leaves it (memtables in
+tables, nothing to replay).  Every writer store and log registers here when it
+has opened (:func:`track`) and leaves when it closes (:func:`untrack`); an
+:mod:`atexit` hook closes what is still open, newest first, so a store is
+closed before the WAL it embeds.
+
+Why closing works at that moment: ``atexit`` hooks run after the interpreter
+has joined the program's non-daemon threads and before it stops the daemon
+ones, so a store's own flush, compaction and sync threads still run while it
+closes; its worker processes are plain children (``lsm/workers.py``), not a
+``multiprocessing`` pool with an exit hook of its own.
+
+Only weak references are kept: tracking never keeps an object alive.  A
+forked child forgets its parent's objects (closing them would write the
+parent's files from a second process); so does a child that only shares the
+module state, by the pid check.
+
+Durability does not depend on this hook: a record is in the kernel once
+``put``/``append`` has returned (:mod:`banyanstore.log.writer`), so an exit
+that skips ``atexit`` (``os._exit``, a fatal signal) loses nothing either; the
+hook saves the next open its recovery work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+import weakref
+from typing import Protocol
+
+__all__ = ["track", "untrack", "close_all"]
+
+_log = logging.getLogger("banyanstore")
+
+
+class Closable(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+_lock = threading.Lock()
+_open: dict[int, weakref.ref[Closable]] = {}  # token -> object, in the order they opened
+_tokens = itertools.count(1)
+_pid = os.getpid()
+
+
+def track(obj: Closable) -> int:
+    """Close ``obj`` at interpreter exit unless it is closed (or gone) by then.
+    Returns the token for :func:`untrack`."""
+    token = next(_tokens)
+    with _lock:
+        # Drop entries whose objects were collected (no weakref callbacks: they could
+        # run inside this lock, from a garbage collection this very thread triggers).
+        for dead in [t for t, ref in _open.items() if ref() is None]:
+            del _open[dead]
+        _open[token] = weakref.ref(obj)
+    return token
+
+
+def untrack(token: int) -> None:
+    """``obj`` was closed: nothing to do at exit."""
+    with _lock:
+        _open.pop(token, None)
+
+
+def close_all() -> None:
+    """Close every tracked object that is still open, newest first.  Errors are
+    logged, never raised: one failing close must not keep the others open."""
+    if os.getpid() != _pid:
+        return
+    with _lock:
+        refs = list(_open.values())
+    for ref in reversed(refs):
+        obj = ref()
+        if obj is None or obj.closed:
+            continue
+        try:
+            obj.close()
+        except Exception:  # noqa: BLE001 - reported, and the next object still gets closed
+            _log.exception("closing %r at interpreter exit failed", obj)
+
+
+def _forget_after_fork() -> None:
+    global _lock, _open, _pid
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _open = {}
+    _pid = os.getpid()
+
+
+atexit.register(close_all)
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,117 @@
+"""Durability a LevelDB user takes for granted, with default options, in every IO mode.
+
+A child process (``exit_child.py``) opens a store or a Log, writes (puts, deletes and
+batches; appends and ``append_many``) without any sync, and then either
+
+* **exits normally without close()**: everything written must be there after the
+  reopen, and the store must have been closed cleanly at exit (nothing left to replay,
+  no reserved space left in the Log) -- or
+* **is killed with SIGKILL** while it keeps writing: every write whose call returned
+  before the kill (the child acknowledges each one on stdout only afterwards) must be
+  there.  Only a machine crash may lose unsynced writes.
+
+The child writes with one IO mode and the parent checks with the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import banyanstore
+from banyanstore.io.testing import REAL_MODES, io_uring_skip_reason
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from exit_child import expected_log, expected_store, extra, value  # noqa: E402
+
+SRC = str(Path(banyanstore.__file__).resolve().parent.parent)
+ACKS_BEFORE_KILL = 20
+
+
+def _run_child(kind: str, path: Path, io_mode: str, wal_sync: str, end: str) -> list[int]:
+    """Run the child; return the extra records it acknowledged before it was killed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, str(HERE), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, str(HERE / "exit_child.py"), kind, str(path), io_mode,
+                             wal_sync, end], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        line = proc.stdout.readline()
+        assert line == "done\n", (line, proc.stderr.read())
+        if end == "exit":
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert "Traceback" not in err and "ERROR" not in err, err
+            return []
+        seen = [proc.stdout.readline() for _ in range(ACKS_BEFORE_KILL)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=120)
+        # read(), not communicate(): what readline() already buffered counts too.
+        rest, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, err
+    # Only whole lines are acknowledgements: the kill may cut the last one.
+    acks = [int(n) for n in re.findall(r"^ack (\d+)$", "".join(seen) + rest, re.M)]
+    assert acks == list(range(len(acks))) and len(acks) >= ACKS_BEFORE_KILL
+    return acks
+
+
+def _check_store(path: Path, io_mode: str, acks: list[int], clean: bool) -> None:
+    if clean:
+        with banyanstore.open(path, read_only=True, io_mode=io_mode) as ro:
+            pending = {name: ks["memtable_entries"] for name, ks in ro.stats()["keyspaces"].items()}
+            assert not any(pending.values()), f"the exit left WAL records to replay: {pending}"
+    with banyanstore.open(path, io_mode=io_mode) as store:
+        got = dict(store.scan())
+    extras = {k: v for k, v in got.items() if k.startswith(b"extra:")}
+    scripted = {k: v for k, v in got.items() if not k.startswith(b"extra:")}
+    want = expected_store()
+    lost = len(set(want) - set(scripted))
+    assert scripted == want, f"{lost} of {len(want)} scripted keys lost or wrong"
+    for n in acks:
+        assert extras.get(extra(n)) == value(n), f"acknowledged put {n} lost"
+    # Beyond the acknowledged ones only the put in flight at the kill may be there.
+    assert len(extras) <= len(acks) + 1
+
+
+def _check_log(path: Path, io_mode: str, acks: list[int], clean: bool) -> None:
+    if clean:
+        with banyanstore.open_log(path, read_only=True, io_mode=io_mode) as ro:
+            on_disk = sum(f.stat().st_size for f in path.glob("*.log"))
+            assert on_disk == ro.stats()["bytes"], "the exit left the Log's reserved space behind"
+    with banyanstore.open_log(path, io_mode=io_mode) as log:
+        records = [r for _, r in log.read()]
+    want = expected_log()
+    lost = sum(1 for a, b in zip(records, want, strict=False) if a != b) + max(0, len(want) - len(records))
+    assert records[:len(want)] == want, f"{lost} of {len(want)} scripted records lost or wrong"
+    extras = records[len(want):]
+    assert extras[:len(acks)] == [extra(n) for n in acks], "an acknowledged append was lost"
+    assert len(extras) <= len(acks) + 1
+
+
+@pytest.mark.parametrize("end", ["exit", "kill"])
+@pytest.mark.parametrize("kind", ["store", "log"])
+@pytest.mark.parametrize("io_mode", REAL_MODES)
+def test_unsynced_writes_survive_exit_without_close_and_sigkill(tmp_path: Path, kind: str, end: str,
+                                                                io_mode: str) -> None:
+    if io_mode == "io_uring" and (reason := io_uring_skip_reason()) is not None:
+        pytest.skip(f"io_uring unavailable: {reason}")
+    # The default wal_sync ("interval") and "never" alternate over the modes.
+    wal_sync = "never" if REAL_MODES.index(io_mode) % 2 else "interval"
+    path = tmp_path / kind
+    acks = _run_child(kind, path, io_mode, wal_sync, end)
+    check_mode = REAL_MODES[(REAL_MODES.index(io_mode) + 1) % len(REAL_MODES)]
+    if check_mode == "io_uring" and io_uring_skip_reason() is not None:
+        check_mode = "sync"
+    (_check_store if kind == "store" else _check_log)(path, check_mode, acks, clean=end == "exit")
