@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -179,6 +180,8 @@ class Compactor(BackgroundThread):
                 full = DiskFullError(f"merge of {len(inputs)} tables needs up to {need} bytes, "
                                      f"{free} are free on {store.path}", path=store.path,
                                      op="merge", errno=errno.ENOSPC)
+                # Like every DiskFullError, it carries the OSError a write would have got.
+                full.__cause__ = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), store.path)
                 self._note_failure(inputs, full)  # count it in stats (never quarantines)
                 raise full
             spec = self._spec(ks, inputs)

@@ -91,8 +91,12 @@ class Manifest:
             except OSError:  # includes StorageIOError; remove_orphans retries at open
                 pass
             raise
-        env.sync_dir(dirname)
-        env.write_file_atomic(f"{dirname}/CURRENT", current_text(name).encode())
+        try:
+            env.sync_dir(dirname)
+            env.write_file_atomic(f"{dirname}/CURRENT", current_text(name).encode())
+        except BaseException:
+            fh.close()  # CURRENT may name the file by now: it stays
+            raise
         return cls(env, dirname, name, fh, state)
 
     @staticmethod

@@ -103,22 +103,29 @@ def check_orphans(env: Env, path: str, state: ManifestState) -> None:
 def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) -> dict[int, list[Any]]:
     """Open every live table; per keyspace, newest (highest versions) first."""
     out: dict[int, list[Any]] = {}
-    for ks_id, tables in state.tables.items():
-        readers = []
-        for info in tables.values():
-            tpath = f"{path}/tables/{info.file_no:06d}.sst"
-            try:
-                size = env.file_size(tpath)
-            except FileNotFoundError as exc:
-                raise CorruptionError("table named by the manifest is missing", path=tpath) from exc
-            if size != info.file_size:
-                raise CorruptionError(f"table is {size} bytes, the manifest says {info.file_size}",
-                                      path=tpath)
-            reader = TableReader.open(env, tpath, cache)
-            reader.file_no = info.file_no
-            readers.append(reader)
-        readers.sort(key=lambda r: r.max_version, reverse=True)
-        out[ks_id] = readers
+    opened: list[TableReader] = []
+    try:
+        for ks_id, tables in state.tables.items():
+            readers = []
+            for info in tables.values():
+                tpath = f"{path}/tables/{info.file_no:06d}.sst"
+                try:
+                    size = env.file_size(tpath)
+                except FileNotFoundError as exc:
+                    raise CorruptionError("table named by the manifest is missing", path=tpath) from exc
+                if size != info.file_size:
+                    raise CorruptionError(f"table is {size} bytes, the manifest says "
+                                          f"{info.file_size}", path=tpath)
+                reader = TableReader.open(env, tpath, cache)
+                opened.append(reader)
+                reader.file_no = info.file_no
+                readers.append(reader)
+            readers.sort(key=lambda r: r.max_version, reverse=True)
+            out[ks_id] = readers
+    except BaseException:
+        for reader in opened:  # now, not when the exception's traceback is collected
+            reader.close()
+        raise
     return out
 
 
