@@ -1,6 +1,6 @@
 """db_bench-style benchmark of the Store, optionally side by side with peers.
 
-    python benchmarks/bench_store.py [--num 1000000 | --quick] [--repeat 3]
+    python benchmarks/bench_store.py [--num 1000000 | --quick] [--repeat 3] [--writes-only]
         [--io-mode sync] [--compression lz4] [--block-cache 64M] [--wal-sync interval]
         [--peers] [--json out.json] [--profile-dir /tmp/h_bench/prof --profile-phases readrandom]
 
@@ -513,6 +513,11 @@ class Run:
         self.phase("fillrandom", self.writes(order, 0))
         over = [keys[rng.randrange(n)] for _ in range(n)]
         self.phase("overwrite", self.writes(over, 1000))
+        if a.writes_only:
+            eng.close()
+            if not a.keep:
+                shutil.rmtree(db_path, ignore_errors=True)
+            return
         # expected values of a sample of keys (outside the timing)
         sample = set(rng.sample(keys, min(2000, n)))
         expect: dict[bytes, bytes] = {}
@@ -785,6 +790,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="N = 100,000")
     ap.add_argument("--reads", type=int, default=0, help="point reads per read phase (default N)")
     ap.add_argument("--seeks", type=int, default=0, help="seeks in seekrandom (default N/10)")
+    ap.add_argument("--writes-only", action="store_true",
+                    help="only fillseq, fillrandom and overwrite (for write-path comparisons)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per engine; figures are medians")
     ap.add_argument("--io-mode", default="sync", choices=["sync", "nonblocking", "io_uring", "auto"])
     ap.add_argument("--compression", default="lz4", choices=["none", "lz4", "zstd"])
