@@ -51,9 +51,9 @@ from .journal import read_journal
 __all__ = ["KillHarness", "KILL_DURABLE"]
 
 KILL_DURABLE = True
-"""Whether every write that *returned* must survive a SIGKILL (issue 8's process-kill
-durability: WAL records are in the kernel when the call returns, log/writer.py), not
-only the writes the store synced."""
+"""Every write that *returned* must survive a SIGKILL, in every ``wal_sync`` mode (WAL
+records go into a shared mapping of the segment before the write returns: the kernel
+keeps them when the process dies).  Writes the store synced survive a power loss too."""
 HANG_SECONDS = 120.0
 REPO = Path(__file__).resolve().parents[2]
 SRC = str(Path(banyanstore.__file__).resolve().parent.parent)

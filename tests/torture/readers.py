@@ -37,6 +37,7 @@ from banyanstore.log import Log
 
 from .expected import KEYSPACES, ExpectedState, entries_of, key, log_record, random_options
 from .journal import read_journal
+from .kill import KILL_DURABLE
 
 __all__ = ["run"]
 
@@ -54,7 +55,8 @@ def _env() -> dict[str, str]:
 def expected_upto(records: list[dict[str, Any]], version: int) -> tuple[ExpectedState, int]:
     """The expected state after every journalled write with a version ``<= version``
     (one writer thread: writes take consecutive versions from the open), and the
-    newest version acknowledged durable in ``records``."""
+    newest version a reader opening now must see: every write that returned (it is in
+    the writer's shared mapping of the WAL, so in the OS)."""
     state = ExpectedState()
     current = records[0]["open"]
     acked = {rec["a"]: rec for rec in records if "a" in rec}
@@ -66,7 +68,7 @@ def expected_upto(records: list[dict[str, Any]], version: int) -> tuple[Expected
         ack = acked.get(rec["i"])
         if ack is not None and ack["v"] != current:
             raise AssertionError(f"write {rec['i']} acknowledged at {ack['v']}, expected {current}")
-        if ack is not None and rec["d"]:
+        if ack is not None and (rec["d"] or KILL_DURABLE):  # returned = in the shared mapping
             durable = current
         if current <= version:
             state.apply(current, entries_of(0, rec["i"], rec["e"]))
