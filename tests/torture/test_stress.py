@@ -27,6 +27,6 @@ def test_stress_with_synced_writers_never_hangs() -> None:
     """The same with every write synced from eight writer threads (group commit under
     segment rotations and merges): no thread may stop making progress (issue 9
     finding 3 hung here within seconds)."""
-    figures = run_subprocess(3, max(SECONDS, 25.0), sync_share=1.0, hang_seconds=12.0, owners=6, batchers=2,
+    figures = run_subprocess(3, max(SECONDS, 15.0), sync_share=1.0, hang_seconds=8.0, owners=6, batchers=2,
                              readers=1)
     assert figures["write"] > 0, figures
