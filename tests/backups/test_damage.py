@@ -8,6 +8,7 @@ import json
 import os
 import random
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,24 @@ def test_wal_tail_is_validated() -> None:
     ]:
         with pytest.raises(CorruptionError, match=message):
             _read(data, **kw)
+
+
+def test_wal_tail_record_length_is_checked_before_it_is_read(tmp_path: Path) -> None:
+    """A WAL tail object (untrusted input at restore time, docs/backup.md) whose first
+    record claims 2 GiB: ``read_tail`` must report the damage without allocating the
+    claimed length (found by the ``backup.waltail`` decoder of tests/torture/fuzz.py
+    as MemoryError under its address-space limit)."""
+    path = tmp_path / "tail"
+    with open(path, "wb") as out:
+        TailWriter(out).add(encode_one(5, 0, 0, b"k", b"v"), 5)
+    data = bytearray(path.read_bytes())
+    data[16:20] = (0x7FFFFFFF).to_bytes(4, "little")  # the first record's length field
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as src, pytest.raises(CorruptionError):
+            list(read_tail(src, str(path), records=1, first_version=5, last_version=5, keyspaces={0}))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"reading a damaged tail allocated {peak >> 20} MiB"

@@ -94,7 +94,7 @@ def read_tail(src: BinaryIO, where: str, *, records: int, first_version: int, la
         if len(frame) != RECORD.size:
             raise CorruptionError("WAL tail ends inside a record header", path=where, offset=offset)
         length, crc = RECORD.unpack(frame)
-        payload = src.read(length)
+        payload = _read_at_most(src, length)
         if len(payload) != length or crc32c.crc32c(payload) != crc:
             raise CorruptionError("WAL tail record is cut short or fails its checksum",
                                   path=where, offset=offset)
@@ -116,3 +116,23 @@ def read_tail(src: BinaryIO, where: str, *, records: int, first_version: int, la
         raise CorruptionError(f"WAL tail holds {count} records up to version {previous}; the "
                               f"manifest says {records} up to {last_version}", path=where,
                               offset=offset)
+
+
+_READ_CHUNK = 1 << 20
+
+
+def _read_at_most(src: BinaryIO, length: int) -> bytes:
+    """Up to ``length`` bytes of ``src``, read in chunks: a corrupt length field costs
+    memory in proportion to the bytes really there, not to the length it claims."""
+    if length <= _READ_CHUNK:
+        return src.read(length)
+    parts: list[bytes] = []
+    remaining = length
+    while remaining:
+        part = src.read(min(remaining, _READ_CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
