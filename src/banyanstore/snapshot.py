@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .arguments import check_bool, check_limit
 from .errors import StoreClosedError
 from .lsm.iterators import guarded
 from .lsm.keyspace import as_bytes, as_keys, scan_bounds
+from .lsm.mapping import ItemsView, KeysView, ValuesView
 from .lsm.view import EMPTY_VIEW, View
 
 if TYPE_CHECKING:
@@ -67,9 +69,22 @@ class Snapshot:
         """``key in snap``: a point lookup in the default keyspace."""
         return self.get(key) is not None  # type: ignore[arg-type]
 
-    def get(self, key: bytes, *, keyspace: Any = None) -> bytes | None:
+    def __getitem__(self, key: bytes) -> bytes:
+        """``snap[key]``: the value in the default keyspace; KeyError if absent or deleted."""
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The live keys of the default keyspace, ascending."""
+        return self.scan(keys_only=True)
+
+    def get(self, key: bytes, *, keyspace: Any = None, default: Any = None) -> Any:
+        """The value of ``key`` at the snapshot's version; ``default`` (None) if absent."""
         ks, view = self._ks(keyspace)
-        return view.get(as_bytes(key, "key"), self.version, self._store._ttl_floor(ks, self.version))
+        value = view.get(as_bytes(key, "key"), self.version, self._store._ttl_floor(ks, self.version))
+        return default if value is None else value
 
     def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
         ks, view = self._ks(keyspace)
@@ -78,13 +93,48 @@ class Snapshot:
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, reverse: bool = False, limit: int | None = None,
-             keyspace: Any = None) -> Iterator[tuple[bytes, bytes]]:
+             keyspace: Any = None, keys_only: bool = False) -> Iterator[Any]:
+        """``(key, value)`` at the snapshot's version, as :meth:`Store.scan`; with
+        ``keys_only=True`` the keys alone (values are not decoded)."""
         ks, view = self._ks(keyspace)
         s, e = scan_bounds(start, end, prefix)
         check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
         check_limit(limit)
         return view.scan(s, e, self.version, self._store._ttl_floor(ks, self.version),
-                         reverse, limit, self._check_open)
+                         reverse, limit, self._check_open, keys_only)
+
+    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> KeysView:
+        """A lazy view of the keys at the snapshot's version (see ``Store.keys``)."""
+        return KeysView(*self._view_args(start, end, prefix, reverse, keyspace))
+
+    def values(self, start: bytes | None = None, end: bytes | None = None, *,
+               prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> ValuesView:
+        """A lazy view of the values at the snapshot's version (see ``Store.values``)."""
+        return ValuesView(*self._view_args(start, end, prefix, reverse, keyspace))
+
+    def items(self, start: bytes | None = None, end: bytes | None = None, *,
+              prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> ItemsView:
+        """A lazy view of ``(key, value)`` at the snapshot's version (see ``Store.items``).
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     store[b"a"] = b"1"
+        ...     with store.snapshot() as snap:
+        ...         store[b"b"] = b"2"
+        ...         list(snap.items()), list(snap), snap[b"a"], snap.get(b"b", default=b"-")
+        ([(b'a', b'1')], [b'a'], b'1', b'-')
+        """
+        return ItemsView(*self._view_args(start, end, prefix, reverse, keyspace))
+
+    def _view_args(self, start: object, end: object, prefix: object, reverse: object,
+                   keyspace: Any) -> tuple[Any, Any, bytes | None, bytes | None, bool]:
+        self._ks(keyspace)  # a closed snapshot or an unknown keyspace fails now
+        s, e = scan_bounds(start, end, prefix)
+        check_bool(reverse, "reverse")
+        return (partial(self.scan, keyspace=keyspace), partial(self.get, keyspace=keyspace), s, e,
+                bool(reverse))
 
     def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
         ks, view = self._ks(keyspace)

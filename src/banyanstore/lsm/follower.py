@@ -103,8 +103,9 @@ class _FollowerReads:
         view = pub.views.get(self._ks.id, EMPTY_VIEW)
         return view, pub.version if version is None else pub.check(version)
 
-    def get(self, key: bytes, version: int | None = None) -> bytes | None:
-        """The latest value of ``key`` (or as of ``version``); None if absent/deleted."""
+    def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
+        """The latest value of ``key`` (or as of ``version``); ``default`` (None) if
+        absent or deleted."""
         store, ks = self._store, self._ks  # _read_point inlined: the hottest read
         if store._closed:
             store._raise_closed()
@@ -113,7 +114,11 @@ class _FollowerReads:
         pub: Published = store._published  # type: ignore[attr-defined]
         view = pub.views.get(ks.id, EMPTY_VIEW)
         v = pub.version if version is None else pub.check(version)
-        return view.get(key, v, 0 if ks.ttl is None else store._ttl_floor(ks, v))
+        value = view.get(key, v, 0 if ks.ttl is None else store._ttl_floor(ks, v))
+        return default if value is None else value
+
+    def _estimate_view(self) -> View:
+        return self._read_point(None)[0]
 
     def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""

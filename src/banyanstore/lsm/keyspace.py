@@ -20,16 +20,20 @@ store; read after the store is closed, they raise
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..arguments import check_bool, check_limit
+from ..arguments import check_bool, check_int, check_limit
 from .iterators import guarded, prefix_end
-from .view import KeyspaceState
+from .mapping import ItemsView, KeysView, ValuesView
+from .view import KeyspaceState, View
 
 if TYPE_CHECKING:
     from .store import Store
 
 __all__ = ["Keyspace", "as_bytes", "as_keys", "scan_bounds"]
+
+T = TypeVar("T")
 
 
 def as_bytes(obj: object, name: str) -> bytes:
@@ -78,14 +82,27 @@ class Keyspace:
     # -- reads ----------------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
         """``key in keyspace``: a point lookup (TypeError for a key that is not bytes-like)."""
-        return self.get(key) is not None  # type: ignore[arg-type]
+        return self.get(key) is not None  # type: ignore[call-overload]
 
     def __iter__(self) -> Iterator[bytes]:
         """The live keys, ascending."""
         return self.scan(keys_only=True)
 
-    def get(self, key: bytes, version: int | None = None) -> bytes | None:
-        """The latest value of ``key`` (or as of ``version``); None if absent/deleted."""
+    @overload
+    def get(self, key: bytes, version: int | None = None) -> bytes | None: ...
+    @overload
+    def get(self, key: bytes, version: int | None = None, *, default: T) -> bytes | T: ...
+
+    def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
+        """The latest value of ``key`` (or as of ``version``); ``default`` (None) if
+        absent or deleted.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     v = store.put(b"k", b"1")
+        ...     store.get(b"k"), store.get(b"nope", default=b"-"), store.get(b"k", version=v)
+        (b'1', b'-', b'1')
+        """
         store = self._store
         if store._closed:
             store._raise_closed()
@@ -93,9 +110,8 @@ class Keyspace:
             key = as_bytes(key, "key")
         view = self._ks.view  # before the version check: see Store._check_version
         v = store._version if version is None else store._check_version(version)
-        if self._ks.ttl is None:
-            return view.get(key, v, 0)
-        return view.get(key, v, store._ttl_floor(self._ks, v))
+        value = view.get(key, v, 0 if self._ks.ttl is None else store._ttl_floor(self._ks, v))
+        return default if value is None else value
 
     def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
@@ -135,6 +151,121 @@ class Keyspace:
         v = store._version
         floor = store._ttl_floor(self._ks, v)
         return guarded([e for e in view.history(key, v) if e[0] >= floor], store._check_open)
+
+
+    # -- mapping conveniences (lsm/mapping.py says how they differ from a dict's) -----
+    def __getitem__(self, key: bytes) -> bytes:
+        """``keyspace[key]``: the latest value; KeyError if ``key`` is absent or deleted."""
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        """``keyspace[key] = value``: :meth:`put`, durable as the ``wal_sync`` setting says."""
+        self.put(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        """``del keyspace[key]``: KeyError if ``key`` is absent, as for a dict -- so it
+        costs a point lookup before the tombstone; :meth:`delete` skips the lookup."""
+        if self.get(key) is None:
+            raise KeyError(key)
+        self.delete(key)
+
+    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, version: int | None = None,
+             reverse: bool = False) -> KeysView:
+        """A lazy view of the live keys in ``[start, end)`` (and starting with ``prefix``);
+        iterating it scans without decoding values, ``key in view`` is a point lookup.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     store[b"a:1"] = b"x"; store[b"a:2"] = b"y"; store[b"b:1"] = b"z"
+        ...     list(store.keys(prefix=b"a:")), list(reversed(store.keys())), b"b:1" in store.keys(end=b"b")
+        ([b'a:1', b'a:2'], [b'b:1', b'a:2', b'a:1'], False)
+        """
+        return KeysView(*self._view_args(start, end, prefix, version, reverse))
+
+    def values(self, start: bytes | None = None, end: bytes | None = None, *,
+               prefix: bytes | None = None, version: int | None = None,
+               reverse: bool = False) -> ValuesView:
+        """A lazy view of the values of the live keys in the bounds, in key order.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     store[b"a"] = b"1"; store[b"b"] = b"2"
+        ...     list(store.values()), list(store.values(start=b"b")), b"1" in store.values()
+        ([b'1', b'2'], [b'2'], True)
+        """
+        return ValuesView(*self._view_args(start, end, prefix, version, reverse))
+
+    def items(self, start: bytes | None = None, end: bytes | None = None, *,
+              prefix: bytes | None = None, version: int | None = None,
+              reverse: bool = False) -> ItemsView:
+        """A lazy view of ``(key, value)`` of the live keys in the bounds (a :meth:`scan`
+        each time it is iterated); ``(k, v) in view`` is a point lookup.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     v1 = store.put(b"a", b"1"); _ = store.put(b"a", b"2")
+        ...     list(store.items()), list(store.items(version=v1)), (b"a", b"2") in store.items()
+        ([(b'a', b'2')], [(b'a', b'1')], True)
+        """
+        return ItemsView(*self._view_args(start, end, prefix, version, reverse))
+
+    def _view_args(self, start: object, end: object, prefix: object, version: Any,
+                   reverse: object) -> tuple[Any, Any, bytes | None, bytes | None, bool]:
+        """The arguments of a mapping view, checked now (whether ``version`` is still
+        readable is checked by each scan)."""
+        s, e = scan_bounds(start, end, prefix)
+        check_bool(reverse, "reverse")
+        if version is not None:
+            check_int(version, "version")
+        return (partial(self.scan, version=version), partial(self.get, version=version), s, e,
+                bool(reverse))
+
+    # -- estimates --------------------------------------------------------------------
+    def _estimate_view(self) -> View:
+        """The view estimates are made from (a read-only store's published one)."""
+        store = self._store
+        if store._closed:
+            store._raise_closed()
+        return self._ks.view
+
+    def approximate_count(self, start: bytes | None = None, end: bytes | None = None, *,
+                          prefix: bytes | None = None) -> int:
+        """About how many keys ``[start, end)`` (and ``prefix``) holds, from metadata
+        alone: no data block is read.  Every table counts its distinct keys (scaled by
+        the share of its data blocks the range overlaps) and every memtable its keys
+        in the range.  So a key is counted once per table or memtable holding it, and
+        deleted, expired or overwritten keys count until merges drop them: over a whole
+        store just compacted into one table with no deletes, it is exact.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     for i in range(100): _ = store.put(b"k%03d" % i, b"v")
+        ...     store.approximate_count(), store.approximate_count(b"k050"), store.approximate_count(b"x")
+        (100, 50, 0)
+        """
+        s, e = scan_bounds(start, end, prefix)
+        return self._estimate_view().approximate(s, e)[0]
+
+    def approximate_size(self, start: bytes | None = None, end: bytes | None = None, *,
+                         prefix: bytes | None = None) -> int:
+        """About how many bytes ``[start, end)`` (and ``prefix``) takes, from metadata
+        alone: the on-disk size (compressed) of the table data blocks overlapping
+        the range -- whole blocks, so a short range is rounded up to its blocks --
+        plus the memtables' share (keys and values as written, with their overhead).
+        Old versions and tombstones count until merges drop them.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     _ = store.put(b"k", b"v" * 1000)
+        ...     store.approximate_size() >= 1000, store.approximate_size(b"l")
+        (True, 0)
+        """
+        s, e = scan_bounds(start, end, prefix)
+        return self._estimate_view().approximate(s, e)[1]
 
 
 def scan_bounds(start: object, end: object, prefix: object) -> tuple[bytes | None, bytes | None]:

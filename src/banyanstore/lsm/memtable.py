@@ -16,6 +16,7 @@ memtable.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from operator import itemgetter
 from typing import Final
 
@@ -117,6 +118,17 @@ class Memtable:
                 merged.sort()  # two sorted runs: Timsort merges them in linear time
                 self._sorted = merged
             return self._sorted
+
+    def approximate_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
+        """``(keys, bytes)`` in ``[start, end)``: the keys exactly, the bytes as the
+        range's share of ``approx_bytes`` (the bytes charged for every entry)."""
+        keys = self.sorted_keys()
+        if not keys:
+            return 0, 0
+        lo = 0 if start is None else bisect_left(keys, start)
+        hi = len(keys) if end is None else bisect_left(keys, end)
+        n = max(0, hi - lo)
+        return n, self.approx_bytes * n // len(keys)
 
     def visible_entries(self, keys: list[bytes], version: int) -> list[tuple[bytes, int, bytes | None]]:
         """``(key, entry_version, value)`` of the newest entry <= ``version`` for each

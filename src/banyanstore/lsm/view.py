@@ -201,6 +201,19 @@ class View:
             return iter(())
         return seek_merged(heads, version, floor, limit, guard)
 
+    # -- estimates ------------------------------------------------------------------
+    def approximate(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
+        """``(keys, bytes)`` of ``[start, end)`` estimated from metadata, no block read:
+        see ``Keyspace.approximate_count`` / ``approximate_size`` for the accuracy."""
+        keys = size = 0
+        for m in (self.mem, *self.imms):
+            k, b = m.approximate_range(start, end)
+            keys, size = keys + k, size + b
+        for t in self.tables:
+            k, b = t.approximate_range(start, end)
+            keys, size = keys + k, size + b
+        return keys, size
+
     def _scan_tables(self, start: bytes | None, end: bytes | None, version: int) -> list[Any]:
         """The tables that may hold entries of ``[start, end)`` visible at ``version``."""
         return [t for t in self.tables

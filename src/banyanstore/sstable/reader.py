@@ -413,6 +413,18 @@ class TableReader:
             return iter(())
         return self._runs(*blocks, start, end, reverse, fill_cache)
 
+    def approximate_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
+        """``(keys, bytes)`` of ``[start, end)`` from the index alone: the on-disk bytes
+        of the data blocks a scan of the range would read, and the table's distinct
+        keys scaled by those blocks' share of all blocks (exact for the whole table)."""
+        blocks = self._block_range(start, end)
+        if blocks is None:
+            return 0, 0
+        first, last = blocks
+        n = last - first + 1
+        keys = self.meta.key_count if n == self._nblocks else -(-self.meta.key_count * n // self._nblocks)
+        return keys, self._starts[last + 1] - self._starts[first]
+
     def _block_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int] | None:
         """``(first, last)`` data blocks a scan of ``[start, end)`` reads; None if none."""
         if ((start is not None and end is not None and start >= end)

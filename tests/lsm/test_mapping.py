@@ -1,0 +1,258 @@
+"""Dict-like conveniences (lsm/mapping.py): item access, get(default=), the lazy
+keys/values/items views with scan bounds, and the metadata-only estimates -- on
+stores, keyspaces, snapshots and read-only stores, from memtables and tables."""
+
+from __future__ import annotations
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import (
+    KeyspaceNotFoundError,
+    ReadOnlyError,
+    StoreClosedError,
+    VersionUnavailableError,
+)
+from banyanstore.lsm.keyspace import Keyspace
+
+N = 2000
+
+
+def _key(i: int) -> bytes:
+    return b"k%05d" % i
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = banyanstore.open(str(tmp_path / "s"), memtable_size=64 * 1024, block_size=1024,
+                         compaction=False)
+    yield s
+    s.close()
+
+
+def _fill(target, n: int = N) -> dict[bytes, bytes]:
+    """``n`` keys, every third deleted again; returns the live model."""
+    model = {}
+    for i in range(n):
+        target[_key(i)] = b"v%d" % i
+        model[_key(i)] = b"v%d" % i
+    for i in range(0, n, 3):
+        del target[_key(i)]
+        del model[_key(i)]
+    return model
+
+
+@pytest.mark.parametrize("flushed", [False, True], ids=["memtable", "tables"])
+def test_item_access_and_views_match_a_dict(store, flushed):
+    model = _fill(store)
+    if flushed:
+        store.flush()
+    assert store[_key(1)] == b"v1"
+    with pytest.raises(KeyError) as exc:
+        store[_key(0)]  # deleted
+    assert exc.value.args == (_key(0),)
+    with pytest.raises(KeyError):
+        store[b"absent"]
+    assert list(store.keys()) == sorted(model)
+    assert list(store.values()) == [model[k] for k in sorted(model)]
+    assert list(store.items()) == sorted(model.items())
+    assert list(reversed(store.items())) == sorted(model.items(), reverse=True)
+    assert list(store.keys(reverse=True)) == sorted(model, reverse=True)
+    assert list(reversed(store.keys(reverse=True))) == sorted(model)
+    lo, hi = _key(100), _key(200)
+    want = sorted(k for k in model if lo <= k < hi)
+    assert list(store.keys(lo, hi)) == want
+    assert list(store.items(start=lo, end=hi)) == [(k, model[k]) for k in want]
+    assert list(store.keys(prefix=b"k001")) == sorted(k for k in model if k.startswith(b"k001"))
+    assert list(store.values(lo, hi, reverse=True)) == [model[k] for k in reversed(want)]
+
+
+def test_membership_is_a_point_lookup_inside_the_bounds(store):
+    model = _fill(store, 30)
+    keys = store.keys(_key(10), _key(20))
+    assert _key(11) in keys and _key(12) not in keys  # 12 was deleted
+    assert _key(1) not in keys and _key(25) not in keys  # live, but outside the bounds
+    assert _key(25) in store.keys()
+    items = store.items(prefix=b"k0001")
+    assert (_key(11), model[_key(11)]) in items
+    assert (_key(11), b"other") not in items and (_key(1), model[_key(1)]) not in items
+    assert b"v11" in store.values() and b"v12" not in store.values()
+    assert b"v11" not in store.values(end=_key(11))
+    with pytest.raises(TypeError, match="key"):
+        "k00011" in keys  # noqa: B015
+    with pytest.raises(TypeError, match="item"):
+        _key(11) in items  # noqa: B015
+
+
+def test_views_are_lazy_and_live(store):
+    store[b"a"] = b"1"
+    keys, items = store.keys(), store.items()
+    it = iter(items)
+    store[b"b"] = b"2"
+    assert list(keys) == [b"a", b"b"]  # each iteration is a new scan
+    assert next(it) == (b"a", b"1")
+    assert list(keys) == list(keys)
+    assert "reversed" in repr(store.keys(reverse=True)) and "KeysView" in repr(keys)
+
+
+def test_views_at_a_version(store):
+    v1 = store.put(b"a", b"1")
+    store[b"a"] = b"2"
+    store[b"b"] = b"3"
+    assert list(store.items(version=v1)) == [(b"a", b"1")]
+    assert (b"a", b"1") in store.items(version=v1) and b"b" not in store.keys(version=v1)
+    assert list(store.values()) == [b"2", b"3"]
+    store.set_history_floor(store.version)
+    late = store.keys(version=v1)  # made fine: the version is checked by each scan
+    with pytest.raises(VersionUnavailableError):
+        list(late)
+
+
+def test_keys_scan_without_values(store, monkeypatch):
+    """keys() and iteration take the keys-only scan (no value decoded, see View.scan)."""
+    seen = []
+    real = Keyspace.scan
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("keys_only", False))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Keyspace, "scan", spy)
+    _fill(store, 50)
+    store.flush()
+    list(store.keys())
+    list(reversed(store.keys()))
+    list(store)
+    assert seen == [True, True, True]
+    list(store.items())
+    assert seen[-1] is False
+
+
+def test_get_default_by_keyword(store):
+    v = store.put(b"k", b"1")
+    store.delete(b"k")
+    sentinel = object()
+    assert store.get(b"k", default=sentinel) is sentinel
+    assert store.get(b"k", v, default=sentinel) == b"1"  # version stays positional
+    assert store.get(b"k", version=v) == b"1" and store.get(b"nope") is None
+    assert store.get(b"k", default=b"") == b""
+    with pytest.raises(TypeError):
+        store.get(b"k", v, b"default")  # default is keyword-only: no confusion with version
+
+
+def test_delitem_of_a_missing_key_raises_and_writes_nothing(store):
+    store[b"a"] = b"1"
+    before = store.version
+    with pytest.raises(KeyError):
+        del store[b"missing"]
+    assert store.version == before  # no tombstone written
+    del store[b"a"]
+    assert store.version == before + 1 and b"a" not in store
+    with pytest.raises(KeyError):
+        del store[b"a"]
+
+
+def test_bad_arguments_raise_at_the_call(store):
+    for bad in (lambda: store["k"],
+                lambda: store.__setitem__("k", b"v"),
+                lambda: store.__setitem__(b"k", "v"),
+                lambda: store.__delitem__(1),
+                lambda: store.keys(start="a"),
+                lambda: store.items(prefix=3),
+                lambda: store.values(version="1"),
+                lambda: store.keys(version=True),
+                lambda: store.approximate_count(start="a"),
+                lambda: store.approximate_size(prefix=1)):
+        with pytest.raises(TypeError):
+            bad()
+    with pytest.raises(TypeError, match="reverse"):
+        store.keys(reverse="yes")
+    with pytest.raises(TypeError):
+        len(store)  # no len(): counting live keys is a full scan (lsm/mapping.py)
+    assert store.version == 0
+
+
+def test_keyspaces_snapshots_and_batches_agree(store):
+    index = store.keyspace("index")
+    index[b"x"] = b"1"
+    index[b"y"] = b"2"
+    assert index[b"x"] == b"1" and list(index.items()) == [(b"x", b"1"), (b"y", b"2")]
+    assert b"x" not in store.keys() and list(index) == [b"x", b"y"]
+    with store.snapshot() as snap:
+        index[b"z"] = b"3"
+        del index[b"x"]
+        store[b"d"] = b"4"
+        assert list(snap.keys(keyspace="index")) == [b"x", b"y"]
+        assert list(snap.items(keyspace=index)) == [(b"x", b"1"), (b"y", b"2")]
+        assert list(snap.values(keyspace="index", reverse=True)) == [b"2", b"1"]
+        assert b"x" in snap.keys(keyspace="index") and b"z" not in snap.keys(keyspace="index")
+        assert list(snap) == [] and snap.get(b"d", default=b"-") == b"-"
+        assert snap.get(b"x", keyspace="index", default=b"-") == b"1"
+        with pytest.raises(KeyError):
+            snap[b"d"]
+        with pytest.raises(TypeError):
+            snap[b"d"] = b"5"  # a snapshot is read-only
+        with pytest.raises(KeyspaceNotFoundError):
+            snap.keys(keyspace="nope")
+        keys = snap.keys(keyspace="index")
+    assert snap.closed
+    with pytest.raises(StoreClosedError):
+        list(keys)
+    with pytest.raises(StoreClosedError):
+        snap.items()
+    assert list(index.keys()) == [b"y", b"z"]
+
+
+def test_closed_and_read_only_stores(tmp_path):
+    path = str(tmp_path / "s")
+    with banyanstore.open(path) as s:
+        s[b"a"] = b"1"
+        keys = s.keys()
+    with pytest.raises(StoreClosedError):
+        s[b"a"]
+    with pytest.raises(StoreClosedError):
+        s[b"b"] = b"2"
+    with pytest.raises(StoreClosedError):
+        list(keys)
+    with pytest.raises(StoreClosedError):
+        s.approximate_count()
+    with banyanstore.open(path, read_only=True) as ro:
+        assert ro[b"a"] == b"1" and list(ro.items()) == [(b"a", b"1")]
+        assert ro.get(b"b", default=b"-") == b"-" and ro.approximate_count() == 1
+        with pytest.raises(ReadOnlyError):
+            ro[b"b"] = b"2"
+        with pytest.raises(ReadOnlyError):
+            del ro[b"a"]
+
+
+def test_estimates_from_memtables_and_tables(tmp_path):
+    with banyanstore.open(str(tmp_path / "s"), block_size=1024, compaction=False) as store:
+        assert store.approximate_count() == 0 and store.approximate_size() == 0
+        for i in range(N):
+            store[_key(i)] = b"x" * 50
+        assert store.approximate_count() == N  # memtable: exact
+        assert store.approximate_count(_key(500), _key(1500)) == 1000
+        mem_size = store.approximate_size()
+        assert mem_size >= N * 56
+        store.flush()
+        assert store.approximate_count() == N  # one table: its key count
+        whole = store.approximate_size()
+        assert 0 < whole <= mem_size
+        half = store.approximate_count(_key(0), _key(N // 2))
+        # Whole blocks: off by at most the keys of the two edge blocks (~15 keys each).
+        assert abs(half - N // 2) <= 40, half
+        part = store.approximate_size(_key(0), _key(N // 2))
+        assert abs(part - whole // 2) <= whole // 10 and part < whole
+        assert store.approximate_count(b"z") == 0 and store.approximate_size(b"z") == 0
+        assert store.approximate_count(prefix=b"k01") == pytest.approx(1000, abs=40)
+        # Overwrites count once per table holding the key, until merged.
+        for i in range(N):
+            store[_key(i)] = b"y" * 50
+        store.flush()
+        assert store.approximate_count() == 2 * N
+        store.compact()
+        assert store.approximate_count() == N == sum(1 for _ in store)
+        index = store.keyspace("index")
+        assert index.approximate_count() == 0
+        index[b"a"] = b"1"
+        assert index.approximate_count() == 1 and store.approximate_count() == N
