@@ -1,0 +1,327 @@
+"""The asyncio API: stores, keyspaces and logs whose calls are awaited.
+
+``await banyanstore.aio.open(path)`` gives an :class:`AsyncStore`; its reads
+and writes run in an executor (the loop's default one, or ``executor=``), so
+the event loop never waits on a disk read, a memtable switch or an fdatasync.
+Scans are ``async for`` loops that take rows from the store in batches (16 rows
+first, growing to 1024 per executor hop), not one hop per row.
+
+``await banyanstore.aio.open_log(path)`` gives an :class:`AsyncLog` whose
+``append``/``append_many`` are the Log's ``append_async``/``append_many_async``:
+a synced append parks its task in the Log's group commit, sharing each
+fdatasync with every other task and thread, with no thread per waiter.
+
+The wrappers add nothing to the synchronous objects: a program that never
+imports this module pays nothing for it.  The synchronous object stays usable
+beside its wrapper (``astore.store``, ``alog.log``), from any thread.
+
+>>> import asyncio, tempfile
+>>> import banyanstore.aio
+>>> async def main(d):
+...     async with await banyanstore.aio.open(d) as store:
+...         v = await store.put(b"span:1", b"a")
+...         batch = store.batch()
+...         batch.put(b"span:2", b"b")
+...         await store.write(batch)
+...         rows = [row async for row in store.scan(prefix=b"span:")]
+...         return v, await store.get(b"span:2"), await store.multi_get([b"span:1", b"x"]), rows
+>>> with tempfile.TemporaryDirectory() as d:
+...     asyncio.run(main(d))
+(1, b'b', [b'a', None], [(b'span:1', b'a'), (b'span:2', b'b')])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from itertools import islice
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .arguments import check_bool, check_int, check_limit
+from .lsm.keyspace import scan_bounds
+
+if TYPE_CHECKING:
+    from .log.log import Log
+    from .lsm.batch import Batch
+    from .lsm.keyspace import Keyspace
+    from .lsm.store import Store
+    from .options import Options
+
+__all__ = ["open", "open_log", "AsyncStore", "AsyncKeyspace", "AsyncLog", "AsyncRows"]
+
+T = TypeVar("T")
+FIRST_BATCH = 16
+"""Rows of a scan's first executor hop: a short scan (a seek) costs one small hop."""
+MAX_BATCH = 1024
+"""Rows per hop once a scan is long: the hop's cost is spread over many rows."""
+
+
+async def _run(executor: Executor | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in ``executor`` (None: the loop's default)."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(fn, *args, **kwargs) if kwargs else (lambda: fn(*args))
+    return await loop.run_in_executor(executor, call)
+
+
+def _check_executor(executor: object) -> Executor | None:
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor or None, "
+                        f"not {type(executor).__name__}")
+    return executor
+
+
+async def open(path: str | bytes | os.PathLike[Any], *, options: Options | None = None,  # noqa: A001
+               executor: Executor | None = None, **kwargs: Any) -> AsyncStore:
+    """:func:`banyanstore.open` for asyncio (the open -- a WAL replay -- runs in the executor)."""
+    from . import open as open_store
+    executor = _check_executor(executor)
+    store = await _run(executor, open_store, path, options=options, **kwargs)
+    return AsyncStore(store, executor=executor)
+
+
+async def open_log(path: str | bytes | os.PathLike[Any], *, options: Options | None = None,
+                   executor: Executor | None = None, **kwargs: Any) -> AsyncLog:
+    """:func:`banyanstore.open_log` for asyncio (recovery runs in the executor)."""
+    from . import open_log as open_sync_log
+    executor = _check_executor(executor)
+    log = await _run(executor, open_sync_log, path, options=options, **kwargs)
+    return AsyncLog(log, executor=executor)
+
+
+class AsyncRows:
+    """An ``async for`` over a synchronous iterator that may read files (a scan,
+    a log read): rows are taken in batches in the executor, FIRST_BATCH growing
+    to MAX_BATCH per hop.  The iterator itself is made in the first hop too
+    (opening a scan may read blocks)."""
+
+    __slots__ = ("_make", "_executor", "_it", "_rows", "_size", "_done")
+
+    def __init__(self, make: Callable[[], Iterator[Any]], executor: Executor | None) -> None:
+        self._make, self._executor = make, executor
+        self._it: Iterator[Any] | None = None
+        self._rows: Iterator[Any] = iter(())
+        self._size = FIRST_BATCH
+        self._done = False
+
+    def __aiter__(self) -> AsyncRows:
+        return self
+
+    async def __anext__(self) -> Any:
+        for row in self._rows:  # the rest of the batch in hand: no hop
+            return row
+        if self._done:
+            raise StopAsyncIteration
+        n = self._size
+        batch = await _run(self._executor, self._take, n)
+        self._size = min(n * 4, MAX_BATCH)
+        if len(batch) < n:  # a short batch: the iterator is exhausted
+            self._done = True
+        if not batch:
+            raise StopAsyncIteration
+        self._rows = iter(batch)
+        return next(self._rows)
+
+    def _take(self, n: int) -> list[Any]:
+        if self._it is None:
+            self._it = self._make()
+        return list(islice(self._it, n))
+
+
+class AsyncKeyspace:
+    """A keyspace's reads and writes, awaited (see the module docstring).  The
+    arguments and errors are those of :class:`~banyanstore.lsm.keyspace.Keyspace`."""
+
+    __slots__ = ("_handle", "_executor")
+
+    def __init__(self, handle: Keyspace, *, executor: Executor | None = None) -> None:
+        self._handle = handle
+        self._executor = _check_executor(executor)
+
+    @property
+    def name(self) -> str:
+        return self._handle.name
+
+    @property
+    def handle(self) -> Keyspace:
+        """The synchronous keyspace (or store) this wraps."""
+        return self._handle
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.aio {self._handle!r}>"
+
+    async def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
+        """``await ks.get(key)``: the latest value (or as of ``version``); ``default`` if absent."""
+        return await _run(self._executor, self._handle.get, key, version, default=default)
+
+    async def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
+        """``await ks.multi_get(keys)``: values of ``keys`` in one batched pass."""
+        return await _run(self._executor, self._handle.multi_get, keys, version)
+
+    async def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
+        """``await ks.put(key, value)``: the version of the write.  A synced put waits
+        for its (shared) fdatasync in an executor thread."""
+        return await _run(self._executor, self._handle.put, key, value, sync=sync)
+
+    async def delete(self, key: bytes, *, sync: bool | None = None) -> int:
+        """``await ks.delete(key)``: the version of the tombstone."""
+        return await _run(self._executor, self._handle.delete, key, sync=sync)
+
+    async def contains(self, key: bytes) -> bool:
+        """``await ks.contains(key)``: ``key in ks`` (a point lookup)."""
+        return await _run(self._executor, self._handle.__contains__, key)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+             limit: int | None = None, keys_only: bool = False) -> AsyncRows:
+        """``async for key, value in ks.scan(...)``: :meth:`Keyspace.scan`'s rows,
+        taken in batches.  Arguments are checked here, at the call."""
+        start, end = scan_bounds(start, end, prefix)  # every argument checked at the call
+        check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        if version is not None:
+            check_int(version, "version")
+        scan = functools.partial(self._handle.scan, start, end, version=version, reverse=reverse,
+                                 limit=limit, keys_only=keys_only)
+        return AsyncRows(scan, self._executor)
+
+    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+             limit: int | None = None) -> AsyncRows:
+        """``async for key in ks.keys(...)``: the keys alone (values not decoded)."""
+        return self.scan(start, end, prefix=prefix, version=version, reverse=reverse, limit=limit,
+                         keys_only=True)
+
+    def __aiter__(self) -> AsyncRows:
+        """``async for key in ks``: the live keys, ascending."""
+        return self.keys()
+
+    async def history(self, key: bytes) -> list[tuple[int, bytes | None]]:
+        """``await ks.history(key)``: every retained write of ``key``, newest first."""
+        return await _run(self._executor, lambda: list(self._handle.history(key)))
+
+
+class AsyncStore(AsyncKeyspace):
+    """An open store for asyncio code; the handle of its default keyspace, as
+    :class:`~banyanstore.lsm.store.Store` is."""
+
+    __slots__ = ()
+
+    _handle: Store
+
+    def __init__(self, store: Store, *, executor: Executor | None = None) -> None:
+        super().__init__(store, executor=executor)
+
+    @property
+    def store(self) -> Store:
+        """The synchronous store this wraps."""
+        return self._handle
+
+    @property
+    def version(self) -> int:
+        return self._handle.version
+
+    async def keyspace(self, name: str, *, ttl: float | None = None) -> AsyncKeyspace:
+        """``await store.keyspace(name)``: created (durably) on first use."""
+        ks = await _run(self._executor, self._handle.keyspace, name, ttl=ttl)
+        return AsyncKeyspace(ks, executor=self._executor)
+
+    def batch(self, *, sync: bool | None = None) -> Batch:
+        """A :class:`~banyanstore.lsm.batch.Batch` to fill (no IO) and :meth:`write`."""
+        return self._handle.batch(sync=sync)
+
+    async def write(self, batch: Batch, *, sync: bool | None = None) -> int | None:
+        """``await store.write(batch)``: commit ``batch`` atomically; its version
+        (None for an empty batch)."""
+        from .lsm.batch import Batch
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch must be a Batch from store.batch(), not {type(batch).__name__}")
+        return await _run(self._executor, batch.commit, sync=sync)
+
+    async def flush(self) -> None:
+        await _run(self._executor, self._handle.flush)
+
+    async def sync(self) -> None:
+        await _run(self._executor, self._handle.sync)
+
+    async def compact(self, keyspace: object = None, **kwargs: Any) -> dict[str, Any]:
+        return await _run(self._executor, self._handle.compact, keyspace, **kwargs)
+
+    async def checkpoint(self, dest: str | Any) -> int:
+        return await _run(self._executor, self._handle.checkpoint, dest)
+
+    async def close(self) -> None:
+        """Flush and close the store (in the executor: closing syncs)."""
+        await _run(self._executor, self._handle.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncLog:
+    """An open Log for asyncio code (see the module docstring)."""
+
+    __slots__ = ("_log", "_executor")
+
+    def __init__(self, log: Log, *, executor: Executor | None = None) -> None:
+        self._log = log
+        self._executor = _check_executor(executor)
+
+    @property
+    def log(self) -> Log:
+        """The synchronous log this wraps."""
+        return self._log
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.aio {self._log!r}>"
+
+    async def append(self, record: bytes, *, sync: bool | None = None) -> int:
+        """``await log.append(record, sync=True)``: the record's seq, once durable
+        when synced -- sharing group commit across tasks (Log.append_async)."""
+        return await self._log.append_async(record, sync=sync)
+
+    async def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
+        """``await log.append_many(records)``: the last record's seq (Log.append_many_async)."""
+        return await self._log.append_many_async(records, sync=sync)
+
+    async def wait_durable(self, seq: int) -> None:
+        """Await until record ``seq`` is durable (Log.wait_durable_async)."""
+        await self._log.wait_durable_async(seq)
+
+    def read(self, start: int | None = None, end: int | None = None,
+             limit: int | None = None) -> AsyncRows:
+        """``async for seq, record in log.read(...)``: Log.read's records in batches."""
+        records = self._log.read(start, end, limit)  # checked and bounded now, read lazily
+        return AsyncRows(lambda: records, self._executor)
+
+    def __aiter__(self) -> AsyncRows:
+        return self.read()
+
+    async def get(self, seq: int) -> bytes:
+        return await _run(self._executor, self._log.get, seq)
+
+    async def sync(self, upto_seq: int | None = None) -> int:
+        return await _run(self._executor, self._log.sync, upto_seq)
+
+    async def close(self) -> None:
+        await _run(self._executor, self._log.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._log.closed
+
+    async def __aenter__(self) -> AsyncLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

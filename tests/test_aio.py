@@ -1,0 +1,216 @@
+"""banyanstore.aio: awaited store and log calls, ``async for`` scans taken in batches
+per executor hop, synced appends of many tasks sharing fdatasyncs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import banyanstore.aio
+from banyanstore.errors import KeyspaceNotFoundError, StoreClosedError, VersionUnavailableError
+from banyanstore.io.hooked import HookedEnv
+from banyanstore.io.posix import PosixEnv
+
+TASKS, PER_TASK = 200, 10
+
+
+class SyncCounter(HookedEnv):
+    """A real env that counts the fdatasyncs of files under ``wal/`` or of a log."""
+
+    def __init__(self) -> None:
+        super().__init__(PosixEnv())
+        self.syncs = 0
+        self._mu = threading.Lock()
+
+    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if op == "sync" and paths and paths[0].endswith(".log"):
+            with self._mu:
+                self.syncs += 1
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.hops = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.hops += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_store_calls_are_awaited(tmp_path):
+    async def main() -> None:
+        async with await banyanstore.aio.open(str(tmp_path / "s"), memtable_size=64 * 1024) as store:
+            v1 = await store.put(b"a", b"1")
+            assert await store.get(b"a") == b"1" and await store.get(b"b", default=b"-") == b"-"
+            assert await store.contains(b"a") and not await store.contains(b"b")
+            v2 = await store.delete(b"a")
+            assert (v1, v2) == (1, 2) and store.version == 2
+            assert await store.get(b"a", v1) == b"1" and await store.history(b"a") == [(2, None), (1, b"1")]
+            index = await store.keyspace("index")
+            batch = store.batch()
+            batch.put(b"x", b"1", keyspace=index.handle)
+            batch.put(b"y", b"2", keyspace="index")
+            batch.put(b"c", b"3")
+            assert await store.write(batch) == 3 and batch.version == 3
+            assert await store.write(store.batch()) is None  # an empty batch: no version
+            assert await index.multi_get([b"x", b"nope", b"y"]) == [b"1", None, b"2"]
+            assert [k async for k in index] == [b"x", b"y"] and index.name == "index"
+            assert [kv async for kv in index.scan(reverse=True, limit=1)] == [(b"y", b"2")]
+            assert [kv async for kv in store.scan(version=v1)] == [(b"a", b"1")]
+            await store.flush()
+            await store.sync()
+            assert isinstance(await store.compact(), dict)
+            assert store.store.get(b"c") == b"3" and "AsyncStore" not in repr(store)
+        assert store.closed
+        with pytest.raises(StoreClosedError):
+            await store.get(b"a")
+
+    asyncio.run(main())
+
+
+def test_bad_arguments_raise_at_the_call_or_the_await(tmp_path):
+    async def main() -> None:
+        async with await banyanstore.aio.open(str(tmp_path / "s")) as store:
+            with pytest.raises(TypeError, match="key"):
+                await store.put("a", b"1")
+            with pytest.raises(TypeError, match="keys"):
+                await store.multi_get(b"ab")
+            for bad in (lambda: store.scan(start="a"), lambda: store.scan(reverse=1),
+                        lambda: store.scan(limit=-1), lambda: store.keys(version="1"),
+                        lambda: store.scan(keys_only="yes")):
+                with pytest.raises((TypeError, ValueError)):
+                    bad()  # at the call, before any hop
+            with pytest.raises(TypeError, match="batch"):
+                await store.write([(b"k", b"v")])
+            with pytest.raises(KeyspaceNotFoundError):
+                batch = store.batch()
+                batch.put(b"k", b"v", keyspace="nope")
+            with pytest.raises(VersionUnavailableError):
+                [row async for row in store.scan(version=5)]  # checked by the scan itself
+        with pytest.raises(TypeError, match="executor"):
+            await banyanstore.aio.open(str(tmp_path / "t"), executor=4)
+
+    asyncio.run(main())
+
+
+def test_scans_take_rows_in_batches_not_one_hop_per_row(tmp_path):
+    n = 5000
+    executor = CountingExecutor()
+
+    async def main() -> tuple[list[tuple[bytes, bytes]], int, list[bytes], int]:
+        async with await banyanstore.aio.open(str(tmp_path / "s"), executor=executor) as store:
+            batch = store.batch()
+            for i in range(n):
+                batch.put(b"k%05d" % i, b"v")
+            await store.write(batch)
+            await store.flush()
+            before = executor.hops
+            rows = [kv async for kv in store.scan()]
+            scan_hops = executor.hops - before
+            before = executor.hops
+            short = [k async for k in store.keys(limit=3)]
+            return rows, scan_hops, short, executor.hops - before
+
+    try:
+        rows, scan_hops, short, short_hops = asyncio.run(main())
+    finally:
+        executor.shutdown()
+    assert rows == [(b"k%05d" % i, b"v") for i in range(n)]
+    # 16, 64, 256, 1024, 1024, ...: 5000 rows in 8 hops (the last one short), not 5000.
+    assert scan_hops <= 9, scan_hops
+    assert short == [b"k00000", b"k00001", b"k00002"] and short_hops == 1
+
+
+def test_many_tasks_share_fdatasyncs_of_synced_log_appends(tmp_path, capsys):
+    env = SyncCounter()
+
+    async def writer(log: banyanstore.aio.AsyncLog, i: int) -> list[int]:
+        seqs = []
+        for _ in range(PER_TASK):
+            seq = await log.append(b"event %d" % i, sync=True)
+            assert log.log.durable_seq >= seq  # durable when the await returns
+            seqs.append(seq)
+        return seqs
+
+    async def main() -> tuple[list[list[int]], int, int]:
+        log = await banyanstore.aio.open_log(str(tmp_path / "log"), env=env, wal_sync="never")
+        async with log:
+            threads_before = threading.active_count()
+            syncs_before = env.syncs
+            results = await asyncio.gather(*(writer(log, i) for i in range(TASKS)))
+            syncs = env.syncs - syncs_before
+            threads = threading.active_count() - threads_before
+            assert [seq async for seq, _ in log.read(1, 3)] == [1, 2]
+            return results, syncs, threads
+
+    try:
+        results, syncs, threads = asyncio.run(main())
+    finally:
+        env.close()
+    total = TASKS * PER_TASK
+    assert sorted(s for r in results for s in r) == list(range(1, total + 1))
+    assert threads <= 2, "a thread per waiter?"  # the log's commit runner (+ an executor thread)
+    # One fdatasync per append would be `total`; group commit shares them.
+    assert 1 <= syncs <= total / 10, syncs
+    with capsys.disabled():
+        print(f"\naio log: {TASKS} tasks, {total} synced appends, {syncs} fdatasyncs")
+
+
+def test_many_tasks_share_fdatasyncs_of_synced_store_puts(tmp_path, capsys):
+    env = SyncCounter()
+    executor = ThreadPoolExecutor(max_workers=16)
+    tasks, per_task = 64, 10
+
+    async def writer(store: banyanstore.aio.AsyncStore, i: int) -> None:
+        for j in range(per_task):
+            await store.put(b"k%d-%d" % (i, j), b"v", sync=True)
+
+    async def main() -> int:
+        async with await banyanstore.aio.open(str(tmp_path / "s"), env=env, executor=executor,
+                                              wal_sync="never") as store:
+            before = env.syncs
+            await asyncio.gather(*(writer(store, i) for i in range(tasks)))
+            syncs = env.syncs - before
+            assert len([k async for k in store]) == tasks * per_task
+            return syncs
+
+    try:
+        syncs = asyncio.run(main())
+    finally:
+        executor.shutdown()
+        env.close()
+    assert 1 <= syncs < tasks * per_task / 2, syncs
+    with capsys.disabled():
+        print(f"\naio store: {tasks} tasks, {tasks * per_task} synced puts, {syncs} fdatasyncs")
+
+
+def test_log_wrapper(tmp_path):
+    async def main() -> None:
+        async with await banyanstore.aio.open_log(str(tmp_path / "log")) as log:
+            assert await log.append_many([b"a", b"b", b"c"]) == 3
+            await log.wait_durable(await log.append(b"d"))
+            assert [r async for r in log] == [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d")]
+            assert [r async for r in log.read(2, limit=2)] == [(2, b"b"), (3, b"c")]
+            assert await log.get(4) == b"d" and await log.sync() == 4
+            with pytest.raises(TypeError, match="sync"):
+                await log.append(b"x", sync="yes")
+            with pytest.raises(TypeError, match="records"):
+                await log.append_many(b"abc")
+        assert log.closed
+
+    asyncio.run(main())
+
+
+def test_the_synchronous_api_does_not_load_the_asyncio_wrappers(tmp_path):
+    code = ("import sys, banyanstore\n"
+            f"with banyanstore.open({str(tmp_path / 's')!r}) as s:\n"
+            "    s.put(b'k', b'v'); list(s.scan()); s.get(b'k')\n"
+            "print('banyanstore.aio' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
