@@ -5,6 +5,12 @@ with ``store.keyspace(name)``, as column families are created before use), so
 a misspelt name raises :class:`~banyanstore.errors.KeyspaceNotFoundError`
 instead of filling a new keyspace nobody reads.
 
+A batch has no reads: there is no read-your-writes inside a batch.  Until it
+commits, reads (``store.get``, scans, snapshots) see none of its operations,
+and it offers no ``get`` of its own; within one batch, a later operation on
+the same key replaces an earlier one.  Keep what the batch writes in your own
+variables if the code building it needs them again.
+
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
 ...     _ = store.keyspace("index")
