@@ -51,7 +51,7 @@ from ..io.posix import PosixEnv
 from ..log.log import Log
 from ..log.segment import parse_segment_name
 from ..lsm.manifest import Manifest, ManifestState, TableInfo
-from ..lsm.wal import decode
+from ..lsm.wal import decode, encode_batch
 from .waltail import TailWriter
 
 __all__ = ["Capture", "StagedTail", "capture", "MAX_ATTEMPTS"]
@@ -167,6 +167,8 @@ def _attempt(env: PosixEnv, store_dir: str, staging: str, known_version: int) ->
     again = _load(env, store_dir)
     if (again.wal_seq, again.flushed_version) != (state.wal_seq, state.flushed_version):
         raise _Raced("a flush finished during the capture")
+    if again.dropped != state.dropped:  # the tables linked include a dropped keyspace's
+        raise _Raced("a keyspace was dropped during the capture")
     tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(again.keyspaces))
     version = max(state.flushed_version, tail.last_version if tail else 0, known_version)
     floor = min(state.history_floor, version)
@@ -182,9 +184,16 @@ def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int
         start = max(state.wal_seq, log.first_seq)
         if start <= log.last_seq:
             for seq, record in log.read(start):
-                version, _ms, ops = decode(record, f"{wal_dir} (record {seq})")
+                version, ms, ops = decode(record, f"{wal_dir} (record {seq})")
                 if version <= state.flushed_version:
                     continue  # in the tables already (the WAL was not cut yet)
+                if any(ks in state.dropped for ks, _k, _v in ops):
+                    # written before its keyspace was dropped: the restored store knows
+                    # neither the keyspace nor the drop, so the record goes without those ops
+                    ops = [op for op in ops if op[0] not in state.dropped]
+                    if not ops:
+                        continue
+                    record = encode_batch(version, ms, ops)
                 if any(ks not in keyspaces for ks, _k, _v in ops):
                     break  # its keyspace is younger than the manifest read: after the capture
                 if writer.records and version <= writer.last_version:

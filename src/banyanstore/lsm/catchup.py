@@ -252,7 +252,7 @@ class CatchUp:
         active memtables; True if there were any."""
         changed = False
         where = f"{self._path}/wal"
-        known = self.state.keyspaces
+        known, dropped = self.state.keyspaces, self.state.dropped
         gaps_allowed = self._options.skip_damaged_records  # damaged records were skipped
         try:
             expected = start
@@ -263,10 +263,12 @@ class CatchUp:
                 version, ms, ops = decode(record, f"{where} (record {seq})")
                 if version > self.version and version > flushed:
                     for ks_id, _k, _v in ops:  # a batch goes in whole or not at all
-                        if ks_id not in known:
+                        if ks_id not in known and ks_id not in dropped:
                             raise Vanished(f"WAL record {seq} writes to keyspace {ks_id}, which "
                                            "the manifest does not name", where)
                     for ks_id, key, value in ops:
+                        if ks_id in dropped:
+                            continue  # written before the keyspace was dropped
                         mem = self._active.get(ks_id)
                         if mem is None:
                             mem = self._active[ks_id] = Memtable()

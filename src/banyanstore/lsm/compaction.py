@@ -21,11 +21,13 @@ merged again in this process -- and reported in ``stats()``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BanyanStoreError, DiskFullError
@@ -117,6 +119,13 @@ class Compactor(BackgroundThread):
                 with self._cv:
                     if not self._stopping:
                         self._cv.wait(1.0)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No merge runs (or installs) while this is held: for a change of the tree a
+        merge must not race, such as dropping a keyspace (Store.drop_keyspace)."""
+        with self._merge_lock:
+            yield
 
     # -- one round -------------------------------------------------------------------
     def step(self) -> bool:

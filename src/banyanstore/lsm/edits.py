@@ -8,11 +8,15 @@ A violation raises :class:`EditError`; the manifest reader turns it into a
 :class:`~banyanstore.errors.CorruptionError` naming the file and the record's offset.
 
 Tags (docs/format/manifest.md has the table): ``format``, ``add_keyspace`` [id, name],
-``keyspace_ttl`` [id, seconds or null], ``next_file``, ``unfinished_from``,
+``keyspace_ttl`` [id, seconds or null], ``drop_keyspace`` id, ``next_file``, ``unfinished_from``,
 ``last_version``, ``flushed_version``, ``wal_seq``, ``history_floor``,
 ``remove_tables`` [[keyspace, file]...], ``add_tables`` [table...], ``time_map``
 [[version, second]...].  The first edit of a manifest file (the whole state) also
-holds ``_keyspaces``, ``_ttls`` and ``_obsolete``, which no other edit may hold.
+holds ``_keyspaces``, ``_ttls``, ``_obsolete`` and ``_dropped``, which no other edit
+may hold.
+
+A dropped keyspace's id is never given out again (``dropped``): WAL records written
+to it before the drop are skipped by recovery, not mistaken for a newer keyspace's.
 
 File numbers: ``next_file`` is above every number ever handed out (tables and
 manifests share it).  ``unfinished_from`` is the lowest table number that may still
@@ -26,6 +30,9 @@ delete it.
 >>> s.apply({"add_keyspace": [1, "idx"], "next_file": 5})
 >>> sorted(s.keyspaces.items()), s.next_file
 ([(0, 'default'), (1, 'idx')], 5)
+>>> s.apply({"drop_keyspace": 1}); s.apply({"add_keyspace": [2, "idx"]})
+>>> sorted(s.keyspaces.items()), s.dropped, s.next_keyspace_id()
+([(0, 'default'), (2, 'idx')], {1}, 3)
 >>> s.apply({"next_file": "5"})
 Traceback (most recent call last):
 ...
@@ -51,9 +58,9 @@ MAX_KEYSPACE_ID: Final = (1 << 32) - 1  # a WAL entry stores the keyspace as u32
 MAX_KEYSPACE_NAME: Final = 1024
 COUNTERS: Final = ("next_file", "unfinished_from", "last_version", "flushed_version", "wal_seq",
                    "history_floor")
-KNOWN_TAGS: Final = frozenset({"format", "add_keyspace", "keyspace_ttl", "remove_tables",
-                               "add_tables", "time_map", *COUNTERS})
-SNAPSHOT_KEYS: Final = frozenset({"_keyspaces", "_ttls", "_obsolete"})
+KNOWN_TAGS: Final = frozenset({"format", "add_keyspace", "keyspace_ttl", "drop_keyspace",
+                               "remove_tables", "add_tables", "time_map", *COUNTERS})
+SNAPSHOT_KEYS: Final = frozenset({"_keyspaces", "_ttls", "_obsolete", "_dropped"})
 TABLE_KEYS: Final = frozenset({"ks", "file", "size", "smallest", "largest", "min_v", "max_v",
                                "entries", "tombstones"})
 _COUNTER_MIN: Final = {"next_file": 1, "unfinished_from": 1, "wal_seq": 1}
@@ -147,7 +154,7 @@ class ManifestState:
 
     ``in_flight`` (never persisted) holds the table numbers this process handed out
     that no applied edit names yet; ``obsolete`` the tables an edit removed whose files
-    may still exist.
+    may still exist; ``dropped`` the ids of dropped keyspaces (never reused).
     """
 
     keyspaces: dict[int, str] = field(default_factory=lambda: {0: "default"})
@@ -162,6 +169,7 @@ class ManifestState:
     time_map: TimeMap = field(default_factory=TimeMap)
     obsolete: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)
 
     # -- file numbers ----------------------------------------------------------------
     def allocate_file_no(self) -> int:
@@ -183,6 +191,10 @@ class ManifestState:
         live = any(file_no in ts for ts in self.tables.values())
         floor = self.unfinished_from or self.next_file
         return not live and file_no < floor and file_no not in self.obsolete
+
+    def next_keyspace_id(self) -> int:
+        """The id of the next new keyspace: above every id in use or ever dropped."""
+        return max(self.keyspaces.keys() | self.dropped) + 1
 
     def live_files(self) -> set[int]:
         return {n for ts in self.tables.values() for n in ts}
@@ -224,6 +236,13 @@ class ManifestState:
             ks_id, name = self._check_keyspace(edit["add_keyspace"], keyspaces)
             keyspaces = {**keyspaces, ks_id: name}
             ops.append(partial(self._add_keyspace, ks_id, name))
+        if "drop_keyspace" in edit:
+            gone = self._known(edit["drop_keyspace"], "drop_keyspace", keyspaces)
+            if gone == 0:
+                raise EditError("drop_keyspace names the default keyspace, which cannot be dropped")
+            # the rest of this edit may not name it any more
+            keyspaces = {i: n for i, n in keyspaces.items() if i != gone}
+            ops.append(partial(self._drop_keyspace, gone))
         if "keyspace_ttl" in edit:
             ks_raw, ttl_raw = _pair(edit["keyspace_ttl"], "keyspace_ttl")
             ttl_ks = self._known(ks_raw, "keyspace_ttl keyspace", keyspaces)
@@ -253,6 +272,8 @@ class ManifestState:
                             f"{keyspaces.get(ks_id, 'default')!r}")
         if any(other == name and i != ks_id for i, other in keyspaces.items()):
             raise EditError(f"add_keyspace names a second keyspace {name!r}")
+        if ks_id in self.dropped:
+            raise EditError(f"add_keyspace [{ks_id}, {name!r}] reuses the id of a dropped keyspace")
         return ks_id, name
 
     @staticmethod
@@ -288,6 +309,13 @@ class ManifestState:
         self.keyspaces[ks_id] = name
         self.tables.setdefault(ks_id, {})
 
+    def _drop_keyspace(self, ks_id: int) -> None:
+        """The keyspace is gone; its tables become obsolete (their files may still exist)."""
+        del self.keyspaces[ks_id]
+        self.keyspace_ttl.pop(ks_id, None)
+        self.obsolete.update(self.tables.pop(ks_id, {}))
+        self.dropped.add(ks_id)
+
     def _apply_tables(self, removed: list[tuple[int, int]], added: list[TableInfo],
                       samples: list[tuple[int, ...]]) -> None:
         for ks_id, file_no in removed:
@@ -313,6 +341,7 @@ class ManifestState:
             "_keyspaces": [[i, n] for i, n in sorted(self.keyspaces.items())],
             "_ttls": [[i, t] for i, t in sorted(self.keyspace_ttl.items())],
             "_obsolete": sorted(self.obsolete),
+            "_dropped": sorted(self.dropped),
         }
 
     def check_tables(self) -> None:
@@ -326,7 +355,8 @@ class ManifestState:
 def expand_snapshot(edit: object, state: ManifestState) -> list[Any]:
     """The first edit of a manifest as ordinary edits: its ``_keyspaces``/``_ttls`` lists
     become one ``add_keyspace``/``keyspace_ttl`` edit each (applied first), and
-    ``_obsolete`` goes straight into ``state.obsolete``.  EditError if malformed."""
+    ``_obsolete`` and ``_dropped`` go straight into ``state.obsolete`` and
+    ``state.dropped``.  EditError if malformed."""
     if type(edit) is not dict:
         raise EditError(f"edit must be a JSON object, not {type(edit).__name__}")
     if "format" not in edit:
@@ -336,4 +366,7 @@ def expand_snapshot(edit: object, state: ManifestState) -> list[Any]:
     edits += [{"keyspace_ttl": t} for t in _list(edit.get("_ttls", []), "_ttls")]
     state.obsolete.update(_int(n, "_obsolete item", 1) for n in _list(edit.get("_obsolete", []),
                                                                      "_obsolete"))
+    dropped = {_int(n, "_dropped item", 1, MAX_KEYSPACE_ID) for n in _list(edit.get("_dropped", []),
+                                                                          "_dropped")}
+    state.dropped.update(dropped)
     return edits + [rest]

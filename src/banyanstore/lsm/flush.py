@@ -204,6 +204,8 @@ class Flusher(BackgroundThread):
         infos: list[TableInfo] = []
         try:
             for ks_id, mem in job.mems.items():
+                if ks_id not in store._ks_by_id:
+                    continue  # dropped (Store.drop_keyspace): its entries go with it
                 result = build_table(store, ks_id, mem.flush_columns())
                 if result is not None:
                     built[ks_id], info = result
@@ -217,6 +219,13 @@ class Flusher(BackgroundThread):
             "add_tables": [i.to_json() for i in infos], "flushed_version": job.last_version,
             "wal_seq": job.wal_seq}
         with store._state_lock:
+            gone = [i for i in infos if i.keyspace not in store._ks_by_id]
+            if gone:  # dropped while its table was built: no edit may name it
+                infos = [i for i in infos if i.keyspace in store._ks_by_id]
+                edit["add_tables"] = [i.to_json() for i in infos]
+                for info in gone:
+                    built.pop(info.keyspace).close()
+                    _remove_quietly(store, table_path(store.path, info.file_no))
             edit["time_map"] = [list(s) for s in store._unpersisted_time_samples()]
             try:
                 store._log_edit(edit)
@@ -226,7 +235,9 @@ class Flusher(BackgroundThread):
                 store._defer_delete([table_path(store.path, i.file_no) for i in infos])
                 raise
             for ks_id, mem in job.mems.items():
-                ks = store._ks_by_id[ks_id]
+                ks = store._ks_by_id.get(ks_id)
+                if ks is None:
+                    continue  # dropped
                 old = ks.view
                 reader = built.get(ks_id)
                 tables = old.tables if reader is None else (reader,) + old.tables

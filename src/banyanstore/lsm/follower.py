@@ -100,7 +100,8 @@ class _FollowerReads:
         if store._closed:
             store._raise_closed()
         pub: Published = store._published  # type: ignore[attr-defined]
-        view = pub.views.get(self._ks.id, EMPTY_VIEW)
+        # not yet published: empty; dropped: its DroppedView raises
+        view = pub.views.get(self._ks.id, self._ks.view)
         return view, pub.version if version is None else pub.check(version)
 
     def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
@@ -112,7 +113,7 @@ class _FollowerReads:
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         pub: Published = store._published  # type: ignore[attr-defined]
-        view = pub.views.get(ks.id, EMPTY_VIEW)
+        view = pub.views.get(ks.id, ks.view)
         v = pub.version if version is None else pub.check(version)
         value = view.get(key, v, 0 if ks.ttl is None else store._ttl_floor(ks, v))
         return default if value is None else value
@@ -244,6 +245,11 @@ class FollowerStore(_FollowerReads, Store):
         the open)."""
         c = self._catchup
         state = c.state
+        for ks_id in [i for i in self._ks_by_id if i not in state.keyspaces]:  # dropped
+            gone = self._ks_by_id.pop(ks_id)
+            if self._keyspaces.get(gone.name) is gone:
+                del self._keyspaces[gone.name]
+            gone.drop(f"keyspace {gone.name!r} of store {self.path} was dropped")
         for ks_id, name in sorted(state.keyspaces.items()):
             ks = self._ks_by_id.get(ks_id)
             if ks is None:

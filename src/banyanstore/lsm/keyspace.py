@@ -24,6 +24,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..arguments import check_bool, check_int, check_limit
+from ..errors import KeyspaceNotFoundError
 from .iterators import guarded, prefix_end
 from .mapping import ItemsView, KeysView, ValuesView
 from .view import KeyspaceState, View
@@ -73,10 +74,14 @@ class Keyspace:
         """Write ``value`` under ``key``; returns the version of this write."""
         if type(value) is not bytes:
             value = as_bytes(value, "value")
+        if self._ks.dropped is not None:
+            raise KeyspaceNotFoundError(self._ks.dropped)
         return self._store._write_one(self._ks, key, value, sync)
 
     def delete(self, key: bytes, *, sync: bool | None = None) -> int:
         """Write a tombstone for ``key``; returns its version."""
+        if self._ks.dropped is not None:
+            raise KeyspaceNotFoundError(self._ks.dropped)
         return self._store._write_one(self._ks, key, None, sync)
 
     # -- reads ----------------------------------------------------------------------

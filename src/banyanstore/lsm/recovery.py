@@ -177,6 +177,8 @@ def replay_wal(store: Store, state: ManifestState) -> int:
         for ks_id, key, value in ops:
             ks = by_id.get(ks_id)
             if ks is None:
+                if ks_id in state.dropped:
+                    continue  # written before the keyspace was dropped
                 raise CorruptionError(f"WAL record {seq} writes to unknown keyspace {ks_id}",
                                       path=where)
             store._mem_bytes += ks.view.mem.add(key, version, value)

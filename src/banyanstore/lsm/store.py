@@ -22,6 +22,7 @@ docs/format/manifest.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -48,7 +49,7 @@ from ..log.log import Log
 from ..options import Options, resolve_options
 from ..sstable.cache import BlockCache
 from .batch import Batch
-from .flush import Flusher
+from .flush import Flusher, table_path
 from .keyspace import Keyspace, as_bytes
 from .layout import refuse_foreign_directory
 from .manifest import Manifest, ManifestState
@@ -258,7 +259,7 @@ class Store(Keyspace):
                 ks = self._keyspaces.get(name)
                 if ks is None:
                     assert self._manifest is not None
-                    ks_id = max(self._ks_by_id) + 1
+                    ks_id = self._manifest.state.next_keyspace_id()  # never a dropped one's
                     edit: dict[str, Any] = {"add_keyspace": [ks_id, name]}
                     if ttl is not None:  # one edit: the keyspace never exists without its TTL
                         edit["keyspace_ttl"] = [ks_id, ttl]
@@ -280,7 +281,75 @@ class Store(Keyspace):
             self._ttl_cache.pop(ks.id, None)
 
     def keyspaces(self) -> list[str]:
+        """The names of the keyspaces, sorted (``"default"`` among them)."""
         return sorted(self._keyspaces)
+
+    def keyspace_info(self) -> dict[str, dict[str, Any]]:
+        """Every keyspace with its settings, by name: ``{"id": int, "ttl": seconds or None}``.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     _ = store.keyspace("index", ttl=60)
+        ...     store.keyspace_info()
+        {'default': {'id': 0, 'ttl': None}, 'index': {'id': 1, 'ttl': 60}}
+        """
+        return {name: {"id": ks.id, "ttl": ks.ttl} for name, ks in sorted(self._keyspaces.items())}
+
+    def drop_keyspace(self, name: str) -> None:
+        """Drop keyspace ``name`` with everything in it: durable and atomic (one manifest
+        edit), so after a crash it is either wholly there or wholly gone.
+
+        Its tables are deleted once the edit is durable (reads already running keep
+        the files they opened); its memtables are discarded, and recovery skips its
+        WAL records.  Handles of it (and batches holding its operations) then raise
+        KeyspaceNotFoundError; ``store.keyspace(name)`` creates a new, empty keyspace
+        of that name.  A drop is not versioned: snapshots lose the keyspace too.  The
+        ``"default"`` keyspace cannot be dropped (ValueError).  The drop waits for a
+        merge in progress.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     index = store.keyspace("index")
+        ...     index[b"k"] = b"v"
+        ...     store.drop_keyspace("index")
+        ...     store.keyspaces(), list(store.keyspace("index"))
+        (['default'], [])
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"keyspace name must be a str, not {type(name).__name__}")
+        if name == "default":
+            raise ValueError("the default keyspace cannot be dropped")
+        self._check_writable()
+        with self._write_lock, self._merges_paused():
+            self._check_writable()
+            ks = self._resolve_keyspace(name)
+            with self._state_lock:
+                self._log_edit({"drop_keyspace": ks.id})
+                del self._keyspaces[name]
+                del self._ks_by_id[ks.id]
+                self._ttl_cache.pop(ks.id, None)
+                old = ks.drop(f"keyspace {name!r} of store {self.path} was dropped")
+        self._reclaim_tables(old.tables)
+
+    def _merges_paused(self) -> Any:
+        """No merge runs or installs while this is held (REQUIRES: the write lock first)."""
+        c = self._compactor
+        return c.paused() if c is not None else contextlib.nullcontext()
+
+    def _reclaim_tables(self, tables: Iterable[Any]) -> None:
+        """Delete the files of tables no manifest edit names any more (readers holding
+        them keep reading: unlinked files stay readable through open descriptors).  A
+        failed delete is retried after the next edit; an open deletes what is left."""
+        for t in tables:
+            self._cache.evict_table(t.table_id)
+            path = table_path(self.path, t.file_no)
+            try:
+                self._env.remove(path)
+            except FileNotFoundError:
+                pass
+            except (BanyanStoreError, OSError) as exc:
+                logger.warning("could not remove %s (retried later): %s", path, exc)
+                self._defer_delete([path])
 
     def _resolve_keyspace(self, keyspace: object) -> KeyspaceState:
         """The keyspace an argument names (None: default).  Never creates one: a
@@ -290,6 +359,8 @@ class Store(Keyspace):
         if isinstance(keyspace, Keyspace):
             if keyspace._store is not self:
                 raise ValueError(f"keyspace {keyspace.name!r} belongs to another store")
+            if keyspace._ks.dropped is not None:
+                raise KeyspaceNotFoundError(keyspace._ks.dropped)
             return keyspace._ks
         if isinstance(keyspace, str):
             ks = self._keyspaces.get(keyspace)
@@ -384,6 +455,9 @@ class Store(Keyspace):
             return None
         with self._write_lock:
             self._check_writable()
+            for ks, _k, _v in ops:  # a keyspace dropped since the batch named it
+                if ks.dropped is not None:
+                    raise KeyspaceNotFoundError(ks.dropped)
             if self._mem_bytes >= self._memtable_size:
                 self._switch_memtables()
             v = self._version + 1

@@ -17,6 +17,7 @@ from typing import Any
 import xxhash
 
 from .. import accel
+from ..errors import KeyspaceNotFoundError
 from .iterators import (
     Guard,
     guarded_batches,
@@ -29,7 +30,7 @@ from .iterators import (
 )
 from .memtable import MISSING, Memtable
 
-__all__ = ["View", "KeyspaceState", "EMPTY_VIEW"]
+__all__ = ["View", "KeyspaceState", "EMPTY_VIEW", "DroppedView"]
 
 _hash = xxhash.xxh3_64_intdigest
 _native = accel.native
@@ -235,13 +236,56 @@ EMPTY_VIEW = View(Memtable(), (), ())
 """The view of a keyspace that holds nothing (never written to)."""
 
 
-class KeyspaceState:
-    """A keyspace inside the store: its id, name, TTL and current view."""
+class DroppedView(View):
+    """The view of a dropped keyspace: every read through a handle kept from before the
+    drop raises KeyspaceNotFoundError (the live read path pays nothing for the check).
+    Its memtable only takes writes that raced with the drop; nobody reads them."""
 
-    __slots__ = ("id", "name", "view", "ttl")
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Memtable(), (), ())
+        self.message = message
+
+    def _gone(self) -> Any:
+        raise KeyspaceNotFoundError(self.message)
+
+    def get(self, *args: Any) -> Any:
+        return self._gone()
+
+    def get_entry(self, *args: Any) -> Any:
+        return self._gone()
+
+    def multi_get(self, *args: Any) -> Any:
+        return self._gone()
+
+    def history(self, *args: Any) -> Any:
+        return self._gone()
+
+    def scan(self, *args: Any) -> Any:
+        return self._gone()
+
+    def approximate(self, *args: Any) -> Any:
+        return self._gone()
+
+
+class KeyspaceState:
+    """A keyspace inside the store: its id, name, TTL and current view.  Once
+    ``Store.drop_keyspace`` removed it, ``dropped`` is the message of the error its
+    handles raise (and its view a DroppedView); None while it lives."""
+
+    __slots__ = ("id", "name", "view", "ttl", "dropped")
 
     def __init__(self, ks_id: int, name: str, view: View, ttl: float | None = None) -> None:
         self.id = ks_id
         self.name = name
         self.view = view
         self.ttl = ttl
+        self.dropped: str | None = None
+
+    def drop(self, message: str) -> View:
+        """Mark the keyspace dropped; returns the view it had (for reclaiming its tables)."""
+        old = self.view
+        self.dropped = message
+        self.view = DroppedView(message)
+        return old

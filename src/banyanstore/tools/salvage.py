@@ -109,6 +109,7 @@ class Hints:
     source: str | None = None
     complete: bool = False  # whether that manifest replayed to its end
     names: dict[int, str] = field(default_factory=dict)  # keyspace names, any manifest
+    dropped: set[int] = field(default_factory=set)  # keyspace ids any manifest dropped
     table_info: dict[int, TableInfo] = field(default_factory=dict)  # live in any manifest
     numbers: set[int] = field(default_factory=set)  # manifest file numbers seen
 
@@ -158,6 +159,7 @@ def read_hints(store: str, current: str | None) -> Hints:
         ranked.append(((complete, in_store, os.path.basename(path) == current, number), path, state))
         for ks, name in state.keyspaces.items():
             hints.names.setdefault(ks, name)
+        hints.dropped |= state.dropped
         for ts in state.tables.values():
             for n, info in ts.items():
                 hints.table_info.setdefault(n, info)
@@ -254,6 +256,10 @@ class _Plan:
         self.found = found
         candidates: dict[int, list[Found]] = {}
         for f in found:
+            if f.keyspace is not None and f.keyspace in self.hints.dropped:
+                self.aside.append((f, f"a table of keyspace {f.keyspace}, which was dropped "
+                                      "(its files were not deleted yet)"))
+                continue
             if f.problem is None and f.keyspace is not None and f.covers is not None:
                 if self._named_only(f):
                     continue
@@ -277,6 +283,8 @@ class _Plan:
                         self.lost.append(self._loss(f, f"versions only this table held, but it "
                                                        f"overlaps newer table {by}", (lo, hi)))
         for f in found:
+            if f.keyspace is not None and f.keyspace in self.hints.dropped:
+                continue  # set aside above
             if f.problem is not None:
                 self._damaged(f)
             elif f.keyspace is None:
@@ -288,6 +296,8 @@ class _Plan:
         """Tables the best manifest names that are not there (and no kept table covers)."""
         h = self.hints.state
         for ks, ts in (h.tables.items() if h is not None else ()):
+            if ks in self.hints.dropped:
+                continue  # a manifest from before the drop: its tables are deleted on purpose
             kept = [k.covers for k in self.kept.get(ks, []) if k.covers is not None]
             for n, info in sorted(ts.items()):
                 span = (info.min_version, info.max_version)
@@ -342,6 +352,7 @@ class _Plan:
         ids = set(self.kept) | set(self.wal_entries) | {0}
         if self.hints.state is not None:
             ids |= set(self.hints.state.keyspaces)
+        ids -= self.hints.dropped
         used: dict[str, int] = {}
         for ks in sorted(ids):
             origins = [f.origin_name for f in sorted(self.kept.get(ks, []), key=lambda t: -t.file_no)
@@ -381,6 +392,8 @@ class _Plan:
                 self.wal_samples.append((version, ms // 1000))
                 next_sample = (ms // 1000 + 1) * 1000
             for ks, key, value in ops:
+                if ks in self.hints.dropped:
+                    continue  # written before its keyspace was dropped
                 spans = covers.get(ks, [])
                 i = bisect.bisect_right(spans, (version, 1 << 64)) - 1
                 if i >= 0 and spans[i][0] <= version <= spans[i][1]:
@@ -515,6 +528,7 @@ def _new_state(plan: _Plan, next_no: int) -> ManifestState:
     """The whole state of the salvaged store, built through the edit schema."""
     h = plan.hints.state
     state = ManifestState()
+    state.dropped = set(plan.hints.dropped)  # their ids stay unused
     for ks, name in sorted(plan.names.items()):
         if ks:
             state.apply({"add_keyspace": [ks, name]})

@@ -142,7 +142,7 @@ def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
         if state is None:
             return
         for ks_id, _k, _v in ops:
-            if ks_id not in state.keyspaces:
+            if ks_id not in state.keyspaces and ks_id not in state.dropped:  # dropped: skipped
                 report.error(seg, f"WAL record {seq} writes to unknown keyspace {ks_id}", offset)
                 break
         if version > state.flushed_version and seq >= state.wal_seq:
