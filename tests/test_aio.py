@@ -67,6 +67,11 @@ def test_store_calls_are_awaited(tmp_path):
             await store.sync()
             assert isinstance(await store.compact(), dict)
             assert store.store.get(b"c") == b"3" and "AsyncStore" not in repr(store)
+            assert store.keyspaces() == ["default", "index"]
+            await store.drop_keyspace("index")
+            assert store.keyspaces() == ["default"]
+            with pytest.raises(KeyspaceNotFoundError):
+                await index.get(b"x")
         assert store.closed
         with pytest.raises(StoreClosedError):
             await store.get(b"a")

@@ -229,6 +229,14 @@ class AsyncStore(AsyncKeyspace):
         ks = await _run(self._executor, self._handle.keyspace, name, ttl=ttl)
         return AsyncKeyspace(ks, executor=self._executor)
 
+    def keyspaces(self) -> list[str]:
+        """The names of the keyspaces, sorted (no IO)."""
+        return self._handle.keyspaces()
+
+    async def drop_keyspace(self, name: str) -> None:
+        """``await store.drop_keyspace(name)``: see :meth:`Store.drop_keyspace`."""
+        await _run(self._executor, self._handle.drop_keyspace, name)
+
     def batch(self, *, sync: bool | None = None) -> Batch:
         """A :class:`~banyanstore.lsm.batch.Batch` to fill (no IO) and :meth:`write`."""
         return self._handle.batch(sync=sync)

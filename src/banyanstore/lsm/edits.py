@@ -331,7 +331,7 @@ class ManifestState:
     # -- whole-state edits ---------------------------------------------------------------
     def snapshot_edit(self) -> dict[str, Any]:
         """One edit that rebuilds this whole state (first record of a new manifest)."""
-        return {
+        edit: dict[str, Any] = {
             "format": STORE_FORMAT, "next_file": self.next_file,
             "unfinished_from": self.unfinished_floor(), "last_version": self.last_version,
             "flushed_version": self.flushed_version, "wal_seq": self.wal_seq,
@@ -341,8 +341,10 @@ class ManifestState:
             "_keyspaces": [[i, n] for i, n in sorted(self.keyspaces.items())],
             "_ttls": [[i, t] for i, t in sorted(self.keyspace_ttl.items())],
             "_obsolete": sorted(self.obsolete),
-            "_dropped": sorted(self.dropped),
         }
+        if self.dropped:  # only then: a store that never dropped one stays readable by older code
+            edit["_dropped"] = sorted(self.dropped)
+        return edit
 
     def check_tables(self) -> None:
         """Whole-state checks after a replay: file numbers below ``next_file``."""
