@@ -46,3 +46,26 @@ def test_rerun_replaces_only_its_own_outputs(tmp_path: Path, capsys: pytest.Capt
     prepare(str(root))
     assert sorted(os.listdir(root)) == sorted([MARKER, "keep.txt"])
     assert (root / "keep.txt").read_text() == "added by the user between runs"
+
+
+def test_every_figure_says_what_it_shows_and_the_run_ends_with_next_commands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from banyanstore.demo import run
+    for module in ("rich", "rich.console", "rich.table"):  # plain output, as in the demo's own venv
+        monkeypatch.setitem(sys.modules, module, None)
+    root = str(tmp_path / "demo")
+    results = run(root, spans=200)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for name in results:  # "  name   figure" then "  (what the figure shows)"
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        meaning = lines[at + 1].strip()
+        assert meaning.startswith("(") and meaning.endswith(")") and len(meaning) > 12, (name, meaning)
+    tail = out[out.index("Next, on what the demo wrote"):].splitlines()
+    commands = [line.split("#")[0].split() for line in tail[1:-1]]
+    assert {c[1] for c in commands} >= {"keyspaces", "get", "scan", "stats", "verify", "dump-log"}
+    for words in commands:  # each suggested command works on what the demo wrote
+        assert words[0] == "banyanstore"
+        proc = subprocess.run([sys.executable, "-m", "banyanstore", *words[1:]], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stderr == "", (words, proc.stderr)

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from ..errors import (
     ConfigError,
+    KeyspaceNotFoundError,
+    NotAStoreError,
     StoreLockedError,
     StoreNotFoundError,
     VersionUnavailableError,
@@ -67,8 +69,9 @@ class NotFound(Failure):
 
 
 # Errors that mean "the arguments are wrong or the path cannot be opened", not damage.
-_CANNOT_OPEN = (ConfigError, StoreLockedError, StoreNotFoundError, VersionUnavailableError,
-                FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+_CANNOT_OPEN = (ConfigError, StoreLockedError, StoreNotFoundError, NotAStoreError, KeyspaceNotFoundError,
+                VersionUnavailableError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
 
 
 def exit_code_for(exc: BaseException) -> int:
