@@ -257,3 +257,71 @@ def test_keyspaces_created_from_many_threads_at_once(store: banyanstore.Store) -
     for n in range(10):
         keys = sorted(k for k, _ in store.keyspace(f"ks{n}").scan())
         assert keys == sorted(b"from-%d" % t for t in range(6))
+
+
+def test_keyspaces_dropped_and_recreated_while_others_write_flush_and_merge(
+        store: banyanstore.Store) -> None:
+    """Threads each create, fill, drop and recreate a keyspace of their own while other
+    threads write the default keyspace and the store flushes and merges: a handle of a
+    dropped keyspace raises KeyspaceNotFoundError, a recreated keyspace starts empty, and
+    nothing written elsewhere is lost."""
+    rounds = 8
+
+    def churn(t: int) -> Callable[[], None]:
+        def run() -> None:
+            for r in range(rounds):
+                ks = store.keyspace(f"tmp{t}")
+                assert list(ks.scan()) == [], "a recreated keyspace starts empty"
+                for i in range(40):
+                    ks.put(b"k%03d" % i, b"round-%d" % r)
+                with store.batch() as b:
+                    b.put(b"batched", b"x", keyspace=ks)
+                    b.put(b"churn:%d:%d" % (t, r), b"done")
+                assert dict(ks.scan())[b"k000"] == b"round-%d" % r
+                store.drop_keyspace(f"tmp{t}")
+                with pytest.raises(banyanstore.KeyspaceNotFoundError):
+                    ks.get(b"k000")
+        return run
+
+    def steady() -> None:
+        for i in range(600):
+            store.put(b"steady:%04d" % i, b"v")
+
+    def maintenance() -> None:
+        for _ in range(4):
+            store.flush()
+            store.compact()
+
+    with fine_grained_switching():
+        run_threads([churn(t) for t in range(4)] + [steady, maintenance])
+    assert store.keyspaces() == ["default", "index"]
+    assert [k for k, _ in store.scan(prefix=b"steady:")] == [b"steady:%04d" % i for i in range(600)]
+    assert len(list(store.scan(prefix=b"churn:"))) == 4 * rounds
+    path = store.path
+    store.close()
+    with banyanstore.open(path, read_only=True) as again:
+        assert again.keyspaces() == ["default", "index"]
+        assert len(list(again.scan(prefix=b"steady:"))) == 600
+
+
+def test_one_view_iterated_by_many_threads(store: banyanstore.Store) -> None:
+    """A keys()/items() view is shared like the store: each thread's iteration is its own
+    scan, complete and in order, while a writer adds keys outside the view's bounds."""
+    for i in range(300):
+        store.put(b"in:%04d" % i, b"%d" % i)
+    items = store.items(prefix=b"in:")
+    keys = store.keys(prefix=b"in:")
+    expected = [(b"in:%04d" % i, b"%d" % i) for i in range(300)]
+
+    def iterate() -> None:
+        for _ in range(5):
+            assert list(items) == expected
+            assert list(keys) == [k for k, _ in expected]
+
+    def write_elsewhere() -> None:
+        for i in range(300):
+            store.put(b"out:%04d" % i, b"x")
+        store.flush()
+
+    with fine_grained_switching():
+        run_threads([iterate, iterate, iterate, write_elsewhere])
