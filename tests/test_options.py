@@ -143,4 +143,4 @@ def test_import_stays_light() -> None:
     code = ("import sys, banyanstore; "
             "print(sorted(m for m in sys.modules if m.startswith('banyanstore.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['banyanstore.errors', 'banyanstore.options']"
+    assert out.strip() == "['banyanstore.errors', 'banyanstore.options', 'banyanstore.version']"

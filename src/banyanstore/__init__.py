@@ -40,6 +40,7 @@ from .errors import (
     VersionUnavailableError,
 )
 from .options import Options
+from .version import __version__
 
 if TYPE_CHECKING:
     from .backups import BackupInfo, backup, list_backups, prune_backups, restore, verify_backup
@@ -47,10 +48,9 @@ if TYPE_CHECKING:
     from .log.log import Log
     from .lsm.batch import Batch
     from .lsm.keyspace import Keyspace
+    from .lsm.snapshot import Snapshot
     from .lsm.store import Store
-    from .snapshot import Snapshot
 
-__version__ = "0.1.0"
 
 __all__ = [
     "open", "open_log", "Options", "errors", "BanyanStoreError", "ConfigError", "CorruptionError",
@@ -77,15 +77,15 @@ def open(path: str | bytes | os.PathLike[Any], *, options: Options | None = None
     like :func:`os.fsdecode` -- or os.PathLike; anything else is a TypeError); options
     as keyword arguments or ``options=`` (see :class:`Options`).  A store is created
     only in an absent or empty directory (else :class:`NotAStoreError`)."""
-    from .lsm.store import Store
-    return Store.open(path, options=options, env=env, **kwargs)
+    from .lsm.opening import open_store
+    return open_store(path, options=options, env=env, **kwargs)
 
 
 # Names imported on first use, so that ``import banyanstore`` stays light (the engine's
 # modules load with the first open): name -> the module that defines it.
 _LAZY = {
     "Store": ".lsm.store", "Keyspace": ".lsm.keyspace", "Batch": ".lsm.batch",
-    "Snapshot": ".snapshot", "Log": ".log.log",
+    "Snapshot": ".lsm.snapshot", "Log": ".log.log",
     **{name: ".backups" for name in ("backup", "restore", "list_backups", "verify_backup",
                                      "prune_backups", "BackupInfo")},
 }

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["as_path", "check_bool", "check_sync", "check_seconds", "check_limit", "check_int"]
+__all__ = ["as_path", "as_bytes", "as_keys", "check_bool", "check_sync", "check_seconds",
+           "check_limit", "check_int"]
 
 
 def as_path(path: object, name: str = "path") -> str:
@@ -44,6 +46,23 @@ def as_path(path: object, name: str = "path") -> str:
     if "\0" in text:
         raise ValueError(f"{name} must not contain NUL characters: {text!r}")
     return text
+
+
+def as_bytes(obj: object, name: str) -> bytes:
+    """``obj`` as ``bytes`` (bytes-like objects are copied); TypeError naming ``name``
+    otherwise."""
+    if type(obj) is bytes:
+        return obj
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    raise TypeError(f"{name} must be bytes-like, not {type(obj).__name__}")
+
+
+def as_keys(keys: object) -> list[bytes]:
+    """The ``keys`` argument of ``multi_get``: an iterable of bytes-like keys."""
+    if isinstance(keys, (bytes, bytearray, memoryview, str)) or not isinstance(keys, Iterable):
+        raise TypeError(f"keys must be an iterable of bytes-like keys, not {type(keys).__name__}")
+    return [as_bytes(k, "key") for k in keys]
 
 
 def check_bool(value: object, name: str) -> bool:

@@ -47,7 +47,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from . import __version__
 from .errors import BanyanStoreError
 from .tools.backups import cmd_backup, cmd_backups, cmd_prune, cmd_restore
 from .tools.common import EXIT_OK, EXIT_USAGE, Failure, Output, exit_code_for, one_line
@@ -58,6 +57,7 @@ from .tools.repair import cmd_repair
 from .tools.tables import cmd_dump_table
 from .tools.verify import cmd_verify
 from .tools.writes import cmd_compact, cmd_delete, cmd_put
+from .version import __version__
 
 __all__ = ["main", "build_parser"]
 

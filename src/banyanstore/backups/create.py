@@ -21,9 +21,9 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import __version__
 from ..errors import StoreNotFoundError
 from ..lsm.manifest import STORE_FORMAT
+from ..version import __version__
 from .capture import Capture, capture
 from .catalog import BackupInfo, Pending
 from .destination import Destination, open_destination

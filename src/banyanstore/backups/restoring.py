@@ -248,8 +248,8 @@ def _store_state(m: BackupManifest) -> ManifestState:
 
 def _check_opens(root: str, m: BackupManifest) -> None:
     """Open the new store read-only: tables readable, WAL replayed, version right."""
-    from ..lsm.store import Store
-    with Store.open(root, read_only=True, io_mode="sync") as store:
+    from ..lsm.follower import FollowerStore
+    with FollowerStore.open(root, read_only=True, io_mode="sync") as store:
         names = sorted(k.name for k in m.keyspaces)
         if store.version != m.version or store.keyspaces() != names:
             raise CorruptionError(f"the restored store opens at version {store.version} with "

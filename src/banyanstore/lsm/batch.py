@@ -24,14 +24,12 @@ variables if the code building it needs them again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from ..arguments import check_sync
-from .keyspace import as_bytes
+from ..arguments import as_bytes, check_sync
 from .view import KeyspaceState
-
-if TYPE_CHECKING:
-    from .store import Store
+from .writer import Op, Writer
 
 __all__ = ["Batch"]
 
@@ -40,12 +38,16 @@ class Batch:
     """Operations collected for one atomic commit.  Leaving the ``with`` block
     without an exception commits; with an exception, nothing is written."""
 
-    __slots__ = ("_store", "_sync", "_ops", "version", "_done")
+    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "version", "_done")
 
-    def __init__(self, store: Store, sync: bool | None) -> None:
-        self._store = store
+    def __init__(self, writer: Writer, resolve: Callable[[Any], KeyspaceState],
+                 sync: bool | None) -> None:
+        """Operations for ``writer``; ``resolve`` turns a ``keyspace=`` argument into the
+        keyspace (the store's rules: None is the default, names must exist)."""
+        self._writer = writer
+        self._resolve = resolve
         self._sync = sync
-        self._ops: list[tuple[KeyspaceState, bytes, bytes | None]] = []
+        self._ops: list[Op] = []
         self.version: int | None = None
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
@@ -53,13 +55,13 @@ class Batch:
     def put(self, key: bytes, value: bytes, *, keyspace: Any = None) -> None:
         self._check_open()
         value = as_bytes(value, "value")
-        key = self._store._check_entry(key, value)
-        self._ops.append((self._store._resolve_keyspace(keyspace), key, value))
+        key = self._writer.check_entry(key, value)
+        self._ops.append((self._resolve(keyspace), key, value))
 
     def delete(self, key: bytes, *, keyspace: Any = None) -> None:
         self._check_open()
-        key = self._store._check_entry(key, None)
-        self._ops.append((self._store._resolve_keyspace(keyspace), key, None))
+        key = self._writer.check_entry(key, None)
+        self._ops.append((self._resolve(keyspace), key, None))
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -73,7 +75,7 @@ class Batch:
         check_sync(sync)
         self._check_open()
         self._done = True
-        self.version = self._store._write_batch(self._ops, self._sync if sync is None else sync)
+        self.version = self._writer.write_batch(self._ops, self._sync if sync is None else sync)
         self._ops = []
         return self.version
 

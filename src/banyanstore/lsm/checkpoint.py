@@ -9,33 +9,29 @@ are held off while the links are made, so the set is consistent.
 
 from __future__ import annotations
 
-import copy
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from ..errors import ConfigError
 from .manifest import Manifest
-
-if TYPE_CHECKING:
-    from .store import Store
+from .tree import Tree
 
 __all__ = ["write_checkpoint"]
 
 
-def write_checkpoint(store: Store, dest: str) -> int:
-    """Write the checkpoint; returns the version it holds (every write up to it)."""
-    env = store._env
+def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
+    """Write the checkpoint of ``tree`` (``flush`` writes its memtables to tables and
+    waits); returns the version it holds (every write up to it)."""
+    env = tree.env
     if env.exists(dest) and env.listdir(dest):
         raise ConfigError(f"checkpoint destination {dest} exists and is not empty")
-    store.flush()
+    flush()
     env.mkdir(f"{dest}/tables")
     env.mkdir(f"{dest}/wal")
-    with store._state_lock:
-        assert store._manifest is not None
-        state = copy.deepcopy(store._manifest.state)
+    with tree.frozen_state() as state:
         for tables in state.tables.values():
             for info in tables.values():
                 name = f"tables/{info.file_no:06d}.sst"
-                env.link(f"{store.path}/{name}", f"{dest}/{name}")
+                env.link(f"{tree.path}/{name}", f"{dest}/{name}")
     env.sync_dir(f"{dest}/tables")
     env.sync_dir(f"{dest}/wal")
     state.wal_seq = 1

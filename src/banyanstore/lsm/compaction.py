@@ -28,19 +28,16 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BanyanStoreError, DiskFullError
 from ..sstable.reader import TableReader
 from .background import BackgroundThread
-from .flush import table_path
 from .manifest import TableInfo
 from .merge import MergeSpec, build_merged, merged_origin, run_merge
+from .tree import Change, Tree, table_path
 from .view import KeyspaceState, View
-from .workers import offload
-
-if TYPE_CHECKING:
-    from .store import Store
+from .workers import WorkerPools, offload
 
 __all__ = ["Compactor", "pick_window"]
 
@@ -82,8 +79,9 @@ class Compactor(BackgroundThread):
 
     thread_name = "banyanstore-compact"
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, tree: Tree, workers: WorkerPools) -> None:
+        self._tree = tree
+        self._workers = workers
         super().__init__()
         self._merge_lock = threading.RLock()  # one merge (pick + run + install) at a time
         self._failures: dict[int, int] = {}  # file_no -> consecutive failed merges
@@ -134,11 +132,11 @@ class Compactor(BackgroundThread):
             return self._step()
 
     def _step(self) -> bool:
-        store, opts = self._store, self._store.options
+        tree, opts = self._tree, self._tree.options
         did = False
-        for ks in list(store._ks_by_id.values()):
+        for ks in tree.keyspaces():
             did |= self._drop_expired(ks)
-        for ks in list(store._ks_by_id.values()):
+        for ks in tree.keyspaces():
             tables = ks.view.tables
             if len(tables) < opts.compaction_min_width:
                 continue
@@ -155,53 +153,50 @@ class Compactor(BackgroundThread):
     def _drop_expired(self, ks: KeyspaceState) -> bool:
         if ks.ttl is None:
             return False
-        store = self._store
-        floor = store._ttl_floor(ks, store._version)
-        expired = [t for t in ks.view.tables if t.max_version < floor]
+        tree = self._tree
+        floor = tree.ttl_floor(ks, tree.version)
+        expired = tuple(t for t in ks.view.tables if t.max_version < floor)
         if not expired:
             return False
-        with store._state_lock:
-            store._log_edit({"remove_tables": [[ks.id, t.file_no] for t in expired]})
-            gone = {id(t) for t in expired}
-            old = ks.view
-            ks.view = View(old.mem, old.imms, tuple(t for t in old.tables if id(t) not in gone))
-        self._remove_files(expired)
+        gone = {id(t) for t in expired}
+
+        def drop(old: View) -> View:
+            return View(old.mem, old.imms, tuple(t for t in old.tables if id(t) not in gone))
+        tree.apply(Change(edit={"remove_tables": [[ks.id, t.file_no] for t in expired]},
+                          views={ks.id: drop}, dropped=expired))
         self.tables_dropped_by_ttl += len(expired)
         logger.info("dropped %d tables of keyspace %r past their TTL", len(expired), ks.name)
         return True
 
     def _spec(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> MergeSpec:
-        store = self._store
-        latest = store._version
-        floor = max(store._retention_floor(), store._history_floor)
-        snaps = tuple(v for v in store._snapshots.versions() if v < floor)
+        floors = self._tree.floors(ks)
         bottom = ks.view.tables[-1] is inputs[-1]
-        return MergeSpec(floor, snaps, store._ttl_floor(ks, latest), bottom,
-                         merged_origin(ks.id, ks.name, inputs, floor))
+        return MergeSpec(floors.history, floors.pinned, floors.ttl, bottom,
+                         merged_origin(ks.id, ks.name, inputs, floors.history))
 
     def merge(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> TableInfo | None:
         """Merge adjacent ``inputs`` (newest first) of ``ks`` into one table."""
-        store = self._store
+        tree = self._tree
         with self._merge_lock:
             need = sum(t.file_size for t in inputs)
-            free = store._env.free_space(store.path)
+            free = tree.env.free_space(tree.path)
             if free < need:
                 full = DiskFullError(f"merge of {len(inputs)} tables needs up to {need} bytes, "
-                                     f"{free} are free on {store.path}", path=store.path,
+                                     f"{free} are free on {tree.path}", path=tree.path,
                                      op="merge", errno=errno.ENOSPC)
                 # Like every DiskFullError, it carries the OSError a write would have got.
-                full.__cause__ = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), store.path)
+                full.__cause__ = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tree.path)
                 self._note_failure(inputs, full)  # count it in stats (never quarantines)
                 raise full
             spec = self._spec(ks, inputs)
-            file_no = store._allocate_file_no()
-            out_path = table_path(store.path, file_no)
+            file_no = tree.allocate_file_no()
+            out_path = table_path(tree.path, file_no)
             try:
                 meta = self._build(inputs, out_path, spec)
                 reader = None
                 if meta is not None:
-                    store._env.sync_dir(f"{store.path}/tables")
-                    reader = TableReader.open(store._env, out_path, store._cache)
+                    tree.env.sync_dir(f"{tree.path}/tables")
+                    reader = TableReader.open(tree.env, out_path, tree.cache)
                     reader.file_no = file_no
             except BaseException as exc:
                 self._note_failure(inputs, exc)
@@ -212,7 +207,7 @@ class Compactor(BackgroundThread):
                 info = TableInfo(ks.id, file_no, meta.file_size, meta.smallest_key, meta.largest_key,
                                  meta.min_version, meta.max_version, meta.entry_count,
                                  meta.tombstone_count)
-            self._install(ks, inputs, reader, info, spec.floor, out_path)
+            self._install(ks, inputs, reader, info, spec.floor)
             for t in inputs:
                 self._failures.pop(getattr(t, "file_no", -1), None)
             self.merges += 1
@@ -224,44 +219,32 @@ class Compactor(BackgroundThread):
             return info
 
     def _build(self, inputs: tuple[Any, ...], out_path: str, spec: MergeSpec) -> Any:
-        store = self._store
-        if offload(store):
-            paths = [table_path(store.path, t.file_no) for t in inputs]
-            return store._workers.submit("merge", run_merge, paths, out_path, store.options, spec)
-        return build_merged(store._env, inputs, out_path, store.options, spec)
+        tree = self._tree
+        if offload(tree.options, tree.env):
+            paths = [table_path(tree.path, t.file_no) for t in inputs]
+            return self._workers.submit("merge", run_merge, paths, out_path, tree.options, spec)
+        return build_merged(tree.env, inputs, out_path, tree.options, spec)
 
     def _install(self, ks: KeyspaceState, inputs: tuple[Any, ...], reader: Any,
-                 info: TableInfo | None, floor: int, out_path: str) -> None:
-        store = self._store
+                 info: TableInfo | None, floor: int) -> None:
         edit: dict[str, Any] = {"remove_tables": [[ks.id, t.file_no] for t in inputs],
                                 "history_floor": floor}
         if info is not None:
             edit["add_tables"] = [info.to_json()]
-        with store._state_lock:
-            try:
-                store._log_edit(edit)
-            except BaseException:
-                store._defer_delete([out_path])
-                raise
-            store._history_floor = max(store._history_floor, floor)
-            old = ks.view
+
+        def replace(old: View) -> View:
             tables = list(old.tables)
             i = next(k for k, t in enumerate(tables) if t is inputs[0])
             # REQUIRES (held by _merge_lock): inputs are still adjacent in the view
             assert all(a is b for a, b in zip(tables[i:i + len(inputs)], inputs, strict=True))
             tables[i:i + len(inputs)] = [reader] if reader is not None else []
-            ks.view = View(old.mem, old.imms, tuple(tables))
-        self._remove_files(inputs)
-
-    def _remove_files(self, tables: Any) -> None:
-        store = self._store
-        for t in tables:
-            store._cache.evict_table(getattr(t, "table_id", id(t)))
-            self._remove_quietly(table_path(store.path, t.file_no))
+            return View(old.mem, old.imms, tuple(tables))
+        self._tree.apply(Change(edit=edit, added=[] if info is None else [(info, reader)],
+                                views={ks.id: replace}, dropped=inputs, history_floor=floor))
 
     def _remove_quietly(self, path: str) -> None:
         try:
-            self._store._env.remove(path)
+            self._tree.env.remove(path)
         except FileNotFoundError:
             pass
         except (BanyanStoreError, OSError) as exc:
@@ -274,7 +257,7 @@ class Compactor(BackgroundThread):
         for t in inputs:
             n = self._failures.get(t.file_no, 0) + 1
             self._failures[t.file_no] = n
-            if n >= self._store.options.merge_max_failures and t.file_no not in self.quarantined:
+            if n >= self._tree.options.merge_max_failures and t.file_no not in self.quarantined:
                 self.quarantined.add(t.file_no)
                 logger.error("table %06d quarantined after %d failed merges (last: %s); it stays "
                              "readable but is not merged again", t.file_no, n, exc)
@@ -289,15 +272,15 @@ class Compactor(BackgroundThread):
 
     def _compact_all(self, ks: KeyspaceState | None, start: bytes | None, end: bytes | None,
                      progress: Any) -> dict[str, Any]:
-        store = self._store
-        targets = [ks] if ks is not None else list(store._ks_by_id.values())
+        tree = self._tree
+        targets = [ks] if ks is not None else tree.keyspaces()
         summary: dict[str, Any] = {"merges": 0, "tables_before": 0, "tables_after": 0}
         for k in targets:
             self._drop_expired(k)
             tables = k.view.tables
             summary["tables_before"] += len(tables)
             for run in self._runs(tables, start, end):
-                if len(run) > 1 or (len(run) == 1 and store._history_floor < store._version):
+                if len(run) > 1 or (len(run) == 1 and tree.history_floor < tree.version):
                     self.merge(k, run)
                     summary["merges"] += 1
                     if progress is not None:
@@ -334,4 +317,4 @@ class Compactor(BackgroundThread):
                 "tables_dropped_by_ttl": self.tables_dropped_by_ttl,
                 "quarantined": sorted(self.quarantined),
                 "last_error": repr(self.error) if self.error else None,
-                "mode": self._store.options.compaction_mode}
+                "mode": self._tree.options.compaction_mode}

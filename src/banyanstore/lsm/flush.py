@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BanyanStoreError, StoreClosedError
 from ..sstable.builder import TableBuilder
@@ -34,21 +35,15 @@ from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .manifest import TableInfo
 from .memtable import Memtable
+from .tree import Change, Tree, table_path
 from .view import View
-from .workers import build_table_in_worker, offload
-
-if TYPE_CHECKING:
-    from .store import Store
+from .workers import WorkerPools, build_table_in_worker, offload
 
 __all__ = ["Flusher", "PendingFlush", "table_path", "build_table"]
 
 logger = logging.getLogger("banyanstore.flush")
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
-
-
-def table_path(store_path: str, file_no: int) -> str:
-    return f"{store_path}/tables/{file_no:06d}.sst"
 
 
 @dataclass
@@ -58,21 +53,24 @@ class PendingFlush:
     wal_seq: int
 
 
-def build_table(store: Store, ks_id: int, entries: tuple[list[bytes], list[int], list[bytes | None]]
+def build_table(tree: Tree, workers: WorkerPools, ks_id: int,
+                entries: tuple[list[bytes], list[int], list[bytes | None]]
                 ) -> tuple[TableReader, TableInfo] | None:
     """Write memtable columns (keys, versions, values in internal order) to a new table
     of keyspace ``ks_id`` -- in a worker process in process mode -- sync it and open
     it.  On failure the partial file is removed and the error raised."""
     if not entries[0]:
         return None
-    file_no = store._allocate_file_no()
-    path = table_path(store.path, file_no)
-    origin = TableOrigin(ks_id, store._ks_by_id[ks_id].name)  # covering its own versions
-    if offload(store):
-        meta = store._workers.submit("flush", build_table_in_worker, path, store.options, *entries,
-                                     origin)
+    env, opts = tree.env, tree.options
+    file_no = tree.allocate_file_no()
+    path = table_path(tree.path, file_no)
+    ks = tree.keyspace_by_id(ks_id)
+    assert ks is not None
+    origin = TableOrigin(ks_id, ks.name)  # covering its own versions
+    if offload(opts, env):
+        meta = workers.submit("flush", build_table_in_worker, path, opts, *entries, origin)
     else:
-        builder = TableBuilder(store._env, path, store.options, origin)
+        builder = TableBuilder(env, path, opts, origin)
         try:
             builder.add_sorted_columns(*entries)
             meta = builder.finish()
@@ -80,9 +78,9 @@ def build_table(store: Store, ks_id: int, entries: tuple[list[bytes], list[int],
             builder.abandon()
             raise
     try:
-        reader = TableReader.open(store._env, path, store._cache)
+        reader = TableReader.open(env, path, tree.cache)
     except BaseException:
-        _remove_quietly(store, path)
+        _remove_quietly(tree, path)
         raise
     info = TableInfo(ks_id, file_no, meta.file_size, meta.smallest_key, meta.largest_key,
                      meta.min_version, meta.max_version, meta.entry_count, meta.tombstone_count)
@@ -90,11 +88,19 @@ def build_table(store: Store, ks_id: int, entries: tuple[list[bytes], list[int],
     return reader, info
 
 
-def _remove_quietly(store: Store, path: str) -> None:
+def _remove_quietly(tree: Tree, path: str) -> None:
     try:
-        store._env.remove(path)
+        tree.env.remove(path)
     except (FileNotFoundError, BanyanStoreError, OSError):
         logger.warning("could not remove %s after a failed flush", path)
+
+
+def _install(mem: Memtable, reader: TableReader | None) -> Callable[[View], View]:
+    """The view change of one keyspace's flush: ``mem`` out, its table in."""
+    def build(old: View) -> View:
+        tables = old.tables if reader is None else (reader,) + old.tables
+        return View(old.mem, tuple(m for m in old.imms if m is not mem), tables)
+    return build
 
 
 class Flusher(BackgroundThread):
@@ -102,8 +108,11 @@ class Flusher(BackgroundThread):
 
     thread_name = "banyanstore-flush"
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, tree: Tree, workers: WorkerPools,
+                 on_flushed: Callable[[], None] | None = None) -> None:
+        self._tree = tree
+        self._workers = workers
+        self._on_flushed = on_flushed  # e.g. wake the compactor
         self._queue: deque[PendingFlush] = deque()
         super().__init__()
         self.error: BaseException | None = None
@@ -126,7 +135,7 @@ class Flusher(BackgroundThread):
     def wait_for_room(self) -> None:
         """Stall the (write-locked) caller while too many memtables wait.
         Raises the flush error if flushing keeps failing meanwhile."""
-        limit = self._store.options.max_immutable_memtables
+        limit = self._tree.options.max_immutable_memtables
         if len(self._queue) < limit:
             return
         began = time.monotonic()
@@ -199,58 +208,30 @@ class Flusher(BackgroundThread):
                 self._cv.notify_all()
 
     def _flush(self, job: PendingFlush) -> None:
-        store = self._store
+        tree = self._tree
         built: dict[int, Any] = {}
         infos: list[TableInfo] = []
         try:
             for ks_id, mem in job.mems.items():
-                if ks_id not in store._ks_by_id:
+                if tree.keyspace_by_id(ks_id) is None:
                     continue  # dropped (Store.drop_keyspace): its entries go with it
-                result = build_table(store, ks_id, mem.flush_columns())
+                result = build_table(tree, self._workers, ks_id, mem.flush_columns())
                 if result is not None:
                     built[ks_id], info = result
                     infos.append(info)
-            store._env.sync_dir(f"{store.path}/tables")
+            tree.env.sync_dir(f"{tree.path}/tables")
         except BaseException:
             for info in infos:
-                _remove_quietly(store, table_path(store.path, info.file_no))
+                _remove_quietly(tree, table_path(tree.path, info.file_no))
             raise
-        edit: dict[str, Any] = {
-            "add_tables": [i.to_json() for i in infos], "flushed_version": job.last_version,
-            "wal_seq": job.wal_seq}
-        with store._state_lock:
-            gone = [i for i in infos if i.keyspace not in store._ks_by_id]
-            if gone:  # dropped while its table was built: no edit may name it
-                infos = [i for i in infos if i.keyspace in store._ks_by_id]
-                edit["add_tables"] = [i.to_json() for i in infos]
-                for info in gone:
-                    built.pop(info.keyspace).close()
-                    _remove_quietly(store, table_path(store.path, info.file_no))
-            edit["time_map"] = [list(s) for s in store._unpersisted_time_samples()]
-            try:
-                store._log_edit(edit)
-            except BaseException:
-                # The edit may or may not be durable: delete the tables only once a
-                # later manifest that does not name them is.
-                store._defer_delete([table_path(store.path, i.file_no) for i in infos])
-                raise
-            for ks_id, mem in job.mems.items():
-                ks = store._ks_by_id.get(ks_id)
-                if ks is None:
-                    continue  # dropped
-                old = ks.view
-                reader = built.get(ks_id)
-                tables = old.tables if reader is None else (reader,) + old.tables
-                ks.view = View(old.mem, tuple(m for m in old.imms if m is not mem), tables)
+        # Durable edit, then the views (tables in, memtables out), then the WAL cut.  A
+        # keyspace dropped while its table was built: Tree.apply leaves the table out.
+        tree.apply(Change(
+            edit={"add_tables": [i.to_json() for i in infos], "flushed_version": job.last_version,
+                  "wal_seq": job.wal_seq},
+            added=[(i, built[i.keyspace]) for i in infos],
+            views={ks_id: _install(mem, built.get(ks_id)) for ks_id, mem in job.mems.items()},
+            wal_cut=job.wal_seq, time_map=True))
         self.bytes_written += sum(i.file_size for i in infos)
-        assert store._wal is not None
-        # The flush is complete: its edit is durable and the views hold its tables.
-        # Cutting the WAL only reclaims space, so a failure here must not fail the
-        # flush -- a retry would install the same entries a second time.  The segments
-        # left behind are skipped by replay (below wal_seq) and cut by the next flush.
-        try:
-            store._wal.truncate_before(job.wal_seq)
-        except BanyanStoreError as exc:
-            logger.warning("could not cut the WAL before seq %d after a flush: %s", job.wal_seq, exc)
-        if store._compactor is not None:
-            store._compactor.wake()
+        if self._on_flushed is not None:
+            self._on_flushed()

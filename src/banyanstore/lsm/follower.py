@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..arguments import check_bool, check_limit
 from ..errors import StoreClosedError, VersionUnavailableError
@@ -50,11 +50,10 @@ from .background import BackgroundThread
 from .catchup import CatchUp
 from .iterators import guarded
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
+from .snapshot import Snapshot
 from .store import Store
-from .view import EMPTY_VIEW, KeyspaceState, View
-
-if TYPE_CHECKING:
-    from ..snapshot import Snapshot
+from .tree import Tree
+from .view import KeyspaceState, View
 
 __all__ = ["FollowerStore", "FollowerKeyspace", "Published"]
 
@@ -92,14 +91,15 @@ class _FollowerReads:
     other, which is exact there because a writer publishes its entries first)."""
 
     __slots__ = ()
-    _store: Store  # a FollowerStore
+    _store: FollowerStore
+    _tree: Tree
     _ks: KeyspaceState
 
     def _read_point(self, version: int | None) -> tuple[View, int]:
-        store = self._store
-        if store._closed:
-            store._raise_closed()
-        pub: Published = store._published  # type: ignore[attr-defined]
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
+        pub = self._store.published
         # not yet published: empty; dropped: its DroppedView raises
         view = pub.views.get(self._ks.id, self._ks.view)
         return view, pub.version if version is None else pub.check(version)
@@ -107,15 +107,15 @@ class _FollowerReads:
     def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
         """The latest value of ``key`` (or as of ``version``); ``default`` (None) if
         absent or deleted."""
-        store, ks = self._store, self._ks  # _read_point inlined: the hottest read
-        if store._closed:
-            store._raise_closed()
+        tree, ks = self._tree, self._ks  # _read_point inlined: the hottest read
+        if tree.closed:
+            tree.raise_closed()
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        pub: Published = store._published  # type: ignore[attr-defined]
+        pub = self._store.published
         view = pub.views.get(ks.id, ks.view)
         v = pub.version if version is None else pub.check(version)
-        value = view.get(key, v, 0 if ks.ttl is None else store._ttl_floor(ks, v))
+        value = view.get(key, v, 0 if ks.ttl is None else tree.ttl_floor(ks, v))
         return default if value is None else value
 
     def _estimate_view(self) -> View:
@@ -125,7 +125,7 @@ class _FollowerReads:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
         ks = as_keys(keys)
         view, v = self._read_point(version)
-        return view.multi_get(ks, v, self._store._ttl_floor(self._ks, v), self._store._env)
+        return view.multi_get(ks, v, self._tree.ttl_floor(self._ks, v), self._tree.env)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
@@ -138,16 +138,16 @@ class _FollowerReads:
         check_bool(reverse, "reverse")
         check_bool(keys_only, "keys_only")
         check_limit(limit)
-        store = self._store
-        return view.scan(start, end, v, store._ttl_floor(self._ks, v), reverse, limit, store._check_open,
+        tree = self._tree
+        return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit, tree.check_open,
                          keys_only)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         key = as_bytes(key, "key")
         view, v = self._read_point(None)
-        floor = self._store._ttl_floor(self._ks, v)
-        return guarded([e for e in view.history(key, v) if e[0] >= floor], self._store._check_open)
+        floor = self._tree.ttl_floor(self._ks, v)
+        return guarded([e for e in view.history(key, v) if e[0] >= floor], self._tree.check_open)
 
 
 class FollowerKeyspace(_FollowerReads, Keyspace):
@@ -192,8 +192,11 @@ class _FollowThread(BackgroundThread):
 class FollowerStore(_FollowerReads, Store):
     """A store opened with ``read_only=True`` (see the module docstring)."""
 
-    __slots__ = ("_catchup", "_published", "_refresh_lock", "_follow", "_refreshes",
+    __slots__ = ("_catchup", "published", "_refresh_lock", "_follow", "_refreshes",
                  "_refreshed_at")
+
+    published: Published
+    """What reads use: every keyspace's view and the version they are complete up to."""
 
     def __init__(self, path: str, opts: Any, env: Any, own_env: bool, clock: Any = None) -> None:
         self._refresh_lock = threading.Lock()
@@ -205,11 +208,9 @@ class FollowerStore(_FollowerReads, Store):
             self._follow = _FollowThread(self, opts.follow_interval_ms / 1000)
             self._follow.start()
 
-    def _load(self) -> None:
+    def _load(self) -> int:
         self._check_existence()
         self._catchup = CatchUp(self._env, self.path, self.options, self._cache)
-        self._keyspaces: dict[str, KeyspaceState] = {}
-        self._ks_by_id: dict[int, KeyspaceState] = {}
         try:
             self._catchup.run()
         except BaseException:
@@ -217,8 +218,10 @@ class FollowerStore(_FollowerReads, Store):
             raise
         self._wal = self._catchup.wal
         self._publish()
-        self._ks = self._keyspaces["default"]
-        self._store = self
+        ks = self._tree.keyspace("default")
+        assert ks is not None
+        self._ks = ks
+        return 0  # no writes: the memtables the writer fills are the catch-up's
 
     # -- catching up -------------------------------------------------------------------------
     def refresh(self) -> int:
@@ -229,81 +232,67 @@ class FollowerStore(_FollowerReads, Store):
         keep the state they started on.  Raises CorruptionError for damage -- never
         because the writer moved on -- and keeps the last state readable then.
         """
-        if self._closed:
-            self._raise_closed()
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         with self._refresh_lock:
-            if self._closed:
-                self._raise_closed()
+            if tree.closed:
+                tree.raise_closed()
             if self._catchup.run():
                 self._publish()
             self._refreshes += 1
             self._refreshed_at = time.monotonic()
-            return self._published.version
+            return self.published.version
 
     def _publish(self) -> None:
         """Make the catch-up's state the one reads use (REQUIRES: the refresh lock, or
         the open)."""
         c = self._catchup
         state = c.state
-        for ks_id in [i for i in self._ks_by_id if i not in state.keyspaces]:  # dropped
-            gone = self._ks_by_id.pop(ks_id)
-            if self._keyspaces.get(gone.name) is gone:
-                del self._keyspaces[gone.name]
-            gone.drop(f"keyspace {gone.name!r} of store {self.path} was dropped")
-        for ks_id, name in sorted(state.keyspaces.items()):
-            ks = self._ks_by_id.get(ks_id)
-            if ks is None:
-                ks = KeyspaceState(ks_id, name, EMPTY_VIEW)
-                self._ks_by_id[ks_id] = ks
-                self._keyspaces[name] = ks
-            ks.ttl = state.keyspace_ttl.get(ks_id, self.options.ttl)
         views = {}
-        for ks_id in self._ks_by_id:
+        for ks_id in sorted(state.keyspaces):  # a keyspace missing there was dropped
             mem, sealed = c.memtables_of(ks_id)
             views[ks_id] = View(mem, sealed, c.tables_of(ks_id))
-        self._timemap = c.timemap
         # The writer's history floor may lie above what this reader has seen (it counts
         # writes made after this refresh read the WAL).  Reads at or above flushed_version
         # stay exact all the same: tables hold nothing newer, so no merge dropped an
         # entry such a read needs; memtables are never reclaimed.
         floor = min(state.history_floor, state.flushed_version)
-        self._published = pub = Published(c.version, floor, views)
-        for ks_id, view in views.items():  # for stats() and checkpoints of what is read
-            self._ks_by_id[ks_id].view = view
-        self._history_floor = pub.floor
-        self._version = pub.version
+        self.published = pub = Published(c.version, floor, views)
+        # the tree too: for keyspace lookups, TTL floors, stats() and checkpoints
+        self._tree.adopt(state, views, c.timemap, pub.floor, pub.version)
 
     # -- the parts of Store a follower answers differently ---------------------------------------
     @property
     def version(self) -> int:
         """The version this reader has caught up with."""
-        return self._published.version
+        return self.published.version
 
     @property
     def oldest_version(self) -> int:
         """The oldest version reads may ask for."""
-        return self._published.floor
+        return self.published.floor
 
     def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
         """The keyspace called ``name`` (ReadOnlyError if the store has none by that name:
         the writer may create it later, see :meth:`refresh`)."""
         super().keyspace(name, ttl=ttl)  # the argument checks and errors of the writer's
-        return FollowerKeyspace(self, self._keyspaces[name])
+        ks = self._tree.keyspace(name)
+        assert ks is not None
+        return FollowerKeyspace(self, self._tree, self._writer, ks)
 
     def snapshot(self) -> Snapshot:
         """A consistent read view at the version caught up with; it keeps its tables and
         memtables whatever later refreshes bring."""
-        from ..snapshot import Snapshot
-        if self._closed:
-            self._raise_closed()
-        pub = self._published
-        return Snapshot(self, pub.version, pub.views)
+        self._tree.check_open()
+        pub = self.published
+        return Snapshot(self._tree, self._resolve_keyspace, pub.version, pub.views)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         f, c = self._follow, self._catchup
         out["follower"] = {
-            "version": self._published.version, "refreshes": self._refreshes,
+            "version": self.published.version, "refreshes": self._refreshes,
             "seconds_since_refresh": round(time.monotonic() - self._refreshed_at, 6),
             "retried_catch_ups": c.attempts, "pinned_tables": len(c.tables),
             "following": f is not None,
@@ -318,7 +307,7 @@ class FollowerStore(_FollowerReads, Store):
         if self._follow is not None:
             self._follow.stop()
         with self._refresh_lock:
-            was_open = not self._closed
+            was_open = not self._tree.closed
             super().close()
             if was_open:
                 self._catchup.close()

@@ -21,53 +21,50 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-from ..arguments import check_bool, check_int, check_limit
+from ..arguments import as_bytes, as_keys, check_bool, check_int, check_limit
 from ..errors import KeyspaceNotFoundError
 from .iterators import guarded, prefix_end
 from .mapping import ItemsView, KeysView, ValuesView
+from .tree import Tree
 from .view import KeyspaceState, View
-
-if TYPE_CHECKING:
-    from .store import Store
+from .writer import Writer
 
 __all__ = ["Keyspace", "as_bytes", "as_keys", "scan_bounds"]
 
 T = TypeVar("T")
 
 
-def as_bytes(obj: object, name: str) -> bytes:
-    """``obj`` as ``bytes`` (bytes-like objects are copied); TypeError otherwise."""
-    if type(obj) is bytes:
-        return obj
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj)
-    raise TypeError(f"{name} must be bytes-like, not {type(obj).__name__}")
-
-
-def as_keys(keys: object) -> list[bytes]:
-    """The ``keys`` argument of ``multi_get``: an iterable of bytes-like keys."""
-    if isinstance(keys, (bytes, bytearray, memoryview, str)) or not isinstance(keys, Iterable):
-        raise TypeError(f"keys must be an iterable of bytes-like keys, not {type(keys).__name__}")
-    return [as_bytes(k, "key") for k in keys]
-
-
 class Keyspace:
-    """Reads and writes of one keyspace of a store."""
+    """Reads and writes of one keyspace of a store: reads go to the keyspace's view at
+    the tree's version, writes to the store's :class:`~banyanstore.lsm.writer.Writer`."""
 
-    __slots__ = ("_store", "_ks")
+    __slots__ = ("_store", "_tree", "_writer", "_ks")
 
-    def __init__(self, store: Store, ks: KeyspaceState) -> None:
+    def __init__(self, store: Any, tree: Tree, writer: Writer, ks: KeyspaceState) -> None:
         self._store = store
+        self._tree = tree
+        self._writer = writer
         self._ks = ks
 
     @property
     def name(self) -> str:
         return self._ks.name
 
+    @property
+    def id(self) -> int:
+        """The keyspace's id (as ``store.keyspace_info()`` shows it): never reused, also
+        after a drop."""
+        return self._ks.id
+
+    @property
+    def store(self) -> Any:
+        """The :class:`~banyanstore.lsm.store.Store` this keyspace belongs to."""
+        return self._store
+
     def __repr__(self) -> str:
-        return f"<Keyspace {self._ks.name!r} of {self._store.path!r}>"
+        return f"<Keyspace {self._ks.name!r} of {self._tree.path!r}>"
 
     # -- writes ---------------------------------------------------------------------
     def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
@@ -76,13 +73,13 @@ class Keyspace:
             value = as_bytes(value, "value")
         if self._ks.dropped is not None:
             raise KeyspaceNotFoundError(self._ks.dropped)
-        return self._store._write_one(self._ks, key, value, sync)
+        return self._writer.write_one(self._ks, key, value, sync)
 
     def delete(self, key: bytes, *, sync: bool | None = None) -> int:
         """Write a tombstone for ``key``; returns its version."""
         if self._ks.dropped is not None:
             raise KeyspaceNotFoundError(self._ks.dropped)
-        return self._store._write_one(self._ks, key, None, sync)
+        return self._writer.write_one(self._ks, key, None, sync)
 
     # -- reads ----------------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
@@ -108,25 +105,25 @@ class Keyspace:
         ...     store.get(b"k"), store.get(b"nope", default=b"-"), store.get(b"k", version=v)
         (b'1', b'-', b'1')
         """
-        store = self._store
-        if store._closed:
-            store._raise_closed()
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        view = self._ks.view  # before the version check: see Store._check_version
-        v = store._version if version is None else store._check_version(version)
-        value = view.get(key, v, 0 if self._ks.ttl is None else store._ttl_floor(self._ks, v))
+        view = self._ks.view  # before the version check: see Tree.apply (floor, then views)
+        v = tree.version if version is None else tree.check_version(version)
+        value = view.get(key, v, 0 if self._ks.ttl is None else tree.ttl_floor(self._ks, v))
         return default if value is None else value
 
     def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
-        store = self._store
-        if store._closed:
-            store._raise_closed()
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         ks = as_keys(keys)
         view = self._ks.view
-        v = store._version if version is None else store._check_version(version)
-        return view.multi_get(ks, v, store._ttl_floor(self._ks, v), store._env)
+        v = tree.version if version is None else tree.check_version(version)
+        return view.multi_get(ks, v, tree.ttl_floor(self._ks, v), tree.env)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
@@ -134,28 +131,28 @@ class Keyspace:
         """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
         ascending (or descending with ``reverse``), at most ``limit`` of them; with
         ``keys_only=True`` the keys alone."""
-        store = self._store
-        if store._closed:
-            store._raise_closed()
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         view = self._ks.view
-        v = store._version if version is None else store._check_version(version)
+        v = tree.version if version is None else tree.check_version(version)
         start, end = scan_bounds(start, end, prefix)
         check_bool(reverse, "reverse")
         check_bool(keys_only, "keys_only")
         check_limit(limit)
-        return view.scan(start, end, v, store._ttl_floor(self._ks, v), reverse, limit,
-                         store._check_open, keys_only)
+        return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit,
+                         tree.check_open, keys_only)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
-        store = self._store
-        if store._closed:
-            store._raise_closed()
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         key = as_bytes(key, "key")
         view = self._ks.view
-        v = store._version
-        floor = store._ttl_floor(self._ks, v)
-        return guarded([e for e in view.history(key, v) if e[0] >= floor], store._check_open)
+        v = tree.version
+        floor = tree.ttl_floor(self._ks, v)
+        return guarded([e for e in view.history(key, v) if e[0] >= floor], tree.check_open)
 
 
     # -- mapping conveniences (lsm/mapping.py says how they differ from a dict's) -----
@@ -232,9 +229,9 @@ class Keyspace:
     # -- estimates --------------------------------------------------------------------
     def _estimate_view(self) -> View:
         """The view estimates are made from (a read-only store's published one)."""
-        store = self._store
-        if store._closed:
-            store._raise_closed()
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         return self._ks.view
 
     def approximate_count(self, start: bytes | None = None, end: bytes | None = None, *,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import CorruptionError
 from ..io.base import Env
@@ -31,10 +31,8 @@ from ..options import Options
 from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .manifest import Manifest, ManifestState
+from .tree import Tree
 from .wal import decode
-
-if TYPE_CHECKING:
-    from .store import Store
 
 __all__ = ["open_wal", "missing_records", "check_orphans", "open_tables", "remove_orphans", "replay_wal"]
 
@@ -152,40 +150,37 @@ def remove_orphans(env: Env, path: str, state: ManifestState) -> list[str]:
     return removed
 
 
-def replay_wal(store: Store, state: ManifestState) -> int:
-    """Rebuild memtables from WAL records newer than ``flushed_version``.
-    Returns the number of records applied."""
-    wal = store._wal
-    assert wal is not None
-    applied = 0
+def replay_wal(tree: Tree, wal: Log, opts: Options, state: ManifestState) -> tuple[int, int]:
+    """Rebuild ``tree``'s memtables from WAL records newer than ``flushed_version``.
+    Returns the number of records applied and the bytes they added to memtables."""
+    applied = mem_bytes = 0
     start = max(state.wal_seq, wal.first_seq)
     if start > wal.last_seq:
-        return 0
-    by_id = store._ks_by_id
+        return 0, 0
     floor = state.flushed_version
-    where = f"{store.path}/wal"
+    where = f"{tree.path}/wal"
     expected = start
-    gaps_allowed = store.options.skip_damaged_records  # the Log skipped damaged records
+    gaps_allowed = opts.skip_damaged_records  # the Log skipped damaged records
     for seq, record in wal.read(start):
         if seq != expected and not gaps_allowed:
-            missing_records(store.options, f"WAL records {expected}..{seq - 1} are missing (a segment "
+            missing_records(opts, f"WAL records {expected}..{seq - 1} are missing (a segment "
                      "was removed or lost)", where)
         expected = seq + 1
         version, ms, ops = decode(record, f"{where} (record {seq})")
         if version <= floor:
             continue
         for ks_id, key, value in ops:
-            ks = by_id.get(ks_id)
+            ks = tree.keyspace_by_id(ks_id)
             if ks is None:
                 if ks_id in state.dropped:
                     continue  # written before the keyspace was dropped
                 raise CorruptionError(f"WAL record {seq} writes to unknown keyspace {ks_id}",
                                       path=where)
-            store._mem_bytes += ks.view.mem.add(key, version, value)
-        if version > store._version:
-            store._version = version
-        store._timemap.note(version, ms)
+            mem_bytes += ks.view.mem.add(key, version, value)
+        if version > tree.version:
+            tree.publish_version(version)  # one writer: the open itself
+        tree.note_time(version, ms)
         applied += 1
     if applied:
-        logger.info("replayed %d WAL records up to version %d", applied, store._version)
-    return applied
+        logger.info("replayed %d WAL records up to version %d", applied, tree.version)
+    return applied, mem_bytes

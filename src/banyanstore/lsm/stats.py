@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import accel
-
-if TYPE_CHECKING:
-    from .store import Store
+from ..log.log import Log
+from .compaction import Compactor
+from .flush import Flusher
+from .tree import Tree
+from .writer import Writer
 
 __all__ = ["collect"]
 
@@ -25,10 +27,13 @@ def _cache_stats(cache: Any) -> dict[str, Any]:
     return st
 
 
-def collect(store: Store) -> dict[str, Any]:
+def collect(tree: Tree, *, read_only: bool, closed: bool, writer: Writer, wal: Log | None,
+            flusher: Flusher | None, compactor: Compactor | None) -> dict[str, Any]:
+    """The figures of a store: its ``tree``, write path, WAL and background threads
+    (None where there are none)."""
     keyspaces: dict[str, Any] = {}
     bloom_useful = bloom_fp = 0
-    for ks in list(store._ks_by_id.values()):
+    for ks in tree.keyspaces():
         view = ks.view
         tables = [_table_stats(t) for t in view.tables]
         for t in view.tables:
@@ -40,29 +45,30 @@ def collect(store: Store) -> dict[str, Any]:
             "immutable_memtables": len(view.imms), "tables": len(tables),
             "table_bytes": sum(t["bytes"] for t in tables), "table_list": tables,
         }
-    cache = store._cache
     out: dict[str, Any] = {
-        "path": store.path, "version": store._version, "history_floor": store._history_floor,
-        "read_only": store._read_only, "closed": store._closed,
-        "live_snapshots": store._snapshots.live(),
+        "path": tree.path, "version": tree.version, "history_floor": tree.history_floor,
+        "read_only": read_only, "closed": closed,
+        "live_snapshots": tree.pinned(),
         "keyspaces": keyspaces,
-        "memtable_bytes": store._mem_bytes,
-        "block_cache": _cache_stats(cache),
+        "memtable_bytes": writer.mem_bytes,
+        "block_cache": _cache_stats(tree.cache),
         "bloom": {"useful": bloom_useful, "passed_but_missed": bloom_fp},
-        "io": store._env.describe(),
+        "io": tree.env.describe(),
         # "native" (the compiled core, see accel.py) or "python"
         "implementation": accel.IMPLEMENTATION,
     }
     out["io_mode"] = out["io"].get("io_mode")
-    if store._wal is not None:
-        wal = store._wal.stats()
-        out["wal"] = wal
-        out["wal_bytes"] = wal.get("bytes", 0)
-    f = store._flusher
+    if wal is not None:
+        wal_stats = wal.stats()
+        out["wal"] = wal_stats
+        out["wal_bytes"] = wal_stats.get("bytes", 0)
+    f = flusher
     if f is not None:
         out["flush"] = {"flushes": f.flushes, "pending": f.pending, "failures": f.failures,
                         "bytes_written": f.bytes_written, "last_error": repr(f.error) if f.error else None}
-        out["stalls"] = {"count": f.stalls, "seconds": round(f.stall_seconds, 6)}
-    if store._compactor is not None:
-        out["compaction"] = store._compactor.stats()
+        # memtable stalls (the flusher's queue) and table stalls (compaction), together
+        out["stalls"] = {"count": f.stalls + writer.stalls,
+                         "seconds": round(f.stall_seconds + writer.stall_seconds, 6)}
+    if compactor is not None:
+        out["compaction"] = compactor.stats()
     return out

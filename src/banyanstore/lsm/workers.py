@@ -37,9 +37,9 @@ from ..io.posix import PosixEnv
 __all__ = ["WorkerPools", "Worker", "offload", "build_table_in_worker"]
 
 
-def offload(store: Any) -> bool:
-    """Whether ``store`` builds tables in worker processes."""
-    return store.options.compaction_mode == "process" and isinstance(store._env, PosixEnv)
+def offload(options: Any, env: Any) -> bool:
+    """Whether a store with ``options`` on ``env`` builds tables in worker processes."""
+    return options.compaction_mode == "process" and isinstance(env, PosixEnv)
 
 
 class Worker:
@@ -69,6 +69,10 @@ class Worker:
         if not ok:
             raise result
         return result
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     @property
     def alive(self) -> bool:
@@ -104,7 +108,7 @@ class WorkerPools:
         return worker.call(fn, *args)
 
     def pids(self) -> list[int]:
-        return [w._proc.pid for w in self._workers.values() if w.alive]
+        return [w.pid for w in self._workers.values() if w.alive]
 
     def shutdown(self) -> None:
         with self._lock:

@@ -1,0 +1,171 @@
+"""Snapshots: consistent read views of a store inside one process.
+
+A snapshot is a version plus a pin in the store's tree (:meth:`Tree.pin`): while
+it is open, merges keep every entry it can see (see lsm/compaction.py), so its
+reads stay exact however the store changes -- also the store's own reads at
+``version=snap.version``.  A snapshot of a read-only store also holds the views
+it was taken on (``views``): the writer's merges do not know about it, so it
+keeps the tables it read instead (lsm/follower.py).  Its iterators raise
+:class:`~banyanstore.errors.StoreClosedError` when read after the snapshot (or
+its store) is closed.  For an on-disk copy, use :meth:`Store.checkpoint`.
+
+>>> import banyanstore, tempfile
+>>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+...     _ = store.put(b"k", b"old")
+...     with store.snapshot() as snap:
+...         _ = store.put(b"k", b"new")
+...         snap.get(b"k"), store.get(b"k"), snap.version, b"k" in snap
+(b'old', b'new', 1, True)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from typing import Any
+
+from ..arguments import as_bytes, as_keys, check_bool, check_limit
+from ..errors import StoreClosedError
+from .iterators import guarded
+from .keyspace import scan_bounds
+from .mapping import ItemsView, KeysView, ValuesView
+from .tree import Tree
+from .view import EMPTY_VIEW, KeyspaceState, View
+
+__all__ = ["Snapshot"]
+
+
+class Snapshot:
+    """A read-only view of a store as of :attr:`version`."""
+
+    def __init__(self, tree: Tree, resolve: Callable[[Any], KeyspaceState],
+                 version: int | None = None, views: Mapping[int, View] | None = None) -> None:
+        """Pin ``version`` (None: the latest) in ``tree``; ``resolve`` turns a
+        ``keyspace=`` argument into the keyspace; ``views`` (a read-only store's) are
+        the views to read instead of the keyspaces' current ones."""
+        self._tree = tree
+        self._resolve = resolve
+        self._views = views
+        self._close_lock = threading.Lock()  # close() from two threads releases one pin
+        self._closed = True  # until pinned: close() must not unpin what was never pinned
+        self.version = tree.pin(version)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        """Raise StoreClosedError if this snapshot or its store is closed (also the
+        guard of its iterators, see lsm/iterators.py)."""
+        if self._closed:
+            raise StoreClosedError(f"snapshot at version {self.version} is closed")
+        self._tree.check_open()
+
+    def _ks(self, keyspace: Any) -> tuple[KeyspaceState, View]:
+        self._check_open()
+        ks = self._resolve(keyspace)
+        if self._views is None:
+            return ks, ks.view
+        return ks, self._views.get(ks.id, EMPTY_VIEW)  # a keyspace created after the snapshot
+
+    def __contains__(self, key: object) -> bool:
+        """``key in snap``: a point lookup in the default keyspace."""
+        return self.get(key) is not None  # type: ignore[arg-type]
+
+    def __getitem__(self, key: bytes) -> bytes:
+        """``snap[key]``: the value in the default keyspace; KeyError if absent or deleted."""
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The live keys of the default keyspace, ascending."""
+        return self.scan(keys_only=True)
+
+    def get(self, key: bytes, *, keyspace: Any = None, default: Any = None) -> Any:
+        """The value of ``key`` at the snapshot's version; ``default`` (None) if absent."""
+        ks, view = self._ks(keyspace)
+        value = view.get(as_bytes(key, "key"), self.version, self._tree.ttl_floor(ks, self.version))
+        return default if value is None else value
+
+    def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
+        ks, view = self._ks(keyspace)
+        return view.multi_get(as_keys(keys), self.version,
+                              self._tree.ttl_floor(ks, self.version), self._tree.env)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None, keys_only: bool = False) -> Iterator[Any]:
+        """``(key, value)`` at the snapshot's version, as :meth:`Store.scan`; with
+        ``keys_only=True`` the keys alone (values are not decoded)."""
+        ks, view = self._ks(keyspace)
+        s, e = scan_bounds(start, end, prefix)
+        check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        return view.scan(s, e, self.version, self._tree.ttl_floor(ks, self.version),
+                         reverse, limit, self._check_open, keys_only)
+
+    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
+             prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> KeysView:
+        """A lazy view of the keys at the snapshot's version (see ``Store.keys``)."""
+        return KeysView(*self._view_args(start, end, prefix, reverse, keyspace))
+
+    def values(self, start: bytes | None = None, end: bytes | None = None, *,
+               prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> ValuesView:
+        """A lazy view of the values at the snapshot's version (see ``Store.values``)."""
+        return ValuesView(*self._view_args(start, end, prefix, reverse, keyspace))
+
+    def items(self, start: bytes | None = None, end: bytes | None = None, *,
+              prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> ItemsView:
+        """A lazy view of ``(key, value)`` at the snapshot's version (see ``Store.items``).
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     store[b"a"] = b"1"
+        ...     with store.snapshot() as snap:
+        ...         store[b"b"] = b"2"
+        ...         list(snap.items()), list(snap), snap[b"a"], snap.get(b"b", default=b"-")
+        ([(b'a', b'1')], [b'a'], b'1', b'-')
+        """
+        return ItemsView(*self._view_args(start, end, prefix, reverse, keyspace))
+
+    def _view_args(self, start: object, end: object, prefix: object, reverse: object,
+                   keyspace: Any) -> tuple[Any, Any, bytes | None, bytes | None, bool]:
+        self._ks(keyspace)  # a closed snapshot or an unknown keyspace fails now
+        s, e = scan_bounds(start, end, prefix)
+        check_bool(reverse, "reverse")
+        return (partial(self.scan, keyspace=keyspace), partial(self.get, keyspace=keyspace), s, e,
+                bool(reverse))
+
+    def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
+        ks, view = self._ks(keyspace)
+        floor = self._tree.ttl_floor(ks, self.version)  # expired entries stay hidden
+        entries = view.history(as_bytes(key, "key"), self.version)
+        return guarded([e for e in entries if e[0] >= floor], self._check_open)
+
+    def close(self) -> None:
+        """Release the snapshot (idempotent); merges may then reclaim what it pinned."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._tree.unpin(self.version)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.Snapshot version={self.version}{' closed' if self._closed else ''}>"

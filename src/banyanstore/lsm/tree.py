@@ -1,0 +1,499 @@
+"""The tree: the one owner of an LSM store's mutable state (LevelDB's ``VersionSet``).
+
+What a :class:`Tree` owns, and nobody else changes:
+
+* the **manifest** -- the open file, the :class:`ManifestState` its edits build, and
+  the **file numbers** handed out from it;
+* the **keyspaces** (id, name, TTL) and each one's **published view**
+  (``KeyspaceState.view``: memtable, immutable memtables, tables);
+* the **latest version** readers read at, and the **history floor**;
+* the **version floors**: history retention, each keyspace's TTL floor, and the
+  versions pinned by open snapshots;
+* **deferred deletions**: table files whose removal waits until a durable manifest
+  no longer names them;
+* the **WAL cut points**: the WAL is truncated only here, after the edit that allows it.
+
+Who calls what: the write path (lsm/writer.py) publishes versions and seals
+memtables; the flusher (lsm/flush.py) and the compactor (lsm/compaction.py)
+allocate file numbers, read the floors and :meth:`Tree.apply` their changes;
+checkpoints, recovery and stats use the methods named for them.  Readers
+(lsm/keyspace.py, lsm/snapshot.py) read ``version``, views and floors.
+
+Locking -- the rules, in one place:
+
+* ``Tree._lock`` (the *state lock*, reentrant) guards the manifest (appends, file
+  numbers), the keyspace map, view publication, the history floor, deferred
+  deletions and the pins.  Every public method that changes one of them takes it;
+  a method whose name ends in ``_locked`` REQUIRES the caller to hold it (only
+  :meth:`frozen_state` hands it out).
+* ``version`` is assigned only by :meth:`publish_version`, which REQUIRES the
+  caller to hold the write path's write lock (one writer), after the version's
+  entries are in the memtables -- so a reader at ``version`` never sees half a batch.
+* Views are immutable; a new one replaces ``ks.view`` in one assignment, under the
+  state lock.  Readers take no lock: one attribute read gives a consistent view.
+* :meth:`seal_memtables` REQUIRES the write lock (the active memtables take no
+  writes while they are replaced).
+
+The order of durable steps, for every change of the live tables (:meth:`apply`):
+
+1. the caller has written and synced the new tables and the ``tables/`` directory;
+2. the manifest edit is appended and fsynced -- the commit point.  If the append
+   fails, the new tables are deferred for deletion (the edit may be durable);
+3. the change is published: views swapped, the history floor raised;
+4. the WAL is cut before ``wal_cut`` (a failure only leaves segments replay skips);
+5. the tables the change dropped are deleted (their cached blocks evicted).
+
+docs/store.md ("Who owns what") lists the crash state after each step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
+from ..io.base import Env
+from ..log.log import Log
+from ..options import Options
+from ..sstable.cache import BlockCache
+from .manifest import Manifest, ManifestState, TableInfo
+from .memtable import Memtable
+from .pins import SnapshotPins
+from .timemap import TimeMap
+from .view import KeyspaceState, View
+
+__all__ = ["Tree", "Change", "Floors", "table_path"]
+
+logger = logging.getLogger("banyanstore.tree")
+
+
+def table_path(store_path: str, file_no: int) -> str:
+    """Where table ``file_no`` of the store at ``store_path`` lives."""
+    return f"{store_path}/tables/{file_no:06d}.sst"
+
+
+@dataclass
+class Change:
+    """One change of the live tables, applied by :meth:`Tree.apply`.
+
+    ``edit`` is the manifest edit (``add_tables``, ``remove_tables``,
+    ``flushed_version``, ``wal_seq``, ``history_floor``...); ``added`` the tables its
+    ``add_tables`` names (their ``TableInfo`` and open reader), written and synced --
+    those of a keyspace dropped meanwhile leave the edit and are closed and deleted,
+    and if the edit fails the others are deleted once a later manifest that does not
+    name them is durable; ``views`` maps a keyspace id to the
+    function building its new view from the current one (run under the state lock,
+    after the edit is durable; skipped for a dropped keyspace); ``dropped`` the table
+    readers the change removes (deleted once it is published); ``wal_cut`` the WAL
+    sequence the edit no longer needs records below; ``time_map`` adds the time
+    samples not yet in the manifest (a flush persists them with the versions it
+    covers)."""
+
+    edit: dict[str, Any]
+    added: list[tuple[TableInfo, Any]] = field(default_factory=list)
+    views: dict[int, Callable[[View], View]] = field(default_factory=dict)
+    dropped: tuple[Any, ...] = ()
+    wal_cut: int | None = None
+    history_floor: int | None = None
+    time_map: bool = False
+
+
+@dataclass(frozen=True)
+class Floors:
+    """What a merge of one keyspace must keep (see lsm/merge.py): every version at or
+    above ``history``, what each pinned version below it sees, and nothing older than
+    ``ttl`` (0: no TTL)."""
+
+    history: int
+    pinned: tuple[int, ...]
+    ttl: int
+
+
+class Tree:
+    """The keyspaces, views, versions, floors and manifest of one open store (see the
+    module docstring for what it owns and its locking rules)."""
+
+    __slots__ = ("path", "env", "options", "cache", "clock", "version", "history_floor", "closed",
+                 "_timemap", "_lock", "_manifest", "_wal", "_by_name", "_by_id", "_pins",
+                 "_ttl_cache", "_deferred")
+
+    def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
+                 clock: Callable[[], float]) -> None:
+        self.path, self.env, self.options, self.cache, self.clock = path, env, options, cache, clock
+        self.version = 0
+        """The latest committed version, what reads read at (see :meth:`publish_version`)."""
+        self.history_floor = 0
+        """Reads at every version from this one up to ``version`` answer."""
+        self.closed = False
+        """Set by :meth:`mark_closed`: reads raise StoreClosedError from then on."""
+        self._timemap = TimeMap()  # noted by the write path, persisted by flushes
+        self._lock = threading.RLock()
+        self._manifest: Manifest | None = None
+        self._wal: Log | None = None
+        self._by_name: dict[str, KeyspaceState] = {}
+        self._by_id: dict[int, KeyspaceState] = {}
+        self._pins = SnapshotPins()  # versions of live snapshots (taken and closed on any thread)
+        self._ttl_cache: dict[int, tuple[int, int, int]] = {}
+        self._deferred: list[str] = []
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self, state: ManifestState, tables: dict[int, list[Any]], manifest: Manifest | None,
+             wal: Log | None) -> None:
+        """Take over the state a writer open read: the manifest's keyspaces with their
+        ``tables`` (newest first), its counters and time map; ``manifest`` (None: read
+        only) takes the edits, ``wal`` is cut by flushes."""
+        with self._lock:
+            self._manifest, self._wal = manifest, wal
+            for ks_id, name in sorted(state.keyspaces.items()):
+                view = View(Memtable(), (), tuple(tables.get(ks_id, ())))
+                self._add(KeyspaceState(ks_id, name, view, state.keyspace_ttl.get(ks_id, self.options.ttl)))
+            self.version = max(state.last_version, state.flushed_version)
+            self.history_floor = state.history_floor
+            self._timemap = TimeMap(state.time_map.samples)
+
+    def adopt(self, state: ManifestState, views: dict[int, View], timemap: TimeMap, floor: int,
+              version: int) -> None:
+        """A read-only store's catch-up (lsm/follower.py) read ``state``: take its
+        keyspaces (new ones added, dropped ones dropped, TTLs updated), ``views``, time
+        map, floor and version."""
+        with self._lock:
+            for gone in [k for k in self._by_id.values() if k.id not in state.keyspaces]:
+                self._forget(gone)
+                gone.drop(f"keyspace {gone.name!r} of store {self.path} was dropped")
+            for ks_id, name in sorted(state.keyspaces.items()):
+                ks = self._by_id.get(ks_id) or self._add(
+                    KeyspaceState(ks_id, name, views.get(ks_id, View(Memtable(), (), ()))))
+                ks.ttl = state.keyspace_ttl.get(ks_id, self.options.ttl)
+            for ks_id, view in views.items():
+                live = self._by_id.get(ks_id)
+                if live is not None:
+                    live.view = view
+            self._timemap = timemap
+            self.history_floor = floor
+            self.version = version
+
+    def _add(self, ks: KeyspaceState) -> KeyspaceState:
+        self._by_id[ks.id] = ks
+        self._by_name[ks.name] = ks
+        return ks
+
+    def _forget(self, ks: KeyspaceState) -> None:
+        del self._by_id[ks.id]
+        if self._by_name.get(ks.name) is ks:
+            del self._by_name[ks.name]
+        self._ttl_cache.pop(ks.id, None)
+
+    # -- keyspaces ----------------------------------------------------------------------------
+    def keyspace(self, name: str) -> KeyspaceState | None:
+        """The keyspace called ``name``, or None."""
+        return self._by_name.get(name)
+
+    def keyspace_by_id(self, ks_id: int) -> KeyspaceState | None:
+        """The keyspace with id ``ks_id``, or None."""
+        return self._by_id.get(ks_id)
+
+    def keyspaces(self) -> list[KeyspaceState]:
+        """Every keyspace, by id (a copy: safe while keyspaces are added)."""
+        return list(self._by_id.values())
+
+    def names(self) -> list[str]:
+        """The keyspace names, sorted."""
+        return sorted(self._by_name)
+
+    def add_keyspace(self, name: str, ttl: float | None) -> KeyspaceState:
+        """Create keyspace ``name`` durably (one edit: the keyspace and its ``ttl``; None:
+        the ``ttl`` option) and return it; the existing one if another thread created
+        it first."""
+        with self._lock:
+            ks = self._by_name.get(name)
+            if ks is not None:
+                return ks
+            assert self._manifest is not None
+            ks_id = self._manifest.state.next_keyspace_id()  # never a dropped one's
+            edit: dict[str, Any] = {"add_keyspace": [ks_id, name]}
+            if ttl is not None:  # one edit: the keyspace never exists without its TTL
+                edit["keyspace_ttl"] = [ks_id, ttl]
+            self._append(edit)
+            return self._add(KeyspaceState(ks_id, name, View(Memtable(), (), ()),
+                                           ttl if ttl is not None else self.options.ttl))
+
+    def drop_keyspace(self, ks: KeyspaceState) -> None:
+        """Drop ``ks`` durably (one ``drop_keyspace`` edit), then delete its tables
+        (readers holding them keep reading: unlinked files stay readable through open
+        descriptors; a failed delete is retried after the next edit, and an open
+        deletes what is left).  Its handles raise KeyspaceNotFoundError from then on.
+        REQUIRES: no write and no merge runs (the caller holds them off)."""
+        with self._lock:
+            self._log_edit({"drop_keyspace": ks.id})
+            self._forget(ks)
+            old = ks.drop(f"keyspace {ks.name!r} of store {self.path} was dropped")
+        for t in old.tables:
+            self.cache.evict_table(t.table_id)
+            path = table_path(self.path, t.file_no)
+            try:
+                self.env.remove(path)
+            except FileNotFoundError:
+                pass
+            except (BanyanStoreError, OSError) as exc:
+                logger.warning("could not remove %s (retried later): %s", path, exc)
+                with self._lock:
+                    self._deferred.append(path)
+
+    def set_ttl(self, ks: KeyspaceState, ttl: float | None) -> None:
+        """Record keyspace ``ks``'s TTL durably, then use it."""
+        with self._lock:
+            self._append({"keyspace_ttl": [ks.id, ttl]})
+            ks.ttl = ttl
+            self._ttl_cache.pop(ks.id, None)
+
+    # -- versions and floors --------------------------------------------------------------------
+    def publish_version(self, version: int) -> None:
+        """Make ``version`` the one reads read at.  REQUIRES: the write lock, and every
+        entry of ``version`` added to its memtable."""
+        self.version = version
+
+    def note_time(self, version: int, ms: int) -> None:
+        """``version`` committed at wall-clock ``ms`` (for TTL and retention floors)."""
+        self._timemap.note(version, ms)
+
+    def check_version(self, version: object) -> int:
+        """``version`` if reads may ask for it; else TypeError or VersionUnavailableError."""
+        if type(version) is not int:
+            raise TypeError(f"version must be an int, not {type(version).__name__}")
+        if version > self.version:
+            raise VersionUnavailableError(f"version {version} is above the latest committed "
+                                          f"version {self.version}")
+        if version < self.history_floor and not self._pins.holds(version):
+            # Below the floor only the versions of live snapshots are whole: merges keep
+            # every entry a live snapshot sees (lsm/merge.py), so they stay readable.
+            raise VersionUnavailableError(
+                f"version {version} is below the oldest version this store retains "
+                f"({self.history_floor}) and no live snapshot pins it")
+        return version
+
+    def oldest_version(self) -> int:
+        """The oldest version reads may ask for: the oldest pinned version, or the
+        history floor if that is older."""
+        pinned = min(self._pins.versions(), default=self.history_floor)
+        return min(pinned, self.history_floor)
+
+    def set_history_floor(self, version: int) -> None:
+        """Raise the history floor to ``version`` durably (a lower one changes nothing)."""
+        with self._lock:
+            if version > self.history_floor:
+                self._append({"history_floor": version})
+                self.history_floor = version
+
+    def ttl_floor(self, ks: KeyspaceState, version: int) -> int:
+        """Entries of ``ks`` below this version are past their TTL (0: no TTL)."""
+        ttl = ks.ttl
+        if ttl is None:
+            return 0
+        cutoff_second = int(self.clock() - ttl) // 1
+        latest = self.version
+        cached = self._ttl_cache.get(ks.id)
+        if cached is not None and cached[0] == cutoff_second and cached[2] == latest:
+            return cached[1]
+        floor = self._timemap.first_version_since(cutoff_second, latest)
+        self._ttl_cache[ks.id] = (cutoff_second, floor, latest)
+        return floor
+
+    def floors(self, ks: KeyspaceState) -> Floors:
+        """What a merge of ``ks`` starting now must keep."""
+        with self._lock:
+            history = max(self._retention_floor(), self.history_floor)
+            pinned = tuple(v for v in self._pins.versions() if v < history)
+        return Floors(history, pinned, self.ttl_floor(ks, self.version))
+
+    def _retention_floor(self) -> int:
+        """The oldest version ``history_retention`` asks merges to keep whole."""
+        retention = self.options.history_retention
+        latest = self.version
+        if retention is None:
+            return latest
+        first = self._timemap.first_version_since(int(self.clock() - retention), latest)
+        return min(latest, first)
+
+    def pin(self, version: int | None = None) -> int:
+        """Keep what ``version`` (None: the latest) sees through merges until
+        :meth:`unpin` (a snapshot); returns the version pinned.  The latest is read
+        and pinned under the state lock, the lock :meth:`floors` reads pins under, so
+        a merge either sees the pin or started at a floor no higher than it."""
+        with self._lock:
+            if version is None:
+                version = self.version
+            self._pins.take(version)
+            return version
+
+    def unpin(self, version: int) -> None:
+        """Release one :meth:`pin` of ``version`` (without the state lock: the garbage
+        collector closes snapshots on whichever thread it runs)."""
+        self._pins.release(version)
+
+    def pinned(self) -> int:
+        """How many pins (open snapshots) there are."""
+        return self._pins.live()
+
+    # -- memtables and tables -------------------------------------------------------------------
+    def memtables_empty(self) -> bool:
+        """Whether no keyspace's active memtable holds an entry."""
+        return not any(ks.view.mem.entries for ks in self.keyspaces())
+
+    def seal_memtables(self) -> dict[int, Memtable]:
+        """Publish new views with a fresh active memtable for every keyspace; the
+        non-empty old ones move to the front of the immutable memtables and are
+        returned (by keyspace id) for flushing.  REQUIRES: the write lock."""
+        sealed: dict[int, Memtable] = {}
+        with self._lock:
+            for ks in self._by_id.values():
+                old = ks.view
+                if old.mem.entries:
+                    sealed[ks.id] = old.mem
+                    ks.view = View(Memtable(), (old.mem,) + old.imms, old.tables)
+                else:
+                    ks.view = View(Memtable(), old.imms, old.tables)
+        return sealed
+
+    def most_tables(self) -> int:
+        """The most tables any keyspace has (what write back-pressure watches)."""
+        return max(len(ks.view.tables) for ks in self.keyspaces())
+
+    def allocate_file_no(self) -> int:
+        """A file number never handed out before (persisted with the next edit)."""
+        with self._lock:
+            assert self._manifest is not None
+            return self._manifest.state.allocate_file_no()
+
+    def apply(self, change: Change) -> None:
+        """Make ``change`` durable, publish it, cut the WAL, delete what it dropped --
+        in that order, and only here (see the module docstring)."""
+        with self._lock:
+            edit = dict(change.edit)
+            added = [(info, r) for info, r in change.added if info.keyspace in self._by_id]
+            for info, reader in change.added:
+                if info.keyspace not in self._by_id:  # dropped while the table was built
+                    reader.close()
+                    self._remove_quietly(table_path(self.path, info.file_no))
+            if len(added) < len(change.added):
+                edit["add_tables"] = [info.to_json() for info, _ in added]
+            if change.time_map:
+                edit["time_map"] = [list(s) for s in self._unpersisted_time_samples()]
+            try:
+                self._log_edit(edit)
+            except BaseException:
+                # The edit may or may not be durable: delete its new tables only once a
+                # later manifest that does not name them is.
+                self._deferred.extend(table_path(self.path, info.file_no) for info, _ in added)
+                raise
+            # The floor rises before the views change: a read takes its view first and
+            # checks its version against the floor second, so it never pairs a view that
+            # lacks history with a version below the new floor.
+            if change.history_floor is not None:
+                self.history_floor = max(self.history_floor, change.history_floor)
+            for ks_id, build in change.views.items():
+                ks = self._by_id.get(ks_id)
+                if ks is not None:  # else dropped: its view went with it
+                    ks.view = build(ks.view)
+        if change.wal_cut is not None:
+            self._cut_wal(change.wal_cut)
+        for t in change.dropped:
+            self.cache.evict_table(getattr(t, "table_id", id(t)))
+            self._remove_quietly(table_path(self.path, t.file_no))
+
+    def _cut_wal(self, seq: int) -> None:
+        # The change is complete: its edit is durable and the views hold its tables.
+        # Cutting the WAL only reclaims space, so a failure here must not fail the
+        # change -- a retried flush would install the same entries a second time.  The
+        # segments left behind are skipped by replay (below wal_seq) and cut next time.
+        assert self._wal is not None
+        try:
+            self._wal.truncate_before(seq)
+        except BanyanStoreError as exc:
+            logger.warning("could not cut the WAL before seq %d: %s", seq, exc)
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.env.remove(path)
+        except FileNotFoundError:
+            pass
+        except (BanyanStoreError, OSError) as exc:
+            logger.warning("could not remove %s: %s", path, exc)
+
+    # -- the manifest (REQUIRES: _lock) ----------------------------------------------------------
+    def _append(self, edit: dict[str, Any]) -> None:
+        assert self._manifest is not None
+        self._manifest.append(edit)
+
+    def _log_edit(self, edit: dict[str, Any]) -> None:
+        """Durably append ``edit`` (with the current counters) to the manifest, then
+        delete files whose removal waited for a manifest that does not name them."""
+        assert self._manifest is not None
+        state = self._manifest.state
+        edit.setdefault("next_file", state.next_file)
+        edit.setdefault("unfinished_from", state.unfinished_floor(edit))
+        edit.setdefault("last_version", self.version)
+        self._manifest.append(edit)
+        if self._deferred:
+            live = {table_path(self.path, i.file_no) for ts in state.tables.values() for i in ts.values()}
+            for p in [p for p in self._deferred if p not in live]:
+                try:
+                    self.env.remove(p)
+                except FileNotFoundError:
+                    pass
+                except (BanyanStoreError, OSError):
+                    continue
+                self._deferred.remove(p)
+
+    def _unpersisted_time_samples(self) -> list[tuple[int, int]]:
+        assert self._manifest is not None
+        persisted = self._manifest.state.time_map.samples
+        return self._timemap.since_version(persisted[-1][0] if persisted else 0)
+
+    # -- open or closed ---------------------------------------------------------------------------
+    def check_open(self) -> None:
+        """Raise StoreClosedError once the store is closed (the guard of its iterators,
+        see lsm/iterators.py)."""
+        if self.closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+
+    def raise_closed(self) -> None:
+        """Raise the StoreClosedError of this store (reads call it when ``closed``)."""
+        raise StoreClosedError(f"store {self.path} is closed")
+
+    def mark_closed(self) -> None:
+        """From now on reads raise StoreClosedError (the files close in :meth:`close`)."""
+        self.closed = True
+
+    # -- checkpoints and closing ------------------------------------------------------------------
+    @contextmanager
+    def frozen_state(self) -> Iterator[ManifestState]:
+        """A copy of the manifest state, with changes of the live tables held off until
+        the ``with`` block ends (a checkpoint links the tables it names meanwhile)."""
+        with self._lock:
+            assert self._manifest is not None
+            yield copy.deepcopy(self._manifest.state)
+
+    def close(self) -> list[BaseException]:
+        """Close the manifest and every table; returns the errors (after trying all)."""
+        self.closed = True
+        errors: list[BaseException] = []
+        with self._lock:
+            if self._manifest is not None:
+                try:
+                    self._manifest.close()
+                except (BanyanStoreError, OSError) as exc:
+                    errors.append(exc)
+        self.close_tables()
+        return errors
+
+    def close_tables(self) -> None:
+        """Close every table of every published view (readers holding older views
+        keep theirs until they let go)."""
+        for ks in self.keyspaces():
+            for t in ks.view.tables:
+                t.close()

@@ -1,0 +1,295 @@
+"""The write path of a store: one writer at a time, WAL first, then memtables, then
+the version (LevelDB's ``DBImpl::Write``).
+
+Under the write lock (``Writer._lock``) a write takes the next version, appends one
+WAL record (the whole batch), adds the entries to the keyspaces' active memtables,
+and only then publishes the version (:meth:`Tree.publish_version`) -- readers read
+at the published version and so never see a half-applied batch.  ``sync=True``
+writes wait for the WAL's group commit *after* releasing the lock, so concurrent
+writers share fdatasyncs.
+
+When the active memtables of all keyspaces hold ``memtable_size`` bytes together,
+the next write switches them (:meth:`Writer.switch_memtables`): it waits for room
+in the flush queue and for merges to catch up (back-pressure), rotates the WAL,
+has the tree seal the memtables and hands them to the flusher with the WAL
+sequence where the new ones start.
+
+The writer also owns the states that refuse writes: not yet open, read-only,
+closed, and a failed WAL write (after which the store only serves reads until it
+is reopened, since whether the record reached the disk is unknown).
+
+Locking: ``_lock`` is the write lock.  Methods whose docstring says REQUIRES the
+write lock are called with it held (by this class only); :meth:`Tree.seal_memtables`
+and :meth:`Tree.publish_version` require it too.  The write lock is taken before the
+tree's state lock, never after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from ..arguments import as_bytes, check_sync
+from ..errors import (
+    DiskFullError,
+    EntryTooLargeError,
+    KeyspaceNotFoundError,
+    ReadOnlyError,
+    StorageIOError,
+    StoreClosedError,
+)
+from ..log.log import Log
+from ..options import Options
+from .compaction import Compactor
+from .flush import Flusher
+from .tree import Tree
+from .view import KeyspaceState
+from .wal import encode_batch, encode_one
+
+__all__ = ["Writer", "Op"]
+
+logger = logging.getLogger("banyanstore.store")
+
+Op = tuple[KeyspaceState, bytes, "bytes | None"]
+"""One operation of a batch: keyspace, key, value (None: a tombstone)."""
+
+
+class Writer:
+    """The write path of one store (see the module docstring)."""
+
+    __slots__ = ("_tree", "_options", "_clock", "_lock", "_wal", "_wal_append", "_wal_sync",
+                 "_flusher", "_compactor", "_mem_bytes", "_next_sample_ms", "_sync_default",
+                 "_max_key", "_max_value", "_memtable_size", "_refused", "_closed", "_read_only",
+                 "_wal_error", "stalls", "stall_seconds")
+
+    def __init__(self, tree: Tree, options: Options, clock: Callable[[], float]) -> None:
+        self._tree, self._options, self._clock = tree, options, clock
+        self._lock = threading.Lock()
+        self._wal: Log | None = None
+        self._flusher: Flusher | None = None
+        self._compactor: Compactor | None = None
+        self._mem_bytes = 0
+        self._next_sample_ms = 0
+        self._sync_default = options.wal_sync == "always"
+        self._max_key, self._max_value = options.max_key_size, options.max_value_size
+        self._memtable_size = options.memtable_size
+        self._read_only = options.read_only
+        self._closed = False
+        # Set once a WAL append or sync failed: the store then only serves reads.
+        self._wal_error: BaseException | None = None
+        # not started, closed, read-only or failed WAL: the one flag the fast path checks
+        self._refused = True
+        self.stalls = 0
+        """How often back-pressure from compaction slowed or stalled a write."""
+        self.stall_seconds = 0.0
+        """The time writes spent slowed or stalled by compaction."""
+
+    def start(self, wal: Log, mem_bytes: int, flusher: Flusher, compactor: Compactor | None) -> None:
+        """Begin taking writes: append to ``wal`` (whose replay left ``mem_bytes`` in the
+        memtables), hand full memtables to ``flusher``; ``compactor`` (when its thread
+        runs) applies back-pressure."""
+        self._wal, self._wal_append, self._wal_sync = wal, wal.append, wal.sync
+        self._mem_bytes = mem_bytes
+        self._flusher, self._compactor = flusher, compactor
+        self._refused = self._read_only
+
+    @property
+    def mem_bytes(self) -> int:
+        """Bytes in the active memtables (what the next switch waits for)."""
+        return self._mem_bytes
+
+    @property
+    def wal_failed(self) -> bool:
+        """Whether a WAL write failed (the store is read-only until reopened)."""
+        return self._wal_error is not None
+
+    # -- refusing writes -----------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise why writes are refused (closed, read-only, failed WAL), if they are."""
+        path = self._tree.path
+        if self._closed or self._tree.closed:
+            raise StoreClosedError(f"store {path} is closed")
+        if self._read_only:
+            raise ReadOnlyError(f"store {path} was opened read-only")
+        if self._wal_error is not None:
+            raise ReadOnlyError(f"store {path} is read-only after a failed WAL write "
+                                f"({self._wal_error}); reads still work: close and reopen it "
+                                "to write again") from self._wal_error
+
+    def _wal_failed(self, exc: StorageIOError) -> None:
+        """A WAL append or sync failed: whether the record reached the disk is unknown
+        and the Log refuses more appends, so the store turns read-only (reads go on,
+        close() works, a reopen recovers the WAL)."""
+        if self._wal_error is None:
+            logger.error("store %s: WAL write failed, the store is read-only until reopened: %s",
+                         self._tree.path, exc)
+            self._wal_error = exc
+            self._refused = True
+
+    # -- writes ----------------------------------------------------------------------------------
+    def check_entry(self, key: object, value: bytes | None) -> bytes:
+        """``key`` as bytes; EntryTooLargeError if the key or ``value`` is too large."""
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if len(key) > self._max_key:
+            raise EntryTooLargeError(f"key of {len(key)} bytes exceeds max_key_size "
+                                     f"({self._max_key})")
+        if value is not None and len(value) > self._max_value:
+            raise EntryTooLargeError(f"value of {len(value)} bytes exceeds max_value_size "
+                                     f"({self._max_value})")
+        return key
+
+    def write_one(self, ks: KeyspaceState, key: object, value: bytes | None,
+                  sync: bool | None) -> int:
+        """Write ``value`` (None: a tombstone) under ``key`` in ``ks``; returns its version."""
+        # The hottest path of the engine: keep it to a handful of C-level calls.
+        if sync is not None and sync is not True and sync is not False:
+            check_sync(sync)
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if len(key) > self._max_key or (value is not None and len(value) > self._max_value):
+            self.check_entry(key, value)
+        tree = self._tree
+        with self._lock:
+            if self._refused:
+                self.check_writable()
+            if self._mem_bytes >= self._memtable_size:
+                self._switch_memtables()
+            v = tree.version + 1
+            ms = int(self._clock() * 1000)
+            try:
+                seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
+            except StorageIOError as exc:
+                self._wal_failed(exc)
+                raise
+            self._mem_bytes += ks.view.mem.add(key, v, value)
+            tree.publish_version(v)
+            if ms >= self._next_sample_ms:
+                self._sample_time(v, ms)
+        if sync or (sync is None and self._sync_default):
+            self._sync_wal(seq)
+        return v
+
+    def write_batch(self, ops: list[Op], sync: bool | None) -> int | None:
+        """Write ``ops`` under one new version (None for no ops); returns it."""
+        check_sync(sync)
+        if not ops:
+            return None
+        tree = self._tree
+        with self._lock:
+            self.check_writable()
+            for ks, _k, _v in ops:  # a keyspace dropped since the batch named it
+                if ks.dropped is not None:
+                    raise KeyspaceNotFoundError(ks.dropped)
+            if self._mem_bytes >= self._memtable_size:
+                self._switch_memtables()
+            v = tree.version + 1
+            ms = int(self._clock() * 1000)
+            try:
+                seq = self._wal_append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
+                                       sync=False)
+            except StorageIOError as exc:
+                self._wal_failed(exc)
+                raise
+            for ks, k, val in ops:
+                self._mem_bytes += ks.view.mem.add(k, v, val)
+            tree.publish_version(v)
+            if ms >= self._next_sample_ms:
+                self._sample_time(v, ms)
+        if sync or (sync is None and self._sync_default):
+            self._sync_wal(seq)
+        return v
+
+    def _sync_wal(self, seq: int) -> None:
+        try:
+            self._wal_sync(upto_seq=seq)
+        except StorageIOError as exc:
+            self._wal_failed(exc)
+            raise
+
+    def _sample_time(self, version: int, ms: int) -> None:
+        """The first write of a wall-clock second: remember it (see timemap.py)."""
+        self._tree.note_time(version, ms)
+        self._next_sample_ms = (ms // 1000 + 1) * 1000
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No write runs while this is held (for a change of the tree a write must not
+        race, such as dropping a keyspace).  Not reentrant: not from inside a write."""
+        with self._lock:
+            yield
+
+    def create_keyspace(self, name: str, ttl: float | None) -> KeyspaceState:
+        """Keyspace ``name``, created durably if it does not exist (in order with writes)."""
+        self.check_writable()
+        with self._lock:
+            return self._tree.add_keyspace(name, ttl)
+
+    # -- memtable switching ----------------------------------------------------------------------
+    def _switch_memtables(self) -> None:
+        """Seal the active memtables and queue them for flushing.  REQUIRES: the write lock."""
+        flusher = self._flusher
+        assert flusher is not None and self._wal is not None
+        flusher.wait_for_room()  # stalls while too many memtables await flushing
+        self._wait_for_merges()
+        tree = self._tree
+        if tree.memtables_empty():
+            return
+        try:
+            self._wal.rotate()
+        except StorageIOError as exc:
+            self._wal_failed(exc)
+            raise
+        wal_seq = self._wal.last_seq + 1
+        sealed = tree.seal_memtables()
+        self._mem_bytes = 0
+        flusher.submit(sealed, tree.version, wal_seq)
+
+    def _wait_for_merges(self) -> None:
+        """Back-pressure from compaction (REQUIRES: the write lock): with many unmerged
+        tables, slow the writer down; with too many, stall it until merges catch up
+        (or raise the merge error, e.g. DiskFullError, while it persists)."""
+        c, opts, tree = self._compactor, self._options, self._tree
+        if c is None:
+            return
+        n = tree.most_tables()
+        if n < opts.max_tables_before_slowdown:
+            return
+        began = time.monotonic()
+        self.stalls += 1
+        c.wake()
+        try:
+            if n < opts.max_tables_before_stall:
+                time.sleep(min(0.1, 0.005 * (n - opts.max_tables_before_slowdown + 1)))
+                return
+            while tree.most_tables() >= opts.max_tables_before_stall:
+                # Only a failure of a merge tried since this stall began counts: an
+                # older DiskFullError may predate space coming back.
+                err = c.error
+                if isinstance(err, DiskFullError) and c.error_at > began:
+                    raise err
+                c.wake()
+                time.sleep(0.02)
+        finally:
+            self.stall_seconds += time.monotonic() - began
+
+    def flush(self) -> None:
+        """Write every memtable to tables now and wait until they are durable."""
+        self.check_writable()
+        assert self._flusher is not None
+        with self._lock:
+            self._switch_memtables()
+        self._flusher.wait_idle()
+
+    def sync(self) -> None:
+        """Make every write so far durable (fdatasync of the WAL)."""
+        self.check_writable()  # after a failed WAL write nothing can be made durable
+        assert self._wal is not None
+        self._sync_wal(self._wal.last_seq)
+
+    def close(self) -> None:
+        """Refuse writes from now on."""
+        self._closed = self._refused = True
