@@ -136,8 +136,9 @@ def test_get_default_by_keyword(store):
     assert store.get(b"k", v, default=sentinel) == b"1"  # version stays positional
     assert store.get(b"k", version=v) == b"1" and store.get(b"nope") is None
     assert store.get(b"k", default=b"") == b""
-    with pytest.raises(TypeError):
-        store.get(b"k", v, b"default")  # default is keyword-only: no confusion with version
+    assert store.get(b"k", None, sentinel) is sentinel  # third positional: default
+    with pytest.raises(TypeError, match="version"):
+        store.get(b"k", b"default")  # the second argument is the version, not a default
 
 
 def test_delitem_of_a_missing_key_raises_and_writes_nothing(store):

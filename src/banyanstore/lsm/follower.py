@@ -104,7 +104,7 @@ class _FollowerReads:
         view = pub.views.get(self._ks.id, self._ks.view)
         return view, pub.version if version is None else pub.check(version)
 
-    def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
+    def get(self, key: bytes, version: int | None = None, default: Any = None) -> Any:
         """The latest value of ``key`` (or as of ``version``); ``default`` (None) if
         absent or deleted."""
         tree, ks = self._tree, self._ks  # _read_point inlined: the hottest read
@@ -116,7 +116,9 @@ class _FollowerReads:
         view = pub.views.get(ks.id, ks.view)
         v = pub.version if version is None else pub.check(version)
         value = view.get(key, v, 0 if ks.ttl is None else tree.ttl_floor(ks, v))
-        return default if value is None else value
+        if value is None:
+            return default
+        return value
 
     def _estimate_view(self) -> View:
         return self._read_point(None)[0]
