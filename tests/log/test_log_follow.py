@@ -8,10 +8,11 @@ import threading
 import pytest
 from log_helpers import open_log, payload, rewrite, segments
 
-from banyanstore.errors import CorruptionError
+from banyanstore.errors import CorruptionError, StorageIOError
 from banyanstore.io.hooked import HookedEnv
 from banyanstore.log import Log
 from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, fragment
+from banyanstore.log.segment import MAX_RELISTS, list_segments, list_segments_after
 
 
 def check(ro: Log, start: int | None = None) -> None:
@@ -129,6 +130,90 @@ def test_segments_removed_after_the_listing(env_dir):
     assert ro.refresh() == 3000
     check(ro)
     ro.close()
+    w.close()
+
+
+class BeforeOpen(HookedEnv):
+    """Runs ``action`` once, right before the reader opens the file ``path`` (after it
+    listed the directory): the writer moving on in that window."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(inner)
+        self.path: str | None = None
+        self.action = lambda: None
+
+    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if op == "open_readable" and paths[0] == self.path:
+            self.path = None
+            self.action()
+
+
+def _rotate_and_cut(w: Log, records: int) -> None:
+    """What a store's flush does to its WAL: a new segment, records in it, and every
+    older segment removed."""
+    w.rotate()
+    for _ in range(records):
+        w.append(payload(w.last_seq + 1))
+    w.truncate_before(w.last_seq)
+
+
+def test_refresh_when_the_newest_listed_segment_is_gone(env_dir):
+    """The writer rotates and removes every segment the reader listed (the newest
+    included) before the reader opens them: the reader lists again and reaches the
+    writer's end.  It used to stop at the listing, with no segment, and report the
+    log ending before records appended before refresh() was called -- the
+    follower that missed acknowledged writes (tests/lsm/test_follower.py)."""
+    env, root = env_dir
+    hooked = BeforeOpen(env)
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq))
+    ro = open_log(hooked, root, read_only=True)
+    assert ro.last_seq == 10
+    w.rotate()
+    for seq in range(11, 21):
+        w.append(payload(seq))  # in a segment the reader has not seen: it lists, then opens it
+    hooked.path = segments(env, f"{root}/log")[-1]
+    hooked.action = lambda: _rotate_and_cut(w, 5)
+    assert ro.refresh() == w.last_seq == 25
+    assert hooked.path is None  # the race happened
+    assert ro.first_seq == w.first_seq == 21
+    check(ro)
+    ro.close()
+    w.close()
+
+
+def test_read_only_open_when_the_newest_listed_segment_is_gone(env_dir):
+    """The same race at a read-only open: it lists again instead of opening an empty log."""
+    env, root = env_dir
+    hooked = BeforeOpen(env)
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq))
+    w.rotate()
+    for seq in range(11, 21):
+        w.append(payload(seq))
+    hooked.path = segments(env, f"{root}/log")[-1]
+    hooked.action = lambda: _rotate_and_cut(w, 5)
+    ro = open_log(hooked, root, read_only=True)
+    assert hooked.path is None
+    assert (ro.first_seq, ro.last_seq) == (w.first_seq, w.last_seq) == (21, 25)
+    check(ro)
+    ro.close()
+    w.close()
+
+
+def test_relisting_is_bounded(env_dir):
+    """A writer that removes the newest listed segment every time gives an error after
+    MAX_RELISTS listings, not a hang."""
+    env, root = env_dir
+    w = open_log(env, root)
+    w.append(payload(1))
+    directory = f"{root}/log"
+    assert list_segments_after(env, directory, 0, MAX_RELISTS - 1) == list_segments(env, directory)
+    assert list_segments_after(env, directory, 1, 1) == []
+    with pytest.raises(StorageIOError, match=f"gave up after {MAX_RELISTS} listings"):
+        list_segments_after(env, directory, 0, MAX_RELISTS)
     w.close()
 
 

@@ -15,7 +15,10 @@ by relying on the rules that writer follows (log/log.py):
   so a newest segment without a header is still being created: not read yet;
 * it removes whole segments, oldest first, and never the last one
   (``truncate_before``).  Segments gone from the directory leave this log's
-  catalog from the front; ``first_seq`` moves up.
+  catalog from the front; ``first_seq`` moves up.  If the newest segment listed
+  is gone by the time the reader opens it, the writer has a newer one that the
+  listing missed (it rotated and cut its log meanwhile): the reader lists again,
+  or it would report the log ending before records written before it looked.
 
 Every segment is opened as soon as it is seen and kept open (pinned), so a
 later removal by the writer never takes records from this reader, and the tail
@@ -36,7 +39,7 @@ from ..errors import CorruptionError
 from ..io.base import Env
 from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE
 from .reader import OnDamage
-from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name
+from .segment import HeaderNotWritten, Segment, SparseIndex, list_segments, list_segments_after
 
 __all__ = ["Caught", "catch_up"]
 
@@ -96,8 +99,7 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
     ``next_seq - 1``).  ``policy(segment)`` is the Log's damage callback for a complete
     segment (CorruptionError, or count-and-skip with ``skip_damaged_records``).
     Changes nothing that is published: see :class:`Caught`."""
-    names = sorted((seq, name) for name in env.listdir(directory)
-                   if (seq := parse_segment_name(name)) is not None)
+    names = list_segments(env, directory)
     listed = {seq for seq, _ in names}
     known = list(segments)
     cut = 0  # removed by the writer, oldest first: leave from the front (never the last)
@@ -113,6 +115,18 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
                        last_indexed=last_indexed, policy=policy)
         if growth is not None:
             out.grown, out.next_seq = (last, growth), growth.next_seq
+    relists = 0
+    while (gone := _add_newer(env, directory, out, newer, interval, policy)) is not None:
+        relists += 1
+        newer = list_segments_after(env, directory, gone, relists)
+    return out
+
+
+def _add_newer(env: Env, directory: str, out: Caught, newer: list[tuple[int, str]], interval: int,
+               policy: Callable[[Segment], OnDamage]) -> int | None:
+    """Open, scan and add to ``out`` the listed segments ``newer`` than those known.
+    Returns the first seq of the newest of them if the writer removed it before it
+    could be opened: then the listing is stale (see ``list_segments_after``)."""
     for i, (name_seq, name) in enumerate(newer):
         path = os.path.join(directory, name)
         try:
@@ -121,6 +135,8 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
             # Removed since the listing, and every older segment with it: the log now
             # starts after this one.
             _restart_at(out, name_seq)
+            if i == len(newer) - 1:
+                return name_seq
             continue
         except HeaderNotWritten:
             if i == len(newer) - 1:
@@ -142,7 +158,7 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
             out.next_seq = growth.next_seq
         out.segments.append(seg)
         out.added = True
-    return out
+    return None
 
 
 def _restart_at(out: Caught, first_seq: int) -> None:

@@ -41,7 +41,15 @@ from dataclasses import dataclass, field
 from ..errors import CorruptionError
 from ..io.base import Env
 from .format import HEADER_SIZE
-from .segment import HeaderNotWritten, Segment, SparseIndex, parse_segment_name, read_header, scan_bounds
+from .segment import (
+    HeaderNotWritten,
+    Segment,
+    SparseIndex,
+    list_segments,
+    list_segments_after,
+    read_header,
+    scan_bounds,
+)
 
 __all__ = ["Recovered", "recover"]
 
@@ -60,8 +68,7 @@ class Recovered:
 def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
             index_interval: int) -> Recovered:
     out = Recovered()
-    names = sorted((seq, name) for name in env.listdir(directory)
-                   if (seq := parse_segment_name(name)) is not None)
+    names = list_segments(env, directory)
     if read_only:
         out.segments = _pin_segments(env, directory, names)
     else:
@@ -104,17 +111,32 @@ def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]]) -> lis
 
     A writer may work in the directory meanwhile.  It removes segments only from
     the front, oldest first (truncate_before), so a listed segment that is gone
-    took every older one with it: the log now starts after it.  It creates a
-    segment by writing its header first, so a last segment without one is still
-    being created; it is left for :meth:`Log.refresh` to pick up.
+    took every older one with it: the log now starts after it.  It never removes
+    its last segment, so if the newest listed one is gone, a newer one exists that
+    the listing missed: the directory is listed again.  It creates a segment by
+    writing its header first, so a last segment without one is still being
+    created; it is left for :meth:`Log.refresh` to pick up.
     """
     segments: list[Segment] = []
+    relists = 0
+    while (gone := _pin_listed(env, directory, names, segments)) is not None:
+        relists += 1
+        names = list_segments_after(env, directory, gone, relists)
+    return segments
+
+
+def _pin_listed(env: Env, directory: str, names: list[tuple[int, str]],
+                segments: list[Segment]) -> int | None:
+    """Open the listed segments ``names`` into ``segments``; the first seq of the newest
+    of them if it was gone (the listing is stale), else None."""
     for i, (name_seq, name) in enumerate(names):
         path = os.path.join(directory, name)
         try:
             seg = Segment.open_pinned(env, path, name_seq)
         except FileNotFoundError:
             segments.clear()  # the records before the gone one are gone too
+            if i == len(names) - 1:
+                return name_seq
             continue
         except HeaderNotWritten:
             if i == len(names) - 1:
@@ -123,7 +145,7 @@ def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]]) -> lis
             raise CorruptionError("segment header missing (all zeros or cut short) while newer "
                                   "segments exist", path=path, offset=0) from None
         segments.append(seg)
-    return segments
+    return None
 
 
 def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool, interval: int) -> None:

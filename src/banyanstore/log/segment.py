@@ -28,16 +28,23 @@ import threading
 from array import array
 from collections.abc import Callable, Iterator
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, StorageIOError
 from ..io.base import Env, MappedFile, RandomAccessFile
 from .format import BLOCK_SIZE, HEADER_SIZE, VERSION, ZERO_TAIL_VERSION, encode_header, parse_header
 from .reader import OnDamage, Record, full_record_at, iter_records, seek_record
 
 __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
-           "read_header", "HeaderNotWritten", "zero_tail_start", "scan_bounds"]
+           "read_header", "HeaderNotWritten", "zero_tail_start", "scan_bounds", "list_segments",
+           "list_segments_after", "MAX_RELISTS"]
 
 _NAME = re.compile(r"(\d{20})\.log")
 _TAIL_CHUNK = 1 << 20  # zero_tail_start reads backwards this much at a time
+
+MAX_RELISTS = 100
+"""Listings one read-only open or refresh takes while the writer keeps removing the
+newest segment listed before the reader can open it (:func:`list_segments_after`).
+Each one means the writer rotated and cut its log in the meantime; the bound turns a
+pathological race into an error instead of a hang."""
 
 
 def segment_name(first_seq: int) -> str:
@@ -48,6 +55,27 @@ def parse_segment_name(name: str) -> int | None:
     """The first seq encoded in a segment file name, or ``None`` for other files."""
     m = _NAME.fullmatch(name)
     return int(m.group(1)) if m else None
+
+
+def list_segments(env: Env, directory: str) -> list[tuple[int, str]]:
+    """``(first seq, file name)`` of every segment file in ``directory``, oldest first."""
+    return sorted((seq, name) for name in env.listdir(directory)
+                  if (seq := parse_segment_name(name)) is not None)
+
+
+def list_segments_after(env: Env, directory: str, gone_seq: int, relists: int) -> list[tuple[int, str]]:
+    """The segments newer than ``gone_seq``: the newest segment of a listing, which the
+    writer removed before a read-only reader could open it.
+
+    A writer never removes its last segment (``truncate_before``), so it had made a
+    newer one that the listing missed -- a reader that stopped at the listing would
+    report the log ending before records written before the listing.  ``relists``
+    counts the listings taken so far (StorageIOError beyond :data:`MAX_RELISTS`).
+    """
+    if relists >= MAX_RELISTS:
+        raise StorageIOError(f"log {directory} kept removing its newest segment under this reader: "
+                             f"gave up after {MAX_RELISTS} listings", path=directory, op="listdir")
+    return [(seq, name) for seq, name in list_segments(env, directory) if seq > gone_seq]
 
 
 class SparseIndex:
