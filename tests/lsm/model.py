@@ -34,6 +34,7 @@ class Model:
         self.data: dict[str, dict[bytes, list[tuple[int, bytes | None]]]] = {k: {} for k in KEYSPACES}
         self.clock, self.ttl = clock, ttl
         self.samples: list[tuple[int, int]] = []  # (first version, second)
+        self.ranges: dict[str, list[tuple[bytes, bytes, int]]] = {k: [] for k in KEYSPACES}
 
     def ttl_floor(self) -> int:
         if self.ttl is None or self.clock is None:
@@ -50,7 +51,15 @@ class Model:
             second = int(self.clock())
             if not self.samples or second > self.samples[-1][1]:
                 self.samples.append((self.version, second))
-        for ks, k, v in ops:
+        for op in ops:
+            if len(op) == 4:  # (ks, start, end, "range"): delete_range
+                ks, start, end = op[0], op[1], op[2]
+                for k, entries in self.data[ks].items():  # the batch's earlier writes go too
+                    if start <= k < end and entries and entries[-1][0] == self.version:
+                        entries.pop()
+                self.ranges[ks].append((start, end, self.version))
+                continue
+            ks, k, v = op
             entries = self.data[ks].setdefault(k, [])
             if entries and entries[-1][0] == self.version:
                 entries[-1] = (self.version, v)  # the last op of a batch on a key wins
@@ -58,11 +67,17 @@ class Model:
                 entries.append((self.version, v))
         return self.version
 
+    def range_version(self, ks: str, key: bytes, version: int) -> int:
+        """The newest range tombstone at or below ``version`` covering ``key`` (0: none)."""
+        return max((v for s, e, v in self.ranges[ks] if s <= key < e and v <= version), default=0)
+
     def get(self, ks: str, key: bytes, version: int) -> bytes | None:
         entries = self.data[ks].get(key, [])
         i = bisect_right([e[0] for e in entries], version)
         if not i or entries[i - 1][0] < self.ttl_floor():
             return None
+        if entries[i - 1][0] < self.range_version(ks, key, version):
+            return None  # deleted by a range
         return entries[i - 1][1]
 
     def scan(self, ks: str, start: bytes | None, end: bytes | None, version: int,
@@ -79,8 +94,14 @@ class Model:
         return out if limit is None else out[:limit]
 
     def history(self, ks: str, key: bytes) -> list[tuple[int, bytes | None]]:
+        """Every write of ``key``, newest first; a range tombstone covering it shows as
+        ``(version, None)`` unless the key was written again in its batch."""
         floor = self.ttl_floor()
-        return [e for e in reversed(self.data[ks].get(key, [])) if e[0] >= floor]
+        entries = self.data[ks].get(key, [])
+        own = {e[0] for e in entries}
+        ranges = {(v, None) for s, e, v in self.ranges[ks] if s <= key < e and v not in own}
+        merged = sorted([*entries, *ranges], key=lambda e: -e[0])
+        return [e for e in merged if e[0] >= floor]
 
 
 def _key(rng: random.Random, n_keys: int) -> bytes:
@@ -90,6 +111,14 @@ def _key(rng: random.Random, n_keys: int) -> bytes:
 def _value(rng: random.Random) -> bytes:
     size = rng.choice((0, 1, 8, 40, 100, 300, 2000))
     return rng.randbytes(size)
+
+
+def _range(rng: random.Random, n_keys: int) -> tuple[bytes, bytes]:
+    """A non-empty key range: mostly a few keys wide, sometimes most of the keyspace."""
+    width = rng.choice((1, 3, 10, 40, n_keys // 2))
+    lo = rng.randrange(n_keys)
+    start = b"k%05d" % lo
+    return start, (b"k%05d" % (lo + width)) if rng.random() < 0.8 else start + b"\x00"
 
 
 def _bound(rng: random.Random, n_keys: int) -> bytes | None:
@@ -110,9 +139,10 @@ def check_read_at(store: Any, version: int, fn: Any, expected: Any, pinned: set[
 
 def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
                  allow_reopen: bool = True, clock: FakeClock | None = None,
-                 ttl: float | None = None) -> Any:
+                 ttl: float | None = None, ranges: bool = True) -> Any:
     """Random operations against ``open_store()`` and the model; asserts equality.
-    With ``clock``, some steps move time forward (for TTL and history retention)."""
+    With ``clock``, some steps move time forward (for TTL and history retention);
+    with ``ranges``, some writes are range tombstones (``delete_range``)."""
     rng = random.Random(seed)
     model = Model(clock, ttl)
     store = open_store()
@@ -130,11 +160,16 @@ def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
                 k = _key(rng, n_keys)
                 assert ks.delete(k) == model.write([(ksname, k, None)])
             elif op < 0.45:
-                ops = []
+                ops: list[Any] = []
                 with store.batch() as b:
                     for _ in range(rng.randrange(1, 8)):
                         name = rng.choice(KEYSPACES)
                         k = _key(rng, n_keys)
+                        if ranges and rng.random() < 0.1:
+                            lo, hi = _range(rng, n_keys)
+                            b.delete_range(lo, hi, keyspace=name)
+                            ops.append((name, lo, hi, "range"))
+                            continue
                         v = None if rng.random() < 0.2 else _value(rng)
                         if v is None:
                             b.delete(k, keyspace=name)
@@ -142,6 +177,9 @@ def run_workload(open_store: Any, seed: int, steps: int, n_keys: int = 300,
                             b.put(k, v, keyspace=name)
                         ops.append((name, k, v))
                 assert b.version == model.write(ops)
+            elif ranges and op < 0.47:
+                lo, hi = _range(rng, n_keys)
+                assert ks.delete_range(lo, hi) == model.write([(ksname, lo, hi, "range")])
             elif op < 0.60:
                 k = _key(rng, n_keys)
                 assert ks.get(k) == model.get(ksname, k, model.version), (step, k)

@@ -51,7 +51,7 @@ from ..io.posix import PosixEnv
 from ..log.log import Log
 from ..log.segment import parse_segment_name
 from ..lsm.manifest import Manifest, ManifestState, TableInfo
-from ..lsm.wal import decode, encode_batch
+from ..lsm.wal import decode, encode_batch, encode_with_ranges
 from .waltail import TailWriter
 
 __all__ = ["Capture", "StagedTail", "capture", "MAX_ATTEMPTS"]
@@ -184,17 +184,19 @@ def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int
         start = max(state.wal_seq, log.first_seq)
         if start <= log.last_seq:
             for seq, record in log.read(start):
-                version, ms, ops = decode(record, f"{wal_dir} (record {seq})")
+                version, ms, ops, ranges = decode(record, f"{wal_dir} (record {seq})")
                 if version <= state.flushed_version:
                     continue  # in the tables already (the WAL was not cut yet)
-                if any(ks in state.dropped for ks, _k, _v in ops):
+                if any(op[0] in state.dropped for op in (*ops, *ranges)):
                     # written before its keyspace was dropped: the restored store knows
                     # neither the keyspace nor the drop, so the record goes without those ops
                     ops = [op for op in ops if op[0] not in state.dropped]
-                    if not ops:
+                    ranges = [r for r in ranges if r[0] not in state.dropped]
+                    if not ops and not ranges:
                         continue
-                    record = encode_batch(version, ms, ops)
-                if any(ks not in keyspaces for ks, _k, _v in ops):
+                    record = (encode_with_ranges(version, ms, ops, ranges) if ranges
+                              else encode_batch(version, ms, ops))
+                if any(op[0] not in keyspaces for op in (*ops, *ranges)):
                     break  # its keyspace is younger than the manifest read: after the capture
                 if writer.records and version <= writer.last_version:
                     raise CorruptionError(f"WAL record {seq} has version {version}, not above "

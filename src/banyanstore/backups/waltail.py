@@ -98,13 +98,14 @@ def read_tail(src: BinaryIO, where: str, *, records: int, first_version: int, la
         if len(payload) != length or crc32c.crc32c(payload) != crc:
             raise CorruptionError("WAL tail record is cut short or fails its checksum",
                                   path=where, offset=offset)
-        version, _ms, ops = decode(payload, where)
+        rec = decode(payload, where)
+        version = rec.version
         ascending = version == first_version if count == 0 else version > previous
         if not ascending or version > last_version:
             raise CorruptionError(f"WAL tail record has version {version} after {previous} "
                                   f"(tail versions [{first_version}, {last_version}])",
                                   path=where, offset=offset)
-        for ks, _key, _value in ops:
+        for ks in sorted(rec.keyspaces()):
             if ks not in keyspaces:
                 raise CorruptionError(f"WAL tail record writes to undeclared keyspace {ks}",
                                       path=where, offset=offset)

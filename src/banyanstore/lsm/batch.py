@@ -38,7 +38,7 @@ class Batch:
     """Operations collected for one atomic commit.  Leaving the ``with`` block
     without an exception commits; with an exception, nothing is written."""
 
-    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "version", "_done")
+    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "version", "_done")
 
     def __init__(self, writer: Writer, resolve: Callable[[Any], KeyspaceState],
                  sync: bool | None) -> None:
@@ -48,6 +48,7 @@ class Batch:
         self._resolve = resolve
         self._sync = sync
         self._ops: list[Op] = []
+        self._ranges: list[tuple[KeyspaceState, bytes, bytes]] = []
         self.version: int | None = None
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
@@ -63,8 +64,20 @@ class Batch:
         key = self._writer.check_entry(key, None)
         self._ops.append((self._resolve(keyspace), key, None))
 
+    def delete_range(self, start: bytes, end: bytes, *, keyspace: Any = None) -> None:
+        """Delete the keys ``start <= key < end`` (a range tombstone, see
+        :meth:`Keyspace.delete_range`), including the ones this batch wrote before;
+        its writes after this call are kept."""
+        self._check_open()
+        start, end = self._writer.check_range(start, end)
+        ks = self._resolve(keyspace)
+        # A range tombstone hides only older versions, and the batch's writes share its
+        # version: so the writes it must delete are dropped here, the later ones kept.
+        self._ops = [op for op in self._ops if op[0] is not ks or not start <= op[1] < end]
+        self._ranges.append((ks, start, end))
+
     def __len__(self) -> int:
-        return len(self._ops)
+        return len(self._ops) + len(self._ranges)
 
     def _check_open(self) -> None:
         if self._done:
@@ -75,13 +88,14 @@ class Batch:
         check_sync(sync)
         self._check_open()
         self._done = True
-        self.version = self._writer.write_batch(self._ops, self._sync if sync is None else sync)
-        self._ops = []
+        self.version = self._writer.write_batch(self._ops, self._sync if sync is None else sync,
+                                                self._ranges)
+        self._ops, self._ranges = [], []
         return self.version
 
     def discard(self) -> None:
         self._done = True
-        self._ops = []
+        self._ops, self._ranges = [], []
 
     def __enter__(self) -> Batch:
         return self

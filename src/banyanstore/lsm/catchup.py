@@ -260,19 +260,27 @@ class CatchUp:
                 if seq != expected and not gaps_allowed:  # a segment in the middle is gone
                     self._missing(f"WAL records {expected}..{seq - 1} are missing", where)
                 expected = seq + 1
-                version, ms, ops = decode(record, f"{where} (record {seq})")
+                rec = decode(record, f"{where} (record {seq})")
+                version, ms = rec.version, rec.commit_ms
                 if version > self.version and version > flushed:
-                    for ks_id, _k, _v in ops:  # a batch goes in whole or not at all
+                    for ks_id in rec.keyspaces():  # a batch goes in whole or not at all
                         if ks_id not in known and ks_id not in dropped:
                             raise Vanished(f"WAL record {seq} writes to keyspace {ks_id}, which "
                                            "the manifest does not name", where)
-                    for ks_id, key, value in ops:
+                    for ks_id, key, value in rec.ops:
                         if ks_id in dropped:
                             continue  # written before the keyspace was dropped
                         mem = self._active.get(ks_id)
                         if mem is None:
                             mem = self._active[ks_id] = Memtable()
                         mem.add(key, version, value)
+                    for ks_id, lo, hi in rec.ranges:
+                        if ks_id in dropped:
+                            continue
+                        mem = self._active.get(ks_id)
+                        if mem is None:
+                            mem = self._active[ks_id] = Memtable()
+                        mem.add_range(lo, hi, version)
                     self.version = version
                     self.timemap.note(version, ms)
                     changed = True

@@ -35,6 +35,7 @@ from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .manifest import TableInfo
 from .memtable import Memtable
+from .rangedel import RangeDel
 from .tree import Change, Tree, table_path
 from .view import View
 from .workers import WorkerPools, build_table_in_worker, offload
@@ -54,12 +55,14 @@ class PendingFlush:
 
 
 def build_table(tree: Tree, workers: WorkerPools, ks_id: int,
-                entries: tuple[list[bytes], list[int], list[bytes | None]]
-                ) -> tuple[TableReader, TableInfo] | None:
-    """Write memtable columns (keys, versions, values in internal order) to a new table
-    of keyspace ``ks_id`` -- in a worker process in process mode -- sync it and open
-    it.  On failure the partial file is removed and the error raised."""
-    if not entries[0]:
+                entries: tuple[list[bytes], list[int], list[bytes | None]],
+                range_dels: list[RangeDel] | None = None) -> tuple[TableReader, TableInfo] | None:
+    """Write memtable columns (keys, versions, values in internal order) and range
+    tombstones to a new table of keyspace ``ks_id`` -- in a worker process in process
+    mode -- sync it and open it.  On failure the partial file is removed and the error
+    raised."""
+    range_dels = range_dels or []
+    if not entries[0] and not range_dels:
         return None
     env, opts = tree.env, tree.options
     file_no = tree.allocate_file_no()
@@ -68,11 +71,13 @@ def build_table(tree: Tree, workers: WorkerPools, ks_id: int,
     assert ks is not None
     origin = TableOrigin(ks_id, ks.name)  # covering its own versions
     if offload(opts, env):
-        meta = workers.submit("flush", build_table_in_worker, path, opts, *entries, origin)
+        meta = workers.submit("flush", build_table_in_worker, path, opts, *entries, origin,
+                              range_dels)
     else:
         builder = TableBuilder(env, path, opts, origin)
         try:
             builder.add_sorted_columns(*entries)
+            builder.add_range_dels(range_dels)
             meta = builder.finish()
         except BaseException:
             builder.abandon()
@@ -215,7 +220,8 @@ class Flusher(BackgroundThread):
             for ks_id, mem in job.mems.items():
                 if tree.keyspace_by_id(ks_id) is None:
                     continue  # dropped (Store.drop_keyspace): its entries go with it
-                result = build_table(tree, self._workers, ks_id, mem.flush_columns())
+                result = build_table(tree, self._workers, ks_id, mem.flush_columns(),
+                                     mem.sorted_range_dels())
                 if result is not None:
                     built[ks_id], info = result
                     infos.append(info)

@@ -44,6 +44,7 @@ from operator import itemgetter
 from typing import Any
 
 from .memtable import Memtable
+from .rangedel import Cover
 
 __all__ = ["scan_merged", "seek_merged", "memtable_runs", "memtable_head", "table_runs",
            "prefix_end", "Head", "Guard", "guarded", "guarded_runs", "guarded_batches"]
@@ -212,9 +213,11 @@ def _batches(items: Iterator[Any], guard: Guard) -> Iterator[list[Any]]:
 
 
 def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floor: int,
-                reverse: bool, limit: int | None, guard: Guard) -> Iterator[tuple[bytes, bytes]]:
+                reverse: bool, limit: int | None, guard: Guard,
+                cover: Cover | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of every live key: the newest entry with a version
-    ``<= version`` is a value written at or after ``floor`` (TTL)."""
+    ``<= version`` is a value written at or after ``floor`` (TTL) that no range
+    tombstone of ``cover`` hides."""
     runs = list(run_sources)
     if limit == 0:
         return iter(())
@@ -226,17 +229,21 @@ def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floo
     else:
         chunks = _chunks([_Source(r) for r in runs], reverse)
     return _visible(guarded_runs(chunks, guard), version, floor, reverse,
-                    -1 if limit is None else limit, None)
+                    -1 if limit is None else limit, None, cover)
 
 
 def _visible(chunks: Iterable[list[Entry]], version: int, floor: int, reverse: bool,
-             remaining: int, last: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+             remaining: int, last: bytes | None,
+             cover: Cover | None = None) -> Iterator[tuple[bytes, bytes]]:
     """The visibility pass over chunks: per key its first entry at or below
     ``version``, if a value at or above ``floor``; at most ``remaining`` of them
     (-1: all).  ``last``: the key decided last before these chunks (its further,
     older entries are skipped)."""
     for chunk in chunks:
-        out, last = _live(chunk, version, floor, last)
+        if cover is None:
+            out, last = _live(chunk, version, floor, last)
+        else:
+            out, last = _live_covered(chunk, version, floor, last, cover)
         if reverse:
             out.reverse()
         if remaining >= 0:
@@ -262,6 +269,22 @@ def _live(chunk: list[Entry], version: int, floor: int,
     return out, last
 
 
+def _live_covered(chunk: list[Entry], version: int, floor: int, last: bytes | None,
+                  cover: Cover) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """:func:`_live` that also drops a key whose newest entry a range tombstone hides
+    (then every older entry of it is hidden too)."""
+    out: list[tuple[bytes, bytes]] = []
+    append = out.append
+    hides = cover.hides
+    for k, v, val in chunk:
+        if v > version or k == last:
+            continue
+        last = k
+        if val is not None and v >= floor and not hides(k, v):
+            append((k, val))
+    return out, last
+
+
 Head = tuple[list[Entry], "bytes | None", "Iterator[list[Entry]] | None"]
 """A forward scan's start in one source: ``(run, edge, rest)`` -- see
 ``TableReader.seek_head``; :func:`memtable_head` is the memtable's."""
@@ -283,7 +306,7 @@ def memtable_head(mem: Memtable, start: bytes | None, end: bytes | None, version
 
 
 def seek_merged(heads: list[Head], version: int, floor: int, limit: int,
-                guard: Guard) -> Iterator[tuple[bytes, bytes]]:
+                guard: Guard, cover: Cover | None = None) -> Iterator[tuple[bytes, bytes]]:
     """A forward scan of at most ``limit`` keys starting from each source's head
     (newest source first).
 
@@ -308,7 +331,10 @@ def seek_merged(heads: list[Head], version: int, floor: int, limit: int,
             for r, c in zip(runs, cuts, strict=True):
                 chunk += r[:c]
             chunk.sort(key=_key_of)  # stable: newer sources stay first within a key
-        out, last = _live(chunk, version, floor, None)
+        if cover is None:
+            out, last = _live(chunk, version, floor, None)
+        else:
+            out, last = _live_covered(chunk, version, floor, None, cover)
         if len(out) >= limit or bound is None:
             return guarded(out[:limit], guard)
         for i, (e, rest) in enumerate(zip(edges, rests, strict=True)):
@@ -323,4 +349,4 @@ def seek_merged(heads: list[Head], version: int, floor: int, limit: int,
     sources = [_Source(rest, r[c:]) for r, c, rest in zip(runs, cuts, rests, strict=True)]
     more_chunks = sources[0].buf_then_runs() if len(sources) == 1 else _chunks(sources, False)
     return chain(guarded(out, guard), _visible(guarded_runs(more_chunks, guard), version, floor,
-                                               False, limit - len(out), last))
+                                               False, limit - len(out), last, cover))

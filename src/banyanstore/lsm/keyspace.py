@@ -81,6 +81,25 @@ class Keyspace:
             raise KeyspaceNotFoundError(self._ks.dropped)
         return self._writer.write_one(self._ks, key, None, sync)
 
+    def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> int:
+        """Delete every key ``start <= key < end`` with one range tombstone (one WAL
+        record, however many keys it covers); returns its version.  Reads at an older
+        version still see the keys; keys written later are not affected.  ValueError
+        if ``end <= start``.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     for k in (b"a", b"b", b"c"):
+        ...         v = store.put(k, b"1")
+        ...     gone = store.delete_range(b"a", b"c")
+        ...     list(store.scan()), store.get(b"a", version=v)
+        ([(b'c', b'1')], b'1')
+        """
+        start, end = self._writer.check_range(start, end)
+        if self._ks.dropped is not None:
+            raise KeyspaceNotFoundError(self._ks.dropped)
+        return self._writer.write_batch([], sync, [(self._ks, start, end)])  # type: ignore[return-value]
+
     # -- reads ----------------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
         """``key in keyspace``: a point lookup (TypeError for a key that is not bytes-like)."""

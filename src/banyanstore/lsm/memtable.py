@@ -8,6 +8,10 @@ scans and flushes, so keys are sorted lazily: new keys are remembered in
 arrival order and merged into the sorted list on demand (Timsort merges the
 two runs in C).
 
+Range tombstones (``delete_range``) are kept beside the entries, in arrival order, as
+``(start, end, version)`` in :attr:`Memtable.range_dels`; readers see them through
+:meth:`Memtable.range_fragments` (lsm/rangedel.py), rebuilt only when one was added.
+
 Readers take no lock: a reader at version ``v`` ignores every entry newer than
 ``v``, and the store publishes a version only after its entries are in the
 memtable.
@@ -21,6 +25,7 @@ from operator import itemgetter
 from typing import Final
 
 from .. import accel
+from .rangedel import EMPTY_FRAGMENTS, Fragments, RangeDel
 
 __all__ = ["Memtable", "MISSING", "ENTRY_OVERHEAD"]
 
@@ -39,7 +44,8 @@ for a 16 B key and 100 B value), so ``memtable_size`` bounds real memory."""
 class Memtable:
     """Versioned entries of one keyspace.  Writers are serialised by the store."""
 
-    __slots__ = ("_data", "_sorted", "_new_keys", "_sort_lock", "approx_bytes", "entries")
+    __slots__ = ("_data", "_sorted", "_new_keys", "_sort_lock", "approx_bytes", "entries",
+                 "range_dels", "_fragments")
 
     def __init__(self) -> None:
         self._data: dict[bytes, list] = {}
@@ -47,7 +53,9 @@ class Memtable:
         self._new_keys: list[bytes] = []
         self._sort_lock = threading.Lock()
         self.approx_bytes = 0
-        self.entries = 0
+        self.entries = 0  # entries and range tombstones
+        self.range_dels: list[RangeDel] = []
+        self._fragments: tuple[int, Fragments] = (0, EMPTY_FRAGMENTS)
 
     def __len__(self) -> int:
         return self.entries
@@ -67,6 +75,30 @@ class Memtable:
         self.approx_bytes += charge
         self.entries += 1
         return charge
+
+    def add_range(self, start: bytes, end: bytes, version: int) -> int:
+        """Record a range tombstone ``[start, end)`` at ``version``; returns the bytes
+        charged.  REQUIRES: ``start < end``."""
+        self.range_dels.append((start, end, version))
+        charge = len(start) + len(end) + ENTRY_OVERHEAD
+        self.approx_bytes += charge
+        self.entries += 1
+        return charge
+
+    def range_fragments(self) -> Fragments:
+        """The range tombstones as :class:`Fragments`, rebuilt after each new one (a
+        reader racing a writer may rebuild too: the result is the same)."""
+        n = len(self.range_dels)
+        cached = self._fragments
+        if cached[0] == n:
+            return cached[1]
+        frags = Fragments(self.range_dels[:n])
+        self._fragments = (n, frags)
+        return frags
+
+    def sorted_range_dels(self) -> list[RangeDel]:
+        """The range tombstones in table order: start ascending, version descending."""
+        return sorted(self.range_dels, key=lambda r: (r[0], -r[2], r[1]))
 
     # -- reads -------------------------------------------------------------------
     def get(self, key: bytes, version: int) -> object:

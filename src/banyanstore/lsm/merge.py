@@ -11,6 +11,15 @@ Reclamation rules, per key (entries newest first):
   tombstone below ``F`` with nothing older kept hides nothing and is dropped;
 * entries older than the TTL floor are invisible to every read and dropped.
 
+Range tombstones of the inputs (lsm/rangedel.py) take part as if each were a
+point tombstone of every key it covers: for a covered key, the group gets a
+stand-in ``(key, tombstone version, <range>)`` at its place among the key's
+versions, so the rules above drop exactly the entries it hides from every
+reader point; stand-ins are never written (the range tombstone stands for them).
+The output keeps every range tombstone of the inputs -- it may hide entries of
+older tables -- except, in a ``bottom`` merge, one below ``F`` (or past the TTL)
+that hides none of the output's entries: nothing older exists anywhere then.
+
 This module is importable in a worker process: :func:`run_merge` takes only
 picklable arguments and returns the new table's metadata.
 """
@@ -24,8 +33,9 @@ from typing import Any
 
 from ..sstable.meta import TableOrigin
 from .iterators import _chunks, _Source, table_runs
+from .rangedel import Fragments, RangeDel
 
-__all__ = ["MergeSpec", "merge_entries", "reclaim", "run_merge", "merged_origin"]
+__all__ = ["MergeSpec", "MergeRanges", "merge_entries", "reclaim", "run_merge", "merged_origin"]
 
 Entry = tuple[bytes, int, Any]
 
@@ -73,8 +83,58 @@ def reclaim(group: Sequence[Entry], spec: MergeSpec, points: list[int]) -> list[
     return kept
 
 
-def merge_entries(readers: Sequence[Any], spec: MergeSpec) -> Iterator[Entry]:
-    """Surviving entries of ``readers`` (newest table first) in internal order."""
+_STAND_IN: Any = object()
+"""The value of a range tombstone's stand-in entry inside a merge (never written)."""
+
+
+class MergeRanges:
+    """The range tombstones of a merge's inputs: stand-ins for :func:`reclaim`, and
+    which of them the output must keep (known once every entry went through
+    :meth:`note_kept`)."""
+
+    def __init__(self, dels: Sequence[RangeDel], spec: MergeSpec) -> None:
+        self.all = sorted(set(dels))
+        self.fragments = Fragments(self.all)
+        # Candidates to drop: in a bottom merge, below the floor, or past the TTL.
+        droppable = [r for r in self.all
+                     if r[2] < spec.ttl_floor or (spec.bottom and r[2] < spec.floor)]
+        self._droppable = Fragments(droppable) if droppable else None
+        self._needed: set[RangeDel] = set()
+
+    def stand_ins(self, key: bytes, group: Sequence[Entry]) -> list[Entry]:
+        """``group`` (one key, newest first) with the stand-ins of the tombstones
+        covering ``key`` in place -- none where the key has an entry of that version
+        (a write after the range tombstone in its batch)."""
+        covering = self.fragments.covering_key(key)
+        if not covering:
+            return list(group)
+        own = {e[1] for e in group}
+        extra = [(key, v, _STAND_IN) for v in {r[2] for r in covering} if v not in own]
+        return sorted([*group, *extra], key=lambda e: -e[1])
+
+    def note_kept(self, key: bytes, version: int) -> None:
+        """An entry the output keeps: droppable tombstones hiding it must stay."""
+        if self._droppable is not None:
+            for r in self._droppable.covering_key(key):
+                if r[2] <= version:
+                    break
+                self._needed.add(r)
+
+    def kept(self, spec: MergeSpec) -> list[RangeDel]:
+        """The range tombstones the output keeps."""
+        if self._droppable is None:
+            return self.all
+        drop = {r for cover in self._droppable.covering for r in cover} - self._needed
+        return [r for r in self.all if r not in drop]
+
+
+def merge_entries(readers: Sequence[Any], spec: MergeSpec,
+                  ranges: MergeRanges | None = None) -> Iterator[Entry]:
+    """Surviving entries of ``readers`` (newest table first) in internal order;
+    ``ranges``: their range tombstones (see :class:`MergeRanges`)."""
+    if ranges is not None and ranges.all:
+        yield from _merge_with_ranges(readers, spec, ranges)
+        return
     points = spec.reader_points()
     floor, ttl_floor, bottom = spec.floor, spec.ttl_floor, spec.bottom
     sources = [_Source(table_runs(r, None, None, False, fill_cache=False)) for r in readers]
@@ -93,6 +153,27 @@ def merge_entries(readers: Sequence[Any], spec: MergeSpec) -> Iterator[Entry]:
                     yield e
             else:
                 yield from reclaim(chunk[i:j], spec, points)
+            i = j
+
+
+def _merge_with_ranges(readers: Sequence[Any], spec: MergeSpec,
+                       ranges: MergeRanges) -> Iterator[Entry]:
+    """:func:`merge_entries` where the inputs hold range tombstones: every key's group
+    goes through :func:`reclaim` with its stand-ins, which are then left out."""
+    points = spec.reader_points()
+    sources = [_Source(table_runs(r, None, None, False, fill_cache=False)) for r in readers]
+    for chunk in _chunks(sources, False):
+        n = len(chunk)
+        i = 0
+        while i < n:
+            k = chunk[i][0]
+            j = i + 1
+            while j < n and chunk[j][0] == k:
+                j += 1
+            for e in reclaim(ranges.stand_ins(k, chunk[i:j]), spec, points):
+                if e[2] is not _STAND_IN:
+                    ranges.note_kept(k, e[1])
+                    yield e
             i = j
 
 
@@ -117,9 +198,11 @@ def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: An
                  spec: MergeSpec) -> Any:
     from ..sstable.builder import TableBuilder
     builder = TableBuilder(env, output_path, options, spec.origin)
+    ranges = MergeRanges([r for t in readers for r in t.range_dels], spec)
     try:
-        builder.add_many(merge_entries(readers, spec))
-        if builder.entry_count == 0:
+        builder.add_many(merge_entries(readers, spec, ranges))
+        builder.add_range_dels(ranges.kept(spec))  # known once every entry went through
+        if builder.entry_count == 0 and not builder.range_del_count:
             builder.abandon()
             return None
         return builder.finish()

@@ -166,7 +166,7 @@ def replay_wal(tree: Tree, wal: Log, opts: Options, state: ManifestState) -> tup
             missing_records(opts, f"WAL records {expected}..{seq - 1} are missing (a segment "
                      "was removed or lost)", where)
         expected = seq + 1
-        version, ms, ops = decode(record, f"{where} (record {seq})")
+        version, ms, ops, ranges = decode(record, f"{where} (record {seq})")
         if version <= floor:
             continue
         for ks_id, key, value in ops:
@@ -177,6 +177,14 @@ def replay_wal(tree: Tree, wal: Log, opts: Options, state: ManifestState) -> tup
                 raise CorruptionError(f"WAL record {seq} writes to unknown keyspace {ks_id}",
                                       path=where)
             mem_bytes += ks.view.mem.add(key, version, value)
+        for ks_id, lo, hi in ranges:
+            ks = tree.keyspace_by_id(ks_id)
+            if ks is None:
+                if ks_id in state.dropped:
+                    continue  # written before the keyspace was dropped
+                raise CorruptionError(f"WAL record {seq} deletes a range of unknown keyspace "
+                                      f"{ks_id}", path=where)
+            mem_bytes += ks.view.mem.add_range(lo, hi, version)
         if version > tree.version:
             tree.publish_version(version)  # one writer: the open itself
         tree.note_time(version, ms)

@@ -7,6 +7,13 @@ sees one consistent set of sources for as long as it holds it -- no lock on
 the read path.  Objects dropped from a view stay usable by readers still
 holding the old view (POSIX keeps unlinked files readable through open
 descriptors).
+
+Range tombstones (lsm/rangedel.py): a view whose immutable memtables or tables
+hold some keeps them as one :class:`Fragments` (``range_static``); the active
+memtable's are read live.  Reads of a view with neither take their usual paths;
+otherwise they find each key's newest entry as usual and drop it when a newer
+range tombstone covers the key.  Such scans take the Python merge (the compiled
+core does not know range tombstones; docs/native.md).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from .iterators import (
     table_runs,
 )
 from .memtable import MISSING, Memtable
+from .rangedel import Cover, Fragments, RangeDel
 
 __all__ = ["View", "KeyspaceState", "EMPTY_VIEW", "DroppedView"]
 
@@ -42,7 +50,7 @@ cost is the setup.  Longer ones amortise it, and the generic merge keeps them la
 class View:
     """Sources of one keyspace, newest first.  Immutable once published."""
 
-    __slots__ = ("mem", "imms", "tables", "cores")
+    __slots__ = ("mem", "imms", "tables", "cores", "range_static")
 
     def __init__(self, mem: Memtable, imms: tuple[Memtable, ...], tables: tuple[Any, ...]) -> None:
         self.mem = mem
@@ -52,11 +60,33 @@ class View:
         # one C call answers a point read across all tables (see accel.py).
         cores = tuple(getattr(t, "core", None) for t in tables) if _native is not None else (None,)
         self.cores: tuple[Any, ...] | None = cores if None not in cores else None
+        static: list[RangeDel] = [r for m in imms for r in m.range_dels]
+        for t in tables:
+            static += getattr(t, "range_dels", ())
+        self.range_static: Fragments | None = Fragments(static) if static else None
+
+    def cover(self, version: int) -> Cover | None:
+        """The range tombstones a read at ``version`` applies (None: there are none)."""
+        parts = [] if self.range_static is None else [self.range_static]
+        if self.mem.range_dels:
+            parts.append(self.mem.range_fragments())
+        return Cover(parts, version) if parts else None
+
+    def range_dels(self) -> list[RangeDel]:
+        """Every range tombstone of the view (any version), unordered."""
+        out = list(self.mem.range_dels)
+        for m in self.imms:
+            out += m.range_dels
+        for t in self.tables:
+            out += getattr(t, "range_dels", ())
+        return out
 
     # -- point reads --------------------------------------------------------------
     def get(self, key: bytes, version: int, floor: int) -> bytes | None:
         """The value of ``key`` at ``version``; entries older than ``floor`` (TTL)
         count as absent."""
+        if self.range_static is not None or self.mem.range_dels:
+            return self._get_covered(key, version, floor)
         if floor:
             entry = self.get_entry(key, version)
             return entry[1] if entry is not None and entry[0] >= floor else None
@@ -81,8 +111,19 @@ class View:
                 return value
         return None
 
+    def _get_covered(self, key: bytes, version: int, floor: int) -> bytes | None:
+        """:meth:`get` where range tombstones exist: the newest entry, unless one covers it."""
+        entry = self.get_entry(key, version)
+        if entry is None or entry[1] is None or entry[0] < floor:
+            return None
+        cover = self.cover(version)
+        if cover is not None and cover.hides(key, entry[0]):
+            return None
+        return entry[1]
+
     def get_entry(self, key: bytes, version: int) -> tuple[int, bytes | None] | None:
-        """``(entry_version, value)`` of the newest entry <= ``version``, or None."""
+        """``(entry_version, value)`` of the newest entry <= ``version``, or None
+        (range tombstones not applied: see :meth:`cover`)."""
         e = self.mem.get_entry(key, version)
         if e is not None:
             return e
@@ -109,6 +150,7 @@ class View:
         fetched with ONE batched read -- where ``nonblocking``/``io_uring`` serve the
         batch concurrently -- and each key is resolved newest table first."""
         out: list[Any] = [None] * len(keys)
+        cover = self.cover(version)
         pending: list[int] = []
         for i, k in enumerate(keys):
             e = self.mem.get_entry(k, version)
@@ -119,7 +161,7 @@ class View:
                         break
             if e is None:
                 pending.append(i)
-            elif e[0] >= floor:
+            elif e[0] >= floor and (cover is None or not cover.hides(k, e[0])):
                 out[i] = e[1]
         tables = [t for t in self.tables if t.min_version <= version]
         if not pending or not tables:
@@ -145,12 +187,14 @@ class View:
                 if e is None:
                     continue
                 v, value = e
-            if v >= floor:
+            if v >= floor and (cover is None or not cover.hides(keys[i], v)):
                 out[i] = value
         return out
 
     def history(self, key: bytes, version: int) -> list[tuple[int, bytes | None]]:
-        """Every retained entry of ``key`` at or below ``version``, newest first."""
+        """Every retained entry of ``key`` at or below ``version``, newest first; a
+        range tombstone covering ``key`` shows as ``(its version, None)`` unless the
+        key has an entry of that version (written after it in its batch)."""
         entries = self.mem.history(key, version)
         for m in self.imms:
             entries += m.history(key, version)
@@ -158,6 +202,11 @@ class View:
             if key < t.smallest_key or key > t.largest_key or t.min_version > version:
                 continue
             entries += [e for e in t.history(key) if e[0] <= version]
+        if self.range_static is not None or self.mem.range_dels:
+            own = {e[0] for e in entries}
+            entries += [(v, None) for v in {r[2] for r in self.range_dels()
+                                            if r[0] <= key < r[1] and r[2] <= version}
+                        if v not in own]
         entries.sort(key=lambda e: -e[0])
         return entries
 
@@ -167,7 +216,8 @@ class View:
         keys with ``keys_only``, which saves creating the values on the native path);
         ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
         cores = self.cores
-        if cores is not None:
+        cover = self.cover(version)
+        if cores is not None and cover is None:
             # The compiled core merges the tables straight from their blocks (and the
             # memtables' runs) with visibility, and yields pre-built tuples; the guard
             # runs per memtable run and per batch taken from the core.
@@ -180,14 +230,14 @@ class View:
         if keys_only:
             return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))
         if limit is not None and limit <= SEEK_LIMIT and not reverse:
-            return self._seek(start, end, version, floor, limit, guard)
+            return self._seek(start, end, version, floor, limit, guard, cover)
         runs = [memtable_runs(m, start, end, version, reverse)
                 for m in (self.mem, *self.imms) if m.entries]
         runs += [table_runs(t, start, end, reverse) for t in self._scan_tables(start, end, version)]
-        return scan_merged(runs, version, floor, reverse, limit, guard)
+        return scan_merged(runs, version, floor, reverse, limit, guard, cover)
 
     def _seek(self, start: bytes | None, end: bytes | None, version: int, floor: int,
-              limit: int, guard: Guard) -> Iterator[tuple[bytes, bytes]]:
+              limit: int, guard: Guard, cover: Cover | None = None) -> Iterator[tuple[bytes, bytes]]:
         """A forward scan of at most ``limit`` keys (a seek): every source hands its
         first entries over directly, with no generator per source unless the
         first chunk falls short.  REQUIRES: ``0 <= limit <= SEEK_LIMIT`` (the heads
@@ -200,7 +250,7 @@ class View:
         heads += [t.seek_head(start, end, n) for t in self._scan_tables(start, end, version)]
         if not heads:
             return iter(())
-        return seek_merged(heads, version, floor, limit, guard)
+        return seek_merged(heads, version, floor, limit, guard, cover)
 
     # -- estimates ------------------------------------------------------------------
     def approximate(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:

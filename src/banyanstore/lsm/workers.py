@@ -118,13 +118,15 @@ class WorkerPools:
 
 
 def build_table_in_worker(path: str, options: Any, keys: list[bytes], versions: list[int],
-                          values: list[bytes | None], origin: Any = None) -> Any:
-    """Write a table from memtable columns (in a worker); returns its TableMeta.
-    The partial file is removed on failure."""
+                          values: list[bytes | None], origin: Any = None,
+                          range_dels: Any = ()) -> Any:
+    """Write a table from memtable columns and range tombstones (in a worker); returns
+    its TableMeta.  The partial file is removed on failure."""
     from ..sstable.builder import TableBuilder
     builder = TableBuilder(PosixEnv(), path, options, origin)
     try:
         builder.add_sorted_columns(keys, versions, values)
+        builder.add_range_dels(range_dels)
         return builder.finish()
     except BaseException:
         builder.abandon()

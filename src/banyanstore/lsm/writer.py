@@ -30,7 +30,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from ..arguments import as_bytes, check_sync
 from ..errors import (
@@ -45,16 +45,19 @@ from ..log.log import Log
 from ..options import Options
 from .compaction import Compactor
 from .flush import Flusher
+from .rangedel import check_range
 from .tree import Tree
 from .view import KeyspaceState
-from .wal import encode_batch, encode_one
+from .wal import encode_batch, encode_one, encode_with_ranges
 
-__all__ = ["Writer", "Op"]
+__all__ = ["Writer", "Op", "RangeOp"]
 
 logger = logging.getLogger("banyanstore.store")
 
 Op = tuple[KeyspaceState, bytes, "bytes | None"]
 """One operation of a batch: keyspace, key, value (None: a tombstone)."""
+RangeOp = tuple[KeyspaceState, bytes, bytes]
+"""A range tombstone of a batch: keyspace, start, end (lsm/rangedel.py)."""
 
 
 class Writer:
@@ -173,29 +176,49 @@ class Writer:
             self._sync_wal(seq)
         return v
 
-    def write_batch(self, ops: list[Op], sync: bool | None) -> int | None:
-        """Write ``ops`` under one new version (None for no ops); returns it."""
+    def check_range(self, start: object, end: object) -> tuple[bytes, bytes]:
+        """``start`` and ``end`` of a range tombstone as bytes (TypeError, ValueError for
+        an empty range and EntryTooLargeError name the argument)."""
+        start = as_bytes(start, "start")
+        end = as_bytes(end, "end")
+        for name, key in (("start", start), ("end", end)):
+            if len(key) > self._max_key:
+                raise EntryTooLargeError(f"{name} of {len(key)} bytes exceeds max_key_size "
+                                         f"({self._max_key})")
+        check_range(start, end)
+        return start, end
+
+    def write_batch(self, ops: list[Op], sync: bool | None,
+                    ranges: Sequence[RangeOp] = ()) -> int | None:
+        """Write ``ops`` and the range tombstones ``ranges`` (lsm/rangedel.py) as one WAL
+        record under one new version (None for nothing to write); returns it."""
         check_sync(sync)
-        if not ops:
+        if not ops and not ranges:
             return None
         tree = self._tree
         with self._lock:
             self.check_writable()
-            for ks, _k, _v in ops:  # a keyspace dropped since the batch named it
+            for ks, _k, _v in (*ops, *ranges):  # a keyspace dropped since the batch named it
                 if ks.dropped is not None:
                     raise KeyspaceNotFoundError(ks.dropped)
             if self._mem_bytes >= self._memtable_size:
                 self._switch_memtables()
             v = tree.version + 1
             ms = int(self._clock() * 1000)
+            wal_ops = [(ks.id, k, val) for ks, k, val in ops]
+            if ranges:
+                record = encode_with_ranges(v, ms, wal_ops, [(ks.id, a, b) for ks, a, b in ranges])
+            else:
+                record = encode_batch(v, ms, wal_ops)
             try:
-                seq = self._wal_append(encode_batch(v, ms, [(ks.id, k, val) for ks, k, val in ops]),
-                                       sync=False)
+                seq = self._wal_append(record, sync=False)
             except StorageIOError as exc:
                 self._wal_failed(exc)
                 raise
             for ks, k, val in ops:
                 self._mem_bytes += ks.view.mem.add(k, v, val)
+            for ks, lo, hi in ranges:
+                self._mem_bytes += ks.view.mem.add_range(lo, hi, v)
             tree.publish_version(v)
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)

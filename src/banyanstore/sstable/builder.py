@@ -2,7 +2,13 @@
 
 File layout (the full grammar is in format.py)::
 
-    data_block* filter_block? index_block props_block footer
+    data_block* filter_block? index_block range_block? props_block footer
+
+Range tombstones (:meth:`TableBuilder.add_range_dels`) go to the range block
+(rangedels.py) and make the table format version 3.  A table holding only range
+tombstones also gets one point tombstone at the first one's ``(start,
+version)`` -- it says nothing the range tombstone does not (no other entry has
+that version), and every table keeps at least one data block.
 
 The builder buffers data blocks and writes them about 1 MiB at a time (one
 syscall per MiB instead of per block), then the filter, index and properties
@@ -32,6 +38,7 @@ from .format import (
     FOOTER,
     FOOTER_HANDLES_SIZE,
     FORMAT_VERSION,
+    FORMAT_VERSION_RANGES,
     MAGIC,
     MAX_VERSION,
     TRAILER_SIZE,
@@ -39,6 +46,7 @@ from .format import (
     wrap_block,
 )
 from .meta import TableMeta, TableOrigin, encode_index, encode_props
+from .rangedels import RangeDel, encode_range_dels, range_bounds, sort_key
 
 __all__ = ["TableBuilder"]
 
@@ -107,6 +115,7 @@ class TableBuilder:
         self._smallest = b""
         self._last_key = b""
         self._last_version = MAX_VERSION + 1
+        self._range_dels: list[RangeDel] = []
 
     # -- adding ----------------------------------------------------------------------------
     def add(self, key: bytes, version: int, value: bytes | None) -> None:
@@ -267,10 +276,31 @@ class TableBuilder:
         self._min_version, self._max_version = lo_v, hi_v
         self._smallest, self._last_key, self._last_version = keys[0], keys[-1], versions[-1]
 
+    def add_range_dels(self, dels: Iterable[RangeDel]) -> None:
+        """Add range tombstones ``(start, end, version)`` (any order; duplicates are
+        kept once).  ValueError for an empty range, a bad version or an oversized key."""
+        if self._done:
+            raise ValueError("table builder is already finished or abandoned")
+        fresh = []
+        for start, end, version in dels:
+            if not isinstance(start, bytes) or not isinstance(end, bytes) or not start < end:
+                raise ValueError(f"range tombstone [{start!r}, {end!r}) is not a non-empty range "
+                                 "of bytes keys")
+            if max(len(start), len(end)) > self._max_key:
+                raise ValueError(f"range tombstone key exceeds max_key_size {self._max_key}")
+            if type(version) is not int or not 0 < version <= MAX_VERSION:
+                raise ValueError(f"version {version} is outside 1 .. 2**64-1")
+            fresh.append((start, end, version))
+        self._range_dels = sorted(set(self._range_dels).union(fresh), key=sort_key)
+
     # -- progress (for callers cutting compaction output) ---------------------------------
     @property
     def entry_count(self) -> int:
         return self._entries
+
+    @property
+    def range_del_count(self) -> int:
+        return len(self._range_dels)
 
     @property
     def last_key(self) -> bytes | None:
@@ -316,10 +346,16 @@ class TableBuilder:
         """
         if self._done:
             raise ValueError("table builder is already finished or abandoned")
+        ranges = self._range_dels
+        if not self._entries and ranges:
+            self.add(ranges[0][0], ranges[0][2], None)  # see the module docstring
         if not self._entries:
             raise ValueError("cannot finish an empty table; abandon() it instead")
         self._flush_block()
         data_size = self._offset
+        for _s, _e, v in ranges:
+            self._min_version = min(self._min_version, v)
+            self._max_version = max(self._max_version, v)
 
         filter_off = filter_len = 0
         if self._hashes is not None:
@@ -331,18 +367,27 @@ class TableBuilder:
         index_off, index_len = self._offset, len(payload)
         self._write(wrap_block(payload, COMPRESSION_NONE))
 
+        ranges_handle = (0, 0)
+        if ranges:
+            payload = encode_range_dels(ranges)
+            ranges_handle = (self._offset, len(payload))
+            self._write(wrap_block(payload, COMPRESSION_NONE))
+
         meta = TableMeta(
             path=self.path, file_size=0, smallest_key=self._smallest, largest_key=self._last_key,
             min_version=self._min_version, max_version=self._max_version,
             entry_count=self._entries, tombstone_count=self._tombstones, key_count=self._keys,
             data_size=data_size, raw_size=self._raw_size, block_count=len(self._last_keys),
             compression=self.options.compression, bloom_bits_per_key=self._bits_per_key,
-            block_size=self._block_size, origin=self._finished_origin())
+            block_size=self._block_size, origin=self._finished_origin(),
+            range_del_count=len(ranges), range_dels_handle=ranges_handle,
+            range_del_bounds=range_bounds(ranges) if ranges else (b"", b""))
         payload = encode_props(meta, self._ccode)
         props_off, props_len = self._offset, len(payload)
         self._write(wrap_block(payload, COMPRESSION_NONE))
 
-        version = FORMAT_VERSION if meta.origin is not None else 1
+        version = (FORMAT_VERSION_RANGES if ranges else
+                   FORMAT_VERSION if meta.origin is not None else 1)
         footer = FOOTER.pack(index_off, index_len, filter_off, filter_len, props_off, props_len,
                              0, version, MAGIC)
         crc = crc32c(_VERSION_U32.pack(version), crc32c(footer[:FOOTER_HANDLES_SIZE]))

@@ -3,11 +3,13 @@ block trailer, footer, properties; and the block codec (compression + checksum).
 
 Byte grammar of a whole table file (all integers little-endian)::
 
-    table       := data_block* filter_block? index_block props_block footer
+    table       := data_block* filter_block? index_block range_block? props_block footer
     data_block  := stored_block                  (payload layout: see block.py)
     filter_block:= stored_block                  (payload layout: see bloom.py; absent when
                                                   bloom_bits_per_key == 0, handle = (0, 0))
     index_block := stored_block                  (payload layout: see reader.py / builder.py)
+    range_block := stored_block                  (format 3 only: the range tombstones,
+                                                  payload layout: see rangedels.py)
     props_block := stored_block                  (payload layout: PROPS below)
     stored_block:= body trailer
     body        := the payload, compressed as `ctype` says
@@ -25,7 +27,8 @@ Byte grammar of a whole table file (all integers little-endian)::
              min_version:u64 max_version:u64 block_count:u32 block_size:u32
              compression:u8 reserved:3 bytes bloom_bits_per_key:u32
              smallest_len:u32 largest_len:u32 smallest_key largest_key
-             origin                              (format version 2 only)
+             range_props                         (format version 3 only: rangedels.py)
+             origin                              (format version 2; optional in 3)
     origin:= keyspace_id:u32 name_len:u32 covers_min:u64 covers_max:u64 history_floor:u64
              keyspace_name:name_len bytes (UTF-8)
              -- which keyspace of which store the table belongs to, and the versions it
@@ -35,8 +38,10 @@ Byte grammar of a whole table file (all integers little-endian)::
              manifest from it.
 
 Format versions: 1 (no origin: tables built outside a store, and stores written
-before version 2) and 2 (with origin: every table a store writes).  The reader
-reads both.
+before version 2), 2 (with origin: every table a store writes) and 3 (a table
+holding range tombstones: the range block, its ``range_props``, and an origin if
+the table has one).  A table without range tombstones is still written as 1 or 2,
+so builds that predate version 3 read it.  The reader reads all three.
 
 The reader checks the footer in the order magic -> format version -> checksum,
 so a file from a future writer (whose footer may differ) is reported as an
@@ -57,7 +62,8 @@ import zstandard
 from ..errors import CorruptionError
 
 __all__ = [
-    "MAGIC", "FORMAT_VERSION", "FORMAT_VERSIONS", "ORIGIN", "MAX_KEYSPACE_NAME", "FOOTER",
+    "MAGIC", "FORMAT_VERSION", "FORMAT_VERSION_RANGES", "FORMAT_VERSIONS", "ORIGIN",
+    "MAX_KEYSPACE_NAME", "FOOTER",
     "FOOTER_SIZE", "TRAILER", "TRAILER_SIZE", "PROPS",
     "COMPRESSION_NONE", "COMPRESSION_LZ4", "COMPRESSION_ZSTD", "COMPRESSION_CODES",
     "MAX_VERSION", "crc32c", "wrap_block", "unwrap_block", "u32_list", "u64_list",
@@ -67,8 +73,9 @@ __all__ = [
 MAGIC = b"\x8bBNYSST\x1a"
 """Last 8 bytes of every table.  Non-ASCII first byte and ^Z: a text file never matches."""
 
-FORMAT_VERSION = 2  # the newest version this build writes (with an origin); it reads 1 and 2
-FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # what this build writes for a table with an origin; it reads 1, 2 and 3
+FORMAT_VERSION_RANGES = 3  # what it writes for a table holding range tombstones
+FORMAT_VERSIONS = (1, 2, 3)
 MAX_VERSION = (1 << 64) - 1
 
 FOOTER = struct.Struct("<QIQIQIII8s")

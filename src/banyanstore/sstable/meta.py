@@ -9,7 +9,9 @@ Payload grammar of the index block (integers little-endian)::
                     the internal key (user key, version) of block i's last entry
 
 Payload of the properties block: ``PROPS`` in format.py, then the smallest and
-largest user keys, then (format version 2) the table's :class:`TableOrigin`.
+largest user keys, then (format version 3) ``range_props`` -- where the
+range-tombstone block is, how many it holds, their key bounds (rangedels.py) --
+then (format version 2; optional in 3) the table's :class:`TableOrigin`.
 
 Why "last key" and no "first key": a lookup of ``(key, version)`` wants the
 first block whose last internal key is >= ``(key, version)``; bisecting the
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from .format import MAX_KEYSPACE_NAME, ORIGIN, PROPS, u32_bytes, u32_list, u64_bytes, u64_list
+from .rangedels import RANGE_PROPS
 
 __all__ = ["TableMeta", "TableOrigin", "IndexData", "encode_index", "decode_index", "encode_props",
            "decode_props"]
@@ -94,6 +97,13 @@ class TableMeta:
     bloom_bits_per_key: int = 0
     block_size: int = 0
     origin: TableOrigin | None = None
+    range_del_count: int = 0
+    """Range tombstones in the table (format version 3; its versions count in
+    ``min_version .. max_version``)."""
+    range_dels_handle: tuple[int, int] = (0, 0)
+    """``(offset, body length)`` of the range-tombstone block; ``(0, 0)`` when none."""
+    range_del_bounds: tuple[bytes, bytes] = (b"", b"")
+    """The smallest start and the greatest end of its range tombstones."""
 
 
 @dataclass
@@ -141,11 +151,16 @@ def decode_index(payload: bytes) -> IndexData:
 
 def encode_props(meta: TableMeta, compression_code: int) -> bytes:
     origin = meta.origin.encode() if meta.origin is not None else b""
+    ranges = b""
+    if meta.range_del_count:
+        lo, hi = meta.range_del_bounds
+        ranges = b"".join((RANGE_PROPS.pack(*meta.range_dels_handle, meta.range_del_count,
+                                            len(lo), len(hi)), lo, hi))
     return b"".join((PROPS.pack(meta.entry_count, meta.tombstone_count, meta.key_count, meta.raw_size,
                                 meta.data_size, meta.min_version, meta.max_version, meta.block_count,
                                 meta.block_size, compression_code, meta.bloom_bits_per_key,
                                 len(meta.smallest_key), len(meta.largest_key)),
-                     meta.smallest_key, meta.largest_key, origin))
+                     meta.smallest_key, meta.largest_key, ranges, origin))
 
 
 def decode_props(payload: bytes, path: str, file_size: int,
@@ -162,9 +177,32 @@ def decode_props(payload: bytes, path: str, file_size: int,
     largest = payload[PROPS.size + slen:keys_end]
     if ccode not in compression_names:
         raise ValueError(f"unknown compression code {ccode} in properties")
-    origin = TableOrigin.decode(payload[keys_end:], min_v, max_v) if version >= 2 else None
+    pos, count, handle, bounds = keys_end, 0, (0, 0), (b"", b"")
+    if version >= 3:
+        pos, count, handle, bounds = _decode_range_props(payload, keys_end)
+    origin = None
+    if version == 2 or (version >= 3 and pos < len(payload)):
+        origin = TableOrigin.decode(payload[pos:], min_v, max_v)
     return TableMeta(path=path, file_size=file_size, smallest_key=smallest, largest_key=largest,
                      min_version=min_v, max_version=max_v, entry_count=entries,
                      tombstone_count=tombstones, key_count=keys, data_size=data_size,
                      raw_size=raw_size, block_count=blocks, compression=compression_names[ccode],
-                     bloom_bits_per_key=bpk, block_size=block_size, origin=origin)
+                     bloom_bits_per_key=bpk, block_size=block_size, origin=origin,
+                     range_del_count=count, range_dels_handle=handle, range_del_bounds=bounds)
+
+
+def _decode_range_props(payload: bytes, pos: int) -> tuple[int, int, tuple[int, int],
+                                                            tuple[bytes, bytes]]:
+    """``(end position, count, block handle, bounds)`` of the ``range_props`` at ``pos``."""
+    if pos + RANGE_PROPS.size > len(payload):
+        raise ValueError("properties block too short for its range-tombstone section")
+    off, length, count, slen, llen = RANGE_PROPS.unpack_from(payload, pos)
+    pos += RANGE_PROPS.size
+    end = pos + slen + llen
+    if count < 1 or end > len(payload):
+        raise ValueError(f"range-tombstone section of the properties is malformed ({count} "
+                         f"tombstones, bounds of {slen} and {llen} bytes)")
+    lo, hi = payload[pos:pos + slen], payload[pos + slen:end]
+    if not lo < hi:
+        raise ValueError("range-tombstone bounds are not ascending")
+    return end, count, (off, length), (lo, hi)

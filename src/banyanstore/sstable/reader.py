@@ -18,6 +18,10 @@ Lookup of ``(key, version)`` -- "the newest entry of key with version <= version
    first entry by ``bytes.find`` over the fixed-width key section (bisect for
    variable-width keys), then step over versions newer than asked.
 
+Range tombstones (format version 3) are read with the meta blocks, checked, and
+kept as :attr:`TableReader.range_dels`; the table's own lookups and scans do not
+apply them -- the store's reads do (lsm/rangedel.py).
+
 Scans yield ``(key, version, value)`` in internal order (key ascending, version
 descending) from per-block lists via C-level ``zip``; ``reverse=True`` yields the
 exact reverse (key descending and, within a key, version ASCENDING).  Blocks are
@@ -57,6 +61,7 @@ from .format import (
     unwrap_block,
 )
 from .meta import TableMeta, decode_index, decode_props
+from .rangedels import RangeDel, decode_range_dels, range_bounds
 
 __all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "RUN_FIRST", "MISS"]
 
@@ -180,10 +185,12 @@ class TableReader:
         if crc32c(footer[FOOTER_HANDLES_SIZE + 4:FOOTER_HANDLES_SIZE + 8],
                   crc32c(footer[:FOOTER_HANDLES_SIZE])) != crc:
             raise self._corrupt("table footer checksum mismatch", foot_at)
-        # The writer lays meta blocks out back to back: [filter] index props footer.
+        # The writer lays meta blocks out back to back: [filter] index [ranges] props footer
+        # (the range block's handle is in the properties: checked once they are decoded).
         meta_start = filter_off if filter_len else index_off
+        index_end = index_off + index_len + TRAILER_SIZE
         if not (props_off + props_len + TRAILER_SIZE == foot_at
-                and index_off + index_len + TRAILER_SIZE == props_off
+                and (index_end == props_off or (version >= 3 and index_end < props_off))
                 and (not filter_len or filter_off + filter_len + TRAILER_SIZE == index_off)):
             raise self._corrupt("table footer handles are inconsistent", foot_at)
         region = f.read(meta_start, foot_at - meta_start)
@@ -199,6 +206,7 @@ class TableReader:
             meta = decode_props(props, path, size, COMPRESSION_NAMES, version)
         except ValueError as exc:
             raise self._corrupt(f"bad properties block: {exc}", props_off) from exc
+        self.range_dels = self._read_range_dels(meta, stored, index_end, props_off)
         try:
             idx = decode_index(index)
         except ValueError as exc:
@@ -241,6 +249,28 @@ class TableReader:
                 None if flt is None else payload,
                 b"" if flt is None else _masks_as_bytes(flt.k, flt.table_bits),
                 self._slots, load, scan_blocks, path, self.cache.native_counters)
+
+    def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
+                         index_end: int, props_off: int) -> tuple[RangeDel, ...]:
+        """The range tombstones (format version 3), checked against the properties."""
+        if not meta.range_del_count:
+            if index_end != props_off:
+                raise self._corrupt("table footer handles are inconsistent", props_off)
+            return ()
+        off, length = meta.range_dels_handle
+        if off != index_end or off + length + TRAILER_SIZE != props_off:
+            raise self._corrupt("range-tombstone block handle disagrees with the table layout",
+                                props_off)
+        payload = unwrap_block(stored(off, length), self.path, off, what="range-tombstone block")
+        try:
+            dels = decode_range_dels(payload, meta.range_del_count, meta.min_version,
+                                     meta.max_version)
+        except ValueError as exc:
+            raise self._corrupt(f"bad range-tombstone block: {exc}", off) from exc
+        if range_bounds(dels) != meta.range_del_bounds:
+            raise self._corrupt("range-tombstone bounds in the properties disagree with the block",
+                                off)
+        return dels
 
     # -- statistics ------------------------------------------------------------------------
     @property

@@ -119,21 +119,25 @@ def cmd_dump_wal(args: argparse.Namespace, out: Output) -> int:
                      f"{flushed}, replay from seq {wal_seq}")
         try:
             for seq, rec in _records(log, args.start, args.limit):
-                version, ms, ops = decode(rec, f"{args.path}/wal (record {seq})")
+                version, ms, ops, ranges = decode(rec, f"{args.path}/wal (record {seq})")
                 shown += 1
                 flushed_already = version <= flushed or seq < wal_seq
                 if out.json:
                     out.doc({"seq": seq, "version": version, "commit_ms": ms,
                              "flushed": flushed_already,
                              "ops": [{"keyspace": names.get(ks, ks), "key": out.show(k),
-                                      "value": out.show_value(v)} for ks, k, v in ops]})
+                                      "value": out.show_value(v)} for ks, k, v in ops]
+                             + [{"keyspace": names.get(ks, ks), "key": out.show(a),
+                                 "range_end": out.show(b)} for ks, a, b in ranges]})
                     continue
                 when = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
                     timespec="milliseconds")
                 mark = " (in tables)" if flushed_already else ""
-                out.line(f"seq {seq} version {version} at {when}: {len(ops)} ops{mark}")
+                out.line(f"seq {seq} version {version} at {when}: {len(ops) + len(ranges)} ops{mark}")
                 for ks, k, v in ops:
                     out.line(f"    [{names.get(ks, ks)}] {out.show(k)} = {out.show_value(v, args.width)}")
+                for ks, a, b in ranges:
+                    out.line(f"    [{names.get(ks, ks)}] [{out.show(a)}, {out.show(b)}) = RANGE TOMBSTONE")
         except CorruptionError as exc:
             raise Failure(str(exc)) from None
     if not out.json:

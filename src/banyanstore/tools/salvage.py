@@ -242,6 +242,7 @@ class _Plan:
         self.names: dict[int, str] = {}
         self.notes: list[str] = []
         self.wal_entries: dict[int, list[tuple[bytes, int, bytes | None]]] = {}
+        self.wal_ranges: dict[int, list[tuple[bytes, bytes, int]]] = {}  # range tombstones
         self.wal_records = 0
         self.wal_samples: list[tuple[int, int]] = []
         self.top_version = 0
@@ -349,7 +350,7 @@ class _Plan:
     def name_keyspaces(self) -> None:
         """Keyspace names: from the newest kept table's origin, else the manifests, else
         ``salvaged-<id>``; a name two ids claim goes to the first, the other gets a suffix."""
-        ids = set(self.kept) | set(self.wal_entries) | {0}
+        ids = set(self.kept) | set(self.wal_entries) | set(self.wal_ranges) | {0}
         if self.hints.state is not None:
             ids |= set(self.hints.state.keyspaces)
         ids -= self.hints.dropped
@@ -382,7 +383,7 @@ class _Plan:
         def on_record(seq: int, data: bytes, seg: str, offset: int) -> None:
             nonlocal next_sample
             try:
-                version, ms, ops = decode(data, f"{seg} (record {seq})")
+                version, ms, ops, ranges = decode(data, f"{seg} (record {seq})")
             except CorruptionError as exc:
                 self.lost.append(Loss(f"{seg} @ offset {offset}", f"WAL record {seq} does not decode: {exc}"))
                 return
@@ -391,14 +392,17 @@ class _Plan:
             if ms >= next_sample:
                 self.wal_samples.append((version, ms // 1000))
                 next_sample = (ms // 1000 + 1) * 1000
-            for ks, key, value in ops:
-                if ks in self.hints.dropped:
-                    continue  # written before its keyspace was dropped
+            def held(ks: int) -> bool:  # whether a kept table holds this record's writes to ks
                 spans = covers.get(ks, [])
                 i = bisect.bisect_right(spans, (version, 1 << 64)) - 1
-                if i >= 0 and spans[i][0] <= version <= spans[i][1]:
-                    continue  # a kept table holds it
-                self.wal_entries.setdefault(ks, []).append((key, version, value))
+                return i >= 0 and spans[i][0] <= version <= spans[i][1]
+
+            for ks, key, value in ops:  # (a dropped keyspace's writes predate its drop)
+                if ks not in self.hints.dropped and not held(ks):
+                    self.wal_entries.setdefault(ks, []).append((key, version, value))
+            for ks, start, end in ranges:
+                if ks not in self.hints.dropped and not held(ks):
+                    self.wal_ranges.setdefault(ks, []).append((start, end, version))
 
         summary = verify_log_dir(wal, report, on_record)
         for p in report.problems:
@@ -411,18 +415,24 @@ class _Plan:
             self.lost.append(Loss(wal, f"WAL records {h.wal_seq}..{summary.first_seq - 1} are missing "
                                        "(the manifest still needed them)"))
 
-    def wal_tables(self) -> list[tuple[int, list[tuple[bytes, int, bytes | None]]]]:
-        """The WAL entries no kept table holds, grouped into new tables: per keyspace, one
-        per gap between the kept tables' covered versions (keys ascending, newest first)."""
+    def wal_tables(self) -> list[tuple[int, list[tuple[bytes, int, bytes | None]],
+                                       list[tuple[bytes, bytes, int]]]]:
+        """The WAL entries and range tombstones no kept table holds, grouped into new
+        tables: per keyspace, one per gap between the kept tables' covered versions
+        (entries: keys ascending, newest first)."""
         out = []
-        for ks, entries in sorted(self.wal_entries.items()):
+        for ks in sorted(set(self.wal_entries) | set(self.wal_ranges)):
             bounds = sorted(k.covers[0] for k in self.kept.get(ks, []) if k.covers is not None)
             groups: dict[int, dict[tuple[bytes, int], bytes | None]] = {}
-            for key, version, value in entries:
+            range_groups: dict[int, set[tuple[bytes, bytes, int]]] = {}
+            for key, version, value in self.wal_entries.get(ks, []):
                 groups.setdefault(bisect.bisect_right(bounds, version), {})[(key, version)] = value
-            for _gap, group in sorted(groups.items()):
-                ordered = sorted(group.items(), key=lambda e: (e[0][0], -e[0][1]))
-                out.append((ks, [(k, v, val) for (k, v), val in ordered]))
+            for r in self.wal_ranges.get(ks, []):
+                range_groups.setdefault(bisect.bisect_right(bounds, r[2]), set()).add(r)
+            for gap in sorted(set(groups) | set(range_groups)):
+                ordered = sorted(groups.get(gap, {}).items(), key=lambda e: (e[0][0], -e[0][1]))
+                out.append((ks, [(k, v, val) for (k, v), val in ordered],
+                            sorted(range_groups.get(gap, ()))))
         return out
 
 
@@ -454,8 +464,8 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
     for f, why in plan.aside:
         out.done.append(f"{verb}set aside {f.path} to {moves[f.path]}: {why}")
     if dry_run:
-        out.done += [f"would write a table of {len(e)} WAL entries for keyspace {plan.names[ks]!r}"
-                     for ks, e in new_tables]
+        out.done += [f"would write a table of {len(e)} WAL entries and {len(r)} range tombstones "
+                     f"for keyspace {plan.names[ks]!r}" for ks, e, r in new_tables]
         return out
     next_no = 1 + max([f.file_no for f in plan.found] + list(hints.numbers)
                       + ([hints.state.next_file] if hints.state is not None else []) + [0])
@@ -504,16 +514,17 @@ def _moves(plan: _Plan, store: str, lost_dir: str) -> dict[str, str]:
     return moves
 
 
-def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any]]],
+def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any], list[Any]]],
                   next_no: int) -> tuple[list[tuple[str, int, str]], int]:
     """Write the WAL entries' tables (durable, named in ``plan.kept``); return
     ``(path, entries, keyspace)`` of each, and the next free file number."""
     env, built = make_env(), []
     os.makedirs(os.path.join(store, "tables"), exist_ok=True)
-    for ks, entries in groups:
+    for ks, entries, ranges in groups:
         path = os.path.join(store, "tables", f"{next_no:06d}.sst")
         with TableBuilder(env, path, Options(), TableOrigin(ks, plan.names[ks])) as builder:
             builder.add_many(entries)
+            builder.add_range_dels(ranges)
             meta = builder.finish()
         assert meta.origin is not None
         plan.kept.setdefault(ks, []).append(Found(next_no, path, meta, None, ks,

@@ -131,17 +131,18 @@ def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
     def check(seq: int, data: bytes, seg: str, offset: int) -> None:
         nonlocal last_version
         try:
-            version, _ms, ops = decode(data, seg)
+            rec = decode(data, seg)
         except CorruptionError as exc:
             report.error(seg, f"WAL record {seq}: {exc}", offset)
             return
+        version = rec.version
         if version <= last_version:
             report.error(seg, f"WAL record {seq} has version {version}, not above the previous "
                          f"record's {last_version}", offset)
         last_version = version
         if state is None:
             return
-        for ks_id, _k, _v in ops:
+        for ks_id in sorted(rec.keyspaces()):
             if ks_id not in state.keyspaces and ks_id not in state.dropped:  # dropped: skipped
                 report.error(seg, f"WAL record {seq} writes to unknown keyspace {ks_id}", offset)
                 break

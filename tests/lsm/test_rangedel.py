@@ -1,0 +1,333 @@
+"""delete_range: range tombstones on Store, Keyspace and batches, through every read,
+version, snapshot, flush, merge, reopen, checkpoint and follower (lsm/rangedel.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import EntryTooLargeError, ReadOnlyError, StoreClosedError
+from banyanstore.lsm.wal import KIND_RANGE, WAL_FORMAT_RANGES, decode
+
+SMALL = dict(memtable_size=64 * 1024, block_size=1024, wal_sync="never", compaction=False,
+             history_retention=1e9)
+KEYS = [b"k%03d" % i for i in range(100)]
+
+
+def fill(store, keys=KEYS, value=b"v"):
+    for k in keys:
+        store.put(k, value + k)
+
+
+def live(store, **kw):
+    return [k for k, _ in store.scan(**kw)]
+
+
+def expected(lo, hi, keys=KEYS):
+    return [k for k in keys if not lo <= k < hi]
+
+
+def where(store):
+    """Flush and merge steps to check a store at: memtable, table, merged table."""
+    yield "memtable"
+    store.flush()
+    yield "table"
+    store.compact()
+    yield "merged"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = banyanstore.open(tmp_path / "db", **SMALL)
+    yield s
+    s.close()
+
+
+def test_every_read_honours_a_range_tombstone(store):
+    fill(store)
+    before = store.version
+    v = store.delete_range(b"k010", b"k020")
+    assert v == before + 1
+    want = expected(b"k010", b"k020")
+    for stage in where(store):
+        assert live(store) == want, stage
+        assert live(store, reverse=True) == want[::-1], stage
+        assert live(store, start=b"k005", limit=10) == want[5:15], stage  # a seek across it
+        assert live(store, start=b"k015", limit=3) == [b"k020", b"k021", b"k022"], stage
+        assert live(store, end=b"k015", reverse=True, limit=2) == [b"k009", b"k008"], stage
+        assert list(store.scan(start=b"k010", end=b"k020")) == [], stage
+        assert list(store.scan(keys_only=True)) == want, stage
+        assert list(store) == want, stage
+        assert store.get(b"k010") is None and store.get(b"k019") is None, stage
+        assert store.get(b"k009") == b"vk009" and store.get(b"k020") == b"vk020", stage
+        assert store.multi_get([b"k009", b"k010", b"k015", b"k020"]) == [
+            b"vk009", None, None, b"vk020"], stage
+        # reads at an older version still see the keys
+        assert store.get(b"k015", version=before) == b"vk015", stage
+        assert store.multi_get([b"k015"], version=before) == [b"vk015"], stage
+        assert live(store, version=before) == KEYS, stage
+        assert live(store, version=before, reverse=True, limit=3) == KEYS[::-1][:3], stage
+        assert list(store.history(b"k015")) == [(v, None), (1 + KEYS.index(b"k015"), b"vk015")]
+
+
+def test_writes_after_the_range_tombstone_are_kept(store):
+    fill(store)
+    store.delete_range(b"k010", b"k020")
+    store.put(b"k012", b"new")
+    store.put(b"k0125", b"fresh")  # a key that did not exist before
+    for stage in where(store):
+        assert store.get(b"k012") == b"new", stage
+        assert store.get(b"k011") is None, stage
+        assert live(store, start=b"k010", end=b"k020") == [b"k012", b"k0125"], stage
+
+
+def test_overlapping_and_nested_ranges_at_many_versions(store):
+    fill(store)
+    v0 = store.version
+    v1 = store.delete_range(b"k020", b"k060")
+    store.put(b"k030", b"back")
+    v2 = store.delete_range(b"k025", b"k035")
+    v3 = store.delete_range(b"k000", b"k001")
+    for stage in where(store):
+        assert live(store, version=v0) == KEYS
+        assert live(store, version=v1) == expected(b"k020", b"k060")
+        assert live(store, version=v2 - 1) == sorted(expected(b"k020", b"k060") + [b"k030"])
+        assert live(store, version=v2) == expected(b"k020", b"k060")
+        assert live(store, version=v3) == expected(b"k020", b"k060")[1:], stage
+
+
+def test_batch_range_deletes_its_earlier_writes_only(store):
+    fill(store, KEYS[:10])
+    with store.batch() as b:
+        b.put(b"k003", b"before")      # deleted by the range below
+        b.put(b"x", b"other", keyspace="index")
+        b.delete_range(b"k002", b"k006")
+        b.put(b"k004", b"after")       # written after it: kept
+        b.put(b"k002", b"index-side", keyspace="index")  # another keyspace: kept
+    idx = store.keyspace("index")
+    for stage in where(store):
+        assert live(store, end=b"k010") == [b"k000", b"k001", b"k004", b"k006", b"k007",
+                                            b"k008", b"k009"], stage
+        assert store.get(b"k004") == b"after" and store.get(b"k003") is None, stage
+        assert dict(idx.scan()) == {b"k002": b"index-side", b"x": b"other"}, stage
+        # the range's version is the batch's: k004 has an entry there, k003 shows the tombstone
+        assert list(store.history(b"k004"))[0] == (b.version, b"after")
+        assert list(store.history(b"k003"))[0] == (b.version, None)
+
+
+def test_keyspaces_are_separate(store):
+    idx = store.keyspace("index")
+    fill(store, KEYS[:5])
+    fill(idx, KEYS[:5])
+    idx.delete_range(b"k000", b"k003")
+    for stage in where(store):
+        assert live(store) == KEYS[:5], stage
+        assert live(idx) == KEYS[3:5], stage
+
+
+def test_one_wal_record_one_memtable_entry(store):
+    fill(store)
+    mem = store._ks.view.mem
+    entries, seq = mem.entries, store._wal.last_seq
+    store.delete_range(b"k000", b"k099")
+    assert mem.entries == entries + 1 and store._wal.last_seq == seq + 1
+    store.sync()
+    (_seq, record), = store._wal.read(seq + 1)
+    assert record[0] == WAL_FORMAT_RANGES and record[22] == KIND_RANGE
+    rec = decode(record)
+    assert rec.ops == [] and rec.ranges == [(0, b"k000", b"k099")]
+
+
+def test_survives_reopen_from_wal_and_from_tables(tmp_path):
+    path = tmp_path / "db"
+    with banyanstore.open(path, **SMALL) as s:
+        fill(s)
+        v = s.delete_range(b"k050", b"k080")
+        s.flush()
+        s.delete_range(b"k000", b"k010")  # left in the WAL: replayed
+        s._wal.sync()
+        s._flusher.stop()  # no flush at close: reopen must replay the WAL
+        s._flusher = None
+        s._closed = True
+        for c in (s._wal.close, s._manifest.close, s._lock.release):
+            c()
+        s._env.close()
+    with banyanstore.open(path, **SMALL) as s:
+        assert live(s) == expected(b"k050", b"k080")[10:]
+        assert live(s, version=v) == expected(b"k050", b"k080")
+    with banyanstore.open(path, read_only=True) as r:
+        assert live(r) == expected(b"k050", b"k080")[10:]
+
+
+def test_snapshot_keeps_seeing_the_keys(store):
+    fill(store)
+    with store.snapshot() as snap:
+        store.delete_range(b"k000", b"k050")
+        for stage in where(store):
+            assert [k for k, _ in snap.scan()] == KEYS, stage
+            assert snap.get(b"k001") == b"vk001", stage
+            assert live(store) == KEYS[50:], stage
+    with store.snapshot() as snap:
+        assert [k for k, _ in snap.scan()] == KEYS[50:]
+        assert snap.multi_get([b"k001", b"k051"]) == [None, b"vk051"]
+
+
+def test_checkpoint_and_follower_see_it(tmp_path, store):
+    fill(store)
+    with banyanstore.open(store.path, read_only=True) as follower:
+        store.delete_range(b"k000", b"k090")
+        store.sync()
+        follower.refresh()
+        assert live(follower) == KEYS[90:]
+        store.flush()
+        follower.refresh()
+        assert live(follower) == KEYS[90:]
+    store.checkpoint(tmp_path / "cp")
+    with banyanstore.open(tmp_path / "cp", **SMALL) as cp:
+        assert live(cp) == KEYS[90:]
+
+
+def test_ttl_and_range_tombstones(tmp_path):
+    clock = [1_700_000_000.0]
+    with banyanstore.open(tmp_path / "db", clock=lambda: clock[0], ttl=100.0, **SMALL) as s:
+        fill(s, KEYS[:10])
+        clock[0] += 50
+        s.delete_range(b"k000", b"k005")
+        s.put(b"k001", b"again")
+        assert live(s) == [b"k001"] + KEYS[5:10]
+        clock[0] += 60  # the first writes expired; the range tombstone and k001 did not
+        for stage in where(s):
+            assert live(s) == [b"k001"], stage
+            assert s.get(b"k001") == b"again", stage
+
+
+def test_bad_arguments_name_them(store):
+    with pytest.raises(TypeError, match="start"):
+        store.delete_range("a", b"b")
+    with pytest.raises(TypeError, match="end"):
+        store.delete_range(b"a", None)
+    with pytest.raises(ValueError, match="end .* must be greater than start"):
+        store.delete_range(b"b", b"a")
+    with pytest.raises(ValueError, match="empty"):
+        store.delete_range(b"a", b"a")
+    with pytest.raises(EntryTooLargeError, match="end"):
+        store.delete_range(b"a", b"b" * (store.options.max_key_size + 1))
+    with store.batch() as b:
+        with pytest.raises(ValueError, match="empty"):
+            b.delete_range(b"x", b"x")
+        with pytest.raises(TypeError, match="start"):
+            b.delete_range(1, b"x")
+    assert b.version is None  # nothing was written
+    assert store.version == 0
+    store.delete_range(bytearray(b"a"), memoryview(b"b"))  # bytes-like is fine
+    assert store.version == 1
+
+
+def test_closed_and_read_only_stores_refuse(tmp_path):
+    path = tmp_path / "db"
+    s = banyanstore.open(path, **SMALL)
+    s.put(b"a", b"1")
+    s.close()
+    with pytest.raises(StoreClosedError):
+        s.delete_range(b"a", b"b")
+    with banyanstore.open(path, read_only=True) as r, pytest.raises(ReadOnlyError):
+        r.delete_range(b"a", b"b")
+
+
+def test_a_table_of_range_tombstones_only(store):
+    """A memtable holding nothing but a range tombstone still becomes a table."""
+    fill(store)
+    store.flush()
+    store.delete_range(b"k000", b"k100")
+    store.flush()
+    assert len(store._ks.view.tables) == 2
+    assert live(store) == []
+    store.compact()
+    assert live(store) == []
+    assert store.get(b"k000") is None
+
+
+def test_merges_reclaim_what_range_tombstones_hide(tmp_path):
+    """At the bottom of the tree and below every reader point, a merge drops the
+    entries a range tombstone hides and then the tombstone itself; a snapshot keeps
+    both; a merge above older tables keeps the tombstone."""
+    opts = dict(SMALL, history_retention=None)
+    with banyanstore.open(tmp_path / "db", **opts) as s:
+        fill(s)
+        s.flush()
+        s.put(b"k050", b"newer")
+        s.flush()
+        snap = s.snapshot()
+        v = s.delete_range(b"k000", b"k060")
+        s.put(b"k055", b"after")
+        s.flush()
+        newest = s._ks.view.tables[0]
+        s._compactor = None
+        from banyanstore.lsm.compaction import Compactor
+        s._compactor = Compactor(s)
+        s._compactor.merge(s._ks, (newest,))  # not the bottom: the tombstone stays
+        assert [t.range_dels for t in s._ks.view.tables][0] == ((b"k000", b"k060", v),)
+        s.compact()  # the bottom, but the snapshot still sees k000..k059
+        (t,) = s._ks.view.tables
+        assert t.range_dels == ((b"k000", b"k060", v),)
+        assert [k for k, _ in snap.scan()] == KEYS
+        assert snap.get(b"k050") == b"newer"
+        assert live(s) == [b"k055"] + KEYS[60:]
+        snap.close()
+        s.put(b"z", b"moves the version on")  # so that compact() has a merge to do
+        s.compact()
+        (t,) = s._ks.view.tables
+        assert t.range_dels == ()
+        assert t.meta.entry_count == 42  # k055, k060..k099 and z; nothing hidden is left
+        assert live(s) == [b"k055"] + KEYS[60:] + [b"z"]
+        assert list(s.history(b"k010")) == []
+
+
+def test_merge_keeps_a_tombstone_that_hides_retained_history(tmp_path):
+    with banyanstore.open(tmp_path / "db", **SMALL) as s:  # history_retention=1e9
+        fill(s, KEYS[:10])
+        v = s.delete_range(b"k000", b"k005")
+        s.compact()
+        (t,) = s._ks.view.tables
+        assert t.range_dels == ((b"k000", b"k005", v),)
+        assert live(s) == KEYS[5:10] and live(s, version=v - 1) == KEYS[:10]
+
+
+def test_wal_record_decoder_checks_range_entries():
+    import struct
+
+    from banyanstore.errors import CorruptionError
+    from banyanstore.lsm.wal import HEADER, ENTRY, encode_with_ranges
+
+    rec = encode_with_ranges(5, 1000, [(0, b"k", b"v"), (1, b"d", None)], [(1, b"a", b"c")])
+    assert decode(rec) == (5, 1000, [(0, b"k", b"v"), (1, b"d", None)], [(1, b"a", b"c")])
+
+    def record(fmt: int, kind: int, key: bytes, value: bytes) -> bytes:
+        return (HEADER.pack(fmt, 0, 1, 5, 1000) + ENTRY.pack(kind, 0, len(key), len(value))
+                + key + value)
+    assert decode(record(2, KIND_RANGE, b"a", b"b")).ranges == [(0, b"a", b"b")]
+    with pytest.raises(CorruptionError, match="kind 3"):
+        decode(record(1, KIND_RANGE, b"a", b"b"))  # a range tombstone needs format 2
+    with pytest.raises(CorruptionError, match="does not end after its start"):
+        decode(record(2, KIND_RANGE, b"b", b"b"))
+    with pytest.raises(CorruptionError, match="kind 2"):
+        decode(record(1, 2, b"a", b"junk"))  # a tombstone carries no value bytes
+    with pytest.raises(CorruptionError, match="format 3"):
+        decode(struct.pack("<B", 3) + record(2, KIND_RANGE, b"a", b"b")[1:])
+
+
+def test_dropped_keyspace_refuses_and_forgets_range_tombstones(tmp_path):
+    from banyanstore.errors import KeyspaceNotFoundError
+    path = tmp_path / "db"
+    with banyanstore.open(path, **SMALL) as s:
+        gone = s.keyspace("gone")
+        fill(gone, KEYS[:5])
+        gone.delete_range(b"k000", b"k002")
+        s.drop_keyspace("gone")
+        with pytest.raises(KeyspaceNotFoundError):
+            gone.delete_range(b"k000", b"k001")
+        again = s.keyspace("gone")
+        fill(again, KEYS[:3])
+        assert live(again) == KEYS[:3]
+    with banyanstore.open(path, **SMALL) as s:  # the WAL replay skips the dropped one's writes
+        assert live(s.keyspace("gone")) == KEYS[:3]
