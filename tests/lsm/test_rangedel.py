@@ -297,7 +297,7 @@ def test_wal_record_decoder_checks_range_entries():
     import struct
 
     from banyanstore.errors import CorruptionError
-    from banyanstore.lsm.wal import HEADER, ENTRY, encode_with_ranges
+    from banyanstore.lsm.wal import ENTRY, HEADER, encode_with_ranges
 
     rec = encode_with_ranges(5, 1000, [(0, b"k", b"v"), (1, b"d", None)], [(1, b"a", b"c")])
     assert decode(rec) == (5, 1000, [(0, b"k", b"v"), (1, b"d", None)], [(1, b"a", b"c")])
