@@ -366,3 +366,52 @@ def test_a_dropped_reader_is_freed_at_once(tmp_path):
         assert ref() is None
     finally:
         gc.enable()
+
+
+# -- range tombstones --------------------------------------------------------------------------
+range_ops_st = st.lists(st.tuples(st.sampled_from(["put", "put", "put", "delete", "range", "flush"]),
+                                  st.binary(min_size=0, max_size=3), st.binary(max_size=3)),
+                        min_size=1, max_size=100)
+
+
+@pytest.mark.skipif(accel.native is None, reason="the store runs on pure Python here")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(ops=range_ops_st, probes=st.lists(st.tuples(bound_st, bound_st, st.booleans(),
+                                                   st.one_of(st.none(), st.integers(0, 12)),
+                                                   st.floats(0, 1)), min_size=1, max_size=8))
+def test_range_tombstones_read_the_same_in_both_modes(tmp_path_factory, monkeypatch, ops, probes):
+    """A store with range tombstones in memtables and tables answers every get,
+    multi_get, scan and seek at every version the same on the compiled core (a writer)
+    as on pure Python (a follower whose tables were opened without the core)."""
+    import banyanstore
+    path = tmp_path_factory.mktemp("ranges")
+    keys = sorted({k for _op, k, _v in ops} | {b"", b"\xff"})
+    with banyanstore.open(path, compaction=False, history_retention=1e9, block_size=1024) as s:
+        for op, key, other in ops:
+            if op == "put":
+                s.put(key, other)
+            elif op == "delete":
+                s.delete(key)
+            elif op == "range":
+                lo, hi = sorted((key, other))
+                s.delete_range(lo, hi + b"\x00")
+            else:
+                s.flush()
+        s.sync()
+        assert s._ks.view.cores is not None
+        with monkeypatch.context() as m:
+            m.setattr(reader_mod, "native", None)
+            pure = banyanstore.open(path, read_only=True)
+        try:
+            assert all(t.core is None for t in pure._ks.view.tables)
+            top = s.version
+            for start, end, reverse, limit, at in probes:
+                v = int(top * at)
+                assert s.multi_get(keys, version=v) == pure.multi_get(keys, version=v), v
+                assert [s.get(k, version=v) for k in keys] == [pure.get(k, version=v) for k in keys]
+                args = dict(start=start, end=end, version=v, reverse=reverse, limit=limit)
+                assert list(s.scan(**args)) == list(pure.scan(**args)), args
+                assert list(s.scan(**args, keys_only=True)) == list(pure.scan(**args, keys_only=True))
+        finally:
+            pure.close()
