@@ -17,7 +17,7 @@ deeply (checksums recomputed: :mod:`tests.torture.mutate`).  The verdict:
 * ``hang``: no answer within :data:`INPUT_SECONDS`.
 
 Only the first three are allowed.  Decoders: ``sstable.data``, ``sstable.filter``,
-``sstable.index``, ``sstable.props``, ``sstable.footer`` (a table read through
+``sstable.index``, ``sstable.ranges``, ``sstable.props``, ``sstable.footer`` (a table read through
 :class:`~banyanstore.sstable.reader.TableReader`: open, scans both ways, gets,
 history), ``manifest``, ``current`` and ``checkpoint`` (a store opened read-only,
 then for writing, then read-only again: every table the intact store had must
@@ -144,6 +144,11 @@ def _table_samples() -> list[Sample]:
             origin = TableOrigin(bloom % 3, "index") if compression != "zstd" else None
             b = TableBuilder(env, "/t/000001.sst", opts, origin=origin)
             b.add_many(entries)
+            if bloom:  # format 3: range tombstones, with an origin section and without
+                keys = [e[0] for e in entries]
+                b.add_range_dels((keys[i], keys[i + rng.choice((1, 5, 30))] + b"\x00",
+                                  rng.choice([e[1] for e in entries]))
+                                 for i in range(0, len(keys) - 31, max(1, len(keys) // 6)))
             b.finish()
             files = {"/t/000001.sst": env.read_file("/t/000001.sst")}
             probes = sorted({e[0] for e in entries[::7]} | {b"key00001", b"zzz", b"", b"key00000x"})
@@ -161,7 +166,7 @@ def _read_table(env: MemoryEnv, probes: list[bytes]) -> Any:
         gets = [reader.get(k, v) for k in probes for v in (1, 1003, 1 << 62)]
         hist = [reader.history(k) for k in probes]
         ranged = list(reader.scan(probes[1], probes[-2])) if len(probes) > 3 else []
-        return forward, backward, gets, hist, ranged
+        return forward, backward, gets, hist, ranged, reader.range_dels
     finally:
         reader.close()
 
@@ -181,6 +186,8 @@ def _populate(store: Any, seed: int, *, checkpoint: str | None = None) -> None:
             k = b"k%04d" % rng.randrange(400)
             if rng.random() < 0.1:
                 ks.delete(k)
+            elif rng.random() < 0.01:  # a range tombstone (format 3 tables, format 2 WAL records)
+                ks.delete_range(k, b"k%04d" % (int(k[1:]) + rng.randrange(1, 30)))
             elif rng.random() < 0.1:
                 with store.batch() as b:
                     for j in range(3):
@@ -195,6 +202,7 @@ def _populate(store: Any, seed: int, *, checkpoint: str | None = None) -> None:
         store.checkpoint(checkpoint)
     for i in range(rng.choice((5, 40, 200))):  # only in the WAL
         store.put(b"w%04d" % i, b"wal-%d" % i * rng.choice((1, 30)))
+    store.delete_range(b"w0001", b"w0003")  # a format-2 WAL record
     store.sync()
 
 
@@ -472,7 +480,7 @@ def _deep_checkpoint(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 
 CP = "/cp"
 DECODERS: dict[str, Decoder] = {d.name: d for d in (
-    *(_table_decoder(r) for r in ("data", "filter", "index", "props", "footer")),
+    *(_table_decoder(r) for r in ("data", "filter", "index", "ranges", "props", "footer")),
     Decoder("manifest", lambda: _store_samples(ROOT), _pick_manifest, mutate.deep_manifest, _store_run(ROOT)),
     Decoder("current", lambda: _store_samples(ROOT), _pick_current, mutate.deep_current, _store_run(ROOT)),
     Decoder("checkpoint", lambda: _store_samples(CP), _pick_checkpoint_file, _deep_checkpoint,

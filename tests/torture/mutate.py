@@ -113,7 +113,8 @@ def shallow(data: bytes, rng: random.Random, donor: bytes | None = None) -> tupl
 
 # -- tables --------------------------------------------------------------------------------------
 def table_regions(data: bytes) -> dict[str, list[tuple[int, int]]]:
-    """``{"data"|"filter"|"index"|"props": [(offset, body length), ...]}`` of a valid table."""
+    """``{"data"|"filter"|"index"|"ranges"|"props": [(offset, body length), ...]}`` of a
+    valid table (``ranges``: the range-tombstone block of format version 3)."""
     foot = tf.FOOTER.unpack_from(data, len(data) - tf.FOOTER_SIZE)
     index_off, index_len, filter_off, filter_len, props_off, props_len = foot[:6]
     index = decode_index(tf.unwrap_block(data[index_off:index_off + index_len + tf.TRAILER_SIZE],
@@ -121,10 +122,28 @@ def table_regions(data: bytes) -> dict[str, list[tuple[int, int]]]:
     starts = index.block_starts
     regions = {"data": [(starts[i], starts[i + 1] - starts[i] - tf.TRAILER_SIZE)
                         for i in range(len(starts) - 1)],
-               "index": [(index_off, index_len)], "props": [(props_off, props_len)], "filter": []}
+               "index": [(index_off, index_len)], "props": [(props_off, props_len)], "filter": [],
+               "ranges": []}
     if filter_len:
         regions["filter"] = [(filter_off, filter_len)]
+    range_at = _range_props_at(data, props_off, props_len)
+    if range_at is not None:
+        props = tf.unwrap_block(data[props_off:props_off + props_len + tf.TRAILER_SIZE], "fuzz", props_off)
+        regions["ranges"] = [RANGE_HANDLE.unpack_from(props, range_at)]
     return regions
+
+
+RANGE_HANDLE = struct.Struct("<QI")  # the first fields of a format-3 table's range_props
+
+
+def _range_props_at(data: bytes, props_off: int, props_len: int) -> int | None:
+    """Where ``range_props`` start in a format-3 table's properties payload (None: no
+    range block)."""
+    if struct.unpack_from("<I", data, len(data) - 12)[0] < 3:
+        return None
+    props = tf.unwrap_block(data[props_off:props_off + props_len + tf.TRAILER_SIZE], "fuzz", props_off)
+    fields = tf.PROPS.unpack_from(props, 0)
+    return tf.PROPS.size + fields[-2] + fields[-1]  # past the smallest and largest keys
 
 
 def _rewrap(stored: bytes, payload: bytes) -> bytes:
@@ -144,7 +163,7 @@ def _rewrap(stored: bytes, payload: bytes) -> bytes:
 
 def deep_table(data: bytes, rng: random.Random, region: str) -> tuple[bytes, str]:
     """Mutate the payload of one block of ``region`` (``data``/``filter``/``index``/
-    ``props``) or the ``footer`` fields, recompute every checksum and re-tile the file
+    ``ranges``/``props``) or the ``footer`` fields, recompute every checksum and re-tile the file
     so that only the decoder of that structure can object."""
     if region == "footer":
         return _deep_footer(data, rng)
@@ -182,7 +201,8 @@ def _retile(data: bytes, regions: dict[str, list[tuple[int, int]]], region: str,
         return data[off:off + length + tf.TRAILER_SIZE]
 
     data_blocks = [stored(o, n) for o, n in regions["data"]]
-    meta = {r: stored(*regions[r][0]) if regions[r] else b"" for r in ("filter", "index", "props")}
+    order = ("filter", "index", "ranges", "props")
+    meta = {r: stored(*regions[r][0]) if regions[r] else b"" for r in order}
     if region == "data":
         data_blocks[no] = replacement
     else:
@@ -196,13 +216,20 @@ def _retile(data: bytes, regions: dict[str, list[tuple[int, int]]], region: str,
         meta["index"] = _rewrap(index_stored, encode_index(starts, index.last_versions, index.last_keys))
     pos = starts[-1]
     handles = {}
-    for r in ("filter", "index", "props"):
+    for r in order:
         handles[r] = (pos, len(meta[r]) - tf.TRAILER_SIZE) if meta[r] else (0, 0)
         pos += len(meta[r])
+    if meta["ranges"] and region != "props":  # the properties say where the range block is
+        props_off, props_len = regions["props"][0]
+        payload = bytearray(tf.unwrap_block(meta["props"], "fuzz", 0))
+        at = _range_props_at(data, props_off, props_len)
+        assert at is not None
+        RANGE_HANDLE.pack_into(payload, at, *handles["ranges"])
+        meta["props"] = _rewrap(meta["props"], bytes(payload))
     head = struct.pack("<QIQIQI", *handles["index"], *handles["filter"], *handles["props"])
-    version = data[-12:-8]  # the table's own format version (1: no origin section, 2: with)
+    version = data[-12:-8]  # the table's own format version (1: no origin, 2: with, 3: ranges)
     footer = head + struct.pack("<I", tf.crc32c(version, tf.crc32c(head))) + version + tf.MAGIC
-    return b"".join(data_blocks) + meta["filter"] + meta["index"] + meta["props"] + footer
+    return b"".join(data_blocks) + b"".join(meta[r] for r in order) + footer
 
 
 def _deep_footer(data: bytes, rng: random.Random) -> tuple[bytes, str]:

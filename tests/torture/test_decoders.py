@@ -31,6 +31,7 @@ from banyanstore.sstable.block import BlockFormatError, decode_block
 from banyanstore.sstable.bloom import BloomFilter
 from banyanstore.sstable.builder import TableBuilder
 from banyanstore.sstable.meta import decode_index, decode_props
+from banyanstore.sstable.rangedels import decode_range_dels
 from tests.lsm.crashenv import soak
 
 from . import mutate
@@ -41,7 +42,8 @@ EXAMPLES = 3000 if soak() else 250
 @cache
 def _table_payloads() -> dict[str, list[bytes]]:
     """The payloads of every block of two small real tables (fixed and variable widths)."""
-    out: dict[str, list[bytes]] = {"data": [], "index": [], "props": [], "filter": [], "stored": []}
+    out: dict[str, list[bytes]] = {"data": [], "index": [], "props": [], "filter": [], "stored": [],
+                                   "ranges": []}
     fixed = [b"k%05d" % i for i in range(200)]
     variable = [b"k" * (i % 9) + b"%d" % i for i in range(200)]
     for n, keys in enumerate((fixed, variable)):
@@ -51,6 +53,9 @@ def _table_payloads() -> dict[str, list[bytes]]:
                           for i, k in enumerate(keys)), key=lambda e: (e[0], -e[1]))
         b = TableBuilder(env, "/t/1.sst", Options(block_size=1024, compression="none", bloom_bits_per_key=10))
         b.add_many(entries)
+        if n:  # format 3: a range-tombstone block, and range_props in the properties
+            ks = sorted(keys)
+            b.add_range_dels([(ks[3], ks[90], 30), (b"", b"k", 12), (ks[5], ks[6], 150)])
         b.finish()
         data = env.read_file("/t/1.sst")
         for region, blocks in mutate.table_regions(data).items():
@@ -65,7 +70,8 @@ def _table_payloads() -> dict[str, list[bytes]]:
 @cache
 def _other_payloads() -> dict[str, list[bytes]]:
     records = [wal.encode_one(7, 1000, 0, b"key", b"value"), wal.encode_one(8, 1000, 1, b"k", None),
-               wal.encode_batch(9, 1000, [(0, b"a", b"1"), (1, b"b", None), (0, b"c", b"3" * 40)])]
+               wal.encode_batch(9, 1000, [(0, b"a", b"1"), (1, b"b", None), (0, b"c", b"3" * 40)]),
+               wal.encode_with_ranges(10, 1000, [(0, b"a", b"1")], [(1, b"b", b"d"), (0, b"", b"z")])]
     state = mf.ManifestState()
     manifest = (mf.FILE_HEADER.pack(mf.MAGIC, 1, 0)[:12])
     manifest += struct.pack("<I", mf.crc32c.crc32c(manifest))
@@ -75,7 +81,7 @@ def _other_payloads() -> dict[str, list[bytes]]:
     from banyanstore.backups.waltail import TailWriter
     tail = io.BytesIO()
     writer = TailWriter(tail)
-    for v, r in zip((7, 8, 9), records, strict=True):
+    for v, r in zip((7, 8, 9, 10), records, strict=True):
         writer.add(r, v)
     return {"wal": records, "segment_header": [logfmt.encode_header(17)], "manifest": [manifest],
             "current": [mf.current_text("MANIFEST-000007").encode()], "tail": [tail.getvalue()]}
@@ -123,7 +129,8 @@ def _use_bloom(data: bytes) -> None:
 
 def _use_tail(data: bytes) -> None:
     from banyanstore.backups.waltail import read_tail
-    list(read_tail(io.BytesIO(data), "tail", records=3, first_version=7, last_version=9, keyspaces={0, 1}))
+    list(read_tail(io.BytesIO(data), "tail", records=4, first_version=7, last_version=10,
+                   keyspaces={0, 1}))
 
 
 def _exactly(*types: type[BaseException]) -> Callable[[BaseException], bool]:
@@ -134,6 +141,9 @@ DECODERS: dict[str, tuple[str, Callable[[bytes], Any], Callable[[BaseException],
     "block": ("data", _use_block, _exactly(BlockFormatError)),
     "index": ("index", decode_index, _exactly(ValueError)),
     "props": ("props", lambda d: decode_props(d, "t", 1 << 20, tf.COMPRESSION_NAMES), _exactly(ValueError)),
+    "props v3": ("props", lambda d: decode_props(d, "t", 1 << 20, tf.COMPRESSION_NAMES, 3),
+                 _exactly(ValueError)),
+    "range tombstones": ("ranges", lambda d: decode_range_dels(d, 3, 1, 1 << 40), _exactly(ValueError)),
     "bloom": ("filter", _use_bloom, _exactly(ValueError)),
     "stored block": ("stored", lambda d: tf.unwrap_block(d, "t", 0), _exactly(CorruptionError)),
     "wal record": ("wal", lambda d: wal.decode(d, "wal"), _exactly(CorruptionError)),
