@@ -49,6 +49,12 @@ def _workload(root: str, env: Any, model: Model) -> None:
             name = rng.choice(KEYSPACES)
             key = b"%s-%05d" % (name.encode(), rng.randrange(1500))
             if rng.random() < 0.1:
+                if rng.random() < 0.1:  # a range tombstone: in tables and in the WAL tail
+                    end = key[:-5] + b"%05d" % (int(key[-5:]) + rng.randrange(1, 30))
+                    spaces[name].delete_range(key, end)
+                    for k in [k for k in model[name] if key <= k < end]:
+                        del model[name][k]
+                    continue
                 spaces[name].delete(key)
                 model[name].pop(key, None)
             else:

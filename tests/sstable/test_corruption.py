@@ -138,11 +138,11 @@ def test_unknown_future_format_version(env_dir: EnvDir) -> None:
     env, root = env_dir
     path, _, good = small_table(env, root)
     fields = list(footer_fields(good))
-    fields[7] = 3  # format_version, with a valid checksum as a future writer would make
+    fields[7] = 4  # format_version, with a valid checksum as a future writer would make
     footer = FOOTER.pack(*fields)
-    fields[6] = crc32c(struct.pack("<I", 3), crc32c(footer[:36]))
+    fields[6] = crc32c(struct.pack("<I", 4), crc32c(footer[:36]))
     rewrite(env, path, good[:-FOOTER_SIZE] + FOOTER.pack(*fields))
-    with pytest.raises(CorruptionError, match="unknown table format version 3") as info:
+    with pytest.raises(CorruptionError, match="unknown table format version 4") as info:
         TableReader.open(env, path)
     assert info.value.offset == len(good) - 12
 

@@ -6,7 +6,8 @@ file, :mod:`tests.torture.journal`), ``checkpoints`` (a directory for checkpoint
 ``round``, ``seed`` and ``options`` (store options).  The child opens the store and a
 Log beside it, then runs a random workload forever, journalling every operation:
 
-* ``w``: a put, a delete, or an atomic batch across keyspaces (``e`` = entries, ``s`` =
+* ``w``: a put, a delete, a ``delete_range`` (``r``; ``e`` lists the keys it covers as
+  deletes), or an atomic batch across keyspaces (``e`` = entries, ``s`` =
   the ``sync=`` argument, ``d`` = whether the store promises durability on return);
 * ``log``: ``append``/``append_many`` of ``k`` records to the Log (``s``, ``d`` as above);
 * ``ltrunc``: ``Log.truncate_before(seq)``;
@@ -72,6 +73,9 @@ class Writer:
     def write(self) -> None:
         rng = self.rng
         kind = rng.random()
+        if kind < 0.03:
+            self.delete_range()
+            return
         count = 1 if kind < 0.7 else rng.randrange(1, 9)
         spec = []
         for _ in range(count):
@@ -100,6 +104,22 @@ class Writer:
                 got = self.spaces[ks].get(k, version=version)
                 if got != v:
                     self.fail(f"op {n}: {KEYSPACES[ks]}/{k!r} at its version {version} reads {got!r}")
+
+    def delete_range(self) -> None:
+        """A range tombstone over key numbers ``lo .. hi - 1``: journaled as a delete of
+        each of those keys at its version, which is exactly what it does (the torture
+        store holds no other keys between them, and nothing else shares its version)."""
+        rng = self.rng
+        ks, lo = rng.randrange(len(KEYSPACES)), rng.randrange(self.n_keys)
+        hi = min(self.n_keys, lo + rng.choice((1, 4, 20, 80)))
+        sync = rng.choice((None, None, True, False))
+        n = self.n
+        self.journal.intent(n, "w", e=[[ks, k, -1] for k in range(lo, hi)], b=False, s=sync,
+                            d=_durable(sync, self.wal_sync), r=True)
+        version = self.spaces[ks].delete_range(key(lo), key(hi), sync=sync)
+        self.journal.ack(n, durable=_durable(sync, self.wal_sync), v=version)
+        if rng.random() < 0.1 and self.spaces[ks].get(key(lo), version=version) is not None:
+            self.fail(f"op {n}: {KEYSPACES[ks]}/{key(lo)!r} reads a value after its range delete")
 
     def log_append(self) -> None:
         rng = self.rng

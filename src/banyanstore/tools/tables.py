@@ -132,7 +132,16 @@ def table_properties(reader: TableReader, show: Callable[[bytes], str] = show_by
             "keys": m.key_count, "raw_size": m.raw_size, "data_size": m.data_size,
             "data_blocks": m.block_count, "block_size": m.block_size, "compression": m.compression,
             "bloom_bits_per_key": m.bloom_bits_per_key, "has_bloom_filter": reader.has_filter,
-            **_origin_properties(m.origin)}
+            **_origin_properties(m.origin), **_range_properties(reader, show)}
+
+
+def _range_properties(reader: TableReader, show: Callable[[bytes], str]) -> dict[str, Any]:
+    """Format version 3: the range tombstones, ``[start, end) @version`` each."""
+    if not reader.range_dels:
+        return {}
+    origin = "" if reader.meta.origin is not None else " (no origin)"
+    return {"format": f"3{origin}",
+            "range_tombstones": [f"[{show(s)}, {show(e)}) @{v}" for s, e, v in reader.range_dels]}
 
 
 def _origin_properties(origin: Any) -> dict[str, Any]:
