@@ -98,13 +98,13 @@ def test_overlapping_and_nested_ranges_at_many_versions(store):
 
 def test_batch_range_deletes_its_earlier_writes_only(store):
     fill(store, KEYS[:10])
+    idx = store.keyspace("index")
     with store.batch() as b:
         b.put(b"k003", b"before")      # deleted by the range below
         b.put(b"x", b"other", keyspace="index")
         b.delete_range(b"k002", b"k006")
         b.put(b"k004", b"after")       # written after it: kept
         b.put(b"k002", b"index-side", keyspace="index")  # another keyspace: kept
-    idx = store.keyspace("index")
     for stage in where(store):
         assert live(store, end=b"k010") == [b"k000", b"k001", b"k004", b"k006", b"k007",
                                             b"k008", b"k009"], stage
@@ -232,6 +232,14 @@ def test_closed_and_read_only_stores_refuse(tmp_path):
         s.delete_range(b"a", b"b")
     with banyanstore.open(path, read_only=True) as r, pytest.raises(ReadOnlyError):
         r.delete_range(b"a", b"b")
+
+
+def test_stats_count_range_tombstones(store):
+    store.delete_range(b"a", b"b")
+    assert store.stats()["keyspaces"]["default"]["range_tombstones"] == 1
+    store.flush()
+    st = store.stats()["keyspaces"]["default"]
+    assert st["range_tombstones"] == 1 and st["table_list"][0]["range_tombstones"] == 1
 
 
 def test_a_table_of_range_tombstones_only(store):

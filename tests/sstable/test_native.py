@@ -311,7 +311,7 @@ def test_wal_encoding_is_byte_identical(version, ms, ops):
         assert (native.wal_encode_one(version, ms, ks, key, value)
                 == wal.py_encode_one(version, ms, ks, key, value))
         assert wal.decode(native.wal_encode_one(version, ms, ks, key, value)) == (
-            version, ms, [(ks, key, value)])
+            version, ms, [(ks, key, value)], [])
 
 
 def test_wal_encoding_rejects_what_does_not_fit():

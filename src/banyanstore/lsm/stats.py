@@ -17,7 +17,7 @@ __all__ = ["collect"]
 def _table_stats(t: Any) -> dict[str, Any]:
     return {"file": getattr(t, "file_no", None), "bytes": t.file_size,
             "entries": t.meta.entry_count, "min_version": t.min_version,
-            "max_version": t.max_version}
+            "max_version": t.max_version, "range_tombstones": len(getattr(t, "range_dels", ()))}
 
 
 def _cache_stats(cache: Any) -> dict[str, Any]:
@@ -44,6 +44,8 @@ def collect(tree: Tree, *, read_only: bool, closed: bool, writer: Writer, wal: L
             "memtable_bytes": view.mem.approx_bytes, "memtable_entries": view.mem.entries,
             "immutable_memtables": len(view.imms), "tables": len(tables),
             "table_bytes": sum(t["bytes"] for t in tables), "table_list": tables,
+            # reads of a keyspace holding any take the slower paths (docs/store.md)
+            "range_tombstones": len(view.range_dels()),
         }
     out: dict[str, Any] = {
         "path": tree.path, "version": tree.version, "history_floor": tree.history_floor,
