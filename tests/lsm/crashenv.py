@@ -55,7 +55,7 @@ class CrashEnv(HookedEnv):
         self.trace: list[tuple[str, str]] = []
         self._mu = threading.Lock()
 
-    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
         """Count one mutating operation; crash instead of doing it when its turn comes.
         Any operation of a dead env fails."""
         path = " -> ".join(paths)

@@ -45,10 +45,10 @@ class ThreadFaultEnv(FaultEnv):
         super().__init__(inner)
         self.only_thread = only_thread
 
-    def _check(self, op: str, paths: Sequence[str], nbytes: int = 0) -> tuple[int, int] | None:
+    def check_fault(self, op: str, paths: Sequence[str], nbytes: int = 0) -> tuple[int, int] | None:
         if threading.current_thread().name != self.only_thread:
             return None
-        return super()._check(op, paths, nbytes)
+        return super().check_fault(op, paths, nbytes)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import os
 import threading
 
 from ..errors import from_oserror
-from .posix import PosixRandomAccessFile
+from .pread import PosixRandomAccessFile
 
 __all__ = ["DIRECT_ALIGN", "aligned_span", "AlignedBuffer", "DirectRandomAccessFile", "open_direct"]
 

@@ -91,7 +91,7 @@ class _Writable(HookedWritable):
         self.sync_failed = poisoned  # sticky: this handle's data may already be lost
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        fault = self.env._check("write", (self.path,), len(data))
+        fault = self.env.check_fault("write", (self.path,), len(data))
         if fault is not None:
             code, prefix = fault
             if prefix:  # a partial write that reached the file before the error
@@ -101,7 +101,7 @@ class _Writable(HookedWritable):
 
     def sync(self) -> None:
         try:
-            self.env._check_sync(self.path, self.sync_failed)
+            self.env.check_sync(self.path, self.sync_failed)
         except StorageIOError:
             self.sync_failed = self.env.sticky_sync
             raise
@@ -119,7 +119,7 @@ class _Mapped(HookedMapped):
 
     def sync(self) -> None:
         try:
-            self.env._check_sync(self.path, self.sync_failed)
+            self.env.check_sync(self.path, self.sync_failed)
         except StorageIOError:
             self.sync_failed = self.env.sticky_sync
             raise
@@ -175,7 +175,7 @@ class FaultEnv(HookedEnv):
             self._poisoned.clear()
 
     # -- the decision -----------------------------------------------------------------
-    def _check(self, op: str, paths: Sequence[str], nbytes: int = 0) -> tuple[int, int] | None:
+    def check_fault(self, op: str, paths: Sequence[str], nbytes: int = 0) -> tuple[int, int] | None:
         """``(errno, prefix bytes to write first)`` if this call must fail, else None."""
         with self._mu:
             self.calls[op] += 1
@@ -205,14 +205,17 @@ class FaultEnv(HookedEnv):
                     self._poisoned.update(paths)
             return fault
 
-    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        """Fail ``op`` with the fault :meth:`check_fault` picks, if any."""
         if op in _NEVER_FAULTED:
             return
-        fault = self._check(op, paths, nbytes)
+        fault = self.check_fault(op, paths, nbytes)
         if fault is not None:
             _fail(op, paths[0], fault[0])
 
-    def _check_sync(self, path: str, handle_failed: bool) -> None:
+    def check_sync(self, path: str, handle_failed: bool) -> None:
+        """Decide a file's ``sync``: fails (EIO) once an earlier sync of ``path`` -- or of
+        this handle, ``handle_failed`` -- failed, else as :meth:`hook` decides."""
         with self._mu:
             poisoned = handle_failed or path in self._poisoned
         if poisoned:  # fsyncgate: an earlier failure means the data may be gone
@@ -221,7 +224,7 @@ class FaultEnv(HookedEnv):
                 self.fired["sync"] += 1
                 self.log.append(("sync", path, _errno.EIO))
             _fail("sync", path, _errno.EIO)
-        self._hook("sync", (path,))
+        self.hook("sync", (path,))
 
     def _forget(self, path: str) -> None:
         with self._mu:

@@ -4,7 +4,7 @@ inner Env through one hook -- the shared shape of the test envs that fail or
 simulator of the store's tests), in the spirit of Pebble's ``errorfs``.
 
 Every operation, on the env or on a file it handed out, first calls
-``self._hook(op, paths, nbytes)``; raising there fails the operation before it
+``self.hook(op, paths, nbytes)``; raising there fails the operation before it
 reaches the inner env.  ``op`` is one of :data:`HOOKED_OPS`; ``paths`` names the
 file(s) involved (``rename``/``link``: source then destination); ``nbytes`` is
 the size of a ``write`` (or of a ``map`` window).  A mapped file
@@ -17,7 +17,7 @@ may decide about them, though :class:`FaultEnv` never fails them.
 
 >>> from banyanstore.io.memory import MemoryEnv
 >>> class Spy(HookedEnv):
-...     def _hook(self, op, paths, nbytes=0):
+...     def hook(self, op, paths, nbytes=0):
 ...         seen.append((op, paths))
 >>> seen = []
 >>> env = Spy(MemoryEnv())
@@ -48,15 +48,15 @@ class HookedWritable(WritableFile):
         self.path, self.env, self.inner = inner.path, env, inner
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.env._hook("write", (self.path,), len(data))
+        self.env.hook("write", (self.path,), len(data))
         self.inner.write(data)
 
     def sync(self) -> None:
-        self.env._hook("sync", (self.path,))
+        self.env.hook("sync", (self.path,))
         self.inner.sync()
 
     def truncate(self, size: int) -> None:
-        self.env._hook("truncate", (self.path,))
+        self.env.hook("truncate", (self.path,))
         self.inner.truncate(size)
 
     @property
@@ -74,15 +74,15 @@ class HookedMapped(MappedFile):
         self.path, self.env, self.inner = inner.path, env, inner
 
     def map(self, start: int, length: int) -> tuple[Window, int]:
-        self.env._hook("map", (self.path,), length)
+        self.env.hook("map", (self.path,), length)
         return self.inner.map(start, length)
 
     def sync(self) -> None:
-        self.env._hook("sync", (self.path,))
+        self.env.hook("sync", (self.path,))
         self.inner.sync()
 
     def truncate(self, size: int) -> None:
-        self.env._hook("truncate", (self.path,))
+        self.env.hook("truncate", (self.path,))
         self.inner.truncate(size)
 
     @property
@@ -100,7 +100,7 @@ class HookedReadable(RandomAccessFile):
         self.path, self.env, self.inner = inner.path, env, inner
 
     def read(self, offset: int, length: int) -> bytes:
-        self.env._hook("read", (self.path,))
+        self.env.hook("read", (self.path,))
         return self.inner.read(offset, length)
 
     @property
@@ -112,14 +112,14 @@ class HookedReadable(RandomAccessFile):
 
 
 class HookedEnv(Env):
-    """Delegates to ``inner``; override :meth:`_hook` (and, for per-handle state,
+    """Delegates to ``inner``; override :meth:`hook` (and, for per-handle state,
     :meth:`_writable`) to decide what fails."""
 
     def __init__(self, inner: Env) -> None:
         self.inner = inner
         self.mode = inner.mode
 
-    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
         """Called before every operation; raise to fail it.  The default lets all pass."""
 
     def _writable(self, inner: WritableFile, *, append: bool) -> WritableFile:
@@ -131,65 +131,65 @@ class HookedEnv(Env):
         return HookedMapped(self, inner)
 
     def open_writable(self, path: str, *, append: bool = False) -> WritableFile:
-        self._hook("open_writable", (path,))
+        self.hook("open_writable", (path,))
         return self._writable(self.inner.open_writable(path, append=append), append=append)
 
     def open_mapped(self, path: str, *, create: bool = False) -> MappedFile:
-        self._hook("open_writable", (path,))
+        self.hook("open_writable", (path,))
         return self._mapped(self.inner.open_mapped(path, create=create), create=create)
 
     def open_readable(self, path: str) -> RandomAccessFile:
-        self._hook("open_readable", (path,))
+        self.hook("open_readable", (path,))
         return HookedReadable(self, self.inner.open_readable(path))
 
     def read_batch(self, requests: Sequence[ReadRequest]) -> list[bytes]:
         if requests:
-            self._hook("read_batch", tuple(f.path for f, _, _ in requests))
+            self.hook("read_batch", tuple(f.path for f, _, _ in requests))
         return self.inner.read_batch([(f.inner if isinstance(f, HookedReadable) else f, off, n)
                                       for f, off, n in requests])
 
     def exists(self, path: str) -> bool:
-        self._hook("stat", (path,))
+        self.hook("stat", (path,))
         return self.inner.exists(path)
 
     def file_size(self, path: str) -> int:
-        self._hook("stat", (path,))
+        self.hook("stat", (path,))
         return self.inner.file_size(path)
 
     def listdir(self, path: str) -> list[str]:
-        self._hook("listdir", (path,))
+        self.hook("listdir", (path,))
         return self.inner.listdir(path)
 
     def mkdir(self, path: str) -> None:
-        self._hook("mkdir", (path,))
+        self.hook("mkdir", (path,))
         self.inner.mkdir(path)
 
     def remove(self, path: str) -> None:
-        self._hook("remove", (path,))
+        self.hook("remove", (path,))
         self.inner.remove(path)
 
     def rmdir(self, path: str) -> None:
-        self._hook("rmdir", (path,))
+        self.hook("rmdir", (path,))
         self.inner.rmdir(path)
 
     def rename(self, src: str, dst: str) -> None:
-        self._hook("rename", (src, dst))
+        self.hook("rename", (src, dst))
         self.inner.rename(src, dst)
 
     def link(self, src: str, dst: str) -> None:
-        self._hook("link", (src, dst))
+        self.hook("link", (src, dst))
         self.inner.link(src, dst)
 
     def sync_dir(self, path: str) -> None:
-        self._hook("sync_dir", (path,))
+        self.hook("sync_dir", (path,))
         self.inner.sync_dir(path)
 
     def lock(self, path: str) -> FileLock:
-        self._hook("lock", (path,))
+        self.hook("lock", (path,))
         return self.inner.lock(path)
 
     def free_space(self, path: str) -> int:
-        self._hook("statvfs", (path,))
+        self.hook("statvfs", (path,))
         return self.inner.free_space(path)
 
     def describe(self) -> dict[str, object]:

@@ -24,11 +24,10 @@ from __future__ import annotations
 import copy
 import errno
 import posixpath
-import threading
 
 from ..errors import StoreLockedError
 from .base import Env, FileLock, MappedFile, RandomAccessFile, WritableFile
-from .memory_nodes import Dir, Inode, MemLock, MemMapped, MemReadable, MemWritable
+from .memory_nodes import Dir, Inode, MemLock, MemMapped, MemReadable, MemWritable, Shared
 from .memory_nodes import raise_oserror as _raise
 
 __all__ = ["MemoryEnv"]
@@ -39,22 +38,22 @@ class MemoryEnv(Env):
 
     mode = "memory"
 
-    def __init__(self, *, capacity: int = 1 << 40) -> None:
+    def __init__(self, *, capacity: int = 1 << 40, root: Dir | None = None) -> None:
         """``capacity`` only sets what :meth:`free_space` reports (writes never fail;
-        use :class:`~banyanstore.io.faults.FaultEnv` for ENOSPC)."""
+        use :class:`~banyanstore.io.faults.FaultEnv` for ENOSPC); ``root``: the tree of
+        directories and files to start from (:meth:`clone`), else an empty one."""
         self.capacity = capacity
-        self._mu = threading.RLock()
-        self._root = Dir()
-        self._generation = 0
-        self._locked: set[Inode] = set()  # inodes (identity-hashed), like flock
+        self._shared = Shared()  # the lock, crash generation and locks of every handle
+        self._mu = self._shared.mu
+        self._root = Dir() if root is None else root
         self.crashes = 0
 
     # -- crash simulation ------------------------------------------------------------
     def crash(self) -> None:
         """Lose everything not synced; kill every handle and lock; keep working."""
         with self._mu:
-            self._generation += 1
-            self._locked.clear()
+            self._shared.generation += 1
+            self._shared.locked.clear()
             self.crashes += 1
             self._restore(self._root)
 
@@ -71,9 +70,8 @@ class MemoryEnv(Env):
     def clone(self) -> MemoryEnv:
         """An independent copy of the current state (live and durable); no handles, no locks."""
         with self._mu:
-            other = MemoryEnv(capacity=self.capacity)
-            other._root = copy.deepcopy(self._root)  # the memo keeps hard links shared
-            return other
+            # the memo of one deepcopy keeps hard links shared
+            return MemoryEnv(capacity=self.capacity, root=copy.deepcopy(self._root))
 
     def snapshot_state(self, *, durable: bool = False) -> dict[str, bytes]:
         """``{path: contents}`` of every file, as now or as a crash would leave it."""
@@ -138,18 +136,18 @@ class MemoryEnv(Env):
                 node = d.live[name] = Inode()
             elif not append:
                 node.resize(0)
-            return MemWritable(self, path, node)
+            return MemWritable(self._shared, path, node)
 
     def open_mapped(self, path: str, *, create: bool = False) -> MappedFile:
         with self._mu:
             if create:
                 f = self.open_writable(path)
                 f.close()
-            return MemMapped(self, path, self._file(path, "open for mapping"))
+            return MemMapped(self._shared, path, self._file(path, "open for mapping"))
 
     def open_readable(self, path: str) -> RandomAccessFile:
         with self._mu:
-            return MemReadable(self, path, self._file(path, "open for reading", plain=True))
+            return MemReadable(self._shared, path, self._file(path, "open for reading", plain=True))
 
     # -- names -------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
@@ -252,11 +250,11 @@ class MemoryEnv(Env):
                 node = d.live[name] = Inode()
             elif isinstance(node, Dir):
                 _raise("open lock file", path, errno.EISDIR)
-            if node in self._locked:
+            if node in self._shared.locked:
                 raise StoreLockedError(f"{path} is locked by another writer (open handle); "
                                        "open with read_only=True to read concurrently")
-            self._locked.add(node)
-            return MemLock(self, node)
+            self._shared.locked.add(node)
+            return MemLock(self._shared, node)
 
     def free_space(self, path: str) -> int:
         with self._mu:

@@ -10,20 +10,26 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
 from ..errors import from_oserror
 from .base import FileLock, MappedFile, RandomAccessFile, Window, WritableFile
 
-__all__ = ["Inode", "Dir", "raise_oserror", "MemWritable", "MemMapped", "MemReadable", "MemLock"]
+__all__ = ["Shared", "Inode", "Dir", "raise_oserror", "MemWritable", "MemMapped", "MemReadable", "MemLock"]
 
 
-class _EnvState(Protocol):
-    """What the handles need of the env: its lock, crash generation and lock table."""
+class Shared:
+    """What a :class:`~banyanstore.io.memory.MemoryEnv` and the handles it opens share:
+    the env's one lock, its crash generation (a handle of an older generation is dead)
+    and the inodes locked by :meth:`~banyanstore.io.memory.MemoryEnv.lock`.  Every
+    field is used under ``mu``."""
 
-    _mu: threading.RLock
-    _generation: int
-    _locked: set[Inode]
+    __slots__ = ("mu", "generation", "locked")
+
+    def __init__(self) -> None:
+        self.mu = threading.RLock()
+        self.generation = 0
+        self.locked: set[Inode] = set()  # inodes (identity-hashed), like flock
 
 
 class Inode:
@@ -79,16 +85,16 @@ def raise_oserror(op: str, path: str, code: int, plain: bool = False) -> NoRetur
 class _Handle:
     """Shared checks of the two file classes: closed, or killed by a crash."""
 
-    def __init__(self, env: _EnvState, path: str, inode: Inode) -> None:
-        self.path, self._env, self._inode = path, env, inode
-        self._generation = env._generation
+    def __init__(self, shared: Shared, path: str, inode: Inode) -> None:
+        self.path, self._shared, self._inode = path, shared, inode
+        self._generation = shared.generation
         self._closed = False
 
     def _live(self, op: str) -> Inode:
-        """REQUIRES: ``env._mu`` held."""
+        """REQUIRES: ``shared.mu`` held."""
         if self._closed:
             raise_oserror(op, self.path, errno.EBADF)
-        if self._generation != self._env._generation:
+        if self._generation != self._shared.generation:
             exc = OSError(errno.EIO, "handle invalidated by a simulated crash", self.path)
             raise from_oserror(op, self.path, exc) from exc
         return self._inode
@@ -99,21 +105,21 @@ class _Handle:
 
 class MemWritable(_Handle, WritableFile):
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        with self._env._mu:
+        with self._shared.mu:
             self._live("write").append(data)
 
     def sync(self) -> None:
-        with self._env._mu:
+        with self._shared.mu:
             inode = self._live("fdatasync")
             inode.durable = bytes(inode.data)
 
     def truncate(self, size: int) -> None:
-        with self._env._mu:
+        with self._shared.mu:
             self._live("truncate").resize(size)
 
     @property
     def size(self) -> int:
-        with self._env._mu:
+        with self._shared.mu:
             return len(self._inode.data)
 
 
@@ -122,8 +128,8 @@ class MemMapped(_Handle, MappedFile):
     reader at once and become durable with :meth:`sync`, like a shared mapping.  A
     crash gives the inode new bytes, so the dead writer's window no longer reaches them."""
 
-    def __init__(self, env: _EnvState, path: str, inode: Inode) -> None:
-        super().__init__(env, path, inode)
+    def __init__(self, shared: Shared, path: str, inode: Inode) -> None:
+        super().__init__(shared, path, inode)
         self._view: memoryview | None = None
 
     def _release(self) -> None:
@@ -132,7 +138,7 @@ class MemMapped(_Handle, MappedFile):
             view.release()  # the bytearray may be resized again
 
     def map(self, start: int, length: int) -> tuple[Window, int]:
-        with self._env._mu:
+        with self._shared.mu:
             self._release()
             inode = self._live("map")
             if len(inode.data) < start + length:
@@ -141,33 +147,33 @@ class MemMapped(_Handle, MappedFile):
             return self._view, start
 
     def sync(self) -> None:
-        with self._env._mu:
+        with self._shared.mu:
             inode = self._live("fdatasync")
             inode.durable = bytes(inode.data)
 
     def truncate(self, size: int) -> None:
-        with self._env._mu:
+        with self._shared.mu:
             self._release()
             self._live("truncate").resize(size)
 
     @property
     def size(self) -> int:
-        with self._env._mu:
+        with self._shared.mu:
             return len(self._inode.data)
 
     def close(self) -> None:
-        with self._env._mu:
+        with self._shared.mu:
             self._release()
         super().close()
 
 
 class MemReadable(_Handle, RandomAccessFile):
-    def __init__(self, env: _EnvState, path: str, inode: Inode) -> None:
-        super().__init__(env, path, inode)
+    def __init__(self, shared: Shared, path: str, inode: Inode) -> None:
+        super().__init__(shared, path, inode)
         self._size = len(inode.data)
 
     def read(self, offset: int, length: int) -> bytes:
-        with self._env._mu:
+        with self._shared.mu:
             return bytes(self._live(f"pread({length} bytes at {offset})").data[offset:offset + length])
 
     @property
@@ -176,11 +182,11 @@ class MemReadable(_Handle, RandomAccessFile):
 
 
 class MemLock(FileLock):
-    def __init__(self, env: _EnvState, inode: Inode) -> None:
-        self._env, self._inode, self._generation = env, inode, env._generation
+    def __init__(self, shared: Shared, inode: Inode) -> None:
+        self._shared, self._inode, self._generation = shared, inode, shared.generation
 
     def release(self) -> None:
-        with self._env._mu:
-            if self._generation == self._env._generation:
-                self._env._locked.discard(self._inode)
+        with self._shared.mu:
+            if self._generation == self._shared.generation:
+                self._shared.locked.discard(self._inode)
             self._generation = -1

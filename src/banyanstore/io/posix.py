@@ -26,6 +26,7 @@ import threading
 
 from ..errors import StoreLockedError, from_oserror
 from .base import Env, FileLock, MappedFile, RandomAccessFile, Window, WritableFile
+from .pread import PosixRandomAccessFile
 
 __all__ = ["PosixEnv", "PosixWritableFile", "PosixMappedFile", "PosixRandomAccessFile"]
 
@@ -126,38 +127,6 @@ class PosixMappedFile(MappedFile):
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
-
-
-class PosixRandomAccessFile(RandomAccessFile):
-    direct = False  # True for O_DIRECT files (io/direct.py): reads need aligned spans
-
-    def __init__(self, path: str, fd: int, size: int) -> None:
-        self.path = path
-        self.fd = fd
-        self._size = size
-
-    def read(self, offset: int, length: int) -> bytes:
-        try:
-            return os.pread(self.fd, length, offset)
-        except OSError as exc:
-            raise from_oserror(f"pread({length} bytes at {offset})", self.path, exc) from exc
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __del__(self) -> None:
-        # Tables dropped by a merge are not closed explicitly (readers holding an
-        # older view may still use them): the descriptor goes with the last reference.
-        try:
-            self.close()
-        except OSError:
-            pass
 
 
 def _open_sized(path: str, flags: int, op: str, *, plain_enoent: bool = False) -> tuple[int, int]:

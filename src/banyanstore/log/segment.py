@@ -190,14 +190,16 @@ class Segment:
     """
 
     def __init__(self, env: Env, path: str, first_seq: int, end: int,
-                 index: SparseIndex | None = None, version: int = VERSION) -> None:
+                 index: SparseIndex | None = None, version: int = VERSION,
+                 handle: RandomAccessFile | None = None) -> None:
+        """``handle``: a read handle already open on ``path`` (the segment keeps it)."""
         self.env = env
         self.path = path
         self.first_seq = first_seq
         self.end = end
         self.index = index
         self.version = version  # format version of its header (see format.py)
-        self._raf: RandomAccessFile | None = None
+        self._raf = handle
         self._mu = threading.Lock()
         self._pins = 0  # readers inside the segment
         self._retired = False  # no new pins; the handle closes with the last pin
@@ -225,9 +227,7 @@ class Segment:
         except BaseException:
             raf.close()
             raise
-        seg = cls(env, path, first_seq, size, version=version)
-        seg._raf = raf
-        return seg
+        return cls(env, path, first_seq, size, version=version, handle=raf)
 
     def __repr__(self) -> str:
         return f"Segment({self.path!r}, first_seq={self.first_seq}, end={self.end})"

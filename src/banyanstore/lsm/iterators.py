@@ -46,7 +46,7 @@ from typing import Any
 from .memtable import Memtable
 from .rangedel import Cover
 
-__all__ = ["scan_merged", "seek_merged", "memtable_runs", "memtable_head", "table_runs",
+__all__ = ["merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head", "table_runs",
            "prefix_end", "Head", "Guard", "guarded", "guarded_runs", "guarded_batches"]
 
 Entry = tuple[bytes, int, Any]
@@ -121,6 +121,13 @@ class _Source:
                 self.buf = (run + self.buf) if reverse else (self.buf + run)
                 return
         self.done = True
+
+
+def merged_chunks(run_sources: Iterable[Iterator[list[Entry]]],
+                  reverse: bool) -> Iterator[list[Entry]]:
+    """Chunks of the entries of several sorted sources of runs (newest source first),
+    each key's entries from all sources in exactly one chunk: a merge's input."""
+    return _chunks([_Source(r) for r in run_sources], reverse)
 
 
 def _chunks(sources: list[_Source], reverse: bool) -> Iterator[list[Entry]]:

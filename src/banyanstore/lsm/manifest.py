@@ -71,6 +71,13 @@ class Manifest:
     @classmethod
     def create(cls, env: Env, dirname: str, state: ManifestState) -> Manifest:
         """Write a new manifest holding ``state`` and point CURRENT at it."""
+        name, fh = cls._write_new(env, dirname, state)
+        return cls(env, dirname, name, fh, state)
+
+    @staticmethod
+    def _write_new(env: Env, dirname: str, state: ManifestState) -> tuple[str, WritableFile]:
+        """Write a new manifest file holding ``state``, point CURRENT at it, and return
+        its name and open handle (the edits that follow are appended there)."""
         file_no = state.next_file
         state.next_file += 1
         name = f"MANIFEST-{file_no:06d}"
@@ -97,7 +104,7 @@ class Manifest:
         except BaseException:
             fh.close()  # CURRENT may name the file by now: it stays
             raise
-        return cls(env, dirname, name, fh, state)
+        return name, fh
 
     @staticmethod
     def current_name(env: Env, dirname: str) -> str:
@@ -150,8 +157,7 @@ class Manifest:
     def roll(self) -> None:
         """Move to a new manifest file holding the whole state."""
         old_fh, old_name = self._fh, self.name
-        fresh = Manifest.create(self.env, self.dirname, self.state)
-        self._fh, self.name = fresh._fh, fresh.name
+        self.name, self._fh = self._write_new(self.env, self.dirname, self.state)
         self._needs_roll = False
         old_fh.close()
         try:

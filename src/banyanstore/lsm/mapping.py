@@ -64,10 +64,7 @@ class _ScanView:
                 and (self._end is None or key < self._end))
 
     def _other_way(self) -> Any:
-        other = object.__new__(type(self))
-        other._scan, other._lookup = self._scan, self._lookup
-        other._start, other._end, other._reverse = self._start, self._end, not self._reverse
-        return other
+        return type(self)(self._scan, self._lookup, self._start, self._end, not self._reverse)
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} [{self._start!r}, {self._end!r})"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..sstable.meta import TableOrigin
-from .iterators import _chunks, _Source, table_runs
+from .iterators import merged_chunks, table_runs
 from .rangedel import Fragments, RangeDel
 
 __all__ = ["MergeSpec", "MergeRanges", "merge_entries", "reclaim", "run_merge", "merged_origin"]
@@ -137,8 +137,8 @@ def merge_entries(readers: Sequence[Any], spec: MergeSpec,
         return
     points = spec.reader_points()
     floor, ttl_floor, bottom = spec.floor, spec.ttl_floor, spec.bottom
-    sources = [_Source(table_runs(r, None, None, False, fill_cache=False)) for r in readers]
-    for chunk in _chunks(sources, False):
+    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
+    for chunk in merged_chunks(sources, False):
         n = len(chunk)
         i = 0
         while i < n:
@@ -161,8 +161,8 @@ def _merge_with_ranges(readers: Sequence[Any], spec: MergeSpec,
     """:func:`merge_entries` where the inputs hold range tombstones: every key's group
     goes through :func:`reclaim` with its stand-ins, which are then left out."""
     points = spec.reader_points()
-    sources = [_Source(table_runs(r, None, None, False, fill_cache=False)) for r in readers]
-    for chunk in _chunks(sources, False):
+    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
+    for chunk in merged_chunks(sources, False):
         n = len(chunk)
         i = 0
         while i < n:

@@ -23,9 +23,9 @@ Locking -- the rules, in one place:
 
 * ``Tree._lock`` (the *state lock*, reentrant) guards the manifest (appends, file
   numbers), the keyspace map, view publication, the history floor, deferred
-  deletions and the pins.  Every public method that changes one of them takes it;
-  a method whose name ends in ``_locked`` REQUIRES the caller to hold it (only
-  :meth:`frozen_state` hands it out).
+  deletions and the pins.  Every public method that changes one of them takes it
+  itself; the private helpers marked ``REQUIRES: _lock`` run under it; no caller
+  outside holds it, except inside :meth:`frozen_state`.
 * ``version`` is assigned only by :meth:`publish_version`, which REQUIRES the
   caller to hold the write path's write lock (one writer), after the version's
   entries are in the memtables -- so a reader at ``version`` never sees half a batch.

@@ -97,13 +97,13 @@ def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
         r = ref()
         if r is None:
             raise ReferenceError("the table reader of this core is gone")
-        return r._load(no)
+        return r.load_block(no)
 
     def scan_blocks(first: int, last: int, reverse: bool) -> Iterator[Block]:
         r = ref()
         if r is None:
             raise ReferenceError("the table reader of this core is gone")
-        return r._scan_blocks(first, last, reverse)
+        return r.scan_blocks(first, last, reverse)
     return load, scan_blocks
 
 
@@ -347,7 +347,7 @@ class TableReader:
                     break
         block = self._slots[i]
         if block is None:
-            block = self._load(i)
+            block = self.load_block(i)
         else:
             block.ref = True
             self.cache.hits += 1
@@ -524,7 +524,7 @@ class TableReader:
     def _block(self, no: int, fill: bool) -> Block:
         """Block ``no`` from its cache slot, else read (and cached if ``fill``)."""
         block = self._slots[no]
-        return block if block is not None else self._load(no, fill)
+        return block if block is not None else self.load_block(no, fill)
 
     def _runs_after(self, block: Block, no: int, pos: int, hi: int, final: bool,
                     end: bytes | None, fill: bool) -> Iterator[list[Entry]]:
@@ -546,7 +546,7 @@ class TableReader:
             return
         no = nos[0]
         block = self._slots[no]
-        yield no, block if block is not None else self._load(no, fill)
+        yield no, block if block is not None else self.load_block(no, fill)
         batch = 2
         pos = 1
         while pos < total:
@@ -578,7 +578,7 @@ class TableReader:
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
         return out  # type: ignore[return-value]
 
-    def _scan_blocks(self, first: int, last: int, reverse: bool) -> Iterator[Block]:
+    def scan_blocks(self, first: int, last: int, reverse: bool) -> Iterator[Block]:
         """Blocks ``first`` through ``last`` (``last < first`` going in reverse) with the
         read-ahead of :meth:`_iter_blocks`: the compiled core's scans after their first
         block."""
@@ -596,11 +596,27 @@ class TableReader:
         off = self._starts[no]
         return (self._file, off, self._starts[no + 1] - off)
 
-    def _load(self, no: int, fill: bool = True) -> Block:
+    def load_block(self, no: int, fill: bool = True) -> Block:
         """Block ``no`` read and decoded (a cache miss); cached unless ``fill`` is False."""
         self.cache.misses += 1
         f, off, length = self.block_request(no)
         block = self._decode(f.read(off, length), no)
+        if fill:
+            self._cache_put(self._base + no, block, self._slots, no)
+        return block
+
+    def cached(self, no: int) -> Block | None:
+        """Block ``no`` if it is in the block cache, else None."""
+        return self._slots[no]
+
+    def block_key(self, no: int) -> int:
+        """The block cache's key of block ``no`` (unique across tables)."""
+        return self._base + no
+
+    def accept_block(self, no: int, stored: bytes, fill: bool) -> Block:
+        """Block ``no`` from ``stored``, the bytes :meth:`block_request` asked for
+        (verified and decoded; cached if ``fill``)."""
+        block = self._decode(stored, no)
         if fill:
             self._cache_put(self._base + no, block, self._slots, no)
         return block
@@ -658,12 +674,12 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
     reads: list[tuple[RandomAccessFile, int, int]] = []
     owners: list[tuple[TableReader, int]] = []
     for reader, no in requests:
-        block = reader._slots[no]
+        block = reader.cached(no)
         out.append(block)
         if block is not None:
             block.ref = True
             continue
-        key = reader._base + no
+        key = reader.block_key(no)
         reader.cache.misses += 1
         if key not in pending:
             pending[key] = len(reads)
@@ -673,11 +689,8 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
         return out  # type: ignore[return-value]
     decoded: list[Block] = []
     for (reader, no), data in zip(owners, env.read_batch(reads), strict=True):
-        block = reader._decode(data, no)
-        if fill_cache:
-            reader._cache_put(reader._base + no, block, reader._slots, no)
-        decoded.append(block)
+        decoded.append(reader.accept_block(no, data, fill_cache))
     for i, (reader, no) in enumerate(requests):
         if out[i] is None:
-            out[i] = decoded[pending[reader._base + no]]
+            out[i] = decoded[pending[reader.block_key(no)]]
     return out  # type: ignore[return-value]
