@@ -27,7 +27,7 @@ class SyncCounter(HookedEnv):
         self.syncs = 0
         self._mu = threading.Lock()
 
-    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
         if op == "sync" and paths and paths[0].endswith(".log"):
             with self._mu:
                 self.syncs += 1

@@ -201,3 +201,19 @@ def test_unknown_op_rejected(fenv: FaultEnv) -> None:
         fenv.inject("fsync")
     with pytest.raises(ValueError):
         fenv.inject_random(0.1, ops=("bogus",))
+
+
+def test_a_subclass_overriding_the_old_hook_name_is_refused() -> None:
+    """``hook`` is the extension point; a subclass still defining ``_hook`` (its old,
+    private name) would silently never be called, so defining it is a TypeError."""
+    from banyanstore.io.hooked import HookedEnv
+
+    class Counter(HookedEnv):
+        def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+            self.seen = getattr(self, "seen", 0) + 1
+
+    env = Counter(MemoryEnv())
+    env.mkdir("/d")
+    assert env.seen == 1
+    with pytest.raises(TypeError, match="_hook"):
+        type("Old", (HookedEnv,), {"_hook": lambda self, op, paths, nbytes=0: None})

@@ -142,7 +142,7 @@ class BeforeOpen(HookedEnv):
         self.path: str | None = None
         self.action = lambda: None
 
-    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
         if op == "open_readable" and paths[0] == self.path:
             self.path = None
             self.action()

@@ -322,7 +322,7 @@ class FlushBeforeOpen(HookedEnv):
         """Fire at the writer's newest WAL segment."""
         self.path = "/db/wal/" + sorted(n for n in self.inner.listdir("/db/wal") if n.endswith(".log"))[-1]
 
-    def _hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
         if op == "open_readable" and paths[0] == self.path:
             self.path = None
             self.writer.flush()

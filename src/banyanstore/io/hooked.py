@@ -115,6 +115,11 @@ class HookedEnv(Env):
     """Delegates to ``inner``; override :meth:`hook` (and, for per-handle state,
     :meth:`_writable`) to decide what fails."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_hook" in vars(cls):  # the old name: overriding it would silently do nothing
+            raise TypeError(f"{cls.__name__} defines _hook; the method to override is hook")
+
     def __init__(self, inner: Env) -> None:
         self.inner = inner
         self.mode = inner.mode
