@@ -171,7 +171,7 @@ def _envelope(payload: dict[str, Any], fmt: int = 1) -> bytes:
     (lambda p: p.update(backup_id="x/../y"), "backup id"),
     (lambda p: p["keyspaces"][0].update(name="other"), "keyspace 0 must be 'default'"),
     (lambda p: p["keyspaces"].append(dict(p["keyspaces"][1])), "repeat"),
-    (lambda p: p["keyspaces"][1].update(ttl="soon"), "ttl must be null or a number"),
+    (lambda p: p["keyspaces"][1].update(ttl="soon"), "ttl must be null or a finite number"),
     (lambda p: p.update(time_map=[[1]]), "time_map sample"),
     (lambda p: p["wal_tail"].update(last_version=p["version"] + 1), "WAL tail versions"),
     (lambda p: p["wal_tail"].update(first_version=0), "first_version must be an integer >= 1"),
@@ -198,6 +198,24 @@ def test_manifest_envelope_is_validated(backed_up: BackupManifest) -> None:
                           (_envelope({"a": 1})[:20] + b"x" * 7, "payload bytes")]:
         with pytest.raises(CorruptionError, match=message):
             decode_manifest(data, "m")
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+@pytest.mark.parametrize("ttl_text, message", [("Infinity", "not JSON"), ("NaN", "not JSON"),
+                                               ("-Infinity", "not JSON"),
+                                               ("1e400", "ttl must be null or a finite number")])
+def test_manifest_non_finite_numbers_are_refused(backed_up: BackupManifest, ttl_text: str,
+                                                 message: str) -> None:
+    """JSON's non-standard Infinity/NaN (which Python's parser accepts) and a literal
+    that overflows to inf are damage, not a TTL (found by the backup.manifest fuzzer:
+    a ttl of inf raised ValueError when the manifest was re-encoded)."""
+    payload = _valid(backed_up)
+    payload["keyspaces"][1]["ttl"] = 12345.5
+    good = _envelope(payload)
+    body = good[20:].replace(b"12345.5", ttl_text.encode())
+    head = struct.pack("<8sII", b"BNYBKUP\0", 1, len(body))
+    with pytest.raises(CorruptionError, match=message):
+        decode_manifest(head + struct.pack("<I", crc32c.crc32c(head + body)) + body, "m")
 
 
 def _tail(versions: list[int], ks: int = 0) -> bytes:

@@ -44,6 +44,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -273,11 +274,16 @@ def decode_manifest(data: bytes, where: str) -> BackupManifest:
         raise CorruptionError(f"backup manifest format {fmt} is not supported (this banyanstore "
                               f"reads format {FORMAT})", path=where, offset=8)
     try:
-        obj = json.loads(data[HEADER.size:])
+        obj = json.loads(data[HEADER.size:], parse_constant=_refuse_constant)
     except ValueError as exc:
         raise CorruptionError("backup manifest payload is not JSON", path=where,
                               offset=HEADER.size) from exc
     return _from_json(_Fields(obj, "manifest", where), where)
+
+
+def _refuse_constant(name: str) -> Any:
+    """JSON has no Infinity or NaN (Python's parser accepts them): damage, not a value."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _from_json(f: _Fields, where: str) -> BackupManifest:
@@ -337,8 +343,10 @@ def _keyspaces(f: _Fields, where: str) -> list[KeyspaceEntry]:
     for raw in f.items("keyspaces"):
         k = _Fields(raw, "keyspace", where)
         ttl = k.obj.get("ttl")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0):
-            raise CorruptionError(f"keyspace ttl must be null or a number >= 0, got {ttl!r}", path=where)
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                                or not math.isfinite(ttl) or ttl < 0):
+            raise CorruptionError(f"keyspace ttl must be null or a finite number >= 0, got {ttl!r}",
+                                  path=where)
         out.append(KeyspaceEntry(k.integer("id"), k.text("name"), ttl, "ttl" in k.obj))
     ids, names = [k.id for k in out], [k.name for k in out]
     if len(set(ids)) != len(ids) or len(set(names)) != len(names):
