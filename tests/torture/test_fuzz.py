@@ -9,7 +9,6 @@ mark flips to a failure the moment the fix lands (then the mark goes).
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
@@ -20,14 +19,6 @@ from .fuzz import DECODERS, run_subprocess
 KNOWN: dict[str, str] = {}
 """Decoders with a known, not yet fixed finding (xfail strict until the fix lands)."""
 INPUTS = 2000 if soak() else 300
-OPEN_FINDINGS: dict[str, re.Pattern[str]] = {
-    # A Log segment that is not the last, cut to its first bytes, is read past (its records
-    # silently missing): reproduced, as an expected failure, by
-    # tests/log/test_log_truncated_segment.py and listed in docs/reliability.md.  About 1 in
-    # 4,000 log.segment inputs meets it; the bounded run must not fail at random on a known,
-    # tracked defect, but every other wrong answer of this decoder still fails it.
-    "log.segment": re.compile(r"wrong: /log/\d+\.log shallow truncate to \d+ of \d+: contents differ"),
-}
 
 
 def _params() -> list[object]:
@@ -45,14 +36,8 @@ def test_decoder_fuzz(decoder: str) -> None:
     seed = 9 if decoder in KNOWN else int.from_bytes(os.urandom(4), "little")
     result = run_subprocess(decoder, INPUTS, seed)
     assert result.inputs == INPUTS
-    known = OPEN_FINDINGS.get(decoder)
-    failures = [f for f in result.failures if not (known and known.fullmatch(f.split(" (")[0]))]
-    tracked = len(result.failures) - len(failures)
     bad = {v: n for v, n in result.verdicts.items() if v in ("wrong", "crash", "hang")}
-    if tracked:
-        bad["wrong"] -= tracked
-        bad = {v: n for v, n in bad.items() if n}
-    assert not bad, f"{decoder} (seed {seed}): {bad}\n" + "\n".join(failures)
+    assert not bad, f"{decoder} (seed {seed}): {bad}\n" + "\n".join(result.failures)
     assert result.verdicts["corruption"] > 0, "no input was even detected: the fuzzer proved nothing"
 
 

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Generator, Iterator
 
 from ..errors import CorruptionError, LogRangeError, StoreClosedError
+from .format import HEADER_SIZE
 from .reader import OnDamage
 from .segment import Segment
 
@@ -129,42 +130,73 @@ class SegmentCatalog:
             raise
         return Pins(pinned)
 
-    def iterate(self, pins: Pins, start: int, last: int,
-                limit: int | None = None) -> Generator[tuple[int, bytes], None, None]:
+    def iterate(self, pins: Pins, start: int, last: int, limit: int | None = None, *,
+                continuous: bool = True) -> Generator[tuple[int, bytes], None, None]:
         """``(seq, record)`` for ``start <= seq <= last`` from segments pinned by :meth:`pin`,
         at most ``limit`` of them.
+
+        With ``continuous`` (the default) each segment must end where the next one
+        begins: a segment that stops short (cut, or records lost at its end) leaves seqs
+        no segment holds, which is damage (:meth:`on_damage`), never a silently shorter
+        log.  ``continuous=False`` is for a caller that checks the seqs itself (the
+        store's WAL replay, with its own ``wal_recovery`` policy).
 
         Each segment is let go as soon as the iterator has left it, and every one
         when the iterator ends or is closed.  (An iterator never started lets go
         through the finalizer :meth:`Pins.release_when_collected` sets up.)"""
         left = limit
+        segments = tuple(pins.segments)
         try:
-            for k, seg in enumerate(tuple(pins.segments)):
+            for k, seg in enumerate(segments):
+                run = _Run(seg.first_seq)
                 try:
-                    if limit is None:
-                        yield from self._segment_records(seg, start, last, seek=k == 0)
-                    else:
-                        for item in self._segment_records(seg, start, last, seek=k == 0):
+                    for item in self._segment_records(seg, start, last, run, seek=k == 0):
+                        if left is not None:
                             if not left:
                                 return
-                            yield item
                             left -= 1
+                        yield item
                 except FileNotFoundError:  # another process truncated (a read-only Log's view is old)
                     raise LogRangeError(f"segment {seg.path} was truncated away while being read") from None
+                if run.next_seq > last:
+                    return
+                if continuous and k + 1 < len(segments):
+                    self._check_joins(seg, run, segments[k + 1].first_seq)
                 pins.release_first()
         finally:
             pins.release()
 
-    def _segment_records(self, seg: Segment, start: int, last: int, *,
+    def _check_joins(self, seg: Segment, run: _Run, next_first: int) -> None:
+        """Segment ``seg``, read whole (``run``), must end just before ``next_first``."""
+        if run.next_seq < next_first:
+            self.on_damage(seg)(run.end_offset, f"the segment ends at seq {run.next_seq - 1} but "
+                                f"the next segment begins at {next_first}: records "
+                                f"{run.next_seq}..{next_first - 1} are missing")
+
+    def _segment_records(self, seg: Segment, start: int, last: int, run: _Run, *,
                          seek: bool) -> Iterator[tuple[int, bytes]]:
         on_damage = self.on_damage(seg)
         entry = seg.ensure_index(self._interval, on_damage).floor(start) if seek else None
         kwargs = {} if entry is None else {"start": entry[1], "expect": entry[0]}
-        for seq, data, _s, _e in seg.records(on_damage, **kwargs):
+        if entry is not None:
+            run.next_seq = entry[0]
+        for seq, data, _s, end in seg.records(on_damage, **kwargs):
+            run.next_seq, run.end_offset = seq + 1, end
             if seq > last:
                 return
             if seq >= start:
                 yield seq, data
+
+
+class _Run:
+    """How far one segment's records went: the seq after the last one read, and the
+    offset where it ended (where damage at the segment's end is reported)."""
+
+    __slots__ = ("next_seq", "end_offset")
+
+    def __init__(self, first_seq: int) -> None:
+        self.next_seq = first_seq
+        self.end_offset = HEADER_SIZE
 
 
 class Pins:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any, Self
 
-from ..arguments import check_int
+from ..arguments import check_bool, check_int
 from ..errors import LogRangeError, ReadOnlyError, StorageIOError, StoreClosedError
 from ..io.base import Env
 from ..options import Options
@@ -113,7 +113,7 @@ class LogView:
         return self._catalog.view, self._next_seq - 1
 
     def read(self, start: int | None = None, end: int | None = None,
-             limit: int | None = None) -> Iterator[tuple[int, bytes]]:
+             limit: int | None = None, *, check_gaps: bool = True) -> Iterator[tuple[int, bytes]]:
         """Iterate ``(seq, record)`` for ``start <= seq < end``, at most ``limit`` of them.
 
         ``start`` defaults to ``first_seq`` and must lie in ``[first_seq, last_seq + 1]``
@@ -123,6 +123,11 @@ class LogView:
         records truncated after the call are still read (the segments it needs stay
         pinned until it ends, is closed or is dropped).
 
+        Seqs that no segment holds (a segment that ends short of the next one's first
+        seq) are damage: :class:`CorruptionError` (with ``skip_damaged_records=True``:
+        counted, logged and skipped).  ``check_gaps=False`` lets the caller see the jump
+        in seqs and apply its own policy instead (the store's WAL replay does).
+
         >>> import tempfile
         >>> from banyanstore.log import Log
         >>> with tempfile.TemporaryDirectory() as d, Log.open(d, io_mode="sync") as log:
@@ -130,8 +135,9 @@ class LogView:
         ...     list(log.read(2, end=4)), list(log.read(limit=1)), len(log), [s for s, _ in log]
         ([(2, b'b'), (3, b'c')], [(1, b'a')], 4, [1, 2, 3, 4])
         """
+        check_bool(check_gaps, "check_gaps")
         records, _ = self._snapshot(_seq_or_none(start, "start"), _seq_or_none(end, "end"),
-                                    _limit(limit))
+                                    _limit(limit), continuous=check_gaps)
         return records
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
@@ -143,8 +149,8 @@ class LogView:
         records skipped with ``skip_damaged_records=True`` included).  Constant time."""
         return max(0, self._next_seq - self.first_seq)
 
-    def _snapshot(self, start: int | None, end: int | None,
-                  limit: int | None) -> tuple[Generator[tuple[int, bytes], None, None], int]:
+    def _snapshot(self, start: int | None, end: int | None, limit: int | None, *,
+                  continuous: bool = True) -> tuple[Generator[tuple[int, bytes], None, None], int]:
         """:meth:`read`'s iterator, and the last seq it covers."""
         with self._lock:
             upto = self._next_seq - 1 if end is None else min(end - 1, self._next_seq - 1)
@@ -158,7 +164,7 @@ class LogView:
             if limit == 0:
                 stop = start - 1
             pins = self._catalog.pin(view, start, stop)  # under the lock: atomic with truncation
-        records = self._catalog.iterate(pins, start, stop, limit)
+        records = self._catalog.iterate(pins, start, stop, limit, continuous=continuous)
         pins.release_when_collected(records)
         return records, stop
 

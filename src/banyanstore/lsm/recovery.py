@@ -161,7 +161,7 @@ def replay_wal(tree: Tree, wal: Log, opts: Options, state: ManifestState) -> tup
     where = f"{tree.path}/wal"
     expected = start
     gaps_allowed = opts.skip_damaged_records  # the Log skipped damaged records
-    for seq, record in wal.read(start):
+    for seq, record in wal.read(start, check_gaps=False):
         if seq != expected and not gaps_allowed:
             missing_records(opts, f"WAL records {expected}..{seq - 1} are missing (a segment "
                      "was removed or lost)", where)
