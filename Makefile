@@ -31,9 +31,10 @@ $(DEMO_STAMP): pyproject.toml setup.py $(SOURCES)
 	$(DEMO_VENV)/bin/pip install -q .
 	touch $(DEMO_STAMP)
 
-# pip built the extension with the editable install; rebuild it when its source changes.
+# pip built the extension with the editable install; rebuild it when its sources change.
 # The build is optional: without a C compiler the engine runs on pure Python.
-$(NATIVE): src/banyanstore/_native.c $(STAMP)
+NATIVE_SOURCES := src/banyanstore/_native.c $(wildcard src/banyanstore/native/*.c src/banyanstore/native/*.h)
+$(NATIVE): $(NATIVE_SOURCES) $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace || echo "compiled core not built: pure Python only"
 	touch $(NATIVE)
 
@@ -63,7 +64,7 @@ test-native: $(NATIVE)
 # -fsanitize=address, Python's allocator off (so every bytes object is its own malloc
 # block and an overread is caught), libasan preloaded; the table, store and fuzz tests.
 ASAN_DIR := build/asan
-ASAN_TESTS := tests/sstable tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/fuzz
+ASAN_TESTS := tests/sstable tests/log/test_native_framing.py tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/fuzz
 test-asan: $(NATIVE)
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
 	cp -r src $(ASAN_DIR)/src

@@ -11,7 +11,9 @@ setup(
     ext_modules=[
         Extension(
             "banyanstore._native",
-            sources=["src/banyanstore/_native.c"],
+            sources=["src/banyanstore/_native.c", "src/banyanstore/native/logframe.c"],
+            depends=["src/banyanstore/native/logframe.h"],
+            include_dirs=["src/banyanstore/native"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],

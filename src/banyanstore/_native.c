@@ -43,6 +43,8 @@
 #include <string.h>
 #include <stdarg.h>
 
+#include "logframe.h"
+
 /* ---------------------------------------------------------------------------------------- */
 /* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
 
@@ -1748,7 +1750,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         return NULL;
     if (PyModule_AddObjectRef(m, "Counters", (PyObject *)&CountersType) < 0
             || PyModule_AddObjectRef(m, "TableCore", (PyObject *)&TableCoreType) < 0
-            || PyModule_AddObjectRef(m, "MergeScan", (PyObject *)&MergeScanType) < 0) {
+            || PyModule_AddObjectRef(m, "MergeScan", (PyObject *)&MergeScanType) < 0
+            || bs_logframe_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -68,7 +68,7 @@ from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_director
 from .reads import LogView
 from .recovery import recover
 from .segment import Segment, SparseIndex, create_segment, segment_name
-from .writer import SegmentWriter
+from .writer import AnySegmentWriter, SegmentWriter
 
 __all__ = ["Log", "LogNotFoundError", "LogExistsError"]
 
@@ -96,7 +96,7 @@ class Log(LogView, AsyncAppends):
         self._next_seq = rec.next_seq
         self._counters = {"torn_tail_repairs": rec.torn_tail_repairs, "torn_tail_bytes": rec.torn_tail_bytes,
                           "damaged_records_skipped": rec.damaged_records, "syncs": 0}
-        self._writer: SegmentWriter | None = None
+        self._writer: AnySegmentWriter | None = None
         self._commit = GroupCommit(self._collect, durable_seq=self._next_seq - 1,
                                    on_error=self._sync_failed)
         self._syncer: IntervalSyncer | None = None
@@ -164,7 +164,7 @@ class Log(LogView, AsyncAppends):
         last.version, last.end, last.index = VERSION, HEADER_SIZE, SparseIndex()
         return last, self._env.open_mapped(last.path)
 
-    def _make_writer(self, file: MappedFile, seg: Segment, start: int) -> SegmentWriter:
+    def _make_writer(self, file: MappedFile, seg: Segment, start: int) -> AnySegmentWriter:
         try:
             return SegmentWriter(file, seg, start=start, last_seq=self._next_seq - 1,
                                  index_interval=self._interval, segment_size=self._segment_size)

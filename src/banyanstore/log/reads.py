@@ -26,7 +26,7 @@ from ..io.base import Env
 from ..options import Options
 from .catalog import SegmentCatalog, View
 from .commit import GroupCommit
-from .writer import SegmentWriter
+from .writer import AnySegmentWriter
 
 __all__ = ["LogView"]
 
@@ -43,7 +43,7 @@ class LogView:
     _next_seq: int
     _catalog: SegmentCatalog
     _commit: GroupCommit
-    _writer: SegmentWriter | None
+    _writer: AnySegmentWriter | None
     _counters: dict[str, int]
     _appended: threading.Condition  # over _lock; notified by appends while _followers > 0
     _followers: int

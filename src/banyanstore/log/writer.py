@@ -26,19 +26,28 @@ serialises it under its append lock.  While writing, it also maintains the
 segment's sparse index (the offset of every ``index_interval``-th record), so
 reads of fresh segments never have to scan.
 
+Two implementations write the same bytes: :class:`PySegmentWriter` (the reference)
+and, when the compiled core is in use (``banyanstore.accel``),
+:class:`NativeSegmentWriter`, whose ``add`` is one C call (frame, CRC-32C, store,
+sparse index; ``src/banyanstore/native/logframe.c``).  ``SegmentWriter`` is the one
+in use.
+
 REQUIRES: ``crc32c``; the file's bytes from ``start`` on are zero or absent
 (recovery cut any torn tail).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from crc32c import crc32c
 
+from .. import accel
 from ..io.base import MappedFile
 from .format import BLOCK_SIZE, FRAG_HEADER_SIZE, FULL, FULL_HEADER, SEQ, fragment
 from .segment import Segment
 
-__all__ = ["SegmentWriter", "WINDOW"]
+__all__ = ["SegmentWriter", "AnySegmentWriter", "PySegmentWriter", "NativeSegmentWriter", "WINDOW"]
 
 #: bytes reserved and mapped ahead of the records (capped at the segment size)
 WINDOW = 1 << 20
@@ -47,6 +56,9 @@ _ZEROS = bytes(FRAG_HEADER_SIZE)
 _CRC_FULL = crc32c(bytes((FULL,)))  # the CRC covers the type byte first
 _pack_full_into = FULL_HEADER.pack_into
 _pack_seq = SEQ.pack
+# The compiled core whatever BANYANSTORE_PURE_PYTHON says: NativeSegmentWriter needs it
+# (tests compare both writers in one process); SegmentWriter below follows accel.native.
+_core = accel.load_native()
 
 
 def _framed_bound(n: int) -> int:
@@ -57,7 +69,12 @@ def _framed_bound(n: int) -> int:
     return payload + FRAG_HEADER_SIZE * (payload // (BLOCK_SIZE - FRAG_HEADER_SIZE) + 3)
 
 
-class SegmentWriter:
+def _window_size(window: int, segment_size: int) -> int:
+    """Bytes mapped at a time: whole blocks, at most the segment size, at least a block."""
+    return max(1, min(window, segment_size) // BLOCK_SIZE) * BLOCK_SIZE
+
+
+class PySegmentWriter:
     """Stores framed records into ``file`` from offset ``start`` (a record boundary).
 
     Windows start and end on block boundaries, so a record that fits in its block
@@ -75,7 +92,7 @@ class SegmentWriter:
         self.flushed_seq = last_seq
         self._interval = index_interval
         self._limit = segment_size
-        self._window = max(1, min(window, segment_size) // BLOCK_SIZE) * BLOCK_SIZE
+        self._window = _window_size(window, segment_size)
         self._next_index = index.seqs[-1] + index_interval if index.seqs else 0
         self._map(start)
         if self._left < FRAG_HEADER_SIZE:  # a fragment header never straddles a block
@@ -196,3 +213,58 @@ class SegmentWriter:
     def pending(self) -> int:
         """Bytes stored but not yet published to readers."""
         return self._base + self._pos - self.flushed
+
+
+class NativeSegmentWriter:
+    """:class:`PySegmentWriter` with the framing in C: ``add`` and ``add_many`` are
+    the compiled core's ``FrameWriter`` methods (one C call per record, no Python
+    frame); sealing and publishing stay here.  Same constructor, same bytes."""
+
+    add: Callable[[int, bytes], bool]
+    add_many: Callable[[int, list[bytes]], int]
+
+    def __init__(self, file: MappedFile, segment: Segment, *, start: int, last_seq: int,
+                 index_interval: int, segment_size: int, window: int = WINDOW) -> None:
+        assert segment.index is not None and _core is not None
+        self.file = file
+        self.segment = segment
+        self.index = index = segment.index
+        self.flushed = start
+        self.flushed_seq = last_seq
+        next_index = index.seqs[-1] + index_interval if index.seqs else 0
+        self._core = core = _core.FrameWriter(
+            file.map, index.add, start, segment_size, _window_size(window, segment_size),
+            next_index, index_interval)
+        self.add, self.add_many = core.add, core.add_many
+
+    @property
+    def offset(self) -> int:
+        """The logical end of the segment: every record stored so far."""
+        return self._core.offset
+
+    @property
+    def full(self) -> bool:
+        """The segment has reached ``segment_size``: time to seal it."""
+        return self._core.full
+
+    def flush(self, upto_seq: int) -> None:
+        """Let readers read every record stored (up to ``upto_seq``).  No system call."""
+        self.flushed = self.segment.end = self._core.offset
+        self.flushed_seq = upto_seq
+
+    def seal(self) -> None:
+        """Cut the reserved space off (the file ends at its last record) and release
+        the window."""
+        self.file.truncate(self._core.offset)
+
+    def pending(self) -> int:
+        """Bytes stored but not yet published to readers."""
+        return self._core.offset - self.flushed
+
+
+AnySegmentWriter = PySegmentWriter | NativeSegmentWriter
+"""Either implementation (for annotations)."""
+
+SegmentWriter: type[AnySegmentWriter] = (
+    PySegmentWriter if accel.native is None else NativeSegmentWriter)
+"""The implementation in use: C framing with the compiled core, else Python."""

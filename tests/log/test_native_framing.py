@@ -1,0 +1,141 @@
+"""The compiled core's Log framing (src/banyanstore/native/logframe.c) against the
+pure-Python SegmentWriter, byte for byte.
+
+Both writers run in this process whatever BANYANSTORE_PURE_PYTHON says.  Records of
+random sizes -- empty, just under and over a block's room, spanning many blocks --
+go through windows of one or a few blocks (so records end windows and remap them)
+and small segments (so ``add`` reports the segment full); every file byte, return
+value, offset and sparse-index entry must be the same.  A Log run twice, once with
+each writer, must leave the same segment files through rotations.  The C CRC-32C
+must give the crc32c package's values.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from crc32c import crc32c
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from banyanstore import accel
+from banyanstore.io.memory import MemoryEnv
+from banyanstore.log import log as log_mod
+from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE
+from banyanstore.log.log import Log
+from banyanstore.log.segment import Segment, SparseIndex, create_segment
+from banyanstore.log.writer import NativeSegmentWriter, PySegmentWriter
+
+native = accel.load_native()
+pytestmark = pytest.mark.skipif(native is None, reason="the compiled core is not built")
+
+_ROOM = BLOCK_SIZE - HEADER_SIZE  # room in the first block of a segment
+# Sizes around what makes a record fill, overflow or exactly end its block.
+_EDGES = [0, 1, 6, 7, 8, 100, _ROOM - 15 - 7, _ROOM - 15 - 6, _ROOM - 15, _ROOM - 14,
+          BLOCK_SIZE - 22, BLOCK_SIZE - 15, BLOCK_SIZE - 7, BLOCK_SIZE, BLOCK_SIZE + 1,
+          3 * BLOCK_SIZE + 5]
+
+
+def _record_sizes() -> st.SearchStrategy[int]:
+    return st.one_of(st.sampled_from(_EDGES), st.integers(0, 300), st.integers(0, 4 * BLOCK_SIZE))
+
+
+def _run(cls: type, sizes: list[int], *, window: int, segment_size: int, interval: int,
+         seed: int) -> tuple[bytes, list[object], list[tuple[int, int]]]:
+    """Add records of ``sizes`` with ``cls``; the segment's bytes, the results of each
+    add (and offset after it) and the sparse index."""
+    env = MemoryEnv()
+    file = create_segment(env, "/seg", 1)
+    seg = Segment(env, "/seg", 1, HEADER_SIZE, SparseIndex())
+    w = cls(file, seg, start=HEADER_SIZE, last_seq=0, index_interval=interval,
+            segment_size=segment_size, window=window)
+    rng = random.Random(seed)
+    results: list[object] = []
+    seq = 1
+    for n in sizes:
+        data = rng.randbytes(n)
+        if rng.random() < 0.2:
+            stored = w.add_many(seq, [data, data[: n // 2]])
+            results.append(("many", stored, w.offset, w.full))
+            seq += stored
+        else:
+            ok = w.add(seq, data)
+            results.append(("one", ok, w.offset, w.full))
+            seq += ok
+    w.flush(seq - 1)
+    results.append(("pending", w.pending(), seg.end))
+    w.seal()
+    file.close()
+    assert seg.index is not None
+    return (env.snapshot_state()["/seg"], results,
+            list(zip(seg.index.seqs, seg.index.offsets, strict=True)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(_record_sizes(), max_size=40), blocks=st.integers(1, 4),
+       segment_blocks=st.integers(2, 40), interval=st.integers(1, 8), seed=st.integers(0, 1000))
+def test_native_framing_writes_the_same_bytes(sizes: list[int], blocks: int, segment_blocks: int,
+                                              interval: int, seed: int) -> None:
+    kw = dict(window=blocks * BLOCK_SIZE, segment_size=segment_blocks * BLOCK_SIZE + seed % 977,
+              interval=interval, seed=seed)
+    assert _run(NativeSegmentWriter, sizes, **kw) == _run(PySegmentWriter, sizes, **kw)
+
+
+@pytest.mark.parametrize("start", [HEADER_SIZE, BLOCK_SIZE - 7, BLOCK_SIZE - 3, BLOCK_SIZE])
+def test_native_framing_resumes_where_python_would(start: int) -> None:
+    """A writer opened on a segment part written (the reopen after recovery): including
+    a start with less than a fragment header of room left in its block (padded)."""
+    outs = []
+    for cls in (PySegmentWriter, NativeSegmentWriter):
+        env = MemoryEnv()
+        file = create_segment(env, "/seg", 1)
+        seg = Segment(env, "/seg", 1, start, SparseIndex())
+        w = cls(file, seg, start=start, last_seq=0, index_interval=3, segment_size=1 << 20,
+                window=2 * BLOCK_SIZE)
+        for seq in range(1, 30):
+            w.add(seq, bytes([seq]) * (seq * 997))
+        w.seal()
+        outs.append(env.snapshot_state()["/seg"])
+    assert outs[0] == outs[1]
+
+
+def test_native_log_rotates_into_the_same_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through whole Logs: appends and append_many across many segment rotations."""
+    rng = random.Random(7)
+    records = [rng.randbytes(rng.choice((0, 10, 200, 5000, 40000))) for _ in range(400)]
+    states = []
+    for cls in (PySegmentWriter, NativeSegmentWriter):
+        monkeypatch.setattr(log_mod, "SegmentWriter", cls)
+        env = MemoryEnv()
+        with Log.open("/log", env=env, segment_size=256 * 1024, wal_sync="never") as log:
+            for i in range(0, len(records), 10):
+                log.append(records[i])
+                log.append_many(records[i + 1:i + 10])
+            assert list(log.read(1)) == list(enumerate(records, 1))
+        states.append(env.snapshot_state())
+    assert len([p for p in states[0] if p.endswith(".log")]) > 5
+    assert states[0] == states[1]
+
+
+@given(data=st.binary(max_size=2000), value=st.integers(0, 2**32 - 1))
+def test_native_crc32c_matches_the_package(data: bytes, value: int) -> None:
+    assert native is not None
+    assert native.crc32c(data, value) == crc32c(data, value)
+    assert native.crc32c(data) == crc32c(data)
+
+
+def test_native_framing_refuses_what_it_cannot_write() -> None:
+    assert native is not None
+    env = MemoryEnv()
+    file = create_segment(env, "/seg", 1)
+    w = native.FrameWriter(file.map, SparseIndex().add, HEADER_SIZE, 1 << 20, BLOCK_SIZE, 0, 1)
+    with pytest.raises(TypeError):
+        w.add(1, bytearray(b"x"))
+    with pytest.raises(TypeError):
+        w.add_many(1, [b"a", "b"])
+    with pytest.raises(ValueError):
+        native.FrameWriter(file.map, SparseIndex().add, HEADER_SIZE, 1 << 20, 1000, 0, 1)
+    file.truncate(HEADER_SIZE)  # the window is released: a stale store raises, never writes
+    with pytest.raises(ValueError):
+        w.add(1, b"x")
