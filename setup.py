@@ -12,7 +12,7 @@ setup(
         Extension(
             "banyanstore._native",
             sources=["src/banyanstore/_native.c", "src/banyanstore/native/logframe.c"],
-            depends=["src/banyanstore/native/logframe.h"],
+            depends=["src/banyanstore/native/logframe.h", "src/banyanstore/native/walrecord.h"],
             include_dirs=["src/banyanstore/native"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -44,6 +44,7 @@
 #include <stdarg.h>
 
 #include "logframe.h"
+#include "walrecord.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
@@ -1448,7 +1449,7 @@ static PyTypeObject MergeScanType = {
  *   entry  := kind:u8 (1 value, 2 tombstone) keyspace:u32 key_len:u32 value_len:u32 key value
  */
 
-enum { WAL_FORMAT = 1, KIND_VALUE = 1, KIND_TOMBSTONE = 2, WAL_HEADER = 22, WAL_ENTRY = 13 };
+enum { WAL_HEADER = BS_WAL_HEADER, WAL_ENTRY = BS_WAL_ENTRY };  /* native/walrecord.h */
 
 static inline void wr32(uint8_t *p, uint32_t v) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -1504,25 +1505,13 @@ static Py_ssize_t wal_entry_size(PyObject *key, PyObject *value) {
 }
 
 static uint8_t *wal_put_entry(uint8_t *p, uint32_t ks, PyObject *key, PyObject *value) {
-    Py_ssize_t k = PyBytes_GET_SIZE(key), v = value == Py_None ? 0 : PyBytes_GET_SIZE(value);
-    p[0] = value == Py_None ? KIND_TOMBSTONE : KIND_VALUE;
-    wr32(p + 1, ks);
-    wr32(p + 5, (uint32_t)k);
-    wr32(p + 9, (uint32_t)v);
-    p += WAL_ENTRY;
-    memcpy(p, PyBytes_AS_STRING(key), (size_t)k);
-    p += k;
-    if (v)
-        memcpy(p, PyBytes_AS_STRING(value), (size_t)v);
-    return p + v;
+    return bs_wal_put_entry(p, ks, PyBytes_AS_STRING(key), (uint32_t)PyBytes_GET_SIZE(key),
+                            value == Py_None ? NULL : PyBytes_AS_STRING(value),
+                            value == Py_None ? 0 : (uint32_t)PyBytes_GET_SIZE(value));
 }
 
 static void wal_put_header(uint8_t *p, uint32_t count, uint64_t version, uint64_t ms) {
-    p[0] = WAL_FORMAT;
-    p[1] = 0;
-    wr32(p + 2, count);
-    wr64(p + 6, version);
-    wr64(p + 14, ms);
+    bs_wal_put_header(p, count, version, ms);
 }
 
 /* wal_encode_one(version, commit_ms, keyspace, key, value) -> bytes: lsm.wal.encode_one */

@@ -13,6 +13,8 @@ must give the crc32c package's values.
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import pytest
 from crc32c import crc32c
@@ -139,3 +141,69 @@ def test_native_framing_refuses_what_it_cannot_write() -> None:
     file.truncate(HEADER_SIZE)  # the window is released: a stale store raises, never writes
     with pytest.raises(ValueError):
         w.add(1, b"x")
+
+
+def _puts(seed: int) -> list[tuple[int, int, int, bytes, bytes | None]]:
+    """(version, commit_ms, keyspace, key, value) of puts and deletes: small ones, ones
+    that cross their block, and ones the one-call path never takes (a block or more)."""
+    rng = random.Random(seed)
+    out: list[tuple[int, int, int, bytes, bytes | None]] = []
+    for v in range(1, 600):
+        key = rng.randbytes(rng.choice((0, 1, 16, 300)))
+        size = rng.choice((0, 10, 100, 1000, 9000, BLOCK_SIZE - 40, BLOCK_SIZE + 3))
+        value = None if rng.random() < 0.2 else rng.randbytes(size)
+        out.append((v, 1_700_000_000_000 + v, rng.choice((0, 1, 2**32 - 1)), key, value))
+    return out
+
+
+def test_native_one_call_puts_write_what_append_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's one-call append (LogTail.append_put) against Log.append of the
+    Python-encoded record: the same segment files through rotations, and None (nothing
+    appended) exactly where the Python path must take over."""
+    from banyanstore.lsm.wal import py_encode_one
+
+    puts = _puts(3)
+    states, fallbacks = [], 0
+    for one_call in (False, True):
+        env = MemoryEnv()
+        with Log.open("/log", env=env, segment_size=128 * 1024, wal_sync="never") as log:
+            put = log.put_appender()
+            assert put is not None or accel.native is None
+            for i, (v, ms, ks, key, value) in enumerate(puts):
+                seq = put(v, ms, ks, key, value) if one_call and put is not None else None
+                if seq is None:
+                    fallbacks += one_call
+                    seq = log.append(py_encode_one(v, ms, ks, key, value), sync=False)
+                assert seq == i + 1
+            assert [r for _, r in log.read(1)] == [py_encode_one(*p) for p in puts]
+        states.append(env.snapshot_state())
+    assert len([p for p in states[0] if p.endswith(".log")]) > 5
+    assert states[0] == states[1]
+    if accel.native is not None:
+        assert 0 < fallbacks < len(puts) // 2
+
+
+def test_native_one_call_puts_step_aside_for_followers_and_failures() -> None:
+    """With a follower waiting the one-call path declines (the Python path notifies it);
+    a closed log declines too (append() then says why)."""
+    if accel.native is None:
+        pytest.skip("the compiled core is not in use")
+    env = MemoryEnv()
+    log = Log.open("/log", env=env, wal_sync="never")
+    put = log.put_appender()
+    assert put is not None
+    assert put(1, 2, 0, b"k", b"v") == 1
+    follower = log.follow(2, timeout=30)
+    got: list[tuple[int, bytes]] = []
+    t = threading.Thread(target=lambda: got.append(next(follower)))
+    t.start()
+    deadline = time.monotonic() + 30
+    while log._appends.followers == 0 and time.monotonic() < deadline:  # the follower waits
+        time.sleep(0.001)
+    assert log._appends.followers == 1
+    assert put(2, 3, 0, b"k2", None) is None  # it must be woken: the Python path does that
+    assert log.append(b"x", sync=False) == 2
+    t.join(30)
+    assert got == [(2, b"x")]
+    log.close()
+    assert put(3, 4, 0, b"k", b"v") is None

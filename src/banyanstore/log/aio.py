@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from ..arguments import check_sync
 from ..errors import LogRangeError
 from .commit import GroupCommit
+from .writer import LogTail
 
 __all__ = ["AsyncAppends"]
 
@@ -39,7 +40,7 @@ class AsyncAppends:
     _commit: GroupCommit
     _always: bool
     _read_only: bool
-    _next_seq: int
+    _appends: LogTail
 
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
         raise NotImplementedError  # pragma: no cover  (Log's)
@@ -68,7 +69,7 @@ class AsyncAppends:
         """:meth:`Log.wait_durable` for asyncio: await until record ``seq`` is durable."""
         if type(seq) is not int:
             raise TypeError(f"seq must be an int, not {type(seq).__name__}")
-        if seq > self._next_seq - 1:
-            raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._next_seq - 1})")
+        if seq > self._appends.next_seq - 1:
+            raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._appends.next_seq - 1})")
         if not self._read_only:
             await self._commit.wait_durable_async(seq)

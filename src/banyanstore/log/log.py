@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import shutdown
@@ -68,7 +68,7 @@ from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_director
 from .reads import LogView
 from .recovery import recover
 from .segment import Segment, SparseIndex, create_segment, segment_name
-from .writer import AnySegmentWriter, SegmentWriter
+from .writer import AnySegmentWriter, LogTail, SegmentWriter, new_tail
 
 __all__ = ["Log", "LogNotFoundError", "LogExistsError"]
 
@@ -86,27 +86,30 @@ class Log(LogView, AsyncAppends):
         self._segment_size, self._always = opts.segment_size, opts.wal_sync == "always"
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)  # follow() waits on it
-        self._followers = 0  # threads waiting on _appended: appends notify only then
         self._refresh_lock = threading.Lock()
         self._closed = False
         rec = recover(env, directory, read_only=opts.read_only, skip_damaged=opts.skip_damaged_records,
                       index_interval=opts.log_index_interval)
         self._catalog = SegmentCatalog(rec.segments, index_interval=opts.log_index_interval,
                                        skip_damaged=opts.skip_damaged_records)
-        self._next_seq = rec.next_seq
+        # next_seq, followers (threads waiting on _appended: appends notify only then) and
+        # the active segment's C framing for the store's one-call appends (log/writer.py)
+        self._appends: LogTail = new_tail(rec.next_seq, self._lock)
         self._counters = {"torn_tail_repairs": rec.torn_tail_repairs, "torn_tail_bytes": rec.torn_tail_bytes,
                           "damaged_records_skipped": rec.damaged_records, "syncs": 0}
         self._writer: AnySegmentWriter | None = None
-        self._commit = GroupCommit(self._collect, durable_seq=self._next_seq - 1,
+        self._commit = GroupCommit(self._collect, durable_seq=self._appends.next_seq - 1,
                                    on_error=self._sync_failed)
         self._syncer: IntervalSyncer | None = None
         if not opts.read_only:
             self._open_writer()
             if opts.wal_sync == "interval":
                 self._syncer = IntervalSyncer(self._commit, opts.wal_sync_interval_ms / 1000,
-                                              lambda: self._next_seq - 1)
+                                              lambda: self._appends.next_seq - 1)
                 self._syncer.start()
         self._ok = not opts.read_only  # the one flag the append fast path checks
+        if self._writer is not None:
+            self._appends.frames = self._writer.frames
         # An exit without close() still closes a writer (shutdown.py).
         self._exit_token = None if opts.read_only else shutdown.track(self)
         _log.debug("opened log %s: seqs [%d, %d], %d segments", directory, self.first_seq,
@@ -129,7 +132,7 @@ class Log(LogView, AsyncAppends):
     def _open_writer(self) -> None:
         segs = self._catalog.segments
         if not segs:
-            seg, file = self._new_segment(self._next_seq)
+            seg, file = self._new_segment(self._appends.next_seq)
             self._catalog.add(seg)
         elif segs[-1].version < ZERO_TAIL_VERSION:
             seg, file = self._leave_old_format(segs[-1])
@@ -152,8 +155,8 @@ class Log(LogView, AsyncAppends):
         """The last segment has a format without reserved zero space (version 1): records
         go to a new segment instead.  An *empty* one is replaced, by an atomic rename,
         with a new segment of the same first seq (the seq it must keep carrying)."""
-        if last.first_seq != self._next_seq:
-            seg, file = self._new_segment(self._next_seq)
+        if last.first_seq != self._appends.next_seq:
+            seg, file = self._new_segment(self._appends.next_seq)
             self._catalog.add(seg)
             return seg, file
         staged = last.path + ".new"
@@ -166,7 +169,7 @@ class Log(LogView, AsyncAppends):
 
     def _make_writer(self, file: MappedFile, seg: Segment, start: int) -> AnySegmentWriter:
         try:
-            return SegmentWriter(file, seg, start=start, last_seq=self._next_seq - 1,
+            return SegmentWriter(file, seg, start=start, last_seq=self._appends.next_seq - 1,
                                  index_interval=self._interval, segment_size=self._segment_size)
         except BaseException:
             file.close()
@@ -185,12 +188,14 @@ class Log(LogView, AsyncAppends):
 
     def _io_failed(self, exc: BaseException) -> None:
         self._ok = False
+        self._appends.frames = None
         self._commit.fail(exc)
 
     def _sync_failed(self, exc: BaseException) -> None:
         # Whether the records before it survive is unknown (a failed fdatasync may drop
         # dirty pages), so nothing may be appended behind them: the log must be reopened.
         self._ok = False
+        self._appends.frames = None
 
     # -- writing --------------------------------------------------------------------
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
@@ -204,7 +209,8 @@ class Log(LogView, AsyncAppends):
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
-            seq = self._next_seq
+            tail = self._appends
+            seq = tail.next_seq
             try:
                 if not self._writer.add(seq, record):  # type: ignore[union-attr]
                     self._rotate_locked()  # the segment is full: seal it first
@@ -212,10 +218,22 @@ class Log(LogView, AsyncAppends):
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
-            self._next_seq = seq + 1
-            if self._followers:
+            tail.next_seq = seq + 1
+            if tail.followers:
                 self._appended.notify_all()
         return seq
+
+    def put_appender(self) -> Callable[[int, int, int, bytes, bytes | None], int | None] | None:
+        """The compiled core's one-call append for the store's write path, or None (pure
+        Python): ``append_put(version, commit_ms, keyspace, key, value)`` appends the
+        store's WAL record of one put or delete (lsm/wal.py's ``encode_one`` payload),
+        encoded, framed and stored into the mapped segment under this log's lock, and
+        returns its seq -- or None, appending nothing, when the record needs
+        :meth:`append` (a full segment, a record crossing its block, followers to
+        notify, a failed or closed log): the caller then appends ``encode_one(...)``
+        with :meth:`append`, which handles all of those.  The same bytes either way
+        (tests/log/test_native_framing.py)."""
+        return getattr(self._appends, "append_put", None)
 
     def _append_synced(self, record: bytes) -> int:
         seq = self.append(record, sync=False)
@@ -242,16 +260,16 @@ class Log(LogView, AsyncAppends):
             try:
                 rest = items
                 while rest:
-                    stored = self._writer.add_many(self._next_seq, rest)  # type: ignore[union-attr]
-                    self._next_seq += stored
+                    stored = self._writer.add_many(self._appends.next_seq, rest)  # type: ignore[union-attr]
+                    self._appends.next_seq += stored
                     rest = rest[stored:]
                     if rest:
                         self._rotate_locked()  # the segment is full: seal it, go on in the next
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
-            last = self._next_seq - 1
-            if self._followers:
+            last = self._appends.next_seq - 1
+            if self._appends.followers:
                 self._appended.notify_all()
         if items and (self._always if sync is None else sync):
             self._commit.wait_durable(last)
@@ -266,40 +284,42 @@ class Log(LogView, AsyncAppends):
             if not self._ok:
                 raise self._unwritable()
             try:
-                if self._catalog.segments[-1].first_seq != self._next_seq:
+                if self._catalog.segments[-1].first_seq != self._appends.next_seq:
                     self._rotate_locked()
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
-            return self._next_seq
+            return self._appends.next_seq
 
     def _rotate_locked(self) -> None:
         w = self._writer
         assert w is not None
-        w.flush(self._next_seq - 1)
+        self._appends.frames = None  # no one-call appends until the next segment is ready
+        w.flush(self._appends.next_seq - 1)
         w.seal()  # a sealed segment ends at its last record: no reserved zeros
         # Barrier: the sealed segment is complete on disk before its successor
         # exists, so a crash can only ever lose a suffix of the whole log.
         w.file.sync()
         self._counters["syncs"] += 1
-        self._commit.mark_durable(self._next_seq - 1)
-        seg, file = self._new_segment(self._next_seq)
+        self._commit.mark_durable(self._appends.next_seq - 1)
+        seg, file = self._new_segment(self._appends.next_seq)
         self._commit.retire(w.file)
         self._catalog.add(seg)
         self._writer = self._make_writer(file, seg, HEADER_SIZE)
+        self._appends.frames = self._writer.frames
 
     def _collect(self) -> tuple[int, Any]:
         """For the group-commit leader: flush the buffer, say what one sync will cover."""
         with self._lock:
             w = self._writer
             if w is None:  # closed: close() synced everything under this lock
-                return self._next_seq - 1, ALREADY_SYNCED
+                return self._appends.next_seq - 1, ALREADY_SYNCED
             try:
-                w.flush(self._next_seq - 1)
+                w.flush(self._appends.next_seq - 1)
             except BaseException:
                 self._ok = False
                 raise
-            return self._next_seq - 1, w.file
+            return self._appends.next_seq - 1, w.file
 
     def sync(self, upto_seq: int | None = None) -> int:
         """Make every record up to ``upto_seq`` (default: all) durable; return ``durable_seq``."""
@@ -307,7 +327,7 @@ class Log(LogView, AsyncAppends):
             check_int(upto_seq, "upto_seq")
         if self._closed:
             raise StoreClosedError(f"log {self.path} is closed")
-        self.wait_durable(self._next_seq - 1 if upto_seq is None else upto_seq)
+        self.wait_durable(self._appends.next_seq - 1 if upto_seq is None else upto_seq)
         return self.durable_seq
 
     def wait_durable(self, seq: int) -> None:
@@ -316,8 +336,8 @@ class Log(LogView, AsyncAppends):
         For callers that appended under their own lock and sync outside it.
         """
         check_int(seq, "seq")
-        if seq > self._next_seq - 1:
-            raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._next_seq - 1})")
+        if seq > self._appends.next_seq - 1:
+            raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._appends.next_seq - 1})")
         if not self._read_only:
             self._commit.wait_durable(seq)
 
@@ -337,7 +357,7 @@ class Log(LogView, AsyncAppends):
         if not self._read_only:
             return self.last_seq
         with self._refresh_lock:  # one catch-up at a time; appends and reads go on
-            caught = catch_up(self._env, self.path, self._catalog.segments, self._next_seq,
+            caught = catch_up(self._env, self.path, self._catalog.segments, self._appends.next_seq,
                               interval=self._interval, policy=self._catalog.on_damage)
             if not caught.changed:
                 return caught.next_seq - 1
@@ -346,7 +366,7 @@ class Log(LogView, AsyncAppends):
                     raise StoreClosedError(f"log {self.path} is closed")
                 caught.apply_growth()
                 self._catalog.replace(caught.segments)
-                self._next_seq = caught.next_seq
+                self._appends.next_seq = caught.next_seq
             for seg in caught.dropped:  # gone from the directory: close as readers let go
                 seg.retire()
         return caught.next_seq - 1
@@ -383,16 +403,17 @@ class Log(LogView, AsyncAppends):
             if self._closed:
                 return
             self._closed, self._ok = True, False
+            self._appends.frames = None
             self._appended.notify_all()  # followers end
             w, self._writer = self._writer, None
             if w is not None:
                 if self._commit.error is None:
                     try:  # under the lock on purpose: a leader's _collect() must find it all synced
-                        w.flush(self._next_seq - 1)
+                        w.flush(self._appends.next_seq - 1)
                         w.seal()
                         w.file.sync()
                         self._counters["syncs"] += 1
-                        self._commit.mark_durable(self._next_seq - 1)
+                        self._commit.mark_durable(self._appends.next_seq - 1)
                     except BaseException as exc:
                         error = exc
                 self._commit.retire(w.file)  # a leader may still be syncing it

@@ -26,7 +26,7 @@ from ..io.base import Env
 from ..options import Options
 from .catalog import SegmentCatalog, View
 from .commit import GroupCommit
-from .writer import AnySegmentWriter
+from .writer import AnySegmentWriter, LogTail
 
 __all__ = ["LogView"]
 
@@ -40,13 +40,12 @@ class LogView:
     _lock: threading.Lock
     _closed: bool
     _read_only: bool
-    _next_seq: int
+    _appends: LogTail
     _catalog: SegmentCatalog
     _commit: GroupCommit
     _writer: AnySegmentWriter | None
     _counters: dict[str, int]
-    _appended: threading.Condition  # over _lock; notified by appends while _followers > 0
-    _followers: int
+    _appended: threading.Condition  # over _lock; notified by appends while _appends.followers > 0
 
     def _io_failed(self, exc: BaseException) -> None:
         raise NotImplementedError  # pragma: no cover  (Log's)
@@ -79,17 +78,17 @@ class LogView:
     def first_seq(self) -> int:
         """Seq of the oldest record kept (``last_seq + 1`` when the log is empty)."""
         segs = self._catalog.segments
-        return min(segs[0].first_seq, self._next_seq) if segs else self._next_seq
+        return min(segs[0].first_seq, self._appends.next_seq) if segs else self._appends.next_seq
 
     @property
     def last_seq(self) -> int:
         """Seq of the newest record (0 for a log never written)."""
-        return self._next_seq - 1
+        return self._appends.next_seq - 1
 
     @property
     def durable_seq(self) -> int:
         """Every record up to this seq is durable."""
-        return self._commit.durable_seq if not self._read_only else self._next_seq - 1
+        return self._commit.durable_seq if not self._read_only else self._appends.next_seq - 1
 
     @property
     def closed(self) -> bool:
@@ -106,11 +105,11 @@ class LogView:
         w = self._writer
         if w is not None and w.flushed_seq < upto:
             try:
-                w.flush(self._next_seq - 1)  # stored but not published yet: publish the end
+                w.flush(self._appends.next_seq - 1)  # stored but not published yet: publish the end
             except BaseException as exc:
                 self._io_failed(exc)
                 raise
-        return self._catalog.view, self._next_seq - 1
+        return self._catalog.view, self._appends.next_seq - 1
 
     def read(self, start: int | None = None, end: int | None = None,
              limit: int | None = None, *, check_gaps: bool = True) -> Iterator[tuple[int, bytes]]:
@@ -147,13 +146,13 @@ class LogView:
     def __len__(self) -> int:
         """The number of records kept: ``last_seq - first_seq + 1`` (seqs of damaged
         records skipped with ``skip_damaged_records=True`` included).  Constant time."""
-        return max(0, self._next_seq - self.first_seq)
+        return max(0, self._appends.next_seq - self.first_seq)
 
     def _snapshot(self, start: int | None, end: int | None, limit: int | None, *,
                   continuous: bool = True) -> tuple[Generator[tuple[int, bytes], None, None], int]:
         """:meth:`read`'s iterator, and the last seq it covers."""
         with self._lock:
-            upto = self._next_seq - 1 if end is None else min(end - 1, self._next_seq - 1)
+            upto = self._appends.next_seq - 1 if end is None else min(end - 1, self._appends.next_seq - 1)
             view, last = self._visible_locked(upto)
             first = self.first_seq
             if start is None:
@@ -238,13 +237,13 @@ class LogView:
         closes (False)."""
         poll = self._opts.follow_interval_ms / 1000 if self._read_only else None
         while True:
-            if poll is not None and self._next_seq <= seq and not self._closed:
+            if poll is not None and self._appends.next_seq <= seq and not self._closed:
                 with contextlib.suppress(StoreClosedError):
                     self.refresh()  # the writer is another process: nobody notifies us
             with self._lock:
                 if self._closed:
                     return False
-                if self._next_seq > seq:
+                if self._appends.next_seq > seq:
                     return True
                 wait = poll
                 if deadline is not None:
@@ -252,11 +251,11 @@ class LogView:
                     if remaining <= 0:
                         return False
                     wait = remaining if wait is None else min(wait, remaining)
-                self._followers += 1  # appends notify while this is non-zero
+                self._appends.followers += 1  # appends notify while this is non-zero
                 try:
                     self._appended.wait(wait)
                 finally:
-                    self._followers -= 1
+                    self._appends.followers -= 1
 
     def refresh(self) -> int:
         raise NotImplementedError  # pragma: no cover  (Log's)
@@ -264,7 +263,7 @@ class LogView:
     def get(self, seq: int) -> bytes:
         """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""
         check_int(seq, "seq")  # a bool is not a seq
-        first, last = self.first_seq, self._next_seq - 1
+        first, last = self.first_seq, self._appends.next_seq - 1
         if not first <= seq <= last:
             raise LogRangeError(f"seq {seq} is outside [{first}, {last}]")
         view, _ = self._visible(seq)

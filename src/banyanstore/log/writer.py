@@ -39,6 +39,7 @@ REQUIRES: ``crc32c``; the file's bytes from ``start`` on are zero or absent
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from crc32c import crc32c
 
@@ -47,7 +48,8 @@ from ..io.base import MappedFile
 from .format import BLOCK_SIZE, FRAG_HEADER_SIZE, FULL, FULL_HEADER, SEQ, fragment
 from .segment import Segment
 
-__all__ = ["SegmentWriter", "AnySegmentWriter", "PySegmentWriter", "NativeSegmentWriter", "WINDOW"]
+__all__ = ["SegmentWriter", "AnySegmentWriter", "PySegmentWriter", "NativeSegmentWriter", "LogTail",
+           "new_tail", "WINDOW"]
 
 #: bytes reserved and mapped ahead of the records (capped at the segment size)
 WINDOW = 1 << 20
@@ -81,6 +83,9 @@ class PySegmentWriter:
     fits in the window: the hot path checks only the room left in the block, as a
     plain buffer would, and works in window coordinates (``_pos``).
     """
+
+    frames = None
+    """No C framing (see :class:`NativeSegmentWriter`)."""
 
     def __init__(self, file: MappedFile, segment: Segment, *, start: int, last_seq: int,
                  index_interval: int, segment_size: int, window: int = WINDOW) -> None:
@@ -222,6 +227,8 @@ class NativeSegmentWriter:
 
     add: Callable[[int, bytes], bool]
     add_many: Callable[[int, list[bytes]], int]
+    frames: Any
+    """The compiled core's ``FrameWriter`` (the log hands it to its :class:`LogTail`)."""
 
     def __init__(self, file: MappedFile, segment: Segment, *, start: int, last_seq: int,
                  index_interval: int, segment_size: int, window: int = WINDOW) -> None:
@@ -232,7 +239,7 @@ class NativeSegmentWriter:
         self.flushed = start
         self.flushed_seq = last_seq
         next_index = index.seqs[-1] + index_interval if index.seqs else 0
-        self._core = core = _core.FrameWriter(
+        self.frames = core = _core.FrameWriter(
             file.map, index.add, start, segment_size, _window_size(window, segment_size),
             next_index, index_interval)
         self.add, self.add_many = core.add, core.add_many
@@ -240,26 +247,26 @@ class NativeSegmentWriter:
     @property
     def offset(self) -> int:
         """The logical end of the segment: every record stored so far."""
-        return self._core.offset
+        return self.frames.offset
 
     @property
     def full(self) -> bool:
         """The segment has reached ``segment_size``: time to seal it."""
-        return self._core.full
+        return self.frames.full
 
     def flush(self, upto_seq: int) -> None:
         """Let readers read every record stored (up to ``upto_seq``).  No system call."""
-        self.flushed = self.segment.end = self._core.offset
+        self.flushed = self.segment.end = self.frames.offset
         self.flushed_seq = upto_seq
 
     def seal(self) -> None:
         """Cut the reserved space off (the file ends at its last record) and release
         the window."""
-        self.file.truncate(self._core.offset)
+        self.file.truncate(self.frames.offset)
 
     def pending(self) -> int:
         """Bytes stored but not yet published to readers."""
-        return self._core.offset - self.flushed
+        return self.frames.offset - self.flushed
 
 
 AnySegmentWriter = PySegmentWriter | NativeSegmentWriter
@@ -268,3 +275,27 @@ AnySegmentWriter = PySegmentWriter | NativeSegmentWriter
 SegmentWriter: type[AnySegmentWriter] = (
     PySegmentWriter if accel.native is None else NativeSegmentWriter)
 """The implementation in use: C framing with the compiled core, else Python."""
+
+
+class LogTail:
+    """A writable log's appending state, shared with the compiled core: the seq the
+    next record gets, how many followers wait for appends, and the active segment's C
+    framing (``frames``, None on pure Python and while the log may not append).  The
+    :class:`~banyanstore.log.log.Log` reads and writes it under its lock.  The
+    compiled core's ``LogTail`` has the same members and ``append_put``, the store's
+    one-call append (see ``Log.put_appender``)."""
+
+    __slots__ = ("next_seq", "followers", "frames")
+
+    def __init__(self, next_seq: int, lock: object) -> None:
+        self.next_seq = next_seq
+        self.followers = 0
+        self.frames: Any = None
+
+
+def new_tail(next_seq: int, lock: object) -> LogTail:
+    """The :class:`LogTail` of a log whose next record gets ``next_seq``: the compiled
+    core's when it is in use (its ``append_put`` takes ``lock``)."""
+    if accel.native is None:
+        return LogTail(next_seq, lock)
+    return accel.native.LogTail(next_seq, lock)

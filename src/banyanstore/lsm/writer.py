@@ -63,7 +63,7 @@ RangeOp = tuple[KeyspaceState, bytes, bytes]
 class Writer:
     """The write path of one store (see the module docstring)."""
 
-    __slots__ = ("_tree", "_options", "_clock", "_lock", "_wal", "_wal_append", "_wal_sync",
+    __slots__ = ("_tree", "_options", "_clock", "_lock", "_wal", "_wal_append", "_wal_put", "_wal_sync",
                  "_flusher", "_compactor", "_mem_bytes", "_next_sample_ms", "_sync_default",
                  "_max_key", "_max_value", "_memtable_size", "_refused", "_closed", "_read_only",
                  "_wal_error", "stalls", "stall_seconds")
@@ -72,6 +72,7 @@ class Writer:
         self._tree, self._options, self._clock = tree, options, clock
         self._lock = threading.Lock()
         self._wal: Log | None = None
+        self._wal_put: Callable[[int, int, int, bytes, bytes | None], int | None] | None = None
         self._flusher: Flusher | None = None
         self._compactor: Compactor | None = None
         self._mem_bytes = 0
@@ -95,6 +96,7 @@ class Writer:
         memtables), hand full memtables to ``flusher``; ``compactor`` (when its thread
         runs) applies back-pressure."""
         self._wal, self._wal_append, self._wal_sync = wal, wal.append, wal.sync
+        self._wal_put = wal.put_appender()  # None on pure Python
         self._mem_bytes = mem_bytes
         self._flusher, self._compactor = flusher, compactor
         self._refused = self._read_only
@@ -164,7 +166,11 @@ class Writer:
             v = tree.version + 1
             ms = int(self._clock() * 1000)
             try:
-                seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
+                # One C call when the compiled core can store the record where the log
+                # stands (else None: the log's Python path, same bytes).
+                put = self._wal_put
+                if put is None or (seq := put(v, ms, ks.id, key, value)) is None:
+                    seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
             except StorageIOError as exc:
                 self._wal_failed(exc)
                 raise

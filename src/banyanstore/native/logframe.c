@@ -31,10 +31,13 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "logframe.h"
+#include "walrecord.h"
 
 enum {
     BLOCK_SIZE = 32768,
@@ -340,11 +343,24 @@ static int fw_add_slow(FrameWriter *self, uint64_t seq, const uint8_t *data, lon
     return 0;
 }
 
+/* Record seq at file offset `offset` in the sparse index (before its bytes are stored, as
+ * the Python writer does). */
+static int fw_index(FrameWriter *self, uint64_t seq, long long offset) {
+    PyObject *r = PyObject_CallFunction(self->index_add, "KL", (unsigned long long)seq, offset);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    self->next_index = seq + self->interval;
+    return 0;
+}
+
 /* Store record seq; 1 stored, 0 the segment is full (nothing stored), -1 error. */
 static int fw_store(FrameWriter *self, uint64_t seq, const uint8_t *data, long long n) {
     long long pos = self->pos, offset = self->base + pos;
     if (offset >= self->limit)
         return 0;
+    if (seq >= self->next_index && fw_index(self, seq, offset) < 0)
+        return -1;
     long long size = n + SMALL, left = self->left - size;
     if (left >= FRAG_HEADER) {
         /* one FULL fragment: the fast path */
@@ -364,13 +380,6 @@ static int fw_store(FrameWriter *self, uint64_t seq, const uint8_t *data, long l
         self->pos = pos + size;
     } else if (fw_add_slow(self, seq, data, n) < 0) {
         return -1;
-    }
-    if (seq >= self->next_index) {
-        PyObject *r = PyObject_CallFunction(self->index_add, "KL", (unsigned long long)seq, offset);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        self->next_index = seq + self->interval;
     }
     return 1;
 }
@@ -465,6 +474,213 @@ static PyTypeObject FrameWriterType = {
     .tp_getset = fw_getset,
 };
 
+/* -- LogTail --------------------------------------------------------------------------------- */
+/*
+ * The appending state of a writable Log shared with C: the next seq, the number of
+ * followers waiting for appends, and the active segment's FrameWriter (None while the
+ * Log may not append, or has no writer).  log/log.py keeps the rest (rotation, group
+ * commit, failures) and reads and writes these members under its lock.
+ *
+ * append_put is the store's write path (lsm/writer.py): one call encodes the WAL record
+ * of one put or delete (native/walrecord.h) straight into the mapped window with its
+ * framing and CRC, under the Log's lock, and returns its seq -- or None, storing
+ * nothing, when the record needs the Python path (Log.append): no writer or a failed
+ * one, followers to notify, a full segment, a record that does not fit in the rest of
+ * its block, or any error before a byte is stored (the Python path meets it again and
+ * handles it as append() does).
+ */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long next_seq;
+    long long followers;
+    PyObject *frames;   /* FrameWriter or Py_None */
+    PyObject *acquire;  /* the Log's lock */
+    PyObject *release;
+} LogTail;
+
+static PyTypeObject FrameWriterType;
+
+static int lt_traverse(LogTail *self, visitproc visit, void *arg) {
+    Py_VISIT(self->frames);
+    Py_VISIT(self->acquire);
+    Py_VISIT(self->release);
+    return 0;
+}
+
+static int lt_clear(LogTail *self) {
+    Py_CLEAR(self->frames);
+    Py_CLEAR(self->acquire);
+    Py_CLEAR(self->release);
+    return 0;
+}
+
+static void lt_dealloc(LogTail *self) {
+    PyObject_GC_UnTrack(self);
+    lt_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int lt_init(LogTail *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"next_seq", "lock", NULL};
+    unsigned long long next_seq;
+    PyObject *lock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KO", kwlist, &next_seq, &lock))
+        return -1;
+    PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
+    if (acquire == NULL)
+        return -1;
+    PyObject *release = PyObject_GetAttrString(lock, "release");
+    if (release == NULL) {
+        Py_DECREF(acquire);
+        return -1;
+    }
+    Py_XSETREF(self->acquire, acquire);
+    Py_XSETREF(self->release, release);
+    Py_INCREF(Py_None);
+    Py_XSETREF(self->frames, Py_None);
+    self->next_seq = next_seq;
+    self->followers = 0;
+    return 0;
+}
+
+static PyObject *lt_get_frames(LogTail *self, void *closure) {
+    return Py_NewRef(self->frames ? self->frames : Py_None);
+}
+
+static int lt_set_frames(LogTail *self, PyObject *value, void *closure) {
+    if (value == NULL || (value != Py_None && !PyObject_TypeCheck(value, &FrameWriterType))) {
+        PyErr_SetString(PyExc_TypeError, "frames must be a FrameWriter or None");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->frames, value);
+    return 0;
+}
+
+static int lt_unlock(LogTail *self) {
+    PyObject *r = PyObject_CallNoArgs(self->release);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Store the FULL fragment of record seq whose data is the WAL record of one entry;
+ * 1 stored, 0 not here (the Python path stores it), -1 error.  REQUIRES: the lock. */
+static int lt_store_put(FrameWriter *fw, uint64_t seq, uint64_t version, uint64_t ms, uint32_t ks,
+                        const char *key, uint32_t k, const char *value, uint32_t v) {
+    long long pos = fw->pos, offset = fw->base + pos;
+    long long n = BS_WAL_HEADER + BS_WAL_ENTRY + (long long)k + v, size = n + SMALL;
+    long long left = fw->left - size;
+    if (offset >= fw->limit || left < FRAG_HEADER)
+        return 0;  /* a full segment (rotation) or a record crossing its block */
+    if (seq >= fw->next_index && fw_index(fw, seq, offset) < 0)
+        return -1;
+    Py_buffer b;
+    if (fw_buffer(fw, &b, pos + size) < 0)
+        return -1;
+    uint8_t *h = (uint8_t *)b.buf + pos, *data = h + SMALL;
+    h[6] = FULL;
+    put64(h + FRAG_HEADER, seq);
+    bs_wal_put_header(data, 1, version, ms);
+    bs_wal_put_entry(data + BS_WAL_HEADER, ks, key, k, value, v);
+    put16(h + 4, (uint16_t)(size - FRAG_HEADER));
+    put32(h, ~crc_run(~0u, h + 6, (size_t)(size - 6)));
+    PyBuffer_Release(&b);
+    fw->left = left;
+    fw->pos = pos + size;
+    return 1;
+}
+
+/* append_put(version, commit_ms, keyspace, key, value) -> seq | None (see above) */
+static PyObject *lt_append_put(LogTail *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "append_put(version, commit_ms, keyspace, key, value)");
+        return NULL;
+    }
+    unsigned long long version = PyLong_AsUnsignedLongLong(args[0]);
+    if (version == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long ms = PyLong_AsUnsignedLongLong(args[1]);
+    if (ms == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long ks = PyLong_AsUnsignedLongLong(args[2]);
+    if (ks == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *key = args[3], *value = args[4];
+    if (!PyBytes_Check(key) || (value != Py_None && !PyBytes_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "append_put: key and value must be bytes (value None: "
+                        "a tombstone)");
+        return NULL;
+    }
+    Py_ssize_t k = PyBytes_GET_SIZE(key), v = value == Py_None ? 0 : PyBytes_GET_SIZE(value);
+    if (ks > UINT32_MAX || k >= BLOCK_SIZE || v >= BLOCK_SIZE)
+        Py_RETURN_NONE;  /* never fits in a block here: the Python path checks and stores it */
+    if (self->frames == NULL || self->frames == Py_None || self->followers)
+        Py_RETURN_NONE;
+    PyObject *r = PyObject_CallNoArgs(self->acquire);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    /* re-read under the lock: a rotation or a failure may have run while we waited */
+    PyObject *frames = self->frames;
+    int stored = 0;
+    uint64_t seq = self->next_seq;
+    if (frames != NULL && frames != Py_None && !self->followers) {
+        stored = lt_store_put((FrameWriter *)frames, seq, version, ms, (uint32_t)ks,
+                              PyBytes_AS_STRING(key), (uint32_t)k,
+                              value == Py_None ? NULL : PyBytes_AS_STRING(value), (uint32_t)v);
+        if (stored < 0) {
+            PyErr_Clear();  /* nothing was stored: append() meets the error and handles it */
+            stored = 0;
+        }
+    }
+    if (stored)
+        self->next_seq = seq + 1;
+    if (lt_unlock(self) < 0)
+        return NULL;
+    if (!stored)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(seq);
+}
+
+static PyMemberDef lt_members[] = {
+    {"next_seq", T_ULONGLONG, offsetof(LogTail, next_seq), 0, "the seq the next record gets"},
+    {"followers", T_LONGLONG, offsetof(LogTail, followers), 0,
+     "threads waiting for appends (appends then take the Python path, which notifies them)"},
+    {NULL}
+};
+
+static PyGetSetDef lt_getset[] = {
+    {"frames", (getter)lt_get_frames, (setter)lt_set_frames,
+     "the active segment's FrameWriter, or None: appends take the Python path", NULL},
+    {NULL}
+};
+
+static PyMethodDef lt_methods[] = {
+    {"append_put", (PyCFunction)(void (*)(void))lt_append_put, METH_FASTCALL,
+     "append_put(version, commit_ms, keyspace, key, value) -> seq | None: the WAL record of "
+     "one put or delete, encoded, framed and stored in one call; None: use Log.append"},
+    {NULL}
+};
+
+static PyTypeObject LogTailType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "banyanstore._native.LogTail",
+    .tp_basicsize = sizeof(LogTail),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "LogTail(next_seq, lock): a writable Log's appending state (log/log.py)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)lt_init,
+    .tp_dealloc = (destructor)lt_dealloc,
+    .tp_traverse = (traverseproc)lt_traverse,
+    .tp_clear = (inquiry)lt_clear,
+    .tp_members = lt_members,
+    .tp_getset = lt_getset,
+    .tp_methods = lt_methods,
+};
+
 static PyMethodDef logframe_functions[] = {
     {"crc32c", (PyCFunction)(void (*)(void))logframe_crc32c, METH_FASTCALL,
      "crc32c(data, value=0) -> int: CRC-32C, as the crc32c package computes it"},
@@ -478,8 +694,9 @@ int bs_logframe_init(PyObject *module) {
     if (__builtin_cpu_supports("sse4.2"))
         crc_run = crc_hw;
 #endif
-    if (PyType_Ready(&FrameWriterType) < 0
-            || PyModule_AddObjectRef(module, "FrameWriter", (PyObject *)&FrameWriterType) < 0)
+    if (PyType_Ready(&FrameWriterType) < 0 || PyType_Ready(&LogTailType) < 0
+            || PyModule_AddObjectRef(module, "FrameWriter", (PyObject *)&FrameWriterType) < 0
+            || PyModule_AddObjectRef(module, "LogTail", (PyObject *)&LogTailType) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "CRC32C_IMPL", crc_run == crc_sw ? "table" : "sse4.2") < 0)
         return -1;
