@@ -98,6 +98,8 @@ static Py_ssize_t block_ref_off = -1;
 static PyObject *corruption_error = NULL; /* banyanstore.errors.CorruptionError */
 static PyObject *hash_fn = NULL;          /* xxhash.xxh3_64_intdigest: the filter hash */
 static PyObject *miss_tuple = NULL;       /* sstable.block.MISS: (False, None, 0) */
+static PyObject *crc_fn = NULL;           /* crc32c.crc32c: a data block's checksum */
+static PyObject *lz4_fn = NULL;           /* lz4.block.decompress: an lz4 block body */
 static PyObject *str_path = NULL, *str_offset = NULL, *zero = NULL;
 
 /* CorruptionError(message, path=path, offset=offset); returns NULL */
@@ -145,8 +147,9 @@ static Py_ssize_t member_offset(PyTypeObject *tp, const char *name) {
 }
 
 static PyObject *native_bind(PyObject *self, PyObject *args) {
-    PyObject *btype, *cerr, *hfn, *miss;
-    if (!PyArg_ParseTuple(args, "O!OOO!:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss))
+    PyObject *btype, *cerr, *hfn, *miss, *crc = Py_None, *lz4 = Py_None;
+    if (!PyArg_ParseTuple(args, "O!OOO!|OO:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
+                          &crc, &lz4))
         return NULL;
     Py_ssize_t doff = member_offset((PyTypeObject *)btype, "data");
     if (doff < 0)
@@ -154,10 +157,14 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
     Py_ssize_t roff = member_offset((PyTypeObject *)btype, "ref");
     if (roff < 0)
         return NULL;
-    if (!PyCallable_Check(hfn) || !PyExceptionClass_Check(cerr)) {
-        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS)");
+    if (!PyCallable_Check(hfn) || !PyExceptionClass_Check(cerr)
+            || (crc != Py_None && !PyCallable_Check(crc)) || (lz4 != Py_None && !PyCallable_Check(lz4))) {
+        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS, crc32c=None, "
+                                         "lz4_decompress=None)");
         return NULL;
     }
+    Py_XSETREF(crc_fn, crc == Py_None ? NULL : Py_NewRef(crc));
+    Py_XSETREF(lz4_fn, lz4 == Py_None ? NULL : Py_NewRef(lz4));
     Py_XSETREF(block_type, (PyTypeObject *)Py_NewRef(btype));
     Py_XSETREF(corruption_error, Py_NewRef(cerr));
     Py_XSETREF(hash_fn, Py_NewRef(hfn));
@@ -501,11 +508,12 @@ static PyObject *native_block_lookup_payload(PyObject *self, PyObject *const *ar
 
 typedef struct {
     PyObject_HEAD
-    unsigned long long hits;
+    unsigned long long hits, misses;
 } Counters;
 
 static PyMemberDef counters_members[] = {
     {"hits", T_ULONGLONG, offsetof(Counters, hits), 0, "block cache hits counted in C"},
+    {"misses", T_ULONGLONG, offsetof(Counters, misses), 0, "blocks read and decoded by C (cache misses)"},
     {NULL}
 };
 
@@ -514,7 +522,7 @@ static PyTypeObject CountersType = {
     .tp_name = "banyanstore._native.Counters",
     .tp_basicsize = sizeof(Counters),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Counters(): hit counts a BlockCache adds to its own",
+    .tp_doc = "Counters(): hit and miss counts a BlockCache adds to its own",
     .tp_new = PyType_GenericNew,
     .tp_members = counters_members,
 };
@@ -537,8 +545,14 @@ typedef struct {
     const uint8_t *masks;          /* its contents, or NULL: no filter */
     uint64_t *prefixes;            /* per block: its last key's first 8 bytes, big-endian (PyMem) */
     PyObject *slots;               /* list: block number -> Block | None (the reader's) */
-    PyObject *loader;              /* callable(block_no) -> Block: a cache miss */
-    PyObject *scan_blocks;         /* callable(first, last, reverse) -> iterator of Block */
+    PyObject *loader;              /* callable(block_no) -> Block: a cache miss (without `read`) */
+    /* The miss path in C (all NULL: every miss goes through `loader`): */
+    PyObject *read;                /* callable(offset, length) -> bytes: the file's positional read */
+    PyObject *accept;              /* callable(block_no, stored, fill) -> Block: the reader's decoder,
+                                    * for what the fast path does not take (errors, zstd) */
+    PyObject *cache_put;           /* callable(cache_key, block, slots, block_no): BlockCache.put */
+    uint64_t cache_base;           /* the cache key of block 0 */
+    int verify;                    /* check data block checksums */
     PyObject *path;                /* str: for CorruptionError */
     Counters *counters;
     unsigned long long bloom_useful, bloom_passed_misses;
@@ -547,7 +561,9 @@ typedef struct {
 static int core_traverse(TableCore *c, visitproc visit, void *arg) {
     Py_VISIT(c->slots);
     Py_VISIT(c->loader);
-    Py_VISIT(c->scan_blocks);
+    Py_VISIT(c->read);
+    Py_VISIT(c->accept);
+    Py_VISIT(c->cache_put);
     Py_VISIT(c->counters);
     return 0;
 }
@@ -555,7 +571,9 @@ static int core_traverse(TableCore *c, visitproc visit, void *arg) {
 static int core_clear(TableCore *c) {
     Py_CLEAR(c->slots);
     Py_CLEAR(c->loader);
-    Py_CLEAR(c->scan_blocks);
+    Py_CLEAR(c->read);
+    Py_CLEAR(c->accept);
+    Py_CLEAR(c->cache_put);
     Py_CLEAR(c->counters);
     return 0;
 }
@@ -582,14 +600,22 @@ static inline void index_key(const TableCore *c, uint32_t i, const uint8_t **k, 
 
 static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"smallest", "largest", "min_version", "index", "filter", "masks",
-                             "slots", "loader", "scan_blocks", "path", "counters", NULL};
-    PyObject *smallest, *largest, *index, *filter, *masks, *slots, *loader, *scan_blocks, *path, *counters;
-    unsigned long long min_version;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!KO!OOO!OOUO!:TableCore", kwlist,
+                             "slots", "loader", "path", "counters", "read", "accept", "cache_put",
+                             "cache_base", "verify", NULL};
+    PyObject *smallest, *largest, *index, *filter, *masks, *slots, *loader, *path, *counters;
+    PyObject *read = Py_None, *accept = Py_None, *cache_put = Py_None;
+    unsigned long long min_version, cache_base = 0;
+    int verify = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!KO!OOO!OUO!|$OOOKp:TableCore", kwlist,
                                      &PyBytes_Type, &smallest, &PyBytes_Type, &largest, &min_version,
                                      &PyBytes_Type, &index, &filter, &masks, &PyList_Type, &slots,
-                                     &loader, &scan_blocks, &path, &CountersType, &counters))
+                                     &loader, &path, &CountersType, &counters, &read, &accept,
+                                     &cache_put, &cache_base, &verify))
         return -1;
+    if ((read == Py_None) != (accept == Py_None) || (read == Py_None) != (cache_put == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "read, accept and cache_put go together");
+        return -1;
+    }
     if (c->index != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "TableCore is already initialised");
         return -1;
@@ -644,9 +670,10 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
         shift = 64 - table_bits;
         c->filter = Py_NewRef(filter);
     }
-    if (!PyCallable_Check(loader) || !PyCallable_Check(scan_blocks)) {
+    if (!PyCallable_Check(loader) || (read != Py_None && (!PyCallable_Check(read) || !PyCallable_Check(accept)
+                                                           || !PyCallable_Check(cache_put)))) {
         Py_CLEAR(c->filter);
-        PyErr_SetString(PyExc_TypeError, "loader and scan_blocks must be callable");
+        PyErr_SetString(PyExc_TypeError, "loader, read, accept and cache_put must be callable");
         return -1;
     }
     c->smallest = Py_NewRef(smallest);
@@ -676,7 +703,13 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     c->mask_obj = mask_table != NULL ? Py_NewRef(masks) : NULL;
     c->slots = Py_NewRef(slots);
     c->loader = Py_NewRef(loader);
-    c->scan_blocks = Py_NewRef(scan_blocks);
+    if (read != Py_None) {
+        c->read = Py_NewRef(read);
+        c->accept = Py_NewRef(accept);
+        c->cache_put = Py_NewRef(cache_put);
+    }
+    c->cache_base = cache_base;
+    c->verify = verify;
     c->path = Py_NewRef(path);
     c->counters = (Counters *)Py_NewRef(counters);
     return 0;
@@ -743,7 +776,133 @@ static int64_t core_index_search(const TableCore *c, const uint8_t *key, Py_ssiz
     return -1;
 }
 
-/* Block `no` of the table: a new reference, from its slot or through the loader. */
+/* -- the miss path: a data block read, verified, decompressed and decoded ------------------
+ *
+ * stored := body ctype:u8 crc:u32   (crc = crc32c(body || ctype); body lz4: a u32 size prefix
+ *                                    and an lz4 block -- sstable/format.py is authoritative)
+ *
+ * One C function per miss instead of six Python frames (reader.load_block -> _decode ->
+ * unwrap_block -> decode_block -> Block -> cache.put): the Python frames cost more than the
+ * pread, the checksum and the decompression together.  The checksum and the decompression
+ * go through the same crc32c and lz4 functions as the Python engine (both release the GIL
+ * for the buffer work).  Only the expected case is handled here -- a stored block of the
+ * right size, a good checksum, no or lz4 compression, a payload that parses: anything else
+ * (zstd, damage) goes to the reader's own decoder, which decodes it or raises the
+ * CorruptionError naming the file and offset, so both engines fail with the same error. */
+
+enum { TRAILER_SIZE = 5, COMPRESSION_NONE = 0, COMPRESSION_LZ4 = 1 };
+
+/* crc32c(p[0:n]) through crc_fn; 0 and *ok = 0 on an error (left set) */
+static uint32_t call_crc(const uint8_t *p, Py_ssize_t n, int *ok) {
+    PyObject *mv = PyMemoryView_FromMemory((char *)p, n, PyBUF_READ);
+    *ok = 0;
+    if (mv == NULL)
+        return 0;
+    PyObject *r = PyObject_CallOneArg(crc_fn, mv);
+    Py_DECREF(mv);
+    if (r == NULL)
+        return 0;
+    unsigned long v = PyLong_AsUnsignedLong(r);
+    Py_DECREF(r);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return 0;
+    *ok = 1;
+    return (uint32_t)v;
+}
+
+/* The payload of a stored block, or NULL with no exception set when the fast path does not
+ * take it (NULL with an exception: an error that is not about the block, e.g. memory). */
+static PyObject *fast_payload(TableCore *c, PyObject *stored, uint64_t want) {
+    Py_ssize_t n = PyBytes_GET_SIZE(stored);
+    if ((uint64_t)n != want || n < TRAILER_SIZE || crc_fn == NULL || lz4_fn == NULL)
+        return NULL;
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(stored);
+    uint8_t ctype = p[n - TRAILER_SIZE];
+    if (ctype != COMPRESSION_NONE && ctype != COMPRESSION_LZ4)
+        return NULL;
+    if (c->verify) {
+        int ok;
+        uint32_t crc = call_crc(p, n - 4, &ok);
+        if (!ok)
+            return NULL;
+        if (crc != rd32(p + n - 4))
+            return NULL;
+    }
+    Py_ssize_t body = n - TRAILER_SIZE;
+    if (ctype == COMPRESSION_NONE)
+        return PyBytes_FromStringAndSize((const char *)p, body);
+    PyObject *mv = PyMemoryView_FromMemory((char *)p, body, PyBUF_READ);
+    if (mv == NULL)
+        return NULL;
+    PyObject *payload = PyObject_CallOneArg(lz4_fn, mv);
+    Py_DECREF(mv);
+    if (payload != NULL && !PyBytes_CheckExact(payload))
+        Py_CLEAR(payload);
+    if (payload == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear();  /* a body that does not decompress: the reader's decoder says how */
+    return payload;
+}
+
+/* Block `no` from `stored`, the bytes read for it: a new reference, cached if `fill`.
+ * The caller has counted the miss. */
+static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fill) {
+    uint64_t off = rd64(c->starts + 8 * (uint64_t)no), want = rd64(c->starts + 8 * (uint64_t)no + 8) - off;
+    PyObject *block = NULL;
+    if (PyBytes_CheckExact(stored)) {
+        PyObject *payload = fast_payload(c, stored, want);
+        if (payload != NULL) {
+            block = PyObject_CallOneArg((PyObject *)block_type, payload);
+            Py_DECREF(payload);
+        }
+        if (block == NULL) {
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL;
+            PyErr_Clear();  /* a payload that does not parse: the reader's decoder says how */
+        }
+    }
+    if (block == NULL) {
+        PyObject *accept = Py_NewRef(c->accept);
+        block = PyObject_CallFunction(accept, "IOO", no, stored, fill ? Py_True : Py_False);
+        Py_DECREF(accept);
+        return block;  /* cached by the reader if fill */
+    }
+    if (fill) {
+        PyObject *put = Py_NewRef(c->cache_put), *slots = Py_NewRef(c->slots);
+        PyObject *r = PyObject_CallFunction(put, "KOOI", (unsigned long long)(c->cache_base + no), block,
+                                            slots, no);
+        Py_DECREF(put);
+        Py_DECREF(slots);
+        if (r == NULL) {
+            Py_DECREF(block);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return block;
+}
+
+/* Block `no` read from the file (a miss): a new reference, cached if `fill`. */
+static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
+    if (c->read == NULL) {  /* the loader counts its misses */
+        PyObject *loader = Py_NewRef(c->loader);
+        PyObject *block = PyObject_CallFunction(loader, "I", no);
+        Py_DECREF(loader);
+        return block;
+    }
+    uint64_t off = rd64(c->starts + 8 * (uint64_t)no), len = rd64(c->starts + 8 * (uint64_t)no + 8) - off;
+    PyObject *read = Py_NewRef(c->read);
+    PyObject *stored = PyObject_CallFunction(read, "KK", (unsigned long long)off, (unsigned long long)len);
+    Py_DECREF(read);
+    if (stored == NULL)
+        return NULL;
+    c->counters->misses++;
+    PyObject *block = core_decode(c, no, stored, fill);
+    Py_DECREF(stored);
+    return block;
+}
+
+/* Block `no` of the table: a new reference, from its slot (a hit: marked referenced for
+ * the cache's CLOCK, counted) or read and cached. */
 static PyObject *core_block(TableCore *c, uint32_t no) {
     if ((Py_ssize_t)no >= PyList_GET_SIZE(c->slots)) {
         PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
@@ -756,14 +915,7 @@ static PyObject *core_block(TableCore *c, uint32_t no) {
         c->counters->hits++;
         return Py_NewRef(block);
     }
-    PyObject *arg = PyLong_FromUnsignedLong(no);
-    if (arg == NULL)
-        return NULL;
-    PyObject *loader = Py_NewRef(c->loader);
-    block = PyObject_CallOneArg(loader, arg);
-    Py_DECREF(loader);
-    Py_DECREF(arg);
-    return block;
+    return core_load(c, no, 1);
 }
 
 /* The whole table lookup.  *hash / *have_hash: the key's filter hash, computed on
@@ -893,8 +1045,10 @@ static PyTypeObject TableCoreType = {
     .tp_name = "banyanstore._native.TableCore",
     .tp_basicsize = sizeof(TableCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "TableCore(smallest, largest, min_version, index, filter, masks, slots, loader, "
-              "scan_blocks, path, counters): the lookup state of one table",
+    .tp_doc = "TableCore(smallest, largest, min_version, index, filter, masks, slots, loader, path, "
+              "counters, *, read=None, accept=None, cache_put=None, cache_base=0, verify=True): the "
+              "lookup state of one table; with read/accept/cache_put, cache misses are read, verified, "
+              "decompressed and cached in C (else `loader(block_no)` answers them)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)core_init,
     .tp_dealloc = (destructor)core_dealloc,
@@ -990,6 +1144,12 @@ static PyObject *native_tables_entry(PyObject *self, PyObject *const *args, Py_s
 
 enum { SRC_TABLE = 1, SRC_RUNS = 2 };
 
+/* A scan's blocks after its first come in runs that double from 1 to READAHEAD_BLOCKS,
+ * the missing blocks of each run read with one positional read (as TableReader's
+ * read-ahead does for the Python engine): a short seek reads one block, a long scan few
+ * large spans. */
+enum { READAHEAD_BLOCKS = 16 };
+
 typedef struct {
     int kind, done;
     /* the head entry */
@@ -1002,7 +1162,9 @@ typedef struct {
     BlockView bv;
     int64_t pos, lo, hi;      /* entries [lo, hi) of the block are in range; pos = head */
     uint32_t no, first, last; /* current block, and the scan's block range */
-    PyObject *more;           /* iterator of the blocks after the first (created on need) */
+    PyObject *ahead[READAHEAD_BLOCKS]; /* blocks read ahead, in scan order (strong) */
+    int ahead_n, ahead_i;     /* ahead[ahead_i:ahead_n] are the next blocks */
+    int batch;                /* blocks the next read-ahead takes */
     /* runs */
     PyObject *runs, *run;     /* iterator of lists; the current list (strong) */
     Py_ssize_t ri;
@@ -1021,7 +1183,15 @@ typedef struct {
     int finished;
     int busy;                 /* inside next(): a call back into Python may re-enter */
     PyObject *keepalive;      /* what the sources need alive (the tables' readers) */
+    PyObject *guard;          /* callable or NULL: raises once the scan's store is closed */
+    Py_ssize_t until_guard;   /* entries to emit before the guard runs again */
+    Py_ssize_t guard_every;   /* the next such stretch: GUARD_FIRST growing to GUARD_MAX */
 } MergeScan;
+
+/* The guard runs before the first entry, then before stretches of entries growing from
+ * GUARD_FIRST to GUARD_MAX (as lsm/iterators.py's batches: once per entry would cost a
+ * fifth of a scan), at the end, and after an IO error (a close() racing with a read wins). */
+enum { GUARD_FIRST = 16, GUARD_MAX = 1024 };
 
 static inline const uint8_t *bytes_ptr(PyObject *b) { return (const uint8_t *)PyBytes_AS_STRING(b); }
 
@@ -1073,6 +1243,85 @@ bad:
     return -1;
 }
 
+static void ahead_clear(Source *s) {
+    for (int i = s->ahead_i; i < s->ahead_n; i++)
+        Py_CLEAR(s->ahead[i]);
+    s->ahead_i = s->ahead_n = 0;
+}
+
+/* Fill the read-ahead with the next run of blocks from `no` on in scan direction: cached
+ * ones from their slots, the missing ones with one read spanning them (cached too). */
+static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
+    TableCore *c = s->core;
+    uint32_t left = m->reverse ? no - s->first + 1 : s->last - no + 1;
+    int n = s->batch < (int)left ? s->batch : (int)left;
+    s->batch = s->batch * 2 < READAHEAD_BLOCKS ? s->batch * 2 : READAHEAD_BLOCKS;
+    if ((Py_ssize_t)(m->reverse ? no : no + (uint32_t)n - 1) >= PyList_GET_SIZE(c->slots)) {
+        PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
+        return -1;
+    }
+    uint32_t lo = UINT32_MAX, hi = 0;  /* the missing blocks' span */
+    for (int i = 0; i < n; i++) {
+        uint32_t b = m->reverse ? no - (uint32_t)i : no + (uint32_t)i;
+        PyObject *block = PyList_GET_ITEM(c->slots, b);
+        s->ahead[i] = block == Py_None ? NULL : Py_NewRef(block);
+        if (block == Py_None) {
+            lo = b < lo ? b : lo;
+            hi = b > hi ? b : hi;
+        }
+    }
+    s->ahead_i = 0;
+    s->ahead_n = n;
+    if (lo > hi)
+        return 0;
+    PyObject *span = NULL;
+    uint64_t origin = rd64(c->starts + 8 * (uint64_t)lo);
+    if (c->read != NULL) {
+        uint64_t len = rd64(c->starts + 8 * (uint64_t)hi + 8) - origin;
+        PyObject *read = Py_NewRef(c->read);
+        span = PyObject_CallFunction(read, "KK", (unsigned long long)origin, (unsigned long long)len);
+        Py_DECREF(read);
+        if (span == NULL)
+            goto fail;
+        if (!PyBytes_CheckExact(span)) {
+            Py_CLEAR(span);
+            PyErr_SetString(PyExc_TypeError, "a table file's read() must return bytes");
+            goto fail;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (s->ahead[i] != NULL)
+            continue;
+        uint32_t b = m->reverse ? no - (uint32_t)i : no + (uint32_t)i;
+        if (span == NULL) {  /* no read in C: the reader's loader, block by block */
+            s->ahead[i] = core_load(c, b, 1);
+        } else {
+            uint64_t a = rd64(c->starts + 8 * (uint64_t)b) - origin, e = rd64(c->starts + 8 * (uint64_t)b + 8) - origin;
+            Py_ssize_t have = PyBytes_GET_SIZE(span);
+            /* a short read leaves this block short: the reader's decoder reports it */
+            Py_ssize_t from = (Py_ssize_t)(a < (uint64_t)have ? a : (uint64_t)have);
+            Py_ssize_t to = (Py_ssize_t)(e < (uint64_t)have ? e : (uint64_t)have);
+            PyObject *stored = PyBytes_FromStringAndSize(PyBytes_AS_STRING(span) + from, to - from);
+            if (stored != NULL) {
+                c->counters->misses++;
+                s->ahead[i] = core_decode(c, b, stored, 1);
+                Py_DECREF(stored);
+            }
+        }
+        if (s->ahead[i] == NULL) {
+            Py_XDECREF(span);
+            goto fail;
+        }
+    }
+    Py_XDECREF(span);
+    return 0;
+fail:
+    for (int i = 0; i < n; i++)
+        Py_CLEAR(s->ahead[i]);
+    s->ahead_i = s->ahead_n = 0;
+    return -1;
+}
+
 /* Move a table source to its next block with entries in range (or mark it done). */
 static int table_next_block(MergeScan *m, Source *s) {
     for (;;) {
@@ -1080,22 +1329,14 @@ static int table_next_block(MergeScan *m, Source *s) {
             s->done = 1;
             Py_CLEAR(s->block);
             Py_CLEAR(s->data);
-            Py_CLEAR(s->more);
+            ahead_clear(s);
             return 0;
         }
         uint32_t no = m->reverse ? s->no - 1 : s->no + 1;
-        if (s->more == NULL) {
-            s->more = PyObject_CallFunction(s->core->scan_blocks, "IIO", no, m->reverse ? s->first : s->last,
-                                            m->reverse ? Py_True : Py_False);
-            if (s->more == NULL)
-                return -1;
-        }
-        PyObject *block = PyIter_Next(s->more);
-        if (block == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_RuntimeError, "scan_blocks ended before the scan's last block");
+        if (s->ahead_i >= s->ahead_n && ahead_fill(m, s, no) < 0)
             return -1;
-        }
+        PyObject *block = s->ahead[s->ahead_i];
+        s->ahead[s->ahead_i++] = NULL;
         int r = table_enter(m, s, no, block);
         if (r != 0)
             return r < 0 ? -1 : 0;
@@ -1184,6 +1425,7 @@ static int table_open(MergeScan *m, Source *s) {
         return 0;
     }
     uint32_t no = m->reverse ? s->last : s->first;
+    s->batch = 1;
     PyObject *block = core_block(c, no);
     if (block == NULL)
         return -1;
@@ -1195,11 +1437,13 @@ static int table_open(MergeScan *m, Source *s) {
 
 static int merge_traverse(MergeScan *m, visitproc visit, void *arg) {
     Py_VISIT(m->keepalive);
+    Py_VISIT(m->guard);
     for (Py_ssize_t i = 0; i < m->nsrc; i++) {
         Source *s = &m->src[i];
         Py_VISIT(s->core);
         Py_VISIT(s->block);
-        Py_VISIT(s->more);
+        for (int j = s->ahead_i; j < s->ahead_n; j++)
+            Py_VISIT(s->ahead[j]);
         Py_VISIT(s->runs);
         Py_VISIT(s->run);
     }
@@ -1212,7 +1456,7 @@ static int merge_clear(MergeScan *m) {
         Py_CLEAR(s->core);
         Py_CLEAR(s->block);
         Py_CLEAR(s->data);
-        Py_CLEAR(s->more);
+        ahead_clear(s);
         Py_CLEAR(s->runs);
         Py_CLEAR(s->run);
         s->done = 1;
@@ -1222,9 +1466,15 @@ static int merge_clear(MergeScan *m) {
     return 0;
 }
 
+static int merge_gc_clear(MergeScan *m) {
+    merge_clear(m);
+    Py_CLEAR(m->guard);
+    return 0;
+}
+
 static void merge_dealloc(MergeScan *m) {
     PyObject_GC_UnTrack(m);
-    merge_clear(m);
+    merge_gc_clear(m);
     PyMem_Free(m->src);
     PyMem_Free(m->kbuf);
     Py_XDECREF(m->start);
@@ -1234,14 +1484,18 @@ static void merge_dealloc(MergeScan *m) {
 
 static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
-                             "keys_only", "keepalive", NULL};
-    PyObject *sources, *start, *end, *limit = Py_None, *keepalive = Py_None;
+                             "keys_only", "keepalive", "guard", NULL};
+    PyObject *sources, *start, *end, *limit = Py_None, *keepalive = Py_None, *guard = Py_None;
     unsigned long long version, floor;
     int reverse = 0, keys_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKK|pOpO:MergeScan", kwlist, &PyList_Type, &sources,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKK|pOpOO:MergeScan", kwlist, &PyList_Type, &sources,
                                      &start, &end, &version, &floor, &reverse, &limit, &keys_only,
-                                     &keepalive))
+                                     &keepalive, &guard))
         return -1;
+    if (guard != Py_None && !PyCallable_Check(guard)) {
+        PyErr_SetString(PyExc_TypeError, "guard must be callable or None");
+        return -1;
+    }
     if (check_bound() < 0)
         return -1;
     if (m->src != NULL) {
@@ -1263,6 +1517,9 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
         }
     }
     m->keepalive = Py_NewRef(keepalive);
+    m->guard = guard == Py_None ? NULL : Py_NewRef(guard);
+    m->until_guard = 0;
+    m->guard_every = GUARD_FIRST;
     m->start = start == Py_None ? NULL : Py_NewRef(start);
     m->end = end == Py_None ? NULL : Py_NewRef(end);
     m->version = version;
@@ -1339,13 +1596,57 @@ static PyObject *head_value(MergeScan *m, Source *s, PyObject **key_obj) {
 
 static PyObject *merge_step(MergeScan *m);
 
+/* Run the guard; -1 (its exception set) if it raises.  An exception already set (an IO
+ * error) becomes the guard's exception's context, as `raise` inside `except` would make it. */
+static int run_guard(MergeScan *m) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *guard = Py_NewRef(m->guard);
+    PyObject *r = PyObject_CallNoArgs(guard);
+    Py_DECREF(guard);
+    if (r == NULL) {
+        if (type != NULL) {
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL && value != NULL)
+                PyException_SetTraceback(value, tb);
+            PyObject *t2, *v2, *tb2;
+            PyErr_Fetch(&t2, &v2, &tb2);
+            PyErr_NormalizeException(&t2, &v2, &tb2);
+            if (value != NULL && v2 != NULL)
+                PyException_SetContext(v2, Py_NewRef(value));  /* steals the new reference */
+            PyErr_Restore(t2, v2, tb2);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        return -1;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, value, tb);
+    return 0;
+}
+
 static PyObject *merge_next(MergeScan *m) {
     if (m->busy) {
         PyErr_SetString(PyExc_ValueError, "MergeScan already executing");
         return NULL;
     }
     m->busy = 1;
-    PyObject *out = merge_step(m);
+    PyObject *out = NULL;
+    if (m->guard != NULL && m->until_guard == 0) {
+        if (run_guard(m) < 0)
+            goto done;
+        m->until_guard = m->guard_every;
+        m->guard_every = m->guard_every * 4 < GUARD_MAX ? m->guard_every * 4 : GUARD_MAX;
+    }
+    out = merge_step(m);
+    if (m->guard != NULL) {
+        if (out != NULL)
+            m->until_guard--;
+        else if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_OSError))
+            run_guard(m);  /* the end, or an IO error: a close() in between wins */
+    }
+done:
     m->busy = 0;
     return out;
 }
@@ -1428,13 +1729,14 @@ static PyTypeObject MergeScanType = {
     .tp_basicsize = sizeof(MergeScan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "MergeScan(sources, start, end, version, floor, reverse=False, limit=None, "
-              "keys_only=False, keepalive=None): an iterator of the live (key, value) pairs of sources (newest "
-              "first: TableCore objects or iterators of runs) in [start, end)",
+              "keys_only=False, keepalive=None, guard=None): an iterator of the live (key, value) pairs of "
+              "sources (newest first: TableCore objects or iterators of runs) in [start, end); `guard()` runs "
+              "before the first entry, every 16 to 1024 entries after, at the end and after an IO error",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)merge_init,
     .tp_dealloc = (destructor)merge_dealloc,
     .tp_traverse = (traverseproc)merge_traverse,
-    .tp_clear = (inquiry)merge_clear,
+    .tp_clear = (inquiry)merge_gc_clear,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)merge_next,
 };

@@ -100,10 +100,7 @@ def one_input(buf: bytes) -> None:
     slots = [raw_block(p) for p in payloads]
     try:
         core = native.TableCore(min(last_keys), max(last_keys) + rest[:2], 0, index, filt, MASKS,
-                                slots, slots.__getitem__,
-                                lambda first, last, rev: iter(slots[last:first + 1][::-1] if rev
-                                                              else slots[first:last + 1]),
-                                "fuzz.sst", native.Counters())
+                                slots, slots.__getitem__, "fuzz.sst", native.Counters())
     except (CorruptionError, ValueError):
         return
     for call in (lambda: core.get(key, version), lambda: core.locate(key, version),

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, islice
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -47,7 +47,7 @@ from .memtable import Memtable
 from .rangedel import Cover
 
 __all__ = ["merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head", "table_runs",
-           "prefix_end", "Head", "Guard", "guarded", "guarded_runs", "guarded_batches"]
+           "prefix_end", "Head", "Guard", "guarded", "guarded_runs"]
 
 Entry = tuple[bytes, int, Any]
 Guard = Callable[[], None]
@@ -194,29 +194,6 @@ def guarded_runs(chunks: Iterable[list[Entry]], guard: Guard) -> Iterator[list[E
         if chunk is None:
             return
         yield chunk
-
-
-def guarded_batches(items: Iterator[Any], guard: Guard) -> Iterator[Any]:
-    """The items of a lazy iterator that may read files (the compiled core's merge),
-    taken in batches of FIRST_RUN growing to RUN_KEYS with ``guard()`` run before
-    each batch.  ``chain.from_iterable`` hands the items of a batch over in C: a
-    generator resumed per item would cost a fifth of a native scan's speed."""
-    return chain.from_iterable(_batches(items, guard))
-
-
-def _batches(items: Iterator[Any], guard: Guard) -> Iterator[list[Any]]:
-    size = FIRST_RUN
-    while True:
-        guard()
-        try:
-            batch = list(islice(items, size))
-        except OSError:
-            guard()
-            raise
-        if not batch:
-            return
-        yield batch
-        size = min(size * 4, RUN_KEYS)
 
 
 def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floor: int,

@@ -63,7 +63,7 @@ class BlockCache:
         self.usage = 0
         self.hits = 0
         self.misses = 0
-        # hits counted by the compiled core's table lookups (see accel.py)
+        # hits and misses counted by the compiled core's table reads (see accel.py)
         self.native_counters: Any = accel.native.Counters() if accel.native is not None else None
         self.evictions = 0
         # key -> (block, owner's slot list or None, block number); order = clock order
@@ -78,6 +78,13 @@ class BlockCache:
         """Every cache hit: ``hits`` (counted by Python code) plus the compiled core's."""
         nc = self.native_counters
         return self.hits + (nc.hits if nc is not None else 0)
+
+    @property
+    def total_misses(self) -> int:
+        """Every block read because it was not cached: ``misses`` (counted by Python code)
+        plus the compiled core's."""
+        nc = self.native_counters
+        return self.misses + (nc.misses if nc is not None else 0)
 
     def get(self, key: int) -> Block | None:
         """The cached block for ``key`` (marking it referenced), or None.
@@ -154,4 +161,4 @@ class BlockCache:
 
     def stats(self) -> dict[str, int]:
         return {"capacity": self.capacity, "usage": self.usage, "blocks": len(self._entries),
-                "hits": self.total_hits, "misses": self.misses, "evictions": self.evictions}
+                "hits": self.total_hits, "misses": self.total_misses, "evictions": self.evictions}

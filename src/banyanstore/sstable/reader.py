@@ -40,6 +40,7 @@ from itertools import chain
 from types import TracebackType
 from typing import Any
 
+import lz4.block
 import xxhash
 
 from .. import accel
@@ -74,7 +75,7 @@ _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
 
 def bind_native(module: Any) -> Any:
     """Hand the compiled core the Python objects it works with; returns ``module``."""
-    module.bind(Block, CorruptionError, _xxh3, MISS)
+    module.bind(Block, CorruptionError, _xxh3, MISS, crc32c, lz4.block.decompress)
     return module
 
 
@@ -85,12 +86,13 @@ _mask_bytes: dict[tuple[int, int], bytes] = {}
 
 
 def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
-                                                  Callable[[int, int, bool], Iterator[Block]]]:
-    """The compiled core's ways back into ``reader`` (a cache miss, a scan's next blocks),
-    holding it weakly: a strong reference would make reader -> core -> reader a cycle,
-    and a table dropped by a merge must be freed -- its descriptor closed -- as soon as
-    the last view using it goes (see io/posix.py).  Whoever holds a core holds its
-    reader too (a View holds its tables; a MergeScan is handed them)."""
+                                                  Callable[[int, bytes, bool], Block]]:
+    """The compiled core's ways back into ``reader`` (a cache miss; a stored block the
+    core's own decoder leaves to the reader's: zstd, or damage to report), holding it
+    weakly: a strong reference would make reader -> core -> reader a cycle, and a table
+    dropped by a merge must be freed -- its descriptor closed -- as soon as the last view
+    using it goes (see io/posix.py).  Whoever holds a core holds its reader too (a View
+    holds its tables; a MergeScan is handed them)."""
     ref = weakref.ref(reader)
 
     def load(no: int) -> Block:
@@ -99,12 +101,12 @@ def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
             raise ReferenceError("the table reader of this core is gone")
         return r.load_block(no)
 
-    def scan_blocks(first: int, last: int, reverse: bool) -> Iterator[Block]:
+    def accept(no: int, stored: bytes, fill: bool) -> Block:
         r = ref()
         if r is None:
             raise ReferenceError("the table reader of this core is gone")
-        return r.scan_blocks(first, last, reverse)
-    return load, scan_blocks
+        return r.accept_block(no, stored, fill)
+    return load, accept
 
 
 def _masks_as_bytes(k: int, table_bits: int) -> bytes:
@@ -243,12 +245,16 @@ class TableReader:
         self._shift = flt.shift if flt is not None else 0
         if native is not None and self.cache.native_counters is not None:
             # index and filter payloads are validated again, whole, by the core
-            load, scan_blocks = _weak_callbacks(self)
+            # A cache miss is read (through the file's own read: every io mode and test
+            # env works), verified, decompressed, decoded and cached by the core itself.
+            load, accept = _weak_callbacks(self)
             self.core = native.TableCore(
                 meta.smallest_key, meta.largest_key, meta.min_version, index,
                 None if flt is None else payload,
                 b"" if flt is None else _masks_as_bytes(flt.k, flt.table_bits),
-                self._slots, load, scan_blocks, path, self.cache.native_counters)
+                self._slots, load, path, self.cache.native_counters,
+                read=self._file.read, accept=accept, cache_put=self._cache_put,
+                cache_base=self._base, verify=self._verify)
 
     def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
                          index_end: int, props_off: int) -> tuple[RangeDel, ...]:
@@ -577,13 +583,6 @@ class TableReader:
                 loaded[no] = block
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
         return out  # type: ignore[return-value]
-
-    def scan_blocks(self, first: int, last: int, reverse: bool) -> Iterator[Block]:
-        """Blocks ``first`` through ``last`` (``last < first`` going in reverse) with the
-        read-ahead of :meth:`_iter_blocks`: the compiled core's scans after their first
-        block."""
-        nos = range(first, last - 1, -1) if reverse else range(first, last + 1)
-        return (block for _, block in self._iter_blocks(nos, True))
 
     def iter_blocks(self, *, fill_cache: bool = False) -> Iterator[Block]:
         """Every data block in order (compaction input); not cached by default."""
