@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # a user installs the package (reinstalled when the sources change).
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
-SOURCES := $(shell find src/banyanstore -name '*.py' -o -name '*.c' -o -name '*.pyi')
+SOURCES := $(shell find src/banyanstore -name '*.py' -o -name '*.c' -o -name '*.h' -o -name '*.pyi')
 # Line coverage of src/banyanstore by the test suite was 91% when this floor was set.
 COVERAGE_FLOOR := 88
 
@@ -64,7 +64,7 @@ test-native: $(NATIVE)
 # -fsanitize=address, Python's allocator off (so every bytes object is its own malloc
 # block and an overread is caught), libasan preloaded; the table, store and fuzz tests.
 ASAN_DIR := build/asan
-ASAN_TESTS := tests/sstable tests/log/test_native_framing.py tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/fuzz
+ASAN_TESTS := tests/sstable tests/log/test_native_framing.py tests/lsm/test_memtable_native.py tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/fuzz
 test-asan: $(NATIVE)
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
 	cp -r src $(ASAN_DIR)/src

@@ -11,8 +11,10 @@ setup(
     ext_modules=[
         Extension(
             "banyanstore._native",
-            sources=["src/banyanstore/_native.c", "src/banyanstore/native/logframe.c"],
-            depends=["src/banyanstore/native/logframe.h", "src/banyanstore/native/walrecord.h"],
+            sources=["src/banyanstore/_native.c", "src/banyanstore/native/logframe.c",
+                     "src/banyanstore/native/memtable.c"],
+            depends=["src/banyanstore/native/logframe.h", "src/banyanstore/native/walrecord.h",
+                     "src/banyanstore/native/memtable.h"],
             include_dirs=["src/banyanstore/native"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -39,6 +39,7 @@ PLAN: dict[str, Bench] = {
     "store": Bench("bench_store.py", ("--quick", "--peers"), ("--num", "1000000", "--peers"), True),
     "ingest": Bench("bench_ingest.py", ("--num", "200000"), ("--num", "5000000"), True),
     "log": Bench("bench_log.py", ("--quick",), ()),
+    "memtable": Bench("bench_memtable.py", ("--n", "100000", "--runs", "1"), ("--n", "1000000",)),
     "sstable": Bench("bench_sstable.py", ("--n", "100000", "--lookups", "20000"), ()),
     "io": Bench("bench_io.py", ("--size-mib", "32", "--runs", "1", "--cached-reads", "8192",
                                 "--direct-reads", "1024"), ()),

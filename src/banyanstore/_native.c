@@ -45,6 +45,7 @@
 
 #include "logframe.h"
 #include "walrecord.h"
+#include "memtable.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
@@ -2042,7 +2043,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddObjectRef(m, "Counters", (PyObject *)&CountersType) < 0
             || PyModule_AddObjectRef(m, "TableCore", (PyObject *)&TableCoreType) < 0
             || PyModule_AddObjectRef(m, "MergeScan", (PyObject *)&MergeScanType) < 0
-            || bs_logframe_init(m) < 0) {
+            || bs_logframe_init(m) < 0
+            || bs_memtable_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -491,7 +491,7 @@ def test_sort_keys_matches_sorted(keys):
 def test_flush_columns_match_python(writes):
     """The memtable's columns (every version of every key, table order) from C and Python."""
     from banyanstore.lsm import memtable as memtable_mod
-    mem = memtable_mod.Memtable()
+    mem = memtable_mod.PyMemtable()
     for version, (key, value) in enumerate(writes, 1):
         mem.add(key, version // 2 + 1, value)  # pairs of writes share a version: last one wins
     saved = memtable_mod._native

@@ -32,7 +32,9 @@ from ..errors import BanyanStoreError, StoreClosedError
 from ..sstable.builder import TableBuilder
 from ..sstable.meta import TableOrigin
 from ..sstable.reader import TableReader
+from . import flushbuf
 from .background import BackgroundThread
+from .flushbuf import FlushEntries
 from .manifest import TableInfo
 from .memtable import Memtable
 from .rangedel import RangeDel
@@ -54,15 +56,14 @@ class PendingFlush:
     wal_seq: int
 
 
-def build_table(tree: Tree, workers: WorkerPools, ks_id: int,
-                entries: tuple[list[bytes], list[int], list[bytes | None]],
+def build_table(tree: Tree, workers: WorkerPools, ks_id: int, entries: FlushEntries,
                 range_dels: list[RangeDel] | None = None) -> tuple[TableReader, TableInfo] | None:
-    """Write memtable columns (keys, versions, values in internal order) and range
-    tombstones to a new table of keyspace ``ks_id`` -- in a worker process in process
-    mode -- sync it and open it.  On failure the partial file is removed and the error
-    raised."""
+    """Write a memtable's entries (a flush buffer or the columns: lsm/flushbuf.py) and
+    range tombstones to a new table of keyspace ``ks_id`` -- in a worker process in
+    process mode, which then receives one bytes object rather than lists to pickle --
+    sync it and open it.  On failure the partial file is removed and the error raised."""
     range_dels = range_dels or []
-    if not entries[0] and not range_dels:
+    if flushbuf.is_empty(entries) and not range_dels:
         return None
     env, opts = tree.env, tree.options
     file_no = tree.allocate_file_no()
@@ -70,13 +71,16 @@ def build_table(tree: Tree, workers: WorkerPools, ks_id: int,
     ks = tree.keyspace_by_id(ks_id)
     assert ks is not None
     origin = TableOrigin(ks_id, ks.name)  # covering its own versions
-    if offload(opts, env):
-        meta = workers.submit("flush", build_table_in_worker, path, opts, *entries, origin,
+    if offload(opts, env) and isinstance(entries, flushbuf.Pieces):
+        meta = workers.submit_streamed("flush", build_table_in_worker,
+                                       (path, opts, None, origin, range_dels), 2, entries)
+    elif offload(opts, env):
+        meta = workers.submit("flush", build_table_in_worker, path, opts, entries, origin,
                               range_dels)
     else:
         builder = TableBuilder(env, path, opts, origin)
         try:
-            builder.add_sorted_columns(*entries)
+            builder.add_sorted_columns(*flushbuf.columns(entries))
             builder.add_range_dels(range_dels)
             meta = builder.finish()
         except BaseException:
@@ -220,7 +224,7 @@ class Flusher(BackgroundThread):
             for ks_id, mem in job.mems.items():
                 if tree.keyspace_by_id(ks_id) is None:
                     continue  # dropped (Store.drop_keyspace): its entries go with it
-                result = build_table(tree, self._workers, ks_id, mem.flush_columns(),
+                result = build_table(tree, self._workers, ks_id, mem.flush_entries(),
                                      mem.sorted_range_dels())
                 if result is not None:
                     built[ks_id], info = result

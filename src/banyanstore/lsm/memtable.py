@@ -1,6 +1,17 @@
 """The memtable: recent writes of one keyspace, in memory, with every version.
 
-Layout: ``dict[user_key, list]`` where the list is *flat* and ascending by
+Two implementations behind one interface; :data:`Memtable` names the one in use:
+
+* :class:`NativeMemtable` (the compiled core, ``native/memtable.c``): keys and values
+  copied into an arena of chunks, a hash index for point lookups, a sorted array of
+  the keys built lazily (the new keys sorted with the GIL released) for scans and
+  flushes, and the flush hand-off as one bytes buffer (lsm/flushbuf.py).  It charges
+  the bytes it really uses (an arena entry plus the indexes' share: ~100 B less than
+  the Python objects for a 16 B key), so ``memtable_size`` bounds real memory.
+* :class:`PyMemtable` (pure Python, chosen by ``BANYANSTORE_PURE_PYTHON=1`` or when the
+  extension is missing), described below.
+
+PyMemtable's layout: ``dict[user_key, list]`` where the list is *flat* and ascending by
 version: ``[v1, value1, v2, value2, ...]`` (``None`` is a tombstone).  A put
 is one dict lookup plus one ``list.extend`` (atomic under the GIL, so a
 concurrent reader never sees half an entry).  Sorted order is only needed by
@@ -22,27 +33,68 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from operator import itemgetter
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import accel
+from . import flushbuf
+from .flushbuf import Columns, FlushEntries
 from .rangedel import EMPTY_FRAGMENTS, Fragments, RangeDel
 
-__all__ = ["Memtable", "MISSING", "ENTRY_OVERHEAD"]
+__all__ = ["Memtable", "PyMemtable", "NativeMemtable", "MISSING", "ENTRY_OVERHEAD"]
 
 _first, _second = itemgetter(0), itemgetter(1)
 _native = accel.native
+_compiled = accel.load_native()  # NativeMemtable exists whenever the core is built
 
 MISSING: Final = object()
 """Returned by :meth:`Memtable.get` when the memtable has no visible entry."""
 
 ENTRY_OVERHEAD: Final = 230
-"""Bytes charged per entry on top of key and value lengths: the measured CPython 3.11 cost
-of the key and value objects' headers, the version list, its int and the dict slot (346 B
-for a 16 B key and 100 B value), so ``memtable_size`` bounds real memory."""
+"""Bytes PyMemtable charges per entry on top of key and value lengths: the measured CPython
+3.11 cost of the key and value objects' headers, the version list, its int and the dict
+slot (346 B for a 16 B key and 100 B value), so ``memtable_size`` bounds real memory.
+Range tombstones are charged this way in both implementations."""
 
 
-class Memtable:
-    """Versioned entries of one keyspace.  Writers are serialised by the store."""
+class _RangeTombstones:
+    """The range tombstones beside a memtable's entries (both implementations): in
+    arrival order as ``(start, end, version)``; charged to ``approx_bytes``."""
+
+    if not TYPE_CHECKING:  # the slots are the subclasses'; mypy would take () as all of them
+        __slots__ = ()
+    range_dels: list[RangeDel]
+    _fragments: tuple[int, Fragments]
+    approx_bytes: int
+    entries: int
+
+    def add_range(self, start: bytes, end: bytes, version: int) -> int:
+        """Record a range tombstone ``[start, end)`` at ``version``; returns the bytes
+        charged.  REQUIRES: ``start < end``."""
+        self.range_dels.append((start, end, version))
+        charge = len(start) + len(end) + ENTRY_OVERHEAD
+        self.approx_bytes += charge
+        self.entries += 1
+        return charge
+
+    def range_fragments(self) -> Fragments:
+        """The range tombstones as :class:`Fragments`, rebuilt after each new one (a
+        reader racing a writer may rebuild too: the result is the same)."""
+        n = len(self.range_dels)
+        cached = self._fragments
+        if cached[0] == n:
+            return cached[1]
+        frags = Fragments(self.range_dels[:n])
+        self._fragments = (n, frags)
+        return frags
+
+    def sorted_range_dels(self) -> list[RangeDel]:
+        """The range tombstones in table order: start ascending, version descending."""
+        return sorted(self.range_dels, key=lambda r: (r[0], -r[2], r[1]))
+
+
+class PyMemtable(_RangeTombstones):
+    """Versioned entries of one keyspace, in Python objects.  Writers are serialised by
+    the store."""
 
     __slots__ = ("_data", "_sorted", "_new_keys", "_sort_lock", "approx_bytes", "entries",
                  "range_dels", "_fragments")
@@ -75,30 +127,6 @@ class Memtable:
         self.approx_bytes += charge
         self.entries += 1
         return charge
-
-    def add_range(self, start: bytes, end: bytes, version: int) -> int:
-        """Record a range tombstone ``[start, end)`` at ``version``; returns the bytes
-        charged.  REQUIRES: ``start < end``."""
-        self.range_dels.append((start, end, version))
-        charge = len(start) + len(end) + ENTRY_OVERHEAD
-        self.approx_bytes += charge
-        self.entries += 1
-        return charge
-
-    def range_fragments(self) -> Fragments:
-        """The range tombstones as :class:`Fragments`, rebuilt after each new one (a
-        reader racing a writer may rebuild too: the result is the same)."""
-        n = len(self.range_dels)
-        cached = self._fragments
-        if cached[0] == n:
-            return cached[1]
-        frags = Fragments(self.range_dels[:n])
-        self._fragments = (n, frags)
-        return frags
-
-    def sorted_range_dels(self) -> list[RangeDel]:
-        """The range tombstones in table order: start ascending, version descending."""
-        return sorted(self.range_dels, key=lambda r: (r[0], -r[2], r[1]))
 
     # -- reads -------------------------------------------------------------------
     def get(self, key: bytes, version: int) -> object:
@@ -181,7 +209,11 @@ class Memtable:
                 i -= 2
         return out
 
-    def flush_columns(self) -> tuple[list[bytes], list[int], list[bytes | None]]:
+    def flush_entries(self) -> FlushEntries:
+        """What a flush hands the table builder: here the columns (lsm/flushbuf.py)."""
+        return self.flush_columns()
+
+    def flush_columns(self) -> Columns:
         """Every entry in table order as three parallel lists (keys, versions,
         values), built with C-level passes when no key has several versions.
         REQUIRES: the memtable is immutable (no more writes)."""
@@ -204,3 +236,65 @@ class Memtable:
                 out_v += lst[-2::-2]
                 out_x += lst[-1::-2]
         return out_k, out_v, out_x
+
+
+if _compiled is not None:
+    _compiled.memtable_bind(MISSING)
+
+    class NativeMemtable(_RangeTombstones, _compiled.Memtable):  # type: ignore[name-defined]
+        """Versioned entries of one keyspace in the compiled core's arena (see the module
+        docstring); the range tombstones stay in Python.  ``add``, ``get``,
+        ``get_entry``, ``history``, ``sorted_keys`` (an immutable sequence of the keys,
+        bytes, with a ``bisect_left`` method), ``visible_entries`` (fast when given a
+        slice of ``sorted_keys()``), ``flush_piece`` and ``freeze`` (after which adds
+        raise RuntimeError) and ``len`` are C.  Writers are serialised by the store.
+
+        >>> m = NativeMemtable()
+        >>> m.add(b"k", 1, b"a") > 0, m.add(b"k", 2, None) > 0, m.add(b"j", 2, b"b") > 0
+        (True, True, True)
+        >>> m.get(b"k", 1), m.get(b"k", 2), m.get(b"k", 0) is MISSING, len(m)
+        (b'a', None, True, 3)
+        >>> list(m.sorted_keys()), m.visible_entries(m.sorted_keys(), 1)
+        ([b'j', b'k'], [(b'k', 1, b'a')])
+        >>> flushbuf.columns(m.flush_entries())
+        ([b'j', b'k', b'k'], [2, 2, 1], [b'b', None, b'a'])
+        """
+
+        __slots__ = ("range_dels", "_fragments")
+
+        def __init__(self) -> None:
+            self.range_dels: list[RangeDel] = []
+            self._fragments: tuple[int, Fragments] = (0, EMPTY_FRAGMENTS)
+
+        def approximate_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
+            """``(keys, bytes)`` in ``[start, end)``: the keys exactly, the bytes as the
+            range's share of ``approx_bytes`` (the bytes charged for every entry)."""
+            keys = self.sorted_keys()
+            if not keys:
+                return 0, 0
+            lo = 0 if start is None else keys.bisect_left(start)
+            hi = len(keys) if end is None else keys.bisect_left(end)
+            n = max(0, hi - lo)
+            return n, self.approx_bytes * n // len(keys)
+
+        def flush_entries(self) -> FlushEntries:
+            """What a flush hands the table builder: one buffer, made piece by piece on
+            demand (lsm/flushbuf.py).  Freezes the memtable."""
+            self.freeze()  # now: the pieces are made later
+            return flushbuf.Pieces(self.live_entries, self.flush_piece)
+
+        def flush_buffer(self) -> bytes:
+            """The flush buffer in one piece.  Freezes the memtable."""
+            return flushbuf.Pieces(0, self.flush_piece).join()
+
+        def flush_columns(self) -> Columns:
+            """Every entry in table order as three parallel lists (keys, versions,
+            values).  Freezes the memtable."""
+            return flushbuf.columns(self.flush_buffer())
+else:
+    NativeMemtable = None  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    Memtable = PyMemtable
+else:
+    Memtable: Any = NativeMemtable if _native is not None else PyMemtable

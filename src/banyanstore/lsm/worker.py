@@ -1,8 +1,10 @@
 """The worker process main loop (see workers.py): ``python -m banyanstore.lsm.worker``.
 
-Reads pickled ``(function, args)`` from stdin, answers pickled ``(True, result)``
-or ``(False, exception)`` on stdout, and exits when stdin closes -- or when its
-parent dies (``PR_SET_PDEATHSIG`` on Linux), so no worker outlives its store.
+Reads pickled ``(function, args, stream_at)`` from stdin (when ``stream_at`` is set,
+followed by pickled bytes pieces up to a pickled None, joined into ``args[stream_at]``),
+answers pickled ``(True, result)`` or ``(False, exception)`` on stdout, and exits when
+stdin closes -- or when its parent dies (``PR_SET_PDEATHSIG`` on Linux), so no worker
+outlives its store.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import pickle
 import signal
 import sys
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -26,12 +29,22 @@ def _die_with_parent() -> None:
         sys.exit(0)
 
 
+def _with_streamed(inp: Any, args: tuple[Any, ...], at: int) -> tuple[Any, ...]:
+    """``args`` with ``args[at]`` replaced by the join of the pieces that follow."""
+    pieces = []
+    while (piece := pickle.load(inp)) is not None:
+        pieces.append(piece)
+    return args[:at] + (b"".join(pieces),) + args[at + 1:]
+
+
 def main() -> None:
     _die_with_parent()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            fn, args = pickle.load(inp)
+            fn, args, stream_at = pickle.load(inp)
+            if stream_at is not None:
+                args = _with_streamed(inp, args, stream_at)
         except EOFError:
             return
         try:

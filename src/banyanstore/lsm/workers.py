@@ -8,8 +8,10 @@ delays a flush); the store keeps everything that decides what is live: file
 numbers, the fsync of the directory, the manifest edit and the views.
 
 A worker is a plain ``python -m banyanstore.lsm.worker`` child speaking
-pickled ``(function, args)`` requests and ``(ok, result)`` replies over its
-stdin/stdout -- not a ``multiprocessing`` pool, whose helper processes outlive
+pickled ``(function, args, stream_at)`` requests and ``(ok, result)`` replies over its
+stdin/stdout (a request with ``stream_at`` set is followed by pickled bytes pieces and
+a pickled None: their join is ``args[stream_at]`` -- a flush buffer sent piece by
+piece, see lsm/flushbuf.py) -- not a ``multiprocessing`` pool, whose helper processes outlive
 a killed parent and keep its pipes open.  A worker exits when its stdin closes
 and, on Linux, is killed with its parent (``PR_SET_PDEATHSIG``).  If a worker
 dies, the call fails with :class:`StorageIOError` (the flush or merge is then
@@ -29,6 +31,7 @@ import pickle
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import StorageIOError
@@ -56,12 +59,22 @@ class Worker:
 
     def call(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in the worker; its exception is re-raised here."""
+        return self.call_streamed(fn, args, None, ())
+
+    def call_streamed(self, fn: Any, args: tuple[Any, ...], stream_at: int | None,
+                      pieces: Iterable[bytes]) -> Any:
+        """``fn(*args)`` in the worker, where ``args[stream_at]`` (a placeholder here) is
+        the join of ``pieces``, sent one by one as they are made; its exception is
+        re-raised here."""
         with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
+            stdin, stdout = self._proc.stdin, self._proc.stdout
+            assert stdin is not None and stdout is not None
             try:
-                pickle.dump((fn, args), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                self._proc.stdin.flush()
-                ok, result = pickle.load(self._proc.stdout)
+                pickle.dump((fn, args, stream_at), stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                if stream_at is not None:
+                    self._send_pieces(stdin, pieces)
+                stdin.flush()
+                ok, result = pickle.load(stdout)
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 self.close()
                 raise StorageIOError(f"background worker process {self._proc.pid} died "
@@ -69,6 +82,21 @@ class Worker:
         if not ok:
             raise result
         return result
+
+    def _send_pieces(self, stdin: Any, pieces: Iterable[bytes]) -> None:
+        """Each piece as it is made, then None.  A piece that cannot be made (say
+        MemoryError) leaves the worker mid-request: it is closed, the error raised."""
+        it = iter(pieces)
+        while True:
+            try:
+                piece = next(it)
+            except StopIteration:
+                break
+            except BaseException:
+                self.close()
+                raise
+            pickle.dump(piece, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(None, stdin, protocol=pickle.HIGHEST_PROTOCOL)
 
     @property
     def pid(self) -> int:
@@ -101,11 +129,20 @@ class WorkerPools:
 
     def submit(self, purpose: str, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` in the worker for ``purpose``; returns its result."""
+        return self._worker(purpose).call(fn, *args)
+
+    def submit_streamed(self, purpose: str, fn: Any, args: tuple[Any, ...], stream_at: int,
+                        pieces: Iterable[bytes]) -> Any:
+        """Run ``fn(*args)`` in the worker for ``purpose``, ``args[stream_at]`` being the
+        join of ``pieces`` (see :meth:`Worker.call_streamed`); returns its result."""
+        return self._worker(purpose).call_streamed(fn, args, stream_at, pieces)
+
+    def _worker(self, purpose: str) -> Worker:
         with self._lock:
             worker = self._workers.get(purpose)
             if worker is None or not worker.alive:
                 worker = self._workers[purpose] = Worker()
-        return worker.call(fn, *args)
+        return worker
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers.values() if w.alive]
@@ -117,15 +154,16 @@ class WorkerPools:
             w.close()
 
 
-def build_table_in_worker(path: str, options: Any, keys: list[bytes], versions: list[int],
-                          values: list[bytes | None], origin: Any = None,
+def build_table_in_worker(path: str, options: Any, entries: Any, origin: Any = None,
                           range_dels: Any = ()) -> Any:
-    """Write a table from memtable columns and range tombstones (in a worker); returns
-    its TableMeta.  The partial file is removed on failure."""
+    """Write a table from a memtable's entries (a flush buffer or the columns: see
+    lsm/flushbuf.py; the buffer is decoded here, in the worker) and range tombstones;
+    returns its TableMeta.  The partial file is removed on failure."""
     from ..sstable.builder import TableBuilder
+    from .flushbuf import columns
     builder = TableBuilder(PosixEnv(), path, options, origin)
     try:
-        builder.add_sorted_columns(keys, versions, values)
+        builder.add_sorted_columns(*columns(entries))
         builder.add_range_dels(range_dels)
         return builder.finish()
     except BaseException:

@@ -1,0 +1,146 @@
+"""The flush hand-off: a memtable's entries as the table builder receives them.
+
+A flush hands the table builder (in this process, or in a worker process in
+``compaction_mode="process"``) the memtable's entries in table order: key ascending,
+version descending.  The compiled memtable hands over ONE bytes buffer, encoded in C
+with the GIL released, instead of three lists of Python objects that would be built
+and pickled under the GIL: :class:`Pieces` makes it piece by piece (``PIECE_BYTES``
+each), so a worker receives it streamed and the store never holds a second copy of the
+memtable at once.  The pure-Python memtable hands over the three lists
+(``keys, versions, values``) as before.  :func:`columns` turns either into the lists
+:meth:`TableBuilder.add_sorted_columns` takes, so a table built from either is the
+same, byte for byte.
+
+The buffer (all integers little-endian)::
+
+    flush_buffer := magic:"BSMF" format:u32(=1) count:u64 entry{count}
+    entry        := version:u64 klen:u32 vlen:u32 key:(klen bytes) value:(vlen bytes)
+                    (vlen = 0xFFFFFFFF: a tombstone, no value bytes)
+
+>>> buf = encode(([b"a", b"a", b"b"], [7, 3, 5], [None, b"x", b"yz"]))
+>>> columns(buf)
+([b'a', b'a', b'b'], [7, 3, 5], [None, b'x', b'yz'])
+>>> is_empty(encode(([], [], []))), is_empty(buf)
+(True, False)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from .. import accel
+
+__all__ = ["Columns", "FlushEntries", "Pieces", "PIECE_BYTES", "columns", "decode", "encode",
+           "is_empty"]
+
+Columns = tuple[list[bytes], list[int], list[bytes | None]]
+PIECE_BYTES: Final = 1 << 20
+"""The size of one piece of a streamed flush buffer (a key's entries are never split)."""
+
+
+class Pieces:
+    """A flush buffer made on demand, piece by piece: iterating yields the pieces,
+    :meth:`join` the whole buffer.  ``make(start, max_bytes)`` returns ``(piece, next)``
+    (``next`` None after the last piece) -- the compiled memtable's ``flush_piece``."""
+
+    __slots__ = ("count", "_make")
+
+    def __init__(self, count: int, make: Callable[[int, int], tuple[bytes, int | None]]) -> None:
+        self.count = count  # entries
+        self._make = make
+
+    def __iter__(self) -> Iterator[bytes]:
+        start: int | None = 0
+        while start is not None:
+            piece, start = self._make(start, PIECE_BYTES)
+            yield piece
+
+    def join(self) -> bytes:
+        """The whole buffer."""
+        return self._make(0, 1 << 62)[0]
+
+
+FlushEntries = Pieces | bytes | Columns
+"""What a memtable hands a flush: a flush buffer (whole or in pieces) or the columns."""
+
+MAGIC: Final = b"BSMF"
+FORMAT: Final = 1
+HEADER: Final = struct.Struct("<4sIQ")  # magic, format, count
+ENTRY: Final = struct.Struct("<QII")  # version, klen, vlen
+TOMBSTONE_LEN: Final = 0xFFFFFFFF
+assert HEADER.size == 16 and ENTRY.size == 16
+
+
+def is_empty(entries: FlushEntries) -> bool:
+    """Whether ``entries`` hold no entry."""
+    if isinstance(entries, Pieces):
+        return entries.count == 0
+    if isinstance(entries, bytes):
+        return len(entries) <= HEADER.size
+    return not entries[0]
+
+
+def columns(entries: FlushEntries) -> Columns:
+    """``entries`` as ``(keys, versions, values)``: a buffer is decoded (by the compiled
+    core when it is built, whatever ``BANYANSTORE_PURE_PYTHON`` says: only a compiled
+    memtable makes buffers)."""
+    if isinstance(entries, Pieces):
+        entries = entries.join()
+    if not isinstance(entries, bytes):
+        return entries
+    native = accel.load_native()
+    if native is not None:
+        result: Columns = native.decode_flush_buffer(entries)
+        return result
+    return decode(entries)
+
+
+def decode(buf: bytes) -> Columns:
+    """The pure-Python decoder of a flush buffer (the reference for the C one): every
+    length is checked against the buffer; a buffer that does not add up raises
+    ValueError naming the offset."""
+    if len(buf) < HEADER.size:
+        raise ValueError("flush buffer: bad magic or short header at offset 0")
+    magic, fmt, count = HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise ValueError("flush buffer: bad magic or short header at offset 0")
+    if fmt != FORMAT:
+        raise ValueError("flush buffer: unknown format at offset 4")
+    if count > (len(buf) - HEADER.size) // ENTRY.size:
+        raise ValueError("flush buffer: count larger than the buffer at offset 8")
+    keys: list[bytes] = []
+    versions: list[int] = []
+    values: list[bytes | None] = []
+    off, size, prev = HEADER.size, len(buf), b""
+    for _ in range(count):
+        if size - off < ENTRY.size:
+            raise ValueError(f"flush buffer: entry header past the end at offset {off}")
+        version, klen, vlen = ENTRY.unpack_from(buf, off)
+        body = klen + (0 if vlen == TOMBSTONE_LEN else vlen)
+        if size - off - ENTRY.size < body:
+            raise ValueError(f"flush buffer: entry past the end at offset {off}")
+        k = off + ENTRY.size
+        key = buf[k:k + klen]
+        if key == prev:
+            key = prev  # a key's versions share one object, as the C decoder does
+        keys.append(key)
+        prev = key
+        versions.append(version)
+        values.append(None if vlen == TOMBSTONE_LEN else buf[k + klen:k + body])
+        off = k + body
+    if off != size:
+        raise ValueError(f"flush buffer: trailing bytes at offset {off}")
+    return keys, versions, values
+
+
+def encode(cols: Columns) -> bytes:
+    """The buffer of ``cols`` (entries already in table order): what the compiled
+    memtable's ``flush_buffer`` makes; used to test the decoders."""
+    keys, versions, values = cols
+    parts = [HEADER.pack(MAGIC, FORMAT, len(keys))]
+    for key, version, value in zip(keys, versions, values, strict=True):
+        vlen = TOMBSTONE_LEN if value is None else len(value)
+        parts.append(ENTRY.pack(version, len(key), vlen) + key + (value or b""))
+    return b"".join(parts)
