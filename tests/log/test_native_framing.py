@@ -141,6 +141,15 @@ def test_native_framing_refuses_what_it_cannot_write() -> None:
     file.truncate(HEADER_SIZE)  # the window is released: a stale store raises, never writes
     with pytest.raises(ValueError):
         w.add(1, b"x")
+    bare = native.FrameWriter.__new__(native.FrameWriter)  # never initialised: refuses
+    with pytest.raises(ValueError):
+        bare.add(1, b"x")
+    with pytest.raises(ValueError):
+        bare.add_many(1, [b"x"])
+    tail = native.LogTail.__new__(native.LogTail)
+    assert tail.append_put(1, 2, 0, b"k", b"v") is None
+    with pytest.raises(TypeError):
+        tail.frames = "not a FrameWriter"
 
 
 def _puts(seed: int) -> list[tuple[int, int, int, bytes, bytes | None]]:

@@ -186,16 +186,20 @@ class Log(LogView, AsyncAppends):
         self._counters["syncs"] += 1
         return Segment(self._env, path, first_seq, HEADER_SIZE, SparseIndex()), file
 
-    def _io_failed(self, exc: BaseException) -> None:
+    def _stop_appends(self) -> None:
+        """Refuse appends from now on: the Python path (``_ok``) and the one-call path
+        (its ``frames``) alike."""
         self._ok = False
         self._appends.frames = None
+
+    def _io_failed(self, exc: BaseException) -> None:
+        self._stop_appends()
         self._commit.fail(exc)
 
     def _sync_failed(self, exc: BaseException) -> None:
         # Whether the records before it survive is unknown (a failed fdatasync may drop
         # dirty pages), so nothing may be appended behind them: the log must be reopened.
-        self._ok = False
-        self._appends.frames = None
+        self._stop_appends()
 
     # -- writing --------------------------------------------------------------------
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
@@ -317,7 +321,7 @@ class Log(LogView, AsyncAppends):
             try:
                 w.flush(self._appends.next_seq - 1)
             except BaseException:
-                self._ok = False
+                self._stop_appends()
                 raise
             return self._appends.next_seq - 1, w.file
 
@@ -402,8 +406,8 @@ class Log(LogView, AsyncAppends):
         with self._lock:
             if self._closed:
                 return
-            self._closed, self._ok = True, False
-            self._appends.frames = None
+            self._closed = True
+            self._stop_appends()
             self._appended.notify_all()  # followers end
             w, self._writer = self._writer, None
             if w is not None:

@@ -60,7 +60,10 @@ _pack_full_into = FULL_HEADER.pack_into
 _pack_seq = SEQ.pack
 # The compiled core whatever BANYANSTORE_PURE_PYTHON says: NativeSegmentWriter needs it
 # (tests compare both writers in one process); SegmentWriter below follows accel.native.
+# An in-place build older than the C framing (a stale ``_native``) lacks it: Python framing.
 _core = accel.load_native()
+if _core is not None and not hasattr(_core, "LogTail"):
+    _core = None
 
 
 def _framed_bound(n: int) -> int:
@@ -273,7 +276,7 @@ AnySegmentWriter = PySegmentWriter | NativeSegmentWriter
 """Either implementation (for annotations)."""
 
 SegmentWriter: type[AnySegmentWriter] = (
-    PySegmentWriter if accel.native is None else NativeSegmentWriter)
+    PySegmentWriter if accel.native is None or _core is None else NativeSegmentWriter)
 """The implementation in use: C framing with the compiled core, else Python."""
 
 
@@ -296,6 +299,6 @@ class LogTail:
 def new_tail(next_seq: int, lock: object) -> LogTail:
     """The :class:`LogTail` of a log whose next record gets ``next_seq``: the compiled
     core's when it is in use (its ``append_put`` takes ``lock``)."""
-    if accel.native is None:
+    if accel.native is None or _core is None:
         return LogTail(next_seq, lock)
-    return accel.native.LogTail(next_seq, lock)
+    return _core.LogTail(next_seq, lock)

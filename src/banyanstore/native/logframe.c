@@ -235,6 +235,10 @@ static int fw_map(FrameWriter *self, long long offset, long long need) {
 
 /* the window as a writable buffer of at least `end` bytes (released by the caller) */
 static int fw_buffer(FrameWriter *self, Py_buffer *b, long long end) {
+    if (self->window == NULL) {
+        PyErr_SetString(PyExc_ValueError, "FrameWriter.__init__ was not called");
+        return -1;
+    }
     if (PyObject_GetBuffer(self->window, b, PyBUF_WRITABLE) < 0)
         return -1;
     if (b->len < end || b->len < self->window_len) {
@@ -356,6 +360,10 @@ static int fw_index(FrameWriter *self, uint64_t seq, long long offset) {
 
 /* Store record seq; 1 stored, 0 the segment is full (nothing stored), -1 error. */
 static int fw_store(FrameWriter *self, uint64_t seq, const uint8_t *data, long long n) {
+    if (self->window == NULL || self->map == NULL || self->index_add == NULL) {
+        PyErr_SetString(PyExc_ValueError, "FrameWriter.__init__ was not called");
+        return -1;
+    }
     long long pos = self->pos, offset = self->base + pos;
     if (offset >= self->limit)
         return 0;
@@ -628,9 +636,13 @@ static PyObject *lt_append_put(LogTail *self, PyObject *const *args, Py_ssize_t 
     int stored = 0;
     uint64_t seq = self->next_seq;
     if (frames != NULL && frames != Py_None && !self->followers) {
-        stored = lt_store_put((FrameWriter *)frames, seq, version, ms, (uint32_t)ks,
-                              PyBytes_AS_STRING(key), (uint32_t)k,
-                              value == Py_None ? NULL : PyBytes_AS_STRING(value), (uint32_t)v);
+        Py_INCREF(frames);  /* the index callback runs Python code: keep it alive */
+        FrameWriter *fw = (FrameWriter *)frames;
+        if (fw->window != NULL && fw->index_add != NULL)
+            stored = lt_store_put(fw, seq, version, ms, (uint32_t)ks, PyBytes_AS_STRING(key),
+                                  (uint32_t)k, value == Py_None ? NULL : PyBytes_AS_STRING(value),
+                                  (uint32_t)v);
+        Py_DECREF(frames);
         if (stored < 0) {
             PyErr_Clear();  /* nothing was stored: append() meets the error and handles it */
             stored = 0;
