@@ -103,6 +103,16 @@ static PyObject *crc_fn = NULL;           /* crc32c.crc32c: a data block's check
 static PyObject *lz4_fn = NULL;           /* lz4.block.decompress: an lz4 block body */
 static PyObject *str_path = NULL, *str_offset = NULL, *zero = NULL;
 
+/* The Block object's other __slots__ (see sstable/block.py), filled by build_block(), and the
+ * block module's constants it uses; found by bind(). */
+enum { B_COUNT, B_KW, B_VW, B_FLAGS, B_KEYS_AT, B_KHEAP_AT, B_VALUES_AT, B_VHEAP_AT, B_KINDS_AT,
+       B_KEYS_END, B_SPAN, B_NBYTES, B_SAMPLE, B_SAMPLE_STRIDE, B_NSLOTS };
+static const char *const block_slot_names[B_NSLOTS] = {
+    "count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at", "vheap_at", "kinds_at",
+    "keys_end", "span", "nbytes", "sample", "sample_stride"};
+static Py_ssize_t block_slot_off[B_NSLOTS];
+static long block_stride = 0, block_overhead = 0, key_overhead = 0;  /* 0: build_block unavailable */
+
 /* CorruptionError(message, path=path, offset=offset); returns NULL */
 static PyObject *raise_corruption(PyObject *path, long long offset, const char *fmt, ...) {
     char msg[256];
@@ -147,6 +157,32 @@ static Py_ssize_t member_offset(PyTypeObject *tp, const char *name) {
     return m->offset;
 }
 
+/* STRIDE, BLOCK_OVERHEAD and KEY_OVERHEAD of the Block type's module */
+static int block_constants(PyTypeObject *tp, long out[3]) {
+    static const char *const names[3] = {"STRIDE", "BLOCK_OVERHEAD", "KEY_OVERHEAD"};
+    PyObject *modname = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    PyObject *mod = modname ? PyImport_Import(modname) : NULL;
+    Py_XDECREF(modname);
+    if (mod == NULL)
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        PyObject *v = PyObject_GetAttrString(mod, names[i]);
+        out[i] = v ? PyLong_AsLong(v) : -1;
+        Py_XDECREF(v);
+        if (out[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(mod);
+            return -1;
+        }
+        if (out[i] < 1 || out[i] > 1 << 20) {
+            Py_DECREF(mod);
+            PyErr_Format(PyExc_ValueError, "block module constant %s is out of range", names[i]);
+            return -1;
+        }
+    }
+    Py_DECREF(mod);
+    return 0;
+}
+
 static PyObject *native_bind(PyObject *self, PyObject *args) {
     PyObject *btype, *cerr, *hfn, *miss, *crc = Py_None, *lz4 = Py_None;
     if (!PyArg_ParseTuple(args, "O!OOO!|OO:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
@@ -164,6 +200,17 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
                                          "lz4_decompress=None)");
         return NULL;
     }
+    Py_ssize_t offs[B_NSLOTS];
+    for (int i = 0; i < B_NSLOTS; i++)
+        if ((offs[i] = member_offset((PyTypeObject *)btype, block_slot_names[i])) < 0)
+            return NULL;
+    long consts[3];
+    if (block_constants((PyTypeObject *)btype, consts) < 0)
+        return NULL;
+    memcpy(block_slot_off, offs, sizeof offs);
+    block_stride = consts[0];
+    block_overhead = consts[1];
+    key_overhead = consts[2];
     Py_XSETREF(crc_fn, crc == Py_None ? NULL : Py_NewRef(crc));
     Py_XSETREF(lz4_fn, lz4 == Py_None ? NULL : Py_NewRef(lz4));
     Py_XSETREF(block_type, (PyTypeObject *)Py_NewRef(btype));
@@ -437,11 +484,18 @@ static PyObject *lookup_in_payload(PyObject *data, PyObject *key, uint64_t versi
     return entry_result(&b, (uint32_t)i, path, where);
 }
 
+static int parse_version(PyObject *ver, uint64_t *version);
+
 static int parse_key_version(PyObject *key, PyObject *ver, uint64_t *version) {
     if (!PyBytes_CheckExact(key)) {
         PyErr_Format(PyExc_TypeError, "key must be bytes, not %.100s", Py_TYPE(key)->tp_name);
         return -1;
     }
+    return parse_version(ver, version);
+}
+
+/* A version argument: 0, or 1 when it is negative (nothing is visible); -1 on error. */
+static int parse_version(PyObject *ver, uint64_t *version) {
     if (!PyLong_Check(ver)) {
         PyErr_Format(PyExc_TypeError, "version must be an int, not %.100s", Py_TYPE(ver)->tp_name);
         return -1;
@@ -548,7 +602,8 @@ typedef struct {
     PyObject *slots;               /* list: block number -> Block | None (the reader's) */
     PyObject *loader;              /* callable(block_no) -> Block: a cache miss (without `read`) */
     /* The miss path in C (all NULL: every miss goes through `loader`): */
-    PyObject *read;                /* callable(offset, length) -> bytes: the file's positional read */
+    PyObject *file;                /* the table's RandomAccessFile (for Env.read_batch requests) */
+    PyObject *read;                /* its read(offset, length) -> bytes */
     PyObject *accept;              /* callable(block_no, stored, fill) -> Block: the reader's decoder,
                                     * for what the fast path does not take (errors, zstd) */
     PyObject *cache_put;           /* callable(cache_key, block, slots, block_no): BlockCache.put */
@@ -562,6 +617,7 @@ typedef struct {
 static int core_traverse(TableCore *c, visitproc visit, void *arg) {
     Py_VISIT(c->slots);
     Py_VISIT(c->loader);
+    Py_VISIT(c->file);
     Py_VISIT(c->read);
     Py_VISIT(c->accept);
     Py_VISIT(c->cache_put);
@@ -572,6 +628,7 @@ static int core_traverse(TableCore *c, visitproc visit, void *arg) {
 static int core_clear(TableCore *c) {
     Py_CLEAR(c->slots);
     Py_CLEAR(c->loader);
+    Py_CLEAR(c->file);
     Py_CLEAR(c->read);
     Py_CLEAR(c->accept);
     Py_CLEAR(c->cache_put);
@@ -599,28 +656,53 @@ static inline void index_key(const TableCore *c, uint32_t i, const uint8_t **k, 
     *n = (Py_ssize_t)(e - a);
 }
 
+static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsigned long long min_version,
+                      PyObject *index, PyObject *filter, PyObject *masks, PyObject *slots, PyObject *loader,
+                      PyObject *path, PyObject *counters, PyObject *read, PyObject *accept,
+                      PyObject *cache_put);
+
 static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"smallest", "largest", "min_version", "index", "filter", "masks",
-                             "slots", "loader", "path", "counters", "read", "accept", "cache_put",
+                             "slots", "loader", "path", "counters", "file", "accept", "cache_put",
                              "cache_base", "verify", NULL};
     PyObject *smallest, *largest, *index, *filter, *masks, *slots, *loader, *path, *counters;
-    PyObject *read = Py_None, *accept = Py_None, *cache_put = Py_None;
+    PyObject *file = Py_None, *accept = Py_None, *cache_put = Py_None;
     unsigned long long min_version, cache_base = 0;
     int verify = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!KO!OOO!OUO!|$OOOKp:TableCore", kwlist,
                                      &PyBytes_Type, &smallest, &PyBytes_Type, &largest, &min_version,
                                      &PyBytes_Type, &index, &filter, &masks, &PyList_Type, &slots,
-                                     &loader, &path, &CountersType, &counters, &read, &accept,
+                                     &loader, &path, &CountersType, &counters, &file, &accept,
                                      &cache_put, &cache_base, &verify))
         return -1;
-    if ((read == Py_None) != (accept == Py_None) || (read == Py_None) != (cache_put == Py_None)) {
-        PyErr_SetString(PyExc_TypeError, "read, accept and cache_put go together");
+    if ((file == Py_None) != (accept == Py_None) || (file == Py_None) != (cache_put == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "file, accept and cache_put go together");
         return -1;
     }
     if (c->index != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "TableCore is already initialised");
         return -1;
     }
+    PyObject *read = NULL;
+    if (file != Py_None && (read = PyObject_GetAttrString(file, "read")) == NULL)
+        return -1;
+    int r = core_setup(c, smallest, largest, min_version, index, filter, masks, slots, loader, path,
+                       counters, read, accept, cache_put);
+    Py_XDECREF(read);
+    if (r < 0)
+        return -1;
+    if (file != Py_None) {
+        c->file = Py_NewRef(file);
+    }
+    c->cache_base = cache_base;
+    c->verify = verify;
+    return 0;
+}
+
+static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsigned long long min_version,
+                      PyObject *index, PyObject *filter, PyObject *masks, PyObject *slots, PyObject *loader,
+                      PyObject *path, PyObject *counters, PyObject *read, PyObject *accept,
+                      PyObject *cache_put) {
     /* the index: validated whole, so lookups need no further checks on it */
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(index);
     uint64_t size = (uint64_t)PyBytes_GET_SIZE(index);
@@ -671,10 +753,10 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
         shift = 64 - table_bits;
         c->filter = Py_NewRef(filter);
     }
-    if (!PyCallable_Check(loader) || (read != Py_None && (!PyCallable_Check(read) || !PyCallable_Check(accept)
-                                                           || !PyCallable_Check(cache_put)))) {
+    if (!PyCallable_Check(loader) || (read != NULL && (!PyCallable_Check(read) || !PyCallable_Check(accept)
+                                                        || !PyCallable_Check(cache_put)))) {
         Py_CLEAR(c->filter);
-        PyErr_SetString(PyExc_TypeError, "loader, read, accept and cache_put must be callable");
+        PyErr_SetString(PyExc_TypeError, "loader, file.read, accept and cache_put must be callable");
         return -1;
     }
     c->smallest = Py_NewRef(smallest);
@@ -704,13 +786,11 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     c->mask_obj = mask_table != NULL ? Py_NewRef(masks) : NULL;
     c->slots = Py_NewRef(slots);
     c->loader = Py_NewRef(loader);
-    if (read != Py_None) {
+    if (read != NULL) {
         c->read = Py_NewRef(read);
         c->accept = Py_NewRef(accept);
         c->cache_put = Py_NewRef(cache_put);
     }
-    c->cache_base = cache_base;
-    c->verify = verify;
     c->path = Py_NewRef(path);
     c->counters = (Counters *)Py_NewRef(counters);
     return 0;
@@ -844,6 +924,85 @@ static PyObject *fast_payload(TableCore *c, PyObject *stored, uint64_t want) {
     return payload;
 }
 
+/* Set slot `i` of a Block being built to `v` (stolen); -1 if `v` is NULL. */
+static inline int set_slot(PyObject *block, int i, PyObject *v) {
+    if (v == NULL)
+        return -1;
+    *(PyObject **)((char *)block + block_slot_off[i]) = v;
+    return 0;
+}
+
+/* The Block of a payload with fixed-width keys that block_parse accepted, its slots set as
+ * Block.__init__ sets them (sstable/block.py: the same checks passed, the same sample of
+ * every STRIDE-th key, the same cache charge) without running Python code: the
+ * constructor's ~1 us is most of a decode.  NULL with no exception set: not built here
+ * (variable-width keys, or bind() did not find the constants); the caller uses Block(). */
+static PyObject *build_block(PyObject *payload, const BlockView *b) {
+    if (!(b->flags & FIXED_KEYS) || block_stride == 0 || block_data_off < 0)
+        return NULL;
+    PyTypeObject *tp = block_type;
+    PyObject *block = tp->tp_alloc(tp, 0);
+    if (block == NULL)
+        return NULL;
+    uint64_t n = b->count, kw = b->kw, stride = (uint64_t)block_stride;
+    uint64_t samples = (n + stride - 1) / stride;
+    PyObject *sample = PyList_New((Py_ssize_t)samples);
+    if (sample == NULL)
+        goto fail;
+    for (uint64_t i = 0; i < samples; i++) {
+        /* i * stride < n, so the key lies inside the key section block_parse checked */
+        PyObject *k = PyBytes_FromStringAndSize((const char *)b->p + b->kheap_at + i * stride * kw, (Py_ssize_t)kw);
+        if (k == NULL) {
+            Py_DECREF(sample);
+            goto fail;
+        }
+        PyList_SET_ITEM(sample, (Py_ssize_t)i, k);
+    }
+    long long vw = (b->flags & FIXED_VALUES) ? (long long)b->vw : -1;
+    long long vheap_at = (b->flags & FIXED_VALUES) ? (long long)b->values_at : (long long)b->vheap_at;
+    long long nbytes = block_overhead + (long long)b->size + key_overhead * (long long)samples
+                       + (long long)(samples * kw);
+    *(PyObject **)((char *)block + block_data_off) = Py_NewRef(payload);
+    *(PyObject **)((char *)block + block_ref_off) = Py_NewRef(Py_False);
+    if (set_slot(block, B_SAMPLE, sample) < 0
+            || set_slot(block, B_COUNT, PyLong_FromUnsignedLongLong(n)) < 0
+            || set_slot(block, B_KW, PyLong_FromUnsignedLongLong(kw)) < 0
+            || set_slot(block, B_VW, PyLong_FromLongLong(vw)) < 0
+            || set_slot(block, B_FLAGS, PyLong_FromUnsignedLong(b->flags)) < 0
+            || set_slot(block, B_KEYS_AT, PyLong_FromUnsignedLongLong(b->keys_at)) < 0
+            || set_slot(block, B_KHEAP_AT, PyLong_FromUnsignedLongLong(b->kheap_at)) < 0
+            || set_slot(block, B_VALUES_AT, PyLong_FromUnsignedLongLong(b->values_at)) < 0
+            || set_slot(block, B_VHEAP_AT, PyLong_FromLongLong(vheap_at)) < 0
+            || set_slot(block, B_KINDS_AT, PyLong_FromUnsignedLongLong(b->kinds_at)) < 0
+            || set_slot(block, B_KEYS_END, PyLong_FromUnsignedLongLong(b->keys_at + n * kw)) < 0
+            || set_slot(block, B_SPAN, PyLong_FromUnsignedLongLong(stride * kw)) < 0
+            || set_slot(block, B_NBYTES, PyLong_FromLongLong(nbytes)) < 0
+            || set_slot(block, B_SAMPLE_STRIDE, PyLong_FromUnsignedLongLong(stride)) < 0)
+        goto fail;
+    return block;
+fail:
+    Py_DECREF(block);  /* the slots set so far go with it */
+    return NULL;
+}
+
+/* block_from_payload(data) -> Block: what a cache miss builds from a payload (tests) */
+static PyObject *native_block_from_payload(PyObject *self, PyObject *data) {
+    if (check_bound() < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_SetString(PyExc_TypeError, "block_from_payload(data: bytes)");
+        return NULL;
+    }
+    BlockView bv;
+    const char *why;
+    PyObject *block = NULL;
+    if (block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &bv, &why) == 0)
+        block = build_block(data, &bv);
+    if (block == NULL && !PyErr_Occurred())
+        block = PyObject_CallOneArg((PyObject *)block_type, data);  /* raises what Python raises */
+    return block;
+}
+
 /* Block `no` from `stored`, the bytes read for it: a new reference, cached if `fill`.
  * The caller has counted the miss. */
 static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fill) {
@@ -852,7 +1011,14 @@ static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fi
     if (PyBytes_CheckExact(stored)) {
         PyObject *payload = fast_payload(c, stored, want);
         if (payload != NULL) {
-            block = PyObject_CallOneArg((PyObject *)block_type, payload);
+            BlockView bv;
+            const char *why;
+            if (block_parse((const uint8_t *)PyBytes_AS_STRING(payload), (uint64_t)PyBytes_GET_SIZE(payload),
+                            &bv, &why) == 0) {
+                block = build_block(payload, &bv);
+                if (block == NULL && !PyErr_Occurred())
+                    block = PyObject_CallOneArg((PyObject *)block_type, payload);
+            }
             Py_DECREF(payload);
         }
         if (block == NULL) {
@@ -1047,8 +1213,8 @@ static PyTypeObject TableCoreType = {
     .tp_basicsize = sizeof(TableCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "TableCore(smallest, largest, min_version, index, filter, masks, slots, loader, path, "
-              "counters, *, read=None, accept=None, cache_put=None, cache_base=0, verify=True): the "
-              "lookup state of one table; with read/accept/cache_put, cache misses are read, verified, "
+              "counters, *, file=None, accept=None, cache_put=None, cache_base=0, verify=True): the "
+              "lookup state of one table; with file/accept/cache_put, cache misses are read, verified, "
               "decompressed and cached in C (else `loader(block_no)` answers them)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)core_init,
@@ -1129,6 +1295,268 @@ static PyObject *native_tables_entry(PyObject *self, PyObject *const *args, Py_s
     if (r > 0)
         return miss();
     return tables_lookup(args[0], args[1], version);
+}
+
+/* -- batched lookups: multi_get's tables part ---------------------------------------------
+ *
+ * tables_multi_get(cores, keys, version, read_batch) -> list: per key its newest table
+ * entry, (True, value | None, version) or MISS.  Three passes, as View.multi_get's Python
+ * plan: (1) per key, the first (newest) table whose fences, filter and index say it may
+ * hold the key, and that table's block; (2) every such block: cache hits from the slots,
+ * and all the misses read with ONE read_batch([(file, offset, length), ...]) call (so the
+ * nonblocking and io_uring modes serve them concurrently), each verified, decoded and
+ * cached; (3) per key, the lookup in its block -- a filter false positive goes on to the
+ * older tables one by one. */
+
+typedef struct {
+    Py_ssize_t table;  /* index into cores, -1: no table may hold the key */
+    uint32_t block;
+    Py_ssize_t slot;   /* index into the batch's block list */
+} Planned;
+
+/* The plan of one key: the first core whose fences, filter and index admit it. */
+static int plan_key(PyObject *cores, PyObject *key, uint64_t version, Planned *out) {
+    const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(key);
+    Py_ssize_t klen = PyBytes_GET_SIZE(key);
+    uint64_t hash = 0;
+    int have_hash = 0;
+    out->table = -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cores); i++) {
+        TableCore *c = (TableCore *)PyTuple_GET_ITEM(cores, i);
+        if (c->min_version > version || !in_fences(c, k, klen))
+            continue;
+        if (c->masks != NULL) {
+            if (!have_hash) {
+                if (key_hash(key, &hash) < 0)
+                    return -1;
+                have_hash = 1;
+            }
+            if (!bloom_may_contain(c, hash)) {
+                c->bloom_useful++;
+                continue;
+            }
+        }
+        int64_t no = core_index_search(c, k, klen, version);
+        if (no < 0)
+            continue;
+        out->table = i;
+        out->block = (uint32_t)no;
+        return 0;
+    }
+    return 0;
+}
+
+/* The blocks of the plan (deduplicated): a list, misses read with one read_batch call. */
+static PyObject *plan_blocks(PyObject *cores, Planned *plan, Py_ssize_t n, PyObject *read_batch) {
+    PyObject *blocks = PyList_New(0), *requests = PyList_New(0), *missing = PyList_New(0);
+    PyObject *seen = PyDict_New();  /* (table << 32 | block) -> slot: each block once */
+    if (blocks == NULL || requests == NULL || missing == NULL || seen == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Planned *p = &plan[i];
+        if (p->table < 0)
+            continue;
+        PyObject *id = PyLong_FromUnsignedLongLong(((unsigned long long)p->table << 32) | p->block);
+        if (id == NULL)
+            goto fail;
+        PyObject *known = PyDict_GetItemWithError(seen, id);  /* borrowed */
+        if (known != NULL) {
+            Py_DECREF(id);
+            p->slot = PyLong_AsSsize_t(known);
+            continue;
+        }
+        PyObject *slot_no = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(PyList_GET_SIZE(blocks));
+        if (slot_no == NULL || PyDict_SetItem(seen, id, slot_no) < 0) {
+            Py_DECREF(id);
+            Py_XDECREF(slot_no);
+            goto fail;
+        }
+        Py_DECREF(id);
+        Py_DECREF(slot_no);
+        TableCore *c = (TableCore *)PyTuple_GET_ITEM(cores, p->table);
+        if ((Py_ssize_t)p->block >= PyList_GET_SIZE(c->slots)) {
+            PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
+            goto fail;
+        }
+        PyObject *block = PyList_GET_ITEM(c->slots, p->block);
+        p->slot = PyList_GET_SIZE(blocks);
+        if (block != Py_None) {
+            if (Py_TYPE(block) == block_type)
+                block_mark_referenced(block);
+            c->counters->hits++;
+            if (PyList_Append(blocks, block) < 0)
+                goto fail;
+            continue;
+        }
+        if (c->file == NULL || read_batch == Py_None) {  /* no batch: the reader's loader */
+            PyObject *b = core_load(c, p->block, 1);
+            if (b == NULL || PyList_Append(blocks, b) < 0) {
+                Py_XDECREF(b);
+                goto fail;
+            }
+            Py_DECREF(b);
+            continue;
+        }
+        uint64_t off = rd64(c->starts + 8 * (uint64_t)p->block);
+        uint64_t len = rd64(c->starts + 8 * (uint64_t)p->block + 8) - off;
+        PyObject *req = Py_BuildValue("(OKK)", c->file, (unsigned long long)off, (unsigned long long)len);
+        PyObject *where = Py_BuildValue("(nnI)", p->table, p->slot, p->block);
+        if (req == NULL || where == NULL || PyList_Append(requests, req) < 0
+                || PyList_Append(missing, where) < 0 || PyList_Append(blocks, Py_None) < 0) {
+            Py_XDECREF(req);
+            Py_XDECREF(where);
+            goto fail;
+        }
+        Py_DECREF(req);
+        Py_DECREF(where);
+    }
+    if (PyList_GET_SIZE(requests)) {
+        PyObject *datas = PyObject_CallOneArg(read_batch, requests);
+        if (datas == NULL)
+            goto fail;
+        if (!PyList_CheckExact(datas) || PyList_GET_SIZE(datas) != PyList_GET_SIZE(requests)) {
+            Py_DECREF(datas);
+            PyErr_SetString(PyExc_TypeError, "read_batch must return a list with one result per request");
+            goto fail;
+        }
+        for (Py_ssize_t r = 0; r < PyList_GET_SIZE(missing); r++) {
+            PyObject *where = PyList_GET_ITEM(missing, r);
+            Py_ssize_t ti = PyLong_AsSsize_t(PyTuple_GET_ITEM(where, 0));
+            Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(where, 1));
+            uint32_t no = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(where, 2));
+            TableCore *c = (TableCore *)PyTuple_GET_ITEM(cores, ti);
+            c->counters->misses++;
+            PyObject *b = core_decode(c, no, PyList_GET_ITEM(datas, r), 1);
+            if (b == NULL) {
+                Py_DECREF(datas);
+                goto fail;
+            }
+            PyList_SetItem(blocks, slot, b);  /* steals b */
+        }
+        Py_DECREF(datas);
+    }
+    Py_DECREF(requests);
+    Py_DECREF(missing);
+    Py_DECREF(seen);
+    return blocks;
+fail:
+    Py_XDECREF(blocks);
+    Py_XDECREF(requests);
+    Py_XDECREF(missing);
+    Py_XDECREF(seen);
+    return NULL;
+}
+
+/* tables_multi_get(cores, keys, version, read_batch) -> list of entries (see above) */
+static PyObject *native_tables_multi_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyTuple_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "tables_multi_get(cores: tuple, keys: list, version, read_batch)");
+        return NULL;
+    }
+    if (check_bound() < 0)
+        return NULL;
+    PyObject *cores = args[0], *keys = args[1], *read_batch = args[3];
+    if (read_batch != Py_None && !PyCallable_Check(read_batch)) {
+        PyErr_SetString(PyExc_TypeError, "read_batch must be callable or None");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cores); i++) {
+        PyObject *item = PyTuple_GET_ITEM(cores, i);
+        if (Py_TYPE(item) != &TableCoreType) {
+            PyErr_SetString(PyExc_TypeError, "cores must be a tuple of TableCore");
+            return NULL;
+        }
+        if (core_ready((TableCore *)item) < 0)
+            return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "keys must be a list of bytes");
+            return NULL;
+        }
+    }
+    uint64_t version;
+    int r = parse_version(args[2], &version);
+    if (r < 0)
+        return NULL;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    if (r > 0 || n == 0) {  /* a negative version: nothing is visible */
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyList_SET_ITEM(out, i, miss());
+        return out;
+    }
+    /* the keys and cores must stay alive and unchanged while Python code runs (read_batch,
+     * a loader): hold our own references */
+    Py_INCREF(keys);
+    Py_INCREF(cores);
+    PyObject *keys_copy = PyList_GetSlice(keys, 0, n);
+    Planned *plan = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Planned));
+    PyObject *blocks = NULL;
+    if (keys_copy == NULL || plan == NULL) {
+        if (plan == NULL)
+            PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (plan_key(cores, PyList_GET_ITEM(keys_copy, i), version, &plan[i]) < 0)
+            goto fail;
+    blocks = plan_blocks(cores, plan, n, read_batch);
+    if (blocks == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys_copy, i);
+        Planned *p = &plan[i];
+        PyObject *res;
+        if (p->table < 0) {
+            res = miss();
+        } else {
+            TableCore *c = (TableCore *)PyTuple_GET_ITEM(cores, p->table);
+            PyObject *data = block_data(PyList_GET_ITEM(blocks, p->slot));
+            if (data == NULL)
+                goto fail;
+            Py_INCREF(data);
+            res = lookup_in_payload(data, key, version, c->path, (long long)rd64(c->starts + 8 * (uint64_t)p->block));
+            Py_DECREF(data);
+            if (res == miss_tuple) {
+                if (c->masks != NULL)
+                    c->bloom_passed_misses++;
+                /* a filter false positive (or only newer versions here): the older tables */
+                uint64_t hash = 0;
+                int have_hash = 0;
+                for (Py_ssize_t t = p->table + 1; t < PyTuple_GET_SIZE(cores) && res == miss_tuple; t++) {
+                    TableCore *o = (TableCore *)PyTuple_GET_ITEM(cores, t);
+                    if (o->min_version > version)
+                        continue;
+                    Py_DECREF(res);
+                    Py_INCREF(o);
+                    res = core_lookup(o, key, version, &hash, &have_hash);
+                    Py_DECREF(o);
+                    if (res == NULL)
+                        goto fail;
+                }
+            }
+        }
+        if (res == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, i, res);
+    }
+    Py_DECREF(blocks);
+    PyMem_Free(plan);
+    Py_DECREF(keys_copy);
+    Py_DECREF(keys);
+    Py_DECREF(cores);
+    return out;
+fail:
+    Py_XDECREF(blocks);
+    PyMem_Free(plan);
+    Py_XDECREF(keys_copy);
+    Py_DECREF(keys);
+    Py_DECREF(cores);
+    Py_DECREF(out);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2006,6 +2434,8 @@ static PyMethodDef native_methods[] = {
      "bind(Block, CorruptionError, hash_fn, MISS): hand over the Python objects the core uses"},
     {"block_lookup", (PyCFunction)(void (*)(void))native_block_lookup, METH_FASTCALL,
      "block_lookup(block, key, version) -> (found, value, version) | MISS: Block.lookup"},
+    {"block_from_payload", native_block_from_payload, METH_O,
+     "block_from_payload(data) -> Block: the cached form a cache miss builds (tests)"},
     {"block_lookup_payload", (PyCFunction)(void (*)(void))native_block_lookup_payload, METH_FASTCALL,
      "block_lookup_payload(data, key, version) -> (found, value, version) | MISS"},
     {"wal_encode_one", (PyCFunction)(void (*)(void))native_wal_encode_one, METH_FASTCALL,
@@ -2020,6 +2450,9 @@ static PyMethodDef native_methods[] = {
      "tables_get(cores, key, version) -> value | None: the newest table answer"},
     {"tables_entry", (PyCFunction)(void (*)(void))native_tables_entry, METH_FASTCALL,
      "tables_entry(cores, key, version) -> (found, value, version) | MISS"},
+    {"tables_multi_get", (PyCFunction)(void (*)(void))native_tables_multi_get, METH_FASTCALL,
+     "tables_multi_get(cores, keys, version, read_batch) -> [(found, value, version) | MISS]: "
+     "multi_get's tables part, the misses read with one read_batch call"},
     {NULL}
 };
 

@@ -144,6 +144,30 @@ def _offsets_disordered(data: bytes) -> bool:
     return False
 
 
+def _slots_of(block):
+    return {name: getattr(block, name) for name in Block.__slots__}
+
+
+@settings(max_examples=300, deadline=None)
+@given(block_entries(), st.data())
+def test_block_built_in_c_equals_python_block(entries, data):
+    """The Block a cache miss builds in C has every slot Block(payload) has -- also for
+    damaged payloads, which both refuse (the C side leaves them to Block())."""
+    payload = payload_of(entries)
+    assert _slots_of(native.block_from_payload(payload)) == _slots_of(Block(payload))
+    damaged = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 3))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    damaged_bytes = bytes(damaged)
+    try:
+        want = _slots_of(Block(damaged_bytes))
+    except BlockFormatError:
+        with pytest.raises(BlockFormatError):
+            native.block_from_payload(damaged_bytes)
+    else:
+        assert _slots_of(native.block_from_payload(damaged_bytes)) == want
+
+
 # -- tables --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("compression", ["none", "lz4"])
 @pytest.mark.parametrize("shape", ["random", "fixed", "common-prefix", "long-history"])
@@ -204,6 +228,53 @@ def test_tables_get_across_tables_matches_python(tmp_path):
                 want = model_get(all_entries, key, v)
                 assert native.tables_entry(cores, key, v) == want
                 assert native.tables_get(cores, key, v) == want[1]
+    finally:
+        for p, n in tables:
+            p.close()
+            n.close()
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 4000, 1 << 22])
+def test_tables_multi_get_matches_python(tmp_path, cache_bytes):
+    """tables_multi_get over several tables with overlapping keys (newest first): the same
+    entries as one tables_entry per key -- absent keys, duplicates, filter false
+    positives, versions between the tables' -- with its misses read in one read_batch
+    call (or through the readers' loaders without one)."""
+    rng = random.Random(cache_bytes)
+    env = PosixEnv()
+    tables = []
+    version = 0
+    all_entries = []
+    for _ in range(4):
+        entries = []
+        for k in rng.sample(range(400), 150):
+            version += 1
+            entries.append((b"k%04d" % k, version, None if rng.random() < 0.2 else b"v%d" % version))
+        entries = internal_sorted(entries)
+        all_entries += entries
+        path, _ = build(env, str(tmp_path), entries, block_size=1024, bloom_bits_per_key=2)
+        tables.append(open_both(env, path, cache_bytes))
+    tables.reverse()  # newest first
+    cores = tuple(n.core for _, n in tables)
+    batches: list[list[object]] = []
+
+    def read_batch(requests):
+        batches.append(requests)
+        return env.read_batch(requests)
+    try:
+        for v in (0, 1, version // 3, version // 2, version, TOP, -1):
+            keys = [b"k%04d" % rng.randrange(420) for _ in range(60)]
+            keys += keys[:5] + [b"", b"\xff"]
+            for rb in (read_batch, None):
+                want = [model_get(all_entries, k, max(v, 0)) if v >= 0 else MISS for k in keys]
+                batches.clear()
+                assert native.tables_multi_get(cores, keys, v, rb) == want, (v, rb)
+                assert len(batches) <= 1
+                if batches:
+                    assert len(set(batches[0])) == len(batches[0])  # each block once
+        assert native.tables_multi_get(cores, [], version, read_batch) == []
+        with pytest.raises(TypeError):
+            native.tables_multi_get(cores, ["k"], version, read_batch)
     finally:
         for p, n in tables:
             p.close()

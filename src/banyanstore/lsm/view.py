@@ -164,8 +164,20 @@ class View:
                 pending.append(i)
             elif e[0] >= floor and (cover is None or not cover.hides(k, e[0])):
                 out[i] = e[1]
+        if not pending or not self.tables:
+            return out
+        cores = self.cores
+        if cores is not None:
+            # The compiled core: the plan, the cache hits, ONE env.read_batch for every miss,
+            # and the lookups -- one call for the whole batch (docs/native.md).
+            found = _native.tables_multi_get(cores, [keys[i] for i in pending],  # type: ignore[union-attr]
+                                             version, env.read_batch)
+            for i, (ok, value, v) in zip(pending, found, strict=True):
+                if ok and v >= floor and (cover is None or not cover.hides(keys[i], v)):
+                    out[i] = value
+            return out
         tables = [t for t in self.tables if t.min_version <= version]
-        if not pending or not tables:
+        if not tables:
             return out
         from ..sstable.reader import read_blocks  # the table layer's batched block loader
         # For each key, the first (newest) table whose fences, filter and index say

@@ -253,7 +253,7 @@ class TableReader:
                 None if flt is None else payload,
                 b"" if flt is None else _masks_as_bytes(flt.k, flt.table_bits),
                 self._slots, load, path, self.cache.native_counters,
-                read=self._file.read, accept=accept, cache_put=self._cache_put,
+                file=self._file, accept=accept, cache_put=self._cache_put,
                 cache_base=self._base, verify=self._verify)
 
     def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
