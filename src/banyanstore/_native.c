@@ -42,6 +42,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <stdarg.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "logframe.h"
 #include "walrecord.h"
@@ -101,6 +103,8 @@ static PyObject *hash_fn = NULL;          /* xxhash.xxh3_64_intdigest: the filte
 static PyObject *miss_tuple = NULL;       /* sstable.block.MISS: (False, None, 0) */
 static PyObject *crc_fn = NULL;           /* crc32c.crc32c: a data block's checksum */
 static PyObject *lz4_fn = NULL;           /* lz4.block.decompress: an lz4 block body */
+static PyTypeObject *posix_file_type = NULL; /* io.pread.PosixRandomAccessFile: read with pread(2) here */
+static PyObject *str_fd = NULL;
 static PyObject *str_path = NULL, *str_offset = NULL, *zero = NULL;
 
 /* The Block object's other __slots__ (see sstable/block.py), filled by build_block(), and the
@@ -184,10 +188,14 @@ static int block_constants(PyTypeObject *tp, long out[3]) {
 }
 
 static PyObject *native_bind(PyObject *self, PyObject *args) {
-    PyObject *btype, *cerr, *hfn, *miss, *crc = Py_None, *lz4 = Py_None;
-    if (!PyArg_ParseTuple(args, "O!OOO!|OO:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
-                          &crc, &lz4))
+    PyObject *btype, *cerr, *hfn, *miss, *crc = Py_None, *lz4 = Py_None, *ptype = Py_None;
+    if (!PyArg_ParseTuple(args, "O!OOO!|OOO:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
+                          &crc, &lz4, &ptype))
         return NULL;
+    if (ptype != Py_None && !PyType_Check(ptype)) {
+        PyErr_SetString(PyExc_TypeError, "posix_file_type must be a type or None");
+        return NULL;
+    }
     Py_ssize_t doff = member_offset((PyTypeObject *)btype, "data");
     if (doff < 0)
         return NULL;
@@ -211,6 +219,7 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
     block_stride = consts[0];
     block_overhead = consts[1];
     key_overhead = consts[2];
+    Py_XSETREF(posix_file_type, ptype == Py_None ? NULL : (PyTypeObject *)Py_NewRef(ptype));
     Py_XSETREF(crc_fn, crc == Py_None ? NULL : Py_NewRef(crc));
     Py_XSETREF(lz4_fn, lz4 == Py_None ? NULL : Py_NewRef(lz4));
     Py_XSETREF(block_type, (PyTypeObject *)Py_NewRef(btype));
@@ -598,7 +607,9 @@ typedef struct {
     unsigned shift;
     PyObject *mask_obj;            /* bytes: the 2^table_bits u64 masks, shared by tables */
     const uint8_t *masks;          /* its contents, or NULL: no filter */
-    uint64_t *prefixes;            /* per block: its last key's first 8 bytes, big-endian (PyMem) */
+    uint64_t *prefixes;            /* per block: 8 bytes of its last key after the common prefix,
+                                    * big-endian (PyMem) */
+    Py_ssize_t common;             /* bytes every key of the table starts with (smallest[:common]) */
     PyObject *slots;               /* list: block number -> Block | None (the reader's) */
     PyObject *loader;              /* callable(block_no) -> Block: a cache miss (without `read`) */
     /* The miss path in C (all NULL: every miss goes through `loader`): */
@@ -773,11 +784,21 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
         PyErr_NoMemory();
         return -1;
     }
+    /* Every key between the fences starts with their common prefix, so the 8 bytes after it
+     * are what tells keys apart (keys like "%016d" share their first 10 bytes: 8 bytes from
+     * the start would tie everywhere and send every step of the search to the key heap). */
+    Py_ssize_t sl = PyBytes_GET_SIZE(smallest), ll = PyBytes_GET_SIZE(largest), cp = 0;
+    const char *sp = PyBytes_AS_STRING(smallest), *lp = PyBytes_AS_STRING(largest);
+    while (cp < sl && cp < ll && sp[cp] == lp[cp])
+        cp++;
+    c->common = cp;
     for (uint64_t i = 0; i < n; i++) {
         const uint8_t *k;
         Py_ssize_t kn;
         index_key(c, (uint32_t)i, &k, &kn);
-        c->prefixes[i] = key_prefix(k, kn);
+        /* an index key outside the fences (a damaged table) may not share the prefix: then its
+         * entry is still a valid u64, only the search's answer is as wrong as the index */
+        c->prefixes[i] = kn >= cp ? key_prefix(k + cp, kn - cp) : 0;
     }
     c->words = words;
     c->nwords = nwords;
@@ -819,7 +840,15 @@ static inline int bloom_may_contain(const TableCore *c, uint64_t h) {
 /* The first block whose last key is >= key: a binary search over the compact prefix
  * array (a few cache lines), reading a key from the index payload only on a tie. */
 static uint32_t core_index_lower_bound(const TableCore *c, const uint8_t *key, Py_ssize_t klen) {
-    uint64_t kp = key_prefix(key, klen);
+    Py_ssize_t cp = c->common;
+    if (cp) {  /* a key outside the common prefix's range is before or after every block */
+        int d = memcmp(key, PyBytes_AS_STRING(c->smallest), (size_t)(klen < cp ? klen : cp));
+        if (d < 0 || (d == 0 && klen < cp))
+            return 0;
+        if (d > 0)
+            return c->nblocks;
+    }
+    uint64_t kp = key_prefix(key + cp, klen - cp);
     uint32_t lo = 0, hi = c->nblocks;
     while (lo < hi) {
         uint32_t mid = lo + ((hi - lo) >> 1);
@@ -1048,6 +1077,40 @@ static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fi
     return block;
 }
 
+/* `len` bytes at `off` of the table file (fewer only at its end).  A plain posix file is
+ * read here with pread(2), the GIL released -- as os.pread does, without the Python frame;
+ * any other file (O_DIRECT, the test envs' wrappers), and any error, go through the file's
+ * own read(), which retries EINTR and raises the store's IO errors. */
+static PyObject *file_read(TableCore *c, uint64_t off, uint64_t len) {
+    if (posix_file_type != NULL && c->file != NULL && Py_TYPE(c->file) == posix_file_type
+            && len <= (uint64_t)PY_SSIZE_T_MAX && off <= (uint64_t)INT64_MAX) {
+        PyObject *fdo = PyObject_GetAttr(c->file, str_fd);
+        long fd = fdo != NULL ? PyLong_AsLong(fdo) : -1;
+        Py_XDECREF(fdo);
+        if (fd == -1 && PyErr_Occurred())
+            return NULL;
+        if (fd >= 0 && fd <= INT32_MAX) {
+            PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+            if (out == NULL)
+                return NULL;
+            ssize_t got;
+            Py_BEGIN_ALLOW_THREADS
+            got = pread((int)fd, PyBytes_AS_STRING(out), (size_t)len, (off_t)off);
+            Py_END_ALLOW_THREADS
+            if (got >= 0) {
+                if ((uint64_t)got < len && _PyBytes_Resize(&out, got) < 0)
+                    return NULL;
+                return out;
+            }
+            Py_DECREF(out);  /* an error: the file's read() says which (or retries EINTR) */
+        }
+    }
+    PyObject *read = Py_NewRef(c->read);
+    PyObject *out = PyObject_CallFunction(read, "KK", (unsigned long long)off, (unsigned long long)len);
+    Py_DECREF(read);
+    return out;
+}
+
 /* Block `no` read from the file (a miss): a new reference, cached if `fill`. */
 static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
     if (c->read == NULL) {  /* the loader counts its misses */
@@ -1057,9 +1120,7 @@ static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
         return block;
     }
     uint64_t off = rd64(c->starts + 8 * (uint64_t)no), len = rd64(c->starts + 8 * (uint64_t)no + 8) - off;
-    PyObject *read = Py_NewRef(c->read);
-    PyObject *stored = PyObject_CallFunction(read, "KK", (unsigned long long)off, (unsigned long long)len);
-    Py_DECREF(read);
+    PyObject *stored = file_read(c, off, len);
     if (stored == NULL)
         return NULL;
     c->counters->misses++;
@@ -1707,9 +1768,7 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
     uint64_t origin = rd64(c->starts + 8 * (uint64_t)lo);
     if (c->read != NULL) {
         uint64_t len = rd64(c->starts + 8 * (uint64_t)hi + 8) - origin;
-        PyObject *read = Py_NewRef(c->read);
-        span = PyObject_CallFunction(read, "KK", (unsigned long long)origin, (unsigned long long)len);
-        Py_DECREF(read);
+        span = file_read(c, origin, len);
         if (span == NULL)
             goto fail;
         if (!PyBytes_CheckExact(span)) {
@@ -2467,8 +2526,9 @@ PyMODINIT_FUNC PyInit__native(void) {
         return NULL;
     str_path = PyUnicode_InternFromString("path");
     str_offset = PyUnicode_InternFromString("offset");
+    str_fd = PyUnicode_InternFromString("fd");
     zero = PyLong_FromLong(0);
-    if (str_path == NULL || str_offset == NULL || zero == NULL)
+    if (str_path == NULL || str_offset == NULL || str_fd == NULL || zero == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
