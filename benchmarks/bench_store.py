@@ -1,7 +1,7 @@
 """db_bench-style benchmark of the Store, optionally side by side with peers.
 
     python benchmarks/bench_store.py [--num 1000000 | --quick] [--repeat 3] [--writes-only]
-        [--io-mode sync] [--compression lz4] [--block-cache 64M] [--wal-sync interval]
+        [--io-mode sync] [--compression lz4] [--block-cache 64M] [--warm-cache] [--wal-sync interval]
         [--peers] [--json out.json] [--profile-dir /tmp/h_bench/prof --profile-phases readrandom]
 
 16-byte keys (``%016d``), 100-byte values that compress about 2:1 (like db_bench).
@@ -17,6 +17,9 @@ Each engine runs in its own subprocess (so its peak RSS is its own), in this ord
                   ``scan(start=k, limit=10)`` drained (seeks/s); ``multiget``: ``multi_get`` of 100
                   random keys at a time (keys/s);
 * ``compact()``   then the five read phases again (rows tagged ``+compact``);
+  with ``--warm-cache`` each set of read phases starts after an untimed full scan, so that
+  with ``--block-cache 1G`` every block is cached (the aim "readrandom and readmissing with
+  every block cached within 2x of lmdb" is measured so);
 * ``deleterandom`` N deletes of random keys in R;
 * ``ts-ingest``   an observability workload into a fresh store: N points of 10,000 series,
                   keys = 8-byte big-endian series id + 8-byte big-endian timestamp, values of
@@ -612,6 +615,9 @@ class Run:
     def reads(self, tag: str) -> None:
         a, eng, n, rng, keys = self.args, self.eng, self.n, self.rng, self.keys
         nreads = a.reads or n
+        if a.warm_cache:  # untimed: every block read once (cached if the cache is large enough)
+            for _ in eng.scan_all():
+                pass
         hits = [keys[rng.randrange(n)] for _ in range(nreads)]
         # absent keys inside the fences: "%015d." sorts right after "%015d0"... no key has a '.'
         misses = [b"%015d." % rng.randrange(n // 10 or 1) for _ in range(nreads)]
@@ -797,6 +803,9 @@ def main() -> None:
     ap.add_argument("--compression", default="lz4", choices=["none", "lz4", "zstd"])
     ap.add_argument("--block-cache", type=parse_size, default=64 << 20, help="bytes, e.g. 64M")
     ap.add_argument("--wal-sync", default="interval", choices=["always", "interval", "never"])
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="scan everything once, untimed, before each set of read phases: with a "
+                         "--block-cache larger than the store (e.g. 1G), reads run with every block cached")
     ap.add_argument("--memtable-size", type=parse_size, default=0, help="default: the store's")
     ap.add_argument("--no-bg-compaction", action="store_true",
                     help="open with compaction=False during the write phases too")

@@ -36,7 +36,7 @@ with atheris.instrument_imports():
     from banyanstore import accel
     from banyanstore.errors import CorruptionError
     from banyanstore.sstable import reader as reader_mod
-    from banyanstore.sstable.block import Block, encode_block
+    from banyanstore.sstable.block import Block, BlockFormatError, encode_block
     from banyanstore.sstable.meta import encode_index
 
 native = accel.load_native()
@@ -96,6 +96,10 @@ def one_input(buf: bytes) -> None:
         try:
             native.block_lookup_payload(data, key, version)
         except CorruptionError:
+            pass
+        try:  # the Block a cache miss builds in C (BlockFormatError: left to Block(), refused)
+            native.block_from_payload(data)
+        except BlockFormatError:
             pass
     slots = [raw_block(p) for p in payloads]
     try:

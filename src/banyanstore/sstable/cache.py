@@ -112,26 +112,35 @@ class BlockCache:
         Returns False (and caches nothing) when the block is larger than the whole
         capacity, which includes every block when the capacity is 0.
         """
-        if block.nbytes > self.capacity:
+        nbytes = block.nbytes
+        capacity = self.capacity
+        if nbytes > capacity:
             return False
         entries = self._entries
-        with self._lock:
+        with self._lock:  # (locals and the eviction inline: this runs once per cache miss)
             old = entries.pop(key, None)
-            if old is not None:
-                self.usage -= old[0].nbytes
+            usage = self.usage + nbytes - (old[0].nbytes if old is not None else 0)
             block.ref = False
             entries[key] = (block, slots, no)
             if slots is not None:
                 slots[no] = block
-            self.usage += block.nbytes
-            while self.usage > self.capacity:
-                k, entry = entries.popitem(last=False)
-                victim = entry[0]
-                if victim.ref:  # second chance
-                    victim.ref = False
-                    entries[k] = entry
-                    continue
-                self._drop(entry)
+            if usage > capacity:
+                popitem = entries.popitem
+                evicted = 0
+                while usage > capacity:
+                    k, entry = popitem(last=False)
+                    victim = entry[0]
+                    if victim.ref:  # second chance
+                        victim.ref = False
+                        entries[k] = entry
+                        continue
+                    usage -= victim.nbytes  # what _drop does
+                    evicted += 1
+                    owner = entry[1]
+                    if owner is not None and owner[entry[2]] is victim:
+                        owner[entry[2]] = None
+                self.evictions += evicted
+            self.usage = usage
         return True
 
     def _drop(self, entry: tuple[Block, Slots | None, int]) -> None:
