@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
@@ -148,8 +149,26 @@ def _pin_listed(env: Env, directory: str, names: list[tuple[int, str]],
     return None
 
 
-def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool, interval: int) -> None:
-    seg = out.segments[-1]
+#: A read-only open reads the last segment again this many times while it shows damage
+#: followed by intact records (see _scan_last).
+LIVE_RESCANS = 5
+
+
+@dataclass
+class _Scan:
+    """One pass over a segment's records: what parsed and what did not."""
+    damages: list[tuple[int, str]]
+    index: SparseIndex
+    last_seq: int
+    last_end: int
+    zeros_from: int
+
+    def middle(self) -> list[tuple[int, str]]:
+        """Damage with intact records after it (not a torn tail)."""
+        return [(off, why) for off, why in self.damages if off < self.last_end]
+
+
+def _scan_records(seg: Segment, interval: int) -> _Scan:
     damages: list[tuple[int, str]] = []
     index = SparseIndex()
     last_seq, last_end, next_index = seg.first_seq - 1, HEADER_SIZE, 0
@@ -160,6 +179,38 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
             index.add(seq, start)
             next_index = seq + interval
         last_seq, last_end = seq, end
+    return _Scan(damages, index, last_seq, last_end, zeros_from)
+
+
+def _scan_live(seg: Segment, interval: int) -> _Scan:
+    """Scan the last segment of a read-only log, which a live writer may be appending to.
+
+    A read copies the file a page at a time while the writer stores records into it, so
+    one copy can hold zeros where a record was not stored yet followed by records stored
+    after it -- damage with intact records after it, though nothing is damaged.  The
+    writer only ever fills zeros and never changes a stored byte, so a second read of
+    the same place finds the record whole.  Real damage reads the same every time: it
+    is reported once two scans in a row put their first damage at the same offset.
+    """
+    scan = _scan_records(seg, interval)
+    for attempt in range(LIVE_RESCANS):
+        middle = scan.middle()
+        if not middle:
+            break
+        time.sleep(0.001 * attempt)  # the writer finishes storing what it began
+        again = _scan_records(seg, interval)
+        lasting = (again.middle() or [(-1, "")])[0][0] == middle[0][0]
+        scan = again
+        if lasting:
+            break
+    return scan
+
+
+def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool, interval: int) -> None:
+    seg = out.segments[-1]
+    scan = _scan_live(seg, interval) if read_only else _scan_records(seg, interval)
+    damages, index, last_seq, last_end = scan.damages, scan.index, scan.last_seq, scan.last_end
+    zeros_from = scan.zeros_from
     if not read_only:  # read-only logs keep their segments' handles (Segment.open_pinned)
         seg.drop_handle()  # the tail may be cut below: reopen afterwards
     if zeros_from <= last_end:  # only reserved zeros follow the last record: the clean end
