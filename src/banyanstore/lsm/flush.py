@@ -39,7 +39,7 @@ from .manifest import TableInfo
 from .memtable import Memtable
 from .rangedel import RangeDel
 from .tree import Change, Tree, table_path
-from .view import View
+from .view import KeyspaceState, View
 from .workers import WorkerPools, build_table_in_worker, offload
 
 __all__ = ["Flusher", "PendingFlush", "table_path", "build_table"]
@@ -56,21 +56,21 @@ class PendingFlush:
     wal_seq: int
 
 
-def build_table(tree: Tree, workers: WorkerPools, ks_id: int, entries: FlushEntries,
+def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: FlushEntries,
                 range_dels: list[RangeDel] | None = None) -> tuple[TableReader, TableInfo] | None:
     """Write a memtable's entries (a flush buffer or the columns: lsm/flushbuf.py) and
-    range tombstones to a new table of keyspace ``ks_id`` -- in a worker process in
+    range tombstones to a new table of keyspace ``ks`` -- in a worker process in
     process mode, which then receives one bytes object rather than lists to pickle --
-    sync it and open it.  On failure the partial file is removed and the error raised."""
+    sync it and open it.  On failure the partial file is removed and the error raised.
+    ``ks`` may be dropped meanwhile: the table is built all the same, and Tree.apply
+    leaves it out."""
     range_dels = range_dels or []
     if flushbuf.is_empty(entries) and not range_dels:
         return None
     env, opts = tree.env, tree.options
     file_no = tree.allocate_file_no()
     path = table_path(tree.path, file_no)
-    ks = tree.keyspace_by_id(ks_id)
-    assert ks is not None
-    origin = TableOrigin(ks_id, ks.name)  # covering its own versions
+    origin = TableOrigin(ks.id, ks.name)  # covering its own versions
     if offload(opts, env) and isinstance(entries, flushbuf.Pieces):
         meta = workers.submit_streamed("flush", build_table_in_worker,
                                        (path, opts, None, origin, range_dels), 2, entries)
@@ -91,7 +91,7 @@ def build_table(tree: Tree, workers: WorkerPools, ks_id: int, entries: FlushEntr
     except BaseException:
         _remove_quietly(tree, path)
         raise
-    info = TableInfo(ks_id, file_no, meta.file_size, meta.smallest_key, meta.largest_key,
+    info = TableInfo(ks.id, file_no, meta.file_size, meta.smallest_key, meta.largest_key,
                      meta.min_version, meta.max_version, meta.entry_count, meta.tombstone_count)
     reader.file_no = file_no
     return reader, info
@@ -222,9 +222,10 @@ class Flusher(BackgroundThread):
         infos: list[TableInfo] = []
         try:
             for ks_id, mem in job.mems.items():
-                if tree.keyspace_by_id(ks_id) is None:
+                ks = tree.keyspace_by_id(ks_id)  # looked up once: a drop may come any time
+                if ks is None:
                     continue  # dropped (Store.drop_keyspace): its entries go with it
-                result = build_table(tree, self._workers, ks_id, mem.flush_entries(),
+                result = build_table(tree, self._workers, ks, mem.flush_entries(),
                                      mem.sorted_range_dels())
                 if result is not None:
                     built[ks_id], info = result
