@@ -141,6 +141,8 @@ class Banyan(Engine):
                                      "block_cache_size": args.block_cache, "wal_sync": args.wal_sync}
         if args.memtable_size:
             self.opts["memtable_size"] = args.memtable_size
+        if args.max_immutable_memtables:
+            self.opts["max_immutable_memtables"] = args.max_immutable_memtables
         self.bg_compaction = not args.no_bg_compaction
         self.store: Any = None
 
@@ -807,6 +809,7 @@ def main() -> None:
                     help="scan everything once, untimed, before each set of read phases: with a "
                          "--block-cache larger than the store (e.g. 1G), reads run with every block cached")
     ap.add_argument("--memtable-size", type=parse_size, default=0, help="default: the store's")
+    ap.add_argument("--max-immutable-memtables", type=int, default=0, help="default: the store's")
     ap.add_argument("--no-bg-compaction", action="store_true",
                     help="open with compaction=False during the write phases too")
     ap.add_argument("--peers", action="store_true", help="also run " + ", ".join(PEERS))

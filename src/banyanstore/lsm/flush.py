@@ -209,6 +209,7 @@ class Flusher(BackgroundThread):
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
+            del job  # the flushed memtables go now, not when the next flush begins
             with self._cv:
                 self._queue.popleft()
                 self.error = None
