@@ -48,6 +48,7 @@
 #include "logframe.h"
 #include "walrecord.h"
 #include "memtable.h"
+#include "blockcache.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
@@ -228,6 +229,7 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
     Py_XSETREF(miss_tuple, Py_NewRef(miss));
     block_data_off = doff;
     block_ref_off = roff;
+    bs_blockcache_bind(block_type, roff, offs[B_NBYTES]);
     Py_RETURN_NONE;
 }
 
@@ -618,6 +620,7 @@ typedef struct {
     PyObject *accept;              /* callable(block_no, stored, fill) -> Block: the reader's decoder,
                                     * for what the fast path does not take (errors, zstd) */
     PyObject *cache_put;           /* callable(cache_key, block, slots, block_no): BlockCache.put */
+    PyObject *cache;               /* the ClockCache cache_put belongs to, or NULL: called directly */
     uint64_t cache_base;           /* the cache key of block 0 */
     int verify;                    /* check data block checksums */
     PyObject *path;                /* str: for CorruptionError */
@@ -632,6 +635,7 @@ static int core_traverse(TableCore *c, visitproc visit, void *arg) {
     Py_VISIT(c->read);
     Py_VISIT(c->accept);
     Py_VISIT(c->cache_put);
+    Py_VISIT(c->cache);
     Py_VISIT(c->counters);
     return 0;
 }
@@ -643,6 +647,7 @@ static int core_clear(TableCore *c) {
     Py_CLEAR(c->read);
     Py_CLEAR(c->accept);
     Py_CLEAR(c->cache_put);
+    Py_CLEAR(c->cache);
     Py_CLEAR(c->counters);
     return 0;
 }
@@ -811,6 +816,9 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
         c->read = Py_NewRef(read);
         c->accept = Py_NewRef(accept);
         c->cache_put = Py_NewRef(cache_put);
+        PyObject *cache;
+        if (bs_blockcache_of_put(cache_put, &cache))
+            c->cache = Py_NewRef(cache);
     }
     c->path = Py_NewRef(path);
     c->counters = (Counters *)Py_NewRef(counters);
@@ -1062,7 +1070,12 @@ static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fi
         Py_DECREF(accept);
         return block;  /* cached by the reader if fill */
     }
-    if (fill) {
+    if (fill && c->cache != NULL) {  /* the C cache: no Python call */
+        if (bs_blockcache_put(c->cache, c->cache_base + no, block, c->slots, no) < 0) {
+            Py_DECREF(block);
+            return NULL;
+        }
+    } else if (fill) {
         PyObject *put = Py_NewRef(c->cache_put), *slots = Py_NewRef(c->slots);
         PyObject *r = PyObject_CallFunction(put, "KOOI", (unsigned long long)(c->cache_base + no), block,
                                             slots, no);
@@ -2537,7 +2550,8 @@ PyMODINIT_FUNC PyInit__native(void) {
             || PyModule_AddObjectRef(m, "TableCore", (PyObject *)&TableCoreType) < 0
             || PyModule_AddObjectRef(m, "MergeScan", (PyObject *)&MergeScanType) < 0
             || bs_logframe_init(m) < 0
-            || bs_memtable_init(m) < 0) {
+            || bs_memtable_init(m) < 0
+            || bs_blockcache_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,13 +1,40 @@
-"""BlockCache: byte accounting, LRU order, per-table eviction, capacity 0, threads."""
+"""BlockCache: byte accounting, LRU order, per-table eviction, capacity 0, threads -- for the
+pure-Python cache and the one with its bookkeeping in C (``native/blockcache.c``), which
+must give the same results operation for operation (a differential test below)."""
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from banyanstore.sstable.cache import BlockCache, cache_key
+from banyanstore import accel
+from banyanstore.sstable import reader as reader_mod
+from banyanstore.sstable.block import Block
+from banyanstore.sstable.cache import PyBlockCache, cache_key, native_cache_class
+
+_native = accel.load_native()
+if _native is not None:
+    reader_mod.bind_native(_native)  # the Block type's slots (a no-op if accel bound it)
+NATIVE_CACHE = native_cache_class(_native) if _native is not None else None
+needs_native = pytest.mark.skipif(_native is None, reason="the compiled core is not built")
+CACHES = [pytest.param(PyBlockCache, id="python"),
+          pytest.param(NATIVE_CACHE, marks=needs_native, id="native")]
+
+
+@pytest.fixture(params=CACHES)
+def BlockCache(request: pytest.FixtureRequest) -> Any:  # noqa: N802 (a class, as the tests use it)
+    return request.param
+
+
+def _usage_of(c: Any) -> int:
+    """The charge of the blocks ``c`` holds, summed from the blocks themselves."""
+    if isinstance(c, PyBlockCache):
+        return sum(e[0].nbytes for e in c._entries.values())
+    return c.usage  # the C cache keeps no Python-visible entries: checked by the differential test
 
 
 @dataclass
@@ -16,7 +43,7 @@ class Blk:
     ref: bool = False
 
 
-def test_accounting_and_lru_order() -> None:
+def test_accounting_and_lru_order(BlockCache: Any) -> None:
     c = BlockCache(100)
     for i in range(4):
         c.put(cache_key(1, i), Blk(25))
@@ -31,14 +58,14 @@ def test_accounting_and_lru_order() -> None:
     assert c.get(cache_key(1, 1)) is None and c.misses == 1
 
 
-def test_replacing_a_key_recharges() -> None:
+def test_replacing_a_key_recharges(BlockCache: Any) -> None:
     c = BlockCache(100)
     c.put(7, Blk(40))
     c.put(7, Blk(10))
     assert c.usage == 10 and len(c) == 1
 
 
-def test_oversized_block_and_zero_capacity_are_not_cached() -> None:
+def test_oversized_block_and_zero_capacity_are_not_cached(BlockCache: Any) -> None:
     c = BlockCache(100)
     c.put(1, Blk(50))
     c.put(2, Blk(101))
@@ -50,7 +77,7 @@ def test_oversized_block_and_zero_capacity_are_not_cached() -> None:
         BlockCache(-1)
 
 
-def test_evict_table_drops_only_that_table() -> None:
+def test_evict_table_drops_only_that_table(BlockCache: Any) -> None:
     c = BlockCache(10_000)
     for t in (1, 2, 3):
         for b in range(5):
@@ -63,7 +90,7 @@ def test_evict_table_drops_only_that_table() -> None:
     assert c.usage == 0 and len(c) == 0
 
 
-def test_concurrent_use_keeps_usage_exact() -> None:
+def test_concurrent_use_keeps_usage_exact(BlockCache: Any) -> None:
     c = BlockCache(5_000)
 
     def worker(seed: int) -> None:
@@ -79,11 +106,11 @@ def test_concurrent_use_keeps_usage_exact() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert c.usage == sum(e[0].nbytes for e in c._entries.values())
+    assert c.usage == _usage_of(c)
     assert c.usage <= c.capacity
 
 
-def test_clock_gives_referenced_blocks_a_second_chance_and_clears_slots() -> None:
+def test_clock_gives_referenced_blocks_a_second_chance_and_clears_slots(BlockCache: Any) -> None:
     c = BlockCache(100)
     slots: list = [None] * 5
     for i in range(4):
@@ -95,8 +122,121 @@ def test_clock_gives_referenced_blocks_a_second_chance_and_clears_slots() -> Non
     assert slots[0] is None and slots[2] is not None and slots[4] is not None
     c.put(cache_key(1, 0), Blk(50), slots, 0)  # type: ignore[arg-type]
     assert slots[1] is None and slots[3] is None and slots[2] is not None
-    assert c.usage == sum(e[0].nbytes for e in c._entries.values()) == 100
+    assert c.usage == _usage_of(c) == 100
     c.evict_table(1)
     assert slots == [None] * 5 and c.usage == 0
     assert not c.put(cache_key(1, 0), Blk(101), slots, 0)  # type: ignore[arg-type]
     assert slots[0] is None
+
+
+def _block_payload(n: int) -> bytes:
+    """A data block payload of ``n`` entries (fixed 8-byte keys and values)."""
+    from banyanstore.sstable.block import BlockBuilder
+    b = BlockBuilder()
+    for i in range(n):
+        b.add(b"k%07d" % i, i + 1, b"v%07d" % i)
+    return b.finish()
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["objects", "blocks"])
+@pytest.mark.parametrize("seed", range(6))
+def test_native_cache_matches_python_operation_for_operation(kind: str, seed: int) -> None:
+    """Random puts (new keys, replaced keys, oversized blocks, with and without slots), hits
+    marking blocks referenced, gets, peeks, table evictions and clears, on both caches:
+    every return value, counter, slot and cached key agrees after every operation.  With
+    ``kind="blocks"`` the blocks are real Blocks (the C cache reads their slots directly)."""
+    rng = random.Random(seed)
+    capacity = rng.choice([0, 60, 200, 1000, 5000]) * (10 if kind == "blocks" else 1)  # Blocks: ~300-700 B
+    caches = [PyBlockCache(capacity), NATIVE_CACHE(capacity)]  # type: ignore[misc]
+    payloads = [_block_payload(n) for n in (1, 3, 8, 20)]
+    tables = {t: [[None] * 16 for _ in caches] for t in (1, 2, 3)}
+    keys = [cache_key(t, no) for t in tables for no in range(16)]
+
+    def make(tag: int) -> list[Any]:
+        if kind == "blocks":
+            payload = payloads[tag % len(payloads)]
+            return [Block(payload) for _ in caches]
+        size = rng.choice([1, 5, 17, 40, 70, 250, 1200])
+        return [Blk(size) for _ in caches]
+
+    def state(i: int) -> tuple[Any, ...]:
+        c = caches[i]
+        slots = tuple(tuple(s is not None and s.nbytes for s in tables[t][i]) for t in tables)
+        present = tuple(k for k in keys if c.peek(k) is not None)
+        return (c.usage, len(c), c.evictions, c.hits, c.misses, slots, present,
+                tuple(c.peek(k).nbytes for k in present))
+
+    for step in range(400):
+        op = rng.random()
+        if op < 0.55:
+            t, no = rng.choice(list(tables)), rng.randrange(16)
+            blocks = make(step)
+            with_slots = rng.random() < 0.8
+            got = [c.put(cache_key(t, no), b, tables[t][i] if with_slots else None, no)
+                   for i, (c, b) in enumerate(zip(caches, blocks, strict=True))]
+        elif op < 0.75:  # a reader's hit: the slot's block marked referenced
+            t, no = rng.choice(list(tables)), rng.randrange(16)
+            for i in range(len(caches)):
+                b = tables[t][i][no]
+                if b is not None:
+                    b.ref = True
+            got = []
+        elif op < 0.85:
+            k = rng.choice(keys)
+            got = [c.get(k) is not None for c in caches]
+        elif op < 0.97:
+            t = rng.choice(list(tables))
+            got = [c.evict_table(t) for c in caches]
+        else:
+            got = [c.clear() for c in caches]
+        assert all(g == got[0] for g in got), (step, got)
+        assert state(0) == state(1), step
+        assert caches[1].usage <= max(capacity, 0)
+    assert caches[0].stats() == caches[1].stats()
+
+
+@needs_native
+def test_native_cache_rejects_bad_arguments() -> None:
+    c = NATIVE_CACHE(100)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="capacity_bytes"):
+        NATIVE_CACHE(-1)  # type: ignore[misc]
+    with pytest.raises(IndexError):
+        c.put(1, Blk(10), [None], 5)
+    with pytest.raises(TypeError):
+        c.put(1, Blk(10), (None,), 0)
+    with pytest.raises(AttributeError):
+        c.put(1, object())
+    assert len(c) == 0 and c.usage == 0
+
+
+@needs_native
+def test_native_cache_frees_what_it_drops() -> None:
+    """Evicted, replaced and cleared blocks are released (no reference kept), and the cache
+    itself is collected with the blocks and slot lists it holds."""
+    import gc
+    import weakref
+
+    class Ref(Blk):
+        pass
+
+    c = NATIVE_CACHE(50)  # type: ignore[misc]
+    slots: list[Any] = [None] * 4
+    first = Ref(30)
+    w = weakref.ref(first)
+    c.put(1, first, slots, 0)
+    del first
+    assert w() is not None
+    c.put(2, Ref(30), slots, 1)  # evicts block 1 and resets its slot
+    assert slots[0] is None and w() is None
+    held = Ref(10)
+    wh = weakref.ref(held)
+    c.put(3, held, slots, 2)
+    slots[2] = None
+    del held
+    c.put(3, Ref(10), slots, 2)  # a replaced key drops the old block
+    assert wh() is None
+    ws = weakref.ref(c)
+    del c
+    gc.collect()
+    assert ws() is None

@@ -21,6 +21,11 @@ updates hold the lock; hits take no lock (a slot read and an attribute store
 are each atomic under the GIL; a block evicted concurrently stays valid for
 whoever holds it).  The hit counter is statistics and may under-count under
 contention.
+
+With the compiled core (see accel.py) ``BlockCache`` is :class:`NativeBlockCache`, the
+same cache with its bookkeeping in C (``native/blockcache.c``): a cache miss read by the
+core inserts its block without a Python call.  :class:`PyBlockCache` is the pure-Python
+one; both give the same results operation for operation (tests/sstable/test_cache.py).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from .. import accel
 if TYPE_CHECKING:
     from .block import Block
 
-__all__ = ["BlockCache", "cache_key", "new_table_id", "TABLE_ID_SHIFT", "Slots"]
+__all__ = ["BlockCache", "PyBlockCache", "NativeBlockCache", "cache_key", "new_table_id",
+           "TABLE_ID_SHIFT", "Slots"]
 
 TABLE_ID_SHIFT = 32
 """Block numbers are below 2**32 (a table has far fewer blocks than that)."""
@@ -53,7 +59,28 @@ def cache_key(table_id: int, block_no: int) -> int:
     return (table_id << TABLE_ID_SHIFT) | block_no
 
 
-class BlockCache:
+class _Totals:
+    """What both caches add to their counters: the compiled core's hits and misses."""
+
+    native_counters: Any
+    hits: int
+    misses: int
+
+    @property
+    def total_hits(self) -> int:
+        """Every cache hit: ``hits`` (counted by Python code) plus the compiled core's."""
+        nc = self.native_counters
+        return self.hits + (nc.hits if nc is not None else 0)
+
+    @property
+    def total_misses(self) -> int:
+        """Every block read because it was not cached: ``misses`` (counted by Python code)
+        plus the compiled core's."""
+        nc = self.native_counters
+        return self.misses + (nc.misses if nc is not None else 0)
+
+
+class PyBlockCache(_Totals):
     """Decoded blocks bounded by ``capacity_bytes`` of estimated memory (CLOCK)."""
 
     def __init__(self, capacity_bytes: int) -> None:
@@ -72,19 +99,6 @@ class BlockCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def total_hits(self) -> int:
-        """Every cache hit: ``hits`` (counted by Python code) plus the compiled core's."""
-        nc = self.native_counters
-        return self.hits + (nc.hits if nc is not None else 0)
-
-    @property
-    def total_misses(self) -> int:
-        """Every block read because it was not cached: ``misses`` (counted by Python code)
-        plus the compiled core's."""
-        nc = self.native_counters
-        return self.misses + (nc.misses if nc is not None else 0)
 
     def get(self, key: int) -> Block | None:
         """The cached block for ``key`` (marking it referenced), or None.
@@ -171,3 +185,35 @@ class BlockCache:
     def stats(self) -> dict[str, int]:
         return {"capacity": self.capacity, "usage": self.usage, "blocks": len(self._entries),
                 "hits": self.total_hits, "misses": self.total_misses, "evictions": self.evictions}
+
+
+
+def native_cache_class(module: Any) -> type[Any]:
+    """The block cache with its bookkeeping in ``module`` (the compiled core): its
+    ``ClockCache`` with the counters and ``stats()`` of :class:`PyBlockCache`.  (A function
+    so that tests compare both caches whatever ``accel.native`` is.)"""
+
+    class NativeBlockCache(module.ClockCache, _Totals):
+        """:class:`PyBlockCache` with its bookkeeping in C: ``put``, ``get``, ``peek``,
+        ``evict_table``, ``clear``, ``len()``, ``capacity``, ``usage``, ``hits``, ``misses``
+        and ``evictions`` are the C object's (``native/blockcache.c``)."""
+
+        def __init__(self, capacity_bytes: int) -> None:
+            super().__init__(capacity_bytes)
+            self.native_counters = module.Counters()
+
+        def stats(self) -> dict[str, int]:
+            return {"capacity": self.capacity, "usage": self.usage, "blocks": len(self),
+                    "hits": self.total_hits, "misses": self.total_misses,
+                    "evictions": self.evictions}
+
+    return NativeBlockCache
+
+
+NativeBlockCache: type[Any] | None = native_cache_class(accel.native) if accel.native is not None else None
+"""The C-backed cache class when the compiled core is in use, else None."""
+
+if TYPE_CHECKING:
+    BlockCache = PyBlockCache
+else:
+    BlockCache = NativeBlockCache if NativeBlockCache is not None else PyBlockCache
