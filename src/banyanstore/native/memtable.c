@@ -166,9 +166,56 @@ static void *arena_alloc(MemtableObject *m, size_t n) {
     return fresh + 1;
 }
 
+/* The index arrays (hash slots, arrival order, sorted keys) are mapped from the kernel
+ * too once they reach INDEX_MAPPED bytes, for the arena's reason and one more: glibc
+ * raises its mmap threshold to the size of each mapped block freed (up to 32 MiB), so
+ * after the first dropped memtable the next ones' arrays would come from the heap and
+ * keep it resident after they are gone (measured at 1M puts: a heap of 62 MB at the
+ * peak of fillrandom, 5 MB with the arrays mapped).  Smaller arrays use malloc, so a
+ * small memtable does not cost a page per array. */
+#define INDEX_MAPPED (64 * 1024)
+
+static void *index_alloc(size_t n, int zeroed) {
+    if (n < INDEX_MAPPED)
+        return zeroed ? PyMem_RawCalloc(1, n) : PyMem_RawMalloc(n);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;  /* fresh mappings are zero-filled */
+}
+
+static void index_free(void *p, size_t n) {
+    if (p == NULL)
+        return;
+    if (n < INDEX_MAPPED)
+        PyMem_RawFree(p);
+    else
+        munmap(p, n);
+}
+
+/* ``p`` (``old`` bytes, or NULL) grown to ``n`` bytes; NULL (``p`` untouched) on failure. */
+static void *index_realloc(void *p, size_t old, size_t n) {
+    if (p == NULL)
+        return index_alloc(n, 0);
+    if (old < INDEX_MAPPED && n < INDEX_MAPPED)
+        return PyMem_RawRealloc(p, n);
+    if (old >= INDEX_MAPPED && n >= INDEX_MAPPED) {
+        void *q = mremap(p, old, n, MREMAP_MAYMOVE);
+        return q == MAP_FAILED ? NULL : q;
+    }
+    void *q = index_alloc(n, 0);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, old < n ? old : n);
+    index_free(p, old);
+    return q;
+}
+
+static size_t node_array_bytes(Py_ssize_t n) {
+    return sizeof(NodeArray) + (size_t)n * sizeof(KeyNode *);
+}
+
 static void array_release(NodeArray *a) {
     if (a != NULL && --a->refs == 0)
-        PyMem_RawFree(a);
+        index_free(a, node_array_bytes(a->n));
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -217,19 +264,20 @@ static KeyNode *lookup(MemtableObject *m, PyObject *key) {
 
 static int grow_slots(MemtableObject *m) {
     size_t cap = m->slots == NULL ? 16 : (m->mask + 1) * 2;
-    KeyNode **slots = PyMem_RawCalloc(cap, sizeof(KeyNode *));
+    KeyNode **slots = index_alloc(cap * sizeof(KeyNode *), 1);
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     KeyNode **old = m->slots;
+    size_t old_bytes = old == NULL ? 0 : (m->mask + 1) * sizeof(KeyNode *);
     m->slots = slots;
     m->mask = cap - 1;
     for (Py_ssize_t i = 0; i < m->n_keys; i++) {
         KeyNode *k = m->order[i];
         *find_slot(m, NODE_KEY(k), (Py_ssize_t)k->klen, k->hash) = k;
     }
-    PyMem_RawFree(old);
+    index_free(old, old_bytes);
     return 0;
 }
 
@@ -256,8 +304,9 @@ static void Memtable_dealloc(MemtableObject *m) {
         munmap(c, c->mapped);
         c = prev;
     }
-    PyMem_RawFree(m->slots);
-    PyMem_RawFree(m->order);
+    if (m->slots != NULL)
+        index_free(m->slots, (m->mask + 1) * sizeof(KeyNode *));
+    index_free(m->order, (size_t)m->order_cap * sizeof(KeyNode *));
     array_release(m->sorted);
     if (m->sort_lock != NULL)
         PyThread_free_lock(m->sort_lock);
@@ -306,7 +355,8 @@ static PyObject *Memtable_add(MemtableObject *m, PyObject *const *args, Py_ssize
     if (node == NULL) {
         if (m->n_keys == m->order_cap) {
             Py_ssize_t cap = m->order_cap ? m->order_cap * 2 : 16;
-            KeyNode **order = PyMem_RawRealloc(m->order, (size_t)cap * sizeof(KeyNode *));
+            KeyNode **order = index_realloc(m->order, (size_t)m->order_cap * sizeof(KeyNode *),
+                                            (size_t)cap * sizeof(KeyNode *));
             if (order == NULL)
                 return PyErr_NoMemory();
             m->order = order;
@@ -476,11 +526,12 @@ static int ensure_sorted(MemtableObject *m) {
         PyThread_release_lock(m->sort_lock);
         return 0;
     }
-    KeyNode **add = PyMem_RawMalloc((size_t)(fresh ? fresh : 1) * sizeof(KeyNode *));
-    NodeArray *out = PyMem_RawMalloc(sizeof(NodeArray) + (size_t)(done + fresh) * sizeof(KeyNode *));
+    size_t add_bytes = (size_t)(fresh ? fresh : 1) * sizeof(KeyNode *);
+    KeyNode **add = index_alloc(add_bytes, 0);
+    NodeArray *out = index_alloc(node_array_bytes(done + fresh), 0);
     if (add == NULL || out == NULL) {
-        PyMem_RawFree(add);
-        PyMem_RawFree(out);
+        index_free(add, add_bytes);
+        index_free(out, node_array_bytes(done + fresh));
         PyThread_release_lock(m->sort_lock);
         PyErr_NoMemory();
         return -1;
@@ -505,7 +556,7 @@ static int ensure_sorted(MemtableObject *m) {
         out->nodes[o++] = old->nodes[i++];
     while (j < fresh)
         out->nodes[o++] = add[j++];
-    PyMem_RawFree(add);
+    index_free(add, add_bytes);
     if (release)
         PyEval_RestoreThread(ts);
     if (old != NULL)
