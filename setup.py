@@ -12,9 +12,11 @@ setup(
         Extension(
             "banyanstore._native",
             sources=["src/banyanstore/_native.c", "src/banyanstore/native/logframe.c",
-                     "src/banyanstore/native/memtable.c", "src/banyanstore/native/blockcache.c"],
+                     "src/banyanstore/native/memtable.c", "src/banyanstore/native/blockcache.c",
+                     "src/banyanstore/native/lz4block.c"],
             depends=["src/banyanstore/native/logframe.h", "src/banyanstore/native/walrecord.h",
-                     "src/banyanstore/native/memtable.h", "src/banyanstore/native/blockcache.h"],
+                     "src/banyanstore/native/memtable.h", "src/banyanstore/native/blockcache.h",
+                     "src/banyanstore/native/lz4block.h"],
             include_dirs=["src/banyanstore/native"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",

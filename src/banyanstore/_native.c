@@ -49,6 +49,7 @@
 #include "walrecord.h"
 #include "memtable.h"
 #include "blockcache.h"
+#include "lz4block.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
@@ -102,20 +103,13 @@ static Py_ssize_t block_ref_off = -1;
 static PyObject *corruption_error = NULL; /* banyanstore.errors.CorruptionError */
 static PyObject *hash_fn = NULL;          /* xxhash.xxh3_64_intdigest: the filter hash */
 static PyObject *miss_tuple = NULL;       /* sstable.block.MISS: (False, None, 0) */
-static PyObject *crc_fn = NULL;           /* crc32c.crc32c: a data block's checksum */
-static PyObject *lz4_fn = NULL;           /* lz4.block.decompress: an lz4 block body */
 static PyTypeObject *posix_file_type = NULL; /* io.pread.PosixRandomAccessFile: read with pread(2) here */
 static PyObject *str_fd = NULL;
 static PyObject *str_path = NULL, *str_offset = NULL, *zero = NULL;
 
-/* The Block object's other __slots__ (see sstable/block.py), filled by build_block(), and the
- * block module's constants it uses; found by bind(). */
-enum { B_COUNT, B_KW, B_VW, B_FLAGS, B_KEYS_AT, B_KHEAP_AT, B_VALUES_AT, B_VHEAP_AT, B_KINDS_AT,
-       B_KEYS_END, B_SPAN, B_NBYTES, B_SAMPLE, B_SAMPLE_STRIDE, B_NSLOTS };
-static const char *const block_slot_names[B_NSLOTS] = {
-    "count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at", "vheap_at", "kinds_at",
-    "keys_end", "span", "nbytes", "sample", "sample_stride"};
-static Py_ssize_t block_slot_off[B_NSLOTS];
+/* The offset of the Block object's ``nbytes`` slot (see sstable/block.py) and the block
+ * module's constants build_block() charges with; found by bind(). */
+static Py_ssize_t block_nbytes_off = -1;
 static long block_stride = 0, block_overhead = 0, key_overhead = 0;  /* 0: build_block unavailable */
 
 /* CorruptionError(message, path=path, offset=offset); returns NULL */
@@ -189,9 +183,9 @@ static int block_constants(PyTypeObject *tp, long out[3]) {
 }
 
 static PyObject *native_bind(PyObject *self, PyObject *args) {
-    PyObject *btype, *cerr, *hfn, *miss, *crc = Py_None, *lz4 = Py_None, *ptype = Py_None;
-    if (!PyArg_ParseTuple(args, "O!OOO!|OOO:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
-                          &crc, &lz4, &ptype))
+    PyObject *btype, *cerr, *hfn, *miss, *ptype = Py_None;
+    if (!PyArg_ParseTuple(args, "O!OOO!|O:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
+                          &ptype))
         return NULL;
     if (ptype != Py_None && !PyType_Check(ptype)) {
         PyErr_SetString(PyExc_TypeError, "posix_file_type must be a type or None");
@@ -203,33 +197,28 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
     Py_ssize_t roff = member_offset((PyTypeObject *)btype, "ref");
     if (roff < 0)
         return NULL;
-    if (!PyCallable_Check(hfn) || !PyExceptionClass_Check(cerr)
-            || (crc != Py_None && !PyCallable_Check(crc)) || (lz4 != Py_None && !PyCallable_Check(lz4))) {
-        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS, crc32c=None, "
-                                         "lz4_decompress=None)");
+    if (!PyCallable_Check(hfn) || !PyExceptionClass_Check(cerr)) {
+        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS, posix_file_type=None)");
         return NULL;
     }
-    Py_ssize_t offs[B_NSLOTS];
-    for (int i = 0; i < B_NSLOTS; i++)
-        if ((offs[i] = member_offset((PyTypeObject *)btype, block_slot_names[i])) < 0)
-            return NULL;
+    Py_ssize_t noff = member_offset((PyTypeObject *)btype, "nbytes");
+    if (noff < 0)
+        return NULL;
     long consts[3];
     if (block_constants((PyTypeObject *)btype, consts) < 0)
         return NULL;
-    memcpy(block_slot_off, offs, sizeof offs);
+    block_nbytes_off = noff;
     block_stride = consts[0];
     block_overhead = consts[1];
     key_overhead = consts[2];
     Py_XSETREF(posix_file_type, ptype == Py_None ? NULL : (PyTypeObject *)Py_NewRef(ptype));
-    Py_XSETREF(crc_fn, crc == Py_None ? NULL : Py_NewRef(crc));
-    Py_XSETREF(lz4_fn, lz4 == Py_None ? NULL : Py_NewRef(lz4));
     Py_XSETREF(block_type, (PyTypeObject *)Py_NewRef(btype));
     Py_XSETREF(corruption_error, Py_NewRef(cerr));
     Py_XSETREF(hash_fn, Py_NewRef(hfn));
     Py_XSETREF(miss_tuple, Py_NewRef(miss));
     block_data_off = doff;
     block_ref_off = roff;
-    bs_blockcache_bind(block_type, roff, offs[B_NBYTES]);
+    bs_blockcache_bind(block_type, roff, noff);
     Py_RETURN_NONE;
 }
 
@@ -910,116 +899,98 @@ static int64_t core_index_search(const TableCore *c, const uint8_t *key, Py_ssiz
 
 enum { TRAILER_SIZE = 5, COMPRESSION_NONE = 0, COMPRESSION_LZ4 = 1 };
 
-/* crc32c(p[0:n]) through crc_fn; 0 and *ok = 0 on an error (left set) */
-static uint32_t call_crc(const uint8_t *p, Py_ssize_t n, int *ok) {
-    PyObject *mv = PyMemoryView_FromMemory((char *)p, n, PyBUF_READ);
-    *ok = 0;
-    if (mv == NULL)
-        return 0;
-    PyObject *r = PyObject_CallOneArg(crc_fn, mv);
-    Py_DECREF(mv);
-    if (r == NULL)
-        return 0;
-    unsigned long v = PyLong_AsUnsignedLong(r);
-    Py_DECREF(r);
-    if (v == (unsigned long)-1 && PyErr_Occurred())
-        return 0;
-    *ok = 1;
-    return (uint32_t)v;
+/* Blocks at least this large are decompressed with the GIL released (readers and
+ * background work overlap); below it the release costs more than it frees. */
+enum { LZ4_NOGIL_BYTES = 16384 };
+
+/* The payload of an lz4 body (u32le uncompressed size, then the LZ4 block), decoded
+ * straight into the bytes object returned; NULL with no exception when it does not
+ * decode (the reader's lz4 call then says how), NULL with one on a memory error. */
+static PyObject *lz4_payload(const uint8_t *body, Py_ssize_t n) {
+    if (n < 4)
+        return NULL;
+    uint32_t size = rd32(body);
+    /* an LZ4 block expands at most ~255 times; a larger claim is damage */
+    if (size == 0 || size > INT32_MAX || (uint64_t)size > 255 * (uint64_t)(n - 4) + 16)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (out == NULL)
+        return NULL;
+    int r;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+    if (size >= LZ4_NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        r = bs_lz4_block_decode(body + 4, (size_t)(n - 4), dst, size);
+        Py_END_ALLOW_THREADS
+    } else {
+        r = bs_lz4_block_decode(body + 4, (size_t)(n - 4), dst, size);
+    }
+    if (r < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+/* lz4_decompress(body) -> bytes | None: lz4.block.decompress(body) as a table read decodes
+ * it, None where it does not decode here (tests and the fuzzer compare the two) */
+static PyObject *native_lz4_decompress(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = lz4_payload((const uint8_t *)view.buf, view.len);
+    PyBuffer_Release(&view);
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
 }
 
 /* The payload of a stored block, or NULL with no exception set when the fast path does not
- * take it (NULL with an exception: an error that is not about the block, e.g. memory). */
+ * take it (NULL with an exception: an error that is not about the block, e.g. memory).
+ * The checksum and the lz4 decode are the module's own (logframe.c, lz4block.c); they
+ * give the crc32c and lz4 packages' results, which the reader's decoder uses for anything
+ * this path leaves to it. */
 static PyObject *fast_payload(TableCore *c, PyObject *stored, uint64_t want) {
     Py_ssize_t n = PyBytes_GET_SIZE(stored);
-    if ((uint64_t)n != want || n < TRAILER_SIZE || crc_fn == NULL || lz4_fn == NULL)
+    if ((uint64_t)n != want || n < TRAILER_SIZE)
         return NULL;
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(stored);
     uint8_t ctype = p[n - TRAILER_SIZE];
     if (ctype != COMPRESSION_NONE && ctype != COMPRESSION_LZ4)
         return NULL;
-    if (c->verify) {
-        int ok;
-        uint32_t crc = call_crc(p, n - 4, &ok);
-        if (!ok)
-            return NULL;
-        if (crc != rd32(p + n - 4))
-            return NULL;
-    }
+    if (c->verify && bs_crc32c(0, p, (size_t)(n - 4)) != rd32(p + n - 4))
+        return NULL;
     Py_ssize_t body = n - TRAILER_SIZE;
     if (ctype == COMPRESSION_NONE)
         return PyBytes_FromStringAndSize((const char *)p, body);
-    PyObject *mv = PyMemoryView_FromMemory((char *)p, body, PyBUF_READ);
-    if (mv == NULL)
-        return NULL;
-    PyObject *payload = PyObject_CallOneArg(lz4_fn, mv);
-    Py_DECREF(mv);
-    if (payload != NULL && !PyBytes_CheckExact(payload))
-        Py_CLEAR(payload);
-    if (payload == NULL && PyErr_ExceptionMatches(PyExc_Exception))
-        PyErr_Clear();  /* a body that does not decompress: the reader's decoder says how */
-    return payload;
+    return lz4_payload(p, body);
 }
 
-/* Set slot `i` of a Block being built to `v` (stolen); -1 if `v` is NULL. */
-static inline int set_slot(PyObject *block, int i, PyObject *v) {
-    if (v == NULL)
-        return -1;
-    *(PyObject **)((char *)block + block_slot_off[i]) = v;
-    return 0;
-}
-
-/* The Block of a payload with fixed-width keys that block_parse accepted, its slots set as
- * Block.__init__ sets them (sstable/block.py: the same checks passed, the same sample of
- * every STRIDE-th key, the same cache charge) without running Python code: the
- * constructor's ~1 us is most of a decode.  NULL with no exception set: not built here
+/* The Block of a payload with fixed-width keys that block_parse accepted, with the slots a
+ * cache needs -- ``data``, ``ref`` (clear) and ``nbytes``, the charge Block.__init__ computes
+ * (the same sample of every STRIDE-th key counted) -- and nothing else: Block fills its
+ * other fields from ``data`` on their first use by Python code (Block.__getattr__), which
+ * the compiled core's reads never need.  So a cache miss builds one object instead of
+ * sixteen, and an eviction frees one.  NULL with no exception set: not built here
  * (variable-width keys, or bind() did not find the constants); the caller uses Block(). */
 static PyObject *build_block(PyObject *payload, const BlockView *b) {
-    if (!(b->flags & FIXED_KEYS) || block_stride == 0 || block_data_off < 0)
-        return NULL;
-    PyTypeObject *tp = block_type;
-    PyObject *block = tp->tp_alloc(tp, 0);
-    if (block == NULL)
+    if (!(b->flags & FIXED_KEYS) || block_stride == 0 || block_data_off < 0 || block_nbytes_off < 0)
         return NULL;
     uint64_t n = b->count, kw = b->kw, stride = (uint64_t)block_stride;
     uint64_t samples = (n + stride - 1) / stride;
-    PyObject *sample = PyList_New((Py_ssize_t)samples);
-    if (sample == NULL)
-        goto fail;
-    for (uint64_t i = 0; i < samples; i++) {
-        /* i * stride < n, so the key lies inside the key section block_parse checked */
-        PyObject *k = PyBytes_FromStringAndSize((const char *)b->p + b->kheap_at + i * stride * kw, (Py_ssize_t)kw);
-        if (k == NULL) {
-            Py_DECREF(sample);
-            goto fail;
-        }
-        PyList_SET_ITEM(sample, (Py_ssize_t)i, k);
-    }
-    long long vw = (b->flags & FIXED_VALUES) ? (long long)b->vw : -1;
-    long long vheap_at = (b->flags & FIXED_VALUES) ? (long long)b->values_at : (long long)b->vheap_at;
     long long nbytes = block_overhead + (long long)b->size + key_overhead * (long long)samples
                        + (long long)(samples * kw);
+    PyObject *charge = PyLong_FromLongLong(nbytes);
+    if (charge == NULL)
+        return NULL;
+    PyTypeObject *tp = block_type;
+    PyObject *block = tp->tp_alloc(tp, 0);
+    if (block == NULL) {
+        Py_DECREF(charge);
+        return NULL;
+    }
     *(PyObject **)((char *)block + block_data_off) = Py_NewRef(payload);
     *(PyObject **)((char *)block + block_ref_off) = Py_NewRef(Py_False);
-    if (set_slot(block, B_SAMPLE, sample) < 0
-            || set_slot(block, B_COUNT, PyLong_FromUnsignedLongLong(n)) < 0
-            || set_slot(block, B_KW, PyLong_FromUnsignedLongLong(kw)) < 0
-            || set_slot(block, B_VW, PyLong_FromLongLong(vw)) < 0
-            || set_slot(block, B_FLAGS, PyLong_FromUnsignedLong(b->flags)) < 0
-            || set_slot(block, B_KEYS_AT, PyLong_FromUnsignedLongLong(b->keys_at)) < 0
-            || set_slot(block, B_KHEAP_AT, PyLong_FromUnsignedLongLong(b->kheap_at)) < 0
-            || set_slot(block, B_VALUES_AT, PyLong_FromUnsignedLongLong(b->values_at)) < 0
-            || set_slot(block, B_VHEAP_AT, PyLong_FromLongLong(vheap_at)) < 0
-            || set_slot(block, B_KINDS_AT, PyLong_FromUnsignedLongLong(b->kinds_at)) < 0
-            || set_slot(block, B_KEYS_END, PyLong_FromUnsignedLongLong(b->keys_at + n * kw)) < 0
-            || set_slot(block, B_SPAN, PyLong_FromUnsignedLongLong(stride * kw)) < 0
-            || set_slot(block, B_NBYTES, PyLong_FromLongLong(nbytes)) < 0
-            || set_slot(block, B_SAMPLE_STRIDE, PyLong_FromUnsignedLongLong(stride)) < 0)
-        goto fail;
+    *(PyObject **)((char *)block + block_nbytes_off) = charge;
     return block;
-fail:
-    Py_DECREF(block);  /* the slots set so far go with it */
-    return NULL;
 }
 
 /* block_from_payload(data) -> Block: what a cache miss builds from a payload (tests) */
@@ -2506,6 +2477,9 @@ static PyMethodDef native_methods[] = {
      "bind(Block, CorruptionError, hash_fn, MISS): hand over the Python objects the core uses"},
     {"block_lookup", (PyCFunction)(void (*)(void))native_block_lookup, METH_FASTCALL,
      "block_lookup(block, key, version) -> (found, value, version) | MISS: Block.lookup"},
+    {"lz4_decompress", native_lz4_decompress, METH_O,
+     "lz4_decompress(body) -> bytes | None: an lz4 block body (u32le size + block) as a table read "
+     "decodes it; None where it leaves the body to the lz4 package (damage)"},
     {"block_from_payload", native_block_from_payload, METH_O,
      "block_from_payload(data) -> Block: the cached form a cache miss builds (tests)"},
     {"block_lookup_payload", (PyCFunction)(void (*)(void))native_block_lookup_payload, METH_FASTCALL,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import sys
 
 import atheris
+import lz4.block
 
 with atheris.instrument_imports():
     from banyanstore import accel
@@ -92,6 +93,12 @@ def one_input(buf: bytes) -> None:
         index = encode_index(list(range(0, 10 * nblocks + 1, 10)), last_versions, last_keys)
     filt = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) if fdp.ConsumeBool() else None
     rest = fdp.ConsumeBytes(64)
+    # the lz4 decoder: arbitrary bodies, and a real one with a byte changed; whatever it
+    # decodes must be what the lz4 package decodes
+    for body in (rest, _lz4_damaged(payloads[0], rest)):
+        got = native.lz4_decompress(body)
+        if got is not None:
+            assert got == lz4.block.decompress(body)
     for data in payloads:
         try:
             native.block_lookup_payload(data, key, version)
@@ -116,6 +123,13 @@ def one_input(buf: bytes) -> None:
         except (CorruptionError, IndexError):
             # IndexError: an arbitrary index naming more blocks than there are slots
             pass
+
+
+def _lz4_damaged(data: bytes, noise: bytes) -> bytes:
+    body = bytearray(lz4.block.compress(data))
+    if noise:
+        body[noise[0] % len(body)] ^= noise[-1] | 1
+    return bytes(body)
 
 
 def main() -> None:

@@ -154,7 +154,11 @@ def test_block_built_in_c_equals_python_block(entries, data):
     """The Block a cache miss builds in C has every slot Block(payload) has -- also for
     damaged payloads, which both refuse (the C side leaves them to Block())."""
     payload = payload_of(entries)
-    assert _slots_of(native.block_from_payload(payload)) == _slots_of(Block(payload))
+    built = native.block_from_payload(payload)
+    if payload[12] & 1:  # fixed-width keys: built in C with data, ref and nbytes alone
+        with pytest.raises(AttributeError):
+            object.__getattribute__(built, "count")
+    assert _slots_of(built) == _slots_of(Block(payload))  # the rest parsed on first use
     damaged = bytearray(payload)
     for _ in range(data.draw(st.integers(1, 3))):
         damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
@@ -640,3 +644,73 @@ def test_range_tombstones_read_the_same_in_both_modes(tmp_path_factory, monkeypa
                 assert list(s.scan(**args, keys_only=True)) == list(pure.scan(**args, keys_only=True))
         finally:
             pure.close()
+
+
+# -- the lz4 decoder ----------------------------------------------------------------------------
+def _lz4_python(body: bytes) -> bytes | None:
+    import lz4.block
+    try:
+        return lz4.block.decompress(body)
+    except (lz4.block.LZ4BlockError, ValueError, MemoryError):
+        return None
+
+
+def _lz4_inputs(rng: random.Random) -> list[bytes]:
+    """Payloads of every kind a table stores: random, runs, repeats at short and long
+    distances (overlapping matches), and real data blocks."""
+    out = [bytes([rng.randrange(256)]) * rng.randrange(1, 5000),
+           rng.randbytes(rng.randrange(1, 3000)),
+           bytes(rng.choice(b"ab") for _ in range(rng.randrange(1, 4000))),
+           (rng.randbytes(rng.randrange(1, 9)) * 700)[:rng.randrange(1, 5000)],
+           (rng.randbytes(300) + bytes(40)) * rng.randrange(1, 30)]
+    keys = sorted({b"key%08d" % rng.randrange(10**8) for _ in range(rng.randrange(1, 60))})
+    versions, values = [rng.randrange(1, 99) for _ in keys], [rng.randbytes(50) * 2 for _ in keys]
+    out.append(encode_block(keys, versions, values))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lz4_decoder_matches_the_lz4_package(seed):
+    """Every body the lz4 package makes (its default, fast and high-compression modes) decodes
+    to the same bytes; damaged bodies (bit flips, truncation, a wrong size prefix) either
+    decode exactly as the package decodes them or are left to it (None) -- never a result
+    where the package raises."""
+    import lz4.block
+    rng = random.Random(seed)
+    for data in _lz4_inputs(rng):
+        for kw in ({}, {"mode": "fast", "acceleration": 8}, {"mode": "high_compression"}):
+            body = lz4.block.compress(data, **kw)
+            assert native.lz4_decompress(body) == data
+            for _ in range(40):
+                bad = bytearray(body)
+                what = rng.randrange(4)
+                if what == 0:
+                    bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+                elif what == 1:
+                    del bad[rng.randrange(4, len(bad)):]
+                elif what == 2:
+                    bad[0:4] = struct.pack("<I", max(0, len(data) + rng.choice([-3, -1, 1, 7, 10**6])))
+                else:
+                    bad[rng.randrange(4, len(bad))] = rng.choice([0, 15, 255])
+                want, got = _lz4_python(bytes(bad)), native.lz4_decompress(bytes(bad))
+                assert got is None or got == want, (seed, what)
+
+
+def test_lz4_decoder_refuses_malformed_blocks():
+    """Hand-made edge cases: offset 0, an offset before the output, a match into the last
+    five bytes, literals running past the input, and sizes that do not add up."""
+    hdr = struct.Struct("<I").pack
+    cases = [
+        b"",                                   # no size
+        hdr(0),                                # nothing to decode
+        hdr(5) + b"\x50abcd",                  # literals run past the input
+        hdr(4) + b"\x50abcde",                 # more output than declared
+        hdr(20) + b"\x40abcd\x00\x00" + b"\x50vwxyz",   # offset 0
+        hdr(20) + b"\x40abcd\x09\x00" + b"\x50vwxyz",   # offset past the start
+        hdr(12) + b"\x43abcd\x04\x00" + b"\x10z",       # a match into the last 5 bytes
+        hdr(10**9) + b"\x50abcde",             # an absurd size claim
+    ]
+    for body in cases:
+        assert native.lz4_decompress(body) is None, body
+        assert _lz4_python(body) in (None, native.lz4_decompress(body))
+    assert native.lz4_decompress(hdr(5) + b"\x50abcde") == b"abcde"

@@ -112,6 +112,10 @@ static inline uint32_t crc_extend(uint32_t crc, const uint8_t *p, size_t n) {
     return ~crc_run(~crc, p, n);
 }
 
+uint32_t bs_crc32c(uint32_t crc, const uint8_t *p, size_t n) {
+    return crc_extend(crc, p, n);
+}
+
 static inline void put16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);

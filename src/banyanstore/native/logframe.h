@@ -3,8 +3,14 @@
 #define BANYANSTORE_LOGFRAME_H
 
 #include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* Adds FrameWriter, crc32c and CRC32C_IMPL to the module; -1 with an exception set. */
 int bs_logframe_init(PyObject *module);
+
+/* crc32c(p[0:n], crc) as the crc32c package computes it (crc: that of the bytes before);
+ * the SSE4.2 path where the CPU has it.  Valid once bs_logframe_init ran. */
+uint32_t bs_crc32c(uint32_t crc, const uint8_t *p, size_t n);
 
 #endif

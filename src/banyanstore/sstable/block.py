@@ -45,6 +45,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import chain, islice
+from typing import TYPE_CHECKING, Any
 
 from .format import u32_bytes, u32_list, u64_bytes, u64_list
 
@@ -102,6 +103,11 @@ def _fixed_unpacker(count: int, width: int, stride: int = 1) -> struct.Struct:
     return st
 
 
+_LAZY_FIELDS = frozenset(("count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at", "vheap_at",
+                          "kinds_at", "keys_end", "span", "sample", "sample_stride"))
+"""The fields of a Block that a block built by the compiled core fills on first use."""
+
+
 class Block:
     """One data block as cached: its payload plus the positions of its sections.
 
@@ -109,7 +115,8 @@ class Block:
     fixed-width block, every key (``sample_stride`` 1) for a variable-width one.
     ``kw``/``vw`` are the key/value widths, -1 when variable.  ``nbytes`` is
     what the block cache charges; ``ref`` is the cache's CLOCK bit.  Immutable
-    after construction except for ``ref``.
+    after construction except for ``ref`` (a block the compiled core built fills its
+    other fields from ``data`` on first use: see ``__getattr__``).
     """
 
     # "data" and "ref" first: a lookup by the compiled core reads the one and writes the
@@ -124,6 +131,26 @@ class Block:
         REQUIRES: ``data`` is ``bytes`` (slices of it become keys and values).
         Raises :class:`BlockFormatError` otherwise.
         """
+        self._parse(data)
+        self.ref = False
+
+    if not TYPE_CHECKING:  # (so that mypy still checks every attribute use)
+        def __getattr__(self, name: str) -> Any:
+            """A field of a Block the compiled core built (on a cache miss it sets only
+            ``data``, ``ref`` and ``nbytes``, from a payload it checked as ``_parse`` does):
+            every field is parsed now, on the first use by Python code."""
+            if name in _LAZY_FIELDS:
+                try:
+                    data = object.__getattribute__(self, "data")
+                except AttributeError:
+                    pass
+                else:
+                    self._parse(data)
+                    return object.__getattribute__(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _parse(self, data: bytes) -> None:
+        """Set every field but ``ref`` from ``data`` (see ``__init__``)."""
         size = len(data)
         if size < HEADER.size:
             raise BlockFormatError(f"block of {size} bytes is shorter than its header")
@@ -167,7 +194,6 @@ class Block:
         self.kw = kw
         self.vw = vw
         self.flags = flags
-        self.ref = False
         self.sample: list[bytes] = keys
         self.sample_stride = stride
         self.keys_end = self.keys_at + count * kw if kw >= 0 else self.kheap_at
@@ -391,6 +417,9 @@ class Block:
             yield from _rzip(cols)
         else:
             yield from zip(*cols, strict=True)
+
+
+assert _LAZY_FIELDS == set(Block.__slots__) - {"data", "ref", "nbytes"}
 
 
 def _rzip(cols: tuple[list[bytes], list[int], list[bytes | None]]) -> Iterator[Entry]:

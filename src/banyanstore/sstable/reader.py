@@ -40,7 +40,6 @@ from itertools import chain
 from types import TracebackType
 from typing import Any
 
-import lz4.block
 import xxhash
 
 from .. import accel
@@ -76,8 +75,7 @@ _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
 
 def bind_native(module: Any) -> Any:
     """Hand the compiled core the Python objects it works with; returns ``module``."""
-    module.bind(Block, CorruptionError, _xxh3, MISS, crc32c, lz4.block.decompress,
-                PosixRandomAccessFile)
+    module.bind(Block, CorruptionError, _xxh3, MISS, PosixRandomAccessFile)
     return module
 
 

@@ -1,0 +1,101 @@
+/* An LZ4 block decoder: what lz4.block.decompress does for a table's data block, without
+ * the Python call and the copy of its output (the lz4 package decodes into a buffer of its
+ * own and copies that into the bytes it returns).
+ *
+ * The block format (sequences until the input ends):
+ *
+ *   sequence := token:u8 [literal_len_ext] literals [offset:u16le [match_len_ext]]
+ *   token    := literal_len:4 (high) match_len:4 (low)   (15 in a field: an extension follows)
+ *   ext      := 255* last:u8 (<255)                       (added to the field's 15)
+ *   match    := copy of match_len + 4 bytes from `offset` (1 .. bytes written) bytes back,
+ *               overlapping its own output when offset < its length
+ *
+ * The last sequence has literals only.  As the reference decoder requires, a sequence
+ * whose literals end within MFLIMIT bytes of the output's end or within 2 + 1 +
+ * LASTLITERALS bytes of the input's end is the last one and must end both exactly, and
+ * a match must end at least LASTLITERALS bytes before the output's end.  Anything the
+ * reference decoder rejects is rejected here too (offset 0 as well); the caller then
+ * hands the block to the Python reader, whose lz4 call reports the damage -- so both
+ * engines fail with the same error and this decoder never accepts a block they refuse.
+ */
+
+#include <string.h>
+
+#include "lz4block.h"
+
+enum { MINMATCH = 4, LASTLITERALS = 5, MFLIMIT = 12, RUN_MASK = 15, WILD = 16 };
+
+/* Copy n bytes in WILD-byte strides (fixed-size copies the compiler inlines, instead of a
+ * libc call per short literal run or match), writing up to WILD - 1 bytes past n.
+ * REQUIRES: the caller checked that dst and src have n + WILD - 1 bytes of room, and
+ * that src is at least WILD bytes behind dst or does not overlap it. */
+static inline void wild_copy(uint8_t *dst, const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i += WILD)
+        memcpy(dst + i, src + i, WILD);
+}
+
+/* Add an length extension (255* last) to *len, reading no further than `limit`. */
+static int read_ext(const uint8_t **ip, const uint8_t *limit, size_t *len) {
+    unsigned s;
+    do {
+        if (*ip >= limit)
+            return -1;
+        s = *(*ip)++;
+        *len += s;
+        if (*len > ((size_t)1 << 40))  /* far beyond any block: damage */
+            return -1;
+    } while (s == 255);
+    return 0;
+}
+
+int bs_lz4_block_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) {
+    const uint8_t *ip = src, *const iend = src + n;
+    uint8_t *op = dst, *const oend = dst + cap;
+    if (n == 0 || cap == 0)
+        return -1;
+    for (;;) {
+        if (ip >= iend)
+            return -1;
+        unsigned token = *ip++;
+        size_t lit = token >> 4;
+        if (lit == RUN_MASK && read_ext(&ip, iend, &lit) < 0)
+            return -1;
+        size_t in_left = (size_t)(iend - ip), out_left = (size_t)(oend - op);
+        if (lit > in_left)
+            return -1;
+        if (out_left < MFLIMIT || lit > out_left - MFLIMIT || in_left - lit < 2 + 1 + LASTLITERALS) {
+            /* the last sequence: its literals end the input and the output exactly */
+            if (lit != in_left || lit != out_left)
+                return -1;
+            memcpy(op, ip, lit);
+            return 0;
+        }
+        if (lit + WILD - 1 <= in_left && lit + WILD - 1 <= out_left)
+            wild_copy(op, ip, lit);  /* the bytes past lit are overwritten by what follows */
+        else
+            memcpy(op, ip, lit);
+        op += lit;
+        ip += lit;
+        size_t offset = (size_t)ip[0] | (size_t)ip[1] << 8;  /* in_left - lit >= 8: inside */
+        ip += 2;
+        if (offset == 0 || offset > (size_t)(op - dst))
+            return -1;
+        size_t len = token & 15;
+        if (len == RUN_MASK && read_ext(&ip, iend - LASTLITERALS + 1, &len) < 0)
+            return -1;
+        len += MINMATCH;
+        out_left = (size_t)(oend - op);
+        if (len > out_left || out_left - len < LASTLITERALS)
+            return -1;
+        const uint8_t *match = op - offset;
+        if (offset >= WILD && len + WILD - 1 <= out_left) {
+            wild_copy(op, match, len);  /* each stride reads bytes already written */
+        } else if (offset >= len) {
+            memcpy(op, match, len);
+        } else {  /* overlapping: the pattern of `offset` bytes repeats */
+            for (size_t i = 0; i < len; i++)
+                op[i] = match[i];
+        }
+        op += len;
+    }
+}
