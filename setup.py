@@ -16,7 +16,7 @@ setup(
                      "src/banyanstore/native/lz4block.c"],
             depends=["src/banyanstore/native/logframe.h", "src/banyanstore/native/walrecord.h",
                      "src/banyanstore/native/memtable.h", "src/banyanstore/native/blockcache.h",
-                     "src/banyanstore/native/lz4block.h"],
+                     "src/banyanstore/native/lz4block.h", "src/banyanstore/native/byteorder.h"],
             include_dirs=["src/banyanstore/native"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "logframe.h"
 #include "walrecord.h"
 #include "memtable.h"
@@ -52,25 +53,7 @@
 #include "lz4block.h"
 
 /* ---------------------------------------------------------------------------------------- */
-/* little-endian loads (memcpy: payloads are not aligned; compilers emit one mov)            */
-
-static inline uint32_t rd32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    return v;
-}
-
-static inline uint64_t rd64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
+/* keys (little-endian loads and stores: native/byteorder.h)                                  */
 
 /* bytewise comparison of two byte strings, shorter-is-smaller on a common prefix */
 static inline int keycmp(const uint8_t *a, Py_ssize_t alen, const uint8_t *b, Py_ssize_t blen) {
@@ -267,10 +250,10 @@ static int block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char
     }
     b->p = p;
     b->size = size;
-    b->count = rd32(p);
-    b->kw = rd32(p + 4);
-    b->vw = rd32(p + 8);
-    b->flags = rd32(p + 12);
+    b->count = bs_load_le32(p);
+    b->kw = bs_load_le32(p + 4);
+    b->vw = bs_load_le32(p + 8);
+    b->flags = bs_load_le32(p + 12);
     if (b->flags & ~(uint32_t)KNOWN_FLAGS) {
         *why = "unknown block flags";
         return -1;
@@ -296,7 +279,7 @@ static int block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char
             *why = "key offsets run past the end of the block";
             return -1;
         }
-        uint32_t first = rd32(p + pos), last = rd32(p + heap - 4);
+        uint32_t first = bs_load_le32(p + pos), last = bs_load_le32(p + heap - 4);
         if (first != 0 || heap + last > size) {
             *why = "key heap bounds are invalid";
             return -1;
@@ -320,7 +303,7 @@ static int block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char
             *why = "value offsets run past the end of the block";
             return -1;
         }
-        uint32_t first = rd32(p + pos), last = rd32(p + heap - 4);
+        uint32_t first = bs_load_le32(p + pos), last = bs_load_le32(p + heap - 4);
         if (first != 0 || heap + last > size) {
             *why = "value heap bounds are invalid";
             return -1;
@@ -347,7 +330,7 @@ static inline int block_key(const BlockView *b, uint32_t i, const uint8_t **k, P
         return 0;
     }
     const uint8_t *off = b->p + b->keys_at + 4 * (uint64_t)i;
-    uint32_t a = rd32(off), e = rd32(off + 4);
+    uint32_t a = bs_load_le32(off), e = bs_load_le32(off + 4);
     if (a > e || e > b->kheap_len)
         return -1;
     *k = b->p + b->kheap_at + a;
@@ -356,7 +339,7 @@ static inline int block_key(const BlockView *b, uint32_t i, const uint8_t **k, P
 }
 
 static inline uint64_t block_version(const BlockView *b, uint32_t i) {
-    return rd64(b->p + BLOCK_HEADER + 8 * (uint64_t)i);
+    return bs_load_le64(b->p + BLOCK_HEADER + 8 * (uint64_t)i);
 }
 
 /* Value i: sets *v / *len, *v NULL for a tombstone; -1 if out of bounds. */
@@ -372,7 +355,7 @@ static inline int block_value(const BlockView *b, uint32_t i, const uint8_t **v,
         return 0;
     }
     const uint8_t *off = b->p + b->values_at + 4 * (uint64_t)i;
-    uint32_t a = rd32(off), e = rd32(off + 4);
+    uint32_t a = bs_load_le32(off), e = bs_load_le32(off + 4);
     if (a > e || e > b->vheap_len)
         return -1;
     *v = b->p + b->vheap_at + a;
@@ -656,7 +639,7 @@ static void core_dealloc(TableCore *c) {
 
 /* last key i of the index (validated at construction) */
 static inline void index_key(const TableCore *c, uint32_t i, const uint8_t **k, Py_ssize_t *n) {
-    uint32_t a = rd32(c->key_offs + 4 * (uint64_t)i), e = rd32(c->key_offs + 4 * (uint64_t)i + 4);
+    uint32_t a = bs_load_le32(c->key_offs + 4 * (uint64_t)i), e = bs_load_le32(c->key_offs + 4 * (uint64_t)i + 4);
     *k = c->key_heap + a;
     *n = (Py_ssize_t)(e - a);
 }
@@ -713,17 +696,17 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
     uint64_t size = (uint64_t)PyBytes_GET_SIZE(index);
     if (size < 8)
         return raise_corruption(path, -1, "index block shorter than its header"), -1;
-    uint64_t n = rd32(p);
+    uint64_t n = bs_load_le32(p);
     uint64_t heap = 8 + 8 * (n + 1) + 8 * n + 4 * (n + 1);
     if (n < 1 || heap > size)
         return raise_corruption(path, -1, "index block cannot hold %llu entries", (unsigned long long)n), -1;
     const uint8_t *starts = p + 8, *lv = starts + 8 * (n + 1), *offs = lv + 8 * n;
-    if (rd32(offs) != 0 || heap + rd32(offs + 4 * n) != size)
+    if (bs_load_le32(offs) != 0 || heap + bs_load_le32(offs + 4 * n) != size)
         return raise_corruption(path, -1, "index key heap bounds are invalid"), -1;
     for (uint64_t i = 0; i < n; i++) {
-        if (rd32(offs + 4 * i) > rd32(offs + 4 * i + 4))
+        if (bs_load_le32(offs + 4 * i) > bs_load_le32(offs + 4 * i + 4))
             return raise_corruption(path, -1, "index key offsets are not increasing"), -1;
-        if (rd64(starts + 8 * i) >= rd64(starts + 8 * i + 8))
+        if (bs_load_le64(starts + 8 * i) >= bs_load_le64(starts + 8 * i + 8))
             return raise_corruption(path, -1, "index block offsets are not increasing"), -1;
     }
     if (PyList_GET_SIZE(slots) != (Py_ssize_t)n) {
@@ -744,8 +727,8 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
         uint64_t fsize = (uint64_t)PyBytes_GET_SIZE(filter);
         if (fsize < 16)
             return raise_corruption(path, -1, "filter block shorter than its header"), -1;
-        uint32_t table_bits = rd32(f + 4);
-        nwords = rd64(f + 8);
+        uint32_t table_bits = bs_load_le32(f + 4);
+        nwords = bs_load_le64(f + 8);
         if (nwords < 1 || nwords > (fsize - 16) / 8 || fsize != 16 + 8 * nwords)
             return raise_corruption(path, -1, "filter block size does not match its header"), -1;
         if (table_bits < 1 || table_bits > 20
@@ -828,8 +811,8 @@ static inline int in_fences(const TableCore *c, const uint8_t *key, Py_ssize_t k
 }
 
 static inline int bloom_may_contain(const TableCore *c, uint64_t h) {
-    uint64_t m = rd64(c->masks + 8 * (h >> c->shift));
-    return (rd64(c->words + 8 * (h % c->nwords)) & m) == m;
+    uint64_t m = bs_load_le64(c->masks + 8 * (h >> c->shift));
+    return (bs_load_le64(c->words + 8 * (h % c->nwords)) & m) == m;
 }
 
 /* The block that answers (key, version) by the index, or -1 if none can.
@@ -876,7 +859,7 @@ static int64_t core_index_search(const TableCore *c, const uint8_t *key, Py_ssiz
         index_key(c, i, &k, &n);
         if (n != klen || (klen && memcmp(k, key, (size_t)klen) != 0))
             return i;
-        if (rd64(c->last_versions + 8 * (uint64_t)i) <= version)
+        if (bs_load_le64(c->last_versions + 8 * (uint64_t)i) <= version)
             return i;
         i++;
     }
@@ -909,7 +892,7 @@ enum { LZ4_NOGIL_BYTES = 16384 };
 static PyObject *lz4_payload(const uint8_t *body, Py_ssize_t n) {
     if (n < 4)
         return NULL;
-    uint32_t size = rd32(body);
+    uint32_t size = bs_load_le32(body);
     /* an LZ4 block expands at most ~255 times; a larger claim is damage */
     if (size == 0 || size > INT32_MAX || (uint64_t)size > 255 * (uint64_t)(n - 4) + 16)
         return NULL;
@@ -956,7 +939,7 @@ static PyObject *fast_payload(TableCore *c, PyObject *stored, uint64_t want) {
     uint8_t ctype = p[n - TRAILER_SIZE];
     if (ctype != COMPRESSION_NONE && ctype != COMPRESSION_LZ4)
         return NULL;
-    if (c->verify && bs_crc32c(0, p, (size_t)(n - 4)) != rd32(p + n - 4))
+    if (c->verify && bs_crc32c(0, p, (size_t)(n - 4)) != bs_load_le32(p + n - 4))
         return NULL;
     Py_ssize_t body = n - TRAILER_SIZE;
     if (ctype == COMPRESSION_NONE)
@@ -1014,7 +997,7 @@ static PyObject *native_block_from_payload(PyObject *self, PyObject *data) {
 /* Block `no` from `stored`, the bytes read for it: a new reference, cached if `fill`.
  * The caller has counted the miss. */
 static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fill) {
-    uint64_t off = rd64(c->starts + 8 * (uint64_t)no), want = rd64(c->starts + 8 * (uint64_t)no + 8) - off;
+    uint64_t off = bs_load_le64(c->starts + 8 * (uint64_t)no), want = bs_load_le64(c->starts + 8 * (uint64_t)no + 8) - off;
     PyObject *block = NULL;
     if (PyBytes_CheckExact(stored)) {
         PyObject *payload = fast_payload(c, stored, want);
@@ -1103,7 +1086,7 @@ static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
         Py_DECREF(loader);
         return block;
     }
-    uint64_t off = rd64(c->starts + 8 * (uint64_t)no), len = rd64(c->starts + 8 * (uint64_t)no + 8) - off;
+    uint64_t off = bs_load_le64(c->starts + 8 * (uint64_t)no), len = bs_load_le64(c->starts + 8 * (uint64_t)no + 8) - off;
     PyObject *stored = file_read(c, off, len);
     if (stored == NULL)
         return NULL;
@@ -1159,7 +1142,7 @@ static PyObject *core_lookup(TableCore *c, PyObject *key, uint64_t version, uint
     PyObject *out = NULL;
     if (data != NULL) {
         Py_INCREF(data);
-        out = lookup_in_payload(data, key, version, c->path, (long long)rd64(c->starts + 8 * (uint64_t)no));
+        out = lookup_in_payload(data, key, version, c->path, (long long)bs_load_le64(c->starts + 8 * (uint64_t)no));
         Py_DECREF(data);
     }
     Py_DECREF(block);
@@ -1442,8 +1425,8 @@ static PyObject *plan_blocks(PyObject *cores, Planned *plan, Py_ssize_t n, PyObj
             Py_DECREF(b);
             continue;
         }
-        uint64_t off = rd64(c->starts + 8 * (uint64_t)p->block);
-        uint64_t len = rd64(c->starts + 8 * (uint64_t)p->block + 8) - off;
+        uint64_t off = bs_load_le64(c->starts + 8 * (uint64_t)p->block);
+        uint64_t len = bs_load_le64(c->starts + 8 * (uint64_t)p->block + 8) - off;
         PyObject *req = Py_BuildValue("(OKK)", c->file, (unsigned long long)off, (unsigned long long)len);
         PyObject *where = Py_BuildValue("(nnI)", p->table, p->slot, p->block);
         if (req == NULL || where == NULL || PyList_Append(requests, req) < 0
@@ -1563,7 +1546,7 @@ static PyObject *native_tables_multi_get(PyObject *self, PyObject *const *args, 
             if (data == NULL)
                 goto fail;
             Py_INCREF(data);
-            res = lookup_in_payload(data, key, version, c->path, (long long)rd64(c->starts + 8 * (uint64_t)p->block));
+            res = lookup_in_payload(data, key, version, c->path, (long long)bs_load_le64(c->starts + 8 * (uint64_t)p->block));
             Py_DECREF(data);
             if (res == miss_tuple) {
                 if (c->masks != NULL)
@@ -1672,7 +1655,7 @@ static inline const uint8_t *bytes_ptr(PyObject *b) { return (const uint8_t *)Py
 /* Set a table source's head to entry `pos` of its block. */
 static int table_head(MergeScan *m, Source *s) {
     if (block_key(&s->bv, (uint32_t)s->pos, &s->key, &s->klen) < 0) {
-        raise_corruption(s->core->path, (long long)rd64(s->core->starts + 8 * (uint64_t)s->no),
+        raise_corruption(s->core->path, (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)s->no),
                          "data block %u: key offsets are out of bounds", s->no);
         return -1;
     }
@@ -1691,7 +1674,7 @@ static int table_enter(MergeScan *m, Source *s, uint32_t no, PyObject *block) {
     s->data = Py_NewRef(data);
     s->no = no;
     const char *why;
-    long long where = (long long)rd64(s->core->starts + 8 * (uint64_t)no);
+    long long where = (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)no);
     if (block_parse(bytes_ptr(data), (uint64_t)PyBytes_GET_SIZE(data), &s->bv, &why) < 0) {
         raise_corruption(s->core->path, where, "data block %u does not parse: %s", no, why);
         return -1;
@@ -1749,9 +1732,9 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
     if (lo > hi)
         return 0;
     PyObject *span = NULL;
-    uint64_t origin = rd64(c->starts + 8 * (uint64_t)lo);
+    uint64_t origin = bs_load_le64(c->starts + 8 * (uint64_t)lo);
     if (c->read != NULL) {
-        uint64_t len = rd64(c->starts + 8 * (uint64_t)hi + 8) - origin;
+        uint64_t len = bs_load_le64(c->starts + 8 * (uint64_t)hi + 8) - origin;
         span = file_read(c, origin, len);
         if (span == NULL)
             goto fail;
@@ -1768,7 +1751,7 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
         if (span == NULL) {  /* no read in C: the reader's loader, block by block */
             s->ahead[i] = core_load(c, b, 1);
         } else {
-            uint64_t a = rd64(c->starts + 8 * (uint64_t)b) - origin, e = rd64(c->starts + 8 * (uint64_t)b + 8) - origin;
+            uint64_t a = bs_load_le64(c->starts + 8 * (uint64_t)b) - origin, e = bs_load_le64(c->starts + 8 * (uint64_t)b + 8) - origin;
             Py_ssize_t have = PyBytes_GET_SIZE(span);
             /* a short read leaves this block short: the reader's decoder reports it */
             Py_ssize_t from = (Py_ssize_t)(a < (uint64_t)have ? a : (uint64_t)have);
@@ -2059,7 +2042,7 @@ static PyObject *head_value(MergeScan *m, Source *s, PyObject **key_obj) {
     const uint8_t *v;
     Py_ssize_t vlen;
     if (block_value(&s->bv, (uint32_t)s->pos, &v, &vlen) < 0)
-        return raise_corruption(s->core->path, (long long)rd64(s->core->starts + 8 * (uint64_t)s->no),
+        return raise_corruption(s->core->path, (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)s->no),
                                 "data block %u: value offsets are out of bounds", s->no);
     if (v == NULL)
         Py_RETURN_NONE;
@@ -2224,20 +2207,6 @@ static PyTypeObject MergeScanType = {
  */
 
 enum { WAL_HEADER = BS_WAL_HEADER, WAL_ENTRY = BS_WAL_ENTRY };  /* native/walrecord.h */
-
-static inline void wr32(uint8_t *p, uint32_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    memcpy(p, &v, 4);
-}
-
-static inline void wr64(uint8_t *p, uint64_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    memcpy(p, &v, 8);
-}
 
 static int as_u64(PyObject *o, const char *name, uint64_t *out) {
     if (!PyLong_Check(o)) {

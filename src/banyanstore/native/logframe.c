@@ -36,6 +36,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "logframe.h"
 #include "walrecord.h"
 
@@ -114,21 +115,6 @@ static inline uint32_t crc_extend(uint32_t crc, const uint8_t *p, size_t n) {
 
 uint32_t bs_crc32c(uint32_t crc, const uint8_t *p, size_t n) {
     return crc_extend(crc, p, n);
-}
-
-static inline void put16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* crc32c(data, value=0) -> int: the crc32c package's function (for tests and tools) */
@@ -312,7 +298,7 @@ static int fw_add_slow(FrameWriter *self, uint64_t seq, const uint8_t *data, lon
         return -1;
     uint8_t *w = b.buf;
     uint8_t seqb[SEQ_SIZE];
-    put64(seqb, seq);
+    bs_store_le64(seqb, seq);
     long long total = SEQ_SIZE + n, done = 0;
     int first = 1;
     for (;;) {
@@ -331,8 +317,8 @@ static int fw_add_slow(FrameWriter *self, uint64_t seq, const uint8_t *data, lon
         memcpy(out + from_seq, data + data_at, (size_t)(chunk - from_seq));
         uint32_t crc = crc_extend(crc_extend(0, &kind, 1), out, (size_t)chunk);
         uint8_t *h = w + self->pos;
-        put32(h, crc);
-        put16(h + 4, (uint16_t)chunk);
+        bs_store_le32(h, crc);
+        bs_store_le16(h + 4, (uint16_t)chunk);
         h[6] = kind;
         self->pos += FRAG_HEADER + chunk;
         self->left -= FRAG_HEADER + chunk;
@@ -381,12 +367,12 @@ static int fw_store(FrameWriter *self, uint64_t seq, const uint8_t *data, long l
             return -1;
         uint8_t *h = (uint8_t *)b.buf + pos;
         h[6] = FULL;
-        put64(h + FRAG_HEADER, seq);
+        bs_store_le64(h + FRAG_HEADER, seq);
         memcpy(h + SMALL, data, (size_t)n);
         uint32_t c = crc_run(~0u, h + 6, 1 + SEQ_SIZE);
         c = ~crc_run(c, data, (size_t)n);
-        put16(h + 4, (uint16_t)(size - FRAG_HEADER));
-        put32(h, c);
+        bs_store_le16(h + 4, (uint16_t)(size - FRAG_HEADER));
+        bs_store_le32(h, c);
         PyBuffer_Release(&b);
         self->left = left;
         self->pos = pos + size;
@@ -594,11 +580,11 @@ static int lt_store_put(FrameWriter *fw, uint64_t seq, uint64_t version, uint64_
         return -1;
     uint8_t *h = (uint8_t *)b.buf + pos, *data = h + SMALL;
     h[6] = FULL;
-    put64(h + FRAG_HEADER, seq);
+    bs_store_le64(h + FRAG_HEADER, seq);
     bs_wal_put_header(data, 1, version, ms);
     bs_wal_put_entry(data + BS_WAL_HEADER, ks, key, k, value, v);
-    put16(h + 4, (uint16_t)(size - FRAG_HEADER));
-    put32(h, ~crc_run(~0u, h + 6, (size_t)(size - 6)));
+    bs_store_le16(h + 4, (uint16_t)(size - FRAG_HEADER));
+    bs_store_le32(h, ~crc_run(~0u, h + 6, (size_t)(size - 6)));
     PyBuffer_Release(&b);
     fw->left = left;
     fw->pos = pos + size;

@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "byteorder.h"
 #include "memtable.h"
 
 typedef struct Entry {
@@ -665,38 +666,6 @@ fail:
     return NULL;
 }
 
-static inline void put32(char *p, uint32_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    memcpy(p, &v, 4);
-}
-
-static inline void put64(char *p, uint64_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    memcpy(p, &v, 8);
-}
-
-static inline uint32_t get32(const char *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    return v;
-}
-
-static inline uint64_t get64(const char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
 #define FLUSH_HEADER 16
 #define FLUSH_ENTRY_HEADER 16
 
@@ -704,9 +673,9 @@ static void encode_entries(char *p, KeyNode *const *nodes, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const KeyNode *k = nodes[i];
         for (const Entry *e = k->newest; e != NULL; e = e->older) {
-            put64(p, e->version);
-            put32(p + 8, (uint32_t)k->klen);
-            put32(p + 12, e->vlen < 0 ? TOMBSTONE_LEN : (uint32_t)e->vlen);
+            bs_store_le64(p, e->version);
+            bs_store_le32(p + 8, (uint32_t)k->klen);
+            bs_store_le32(p + 12, e->vlen < 0 ? TOMBSTONE_LEN : (uint32_t)e->vlen);
             p += FLUSH_ENTRY_HEADER;
             memcpy(p, NODE_KEY(k), (size_t)k->klen);
             p += k->klen;
@@ -767,8 +736,8 @@ static PyObject *Memtable_flush_piece(MemtableObject *m, PyObject *const *args, 
     char *p = PyBytes_AS_STRING(buf);
     if (start == 0) {
         memcpy(p, "BSMF", 4);
-        put32(p + 4, 1);
-        put64(p + 8, m->live);
+        bs_store_le32(p + 4, 1);
+        bs_store_le64(p + 8, m->live);
         p += FLUSH_HEADER;
     }
     int last = end == a->n;
@@ -1003,11 +972,11 @@ static PyObject *native_decode_flush_buffer(PyObject *self, PyObject *arg) {
         flush_error(0, "bad magic or short header");
         goto done;
     }
-    if (get32(base + 4) != 1) {
+    if (bs_load_le32(base + 4) != 1) {
         flush_error(4, "unknown format");
         goto done;
     }
-    uint64_t count = get64(base + 8);
+    uint64_t count = bs_load_le64(base + 8);
     if (count > (uint64_t)(size - FLUSH_HEADER) / FLUSH_ENTRY_HEADER) {
         flush_error(8, "count larger than the buffer");
         goto done;
@@ -1024,8 +993,8 @@ static PyObject *native_decode_flush_buffer(PyObject *self, PyObject *arg) {
             flush_error(off, "entry header past the end");
             goto done;
         }
-        uint64_t version = get64(base + off);
-        uint32_t klen = get32(base + off + 8), vlen = get32(base + off + 12);
+        uint64_t version = bs_load_le64(base + off);
+        uint32_t klen = bs_load_le32(base + off + 8), vlen = bs_load_le32(base + off + 12);
         Py_ssize_t body = (Py_ssize_t)klen + (vlen == TOMBSTONE_LEN ? 0 : (Py_ssize_t)vlen);
         if (size - off - FLUSH_ENTRY_HEADER < body) {
             flush_error(off, "entry past the end");

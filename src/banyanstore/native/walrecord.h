@@ -12,29 +12,26 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "byteorder.h"
+
 enum { BS_WAL_FORMAT = 1, BS_WAL_KIND_VALUE = 1, BS_WAL_KIND_TOMBSTONE = 2, BS_WAL_HEADER = 22,
        BS_WAL_ENTRY = 13 };
-
-static inline void bs_wal_le(uint8_t *p, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static inline void bs_wal_put_header(uint8_t *p, uint32_t count, uint64_t version, uint64_t ms) {
     p[0] = BS_WAL_FORMAT;
     p[1] = 0;
-    bs_wal_le(p + 2, count, 4);
-    bs_wal_le(p + 6, version, 8);
-    bs_wal_le(p + 14, ms, 8);
+    bs_store_le32(p + 2, count);
+    bs_store_le64(p + 6, version);
+    bs_store_le64(p + 14, ms);
 }
 
 /* one entry at p; value NULL is a tombstone; returns the byte after it */
 static inline uint8_t *bs_wal_put_entry(uint8_t *p, uint32_t ks, const char *key, uint32_t k,
                                         const char *value, uint32_t v) {
     p[0] = value == NULL ? BS_WAL_KIND_TOMBSTONE : BS_WAL_KIND_VALUE;
-    bs_wal_le(p + 1, ks, 4);
-    bs_wal_le(p + 5, k, 4);
-    bs_wal_le(p + 9, v, 4);
+    bs_store_le32(p + 1, ks);
+    bs_store_le32(p + 5, k);
+    bs_store_le32(p + 9, v);
     p += BS_WAL_ENTRY;
     memcpy(p, key, k);
     p += k;
