@@ -441,29 +441,33 @@ static int parse_key_version(PyObject *const *args, Py_ssize_t nargs, const char
     return parse_version(args[1], version);
 }
 
-static PyObject *Memtable_get(MemtableObject *m, PyObject *const *args, Py_ssize_t nargs) {
+/* the entry of (key, version) that a read sees, into *out (NULL: none); -1 on a bad argument */
+static int find_visible(MemtableObject *m, PyObject *const *args, Py_ssize_t nargs, const char *sig,
+                        Entry **out) {
     uint64_t version;
-    int r = parse_key_version(args, nargs, "get(key, version)", &version);
+    int r = parse_key_version(args, nargs, sig, &version);
     if (r < 0)
-        return NULL;
+        return -1;
     KeyNode *k = r ? NULL : lookup(m, args[0]);
     if (PyErr_Occurred())
+        return -1;
+    *out = k == NULL ? NULL : visible(k, version);
+    return 0;
+}
+
+static PyObject *Memtable_get(MemtableObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Entry *e;
+    if (find_visible(m, args, nargs, "get(key, version)", &e) < 0)
         return NULL;
-    Entry *e = k == NULL ? NULL : visible(k, version);
     if (e == NULL)
         return Py_NewRef(missing != NULL ? missing : Py_None);
     return entry_value(e);
 }
 
 static PyObject *Memtable_get_entry(MemtableObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    uint64_t version;
-    int r = parse_key_version(args, nargs, "get_entry(key, version)", &version);
-    if (r < 0)
+    Entry *e;
+    if (find_visible(m, args, nargs, "get_entry(key, version)", &e) < 0)
         return NULL;
-    KeyNode *k = r ? NULL : lookup(m, args[0]);
-    if (PyErr_Occurred())
-        return NULL;
-    Entry *e = k == NULL ? NULL : visible(k, version);
     if (e == NULL)
         Py_RETURN_NONE;
     PyObject *v = PyLong_FromUnsignedLongLong(e->version), *x = entry_value(e);
