@@ -162,14 +162,22 @@ class Keyspace:
         tree = self._tree
         if tree.closed:
             tree.raise_closed()
-        view = self._ks.view
+        ks = self._ks
+        view = ks.view
         v = tree.version if version is None else tree.check_version(version)
-        start, end = scan_bounds(start, end, prefix)
-        check_bool(reverse, "reverse")
-        check_bool(keys_only, "keys_only")
-        check_limit(limit)
-        return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit,
-                         tree.check_open, keys_only)
+        # The checks inline for the common arguments (a seek's cost is its setup); anything
+        # else goes through the checking functions, which raise or normalise.
+        if (prefix is not None or (start is not None and type(start) is not bytes)
+                or (end is not None and type(end) is not bytes)):
+            start, end = scan_bounds(start, end, prefix)
+        if reverse is not False and reverse is not True:
+            check_bool(reverse, "reverse")
+        if keys_only is not False and keys_only is not True:
+            check_bool(keys_only, "keys_only")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            check_limit(limit)
+        floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
+        return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""

@@ -229,8 +229,8 @@ class View:
         keys with ``keys_only``, which saves creating the values on the native path);
         ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
         cores = self.cores
-        cover = self.cover(version)
-        if cores is not None and cover is None:
+        if cores is not None and self.range_static is None and not self.mem.range_dels:
+            # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
             # The compiled core merges the tables straight from their blocks (and the
             # memtables' runs) with visibility, and yields pre-built tuples; the guard
             # runs per memtable run, and the core runs it every 16 to 1024 entries (once
@@ -241,6 +241,7 @@ class View:
             sources += cores
             return _native.MergeScan(sources, start, end, version, floor,  # type: ignore[union-attr]
                                      reverse, limit, keys_only, self.tables, guard)
+        cover = self.cover(version)
         if keys_only:
             return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))
         if limit is not None and limit <= SEEK_LIMIT and not reverse:
