@@ -44,6 +44,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .. import heaptrim
 from ..arguments import check_bool, check_limit
 from ..errors import StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
@@ -313,3 +314,4 @@ class FollowerStore(_FollowerReads, Store):
             super().close()
             if was_open:
                 self._catchup.close()
+                heaptrim.return_free_memory()  # what the catch-up held (see Store.close)

@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from .. import shutdown
+from .. import heaptrim, shutdown
 from ..arguments import as_bytes, as_path, check_seconds, check_sync
 from ..errors import (
     BanyanStoreError,
@@ -425,6 +425,10 @@ class Store(Keyspace):
         self._workers.shutdown()
         if self._own_env:
             self._env.close()
+        # The block cache, the table indexes and the memtables are free now, but malloc
+        # keeps freed memory resident unless it lies at the top of its heap (heaptrim.py):
+        # without this a closed store's whole block cache stayed in the process.
+        heaptrim.return_free_memory()
         if errors:
             raise errors[0]
 
