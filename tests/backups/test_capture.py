@@ -1,12 +1,13 @@
 """The capture's races, made to happen at the worst moment: a merge deleting a table
-the capture is about to link, a flush cutting the WAL between the two manifest reads,
-a manifest roll, a keyspace created after the capture -- and real damage, which is
-not retried away."""
+the capture is about to link, flushes cutting the WAL at every step, merges finishing
+during every round, a manifest roll, a keyspace created after the capture -- and real
+damage, which is not retried away."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +16,50 @@ import pytest
 import banyanstore
 from banyanstore.backups import capture as capture_module
 from banyanstore.errors import CorruptionError, StorageIOError
+from banyanstore.io.posix import PosixEnv
+from banyanstore.lsm.manifest import Manifest
 
 from .helpers import OPTIONS, fill, keys, latest
 
 
-def hook_once(monkeypatch: pytest.MonkeyPatch, name: str, before: Any, *, call: int = 1) -> list[int]:
-    """Run ``before()`` just before call number ``call`` of ``capture.<name>``."""
+def hook_once(monkeypatch: pytest.MonkeyPatch, name: str, before: Any, *, call: int = 1,
+              where: Callable[..., bool] = lambda *args: True) -> list[int]:
+    """Run ``before()`` just before call number ``call`` of ``capture.<name>`` among
+    the calls whose arguments ``where`` accepts."""
     real = getattr(capture_module, name)
     calls = [0]
 
     def hooked(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == call:
-            before()
+        if where(*args):
+            calls[0] += 1
+            if calls[0] == call:
+                before()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(capture_module, name, hooked)
     return calls
+
+
+def of_tables(_env: Any, src: str, _dst: str) -> bool:
+    """``where`` for ``_link``: the links of tables (not of WAL segments)."""
+    return os.path.basename(os.path.dirname(src)) == "tables"
+
+
+def of_segments(_env: Any, src: str, _dst: str) -> bool:
+    return os.path.basename(os.path.dirname(src)) == "wal"
+
+
+def at(store: Any, version: int) -> dict[str, list[tuple[bytes, bytes]]]:
+    """What every keyspace of ``store`` held at ``version`` (the tests keep all history)."""
+    return {name: list(store.keyspace(name).scan(version=version)) for name in store.keyspaces()}
+
+
+def restores_to(tmp_path: Path, info: Any, expected: dict[str, Any]) -> None:
+    dest = tmp_path / f"copy-{info.backup_id}"
+    banyanstore.restore(tmp_path / "b", dest, backup_id=info.backup_id)
+    with banyanstore.open(dest, **OPTIONS) as copy:
+        assert copy.version == info.version
+        assert latest(copy) == expected
 
 
 @pytest.fixture
@@ -46,7 +74,7 @@ def store(tmp_path: Path) -> Any:
 def test_a_merge_deleting_a_table_mid_capture_is_retried(
         store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tables_before = set(os.listdir(tmp_path / "store" / "tables"))
-    calls = hook_once(monkeypatch, "_link", store.compact)  # merges every table, deletes inputs
+    calls = hook_once(monkeypatch, "_link", store.compact, where=of_tables)  # merges all, deletes inputs
     expected, version = latest(store), store.version  # compaction drops history, not values
     info = banyanstore.backup(store, tmp_path / "b")
     tables_after = set(os.listdir(tmp_path / "store" / "tables"))
@@ -57,17 +85,127 @@ def test_a_merge_deleting_a_table_mid_capture_is_retried(
         assert latest(copy) == expected and copy.version == info.version == version
 
 
-def test_a_flush_between_the_manifest_reads_is_retried(
+def test_flushes_at_every_step_of_the_capture_need_no_retry(
         store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # _load: 1st call reads S, 2nd call reads S2 -- flush just before it: wal_seq moves
-    calls = hook_once(monkeypatch, "_load", store.flush, call=2)
-    expected = latest(store)
+    """A flush cuts the WAL only once its edit is durable, and the capture links the WAL
+    before it reads the manifest: whenever a flush lands, the linked segments hold every
+    record from the ``wal_seq`` the capture read.  One manifest read, no retry."""
+    def flush() -> None:
+        store.put(b"during", b"%d" % store.version)
+        store.flush()
+
+    loads = hook_once(monkeypatch, "_load", flush)  # after the WAL links, before the manifest read
+    hook_once(monkeypatch, "_link", flush, where=of_tables)  # after the read, before the tables
+    hook_once(monkeypatch, "_copy_tail", flush)  # before the linked WAL is read
     version = store.version
     info = banyanstore.backup(store, tmp_path / "b")
-    assert calls[0] == 4 and info.version == version and info.wal_records == 0
-    banyanstore.restore(tmp_path / "b", tmp_path / "c")
-    with banyanstore.open(tmp_path / "c", **OPTIONS) as copy:
-        assert latest(copy) == expected
+    assert loads[0] == 1 and info.version >= version
+    restores_to(tmp_path, info, at(store, info.version))
+
+
+def test_a_store_flushing_during_every_attempt_is_captured(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy store backed up by path: a flush finishing during every capture attempt
+    used to make each one start over until the attempts ran out."""
+    monkeypatch.setattr(capture_module, "MAX_ATTEMPTS", 3)
+    real = capture_module._load
+
+    def flushing_load(env: Any, store_dir: str) -> Any:
+        store.put(b"during", b"%d" % store.version)
+        store.flush()
+        return real(env, store_dir)
+
+    monkeypatch.setattr(capture_module, "_load", flushing_load)
+    info = banyanstore.backup(str(tmp_path / "store"), tmp_path / "b")
+    restores_to(tmp_path, info, at(store, info.version))
+
+
+def merge_away(store: Any, *tables: str) -> None:
+    """What a merge finishing right now does to the live ``tables`` (of one keyspace):
+    a newer table overlapping them is flushed, and they are merged and deleted."""
+    numbers = {int(os.path.basename(table).split(".")[0]) for table in tables}
+    state = Manifest.load(PosixEnv(), store.path)
+    infos = [i for per in state.tables.values() for i in per.values() if i.file_no in numbers]
+    name = state.keyspaces[infos[0].keyspace]
+    start, end = min(i.smallest for i in infos), max(i.largest for i in infos)
+    store.keyspace(name).put(start, b"merged over %d" % store.version)
+    store.compact(name, start=start, end=end + b"\0")
+
+
+@pytest.fixture
+def six_tables(tmp_path: Path) -> Any:
+    """A store of six tables with disjoint key ranges (a merge of one leaves the rest)."""
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as s:
+        for prefix in b"abcdef":
+            for i in range(50):
+                s.put(bytes([prefix]) + b"%03d" % i, b"x" * 100)
+            s.flush()
+        assert len(os.listdir(tmp_path / "store" / "tables")) == 6
+        yield s
+
+
+def merging_every_round(monkeypatch: pytest.MonkeyPatch, store: Any, nth: int) -> list[int]:
+    """A merge deletes the table the capture is about to link as its ``nth`` table link
+    since its last manifest read, with the one it linked before: a store whose merges
+    finish faster than a capture links ``nth`` tables.  Returns ``[table links tried]``."""
+    real_load, real_link = capture_module._load, capture_module._link
+    linked: list[str] = []  # since the last manifest read
+    links = [0]
+
+    def load(env: Any, store_dir: str) -> Any:
+        linked.clear()
+        return real_load(env, store_dir)
+
+    def link(env: Any, src: str, dst: str) -> None:
+        if of_tables(env, src, dst):
+            links[0] += 1
+            if len(linked) == nth - 1:
+                merge_away(store, *linked[-1:], src)
+            linked.append(src)
+        real_link(env, src, dst)
+
+    monkeypatch.setattr(capture_module, "_load", load)
+    monkeypatch.setattr(capture_module, "_link", link)
+    return links
+
+
+def test_merges_finishing_during_every_round_only_cost_the_tables_they_wrote(
+        six_tables: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Merges that finish faster than a whole capture links every table: the capture
+    used to start over and meet the same race every time until the attempts ran out.
+    Now a round keeps the links it made and links only what it lacks: round 1 links
+    a, b and c, and finds d merged away (with c, and e and f: the merge takes the rest
+    of the range); round 2 keeps a and b, drops c and links the merge's output only."""
+    store = six_tables
+    monkeypatch.setattr(capture_module, "MAX_ATTEMPTS", 5)
+    links = merging_every_round(monkeypatch, store, nth=4)
+    info = banyanstore.backup(str(tmp_path / "store"), tmp_path / "b")
+    assert links[0] == 3 + 1 + 1
+    assert info.version == store.version and info.files == 3 and info.wal_records == 0
+    restores_to(tmp_path, info, latest(store))
+
+
+def test_wal_segments_cut_while_they_are_linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush cuts every listed WAL segment while the capture links them: the links
+    of the cut ones are dropped, and the directory is listed again for the newer
+    segment the listing missed."""
+    options = {**OPTIONS, "memtable_size": 1 << 20, "segment_size": 64 << 10}
+    with banyanstore.open(tmp_path / "store", **options) as store:
+        rng = random.Random(33)
+        for i in range(2000):
+            store.put(b"k%05d" % i, rng.randbytes(100))
+        listed = len(os.listdir(tmp_path / "store" / "wal"))
+        assert listed >= 3
+
+        def rotate_and_flush() -> None:
+            for i in range(800):
+                store.put(b"n%05d" % i, rng.randbytes(100))
+            store.flush()  # cuts every segment before the active one: all the listed ones
+
+        calls = hook_once(monkeypatch, "_link", rotate_and_flush, call=2, where=of_segments)
+        info = banyanstore.backup(store, tmp_path / "b")
+        assert calls[0] > listed  # the listed ones were tried, then the new ones linked
+        restores_to(tmp_path, info, at(store, info.version))
 
 
 def test_a_manifest_roll_mid_capture_is_retried(
@@ -144,20 +282,10 @@ def test_persistent_manifest_damage_is_raised_after_the_attempts(
         banyanstore.backup(tmp_path / "store", tmp_path / "b")
 
 
-def test_a_store_that_keeps_changing_is_an_io_error(
-        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_whose_tables_vanish_in_every_round_is_an_io_error(
+        six_tables: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(capture_module, "MAX_ATTEMPTS", 3)
-    real = capture_module._load
-    n = [0]
-
-    def flushing_load(env: Any, store_dir: str) -> Any:
-        n[0] += 1
-        if n[0] % 2 == 0:  # a flush finishes before every second read
-            store.put(b"k%d" % n[0], b"v")
-            store.flush()
-        return real(env, store_dir)
-
-    monkeypatch.setattr(capture_module, "_load", flushing_load)
+    links = merging_every_round(monkeypatch, six_tables, nth=1)
     with pytest.raises(StorageIOError, match="changed under every one of 3 attempts"):
-        banyanstore.backup(store, tmp_path / "b")
-    assert banyanstore.list_backups(tmp_path / "b") == []
+        banyanstore.backup(str(tmp_path / "store"), tmp_path / "b")
+    assert links[0] == 3 and banyanstore.list_backups(tmp_path / "b") == []

@@ -4,23 +4,37 @@ The backup reads the store's *files*, never its memory, so the same code works
 for a store open in this process, a store a writer in another process holds,
 and a closed one; nothing is flushed and the writer is never blocked.
 
-One attempt, in the order that makes it safe:
+The capture, in the order that makes it safe:
 
-1. read the manifest ``CURRENT`` names: state *S* (live tables, ``flushed_version``
+1. hard-link every WAL segment into the scratch directory (a link pins the file:
+   records the writer appends to it later are seen through the link too);
+2. read the manifest ``CURRENT`` names: state *S* (live tables, ``flushed_version``
    F, ``wal_seq``);
-2. hard-link every table S names into the scratch directory.  Tables are
-   immutable, so a link pins exactly the bytes S means; a table a merge removed
-   in the meantime is missing: start over;
-3. hard-link every WAL segment;
-4. read the manifest again: *S2*.  If a flush finished since step 1 (``wal_seq``
-   moved) its WAL truncation may have removed segments step 3 needed: start over.
-   The WAL is cut only after the edit naming the new ``wal_seq`` is durable, so an
-   unchanged ``wal_seq`` in S2 proves the linked segments still hold every record
-   from S's ``wal_seq`` on;
-5. read the linked WAL from S's ``wal_seq`` up to its last intact record (a
+3. hard-link every table S names.  Tables are immutable, so a link pins exactly
+   the bytes S means;
+4. read the linked WAL from S's ``wal_seq`` up to its last intact record (a
    writer may be appending: its half-written last record is a torn tail here) and
    copy every record with a version above F into the WAL tail object, stopping
-   at the first record of a keyspace S2 does not know (created after step 4).
+   at the first record of a keyspace S does not know (created after step 2).
+
+Why step 1 comes first: the writer cuts the WAL only after the manifest edit naming
+the new ``wal_seq`` is durable, and cuts whole segments holding only records below
+it.  So a segment removed before step 2 held only records below S's ``wal_seq``:
+every segment holding a record from S's ``wal_seq`` on was linked in step 1.  A
+flush finishing at any moment of the capture therefore costs nothing.  (A segment
+found gone in step 1 took the older ones with it -- the writer cuts oldest first --
+so those links are dropped; if it was the newest listed one, a newer one exists:
+the directory is listed again.)
+
+Step 3 is the only race left: a merge may delete a table S names before it is
+linked.  A merge deletes its inputs only after the edit dropping them is durable,
+so the capture reads the manifest again (a newer S, still read after step 1) and
+links only the tables it lacks -- the links it holds pin the same immutable bytes
+whichever state names them, and those the new S no longer names are dropped.  A
+round costs one manifest read plus the links of the tables merges wrote since the
+last one, so even a store merging all the time lets it finish; a store whose
+tables vanish under ``MAX_ATTEMPTS`` rounds in a row is a StorageIOError.  A table
+missing that a fresh manifest read still names is damage (CorruptionError).
 
 The manifest can run ahead of the files: a merge or ``set_history_floor`` records a
 history floor at the writer's version, whose newest writes a power loss may have
@@ -31,11 +45,11 @@ would date new writes of the restored store too early).
 
 Every version up to F is in the tables of S; every version in ``(F, V]`` is in
 the tail, because WAL records are appended in version order and the tail is a
-prefix of the WAL.  So the capture holds exactly the writes with version <= V
--- one version across every keyspace.  Every write whose call returned is in the
-WAL file (log/writer.py), so a backup holds every write acknowledged before it
-read the WAL; a backup of a store open in this process also syncs it first
-(``store.sync()``), which makes those writes durable.
+prefix of the WAL from S's ``wal_seq``.  So the capture holds exactly the writes
+with version <= V -- one version across every keyspace.  Every write whose call
+returned is in the WAL file (log/writer.py), so a backup holds every write
+acknowledged before step 1; a backup of a store open in this process also syncs it
+first (``store.sync()``), which makes those writes durable.
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ from dataclasses import dataclass
 from ..errors import CorruptionError, StorageIOError, StoreNotFoundError
 from ..io.posix import PosixEnv
 from ..log.log import Log
-from ..log.segment import parse_segment_name
+from ..log.segment import list_segments
 from ..lsm.manifest import Manifest, ManifestState, TableInfo
 from ..lsm.wal import decode, encode_batch, encode_with_ranges
 from .waltail import TailWriter
@@ -71,8 +85,8 @@ class StagedTail:
 
 @dataclass(frozen=True)
 class Capture:
-    """What a backup holds: the manifest state of step 1 (tables, counters), the
-    keyspaces of step 4, the staged files and the version."""
+    """What a backup holds: the manifest state S the tables were pinned for (tables,
+    counters, keyspaces), the staged files and the version."""
 
     state: ManifestState
     keyspaces: dict[int, str]
@@ -85,7 +99,7 @@ class Capture:
 
 
 class _Raced(Exception):
-    """The store changed under this attempt; start over."""
+    """The store changed under this round: read the manifest again."""
 
 
 def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
@@ -96,17 +110,34 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
     env = PosixEnv()
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
+    wal_dir = _fresh(os.path.join(staging, "wal"))
+    _link_wal(env, os.path.join(store_dir, "wal"), wal_dir)  # step 1: before any manifest read
+    pinned = _PinnedTables(env, store_dir, _fresh(os.path.join(staging, "tables")))
     cause: BaseException | None = None
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return _attempt(env, store_dir, staging, known_version)
+            state = _load(env, store_dir)
+            tables = pinned.pin(state)
         except _Raced as exc:
             cause = exc.__cause__ or exc
-            time.sleep(min(0.05, 0.001 * attempt))
+            time.sleep(min(0.05, 0.001 * attempt))  # let the merge that raced us finish
+            continue
+        return _finish(wal_dir, staging, state, tables, known_version)
     if isinstance(cause, CorruptionError):
         raise cause  # it was not a race after all
     raise StorageIOError(f"store {store_dir} changed under every one of {MAX_ATTEMPTS} attempts "
                          f"to capture it (last: {cause})", path=store_dir, op="backup")
+
+
+def _finish(wal_dir: str, staging: str, state: ManifestState, tables: list[tuple[TableInfo, str]],
+            known_version: int) -> Capture:
+    """Steps 4 and on: the WAL tail above S's ``flushed_version``, the version, the floor."""
+    tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(state.keyspaces))
+    version = max(state.flushed_version, tail.last_version if tail else 0, known_version)
+    floor = min(state.history_floor, version)
+    samples = [(v, second) for v, second in state.time_map.samples if v <= version]
+    return Capture(state, dict(state.keyspaces), dict(state.keyspace_ttl), tables, tail, version,
+                   floor, samples)
 
 
 def _fresh(path: str) -> str:
@@ -133,48 +164,82 @@ def _link(env: PosixEnv, src: str, dst: str) -> None:
         raise
 
 
+def _link_wal(env: PosixEnv, src_wal: str, wal_dir: str) -> None:
+    """Step 1: link every segment of ``src_wal`` into ``wal_dir``, oldest first.
+
+    A segment gone before its link was cut, and the writer cuts oldest first: the
+    links made so far hold only records below the cut too, so they are dropped
+    (the linked segments stay contiguous).  The writer never cuts its active
+    segment, so if the newest listed one is gone a newer one exists that the
+    listing missed: list again."""
+    if not os.path.isdir(src_wal):
+        return
+    for _listing in range(MAX_ATTEMPTS):
+        segments = list_segments(env, src_wal)
+        linked: list[str] = []
+        for i, (_seq, name) in enumerate(segments):
+            dst = os.path.join(wal_dir, name)
+            try:
+                _link(env, os.path.join(src_wal, name), dst)
+            except _Raced:
+                for older in linked:
+                    os.remove(older)
+                linked.clear()
+                if i == len(segments) - 1:
+                    break  # the newest listed one: list again
+                continue
+            linked.append(dst)
+        else:
+            return
+    raise StorageIOError(f"the WAL segments of {src_wal} were cut under every one of {MAX_ATTEMPTS} "
+                         "listings of the directory", path=src_wal, op="backup")
+
+
+class _PinnedTables:
+    """Step 3: the tables of the newest manifest state read, hard-linked into a
+    staging directory.  Tables are immutable and their numbers never reused, so a
+    link made for an earlier state pins the same bytes for a later one that still
+    names it: a retry links only the tables it lacks."""
+
+    def __init__(self, env: PosixEnv, store_dir: str, tables_dir: str) -> None:
+        self.env, self.store_dir, self.tables_dir = env, store_dir, tables_dir
+        self.linked: dict[int, str] = {}  # file number -> staged link
+
+    def pin(self, state: ManifestState) -> list[tuple[TableInfo, str]]:
+        """``(record, staged link)`` of every table ``state`` names, in its order.
+        _Raced if one vanished (a merge deleted it); CorruptionError if one is lost
+        or has another size than the manifest says."""
+        out = [(info, self._pin_one(info)) for per_keyspace in state.tables.values()
+               for info in per_keyspace.values()]
+        named = {info.file_no for info, _ in out}
+        for file_no in [n for n in self.linked if n not in named]:  # merged away since linked
+            os.remove(self.linked.pop(file_no))
+        return out
+
+    def _pin_one(self, info: TableInfo) -> str:
+        dst = self.linked.get(info.file_no)
+        if dst is not None:
+            return dst
+        name = f"{info.file_no:06d}.sst"
+        src, dst = os.path.join(self.store_dir, "tables", name), os.path.join(self.tables_dir, name)
+        try:
+            _link(self.env, src, dst)
+        except _Raced:
+            _check_still_named(self.env, self.store_dir, info, src)
+            raise
+        size = os.stat(dst).st_size
+        if size != info.file_size:
+            raise CorruptionError(f"table is {size} bytes, the manifest says {info.file_size}", path=src)
+        self.linked[info.file_no] = dst
+        return dst
+
+
 def _check_still_named(env: PosixEnv, store_dir: str, info: TableInfo, src: str) -> None:
     """A merge removes its inputs only after the edit dropping them is durable, so a
     missing table that a fresh read of the manifest still names is lost, not raced."""
     now = _load(env, store_dir)
     if info.file_no in now.tables.get(info.keyspace, {}):
         raise CorruptionError("table named by the manifest is missing", path=src)
-
-
-def _attempt(env: PosixEnv, store_dir: str, staging: str, known_version: int) -> Capture:
-    state = _load(env, store_dir)
-    tables_dir = _fresh(os.path.join(staging, "tables"))
-    tables: list[tuple[TableInfo, str]] = []
-    for per_keyspace in state.tables.values():
-        for info in per_keyspace.values():
-            name = f"{info.file_no:06d}.sst"
-            src, dst = os.path.join(store_dir, "tables", name), os.path.join(tables_dir, name)
-            try:
-                _link(env, src, dst)
-            except _Raced:
-                _check_still_named(env, store_dir, info, src)
-                raise
-            size = os.stat(dst).st_size
-            if size != info.file_size:
-                raise CorruptionError(f"table is {size} bytes, the manifest says {info.file_size}",
-                                      path=src)
-            tables.append((info, dst))
-    wal_dir = _fresh(os.path.join(staging, "wal"))
-    src_wal = os.path.join(store_dir, "wal")
-    for name in sorted(os.listdir(src_wal)) if os.path.isdir(src_wal) else []:
-        if parse_segment_name(name) is not None:
-            _link(env, os.path.join(src_wal, name), os.path.join(wal_dir, name))
-    again = _load(env, store_dir)
-    if (again.wal_seq, again.flushed_version) != (state.wal_seq, state.flushed_version):
-        raise _Raced("a flush finished during the capture")
-    if again.dropped != state.dropped:  # the tables linked include a dropped keyspace's
-        raise _Raced("a keyspace was dropped during the capture")
-    tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(again.keyspaces))
-    version = max(state.flushed_version, tail.last_version if tail else 0, known_version)
-    floor = min(state.history_floor, version)
-    samples = [(v, second) for v, second in state.time_map.samples if v <= version]
-    return Capture(state, dict(again.keyspaces), dict(again.keyspace_ttl), tables, tail, version,
-                   floor, samples)
 
 
 def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int]) -> StagedTail | None:
