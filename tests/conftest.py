@@ -7,10 +7,15 @@
 * ``real_env_dir`` -> the same for the three real backends only.
 
 The env is closed at teardown.
+
+Every test under ``tests/`` must leave the SIGINT handler as it found it (an autouse
+guard): a test that relies on Ctrl-C raising KeyboardInterrupt -- and a developer's
+Ctrl-C -- would silently lose it to a handler a test before it left behind.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +23,17 @@ import pytest
 
 from banyanstore.io.base import Env
 from banyanstore.io.testing import ALL_MODES, REAL_MODES, io_uring_skip_reason, make_test_env, new_root
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_left_alone() -> Iterator[None]:
+    """Fail (and repair) a test that leaves the SIGINT handler changed."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left the SIGINT handler changed: {before!r} -> {after!r}")
 
 
 def _env_and_root(mode: str, tmp_path: Path) -> Iterator[tuple[Env, str]]:

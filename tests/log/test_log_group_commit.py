@@ -8,6 +8,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from log_helpers import open_log, payload
@@ -15,6 +16,7 @@ from log_helpers import open_log, payload
 from banyanstore.errors import StorageIOError
 from banyanstore.io.faults import FaultEnv
 from banyanstore.io.posix import PosixEnv
+from banyanstore.log import commit as commit_module
 from banyanstore.log.commit import GroupCommit
 
 
@@ -205,20 +207,56 @@ def test_a_promoted_waiter_leads_even_when_a_rotation_made_its_record_durable():
     gc.wait_durable(3)  # and the commit is idle again: a later caller does not hang either
 
 
-def test_an_interrupted_promoted_waiter_passes_the_lead_on():
+class _WakesInterrupted:
+    """The parked lock of a waiter that Ctrl-C hits as it wakes: after the old leader
+    promoted it (released this lock), before it ran a line of its own -- where a real
+    KeyboardInterrupt surfaces, at the first bytecode after the blocking acquire.
+
+    Raised here rather than sent with ``_thread.interrupt_main``: that one is handled
+    whenever the main thread next runs bytecode, so a loaded machine that delays the
+    old leader past the promoted waiter's linger moved it out of the window -- into
+    the waiter's round (poisoning the commit) or past the test (a stray Ctrl-C for
+    the rest of the session)."""
+
+    def __init__(self, lock: _thread.LockType) -> None:
+        self._lock = lock
+        self._acquires = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        self._acquires += 1
+        if self._acquires == 2:  # the first locks it to park, the second waits out the park
+            raise KeyboardInterrupt
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_an_interrupted_promoted_waiter_passes_the_lead_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A waiter promoted to leader that is interrupted (KeyboardInterrupt) before it
     leads must hand the lead to the next parked waiter, or that one would wait forever.
     Here the main thread is that waiter (B, seq 2; only it can get KeyboardInterrupt)."""
     gate, last = _Gate(), [1]
     gc = GroupCommit(lambda: (last[0], gate))
     threads = [_leader_syncing_record_one(gc, gate, last)]
+    real_allocate = commit_module.allocate_lock
+    parked: list[_WakesInterrupted] = []
+
+    def allocate() -> Any:  # B's own lock, the first one the main thread allocates
+        lock = real_allocate()
+        if threading.current_thread() is not threading.main_thread() or parked:
+            return lock
+        parked.append(_WakesInterrupted(lock))
+        return parked[0]
+
+    monkeypatch.setattr(commit_module, "allocate_lock", allocate)
 
     def then_c() -> None:
         _until(lambda: gc.waits == 2)  # B (the main thread) is parked
         threads.append(_started(lambda: gc.wait_durable(3)))
         _until(lambda: gc.waits == 3)
-        gc.retire(_InTheWindow(_thread.interrupt_main))  # Ctrl-C lands as B is promoted
-        gate.go.set()
+        gate.go.set()  # A's round ends: it covers record 1 and promotes B
 
     helper = _started(then_c)
     with pytest.raises(KeyboardInterrupt):
@@ -227,5 +265,6 @@ def test_an_interrupted_promoted_waiter_passes_the_lead_on():
     for t in threads:
         t.join(30)
     assert not any(t.is_alive() for t in threads), f"C hung: {gc!r}"
-    assert gc.durable_seq == 3
+    assert gc.durable_seq == 3 and gc.error is None and gc.syncs == 2  # C led the next round
+    assert parked[0]._acquires == 2
     gc.wait_durable(3)
