@@ -926,16 +926,14 @@ static PyObject *native_lz4_decompress(PyObject *self, PyObject *arg) {
     return out;
 }
 
-/* The payload of a stored block, or NULL with no exception set when the fast path does not
- * take it (NULL with an exception: an error that is not about the block, e.g. memory).
- * The checksum and the lz4 decode are the module's own (logframe.c, lz4block.c); they
- * give the crc32c and lz4 packages' results, which the reader's decoder uses for anything
- * this path leaves to it. */
-static PyObject *fast_payload(TableCore *c, PyObject *stored, uint64_t want) {
-    Py_ssize_t n = PyBytes_GET_SIZE(stored);
+/* The payload of a stored block (`n` bytes at `p`), or NULL with no exception set when the
+ * fast path does not take it (NULL with an exception: an error that is not about the
+ * block, e.g. memory).  The checksum and the lz4 decode are the module's own (logframe.c,
+ * lz4block.c); they give the crc32c and lz4 packages' results, which the reader's decoder
+ * uses for anything this path leaves to it. */
+static PyObject *fast_payload(TableCore *c, const uint8_t *p, Py_ssize_t n, uint64_t want) {
     if ((uint64_t)n != want || n < TRAILER_SIZE)
         return NULL;
-    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(stored);
     uint8_t ctype = p[n - TRAILER_SIZE];
     if (ctype != COMPRESSION_NONE && ctype != COMPRESSION_LZ4)
         return NULL;
@@ -994,54 +992,92 @@ static PyObject *native_block_from_payload(PyObject *self, PyObject *data) {
     return block;
 }
 
-/* Block `no` from `stored`, the bytes read for it: a new reference, cached if `fill`.
- * The caller has counted the miss. */
-static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fill) {
+/* Cache `block`, block `no` of the table (a new reference the caller keeps). */
+static int core_cache(TableCore *c, uint32_t no, PyObject *block) {
+    if (c->cache != NULL)  /* the C cache: no Python call */
+        return bs_blockcache_put(c->cache, c->cache_base + no, block, c->slots, no);
+    PyObject *put = Py_NewRef(c->cache_put), *slots = Py_NewRef(c->slots);
+    PyObject *r = PyObject_CallFunction(put, "KOOI", (unsigned long long)(c->cache_base + no), block,
+                                        slots, no);
+    Py_DECREF(put);
+    Py_DECREF(slots);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Block `no` from the `n` bytes at `p` read for it (`stored`: the same bytes as an object,
+ * or NULL: made here only if the reader's decoder is needed): a new reference, cached if
+ * `fill`.  The caller has counted the miss.  Decoding from a pointer lets a miss read into
+ * a buffer of its own (no bytes object to allocate and free per read) and a read-ahead span
+ * be decoded in place (no copy per block). */
+static PyObject *core_decode_at(TableCore *c, uint32_t no, const uint8_t *p, Py_ssize_t n, PyObject *stored,
+                                int fill) {
     uint64_t off = bs_load_le64(c->starts + 8 * (uint64_t)no), want = bs_load_le64(c->starts + 8 * (uint64_t)no + 8) - off;
     PyObject *block = NULL;
-    if (PyBytes_CheckExact(stored)) {
-        PyObject *payload = fast_payload(c, stored, want);
-        if (payload != NULL) {
-            BlockView bv;
-            const char *why;
-            if (block_parse((const uint8_t *)PyBytes_AS_STRING(payload), (uint64_t)PyBytes_GET_SIZE(payload),
-                            &bv, &why) == 0) {
-                block = build_block(payload, &bv);
-                if (block == NULL && !PyErr_Occurred())
-                    block = PyObject_CallOneArg((PyObject *)block_type, payload);
-            }
-            Py_DECREF(payload);
+    PyObject *payload = fast_payload(c, p, n, want);
+    if (payload != NULL) {
+        BlockView bv;
+        const char *why;
+        if (block_parse((const uint8_t *)PyBytes_AS_STRING(payload), (uint64_t)PyBytes_GET_SIZE(payload),
+                        &bv, &why) == 0) {
+            block = build_block(payload, &bv);
+            if (block == NULL && !PyErr_Occurred())
+                block = PyObject_CallOneArg((PyObject *)block_type, payload);
         }
-        if (block == NULL) {
-            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
-                return NULL;
-            PyErr_Clear();  /* a payload that does not parse: the reader's decoder says how */
-        }
+        Py_DECREF(payload);
     }
     if (block == NULL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;
+        PyErr_Clear();  /* a payload that does not parse: the reader's decoder says how */
+        PyObject *own = stored != NULL ? Py_NewRef(stored) : PyBytes_FromStringAndSize((const char *)p, n);
+        if (own == NULL)
+            return NULL;
         PyObject *accept = Py_NewRef(c->accept);
-        block = PyObject_CallFunction(accept, "IOO", no, stored, fill ? Py_True : Py_False);
+        block = PyObject_CallFunction(accept, "IOO", no, own, fill ? Py_True : Py_False);
         Py_DECREF(accept);
+        Py_DECREF(own);
         return block;  /* cached by the reader if fill */
     }
-    if (fill && c->cache != NULL) {  /* the C cache: no Python call */
-        if (bs_blockcache_put(c->cache, c->cache_base + no, block, c->slots, no) < 0) {
-            Py_DECREF(block);
-            return NULL;
-        }
-    } else if (fill) {
-        PyObject *put = Py_NewRef(c->cache_put), *slots = Py_NewRef(c->slots);
-        PyObject *r = PyObject_CallFunction(put, "KOOI", (unsigned long long)(c->cache_base + no), block,
-                                            slots, no);
-        Py_DECREF(put);
-        Py_DECREF(slots);
-        if (r == NULL) {
-            Py_DECREF(block);
-            return NULL;
-        }
-        Py_DECREF(r);
+    if (fill && core_cache(c, no, block) < 0) {
+        Py_DECREF(block);
+        return NULL;
     }
     return block;
+}
+
+/* Block `no` from `stored`, the object read for it (bytes, or what a file's read()
+ * returned): a new reference, cached if `fill`.  The caller has counted the miss. */
+static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fill) {
+    if (PyBytes_CheckExact(stored))
+        return core_decode_at(c, no, (const uint8_t *)PyBytes_AS_STRING(stored), PyBytes_GET_SIZE(stored),
+                              stored, fill);
+    PyObject *accept = Py_NewRef(c->accept);
+    PyObject *block = PyObject_CallFunction(accept, "IOO", no, stored, fill ? Py_True : Py_False);
+    Py_DECREF(accept);
+    return block;  /* cached by the reader if fill */
+}
+
+/* The descriptor of the table file if it is a plain posix file that C may pread(2) itself
+ * (-1 with no exception: it is not; -1 with one: an error). */
+static long posix_fd(TableCore *c) {
+    if (posix_file_type == NULL || c->file == NULL || Py_TYPE(c->file) != posix_file_type)
+        return -1;
+    PyObject *fdo = PyObject_GetAttr(c->file, str_fd);
+    long fd = fdo != NULL ? PyLong_AsLong(fdo) : -1;
+    Py_XDECREF(fdo);
+    return fd >= 0 && fd <= INT32_MAX ? fd : -1;
+}
+
+/* `len` bytes at `off` through the file's own read(), which retries EINTR and raises the
+ * store's IO errors: a new reference to what it returns. */
+static PyObject *python_read(TableCore *c, uint64_t off, uint64_t len) {
+    PyObject *read = Py_NewRef(c->read);
+    PyObject *out = PyObject_CallFunction(read, "KK", (unsigned long long)off, (unsigned long long)len);
+    Py_DECREF(read);
+    return out;
 }
 
 /* `len` bytes at `off` of the table file (fewer only at its end).  A plain posix file is
@@ -1049,14 +1085,11 @@ static PyObject *core_decode(TableCore *c, uint32_t no, PyObject *stored, int fi
  * any other file (O_DIRECT, the test envs' wrappers), and any error, go through the file's
  * own read(), which retries EINTR and raises the store's IO errors. */
 static PyObject *file_read(TableCore *c, uint64_t off, uint64_t len) {
-    if (posix_file_type != NULL && c->file != NULL && Py_TYPE(c->file) == posix_file_type
-            && len <= (uint64_t)PY_SSIZE_T_MAX && off <= (uint64_t)INT64_MAX) {
-        PyObject *fdo = PyObject_GetAttr(c->file, str_fd);
-        long fd = fdo != NULL ? PyLong_AsLong(fdo) : -1;
-        Py_XDECREF(fdo);
+    if (len <= (uint64_t)PY_SSIZE_T_MAX && off <= (uint64_t)INT64_MAX) {
+        long fd = posix_fd(c);
         if (fd == -1 && PyErr_Occurred())
             return NULL;
-        if (fd >= 0 && fd <= INT32_MAX) {
+        if (fd >= 0) {
             PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
             if (out == NULL)
                 return NULL;
@@ -1072,11 +1105,12 @@ static PyObject *file_read(TableCore *c, uint64_t off, uint64_t len) {
             Py_DECREF(out);  /* an error: the file's read() says which (or retries EINTR) */
         }
     }
-    PyObject *read = Py_NewRef(c->read);
-    PyObject *out = PyObject_CallFunction(read, "KK", (unsigned long long)off, (unsigned long long)len);
-    Py_DECREF(read);
-    return out;
+    return python_read(c, off, len);
 }
+
+/* A miss reads a block of up to this many bytes into a buffer on the stack: no bytes
+ * object per read (its malloc and free were a tenth of a cold seek's time). */
+enum { STACK_READ_BYTES = 16384 };
 
 /* Block `no` read from the file (a miss): a new reference, cached if `fill`. */
 static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
@@ -1087,7 +1121,27 @@ static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
         return block;
     }
     uint64_t off = bs_load_le64(c->starts + 8 * (uint64_t)no), len = bs_load_le64(c->starts + 8 * (uint64_t)no + 8) - off;
-    PyObject *stored = file_read(c, off, len);
+    int got_error = 0;
+    if (len <= STACK_READ_BYTES && off <= (uint64_t)INT64_MAX) {
+        long fd = posix_fd(c);
+        if (fd == -1 && PyErr_Occurred())
+            return NULL;
+        if (fd >= 0) {
+            uint8_t buf[STACK_READ_BYTES];
+            ssize_t got;
+            Py_BEGIN_ALLOW_THREADS
+            got = pread((int)fd, buf, (size_t)len, (off_t)off);
+            Py_END_ALLOW_THREADS
+            if (got >= 0) {  /* a short read leaves the block short: the reader's decoder reports it */
+                c->counters->misses++;
+                return core_decode_at(c, no, buf, (Py_ssize_t)got, NULL, fill);
+            }
+            got_error = 1;
+        }
+    }
+    /* a large block, another kind of file, or a read error (the file's read() says which,
+     * or retries EINTR) */
+    PyObject *stored = got_error ? python_read(c, off, len) : file_read(c, off, len);
     if (stored == NULL)
         return NULL;
     c->counters->misses++;
@@ -1607,6 +1661,10 @@ enum { SRC_TABLE = 1, SRC_RUNS = 2 };
  * large spans. */
 enum { READAHEAD_BLOCKS = 16 };
 
+/* tables_prefetch warms the first blocks of at most this many tables (a seek's stack of
+ * tables; beyond it, prefetches would evict each other's lines before their use) */
+enum { PREFETCH_TABLES = 16 };
+
 typedef struct {
     int kind, done;
     /* the head entry */
@@ -1756,12 +1814,9 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
             /* a short read leaves this block short: the reader's decoder reports it */
             Py_ssize_t from = (Py_ssize_t)(a < (uint64_t)have ? a : (uint64_t)have);
             Py_ssize_t to = (Py_ssize_t)(e < (uint64_t)have ? e : (uint64_t)have);
-            PyObject *stored = PyBytes_FromStringAndSize(PyBytes_AS_STRING(span) + from, to - from);
-            if (stored != NULL) {
-                c->counters->misses++;
-                s->ahead[i] = core_decode(c, b, stored, 1);
-                Py_DECREF(stored);
-            }
+            c->counters->misses++;  /* decoded in place: no copy of the block */
+            s->ahead[i] = core_decode_at(c, b, (const uint8_t *)PyBytes_AS_STRING(span) + from, to - from,
+                                         NULL, 1);
         }
         if (s->ahead[i] == NULL) {
             Py_XDECREF(span);
@@ -1855,8 +1910,9 @@ static inline int source_advance(MergeScan *m, Source *s) {
     return s->kind == SRC_TABLE ? table_advance(m, s) : runs_advance(m, s);
 }
 
-/* Position a table source at the first entry of the range. */
-static int table_open(MergeScan *m, Source *s) {
+/* The blocks of a table source that may hold entries of the range: [s->first, s->last].
+ * Returns 1 if there are any, 0 if none (the source is done), -1 on error. */
+static int table_range(MergeScan *m, Source *s) {
     TableCore *c = s->core;
     if (core_ready(c) < 0)
         return -1;
@@ -1879,15 +1935,59 @@ static int table_open(MergeScan *m, Source *s) {
         s->done = 1;
         return 0;
     }
-    uint32_t no = m->reverse ? s->last : s->first;
+    return 1;
+}
+
+/* The block a table source starts from (its range is set). */
+static inline uint32_t table_start_block(const MergeScan *m, const Source *s) {
+    return m->reverse ? s->last : s->first;
+}
+
+/* Position a table source whose range is set at the first entry of the range. */
+static int table_open(MergeScan *m, Source *s) {
+    uint32_t no = table_start_block(m, s);
     s->batch = 1;
-    PyObject *block = core_block(c, no);
+    PyObject *block = core_block(s->core, no);
     if (block == NULL)
         return -1;
     int r = table_enter(m, s, no, block);
     if (r < 0)
         return -1;
     return r ? 0 : table_next_block(m, s);
+}
+
+/* Ask the CPU for what opening the table sources will read of their cached first blocks
+ * -- the slot, the Block, its payload's head -- for all of them before any is opened: at
+ * a million keys each is a memory miss, and issued together they overlap instead of
+ * following one another (a seek opens one block per table).  Reads nothing it may not:
+ * a slot's Block is read only once its slot pointer is known to be in the list. */
+static void tables_prefetch(MergeScan *m) {
+    PyObject *blocks[PREFETCH_TABLES];
+    Source *tables[PREFETCH_TABLES];
+    Py_ssize_t nt = 0, nb = 0;
+    for (Py_ssize_t i = 0; i < m->nsrc && nt < PREFETCH_TABLES; i++) {
+        Source *s = &m->src[i];
+        if (s->kind == SRC_TABLE && !s->done
+                && (Py_ssize_t)table_start_block(m, s) < PyList_GET_SIZE(s->core->slots)) {
+            __builtin_prefetch(&((PyListObject *)s->core->slots)->ob_item[table_start_block(m, s)]);
+            tables[nt++] = s;
+        }
+    }
+    for (Py_ssize_t i = 0; i < nt; i++) {
+        PyObject *block = PyList_GET_ITEM(tables[i]->core->slots, table_start_block(m, tables[i]));
+        if (block != Py_None && Py_TYPE(block) == block_type) {
+            __builtin_prefetch((char *)block + block_data_off);
+            __builtin_prefetch((char *)block + block_ref_off, 1);
+            blocks[nb++] = block;
+        }
+    }
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        PyObject *data = *(PyObject **)((char *)blocks[i] + block_data_off);
+        if (data != NULL) {
+            __builtin_prefetch(data);
+            __builtin_prefetch((char *)data + 64);
+        }
+    }
 }
 
 static int merge_traverse(MergeScan *m, visitproc visit, void *arg) {
@@ -1943,10 +2043,14 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     PyObject *sources, *start, *end, *limit = Py_None, *keepalive = Py_None, *guard = Py_None;
     unsigned long long version, floor;
     int reverse = 0, keys_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKK|pOpOO:MergeScan", kwlist, &PyList_Type, &sources,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOKK|pOpOO:MergeScan", kwlist, &sources,
                                      &start, &end, &version, &floor, &reverse, &limit, &keys_only,
                                      &keepalive, &guard))
         return -1;
+    if (!PyList_CheckExact(sources) && !PyTuple_CheckExact(sources)) {
+        PyErr_SetString(PyExc_TypeError, "sources must be a list or a tuple");
+        return -1;
+    }
     if (guard != Py_None && !PyCallable_Check(guard)) {
         PyErr_SetString(PyExc_TypeError, "guard must be callable or None");
         return -1;
@@ -1981,7 +2085,7 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     m->floor = floor;
     m->reverse = reverse;
     m->keys_only = keys_only;
-    Py_ssize_t n = PyList_GET_SIZE(sources);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sources);
     m->src = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Source));
     if (m->src == NULL) {
         PyErr_NoMemory();
@@ -1997,18 +2101,29 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     }
     if (m->remaining == 0)
         return 0;
+    /* the tables' block ranges first, then what their first blocks need fetched together,
+     * then each source positioned */
     for (Py_ssize_t i = 0; i < n; i++) {
         Source *s = &m->src[i];
-        PyObject *item = PyList_GET_ITEM(sources, i);
+        PyObject *item = PySequence_Fast_GET_ITEM(sources, i);
         s->done = 0;
         if (Py_TYPE(item) == &TableCoreType) {
             s->kind = SRC_TABLE;
             s->core = (TableCore *)Py_NewRef(item);
-            if (table_open(m, s) < 0)
+            if (table_range(m, s) < 0)
                 return -1;
         } else {
             s->kind = SRC_RUNS;
-            s->runs = PyObject_GetIter(item);
+        }
+    }
+    tables_prefetch(m);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Source *s = &m->src[i];
+        if (s->kind == SRC_TABLE) {
+            if (!s->done && table_open(m, s) < 0)
+                return -1;
+        } else {
+            s->runs = PyObject_GetIter(PySequence_Fast_GET_ITEM(sources, i));
             if (s->runs == NULL || runs_next_run(m, s) < 0)
                 return -1;
         }

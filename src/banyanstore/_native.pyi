@@ -51,7 +51,8 @@ def tables_multi_get(cores: tuple[TableCore, ...], keys: list[bytes], version: i
                      ) -> list[Result]: ...
 
 class MergeScan:
-    def __init__(self, sources: list[Any], start: bytes | None, end: bytes | None, version: int,
+    def __init__(self, sources: list[Any] | tuple[Any, ...], start: bytes | None, end: bytes | None,
+                 version: int,
                  floor: int, reverse: bool = False, limit: int | None = None,
                  keys_only: bool = False, keepalive: Any = None,
                  guard: Callable[[], None] | None = None) -> None: ...

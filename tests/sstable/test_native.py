@@ -407,6 +407,41 @@ def test_miss_path_in_c_reports_damage_like_python(tmp_path):
         nat.close()
 
 
+def test_table_file_cut_after_open_is_corruption_in_both_readers(tmp_path):
+    """A table file cut short after it was opened (its index already read): a point lookup
+    (a miss read with pread into the core's own buffer) and a scan (a read-ahead span decoded
+    in place) meeting a block past the cut raise the Python reader's CorruptionError naming
+    the file and that block's offset -- never a shorter answer."""
+    env = PosixEnv()
+    entries = random_entries(random.Random(9), 400, key_len=8, value_len=30)
+    path, _ = build(env, str(tmp_path), entries, block_size=1024)
+    pure, nat = open_both(env, path, cache_bytes=0)
+    try:
+        starts = [pure.block_request(no)[1] for no in range(pure.block_count)]
+        cut = 6
+        os.truncate(path, starts[cut] + 10)
+        keys = sorted({e[0] for e in entries})
+        late = next(k for k in keys if pure.locate(k, TOP) > cut)
+        errors = []
+        for r in (pure, nat):
+            with pytest.raises(CorruptionError) as info:
+                r.get(late, TOP)
+            errors.append((str(info.value), info.value.path, info.value.offset))
+        assert errors[0] == errors[1] and errors[1][1] == path and errors[1][2] in starts[cut + 1:]
+        errors = []
+        for r in (pure, nat):
+            with pytest.raises(CorruptionError) as info:
+                if r is nat:
+                    list(native.MergeScan([nat.core], None, None, TOP, 0, False, None, False, nat))
+                else:
+                    list(r.scan())
+            errors.append((str(info.value), info.value.path, info.value.offset))
+        assert errors[0] == errors[1] and errors[1][1:] == (path, starts[cut])
+    finally:
+        pure.close()
+        nat.close()
+
+
 class _FailingReads(PosixEnv):
     """While ``failing`` is set, reads raise an OSError."""
 
@@ -714,3 +749,56 @@ def test_lz4_decoder_refuses_malformed_blocks():
         assert native.lz4_decompress(body) is None, body
         assert _lz4_python(body) in (None, native.lz4_decompress(body))
     assert native.lz4_decompress(hdr(5) + b"\x50abcde") == b"abcde"
+
+
+def _lz4_stream(rng: random.Random, size: int) -> tuple[bytes, bool]:
+    """A hand-built LZ4 block body of about ``size`` output bytes -- short sequences (the
+    decoder's fixed-copy path: literals <= 14, matches <= 18, offsets 1..40, overlapping
+    ones too) mixed with long ones, ending with literals; now and then an offset of 0 or
+    past the start, or an end too close to the last match, as damage would leave it -- and
+    whether it keeps the format's rules (valid offsets, >= 5 final literals, the last match
+    starting >= 12 bytes before the end)."""
+    out, seqs, valid, ml = 0, bytearray(), True, 0
+    while out < size:
+        lit = rng.choice([0, 1, 3, 7, 8, 13, 14, 15, 16, 30, 300]) if out else rng.randrange(1, 20)
+        ml = rng.choice([4, 5, 8, 11, 17, 18, 19, 20, 40, 600])
+        literals = rng.randbytes(lit)
+        out += lit
+        offset = min(rng.choice([1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 40, out]), out)
+        if rng.random() < 0.004:
+            offset = rng.choice([0, out + 1])
+        valid = valid and 1 <= offset <= min(out, 65535)
+        token = (min(lit, 15) << 4) | min(ml - 4, 15)
+        seqs.append(token)
+        if lit >= 15:
+            seqs += b"\xff" * ((lit - 15) // 255) + bytes([(lit - 15) % 255])
+        seqs += literals + struct.pack("<H", max(0, min(offset, 65535)))
+        if ml - 4 >= 15:
+            seqs += b"\xff" * ((ml - 19) // 255) + bytes([(ml - 19) % 255])
+        out += ml
+    last = rng.choice([5, 6, 12, 20]) if rng.random() < 0.9 else rng.randrange(0, 5)
+    valid = valid and last >= 5 and ml + last >= 12
+    seqs.append(min(last, 15) << 4)
+    if last >= 15:
+        seqs.append(last - 15)
+    seqs += rng.randbytes(last)
+    out += last
+    return struct.pack("<I", out) + bytes(seqs), valid
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lz4_decoder_short_sequences_as_the_lz4_package(seed):
+    """Hand-built bodies of many short sequences (the decoder's fixed-size-copy path) near
+    and far from both ends: a body that keeps the format's rules decodes to the lz4
+    package's bytes; any other is refused (left to the package) or decoded as it does."""
+    rng = random.Random(seed)
+    kept = 0
+    for _ in range(400):
+        body, valid = _lz4_stream(rng, rng.choice([10, 40, 100, 1000, 5000]))
+        want, got = _lz4_python(body), native.lz4_decompress(body)
+        if valid:
+            assert want is not None and got == want, (seed, body[:40])
+            kept += 1
+        else:
+            assert got is None or got == want, (seed, body[:40])
+    assert kept > 250

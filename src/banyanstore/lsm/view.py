@@ -41,6 +41,7 @@ __all__ = ["View", "KeyspaceState", "EMPTY_VIEW", "DroppedView"]
 
 _hash = xxhash.xxh3_64_intdigest
 _native = accel.native
+_MergeScan = _native.MergeScan if _native is not None else None
 SEEK_LIMIT = 128
 """Forward scans with at most this ``limit`` take the seek path (View._seek): their
 cost is the setup.  Longer ones amortise it, and the generic merge keeps them lazy."""
@@ -235,12 +236,12 @@ class View:
             # memtables' runs) with visibility, and yields pre-built tuples; the guard
             # runs per memtable run, and the core runs it every 16 to 1024 entries (once
             # per entry would cost a fifth of a scan) -- the core is the iterator, no Python layer per entry.
-            mems = [m for m in (self.mem, *self.imms) if m.entries]
-            sources: list[Any] = [guarded_runs(memtable_runs(m, start, end, version, reverse), guard)
-                                  for m in mems] if mems else []
-            sources += cores
-            return _native.MergeScan(sources, start, end, version, floor,  # type: ignore[union-attr]
-                                     reverse, limit, keys_only, self.tables, guard)
+            sources: Sequence[Any] = cores  # no memtable entries (e.g. just opened or flushed)
+            if self.mem.entries or self.imms:
+                sources = [*(guarded_runs(memtable_runs(m, start, end, version, reverse), guard)
+                             for m in (self.mem, *self.imms) if m.entries), *cores]
+            return _MergeScan(sources, start, end, version, floor,  # type: ignore[misc]
+                              reverse, limit, keys_only, self.tables, guard)
         cover = self.cover(version)
         if keys_only:
             return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))

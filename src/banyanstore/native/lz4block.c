@@ -25,6 +25,14 @@
 
 enum { MINMATCH = 4, LASTLITERALS = 5, MFLIMIT = 12, RUN_MASK = 15, WILD = 16 };
 
+/* A sequence whose literal and match lengths need no extension (<= 14 and <= 18 bytes)
+ * with at least SHORT_IN bytes of input after its token and SHORT_OUT of output room
+ * passes every check of the general path but the offset's: 14 literals + 2 offset bytes
+ * leave >= 8 = 2 + 1 + LASTLITERALS of input, and 14 literals + an 18-byte match leave
+ * >= LASTLITERALS of output (so it is not the last sequence, and its literals end at least
+ * MFLIMIT before the output's end).  16 + 8 also lets the literals be copied 16 at once. */
+enum { SHORT_IN = 24, SHORT_OUT = 14 + 18 + LASTLITERALS };
+
 /* Copy n bytes in WILD-byte strides (fixed-size copies the compiler inlines, instead of a
  * libc call per short literal run or match), writing up to WILD - 1 bytes past n.
  * REQUIRES: the caller checked that dst and src have n + WILD - 1 bytes of room, and
@@ -57,6 +65,32 @@ int bs_lz4_block_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) 
         if (ip >= iend)
             return -1;
         unsigned token = *ip++;
+        if ((token >> 4) < RUN_MASK && (token & RUN_MASK) < RUN_MASK && (size_t)(iend - ip) >= SHORT_IN
+                && (size_t)(oend - op) >= SHORT_OUT) {
+            /* A short sequence far from both ends (most of them): the checks below all pass
+             * but the offset's, so fixed-size copies do -- the bytes written past the
+             * sequence are overwritten by what follows. */
+            size_t lit = token >> 4;
+            memcpy(op, ip, 16);
+            op += lit;
+            ip += lit;
+            size_t offset = (size_t)ip[0] | (size_t)ip[1] << 8;
+            ip += 2;
+            if (offset == 0 || offset > (size_t)(op - dst))
+                return -1;
+            size_t len = (token & RUN_MASK) + MINMATCH;
+            const uint8_t *match = op - offset;
+            if (offset >= 8) {  /* each 8-byte copy reads bytes already written */
+                memcpy(op, match, 8);
+                memcpy(op + 8, match + 8, 8);
+                memcpy(op + 16, match + 16, 2);
+            } else {
+                for (size_t i = 0; i < len; i++)
+                    op[i] = match[i];
+            }
+            op += len;
+            continue;
+        }
         size_t lit = token >> 4;
         if (lit == RUN_MASK && read_ext(&ip, iend, &lit) < 0)
             return -1;
