@@ -2037,6 +2037,8 @@ static void merge_dealloc(MergeScan *m) {
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
+static int merge_open(MergeScan *m, PyObject *sources);
+
 static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
                              "keys_only", "keepalive", "guard", NULL};
@@ -2101,8 +2103,17 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     }
     if (m->remaining == 0)
         return 0;
-    /* the tables' block ranges first, then what their first blocks need fetched together,
-     * then each source positioned */
+    if (merge_open(m, sources) < 0) {
+        merge_clear(m);  /* a failed init leaves no half-opened source: next() just ends */
+        return -1;
+    }
+    return 0;
+}
+
+/* Open the sources (m->src allocated, all done): the tables' block ranges first, then
+ * what their first blocks need fetched together, then each source positioned. */
+static int merge_open(MergeScan *m, PyObject *sources) {
+    Py_ssize_t n = m->nsrc;
     for (Py_ssize_t i = 0; i < n; i++) {
         Source *s = &m->src[i];
         PyObject *item = PySequence_Fast_GET_ITEM(sources, i);

@@ -442,6 +442,24 @@ def test_table_file_cut_after_open_is_corruption_in_both_readers(tmp_path):
         nat.close()
 
 
+@pytest.mark.skipif(accel.native is None, reason="the store runs on pure Python here")
+@pytest.mark.parametrize("failing", ["first", "last"])
+def test_merge_scan_after_a_failed_init_just_ends(failing):
+    """A MergeScan whose __init__ raised (here: a source's iterator of runs raises) holds
+    no half-opened source: iterating it afterwards ends at once instead of reading one
+    (which crashed the interpreter)."""
+    def bad_runs():
+        raise ValueError("boom")
+        yield  # pragma: no cover - a generator that raises at its first next()
+
+    good = iter([[(b"a", 1, b"x")], [(b"b", 1, b"y")]])
+    sources = [bad_runs(), good] if failing == "first" else [good, bad_runs()]
+    scan = native.MergeScan.__new__(native.MergeScan)
+    with pytest.raises(ValueError, match="boom"):
+        scan.__init__(sources, None, None, TOP, 0)
+    assert list(scan) == []
+
+
 class _FailingReads(PosixEnv):
     """While ``failing`` is set, reads raise an OSError."""
 
