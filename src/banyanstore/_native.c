@@ -1665,6 +1665,9 @@ enum { READAHEAD_BLOCKS = 16 };
  * tables; beyond it, prefetches would evict each other's lines before their use) */
 enum { PREFETCH_TABLES = 16 };
 
+/* and the key section of a first block when it is at most this large (a 4 KiB block's) */
+enum { PREFETCH_KEY_BYTES = 1024 };
+
 typedef struct {
     int kind, done;
     /* the head entry */
@@ -1981,12 +1984,28 @@ static void tables_prefetch(MergeScan *m) {
             blocks[nb++] = block;
         }
     }
+    PyObject *datas[PREFETCH_TABLES];
+    Py_ssize_t nd = 0;
     for (Py_ssize_t i = 0; i < nb; i++) {
         PyObject *data = *(PyObject **)((char *)blocks[i] + block_data_off);
-        if (data != NULL) {
+        if (data != NULL && PyBytes_CheckExact(data)) {
             __builtin_prefetch(data);
             __builtin_prefetch((char *)data + 64);
+            datas[nd++] = data;
         }
+    }
+    /* then the fixed-width key section each block's search will bisect (its header is
+     * on its way from the step above) */
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        const uint8_t *p = bytes_ptr(datas[i]);
+        uint64_t size = (uint64_t)PyBytes_GET_SIZE(datas[i]);
+        if (size < BLOCK_HEADER || !(bs_load_le32(p + 12) & FIXED_KEYS))
+            continue;
+        uint64_t n = bs_load_le32(p), from = BLOCK_HEADER + 8 * n, to = from + n * bs_load_le32(p + 4);
+        if (to > size || to - from > PREFETCH_KEY_BYTES)
+            continue;
+        for (uint64_t at = from; at < to; at += 64)
+            __builtin_prefetch(p + at);
     }
 }
 
