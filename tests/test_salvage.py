@@ -32,6 +32,7 @@ KEYSPACES = ("default", "a", "b")
 OPTS: dict[str, Any] = dict(memtable_size=64 * 1024, compaction_min_width=2, compaction_mode="thread",
                             wal_sync="always", block_size=1024)
 Model = dict[str, dict[bytes, bytes]]
+CRASH_ATTEMPTS = 8
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +41,8 @@ def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compaction, "BACKOFF_START", 0.001)
 
 
-def _workload(root: str, env: Any, model: Model) -> None:
-    rng = random.Random(7)
+def _workload(root: str, env: Any, model: Model, seed: int) -> None:
+    rng = random.Random(seed)
     store = banyanstore.open(root, env=env, **OPTS)
     try:
         spaces = {name: store.keyspace(name) for name in KEYSPACES}
@@ -70,18 +71,25 @@ def _workload(root: str, env: Any, model: Model) -> None:
 def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Model]:
     """A crashed store on disk (tables of every keyspace, merged and not, and a WAL
     tail) and the model of what it holds."""
-    disk = MemoryEnv()
-    disk.mkdir("/db")
-    model: Model = {name: {} for name in KEYSPACES}
-    _workload("/db", CrashEnv(disk), model)
-    out = tmp_path_factory.mktemp("salvage") / "db"
-    for sub in ("tables", "wal"):
-        (out / sub).mkdir(parents=True)
-    for path, data in disk.snapshot_state(durable=True).items():
-        target = out / path.removeprefix("/db/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return out, model
+    # Where the power loss lands among the background merges depends on timing. The tests
+    # damage a table that is the only copy of its versions, so a crash that left none in
+    # keyspace a or b (each of their tables covered by a merge output not yet installed)
+    # is run again, with the next seed.
+    for seed in range(7, 7 + CRASH_ATTEMPTS):
+        disk = MemoryEnv()
+        disk.mkdir("/db")
+        model: Model = {name: {} for name in KEYSPACES}
+        _workload("/db", CrashEnv(disk), model, seed)
+        out = tmp_path_factory.mktemp("salvage") / "db"
+        for sub in ("tables", "wal"):
+            (out / sub).mkdir(parents=True)
+        for path, data in disk.snapshot_state(durable=True).items():
+            target = out / path.removeprefix("/db/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if all(uncovered_tables(out, name) for name in ("a", "b")):
+            return out, model
+    raise AssertionError(f"no crash of {CRASH_ATTEMPTS} left a table that is the only copy of its versions")
 
 
 @pytest.fixture
@@ -113,7 +121,7 @@ def tables_by_keyspace(path: Path) -> dict[str, list[Path]]:
     return out
 
 
-def only_copies(path: Path, name: str) -> list[Path]:
+def uncovered_tables(path: Path, name: str) -> list[Path]:
     """The tables of keyspace ``name`` the manifest names whose versions no other table
     file covers. The power loss can stop a merge after its output is durable and before
     its inputs are gone; repair rightly calls a damaged input of such a merge no loss, so
@@ -128,6 +136,12 @@ def only_copies(path: Path, name: str) -> list[Path]:
             continue  # an unfinished output: it covers nothing
     out = [t for t in tables_by_keyspace(path)[name]
            if not any(o != t and lo <= spans[t][1] and spans[t][0] <= hi for o, (lo, hi) in spans.items())]
+    return out
+
+
+def only_copies(path: Path, name: str) -> list[Path]:
+    """uncovered_tables, which the crashed fixture made sure is not empty for a and b."""
+    out = uncovered_tables(path, name)
     assert out, f"every table of keyspace {name!r} shares its versions with another file"
     return out
 
