@@ -71,3 +71,23 @@ def test_deep_segment_mutations_find_every_record() -> None:
         starts = sum(1 for path, data in sample.files.items()
                      for _off, _len, kind in mutate.segment_fragments(data) if kind in (1, 2))
         assert starts == len(records) == last - first + 1
+
+
+REGRESSIONS = [
+    # A deep flip of a WAL record's version (seed 75964265, input 154): the next record
+    # went backwards and reached the pure-Python memtable out of order; the table
+    # builder failed at flush with ValueError instead of a CorruptionError
+    # (lsm/wal.py check_version_order; tests/lsm/test_wal_version_order.py).
+    pytest.param("wal.record", 75964265, 160, id="wal.record-75964265"),
+]
+
+
+@pytest.mark.parametrize(("decoder", "seed", "inputs"), REGRESSIONS)
+def test_decoder_fuzz_regression(decoder: str, seed: int, inputs: int,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seed that once found a defect, replayed (pure Python: the mode it failed in)."""
+    monkeypatch.setenv("BANYANSTORE_PURE_PYTHON", "1")  # inherited by the fuzz child
+    result = run_subprocess(decoder, inputs, seed)
+    assert result.inputs == inputs
+    bad = {v: n for v, n in result.verdicts.items() if v in ("wrong", "crash", "hang")}
+    assert not bad, f"{decoder} (seed {seed}): {bad}\n" + "\n".join(result.failures)

@@ -52,7 +52,7 @@ from ..sstable.reader import TableReader
 from .manifest import FILE_HEADER, Manifest, ManifestState, apply_edits
 from .memtable import Memtable
 from .timemap import TimeMap
-from .wal import decode
+from .wal import check_version_order, decode
 
 __all__ = ["CatchUp", "Vanished", "MAX_ATTEMPTS"]
 
@@ -256,12 +256,15 @@ class CatchUp:
         gaps_allowed = self._options.skip_damaged_records  # damaged records were skipped
         try:
             expected = start
+            previous = 0  # the version of the record before (wal.check_version_order)
             for seq, record in wal.read(start, check_gaps=False):
                 if seq != expected and not gaps_allowed:  # a segment in the middle is gone
                     self._missing(f"WAL records {expected}..{seq - 1} are missing", where)
                 expected = seq + 1
                 rec = decode(record, f"{where} (record {seq})")
                 version, ms = rec.version, rec.commit_ms
+                check_version_order(version, previous, f"{where} (record {seq})")
+                previous = version
                 if version > self.version and version > flushed:
                     for ks_id in rec.keyspaces():  # a batch goes in whole or not at all
                         if ks_id not in known and ks_id not in dropped:

@@ -15,7 +15,11 @@ Rules (BanyanDB lost data by breaking them, see docs/facts.md):
   the seqs replay reads is a :class:`CorruptionError` -- unless the open says
   ``wal_recovery="skip_missing"`` (then it is logged, and the records are lost);
 * WAL records at or below ``flushed_version`` are already in tables and are
-  skipped; the rest rebuild the memtables.
+  skipped; the rest rebuild the memtables;
+* versions never go down from one WAL record to the next (the writer takes each
+  record's version under its lock, in log order): a record older than the one
+  before it is damage (a :class:`CorruptionError` naming the record and the
+  offset of its version), not something to insert into a memtable out of order.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .manifest import Manifest, ManifestState
 from .tree import Tree
-from .wal import decode
+from .wal import check_version_order, decode
 
 __all__ = ["open_wal", "missing_records", "check_orphans", "open_tables", "remove_orphans", "replay_wal"]
 
@@ -161,12 +165,15 @@ def replay_wal(tree: Tree, wal: Log, opts: Options, state: ManifestState) -> tup
     where = f"{tree.path}/wal"
     expected = start
     gaps_allowed = opts.skip_damaged_records  # the Log skipped damaged records
+    previous = 0  # the version of the record before
     for seq, record in wal.read(start, check_gaps=False):
         if seq != expected and not gaps_allowed:
             missing_records(opts, f"WAL records {expected}..{seq - 1} are missing (a segment "
                      "was removed or lost)", where)
         expected = seq + 1
         version, ms, ops, ranges = decode(record, f"{where} (record {seq})")
+        check_version_order(version, previous, f"{where} (record {seq})")
+        previous = version
         if version <= floor:
             continue
         for ks_id, key, value in ops:

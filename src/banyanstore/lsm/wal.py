@@ -33,7 +33,8 @@ from ..errors import CorruptionError
 
 __all__ = ["encode_one", "encode_batch", "encode_with_ranges", "decode", "WalRecord", "KIND_VALUE",
            "KIND_TOMBSTONE", "KIND_RANGE", "WAL_FORMAT", "WAL_FORMAT_RANGES", "py_encode_one",
-           "py_encode_batch"]
+           "py_encode_batch", "VERSION_OFFSET",
+           "check_version_order"]
 
 WAL_FORMAT: Final = 1
 WAL_FORMAT_RANGES: Final = 2
@@ -44,7 +45,9 @@ KIND_RANGE: Final = 3
 HEADER = struct.Struct("<BBIQQ")
 ENTRY = struct.Struct("<BIII")
 ONE = struct.Struct("<BBIQQBIII")  # header + first entry in one pack call (single puts)
+VERSION_OFFSET: Final = 6  # of the header's version field (after format, flags, count)
 assert HEADER.size == 22 and ENTRY.size == 13 and ONE.size == 35
+assert struct.calcsize("<BBI") == VERSION_OFFSET
 
 Op = tuple[int, bytes, bytes | None]  # (keyspace id, key, value or None for a tombstone)
 RangeOp = tuple[int, bytes, bytes]  # (keyspace id, start, end): a range tombstone
@@ -121,15 +124,17 @@ encode_batch = py_encode_batch if accel.native is None else accel.native.wal_enc
 def decode(record: bytes, where: str = "wal") -> WalRecord:
     """The :class:`WalRecord` of ``record``; :class:`CorruptionError` if malformed (the
     framing CRC passed, so this means a bug or a foreign writer): short, an unknown
-    format or kind, a range tombstone in a format-1 record or with ``start >= end``,
+    format or kind, flags not 0, a range tombstone in a format-1 record or with ``start >= end``,
     lengths running past the end, trailing bytes."""
     n = len(record)
     if n < HEADER.size:
         raise CorruptionError(f"WAL record too short ({n} bytes)", path=where)
-    fmt, _flags, count, version, commit_ms = HEADER.unpack_from(record, 0)
+    fmt, flags, count, version, commit_ms = HEADER.unpack_from(record, 0)
     if fmt != WAL_FORMAT and fmt != WAL_FORMAT_RANGES:
         raise CorruptionError(f"WAL record format {fmt} is not supported (expected {WAL_FORMAT} "
                               f"or {WAL_FORMAT_RANGES})", path=where)
+    if flags:
+        raise CorruptionError(f"WAL record flags {flags:#x} are not 0", path=where, offset=1)
     kinds = (KIND_VALUE, KIND_TOMBSTONE) if fmt == WAL_FORMAT else (KIND_VALUE, KIND_TOMBSTONE,
                                                                    KIND_RANGE)
     ops: list[Op] = []
@@ -157,3 +162,22 @@ def decode(record: bytes, where: str = "wal") -> WalRecord:
     if pos != n:
         raise CorruptionError(f"WAL record has {n - pos} trailing bytes", path=where, offset=pos)
     return WalRecord(version, commit_ms, ops, ranges)
+
+
+def check_version_order(version: int, previous: int, where: str) -> None:
+    """CorruptionError unless a WAL record's ``version`` is at least ``previous``, the
+    version of the record before it.  Equal is allowed: a write interrupted after its
+    record reached the log (a KeyboardInterrupt) leaves its version unpublished, and
+    the next write takes it again; both memtables let the later entry win, as within
+    one batch.  Lower cannot be written by the store.
+
+    >>> check_version_order(7, 7, "wal (record 3)")
+    >>> try:
+    ...     check_version_order(6, 7, "wal (record 3)")
+    ... except CorruptionError as exc:
+    ...     print(exc.path, exc.offset)
+    wal (record 3) 6
+    """
+    if version < previous:
+        raise CorruptionError(f"WAL record version {version} is below version {previous} of "
+                              "the record before it", path=where, offset=VERSION_OFFSET)
