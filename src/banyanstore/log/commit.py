@@ -26,7 +26,10 @@ Why it is shaped like this (measured on a 2-vCPU VM, ``benchmarks/bench_log.py``
 
 A failed sync (or write) poisons the commit: the data's fate on disk is
 unknown (fsync errors are not retryable on Linux), so every later call
-raises the same error until the Log is reopened and recovery has run.
+raises the same error until the Log is reopened and recovery has run.  An
+interrupt (Ctrl-C: ``KeyboardInterrupt``) of the leader in its linger or around
+its sync does not: the interrupted caller gets it, its record's durability is
+unconfirmed, and the round's waiters are handed on to a new leader as usual.
 
 >>> from banyanstore.log.commit import GroupCommit
 >>> class F:
@@ -104,6 +107,22 @@ _RUNNER = object()
 """The baton of the worker thread that leads rounds on behalf of parked tasks."""
 
 _Waker = LockType | _Task
+
+
+def _poisons(exc: BaseException, writing: bool) -> bool:
+    """Whether an exception that ended a round makes the commit unusable.
+
+    A failed write or sync (``OSError``) does: the data's fate on disk is unknown.
+    So does anything that stopped ``collect()`` while it handed the buffer to the
+    file (``writing``): how much of it reached the file is unknown, and the Log
+    refuses appends after it anyway.  Anything else -- a ``KeyboardInterrupt`` in
+    the linger or around the sync -- only leaves this round's records unconfirmed
+    (like any interrupted call): nothing failed, and the next leader syncs them.
+
+    >>> _poisons(OSError(5, "EIO"), False), _poisons(KeyboardInterrupt(), False)
+    (True, False)
+    """
+    return writing or isinstance(exc, OSError)
 
 
 class GroupCommit:
@@ -265,11 +284,13 @@ class GroupCommit:
     def _round(self) -> bool:
         """One round: linger, collect, sync; then release who it covers and hand over.
         True if the lead stays with the caller (the runner) for another round."""
-        covered, ok, again = 0, False, False
+        covered, ok, again, writing = 0, False, False, False
         try:
             self.check()  # a failure while the lead was handed over: no round behind it
             self._linger()
+            writing = True
             covered, file = self._collect()
+            writing = False
             if covered > self.durable_seq:
                 began = time.monotonic()
                 file.sync()
@@ -277,6 +298,8 @@ class GroupCommit:
                 self.syncs += 1
             ok = True
         except BaseException as exc:
+            if not _poisons(exc, writing):
+                raise  # only this round's records are unconfirmed: the next leader syncs them
             with self._mu:
                 first = self.error is None
                 if first:
