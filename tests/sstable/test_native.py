@@ -40,6 +40,20 @@ def test_native_core_is_built_where_required():
         assert native is not None
 
 
+def full_scan_errors(pure, nat) -> list[tuple[str, str | None, int | None]]:
+    """The CorruptionError (message, path, offset) of a full scan by the Python reader and by
+    a MergeScan over the compiled core: each must raise."""
+    errors = []
+    for r in (pure, nat):
+        with pytest.raises(CorruptionError) as info:
+            if r is nat:
+                list(native.MergeScan([nat.core], None, None, TOP, 0, False, None, False, nat))
+            else:
+                list(r.scan())
+        errors.append((str(info.value), info.value.path, info.value.offset))
+    return errors
+
+
 def open_both(env, path, cache_bytes=1 << 20):
     """(pure reader, native reader) of one table file."""
     saved = reader_mod.native
@@ -383,14 +397,7 @@ def test_miss_path_in_c_reports_damage_like_python(tmp_path):
     with open(path, "wb") as f:
         f.write(bytes(data))
     pure, nat = open_both(env, path, cache_bytes=0)
-    errors = []
-    for r in (pure, nat):
-        with pytest.raises(CorruptionError) as info:
-            if r is nat:
-                list(native.MergeScan([nat.core], None, None, TOP, 0, False, None, False, nat))
-            else:
-                list(r.scan())
-        errors.append((str(info.value), info.value.path, info.value.offset))
+    errors = full_scan_errors(pure, nat)
     assert errors[0] == errors[1] and errors[1][1:] == (path, starts[5])
     pure.close()
     nat.close()
@@ -428,14 +435,7 @@ def test_table_file_cut_after_open_is_corruption_in_both_readers(tmp_path):
                 r.get(late, TOP)
             errors.append((str(info.value), info.value.path, info.value.offset))
         assert errors[0] == errors[1] and errors[1][1] == path and errors[1][2] in starts[cut + 1:]
-        errors = []
-        for r in (pure, nat):
-            with pytest.raises(CorruptionError) as info:
-                if r is nat:
-                    list(native.MergeScan([nat.core], None, None, TOP, 0, False, None, False, nat))
-                else:
-                    list(r.scan())
-            errors.append((str(info.value), info.value.path, info.value.offset))
+        errors = full_scan_errors(pure, nat)
         assert errors[0] == errors[1] and errors[1][1:] == (path, starts[cut])
     finally:
         pure.close()
