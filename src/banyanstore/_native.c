@@ -51,6 +51,7 @@
 #include "memtable.h"
 #include "blockcache.h"
 #include "lz4block.h"
+#include "tablebuild.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* keys (little-endian loads and stores: native/byteorder.h)                                  */
@@ -2639,7 +2640,8 @@ PyMODINIT_FUNC PyInit__native(void) {
             || PyModule_AddObjectRef(m, "MergeScan", (PyObject *)&MergeScanType) < 0
             || bs_logframe_init(m) < 0
             || bs_memtable_init(m) < 0
-            || bs_blockcache_init(m) < 0) {
+            || bs_blockcache_init(m) < 0
+            || bs_tablebuild_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -63,6 +63,27 @@ def wal_encode_one(version: int, commit_ms: int, keyspace: int, key: bytes,
                    value: bytes | None) -> bytes: ...
 def wal_encode_batch(version: int, commit_ms: int,
                      ops: Any) -> bytes: ...
+class TableBuild:
+    entries: int
+    tombstones: int
+    keys: int
+    raw_size: int
+    min_version: int
+    max_version: int
+    blocks: int
+    smallest: bytes
+    largest: bytes
+    filter: bytes | None
+    last_keys: list[bytes]
+    last_versions: list[int]
+    def __init__(self, buf: bytes, block_size: int, max_key_size: int, max_value_size: int,
+                 bloom_bits_per_key: int, probes: int, masks: bytes | None,
+                 direct_hash: bool = True) -> None: ...
+    def __iter__(self) -> TableBuild: ...
+    def __next__(self) -> bytes: ...
+    @classmethod
+    def direct_hash(cls) -> bool: ...
+
 def sort_keys(keys: list[bytes]) -> list[bytes]: ...
 def flush_columns(data: dict[bytes, list[Any]],
                   keys: list[bytes]) -> tuple[list[bytes], list[int], list[bytes | None]]: ...

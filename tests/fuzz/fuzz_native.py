@@ -6,7 +6,9 @@ bounds and versions, and driven through every entry point that reads bytes from 
 ``locate``) and ``MergeScan`` over blocks whose payloads were never validated by the
 Python decoder, forward and in reverse.  The only acceptable failure is
 :class:`CorruptionError`; anything else -- another exception, a crash, or (under
-AddressSanitizer) an out-of-bounds read -- is a finding.
+AddressSanitizer) an out-of-bounds read -- is a finding.  A damaged flush buffer goes to
+the C table build (``TableBuilder.add_flush_buffer``) and to the pure-Python one: both
+must raise the same ValueError or write the same table.
 
 Bounded run (what the test suite and CI do)::
 
@@ -36,8 +38,12 @@ import lz4.block
 with atheris.instrument_imports():
     from banyanstore import accel
     from banyanstore.errors import CorruptionError
+    from banyanstore.io.memory import MemoryEnv
+    from banyanstore.lsm import flushbuf
+    from banyanstore.options import Options
     from banyanstore.sstable import reader as reader_mod
     from banyanstore.sstable.block import Block, BlockFormatError, encode_block
+    from banyanstore.sstable.builder import TableBuilder
     from banyanstore.sstable.meta import encode_index
 
 native = accel.load_native()
@@ -76,9 +82,47 @@ def payload(fdp: atheris.FuzzedDataProvider) -> bytes:
     return bytes(data)
 
 
+def flush_buffer(fdp: atheris.FuzzedDataProvider) -> bytes:
+    """A flush buffer: entries in or out of order, then a few bytes damaged or cut."""
+    n = fdp.ConsumeIntInRange(0, 8)
+    keys = sorted(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4)) for _ in range(n))
+    versions = [fdp.ConsumeIntInRange(0, 9) for _ in range(n)]
+    values = [None if fdp.ConsumeIntInRange(0, 3) == 0 else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 9))
+              for _ in range(n)]
+    data = bytearray(flushbuf.encode((keys, versions, values)))
+    for _ in range(fdp.ConsumeIntInRange(0, 2)):
+        data[fdp.ConsumeIntInRange(0, len(data) - 1)] ^= fdp.ConsumeIntInRange(1, 255)
+    if fdp.ConsumeBool():
+        del data[fdp.ConsumeIntInRange(0, len(data)):]
+    return bytes(data)
+
+
+def table_or_error(buf: bytes, opts: Options, in_c: bool) -> bytes | str:
+    """The table the C or the pure builder writes from ``buf``, or its ValueError."""
+    env = MemoryEnv()
+    builder = TableBuilder(env, "/t.sst", opts)
+    try:
+        if in_c:
+            builder.add_flush_buffer(buf)
+        else:
+            builder.add_sorted_columns(*flushbuf.decode(buf))
+    except ValueError as exc:
+        builder.abandon()
+        return str(exc)
+    if not builder.entry_count:
+        builder.abandon()
+        return "empty"
+    builder.finish()
+    return env.read_file("/t.sst")
+
+
 @atheris.instrument_func
 def one_input(buf: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(buf)
+    flush = flush_buffer(fdp)
+    opts = Options(max_key_size=3, max_value_size=8, bloom_bits_per_key=fdp.ConsumeIntInRange(0, 3))
+    object.__setattr__(opts, "block_size", fdp.ConsumeIntInRange(1, 100))
+    assert table_or_error(flush, opts, True) == table_or_error(flush, opts, False)
     nblocks = fdp.ConsumeIntInRange(1, 4)
     payloads = [payload(fdp) for _ in range(nblocks)]
     last_keys = sorted(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 6)) for _ in range(nblocks))

@@ -80,7 +80,7 @@ def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: Fl
     else:
         builder = TableBuilder(env, path, opts, origin)
         try:
-            builder.add_sorted_columns(*flushbuf.columns(entries))
+            flushbuf.load_into(builder, entries)
             builder.add_range_dels(range_dels)
             meta = builder.finish()
         except BaseException:

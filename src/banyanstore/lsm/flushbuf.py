@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .. import accel
 
+if TYPE_CHECKING:
+    from ..sstable.builder import TableBuilder
+
 __all__ = ["Columns", "FlushEntries", "Pieces", "PIECE_BYTES", "columns", "decode", "encode",
-           "is_empty"]
+           "is_empty", "load_into"]
 
 Columns = tuple[list[bytes], list[int], list[bytes | None]]
 PIECE_BYTES: Final = 1 << 20
@@ -95,6 +98,17 @@ def columns(entries: FlushEntries) -> Columns:
         result: Columns = native.decode_flush_buffer(entries)
         return result
     return decode(entries)
+
+
+def load_into(builder: TableBuilder, entries: FlushEntries) -> None:
+    """Bulk-load ``entries`` into a fresh ``builder``: a buffer straight into the compiled
+    core's table building (:meth:`TableBuilder.add_flush_buffer`) when the compiled core
+    is in use, else the columns into :meth:`TableBuilder.add_sorted_columns`.  The table
+    is the same, byte for byte."""
+    if accel.native is not None and not isinstance(entries, tuple):
+        builder.add_flush_buffer(entries.join() if isinstance(entries, Pieces) else entries)
+    else:
+        builder.add_sorted_columns(*columns(entries))
 
 
 def decode(buf: bytes) -> Columns:

@@ -157,13 +157,13 @@ class WorkerPools:
 def build_table_in_worker(path: str, options: Any, entries: Any, origin: Any = None,
                           range_dels: Any = ()) -> Any:
     """Write a table from a memtable's entries (a flush buffer or the columns: see
-    lsm/flushbuf.py; the buffer is decoded here, in the worker) and range tombstones;
+    lsm/flushbuf.py; the buffer is built into a table here, in the worker) and range tombstones;
     returns its TableMeta.  The partial file is removed on failure."""
     from ..sstable.builder import TableBuilder
-    from .flushbuf import columns
+    from .flushbuf import load_into
     builder = TableBuilder(PosixEnv(), path, options, origin)
     try:
-        builder.add_sorted_columns(*columns(entries))
+        load_into(builder, entries)
         builder.add_range_dels(range_dels)
         return builder.finish()
     except BaseException:

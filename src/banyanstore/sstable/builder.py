@@ -27,11 +27,12 @@ from collections.abc import Iterable
 from itertools import accumulate, islice, repeat
 from types import TracebackType
 
+from .. import accel
 from ..io.base import Env
 from ..options import Options
 from .block import HEADER as BLOCK_HEADER
 from .block import encode_block
-from .bloom import build_filter, key_hash
+from .bloom import build_filter, key_hash, mask_table, probes_for
 from .format import (
     COMPRESSION_CODES,
     COMPRESSION_NONE,
@@ -43,6 +44,7 @@ from .format import (
     MAX_VERSION,
     TRAILER_SIZE,
     crc32c,
+    u64_bytes,
     wrap_block,
 )
 from .meta import TableMeta, TableOrigin, encode_index, encode_props
@@ -62,6 +64,7 @@ _WRITE_CHUNK = 1 << 20
 _VERSION_U32 = struct.Struct("<I")
 _EMPTY_BLOCK_SIZE = BLOCK_HEADER.size + 8
 _PER_ENTRY = 17  # u64 version + two u32 offsets + one kind byte
+_NO_MORE_ENTRIES = "add_flush_buffer loaded the whole table: no entry can follow"
 
 
 class TableBuilder:
@@ -90,6 +93,8 @@ class TableBuilder:
         self._max_value = opts.max_value_size
         self._bits_per_key = opts.bloom_bits_per_key
         self._hashes: array | None = array("Q") if opts.bloom_bits_per_key > 0 else None
+        self._filter: bytes | None = None  # the filter payload add_flush_buffer built in C
+        self._sealed = False  # add_flush_buffer loaded the whole table: no more entries
         self._file = env.open_writable(path)
         self._done = False
         # pending output
@@ -121,8 +126,9 @@ class TableBuilder:
     def add(self, key: bytes, version: int, value: bytes | None) -> None:
         """Append one entry.  ValueError on out-of-order input, a bad version or an
         oversized key or value."""
-        if self._done:
-            raise ValueError("table builder is already finished or abandoned")
+        if self._done or self._sealed:
+            raise ValueError(_NO_MORE_ENTRIES if self._sealed else
+                             "table builder is already finished or abandoned")
         if len(key) > self._max_key:
             raise ValueError(f"key of {len(key)} bytes exceeds max_key_size {self._max_key}")
         if value is not None and len(value) > self._max_value:
@@ -164,8 +170,9 @@ class TableBuilder:
         """Append many entries; same checks as :meth:`add`, ~2x faster per entry
         (the loop state lives in locals).  On ValueError the entries before the bad
         one are kept."""
-        if self._done:
-            raise ValueError("table builder is already finished or abandoned")
+        if self._done or self._sealed:
+            raise ValueError(_NO_MORE_ENTRIES if self._sealed else
+                             "table builder is already finished or abandoned")
         max_key, max_value, block_size = self._max_key, self._max_value, self._block_size
         hashes = self._hashes
         bkeys, bversions, bvalues = self._bkeys, self._bversions, self._bvalues
@@ -276,6 +283,42 @@ class TableBuilder:
         self._min_version, self._max_version = lo_v, hi_v
         self._smallest, self._last_key, self._last_version = keys[0], keys[-1], versions[-1]
 
+    def add_flush_buffer(self, buf: bytes) -> None:
+        """Bulk-load a whole table from a flush buffer (lsm/flushbuf.py) in the compiled
+        core: what ``add_sorted_columns(*flushbuf.columns(buf))`` does, with the same
+        checks and ValueErrors (and a buffer that does not parse raises the decoder's
+        ValueError), and the same table bytes -- the blocks are encoded, the filter
+        built and the keys hashed in C with the GIL released; each block is compressed
+        and checksummed here, by ``wrap_block``.
+
+        REQUIRES: nothing was added before; the compiled core is built (RuntimeError
+        otherwise: callers choose this path only when ``accel.native`` is loaded).
+        """
+        if self._done or self._entries:
+            raise ValueError("add_flush_buffer needs a fresh builder")
+        native = accel.load_native()
+        if native is None:
+            raise RuntimeError("add_flush_buffer needs the compiled core")
+        bits = self._bits_per_key
+        probes = probes_for(bits) if bits > 0 else 0
+        masks = _mask_bytes(probes) if bits > 0 else None
+        table = native.TableBuild(buf, self._block_size, self._max_key, self._max_value, bits,
+                                  probes, masks)
+        if not table.entries:
+            return
+        ccode, level, starts = self._ccode, self._zstd_level, self._starts
+        for payload in table:
+            self._write(wrap_block(payload, ccode, level))
+            starts.append(self._offset)
+        self._last_keys, self._last_versions = table.last_keys, table.last_versions
+        self._filter = table.filter
+        self._entries, self._keys = table.entries, table.keys
+        self._tombstones, self._raw_size = table.tombstones, table.raw_size
+        self._min_version, self._max_version = table.min_version, table.max_version
+        self._smallest, self._last_key = table.smallest, table.largest
+        self._last_version = table.last_versions[-1]
+        self._sealed = True
+
     def add_range_dels(self, dels: Iterable[RangeDel]) -> None:
         """Add range tombstones ``(start, end, version)`` (any order; duplicates are
         kept once).  ValueError for an empty range, a bad version or an oversized key."""
@@ -359,7 +402,8 @@ class TableBuilder:
 
         filter_off = filter_len = 0
         if self._hashes is not None:
-            payload = build_filter(self._hashes, len(self._hashes), self._bits_per_key)
+            payload = (self._filter if self._filter is not None else
+                       build_filter(self._hashes, len(self._hashes), self._bits_per_key))
             filter_off, filter_len = self._offset, len(payload)
             self._write(wrap_block(payload, COMPRESSION_NONE))
 
@@ -430,6 +474,17 @@ class TableBuilder:
                  tb: TracebackType | None) -> None:
         if exc_type is not None and not self._done:
             self.abandon()
+
+
+_mask_tables: dict[int, bytes] = {}
+
+
+def _mask_bytes(probes: int) -> bytes:
+    """The filter's mask table for ``probes`` bits per key as u64 bytes (cached)."""
+    masks = _mask_tables.get(probes)
+    if masks is None:
+        masks = _mask_tables[probes] = u64_bytes(mask_table(probes))
+    return masks
 
 
 def _with_size(meta: TableMeta, file_size: int) -> TableMeta:
