@@ -56,13 +56,46 @@
 /* ---------------------------------------------------------------------------------------- */
 /* keys (little-endian loads and stores: native/byteorder.h)                                  */
 
-/* bytewise comparison of two byte strings, shorter-is-smaller on a common prefix */
+/* bytewise comparison of two byte strings, shorter-is-smaller on a common prefix: <0, 0
+ * or >0.  Eight bytes at a time, inline: keys are short (16 bytes in the benchmarks), and a
+ * scan compares keys a few times per entry, where a libc call per comparison was a twentieth
+ * of a range query's time. */
 static inline int keycmp(const uint8_t *a, Py_ssize_t alen, const uint8_t *b, Py_ssize_t blen) {
-    Py_ssize_t n = alen < blen ? alen : blen;
-    int c = n ? memcmp(a, b, (size_t)n) : 0;
-    if (c)
-        return c;
+    Py_ssize_t n = alen < blen ? alen : blen, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            x = __builtin_bswap64(x);
+            y = __builtin_bswap64(y);
+#endif
+            return x < y ? -1 : 1;
+        }
+    }
+    for (; i < n; i++)
+        if (a[i] != b[i])
+            return a[i] < b[i] ? -1 : 1;
     return (alen > blen) - (alen < blen);
+}
+
+/* a and b hold the same bytes (keycmp(...) == 0, cheaper) */
+static inline int keyeq(const uint8_t *a, Py_ssize_t alen, const uint8_t *b, Py_ssize_t blen) {
+    if (alen != blen)
+        return 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= alen; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return 0;
+    }
+    for (; i < alen; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
 }
 
 /* The first 8 bytes of a key as a big-endian integer (zero-padded): ordered like the keys
@@ -1701,6 +1734,12 @@ typedef struct {
     Py_ssize_t kcap;
     int finished;
     int busy;                 /* inside next(): a call back into Python may re-enter */
+    /* The source that held the last key alone (or NULL) and the source whose head came
+     * after it (NULL: no other source was live).  Neither moves but the lead, so while the
+     * lead's head stays before the runner's, the lead holds the next key alone: one key
+     * comparison per entry instead of one per source (a series' points come from one
+     * table at a time). */
+    Source *lead, *runner;
     PyObject *keepalive;      /* what the sources need alive (the tables' readers) */
     PyObject *guard;          /* callable or NULL: raises once the scan's store is closed */
     Py_ssize_t until_guard;   /* entries to emit before the guard runs again */
@@ -1768,6 +1807,88 @@ static void ahead_clear(Source *s) {
     s->ahead_i = s->ahead_n = 0;
 }
 
+/* The bytes a read-ahead span was read into: a buffer of this module's (`buf`) or the
+ * object a file's read() returned (`obj`); `p`, `n`: what was read. */
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+    uint8_t *buf;
+    size_t cap;
+    PyObject *obj;
+} Span;
+
+/* One spare span buffer, taken and given back with the GIL held: a read-ahead reads into
+ * it (no bytes object per span: for spans past the stack buffer, its allocation touched new
+ * pages -- page faults -- on most reads), and a thread that finds it taken (another thread
+ * reading with the GIL released) allocates its own.  Kept only up to SPARE_MAX bytes. */
+static uint8_t *spare_buf = NULL;
+static size_t spare_cap = 0;
+enum { SPARE_MIN = 65536, SPARE_MAX = 1 << 20 };
+
+static uint8_t *span_buffer(size_t len, size_t *cap) {
+    if (spare_buf != NULL && spare_cap >= len) {
+        uint8_t *b = spare_buf;
+        *cap = spare_cap;
+        spare_buf = NULL;
+        return b;
+    }
+    size_t want = len < SPARE_MIN ? SPARE_MIN : len;
+    uint8_t *b = PyMem_RawMalloc(want);
+    *cap = want;
+    return b;
+}
+
+static void span_release(Span *sp) {
+    if (sp->buf != NULL) {
+        if (sp->cap <= SPARE_MAX && (spare_buf == NULL || spare_cap < sp->cap)) {
+            PyMem_RawFree(spare_buf);
+            spare_buf = sp->buf;
+            spare_cap = sp->cap;
+        } else {
+            PyMem_RawFree(sp->buf);
+        }
+        sp->buf = NULL;
+    }
+    Py_CLEAR(sp->obj);
+}
+
+/* `len` bytes at `off` of the table file (fewer only at its end) into `sp`: with pread(2),
+ * the GIL released, into a span buffer for a plain posix file; else, and on any read error,
+ * through the file's own read(), which retries EINTR and raises the store's IO errors.
+ * 0, or -1 with an exception. */
+static int span_read(TableCore *c, uint64_t off, uint64_t len, Span *sp) {
+    memset(sp, 0, sizeof *sp);
+    if (len <= (uint64_t)PY_SSIZE_T_MAX && off <= (uint64_t)INT64_MAX) {
+        long fd = posix_fd(c);
+        if (fd == -1 && PyErr_Occurred())
+            return -1;
+        if (fd >= 0 && (sp->buf = span_buffer((size_t)len, &sp->cap)) != NULL) {
+            ssize_t got;
+            uint8_t *buf = sp->buf;
+            Py_BEGIN_ALLOW_THREADS
+            got = pread((int)fd, buf, (size_t)len, (off_t)off);
+            Py_END_ALLOW_THREADS
+            if (got >= 0) {
+                sp->p = buf;
+                sp->n = (Py_ssize_t)got;
+                return 0;
+            }
+            span_release(sp);  /* an error: the file's read() says which (or retries EINTR) */
+        }
+    }
+    sp->obj = python_read(c, off, len);
+    if (sp->obj == NULL)
+        return -1;
+    if (!PyBytes_CheckExact(sp->obj)) {
+        Py_CLEAR(sp->obj);
+        PyErr_SetString(PyExc_TypeError, "a table file's read() must return bytes");
+        return -1;
+    }
+    sp->p = (const uint8_t *)PyBytes_AS_STRING(sp->obj);
+    sp->n = PyBytes_GET_SIZE(sp->obj);
+    return 0;
+}
+
 /* Fill the read-ahead with the next run of blocks from `no` on in scan direction: cached
  * ones from their slots, the missing ones with one read spanning them (cached too). */
 static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
@@ -1793,41 +1914,36 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
     s->ahead_n = n;
     if (lo > hi)
         return 0;
-    PyObject *span = NULL;
+    Span span = {0};
+    int have_span = 0;
     uint64_t origin = bs_load_le64(c->starts + 8 * (uint64_t)lo);
     if (c->read != NULL) {
         uint64_t len = bs_load_le64(c->starts + 8 * (uint64_t)hi + 8) - origin;
-        span = file_read(c, origin, len);
-        if (span == NULL)
+        if (span_read(c, origin, len, &span) < 0)
             goto fail;
-        if (!PyBytes_CheckExact(span)) {
-            Py_CLEAR(span);
-            PyErr_SetString(PyExc_TypeError, "a table file's read() must return bytes");
-            goto fail;
-        }
+        have_span = 1;
     }
     for (int i = 0; i < n; i++) {
         if (s->ahead[i] != NULL)
             continue;
         uint32_t b = m->reverse ? no - (uint32_t)i : no + (uint32_t)i;
-        if (span == NULL) {  /* no read in C: the reader's loader, block by block */
+        if (!have_span) {  /* no read in C: the reader's loader, block by block */
             s->ahead[i] = core_load(c, b, 1);
         } else {
             uint64_t a = bs_load_le64(c->starts + 8 * (uint64_t)b) - origin, e = bs_load_le64(c->starts + 8 * (uint64_t)b + 8) - origin;
-            Py_ssize_t have = PyBytes_GET_SIZE(span);
+            uint64_t have = (uint64_t)span.n;
             /* a short read leaves this block short: the reader's decoder reports it */
-            Py_ssize_t from = (Py_ssize_t)(a < (uint64_t)have ? a : (uint64_t)have);
-            Py_ssize_t to = (Py_ssize_t)(e < (uint64_t)have ? e : (uint64_t)have);
+            Py_ssize_t from = (Py_ssize_t)(a < have ? a : have);
+            Py_ssize_t to = (Py_ssize_t)(e < have ? e : have);
             c->counters->misses++;  /* decoded in place: no copy of the block */
-            s->ahead[i] = core_decode_at(c, b, (const uint8_t *)PyBytes_AS_STRING(span) + from, to - from,
-                                         NULL, 1);
+            s->ahead[i] = core_decode_at(c, b, span.p + from, to - from, NULL, 1);
         }
         if (s->ahead[i] == NULL) {
-            Py_XDECREF(span);
+            span_release(&span);
             goto fail;
         }
     }
-    Py_XDECREF(span);
+    span_release(&span);
     return 0;
 fail:
     for (int i = 0; i < n; i++)
@@ -1947,11 +2063,49 @@ static inline uint32_t table_start_block(const MergeScan *m, const Source *s) {
     return m->reverse ? s->last : s->first;
 }
 
+/* Blocks of a table source's range when the scan needs every one of them at once: a scan
+ * with no limit whose far bound (`end` going forward, `start` in reverse) the index placed
+ * within READAHEAD_BLOCKS of its first block; else 1 (the read-ahead then doubles from one
+ * block: a scan stopped early, or a seek, reads little). */
+static uint32_t table_open_span(const MergeScan *m, const Source *s) {
+    uint32_t span = s->last - s->first + 1;
+    if (m->remaining >= 0 || (m->reverse ? m->start == NULL : m->end == NULL) || span > READAHEAD_BLOCKS)
+        return 1;
+    return span;
+}
+
+/* The first block of a table source whose span is more than one block: the whole span
+ * fetched as read-ahead (its missing blocks with ONE read: a range of one time series in
+ * each table is a few blocks, and a read per block was the largest cost of such a query),
+ * the first one taken from it -- marked referenced and counted as a hit if it was cached,
+ * as core_block() does.  A new reference, or NULL on error. */
+static PyObject *table_open_span_blocks(MergeScan *m, Source *s, uint32_t no, uint32_t span) {
+    TableCore *c = s->core;
+    if ((Py_ssize_t)no >= PyList_GET_SIZE(c->slots)) {
+        PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
+        return NULL;
+    }
+    PyObject *cached = PyList_GET_ITEM(c->slots, no);
+    if (cached != Py_None) {
+        if (Py_TYPE(cached) == block_type)
+            block_mark_referenced(cached);
+        c->counters->hits++;
+    }
+    s->batch = (int)span;
+    if (ahead_fill(m, s, no) < 0)
+        return NULL;
+    s->batch = READAHEAD_BLOCKS;
+    PyObject *block = s->ahead[s->ahead_i];
+    s->ahead[s->ahead_i++] = NULL;
+    return block;
+}
+
 /* Position a table source whose range is set at the first entry of the range. */
 static int table_open(MergeScan *m, Source *s) {
     uint32_t no = table_start_block(m, s);
+    uint32_t span = table_open_span(m, s);
     s->batch = 1;
-    PyObject *block = core_block(s->core, no);
+    PyObject *block = span > 1 ? table_open_span_blocks(m, s, no, span) : core_block(s->core, no);
     if (block == NULL)
         return -1;
     int r = table_enter(m, s, no, block);
@@ -2036,6 +2190,7 @@ static int merge_clear(MergeScan *m) {
         Py_CLEAR(s->run);
         s->done = 1;
     }
+    m->lead = m->runner = NULL;
     Py_CLEAR(m->keepalive);
     m->finished = 1;
     return 0;
@@ -2252,35 +2407,67 @@ done:
     return out;
 }
 
+/* <0 if key a comes before key b in the scan's direction, 0 if equal, >0 if after */
+static inline int scan_order(const MergeScan *m, const Source *a, const Source *b) {
+    int c = keycmp(a->key, a->klen, b->key, b->klen);
+    return m->reverse ? -c : c;
+}
+
+/* The source whose head comes next (smallest key; largest in reverse), or NULL when every
+ * source is done.  *alone: no other source's head has that key (m->lead and m->runner then
+ * remember the step for the next one). */
+static Source *next_source(MergeScan *m, int *alone) {
+    Source *lead = m->lead, *runner = m->runner;
+    if (lead != NULL && !lead->done && (runner == NULL || (!runner->done && scan_order(m, lead, runner) < 0))) {
+        *alone = 1;
+        return lead;
+    }
+    Source *best = NULL, *second = NULL;
+    int tie = 0;
+    for (Py_ssize_t i = 0; i < m->nsrc; i++) {
+        Source *s = &m->src[i];
+        if (s->done)
+            continue;
+        if (best == NULL) {
+            best = s;
+            continue;
+        }
+        int c = scan_order(m, s, best);
+        if (c < 0) {  /* every source seen comes at or after best, so best is second now */
+            second = best;
+            best = s;
+            tie = 0;
+        } else if (c == 0) {
+            tie = 1;
+        } else if (second == NULL || scan_order(m, s, second) < 0) {
+            second = s;
+        }
+    }
+    *alone = best != NULL && !tie;
+    m->lead = *alone ? best : NULL;
+    m->runner = *alone ? second : NULL;
+    return best;
+}
+
 static PyObject *merge_step(MergeScan *m) {
     while (!m->finished && m->remaining != 0) {
-        /* the next key: smallest head (largest in reverse) */
-        Source *best = NULL;
-        for (Py_ssize_t i = 0; i < m->nsrc; i++) {
-            Source *s = &m->src[i];
-            if (s->done)
-                continue;
-            if (best == NULL) {
-                best = s;
-                continue;
-            }
-            int c = keycmp(s->key, s->klen, best->key, best->klen);
-            if (m->reverse ? c > 0 : c < 0)
-                best = s;
-        }
+        int alone;
+        Source *best = next_source(m, &alone);
         if (best == NULL)
             break;
         Py_ssize_t klen = best->klen;
         if (keep_key(m, best->key, klen) < 0)
             return NULL;
         const uint8_t *key = m->kbuf;
-        /* every entry of the key: keep the newest visible one */
+        /* every entry of the key: keep the newest visible one (only `best` has the key when
+         * it is alone) */
         int have = 0;
         uint64_t have_v = 0;
         PyObject *value = NULL, *key_obj = NULL;
-        for (Py_ssize_t i = 0; i < m->nsrc; i++) {
+        Py_ssize_t from = alone ? best - m->src : 0, to = alone ? from + 1 : m->nsrc;
+        for (Py_ssize_t i = from; i < to; i++) {
             Source *s = &m->src[i];
-            while (!s->done && s->klen == klen && (klen == 0 || memcmp(s->key, key, (size_t)klen) == 0)) {
+            while (!s->done && keyeq(s->key, s->klen, key, klen)) {
                 uint64_t v = s->version;
                 if (v <= m->version && (!have || v > have_v)) {
                     PyObject *val = head_value(m, s, &key_obj);

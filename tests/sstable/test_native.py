@@ -381,6 +381,64 @@ class _ShortReads(PosixEnv):
         return inner
 
 
+class _CountedReads(PosixEnv):
+    """Counts the reads of the files it opens (a file type the core reads through its
+    ``read()``, not with its own pread)."""
+
+    reads = 0
+
+    def open_readable(self, path):
+        inner = super().open_readable(path)
+        env = self
+
+        class File(type(inner)):
+            def read(self, offset, length):
+                env.reads += 1
+                return super().read(offset, length)
+        inner.__class__ = File
+        return inner
+
+
+def test_bounded_scan_reads_the_blocks_of_its_range_at_once(tmp_path):
+    """A scan with both bounds and no limit reads the missing blocks of its range in each
+    table with one read (a range of a time series spans a few blocks of every table), in
+    either direction; cached blocks inside the range are taken from the cache (the first one
+    counted as a hit) and the rest still come in one read.  A scan with a limit keeps the
+    read-ahead that starts at one block."""
+    env = _CountedReads()
+    entries = random_entries(random.Random(3), 400, max_versions=1, key_len=8, value_len=30,
+                             tombstone_rate=0)
+    path, _ = build(env, str(tmp_path), entries, block_size=1024, compression="none")
+    pure, nat = open_both(env, path, cache_bytes=1 << 20)
+    try:
+        firsts = [nat.cached(no) or nat.load_block(no) for no in range(nat.block_count)]
+        first_keys = [b.decode(0, 1)[0][0] for b in firsts]
+        nat.cache.clear()
+        assert nat.block_count > 10
+        start, end = first_keys[3] + b"\x00", first_keys[8] + b"\x00"  # blocks 3..8
+        for reverse in (False, True):
+            nat.cache.clear()
+            before = env.reads
+            got = list(native.MergeScan([nat.core], start, end, TOP, 0, reverse, None, False, nat))
+            assert got == _visible(entries, start, end, reverse)
+            assert env.reads - before == 1, reverse
+        nat.cache.clear()
+        nat.load_block(3)  # the first block cached: a hit, then the rest in one read
+        nat.load_block(6)
+        hits, before = nat.cache.stats()["hits"], env.reads
+        got = list(native.MergeScan([nat.core], start, end, TOP, 0, False, None, False, nat))
+        assert got == _visible(entries, start, end, False)
+        assert env.reads - before == 1 and nat.cache.stats()["hits"] == hits + 1
+        nat.cache.clear()
+        before = env.reads
+        got = list(native.MergeScan([nat.core], start, end, TOP, 0, False, 3, False, nat))
+        assert got == _visible(entries, start, end, False)[:3]
+        assert env.reads - before == 1  # one block: a limit stops the read-ahead short
+    finally:
+        pure.close()
+        nat.close()
+
+
 def test_miss_path_in_c_reports_damage_like_python(tmp_path):
     """A damaged block met by a point lookup or by a scan's read-ahead (one read spanning
     several blocks), and a short read, are the Python reader's CorruptionError naming the
