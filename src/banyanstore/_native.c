@@ -115,6 +115,7 @@ static inline uint64_t key_prefix(const uint8_t *k, Py_ssize_t n) {
 /* module state: objects handed over once by banyanstore.accel.bind()                        */
 
 static PyTypeObject *block_type = NULL;   /* banyanstore.sstable.block.Block */
+static PyTypeObject *lazy_block_type = NULL;  /* its LazyBlock: what a cache miss here builds */
 static Py_ssize_t block_data_off = -1;    /* offsets of its __slots__ members */
 static Py_ssize_t block_ref_off = -1;
 static PyObject *corruption_error = NULL; /* banyanstore.errors.CorruptionError */
@@ -199,11 +200,27 @@ static int block_constants(PyTypeObject *tp, long out[3]) {
     return 0;
 }
 
+/* Whether `o` is a Block (either class: their slots are the same). */
+static inline int is_block(PyObject *o) {
+    PyTypeObject *t = Py_TYPE(o);
+    return t == block_type || t == lazy_block_type;
+}
+
 static PyObject *native_bind(PyObject *self, PyObject *args) {
-    PyObject *btype, *cerr, *hfn, *miss, *ptype = Py_None;
-    if (!PyArg_ParseTuple(args, "O!OOO!|O:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
-                          &ptype))
+    PyObject *btype, *cerr, *hfn, *miss, *ptype = Py_None, *ltype = NULL;
+    if (!PyArg_ParseTuple(args, "O!OOO!|OO!:bind", &PyType_Type, &btype, &cerr, &hfn, &PyTuple_Type, &miss,
+                          &ptype, &PyType_Type, &ltype))
         return NULL;
+    if (ltype == NULL)
+        ltype = btype;
+    /* the lazy class must be the Block class or a subclass adding no slots: the core
+       writes its slots at the Block's offsets */
+    if (!PyType_IsSubtype((PyTypeObject *)ltype, (PyTypeObject *)btype)
+        || ((PyTypeObject *)ltype)->tp_basicsize != ((PyTypeObject *)btype)->tp_basicsize
+        || ((PyTypeObject *)ltype)->tp_dictoffset != ((PyTypeObject *)btype)->tp_dictoffset) {
+        PyErr_SetString(PyExc_TypeError, "bind: lazy_block_type must subclass block_type without adding slots");
+        return NULL;
+    }
     if (ptype != Py_None && !PyType_Check(ptype)) {
         PyErr_SetString(PyExc_TypeError, "posix_file_type must be a type or None");
         return NULL;
@@ -215,7 +232,7 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
     if (roff < 0)
         return NULL;
     if (!PyCallable_Check(hfn) || !PyExceptionClass_Check(cerr)) {
-        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS, posix_file_type=None)");
+        PyErr_SetString(PyExc_TypeError, "bind(block_type, CorruptionError, hash_fn, MISS, posix_file_type=None, lazy_block_type=None)");
         return NULL;
     }
     Py_ssize_t noff = member_offset((PyTypeObject *)btype, "nbytes");
@@ -230,12 +247,13 @@ static PyObject *native_bind(PyObject *self, PyObject *args) {
     key_overhead = consts[2];
     Py_XSETREF(posix_file_type, ptype == Py_None ? NULL : (PyTypeObject *)Py_NewRef(ptype));
     Py_XSETREF(block_type, (PyTypeObject *)Py_NewRef(btype));
+    Py_XSETREF(lazy_block_type, (PyTypeObject *)Py_NewRef(ltype));
     Py_XSETREF(corruption_error, Py_NewRef(cerr));
     Py_XSETREF(hash_fn, Py_NewRef(hfn));
     Py_XSETREF(miss_tuple, Py_NewRef(miss));
     block_data_off = doff;
     block_ref_off = roff;
-    bs_blockcache_bind(block_type, roff, noff);
+    bs_blockcache_bind(block_type, lazy_block_type, roff, noff);
     Py_RETURN_NONE;
 }
 
@@ -467,7 +485,7 @@ static PyObject *miss(void) {
 
 /* the payload of a Block object (a borrowed reference), NULL with TypeError if not one */
 static PyObject *block_data(PyObject *block) {
-    if (Py_TYPE(block) != block_type) {
+    if (!is_block(block)) {
         PyErr_Format(PyExc_TypeError, "expected a Block, got %.100s", Py_TYPE(block)->tp_name);
         return NULL;
     }
@@ -996,7 +1014,7 @@ static PyObject *build_block(PyObject *payload, const BlockView *b) {
     PyObject *charge = PyLong_FromLongLong(nbytes);
     if (charge == NULL)
         return NULL;
-    PyTypeObject *tp = block_type;
+    PyTypeObject *tp = lazy_block_type;
     PyObject *block = tp->tp_alloc(tp, 0);
     if (block == NULL) {
         Py_DECREF(charge);
@@ -1193,7 +1211,7 @@ static PyObject *core_block(TableCore *c, uint32_t no) {
     }
     PyObject *block = PyList_GET_ITEM(c->slots, no);
     if (block != Py_None) {
-        if (Py_TYPE(block) == block_type)
+        if (is_block(block))
             block_mark_referenced(block);
         c->counters->hits++;
         return Py_NewRef(block);
@@ -1497,7 +1515,7 @@ static PyObject *plan_blocks(PyObject *cores, Planned *plan, Py_ssize_t n, PyObj
         PyObject *block = PyList_GET_ITEM(c->slots, p->block);
         p->slot = PyList_GET_SIZE(blocks);
         if (block != Py_None) {
-            if (Py_TYPE(block) == block_type)
+            if (is_block(block))
                 block_mark_referenced(block);
             c->counters->hits++;
             if (PyList_Append(blocks, block) < 0)
@@ -2133,7 +2151,7 @@ static void tables_prefetch(MergeScan *m) {
     }
     for (Py_ssize_t i = 0; i < nt; i++) {
         PyObject *block = PyList_GET_ITEM(tables[i]->core->slots, table_start_block(m, tables[i]));
-        if (block != Py_None && Py_TYPE(block) == block_type) {
+        if (block != Py_None && is_block(block)) {
             __builtin_prefetch((char *)block + block_data_off);
             __builtin_prefetch((char *)block + block_ref_off, 1);
             blocks[nb++] = block;
@@ -2776,7 +2794,8 @@ fail:
 
 static PyMethodDef native_methods[] = {
     {"bind", native_bind, METH_VARARGS,
-     "bind(Block, CorruptionError, hash_fn, MISS): hand over the Python objects the core uses"},
+     "bind(Block, CorruptionError, hash_fn, MISS, posix_file_type=None, lazy_block_type=None): "
+     "hand over the Python objects the core uses (a cache miss builds a lazy_block_type)"},
     {"block_lookup", (PyCFunction)(void (*)(void))native_block_lookup, METH_FASTCALL,
      "block_lookup(block, key, version) -> (found, value, version) | MISS: Block.lookup"},
     {"lz4_decompress", native_lz4_decompress, METH_O,

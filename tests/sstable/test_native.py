@@ -23,7 +23,7 @@ from banyanstore.errors import CorruptionError
 from banyanstore.io.posix import PosixEnv
 from banyanstore.sstable import BlockCache, TableReader
 from banyanstore.sstable import reader as reader_mod
-from banyanstore.sstable.block import MISS, Block, BlockFormatError, encode_block
+from banyanstore.sstable.block import MISS, Block, BlockFormatError, LazyBlock, encode_block
 
 from .helpers import build, internal_sorted, model_get, random_entries
 
@@ -170,6 +170,7 @@ def test_block_built_in_c_equals_python_block(entries, data):
     payload = payload_of(entries)
     built = native.block_from_payload(payload)
     if payload[12] & 1:  # fixed-width keys: built in C with data, ref and nbytes alone
+        assert type(built) is LazyBlock
         with pytest.raises(AttributeError):
             object.__getattribute__(built, "count")
     assert _slots_of(built) == _slots_of(Block(payload))  # the rest parsed on first use
@@ -184,6 +185,19 @@ def test_block_built_in_c_equals_python_block(entries, data):
             native.block_from_payload(damaged_bytes)
     else:
         assert _slots_of(native.block_from_payload(damaged_bytes)) == want
+
+
+def test_bind_refuses_a_lazy_block_type_with_another_layout():
+    """The core writes a LazyBlock's slots at Block's offsets: a class that is not a
+    Block subclass of the same layout is refused, and the binding stays as it was."""
+    class Wider(Block):
+        __slots__ = ("extra",)
+
+    for bad in (Wider, int):
+        with pytest.raises(TypeError, match="lazy_block_type"):
+            native.bind(Block, CorruptionError, reader_mod._xxh3, MISS, None, bad)
+    payload = encode_block([b"k" * 8] * 2, [2, 1], [b"v", b"w"])
+    assert type(native.block_from_payload(payload)) is LazyBlock
 
 
 # -- tables --------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@
 enum { TABLE_ID_SHIFT = 32, MIN_TABLE = 64, DOOMED_INLINE = 32 };
 
 static PyTypeObject *bk_type = NULL;   /* sstable.block.Block (borrowed from bind's owner) */
+static PyTypeObject *bk_lazy_type = NULL;  /* its LazyBlock subclass (the same slots) */
 static Py_ssize_t bk_ref_off = -1, bk_nbytes_off = -1;
 static PyObject *str_ref = NULL, *str_nbytes = NULL;
 
@@ -104,13 +105,17 @@ static void doomed_release(Doomed *d) {
 
 /* -- the blocks' charge and reference bit ------------------------------------------------- */
 
+static inline int is_bound_block(PyObject *o) {
+    return Py_TYPE(o) == bk_type || Py_TYPE(o) == bk_lazy_type;
+}
+
 static inline PyObject **slot_at(PyObject *o, Py_ssize_t off) {
     return (PyObject **)((char *)o + off);
 }
 
 static int read_nbytes(PyObject *block, long long *out) {
     PyObject *v;
-    if (Py_TYPE(block) == bk_type) {
+    if (is_bound_block(block)) {
         v = Py_XNewRef(*slot_at(block, bk_nbytes_off));
         if (v == NULL) {
             PyErr_SetString(PyExc_AttributeError, "nbytes");
@@ -125,7 +130,7 @@ static int read_nbytes(PyObject *block, long long *out) {
 }
 
 static int is_referenced(PyObject *block) {
-    if (Py_TYPE(block) == bk_type) {
+    if (is_bound_block(block)) {
         PyObject *v = *slot_at(block, bk_ref_off);
         return v == Py_True || (v != NULL && v != Py_False && v != Py_None && PyObject_IsTrue(v) > 0);
     }
@@ -141,7 +146,7 @@ static int is_referenced(PyObject *block) {
 
 static int set_referenced(PyObject *block, int on, Doomed *d) {
     PyObject *v = on ? Py_True : Py_False;
-    if (Py_TYPE(block) == bk_type) {
+    if (is_bound_block(block)) {
         PyObject **slot = slot_at(block, bk_ref_off);
         PyObject *old = *slot;
         *slot = Py_NewRef(v);
@@ -597,8 +602,10 @@ static PyTypeObject ClockCacheType = {
     .tp_as_sequence = &cache_as_sequence,
 };
 
-void bs_blockcache_bind(PyTypeObject *block_type, Py_ssize_t ref_off, Py_ssize_t nbytes_off) {
+void bs_blockcache_bind(PyTypeObject *block_type, PyTypeObject *lazy_type, Py_ssize_t ref_off,
+                        Py_ssize_t nbytes_off) {
     bk_type = block_type;
+    bk_lazy_type = lazy_type;
     bk_ref_off = ref_off;
     bk_nbytes_off = nbytes_off;
 }

@@ -9,9 +9,11 @@
 /* Adds ClockCache to ``module``; -1 with an exception set on failure. */
 int bs_blockcache_init(PyObject *module);
 
-/* The Block type and the offsets of its ``ref`` and ``nbytes`` slots (bind() in _native.c):
- * blocks of that type are read and marked without attribute lookups. */
-void bs_blockcache_bind(PyTypeObject *block_type, Py_ssize_t ref_off, Py_ssize_t nbytes_off);
+/* The Block type, its LazyBlock subclass (the same slots) and the offsets of their ``ref`` and
+ * ``nbytes`` slots (bind() in _native.c): blocks of those types are read and marked without
+ * attribute lookups. */
+void bs_blockcache_bind(PyTypeObject *block_type, PyTypeObject *lazy_type, Py_ssize_t ref_off,
+                        Py_ssize_t nbytes_off);
 
 /* Whether ``put`` is the bound ``put`` method of a ClockCache; if so *cache is that cache
  * (borrowed). */

@@ -46,7 +46,7 @@ from .. import accel
 from ..errors import CorruptionError
 from ..io.base import Env, RandomAccessFile
 from ..io.pread import PosixRandomAccessFile
-from .block import MISS, Block, BlockFormatError, Entry, decode_block
+from .block import MISS, Block, BlockFormatError, Entry, LazyBlock, decode_block
 from .bloom import BloomFilter, mask_table
 from .cache import BlockCache, cache_key, new_table_id
 from .format import (
@@ -75,7 +75,7 @@ _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
 
 def bind_native(module: Any) -> Any:
     """Hand the compiled core the Python objects it works with; returns ``module``."""
-    module.bind(Block, CorruptionError, _xxh3, MISS, PosixRandomAccessFile)
+    module.bind(Block, CorruptionError, _xxh3, MISS, PosixRandomAccessFile, LazyBlock)
     return module
 
 
