@@ -16,8 +16,11 @@ import banyanstore
 from .crashenv import soak
 
 N = 60
+# The child says each step with ONE write of a whole line (os.write): print() under
+# PYTHONUNBUFFERED=1 writes its arguments one by one, and a kill between them left the
+# parent a torn line ("filled" without its number).
 CHILD = r"""
-import sys, banyanstore
+import os, sys, banyanstore
 N = int(sys.argv[3])
 store = banyanstore.open(sys.argv[1], memtable_size=64 * 1024, block_size=1024)
 gen = int(sys.argv[2])
@@ -28,9 +31,9 @@ while True:
         victim.put(b"k%03d" % i, b"%d" % gen)
     if gen % 3 == 0:
         store.flush()  # some generations reach tables, the others stay in the WAL
-    print("filled", gen, flush=True)
+    os.write(1, b"filled %d\n" % gen)
     store.drop_keyspace("victim")
-    print("dropped", gen, flush=True)
+    os.write(1, b"dropped %d\n" % gen)
 """
 
 
