@@ -7,7 +7,9 @@ mixed, one key with many versions, empty keys and values, values at max_value_si
 block sizes from 1 byte to 2 GiB, no filter and filters of 1..64 bits per key, every
 compression, range tombstones.  Whole table files must be identical, and so must the
 ValueError a bad input raises; damaged buffers (every truncation, flipped length and
-count bytes) raise ValueError in both, never crash or read out of bounds.
+count bytes) raise ValueError in both, never crash or read out of bounds.  The same
+block encoder from Python lists (``_native.encode_block``, which TableBuilder.add and
+add_many use: compaction's output) is compared with sstable/block.py's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from banyanstore import accel
 from banyanstore.io.posix import PosixEnv
 from banyanstore.lsm import flushbuf
 from banyanstore.options import Options
+from banyanstore.sstable import builder as builder_mod
+from banyanstore.sstable.block import encode_block
 from banyanstore.sstable.bloom import build_filter, key_hash, mask_table, probes_for
 from banyanstore.sstable.builder import TableBuilder
 from banyanstore.sstable.format import u64_bytes
@@ -277,3 +281,41 @@ def test_flush_buffer_header_layout():
     """The grammar the C builder reads (flushbuf.py): a 16-byte header, 16-byte entries."""
     buf = flushbuf.encode(([b"k"], [5], [None]))
     assert struct.unpack_from("<4sIQQII", buf) == (b"BSMF", 1, 1, 5, 1, 0xFFFFFFFF)
+
+
+# -- the block encoder for entries given one by one (compaction's output) -----------------
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(entry, min_size=1, max_size=300))
+def test_native_encode_block_matches_python(entries):
+    keys, versions, values = (list(c) for c in zip(*entries, strict=True))
+    assert native.encode_block(keys, versions, values) == encode_block(keys, versions, values)
+
+
+def test_native_encode_block_leaves_other_items_to_python():
+    for keys, versions, values in (([bytearray(b"k")], [1], [b"v"]), ([b"k"], [1], [memoryview(b"v")]),
+                                   ([b"k"], [2**64], [b"v"]), ([b"k"], [-1], [None]),
+                                   ([b"k"], [True], [b"v"])):
+        assert native.encode_block(keys, versions, values) is None
+    for bad in (([], [], []), ([b"k"], [1, 2], [b"v"])):
+        with pytest.raises(ValueError):
+            native.encode_block(*bad)
+    with pytest.raises(TypeError):
+        native.encode_block((b"k",), [1], [b"v"])
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+def test_tables_built_entry_by_entry_are_identical(tmp_path, monkeypatch, compression):
+    """add_many (a merge's output) writes the same file with the C block encoder as
+    without it."""
+    cols = make_columns(random.Random(4), 3000, tombstones=0.3)
+    entries = list(zip(*cols, strict=True))
+    files = []
+    for name, encoder in (("c", native), ("py", None)):
+        monkeypatch.setattr(builder_mod, "_native", encoder)
+        path = tmp_path / f"{name}.sst"
+        builder = TableBuilder(PosixEnv(), str(path), options(512, compression=compression))
+        builder.add_many(entries)
+        builder.finish()
+        files.append(path.read_bytes())
+    assert files[0] == files[1]

@@ -22,7 +22,9 @@
  *   filter := k:u32 table_bits:u32 word_count:u64 words:(word_count x u64)
  *
  * Compressing and checksumming a block stays with the Python caller (format.wrap_block),
- * so the table file is the pure builder's, byte for byte.
+ * so the table file is the pure builder's, byte for byte.  encode_block(keys, versions,
+ * values) is the same block encoder for the table builder's other entries (compaction's
+ * output, given one by one), from Python lists.
  *
  * The filter hash is xxh3_64 of the key.  It is called straight through the C function
  * the xxhash package's extension exports (XXH3_64bits, looked up once with dlsym and
@@ -55,6 +57,13 @@ enum {
     HASH_CHECK_LEN = 300,
 };
 #define TOMBSTONE_LEN 0xFFFFFFFFu
+
+/* One entry as a data block holds it (value NULL: a tombstone, vlen 0). */
+typedef struct {
+    const uint8_t *key, *value;
+    uint64_t version;
+    uint32_t klen, vlen;
+} EntryRef;
 
 /* ---------------------------------------------------------------------------------------- */
 /* the filter hash                                                                          */
@@ -142,6 +151,8 @@ typedef struct {
     uint64_t *entry_at;        /* entry i's header offset in buf */
     Py_ssize_t *block_end;     /* block b holds entries [block_end[b-1], block_end[b]) */
     Py_ssize_t entries, blocks, next_block;
+    EntryRef *refs;            /* the next block's entries (scratch) */
+    Py_ssize_t refs_cap;
     unsigned long long tombstones, keys, raw_size, min_version, max_version;
     PyObject *smallest, *largest, *filter, *last_keys, *last_versions;
 } TableBuildObject;
@@ -366,6 +377,7 @@ static void TableBuild_dealloc(TableBuildObject *t) {
     Py_XDECREF(t->last_versions);
     PyMem_RawFree(t->entry_at);
     PyMem_RawFree(t->block_end);
+    PyMem_RawFree(t->refs);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -492,126 +504,193 @@ fail:
 /* data blocks                                                                              */
 
 typedef struct {
-    Py_ssize_t start, count;
+    Py_ssize_t count;
     uint32_t kw, vw, flags, tombstones;
-    uint64_t key_heap, value_heap, size;
+    uint64_t size;
 } Layout;
 
-/* What encode_block chooses for entries [start, end): widths, flags and the payload size;
+/* What encode_block chooses for entries e[0:count): widths, flags and the payload size;
  * -1 with ValueError when a heap would not fit its u32 offsets. */
-static int block_layout(const TableBuildObject *t, Py_ssize_t start, Py_ssize_t end, Layout *l) {
-    uint32_t kw = entry_klen(t, start);
+static int block_layout(const EntryRef *e, Py_ssize_t count, Layout *l) {
+    uint32_t kw = e[0].klen;
     int fixed_keys = 1, fixed_values = 1, have_live = 0;
     uint64_t key_heap = 0, value_heap = 0;
     uint32_t vw = 0, tombstones = 0;
-    for (Py_ssize_t i = start; i < end; i++) {
-        uint32_t klen = entry_klen(t, i), vlen = entry_vlen(t, i);
-        key_heap += klen;
-        fixed_keys &= klen == kw;
-        if (vlen == TOMBSTONE_LEN) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        key_heap += e[i].klen;
+        fixed_keys &= e[i].klen == kw;
+        if (e[i].value == NULL) {
             tombstones++;
             continue;
         }
-        value_heap += vlen;
+        value_heap += e[i].vlen;
         if (!have_live) {
-            vw = vlen;
+            vw = e[i].vlen;
             have_live = 1;
         }
-        fixed_values &= vlen == vw;
+        fixed_values &= e[i].vlen == vw;
     }
     if (fixed_values && (uint64_t)tombstones * vw > MAX_TOMBSTONE_PADDING)
         fixed_values = 0;
-    uint64_t count = (uint64_t)(end - start);
-    l->start = start;
-    l->count = end - start;
+    uint64_t n = (uint64_t)count;
+    l->count = count;
     l->tombstones = tombstones;
     l->flags = (fixed_keys ? FIXED_KEYS : 0) | (fixed_values ? FIXED_VALUES : 0)
              | (tombstones ? TOMBSTONES : 0);
     l->kw = fixed_keys ? kw : 0;
     l->vw = fixed_values ? vw : 0;
-    l->key_heap = key_heap;
-    l->value_heap = value_heap;
-    if ((!fixed_keys && key_heap > UINT32_MAX) || (!fixed_values && value_heap > UINT32_MAX)) {
+    if ((!fixed_keys && key_heap > UINT32_MAX) || (!fixed_values && value_heap > UINT32_MAX)
+            || n > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "a data block's heap exceeds 4 GiB");
         return -1;
     }
-    l->size = BLOCK_HEADER + 8 * count
-            + (fixed_keys ? count * kw : 4 * (count + 1) + key_heap)
-            + (fixed_values ? count * vw : 4 * (count + 1) + value_heap)
-            + (tombstones ? count : 0);
+    l->size = BLOCK_HEADER + 8 * n
+            + (fixed_keys ? n * kw : 4 * (n + 1) + key_heap)
+            + (fixed_values ? n * vw : 4 * (n + 1) + value_heap)
+            + (tombstones ? n : 0);
+    if (l->size > (uint64_t)PY_SSIZE_T_MAX) {
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
-/* Write the payload of layout `l` into p[0:l->size) (no Python objects: GIL released). */
-static void fill_block(const TableBuildObject *t, const Layout *l, uint8_t *p) {
-    Py_ssize_t s = l->start, e = l->start + l->count;
-    bs_store_le32(p, (uint32_t)l->count);
+/* Write the payload of entries e[0:l->count) into p[0:l->size) (no Python objects: safe
+ * with the GIL released when e points into immutable memory). */
+static void fill_block(const EntryRef *e, const Layout *l, uint8_t *p) {
+    Py_ssize_t n = l->count;
+    bs_store_le32(p, (uint32_t)n);
     bs_store_le32(p + 4, l->kw);
     bs_store_le32(p + 8, l->vw);
     bs_store_le32(p + 12, l->flags);
     p += BLOCK_HEADER;
-    for (Py_ssize_t i = s; i < e; i++, p += 8)
-        bs_store_le64(p, entry_version(t, i));
+    for (Py_ssize_t i = 0; i < n; i++, p += 8)
+        bs_store_le64(p, e[i].version);
     if (!(l->flags & FIXED_KEYS)) {
         uint32_t at = 0;
-        for (Py_ssize_t i = s; i < e; i++, p += 4) {
+        for (Py_ssize_t i = 0; i < n; i++, p += 4) {
             bs_store_le32(p, at);
-            at += entry_klen(t, i);
+            at += e[i].klen;
         }
         bs_store_le32(p, at);
         p += 4;
     }
-    for (Py_ssize_t i = s; i < e; i++) {
-        uint32_t klen = entry_klen(t, i);
-        memcpy(p, entry_key(t, i), klen);
-        p += klen;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(p, e[i].key, e[i].klen);
+        p += e[i].klen;
     }
     if (!(l->flags & FIXED_VALUES)) {
         uint32_t at = 0;
-        for (Py_ssize_t i = s; i < e; i++, p += 4) {
+        for (Py_ssize_t i = 0; i < n; i++, p += 4) {
             bs_store_le32(p, at);
-            uint32_t vlen = entry_vlen(t, i);
-            at += vlen == TOMBSTONE_LEN ? 0 : vlen;
+            at += e[i].vlen;  /* 0 for a tombstone */
         }
         bs_store_le32(p, at);
         p += 4;
     }
-    for (Py_ssize_t i = s; i < e; i++) {
-        uint32_t vlen = entry_vlen(t, i);
-        if (vlen == TOMBSTONE_LEN) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (e[i].value == NULL) {
             if (l->flags & FIXED_VALUES) {  /* a tombstone's slot: value_width zero bytes */
                 memset(p, 0, l->vw);
                 p += l->vw;
             }
             continue;
         }
-        memcpy(p, entry_key(t, i) + entry_klen(t, i), vlen);
-        p += vlen;
+        memcpy(p, e[i].value, e[i].vlen);
+        p += e[i].vlen;
     }
     if (l->tombstones)
-        for (Py_ssize_t i = s; i < e; i++)
-            *p++ = entry_vlen(t, i) == TOMBSTONE_LEN;
+        for (Py_ssize_t i = 0; i < n; i++)
+            *p++ = e[i].value == NULL;
+}
+
+/* the payload of e[0:count) as a new bytes object; the fill with the GIL released when
+ * ``release`` (e points into immutable memory that outlives the call) */
+static PyObject *encode_entries(const EntryRef *e, Py_ssize_t count, int release) {
+    Layout l;
+    if (block_layout(e, count, &l) < 0)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)l.size);
+    if (out == NULL)
+        return NULL;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    if (release) {
+        Py_BEGIN_ALLOW_THREADS
+        fill_block(e, &l, p);
+        Py_END_ALLOW_THREADS
+    } else
+        fill_block(e, &l, p);
+    return out;
 }
 
 /* next(table_build) -> the next data block's payload */
 static PyObject *TableBuild_next(TableBuildObject *t) {
     if (t->next_block >= t->blocks)
         return NULL;  /* StopIteration */
-    Py_ssize_t b = t->next_block;
-    Layout l;
-    if (block_layout(t, b ? t->block_end[b - 1] : 0, t->block_end[b], &l) < 0)
-        return NULL;
-    if (l.size > (uint64_t)PY_SSIZE_T_MAX)
-        return PyErr_NoMemory();
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)l.size);
-    if (out == NULL)
-        return NULL;
-    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
-    Py_BEGIN_ALLOW_THREADS
-    fill_block(t, &l, p);
-    Py_END_ALLOW_THREADS
-    t->next_block = b + 1;
+    Py_ssize_t b = t->next_block, start = b ? t->block_end[b - 1] : 0;
+    Py_ssize_t count = t->block_end[b] - start;
+    if (count > t->refs_cap) {
+        EntryRef *refs = PyMem_RawRealloc(t->refs, (size_t)count * sizeof(EntryRef));
+        if (refs == NULL)
+            return PyErr_NoMemory();
+        t->refs = refs;
+        t->refs_cap = count;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint8_t *at = t->base + t->entry_at[start + i];
+        uint32_t klen = bs_load_le32(at + 8), vlen = bs_load_le32(at + 12);
+        t->refs[i] = (EntryRef){.key = at + FLUSH_ENTRY, .klen = klen,
+                                .value = vlen == TOMBSTONE_LEN ? NULL : at + FLUSH_ENTRY + klen,
+                                .vlen = vlen == TOMBSTONE_LEN ? 0 : vlen,
+                                .version = bs_load_le64(at)};
+    }
+    PyObject *out = encode_entries(t->refs, count, 1);
+    if (out != NULL)
+        t->next_block = b + 1;
     return out;
+}
+
+/* encode_block(keys, versions, values) -> bytes | None: sstable/block.py's encode_block for
+ * three equal, non-empty lists (the GIL held: the lists are the caller's); None where an
+ * item is not what the table builder passes (bytes keys, bytes or None values, int
+ * versions in u64) -- the caller then encodes in Python. */
+static PyObject *native_encode_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])
+            || !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "encode_block(keys: list, versions: list, values: list)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    if (n == 0 || PyList_GET_SIZE(args[1]) != n || PyList_GET_SIZE(args[2]) != n) {
+        PyErr_SetString(PyExc_ValueError, "encode_block: keys, versions and values must be equal, "
+                                          "non-empty lists");
+        return NULL;
+    }
+    EntryRef *e = PyMem_New(EntryRef, n);
+    if (e == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(args[0], i), *v = PyList_GET_ITEM(args[1], i);
+        PyObject *x = PyList_GET_ITEM(args[2], i);
+        if (!PyBytes_CheckExact(k) || !PyLong_CheckExact(v) || (x != Py_None && !PyBytes_CheckExact(x))
+                || PyBytes_GET_SIZE(k) > UINT32_MAX || (x != Py_None && PyBytes_GET_SIZE(x) > UINT32_MAX))
+            goto done;
+        e[i].version = PyLong_AsUnsignedLongLong(v);
+        if (e[i].version == (uint64_t)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto done;
+        }
+        e[i].key = (const uint8_t *)PyBytes_AS_STRING(k);
+        e[i].klen = (uint32_t)PyBytes_GET_SIZE(k);
+        e[i].value = x == Py_None ? NULL : (const uint8_t *)PyBytes_AS_STRING(x);
+        e[i].vlen = x == Py_None ? 0 : (uint32_t)PyBytes_GET_SIZE(x);
+    }
+    PyObject *out = encode_entries(e, n, 0);
+    PyMem_Free(e);
+    return out;
+done:
+    PyMem_Free(e);
+    Py_RETURN_NONE;
 }
 
 static PyMemberDef TableBuild_members[] = {
@@ -664,8 +743,15 @@ static PyTypeObject TableBuildType = {
     .tp_methods = TableBuild_methods,
 };
 
+static PyMethodDef tablebuild_functions[] = {
+    {"encode_block", (PyCFunction)(void (*)(void))native_encode_block, METH_FASTCALL,
+     "encode_block(keys, versions, values) -> bytes | None: sstable.block.encode_block, or None "
+     "for items it leaves to Python"},
+    {NULL}
+};
+
 int bs_tablebuild_init(PyObject *module) {
-    if (PyType_Ready(&TableBuildType) < 0)
+    if (PyType_Ready(&TableBuildType) < 0 || PyModule_AddFunctions(module, tablebuild_functions) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "TableBuild", (PyObject *)&TableBuildType);
 }

@@ -64,6 +64,7 @@ _WRITE_CHUNK = 1 << 20
 _VERSION_U32 = struct.Struct("<I")
 _EMPTY_BLOCK_SIZE = BLOCK_HEADER.size + 8
 _PER_ENTRY = 17  # u64 version + two u32 offsets + one kind byte
+_native = accel.native  # its encode_block makes encode_block's bytes, faster
 _NO_MORE_ENTRIES = "add_flush_buffer loaded the whole table: no entry can follow"
 
 
@@ -373,7 +374,10 @@ class TableBuilder:
         keys = self._bkeys
         if not keys:
             return
-        payload = encode_block(keys, self._bversions, self._bvalues)
+        payload = None if _native is None else _native.encode_block(keys, self._bversions,
+                                                                    self._bvalues)
+        if payload is None:
+            payload = encode_block(keys, self._bversions, self._bvalues)
         self._last_keys.append(keys[-1])
         self._last_versions.append(self._bversions[-1])
         self._write(wrap_block(payload, self._ccode, self._zstd_level))
