@@ -10,6 +10,10 @@ Rules (BanyanDB lost data by breaking them, see docs/facts.md):
   and only after the manifest this process writes is durable; any other is an
   unexplained table (the edit naming it may have been lost) and the writer open
   refuses, pointing at ``banyanstore repair``;
+* so that a removed table cannot come back after a power loss as an unexplained one,
+  the tables directory is synced before the open's manifest is written (unlinks an
+  earlier process made) and after the leftovers are removed (before a later manifest
+  stops listing them);
 * the WAL must hold every record from the manifest's ``wal_seq`` on: a missing
   ``wal/``, a first segment after ``wal_seq``, a log ending before it, or a gap in
   the seqs replay reads is a :class:`CorruptionError` -- unless the open says
@@ -88,6 +92,12 @@ def check_orphans(env: Env, path: str, state: ManifestState) -> None:
     ``banyanstore repair``.  The leftovers join ``state.obsolete``, so the manifest the
     open writes still lists them until :func:`remove_orphans` has removed them."""
     tdir = f"{path}/tables"
+    if env.exists(tdir):
+        # An unlink is durable only once its directory is synced: a table an earlier
+        # process removed (a failed build's output, a merge input) could come back after
+        # a power loss -- below the numbers the manifest this open writes hands out, so
+        # unexplained.  Make the directory as it is now the one a crash leaves.
+        env.sync_dir(tdir)
     live = state.live_files()
     orphans = [n for name in (env.listdir(tdir) if env.exists(tdir) else [])
                if (m := TABLE_NAME.match(name)) and (n := int(m.group(1))) not in live]
@@ -143,7 +153,9 @@ def remove_orphans(env: Env, path: str, state: ManifestState) -> list[str]:
         if (n is not None and n not in live and n in state.obsolete) or name.endswith(".tmp"):
             env.remove(f"{tdir}/{name}")
             removed.append(f"{tdir}/{name}")
-    state.obsolete.clear()  # every one is gone now (a failed remove raised)
+    if removed:
+        env.sync_dir(tdir)  # gone for good before a later manifest stops listing them
+    state.obsolete.clear()  # every one is gone now (a failed remove or sync raised)
     current = Manifest.current_name(env, path) if env.exists(f"{path}/CURRENT") else None
     for name in env.listdir(path):
         if (name.startswith("MANIFEST-") and name != current) or name == "CURRENT.tmp":
