@@ -1758,6 +1758,12 @@ typedef struct {
      * comparison per entry instead of one per source (a series' points come from one
      * table at a time). */
     Source *lead, *runner;
+    /* The (key, value) tuples emitted last, each reused for a later entry once the consumer
+     * has let go of it (reference count back to ours alone, as zip() and dict iterators
+     * reuse one).  Two of them: `for item in scan` still holds the previous tuple while it
+     * asks for the next, `for key, value in scan` does not -- either loop then costs no
+     * tuple allocation per entry. */
+    PyObject *pairs[2];
     PyObject *keepalive;      /* what the sources need alive (the tables' readers) */
     PyObject *guard;          /* callable or NULL: raises once the scan's store is closed */
     Py_ssize_t until_guard;   /* entries to emit before the guard runs again */
@@ -2185,6 +2191,8 @@ static void tables_prefetch(MergeScan *m) {
 static int merge_traverse(MergeScan *m, visitproc visit, void *arg) {
     Py_VISIT(m->keepalive);
     Py_VISIT(m->guard);
+    Py_VISIT(m->pairs[0]);
+    Py_VISIT(m->pairs[1]);
     for (Py_ssize_t i = 0; i < m->nsrc; i++) {
         Source *s = &m->src[i];
         Py_VISIT(s->core);
@@ -2209,6 +2217,8 @@ static int merge_clear(MergeScan *m) {
         s->done = 1;
     }
     m->lead = m->runner = NULL;
+    Py_CLEAR(m->pairs[0]);
+    Py_CLEAR(m->pairs[1]);
     Py_CLEAR(m->keepalive);
     m->finished = 1;
     return 0;
@@ -2467,6 +2477,36 @@ static Source *next_source(MergeScan *m, int *alone) {
     return best;
 }
 
+/* The tuple (key, value), stealing both references: one of m->pairs refilled if only the
+ * scan still holds it, else a new tuple (kept in m->pairs in place of the older one). */
+static PyObject *emit_pair(MergeScan *m, PyObject *key, PyObject *value) {
+    PyObject *t = NULL;
+    for (int i = 0; i < 2; i++)
+        if (m->pairs[i] != NULL && Py_REFCNT(m->pairs[i]) == 1)
+            t = m->pairs[i];
+    if (t != NULL) {
+        PyObject *old_key = PyTuple_GET_ITEM(t, 0), *old_value = PyTuple_GET_ITEM(t, 1);
+        PyTuple_SET_ITEM(t, 0, key);
+        PyTuple_SET_ITEM(t, 1, value);
+        Py_DECREF(old_key);  /* bytes (or None): their release runs no Python code */
+        Py_DECREF(old_value);
+        if (!PyObject_GC_IsTracked(t))  /* the collector untracks tuples of untracked items */
+            PyObject_GC_Track(t);
+        return Py_NewRef(t);
+    }
+    t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, key);
+    PyTuple_SET_ITEM(t, 1, value);
+    Py_XSETREF(m->pairs[1], m->pairs[0]);
+    m->pairs[0] = Py_NewRef(t);
+    return t;
+}
+
 static PyObject *merge_step(MergeScan *m) {
     while (!m->finished && m->remaining != 0) {
         int alone;
@@ -2512,12 +2552,10 @@ static PyObject *merge_step(MergeScan *m) {
             Py_DECREF(value);
             return key_obj;
         }
-        PyObject *t = PyTuple_New(2);
-        if (t == NULL)
-            goto error;
-        PyTuple_SET_ITEM(t, 0, key_obj);
-        PyTuple_SET_ITEM(t, 1, value);
-        return t;
+        PyObject *pair = emit_pair(m, key_obj, value);
+        if (pair == NULL)
+            merge_clear(m);
+        return pair;
     error:
         Py_XDECREF(value);
         Py_XDECREF(key_obj);

@@ -81,3 +81,32 @@ def test_native_range_scans_match_python(tmp_path, seed):
             for _ in range(2):
                 assert list(view.scan(*args)) == want, args
             assert list(view.scan(*args, keys_only=True)) == [k for k, _ in want], args
+
+
+def test_scan_tuples_the_caller_keeps_never_change(tmp_path):
+    """The core reuses a (key, value) tuple for a later entry only once the caller has let
+    go of it: tuples kept -- the loop variable of the step before, every third one in a
+    list, one unpacked -- keep their entries, whatever the loop does with the others, and a
+    garbage collection in between (which may untrack the tuples) changes nothing."""
+    import gc
+    with banyanstore.open(tmp_path / "store", compaction=False, block_size=1024) as store:
+        for s in range(3):
+            for t in range(200):
+                store.put(_key(s, t), b"v%d" % (s * 1000 + t))
+        store.flush()
+        store.put(_key(1, 5), b"newer")  # a memtable source too
+        want = list(store.scan(_key(0, 10), _key(2, 150)))
+        assert len({id(p) for p in want}) == len(want)  # list(): every tuple its own
+        kept, previous, unpacked = [], None, []
+        for i, pair in enumerate(store.scan(_key(0, 10), _key(2, 150))):
+            if previous is not None:
+                assert previous == want[i - 1]
+            if i % 3 == 0:
+                kept.append(pair)
+            if i == 50:
+                gc.collect()
+            previous = pair
+        assert kept == want[::3]
+        for k, v in store.scan(_key(0, 10), _key(2, 150)):
+            unpacked.append((k, v))
+        assert unpacked == want
