@@ -2111,7 +2111,7 @@ static PyObject *table_open_span_blocks(MergeScan *m, Source *s, uint32_t no, ui
     }
     PyObject *cached = PyList_GET_ITEM(c->slots, no);
     if (cached != Py_None) {
-        if (Py_TYPE(cached) == block_type)
+        if (is_block(cached))
             block_mark_referenced(cached);
         c->counters->hits++;
     }

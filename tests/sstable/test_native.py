@@ -437,12 +437,16 @@ def test_bounded_scan_reads_the_blocks_of_its_range_at_once(tmp_path):
             assert got == _visible(entries, start, end, reverse)
             assert env.reads - before == 1, reverse
         nat.cache.clear()
-        nat.load_block(3)  # the first block cached: a hit, then the rest in one read
+        # the first block cached (read by the core, as a lookup's miss does: its own block
+        # type): a hit, marked referenced for CLOCK, then the rest in one read
+        assert nat.core.get(first_keys[3], TOP)[0]
         nat.load_block(6)
+        assert nat.cached(3).ref is False
         hits, before = nat.cache.stats()["hits"], env.reads
         got = list(native.MergeScan([nat.core], start, end, TOP, 0, False, None, False, nat))
         assert got == _visible(entries, start, end, False)
         assert env.reads - before == 1 and nat.cache.stats()["hits"] == hits + 1
+        assert nat.cached(3).ref is True
         nat.cache.clear()
         before = env.reads
         got = list(native.MergeScan([nat.core], start, end, TOP, 0, False, 3, False, nat))
