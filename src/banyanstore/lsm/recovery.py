@@ -92,14 +92,15 @@ def check_orphans(env: Env, path: str, state: ManifestState) -> None:
     ``banyanstore repair``.  The leftovers join ``state.obsolete``, so the manifest the
     open writes still lists them until :func:`remove_orphans` has removed them."""
     tdir = f"{path}/tables"
-    if env.exists(tdir):
+    has_tables = env.exists(tdir)
+    if has_tables:
         # An unlink is durable only once its directory is synced: a table an earlier
         # process removed (a failed build's output, a merge input) could come back after
         # a power loss -- below the numbers the manifest this open writes hands out, so
         # unexplained.  Make the directory as it is now the one a crash leaves.
         env.sync_dir(tdir)
     live = state.live_files()
-    orphans = [n for name in (env.listdir(tdir) if env.exists(tdir) else [])
+    orphans = [n for name in (env.listdir(tdir) if has_tables else [])
                if (m := TABLE_NAME.match(name)) and (n := int(m.group(1))) not in live]
     unexplained = sorted(n for n in orphans if state.unexplained(n))
     if unexplained:

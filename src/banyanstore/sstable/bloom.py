@@ -46,7 +46,7 @@ import xxhash
 from .format import LITTLE_ENDIAN_HOST, u64_bytes
 
 __all__ = ["BloomFilter", "BloomFilterBuilder", "key_hash", "probes_for", "mask_table",
-           "TABLE_BITS", "build_filter"]
+           "mask_table_bytes", "TABLE_BITS", "build_filter"]
 
 key_hash = xxhash.xxh3_64_intdigest
 """The filter hash of a user key; compute once per lookup, pass to every table."""
@@ -95,6 +95,17 @@ def mask_table(k: int, table_bits: int = TABLE_BITS) -> list[int]:
             table.append(mask)
         _tables[(k, table_bits)] = table
     return table
+
+
+_table_bytes: dict[tuple[int, int], bytes] = {}
+
+
+def mask_table_bytes(k: int, table_bits: int = TABLE_BITS) -> bytes:
+    """:func:`mask_table` as u64 bytes, for the compiled core (cached: 128 KiB each)."""
+    b = _table_bytes.get((k, table_bits))
+    if b is None:
+        b = _table_bytes[(k, table_bits)] = u64_bytes(mask_table(k, table_bits))
+    return b
 
 
 def build_filter(hashes: Iterable[int], count: int, bits_per_key: int) -> bytes:

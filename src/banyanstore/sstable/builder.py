@@ -32,7 +32,7 @@ from ..io.base import Env
 from ..options import Options
 from .block import HEADER as BLOCK_HEADER
 from .block import encode_block
-from .bloom import build_filter, key_hash, mask_table, probes_for
+from .bloom import build_filter, key_hash, mask_table_bytes, probes_for
 from .format import (
     COMPRESSION_CODES,
     COMPRESSION_NONE,
@@ -44,7 +44,6 @@ from .format import (
     MAX_VERSION,
     TRAILER_SIZE,
     crc32c,
-    u64_bytes,
     wrap_block,
 )
 from .meta import TableMeta, TableOrigin, encode_index, encode_props
@@ -302,7 +301,7 @@ class TableBuilder:
             raise RuntimeError("add_flush_buffer needs the compiled core")
         bits = self._bits_per_key
         probes = probes_for(bits) if bits > 0 else 0
-        masks = _mask_bytes(probes) if bits > 0 else None
+        masks = mask_table_bytes(probes) if bits > 0 else None
         table = native.TableBuild(buf, self._block_size, self._max_key, self._max_value, bits,
                                   probes, masks)
         if not table.entries:
@@ -478,17 +477,6 @@ class TableBuilder:
                  tb: TracebackType | None) -> None:
         if exc_type is not None and not self._done:
             self.abandon()
-
-
-_mask_tables: dict[int, bytes] = {}
-
-
-def _mask_bytes(probes: int) -> bytes:
-    """The filter's mask table for ``probes`` bits per key as u64 bytes (cached)."""
-    masks = _mask_tables.get(probes)
-    if masks is None:
-        masks = _mask_tables[probes] = u64_bytes(mask_table(probes))
-    return masks
 
 
 def _with_size(meta: TableMeta, file_size: int) -> TableMeta:

@@ -47,7 +47,7 @@ from ..errors import CorruptionError
 from ..io.base import Env, RandomAccessFile
 from ..io.pread import PosixRandomAccessFile
 from .block import MISS, Block, BlockFormatError, Entry, LazyBlock, decode_block
-from .bloom import BloomFilter, mask_table
+from .bloom import BloomFilter, mask_table_bytes
 from .cache import BlockCache, cache_key, new_table_id
 from .format import (
     COMPRESSION_NAMES,
@@ -58,7 +58,6 @@ from .format import (
     MAGIC,
     TRAILER_SIZE,
     crc32c,
-    u64_bytes,
     unwrap_block,
 )
 from .meta import TableMeta, decode_index, decode_props
@@ -82,9 +81,6 @@ def bind_native(module: Any) -> Any:
 native = bind_native(accel.native) if accel.native is not None else None
 """The compiled core (None: pure Python).  Read when a table is opened, so a test may
 switch it per table."""
-_mask_bytes: dict[tuple[int, int], bytes] = {}
-
-
 def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
                                                   Callable[[int, bytes, bool], Block]]:
     """The compiled core's ways back into ``reader`` (a cache miss; a stored block the
@@ -107,14 +103,6 @@ def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
             raise ReferenceError("the table reader of this core is gone")
         return r.accept_block(no, stored, fill)
     return load, accept
-
-
-def _masks_as_bytes(k: int, table_bits: int) -> bytes:
-    """The filter's mask table as u64 bytes, for the compiled core (cached: 128 KiB each)."""
-    b = _mask_bytes.get((k, table_bits))
-    if b is None:
-        b = _mask_bytes[(k, table_bits)] = u64_bytes(mask_table(k, table_bits))
-    return b
 
 
 class TableReader:
@@ -251,7 +239,7 @@ class TableReader:
             self.core = native.TableCore(
                 meta.smallest_key, meta.largest_key, meta.min_version, index,
                 None if flt is None else payload,
-                b"" if flt is None else _masks_as_bytes(flt.k, flt.table_bits),
+                b"" if flt is None else mask_table_bytes(flt.k, flt.table_bits),
                 self._slots, load, path, self.cache.native_counters,
                 file=self._file, accept=accept, cache_put=self._cache_put,
                 cache_base=self._base, verify=self._verify)
