@@ -52,6 +52,7 @@
 #include "blockcache.h"
 #include "lz4block.h"
 #include "tablebuild.h"
+#include "putpath.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* keys (little-endian loads and stores: native/byteorder.h)                                  */
@@ -2885,7 +2886,8 @@ PyMODINIT_FUNC PyInit__native(void) {
             || bs_logframe_init(m) < 0
             || bs_memtable_init(m) < 0
             || bs_blockcache_init(m) < 0
-            || bs_tablebuild_init(m) < 0) {
+            || bs_tablebuild_init(m) < 0
+            || bs_putpath_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

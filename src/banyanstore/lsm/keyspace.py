@@ -40,13 +40,15 @@ class Keyspace:
     """Reads and writes of one keyspace of a store: reads go to the keyspace's view at
     the tree's version, writes to the store's :class:`~banyanstore.lsm.writer.Writer`."""
 
-    __slots__ = ("_store", "_tree", "_writer", "_ks")
+    __slots__ = ("_store", "_tree", "_writer", "_ks", "_fast_put", "_fast_delete")
 
     def __init__(self, store: Any, tree: Tree, writer: Writer, ks: KeyspaceState) -> None:
         self._store = store
         self._tree = tree
         self._writer = writer
         self._ks = ks
+        # the compiled core's one-call writes (lsm/writer.py), or None
+        self._fast_put, self._fast_delete = writer.fast_put, writer.fast_delete
 
     @property
     def name(self) -> str:
@@ -69,6 +71,9 @@ class Keyspace:
     # -- writes ---------------------------------------------------------------------
     def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
         """Write ``value`` under ``key``; returns the version of this write."""
+        fast = self._fast_put
+        if fast is not None and (v := fast(self._ks, key, value, sync)) is not None:
+            return v
         if type(value) is not bytes:
             value = as_bytes(value, "value")
         if self._ks.dropped is not None:
@@ -77,6 +82,9 @@ class Keyspace:
 
     def delete(self, key: bytes, *, sync: bool | None = None) -> int:
         """Write a tombstone for ``key``; returns its version."""
+        fast = self._fast_delete
+        if fast is not None and (v := fast(self._ks, key, sync)) is not None:
+            return v
         if self._ks.dropped is not None:
             raise KeyspaceNotFoundError(self._ks.dropped)
         return self._writer.write_one(self._ks, key, None, sync)

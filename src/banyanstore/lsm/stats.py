@@ -53,6 +53,8 @@ def collect(tree: Tree, *, read_only: bool, closed: bool, writer: Writer, wal: L
         "live_snapshots": tree.pinned(),
         "keyspaces": keyspaces,
         "memtable_bytes": writer.mem_bytes,
+        # puts and deletes the compiled core wrote in one call (lsm/writer.py fast_put)
+        "writes_in_one_call": writer.one_call_writes,
         "block_cache": _cache_stats(tree.cache),
         "bloom": {"useful": bloom_useful, "passed_but_missed": bloom_fp},
         "io": tree.env.describe(),

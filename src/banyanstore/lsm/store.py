@@ -101,6 +101,7 @@ class Store(Keyspace):
         # The handle of the "default" keyspace (its state is set by _load).
         self._store, self._tree = self, Tree(path, env, opts, self._cache, clock)
         self._writer = Writer(self._tree, opts, clock)
+        self._fast_put, self._fast_delete = self._writer.fast_put, self._writer.fast_delete
         try:
             mem_bytes = self._load()
             if not self._read_only:

@@ -31,7 +31,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+from .. import accel
 from ..arguments import as_bytes, check_sync
 from ..errors import (
     DiskFullError,
@@ -45,9 +47,10 @@ from ..log.log import Log
 from ..options import Options
 from .compaction import Compactor
 from .flush import Flusher
+from .memtable import Memtable, NativeMemtable
 from .rangedel import check_range
 from .tree import Tree
-from .view import KeyspaceState
+from .view import KeyspaceState, View
 from .wal import encode_batch, encode_one, encode_with_ranges
 
 __all__ = ["Writer", "Op", "RangeOp"]
@@ -66,7 +69,8 @@ class Writer:
     __slots__ = ("_tree", "_options", "_clock", "_lock", "_wal", "_wal_append", "_wal_put", "_wal_sync",
                  "_flusher", "_compactor", "_mem_bytes", "_next_sample_ms", "_sync_default",
                  "_max_key", "_max_value", "_memtable_size", "_refused", "_closed", "_read_only",
-                 "_wal_error", "stalls", "stall_seconds")
+                 "_wal_error", "_put_path", "fast_put", "fast_delete",
+                 "stalls", "stall_seconds")
 
     def __init__(self, tree: Tree, options: Options, clock: Callable[[], float]) -> None:
         self._tree, self._options, self._clock = tree, options, clock
@@ -86,6 +90,23 @@ class Writer:
         self._wal_error: BaseException | None = None
         # not started, closed, read-only or failed WAL: the one flag the fast path checks
         self._refused = True
+        # The compiled core's write of one entry (native/putpath.c): Writer.write_one's
+        # common case in one call, on this writer's own state and lock.  Not with
+        # wal_sync="always", where every write waits for a sync on the Python path.
+        self._put_path: Any = None
+        if accel.native is not None and Memtable is NativeMemtable and not self._sync_default:
+            self._put_path = accel.native.PutPath(
+                self, tree, self._lock, self._sample_time, None if clock is time.time else clock,
+                self._max_key, self._max_value, self._memtable_size, NativeMemtable, KeyspaceState,
+                View)
+        self.fast_put: Callable[[KeyspaceState, object, object, object], int | None] | None = (
+            None if self._put_path is None else self._put_path.put)
+        """``fast_put(ks, key, value, sync)``: the version of a put done in one C call, or
+        None when nothing was done and :meth:`write_one` must do it (anything but the
+        common case, bad arguments included); None itself on the pure-Python engine."""
+        self.fast_delete: Callable[[KeyspaceState, object, object], int | None] | None = (
+            None if self._put_path is None else self._put_path.delete)
+        """``fast_delete(ks, key, sync)``: :attr:`fast_put`'s tombstone."""
         self.stalls = 0
         """How often back-pressure from compaction slowed or stalled a write."""
         self.stall_seconds = 0.0
@@ -97,6 +118,8 @@ class Writer:
         runs) applies back-pressure."""
         self._wal, self._wal_append, self._wal_sync = wal, wal.append, wal.sync
         self._wal_put = wal.put_appender()  # None on pure Python
+        if self._put_path is not None:
+            self._put_path.attach(self._wal_put)
         self._mem_bytes = mem_bytes
         self._flusher, self._compactor = flusher, compactor
         self._refused = self._read_only
@@ -105,6 +128,11 @@ class Writer:
     def mem_bytes(self) -> int:
         """Bytes in the active memtables (what the next switch waits for)."""
         return self._mem_bytes
+
+    @property
+    def one_call_writes(self) -> int:
+        """Entries written by the compiled core's one-call path (:attr:`fast_put`) so far."""
+        return 0 if self._put_path is None else self._put_path.writes
 
     @property
     def wal_failed(self) -> bool:
@@ -322,3 +350,5 @@ class Writer:
     def close(self) -> None:
         """Refuse writes from now on."""
         self._closed = self._refused = True
+        if self._put_path is not None:
+            self._put_path.attach(None)

@@ -497,6 +497,8 @@ typedef struct {
     PyObject *release;
 } LogTail;
 
+static PyTypeObject LogTailType;
+
 static PyTypeObject FrameWriterType;
 
 static int lt_traverse(LogTail *self, visitproc visit, void *arg) {
@@ -645,6 +647,23 @@ static PyObject *lt_append_put(LogTail *self, PyObject *const *args, Py_ssize_t 
     if (!stored)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(seq);
+}
+
+PyObject *bs_logtail_of(PyObject *bound) {
+    if (!PyCFunction_Check(bound))
+        return NULL;
+    PyObject *self = PyCFunction_GET_SELF(bound);
+    if (self == NULL || !Py_IS_TYPE(self, &LogTailType))
+        return NULL;
+    return self;
+}
+
+PyObject *bs_logtail_append_put(PyObject *tail, PyObject *const *args, Py_ssize_t nargs) {
+    if (!Py_IS_TYPE(tail, &LogTailType)) {
+        PyErr_SetString(PyExc_TypeError, "not a LogTail");
+        return NULL;
+    }
+    return lt_append_put((LogTail *)tail, args, nargs);
 }
 
 static PyMemberDef lt_members[] = {

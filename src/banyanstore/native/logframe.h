@@ -13,4 +13,12 @@ int bs_logframe_init(PyObject *module);
  * the SSE4.2 path where the CPU has it.  Valid once bs_logframe_init ran. */
 uint32_t bs_crc32c(uint32_t crc, const uint8_t *p, size_t n);
 
+/* The store's write path (putpath.c) calls a LogTail's append_put without a Python call:
+ * ``bs_logtail_of(bound)`` is the LogTail behind a bound ``append_put`` (a
+ * ``Log.put_appender()``), or NULL (no exception) when it is not one;
+ * ``bs_logtail_append_put(tail, args, 5)`` is ``append_put(*args)``: a new reference to
+ * the seq, to None (appended nothing: use Log.append) or NULL with an exception set. */
+PyObject *bs_logtail_of(PyObject *bound);
+PyObject *bs_logtail_append_put(PyObject *tail, PyObject *const *args, Py_ssize_t nargs);
+
 #endif

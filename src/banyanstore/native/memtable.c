@@ -780,6 +780,29 @@ static PyObject *Memtable_get_arena_bytes(MemtableObject *m, void *closure) {
     return PyLong_FromLongLong(m->arena_bytes);
 }
 
+int bs_memtable_type_adds(PyObject *type) {
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &MemtableType))
+        return 0;
+    PyObject *own = PyObject_GetAttrString((PyObject *)&MemtableType, "add");
+    if (own == NULL)
+        return -1;
+    PyObject *add = PyObject_GetAttrString(type, "add");
+    int same = add == own;
+    Py_DECREF(own);
+    if (add == NULL)
+        return -1;
+    Py_DECREF(add);
+    return same;
+}
+
+PyObject *bs_memtable_add(PyObject *mem, PyObject *const *args, Py_ssize_t nargs) {
+    if (!PyObject_TypeCheck(mem, &MemtableType)) {
+        PyErr_SetString(PyExc_TypeError, "not a compiled Memtable");
+        return NULL;
+    }
+    return Memtable_add((MemtableObject *)mem, args, nargs);
+}
+
 static PyMethodDef Memtable_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Memtable_add, METH_FASTCALL,
      "add(key, version, value) -> bytes charged; value None is a tombstone"},
