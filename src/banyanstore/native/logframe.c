@@ -527,16 +527,8 @@ static int lt_init(LogTail *self, PyObject *args, PyObject *kwds) {
     PyObject *lock;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "KO", kwlist, &next_seq, &lock))
         return -1;
-    PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
-    if (acquire == NULL)
+    if (bs_lock_methods(lock, &self->acquire, &self->release) < 0)
         return -1;
-    PyObject *release = PyObject_GetAttrString(lock, "release");
-    if (release == NULL) {
-        Py_DECREF(acquire);
-        return -1;
-    }
-    Py_XSETREF(self->acquire, acquire);
-    Py_XSETREF(self->release, release);
     Py_INCREF(Py_None);
     Py_XSETREF(self->frames, Py_None);
     self->next_seq = next_seq;
@@ -647,6 +639,20 @@ static PyObject *lt_append_put(LogTail *self, PyObject *const *args, Py_ssize_t 
     if (!stored)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(seq);
+}
+
+int bs_lock_methods(PyObject *lock, PyObject **acquire, PyObject **release) {
+    PyObject *a = PyObject_GetAttrString(lock, "acquire");
+    if (a == NULL)
+        return -1;
+    PyObject *r = PyObject_GetAttrString(lock, "release");
+    if (r == NULL) {
+        Py_DECREF(a);
+        return -1;
+    }
+    Py_XSETREF(*acquire, a);
+    Py_XSETREF(*release, r);
+    return 0;
 }
 
 PyObject *bs_logtail_of(PyObject *bound) {

@@ -19,6 +19,9 @@ uint32_t bs_crc32c(uint32_t crc, const uint8_t *p, size_t n);
  * ``bs_logtail_append_put(tail, args, 5)`` is ``append_put(*args)``: a new reference to
  * the seq, to None (appended nothing: use Log.append) or NULL with an exception set. */
 PyObject *bs_logtail_of(PyObject *bound);
+/* ``lock.acquire`` and ``lock.release`` into *acquire and *release (replacing what they
+ * held); -1 with an exception set, nothing replaced. */
+int bs_lock_methods(PyObject *lock, PyObject **acquire, PyObject **release);
 PyObject *bs_logtail_append_put(PyObject *tail, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -160,16 +160,8 @@ static int pp_init(PutPath *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "sample must be callable and clock callable or None");
         return -1;
     }
-    PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
-    if (acquire == NULL)
+    if (bs_lock_methods(lock, &self->acquire, &self->release) < 0)
         return -1;
-    PyObject *release = PyObject_GetAttrString(lock, "release");
-    if (release == NULL) {
-        Py_DECREF(acquire);
-        return -1;
-    }
-    Py_XSETREF(self->acquire, acquire);
-    Py_XSETREF(self->release, release);
     Py_INCREF(writer);
     Py_XSETREF(self->writer, writer);
     Py_INCREF(tree);
