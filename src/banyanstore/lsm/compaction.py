@@ -12,6 +12,13 @@ window of maximal width is merged regardless of the ratio, which bounds the
 tables a point read may consult.  Tables entirely past their TTL are dropped
 from the manifest without being read.
 
+Closing: :meth:`Compactor.stop` cancels a merge in flight instead of waiting for it (the
+worker process is killed, or the thread's merge stops at its next chunk) and removes
+its partial output, as LevelDB does at close; the merge is not lost: the inputs stay
+live, and a store opened with ``compaction=True`` picks due merges as its compactor
+starts.  So ``close()`` is prompt, and the tables it leaves do not depend on whether a
+merge happened to finish first.
+
 Failure handling: a merge checks free disk for its worst case (the inputs'
 size) first; a failing merge removes its partial output and is retried with
 back-off; an input involved in ``merge_max_failures`` consecutive failures
@@ -30,7 +37,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import BanyanStoreError, DiskFullError
+from ..errors import BanyanStoreError, DiskFullError, StoreClosedError
 from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .manifest import TableInfo
@@ -105,6 +112,8 @@ class Compactor(BackgroundThread):
                 worked = self.step()
                 backoff = BACKOFF_START
             except Exception as exc:  # noqa: BLE001 - a merge failure must not kill the thread
+                if self._stopping:
+                    break  # a merge cancelled by stop(): not a failure
                 self.error = exc
                 self.error_at = time.monotonic()
                 logger.error("merge failed, retrying in %.1fs: %s", backoff, exc)
@@ -117,6 +126,22 @@ class Compactor(BackgroundThread):
                 with self._cv:
                     if not self._stopping:
                         self._cv.wait(1.0)
+
+    def stop(self) -> None:
+        """Stop the thread without waiting for a merge in flight: it is cancelled (see
+        the module docstring), and so is an explicit compact() running meanwhile (it
+        raises StoreClosedError).  Later merges raise StoreClosedError."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._workers.cancel("merge")
+        super().stop()
+        with self._merge_lock:  # a merge on another thread (compact()) has unwound
+            pass
+
+    def cancelled(self) -> bool:
+        """Whether merges must stop (asked between chunks by a merge on this thread)."""
+        return self._stopping
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -199,8 +224,13 @@ class Compactor(BackgroundThread):
                     reader = TableReader.open(tree.env, out_path, tree.cache)
                     reader.file_no = file_no
             except BaseException as exc:
-                self._note_failure(inputs, exc)
                 self._remove_quietly(out_path)
+                if self._stopping:  # cancelled by stop(): the inputs are not at fault
+                    if isinstance(exc, StoreClosedError):
+                        raise
+                    raise StoreClosedError(f"merge of {len(inputs)} tables cancelled: store "
+                                           f"{tree.path} is closing") from exc
+                self._note_failure(inputs, exc)
                 raise
             info = None
             if meta is not None:
@@ -223,7 +253,7 @@ class Compactor(BackgroundThread):
         if offload(tree.options, tree.env):
             paths = [table_path(tree.path, t.file_no) for t in inputs]
             return self._workers.submit("merge", run_merge, paths, out_path, tree.options, spec)
-        return build_merged(tree.env, inputs, out_path, tree.options, spec)
+        return build_merged(tree.env, inputs, out_path, tree.options, spec, self.cancelled)
 
     def _install(self, ks: KeyspaceState, inputs: tuple[Any, ...], reader: Any,
                  info: TableInfo | None, floor: int) -> None:

@@ -27,10 +27,11 @@ picklable arguments and returns the new table's metadata.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import StoreClosedError
 from ..sstable.meta import TableOrigin
 from .iterators import merged_chunks, table_runs
 from .rangedel import Fragments, RangeDel
@@ -128,17 +129,33 @@ class MergeRanges:
         return [r for r in self.all if r not in drop]
 
 
-def merge_entries(readers: Sequence[Any], spec: MergeSpec,
-                  ranges: MergeRanges | None = None) -> Iterator[Entry]:
+Cancelled = Callable[[], bool]
+"""Asked before each chunk of a merge: True stops it with StoreClosedError (the store is
+closing; see Compactor.stop)."""
+
+
+def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None) -> Iterator[list[Entry]]:
+    """The merged chunks of ``readers``' entries, ``cancelled()`` asked before each one
+    (a chunk is about a block's worth of entries per table: a check per entry would
+    cost the merge's inner loop)."""
+    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
+    for chunk in merged_chunks(sources, False):
+        if cancelled is not None and cancelled():
+            raise StoreClosedError("merge cancelled: the store is closing")
+        yield chunk
+
+
+def merge_entries(readers: Sequence[Any], spec: MergeSpec, ranges: MergeRanges | None = None,
+                  cancelled: Cancelled | None = None) -> Iterator[Entry]:
     """Surviving entries of ``readers`` (newest table first) in internal order;
-    ``ranges``: their range tombstones (see :class:`MergeRanges`)."""
+    ``ranges``: their range tombstones (see :class:`MergeRanges`); ``cancelled``: see
+    :data:`Cancelled`."""
     if ranges is not None and ranges.all:
-        yield from _merge_with_ranges(readers, spec, ranges)
+        yield from _merge_with_ranges(readers, spec, ranges, cancelled)
         return
     points = spec.reader_points()
     floor, ttl_floor, bottom = spec.floor, spec.ttl_floor, spec.bottom
-    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
-    for chunk in merged_chunks(sources, False):
+    for chunk in _chunks_until_cancelled(readers, cancelled):
         n = len(chunk)
         i = 0
         while i < n:
@@ -156,13 +173,12 @@ def merge_entries(readers: Sequence[Any], spec: MergeSpec,
             i = j
 
 
-def _merge_with_ranges(readers: Sequence[Any], spec: MergeSpec,
-                       ranges: MergeRanges) -> Iterator[Entry]:
+def _merge_with_ranges(readers: Sequence[Any], spec: MergeSpec, ranges: MergeRanges,
+                       cancelled: Cancelled | None) -> Iterator[Entry]:
     """:func:`merge_entries` where the inputs hold range tombstones: every key's group
     goes through :func:`reclaim` with its stand-ins, which are then left out."""
     points = spec.reader_points()
-    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
-    for chunk in merged_chunks(sources, False):
+    for chunk in _chunks_until_cancelled(readers, cancelled):
         n = len(chunk)
         i = 0
         while i < n:
@@ -195,12 +211,14 @@ def run_merge(input_paths: list[str], output_path: str, options: Any, spec: Merg
 
 
 def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: Any,
-                 spec: MergeSpec) -> Any:
+                 spec: MergeSpec, cancelled: Cancelled | None = None) -> Any:
+    """:func:`run_merge` on open readers (in this thread); ``cancelled``: see
+    :data:`Cancelled` (the partial output is removed then, as on any failure)."""
     from ..sstable.builder import TableBuilder
     builder = TableBuilder(env, output_path, options, spec.origin)
     ranges = MergeRanges([r for t in readers for r in t.range_dels], spec)
     try:
-        builder.add_many(merge_entries(readers, spec, ranges))
+        builder.add_many(merge_entries(readers, spec, ranges, cancelled))
         builder.add_range_dels(ranges.kept(spec))  # known once every entry went through
         if builder.entry_count == 0 and not builder.range_del_count:
             builder.abandon()

@@ -106,6 +106,20 @@ class Worker:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def kill(self) -> None:
+        """End the process now (SIGKILL): a call in flight fails with StorageIOError
+        and closes this worker; an idle worker is closed here.  Pipes are not closed
+        under a call in flight (its read must see the end of the pipe, not a closed file)."""
+        try:
+            self._proc.kill()
+        except OSError:
+            pass  # already gone
+        if self._lock.acquire(blocking=False):
+            try:
+                self.close()
+            finally:
+                self._lock.release()
+
     def close(self) -> None:
         for pipe in (self._proc.stdin, self._proc.stdout):
             if pipe is not None:
@@ -125,6 +139,7 @@ class WorkerPools:
 
     def __init__(self) -> None:
         self._workers: dict[str, Worker] = {}
+        self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
     def submit(self, purpose: str, fn: Any, *args: Any) -> Any:
@@ -137,8 +152,21 @@ class WorkerPools:
         join of ``pieces`` (see :meth:`Worker.call_streamed`); returns its result."""
         return self._worker(purpose).call_streamed(fn, args, stream_at, pieces)
 
+    def cancel(self, purpose: str) -> None:
+        """Kill the worker for ``purpose`` -- its call in flight, if any, fails with
+        StorageIOError -- and refuse later calls for it (a store closing stops its
+        merge at once instead of waiting for it: Compactor.stop)."""
+        with self._lock:
+            self._cancelled.add(purpose)
+            worker = self._workers.pop(purpose, None)
+        if worker is not None:
+            worker.kill()
+
     def _worker(self, purpose: str) -> Worker:
         with self._lock:
+            if purpose in self._cancelled:
+                raise StorageIOError(f"the {purpose} worker was cancelled (the store is closing)",
+                                     op="worker")
             worker = self._workers.get(purpose)
             if worker is None or not worker.alive:
                 worker = self._workers[purpose] = Worker()

@@ -1,0 +1,160 @@
+"""close() with a merge in flight: the merge is cancelled, not waited for, and resumed
+by the next open with compaction on (lsm/compaction.py, "Closing").
+
+Before, close() joined the compactor, so a merge that had started (often the one the
+close's own flush made due) ran to its end inside close() -- seconds for a large
+merge -- while one that had not yet started was skipped: which tables a closed store
+held depended on that race.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import banyanstore
+from banyanstore.errors import StorageIOError, StoreClosedError
+from banyanstore.lsm import merge
+from banyanstore.lsm.workers import WorkerPools
+
+OPTS: dict[str, Any] = dict(memtable_size=1 << 20, block_size=1024, wal_sync="never",
+                            compaction_min_width=4)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def fill_tables(store: Any, tables: int, per_table: int = 400) -> dict[bytes, bytes]:
+    """``tables`` flushed tables of interleaved keys (every table overlaps the others;
+    each fits in one memtable, so only the flushes here make tables)."""
+    data = {}
+    for t in range(tables):
+        for i in range(per_table):
+            k, v = b"k%06d" % (i * tables + t), b"v%d-" % t * 20
+            store.put(k, v)
+            data[k] = v
+        store.flush()
+    return data
+
+
+def table_files(path: Path) -> list[str]:
+    return sorted(n for n in os.listdir(path / "tables") if n.endswith(".sst"))
+
+
+@pytest.fixture
+def slow_merge(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Merges on a thread take 50 ms per chunk (a large merge in miniature); the
+    event is set once a merge has produced its first chunk."""
+    started = threading.Event()
+    real = merge.merged_chunks
+
+    def slow(sources: Any, reverse: bool) -> Iterator[Any]:
+        for chunk in real(sources, reverse):
+            started.set()
+            time.sleep(0.05)
+            yield chunk
+    monkeypatch.setattr(merge, "merged_chunks", slow)
+    return started
+
+
+def test_close_cancels_a_merge_in_flight_and_the_next_open_resumes_it(
+        tmp_path: Path, slow_merge: threading.Event, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "db"
+    store = banyanstore.open(path, compaction_mode="thread", **OPTS)
+    data = fill_tables(store, 4)  # the fourth flush makes a merge of the four due
+    assert slow_merge.wait(60), "no merge started"
+    during = table_files(path)  # the four inputs and the merge's output so far
+    store.close()  # waiting for the merge would take minutes at 50 ms per chunk
+    after = table_files(path)
+    assert len(after) == 4 and set(after) < set(during)  # the partial output is gone
+    with banyanstore.open(path, compaction=False, **OPTS) as store:
+        st = store.stats()
+        assert st["keyspaces"]["default"]["tables"] == 4
+        assert dict(store.scan()) == data
+    monkeypatch.undo()  # merges at full speed again
+    with banyanstore.open(path, compaction_mode="thread", **OPTS) as store:
+        wait_for(lambda: store.stats()["keyspaces"]["default"]["tables"] == 1)
+        st = store.stats()["compaction"]
+        assert st["merges"] == 1 and st["failed_merges"] == 0 and st["quarantined"] == []
+        assert dict(store.scan()) == data
+    assert len(table_files(path)) == 1
+
+
+def test_an_explicit_compact_cut_short_by_close_raises_store_closed(
+        tmp_path: Path, slow_merge: threading.Event) -> None:
+    path = tmp_path / "db"
+    store = banyanstore.open(path, compaction=False, compaction_mode="thread", **OPTS)
+    data = fill_tables(store, 3)
+    errors: list[BaseException] = []
+
+    def compact() -> None:
+        try:
+            store.compact()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+    t = threading.Thread(target=compact)
+    t.start()
+    assert slow_merge.wait(60), "no merge started"
+    store.close()
+    t.join(60)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], StoreClosedError), errors
+    assert len(table_files(path)) == 3
+    with banyanstore.open(path, compaction=False, **OPTS) as store:
+        assert dict(store.scan()) == data
+        assert store.stats()["compaction"]["failed_merges"] == 0
+
+
+def test_close_right_after_the_flush_that_makes_a_merge_due(tmp_path: Path) -> None:
+    """Process mode (the default), where the merge runs in a worker process: whatever
+    the race between the merge and close(), the closed store names exactly the table
+    files it holds (a cancelled merge leaves no orphan), nothing is lost, and the next
+    open with compaction on merges the tables."""
+    path = tmp_path / "db"
+    store = banyanstore.open(path, **OPTS)
+    data = fill_tables(store, 4, per_table=2000)
+    store.close()
+    with banyanstore.open(path, compaction=False, **OPTS) as store:
+        assert len(table_files(path)) == store.stats()["keyspaces"]["default"]["tables"]
+        assert dict(store.scan()) == data
+    with banyanstore.open(path, **OPTS) as store:
+        wait_for(lambda: store.stats()["keyspaces"]["default"]["tables"] == 1)
+        assert dict(store.scan()) == data
+        assert store.stats()["compaction"]["failed_merges"] == 0
+
+
+def test_cancelling_a_worker_fails_its_call_in_flight_and_refuses_later_ones() -> None:
+    pools = WorkerPools()
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            pools.submit("merge", time.sleep, 600)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+    try:
+        assert pools.submit("merge", abs, -3) == 3  # the worker is up
+        t = threading.Thread(target=call)
+        t.start()
+        wait_for(lambda: pools.pids() != [])
+        pools.cancel("merge")
+        t.join(60)
+        assert not t.is_alive(), "the call in flight was not ended"
+        assert len(outcome) == 1 and isinstance(outcome[0], StorageIOError), outcome
+        assert pools.pids() == []
+        with pytest.raises(StorageIOError, match="cancelled"):
+            pools.submit("merge", abs, -1)
+        assert pools.submit("flush", abs, -2) == 2  # other purposes are unaffected
+    finally:
+        pools.shutdown()
