@@ -1024,6 +1024,11 @@ static PyObject *build_block(PyObject *payload, const BlockView *b) {
     *(PyObject **)((char *)block + block_data_off) = Py_NewRef(payload);
     *(PyObject **)((char *)block + block_ref_off) = Py_NewRef(Py_False);
     *(PyObject **)((char *)block + block_nbytes_off) = charge;
+    /* Not tracked by the cycle collector: its fields (the payload and what Python code
+     * parses from it) are bytes, ints and lists of them, never a path back to the block;
+     * tracked, the tens of thousands of blocks a block cache holds were traversed by every
+     * collection that reached them (about 3% of a ts-query's time went to the collector). */
+    PyObject_GC_UnTrack(block);
     return block;
 }
 
@@ -1169,7 +1174,8 @@ enum { STACK_READ_BYTES = 16384 };
 static PyObject *core_load(TableCore *c, uint32_t no, int fill) {
     if (c->read == NULL) {  /* the loader counts its misses */
         PyObject *loader = Py_NewRef(c->loader);
-        PyObject *block = PyObject_CallFunction(loader, "I", no);
+        PyObject *block = fill ? PyObject_CallFunction(loader, "I", no)
+                               : PyObject_CallFunction(loader, "IO", no, Py_False);
         Py_DECREF(loader);
         return block;
     }
@@ -1350,7 +1356,8 @@ static PyTypeObject TableCoreType = {
     .tp_doc = "TableCore(smallest, largest, min_version, index, filter, masks, slots, loader, path, "
               "counters, *, file=None, accept=None, cache_put=None, cache_base=0, verify=True): the "
               "lookup state of one table; with file/accept/cache_put, cache misses are read, verified, "
-              "decompressed and cached in C (else `loader(block_no)` answers them)",
+              "decompressed and cached in C (else `loader(block_no)` answers them, `loader(block_no, False)` "
+              "for a block not to be cached)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)core_init,
     .tp_dealloc = (destructor)core_dealloc,
@@ -1914,9 +1921,29 @@ static int span_read(TableCore *c, uint64_t off, uint64_t len, Span *sp) {
     return 0;
 }
 
+/* Whether block `no`, missing and read ahead by a scan, is to be cached: the cache's
+ * admission (ClockCache.admit: its second miss within a while; the Python cache's admit
+ * when the table uses that one).  1 yes, 0 no, -1 on error. */
+static int core_admit(TableCore *c, uint32_t no) {
+    if (c->cache != NULL)
+        return bs_blockcache_admit(c->cache, c->cache_base + no);
+    if (c->cache_put == NULL || !PyMethod_Check(c->cache_put))
+        return 1;  /* a core without a cache of its own (tests): cache every block */
+    PyObject *cache = Py_NewRef(PyMethod_GET_SELF(c->cache_put));
+    PyObject *r = PyObject_CallMethod(cache, "admit", "K", (unsigned long long)(c->cache_base + no));
+    Py_DECREF(cache);
+    if (r == NULL)
+        return -1;
+    int yes = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return yes;
+}
+
 /* Fill the read-ahead with the next run of blocks from `no` on in scan direction: cached
- * ones from their slots, the missing ones with one read spanning them (cached too). */
-static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
+ * ones from their slots, the missing ones with one read spanning them, cached if the cache
+ * admits them -- except the first when `first_cached` (a table's first block of the
+ * scan, which is always cached, as a seek's is: sstable/reader.py reads it alone). */
+static int ahead_fill(MergeScan *m, Source *s, uint32_t no, int first_cached) {
     TableCore *c = s->core;
     uint32_t left = m->reverse ? no - s->first + 1 : s->last - no + 1;
     int n = s->batch < (int)left ? s->batch : (int)left;
@@ -1952,8 +1979,13 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
         if (s->ahead[i] != NULL)
             continue;
         uint32_t b = m->reverse ? no - (uint32_t)i : no + (uint32_t)i;
+        int fill = i == 0 && first_cached ? 1 : core_admit(c, b);
+        if (fill < 0) {
+            span_release(&span);
+            goto fail;
+        }
         if (!have_span) {  /* no read in C: the reader's loader, block by block */
-            s->ahead[i] = core_load(c, b, 1);
+            s->ahead[i] = core_load(c, b, fill);
         } else {
             uint64_t a = bs_load_le64(c->starts + 8 * (uint64_t)b) - origin, e = bs_load_le64(c->starts + 8 * (uint64_t)b + 8) - origin;
             uint64_t have = (uint64_t)span.n;
@@ -1961,7 +1993,7 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no) {
             Py_ssize_t from = (Py_ssize_t)(a < have ? a : have);
             Py_ssize_t to = (Py_ssize_t)(e < have ? e : have);
             c->counters->misses++;  /* decoded in place: no copy of the block */
-            s->ahead[i] = core_decode_at(c, b, span.p + from, to - from, NULL, 1);
+            s->ahead[i] = core_decode_at(c, b, span.p + from, to - from, NULL, fill);
         }
         if (s->ahead[i] == NULL) {
             span_release(&span);
@@ -1988,7 +2020,7 @@ static int table_next_block(MergeScan *m, Source *s) {
             return 0;
         }
         uint32_t no = m->reverse ? s->no - 1 : s->no + 1;
-        if (s->ahead_i >= s->ahead_n && ahead_fill(m, s, no) < 0)
+        if (s->ahead_i >= s->ahead_n && ahead_fill(m, s, no, 0) < 0)
             return -1;
         PyObject *block = s->ahead[s->ahead_i];
         s->ahead[s->ahead_i++] = NULL;
@@ -2117,7 +2149,7 @@ static PyObject *table_open_span_blocks(MergeScan *m, Source *s, uint32_t no, ui
         c->counters->hits++;
     }
     s->batch = (int)span;
-    if (ahead_fill(m, s, no) < 0)
+    if (ahead_fill(m, s, no, 1) < 0)
         return NULL;
     s->batch = READAHEAD_BLOCKS;
     PyObject *block = s->ahead[s->ahead_i];

@@ -127,6 +127,19 @@ def test_native_crc32c_matches_the_package(data: bytes, value: int) -> None:
     assert native.crc32c(data) == crc32c(data)
 
 
+def test_native_crc32c_of_long_inputs_matches_the_package() -> None:
+    """Inputs long enough for the interleaved hardware path (three 256-byte stripes at a
+    time, combined), at every length and alignment around its boundaries."""
+    assert native is not None
+    rng = random.Random(5)
+    data = rng.randbytes(20_000)
+    for n in [*range(760, 780), *range(1530, 1545), 2304, 4096, 4100, 8191, 20_000]:
+        for off in (0, 1, 3, 8):
+            piece = data[off:off + n]
+            value = rng.getrandbits(32)
+            assert native.crc32c(piece, value) == crc32c(piece, value), (n, off)
+
+
 def test_native_framing_refuses_what_it_cannot_write() -> None:
     assert native is not None
     env = MemoryEnv()

@@ -14,7 +14,7 @@ import pytest
 from banyanstore import accel
 from banyanstore.sstable import reader as reader_mod
 from banyanstore.sstable.block import Block
-from banyanstore.sstable.cache import PyBlockCache, cache_key, native_cache_class
+from banyanstore.sstable.cache import PyBlockCache, cache_key, door_bits, native_cache_class
 
 _native = accel.load_native()
 if _native is not None:
@@ -182,9 +182,12 @@ def test_native_cache_matches_python_operation_for_operation(kind: str, seed: in
                 if b is not None:
                     b.ref = True
             got = []
-        elif op < 0.85:
+        elif op < 0.80:
             k = rng.choice(keys)
             got = [c.get(k) is not None for c in caches]
+        elif op < 0.85:  # a scan's read-ahead asking to cache a block (the doorkeeper)
+            k = rng.choice(keys)
+            got = [c.admit(k) for c in caches]
         elif op < 0.97:
             t = rng.choice(list(tables))
             got = [c.evict_table(t) for c in caches]
@@ -194,6 +197,38 @@ def test_native_cache_matches_python_operation_for_operation(kind: str, seed: in
         assert state(0) == state(1), step
         assert caches[1].usage <= max(capacity, 0)
     assert caches[0].stats() == caches[1].stats()
+
+
+def test_admission_on_the_second_miss(BlockCache: Any) -> None:
+    """admit(): while the cache has room, every key; when it is full, a key asked about
+    once is refused, from the second time on admitted, until the doorkeeper is cleared
+    (after a key per 8 of its bits); nothing is cached by it."""
+    roomy = BlockCache(1 << 20)
+    assert roomy.admit(cache_key(1, 5)) and roomy.admit(cache_key(1, 5))
+    c = BlockCache(1000)
+    c.put(cache_key(9, 0), Blk(950))  # full: less than a 16th free
+    a, b = cache_key(1, 5), cache_key(2, 5)
+    assert [c.admit(a), c.admit(b), c.admit(a), c.admit(b), c.admit(a)] == [False, False, True, True, True]
+    assert door_bits(0) == door_bits(1 << 20) == 8192 and door_bits(64 << 20) == 262144
+    assert len(c) == 1  # admission caches nothing by itself
+    refused, no = 2, 0  # a and b
+    while refused < 8192 // 8:  # (a few new keys pass: the filter's false positives)
+        assert c.admit(a)
+        refused += not c.admit(cache_key(3, no))
+        no += 1
+    assert no < 8192 // 8 + 20
+    assert not c.admit(a) and c.admit(a)  # the 1024th refusal cleared the doorkeeper
+
+
+@needs_native
+def test_native_and_python_admission_agree_on_random_keys() -> None:
+    rng = random.Random(7)
+    for capacity in (0, 5000, 1 << 22):
+        caches = [PyBlockCache(capacity), NATIVE_CACHE(capacity)]  # type: ignore[misc]
+        for _ in range(20_000):
+            k = cache_key(rng.randrange(1, 40), rng.randrange(3000))
+            got = [c.admit(k) for c in caches]
+            assert got[0] == got[1], (capacity, k)
 
 
 @needs_native

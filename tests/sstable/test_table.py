@@ -174,7 +174,7 @@ def test_cache_use_and_close_evicts(env_dir: EnvDir) -> None:
     assert cache.total_misses == loaded and cache.total_hits >= 3000 // 7
     list(r2.scan(fill_cache=False))
     assert len(cache) == loaded  # a no-fill scan leaves the cache alone
-    list(r2.scan())
+    list(r2.scan())  # (the cache has room: every block read ahead is admitted)
     r1.close()
     r1.close()
     assert len(cache) == r2.block_count  # only r2's blocks remain

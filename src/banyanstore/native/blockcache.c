@@ -58,6 +58,9 @@ typedef struct {
     uint32_t oldest, youngest;
     uint32_t *table;          /* entry index or NIL */
     uint32_t tmask;           /* table size - 1 (a power of two); table NULL: 0 */
+    uint8_t *door;            /* the admission doorkeeper's bits (see admit), or NULL until used */
+    uint32_t door_mask;       /* its bits - 1 */
+    uint64_t door_keys;       /* keys it took since it was cleared */
     int busy;
 } ClockCache;
 
@@ -389,6 +392,81 @@ int bs_blockcache_put(PyObject *cache, uint64_t key, PyObject *block, PyObject *
     return cache_put_impl((ClockCache *)cache, key, block, slots, no);
 }
 
+/* -- admission of blocks a scan reads ahead ---------------------------------------------- */
+
+/* The doorkeeper (TinyLFU's): a Bloom filter of the keys refused once, two bits a key, one
+ * bit per DOOR_BYTES_PER_BIT of capacity (a power of two, at least DOOR_MIN_BITS), cleared
+ * whenever it has taken one key per 8 bits -- about twice the blocks the cache holds, so a
+ * block's first miss is remembered for about as long as the cache would have kept it (and
+ * at most ~5% of first misses pass as second ones). */
+enum { DOOR_BYTES_PER_BIT = 256, DOOR_MIN_BITS = 8192 };
+
+static inline uint64_t mix64(uint64_t key) {
+    key ^= key >> 33;
+    key *= 0xff51afd7ed558ccdULL;
+    key ^= key >> 33;
+    return key;
+}
+
+static int door_open(ClockCache *c) {
+    uint64_t want = (uint64_t)(c->capacity > 0 ? c->capacity : 0) / DOOR_BYTES_PER_BIT, n = DOOR_MIN_BITS;
+    while (n < want && n < ((uint64_t)1 << 31))
+        n <<= 1;
+    uint8_t *door = PyMem_Calloc((size_t)(n / 8), 1);
+    if (door == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->door = door;
+    c->door_mask = (uint32_t)(n - 1);
+    c->door_keys = 0;
+    return 0;
+}
+
+static inline int door_bit(const uint8_t *door, uint32_t i) {
+    return door[i >> 3] >> (i & 7) & 1;
+}
+
+/* The cache "has room" while a ROOM_PART-th of its capacity is free (once full, evictions
+ * keep it within a block of full). */
+enum { ROOM_PART = 16 };
+
+/* Whether a block read ahead by a scan (not yet cached) enters the cache: at once while
+ * the cache has room (an insert then evicts nothing), else on its second miss within a
+ * while, not its first.  A block a scan reads once -- most of a long or a one-off range
+ * scan -- then costs no insert, no eviction of a block that was in use, no free of that
+ * block's payload.  1 yes, 0 no, -1 on error. */
+static int cache_admit_impl(ClockCache *c, uint64_t key) {
+    if (c->usage <= c->capacity - c->capacity / ROOM_PART)
+        return 1;
+    if (c->door == NULL && door_open(c) < 0)
+        return -1;
+    uint64_t h = mix64(key);
+    uint32_t i = (uint32_t)h & c->door_mask, j = (uint32_t)(h >> 32) & c->door_mask;
+    if (door_bit(c->door, i) && door_bit(c->door, j))
+        return 1;
+    c->door[i >> 3] |= (uint8_t)(1u << (i & 7));
+    c->door[j >> 3] |= (uint8_t)(1u << (j & 7));
+    if (++c->door_keys >= ((uint64_t)c->door_mask + 1) / 8) {
+        memset(c->door, 0, ((size_t)c->door_mask + 1) / 8);
+        c->door_keys = 0;
+    }
+    return 0;
+}
+
+int bs_blockcache_admit(PyObject *cache, uint64_t key) {
+    return cache_admit_impl((ClockCache *)cache, key);
+}
+
+/* admit(key) -> bool */
+static PyObject *cache_admit(ClockCache *c, PyObject *arg) {
+    uint64_t key;
+    if (key_arg(arg, &key) < 0)
+        return NULL;
+    int r = cache_admit_impl(c, key);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
 /* put(key, block, slots=None, no=0) -> bool */
 static PyObject *cache_put(ClockCache *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 2 || nargs > 4) {
@@ -557,6 +635,7 @@ static void cache_dealloc(ClockCache *c) {
     cache_gc_clear(c);
     PyMem_Free(c->ent);
     PyMem_Free(c->table);
+    PyMem_Free(c->door);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -565,6 +644,9 @@ static PyMethodDef cache_methods[] = {
      "put(key, block, slots=None, no=0) -> bool: cache `block` charged block.nbytes (False: larger "
      "than the capacity, nothing cached); with `slots`, slots[no] = block until it is evicted"},
     {"get", (PyCFunction)cache_get, METH_O, "get(key) -> block | None: marks it referenced, counts"},
+    {"admit", (PyCFunction)cache_admit, METH_O,
+     "admit(key) -> bool: whether a block a scan reads ahead may be cached (while the cache has "
+     "room, yes; else on its second miss within a while: a doorkeeper)"},
     {"peek", (PyCFunction)cache_peek, METH_O, "peek(key) -> block | None: neither counts nor marks"},
     {"evict_table", (PyCFunction)cache_evict_table, METH_O,
      "evict_table(table_id) -> int: drop every block of that table"},

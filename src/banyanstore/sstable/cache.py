@@ -15,6 +15,16 @@ list of *slots* (block number -> decoded block) that the cache fills and
 clears, so a hit is one list index plus a store into the block object the
 lookup touches anyway.
 
+Admission: once the cache is full (less than a ROOM_PART-th free), a block a scan reads
+ahead enters only on its second miss within a while
+(:meth:`PyBlockCache.admit`, the doorkeeper of TinyLFU: a Bloom filter of the keys that
+missed once, cleared after about twice as many keys as the cache holds blocks).  A block a scan reads
+once -- most blocks of a long or a one-off range scan -- then costs no insert, no
+eviction of a block in use and no free of that block later; a range read again gets in
+on its second read.  The first block of each table a scan (or seek) reads, and every
+block a point read misses, are cached as before.  (LevelDB leaves this to the caller,
+``ReadOptions.fill_cache``; here it needs no option.)
+
 Entries are keyed by ``cache_key(table_id, block_no)`` (one int) and charged
 ``block.nbytes``.  Capacity 0 disables caching.  Inserts, evictions and slot
 updates hold the lock; hits take no lock (a slot read and an attribute store
@@ -59,6 +69,30 @@ def cache_key(table_id: int, block_no: int) -> int:
     return (table_id << TABLE_ID_SHIFT) | block_no
 
 
+ROOM_PART = 16
+"""The cache "has room" (admits every block) while this part of its capacity is free;
+once full, evictions keep it within a block of full."""
+DOOR_BYTES_PER_BIT = 256
+DOOR_MIN_BITS = 8192
+_U64 = (1 << 64) - 1
+
+
+def door_bits(capacity: int) -> int:
+    """The doorkeeper's bits for a cache of ``capacity`` bytes: one per
+    DOOR_BYTES_PER_BIT, a power of two, at least DOOR_MIN_BITS (as native/blockcache.c)."""
+    want, n = max(capacity, 0) // DOOR_BYTES_PER_BIT, DOOR_MIN_BITS
+    while n < want and n < 1 << 31:
+        n <<= 1
+    return n
+
+
+def door_hash(key: int) -> int:
+    """The 64-bit hash whose two halves pick a key's doorkeeper bits (native/blockcache.c's)."""
+    key ^= key >> 33
+    key = (key * 0xFF51AFD7ED558CCD) & _U64
+    return key ^ (key >> 33)
+
+
 class _Totals:
     """What both caches add to their counters: the compiled core's hits and misses."""
 
@@ -96,6 +130,8 @@ class PyBlockCache(_Totals):
         # key -> (block, owner's slot list or None, block number); order = clock order
         self._entries: OrderedDict[int, tuple[Block, Slots | None, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._door: bytearray | None = None  # admit()'s Bloom filter of keys refused once
+        self._door_keys = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -118,6 +154,30 @@ class PyBlockCache(_Totals):
         """Like :meth:`get` but neither counts nor marks the block."""
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
+
+    def admit(self, key: int) -> bool:
+        """Whether a block a scan reads ahead (``key`` is not cached) is to be cached:
+        while the cache has room, True; else True on its second miss within a while, not
+        its first (see the module docstring).  The doorkeeper is a Bloom filter, two bits
+        a key, cleared once it took a key per 8 bits (about twice the blocks the cache
+        holds)."""
+        if self.usage <= self.capacity - self.capacity // ROOM_PART:
+            return True
+        door = self._door
+        if door is None:
+            door = self._door = bytearray(door_bits(self.capacity) // 8)
+        mask = len(door) * 8 - 1
+        h = door_hash(key)
+        i, j = h & mask, (h >> 32) & mask
+        if door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1:
+            return True
+        door[i >> 3] |= 1 << (i & 7)
+        door[j >> 3] |= 1 << (j & 7)
+        self._door_keys += 1
+        if self._door_keys >= len(door):
+            door[:] = bytes(len(door))
+            self._door_keys = 0
+        return False
 
     def put(self, key: int, block: Block, slots: Slots | None = None, no: int = 0) -> bool:
         """Insert ``block`` charged ``block.nbytes``; when ``slots`` is given, also set
@@ -194,7 +254,7 @@ def native_cache_class(module: Any) -> type[Any]:
     so that tests compare both caches whatever ``accel.native`` is.)"""
 
     class NativeBlockCache(module.ClockCache, _Totals):
-        """:class:`PyBlockCache` with its bookkeeping in C: ``put``, ``get``, ``peek``,
+        """:class:`PyBlockCache` with its bookkeeping in C: ``put``, ``admit``, ``get``, ``peek``,
         ``evict_table``, ``clear``, ``len()``, ``capacity``, ``usage``, ``hits``, ``misses``
         and ``evictions`` are the C object's (``native/blockcache.c``)."""
 

@@ -81,7 +81,7 @@ def bind_native(module: Any) -> Any:
 native = bind_native(accel.native) if accel.native is not None else None
 """The compiled core (None: pure Python).  Read when a table is opened, so a test may
 switch it per table."""
-def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
+def _weak_callbacks(reader: TableReader) -> tuple[Callable[..., Block],
                                                   Callable[[int, bytes, bool], Block]]:
     """The compiled core's ways back into ``reader`` (a cache miss; a stored block the
     core's own decoder leaves to the reader's: zstd, or damage to report), holding it
@@ -91,11 +91,11 @@ def _weak_callbacks(reader: TableReader) -> tuple[Callable[[int], Block],
     holds its tables; a MergeScan is handed them)."""
     ref = weakref.ref(reader)
 
-    def load(no: int) -> Block:
+    def load(no: int, fill: bool = True) -> Block:
         r = ref()
         if r is None:
             raise ReferenceError("the table reader of this core is gone")
-        return r.load_block(no)
+        return r.load_block(no, fill)
 
     def accept(no: int, stored: bytes, fill: bool) -> Block:
         r = ref()
@@ -462,13 +462,16 @@ class TableReader:
         return first, last
 
     def _runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
-              reverse: bool, fill: bool) -> Iterator[list[Entry]]:
+              reverse: bool, fill: bool, first_cached: bool = True) -> Iterator[list[Entry]]:
+        """Runs of blocks ``first``..``last``; ``first_cached``: block ``first`` (``last``
+        in reverse) is the scan's first block, always cached if ``fill`` -- else one it
+        reads ahead, cached only if the cache admits it (as every later block)."""
         nos = range(last, first - 1, -1) if reverse else range(first, last + 1)
         # The first block straight from its slot (a seek usually needs nothing more);
         # the rest through _iter_blocks, whose read-ahead then starts at one block.
-        head = (nos[0], self._block(nos[0], fill))
+        head = (nos[0], self._block(nos[0], fill and (first_cached or self._admit(nos[0]))))
         leading = True
-        for no, block in chain((head,), self._iter_blocks(nos[1:], fill)):
+        for no, block in chain((head,), self._iter_blocks(nos[1:], fill, False)):
             lo = 0 if start is None or no != first else block.seek(start)
             hi = block.count if end is None or no != last else block.seek(end)
             if lo >= hi:
@@ -520,6 +523,11 @@ class TableReader:
         block = self._slots[no]
         return block if block is not None else self.load_block(no, fill)
 
+    def _admit(self, no: int) -> bool:
+        """Whether block ``no``, read ahead by a scan, is to be cached if it is missing:
+        the cache's admission (BlockCache.admit).  Asked only on a miss."""
+        return self._slots[no] is not None or self.cache.admit(self._base + no)
+
     def _runs_after(self, block: Block, no: int, pos: int, hi: int, final: bool,
                     end: bytes | None, fill: bool) -> Iterator[list[Entry]]:
         """Forward runs from entry ``pos`` of block ``no`` (which ends the range at
@@ -530,17 +538,22 @@ class TableReader:
             return
         n = self._nblocks
         last = n - 1 if end is None else min(bisect_left(self._last_keys, end), n - 1)
-        yield from self._runs(no + 1, last, None, end, False, fill)
+        yield from self._runs(no + 1, last, None, end, False, fill, False)
 
-    def _iter_blocks(self, nos: range, fill: bool) -> Iterator[tuple[int, Block]]:
+    def _iter_blocks(self, nos: range, fill: bool,
+                     first_cached: bool = True) -> Iterator[tuple[int, Block]]:
         """``(no, block)`` for ``nos``: the first block alone (a seek often needs no
-        more), then runs that double up to READAHEAD_BLOCKS."""
+        more), then runs that double up to READAHEAD_BLOCKS.  With ``fill``, the first
+        block is cached if ``first_cached`` (the scan's first block) or the cache admits
+        it, and every later one (read ahead) if the cache admits it."""
         total = len(nos)
         if not total:
             return
         no = nos[0]
         block = self._slots[no]
-        yield no, block if block is not None else self.load_block(no, fill)
+        if block is None:
+            block = self.load_block(no, fill and (first_cached or self.cache.admit(self._base + no)))
+        yield no, block
         batch = 2
         pos = 1
         while pos < total:
@@ -562,11 +575,12 @@ class TableReader:
             data = self._file.read(starts[lo], starts[hi + 1] - starts[lo])
             origin = starts[lo]
             loaded: dict[int, Block] = {}
+            admit = self.cache.admit
             for no in missing:
                 a = starts[no] - origin
                 block = self._decode(data[a:a + starts[no + 1] - starts[no]], no)
                 self.cache.misses += 1
-                if fill:
+                if fill and admit(base + no):  # blocks read ahead: the cache's admission
                     self._cache_put(base + no, block, slots, no)
                 loaded[no] = block
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
