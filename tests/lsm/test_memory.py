@@ -118,3 +118,53 @@ def test_closed_store_returns_its_block_cache_to_the_os(tmp_path: Path, pure: st
     # Before the fix the heap grew by about all the cached bytes (37.0-37.7 MB for 38.6 MB
     # cached); after it, by 3.0-3.3 MB (the pins, malloc's own bookkeeping).
     assert int(heap_growth) < int(cached) // 4, (int(cached), int(heap_growth))
+
+
+HEAP_AFTER_MERGE_CHILD = r"""
+import gc, sys
+import banyanstore
+from banyanstore import accel
+from tests.lsm.test_memory import heap_rss_bytes
+
+store = banyanstore.open(sys.argv[1], block_cache_size=256 << 20, memtable_size=4 << 20,
+                         compaction=False)
+value = bytes(range(200))
+for i in range(int(sys.argv[2])):
+    store.put(b"%016d" % i, value)
+store.flush()
+tables = store.stats()["keyspaces"]["default"]["tables"]
+assert sum(1 for _ in store.scan()) == int(sys.argv[2])  # every block read: all are cached
+cached = store.stats()["block_cache"]["usage"]
+pins = [bytearray(600) for _ in range(2000)]  # above the cached blocks in the heap
+gc.collect()
+before = heap_rss_bytes()
+store.compact()  # one table replaces the others: their cached blocks are evicted
+assert store.stats()["keyspaces"]["default"]["tables"] == 1
+gc.collect()
+print(accel.IMPLEMENTATION, tables, cached, store.stats()["block_cache"]["usage"],
+      before - heap_rss_bytes())
+store.close()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("pure", ["1", "0"], ids=["pure", "native"])
+def test_a_merge_returns_its_inputs_cached_blocks_to_the_os(tmp_path: Path, pure: str) -> None:
+    """A merge evicts its input tables' cached blocks -- up to the whole block cache --
+    and the store gives that memory back at once, not when it closes: malloc kept the
+    freed blocks resident below later allocations, a second copy of the cache until the
+    reads refilled it (58 MB at the first read phase after compact() in bench_store.py at
+    1M keys).  Run in a child process, whose heap holds nothing else."""
+    if pure == "0" and accel.load_native() is None:
+        pytest.skip("the compiled core is not built")
+    root = Path(__file__).resolve().parent.parent.parent
+    env = {**os.environ, "BANYANSTORE_PURE_PYTHON": pure,
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"),
+                                          os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", HEAP_AFTER_MERGE_CHILD, str(tmp_path / "db"),
+                          "150000"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    implementation, tables, cached, cached_after, heap_drop = out.stdout.split()
+    assert implementation == ("python" if pure == "1" else "native")
+    assert int(tables) >= 3 and int(cached) > 30 << 20 and int(cached_after) == 0
+    assert int(heap_drop) > int(cached) // 2, (int(cached), int(heap_drop))

@@ -164,6 +164,111 @@ def test_tables_built_from_both_flushes_are_identical(tmp_path, seed):
     assert len(list(nat.flush_entries())) > 1  # the stream had several pieces
 
 
+long_keys = st.tuples(st.binary(max_size=20), st.lists(st.binary(min_size=0, max_size=14).map(
+    lambda b: bytes(c & 3 for c in b)), max_size=150))
+
+
+@settings(max_examples=300, deadline=None)
+@given(long_keys, st.integers(0, 2))
+def test_sorted_keys_with_long_shared_prefixes(keys_, rounds):
+    """Keys sharing a long prefix and differing only past 8 more bytes, keys that are a
+    prefix of others, zero bytes against a key's end: sorted as bytes compare (the radix
+    sort's prefixes tie there and the whole keys decide), also when sorted in rounds
+    (later keys sorted alone and merged in)."""
+    common, tails = keys_
+    nat = NativeMemtable()
+    want = set()
+    for i, tail in enumerate(tails):
+        key = common + tail
+        nat.add(key, i + 1, b"v")
+        want.add(key)
+        if rounds and i % (len(tails) // (rounds + 1) + 1) == 0:
+            nat.sorted_keys()
+    assert list(nat.sorted_keys()) == sorted(want)
+
+
+class FrameReader:
+    """The reading end of a pipe, drained by a thread (so large writes do not block)."""
+
+    def __init__(self) -> None:
+        import os
+        self.rfd, self.wfd = os.pipe()
+        self.data = bytearray()
+        self._thread = threading.Thread(target=self._drain)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        import os
+        while chunk := os.read(self.rfd, 1 << 16):
+            self.data += chunk
+
+    def close(self) -> bytes:
+        import os
+        os.close(self.wfd)
+        self._thread.join()
+        os.close(self.rfd)
+        return bytes(self.data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(writes, st.integers(1, 200))
+def test_flush_to_fd_writes_the_pieces_as_frames(writes_, piece_bytes):
+    """flush_to_fd writes the frames of flush_piece's pieces, the end frame last; the
+    frames read back are the flush buffer, and Pieces.send gives the same bytes."""
+    import io
+
+    _, nat = fill(writes_)
+    reader = FrameReader()
+    nat.flush_to_fd(reader.wfd, piece_bytes)
+    stream = reader.close()
+    assert nat.frozen
+    pieces, start = [], 0
+    while start is not None:
+        piece, start = nat.flush_piece(start, piece_bytes)
+        pieces.append(piece)
+    expected = io.BytesIO()
+    flushbuf.send_frames(expected, pieces)
+    assert stream == expected.getvalue()
+    assert b"".join(flushbuf.read_frames(io.BytesIO(stream))) == nat.flush_buffer()
+
+
+def test_flush_to_fd_errors():
+    """A closed pipe is an OSError (EPIPE), a bad fd or piece size a clear error; the
+    memtable stays readable."""
+    import errno
+    import os
+
+    nat = NativeMemtable()
+    for i in range(2000):
+        nat.add(b"key%05d" % i, i + 1, b"x" * 50)
+    rfd, wfd = os.pipe()
+    os.close(rfd)
+    try:
+        with pytest.raises(OSError) as info:
+            nat.flush_to_fd(wfd, 4096)
+        assert info.value.errno == errno.EPIPE
+    finally:
+        os.close(wfd)
+    with pytest.raises(ValueError, match="piece_bytes"):
+        nat.flush_to_fd(1, 0)
+    with pytest.raises((TypeError, ValueError)):
+        nat.flush_to_fd(-1, 10)
+    assert nat.get(b"key00007", 100) == b"x" * 50
+
+
+def test_frames_that_do_not_add_up_are_refused():
+    import io
+
+    good = io.BytesIO()
+    flushbuf.send_frames(good, [b"abc", b"", b"de"])
+    assert flushbuf.read_frames(io.BytesIO(good.getvalue())) == [b"abc", b"de"]
+    for cut in (0, 4, 8, 10, len(good.getvalue()) - 1):
+        with pytest.raises(EOFError):
+            flushbuf.read_frames(io.BytesIO(good.getvalue()[:cut]))
+    with pytest.raises(ValueError, match="frame"):
+        flushbuf.read_frames(io.BytesIO(flushbuf.FRAME.pack(1 << 62)))
+
+
 def test_a_piece_that_cannot_be_made_fails_the_call_and_the_worker_goes():
     """An error while the pieces stream (the worker waits mid-request) is raised to the
     flush, the worker is closed, and the next call gets a fresh one."""

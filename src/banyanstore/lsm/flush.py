@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import heaptrim
 from ..errors import BanyanStoreError, StoreClosedError
 from ..sstable.builder import TableBuilder
 from ..sstable.meta import TableOrigin
@@ -210,6 +211,10 @@ class Flusher(BackgroundThread):
                 continue
             backoff = BACKOFF_START
             del job  # the flushed memtables go now, not when the next flush begins
+            # Their arenas went back to the OS as they were unmapped; what else was freed
+            # since the last flush (the flush's own buffers, a reader's, the program's)
+            # goes back too, from this thread, once per memtable (heaptrim.py).
+            heaptrim.return_free_memory()
             with self._cv:
                 self._queue.popleft()
                 self.error = None

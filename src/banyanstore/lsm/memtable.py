@@ -246,8 +246,8 @@ if _compiled is not None:
         docstring); the range tombstones stay in Python.  ``add``, ``get``,
         ``get_entry``, ``history``, ``sorted_keys`` (an immutable sequence of the keys,
         bytes, with a ``bisect_left`` method), ``visible_entries`` (fast when given a
-        slice of ``sorted_keys()``), ``flush_piece`` and ``freeze`` (after which adds
-        raise RuntimeError) and ``len`` are C.  Writers are serialised by the store.
+        slice of ``sorted_keys()``), ``flush_piece``, ``flush_to_fd`` and ``freeze`` (after
+        which adds raise RuntimeError) and ``len`` are C.  Writers are serialised by the store.
 
         >>> m = NativeMemtable()
         >>> m.add(b"k", 1, b"a") > 0, m.add(b"k", 2, None) > 0, m.add(b"j", 2, b"b") > 0
@@ -281,7 +281,7 @@ if _compiled is not None:
             """What a flush hands the table builder: one buffer, made piece by piece on
             demand (lsm/flushbuf.py).  Freezes the memtable."""
             self.freeze()  # now: the pieces are made later
-            return flushbuf.Pieces(self.live_entries, self.flush_piece)
+            return flushbuf.Pieces(self.live_entries, self.flush_piece, self.flush_to_fd)
 
         def flush_buffer(self) -> bytes:
             """The flush buffer in one piece.  Freezes the memtable."""

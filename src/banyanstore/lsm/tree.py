@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import heaptrim
 from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
 from ..io.base import Env
 from ..log.log import Log
@@ -404,6 +405,12 @@ class Tree:
         for t in change.dropped:
             self.cache.evict_table(getattr(t, "table_id", id(t)))
             self._remove_quietly(table_path(self.path, t.file_no))
+        if change.dropped:
+            # A merge just freed its inputs' cached blocks -- up to the whole block
+            # cache, thousands of block-sized heap chunks -- which glibc keeps resident
+            # until they lie at the top of its heap (heaptrim.py); the cache refills
+            # only as reads miss, so they would stay a second copy of it meanwhile.
+            heaptrim.return_free_memory()
 
     def _cut_wal(self, seq: int) -> None:
         # The change is complete: its edit is durable and the views hold its tables.

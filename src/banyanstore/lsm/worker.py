@@ -1,7 +1,8 @@
 """The worker process main loop (see workers.py): ``python -m banyanstore.lsm.worker``.
 
 Reads pickled ``(function, args, stream_at)`` from stdin (when ``stream_at`` is set,
-followed by pickled bytes pieces up to a pickled None, joined into ``args[stream_at]``),
+followed by bytes pieces in frames up to an end frame -- lsm/flushbuf.py -- joined into
+``args[stream_at]``),
 answers pickled ``(True, result)`` or ``(False, exception)`` on stdout, and exits when
 stdin closes -- or when its parent dies (``PR_SET_PDEATHSIG`` on Linux), so no worker
 outlives its store.
@@ -31,10 +32,8 @@ def _die_with_parent() -> None:
 
 def _with_streamed(inp: Any, args: tuple[Any, ...], at: int) -> tuple[Any, ...]:
     """``args`` with ``args[at]`` replaced by the join of the pieces that follow."""
-    pieces = []
-    while (piece := pickle.load(inp)) is not None:
-        pieces.append(piece)
-    return args[:at] + (b"".join(pieces),) + args[at + 1:]
+    from .flushbuf import read_frames
+    return args[:at] + (b"".join(read_frames(inp)),) + args[at + 1:]
 
 
 def main() -> None:

@@ -9,9 +9,10 @@ numbers, the fsync of the directory, the manifest edit and the views.
 
 A worker is a plain ``python -m banyanstore.lsm.worker`` child speaking
 pickled ``(function, args, stream_at)`` requests and ``(ok, result)`` replies over its
-stdin/stdout (a request with ``stream_at`` set is followed by pickled bytes pieces and
-a pickled None: their join is ``args[stream_at]`` -- a flush buffer sent piece by
-piece, see lsm/flushbuf.py) -- not a ``multiprocessing`` pool, whose helper processes outlive
+stdin/stdout (a request with ``stream_at`` set is followed by bytes pieces in frames,
+``length:u64 piece``, up to a frame of length 0: their join is ``args[stream_at]`` -- a
+flush buffer sent piece by piece, which the compiled memtable writes to the pipe itself
+with the GIL released; see lsm/flushbuf.py) -- not a ``multiprocessing`` pool, whose helper processes outlive
 a killed parent and keep its pipes open.  A worker exits when its stdin closes
 and, on Linux, is killed with its parent (``PR_SET_PDEATHSIG``).  If a worker
 dies, the call fails with :class:`StorageIOError` (the flush or merge is then
@@ -36,6 +37,7 @@ from typing import Any
 
 from ..errors import StorageIOError
 from ..io.posix import PosixEnv
+from .flushbuf import Pieces, send_frames
 
 __all__ = ["WorkerPools", "Worker", "offload", "build_table_in_worker"]
 
@@ -84,19 +86,17 @@ class Worker:
         return result
 
     def _send_pieces(self, stdin: Any, pieces: Iterable[bytes]) -> None:
-        """Each piece as it is made, then None.  A piece that cannot be made (say
-        MemoryError) leaves the worker mid-request: it is closed, the error raised."""
-        it = iter(pieces)
-        while True:
-            try:
-                piece = next(it)
-            except StopIteration:
-                break
-            except BaseException:
-                self.close()
-                raise
-            pickle.dump(piece, stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.dump(None, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        """Each piece as it is made, in frames (a :class:`~.flushbuf.Pieces` sends its
+        own).  A piece that cannot be made or sent (say MemoryError) leaves the worker
+        mid-request: it is closed, the error raised."""
+        try:
+            if isinstance(pieces, Pieces):
+                pieces.send(stdin)
+            else:
+                send_frames(stdin, pieces)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def pid(self) -> int:
