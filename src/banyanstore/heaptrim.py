@@ -15,8 +15,8 @@ grew on top of it (the run's peak RSS).
 (``madvise(MADV_DONTNEED)``), wherever they are.  It costs a few milliseconds for a
 heap of that size, so it runs at the store's few big releases, never on the hot paths:
 when a store closes; when a merge's inputs leave (lsm/tree.py: their cached blocks are
-evicted, up to the whole cache); and on the flusher thread after each flush, once the
-flushed memtable is gone (lsm/flush.py).  In ``bench_store.py`` at 1M keys the calls
+evicted, up to the whole cache); and on the flusher thread as each flush begins, when
+the process holds the most (lsm/flush.py).  In ``bench_store.py`` at 1M keys the calls
 took 0.1-10 ms (the first about 60 ms: it looks the C library up).  It exists in glibc
 only; elsewhere (musl, other systems) :func:`return_free_memory` does nothing.  The
 call goes through :mod:`ctypes`, which releases the interpreter lock meanwhile, so the

@@ -211,10 +211,6 @@ class Flusher(BackgroundThread):
                 continue
             backoff = BACKOFF_START
             del job  # the flushed memtables go now, not when the next flush begins
-            # Their arenas went back to the OS as they were unmapped; what else was freed
-            # since the last flush (the flush's own buffers, a reader's, the program's)
-            # goes back too, from this thread, once per memtable (heaptrim.py).
-            heaptrim.return_free_memory()
             with self._cv:
                 self._queue.popleft()
                 self.error = None
@@ -223,6 +219,12 @@ class Flusher(BackgroundThread):
                 self._cv.notify_all()
 
     def _flush(self, job: PendingFlush) -> None:
+        # A switch is when the process holds the most: the sealed memtables and a new one
+        # filling.  So give back the heap freed since the last flush (its buffers, the
+        # readers', the program's: malloc keeps it resident, heaptrim.py) now, from this
+        # thread, once per memtable; the memtables' own arenas are mapped apart and go
+        # back as each is dropped.
+        heaptrim.return_free_memory()
         tree = self._tree
         built: dict[int, Any] = {}
         infos: list[TableInfo] = []

@@ -515,15 +515,15 @@ static PyObject *Memtable_history(MemtableObject *m, PyObject *const *args, Py_s
     return out;
 }
 
-/* Sorting keys: a radix sort on 8 key bytes, the comparison only for ties.
+/* Sorting keys: a quicksort of (8 key bytes, node) pairs, whole keys compared only for ties.
  *
  * qsort over KeyNode pointers dereferenced two nodes at scattered addresses per
- * comparison: 0.25 s for the 322,000 random 16-byte keys of a 64 MiB memtable, most of
- * a flush's time in this process (and its malloc'd scratch, freed, raised glibc's mmap
- * threshold).  Here each key is read once, in arena order, for the 8 bytes that follow
- * the prefix every key of the batch shares; the (prefix, node) pairs are radix-sorted
- * on them (a byte per pass, passes where every pair has the same byte skipped), and
- * only runs of pairs with equal prefixes are put in order by comparing whole keys. */
+ * comparison, through a function pointer: 0.25 s for the 322,000 random 16-byte keys of
+ * a 64 MiB memtable, most of a flush's time in this process; and it took a scratch
+ * array from malloc, whose free raised glibc's mmap threshold.  Here each key is read
+ * once, in arena order, for the 8 bytes that follow the prefix every key of the batch
+ * shares, and the pairs are sorted in place (no scratch: the pairs are the sorter's
+ * only array, 16 bytes a key where the pointers and qsort's scratch took as much). */
 typedef struct {
     uint64_t prefix;  /* 8 key bytes from the shared prefix on, big-endian, zero-padded */
     KeyNode *node;
@@ -540,12 +540,12 @@ static uint64_t key_prefix(const KeyNode *k, size_t skip) {
     return v;
 }
 
-static size_t shared_prefix(KeyNode *const *nodes, Py_ssize_t n) {
-    size_t lcp = n > 0 ? (size_t)nodes[0]->klen : 0;
-    const char *first = n > 0 ? NODE_KEY(nodes[0]) : NULL;
+static size_t shared_prefix(const SortItem *items, Py_ssize_t n) {
+    size_t lcp = n > 0 ? (size_t)items[0].node->klen : 0;
+    const char *first = n > 0 ? NODE_KEY(items[0].node) : NULL;
     for (Py_ssize_t i = 1; i < n && lcp > 0; i++) {
-        const char *key = NODE_KEY(nodes[i]);
-        size_t len = (size_t)nodes[i]->klen < lcp ? (size_t)nodes[i]->klen : lcp;
+        const char *key = NODE_KEY(items[i].node);
+        size_t len = (size_t)items[i].node->klen < lcp ? (size_t)items[i].node->klen : lcp;
         size_t j = 0;
         while (j < len && key[j] == first[j])
             j++;
@@ -554,81 +554,86 @@ static size_t shared_prefix(KeyNode *const *nodes, Py_ssize_t n) {
     return lcp;
 }
 
-static int item_cmp(const void *pa, const void *pb) {
-    const SortItem *a = pa, *b = pb;
+static inline int item_less(const SortItem *a, const SortItem *b) {
     if (a->prefix != b->prefix)
-        return a->prefix < b->prefix ? -1 : 1;
-    return node_cmp(&a->node, &b->node);
+        return a->prefix < b->prefix;
+    return node_cmp(&a->node, &b->node) < 0;
 }
 
-/* Least significant byte first; *items and *spare swap as the passes go. */
-static void radix_sort(SortItem **items, SortItem **spare, Py_ssize_t n) {
-    static const int BYTES = 8;
-    size_t (*counts)[256] = PyMem_RawCalloc(BYTES, sizeof(*counts));
-    if (counts == NULL) {
-        qsort(*items, (size_t)n, sizeof(SortItem), item_cmp);
-        return;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        for (int b = 0; b < BYTES; b++)
-            counts[b][((*items)[i].prefix >> (8 * b)) & 0xFF]++;
-    for (int b = 0; b < BYTES; b++) {
-        size_t *c = counts[b];
-        if (c[((*items)[0].prefix >> (8 * b)) & 0xFF] == (size_t)n)
-            continue;  /* every item has this byte */
-        size_t at = 0;
-        for (int d = 0; d < 256; d++) {
-            size_t k = c[d];
-            c[d] = at;
-            at += k;
+static int item_cmp(const void *pa, const void *pb) {
+    return item_less(pa, pb) ? -1 : item_less(pb, pa) ? 1 : 0;
+}
+
+static inline void item_swap(SortItem *a, SortItem *b) {
+    SortItem t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void insertion_sort(SortItem *a, Py_ssize_t n) {
+    for (Py_ssize_t i = 1; i < n; i++) {
+        SortItem x = a[i];
+        Py_ssize_t j = i;
+        while (j > 0 && item_less(&x, &a[j - 1])) {
+            a[j] = a[j - 1];
+            j--;
         }
-        SortItem *src = *items, *dst = *spare;
-        for (Py_ssize_t i = 0; i < n; i++)
-            dst[c[(src[i].prefix >> (8 * b)) & 0xFF]++] = src[i];
-        *items = dst;
-        *spare = src;
-    }
-    PyMem_RawFree(counts);
-}
-
-/* Runs of equal prefixes, ordered by their whole keys. */
-static void sort_ties(SortItem *items, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        Py_ssize_t j = i + 1;
-        while (j < n && items[j].prefix == items[i].prefix)
-            j++;
-        if (j - i > 1)
-            qsort(items + i, (size_t)(j - i), sizeof(SortItem), item_cmp);
-        i = j;
+        a[j] = x;
     }
 }
 
-/* Sort ``nodes`` by key (distinct keys).  Needs no Python: runs with the GIL released.
- * Without memory for the pairs it falls back to qsort. */
-static void sort_nodes(KeyNode **nodes, Py_ssize_t n) {
-    if (n < 2)
-        return;
-    size_t bytes = (size_t)n * sizeof(SortItem);
-    SortItem *items = index_alloc(bytes, 0), *spare = index_alloc(bytes, 0);
-    if (items == NULL || spare == NULL) {
-        index_free(items, bytes);
-        index_free(spare, bytes);
-        qsort(nodes, (size_t)n, sizeof(KeyNode *), node_cmp);
-        return;
+/* Quicksort (median of three, Hoare's partition, the smaller side first); past
+ * ``depth`` levels a range goes to qsort, so a bad case stays O(n log n). */
+static void quick_sort(SortItem *a, Py_ssize_t n, int depth) {
+    while (n > 16) {
+        if (depth-- == 0) {
+            qsort(a, (size_t)n, sizeof(SortItem), item_cmp);
+            return;
+        }
+        Py_ssize_t mid = (n - 1) / 2;
+        if (item_less(&a[mid], &a[0]))
+            item_swap(&a[mid], &a[0]);
+        if (item_less(&a[n - 1], &a[mid])) {
+            item_swap(&a[n - 1], &a[mid]);
+            if (item_less(&a[mid], &a[0]))
+                item_swap(&a[mid], &a[0]);
+        }
+        SortItem pivot = a[mid];
+        Py_ssize_t i = -1, j = n;
+        for (;;) {
+            do
+                i++;
+            while (item_less(&a[i], &pivot));
+            do
+                j--;
+            while (item_less(&pivot, &a[j]));
+            if (i >= j)
+                break;
+            item_swap(&a[i], &a[j]);
+        }
+        Py_ssize_t left = j + 1;  /* a[0:left] <= pivot <= a[left:n] */
+        if (left < n - left) {
+            quick_sort(a, left, depth);
+            a += left;
+            n -= left;
+        } else {
+            quick_sort(a + left, n - left, depth);
+            n = left;
+        }
     }
-    SortItem *a = items, *b = spare;
-    size_t skip = shared_prefix(nodes, n);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        a[i].prefix = key_prefix(nodes[i], skip);
-        a[i].node = nodes[i];
-    }
-    radix_sort(&a, &b, n);
-    sort_ties(a, n);
+    insertion_sort(a, n);
+}
+
+/* Sort the pairs' nodes by key (distinct keys; ``items[i].node`` set).  Needs no
+ * Python: runs with the GIL released. */
+static void sort_items(SortItem *items, Py_ssize_t n) {
+    size_t skip = shared_prefix(items, n);
+    int depth = 0;
     for (Py_ssize_t i = 0; i < n; i++)
-        nodes[i] = a[i].node;
-    index_free(items, bytes);
-    index_free(spare, bytes);
+        items[i].prefix = key_prefix(items[i].node, skip);
+    for (Py_ssize_t k = n; k > 1; k >>= 1)
+        depth += 2;
+    quick_sort(items, n, depth);
 }
 
 /* Make m->sorted cover every key.  The new keys' pointers are copied with the GIL held,
@@ -650,8 +655,8 @@ static int ensure_sorted(MemtableObject *m) {
         PyThread_release_lock(m->sort_lock);
         return 0;
     }
-    size_t add_bytes = (size_t)(fresh ? fresh : 1) * sizeof(KeyNode *);
-    KeyNode **add = index_alloc(add_bytes, 0);
+    size_t add_bytes = (size_t)(fresh ? fresh : 1) * sizeof(SortItem);
+    SortItem *add = index_alloc(add_bytes, 0);
     NodeArray *out = index_alloc(node_array_bytes(done + fresh), 0);
     if (add == NULL || out == NULL) {
         index_free(add, add_bytes);
@@ -660,26 +665,26 @@ static int ensure_sorted(MemtableObject *m) {
         PyErr_NoMemory();
         return -1;
     }
-    if (fresh)
-        memcpy(add, m->order + done, (size_t)fresh * sizeof(KeyNode *));
+    for (Py_ssize_t k = 0; k < fresh; k++)
+        add[k].node = m->order[done + k];
     if (old != NULL)
         old->refs++;  /* ours while the GIL is released */
     out->refs = 1;
     out->n = done + fresh;
     int release = fresh > 512;
     PyThreadState *ts = release ? PyEval_SaveThread() : NULL;
-    sort_nodes(add, fresh);
+    sort_items(add, fresh);
     Py_ssize_t i = 0, j = 0, o = 0;
     while (i < done && j < fresh) {
-        if (node_cmp(&old->nodes[i], &add[j]) <= 0)
+        if (node_cmp(&old->nodes[i], &add[j].node) <= 0)
             out->nodes[o++] = old->nodes[i++];
         else
-            out->nodes[o++] = add[j++];
+            out->nodes[o++] = add[j++].node;
     }
     while (i < done)
         out->nodes[o++] = old->nodes[i++];
     while (j < fresh)
-        out->nodes[o++] = add[j++];
+        out->nodes[o++] = add[j++].node;
     index_free(add, add_bytes);
     if (release)
         PyEval_RestoreThread(ts);
