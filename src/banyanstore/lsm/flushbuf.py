@@ -103,7 +103,7 @@ def read_frames(inp: IO[bytes]) -> list[bytes]:
     """The pieces of the frames :func:`send_frames` (or ``flush_to_fd``) wrote, up to the
     end frame.  EOFError if the stream ends before it, ValueError for a length no piece
     has."""
-    pieces = []
+    pieces: list[bytes] = []
     while True:
         head = inp.read(FRAME.size)
         if len(head) != FRAME.size:
