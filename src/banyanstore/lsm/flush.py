@@ -48,6 +48,8 @@ __all__ = ["Flusher", "PendingFlush", "table_path", "build_table"]
 logger = logging.getLogger("banyanstore.flush")
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
+TRIM_EVERY = 16 << 20
+"""Bytes of memtables flushed between two returns of freed heap to the OS."""
 
 
 @dataclass
@@ -132,6 +134,7 @@ class Flusher(BackgroundThread):
         self.bytes_written = 0
         self.stalls = 0
         self.stall_seconds = 0.0
+        self._untrimmed = 0  # memtable bytes flushed since the heap was last trimmed
 
     @property
     def pending(self) -> int:
@@ -218,13 +221,20 @@ class Flusher(BackgroundThread):
                 self.flushes += 1
                 self._cv.notify_all()
 
+    def _trim_heap(self, job: PendingFlush) -> None:
+        """A switch is when the process holds the most: the sealed memtables and a new one
+        filling.  So give back the heap freed since the last flush (its buffers, the
+        readers', the program's: malloc keeps it resident, heaptrim.py) now, from this
+        thread -- once per ``TRIM_EVERY`` bytes of memtables, so small memtables do not
+        pay it at every flush.  The memtables' own arenas are mapped apart and go back as
+        each is dropped."""
+        self._untrimmed += sum(mem.approx_bytes for mem in job.mems.values())
+        if self._untrimmed >= TRIM_EVERY:
+            self._untrimmed = 0
+            heaptrim.return_free_memory()
+
     def _flush(self, job: PendingFlush) -> None:
-        # A switch is when the process holds the most: the sealed memtables and a new one
-        # filling.  So give back the heap freed since the last flush (its buffers, the
-        # readers', the program's: malloc keeps it resident, heaptrim.py) now, from this
-        # thread, once per memtable; the memtables' own arenas are mapped apart and go
-        # back as each is dropped.
-        heaptrim.return_free_memory()
+        self._trim_heap(job)
         tree = self._tree
         built: dict[int, Any] = {}
         infos: list[TableInfo] = []

@@ -15,8 +15,9 @@ To a worker the pieces go as frames, ``length:u64 (little-endian) piece``, ended
 frame of length 0 (:meth:`Pieces.send`, :func:`read_frames`).  The compiled memtable
 writes them itself (``flush_to_fd``) with the GIL released from the first piece to the
 last: made and sent one by one from Python, every piece waited for the GIL behind the
-writer thread, and a 64 MiB memtable's flush took 1-2 s instead of about 0.3 s --
-with the memtable, and the next one filling meanwhile, resident all that time.
+writer thread, and a 64 MiB memtable's flush during a fill took 1.0-1.9 s instead of
+0.6-0.8 s -- with the memtable, and the next one filling meanwhile, resident all that
+time.
 
 The buffer (all integers little-endian)::
 

@@ -944,8 +944,8 @@ static int write_frames(int fd, const NodeArray *a, Py_ssize_t max_bytes, uint64
  * piece -- then a frame of length 0.  Sorting, copying and writing run with the GIL
  * released from the first piece to the last: a flush streamed piece by piece through
  * Python waited for the GIL at every piece, behind a busy writer thread (up to a switch
- * interval each time), which made the flush of a 64 MiB memtable take 1-2 s instead of
- * 0.3 s, with the memtable resident all that time.  Freezes the memtable.  OSError if a
+ * interval each time), which made the flush of a 64 MiB memtable during a fill take
+ * 1.0-1.9 s instead of 0.6-0.8 s, with the memtable resident all that time.  Freezes the memtable.  OSError if a
  * write fails (say the reader went away: EPIPE), MemoryError if a buffer cannot be had;
  * then the frames written so far end mid-stream. */
 static PyObject *Memtable_flush_to_fd(MemtableObject *m, PyObject *const *args, Py_ssize_t nargs) {
