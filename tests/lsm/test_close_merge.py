@@ -20,7 +20,7 @@ import pytest
 
 import banyanstore
 from banyanstore.errors import StorageIOError, StoreClosedError
-from banyanstore.lsm import merge
+from banyanstore.lsm import compaction, merge
 from banyanstore.lsm.workers import WorkerPools
 
 OPTS: dict[str, Any] = dict(memtable_size=1 << 20, block_size=1024, wal_sync="never",
@@ -53,17 +53,26 @@ def table_files(path: Path) -> list[str]:
 
 @pytest.fixture
 def slow_merge(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Merges on a thread take 50 ms per chunk (a large merge in miniature); the
-    event is set once a merge has produced its first chunk."""
-    started = threading.Event()
-    real = merge.merged_chunks
+    """Merges on a thread hold after their first chunk until a compactor is being
+    stopped, then take 50 ms per chunk (a large merge in miniature, which cannot end
+    before close() has begun however the threads are scheduled); the event is set once
+    a merge has produced its first chunk."""
+    started, stopping = threading.Event(), threading.Event()
+    real, real_stop = merge.merged_chunks, compaction.Compactor.stop
 
     def slow(sources: Any, reverse: bool) -> Iterator[Any]:
-        for chunk in real(sources, reverse):
+        for i, chunk in enumerate(real(sources, reverse)):
+            if i:
+                stopping.wait(60)
             started.set()
             time.sleep(0.05)
             yield chunk
+
+    def stop(self: compaction.Compactor) -> None:
+        stopping.set()
+        real_stop(self)
     monkeypatch.setattr(merge, "merged_chunks", slow)
+    monkeypatch.setattr(compaction.Compactor, "stop", stop)
     return started
 
 
