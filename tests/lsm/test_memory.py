@@ -95,6 +95,21 @@ print(accel.IMPLEMENTATION, cached, heap_rss_bytes() - heap_before)
 """
 
 
+def run_heap_child(script: str, tmp_path: Path, pure: str) -> list[str]:
+    """``script`` run in a child process (whose heap holds nothing else) on a store in
+    ``tmp_path`` with 150,000 keys, pure Python or not; the words it printed."""
+    if pure == "0" and accel.load_native() is None:
+        pytest.skip("the compiled core is not built")
+    root = Path(__file__).resolve().parent.parent.parent
+    env = {**os.environ, "BANYANSTORE_PURE_PYTHON": pure,
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"),
+                                          os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "db"), "150000"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("pure", ["1", "0"], ids=["pure", "native"])
 def test_closed_store_returns_its_block_cache_to_the_os(tmp_path: Path, pure: str) -> None:
@@ -103,16 +118,7 @@ def test_closed_store_returns_its_block_cache_to_the_os(tmp_path: Path, pure: st
     allocated later -- so a program that closed a store held its whole block cache (about
     80 MB after the read store of bench_store.py at 1M keys), and each store it opened
     next grew on top of it.  Run in a child process, whose heap holds nothing else."""
-    if pure == "0" and accel.load_native() is None:
-        pytest.skip("the compiled core is not built")
-    root = Path(__file__).resolve().parent.parent.parent
-    env = {**os.environ, "BANYANSTORE_PURE_PYTHON": pure,
-           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", HEAP_AFTER_CLOSE_CHILD, str(tmp_path / "db"),
-                          "150000"], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    implementation, cached, heap_growth = out.stdout.split()
+    implementation, cached, heap_growth = run_heap_child(HEAP_AFTER_CLOSE_CHILD, tmp_path, pure)
     assert implementation == ("python" if pure == "1" else "native")
     assert int(cached) > 30 << 20
     # Before the fix the heap grew by about all the cached bytes (37.0-37.7 MB for 38.6 MB
@@ -155,16 +161,8 @@ def test_a_merge_returns_its_inputs_cached_blocks_to_the_os(tmp_path: Path, pure
     freed blocks resident below later allocations, a second copy of the cache until the
     reads refilled it (58 MB at the first read phase after compact() in bench_store.py at
     1M keys).  Run in a child process, whose heap holds nothing else."""
-    if pure == "0" and accel.load_native() is None:
-        pytest.skip("the compiled core is not built")
-    root = Path(__file__).resolve().parent.parent.parent
-    env = {**os.environ, "BANYANSTORE_PURE_PYTHON": pure,
-           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", HEAP_AFTER_MERGE_CHILD, str(tmp_path / "db"),
-                          "150000"], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    implementation, tables, cached, cached_after, heap_drop = out.stdout.split()
+    implementation, tables, cached, cached_after, heap_drop = run_heap_child(
+        HEAP_AFTER_MERGE_CHILD, tmp_path, pure)
     assert implementation == ("python" if pure == "1" else "native")
     assert int(tables) >= 3 and int(cached) > 30 << 20 and int(cached_after) == 0
     assert int(heap_drop) > int(cached) // 2, (int(cached), int(heap_drop))
