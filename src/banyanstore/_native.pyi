@@ -130,7 +130,6 @@ def memtable_bind(missing: object) -> None: ...
 def decode_flush_buffer(buf: bytes) -> tuple[list[bytes], list[int], list[bytes | None]]: ...
 
 class PutPath:
-    attached: bool
     writes: int
     def __init__(self, writer: Any, tree: Any, lock: Any, sample: Callable[[int, int], None],
                  clock: Callable[[], float] | None, max_key: int, max_value: int,

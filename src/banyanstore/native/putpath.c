@@ -57,7 +57,7 @@ typedef struct {
         at_dropped;
 } PutPath;
 
-static PyObject *s_one;
+static PyObject *s_one, *s_thousand;
 
 /* The offset of ``type``'s slot ``name`` (a plain object slot); -1 with an exception set. */
 static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
@@ -211,10 +211,8 @@ static PyObject *commit_ms(PutPath *self) {
         PyObject *t = PyObject_CallNoArgs(self->clock);
         if (t == NULL)
             return NULL;
-        PyObject *thousand = PyLong_FromLong(1000);
-        PyObject *x = thousand == NULL ? NULL : PyNumber_Multiply(t, thousand);
+        PyObject *x = PyNumber_Multiply(t, s_thousand);
         Py_DECREF(t);
-        Py_XDECREF(thousand);
         if (x == NULL)
             return NULL;
         PyObject *ms = PyNumber_Long(x);
@@ -379,15 +377,6 @@ static PyMemberDef pp_members[] = {
     {NULL}
 };
 
-static PyObject *pp_get_attached(PutPath *self, void *closure) {
-    return PyBool_FromLong(self->tail != NULL);
-}
-
-static PyGetSetDef pp_getset[] = {
-    {"attached", (getter)pp_get_attached, NULL, "whether a WAL is attached", NULL},
-    {NULL}
-};
-
 static PyTypeObject PutPathType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "banyanstore._native.PutPath",
@@ -402,13 +391,13 @@ static PyTypeObject PutPathType = {
     .tp_traverse = (traverseproc)pp_traverse,
     .tp_clear = (inquiry)pp_clear,
     .tp_methods = pp_methods,
-    .tp_getset = pp_getset,
     .tp_members = pp_members,
 };
 
 int bs_putpath_init(PyObject *module) {
     s_one = PyLong_FromLong(1);
-    if (s_one == NULL || PyType_Ready(&PutPathType) < 0)
+    s_thousand = PyLong_FromLong(1000);
+    if (s_one == NULL || s_thousand == NULL || PyType_Ready(&PutPathType) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "PutPath", (PyObject *)&PutPathType);
 }
