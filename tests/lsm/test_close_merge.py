@@ -92,7 +92,9 @@ def test_close_cancels_a_merge_in_flight_and_the_next_open_resumes_it(
         assert dict(store.scan()) == data
     monkeypatch.undo()  # merges at full speed again
     with banyanstore.open(path, compaction_mode="thread", **OPTS) as store:
-        wait_for(lambda: store.stats()["keyspaces"]["default"]["tables"] == 1)
+        # the merge installs its table before it counts itself: wait for both
+        wait_for(lambda: store.stats()["keyspaces"]["default"]["tables"] == 1
+                 and store.stats()["compaction"]["merges"] >= 1)
         st = store.stats()["compaction"]
         assert st["merges"] == 1 and st["failed_merges"] == 0 and st["quarantined"] == []
         assert dict(store.scan()) == data
