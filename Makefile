@@ -64,7 +64,7 @@ test-native: $(NATIVE)
 # -fsanitize=address, Python's allocator off (so every bytes object is its own malloc
 # block and an overread is caught), libasan preloaded; the table, store and fuzz tests.
 ASAN_DIR := build/asan
-ASAN_TESTS := tests/sstable tests/log/test_native_framing.py tests/lsm/test_memtable_native.py tests/lsm/test_put_path.py tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/lsm/test_scan_differential.py tests/fuzz
+ASAN_TESTS := tests/sstable tests/log/test_native_framing.py tests/lsm/test_memtable_native.py tests/lsm/test_put_path.py tests/lsm/test_merge_native.py tests/lsm/test_store_api.py tests/lsm/test_seek.py tests/lsm/test_model.py tests/lsm/test_scan_differential.py tests/fuzz
 test-asan: $(NATIVE)
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
 	cp -r src $(ASAN_DIR)/src

@@ -53,6 +53,9 @@
 #include "lz4block.h"
 #include "tablebuild.h"
 #include "putpath.h"
+#include "blockview.h"
+#include "corruption.h"
+#include "mergebuild.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* keys (little-endian loads and stores: native/byteorder.h)                                  */
@@ -131,8 +134,8 @@ static PyObject *str_path = NULL, *str_offset = NULL, *zero = NULL;
 static Py_ssize_t block_nbytes_off = -1;
 static long block_stride = 0, block_overhead = 0, key_overhead = 0;  /* 0: build_block unavailable */
 
-/* CorruptionError(message, path=path, offset=offset); returns NULL */
-static PyObject *raise_corruption(PyObject *path, long long offset, const char *fmt, ...) {
+/* CorruptionError(message, path=path, offset=offset); returns NULL (corruption.h) */
+PyObject *bs_raise_corruption(PyObject *path, long long offset, const char *fmt, ...) {
     char msg[256];
     va_list ap;
     va_start(ap, fmt);
@@ -281,141 +284,6 @@ static int key_hash(PyObject *key, uint64_t *out) {
 /* ---------------------------------------------------------------------------------------- */
 /* data blocks                                                                              */
 
-enum { FIXED_KEYS = 1, FIXED_VALUES = 2, TOMBSTONES = 4, KNOWN_FLAGS = 7, BLOCK_HEADER = 16 };
-
-typedef struct {
-    const uint8_t *p;
-    uint64_t size;
-    uint32_t count, kw, vw, flags;
-    uint64_t keys_at;    /* fixed keys, or the key offsets array */
-    uint64_t kheap_at, kheap_len;
-    uint64_t values_at;  /* fixed values, or the value offsets array */
-    uint64_t vheap_at, vheap_len;
-    uint64_t kinds_at;
-} BlockView;
-
-/* Parse a block header and check that its sections tile the payload exactly.
- * Returns 0, or -1 with *why set (no Python exception). */
-static int block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **why) {
-    if (size < BLOCK_HEADER) {
-        *why = "block is shorter than its header";
-        return -1;
-    }
-    b->p = p;
-    b->size = size;
-    b->count = bs_load_le32(p);
-    b->kw = bs_load_le32(p + 4);
-    b->vw = bs_load_le32(p + 8);
-    b->flags = bs_load_le32(p + 12);
-    if (b->flags & ~(uint32_t)KNOWN_FLAGS) {
-        *why = "unknown block flags";
-        return -1;
-    }
-    if (b->count < 1) {
-        *why = "empty block";
-        return -1;
-    }
-    uint64_t n = b->count;
-    uint64_t pos = BLOCK_HEADER + 8 * n; /* count < 2^32: no overflow in 64 bits */
-    if (pos > size) {
-        *why = "versions run past the end of the block";
-        return -1;
-    }
-    b->keys_at = pos;
-    if (b->flags & FIXED_KEYS) {
-        b->kheap_at = pos;
-        b->kheap_len = n * b->kw;
-        pos += b->kheap_len;
-    } else {
-        uint64_t heap = pos + 4 * (n + 1);
-        if (heap > size) {
-            *why = "key offsets run past the end of the block";
-            return -1;
-        }
-        uint32_t first = bs_load_le32(p + pos), last = bs_load_le32(p + heap - 4);
-        if (first != 0 || heap + last > size) {
-            *why = "key heap bounds are invalid";
-            return -1;
-        }
-        b->kheap_at = heap;
-        b->kheap_len = last;
-        pos = heap + last;
-    }
-    if (pos > size) {
-        *why = "keys run past the end of the block";
-        return -1;
-    }
-    b->values_at = pos;
-    if (b->flags & FIXED_VALUES) {
-        b->vheap_at = pos;
-        b->vheap_len = n * b->vw;
-        pos += b->vheap_len;
-    } else {
-        uint64_t heap = pos + 4 * (n + 1);
-        if (heap > size) {
-            *why = "value offsets run past the end of the block";
-            return -1;
-        }
-        uint32_t first = bs_load_le32(p + pos), last = bs_load_le32(p + heap - 4);
-        if (first != 0 || heap + last > size) {
-            *why = "value heap bounds are invalid";
-            return -1;
-        }
-        b->vheap_at = heap;
-        b->vheap_len = last;
-        pos = heap + last;
-    }
-    b->kinds_at = pos;
-    if (b->flags & TOMBSTONES)
-        pos += n;
-    if (pos != size) {
-        *why = "block sections do not add up to its size";
-        return -1;
-    }
-    return 0;
-}
-
-/* Key i of a block: pointer and length; -1 if its offsets are out of bounds. */
-static inline int block_key(const BlockView *b, uint32_t i, const uint8_t **k, Py_ssize_t *len) {
-    if (b->flags & FIXED_KEYS) {
-        *k = b->p + b->kheap_at + (uint64_t)i * b->kw;
-        *len = b->kw;
-        return 0;
-    }
-    const uint8_t *off = b->p + b->keys_at + 4 * (uint64_t)i;
-    uint32_t a = bs_load_le32(off), e = bs_load_le32(off + 4);
-    if (a > e || e > b->kheap_len)
-        return -1;
-    *k = b->p + b->kheap_at + a;
-    *len = (Py_ssize_t)(e - a);
-    return 0;
-}
-
-static inline uint64_t block_version(const BlockView *b, uint32_t i) {
-    return bs_load_le64(b->p + BLOCK_HEADER + 8 * (uint64_t)i);
-}
-
-/* Value i: sets *v / *len, *v NULL for a tombstone; -1 if out of bounds. */
-static inline int block_value(const BlockView *b, uint32_t i, const uint8_t **v, Py_ssize_t *len) {
-    if ((b->flags & TOMBSTONES) && b->p[b->kinds_at + i]) {
-        *v = NULL;
-        *len = 0;
-        return 0;
-    }
-    if (b->flags & FIXED_VALUES) {
-        *v = b->p + b->vheap_at + (uint64_t)i * b->vw;
-        *len = b->vw;
-        return 0;
-    }
-    const uint8_t *off = b->p + b->values_at + 4 * (uint64_t)i;
-    uint32_t a = bs_load_le32(off), e = bs_load_le32(off + 4);
-    if (a > e || e > b->vheap_len)
-        return -1;
-    *v = b->p + b->vheap_at + a;
-    *len = (Py_ssize_t)(e - a);
-    return 0;
-}
-
 /* First index whose key is >= key (may be count); -1 on a bad offset. */
 static int64_t block_lower_bound(const BlockView *b, const uint8_t *key, Py_ssize_t klen) {
     uint32_t lo = 0, hi = b->count;
@@ -457,7 +325,7 @@ static PyObject *entry_result(const BlockView *b, uint32_t i, PyObject *path, lo
     const uint8_t *v;
     Py_ssize_t vlen;
     if (block_value(b, i, &v, &vlen) < 0)
-        return raise_corruption(path, where, "value offsets of entry %u are out of bounds", i);
+        return bs_raise_corruption(path, where, "value offsets of entry %u are out of bounds", i);
     PyObject *value;
     if (v == NULL)
         value = Py_NewRef(Py_None);
@@ -510,11 +378,11 @@ static PyObject *lookup_in_payload(PyObject *data, PyObject *key, uint64_t versi
                                    PyObject *path, long long where) {
     BlockView b;
     const char *why;
-    if (block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &b, &why) < 0)
-        return raise_corruption(path, where, "data block does not parse: %s", why);
+    if (bs_block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &b, &why) < 0)
+        return bs_raise_corruption(path, where, "data block does not parse: %s", why);
     int64_t i = block_find(&b, (const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), version);
     if (i == -2)
-        return raise_corruption(path, where, "data block key offsets are out of bounds");
+        return bs_raise_corruption(path, where, "data block key offsets are out of bounds");
     if (i < 0)
         return miss();
     return entry_result(&b, (uint32_t)i, path, where);
@@ -748,19 +616,19 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(index);
     uint64_t size = (uint64_t)PyBytes_GET_SIZE(index);
     if (size < 8)
-        return raise_corruption(path, -1, "index block shorter than its header"), -1;
+        return bs_raise_corruption(path, -1, "index block shorter than its header"), -1;
     uint64_t n = bs_load_le32(p);
     uint64_t heap = 8 + 8 * (n + 1) + 8 * n + 4 * (n + 1);
     if (n < 1 || heap > size)
-        return raise_corruption(path, -1, "index block cannot hold %llu entries", (unsigned long long)n), -1;
+        return bs_raise_corruption(path, -1, "index block cannot hold %llu entries", (unsigned long long)n), -1;
     const uint8_t *starts = p + 8, *lv = starts + 8 * (n + 1), *offs = lv + 8 * n;
     if (bs_load_le32(offs) != 0 || heap + bs_load_le32(offs + 4 * n) != size)
-        return raise_corruption(path, -1, "index key heap bounds are invalid"), -1;
+        return bs_raise_corruption(path, -1, "index key heap bounds are invalid"), -1;
     for (uint64_t i = 0; i < n; i++) {
         if (bs_load_le32(offs + 4 * i) > bs_load_le32(offs + 4 * i + 4))
-            return raise_corruption(path, -1, "index key offsets are not increasing"), -1;
+            return bs_raise_corruption(path, -1, "index key offsets are not increasing"), -1;
         if (bs_load_le64(starts + 8 * i) >= bs_load_le64(starts + 8 * i + 8))
-            return raise_corruption(path, -1, "index block offsets are not increasing"), -1;
+            return bs_raise_corruption(path, -1, "index block offsets are not increasing"), -1;
     }
     if (PyList_GET_SIZE(slots) != (Py_ssize_t)n) {
         PyErr_SetString(PyExc_ValueError, "slots must have one entry per data block");
@@ -779,11 +647,11 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
         const uint8_t *f = (const uint8_t *)PyBytes_AS_STRING(filter);
         uint64_t fsize = (uint64_t)PyBytes_GET_SIZE(filter);
         if (fsize < 16)
-            return raise_corruption(path, -1, "filter block shorter than its header"), -1;
+            return bs_raise_corruption(path, -1, "filter block shorter than its header"), -1;
         uint32_t table_bits = bs_load_le32(f + 4);
         nwords = bs_load_le64(f + 8);
         if (nwords < 1 || nwords > (fsize - 16) / 8 || fsize != 16 + 8 * nwords)
-            return raise_corruption(path, -1, "filter block size does not match its header"), -1;
+            return bs_raise_corruption(path, -1, "filter block size does not match its header"), -1;
         if (table_bits < 1 || table_bits > 20
                 || (uint64_t)PyBytes_GET_SIZE(masks) != (8ULL << table_bits)) {
             PyErr_SetString(PyExc_ValueError, "masks must hold 2**table_bits u64 masks");
@@ -1043,7 +911,7 @@ static PyObject *native_block_from_payload(PyObject *self, PyObject *data) {
     BlockView bv;
     const char *why;
     PyObject *block = NULL;
-    if (block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &bv, &why) == 0)
+    if (bs_block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &bv, &why) == 0)
         block = build_block(data, &bv);
     if (block == NULL && !PyErr_Occurred())
         block = PyObject_CallOneArg((PyObject *)block_type, data);  /* raises what Python raises */
@@ -1078,7 +946,7 @@ static PyObject *core_decode_at(TableCore *c, uint32_t no, const uint8_t *p, Py_
     if (payload != NULL) {
         BlockView bv;
         const char *why;
-        if (block_parse((const uint8_t *)PyBytes_AS_STRING(payload), (uint64_t)PyBytes_GET_SIZE(payload),
+        if (bs_block_parse((const uint8_t *)PyBytes_AS_STRING(payload), (uint64_t)PyBytes_GET_SIZE(payload),
                         &bv, &why) == 0) {
             block = build_block(payload, &bv);
             if (block == NULL && !PyErr_Occurred())
@@ -1788,7 +1656,7 @@ static inline const uint8_t *bytes_ptr(PyObject *b) { return (const uint8_t *)Py
 /* Set a table source's head to entry `pos` of its block. */
 static int table_head(MergeScan *m, Source *s) {
     if (block_key(&s->bv, (uint32_t)s->pos, &s->key, &s->klen) < 0) {
-        raise_corruption(s->core->path, (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)s->no),
+        bs_raise_corruption(s->core->path, (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)s->no),
                          "data block %u: key offsets are out of bounds", s->no);
         return -1;
     }
@@ -1808,8 +1676,8 @@ static int table_enter(MergeScan *m, Source *s, uint32_t no, PyObject *block) {
     s->no = no;
     const char *why;
     long long where = (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)no);
-    if (block_parse(bytes_ptr(data), (uint64_t)PyBytes_GET_SIZE(data), &s->bv, &why) < 0) {
-        raise_corruption(s->core->path, where, "data block %u does not parse: %s", no, why);
+    if (bs_block_parse(bytes_ptr(data), (uint64_t)PyBytes_GET_SIZE(data), &s->bv, &why) < 0) {
+        bs_raise_corruption(s->core->path, where, "data block %u does not parse: %s", no, why);
         return -1;
     }
     s->lo = 0;
@@ -1829,7 +1697,7 @@ static int table_enter(MergeScan *m, Source *s, uint32_t no, PyObject *block) {
     s->pos = m->reverse ? s->hi - 1 : s->lo;
     return table_head(m, s) < 0 ? -1 : 1;
 bad:
-    raise_corruption(s->core->path, where, "data block %u: key offsets are out of bounds", no);
+    bs_raise_corruption(s->core->path, where, "data block %u: key offsets are out of bounds", no);
     return -1;
 }
 
@@ -2404,7 +2272,7 @@ static PyObject *head_value(MergeScan *m, Source *s, PyObject **key_obj) {
     const uint8_t *v;
     Py_ssize_t vlen;
     if (block_value(&s->bv, (uint32_t)s->pos, &v, &vlen) < 0)
-        return raise_corruption(s->core->path, (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)s->no),
+        return bs_raise_corruption(s->core->path, (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)s->no),
                                 "data block %u: value offsets are out of bounds", s->no);
     if (v == NULL)
         Py_RETURN_NONE;
@@ -2919,6 +2787,7 @@ PyMODINIT_FUNC PyInit__native(void) {
             || bs_memtable_init(m) < 0
             || bs_blockcache_init(m) < 0
             || bs_tablebuild_init(m) < 0
+            || bs_mergebuild_init(m) < 0
             || bs_putpath_init(m) < 0) {
         Py_DECREF(m);
         return NULL;

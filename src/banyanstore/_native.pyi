@@ -84,6 +84,26 @@ class TableBuild:
     @classmethod
     def direct_hash(cls) -> bool: ...
 
+class MergeBuild:
+    entries: int | None
+    tombstones: int | None
+    keys: int | None
+    raw_size: int | None
+    min_version: int | None
+    max_version: int | None
+    smallest: bytes | None
+    largest: bytes | None
+    filter: bytes | None
+    last_keys: list[bytes] | None
+    last_versions: list[int] | None
+    def __init__(self, sources: list[Any], paths: list[str], points: list[int], floor: int,
+                 ttl_floor: int, bottom: bool, block_size: int, max_key_size: int,
+                 max_value_size: int, bloom_bits_per_key: int, probes: int,
+                 masks: bytes | None, direct_hash: bool = True,
+                 check: Callable[[], None] | None = None) -> None: ...
+    def __iter__(self) -> MergeBuild: ...
+    def __next__(self) -> bytes: ...
+
 def encode_block(keys: list[bytes], versions: list[int],
                  values: list[bytes | None]) -> bytes | None: ...
 def sort_keys(keys: list[bytes]) -> list[bytes]: ...

@@ -13,7 +13,8 @@ is optional, and the pure-Python engine is complete without it.  At import:
 engine's Python objects when it is imported);
 ``IMPLEMENTATION`` is ``"native"`` or ``"python"`` and shows in ``store.stats()``.
 Both implementations read and write the same formats and give the same results
-(tests/test_native_differential.py compares them on random and damaged inputs).
+(tests/sstable/test_native.py, tests/sstable/test_flush_build.py,
+tests/lsm/test_merge_native.py and others compare them on random and damaged inputs).
 
 >>> IMPLEMENTATION in ("native", "python")
 True

@@ -3,8 +3,9 @@
 Each input is split (atheris.FuzzedDataProvider) into block payloads, an index, keys,
 bounds and versions, and driven through every entry point that reads bytes from disk:
 ``block_lookup_payload``, ``TableCore`` (index and filter validation, ``get``,
-``locate``) and ``MergeScan`` over blocks whose payloads were never validated by the
-Python decoder, forward and in reverse.  The only acceptable failure is
+``locate``), ``MergeScan`` over blocks whose payloads were never validated by the
+Python decoder, forward and in reverse, and the compaction merge (``MergeBuild``) over
+the same payloads as two tables' blocks.  The only acceptable failure is
 :class:`CorruptionError`; anything else -- another exception, a crash, or (under
 AddressSanitizer) an out-of-bounds read -- is a finding.  A damaged flush buffer goes to
 the C table build (``TableBuilder.add_flush_buffer``) and to the pure-Python one: both
@@ -152,6 +153,18 @@ def one_input(buf: bytes) -> None:
             native.block_from_payload(data)
         except BlockFormatError:
             pass
+    # the compaction merge in C over the same payloads as two tables' blocks
+    cut = fdp.ConsumeIntInRange(0, nblocks)
+    floor = fdp.ConsumeIntInRange(0, 2**64 - 1)
+    merge = native.MergeBuild([list(enumerate(payloads[:cut])), list(enumerate(payloads[cut:]))],
+                              ["a.sst", "b.sst"], sorted({floor, version}), floor, 0,
+                              fdp.ConsumeBool(), fdp.ConsumeIntInRange(1, 100), 8, 8,
+                              fdp.ConsumeIntInRange(0, 3), 1, MASKS)
+    try:
+        for out in merge:
+            native.block_lookup_payload(out, key, version)  # the C reader takes what it wrote
+    except (CorruptionError, ValueError):
+        pass  # ValueError: what add_many refuses (order, sizes, version 0)
     slots = [raw_block(p) for p in payloads]
     try:
         core = native.TableCore(min(last_keys), max(last_keys) + rest[:2], 0, index, filt, MASKS,

@@ -22,6 +22,7 @@ import banyanstore
 from banyanstore.errors import StorageIOError, StoreClosedError
 from banyanstore.lsm import compaction, merge
 from banyanstore.lsm.workers import WorkerPools
+from banyanstore.sstable.reader import TableReader
 
 OPTS: dict[str, Any] = dict(memtable_size=1 << 20, block_size=1024, wal_sync="never",
                             compaction_min_width=4)
@@ -53,10 +54,11 @@ def table_files(path: Path) -> list[str]:
 
 @pytest.fixture
 def slow_merge(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Merges on a thread hold after their first chunk until a compactor is being
-    stopped, then take 50 ms per chunk (a large merge in miniature, which cannot end
-    before close() has begun however the threads are scheduled); the event is set once
-    a merge has produced its first chunk."""
+    """Merges on a thread hold after their first chunk (the compiled merge: after each
+    table's first block) until a compactor is being stopped, then take 50 ms per chunk
+    or block (a large merge in miniature, which cannot end before close() has begun
+    however the threads are scheduled); the event is set once a merge has produced its
+    first chunk or read its first block."""
     started, stopping = threading.Event(), threading.Event()
     real, real_stop = merge.merged_chunks, compaction.Compactor.stop
 
@@ -71,7 +73,18 @@ def slow_merge(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     def stop(self: compaction.Compactor) -> None:
         stopping.set()
         real_stop(self)
+    real_payloads = TableReader.data_payloads
+
+    def slow_payloads(self: TableReader) -> Iterator[Any]:  # the compiled merge's input
+        for i, item in enumerate(real_payloads(self)):
+            if i:
+                stopping.wait(60)
+            started.set()
+            time.sleep(0.05)
+            yield item
+
     monkeypatch.setattr(merge, "merged_chunks", slow)
+    monkeypatch.setattr(TableReader, "data_payloads", slow_payloads)
     monkeypatch.setattr(compaction.Compactor, "stop", stop)
     return started
 

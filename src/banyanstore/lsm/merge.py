@@ -20,6 +20,11 @@ The output keeps every range tombstone of the inputs -- it may hide entries of
 older tables -- except, in a ``bottom`` merge, one below ``F`` (or past the TTL)
 that hides none of the output's entries: nothing older exists anywhere then.
 
+With the compiled core, a merge of tables without range tombstones runs in C
+(native/mergebuild.c: the same rules, checks and table bytes, no Python object per
+entry; tests/lsm/test_merge_native.py compares both); :func:`merge_entries` is the
+pure-Python merge and the one for range tombstones.
+
 This module is importable in a worker process: :func:`run_merge` takes only
 picklable arguments and returns the new table's metadata.
 """
@@ -31,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import accel
 from ..errors import StoreClosedError
 from ..sstable.meta import TableOrigin
 from .iterators import merged_chunks, table_runs
@@ -145,6 +151,17 @@ def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None)
         yield chunk
 
 
+def _check(cancelled: Cancelled | None) -> Callable[[], None] | None:
+    """What the compiled merge runs between blocks: :data:`Cancelled` as a raise."""
+    if cancelled is None:
+        return None
+
+    def check() -> None:
+        if cancelled():
+            raise StoreClosedError("merge cancelled: the store is closing")
+    return check
+
+
 def merge_entries(readers: Sequence[Any], spec: MergeSpec, ranges: MergeRanges | None = None,
                   cancelled: Cancelled | None = None) -> Iterator[Entry]:
     """Surviving entries of ``readers`` (newest table first) in internal order;
@@ -218,7 +235,12 @@ def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: An
     builder = TableBuilder(env, output_path, options, spec.origin)
     ranges = MergeRanges([r for t in readers for r in t.range_dels], spec)
     try:
-        builder.add_many(merge_entries(readers, spec, ranges, cancelled))
+        if accel.native is not None and not ranges.all:
+            builder.add_merged([r.data_payloads() for r in readers], [r.path for r in readers],
+                               spec.reader_points(), spec.floor, spec.ttl_floor, spec.bottom,
+                               _check(cancelled))
+        else:
+            builder.add_many(merge_entries(readers, spec, ranges, cancelled))
         builder.add_range_dels(ranges.kept(spec))  # known once every entry went through
         if builder.entry_count == 0 and not builder.range_del_count:
             builder.abandon()

@@ -58,12 +58,6 @@ enum {
 };
 #define TOMBSTONE_LEN 0xFFFFFFFFu
 
-/* One entry as a data block holds it (value NULL: a tombstone, vlen 0). */
-typedef struct {
-    const uint8_t *key, *value;
-    uint64_t version;
-    uint32_t klen, vlen;
-} EntryRef;
 
 /* ---------------------------------------------------------------------------------------- */
 /* the filter hash                                                                          */
@@ -88,6 +82,14 @@ static int py_hash(const uint8_t *p, size_t n, uint64_t *out) {
 
 /* Find xxhash's own XXH3_64bits and keep it only if it agrees with xxh3_64_intdigest on
  * inputs of every length XXH3 treats differently (0..16, 17..128, 129..240, longer). */
+int bs_key_hash(const uint8_t *p, size_t n, int direct, uint64_t *out) {
+    if (direct && direct_xxh3 != NULL) {
+        *out = direct_xxh3(p, n);
+        return 0;
+    }
+    return py_hash(p, n, out);
+}
+
 static xxh3_fn find_direct_xxh3(PyObject *ext) {
     PyObject *file = PyObject_GetAttrString(ext, "__file__");
     if (file == NULL || !PyUnicode_Check(file)) {
@@ -120,7 +122,7 @@ static xxh3_fn find_direct_xxh3(PyObject *ext) {
     return fn;
 }
 
-static int hash_init(void) {
+int bs_hash_init(void) {
     if (hash_ready)
         return 0;
     PyObject *mod = PyImport_ImportModule("xxhash");
@@ -311,7 +313,7 @@ static int hash_in_python(TableBuildObject *t, uint64_t *hashes) {
 }
 
 /* build_filter(hashes, keys, bits_per_key) of sstable/bloom.py with its mask table. */
-static PyObject *build_filter(const uint64_t *hashes, uint64_t count, unsigned bits_per_key,
+PyObject *bs_build_filter(const uint64_t *hashes, uint64_t count, unsigned bits_per_key,
                               unsigned k, const uint64_t *masks) {
     uint64_t nwords = (count * bits_per_key + 63) / 64;
     if (nwords < 1)
@@ -425,7 +427,7 @@ static PyObject *TableBuild_new(PyTypeObject *type, PyObject *args, PyObject *kw
     unsigned bits_per_key, k;
     Py_buffer masks;
     int direct;
-    if (hash_init() < 0
+    if (bs_hash_init() < 0
             || parse_args(args, kwargs, &buf, &block_size, &max_key, &max_value, &bits_per_key, &k,
                           &masks, &direct) < 0)
         return NULL;
@@ -470,7 +472,7 @@ static PyObject *TableBuild_new(PyTypeObject *type, PyObject *args, PyObject *kw
         if (bits_per_key) {
             if (s.hashes == NULL && hash_in_python(t, hashes) < 0)
                 goto fail;
-            t->filter = build_filter(hashes, t->keys, bits_per_key, k, masks.buf);
+            t->filter = bs_build_filter(hashes, t->keys, bits_per_key, k, masks.buf);
             if (t->filter == NULL)
                 goto fail;
         }
@@ -606,7 +608,7 @@ static void fill_block(const EntryRef *e, const Layout *l, uint8_t *p) {
 
 /* the payload of e[0:count) as a new bytes object; the fill with the GIL released when
  * ``release`` (e points into immutable memory that outlives the call) */
-static PyObject *encode_entries(const EntryRef *e, Py_ssize_t count, int release) {
+PyObject *bs_encode_entries(const EntryRef *e, Py_ssize_t count, int release) {
     Layout l;
     if (block_layout(e, count, &l) < 0)
         return NULL;
@@ -644,7 +646,7 @@ static PyObject *TableBuild_next(TableBuildObject *t) {
                                 .vlen = vlen == TOMBSTONE_LEN ? 0 : vlen,
                                 .version = bs_load_le64(at)};
     }
-    PyObject *out = encode_entries(t->refs, count, 1);
+    PyObject *out = bs_encode_entries(t->refs, count, 1);
     if (out != NULL)
         t->next_block = b + 1;
     return out;
@@ -685,7 +687,7 @@ static PyObject *native_encode_block(PyObject *self, PyObject *const *args, Py_s
         e[i].value = x == Py_None ? NULL : (const uint8_t *)PyBytes_AS_STRING(x);
         e[i].vlen = x == Py_None ? 0 : (uint32_t)PyBytes_GET_SIZE(x);
     }
-    PyObject *out = encode_entries(e, n, 0);
+    PyObject *out = bs_encode_entries(e, n, 0);
     PyMem_Free(e);
     return out;
 done:
@@ -716,7 +718,7 @@ static PyMemberDef TableBuild_members[] = {
 };
 
 static PyObject *TableBuild_direct_hash(PyObject *cls, PyObject *unused) {
-    if (hash_init() < 0)
+    if (bs_hash_init() < 0)
         return NULL;
     return PyBool_FromLong(direct_xxh3 != NULL);
 }

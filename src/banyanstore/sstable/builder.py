@@ -23,9 +23,10 @@ import operator
 import struct
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate, islice, repeat
 from types import TracebackType
+from typing import Any
 
 from .. import accel
 from ..io.base import Env
@@ -304,12 +305,43 @@ class TableBuilder:
         masks = mask_table_bytes(probes) if bits > 0 else None
         table = native.TableBuild(buf, self._block_size, self._max_key, self._max_value, bits,
                                   probes, masks)
-        if not table.entries:
-            return
+        self._load_blocks(table)
+
+    def add_merged(self, sources: list[Iterator[tuple[int, bytes]]], paths: list[str],
+                   points: list[int], floor: int, ttl_floor: int, bottom: bool,
+                   check: Callable[[], None] | None = None) -> None:
+        """Bulk-load a whole table from a merge of tables in the compiled core
+        (native/mergebuild.c): what ``add_many(merge.merge_entries(...))`` adds for
+        tables without range tombstones, with the same checks and ValueErrors and the
+        same table bytes.  ``sources``: per input table, newest first, its data blocks'
+        ``(offset, payload)`` (TableReader.data_payloads); ``paths``: the tables' paths;
+        ``points``, ``floor``, ``ttl_floor``, ``bottom``: the merge's MergeSpec;
+        ``check``: run before each input block is read (raises to stop the merge).
+
+        REQUIRES: nothing was added before; the compiled core is built.
+        """
+        if self._done or self._entries:
+            raise ValueError("add_merged needs a fresh builder")
+        native = accel.load_native()
+        if native is None:
+            raise RuntimeError("add_merged needs the compiled core")
+        bits = self._bits_per_key
+        probes = probes_for(bits) if bits > 0 else 0
+        masks = mask_table_bytes(probes) if bits > 0 else None
+        merge = native.MergeBuild(sources, paths, points, floor, ttl_floor, bottom,
+                                  self._block_size, self._max_key, self._max_value, bits,
+                                  probes, masks, check=check)
+        self._load_blocks(merge)
+
+    def _load_blocks(self, table: Any) -> None:
+        """Write the data blocks a compiled TableBuild or MergeBuild yields, then take
+        its index lists, filter and properties (known once it is exhausted)."""
         ccode, level, starts = self._ccode, self._zstd_level, self._starts
         for payload in table:
             self._write(wrap_block(payload, ccode, level))
             starts.append(self._offset)
+        if not table.entries:
+            return
         self._last_keys, self._last_versions = table.last_keys, table.last_versions
         self._filter = table.filter
         self._entries, self._keys = table.entries, table.keys

@@ -66,6 +66,7 @@ from .rangedels import RangeDel, decode_range_dels, range_bounds
 __all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "RUN_FIRST", "MISS"]
 
 READAHEAD_BLOCKS = 16
+MERGE_READ_BLOCKS = 64  # a merge's reads: 256 KiB at the default block size
 RUN_FIRST = 16
 _xxh3 = xxhash.xxh3_64_intdigest
 _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
@@ -590,6 +591,22 @@ class TableReader:
         """Every data block in order (compaction input); not cached by default."""
         for _, block in self._iter_blocks(range(self._nblocks), fill_cache):
             yield block
+
+    def data_payloads(self) -> Iterator[tuple[int, bytes]]:
+        """``(offset, payload)`` of every data block in order, read MERGE_READ_BLOCKS
+        at a time -- verified and decompressed but not parsed (the compiled merge,
+        native/mergebuild.c, parses each payload itself) and not cached."""
+        starts, n, path, verify = self._starts, self._nblocks, self.path, self._verify
+        for lo in range(0, n, MERGE_READ_BLOCKS):
+            hi = min(n, lo + MERGE_READ_BLOCKS)
+            data = self._file.read(starts[lo], starts[hi] - starts[lo])
+            if len(data) != starts[hi] - starts[lo]:
+                raise self._corrupt(f"truncated table: short read of data blocks {lo}..{hi - 1}",
+                                    starts[lo])
+            for no in range(lo, hi):
+                a, b = starts[no] - starts[lo], starts[no + 1] - starts[lo]
+                yield starts[no], unwrap_block(data[a:b], path, starts[no], verify=verify,
+                                               what=f"data block {no}")
 
     # -- block IO -------------------------------------------------------------------------------
     def block_request(self, no: int) -> tuple[RandomAccessFile, int, int]:
