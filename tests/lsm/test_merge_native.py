@@ -189,37 +189,32 @@ def test_the_same_version_in_two_tables_raises_the_same_value_error(
     assert merge_both(tmp_path, [a, b], opts, MergeSpec(10, (), 0, False), monkeypatch) is not None
 
 
-def test_a_merge_cancelled_between_blocks_leaves_no_file(tmp_path: Path) -> None:
-    paths, written = make_tables(tmp_path, random.Random(8), 3, pool=400)
+def cancel_after(tmp_path: Path, seed: int, spec_of: Any, answers: int) -> int:
+    """Merge three tables with ``cancelled()`` saying True after ``answers`` Falses:
+    StoreClosedError, no output file; returns how often it was asked."""
+    paths, written = make_tables(tmp_path, random.Random(seed), 3, pool=400)
     env = PosixEnv()
     readers = [TableReader.open(env, p, BlockCache(0)) for p in paths]
     asked = []
 
     def cancelled() -> bool:
         asked.append(1)
-        return len(asked) > 3
+        return len(asked) > answers
     out = tmp_path / "out.sst"
     with pytest.raises(StoreClosedError):
-        build_merged(env, readers, str(out), options(256), MergeSpec(max(written) + 1),
-                     cancelled)
-    assert len(asked) == 4 and not out.exists()
+        build_merged(env, readers, str(out), options(256), spec_of(max(written)), cancelled)
+    assert not out.exists()
+    return len(asked)
+
+
+def test_a_merge_cancelled_between_blocks_leaves_no_file(tmp_path: Path) -> None:
+    assert cancel_after(tmp_path, 8, lambda top: MergeSpec(top + 1), 3) == 4
 
 
 def test_a_merge_dropping_everything_still_asks_to_stop_between_input_blocks(
         tmp_path: Path) -> None:
     """Every entry past its TTL: no output block ever comes, yet the merge stops."""
-    paths, written = make_tables(tmp_path, random.Random(9), 3, pool=400)
-    env = PosixEnv()
-    readers = [TableReader.open(env, p, BlockCache(0)) for p in paths]
-    asked = []
-
-    def cancelled() -> bool:
-        asked.append(1)
-        return len(asked) > 5
-    with pytest.raises(StoreClosedError):
-        build_merged(env, readers, str(tmp_path / "out.sst"), options(256),
-                     MergeSpec(1, (), max(written) + 1, True), cancelled)
-    assert len(asked) == 6 and not (tmp_path / "out.sst").exists()
+    assert cancel_after(tmp_path, 9, lambda top: MergeSpec(1, (), top + 1, True), 5) == 6
 
 
 # -- MergeBuild given damaged input directly ------------------------------------------------

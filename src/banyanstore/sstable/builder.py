@@ -295,14 +295,7 @@ class TableBuilder:
         REQUIRES: nothing was added before; the compiled core is built (RuntimeError
         otherwise: callers choose this path only when ``accel.native`` is loaded).
         """
-        if self._done or self._entries:
-            raise ValueError("add_flush_buffer needs a fresh builder")
-        native = accel.load_native()
-        if native is None:
-            raise RuntimeError("add_flush_buffer needs the compiled core")
-        bits = self._bits_per_key
-        probes = probes_for(bits) if bits > 0 else 0
-        masks = mask_table_bytes(probes) if bits > 0 else None
+        native, bits, probes, masks = self._bulk_load_start("add_flush_buffer")
         table = native.TableBuild(buf, self._block_size, self._max_key, self._max_value, bits,
                                   probes, masks)
         self._load_blocks(table)
@@ -320,18 +313,23 @@ class TableBuilder:
 
         REQUIRES: nothing was added before; the compiled core is built.
         """
-        if self._done or self._entries:
-            raise ValueError("add_merged needs a fresh builder")
-        native = accel.load_native()
-        if native is None:
-            raise RuntimeError("add_merged needs the compiled core")
-        bits = self._bits_per_key
-        probes = probes_for(bits) if bits > 0 else 0
-        masks = mask_table_bytes(probes) if bits > 0 else None
+        native, bits, probes, masks = self._bulk_load_start("add_merged")
         merge = native.MergeBuild(sources, paths, points, floor, ttl_floor, bottom,
                                   self._block_size, self._max_key, self._max_value, bits,
                                   probes, masks, check=check)
         self._load_blocks(merge)
+
+    def _bulk_load_start(self, what: str) -> tuple[Any, int, int, bytes | None]:
+        """The compiled core and the filter's bits per key, probes and mask table, for a
+        bulk load into a fresh builder (ValueError, or RuntimeError without the core)."""
+        if self._done or self._entries:
+            raise ValueError(f"{what} needs a fresh builder")
+        native = accel.load_native()
+        if native is None:
+            raise RuntimeError(f"{what} needs the compiled core")
+        bits = self._bits_per_key
+        probes = probes_for(bits) if bits > 0 else 0
+        return native, bits, probes, mask_table_bytes(probes) if bits > 0 else None
 
     def _load_blocks(self, table: Any) -> None:
         """Write the data blocks a compiled TableBuild or MergeBuild yields, then take
