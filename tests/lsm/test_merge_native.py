@@ -317,3 +317,70 @@ def test_a_damaged_block_on_disk_is_the_readers_corruption_error(tmp_path: Path)
         build_merged(env, readers, str(tmp_path / "out.sst"), options(256),
                      MergeSpec(max(written) + 1))
     assert info.value.path == paths[0]
+
+
+def test_floors_past_the_last_version_merge_as_the_pure_merge(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """At version exhaustion a floor is 2**64: the merge must not wrap it (build_merged
+    takes the pure merge then; MergeBuild itself refuses it with OverflowError)."""
+    paths, written = make_tables(tmp_path, random.Random(12), 2)
+    top = 2**64
+    assert merge_both(tmp_path, paths, options(), MergeSpec(10, (), top, False), monkeypatch) is None
+    assert merge_both(tmp_path, paths, options(), MergeSpec(top, (), 0, True), monkeypatch) is not None
+    good = [(0, encode_block([b"a"], [1], [b"x"]))]
+    for kw in ({"floor": top}, {"ttl_floor": top}, {"floor": -1}):
+        with pytest.raises(OverflowError):
+            merge_build([good], **kw)
+
+
+def test_a_callback_calling_next_again_is_refused_not_a_short_table() -> None:
+    """A source's iterator asking the merge for its next block while the merge is asking
+    it: that call raises ValueError (as a running generator's does), and the merge goes
+    on to its end -- before, the inner call broke the merge off and the outer one ended
+    early with 5 of 100 entries and no error."""
+    box: list[Any] = []
+    inner: list[BaseException] = []
+
+    class Blocks:
+        def __init__(self, prefix: bytes, version: int) -> None:
+            self.todo = [(0, encode_block([prefix + b"%03d" % i for i in range(j, j + 5)],
+                                          [version] * 5, [b"x" * 50] * 5)) for j in range(0, 50, 5)]
+            self.calls = 0
+
+        def __iter__(self) -> Any:
+            return self
+
+        def __next__(self) -> Any:
+            self.calls += 1
+            if self.calls == 2 and not inner:
+                try:
+                    next(box[0])
+                except ValueError as exc:
+                    inner.append(exc)
+            if not self.todo:
+                raise StopIteration
+            return self.todo.pop(0)
+    m = merge_build([Blocks(b"a", 100), Blocks(b"b", 50)], points=[10], block_size=200)
+    box.append(m)
+    assert len(list(m)) > 2 and m.entries == 100
+    assert [str(e) for e in inner] == ["MergeBuild already executing"]
+
+
+def test_sources_changed_by_an_iter_call_do_not_crash() -> None:
+    srcs: list[Any] = []
+
+    class Clears:
+        def __iter__(self) -> Any:
+            srcs.clear()
+            return iter([(0, encode_block([b"a"], [1], [b"x"]))])
+    srcs.extend([Clears(), Clears(), Clears()])
+    m = merge_build(srcs)  # the sources as they were when MergeBuild was called
+    assert len(list(m)) == 1 and m.entries == 1
+
+
+def test_properties_of_a_failed_merge_are_none() -> None:
+    good = encode_block([b"b"], [3], [b"x"])
+    m = merge_build([[(0, good), (8, b"junk")]])
+    with pytest.raises(CorruptionError):
+        list(m)
+    assert m.entries is None and m.smallest is None and list(m) == []

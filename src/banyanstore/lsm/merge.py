@@ -38,6 +38,7 @@ from typing import Any
 
 from .. import accel
 from ..errors import StoreClosedError
+from ..sstable.format import MAX_VERSION
 from ..sstable.meta import TableOrigin
 from .iterators import merged_chunks, table_runs
 from .rangedel import Fragments, RangeDel
@@ -151,6 +152,12 @@ def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None)
         yield chunk
 
 
+def _fits_u64(spec: MergeSpec) -> bool:
+    """Whether the compiled merge takes ``spec``: its floors are u64 there, and at version
+    exhaustion a floor is one past the last version (2**64)."""
+    return spec.floor <= MAX_VERSION and spec.ttl_floor <= MAX_VERSION
+
+
 def _check(cancelled: Cancelled | None) -> Callable[[], None] | None:
     """What the compiled merge runs between blocks: :data:`Cancelled` as a raise."""
     if cancelled is None:
@@ -235,7 +242,7 @@ def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: An
     builder = TableBuilder(env, output_path, options, spec.origin)
     ranges = MergeRanges([r for t in readers for r in t.range_dels], spec)
     try:
-        if accel.native is not None and not ranges.all:
+        if accel.native is not None and not ranges.all and _fits_u64(spec):
             builder.add_merged([r.data_payloads() for r in readers], [r.path for r in readers],
                                spec.reader_points(), spec.floor, spec.ttl_floor, spec.bottom,
                                _check(cancelled))

@@ -41,7 +41,8 @@
  * into the output block's arena, so a source lets go of each block as it leaves it.
  *
  * Concurrency: runs with the GIL held (it asks the sources' Python iterators for blocks)
- * except while filling an output block's payload; one thread uses a MergeBuild.
+ * except while filling an output block's payload; one thread uses a MergeBuild (a next()
+ * while another is running -- another thread's, or a callback's -- raises ValueError).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -89,6 +90,7 @@ typedef struct {
     Py_ssize_t npoints;
     uint64_t floor, ttl_floor;
     int bottom, direct, started, exhausted;
+    int running;               /* inside next(): a callback calling next() again is refused */
     long long block_size;
     unsigned long long max_key, max_value;
     unsigned bits_per_key, probes;
@@ -271,7 +273,8 @@ static int source_advance(MergeBuildObject *m) {
         return -1;
     if (rc == 0) {
         Py_CLEAR(s->payload);
-        m->heap[0] = m->heap[--m->nheap];
+        if (m->nheap > 0)
+            m->heap[0] = m->heap[--m->nheap];
     }
     sift_down(m, 0);
     return 0;
@@ -512,8 +515,25 @@ static int finish(MergeBuildObject *m) {
     return 0;
 }
 
-/* next(merge_build) -> the next output data block's payload */
+static PyObject *merge_next(MergeBuildObject *m);
+
+/* next(merge_build) -> the next output data block's payload.  Callbacks run inside it (the
+ * sources' iterators, check(), a payload's release); one of them calling next() again, or
+ * another thread while the GIL is released, is refused as a running generator refuses it. */
 static PyObject *MergeBuild_next(MergeBuildObject *m) {
+    if (m->running) {
+        PyErr_SetString(PyExc_ValueError, "MergeBuild already executing");
+        return NULL;
+    }
+    if (m->ready == NULL)  /* cleared by the garbage collector */
+        return NULL;
+    m->running = 1;
+    PyObject *out = merge_next(m);
+    m->running = 0;
+    return out;
+}
+
+static PyObject *merge_next(MergeBuildObject *m) {
     if (!m->started) {
         m->started = 1;
         if (start_sources(m) < 0)
@@ -533,8 +553,9 @@ static PyObject *MergeBuild_next(MergeBuildObject *m) {
     }
     return Py_NewRef(PyList_GET_ITEM(m->ready, m->ready_at++));
 fail:
-    m->nheap = 0;  /* a failed merge yields nothing more */
+    m->nheap = 0;  /* a failed merge yields nothing more, and has no properties */
     m->exhausted = 1;
+    Py_CLEAR(m->smallest);
     PyList_SetSlice(m->ready, 0, PyList_GET_SIZE(m->ready), NULL);
     m->ready_at = 0;
     return NULL;
@@ -551,6 +572,10 @@ static int MergeBuild_traverse(MergeBuildObject *m, visitproc visit, void *arg) 
     Py_VISIT(m->paths);
     Py_VISIT(m->check);
     Py_VISIT(m->ready);
+    Py_VISIT(m->last_keys);
+    Py_VISIT(m->last_versions);
+    Py_VISIT(m->out_last_keys);
+    Py_VISIT(m->out_last_versions);
     return 0;
 }
 
@@ -565,6 +590,10 @@ static int MergeBuild_clear(MergeBuildObject *m) {
     Py_CLEAR(m->paths);
     Py_CLEAR(m->check);
     Py_CLEAR(m->ready);
+    Py_CLEAR(m->last_keys);
+    Py_CLEAR(m->last_versions);
+    Py_CLEAR(m->out_last_keys);
+    Py_CLEAR(m->out_last_versions);
     return 0;
 }
 
@@ -584,13 +613,9 @@ static void MergeBuild_dealloc(MergeBuildObject *m) {
     PyMem_Free(m->lkey);
     PyMem_Free(m->hashes);
     Py_XDECREF(m->first_key);
-    Py_XDECREF(m->last_keys);
-    Py_XDECREF(m->last_versions);
     Py_XDECREF(m->smallest);
     Py_XDECREF(m->largest);
     Py_XDECREF(m->filter);
-    Py_XDECREF(m->out_last_keys);
-    Py_XDECREF(m->out_last_versions);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
@@ -623,12 +648,24 @@ static int take_points(MergeBuildObject *m, PyObject *points) {
     return 0;
 }
 
-static int take_sources(MergeBuildObject *m, PyObject *sources, PyObject *paths) {
-    if (!PyList_Check(sources) || !PyList_Check(paths)) {
+static int take_iterators(MergeBuildObject *m, PyObject *sources, PyObject *paths);
+
+static int take_sources(MergeBuildObject *m, PyObject *sources_list, PyObject *paths) {
+    if (!PyList_Check(sources_list) || !PyList_Check(paths)) {
         PyErr_SetString(PyExc_TypeError, "MergeBuild: sources and paths must be lists");
         return -1;
     }
-    Py_ssize_t n = PyList_GET_SIZE(sources);
+    /* a copy: an __iter__ below runs Python code, which may change the caller's list */
+    PyObject *sources = PyList_AsTuple(sources_list);
+    if (sources == NULL)
+        return -1;
+    int rc = take_iterators(m, sources, paths);
+    Py_DECREF(sources);
+    return rc;
+}
+
+static int take_iterators(MergeBuildObject *m, PyObject *sources, PyObject *paths) {
+    Py_ssize_t n = PyTuple_GET_SIZE(sources);
     if (PyList_GET_SIZE(paths) != n)
         return bad_arg("paths (not one per source)");
     m->src = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Source));
@@ -641,7 +678,7 @@ static int take_sources(MergeBuildObject *m, PyObject *sources, PyObject *paths)
     if (m->paths == NULL)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        m->src[i].iter = PyObject_GetIter(PyList_GET_ITEM(sources, i));
+        m->src[i].iter = PyObject_GetIter(PyTuple_GET_ITEM(sources, i));
         if (m->src[i].iter == NULL)
             return -1;
         m->nsrc = i + 1;
@@ -666,14 +703,22 @@ static PyObject *MergeBuild_new(PyTypeObject *type, PyObject *args, PyObject *kw
                              "block_size", "max_key_size", "max_value_size", "bloom_bits_per_key",
                              "probes", "masks", "direct_hash", "check", NULL};
     PyObject *sources, *paths, *points, *masks, *check = Py_None;
+    PyObject *floor_obj, *ttl_obj;
     unsigned long long floor, ttl_floor;
     long long block_size, max_key, max_value, bits, probes;
     int bottom, direct = 1;
     if (bs_hash_init() < 0
-            || !PyArg_ParseTupleAndKeywords(args, kwargs, "OOOKKpLLLLLO|pO:MergeBuild", kwlist,
-                                            &sources, &paths, &points, &floor, &ttl_floor, &bottom,
+            || !PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOpLLLLLO|pO:MergeBuild", kwlist,
+                                            &sources, &paths, &points, &floor_obj, &ttl_obj, &bottom,
                                             &block_size, &max_key, &max_value, &bits, &probes,
                                             &masks, &direct, &check))
+        return NULL;
+    /* versions are u64: a floor past them raises OverflowError instead of wrapping */
+    floor = PyLong_AsUnsignedLongLong(floor_obj);
+    if (floor == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    ttl_floor = PyLong_AsUnsignedLongLong(ttl_obj);
+    if (ttl_floor == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
     if (check != Py_None && !PyCallable_Check(check)) {
         PyErr_SetString(PyExc_TypeError, "MergeBuild: check must be callable or None");
