@@ -27,6 +27,7 @@ from banyanstore.errors import CorruptionError, StoreClosedError
 from banyanstore.io.posix import PosixEnv
 from banyanstore.lsm.merge import MergeSpec, build_merged
 from banyanstore.options import Options
+from banyanstore.sstable import reader as reader_mod
 from banyanstore.sstable.block import encode_block
 from banyanstore.sstable.builder import TableBuilder
 from banyanstore.sstable.cache import BlockCache
@@ -34,6 +35,8 @@ from banyanstore.sstable.reader import TableReader
 
 native = accel.load_native()
 pytestmark = pytest.mark.skipif(native is None, reason="the compiled core is not built")
+if native is not None:  # its CorruptionError, also where BANYANSTORE_PURE_PYTHON=1 left it unbound
+    reader_mod.bind_native(native)
 Entry = tuple[bytes, int, "bytes | None"]
 MASKS = bytes(8 << 14)
 

@@ -141,25 +141,8 @@ Cancelled = Callable[[], bool]
 closing; see Compactor.stop)."""
 
 
-def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None) -> Iterator[list[Entry]]:
-    """The merged chunks of ``readers``' entries, ``cancelled()`` asked before each one
-    (a chunk is about a block's worth of entries per table: a check per entry would
-    cost the merge's inner loop)."""
-    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
-    for chunk in merged_chunks(sources, False):
-        if cancelled is not None and cancelled():
-            raise StoreClosedError("merge cancelled: the store is closing")
-        yield chunk
-
-
-def _fits_u64(spec: MergeSpec) -> bool:
-    """Whether the compiled merge takes ``spec``: its floors are u64 there, and at version
-    exhaustion a floor is one past the last version (2**64)."""
-    return spec.floor <= MAX_VERSION and spec.ttl_floor <= MAX_VERSION
-
-
 def _check(cancelled: Cancelled | None) -> Callable[[], None] | None:
-    """What the compiled merge runs between blocks: :data:`Cancelled` as a raise."""
+    """What both merges run between chunks or blocks: :data:`Cancelled` as a raise."""
     if cancelled is None:
         return None
 
@@ -167,6 +150,24 @@ def _check(cancelled: Cancelled | None) -> Callable[[], None] | None:
         if cancelled():
             raise StoreClosedError("merge cancelled: the store is closing")
     return check
+
+
+def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None) -> Iterator[list[Entry]]:
+    """The merged chunks of ``readers``' entries, ``cancelled()`` asked before each one
+    (a chunk is about a block's worth of entries per table: a check per entry would
+    cost the merge's inner loop)."""
+    check = _check(cancelled)
+    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
+    for chunk in merged_chunks(sources, False):
+        if check is not None:
+            check()
+        yield chunk
+
+
+def _fits_u64(spec: MergeSpec) -> bool:
+    """Whether the compiled merge takes ``spec``: its floors are u64 there, and at version
+    exhaustion a floor is one past the last version (2**64)."""
+    return spec.floor <= MAX_VERSION and spec.ttl_floor <= MAX_VERSION
 
 
 def merge_entries(readers: Sequence[Any], spec: MergeSpec, ranges: MergeRanges | None = None,
