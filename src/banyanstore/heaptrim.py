@@ -17,7 +17,7 @@ heap of that size, so it runs at the store's few big releases, never on the hot 
 when a store closes; when a merge's inputs leave (lsm/tree.py: their cached blocks are
 evicted, up to the whole cache); and on the flusher thread as each flush begins, when
 the process holds the most (lsm/flush.py).  In ``bench_store.py`` at 1M keys the calls
-took 0.1-10 ms (the first about 60 ms: it looks the C library up).  It exists in glibc
+took 0.1-10 ms.  It exists in glibc
 only; elsewhere (musl, other systems) :func:`return_free_memory` does nothing.  The
 call goes through :mod:`ctypes`, which releases the interpreter lock meanwhile, so the
 pure-Python engine and the compiled core share it.
@@ -29,7 +29,6 @@ True
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from collections.abc import Callable
 
@@ -43,7 +42,9 @@ _looked_up = False
 def _find_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``int malloc_trim(size_t pad)``, or None where the C library has none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        # The process's own symbols, the C library's among them: no ctypes.util lookup,
+        # which runs ldconfig and costs 1.6 MiB of imports.
+        libc = ctypes.CDLL(None)
         trim = libc.malloc_trim
     except (OSError, AttributeError):
         return None

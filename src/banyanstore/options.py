@@ -37,7 +37,6 @@ import functools
 import math
 import os
 import re
-import tomllib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -137,6 +136,7 @@ class Options:
     zstd_level: int = field(default=3, metadata=_range(-7, 22))
     bloom_bits_per_key: int = field(default=12, metadata=_range(0, 64))
     block_cache_size: int = field(default=64 * MiB, metadata=_size(0, 1 << 40))
+    memtables_share_cache: bool = True  # the cache gives up what memtables hold (lsm/budget.py)
     max_key_size: int = field(default=64 * KiB, metadata=_size(1, 16 * MiB))
     max_value_size: int = field(default=64 * MiB, metadata=_size(0, 1 << 31))
     # --- compaction and retention ---------------------------------------------------
@@ -180,6 +180,8 @@ class Options:
         ...     Options.from_file(cfg).memtable_size
         33554432
         """
+        import tomllib  # here: only options files need it (1 MiB of imports)
+
         where = f"options file {path}"
         try:
             with open(path, "rb") as fh:

@@ -14,7 +14,9 @@ import pytest
 
 import banyanstore
 from banyanstore import accel
+from banyanstore.lsm.budget import FLOOR_PART
 from banyanstore.lsm.memtable import Memtable
+from banyanstore.lsm.writer import MEM_STEP_MAX
 
 
 def entries_in_live_memtables() -> int:
@@ -95,16 +97,16 @@ print(accel.IMPLEMENTATION, cached, heap_rss_bytes() - heap_before)
 """
 
 
-def run_heap_child(script: str, tmp_path: Path, pure: str) -> list[str]:
+def run_heap_child(script: str, tmp_path: Path, pure: str, *args: str) -> list[str]:
     """``script`` run in a child process (whose heap holds nothing else) on a store in
-    ``tmp_path`` with 150,000 keys, pure Python or not; the words it printed."""
+    ``tmp_path`` with 150,000 keys (and ``args``), pure Python or not; the words it printed."""
     if pure == "0" and accel.load_native() is None:
         pytest.skip("the compiled core is not built")
     root = Path(__file__).resolve().parent.parent.parent
     env = {**os.environ, "BANYANSTORE_PURE_PYTHON": pure,
            "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"),
                                           os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "db"), "150000"],
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "db"), "150000", *args],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
@@ -166,3 +168,53 @@ def test_a_merge_returns_its_inputs_cached_blocks_to_the_os(tmp_path: Path, pure
     assert implementation == ("python" if pure == "1" else "native")
     assert int(tables) >= 3 and int(cached) > 30 << 20 and int(cached_after) == 0
     assert int(heap_drop) > int(cached) // 2, (int(cached), int(heap_drop))
+
+
+HEAP_AFTER_WRITES_CHILD = r"""
+import gc, sys
+import banyanstore
+from banyanstore import accel
+from tests.lsm.test_memory import heap_rss_bytes
+
+store = banyanstore.open(sys.argv[1], block_cache_size=48 << 20, memtable_size=256 << 20,
+                         compaction=False, memtables_share_cache=sys.argv[3] == "1")
+value = bytes(range(200))
+n = int(sys.argv[2])
+for i in range(n):
+    store.put(b"%016d" % i, value)
+store.flush()
+assert sum(1 for _ in store.scan()) == n  # every block read: all are cached
+cached = store.stats()["block_cache"]["usage"]
+pins = [bytearray(600) for _ in range(2000)]  # above the cached blocks in the heap
+gc.collect()
+before = heap_rss_bytes()
+for i in range(n):
+    store.put(b"w%015d" % i, value)
+gc.collect()
+st = store.stats()
+print(accel.IMPLEMENTATION, cached, st["block_cache"]["usage"], st["memtable_bytes"],
+      before - heap_rss_bytes())
+store.close()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("pure", ["1", "0"], ids=["pure", "native"])
+def test_writes_after_reads_take_their_memory_from_the_block_cache(tmp_path: Path,
+                                                                   pure: str) -> None:
+    """A store whose cache filled with reads then takes writes: the cache gives up what
+    the memtable takes (lsm/budget.py) and the freed blocks leave the process -- the
+    heap shrinks while the memtable grows (in its own mappings).  Before, the cache
+    stayed full beside the memtables: the peak of bench_store.py's deleterandom at 1M
+    keys (a full 64 MiB cache beside 64 MiB of tombstones)."""
+    implementation, cached, cached_after, mem, heap_drop = run_heap_child(
+        HEAP_AFTER_WRITES_CHILD, tmp_path, pure, "1")
+    assert int(cached) > 30 << 20 and int(mem) > 30 << 20
+    floor = (48 << 20) // FLOOR_PART
+    assert int(cached_after) <= max((48 << 20) - int(mem) + MEM_STEP_MAX, floor)
+    evicted = int(cached) - int(cached_after)
+    if implementation == "native":  # the pure engine's memtable is objects on the heap
+        assert int(heap_drop) > evicted // 2, (evicted, int(heap_drop))
+    # and without the budget, the cache keeps its blocks
+    *_, full, _mem, _drop = run_heap_child(HEAP_AFTER_WRITES_CHILD, tmp_path / "off", pure, "0")
+    assert int(full) > 30 << 20

@@ -164,7 +164,7 @@ def test_native_cache_matches_python_operation_for_operation(kind: str, seed: in
         c = caches[i]
         slots = tuple(tuple(s is not None and s.nbytes for s in tables[t][i]) for t in tables)
         present = tuple(k for k in keys if c.peek(k) is not None)
-        return (c.usage, len(c), c.evictions, c.hits, c.misses, slots, present,
+        return (c.usage, c.limit, len(c), c.evictions, c.hits, c.misses, slots, present,
                 tuple(c.peek(k).nbytes for k in present))
 
     for step in range(400):
@@ -188,6 +188,9 @@ def test_native_cache_matches_python_operation_for_operation(kind: str, seed: in
         elif op < 0.85:  # a scan's read-ahead asking to cache a block (the doorkeeper)
             k = rng.choice(keys)
             got = [c.admit(k) for c in caches]
+        elif op < 0.90:  # the memory budget moving the limit (lsm/budget.py)
+            limit = rng.choice([0, capacity // 4, capacity // 2, capacity])
+            got = [c.set_limit(limit) for c in caches]
         elif op < 0.97:
             t = rng.choice(list(tables))
             got = [c.evict_table(t) for c in caches]
@@ -195,8 +198,38 @@ def test_native_cache_matches_python_operation_for_operation(kind: str, seed: in
             got = [c.clear() for c in caches]
         assert all(g == got[0] for g in got), (step, got)
         assert state(0) == state(1), step
-        assert caches[1].usage <= max(capacity, 0)
+        assert caches[1].usage <= caches[1].limit <= capacity
     assert caches[0].stats() == caches[1].stats()
+
+
+def test_set_limit_evicts_at_once_and_bounds_later_puts(BlockCache: Any) -> None:
+    """set_limit(): evicts (CLOCK: referenced blocks get their second chance) down to the
+    limit at once and returns the bytes freed; later puts stay within it, a block above
+    it is not cached, admission's "room" is the limit's; raising it back lets the cache
+    grow again.  Arguments outside 0..capacity raise ValueError naming the limit."""
+    c = BlockCache(1000)
+    slots: list[Any] = [None] * 10
+    blocks = [Blk(100) for _ in range(10)]
+    for no, b in enumerate(blocks):
+        c.put(cache_key(1, no), b, slots, no)
+    assert c.usage == 1000 and c.limit == 1000
+    blocks[0].ref = True  # the oldest, used: kept over the next ones
+    assert c.set_limit(450) == 600
+    assert c.usage == 400 and c.limit == 450 and len(c) == 4
+    assert slots[0] is blocks[0] and slots[1:7] == [None] * 6
+    assert c.put(cache_key(2, 0), Blk(500)) is False  # larger than the limit
+    assert c.put(cache_key(2, 1), Blk(100)) is True and c.usage == 400  # one evicted for it
+    assert c.set_limit(410) == 0
+    assert not c.admit(cache_key(3, 0))  # full for the limit: a scan's block waits
+    assert c.set_limit(1000) == 0 and c.limit == 1000
+    assert c.admit(cache_key(3, 0))  # room again
+    for no in range(7, 10):
+        c.put(cache_key(4, no), Blk(100))
+    assert c.usage == 700  # nothing evicted: the limit is the capacity again
+    for bad in (-1, 1001):
+        with pytest.raises(ValueError, match="limit"):
+            c.set_limit(bad)
+    assert c.limit == 1000 and c.stats()["limit"] == 1000
 
 
 def test_admission_on_the_second_miss(BlockCache: Any) -> None:

@@ -51,8 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import crc32c
-
+from ..crc import crc32c
 from ..errors import CorruptionError
 from ..lsm.manifest import TableInfo
 
@@ -211,7 +210,7 @@ def _to_json(m: BackupManifest) -> dict[str, Any]:
 def encode_manifest(m: BackupManifest) -> bytes:
     payload = json.dumps(_to_json(m), separators=(",", ":"), sort_keys=True).encode()
     head = struct.pack("<8sII", MAGIC, FORMAT, len(payload))
-    return head + struct.pack("<I", crc32c.crc32c(head + payload)) + payload
+    return head + struct.pack("<I", crc32c(head + payload)) + payload
 
 
 # -- decoding (untrusted input) ---------------------------------------------------------------
@@ -268,7 +267,7 @@ def decode_manifest(data: bytes, where: str) -> BackupManifest:
     if length != len(data) - HEADER.size or length > MAX_MANIFEST:
         raise CorruptionError(f"backup manifest says {length} payload bytes, the file has "
                               f"{len(data) - HEADER.size}", path=where, offset=12)
-    if crc32c.crc32c(data[:16] + data[HEADER.size:]) != crc:
+    if crc32c(data[:16] + data[HEADER.size:]) != crc:
         raise CorruptionError("backup manifest fails its checksum", path=where, offset=16)
     if fmt != FORMAT:
         raise CorruptionError(f"backup manifest format {fmt} is not supported (this banyanstore "

@@ -32,8 +32,7 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO, Final
 
-import crc32c
-
+from ..crc import crc32c
 from ..errors import CorruptionError
 from ..lsm.wal import decode
 
@@ -58,7 +57,7 @@ class TailWriter:
         self.records = 0
         self.first_version = 0
         self.last_version = 0
-        self._write(HEADER.pack(MAGIC, FORMAT, crc32c.crc32c(_HEAD_BYTES)))
+        self._write(HEADER.pack(MAGIC, FORMAT, crc32c(_HEAD_BYTES)))
 
     def _write(self, data: bytes) -> None:
         self._out.write(data)
@@ -71,7 +70,7 @@ class TailWriter:
             self.first_version = version
         self.last_version = version
         self.records += 1
-        self._write(RECORD.pack(len(payload), crc32c.crc32c(payload)))
+        self._write(RECORD.pack(len(payload), crc32c(payload)))
         self._write(payload)
 
 
@@ -83,7 +82,7 @@ def read_tail(src: BinaryIO, where: str, *, records: int, first_version: int, la
     offset) otherwise.  Checks the end only when the iterator is exhausted."""
     head = src.read(HEADER.size)
     if len(head) != HEADER.size or head[:12] != _HEAD_BYTES or \
-            HEADER.unpack(head)[2] != crc32c.crc32c(_HEAD_BYTES):
+            HEADER.unpack(head)[2] != crc32c(_HEAD_BYTES):
         raise CorruptionError("not a banyanstore WAL tail (bad magic, format or header "
                               "checksum)", path=where, offset=0)
     offset, count, previous = HEADER.size, 0, 0
@@ -95,7 +94,7 @@ def read_tail(src: BinaryIO, where: str, *, records: int, first_version: int, la
             raise CorruptionError("WAL tail ends inside a record header", path=where, offset=offset)
         length, crc = RECORD.unpack(frame)
         payload = _read_at_most(src, length)
-        if len(payload) != length or crc32c.crc32c(payload) != crc:
+        if len(payload) != length or crc32c(payload) != crc:
             raise CorruptionError("WAL tail record is cut short or fails its checksum",
                                   path=where, offset=offset)
         rec = decode(payload, where)

@@ -41,14 +41,18 @@ unconfirmed, and the round's waiters are handed on to a new leader as usual.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from _thread import LockType, allocate_lock
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    # (imported where a task first waits: asyncio and the ssl it loads cost a program
+    # that never awaits about 7 MiB of memory)
+    import asyncio
 
 from ..errors import StorageIOError
 
@@ -394,6 +398,8 @@ class GroupCommit:
         thread or by the runner settles it."""
         if self.durable_seq >= seq:
             return
+        import asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._mu:

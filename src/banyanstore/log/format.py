@@ -52,8 +52,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from crc32c import crc32c
-
+from ..crc import crc32c
 from ..errors import CorruptionError
 
 __all__ = [

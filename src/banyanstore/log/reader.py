@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from crc32c import crc32c
-
+from ..crc import crc32c
 from .format import BLOCK_SIZE, FIRST, FRAG_HEADER, FRAG_HEADER_SIZE, FULL, LAST, MIDDLE, SEQ, SEQ_SIZE
 
 __all__ = ["iter_records", "seek_record", "full_record_at", "intact_fragment_after", "Record",

@@ -41,9 +41,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from crc32c import crc32c
-
 from .. import accel
+from ..crc import crc32c
 from ..io.base import MappedFile
 from .format import BLOCK_SIZE, FRAG_HEADER_SIZE, FULL, FULL_HEADER, SEQ, fragment
 from .segment import Segment

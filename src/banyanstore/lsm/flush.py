@@ -13,6 +13,10 @@ Crash states (each proven by tests/lsm/test_crash.py):
 * manifest edit durable, WAL not yet cut: replay skips records whose version
   is ``<= flushed_version``.
 
+The flusher reports the bytes of the memtables it holds to the memory budget
+(lsm/budget.py), and starts its worker process ahead of the first flush when the
+writer says a memtable is half full (:meth:`Flusher.prepare`).
+
 A failing flush (EIO, ENOSPC) removes its partial files and is retried with
 back-off; writers keep going until ``max_immutable_memtables`` memtables wait,
 then stall -- and get the flush error (e.g. :class:`DiskFullError`) instead
@@ -35,6 +39,7 @@ from ..sstable.meta import TableOrigin
 from ..sstable.reader import TableReader
 from . import flushbuf
 from .background import BackgroundThread
+from .budget import MemoryBudget
 from .flushbuf import FlushEntries
 from .manifest import TableInfo
 from .memtable import Memtable
@@ -121,9 +126,13 @@ class Flusher(BackgroundThread):
     thread_name = "banyanstore-flush"
 
     def __init__(self, tree: Tree, workers: WorkerPools,
-                 on_flushed: Callable[[], None] | None = None) -> None:
+                 on_flushed: Callable[[], None] | None = None,
+                 budget: MemoryBudget | None = None) -> None:
         self._tree = tree
         self._workers = workers
+        self._budget = budget
+        self._sealed_bytes = 0  # of the memtables in the queue
+        self._want_worker = False
         self._on_flushed = on_flushed  # e.g. wake the compactor
         self._queue: deque[PendingFlush] = deque()
         super().__init__()
@@ -143,6 +152,24 @@ class Flusher(BackgroundThread):
     def submit(self, mems: dict[int, Memtable], last_version: int, wal_seq: int) -> None:
         with self._cv:
             self._queue.append(PendingFlush(mems, last_version, wal_seq))
+            self._charge_locked(sum(mem.approx_bytes for mem in mems.values()))
+            self._cv.notify_all()
+
+    def _charge_locked(self, nbytes: int) -> None:
+        """The queue's memtables grew by ``nbytes`` (shrank, if negative): tell the
+        budget.  REQUIRES: ``_cv`` held."""
+        self._sealed_bytes += nbytes
+        if self._budget is not None:
+            self._budget.set_sealed(self._sealed_bytes)
+
+    def prepare(self) -> None:
+        """A flush is coming: have the flush worker process started (by this flusher's
+        thread) if flushes run in one and it is not running yet."""
+        tree = self._tree
+        if self._want_worker or not offload(tree.options, tree.env) or self._workers.running("flush"):
+            return
+        with self._cv:
+            self._want_worker = True
             self._cv.notify_all()
 
     def wait_for_room(self) -> None:
@@ -191,11 +218,16 @@ class Flusher(BackgroundThread):
         backoff = BACKOFF_START
         while True:
             with self._cv:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._stopping and not self._want_worker:
                     self._cv.wait()
                 if self._stopping and (not self._queue or self.error is not None):
                     return
-                job = self._queue[0]
+                start_worker, self._want_worker = self._want_worker, False
+                job = self._queue[0] if self._queue else None
+            if start_worker:
+                self._workers.prestart("flush")
+            if job is None:
+                continue
             try:
                 self._flush(job)
             except BaseException as exc:  # noqa: BLE001 - reported to writers, retried
@@ -213,9 +245,11 @@ class Flusher(BackgroundThread):
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
+            flushed = sum(mem.approx_bytes for mem in job.mems.values())
             del job  # the flushed memtables go now, not when the next flush begins
             with self._cv:
                 self._queue.popleft()
+                self._charge_locked(-flushed)
                 self.error = None
                 self.failures = 0
                 self.flushes += 1

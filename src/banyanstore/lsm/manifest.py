@@ -32,8 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-import crc32c
-
+from ..crc import crc32c
 from ..errors import CorruptionError
 from ..io.base import Env, WritableFile
 from .edits import STORE_FORMAT, EditError, ManifestState, TableInfo, expand_snapshot
@@ -52,7 +51,7 @@ SECTOR: Final = 512  # the unit a power loss writes or loses (the smallest secto
 
 def _encode(edit: dict[str, Any]) -> bytes:
     payload = json.dumps(edit, separators=(",", ":"), allow_nan=False).encode()
-    return RECORD_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
+    return RECORD_HEADER.pack(len(payload), crc32c(payload)) + payload
 
 
 class Manifest:
@@ -84,7 +83,7 @@ class Manifest:
         fh = env.open_writable(f"{dirname}/{name}")
         try:
             header = MAGIC + struct.pack("<I", STORE_FORMAT)
-            fh.write(FILE_HEADER.pack(MAGIC, STORE_FORMAT, crc32c.crc32c(header)))
+            fh.write(FILE_HEADER.pack(MAGIC, STORE_FORMAT, crc32c(header)))
             edit = state.snapshot_edit()
             edit["next_file"] = state.next_file
             fh.write(_encode(edit))
@@ -171,7 +170,7 @@ class Manifest:
 
 def current_text(manifest_name: str) -> str:
     """The exact contents of a CURRENT file naming ``manifest_name``."""
-    return f"{CURRENT_PREFIX}{manifest_name} {crc32c.crc32c(manifest_name.encode()):08x}\n"
+    return f"{CURRENT_PREFIX}{manifest_name} {crc32c(manifest_name.encode()):08x}\n"
 
 
 def parse_current(raw: bytes, path: str) -> str:
@@ -181,7 +180,7 @@ def parse_current(raw: bytes, path: str) -> str:
         if not text.startswith(CURRENT_PREFIX) or not text.endswith("\n"):
             raise ValueError
         name, crc_hex = text[len(CURRENT_PREFIX):-1].split(" ")
-        if int(crc_hex, 16) != crc32c.crc32c(name.encode()) or not name.startswith("MANIFEST-"):
+        if int(crc_hex, 16) != crc32c(name.encode()) or not name.startswith("MANIFEST-"):
             raise ValueError
     except ValueError:
         raise CorruptionError("CURRENT is malformed or fails its checksum", path=path,
@@ -210,7 +209,7 @@ def walk_manifest(data: bytes, path: str, start: int = FILE_HEADER.size) -> Iter
             length, crc = RECORD_HEADER.unpack_from(data, pos)
             end = pos + RECORD_HEADER.size + length
             payload = data[pos + RECORD_HEADER.size:end]
-            if length and end <= n and crc32c.crc32c(payload) == crc:
+            if length and end <= n and crc32c(payload) == crc:
                 yield ManifestRecord(pos, length, _decode(payload, path, pos))
                 pos = end
                 continue
@@ -223,7 +222,7 @@ def _check_file_header(data: bytes, path: str) -> None:
     if len(data) < FILE_HEADER.size:
         raise CorruptionError("manifest shorter than its header", path=path, offset=0)
     magic, fmt, crc = FILE_HEADER.unpack_from(data, 0)
-    if magic != MAGIC or crc != crc32c.crc32c(data[:12]):
+    if magic != MAGIC or crc != crc32c(data[:12]):
         raise CorruptionError("not a banyanstore manifest (bad magic or header checksum)",
                               path=path, offset=0)
     if fmt > STORE_FORMAT:
@@ -259,7 +258,7 @@ def _torn_tail(data: bytes, pos: int, path: str) -> str:
             return "zero-filled record header (never written)"
         raise CorruptionError("manifest record of length 0", path=path, offset=pos)
     if end > n:
-        if crc32c.crc32c(data[pos + RECORD_HEADER.size:]) == crc:
+        if crc32c(data[pos + RECORD_HEADER.size:]) == crc:
             raise CorruptionError(f"manifest record length {length} is damaged: the {n - pos} "
                                   "bytes present are the whole record", path=path, offset=pos)
         return f"record of {length} bytes cut short at {n - pos - RECORD_HEADER.size}"
@@ -294,7 +293,7 @@ def _intact_record_after(data: bytes, pos: int) -> bool:
         length, crc = RECORD_HEADER.unpack_from(data, start)
         end = at + length
         if 2 <= length and end <= n and data[end - 1:end] == b"}" \
-                and crc32c.crc32c(data[at:end]) == crc:
+                and crc32c(data[at:end]) == crc:
             return True
         at = data.find(b"{", at + 1)
     return False

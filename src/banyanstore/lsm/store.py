@@ -38,6 +38,7 @@ from ..log.log import Log
 from ..options import Options, resolve_options
 from ..sstable.cache import BlockCache
 from .batch import Batch
+from .budget import MemoryBudget
 from .checkpoint import write_checkpoint
 from .compaction import Compactor
 from .flush import Flusher
@@ -61,8 +62,8 @@ class Store(Keyspace):
     """An open store.  Use :func:`banyanstore.open`; the store is the handle of
     its ``"default"`` keyspace (``put``, ``get``, ``scan``... act on it)."""
 
-    __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_cache", "_flusher",
-                 "_compactor", "_workers", "_read_only", "_exit_token", "__weakref__")
+    __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_cache", "_budget",
+                 "_flusher", "_compactor", "_workers", "_read_only", "_exit_token", "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -93,6 +94,7 @@ class Store(Keyspace):
         self._read_only = opts.read_only
         self._lock: FileLock | None = None
         self._cache = BlockCache(opts.block_cache_size)
+        self._budget = MemoryBudget(self._cache) if opts.memtables_share_cache else None
         self._flusher: Flusher | None = None
         self._compactor: Compactor | None = None
         self._workers = WorkerPools()
@@ -100,7 +102,7 @@ class Store(Keyspace):
         self._exit_token: int | None = None
         # The handle of the "default" keyspace (its state is set by _load).
         self._store, self._tree = self, Tree(path, env, opts, self._cache, clock)
-        self._writer = Writer(self._tree, opts, clock)
+        self._writer = Writer(self._tree, opts, clock, self._budget)
         self._fast_put, self._fast_delete = self._writer.fast_put, self._writer.fast_delete
         try:
             mem_bytes = self._load()
@@ -197,7 +199,8 @@ class Store(Keyspace):
         compactor = self._compactor = Compactor(tree, self._workers)
         running = compactor if opts.compaction else None
         self._flusher = Flusher(tree, self._workers,
-                                on_flushed=None if running is None else running.wake)
+                                on_flushed=None if running is None else running.wake,
+                                budget=self._budget)
         self._flusher.start()
         if running is not None:
             running.start()

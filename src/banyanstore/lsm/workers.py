@@ -152,6 +152,20 @@ class WorkerPools:
         join of ``pieces`` (see :meth:`Worker.call_streamed`); returns its result."""
         return self._worker(purpose).call_streamed(fn, args, stream_at, pieces)
 
+    def prestart(self, purpose: str) -> None:
+        """Start the worker for ``purpose`` now if it is not running (and not cancelled), so
+        that its next call does not wait for a process to start."""
+        try:
+            self._worker(purpose)
+        except StorageIOError:
+            pass  # cancelled: the store is closing
+
+    def running(self, purpose: str) -> bool:
+        """Whether the worker for ``purpose`` is running."""
+        with self._lock:
+            worker = self._workers.get(purpose)
+        return worker is not None and worker.alive
+
     def cancel(self, purpose: str) -> None:
         """Kill the worker for ``purpose`` -- its call in flight, if any, fails with
         StorageIOError -- and refuse later calls for it (a store closing stops its

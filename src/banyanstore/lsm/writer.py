@@ -9,10 +9,16 @@ writes wait for the WAL's group commit *after* releasing the lock, so concurrent
 writers share fdatasyncs.
 
 When the active memtables of all keyspaces hold ``memtable_size`` bytes together,
-the next write switches them (:meth:`Writer.switch_memtables`): it waits for room
+the next write switches them (:meth:`Writer._switch_memtables`): it waits for room
 in the flush queue and for merges to catch up (back-pressure), rotates the WAL,
 has the tree seal the memtables and hands them to the flusher with the WAL
-sequence where the new ones start.
+sequence where the new ones start.  Before that, at every sixteenth of
+``memtable_size`` or ``MEM_STEP_MAX`` bytes, whichever is less (``_mem_check``, which
+the compiled put path compares too), the
+writer reports the memtables' charge to the memory budget (lsm/budget.py: the block
+cache gives it up) and, from half full on, has the flusher start its worker process,
+so that the first flush does not wait for one to start (a sealed memtable lives as
+long as its flush, and the next fills meanwhile).
 
 The writer also owns the states that refuse writes: not yet open, read-only,
 closed, and a failed WAL write (after which the store only serves reads until it
@@ -45,6 +51,7 @@ from ..errors import (
 )
 from ..log.log import Log
 from ..options import Options
+from .budget import MemoryBudget
 from .compaction import Compactor
 from .flush import Flusher
 from .memtable import Memtable, NativeMemtable
@@ -61,19 +68,24 @@ Op = tuple[KeyspaceState, bytes, "bytes | None"]
 """One operation of a batch: keyspace, key, value (None: a tombstone)."""
 RangeOp = tuple[KeyspaceState, bytes, bytes]
 """A range tombstone of a batch: keyspace, start, end (lsm/rangedel.py)."""
+MEM_STEP_MAX = 1 << 20
+"""The most bytes of memtables between two reports to the memory budget."""
 
 
 class Writer:
     """The write path of one store (see the module docstring)."""
 
     __slots__ = ("_tree", "_options", "_clock", "_lock", "_wal", "_wal_append", "_wal_put", "_wal_sync",
-                 "_flusher", "_compactor", "_mem_bytes", "_next_sample_ms", "_sync_default",
-                 "_max_key", "_max_value", "_memtable_size", "_refused", "_closed", "_read_only",
+                 "_flusher", "_compactor", "_mem_bytes", "_mem_check", "_mem_step", "_budget",
+                 "_next_sample_ms", "_sync_default", "_max_key", "_max_value", "_memtable_size",
+                 "_refused", "_closed", "_read_only",
                  "_wal_error", "_put_path", "fast_put", "fast_delete",
                  "stalls", "stall_seconds")
 
-    def __init__(self, tree: Tree, options: Options, clock: Callable[[], float]) -> None:
+    def __init__(self, tree: Tree, options: Options, clock: Callable[[], float],
+                 budget: MemoryBudget | None = None) -> None:
         self._tree, self._options, self._clock = tree, options, clock
+        self._budget = budget
         self._lock = threading.Lock()
         self._wal: Log | None = None
         self._wal_put: Callable[[int, int, int, bytes, bytes | None], int | None] | None = None
@@ -84,6 +96,9 @@ class Writer:
         self._sync_default = options.wal_sync == "always"
         self._max_key, self._max_value = options.max_key_size, options.max_value_size
         self._memtable_size = options.memtable_size
+        self._mem_step = max(1, min(options.memtable_size // 16, MEM_STEP_MAX))
+        # the charge at which the next write takes _memory_step (the put path compares it)
+        self._mem_check = 0
         self._read_only = options.read_only
         self._closed = False
         # Set once a WAL append or sync failed: the store then only serves reads.
@@ -97,8 +112,7 @@ class Writer:
         if accel.native is not None and Memtable is NativeMemtable and not self._sync_default:
             self._put_path = accel.native.PutPath(
                 self, tree, self._lock, self._sample_time, None if clock is time.time else clock,
-                self._max_key, self._max_value, self._memtable_size, NativeMemtable, KeyspaceState,
-                View)
+                self._max_key, self._max_value, NativeMemtable, KeyspaceState, View)
         self.fast_put: Callable[[KeyspaceState, object, object, object], int | None] | None = (
             None if self._put_path is None else self._put_path.put)
         """``fast_put(ks, key, value, sync)``: the version of a put done in one C call, or
@@ -120,8 +134,8 @@ class Writer:
         self._wal_put = wal.put_appender()  # None on pure Python
         if self._put_path is not None:
             self._put_path.attach(self._wal_put)
-        self._mem_bytes = mem_bytes
         self._flusher, self._compactor = flusher, compactor
+        self._set_mem_bytes(mem_bytes)
         self._refused = self._read_only
 
     @property
@@ -189,8 +203,8 @@ class Writer:
         with self._lock:
             if self._refused:
                 self.check_writable()
-            if self._mem_bytes >= self._memtable_size:
-                self._switch_memtables()
+            if self._mem_bytes >= self._mem_check:
+                self._memory_step()
             v = tree.version + 1
             ms = int(self._clock() * 1000)
             try:
@@ -235,8 +249,8 @@ class Writer:
             for ks, _k, _v in (*ops, *ranges):  # a keyspace dropped since the batch named it
                 if ks.dropped is not None:
                     raise KeyspaceNotFoundError(ks.dropped)
-            if self._mem_bytes >= self._memtable_size:
-                self._switch_memtables()
+            if self._mem_bytes >= self._mem_check:
+                self._memory_step()
             v = tree.version + 1
             ms = int(self._clock() * 1000)
             wal_ops = [(ks.id, k, val) for ks, k, val in ops]
@@ -286,6 +300,27 @@ class Writer:
             return self._tree.add_keyspace(name, ttl)
 
     # -- memtable switching ----------------------------------------------------------------------
+    def _memory_step(self) -> None:
+        """The active memtables reached ``_mem_check``: switch them when full, else report
+        their charge (see the module docstring).  REQUIRES: the write lock."""
+        if self._mem_bytes >= self._memtable_size:
+            self._switch_memtables()
+            if self._mem_bytes < self._mem_check:
+                return
+        self._set_mem_bytes(self._mem_bytes)
+        if self._mem_bytes >= self._memtable_size // 2 and self._flusher is not None:
+            self._flusher.prepare()
+
+    def _set_mem_bytes(self, nbytes: int) -> None:
+        """The active memtables hold ``nbytes``: the budget learns it, and the next check
+        is at the next step (or at ``memtable_size``, the switch).  REQUIRES: the write
+        lock (or the writer not started)."""
+        self._mem_bytes = nbytes
+        step = self._mem_step
+        self._mem_check = min(self._memtable_size, (nbytes // step + 1) * step)
+        if self._budget is not None:
+            self._budget.set_active(nbytes)
+
     def _switch_memtables(self) -> None:
         """Seal the active memtables and queue them for flushing.  REQUIRES: the write lock."""
         flusher = self._flusher
@@ -302,7 +337,7 @@ class Writer:
             raise
         wal_seq = self._wal.last_seq + 1
         sealed = tree.seal_memtables()
-        self._mem_bytes = 0
+        self._set_mem_bytes(0)
         flusher.submit(sealed, tree.version, wal_seq)
 
     def _wait_for_merges(self) -> None:

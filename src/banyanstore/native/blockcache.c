@@ -51,6 +51,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     long long capacity, usage, hits, misses, evictions;
+    long long limit;          /* what the blocks may take now: capacity, or less (set_limit) */
     CacheEntry *ent;
     uint32_t nent, cap_ent;   /* entries ever used, allocated */
     uint32_t count;           /* live entries */
@@ -301,10 +302,10 @@ static void release_slot(CacheEntry *x, Doomed *d) {
     }
 }
 
-/* Evict (or give a second chance to) the oldest entries until usage fits. */
+/* Evict (or give a second chance to) the oldest entries until usage fits the limit. */
 static void evict_to_fit(ClockCache *c, Doomed *d) {
     long long evicted = 0;
-    while (c->usage > c->capacity && c->oldest != NIL) {
+    while (c->usage > c->limit && c->oldest != NIL) {
         uint32_t e = c->oldest;
         CacheEntry *x = &c->ent[e];
         if (is_referenced(x->block)) {  /* second chance */
@@ -348,7 +349,7 @@ static int cache_put_impl(ClockCache *c, uint64_t key, PyObject *block, PyObject
     long long nbytes;
     if (read_nbytes(block, &nbytes) < 0)
         return -1;
-    if (nbytes > c->capacity)
+    if (nbytes > c->limit)
         return 0;
     Doomed d;
     doomed_init(&d);
@@ -427,7 +428,7 @@ static inline int door_bit(const uint8_t *door, uint32_t i) {
     return door[i >> 3] >> (i & 7) & 1;
 }
 
-/* The cache "has room" while a ROOM_PART-th of its capacity is free (once full, evictions
+/* The cache "has room" while a ROOM_PART-th of its limit is free (once full, evictions
  * keep it within a block of full). */
 enum { ROOM_PART = 16 };
 
@@ -437,7 +438,7 @@ enum { ROOM_PART = 16 };
  * scan -- then costs no insert, no eviction of a block that was in use, no free of that
  * block's payload.  1 yes, 0 no, -1 on error. */
 static int cache_admit_impl(ClockCache *c, uint64_t key) {
-    if (c->usage <= c->capacity - c->capacity / ROOM_PART)
+    if (c->usage <= c->limit - c->limit / ROOM_PART)
         return 1;
     if (c->door == NULL && door_open(c) < 0)
         return -1;
@@ -559,6 +560,30 @@ static PyObject *cache_evict_table(ClockCache *c, PyObject *arg) {
     return PyLong_FromSsize_t(n);
 }
 
+/* set_limit(limit) -> int: let the blocks take at most `limit` bytes (0 <= limit <=
+ * capacity) from now on, evicting (CLOCK order) down to it at once; the bytes freed */
+static PyObject *cache_set_limit(ClockCache *c, PyObject *arg) {
+    long long limit = PyLong_AsLongLong(arg);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (limit < 0 || limit > c->capacity) {
+        PyErr_Format(PyExc_ValueError, "limit must be between 0 and the capacity (%lld), not %lld",
+                     c->capacity, limit);
+        return NULL;
+    }
+    Doomed d;
+    doomed_init(&d);
+    if (enter(c) < 0)
+        return NULL;
+    long long before = c->usage;
+    c->limit = limit;
+    evict_to_fit(c, &d);
+    long long freed = before - c->usage;
+    c->busy = 0;
+    doomed_release(&d);
+    return PyLong_FromLongLong(freed);
+}
+
 /* clear(): drop every block */
 static PyObject *cache_clear_all(ClockCache *c, PyObject *unused) {
     Doomed d;
@@ -596,7 +621,7 @@ static int cache_init(ClockCache *c, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "ClockCache is already initialised");
         return -1;
     }
-    c->capacity = capacity;
+    c->capacity = c->limit = capacity;
     c->free_head = c->oldest = c->youngest = NIL;
     return 0;
 }
@@ -651,11 +676,16 @@ static PyMethodDef cache_methods[] = {
     {"evict_table", (PyCFunction)cache_evict_table, METH_O,
      "evict_table(table_id) -> int: drop every block of that table"},
     {"clear", (PyCFunction)cache_clear_all, METH_NOARGS, "clear(): drop every block"},
+    {"set_limit", (PyCFunction)cache_set_limit, METH_O,
+     "set_limit(limit) -> int: the blocks may take at most `limit` bytes (0..capacity) from now "
+     "on; evicts down to it at once and returns the bytes freed"},
     {NULL}
 };
 
 static PyMemberDef cache_members[] = {
     {"capacity", T_LONGLONG, offsetof(ClockCache, capacity), READONLY, "bytes the blocks may take"},
+    {"limit", T_LONGLONG, offsetof(ClockCache, limit), READONLY,
+     "bytes the blocks may take now (the capacity unless set_limit lowered it)"},
     {"usage", T_LONGLONG, offsetof(ClockCache, usage), READONLY, "bytes charged for the cached blocks"},
     {"hits", T_LONGLONG, offsetof(ClockCache, hits), 0, "hits counted by Python code"},
     {"misses", T_LONGLONG, offsetof(ClockCache, misses), 0, "misses counted by Python code"},

@@ -14,11 +14,12 @@
  * what is wrong with the arguments, so the errors are the Python path's): ``sync`` given,
  * a value of None given to put,
  * a key or value that is not exactly bytes or is too large, a dropped keyspace, writes
- * refused (closed, read-only, failed WAL), a full memtable (the switch), a memtable that
+ * refused (closed, read-only, failed WAL), a memtable charge at the writer's next check (a
+ * switch when the memtable is full, a step of the memory budget before), a memtable that
  * is not the compiled one, and a record the LogTail cannot store where the log stands.
  *
- * The state stays the Python objects' own: the writer's ``_refused``, ``_mem_bytes`` and
- * ``_next_sample_ms``, the tree's ``version``, the keyspace's ``id``, ``dropped`` and
+ * The state stays the Python objects' own: the writer's ``_refused``, ``_mem_bytes``,
+ * ``_mem_check`` and ``_next_sample_ms``, the tree's ``version``, the keyspace's ``id``, ``dropped`` and
  * ``view.mem`` are read and written in place, never copied, so the two paths can
  * alternate freely (tests/lsm/test_put_path.py compares the files both write).  They are
  * ``__slots__`` of those classes, read and written at the offsets their slot descriptors
@@ -50,10 +51,9 @@ typedef struct {
     PyTypeObject *keyspace_type;  /* lsm.view.KeyspaceState */
     PyTypeObject *view_type;      /* lsm.view.View */
     Py_ssize_t max_key, max_value;
-    long long memtable_size;
     unsigned long long writes;  /* entries written by put() */
     /* offsets of the slots (see the top of the file) */
-    Py_ssize_t at_refused, at_mem_bytes, at_next_sample_ms, at_version, at_id, at_view, at_mem,
+    Py_ssize_t at_refused, at_mem_bytes, at_mem_check, at_next_sample_ms, at_version, at_id, at_view, at_mem,
         at_dropped;
 } PutPath;
 
@@ -124,19 +124,18 @@ static void pp_dealloc(PutPath *self) {
 
 static int pp_init(PutPath *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"writer", "tree", "lock", "sample", "clock", "max_key", "max_value",
-                             "memtable_size", "memtable_type", "keyspace_type", "view_type", NULL};
+                             "memtable_type", "keyspace_type", "view_type", NULL};
     PyObject *writer, *tree, *lock, *sample, *clock, *memtable_type;
     PyTypeObject *keyspace_type, *view_type;
     Py_ssize_t max_key, max_value;
-    long long memtable_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOnnLOO!O!", kwlist, &writer, &tree, &lock,
-                                     &sample, &clock, &max_key, &max_value, &memtable_size,
-                                     &memtable_type, &PyType_Type, &keyspace_type, &PyType_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOnnOO!O!", kwlist, &writer, &tree, &lock,
+                                     &sample, &clock, &max_key, &max_value, &memtable_type, &PyType_Type, &keyspace_type, &PyType_Type,
                                      &view_type))
         return -1;
     struct { Py_ssize_t *at; PyTypeObject *type; const char *name; } slots[] = {
         {&self->at_refused, Py_TYPE(writer), "_refused"},
         {&self->at_mem_bytes, Py_TYPE(writer), "_mem_bytes"},
+        {&self->at_mem_check, Py_TYPE(writer), "_mem_check"},
         {&self->at_next_sample_ms, Py_TYPE(writer), "_next_sample_ms"},
         {&self->at_version, Py_TYPE(tree), "version"},
         {&self->at_id, keyspace_type, "id"}, {&self->at_view, keyspace_type, "view"},
@@ -152,8 +151,8 @@ static int pp_init(PutPath *self, PyObject *args, PyObject *kwds) {
                             "Memtable.add");
         return -1;
     }
-    if (max_key < 0 || max_value < 0 || memtable_size < 0) {
-        PyErr_SetString(PyExc_ValueError, "max_key, max_value and memtable_size must be >= 0");
+    if (max_key < 0 || max_value < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_key and max_value must be >= 0");
         return -1;
     }
     if (!PyCallable_Check(sample) || (clock != Py_None && !PyCallable_Check(clock))) {
@@ -183,7 +182,6 @@ static int pp_init(PutPath *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->view_type, view_type);
     self->max_key = max_key;
     self->max_value = max_value;
-    self->memtable_size = memtable_size;
     return 0;
 }
 
@@ -233,10 +231,12 @@ static PyObject *put_locked(PutPath *self, PyObject *ks, PyObject *key, PyObject
     PyObject *writer = self->writer, *tree = self->tree;
     PyObject *refused = slot_get(writer, self->at_refused);
     PyObject *mem_bytes = slot_get(writer, self->at_mem_bytes);
+    PyObject *mem_check = slot_get(writer, self->at_mem_check);
     PyObject *current = slot_get(tree, self->at_version);
     PyObject *next_sample = slot_get(writer, self->at_next_sample_ms);
     PyObject *view = slot_get(ks, self->at_view), *ks_id = slot_get(ks, self->at_id);
     if (refused != Py_False || mem_bytes == NULL || !PyLong_CheckExact(mem_bytes)
+            || mem_check == NULL || !PyLong_CheckExact(mem_check)
             || current == NULL || next_sample == NULL || ks_id == NULL || view == NULL
             || !Py_IS_TYPE(view, self->view_type))
         Py_RETURN_NONE;  /* refused, or not a state this path knows: the Python path */
@@ -246,8 +246,11 @@ static PyObject *put_locked(PutPath *self, PyObject *ks, PyObject *key, PyObject
     long long charge = PyLong_AsLongLong(mem_bytes);
     if (charge == -1 && PyErr_Occurred())
         return NULL;
-    if (charge >= self->memtable_size)
-        Py_RETURN_NONE;  /* the Python path switches the memtables */
+    long long check = PyLong_AsLongLong(mem_check);
+    if (check == -1 && PyErr_Occurred())
+        return NULL;
+    if (charge >= check)
+        Py_RETURN_NONE;  /* the Python path takes the step (or switches the memtables) */
     if (self->tail == NULL)
         Py_RETURN_NONE;  /* detached (closing) */
     /* held across calls that could run Python code (an injected clock, the Log's lock),
@@ -382,7 +385,7 @@ static PyTypeObject PutPathType = {
     .tp_name = "banyanstore._native.PutPath",
     .tp_basicsize = sizeof(PutPath),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "PutPath(writer, tree, lock, sample, clock, max_key, max_value, memtable_size, "
+    .tp_doc = "PutPath(writer, tree, lock, sample, clock, max_key, max_value, "
               "memtable_type, keyspace_type, view_type): "
               "the store's write of one entry in one call (lsm/writer.py)",
     .tp_new = PyType_GenericNew,

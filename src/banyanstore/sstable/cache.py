@@ -121,6 +121,7 @@ class PyBlockCache(_Totals):
         if capacity_bytes < 0:
             raise ValueError("capacity_bytes must be >= 0")
         self.capacity = capacity_bytes
+        self.limit = capacity_bytes  # what the blocks may take now (set_limit lowers it)
         self.usage = 0
         self.hits = 0
         self.misses = 0
@@ -161,7 +162,7 @@ class PyBlockCache(_Totals):
         its first (see the module docstring).  The doorkeeper is a Bloom filter, two bits
         a key, cleared once it took a key per 8 bits (about twice the blocks the cache
         holds)."""
-        if self.usage <= self.capacity - self.capacity // ROOM_PART:
+        if self.usage <= self.limit - self.limit // ROOM_PART:
             return True
         door = self._door
         if door is None:
@@ -184,10 +185,10 @@ class PyBlockCache(_Totals):
         ``slots[no] = block`` now and reset it to None when the block is evicted.
 
         Returns False (and caches nothing) when the block is larger than the whole
-        capacity, which includes every block when the capacity is 0.
+        limit, which includes every block when the capacity is 0.
         """
         nbytes = block.nbytes
-        capacity = self.capacity
+        capacity = self.limit
         if nbytes > capacity:
             return False
         entries = self._entries
@@ -199,23 +200,43 @@ class PyBlockCache(_Totals):
             if slots is not None:
                 slots[no] = block
             if usage > capacity:
-                popitem = entries.popitem
-                evicted = 0
-                while usage > capacity:
-                    k, entry = popitem(last=False)
-                    victim = entry[0]
-                    if victim.ref:  # second chance
-                        victim.ref = False
-                        entries[k] = entry
-                        continue
-                    usage -= victim.nbytes  # what _drop does
-                    evicted += 1
-                    owner = entry[1]
-                    if owner is not None and owner[entry[2]] is victim:
-                        owner[entry[2]] = None
-                self.evictions += evicted
+                usage = self._evict_to(usage, capacity)
             self.usage = usage
         return True
+
+    def _evict_to(self, usage: int, limit: int) -> int:
+        """Evict (CLOCK) until ``usage`` fits ``limit``; returns the new usage.  REQUIRES:
+        the lock."""
+        entries = self._entries
+        popitem = entries.popitem
+        evicted = 0
+        while usage > limit and entries:
+            k, entry = popitem(last=False)
+            victim = entry[0]
+            if victim.ref:  # second chance
+                victim.ref = False
+                entries[k] = entry
+                continue
+            usage -= victim.nbytes  # what _drop does
+            evicted += 1
+            owner = entry[1]
+            if owner is not None and owner[entry[2]] is victim:
+                owner[entry[2]] = None
+        self.evictions += evicted
+        return usage
+
+    def set_limit(self, limit: int) -> int:
+        """Let the blocks take at most ``limit`` bytes (0 <= limit <= capacity) from now
+        on, evicting down to it at once (lsm/budget.py lowers it while memtables grow);
+        returns the bytes freed."""
+        if not 0 <= limit <= self.capacity:
+            raise ValueError(f"limit must be between 0 and the capacity ({self.capacity}), "
+                             f"not {limit}")
+        with self._lock:
+            before = self.usage
+            self.limit = limit
+            self.usage = self._evict_to(before, limit)
+            return before - self.usage
 
     def _drop(self, entry: tuple[Block, Slots | None, int]) -> None:
         """Account for an entry already removed from ``_entries``.  REQUIRES: the lock."""
@@ -243,7 +264,8 @@ class PyBlockCache(_Totals):
                 self.evictions -= 1
 
     def stats(self) -> dict[str, int]:
-        return {"capacity": self.capacity, "usage": self.usage, "blocks": len(self._entries),
+        return {"capacity": self.capacity, "limit": self.limit, "usage": self.usage,
+                "blocks": len(self._entries),
                 "hits": self.total_hits, "misses": self.total_misses, "evictions": self.evictions}
 
 
@@ -255,7 +277,8 @@ def native_cache_class(module: Any) -> type[Any]:
 
     class NativeBlockCache(module.ClockCache, _Totals):
         """:class:`PyBlockCache` with its bookkeeping in C: ``put``, ``admit``, ``get``, ``peek``,
-        ``evict_table``, ``clear``, ``len()``, ``capacity``, ``usage``, ``hits``, ``misses``
+        ``evict_table``, ``clear``, ``set_limit``, ``len()``, ``capacity``, ``limit``, ``usage``,
+        ``hits``, ``misses``
         and ``evictions`` are the C object's (``native/blockcache.c``)."""
 
         def __init__(self, capacity_bytes: int) -> None:
@@ -263,7 +286,8 @@ def native_cache_class(module: Any) -> type[Any]:
             self.native_counters = module.Counters()
 
         def stats(self) -> dict[str, int]:
-            return {"capacity": self.capacity, "usage": self.usage, "blocks": len(self),
+            return {"capacity": self.capacity, "limit": self.limit, "usage": self.usage,
+                    "blocks": len(self),
                     "hits": self.total_hits, "misses": self.total_misses,
                     "evictions": self.evictions}
 

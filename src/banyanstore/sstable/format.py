@@ -54,11 +54,12 @@ import struct
 import sys
 import threading
 from array import array
+from collections.abc import Sequence
 
-import crc32c as _crc32c_mod
 import lz4.block
 import zstandard
 
+from ..crc import crc32c
 from ..errors import CorruptionError
 
 __all__ = [
@@ -67,7 +68,7 @@ __all__ = [
     "FOOTER_SIZE", "TRAILER", "TRAILER_SIZE", "PROPS",
     "COMPRESSION_NONE", "COMPRESSION_LZ4", "COMPRESSION_ZSTD", "COMPRESSION_CODES",
     "MAX_VERSION", "crc32c", "wrap_block", "unwrap_block", "u32_list", "u64_list",
-    "u32_bytes", "u64_bytes", "LITTLE_ENDIAN_HOST",
+    "u32_bytes", "u64_bytes", "u64_array", "LITTLE_ENDIAN_HOST",
 ]
 
 MAGIC = b"\x8bBNYSST\x1a"
@@ -101,7 +102,6 @@ COMPRESSION_ZSTD = 2
 COMPRESSION_CODES = {"none": COMPRESSION_NONE, "lz4": COMPRESSION_LZ4, "zstd": COMPRESSION_ZSTD}
 COMPRESSION_NAMES = {v: k for k, v in COMPRESSION_CODES.items()}
 
-crc32c = _crc32c_mod.crc32c
 
 # Fixed-width arrays are little-endian on disk.  On a little-endian host
 # (every platform we run on) memoryview.cast() reads them in one C call with no
@@ -118,6 +118,17 @@ def u32_list(buf: bytes | memoryview, offset: int, count: int) -> list[int]:
     arr = array("I", mv.tobytes())  # pragma: no cover - big-endian hosts only
     arr.byteswap()  # pragma: no cover
     return arr.tolist()  # pragma: no cover
+
+
+def u64_array(buf: bytes | memoryview, offset: int, count: int) -> array[int]:
+    """``count`` little-endian u64 at ``offset`` of ``buf`` as an ``array("Q")``: 8 bytes
+    an item where a list of ints takes 40 (a table reader's index keeps two such
+    arrays for as long as the table is open)."""
+    arr = array("Q")
+    arr.frombytes(memoryview(buf)[offset:offset + 8 * count])
+    if not LITTLE_ENDIAN_HOST:  # pragma: no cover - big-endian hosts only
+        arr.byteswap()
+    return arr
 
 
 def u64_list(buf: bytes | memoryview, offset: int, count: int) -> list[int]:
@@ -138,7 +149,7 @@ def u32_bytes(values: list[int] | array) -> bytes:
     return arr.tobytes()
 
 
-def u64_bytes(values: list[int] | array) -> bytes:
+def u64_bytes(values: Sequence[int]) -> bytes:
     """Encode ints as little-endian u64 (OverflowError if one does not fit)."""
     arr = array("Q", values)
     if not LITTLE_ENDIAN_HOST:  # pragma: no cover

@@ -23,10 +23,12 @@ by that step.  The index is decoded once per table open into plain lists.
 from __future__ import annotations
 
 import struct
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from .format import MAX_KEYSPACE_NAME, ORIGIN, PROPS, u32_bytes, u32_list, u64_bytes, u64_list
+from .format import MAX_KEYSPACE_NAME, ORIGIN, PROPS, u32_bytes, u32_list, u64_array, u64_bytes
 from .rangedels import RANGE_PROPS
 
 __all__ = ["TableMeta", "TableOrigin", "IndexData", "encode_index", "decode_index", "encode_props",
@@ -108,12 +110,13 @@ class TableMeta:
 
 @dataclass
 class IndexData:
-    block_starts: list[int]
-    last_versions: list[int]
+    block_starts: array[int]  # arrays: a reader keeps them while its table is open
+    last_versions: array[int]
     last_keys: list[bytes]
 
 
-def encode_index(block_starts: list[int], last_versions: list[int], last_keys: list[bytes]) -> bytes:
+def encode_index(block_starts: Sequence[int], last_versions: Sequence[int],
+                 last_keys: list[bytes]) -> bytes:
     """REQUIRES: ``len(block_starts) == len(last_keys) + 1 == len(last_versions) + 1``."""
     count = len(last_keys)
     offs = [0] * (count + 1)
@@ -135,9 +138,9 @@ def decode_index(payload: bytes) -> IndexData:
     heap_at = pos + 8 * (count + 1) + 8 * count + 4 * (count + 1)
     if count < 1 or heap_at > size:
         raise ValueError(f"index block of {size} bytes cannot hold {count} entries")
-    starts = u64_list(payload, pos, count + 1)
+    starts = u64_array(payload, pos, count + 1)
     pos += 8 * (count + 1)
-    last_versions = u64_list(payload, pos, count)
+    last_versions = u64_array(payload, pos, count)
     pos += 8 * count
     offs = u32_list(payload, pos, count + 1)
     if offs[0] != 0 or heap_at + offs[-1] != size:
