@@ -263,3 +263,26 @@ def test_seek_and_short_scans(env_dir: EnvDir) -> None:
             assert run == model_scan(entries, None, start)[-len(run):]
         assert list(r.scan(b"k9", b"k1")) == [] and list(r.scan(b"zz")) == []
         assert list(r.scan(None, b"a")) == [] and list(r.scan(b"k000000", b"k000000")) == []
+
+
+def test_index_keys_are_decoded_only_when_python_code_asks(env_dir: EnvDir) -> None:
+    """With the compiled core the reader keeps no Python list of the index keys (the core
+    reads its copy of the index block: about 65 bytes a block less); a Python path that
+    needs them (``history``, ``approximate_range``) decodes them on first use, with the
+    same answers.  Other missing attributes still raise AttributeError."""
+    env, root = env_dir
+    entries = random_entries(random.Random(5), 400, key_len=8, value_len=30)
+    path, meta = build(env, root, entries, block_size=1024)
+    reader = open_table(env, path)
+    try:
+        if reader.core is not None:
+            assert "_last_keys" not in vars(reader)
+        key = entries[len(entries) // 2][0]
+        assert reader.history(key) == [(v, val) for k, v, val in entries if k == key]
+        assert "_last_keys" in vars(reader) and len(reader._last_keys) == meta.block_count
+        assert reader._last_keys[-1] == meta.largest_key
+        assert reader.approximate_range(None, None)[1] > 0
+        with pytest.raises(AttributeError, match="no_such_thing"):
+            reader.no_such_thing  # noqa: B018 - the lookup is the test
+    finally:
+        reader.close()

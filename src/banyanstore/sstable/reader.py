@@ -38,7 +38,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -244,6 +244,19 @@ class TableReader:
                 self._slots, load, path, self.cache.native_counters,
                 file=self._file, accept=accept, cache_put=self._cache_put,
                 cache_base=self._base, verify=self._verify)
+            # The core reads the index keys from its own copy of the index block; the list
+            # of them (about 65 bytes a block) is made again only if Python code asks.
+            self._index_payload = index
+            del self._last_keys
+
+    if not TYPE_CHECKING:  # (hidden from mypy, which would then allow any attribute)
+        def __getattr__(self, name: str) -> Any:
+            """``_last_keys`` of a table the compiled core reads, decoded on first use."""
+            index = self.__dict__.get("_index_payload")
+            if name != "_last_keys" or index is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            keys = self._last_keys = decode_index(index).last_keys
+            return keys
 
     def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
                          index_end: int, props_off: int) -> tuple[RangeDel, ...]:
