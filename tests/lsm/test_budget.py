@@ -109,3 +109,46 @@ def test_the_flush_worker_starts_before_the_first_flush(tmp_path: Path) -> None:
             time.sleep(0.01)
         assert workers.running("flush")
         assert store.stats()["flush"]["flushes"] == 0
+
+
+def test_a_flush_worker_that_cannot_start_early_does_not_stop_flushing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The early start of the flush worker failing (EMFILE, EAGAIN from fork) is left to
+    the flush itself, which starts it again: before, the OSError ended the flusher thread
+    and writers waiting for room waited forever (found by review)."""
+    from banyanstore.lsm import workers as workers_mod
+
+    real = workers_mod.Worker
+    failures = [1]
+
+    def flaky() -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError(24, "Too many open files")
+        return real()
+
+    monkeypatch.setattr(workers_mod, "Worker", flaky)
+    with banyanstore.open(tmp_path / "db", memtable_size=256 * 1024, max_immutable_memtables=1,
+                          compaction=False) as store:
+        for i in range(6_000):  # ~1.1 MB: several switches, a stall for room among them
+            store.put(b"%08d" % i, b"v" * 100)
+        store.flush()
+        assert failures == [0]
+        assert store.stats()["flush"]["flushes"] >= 3
+        assert store.get(b"%08d" % 5_999) == b"v" * 100
+
+
+def test_a_dropped_keyspaces_memtable_leaves_the_budget_at_the_next_flush(tmp_path: Path) -> None:
+    """A flush with only a dropped keyspace's memtable charged (nothing left to seal)
+    clears the charge: the cache may use its whole capacity again (found by review)."""
+    cap = 4 * MiB
+    with banyanstore.open(tmp_path / "db", block_cache_size=cap, memtable_size=8 * MiB,
+                          compaction=False) as store:
+        logs = store.keyspace("logs")
+        for i in range(6_000):
+            logs.put(b"%08d" % i, b"v" * 100)
+        assert store.stats()["block_cache"]["limit"] < cap
+        store.drop_keyspace("logs")
+        store.flush()
+        assert store.stats()["block_cache"]["limit"] == cap
+        assert store.stats()["memtable_bytes"] == 0

@@ -166,7 +166,8 @@ class Flusher(BackgroundThread):
         """A flush is coming: have the flush worker process started (by this flusher's
         thread) if flushes run in one and it is not running yet."""
         tree = self._tree
-        if self._want_worker or not offload(tree.options, tree.env) or self._workers.running("flush"):
+        if (self._want_worker or self.error is not None  # (failing: keep the back-off)
+                or not offload(tree.options, tree.env) or self._workers.running("flush")):
             return
         with self._cv:
             self._want_worker = True

@@ -157,13 +157,15 @@ class WorkerPools:
         that its next call does not wait for a process to start."""
         try:
             self._worker(purpose)
-        except StorageIOError:
-            pass  # cancelled: the store is closing
+        except (StorageIOError, OSError):
+            # cancelled (the store is closing), or the process could not start (EMFILE,
+            # EAGAIN): the flush's own call starts it again, and fails there, retried
+            pass
 
     def running(self, purpose: str) -> bool:
         """Whether the worker for ``purpose`` is running."""
-        with self._lock:
-            worker = self._workers.get(purpose)
+        # (no lock: _worker holds it while a process starts, and a writer asks this)
+        worker = self._workers.get(purpose)
         return worker is not None and worker.alive
 
     def cancel(self, purpose: str) -> None:

@@ -329,6 +329,7 @@ class Writer:
         self._wait_for_merges()
         tree = self._tree
         if tree.memtables_empty():
+            self._set_mem_bytes(0)  # (a dropped keyspace's memtable may have been charged)
             return
         try:
             self._wal.rotate()
@@ -337,8 +338,8 @@ class Writer:
             raise
         wal_seq = self._wal.last_seq + 1
         sealed = tree.seal_memtables()
+        flusher.submit(sealed, tree.version, wal_seq)  # charged as sealed, then no longer active
         self._set_mem_bytes(0)
-        flusher.submit(sealed, tree.version, wal_seq)
 
     def _wait_for_merges(self) -> None:
         """Back-pressure from compaction (REQUIRES: the write lock): with many unmerged

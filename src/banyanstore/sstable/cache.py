@@ -188,11 +188,13 @@ class PyBlockCache(_Totals):
         limit, which includes every block when the capacity is 0.
         """
         nbytes = block.nbytes
-        capacity = self.limit
-        if nbytes > capacity:
+        if nbytes > self.limit:
             return False
         entries = self._entries
         with self._lock:  # (locals and the eviction inline: this runs once per cache miss)
+            capacity = self.limit  # (read under the lock: set_limit may have lowered it)
+            if nbytes > capacity:
+                return False
             old = entries.pop(key, None)
             usage = self.usage + nbytes - (old[0].nbytes if old is not None else 0)
             block.ref = False
