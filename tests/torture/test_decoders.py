@@ -74,10 +74,10 @@ def _other_payloads() -> dict[str, list[bytes]]:
                wal.encode_with_ranges(10, 1000, [(0, b"a", b"1")], [(1, b"b", b"d"), (0, b"", b"z")])]
     state = mf.ManifestState()
     manifest = (mf.FILE_HEADER.pack(mf.MAGIC, 1, 0)[:12])
-    manifest += struct.pack("<I", mf.crc32c.crc32c(manifest))
+    manifest += struct.pack("<I", mf.crc32c(manifest))
     for edit in (state.snapshot_edit(), {"add_keyspace": [1, "idx"]}, {"history_floor": 3}):
         payload = mf._encode(edit)  # noqa: SLF001 -- the writer's own encoding
-        manifest += mf.RECORD_HEADER.pack(len(payload), mf.crc32c.crc32c(payload)) + payload
+        manifest += mf.RECORD_HEADER.pack(len(payload), mf.crc32c(payload)) + payload
     from banyanstore.backups.waltail import TailWriter
     tail = io.BytesIO()
     writer = TailWriter(tail)
