@@ -32,7 +32,11 @@ import ctypes
 import threading
 from collections.abc import Callable
 
-__all__ = ["return_free_memory"]
+__all__ = ["return_free_memory", "TRIM_EVERY"]
+
+TRIM_EVERY = 16 << 20
+"""Bytes freed (flushed memtables, evicted blocks) between two calls, for callers that
+free memory in many small steps."""
 
 _lookup_lock = threading.Lock()
 _malloc_trim: Callable[[int], int] | None = None

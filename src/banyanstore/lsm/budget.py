@@ -18,7 +18,7 @@ Blocks freed this way are the program's heap, which malloc keeps resident for re
 bytes of evicted blocks, the freed heap goes back to the OS.
 
 The writer reports its active memtables' charge at steps of a sixteenth of
-``memtable_size`` (lsm/writer.py), the flusher the bytes of the memtables it holds
+``memtable_size``, at most 1 MiB (lsm/writer.py), the flusher the bytes of the memtables it holds
 (lsm/flush.py).
 
 >>> from banyanstore.sstable.cache import PyBlockCache
@@ -46,7 +46,7 @@ __all__ = ["MemoryBudget", "FLOOR_PART", "TRIM_EVERY"]
 
 FLOOR_PART = 4
 """The cache keeps at least this part of its capacity whatever the memtables hold."""
-TRIM_EVERY = 16 << 20
+TRIM_EVERY = heaptrim.TRIM_EVERY
 """Bytes of blocks given up between two returns of freed heap to the OS."""
 
 

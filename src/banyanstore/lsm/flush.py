@@ -53,7 +53,7 @@ __all__ = ["Flusher", "PendingFlush", "table_path", "build_table"]
 logger = logging.getLogger("banyanstore.flush")
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
-TRIM_EVERY = 16 << 20
+TRIM_EVERY = heaptrim.TRIM_EVERY
 """Bytes of memtables flushed between two returns of freed heap to the OS."""
 
 
@@ -62,6 +62,11 @@ class PendingFlush:
     mems: dict[int, Memtable]
     last_version: int
     wal_seq: int
+
+    @property
+    def nbytes(self) -> int:
+        """The memtables' charge (sealed: it no longer changes)."""
+        return sum(mem.approx_bytes for mem in self.mems.values())
 
 
 def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: FlushEntries,
@@ -151,8 +156,9 @@ class Flusher(BackgroundThread):
 
     def submit(self, mems: dict[int, Memtable], last_version: int, wal_seq: int) -> None:
         with self._cv:
-            self._queue.append(PendingFlush(mems, last_version, wal_seq))
-            self._charge_locked(sum(mem.approx_bytes for mem in mems.values()))
+            job = PendingFlush(mems, last_version, wal_seq)
+            self._queue.append(job)
+            self._charge_locked(job.nbytes)
             self._cv.notify_all()
 
     def _charge_locked(self, nbytes: int) -> None:
@@ -246,7 +252,7 @@ class Flusher(BackgroundThread):
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
-            flushed = sum(mem.approx_bytes for mem in job.mems.values())
+            flushed = job.nbytes
             del job  # the flushed memtables go now, not when the next flush begins
             with self._cv:
                 self._queue.popleft()
@@ -263,7 +269,7 @@ class Flusher(BackgroundThread):
         thread -- once per ``TRIM_EVERY`` bytes of memtables, so small memtables do not
         pay it at every flush.  The memtables' own arenas are mapped apart and go back as
         each is dropped."""
-        self._untrimmed += sum(mem.approx_bytes for mem in job.mems.values())
+        self._untrimmed += job.nbytes
         if self._untrimmed >= TRIM_EVERY:
             self._untrimmed = 0
             heaptrim.return_free_memory()

@@ -19,8 +19,8 @@
  * is not the compiled one, and a record the LogTail cannot store where the log stands.
  *
  * The state stays the Python objects' own: the writer's ``_refused``, ``_mem_bytes``,
- * ``_mem_check`` and ``_next_sample_ms``, the tree's ``version``, the keyspace's ``id``, ``dropped`` and
- * ``view.mem`` are read and written in place, never copied, so the two paths can
+ * ``_mem_check`` and ``_next_sample_ms``, the tree's ``version``, the keyspace's ``id``,
+ * ``dropped`` and ``view.mem`` are read and written in place, never copied, so the two paths can
  * alternate freely (tests/lsm/test_put_path.py compares the files both write).  They are
  * ``__slots__`` of those classes, read and written at the offsets their slot descriptors
  * give (looked up once, by __init__, which refuses anything that is not a plain object
@@ -53,8 +53,8 @@ typedef struct {
     Py_ssize_t max_key, max_value;
     unsigned long long writes;  /* entries written by put() */
     /* offsets of the slots (see the top of the file) */
-    Py_ssize_t at_refused, at_mem_bytes, at_mem_check, at_next_sample_ms, at_version, at_id, at_view, at_mem,
-        at_dropped;
+    Py_ssize_t at_refused, at_mem_bytes, at_mem_check, at_next_sample_ms, at_version, at_id,
+        at_view, at_mem, at_dropped;
 } PutPath;
 
 static PyObject *s_one, *s_thousand;
@@ -129,8 +129,8 @@ static int pp_init(PutPath *self, PyObject *args, PyObject *kwds) {
     PyTypeObject *keyspace_type, *view_type;
     Py_ssize_t max_key, max_value;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOnnOO!O!", kwlist, &writer, &tree, &lock,
-                                     &sample, &clock, &max_key, &max_value, &memtable_type, &PyType_Type, &keyspace_type, &PyType_Type,
-                                     &view_type))
+                                     &sample, &clock, &max_key, &max_value, &memtable_type,
+                                     &PyType_Type, &keyspace_type, &PyType_Type, &view_type))
         return -1;
     struct { Py_ssize_t *at; PyTypeObject *type; const char *name; } slots[] = {
         {&self->at_refused, Py_TYPE(writer), "_refused"},
