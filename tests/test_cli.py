@@ -20,7 +20,10 @@ from banyanstore.cli import main
 CRASH_SCRIPT = """
 import os, sys, banyanstore
 s = banyanstore.open(sys.argv[1], memtable_size=65536, wal_sync="always", compaction=False)
-for i in range(1000):
+for i in range(990):
+    s.put(b"k%05d" % i, b"v" * 20)
+s.flush()     # every flush done before the crash: no table left half-written
+for i in range(990, 1000):
     s.put(b"k%05d" % i, b"v" * 20)
 s.keyspace("idx")
 with s.batch() as b:
