@@ -29,7 +29,8 @@ Each engine runs in its own subprocess (so its peak RSS is its own), in this ord
 
 Every read result is checked (hits found, misses absent, scan count, a sample of values after
 the overwrite); a wrong answer is reported as an error in the table, never hidden.  With
-``--repeat`` each figure is the median of the runs.  ``banyanstore`` runs on its compiled core
+``--repeat`` each figure is the median of the runs, which go in rounds (every engine once a
+round, in turn), so a change in the machine's load falls on every engine alike.  ``banyanstore`` runs on its compiled core
 when it is built; ``banyanstore-pure`` is the same engine with ``BANYANSTORE_PURE_PYTHON=1``
 (both run by default).  ``--peers`` adds plyvel (LevelDB),
 rocksdict (RocksDB), lmdb (sync=False) and sqlite3 (WAL, synchronous=NORMAL), each skipped with
@@ -849,17 +850,20 @@ def main() -> None:
 
     names = args.engines.split(",") if args.engines else [*ENGINES, *(PEERS if args.peers else ())]
     skipped: dict[str, str] = {}
-    results = []
     src = src_fingerprint()
     print(f"banyanstore source {src}", file=sys.stderr)
+    runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         why = None if name == "banyanstore" else peer_available(name)
         if why:
             skipped[name] = why
             print(f"skipping {name}: {why}", file=sys.stderr)
-            continue
-        runs = [spawn(name, args, args.seed + r) for r in range(args.repeat)]
-        results.append(combine(runs))
+        else:
+            runs[name] = []
+    for r in range(args.repeat):  # rounds: a slow minute of the machine hits every engine
+        for name, done in runs.items():
+            done.append(spawn(name, args, args.seed + r))
+    results = [combine(done) for done in runs.values()]
     report(results, skipped, args.num)
     print(f"banyanstore source {src}")
     if args.json:
