@@ -30,9 +30,9 @@ Each engine runs in its own subprocess (so its peak RSS is its own), in this ord
 Every read result is checked (hits found, misses absent, scan count, a sample of values after
 the overwrite); a wrong answer is reported as an error in the table, never hidden.  With
 ``--repeat`` each figure is the median of the runs, which go in rounds (every engine once a
-round, in turn), so a change in the machine's load falls on every engine alike.  ``banyanstore`` runs on its compiled core
-when it is built; ``banyanstore-pure`` is the same engine with ``BANYANSTORE_PURE_PYTHON=1``
-(both run by default).  ``--peers`` adds plyvel (LevelDB),
+round, in turn), so a change in the machine's load falls on every engine alike.
+``banyanstore`` runs on its compiled core when it is built; ``banyanstore-pure`` is the same
+engine with ``BANYANSTORE_PURE_PYTHON=1`` (both run by default).  ``--peers`` adds plyvel (LevelDB),
 rocksdict (RocksDB), lmdb (sync=False) and sqlite3 (WAL, synchronous=NORMAL), each skipped with
 the reason if it cannot be imported.  Data goes to ``--dir`` (default /tmp/h_bench/store).
 """
