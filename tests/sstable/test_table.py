@@ -19,7 +19,7 @@ from banyanstore.sstable import (
     key_hash,
     read_blocks,
 )
-from banyanstore.sstable.reader import RUN_FIRST
+from banyanstore.sstable.reader import RUN_FIRST, LazyIndexKeys
 
 from .helpers import build, model_get, model_scan, new_path, open_table, random_entries
 
@@ -269,20 +269,29 @@ def test_index_keys_are_decoded_only_when_python_code_asks(env_dir: EnvDir) -> N
     """With the compiled core the reader keeps no Python list of the index keys (the core
     reads its copy of the index block: about 65 bytes a block less); a Python path that
     needs them (``history``, ``approximate_range``) decodes them on first use, with the
-    same answers.  Other missing attributes still raise AttributeError."""
+    same answers."""
     env, root = env_dir
     entries = random_entries(random.Random(5), 400, key_len=8, value_len=30)
     path, meta = build(env, root, entries, block_size=1024)
     reader = open_table(env, path)
     try:
+        keys = reader._last_keys
         if reader.core is not None:
-            assert "_last_keys" not in vars(reader)
+            assert isinstance(keys, LazyIndexKeys) and not keys.decoded
+        else:
+            assert type(keys) is list
         key = entries[len(entries) // 2][0]
         assert reader.history(key) == [(v, val) for k, v, val in entries if k == key]
-        assert "_last_keys" in vars(reader) and len(reader._last_keys) == meta.block_count
-        assert reader._last_keys[-1] == meta.largest_key
+        assert len(keys) == meta.block_count and keys[-1] == meta.largest_key
+        assert all(a <= b for a, b in zip(keys[:-1], keys[1:], strict=True))
         assert reader.approximate_range(None, None)[1] > 0
-        with pytest.raises(AttributeError, match="no_such_thing"):
-            reader.no_such_thing  # noqa: B018 - the lookup is the test
     finally:
         reader.close()
+
+
+def test_table_reader_has_no_getattr_hook() -> None:
+    """No ``__getattr__`` on TableReader or its bases: a class that defines one has every
+    attribute read of its instances take CPython's slow hook, never specialised -- with one
+    (for the lazy index keys) a pure-Python point read cost 65,641 instructions instead of
+    43,030 (cachegrind; about ten reader attributes a table a get)."""
+    assert all("__getattr__" not in vars(cls) for cls in TableReader.__mro__)

@@ -38,7 +38,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import xxhash
 
@@ -104,6 +104,43 @@ def _weak_callbacks(reader: TableReader) -> tuple[Callable[..., Block],
             raise ReferenceError("the table reader of this core is gone")
         return r.accept_block(no, stored, fill)
     return load, accept
+
+
+class LazyIndexKeys(Sequence[bytes]):
+    """The last keys of a table's index blocks, decoded from the index payload on first use:
+    what a reader the compiled core serves keeps instead of the list (the core searches its
+    own copy of the index; only ``history`` and ``approximate_range`` read these in Python).
+
+    A sequence rather than a ``__getattr__`` on TableReader, which would slow every
+    attribute read of every reader (tests/sstable/test_table.py).
+
+    >>> from banyanstore.sstable.meta import encode_index
+    >>> keys = LazyIndexKeys(encode_index([0, 10, 20], [5, 6], [b"b", b"d"]))
+    >>> keys.decoded, len(keys), keys[-1], keys.decoded
+    (False, 2, b'd', True)
+    """
+
+    __slots__ = ("_payload", "_keys")
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload: bytes | None = payload
+        self._keys: list[bytes] = []
+
+    @property
+    def decoded(self) -> bool:
+        return self._payload is None
+
+    def _list(self) -> list[bytes]:
+        if self._payload is not None:
+            self._keys = decode_index(self._payload).last_keys
+            self._payload = None
+        return self._keys
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._list()[i]
 
 
 class TableReader:
@@ -220,7 +257,7 @@ class TableReader:
         self.min_version: int = meta.min_version
         self.max_version: int = meta.max_version
         self._starts = idx.block_starts
-        self._last_keys = idx.last_keys
+        self._last_keys: Sequence[bytes] = idx.last_keys
         self._last_versions = idx.last_versions
         self._nblocks = len(idx.last_keys)
         # block number -> decoded block while the cache holds it (the cache fills
@@ -246,17 +283,7 @@ class TableReader:
                 cache_base=self._base, verify=self._verify)
             # The core reads the index keys from its own copy of the index block; the list
             # of them (about 65 bytes a block) is made again only if Python code asks.
-            self._index_payload = index
-            del self._last_keys
-
-    if not TYPE_CHECKING:  # (hidden from mypy, which would then allow any attribute)
-        def __getattr__(self, name: str) -> Any:
-            """``_last_keys`` of a table the compiled core reads, decoded on first use."""
-            index = self.__dict__.get("_index_payload")
-            if name != "_last_keys" or index is None:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            keys = self._last_keys = decode_index(index).last_keys
-            return keys
+            self._last_keys = LazyIndexKeys(index)
 
     def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
                          index_end: int, props_off: int) -> tuple[RangeDel, ...]:
