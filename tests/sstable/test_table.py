@@ -282,7 +282,10 @@ def test_index_keys_are_decoded_only_when_python_code_asks(env_dir: EnvDir) -> N
             assert type(keys) is list
         key = entries[len(entries) // 2][0]
         assert reader.history(key) == [(v, val) for k, v, val in entries if k == key]
+        assert type(reader._last_keys) is list  # a scan's bisect then probes a list, no calls
         assert len(keys) == meta.block_count and keys[-1] == meta.largest_key
+        if reader.core is not None:
+            assert keys.as_list() is reader._last_keys
         assert all(a <= b for a, b in zip(keys[:-1], keys[1:], strict=True))
         assert reader.approximate_range(None, None)[1] > 0
     finally:

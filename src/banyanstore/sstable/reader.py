@@ -120,27 +120,31 @@ class LazyIndexKeys(Sequence[bytes]):
     (False, 2, b'd', True)
     """
 
-    __slots__ = ("_payload", "_keys")
+    __slots__ = ("_payload", "_keys", "_on_decode")
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes,
+                 on_decode: Callable[[list[bytes]], None] | None = None) -> None:
         self._payload: bytes | None = payload
         self._keys: list[bytes] = []
+        self._on_decode = on_decode  # given the list once: the reader keeps it instead
 
     @property
     def decoded(self) -> bool:
         return self._payload is None
 
-    def _list(self) -> list[bytes]:
+    def as_list(self) -> list[bytes]:
         if self._payload is not None:
             self._keys = decode_index(self._payload).last_keys
             self._payload = None
+            if self._on_decode is not None:
+                self._on_decode(self._keys)
         return self._keys
 
     def __len__(self) -> int:
-        return len(self._list())
+        return len(self.as_list())
 
     def __getitem__(self, i: Any) -> Any:
-        return self._list()[i]
+        return self.as_list()[i]
 
 
 class TableReader:
@@ -283,7 +287,15 @@ class TableReader:
                 cache_base=self._base, verify=self._verify)
             # The core reads the index keys from its own copy of the index block; the list
             # of them (about 65 bytes a block) is made again only if Python code asks.
-            self._last_keys = LazyIndexKeys(index)
+            # Once decoded the reader holds the list itself: bisect then probes a list, with
+            # no Python call per probe (a weak reference: no cycle through the reader).
+            ref = weakref.ref(self)
+
+            def keep(keys: list[bytes]) -> None:
+                reader = ref()
+                if reader is not None:
+                    reader._last_keys = keys
+            self._last_keys = LazyIndexKeys(index, keep)
 
     def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
                          index_end: int, props_off: int) -> tuple[RangeDel, ...]:
