@@ -123,7 +123,7 @@ class LazyIndexKeys(Sequence[bytes]):
     __slots__ = ("_payload", "_keys", "_on_decode")
 
     def __init__(self, payload: bytes,
-                 on_decode: Callable[[list[bytes]], None] | None = None) -> None:
+                 on_decode: weakref.WeakMethod[Callable[[list[bytes]], None]] | None = None) -> None:
         self._payload: bytes | None = payload
         self._keys: list[bytes] = []
         self._on_decode = on_decode  # given the list once: the reader keeps it instead
@@ -136,8 +136,9 @@ class LazyIndexKeys(Sequence[bytes]):
         if self._payload is not None:
             self._keys = decode_index(self._payload).last_keys
             self._payload = None
-            if self._on_decode is not None:
-                self._on_decode(self._keys)
+            keep = self._on_decode() if self._on_decode is not None else None
+            if keep is not None:
+                keep(self._keys)
         return self._keys
 
     def __len__(self) -> int:
@@ -288,14 +289,11 @@ class TableReader:
             # The core reads the index keys from its own copy of the index block; the list
             # of them (about 65 bytes a block) is made again only if Python code asks.
             # Once decoded the reader holds the list itself: bisect then probes a list, with
-            # no Python call per probe (a weak reference: no cycle through the reader).
-            ref = weakref.ref(self)
+            # no Python call per probe (a weak method: no cycle through the reader).
+            self._last_keys = LazyIndexKeys(index, weakref.WeakMethod(self._keep_index_keys))
 
-            def keep(keys: list[bytes]) -> None:
-                reader = ref()
-                if reader is not None:
-                    reader._last_keys = keys
-            self._last_keys = LazyIndexKeys(index, keep)
+    def _keep_index_keys(self, keys: list[bytes]) -> None:
+        self._last_keys = keys
 
     def _read_range_dels(self, meta: TableMeta, stored: Callable[[int, int], bytes],
                          index_end: int, props_off: int) -> tuple[RangeDel, ...]:
