@@ -288,6 +288,8 @@ def test_index_keys_are_decoded_only_when_python_code_asks(env_dir: EnvDir) -> N
             assert keys.as_list() is reader._last_keys
         assert all(a <= b for a, b in zip(keys[:-1], keys[1:], strict=True))
         assert reader.approximate_range(None, None)[1] > 0
+        with pytest.raises(AttributeError, match="no_such_thing"):
+            reader.no_such_thing  # noqa: B018 - the lookup is the test
     finally:
         reader.close()
 

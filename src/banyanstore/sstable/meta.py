@@ -18,7 +18,8 @@ first block whose last internal key is >= ``(key, version)``; bisecting the
 last user keys and then stepping over blocks whose last entry is the same key
 at a newer version finds it, and a key whose versions span blocks is handled
 by that step.  The index is decoded once per table open: offsets and versions into
-``array("Q")``, keys into a list (which a reader on the compiled core drops: reader.py).
+``array("Q")``, keys into a list (which a reader on the compiled core decodes only when
+Python code asks: reader.py's LazyIndexKeys).
 """
 
 from __future__ import annotations
