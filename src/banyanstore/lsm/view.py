@@ -48,14 +48,21 @@ cost is the setup.  Longer ones amortise it, and the generic merge keeps them la
 
 
 class View:
-    """Sources of one keyspace, newest first.  Immutable once published."""
+    """Sources of one keyspace, newest first.  Immutable once published, but for
+    ``scan_charge``: the tables that scans and seeks positioned beyond the first while
+    this view was the keyspace's (``Keyspace.scan`` adds), the reads' price of its many
+    tables, which makes a merge due (lsm/compaction.py).  A new view -- a memtable
+    switch, a flush, a merge -- starts at 0, so the charge is what reads paid since the
+    keyspace last changed.  Readers on several threads may lose an increment now and then
+    (no lock on the read path): a heuristic, not a count anything relies on."""
 
-    __slots__ = ("mem", "imms", "tables", "cores", "range_static")
+    __slots__ = ("mem", "imms", "tables", "cores", "range_static", "scan_charge")
 
     def __init__(self, mem: Memtable, imms: tuple[Memtable, ...], tables: tuple[Any, ...]) -> None:
         self.mem = mem
         self.imms = imms
         self.tables = tables
+        self.scan_charge = 0
         # The compiled core's lookup state of every table (None: the Python path), so
         # one C call answers a point read across all tables (see accel.py).
         cores = tuple(getattr(t, "core", None) for t in tables) if _native is not None else (None,)

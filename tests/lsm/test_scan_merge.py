@@ -1,0 +1,148 @@
+"""Reads make merges due (lsm/compaction.py, "Reads make merges due too").
+
+Before, only sizes made a merge due: two tables (fewer than ``compaction_min_width``), or a
+big table beside smaller ones that do not add up to ``compaction_size_ratio`` x it, stayed
+as they were for ever, and every scan and seek positioned each of them, however many
+reads came -- LevelDB compacts a file that costs reads (its "seek compaction").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import banyanstore
+from banyanstore.lsm.compaction import SCAN_CHARGE_MIN, scan_allowance
+
+OPTS: dict[str, Any] = dict(memtable_size=1 << 20, block_size=1024, wal_sync="never",
+                            compaction_min_width=4)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def fill_table(store: Any, t: int, data: dict[bytes, bytes], per_table: int = 300) -> None:
+    """One flushed table of keys interleaved with the other tables' (they all overlap)."""
+    for i in range(per_table):
+        k, v = b"k%06d" % (i * 4 + t), b"v%d-" % t * 10
+        store.put(k, v)
+        data[k] = v
+    store.flush()
+
+
+def tables(store: Any) -> int:
+    return int(store.stats()["keyspaces"]["default"]["tables"])
+
+
+def seeks(store: Any, n: int) -> None:
+    for i in range(n):
+        assert len(list(store.scan(start=b"k%06d" % (i % 1000), limit=3))) == 3
+
+
+def settle() -> None:
+    """Long enough for the idle compactor to look at least twice (it wakes every second)."""
+    time.sleep(2.2)
+
+
+def test_allowance_grows_with_the_tables_bytes() -> None:
+    assert scan_allowance([100, 100]) == SCAN_CHARGE_MIN
+    assert scan_allowance([600 << 20, 200 << 20]) == (800 << 20) // (16 << 10)
+
+
+def test_seeks_make_a_merge_of_two_tables_due(tmp_path: Any) -> None:
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        fill_table(store, 0, data)
+        fill_table(store, 1, data)
+        settle()
+        assert tables(store) == 2  # the size rules never merge two tables
+        seeks(store, SCAN_CHARGE_MIN - 1)
+        settle()
+        assert tables(store) == 2 and store.stats()["compaction"]["scan_merges"] == 0
+        seeks(store, 1)  # each seek positioned one table beyond the first: the allowance
+        wait_for(lambda: tables(store) == 1)
+        assert store.stats()["compaction"]["scan_merges"] == 1
+        assert dict(store.scan()) == data
+
+
+def test_a_merge_resets_the_charge(tmp_path: Any) -> None:
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        fill_table(store, 0, data)
+        fill_table(store, 1, data)
+        seeks(store, SCAN_CHARGE_MIN + 200)
+        wait_for(lambda: tables(store) == 1)
+        seeks(store, 300)  # one table: no charge
+        fill_table(store, 2, data)
+        seeks(store, SCAN_CHARGE_MIN // 2)
+        settle()
+        # had the merge not reset the charge, the first seeks' surplus and these would
+        # have made a second merge due
+        assert tables(store) == 2 and store.stats()["compaction"]["scan_merges"] == 1
+        seeks(store, SCAN_CHARGE_MIN // 2)
+        wait_for(lambda: tables(store) == 1)
+        assert store.stats()["compaction"]["scan_merges"] == 2
+        assert dict(store.scan()) == data
+
+
+def test_a_flush_starts_the_charge_again(tmp_path: Any) -> None:
+    """The charge counts the reads since the keyspace last changed: under writes, a big
+    table is not rewritten for each small table the flushes add."""
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        fill_table(store, 0, data)
+        fill_table(store, 1, data)
+        seeks(store, SCAN_CHARGE_MIN * 3 // 4)  # two tables: one extra position a seek
+        fill_table(store, 2, data)
+        seeks(store, SCAN_CHARGE_MIN * 3 // 8)  # three tables: two a seek
+        settle()
+        assert tables(store) == 3 and store.stats()["compaction"]["scan_merges"] == 0
+        seeks(store, SCAN_CHARGE_MIN // 8 + 1)
+        wait_for(lambda: store.stats()["compaction"]["scan_merges"] == 1)
+        assert dict(store.scan()) == data
+
+
+def table_files(store: Any) -> list[int]:
+    return [t["file"] for t in store.stats()["keyspaces"]["default"]["table_list"]]
+
+
+def test_seeks_merge_the_cheapest_window_first(tmp_path: Any) -> None:
+    """A big table beside three small ones (not 1.7x the big one together): the size
+    rules keep all four; seeks merge small ones first, the big one last."""
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        for t in range(4):
+            fill_table(store, t, data)
+        wait_for(lambda: tables(store) == 1)  # four tables: the size rules merge them
+        big = table_files(store)[0]
+        for t in range(3):
+            fill_table(store, t, data, per_table=40)
+        settle()
+        assert tables(store) == 4
+        seeks(store, SCAN_CHARGE_MIN // 3 + 1)  # three extra tables a seek: the allowance
+        wait_for(lambda: tables(store) < 4)
+        assert big in table_files(store)  # the small tables went first
+        deadline = time.monotonic() + 60
+        while tables(store) > 1:
+            assert time.monotonic() < deadline
+            seeks(store, 200)
+            time.sleep(0.05)
+        assert big not in table_files(store)
+        assert store.stats()["compaction"]["scan_merges"] >= 2
+        assert dict(store.scan()) == data
+
+
+def test_no_merge_without_compaction(tmp_path: Any) -> None:
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", compaction=False, **OPTS) as store:
+        fill_table(store, 0, data)
+        fill_table(store, 1, data)
+        seeks(store, 2 * SCAN_CHARGE_MIN)
+        settle()
+        assert tables(store) == 2
+        assert dict(store.scan()) == data
