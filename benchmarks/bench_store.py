@@ -10,8 +10,13 @@ Each engine runs in its own subprocess (so its peak RSS is its own), in this ord
 * ``fillseq``     N puts in key order into a fresh store (then the store is dropped);
 * ``fillrandom``  the N keys in random order into a fresh store R;
 * ``overwrite``   N puts of random existing keys into R; then ``flush()``, ``close()`` and reopen
-                  R (for banyanstore with ``compaction=False``), so reads are served from tables
-                  and the block cache, *before compaction*;
+                  R, so reads are served from tables and the block cache, *before* ``compact()``.
+                  Every engine reads as it runs by default: its background compaction goes on
+                  during the read phases (LevelDB's and RocksDB's always do; they have no switch
+                  for it).  The engine ``banyanstore-frozen`` is banyanstore opened for its
+                  reads with ``compaction=False`` instead: they see the tables the writes left
+                  (a harsher test than the peers get).  The report shows each engine's tables
+                  or levels at the start and the end of every read phase;
 * ``readrandom``  N gets of random existing keys; ``readmissing``: N gets of absent keys that fall
                   inside the tables' fences; ``readseq``: a full scan (entries/s); ``seekrandom``:
                   ``scan(start=k, limit=10)`` drained (seeks/s); ``multiget``: ``multi_get`` of 100
@@ -80,6 +85,7 @@ TS_WINDOW = 100
 AIMS = {"fillrandom": 250e3, "readrandom": 250e3, "readmissing": 500e3, "readseq": 1.5e6}
 PEERS = ("plyvel", "rocksdict", "lmdb", "sqlite3")
 ENGINES = ("banyanstore", "banyanstore-pure")
+VARIANTS = ("banyanstore-frozen",)  # run when named in --engines
 NVALS = 4096
 
 
@@ -133,6 +139,10 @@ class Engine:
     def info(self) -> dict[str, Any]:
         return {}
 
+    def structure(self) -> str:
+        """The sorted runs a read may consult (tables, files per level), for the report."""
+        return ""
+
 
 class Banyan(Engine):
     name = "banyanstore"
@@ -145,11 +155,12 @@ class Banyan(Engine):
         if args.max_immutable_memtables:
             self.opts["max_immutable_memtables"] = args.max_immutable_memtables
         self.bg_compaction = not args.no_bg_compaction
+        self.frozen_reads = False  # banyanstore-frozen: reads with compaction=False
         self.store: Any = None
 
     def open(self, path: str, *, for_reads: bool = False) -> None:
         import banyanstore
-        compaction = self.bg_compaction and not for_reads
+        compaction = self.bg_compaction and not (for_reads and self.frozen_reads)
         self.store = banyanstore.open(path, compaction=compaction, **self.opts)
 
     def close(self) -> None:
@@ -200,6 +211,10 @@ class Banyan(Engine):
                 "compaction": {k: v for k, v in (st.get("compaction") or {}).items()
                                if k in ("merges", "bytes_written", "failed_merges", "last_error")}}
 
+    def structure(self) -> str:
+        tables = self.store.stats()["keyspaces"]["default"]["tables"]
+        return f"{tables} table{'s' if tables != 1 else ''}"
+
 
 class Plyvel(Engine):
     name = "plyvel"
@@ -242,6 +257,12 @@ class Plyvel(Engine):
     def compact(self) -> bool:
         self.db.compact_range()
         return True
+
+    def structure(self) -> str:
+        # leveldb.stats: a header, then "level files size(MB) ..." rows
+        rows = [line.split() for line in self.db.get_property(b"leveldb.stats").decode().splitlines()]
+        levels = [f"L{r[0]}:{r[1]}" for r in rows if len(r) >= 2 and r[0].isdigit() and r[1] != "0"]
+        return " ".join(levels) + " files" if levels else "empty"
 
 
 class RocksDict(Engine):
@@ -296,6 +317,14 @@ class RocksDict(Engine):
     def compact(self) -> bool:
         self.db.compact_range(None, None)
         return True
+
+    def structure(self) -> str:
+        levels = []
+        for level in range(7):
+            files = self.db.property_int_value(f"rocksdb.num-files-at-level{level}")
+            if files:
+                levels.append(f"L{level}:{files}")
+        return " ".join(levels) + " files" if levels else "empty"
 
 
 class Lmdb(Engine):
@@ -425,16 +454,17 @@ class Sqlite(Engine):
 
 
 def make_engine(name: str, args: argparse.Namespace) -> Engine:
-    if name in ENGINES:
+    if name in (*ENGINES, *VARIANTS):
         eng = Banyan(args)
         eng.name = name
+        eng.frozen_reads = name == "banyanstore-frozen"
         return eng
     return {"plyvel": Plyvel, "rocksdict": RocksDict, "lmdb": Lmdb, "sqlite3": Sqlite}[name]()
 
 
 def peer_available(name: str) -> str | None:
     """None if the peer can run, else why not."""
-    if name in ENGINES:
+    if name in (*ENGINES, *VARIANTS):
         return None
     try:
         __import__(name)
@@ -465,6 +495,8 @@ class Run:
         if a.profile_dir and (name in a.profile_phases or name.split("+")[0] in a.profile_phases):
             os.makedirs(a.profile_dir, exist_ok=True)
             prof = os.path.join(a.profile_dir, f"store-{self.eng.name}-{name}.txt")
+        reads = name.split("+")[0] in (*READ_PHASES, "ts-query")
+        runs_before = self.eng.structure() if reads else ""
         gc.collect()
         rss0 = rss_mb()
         with pyspy(prof):
@@ -476,6 +508,8 @@ class Run:
         r: dict[str, Any] = {
             "ops": ops, "seconds": secs, "rate": ops / secs if secs > 0 else None, "unit": unit,
             "rss_growth_mb": rss1 - rss0, "rss_mb": rss1, "peak_rss_mb": peak_rss_mb()}
+        if reads:  # what the phase read from: it changes while a background compaction runs
+            r["structure"] = [runs_before, self.eng.structure()]
         self.results[name] = r
         print(f"  {self.eng.name:<12} {name:<22} {fmt_rate(r['rate']):>8} {unit:<10} "
               f"{secs:7.2f} s  rss {rss1:6.0f} MB (+{rss1 - rss0:.0f})", file=sys.stderr, flush=True)
@@ -746,8 +780,18 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "rates": [x["rate"] for x in rs],
                 "unit": rs[0]["unit"],
                 "rss_growth_mb": statistics.median(x["rss_growth_mb"] for x in rs),
+                "structures": [x.get("structure") for x in rs],
             }
     return out
+
+
+def structures(phase: dict[str, Any]) -> str:
+    """An engine's sorted runs at the start and end of a phase, for each run of it."""
+    out = []
+    for s in phase.get("structures", []):
+        if s and s[0]:
+            out.append(s[0] if s[0] == s[1] else f"{s[0]} -> {s[1]}")
+    return "; ".join(out) or "—"
 
 
 def report(results: list[dict[str, Any]], skipped: dict[str, str], n: int) -> None:
@@ -770,9 +814,14 @@ def report(results: list[dict[str, Any]], skipped: dict[str, str], n: int) -> No
     rows = [[p, *[f"{r['phases'][p]['rss_growth_mb']:+.0f}" if p in r["phases"] else "—"
                   for r in results]] for p in ALL_PHASES]
     print_table("RSS growth per phase (MB, current RSS after − before)", ["phase", *names], rows)
+    rows = [[p, *[structures(r["phases"][p]) if p in r["phases"] else "—" for r in results]]
+            for p in ALL_PHASES if any(r["phases"].get(p, {}).get("structures", [None])[0] for r in results)]
+    if rows:
+        print_table("What the read phases read from (start -> end of the phase; one entry a run)",
+                    ["phase", *names], rows)
     for r in results:
         info = r.get("info", {})
-        if r["engine"] in ENGINES:
+        if r["engine"] in (*ENGINES, *VARIANTS):
             for k in ("before_compaction", "after_compaction"):
                 if k in info:
                     i = info[k]
