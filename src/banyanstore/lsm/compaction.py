@@ -14,17 +14,21 @@ from the manifest without being read.
 
 Reads make merges due too (LevelDB's seek compaction, by keyspace): every scan or seek
 positions each table, so each table past the first costs it a block read that one table
-would not; ``View.scan_charge`` counts those while the keyspace's view stands.  Once it
-reaches :func:`scan_allowance` of the keyspace's tables (one per ``SCAN_CHARGE_BYTES`` of
-them, as LevelDB allows a file one seek per 16 KiB before compacting it; at least
-``SCAN_CHARGE_MIN``), the cheapest window of two or more tables is merged regardless of
-the width and ratio rules.  A new view (a memtable switch, a flush, a merge) starts the
-charge again, so only reads between two changes of the keyspace count: a keyspace that
-is read more than it is written ends in one table without an explicit ``compact()``
-(the size rules alone leave up to ``compaction_min_width`` - 1 tables, or a big one
-beside small ones, for ever), while under steady writes (a flush every few seconds) a big
-table is not rewritten for every small one the flushes add.  A merge so rewrites at most
-16 KiB per extra table position the reads already paid for.
+would not, and a get that reaches several tables probes each one's filter (and reads a
+block where a filter errs or the key is in an older table); ``View.read_charge`` counts
+those -- a table past the first per scan or seek, one per get when there are several
+tables, as LevelDB charges a get that consults more than one file -- while the
+keyspace's view stands. Once it reaches :func:`read_allowance` of the keyspace's tables
+(one per ``READ_CHARGE_BYTES`` of them, as LevelDB allows a file one seek per 16 KiB
+before compacting it; at least ``READ_CHARGE_MIN``), the cheapest window of two or more
+tables is merged regardless of the width and ratio rules. A new view (a memtable switch,
+a flush, a merge) starts the charge again, so only reads between two changes of the
+keyspace count: a keyspace that is read more than it is written ends in one table
+without an explicit ``compact()`` (the size rules alone leave up to
+``compaction_min_width`` - 1 tables, or a big one beside small ones, for ever), while
+under steady writes (a flush every few seconds) a big table is not rewritten for every
+small one the flushes add. A merge so rewrites at most 16 KiB per charge the reads
+already paid.
 
 Closing: :meth:`Compactor.stop` cancels a merge in flight instead of waiting for it (the
 worker process is killed, or the thread's merge stops at its next chunk) and removes
@@ -60,25 +64,25 @@ from .tree import Change, Tree, table_path
 from .view import KeyspaceState, View
 from .workers import WorkerPools, offload
 
-__all__ = ["Compactor", "pick_window", "scan_allowance"]
+__all__ = ["Compactor", "pick_window", "read_allowance"]
 
 logger = logging.getLogger("banyanstore.compaction")
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
-SCAN_CHARGE_BYTES = 16 * 1024  # table bytes a merge may rewrite per extra table a scan positioned
-SCAN_CHARGE_MIN = 1000
+READ_CHARGE_BYTES = 16 * 1024  # table bytes a merge may rewrite per charge (View.read_charge)
+READ_CHARGE_MIN = 1000
 
 
-def scan_allowance(table_sizes: list[int]) -> int:
-    """How many extra table positions (``View.scan_charge``) scans may pay before
-    a merge of the keyspace's tables is due.
+def read_allowance(table_sizes: list[int]) -> int:
+    """How much reads may pay for many tables (``View.read_charge``) before a merge of
+    the keyspace's tables is due.
 
-    >>> scan_allowance([64 << 20, 16 << 20])  # 80 MiB: 5,120 positions
+    >>> read_allowance([64 << 20, 16 << 20])  # 80 MiB: 5,120
     5120
-    >>> scan_allowance([4096, 4096])
+    >>> read_allowance([4096, 4096])
     1000
     """
-    return max(SCAN_CHARGE_MIN, sum(table_sizes) // SCAN_CHARGE_BYTES)
+    return max(READ_CHARGE_MIN, sum(table_sizes) // READ_CHARGE_BYTES)
 
 
 def pick_window(sizes: list[int], blocked: list[bool], min_w: int, max_w: int, ratio: float,
@@ -128,7 +132,7 @@ class Compactor(BackgroundThread):
         self.bytes_read = 0
         self.bytes_written = 0
         self.tables_dropped_by_ttl = 0
-        self.scan_merges = 0  # merges made due by reads (scan_charge)
+        self.read_merges = 0  # merges made due by reads (read_charge)
         self.entries_in = 0
         self.entries_out = 0
 
@@ -201,11 +205,11 @@ class Compactor(BackgroundThread):
                 force = len(tables) >= opts.max_tables_before_slowdown
                 window = pick_window(sizes, blocked, opts.compaction_min_width,
                                      opts.compaction_max_width, opts.compaction_size_ratio, force)
-            if window is None and ks.view.scan_charge >= scan_allowance(sizes):
+            if window is None and ks.view.read_charge >= read_allowance(sizes):
                 window = pick_window(sizes, blocked, 2, max(2, opts.compaction_max_width),
                                      opts.compaction_size_ratio, True)
                 if window is not None:
-                    self.scan_merges += 1
+                    self.read_merges += 1
             if window is not None:
                 self.merge(ks, tables[window[0]:window[1]])
                 return True
@@ -381,7 +385,7 @@ class Compactor(BackgroundThread):
                 "entries_in": self.entries_in, "entries_out": self.entries_out,
                 "reclaimed_entries": self.entries_in - self.entries_out,
                 "tables_dropped_by_ttl": self.tables_dropped_by_ttl,
-                "scan_merges": self.scan_merges,
+                "read_merges": self.read_merges,
                 "quarantined": sorted(self.quarantined),
                 "last_error": repr(self.error) if self.error else None,
                 "mode": self._tree.options.compaction_mode}

@@ -185,8 +185,6 @@ class Keyspace:
         if limit is not None and (type(limit) is not int or limit < 0):
             check_limit(limit)
         floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
-        if len(view.tables) > 1:  # the reads' price of many tables (View.scan_charge)
-            view.scan_charge += len(view.tables) - 1
         return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only)
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:

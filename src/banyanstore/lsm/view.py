@@ -43,26 +43,32 @@ _hash = xxhash.xxh3_64_intdigest
 _native = accel.native
 _MergeScan = _native.MergeScan if _native is not None else None
 SEEK_LIMIT = 128
+GET_CHARGE_STEP = 64  # gets charged at a time (View.get_tick)
 """Forward scans with at most this ``limit`` take the seek path (View._seek): their
 cost is the setup.  Longer ones amortise it, and the generic merge keeps them lazy."""
 
 
 class View:
     """Sources of one keyspace, newest first.  Immutable once published, but for
-    ``scan_charge``: the tables that scans and seeks positioned beyond the first while
-    this view was the keyspace's (``Keyspace.scan`` adds), the reads' price of its many
-    tables, which makes a merge due (lsm/compaction.py).  A new view -- a memtable
-    switch, a flush, a merge -- starts at 0, so the charge is what reads paid since the
-    keyspace last changed.  Readers on several threads may lose an increment now and then
-    (no lock on the read path): a heuristic, not a count anything relies on."""
+    ``read_charge``: what reads paid for the view's many tables -- a scan or seek one for
+    each table it positioned beyond the first, a get that reached the tables one when
+    there are several (``GET_CHARGE_STEP`` gets at a time) -- which makes a merge due (lsm/compaction.py).  A new view (a
+    memtable switch, a flush, a merge) starts at 0, so the charge is what reads paid since
+    the keyspace last changed.  Readers on several threads may lose an increment now and
+    then (no lock on the read path): a heuristic, not a count anything relies on."""
 
-    __slots__ = ("mem", "imms", "tables", "cores", "range_static", "scan_charge")
+    __slots__ = ("mem", "imms", "tables", "cores", "range_static", "read_charge",
+                 "many_tables", "get_tick")
 
     def __init__(self, mem: Memtable, imms: tuple[Memtable, ...], tables: tuple[Any, ...]) -> None:
         self.mem = mem
         self.imms = imms
         self.tables = tables
-        self.scan_charge = 0
+        self.read_charge = 0
+        self.many_tables = len(tables) > 1
+        # Gets charge GET_CHARGE_STEP at a time, counting down a small int: a charge per
+        # get would build an int object each time (a tenth of a microsecond of a get).
+        self.get_tick = GET_CHARGE_STEP
         # The compiled core's lookup state of every table (None: the Python path), so
         # one C call answers a point read across all tables (see accel.py).
         cores = tuple(getattr(t, "core", None) for t in tables) if _native is not None else (None,)
@@ -108,6 +114,13 @@ class View:
                 return r  # type: ignore[return-value]
         if not self.tables:
             return None
+        if self.many_tables:
+            tick = self.get_tick - 1
+            if tick:
+                self.get_tick = tick
+            else:
+                self.get_tick = GET_CHARGE_STEP
+                self.read_charge += GET_CHARGE_STEP
         cores = self.cores
         if cores is not None:
             return _native.tables_get(cores, key, version)  # type: ignore[union-attr]
@@ -174,6 +187,8 @@ class View:
                 out[i] = e[1]
         if not pending or not self.tables:
             return out
+        if self.many_tables:
+            self.read_charge += len(pending)
         cores = self.cores
         if cores is not None:
             # The compiled core: the plan, the cache hits, ONE env.read_batch for every miss,
@@ -236,6 +251,8 @@ class View:
         """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
         keys with ``keys_only``, which saves creating the values on the native path);
         ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
+        if self.many_tables:
+            self.read_charge += len(self.tables) - 1
         cores = self.cores
         if cores is not None and self.range_static is None and not self.mem.range_dels:
             # (no range tombstones: what ``self.cover(version) is None`` says, without the call)

@@ -1,4 +1,4 @@
-"""Reads make merges due (lsm/compaction.py, "Reads make merges due too").
+"""Reads make merges due (lsm/compaction.py, "Reads make merges due too"): scans, seeks, gets.
 
 Before, only sizes made a merge due: two tables (fewer than ``compaction_min_width``), or a
 big table beside smaller ones that do not add up to ``compaction_size_ratio`` x it, stayed
@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import banyanstore
-from banyanstore.lsm.compaction import SCAN_CHARGE_MIN, scan_allowance
+from banyanstore.lsm.compaction import READ_CHARGE_MIN, read_allowance
+from banyanstore.lsm.view import GET_CHARGE_STEP
 
 OPTS: dict[str, Any] = dict(memtable_size=1 << 20, block_size=1024, wal_sync="never",
                             compaction_min_width=4)
@@ -50,8 +51,8 @@ def settle() -> None:
 
 
 def test_allowance_grows_with_the_tables_bytes() -> None:
-    assert scan_allowance([100, 100]) == SCAN_CHARGE_MIN
-    assert scan_allowance([600 << 20, 200 << 20]) == (800 << 20) // (16 << 10)
+    assert read_allowance([100, 100]) == READ_CHARGE_MIN
+    assert read_allowance([600 << 20, 200 << 20]) == (800 << 20) // (16 << 10)
 
 
 def test_seeks_make_a_merge_of_two_tables_due(tmp_path: Any) -> None:
@@ -61,12 +62,12 @@ def test_seeks_make_a_merge_of_two_tables_due(tmp_path: Any) -> None:
         fill_table(store, 1, data)
         settle()
         assert tables(store) == 2  # the size rules never merge two tables
-        seeks(store, SCAN_CHARGE_MIN - 1)
+        seeks(store, READ_CHARGE_MIN - 1)
         settle()
-        assert tables(store) == 2 and store.stats()["compaction"]["scan_merges"] == 0
+        assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 0
         seeks(store, 1)  # each seek positioned one table beyond the first: the allowance
         wait_for(lambda: tables(store) == 1)
-        assert store.stats()["compaction"]["scan_merges"] == 1
+        assert store.stats()["compaction"]["read_merges"] == 1
         assert dict(store.scan()) == data
 
 
@@ -75,18 +76,18 @@ def test_a_merge_resets_the_charge(tmp_path: Any) -> None:
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
         fill_table(store, 0, data)
         fill_table(store, 1, data)
-        seeks(store, SCAN_CHARGE_MIN + 200)
+        seeks(store, READ_CHARGE_MIN + 200)
         wait_for(lambda: tables(store) == 1)
         seeks(store, 300)  # one table: no charge
         fill_table(store, 2, data)
-        seeks(store, SCAN_CHARGE_MIN // 2)
+        seeks(store, READ_CHARGE_MIN // 2)
         settle()
         # had the merge not reset the charge, the first seeks' surplus and these would
         # have made a second merge due
-        assert tables(store) == 2 and store.stats()["compaction"]["scan_merges"] == 1
-        seeks(store, SCAN_CHARGE_MIN // 2)
+        assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 1
+        seeks(store, READ_CHARGE_MIN // 2)
         wait_for(lambda: tables(store) == 1)
-        assert store.stats()["compaction"]["scan_merges"] == 2
+        assert store.stats()["compaction"]["read_merges"] == 2
         assert dict(store.scan()) == data
 
 
@@ -97,13 +98,13 @@ def test_a_flush_starts_the_charge_again(tmp_path: Any) -> None:
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
         fill_table(store, 0, data)
         fill_table(store, 1, data)
-        seeks(store, SCAN_CHARGE_MIN * 3 // 4)  # two tables: one extra position a seek
+        seeks(store, READ_CHARGE_MIN * 3 // 4)  # two tables: one extra position a seek
         fill_table(store, 2, data)
-        seeks(store, SCAN_CHARGE_MIN * 3 // 8)  # three tables: two a seek
+        seeks(store, READ_CHARGE_MIN * 3 // 8)  # three tables: two a seek
         settle()
-        assert tables(store) == 3 and store.stats()["compaction"]["scan_merges"] == 0
-        seeks(store, SCAN_CHARGE_MIN // 8 + 1)
-        wait_for(lambda: store.stats()["compaction"]["scan_merges"] == 1)
+        assert tables(store) == 3 and store.stats()["compaction"]["read_merges"] == 0
+        seeks(store, READ_CHARGE_MIN // 8 + 1)
+        wait_for(lambda: store.stats()["compaction"]["read_merges"] == 1)
         assert dict(store.scan()) == data
 
 
@@ -124,7 +125,7 @@ def test_seeks_merge_the_cheapest_window_first(tmp_path: Any) -> None:
             fill_table(store, t, data, per_table=40)
         settle()
         assert tables(store) == 4
-        seeks(store, SCAN_CHARGE_MIN // 3 + 1)  # three extra tables a seek: the allowance
+        seeks(store, READ_CHARGE_MIN // 3 + 1)  # three extra tables a seek: the allowance
         wait_for(lambda: tables(store) < 4)
         assert big in table_files(store)  # the small tables went first
         deadline = time.monotonic() + 60
@@ -133,7 +134,7 @@ def test_seeks_merge_the_cheapest_window_first(tmp_path: Any) -> None:
             seeks(store, 200)
             time.sleep(0.05)
         assert big not in table_files(store)
-        assert store.stats()["compaction"]["scan_merges"] >= 2
+        assert store.stats()["compaction"]["read_merges"] >= 2
         assert dict(store.scan()) == data
 
 
@@ -142,7 +143,43 @@ def test_no_merge_without_compaction(tmp_path: Any) -> None:
     with banyanstore.open(tmp_path / "db", compaction=False, **OPTS) as store:
         fill_table(store, 0, data)
         fill_table(store, 1, data)
-        seeks(store, 2 * SCAN_CHARGE_MIN)
+        seeks(store, 2 * READ_CHARGE_MIN)
         settle()
         assert tables(store) == 2
         assert dict(store.scan()) == data
+
+
+def test_gets_that_reach_several_tables_make_a_merge_due(tmp_path: Any) -> None:
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        fill_table(store, 0, data)
+        fill_table(store, 1, data)
+        store.put(b"in-memtable", b"x")  # a memtable switch here would start a new view
+        for _ in range(2 * READ_CHARGE_MIN):
+            assert store.get(b"in-memtable") == b"x"  # answered before the tables: no charge
+        keys = sorted(data)
+        due = -(-READ_CHARGE_MIN // GET_CHARGE_STEP) * GET_CHARGE_STEP  # charged in steps
+        for i in range(due - 1):
+            k = keys[i % len(keys)]
+            assert store.get(k) == data[k]
+        settle()
+        assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 0
+        assert store.get(b"absent") is None  # a miss reaches the tables too
+        wait_for(lambda: tables(store) == 1)
+        assert store.stats()["compaction"]["read_merges"] == 1
+        assert all(store.get(k) == v for k, v in data.items())
+
+
+def test_multi_get_charges_each_key_that_reaches_the_tables(tmp_path: Any) -> None:
+    data: dict[bytes, bytes] = {}
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        fill_table(store, 0, data)
+        fill_table(store, 1, data)
+        keys = sorted(data) * 2
+        keys = keys[:READ_CHARGE_MIN // 2]
+        assert store.multi_get(keys) == [data[k] for k in keys]
+        settle()
+        assert tables(store) == 2
+        assert store.multi_get(keys) == [data[k] for k in keys]
+        wait_for(lambda: tables(store) == 1)
+        assert store.stats()["compaction"]["read_merges"] == 1
