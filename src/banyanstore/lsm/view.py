@@ -49,13 +49,14 @@ cost is the setup.  Longer ones amortise it, and the generic merge keeps them la
 
 
 class View:
-    """Sources of one keyspace, newest first.  Immutable once published, but for
-    ``read_charge``: what reads paid for the view's many tables -- a scan or seek one for
-    each table it positioned beyond the first, a get that reached the tables one when
-    there are several (``GET_CHARGE_STEP`` gets at a time) -- which makes a merge due (lsm/compaction.py).  A new view (a
-    memtable switch, a flush, a merge) starts at 0, so the charge is what reads paid since
-    the keyspace last changed.  Readers on several threads may lose an increment now and
-    then (no lock on the read path): a heuristic, not a count anything relies on."""
+    """Sources of one keyspace, newest first. Immutable once published, but for
+    ``read_charge``: what reads paid for the view's many tables -- a scan or seek one
+    for each table it positioned beyond the first, a get that reached the tables one
+    when there are several (``GET_CHARGE_STEP`` gets at a time) -- which makes a merge
+    due (lsm/compaction.py). A new view (a memtable switch, a flush, a merge) starts at
+    0, so the charge is what reads paid since the keyspace last changed. Readers on
+    several threads may lose an increment now and then (no lock on the read path): a
+    heuristic, not a count anything relies on."""
 
     __slots__ = ("mem", "imms", "tables", "cores", "range_static", "read_charge",
                  "many_tables", "get_tick")
