@@ -36,6 +36,15 @@ def fill_table(store: Any, t: int, data: dict[bytes, bytes], per_table: int = 30
     store.flush()
 
 
+def two_tables(store: Any) -> dict[bytes, bytes]:
+    """Two flushed tables of interleaved keys: never merged by the size rules
+    (``compaction_min_width`` is 4); what they hold."""
+    data: dict[bytes, bytes] = {}
+    fill_table(store, 0, data)
+    fill_table(store, 1, data)
+    return data
+
+
 def tables(store: Any) -> int:
     return int(store.stats()["keyspaces"]["default"]["tables"])
 
@@ -56,10 +65,8 @@ def test_allowance_grows_with_the_tables_bytes() -> None:
 
 
 def test_seeks_make_a_merge_of_two_tables_due(tmp_path: Any) -> None:
-    data: dict[bytes, bytes] = {}
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
-        fill_table(store, 0, data)
-        fill_table(store, 1, data)
+        data = two_tables(store)
         settle()
         assert tables(store) == 2  # the size rules never merge two tables
         seeks(store, READ_CHARGE_MIN - 1)
@@ -72,10 +79,8 @@ def test_seeks_make_a_merge_of_two_tables_due(tmp_path: Any) -> None:
 
 
 def test_a_merge_resets_the_charge(tmp_path: Any) -> None:
-    data: dict[bytes, bytes] = {}
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
-        fill_table(store, 0, data)
-        fill_table(store, 1, data)
+        data = two_tables(store)
         seeks(store, READ_CHARGE_MIN + 200)
         wait_for(lambda: tables(store) == 1)
         seeks(store, 300)  # one table: no charge
@@ -94,10 +99,8 @@ def test_a_merge_resets_the_charge(tmp_path: Any) -> None:
 def test_a_flush_starts_the_charge_again(tmp_path: Any) -> None:
     """The charge counts the reads since the keyspace last changed: under writes, a big
     table is not rewritten for each small table the flushes add."""
-    data: dict[bytes, bytes] = {}
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
-        fill_table(store, 0, data)
-        fill_table(store, 1, data)
+        data = two_tables(store)
         seeks(store, READ_CHARGE_MIN * 3 // 4)  # two tables: one extra position a seek
         fill_table(store, 2, data)
         seeks(store, READ_CHARGE_MIN * 3 // 8)  # three tables: two a seek
@@ -139,10 +142,8 @@ def test_seeks_merge_the_cheapest_window_first(tmp_path: Any) -> None:
 
 
 def test_no_merge_without_compaction(tmp_path: Any) -> None:
-    data: dict[bytes, bytes] = {}
     with banyanstore.open(tmp_path / "db", compaction=False, **OPTS) as store:
-        fill_table(store, 0, data)
-        fill_table(store, 1, data)
+        data = two_tables(store)
         seeks(store, 2 * READ_CHARGE_MIN)
         settle()
         assert tables(store) == 2
@@ -150,10 +151,8 @@ def test_no_merge_without_compaction(tmp_path: Any) -> None:
 
 
 def test_gets_that_reach_several_tables_make_a_merge_due(tmp_path: Any) -> None:
-    data: dict[bytes, bytes] = {}
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
-        fill_table(store, 0, data)
-        fill_table(store, 1, data)
+        data = two_tables(store)
         store.put(b"in-memtable", b"x")  # a memtable switch here would start a new view
         for _ in range(2 * READ_CHARGE_MIN):
             assert store.get(b"in-memtable") == b"x"  # answered before the tables: no charge
@@ -171,10 +170,8 @@ def test_gets_that_reach_several_tables_make_a_merge_due(tmp_path: Any) -> None:
 
 
 def test_multi_get_charges_each_key_that_reaches_the_tables(tmp_path: Any) -> None:
-    data: dict[bytes, bytes] = {}
     with banyanstore.open(tmp_path / "db", **OPTS) as store:
-        fill_table(store, 0, data)
-        fill_table(store, 1, data)
+        data = two_tables(store)
         keys = sorted(data) * 2
         keys = keys[:READ_CHARGE_MIN // 2]
         assert store.multi_get(keys) == [data[k] for k in keys]
@@ -183,3 +180,18 @@ def test_multi_get_charges_each_key_that_reaches_the_tables(tmp_path: Any) -> No
         assert store.multi_get(keys) == [data[k] for k in keys]
         wait_for(lambda: tables(store) == 1)
         assert store.stats()["compaction"]["read_merges"] == 1
+
+
+def test_a_keys_only_scan_charges_once(tmp_path: Any) -> None:
+    """On the pure-Python path a keys-only scan is the pairs' scan with the values
+    dropped: it charged the view twice, once for itself and once for the scan inside."""
+    with banyanstore.open(tmp_path / "db", **OPTS) as store:
+        data = two_tables(store)
+        for i in range(READ_CHARGE_MIN // 2 + 1):
+            assert len(list(store.scan(start=b"k%06d" % i, limit=3, keys_only=True))) == 3
+        settle()
+        assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 0
+        for i in range(READ_CHARGE_MIN // 2):
+            assert len(list(store.scan(start=b"k%06d" % i, limit=3, keys_only=True))) == 3
+        wait_for(lambda: tables(store) == 1)
+        assert list(store.scan(keys_only=True)) == sorted(data)

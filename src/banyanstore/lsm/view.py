@@ -43,9 +43,9 @@ _hash = xxhash.xxh3_64_intdigest
 _native = accel.native
 _MergeScan = _native.MergeScan if _native is not None else None
 SEEK_LIMIT = 128
-GET_CHARGE_STEP = 64  # gets charged at a time (View.get_tick)
 """Forward scans with at most this ``limit`` take the seek path (View._seek): their
 cost is the setup.  Longer ones amortise it, and the generic merge keeps them lazy."""
+GET_CHARGE_STEP = 64  # gets charged at a time (View.get_tick)
 
 
 class View:
@@ -252,11 +252,14 @@ class View:
         """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
         keys with ``keys_only``, which saves creating the values on the native path);
         ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
+        cores = self.cores
+        # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
+        native = cores is not None and self.range_static is None and not self.mem.range_dels
+        if keys_only and not native:  # the pairs' scan, which charges the view
+            return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))
         if self.many_tables:
             self.read_charge += len(self.tables) - 1
-        cores = self.cores
-        if cores is not None and self.range_static is None and not self.mem.range_dels:
-            # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
+        if cores is not None and native:  # (cores narrowed for the type checker)
             # The compiled core merges the tables straight from their blocks (and the
             # memtables' runs) with visibility, and yields pre-built tuples; the guard
             # runs per memtable run, and the core runs it every 16 to 1024 entries (once
@@ -268,8 +271,6 @@ class View:
             return _MergeScan(sources, start, end, version, floor,  # type: ignore[misc]
                               reverse, limit, keys_only, self.tables, guard)
         cover = self.cover(version)
-        if keys_only:
-            return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))
         if limit is not None and limit <= SEEK_LIMIT and not reverse:
             return self._seek(start, end, version, floor, limit, guard, cover)
         runs = [memtable_runs(m, start, end, version, reverse)
