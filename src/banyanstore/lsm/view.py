@@ -129,7 +129,7 @@ class View:
         for t in self.tables:
             if t.min_version > version or key < t.smallest_key or key > t.largest_key:
                 continue
-            found, value, _v = t.get(key, version, h)
+            found, value, _v = t.probe(key, version, h)
             if found:
                 return value
         return None
@@ -162,7 +162,7 @@ class View:
         for t in self.tables:
             if t.min_version > version or key < t.smallest_key or key > t.largest_key:
                 continue
-            found, value, v = t.get(key, version, h)
+            found, value, v = t.probe(key, version, h)
             if found:
                 return v, value
         return None
@@ -211,7 +211,9 @@ class View:
             k = keys[i]
             h = _hash(k)
             for ti, t in enumerate(tables):
-                b = t.locate(k, version, h)
+                if k < t.smallest_key or k > t.largest_key:
+                    continue
+                b = t.probe_block(k, version, h)
                 if b >= 0:
                     where.append((i, ti, t, b))
                     break
@@ -318,7 +320,9 @@ class View:
 def _first_entry(tables: Sequence[Any], key: bytes, version: int) -> tuple[int, bytes | None] | None:
     h = _hash(key)
     for t in tables:
-        found, value, v = t.get(key, version, h)
+        if key < t.smallest_key or key > t.largest_key:
+            continue
+        found, value, v = t.probe(key, version, h)
         if found:
             return v, value
     return None

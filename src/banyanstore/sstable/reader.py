@@ -371,10 +371,18 @@ class TableReader:
             return core.get(key, version, key_hash)
         if key < self.smallest_key or key > self.largest_key:
             return MISS
+        return self.probe(key, version, _xxh3(key) if key_hash is None else key_hash)
+
+    def probe(self, key: bytes, version: int, key_hash: int) -> tuple[bool, bytes | None, int]:
+        """:meth:`get` on the Python path, for a view's loop over its tables that has
+        checked the fences itself and hashed the key once: neither is done again here
+        (per table of a get they cost as much as the view's charge for reads).
+
+        REQUIRES: ``self.core is None``; ``smallest_key <= key <= largest_key``;
+        ``key_hash == key_hash(key)``.
+        """
         words = self._words
         if words is not None:
-            if key_hash is None:
-                key_hash = _xxh3(key)
             m = self._masks[key_hash >> self._shift]
             if words[key_hash % self._nwords] & m != m:
                 self._bloom_useful += 1
@@ -416,10 +424,20 @@ class TableReader:
             return core.locate(key, version, key_hash)
         if key < self.smallest_key or key > self.largest_key:
             return -1
-        if key_hash is None:
-            key_hash = _xxh3(key)
-        if not self.may_contain(key_hash):
-            return -1
+        return self.probe_block(key, version, _xxh3(key) if key_hash is None else key_hash)
+
+    def probe_block(self, key: bytes, version: int, key_hash: int) -> int:
+        """:meth:`locate` on the Python path, for a view's loop that has checked the
+        fences and hashed the key (as :meth:`probe`).
+
+        REQUIRES: ``self.core is None``; ``smallest_key <= key <= largest_key``;
+        ``key_hash == key_hash(key)``.
+        """
+        words = self._words
+        if words is not None:
+            m = self._masks[key_hash >> self._shift]
+            if words[key_hash % self._nwords] & m != m:
+                return -1
         lk = self._last_keys
         lv = self._last_versions
         i = bisect_left(lk, key)
