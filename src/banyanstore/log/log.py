@@ -204,12 +204,17 @@ class Log(LogView, AsyncAppends):
     # -- writing --------------------------------------------------------------------
     def append(self, record: bytes, *, sync: bool | None = None) -> int:
         """Append one record; return its seq.  ``sync`` overrides ``wal_sync`` for this call."""
-        if sync is not None and sync is not True and sync is not False:
-            check_sync(sync)
         if type(record) is not bytes:
             record = as_bytes(record, "record")
-        if self._always if sync is None else sync:
-            return self._append_synced(record)
+        # sync=False first: the store's writer passes it for every put (it syncs itself)
+        if sync is not False:
+            if sync is None:
+                if self._always:
+                    return self._append_synced(record)
+            elif sync is True:
+                return self._append_synced(record)
+            else:
+                check_sync(sync)  # raises: not a bool
         with self._lock:
             if not self._ok:
                 raise self._unwritable()

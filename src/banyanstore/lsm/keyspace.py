@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any, TypeVar, overload
 
+from .. import accel
 from ..arguments import as_bytes, as_keys, check_bool, check_int, check_limit
 from ..errors import KeyspaceNotFoundError
 from .iterators import guarded, prefix_end
@@ -69,25 +70,43 @@ class Keyspace:
         return f"<Keyspace {self._ks.name!r} of {self._tree.path!r}>"
 
     # -- writes ---------------------------------------------------------------------
-    def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
-        """Write ``value`` under ``key``; returns the version of this write."""
-        fast = self._fast_put
-        if fast is not None and (v := fast(self._ks, key, value, sync)) is not None:
-            return v
-        if type(value) is not bytes:
-            value = as_bytes(value, "value")
-        if self._ks.dropped is not None:
-            raise KeyspaceNotFoundError(self._ks.dropped)
-        return self._writer.write_one(self._ks, key, value, sync)
+    if accel.native is None:
+        # The pure-Python engine has no one-call writes (``_fast_put`` is always None):
+        # its put and delete do not test for them (the test is ~220 instructions of a
+        # pure-Python put's ~36,000, docs/performance.md).
+        def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
+            """Write ``value`` under ``key``; returns the version of this write."""
+            if type(value) is not bytes:
+                value = as_bytes(value, "value")
+            if self._ks.dropped is not None:
+                raise KeyspaceNotFoundError(self._ks.dropped)
+            return self._writer.write_one(self._ks, key, value, sync)
 
-    def delete(self, key: bytes, *, sync: bool | None = None) -> int:
-        """Write a tombstone for ``key``; returns its version."""
-        fast = self._fast_delete
-        if fast is not None and (v := fast(self._ks, key, sync)) is not None:
-            return v
-        if self._ks.dropped is not None:
-            raise KeyspaceNotFoundError(self._ks.dropped)
-        return self._writer.write_one(self._ks, key, None, sync)
+        def delete(self, key: bytes, *, sync: bool | None = None) -> int:
+            """Write a tombstone for ``key``; returns its version."""
+            if self._ks.dropped is not None:
+                raise KeyspaceNotFoundError(self._ks.dropped)
+            return self._writer.write_one(self._ks, key, None, sync)
+    else:
+        def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
+            """Write ``value`` under ``key``; returns the version of this write."""
+            fast = self._fast_put  # one C call for the common case; None: do it here
+            if fast is not None and (v := fast(self._ks, key, value, sync)) is not None:
+                return v
+            if type(value) is not bytes:
+                value = as_bytes(value, "value")
+            if self._ks.dropped is not None:
+                raise KeyspaceNotFoundError(self._ks.dropped)
+            return self._writer.write_one(self._ks, key, value, sync)
+
+        def delete(self, key: bytes, *, sync: bool | None = None) -> int:
+            """Write a tombstone for ``key``; returns its version."""
+            fast = self._fast_delete
+            if fast is not None and (v := fast(self._ks, key, sync)) is not None:
+                return v
+            if self._ks.dropped is not None:
+                raise KeyspaceNotFoundError(self._ks.dropped)
+            return self._writer.write_one(self._ks, key, None, sync)
 
     def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> int:
         """Delete every key ``start <= key < end`` with one range tombstone (one WAL

@@ -210,8 +210,7 @@ class Writer:
             try:
                 # One C call when the compiled core can store the record where the log
                 # stands (else None: the log's Python path, same bytes).
-                put = self._wal_put
-                if put is None or (seq := put(v, ms, ks.id, key, value)) is None:
+                if self._wal_put is None or (seq := self._wal_put(v, ms, ks.id, key, value)) is None:
                     seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
             except StorageIOError as exc:
                 self._wal_failed(exc)
