@@ -44,6 +44,8 @@ PLAN: dict[str, Bench] = {
     "io": Bench("bench_io.py", ("--size-mib", "32", "--runs", "1", "--cached-reads", "8192",
                                 "--direct-reads", "1024"), ()),
     "follow": Bench("bench_follow.py", ("--num", "20000", "--repeat", "1", "--seconds", "1"), (), True),
+    "instructions": Bench("bench_instructions.py", ("--keys", "20000", "--phases", "get,seek,put"),
+                          ("--keys", "200000"), True),
     "wal-designs": Bench("bench_wal_designs.py", ("--records", "200000", "--runs", "3"),
                          ("--records", "2000000", "--runs", "5", "--sync-every", "10000")),
 }

@@ -1,0 +1,174 @@
+"""Instructions per operation of the pure-Python engine, counted by cachegrind: this
+checkout against other source trees (an older commit's checkout, say).  Instruction
+counts are deterministic where wall time on a shared 2-core VM moves by several per cent,
+so this is how "the pure-Python engine is no slower than before" is settled.
+
+    python benchmarks/bench_instructions.py --tree ../old-checkout [--tree ...]
+        [--phases get,multi_get,seek,scan,put,delete] [--keys 200000] [--json out.json]
+
+Each tree (its ``src`` directory; the first column is this checkout) builds its own
+store: ``--keys`` puts of random 16-byte keys (``%016d`` below 4 x keys) with 100-byte
+values, 8 MiB memtables, compaction off -- nine tables at 200,000 keys.  Each phase runs
+on a fresh copy of that store under ``valgrind --tool=cachegrind --cache-sim=no`` at two
+sizes, and the figure is the difference of the two counts over the difference of the
+sizes: start-up, imports, the open and the first cache misses cancel.  Every run has
+``PYTHONHASHSEED=0`` and ``BANYANSTORE_PURE_PYTHON=1``.
+
+Phases (per operation): ``get`` (random keys, about a fifth present), ``multi_get`` (a
+key, batches of 100), ``seek`` (``scan(start, limit=10)``), ``scan`` (a full scan, per
+entry), ``put`` and ``delete`` (random keys on the reopened store with a 256 MiB
+memtable, so no flush in the loop).  The worker uses only API every version has had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(BENCH_DIR)
+SIZES = {"get": (20_000, 60_000), "multi_get": (20_000, 60_000), "seek": (5_000, 15_000),
+         "scan": (1, 3), "put": (20_000, 60_000), "delete": (20_000, 60_000)}
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+# -- the worker: runs in the tree measured (PYTHONPATH), under valgrind ------------------------
+def build(store: str, nkeys: int) -> None:
+    import banyanstore
+
+    rng = random.Random(7)
+    with banyanstore.open(store, compaction=False, memtable_size=8 << 20) as s:
+        for _ in range(nkeys):
+            s.put(b"%016d" % rng.randrange(nkeys * 4), b"v" * 100)
+
+
+def run_phase(store: str, phase: str, n: int, nkeys: int) -> int:
+    """Runs ``phase`` ``n`` times; returns the operations done (entries, for a scan)."""
+    import banyanstore
+
+    s = banyanstore.open(store, compaction=False, memtable_size=256 << 20)
+    rng = random.Random(11)
+    keys = [b"%016d" % rng.randrange(nkeys * 4) for _ in range(n)]
+    done = n
+    if phase == "get":
+        get = s.get
+        for k in keys:
+            get(k)
+    elif phase == "multi_get":
+        for i in range(0, n, 100):
+            s.multi_get(keys[i:i + 100])
+    elif phase == "seek":
+        for k in keys:
+            for _ in s.scan(start=k, limit=10):
+                pass
+    elif phase == "scan":
+        done = sum(1 for _ in range(n) for _ in s.scan())
+    elif phase == "put":
+        put, value = s.put, b"w" * 100
+        for k in keys:
+            put(k, value)
+    elif phase == "delete":
+        delete = s.delete
+        for k in keys:
+            delete(k)
+    s.close()
+    return done
+
+
+# -- the driver --------------------------------------------------------------------------------
+def _env(tree: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.path.join(tree, "src"), "PYTHONHASHSEED": "0",
+            "BANYANSTORE_PURE_PYTHON": "1"}
+
+
+def count(tree: str, store: str, phase: str, n: int, nkeys: int, tmp: str) -> tuple[int, int]:
+    """(instructions, operations) of one run of ``phase`` on a copy of ``store``."""
+    copy = os.path.join(tmp, "run")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(store, copy)
+    out = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+         f"--cachegrind-out-file={os.path.join(tmp, 'cachegrind.out')}",
+         sys.executable, os.path.abspath(__file__), "--worker", copy, phase, str(n),
+         "--keys", str(nkeys)],
+        env=_env(tree), capture_output=True, text=True, check=True)
+    refs = _REFS.search(out.stderr)
+    if refs is None:
+        raise RuntimeError(f"no instruction count from valgrind:\n{out.stderr[-2000:]}")
+    return int(refs.group(1).replace(",", "")), int(out.stdout.split()[-1])
+
+
+def per_op(tree: str, phases: list[str], nkeys: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench_instr") as tmp:
+        store = os.path.join(tmp, "store")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--build", store,
+                        "--keys", str(nkeys)], env=_env(tree), check=True)
+        figures = {}
+        for phase in phases:
+            (i1, n1), (i2, n2) = (count(tree, store, phase, n, nkeys, tmp) for n in SIZES[phase])
+            figures[phase] = (i2 - i1) / (n2 - n1)
+            print(f"  {tree}: {phase} {figures[phase]:,.0f}", file=sys.stderr)
+        return figures
+
+
+def label(tree: str) -> str:
+    """The tree's commit (short hash; ``+`` when it has changes), else its folder name."""
+    git = ["git", "-C", tree]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.path.basename(os.path.normpath(tree))
+    return commit + ("+" if dirty else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tree", action="append", default=[], help="another source tree to count")
+    ap.add_argument("--phases", default=",".join(SIZES), help="comma list of " + ", ".join(SIZES))
+    ap.add_argument("--keys", type=int, default=200_000, help="keys written to each store")
+    ap.add_argument("--json", default=None, help="write the figures to this file")
+    ap.add_argument("--build", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.build:
+        build(args.build, args.keys)
+        return
+    if args.worker:
+        store, phase, n = args.worker
+        print(run_phase(store, phase, int(n), args.keys))
+        return
+    phases = [p for p in args.phases.split(",") if p]
+    unknown = sorted(set(phases) - set(SIZES))
+    if unknown:
+        ap.error(f"--phases: unknown {', '.join(unknown)}")
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: it counts the instructions")
+    trees = [HERE, *args.tree]
+    results = {tree: per_op(tree, phases, args.keys) for tree in trees}
+    sys.path.insert(0, BENCH_DIR)
+    from benchlib import print_table
+
+    base = results[trees[-1]]  # the last tree given: the older code, as a rule
+    header = ["instructions per operation", *(label(t) for t in trees)]
+    rows = [[phase, *(f"{results[t][phase]:,.0f}" + ("" if t == trees[-1] else
+                                                      f" ({results[t][phase] / base[phase] - 1:+.1%})")
+                      for t in trees)] for phase in phases]
+    print_table(f"pure-Python engine, {args.keys:,} keys (against the last tree)", header, rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"keys": args.keys, "trees": {t: label(t) for t in trees}, "per_op": results},
+                      f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
