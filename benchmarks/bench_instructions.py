@@ -17,7 +17,9 @@ sizes: start-up, imports, the open and the first cache misses cancel.  Every run
 Phases (per operation): ``get`` (random keys, about a fifth present), ``multi_get`` (a
 key, batches of 100), ``seek`` (``scan(start, limit=10)``), ``scan`` (a full scan, per
 entry), ``put`` and ``delete`` (random keys on the reopened store with a 256 MiB
-memtable, so no flush in the loop).  The worker uses only API every version has had.
+memtable, so no flush in the loop).  ``--block-cache 262144`` makes most reads miss the
+cache (read, checksum, decompress and decode a block).  The worker uses only API every
+version has had.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ def build(store: str, nkeys: int) -> None:
             s.put(b"%016d" % rng.randrange(nkeys * 4), b"v" * 100)
 
 
-def run_phase(store: str, phase: str, n: int, nkeys: int) -> int:
+def run_phase(store: str, phase: str, n: int, nkeys: int, cache: int) -> int:
     """Runs ``phase`` ``n`` times; returns the operations done (entries, for a scan)."""
     import banyanstore
 
-    s = banyanstore.open(store, compaction=False, memtable_size=256 << 20)
+    s = banyanstore.open(store, compaction=False, memtable_size=256 << 20, block_cache_size=cache)
     rng = random.Random(11)
     keys = [b"%016d" % rng.randrange(nkeys * 4) for _ in range(n)]
     done = n
@@ -88,7 +90,8 @@ def _env(tree: str) -> dict[str, str]:
             "BANYANSTORE_PURE_PYTHON": "1"}
 
 
-def count(tree: str, store: str, phase: str, n: int, nkeys: int, tmp: str) -> tuple[int, int]:
+def count(tree: str, store: str, phase: str, n: int, args: argparse.Namespace,
+          tmp: str) -> tuple[int, int]:
     """(instructions, operations) of one run of ``phase`` on a copy of ``store``."""
     copy = os.path.join(tmp, "run")
     shutil.rmtree(copy, ignore_errors=True)
@@ -97,7 +100,7 @@ def count(tree: str, store: str, phase: str, n: int, nkeys: int, tmp: str) -> tu
         ["valgrind", "--tool=cachegrind", "--cache-sim=no",
          f"--cachegrind-out-file={os.path.join(tmp, 'cachegrind.out')}",
          sys.executable, os.path.abspath(__file__), "--worker", copy, phase, str(n),
-         "--keys", str(nkeys)],
+         "--keys", str(args.keys), "--block-cache", str(args.block_cache)],
         env=_env(tree), capture_output=True, text=True, check=True)
     refs = _REFS.search(out.stderr)
     if refs is None:
@@ -105,14 +108,14 @@ def count(tree: str, store: str, phase: str, n: int, nkeys: int, tmp: str) -> tu
     return int(refs.group(1).replace(",", "")), int(out.stdout.split()[-1])
 
 
-def per_op(tree: str, phases: list[str], nkeys: int) -> dict[str, float]:
+def per_op(tree: str, phases: list[str], args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_instr") as tmp:
         store = os.path.join(tmp, "store")
         subprocess.run([sys.executable, os.path.abspath(__file__), "--build", store,
-                        "--keys", str(nkeys)], env=_env(tree), check=True)
+                        "--keys", str(args.keys)], env=_env(tree), check=True)
         figures = {}
         for phase in phases:
-            (i1, n1), (i2, n2) = (count(tree, store, phase, n, nkeys, tmp) for n in SIZES[phase])
+            (i1, n1), (i2, n2) = (count(tree, store, phase, n, args, tmp) for n in SIZES[phase])
             figures[phase] = (i2 - i1) / (n2 - n1)
             print(f"  {tree}: {phase} {figures[phase]:,.0f}", file=sys.stderr)
         return figures
@@ -136,6 +139,9 @@ def main() -> None:
     ap.add_argument("--tree", action="append", default=[], help="another source tree to count")
     ap.add_argument("--phases", default=",".join(SIZES), help="comma list of " + ", ".join(SIZES))
     ap.add_argument("--keys", type=int, default=200_000, help="keys written to each store")
+    ap.add_argument("--block-cache", type=int, default=64 << 20,
+                    help="block_cache_size in bytes (default 64 MiB: the store's ~3 MB stay "
+                         "cached; 262144 makes most reads miss)")
     ap.add_argument("--json", default=None, help="write the figures to this file")
     ap.add_argument("--build", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=3, default=None, help=argparse.SUPPRESS)
@@ -145,7 +151,7 @@ def main() -> None:
         return
     if args.worker:
         store, phase, n = args.worker
-        print(run_phase(store, phase, int(n), args.keys))
+        print(run_phase(store, phase, int(n), args.keys, args.block_cache))
         return
     phases = [p for p in args.phases.split(",") if p]
     unknown = sorted(set(phases) - set(SIZES))
@@ -154,7 +160,7 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed: it counts the instructions")
     trees = [HERE, *args.tree]
-    results = {tree: per_op(tree, phases, args.keys) for tree in trees}
+    results = {tree: per_op(tree, phases, args) for tree in trees}
     sys.path.insert(0, BENCH_DIR)
     from benchlib import print_table
 
@@ -163,11 +169,12 @@ def main() -> None:
     rows = [[phase, *(f"{results[t][phase]:,.0f}" + ("" if t == trees[-1] else
                                                       f" ({results[t][phase] / base[phase] - 1:+.1%})")
                       for t in trees)] for phase in phases]
-    print_table(f"pure-Python engine, {args.keys:,} keys (against the last tree)", header, rows)
+    print_table(f"pure-Python engine, {args.keys:,} keys, {args.block_cache:,}-byte block cache "
+                "(against the last tree)", header, rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"keys": args.keys, "trees": {t: label(t) for t in trees}, "per_op": results},
-                      f, indent=1)
+            json.dump({"keys": args.keys, "block_cache": args.block_cache,
+                       "trees": {t: label(t) for t in trees}, "per_op": results}, f, indent=1)
 
 
 if __name__ == "__main__":
