@@ -269,7 +269,8 @@ class TableReader:
         # and clears these slots; a hit is one list index, see cache.py)
         self._slots: list[Block | None] = [None] * self._nblocks
         flt = self._filter
-        # The bloom probe is inlined in get(); these save attribute hops.
+        # The bloom probe is inlined in probe() and probe_block() (may_contain's body: a call
+        # a table is what they save); these save attribute hops.
         self._words = flt.words if flt is not None else None
         self._masks = flt.masks if flt is not None else []
         self._nwords = flt.nwords if flt is not None else 1
