@@ -168,7 +168,9 @@ class PyBlockCache(_Totals):
         if door is None:
             door = self._door = bytearray(door_bits(self.capacity) // 8)
         mask = len(door) * 8 - 1
-        h = door_hash(key)
+        h = key ^ (key >> 33)  # door_hash(key), inlined: this runs per block a scan reads
+        h = (h * 0xFF51AFD7ED558CCD) & _U64
+        h ^= h >> 33
         i, j = h & mask, (h >> 32) & mask
         if door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1:
             return True
