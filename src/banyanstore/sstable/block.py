@@ -129,13 +129,11 @@ class Block:
         """Parse the header and check the sections add up to ``len(data)``.
 
         REQUIRES: ``data`` is ``bytes`` (slices of it become keys and values).
-        Raises :class:`BlockFormatError` otherwise.
+        Raises :class:`BlockFormatError` otherwise.  (The parse is here, not in a method
+        __init__ calls: every cache miss of the pure-Python engine runs it, and a Python
+        call costs about as much as parsing a fixed-width block's header.)
         """
-        self._parse(data)
         self.ref = False
-
-    def _parse(self, data: bytes) -> None:
-        """Set every field but ``ref`` from ``data`` (see ``__init__``)."""
         size = len(data)
         if size < HEADER.size:
             raise BlockFormatError(f"block of {size} bytes is shorter than its header")
@@ -406,7 +404,7 @@ class Block:
 
 class LazyBlock(Block):
     """A :class:`Block` the compiled core built on a cache miss: it sets only ``data``,
-    ``ref`` and ``nbytes`` (from a payload it checked as ``_parse`` does), and the other
+    ``ref`` and ``nbytes`` (from a payload it checked as ``Block.__init__`` does), and the other
     fields are parsed on their first use by Python code.
 
     A subclass rather than a ``__getattr__`` on Block itself: defining ``__getattr__``
@@ -426,7 +424,9 @@ class LazyBlock(Block):
                 except AttributeError:
                     pass
                 else:
-                    self._parse(data)
+                    ref = self.ref  # (Block.__init__ clears the CLOCK bit: keep it)
+                    Block.__init__(self, data)
+                    self.ref = ref
                     return object.__getattribute__(self, name)
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

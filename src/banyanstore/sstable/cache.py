@@ -131,7 +131,12 @@ class PyBlockCache(_Totals):
         # key -> (block, owner's slot list or None, block number); order = clock order
         self._entries: OrderedDict[int, tuple[Block, Slots | None, int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._door: bytearray | None = None  # admit()'s Bloom filter of keys refused once
+        # admit()'s Bloom filter of keys refused once, one byte a bit (two indexings instead
+        # of shifts and masks; 1/256 of the capacity), with its index mask and how many
+        # keys it takes before it is cleared (its size in bits / 8, as native/blockcache.c)
+        self._door: bytearray | None = None
+        self._door_mask = 0
+        self._door_limit = 0
         self._door_keys = 0
 
     def __len__(self) -> int:
@@ -166,18 +171,20 @@ class PyBlockCache(_Totals):
             return True
         door = self._door
         if door is None:
-            door = self._door = bytearray(door_bits(self.capacity) // 8)
-        mask = len(door) * 8 - 1
+            bits = door_bits(self.capacity)
+            door = self._door = bytearray(bits)
+            self._door_mask = bits - 1
+            self._door_limit = bits // 8
+        mask = self._door_mask
         h = key ^ (key >> 33)  # door_hash(key), inlined: this runs per block a scan reads
         h = (h * 0xFF51AFD7ED558CCD) & _U64
         h ^= h >> 33
         i, j = h & mask, (h >> 32) & mask
-        if door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1:
+        if door[i] and door[j]:
             return True
-        door[i >> 3] |= 1 << (i & 7)
-        door[j >> 3] |= 1 << (j & 7)
+        door[i] = door[j] = 1
         self._door_keys += 1
-        if self._door_keys >= len(door):
+        if self._door_keys >= self._door_limit:
             door[:] = bytes(len(door))
             self._door_keys = 0
         return False
@@ -203,8 +210,22 @@ class PyBlockCache(_Totals):
             entries[key] = (block, slots, no)
             if slots is not None:
                 slots[no] = block
-            if usage > capacity:
-                usage = self._evict_to(usage, capacity)
+            if usage > capacity:  # _evict_to(usage, capacity), inlined
+                popitem = entries.popitem
+                evicted = 0
+                while usage > capacity and entries:
+                    k, entry = popitem(last=False)
+                    victim = entry[0]
+                    if victim.ref:  # second chance
+                        victim.ref = False
+                        entries[k] = entry
+                        continue
+                    usage -= victim.nbytes
+                    evicted += 1
+                    owner = entry[1]
+                    if owner is not None and owner[entry[2]] is victim:
+                        owner[entry[2]] = None
+                self.evictions += evicted
             self.usage = usage
         return True
 
