@@ -231,7 +231,8 @@ class PyBlockCache(_Totals):
 
     def _evict_to(self, usage: int, limit: int) -> int:
         """Evict (CLOCK) until ``usage`` fits ``limit``; returns the new usage.  REQUIRES:
-        the lock."""
+        the lock.  (:meth:`put` runs this loop inline -- once per miss on a full cache --
+        so a change here is a change there.)"""
         entries = self._entries
         popitem = entries.popitem
         evicted = 0

@@ -295,7 +295,7 @@ class TableReader:
         else:
             # The Python path indexes these on every read: a list index is specialised by
             # the interpreter, an array's builds an int each time (seeks whose blocks miss
-            # the cache: +1.9% instructions with arrays).  The core keeps the arrays (8
+            # the cache: about 1% of their instructions).  The core keeps the arrays (8
             # bytes a block, not ~40).
             self._starts = list(self._starts)
             self._last_versions = list(self._last_versions)
