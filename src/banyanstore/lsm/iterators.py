@@ -41,13 +41,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from .memtable import Memtable
 from .rangedel import Cover
 
-__all__ = ["merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head", "table_runs",
-           "prefix_end", "Head", "Guard", "guarded", "guarded_runs"]
+__all__ = ["Entry", "merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head",
+           "table_runs", "prefix_end", "Head", "Guard", "guarded", "guarded_runs"]
 
 Entry = tuple[bytes, int, Any]
 Guard = Callable[[], None]
@@ -56,7 +56,10 @@ RUN_KEYS = 1024
 SEEK_ROUNDS = 3
 """Merge rounds a seek tries on its own before the generic chunk merge takes over."""
 FIRST_RUN = 16
+SHORT_RANGE_KEYS = 64
+"""A memtable range of at most this many keys is read at the call (memtable_runs)."""
 _key_of = itemgetter(0)
+_Chunk = TypeVar("_Chunk")
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -75,11 +78,22 @@ def prefix_end(prefix: bytes) -> bytes | None:
 
 
 def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version: int,
-                  reverse: bool) -> Iterator[list[Entry]]:
-    """Runs of the newest visible entry per key (ascending within each run)."""
+                  reverse: bool) -> Iterable[list[Entry]]:
+    """Runs of the newest visible entry per key (ascending within each run); a list,
+    read now, when the range holds at most SHORT_RANGE_KEYS keys (a complete source
+    for the merge, as TableReader.scan_runs gives for a short range)."""
     keys = mem.sorted_keys()
     lo = 0 if start is None else bisect_left(keys, start)
     hi = len(keys) if end is None else bisect_left(keys, end)
+    if hi - lo <= SHORT_RANGE_KEYS:
+        run = mem.visible_entries(keys[lo:hi], version) if lo < hi else []
+        return [run] if run else []
+    return _memtable_runs(mem, keys, lo, hi, version, reverse)
+
+
+def _memtable_runs(mem: Memtable, keys: list[bytes], lo: int, hi: int, version: int,
+                   reverse: bool) -> Iterator[list[Entry]]:
+    """:func:`memtable_runs` of ``keys[lo:hi]``, a run at a time."""
     size = FIRST_RUN
     while lo < hi:
         if reverse:
@@ -94,9 +108,10 @@ def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version
 
 
 def table_runs(reader: Any, start: bytes | None, end: bytes | None, reverse: bool,
-               fill_cache: bool = True) -> Iterator[list[Entry]]:
+               fill_cache: bool = True) -> Iterable[list[Entry]]:
     """Runs of a table's internal entries, each in ascending internal order (the
-    reader's ``scan_runs``: a block's worth each, the first one short for seeks).
+    reader's ``scan_runs``: a block's worth each, the first one short for seeks; a
+    list, read now, when the range lies in a block or two).
     ``fill_cache=False`` keeps a long read (a merge) from evicting hot blocks."""
     return reader.scan_runs(start, end, reverse=reverse, fill_cache=fill_cache)
 
@@ -104,10 +119,17 @@ def table_runs(reader: Any, start: bytes | None, end: bytes | None, reverse: boo
 class _Source:
     __slots__ = ("runs", "buf", "done")
 
-    def __init__(self, runs: Iterator[list[Entry]] | None, buf: list[Entry] | None = None) -> None:
-        """``runs`` None: nothing beyond ``buf``."""
-        self.runs = runs if runs is not None else iter(())
+    def __init__(self, runs: Iterable[list[Entry]] | None, buf: list[Entry] | None = None,
+                 reverse: bool = False) -> None:
+        """``runs`` None: nothing beyond ``buf``.  ``runs`` a list: every run there is,
+        already read (a short range: TableReader.scan_runs), taken in now -- a complete
+        source sets no bound, so the merge does not wait for it to run dry."""
         self.buf: list[Entry] = buf if buf is not None else []
+        if isinstance(runs, list):
+            for run in runs:  # (in scan direction, each ascending: as load() adds them)
+                self.buf = (run + self.buf) if reverse else (self.buf + run)
+            runs = None
+        self.runs: Iterator[list[Entry]] = iter(runs) if runs is not None else iter(())
         self.done = runs is None
 
     def buf_then_runs(self) -> Iterator[list[Entry]]:
@@ -123,11 +145,11 @@ class _Source:
         self.done = True
 
 
-def merged_chunks(run_sources: Iterable[Iterator[list[Entry]]],
+def merged_chunks(run_sources: Iterable[Iterable[list[Entry]]],
                   reverse: bool) -> Iterator[list[Entry]]:
     """Chunks of the entries of several sorted sources of runs (newest source first),
     each key's entries from all sources in exactly one chunk: a merge's input."""
-    return _chunks([_Source(r) for r in run_sources], reverse)
+    return _chunks([_Source(r, None, reverse) for r in run_sources], reverse)
 
 
 def _chunks(sources: list[_Source], reverse: bool) -> Iterator[list[Entry]]:
@@ -180,7 +202,7 @@ def guarded(items: Iterable[Any], guard: Guard) -> Iterator[Any]:
     guard()
 
 
-def guarded_runs(chunks: Iterable[list[Entry]], guard: Guard) -> Iterator[list[Entry]]:
+def guarded_runs(chunks: Iterable[_Chunk], guard: Guard) -> Iterator[_Chunk]:
     """``chunks`` (or runs), with ``guard()`` run before each one is fetched.  An IO
     error while fetching is re-checked: a close() that raced with the read wins."""
     it = iter(chunks)
@@ -196,7 +218,7 @@ def guarded_runs(chunks: Iterable[list[Entry]], guard: Guard) -> Iterator[list[E
         yield chunk
 
 
-def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floor: int,
+def scan_merged(run_sources: Iterable[Iterable[list[Entry]]], version: int, floor: int,
                 reverse: bool, limit: int | None, guard: Guard,
                 cover: Cover | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of every live key: the newest entry with a version
@@ -211,7 +233,7 @@ def scan_merged(run_sources: Iterable[Iterator[list[Entry]]], version: int, floo
         # last key carried across runs (a key's versions may span two runs).
         chunks: Iterable[list[Entry]] = runs[0]
     else:
-        chunks = _chunks([_Source(r) for r in runs], reverse)
+        chunks = _chunks([_Source(r, None, reverse) for r in runs], reverse)
     return _visible(guarded_runs(chunks, guard), version, floor, reverse,
                     -1 if limit is None else limit, None, cover)
 
@@ -285,8 +307,7 @@ def memtable_head(mem: Memtable, start: bytes | None, end: bytes | None, version
     run = mem.visible_entries(keys[lo:take], version) if lo < take else []
     if take >= hi:
         return run, None, None
-    edge = keys[take]
-    return run, edge, memtable_runs(mem, edge, end, version, False)
+    return run, keys[take], _memtable_runs(mem, keys, take, hi, version, False)
 
 
 def seek_merged(heads: list[Head], version: int, floor: int, limit: int,
@@ -301,13 +322,16 @@ def seek_merged(heads: list[Head], version: int, floor: int, limit: int,
     rounds the generic chunk merge continues from what is left.
 
     REQUIRES: ``limit >= 1``; the sources obey the module's REQUIRES."""
-    runs = [h[0] for h in heads]
-    edges = [h[1] for h in heads]
-    rests = [h[2] for h in heads]
+    # (map and zip rather than comprehensions: each comprehension is a Python frame, and
+    # these run on every seek)
+    runs, edges, rests = map(list, zip(*heads, strict=True))
     for _ in range(SEEK_ROUNDS):
         live = [e for e in edges if e is not None]
         bound = min(live) if live else None
-        cuts = [len(r) if bound is None else bisect_left(r, bound, key=_key_of) for r in runs]
+        if bound is None:
+            cuts = list(map(len, runs))
+        else:
+            cuts = [bisect_left(r, bound, key=_key_of) for r in runs]
         if len(runs) == 1:
             chunk = runs[0][:cuts[0]]
         else:

@@ -373,6 +373,12 @@ class Block:
     def values(self) -> list[bytes | None]:
         return self.decode()[2]
 
+    def pairs(self, lo: int, hi: int) -> list[tuple[bytes, bytes | None]]:
+        """``(key, value)`` of entries ``lo .. hi-1``: what a scan yields from a table
+        whose every entry is visible (TableReader.plain), built in C by ``zip``."""
+        keys, _, values = self.decode(lo, hi)
+        return list(zip(keys, values, strict=True))
+
     def entries(self, lo: int = 0, hi: int | None = None) -> Iterator[Entry]:
         """Entries ``lo .. hi-1`` in internal order.  The first few are decoded on
         their own, the rest only if the consumer gets that far."""

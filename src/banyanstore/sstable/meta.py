@@ -175,6 +175,9 @@ def decode_props(payload: bytes, path: str, file_size: int,
         raise ValueError("properties block shorter than its fixed part")
     (entries, tombstones, keys, raw_size, data_size, min_v, max_v, blocks, block_size, ccode, bpk,
      slen, llen) = PROPS.unpack_from(payload, 0)
+    if tombstones > entries or keys > entries or (keys == 0) != (entries == 0):
+        raise ValueError(f"properties count {entries} entries, {tombstones} tombstones and "
+                         f"{keys} distinct keys: impossible")
     keys_end = PROPS.size + slen + llen
     if keys_end > len(payload) or (version == 1 and keys_end != len(payload)):
         raise ValueError("properties block key lengths do not match its size")

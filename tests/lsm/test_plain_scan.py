@@ -1,0 +1,159 @@
+"""Scans of a store that is one *plain* table (TableReader.plain: one entry a key, no
+tombstones -- what compaction leaves) take a short path on the pure-Python engine
+(view._plain_scan: the blocks' pairs with no merge and no visibility pass).  Compare it
+with a model, check it is taken, and check every case it must not take: a read below the
+table's versions, a TTL that hides some entries, a memtable with entries, tombstones,
+several versions of a key."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+import banyanstore
+from banyanstore.lsm.view import View
+from banyanstore.sstable.reader import TableReader
+
+OPTS: dict[str, Any] = dict(block_size=1024, memtable_size=64 * 1024, wal_sync="never",
+                            block_cache_size=16 << 10)
+
+
+def _model_scan(model: dict[bytes, bytes], start: bytes | None, end: bytes | None,
+                reverse: bool, limit: int | None) -> list[tuple[bytes, bytes]]:
+    out = [(k, model[k]) for k in sorted(model)
+           if (start is None or k >= start) and (end is None or k < end)]
+    if reverse:
+        out.reverse()
+    return out if limit is None else out[:limit]
+
+
+def _python_view(store: Any) -> View:
+    """The store's view with the compiled core taken out: the pure-Python read path."""
+    view = store._ks.view
+    pure = View(view.mem, view.imms, view.tables)
+    pure.cores = None
+    return pure
+
+
+def _compacted(tmp_path: Any, rng: random.Random) -> tuple[Any, dict[bytes, bytes]]:
+    store = banyanstore.open(tmp_path / "s", **OPTS)
+    model: dict[bytes, bytes] = {}
+    for _ in range(3000):
+        k = b"k%05d" % rng.randrange(1500)
+        if rng.random() < 0.1:
+            store.delete(k)
+            model.pop(k, None)
+        else:
+            model[k] = v = rng.randbytes(rng.randrange(0, 40))
+            store.put(k, v)
+    store.compact()
+    return store, model
+
+
+def test_plain_table_scans_match_model_and_skip_the_merge(tmp_path, monkeypatch) -> None:
+    rng = random.Random(7)
+    store, model = _compacted(tmp_path, rng)
+    with store:
+        view = _python_view(store)
+        assert len(view.tables) == 1 and view.tables[0].plain
+        assert not view.mem.entries and not view.imms
+
+        def no_merge(*_a: Any, **_k: Any) -> Any:
+            raise AssertionError("a plain table's scan went through the merge")
+        monkeypatch.setattr(TableReader, "scan_runs", no_merge)
+        monkeypatch.setattr(TableReader, "seek_head", no_merge)
+        keys = sorted(model)
+        bounds = [None, b"", b"k", b"z"] + keys[:3] + keys[-3:] + [k + b"\0" for k in keys[::97]]
+        for _ in range(400):
+            start, end = rng.choice(bounds), rng.choice(bounds)
+            if rng.random() < 0.5:
+                start = b"k%05d" % rng.randrange(1600)
+            reverse = rng.random() < 0.3
+            limit = rng.choice([None, None, 0, 1, 10, 127, 128, 129, 600])
+            got = list(view.scan(start, end, store.version, 0, reverse, limit, lambda: None))
+            assert got == _model_scan(model, start, end, reverse, limit), (start, end, reverse, limit)
+
+
+def test_plain_path_not_taken_below_the_tables_versions_or_under_a_ttl(tmp_path) -> None:
+    store = banyanstore.open(tmp_path / "s", **OPTS)
+    with store:
+        first = {b"a%04d" % i: b"old" for i in range(400)}
+        for k, v in first.items():
+            store.put(k, v)
+        middle = store.version
+        second = {b"b%04d" % i: b"new" for i in range(400)}
+        for k, v in second.items():
+            store.put(k, v)
+        store.compact()
+        view = _python_view(store)
+        assert len(view.tables) == 1 and view.tables[0].plain
+        # a read at a version between the two batches sees only the first
+        got = list(view.scan(None, None, middle, 0, False, None, lambda: None))
+        assert got == sorted(first.items())
+        assert list(view.scan(None, None, middle, 0, False, 10, lambda: None)) == sorted(first.items())[:10]
+        # a TTL floor above the first batch hides it
+        got = list(view.scan(None, None, store.version, middle + 1, True, None, lambda: None))
+        assert got == sorted(second.items(), reverse=True)
+        assert list(view.scan(b"a", None, store.version, middle + 1, False, 5, lambda: None)) \
+            == sorted(second.items())[:5]
+
+
+def test_plain_path_not_taken_with_memtable_entries_or_tombstones(tmp_path) -> None:
+    store = banyanstore.open(tmp_path / "s", **OPTS)
+    with store:
+        model = {b"k%04d" % i: b"v%d" % i for i in range(500)}
+        for k, v in model.items():
+            store.put(k, v)
+        store.compact()
+        store.put(b"k0003x", b"mem")  # the memtable now holds an entry the table does not
+        store.delete(b"k0004")
+        model[b"k0003x"] = b"mem"
+        del model[b"k0004"]
+        view = _python_view(store)
+        assert view.mem.entries and len(view.tables) == 1
+        everything = view.scan(None, None, store.version, 0, False, None, lambda: None)
+        assert list(everything) == sorted(model.items())
+        assert list(view.scan(b"k0003", None, store.version, 0, False, 3, lambda: None)) \
+            == [(b"k0003", b"v3"), (b"k0003x", b"mem"), (b"k0005", b"v5")]
+        store.flush()  # the tombstone and the new key go to a table of their own
+        view = _python_view(store)
+        assert any(not t.plain for t in view.tables)  # the flushed table holds a tombstone
+        assert list(view.scan(None, None, store.version, 0, True, None, lambda: None)) \
+            == sorted(model.items(), reverse=True)
+
+
+def test_a_table_is_plain_only_with_one_entry_a_key_and_no_tombstones(tmp_path) -> None:
+    """key_count, which ``plain`` rests on, counts distinct keys on both table builders
+    (the flush of whichever engine runs, and a merge)."""
+    opts = dict(OPTS, memtable_size=4 << 20)  # one flush: one table
+    with banyanstore.open(tmp_path / "s", history_retention=1e9, compaction=False, **opts) as store:
+        for r in range(3):  # every key three versions: history keeps them all
+            for i in range(300):
+                store.put(b"k%04d" % i, b"%d" % r)
+        store.flush()
+        (table,) = store._ks.view.tables
+        assert (table.meta.entry_count, table.meta.key_count) == (900, 300)
+        assert not table.plain
+    with banyanstore.open(tmp_path / "t", compaction=False, **opts) as store:
+        for i in range(300):
+            store.put(b"k%04d" % i, b"x")
+        store.flush()
+        (table,) = store._ks.view.tables
+        assert (table.meta.entry_count, table.meta.key_count, table.plain) == (300, 300, True)
+        store.delete(b"k0001")
+        store.flush()
+        assert [t.plain for t in store._ks.view.tables] == [False, True]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_plain_scan_raises_once_the_store_closes(tmp_path, reverse: bool) -> None:
+    rng = random.Random(3)
+    store, model = _compacted(tmp_path, rng)
+    it = store.scan(reverse=reverse)
+    first = next(it)
+    assert first == _model_scan(model, None, None, reverse, 1)[0]
+    store.close()
+    with pytest.raises(banyanstore.StoreClosedError):
+        list(it)
