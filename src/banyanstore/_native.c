@@ -1789,16 +1789,18 @@ static int span_read(TableCore *c, uint64_t off, uint64_t len, Span *sp) {
     return 0;
 }
 
-/* Whether block `no`, missing and read ahead by a scan, is to be cached: the cache's
- * admission (ClockCache.admit: its second miss within a while; the Python cache's admit
- * when the table uses that one).  1 yes, 0 no, -1 on error. */
-static int core_admit(TableCore *c, uint32_t no) {
+/* Whether block `no`, missing and read ahead by a scan `scanned` stored bytes past its first
+ * block of this table, is to be cached: the cache's admission (ClockCache.admit: not past
+ * its scan share, else its second miss within a while; the Python cache's admit when the
+ * table uses that one).  1 yes, 0 no, -1 on error. */
+static int core_admit(TableCore *c, uint32_t no, uint64_t scanned) {
     if (c->cache != NULL)
-        return bs_blockcache_admit(c->cache, c->cache_base + no);
+        return bs_blockcache_admit(c->cache, c->cache_base + no, scanned);
     if (c->cache_put == NULL || !PyMethod_Check(c->cache_put))
         return 1;  /* a core without a cache of its own (tests): cache every block */
     PyObject *cache = Py_NewRef(PyMethod_GET_SELF(c->cache_put));
-    PyObject *r = PyObject_CallMethod(cache, "admit", "K", (unsigned long long)(c->cache_base + no));
+    PyObject *r = PyObject_CallMethod(cache, "admit", "KK", (unsigned long long)(c->cache_base + no),
+                                      (unsigned long long)scanned);
     Py_DECREF(cache);
     if (r == NULL)
         return -1;
@@ -1847,7 +1849,11 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no, int first_cached) {
         if (s->ahead[i] != NULL)
             continue;
         uint32_t b = m->reverse ? no - (uint32_t)i : no + (uint32_t)i;
-        int fill = i == 0 && first_cached ? 1 : core_admit(c, b);
+        /* the stored bytes the scan passed in this table before block b */
+        uint64_t scanned = m->reverse
+            ? bs_load_le64(c->starts + 8 * (uint64_t)s->last + 8) - bs_load_le64(c->starts + 8 * (uint64_t)b + 8)
+            : bs_load_le64(c->starts + 8 * (uint64_t)b) - bs_load_le64(c->starts + 8 * (uint64_t)s->first);
+        int fill = i == 0 && first_cached ? 1 : core_admit(c, b, scanned);
         if (fill < 0) {
             span_release(&span);
             goto fail;

@@ -14,7 +14,7 @@ import pytest
 from banyanstore import accel
 from banyanstore.sstable import reader as reader_mod
 from banyanstore.sstable.block import Block
-from banyanstore.sstable.cache import PyBlockCache, cache_key, door_bits, native_cache_class
+from banyanstore.sstable.cache import SCAN_PART, PyBlockCache, cache_key, door_bits, native_cache_class
 
 _native = accel.load_native()
 if _native is not None:
@@ -187,7 +187,8 @@ def test_native_cache_matches_python_operation_for_operation(kind: str, seed: in
             got = [c.get(k) is not None for c in caches]
         elif op < 0.85:  # a scan's read-ahead asking to cache a block (the doorkeeper)
             k = rng.choice(keys)
-            got = [c.admit(k) for c in caches]
+            scanned = rng.choice([0, caches[0].limit // SCAN_PART, caches[0].limit // SCAN_PART + 1])
+            got = [c.admit(k, scanned) for c in caches]
         elif op < 0.90:  # the memory budget moving the limit (lsm/budget.py)
             limit = rng.choice([0, capacity // 4, capacity // 2, capacity])
             got = [c.set_limit(limit) for c in caches]
@@ -253,6 +254,26 @@ def test_admission_on_the_second_miss(BlockCache: Any) -> None:
     assert not c.admit(a) and c.admit(a)  # the 1024th refusal cleared the doorkeeper
 
 
+def test_admission_ends_past_a_scans_share(BlockCache: Any) -> None:
+    """admit(key, scanned): a full cache refuses a block that lies more than
+    ``limit // SCAN_PART`` stored bytes into a scan's range of its table, even on its
+    second miss (else a scan longer than the cache evicts, pass after pass, what it
+    cached a moment before); up to there, the doorkeeper decides; while the cache has
+    room, every block is admitted wherever it lies."""
+    assert SCAN_PART == 2
+    roomy = BlockCache(1 << 20)
+    assert roomy.admit(cache_key(1, 5), 1 << 40)
+    c = BlockCache(1000)
+    c.put(cache_key(9, 0), Blk(950))  # full
+    a = cache_key(1, 5)
+    assert not c.admit(a, 500)  # first miss
+    assert c.admit(a, 500) and c.admit(a, 0)  # second: within the share
+    assert not c.admit(a, 501) and not c.admit(a, 1 << 40)  # past it: never
+    c.set_limit(800)  # the share follows the limit (the block over it evicted)
+    c.put(cache_key(9, 1), Blk(780))  # full again
+    assert c.admit(a, 400) and not c.admit(a, 401)
+
+
 @needs_native
 def test_native_and_python_admission_agree_on_random_keys() -> None:
     rng = random.Random(7)
@@ -260,7 +281,8 @@ def test_native_and_python_admission_agree_on_random_keys() -> None:
         caches = [PyBlockCache(capacity), NATIVE_CACHE(capacity)]  # type: ignore[misc]
         for _ in range(20_000):
             k = cache_key(rng.randrange(1, 40), rng.randrange(3000))
-            got = [c.admit(k) for c in caches]
+            scanned = rng.randrange(capacity + 2)
+            got = [c.admit(k, scanned) for c in caches]
             assert got[0] == got[1], (capacity, k)
 
 
@@ -273,6 +295,12 @@ def test_native_cache_rejects_bad_arguments() -> None:
         c.put(1, Blk(10), [None], 5)
     with pytest.raises(TypeError):
         c.put(1, Blk(10), (None,), 0)
+    with pytest.raises(TypeError, match="admit"):
+        c.admit()
+    with pytest.raises(TypeError, match="scanned"):
+        c.admit(1, "5")
+    with pytest.raises(ValueError, match="scanned"):
+        c.admit(1, -1)
     with pytest.raises(AttributeError):
         c.put(1, object())
     assert len(c) == 0 and c.usage == 0

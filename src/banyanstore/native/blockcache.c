@@ -432,14 +432,22 @@ static inline int door_bit(const uint8_t *door, uint32_t i) {
  * keep it within a block of full). */
 enum { ROOM_PART = 16 };
 
+/* A scan's read-ahead is admitted within the first limit / SCAN_PART stored bytes of each
+ * table's range only (sstable/cache.py: SCAN_PART): a scan longer than the cache would
+ * otherwise evict, pass after pass, the blocks it cached a moment before. */
+enum { SCAN_PART = 2 };
+
 /* Whether a block read ahead by a scan (not yet cached) enters the cache: at once while
- * the cache has room (an insert then evicts nothing), else on its second miss within a
- * while, not its first.  A block a scan reads once -- most of a long or a one-off range
+ * the cache has room (an insert then evicts nothing); never when `scanned` (the stored
+ * bytes of the table's blocks the scan passed before it) exceeds limit / SCAN_PART; else on
+ * its second miss within a while, not its first.  A block a scan reads once -- most of a long or a one-off range
  * scan -- then costs no insert, no eviction of a block that was in use, no free of that
  * block's payload.  1 yes, 0 no, -1 on error. */
-static int cache_admit_impl(ClockCache *c, uint64_t key) {
+static int cache_admit_impl(ClockCache *c, uint64_t key, uint64_t scanned) {
     if (c->usage <= c->limit - c->limit / ROOM_PART)
         return 1;
+    if (scanned > (uint64_t)(c->limit / SCAN_PART))
+        return 0;
     if (c->door == NULL && door_open(c) < 0)
         return -1;
     uint64_t h = mix64(key);
@@ -455,16 +463,32 @@ static int cache_admit_impl(ClockCache *c, uint64_t key) {
     return 0;
 }
 
-int bs_blockcache_admit(PyObject *cache, uint64_t key) {
-    return cache_admit_impl((ClockCache *)cache, key);
+int bs_blockcache_admit(PyObject *cache, uint64_t key, uint64_t scanned) {
+    return cache_admit_impl((ClockCache *)cache, key, scanned);
 }
 
-/* admit(key) -> bool */
-static PyObject *cache_admit(ClockCache *c, PyObject *arg) {
-    uint64_t key;
-    if (key_arg(arg, &key) < 0)
+/* admit(key, scanned=0) -> bool */
+static PyObject *cache_admit(ClockCache *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "admit(key, scanned=0)");
         return NULL;
-    int r = cache_admit_impl(c, key);
+    }
+    uint64_t key, scanned = 0;
+    if (key_arg(args[0], &key) < 0)
+        return NULL;
+    if (nargs == 2) {
+        if (!PyLong_Check(args[1])) {
+            PyErr_Format(PyExc_TypeError, "scanned must be an int, not %s", Py_TYPE(args[1])->tp_name);
+            return NULL;
+        }
+        scanned = PyLong_AsUnsignedLongLong(args[1]);
+        if (scanned == (uint64_t)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "scanned must be between 0 and 2**64 - 1");
+            return NULL;
+        }
+    }
+    int r = cache_admit_impl(c, key, scanned);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -669,9 +693,10 @@ static PyMethodDef cache_methods[] = {
      "put(key, block, slots=None, no=0) -> bool: cache `block` charged block.nbytes (False: larger "
      "than the capacity, nothing cached); with `slots`, slots[no] = block until it is evicted"},
     {"get", (PyCFunction)cache_get, METH_O, "get(key) -> block | None: marks it referenced, counts"},
-    {"admit", (PyCFunction)cache_admit, METH_O,
-     "admit(key) -> bool: whether a block a scan reads ahead may be cached (while the cache has "
-     "room, yes; else on its second miss within a while: a doorkeeper)"},
+    {"admit", (PyCFunction)(void (*)(void))cache_admit, METH_FASTCALL,
+     "admit(key, scanned=0) -> bool: whether a block a scan reads ahead may be cached (while the "
+     "cache has room, yes; past limit // 2 scanned bytes of its table, no; else on its second "
+     "miss within a while: a doorkeeper)"},
     {"peek", (PyCFunction)cache_peek, METH_O, "peek(key) -> block | None: neither counts nor marks"},
     {"evict_table", (PyCFunction)cache_evict_table, METH_O,
      "evict_table(table_id) -> int: drop every block of that table"},

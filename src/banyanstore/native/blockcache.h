@@ -23,8 +23,8 @@ int bs_blockcache_of_put(PyObject *put, PyObject **cache);
  * than the capacity), -1 with an exception set. */
 int bs_blockcache_put(PyObject *cache, uint64_t key, PyObject *block, PyObject *slots, uint32_t no);
 
-/* ClockCache.admit(key) without the Python call: 1 admit, 0 not (a first miss), -1 with an
- * exception set. */
-int bs_blockcache_admit(PyObject *cache, uint64_t key);
+/* ClockCache.admit(key, scanned) without the Python call: 1 admit, 0 not (a first miss, or
+ * past the scan's share), -1 with an exception set. */
+int bs_blockcache_admit(PyObject *cache, uint64_t key, uint64_t scanned);
 
 #endif

@@ -16,12 +16,19 @@ clears, so a hit is one list index plus a store into the block object the
 lookup touches anyway.
 
 Admission: once the cache is full (less than a ROOM_PART-th free), a block a scan reads
-ahead enters only on its second miss within a while
-(:meth:`PyBlockCache.admit`, the doorkeeper of TinyLFU: a Bloom filter of the keys that
-missed once, cleared after about twice as many keys as the cache holds blocks).  A block a scan reads
-once -- most blocks of a long or a one-off range scan -- then costs no insert, no
-eviction of a block in use and no free of that block later; a range read again gets in
-on its second read.  The first block of each table a scan (or seek) reads, and every
+ahead enters only on its second miss within a while (:meth:`PyBlockCache.admit`, the
+doorkeeper of TinyLFU: a Bloom filter of the keys that missed once, cleared after about
+twice as many keys as the cache holds blocks).  A block a scan reads once -- most blocks
+of a long or a one-off range scan -- then costs no insert, no eviction of a block in use
+and no free of that block later; a range read again gets in on its second read.  Only
+its head does, though: past ``limit // SCAN_PART`` bytes of a table's blocks (as stored)
+from where a scan began, its read-ahead is not admitted at all.  A scan longer than the
+cache would otherwise, from its second pass on, evict the blocks it cached a moment
+earlier (CLOCK, like LRU, floods on a loop larger than itself) -- and everyone else's:
+every block read then costs an insert, an eviction and a free, and the next pass hits
+nothing.  Stopping at the head keeps that much of the range cached for the next pass and
+the rest of the cache for other reads.  (The share is per table: a scan over k tables
+may admit k shares.)  The first block of each table a scan (or seek) reads, and every
 block a point read misses, are cached as before.  (LevelDB leaves this to the caller,
 ``ReadOptions.fill_cache``; here it needs no option.)
 
@@ -51,7 +58,7 @@ if TYPE_CHECKING:
     from .block import Block
 
 __all__ = ["BlockCache", "PyBlockCache", "NativeBlockCache", "cache_key", "new_table_id",
-           "TABLE_ID_SHIFT", "Slots"]
+           "TABLE_ID_SHIFT", "Slots", "SCAN_PART"]
 
 TABLE_ID_SHIFT = 32
 """Block numbers are below 2**32 (a table has far fewer blocks than that)."""
@@ -72,6 +79,10 @@ def cache_key(table_id: int, block_no: int) -> int:
 ROOM_PART = 16
 """The cache "has room" (admits every block) while this part of its capacity is free;
 once full, evictions keep it within a block of full."""
+SCAN_PART = 2
+"""A scan's read-ahead is admitted within the first ``limit // SCAN_PART`` stored bytes of
+each table's range only (stored blocks are compressed: about the whole cache decoded at
+lz4's usual 2x, half of it for incompressible data)."""
 DOOR_BYTES_PER_BIT = 256
 DOOR_MIN_BITS = 8192
 _U64 = (1 << 64) - 1
@@ -161,14 +172,18 @@ class PyBlockCache(_Totals):
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
 
-    def admit(self, key: int) -> bool:
+    def admit(self, key: int, scanned: int = 0) -> bool:
         """Whether a block a scan reads ahead (``key`` is not cached) is to be cached:
-        while the cache has room, True; else True on its second miss within a while, not
-        its first (see the module docstring).  The doorkeeper is a Bloom filter, two bits
-        a key, cleared once it took a key per 8 bits (about twice the blocks the cache
-        holds)."""
-        if self.usage <= self.limit - self.limit // ROOM_PART:
+        while the cache has room, True; else False if ``scanned`` (the stored bytes of the
+        table's blocks the scan passed before this one) exceeds ``limit // SCAN_PART``;
+        else True on its second miss within a while, not its first (see the module
+        docstring).  The doorkeeper is a Bloom filter, two bits a key, cleared once it
+        took a key per 8 bits (about twice the blocks the cache holds)."""
+        limit = self.limit
+        if self.usage <= limit - limit // ROOM_PART:
             return True
+        if scanned > limit // SCAN_PART:
+            return False
         door = self._door
         if door is None:
             bits = door_bits(self.capacity)

@@ -636,7 +636,7 @@ class TableReader:
         # the rest through _iter_blocks, whose read-ahead then starts at one block.
         head = (nos[0], self._block(nos[0], fill and (first_cached or self._admit(nos[0]))))
         leading = True
-        for no, block in chain((head,), self._iter_blocks(nos[1:], fill, False)):
+        for no, block in chain((head,), self._iter_blocks(nos[1:], fill, False, nos[0])):
             lo = 0 if start is None or no != first else block.seek(start)
             hi = block.count if end is None or no != last else block.seek(end)
             if lo >= hi:
@@ -705,31 +705,42 @@ class TableReader:
         last = n - 1 if end is None else min(bisect_left(self._last_keys, end), n - 1)
         yield from self._runs(no + 1, last, None, end, False, fill, False)
 
-    def _iter_blocks(self, nos: range, fill: bool,
-                     first_cached: bool = True) -> Iterator[tuple[int, Block]]:
+    def _iter_blocks(self, nos: range, fill: bool, first_cached: bool = True,
+                     origin: int | None = None) -> Iterator[tuple[int, Block]]:
         """``(no, block)`` for ``nos``: the first block alone (a seek often needs no
         more), then runs that double up to READAHEAD_BLOCKS.  With ``fill``, the first
         block is cached if ``first_cached`` (the scan's first block) or the cache admits
-        it, and every later one (read ahead) if the cache admits it."""
+        it, and every later one (read ahead) if the cache admits it, told how far past
+        block ``origin`` (the scan's first; default ``nos[0]``) it lies."""
         total = len(nos)
         if not total:
             return
         no = nos[0]
+        if origin is None:
+            origin = no
         block = self._slots[no]
         if block is None:
-            block = self.load_block(no, fill and (first_cached or self.cache.admit(self._base + no)))
+            block = self.load_block(no, fill and (first_cached or self.cache.admit(
+                self._base + no, self._scanned(origin, no))))
         yield no, block
         batch = 2
         pos = 1
         while pos < total:
             chunk = nos[pos:pos + batch]
-            yield from zip(chunk, self._fetch_run(chunk, fill), strict=True)
+            yield from zip(chunk, self._fetch_run(chunk, fill, origin), strict=True)
             pos += batch
             batch = min(batch * 2, READAHEAD_BLOCKS)
 
-    def _fetch_run(self, nos: range, fill: bool) -> list[Block]:
+    def _scanned(self, origin: int, no: int) -> int:
+        """The stored bytes of the blocks a scan that began at block ``origin`` passed
+        before block ``no`` (either direction): what BlockCache.admit weighs."""
+        starts = self._starts
+        return starts[no] - starts[origin] if no >= origin else starts[origin + 1] - starts[no + 1]
+
+    def _fetch_run(self, nos: range, fill: bool, origin: int) -> list[Block]:
         """Blocks ``nos`` (consecutive, either direction); the missing ones read with
-        one positional read spanning them."""
+        one positional read spanning them, and cached if the cache admits them (a
+        scan's read-ahead from block ``origin``)."""
         slots = self._slots
         base = self._base
         out: list[Block | None] = [slots[no] for no in nos]
@@ -738,14 +749,15 @@ class TableReader:
             starts = self._starts
             lo, hi = min(missing), max(missing)
             data = self._file.read(starts[lo], starts[hi + 1] - starts[lo])
-            origin = starts[lo]
+            origin_at = starts[lo]
             loaded: dict[int, Block] = {}
             admit = self.cache.admit
+            scanned = self._scanned
             for no in missing:
-                a = starts[no] - origin
+                a = starts[no] - origin_at
                 block = self._decode(data[a:a + starts[no + 1] - starts[no]], no)
                 self.cache.misses += 1
-                if fill and admit(base + no):  # blocks read ahead: the cache's admission
+                if fill and admit(base + no, scanned(origin, no)):  # read ahead: admission
                     self._cache_put(base + no, block, slots, no)
                 loaded[no] = block
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
