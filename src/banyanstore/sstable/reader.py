@@ -752,12 +752,14 @@ class TableReader:
             origin_at = starts[lo]
             loaded: dict[int, Block] = {}
             admit = self.cache.admit
-            scanned = self._scanned
+            # the stored bytes before block no from the scan's first (_scanned, inlined)
+            forward = nos[0] >= origin
+            head = starts[origin] if forward else starts[origin + 1]
             for no in missing:
                 a = starts[no] - origin_at
                 block = self._decode(data[a:a + starts[no + 1] - starts[no]], no)
                 self.cache.misses += 1
-                if fill and admit(base + no, scanned(origin, no)):  # read ahead: admission
+                if fill and admit(base + no, starts[no] - head if forward else head - starts[no + 1]):
                     self._cache_put(base + no, block, slots, no)
                 loaded[no] = block
             out = [b if b is not None else loaded[no] for no, b in zip(nos, out, strict=True)]
