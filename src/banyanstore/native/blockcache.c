@@ -439,10 +439,10 @@ enum { SCAN_PART = 2 };
 
 /* Whether a block read ahead by a scan (not yet cached) enters the cache: at once while
  * the cache has room (an insert then evicts nothing); never when `scanned` (the stored
- * bytes of the table's blocks the scan passed before it) exceeds limit / SCAN_PART; else on
- * its second miss within a while, not its first.  A block a scan reads once -- most of a long or a one-off range
- * scan -- then costs no insert, no eviction of a block that was in use, no free of that
- * block's payload.  1 yes, 0 no, -1 on error. */
+ * bytes of the table's blocks the scan passed before it) exceeds limit / SCAN_PART; else
+ * on its second miss within a while, not its first.  A block a scan reads once -- most of
+ * a long or a one-off range scan -- then costs no insert, no eviction of a block that was
+ * in use, no free of that block's payload.  1 yes, 0 no, -1 on error. */
 static int cache_admit_impl(ClockCache *c, uint64_t key, uint64_t scanned) {
     if (c->usage <= c->limit - c->limit / ROOM_PART)
         return 1;
