@@ -3,9 +3,10 @@ the second pass on, a full scan of a table many times the cache used to admit ev
 it read ahead (the doorkeeper had seen them all), each insert evicting the block cached a
 moment before -- so every block cost an insert, an eviction and a free, and the next pass
 hit nothing.  Now only the head of each table's range (the first ``limit // SCAN_PART``
-stored bytes, sstable/cache.py) is admitted: a third pass evicts nothing, finds that head cached, and reads
-the same entries.  On the pure-Python engine (the plain-table path with one table, the
-merge with two) and the compiled core's scan (tables_n both)."""
+stored bytes, sstable/cache.py) is admitted: a third pass evicts nothing with one table
+(with two, the two heads displace a few of each other's blocks), finds the heads cached,
+and reads the same entries.  On the pure-Python engine (the plain-table path with one
+table, the merge with two) and the compiled core's scan (tables_n both)."""
 
 from __future__ import annotations
 
