@@ -121,19 +121,6 @@ def per_op(tree: str, phases: list[str], args: argparse.Namespace) -> dict[str, 
         return figures
 
 
-def label(tree: str) -> str:
-    """The tree's commit (short hash; ``+`` when it has changes), else its folder name."""
-    git = ["git", "-C", tree]
-    try:
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.path.basename(os.path.normpath(tree))
-    return commit + ("+" if dirty else "")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", action="append", default=[], help="another source tree to count")
@@ -162,10 +149,10 @@ def main() -> None:
     trees = [HERE, *args.tree]
     results = {tree: per_op(tree, phases, args) for tree in trees}
     sys.path.insert(0, BENCH_DIR)
-    from benchlib import print_table
+    from benchlib import print_table, tree_label
 
     base = results[trees[-1]]  # the last tree given: the older code, as a rule
-    header = ["instructions per operation", *(label(t) for t in trees)]
+    header = ["instructions per operation", *(tree_label(t) for t in trees)]
     rows = [[phase, *(f"{results[t][phase]:,.0f}" + ("" if t == trees[-1] else
                                                       f" ({results[t][phase] / base[phase] - 1:+.1%})")
                       for t in trees)] for phase in phases]
@@ -174,7 +161,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"keys": args.keys, "block_cache": args.block_cache,
-                       "trees": {t: label(t) for t in trees}, "per_op": results}, f, indent=1)
+                       "trees": {t: tree_label(t) for t in trees}, "per_op": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Helpers shared by bench_store.py and bench_ingest.py: memory figures, sizes,
+"""Helpers shared by the benchmark scripts: memory figures, sizes, source trees,
 number formatting and an optional py-spy profile of one phase.
 
 Not a benchmark itself.  ``python benchmarks/benchlib.py summarize PROFILE.txt``
@@ -67,6 +67,19 @@ def src_fingerprint() -> str:
                 with open(os.path.join(dirpath, f), "rb") as fh:
                     h.update(f.encode() + fh.read())
     return f"{h.hexdigest()[:12]} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+def tree_label(tree: str) -> str:
+    """A source tree's commit (short hash; ``+`` when its src has changes), else its folder name."""
+    git = ["git", "-C", tree]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.path.basename(os.path.normpath(tree))
+    return commit + ("+" if dirty else "")
 
 
 def parse_size(text: str) -> int:
