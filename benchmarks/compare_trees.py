@@ -103,11 +103,11 @@ def main() -> None:
                 stem = os.path.join(logs, f"{side}-{i + 1}")
                 result = run_once(scripts[side], args.engine, bench_args, stem + ".json", stem + ".log")
                 runs[side].append(result)
+                kinds = {implementation(r) for done in runs.values() for r in done}
+                if len(kinds) > 1:  # a tree without its compiled core ran pure Python
+                    raise SystemExit(f"the runs used different implementations: {sorted(kinds)}")
                 print(f"pair {i + 1}/{args.pairs}: {side} ({labels[side]}, "
                       f"{implementation(result)}) done", file=sys.stderr, flush=True)
-    kinds = {implementation(r) for side in runs.values() for r in side}
-    if len(kinds) > 1:
-        raise SystemExit(f"the runs used different implementations: {sorted(kinds)}")
     rows = compare(runs["new"], runs["old"])
     table = [[r["phase"], fmt_rate(r["old"]), fmt_rate(r["new"]),
               " ".join(f"{x:.2f}" for x in r["ratios"]), f"{r['median_ratio']:.2f}",
