@@ -49,8 +49,12 @@ def stage(tree: str, scratch: str, name: str) -> str:
 def run_once(script: str, engine: str, bench_args: list[str], out: str, log: str) -> dict[str, Any]:
     """One bench_store.py run of ``engine``; its result (the first engine's)."""
     with open(log, "w") as fh:
-        subprocess.run([sys.executable, script, "--engines", engine, "--json", out, *bench_args],
-                       stdout=fh, stderr=subprocess.STDOUT, check=True)
+        proc = subprocess.run([sys.executable, script, "--engines", engine, "--json", out,
+                               *bench_args], stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:  # the log may live in a scratch folder removed on exit: quote it
+        with open(log) as fh:
+            tail = fh.read()[-2000:]
+        raise SystemExit(f"{script} exited with {proc.returncode}; the end of its output:\n{tail}")
     with open(out) as fh:
         result: dict[str, Any] = json.load(fh)["results"][0]
     if result.get("crashes") or result.get("errors"):

@@ -68,3 +68,11 @@ def test_every_pair_runs_in_abba_order(tmp_path, monkeypatch, capsys):
     assert order == ["new", "old", "old", "new", "new", "old", "old", "new"]
     assert "4 pairs in ABBA order, bench_store.py --num 1000" in capsys.readouterr().out.replace("\n", " ")
     assert out.exists()
+
+
+def test_a_failing_run_stops_with_the_end_of_its_output(tmp_path):
+    script = tmp_path / "bench_store.py"
+    script.write_text("import sys\nprint('the bench broke here')\nsys.exit(3)\n")
+    with pytest.raises(SystemExit, match="exited with 3(.|\n)*the bench broke here"):
+        compare_trees.run_once(str(script), "banyanstore-pure", [], str(tmp_path / "o.json"),
+                               str(tmp_path / "o.log"))
