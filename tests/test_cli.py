@@ -151,6 +151,43 @@ def test_verify_torn_wal_tail(capsys: pytest.CaptureFixture[str], crashed: str) 
     assert code == 0 and doc["ok"] and (doc["errors"], doc["warnings"]) == (0, 1)
 
 
+def test_verify_and_repair_a_zeroed_wal_header(capsys: pytest.CaptureFixture[str],
+                                              crashed: str) -> None:
+    """A zeroed WAL segment header with records after it is damage (an open refuses it
+    and keeps the segment); repair stores the header again from the segment's name once
+    the records after it read under it, and every acknowledged write is back."""
+    seg = wal_segment(crashed)
+    data = Path(seg).read_bytes()
+    Path(seg).write_bytes(bytes(28) + data[28:])
+    code, out, _ = run(capsys, "verify", crashed)
+    assert code == 1 and f"ERROR: {seg} @ offset 0: segment header is missing" in out, out
+    with pytest.raises(banyanstore.CorruptionError, match="header is missing"):
+        banyanstore.open(crashed)
+    assert Path(seg).read_bytes()[28:] == data[28:]
+    code, out, _ = run(capsys, "repair", crashed)
+    assert code == 0 and f"restored the header of {seg}" in out, out
+    assert Path(seg).read_bytes() == data
+    with banyanstore.open(crashed, read_only=True) as s:
+        assert s.get(b"k00999") == b"v" * 20 and s.get(b"bin") == b"\x00\x01raw"
+        assert s.get(b"k00003") is None and s.keyspace("idx").get(b"y") == b"1"
+
+
+def test_repair_restores_a_zeroed_log_header(capsys: pytest.CaptureFixture[str],
+                                            log_dir: str) -> None:
+    seg = wal_segment_of_log(log_dir)
+    data = Path(seg).read_bytes()
+    Path(seg).write_bytes(bytes(28) + data[28:])
+    with pytest.raises(banyanstore.CorruptionError, match="header is missing"):
+        banyanstore.open_log(log_dir)
+    code, out, _ = run(capsys, "repair", log_dir, "--dry-run")
+    assert code == 1 and f"would do: restored the header of {seg}" in out, out
+    assert Path(seg).read_bytes()[:28] == bytes(28)
+    code, out, _ = run(capsys, "repair", log_dir)
+    assert code == 0 and Path(seg).read_bytes() == data, out
+    with banyanstore.open_log(log_dir) as log:
+        assert [r for _, r in log.read()] == [b"record-%d" % i for i in range(1, 51)]
+
+
 def test_verify_wal_damage_before_intact_records(capsys: pytest.CaptureFixture[str],
                                                  crashed: str) -> None:
     seg = wal_segment(crashed)

@@ -183,6 +183,37 @@ def test_interrupted_segment_creation_is_dropped(env_dir):
         assert log.append(b"x") == 11
 
 
+def test_interrupted_creation_of_a_reserved_segment_is_dropped(env_dir):
+    """A crash between reserving a segment's space and storing its header leaves zeros
+    only: nothing was ever stored there, so the open removes it."""
+    env, root = env_dir
+    d = _fill(env, root, n=10)
+    rewrite(env, f"{d}/00000000000000000011.log", bytes(64 * 1024))
+    with open_log(env, root) as log:
+        assert log.last_seq == 10 and log.stats()["torn_tail_repairs"] == 1
+        assert log.append(b"x") == 11
+
+
+@pytest.mark.parametrize("only", [False, True], ids=["last-of-several", "only-segment"])
+def test_zeroed_header_before_records_is_damage_not_an_interrupted_creation(env_dir, only):
+    """Records after a zeroed header were stored after the header was: the header was
+    damaged, not never written.  Both opens refuse (naming the segment and offset 0) and
+    the segment is left exactly as it was, never removed with its records."""
+    env, root = env_dir
+    d = _fill(env, root, n=40 if only else 2000)
+    last = segments(env, d)[-1]
+    assert only == (len(segments(env, d)) == 1)
+    data = env.read_file(last)
+    assert len(data) > HEADER_SIZE and any(data[HEADER_SIZE:])
+    damaged = bytes(HEADER_SIZE) + data[HEADER_SIZE:]
+    rewrite(env, last, damaged)
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match="header") as info:
+            open_log(env, root, read_only=read_only)
+        assert info.value.path == last and info.value.offset == 0
+    assert env.read_file(last) == damaged
+
+
 def test_missing_directory(env_dir):
     env, root = env_dir
     with pytest.raises(LogNotFoundError) as info:

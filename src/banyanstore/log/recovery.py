@@ -3,7 +3,9 @@
 What a crash can leave, and what recovery does with it:
 
 * a last segment whose header never became durable (shorter than the header, or
-  all zeros): it held nothing acknowledged; it is removed;
+  all zeros, and nothing but zeros after it): it held nothing acknowledged; it is
+  removed.  A missing header with records after it is damage (the header is stored
+  before any record): :class:`~banyanstore.errors.CorruptionError`, the segment kept;
 * zero bytes from the end of the last record to the end of the last segment
   (format version 2): space the writer had reserved -- the normal state of a
   segment whose writer died or is still writing -- and the end of the data,
@@ -49,6 +51,7 @@ from .segment import (
     list_segments,
     list_segments_after,
     read_header,
+    read_missing_header,
     scan_bounds,
 )
 
@@ -88,16 +91,23 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
 
 def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]],
                           out: Recovered) -> None:
-    """Remove last segments whose creation a crash interrupted (header not written)."""
+    """Remove last segments whose creation a crash interrupted (header not written,
+    nothing stored after it); CorruptionError for a missing header with records after
+    it (read_missing_header): that segment is kept."""
     while names:
         path = os.path.join(directory, names[-1][1])
         f = env.open_readable(path)
         try:
             size, head = f.size, f.read(0, HEADER_SIZE)
+            if len(head) == HEADER_SIZE and any(head):
+                break
+            try:
+                read_missing_header(f.read, size, path)
+                break  # found on a second read: read_header below parses it
+            except HeaderNotWritten:
+                pass
         finally:
             f.close()
-        if len(head) == HEADER_SIZE and any(head):
-            break
         _log.warning("log %s: removing segment %s whose creation was interrupted (%d bytes)",
                      directory, path, size)
         env.remove(path)

@@ -34,8 +34,8 @@ from .format import BLOCK_SIZE, HEADER_SIZE, VERSION, ZERO_TAIL_VERSION, encode_
 from .reader import OnDamage, Record, full_record_at, iter_records, seek_record
 
 __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
-           "read_header", "HeaderNotWritten", "zero_tail_start", "scan_bounds", "list_segments",
-           "list_segments_after", "MAX_RELISTS"]
+           "read_header", "HeaderNotWritten", "read_missing_header", "zero_tail_start",
+           "scan_bounds", "list_segments", "list_segments_after", "MAX_RELISTS"]
 
 _NAME = re.compile(r"(\d{20})\.log")
 _TAIL_CHUNK = 1 << 20  # zero_tail_start reads backwards this much at a time
@@ -126,8 +126,30 @@ def read_header(env: Env, path: str) -> tuple[int, int, int]:
 
 
 class HeaderNotWritten(Exception):
-    """A segment file too short to hold its header, or whose header is all zeros: its
-    creation is in progress (another process is writing it) or was cut by a crash."""
+    """A segment file too short to hold its header, or whose header is all zeros, with
+    nothing stored after it: its creation is in progress (another process is writing it)
+    or was cut by a crash."""
+
+
+def read_missing_header(read: Callable[[int, int], bytes], size: int, path: str) -> bytes:
+    """The header of a segment whose first read of it came back short or all zeros.
+
+    A writer stores a segment's header before any record (create_segment), so records
+    after a missing header mean damage, not a creation in progress or cut by a crash.
+    Raises :class:`HeaderNotWritten` when nothing but zeros follows the header (the
+    reserved space of a new segment), CorruptionError naming offset 0 when records
+    follow it; returns the header if a second read finds it (a reader racing the
+    writer that stored the header meanwhile).
+    """
+    if size <= HEADER_SIZE or zero_tail_start(read, size, HEADER_SIZE) == HEADER_SIZE:
+        raise HeaderNotWritten(path)
+    head = read(0, HEADER_SIZE)
+    if len(head) == HEADER_SIZE and any(head):
+        return head
+    raise CorruptionError("segment header is missing (all zeros) but records follow it: the "
+                          "header was damaged (a segment's header is stored before its "
+                          "records); the segment is kept (banyanstore repair stores the header "
+                          "again from the segment's name)", path=path, offset=0)
 
 
 def zero_tail_start(read: Callable[[int, int], bytes], size: int, floor: int) -> int:
@@ -211,15 +233,16 @@ class Segment:
         keeps unlinked files readable).  ``end`` is the file size at the open.
 
         Raises FileNotFoundError if the file is gone, :class:`HeaderNotWritten` if its
-        header is not there yet, CorruptionError if the header is bad or disagrees
-        with the name's ``name_seq``.
+        header is not there yet, CorruptionError if the header is bad (also: missing
+        with records after it, see :func:`read_missing_header`) or disagrees with the
+        name's ``name_seq``.
         """
         raf = env.open_readable(path)
         try:
             size = raf.size
             head = raf.read(0, HEADER_SIZE)
             if len(head) < HEADER_SIZE or not any(head):
-                raise HeaderNotWritten(path)
+                head = read_missing_header(raf.read, size, path)
             first_seq, version = parse_header(head, path)
             if first_seq != name_seq:
                 raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",

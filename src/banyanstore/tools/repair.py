@@ -10,6 +10,8 @@ What it does (holding the store's LOCK, so no writer runs meanwhile):
   outputs, removed tables, ``*.tmp`` files, stale manifests) -- the same files an
   open for writing removes;
 * cuts a torn last manifest record (never acknowledged; recovery ignores it);
+* stores again a WAL or Log segment header that is gone (all zeros) while records
+  follow it, from the segment's name, once those records read whole under it;
 * cuts a torn WAL tail (and a last segment whose header never became durable)
   by opening the WAL as a Log, whose recovery does exactly that.
 
@@ -34,14 +36,25 @@ from typing import Any
 
 from ..arguments import as_path
 from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
+from ..log.format import HEADER_SIZE, encode_header
 from ..log.log import Log
 from ..lsm.manifest import ManifestState, replay
-from .common import EXIT_OK, EXIT_PROBLEMS, Failure, Output, Report, UsageError, detect_kind, make_env
+from .common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    SEGMENT_NAME,
+    Failure,
+    Output,
+    Report,
+    UsageError,
+    detect_kind,
+    make_env,
+)
 from .files import current_text, manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .salvage import Loss, salvage
 from .tables import verify_table
 from .verify import print_report, verify_path
-from .verify_log import verify_log_dir
+from .verify_log import reads_under_header, segment_names, verify_log_dir
 
 __all__ = ["RepairResult", "repair", "cmd_repair"]
 
@@ -149,8 +162,36 @@ def _unexplained_tables(store: str, name: str, state: ManifestState) -> list[str
     return [p for p in inv.orphan_tables if state.unexplained(int(os.path.basename(p).split(".")[0]))]
 
 
+def _restore_headers(directory: str, res: RepairResult, dry_run: bool) -> None:
+    """Store again the header of every segment that lost it (all zeros) while records
+    follow it, from the segment's name (its first seq), if the records read whole under
+    it (reads_under_header): a header holds nothing else a segment's name does not say."""
+    env = make_env()
+    names = segment_names(directory)
+    for i, name in enumerate(names):
+        path = os.path.join(directory, name)
+        header = encode_header(int(SEGMENT_NAME.match(name).group(1)))  # type: ignore[union-attr]
+        f = env.open_readable(path)
+        try:
+            size, head = f.size, f.read(0, HEADER_SIZE)
+            if (size <= HEADER_SIZE or any(head)
+                    or not reads_under_header(f.read, path, size, header, i == len(names) - 1)):
+                continue
+        finally:
+            f.close()
+        if not dry_run:
+            with open(path, "r+b") as fh:
+                fh.write(header)
+                fh.flush()
+                os.fsync(fh.fileno())
+        res.done.append(f"restored the header of {path} from its name (its records read "
+                        "whole under it)")
+
+
 def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool) -> None:
-    """Cut a torn tail by opening the Log for writing (its recovery cuts it)."""
+    """Store lost segment headers again (_restore_headers), then cut a torn tail by
+    opening the Log for writing (its recovery cuts it)."""
+    _restore_headers(directory, res, dry_run)
     report = Report(directory, "log")
     verify_log_dir(directory, report)
     errors = [p for p in report.problems if p.severity == "error"]

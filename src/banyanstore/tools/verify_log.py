@@ -5,7 +5,9 @@ Classification follows :mod:`banyanstore.log.recovery`, so verify says what an
 open would do: damage with intact records after it is an *error* (an open
 refuses it); damage after the last intact record of the last segment is a
 torn tail, a *warning* (an open for writing cuts it); a last segment without
-a durable header is a *warning* (an open removes it).  A sealed segment is
+a durable header and nothing after it is a *warning* (an open removes it); a
+missing header with records after it is an *error* (``repair`` stores it again
+from the segment's name, see tools/repair.py).  A sealed segment is
 synced before its successor exists, so any damage in one is an error.  Zeros
 after the last record of a format-2 last segment are the space its writer
 reserved (a writer that is running, or died): counted, not a problem.
@@ -23,10 +25,10 @@ from ..log.format import (
     parse_header,
 )
 from ..log.reader import intact_fragment_after, iter_records
-from ..log.segment import scan_bounds
+from ..log.segment import HeaderNotWritten, read_missing_header, scan_bounds
 from .common import SEGMENT_NAME, Report, make_env
 
-__all__ = ["LogSummary", "verify_log_dir", "segment_names"]
+__all__ = ["LogSummary", "verify_log_dir", "segment_names", "reads_under_header"]
 
 OnRecord = Callable[[int, bytes, str, int], None]
 """``on_record(seq, data, segment path, offset)`` for every intact record."""
@@ -59,12 +61,19 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
         try:
             size = f.size
             head = f.read(0, HEADER_SIZE)
-            if last and (len(head) < HEADER_SIZE or not any(head)):
-                report.warning(path, f"last segment has no durable header ({size} bytes): its "
-                               "creation was interrupted; an open removes it", 0)
-                break
             try:
+                if len(head) < HEADER_SIZE or not any(head):
+                    head = read_missing_header(f.read, size, path)
                 first_seq, version = parse_header(head, path)
+            except HeaderNotWritten:
+                if last:
+                    report.warning(path, f"last segment has no durable header ({size} bytes): "
+                                   "its creation was interrupted; an open removes it", 0)
+                    break
+                report.error(path, "segment header missing (all zeros or cut short) while newer "
+                             "segments exist", 0)
+                expect = None
+                continue
             except CorruptionError as exc:
                 report.from_corruption(exc, path)
                 expect = None
@@ -88,6 +97,26 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
     report.count("log_segments", out.segments)
     report.count("log_records", out.records)
     return out
+
+
+def reads_under_header(read: Callable[[int, int], bytes], path: str, size: int, header: bytes,
+                       last: bool) -> bool:
+    """Whether the records of a segment whose own header is gone (``read`` reads it,
+    ``size`` bytes) read whole under ``header``: at least one record, the first at the
+    header's first seq, and no damage before an intact record (a torn tail is allowed
+    in the last segment).  What repair checks before storing a header again."""
+    first_seq, version = parse_header(header, path)
+
+    def patched(off: int, n: int) -> bytes:
+        data = read(off, n)
+        if off >= HEADER_SIZE:
+            return data
+        head = header[off:off + n]
+        return head + data[len(head):]
+    trial = Report(path, "log")
+    out = LogSummary()
+    _scan_segment(patched, path, first_seq, version, size, last, trial, None, out)
+    return out.records > 0 and not any(p.severity == "error" for p in trial.problems)
 
 
 def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, version: int,
