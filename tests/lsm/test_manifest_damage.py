@@ -213,3 +213,25 @@ def test_durable_flush_edit_lost_is_corruption(flushed: Path) -> None:
             banyanstore.open(flushed, read_only=ro, **OPTS)
         assert "wal" in str(info.value.path)
     assert len(table_files(flushed)) == 1
+
+
+def test_a_table_swapped_for_another_of_the_same_size_is_corruption(tmp_path: Path) -> None:
+    """A table file replaced by another table of exactly the size the manifest records
+    (here the newest flush by a copy of the oldest): its own properties (key range,
+    versions, entries) disagree with the manifest's, so both opens refuse it, naming the
+    file -- never serve the older table's values as the newer's."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as store:
+        for r in range(3):
+            for i in range(100):
+                store.put(key(i), b"round%d" % r)
+            store.flush()
+    files = table_files(path)
+    sizes = {(path / "tables" / f).stat().st_size for f in files}
+    assert len(files) == 3 and len(sizes) == 1
+    newest = path / "tables" / files[-1]
+    newest.write_bytes((path / "tables" / files[0]).read_bytes())
+    for ro in (True, False):
+        with pytest.raises(CorruptionError, match="the manifest says") as info:
+            banyanstore.open(path, read_only=ro, **OPTS)
+        assert info.value.path == str(newest)

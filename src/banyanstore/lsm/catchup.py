@@ -51,6 +51,7 @@ from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .manifest import FILE_HEADER, Manifest, ManifestState, apply_edits
 from .memtable import Memtable
+from .recovery import check_table
 from .timemap import TimeMap
 from .wal import check_version_order, decode
 
@@ -198,6 +199,11 @@ class CatchUp:
                     reader = TableReader(self._env, tpath, f, self._cache, True)
                 except BaseException:
                     f.close()
+                    raise
+                try:
+                    check_table(reader, info, tpath)
+                except BaseException:
+                    reader.close()
                     raise
                 reader.file_no = info.file_no
                 self.tables[info.file_no] = reader

@@ -38,11 +38,13 @@ from ..log.log import Log
 from ..options import Options
 from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
+from .edits import TableInfo
 from .manifest import Manifest, ManifestState
 from .tree import Tree
 from .wal import check_version_order, decode
 
-__all__ = ["open_wal", "missing_records", "check_orphans", "open_tables", "remove_orphans", "replay_wal"]
+__all__ = ["open_wal", "missing_records", "check_orphans", "open_tables", "check_table", "remove_orphans",
+           "replay_wal"]
 
 logger = logging.getLogger("banyanstore.recovery")
 TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")
@@ -131,6 +133,7 @@ def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) ->
                                           f"{info.file_size}", path=tpath)
                 reader = TableReader.open(env, tpath, cache)
                 opened.append(reader)
+                check_table(reader, info, tpath)
                 reader.file_no = info.file_no
                 readers.append(reader)
             readers.sort(key=lambda r: r.max_version, reverse=True)
@@ -140,6 +143,23 @@ def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) ->
             reader.close()
         raise
     return out
+
+
+def check_table(reader: TableReader, info: TableInfo, tpath: str) -> None:
+    """CorruptionError if the table's own properties (key range, versions, entries) are
+    not what the manifest recorded of it when it was written (both come from the same
+    TableMeta): another table's file under its name -- one of the same size, which the
+    size check cannot tell -- would otherwise serve that table's values as this one's."""
+    meta = reader.meta
+    for what, mine, said in (("smallest key", meta.smallest_key, info.smallest),
+                             ("largest key", meta.largest_key, info.largest),
+                             ("min version", meta.min_version, info.min_version),
+                             ("max version", meta.max_version, info.max_version),
+                             ("entry count", meta.entry_count, info.entries),
+                             ("tombstone count", meta.tombstone_count, info.tombstones)):
+        if mine != said:
+            raise CorruptionError(f"table's {what} is {mine!r}, the manifest says {said!r}: not "
+                                  "the table the manifest names", path=tpath)
 
 
 def remove_orphans(env: Env, path: str, state: ManifestState) -> list[str]:
