@@ -233,6 +233,35 @@ def test_error_if_exists(env_dir):
         assert log.last_seq == 1
 
 
+def test_a_stores_wal_opened_as_a_log_takes_the_stores_lock(tmp_path):
+    """A store's ``wal/`` opened as a Log for writing is a second writer of that store:
+    it takes the store's LOCK, so it and the store exclude each other (in this process or
+    another); a read-only Log open beside the store is fine."""
+    import banyanstore
+    path = str(tmp_path / "db")
+    store = banyanstore.open(path)
+    store.put(b"a", b"1")
+    with pytest.raises(StoreLockedError):
+        banyanstore.open_log(f"{path}/wal")
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import banyanstore
+        try:
+            banyanstore.open_log({path + "/wal"!r})
+        except banyanstore.StoreLockedError:
+            print("locked")
+        """)], capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "locked", child.stderr
+    with banyanstore.open_log(f"{path}/wal", read_only=True) as log:
+        assert log.last_seq >= 1
+    store.close()
+    with banyanstore.open_log(f"{path}/wal") as log:
+        with pytest.raises(StoreLockedError):
+            banyanstore.open(path)
+        assert log.last_seq >= 1
+    with banyanstore.open(path) as store:
+        assert store.get(b"a") == b"1"
+
+
 def test_second_writer_in_process(env_dir):
     env, root = env_dir
     with open_log(env, root) as log:

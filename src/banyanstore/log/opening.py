@@ -10,8 +10,10 @@
   -- a log is only created in an absent or empty directory.
 * Writers take ``<dir>/LOCK`` through ``env.lock`` (a second writer, in this
   process or another, gets :class:`~banyanstore.errors.StoreLockedError` at
-  once); ``read_only`` opens and embedded logs (``lock=False``: the LSM store
-  holds its own lock over the enclosing directory) take none.
+  once) -- a store's ``wal/`` takes the store's ``LOCK`` instead, so a Log writer
+  there and the store exclude each other; ``read_only`` opens and embedded logs
+  (``lock=False``: the LSM store holds its own lock over the enclosing directory)
+  take none.
 * If the Log builds the env (``env=None``), it owns it and closes it on close.
 
 >>> as_bytes(bytearray(b"ab"), "record")
@@ -76,7 +78,7 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
         else:
             _refuse_foreign(env, directory)
         if lock and not opts.read_only:
-            flock = env.lock(os.path.join(directory, "LOCK"))
+            flock = env.lock(_lock_path(env, directory))
         if opts.error_if_exists and any(n.endswith(".log") for n in env.listdir(directory)):
             raise LogExistsError(f"log {directory} already exists (error_if_exists=True)",
                                  path=directory, op="open", errno=errno.EEXIST)
@@ -87,6 +89,17 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
         if own_env:
             env.close()
         raise
+
+
+def _lock_path(env: Env, directory: str) -> str:
+    """The LOCK a writer of ``directory`` takes: its own, but a store's ``wal/`` takes the
+    store's (``<store>/LOCK``, which the store holds while open): a Log writer there is a
+    second writer of the store, so the two must exclude each other."""
+    path = os.path.abspath(directory)
+    parent = os.path.dirname(path)
+    if os.path.basename(path) == "wal" and env.exists(os.path.join(parent, "CURRENT")):
+        return os.path.join(parent, "LOCK")
+    return os.path.join(directory, "LOCK")
 
 
 def _refuse_foreign(env: Env, directory: str) -> None:
