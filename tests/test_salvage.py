@@ -306,3 +306,61 @@ def test_format1_tables_without_a_manifest_are_reported(format1_store: tuple[Pat
     assert all(loss.keyspace is None and loss.keys and loss.versions and loss.moved_to
                for loss in res.lost)
     assert contents(path) == {"default": {}}
+
+
+@pytest.fixture
+def three_flushes(tmp_path: Path) -> tuple[Path, list[Model]]:
+    """A closed store of three flushes (tables 2, 3, 4: versions 1-200, 201-400,
+    401-600), each rewriting every key; the model after each round."""
+    path = tmp_path / "three"
+    rounds: list[Model] = []
+    with banyanstore.open(path, io_mode="sync", compaction=False, block_size=1024) as s:
+        model: dict[bytes, bytes] = {}
+        for r in range(3):
+            for i in range(200):
+                key, value = b"k%03d" % i, b"r%d-%d" % (r, i) + b"x" * (i % 7 if r != 1 else 3)
+                s.put(key, value)
+                model[key] = value
+            s.flush()
+            rounds.append({"default": dict(model)})
+    assert [p.name for p in sorted((path / "tables").glob("*.sst"))] == [
+        "000002.sst", "000003.sst", "000004.sst"]
+    return path, rounds
+
+
+def test_table_overwritten_by_an_older_one_is_reported_lost(
+        three_flushes: tuple[Path, list[Model]], capsys: pytest.CaptureFixture[str]) -> None:
+    """The newest table overwritten with a copy of the oldest: the versions the manifest
+    says it held (401-600) are in no file any more.  repair reports them lost (exit 1),
+    keeps the genuine oldest table rather than calling it superseded by its copy, and
+    moves the copy to lost/."""
+    from banyanstore.cli import main
+    path, rounds = three_flushes
+    tables = path / "tables"
+    shutil.copyfile(tables / "000002.sst", tables / "000004.sst")
+    code = main(["repair", str(path)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert f"NOT recovered: {tables / '000004.sst'}, keyspace 'default'" in out, out
+    assert "versions 401..600" in out, out
+    assert "superseded" not in out, out
+    assert (tables / "000002.sst").exists()
+    assert any(p.name == "000004.sst" for p in lost_files(path))
+    assert out.rstrip().endswith("OK")
+    assert contents(path) == rounds[1]  # what the tables left still hold
+
+
+def test_table_overwritten_by_a_newer_one_is_reported_lost(
+        three_flushes: tuple[Path, list[Model]]) -> None:
+    """The oldest table overwritten with a copy of the newest: every key still reads its
+    newest value, but the versions 1-200 are gone (a read at an old version would differ),
+    so the loss is reported with the versions and keys the manifest recorded."""
+    path, rounds = three_flushes
+    tables = path / "tables"
+    shutil.copyfile(tables / "000004.sst", tables / "000002.sst")
+    res = repair(str(path))
+    assert [(loss.what, loss.keyspace, loss.versions, loss.keys) for loss in res.lost] == [
+        (str(tables / "000002.sst"), "default", (1, 200), (b"k000", b"k199"))], res.lost
+    assert not any("superseded" in d for d in res.done), res.done
+    assert contents(path) == rounds[2]
+    assert verify_path(str(path)).ok

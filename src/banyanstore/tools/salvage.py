@@ -16,10 +16,16 @@ What it reads:
 How it decides: per keyspace, tables are taken newest (highest file number) first,
 skipping one whose covered versions overlap a table already taken -- a merge's output
 covers its inputs' versions, so the output is kept and inputs a crash left behind are
-set aside, while a damaged output leaves its inputs to stand in for it.  WAL records
-whose versions no kept table of their keyspace covers are written to new tables (one
-per gap between kept tables, so version ranges stay disjoint).  The new manifest names
-exactly the kept and the new tables, and the store gets an empty WAL.
+set aside, while a damaged output leaves its inputs to stand in for it.  That order
+trusts a file's number only while the file is the table its number stands for: a file
+whose properties contradict what a manifest recorded for its number (another table's
+data copied over it) is taken after every other table, and set aside when they hold its
+versions.  WAL records whose versions no kept table of their keyspace covers are
+written to new tables (one per gap between kept tables, so version ranges stay
+disjoint).  Every table the manifest names must be accounted for: when its versions are
+in no kept table and not in the WAL -- the file is missing, damaged, or holds another
+table -- they are reported lost.  The new manifest names exactly the kept and the new
+tables, and the store gets an empty WAL.
 
 What it never does is delete: damaged, superseded and unplaceable tables, every old
 manifest, CURRENT and the old WAL are moved to ``lost/<UTC time>/``.  The result lists
@@ -52,7 +58,7 @@ from ..sstable.builder import TableBuilder
 from ..sstable.meta import TableMeta, TableOrigin
 from ..sstable.reader import TableReader
 from .common import TABLE_NAME, Report, make_env, show_bytes
-from .tables import verify_table
+from .tables import disagreements, verify_table
 from .verify_log import verify_log_dir
 
 __all__ = ["Loss", "Salvaged", "Hints", "read_hints", "salvage"]
@@ -184,6 +190,7 @@ class Found:
     problem: str | None  # the first damage found, None if intact
     keyspace: int | None
     covers: tuple[int, int] | None
+    replaced: str | None = None  # how it contradicts the manifest's record of its number
 
     @property
     def origin_name(self) -> str | None:
@@ -203,14 +210,27 @@ def _examine(path: str, file_no: int, hints: Hints) -> Found:
     except CorruptionError:
         pass
     info = hints.table_info.get(file_no)
+    replaced = _replaced(meta, info)
     keyspace, covers = None, None
     if meta is not None and meta.origin is not None:
         keyspace, covers = meta.origin.keyspace, (meta.origin.covers_min, meta.origin.covers_max)
-    elif info is not None:
+    elif info is not None and replaced is None:
         keyspace, covers = info.keyspace, (info.min_version, info.max_version)
     if covers is None and meta is not None:
         covers = (meta.min_version, meta.max_version)
-    return Found(file_no, path, meta, problem, keyspace, covers)
+    return Found(file_no, path, meta, problem, keyspace, covers, replaced)
+
+
+def _replaced(meta: TableMeta | None, info: TableInfo | None) -> str | None:
+    """How a readable table contradicts what a manifest recorded for its file number,
+    or None.  File numbers are never reused, so a contradiction means the file holds
+    another table's data (a copy over it), not the table its number stands for."""
+    if meta is None or info is None:
+        return None
+    found = disagreements(meta, info)
+    if meta.file_size != info.file_size:
+        found.append(f"table is {meta.file_size} bytes, the manifest says {info.file_size}")
+    return "; ".join(found[:2]) if found else None
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -245,6 +265,7 @@ class _Plan:
         self.wal_ranges: dict[int, list[tuple[bytes, bytes, int]]] = {}  # range tombstones
         self.wal_records = 0
         self.wal_samples: list[tuple[int, int]] = []
+        self.wal_spans: list[tuple[int, int]] = []  # runs of consecutive versions the WAL holds
         self.top_version = 0
         self.found: list[Found] = []
 
@@ -267,22 +288,10 @@ class _Plan:
                 candidates.setdefault(f.keyspace, []).append(f)
         for ks, tables in candidates.items():
             kept = self.kept.setdefault(ks, [])
-            for f in sorted(tables, key=lambda t: t.file_no, reverse=True):
-                assert f.covers is not None
-                newer = [k for k in kept if k.covers is not None and _overlaps(k.covers, f.covers)]
-                if not newer:
-                    kept.append(f)
-                    continue
-                by = ", ".join(f"{k.file_no:06d}" for k in newer)
-                gaps = _uncovered(f.covers, [k.covers for k in kept if k.covers is not None])
-                if not gaps:
-                    self.aside.append((f, f"superseded by table {by}, which covers its versions "
-                                          "(a merge left its input behind)"))
-                else:
-                    self.aside.append((f, f"overlaps newer table {by}"))
-                    for lo, hi in gaps:
-                        self.lost.append(self._loss(f, f"versions only this table held, but it "
-                                                       f"overlaps newer table {by}", (lo, hi)))
+            # Newest first, as a merge's output outranks its inputs -- but a file that is
+            # not the table its number stands for has no place in that order: last.
+            for f in sorted(tables, key=lambda t: (t.replaced is None, t.file_no), reverse=True):
+                self._take(f, kept)
         for f in found:
             if f.keyspace is not None and f.keyspace in self.hints.dropped:
                 continue  # set aside above
@@ -291,21 +300,52 @@ class _Plan:
             elif f.keyspace is None:
                 self.lost.append(self._loss(f, "a format-1 table (no origin) that no readable "
                                                "manifest names: its keyspace is unknown"))
-        self._missing({f.file_no for f in found})
 
-    def _missing(self, present: set[int]) -> None:
-        """Tables the best manifest names that are not there (and no kept table covers)."""
+    def _take(self, f: Found, kept: list[Found]) -> None:
+        """Keep ``f`` unless the tables already kept (newer, and not contradicted by a
+        manifest, unless ``f`` is) hold versions it stands for."""
+        assert f.covers is not None
+        newer = [k for k in kept if k.covers is not None and _overlaps(k.covers, f.covers)]
+        if not newer:
+            kept.append(f)
+            return
+        by = ", ".join(f"{k.file_no:06d}" for k in newer)
+        gaps = _uncovered(f.covers, [k.covers for k in kept if k.covers is not None])
+        if f.replaced is not None and not gaps:
+            self.aside.append((f, f"not the table the manifest names under its number "
+                                  f"({f.replaced}); the versions it holds, "
+                                  f"{f.covers[0]}..{f.covers[1]}, are in table {by}"))
+        elif not gaps:
+            # Origins are laminar -- a table's covered versions hold or lie apart from
+            # another's -- so a newer table covering these descends from this one.
+            self.aside.append((f, f"superseded by table {by}, which covers its versions "
+                                  "(a merge left its input behind)"))
+        else:
+            self.aside.append((f, f"overlaps newer table {by}"))
+            for lo, hi in gaps:
+                self.lost.append(self._loss(f, f"versions only this table held, but it "
+                                               f"overlaps newer table {by}", (lo, hi)))
+
+    def account_for_named(self) -> None:
+        """Tables the best manifest names whose versions no kept table and no WAL record
+        holds: their file is missing, or holds another table's data (a damaged one is
+        reported as damaged).  REQUIRES: choose_tables and read_wal ran."""
         h = self.hints.state
+        found = {f.file_no: f for f in self.found}
         for ks, ts in (h.tables.items() if h is not None else ()):
             if ks in self.hints.dropped:
                 continue  # a manifest from before the drop: its tables are deleted on purpose
-            kept = [k.covers for k in self.kept.get(ks, []) if k.covers is not None]
+            held = [k.covers for k in self.kept.get(ks, []) if k.covers is not None] + self.wal_spans
             for n, info in sorted(ts.items()):
+                f = found.get(n)
                 span = (info.min_version, info.max_version)
-                if n not in present and _uncovered(span, kept):
-                    self.lost.append(Loss(os.path.join(self.store, "tables", f"{n:06d}.sst"),
-                                          "named by the manifest, but missing",
-                                          self.keyspace_name(ks), (info.smallest, info.largest), span))
+                if (f is not None and f.replaced is None) or not _uncovered(span, held):
+                    continue
+                why = ("named by the manifest, but missing" if f is None else
+                       f"named by the manifest, but the file holds another table ({f.replaced}): "
+                       "the table the manifest names is gone")
+                self.lost.append(Loss(os.path.join(self.store, "tables", f"{n:06d}.sst"), why,
+                                      self.keyspace_name(ks), (info.smallest, info.largest), span))
 
     def _named_only(self, f: Found) -> bool:
         """A format-1 table, when a complete manifest exists, counts only if it names it."""
@@ -389,6 +429,11 @@ class _Plan:
                 return
             self.wal_records += 1
             self.top_version = max(self.top_version, version)
+            spans = self.wal_spans
+            if spans and spans[-1][1] + 1 == version:
+                spans[-1] = (spans[-1][0], version)
+            else:
+                spans.append((version, version))
             if ms >= next_sample:
                 self.wal_samples.append((version, ms // 1000))
                 next_sample = (ms // 1000 + 1) * 1000
@@ -446,6 +491,7 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
     plan = _Plan(store, hints)
     plan.choose_tables()
     plan.read_wal()
+    plan.account_for_named()
     plan.name_keyspaces()
     new_tables = plan.wal_tables()
     verb = "would " if dry_run else ""

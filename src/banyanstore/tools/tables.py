@@ -23,7 +23,7 @@ from ..sstable.format import unwrap_block
 from ..sstable.reader import TableReader
 from .common import EXIT_OK, Failure, Output, Report, UsageError, make_env, parse_key, show_bytes
 
-__all__ = ["verify_table", "cmd_dump_table", "table_properties"]
+__all__ = ["verify_table", "disagreements", "cmd_dump_table", "table_properties"]
 
 
 def verify_table(path: str, report: Report, info: TableInfo | None = None) -> None:
@@ -52,17 +52,23 @@ def verify_table(path: str, report: Report, info: TableInfo | None = None) -> No
 
 
 def _compare(path: str, meta: Any, info: TableInfo, report: Report) -> None:
-    pairs = [("smallest key", meta.smallest_key, info.smallest),
-             ("largest key", meta.largest_key, info.largest),
-             ("min version", meta.min_version, info.min_version),
+    for message in disagreements(meta, info):
+        report.error(path, message)
+
+
+def disagreements(meta: Any, info: TableInfo) -> list[str]:
+    """Where the table's properties (``meta``) differ from what the manifest recorded
+    for its file (``info``), the file size aside: each as a message."""
+    pairs = [("min version", meta.min_version, info.min_version),
              ("max version", meta.max_version, info.max_version),
+             ("smallest key", meta.smallest_key, info.smallest),
+             ("largest key", meta.largest_key, info.largest),
              ("entry count", meta.entry_count, info.entries),
              ("tombstone count", meta.tombstone_count, info.tombstones)]
     if meta.origin is not None:
         pairs.append(("keyspace", meta.origin.keyspace, info.keyspace))
-    for what, in_table, in_manifest in pairs:
-        if in_table != in_manifest:
-            report.error(path, f"{what} is {in_table!r} in the table, {in_manifest!r} in the manifest")
+    return [f"{what} is {in_table!r} in the table, {in_manifest!r} in the manifest"
+            for what, in_table, in_manifest in pairs if in_table != in_manifest]
 
 
 def _check_blocks(reader: TableReader, path: str, report: Report) -> int:
