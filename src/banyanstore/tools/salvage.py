@@ -10,8 +10,9 @@ What it reads:
   sstable/meta.py); a format-1 table's keyspace comes from a manifest that names it;
 * **hints** -- every manifest file (``MANIFEST-*``, and those an earlier salvage
   moved to ``lost/``), replayed up to its first damaged edit: keyspace names, TTLs,
-  the history floor, the time map, the keyspaces of format-1 tables;
-* **the WAL** -- every intact record of every segment.
+  the history floor, what its edits prove about write times, the keyspaces of
+  format-1 tables;
+* **the WAL** -- every intact record of every segment (each with its write time).
 
 How it decides: per keyspace, tables are taken newest (highest file number) first,
 skipping one whose covered versions overlap a table already taken -- a merge's output
@@ -26,6 +27,14 @@ disjoint).  Every table the manifest names must be accounted for: when its versi
 in no kept table and not in the WAL -- the file is missing, damaged, or holds another
 table -- they are reported lost.  The new manifest names exactly the kept and the new
 tables, and the store gets an empty WAL.
+
+Write times (the time map behind TTLs and ``history_retention``, lsm/timemap.py): the
+samples of lost manifest edits are gone, and a version the map cannot place would
+count as written before every sample -- expired under any TTL.  So the new map dates
+each version by an upper bound on its write time that the surviving edits and WAL
+records prove (``_TimeChain``, ``_time_samples``), and a version nothing bounds as
+written when the salvage runs: entries expire late, never early, and the report says
+which versions were dated so.
 
 What it never does is delete: damaged, superseded and unplaceable tables, every old
 manifest, CURRENT and the old WAL are moved to ``lost/<UTC time>/``.  The result lists
@@ -47,6 +56,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from ..errors import CorruptionError
@@ -118,23 +128,75 @@ class Hints:
     dropped: set[int] = field(default_factory=set)  # keyspace ids any manifest dropped
     table_info: dict[int, TableInfo] = field(default_factory=dict)  # live in any manifest
     numbers: set[int] = field(default_factory=set)  # manifest file numbers seen
+    times: list[tuple[int, int]] = field(default_factory=list)  # write-time bounds, any manifest
 
 
-def _replay_prefix(data: bytes, path: str) -> tuple[ManifestState | None, bool]:
+@dataclass
+class _TimeChain:
+    """What one manifest's edits, walked in order, prove about write times: bounds
+    ``(version, second)`` meaning "committed in ``second`` or earlier".
+
+    Only a flush edit (and a manifest's first edit, the whole state) carries time
+    samples: those noted since the last persisted one -- for every version up to its
+    ``flushed_version``, noted as the version was written (lsm/writer.py).  Between two
+    samples of one edit no second began, and so up to the edit's ``flushed_version``
+    after its last sample at or below it.  Across edits this holds only when no flush
+    edit between them is lost: the first version of a flush edit's tables is one past
+    the previous flush's ``flushed_version`` exactly when that flush came right before
+    it.  A manifest read only up to its damage, or missing an edit, so proves nothing
+    for the versions after its last provable bound.
+    """
+
+    bounds: list[tuple[int, int]] = field(default_factory=list)
+    last: tuple[int, int] | None = None  # the newest sample persisted, while the chain holds
+    flushed: int | None = None  # the flushed_version of the last edit carrying samples
+
+    def add(self, edit: dict[str, Any], first: bool) -> None:
+        """Take one applied edit (``first``: the manifest's first, the whole state)."""
+        raw, flushed = edit.get("time_map"), edit.get("flushed_version")
+        if not isinstance(raw, list) or type(flushed) is not int:
+            return  # not a flush: it persists no samples
+        run = [(int(v), int(s)) for v, s in raw]
+        self.bounds += run
+        self.bounds += [(nxt[0] - 1, cur[1]) for cur, nxt in pairwise(run)]
+        below = [p for p in run if p[0] <= flushed]
+        if below:
+            self.bounds.append((flushed, below[-1][1]))
+        follows = not first and self.flushed is not None and _first_version(edit) == self.flushed + 1
+        if follows and self.last is not None:  # the last persisted sample's second goes on
+            self.bounds.append((run[0][0] - 1 if run else flushed, self.last[1]))
+        if run:
+            self.last = run[-1]
+        elif not (first or follows):
+            self.last = None
+        self.flushed = flushed
+
+
+def _first_version(edit: dict[str, Any]) -> int | None:
+    """The oldest version among the tables a flush edit adds."""
+    tables = edit.get("add_tables")
+    versions = [t.get("min_v") for t in tables if isinstance(t, dict)] if isinstance(tables, list) else []
+    return min((v for v in versions if type(v) is int), default=None)
+
+
+def _replay_prefix(data: bytes, path: str) -> tuple[ManifestState | None, bool, list[tuple[int, int]]]:
     """The state of a manifest's edits up to its first damaged one; whether it got to
-    the end.  None if not even the first edit is usable."""
-    state, applied = ManifestState(), 0
+    the end; the write-time bounds those edits prove.  None if not even the first edit
+    is usable."""
+    state, applied, times = ManifestState(), 0, _TimeChain()
     try:
         for rec in walk_manifest(data, path):
             if rec.edit is None:
                 break
-            edits = expand_snapshot(rec.edit, state) if rec.offset == FILE_HEADER.size else [rec.edit]
+            first = rec.offset == FILE_HEADER.size
+            edits = expand_snapshot(rec.edit, state) if first else [rec.edit]
             for e in edits:
                 state.apply(e)
+            times.add(rec.edit, first)
             applied += 1
     except (CorruptionError, EditError):
-        return (state if applied else None), False
-    return (state if applied else None), True
+        return (state if applied else None), False, times.bounds
+    return (state if applied else None), True, times.bounds
 
 
 def _manifest_paths(store: str) -> list[tuple[str, bool]]:
@@ -159,7 +221,8 @@ def read_hints(store: str, current: str | None) -> Hints:
         number = int(m.group(1))
         hints.numbers.add(number)
         with open(path, "rb") as f:
-            state, complete = _replay_prefix(f.read(), path)
+            state, complete, times = _replay_prefix(f.read(), path)
+        hints.times += times
         if state is None:
             continue
         ranked.append(((complete, in_store, os.path.basename(path) == current, number), path, state))
@@ -264,7 +327,8 @@ class _Plan:
         self.wal_entries: dict[int, list[tuple[bytes, int, bytes | None]]] = {}
         self.wal_ranges: dict[int, list[tuple[bytes, bytes, int]]] = {}  # range tombstones
         self.wal_records = 0
-        self.wal_samples: list[tuple[int, int]] = []
+        self.wal_times: list[tuple[int, int]] = []  # (version, second): each second's first and last
+        self.time_map: list[tuple[int, int]] = []  # the salvaged store's (date_versions)
         self.wal_spans: list[tuple[int, int]] = []  # runs of consecutive versions the WAL holds
         self.top_version = 0
         self.found: list[Found] = []
@@ -418,10 +482,8 @@ class _Plan:
             return
         covers = {ks: sorted(k.covers for k in ts if k.covers is not None) for ks, ts in self.kept.items()}
         report = Report(wal, "log")
-        next_sample = 0
 
         def on_record(seq: int, data: bytes, seg: str, offset: int) -> None:
-            nonlocal next_sample
             try:
                 version, ms, ops, ranges = decode(data, f"{seg} (record {seq})")
             except CorruptionError as exc:
@@ -434,9 +496,7 @@ class _Plan:
                 spans[-1] = (spans[-1][0], version)
             else:
                 spans.append((version, version))
-            if ms >= next_sample:
-                self.wal_samples.append((version, ms // 1000))
-                next_sample = (ms // 1000 + 1) * 1000
+            self._note_time(version, ms // 1000)
             def held(ks: int) -> bool:  # whether a kept table holds this record's writes to ks
                 spans = covers.get(ks, [])
                 i = bisect.bisect_right(spans, (version, 1 << 64)) - 1
@@ -460,6 +520,28 @@ class _Plan:
             self.lost.append(Loss(wal, f"WAL records {h.wal_seq}..{summary.first_seq - 1} are missing "
                                        "(the manifest still needed them)"))
 
+    def _note_time(self, version: int, second: int) -> None:
+        """A WAL record's write time: kept as the first and the last version of each
+        second (between them, the versions of that second)."""
+        times = self.wal_times
+        if len(times) >= 2 and times[-1][1] == times[-2][1] == second:
+            times[-1] = (version, second)
+        else:
+            times.append((version, second))
+
+    def date_versions(self, now: int) -> None:
+        """The salvaged store's time map (``time_map``): every version dated no earlier
+        than it was written; a note names the versions nothing dates, counted as
+        written ``now``."""
+        top = max([self.top_version] + [f.meta.max_version for ts in self.kept.values() for f in ts
+                                        if f.meta is not None])
+        self.time_map, undated = _time_samples(self.hints.times + self.wal_times, top, now)
+        if undated is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(undated[2]))
+            self.notes.append(f"no surviving manifest edit or WAL record says when versions "
+                              f"{undated[0]}..{undated[1]} were written: they count as written at "
+                              f"{when} (this salvage), so TTLs and history_retention run from then")
+
     def wal_tables(self) -> list[tuple[int, list[tuple[bytes, int, bytes | None]],
                                        list[tuple[bytes, bytes, int]]]]:
         """The WAL entries and range tombstones no kept table holds, grouped into new
@@ -481,6 +563,36 @@ class _Plan:
         return out
 
 
+def _time_samples(bounds: list[tuple[int, int]], top: int,
+                  now: int) -> tuple[list[tuple[int, int]], tuple[int, int, int] | None]:
+    """Time-map samples (lsm/timemap.py) dating each version ``1..top`` the earliest
+    second a bound ``(version, second)`` at or above it allows -- no earlier than it was
+    written -- and the versions above every bound ``now`` (or later, to stay ascending);
+    and those versions with their second, if any.
+
+    >>> _time_samples([(1, 100), (5, 100), (9, 103)], 12, 200)
+    ([(1, 100), (6, 103), (10, 200)], (10, 12, 200))
+    >>> _time_samples([], 50, 200)
+    ([(1, 200)], (1, 50, 200))
+    """
+    limits: list[tuple[int, int]] = []
+    for v, s in sorted(bounds, reverse=True):  # each version's bound: the least at or above it
+        limits.append((v, min(s, limits[-1][1]) if limits else s))
+    samples: list[tuple[int, int]] = []
+    lo = 1  # the lowest version not dated yet
+    for v, s in reversed(limits):
+        if v < lo:
+            continue
+        if not samples or s > samples[-1][1]:
+            samples.append((lo, s))
+        lo = v + 1
+    if lo > top:
+        return samples, None
+    if not samples or now > samples[-1][1]:
+        samples.append((lo, now))
+    return samples, (lo, top, samples[-1][1])
+
+
 # -- the salvage --------------------------------------------------------------------------------
 
 def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> Salvaged:
@@ -493,6 +605,7 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
     plan.read_wal()
     plan.account_for_named()
     plan.name_keyspaces()
+    plan.date_versions(int(time.time()))
     new_tables = plan.wal_tables()
     verb = "would " if dry_run else ""
     out.done.append(f"salvage ({reason}): {verb}rebuild the manifest from "
@@ -602,8 +715,7 @@ def _new_state(plan: _Plan, next_no: int) -> ManifestState:
     floor = max([f.meta.origin.history_floor for ts in plan.kept.values() for f in ts
                  if f.meta is not None and f.meta.origin is not None]
                 + [h.history_floor if h is not None else 0])
-    samples = sorted(set((h.time_map.samples if h is not None else []) + plan.wal_samples))
     state.apply({"add_tables": [i.to_json() for i in infos], "next_file": next_no,
                  "last_version": top, "flushed_version": top, "wal_seq": 1,
-                 "history_floor": min(floor, top), "time_map": [list(s) for s in samples]})
+                 "history_floor": min(floor, top), "time_map": [list(s) for s in plan.time_map]})
     return state
