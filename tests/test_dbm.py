@@ -3,6 +3,7 @@ standard library's dbm modules replace -- never somebody else's data."""
 
 from __future__ import annotations
 
+import array
 import os
 from pathlib import Path
 
@@ -60,3 +61,15 @@ def test_n_does_not_delete_a_database_open_elsewhere(tmp_path: Path) -> None:
         assert store.get(b"k") == b"v"
     with bdbm.open(path, "r") as db:
         assert db["k"] == b"v"
+
+
+def test_keys_and_values_are_str_or_any_bytes_like_object(tmp_path: Path) -> None:
+    """As for the store: array.array (any C-contiguous buffer) is bytes-like; a strided
+    view and a non-buffer are TypeErrors naming the argument."""
+    with bdbm.open(tmp_path / "db", "c") as db:
+        db[array.array("B", b"k")] = array.array("B", b"v")
+        assert db["k"] == b"v" and array.array("B", b"k") in db
+        with pytest.raises(TypeError, match="key"):
+            db[memoryview(b"abcd")[::2]] = b"v"
+        with pytest.raises(TypeError, match="value"):
+            db["k"] = 5

@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["as_path", "as_bytes", "as_keys", "check_bool", "check_sync", "check_seconds",
+__all__ = ["as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync", "check_seconds",
            "check_limit", "check_int"]
 
 
@@ -49,18 +49,57 @@ def as_path(path: object, name: str = "path") -> str:
 
 
 def as_bytes(obj: object, name: str) -> bytes:
-    """``obj`` as ``bytes`` (bytes-like objects are copied); TypeError naming ``name``
-    otherwise."""
+    """``obj`` as ``bytes``: a ``bytes`` as is, any other bytes-like object copied.
+    Bytes-like means Python's glossary: an object with a C-contiguous buffer (``bytes``,
+    ``bytearray``, ``memoryview``, ``array.array``, ``mmap``, ...); a str, an object
+    without a buffer or a non-contiguous view is a TypeError naming ``name``.
+
+    >>> import array
+    >>> as_bytes(array.array("B", b"key"), "key"), as_bytes(memoryview(b"v"), "value")
+    (b'key', b'v')
+    >>> as_bytes(memoryview(b"abcd")[::2], "key")
+    Traceback (most recent call last):
+    ...
+    TypeError: key must be bytes-like (a C-contiguous buffer), not a non-contiguous memoryview
+    >>> as_bytes("key", "key")
+    Traceback (most recent call last):
+    ...
+    TypeError: key must be bytes-like, not str (encode it first)
+    """
     if type(obj) is bytes:
         return obj
-    if isinstance(obj, (bytes, bytearray, memoryview)):
+    if isinstance(obj, (bytes, bytearray)):
         return bytes(obj)
-    raise TypeError(f"{name} must be bytes-like, not {type(obj).__name__}")
+    if isinstance(obj, str):
+        raise TypeError(f"{name} must be bytes-like, not str (encode it first)")
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be bytes-like, not {type(obj).__name__}") from None
+    with view:  # released at once: the caller may resize or close its buffer afterwards
+        if not view.c_contiguous:
+            raise TypeError(f"{name} must be bytes-like (a C-contiguous buffer), not a "
+                            f"non-contiguous {type(obj).__name__}")
+        return view.tobytes()
+
+
+def is_buffer(obj: object) -> bool:
+    """Whether ``obj`` exposes a buffer (a bytes-like object, or a strided view of one)."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return True
+    try:
+        memoryview(obj).release()  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
 
 
 def as_keys(keys: object) -> list[bytes]:
-    """The ``keys`` argument of ``multi_get``: an iterable of bytes-like keys."""
-    if isinstance(keys, (bytes, bytearray, memoryview, str)) or not isinstance(keys, Iterable):
+    """The ``keys`` argument of ``multi_get``: an iterable of bytes-like keys (a single
+    key -- a str or any object with a buffer, whose iteration gives characters or ints --
+    is refused)."""
+    if (type(keys) is not list and type(keys) is not tuple
+            and (isinstance(keys, str) or not isinstance(keys, Iterable) or is_buffer(keys))):
         raise TypeError(f"keys must be an iterable of bytes-like keys, not {type(keys).__name__}")
     return [as_bytes(k, "key") for k in keys]
 

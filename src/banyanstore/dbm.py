@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from .arguments import as_path
+from .arguments import as_bytes, as_path, is_buffer
 from .errors import BanyanStoreError
 from .io.posix import PosixEnv
 
@@ -42,9 +42,11 @@ _MISSING = object()
 def _encode(obj: Any, name: str) -> bytes:
     if isinstance(obj, str):
         return obj.encode("utf-8")
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj)
-    raise TypeError(f"dbm {name} must be str or bytes-like, not {type(obj).__name__}")
+    if type(obj) is bytes:
+        return obj
+    if not is_buffer(obj):
+        raise TypeError(f"dbm {name} must be str or bytes-like, not {type(obj).__name__}")
+    return as_bytes(obj, f"dbm {name}")  # copied; a non-contiguous view is refused
 
 
 class BanyanDbm(MutableMapping[Any, bytes]):

@@ -3,7 +3,9 @@ the argument or the file), never a wrong answer and never an unrelated exception
 
 from __future__ import annotations
 
+import array
 import asyncio
+import mmap
 import subprocess
 import sys
 import textwrap
@@ -106,6 +108,92 @@ def test_bytes_like_arguments_are_copied(store: Any) -> None:
     with store.batch() as b:
         b.put(memoryview(b"bk"), bytearray(b"bv"), keyspace="index")
     assert store.keyspace("index").get(bytearray(b"bk")) == b"bv"
+
+
+def _array(data: bytes) -> array.array:
+    return array.array("B", data)
+
+
+def _mmap(data: bytes) -> mmap.mmap:
+    m = mmap.mmap(-1, len(data))
+    m.write(data)
+    return m
+
+
+@pytest.mark.parametrize("make", [_array, _mmap, bytearray, memoryview, lambda d: memoryview(_array(d))],
+                         ids=["array", "mmap", "bytearray", "memoryview", "memoryview-of-array"])
+def test_every_bytes_like_object_is_a_key_and_a_value(store: Any, make: Callable[[bytes], Any]) -> None:
+    """Any object with a C-contiguous buffer (array.array and mmap too, not only bytearray
+    and memoryview) is accepted wherever a key, a bound or a value is, in both engines,
+    and copied: the store keeps no reference to (no export of) the caller's buffer."""
+    idx = store.keyspace("index")
+    store.put(make(b"k1"), make(b"v1"))
+    idx.put(make(b"k1"), make(b"i1"))
+    with store.batch() as b:
+        b.put(make(b"k2"), make(b"v2"))
+        b.put(make(b"k3"), make(b"v3"), keyspace="index")
+        b.delete(make(b"k3"))
+        b.delete_range(make(b"x"), make(b"y"))
+    store[make(b"k4")] = make(b"v4")
+    assert store.get(make(b"k1")) == b"v1" and idx.get(make(b"k1")) == b"i1"
+    assert make(b"k2") in store and store[make(b"k4")] == b"v4"
+    assert store.multi_get([make(b"k1"), make(b"k2"), make(b"k3")]) == [b"v1", b"v2", None]
+    assert list(store.scan(make(b"k2"), make(b"k4"))) == [(b"k2", b"v2")]
+    assert list(store.scan(prefix=make(b"k"), keys_only=True)) == [b"k1", b"k2", b"k4"]
+    assert [v for _, v in store.history(make(b"k1"))] == [b"v1"]
+    assert store.approximate_count(make(b"k2")) == store.approximate_count(b"k2") == 3
+    with store.snapshot() as snap:
+        assert snap.get(make(b"k2")) == b"v2" and snap.multi_get([make(b"k4")]) == [b"v4"]
+        assert list(snap.scan(start=make(b"k4"))) == [(b"k4", b"v4")]
+        assert snap.get(make(b"k3"), keyspace="index") == b"v3"
+    assert store.delete(make(b"k4")) and store.get(b"k4") is None
+    assert store.delete_range(make(b"k1"), make(b"k2")) and store.get(b"k1") is None
+    store.compact(start=make(b"a"), end=make(b"z"))
+    assert list(store.items()) == [(b"k2", b"v2")]
+    buffers = [make(b"k5"), make(b"v5")]
+    store.put(*buffers)
+    for buf in buffers:  # no export left behind: the caller may resize or close it
+        if isinstance(buf, mmap.mmap):
+            buf.close()
+        elif isinstance(buf, bytearray):
+            buf.extend(b"!")
+    assert store.get(b"k5") == b"v5"
+
+
+@pytest.mark.parametrize("call, argname", [
+    (lambda s: s.put(memoryview(b"abcdef")[::2], b"v"), "key"),
+    (lambda s: s.put(b"k", memoryview(b"abcdef")[::2]), "value"),
+    (lambda s: s.get(memoryview(b"abcdef")[::-1]), "key"),
+    (lambda s: s.delete(memoryview(b"abcdef")[::2]), "key"),
+    (lambda s: s.multi_get([memoryview(b"abcdef")[::2]]), "key"),
+    (lambda s: list(s.scan(memoryview(b"abcdef")[::2])), "start"),
+    (lambda s: s.batch().put(b"k", memoryview(b"abcdef")[::2]), "value"),
+    (lambda s: s.put(b"k", object()), "value"),
+    (lambda s: s.put(b"k", 3), "value"),
+    (lambda s: s.multi_get(array.array("B", b"ab")), "keys"),
+    (lambda s: s.multi_get(_mmap(b"ab")), "keys"),
+], ids=["nc-key", "nc-value", "nc-get", "nc-delete", "nc-multi_get", "nc-start", "nc-batch", "object",
+        "int", "multi_get-array", "multi_get-mmap"])
+def test_non_contiguous_and_non_buffer_arguments_are_refused(store: Any, call: Callable[[Any], Any],
+                                                             argname: str) -> None:
+    """A bytes-like object has a C-contiguous buffer: a strided view is not one (its
+    bytes are not the buffer's), nor is an object without a buffer; a single buffer
+    where an iterable of keys belongs is refused as ``bytes`` is."""
+    before = store.version
+    with pytest.raises(TypeError, match=argname):
+        call(store)
+    assert store.version == before
+
+
+def test_log_records_follow_the_same_rule(tmp_path: Path) -> None:
+    with banyanstore.open_log(tmp_path / "log", io_mode="sync", wal_sync="never") as log:
+        assert log.get(log.append(_mmap(b"m"))) == b"m"
+        assert log.append_many([_array(b"a"), _mmap(b"b")]) == 3
+        with pytest.raises(TypeError, match="record"):
+            log.append(memoryview(b"abcdef")[::2])
+        with pytest.raises(TypeError, match="records"):
+            log.append_many(_array(b"ab"))
+        assert list(log.read()) == [(1, b"m"), (2, b"a"), (3, b"b")]
 
 
 def test_empty_key_and_value_round_trip(store: Any) -> None:

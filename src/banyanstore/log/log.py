@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import shutdown
-from ..arguments import as_path, check_bool, check_int, check_sync
+from ..arguments import as_bytes, as_path, check_bool, check_int, check_sync, is_buffer
 from ..errors import (
     LogRangeError,
     StoreClosedError,
@@ -64,7 +64,7 @@ from .catalog import SegmentCatalog
 from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
 from .follow import catch_up
 from .format import HEADER_SIZE, VERSION, ZERO_TAIL_VERSION
-from .opening import LogExistsError, LogNotFoundError, as_bytes, opened_directory
+from .opening import LogExistsError, LogNotFoundError, opened_directory
 from .reads import LogView
 from .recovery import recover
 from .segment import Segment, SparseIndex, create_segment, segment_name
@@ -253,7 +253,7 @@ class Log(LogView, AsyncAppends):
         """Append records in order under one lock; return the seq of the last one
         (``last_seq`` unchanged if ``records`` is empty)."""
         check_sync(sync)
-        if isinstance(records, (bytes, bytearray, memoryview, str)):
+        if isinstance(records, str) or is_buffer(records):
             raise TypeError("records must be an iterable of bytes-like records, not a single "
                             f"{type(records).__name__}")
         if not isinstance(records, Iterable):

@@ -1,4 +1,4 @@
-"""Opening a log directory (env, existence checks, the LOCK file) and argument checks.
+"""Opening a log directory (env, existence checks, the LOCK file).
 
 * A missing directory is created (and its parent synced, so the name is
   durable) unless ``create_if_missing=False`` or ``read_only=True``: then
@@ -15,13 +15,6 @@
   (``lock=False``: the LSM store holds its own lock over the enclosing directory)
   take none.
 * If the Log builds the env (``env=None``), it owns it and closes it on close.
-
->>> as_bytes(bytearray(b"ab"), "record")
-b'ab'
->>> as_bytes("ab", "record")
-Traceback (most recent call last):
-...
-TypeError: record must be bytes-like, not str (encode it first)
 """
 
 from __future__ import annotations
@@ -30,14 +23,13 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from ..errors import NotAStoreError, StorageIOError
 from ..io.base import Env, FileLock
 from ..options import Options
 from .segment import parse_segment_name
 
-__all__ = ["LogNotFoundError", "LogExistsError", "as_bytes", "opened_directory"]
+__all__ = ["LogNotFoundError", "LogExistsError", "opened_directory"]
 
 
 class LogNotFoundError(StorageIOError, FileNotFoundError):
@@ -46,16 +38,6 @@ class LogNotFoundError(StorageIOError, FileNotFoundError):
 
 class LogExistsError(StorageIOError, FileExistsError):
     """The log already holds segments and ``error_if_exists=True``."""
-
-
-def as_bytes(value: Any, name: str) -> bytes:
-    """A private ``bytes`` copy of a bytes-like ``value``; ``TypeError`` naming ``name`` otherwise."""
-    if isinstance(value, str):
-        raise TypeError(f"{name} must be bytes-like, not str (encode it first)")
-    try:
-        return bytes(memoryview(value))  # copy: the caller may reuse its buffer
-    except TypeError:
-        raise TypeError(f"{name} must be bytes-like, not {type(value).__name__}") from None
 
 
 @contextmanager
