@@ -4,6 +4,8 @@ stores, keyspaces, snapshots and read-only stores, from memtables and tables."""
 
 from __future__ import annotations
 
+import array
+
 import pytest
 
 import banyanstore
@@ -80,8 +82,53 @@ def test_membership_is_a_point_lookup_inside_the_bounds(store):
     assert b"v11" not in store.values(end=_key(11))
     with pytest.raises(TypeError, match="key"):
         "k00011" in keys  # noqa: B015
-    with pytest.raises(TypeError, match="item"):
-        _key(11) in items  # noqa: B015
+    with pytest.raises(TypeError, match="key"):
+        ("k00011", b"v11") in items  # noqa: B015
+    assert _key(11) not in items  # not a (key, value) pair: not an item, as for a dict
+
+
+def _views(target):
+    """Bounded views of a store, keyspace or snapshot holding b"bb" -> b"1"."""
+    return [target.keys(start=b"a"), target.keys(end=b"c"), target.keys(prefix=b"b"),
+            target.items(start=b"b", end=b"c"), target.items(prefix=b"bb"), target.values(start=b"a")]
+
+
+@pytest.mark.parametrize("make", [bytes, bytearray, memoryview, lambda d: array.array("B", d)],
+                         ids=["bytes", "bytearray", "memoryview", "array"])
+def test_bounded_views_take_any_bytes_like_key(store, make):
+    """``key in view`` and ``(key, value) in view`` take every bytes-like key (and value)
+    that ``get`` takes, inside bounds as outside them -- on stores, keyspaces and
+    snapshots -- and answer as for ``bytes``."""
+    store[b"bb"] = b"1"
+    store[b"d"] = b"2"
+    index = store.keyspace("index")
+    index[b"bb"] = b"1"
+    with store.snapshot() as snap:
+        for target in (store, index, snap):
+            keys_a, keys_c, keys_b, items, items_bb, values = _views(target)
+            for view in (keys_a, keys_c, keys_b):
+                assert make(b"bb") in view
+            assert make(b"d") not in keys_c and make(b"d") not in keys_b
+            assert (make(b"bb"), make(b"1")) in items and (make(b"bb"), make(b"1")) in items_bb
+            assert (make(b"bb"), make(b"2")) not in items and (make(b"d"), make(b"2")) not in items
+            assert make(b"1") in values and make(b"3") not in values
+
+
+def test_items_membership_mirrors_a_dict(store):
+    """Anything but a 2-tuple is simply not an item (False, as ``dict.items()`` answers);
+    a 2-tuple's key must be bytes-like (TypeError naming it, as for ``key in store``),
+    its value need not be: a value that is not bytes-like is not stored, so not there."""
+    store[b"a"] = b"1"
+    model = {b"a": b"1"}
+    for view, items in ((store.items(), model.items()), (store.items(end=b"b"), model.items())):
+        for probe in ((b"a",), (b"a", b"1", b"x"), [b"a", b"1"], b"a", None, 5, (),
+                      (b"a", None), (b"a", 1), (b"a", "1"), (b"b", b"1")):
+            assert (probe in view) is False and (probe in items) is False, probe
+        assert (b"a", b"1") in view and (b"a", memoryview(b"1")) in view
+    with pytest.raises(TypeError, match="key"):
+        (5, b"1") in store.items()  # noqa: B015
+    with pytest.raises(TypeError, match="key"):
+        (memoryview(b"abc")[::2], b"1") in store.items(start=b"a")  # noqa: B015
 
 
 def test_views_are_lazy_and_live(store):

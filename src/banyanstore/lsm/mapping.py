@@ -17,8 +17,10 @@ The choices, where a ``dict`` and an LSM store differ:
   the tables' metadata instead; ``sum(1 for _ in store)`` counts exactly.
 * The views are *lazy and live*: each iteration is a new scan at the version
   it starts at (or at the view's ``version``), not a copy.  ``k in keys`` and
-  ``(k, v) in items`` are point lookups inside the view's bounds;
-  ``v in values`` scans.  ``reversed(view)`` scans the other way.
+  ``(k, v) in items`` are point lookups inside the view's bounds (``k`` any
+  bytes-like key, as ``get`` takes; as for a ``dict``'s items, anything but a
+  2-tuple is not an item); ``v in values`` scans.  ``reversed(view)`` scans the
+  other way.
 
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from ..arguments import as_bytes
 
 __all__ = ["KeysView", "ValuesView", "ItemsView"]
 
@@ -83,7 +87,9 @@ class KeysView(_ScanView):
         return self._other_way().__iter__()
 
     def __contains__(self, key: object) -> bool:
-        """A point lookup (TypeError for a key that is not bytes-like)."""
+        """A point lookup inside the bounds (TypeError for a key that is not bytes-like)."""
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")  # compared with the bounds as bytes
         return self._lookup(key) is not None and self._in_bounds(key)
 
 
@@ -99,7 +105,12 @@ class ValuesView(_ScanView):
         return self._other_way().__iter__()
 
     def __contains__(self, value: object) -> bool:
-        """A scan of the bounds for ``value`` (there is no index of values)."""
+        """A scan of the bounds for ``value`` (there is no index of values); a value
+        that is not bytes-like is not there."""
+        if type(value) is not bytes:
+            value = _stored_form(value)
+            if value is None:
+                return False
         return any(x == value for x in self)
 
 
@@ -115,8 +126,24 @@ class ItemsView(_ScanView):
         return self._other_way().__iter__()
 
     def __contains__(self, item: object) -> bool:
-        """A point lookup of the key, compared with the value."""
+        """A point lookup of the key inside the bounds, compared with the value.  As for
+        ``dict.items()``, anything but a ``(key, value)`` tuple is not an item (False);
+        a key that is not bytes-like is a TypeError, as for ``key in store``."""
         if not isinstance(item, tuple) or len(item) != 2:
-            raise TypeError(f"item must be a (key, value) tuple, not {type(item).__name__}")
+            return False
         key, value = item
-        return self._lookup(key) == value and self._in_bounds(key)
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        stored = self._lookup(key)
+        if stored is None or not self._in_bounds(key):
+            return False
+        return stored == (value if type(value) is bytes else _stored_form(value))
+
+
+def _stored_form(value: object) -> bytes | None:
+    """``value`` as the bytes a store would hold for it; None if no write could have
+    stored it (not bytes-like)."""
+    try:
+        return as_bytes(value, "value")
+    except TypeError:
+        return None
