@@ -499,6 +499,24 @@ def test_bad_arguments_raise_naming_the_argument(store: Any, call: Callable[[Any
     assert store.stats()["keyspaces"]["index"]["ttl"] is None
 
 
+@pytest.mark.parametrize("puts, arg", [(0, True), (0, 1.0), (2, 3.0), (2, False), (2, 3.5), (2, "3"),
+                                       (2, None)])
+def test_set_history_floor_checks_the_type_of_every_version(store: Any, puts: int, arg: Any) -> None:
+    """A version is an int and a bool is not one (as for ``get(version=)``), also when
+    it equals ``store.version + 1`` -- the floor that makes every version unreadable,
+    which the range check lets through."""
+    for i in range(puts):
+        store.put(b"k%d" % i, b"v")
+    with pytest.raises(TypeError, match="version"):
+        store.set_history_floor(arg)
+    if arg is not None:  # get's version=None is the latest
+        with pytest.raises(TypeError, match="version"):
+            store.get(b"k0", version=arg)
+    assert store.history_floor == 0 and store.version == puts
+    store.set_history_floor(puts + 1)  # an int: accepted
+    assert store.history_floor == puts + 1
+
+
 def _commit_batch(store: Any, **kwargs: Any) -> None:
     b = store.batch()
     b.put(b"x", b"y")

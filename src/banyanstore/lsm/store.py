@@ -370,10 +370,13 @@ class Store(Keyspace):
 
     def set_history_floor(self, version: int) -> None:
         """Declare that versions below ``version`` will not be read again: merges may
-        reclaim them, and reads below it raise VersionUnavailableError."""
+        reclaim them, and reads below it raise VersionUnavailableError.  ``version`` is
+        an int (not a bool) that reads may ask for, or ``version + 1`` (no version below
+        the next write stays readable); TypeError naming it otherwise."""
         self._writer.check_writable()
         tree = self._tree
-        version = tree.check_version(version) if version != tree.version + 1 else version
+        if type(version) is not int or version != tree.version + 1:  # its type checked too
+            version = tree.check_version(version)
         tree.set_history_floor(version)
 
     # -- snapshots and checkpoints ---------------------------------------------------------
