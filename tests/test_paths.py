@@ -81,6 +81,35 @@ def test_checkpoint_destination_types(tmp_path: Path, monkeypatch: pytest.Monkey
         assert ck.get(b"k") == b"v"
 
 
+def test_checkpoint_destination_is_refused_as_open_refuses_it(tmp_path: Path) -> None:
+    """``dest`` as for ``open()``: a file, or a directory holding anything (somebody's
+    files, or a store), raises NotAStoreError -- a FileExistsError, as ``open()`` raises
+    for a file or a foreign directory -- and nothing is added to it; an absent or empty
+    directory takes the checkpoint."""
+    (tmp_path / "empty").mkdir()
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("notes")
+    with banyanstore.open(tmp_path / "db", **OPTS) as s, banyanstore.open(tmp_path / "s2", **OPTS):
+        s.put(b"k", b"v")
+        for dest in (afile, other, tmp_path / "s2"):
+            with pytest.raises(NotAStoreError) as exc:
+                s.checkpoint(dest)
+            assert isinstance(exc.value, FileExistsError) and exc.value.path == str(dest)
+            assert str(dest) in str(exc.value)
+        for dest in (afile, other):
+            with pytest.raises(NotAStoreError):
+                banyanstore.open(dest, **OPTS)
+        assert afile.read_bytes() == b"x" and os.listdir(other) == ["notes.txt"]
+        s.checkpoint(tmp_path / "empty")
+        s.checkpoint(tmp_path / "absent" / "nested")
+    for dest in ("empty", "absent/nested"):
+        with banyanstore.open(tmp_path / dest, read_only=True) as ck:
+            assert ck.get(b"k") == b"v"
+
+
 def test_tools_take_the_same_path_forms(tmp_path: Path) -> None:
     with banyanstore.open(tmp_path / "db", **OPTS) as s:
         s.put(b"k", b"v")

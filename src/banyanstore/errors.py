@@ -97,7 +97,8 @@ class StoreNotFoundError(BanyanStoreError, FileNotFoundError):
 class NotAStoreError(BanyanStoreError, FileExistsError):
     """The path exists but holds something else: a file, or a non-empty directory that
     is not a banyanstore store (or log).  ``create_if_missing`` only ever creates a
-    store in an absent or empty directory, never among a user's files."""
+    store in an absent or empty directory, never among a user's files; a checkpoint's
+    destination is refused the same way when it is a file or not empty."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)

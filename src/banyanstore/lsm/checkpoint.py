@@ -9,21 +9,22 @@ are held off while the links are made, so the set is consistent.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
-from ..errors import ConfigError
+from ..errors import NotAStoreError
+from ..io.base import Env
 from .manifest import Manifest
 from .tree import Tree
 
-__all__ = ["write_checkpoint"]
+__all__ = ["write_checkpoint", "check_destination"]
 
 
 def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     """Write the checkpoint of ``tree`` (``flush`` writes its memtables to tables and
     waits); returns the version it holds (every write up to it)."""
     env = tree.env
-    if env.exists(dest) and env.listdir(dest):
-        raise ConfigError(f"checkpoint destination {dest} exists and is not empty")
+    check_destination(env, dest)
     flush()
     env.mkdir(f"{dest}/tables")
     env.mkdir(f"{dest}/wal")
@@ -40,3 +41,24 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     state.in_flight.clear()
     Manifest.create(env, dest, state).close()
     return state.flushed_version
+
+
+def check_destination(env: Env, dest: str) -> None:
+    """Refuse ``dest`` as ``open()`` refuses a path it will not create a store in: a
+    file, or a directory holding anything (another store too), raises
+    :class:`~banyanstore.errors.NotAStoreError` (a ``FileExistsError``).  An absent or
+    empty directory passes."""
+    if not env.exists(dest):
+        return
+    try:
+        names = env.listdir(dest)
+    except OSError as exc:  # StorageIOError is an OSError too
+        if exc.errno == errno.ENOTDIR:
+            raise NotAStoreError(f"checkpoint destination {dest} is a file, not a directory",
+                                 path=dest) from exc
+        raise
+    if names:
+        shown = ", ".join(map(repr, sorted(names)[:3])) + (", ..." if len(names) > 3 else "")
+        raise NotAStoreError(f"checkpoint destination {dest} is not empty (it holds {shown}); "
+                             "a checkpoint is only written to an absent or empty directory",
+                             path=dest)

@@ -387,7 +387,8 @@ class Store(Keyspace):
 
     def checkpoint(self, dest: str | Any) -> int:
         """Write a consistent copy of the store to directory ``dest`` (absent or
-        empty; a str, bytes or os.PathLike); returns its version."""
+        empty; a str, bytes or os.PathLike); returns its version.  A file or a
+        non-empty directory raises NotAStoreError (a FileExistsError), as for open()."""
         dest = as_path(dest, "dest")
         self._writer.check_writable()
         return write_checkpoint(self._tree, dest, self.flush)
