@@ -131,6 +131,7 @@ class SortedKeys:
 class Memtable:
     entries: int
     approx_bytes: int
+    data_bytes: int
     key_count: int
     frozen: bool
     arena_bytes: int

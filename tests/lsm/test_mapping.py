@@ -273,6 +273,24 @@ def test_closed_and_read_only_stores(tmp_path):
             del ro[b"a"]
 
 
+def test_memtable_size_estimate_is_the_same_in_both_engines(store):
+    """Over memtables approximate_size is defined by what was written, not by the memory
+    an engine charges, so the compiled core and pure Python give the same figure: each
+    entry's key and value plus SIZE_OVERHEAD, the share of the keys in the range."""
+    from banyanstore.lsm.memtable import SIZE_OVERHEAD
+    for i in range(100):
+        store.put(b"m%03d" % i, b"x")
+    store.delete(b"m000")  # a tombstone: its key alone
+    store.delete_range(b"a", b"b")  # its bounds, no key
+    total = 100 * (4 + 1 + SIZE_OVERHEAD) + (4 + SIZE_OVERHEAD) + (2 + SIZE_OVERHEAD)
+    assert store.approximate_size() == total
+    assert store.approximate_size(prefix=b"m00") == total * 10 // 100
+    assert store.approximate_size(b"m050", b"m060") == total * 10 // 100
+    assert store.approximate_size(b"n") == 0 and store.approximate_count() == 100
+    store.put(b"m001", b"yy")  # a second version of a key: one more entry, no more keys
+    assert store.approximate_size() == total + 4 + 2 + SIZE_OVERHEAD
+
+
 def test_estimates_from_memtables_and_tables(tmp_path):
     with banyanstore.open(str(tmp_path / "s"), block_size=1024, compaction=False) as store:
         assert store.approximate_count() == 0 and store.approximate_size() == 0

@@ -76,9 +76,37 @@ def test_reads_match_python(writes_, probes_, slices):
             assert nat.visible_entries(list(sk[lo:hi]), version) == py.visible_entries(pk[lo:hi], version)
         assert sk[lo:hi:2] == pk[lo:hi:2]
         start, end = (pk[lo] if lo < len(pk) else None), (pk[hi] if hi < len(pk) else None)
-        assert nat.approximate_range(start, end)[0] == py.approximate_range(start, end)[0]
+        assert nat.approximate_range(start, end) == py.approximate_range(start, end)
     if pk:
         assert sk[-1] == pk[-1] and sk[0] == pk[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(writes, st.lists(st.tuples(keys, keys), max_size=4), st.lists(st.one_of(st.none(), keys), max_size=6))
+def test_approximate_range_is_the_same_figure_in_both(writes_, ranges, bounds):
+    """approximate_range answers the same ``(keys, bytes)`` in both implementations
+    (their memory charges differ): the range's share, by keys, of every entry's key and
+    value plus SIZE_OVERHEAD (range tombstones: their bounds plus SIZE_OVERHEAD)."""
+    py, nat = fill(writes_)
+    version = 31
+    for a, b in ranges:
+        if a < b:
+            py.add_range(a, b, version)
+            nat.add_range(a, b, version)
+            version += 1
+    written = sum(len(k) + len(v or b"") for k, _, v in writes_) + sum(
+        len(a) + len(b) for a, b in ranges if a < b)
+    assert nat.data_bytes == py.data_bytes == written
+    total = written + memtable_mod.SIZE_OVERHEAD * py.entries
+    assert nat.approximate_range(None, None) == py.approximate_range(None, None) == (
+        (len(py.sorted_keys()), total) if py.sorted_keys() else (0, 0))
+    for start in bounds:
+        for end in bounds:
+            got = py.approximate_range(start, end)
+            assert nat.approximate_range(start, end) == got
+            n = sum(1 for k in py.sorted_keys()
+                    if (start is None or k >= start) and (end is None or k < end))
+            assert got == (n, total * n // len(py.sorted_keys()) if n else 0)
 
 
 @settings(max_examples=200, deadline=None)

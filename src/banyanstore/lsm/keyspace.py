@@ -320,8 +320,9 @@ class Keyspace:
         """About how many bytes ``[start, end)`` (and ``prefix``) takes, from metadata
         alone: the on-disk size (compressed) of the table data blocks overlapping
         the range -- whole blocks, so a short range is rounded up to its blocks --
-        plus the memtables' share (keys and values as written, with their overhead).
-        Old versions and tombstones count until merges drop them.
+        plus the memtables' share by keys of what was written to them (every entry's
+        key and value plus 16 bytes: lsm/memtable.py's SIZE_OVERHEAD), the same in both
+        engines.  Old versions and tombstones count until merges drop them.
 
         >>> import banyanstore, tempfile
         >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:

@@ -40,7 +40,7 @@ from . import flushbuf
 from .flushbuf import Columns, FlushEntries
 from .rangedel import EMPTY_FRAGMENTS, Fragments, RangeDel
 
-__all__ = ["Memtable", "PyMemtable", "NativeMemtable", "MISSING", "ENTRY_OVERHEAD"]
+__all__ = ["Memtable", "PyMemtable", "NativeMemtable", "MISSING", "ENTRY_OVERHEAD", "SIZE_OVERHEAD"]
 
 _first, _second = itemgetter(0), itemgetter(1)
 _native = accel.native
@@ -54,6 +54,13 @@ ENTRY_OVERHEAD: Final = 230
 3.11 cost of the key and value objects' headers, the version list, its int and the dict
 slot (346 B for a 16 B key and 100 B value), so ``memtable_size`` bounds real memory.
 Range tombstones are charged this way in both implementations."""
+
+SIZE_OVERHEAD: Final = 16
+"""Bytes ``approximate_range`` counts per entry (and range tombstone) on top of its key and
+value (its two bounds): the version and the two lengths, as the flush hand-off encodes an
+entry (lsm/flushbuf.py).  So ``approximate_size`` over memtables is a figure of what was
+written, the same in both implementations -- not ``approx_bytes``, the memory each one
+charges (an arena entry in C, Python objects in PyMemtable)."""
 
 
 class _RangeTombstones:
@@ -179,16 +186,25 @@ class PyMemtable(_RangeTombstones):
                 self._sorted = merged
             return self._sorted
 
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the keys and values added, and of the range tombstones' bounds: what
+        ``add`` and ``add_range`` charged, less ENTRY_OVERHEAD each (derived, so that
+        ``add`` does no more work for it)."""
+        return self.approx_bytes - ENTRY_OVERHEAD * self.entries
+
     def approximate_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
-        """``(keys, bytes)`` in ``[start, end)``: the keys exactly, the bytes as the
-        range's share of ``approx_bytes`` (the bytes charged for every entry)."""
+        """``(keys, bytes)`` in ``[start, end)``: the keys exactly; the bytes the range's
+        share, by keys, of ``data_bytes + SIZE_OVERHEAD * entries`` -- every entry's key
+        and value plus SIZE_OVERHEAD, every range tombstone's bounds plus SIZE_OVERHEAD --
+        the same figure as NativeMemtable's (tests/lsm/test_memtable_native.py)."""
         keys = self.sorted_keys()
         if not keys:
             return 0, 0
         lo = 0 if start is None else bisect_left(keys, start)
         hi = len(keys) if end is None else bisect_left(keys, end)
         n = max(0, hi - lo)
-        return n, self.approx_bytes * n // len(keys)
+        return n, (self.data_bytes + SIZE_OVERHEAD * self.entries) * n // len(keys)
 
     def visible_entries(self, keys: list[bytes], version: int) -> list[tuple[bytes, int, bytes | None]]:
         """``(key, entry_version, value)`` of the newest entry <= ``version`` for each
@@ -266,16 +282,23 @@ if _compiled is not None:
             self.range_dels: list[RangeDel] = []
             self._fragments: tuple[int, Fragments] = (0, EMPTY_FRAGMENTS)
 
+        def add_range(self, start: bytes, end: bytes, version: int) -> int:
+            """As PyMemtable's, and ``data_bytes`` counts the bounds (C counts the entries')."""
+            charge = super().add_range(start, end, version)
+            self.data_bytes += len(start) + len(end)
+            return charge
+
         def approximate_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
-            """``(keys, bytes)`` in ``[start, end)``: the keys exactly, the bytes as the
-            range's share of ``approx_bytes`` (the bytes charged for every entry)."""
+            """``(keys, bytes)`` in ``[start, end)``, as PyMemtable's: the keys exactly; the
+            bytes the range's share, by keys, of ``data_bytes + SIZE_OVERHEAD * entries``
+            (not of ``approx_bytes``: the two charge different memory)."""
             keys = self.sorted_keys()
             if not keys:
                 return 0, 0
             lo = 0 if start is None else keys.bisect_left(start)
             hi = len(keys) if end is None else keys.bisect_left(end)
             n = max(0, hi - lo)
-            return n, self.approx_bytes * n // len(keys)
+            return n, (self.data_bytes + SIZE_OVERHEAD * self.entries) * n // len(keys)
 
         def flush_entries(self) -> FlushEntries:
             """What a flush hands the table builder: one buffer, made piece by piece on

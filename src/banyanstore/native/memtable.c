@@ -109,6 +109,7 @@ typedef struct {
     int frozen;
     long long entries;
     long long approx_bytes;
+    long long data_bytes;    /* keys and values as written (approximate_range's figure) */
     long long arena_bytes;
     uint64_t live;           /* entries in the chains (a same-version replacement is not one) */
 } MemtableObject;
@@ -396,6 +397,7 @@ static PyObject *Memtable_add(MemtableObject *m, PyObject *const *args, Py_ssize
     }
     m->entries += 1;
     m->approx_bytes += (long long)charge;
+    m->data_bytes += (long long)klen + (vlen > 0 ? (long long)vlen : 0);
     return PyLong_FromSize_t(charge);
 }
 
@@ -1063,6 +1065,8 @@ static PyMemberDef Memtable_members[] = {
      "entries added (and range tombstones, counted by the Python side)"},
     {"approx_bytes", T_LONGLONG, offsetof(MemtableObject, approx_bytes), 0,
      "bytes charged: arena bytes of the entries plus the indexes' share"},
+    {"data_bytes", T_LONGLONG, offsetof(MemtableObject, data_bytes), 0,
+     "bytes of the keys and values added (and range tombstones' bounds, added by the Python side)"},
     {NULL}
 };
 
