@@ -49,18 +49,16 @@ def as_path(path: object, name: str = "path") -> str:
 
 
 def as_bytes(obj: object, name: str) -> bytes:
-    """``obj`` as ``bytes``: a ``bytes`` as is, any other bytes-like object copied.
-    Bytes-like means Python's glossary: an object with a C-contiguous buffer (``bytes``,
-    ``bytearray``, ``memoryview``, ``array.array``, ``mmap``, ...); a str, an object
-    without a buffer or a non-contiguous view is a TypeError naming ``name``.
+    """``obj`` as ``bytes``: a ``bytes`` as is, any other object with a buffer copied
+    (``bytearray``, ``memoryview``, ``array.array``, ``mmap``, ...; a strided view as the
+    bytes it shows, as ``bytes(view)`` gives them); a str or an object without a buffer
+    is a TypeError naming ``name``.
 
     >>> import array
     >>> as_bytes(array.array("B", b"key"), "key"), as_bytes(memoryview(b"v"), "value")
     (b'key', b'v')
     >>> as_bytes(memoryview(b"abcd")[::2], "key")
-    Traceback (most recent call last):
-    ...
-    TypeError: key must be bytes-like (a C-contiguous buffer), not a non-contiguous memoryview
+    b'ac'
     >>> as_bytes("key", "key")
     Traceback (most recent call last):
     ...
@@ -77,9 +75,6 @@ def as_bytes(obj: object, name: str) -> bytes:
     except TypeError:
         raise TypeError(f"{name} must be bytes-like, not {type(obj).__name__}") from None
     with view:  # released at once: the caller may resize or close its buffer afterwards
-        if not view.c_contiguous:
-            raise TypeError(f"{name} must be bytes-like (a C-contiguous buffer), not a "
-                            f"non-contiguous {type(obj).__name__}")
         return view.tobytes()
 
 

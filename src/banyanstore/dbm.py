@@ -46,7 +46,7 @@ def _encode(obj: Any, name: str) -> bytes:
         return obj
     if not is_buffer(obj):
         raise TypeError(f"dbm {name} must be str or bytes-like, not {type(obj).__name__}")
-    return as_bytes(obj, f"dbm {name}")  # copied; a non-contiguous view is refused
+    return as_bytes(obj, f"dbm {name}")  # copied
 
 
 class BanyanDbm(MutableMapping[Any, bytes]):
