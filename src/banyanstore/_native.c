@@ -26,7 +26,9 @@
  * the payload's size before it is used; a payload that does not add up raises
  * CorruptionError (naming the table file and block offset where known), never
  * reads out of bounds.  The index and filter are validated whole when a
- * TableCore is built; a block's header and sections on every use (a few
+ * TableCore is built; a data block whole when it is decoded (bs_block_parse:
+ * the checks of Block.__init__, offsets in order included, so both engines
+ * refuse the same payloads), its header and sections again on every use (a few
  * arithmetic operations), and each variable-width offset as it is read.
  *
  * Concurrency: everything runs with the GIL held except the helpers marked
@@ -373,12 +375,16 @@ static void block_mark_referenced(PyObject *block) {
     Py_XDECREF(old);
 }
 
-/* lookup in one block payload: (found, value, version) or MISS */
+/* lookup in one block payload: (found, value, version) or MISS.  `of_block`: the payload
+ * of a Block, whose offsets were checked when it was decoded (else: a raw payload, checked
+ * whole here). */
 static PyObject *lookup_in_payload(PyObject *data, PyObject *key, uint64_t version,
-                                   PyObject *path, long long where) {
+                                   PyObject *path, long long where, int of_block) {
     BlockView b;
     const char *why;
-    if (bs_block_parse((const uint8_t *)PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &b, &why) < 0)
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(data);
+    uint64_t size = (uint64_t)PyBytes_GET_SIZE(data);
+    if ((of_block ? bs_block_view(p, size, &b, &why) : bs_block_parse(p, size, &b, &why)) < 0)
         return bs_raise_corruption(path, where, "data block does not parse: %s", why);
     int64_t i = block_find(&b, (const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), version);
     if (i == -2)
@@ -440,7 +446,7 @@ static PyObject *native_block_lookup(PyObject *self, PyObject *const *args, Py_s
     if (r > 0)
         return miss();
     Py_INCREF(data);
-    PyObject *out = lookup_in_payload(data, args[1], version, Py_None, -1);
+    PyObject *out = lookup_in_payload(data, args[1], version, Py_None, -1, 1);
     Py_DECREF(data);
     return out;
 }
@@ -459,7 +465,7 @@ static PyObject *native_block_lookup_payload(PyObject *self, PyObject *const *ar
         return NULL;
     if (r > 0)
         return miss();
-    return lookup_in_payload(args[0], args[1], version, Py_None, -1);
+    return lookup_in_payload(args[0], args[1], version, Py_None, -1, 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1123,7 +1129,7 @@ static PyObject *core_lookup(TableCore *c, PyObject *key, uint64_t version, uint
     PyObject *out = NULL;
     if (data != NULL) {
         Py_INCREF(data);
-        out = lookup_in_payload(data, key, version, c->path, (long long)bs_load_le64(c->starts + 8 * (uint64_t)no));
+        out = lookup_in_payload(data, key, version, c->path, (long long)bs_load_le64(c->starts + 8 * (uint64_t)no), 1);
         Py_DECREF(data);
     }
     Py_DECREF(block);
@@ -1528,7 +1534,7 @@ static PyObject *native_tables_multi_get(PyObject *self, PyObject *const *args, 
             if (data == NULL)
                 goto fail;
             Py_INCREF(data);
-            res = lookup_in_payload(data, key, version, c->path, (long long)bs_load_le64(c->starts + 8 * (uint64_t)p->block));
+            res = lookup_in_payload(data, key, version, c->path, (long long)bs_load_le64(c->starts + 8 * (uint64_t)p->block), 1);
             Py_DECREF(data);
             if (res == miss_tuple) {
                 if (c->masks != NULL)
@@ -1676,7 +1682,8 @@ static int table_enter(MergeScan *m, Source *s, uint32_t no, PyObject *block) {
     s->no = no;
     const char *why;
     long long where = (long long)bs_load_le64(s->core->starts + 8 * (uint64_t)no);
-    if (bs_block_parse(bytes_ptr(data), (uint64_t)PyBytes_GET_SIZE(data), &s->bv, &why) < 0) {
+    /* a Block's payload: its offsets were checked when it was decoded */
+    if (bs_block_view(bytes_ptr(data), (uint64_t)PyBytes_GET_SIZE(data), &s->bv, &why) < 0) {
         bs_raise_corruption(s->core->path, where, "data block %u does not parse: %s", no, why);
         return -1;
     }

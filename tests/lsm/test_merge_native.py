@@ -28,7 +28,7 @@ from banyanstore.io.posix import PosixEnv
 from banyanstore.lsm.merge import MergeSpec, build_merged
 from banyanstore.options import Options
 from banyanstore.sstable import reader as reader_mod
-from banyanstore.sstable.block import encode_block
+from banyanstore.sstable.block import Block, BlockFormatError, encode_block
 from banyanstore.sstable.builder import TableBuilder
 from banyanstore.sstable.cache import BlockCache
 from banyanstore.sstable.reader import TableReader
@@ -239,13 +239,23 @@ def test_a_block_that_does_not_parse_is_corruption_naming_table_and_offset() -> 
         assert info.value.path == "t1.sst" and info.value.offset == 8192
 
 
-def test_damaged_offsets_are_corruption_not_a_crash() -> None:
+@pytest.mark.parametrize("section", ["key", "value"])
+def test_damaged_offsets_are_corruption_not_a_crash(section: str) -> None:
+    """An offset out of order is refused when the block is parsed, as Block() refuses it
+    (before, a key's offset past its heap was found only when the merge read that key, and
+    a value's offset below the previous one not at all: the value merged as empty)."""
     block = bytearray(encode_block([b"a", b"bb", b"ccc"], [3, 2, 1], [b"x", b"yy", b"zzz"]))
-    # variable-width keys: the key offsets follow the header and the versions
-    at = 16 + 3 * 8 + 4
-    block[at:at + 4] = (1000).to_bytes(4, "little")
-    with pytest.raises(CorruptionError, match="out of bounds"):
-        list(merge_build([[(7, bytes(block))]]))
+    # variable-width keys and values (offsets 0, 1, 3, 6 each): the key offsets after the
+    # header and the versions, then the key heap (6 bytes), then the value offsets; the
+    # third offset of either set to 1000 or 0
+    at = 16 + 3 * 8 + 8 if section == "key" else 16 + 3 * 8 + 16 + 6 + 8
+    for bad in (1000, 0):
+        block[at:at + 4] = bad.to_bytes(4, "little")
+        with pytest.raises(CorruptionError, match=f"{section} offsets are out of order") as info:
+            list(merge_build([[(7, bytes(block))]]))
+        assert info.value.offset == 7
+        with pytest.raises(BlockFormatError, match=f"{section} offsets are out of order"):
+            Block(bytes(block))
 
 
 def test_a_source_out_of_order_is_corruption() -> None:

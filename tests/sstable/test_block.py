@@ -22,6 +22,8 @@ from banyanstore.sstable.block import (
     encode_block,
 )
 
+from .helpers import set_block_offset
+
 keys_st = st.lists(st.binary(max_size=20), min_size=1, max_size=60, unique=True).map(sorted)
 value_st = st.one_of(st.none(), st.binary(max_size=50))
 
@@ -169,3 +171,32 @@ def test_block_fields_take_the_plain_slot_path() -> None:
     assert lazy.lookup(b"b", 5) == Block(payload).lookup(b"b", 5) == (True, None, 1)
     with pytest.raises(AttributeError, match="no_such_field"):
         lazy.no_such_field  # noqa: B018
+
+
+
+# Offsets arrays whose order was damaged behind a valid checksum (a writer bug, a checksum
+# collision): every section still ends where it should, so only the order can tell.
+_VAR = encode_block([b"a", b"bb", b"ccc", b"dddd"], [4, 3, 2, 1], [b"w", b"", b"yyy", b"zz"])
+_FIXED_KEYS = encode_block([b"key%d" % i for i in range(8)], [1] * 8,
+                           [b"value-%d" % i + b"!" * i for i in range(8)])  # the repro's layout
+
+
+@pytest.mark.parametrize("payload, section", [
+    pytest.param(_VAR, "key", id="variable-keys"),
+    pytest.param(_VAR, "value", id="variable-values"),
+    pytest.param(_FIXED_KEYS, "value", id="fixed-keys-variable-values"),
+])
+@pytest.mark.parametrize("how", ["above the next", "past the heap", "below the previous"])
+@pytest.mark.parametrize("i", [1, 2])
+def test_offsets_out_of_order_raise_block_format_error(payload: bytes, section: str, how: str,
+                                                       i: int) -> None:
+    """A decreasing step anywhere in a key or value offsets array (the first still 0, the last
+    still the heap's end) is refused when the block is decoded, not read as a garbled item."""
+    with pytest.raises(BlockFormatError, match=f"{section} offsets are out of order"):
+        Block(set_block_offset(payload, section, i, how))
+
+
+def test_equal_offsets_are_empty_items_not_damage() -> None:
+    """Offsets may repeat (an empty key, an empty value or a tombstone): non-decreasing is the rule."""
+    payload = encode_block([b"", b"a", b"ab"], [3, 2, 1], [b"", None, b"xy"])
+    assert Block(payload).values == [b"", None, b"xy"] and Block(payload).keys == [b"", b"a", b"ab"]

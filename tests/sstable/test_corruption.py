@@ -12,7 +12,7 @@ from banyanstore.io.base import Env
 from banyanstore.sstable import TableReader
 from banyanstore.sstable.format import FOOTER, FOOTER_SIZE, TRAILER_SIZE, crc32c
 
-from .helpers import build, new_path, open_table
+from .helpers import build, new_path, offsets_damaged_table, open_table, read_paths
 
 EnvDir = tuple[Env, str]
 TOP = 2**64 - 1
@@ -191,3 +191,27 @@ def test_origin_is_recorded_and_checked(env_dir: EnvDir) -> None:
         b.finish()
     with pytest.raises(CorruptionError, match="origin covers versions 6..9"):
         TableReader.open(env, bad)
+
+
+@pytest.mark.parametrize("layout, section", [("variable", "key"), ("variable", "value"),
+                                             ("fixed-keys", "value")])
+@pytest.mark.parametrize("how", ["above the next", "past the heap"])
+def test_offsets_out_of_order_behind_a_valid_checksum(env_dir: EnvDir, layout: str, section: str,
+                                                      how: str) -> None:
+    """A data block whose key or value offsets are out of order, re-checksummed so that only
+    field validation can see it, is CorruptionError naming the file and the block on every
+    read path -- not an empty or garbled value (the value of entry 3 here would read as
+    empty) -- while the other blocks still serve."""
+    env, root = env_dir
+    if env.mode not in ("sync", "memory"):
+        pytest.skip("the damage is in the payload, not in how it is read")
+    path, entries, off, keys = offsets_damaged_table(env, root, layout, section, how)
+    with open_table(env, path) as r:
+        names = list(read_paths(r, keys, root))
+    for name in names:
+        with open_table(env, path, cache_bytes=1 << 20) as r:  # a fresh reader and cache each
+            with pytest.raises(CorruptionError, match=f"{section} offsets are out of order") as info:
+                read_paths(r, keys, root)[name]()
+            assert (info.value.path, info.value.offset) == (path, off), name
+            assert r.get(entries[0][0], TOP) == (True, entries[0][2], 1)  # block 0 still serves
+

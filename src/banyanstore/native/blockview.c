@@ -4,7 +4,7 @@
 
 #include "blockview.h"
 
-int bs_block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **why) {
+int bs_block_view(const uint8_t *p, uint64_t size, BlockView *b, const char **why) {
     if (size < BLOCK_HEADER) {
         *why = "block is shorter than its header";
         return -1;
@@ -83,3 +83,32 @@ int bs_block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **w
     return 0;
 }
 
+
+/* Whether the n + 1 u32 offsets at `off` never decrease (so, starting at 0 and ending at the
+ * heap's length, each item lies inside the heap). */
+static int offsets_ordered(const uint8_t *off, uint64_t n) {
+    uint32_t prev = bs_load_le32(off);
+    for (uint64_t i = 1; i <= n; i++) {
+        uint32_t next = bs_load_le32(off + 4 * i);
+        if (next < prev)
+            return 0;
+        prev = next;
+    }
+    return 1;
+}
+
+int bs_block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **why) {
+    if (bs_block_view(p, size, b, why) < 0)
+        return -1;
+    /* the order of the offsets: one pass over each variable-width section's array (a few
+     * ns an entry, next to the checksum and the decompression of the block read) */
+    if (!(b->flags & FIXED_KEYS) && !offsets_ordered(p + b->keys_at, b->count)) {
+        *why = "key offsets are out of order";
+        return -1;
+    }
+    if (!(b->flags & FIXED_VALUES) && !offsets_ordered(p + b->values_at, b->count)) {
+        *why = "value offsets are out of order";
+        return -1;
+    }
+    return 0;
+}

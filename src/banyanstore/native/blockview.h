@@ -7,8 +7,12 @@
  *             values  (flags & 2 ? count x value_width : offsets:(count+1) x u32 heap)
  *             kinds   (flags & 4 ? count x u8, 1 = tombstone)
  *
- * bs_block_parse checks that the header's sections tile the payload exactly; the accessors
- * then check each variable-width offset as they read it. */
+ * bs_block_parse checks what Block.__init__ (sstable/block.py) checks -- that the header's
+ * sections tile the payload exactly and that each offsets array starts at 0 and never
+ * decreases, so every item lies inside its heap -- when a payload read from disk is decoded;
+ * bs_block_view checks the tiling alone, for the payload of a Block, checked when it was
+ * decoded.  The accessors still check each variable-width offset as they read it, so a
+ * payload that was never checked (a Block made without Block.__init__) is read safely. */
 #ifndef BANYANSTORE_NATIVE_BLOCKVIEW_H
 #define BANYANSTORE_NATIVE_BLOCKVIEW_H
 
@@ -71,8 +75,14 @@ static inline int block_value(const BlockView *b, uint32_t i, const uint8_t **v,
     return 0;
 }
 
-/* Parse a block header and check that its sections tile the payload exactly.
- * Returns 0, or -1 with *why set (no Python exception). */
+/* Parse a block payload read from disk: its header, that its sections tile the payload
+ * exactly, and that its offsets arrays are in order (O(entries)).  The same payloads as
+ * Block.__init__ refuses.  Returns 0, or -1 with *why set (no Python exception). */
 int bs_block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **why);
+
+/* bs_block_parse without the order of the offsets (O(1)): for the payload of a Block, which
+ * was checked when it was decoded -- every lookup and scan of a cached block parses it
+ * again, where a pass over its offsets would cost more than the lookup's search. */
+int bs_block_view(const uint8_t *p, uint64_t size, BlockView *b, const char **why);
 
 #endif
