@@ -574,21 +574,22 @@ static inline void index_key(const TableCore *c, uint32_t i, const uint8_t **k, 
 static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsigned long long min_version,
                       PyObject *index, PyObject *filter, PyObject *masks, PyObject *slots, PyObject *loader,
                       PyObject *path, PyObject *counters, PyObject *read, PyObject *accept,
-                      PyObject *cache_put);
+                      PyObject *cache_put, long long index_at, long long filter_at);
 
 static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"smallest", "largest", "min_version", "index", "filter", "masks",
                              "slots", "loader", "path", "counters", "file", "accept", "cache_put",
-                             "cache_base", "verify", NULL};
+                             "cache_base", "verify", "index_offset", "filter_offset", NULL};
     PyObject *smallest, *largest, *index, *filter, *masks, *slots, *loader, *path, *counters;
     PyObject *file = Py_None, *accept = Py_None, *cache_put = Py_None;
     unsigned long long min_version, cache_base = 0;
     int verify = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!KO!OOO!OUO!|$OOOKp:TableCore", kwlist,
+    long long index_at = -1, filter_at = -1;  /* where the blocks are stored: for CorruptionError */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!KO!OOO!OUO!|$OOOKpLL:TableCore", kwlist,
                                      &PyBytes_Type, &smallest, &PyBytes_Type, &largest, &min_version,
                                      &PyBytes_Type, &index, &filter, &masks, &PyList_Type, &slots,
                                      &loader, &path, &CountersType, &counters, &file, &accept,
-                                     &cache_put, &cache_base, &verify))
+                                     &cache_put, &cache_base, &verify, &index_at, &filter_at))
         return -1;
     if ((file == Py_None) != (accept == Py_None) || (file == Py_None) != (cache_put == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "file, accept and cache_put go together");
@@ -602,7 +603,7 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
     if (file != Py_None && (read = PyObject_GetAttrString(file, "read")) == NULL)
         return -1;
     int r = core_setup(c, smallest, largest, min_version, index, filter, masks, slots, loader, path,
-                       counters, read, accept, cache_put);
+                       counters, read, accept, cache_put, index_at, filter_at);
     Py_XDECREF(read);
     if (r < 0)
         return -1;
@@ -617,25 +618,26 @@ static int core_init(TableCore *c, PyObject *args, PyObject *kwds) {
 static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsigned long long min_version,
                       PyObject *index, PyObject *filter, PyObject *masks, PyObject *slots, PyObject *loader,
                       PyObject *path, PyObject *counters, PyObject *read, PyObject *accept,
-                      PyObject *cache_put) {
-    /* the index: validated whole, so lookups need no further checks on it */
+                      PyObject *cache_put, long long index_at, long long filter_at) {
+    /* the index: validated whole, so lookups need no further checks on it (the checks of
+     * meta.py's decode_index, in its order; the reader runs that one first) */
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(index);
     uint64_t size = (uint64_t)PyBytes_GET_SIZE(index);
     if (size < 8)
-        return bs_raise_corruption(path, -1, "index block shorter than its header"), -1;
+        return bs_raise_corruption(path, index_at, "index block shorter than its header"), -1;
     uint64_t n = bs_load_le32(p);
     uint64_t heap = 8 + 8 * (n + 1) + 8 * n + 4 * (n + 1);
     if (n < 1 || heap > size)
-        return bs_raise_corruption(path, -1, "index block cannot hold %llu entries", (unsigned long long)n), -1;
+        return bs_raise_corruption(path, index_at, "index block cannot hold %llu entries", (unsigned long long)n), -1;
     const uint8_t *starts = p + 8, *lv = starts + 8 * (n + 1), *offs = lv + 8 * n;
     if (bs_load_le32(offs) != 0 || heap + bs_load_le32(offs + 4 * n) != size)
-        return bs_raise_corruption(path, -1, "index key heap bounds are invalid"), -1;
-    for (uint64_t i = 0; i < n; i++) {
+        return bs_raise_corruption(path, index_at, "index key heap bounds are invalid"), -1;
+    for (uint64_t i = 0; i < n; i++)
         if (bs_load_le32(offs + 4 * i) > bs_load_le32(offs + 4 * i + 4))
-            return bs_raise_corruption(path, -1, "index key offsets are not increasing"), -1;
+            return bs_raise_corruption(path, index_at, "index key offsets are not increasing"), -1;
+    for (uint64_t i = 0; i < n; i++)
         if (bs_load_le64(starts + 8 * i) >= bs_load_le64(starts + 8 * i + 8))
-            return bs_raise_corruption(path, -1, "index block offsets are not increasing"), -1;
-    }
+            return bs_raise_corruption(path, index_at, "index block offsets are not increasing"), -1;
     if (PyList_GET_SIZE(slots) != (Py_ssize_t)n) {
         PyErr_SetString(PyExc_ValueError, "slots must have one entry per data block");
         return -1;
@@ -653,11 +655,11 @@ static int core_setup(TableCore *c, PyObject *smallest, PyObject *largest, unsig
         const uint8_t *f = (const uint8_t *)PyBytes_AS_STRING(filter);
         uint64_t fsize = (uint64_t)PyBytes_GET_SIZE(filter);
         if (fsize < 16)
-            return bs_raise_corruption(path, -1, "filter block shorter than its header"), -1;
+            return bs_raise_corruption(path, filter_at, "filter block shorter than its header"), -1;
         uint32_t table_bits = bs_load_le32(f + 4);
         nwords = bs_load_le64(f + 8);
         if (nwords < 1 || nwords > (fsize - 16) / 8 || fsize != 16 + 8 * nwords)
-            return bs_raise_corruption(path, -1, "filter block size does not match its header"), -1;
+            return bs_raise_corruption(path, filter_at, "filter block size does not match its header"), -1;
         if (table_bits < 1 || table_bits > 20
                 || (uint64_t)PyBytes_GET_SIZE(masks) != (8ULL << table_bits)) {
             PyErr_SetString(PyExc_ValueError, "masks must hold 2**table_bits u64 masks");
@@ -1228,10 +1230,12 @@ static PyTypeObject TableCoreType = {
     .tp_basicsize = sizeof(TableCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "TableCore(smallest, largest, min_version, index, filter, masks, slots, loader, path, "
-              "counters, *, file=None, accept=None, cache_put=None, cache_base=0, verify=True): the "
+              "counters, *, file=None, accept=None, cache_put=None, cache_base=0, verify=True, "
+              "index_offset=-1, filter_offset=-1): the "
               "lookup state of one table; with file/accept/cache_put, cache misses are read, verified, "
               "decompressed and cached in C (else `loader(block_no)` answers them, `loader(block_no, False)` "
-              "for a block not to be cached)",
+              "for a block not to be cached); index_offset/filter_offset: where those blocks are stored, "
+              "named by the CorruptionError that refuses them (-1: None)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)core_init,
     .tp_dealloc = (destructor)core_dealloc,

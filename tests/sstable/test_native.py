@@ -688,6 +688,27 @@ def test_damaged_index_or_filter_is_refused_or_safe(index, filt):
 
 
 
+def test_table_core_errors_name_the_index_and_filter_blocks():
+    """TableCore's refusal of a damaged index or filter names the block's offset when the
+    reader passes it (index_offset, filter_offset), as the Python reader's errors do."""
+    from banyanstore.sstable.meta import encode_index
+    index = bytearray(encode_index([0, 10, 20, 30], [3, 2, 1], [b"a", b"bb", b"c"]))
+    at = 8 + 8 * 4 + 8 * 3
+    struct.pack_into("<I", index, at + 4, 3)  # key offsets 0, 3, 3, 4 -> 0, 3, 1, 4: decreasing
+    struct.pack_into("<I", index, at + 8, 1)
+    args = (b"a", b"c", 1, bytes(index), None, bytes(8 << 14), [None] * 3, lambda no: None,
+            "t.sst", native.Counters())
+    for kw, offset in (({}, None), ({"index_offset": 4096}, 4096)):
+        with pytest.raises(CorruptionError, match="index key offsets are not increasing") as info:
+            native.TableCore(*args, **kw)
+        assert (info.value.path, info.value.offset) == ("t.sst", offset)
+    good = encode_index([0, 10, 20, 30], [3, 2, 1], [b"a", b"bb", b"c"])
+    args = (b"a", b"c", 1, good, b"\x00" * 15, bytes(8 << 14), [None] * 3, lambda no: None,
+            "t.sst", native.Counters())
+    with pytest.raises(CorruptionError, match="filter block") as info:
+        native.TableCore(*args, index_offset=4096, filter_offset=2048)
+    assert info.value.offset == 2048
+
 # -- merged scans across memtables and tables ------------------------------------------------
 ops_st = st.lists(st.tuples(st.sampled_from(["put", "put", "delete", "flush"]),
                             st.binary(min_size=0, max_size=3), st.binary(max_size=5)),

@@ -131,7 +131,9 @@ def encode_index(block_starts: Sequence[int], last_versions: Sequence[int],
 
 
 def decode_index(payload: bytes) -> IndexData:
-    """Raises ValueError when the sections do not add up to the payload size."""
+    """Raises ValueError when the sections do not add up to the payload size, or its key
+    offsets or block offsets are out of order (the compiled core's TableCore checks the
+    same, in the same order)."""
     size = len(payload)
     if size < INDEX_HEADER.size:
         raise ValueError("index block shorter than its header")
@@ -147,6 +149,8 @@ def decode_index(payload: bytes) -> IndexData:
     offs = u32_list(payload, pos, count + 1)
     if offs[0] != 0 or heap_at + offs[-1] != size:
         raise ValueError("index key heap bounds are invalid")
+    if offs != sorted(offs):  # (else a block's last key would slice as a wrong or empty key)
+        raise ValueError("index key offsets are not increasing")
     heap = payload[heap_at:]
     keys = [heap[a:b] for a, b in zip(offs, islice(offs, 1, None), strict=False)]
     if any(b <= a for a, b in zip(starts, islice(starts, 1, None), strict=False)):

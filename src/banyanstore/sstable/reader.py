@@ -288,7 +288,8 @@ class TableReader:
                 b"" if flt is None else mask_table_bytes(flt.k, flt.table_bits),
                 self._slots, load, path, self.cache.native_counters,
                 file=self._file, accept=accept, cache_put=self._cache_put,
-                cache_base=self._base, verify=self._verify)
+                cache_base=self._base, verify=self._verify, index_offset=index_off,
+                filter_offset=filter_off if flt is not None else -1)
             # The core reads the index keys from its own copy of the index block; the list
             # of them (about 65 bytes a block) is made again only if Python code asks.
             # Once decoded the reader holds the list itself: bisect then probes a list, with
