@@ -7,7 +7,10 @@ bounds and versions, and driven through every entry point that reads bytes from 
 Python decoder, forward and in reverse, and the compaction merge (``MergeBuild``) over
 the same payloads as two tables' blocks.  The only acceptable failure is
 :class:`CorruptionError`; anything else -- another exception, a crash, or (under
-AddressSanitizer) an out-of-bounds read -- is a finding.  A damaged flush buffer goes to
+AddressSanitizer) an out-of-bounds read -- is a finding.  So is a payload the C decoders
+and the Python one (``Block``) judge differently -- one refusing what the other takes, an
+offsets array out of order included -- or a lookup in a payload both take, with its keys
+in order, that answers differently.  A damaged flush buffer goes to
 the C table build (``TableBuilder.add_flush_buffer``) and to the pure-Python one: both
 must raise the same ValueError or write the same table.
 
@@ -31,6 +34,7 @@ structure-aware split above is what reaches the C decoders' branches.
 
 from __future__ import annotations
 
+import struct
 import sys
 
 import atheris
@@ -75,12 +79,56 @@ def payload(fdp: atheris.FuzzedDataProvider) -> bytes:
     values = [None if fdp.ConsumeIntInRange(0, 4) == 0 else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 6))
               for _ in range(n)]
     data = bytearray(encode_block(keys, versions, values))
+    if fdp.ConsumeIntInRange(0, 3) == 0:  # one offset changed: only their order can tell
+        arrays = offsets_arrays(bytes(data))
+        if arrays:
+            at, n = arrays[fdp.ConsumeIntInRange(0, len(arrays) - 1)]
+            i = fdp.ConsumeIntInRange(0, n - 1)
+            old = struct.unpack_from("<I", data, at + 4 * i)[0]
+            struct.pack_into("<I", data, at + 4 * i, (old + fdp.ConsumeIntInRange(-3, 3)) % 2**32)
     for _ in range(fdp.ConsumeIntInRange(0, 3)):
         at = fdp.ConsumeIntInRange(0, len(data) - 1)
         data[at] ^= fdp.ConsumeIntInRange(1, 255)
     if fdp.ConsumeBool():
         del data[fdp.ConsumeIntInRange(0, len(data)):]
     return bytes(data)
+
+
+def offsets_arrays(data: bytes) -> list[tuple[int, int]]:
+    """``(position, length)`` of each variable-width offsets array of a well-formed payload."""
+    b = Block(data)
+    return [(at, b.count + 1) for flag, at in ((1, b.keys_at), (2, b.values_at))
+            if not b.flags & flag]
+
+
+def python_block(data: bytes) -> Block | None:
+    """``Block(data)``, or None where the Python decoder refuses the payload."""
+    try:
+        return Block(data)
+    except BlockFormatError:
+        return None
+
+
+def check_block_decoders(data: bytes, key: bytes, version: int) -> None:
+    """The C decoders refuse exactly the payloads the Python one refuses, and look up what
+    both take as it does (while the keys are in order: out of order, the two searches may
+    land on different copies of a key)."""
+    block = python_block(data)
+    try:
+        got = native.block_lookup_payload(data, key, version)
+    except CorruptionError:
+        assert block is None, "the C decoder refuses a payload Block() takes"
+    else:
+        assert block is not None, "the C decoder takes a payload Block() refuses"
+        keys = block.keys
+        if keys == sorted(keys):
+            assert got == block.lookup(key, version)
+    try:  # the Block a cache miss builds in C (refused: left to Block(), which raises)
+        native.block_from_payload(data)
+    except BlockFormatError:
+        assert block is None
+    else:
+        assert block is not None
 
 
 def flush_buffer(fdp: atheris.FuzzedDataProvider) -> bytes:
@@ -145,14 +193,7 @@ def one_input(buf: bytes) -> None:
         if got is not None:
             assert got == lz4.block.decompress(body)
     for data in payloads:
-        try:
-            native.block_lookup_payload(data, key, version)
-        except CorruptionError:
-            pass
-        try:  # the Block a cache miss builds in C (BlockFormatError: left to Block(), refused)
-            native.block_from_payload(data)
-        except BlockFormatError:
-            pass
+        check_block_decoders(data, key, version)
     # the compaction merge in C over the same payloads as two tables' blocks
     cut = fdp.ConsumeIntInRange(0, nblocks)
     floor = fdp.ConsumeIntInRange(0, 2**64 - 1)
@@ -165,6 +206,8 @@ def one_input(buf: bytes) -> None:
             native.block_lookup_payload(out, key, version)  # the C reader takes what it wrote
     except (CorruptionError, ValueError):
         pass  # ValueError: what add_many refuses (order, sizes, version 0)
+    else:  # a merge that read every block took only what Block() takes
+        assert all(python_block(p) is not None for p in payloads)
     slots = [raw_block(p) for p in payloads]
     try:
         core = native.TableCore(min(last_keys), max(last_keys) + rest[:2], 0, index, filt, MASKS,
