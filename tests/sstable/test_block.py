@@ -200,3 +200,15 @@ def test_equal_offsets_are_empty_items_not_damage() -> None:
     """Offsets may repeat (an empty key, an empty value or a tombstone): non-decreasing is the rule."""
     payload = encode_block([b"", b"a", b"ab"], [3, 2, 1], [b"", None, b"xy"])
     assert Block(payload).values == [b"", None, b"xy"] and Block(payload).keys == [b"", b"a", b"ab"]
+
+
+@pytest.mark.parametrize("kind", [2, 0x80, 0xFF])
+def test_a_kind_byte_other_than_0_or_1_is_block_format_error(kind: int) -> None:
+    """A kind byte is 1 (tombstone) or 0 (value): any other, behind a valid checksum, is
+    refused when the block is decoded -- else a get read it as a tombstone and a scan as a
+    value, two answers from one byte."""
+    payload = encode_block([b"a", b"b", b"c"], [3, 2, 1], [b"x", None, b"z"])
+    assert payload[12] & TOMBSTONES and payload[-3:] == b"\x00\x01\x00"
+    damaged = payload[:-1] + bytes([kind])
+    with pytest.raises(BlockFormatError, match="kind"):
+        Block(damaged)

@@ -991,3 +991,14 @@ def test_lz4_decoder_short_sequences_as_the_lz4_package(seed):
         else:
             assert got is None or got == want, (seed, body[:40])
     assert kept > 250
+
+
+@pytest.mark.parametrize("kind", [2, 0xFF])
+def test_a_kind_byte_other_than_0_or_1_is_refused_by_both_engines(kind):
+    """The C decoder refuses what Block() refuses: a kind byte other than 0 or 1."""
+    payload = encode_block([b"k" * 8, b"l" * 8], [2, 1], [b"v", None])
+    damaged = payload[:-2] + bytes([kind]) + payload[-1:]
+    with pytest.raises(BlockFormatError):
+        Block(damaged)
+    with pytest.raises(BlockFormatError):
+        native.block_from_payload(damaged)

@@ -110,5 +110,12 @@ int bs_block_parse(const uint8_t *p, uint64_t size, BlockView *b, const char **w
         *why = "value offsets are out of order";
         return -1;
     }
+    /* a kind byte is 0 (value) or 1 (tombstone), as Block() checks */
+    if (b->flags & TOMBSTONES)
+        for (uint64_t i = 0; i < b->count; i++)
+            if (p[b->kinds_at + i] > 1) {
+                *why = "kind bytes other than 0 (value) or 1 (tombstone)";
+                return -1;
+            }
     return 0;
 }

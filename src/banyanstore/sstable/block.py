@@ -13,7 +13,7 @@ Payload grammar of a data block (before compression; integers little-endian)::
                                          (a tombstone's slot holds value_width zero bytes)
                 else:                    value_offsets:(count+1) x u32  value_heap
                                          (a tombstone's value is empty; offsets as keys')
-    kinds    := if flags & TOMBSTONES:   count bytes: 1 = tombstone, 0 = value
+    kinds    := if flags & TOMBSTONES:   count bytes: 1 = tombstone, 0 = value (no other)
     flags    := FIXED_KEYS (1) | FIXED_VALUES (2) | TOMBSTONES (4)
 
 Entries are in internal order: user key ascending (bytewise), then version
@@ -173,6 +173,10 @@ class Block:
             pos += count
         if pos != size:
             raise BlockFormatError(f"block sections end at {pos}, block has {size} bytes")
+        # a kind byte is 0 or 1: what another would mean, a get and a scan would read apart
+        # (one C-level pass over count bytes: bytes.translate deleting the two good values)
+        if flags & TOMBSTONES and data[self.kinds_at:pos].translate(None, b"\x00\x01"):
+            raise BlockFormatError("kind bytes other than 0 (value) or 1 (tombstone)")
         self.data = data
         self.count = count
         self.kw = kw
