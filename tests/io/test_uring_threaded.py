@@ -208,3 +208,28 @@ def test_uring_short_reads_are_completed(data_file: tuple[str, bytes],
     assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
     f.close()
     env.close()
+
+
+def test_threaded_batch_racing_close_does_not_wait_forever(data_file: tuple[str, bytes],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that found the workers running, then close() stopped them before it queued
+    its chunks: the caller reads the chunks no worker took (it used to wait forever)."""
+    path, data = data_file
+    env = threaded.ThreadedEnv(threads=4)
+    f = env.open_readable(path)
+    reqs = [(f, i, 10) for i in range(100)]
+    want = [data[i:i + 10] for i in range(100)]
+    assert env.read_batch(reqs) == want  # the workers run
+    checked = env._ensure_workers
+
+    def then_closed(wanted: int) -> None:
+        checked(wanted)
+        env.close()  # the workers take close()'s sentinels and stop: none is left for the chunks
+    monkeypatch.setattr(env, "_ensure_workers", then_closed)
+    got: list[list[bytes]] = []
+    t = threading.Thread(target=lambda: got.append(env.read_batch(reqs)), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "read_batch waits forever for chunks queued after close()"
+    assert got == [want]
+    f.close()

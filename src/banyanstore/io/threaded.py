@@ -11,6 +11,10 @@ releases the GIL, so the workers' reads overlap.
 
 Small batches (fewer than :data:`MIN_THREADED_BATCH` reads) stay on the
 caller's thread: waking workers costs more than a few cached reads.
+
+The caller, done with its own chunk, runs every chunk no worker has taken yet rather
+than wait for one: a batch racing :meth:`ThreadedEnv.close` -- workers checked, then
+stopped by close() before its chunks were queued -- used to wait for them forever.
 """
 
 from __future__ import annotations
@@ -31,12 +35,17 @@ _MIN_CHUNK = 4  # never hand a worker fewer reads than this
 class _Job:
     """One chunk of a batch: ``requests[lo:hi]`` into ``results[lo:hi]``."""
 
-    __slots__ = ("requests", "results", "lo", "hi", "error", "done")
+    __slots__ = ("requests", "results", "lo", "hi", "error", "done", "_taken")
 
     def __init__(self, requests: Sequence[ReadRequest], results: list[bytes], lo: int, hi: int) -> None:
         self.requests, self.results, self.lo, self.hi = requests, results, lo, hi
         self.error: tuple[int, BaseException] | None = None  # (request index, exception)
         self.done = threading.Event()
+        self._taken = threading.Lock()
+
+    def take(self) -> bool:
+        """True for the one thread that runs this job: a worker, or the batch's caller."""
+        return self._taken.acquire(blocking=False)
 
     def run(self) -> None:
         requests, results = self.requests, self.results
@@ -83,7 +92,9 @@ class ThreadedEnv(PosixEnv):
             job = self._queue.get()
             if job is None:  # close() sentinel
                 return
-            job.run()
+            if job.take():
+                job.run()
+            job = None  # idle: hold no batch (its files stay open while anything holds them)
 
     def read_batch(self, requests: Sequence[ReadRequest]) -> list[bytes]:
         """Results in request order.  A failing read raises its own
@@ -100,8 +111,11 @@ class ThreadedEnv(PosixEnv):
         for job in jobs[1:]:
             self._queue.put(job)
         jobs[0].run()
-        for job in jobs[1:]:
-            job.done.wait()
+        for job in jobs[1:]:  # the chunks no worker took yet: here (workers may be gone)
+            if job.take():
+                job.run()
+            else:
+                job.done.wait()
         errors = [job.error for job in jobs if job.error is not None]
         if errors:
             raise min(errors, key=lambda e: e[0])[1]
