@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import posixpath
 import random
+import time
 
 import pytest
 
@@ -179,6 +182,43 @@ def test_open_reader_survives_remove(env_dir: tuple[Env, str]) -> None:
     env.remove(path)
     assert r.read(0, 100) == b"still here"
     r.close()
+
+
+def test_retired_reader_fails_reads_and_keeps_its_number(env_dir: tuple[Env, str]) -> None:
+    """retire(): a close other threads' reads may race -- later reads raise, and a
+    descriptor's number is not handed to another file while the object lives."""
+    env, root = env_dir
+    path = posixpath.join(root, "f")
+    _write(env, path, b"abc")
+    r = env.open_readable(path)
+    assert r.read(0, 3) == b"abc"
+    r.retire()
+    r.retire()
+    for _ in range(2):
+        with pytest.raises(StorageIOError):
+            r.read(0, 3)
+        with pytest.raises(StorageIOError):
+            env.read_batch([(r, 0, 1), (r, 1, 1)] * 8)
+        r.close()  # changes nothing after retire()
+    fd = getattr(r, "fd", -1)
+    if fd < 0:
+        return  # no descriptor numbers (memory)
+    opened = [os.open(path, os.O_RDONLY) for _ in range(16)]
+    try:
+        assert fd not in opened
+    finally:
+        for o in opened:
+            os.close(o)
+    os.fstat(fd)  # still taken (by the dead descriptor)
+    del r
+    for _ in range(200):  # (a worker thread lets go of its last batch a moment after it)
+        gc.collect()
+        try:
+            os.fstat(fd)
+        except OSError:
+            return  # released with the object
+        time.sleep(0.01)
+    pytest.fail("a retired descriptor outlived its object")
 
 
 def test_link(env_dir: tuple[Env, str]) -> None:

@@ -126,7 +126,14 @@ class RandomAccessFile(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Idempotent."""
+        """Idempotent.  REQUIRES: no other thread is reading the file (else :meth:`retire`)."""
+
+    def retire(self) -> None:
+        """Close the file while other threads may still be reading it: each read either
+        completes on this file or raises (StorageIOError) -- it never reaches another
+        file that reuses the descriptor (io/pread.py says how).  Idempotent.  Here: a
+        plain :meth:`close`, for files with no descriptor numbers to reuse."""
+        self.close()
 
 
 ReadRequest = tuple[RandomAccessFile, int, int]

@@ -110,6 +110,9 @@ class HookedReadable(RandomAccessFile):
     def close(self) -> None:
         self.inner.close()
 
+    def retire(self) -> None:
+        self.inner.retire()
+
 
 class HookedEnv(Env):
     """Delegates to ``inner``; override :meth:`hook` (and, for per-handle state,

@@ -342,10 +342,15 @@ class CatchUp:
                        if (m := mems.get(ks_id)) is not None and m.entries)
         return mem, sealed
 
-    def close(self) -> None:
-        """Close the WAL and every pinned table."""
+    def close(self, *, in_use: bool = False) -> None:
+        """Close the WAL and every pinned table; ``in_use``: reads on other threads may
+        still be using the tables (a store's close), so they are retired instead
+        (``TableReader.retire``: no read reaches another file that reuses a number)."""
         for t in self.tables.values():
-            t.close()
+            if in_use:
+                t.retire()
+            else:
+                t.close()
         self.tables.clear()
         if self.wal is not None:
             self.wal.close()

@@ -116,7 +116,11 @@ class _FollowerReads:
         pub = self._store.published
         view = pub.views.get(ks.id, ks.view)
         v = pub.version if version is None else pub.check(version)
-        value = view.get(key, v, 0 if ks.ttl is None else tree.ttl_floor(ks, v))
+        try:  # (free unless it raises: the error path reports a close() that raced the read)
+            value = view.get(key, v, 0 if ks.ttl is None else tree.ttl_floor(ks, v))
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
         if value is None:
             return default
         return value
@@ -128,7 +132,12 @@ class _FollowerReads:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
         ks = as_keys(keys)
         view, v = self._read_point(version)
-        return view.multi_get(ks, v, self._tree.ttl_floor(self._ks, v), self._tree.env)
+        tree = self._tree
+        try:
+            return view.multi_get(ks, v, tree.ttl_floor(self._ks, v), tree.env)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
@@ -142,15 +151,25 @@ class _FollowerReads:
         check_bool(keys_only, "keys_only")
         check_limit(limit)
         tree = self._tree
-        return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit, tree.check_open,
-                         keys_only)
+        try:
+            return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit,
+                             tree.check_open, keys_only)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         key = as_bytes(key, "key")
         view, v = self._read_point(None)
-        floor = self._tree.ttl_floor(self._ks, v)
-        return guarded([e for e in view.history(key, v) if e[0] >= floor], self._tree.check_open)
+        tree = self._tree
+        floor = tree.ttl_floor(self._ks, v)
+        try:
+            entries = view.history(key, v)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
+        return guarded([e for e in entries if e[0] >= floor], tree.check_open)
 
 
 class FollowerKeyspace(_FollowerReads, Keyspace):
@@ -313,5 +332,9 @@ class FollowerStore(_FollowerReads, Store):
             was_open = not self._tree.closed
             super().close()
             if was_open:
-                self._catchup.close()
+                # Reads now find the keyspaces' closed views (Tree.close_tables); the
+                # published ones held the tables, which readers may still be using.
+                pub = self.published
+                self.published = Published(pub.version, pub.floor, {})
+                self._catchup.close(in_use=True)
                 heaptrim.return_free_memory()  # what the catch-up held (see Store.close)

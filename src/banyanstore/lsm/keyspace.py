@@ -14,7 +14,10 @@ batch can update several keyspaces atomically.
 
 Iterators (``scan``, ``history``, iterating a keyspace) read lazily from the
 store; read after the store is closed, they raise
-:class:`~banyanstore.errors.StoreClosedError`.
+:class:`~banyanstore.errors.StoreClosedError`.  So does a read racing ``close()`` on
+another thread, unless it completes first: its error path asks whether the store was
+closed meanwhile (``Tree.closed_meanwhile``), as the iterators' guards do -- close()
+retires the table files such a read may be using (``Tree.close_tables``).
 """
 
 from __future__ import annotations
@@ -162,10 +165,14 @@ class Keyspace:
             key = as_bytes(key, "key")
         view = self._ks.view  # before the version check: see Tree.apply (floor, then views)
         v = tree.version if version is None else tree.check_version(version)
-        if self._ks.ttl is None:
-            value = view.get(key, v, 0)
-        else:
-            value = view.get(key, v, tree.ttl_floor(self._ks, v))
+        try:  # (free unless it raises: the error path reports a close() that raced the read)
+            if self._ks.ttl is None:
+                value = view.get(key, v, 0)
+            else:
+                value = view.get(key, v, tree.ttl_floor(self._ks, v))
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
         if value is None:
             return default
         return value
@@ -178,7 +185,11 @@ class Keyspace:
         ks = as_keys(keys)
         view = self._ks.view
         v = tree.version if version is None else tree.check_version(version)
-        return view.multi_get(ks, v, tree.ttl_floor(self._ks, v), tree.env)
+        try:
+            return view.multi_get(ks, v, tree.ttl_floor(self._ks, v), tree.env)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
@@ -204,7 +215,11 @@ class Keyspace:
         if limit is not None and (type(limit) is not int or limit < 0):
             check_limit(limit)
         floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
-        return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only)
+        try:  # (a seek reads its first blocks here; later reads are the iterator's, guarded)
+            return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
 
     def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
@@ -215,7 +230,12 @@ class Keyspace:
         view = self._ks.view
         v = tree.version
         floor = tree.ttl_floor(self._ks, v)
-        return guarded([e for e in view.history(key, v) if e[0] >= floor], tree.check_open)
+        try:
+            entries = view.history(key, v)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
+        return guarded([e for e in entries if e[0] >= floor], tree.check_open)
 
 
     # -- mapping conveniences (lsm/mapping.py says how they differ from a dict's) -----

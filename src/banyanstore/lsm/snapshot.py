@@ -84,13 +84,23 @@ class Snapshot:
     def get(self, key: bytes, *, keyspace: Any = None, default: Any = None) -> Any:
         """The value of ``key`` at the snapshot's version; ``default`` (None) if absent."""
         ks, view = self._ks(keyspace)
-        value = view.get(as_bytes(key, "key"), self.version, self._tree.ttl_floor(ks, self.version))
+        key = as_bytes(key, "key")
+        try:
+            value = view.get(key, self.version, self._tree.ttl_floor(ks, self.version))
+        except Exception as exc:
+            self._tree.closed_meanwhile(exc)  # the store's close() raced the read
+            raise
         return default if value is None else value
 
     def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
         ks, view = self._ks(keyspace)
-        return view.multi_get(as_keys(keys), self.version,
-                              self._tree.ttl_floor(ks, self.version), self._tree.env)
+        keys = as_keys(keys)
+        try:
+            return view.multi_get(keys, self.version, self._tree.ttl_floor(ks, self.version),
+                                  self._tree.env)
+        except Exception as exc:
+            self._tree.closed_meanwhile(exc)
+            raise
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, reverse: bool = False, limit: int | None = None,
@@ -102,8 +112,12 @@ class Snapshot:
         check_bool(reverse, "reverse")
         check_bool(keys_only, "keys_only")
         check_limit(limit)
-        return view.scan(s, e, self.version, self._tree.ttl_floor(ks, self.version),
-                         reverse, limit, self._check_open, keys_only)
+        try:
+            return view.scan(s, e, self.version, self._tree.ttl_floor(ks, self.version),
+                             reverse, limit, self._check_open, keys_only)
+        except Exception as exc:
+            self._tree.closed_meanwhile(exc)
+            raise
 
     def keys(self, start: bytes | None = None, end: bytes | None = None, *,
              prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> KeysView:
@@ -140,7 +154,12 @@ class Snapshot:
     def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
         ks, view = self._ks(keyspace)
         floor = self._tree.ttl_floor(ks, self.version)  # expired entries stay hidden
-        entries = view.history(as_bytes(key, "key"), self.version)
+        key = as_bytes(key, "key")
+        try:
+            entries = view.history(key, self.version)
+        except Exception as exc:
+            self._tree.closed_meanwhile(exc)
+            raise
         return guarded([e for e in entries if e[0] >= floor], self._check_open)
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from .. import heaptrim, shutdown
@@ -213,7 +214,7 @@ class Store(Keyspace):
         for closer in (getattr(self._compactor, "stop", None),
                        getattr(self._flusher, "stop", None),
                        getattr(self._wal, "close", None),
-                       self._tree.close,
+                       partial(self._tree.close, in_use=False),  # no reader has the store yet
                        getattr(self._lock, "release", None)):
             if closer is not None:
                 try:
@@ -424,7 +425,9 @@ class Store(Keyspace):
                 closer()
             except (BanyanStoreError, OSError) as exc:
                 errors.append(exc)
-        errors += tree.close()  # the manifest and the tables
+        # The manifest and the tables -- retired, not closed: reads that checked `closed`
+        # just before may still be using them (Tree.close_tables).
+        errors += tree.close(in_use=True)
         if self._lock is not None:
             try:
                 self._lock.release()

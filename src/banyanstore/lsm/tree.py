@@ -66,7 +66,7 @@ from .manifest import Manifest, ManifestState, TableInfo
 from .memtable import Memtable
 from .pins import SnapshotPins
 from .timemap import TimeMap
-from .view import KeyspaceState, View
+from .view import ClosedView, KeyspaceState, View
 
 __all__ = ["Tree", "Change", "Floors", "table_path"]
 
@@ -472,6 +472,13 @@ class Tree:
         """Raise the StoreClosedError of this store (reads call it when ``closed``)."""
         raise StoreClosedError(f"store {self.path} is closed")
 
+    def closed_meanwhile(self, exc: BaseException) -> None:
+        """A read's error path: raise StoreClosedError (from ``exc``) if the store is
+        closed -- the read failed because :meth:`close` retired the files it was reading
+        (see :meth:`close_tables`); else return, and the caller re-raises ``exc``."""
+        if self.closed:
+            raise StoreClosedError(f"store {self.path} is closed") from exc
+
     def mark_closed(self) -> None:
         """From now on reads raise StoreClosedError (the files close in :meth:`close`)."""
         self.closed = True
@@ -485,8 +492,10 @@ class Tree:
             assert self._manifest is not None
             yield copy.deepcopy(self._manifest.state)
 
-    def close(self) -> list[BaseException]:
-        """Close the manifest and every table; returns the errors (after trying all)."""
+    def close(self, *, in_use: bool = True) -> list[BaseException]:
+        """Close the manifest and every table; returns the errors (after trying all).
+        ``in_use``: reads on other threads may still be using the tables (see
+        :meth:`close_tables`); False after a failed open, when no reader can."""
         self.closed = True
         errors: list[BaseException] = []
         with self._lock:
@@ -495,12 +504,24 @@ class Tree:
                     self._manifest.close()
                 except (BanyanStoreError, OSError) as exc:
                     errors.append(exc)
-        self.close_tables()
+        self.close_tables(in_use=in_use)
         return errors
 
-    def close_tables(self) -> None:
-        """Close every table of every published view (readers holding older views
-        keep theirs until they let go)."""
-        for ks in self.keyspaces():
-            for t in ks.view.tables:
-                t.close()
+    def close_tables(self, *, in_use: bool = True) -> None:
+        """Give every keyspace a :class:`ClosedView` and close the tables of the views
+        it replaces (readers holding older views keep theirs until they let go).
+
+        With ``in_use`` (a store's close), reads that checked ``closed`` a moment before
+        may be using them: the tables are *retired* (``TableReader.retire``), never closed
+        under a reader, so each such read either completes on its table or fails -- and
+        its error path (:meth:`closed_meanwhile`, the iterators' guards) reports
+        StoreClosedError; no read reaches another file that took a freed descriptor's
+        number.  The numbers are released as the last reader lets go of the tables."""
+        closed = ClosedView(f"store {self.path} is closed")
+        with self._lock:
+            old = [ks.view for ks in self._by_id.values()]
+            for ks in self._by_id.values():
+                ks.view = closed
+        for view in old:
+            for t in view.tables:
+                (getattr(t, "retire", t.close) if in_use else t.close)()

@@ -25,7 +25,7 @@ from typing import Any
 import xxhash
 
 from .. import accel
-from ..errors import KeyspaceNotFoundError
+from ..errors import KeyspaceNotFoundError, StoreClosedError
 from .iterators import (
     Entry,
     Guard,
@@ -40,7 +40,7 @@ from .iterators import (
 from .memtable import MISSING, Memtable
 from .rangedel import Cover, Fragments, RangeDel
 
-__all__ = ["View", "KeyspaceState", "EMPTY_VIEW", "DroppedView"]
+__all__ = ["View", "KeyspaceState", "EMPTY_VIEW", "DroppedView", "ClosedView"]
 
 _hash = xxhash.xxh3_64_intdigest
 _native = accel.native
@@ -390,6 +390,17 @@ class DroppedView(View):
 
     def approximate(self, *args: Any) -> Any:
         return self._gone()
+
+
+class ClosedView(DroppedView):
+    """The view of every keyspace of a closed store (``Tree.close_tables``): reads that
+    pick it up raise StoreClosedError, and the closed store holds no table or memtable
+    (a retired table's descriptor goes once no reader holds it, io/pread.py)."""
+
+    __slots__ = ()
+
+    def _gone(self) -> Any:
+        raise StoreClosedError(self.message)
 
 
 class KeyspaceState:

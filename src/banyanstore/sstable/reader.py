@@ -840,6 +840,20 @@ class TableReader:
         self._file.close()
         self.cache.evict_table(self.table_id)
 
+    def retire(self) -> None:
+        """:meth:`close` while reads on other threads may still be using the table (a
+        store's close): the file is retired (``RandomAccessFile.retire``) -- each read
+        either completes on this table or raises, and its descriptor's number is not
+        reused while any reader holds the table -- and its blocks leave the cache.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # (the core stays: readers holding the view use it; its file fails them now)
+        retire = getattr(self._file, "retire", None)  # (a duck-typed file: close())
+        (retire if retire is not None else self._file.close)()
+        self.cache.evict_table(self.table_id)
+
     @property
     def closed(self) -> bool:
         return self._closed
