@@ -1,10 +1,15 @@
 """Flushing immutable memtables to tables, off the caller's thread.
 
-A switch hands the flusher a :class:`PendingFlush` (the memtables of every
-keyspace as of one version, and the WAL sequence where the next memtables
-start).  The flusher writes one table per non-empty memtable, syncs the
-tables and their directory, then records them in the manifest *and* swaps
-the keyspaces' views under the state lock, and only then cuts the WAL.
+A switch seals the active memtables (they move to the views' immutable memtables)
+and then has the flusher queue a :class:`PendingFlush`: every sealed memtable the
+queue does not hold yet -- the ones that switch sealed, and any a switch interrupted
+before its submit (a Ctrl-C) left in the views -- with the version they hold
+everything up to and the WAL sequence where the next memtables start.  So every
+sealed memtable is flushed, jobs in the order they were sealed, and no job's
+``flushed_version`` passes a memtable still awaiting its flush.  The flusher writes
+one table per non-empty memtable, syncs the tables and their directory, then
+records them in the manifest *and* swaps the keyspaces' views under the state lock,
+and only then cuts the WAL.
 
 Crash states (each proven by tests/lsm/test_crash.py):
 
@@ -30,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from .. import heaptrim
 from ..errors import BanyanStoreError, StoreClosedError
@@ -59,14 +63,18 @@ TRIM_EVERY = heaptrim.TRIM_EVERY
 
 @dataclass
 class PendingFlush:
-    mems: dict[int, Memtable]
+    """Sealed memtables by keyspace id, oldest first (more than one only after an
+    interrupted switch); every entry up to ``last_version`` is in them or in tables, and
+    the WAL records before ``wal_seq`` only hold such entries."""
+
+    mems: dict[int, tuple[Memtable, ...]]
     last_version: int
     wal_seq: int
 
     @property
     def nbytes(self) -> int:
         """The memtables' charge (sealed: it no longer changes)."""
-        return sum(mem.approx_bytes for mem in self.mems.values())
+        return sum(mem.approx_bytes for mems in self.mems.values() for mem in mems)
 
 
 def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: FlushEntries,
@@ -117,11 +125,12 @@ def _remove_quietly(tree: Tree, path: str) -> None:
         logger.warning("could not remove %s after a failed flush", path)
 
 
-def _install(mem: Memtable, reader: TableReader | None) -> Callable[[View], View]:
-    """The view change of one keyspace's flush: ``mem`` out, its table in."""
+def _install(mems: tuple[Memtable, ...], readers: list[TableReader]) -> Callable[[View], View]:
+    """The view change of one keyspace's flush: ``mems`` out, their tables (``readers``,
+    oldest first) in, newest first."""
     def build(old: View) -> View:
-        tables = old.tables if reader is None else (reader,) + old.tables
-        return View(old.mem, tuple(m for m in old.imms if m is not mem), tables)
+        return View(old.mem, tuple(m for m in old.imms if all(m is not f for f in mems)),
+                    tuple(reversed(readers)) + old.tables)
     return build
 
 
@@ -154,17 +163,41 @@ class Flusher(BackgroundThread):
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, mems: dict[int, Memtable], last_version: int, wal_seq: int) -> None:
+    def submit(self, last_version: int, wal_seq: int) -> None:
+        """Queue the flush of every sealed memtable not queued yet (:meth:`unqueued`):
+        every entry up to ``last_version`` is in them, in tables or in the memtables
+        queued before, and the WAL records before ``wal_seq`` only hold such entries.
+        REQUIRES: the write lock (no memtable is sealed meanwhile).  The job joins the
+        queue in one step, so an interrupt (a Ctrl-C) anywhere in this call either
+        queues all of them or leaves all of them to the next call."""
         with self._cv:
-            job = PendingFlush(mems, last_version, wal_seq)
+            job = PendingFlush(self._unqueued_locked(), last_version, wal_seq)
             self._queue.append(job)
-            self._charge_locked(job.nbytes)
+            self._charge_locked()
             self._cv.notify_all()
 
-    def _charge_locked(self, nbytes: int) -> None:
-        """The queue's memtables grew by ``nbytes`` (shrank, if negative): tell the
-        budget.  REQUIRES: ``_cv`` held."""
-        self._sealed_bytes += nbytes
+    def unqueued(self) -> bool:
+        """Whether some sealed memtable is not in the queue: a switch was interrupted
+        between sealing the memtables and :meth:`submit` (the next switch queues it)."""
+        with self._cv:
+            return bool(self._unqueued_locked())
+
+    def _unqueued_locked(self) -> dict[int, tuple[Memtable, ...]]:
+        """The sealed memtables of the views that no job in the queue holds, by keyspace
+        id, oldest first.  REQUIRES: ``_cv`` held (a job leaves the queue only after its
+        memtables left the views)."""
+        queued = {id(m) for job in self._queue for mems in job.mems.values() for m in mems}
+        out: dict[int, tuple[Memtable, ...]] = {}
+        for ks in self._tree.keyspaces():
+            mems = tuple(m for m in reversed(ks.view.imms) if id(m) not in queued)
+            if mems:
+                out[ks.id] = mems
+        return out
+
+    def _charge_locked(self) -> None:
+        """Tell the budget what the queue's memtables hold (recounted, so an interrupted
+        update cannot leave it wrong).  REQUIRES: ``_cv`` held."""
+        self._sealed_bytes = sum(job.nbytes for job in self._queue)
         if self._budget is not None:
             self._budget.set_sealed(self._sealed_bytes)
 
@@ -252,11 +285,10 @@ class Flusher(BackgroundThread):
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
-            flushed = job.nbytes
             del job  # the flushed memtables go now, not when the next flush begins
             with self._cv:
                 self._queue.popleft()
-                self._charge_locked(-flushed)
+                self._charge_locked()
                 self.error = None
                 self.failures = 0
                 self.flushes += 1
@@ -277,30 +309,33 @@ class Flusher(BackgroundThread):
     def _flush(self, job: PendingFlush) -> None:
         self._trim_heap(job)
         tree = self._tree
-        built: dict[int, Any] = {}
-        infos: list[TableInfo] = []
+        built: dict[int, list[TableReader]] = {ks_id: [] for ks_id in job.mems}
+        added: list[tuple[TableInfo, TableReader]] = []
         try:
-            for ks_id, mem in job.mems.items():
+            for ks_id, mems in job.mems.items():
                 ks = tree.keyspace_by_id(ks_id)  # looked up once: a drop may come any time
                 if ks is None:
                     continue  # dropped (Store.drop_keyspace): its entries go with it
-                result = build_table(tree, self._workers, ks, mem.flush_entries(),
-                                     mem.sorted_range_dels())
-                if result is not None:
-                    built[ks_id], info = result
-                    infos.append(info)
+                for mem in mems:  # oldest first: the newer table gets the higher number
+                    result = build_table(tree, self._workers, ks, mem.flush_entries(),
+                                         mem.sorted_range_dels())
+                    if result is not None:
+                        reader, info = result
+                        built[ks_id].append(reader)
+                        added.append((info, reader))
             tree.env.sync_dir(f"{tree.path}/tables")
         except BaseException:
-            for info in infos:
+            for info, _reader in added:
                 _remove_quietly(tree, table_path(tree.path, info.file_no))
             raise
         # Durable edit, then the views (tables in, memtables out), then the WAL cut.  A
         # keyspace dropped while its table was built: Tree.apply leaves the table out.
+        infos = [info for info, _reader in added]
         tree.apply(Change(
             edit={"add_tables": [i.to_json() for i in infos], "flushed_version": job.last_version,
                   "wal_seq": job.wal_seq},
-            added=[(i, built[i.keyspace]) for i in infos],
-            views={ks_id: _install(mem, built.get(ks_id)) for ks_id, mem in job.mems.items()},
+            added=added,
+            views={ks_id: _install(mems, built[ks_id]) for ks_id, mems in job.mems.items()},
             wal_cut=job.wal_seq, time_map=True))
         self.bytes_written += sum(i.file_size for i in infos)
         if self._on_flushed is not None:

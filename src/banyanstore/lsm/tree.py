@@ -184,7 +184,7 @@ class Tree:
         return ks
 
     def _forget(self, ks: KeyspaceState) -> None:
-        del self._by_id[ks.id]
+        self._by_id.pop(ks.id, None)
         if self._by_name.get(ks.name) is ks:
             del self._by_name[ks.name]
         self._ttl_cache.pop(ks.id, None)
@@ -215,7 +215,12 @@ class Tree:
             if ks is not None:
                 return ks
             assert self._manifest is not None
-            ks_id = self._manifest.state.next_keyspace_id()  # never a dropped one's
+            state = self._manifest.state
+            for ks_id, known in state.keyspaces.items():
+                if known == name:  # durable, but a call interrupted before it added it here
+                    return self._add(KeyspaceState(ks_id, name, View(Memtable(), (), ()),
+                                                   state.keyspace_ttl.get(ks_id, self.options.ttl)))
+            ks_id = state.next_keyspace_id()  # never a dropped one's
             edit: dict[str, Any] = {"add_keyspace": [ks_id, name]}
             if ttl is not None:  # one edit: the keyspace never exists without its TTL
                 edit["keyspace_ttl"] = [ks_id, ttl]
@@ -230,9 +235,19 @@ class Tree:
         deletes what is left).  Its handles raise KeyspaceNotFoundError from then on.
         REQUIRES: no write and no merge runs (the caller holds them off)."""
         with self._lock:
-            self._log_edit({"drop_keyspace": ks.id})
-            self._forget(ks)
-            old = ks.drop(f"keyspace {ks.name!r} of store {self.path} was dropped")
+            assert self._manifest is not None
+            state = self._manifest.state
+            old = ks.view
+            try:
+                if ks.id in state.keyspaces:  # (else a call interrupted after its edit)
+                    self._log_edit({"drop_keyspace": ks.id})
+            finally:
+                # Once the edit is applied, the keyspace goes here too -- also when the
+                # call is interrupted (a Ctrl-C) after it: writes to it would be lost at
+                # the next open, and a flush naming it would fail.
+                if ks.id not in state.keyspaces and ks.dropped is None:
+                    self._forget(ks)
+                    old = ks.drop(f"keyspace {ks.name!r} of store {self.path} was dropped")
         for t in old.tables:
             self.cache.evict_table(t.table_id)
             path = table_path(self.path, t.file_no)

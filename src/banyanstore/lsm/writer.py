@@ -58,7 +58,7 @@ from .memtable import Memtable, NativeMemtable
 from .rangedel import check_range
 from .tree import Tree
 from .view import KeyspaceState, View
-from .wal import encode_batch, encode_one, encode_with_ranges
+from .wal import VERSION_OFFSET, encode_batch, encode_one, encode_with_ranges
 
 __all__ = ["Writer", "Op", "RangeOp"]
 
@@ -162,9 +162,11 @@ class Writer:
         if self._read_only:
             raise ReadOnlyError(f"store {path} was opened read-only")
         if self._wal_error is not None:
-            raise ReadOnlyError(f"store {path} is read-only after a failed WAL write "
-                                f"({self._wal_error}); reads still work: close and reopen it "
-                                "to write again") from self._wal_error
+            err = self._wal_error
+            why = (f"a failed WAL write ({err})" if isinstance(err, StorageIOError)
+                   else f"an interrupted write it could not complete ({err!r})")
+            raise ReadOnlyError(f"store {path} is read-only after {why}; reads still work: "
+                                "close and reopen it to write again") from err
 
     def _wal_failed(self, exc: StorageIOError) -> None:
         """A WAL append or sync failed: whether the record reached the disk is unknown
@@ -206,17 +208,21 @@ class Writer:
             if self._mem_bytes >= self._mem_check:
                 self._memory_step()
             v = tree.version + 1
-            ms = int(self._clock() * 1000)
-            try:
-                # One C call when the compiled core can store the record where the log
-                # stands (else None: the log's Python path, same bytes).
-                if self._wal_put is None or (seq := self._wal_put(v, ms, ks.id, key, value)) is None:
-                    seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
-            except StorageIOError as exc:
-                self._wal_failed(exc)
+            try:  # (free unless something is raised: see _complete_write)
+                ms = int(self._clock() * 1000)
+                try:
+                    # One C call when the compiled core can store the record where the log
+                    # stands (else None: the log's Python path, same bytes).
+                    if self._wal_put is None or (seq := self._wal_put(v, ms, ks.id, key, value)) is None:
+                        seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
+                except StorageIOError as exc:
+                    self._wal_failed(exc)
+                    raise
+                self._mem_bytes += ks.view.mem.add(key, v, value)
+                tree.publish_version(v)
+            except BaseException:
+                self._complete_write(v, ((ks, key, value),), ())
                 raise
-            self._mem_bytes += ks.view.mem.add(key, v, value)
-            tree.publish_version(v)
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
@@ -251,27 +257,72 @@ class Writer:
             if self._mem_bytes >= self._mem_check:
                 self._memory_step()
             v = tree.version + 1
-            ms = int(self._clock() * 1000)
-            wal_ops = [(ks.id, k, val) for ks, k, val in ops]
-            if ranges:
-                record = encode_with_ranges(v, ms, wal_ops, [(ks.id, a, b) for ks, a, b in ranges])
-            else:
-                record = encode_batch(v, ms, wal_ops)
-            try:
-                seq = self._wal_append(record, sync=False)
-            except StorageIOError as exc:
-                self._wal_failed(exc)
+            try:  # (free unless something is raised: see _complete_write)
+                ms = int(self._clock() * 1000)
+                wal_ops = [(ks.id, k, val) for ks, k, val in ops]
+                if ranges:
+                    record = encode_with_ranges(v, ms, wal_ops, [(ks.id, a, b) for ks, a, b in ranges])
+                else:
+                    record = encode_batch(v, ms, wal_ops)
+                try:
+                    seq = self._wal_append(record, sync=False)
+                except StorageIOError as exc:
+                    self._wal_failed(exc)
+                    raise
+                for ks, k, val in ops:
+                    self._mem_bytes += ks.view.mem.add(k, v, val)
+                for ks, lo, hi in ranges:
+                    self._mem_bytes += ks.view.mem.add_range(lo, hi, v)
+                tree.publish_version(v)
+            except BaseException:
+                self._complete_write(v, ops, ranges)
                 raise
-            for ks, k, val in ops:
-                self._mem_bytes += ks.view.mem.add(k, v, val)
-            for ks, lo, hi in ranges:
-                self._mem_bytes += ks.view.mem.add_range(lo, hi, v)
-            tree.publish_version(v)
             if ms >= self._next_sample_ms:
                 self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
             self._sync_wal(seq)
         return v
+
+    def _complete_write(self, v: int, ops: Sequence[Op], ranges: Sequence[RangeOp]) -> None:
+        """The write of version ``v`` (``ops`` and ``ranges``) raised before publishing
+        ``v`` -- a Ctrl-C's KeyboardInterrupt can land at any point of it.  Make it whole
+        or nothing, as its WAL record decides (a reopen replays that record whole):
+        nothing reaches a memtable before the record is in the log, so without it there
+        is nothing to undo; with it, the entries the memtables lack are added and ``v``
+        is published, so no later write takes ``v`` and publishes part of it.  If that
+        fails too (a second Ctrl-C), writes are refused from then on, as after a failed
+        WAL write (a reopen replays the record).  The caller re-raises its exception.
+        REQUIRES: the write lock."""
+        if self._wal_error is not None:
+            return  # writes are refused already (the WAL failed): a reopen replays it
+        try:
+            if not self._wal_holds(v):
+                return
+            for ks, k, val in ops:  # in order: the last op of a key twice in it wins
+                mem = ks.view.mem
+                if mem.get_entry(k, v) != (v, val):
+                    self._mem_bytes += mem.add(k, v, val)
+            for ks, lo, hi in ranges:
+                mem = ks.view.mem
+                if (lo, hi, v) not in mem.range_dels:
+                    self._mem_bytes += mem.add_range(lo, hi, v)
+            self._tree.publish_version(v)
+        except BaseException as exc:  # noqa: BLE001 - the caller raises its own
+            logger.error("store %s: an interrupted write could not be completed, the store "
+                         "is read-only until reopened: %r", self._tree.path, exc)
+            self._wal_error = exc
+            self._refused = True
+
+    def _wal_holds(self, version: int) -> bool:
+        """Whether the WAL's last record is the write of ``version`` (versions only grow
+        from record to record).  REQUIRES: the write lock (no append runs)."""
+        wal = self._wal
+        assert wal is not None
+        last = wal.last_seq
+        if last < wal.first_seq:
+            return False  # the log is empty (cut after a flush)
+        record = wal.get(last)
+        return int.from_bytes(record[VERSION_OFFSET:VERSION_OFFSET + 8], "little") == version
 
     def _sync_wal(self, seq: int) -> None:
         try:
@@ -321,13 +372,19 @@ class Writer:
             self._budget.set_active(nbytes)
 
     def _switch_memtables(self) -> None:
-        """Seal the active memtables and queue them for flushing.  REQUIRES: the write lock."""
+        """Seal the active memtables and queue them for flushing.  REQUIRES: the write lock.
+
+        An exception anywhere in it (a Ctrl-C's KeyboardInterrupt) strands nothing:
+        whatever it sealed stays in the views, and the next switch -- a write's, or
+        flush()'s and close()'s, which switch even when the active memtables are empty
+        -- queues it with its own (:meth:`Flusher.submit` takes every sealed memtable
+        not queued yet), so no flush's ``flushed_version`` passes it."""
         flusher = self._flusher
         assert flusher is not None and self._wal is not None
         flusher.wait_for_room()  # stalls while too many memtables await flushing
         self._wait_for_merges()
         tree = self._tree
-        if tree.memtables_empty():
+        if tree.memtables_empty() and not flusher.unqueued():
             self._set_mem_bytes(0)  # (a dropped keyspace's memtable may have been charged)
             return
         try:
@@ -336,8 +393,10 @@ class Writer:
             self._wal_failed(exc)
             raise
         wal_seq = self._wal.last_seq + 1
-        sealed = tree.seal_memtables()
-        flusher.submit(sealed, tree.version, wal_seq)  # charged as sealed, then no longer active
+        tree.seal_memtables()
+        # Queues what this switch sealed and whatever an interrupted one left unqueued
+        # (charged as sealed, then no longer active).
+        flusher.submit(tree.version, wal_seq)
         self._set_mem_bytes(0)
 
     def _wait_for_merges(self) -> None:
