@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 import banyanstore
-from banyanstore.errors import KeyspaceNotFoundError, ReadOnlyError
+from banyanstore.errors import KeyspaceNotFoundError, ReadOnlyError, StorageIOError
+from banyanstore.log.log import Log
 from banyanstore.lsm import flush, tree
 from banyanstore.lsm.store import Store
 
@@ -475,3 +476,83 @@ def test_a_keyspace_drop_interrupted_after_its_edit_is_complete(tmp_path: Path,
     store.close()
     with open_store(tmp_path / "db") as again:
         assert again.keyspaces() == ["default"] and again.get(b"keep") == b"1"
+
+
+# -- the Log's own append and rotation -----------------------------------------------------------
+
+def test_a_ctrl_c_inside_the_wal_append_turns_the_store_read_only_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Log refuses appends after an interrupt inside its append (what reached the
+    segment is unknown): the store is read-only from then on, as after a failed WAL
+    write -- close() leaves the memtables to the WAL's replay instead of failing to
+    switch them (it raised the Log's error), and a reopen has everything acknowledged
+    and the interrupted batch whole or absent."""
+    store = open_store(tmp_path / "db")
+    acked = {b"a%d" % i: b"%d" % i for i in range(50)}
+    for k, v in acked.items():
+        store.put(k, v)
+    segment = store._wal._writer  # (Python framing's add, or the compiled core's)
+    real_add = segment.add
+
+    def add(seq: int, data: bytes) -> bool:
+        real_add(seq, data)
+        raise KeyboardInterrupt  # the record is stored, the Log has not counted it
+
+    monkeypatch.setattr(segment, "add", add)
+    b = store.batch()
+    for i in range(5):
+        b.put(b"b%d" % i, b"x")
+    with pytest.raises(KeyboardInterrupt):
+        b.commit()
+    monkeypatch.undo()
+    assert [store.get(b"b%d" % i) for i in range(5)] == [None] * 5
+    store.close()  # before: the flush's rotation raised the Log's error
+    with open_store(tmp_path / "db") as again:
+        assert all(again.get(k) == v for k, v in acked.items())
+        assert [again.get(b"b%d" % i) for i in range(5)] in ([None] * 5, [b"x"] * 5)
+
+
+def test_a_ctrl_c_inside_the_wal_rotation_turns_the_store_read_only_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(tmp_path / "db")
+    store.put(b"a", b"1")
+    real = Log._rotate_locked
+
+    def rotate(self: Log) -> None:
+        real(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Log, "_rotate_locked", rotate)
+    with pytest.raises(KeyboardInterrupt):
+        store.flush()
+    monkeypatch.undo()
+    with pytest.raises(ReadOnlyError, match="failed WAL write.*reopen"):
+        store.put(b"b", b"2")  # before: the Log's StorageIOError first, ReadOnlyError after
+    store.close()
+    with open_store(tmp_path / "db") as again:
+        assert again.get(b"a") == b"1" and again.get(b"b") is None
+        again.put(b"b", b"2")
+
+
+def test_the_log_says_why_it_refuses_appends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = banyanstore.open_log(tmp_path / "log")
+    assert log.append(b"a") == 1 and log.failure is None
+    segment = log._writer
+    real_add = segment.add  # type: ignore[union-attr]
+
+    def add(seq: int, data: bytes) -> bool:
+        real_add(seq, data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segment, "add", add)
+    with pytest.raises(KeyboardInterrupt):
+        log.append(b"b")
+    monkeypatch.undo()
+    failure = log.failure
+    assert isinstance(failure, StorageIOError) and "reopen" in str(failure)
+    with pytest.raises(StorageIOError):
+        log.append(b"c")
+    log.close()
+    assert log.failure is None
+    with banyanstore.open_log(tmp_path / "log") as again:
+        assert again.failure is None and again.get(1) == b"a"

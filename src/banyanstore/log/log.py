@@ -55,6 +55,7 @@ from .. import shutdown
 from ..arguments import as_bytes, as_path, check_bool, check_int, check_sync, is_buffer
 from ..errors import (
     LogRangeError,
+    StorageIOError,
     StoreClosedError,
 )
 from ..io.base import Env, FileLock, MappedFile
@@ -243,6 +244,17 @@ class Log(LogView, AsyncAppends):
         with :meth:`append`, which handles all of those.  The same bytes either way
         (tests/log/test_native_framing.py)."""
         return getattr(self._appends, "append_put", None)
+
+    @property
+    def failure(self) -> StorageIOError | None:
+        """The error appends raise after a failed write or sync -- or an exception (a
+        Ctrl-C) inside an append or a rotation, after which what reached the segment is
+        unknown -- until the log is reopened; None while it takes appends (and for a
+        closed or read-only log)."""
+        if self._ok or self._closed or self._read_only:
+            return None
+        exc = self._unwritable()
+        return exc if isinstance(exc, StorageIOError) else None
 
     def _append_synced(self, record: bytes) -> int:
         seq = self.append(record, sync=False)

@@ -293,8 +293,9 @@ class Writer:
         fails too (a second Ctrl-C), writes are refused from then on, as after a failed
         WAL write (a reopen replays the record).  The caller re-raises its exception.
         REQUIRES: the write lock."""
+        self._wal_refusing()
         if self._wal_error is not None:
-            return  # writes are refused already (the WAL failed): a reopen replays it
+            return  # writes are refused (the WAL failed): a reopen replays what it holds
         try:
             if not self._wal_holds(v):
                 return
@@ -312,6 +313,16 @@ class Writer:
                          "is read-only until reopened: %r", self._tree.path, exc)
             self._wal_error = exc
             self._refused = True
+
+    def _wal_refusing(self) -> None:
+        """After an exception out of the Log: if it refuses appends now -- an interrupt
+        inside its append or rotation stops it, since what reached the segment is
+        unknown -- the store turns read-only now, as after a failed WAL write (so close()
+        leaves the memtables to the WAL's replay rather than switch them into a Log that
+        refuses).  REQUIRES: the write lock."""
+        wal = self._wal
+        if self._wal_error is None and wal is not None and (exc := wal.failure) is not None:
+            self._wal_failed(exc)
 
     def _wal_holds(self, version: int) -> bool:
         """Whether the WAL's last record is the write of ``version`` (versions only grow
@@ -391,6 +402,9 @@ class Writer:
             self._wal.rotate()
         except StorageIOError as exc:
             self._wal_failed(exc)
+            raise
+        except BaseException:
+            self._wal_refusing()
             raise
         wal_seq = self._wal.last_seq + 1
         tree.seal_memtables()
