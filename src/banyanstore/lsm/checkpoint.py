@@ -9,11 +9,11 @@ are held off while the links are made, so the set is consistent.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 
 from ..errors import NotAStoreError
 from ..io.base import Env
+from .layout import directory_names
 from .manifest import Manifest
 from .tree import Tree
 
@@ -48,15 +48,7 @@ def check_destination(env: Env, dest: str) -> None:
     file, or a directory holding anything (another store too), raises
     :class:`~banyanstore.errors.NotAStoreError` (a ``FileExistsError``).  An absent or
     empty directory passes."""
-    if not env.exists(dest):
-        return
-    try:
-        names = env.listdir(dest)
-    except OSError as exc:  # StorageIOError is an OSError too
-        if exc.errno == errno.ENOTDIR:
-            raise NotAStoreError(f"checkpoint destination {dest} is a file, not a directory",
-                                 path=dest) from exc
-        raise
+    names = directory_names(env, dest, f"checkpoint destination {dest} is a file, not a directory")
     if names:
         shown = ", ".join(map(repr, sorted(names)[:3])) + (", ..." if len(names) > 3 else "")
         raise NotAStoreError(f"checkpoint destination {dest} is not empty (it holds {shown}); "

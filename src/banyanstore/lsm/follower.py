@@ -49,7 +49,6 @@ from ..arguments import check_bool, check_limit
 from ..errors import StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
 from .catchup import CatchUp
-from .iterators import guarded
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
 from .snapshot import Snapshot
 from .store import Store
@@ -162,14 +161,7 @@ class _FollowerReads:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         key = as_bytes(key, "key")
         view, v = self._read_point(None)
-        tree = self._tree
-        floor = tree.ttl_floor(self._ks, v)
-        try:
-            entries = view.history(key, v)
-        except Exception as exc:
-            tree.closed_meanwhile(exc)
-            raise
-        return guarded([e for e in entries if e[0] >= floor], tree.check_open)
+        return self._history_at(view, key, v)  # type: ignore[attr-defined]  # (a Keyspace mixin)
 
 
 class FollowerKeyspace(_FollowerReads, Keyspace):

@@ -227,8 +227,12 @@ class Keyspace:
         if tree.closed:
             tree.raise_closed()
         key = as_bytes(key, "key")
-        view = self._ks.view
-        v = tree.version
+        return self._history_at(self._ks.view, key, tree.version)
+
+    def _history_at(self, view: Any, key: bytes, v: int) -> Iterator[tuple[int, bytes | None]]:
+        """:meth:`history` of ``key`` in ``view`` read at version ``v`` (a follower reads
+        its own view and version)."""
+        tree = self._tree
         floor = tree.ttl_floor(self._ks, v)
         try:
             entries = view.history(key, v)

@@ -21,7 +21,7 @@ import re
 from ..errors import NotAStoreError
 from ..io.base import Env
 
-__all__ = ["is_store_name", "refuse_foreign_directory"]
+__all__ = ["is_store_name", "directory_names", "refuse_foreign_directory"]
 
 _STORE_NAME = re.compile(r"^(CURRENT|CURRENT\.tmp|LOCK|wal|tables|MANIFEST-\d{6,})$")
 
@@ -31,17 +31,23 @@ def is_store_name(name: str) -> bool:
     return _STORE_NAME.match(name) is not None
 
 
+def directory_names(env: Env, path: str, is_file: str) -> list[str]:
+    """The names in directory ``path`` ([] if it is absent); NotAStoreError with the
+    message ``is_file`` if ``path`` is a file."""
+    if not env.exists(path):
+        return []
+    try:
+        return env.listdir(path)
+    except OSError as exc:  # StorageIOError is an OSError too
+        if exc.errno == errno.ENOTDIR:
+            raise NotAStoreError(is_file, path=path) from exc
+        raise
+
+
 def refuse_foreign_directory(env: Env, path: str) -> None:
     """Raise NotAStoreError if ``path`` is a file, or a directory holding names that
     are not a store's.  An absent or empty directory passes."""
-    if not env.exists(path):
-        return
-    try:
-        names = env.listdir(path)
-    except OSError as exc:  # StorageIOError is an OSError too
-        if exc.errno == errno.ENOTDIR:
-            raise NotAStoreError(f"{path} is a file, not a store directory", path=path) from exc
-        raise
+    names = directory_names(env, path, f"{path} is a file, not a store directory")
     foreign = [n for n in names if not is_store_name(n)]
     if foreign:
         shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
