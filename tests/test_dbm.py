@@ -75,3 +75,16 @@ def test_keys_and_values_are_str_or_any_bytes_like_object(tmp_path: Path) -> Non
             db[5] = b"v"
         with pytest.raises(TypeError, match="value"):
             db["k"] = 5
+
+
+def test_a_read_only_database_refuses_every_delete_as_the_standard_modules_do(tmp_path: Path) -> None:
+    """dbm.dumb and dbm.gnu refuse a delete on a read-only database before they look
+    the key up: a missing key is the same error as a present one, not KeyError."""
+    path = tmp_path / "db"
+    with bdbm.open(path, "c") as db:
+        db["k"] = "v"
+    with bdbm.open(path, "r") as db:
+        for key in ("k", "missing"):
+            with pytest.raises(bdbm.error, match="read-only"):
+                del db[key]
+        assert db["k"] == b"v"

@@ -72,15 +72,18 @@ class BanyanDbm(MutableMapping[Any, bytes]):
 
     def __delitem__(self, key: Any) -> None:
         k = _encode(key, "key")
-        self._check()
+        self._check_writable()  # before the lookup: a missing key on a read-only db is this error too
         if self._store.get(k) is None:
             raise KeyError(key)
         self._write(lambda: self._store.delete(k))
 
-    def _write(self, fn: Any) -> None:
+    def _check_writable(self) -> None:
         self._check()
         if not self._writable:
             raise error("dbm object was opened read-only (flag 'r')")
+
+    def _write(self, fn: Any) -> None:
+        self._check_writable()
         try:
             fn()
         except BanyanStoreError as exc:
