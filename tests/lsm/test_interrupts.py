@@ -556,3 +556,30 @@ def test_the_log_says_why_it_refuses_appends(tmp_path: Path, monkeypatch: pytest
     assert log.failure is None
     with banyanstore.open_log(tmp_path / "log") as again:
         assert again.failure is None and again.get(1) == b"a"
+
+
+# -- close(): a second call finishes what an interrupted one began -------------------------------
+
+def test_close_after_a_ctrl_c_anywhere_in_close_releases_the_store(tmp_path: Path) -> None:
+    """An interrupt at any point of close() -- also after it marked the store closed --
+    leaves a store whose next close() completes: the lock is released (the store opens
+    again in this process) and every acknowledged write is there."""
+    rounds = [0]
+
+    def step(hit: Interrupt) -> None:
+        path = tmp_path / f"s{rounds[0]}"
+        rounds[0] += 1
+        store = open_store(path)
+        store.put(b"k", b"v")
+        try:
+            with hit:
+                store.close()
+        except KeyboardInterrupt:
+            pass
+        store.close()
+        assert store.closed
+        with open_store(path) as again:
+            assert again.get(b"k") == b"v"
+
+    assert sweep({"store.py": {"close", "_stop_writes", "_release"},
+                  "tree.py": {"close", "close_tables"}}, step) > 20

@@ -64,7 +64,8 @@ class Store(Keyspace):
     its ``"default"`` keyspace (``put``, ``get``, ``scan``... act on it)."""
 
     __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_cache", "_budget",
-                 "_flusher", "_compactor", "_workers", "_read_only", "_exit_token", "__weakref__")
+                 "_flusher", "_compactor", "_workers", "_read_only", "_exit_token", "_released",
+                 "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -101,6 +102,7 @@ class Store(Keyspace):
         self._workers = WorkerPools()
         self._wal: Log | None = None
         self._exit_token: int | None = None
+        self._released = False  # close() ran to its end
         # The handle of the "default" keyspace (its state is set by _load).
         self._store, self._tree = self, Tree(path, env, opts, self._cache, clock)
         self._writer = Writer(self._tree, opts, clock, self._budget)
@@ -401,22 +403,43 @@ class Store(Keyspace):
                        compactor=self._compactor)
 
     def close(self) -> None:
-        """Flush memtables, sync everything and release the store.  Idempotent."""
-        tree = self._tree
-        if tree.closed:
+        """Flush memtables, sync everything and release the store.  Idempotent: a close()
+        interrupted part-way (Ctrl-C) is finished by the next call."""
+        if self._released:
             return
+        errors = [] if self._tree.closed else self._stop_writes()
+        errors += self._release()
+        self._released = True
+        # The block cache, the table indexes and the memtables are free now, but malloc
+        # keeps freed memory resident unless it lies at the top of its heap (heaptrim.py):
+        # without this a closed store's whole block cache stayed in the process.
+        heaptrim.return_free_memory()
+        if errors:
+            raise errors[0]
+
+    def _stop_writes(self) -> list[BaseException]:
+        """close()'s first half: the memtables flushed, writes refused, reads raising
+        StoreClosedError from now on.  Returns the errors to report after the rest."""
         if self._exit_token is not None:
             shutdown.untrack(self._exit_token)
+            self._exit_token = None
         errors: list[BaseException] = []
-        if not self._read_only and not self._writer.wal_failed:
+        writer = self._writer
+        if not self._read_only and not writer.wal_failed and not writer.closed:
             try:
                 self.flush()
             except BanyanStoreError as exc:
                 errors.append(exc)  # the WAL still holds the data; report after cleanup
         # After a failed WAL write the memtables stay unflushed (their switch would cut
         # the WAL, which cannot be written): the next open replays them from the WAL.
-        self._writer.close()
-        tree.mark_closed()
+        writer.close()
+        self._tree.mark_closed()
+        return errors
+
+    def _release(self) -> list[BaseException]:
+        """close()'s second half: threads stopped, files closed, the lock released.  Every
+        step may run again: a close() interrupted here is finished by the next one."""
+        errors: list[BaseException] = []
         for closer in (getattr(self._compactor, "stop", None), getattr(self._flusher, "stop", None),
                        getattr(self._wal, "close", None)):
             if closer is None:
@@ -427,7 +450,7 @@ class Store(Keyspace):
                 errors.append(exc)
         # The manifest and the tables -- retired, not closed: reads that checked `closed`
         # just before may still be using them (Tree.close_tables).
-        errors += tree.close(in_use=True)
+        errors += self._tree.close(in_use=True)
         if self._lock is not None:
             try:
                 self._lock.release()
@@ -436,12 +459,7 @@ class Store(Keyspace):
         self._workers.shutdown()
         if self._own_env:
             self._env.close()
-        # The block cache, the table indexes and the memtables are free now, but malloc
-        # keeps freed memory resident unless it lies at the top of its heap (heaptrim.py):
-        # without this a closed store's whole block cache stayed in the process.
-        heaptrim.return_free_memory()
-        if errors:
-            raise errors[0]
+        return errors
 
     @property
     def closed(self) -> bool:

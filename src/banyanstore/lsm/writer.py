@@ -149,6 +149,11 @@ class Writer:
         return 0 if self._put_path is None else self._put_path.writes
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` refused writes from now on."""
+        return self._closed
+
+    @property
     def wal_failed(self) -> bool:
         """Whether a WAL write failed (the store is read-only until reopened)."""
         return self._wal_error is not None
