@@ -97,3 +97,32 @@ def test_progress_bars_draw_every_phase() -> None:
     text = stream.getvalue()
     assert "checksum  2/2 files" in text and "upload    1/1 files" in text
     ProgressBars(enabled=False)(Progress("upload", 0, 1, 0, 1))  # disabled: draws nothing
+
+
+def test_verify_names_a_damaged_manifest(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``backups --verify`` checks every backup, a damaged manifest included: it is
+    named and the command exits 1 (it was left out of the listing, and the command
+    exited 0 saying every backup was OK)."""
+    store, url = str(tmp_path / "store"), str(tmp_path / "b")
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"v")
+        banyanstore.backup(s, url)
+        s.put(b"k", b"w")
+        banyanstore.backup(s, url)
+    dest = open_destination(url, {})
+    damaged, good = sorted(dest.list("backups"))
+    data = dest.read(f"backups/{damaged}")
+    dest.write(f"backups/{damaged}", data[:-1] + bytes([data[-1] ^ 1]))
+    damaged_id, good_id = damaged.removesuffix(".manifest"), good.removesuffix(".manifest")
+    code, out, _ = run(capsys, "backups", url, "--verify")
+    assert code == 1 and "(2 backups, 1 damaged)" in out
+    line = next(line for line in out.splitlines() if line.startswith(damaged_id))
+    assert "DAMAGED" in line and "fails its checksum" in line
+    assert f"{good_id}  version 2" in out
+    code, out, _ = run(capsys, "backups", url, "--verify", "--json")
+    docs = {d["backup_id"]: d for d in map(json.loads, out.splitlines())}
+    assert code == 1 and docs[good_id]["ok"] and not docs[damaged_id]["ok"]
+    assert "fails its checksum" in docs[damaged_id]["problem"]
+    code, out, _ = run(capsys, "backups", url, "--verify", "--backup", damaged_id)
+    assert code == 1 and "DAMAGED" in out and "(1 backups, 1 damaged)" in out
+    assert run(capsys, "backups", url)[0] == 0  # listing alone: damaged manifests are left out

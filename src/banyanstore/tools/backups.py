@@ -158,34 +158,53 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _damaged(url: str, opts: dict[str, Any]) -> dict[str, str]:
+    """``{backup id: problem}`` of the manifests that do not decode (the listing leaves
+    them out; a verify must name them)."""
+    from ..backups.catalog import read_manifests
+    from ..backups.destination import open_destination
+    _good, damaged = read_manifests(_call(open_destination, url, opts))
+    return {backup_id: str(exc) for backup_id, exc in damaged}
+
+
+def _verify(args: argparse.Namespace, out: Output, info: BackupInfo, opts: dict[str, Any]) -> str | None:
+    """The problem ``verify_backup`` finds in ``info``'s backup, or None."""
+    with _bars(args, out) as bars:
+        try:
+            _call(banyanstore.verify_backup, args.url, info.backup_id, parallel=args.parallel,
+                  progress=bars, **opts)
+        except BanyanStoreError as exc:
+            return str(exc)
+    return None
+
+
 def cmd_backups(args: argparse.Namespace, out: Output) -> int:
-    """List the complete backups; ``--verify`` checks each (or the one named)."""
+    """List the complete backups; ``--verify`` checks each (or the one named), and
+    names the backups whose manifest is damaged."""
     opts = storage_options(args.option)
     infos = _call(banyanstore.list_backups, _existing(args.url), **opts)
+    damaged = _damaged(args.url, opts) if args.verify else {}
     if args.backup is not None:
         infos = [i for i in infos if i.backup_id == args.backup]
-        if not infos:
+        damaged = {i: p for i, p in damaged.items() if i == args.backup}
+        if not infos and not damaged:
             raise NotFound(f"no complete backup {args.backup} at {args.url}")
+    rows: list[tuple[str, BackupInfo | None, str | None]] = [
+        (i.backup_id, i, _verify(args, out, i, opts) if args.verify else None) for i in infos]
+    rows += [(backup_id, None, problem) for backup_id, problem in damaged.items()]
     failed = 0
-    for info in infos:
-        problem = None
-        if args.verify:
-            with _bars(args, out) as bars:
-                try:
-                    _call(banyanstore.verify_backup, args.url, info.backup_id,
-                          parallel=args.parallel, progress=bars, **opts)
-                except BanyanStoreError as exc:
-                    problem = str(exc)
-                    failed += 1
+    for backup_id, info, problem in sorted(rows, key=lambda row: row[0]):
+        failed += problem is not None
         if out.json:
-            out.doc(_info_json(info) | ({"ok": problem is None, "problem": problem}
-                                        if args.verify else {}))
-        else:
-            status = "" if not args.verify else ("  OK" if problem is None else f"  DAMAGED: {problem}")
-            out.line(f"{info.backup_id}  version {info.version}  {info.files} files  "
-                     f"{_size(info.size)}  {info.source}{status}")
+            doc = _info_json(info) if info is not None else {"backup_id": backup_id}
+            out.doc(doc | ({"ok": problem is None, "problem": problem} if args.verify else {}))
+            continue
+        status = "" if not args.verify else ("  OK" if problem is None else f"  DAMAGED: {problem}")
+        head = backup_id if info is None else (
+            f"{backup_id}  version {info.version}  {info.files} files  {_size(info.size)}  {info.source}")
+        out.line(head + status)
     if not out.json:
-        out.line(f"({len(infos)} backups{f', {failed} damaged' if failed else ''})")
+        out.line(f"({len(rows)} backups{f', {failed} damaged' if failed else ''})")
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
