@@ -228,6 +228,12 @@ def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
     (lambda p: banyanstore.prune_backups(p / "b", keep=1, pending_timeout=-1), ValueError,
      "pending_timeout"),
     (lambda p: banyanstore.backup(p / "s", "nosuchproto://x"), ConfigError, "nosuchproto"),
+    (lambda p: banyanstore.restore(p / "b", p / "c", progress=5), TypeError, "progress"),
+    (lambda p: banyanstore.verify_backup(p / "b", progress=5), TypeError, "progress"),
+    (lambda p: banyanstore.prune_backups(p / "b", keep=1, pending_timeout=float("nan")), ValueError,
+     "pending_timeout"),
+    (lambda p: banyanstore.prune_backups(p / "b", keep=1, pending_timeout="60"), TypeError,
+     "pending_timeout"),
 ])
 def test_bad_arguments_name_the_argument(tmp_path: Path, call: Any, error: type, name: str) -> None:
     with banyanstore.open(tmp_path / "s", **OPTIONS) as store:

@@ -110,7 +110,8 @@ def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEO
         raise TypeError(f"keep must be an int, not {type(keep).__name__}")
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    if isinstance(pending_timeout, bool) or not isinstance(pending_timeout, (int, float)) \
-            or pending_timeout < 0:
+    if isinstance(pending_timeout, bool) or not isinstance(pending_timeout, (int, float)):
+        raise TypeError(f"pending_timeout must be a number of seconds, not {type(pending_timeout).__name__}")
+    if not pending_timeout >= 0:  # NaN too: no marker would ever turn stale
         raise ValueError(f"pending_timeout must be a number of seconds >= 0, got {pending_timeout!r}")
     return prune(open_destination(url, storage_options), keep, pending_timeout=float(pending_timeout))

@@ -38,7 +38,7 @@ from .manifest import (
     manifest_key,
 )
 from .scratch import ScratchDir
-from .transfer import ProgressCallback, Tracker, check_parallel, hash_file, run_parallel
+from .transfer import ProgressCallback, Tracker, check_parallel, check_progress, hash_file, run_parallel
 
 __all__ = ["create_backup"]
 
@@ -58,9 +58,7 @@ def _source(source: object) -> tuple[str, int]:
 def create_backup(source: object, url: object, *, parallel: int, progress: ProgressCallback | None,
                   storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.backup`."""
-    parallel = check_parallel(parallel)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    parallel, progress = check_parallel(parallel), check_progress(progress)
     store_dir, known_version = _source(source)
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")

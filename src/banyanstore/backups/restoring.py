@@ -45,7 +45,7 @@ from .catalog import BackupInfo, load_manifest
 from .destination import CHUNK, Destination, open_destination
 from .manifest import BackupManifest, ObjectEntry
 from .scratch import ScratchDir
-from .transfer import ProgressCallback, Tracker, check_parallel, run_parallel
+from .transfer import ProgressCallback, Tracker, check_parallel, check_progress, run_parallel
 from .waltail import read_tail
 
 __all__ = ["restore_backup", "verify"]
@@ -57,7 +57,7 @@ _RENAME_EXCHANGE: Final = 2
 def restore_backup(url: object, dest: object, *, backup_id: str | None, overwrite: bool, parallel: int,
                    progress: ProgressCallback | None, storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.restore`."""
-    parallel = check_parallel(parallel)
+    parallel, progress = check_parallel(parallel), check_progress(progress)
     if not isinstance(dest, (str, os.PathLike)):
         raise TypeError(f"dest must be a path, not {type(dest).__name__}")
     if not isinstance(overwrite, bool):
@@ -86,7 +86,7 @@ def restore_backup(url: object, dest: object, *, backup_id: str | None, overwrit
 def verify(url: object, backup_id: str | None, *, parallel: int, progress: ProgressCallback | None,
            storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.verify_backup`."""
-    parallel = check_parallel(parallel)
+    parallel, progress = check_parallel(parallel), check_progress(progress)
     source = open_destination(url, storage_options)
     manifest = load_manifest(source, backup_id)
     tracker = Tracker("verify", files_total=len(manifest.objects), bytes_total=manifest.size,

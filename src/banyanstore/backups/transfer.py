@@ -25,7 +25,7 @@ from typing import Final, TypeVar
 from .destination import CHUNK
 
 __all__ = ["Progress", "ProgressCallback", "Tracker", "run_parallel", "check_parallel",
-           "DEFAULT_PARALLEL", "hash_file"]
+           "check_progress", "DEFAULT_PARALLEL", "hash_file"]
 
 DEFAULT_PARALLEL: Final = 8
 MAX_PARALLEL: Final = 256
@@ -86,6 +86,14 @@ def check_parallel(parallel: object) -> int:
     if not 1 <= parallel <= MAX_PARALLEL:
         raise ValueError(f"parallel must be in [1, {MAX_PARALLEL}], got {parallel}")
     return parallel
+
+
+def check_progress(progress: object) -> ProgressCallback | None:
+    """``progress`` if it is None or callable; TypeError naming it otherwise (checked
+    before any work: a worker thread calling it would fail far from the cause)."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    return progress
 
 
 def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int) -> list[R]:
