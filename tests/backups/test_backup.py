@@ -177,6 +177,28 @@ def test_restore_refuses_an_existing_store_unless_told(tmp_path: Path) -> None:
     banyanstore.restore(url, tmp_path / "new" / "nested" / "dest")  # parents are made
 
 
+def test_backups_inside_the_store_or_the_restore_destination_are_refused(tmp_path: Path) -> None:
+    """A restore with ``overwrite=True`` into a directory holding the backups it reads
+    removed them with the old store (every other backup there too); a backup into the
+    store's own directory set that up.  Both are refused, symlinks seen through."""
+    inside = tmp_path / "s" / "bk"
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+        with pytest.raises(ValueError, match="url .* inside the store"):
+            banyanstore.backup(store, inside)
+        with pytest.raises(ValueError, match="url .* inside the store"):
+            banyanstore.backup(tmp_path / "s", tmp_path / "s")
+    assert sorted(os.listdir(tmp_path / "s")) == ["CURRENT", "LOCK", "MANIFEST-000001", "tables", "wal"]
+    banyanstore.backup(tmp_path / "s", tmp_path / "b")
+    os.rename(tmp_path / "b", inside)  # moved there by hand
+    os.symlink(tmp_path / "s", tmp_path / "link")
+    for url in (inside, tmp_path / "link" / "bk"):
+        with pytest.raises(ConfigError, match="dest=.* holds the backups"):
+            banyanstore.restore(url, tmp_path / "s", overwrite=True)
+    assert banyanstore.list_backups(inside) and leftovers(tmp_path, tmp_path / "s") == []
+    banyanstore.restore(inside, tmp_path / "copy")  # elsewhere: fine
+
+
 def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the kernel cannot exchange two directories, overwrite moves the old store
     aside, renames the new one in and removes the old one."""

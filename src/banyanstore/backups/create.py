@@ -63,6 +63,9 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
     dest = open_destination(url, storage_options)
+    if dest.lies_within(store_dir):  # a restore over the store would delete them
+        raise ValueError(f"url {dest.url} is inside the store {store_dir}: back up to a "
+                         "directory outside it")
     created = datetime.now(UTC)
     backup_id = f"{created.strftime(ID_TIME_FORMAT)}-{secrets.token_hex(4)}"
     with ScratchDir(store_dir, "backup", fallback_to_tmp=True) as scratch:

@@ -99,6 +99,10 @@ class Destination(ABC):
     def barrier(self) -> None:  # noqa: B027 -- object stores need nothing here
         """Make every completed write durable before the next one is made."""
 
+    def lies_within(self, path: str) -> bool:
+        """Whether this destination is the local directory ``path`` or inside it."""
+        return False
+
 
 # -- local directories ------------------------------------------------------------------------
 
@@ -112,6 +116,10 @@ class LocalDestination(Destination):
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))
+
+    def lies_within(self, path: str) -> bool:
+        root, outer = os.path.realpath(self.root), os.path.realpath(path)
+        return root == outer or root.startswith(outer.rstrip(os.sep) + os.sep)
 
     def list(self, folder: str) -> dict[str, int]:
         path = self._path(folder)

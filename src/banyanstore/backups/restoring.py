@@ -63,8 +63,11 @@ def restore_backup(url: object, dest: object, *, backup_id: str | None, overwrit
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, not {type(overwrite).__name__}")
     source = open_destination(url, storage_options)
-    manifest = load_manifest(source, backup_id)
     target = os.path.abspath(os.fspath(dest))
+    if source.lies_within(target):  # replacing dest would delete the backups
+        raise ConfigError(f"restore destination dest={target} holds the backups being restored "
+                          f"(url={source.url}); restore elsewhere")
+    manifest = load_manifest(source, backup_id)
     made = _make_parents(os.path.dirname(target))
     try:
         old_store = _check_target(target, overwrite)
