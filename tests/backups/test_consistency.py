@@ -191,3 +191,107 @@ def test_a_history_floor_ahead_of_the_files_is_lowered_to_the_backup_version(tmp
     with banyanstore.open(tmp_path / "c", compaction=False, compaction_mode="thread") as copy:
         assert (copy.version, copy.oldest_version) == (on_disk, on_disk)
         assert copy.get(b"a", version=on_disk) == b"1" and copy.get(b"b") is None
+
+
+def test_a_backup_starting_while_prune_deletes_keeps_every_object_it_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup that announced itself just after prune looked for running backups found
+    an object present that prune was about to delete (a killed backup's upload), did
+    not upload it, and wrote a manifest naming it: a complete-looking backup without
+    it.  Prune now announces itself first, and a backup waits for it to finish before
+    it lists what the destination holds."""
+    from banyanstore.backups import catalog
+    from banyanstore.backups.destination import LocalDestination
+    url = str(tmp_path / "b")
+    store = banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread", io_mode="sync")
+    try:
+        store.put(b"a", b"1")
+        store.flush()
+        banyanstore.backup(store, url)
+        store.put(b"b", b"2")
+        store.flush()
+        killed = banyanstore.backup(store, url)
+        os.remove(Path(url) / "backups" / f"{killed.backup_id}.manifest")  # killed before it
+        at_manifest, pruned = threading.Event(), threading.Event()
+        write, live_markers = LocalDestination.write, catalog._live_markers
+        backups: list[Any] = []
+
+        def slow_write(self: LocalDestination, key: str, data: bytes) -> None:
+            if key.startswith("backups/") and threading.current_thread().name == "late-backup":
+                at_manifest.set()
+                pruned.wait(timeout=10)
+            write(self, key, data)
+
+        def markers_then_a_backup(*args: Any, **kwargs: Any) -> Any:
+            found = live_markers(*args, **kwargs)
+            if not backups:
+                late = threading.Thread(target=lambda: backups.append(banyanstore.backup(store, url)),
+                                        name="late-backup")
+                backups.append(late)
+                late.start()
+                at_manifest.wait(timeout=1)  # with the fix it waits for this prune instead
+            return found
+
+        monkeypatch.setattr(LocalDestination, "write", slow_write)
+        monkeypatch.setattr(catalog, "_live_markers", markers_then_a_backup)
+        banyanstore.prune_backups(url, keep=1)
+        pruned.set()
+        backups[0].join()
+        late_info = backups[1]
+        banyanstore.verify_backup(url, late_info.backup_id)
+        banyanstore.restore(url, tmp_path / "copy", backup_id=late_info.backup_id)
+        with banyanstore.open(tmp_path / "copy", read_only=True) as copy:
+            assert copy.get(b"a") == b"1" and copy.get(b"b") == b"2"
+    finally:
+        store.close()
+
+
+def test_a_backup_waits_for_a_live_prune_and_ignores_a_dead_one(tmp_path: Path) -> None:
+    import json
+    import socket
+    import time
+
+    from banyanstore.backups.catalog import Pending
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread",
+                          io_mode="sync") as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)
+        dest = open_destination(url, {})
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        killed_prune = "20200101T000000.000000Z-00000000"
+        dest.write(f"pruning/{killed_prune}", json.dumps(
+            {"backup_id": killed_prune, "host": socket.gethostname(), "pid": int(dead.stdout),
+             "started": time.time()}).encode())
+        banyanstore.backup(store, url)  # a dead prune's marker does not hold it up
+        live = Pending(dest, "20991231T000000.000000Z-00000000", folder="pruning")  # this process
+        done: list[Any] = []
+        late = threading.Thread(target=lambda: done.append(banyanstore.backup(store, url)))
+        late.start()
+        late.join(timeout=0.5)
+        assert late.is_alive() and not done  # waiting for the prune to finish
+        live.clear()
+        late.join(timeout=30)
+        assert len(done) == 1
+    banyanstore.prune_backups(url, keep=1)
+    assert dest.list("pruning") == {}  # its own marker and the dead one's are gone
+
+
+def test_prune_deletes_no_object_once_its_marker_could_look_stale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from banyanstore.backups import catalog
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread",
+                          io_mode="sync") as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)  # a WAL tail only the first backup names
+        store.put(b"a", b"2")
+        store.flush()
+        banyanstore.backup(store, url)
+    monkeypatch.setattr(catalog, "PRUNE_TIMEOUT", 0.0)  # out of time at once
+    result = banyanstore.prune_backups(url, keep=1)
+    assert len(result.deleted) == 1 and result.deleted_objects == 0 and result.kept_unreferenced >= 1
+    monkeypatch.undo()
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.deleted_objects >= 1 and result.kept_unreferenced == 0

@@ -10,6 +10,18 @@ first upload and removes it after its manifest is written.  While a live
 marker exists, :func:`prune` deletes manifests but no object.  A marker is
 stale -- its backup died -- when its process is gone (same host) or it is older
 than ``pending_timeout`` seconds (default a day).
+
+That check alone leaves a window: a backup announcing itself just after prune
+looked would list ``objects/`` while prune deletes, reuse an object about to go
+and name it in its manifest.  So prune announces itself too (``pruning/<id>``,
+the same JSON) before it looks, and a backup, once announced, waits for every
+live prune marker to go before it lists the objects.  Of the two, whichever
+writes its marker first is seen by the other: either prune sees the backup and
+deletes no object, or the backup sees prune and waits until its deletions are
+over.  A prune marker is stale after ``PRUNE_TIMEOUT`` seconds (or when its
+process is gone, same host); prune deletes no object once half of that has
+passed since it announced itself, which leaves the other half for clock skew
+between hosts.
 """
 
 from __future__ import annotations
@@ -17,16 +29,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from ..errors import CorruptionError, StoreNotFoundError
 from .destination import TEMP_MARK, Destination
 from .manifest import (
     BACKUP_ID,
+    ID_TIME_FORMAT,
     MANIFEST_NAME,
     OBJECT_NAME,
     BackupManifest,
@@ -37,10 +51,12 @@ from .manifest import (
 )
 
 __all__ = ["BackupInfo", "PruneResult", "read_manifests", "load_manifest", "Pending", "prune",
-           "PENDING_TIMEOUT"]
+           "wait_for_prunes", "PENDING_TIMEOUT", "PRUNE_TIMEOUT"]
 
 logger = logging.getLogger("banyanstore.backups")
 PENDING_TIMEOUT: Final = 24 * 3600.0
+PRUNE_TIMEOUT: Final = 900.0  # a prune marker older than this is stale
+DELETE_BATCH: Final = 1000  # objects deleted between two looks at the clock
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ class PruneResult:
     deleted: tuple[str, ...]
     deleted_objects: int
     deleted_bytes: int
-    kept_unreferenced: int  # unreferenced objects left because a backup is in progress
+    kept_unreferenced: int  # unreferenced objects left: a backup is in progress, or prune ran out of time
     in_progress: tuple[str, ...]
 
 
@@ -131,10 +147,10 @@ def load_manifest(dest: Destination, backup_id: str | None) -> BackupManifest:
 # -- in-progress markers -----------------------------------------------------------------------
 
 class Pending:
-    """The ``pending/<id>`` marker of a running backup."""
+    """The ``pending/<id>`` marker of a running backup (``pruning/<id>``: of a prune)."""
 
-    def __init__(self, dest: Destination, backup_id: str) -> None:
-        self._dest, self._key = dest, f"pending/{backup_id}"
+    def __init__(self, dest: Destination, backup_id: str, folder: str = "pending") -> None:
+        self._dest, self._key = dest, f"{folder}/{backup_id}"
         marker = {"backup_id": backup_id, "host": socket.gethostname(), "pid": os.getpid(),
                   "started": time.time()}
         dest.write(self._key, json.dumps(marker).encode())
@@ -166,20 +182,33 @@ def _marker_is_stale(raw: bytes, now: float, timeout: float) -> bool:
     return False
 
 
-def _live_markers(dest: Destination, timeout: float) -> tuple[list[str], list[str]]:
-    """``(live, stale)`` marker names."""
+def _live_markers(dest: Destination, timeout: float, folder: str = "pending") -> tuple[list[str], list[str]]:
+    """``(live, stale)`` marker names in ``folder``."""
     live: list[str] = []
     stale: list[str] = []
     now = time.time()
-    for name in sorted(dest.list("pending")):
+    for name in sorted(dest.list(folder)):
         if not BACKUP_ID.match(name):
             continue
         try:
-            raw = dest.read(f"pending/{name}")
+            raw = dest.read(f"{folder}/{name}")
         except FileNotFoundError:
-            continue  # its backup just finished
+            continue  # its backup (or prune) just finished
         (stale if _marker_is_stale(raw, now, timeout) else live).append(name)
     return live, stale
+
+
+def wait_for_prunes(dest: Destination) -> None:
+    """Return once no live prune runs at ``dest``.  Call it after announcing a backup
+    and before listing ``objects/`` (see the module docstring)."""
+    delay = 0.02
+    while True:
+        live, _stale = _live_markers(dest, PRUNE_TIMEOUT, "pruning")
+        if not live:
+            return
+        logger.info("backup waits for prune %s to finish", ", ".join(live))
+        time.sleep(delay)
+        delay = min(2 * delay, 1.0)
 
 
 # -- pruning -------------------------------------------------------------------------------------
@@ -187,6 +216,16 @@ def _live_markers(dest: Destination, timeout: float) -> tuple[list[str], list[st
 def prune(dest: Destination, keep: int, *, pending_timeout: float = PENDING_TIMEOUT) -> PruneResult:
     """Keep the ``keep`` newest complete backups; delete the older ones' manifests,
     then every object no remaining backup names (see the module docstring)."""
+    deadline = time.monotonic() + PRUNE_TIMEOUT / 2  # taken before the marker exists
+    marker_id = f"{datetime.now(UTC).strftime(ID_TIME_FORMAT)}-{secrets.token_hex(4)}"
+    marker = Pending(dest, marker_id, folder="pruning")
+    try:
+        return _prune(dest, keep, pending_timeout, deadline)
+    finally:
+        marker.clear()
+
+
+def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float) -> PruneResult:
     good, damaged = read_manifests(dest)
     if damaged:
         first = damaged[0][1]
@@ -202,17 +241,32 @@ def prune(dest: Destination, keep: int, *, pending_timeout: float = PENDING_TIME
     unreferenced = {name: size for name, size in objects.items()
                     if (OBJECT_NAME.match(name) and name not in referenced)
                     or name.startswith(TEMP_MARK)}
-    deleted_objects = deleted_bytes = 0
+    deleted: list[str] = []
     if not live:
-        dest.delete(f"objects/{name}" for name in sorted(unreferenced))
+        deleted = _delete_until(dest, sorted(unreferenced), deadline)
         dest.delete(f"pending/{name}" for name in stale)
-        dest.delete(f"{folder}/{name}" for folder in ("backups", "pending")
+        dest.delete(f"pruning/{name}" for name in _live_markers(dest, PRUNE_TIMEOUT, "pruning")[1])
+        dest.delete(f"{folder}/{name}" for folder in ("backups", "pending", "pruning")
                     for name in dest.list(folder) if name.startswith(TEMP_MARK))
-        deleted_objects, deleted_bytes = len(unreferenced), sum(unreferenced.values())
-    elif unreferenced:
-        logger.warning("prune: %d unreferenced objects kept: backups in progress (%s)",
-                       len(unreferenced), ", ".join(live))
+    kept_unreferenced = len(unreferenced) - len(deleted)
+    if kept_unreferenced:
+        logger.warning("prune: %d unreferenced objects kept: %s", kept_unreferenced,
+                       f"backups in progress ({', '.join(live)})" if live else
+                       f"prune ran past {PRUNE_TIMEOUT / 2:.0f} s")
     return PruneResult(tuple(m.backup_id for m in kept), tuple(m.backup_id for m in dropped),
-                       deleted_objects, deleted_bytes, 0 if not live else len(unreferenced),
+                       len(deleted), sum(unreferenced[name] for name in deleted), kept_unreferenced,
                        tuple(live))
 
+
+def _delete_until(dest: Destination, names: list[str], deadline: float) -> list[str]:
+    """Delete ``objects/<name>`` in batches while the monotonic clock is before
+    ``deadline`` (after it, a waiting backup may take this prune's marker for
+    stale); the names deleted."""
+    deleted: list[str] = []
+    for start in range(0, len(names), DELETE_BATCH):
+        if time.monotonic() > deadline:
+            break
+        batch = names[start:start + DELETE_BATCH]
+        dest.delete(f"objects/{name}" for name in batch)
+        deleted += batch
+    return deleted

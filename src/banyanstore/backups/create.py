@@ -25,7 +25,7 @@ from ..errors import StoreNotFoundError
 from ..lsm.manifest import STORE_FORMAT
 from ..version import __version__
 from .capture import Capture, capture
-from .catalog import BackupInfo, Pending
+from .catalog import BackupInfo, Pending, wait_for_prunes
 from .destination import Destination, open_destination
 from .manifest import (
     CREATED_FORMAT,
@@ -71,6 +71,7 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
     with ScratchDir(store_dir, "backup", fallback_to_tmp=True) as scratch:
         pending = Pending(dest, backup_id)
         try:
+            wait_for_prunes(dest)  # after the marker: a prune starting later sees it
             cap = capture(store_dir, scratch.path, known_version=known_version)
             manifest = _upload(dest, cap, backup_id, created, store_dir, parallel, progress)
         finally:
