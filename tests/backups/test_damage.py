@@ -85,6 +85,26 @@ def test_a_missing_object_is_refused(url: str, tmp_path: Path, backed_up: Backup
         dest.write(obj.key, data)
 
 
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+def test_an_object_that_is_no_file_is_missing(url: str, tmp_path: Path, backed_up: BackupManifest) -> None:
+    """A directory or a symlink loop where a local object should be is a missing object
+    (CorruptionError naming it), not a bare IsADirectoryError or ELOOP OSError."""
+    for obj, replace in ((backed_up.tables[0], os.mkdir),
+                         (backed_up.wal_tail, lambda path: os.symlink(path, path))):
+        assert obj is not None
+        path = os.path.join(url, *obj.key.split("/"))
+        os.rename(path, path + ".saved")
+        replace(path)
+        with pytest.raises(CorruptionError, match=f"{obj.key} of backup .* is missing"):
+            banyanstore.restore(url, tmp_path / "copy", parallel=1)
+        assert nothing_left(tmp_path)
+        with pytest.raises(CorruptionError, match=f"{obj.key} of backup .* is missing"):
+            banyanstore.verify_backup(url)
+        os.rmdir(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        os.rename(path + ".saved", path)
+    banyanstore.verify_backup(url)
+
+
 def test_a_damaged_manifest_is_refused_and_not_listed(url: str, tmp_path: Path,
                                                       backed_up: BackupManifest) -> None:
     dest = open_destination(url, {})

@@ -29,6 +29,7 @@ would take for present).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from abc import ABC, abstractmethod
@@ -129,9 +130,22 @@ class LocalDestination(Destination):
         except FileNotFoundError:
             return {}
 
+    def _open(self, key: str) -> Any:
+        """``key`` opened for reading; FileNotFoundError where no file holds it (a
+        directory or a symlink loop in its place is no object either)."""
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except IsADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, "not a file", path) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileNotFoundError(errno.ENOENT, "a symlink loop", path) from None
+            raise
+
     def read(self, key: str) -> bytes:
-        with open(self._path(key), "rb") as f:
-            return f.read()
+        with self._open(key) as f:
+            return bytes(f.read())
 
     def _atomic(self, key: str, fill: Callable[[Any], None]) -> None:
         final = self._path(key)
@@ -165,7 +179,7 @@ class LocalDestination(Destination):
         self._atomic(key, copy)
 
     def download(self, key: str, local: str, on_chunk: OnChunk) -> None:
-        with open(self._path(key), "rb") as src, open(local, "xb") as out:
+        with self._open(key) as src, open(local, "xb") as out:
             while chunk := src.read(CHUNK):
                 out.write(chunk)
                 on_chunk(chunk)
@@ -173,7 +187,7 @@ class LocalDestination(Destination):
             os.fsync(out.fileno())
 
     def open_read(self, key: str) -> Any:
-        return open(self._path(key), "rb")
+        return self._open(key)
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
