@@ -126,3 +126,32 @@ def test_verify_names_a_damaged_manifest(capsys: pytest.CaptureFixture[str], tmp
     code, out, _ = run(capsys, "backups", url, "--verify", "--backup", damaged_id)
     assert code == 1 and "DAMAGED" in out and "(1 backups, 1 damaged)" in out
     assert run(capsys, "backups", url)[0] == 0  # listing alone: damaged manifests are left out
+
+
+class EndpointUnreachable(Exception):
+    """Stands for a backend's own error class (botocore's EndpointConnectionError,
+    NoCredentialsError...), which is no OSError."""
+
+
+def test_a_backend_failure_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No credentials or an unreachable endpoint raised botocore's own exceptions out of
+    every backup call, and the commands died with a traceback.  They are StorageIOError
+    naming the URL (the backend's error its cause), one line and exit 1 on the command line."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from banyanstore.errors import StorageIOError
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise EndpointUnreachable('Could not connect to the endpoint URL: "http://10.9.9.9"')
+
+    for method in ("ls", "cat_file", "pipe_file", "put_file", "get_file", "rm", "open"):
+        monkeypatch.setattr(MemoryFileSystem, method, unreachable)
+    url = "memory://unreachable/backups"
+    with pytest.raises(StorageIOError, match="memory://unreachable/backups.*Could not connect") as info:
+        banyanstore.list_backups(url)
+    assert isinstance(info.value.__cause__, EndpointUnreachable)
+    for argv in (("backups", url), ("prune", url, "--keep", "1"), ("restore", url, "/nonexistent/x")):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith(f"banyanstore {argv[0]}: ") and "Could not connect" in err

@@ -29,14 +29,15 @@ would take for present).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from ..errors import ConfigError
+from ..errors import BanyanStoreError, ConfigError, StorageIOError
 
 __all__ = ["Destination", "LocalDestination", "FsspecDestination", "open_destination", "CHUNK",
            "TEMP_MARK"]
@@ -241,26 +242,45 @@ class FsspecDestination(Destination):
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
+    @contextlib.contextmanager
+    def _backend_errors(self, op: str, key: str) -> Iterator[None]:
+        """A backend's own exception (botocore's NoCredentialsError or
+        EndpointConnectionError...) as StorageIOError naming the URL, its cause kept.
+        OSErrors pass as they are (callers tell FileNotFoundError apart), and so do
+        Python's built-in exceptions (a bug's traceback must stay one)."""
+        try:
+            yield
+        except (OSError, BanyanStoreError):
+            raise
+        except Exception as exc:
+            if type(exc).__module__ == "builtins":
+                raise
+            raise StorageIOError(f"{op} {self.describe(key)}: {type(exc).__name__}: {exc}",
+                                 path=self.describe(key), op=op) from exc
+
     def list(self, folder: str) -> dict[str, int]:
         path = self._path(folder)
         self.fs.invalidate_cache(path)
         try:
-            entries = self.fs.ls(path, detail=True)
+            with self._backend_errors("list", folder):
+                entries = self.fs.ls(path, detail=True)
         except FileNotFoundError:
             return {}
         return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
                 for e in entries if e.get("type") == "file"}
 
     def read(self, key: str) -> bytes:
-        return bytes(self.fs.cat_file(self._path(key)))
+        with self._backend_errors("read", key):
+            return bytes(self.fs.cat_file(self._path(key)))
 
     def _put(self, key: str, put: Callable[[str], None]) -> None:
-        if self._atomic_put:
-            put(self._path(key))
-            return
-        tmp = self._path(_temp_name(key))
-        put(tmp)
-        self.fs.mv(tmp, self._path(key))
+        with self._backend_errors("write", key):
+            if self._atomic_put:
+                put(self._path(key))
+                return
+            tmp = self._path(_temp_name(key))
+            put(tmp)
+            self.fs.mv(tmp, self._path(key))
 
     def write(self, key: str, data: bytes) -> None:
         self._put(key, lambda path: self.fs.pipe_file(path, data))
@@ -272,7 +292,8 @@ class FsspecDestination(Destination):
         # One streaming GET (a read through open() costs a HEAD and ranged GETs), then
         # the checksum pass over the fresh file, from the page cache.
         try:
-            self.fs.get_file(self._path(key), local)
+            with self._backend_errors("download", key):
+                self.fs.get_file(self._path(key), local)
         except FileNotFoundError:
             if os.path.exists(local):
                 os.remove(local)
@@ -283,20 +304,45 @@ class FsspecDestination(Destination):
             os.fsync(f.fileno())
 
     def open_read(self, key: str) -> Any:
-        return self.fs.open(self._path(key), "rb", block_size=8 * CHUNK)
+        with self._backend_errors("read", key):
+            return _GuardedReader(self.fs.open(self._path(key), "rb", block_size=8 * CHUNK),
+                                  lambda: self._backend_errors("read", key))
 
     def delete(self, keys: Iterable[str]) -> None:
         paths = [self._path(k) for k in keys]
         if not paths:
             return
-        try:
-            self.fs.rm(paths)
-        except FileNotFoundError:
-            for p in paths:  # some were gone: remove the rest one by one
-                try:
-                    self.fs.rm_file(p)
-                except FileNotFoundError:
-                    pass
+        with self._backend_errors("delete", paths[0][len(self.root) + 1:]):
+            try:
+                self.fs.rm(paths)
+            except FileNotFoundError:
+                for p in paths:  # some were gone: remove the rest one by one
+                    try:
+                        self.fs.rm_file(p)
+                    except FileNotFoundError:
+                        pass
+
+
+class _GuardedReader:
+    """A backend's file object whose reads translate its errors (see
+    :meth:`FsspecDestination._backend_errors`)."""
+
+    def __init__(self, raw: Any, guard: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
+        self._raw, self._guard = raw, guard
+
+    def read(self, n: int = -1) -> bytes:
+        with self._guard():
+            return bytes(self._raw.read(n))
+
+    def close(self) -> None:
+        with self._guard():
+            self._raw.close()
+
+    def __enter__(self) -> _GuardedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _callback(on_bytes: OnBytes) -> Any:
