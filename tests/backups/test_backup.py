@@ -199,6 +199,26 @@ def test_backups_inside_the_store_or_the_restore_destination_are_refused(tmp_pat
     banyanstore.restore(inside, tmp_path / "copy")  # elsewhere: fine
 
 
+def test_a_destination_filled_while_the_restore_ran_is_refused(tmp_path: Path) -> None:
+    """``dest`` was absent when checked and is filled meanwhile (another restore to it
+    finished first): a ConfigError naming it, as when it was full from the start (was a
+    bare ``OSError: [Errno 39] Directory not empty``), and nothing left behind."""
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+        banyanstore.backup(store, url)
+    dest = tmp_path / "dest"
+
+    def fill_dest(p: Any) -> None:
+        if p.phase == "download" and not dest.exists():
+            dest.mkdir()
+            (dest / "theirs").write_text("keep me")
+
+    with pytest.raises(ConfigError, match="dest=.*dest is not empty"):
+        banyanstore.restore(url, dest, progress=fill_dest)
+    assert os.listdir(dest) == ["theirs"] and leftovers(tmp_path) == []
+
+
 def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the kernel cannot exchange two directories, overwrite moves the old store
     aside, renames the new one in and removes the old one."""

@@ -324,6 +324,13 @@ def _swap_into_place(scratch: ScratchDir, target: str, *, replacing: bool) -> No
         env.sync_dir(parent)
         shutil.rmtree(aside)
         return
-    os.rename(scratch.path, target)  # also over an empty directory
+    try:
+        os.rename(scratch.path, target)  # also over an empty directory
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        # absent or empty when checked, filled since (another restore to it finished first)
+        raise ConfigError(f"restore destination dest={target} is not empty (it was filled "
+                          "while the restore ran)") from exc
     scratch.moved_to(target)
     env.sync_dir(parent)
