@@ -69,6 +69,7 @@ class CorruptionError(BanyanStoreError):
     def __init__(self, message: str, *, path: str | None = None, offset: int | None = None) -> None:
         self.path = path
         self.offset = offset
+        self.message = message
         where = []
         if path is not None:
             where.append(f"file {path}")
@@ -76,6 +77,17 @@ class CorruptionError(BanyanStoreError):
             where.append(f"offset {offset}")
         full = f"{message} ({', '.join(where)})" if where else message
         super().__init__(full)
+
+    def relocated(self, old: str, new: str) -> CorruptionError:
+        """The same damage named under directory ``new`` where it names ``old``: for
+        damage found through links in a directory that does not outlive the call.
+
+        >>> CorruptionError("bad record", path="/tmp/x/wal/1.log", offset=9).relocated(
+        ...     "/tmp/x/wal", "/data/wal").path
+        '/data/wal/1.log'
+        """
+        return CorruptionError(self.message.replace(old, new), offset=self.offset,
+                               path=None if self.path is None else self.path.replace(old, new))
 
 
 class VersionUnavailableError(BanyanStoreError):

@@ -289,3 +289,30 @@ def test_a_store_whose_tables_vanish_in_every_round_is_an_io_error(
     with pytest.raises(StorageIOError, match="changed under every one of 3 attempts"):
         banyanstore.backup(str(tmp_path / "store"), tmp_path / "b")
     assert links[0] == 3 and banyanstore.list_backups(tmp_path / "b") == []
+
+
+def test_wal_damage_is_reported_at_the_store_s_segment_not_the_scratch_link(tmp_path: Path) -> None:
+    """The WAL is read through hard links in the backup's scratch directory, which is
+    removed when the backup fails: the error named that link, a file nobody can find
+    afterwards.  It names the store's own segment (and the offset)."""
+    import shutil
+
+    from banyanstore.log.format import HEADER_SIZE
+    from banyanstore.log.reader import iter_records
+    with banyanstore.open(tmp_path / "live", **OPTIONS) as s:
+        for i in range(100):
+            s.put(b"k%03d" % i, b"v%d" % i)
+        s.sync()  # a copy of the files as a crash would leave them: the WAL unflushed
+        shutil.copytree(tmp_path / "live", tmp_path / "store", ignore=shutil.ignore_patterns("LOCK"))
+    (segment,) = (tmp_path / "store" / "wal").glob("*.log")
+    data = bytearray(segment.read_bytes())
+    records = list(iter_records(lambda offset, n: bytes(data[offset:offset + n]), HEADER_SIZE,
+                                len(data), None, lambda offset, why: None))
+    _seq, _payload, start, _end = records[50]
+    data[start + 20] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match="damaged before the tail") as err:
+        banyanstore.backup(tmp_path / "store", tmp_path / "b")
+    assert err.value.path == str(segment) and err.value.offset == start
+    assert str(segment) in str(err.value) and ".backup-" not in str(err.value)
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []

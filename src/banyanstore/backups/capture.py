@@ -122,7 +122,10 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
             cause = exc.__cause__ or exc
             time.sleep(min(0.05, 0.001 * attempt))  # let the merge that raced us finish
             continue
-        return _finish(wal_dir, staging, state, tables, known_version)
+        try:
+            return _finish(wal_dir, staging, state, tables, known_version)
+        except CorruptionError as exc:  # name the store's segment, not the link about to go
+            raise exc.relocated(wal_dir, os.path.join(store_dir, "wal")) from exc
     if isinstance(cause, CorruptionError):
         raise cause  # it was not a race after all
     raise StorageIOError(f"store {store_dir} changed under every one of {MAX_ATTEMPTS} attempts "
