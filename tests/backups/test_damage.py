@@ -130,6 +130,21 @@ def _rewrite(dest: Any, m: BackupManifest, change: Any) -> None:
     dest.write(manifest_key(m.backup_id), head + struct.pack("<I", crc32c.crc32c(head + body)) + body)
 
 
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+def test_a_table_unlike_its_manifest_entry_is_named_by_its_object(
+        url: str, tmp_path: Path, backed_up: BackupManifest) -> None:
+    """The new store's open finds a table unlike the manifest's record of it: the error
+    named the table's file in the restore's scratch directory (removed as the restore
+    failed); it names the backup's object.  A wrong version names the manifest."""
+    dest = open_destination(url, {})
+    table = backed_up.tables[0]
+    _rewrite(dest, backed_up, lambda p: p["tables"][0]["table"].update(entries=table.table.entries + 1))
+    with pytest.raises(CorruptionError, match="entry count") as err:
+        banyanstore.restore(url, tmp_path / "copy")
+    assert err.value.path == dest.describe(table.key) and ".restore-" not in str(err.value)
+    assert nothing_left(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "objects/../../x", "objects\\..\\..\\x",
                                   "objects//x", "s3://elsewhere/x", "../" * 8 + "tmp/x"])
 def test_a_manifest_naming_a_path_outside_the_prefix_is_refused(

@@ -43,7 +43,7 @@ from ..lsm.manifest import Manifest, ManifestState
 from ..lsm.timemap import TimeMap
 from .catalog import BackupInfo, load_manifest
 from .destination import CHUNK, Destination, open_destination
-from .manifest import BackupManifest, ObjectEntry
+from .manifest import BackupManifest, ObjectEntry, manifest_key
 from .scratch import ScratchDir
 from .transfer import ProgressCallback, Tracker, check_parallel, check_progress, run_parallel
 from .waltail import read_tail
@@ -207,7 +207,10 @@ def _build(source: Destination, m: BackupManifest, root: str, parallel: int,
     env = PosixEnv()
     env.sync_dir(tables_dir)
     Manifest.create(env, root, _store_state(m)).close()
-    _check_opens(root, m)
+    try:
+        _check_opens(root, m, source.describe(manifest_key(m.backup_id)))
+    except CorruptionError as exc:
+        raise _named_in_backup(exc, root, source, m) from exc
     env.sync_dir(root)
 
 
@@ -249,15 +252,26 @@ def _store_state(m: BackupManifest) -> ManifestState:
     return state
 
 
-def _check_opens(root: str, m: BackupManifest) -> None:
-    """Open the new store read-only: tables readable, WAL replayed, version right."""
+def _named_in_backup(exc: CorruptionError, root: str, source: Destination,
+                     m: BackupManifest) -> CorruptionError:
+    """``exc`` naming the backup's object where it names a table of the new store (in
+    the scratch directory, removed as the restore fails)."""
+    for t in m.tables:
+        exc = exc.relocated(os.path.join(root, "tables", f"{t.table.file_no:06d}.sst"),
+                            source.describe(t.key))
+    return exc
+
+
+def _check_opens(root: str, m: BackupManifest, where: str) -> None:
+    """Open the new store read-only: tables readable, WAL replayed, version right
+    (CorruptionError naming ``where``, the backup's manifest, otherwise)."""
     from ..lsm.follower import FollowerStore
     with FollowerStore.open(root, read_only=True, io_mode="sync") as store:
         names = sorted(k.name for k in m.keyspaces)
         if store.version != m.version or store.keyspaces() != names:
             raise CorruptionError(f"the restored store opens at version {store.version} with "
                                   f"keyspaces {store.keyspaces()}; backup {m.backup_id} says "
-                                  f"version {m.version} and {names}", path=root)
+                                  f"version {m.version} and {names}", path=where)
 
 
 # -- putting it in place ---------------------------------------------------------------------------
