@@ -328,3 +328,37 @@ def test_local_backups_need_no_fsspec(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", LOCAL_ONLY, str(tmp_path)], env=env,
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_local_listing_skips_a_file_renamed_while_it_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another backup's upload renames its temporary file into place between the
+    directory read and the size lookup: the FileNotFoundError of that one name was
+    taken for a missing folder and the whole listing came back empty (``list_backups``
+    beside a finishing backup found none, a backup uploaded every object again).  The
+    vanished name alone is left out."""
+    from banyanstore.backups import destination
+    dest = open_destination(str(tmp_path / "b"), {})
+    dest.write("objects/" + "a" * 64, b"kept")
+    dest.write("objects/.tmp-0123456789ab-" + "b" * 64, b"in flight")
+    real_scandir = os.scandir
+
+    class Read:
+        def __init__(self, entries: list[Any]) -> None:
+            self.entries = entries
+
+        def __enter__(self) -> Any:
+            return iter(self.entries)
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def scandir_then_rename(path: Any) -> Any:
+        with real_scandir(path) as it:
+            entries = list(it)
+        os.replace(os.path.join(path, ".tmp-0123456789ab-" + "b" * 64), os.path.join(path, "b" * 64))
+        return Read(entries)
+
+    monkeypatch.setattr(destination.os, "scandir", scandir_then_rename)
+    listed = dest.list("objects")
+    assert listed.get("a" * 64) == 4 and not any(name.startswith(".tmp-") for name in listed)

@@ -125,11 +125,18 @@ class LocalDestination(Destination):
 
     def list(self, folder: str) -> dict[str, int]:
         path = self._path(folder)
+        out: dict[str, int] = {}
         try:
             with os.scandir(path) as it:
-                return {e.name: e.stat().st_size for e in it if e.is_file(follow_symlinks=False)}
+                for entry in it:
+                    if entry.is_file(follow_symlinks=False):
+                        try:
+                            out[entry.name] = entry.stat().st_size
+                        except FileNotFoundError:
+                            continue  # renamed or removed since the directory was read
         except FileNotFoundError:
             return {}
+        return out
 
     def _open(self, key: str) -> Any:
         """``key`` opened for reading; FileNotFoundError where no file holds it (a
