@@ -279,7 +279,7 @@ def test_a_backup_waits_for_a_live_prune_and_ignores_a_dead_one(tmp_path: Path) 
 
 
 def test_prune_deletes_no_object_once_its_marker_could_look_stale(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from banyanstore.backups import catalog
     url = str(tmp_path / "b")
     with banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread",
@@ -292,6 +292,9 @@ def test_prune_deletes_no_object_once_its_marker_could_look_stale(
     monkeypatch.setattr(catalog, "PRUNE_TIMEOUT", 0.0)  # out of time at once
     result = banyanstore.prune_backups(url, keep=1)
     assert len(result.deleted) == 1 and result.deleted_objects == 0 and result.kept_unreferenced >= 1
+    from banyanstore.cli import main
+    assert main(["prune", url, "--keep", "1"]) == 0
+    assert "prune ran out of time" in capsys.readouterr().out
     monkeypatch.undo()
     result = banyanstore.prune_backups(url, keep=1)
     assert result.deleted_objects >= 1 and result.kept_unreferenced == 0

@@ -219,4 +219,7 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
         if result.in_progress:
             out.line(f"{result.kept_unreferenced} unreferenced objects kept: backups in progress "
                      f"({', '.join(result.in_progress)})")
+        elif result.kept_unreferenced:
+            out.line(f"{result.kept_unreferenced} unreferenced objects kept: prune ran out of "
+                     "time; run it again")
     return EXIT_OK
