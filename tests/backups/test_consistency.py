@@ -298,3 +298,32 @@ def test_prune_deletes_no_object_once_its_marker_could_look_stale(
     monkeypatch.undo()
     result = banyanstore.prune_backups(url, keep=1)
     assert result.deleted_objects >= 1 and result.kept_unreferenced == 0
+
+
+def test_an_unreadable_marker_turns_stale_by_the_time_in_its_name(tmp_path: Path) -> None:
+    """A marker whose JSON does not parse was live forever: prune never deleted an object
+    again (and a damaged prune marker would hold every backup up).  Its name carries its
+    creation time, so it turns stale like any other marker."""
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread",
+                          io_mode="sync") as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)  # a WAL tail the next backup no longer names
+        store.put(b"a", b"2")
+        store.flush()
+        dest = open_destination(url, {})
+        old, fresh = "20200101T000000.000000Z-0000dead", "20991231T000000.000000Z-0000beef"
+        dest.write(f"pruning/{old}", b"\x00garbage")
+        done: list[Any] = []
+        late = threading.Thread(target=lambda: done.append(banyanstore.backup(store, url)))
+        late.start()
+        late.join(timeout=30)
+        assert done, "a backup waited on an unreadable prune marker from 2020"
+    dest.write(f"pending/{old}", b"{not json")
+    dest.write(f"pending/{fresh}", b"{not json")  # as young as its name says: live
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.in_progress == (fresh,) and result.deleted_objects == 0
+    dest.delete([f"pending/{fresh}"])
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.in_progress == () and result.deleted_objects >= 1
+    assert dest.list("pending") == {} and dest.list("pruning") == {}

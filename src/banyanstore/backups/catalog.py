@@ -164,12 +164,15 @@ class Pending:
                            exc_info=True)
 
 
-def _marker_is_stale(raw: bytes, now: float, timeout: float) -> bool:
+def _marker_is_stale(name: str, raw: bytes, now: float, timeout: float) -> bool:
     try:
         marker = json.loads(raw)
         host, pid, started = marker["host"], int(marker["pid"]), float(marker["started"])
     except (ValueError, KeyError, TypeError):
-        return False  # unreadable: assume a backup is running (the safe side)
+        # Unreadable: its owner may still run, until the time its name carries is
+        # older than the timeout (live forever, it would block prune or backups for good).
+        created = datetime.strptime(name.split("-")[0], ID_TIME_FORMAT).replace(tzinfo=UTC)
+        return now - created.timestamp() > timeout
     if now - started > timeout:
         return True
     if host == socket.gethostname():
@@ -194,7 +197,7 @@ def _live_markers(dest: Destination, timeout: float, folder: str = "pending") ->
             raw = dest.read(f"{folder}/{name}")
         except FileNotFoundError:
             continue  # its backup (or prune) just finished
-        (stale if _marker_is_stale(raw, now, timeout) else live).append(name)
+        (stale if _marker_is_stale(name, raw, now, timeout) else live).append(name)
     return live, stale
 
 
