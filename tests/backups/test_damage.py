@@ -145,6 +145,22 @@ def test_a_table_unlike_its_manifest_entry_is_named_by_its_object(
     assert nothing_left(tmp_path)
 
 
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+def test_a_table_filed_under_another_keyspace_is_refused(
+        url: str, tmp_path: Path, backed_up: BackupManifest) -> None:
+    """A manifest filing a table of keyspace 0 under keyspace 1: the table records the
+    keyspace it was written for, and ``banyanstore verify`` compared them, but an open
+    did not -- the restore succeeded with the default keyspace's keys served from "idx"."""
+    dest = open_destination(url, {})
+    table = next(t for t in backed_up.tables if t.table.keyspace == 0)
+    index = backed_up.tables.index(table)
+    _rewrite(dest, backed_up, lambda p: p["tables"][index]["table"].update(ks=1))
+    with pytest.raises(CorruptionError, match="keyspace is 0, the manifest says 1") as err:
+        banyanstore.restore(url, tmp_path / "copy")
+    assert err.value.path == dest.describe(table.key)
+    assert nothing_left(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "objects/../../x", "objects\\..\\..\\x",
                                   "objects//x", "s3://elsewhere/x", "../" * 8 + "tmp/x"])
 def test_a_manifest_naming_a_path_outside_the_prefix_is_refused(
