@@ -257,11 +257,11 @@ def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int
                     continue  # in the tables already (the WAL was not cut yet)
                 if any(op[0] in state.dropped for op in (*ops, *ranges)):
                     # written before its keyspace was dropped: the restored store knows
-                    # neither the keyspace nor the drop, so the record goes without those ops
+                    # neither the keyspace nor the drop, so the record goes without those
+                    # ops -- empty if it held nothing else, so that the tail still reaches
+                    # the version (a restore must open at the backup's version)
                     ops = [op for op in ops if op[0] not in state.dropped]
                     ranges = [r for r in ranges if r[0] not in state.dropped]
-                    if not ops and not ranges:
-                        continue
                     record = (encode_with_ranges(version, ms, ops, ranges) if ranges
                               else encode_batch(version, ms, ops))
                 if any(op[0] not in keyspaces for op in (*ops, *ranges)):
