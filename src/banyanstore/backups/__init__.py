@@ -56,7 +56,8 @@ def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
     Only objects the destination lacks are uploaded, at most ``parallel`` at once;
     ``progress(Progress)`` is called as the work advances (from worker threads, one
     call at a time).  The backup holds every write up to ``info.version``, in every
-    keyspace, and appears complete or not at all."""
+    keyspace, and appears complete or not at all.  While a :func:`prune_backups` of
+    ``url`` runs, the backup waits for it before it looks at what ``url`` holds."""
     from .create import create_backup
     return create_backup(store_or_path, url, parallel=parallel, progress=progress,
                          storage_options=storage_options)
@@ -103,7 +104,7 @@ def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEO
     """Keep the ``keep`` newest complete backups at ``url``: delete the others'
     manifests, then every object no remaining backup needs.  While another backup is
     in progress (a ``pending/`` marker younger than ``pending_timeout`` seconds whose
-    process is alive) no object is deleted."""
+    process is alive) no object is deleted; backups starting meanwhile wait for it."""
     from .catalog import prune
     from .destination import open_destination
     if isinstance(keep, bool) or not isinstance(keep, int):
