@@ -15,6 +15,7 @@ import banyanstore
 from banyanstore.errors import CorruptionError, KeyspaceNotFoundError
 from banyanstore.io import PosixEnv
 from banyanstore.lsm.manifest import Manifest
+from banyanstore.lsm.timemap import TimeMap
 
 from .model import FakeClock
 
@@ -142,3 +143,32 @@ def test_keyspace_handle_of_another_store_is_refused(tmp_path: Path) -> None:
         a.keyspace("index")
         with pytest.raises(ValueError, match="another store"):
             a.batch().put(b"k", b"v", keyspace=other)
+
+
+@pytest.mark.parametrize("write", ["put", "batch"])
+def test_read_racing_a_write_never_expires_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              write: str) -> None:
+    """A TTL read running while a write commits (here: from inside the write, where the
+    commit time is recorded) must not take the new version for one past its TTL -- nor
+    leave that answer cached for the reads after the write returned."""
+    clock = FakeClock()
+    store = banyanstore.open(tmp_path / "db", clock=clock, **OPTS)
+    hot = store.keyspace("hot", ttl=10)
+    hot.put(b"old", b"1")
+    clock.now += 20  # "old" expired; the next write is the first of a later second
+    note = TimeMap.note
+
+    def note_after_a_racing_read(self: TimeMap, version: int, ms: int) -> None:
+        hot.get(b"other")  # a read on another thread, landing just before the commit time
+        note(self, version, ms)
+
+    monkeypatch.setattr(TimeMap, "note", note_after_a_racing_read)
+    if write == "put":
+        hot.put(b"k", b"new")
+    else:
+        with store.batch() as b:
+            b.put(b"k", b"new", keyspace="hot")
+    monkeypatch.undo()
+    assert hot.get(b"k") == b"new"
+    assert list(hot.scan()) == [(b"k", b"new")]
+    store.close()

@@ -28,7 +28,8 @@ Locking -- the rules, in one place:
   outside holds it, except inside :meth:`frozen_state`.
 * ``version`` is assigned only by :meth:`publish_version`, which REQUIRES the
   caller to hold the write path's write lock (one writer), after the version's
-  entries are in the memtables -- so a reader at ``version`` never sees half a batch.
+  entries are in the memtables and its commit time is noted -- so a reader at
+  ``version`` never sees half a batch, nor a TTL floor that takes it for expired.
 * Views are immutable; a new one replaces ``ks.view`` in one assignment, under the
   state lock.  Readers take no lock: one attribute read gives a consistent view.
 * :meth:`seal_memtables` REQUIRES the write lock (the active memtables take no

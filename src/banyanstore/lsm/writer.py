@@ -3,8 +3,10 @@ the version (LevelDB's ``DBImpl::Write``).
 
 Under the write lock (``Writer._lock``) a write takes the next version, appends one
 WAL record (the whole batch), adds the entries to the keyspaces' active memtables,
+records its commit time when it is the first of a wall-clock second (lsm/timemap.py),
 and only then publishes the version (:meth:`Tree.publish_version`) -- readers read
-at the published version and so never see a half-applied batch.  ``sync=True``
+at the published version and so never see a half-applied batch, nor a version whose
+time the TTL and retention floors do not know yet.  ``sync=True``
 writes wait for the WAL's group commit *after* releasing the lock, so concurrent
 writers share fdatasyncs.
 
@@ -224,12 +226,12 @@ class Writer:
                     self._wal_failed(exc)
                     raise
                 self._mem_bytes += ks.view.mem.add(key, v, value)
+                if ms >= self._next_sample_ms:
+                    self._sample_time(v, ms)
                 tree.publish_version(v)
             except BaseException:
                 self._complete_write(v, ((ks, key, value),), ())
                 raise
-            if ms >= self._next_sample_ms:
-                self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
             self._sync_wal(seq)
         return v
@@ -278,12 +280,12 @@ class Writer:
                     self._mem_bytes += ks.view.mem.add(k, v, val)
                 for ks, lo, hi in ranges:
                     self._mem_bytes += ks.view.mem.add_range(lo, hi, v)
+                if ms >= self._next_sample_ms:
+                    self._sample_time(v, ms)
                 tree.publish_version(v)
             except BaseException:
                 self._complete_write(v, ops, ranges)
                 raise
-            if ms >= self._next_sample_ms:
-                self._sample_time(v, ms)
         if sync or (sync is None and self._sync_default):
             self._sync_wal(seq)
         return v
@@ -348,7 +350,10 @@ class Writer:
             raise
 
     def _sample_time(self, version: int, ms: int) -> None:
-        """The first write of a wall-clock second: remember it (see timemap.py)."""
+        """The first write of a wall-clock second: remember it (see timemap.py) before
+        ``version`` is published -- a TTL read that saw the version without its sample
+        would date it to an older second and take it for expired (Tree.ttl_floor), and
+        cache that answer.  REQUIRES: the write lock."""
         self._tree.note_time(version, ms)
         self._next_sample_ms = (ms // 1000 + 1) * 1000
 

@@ -4,8 +4,8 @@
  * same steps in the same order under the same lock -- the writer's lock taken, the WAL
  * record appended through the Log's LogTail (logframe.c), the entry added to the
  * keyspace's active memtable (memtable.c), the writer's memtable charge raised, the
- * tree's version published, the commit time sampled through the writer's own
- * ``_sample_time`` -- without the three Python frames, the ``with`` statement and the
+ * commit time sampled through the writer's own ``_sample_time``, the tree's version
+ * published -- without the three Python frames, the ``with`` statement and the
  * attribute traffic of the Python path, which cost about three times the C work (counted
  * in instructions: docs/performance.md).
  *
@@ -283,17 +283,18 @@ static PyObject *put_locked(PutPath *self, PyObject *ks, PyObject *key, PyObject
         goto done;
     slot_set(writer, self->at_mem_bytes, total);
     Py_DECREF(total);
-    slot_set(tree, self->at_version, version);
+    /* The commit time is sampled before the version is published, as on the Python path:
+     * a TTL read seeing the version without its sample would take it for expired. */
     next_sample = slot_get(writer, self->at_next_sample_ms);
     int due = next_sample == NULL ? 1 : PyObject_RichCompareBool(ms, next_sample, Py_GE);
-    if (due < 0)
+    PyObject *sampled = NULL;
+    if (due > 0)
+        sampled = PyObject_CallFunctionObjArgs(self->sample, version, ms, NULL);
+    /* published even when that raised: the record is in the WAL and the memtable */
+    slot_set(tree, self->at_version, version);
+    if (due < 0 || (due > 0 && sampled == NULL))
         goto done;
-    if (due) {
-        PyObject *r = PyObject_CallFunctionObjArgs(self->sample, version, ms, NULL);
-        if (r == NULL)
-            goto done;
-        Py_DECREF(r);
-    }
+    Py_XDECREF(sampled);
     result = Py_NewRef(version);
     self->writes++;
 done:
