@@ -87,4 +87,22 @@ def test_a_read_only_database_refuses_every_delete_as_the_standard_modules_do(tm
         for key in ("k", "missing"):
             with pytest.raises(bdbm.error, match="read-only"):
                 del db[key]
+
+
+@pytest.mark.parametrize("flag", ["rw", "wc", "cr", "nn", "r+", "c "])
+def test_a_flag_with_an_unknown_suffix_is_refused(tmp_path: Path, flag: str) -> None:
+    """"rw" is not a read-write open that silently turns read-only: as for the standard
+    library's dbm modules, a flag is one of 'r', 'w', 'c', 'n' (dbm.gnu's modifiers
+    'f', 's' and 'u' may follow it); anything else is a ValueError naming it."""
+    with bdbm.open(tmp_path / "db", "c") as db:
+        db["k"] = "v"
+    with pytest.raises(ValueError, match="flag"):
+        bdbm.open(tmp_path / "db", flag)
+
+
+@pytest.mark.parametrize("flag", ["cf", "cs", "cu", "wfu", "rf"])
+def test_dbm_gnu_modifiers_are_accepted(tmp_path: Path, flag: str) -> None:
+    with bdbm.open(tmp_path / "db", "c") as db:
+        db["k"] = "v"
+    with bdbm.open(tmp_path / "db", flag) as db:
         assert db["k"] == b"v"

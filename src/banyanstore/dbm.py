@@ -37,6 +37,10 @@ class error(OSError):  # noqa: N801 - the dbm modules' name
 
 
 _MISSING = object()
+_GNU_MODIFIERS = "fsu"
+"""Letters dbm.gnu accepts after a flag (fast, synchronized, unlocked): accepted and
+ignored, so code written for dbm.gnu opens unchanged; any other suffix is refused --
+"rw" must not open read-only without a word."""
 
 
 def _encode(obj: Any, name: str) -> bytes:
@@ -146,15 +150,17 @@ def open(file: str | bytes | os.PathLike[Any], flag: str = "r", mode: int = 0o66
     ``'c'`` read-write, created if missing, ``'n'`` always a new, empty database
     (replacing a database, an empty directory or an empty file at ``file``, as the
     standard library's dbm modules do; anything else there is left alone and
-    raises :class:`error`).  ``mode`` sets the permissions of a new database
-    directory (less the umask).
+    raises :class:`error`); dbm.gnu's modifiers ``f``, ``s`` and ``u`` may follow
+    the letter and are ignored, any other flag raises ValueError.  ``mode`` sets the
+    permissions of a new database directory (less the umask).
     """
     from . import open as open_store
     path = as_path(file, "file")
     if not isinstance(flag, str):
         raise TypeError(f"flag must be a str, not {type(flag).__name__}")
-    if not flag or flag[0] not in "rwcn":
-        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n', not {flag!r}")
+    if not flag or flag[0] not in "rwcn" or not set(flag[1:]) <= set(_GNU_MODIFIERS):
+        raise ValueError(f"flag must be one of 'r', 'w', 'c', 'n' (optionally followed by "
+                         f"dbm.gnu's modifiers 'f', 's', 'u'), not {flag!r}")
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise TypeError(f"mode must be an int, not {type(mode).__name__}")
     kind = flag[0]
