@@ -428,3 +428,51 @@ def test_wal_gap_is_corruption(tmp_path: Path) -> None:
 def test_follow_needs_read_only(tmp_path: Path) -> None:
     with pytest.raises(banyanstore.ConfigError, match="follow"):
         banyanstore.open(tmp_path / "db", follow=True)
+
+
+class OpenAtEveryStep(HookedEnv):
+    """The writer's env: before each of its operations, a read-only open of the same store
+    (on the inner env) runs and its outcome is kept."""
+
+    def __init__(self, inner: MemoryEnv) -> None:
+        super().__init__(inner)
+        self.outcomes: list[tuple[str, str]] = []
+        self.busy = False
+
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        try:
+            with banyanstore.open("/db", env=self.inner, read_only=True) as r:
+                self.outcomes.append((op, f"version {r.version}"))
+        except banyanstore.BanyanStoreError as exc:
+            self.outcomes.append((op, type(exc).__name__))
+        finally:
+            self.busy = False
+
+
+def test_read_only_open_of_a_store_being_created() -> None:
+    """While a writer creates a store, a read-only open finds no store yet
+    (StoreNotFoundError) or the new, empty store -- never damage.  It used to raise
+    CorruptionError ("directory is not a banyanstore store") from the moment the writer
+    made tables/ until it renamed CURRENT into place."""
+    inner = MemoryEnv()
+    env = OpenAtEveryStep(inner)
+    banyanstore.open("/db", env=env, wal_sync="never").close()
+    seen = Counter(outcome for _op, outcome in env.outcomes)
+    assert set(seen) == {"StoreNotFoundError", "version 0"}, seen
+    assert seen["StoreNotFoundError"] > 5  # the creation's steps before CURRENT
+
+
+def test_data_files_without_current_are_damage_to_a_reader(tmp_path: Path) -> None:
+    """A store's tables or WAL segments without CURRENT: CorruptionError naming CURRENT
+    (read-only, or create_if_missing=False), as for a writer."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync") as w:
+        w.put(b"k", b"v")
+    (path / "CURRENT").unlink()
+    for opts in (dict(read_only=True), dict(create_if_missing=False)):
+        with pytest.raises(CorruptionError, match="CURRENT is missing") as err:
+            banyanstore.open(path, io_mode="sync", **opts)
+        assert err.value.path == str(path / "CURRENT")

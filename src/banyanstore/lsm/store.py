@@ -44,7 +44,7 @@ from .checkpoint import write_checkpoint
 from .compaction import Compactor
 from .flush import Flusher
 from .keyspace import Keyspace
-from .layout import refuse_foreign_directory
+from .layout import directory_names, refuse_foreign_directory
 from .manifest import Manifest, ManifestState
 from .recovery import check_orphans, open_tables, open_wal, remove_orphans, replay_wal
 from .snapshot import Snapshot
@@ -147,11 +147,25 @@ class Store(Keyspace):
         if not exists:
             refuse_foreign_directory(env, path)
             if self._read_only or not opts.create_if_missing:
-                if env.exists(path) and env.listdir(path):
-                    raise CorruptionError("directory is not a banyanstore store (no CURRENT)", path=path)
+                if self._created_meanwhile():
+                    return True
                 raise StoreNotFoundError(f"no store at {path} (create_if_missing="
                                          f"{opts.create_if_missing}, read_only={self._read_only})")
         return exists
+
+    def _created_meanwhile(self) -> bool:
+        """No CURRENT was found: True if a writer creating the store wrote it since.
+        Store names alone (tables/, wal/, LOCK, a manifest) are a creation under way or
+        interrupted, which a writer starts afresh: no store yet (False).  Tables or WAL
+        segments without CURRENT are damage."""
+        try:
+            self._refuse_data_without_current("opening it needs CURRENT")
+        except CorruptionError:
+            # the writer writes CURRENT before its first WAL segment
+            if self._env.exists(f"{self.path}/CURRENT"):
+                return True
+            raise
+        return False
 
     def _open_files(self) -> tuple[ManifestState, Manifest | None]:
         """Lock the store, read (or create) its manifest and open its WAL; returns the
@@ -186,14 +200,20 @@ class Store(Keyspace):
     def _refuse_to_recreate(self) -> None:
         """No CURRENT: a new store -- unless data files say a store was here, in which
         case starting empty would silently drop (and then delete) its data."""
+        self._refuse_data_without_current("refusing to start an empty store over them")
+
+    def _refuse_data_without_current(self, why: str) -> None:
+        """CorruptionError if tables or WAL segments lie in the store without CURRENT
+        (the writer creates CURRENT before its first WAL segment)."""
         env, path = self._env, self.path
-        tables = [n for n in env.listdir(f"{path}/tables") if n.endswith(".sst")]
-        wal = [n for n in env.listdir(f"{path}/wal") if n.endswith(".log")]
+        tables = [n for n in directory_names(env, f"{path}/tables", f"{path}/tables is a file")
+                  if n.endswith(".sst")]
+        wal = [n for n in directory_names(env, f"{path}/wal", f"{path}/wal is a file")
+               if n.endswith(".log")]
         if tables or wal:
             raise CorruptionError(
                 f"CURRENT is missing but the store has {len(tables)} table(s) and {len(wal)} WAL "
-                "segment(s); refusing to start an empty store over them (see `banyanstore "
-                "repair`)", path=f"{path}/CURRENT")
+                f"segment(s); {why} (see `banyanstore repair`)", path=f"{path}/CURRENT")
 
     def _start_background(self, mem_bytes: int) -> None:
         """Start the flusher (and the compactor's thread, with ``compaction=True``) and
