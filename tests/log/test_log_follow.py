@@ -6,12 +6,12 @@ import random
 import threading
 
 import pytest
-from log_helpers import open_log, payload, rewrite, segments
+from log_helpers import SMALL, open_log, payload, rewrite, segments
 
 from banyanstore.errors import CorruptionError, StorageIOError
 from banyanstore.io.hooked import HookedEnv
 from banyanstore.log import Log
-from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, fragment
+from banyanstore.log.format import BLOCK_SIZE, FRAG_HEADER, HEADER_SIZE, SEQ_SIZE, fragment
 from banyanstore.log.segment import MAX_RELISTS, list_segments, list_segments_after
 
 
@@ -326,4 +326,85 @@ def test_read_only_open_sees_lasting_damage(env_dir):
     with pytest.raises(CorruptionError, match="damaged before the tail") as info:
         open_log(hooked, root, read_only=True)
     assert info.value.path == path and info.value.offset == HEADER_SIZE
+    w.close()
+
+
+def _flip_in_record(env, path: str, seq: int) -> int:  # type: ignore[no-untyped-def]
+    """Flip a payload byte of record ``seq`` in segment ``path``; its fragment's offset."""
+    f = env.open_readable(path)
+    data = bytearray(f.read(0, f.size))
+    f.close()
+    at = data.find(payload(seq, 100))
+    assert at > 0
+    data[at + 50] ^= 0x40
+    rewrite(env, path, bytes(data))
+    return at - FRAG_HEADER.size - SEQ_SIZE
+
+
+def test_refresh_sees_lasting_damage_in_the_live_segment(env_dir):
+    """A damaged record in the last segment with intact records after it is not a record
+    still being written: refresh() raises CorruptionError naming the segment and the
+    offset, as a read-only open does, and the reader keeps its state.  It used to stop
+    before the damage, return the old last_seq, and never read on."""
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq, 100))
+    w.sync()
+    ro = open_log(env, root, read_only=True)
+    for seq in range(11, 101):
+        w.append(payload(seq, 100))
+    w.close()  # its last segment stays the last one: the live tail to a reader
+    path = segments(env, f"{root}/log")[-1]
+    offset = _flip_in_record(env, path, 50)
+    for _ in range(2):
+        with pytest.raises(CorruptionError, match="damaged") as info:
+            ro.refresh()
+        assert info.value.path == path and info.value.offset == offset
+        assert ro.last_seq == 10
+    ro.close()
+
+
+def test_refresh_skips_lasting_damage_in_the_live_segment_when_asked(env_dir):
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq, 100))
+    w.sync()
+    ro = open_log(env, root, read_only=True, options=SMALL.replace(skip_damaged_records=True))
+    for seq in range(11, 101):
+        w.append(payload(seq, 100))
+    w.close()
+    _flip_in_record(env, segments(env, f"{root}/log")[-1], 50)
+    assert ro.refresh() == 100
+    assert ro.stats()["damaged_records_skipped"] == 1
+    assert [seq for seq, _ in ro.read(check_gaps=False)] == [s for s in range(1, 101) if s != 50]
+    ro.close()
+
+
+def test_refresh_racing_the_writer_is_not_damage(env_dir):
+    """The refresh's copy of the live segment passed a record before the writer stored
+    it and reached the records stored after it: it reads again instead of stopping
+    there (or calling that damage), and reaches every record written before it began."""
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq, 100))
+    w.sync()
+    path = segments(env, f"{root}/log")[-1]
+    hooked = StaleFirstCopy(env)
+    hooked.path, hooked.times = path, 0
+    ro = open_log(hooked, root, read_only=True)
+    for seq in range(11, 31):
+        w.append(payload(seq, 100))
+    w.sync()
+    assert segments(env, f"{root}/log")[-1] == path
+    f = env.open_readable(path)
+    record_11 = f.read(0, f.size).find(payload(11, 100)) - FRAG_HEADER.size - SEQ_SIZE
+    f.close()
+    hooked.offset, hooked.length, hooked.times = record_11, 100, 1
+    assert ro.refresh() == 30
+    assert hooked.times == 0  # the stale copy was read
+    assert list(ro.read()) == [(seq, payload(seq, 100)) for seq in range(1, 31)]
+    ro.close()
     w.close()

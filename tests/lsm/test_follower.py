@@ -476,3 +476,28 @@ def test_data_files_without_current_are_damage_to_a_reader(tmp_path: Path) -> No
         with pytest.raises(CorruptionError, match="CURRENT is missing") as err:
             banyanstore.open(path, io_mode="sync", **opts)
         assert err.value.path == str(path / "CURRENT")
+
+
+def test_refresh_reports_damage_in_the_live_wal_segment(tmp_path: Path) -> None:
+    """A damaged WAL record with intact records after it, in the segment the writer
+    still appends to: refresh() raises CorruptionError naming the segment and keeps the
+    reader's state.  It used to return the version before the damage, again and
+    again, while the writer acknowledged synced writes after it."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync", wal_sync="always", compaction=False) as w:
+        for i in range(200):
+            w.put(b"k%03d" % i, b"v%d" % i * 20)
+        r = banyanstore.open(path, read_only=True, io_mode="sync")
+        for i in range(200, 400):
+            w.put(b"k%03d" % i, b"v%d" % i * 20)
+        segment = sorted((path / "wal").glob("*.log"))[-1]
+        with open(segment, "r+b") as f:
+            data = f.read()
+            f.seek(data.index(b"v250v250"))
+            f.write(b"X")
+        with r:
+            for _ in range(2):
+                with pytest.raises(CorruptionError) as err:
+                    r.refresh()
+                assert err.value.path == str(segment) and err.value.offset is not None
+                assert r.version == 200 and r.get(b"k199") == b"v199" * 20

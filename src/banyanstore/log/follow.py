@@ -10,7 +10,9 @@ by relying on the rules that writer follows (log/log.py):
   records end right before the successor's first seq: a gap is corruption too;
 * the end of the last segment may hold a record still being written (or
   space written ahead of the records): reading stops before the first thing
-  that does not parse, and resumes there at the next refresh;
+  that does not parse, and resumes there at the next refresh -- unless intact
+  records follow it on two reads in a row: that is damage, reported as in a
+  sealed segment (a record being stored reads whole the second time);
 * it creates a segment by writing (and syncing) its header before any record,
   so a newest segment without a header is still being created: not read yet;
 * it removes whole segments, oldest first, and never the last one
@@ -32,6 +34,7 @@ written yet" (the live tail) and corruption (a sealed segment).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,11 +42,14 @@ from ..errors import CorruptionError
 from ..io.base import Env
 from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE
 from .reader import OnDamage
-from .segment import HeaderNotWritten, Segment, SparseIndex, list_segments, list_segments_after
+from .recovery import LIVE_RESCANS
+from .segment import HeaderNotWritten, Segment, SparseIndex, list_segments, list_segments_after, scan_bounds
 
 __all__ = ["Caught", "catch_up"]
 
 _PROBE = 1 << 20  # bytes per read when sizing a removed (but pinned) segment
+_ZERO_CHUNK = 1 << 16  # bytes per read when checking for zeros (small: no fresh pages each time)
+_ZEROS = bytes(_ZERO_CHUNK)
 FRAG_TYPE_OFFSET = 6  # in a fragment header: crc u32, length u16, then the type u8
 assert FRAG_HEADER.format == "<IHB" and FRAG_HEADER_SIZE == FRAG_TYPE_OFFSET + 1
 
@@ -179,21 +185,96 @@ def _scan(env: Env, seg: Segment, expect: int, *, sealed: bool, interval: int,
     size = _current_size(env, seg)
     if size <= seg.end:
         return None
+    if sealed:
+        return _grow(seg, expect, size, interval, last_indexed, policy(seg))
+    damage: list[int] = []
+    growth = _grow(seg, expect, size, interval, last_indexed, _stop_at(damage))
+    if not damage or _zeros_only(seg, damage[0], size):
+        return growth  # the records end in the space the writer reserved: the live end
+    middle_end = _lasting_damage(seg, expect, size)
+    if middle_end is None:  # a record the writer was storing: whole by now
+        return _grow(seg, expect, size, interval, last_indexed, _stop_at([]))
+    on_damage = policy(seg)
 
-    def live_damage(offset: int, reason: str) -> None:
+    def damaged(offset: int, reason: str) -> None:
+        if offset >= middle_end:  # after the last intact record: the live tail
+            raise _TailIncomplete
+        on_damage(offset, reason)  # CorruptionError, or counted and skipped
+
+    return _grow(seg, expect, size, interval, last_indexed, damaged)
+
+
+def _stop_at(damage: list[int]) -> OnDamage:
+    """The live tail's damage callback: note where parsing stopped, and stop."""
+    def stop(offset: int, reason: str) -> None:
+        damage.append(offset)
         raise _TailIncomplete
+    return stop
 
+
+def _zeros_only(seg: Segment, start: int, end: int) -> bool:
+    """Whether ``seg`` holds only zero bytes in ``[start, end)`` (compared a chunk at a
+    time against zeros: this runs on every refresh that reaches the live end)."""
+    pos = start
+    while pos < end:
+        n = min(_ZERO_CHUNK, end - pos)
+        chunk = seg.read_at(pos, n)
+        if chunk != (_ZEROS if len(chunk) == _ZERO_CHUNK else bytes(len(chunk))):
+            return False
+        if len(chunk) < n:
+            return True
+        pos += n
+    return True
+
+
+def _grow(seg: Segment, expect: int, end: int, interval: int, last_indexed: int | None,
+          on_damage: OnDamage) -> Growth | None:
+    """The records from ``seg.end`` to ``end`` until ``on_damage`` raises _TailIncomplete."""
     growth = Growth(seg.end, [], expect)
     try:
-        for seq, _data, start, end in seg.records(policy(seg) if sealed else live_damage,
-                                                  start=seg.end, expect=expect, end=size):
+        for seq, _data, start, stop in seg.records(on_damage, start=seg.end, expect=expect,
+                                                   end=end):
             if last_indexed is None or seq >= last_indexed + interval:
                 growth.entries.append((seq, start))
                 last_indexed = seq
-            growth.end, growth.next_seq = end, seq + 1
+            growth.end, growth.next_seq = stop, seq + 1
     except _TailIncomplete:
         pass
     return growth if growth.end > seg.end else None
+
+
+def _lasting_damage(seg: Segment, expect: int, size: int) -> int | None:
+    """The live segment stopped parsing somewhere after ``seg.end``.  If intact records
+    follow the damage on two reads in a row, it is damage, not a record the writer is
+    still storing: then the end of the last intact record, else None.
+
+    A read copies the file a page at a time while the writer stores records into it,
+    so one copy can hold zeros where a record was not stored yet and records stored
+    after it; the writer only fills zeros, so a second read finds that record whole
+    (log/recovery.py reads the last segment of a read-only open the same way)."""
+    _zeros_from, scan_end = scan_bounds(seg.read_at, size, seg.version)
+    seen = None
+    for attempt in range(LIVE_RESCANS):
+        middle = _first_middle_damage(seg, expect, scan_end)
+        if middle is None:
+            return None
+        if seen is not None and middle[0] == seen[0]:
+            return middle[1]
+        seen = middle
+        time.sleep(0.001 * attempt)  # the writer finishes storing what it began
+    return seen[1] if seen is not None else None
+
+
+def _first_middle_damage(seg: Segment, expect: int, end: int) -> tuple[int, int] | None:
+    """``(offset of the first damage, end of the last intact record)`` if intact records
+    follow damage between ``seg.end`` and ``end``, else None."""
+    damages: list[int] = []
+    last_end = seg.end
+    for _seq, _data, _start, stop in seg.records(lambda off, why: damages.append(off),
+                                                 start=seg.end, expect=expect, end=end):
+        last_end = stop
+    middle = [off for off in damages if off < last_end]
+    return (middle[0], last_end) if middle else None
 
 
 def _fragment_may_start(seg: Segment) -> bool:
