@@ -408,3 +408,23 @@ def test_refresh_racing_the_writer_is_not_damage(env_dir):
     assert list(ro.read()) == [(seq, payload(seq, 100)) for seq in range(1, 31)]
     ro.close()
     w.close()
+
+
+def test_refresh_of_a_removed_log_directory_is_corruption(env_dir):
+    """The log's directory gone under a read-only log (the writer never removes it):
+    CorruptionError naming it, not a bare FileNotFoundError; the reader keeps what it
+    had."""
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 11):
+        w.append(payload(seq))
+    w.close()
+    ro = open_log(env, root, read_only=True)
+    for name in env.listdir(f"{root}/log"):
+        env.remove(f"{root}/log/{name}")
+    env.rmdir(f"{root}/log")
+    with pytest.raises(CorruptionError, match="directory") as info:
+        ro.refresh()
+    assert info.value.path == f"{root}/log"
+    assert ro.last_seq == 10 and ro.get(10) == payload(10)
+    ro.close()

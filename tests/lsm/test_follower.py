@@ -501,3 +501,19 @@ def test_refresh_reports_damage_in_the_live_wal_segment(tmp_path: Path) -> None:
                     r.refresh()
                 assert err.value.path == str(segment) and err.value.offset is not None
                 assert r.version == 200 and r.get(b"k199") == b"v199" * 20
+
+
+def test_refresh_without_the_wal_directory_is_corruption(tmp_path: Path) -> None:
+    """wal/ removed under a follower: refresh() raises CorruptionError naming it (as a
+    read-only open does), not a bare FileNotFoundError."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync") as w:
+        w.put(b"k", b"v")
+    with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+        for segment in (path / "wal").iterdir():
+            segment.unlink()
+        (path / "wal").rmdir()
+        with pytest.raises(CorruptionError) as err:
+            r.refresh()
+        assert err.value.path == str(path / "wal")
+        assert r.get(b"k") == b"v"

@@ -105,7 +105,7 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
     ``next_seq - 1``).  ``policy(segment)`` is the Log's damage callback for a complete
     segment (CorruptionError, or count-and-skip with ``skip_damaged_records``).
     Changes nothing that is published: see :class:`Caught`."""
-    names = list_segments(env, directory)
+    names = _list(env, directory)
     listed = {seq for seq, _ in names}
     known = list(segments)
     cut = 0  # removed by the writer, oldest first: leave from the front (never the last)
@@ -126,6 +126,15 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
         relists += 1
         newer = list_segments_after(env, directory, gone, relists)
     return out
+
+
+def _list(env: Env, directory: str) -> list[tuple[int, str]]:
+    """The segments in ``directory``; CorruptionError if it is gone (a writer never
+    removes it, so this is damage, not the writer moving on)."""
+    try:
+        return list_segments(env, directory)
+    except FileNotFoundError as exc:
+        raise CorruptionError("the log directory is missing", path=directory) from exc
 
 
 def _add_newer(env: Env, directory: str, out: Caught, newer: list[tuple[int, str]], interval: int,
