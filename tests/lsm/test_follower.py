@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import banyanstore
-from banyanstore.errors import CorruptionError, ReadOnlyError, VersionUnavailableError
+from banyanstore.errors import CorruptionError, ReadOnlyError, StorageIOError, VersionUnavailableError
 from banyanstore.io.hooked import HookedEnv
 from banyanstore.io.memory import MemoryEnv
 
@@ -517,3 +517,34 @@ def test_refresh_without_the_wal_directory_is_corruption(tmp_path: Path) -> None
             r.refresh()
         assert err.value.path == str(path / "wal")
         assert r.get(b"k") == b"v"
+
+
+class FailOnce(HookedEnv):
+    """Fails the next ``op`` on a path under ``prefix`` once armed (an EIO)."""
+
+    armed: tuple[str, str] | None = None
+
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if self.armed is not None and op == self.armed[0] and paths[0].startswith(self.armed[1]):
+            self.armed = None
+            raise StorageIOError("injected EIO", path=paths[0], op=op)
+
+
+def test_refresh_after_a_failed_refresh_publishes_what_that_one_read() -> None:
+    """A refresh fails (an IO error reading the WAL) after it read the writer's new
+    manifest edits; the next refresh succeeds and shows them.  It used to find nothing
+    new to read and publish nothing: keyspaces the writer created or dropped stayed
+    unseen until some later change of the writer."""
+    env = MemoryEnv()
+    with banyanstore.open("/db", env=env, wal_sync="never", compaction=False) as w:
+        w.keyspace("old").put(b"k", b"v")
+        failing = FailOnce(env)
+        with banyanstore.open("/db", env=failing, read_only=True) as r:
+            w.keyspace("new")
+            w.drop_keyspace("old")
+            failing.armed = ("listdir", "/db/wal")
+            with pytest.raises(StorageIOError, match="injected"):
+                r.refresh()
+            assert r.keyspaces() == ["default", "old"]  # the last state, kept whole
+            assert r.refresh() == w.version
+            assert r.keyspaces() == ["default", "new"]

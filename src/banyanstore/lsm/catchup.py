@@ -105,17 +105,21 @@ class CatchUp:
         self._active_since = 0  # flushed_version when the active generation began
         self._sealed: list[tuple[int, dict[int, Memtable]]] = []  # (newest version, memtables)
         self.attempts = 0  # catch-up attempts that had to be repeated (stats)
+        # A run that raised may have changed the state (edits applied, tables pinned)
+        # without reporting it: the next run reports a change, so the store publishes.
+        self._unreported = False
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> bool:
-        """Catch up with the writer; True if anything changed.  Raises CorruptionError
-        for damage, never because the writer moved on."""
-        changed = False
+        """Catch up with the writer; True if anything changed since the last run that
+        returned.  Raises CorruptionError for damage, never because the writer moved on."""
+        changed, self._unreported = self._unreported, True
         for attempt in range(MAX_ATTEMPTS):
             try:
                 changed |= self._read_manifest()
                 changed |= self._pin_tables()
                 changed |= self._read_wal()
+                self._unreported = False
                 return changed
             except Vanished as gone:
                 if not self._writer_moved_on():
