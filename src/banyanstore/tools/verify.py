@@ -18,6 +18,14 @@ For a store, in order:
 
 A log directory gets step 4 only, without the payload decoding.
 
+Beside a running writer, a check can straddle a flush or a merge: a table the
+manifest named, or WAL segments it needed, are deleted once the writer's newer
+manifest no longer needs them.  So when a check finds errors and the store's
+manifests changed while it ran, the manifest is read again, and the findings it
+explains are left out (a note says how many): a table it no longer names that
+went missing, WAL records before its replay start that were cut.  A check with
+other errors runs again, up to :data:`ATTEMPTS` times.
+
 Each finding is an **error** (damage: data is or may be lost; exit 1) or a
 **warning** (a crash leftover that an open or ``repair`` handles, a foreign file;
 listed, exit 0).  A progress bar over the bytes checked is drawn on stderr on a
@@ -33,9 +41,9 @@ from typing import Any
 
 from ..arguments import as_path
 from ..errors import CorruptionError
-from ..lsm.manifest import ManifestState, replay
+from ..lsm.manifest import ManifestState, TableInfo, replay
 from ..lsm.wal import decode
-from .common import EXIT_OK, EXIT_PROBLEMS, Output, Report, UsageError, detect_kind
+from .common import EXIT_OK, EXIT_PROBLEMS, Output, Problem, Report, UsageError, detect_kind
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .progress import ProgressBar, wants_progress
 from .tables import verify_table
@@ -84,20 +92,85 @@ def load_state(store: str, report: Report) -> tuple[ManifestState, str] | None:
     return state, name
 
 
+ATTEMPTS = 5
+"""Checks of a store whose writer changed it while they ran (see the module docstring)."""
+
+
+Explanation = Callable[[ManifestState], bool]
+"""Whether the store's state read after a check explains one of its findings."""
+
+
 def verify_store(store: str, on_progress: Callable[[int], None] | None = None) -> Report:
+    """Check the store at ``store`` (see the module docstring)."""
+    for _attempt in range(ATTEMPTS):
+        before = _generation(store)
+        report, movable = _check_store(store, on_progress)
+        if report.ok or _generation(store) == before:
+            return report
+        _leave_out_explained(store, report, movable)
+        if report.ok:
+            return report
+    report.note(f"a writer changed the store during each of {ATTEMPTS} checks: errors about "
+                "missing tables or WAL records may be its flushes and merges; check again")
+    return report
+
+
+def _generation(store: str) -> tuple[bytes, list[tuple[str, int]]]:
+    """What a writer changes before it deletes a file the store used: CURRENT, and the
+    manifests (it appends an edit, or writes a new manifest, first)."""
+    try:
+        with open(os.path.join(store, "CURRENT"), "rb") as f:
+            current = f.read()
+    except FileNotFoundError:
+        current = b""
+    sizes = []
+    for name in manifest_files(store):
+        try:
+            sizes.append((name, os.path.getsize(os.path.join(store, name))))
+        except FileNotFoundError:
+            sizes.append((name, -1))
+    return current, sizes
+
+
+def _leave_out_explained(store: str, report: Report,
+                         movable: list[tuple[Problem, Explanation]]) -> None:
+    """Drop the findings that the store's manifest, read now, explains."""
+    loaded = load_state(store, Report(store, "store"))
+    if loaded is None:
+        return
+    explained = [id(problem) for problem, why in movable if why(loaded[0])]
+    if explained:
+        report.problems = [p for p in report.problems if id(p) not in explained]
+        report.note(f"{len(explained)} finding(s) left out: a writer flushed or merged during "
+                    "the check, and its manifest no longer needs the files they are about")
+
+
+def _check_store(store: str, on_progress: Callable[[int], None] | None
+                 ) -> tuple[Report, list[tuple[Problem, Explanation]]]:
+    """One check: its report, and the findings a writer moving on may explain."""
     report = Report(store, "store", on_progress=on_progress)
+    movable: list[tuple[Problem, Explanation]] = []
+    try:
+        _check_store_files(store, report, movable)
+    except FileNotFoundError as exc:  # listed, then gone before it was read
+        report.error(exc.filename or store, "file disappeared during the check")
+    return report, movable
+
+
+def _check_store_files(store: str, report: Report,
+                       movable: list[tuple[Problem, Explanation]]) -> None:
     loaded = load_state(store, report)
     if loaded is None:
         report.note("manifest unusable: tables and leftovers not checked")
         _check_wal(store, report, None)
-        return report
+        return
     state, name = loaded
     for ks_id, tables in state.tables.items():
         if ks_id not in state.keyspaces:
             report.error(os.path.join(store, name), f"tables of unknown keyspace {ks_id}")
         for info in tables.values():
-            verify_table(table_file(store, info.file_no), report, info)
-    _check_wal(store, report, state)
+            _check_table(store, info.file_no, info, report, movable)
+    _check_wal(store, report, state, movable)
     inv = take_inventory(store, state, name)
     for path in inv.orphan_tables:
         if state.unexplained(int(os.path.basename(path).split(".")[0])):
@@ -118,10 +191,24 @@ def verify_store(store: str, on_progress: Callable[[int], None] | None = None) -
     report.note(f"manifest {name}: version {state.last_version}, flushed_version "
                 f"{state.flushed_version}, wal_seq {state.wal_seq}, history_floor "
                 f"{state.history_floor}, keyspaces {sorted(state.keyspaces.values())}")
-    return report
 
 
-def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
+def _check_table(store: str, file_no: int, info: TableInfo, report: Report,
+                 movable: list[tuple[Problem, Explanation]]) -> None:
+    """verify_table; a table gone by the end of its check may have been merged away."""
+    path = table_file(store, file_no)
+    found = len(report.problems)
+    try:
+        verify_table(path, report, info)
+    except FileNotFoundError:
+        report.error(path, "table named by the manifest is missing")
+    if len(report.problems) > found and not os.path.exists(path):
+        for problem in report.problems[found:]:
+            movable.append((problem, lambda state: file_no not in state.live_files()))
+
+
+def _check_wal(store: str, report: Report, state: ManifestState | None,
+               movable: list[tuple[Problem, Explanation]] | None = None) -> None:
     wal = os.path.join(store, "wal")
     if not os.path.isdir(wal):
         report.error(wal, "the WAL directory is missing")
@@ -153,9 +240,12 @@ def _check_wal(store: str, report: Report, state: ManifestState | None) -> None:
     if state is None:
         return
     # The same checks as an open (lsm/recovery.py open_wal): first_seq <= wal_seq <= last_seq + 1.
-    if summary.first_seq is not None and summary.first_seq > state.wal_seq:
-        report.error(wal, f"the WAL starts at seq {summary.first_seq}, but the manifest says "
+    first_seq = summary.first_seq
+    if first_seq is not None and first_seq > state.wal_seq:
+        report.error(wal, f"the WAL starts at seq {first_seq}, but the manifest says "
                      f"records from seq {state.wal_seq} are still needed")
+        if movable is not None:  # a writer cuts records its newer manifest does not need
+            movable.append((report.problems[-1], lambda now: now.wal_seq >= first_seq))
     last_seq = summary.last_seq if summary.last_seq is not None else 0
     if state.wal_seq > last_seq + 1:
         report.error(wal, f"the WAL ends at seq {last_seq}, before seq {state.wal_seq} where the "
