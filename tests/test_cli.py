@@ -283,6 +283,44 @@ def test_verify_log_damage(capsys: pytest.CaptureFixture[str], log_dir: str) -> 
     assert code == 1 and f"ERROR: {seg} @ offset 28" in out, out
 
 
+def _log_writer_truncating_during_the_listing(monkeypatch: pytest.MonkeyPatch, path: str,
+                                              cut: int) -> Any:
+    """A Log of 4 segments whose writer cuts its first ``cut`` segments right after verify
+    listed them (truncate_before: oldest first, never the last)."""
+    from banyanstore.tools import verify_log
+    log = banyanstore.open_log(path, segment_size=64 * 1024, wal_sync="never")
+    starts = []
+    for _ in range(4):
+        starts.append(log.last_seq + 1)
+        log.append_many([b"x" * 1000 for _ in range(50)])
+        log.rotate()
+    listing = verify_log.segment_names
+
+    def listed_then_cut(directory: str) -> list[str]:
+        names = listing(directory)
+        log.truncate_before(starts[cut])
+        return names
+
+    monkeypatch.setattr(verify_log, "segment_names", listed_then_cut)
+    return log
+
+
+@pytest.mark.parametrize("cut", [1, 3])
+def test_verify_log_beside_a_writer_that_truncates(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path, cut: int) -> None:
+    """Segments the writer removed from the front after verify listed them are the log
+    starting later, not damage.  verify used to fail with a bare "No such file or
+    directory" (exit 2)."""
+    path = str(tmp_path / "log")
+    log = _log_writer_truncating_during_the_listing(monkeypatch, path, cut)
+    code, out, err = run(capsys, "verify", path, "--json")
+    assert code == 0, (out, err)
+    doc = json.loads(out)
+    assert doc["ok"] and doc["counts"]["log_records"] == 50 * (4 - cut), doc
+    log.close()
+
+
 def wal_segment_of_log(log: str) -> str:
     return os.path.join(log, [n for n in sorted(os.listdir(log)) if n.endswith(".log")][-1])
 
