@@ -121,6 +121,20 @@ class TableInfo:
     entries: int
     tombstones: int
 
+    def differences(self, meta: Any) -> list[tuple[str, Any, Any]]:
+        """``(what, in the table, in this record)`` for each property where a table's own
+        ``meta`` (its TableMeta) differs from this record of it, the file size aside.
+        Both come from the same TableMeta when the table is written."""
+        pairs = [("smallest key", meta.smallest_key, self.smallest),
+                 ("largest key", meta.largest_key, self.largest),
+                 ("min version", meta.min_version, self.min_version),
+                 ("max version", meta.max_version, self.max_version),
+                 ("entry count", meta.entry_count, self.entries),
+                 ("tombstone count", meta.tombstone_count, self.tombstones)]
+        if meta.origin is not None:  # tables of format 2 record the keyspace they were written for
+            pairs.append(("keyspace", meta.origin.keyspace, self.keyspace))
+        return [(what, mine, said) for what, mine, said in pairs if mine != said]
+
     def to_json(self) -> dict[str, Any]:
         return {"ks": self.keyspace, "file": self.file_no, "size": self.file_size,
                 "smallest": self.smallest.hex(), "largest": self.largest.hex(),

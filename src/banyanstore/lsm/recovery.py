@@ -150,19 +150,11 @@ def check_table(reader: TableReader, info: TableInfo, tpath: str) -> None:
     not what the manifest recorded of it when it was written (both come from the same
     TableMeta): another table's file under its name -- one of the same size, which the
     size check cannot tell -- would otherwise serve that table's values as this one's."""
-    meta = reader.meta
-    pairs = [("smallest key", meta.smallest_key, info.smallest),
-             ("largest key", meta.largest_key, info.largest),
-             ("min version", meta.min_version, info.min_version),
-             ("max version", meta.max_version, info.max_version),
-             ("entry count", meta.entry_count, info.entries),
-             ("tombstone count", meta.tombstone_count, info.tombstones)]
-    if meta.origin is not None:  # tables of format 2 record the keyspace they were written for
-        pairs.append(("keyspace", meta.origin.keyspace, info.keyspace))
-    for what, mine, said in pairs:
-        if mine != said:
-            raise CorruptionError(f"table's {what} is {mine!r}, the manifest says {said!r}: not "
-                                  "the table the manifest names", path=tpath)
+    found = info.differences(reader.meta)
+    if found:
+        what, mine, said = found[0]
+        raise CorruptionError(f"table's {what} is {mine!r}, the manifest says {said!r}: not "
+                              "the table the manifest names", path=tpath)
 
 
 def remove_orphans(env: Env, path: str, state: ManifestState) -> list[str]:

@@ -59,16 +59,8 @@ def _compare(path: str, meta: Any, info: TableInfo, report: Report) -> None:
 def disagreements(meta: Any, info: TableInfo) -> list[str]:
     """Where the table's properties (``meta``) differ from what the manifest recorded
     for its file (``info``), the file size aside: each as a message."""
-    pairs = [("min version", meta.min_version, info.min_version),
-             ("max version", meta.max_version, info.max_version),
-             ("smallest key", meta.smallest_key, info.smallest),
-             ("largest key", meta.largest_key, info.largest),
-             ("entry count", meta.entry_count, info.entries),
-             ("tombstone count", meta.tombstone_count, info.tombstones)]
-    if meta.origin is not None:
-        pairs.append(("keyspace", meta.origin.keyspace, info.keyspace))
     return [f"{what} is {in_table!r} in the table, {in_manifest!r} in the manifest"
-            for what, in_table, in_manifest in pairs if in_table != in_manifest]
+            for what, in_table, in_manifest in info.differences(meta)]
 
 
 def _check_blocks(reader: TableReader, path: str, report: Report) -> int:
