@@ -116,6 +116,24 @@ def test_failed_wal_sync_makes_the_store_read_only_and_close_succeeds(disk: Memo
         store.put(b"after", b"crash")
 
 
+def test_stats_report_a_store_refusing_writes_after_a_failed_wal_write(disk: MemoryEnv) -> None:
+    """stats() tells an operator what every write now hears: the store is read-only, and
+    why -- not ``read_only: False`` and no error anywhere while writes are refused."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **OPTS)
+    store.put(key(0), value(0), sync=True)
+    assert store.stats()["read_only"] is False and store.stats()["write_error"] is None
+    env.inject("sync", errno.EIO, path_contains="/wal/")
+    with pytest.raises(StorageIOError) as failed:
+        store.put(key(1), value(1), sync=True)
+    st = store.stats()
+    assert st["read_only"] is True
+    assert st["write_error"] == repr(failed.value)
+    store.close()
+    with banyanstore.open(ROOT, env=disk, **OPTS) as store:  # reopened: writable again
+        assert store.stats()["read_only"] is False and store.stats()["write_error"] is None
+
+
 def test_merge_refused_for_lack_of_space_is_a_disk_full_error_with_its_oserror(disk: MemoryEnv) -> None:
     store = banyanstore.open(ROOT, env=disk, **OPTS)
     for t in range(3):

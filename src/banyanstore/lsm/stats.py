@@ -49,7 +49,10 @@ def collect(tree: Tree, *, read_only: bool, closed: bool, writer: Writer, wal: L
         }
     out: dict[str, Any] = {
         "path": tree.path, "version": tree.version, "history_floor": tree.history_floor,
-        "read_only": read_only, "closed": closed,
+        # A failed WAL write makes the store read-only until reopened: say so, and why,
+        # as every refused write does.
+        "read_only": read_only or writer.wal_failed, "closed": closed,
+        "write_error": repr(writer.wal_error) if writer.wal_error is not None else None,
         "live_snapshots": tree.pinned(),
         "keyspaces": keyspaces,
         "memtable_bytes": writer.mem_bytes,

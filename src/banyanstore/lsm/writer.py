@@ -160,6 +160,11 @@ class Writer:
         """Whether a WAL write failed (the store is read-only until reopened)."""
         return self._wal_error is not None
 
+    @property
+    def wal_error(self) -> BaseException | None:
+        """The failed WAL write (or interrupted write) that made the store read-only."""
+        return self._wal_error
+
     # -- refusing writes -----------------------------------------------------------------------
     def check_writable(self) -> None:
         """Raise why writes are refused (closed, read-only, failed WAL), if they are."""
