@@ -223,6 +223,29 @@ def test_direct_reads_keep_no_scratch_buffer_per_file(tmp_path: Path) -> None:
 
 
 @needs_uring
+def test_uring_ring_returned_idle_keeps_no_large_buffer(tmp_path: Path) -> None:
+    """A batch of large reads grows its ring's buffer to the batch's size; an idle ring
+    kept that buffer (up to 4 idle rings: hundreds of MiB after a few concurrent
+    multi_gets of large values, outside every budget).  Back in the pool, a ring now
+    holds no more than a normal chunk's buffer."""
+    from banyanstore.io.uring import UringEnv
+    payload = random.Random(6).randbytes(32 << 20)
+    path = tmp_path / "big"
+    path.write_bytes(payload)
+    env = UringEnv(entries=16)
+    f = env.open_readable(str(path))
+    half = len(payload) // 2
+    reqs = [(f, 0, half), (f, half, half)]
+    expected = [payload[:half], payload[half:]]
+    before = _resident_bytes()
+    got = env.read_batch(reqs)
+    assert _resident_bytes() - before - len(payload) < 6 << 20  # the results and little else
+    assert got == expected
+    f.close()
+    env.close()
+
+
+@needs_uring
 def test_uring_short_reads_are_completed(data_file: tuple[str, bytes],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from banyanstore.io.uring import UringEnv

@@ -39,6 +39,7 @@ __all__ = ["UringEnv", "reason_for"]
 _MAX_SQE_LEN = 1 << 30  # larger reads (u32 len, and huge buffers) go to pread
 _MAX_CHUNK_BYTES = 8 << 20  # cap on one chunk's buffer; a larger read gets a chunk alone
 _MAX_IDLE_RINGS = 4
+_KEPT_BUFFER = 1 << 20  # an idle ring's buffer: a chunk of 256 4 KiB blocks fits
 
 _REASONS = {
     errno.EPERM: "io_uring is disabled (sysctl kernel.io_uring_disabled, group restriction, or seccomp)",
@@ -66,17 +67,25 @@ class _Lease:
         self.ring = Ring(entries)
         self.iov = ctypes.create_string_buffer(self.ring.sq_entries * IOVEC.size)
         self.iov_addr = ctypes.addressof(self.iov)
-        self.mm = mmap.mmap(-1, 1 << 20)
+        self.mm = mmap.mmap(-1, _KEPT_BUFFER)
         self._anchor = ctypes.c_char.from_buffer(self.mm)  # exports mm: drop before closing
         self.addr = ctypes.addressof(self._anchor)
 
     def buffer(self, size: int) -> None:
         """Grow the buffer to at least ``size`` bytes (page-aligned, as O_DIRECT needs)."""
-        if len(self.mm) >= size:
-            return
+        if len(self.mm) < size:
+            self._remap(1 << (size - 1).bit_length())
+
+    def shrink(self) -> None:
+        """Give back a buffer grown past :data:`_KEPT_BUFFER` (a batch of large reads):
+        an idle ring keeps only what normal chunks need."""
+        if len(self.mm) > _KEPT_BUFFER:
+            self._remap(_KEPT_BUFFER)
+
+    def _remap(self, size: int) -> None:
         del self._anchor
         self.mm.close()
-        self.mm = mmap.mmap(-1, 1 << (size - 1).bit_length())
+        self.mm = mmap.mmap(-1, size)
         self._anchor = ctypes.c_char.from_buffer(self.mm)
         self.addr = ctypes.addressof(self._anchor)
 
@@ -131,6 +140,8 @@ class UringEnv(PosixEnv):
             raise from_oserror("io_uring_setup", None, exc) from exc
 
     def _checkin(self, lease: _Lease, healthy: bool) -> None:
+        if healthy:
+            lease.shrink()  # an idle ring must not hold a large batch's buffer
         with self._mu:
             if healthy and not self._closed and len(self._idle) < _MAX_IDLE_RINGS:
                 self._idle.append(lease)
