@@ -113,6 +113,18 @@ def test_follow_timeout_ends_the_iterator_when_nothing_comes(env_dir):
         assert list(follower) == [(3, b"c")]
 
 
+@pytest.mark.parametrize("timeout", [math.inf, 1e300, 10**30], ids=["inf", "1e300", "int-1e30"])
+def test_follow_with_a_timeout_beyond_any_clock_waits_like_none(env_dir, timeout):
+    """A timeout longer than the platform can wait in one go (math.inf included) is
+    accepted at the call, so it must wait -- not raise OverflowError once iterated."""
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append(b"a")
+        threading.Timer(0.05, log.append, (b"b",)).start()
+        follower = log.follow(2, timeout=timeout)
+        assert next(follower) == (2, b"b")
+
+
 def test_follow_ends_cleanly_when_the_log_is_closed(env_dir):
     env, root = env_dir
     log = open_log(env, root)

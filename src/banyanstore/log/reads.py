@@ -250,7 +250,9 @@ class LogView:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    wait = remaining if wait is None else min(wait, remaining)
+                    # One wait is bounded by what the platform can wait (a longer timeout,
+                    # math.inf included, raises OverflowError): wait again when it ends.
+                    wait = min(remaining, threading.TIMEOUT_MAX) if wait is None else min(wait, remaining)
                 self._appends.followers += 1  # appends notify while this is non-zero
                 try:
                     self._appended.wait(wait)
