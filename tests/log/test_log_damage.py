@@ -194,6 +194,28 @@ def test_interrupted_creation_of_a_reserved_segment_is_dropped(env_dir):
         assert log.append(b"x") == 11
 
 
+def test_only_the_newest_segment_can_be_an_interrupted_creation(env_dir):
+    """A segment is created only after the one before it was sealed and synced, so a crash
+    leaves at most the newest without a header.  An empty segment before it held sealed
+    records: both opens refuse (naming it, offset 0) and keep it -- the log is not
+    silently shorter, with the lost segment's seqs given out again."""
+    env, root = env_dir
+    with open_log(env, root) as log:
+        for n in range(3):
+            log.append_many([payload(s) for s in range(10 * n + 1, 10 * n + 11)])
+            log.rotate()
+    d = f"{root}/log"
+    names = sorted(segments(env, d))
+    assert len(names) == 4
+    rewrite(env, names[-2], b"")  # sealed, with records 21..30
+    rewrite(env, names[-1], b"")  # the newest: its creation may have been cut
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError) as info:
+            open_log(env, root, read_only=read_only)
+        assert info.value.path == names[-2] and info.value.offset == 0
+    assert sorted(segments(env, d))[:3] == names[:3]  # the newest held nothing
+
+
 @pytest.mark.parametrize("only", [False, True], ids=["last-of-several", "only-segment"])
 def test_zeroed_header_before_records_is_damage_not_an_interrupted_creation(env_dir, only):
     """Records after a zeroed header were stored after the header was: the header was

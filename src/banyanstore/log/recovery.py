@@ -91,30 +91,36 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
 
 def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]],
                           out: Recovered) -> None:
-    """Remove last segments whose creation a crash interrupted (header not written,
+    """Remove the last segment if a crash interrupted its creation (header not written,
     nothing stored after it); CorruptionError for a missing header with records after
-    it (read_missing_header): that segment is kept."""
-    while names:
-        path = os.path.join(directory, names[-1][1])
-        f = env.open_readable(path)
+    it (read_missing_header): that segment is kept.
+
+    Only the last one: a segment is created after its predecessor was sealed and
+    synced, so a segment before it without a header is damage (read_header reports
+    it), never a second interrupted creation -- removing it would shorten the log
+    silently and give its seqs out again."""
+    if not names:
+        return
+    path = os.path.join(directory, names[-1][1])
+    f = env.open_readable(path)
+    try:
+        size, head = f.size, f.read(0, HEADER_SIZE)
+        if len(head) == HEADER_SIZE and any(head):
+            return
         try:
-            size, head = f.size, f.read(0, HEADER_SIZE)
-            if len(head) == HEADER_SIZE and any(head):
-                break
-            try:
-                read_missing_header(f.read, size, path)
-                break  # found on a second read: read_header below parses it
-            except HeaderNotWritten:
-                pass
-        finally:
-            f.close()
-        _log.warning("log %s: removing segment %s whose creation was interrupted (%d bytes)",
-                     directory, path, size)
-        env.remove(path)
-        env.sync_dir(directory)
-        out.torn_tail_repairs += 1
-        out.torn_tail_bytes += size
-        names.pop()
+            read_missing_header(f.read, size, path)
+            return  # found on a second read: read_header below parses it
+        except HeaderNotWritten:
+            pass
+    finally:
+        f.close()
+    _log.warning("log %s: removing segment %s whose creation was interrupted (%d bytes)",
+                 directory, path, size)
+    env.remove(path)
+    env.sync_dir(directory)
+    out.torn_tail_repairs += 1
+    out.torn_tail_bytes += size
+    names.pop()
 
 
 def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]]) -> list[Segment]:
