@@ -14,7 +14,7 @@ from log_helpers import SMALL, open_log, payload, rewrite, segments
 
 from banyanstore.errors import BanyanStoreError, CorruptionError, StoreLockedError
 from banyanstore.log import Log, LogExistsError, LogNotFoundError
-from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, VERSION
+from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, VERSION, encode_header
 
 
 def _fill(env, root, n=2000, **kw):  # type: ignore[no-untyped-def]
@@ -93,6 +93,23 @@ def _as_version_1(env, path):  # type: ignore[no-untyped-def]
     struct.pack_into("<H", data, 8, 1)  # version 1, header CRC recomputed
     struct.pack_into("<I", data, HEADER_SIZE - 4, crc32c(bytes(data[:HEADER_SIZE - 4])))
     rewrite(env, path, bytes(data))
+
+
+def test_a_staged_segment_left_by_a_crash_is_removed(env_dir):
+    """Replacing an empty format-1 last segment writes the new one under a staged name
+    first; a crash before the rename leaves that file (a header only) beside the log.
+    The next open removes it and opens the log -- it is not 'somebody else's file'."""
+    env, root = env_dir
+    d = _fill(env, root, n=30)
+    with open_log(env, root) as log:
+        assert log.rotate() == 31  # the empty last segment a format-1 writer would leave
+    staged = f"{d}/{31:020d}.log.new"
+    rewrite(env, staged, encode_header(31))
+    with open_log(env, root, read_only=True) as log:
+        assert log.last_seq == 30
+    with open_log(env, root) as log:
+        assert log.last_seq == 30 and log.append(b"x") == 31
+    assert not env.exists(staged)
 
 
 def test_an_empty_version_1_last_segment_is_replaced_keeping_its_first_seq(env_dir):

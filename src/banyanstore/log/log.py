@@ -68,7 +68,7 @@ from .format import HEADER_SIZE, VERSION, ZERO_TAIL_VERSION
 from .opening import LogExistsError, LogNotFoundError, opened_directory
 from .reads import LogView
 from .recovery import recover
-from .segment import Segment, SparseIndex, create_segment, segment_name
+from .segment import Segment, SparseIndex, create_segment, segment_name, staged_name
 from .writer import AnySegmentWriter, LogTail, SegmentWriter, new_tail
 
 __all__ = ["Log", "LogNotFoundError", "LogExistsError"]
@@ -160,7 +160,7 @@ class Log(LogView, AsyncAppends):
             seg, file = self._new_segment(self._appends.next_seq)
             self._catalog.add(seg)
             return seg, file
-        staged = last.path + ".new"
+        staged = os.path.join(self.path, staged_name(last.first_seq))
         create_segment(self._env, staged, last.first_seq).close()
         self._env.rename(staged, last.path)
         self._env.sync_dir(self.path)

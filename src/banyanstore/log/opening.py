@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from ..errors import NotAStoreError, StorageIOError
 from ..io.base import Env, FileLock
 from ..options import Options
-from .segment import parse_segment_name
+from .segment import parse_segment_name, parse_staged_name
 
 __all__ = ["LogNotFoundError", "LogExistsError", "opened_directory"]
 
@@ -93,7 +93,8 @@ def _refuse_foreign(env: Env, directory: str) -> None:
             raise NotAStoreError(f"{directory} is a file, not a log directory",
                                  path=directory) from exc
         raise
-    foreign = [n for n in names if n != "LOCK" and parse_segment_name(n) is None]
+    foreign = [n for n in names if n != "LOCK" and parse_segment_name(n) is None
+               and parse_staged_name(n) is None]  # a crash may leave a staged one (recovery)
     if foreign:
         shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
         raise NotAStoreError(f"{directory} is not empty and is not a banyanstore log (it holds "

@@ -50,6 +50,7 @@ from .segment import (
     SparseIndex,
     list_segments,
     list_segments_after,
+    parse_staged_name,
     read_header,
     read_missing_header,
     scan_bounds,
@@ -76,6 +77,7 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
     if read_only:
         out.segments = _pin_segments(env, directory, names)
     else:
+        _drop_staged(env, directory)
         _drop_unfinished_last(env, directory, names, out)
         for name_seq, name in names:
             path = os.path.join(directory, name)
@@ -87,6 +89,17 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
     if out.segments:
         _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
     return out
+
+
+def _drop_staged(env: Env, directory: str) -> None:
+    """Remove staged segments a crash left before their rename (Log._leave_old_format):
+    each holds only a header -- the segment it was to replace is still there."""
+    staged = [n for n in env.listdir(directory) if parse_staged_name(n) is not None]
+    for name in staged:
+        _log.warning("log %s: removing staged segment %s left by an interrupted open", directory, name)
+        env.remove(os.path.join(directory, name))
+    if staged:
+        env.sync_dir(directory)
 
 
 def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]],

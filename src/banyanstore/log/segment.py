@@ -33,11 +33,13 @@ from ..io.base import Env, MappedFile, RandomAccessFile
 from .format import BLOCK_SIZE, HEADER_SIZE, VERSION, ZERO_TAIL_VERSION, encode_header, parse_header
 from .reader import OnDamage, Record, full_record_at, iter_records, seek_record
 
-__all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "create_segment",
+__all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "staged_name",
+           "parse_staged_name", "create_segment",
            "read_header", "HeaderNotWritten", "read_missing_header", "zero_tail_start",
            "scan_bounds", "list_segments", "list_segments_after", "MAX_RELISTS"]
 
 _NAME = re.compile(r"(\d{20})\.log")
+_STAGED = re.compile(r"(\d{20})\.log\.new")
 _TAIL_CHUNK = 1 << 20  # zero_tail_start reads backwards this much at a time
 
 MAX_RELISTS = 100
@@ -54,6 +56,17 @@ def segment_name(first_seq: int) -> str:
 def parse_segment_name(name: str) -> int | None:
     """The first seq encoded in a segment file name, or ``None`` for other files."""
     m = _NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def staged_name(first_seq: int) -> str:
+    """The name a new segment is written under before it replaces one (by rename)."""
+    return segment_name(first_seq) + ".new"
+
+
+def parse_staged_name(name: str) -> int | None:
+    """The first seq of a staged segment's file name (:func:`staged_name`), or ``None``."""
+    m = _STAGED.fullmatch(name)
     return int(m.group(1)) if m else None
 
 
