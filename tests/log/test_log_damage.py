@@ -191,6 +191,29 @@ def test_foreign_file_named_like_a_segment(env_dir):
     assert info.value.path == f"{d}/00000000000000000005.log"
 
 
+def test_a_segment_running_past_the_next_ones_first_seq_is_damage(env_dir):
+    """Segment i holds seqs [first(i), first(i+1)).  A segment holding more (a file of
+    another log put in its place) made read() yield seqs 21..25 twice, with different
+    records, and no error.  It is damage: CorruptionError naming the segment and the
+    offset of the first record past its end -- or, skipped, each seq once."""
+    env, root = env_dir
+    with open_log(env, root) as log:
+        for first in (1, 11, 21):
+            log.append_many([b"ours %d" % s for s in range(first, first + 10)])
+            log.rotate()
+    with open_log(env, root, name="other") as other:
+        other.append_many([b"other %d" % s for s in range(1, 11)])
+        other.rotate()
+        other.append_many([b"other %d" % s for s in range(11, 26)])  # runs to 25
+    name = f"{11:020d}.log"
+    rewrite(env, f"{root}/log/{name}", env.read_file(f"{root}/other/{name}"))
+    with open_log(env, root) as log, pytest.raises(CorruptionError, match="next segment") as info:
+        list(log.read())
+    assert info.value.path == f"{root}/log/{name}" and info.value.offset > HEADER_SIZE
+    with open_log(env, root, options=SMALL.replace(skip_damaged_records=True)) as log:
+        assert [s for s, _ in log.read()] == list(range(1, 31))
+
+
 def test_interrupted_segment_creation_is_dropped(env_dir):
     env, root = env_dir
     d = _fill(env, root, n=10)

@@ -149,8 +149,9 @@ class SegmentCatalog:
         try:
             for k, seg in enumerate(segments):
                 run = _Run(seg.first_seq)
+                bound = segments[k + 1].first_seq if k + 1 < len(segments) else None
                 try:
-                    for item in self._segment_records(seg, start, last, run, seek=k == 0):
+                    for item in self._segment_records(seg, start, last, run, bound, seek=k == 0):
                         if left is not None:
                             if not left:
                                 return
@@ -173,14 +174,20 @@ class SegmentCatalog:
                                 f"the next segment begins at {next_first}: records "
                                 f"{run.next_seq}..{next_first - 1} are missing")
 
-    def _segment_records(self, seg: Segment, start: int, last: int, run: _Run, *,
+    def _segment_records(self, seg: Segment, start: int, last: int, run: _Run, bound: int | None, *,
                          seek: bool) -> Iterator[tuple[int, bytes]]:
+        """Records of ``seg`` in ``[start, last]``; ``bound``: the next segment's first seq,
+        which no record of ``seg`` may reach (damage: a file of another log, say)."""
         on_damage = self.on_damage(seg)
         entry = seg.ensure_index(self._interval, on_damage).floor(start) if seek else None
         kwargs = {} if entry is None else {"start": entry[1], "expect": entry[0]}
         if entry is not None:
             run.next_seq = entry[0]
-        for seq, data, _s, end in seg.records(on_damage, **kwargs):
+        for seq, data, begin, end in seg.records(on_damage, **kwargs):
+            if bound is not None and seq >= bound:  # seqs only grow: the rest is past it too
+                on_damage(begin, f"record {seq} lies past the segment's end: the next segment "
+                          f"begins at {bound}")
+                return
             run.next_seq, run.end_offset = seq + 1, end
             if seq > last:
                 return
