@@ -53,3 +53,30 @@ def test_a_real_torn_tail_is_still_cut(tmp_path):
     with banyanstore.open_log(path) as log:
         assert log.last_seq == 19 and log.stats()["torn_tail_repairs"] == 1
         assert log.append(b"next") == 20
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["zero-tail", "cut-file"])
+def test_a_torn_record_carrying_framed_records_of_another_log_is_a_torn_tail(tmp_path, seal):
+    """A record whose bytes hold framed records (a log of another log's segments) torn by
+    a crash: the resynchronising scan finds those frames inside its stored part.  Their
+    seqs lie further ahead than the bytes skipped could hold (every record takes at least
+    15 bytes), so they are not this log's records: the tail is cut as torn, not refused
+    as damage -- and skip_damaged_records=True does not make one of them record 2**40."""
+    from banyanstore.log.format import BLOCK_SIZE, fragment
+
+    path = str(tmp_path / "log")
+    nested = b"".join(f for _, f in fragment(1 << 40, b"a record of another log", BLOCK_SIZE))
+    with banyanstore.open_log(path, wal_sync="always") as log:
+        log.append_many([b"a", b"b"])
+        log.append(b"x" * 10 + nested * 20 + b"y" * 1000)
+    seg = _segment(path)
+    size = os.path.getsize(seg)
+    with open(seg, "r+b") as f:  # the record's last 500 bytes never reached the file
+        if seal:
+            f.truncate(size - 500)
+        else:
+            f.seek(size - 500)
+            f.write(bytes(500))
+    for kwargs in ({"read_only": True}, {}, {"skip_damaged_records": True}):
+        with banyanstore.open_log(path, **kwargs) as log:
+            assert log.last_seq == 2 and [r for _, r in log.read()] == [b"a", b"b"]

@@ -34,6 +34,8 @@ Record = tuple[int, bytes, int, int]
 OnDamage = Callable[[int, str], None]
 
 _CRC_OF_TYPE = {kind: crc32c(bytes((kind,))) for kind in (FULL, FIRST, MIDDLE, LAST)}
+#: the fewest bytes a record takes in a segment: one fragment header and the seq
+MIN_RECORD_BYTES = FRAG_HEADER_SIZE + SEQ_SIZE
 
 
 def _raise(offset: int, reason: str) -> None:
@@ -46,8 +48,9 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
 
     ``read(offset, length)`` returns the bytes of the segment file.
     ``expect_seq`` is the seq of the record at ``start`` (``None``: unknown);
-    after that, each record must carry the next seq -- or, after damage, any
-    larger one.
+    after that, each record must carry the next seq -- or, after damage, a
+    larger one that the bytes skipped could hold (``MIN_RECORD_BYTES`` a record):
+    framed bytes inside a damaged record's payload are not records of this log.
     """
     chunk, chunk_off = b"", start
     pos = start
@@ -56,6 +59,7 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
     resyncing = False  # after damage: drop orphan MIDDLE/LAST fragments quietly
     gap_ok = False  # after damage the next record may skip seqs (they were lost)
     expect = expect_seq
+    good_end = start  # where the last intact record ended: lost records lie after it
 
     def damage(offset: int, reason: str) -> int:
         nonlocal parts, resyncing, gap_ok
@@ -127,8 +131,14 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
         if expect is not None and seq != expect and not (gap_ok and seq > expect):
             pos = damage(rec_start, f"record seq {seq} where {expect} was expected")
             continue
+        if expect is not None and (seq - expect) * MIN_RECORD_BYTES > rec_start - good_end:
+            # More records lost than the damaged bytes could hold: not one of ours but
+            # framed bytes inside a damaged (torn) record's payload, found by the resync.
+            pos = damage(rec_start, f"record seq {seq} cannot follow seq {expect - 1}: "
+                         f"{rec_start - good_end} bytes cannot hold {seq - expect} records")
+            continue
         expect, gap_ok = seq + 1, False
-        pos = frag_end
+        pos = good_end = frag_end
         yield seq, bytes(whole[SEQ_SIZE:]), rec_start, frag_end
     if parts is not None:
         damage(rec_start, "record cut off by the end of the data")
