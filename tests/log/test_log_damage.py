@@ -214,6 +214,33 @@ def test_a_segment_running_past_the_next_ones_first_seq_is_damage(env_dir):
         assert [s for s, _ in log.read()] == list(range(1, 31))
 
 
+def test_a_missing_segment_before_an_empty_newest_one_is_damage(env_dir):
+    """Segments 1 (seqs 1..10), 11 (11..14) and an empty 15; 11 is lost.  last_seq stays
+    14, so reads up to it must not end quietly at 10 (the empty segment after the gap is
+    never read, so no join is checked), nor may follow() jump to 15: CorruptionError
+    naming the segment that ends short -- or, skipped, counted."""
+    env, root = env_dir
+    with open_log(env, root) as log:
+        log.append_many([b"a"] * 10)
+        log.rotate()
+        log.append_many([b"b"] * 4)
+        log.rotate()
+    d = f"{root}/log"
+    env.remove(f"{d}/{11:020d}.log")
+    first = f"{d}/{1:020d}.log"
+    for read_only in (False, True):
+        with open_log(env, root, read_only=read_only) as log:
+            assert (log.first_seq, log.last_seq) == (1, 14)
+            for reader in (lambda: log.read(), lambda: log.read(5, 13),
+                           lambda: log.follow(1, timeout=0)):
+                with pytest.raises(CorruptionError, match="missing") as info:
+                    list(reader())
+                assert info.value.path == first and info.value.offset > HEADER_SIZE
+    with open_log(env, root, options=SMALL.replace(skip_damaged_records=True)) as log:
+        assert [s for s, _ in log.read()] == list(range(1, 11))
+        assert log.stats()["damaged_records_skipped"] == 1
+
+
 def test_interrupted_segment_creation_is_dropped(env_dir):
     env, root = env_dir
     d = _fill(env, root, n=10)

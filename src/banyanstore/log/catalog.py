@@ -136,10 +136,11 @@ class SegmentCatalog:
         at most ``limit`` of them.
 
         With ``continuous`` (the default) each segment must end where the next one
-        begins: a segment that stops short (cut, or records lost at its end) leaves seqs
-        no segment holds, which is damage (:meth:`on_damage`), never a silently shorter
-        log.  ``continuous=False`` is for a caller that checks the seqs itself (the
-        store's WAL replay, with its own ``wal_recovery`` policy).
+        begins, and the last one read must reach ``last``: a segment that stops short
+        (cut, or records lost at its end) leaves seqs no segment holds, which is damage
+        (:meth:`on_damage`), never a silently shorter log.  ``continuous=False`` is for
+        a caller that checks the seqs itself (the store's WAL replay, with its own
+        ``wal_recovery`` policy).
 
         Each segment is let go as soon as the iterator has left it, and every one
         when the iterator ends or is closed.  (An iterator never started lets go
@@ -163,6 +164,8 @@ class SegmentCatalog:
                     return
                 if continuous and k + 1 < len(segments):
                     self._check_joins(seg, run, segments[k + 1].first_seq)
+                elif continuous:  # the last segment pinned ends before ``last``
+                    self._check_reaches(seg, run, last)
                 pins.release_first()
         finally:
             pins.release()
@@ -173,6 +176,14 @@ class SegmentCatalog:
             self.on_damage(seg)(run.end_offset, f"the segment ends at seq {run.next_seq - 1} but "
                                 f"the next segment begins at {next_first}: records "
                                 f"{run.next_seq}..{next_first - 1} are missing")
+
+    def _check_reaches(self, seg: Segment, run: _Run, last: int) -> None:
+        """Segment ``seg``, read whole (``run``), is the last holding seqs up to ``last``
+        (the next one, if any, begins after it): it must reach ``last``."""
+        if run.next_seq <= last:
+            self.on_damage(seg)(run.end_offset, f"the segment ends at seq {run.next_seq - 1} but "
+                                f"the log goes on to seq {last}: records {run.next_seq}..{last} "
+                                "are missing")
 
     def _segment_records(self, seg: Segment, start: int, last: int, run: _Run, bound: int | None, *,
                          seek: bool) -> Iterator[tuple[int, bytes]]:
