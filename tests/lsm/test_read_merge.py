@@ -195,3 +195,30 @@ def test_a_keys_only_scan_charges_once(tmp_path: Any) -> None:
             assert len(list(store.scan(start=b"k%06d" % i, limit=3, keys_only=True))) == 3
         wait_for(lambda: tables(store) == 1)
         assert list(store.scan(keys_only=True)) == sorted(data)
+
+
+def test_read_merges_count_the_merges_done_not_the_attempts(tmp_path: Any,
+                                                            monkeypatch: Any) -> None:
+    """A read-made merge that fails and is retried counts once, when it is done (it used
+    to count every attempt: read_merges above merges)."""
+    from banyanstore.lsm import compaction
+    build = compaction.build_merged
+    failing = [True]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failing[0]:
+            raise OSError(5, "injected merge failure")
+        return build(*args, **kwargs)
+    monkeypatch.setattr(compaction, "build_merged", flaky)
+    opts = {**OPTS, "compaction_mode": "thread", "merge_max_failures": 1000}
+    with banyanstore.open(tmp_path / "db", **opts) as store:
+        data = two_tables(store)
+        seeks(store, READ_CHARGE_MIN)
+        wait_for(lambda: store.stats()["compaction"]["failed_merges"] >= 3)
+        figures = store.stats()["compaction"]
+        assert figures["merges"] == 0 and figures["read_merges"] == 0
+        failing[0] = False
+        wait_for(lambda: tables(store) == 1)
+        figures = store.stats()["compaction"]
+        assert figures["merges"] == 1 and figures["read_merges"] == 1
+        assert dict(store.scan()) == data

@@ -205,13 +205,15 @@ class Compactor(BackgroundThread):
                 force = len(tables) >= opts.max_tables_before_slowdown
                 window = pick_window(sizes, blocked, opts.compaction_min_width,
                                      opts.compaction_max_width, opts.compaction_size_ratio, force)
+            read_made = False
             if window is None and ks.view.read_charge >= read_allowance(sizes):
                 window = pick_window(sizes, blocked, 2, max(2, opts.compaction_max_width),
                                      opts.compaction_size_ratio, True)
-                if window is not None:
-                    self.read_merges += 1
+                read_made = window is not None
             if window is not None:
                 self.merge(ks, tables[window[0]:window[1]])
+                if read_made:  # counted once done: a failed attempt is retried
+                    self.read_merges += 1
                 return True
         return did
 
