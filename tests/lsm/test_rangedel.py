@@ -297,6 +297,25 @@ def test_merges_reclaim_what_range_tombstones_hide(tmp_path):
         assert list(s.history(b"k010")) == []
 
 
+def test_compact_of_a_deleted_range_merges_the_table_of_its_range_tombstone(tmp_path):
+    """compact(start, end) takes a table whose range tombstone overlaps [start, end), even
+    where none of its point keys does: the merge then reclaims what the tombstone hides.
+    (It used to look at point keys only: the old table was rewritten alone, every hidden
+    entry kept.)"""
+    opts = dict(SMALL, history_retention=None)
+    with banyanstore.open(tmp_path / "db", **opts) as s:
+        fill(s)
+        s.flush()
+        s.delete_range(b"k010", b"k090")
+        s.put(b"a", b"outside the range")  # the tombstone below the floor: it goes too
+        s.flush()
+        s.compact(start=b"k010", end=b"k090")
+        (t,) = s._ks.view.tables
+        assert t.range_dels == ()
+        assert t.meta.entry_count == 21  # a, k000..k009, k090..k099
+        assert live(s) == [b"a"] + KEYS[:10] + KEYS[90:]
+
+
 def test_merge_keeps_a_tombstone_that_hides_retained_history(tmp_path):
     with banyanstore.open(tmp_path / "db", **SMALL) as s:  # history_retention=1e9
         fill(s, KEYS[:10])

@@ -64,7 +64,7 @@ from .tree import Change, Tree, table_path
 from .view import KeyspaceState, View
 from .workers import WorkerPools, offload
 
-__all__ = ["Compactor", "pick_window", "read_allowance"]
+__all__ = ["Compactor", "overlaps", "pick_window", "read_allowance"]
 
 logger = logging.getLogger("banyanstore.compaction")
 BACKOFF_START = 0.1
@@ -111,6 +111,17 @@ def pick_window(sizes: list[int], blocked: list[bool], min_w: int, max_w: int, r
                 if best is None or score > best[0]:
                     best = (score, i, j + 1)
     return None if best is None else (best[1], best[2])
+
+
+def overlaps(table: Any, start: bytes | None, end: bytes | None) -> bool:
+    """Whether ``table`` holds a key of ``[start, end)`` (None: unbounded): an entry, or a
+    range tombstone covering one -- what a tombstone hides is reclaimed only by a merge
+    that takes its table, so compact() of a deleted range must take it too."""
+    def meets(lo: bytes, ends_before_start: bool) -> bool:
+        return not ends_before_start and (end is None or lo < end)
+    return (meets(table.smallest_key, start is not None and table.largest_key < start)
+            or any(meets(lo, start is not None and hi <= start)
+                   for lo, hi, _v in table.range_dels))
 
 
 class Compactor(BackgroundThread):
@@ -364,8 +375,7 @@ class Compactor(BackgroundThread):
     def _runs(self, tables: tuple[Any, ...], start: bytes | None,
               end: bytes | None) -> list[tuple[Any, ...]]:
         """Maximal runs of adjacent, non-quarantined tables spanning the key range."""
-        idx = [i for i, t in enumerate(tables)
-                if (start is None or t.largest_key >= start) and (end is None or t.smallest_key < end)]
+        idx = [i for i, t in enumerate(tables) if overlaps(t, start, end)]
         if not idx:
             return []
         runs: list[tuple[Any, ...]] = []
