@@ -182,3 +182,34 @@ def test_cancelling_a_worker_fails_its_call_in_flight_and_refuses_later_ones() -
         assert pools.submit("flush", abs, -2) == 2  # other purposes are unaffected
     finally:
         pools.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_close_from_compacts_own_progress_callback_raises_store_closed(tmp_path: Path,
+                                                                        mode: str) -> None:
+    """A close() inside compact()'s progress callback cuts compact() short as one from
+    another thread does: StoreClosedError, the merges done so far kept.  (It used to
+    return a summary of the closed store's emptied views: tables_after 0.)"""
+    path = tmp_path / "db"
+    store = banyanstore.open(path, compaction=False, compaction_mode=mode, **OPTS)
+    data = fill_tables(store, 3)
+    other = store.keyspace("other")
+    other_data = {}
+    for t in range(3):  # three tables of "other" as well
+        for i in range(100):
+            other.put(b"o%04d" % i, b"%d" % t)
+            other_data[b"o%04d" % i] = b"%d" % t
+        store.flush()
+    calls: list[dict[str, Any]] = []
+
+    def close_at_first(info: dict[str, Any]) -> None:
+        calls.append(info)
+        store.close()
+    with pytest.raises(StoreClosedError):
+        store.compact(progress=close_at_first)
+    assert len(calls) == 1
+    with banyanstore.open(path, compaction=False, **OPTS) as store:
+        assert dict(store.scan()) == data
+        assert dict(store.keyspace("other").scan()) == other_data
+        tables = {name: figures["tables"] for name, figures in store.stats()["keyspaces"].items()}
+        assert sorted(tables.values()) == [1, 3]  # one keyspace merged, the other not

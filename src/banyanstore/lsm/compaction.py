@@ -359,10 +359,12 @@ class Compactor(BackgroundThread):
         targets = [ks] if ks is not None else tree.keyspaces()
         summary: dict[str, Any] = {"merges": 0, "tables_before": 0, "tables_after": 0}
         for k in targets:
+            self._raise_if_stopping()
             self._drop_expired(k)
             tables = k.view.tables
             summary["tables_before"] += len(tables)
             for run in self._runs(tables, start, end):
+                self._raise_if_stopping()
                 if len(run) > 1 or (len(run) == 1 and tree.history_floor < tree.version):
                     self.merge(k, run)
                     summary["merges"] += 1
@@ -370,7 +372,15 @@ class Compactor(BackgroundThread):
                         progress({"keyspace": k.name, "merged_tables": len(run),
                                   "tables_now": len(k.view.tables)})
             summary["tables_after"] += len(k.view.tables)
+        self._raise_if_stopping()  # else the summary would count a closed store's views
         return summary
+
+    def _raise_if_stopping(self) -> None:
+        """StoreClosedError once :meth:`stop` began -- also where close() was called by
+        compact()'s own progress callback, which the merge lock does not hold off."""
+        if self._stopping:
+            raise StoreClosedError(f"compaction of store {self._tree.path} cut short: the "
+                                   "store is closing")
 
     def _runs(self, tables: tuple[Any, ...], start: bytes | None,
               end: bytes | None) -> list[tuple[Any, ...]]:
