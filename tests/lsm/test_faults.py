@@ -251,6 +251,40 @@ def test_background_merge_failures_quarantine_while_serving(disk: MemoryEnv) -> 
     reopen_after_power_loss(disk, n + 30, versions)
 
 
+def test_quarantined_tables_do_not_stall_writers_for_ever(disk: MemoryEnv) -> None:
+    """Tables quarantined after failed merges are never merged again: a keyspace whose
+    count stays at ``max_tables_before_stall`` only because of them must not stall the
+    writer (it used to wait for ever, holding the write lock); where merges can still
+    help, the writer waits for them as before."""
+    env = ThreadFaultEnv(disk, "banyanstore-compact")
+    env.inject("write", errno.EIO, path_contains=".sst", times=None)
+    store = banyanstore.open(ROOT, env=env, **BASE, merge_max_failures=1,
+                             max_tables_before_slowdown=2, max_tables_before_stall=3)
+    versions: dict[int, int] = {}
+    n = _make_tables(store, 2, 20, versions)
+    wait_for(lambda: len(store.stats()["compaction"]["quarantined"]) >= 2)
+    env.clear()  # later merges succeed; the quarantined tables stay as they are
+    done = threading.Event()
+
+    def writes() -> None:
+        _make_tables_from(store, n, 4, 20, versions)
+        done.set()
+    writer = threading.Thread(target=writes, daemon=True)
+    writer.start()
+    assert done.wait(30), "the writer stalled for ever behind quarantined tables"
+    check_all(store, n + 80, versions)
+    assert store.stats()["compaction"]["merges"] >= 1  # the new tables were merged
+    store.close()
+    reopen_after_power_loss(disk, n + 80, versions)
+
+
+def _make_tables_from(store: Any, n: int, count: int, per: int, versions: dict[int, int]) -> None:
+    for _ in range(count):
+        write(store, n, n + per, versions)
+        store.flush()
+        n += per
+
+
 @pytest.mark.parametrize("how", ["write-enospc", "free-space-check"])
 def test_disk_full_during_merges_stalls_writers_then_resumes(disk: MemoryEnv, how: str) -> None:
     """Merges fail for lack of space (ENOSPC on their writes, or the free-space check

@@ -187,6 +187,17 @@ class Compactor(BackgroundThread):
         """Whether merges must stop (asked between chunks by a merge on this thread)."""
         return self._stopping
 
+    def can_relieve(self, limit: int) -> bool:
+        """Whether a merge may still take a table from a keyspace with ``limit`` tables or
+        more: one of them has two adjacent tables outside quarantine (quarantined tables
+        are never merged again, so a writer waiting for them would wait for ever)."""
+        return any(len(ks.view.tables) >= limit and self._has_mergeable_pair(ks.view.tables)
+                   for ks in self._tree.keyspaces())
+
+    def _has_mergeable_pair(self, tables: tuple[Any, ...]) -> bool:
+        free = [getattr(t, "file_no", -1) not in self.quarantined for t in tables]
+        return any(a and b for a, b in zip(free, free[1:], strict=False))
+
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """No merge runs (or installs) while this is held: for a change of the tree a

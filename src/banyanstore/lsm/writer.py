@@ -446,6 +446,8 @@ class Writer:
                 time.sleep(min(0.1, 0.005 * (n - opts.max_tables_before_slowdown + 1)))
                 return
             while tree.most_tables() >= opts.max_tables_before_stall:
+                if not c.can_relieve(opts.max_tables_before_stall):
+                    return  # only quarantined tables keep the count up: no merge will lower it
                 # Only a failure of a merge tried since this stall began counts: an
                 # older DiskFullError may predate space coming back.
                 err = c.error
