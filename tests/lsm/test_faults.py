@@ -278,6 +278,29 @@ def test_quarantined_tables_do_not_stall_writers_for_ever(disk: MemoryEnv) -> No
     reopen_after_power_loss(disk, n + 80, versions)
 
 
+def test_a_min_width_above_the_stall_limit_does_not_stall_writers_for_ever(
+        disk: MemoryEnv) -> None:
+    """``compaction_min_width`` above ``max_tables_before_stall`` (both valid): at the
+    stall limit the compactor merges a narrower window rather than none (it used to
+    pick none, and the writer waited for ever)."""
+    store = banyanstore.open(ROOT, env=disk, **{**BASE, "compaction_min_width": 8},
+                             compaction_max_width=8, max_tables_before_slowdown=2,
+                             max_tables_before_stall=4)
+    versions: dict[int, int] = {}
+    done = threading.Event()
+
+    def writes() -> None:
+        _make_tables_from(store, 0, 8, 20, versions)
+        done.set()
+    writer = threading.Thread(target=writes, daemon=True)
+    writer.start()
+    assert done.wait(30), "the writer stalled for ever: no window of compaction_min_width"
+    check_all(store, 160, versions)
+    assert store.stats()["compaction"]["merges"] >= 1
+    store.close()
+    reopen_after_power_loss(disk, 160, versions)
+
+
 def _make_tables_from(store: Any, n: int, count: int, per: int, versions: dict[int, int]) -> None:
     for _ in range(count):
         write(store, n, n + per, versions)

@@ -223,10 +223,16 @@ class Compactor(BackgroundThread):
             sizes = [t.file_size for t in tables]
             blocked = [getattr(t, "file_no", -1) in self.quarantined for t in tables]
             window = None
+            force = len(tables) >= opts.max_tables_before_slowdown
             if len(tables) >= opts.compaction_min_width:
-                force = len(tables) >= opts.max_tables_before_slowdown
                 window = pick_window(sizes, blocked, opts.compaction_min_width,
                                      opts.compaction_max_width, opts.compaction_size_ratio, force)
+            if window is None and force:
+                # Writers are held back: any two adjacent tables beat none (a min width
+                # above the stall limit, or quarantine cutting the runs short, would
+                # leave them stalled for ever; see Compactor.can_relieve).
+                window = pick_window(sizes, blocked, 2, max(2, opts.compaction_max_width),
+                                     opts.compaction_size_ratio, True)
             read_made = False
             if window is None and ks.view.read_charge >= read_allowance(sizes):
                 window = pick_window(sizes, blocked, 2, max(2, opts.compaction_max_width),
