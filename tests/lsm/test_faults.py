@@ -231,6 +231,27 @@ def test_failing_merge_is_cleaned_up_retried_and_quarantined(disk: MemoryEnv) ->
     reopen_after_power_loss(disk, n + 20, versions, compaction=False)
 
 
+def test_stats_name_the_failure_of_an_explicit_compact(disk: MemoryEnv) -> None:
+    """A failed ``compact()`` shows in ``stats()["compaction"]["last_error"]`` as a failed
+    background merge does (it stayed None while ``failed_merges`` counted the failure);
+    the next merge done clears it."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **BASE, compaction=False)
+    versions: dict[int, int] = {}
+    n = _make_tables(store, 2, 20, versions)
+    env.inject("write", errno.EIO, path_contains=".sst", times=None)
+    with pytest.raises(StorageIOError):
+        store.compact()
+    st = store.stats()["compaction"]
+    assert st["failed_merges"] == 1 and st["last_error"] and "StorageIOError" in st["last_error"]
+    env.clear()
+    summary = store.compact()
+    st = store.stats()["compaction"]
+    assert st["merges"] == summary["merges"] >= 1 and st["last_error"] is None
+    check_all(store, n, versions)
+    store.close()
+
+
 def test_background_merge_failures_quarantine_while_serving(disk: MemoryEnv) -> None:
     """The compaction thread's merges fail (EIO on its writes only): it retries with
     back-off and quarantines the inputs after ``merge_max_failures``; meanwhile

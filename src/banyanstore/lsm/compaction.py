@@ -351,7 +351,11 @@ class Compactor(BackgroundThread):
             logger.warning("could not remove %s: %s", path, exc)
 
     def _note_failure(self, inputs: tuple[Any, ...], exc: BaseException) -> None:
+        """A merge failed, background or explicit: count it, keep it for stats(), and
+        quarantine inputs that failed too often."""
         self.failed_merges += 1
+        self.error = exc
+        self.error_at = time.monotonic()
         if isinstance(exc, DiskFullError):
             return  # not the inputs' fault: retry when space returns
         for t in inputs:
