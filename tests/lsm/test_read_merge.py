@@ -27,6 +27,10 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def read_merges(store: Any) -> int:
+    return int(store.stats()["compaction"]["read_merges"])
+
+
 def fill_table(store: Any, t: int, data: dict[bytes, bytes], per_table: int = 300) -> None:
     """One flushed table of keys interleaved with the other tables' (they all overlap)."""
     for i in range(per_table):
@@ -73,7 +77,8 @@ def test_seeks_make_a_merge_of_two_tables_due(tmp_path: Any) -> None:
         settle()
         assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 0
         seeks(store, 1)  # each seek positioned one table beyond the first: the allowance
-        wait_for(lambda: tables(store) == 1)
+        # the counter goes up just after the merged view is published: wait for both
+        wait_for(lambda: tables(store) == 1 and read_merges(store) >= 1)
         assert store.stats()["compaction"]["read_merges"] == 1
         assert dict(store.scan()) == data
 
@@ -91,7 +96,8 @@ def test_a_merge_resets_the_charge(tmp_path: Any) -> None:
         # have made a second merge due
         assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 1
         seeks(store, READ_CHARGE_MIN // 2)
-        wait_for(lambda: tables(store) == 1)
+        # the counter goes up just after the merged view is published: wait for both
+        wait_for(lambda: tables(store) == 1 and read_merges(store) >= 2)
         assert store.stats()["compaction"]["read_merges"] == 2
         assert dict(store.scan()) == data
 
@@ -164,7 +170,8 @@ def test_gets_that_reach_several_tables_make_a_merge_due(tmp_path: Any) -> None:
         settle()
         assert tables(store) == 2 and store.stats()["compaction"]["read_merges"] == 0
         assert store.get(b"absent") is None  # a miss reaches the tables too
-        wait_for(lambda: tables(store) == 1)
+        # the counter goes up just after the merged view is published: wait for both
+        wait_for(lambda: tables(store) == 1 and read_merges(store) >= 1)
         assert store.stats()["compaction"]["read_merges"] == 1
         assert all(store.get(k) == v for k, v in data.items())
 
@@ -178,7 +185,8 @@ def test_multi_get_charges_each_key_that_reaches_the_tables(tmp_path: Any) -> No
         settle()
         assert tables(store) == 2
         assert store.multi_get(keys) == [data[k] for k in keys]
-        wait_for(lambda: tables(store) == 1)
+        # the counter goes up just after the merged view is published: wait for both
+        wait_for(lambda: tables(store) == 1 and read_merges(store) >= 1)
         assert store.stats()["compaction"]["read_merges"] == 1
 
 
@@ -218,7 +226,8 @@ def test_read_merges_count_the_merges_done_not_the_attempts(tmp_path: Any,
         figures = store.stats()["compaction"]
         assert figures["merges"] == 0 and figures["read_merges"] == 0
         failing[0] = False
-        wait_for(lambda: tables(store) == 1)
+        # the counter goes up just after the merged view is published: wait for both
+        wait_for(lambda: tables(store) == 1 and read_merges(store) >= 1)
         figures = store.stats()["compaction"]
         assert figures["merges"] == 1 and figures["read_merges"] == 1
         assert dict(store.scan()) == data
