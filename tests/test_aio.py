@@ -219,3 +219,49 @@ def test_the_synchronous_api_does_not_load_the_asyncio_wrappers(tmp_path):
             "print('banyanstore.aio' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class GatedExecutor(ThreadPoolExecutor):
+    """Its calls start only while ``gate`` is set; ``ran`` is set when one has returned."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.ran = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        def gated():  # type: ignore[no-untyped-def]
+            self.gate.wait(10)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.ran.set()
+        return super().submit(gated)
+
+
+@pytest.mark.parametrize("opener", ["open", "open_log"])
+@pytest.mark.parametrize("when", ["opening", "opened"])
+def test_a_cancelled_open_closes_what_it_opened(tmp_path, opener, when):
+    path = str(tmp_path / "db")
+    executor = GatedExecutor()
+    open_async = getattr(banyanstore.aio, opener)
+
+    async def main() -> None:
+        executor.gate.clear()
+        task = asyncio.ensure_future(open_async(path, executor=executor))
+        await asyncio.sleep(0.05)  # the open is submitted, waiting at the gate
+        executor.gate.set()
+        if when == "opened":  # done in its thread, its result not yet delivered to the task
+            assert executor.ran.wait(10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        executor.shutdown()  # an open still running ends (and closes) first
+    with getattr(banyanstore, opener)(path):  # no StoreLockedError: nothing left it open
+        pass
+

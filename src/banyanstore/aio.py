@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .arguments import check_bool, check_int, check_limit
 from .lsm.keyspace import scan_bounds
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["open", "open_log", "AsyncStore", "AsyncKeyspace", "AsyncLog", "AsyncRows"]
 
+_log = logging.getLogger("banyanstore")
 T = TypeVar("T")
 FIRST_BATCH = 16
 """Rows of a scan's first executor hop: a short scan (a seek) costs one small hop."""
@@ -66,6 +69,73 @@ async def _run(executor: Executor | None, fn: Callable[..., T], *args: Any, **kw
     return await loop.run_in_executor(executor, call)
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class _Opening(Generic[C]):
+    """An open run in an executor thread for a task that may be cancelled meanwhile.
+
+    The thread cannot be stopped, so a cancelled task would leave what it opens
+    open with nobody holding it: its LOCK held (every later open of the path
+    raising StoreLockedError), its files and threads kept.  Whoever comes second
+    -- the thread finishing the open or the task abandoning it -- closes it."""
+
+    def __init__(self, opener: Callable[[], C]) -> None:
+        self._opener = opener
+        self._mu = threading.Lock()
+        self._abandoned = False
+        self._opened: C | None = None
+
+    def run(self) -> C | None:
+        """In the executor thread: the opened object (None if the task is gone: closed)."""
+        opened = self._opener()
+        with self._mu:
+            if not self._abandoned:
+                self._opened = opened
+                return opened
+        _close_orphan(opened)
+        return None
+
+    def abandon(self, executor: Executor | None) -> None:
+        """In the cancelled task: close what the thread has already opened, if anything."""
+        with self._mu:
+            self._abandoned = True
+            opened, self._opened = self._opened, None
+        if opened is not None:  # not on the loop: a store's close flushes what its WAL replay loaded
+            _close_in_background(executor, opened)
+
+
+def _close_orphan(opened: _Closable) -> None:
+    try:
+        opened.close()
+    except Exception as exc:  # the task that wanted it was cancelled: nobody to raise to
+        _log.warning("closing %r, opened for a cancelled task, failed: %s", opened, exc)
+
+
+def _close_in_background(executor: Executor | None, opened: _Closable) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        loop.run_in_executor(executor, _close_orphan, opened)
+    except RuntimeError:  # the executor is shut down: a thread of its own (joined at exit)
+        threading.Thread(target=_close_orphan, args=(opened,), name="banyanstore-aio-close").start()
+
+
+async def _open(executor: Executor | None, opener: Callable[[], C]) -> C:
+    """``opener()`` in ``executor``; if the awaiting task is cancelled, what it opens is closed."""
+    opening = _Opening(opener)
+    try:
+        opened = await _run(executor, opening.run)
+    except asyncio.CancelledError:
+        opening.abandon(executor)
+        raise
+    assert opened is not None  # (None only once abandoned)
+    return opened
+
+
 def _check_executor(executor: object) -> Executor | None:
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(f"executor must be a concurrent.futures.Executor or None, "
@@ -78,7 +148,7 @@ async def open(path: str | bytes | os.PathLike[Any], *, options: Options | None 
     """:func:`banyanstore.open` for asyncio (the open -- a WAL replay -- runs in the executor)."""
     from . import open as open_store
     executor = _check_executor(executor)
-    store = await _run(executor, open_store, path, options=options, **kwargs)
+    store = await _open(executor, functools.partial(open_store, path, options=options, **kwargs))
     return AsyncStore(store, executor=executor)
 
 
@@ -87,7 +157,7 @@ async def open_log(path: str | bytes | os.PathLike[Any], *, options: Options | N
     """:func:`banyanstore.open_log` for asyncio (recovery runs in the executor)."""
     from . import open_log as open_sync_log
     executor = _check_executor(executor)
-    log = await _run(executor, open_sync_log, path, options=options, **kwargs)
+    log = await _open(executor, functools.partial(open_sync_log, path, options=options, **kwargs))
     return AsyncLog(log, executor=executor)
 
 
