@@ -265,3 +265,31 @@ def test_a_cancelled_open_closes_what_it_opened(tmp_path, opener, when):
     with getattr(banyanstore, opener)(path):  # no StoreLockedError: nothing left it open
         pass
 
+
+
+def test_a_cancelled_scan_step_loses_no_rows(tmp_path):
+    executor = GatedExecutor()
+    keys = [b"k%03d" % i for i in range(200)]
+
+    async def main() -> list[bytes]:
+        async with await banyanstore.aio.open(str(tmp_path / "s"), executor=executor) as store:
+            batch = store.batch()
+            for k in keys:
+                batch.put(k, b"v")
+            await store.write(batch)
+            rows = store.keys().__aiter__()
+            seen = [await rows.__anext__() for _ in range(16)]  # the first hop's rows
+            executor.gate.clear()
+            step = asyncio.ensure_future(rows.__anext__())
+            await asyncio.sleep(0.05)  # its hop is submitted, waiting at the gate
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+            executor.gate.set()
+            seen += [k async for k in rows]
+            return seen
+
+    try:
+        assert asyncio.run(main()) == keys
+    finally:
+        executor.shutdown()

@@ -167,7 +167,7 @@ class AsyncRows:
     to MAX_BATCH per hop.  The iterator itself is made in the first hop too
     (opening a scan may read blocks)."""
 
-    __slots__ = ("_make", "_executor", "_it", "_rows", "_size", "_done")
+    __slots__ = ("_make", "_executor", "_it", "_rows", "_size", "_done", "_hop")
 
     def __init__(self, make: Callable[[], Iterator[Any]], executor: Executor | None) -> None:
         self._make, self._executor = make, executor
@@ -175,29 +175,36 @@ class AsyncRows:
         self._rows: Iterator[Any] = iter(())
         self._size = FIRST_BATCH
         self._done = False
+        self._hop: asyncio.Future[tuple[list[Any], bool]] | None = None  # rows being taken
 
     def __aiter__(self) -> AsyncRows:
         return self
 
     async def __anext__(self) -> Any:
-        for row in self._rows:  # the rest of the batch in hand: no hop
-            return row
-        if self._done:
-            raise StopAsyncIteration
-        n = self._size
-        batch = await _run(self._executor, self._take, n)
-        self._size = min(n * 4, MAX_BATCH)
-        if len(batch) < n:  # a short batch: the iterator is exhausted
-            self._done = True
-        if not batch:
-            raise StopAsyncIteration
-        self._rows = iter(batch)
-        return next(self._rows)
+        while True:
+            for row in self._rows:  # the rest of the batch in hand: no hop
+                return row
+            if self._done:
+                raise StopAsyncIteration
+            hop = self._hop if self._hop is not None else self._start_hop()
+            # Shielded: the thread cannot be stopped, so a cancelled step leaves the hop
+            # running and the next step takes its rows, rather than skipping them.
+            batch, done = await asyncio.shield(hop)
+            if self._hop is hop:  # the first step to see it takes its rows; others read them
+                self._hop, self._done, self._rows = None, done, iter(batch)
 
-    def _take(self, n: int) -> list[Any]:
+    def _start_hop(self) -> asyncio.Future[tuple[list[Any], bool]]:
+        loop = asyncio.get_running_loop()
+        self._hop = loop.run_in_executor(self._executor, self._take, self._size)
+        self._size = min(self._size * 4, MAX_BATCH)
+        return self._hop
+
+    def _take(self, n: int) -> tuple[list[Any], bool]:
+        """Up to ``n`` rows, and whether the iterator is exhausted (a short batch)."""
         if self._it is None:
             self._it = self._make()
-        return list(islice(self._it, n))
+        rows = list(islice(self._it, n))
+        return rows, len(rows) < n
 
 
 class AsyncKeyspace:
