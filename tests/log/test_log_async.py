@@ -13,6 +13,8 @@ from log_helpers import open_log, payload
 
 from banyanstore.errors import LogRangeError, StorageIOError
 from banyanstore.io.faults import FaultEnv
+from banyanstore.io.hooked import HookedEnv
+from banyanstore.io.posix import PosixEnv
 from banyanstore.log.commit import ALREADY_SYNCED, GroupCommit
 
 TASKS, PER_TASK = 200, 10
@@ -184,3 +186,74 @@ def test_commit_protocol_with_only_tasks():
     assert gc.durable_seq == 150 and 2 <= len(syncs) <= 4, syncs
     gc.wait_durable(150)  # nobody leads now, nothing parked: returns at once
     assert GroupCommit(lambda: (0, ALREADY_SYNCED))._runner is None
+
+
+class StalledThenFailingSyncs(HookedEnv):
+    """Once armed: the first segment sync stalls until ``release`` is set; the second
+    (close's) fails with EIO."""
+
+    def __init__(self) -> None:
+        super().__init__(PosixEnv())
+        self.armed = False
+        self.stalled, self.release, self.failed = threading.Event(), threading.Event(), threading.Event()
+        self._syncs = 0
+
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if not (self.armed and op == "sync" and paths and paths[0].endswith(".log")):
+            return
+        self._syncs += 1
+        if self._syncs == 1:
+            self.stalled.set()
+            self.release.wait(10)
+        elif self._syncs == 2:
+            self.failed.set()
+            raise OSError(errno.EIO, "injected", paths[0])
+
+
+def test_waiters_behind_a_failed_close_are_not_told_their_records_are_durable(tmp_path):
+    env = StalledThenFailingSyncs()
+    log = open_log(env, str(tmp_path), wal_sync="never")
+    log.append(b"before", sync=True)
+    env.armed = True
+    thread_outcome: list[object] = []
+
+    def thread_waiter() -> None:
+        try:
+            thread_outcome.append(log.append(b"thread", sync=True))
+        except StorageIOError as exc:
+            thread_outcome.append(exc)
+
+    async def parked(waits: int) -> None:
+        while log.stats()["sync_waits"] < waits:
+            await asyncio.sleep(0.001)
+
+    async def main() -> list[object]:
+        waits = log.stats()["sync_waits"]
+        leader = asyncio.ensure_future(log.append_async(b"led", sync=True))  # the runner's round
+        assert await asyncio.to_thread(env.stalled.wait, 10)
+        behind = asyncio.ensure_future(log.append_async(b"parked", sync=True))
+        waiter = threading.Thread(target=thread_waiter)
+        waiter.start()
+        await asyncio.wait_for(parked(waits + 3), 10)  # both wait behind the stalled round
+        closer_outcome: list[object] = []
+
+        def close() -> None:
+            try:
+                log.close()
+            except OSError as exc:  # close's own sync failed: it says so
+                closer_outcome.append(exc)
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        assert await asyncio.to_thread(env.failed.wait, 10)
+        env.release.set()
+        await asyncio.to_thread(closer.join, 10)
+        await asyncio.to_thread(waiter.join, 10)
+        assert closer_outcome
+        outcomes = await asyncio.gather(leader, behind, return_exceptions=True)
+        return [*outcomes, *thread_outcome]
+
+    outcomes = asyncio.run(main())
+    # "parked" and "thread" were made durable by nothing but close's failed sync.
+    assert isinstance(outcomes[1], StorageIOError), outcomes
+    assert isinstance(outcomes[2], StorageIOError), outcomes

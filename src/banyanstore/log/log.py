@@ -436,6 +436,8 @@ class Log(LogView, AsyncAppends):
                         self._counters["syncs"] += 1
                         self._commit.mark_durable(self._appends.next_seq - 1)
                     except BaseException as exc:
+                        # Waiters still parked must not take the closed log for synced.
+                        self._commit.fail(exc)
                         error = exc
                 self._commit.retire(w.file)  # a leader may still be syncing it
         self._commit.close()  # outside the lock: the runner's last round may need it
