@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 
@@ -100,6 +100,13 @@ def test_bad_arguments_raise_at_the_call_or_the_await(tmp_path):
                 [row async for row in store.scan(version=5)]  # checked by the scan itself
         with pytest.raises(TypeError, match="executor"):
             await banyanstore.aio.open(str(tmp_path / "t"), executor=4)
+        with ProcessPoolExecutor(1) as processes:  # the store cannot be sent to another process
+            with pytest.raises(TypeError, match="executor"):
+                await banyanstore.aio.open(str(tmp_path / "t"), executor=processes)
+            with pytest.raises(TypeError, match="executor"):
+                await banyanstore.aio.open_log(str(tmp_path / "l"), executor=processes)
+            with pytest.raises(TypeError, match="executor"):
+                banyanstore.aio.AsyncStore(store.store, executor=processes)
 
     asyncio.run(main())
 

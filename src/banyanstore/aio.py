@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -140,6 +140,9 @@ def _check_executor(executor: object) -> Executor | None:
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(f"executor must be a concurrent.futures.Executor or None, "
                         f"not {type(executor).__name__}")
+    if isinstance(executor, ProcessPoolExecutor):  # calls on the store cannot be sent to another process
+        raise TypeError("executor must run calls in threads of this process (a ThreadPoolExecutor), "
+                        "not a ProcessPoolExecutor")
     return executor
 
 
