@@ -300,3 +300,20 @@ def test_a_cancelled_scan_step_loses_no_rows(tmp_path):
         assert asyncio.run(main()) == keys
     finally:
         executor.shutdown()
+
+
+@pytest.mark.parametrize("opener", ["open", "open_log"])
+def test_close_closes_even_after_the_executor_was_shut_down(tmp_path, opener):
+    path = str(tmp_path / "db")
+    executor = ThreadPoolExecutor(1)
+
+    async def main() -> None:
+        async with await getattr(banyanstore.aio, opener)(path, executor=executor) as db:
+            executor.shutdown()  # (by code that did not know the store still used it)
+            with pytest.raises(RuntimeError, match="shutdown"):
+                await db.sync()  # other calls: the executor's refusal
+        assert db.closed
+
+    asyncio.run(main())
+    with getattr(banyanstore, opener)(path):  # its LOCK is free
+        pass

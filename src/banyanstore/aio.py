@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -117,11 +117,26 @@ def _close_orphan(opened: _Closable) -> None:
 
 
 def _close_in_background(executor: Executor | None, opened: _Closable) -> None:
+    _run_or_own_thread(executor, functools.partial(_close_orphan, opened))
+
+
+def _run_or_own_thread(executor: Executor | None, fn: Callable[[], T]) -> asyncio.Future[T]:
+    """``fn()`` in ``executor`` or, if it is shut down, in a thread of its own (joined at exit):
+    for closes, which must happen whoever shut the executor down first."""
     loop = asyncio.get_running_loop()
     try:
-        loop.run_in_executor(executor, _close_orphan, opened)
-    except RuntimeError:  # the executor is shut down: a thread of its own (joined at exit)
-        threading.Thread(target=_close_orphan, args=(opened,), name="banyanstore-aio-close").start()
+        return loop.run_in_executor(executor, fn)
+    except RuntimeError:  # the executor refuses new calls
+        done: Future[T] = Future()
+        threading.Thread(target=_settle_with, args=(done, fn), name="banyanstore-aio-close").start()
+        return asyncio.wrap_future(done)
+
+
+def _settle_with(done: Future[T], fn: Callable[[], T]) -> None:
+    try:
+        done.set_result(fn())
+    except BaseException as exc:
+        done.set_exception(exc)
 
 
 async def _open(executor: Executor | None, opener: Callable[[], C]) -> C:
@@ -342,8 +357,9 @@ class AsyncStore(AsyncKeyspace):
         return await _run(self._executor, self._handle.checkpoint, dest)
 
     async def close(self) -> None:
-        """Flush and close the store (in the executor: closing syncs)."""
-        await _run(self._executor, self._handle.close)
+        """Flush and close the store (in the executor: closing syncs; in a thread of its
+        own if the executor was shut down)."""
+        await _run_or_own_thread(self._executor, self._handle.close)
 
     @property
     def closed(self) -> bool:
@@ -402,7 +418,8 @@ class AsyncLog:
         return await _run(self._executor, self._log.sync, upto_seq)
 
     async def close(self) -> None:
-        await _run(self._executor, self._log.close)
+        """Close the log (in the executor, or a thread of its own if it was shut down)."""
+        await _run_or_own_thread(self._executor, self._log.close)
 
     @property
     def closed(self) -> bool:
