@@ -213,3 +213,18 @@ def test_close_from_compacts_own_progress_callback_raises_store_closed(tmp_path:
         assert dict(store.keyspace("other").scan()) == other_data
         tables = {name: figures["tables"] for name, figures in store.stats()["keyspaces"].items()}
         assert sorted(tables.values()) == [1, 3]  # one keyspace merged, the other not
+
+
+def test_a_call_on_a_worker_killed_while_idle_is_storage_io_error() -> None:
+    """A worker ended while idle (cancel() racing a thread that already holds it) has
+    closed pipes: a call through it is StorageIOError naming the dead worker, not a
+    bare ValueError about a closed file."""
+    from banyanstore.lsm.workers import Worker
+    worker = Worker()
+    try:
+        assert worker.call(abs, -4) == 4
+        worker.kill()
+        with pytest.raises(StorageIOError, match="died"):
+            worker.call(abs, -5)
+    finally:
+        worker.close()

@@ -368,3 +368,41 @@ def test_in_is_a_point_lookup_on_store_keyspace_and_snapshot(store, monkeypatch)
     assert b"0001" in idx and b"0300" not in idx
     assert b"0009" in snap and b"0008" not in snap
     snap.close()
+
+
+def test_compact_outlives_a_merge_worker_killed_mid_call(tmp_path, monkeypatch):
+    """Process mode: a merge worker killed from outside during compact() (the OOM killer,
+    an operator) does not fail compact(): as a flush does, it tries again on a fresh
+    worker.  A second death in a row is raised."""
+    import signal
+    import time
+
+    from banyanstore.errors import StorageIOError
+    from banyanstore.lsm.workers import Worker
+
+    with banyanstore.open(tmp_path / "db", compaction_mode="process", compaction=False) as s:
+        for round_ in range(3):
+            for i in range(500):
+                s.put(b"k%04d" % i, b"%d" % round_ * 40)
+            s.flush()
+        deaths = [1]
+        real_call = Worker.call_streamed
+
+        def dying_call(self, *args):
+            if deaths[0] > 0:
+                deaths[0] -= 1
+                os.kill(self.pid, signal.SIGKILL)
+                while self.alive:
+                    time.sleep(0.01)
+            return real_call(self, *args)
+        monkeypatch.setattr(Worker, "call_streamed", dying_call)
+        summary = s.compact()
+        assert summary["merges"] == 1 and s.stats()["keyspaces"]["default"]["tables"] == 1
+        assert s.get(b"k0499") == b"2" * 40
+        for i in range(500):
+            s.put(b"k%04d" % i, b"x")
+        s.flush()
+        deaths[0] = 2
+        with pytest.raises(StorageIOError, match="died"):
+            s.compact()
+        assert len(list(s.scan())) == 500

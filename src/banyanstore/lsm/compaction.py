@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import BanyanStoreError, DiskFullError, StoreClosedError
+from ..errors import BanyanStoreError, DiskFullError, StorageIOError, StoreClosedError
 from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .manifest import TableInfo
@@ -387,7 +387,7 @@ class Compactor(BackgroundThread):
             for run in self._runs(tables, start, end):
                 self._raise_if_stopping()
                 if len(run) > 1 or (len(run) == 1 and tree.history_floor < tree.version):
-                    self.merge(k, run)
+                    self._merge_outliving_worker_death(k, run)
                     summary["merges"] += 1
                     if progress is not None:
                         progress({"keyspace": k.name, "merged_tables": len(run),
@@ -395,6 +395,19 @@ class Compactor(BackgroundThread):
             summary["tables_after"] += len(k.view.tables)
         self._raise_if_stopping()  # else the summary would count a closed store's views
         return summary
+
+    def _merge_outliving_worker_death(self, ks: KeyspaceState, inputs: tuple[Any, ...]) -> None:
+        """merge(), tried once more when its worker process died under it -- killed from
+        outside (the OOM killer, an operator), as a flush is retried; a second death in
+        a row is raised.  The first death still counts toward quarantine."""
+        try:
+            self.merge(ks, inputs)
+            return
+        except StorageIOError as exc:
+            if exc.op != "worker" or self._stopping:
+                raise
+            logger.warning("merge worker died during compact(); trying once more: %s", exc)
+        self.merge(ks, inputs)
 
     def _raise_if_stopping(self) -> None:
         """StoreClosedError once :meth:`stop` began -- also where close() was called by

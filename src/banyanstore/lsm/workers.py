@@ -77,7 +77,9 @@ class Worker:
                     self._send_pieces(stdin, pieces)
                 stdin.flush()
                 ok, result = pickle.load(stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+                if isinstance(exc, ValueError) and not (stdin.closed or stdout.closed):
+                    raise  # not a dead worker's closed pipe
                 self.close()
                 raise StorageIOError(f"background worker process {self._proc.pid} died "
                                      f"(exit status {self._proc.poll()})", op="worker") from exc
