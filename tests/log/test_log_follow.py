@@ -71,16 +71,23 @@ def test_refresh_reads_only_complete_records(env_dir):
     ro.close()
 
 
-def test_damage_in_a_sealed_segment_is_corruption(env_dir):
-    env, root = env_dir
+def _follower_of_closed_writer(env, root: str, records: int, options=SMALL) -> Log:  # type: ignore[no-untyped-def]
+    """A read-only log opened after records 1-10 were synced, then the writer appends up
+    to ``records`` (100-byte payloads) and closes: the follower has not refreshed yet."""
     w = open_log(env, root)
     for seq in range(1, 11):
         w.append(payload(seq, 100))
     w.sync()
-    ro = open_log(env, root, read_only=True)
-    for seq in range(11, 1001):
+    ro = open_log(env, root, read_only=True, options=options)
+    for seq in range(11, records + 1):
         w.append(payload(seq, 100))
     w.close()
+    return ro
+
+
+def test_damage_in_a_sealed_segment_is_corruption(env_dir):
+    env, root = env_dir
+    ro = _follower_of_closed_writer(env, root, 1000)
     sealed = segments(env, f"{root}/log")[0]
     f = env.open_readable(sealed)
     data = bytearray(f.read(0, f.size))
@@ -347,14 +354,8 @@ def test_refresh_sees_lasting_damage_in_the_live_segment(env_dir):
     offset, as a read-only open does, and the reader keeps its state.  It used to stop
     before the damage, return the old last_seq, and never read on."""
     env, root = env_dir
-    w = open_log(env, root)
-    for seq in range(1, 11):
-        w.append(payload(seq, 100))
-    w.sync()
-    ro = open_log(env, root, read_only=True)
-    for seq in range(11, 101):
-        w.append(payload(seq, 100))
-    w.close()  # its last segment stays the last one: the live tail to a reader
+    # the writer closed: its last segment stays the last one, the live tail to a reader
+    ro = _follower_of_closed_writer(env, root, 100)
     path = segments(env, f"{root}/log")[-1]
     offset = _flip_in_record(env, path, 50)
     for _ in range(2):
@@ -367,14 +368,7 @@ def test_refresh_sees_lasting_damage_in_the_live_segment(env_dir):
 
 def test_refresh_skips_lasting_damage_in_the_live_segment_when_asked(env_dir):
     env, root = env_dir
-    w = open_log(env, root)
-    for seq in range(1, 11):
-        w.append(payload(seq, 100))
-    w.sync()
-    ro = open_log(env, root, read_only=True, options=SMALL.replace(skip_damaged_records=True))
-    for seq in range(11, 101):
-        w.append(payload(seq, 100))
-    w.close()
+    ro = _follower_of_closed_writer(env, root, 100, SMALL.replace(skip_damaged_records=True))
     _flip_in_record(env, segments(env, f"{root}/log")[-1], 50)
     assert ro.refresh() == 100
     assert ro.stats()["damaged_records_skipped"] == 1
