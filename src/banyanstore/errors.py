@@ -154,9 +154,16 @@ def from_oserror(op: str, path: str | None, exc: OSError) -> StorageIOError:
     >>> e = from_oserror("write", "/x/wal", OSError(errno.ENOSPC, "No space left"))
     >>> type(e).__name__, str(e)
     ('DiskFullError', 'write failed on /x/wal: [Errno 28] No space left')
+    >>> str(from_oserror("open", "/x/t.sst", OSError(errno.EMFILE, "Too many open files")))[-42:]
+    'keeps open with the option max_open_files)'
     """
     if isinstance(exc, StorageIOError):
         return exc
     code = exc.errno
     cls = DiskFullError if code in (_errno.ENOSPC, _errno.EDQUOT) else StorageIOError
-    return cls(f"{op} failed on {path}: {exc}", path=path, op=op, errno=code)
+    hint = _HINTS.get(code, "") if code is not None else ""
+    return cls(f"{op} failed on {path}: {exc}{hint}", path=path, op=op, errno=code)
+
+
+_HINTS = {_errno.EMFILE: " (raise the process's limit, ulimit -n, or cap the tables a store "
+                         "keeps open with the option max_open_files)"}

@@ -136,6 +136,7 @@ class Options:
     zstd_level: int = field(default=3, metadata=_range(-7, 22))
     bloom_bits_per_key: int = field(default=12, metadata=_range(0, 64))
     block_cache_size: int = field(default=64 * MiB, metadata=_size(0, 1 << 40))
+    max_open_files: int | None = field(default=None, metadata=_range(1, 1 << 24))  # io/capped.py
     memtables_share_cache: bool = True  # the cache gives up what memtables hold (lsm/budget.py)
     max_key_size: int = field(default=64 * KiB, metadata=_size(1, 16 * MiB))
     max_value_size: int = field(default=64 * MiB, metadata=_size(0, 1 << 31))
@@ -158,6 +159,11 @@ class Options:
             raise ConfigError(
                 f"option compaction_max_width: {self.compaction_max_width} is below "
                 f"compaction_min_width ({self.compaction_min_width})")
+        if self.max_open_files is not None and self.read_only:
+            # a writer deletes merged tables under a reader: one closed for the cap
+            # could not be opened again
+            raise ConfigError("option max_open_files: only a writer caps its open tables "
+                              "(not with read_only=True)")
         if self.follow and not self.read_only:
             raise ConfigError("option follow: only a read-only store follows a writer "
                               "(set read_only=True)")

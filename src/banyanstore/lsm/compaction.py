@@ -56,7 +56,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BanyanStoreError, DiskFullError, StorageIOError, StoreClosedError
-from ..sstable.reader import TableReader
 from .background import BackgroundThread
 from .manifest import TableInfo
 from .merge import MergeSpec, build_merged, merged_origin, run_merge
@@ -291,7 +290,7 @@ class Compactor(BackgroundThread):
                 reader = None
                 if meta is not None:
                     tree.env.sync_dir(f"{tree.path}/tables")
-                    reader = TableReader.open(tree.env, out_path, tree.cache)
+                    reader = tree.open_table(out_path)
                     reader.file_no = file_no
             except BaseException as exc:
                 self._remove_quietly(out_path)

@@ -108,7 +108,7 @@ def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: Fl
             builder.abandon()
             raise
     try:
-        reader = TableReader.open(env, path, tree.cache)
+        reader = tree.open_table(path)
     except BaseException:
         _remove_quietly(tree, path)
         raise

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CorruptionError
@@ -115,7 +116,8 @@ def check_orphans(env: Env, path: str, state: ManifestState) -> None:
     state.obsolete.update(orphans)
 
 
-def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) -> dict[int, list[Any]]:
+def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache,
+                opener: Callable[[str], Any] | None = None) -> dict[int, list[Any]]:
     """Open every live table; per keyspace, newest (highest versions) first."""
     out: dict[int, list[Any]] = {}
     opened: list[TableReader] = []
@@ -131,7 +133,7 @@ def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache) ->
                 if size != info.file_size:
                     raise CorruptionError(f"table is {size} bytes, the manifest says "
                                           f"{info.file_size}", path=tpath)
-                reader = TableReader.open(env, tpath, cache)
+                reader = TableReader.open(env, tpath, cache, opener=opener)
                 opened.append(reader)
                 check_table(reader, info, tpath)
                 reader.file_no = info.file_no

@@ -59,6 +59,8 @@ def collect(tree: Tree, *, read_only: bool, closed: bool, writer: Writer, wal: L
         # puts and deletes the compiled core wrote in one call (lsm/writer.py fast_put)
         "writes_in_one_call": writer.one_call_writes,
         "block_cache": _cache_stats(tree.cache),
+        # table descriptors under max_open_files (None: no cap, one per live table)
+        "open_files": None if tree.table_files is None else tree.table_files.stats(),
         "bloom": {"useful": bloom_useful, "passed_but_missed": bloom_fp},
         "io": tree.env.describe(),
         # "native" (the compiled core, see accel.py) or "python"

@@ -122,7 +122,9 @@ class Store(Keyspace):
         it).  Returns the bytes the WAL's replay put into memtables."""
         state, manifest = self._open_files()
         try:
-            tables = open_tables(self._env, self.path, state, self._cache)
+            caps = self._tree.table_files
+            tables = open_tables(self._env, self.path, state, self._cache,
+                                 None if caps is None else caps.open)
         except BaseException:
             if manifest is not None:
                 manifest.close()

@@ -60,9 +60,11 @@ from typing import Any
 from .. import heaptrim
 from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
 from ..io.base import Env
+from ..io.capped import OpenFileCap
 from ..log.log import Log
 from ..options import Options
 from ..sstable.cache import BlockCache
+from ..sstable.reader import TableReader
 from .manifest import Manifest, ManifestState, TableInfo
 from .memtable import Memtable
 from .pins import SnapshotPins
@@ -122,7 +124,7 @@ class Tree:
 
     __slots__ = ("path", "env", "options", "cache", "clock", "version", "history_floor", "closed",
                  "_timemap", "_lock", "_manifest", "_wal", "_by_name", "_by_id", "_pins",
-                 "_ttl_cache", "_deferred")
+                 "_ttl_cache", "_deferred", "table_files")
 
     def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
                  clock: Callable[[], float]) -> None:
@@ -142,6 +144,9 @@ class Tree:
         self._pins = SnapshotPins()  # versions of live snapshots (taken and closed on any thread)
         self._ttl_cache: dict[int, tuple[int, int, int]] = {}
         self._deferred: list[str] = []
+        self.table_files = None if options.max_open_files is None else \
+            OpenFileCap(env, options.max_open_files)
+        """The cap on open table descriptors (``max_open_files``), or None."""
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, state: ManifestState, tables: dict[int, list[Any]], manifest: Manifest | None,
@@ -251,6 +256,8 @@ class Tree:
                     old = ks.drop(f"keyspace {ks.name!r} of store {self.path} was dropped")
         for t in old.tables:
             self.cache.evict_table(t.table_id)
+            if not self._keep_open_for_readers(t):
+                continue
             path = table_path(self.path, t.file_no)
             try:
                 self.env.remove(path)
@@ -420,13 +427,35 @@ class Tree:
             self._cut_wal(change.wal_cut)
         for t in change.dropped:
             self.cache.evict_table(getattr(t, "table_id", id(t)))
-            self._remove_quietly(table_path(self.path, t.file_no))
+            if self._keep_open_for_readers(t):
+                self._remove_quietly(table_path(self.path, t.file_no))
         if change.dropped:
             # A merge just freed its inputs' cached blocks -- up to the whole block
             # cache, thousands of block-sized heap chunks -- which glibc keeps resident
             # until they lie at the top of its heap (heaptrim.py); the cache refills
             # only as reads miss, so they would stay a second copy of it meanwhile.
             heaptrim.return_free_memory()
+
+    def open_table(self, path: str) -> TableReader:
+        """The table at ``path`` opened for this store's reads (under ``max_open_files``)."""
+        opener = None if self.table_files is None else self.table_files.open
+        return TableReader.open(self.env, path, self.cache, opener=opener)
+
+    def _keep_open_for_readers(self, table: Any) -> bool:
+        """Whether ``table``, dropped from the views, may be deleted now: readers of older
+        views may still read it, so under ``max_open_files`` its descriptor is kept (an
+        unlinked file cannot be opened again).  If that fails it stays on disk, an
+        obsolete table the next open removes."""
+        keep = getattr(table, "keep_file_open", None)
+        if keep is None:
+            return True
+        try:
+            keep()
+        except (BanyanStoreError, OSError) as exc:
+            logger.warning("table %s stays on disk until the next open: could not keep it "
+                           "open for its readers: %s", getattr(table, "path", "?"), exc)
+            return False
+        return True
 
     def _cut_wal(self, seq: int) -> None:
         # The change is complete: its edit is durable and the views hold its tables.

@@ -181,7 +181,7 @@ class TableReader:
 
     @classmethod
     def open(cls, env: Env, path: str, cache: BlockCache | None = None, *,
-             verify: bool = True) -> TableReader:
+             verify: bool = True, opener: Callable[[str], RandomAccessFile] | None = None) -> TableReader:
         """Open and validate the table at ``path``.
 
         ``cache`` None means no caching (every data block read is a file read).
@@ -189,8 +189,10 @@ class TableReader:
         footer, index, filter and properties are always verified).
         Raises CorruptionError for anything that is not an intact table of a
         known format version; FileNotFoundError if ``path`` is missing.
+        ``opener`` opens the file instead of ``env.open_readable`` (the store's cap on
+        open tables, io/capped.py).
         """
-        f = env.open_readable(path)
+        f = (env.open_readable if opener is None else opener)(path)
         try:
             return cls(env, path, f, cache if cache is not None else BlockCache(0), verify)
         except BaseException:
@@ -853,6 +855,14 @@ class TableReader:
         retire = getattr(self._file, "retire", None)  # (a duck-typed file: close())
         (retire if retire is not None else self._file.close)()
         self.cache.evict_table(self.table_id)
+
+    def keep_file_open(self) -> None:
+        """The table is being deleted while readers may still use it: a file under a cap
+        on open descriptors (io/capped.py) keeps its descriptor from now on, as an
+        unlinked file cannot be opened again.  Other files stay open anyway."""
+        pin = getattr(self._file, "pin", None)
+        if pin is not None and not self._closed:
+            pin()
 
     @property
     def closed(self) -> bool:
