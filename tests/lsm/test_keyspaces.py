@@ -172,3 +172,27 @@ def test_read_racing_a_write_never_expires_it(tmp_path: Path, monkeypatch: pytes
     assert hot.get(b"k") == b"new"
     assert list(hot.scan()) == [(b"k", b"new")]
     store.close()
+
+
+@pytest.mark.parametrize("name", ["\udcff", "é" * 513, "\U0001F600" * 300, "x" * 1025],
+                         ids=["lone-surrogate", "1026-utf8-bytes", "1200-utf8-bytes", "1025-chars"])
+def test_a_keyspace_name_tables_cannot_hold_is_refused_before_anything_is_written(
+        tmp_path: Path, name: str) -> None:
+    """A table records its keyspace's name as at most 1024 bytes of UTF-8: a name that
+    is not UTF-8 text (a lone surrogate, as os.fsdecode makes) or longer than that is a
+    ValueError naming the keyspace name -- not a keyspace whose every flush fails (a
+    store that then cannot be closed) or whose tables read back as corrupt."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as s:
+        s.put(b"k", b"v")
+        with pytest.raises(ValueError, match="keyspace name"):
+            s.keyspace(name)
+        with pytest.raises(ValueError, match="keyspace name"):
+            s.keyspace(name, ttl=5)
+        assert s.keyspaces() == ["default"]
+        longest = s.keyspace("é" * 512)  # 1024 bytes: the limit itself is allowed
+        longest.put(b"k", b"v")
+        s.flush()
+    with banyanstore.open(path, **OPTS) as s:
+        assert s.keyspaces() == ["default", "é" * 512]
+        assert s.keyspace("é" * 512).get(b"k") == b"v" and s.get(b"k") == b"v"

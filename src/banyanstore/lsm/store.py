@@ -38,6 +38,7 @@ from ..io import Env, FileLock, make_env
 from ..log.log import Log
 from ..options import Options, resolve_options
 from ..sstable.cache import BlockCache
+from ..sstable.format import MAX_KEYSPACE_NAME
 from .batch import Batch
 from .budget import MemoryBudget
 from .checkpoint import write_checkpoint
@@ -54,9 +55,24 @@ from .view import KeyspaceState
 from .workers import WorkerPools
 from .writer import Writer
 
-__all__ = ["Store"]
+__all__ = ["Store", "check_storable_name"]
 
 logger = logging.getLogger("banyanstore.store")
+
+
+def check_storable_name(name: str) -> None:
+    """ValueError unless a new keyspace's ``name`` fits where every table records it: UTF-8
+    of at most MAX_KEYSPACE_NAME bytes.  Checked before the keyspace is created: a name
+    no table can hold made every flush of the store fail (and its close with it), and a
+    longer one wrote tables that read back as corrupt."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        raise ValueError(f"keyspace name must be text UTF-8 can encode, not {name[:64]!r} "
+                         "(it holds a lone surrogate)") from None
+    if size > MAX_KEYSPACE_NAME:
+        raise ValueError(f"keyspace name must be at most {MAX_KEYSPACE_NAME} bytes as UTF-8, "
+                         f"not {size} ({name[:32]!r}...)")
 
 
 class Store(Keyspace):
@@ -253,7 +269,8 @@ class Store(Keyspace):
 
     # -- keyspaces -------------------------------------------------------------------------
     def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
-        """The keyspace called ``name``, created (durably) on first use.
+        """The keyspace called ``name``, created (durably) on first use: a non-empty str of
+        at most 1024 bytes as UTF-8 (ValueError otherwise).
 
         ``ttl`` (seconds): entries older than this expire; it is stored with the
         keyspace (given at creation or later) and outlives reopening.  None leaves
@@ -265,6 +282,7 @@ class Store(Keyspace):
         ttl = check_seconds(ttl, "ttl")
         ks = self._tree.keyspace(name)
         if ks is None:
+            check_storable_name(name)
             ks = self._writer.create_keyspace(name, ttl)
         if ttl is not None and ks.ttl != ttl:
             self._writer.check_writable()
