@@ -51,6 +51,25 @@ def test_n_leaves_other_data_alone(tmp_path: Path, what: str) -> None:
         assert os.listdir(path) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("files", [
+    {"CURRENT": "MANIFEST-000001\n", "MANIFEST-000001": "m", "LOG": "log", "000003.log": "data"},
+    {"CURRENT": "MANIFEST-000001\n", "MANIFEST-000001": "m"},
+    {"CURRENT": "BANYANSTORE-CURRENT 1 MANIFEST-000001 00000000\n", "notes.txt": "notes"},
+], ids=["leveldb", "foreign-current", "store-names-and-a-user-file"])
+def test_n_leaves_a_directory_with_another_programs_current_alone(tmp_path: Path,
+                                                                    files: dict[str, str]) -> None:
+    """A file named CURRENT does not make a directory a banyanstore database (LevelDB and
+    RocksDB have one too): flag 'n' replaces only a directory whose every name is a
+    store's and whose CURRENT is a banyanstore CURRENT."""
+    path = tmp_path / "db"
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+    with pytest.raises(bdbm.error, match="not a banyanstore database"):
+        bdbm.open(path, "n")
+    assert {p.name: p.read_text() for p in path.iterdir()} == files
+
+
 def test_n_does_not_delete_a_database_open_elsewhere(tmp_path: Path) -> None:
     """The writer lock is taken before anything is removed."""
     path = tmp_path / "db"

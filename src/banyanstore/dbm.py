@@ -22,11 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from .arguments import as_bytes, as_path, is_buffer
-from .errors import BanyanStoreError
+from .errors import BanyanStoreError, CorruptionError
 from .io.posix import PosixEnv
+from .lsm.layout import is_store_name
+from .lsm.manifest import parse_current
 
 __all__ = ["open", "error", "BanyanDbm"]
 
@@ -175,13 +178,27 @@ def open(file: str | bytes | os.PathLike[Any], flag: str = "r", mode: int = 0o66
     return BanyanDbm(store, writable=kind != "r")
 
 
+def _holds_only_a_store(path: str, names: list[str]) -> bool:
+    """Whether directory ``path`` (holding ``names``) is a banyanstore database and nothing
+    else: every name is a store's and CURRENT is a banyanstore CURRENT.  A file named
+    CURRENT alone proves nothing -- LevelDB and RocksDB databases have one too."""
+    if "CURRENT" not in names or not all(map(is_store_name, names)):
+        return False
+    current = os.path.join(path, "CURRENT")
+    try:
+        parse_current(Path(current).read_bytes(), current)
+    except (OSError, CorruptionError):
+        return False
+    return True
+
+
 def _clear_for_new(path: str) -> None:
     """Flag ``'n'``: remove what may be replaced by a new database at ``path`` -- a
     banyanstore database, an empty directory, an empty file -- and refuse anything
     else (another program's data is never deleted)."""
     if os.path.isdir(path):
         names = os.listdir(path)
-        if names and not os.path.exists(os.path.join(path, "CURRENT")):
+        if names and not _holds_only_a_store(path, names):
             raise error(f"{path} exists and is not a banyanstore database; not replacing it")
         # Hold the writer lock while deleting: a database open elsewhere raises
         # StoreLockedError instead of vanishing under its writer.
