@@ -574,3 +574,26 @@ def test_dbm_open_checks_flag_and_mode_types(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="mode"):
         banyanstore.dbm.open(tmp_path / "db", "c", "0o600")  # type: ignore[arg-type]
     assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize("opener", [
+    lambda path, env: banyanstore.open(path, env=env),
+    lambda path, env: banyanstore.open(path, env=env, read_only=True),
+    lambda path, env: banyanstore.open_log(path, env=env),
+    lambda path, env: banyanstore.Log.open(path, env=env),
+    lambda path, env: asyncio.run(_aio_open(path, env)),
+], ids=["open", "open-read-only", "open_log", "Log.open", "aio.open"])
+@pytest.mark.parametrize("env", [5, "posix", object()], ids=["int", "str", "object"])
+def test_an_env_that_is_not_one_is_a_type_error_naming_env(tmp_path: Path, opener: Callable[..., Any],
+                                                          env: Any) -> None:
+    """``env=`` takes a banyanstore Env (or None); anything else is a TypeError naming it,
+    raised before the directory is created -- not an AttributeError from deep inside."""
+    path = tmp_path / "db"
+    with pytest.raises(TypeError, match="env"):
+        opener(path, env)
+    assert not path.exists()
+
+
+async def _aio_open(path: Path, env: Any) -> Any:
+    import banyanstore.aio
+    return await banyanstore.aio.open(path, env=env)

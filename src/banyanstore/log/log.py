@@ -58,6 +58,7 @@ from ..errors import (
     StorageIOError,
     StoreClosedError,
 )
+from ..io import check_env
 from ..io.base import Env, FileLock, MappedFile
 from ..options import Options, resolve_options
 from .aio import AsyncAppends
@@ -126,6 +127,7 @@ class Log(LogView, AsyncAppends):
         """
         directory = as_path(path)
         check_bool(lock, "lock")
+        check_env(env)
         opts = resolve_options(options, kwargs)
         with opened_directory(directory, opts, env, lock=lock) as (env, own_env, flock):
             return cls(env, own_env, directory, opts, flock)

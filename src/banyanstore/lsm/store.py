@@ -34,7 +34,7 @@ from ..errors import (
     KeyspaceNotFoundError,
     StoreNotFoundError,
 )
-from ..io import Env, FileLock, make_env
+from ..io import Env, FileLock, check_env, make_env
 from ..log.log import Log
 from ..options import Options, resolve_options
 from ..sstable.cache import BlockCache
@@ -92,6 +92,7 @@ class Store(Keyspace):
         ``clock`` (a ``time.time``-like callable) replaces the wall clock behind commit
         times, TTL and history retention (for tests and simulations)."""
         path = as_path(path)
+        check_env(env)
         opts = resolve_options(options, kwargs)
         if opts.read_only and cls is Store:
             raise ConfigError("a read-only store is opened with banyanstore.open(path, "
