@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync", "check_seconds",
-           "check_limit", "check_int"]
+           "check_limit", "check_int", "check_seq"]
 
 
 def as_path(path: object, name: str = "path") -> str:
@@ -129,6 +129,16 @@ def check_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     return value
+
+
+def check_seq(value: object, name: str) -> int:
+    """A log sequence number to sync or truncate up to: an int >= 0 (seqs start at 1; 0 is
+    an empty log's ``last_seq``).  A negative one is a ValueError: no record has it, and
+    a sync "up to" it would return as if it promised something."""
+    check_int(value, name)
+    if value < 0:  # type: ignore[operator]
+        raise ValueError(f"{name} must be a seq >= 0, not {value}")
+    return value  # type: ignore[return-value]
 
 
 def check_limit(limit: Any) -> int | None:

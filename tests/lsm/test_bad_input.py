@@ -597,3 +597,22 @@ def test_an_env_that_is_not_one_is_a_type_error_naming_env(tmp_path: Path, opene
 async def _aio_open(path: Path, env: Any) -> Any:
     import banyanstore.aio
     return await banyanstore.aio.open(path, env=env)
+
+
+@pytest.mark.parametrize("call, argname", [
+    (lambda log: log.sync(-3), "upto_seq"),
+    (lambda log: log.sync(upto_seq=-1), "upto_seq"),
+    (lambda log: log.wait_durable(-1), "seq"),
+    (lambda log: asyncio.run(log.wait_durable_async(-2)), "seq"),
+    (lambda log: log.truncate_before(-1), "seq"),
+], ids=["sync", "sync-keyword", "wait_durable", "wait_durable_async", "truncate_before"])
+def test_negative_log_seqs_are_a_value_error_naming_the_argument(tmp_path: Path, call: Callable[[Any], Any],
+                                                                 argname: str) -> None:
+    """Seqs start at 1 (0 is the ``last_seq`` of an empty log): a negative one is out of
+    range -- a ValueError naming the argument -- not a sync that promises nothing."""
+    with banyanstore.open_log(tmp_path / "log", io_mode="sync", wal_sync="never") as log:
+        assert log.sync(0) == 0 and log.wait_durable(0) is None and log.truncate_before(0) == 0
+        log.append(b"first")
+        with pytest.raises(ValueError, match=argname):
+            call(log)
+        assert log.sync(1) == 1 and list(log.read()) == [(1, b"first")]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..arguments import check_sync
+from ..arguments import check_seq, check_sync
 from ..errors import LogRangeError
 from .commit import GroupCommit
 from .writer import LogTail
@@ -67,8 +67,7 @@ class AsyncAppends:
 
     async def wait_durable_async(self, seq: int) -> None:
         """:meth:`Log.wait_durable` for asyncio: await until record ``seq`` is durable."""
-        if type(seq) is not int:
-            raise TypeError(f"seq must be an int, not {type(seq).__name__}")
+        check_seq(seq, "seq")
         if seq > self._appends.next_seq - 1:
             raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._appends.next_seq - 1})")
         if not self._read_only:

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import shutdown
-from ..arguments import as_bytes, as_path, check_bool, check_int, check_sync, is_buffer
+from ..arguments import as_bytes, as_path, check_bool, check_seq, check_sync, is_buffer
 from ..errors import (
     LogRangeError,
     StorageIOError,
@@ -347,7 +347,7 @@ class Log(LogView, AsyncAppends):
     def sync(self, upto_seq: int | None = None) -> int:
         """Make every record up to ``upto_seq`` (default: all) durable; return ``durable_seq``."""
         if upto_seq is not None:
-            check_int(upto_seq, "upto_seq")
+            check_seq(upto_seq, "upto_seq")
         if self._closed:
             raise StoreClosedError(f"log {self.path} is closed")
         self.wait_durable(self._appends.next_seq - 1 if upto_seq is None else upto_seq)
@@ -358,7 +358,7 @@ class Log(LogView, AsyncAppends):
 
         For callers that appended under their own lock and sync outside it.
         """
-        check_int(seq, "seq")
+        check_seq(seq, "seq")
         if seq > self._appends.next_seq - 1:
             raise LogRangeError(f"seq {seq} has not been appended (last_seq is {self._appends.next_seq - 1})")
         if not self._read_only:
@@ -398,7 +398,7 @@ class Log(LogView, AsyncAppends):
     def truncate_before(self, seq: int) -> int:
         """Delete the segments holding only records ``< seq`` (never the active one);
         return how many were deleted.  ``first_seq`` may stay below ``seq``."""
-        check_int(seq, "seq")
+        check_seq(seq, "seq")
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
