@@ -117,6 +117,35 @@ def test_batch_range_deletes_its_earlier_writes_only(store):
         assert list(store.history(b"k003"))[0] == (b.version, None)
 
 
+def test_len_of_a_batch_counts_every_operation_added(store):
+    """len(batch) is the number of operations added -- each put, delete and delete_range
+    one -- also when a delete_range drops the batch's earlier writes it covers; a
+    failed call adds none, and a committed or discarded batch is empty."""
+    store.keyspace("index")
+    b = store.batch()
+    b.put(b"a", b"1")
+    b.put(b"b", b"2")
+    b.put(b"a", b"3")
+    b.delete(b"c", keyspace="index")
+    assert len(b) == 4
+    b.delete_range(b"a", b"c")
+    assert len(b) == 5
+    b.put(b"a", b"4")
+    with pytest.raises(ValueError, match="end"):
+        b.delete_range(b"b", b"a")
+    with pytest.raises(TypeError, match="key"):
+        b.put("k", b"v")
+    assert len(b) == 6
+    b.commit()
+    assert len(b) == 0 and dict(store.scan()) == {b"a": b"4"}
+    d = store.batch()
+    d.put(b"x", b"1")
+    d.delete_range(b"x", b"y")
+    assert len(d) == 2
+    d.discard()
+    assert len(d) == 0
+
+
 def test_keyspaces_are_separate(store):
     idx = store.keyspace("index")
     fill(store, KEYS[:5])

@@ -38,7 +38,7 @@ class Batch:
     """Operations collected for one atomic commit.  Leaving the ``with`` block
     without an exception commits; with an exception, nothing is written."""
 
-    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "version", "_done")
+    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "_added", "version", "_done")
 
     def __init__(self, writer: Writer, resolve: Callable[[Any], KeyspaceState],
                  sync: bool | None) -> None:
@@ -49,6 +49,10 @@ class Batch:
         self._sync = sync
         self._ops: list[Op] = []
         self._ranges: list[tuple[KeyspaceState, bytes, bytes]] = []
+        # What len() counts: the operations added.  Not len(_ops) + len(_ranges): a
+        # delete_range drops the earlier writes it covers from _ops, and the caller
+        # who added them would see the batch shrink.
+        self._added = 0
         self.version: int | None = None
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
@@ -58,11 +62,13 @@ class Batch:
         value = as_bytes(value, "value")
         key = self._writer.check_entry(key, value)
         self._ops.append((self._resolve(keyspace), key, value))
+        self._added += 1
 
     def delete(self, key: bytes, *, keyspace: Any = None) -> None:
         self._check_open()
         key = self._writer.check_entry(key, None)
         self._ops.append((self._resolve(keyspace), key, None))
+        self._added += 1
 
     def delete_range(self, start: bytes, end: bytes, *, keyspace: Any = None) -> None:
         """Delete the keys ``start <= key < end`` (a range tombstone, see
@@ -75,9 +81,12 @@ class Batch:
         # version: so the writes it must delete are dropped here, the later ones kept.
         self._ops = [op for op in self._ops if op[0] is not ks or not start <= op[1] < end]
         self._ranges.append((ks, start, end))
+        self._added += 1
 
     def __len__(self) -> int:
-        return len(self._ops) + len(self._ranges)
+        """The operations added (each put, delete and delete_range counts one, also a
+        write a later delete_range of the batch deletes); 0 once committed or discarded."""
+        return self._added
 
     def _check_open(self) -> None:
         if self._done:
@@ -90,12 +99,12 @@ class Batch:
         self._done = True
         self.version = self._writer.write_batch(self._ops, self._sync if sync is None else sync,
                                                 self._ranges)
-        self._ops, self._ranges = [], []
+        self._ops, self._ranges, self._added = [], [], 0
         return self.version
 
     def discard(self) -> None:
         self._done = True
-        self._ops, self._ranges = [], []
+        self._ops, self._ranges, self._added = [], [], 0
 
     def __enter__(self) -> Batch:
         return self
