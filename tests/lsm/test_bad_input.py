@@ -375,8 +375,11 @@ def test_second_writer_in_another_process_is_locked_out(db: Path) -> None:
     lambda s: s.put(b"k", b"v"), lambda s: s.delete(b"k"), lambda s: s.batch(),
     lambda s: s.keyspace("index").put(b"k", b"v"), lambda s: s.keyspace("brand-new"),
     lambda s: s.flush(), lambda s: s.compact(), lambda s: s.set_history_floor(1),
-    lambda s: s.checkpoint("/nonexistent/ckpt"),
-], ids=["put", "delete", "batch", "ks-put", "new-keyspace", "flush", "compact", "floor", "checkpoint"])
+    lambda s: s.checkpoint("/nonexistent/ckpt"), lambda s: s.__delitem__(key(5)),
+    lambda s: s.__delitem__(b"absent"), lambda s: s.keyspace("index").__delitem__(b"absent"),
+    lambda s: s.delete_range(b"a", b"b"),
+], ids=["put", "delete", "batch", "ks-put", "new-keyspace", "flush", "compact", "floor", "checkpoint",
+        "del-present", "del-absent", "ks-del-absent", "delete_range"])
 def test_read_only_store_refuses_writes(db: Path, call: Callable[[Any], Any]) -> None:
     """A read-only store raises ReadOnlyError for every write and leaves files alone;
     its reads work."""

@@ -256,7 +256,10 @@ class Keyspace:
 
     def __delitem__(self, key: bytes) -> None:
         """``del keyspace[key]``: KeyError if ``key`` is absent, as for a dict -- so it
-        costs a point lookup before the tombstone; :meth:`delete` skips the lookup."""
+        costs a point lookup before the tombstone; :meth:`delete` skips the lookup.  A
+        store that takes no writes (read-only, closed) says so first: ReadOnlyError for
+        a read-only store whether or not ``key`` is there, as ``put`` would."""
+        self._writer.check_writable()
         if self.get(key) is None:
             raise KeyError(key)
         self.delete(key)
