@@ -320,6 +320,22 @@ def test_compact_one_keyspace_and_range_with_progress(tmp_path):
         assert s.get(b"a0005") == b"r3" * 30 and idx.get(b"b0299") == b"r3" * 30
 
 
+@pytest.mark.parametrize("start, end", [(b"a0200", b"a0100"), (b"a0100", b"a0100")],
+                         ids=["reversed", "zero-width"])
+def test_compact_of_an_empty_range_merges_nothing(tmp_path, start, end):
+    """[start, end) with end <= start holds no key, so no table overlaps it: compact()
+    merges nothing (as a scan of it reads nothing), even where tables span both bounds."""
+    with banyanstore.open(tmp_path / "db", compaction=False, memtable_size=1 << 20) as s:
+        for round_ in range(2):
+            for i in range(300):
+                s.put(b"a%04d" % i, b"r%d" % round_)
+            s.flush()
+        before = s.stats()["keyspaces"]["default"]["tables"]
+        summary = s.compact(start=start, end=end)
+        assert summary == {"merges": 0, "tables_before": before, "tables_after": before}
+        assert s.stats()["compaction"]["merges"] == 0 and list(s.scan(start, end)) == []
+
+
 def test_a_killed_worker_process_is_replaced(tmp_path):
     """Process mode: a worker that dies (here: SIGKILL) fails one flush or merge, which
     is retried on a fresh worker; nothing is lost and no worker outlives the store."""

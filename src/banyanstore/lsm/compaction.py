@@ -115,7 +115,11 @@ def pick_window(sizes: list[int], blocked: list[bool], min_w: int, max_w: int, r
 def overlaps(table: Any, start: bytes | None, end: bytes | None) -> bool:
     """Whether ``table`` holds a key of ``[start, end)`` (None: unbounded): an entry, or a
     range tombstone covering one -- what a tombstone hides is reclaimed only by a merge
-    that takes its table, so compact() of a deleted range must take it too."""
+    that takes its table, so compact() of a deleted range must take it too.  An empty
+    range (``end <= start``) holds no key: no table overlaps it, however wide the table."""
+    if start is not None and end is not None and end <= start:
+        return False
+
     def meets(lo: bytes, ends_before_start: bool) -> bool:
         return not ends_before_start and (end is None or lo < end)
     return (meets(table.smallest_key, start is not None and table.largest_key < start)
