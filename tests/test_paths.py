@@ -110,6 +110,25 @@ def test_checkpoint_destination_is_refused_as_open_refuses_it(tmp_path: Path) ->
             assert ck.get(b"k") == b"v"
 
 
+@pytest.mark.parametrize("inside", ["wal/ck", "tables/ck", "ck", "tables/../wal/ck"])
+def test_a_checkpoint_inside_the_store_itself_is_refused(tmp_path: Path, inside: str) -> None:
+    """A checkpoint written into the store's own directory (its wal/, its tables/) put
+    another store's files among its own: a store whose wal/ held one could not be opened
+    again.  Such a dest is a ValueError naming it, and nothing is written."""
+    db = tmp_path / "db"
+    with banyanstore.open(db, **OPTS) as s:
+        s.put(b"k", b"v")
+        s.flush()
+        listing = sorted(str(p.relative_to(db)) for p in db.rglob("*"))
+        with pytest.raises(ValueError, match="dest"):
+            s.checkpoint(db / inside)
+        with pytest.raises(ValueError, match="dest"):
+            s.checkpoint(os.fsencode(str(db / inside)))
+        assert sorted(str(p.relative_to(db)) for p in db.rglob("*")) == listing
+    with banyanstore.open(db, **OPTS) as s:
+        assert s.get(b"k") == b"v"
+
+
 def test_tools_take_the_same_path_forms(tmp_path: Path) -> None:
     with banyanstore.open(tmp_path / "db", **OPTS) as s:
         s.put(b"k", b"v")

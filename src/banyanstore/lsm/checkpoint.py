@@ -9,6 +9,7 @@ are held off while the links are made, so the set is consistent.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from ..errors import NotAStoreError
@@ -17,13 +18,14 @@ from .layout import directory_names
 from .manifest import Manifest
 from .tree import Tree
 
-__all__ = ["write_checkpoint", "check_destination"]
+__all__ = ["write_checkpoint", "check_destination", "check_outside_store"]
 
 
 def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     """Write the checkpoint of ``tree`` (``flush`` writes its memtables to tables and
     waits); returns the version it holds (every write up to it)."""
     env = tree.env
+    check_outside_store(tree.path, dest)
     check_destination(env, dest)
     flush()
     env.mkdir(f"{dest}/tables")
@@ -41,6 +43,18 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     state.in_flight.clear()
     Manifest.create(env, dest, state).close()
     return state.flushed_version
+
+
+def check_outside_store(store_path: str, dest: str) -> None:
+    """ValueError naming ``dest`` if it lies inside the store's own directory: a copy in
+    its wal/ made the store unopenable (a log directory holding a foreign name), and one
+    anywhere in it mixes another store's files with its own.  (``dest`` being the store
+    itself is a non-empty directory, refused by :func:`check_destination`.)"""
+    store = os.path.realpath(store_path)
+    target = os.path.realpath(dest)
+    if target != store and os.path.commonpath([store, target]) == store:
+        raise ValueError(f"checkpoint destination dest={dest} lies inside the store {store_path} "
+                         "being copied; write it outside the store's directory")
 
 
 def check_destination(env: Env, dest: str) -> None:
