@@ -619,3 +619,14 @@ def test_negative_log_seqs_are_a_value_error_naming_the_argument(tmp_path: Path,
         with pytest.raises(ValueError, match=argname):
             call(log)
         assert log.sync(1) == 1 and list(log.read()) == [(1, b"first")]
+
+
+@pytest.mark.parametrize("dry_run", ["no", 1, 0, None], ids=["str", "one", "zero", "none"])
+def test_repair_takes_dry_run_as_a_real_bool(db: Path, dry_run: Any) -> None:
+    """``dry_run`` decides whether files are changed: ``"no"`` or ``0`` must not pick one
+    by truthiness -- a TypeError naming it, with nothing changed."""
+    from banyanstore.tools import repair
+    listing = sorted(str(p) for p in db.rglob("*"))
+    with pytest.raises(TypeError, match="dry_run"):
+        repair(db, dry_run=dry_run)
+    assert sorted(str(p) for p in db.rglob("*")) == listing

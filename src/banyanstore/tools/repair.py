@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..arguments import as_path
+from ..arguments import as_path, check_bool
 from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
 from ..log.format import HEADER_SIZE, encode_header
 from ..log.log import Log
@@ -236,6 +236,7 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool) -> None:
 def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False) -> RepairResult:
     """Repair the store or log at ``path``; StoreLockedError if a writer has it open."""
     path = as_path(path)
+    check_bool(dry_run, "dry_run")  # it decides whether files change: no truthy strings
     kind = detect_kind(path)
     res = RepairResult()
     if kind == "log":
