@@ -79,6 +79,28 @@ def test_store_calls_are_awaited(tmp_path):
     asyncio.run(main())
 
 
+def test_delete_range_is_awaited_as_the_other_writes(tmp_path):
+    """The store's writes are put, delete and delete_range: the asyncio wrappers (store
+    and keyspaces) have all three, with the synchronous method's arguments and errors."""
+    async def main() -> None:
+        async with await banyanstore.aio.open(str(tmp_path / "s"), io_mode="sync") as store:
+            index = await store.keyspace("index")
+            for k in (b"a", b"b", b"c"):
+                await store.put(k, b"1")
+                await index.put(k, b"2")
+            v = await store.delete_range(b"a", b"c")
+            assert v == store.version and [k async for k in store.keys()] == [b"c"]
+            assert await index.delete_range(b"b", b"z", sync=True) == v + 1
+            assert [k async for k in index.keys()] == [b"a"]
+            with pytest.raises(ValueError, match="end"):
+                await store.delete_range(b"b", b"a")
+            with pytest.raises(TypeError, match="start"):
+                await index.delete_range("a", b"b")
+            assert store.version == v + 1 and await store.get(b"a", v - 1) == b"1"
+
+    asyncio.run(main())
+
+
 def test_bad_arguments_raise_at_the_call_or_the_await(tmp_path):
     async def main() -> None:
         async with await banyanstore.aio.open(str(tmp_path / "s")) as store:

@@ -264,6 +264,11 @@ class AsyncKeyspace:
         """``await ks.delete(key)``: the version of the tombstone."""
         return await _run(self._executor, self._handle.delete, key, sync=sync)
 
+    async def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> int:
+        """``await ks.delete_range(start, end)``: the version of the range tombstone over
+        ``[start, end)`` (see :meth:`Keyspace.delete_range`)."""
+        return await _run(self._executor, self._handle.delete_range, start, end, sync=sync)
+
     async def contains(self, key: bytes) -> bool:
         """``await ks.contains(key)``: ``key in ks`` (a point lookup)."""
         return await _run(self._executor, self._handle.__contains__, key)
