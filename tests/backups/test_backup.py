@@ -262,6 +262,9 @@ def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
     (lambda p: banyanstore.backup(p / "s", 42), TypeError, "url"),
     (lambda p: banyanstore.backup(p / "s", ""), ValueError, "url"),
     (lambda p: banyanstore.restore(p / "b", 7), TypeError, "dest"),
+    (lambda p: banyanstore.restore(p / "b", ""), ValueError, "dest"),
+    (lambda p: banyanstore.restore(p / "b", b""), ValueError, "dest"),
+    (lambda p: banyanstore.backup("", p / "b"), ValueError, "store_or_path"),
     (lambda p: banyanstore.restore(p / "b", p / "c", overwrite="yes"), TypeError, "overwrite"),
     (lambda p: banyanstore.restore(p / "b", p / "c", backup_id="../../etc"), ValueError, "backup_id"),
     (lambda p: banyanstore.restore(p / "b", p / "c", backup_id=3), TypeError, "backup_id"),
@@ -286,6 +289,18 @@ def test_bad_arguments_name_the_argument(tmp_path: Path, call: Any, error: type,
     assert sorted(os.listdir(tmp_path / "b")) == ["backups", "objects", "pending"]
     assert os.listdir(tmp_path / "b" / "pending") == []  # a refused call touched nothing
     assert not os.path.exists(tmp_path / "fresh") and leftovers(tmp_path) == []
+
+
+def test_store_and_destination_paths_take_the_forms_open_takes(tmp_path: Path) -> None:
+    """A store's path and a restore's ``dest`` are paths as for ``open()``: ``bytes``
+    (decoded as ``os.fsdecode`` does) names the same directory as ``str`` and ``Path``."""
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+    info = banyanstore.backup(os.fsencode(str(tmp_path / "s")), tmp_path / "b")
+    assert info.version == 1
+    banyanstore.restore(tmp_path / "b", os.fsencode(str(tmp_path / "c")))
+    with banyanstore.open(tmp_path / "c") as copy:
+        assert copy.get(b"k") == b"v"
 
 
 def test_progress_reports_every_phase(tmp_path: Path) -> None:

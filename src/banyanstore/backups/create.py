@@ -21,6 +21,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
+from ..arguments import as_path
 from ..errors import StoreNotFoundError
 from ..lsm.manifest import STORE_FORMAT
 from ..version import __version__
@@ -50,8 +51,8 @@ def _source(source: object) -> tuple[str, int]:
         version = source.version
         source.sync()  # writes acknowledged so far are made durable in the WAL file
         return os.path.abspath(source.path), version
-    if isinstance(source, (str, os.PathLike)):
-        return os.path.abspath(os.fspath(source)), 0
+    if isinstance(source, (str, bytes, os.PathLike)):  # a path as open() takes it
+        return os.path.abspath(as_path(source, "store_or_path")), 0
     raise TypeError(f"store_or_path must be a Store or a path, not {type(source).__name__}")
 
 

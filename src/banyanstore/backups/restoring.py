@@ -35,6 +35,7 @@ import shutil
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Final, Protocol
 
+from ..arguments import as_path
 from ..errors import ConfigError, CorruptionError
 from ..io.base import FileLock
 from ..io.posix import PosixEnv
@@ -58,12 +59,11 @@ def restore_backup(url: object, dest: object, *, backup_id: str | None, overwrit
                    progress: ProgressCallback | None, storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.restore`."""
     parallel, progress = check_parallel(parallel), check_progress(progress)
-    if not isinstance(dest, (str, os.PathLike)):
-        raise TypeError(f"dest must be a path, not {type(dest).__name__}")
+    dest = as_path(dest, "dest")  # as open() takes it: "" is not the current directory
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, not {type(overwrite).__name__}")
     source = open_destination(url, storage_options)
-    target = os.path.abspath(os.fspath(dest))
+    target = os.path.abspath(dest)
     if source.lies_within(target):  # replacing dest would delete the backups
         raise ConfigError(f"restore destination dest={target} holds the backups being restored "
                           f"(url={source.url}); restore elsewhere")
