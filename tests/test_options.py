@@ -54,6 +54,14 @@ def test_parse_size_refuses(text: str) -> None:
         parse_size(text)
 
 
+@pytest.mark.parametrize("text", [5, None, b"64MiB", 1.5], ids=["int", "None", "bytes", "float"])
+def test_parse_size_takes_text_only(text: object) -> None:
+    """A size to parse is text; anything else is a TypeError naming the argument (not
+    the regular expression's complaint about its pattern)."""
+    with pytest.raises(TypeError, match="text"):
+        parse_size(text)  # type: ignore[arg-type]
+
+
 def test_sizes_with_units_in_environment_and_toml(tmp_path: Path) -> None:
     env = {"BANYANSTORE_MEMTABLE_SIZE": "16MiB", "BANYANSTORE_BLOCK_CACHE_SIZE": "1 GiB",
            "BANYANSTORE_SEGMENT_SIZE": "1048576"}

@@ -90,6 +90,8 @@ def parse_size(text: str) -> int:
     ...
     ValueError: '12 parsecs' is not a size: write a byte count or a number with a unit (...)
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str such as '64MiB', not {type(text).__name__}")
     match = _SIZE_TEXT.match(text)
     unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
     if match is None or unit is None:
