@@ -152,3 +152,14 @@ def test_import_stays_light() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('banyanstore.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['banyanstore.errors', 'banyanstore.options', 'banyanstore.version']"
+
+
+def test_options_with_an_unknown_name_is_a_config_error_naming_it() -> None:
+    """As docs/api.md says of every way options are given: an unknown name is a
+    ConfigError (a ValueError) naming it -- ``Options(...)`` too, not the TypeError of a
+    dataclass's unexpected keyword argument."""
+    with pytest.raises(ConfigError, match="memtable_sise"):
+        Options(memtable_sise=1 << 20)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="memtable_sise"):
+        banyanstore.open("/nonexistent/never-created", memtable_sise=1 << 20)
+    assert Options(memtable_size=1 << 20).explicit == frozenset({"memtable_size"})

@@ -234,6 +234,7 @@ _dataclass_init = Options.__init__
 # inspect.signature, help() and IDEs: every field, its type and its default.
 @functools.wraps(_dataclass_init)
 def _init_recording_explicit(self: Options, *args: Any, **kwargs: Any) -> None:
+    _check_names(kwargs, "Options()")  # a ConfigError naming it, as from open() or a file
     _dataclass_init(self, *args, **kwargs)
     names = [f.name for f in fields(Options)][:len(args)] + list(kwargs)
     object.__setattr__(self, "_explicit", frozenset(names))
