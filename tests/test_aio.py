@@ -101,6 +101,23 @@ def test_delete_range_is_awaited_as_the_other_writes(tmp_path):
     asyncio.run(main())
 
 
+def test_write_refuses_a_batch_of_another_store(tmp_path):
+    """``await a.write(batch)`` commits to ``a``: a batch made by another store's batch()
+    would silently go to that store (and return its version), so it is a ValueError
+    naming the batch, and neither store changes."""
+    async def main() -> None:
+        async with await banyanstore.aio.open(str(tmp_path / "a"), io_mode="sync") as a, \
+                await banyanstore.aio.open(str(tmp_path / "b"), io_mode="sync") as b:
+            foreign = b.batch()
+            foreign.put(b"k", b"v")
+            with pytest.raises(ValueError, match="batch"):
+                await a.write(foreign)
+            assert (a.version, b.version) == (0, 0) and await b.get(b"k") is None
+            assert await b.write(foreign) == 1 and await b.get(b"k") == b"v"
+
+    asyncio.run(main())
+
+
 def test_bad_arguments_raise_at_the_call_or_the_await(tmp_path):
     async def main() -> None:
         async with await banyanstore.aio.open(str(tmp_path / "s")) as store:

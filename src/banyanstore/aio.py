@@ -347,6 +347,9 @@ class AsyncStore(AsyncKeyspace):
         from .lsm.batch import Batch
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be a Batch from store.batch(), not {type(batch).__name__}")
+        if batch.store is not self._handle:  # its commit would write to the other store
+            raise ValueError(f"batch belongs to another store ({getattr(batch.store, 'path', None)}), "
+                             f"not {self._handle.path}")
         return await _run(self._executor, batch.commit, sync=sync)
 
     async def flush(self) -> None:

@@ -38,12 +38,16 @@ class Batch:
     """Operations collected for one atomic commit.  Leaving the ``with`` block
     without an exception commits; with an exception, nothing is written."""
 
-    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "_added", "version", "_done")
+    __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "_added", "version", "_done",
+                 "store")
 
     def __init__(self, writer: Writer, resolve: Callable[[Any], KeyspaceState],
-                 sync: bool | None) -> None:
+                 sync: bool | None, store: Any = None) -> None:
         """Operations for ``writer``; ``resolve`` turns a ``keyspace=`` argument into the
-        keyspace (the store's rules: None is the default, names must exist)."""
+        keyspace (the store's rules: None is the default, names must exist); ``store``
+        is the store that made it (what ``commit`` writes to)."""
+        self.store = store
+        """The :class:`~banyanstore.lsm.store.Store` this batch commits to."""
         self._writer = writer
         self._resolve = resolve
         self._sync = sync

@@ -366,7 +366,7 @@ class Store(Keyspace):
         Keyspaces named in it must exist (see :meth:`keyspace`)."""
         check_sync(sync)
         self._writer.check_writable()
-        return Batch(self._writer, self._resolve_keyspace, sync)
+        return Batch(self._writer, self._resolve_keyspace, sync, self)
 
     def flush(self) -> None:
         """Write every memtable to tables now and wait until they are durable."""
