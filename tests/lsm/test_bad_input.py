@@ -630,3 +630,25 @@ def test_repair_takes_dry_run_as_a_real_bool(db: Path, dry_run: Any) -> None:
     with pytest.raises(TypeError, match="dry_run"):
         repair(db, dry_run=dry_run)
     assert sorted(str(p) for p in db.rglob("*")) == listing
+
+
+@pytest.mark.parametrize("limit", [2**63 - 1, 2**63, 2**64, 2**100])
+@pytest.mark.parametrize("shape", ["one-table", "table-and-memtable"])
+def test_a_limit_beyond_any_count_is_no_limit(tmp_path: Path, limit: int, shape: str) -> None:
+    """``limit`` is an int >= 0, however large: one beyond what a C ssize_t holds (which
+    the compiled core's scan and itertools.islice refuse) returns every key, in both
+    engines and on every scan path (a compacted table alone, or merged with memtables)."""
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        for i in range(20):
+            s.put(key(i), value(i))
+        s.flush()
+        if shape == "table-and-memtable":
+            s.put(key(20), value(20))
+        expect = [key(i) for i in range(21 if shape == "table-and-memtable" else 20)]
+        with s.snapshot() as snap:
+            for reverse in (False, True):
+                want = expect[::-1] if reverse else expect
+                assert [k for k, _ in s.scan(limit=limit, reverse=reverse)] == want
+                assert list(s.scan(limit=limit, reverse=reverse, keys_only=True)) == want
+                assert list(s.scan(prefix=b"key", limit=limit, reverse=reverse, keys_only=True)) == want
+                assert [k for k, _ in snap.scan(limit=limit, reverse=reverse)] == want

@@ -18,6 +18,7 @@ core does not know range tombstones; docs/native.md).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, islice
 from typing import Any
@@ -257,6 +258,10 @@ class View:
         """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
         keys with ``keys_only``, which saves creating the values on the native path);
         ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
+        if limit is not None and limit >= sys.maxsize:
+            # No scan reaches it, and neither the compiled core (a C ssize_t) nor
+            # itertools.islice takes a larger one: it is no limit.
+            limit = None
         cores = self.cores
         # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
         native = cores is not None and self.range_static is None and not self.mem.range_dels
