@@ -306,8 +306,10 @@ def detect_kind(path: str) -> str:
             return "segment"
         return "unknown"
     names = set(os.listdir(path))
+    # tables/ beside lost/: a store whose salvage was killed after it moved CURRENT and
+    # the manifests aside (and maybe found no wal/), which a second repair finishes
     if "CURRENT" in names or any(n.startswith("MANIFEST-") for n in names) \
-            or {"tables", "wal"} <= names:
+            or {"tables", "wal"} <= names or {"tables", "lost"} <= names:
         return "store"
     if any(SEGMENT_NAME.match(n) for n in names):
         return "log"

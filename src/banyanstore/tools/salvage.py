@@ -42,10 +42,12 @@ what could not be recovered -- each file with its keyspace, key range and versio
 damaged or missing WAL records -- and what was set aside without loss.
 
 Crash safety: a crash part-way leaves a store that a second ``repair`` salvages the
-same way.  New tables are durable before anything moves; the old WAL moves aside only
-after them (they hold its records, and a later salvage skips what they cover); old
-manifests move before the new one is written, which is complete before CURRENT names
-it (``Manifest.create``).
+same way.  New tables are durable before anything moves; the old WAL's segments move
+aside only after them (they hold its records, and a later salvage skips what they
+cover), newest first, leaving ``wal/`` in place; old manifests move before the new one
+is written, which is complete before CURRENT names it (``Manifest.create``).  A store
+left with ``tables/`` and ``lost/`` but no CURRENT or manifest is still taken for a
+store, so the second ``repair`` can finish it.
 """
 
 from __future__ import annotations
@@ -638,7 +640,8 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
         if src not in reported:
             out.done.append(f"moved {src} to {dst}")
     os.makedirs(os.path.join(store, "wal"), exist_ok=True)
-    for d in {os.path.dirname(p) for p in moves.values()} | {store, os.path.join(store, "tables")}:
+    sources = {store, os.path.join(store, "tables"), os.path.join(store, "wal")}
+    for d in {os.path.dirname(p) for p in moves.values()} | sources:
         env.sync_dir(d)
     state = _new_state(plan, next_no)
     m = Manifest.create(env, store, state)
@@ -664,13 +667,22 @@ def _moves(plan: _Plan, store: str, lost_dir: str) -> dict[str, str]:
     for f in plan.found:
         if f.path not in kept:
             moves[f.path] = os.path.join(lost_dir, "tables", os.path.basename(f.path))
-    wal = os.path.join(store, "wal")
-    if os.path.isdir(wal):
-        moves[wal] = os.path.join(lost_dir, "wal")
+    moves.update(_wal_moves(os.path.join(store, "wal"), os.path.join(lost_dir, "wal")))
     for name in sorted(os.listdir(store)):
         if MANIFEST_NAME.match(name) or name in ("CURRENT", "CURRENT.tmp"):
             moves[os.path.join(store, name)] = os.path.join(lost_dir, name)
     return moves
+
+
+def _wal_moves(wal: str, dest: str) -> dict[str, str]:
+    """The WAL's files, newest segment first, to ``dest``.  The directory itself stays:
+    a salvage killed part-way then leaves the oldest segments in place, from the seq the
+    manifest replays from, and no gap a second salvage would report as lost records (the
+    moved ones are in the new tables)."""
+    if not os.path.isdir(wal):
+        return {}
+    names = sorted((n for n in os.listdir(wal) if n != "LOCK"), reverse=True)
+    return {os.path.join(wal, n): os.path.join(dest, n) for n in names}
 
 
 def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any], list[Any]]],
