@@ -419,3 +419,23 @@ def test_salvage_killed_at_any_step_is_finished_by_a_second_repair(
         assert contents(copy) == crashed[1], f"killed at step {step}"
         assert verify_path(str(copy)).ok, f"killed at step {step}"
     assert step > 3
+
+
+def test_table_of_another_store_copied_over_one_is_reported_lost(
+        three_flushes: tuple[Path, list[Model]], tmp_path: Path) -> None:
+    """The newest table overwritten with the table of the same number from another
+    store (same keyspace and versions, other values): its covered versions match what
+    the manifest recorded, but the file contradicts the record, so it cannot stand for
+    the table the manifest names -- the versions 401-600 are reported lost (exit 1),
+    not passed off as recovered with the other store's values."""
+    path, _rounds = three_flushes
+    other = tmp_path / "other"
+    with banyanstore.open(other, io_mode="sync", compaction=False, block_size=1024) as s:
+        for r in range(3):
+            for i in range(200):
+                s.put(b"k%03d" % i, b"another store %d-%d" % (r, i))
+            s.flush()
+    shutil.copyfile(other / "tables" / "000004.sst", path / "tables" / "000004.sst")
+    res = repair(str(path))
+    assert [(loss.what, loss.keyspace, loss.versions) for loss in res.lost] == [
+        (str(path / "tables" / "000004.sst"), "default", (401, 600))], res.lost

@@ -25,8 +25,10 @@ versions.  WAL records whose versions no kept table of their keyspace covers are
 written to new tables (one per gap between kept tables, so version ranges stay
 disjoint).  Every table the manifest names must be accounted for: when its versions are
 in no kept table and not in the WAL -- the file is missing, damaged, or holds another
-table -- they are reported lost.  The new manifest names exactly the kept and the new
-tables, and the store gets an empty WAL.
+table -- they are reported lost (a kept file that contradicts its number's record holds
+them only if it is a copy of a table a manifest records: another store's table does not).
+The new manifest names exactly the kept and the new tables, and the store gets an empty
+WAL.
 
 Write times (the time map behind TTLs and ``history_retention``, lsm/timemap.py): the
 samples of lost manifest edits are gone, and a version the map cannot place would
@@ -401,7 +403,8 @@ class _Plan:
         for ks, ts in (h.tables.items() if h is not None else ()):
             if ks in self.hints.dropped:
                 continue  # a manifest from before the drop: its tables are deleted on purpose
-            held = [k.covers for k in self.kept.get(ks, []) if k.covers is not None] + self.wal_spans
+            held = [k.covers for k in self.kept.get(ks, []) if k.covers is not None and self._ours(k)]
+            held += self.wal_spans
             for n, info in sorted(ts.items()):
                 f = found.get(n)
                 span = (info.min_version, info.max_version)
@@ -412,6 +415,18 @@ class _Plan:
                        "the table the manifest names is gone")
                 self.lost.append(Loss(os.path.join(self.store, "tables", f"{n:06d}.sst"), why,
                                       self.keyspace_name(ks), (info.smallest, info.largest), span))
+
+    def _ours(self, f: Found) -> bool:
+        """Whether a kept table may stand for the versions of a table a manifest names:
+        one that contradicts the record of its own number does only when it is a copy of
+        another table a manifest records (properties and size alike) -- else it may be
+        another store's table, whose values are not the ones written here."""
+        if f.replaced is None:
+            return True
+        meta = f.meta
+        return meta is not None and any(
+            info.file_size == meta.file_size and not disagreements(meta, info)
+            for n, info in self.hints.table_info.items() if n != f.file_no)
 
     def _named_only(self, f: Found) -> bool:
         """A format-1 table, when a complete manifest exists, counts only if it names it."""
