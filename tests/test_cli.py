@@ -442,6 +442,29 @@ def test_repair_fixes_orphans_current_and_torn_wal(capsys: pytest.CaptureFixture
         assert s.version == 1000 and s.get(b"k00999") == b"v" * 20 and s.get(b"k00003") == b"v" * 20
 
 
+def test_repair_and_open_keep_files_that_only_look_like_leftovers(capsys: pytest.CaptureFixture[str],
+                                                                    store: str) -> None:
+    """An operator's copy of the manifest (``MANIFEST-000001.bak``), a ``*.tmp`` file of
+    their own and a directory named like a manifest are not files the store writes:
+    verify calls them foreign, and neither repair nor an open for writing removes them
+    (only ``MANIFEST-NNNNNN``, ``CURRENT.tmp`` and ``tables/*.tmp`` are leftovers)."""
+    manifest = next(n for n in os.listdir(store) if n.startswith("MANIFEST-"))
+    kept = {os.path.join(store, manifest + ".bak"): Path(store, manifest).read_bytes(),
+            os.path.join(store, "notes.tmp"): b"the operator's notes"}
+    for path, data in kept.items():
+        Path(path).write_bytes(data)
+    os.mkdir(os.path.join(store, "MANIFEST-old"))
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 0 and "leftover" not in out, out
+    assert out.count("not a banyanstore file") == 3, out
+    code, out, err = run(capsys, "repair", store)
+    assert code == 0 and "removed" not in out, out + err
+    with banyanstore.open(store):
+        pass
+    assert {p: Path(p).read_bytes() for p in kept} == kept
+    assert os.path.isdir(os.path.join(store, "MANIFEST-old"))
+
+
 def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
                                                       store: str) -> None:
     """A table the manifest names is damaged: repair moves it (unchanged) to lost/,

@@ -21,14 +21,21 @@ import re
 from ..errors import NotAStoreError
 from ..io.base import Env
 
-__all__ = ["is_store_name", "directory_names", "refuse_foreign_directory"]
+__all__ = ["is_store_name", "is_manifest_name", "directory_names", "refuse_foreign_directory"]
 
 _STORE_NAME = re.compile(r"^(CURRENT|CURRENT\.tmp|LOCK|wal|tables|MANIFEST-\d{6,})$")
+_MANIFEST_NAME = re.compile(r"^MANIFEST-\d{6,}$")
 
 
 def is_store_name(name: str) -> bool:
     """True for the names a store (or its interrupted creation) puts in its directory."""
     return _STORE_NAME.match(name) is not None
+
+
+def is_manifest_name(name: str) -> bool:
+    """True for a name the store gives a manifest (``MANIFEST-`` and six or more digits):
+    ``MANIFEST-000001.bak`` is somebody's copy, never removed as a stale manifest."""
+    return _MANIFEST_NAME.match(name) is not None
 
 
 def directory_names(env: Env, path: str, is_file: str) -> list[str]:

@@ -40,6 +40,7 @@ from ..options import Options
 from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .edits import TableInfo
+from .layout import is_manifest_name
 from .manifest import Manifest, ManifestState
 from .tree import Tree
 from .wal import check_version_order, decode
@@ -176,7 +177,7 @@ def remove_orphans(env: Env, path: str, state: ManifestState) -> list[str]:
     state.obsolete.clear()  # every one is gone now (a failed remove or sync raised)
     current = Manifest.current_name(env, path) if env.exists(f"{path}/CURRENT") else None
     for name in env.listdir(path):
-        if (name.startswith("MANIFEST-") and name != current) or name == "CURRENT.tmp":
+        if (is_manifest_name(name) and name != current) or name == "CURRENT.tmp":
             env.remove(f"{path}/{name}")
             removed.append(f"{path}/{name}")
     if removed:

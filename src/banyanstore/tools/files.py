@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..lsm.layout import is_manifest_name
 from ..lsm.manifest import (
     ManifestRecord,
     ManifestState,
@@ -35,8 +36,8 @@ def read_current(store: str) -> str:
 
 
 def manifest_files(store: str) -> list[str]:
-    """Names of the ``MANIFEST-*`` files of a store directory, sorted."""
-    return sorted(n for n in os.listdir(store) if n.startswith("MANIFEST-"))
+    """Names of the manifests (``MANIFEST-NNNNNN``) of a store directory, sorted."""
+    return sorted(n for n in os.listdir(store) if is_manifest_name(n))
 
 
 def table_file(store: str, file_no: int) -> str:
@@ -48,8 +49,8 @@ class Inventory:
     """Files of a store directory, sorted by what the manifest says about them."""
 
     orphan_tables: list[str] = field(default_factory=list)  # NNNNNN.sst not named
-    temp_files: list[str] = field(default_factory=list)  # *.tmp, CURRENT.tmp
-    stale_manifests: list[str] = field(default_factory=list)  # MANIFEST-* other than CURRENT's
+    temp_files: list[str] = field(default_factory=list)  # CURRENT.tmp, tables/*.tmp
+    stale_manifests: list[str] = field(default_factory=list)  # MANIFEST-NNNNNN but CURRENT's
     unknown: list[str] = field(default_factory=list)  # not ours: never removed
 
     @property
@@ -66,9 +67,10 @@ def take_inventory(store: str, state: ManifestState, current: str) -> Inventory:
         # lost/: what repair set aside (tools/salvage.py), the operator's to keep or delete
         if name in ("CURRENT", "LOCK", current) or (name in ("tables", "wal", LOST) and os.path.isdir(path)):
             continue
-        if name.startswith("MANIFEST-"):
+        # only the names the store writes: an open for writing removes these too
+        if is_manifest_name(name) and os.path.isfile(path):
             inv.stale_manifests.append(path)
-        elif name.endswith(".tmp"):
+        elif name == "CURRENT.tmp" and os.path.isfile(path):
             inv.temp_files.append(path)
         else:
             inv.unknown.append(path)

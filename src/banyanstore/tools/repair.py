@@ -7,7 +7,8 @@ What it does (holding the store's LOCK, so no writer runs meanwhile):
   only manifest CURRENT can ever have named that still exists);
 * after making the manifest, CURRENT and the directory durable (fsync), removes
   the files the manifest does not name *and* can prove are leftovers (unfinished
-  outputs, removed tables, ``*.tmp`` files, stale manifests) -- the same files an
+  outputs, removed tables, ``tables/*.tmp``, ``CURRENT.tmp``, stale ``MANIFEST-NNNNNN``
+  files; a name the store does not write is foreign and stays) -- the same files an
   open for writing removes;
 * cuts a torn last manifest record (never acknowledged; recovery ignores it);
 * stores again a WAL or Log segment header that is gone (all zeros) while records
