@@ -465,6 +465,31 @@ def test_repair_and_open_keep_files_that_only_look_like_leftovers(capsys: pytest
     assert os.path.isdir(os.path.join(store, "MANIFEST-old"))
 
 
+def _directory_in_place_of(path: str) -> None:
+    os.remove(path)
+    os.mkdir(path)
+    Path(path, "inside").write_bytes(b"somebody's file")
+
+
+@pytest.mark.parametrize("victim", ["CURRENT", "manifest", "table", "wal segment"])
+def test_a_directory_in_place_of_a_file(capsys: pytest.CaptureFixture[str], crashed: str,
+                                        victim: str) -> None:
+    """A directory where the store keeps a file is damage: verify names it in its report
+    (exit 1) rather than failing as if the store could not be opened; repair does not
+    fail on it and keeps the directory and what it holds (in place, or in lost/)."""
+    manifest = next(n for n in os.listdir(crashed) if n.startswith("MANIFEST-"))
+    path = {"CURRENT": os.path.join(crashed, "CURRENT"), "manifest": os.path.join(crashed, manifest),
+            "table": table_files(crashed)[0], "wal segment": wal_segment(crashed)}[victim]
+    _directory_in_place_of(path)
+    code, out, err = run(capsys, "verify", crashed)
+    assert code == 1 and err == "", out + err
+    assert f"ERROR: {path}: " in out, out
+    code, out, err = run(capsys, "repair", crashed)
+    assert code in (0, 1) and err == "", out + err
+    kept = [d for d, _, fs in os.walk(crashed) if "inside" in fs]
+    assert len(kept) == 1 and Path(kept[0], "inside").read_bytes() == b"somebody's file", kept
+
+
 def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
                                                       store: str) -> None:
     """A table the manifest names is damaged: repair moves it (unchanged) to lost/,

@@ -35,13 +35,16 @@ from ..errors import (
 from ..io.posix import PosixEnv
 
 __all__ = ["Problem", "Report", "Output", "parse_key", "show_bytes", "preview", "detect_kind",
-           "make_env", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "SEGMENT_NAME", "TABLE_NAME",
+           "make_env", "NOT_A_FILE", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "SEGMENT_NAME", "TABLE_NAME",
            "Failure", "UsageError", "NotFound", "exit_code_for", "one_line"]
 
 # The exit codes of every command (docs/cli.md).
 EXIT_OK = 0        # done; verify/repair: no damage (warnings may be listed)
 EXIT_PROBLEMS = 1  # a problem found (damage, a failed backup check) or not found (get)
 EXIT_USAGE = 2     # bad arguments, or the path cannot be opened (missing, not a store, locked)
+
+# A store's file replaced by a directory (or a device...): damage, reported, never removed.
+NOT_A_FILE = "not a regular file (a directory or another kind of file is in its place)"
 
 SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
 TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")

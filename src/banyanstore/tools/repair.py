@@ -43,6 +43,7 @@ from ..lsm.manifest import ManifestState, replay
 from .common import (
     EXIT_OK,
     EXIT_PROBLEMS,
+    NOT_A_FILE,
     SEGMENT_NAME,
     Failure,
     Output,
@@ -84,6 +85,8 @@ def _fix_current(store: str, res: RepairResult, dry_run: bool) -> tuple[str | No
         why = "CURRENT is missing"
     except CorruptionError:
         why = "CURRENT is garbage"
+    except IsADirectoryError:  # not rewritten over it: a salvage moves it to lost/
+        return None, f"CURRENT is {NOT_A_FILE}"
     candidates = manifest_files(store)
     if len(candidates) != 1:
         return None, (f"{why} and {len(candidates)} MANIFEST-* files exist, so which one is "
@@ -119,6 +122,8 @@ def _load(store: str, name: str, res: RepairResult, dry_run: bool) -> tuple[Mani
         return state, ""
     except FileNotFoundError:
         return None, f"CURRENT names {name}, which is missing"
+    except IsADirectoryError:
+        return None, f"CURRENT names {name}, which is {NOT_A_FILE}"
     except CorruptionError as exc:
         return None, f"the manifest does not replay ({exc})"
 
@@ -171,6 +176,8 @@ def _restore_headers(directory: str, res: RepairResult, dry_run: bool) -> None:
     names = segment_names(directory)
     for i, name in enumerate(names):
         path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue  # damage verify reports; no header to restore
         header = encode_header(int(SEGMENT_NAME.match(name).group(1)))  # type: ignore[union-attr]
         f = env.open_readable(path)
         try:

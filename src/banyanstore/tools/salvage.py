@@ -211,7 +211,7 @@ def _manifest_paths(store: str) -> list[tuple[str, bool]]:
         d = os.path.join(lost, stamp)
         if os.path.isdir(d):
             out += [(os.path.join(d, n), False) for n in sorted(os.listdir(d)) if MANIFEST_NAME.match(n)]
-    return out
+    return [(p, in_store) for p, in_store in out if os.path.isfile(p)]  # a directory hints nothing
 
 
 def read_hints(store: str, current: str | None) -> Hints:
@@ -272,8 +272,9 @@ def _examine(path: str, file_no: int, hints: Hints) -> Found:
         f"{errors[0].message}" + (f" (offset {errors[0].offset})" if errors[0].offset is not None else ""))
     meta: TableMeta | None = None
     try:
-        with TableReader.open(make_env(), path, None) as reader:
-            meta = reader.meta
+        if os.path.isfile(path):  # (a directory in its place is damage verify_table reported)
+            with TableReader.open(make_env(), path, None) as reader:
+                meta = reader.meta
     except CorruptionError:
         pass
     info = hints.table_info.get(file_no)

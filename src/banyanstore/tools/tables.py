@@ -21,7 +21,17 @@ from ..lsm.manifest import TableInfo
 from ..sstable.block import BlockFormatError, decode_block
 from ..sstable.format import unwrap_block
 from ..sstable.reader import TableReader
-from .common import EXIT_OK, Failure, Output, Report, UsageError, make_env, parse_key, show_bytes
+from .common import (
+    EXIT_OK,
+    NOT_A_FILE,
+    Failure,
+    Output,
+    Report,
+    UsageError,
+    make_env,
+    parse_key,
+    show_bytes,
+)
 
 __all__ = ["verify_table", "disagreements", "cmd_dump_table", "table_properties"]
 
@@ -30,6 +40,9 @@ def verify_table(path: str, report: Report, info: TableInfo | None = None) -> No
     """Check the table at ``path`` (named by the manifest as ``info``), adding problems."""
     if not os.path.exists(path):
         report.error(path, "table named by the manifest is missing")
+        return
+    if not os.path.isfile(path):
+        report.error(path, NOT_A_FILE)
         return
     size = os.path.getsize(path)
     if info is not None and size != info.file_size:

@@ -43,7 +43,16 @@ from ..arguments import as_path
 from ..errors import CorruptionError
 from ..lsm.manifest import ManifestState, TableInfo, replay
 from ..lsm.wal import decode
-from .common import EXIT_OK, EXIT_PROBLEMS, Output, Problem, Report, UsageError, detect_kind
+from .common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    NOT_A_FILE,
+    Output,
+    Problem,
+    Report,
+    UsageError,
+    detect_kind,
+)
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .progress import ProgressBar, wants_progress
 from .tables import verify_table
@@ -64,6 +73,8 @@ def load_state(store: str, report: Report) -> tuple[ManifestState, str] | None:
             "" if candidates else " and there is no MANIFEST-* file: not a usable store"))
     except CorruptionError as exc:
         report.from_corruption(exc, current_path)
+    except IsADirectoryError:
+        report.error(current_path, NOT_A_FILE)
     if name is None:
         if len(candidates) != 1:
             report.note(f"{len(candidates)} MANIFEST-* files exist; cannot tell which is current")
@@ -76,6 +87,9 @@ def load_state(store: str, report: Report) -> tuple[ManifestState, str] | None:
             data = f.read()
     except FileNotFoundError:
         report.error(path, f"CURRENT names {name}, which is missing")
+        return None
+    except IsADirectoryError:
+        report.error(path, NOT_A_FILE)
         return None
     try:
         records = list(walk_manifest(data, path))
@@ -121,7 +135,7 @@ def _generation(store: str) -> tuple[bytes, list[tuple[str, int]]]:
     try:
         with open(os.path.join(store, "CURRENT"), "rb") as f:
             current = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         current = b""
     sizes = []
     for name in manifest_files(store):

@@ -26,7 +26,7 @@ from ..log.format import (
 )
 from ..log.reader import intact_fragment_after, iter_records
 from ..log.segment import HeaderNotWritten, read_missing_header, scan_bounds
-from .common import SEGMENT_NAME, Report, make_env
+from .common import NOT_A_FILE, SEGMENT_NAME, Report, make_env
 
 __all__ = ["LogSummary", "verify_log_dir", "segment_names", "reads_under_header"]
 
@@ -57,6 +57,10 @@ def verify_log_dir(directory: str, report: Report, on_record: OnRecord | None = 
     for i, name in enumerate(names):
         path = os.path.join(directory, name)
         last = i == len(names) - 1
+        if os.path.exists(path) and not os.path.isfile(path):
+            report.error(path, NOT_A_FILE)
+            expect = None  # what follows cannot be checked against it
+            continue
         try:
             f = env.open_readable(path)
         except FileNotFoundError:
