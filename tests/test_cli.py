@@ -490,6 +490,19 @@ def test_a_directory_in_place_of_a_file(capsys: pytest.CaptureFixture[str], cras
     assert len(kept) == 1 and Path(kept[0], "inside").read_bytes() == b"somebody's file", kept
 
 
+def test_repair_says_why_it_leaves_damage(capsys: pytest.CaptureFixture[str], crashed: str) -> None:
+    """WAL records the intact manifest still needs are gone (the WAL directory deleted):
+    repair may not change anything, and says so -- a NOT repaired line naming the damage
+    (also in --json), never "nothing to repair" above a DAMAGED report."""
+    shutil.rmtree(os.path.join(crashed, "wal"))
+    code, out, err = run(capsys, "repair", crashed)
+    assert code == 1 and err == "", out + err
+    assert "nothing to repair" not in out, out
+    assert f"NOT repaired: {os.path.join(crashed, 'wal')}: the WAL directory is missing" in out, out
+    code, out, _ = run(capsys, "--json", "repair", crashed)
+    assert code == 1 and json.loads(out)["not_repaired"], out
+
+
 def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
                                                       store: str) -> None:
     """A table the manifest names is damaged: repair moves it (unchanged) to lost/,

@@ -260,6 +260,19 @@ def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False) -> Re
     return res
 
 
+def _say_what_is_left(res: RepairResult, after: Report) -> None:
+    """Damage left that no refusal or loss of this run accounts for (WAL records the
+    manifest needs, gone) is a refusal too: the report says so, not "nothing to repair"."""
+    if res.refused or res.lost:
+        return
+    for p in after.problems:
+        if p.severity == "error":
+            where = p.file if p.offset is None else f"{p.file} @ offset {p.offset}"
+            res.refused.append((where, f"{p.message}; repair has no change it can prove safe "
+                                       "(an open with wal_recovery='skip_missing' or "
+                                       "skip_damaged_records=True accepts a loss knowingly)"))
+
+
 def cmd_repair(args: argparse.Namespace, out: Output) -> int:
     """Exit 0 when the store is undamaged afterwards (warnings allowed), 1 when damage
     remains or something could not be recovered, 2 when a writer has it open."""
@@ -271,6 +284,8 @@ def cmd_repair(args: argparse.Namespace, out: Output) -> int:
     except BanyanStoreError as exc:
         raise Failure(f"cannot repair {args.path}: {exc}") from None
     after = verify_path(args.path)
+    if not args.dry_run:
+        _say_what_is_left(res, after)
     if out.json:
         out.pretty({"path": args.path, "dry_run": args.dry_run, "done": res.done,
                     "not_repaired": [{"what": w, "why": y} for w, y in res.refused],
