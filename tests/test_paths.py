@@ -203,3 +203,26 @@ def test_absent_and_empty_directories_are_created_into(tmp_path: Path, opener: s
 def test_missing_store_without_create_is_still_store_not_found(tmp_path: Path) -> None:
     with pytest.raises(StoreNotFoundError):
         banyanstore.open(tmp_path / "absent", **OPTS, create_if_missing=False)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_foreign_file_beside_a_log_or_wal_does_not_lock_it_out(tmp_path: Path, read_only: bool) -> None:
+    """Somebody's file beside the segments of an existing log (or in a store's wal/) is
+    left alone, as beside a store's CURRENT: the log (the store) still opens, and what
+    verify calls a warning does not keep it shut.  Only a directory that holds no log
+    yet is refused (a log is created in an absent or empty directory)."""
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        s.put(b"k", b"v")
+    with banyanstore.open_log(tmp_path / "log", **OPTS) as log:
+        log.append(b"r")
+    notes = [tmp_path / "db" / "wal" / "notes.txt", tmp_path / "log" / "notes.txt"]
+    for n in notes:
+        n.write_text("an important note")
+    for where in ("db", "log"):
+        report = verify_path(tmp_path / where)
+        assert report.ok and report.warnings == 1, report
+    with banyanstore.open(tmp_path / "db", **OPTS, read_only=read_only) as s:
+        assert s.get(b"k") == b"v"
+    with banyanstore.open_log(tmp_path / "log", **OPTS, read_only=read_only) as log:
+        assert [r for _, r in log.read(log.first_seq)] == [b"r"]
+    assert all(n.read_text() == "an important note" for n in notes)

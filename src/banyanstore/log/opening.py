@@ -85,7 +85,9 @@ def _lock_path(env: Env, directory: str) -> str:
 
 
 def _refuse_foreign(env: Env, directory: str) -> None:
-    """NotAStoreError unless ``directory`` holds only what a log puts there."""
+    """NotAStoreError unless ``directory`` holds a log (a segment) or only what a log puts
+    there: somebody's file beside existing segments is left alone, as beside a store's
+    CURRENT, rather than keeping the log (or the store whose wal/ it is) shut."""
     try:
         names = env.listdir(directory)
     except OSError as exc:  # StorageIOError is an OSError too
@@ -93,9 +95,10 @@ def _refuse_foreign(env: Env, directory: str) -> None:
             raise NotAStoreError(f"{directory} is a file, not a log directory",
                                  path=directory) from exc
         raise
-    foreign = [n for n in names if n != "LOCK" and parse_segment_name(n) is None
-               and parse_staged_name(n) is None]  # a crash may leave a staged one (recovery)
-    if foreign:
+    if any(parse_segment_name(n) is not None for n in names):
+        return
+    foreign = [n for n in names if n != "LOCK" and parse_staged_name(n) is None]  # (a crash
+    if foreign:  # may leave a staged segment: recovery)
         shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
         raise NotAStoreError(f"{directory} is not empty and is not a banyanstore log (it holds "
                              f"{shown}); a log is only created in an absent or empty directory",

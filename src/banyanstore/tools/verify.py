@@ -41,6 +41,7 @@ from typing import Any
 
 from ..arguments import as_path
 from ..errors import CorruptionError
+from ..log.segment import parse_segment_name, parse_staged_name
 from ..lsm.manifest import ManifestState, TableInfo, replay
 from ..lsm.wal import decode
 from .common import (
@@ -277,6 +278,7 @@ def verify_path(path: str | bytes | os.PathLike[Any],
     if kind == "log":
         report = Report(path, "log", on_progress=on_progress)
         verify_log_dir(path, report)
+        _list_foreign(path, report)
         return report
     if kind == "table":
         report = Report(path, "table", on_progress=on_progress)
@@ -285,6 +287,14 @@ def verify_path(path: str | bytes | os.PathLike[Any],
     if kind == "missing":
         raise UsageError(f"{path}: no such file or directory")
     raise UsageError(f"{path}: not a banyanstore store, log or table ({kind})")
+
+
+def _list_foreign(log_dir: str, report: Report) -> None:
+    """Warn of each name in a log directory that a log does not write (left alone)."""
+    for name in sorted(os.listdir(log_dir)):
+        if name != "LOCK" and parse_segment_name(name) is None and parse_staged_name(name) is None:
+            report.warning(os.path.join(log_dir, name), "not a banyanstore file (left alone by the "
+                           "log and by repair)")
 
 
 def bytes_to_check(path: str) -> int:
