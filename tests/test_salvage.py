@@ -439,3 +439,68 @@ def test_table_of_another_store_copied_over_one_is_reported_lost(
     res = repair(str(path))
     assert [(loss.what, loss.keyspace, loss.versions) for loss in res.lost] == [
         (str(path / "tables" / "000004.sst"), "default", (401, 600))], res.lost
+
+
+def _damage_an_only_copy(path: Path) -> Path:
+    victim = only_copies(path, "a")[-1]
+    data = bytearray(victim.read_bytes())
+    data[50] ^= 0x01
+    victim.write_bytes(bytes(data))
+    return victim
+
+
+def test_a_loss_is_still_said_when_the_salvage_is_killed_after_its_new_manifest(
+        store: Path, crashed: tuple[Path, Model], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A salvage that loses a damaged table, killed at its last step (the rename that
+    puts CURRENT in place), before it could print its report: the second repair has
+    nothing to do, but the loss is not silent -- lost/ holds the report, naming the
+    table, and verify (the second repair's too) points at it."""
+    from banyanstore.cli import main
+    reference = tmp_path / "reference"
+    shutil.copytree(crashed[0], reference)
+    _damage_an_only_copy(reference)
+    replaces = [0]  # os.replace: the env's renames (the last puts CURRENT in place)
+    real_replace = os.replace
+
+    def counting(*args: Any) -> None:
+        replaces[0] += 1
+        real_replace(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", counting)
+        assert repair(str(reference)).lost
+    victim = _damage_an_only_copy(store)
+    assert _repair_killed_at_replace(store, replaces[0], monkeypatch)
+    code, out, _ = run_cli(main, capsys, "repair", str(store))
+    assert "NOT recovered" not in out, out
+    reports = list((store / "lost").glob("*/NOT-RECOVERED.txt"))
+    assert len(reports) == 1 and str(victim) in reports[0].read_text(), reports
+    assert str(reports[0]) in out, out
+    code, out, _ = run_cli(main, capsys, "verify", str(store))
+    assert code == 0 and str(reports[0]) in out, out
+
+
+def _repair_killed_at_replace(path: Path, step: int, monkeypatch: pytest.MonkeyPatch) -> bool:
+    calls = [0]
+    real_replace = os.replace
+
+    def dying(*args: Any) -> None:
+        calls[0] += 1
+        if calls[0] == step:
+            raise _Killed
+        real_replace(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", dying)
+        try:
+            repair(str(path))
+        except _Killed:
+            return True
+    return False
+
+
+def run_cli(main: Any, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -41,7 +41,8 @@ which versions were dated so.
 What it never does is delete: damaged, superseded and unplaceable tables, every old
 manifest, CURRENT and the old WAL are moved to ``lost/<UTC time>/``.  The result lists
 what could not be recovered -- each file with its keyspace, key range and versions,
-damaged or missing WAL records -- and what was set aside without loss.
+damaged or missing WAL records -- and what was set aside without loss; the losses are
+also kept in ``lost/<UTC time>/NOT-RECOVERED.txt`` before anything changes.
 
 Crash safety: a crash part-way leaves a store that a second ``repair`` salvages the
 same way.  New tables are durable before anything moves; the old WAL's segments move
@@ -644,6 +645,8 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
         out.done += [f"would write a table of {len(e)} WAL entries and {len(r)} range tombstones "
                      f"for keyspace {plan.names[ks]!r}" for ks, e, r in new_tables]
         return out
+    if plan.lost:
+        out.done.append(f"wrote {_keep_report(lost_dir, plan.lost)}: the NOT recovered lines below, kept")
     next_no = 1 + max([f.file_no for f in plan.found] + list(hints.numbers)
                       + ([hints.state.next_file] if hints.state is not None else []) + [0])
     built, next_no = _write_tables(store, plan, new_tables, next_no)
@@ -666,6 +669,19 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
                     f"{sorted(state.keyspaces.values())}, version {state.last_version}, and "
                     "pointed CURRENT at it")
     return out
+
+
+LOSS_REPORT = "NOT-RECOVERED.txt"
+
+
+def _keep_report(lost_dir: str, lost: list[Loss]) -> str:
+    """Write the losses to ``lost_dir`` (durable) before anything changes, so that a
+    salvage killed before it could print them -- even after its new manifest, when a
+    second repair has nothing left to do -- does not lose data silently."""
+    path = os.path.join(lost_dir, LOSS_REPORT)
+    os.makedirs(lost_dir, exist_ok=True)
+    make_env().write_file_atomic(path, "".join(f"NOT recovered: {loss}\n" for loss in lost).encode())
+    return path
 
 
 def _fresh_dir(path: str) -> str:

@@ -56,6 +56,7 @@ from .common import (
 )
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .progress import ProgressBar, wants_progress
+from .salvage import LOSS_REPORT
 from .tables import verify_table
 from .verify_log import verify_log_dir
 
@@ -199,13 +200,23 @@ def _check_store_files(store: str, report: Report,
         report.warning(path, "leftover file not in use; an open for writing, or repair, removes it")
     for path in inv.unknown:
         report.warning(path, "not a banyanstore file (left alone by the store and by repair)")
-    lost = os.path.join(store, "lost")
-    if os.path.isdir(lost):
-        report.note(f"{lost} holds what `banyanstore repair` set aside (salvage runs: "
-                    f"{len(os.listdir(lost))}): keep it or delete it")
+    _note_lost(os.path.join(store, "lost"), report)
     report.note(f"manifest {name}: version {state.last_version}, flushed_version "
                 f"{state.flushed_version}, wal_seq {state.wal_seq}, history_floor "
                 f"{state.history_floor}, keyspaces {sorted(state.keyspaces.values())}")
+
+
+def _note_lost(lost: str, report: Report) -> None:
+    """What earlier salvages set aside, and the reports of what they could not recover."""
+    if not os.path.isdir(lost):
+        return
+    runs = sorted(os.listdir(lost))
+    report.note(f"{lost} holds what `banyanstore repair` set aside (salvage runs: "
+                f"{len(runs)}): keep it or delete it")
+    for run in runs:
+        path = os.path.join(lost, run, LOSS_REPORT)
+        if os.path.isfile(path):
+            report.note(f"a salvage could not recover everything: see {path}")
 
 
 def _check_table(store: str, file_no: int, info: TableInfo, report: Report,
