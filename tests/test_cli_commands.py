@@ -261,6 +261,24 @@ def test_dumps(run: Run, store: str, tmp_path: Path) -> None:
     assert "is not a store directory" in run("dump-wal", log, code=2)[2]
 
 
+def test_dump_table_range_tombstones_in_json_are_keys_like_any_other(run: Run, tmp_path: Path) -> None:
+    """A range tombstone of a table in --json: its start and end are base64 (--hex: hex)
+    as every key is, so that one command's output is the next one's argument, and its
+    version a number -- not one string to be parsed back."""
+    path = str(tmp_path / "ranges")
+    with banyanstore.open(path, compaction=False) as s:
+        s.put(b"a\x00", b"v")
+        s.delete_range(b"a\x00", b"z\xff")
+        s.flush()
+    table = table_files(path)[0]
+    props = json.loads(run("dump-table", table, "--json", code=0)[1].splitlines()[0])["properties"]
+    assert props["range_tombstones"] == [{"start": base64.b64encode(b"a\x00").decode(),
+                                          "end": base64.b64encode(b"z\xff").decode(), "version": 2}]
+    props = json.loads(run("dump-table", table, "--json", "--hex", code=0)[1].splitlines()[0])["properties"]
+    assert props["range_tombstones"] == [{"start": "6100", "end": "7aff", "version": 2}]
+    assert "range_tombstones: [a\\x00, z\\xff) @2\n" in run("dump-table", table, code=0)[1]
+
+
 # -- backups ---------------------------------------------------------------------------------
 
 def test_backup_commands(run: Run, store: str, tmp_path: Path) -> None:

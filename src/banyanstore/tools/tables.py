@@ -138,8 +138,10 @@ def _check_blocks(reader: TableReader, path: str, report: Report) -> int:
     return checked
 
 
-def table_properties(reader: TableReader, show: Callable[[bytes], str] = show_bytes) -> dict[str, Any]:
-    """The table's properties for a person (or, with ``show`` encoding bytes, for JSON)."""
+def table_properties(reader: TableReader, show: Callable[[bytes], str] = show_bytes,
+                     as_json: bool = False) -> dict[str, Any]:
+    """The table's properties for a person (or, ``as_json`` with ``show`` encoding bytes,
+    for JSON: range tombstones as objects whose keys are encoded like any other)."""
     m = reader.meta
     return {"file": reader.path, "file_size": m.file_size, "smallest_key": show(m.smallest_key),
             "largest_key": show(m.largest_key), "min_version": m.min_version,
@@ -147,16 +149,19 @@ def table_properties(reader: TableReader, show: Callable[[bytes], str] = show_by
             "keys": m.key_count, "raw_size": m.raw_size, "data_size": m.data_size,
             "data_blocks": m.block_count, "block_size": m.block_size, "compression": m.compression,
             "bloom_bits_per_key": m.bloom_bits_per_key, "has_bloom_filter": reader.has_filter,
-            **_origin_properties(m.origin), **_range_properties(reader, show)}
+            **_origin_properties(m.origin), **_range_properties(reader, show, as_json)}
 
 
-def _range_properties(reader: TableReader, show: Callable[[bytes], str]) -> dict[str, Any]:
-    """Format version 3: the range tombstones, ``[start, end) @version`` each."""
+def _range_properties(reader: TableReader, show: Callable[[bytes], str],
+                      as_json: bool) -> dict[str, Any]:
+    """Format version 3: the range tombstones, ``[start, end) @version`` each (in JSON,
+    ``{"start", "end", "version"}``)."""
     if not reader.range_dels:
         return {}
     origin = "" if reader.meta.origin is not None else " (no origin)"
-    return {"format": f"3{origin}",
-            "range_tombstones": [f"[{show(s)}, {show(e)}) @{v}" for s, e, v in reader.range_dels]}
+    shown: list[Any] = [{"start": show(s), "end": show(e), "version": v} if as_json
+                        else f"[{show(s)}, {show(e)}) @{v}" for s, e, v in reader.range_dels]
+    return {"format": f"3{origin}", "range_tombstones": shown}
 
 
 def _origin_properties(origin: Any) -> dict[str, Any]:
@@ -178,12 +183,14 @@ def cmd_dump_table(args: argparse.Namespace, out: Output) -> int:
     start = parse_key(args.start) if args.start is not None else None
     shown = 0
     with reader:
-        props = table_properties(reader, out.show)
+        props = table_properties(reader, out.show, as_json=out.json)
         if out.json:
             out.doc({"properties": props})
         else:
             for k, v in props.items():
-                out.line(f"{k:>20}: {v}")
+                # a list (the range tombstones) item by item: its repr would escape the
+                # escapes show_bytes wrote
+                out.line(f"{k:>20}: {'; '.join(v) if isinstance(v, list) else v}")
             out.line("")
         try:
             for key, version, value in reader.scan(start, None, fill_cache=False):
