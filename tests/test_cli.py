@@ -503,6 +503,31 @@ def test_repair_says_why_it_leaves_damage(capsys: pytest.CaptureFixture[str], cr
     assert code == 1 and json.loads(out)["not_repaired"], out
 
 
+def test_repair_never_removes_tables_a_manifest_behind_its_wal_does_not_name(
+        capsys: pytest.CaptureFixture[str], crashed: str) -> None:
+    """The manifest cut at a record boundary (its later edits gone: a valid, older
+    manifest): the tables those edits added are numbered at or above what it calls
+    unfinished, but its WAL was trimmed past what it needs -- the tables hold writes no
+    other file has.  repair must not remove them as leftovers: it salvages, and every
+    write is there afterwards."""
+    from banyanstore.tools.files import walk_manifest
+    manifest = next(Path(crashed).glob("MANIFEST-*"))
+    data = manifest.read_bytes()
+    second = [r.offset for r in walk_manifest(data, str(manifest))][1]
+    manifest.write_bytes(data[:second])  # only the first edit: no table, no keyspace idx
+    tables = {os.path.basename(t): Path(t).read_bytes() for t in table_files(crashed)}
+    code, out, err = run(capsys, "repair", crashed)
+    assert "removed" not in out, out
+    kept = {n: Path(d, n).read_bytes() for d, _, fs in os.walk(crashed) for n in fs if n in tables}
+    assert kept == tables, sorted(kept)
+    with banyanstore.open(crashed, read_only=True) as s:
+        assert s.get(b"k00000") == b"v" * 20 and s.get(b"k00999") == b"v" * 20
+        assert s.get(b"k00003") is None
+        # keyspace idx was named only by an edit that is gone: its write is kept under
+        # the name the report gives it
+        assert "called 'salvaged-1'" in out and s.keyspace("salvaged-1").get(b"y") == b"1"
+
+
 def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
                                                       store: str) -> None:
     """A table the manifest names is damaged: repair moves it (unchanged) to lost/,

@@ -17,8 +17,10 @@ What it does (holding the store's LOCK, so no writer runs meanwhile):
   by opening the WAL as a Log, whose recovery does exactly that.
 
 When the manifest cannot be used (CURRENT unfixable, the manifest missing or not
-replaying), a table it names is missing or damaged, or a table exists that it does
-not name and cannot explain, repair **salvages** instead (tools/salvage.py): it
+replaying), a table it names is missing or damaged, a table exists that it does
+not name and cannot explain, or it calls tables unfinished outputs while being older
+than its WAL (its later edits lost: those tables may be the only copy of their
+writes), repair **salvages** instead (tools/salvage.py): it
 rebuilds the manifest from the tables and the WAL, moves everything it does not use
 into ``lost/`` (never deletes), and reports exactly what it could not recover.
 
@@ -168,6 +170,30 @@ def _unexplained_tables(store: str, name: str, state: ManifestState) -> list[str
     return [p for p in inv.orphan_tables if state.unexplained(int(os.path.basename(p).split(".")[0]))]
 
 
+def _unfinished_tables(store: str, name: str, state: ManifestState) -> list[str]:
+    """The tables no edit names or removed: leftovers only because they are numbered at
+    or above what the manifest calls unfinished."""
+    inv = take_inventory(store, state, name)
+    return [p for p in inv.orphan_tables if int(os.path.basename(p).split(".")[0]) not in state.obsolete]
+
+
+def _behind_its_wal(store: str, state: ManifestState) -> str | None:
+    """Why the manifest is older than its WAL (it needs records the WAL no longer
+    holds: its later edits are gone), or None.  An unfinished output's writes are in the
+    WAL only when the WAL holds what the manifest needs; else the table may be their
+    only copy (a flush whose edit was lost)."""
+    wal = os.path.join(store, "wal")
+    if not os.path.isdir(wal):
+        return "the WAL directory is missing"
+    summary = verify_log_dir(wal, Report(wal, "log"))
+    if summary.first_seq is not None and summary.first_seq > state.wal_seq:
+        return f"the WAL starts at seq {summary.first_seq}, after seq {state.wal_seq} the manifest needs"
+    last = summary.last_seq or 0
+    if state.wal_seq > last + 1:
+        return f"the WAL ends at seq {last}, before seq {state.wal_seq} the manifest needs"
+    return None
+
+
 def _restore_headers(directory: str, res: RepairResult, dry_run: bool) -> None:
     """Store again the header of every segment that lost it (all zeros) while records
     follow it, from the segment's name (its first seq), if the records read whole under
@@ -225,11 +251,16 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool) -> None:
     if state is not None and name is not None:
         damaged = _damaged_named_tables(store, state)
         unexplained = _unexplained_tables(store, name, state)
+        unfinished = _unfinished_tables(store, name, state)
+        behind = _behind_its_wal(store, state) if unfinished else None
         if damaged:
             why = f"a table the manifest names is missing or damaged: {damaged[0]}"
         elif unexplained:
             why = (f"{unexplained[0]} is named by no manifest edit and is not provably a leftover "
                    "(an edit naming it may have been lost)")
+        elif behind:
+            why = (f"{behind}: the manifest is older than its WAL, so {unfinished[0]}, which it "
+                   "calls an unfinished output, may hold writes no other file has")
         else:
             _remove_orphans(store, name, state, res, dry_run)
             wal = os.path.join(store, "wal")
