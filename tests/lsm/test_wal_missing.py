@@ -107,3 +107,26 @@ def test_missing_wal_directory_is_corruption() -> None:
 def test_wal_recovery_option_is_validated() -> None:
     with pytest.raises(banyanstore.ConfigError, match="wal_recovery"):
         banyanstore.Options(wal_recovery="sometimes")
+
+
+def test_skip_missing_never_deletes_tables_an_older_manifest_does_not_name(tmp_path: Any) -> None:
+    """The manifest cut back to its first edit (its flush edits gone) names no table,
+    and the WAL was trimmed long ago: wal_recovery="skip_missing" accepts losing WAL
+    records, not the tables that hold them -- the open refuses (pointing at repair)
+    rather than removing them as unfinished outputs."""
+    import os
+
+    from banyanstore.lsm.manifest import walk_manifest
+    path = tmp_path / "db"
+    with banyanstore.open(path, memtable_size=64 * 1024, compaction=False) as s:
+        for i in range(3000):
+            s.put(key(i), b"v" * 40)
+    manifest = next(path.glob("MANIFEST-*"))
+    data = manifest.read_bytes()
+    second = [r.offset for r in walk_manifest(data, str(manifest))][1]
+    manifest.write_bytes(data[:second])
+    tables = sorted(os.listdir(path / "tables"))
+    assert tables
+    with pytest.raises(CorruptionError, match="banyanstore repair"):
+        banyanstore.open(path, wal_recovery="skip_missing")
+    assert sorted(os.listdir(path / "tables")) == tables

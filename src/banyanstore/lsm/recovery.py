@@ -53,48 +53,60 @@ TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")
 SKIP_MISSING = "skip_missing"
 
 
-def missing_records(opts: Options, message: str, path: str) -> None:
-    """A piece of the WAL is missing: CorruptionError, or a warning when skipping was asked for."""
+def missing_records(opts: Options, message: str, path: str) -> bool:
+    """A piece of the WAL is missing: CorruptionError, or a warning when skipping was
+    asked for (then True: the WAL lacks records the manifest needs)."""
     if opts.wal_recovery != SKIP_MISSING:
         raise CorruptionError(f"{message}; the records in it are lost (open with "
                               "wal_recovery='skip_missing' to open without them)", path=path)
     logger.warning("%s (%s): skipped, wal_recovery='skip_missing'", message, path)
+    return True
 
 
-def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *, existing: bool) -> Log:
+def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *,
+             existing: bool) -> tuple[Log, bool]:
     """Open the store's WAL (for a writer) and check it holds every record the manifest
-    still needs.  (Read-only opens check the same in lsm/catchup.py.)"""
+    still needs; also whether records it needs were missing (skipped, as the options
+    allow).  (Read-only opens check the same in lsm/catchup.py.)"""
     wal_dir = f"{path}/wal"
+    missing = False
     if existing and not env.exists(wal_dir):
-        missing_records(opts, "the WAL directory is missing", wal_dir)
+        missing = missing_records(opts, "the WAL directory is missing", wal_dir)
         env.mkdir(wal_dir)
     wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
     wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False)
     try:
-        _check_wal_start(wal, opts, state, wal_dir)
+        missing = _check_wal_start(wal, opts, state, wal_dir) or missing
     except BaseException:
         wal.close()
         raise
-    return wal
+    return wal, missing
 
 
-def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str) -> None:
+def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str) -> bool:
     # Rotation makes the segment starting at a flush's wal_seq durable before the edit is
     # written, and truncation removes only older segments: first_seq <= wal_seq <= last_seq + 1.
+    missing = False
     if wal.first_seq > state.wal_seq:
-        missing_records(opts, f"the WAL starts at seq {wal.first_seq}, but the manifest needs records "
-                 f"from seq {state.wal_seq}", wal_dir)
+        missing = missing_records(opts, f"the WAL starts at seq {wal.first_seq}, but the manifest "
+                                  f"needs records from seq {state.wal_seq}", wal_dir)
     if state.wal_seq > wal.last_seq + 1:
-        missing_records(opts, f"the WAL ends at seq {wal.last_seq}, before seq {state.wal_seq} where "
-                 "the manifest says replay starts", wal_dir)
+        missing = missing_records(opts, f"the WAL ends at seq {wal.last_seq}, before seq "
+                                  f"{state.wal_seq} where the manifest says replay starts", wal_dir)
         state.wal_seq = wal.last_seq + 1  # continue from where the log now is
+    return missing
 
 
-def check_orphans(env: Env, path: str, state: ManifestState) -> None:
+def check_orphans(env: Env, path: str, state: ManifestState, *, wal_incomplete: bool = False) -> None:
     """For a writer open, before anything is changed: every table file no edit names must
     be a provable leftover (see the module docstring), else CorruptionError pointing at
     ``banyanstore repair``.  The leftovers join ``state.obsolete``, so the manifest the
-    open writes still lists them until :func:`remove_orphans` has removed them."""
+    open writes still lists them until :func:`remove_orphans` has removed them.
+
+    ``wal_incomplete``: the WAL lacks records the manifest needs (skipped by
+    ``wal_recovery="skip_missing"``).  An unfinished output's writes are in the WAL only
+    when it holds them, so then a table numbered as unfinished is no provable leftover
+    either: it may be a flush whose edit was lost, the only copy of its writes."""
     tdir = f"{path}/tables"
     has_tables = env.exists(tdir)
     if has_tables:
@@ -106,12 +118,15 @@ def check_orphans(env: Env, path: str, state: ManifestState) -> None:
     live = state.live_files()
     orphans = [n for name in (env.listdir(tdir) if has_tables else [])
                if (m := TABLE_NAME.match(name)) and (n := int(m.group(1))) not in live]
-    unexplained = sorted(n for n in orphans if state.unexplained(n))
+    unexplained = sorted(n for n in orphans if state.unexplained(n)
+                         or (wal_incomplete and n not in state.obsolete))
     if unexplained:
         names = ", ".join(f"{n:06d}.sst" for n in unexplained)
+        why = ("the WAL lacks records the manifest needs, so they may hold the only copy of "
+               "writes it flushed" if wal_incomplete else "their numbers were handed out before "
+               "the manifest's last edit and no edit removed them")
         raise CorruptionError(
-            f"table(s) {names} are named by no manifest edit, but their numbers were handed "
-            "out before the manifest's last edit and no edit removed them: an edit naming them "
+            f"table(s) {names} are named by no manifest edit, but {why}: an edit naming them "
             f"may have been lost.  Refusing to delete them; run `banyanstore repair {path}`",
             path=f"{tdir}/{unexplained[0]:06d}.sst")
     state.obsolete.update(orphans)

@@ -206,9 +206,10 @@ class Store(Keyspace):
                 # CURRENT first: a crash before it leaves no WAL segment behind, so the
                 # half-created store is still recognised as new on the next open.
                 manifest = Manifest.open_for_append(env, path, state)
-            self._wal = open_wal(env, path, opts, state, existing=exists)
+            self._wal, wal_incomplete = open_wal(env, path, opts, state, existing=exists)
             if not self._read_only and manifest is None:
-                check_orphans(env, path, state)  # before the new manifest: refuse, change nothing
+                # before the new manifest: refuse, change nothing
+                check_orphans(env, path, state, wal_incomplete=wal_incomplete)
                 manifest = Manifest.open_for_append(env, path, state)
         except BaseException:
             if manifest is not None:
