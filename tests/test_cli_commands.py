@@ -300,3 +300,18 @@ def test_backup_commands(run: Run, store: str, tmp_path: Path) -> None:
     assert "KEY=VALUE" in run("backup", store, url, "-o", "novalue", code=2)[2]
     assert "kept 1 backups, deleted 1" in cli("prune", url, "--keep", "1", code=0)[1]
     assert json.loads(run("prune", url, "--keep", "1", "--json", code=0)[1])["deleted"] == []
+
+
+def test_a_file_name_that_is_not_utf8_does_not_crash_the_output(store: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose name is not UTF-8 (held as surrogates) beside the store's files: with
+    stdout strict UTF-8 (the usual locale), verify lists it with its bytes escaped instead
+    of dying in a UnicodeEncodeError traceback."""
+    import io
+    with open(os.path.join(os.fsencode(store), b"notes-\xff"), "wb") as f:
+        f.write(b"x")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["verify", store]) == 0
+    out.flush()
+    assert b"notes-\\udcff" in out.buffer.getvalue() or b"notes-\\xff" in out.buffer.getvalue()

@@ -41,6 +41,7 @@ banyanstore 0.1.0
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
@@ -215,6 +216,14 @@ def _add_backup_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--keep", type=_positive, required=True, help="backups to keep (>= 1)")
 
 
+def _escape_unencodable_output() -> None:
+    """File names that are not valid in the locale's encoding (held as surrogates) are
+    printed escaped: a strict stdout would otherwise end the command in a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
@@ -230,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         print("banyanstore: a COMMAND is required (see banyanstore --help)", file=sys.stderr)
         return EXIT_USAGE
+    _escape_unencodable_output()
     # warnings (an unknown BANYANSTORE_* variable...) and log records: one line each
     logging.basicConfig(level=logging.WARNING, format="banyanstore: %(levelname)s: %(message)s")
     logging.captureWarnings(True)
