@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import banyanstore
-from banyanstore.errors import DiskFullError, StorageIOError
+from banyanstore.errors import DiskFullError, NotAStoreError, StorageIOError
 from banyanstore.io.faults import FaultEnv
 from banyanstore.io.memory import MemoryEnv
 from banyanstore.lsm import compaction, flush
@@ -481,3 +481,100 @@ def test_failed_wal_cut_after_a_flush_does_not_repeat_the_flush(disk: MemoryEnv,
     assert not unnamed_tables(store, disk)
     store.close()
     reopen_after_power_loss(disk, 80, versions, compaction=False)
+
+
+@pytest.mark.parametrize("op", ["mkdir", "link", "sync_dir", "open_writable", "write", "sync",
+                                "rename"])
+def test_failed_checkpoint_leaves_no_partial_destination(op: str) -> None:
+    """A checkpoint whose destination fails an IO step removes what it wrote there, so
+    a retry works; the source's tables are untouched."""
+    env = FaultEnv(MemoryEnv())
+    store = banyanstore.open("/mem/src", env=env, memtable_size=64 * 1024,
+                             compaction=False)  # the source's tables stay as they are
+    for i in range(3000):
+        store.put(b"k%05d" % i, b"v" * 30)
+    store.keyspace("idx", ttl=1000).put(b"x", b"y")
+    store.flush()
+    source_tables = env.listdir("/mem/src/tables")
+    rule = env.inject(op, errno.EIO, path_contains="/mem/parent/dst")
+    with pytest.raises(StorageIOError):
+        store.checkpoint("/mem/parent/dst")
+    assert rule.fired == 1
+    assert not env.exists("/mem/parent")  # the missing parent it created went too
+    env.clear()
+    version = store.checkpoint("/mem/parent/dst")
+    assert env.listdir("/mem/src/tables") == source_tables
+    with banyanstore.open("/mem/parent/dst", env=env) as copy:
+        assert copy.version == version and copy.get(b"k02999") == b"v" * 30
+        assert copy.keyspace_info()["idx"]["ttl"] == 1000
+    store.close()
+
+
+def test_failed_checkpoint_cleans_up_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """What the failure kept from being made is not "could not remove"d in the log."""
+    env = FaultEnv(MemoryEnv())
+    store = banyanstore.open("/mem/src", env=env)
+    store.put(b"k", b"v")
+    env.inject("mkdir", errno.EIO, path_contains="/mem/a/dst")
+    with caplog.at_level("WARNING"), pytest.raises(StorageIOError):
+        store.checkpoint("/mem/a/dst")
+    assert not [r for r in caplog.records if "could not remove" in r.getMessage()]
+    assert not env.exists("/mem/a")
+    env.clear()
+    env.write_file_atomic("/mem/afile", b"x")
+    with caplog.at_level("WARNING"), pytest.raises(StorageIOError):
+        store.checkpoint("/mem/afile/dst")  # ENOTDIR, as open() raises there
+    assert not [r for r in caplog.records if "could not remove" in r.getMessage()]
+    store.close()
+
+
+def test_failed_checkpoint_keeps_the_empty_directory_it_was_given() -> None:
+    env = FaultEnv(MemoryEnv())
+    store = banyanstore.open("/mem/src", env=env)
+    store.put(b"k", b"v")
+    env.mkdir("/mem/dst")
+    env.inject("sync_dir", errno.EIO, path_contains="/mem/dst")
+    with pytest.raises(StorageIOError):
+        store.checkpoint("/mem/dst")
+    assert env.listdir("/mem/dst") == []
+    env.clear()
+    store.checkpoint("/mem/dst")
+    with banyanstore.open("/mem/dst", env=env) as copy:
+        assert copy.get(b"k") == b"v"
+    store.close()
+
+
+def test_two_checkpoints_to_one_destination_at_once() -> None:
+    """Both find the destination empty; one writes it, the other is refused -- and
+    cleaning up after the refused one does not remove the other's files."""
+    env = MemoryEnv()
+    store = banyanstore.open("/mem/src", env=env, memtable_size=64 * 1024, compaction=False)
+    for i in range(5000):
+        store.put(b"k%05d" % i, b"v" * 30)
+    store.flush()
+    link = env.link
+
+    def slow_link(src: str, dst: str) -> None:  # both checks pass before either links
+        time.sleep(0.005)
+        link(src, dst)
+
+    env.link = slow_link  # type: ignore[method-assign]
+    outcomes: list[object] = []
+    start = threading.Barrier(2)
+
+    def checkpoint() -> None:
+        start.wait()
+        try:
+            outcomes.append(store.checkpoint("/mem/dst"))
+        except NotAStoreError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=checkpoint) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(type(o).__name__ for o in outcomes) == ["NotAStoreError", "int"]
+    with banyanstore.open("/mem/dst", env=env, read_only=True) as copy:
+        assert sum(1 for _ in copy.scan(keys_only=True)) == 5000
+    store.close()

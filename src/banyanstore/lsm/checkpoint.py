@@ -5,11 +5,16 @@ the call (BanyanDB's hard-link snapshots missed the writes still in memory).
 Tables are immutable, so they are hard-linked (copied across filesystems);
 the copy gets its own manifest and an empty WAL.  Table installs and removals
 are held off while the links are made, so the set is consistent.
+A checkpoint that fails removes what it wrote to its destination, so a retry
+finds it absent or empty again.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import threading
 from collections.abc import Callable
 
 from ..errors import NotAStoreError
@@ -20,27 +25,49 @@ from .tree import Tree
 
 __all__ = ["write_checkpoint", "check_destination", "check_outside_store"]
 
+logger = logging.getLogger(__name__)
+
+_ONE_AT_A_TIME = threading.Lock()
+"""Held by each checkpoint of the process: two at once to one destination both found it
+empty, and the loser's clean-up removed the winner's files (checkpoints are rare; this
+also serializes those of different stores)."""
+
 
 def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     """Write the checkpoint of ``tree`` (``flush`` writes its memtables to tables and
-    waits); returns the version it holds (every write up to it)."""
+    waits); returns the version it holds (every write up to it).  A failure (or an
+    interrupt) removes what was written to ``dest``, so a retry finds it as it was."""
     env = tree.env
     check_outside_store(tree.path, dest)
-    check_destination(env, dest)
-    flush()
-    env.mkdir(f"{dest}/tables")
-    env.mkdir(f"{dest}/wal")
+    with _ONE_AT_A_TIME:  # the destination is checked empty and filled by one checkpoint
+        check_destination(env, dest)
+        flush()
+        written = _Written(env, dest)
+        try:
+            return _write(tree, dest, written)
+        except BaseException:
+            written.remove()
+            raise
+
+
+def _write(tree: Tree, dest: str, written: _Written) -> int:
+    env = tree.env
+    written.make_dir(f"{dest}/tables")
+    written.make_dir(f"{dest}/wal")
     with tree.frozen_state() as state:
         for tables in state.tables.values():
             for info in tables.values():
                 name = f"tables/{info.file_no:06d}.sst"
                 env.link(f"{tree.path}/{name}", f"{dest}/{name}")
+                written.note_file(f"{dest}/{name}")  # after: a name that was there is not ours
     env.sync_dir(f"{dest}/tables")
     env.sync_dir(f"{dest}/wal")
     state.wal_seq = 1
     state.last_version = state.flushed_version
     state.obsolete.clear()  # the source's leftovers and outputs in flight are not in the copy
     state.in_flight.clear()
+    for name in (f"MANIFEST-{state.next_file:06d}", "CURRENT.tmp", "CURRENT"):
+        written.note_file(f"{dest}/{name}")  # the names Manifest.create writes
     Manifest.create(env, dest, state).close()
     return state.flushed_version
 
@@ -55,6 +82,50 @@ def check_outside_store(store_path: str, dest: str) -> None:
     if target != store and os.path.commonpath([store, target]) == store:
         raise ValueError(f"checkpoint destination dest={dest} lies inside the store {store_path} "
                          "being copied; write it outside the store's directory")
+
+
+class _Written:
+    """The names a checkpoint added under its destination, removed again if it fails.
+    Only these go: the destination was absent or empty, and the source's tables are
+    reached only through their own names (removing a link leaves the source's file)."""
+
+    def __init__(self, env: Env, dest: str) -> None:
+        self._env = env
+        self._files: list[str] = []
+        self._dirs = _missing_ancestors(env, dest)  # created by the first mkdir
+
+    def make_dir(self, path: str) -> None:
+        self._dirs.insert(0, path)  # removed before its parents
+        self._env.mkdir(path)
+
+    def note_file(self, path: str) -> None:
+        self._files.append(path)
+
+    def remove(self) -> None:
+        """Remove the noted names, newest first; what cannot go stays (logged), and
+        the error that failed the checkpoint is the one raised."""
+        for path in reversed(self._files):
+            self._quietly(self._env.remove, path)
+        for path in self._dirs:
+            if self._env.exists(path):  # not if the failure kept it from being made
+                self._quietly(self._env.rmdir, path)
+
+    @staticmethod
+    def _quietly(remove: Callable[[str], None], path: str) -> None:
+        try:
+            remove(path)
+        except OSError as exc:  # StorageIOError too, which rmdir raises for ENOENT
+            if exc.errno != errno.ENOENT:  # (never made: the failure came first)
+                logger.warning("could not remove %s of a failed checkpoint: %s", path, exc)
+
+
+def _missing_ancestors(env: Env, path: str) -> list[str]:
+    """``path`` and its parents that do not exist, deepest first."""
+    missing: list[str] = []
+    while path and path != os.path.dirname(path) and not env.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def check_destination(env: Env, dest: str) -> None:
