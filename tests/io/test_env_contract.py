@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import posixpath
@@ -320,3 +321,37 @@ def test_mapped_stores_survive_a_crash_only_once_synced() -> None:
     assert env.read_file("/d/f") == b"sync" + bytes(4)
     with pytest.raises(StorageIOError):
         m.sync()  # the crashed process's handle is dead
+
+
+def test_link_across_filesystems_copies_durably(real_env_dir: tuple[Env, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a hard link is impossible (another filesystem: EXDEV) ``link`` copies, and
+    the copy's data is synced: a checkpoint's tables must outlive a power loss as the
+    linked ones, already synced, do."""
+    env, root = real_env_dir
+    a, b = posixpath.join(root, "a"), posixpath.join(root, "b")
+    _write(env, a, b"table bytes")
+
+    def cross_device(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src)
+
+    synced: list[str] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def noting(sync):  # type: ignore[no-untyped-def]
+        def call(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            sync(fd)
+        return call
+
+    monkeypatch.setattr(os, "link", cross_device)
+    monkeypatch.setattr(os, "fsync", noting(real_fsync))
+    monkeypatch.setattr(os, "fdatasync", noting(real_fdatasync))
+    env.link(a, b)
+    assert env.read_file(b) == b"table bytes"
+    assert os.path.realpath(b) in synced
+    c = posixpath.join(root, "c")
+    _write(env, c, b"somebody's")
+    with pytest.raises(StorageIOError):
+        env.link(a, c)  # as a hard link: an existing name is never replaced
+    assert env.read_file(c) == b"somebody's"

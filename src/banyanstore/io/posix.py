@@ -17,6 +17,7 @@ every later store marks it dirty again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -32,6 +33,24 @@ __all__ = ["PosixEnv", "PosixWritableFile", "PosixMappedFile", "PosixRandomAcces
 
 _FDATASYNC = getattr(os, "fdatasync", os.fsync)
 _PAGE = mmap.ALLOCATIONGRANULARITY
+
+
+def _copy_durably(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` and sync the copy's data: a link's data is the source's,
+    synced already, but a copy's is new, and only ``sync_dir`` follows (the name)."""
+    if os.path.lexists(dst):  # as os.link: never replace a name
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    try:
+        shutil.copyfile(src, dst)
+        fd = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(dst)  # a part of a copy is nobody's file
+        raise
 
 
 class PosixWritableFile(WritableFile):
@@ -246,7 +265,7 @@ class PosixEnv(Env):
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise from_oserror(f"link to {dst}", src, exc) from exc
             try:
-                shutil.copyfile(src, dst)
+                _copy_durably(src, dst)
             except OSError as exc2:
                 raise from_oserror(f"copy to {dst}", src, exc2) from exc2
 
