@@ -10,6 +10,7 @@ power loss -- and ``stats()`` reports what happened.
 from __future__ import annotations
 
 import errno
+import posixpath
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,7 @@ import pytest
 import banyanstore
 from banyanstore.errors import DiskFullError, NotAStoreError, StorageIOError
 from banyanstore.io.faults import FaultEnv
+from banyanstore.io.hooked import HookedEnv
 from banyanstore.io.memory import MemoryEnv
 from banyanstore.lsm import compaction, flush
 
@@ -577,4 +579,28 @@ def test_two_checkpoints_to_one_destination_at_once() -> None:
     assert sorted(type(o).__name__ for o in outcomes) == ["NotAStoreError", "int"]
     with banyanstore.open("/mem/dst", env=env, read_only=True) as copy:
         assert sum(1 for _ in copy.scan(keys_only=True)) == 5000
+    store.close()
+
+
+@pytest.mark.parametrize("dest", ["/mem/dst", "/mem/a/b/dst"])
+def test_checkpoint_makes_the_directories_it_created_durable(dest: str) -> None:
+    """A new directory's name is durable once its parent is synced (ext4, XFS): a
+    checkpoint syncs the parent of every directory it created, or a power loss after it
+    returned could take the whole copy away."""
+    synced: list[str] = []
+
+    class Spy(HookedEnv):
+        def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+            if op == "sync_dir":
+                synced.extend(paths)
+
+    env = Spy(MemoryEnv())
+    store = banyanstore.open("/mem/src", env=env)
+    store.put(b"k", b"v")
+    synced.clear()
+    store.checkpoint(dest)
+    parents = [dest]
+    while parents[-1] != "/mem":
+        parents.append(posixpath.dirname(parents[-1]))
+    assert set(parents) <= set(synced)  # each created directory's parent, /mem included
     store.close()

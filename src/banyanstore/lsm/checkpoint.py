@@ -69,6 +69,7 @@ def _write(tree: Tree, dest: str, written: _Written) -> int:
     for name in (f"MANIFEST-{state.next_file:06d}", "CURRENT.tmp", "CURRENT"):
         written.note_file(f"{dest}/{name}")  # the names Manifest.create writes
     Manifest.create(env, dest, state).close()
+    written.sync_parents()
     return state.flushed_version
 
 
@@ -92,7 +93,8 @@ class _Written:
     def __init__(self, env: Env, dest: str) -> None:
         self._env = env
         self._files: list[str] = []
-        self._dirs = _missing_ancestors(env, dest)  # created by the first mkdir
+        self._created = _missing_ancestors(env, dest)  # by the first mkdir, deepest first
+        self._dirs = list(self._created)
 
     def make_dir(self, path: str) -> None:
         self._dirs.insert(0, path)  # removed before its parents
@@ -100,6 +102,12 @@ class _Written:
 
     def note_file(self, path: str) -> None:
         self._files.append(path)
+
+    def sync_parents(self) -> None:
+        """Make the names of the destination and its parents created here durable: a
+        new directory's name is in its parent, which only a sync of the parent keeps."""
+        for path in self._created:
+            self._env.sync_dir(os.path.dirname(path) or ".")
 
     def remove(self) -> None:
         """Remove the noted names, newest first; what cannot go stays (logged), and
