@@ -548,3 +548,22 @@ def test_refresh_after_a_failed_refresh_publishes_what_that_one_read() -> None:
             assert r.keyspaces() == ["default", "old"]  # the last state, kept whole
             assert r.refresh() == w.version
             assert r.keyspaces() == ["default", "new"]
+
+
+def test_read_only_snapshot_reads_exact_and_the_store_refuses_its_old_version(tmp_path: Path) -> None:
+    """docs/api.md (Snapshots): a read-only store's snapshot keeps its tables and reads
+    exact across the writer's merges; the store's own reads at its version follow the
+    writer's history floor -- VersionUnavailableError, never the newer value."""
+    with banyanstore.open(tmp_path / "db") as w:
+        w.put(b"k", b"old")
+        w.flush()
+        with banyanstore.open(tmp_path / "db", read_only=True) as r, r.snapshot() as snap:
+            w.put(b"k", b"new")
+            w.flush()
+            w.set_history_floor(w.version)
+            w.compact()
+            r.refresh()
+            assert snap.get(b"k") == b"old" and r.get(b"k") == b"new"
+            with pytest.raises(VersionUnavailableError):
+                r.get(b"k", version=snap.version)
+            assert r.oldest_version == r.history_floor == w.version

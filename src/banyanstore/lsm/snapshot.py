@@ -5,7 +5,8 @@ it is open, merges keep every entry it can see (see lsm/compaction.py), so its
 reads stay exact however the store changes -- also the store's own reads at
 ``version=snap.version``.  A snapshot of a read-only store also holds the views
 it was taken on (``views``): the writer's merges do not know about it, so it
-keeps the tables it read instead (lsm/follower.py).  Its iterators raise
+keeps the tables it read instead (lsm/follower.py), and the store's own reads at
+its version follow the writer's history floor.  Its iterators raise
 :class:`~banyanstore.errors.StoreClosedError` when read after the snapshot (or
 its store) is closed.  For an on-disk copy, use :meth:`Store.checkpoint`.
 
