@@ -65,3 +65,36 @@ def test_oldest_version_is_the_oldest_live_snapshot(tmp_path: Path) -> None:
             s.get(b"a", version=first.version)
         second.close()
         assert s.oldest_version == s.history_floor == s.version
+
+
+def test_compact_reclaims_what_a_closed_snapshot_kept(tmp_path: Path) -> None:
+    """Once the snapshot that kept old versions in a lone table is closed, compact()
+    rewrites the table without them (with no write in between: the history floor is at
+    the latest version already) -- and a second compact() has nothing left to do."""
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        s.put(b"k", b"first")
+        with s.snapshot():
+            for i in range(500):
+                s.put(b"k", b"v%d" % i)
+            s.delete(b"gone")
+            s.flush()
+            assert s.compact()["merges"] == 1
+            assert len(list(s.history(b"k"))) == 2  # the pinned version is kept
+        assert s.compact()["merges"] == 1
+        assert list(s.history(b"k")) == [(s.version - 1, b"v499")]
+        assert s.compact()["merges"] == 0
+
+
+def test_compact_drops_the_expired_entries_of_a_lone_table(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    with banyanstore.open(tmp_path / "db", clock=lambda: now[0], **OPTS) as s:
+        ttl = s.keyspace("ttl", ttl=10)
+        ttl.put(b"old", b"x")
+        now[0] += 8
+        ttl.put(b"new", b"y")
+        s.flush()
+        s.compact()
+        now[0] += 5  # "old" has expired, "new" has not
+        assert s.compact(keyspace="ttl")["merges"] == 1
+        assert s.approximate_count() == 0 and ttl.approximate_count() == 1
+        assert list(ttl.scan()) == [(b"new", b"y")]

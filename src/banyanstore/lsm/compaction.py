@@ -389,7 +389,7 @@ class Compactor(BackgroundThread):
             summary["tables_before"] += len(tables)
             for run in self._runs(tables, start, end):
                 self._raise_if_stopping()
-                if len(run) > 1 or (len(run) == 1 and tree.history_floor < tree.version):
+                if len(run) > 1 or self._reclaimable(k, run[0]):
                     self._merge_outliving_worker_death(k, run)
                     summary["merges"] += 1
                     if progress is not None:
@@ -411,6 +411,25 @@ class Compactor(BackgroundThread):
                 raise
             logger.warning("merge worker died during compact(); trying once more: %s", exc)
         self.merge(ks, inputs)
+
+    def _reclaimable(self, ks: KeyspaceState, table: Any) -> bool:
+        """Whether merging ``table`` alone could drop something now: history below a
+        floor that moved since it was written, versions or tombstones a closed snapshot
+        kept, or entries past the keyspace's TTL.  (A floor at the latest version is no
+        proof: the table may have been written while snapshots pinned older versions.)"""
+        tree = self._tree
+        if tree.history_floor < tree.version:
+            return True
+        floors = tree.floors(ks)
+        meta = table.meta
+        if meta.min_version < floors.ttl:
+            return True
+        if floors.pinned:
+            return False  # what a live snapshot sees stays; the rest was dropped when written
+        # Tombstones go only at the bottom and below the floor (one at it still hides).
+        deletes = ((meta.tombstone_count > 0 or meta.range_del_count > 0)
+                   and meta.max_version < floors.history and ks.view.tables[-1] is table)
+        return meta.entry_count > meta.key_count or deletes
 
     def _raise_if_stopping(self) -> None:
         """StoreClosedError once :meth:`stop` began -- also where close() was called by
