@@ -12,6 +12,7 @@ import banyanstore
 from banyanstore.errors import (
     ConfigError,
     EntryTooLargeError,
+    NotAStoreError,
     ReadOnlyError,
     StoreClosedError,
     StoreLockedError,
@@ -422,3 +423,43 @@ def test_compact_outlives_a_merge_worker_killed_mid_call(tmp_path, monkeypatch):
         with pytest.raises(StorageIOError, match="died"):
             s.compact()
         assert len(list(s.scan())) == 500
+
+
+_KILLED_CHECKPOINT = """
+import os, signal, sys
+import banyanstore
+from banyanstore.io.hooked import HookedEnv
+from banyanstore.io.posix import PosixEnv
+
+class KillAtFifthLink(HookedEnv):
+    links = 0
+
+    def hook(self, op, paths, nbytes=0):
+        if op == "link":
+            self.links += 1
+            if self.links == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+store = banyanstore.open(sys.argv[1], env=KillAtFifthLink(PosixEnv()), compaction=False)
+store.checkpoint(sys.argv[2])
+"""
+
+
+def test_a_killed_checkpoint_is_refused_by_open_and_replaced_by_a_retry(tmp_path):
+    """SIGKILL part-way through a checkpoint: the destination is not taken for a damaged
+    store (no "repair" it), open() refuses it, and a new checkpoint to it replaces it."""
+    src, dest = str(tmp_path / "src"), str(tmp_path / "ck")
+    with banyanstore.open(src, memtable_size=64 * 1024, compaction=False) as s:
+        for i in range(20000):
+            s.put(b"k%05d" % i, b"v" * 40)
+        s.keyspace("idx", ttl=99).put(b"x", b"y")
+    assert len(os.listdir(f"{src}/tables")) > 5
+    child = subprocess.run([sys.executable, "-c", _KILLED_CHECKPOINT, src, dest], timeout=120)
+    assert child.returncode == -9 and os.listdir(f"{dest}/tables")
+    with pytest.raises(NotAStoreError, match="interrupted checkpoint"):
+        banyanstore.open(dest)
+    with banyanstore.open(src) as s:
+        version = s.checkpoint(dest)
+    with banyanstore.open(dest, read_only=True) as copy:
+        assert copy.version == version and copy.get(b"k19999") == b"v" * 40
+        assert copy.keyspace_info()["idx"]["ttl"] == 99

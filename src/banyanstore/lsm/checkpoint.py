@@ -6,7 +6,9 @@ Tables are immutable, so they are hard-linked (copied across filesystems);
 the copy gets its own manifest and an empty WAL.  Table installs and removals
 are held off while the links are made, so the set is consistent.
 A checkpoint that fails removes what it wrote to its destination, so a retry
-finds it absent or empty again.
+finds it absent or empty again; one killed part-way leaves its marker
+(``CHECKPOINT-INCOMPLETE``, written first and removed last), which open() refuses
+and the next checkpoint to that destination clears.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 
 from ..errors import NotAStoreError
 from ..io.base import Env
-from .layout import directory_names
+from .layout import CHECKPOINT_MARKER, directory_names, is_store_name
 from .manifest import Manifest
 from .tree import Tree
 
@@ -40,6 +42,7 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     env = tree.env
     check_outside_store(tree.path, dest)
     with _ONE_AT_A_TIME:  # the destination is checked empty and filled by one checkpoint
+        _clear_interrupted(env, dest)
         check_destination(env, dest)
         flush()
         written = _Written(env, dest)
@@ -52,6 +55,9 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
 
 def _write(tree: Tree, dest: str, written: _Written) -> int:
     env = tree.env
+    env.mkdir(dest)  # (the missing parents _Written noted)
+    written.note_file(f"{dest}/{CHECKPOINT_MARKER}")
+    _write_marker(env, dest)
     written.make_dir(f"{dest}/tables")
     written.make_dir(f"{dest}/wal")
     with tree.frozen_state() as state:
@@ -70,6 +76,8 @@ def _write(tree: Tree, dest: str, written: _Written) -> int:
         written.note_file(f"{dest}/{name}")  # the names Manifest.create writes
     Manifest.create(env, dest, state).close()
     written.sync_parents()
+    env.remove(f"{dest}/{CHECKPOINT_MARKER}")  # complete: CURRENT is durable
+    env.sync_dir(dest)
     return state.flushed_version
 
 
@@ -83,6 +91,41 @@ def check_outside_store(store_path: str, dest: str) -> None:
     if target != store and os.path.commonpath([store, target]) == store:
         raise ValueError(f"checkpoint destination dest={dest} lies inside the store {store_path} "
                          "being copied; write it outside the store's directory")
+
+
+def _write_marker(env: Env, dest: str) -> None:
+    """Mark ``dest`` as a checkpoint in progress, durably, before anything else is in
+    it: killed part-way, it is then refused by open() (not taken for a store that lost
+    its CURRENT) and cleared by the next checkpoint to it."""
+    f = env.open_writable(f"{dest}/{CHECKPOINT_MARKER}")
+    try:
+        f.write(b"banyanstore checkpoint in progress; if no process writes it, it was "
+                b"interrupted: remove this directory or checkpoint to it again\n")
+        f.sync()
+    finally:
+        f.close()
+    env.sync_dir(dest)
+
+
+def _clear_interrupted(env: Env, dest: str) -> None:
+    """Remove what a checkpoint killed part-way left in ``dest`` (its marker and no
+    CURRENT; nothing but the names a checkpoint writes), the marker last."""
+    names = directory_names(env, dest, f"checkpoint destination {dest} is a file, not a directory")
+    if CHECKPOINT_MARKER not in names or "CURRENT" in names:
+        return
+    if not all(is_store_name(n) or n == CHECKPOINT_MARKER for n in names):
+        return  # somebody else's files too: check_destination refuses it
+    logger.warning("clearing what an interrupted checkpoint left in %s", dest)
+    for sub in ("tables", "wal"):
+        if sub in names:
+            for name in env.listdir(f"{dest}/{sub}"):
+                env.remove(f"{dest}/{sub}/{name}")
+            env.rmdir(f"{dest}/{sub}")
+    for name in names:
+        if name not in ("tables", "wal", CHECKPOINT_MARKER):
+            env.remove(f"{dest}/{name}")
+    env.remove(f"{dest}/{CHECKPOINT_MARKER}")
+    env.sync_dir(dest)
 
 
 class _Written:
