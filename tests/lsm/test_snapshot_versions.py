@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import banyanstore
-from banyanstore.errors import VersionUnavailableError
+from banyanstore.errors import StoreClosedError, VersionUnavailableError
 
 OPTS: dict[str, Any] = dict(io_mode="sync", memtable_size=64 * 1024, compaction=False, wal_sync="never")
 
@@ -98,3 +99,25 @@ def test_compact_drops_the_expired_entries_of_a_lone_table(tmp_path: Path) -> No
         assert s.compact(keyspace="ttl")["merges"] == 1
         assert s.approximate_count() == 0 and ttl.approximate_count() == 1
         assert list(ttl.scan()) == [(b"new", b"y")]
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy])
+def test_a_copied_snapshot_holds_its_own_pin(tmp_path: Path, copier: Any) -> None:
+    """A copy shared the original's one pin, so closing both released it twice -- also
+    another live snapshot's pin of that version, whose reads merges then broke."""
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        s.put(b"k", b"old")
+        original, other = s.snapshot(), s.snapshot()
+        twin = copier(original)
+        assert twin is not original and twin.version == original.version
+        original.close()
+        assert twin.get(b"k") == b"old"
+        twin.close()
+        s.put(b"k", b"new")
+        s.flush()
+        s.compact()
+        assert s.oldest_version == other.version
+        assert other.get(b"k") == b"old"
+        other.close()
+        with pytest.raises(StoreClosedError):
+            copier(other)

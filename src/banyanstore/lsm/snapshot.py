@@ -175,6 +175,15 @@ class Snapshot:
     def closed(self) -> bool:
         return self._closed
 
+    def __copy__(self) -> Snapshot:
+        """A new snapshot at the same version, with its own pin (a copy of the object
+        would share this one's, and closing both would release it twice)."""
+        self._check_open()  # while this one is open its version stays pinned: safe to pin
+        return Snapshot(self._tree, self._resolve, self.version, self._views)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Snapshot:
+        return self.__copy__()
+
     def __enter__(self) -> Snapshot:
         return self
 
