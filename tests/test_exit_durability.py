@@ -115,3 +115,61 @@ def test_unsynced_writes_survive_exit_without_close_and_sigkill(tmp_path: Path, 
     if check_mode == "io_uring" and io_uring_skip_reason() is not None:
         check_mode = "sync"
     (_check_store if kind == "store" else _check_log)(path, check_mode, acks, clean=end == "exit")
+
+
+# A forked child inherits the parent's open store or Log: its files, the WAL's shared
+# mapping and the lock (an flock belongs to the open file, which both processes share).
+# The child leaving a ``with`` block (its SystemExit) or calling close() must release
+# none of it, and its use must raise StoreClosedError instead of writing the parent's files.
+_FORK_SCRIPT = r"""
+import os, subprocess, sys
+import banyanstore
+kind, path = sys.argv[1], sys.argv[2]
+handle = banyanstore.open(path) if kind == "store" else banyanstore.open_log(path)
+write = handle.put if kind == "store" else (lambda k, v: handle.append(k + v))
+for i in range(500):
+    write(b"parent:%04d" % i, b"v")
+pid = os.fork()
+if pid == 0:
+    code = 0
+    try:
+        write(b"child", b"v")
+        code = 3  # the child's write was taken
+    except banyanstore.StoreClosedError:
+        pass
+    try:
+        with handle:
+            raise SystemExit  # a child leaving the parent's with block
+    except SystemExit:
+        pass
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+other = subprocess.run([sys.executable, "-c", "import banyanstore, sys; "
+                        f"banyanstore.{'open' if kind == 'store' else 'open_log'}(sys.argv[1])",
+                        path], capture_output=True, text=True)
+assert "StoreLockedError" in other.stderr, ("the child released the parent's lock", other)
+for i in range(500, 3000):
+    write(b"parent:%04d" % i, b"v")
+handle.close()
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("kind", ["store", "log"])
+def test_a_forked_child_closing_the_parents_handle_leaves_the_parent_unharmed(tmp_path: Path,
+                                                                             kind: str) -> None:
+    path = tmp_path / kind
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, kind, str(path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "ok\n", (run.returncode, run.stderr[-2000:])
+    if kind == "store":
+        with banyanstore.open(path) as store:
+            keys = list(store.scan(keys_only=True))
+        assert keys == [b"parent:%04d" % i for i in range(3000)]
+    else:
+        with banyanstore.open_log(path) as log:
+            records = [r for _, r in log.read()]
+        assert records == [b"parent:%04dv" % i for i in range(3000)]

@@ -15,9 +15,12 @@ closes; its worker processes are plain children (``lsm/workers.py``), not a
 ``multiprocessing`` pool with an exit hook of its own.
 
 Only weak references are kept: tracking never keeps an object alive.  A
-forked child forgets its parent's objects (closing them would write the
-parent's files from a second process); so does a child that only shares the
-module state, by the pid check.
+forked child forgets its parent's objects and disowns them (``disown``): they
+are closed handles there, whose ``close()`` -- a ``with`` block the child
+leaves, its exit -- releases nothing, since closing them would write the
+parent's files from a second process, cut its WAL under its writes and unlock
+its lock.  A child that only shares the module state forgets them by the pid
+check.
 
 Durability does not depend on this hook: a record is in the kernel once
 ``put``/``append`` has returned (:mod:`banyanstore.log.writer`), so an exit
@@ -45,6 +48,8 @@ class Closable(Protocol):
     def closed(self) -> bool: ...
 
     def close(self) -> None: ...
+
+    def disown(self) -> None: ...
 
 
 _lock = threading.Lock()
@@ -89,12 +94,21 @@ def close_all() -> None:
             _log.exception("closing %r at interpreter exit failed", obj)
 
 
-def _forget_after_fork() -> None:
+def _disown_after_fork() -> None:
+    """In a forked child (one thread, nothing else running): the parent's open objects
+    are the parent's -- each is disowned, and none is closed at this process's exit."""
     global _lock, _open, _pid
-    _lock = threading.Lock()  # another thread may have held it at the fork
+    inherited = [ref() for ref in _open.values()]  # (no lock: another thread may have held it)
+    _lock = threading.Lock()
     _open = {}
     _pid = os.getpid()
+    for obj in inherited:
+        if obj is not None:
+            try:
+                obj.disown()
+            except Exception:  # noqa: BLE001, S110 - a fork hook must not fail; the next one still runs
+                pass
 
 
 atexit.register(close_all)
-os.register_at_fork(after_in_child=_forget_after_fork)
+os.register_at_fork(after_in_child=_disown_after_fork)

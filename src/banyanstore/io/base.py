@@ -147,6 +147,12 @@ class FileLock(ABC):
     def release(self) -> None:
         """Idempotent."""
 
+    @abstractmethod
+    def disown(self) -> None:
+        """In a forked child: let go of this process's copy of the lock without
+        releasing the lock, which stays the parent's.  After it :meth:`release` does
+        nothing."""
+
 
 class Env(ABC):
     """Filesystem operations.  ``mode`` names the IO mode in effect."""

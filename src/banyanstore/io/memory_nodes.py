@@ -190,3 +190,8 @@ class MemLock(FileLock):
             if self._generation == self._shared.generation:
                 self._shared.locked.discard(self._inode)
             self._generation = -1
+
+    def disown(self) -> None:
+        # A forked child's copy of the in-memory filesystem is its own; still, like a
+        # real lock's, a disowned lock is never released by this handle.
+        self._generation = -1

@@ -178,6 +178,16 @@ class _FlockLock(FileLock):
             finally:
                 os.close(fd)
 
+    def disown(self) -> None:
+        # An flock belongs to the open file, which a forked child shares with its
+        # parent: LOCK_UN here would unlock the parent's store.  Closing only this
+        # copy keeps the parent's lock, and a child that outlives the parent does not
+        # hold it.  (No _mu: the child has one thread, and a thread of the parent may
+        # have held it at the fork.)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
 
 class PosixEnv(Env):
     """Blocking calls on the caller's thread (``io_mode="sync"``)."""

@@ -411,6 +411,16 @@ class Log(LogView, AsyncAppends):
             _log.info("log %s: removed %d segments before seq %d", self.path, len(dropped), seq)
         return len(dropped)
 
+    def disown(self) -> None:
+        """Called in a forked child (shutdown.py): the log is the parent's.  Appends and
+        reads raise StoreClosedError here, and close() releases nothing -- it would cut
+        the active segment under the parent's appends and unlock the parent's lock.
+        (No lock taken: the child has one thread, and the parent's may have held it.)"""
+        self._closed = True
+        self._stop_appends()
+        if self._flock is not None:
+            self._flock.disown()
+
     def close(self) -> None:
         """Sync everything, cut the active segment's reserved space, release the lock.
         Idempotent.  After an IO error (the appender was told) the log is released as a

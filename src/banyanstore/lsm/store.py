@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from functools import partial
 from typing import Any
@@ -502,6 +503,21 @@ class Store(Keyspace):
         if self._own_env:
             self._env.close()
         return errors
+
+    def disown(self) -> None:
+        """Called in a forked child (shutdown.py): the store is the parent's.  Reads and
+        writes raise StoreClosedError here, and close() releases nothing -- it would
+        flush into the parent's files, cut the WAL under the parent's writes and unlock
+        the parent's lock."""
+        self._writer.close()
+        self._tree.mark_closed(f"belongs to process {os.getppid()}: a forked child cannot use "
+                               "it (open the store in the child)")
+        if self._lock is not None:
+            self._lock.disown()
+        if self._wal is not None:
+            self._wal.disown()
+        self._workers.disown()
+        self._released = True  # nothing of it is this process's to release
 
     @property
     def closed(self) -> bool:

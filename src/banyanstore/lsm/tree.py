@@ -123,8 +123,8 @@ class Tree:
     module docstring for what it owns and its locking rules)."""
 
     __slots__ = ("path", "env", "options", "cache", "clock", "version", "history_floor", "closed",
-                 "_timemap", "_lock", "_manifest", "_wal", "_by_name", "_by_id", "_pins",
-                 "_ttl_cache", "_deferred", "table_files")
+                 "_closed_why", "_timemap", "_lock", "_manifest", "_wal", "_by_name", "_by_id",
+                 "_pins", "_ttl_cache", "_deferred", "table_files")
 
     def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
                  clock: Callable[[], float]) -> None:
@@ -135,6 +135,7 @@ class Tree:
         """Reads at every version from this one up to ``version`` answer."""
         self.closed = False
         """Set by :meth:`mark_closed`: reads raise StoreClosedError from then on."""
+        self._closed_why = "is closed"  # the end of the StoreClosedError's message
         self._timemap = TimeMap()  # noted by the write path, persisted by flushes
         self._lock = threading.RLock()
         self._manifest: Manifest | None = None
@@ -511,21 +512,23 @@ class Tree:
         """Raise StoreClosedError once the store is closed (the guard of its iterators,
         see lsm/iterators.py)."""
         if self.closed:
-            raise StoreClosedError(f"store {self.path} is closed")
+            self.raise_closed()
 
     def raise_closed(self) -> None:
         """Raise the StoreClosedError of this store (reads call it when ``closed``)."""
-        raise StoreClosedError(f"store {self.path} is closed")
+        raise StoreClosedError(f"store {self.path} {self._closed_why}")
 
     def closed_meanwhile(self, exc: BaseException) -> None:
         """A read's error path: raise StoreClosedError (from ``exc``) if the store is
         closed -- the read failed because :meth:`close` retired the files it was reading
         (see :meth:`close_tables`); else return, and the caller re-raises ``exc``."""
         if self.closed:
-            raise StoreClosedError(f"store {self.path} is closed") from exc
+            raise StoreClosedError(f"store {self.path} {self._closed_why}") from exc
 
-    def mark_closed(self) -> None:
-        """From now on reads raise StoreClosedError (the files close in :meth:`close`)."""
+    def mark_closed(self, why: str = "is closed") -> None:
+        """From now on reads raise StoreClosedError, saying the store ``why`` (the files
+        close in :meth:`close`)."""
+        self._closed_why = why
         self.closed = True
 
     # -- checkpoints and closing ------------------------------------------------------------------

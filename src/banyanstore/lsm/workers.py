@@ -27,6 +27,7 @@ build on threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -37,6 +38,7 @@ from typing import Any
 
 from ..errors import StorageIOError
 from ..io.posix import PosixEnv
+from ..io.pread import dead_descriptor
 from .flushbuf import Pieces, send_frames
 
 __all__ = ["WorkerPools", "Worker", "offload", "build_table_in_worker"]
@@ -122,6 +124,16 @@ class Worker:
             finally:
                 self._lock.release()
 
+    def disown(self) -> None:
+        """In a forked child: point this process's copies of the pipes at a dead
+        descriptor.  Nothing of the child reaches the worker -- a request the parent
+        was writing at the fork, buffered here and written out when the child's files
+        close -- and the worker still sees its stdin end when the parent closes it."""
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(dead_descriptor(), pipe.fileno(), inheritable=False)
+
     def close(self) -> None:
         for pipe in (self._proc.stdin, self._proc.stdout):
             if pipe is not None:
@@ -142,6 +154,7 @@ class WorkerPools:
     def __init__(self) -> None:
         self._workers: dict[str, Worker] = {}
         self._cancelled: set[str] = set()
+        self._disowned = False  # a forked child's copy: starts no worker
         self._lock = threading.Lock()
 
     def submit(self, purpose: str, fn: Any, *args: Any) -> Any:
@@ -185,10 +198,20 @@ class WorkerPools:
             if purpose in self._cancelled:
                 raise StorageIOError(f"the {purpose} worker was cancelled (the store is closing)",
                                      op="worker")
+            if self._disowned:
+                raise StorageIOError(f"the {purpose} worker belongs to the parent process",
+                                     op="worker")
             worker = self._workers.get(purpose)
             if worker is None or not worker.alive:
                 worker = self._workers[purpose] = Worker()
         return worker
+
+    def disown(self) -> None:
+        """In a forked child: the workers are the parent's (see :meth:`Worker.disown`);
+        later calls are refused.  (No lock: the child has one thread.)"""
+        self._disowned = True
+        for worker in self._workers.values():
+            worker.disown()
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers.values() if w.alive]

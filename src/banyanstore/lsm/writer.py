@@ -169,7 +169,9 @@ class Writer:
     def check_writable(self) -> None:
         """Raise why writes are refused (closed, read-only, failed WAL), if they are."""
         path = self._tree.path
-        if self._closed or self._tree.closed:
+        if self._tree.closed:
+            self._tree.raise_closed()
+        if self._closed:
             raise StoreClosedError(f"store {path} is closed")
         if self._read_only:
             raise ReadOnlyError(f"store {path} was opened read-only")
