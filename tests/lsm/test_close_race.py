@@ -285,3 +285,75 @@ def test_reads_racing_close_stress(tmp_path: Path, read_only: bool) -> None:
         for t in threads:
             t.join()
         assert wrong == [], f"round {rounds}: {wrong[:5]}"
+
+
+def _pending_replay(path: Path) -> int:
+    """The WAL records a store's next open would replay (what its close() left unflushed)."""
+    with banyanstore.open(path, read_only=True) as ro:
+        return sum(ks["memtable_entries"] for ks in ro.stats()["keyspaces"].values())
+
+
+def test_a_write_racing_close_is_refused_or_flushed(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that lands while close() waits for its flush -- another thread's -- is
+    refused (StoreClosedError) or in the tables close() leaves: close() flushes every
+    write it acknowledged, so the next open has nothing to replay."""
+    from banyanstore.lsm.flush import Flusher
+    store = banyanstore.open(tmp_path / "s", **OPTS)
+    store.put(b"before", b"v")
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            outcome.append(store.put(b"racing", b"v"))
+        except StoreClosedError as exc:
+            outcome.append(exc)
+
+    wait_idle = Flusher.wait_idle
+
+    def wait_idle_with_a_write(flusher: Flusher) -> None:
+        if not outcome:  # the first wait: close()'s flush
+            racer = threading.Thread(target=write)
+            racer.start()
+            racer.join()
+        wait_idle(flusher)
+
+    monkeypatch.setattr(Flusher, "wait_idle", wait_idle_with_a_write)
+    store.close()
+    monkeypatch.undo()
+    assert len(outcome) == 1
+    assert _pending_replay(tmp_path / "s") == 0, "close() left an acknowledged write unflushed"
+    with banyanstore.open(tmp_path / "s", **OPTS) as reopened:
+        racing = reopened.get(b"racing")
+    assert racing == (None if isinstance(outcome[0], StoreClosedError) else b"v")
+
+
+def test_writers_racing_close_stress(tmp_path: Path) -> None:
+    """Threads writing while close() runs: every put that returned is there after the
+    reopen, and close() flushed them all (nothing to replay)."""
+    store = banyanstore.open(tmp_path / "s", **OPTS)
+    acked: list[list[bytes]] = [[] for _ in range(4)]
+
+    def write(n: int) -> None:
+        i = 0
+        while True:
+            key = b"w%d:%08d" % (n, i)
+            try:
+                store.put(key, b"v" * 100)
+            except StoreClosedError:
+                return
+            acked[n].append(key)
+            i += 1
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in writers:
+        t.start()
+    time.sleep(0.3)
+    store.close()
+    for t in writers:
+        t.join()
+    assert _pending_replay(tmp_path / "s") == 0, "close() left acknowledged writes unflushed"
+    with banyanstore.open(tmp_path / "s", **OPTS) as reopened:
+        keys = set(reopened.scan(keys_only=True))
+    lost = [k for keys_of in acked for k in keys_of if k not in keys]
+    assert not lost and sum(map(len, acked)) > 0

@@ -468,9 +468,9 @@ class Store(Keyspace):
             self._exit_token = None
         errors: list[BaseException] = []
         writer = self._writer
-        if not self._read_only and not writer.wal_failed and not writer.closed:
+        if not self._read_only and not writer.wal_failed:
             try:
-                self.flush()
+                writer.close_and_flush()  # (again after an interrupted close: a no-op if flushed)
             except BanyanStoreError as exc:
                 errors.append(exc)  # the WAL still holds the data; report after cleanup
         # After a failed WAL write the memtables stay unflushed (their switch would cut

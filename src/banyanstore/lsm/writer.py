@@ -474,6 +474,17 @@ class Writer:
         assert self._wal is not None
         self._sync_wal(self._wal.last_seq)
 
+    def close_and_flush(self) -> None:
+        """close()'s flush: refuse writes and switch the memtables under one hold of the
+        write lock -- a write acknowledged after the last switch would be left to the
+        WAL's replay -- then wait until every memtable is in a table.  Writes stay
+        refused if the flush fails; calling it again flushes again."""
+        assert self._flusher is not None
+        with self._lock:
+            self.close()
+            self._switch_memtables()
+        self._flusher.wait_idle()
+
     def close(self) -> None:
         """Refuse writes from now on."""
         self._closed = self._refused = True
