@@ -173,3 +173,45 @@ def test_a_forked_child_closing_the_parents_handle_leaves_the_parent_unharmed(tm
         with banyanstore.open_log(path) as log:
             records = [r for _, r in log.read()]
         assert records == [b"parent:%04dv" % i for i in range(3000)]
+
+
+_DROPPED_SCRIPT = r"""
+import gc, sys
+import banyanstore
+kind, path = sys.argv[1], sys.argv[2]
+
+def write_and_forget():
+    # opened, written and dropped without close(): nothing refers to the handle any more
+    if kind == "store":
+        store = banyanstore.open(path, wal_sync="never")
+        for i in range(1000):
+            store.put(b"key:%04d" % i, b"v")
+    else:
+        log = banyanstore.open_log(path, wal_sync="never")
+        for i in range(1000):
+            log.append(b"key:%04d" % i)
+
+write_and_forget()
+gc.collect()
+"""
+
+
+@pytest.mark.parametrize("kind", ["store", "log"])
+def test_a_handle_dropped_without_close_is_still_closed_at_exit(tmp_path: Path, kind: str) -> None:
+    """A store or Log the program dropped without close() (collected before the exit) is
+    closed at exit as one it kept: the next open has nothing to recover."""
+    path = tmp_path / kind
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", _DROPPED_SCRIPT, kind, str(path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and not run.stderr, run.stderr[-2000:]
+    if kind == "store":
+        with banyanstore.open(path, read_only=True) as ro:
+            assert ro.stats()["keyspaces"]["default"]["memtable_entries"] == 0, "not closed at exit"
+            assert len(list(ro.scan(keys_only=True))) == 1000
+    else:
+        with banyanstore.open_log(path, read_only=True) as ro:
+            on_disk = sum(f.stat().st_size for f in path.glob("*.log"))
+            assert on_disk == ro.stats()["bytes"], "not closed at exit: its reserved space is left"
+            assert len(list(ro.read())) == 1000

@@ -14,8 +14,14 @@ ones, so a store's own flush, compaction and sync threads still run while it
 closes; its worker processes are plain children (``lsm/workers.py``), not a
 ``multiprocessing`` pool with an exit hook of its own.
 
-Only weak references are kept: tracking never keeps an object alive.  A
-forked child forgets its parent's objects and disowns them (``disown``): they
+Tracking keeps an object alive until it is closed.  A store or log dropped
+without ``close()`` would otherwise be collected while its threads, descriptors
+and lock live on (they hold no reference to the handle): the process could not
+open it again, and at exit nothing would close it.  Kept here, it stays open --
+a second open in the process gets StoreLockedError, as for any open store --
+and is closed at exit like one the program kept.
+
+A forked child forgets its parent's objects and disowns them (``disown``): they
 are closed handles there, whose ``close()`` -- a ``with`` block the child
 leaves, its exit -- releases nothing, since closing them would write the
 parent's files from a second process, cut its WAL under its writes and unlock
@@ -35,7 +41,6 @@ import itertools
 import logging
 import os
 import threading
-import weakref
 from typing import Protocol
 
 __all__ = ["track", "untrack", "close_all"]
@@ -53,21 +58,17 @@ class Closable(Protocol):
 
 
 _lock = threading.Lock()
-_open: dict[int, weakref.ref[Closable]] = {}  # token -> object, in the order they opened
+_open: dict[int, Closable] = {}  # token -> object, in the order they opened
 _tokens = itertools.count(1)
 _pid = os.getpid()
 
 
 def track(obj: Closable) -> int:
-    """Close ``obj`` at interpreter exit unless it is closed (or gone) by then.
+    """Keep ``obj`` and close it at interpreter exit unless it is closed by then.
     Returns the token for :func:`untrack`."""
     token = next(_tokens)
     with _lock:
-        # Drop entries whose objects were collected (no weakref callbacks: they could
-        # run inside this lock, from a garbage collection this very thread triggers).
-        for dead in [t for t, ref in _open.items() if ref() is None]:
-            del _open[dead]
-        _open[token] = weakref.ref(obj)
+        _open[token] = obj
     return token
 
 
@@ -83,10 +84,9 @@ def close_all() -> None:
     if os.getpid() != _pid:
         return
     with _lock:
-        refs = list(_open.values())
-    for ref in reversed(refs):
-        obj = ref()
-        if obj is None or obj.closed:
+        objs = list(_open.values())
+    for obj in reversed(objs):
+        if obj.closed:
             continue
         try:
             obj.close()
@@ -98,16 +98,15 @@ def _disown_after_fork() -> None:
     """In a forked child (one thread, nothing else running): the parent's open objects
     are the parent's -- each is disowned, and none is closed at this process's exit."""
     global _lock, _open, _pid
-    inherited = [ref() for ref in _open.values()]  # (no lock: another thread may have held it)
+    inherited = list(_open.values())  # (no lock: another thread may have held it)
     _lock = threading.Lock()
     _open = {}
     _pid = os.getpid()
     for obj in inherited:
-        if obj is not None:
-            try:
-                obj.disown()
-            except Exception:  # noqa: BLE001, S110 - a fork hook must not fail; the next one still runs
-                pass
+        try:
+            obj.disown()
+        except Exception:  # noqa: BLE001, S110 - a fork hook must not fail; the next one still runs
+            pass
 
 
 atexit.register(close_all)
