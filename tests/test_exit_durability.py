@@ -215,3 +215,69 @@ def test_a_handle_dropped_without_close_is_still_closed_at_exit(tmp_path: Path, 
             on_disk = sum(f.stat().st_size for f in path.glob("*.log"))
             assert on_disk == ro.stats()["bytes"], "not closed at exit: its reserved space is left"
             assert len(list(ro.read())) == 1000
+
+
+_INTERRUPTED_OPEN_SCRIPT = r"""
+import sys, threading
+import banyanstore
+from banyanstore import shutdown
+from banyanstore.log import log as log_module
+kind, path, interrupted_call = sys.argv[1], sys.argv[2], int(sys.argv[3])
+opener = banyanstore.open if kind == "store" else banyanstore.open_log
+opener(path).close()
+track, calls = shutdown.track, []
+
+def track_then_interrupt(obj):
+    # a Ctrl-C landing at the end of an open, after the object registered for the exit
+    token = track(obj)
+    calls.append(obj)
+    if len(calls) == interrupted_call:
+        raise KeyboardInterrupt
+    return token
+
+class InterruptingLogger:  # a Ctrl-C at the last line of the Log's __init__
+    def debug(self, *args):
+        raise KeyboardInterrupt
+
+if interrupted_call:
+    shutdown.track = track_then_interrupt
+else:
+    real_logger, log_module._log = log_module._log, InterruptingLogger()
+try:
+    opener(path)
+except KeyboardInterrupt:
+    pass
+shutdown.track = track
+if not interrupted_call:
+    log_module._log = real_logger
+handle = opener(path)  # the interrupted open let go of the store
+for i in range(1000):
+    handle.put(b"key:%04d" % i, b"v") if kind == "store" else handle.append(b"key:%04d" % i)
+handle.close()
+print(sorted(t.name for t in threading.enumerate() if t.name.startswith("banyanstore")))
+"""
+
+
+@pytest.mark.parametrize(("kind", "interrupted_call"),
+                         [("log", 1), ("log", 0), ("store", 1), ("store", 0), ("store", 2)],
+                         ids=["log", "log-last-line", "store-wal", "store-wal-last-line", "store"])
+def test_an_interrupted_open_leaves_nothing_open(tmp_path: Path, kind: str,
+                                                 interrupted_call: int) -> None:
+    """An open that raises (here a KeyboardInterrupt at its very end: in the registration
+    for the exit hook, the ``interrupted_call``-th of the open, or 0: at the Log's last
+    line) closes what it had
+    opened: no thread left running, and nothing for the exit hook to close later -- which
+    would cut the WAL segment that a later open of the same store or log went on writing."""
+    path = tmp_path / kind
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", _INTERRUPTED_OPEN_SCRIPT, kind, str(path),
+                          str(interrupted_call)], env=env, capture_output=True, text=True, timeout=120)
+    if kind == "store":
+        with banyanstore.open(path) as store:
+            assert len(list(store.scan(keys_only=True))) == 1000
+    else:
+        with banyanstore.open_log(path) as log:
+            assert len(list(log.read())) == 1000, "the exit hook cut records of the later open"
+    assert run.returncode == 0 and not run.stderr, run.stderr[-2000:]
+    assert run.stdout == "[]\n", f"threads left running by the interrupted open: {run.stdout}"

@@ -103,6 +103,18 @@ class Log(LogView, AsyncAppends):
         self._commit = GroupCommit(self._collect, durable_seq=self._appends.next_seq - 1,
                                    on_error=self._sync_failed)
         self._syncer: IntervalSyncer | None = None
+        self._exit_token: int | None = None
+        try:
+            self._start_writing()
+            _log.debug("opened log %s: seqs [%d, %d], %d segments", directory, self.first_seq,
+                       self.last_seq, len(self._catalog.segments))
+        except BaseException:
+            self._abort_open()
+            raise
+
+    def _start_writing(self) -> None:
+        """A writer's segment, sync thread and registration for the exit hook."""
+        opts = self._opts
         if not opts.read_only:
             self._open_writer()
             if opts.wal_sync == "interval":
@@ -113,9 +125,20 @@ class Log(LogView, AsyncAppends):
         if self._writer is not None:
             self._appends.frames = self._writer.frames
         # An exit without close() still closes a writer (shutdown.py).
-        self._exit_token = None if opts.read_only else shutdown.track(self)
-        _log.debug("opened log %s: seqs [%d, %d], %d segments", directory, self.first_seq,
-                   self.last_seq, len(self._catalog.segments))
+        if not opts.read_only:
+            self._exit_token = shutdown.track(self)
+
+    def _abort_open(self) -> None:
+        """__init__ raised (a Ctrl-C, a thread that could not start) after the writer had
+        opened: close what it opened now, while the lock is still held.  Left open, its
+        sync thread would run for ever and the exit hook would close it at exit -- cutting
+        the segment under a later open's records.  The lock and the env are released by
+        the caller (log/opening.py)."""
+        self._flock, self._own_env = None, False
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            _log.exception("cleanup after a failed open of log %s", self.path)
 
     @classmethod
     def open(cls, path: str | bytes | os.PathLike[Any], *, options: Options | None = None,

@@ -35,8 +35,10 @@ class BackgroundThread:
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        thread = self._thread
+        # (not started: a failed open's cleanup, after start() raised)
+        if thread is not None and thread.ident is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _run(self) -> None:  # pragma: no cover - every subclass defines its loop
         raise NotImplementedError

@@ -129,11 +129,11 @@ class Store(Keyspace):
             mem_bytes = self._load()
             if not self._read_only:
                 self._start_background(mem_bytes)
+                # an exit without close() still closes it (shutdown.py)
+                self._exit_token = shutdown.track(self)
         except BaseException:
             self._abort_open()
             raise
-        if not self._read_only:  # an exit without close() still closes it (shutdown.py)
-            self._exit_token = shutdown.track(self)
 
     def _load(self) -> int:
         """Read the store from disk: manifest, tables, WAL (lsm/follower.py overrides
@@ -252,6 +252,8 @@ class Store(Keyspace):
         self._writer.start(self._wal, mem_bytes, self._flusher, running)
 
     def _abort_open(self) -> None:
+        if self._exit_token is not None:
+            shutdown.untrack(self._exit_token)
         self._workers.shutdown()
         self._writer.close()
         for closer in (getattr(self._compactor, "stop", None),
