@@ -11,6 +11,7 @@ import pytest
 
 import banyanstore
 import banyanstore.dbm as bdbm
+from banyanstore.errors import StoreClosedError
 
 
 def test_n_over_an_existing_empty_file_makes_a_new_database(tmp_path: Path) -> None:
@@ -125,3 +126,38 @@ def test_dbm_gnu_modifiers_are_accepted(tmp_path: Path, flag: str) -> None:
         db["k"] = "v"
     with bdbm.open(tmp_path / "db", flag) as db:
         assert db["k"] == b"v"
+
+
+def test_keys_read_after_close_raise_dbm_error(tmp_path: Path) -> None:
+    """An iteration begun before close() and read after it raises the dbm's error (an
+    OSError, what dbm users catch), not the engine's StoreClosedError."""
+    db = bdbm.open(tmp_path / "db", "c")
+    for i in range(100):
+        db[f"k{i:03d}"] = "v"
+    keys = iter(db)
+    assert next(keys) == b"k000"
+    db.close()
+    with pytest.raises(bdbm.error, match="closed"):
+        list(keys)
+
+
+class _StoreClosedByAnotherThread:
+    """A store that another thread closes just after the dbm checked that it was open."""
+
+    closed = False
+
+    def _closed(self, *args: object, **kwargs: object) -> None:
+        raise StoreClosedError("store db is closed")
+
+    get = put = delete = sync = scan = _closed
+
+
+@pytest.mark.parametrize("use", ["get", "getitem", "contains", "len", "keys", "sync", "setitem",
+                                 "delitem"])
+def test_a_close_racing_an_operation_raises_dbm_error(use: str) -> None:
+    db = bdbm.BanyanDbm(_StoreClosedByAnotherThread(), writable=True)
+    operations = {"get": lambda: db.get("k"), "getitem": lambda: db["k"], "contains": lambda: "k" in db,
+                  "len": lambda: len(db), "keys": db.keys, "sync": db.sync,
+                  "setitem": lambda: db.__setitem__("k", "v"), "delitem": lambda: db.__delitem__("k")}
+    with pytest.raises(bdbm.error, match="closed"):
+        operations[use]()

@@ -19,6 +19,7 @@ Keys and values may be ``str`` (encoded as UTF-8) or bytes-like; reads return
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator, MutableMapping
@@ -46,6 +47,21 @@ ignored, so code written for dbm.gnu opens unchanged; any other suffix is refuse
 "rw" must not open read-only without a word."""
 
 
+@contextlib.contextmanager
+def _as_dbm_error() -> Iterator[None]:
+    """The store's errors as :class:`error`, the one dbm users catch -- a close() on
+    another thread, between an operation's check and its read, included."""
+    try:
+        yield
+    except BanyanStoreError as exc:
+        raise error(str(exc)) from exc
+
+
+def _translated(keys: Iterator[bytes]) -> Iterator[bytes]:
+    with _as_dbm_error():
+        yield from keys
+
+
 def _encode(obj: Any, name: str) -> bytes:
     if isinstance(obj, str):
         return obj.encode("utf-8")
@@ -69,7 +85,8 @@ class BanyanDbm(MutableMapping[Any, bytes]):
 
     def __getitem__(self, key: Any) -> bytes:
         self._check()
-        value = self._store.get(_encode(key, "key"))
+        with _as_dbm_error():
+            value = self._store.get(_encode(key, "key"))
         if value is None:
             raise KeyError(key)
         return value
@@ -80,7 +97,9 @@ class BanyanDbm(MutableMapping[Any, bytes]):
     def __delitem__(self, key: Any) -> None:
         k = _encode(key, "key")
         self._check_writable()  # before the lookup: a missing key on a read-only db is this error too
-        if self._store.get(k) is None:
+        with _as_dbm_error():
+            present = self._store.get(k) is not None
+        if not present:
             raise KeyError(key)
         self._write(lambda: self._store.delete(k))
 
@@ -99,17 +118,20 @@ class BanyanDbm(MutableMapping[Any, bytes]):
     def __contains__(self, key: object) -> bool:
         self._check()
         try:
-            return self._store.get(_encode(key, "key")) is not None
+            key = _encode(key, "key")
         except TypeError:
             return False
+        with _as_dbm_error():
+            return self._store.get(key) is not None
 
     def __iter__(self) -> Iterator[bytes]:
         self._check()
-        return self._store.scan(keys_only=True)
+        with _as_dbm_error():
+            keys = self._store.scan(keys_only=True)
+        return _translated(keys)
 
     def __len__(self) -> int:
-        self._check()
-        return sum(1 for _ in self._store.scan(keys_only=True))
+        return sum(1 for _ in self)
 
     def keys(self) -> list[bytes]:  # type: ignore[override]
         """All keys (a list, as the dbm modules return)."""
@@ -117,7 +139,8 @@ class BanyanDbm(MutableMapping[Any, bytes]):
 
     def get(self, key: Any, default: Any = None) -> Any:
         self._check()
-        value = self._store.get(_encode(key, "key"))
+        with _as_dbm_error():
+            value = self._store.get(_encode(key, "key"))
         return default if value is None else value
 
     def setdefault(self, key: Any, default: Any = b"") -> bytes:
@@ -130,7 +153,8 @@ class BanyanDbm(MutableMapping[Any, bytes]):
     def sync(self) -> None:
         self._check()
         if self._writable:
-            self._store.sync()
+            with _as_dbm_error():
+                self._store.sync()
 
     def close(self) -> None:
         if not self._store.closed:
