@@ -117,6 +117,15 @@ def test_unsynced_writes_survive_exit_without_close_and_sigkill(tmp_path: Path, 
     (_check_store if kind == "store" else _check_log)(path, check_mode, acks, clean=end == "exit")
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a script run by the tests below: this engine (the compiled core
+    or pure Python), the options' defaults."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("BANYANSTORE_") or k == "BANYANSTORE_PURE_PYTHON"}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    return env
+
+
 # A forked child inherits the parent's open store or Log: its files, the WAL's shared
 # mapping and the lock (an flock belongs to the open file, which both processes share).
 # The child leaving a ``with`` block (its SystemExit) or calling close() must release
@@ -160,9 +169,7 @@ print("ok")
 def test_a_forked_child_closing_the_parents_handle_leaves_the_parent_unharmed(tmp_path: Path,
                                                                              kind: str) -> None:
     path = tmp_path / kind
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
-    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, kind, str(path)], env=env,
+    run = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, kind, str(path)], env=_child_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout == "ok\n", (run.returncode, run.stderr[-2000:])
     if kind == "store":
@@ -201,9 +208,7 @@ def test_a_handle_dropped_without_close_is_still_closed_at_exit(tmp_path: Path, 
     """A store or Log the program dropped without close() (collected before the exit) is
     closed at exit as one it kept: the next open has nothing to recover."""
     path = tmp_path / kind
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
-    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", _DROPPED_SCRIPT, kind, str(path)], env=env,
+    run = subprocess.run([sys.executable, "-c", _DROPPED_SCRIPT, kind, str(path)], env=_child_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and not run.stderr, run.stderr[-2000:]
     if kind == "store":
@@ -269,10 +274,9 @@ def test_an_interrupted_open_leaves_nothing_open(tmp_path: Path, kind: str,
     opened: no thread left running, and nothing for the exit hook to close later -- which
     would cut the WAL segment that a later open of the same store or log went on writing."""
     path = tmp_path / kind
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
-    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, "-c", _INTERRUPTED_OPEN_SCRIPT, kind, str(path),
-                          str(interrupted_call)], env=env, capture_output=True, text=True, timeout=120)
+                          str(interrupted_call)], env=_child_env(), capture_output=True, text=True,
+                         timeout=120)
     if kind == "store":
         with banyanstore.open(path) as store:
             assert len(list(store.scan(keys_only=True))) == 1000
@@ -281,3 +285,55 @@ def test_an_interrupted_open_leaves_nothing_open(tmp_path: Path, kind: str,
             assert len(list(log.read())) == 1000, "the exit hook cut records of the later open"
     assert run.returncode == 0 and not run.stderr, run.stderr[-2000:]
     assert run.stdout == "[]\n", f"threads left running by the interrupted open: {run.stdout}"
+
+
+_FORK_BUSY_SCRIPT = r"""
+import os, signal, sys, threading, time
+import banyanstore
+store = banyanstore.open(sys.argv[1])
+log = banyanstore.open_log(sys.argv[2])
+stop = False
+
+def write():
+    i = 0
+    while not stop:
+        store.put(b"key:%08d" % i, b"v" * 100)
+        log.append(b"record %d" % i)
+        i += 1
+
+writer = threading.Thread(target=write)
+writer.start()
+hung = 0
+for _ in range(int(sys.argv[3])):
+    time.sleep(0.005)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(5)  # a write waiting for a lock the parent's writer held at the fork
+        for attempt in (lambda: store.put(b"child", b"v"), lambda: log.append(b"child"),
+                        lambda: store.delete(b"child"), lambda: log.append_many([b"child"])):
+            try:
+                attempt()
+                os._exit(3)
+            except banyanstore.StoreClosedError:
+                pass
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, -signal.SIGALRM), code
+    hung += code == -signal.SIGALRM
+stop = True
+writer.join()
+store.close()
+log.close()
+print("hung", hung)
+"""
+
+
+def test_a_forked_child_writing_while_the_parent_wrote_does_not_hang(tmp_path: Path) -> None:
+    """The parent's writer may hold a lock at the fork (it never lets go in the child):
+    the child's write raises StoreClosedError before it waits for that lock."""
+    run = subprocess.run([sys.executable, "-c", _FORK_BUSY_SCRIPT, str(tmp_path / "store"),
+                          str(tmp_path / "log"), "25"], env=_child_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout == "hung 0\n"

@@ -241,6 +241,8 @@ class Log(LogView, AsyncAppends):
                 return self._append_synced(record)
             else:
                 check_sync(sync)  # raises: not a bool
+        if not self._ok:  # before the lock too: a forked child's copy of it may never be released
+            raise self._unwritable()
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
@@ -300,6 +302,8 @@ class Log(LogView, AsyncAppends):
         for i, r in enumerate(items):
             if type(r) is not bytes:
                 items[i] = as_bytes(r, f"records[{i}]")
+        if not self._ok:  # before the lock too (see append)
+            raise self._unwritable()
         with self._lock:
             if not self._ok:
                 raise self._unwritable()

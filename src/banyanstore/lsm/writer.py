@@ -216,6 +216,8 @@ class Writer:
         if len(key) > self._max_key or (value is not None and len(value) > self._max_value):
             self.check_entry(key, value)
         tree = self._tree
+        if self._refused:  # before the lock too: a forked child's copy of it may never be released
+            self.check_writable()
         with self._lock:
             if self._refused:
                 self.check_writable()
@@ -263,6 +265,7 @@ class Writer:
         if not ops and not ranges:
             return None
         tree = self._tree
+        self.check_writable()  # before the lock too: a forked child's copy of it may never be released
         with self._lock:
             self.check_writable()
             for ks, _k, _v in (*ops, *ranges):  # a keyspace dropped since the batch named it
