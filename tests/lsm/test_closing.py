@@ -111,3 +111,21 @@ def test_read_only_store_iterators_raise_store_closed_after_close(tmp_path: Any)
     for it in iterators.values():
         with pytest.raises(StoreClosedError):
             list(it)
+
+
+@pytest.mark.parametrize("kind", ["scan", "reverse", "keys", "snapshot-scan", "keyspace-scan"])
+def test_rows_an_iterator_holds_at_close_come_first_and_right(tmp_path: Any, kind: str) -> None:
+    """What docs/api.md says of an iterator read after close(): the rows it already holds
+    in memory (at most the batch it took last: 1,024 rows) are yielded first, each the
+    right row; then StoreClosedError -- never a shorter result presented as complete."""
+    s, idx = _fill(None, str(tmp_path / "db"))
+    snap = s.snapshot()
+    it = ITERATORS[kind](s, idx, snap)
+    expected = list(ITERATORS[kind](s, idx, snap))
+    got = [next(it) for _ in range(3)]
+    s.close()
+    with pytest.raises(StoreClosedError):
+        for row in it:
+            got.append(row)
+    assert 3 <= len(got) <= 3 + 1024 and len(got) < len(expected)
+    assert got == expected[:len(got)]
