@@ -2160,6 +2160,28 @@ static void merge_dealloc(MergeScan *m) {
 
 static int merge_open(MergeScan *m, PyObject *sources);
 
+/* A scan's ``limit`` (None or an int >= 0) as the count left to emit, -1 for none.  A limit
+ * past PY_SSIZE_T_MAX is no limit at all -- no scan emits that many entries -- so it reads
+ * as None does, as in the pure-Python merge (an OverflowError here broke such scans). */
+static int parse_limit(PyObject *limit, Py_ssize_t *remaining) {
+    *remaining = -1;
+    if (limit == Py_None)
+        return 0;
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(limit, &overflow);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow > 0)
+        return 0;
+    if (overflow < 0 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "limit must be >= 0 or None");
+        return -1;
+    }
+    if (n <= PY_SSIZE_T_MAX)
+        *remaining = (Py_ssize_t)n;
+    return 0;
+}
+
 static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
                              "keys_only", "keepalive", "guard", NULL};
@@ -2188,16 +2210,8 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "start and end must be bytes or None");
         return -1;
     }
-    m->remaining = -1;
-    if (limit != Py_None) {
-        m->remaining = PyLong_AsSsize_t(limit);
-        if (m->remaining == -1 && PyErr_Occurred())
-            return -1;
-        if (m->remaining < 0) {
-            PyErr_SetString(PyExc_ValueError, "limit must be >= 0 or None");
-            return -1;
-        }
-    }
+    if (parse_limit(limit, &m->remaining) < 0)
+        return -1;
     m->keepalive = Py_NewRef(keepalive);
     m->guard = guard == Py_None ? NULL : Py_NewRef(guard);
     m->until_guard = 0;

@@ -94,6 +94,22 @@ def test_scan_arguments(store):
         list(store.scan(start="a"))
 
 
+def test_a_limit_larger_than_any_count_reads_like_no_limit(store):
+    """``limit`` is any int >= 0 (docs/api.md): one past what a C integer holds, read by the
+    compiled core's merge, returns every key as ``limit=None`` does, in both directions, from
+    the memtable and from tables alike."""
+    for i in range(40):
+        store.put(b"k%02d" % i, b"v%d" % i)
+    store.flush()
+    store.put(b"k05", b"new")
+    for reverse in (False, True):
+        want = list(store.scan(b"k03", b"k30", reverse=reverse))
+        for limit in (2**63 - 1, 2**63, 2**64, 10**30):
+            assert list(store.scan(b"k03", b"k30", reverse=reverse, limit=limit)) == want
+            assert list(store.scan(reverse=reverse, limit=limit, keys_only=True)) == \
+                [k for k, _ in store.scan(reverse=reverse)]
+
+
 def test_type_and_size_errors(store):
     with pytest.raises(TypeError, match="key"):
         store.put("k", b"v")
