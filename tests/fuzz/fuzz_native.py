@@ -12,11 +12,22 @@ and the Python one (``Block``) judge differently -- one refusing what the other 
 offsets array out of order included -- or a lookup in a payload both take, with its keys
 in order, that answers differently.  A damaged flush buffer goes to
 the C table build (``TableBuilder.add_flush_buffer``) and to the pure-Python one: both
-must raise the same ValueError or write the same table.
+must raise the same ValueError or write the same table; and to both decoders
+(``decode_flush_buffer`` and ``flushbuf.decode``): the same columns or the same ValueError.
 
-Bounded run (what the test suite and CI do)::
+The cache-miss path: a real table file (entries, widths, compression and block size from
+the input) with stored blocks damaged behind a recomputed checksum, bytes flipped, or cut
+short, is opened by the pure reader and by the core (which reads it with ``pread`` itself,
+checks, decompresses and decodes each block) and read by both -- point reads,
+``multi_get`` batches, scans both ways with bounds -- with no block cached: the same
+answers and the same ``CorruptionError`` (message, file, offset), wherever the damage left
+the blocks saying what the index and the properties say of them (``reads_as_written``).
 
-    python tests/fuzz/fuzz_native.py -runs=20000 -seed=1 -len_control=0
+Bounded run (what the test suite and CI do, from a corpus directory of random seed inputs
+of 256 B to 4 KiB -- from an empty corpus libFuzzer mutates a 1-byte input the whole run,
+see test_fuzz_bounded.py)::
+
+    python tests/fuzz/fuzz_native.py -runs=20000 -seed=1 -len_control=0 corpus_dir/
 
 Long run (a developer's machine; add ``-jobs=2`` to use both cores)::
 
@@ -24,7 +35,8 @@ Long run (a developer's machine; add ``-jobs=2`` to use both cores)::
 
 Under AddressSanitizer (the extension built with ``-fsanitize=address``, see .ci/run)::
 
-    LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \\
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so) \\
+        ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \\
         python tests/fuzz/fuzz_native.py -runs=20000
 
 The C extension is not compiled with coverage instrumentation (that needs clang's
@@ -34,8 +46,14 @@ structure-aware split above is what reaches the C decoders' branches.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import struct
 import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import atheris
 import lz4.block
@@ -44,11 +62,16 @@ with atheris.instrument_imports():
     from banyanstore import accel
     from banyanstore.errors import CorruptionError
     from banyanstore.io.memory import MemoryEnv
+    from banyanstore.io.posix import PosixEnv
     from banyanstore.lsm import flushbuf
+    from banyanstore.lsm.memtable import PyMemtable
+    from banyanstore.lsm.view import View
     from banyanstore.options import Options
     from banyanstore.sstable import reader as reader_mod
     from banyanstore.sstable.block import Block, BlockFormatError, encode_block
     from banyanstore.sstable.builder import TableBuilder
+    from banyanstore.sstable.cache import BlockCache
+    from banyanstore.sstable.format import TRAILER, crc32c
     from banyanstore.sstable.meta import encode_index
 
 native = accel.load_native()
@@ -56,6 +79,11 @@ if native is None:
     sys.exit("the compiled core is not built")
 reader_mod.bind_native(native)
 MASKS = bytes(8 << 14)
+TOP = 2**64 - 1
+# the table files of the miss path: read with pread by the core, as a store's are
+TABLE_DIR = tempfile.mkdtemp(prefix="fuzz-native-")
+atexit.register(shutil.rmtree, TABLE_DIR, True)
+POSIX = PosixEnv()
 
 
 def raw_block(data: bytes) -> Block:
@@ -165,10 +193,165 @@ def table_or_error(buf: bytes, opts: Options, in_c: bool) -> bytes | str:
     return env.read_file("/t.sst")
 
 
+def columns_or_error(decode: Callable[[bytes], Any], buf: bytes) -> Any:
+    try:
+        return decode(buf)
+    except ValueError as exc:
+        return str(exc)
+
+
+def table_entries(fdp: atheris.FuzzedDataProvider) -> list[tuple[bytes, int, bytes | None]]:
+    """Entries in table order: keys sharing a prefix or not, a key's versions newest first,
+    tombstones, empty and large values."""
+    prefix = b"series/00000001/" if fdp.ConsumeBool() else b""
+    keys = sorted({prefix + fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4))
+                   for _ in range(fdp.ConsumeIntInRange(1, 60))})
+    big = fdp.ConsumeIntInRange(0, 7) == 7  # blocks past the core's 16 KiB stack buffer
+    out = []
+    for k in keys:
+        for v in sorted({fdp.ConsumeIntInRange(1, 40) for _ in range(fdp.ConsumeIntInRange(1, 3))},
+                        reverse=True):
+            kind = fdp.ConsumeIntInRange(0, 5)
+            value = (None if kind == 0 else b"\x01" * 20000 if big and kind == 1
+                     else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 40)))
+            out.append((k, v, value))
+    return out
+
+
+def restamp(data: bytearray, start: int, end: int) -> None:
+    """The checksum of the stored block ``data[start:end]`` (body, kind byte, crc) made
+    right again, so that only the decoders can find what was changed in it."""
+    struct.pack_into("<I", data, end - 4, crc32c(data[end - TRAILER.size:end - 4],
+                                                 crc32c(bytes(data[start:end - TRAILER.size]))))
+
+
+def damaged_table(fdp: atheris.FuzzedDataProvider) -> tuple[str, list[tuple[bytes, int]]]:
+    """A table file written to TABLE_DIR, then damaged: ``(path, the (key, version) each
+    data block ended with before the damage)``."""
+    compression = ("none", "lz4", "zstd")[fdp.ConsumeIntInRange(0, 2)]
+    opts = Options(compression=compression, bloom_bits_per_key=fdp.ConsumeIntInRange(0, 10))
+    object.__setattr__(opts, "block_size", fdp.ConsumeIntInRange(1, 2048))
+    env = MemoryEnv()
+    builder = TableBuilder(env, "/t.sst", opts)
+    builder.add_many(table_entries(fdp))
+    builder.finish()
+    with reader_mod.TableReader.open(env, "/t.sst") as r:
+        blocks = [r.block_request(no)[1:] for no in range(r.block_count)]
+        decoded = r.load_blocks(range(r.block_count)).values()
+        ends = [(b.keys[-1], b.versions[-1]) for b in decoded]
+    data = bytearray(env.read_file("/t.sst"))
+    for _ in range(fdp.ConsumeIntInRange(0, 2)):
+        how = fdp.ConsumeIntInRange(0, 3)
+        off, length = blocks[fdp.ConsumeIntInRange(0, len(blocks) - 1)]
+        at = off + fdp.ConsumeIntInRange(0, length - 1)
+        data[at] ^= fdp.ConsumeIntInRange(1, 255)
+        if how:  # behind a good checksum: for the block decoders (how 0: for the checksum)
+            restamp(data, off, off + length)
+    if fdp.ConsumeIntInRange(0, 7) == 7:  # (not 0: what a spent input gives)
+        del data[fdp.ConsumeIntInRange(0, len(data)):]
+    path = os.path.join(TABLE_DIR, "t.sst")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path, ends
+
+
+def outcome(call: Callable[[], Any]) -> Any:
+    """What ``call()`` returns (a list for an iterator), or its CorruptionError's message,
+    file and offset."""
+    try:
+        got = call()
+        return list(got) if hasattr(got, "__next__") else got
+    except CorruptionError as exc:
+        return ("CorruptionError", str(exc), exc.path, exc.offset)
+
+
+def readers(path: str) -> tuple[Any, Any] | None:
+    """(pure, native) readers of ``path`` with no block cached, or None where both refuse
+    it alike at open."""
+    saved = reader_mod.native
+    try:
+        reader_mod.native = None
+        pure = outcome(lambda: reader_mod.TableReader.open(POSIX, path, BlockCache(0)))
+        reader_mod.native = native
+        cache = BlockCache(0)
+        cache.native_counters = native.Counters()
+        nat = outcome(lambda: reader_mod.TableReader.open(POSIX, path, cache))
+    finally:
+        reader_mod.native = saved
+    assert isinstance(nat, tuple) == isinstance(pure, tuple), \
+        f"the core opens a table, or refuses it, unlike the Python reader: {pure}, {nat}"
+    if isinstance(pure, tuple):
+        assert nat == pure, "the core refuses a table unlike the Python reader"
+        return None
+    assert nat.core is not None and pure.core is None
+    return pure, nat
+
+
+def reads_as_written(reader: Any, ends: list[tuple[bytes, int]]) -> bool:
+    """Whether the blocks the Python reader decodes still say what the table's index and
+    properties say of them: entries in table order, each block ending at its index entry,
+    versions and keys within the table's range, and for a table its properties call plain
+    (a key an entry, no tombstone: read without a visibility pass) no second version and no
+    tombstone.  Undetected damage that breaks one of these answers apart -- two binary
+    searches over unsorted keys land on different entries; a plain table's scan trusts the
+    properties -- as in any store."""
+    prev = None
+    for no in range(reader.block_count):
+        try:
+            block = reader.load_blocks([no])[no]
+        except CorruptionError:
+            continue
+        entries = list(zip(block.keys, block.versions, block.values, strict=True))
+        if (entries[-1][:2] != ends[no]
+                or (reader.plain and any(value is None for _, _, value in entries))):
+            return False
+        for key, version, _ in entries:
+            if ((prev is not None and (key, -version) <= (prev[0], -prev[1]))
+                    or (reader.plain and prev is not None and key == prev[0])
+                    or not reader.min_version <= version <= reader.max_version
+                    or not reader.smallest_key <= key <= reader.largest_key):
+                return False
+            prev = (key, version)
+    return True
+
+
+def check_table_reads(fdp: atheris.FuzzedDataProvider, key: bytes, start: bytes | None,
+                      end: bytes | None) -> None:
+    """The miss path: a damaged table file read by the core and by the Python reader."""
+    path, ends = damaged_table(fdp)
+    pair = readers(path)
+    if pair is None:
+        return
+    pure, nat = pair
+    try:
+        if not reads_as_written(pure, ends):  # the answers may differ; only CorruptionError may come
+            outcome(lambda: nat.get(key, TOP))
+            outcome(lambda: native.MergeScan([nat.core], start, end, TOP, 0, False, None, False, nat))
+            return
+        views = [View(PyMemtable(), (), (r,)) for r in (pure, nat)]
+        keys = [key, *(k for k in (start, end) if k is not None)]
+        version = fdp.ConsumeIntInRange(0, 45)
+        floor = fdp.ConsumeIntInRange(0, 10)
+        reverse = fdp.ConsumeBool()
+        calls: list[Callable[[View], Any]] = [
+            lambda v: [v.get(k, version, floor) for k in keys],
+            lambda v: [v.get_entry(k, version) for k in keys],
+            lambda v: v.multi_get(keys, version, floor, POSIX),
+            lambda v: v.scan(start, end, version, floor, reverse, None, lambda: None)]
+        for call in calls:
+            got = [outcome(lambda v=v: call(v)) for v in views]
+            assert got[0] == got[1], f"the core reads the table file unlike Python: {got}"
+    finally:
+        pure.close()
+        nat.close()
+
+
 @atheris.instrument_func
 def one_input(buf: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(buf)
     flush = flush_buffer(fdp)
+    assert (columns_or_error(native.decode_flush_buffer, flush)
+            == columns_or_error(flushbuf.decode, flush)), "the flush buffer decoders disagree"
     opts = Options(max_key_size=3, max_value_size=8, bloom_bits_per_key=fdp.ConsumeIntInRange(0, 3))
     object.__setattr__(opts, "block_size", fdp.ConsumeIntInRange(1, 100))
     assert table_or_error(flush, opts, True) == table_or_error(flush, opts, False)
@@ -208,6 +391,7 @@ def one_input(buf: bytes) -> None:
         pass  # ValueError: what add_many refuses (order, sizes, version 0)
     else:  # a merge that read every block took only what Block() takes
         assert all(python_block(p) is not None for p in payloads)
+    check_table_reads(fdp, key, start, end)
     slots = [raw_block(p) for p in payloads]
     try:
         core = native.TableCore(min(last_keys), max(last_keys) + rest[:2], 0, index, filt, MASKS,
