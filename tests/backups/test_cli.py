@@ -155,3 +155,22 @@ def test_a_backend_failure_is_one_line_not_a_traceback(capsys: pytest.CaptureFix
         code, out, err = run(capsys, *argv)
         assert code == 1 and out == "" and len(err.splitlines()) == 1, err
         assert err.startswith(f"banyanstore {argv[0]}: ") and "Could not connect" in err
+
+
+def test_an_unknown_backup_is_not_found_for_restore_as_for_backups(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--backup <unknown>`` is "not found" (exit 1) for `restore` as for `backups`, and
+    so is a destination holding no backup; neither is a usage error (2)."""
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)
+    UNKNOWN_ID = "20260101T000000.000000Z-deadbeef"  # well formed, never taken
+    for argv in (("backups", url, "--backup", UNKNOWN_ID),
+                 ("restore", url, str(tmp_path / "copy"), "--backup", UNKNOWN_ID)):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and len(err.splitlines()) == 1 and UNKNOWN_ID in err, (argv, code, err)
+    os.makedirs(tmp_path / "empty")
+    code, _out, err = run(capsys, "restore", str(tmp_path / "empty"), str(tmp_path / "copy2"))
+    assert code == 1 and "no complete backup" in err, (code, err)
+    assert not os.path.exists(tmp_path / "copy") and not os.path.exists(tmp_path / "copy2")

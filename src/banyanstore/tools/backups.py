@@ -21,7 +21,7 @@ from typing import Any
 import banyanstore
 
 from ..backups import BackupInfo, Progress
-from ..errors import BanyanStoreError
+from ..errors import BanyanStoreError, StoreNotFoundError
 from .common import EXIT_OK, EXIT_PROBLEMS, NotFound, Output, UsageError
 from .progress import wants_progress
 
@@ -148,8 +148,11 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
 def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     opts = storage_options(args.option)
     with _bars(args, out) as bars:
-        info = _call(banyanstore.restore, _existing(args.url), args.dest, backup_id=args.backup,
-                     overwrite=args.overwrite, parallel=args.parallel, progress=bars, **opts)
+        try:
+            info = _call(banyanstore.restore, _existing(args.url), args.dest, backup_id=args.backup,
+                         overwrite=args.overwrite, parallel=args.parallel, progress=bars, **opts)
+        except StoreNotFoundError as exc:  # no such backup there: "not found", as `backups` says
+            raise NotFound(str(exc)) from exc
     if out.json:
         out.doc(_info_json(info) | {"dest": args.dest})
     else:
