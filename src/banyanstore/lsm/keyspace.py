@@ -235,7 +235,7 @@ class Keyspace:
         tree = self._tree
         floor = tree.ttl_floor(self._ks, v)
         try:
-            entries = view.history(key, v)
+            entries = view.history(key, v, *tree.retained_points())
         except Exception as exc:
             tree.closed_meanwhile(exc)
             raise

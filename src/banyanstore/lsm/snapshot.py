@@ -157,7 +157,7 @@ class Snapshot:
         floor = self._tree.ttl_floor(ks, self.version)  # expired entries stay hidden
         key = as_bytes(key, "key")
         try:
-            entries = view.history(key, self.version)
+            entries = view.history(key, self.version, *self._tree.retained_points())
         except Exception as exc:
             self._tree.closed_meanwhile(exc)
             raise

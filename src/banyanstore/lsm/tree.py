@@ -360,6 +360,15 @@ class Tree:
         collector closes snapshots on whichever thread it runs)."""
         self._pins.release(version)
 
+    def retained_points(self) -> tuple[int, tuple[int, ...]]:
+        """``(history floor, pinned versions below it)``: below the floor, merges keep of
+        each key what a read at a pinned version or just below the floor sees (View.history).
+        Read after the view it applies to: the floor rises before a merge's view is
+        published (:meth:`apply`)."""
+        with self._lock:
+            floor = self.history_floor
+            return floor, tuple(v for v in self._pins.versions() if v < floor)
+
     def pinned(self) -> int:
         """How many pins (open snapshots) there are."""
         return self._pins.live()

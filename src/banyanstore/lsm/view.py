@@ -19,6 +19,7 @@ core does not know range tombstones; docs/native.md).
 from __future__ import annotations
 
 import sys
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, islice
 from typing import Any
@@ -234,10 +235,18 @@ class View:
                 out[i] = value
         return out
 
-    def history(self, key: bytes, version: int) -> list[tuple[int, bytes | None]]:
+    def history(self, key: bytes, version: int, floor: int = 0,
+                points: Sequence[int] = ()) -> list[tuple[int, bytes | None]]:
         """Every retained entry of ``key`` at or below ``version``, newest first; a
         range tombstone covering ``key`` shows as ``(its version, None)`` unless the
-        key has an entry of that version (written after it in its batch)."""
+        key has an entry of that version (written after it in its batch).
+
+        Below the history ``floor``, merges keep of each key only what a read at one of
+        the pinned versions ``points``, or just below the floor, sees; the key's own
+        entry that hid a range tombstone of its version may be gone while the range
+        tombstone stays (other keys need it).  So a range tombstone below the floor
+        shows only where such a read sees it -- elsewhere it would be a delete the key
+        never had."""
         entries = self.mem.history(key, version)
         for m in self.imms:
             entries += m.history(key, version)
@@ -247,9 +256,12 @@ class View:
             entries += [e for e in t.history(key) if e[0] <= version]
         if self.range_static is not None or self.mem.range_dels:
             own = {e[0] for e in entries}
-            entries += [(v, None) for v in {r[2] for r in self.range_dels()
+            covering = [(v, None) for v in {r[2] for r in self.range_dels()
                                             if r[0] <= key < r[1] and r[2] <= version}
                         if v not in own]
+            if floor and any(v < floor for v, _ in covering):
+                covering = _seen_below_floor(entries, covering, floor, points)
+            entries += covering
         entries.sort(key=lambda e: -e[0])
         return entries
 
@@ -328,6 +340,21 @@ class View:
                 if t.min_version <= version
                 and (end is None or t.smallest_key < end)
                 and (start is None or t.largest_key >= start)]
+
+
+def _seen_below_floor(entries: list[tuple[int, bytes | None]],
+                      covering: list[tuple[int, None]], floor: int,
+                      points: Sequence[int]) -> list[tuple[int, None]]:
+    """Of the range tombstones ``covering`` a key, those at or above ``floor`` and those
+    below it that a read at one of ``points`` or just below the floor sees (the newest of
+    the key's versions at or below that point; ``entries`` are the key's own)."""
+    versions = sorted({v for v, _ in entries} | {v for v, _ in covering})
+    seen = set()
+    for p in (*points, floor - 1):
+        i = bisect_right(versions, p)
+        if i:
+            seen.add(versions[i - 1])
+    return [e for e in covering if e[0] >= floor or e[0] in seen]
 
 
 def _visible_whole(table: Any, version: int, floor: int) -> bool:
