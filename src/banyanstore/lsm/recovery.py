@@ -37,7 +37,6 @@ from ..errors import CorruptionError
 from ..io.base import Env
 from ..log.log import Log
 from ..options import Options
-from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .edits import TableInfo
 from .layout import is_manifest_name
@@ -132,9 +131,10 @@ def check_orphans(env: Env, path: str, state: ManifestState, *, wal_incomplete: 
     state.obsolete.update(orphans)
 
 
-def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache,
-                opener: Callable[[str], Any] | None = None) -> dict[int, list[Any]]:
-    """Open every live table; per keyspace, newest (highest versions) first."""
+def open_tables(env: Env, path: str, state: ManifestState,
+                open_table: Callable[[str], TableReader]) -> dict[int, list[Any]]:
+    """Open every live table with ``open_table`` (the store's: Tree.open_table); per
+    keyspace, newest (highest versions) first."""
     out: dict[int, list[Any]] = {}
     opened: list[TableReader] = []
     try:
@@ -149,7 +149,7 @@ def open_tables(env: Env, path: str, state: ManifestState, cache: BlockCache,
                 if size != info.file_size:
                     raise CorruptionError(f"table is {size} bytes, the manifest says "
                                           f"{info.file_size}", path=tpath)
-                reader = TableReader.open(env, tpath, cache, opener=opener)
+                reader = open_table(tpath)
                 opened.append(reader)
                 check_table(reader, info, tpath)
                 reader.file_no = info.file_no

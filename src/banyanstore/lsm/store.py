@@ -140,9 +140,7 @@ class Store(Keyspace):
         it).  Returns the bytes the WAL's replay put into memtables."""
         state, manifest = self._open_files()
         try:
-            caps = self._tree.table_files
-            tables = open_tables(self._env, self.path, state, self._cache,
-                                 None if caps is None else caps.open)
+            tables = open_tables(self._env, self.path, state, self._tree.open_table)
         except BaseException:
             if manifest is not None:
                 manifest.close()

@@ -270,10 +270,6 @@ class View:
         """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
         keys with ``keys_only``, which saves creating the values on the native path);
         ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
-        if limit is not None and limit >= sys.maxsize:
-            # No scan reaches it, and neither the compiled core (a C ssize_t) nor
-            # itertools.islice takes a larger one: it is no limit.
-            limit = None
         cores = self.cores
         # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
         native = cores is not None and self.range_static is None and not self.mem.range_dels
@@ -292,6 +288,10 @@ class View:
                              for m in (self.mem, *self.imms) if m.entries), *cores]
             return _MergeScan(sources, start, end, version, floor,  # type: ignore[misc]
                               reverse, limit, keys_only, self.tables, guard)
+        if limit is not None and limit >= sys.maxsize:
+            # No scan reaches it, and itertools.islice takes no larger one: it is no limit
+            # (the compiled core reads it so itself).
+            limit = None
         cover = self.cover(version)
         tables = self._scan_tables(start, end, version)
         if (len(tables) == 1 and cover is None and not self.mem.entries and not self.imms
