@@ -1821,7 +1821,7 @@ static int core_admit(TableCore *c, uint32_t no, uint64_t scanned) {
 }
 
 /* Fill the read-ahead with the next run of blocks from `no` on in scan direction: cached
- * ones from their slots, the missing ones with one read spanning them, cached if the cache
+ * ones from their slots (each a hit: counted and marked referenced), the missing ones with one read spanning them, cached if the cache
  * admits them -- except the first when `first_cached` (a table's first block of the
  * scan, which is always cached, as a seek's is: sstable/reader.py reads it alone). */
 static int ahead_fill(MergeScan *m, Source *s, uint32_t no, int first_cached) {
@@ -1841,6 +1841,10 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no, int first_cached) {
         if (block == Py_None) {
             lo = b < lo ? b : lo;
             hi = b > hi ? b : hi;
+        } else {  /* a hit, as core_block() counts one (and CLOCK's second chance) */
+            if (is_block(block))
+                block_mark_referenced(block);
+            c->counters->hits++;
         }
     }
     s->ahead_i = 0;
@@ -2019,19 +2023,13 @@ static uint32_t table_open_span(const MergeScan *m, const Source *s) {
 /* The first block of a table source whose span is more than one block: the whole span
  * fetched as read-ahead (its missing blocks with ONE read: a range of one time series in
  * each table is a few blocks, and a read per block was the largest cost of such a query),
- * the first one taken from it -- marked referenced and counted as a hit if it was cached,
- * as core_block() does.  A new reference, or NULL on error. */
+ * the first one taken from it (ahead_fill marks and counts each cached block as a hit, as
+ * core_block() does).  A new reference, or NULL on error. */
 static PyObject *table_open_span_blocks(MergeScan *m, Source *s, uint32_t no, uint32_t span) {
     TableCore *c = s->core;
     if ((Py_ssize_t)no >= PyList_GET_SIZE(c->slots)) {
         PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
         return NULL;
-    }
-    PyObject *cached = PyList_GET_ITEM(c->slots, no);
-    if (cached != Py_None) {
-        if (is_block(cached))
-            block_mark_referenced(cached);
-        c->counters->hits++;
     }
     s->batch = (int)span;
     if (ahead_fill(m, s, no, 1) < 0)

@@ -431,8 +431,8 @@ class _CountedReads(PosixEnv):
 def test_bounded_scan_reads_the_blocks_of_its_range_at_once(tmp_path):
     """A scan with both bounds and no limit reads the missing blocks of its range in each
     table with one read (a range of a time series spans a few blocks of every table), in
-    either direction; cached blocks inside the range are taken from the cache (the first one
-    counted as a hit) and the rest still come in one read.  A scan with a limit keeps the
+    either direction; cached blocks inside the range are taken from the cache (each counted as
+    a hit and marked referenced) and the rest still come in one read.  A scan with a limit keeps the
     read-ahead that starts at one block."""
     env = _CountedReads()
     entries = random_entries(random.Random(3), 400, max_versions=1, key_len=8, value_len=30,
@@ -453,15 +453,15 @@ def test_bounded_scan_reads_the_blocks_of_its_range_at_once(tmp_path):
             assert env.reads - before == 1, reverse
         nat.cache.clear()
         # the first block cached (read by the core, as a lookup's miss does: its own block
-        # type): a hit, marked referenced for CLOCK, then the rest in one read
+        # type) and one inside the range: hits, marked referenced for CLOCK, the rest in one read
         assert nat.core.get(first_keys[3], TOP)[0]
         nat.load_block(6)
-        assert nat.cached(3).ref is False
+        assert nat.cached(3).ref is False and nat.cached(6).ref is False
         hits, before = nat.cache.stats()["hits"], env.reads
         got = list(native.MergeScan([nat.core], start, end, TOP, 0, False, None, False, nat))
         assert got == _visible(entries, start, end, False)
-        assert env.reads - before == 1 and nat.cache.stats()["hits"] == hits + 1
-        assert nat.cached(3).ref is True
+        assert env.reads - before == 1 and nat.cache.stats()["hits"] == hits + 2
+        assert nat.cached(3).ref is True and nat.cached(6).ref is True
         nat.cache.clear()
         before = env.reads
         got = list(native.MergeScan([nat.core], start, end, TOP, 0, False, 3, False, nat))

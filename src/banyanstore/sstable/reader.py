@@ -563,7 +563,7 @@ class TableReader:
                 return out
             no, lo = no + 1, 0
             cached = self._slots[no]
-            block = cached if cached is not None else self.load_block(
+            block = self._hit(cached) if cached is not None else self.load_block(
                 no, fill and self.cache.admit(self._base + no))
 
     def scan_runs(self, start: bytes | None = None, end: bytes | None = None, *,
@@ -599,6 +599,9 @@ class TableReader:
             block = self._slots[no]
             if block is None:
                 block = self.load_block(no, fill and (no == head or self.cache.admit(self._base + no)))
+            else:
+                block.ref = True  # (a hit, as _hit counts it: inlined, once a block a query)
+                self.cache.hits += 1
             lo = 0 if start is None or no != first else block.seek(start)
             hi = block.count if end is None or no != last else block.seek(end)
             if lo < hi:
@@ -689,7 +692,14 @@ class TableReader:
     def _block(self, no: int, fill: bool) -> Block:
         """Block ``no`` from its cache slot, else read (and cached if ``fill``)."""
         block = self._slots[no]
-        return block if block is not None else self.load_block(no, fill)
+        return self._hit(block) if block is not None else self.load_block(no, fill)
+
+    def _hit(self, block: Block) -> Block:
+        """``block``, just found in its cache slot: counted as a hit and marked referenced
+        (CLOCK's second chance), as a point read's hit and the compiled core's are."""
+        block.ref = True
+        self.cache.hits += 1
+        return block
 
     def _admit(self, no: int) -> bool:
         """Whether block ``no``, read ahead by a scan, is to be cached if it is missing:
@@ -725,6 +735,8 @@ class TableReader:
         if block is None:
             block = self.load_block(no, fill and (first_cached or self.cache.admit(
                 self._base + no, self._scanned(origin, no))))
+        else:
+            self._hit(block)
         yield no, block
         batch = 2
         pos = 1
@@ -748,6 +760,9 @@ class TableReader:
         base = self._base
         out: list[Block | None] = [slots[no] for no in nos]
         missing = [no for no, b in zip(nos, out, strict=True) if b is None]
+        for block in out:
+            if block is not None:
+                self._hit(block)
         if missing:
             starts = self._starts
             lo, hi = min(missing), max(missing)
@@ -900,6 +915,7 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
         out.append(block)
         if block is not None:
             block.ref = True
+            reader.cache.hits += 1
             continue
         key = reader.block_key(no)
         reader.cache.misses += 1
