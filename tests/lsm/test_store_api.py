@@ -391,16 +391,18 @@ def test_a_killed_worker_process_is_replaced(tmp_path):
     import signal
     import time
 
+    # (values large enough that each memtable is over INLINE_FLUSH_BYTES: a smaller one is
+    # flushed in this process when the worker is not running)
     with banyanstore.open(tmp_path / "db", compaction_mode="process", compaction=False) as s:
         for i in range(1000):
-            s.put(b"a%04d" % i, b"1" * 50)
+            s.put(b"a%04d" % i, b"1" * 1200)
         s.flush()
         pids = s._workers.pids()
         assert len(pids) == 1
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(0.2)
         for i in range(1000):
-            s.put(b"b%04d" % i, b"2" * 50)
+            s.put(b"b%04d" % i, b"2" * 1200)
         s.flush()  # the first attempt meets the dead worker, the retry a new one
         s.compact()
         assert s._workers.pids() and pids[0] not in s._workers.pids()

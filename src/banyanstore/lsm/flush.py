@@ -58,6 +58,11 @@ logger = logging.getLogger("banyanstore.flush")
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
 TRIM_EVERY = heaptrim.TRIM_EVERY
+#: A memtable smaller than this is built into its table in the writer's process when the
+#: flush worker is not running: starting that process takes 0.2-0.5 s, while building a
+#: table of 1 MiB here holds the GIL for milliseconds.  (So closing a store that took a
+#: few writes does not start a process to flush them.)
+INLINE_FLUSH_BYTES = 1 << 20
 """Bytes of memtables flushed between two returns of freed heap to the OS."""
 
 
@@ -78,13 +83,15 @@ class PendingFlush:
 
 
 def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: FlushEntries,
-                range_dels: list[RangeDel] | None = None) -> tuple[TableReader, TableInfo] | None:
+                range_dels: list[RangeDel] | None = None,
+                nbytes: int = INLINE_FLUSH_BYTES) -> tuple[TableReader, TableInfo] | None:
     """Write a memtable's entries (a flush buffer or the columns: lsm/flushbuf.py) and
     range tombstones to a new table of keyspace ``ks`` -- in a worker process in
-    process mode, which then receives one bytes object rather than lists to pickle --
-    sync it and open it.  On failure the partial file is removed and the error raised.
-    ``ks`` may be dropped meanwhile: the table is built all the same, and Tree.apply
-    leaves it out."""
+    process mode, which then receives one bytes object rather than lists to pickle,
+    unless the memtable (``nbytes``, its charge) is under INLINE_FLUSH_BYTES and the
+    worker is not running -- sync it and open it.  On failure the partial file is
+    removed and the error raised.  ``ks`` may be dropped meanwhile: the table is built
+    all the same, and Tree.apply leaves it out."""
     range_dels = range_dels or []
     if flushbuf.is_empty(entries) and not range_dels:
         return None
@@ -92,10 +99,11 @@ def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: Fl
     file_no = tree.allocate_file_no()
     path = table_path(tree.path, file_no)
     origin = TableOrigin(ks.id, ks.name)  # covering its own versions
-    if offload(opts, env) and isinstance(entries, flushbuf.Pieces):
+    in_worker = offload(opts, env) and (nbytes >= INLINE_FLUSH_BYTES or workers.running("flush"))
+    if in_worker and isinstance(entries, flushbuf.Pieces):
         meta = workers.submit_streamed("flush", build_table_in_worker,
                                        (path, opts, None, origin, range_dels), 2, entries)
-    elif offload(opts, env):
+    elif in_worker:
         meta = workers.submit("flush", build_table_in_worker, path, opts, entries, origin,
                               range_dels)
     else:
@@ -318,7 +326,7 @@ class Flusher(BackgroundThread):
                     continue  # dropped (Store.drop_keyspace): its entries go with it
                 for mem in mems:  # oldest first: the newer table gets the higher number
                     result = build_table(tree, self._workers, ks, mem.flush_entries(),
-                                         mem.sorted_range_dels())
+                                         mem.sorted_range_dels(), mem.approx_bytes)
                     if result is not None:
                         reader, info = result
                         built[ks_id].append(reader)
