@@ -163,3 +163,26 @@ def test_options_with_an_unknown_name_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="memtable_sise"):
         banyanstore.open("/nonexistent/never-created", memtable_sise=1 << 20)
     assert Options(memtable_size=1 << 20).explicit == frozenset({"memtable_size"})
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"options": 5}, "options"),
+    ({"memtable_size": "x"}, "memtable_size"),
+    ({"memtable_size": None}, "memtable_size"),
+    ({"wal_sync": 3}, "wal_sync"),
+    ({"compaction": 1}, "compaction"),
+])
+def test_an_option_of_the_wrong_type_is_also_a_type_error(kwargs: dict[str, object], named: str) -> None:
+    """A wrong type raises what Python's own calls raise for one (TypeError), still a
+    ConfigError (a ValueError) as docs/api.md has always said, naming the option."""
+    with pytest.raises(banyanstore.ConfigTypeError, match=named) as info:
+        banyanstore.open("/nonexistent/never-created", **kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ConfigError)
+
+
+@pytest.mark.parametrize("kwargs", [{"memtable_size": -1}, {"wal_sync": "sometimes"},
+                                    {"memtable_sise": 1}])
+def test_an_option_of_the_right_type_with_a_bad_value_is_not_a_type_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        banyanstore.open("/nonexistent/never-created", **kwargs)  # type: ignore[arg-type]
+    assert not isinstance(info.value, TypeError)

@@ -25,6 +25,7 @@ from . import errors
 from .errors import (
     BanyanStoreError,
     ConfigError,
+    ConfigTypeError,
     CorruptionError,
     DiskFullError,
     EntryTooLargeError,
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "open", "open_log", "Options", "errors", "BanyanStoreError", "ConfigError", "CorruptionError",
+    "open", "open_log", "Options", "errors", "BanyanStoreError", "ConfigError", "ConfigTypeError",
+    "CorruptionError",
     "DiskFullError", "EntryTooLargeError", "IOModeUnavailableError", "KeyspaceNotFoundError",
     "LogRangeError", "NotAStoreError", "ReadOnlyError", "StorageIOError", "StoreClosedError",
     "StoreLockedError", "StoreNotFoundError", "VersionUnavailableError", "__version__",

@@ -19,6 +19,7 @@ import errno as _errno
 __all__ = [
     "BanyanStoreError",
     "ConfigError",
+    "ConfigTypeError",
     "IOModeUnavailableError",
     "StoreLockedError",
     "StoreClosedError",
@@ -42,6 +43,11 @@ class BanyanStoreError(Exception):
 
 class ConfigError(BanyanStoreError, ValueError):
     """An option is unknown, of the wrong type, or out of range."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An option (or ``options``) of the wrong type: a :class:`ConfigError`, and a
+    ``TypeError`` as Python's own calls raise for an argument of the wrong type."""
 
 
 class IOModeUnavailableError(BanyanStoreError):

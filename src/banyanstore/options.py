@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigTypeError
 
 __all__ = ["Options", "resolve_options", "parse_size", "ENV_PREFIX"]
 
@@ -262,15 +262,15 @@ def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"option {name}: None is not allowed (expected {kind})")
+        raise ConfigTypeError(f"option {name}: None is not allowed (expected {kind})")
     if kind.startswith("bool"):
         if not isinstance(value, bool):
-            raise ConfigError(f"option {name}: expected a bool, got {value!r}")
+            raise ConfigTypeError(f"option {name}: expected a bool, got {value!r}")
         return value
     if kind.startswith("int") or kind.startswith("float"):
         numeric = (int, float) if kind.startswith("float") else (int,)
         if isinstance(value, bool) or not isinstance(value, numeric):
-            raise ConfigError(f"option {name}: expected {kind}, got {value!r}")
+            raise ConfigTypeError(f"option {name}: expected {kind}, got {value!r}")
         if not math.isfinite(value):  # nan passes every range check; inf breaks clock arithmetic
             raise ConfigError(f"option {name}: expected a finite number, got {value!r}")
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
@@ -280,7 +280,7 @@ def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
         return float(value) if kind.startswith("float") else value
     if kind.startswith("str"):
         if not isinstance(value, str):
-            raise ConfigError(f"option {name}: expected a str, got {value!r}")
+            raise ConfigTypeError(f"option {name}: expected a str, got {value!r}")
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"option {name}: {value!r} is not one of "
@@ -371,7 +371,7 @@ def resolve_options(options: Options | None = None, kwargs: Mapping[str, Any] | 
     merged.update(env_overrides(environ))
     if options is not None:
         if not isinstance(options, Options):
-            raise ConfigError(f"options must be a banyanstore.Options, got {type(options).__name__}")
+            raise ConfigTypeError(f"options must be a banyanstore.Options, got {type(options).__name__}")
         merged.update(_explicit_fields(options))
     merged.update(_check_names(kwargs or {}, "open()"))
     return Options(**merged)
