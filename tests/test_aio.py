@@ -356,3 +356,36 @@ def test_close_closes_even_after_the_executor_was_shut_down(tmp_path, opener):
     asyncio.run(main())
     with getattr(banyanstore, opener)(path):  # its LOCK is free
         pass
+
+
+def test_metadata_and_maintenance_calls_of_the_sync_store_are_there_too(tmp_path):
+    """What a Store answers from metadata or does for maintenance -- estimates, stats,
+    keyspace settings, the history floor -- an AsyncStore (and keyspace) answers alike,
+    without reaching for ``store.store``."""
+    async def main() -> None:
+        executor = CountingExecutor()
+        async with await banyanstore.aio.open(str(tmp_path / "s"), executor=executor,
+                                              history_retention=0) as store:
+            index = await store.keyspace("index", ttl=60)
+            for i in range(100):
+                await store.put(b"k%03d" % i, b"v" * 10)
+            await index.put(b"i", b"1")
+            sync_store = store.store
+            assert await store.approximate_count() == sync_store.approximate_count() == 100
+            assert await store.approximate_count(prefix=b"k05") == 10
+            assert await store.approximate_size(b"k050") == sync_store.approximate_size(b"k050") > 0
+            assert await index.approximate_count() == 1 and (store.id, index.id) == (0, 1)
+            assert store.keyspace_info() == {"default": {"id": 0, "ttl": None}, "index": {"id": 1, "ttl": 60}}
+            assert store.path == sync_store.path and store.options is sync_store.options
+            stats = await store.stats()
+            assert stats["keyspaces"]["default"]["tables"] == 0 and "block_cache" in stats
+            hops = executor.hops
+            await store.set_history_floor(50)
+            assert executor.hops == hops + 1  # a manifest edit: in the executor
+            assert store.history_floor == sync_store.history_floor == 50
+            assert store.oldest_version == sync_store.oldest_version
+            with pytest.raises(TypeError, match="prefix"):
+                await store.approximate_count(prefix="k")  # type: ignore[arg-type]
+        executor.shutdown()
+
+    asyncio.run(main())

@@ -244,6 +244,11 @@ class AsyncKeyspace:
         """The synchronous keyspace (or store) this wraps."""
         return self._handle
 
+    @property
+    def id(self) -> int:
+        """The keyspace's id (:attr:`Keyspace.id`)."""
+        return self._handle.id
+
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._handle!r}>"
 
@@ -303,6 +308,17 @@ class AsyncKeyspace:
         """``await ks.history(key)``: every retained write of ``key``, newest first."""
         return await _run(self._executor, lambda: list(self._handle.history(key)))
 
+    async def approximate_count(self, start: bytes | None = None, end: bytes | None = None, *,
+                                prefix: bytes | None = None) -> int:
+        """``await ks.approximate_count(...)``: :meth:`Keyspace.approximate_count`, from
+        metadata alone (a memtable's keys in the range are counted: the executor's work)."""
+        return await _run(self._executor, self._handle.approximate_count, start, end, prefix=prefix)
+
+    async def approximate_size(self, start: bytes | None = None, end: bytes | None = None, *,
+                               prefix: bytes | None = None) -> int:
+        """``await ks.approximate_size(...)``: :meth:`Keyspace.approximate_size`."""
+        return await _run(self._executor, self._handle.approximate_size, start, end, prefix=prefix)
+
 
 class AsyncStore(AsyncKeyspace):
     """An open store for asyncio code; the handle of its default keyspace, as
@@ -323,6 +339,39 @@ class AsyncStore(AsyncKeyspace):
     @property
     def version(self) -> int:
         return self._handle.version
+
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+        return self._handle.path
+
+    @property
+    def options(self) -> Options:
+        """The options the store was opened with."""
+        return self._handle.options
+
+    @property
+    def history_floor(self) -> int:
+        """:attr:`Store.history_floor` (no IO)."""
+        return self._handle.history_floor
+
+    @property
+    def oldest_version(self) -> int:
+        """:attr:`Store.oldest_version` (no IO)."""
+        return self._handle.oldest_version
+
+    async def set_history_floor(self, version: int) -> None:
+        """``await store.set_history_floor(version)``: see :meth:`Store.set_history_floor`
+        (durable: a manifest edit)."""
+        await _run(self._executor, self._handle.set_history_floor, version)
+
+    def keyspace_info(self) -> dict[str, dict[str, Any]]:
+        """Every keyspace's id and TTL, by name (no IO): :meth:`Store.keyspace_info`."""
+        return self._handle.keyspace_info()
+
+    async def stats(self) -> dict[str, Any]:
+        """``await store.stats()``: :meth:`Store.stats`."""
+        return await _run(self._executor, self._handle.stats)
 
     async def keyspace(self, name: str, *, ttl: float | None = None) -> AsyncKeyspace:
         """``await store.keyspace(name)``: created (durably) on first use."""
