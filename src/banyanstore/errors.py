@@ -146,6 +146,24 @@ class StorageIOError(BanyanStoreError, OSError):
     def __str__(self) -> str:  # OSError.__str__ would print "[Errno ...]" tuples
         return str(self.args[0]) if self.args else ""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # A worker process's error reaches the store pickled; the default pickling of an
+        # exception keeps only ``args`` and ``__dict__``, so ``errno`` (an OSError slot
+        # set after __init__) and the OSError ``__cause__`` would be lost on the way.
+        cause = self.__cause__ if isinstance(self.__cause__, OSError) else None
+        return (_rebuild_storage_error, (type(self), self.args, self.__dict__, self.errno, cause))
+
+
+def _rebuild_storage_error(cls: type[StorageIOError], args: tuple[object, ...], state: dict[str, object],
+                           code: int | None, cause: OSError | None) -> StorageIOError:
+    """The unpickling half of :meth:`StorageIOError.__reduce__`."""
+    exc = cls(*args)  # type: ignore[arg-type]
+    exc.__dict__.update(state)
+    if code is not None:
+        exc.errno = code
+    exc.__cause__ = cause
+    return exc
+
 
 class DiskFullError(StorageIOError):
     """The device is out of space (ENOSPC / EDQUOT); nothing acknowledged was lost."""

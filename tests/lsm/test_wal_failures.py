@@ -267,3 +267,29 @@ def test_a_flush_that_completes_after_the_wal_failed_is_not_repeated(
     tables = store.stats()["keyspaces"]["default"]["table_list"]
     assert len(tables) == 1, f"the flush was repeated: {tables}"
     store.close()
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_a_failed_flush_error_carries_its_oserror_in_every_compaction_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """A flush that fails in a worker process reports the error a thread's flush does:
+    its errno, path and the OSError as ``__cause__`` (the worker's exception used to
+    arrive through pickle with ``errno`` None and no cause)."""
+    monkeypatch.setattr(flush, "BACKOFF_START", 0.005)
+    monkeypatch.setattr(flush, "BACKOFF_MAX", 0.02)
+    path = tmp_path / "db"
+    store = banyanstore.open(path, compaction_mode=mode, **OPTS)
+    try:
+        store.put(key(1), value(1))
+        (path / "tables").rmdir()  # the table's file cannot be created: ENOENT
+        with pytest.raises(StorageIOError) as info:
+            store.flush()
+        failed = info.value
+        assert failed.errno == errno.ENOENT and failed.op is not None
+        assert failed.path is not None and failed.path.startswith(str(path / "tables"))
+        assert isinstance(failed.__cause__, OSError) and failed.__cause__.errno == errno.ENOENT
+        (path / "tables").mkdir()
+        store.flush()
+        assert store.get(key(1)) == value(1)
+    finally:
+        store.close()
