@@ -3,6 +3,7 @@ the thread pool's chunking; O_DIRECT reads."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -259,6 +260,49 @@ def test_uring_short_reads_are_completed(data_file: tuple[str, bytes],
     f = env.open_readable(path)
     reqs = [(f, i * 3001, 5000) for i in range(100)]
     assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
+    f.close()
+    env.close()
+
+
+@needs_uring
+def test_uring_batch_finding_no_ring_to_spare_reads_with_pread(data_file: tuple[str, bytes],
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A batch that finds every ring in use by other batches and cannot set up one more
+    (io_uring_setup failing with ENOMEM under the memlock limit, or EMFILE) is served by
+    plain preads, as in sync mode -- the reads themselves can be done (it used to raise
+    ``StorageIOError: io_uring_setup failed on None``)."""
+    from banyanstore.io import uring
+    path, data = data_file
+    env = uring.UringEnv(entries=16)
+    f = env.open_readable(path)
+    reqs = [(f, i * 997, 3000) for i in range(40)]
+    want = [data[o:o + n] for _, o, n in reqs]
+    inside, release = threading.Event(), threading.Event()
+    real_submit = Ring.submit_and_wait
+
+    def held_submit(self: Ring, min_complete: int) -> None:  # the other batch holds its ring
+        inside.set()
+        release.wait(10)
+        real_submit(self, min_complete)
+
+    def no_ring(entries: int) -> Ring:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+    monkeypatch.setattr(Ring, "submit_and_wait", held_submit)
+    other: list[list[bytes]] = []
+    t = threading.Thread(target=lambda: other.append(env.read_batch(reqs)), daemon=True)
+    t.start()
+    assert inside.wait(10)
+    monkeypatch.setattr(uring, "Ring", no_ring)
+    try:
+        assert env.read_batch(reqs) == want
+        assert env.read_batch(reqs) == want
+    finally:
+        release.set()
+        t.join(10)
+    assert other == [want]
+    said = [r.getMessage() for r in caplog.records if "no ring to spare" in r.getMessage()]
+    assert len(said) == 1 and "ENOMEM" in said[0]  # logged once, with the reason
     f.close()
     env.close()
 

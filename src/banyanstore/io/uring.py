@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import mmap
 import os
 import threading
@@ -35,6 +36,8 @@ from .posix import PosixEnv, PosixRandomAccessFile
 from .uring_ring import IORING_OP_READ, IORING_OP_READV, IOVEC, Ring
 
 __all__ = ["UringEnv", "reason_for"]
+
+logger = logging.getLogger("banyanstore.io")
 
 _MAX_SQE_LEN = 1 << 30  # larger reads (u32 len, and huge buffers) go to pread
 _MAX_CHUNK_BYTES = 8 << 20  # cap on one chunk's buffer; a larger read gets a chunk alone
@@ -111,6 +114,7 @@ class UringEnv(PosixEnv):
         self._mu = threading.Lock()
         self._idle: list[_Lease] = []
         self._closed = False
+        self._pread_batches = 0  # batches read with pread: no ring could be set up (logged once)
         try:
             lease = _Lease(entries)
             ops = lease.ring.supported_ops()
@@ -128,7 +132,9 @@ class UringEnv(PosixEnv):
         self._idle.append(lease)
 
     # -- ring pool ---------------------------------------------------------------------
-    def _checkout(self) -> _Lease:
+    def _checkout(self) -> _Lease | None:
+        """An idle ring, or a new one; None when every ring is in use and no other can be
+        set up now (ENOMEM under the memlock limit, EMFILE): the caller reads without one."""
         with self._mu:
             if self._closed:
                 raise ValueError("UringEnv is closed")
@@ -137,7 +143,13 @@ class UringEnv(PosixEnv):
         try:
             return _Lease(self.entries)
         except OSError as exc:
-            raise from_oserror("io_uring_setup", None, exc) from exc
+            with self._mu:
+                self._pread_batches += 1
+                first = self._pread_batches == 1
+            if first:
+                logger.warning("io_uring: no ring to spare for a concurrent batch (%s); such "
+                               "batches are read with pread", reason_for(exc))
+            return None
 
     def _checkin(self, lease: _Lease, healthy: bool) -> None:
         if healthy:
@@ -154,8 +166,10 @@ class UringEnv(PosixEnv):
         n = len(requests)
         if n <= 1:  # a lone read is cheaper as a pread (see the module docstring)
             return [f.read(off, ln) for f, off, ln in requests]
-        results: list[bytes] = [b""] * n
         lease = self._checkout()
+        if lease is None:  # the reads can still be done, as the sync backend does them
+            return [f.read(off, ln) for f, off, ln in requests]
+        results: list[bytes] = [b""] * n
         healthy = False
         try:
             i = 0
