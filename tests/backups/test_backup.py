@@ -3,6 +3,7 @@ list, verify, prune, restore into existing directories, bad arguments."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 import banyanstore
 from banyanstore.backups.destination import open_destination
-from banyanstore.errors import ConfigError, StoreLockedError, StoreNotFoundError
+from banyanstore.errors import ConfigError, DiskFullError, StoreLockedError, StoreNotFoundError
 
 from .helpers import OPTIONS, dump, fill, keys, restored
 
@@ -377,3 +378,57 @@ def test_a_local_listing_skips_a_file_renamed_while_it_is_read(
     monkeypatch.setattr(destination.os, "scandir", scandir_then_rename)
     listed = dest.list("objects")
     assert listed.get("a" * 64) == 4 and not any(name.startswith(".tmp-") for name in listed)
+
+
+class _FullDiskFile:
+    """A file opened for writing on a full disk: every write fails with ENOSPC."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._raw.name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def __enter__(self) -> _FullDiskFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
+
+
+@pytest.mark.parametrize("where", ["staging", "upload", "download"])
+def test_a_full_disk_is_a_disk_full_error_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """ENOSPC while staging the WAL tail beside the store, writing an object at a local
+    destination, or writing a restored file: a DiskFullError naming the file with the
+    OSError as ``__cause__`` (as every other write of the engine reports it; it was a bare
+    ``OSError``), no scratch left behind, and the same call works once space is back."""
+    from banyanstore.backups import capture, destination
+    module = capture if where == "staging" else destination
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")  # in the WAL: the backup stages a tail
+        if where == "download":
+            banyanstore.backup(store, url)
+
+    def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        raw = open(path, mode, *args, **kwargs)
+        return raw if "r" in mode else _FullDiskFile(raw)
+    monkeypatch.setattr(module, "open", full_open, raising=False)
+    call = ((lambda: banyanstore.restore(url, tmp_path / "copy")) if where == "download"
+            else (lambda: banyanstore.backup(tmp_path / "s", url)))
+    with pytest.raises(DiskFullError) as info:
+        call()
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+    assert info.value.errno == errno.ENOSPC and info.value.path
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+    call()
+    assert len(banyanstore.list_backups(url)) == 1
+    if where == "download":
+        with banyanstore.open(tmp_path / "copy", read_only=True) as copy:
+            assert copy.get(b"k") == b"v"

@@ -33,8 +33,11 @@ module             role
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from ..errors import BanyanStoreError, from_oserror
 from .catalog import PENDING_TIMEOUT, BackupInfo, PruneResult
 from .transfer import DEFAULT_PARALLEL, Progress, ProgressCallback
 
@@ -42,6 +45,19 @@ __all__ = ["backup", "restore", "list_backups", "verify_backup", "prune_backups"
            "PruneResult", "Progress", "ProgressCallback", "DEFAULT_PARALLEL"]
 
 logger = logging.getLogger("banyanstore.backups")
+
+
+@contextmanager
+def _io_errors(op: str, where: object) -> Iterator[None]:
+    """A bare OSError of a plain file call -- a local destination, a staged or restored
+    file, a scratch directory -- raised as every IO failure of the engine is: a
+    StorageIOError (DiskFullError for ENOSPC) naming the file, the OSError as cause."""
+    try:
+        yield
+    except BanyanStoreError:
+        raise
+    except OSError as exc:
+        raise from_oserror(op, exc.filename if exc.filename is not None else str(where), exc) from exc
 
 
 def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
@@ -59,8 +75,9 @@ def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
     keyspace, and appears complete or not at all.  While a :func:`prune_backups` of
     ``url`` runs, the backup waits for it before it looks at what ``url`` holds."""
     from .create import create_backup
-    return create_backup(store_or_path, url, parallel=parallel, progress=progress,
-                         storage_options=storage_options)
+    with _io_errors("backup", url):
+        return create_backup(store_or_path, url, parallel=parallel, progress=progress,
+                             storage_options=storage_options)
 
 
 def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: bool = False,
@@ -72,8 +89,9 @@ def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: boo
     left behind.  ``dest`` must not exist or be empty, unless ``overwrite=True`` and it
     holds a store no writer has open."""
     from .restoring import restore_backup
-    return restore_backup(url, dest, backup_id=backup_id, overwrite=overwrite, parallel=parallel,
-                          progress=progress, storage_options=storage_options)
+    with _io_errors("restore", dest):
+        return restore_backup(url, dest, backup_id=backup_id, overwrite=overwrite,
+                              parallel=parallel, progress=progress, storage_options=storage_options)
 
 
 def list_backups(url: Any, **storage_options: Any) -> list[BackupInfo]:
@@ -82,7 +100,8 @@ def list_backups(url: Any, **storage_options: Any) -> list[BackupInfo]:
     from .catalog import read_manifests
     from .destination import open_destination
     dest = open_destination(url, storage_options)
-    good, damaged = read_manifests(dest)
+    with _io_errors("list backups", url):
+        good, damaged = read_manifests(dest)
     for _backup_id, exc in damaged:
         logger.warning("damaged backup manifest: %s", exc)
     return [BackupInfo.of(m, dest.url) for m in good]
@@ -95,8 +114,9 @@ def verify_backup(url: Any, backup_id: str | None = None, *, parallel: int = DEF
     record.  Raises :class:`~banyanstore.errors.CorruptionError` naming the first bad
     object."""
     from .restoring import verify
-    return verify(url, backup_id, parallel=parallel, progress=progress,
-                  storage_options=storage_options)
+    with _io_errors("verify backup", url):
+        return verify(url, backup_id, parallel=parallel, progress=progress,
+                      storage_options=storage_options)
 
 
 def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEOUT,
@@ -115,4 +135,6 @@ def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEO
         raise TypeError(f"pending_timeout must be a number of seconds, not {type(pending_timeout).__name__}")
     if not pending_timeout >= 0:  # NaN too: no marker would ever turn stale
         raise ValueError(f"pending_timeout must be a number of seconds >= 0, got {pending_timeout!r}")
-    return prune(open_destination(url, storage_options), keep, pending_timeout=float(pending_timeout))
+    with _io_errors("prune backups", url):
+        return prune(open_destination(url, storage_options), keep,
+                     pending_timeout=float(pending_timeout))
