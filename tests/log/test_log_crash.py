@@ -169,3 +169,38 @@ def test_reopen_after_a_failed_directory_sync_makes_the_segment_name_durable():
     with Log.open(ROOT, env=disk) as log:
         assert log.last_seq >= acked[-1], f"acknowledged seqs {first}..{acked[-1]} lost"
         assert [rec for seq, rec in log.read(first)] == [payload(s) for s in acked]
+
+
+@pytest.mark.parametrize("power_loss", [False, True])
+def test_a_failed_segment_removal_never_leaves_a_hole(power_loss):
+    """``truncate_before`` whose removal of the oldest segment fails (EIO) raises; the
+    segments it had not removed yet must stay removable in order: a later truncation used
+    to remove the newer ones only (the failed ones were no longer the log's), leaving the
+    old segment, a hole, then the rest -- a log whose every read raised CorruptionError
+    after reopening."""
+    import errno
+
+    from banyanstore.errors import StorageIOError
+    from banyanstore.io.faults import FaultEnv
+
+    disk = MemoryEnv()
+    env = FaultEnv(disk)
+    log = Log.open(ROOT, env=env, segment_size=64 * 1024, wal_sync="never")
+    for _ in range(4):
+        first = log.last_seq + 1
+        log.append_many([payload(s) for s in range(first, first + 50)])
+        log.rotate()
+    log.append(payload(log.last_seq + 1), sync=True)
+    env.inject("remove", errno.EIO, path_contains=ROOT)
+    with pytest.raises(StorageIOError):
+        log.truncate_before(101)
+    log.truncate_before(151)  # the earlier truncation's segments go first, oldest first
+    log.truncate_before(log.last_seq)
+    last = log.last_seq
+    log.close()
+    if power_loss:
+        disk.crash()
+    with Log.open(ROOT, env=disk) as log:
+        assert log.last_seq == last
+        assert [s for s, _ in log.read()] == list(range(log.first_seq, last + 1))
+        assert all(rec == payload(s) for s, rec in log.read())

@@ -94,6 +94,9 @@ class Log(LogView, AsyncAppends):
                       index_interval=opts.log_index_interval)
         self._catalog = SegmentCatalog(rec.segments, index_interval=opts.log_index_interval,
                                        skip_damaged=opts.skip_damaged_records)
+        # Segments truncate_before took from the log but could not remove yet, oldest first:
+        # removed before any newer one, so that no failure leaves a hole on disk.
+        self._unremoved: list[Segment] = []
         # next_seq, followers (threads waiting on _appended: appends notify only then) and
         # the active segment's C framing for the store's one-call appends (log/writer.py)
         self._appends: LogTail = new_tail(rec.next_seq, self._lock)
@@ -430,13 +433,28 @@ class Log(LogView, AsyncAppends):
             if not self._ok:
                 raise self._unwritable()
             dropped = self._catalog.drop_before(seq)
-        for seg in dropped:  # oldest first: a crash midway leaves a contiguous log
-            seg.retire()  # readers inside it keep their handle (and its data) until they let go
-            self._env.remove(seg.path)
-        if dropped:
+            doomed, self._unremoved = self._unremoved + dropped, []
+        self._remove_oldest_first(doomed)
+        if doomed:
             self._env.sync_dir(self.path)
-            _log.info("log %s: removed %d segments before seq %d", self.path, len(dropped), seq)
+            _log.info("log %s: removed %d segments before seq %d", self.path, len(doomed), seq)
         return len(dropped)
+
+    def _remove_oldest_first(self, doomed: list[Segment]) -> None:
+        """Remove the files of ``doomed`` (oldest first): a crash midway leaves a contiguous
+        log.  On a failure the rest -- the failed one included -- wait for the next
+        truncation, ahead of the segments it drops: removing a newer segment while an
+        older one stays would leave a hole that every read of the reopened log reports."""
+        for k, seg in enumerate(doomed):
+            seg.retire()  # readers inside it keep their handle (and its data) until they let go
+            try:
+                self._env.remove(seg.path)
+            except FileNotFoundError:
+                continue  # removed by an earlier attempt whose error came after the unlink
+            except BaseException:
+                with self._lock:
+                    self._unremoved[:0] = doomed[k:]
+                raise
 
     def disown(self) -> None:
         """Called in a forked child (shutdown.py): the log is the parent's.  Appends and
