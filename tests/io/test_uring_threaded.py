@@ -307,6 +307,40 @@ def test_uring_batch_finding_no_ring_to_spare_reads_with_pread(data_file: tuple[
     env.close()
 
 
+@needs_uring
+def test_uring_batch_interrupted_while_waiting_unmaps_no_buffer_under_reads(
+        data_file: tuple[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while a batch waits for its reads (KeyboardInterrupt out of
+    ``io_uring_enter``'s EINTR retry) leaves reads submitted to the kernel.  The ring
+    was closed and its buffer unmapped at once: a read still in flight (a cold one) then
+    lands in whatever the process maps at that address next.  The submitted reads are
+    now waited for before the buffer goes, and the pool works on."""
+    from banyanstore.io.uring import UringEnv
+    path, data = data_file
+    env = UringEnv(entries=16)
+    f = env.open_readable(path)
+    reqs = [(f, i * 4096, 4096) for i in range(12)]
+    real_submit, real_close = Ring.submit_and_wait, Ring.close
+    left_in_flight: list[int] = []
+
+    def interrupted(self: Ring, min_complete: int) -> None:
+        real_submit(self, 0)  # the sqes reach the kernel, then Ctrl-C
+        monkeypatch.setattr(Ring, "submit_and_wait", real_submit)
+        raise KeyboardInterrupt
+
+    def closing(self: Ring) -> None:
+        left_in_flight.append(self.pending)
+        real_close(self)
+    monkeypatch.setattr(Ring, "submit_and_wait", interrupted)
+    monkeypatch.setattr(Ring, "close", closing)
+    with pytest.raises(KeyboardInterrupt):
+        env.read_batch(reqs)
+    assert left_in_flight == [0], "the ring went (and its buffer with it) with reads in flight"
+    assert env.read_batch(reqs) == [data[o:o + n] for _, o, n in reqs]
+    f.close()
+    env.close()
+
+
 def test_threaded_batch_racing_close_does_not_wait_forever(data_file: tuple[str, bytes],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch that found the workers running, then close() stopped them before it queued

@@ -93,9 +93,17 @@ class _Lease:
         self.addr = ctypes.addressof(self._anchor)
 
     def close(self) -> None:
-        self.ring.close()
-        del self._anchor
-        self.mm.close()
+        """Close the ring, and unmap the buffer once no read is in flight into it.  A batch
+        interrupted while it waited (a Ctrl-C) left its reads with the kernel, which
+        would store their bytes at the buffer's address after an unmap -- into whatever
+        the process maps there next; if they cannot be waited for, the buffer stays."""
+        try:
+            settled = self.ring.drain()
+        finally:
+            self.ring.close()
+        if settled:
+            del self._anchor
+            self.mm.close()
 
 
 # (request index, file, fd, offset, length, aligned start, span, position in buffer)

@@ -144,18 +144,36 @@ class Ring:
         REQUIRES: ``min_complete <= pending + prepared``.
         """
         while True:
-            ret = _syscall(ctypes.c_long(self._nr_enter), ctypes.c_long(self.fd),
-                           ctypes.c_long(self._to_submit), ctypes.c_long(min_complete),
-                           ctypes.c_long(IORING_ENTER_GETEVENTS), None, ctypes.c_long(0))
-            if ret < 0:
-                err = ctypes.get_errno()
-                if err == 4:  # EINTR: the wait was interrupted; completions are not lost
-                    continue
-                raise OSError(err, os.strerror(err))
+            ret = self._enter(self._to_submit, min_complete)
             self._to_submit -= ret
             self.pending += ret
             if self._to_submit == 0 and self.ready() >= min_complete:
                 return
+
+    def drain(self) -> bool:
+        """Wait until every submitted sqe has completed and drop the completions (sqes
+        prepared but never submitted stay unknown to the kernel).  False if the wait
+        fails: reads may then still be in flight."""
+        try:
+            while self.pending:
+                self._enter(0, self.pending)
+                self.reap()
+        except OSError:
+            return False
+        return True
+
+    def _enter(self, to_submit: int, min_complete: int) -> int:
+        """One ``io_uring_enter`` with GETEVENTS; the number of sqes it took.  EINTR (the
+        wait was interrupted; completions are not lost) is retried."""
+        while True:
+            ret = _syscall(ctypes.c_long(self._nr_enter), ctypes.c_long(self.fd),
+                           ctypes.c_long(to_submit), ctypes.c_long(min_complete),
+                           ctypes.c_long(IORING_ENTER_GETEVENTS), None, ctypes.c_long(0))
+            if ret >= 0:
+                return int(ret)
+            err = ctypes.get_errno()
+            if err != 4:
+                raise OSError(err, os.strerror(err))
 
     def ready(self) -> int:
         """Completions waiting in the CQ."""
