@@ -204,3 +204,43 @@ def test_a_failed_segment_removal_never_leaves_a_hole(power_loss):
         assert log.last_seq == last
         assert [s for s, _ in log.read()] == list(range(log.first_seq, last + 1))
         assert all(rec == payload(s) for s, rec in log.read())
+
+
+def test_concurrent_truncations_remove_segments_in_order():
+    """Two threads truncating at once: the second must not remove a newer segment while
+    the first is still removing older ones (a power loss then kept the older segments,
+    a hole, then the rest -- a log every read of which raised CorruptionError)."""
+    import threading
+
+    from banyanstore.io.hooked import HookedEnv
+
+    first_remove, release = threading.Event(), threading.Event()
+
+    class SlowFirstRemove(HookedEnv):
+        def hook(self, op, paths, nbytes=0):
+            if op == "remove" and not first_remove.is_set():
+                first_remove.set()
+                release.wait(5)
+
+    disk = MemoryEnv()
+    log = Log.open(ROOT, env=SlowFirstRemove(disk), segment_size=64 * 1024, wal_sync="never")
+    for _ in range(4):
+        first = log.last_seq + 1
+        log.append_many([payload(s) for s in range(first, first + 50)])
+        log.rotate()
+    log.append(payload(log.last_seq + 1), sync=True)
+    first_truncation = threading.Thread(target=log.truncate_before, args=(101,))
+    first_truncation.start()
+    assert first_remove.wait(5)
+    second_truncation = threading.Thread(target=log.truncate_before, args=(151,))
+    second_truncation.start()
+    second_truncation.join(1)  # (takes its turn after the first, which waits)
+    power_lost = disk.clone()  # the disk as it is now, then a power loss
+    power_lost.crash()
+    release.set()
+    first_truncation.join(5)
+    second_truncation.join(5)
+    log.close()
+    with Log.open(ROOT, env=power_lost) as reopened:
+        seqs = [s for s, _ in reopened.read()]
+        assert seqs == list(range(reopened.first_seq, reopened.last_seq + 1))

@@ -97,6 +97,9 @@ class Log(LogView, AsyncAppends):
         # Segments truncate_before took from the log but could not remove yet, oldest first:
         # removed before any newer one, so that no failure leaves a hole on disk.
         self._unremoved: list[Segment] = []
+        # One truncation at a time: another one's removal of newer segments meanwhile would
+        # leave a hole at a crash (or a failure) before this one's older ones are gone.
+        self._truncating = threading.Lock()
         # next_seq, followers (threads waiting on _appended: appends notify only then) and
         # the active segment's C framing for the store's one-call appends (log/writer.py)
         self._appends: LogTail = new_tail(rec.next_seq, self._lock)
@@ -429,15 +432,16 @@ class Log(LogView, AsyncAppends):
         """Delete the segments holding only records ``< seq`` (never the active one);
         return how many were deleted.  ``first_seq`` may stay below ``seq``."""
         check_seq(seq, "seq")
-        with self._lock:
-            if not self._ok:
-                raise self._unwritable()
-            dropped = self._catalog.drop_before(seq)
-            doomed, self._unremoved = self._unremoved + dropped, []
-        self._remove_oldest_first(doomed)
-        if doomed:
-            self._env.sync_dir(self.path)
-            _log.info("log %s: removed %d segments before seq %d", self.path, len(doomed), seq)
+        with self._truncating:
+            with self._lock:
+                if not self._ok:
+                    raise self._unwritable()
+                dropped = self._catalog.drop_before(seq)
+                doomed, self._unremoved = self._unremoved + dropped, []
+            self._remove_oldest_first(doomed)
+            if doomed:
+                self._env.sync_dir(self.path)
+                _log.info("log %s: removed %d segments before seq %d", self.path, len(doomed), seq)
         return len(dropped)
 
     def _remove_oldest_first(self, doomed: list[Segment]) -> None:
