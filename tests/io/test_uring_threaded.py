@@ -341,6 +341,36 @@ def test_uring_batch_interrupted_while_waiting_unmaps_no_buffer_under_reads(
     env.close()
 
 
+@needs_uring
+@pytest.mark.parametrize("failing", ["buffer", "probe"])
+def test_uring_ring_set_up_half_way_is_closed(monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """A ring whose buffer cannot be mapped (ENOMEM), or whose opcode probe fails, is
+    closed before the error goes up: its descriptor and mappings leaked, once per
+    failed setup (an env that cannot start, or every batch that finds no ring to spare)."""
+    import mmap
+
+    from banyanstore.errors import IOModeUnavailableError
+    from banyanstore.io.uring import UringEnv
+    real_mmap = mmap.mmap
+
+    def anonymous_fails(fileno: int, *args: object, **kwargs: object) -> mmap.mmap:
+        if fileno == -1:  # the ring's buffer (the rings themselves map the ring's fd)
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        return real_mmap(fileno, *args, **kwargs)  # type: ignore[arg-type]
+
+    def probe_fails(self: Ring) -> set[int]:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    if failing == "buffer":
+        monkeypatch.setattr(mmap, "mmap", anonymous_fails)
+    else:
+        monkeypatch.setattr(Ring, "supported_ops", probe_fails)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(IOModeUnavailableError):
+            UringEnv(entries=16)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_threaded_batch_racing_close_does_not_wait_forever(data_file: tuple[str, bytes],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch that found the workers running, then close() stopped them before it queued

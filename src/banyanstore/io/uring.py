@@ -68,9 +68,13 @@ class _Lease:
 
     def __init__(self, entries: int) -> None:
         self.ring = Ring(entries)
-        self.iov = ctypes.create_string_buffer(self.ring.sq_entries * IOVEC.size)
+        try:  # (a ring has no finalizer: one set up half way would keep its descriptor)
+            self.iov = ctypes.create_string_buffer(self.ring.sq_entries * IOVEC.size)
+            self.mm = mmap.mmap(-1, _KEPT_BUFFER)
+        except BaseException:
+            self.ring.close()
+            raise
         self.iov_addr = ctypes.addressof(self.iov)
-        self.mm = mmap.mmap(-1, _KEPT_BUFFER)
         self._anchor = ctypes.c_char.from_buffer(self.mm)  # exports mm: drop before closing
         self.addr = ctypes.addressof(self._anchor)
 
@@ -125,8 +129,12 @@ class UringEnv(PosixEnv):
         self._pread_batches = 0  # batches read with pread: no ring could be set up (logged once)
         try:
             lease = _Lease(entries)
+        except OSError as exc:
+            raise IOModeUnavailableError(reason_for(exc)) from exc
+        try:
             ops = lease.ring.supported_ops()
         except OSError as exc:
+            lease.close()
             raise IOModeUnavailableError(reason_for(exc)) from exc
         self.ring_entries = lease.ring.sq_entries
         # READ (5.6) needs no iovec; READV (5.1) is the fallback on kernels that lack it.
