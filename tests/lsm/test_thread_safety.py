@@ -325,3 +325,27 @@ def test_one_view_iterated_by_many_threads(store: banyanstore.Store) -> None:
 
     with fine_grained_switching():
         run_threads([iterate, iterate, iterate, write_elsewhere])
+
+
+def test_keyspace_ttl_set_while_another_thread_drops_it(store: banyanstore.Store) -> None:
+    """``store.keyspace(name, ttl=...)`` racing ``drop_keyspace(name)``: either the TTL was
+    set before the drop (the keyspace is gone after), or the drop came first and the call
+    created a new keyspace with that TTL -- never an error about the manifest."""
+    for trial in range(20):
+        store.keyspace("racy", ttl=1000)
+        both_ready = threading.Barrier(2)
+        ttl = 2000 + trial
+
+        def set_ttl() -> None:
+            both_ready.wait()
+            store.keyspace("racy", ttl=ttl)
+
+        def drop() -> None:
+            both_ready.wait()
+            store.drop_keyspace("racy")
+
+        run_threads([set_ttl, drop])
+        info = store.keyspace_info()
+        assert "racy" not in info or info["racy"]["ttl"] == ttl
+        if "racy" in info:
+            store.drop_keyspace("racy")

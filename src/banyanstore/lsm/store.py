@@ -283,13 +283,18 @@ class Store(Keyspace):
         if not name:
             raise ValueError("keyspace name must not be empty")
         ttl = check_seconds(ttl, "ttl")
-        ks = self._tree.keyspace(name)
-        if ks is None:
-            check_storable_name(name)
-            ks = self._writer.create_keyspace(name, ttl)
-        if ttl is not None and ks.ttl != ttl:
+        while True:
+            ks = self._tree.keyspace(name)
+            if ks is None:
+                check_storable_name(name)
+                ks = self._writer.create_keyspace(name, ttl)
+            if ttl is None or ks.ttl == ttl:
+                break
             self._writer.check_writable()
-            self._tree.set_ttl(ks, ttl)
+            if self._tree.set_ttl(ks, ttl):
+                break
+            # dropped by another thread since it was looked up: the name is free, and
+            # this call creates the keyspace anew, as it would after the drop
         return Keyspace(self, self._tree, self._writer, ks)
 
     def keyspaces(self) -> list[str]:

@@ -269,12 +269,16 @@ class Tree:
                 with self._lock:
                     self._deferred.append(path)
 
-    def set_ttl(self, ks: KeyspaceState, ttl: float | None) -> None:
-        """Record keyspace ``ks``'s TTL durably, then use it."""
+    def set_ttl(self, ks: KeyspaceState, ttl: float | None) -> bool:
+        """Record keyspace ``ks``'s TTL durably, then use it; False (nothing recorded)
+        when ``ks`` was dropped meanwhile -- the manifest knows its id no more."""
         with self._lock:
+            if ks.dropped is not None:
+                return False
             self._append({"keyspace_ttl": [ks.id, ttl]})
             ks.ttl = ttl
             self._ttl_cache.pop(ks.id, None)
+            return True
 
     # -- versions and floors --------------------------------------------------------------------
     def publish_version(self, version: int) -> None:
