@@ -12,6 +12,7 @@ rather than between whole operations.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -349,3 +350,37 @@ def test_keyspace_ttl_set_while_another_thread_drops_it(store: banyanstore.Store
         assert "racy" not in info or info["racy"]["ttl"] == ttl
         if "racy" in info:
             store.drop_keyspace("racy")
+
+
+@pytest.mark.parametrize("sync", [None, False])
+def test_no_write_is_acknowledged_into_a_keyspace_already_dropped(store: banyanstore.Store,
+                                                                   sync: bool | None) -> None:
+    """A thread puts and deletes through a keyspace handle while another drops the
+    keyspace and then writes elsewhere: every write the handle acknowledged came before
+    the drop (its version is below the write made after the drop returned); the ones
+    after it raise KeyspaceNotFoundError -- never a version for data already gone.
+    (``sync=False`` takes the Python write path in both engines.)"""
+    for _ in range(10):
+        ks = store.keyspace("doomed")
+        acknowledged: list[int] = []
+        writing = threading.Event()
+
+        def write() -> None:
+            for i in itertools.count():
+                try:
+                    if i % 2:
+                        acknowledged.append(ks.delete(b"k%d" % i, sync=sync))
+                    else:
+                        acknowledged.append(ks.put(b"k%d" % i, b"v", sync=sync))
+                except banyanstore.KeyspaceNotFoundError:
+                    return
+                writing.set()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        assert writing.wait(30)
+        store.drop_keyspace("doomed")
+        after_drop = store.put(b"after-drop", b"x")
+        writer.join(30)
+        assert not writer.is_alive()
+        assert [v for v in acknowledged if v > after_drop] == []

@@ -221,6 +221,8 @@ class Writer:
         with self._lock:
             if self._refused:
                 self.check_writable()
+            if ks.dropped is not None:  # dropped while this write waited for the lock
+                raise KeyspaceNotFoundError(ks.dropped)
             if self._mem_bytes >= self._mem_check:
                 self._memory_step()
             v = tree.version + 1
