@@ -13,6 +13,7 @@ rather than between whole operations.
 from __future__ import annotations
 
 import itertools
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -384,3 +385,42 @@ def test_no_write_is_acknowledged_into_a_keyspace_already_dropped(store: banyans
         writer.join(30)
         assert not writer.is_alive()
         assert [v for v in acknowledged if v > after_drop] == []
+
+
+_SNAPSHOT_COLLECTED_UNDER_THE_PINS_LOCK = """
+import faulthandler, gc, sys
+import banyanstore
+faulthandler.dump_traceback_later(30, exit=True)  # a deadlock: exit 1 with the stacks
+store = banyanstore.open(sys.argv[1])
+store.put(b"k", b"v")
+class Holder:
+    pass
+reads = {"oldest_version": lambda: store.oldest_version,
+         "history": lambda: list(store.history(b"k")),
+         "snapshot": lambda: store.snapshot().close()}
+for read in reads.values():
+    for extra in range(16):  # so that one collection falls inside the pins' lock
+        gc.disable()
+        gc.collect()
+        holder = Holder()
+        holder.cycle, holder.snapshot = holder, store.snapshot()  # only gc can free it
+        del holder
+        gc.set_threshold(gc.get_count()[0] + extra, 1000, 1000)
+        gc.enable()
+        read()
+        gc.set_threshold(700, 10, 10)
+gc.collect()
+assert store.stats()["live_snapshots"] == 0
+store.close()
+"""
+
+
+def test_a_snapshot_the_garbage_collector_closes_inside_the_pins_lock(tmp_path: Path) -> None:
+    """A snapshot lost in a reference cycle is closed by the garbage collector, which runs
+    at whatever allocation comes next on whatever thread -- also one made while that
+    thread holds the lock of the pinned versions (``oldest_version``, ``history()``, a
+    merge's floors, taking a snapshot). Its close must not wait for that lock: the
+    thread would wait for itself, and every later snapshot, history() and merge with it."""
+    child = subprocess.run([sys.executable, "-c", _SNAPSHOT_COLLECTED_UNDER_THE_PINS_LOCK,
+                            str(tmp_path / "db")], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]

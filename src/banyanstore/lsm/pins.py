@@ -8,6 +8,12 @@ never reclaimed), a close racing a take could drop a live snapshot's pin (a merg
 then drop versions it reads), and a merge iterating the counter while it changed
 failed.  So every access goes through one lock, held for a few dictionary operations.
 
+A release never waits for that lock: the garbage collector runs at any allocation, also
+one made while this very thread holds the lock (the list ``versions`` builds), and a
+``Snapshot.__del__`` there that waited would wait for itself.  A release is queued (a
+list append, atomic) and applied at once when the lock is free, else by the next access,
+which applies the queue first -- so no reader of the pins sees a release it missed.
+
 >>> pins = SnapshotPins()
 >>> pins.take(7); pins.take(7); pins.take(9); pins.release(7)
 >>> pins.versions(), pins.live()
@@ -25,19 +31,32 @@ __all__ = ["SnapshotPins"]
 class SnapshotPins:
     """A thread-safe multiset of versions (one entry per live snapshot)."""
 
-    __slots__ = ("_lock", "_counts")
+    __slots__ = ("_lock", "_counts", "_released")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[int] = Counter()
+        self._released: list[int] = []  # releases not applied yet (see the module docstring)
 
     def take(self, version: int) -> None:
         with self._lock:
+            self._apply_releases()
             self._counts[version] += 1
 
     def release(self, version: int) -> None:
-        """Drop one pin of ``version`` (one taken before: a snapshot closes once)."""
-        with self._lock:
+        """Drop one pin of ``version`` (one taken before: a snapshot closes once); never
+        waits for the lock."""
+        self._released.append(version)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._apply_releases()
+            finally:
+                self._lock.release()
+
+    def _apply_releases(self) -> None:
+        """REQUIRES: the lock."""
+        while self._released:
+            version = self._released.pop()
             left = self._counts[version] - 1
             if left > 0:
                 self._counts[version] = left
@@ -47,14 +66,17 @@ class SnapshotPins:
     def holds(self, version: int) -> bool:
         """Whether a live snapshot reads at ``version``."""
         with self._lock:
+            self._apply_releases()
             return version in self._counts
 
     def versions(self) -> list[int]:
         """The pinned versions, ascending (a copy: merges iterate it unlocked)."""
         with self._lock:
+            self._apply_releases()
             return sorted(self._counts)
 
     def live(self) -> int:
         """How many snapshots are open."""
         with self._lock:
+            self._apply_releases()
             return sum(self._counts.values())
