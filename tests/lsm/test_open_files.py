@@ -204,3 +204,49 @@ def test_reads_of_a_capped_store_closed_meanwhile(tmp_path: Path) -> None:
     with pytest.raises(StoreClosedError):
         list(it)
     assert table_descriptors(path) == 0
+
+
+_FILE_FREED_UNDER_THE_CAP_LOCK = """
+import faulthandler, gc, sys
+import banyanstore
+faulthandler.dump_traceback_later(30, exit=True)  # a deadlock: exit 1 with the stacks
+store = banyanstore.open(sys.argv[1], max_open_files=1, compaction=False, block_size=1024)
+def fill():
+    for t in range(3):
+        for i in range(t, 300, 3):
+            store.put(b"k%05d" % i, b"v" * 50)
+        store.flush()
+class Holder:
+    pass
+for extra in range(24):  # so that one collection falls inside the cap's lock
+    fill()
+    gc.disable()
+    gc.collect()
+    holder = Holder()
+    holder.cycle, holder.scan = holder, store.scan()  # only gc can free it
+    next(holder.scan)
+    store.compact()  # the scan's tables leave the store: freed with it
+    fill()
+    del holder
+    gc.set_threshold(gc.get_count()[0] + extra, 1000, 1000)
+    gc.enable()
+    for i in range(0, 300, 7):  # reads that open table files again
+        store.get(b"k%05d" % i)
+    gc.set_threshold(700, 10, 10)
+gc.collect()
+store.put(b"x", b"y")
+store.flush()
+assert store.stats()["open_files"]["pinned"] == 0
+store.close()
+"""
+
+
+def test_a_table_file_freed_by_the_garbage_collector_inside_the_cap_lock(tmp_path: Path) -> None:
+    """A capped table file is forgotten when its object is freed -- by the garbage
+    collector when an iterator holding it was lost in a reference cycle, at whatever
+    allocation comes next, also one made under the cap's lock while a read opens a file
+    again. That must not wait for the lock its own thread holds (every read of the
+    store's tables would hang behind it)."""
+    child = subprocess.run([sys.executable, "-c", _FILE_FREED_UNDER_THE_CAP_LOCK,
+                            str(tmp_path / "db")], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]

@@ -17,6 +17,10 @@ Rules the cap keeps:
   opened if need be and kept open, outside the cap's count, until the file object is
   freed -- an unlinked file cannot be opened again.
 * A live table missing when it is opened again is damage: CorruptionError naming it.
+* A file object freed without ``close()`` is forgotten without waiting for the lock:
+  the garbage collector frees it at any allocation, also one made under the lock on
+  the same thread (which would wait for itself).  It is queued, and forgotten at once
+  when the lock is free, else by the next call that opens, pins or counts files.
 
 Reads of capped files go through Python (the compiled core reads plain posix files
 itself): a cache miss costs about a microsecond more, which is why the cap is an option.
@@ -74,6 +78,7 @@ class OpenFileCap:
         self._lru: OrderedDict[int, None] = OrderedDict()  # open, unpinned: least recent first
         self._next_key = 0
         self._reopens = 0
+        self._freed: list[int] = []  # keys of files freed, not forgotten yet (see above)
 
     def open(self, path: str) -> CappedFile:
         """``path`` opened for reads under the cap (FileNotFoundError if it is missing)."""
@@ -85,7 +90,7 @@ class OpenFileCap:
             self._slots[key] = _Slot(inner)
             self._lru[key] = None
         file = CappedFile(self, path, inner.size, key)
-        weakref.finalize(file, self._forget, key, False)  # a file never closed: at its end
+        weakref.finalize(file, self._forget_freed, key)  # a file never closed: at its end
         return file
 
     # -- what CappedFile asks ----------------------------------------------------------
@@ -114,6 +119,7 @@ class OpenFileCap:
     def pin(self, file: CappedFile) -> None:
         """Keep ``file`` open until it is freed (opened now if it holds no descriptor)."""
         with self._lock:
+            self._drop_freed_locked()
             slot = self._slots.get(file.key)
             if slot is None or slot.pinned:
                 return
@@ -129,6 +135,7 @@ class OpenFileCap:
         """``limit``; ``open``: descriptors held under the cap; ``pinned``: held for
         files awaiting deletion; ``reopens``: files opened again after being closed."""
         with self._lock:
+            self._drop_freed_locked()
             pinned = sum(1 for s in self._slots.values() if s.pinned and s.inner is not None)
             return {"limit": self._limit, "open": len(self._lru), "pinned": pinned,
                     "reopens": self._reopens}
@@ -140,6 +147,26 @@ class OpenFileCap:
             self._lru.pop(key, None)
         if slot is not None and slot.inner is not None:
             (slot.inner.retire if retire else slot.inner.close)()
+
+    def _forget_freed(self, key: int) -> None:
+        """File ``key``'s object was freed: forget it now if the lock is free, else leave
+        it to the next call that takes the lock (never wait: see the module docstring)."""
+        self._freed.append(key)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop_freed_locked()
+            finally:
+                self._lock.release()
+
+    def _drop_freed_locked(self) -> None:
+        """Forget the files whose objects were freed, closing their descriptors (no read
+        can be in flight through a freed object).  REQUIRES: the lock."""
+        while self._freed:
+            key = self._freed.pop()
+            slot = self._slots.pop(key, None)
+            self._lru.pop(key, None)
+            if slot is not None and slot.inner is not None:
+                slot.inner.close()
 
     def _reopen_locked(self, path: str) -> RandomAccessFile:
         """REQUIRES: the lock (the open is short; holding it keeps the count exact)."""
@@ -153,6 +180,7 @@ class OpenFileCap:
 
     def _make_room_locked(self) -> None:
         """Close least recently read idle files until one more fits.  REQUIRES: the lock."""
+        self._drop_freed_locked()
         while len(self._lru) >= self._limit:
             idle = next((k for k in self._lru if self._slots[k].busy == 0), None)
             if idle is None:
