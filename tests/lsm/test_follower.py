@@ -567,3 +567,47 @@ def test_read_only_snapshot_reads_exact_and_the_store_refuses_its_old_version(tm
             with pytest.raises(VersionUnavailableError):
                 r.get(b"k", version=snap.version)
             assert r.oldest_version == r.history_floor == w.version
+
+
+def test_keyspace_lookup_while_refreshes_see_it_dropped_and_created(tmp_path: Path) -> None:
+    """``reader.keyspace(name)`` on threads while another thread refreshes and the writer
+    drops and creates that keyspace again and again: each call returns a handle or raises
+    ReadOnlyError (the reader has no such keyspace) -- never an internal error from
+    looking the name up twice across a refresh."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, wal_sync="never") as writer, \
+            banyanstore.open(path, read_only=True) as reader:
+        writer.keyspace("churn")
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def look_up() -> None:
+            while not stop.is_set():
+                try:
+                    reader.keyspace("churn")
+                except ReadOnlyError:
+                    pass
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    failures.append(exc)
+
+        def refresh() -> None:
+            while not stop.is_set():
+                reader.refresh()
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (look_up, look_up, refresh)]
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for t in threads:
+                t.start()
+            for _ in range(200):
+                writer.drop_keyspace("churn")
+                time.sleep(0.0005)
+                writer.keyspace("churn")
+                time.sleep(0.0005)
+        finally:
+            stop.set()
+            sys.setswitchinterval(old)
+            for t in threads:
+                t.join(30)
+        assert failures == []

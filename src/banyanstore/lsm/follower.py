@@ -290,9 +290,11 @@ class FollowerStore(_FollowerReads, Store):
     def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
         """The keyspace called ``name`` (ReadOnlyError if the store has none by that name:
         the writer may create it later, see :meth:`refresh`)."""
-        super().keyspace(name, ttl=ttl)  # the argument checks and errors of the writer's
-        ks = self._tree.keyspace(name)
-        assert ks is not None
+        return super().keyspace(name, ttl=ttl)  # the writer's checks, errors and lookup
+
+    def _keyspace_handle(self, ks: KeyspaceState) -> Keyspace:
+        # One lookup, by Store.keyspace: a refresh on another thread may drop the
+        # keyspace right after it (the handle then raises KeyspaceNotFoundError).
         return FollowerKeyspace(self, self._tree, self._writer, ks)
 
     def snapshot(self) -> Snapshot:

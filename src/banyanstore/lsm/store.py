@@ -295,6 +295,11 @@ class Store(Keyspace):
                 break
             # dropped by another thread since it was looked up: the name is free, and
             # this call creates the keyspace anew, as it would after the drop
+        return self._keyspace_handle(ks)
+
+    def _keyspace_handle(self, ks: KeyspaceState) -> Keyspace:
+        """The handle :meth:`keyspace` returns for ``ks`` (a read-only store's reads
+        differ)."""
         return Keyspace(self, self._tree, self._writer, ks)
 
     def keyspaces(self) -> list[str]:
