@@ -513,3 +513,42 @@ def test_a_killed_checkpoint_is_refused_by_open_and_replaced_by_a_retry(tmp_path
     with banyanstore.open(dest, read_only=True) as copy:
         assert copy.version == version and copy.get(b"k19999") == b"v" * 40
         assert copy.keyspace_info()["idx"]["ttl"] == 99
+
+
+_KILLED_AT_MARKER_REMOVAL = """
+import os, signal, sys
+import banyanstore
+from banyanstore.io.hooked import HookedEnv
+from banyanstore.io.posix import PosixEnv
+
+class KillRemovingTheMarker(HookedEnv):
+    def hook(self, op, paths, nbytes=0):
+        if op == "remove" and paths[0].endswith("CHECKPOINT-INCOMPLETE"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+store = banyanstore.open(sys.argv[1], env=KillRemovingTheMarker(PosixEnv()), compaction=False)
+store.checkpoint(sys.argv[2])
+"""
+
+
+def test_a_checkpoint_killed_after_its_current_is_still_incomplete(tmp_path):
+    """SIGKILL after the checkpoint's CURRENT but before its marker is removed (the last
+    step): the destination still says "incomplete", so open() refuses it and a retry
+    replaces it -- it was refused as "not empty" and opened as a store."""
+    src, dest = str(tmp_path / "src"), str(tmp_path / "ck")
+    with banyanstore.open(src, memtable_size=64 * 1024, compaction=False) as s:
+        for i in range(3000):
+            s.put(b"k%05d" % i, b"v" * 40)
+    child = subprocess.run([sys.executable, "-c", _KILLED_AT_MARKER_REMOVAL, src, dest], timeout=120)
+    assert child.returncode == -9
+    assert {"CURRENT", "CHECKPOINT-INCOMPLETE"} <= set(os.listdir(dest))
+    for read_only in (False, True):
+        with pytest.raises(NotAStoreError, match="interrupted checkpoint"):
+            banyanstore.open(dest, read_only=read_only)
+    with banyanstore.open(src) as s:
+        s.put(b"later", b"x")
+        version = s.checkpoint(dest)
+    assert "CHECKPOINT-INCOMPLETE" not in os.listdir(dest)
+    with banyanstore.open(dest, read_only=True) as copy:
+        assert copy.version == version and copy.get(b"later") == b"x"
+        assert copy.get(b"k02999") == b"v" * 40

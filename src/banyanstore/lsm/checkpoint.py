@@ -108,10 +108,11 @@ def _write_marker(env: Env, dest: str) -> None:
 
 
 def _clear_interrupted(env: Env, dest: str) -> None:
-    """Remove what a checkpoint killed part-way left in ``dest`` (its marker and no
-    CURRENT; nothing but the names a checkpoint writes), the marker last."""
+    """Remove what a checkpoint killed part-way left in ``dest`` (its marker -- with a
+    CURRENT too when the kill came just before the marker's removal, its last step --
+    and nothing but the names a checkpoint writes), the marker last."""
     names = directory_names(env, dest, f"checkpoint destination {dest} is a file, not a directory")
-    if CHECKPOINT_MARKER not in names or "CURRENT" in names:
+    if CHECKPOINT_MARKER not in names:
         return
     if not all(is_store_name(n) or n == CHECKPOINT_MARKER for n in names):
         return  # somebody else's files too: check_destination refuses it

@@ -22,11 +22,12 @@ from ..errors import NotAStoreError
 from ..io.base import Env
 
 __all__ = ["is_store_name", "is_manifest_name", "directory_names", "refuse_foreign_directory",
-           "CHECKPOINT_MARKER"]
+           "refuse_interrupted_checkpoint", "CHECKPOINT_MARKER"]
 
 CHECKPOINT_MARKER = "CHECKPOINT-INCOMPLETE"
 """Written first into a checkpoint's destination and removed last (lsm/checkpoint.py):
-a directory holding it and no ``CURRENT`` is what a checkpoint killed part-way left."""
+a directory holding it is what a checkpoint killed part-way left -- also with a
+``CURRENT``, which the checkpoint writes just before it removes the marker."""
 
 _STORE_NAME = re.compile(r"^(CURRENT|CURRENT\.tmp|LOCK|wal|tables|MANIFEST-\d{6,})$")
 _MANIFEST_NAME = re.compile(r"^MANIFEST-\d{6,}$")
@@ -61,12 +62,23 @@ def refuse_foreign_directory(env: Env, path: str) -> None:
     are not a store's.  An absent or empty directory passes."""
     names = directory_names(env, path, f"{path} is a file, not a store directory")
     foreign = [n for n in names if not is_store_name(n)]
-    if CHECKPOINT_MARKER in foreign and "CURRENT" not in names:
-        raise NotAStoreError(
-            f"{path} holds what an interrupted checkpoint left ({CHECKPOINT_MARKER}), not a "
-            "store: remove it, or write a checkpoint to it again", path=path)
+    if CHECKPOINT_MARKER in foreign:
+        _refuse_marked(path)
     if foreign:
         shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
         raise NotAStoreError(
             f"{path} is not empty and is not a banyanstore store (it holds {shown} and no "
             "CURRENT); a store is only created in an absent or empty directory", path=path)
+
+
+def refuse_interrupted_checkpoint(env: Env, path: str) -> None:
+    """NotAStoreError if ``path`` holds a checkpoint's marker, CURRENT or not: the next
+    checkpoint to it clears it, so a store opened (and written) there would be lost."""
+    if env.exists(f"{path}/{CHECKPOINT_MARKER}"):
+        _refuse_marked(path)
+
+
+def _refuse_marked(path: str) -> None:
+    raise NotAStoreError(
+        f"{path} holds what an interrupted checkpoint left ({CHECKPOINT_MARKER}), not a "
+        "store: remove it, or write a checkpoint to it again", path=path)

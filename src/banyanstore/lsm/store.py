@@ -46,7 +46,7 @@ from .checkpoint import write_checkpoint
 from .compaction import Compactor
 from .flush import Flusher
 from .keyspace import Keyspace
-from .layout import directory_names, refuse_foreign_directory
+from .layout import directory_names, refuse_foreign_directory, refuse_interrupted_checkpoint
 from .manifest import Manifest, ManifestState
 from .recovery import check_orphans, open_tables, open_wal, remove_orphans, replay_wal
 from .snapshot import Snapshot
@@ -160,6 +160,8 @@ class Store(Keyspace):
         store that may not be created."""
         env, opts, path = self._env, self.options, self.path
         exists = env.exists(f"{path}/CURRENT")
+        if exists:
+            refuse_interrupted_checkpoint(env, path)
         if exists and opts.error_if_exists:
             raise ConfigError(f"store {path} already exists (error_if_exists=True)")
         if not exists:
