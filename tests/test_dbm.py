@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import array
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,51 @@ def test_n_does_not_delete_a_database_open_elsewhere(tmp_path: Path) -> None:
         assert store.get(b"k") == b"v"
     with bdbm.open(path, "r") as db:
         assert db["k"] == b"v"
+
+
+_KILLED_N_OPEN = """
+import os, sys
+kill_at, calls = int(sys.argv[2]), [0]
+
+def killing(remove):
+    def call(*args, **kwargs):
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), 9)
+        calls[0] += 1
+        return remove(*args, **kwargs)
+    return call
+
+os.unlink, os.rmdir = killing(os.unlink), killing(os.rmdir)
+import banyanstore.dbm
+banyanstore.dbm.open(sys.argv[1], "n").close()
+print(calls[0])
+"""
+
+
+def test_n_killed_while_removing_the_old_database_can_be_repeated(tmp_path: Path) -> None:
+    """SIGKILL at each file removal of flag 'n': what is left is replaced by the next
+    'n' open. A kill that left only the LOCK (or, in another directory order, tables
+    without CURRENT) made 'n' refuse the directory as not a banyanstore database."""
+    base = tmp_path / "base"
+    with banyanstore.open(base, memtable_size=64 * 1024, io_mode="sync") as store:
+        for i in range(1500):
+            store.put(b"k%05d" % i, b"v" * 100)
+    assert len(os.listdir(base / "tables")) >= 2
+    work = tmp_path / "db"
+    shutil.copytree(base, work)
+    done = subprocess.run([sys.executable, "-c", _KILLED_N_OPEN, str(work), "-1"],
+                          capture_output=True, text=True, check=True)
+    removals = int(done.stdout)
+    for kill_at in range(removals):
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(base, work)
+        child = subprocess.run([sys.executable, "-c", _KILLED_N_OPEN, str(work), str(kill_at)])
+        assert child.returncode == -9
+        with bdbm.open(work, "n") as db:
+            assert len(db) == 0
+            db["new"] = "1"
+        with bdbm.open(work, "r") as db:
+            assert list(db.keys()) == [b"new"]
 
 
 def test_keys_and_values_are_str_or_any_bytes_like_object(tmp_path: Path) -> None:

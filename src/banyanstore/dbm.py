@@ -216,19 +216,45 @@ def _holds_only_a_store(path: str, names: list[str]) -> bool:
     return True
 
 
+def _holds_no_data(path: str, names: list[str]) -> bool:
+    """Whether directory ``path`` holds store names but no CURRENT and no table or WAL
+    segment: a creation, or an earlier ``'n'``, cut short -- nothing to keep."""
+    if "CURRENT" in names or not all(map(is_store_name, names)):
+        return False
+    subdirs = [os.path.join(path, d) for d in ("tables", "wal") if d in names]
+    return not any(os.listdir(d) for d in subdirs if os.path.isdir(d))
+
+
+def _remove_database(path: str, names: list[str]) -> None:
+    """Remove the database at ``path``: its data first, then CURRENT, then the rest. A
+    kill part-way then leaves a database (CURRENT still there) or no data at all, both
+    of which the next ``'n'`` replaces; removed in directory order, it could leave tables
+    without CURRENT, or a lone LOCK, which ``'n'`` refused as somebody else's."""
+    for name in names:
+        if name not in ("CURRENT", "LOCK"):
+            full = os.path.join(path, name)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.remove(full)
+    if "CURRENT" in names:
+        os.remove(os.path.join(path, "CURRENT"))
+    shutil.rmtree(path)
+
+
 def _clear_for_new(path: str) -> None:
     """Flag ``'n'``: remove what may be replaced by a new database at ``path`` -- a
     banyanstore database, an empty directory, an empty file -- and refuse anything
     else (another program's data is never deleted)."""
     if os.path.isdir(path):
         names = os.listdir(path)
-        if names and not _holds_only_a_store(path, names):
+        if names and not (_holds_only_a_store(path, names) or _holds_no_data(path, names)):
             raise error(f"{path} exists and is not a banyanstore database; not replacing it")
         # Hold the writer lock while deleting: a database open elsewhere raises
         # StoreLockedError instead of vanishing under its writer.
         lock = PosixEnv().lock(os.path.join(path, "LOCK")) if names else None
         try:
-            shutil.rmtree(path)
+            _remove_database(path, names)
         finally:
             if lock is not None:
                 lock.release()
