@@ -67,7 +67,8 @@ class ScratchDir:
             return
         try:
             if not self._moved:
-                shutil.rmtree(self.path, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    _remove_lock_last(self.path)
         finally:
             os.close(self._fd)
             self._fd = -1
@@ -93,14 +94,35 @@ def remove_abandoned(parent: str, prefix: str) -> list[str]:
         try:
             fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CLOEXEC)
         except OSError:
-            continue  # no lock file: not ours to judge
+            # No lock file: an owner removes it last, so an empty directory is one whose
+            # owner died just after (rmdir fails on anything else: not ours to judge).
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+                removed.append(path)
+            continue
         try:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(path)
+                _remove_lock_last(path)
                 removed.append(path)
         finally:
             os.close(fd)
     if removed:
         logger.info("removed %d abandoned scratch directories: %s", len(removed), ", ".join(removed))
     return removed
+
+
+def _remove_lock_last(path: str) -> None:
+    """Remove scratch directory ``path``, its LOCK last: a process killed part-way leaves
+    the LOCK (the next cleaner takes it and removes the rest) or an empty directory --
+    never files without the lock that marks them as scratch."""
+    for name in os.listdir(path):
+        if name != "LOCK":
+            full = os.path.join(path, name)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.remove(full)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, "LOCK"))
+    os.rmdir(path)
