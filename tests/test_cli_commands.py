@@ -205,11 +205,40 @@ def test_beside_a_running_writer(run: Run, store: str, tmp_path: Path) -> None:
     with banyanstore.open(dest, read_only=True) as copy:
         assert copy.get(b"live") == b"written by the writer" and copy.get(b"after") is None
         assert copy.get(b"user:0001") == b"value-1" and copy.keyspace("index").get(b"ix:1") == b"user:0001"
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".checkpoint-")]  # scratch removed
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # scratch removed
     out = run("checkpoint", store, str(tmp_path / "copy2"), code=0)[1]  # no writer: through the store
     assert "through the store" in out
     assert "exists and is not empty" in run("checkpoint", store, dest, code=2)[2]
 
+
+
+_CHECKPOINT_KILLED_BEFORE_RESTORE = """
+import os, sys, banyanstore
+from banyanstore.cli import main
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), 9)
+banyanstore.restore = killed  # the scratch backup is complete; the restore never starts
+main(["checkpoint", sys.argv[1], sys.argv[2]])
+"""
+
+
+def test_a_checkpoint_beside_a_writer_killed_part_way_leaves_nothing_behind(store: str,
+                                                                           tmp_path: Path) -> None:
+    """``checkpoint`` beside a writer, killed after its scratch backup (a full copy of the
+    store's tables) was written: the next checkpoint beside that destination removes it.
+    It was a plain temporary directory nothing removed, one whole copy per killed run."""
+    dest = str(tmp_path / "copy")
+    with banyanstore.open(store) as writer:
+        writer.put(b"live", b"1", sync=True)
+        for _ in range(2):
+            child = subprocess.run([sys.executable, "-c", _CHECKPOINT_KILLED_BEFORE_RESTORE, store, dest],
+                                   timeout=120)
+            assert child.returncode == -9
+        assert [n for n in os.listdir(tmp_path) if n.startswith(".")]
+        cli("checkpoint", store, dest, code=0)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    with banyanstore.open(dest, read_only=True) as copy:
+        assert copy.get(b"live") == b"1"
 
 # -- verify and repair -----------------------------------------------------------------------
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import banyanstore
 
+from ..backups.scratch import ScratchDir
 from .common import EXIT_OK, NotFound, Output, UsageError, parse_key, render_tree
 from .opening import keyspace_of, open_read_only, try_open_for_writing
 
@@ -184,9 +183,8 @@ def _checkpoint_beside_writer(path: str, dest: str) -> int:
     os.makedirs(parent, exist_ok=True)
     if os.path.isdir(dest):
         os.rmdir(dest)  # empty (checked above): restore creates it
-    scratch = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
-    try:
-        banyanstore.backup(path, scratch)
-        return banyanstore.restore(scratch, dest).version
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # A locked scratch directory: one a killed run left is removed by the next checkpoint
+    # beside ``dest`` (it holds a copy of every table of the store).
+    with ScratchDir(dest, "checkpoint") as scratch:
+        banyanstore.backup(path, scratch.path)
+        return banyanstore.restore(scratch.path, dest).version
