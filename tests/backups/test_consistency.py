@@ -364,3 +364,35 @@ def test_a_backup_killed_while_removing_its_scratch_dir_leaves_nothing_the_next_
     assert [n for n in os.listdir(tmp_path) if n.startswith(".store.backup-")]
     banyanstore.backup(tmp_path / "store", url)
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+KILLED_NAMING_SCRATCH = """
+import os, sys, banyanstore
+rename = os.rename
+def killing_rename(src, dst, *args, **kwargs):
+    if "~" in os.path.basename(os.fsdecode(src)):
+        os.kill(os.getpid(), 9)
+    return rename(src, dst, *args, **kwargs)
+os.rename = killing_rename
+banyanstore.backup(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_scratch_dir_killed_before_it_was_named_is_removed_once_old(tmp_path: Path) -> None:
+    """SIGKILL between creating the scratch directory (under its first, ``~`` name) and
+    renaming it to the name cleaners look for: a later backup removes it once it is an
+    hour old (a live owner renames it at once). It was left for good."""
+    with banyanstore.open(tmp_path / "store", io_mode="sync") as store:
+        store.put(b"k", b"v")
+    url = str(tmp_path / "b")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.run([sys.executable, "-c", KILLED_NAMING_SCRATCH, str(tmp_path / "store"), url],
+                           env=env, timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    (left,) = [n for n in os.listdir(tmp_path) if n.startswith(".store.backup~")]
+    banyanstore.backup(tmp_path / "store", url)
+    assert os.path.isdir(tmp_path / left)  # young: maybe a live owner's
+    two_hours_ago = os.stat(tmp_path / left).st_mtime - 7200
+    os.utime(tmp_path / left, (two_hours_ago, two_hours_ago))
+    banyanstore.backup(tmp_path / "store", url)
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 __all__ = ["ScratchDir"]
 
@@ -80,36 +81,61 @@ class ScratchDir:
         self.close()
 
 
+UNNAMED_STALE_SECONDS = 3600.0
+"""Age after which a directory still under its first, ``~`` name is abandoned: its
+owner renames it a few system calls after creating it, so only one killed in between
+leaves it (cleaning a younger one could fail a live owner's rename)."""
+
+
 def remove_abandoned(parent: str, prefix: str) -> list[str]:
-    """Remove the directories in ``parent`` named ``prefix*`` whose owner is gone."""
+    """Remove the directories in ``parent`` named ``prefix*`` whose owner is gone, and
+    those a killed owner left under their first name (``~`` for the prefix's last
+    character) at least :data:`UNNAMED_STALE_SECONDS` ago."""
     removed: list[str] = []
     try:
         names = os.listdir(parent)
     except OSError:
         return removed
+    unnamed = prefix[:-1] + "~"
     for name in names:
         path = os.path.join(parent, name)
-        if not name.startswith(prefix) or not os.path.isdir(path):
+        if not os.path.isdir(path):
             continue
-        try:
-            fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            # No lock file: an owner removes it last, so an empty directory is one whose
-            # owner died just after (rmdir fails on anything else: not ours to judge).
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+        if name.startswith(prefix) or (name.startswith(unnamed) and _left_long_ago(path)):
+            if _remove_if_owner_gone(path):
                 removed.append(path)
-            continue
-        try:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _remove_lock_last(path)
-                removed.append(path)
-        finally:
-            os.close(fd)
     if removed:
         logger.info("removed %d abandoned scratch directories: %s", len(removed), ", ".join(removed))
     return removed
+
+
+def _left_long_ago(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > UNNAMED_STALE_SECONDS
+    except OSError:
+        return False
+
+
+def _remove_if_owner_gone(path: str) -> bool:
+    """Remove scratch directory ``path`` if no process holds its LOCK; whether it went."""
+    try:
+        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        # No lock file: an owner removes it last, so an empty directory is one whose
+        # owner died just after (rmdir fails on anything else: not ours to judge).
+        try:
+            os.rmdir(path)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _remove_lock_last(path)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _remove_lock_last(path: str) -> None:
