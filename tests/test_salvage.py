@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +507,26 @@ def run_cli(main: Any, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def test_wal_entries_over_the_default_size_limits_are_salvaged(tmp_path: Path) -> None:
+    """A store written with a higher max_key_size loses its manifest: repair builds a
+    table of its WAL's entries whatever their size (the limits are for new writes),
+    rather than failing on the default limit."""
+    path = tmp_path / "big"
+    big_key = b"k" * (70 * 1024)  # over the default max_key_size, 64 KiB
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, banyanstore
+        store = banyanstore.open({str(path)!r}, compaction=False, max_key_size=1 << 20)
+        store.put(b"k" * {len(big_key)}, b"1")
+        store.put(b"a", b"2")
+        os._exit(0)  # a crash: the entries only in the WAL
+        """)], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    for m in manifests(path):
+        m.unlink()
+    (path / "CURRENT").unlink()
+    res = repair(str(path))
+    assert res.lost == [] and res.refused == [], res
+    with banyanstore.open(path, compaction=False) as store:
+        assert store.get(big_key) == b"1" and store.get(b"a") == b"2"

@@ -44,7 +44,7 @@ from typing import Any
 
 from .errors import ConfigError, ConfigTypeError
 
-__all__ = ["Options", "resolve_options", "parse_size", "ENV_PREFIX"]
+__all__ = ["Options", "resolve_options", "parse_size", "table_options", "ENV_PREFIX"]
 
 ENV_PREFIX = "BANYANSTORE_"
 # Variables of ours that are not options: the config file path, the soak switch, the
@@ -228,6 +228,15 @@ class Options:
 
 _FIELDS = {f.name: f for f in fields(Options)}
 _dataclass_init = Options.__init__
+
+
+def table_options(opts: Options) -> Options:
+    """``opts`` for building a store's tables (flushes, merges, salvage): ``max_key_size``
+    and ``max_value_size`` at the largest values they may take.  The two limit new
+    writes; a table must take every entry the store already holds, such as one written
+    before a reopen with lower limits (which would otherwise never flush or merge)."""
+    return opts.replace(max_key_size=_FIELDS["max_key_size"].metadata["hi"],
+                        max_value_size=_FIELDS["max_value_size"].metadata["hi"])
 
 
 # functools.wraps keeps the dataclass's signature visible (``__wrapped__``) to

@@ -235,6 +235,36 @@ def test_failed_batch_put_leaves_the_batch_usable(store: Any) -> None:
     assert store.keyspace("index").get(b"c") == b"3" and b.version == store.version
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_lower_size_limits_after_reopen_still_flush_and_merge(tmp_path: Path, mode: str) -> None:
+    """max_key_size and max_value_size limit new writes only: a store written with higher
+    limits and reopened with lower ones still flushes what its WAL replays and merges its
+    tables (none quarantined), and every entry reads back."""
+    path = tmp_path / "db"
+    opts = dict(OPTS, compaction_mode=mode)
+    big_key, big_value = b"k" * 40, b"v" * 300
+    child = _child(f"""
+        import os, banyanstore
+        store = banyanstore.open({str(path)!r}, **{opts!r}, max_key_size=64, max_value_size=512)
+        store.put({big_key!r}, b"1")
+        store.put(b"a", {big_value!r})
+        store.flush()  # a table holding them
+        store.put({big_key + b"2"!r}, {big_value!r})
+        store.delete_range({big_key + b"3"!r}, {big_key + b"4"!r})
+        os._exit(0)  # the last writes only in the WAL
+        """)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    with banyanstore.open(path, **opts, max_key_size=16, max_value_size=100) as store:
+        store.flush()
+        assert store.compact()["tables_after"] == 1
+        assert store.stats()["compaction"]["quarantined"] == []
+        assert store.get(big_key) == b"1" and store.get(b"a") == big_value
+        assert store.get(big_key + b"2") == big_value
+    with banyanstore.open(path, **opts, max_key_size=16, max_value_size=100) as store:
+        assert list(store.keys()) == [b"a", big_key, big_key + b"2"]
+
+
 # -- damaged files ------------------------------------------------------------------------------
 
 def test_flipped_byte_in_a_data_block_is_corruption_naming_the_file(db: Path) -> None:

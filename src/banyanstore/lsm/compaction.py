@@ -325,8 +325,9 @@ class Compactor(BackgroundThread):
         tree = self._tree
         if offload(tree.options, tree.env):
             paths = [table_path(tree.path, t.file_no) for t in inputs]
-            return self._workers.submit("merge", run_merge, paths, out_path, tree.options, spec)
-        return build_merged(tree.env, inputs, out_path, tree.options, spec, self.cancelled)
+            return self._workers.submit("merge", run_merge, paths, out_path, tree.table_options,
+                                        spec)
+        return build_merged(tree.env, inputs, out_path, tree.table_options, spec, self.cancelled)
 
     def _install(self, ks: KeyspaceState, inputs: tuple[Any, ...], reader: Any,
                  info: TableInfo | None, floor: int) -> None:

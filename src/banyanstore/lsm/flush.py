@@ -95,7 +95,7 @@ def build_table(tree: Tree, workers: WorkerPools, ks: KeyspaceState, entries: Fl
     range_dels = range_dels or []
     if flushbuf.is_empty(entries) and not range_dels:
         return None
-    env, opts = tree.env, tree.options
+    env, opts = tree.env, tree.table_options
     file_no = tree.allocate_file_no()
     path = table_path(tree.path, file_no)
     origin = TableOrigin(ks.id, ks.name)  # covering its own versions

@@ -62,7 +62,7 @@ from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
 from ..io.base import Env
 from ..io.capped import OpenFileCap
 from ..log.log import Log
-from ..options import Options
+from ..options import Options, table_options
 from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .manifest import Manifest, ManifestState, TableInfo
@@ -122,13 +122,15 @@ class Tree:
     """The keyspaces, views, versions, floors and manifest of one open store (see the
     module docstring for what it owns and its locking rules)."""
 
-    __slots__ = ("path", "env", "options", "cache", "clock", "version", "history_floor", "closed",
-                 "_closed_why", "_timemap", "_lock", "_manifest", "_wal", "_by_name", "_by_id",
-                 "_pins", "_ttl_cache", "_deferred", "table_files")
+    __slots__ = ("path", "env", "options", "table_options", "cache", "clock", "version",
+                 "history_floor", "closed", "_closed_why", "_timemap", "_lock", "_manifest", "_wal",
+                 "_by_name", "_by_id", "_pins", "_ttl_cache", "_deferred", "table_files")
 
     def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
                  clock: Callable[[], float]) -> None:
         self.path, self.env, self.options, self.cache, self.clock = path, env, options, cache, clock
+        self.table_options = table_options(options)
+        """What flushes and merges build tables with: any entry the store holds fits."""
         self.version = 0
         """The latest committed version, what reads read at (see :meth:`publish_version`)."""
         self.history_floor = 0

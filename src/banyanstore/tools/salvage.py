@@ -68,7 +68,7 @@ from ..errors import CorruptionError
 from ..lsm.edits import EditError, ManifestState, TableInfo, expand_snapshot
 from ..lsm.manifest import FILE_HEADER, Manifest, walk_manifest
 from ..lsm.wal import decode
-from ..options import Options
+from ..options import Options, table_options
 from ..sstable.builder import TableBuilder
 from ..sstable.meta import TableMeta, TableOrigin
 from ..sstable.reader import TableReader
@@ -725,7 +725,8 @@ def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any], li
     os.makedirs(os.path.join(store, "tables"), exist_ok=True)
     for ks, entries, ranges in groups:
         path = os.path.join(store, "tables", f"{next_no:06d}.sst")
-        with TableBuilder(env, path, Options(), TableOrigin(ks, plan.names[ks])) as builder:
+        options = table_options(Options())  # the WAL may hold keys over the default limit
+        with TableBuilder(env, path, options, TableOrigin(ks, plan.names[ks])) as builder:
             builder.add_many(entries)
             builder.add_range_dels(ranges)
             meta = builder.finish()
