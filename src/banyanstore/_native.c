@@ -1599,6 +1599,11 @@ enum { SRC_TABLE = 1, SRC_RUNS = 2 };
  * large spans. */
 enum { READAHEAD_BLOCKS = 16 };
 
+/* A run spans at most this many stored bytes (or its first block, when that alone is
+ * larger): blocks of one big value each would otherwise hold 16 values of a table in
+ * memory -- a GiB per table at 64 MiB values (sstable/reader.py's READ_SPAN_BYTES). */
+#define READ_SPAN_BYTES ((uint64_t)1 << 20)
+
 /* tables_prefetch warms the first blocks of at most this many tables (a seek's stack of
  * tables; beyond it, prefetches would evict each other's lines before their use) */
 enum { PREFETCH_TABLES = 16 };
@@ -1820,6 +1825,20 @@ static int core_admit(TableCore *c, uint32_t no, uint64_t scanned) {
     return yes;
 }
 
+/* How many of the `n` blocks from `no` on in scan direction fit READ_SPAN_BYTES, at least
+ * the first (REQUIRES: they are all blocks of the table). */
+static int run_within_span(TableCore *c, uint32_t no, int n, int reverse) {
+    while (n > 1) {
+        uint32_t lo = reverse ? no - (uint32_t)(n - 1) : no;
+        uint32_t hi = reverse ? no : no + (uint32_t)(n - 1);
+        uint64_t span = bs_load_le64(c->starts + 8 * (uint64_t)hi + 8) - bs_load_le64(c->starts + 8 * (uint64_t)lo);
+        if (span <= READ_SPAN_BYTES)
+            break;
+        n--;
+    }
+    return n;
+}
+
 /* Fill the read-ahead with the next run of blocks from `no` on in scan direction: cached
  * ones from their slots (each a hit: counted and marked referenced), the missing ones with one read spanning them, cached if the cache
  * admits them -- except the first when `first_cached` (a table's first block of the
@@ -1833,6 +1852,7 @@ static int ahead_fill(MergeScan *m, Source *s, uint32_t no, int first_cached) {
         PyErr_SetString(PyExc_IndexError, "block number out of range of the slots");
         return -1;
     }
+    n = run_within_span(c, no, n, m->reverse);
     uint32_t lo = UINT32_MAX, hi = 0;  /* the missing blocks' span */
     for (int i = 0; i < n; i++) {
         uint32_t b = m->reverse ? no - (uint32_t)i : no + (uint32_t)i;

@@ -218,3 +218,49 @@ def test_writes_after_reads_take_their_memory_from_the_block_cache(tmp_path: Pat
     # and without the budget, the cache keeps its blocks
     *_, full, _mem, _drop = run_heap_child(HEAP_AFTER_WRITES_CHILD, tmp_path / "off", pure, "0")
     assert int(full) > 30 << 20
+
+
+BIG_VALUES_CHILD = r"""
+import sys
+import banyanstore
+from banyanstore import accel
+
+def status(field):
+    with open("/proc/self/status") as fh:
+        return int(fh.read().split(field + ":")[1].split()[0]) << 10
+
+opts = dict(compression="none", compaction=False, compaction_mode="thread", block_cache_size=0)
+with banyanstore.open(sys.argv[1], **opts) as store:
+    if sys.argv[3] == "build":  # two tables of 24 values of 2 MiB: a block each
+        for table in range(2):
+            for i in range(24):
+                store.put(b"k%02d-%d" % (i, table), bytes([i]) * (2 << 20))
+            store.flush()
+    else:
+        before = status("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # VmHWM from here (ru_maxrss would start at the parent's peak)
+        if sys.argv[3] == "scan":
+            assert sum(len(v) for v in store.values()) == 96 << 20
+        else:
+            assert store.compact()["tables_after"] == 1
+        print(accel.IMPLEMENTATION, status("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("pure", ["1", "0"], ids=["pure", "native"])
+@pytest.mark.parametrize("read", ["scan", "merge"])
+def test_reads_of_big_values_hold_a_few_blocks_per_table(tmp_path: Path, pure: str,
+                                                          read: str) -> None:
+    """Scans read ahead up to 16 blocks of a table in one read and merges 64: with
+    values of megabytes, each a block of its own, that held 16 (or 64) values per table
+    in memory -- 1 GiB (4 GiB) per table at the default max_value_size.  A read-ahead
+    spans at most 1 MiB now (or one block, when that is larger).  Run in child
+    processes, whose peak memory is this read's alone."""
+    run_heap_child(BIG_VALUES_CHILD, tmp_path, pure, "build")
+    implementation, growth = run_heap_child(BIG_VALUES_CHILD, tmp_path, pure, read)
+    assert implementation == ("python" if pure == "1" else "native")
+    # Before the fix the peak grew by 55-72 MB (scans) and 70-109 MB (merges) over the
+    # 2 x 24 values of 2 MiB; after it by 5-27 MB (the pure-Python merge the most).
+    assert int(growth) < 32 << 20, int(growth)

@@ -67,6 +67,11 @@ __all__ = ["TableReader", "read_blocks", "READAHEAD_BLOCKS", "RUN_FIRST", "MISS"
 
 READAHEAD_BLOCKS = 16
 MERGE_READ_BLOCKS = 64  # a merge's reads: 256 KiB at the default block size
+# A read-ahead run or a merge's read spans at most this many stored bytes (or its first
+# block, when that alone is larger): blocks of one big value each would otherwise hold 16
+# (64) values of a table in memory -- a GiB per table at 64 MiB values.  The block counts
+# above bind first at the default block size.
+READ_SPAN_BYTES = 1 << 20
 RUN_FIRST = 16
 SHORT_RANGE_BLOCKS = 2
 """A scan whose range lies in at most this many blocks reads them at the call (scan_runs)."""
@@ -741,10 +746,21 @@ class TableReader:
         batch = 2
         pos = 1
         while pos < total:
-            chunk = nos[pos:pos + batch]
+            chunk = self._within_span(nos[pos:pos + batch])
             yield from zip(chunk, self._fetch_run(chunk, fill, origin), strict=True)
-            pos += batch
+            pos += len(chunk)
             batch = min(batch * 2, READAHEAD_BLOCKS)
+
+    def _within_span(self, nos: range) -> range:
+        """The leading blocks of the run ``nos`` (either direction) whose stored bytes
+        fit READ_SPAN_BYTES, at least the first."""
+        starts, n = self._starts, len(nos)
+        while n > 1:
+            lo, hi = min(nos[0], nos[n - 1]), max(nos[0], nos[n - 1])
+            if starts[hi + 1] - starts[lo] <= READ_SPAN_BYTES:
+                break
+            n -= 1
+        return nos[:n]
 
     def _scanned(self, origin: int, no: int) -> int:
         """The stored bytes of the blocks a scan that began at block ``origin`` passed
@@ -790,11 +806,13 @@ class TableReader:
 
     def data_payloads(self) -> Iterator[tuple[int, bytes]]:
         """``(offset, payload)`` of every data block in order, read MERGE_READ_BLOCKS
-        at a time -- verified and decompressed but not parsed (the compiled merge,
-        native/mergebuild.c, parses each payload itself) and not cached."""
+        at a time (at most READ_SPAN_BYTES, or one block) -- verified and decompressed
+        but not parsed (the compiled merge, native/mergebuild.c, parses each payload
+        itself) and not cached."""
         starts, n, path, verify = self._starts, self._nblocks, self.path, self._verify
-        for lo in range(0, n, MERGE_READ_BLOCKS):
-            hi = min(n, lo + MERGE_READ_BLOCKS)
+        lo = 0
+        while lo < n:
+            hi = self._within_span(range(lo, min(n, lo + MERGE_READ_BLOCKS))).stop
             data = self._file.read(starts[lo], starts[hi] - starts[lo])
             if len(data) != starts[hi] - starts[lo]:
                 raise self._corrupt(f"truncated table: short read of data blocks {lo}..{hi - 1}",
@@ -803,6 +821,7 @@ class TableReader:
                 a, b = starts[no] - starts[lo], starts[no + 1] - starts[lo]
                 yield starts[no], unwrap_block(data[a:b], path, starts[no], verify=verify,
                                                what=f"data block {no}")
+            lo = hi
 
     # -- block IO -------------------------------------------------------------------------------
     def block_request(self, no: int) -> tuple[RandomAccessFile, int, int]:
