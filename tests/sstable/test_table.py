@@ -329,3 +329,21 @@ def test_table_reader_attributes_stay_within_cpythons_shared_keys(env_dir: EnvDi
         list(r.scan(None))
         r.history(b"k0001")  # (decodes the lazy index keys where the core serves the reader)
         assert len(vars(r)) <= 29, sorted(vars(r))
+
+
+def test_blocks_past_lz4s_input_limit_are_stored_raw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lz4 refuses an input over LZ4_MAX_INPUT_SIZE (0x7E000000 bytes, less than the
+    largest max_value_size, 2 GiB): a block holding such a value is stored raw, as an
+    incompressible one is, instead of failing its flush or merge for ever."""
+    import lz4.block
+
+    from banyanstore.sstable import format as table_format
+    assert table_format.LZ4_MAX_INPUT == 0x7E000000
+    with pytest.raises(lz4.block.LZ4BlockError):  # refused before it reads a byte
+        lz4.block.compress(bytes(table_format.LZ4_MAX_INPUT + 1), store_size=True)
+    monkeypatch.setattr(table_format, "LZ4_MAX_INPUT", 1000)  # the same path, in KiB
+    for size, ctype in ((1000, table_format.COMPRESSION_LZ4), (1001, table_format.COMPRESSION_NONE)):
+        payload = b"a" * size
+        stored = table_format.wrap_block(payload, table_format.COMPRESSION_LZ4)
+        assert stored[-table_format.TRAILER_SIZE] == ctype
+        assert table_format.unwrap_block(stored, "t", 0) == payload

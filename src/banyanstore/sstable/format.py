@@ -101,6 +101,8 @@ COMPRESSION_LZ4 = 1
 COMPRESSION_ZSTD = 2
 COMPRESSION_CODES = {"none": COMPRESSION_NONE, "lz4": COMPRESSION_LZ4, "zstd": COMPRESSION_ZSTD}
 COMPRESSION_NAMES = {v: k for k, v in COMPRESSION_CODES.items()}
+# lz4's LZ4_MAX_INPUT_SIZE: it refuses a larger input, and max_value_size goes up to 2 GiB
+LZ4_MAX_INPUT = 0x7E000000
 
 
 # Fixed-width arrays are little-endian on disk.  On a little-endian host
@@ -174,11 +176,12 @@ def wrap_block(payload: bytes, compression: int, zstd_level: int = 3) -> bytes:
     """``payload`` compressed (when that saves at least 1/8) plus its trailer.
 
     Incompressible blocks (random values) are stored raw so the reader does not
-    pay for a decompression that saves nothing.
+    pay for a decompression that saves nothing; so are blocks lz4 cannot take.
     """
     ctype = COMPRESSION_NONE
     body: bytes = payload
-    if compression != COMPRESSION_NONE and len(payload) >= 64:
+    if compression != COMPRESSION_NONE and 64 <= len(payload) and not (
+            compression == COMPRESSION_LZ4 and len(payload) > LZ4_MAX_INPUT):
         if compression == COMPRESSION_LZ4:
             packed = lz4.block.compress(payload, store_size=True)
         elif compression == COMPRESSION_ZSTD:
