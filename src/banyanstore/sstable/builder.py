@@ -46,6 +46,7 @@ from .format import (
     TRAILER_SIZE,
     crc32c,
     wrap_block,
+    wrap_block_parts,
 )
 from .meta import TableMeta, TableOrigin, encode_index, encode_props
 from .rangedels import RangeDel, encode_range_dels, range_bounds, sort_key
@@ -336,7 +337,7 @@ class TableBuilder:
         its index lists, filter and properties (known once it is exhausted)."""
         ccode, level, starts = self._ccode, self._zstd_level, self._starts
         for payload in table:
-            self._write(wrap_block(payload, ccode, level))
+            self._write(*wrap_block_parts(payload, ccode, level))
             starts.append(self._offset)
         if not table.entries:
             return
@@ -386,10 +387,15 @@ class TableBuilder:
         return self._offset + (self._bsize if self._bkeys else 0)
 
     # -- output ------------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        self._pending.append(data)
-        self._pending_size += len(data)
-        self._offset += len(data)
+    def _write(self, *parts: bytes) -> None:
+        for data in parts:
+            self._offset += len(data)
+            if len(data) >= _WRITE_CHUNK:  # written as it is: joined, a big value's block
+                self._drain()                # would be one more copy of it in memory
+                self._file.write(data)
+                continue
+            self._pending.append(data)
+            self._pending_size += len(data)
         if self._pending_size >= _WRITE_CHUNK:
             self._drain()
 
@@ -409,7 +415,7 @@ class TableBuilder:
             payload = encode_block(keys, self._bversions, self._bvalues)
         self._last_keys.append(keys[-1])
         self._last_versions.append(self._bversions[-1])
-        self._write(wrap_block(payload, self._ccode, self._zstd_level))
+        self._write(*wrap_block_parts(payload, self._ccode, self._zstd_level))
         self._starts.append(self._offset)
         self._bkeys, self._bversions, self._bvalues = [], [], []
         self._bsize = _EMPTY_BLOCK_SIZE

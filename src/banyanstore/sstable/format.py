@@ -67,7 +67,7 @@ __all__ = [
     "MAX_KEYSPACE_NAME", "FOOTER",
     "FOOTER_SIZE", "TRAILER", "TRAILER_SIZE", "PROPS",
     "COMPRESSION_NONE", "COMPRESSION_LZ4", "COMPRESSION_ZSTD", "COMPRESSION_CODES",
-    "MAX_VERSION", "crc32c", "wrap_block", "unwrap_block", "u32_list", "u64_list",
+    "MAX_VERSION", "crc32c", "wrap_block", "wrap_block_parts", "unwrap_block", "u32_list", "u64_list",
     "u32_bytes", "u64_bytes", "u64_array", "LITTLE_ENDIAN_HOST",
 ]
 
@@ -178,6 +178,12 @@ def wrap_block(payload: bytes, compression: int, zstd_level: int = 3) -> bytes:
     Incompressible blocks (random values) are stored raw so the reader does not
     pay for a decompression that saves nothing; so are blocks lz4 cannot take.
     """
+    return b"".join(wrap_block_parts(payload, compression, zstd_level))
+
+
+def wrap_block_parts(payload: bytes, compression: int, zstd_level: int = 3) -> tuple[bytes, bytes]:
+    """:func:`wrap_block`'s body and trailer apart: a writer of a block of megabytes
+    writes the body as it is (a raw body *is* the payload) instead of a joined copy."""
     ctype = COMPRESSION_NONE
     body: bytes = payload
     if compression != COMPRESSION_NONE and 64 <= len(payload) and not (
@@ -196,7 +202,7 @@ def wrap_block(payload: bytes, compression: int, zstd_level: int = 3) -> bytes:
             body, ctype = packed, compression
     tail = bytes((ctype,))
     crc = crc32c(tail, crc32c(body))
-    return b"".join((body, TRAILER.pack(ctype, crc)))
+    return body, TRAILER.pack(ctype, crc)
 
 
 def unwrap_block(stored: bytes, path: str, offset: int, *, verify: bool = True,

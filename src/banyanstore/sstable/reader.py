@@ -817,10 +817,11 @@ class TableReader:
             if len(data) != starts[hi] - starts[lo]:
                 raise self._corrupt(f"truncated table: short read of data blocks {lo}..{hi - 1}",
                                     starts[lo])
-            for no in range(lo, hi):
-                a, b = starts[no] - starts[lo], starts[no + 1] - starts[lo]
-                yield starts[no], unwrap_block(data[a:b], path, starts[no], verify=verify,
-                                               what=f"data block {no}")
+            payloads = [unwrap_block(data[starts[no] - starts[lo]:starts[no + 1] - starts[lo]],
+                                     path, starts[no], verify=verify, what=f"data block {no}")
+                        for no in range(lo, hi)]
+            del data  # the run's stored bytes: not held beside its payloads while they merge
+            yield from zip(starts[lo:hi], payloads, strict=True)
             lo = hi
 
     # -- block IO -------------------------------------------------------------------------------
