@@ -182,6 +182,22 @@ def test_bad_header_in_older_segment(env_dir):
     assert info.value.path == first
 
 
+@pytest.mark.parametrize("first", [(1 << 63), (1 << 64) - 3])
+def test_a_first_seq_no_log_reaches_is_damage(env_dir, first):
+    """A segment header (checksum right) whose first_seq is past 2**63 - 1 -- no log
+    appends that many records -- ran the seqs into 2**64: appends failed part-way
+    (the compiled core wrote a record, then raised OverflowError, and wrote its seq
+    again), a reopen cut acknowledged records as a torn tail, and the compiled core's
+    read() yielded nothing.  It is damage: CorruptionError naming the file, offset 0."""
+    env, root = env_dir
+    d = _fill(env, root, n=3)
+    path = f"{d}/{first:020d}.log"
+    rewrite(env, path, encode_header(first))
+    with pytest.raises(CorruptionError, match="first seq") as info:
+        open_log(env, root)
+    assert info.value.path == path and info.value.offset == 0
+
+
 def test_foreign_file_named_like_a_segment(env_dir):
     env, root = env_dir
     d = _fill(env, root, n=10)

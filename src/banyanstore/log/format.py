@@ -82,6 +82,10 @@ TYPE_SEQ = struct.Struct("<BQ")
 SEQ = struct.Struct("<Q")
 SEQ_SIZE = SEQ.size
 MAX_FRAGMENT = 0xFFFF
+MAX_FIRST_SEQ = (1 << 63) - 1
+"""The largest first seq a segment header may give: no log appends 2**63 records, and a
+header past it (damage, a hand-made file) would run the seqs into 2**64, which neither
+engine can store."""
 
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
@@ -119,6 +123,9 @@ def parse_header(data: bytes, path: str) -> tuple[int, int]:
                               path=path, offset=0)
     if block_size != BLOCK_SIZE:
         raise CorruptionError(f"unsupported block size {block_size}", path=path, offset=0)
+    if first_seq > MAX_FIRST_SEQ:
+        raise CorruptionError(f"first seq {first_seq} is past {MAX_FIRST_SEQ}, more records than "
+                              "a log ever holds", path=path, offset=0)
     return int(first_seq), int(version)
 
 
