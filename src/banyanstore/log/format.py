@@ -141,15 +141,24 @@ def fragment(seq: int, data: bytes, block_left: int) -> Iterator[tuple[int, byte
     Each piece but the last fills its block exactly, so the next one starts a
     block.  This is the slow path for records that do not fit where they start.
     """
-    payload = memoryview(SEQ.pack(seq) + data)
-    pos, total, first = 0, len(payload), True
+    head, body = SEQ.pack(seq), memoryview(data)
+    pos, total, first = 0, SEQ_SIZE + len(body), True
     while True:
         room = block_left - FRAG_HEADER_SIZE
-        chunk = payload[pos:pos + room]
-        pos += len(chunk)
+        end = min(total, pos + room)
+        chunk = _record_bytes(head, body, pos, end)
+        pos = end
         last = pos >= total
         kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
         yield kind, FRAG_HEADER.pack(frame_crc(kind, chunk), len(chunk), kind) + chunk
         if last:
             return
         first, block_left = False, BLOCK_SIZE
+
+
+def _record_bytes(head: bytes, body: memoryview, start: int, end: int) -> bytes | memoryview:
+    """Bytes ``start:end`` of the record ``head || body``, without joining the two whole
+    (a record of megabytes would be one more copy of it in memory)."""
+    if start >= SEQ_SIZE:
+        return body[start - SEQ_SIZE:end - SEQ_SIZE]
+    return head[start:min(end, SEQ_SIZE)] + body[:max(0, end - SEQ_SIZE)]
