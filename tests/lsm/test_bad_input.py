@@ -265,6 +265,43 @@ def test_lower_size_limits_after_reopen_still_flush_and_merge(tmp_path: Path, mo
         assert list(store.keys()) == [b"a", big_key, big_key + b"2"]
 
 
+def _batch_of_one(store: Any) -> None:
+    batch = store.batch()
+    batch.put(b"c", b"3")
+    batch.commit()
+
+
+def test_a_write_past_the_last_version_is_refused_saying_so(tmp_path: Path) -> None:
+    """A store whose manifest says 2**64 - 3 versions were used (hand-made: no store
+    writes that many) takes writes up to version 2**64 - 1; the next one raised a bare
+    struct.error (pure Python) or "int too big to convert" (compiled core).  Both
+    engines now raise OverflowError saying the versions are used up, write nothing, and
+    keep what they have."""
+    import json
+    import struct as structs
+
+    import crc32c
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as store:
+        store.put(b"a", b"1")
+    manifest = path / (path / "CURRENT").read_text().split()[2]
+    top = (1 << 64) - 3
+    edit = json.dumps({"last_version": top, "flushed_version": top}).encode()
+    with manifest.open("ab") as fh:
+        fh.write(structs.pack("<II", len(edit), crc32c.crc32c(edit)) + edit)
+    with banyanstore.open(path, **OPTS) as store:
+        assert store.put(b"b", b"2") == top + 1 and store.delete(b"a") == top + 2
+        for write in (lambda: store.put(b"c", b"3"), lambda: store.delete(b"b"),
+                      lambda: store.delete_range(b"a", b"z"),
+                      lambda: _batch_of_one(store)):
+            with pytest.raises(OverflowError, match="used every version"):
+                write()
+        assert store.version == (1 << 64) - 1
+        assert list(store.scan()) == [(b"b", b"2")]
+    with banyanstore.open(path, **OPTS) as store:
+        assert list(store.scan()) == [(b"b", b"2")] and store.version == (1 << 64) - 1
+
+
 # -- damaged files ------------------------------------------------------------------------------
 
 def test_flipped_byte_in_a_data_block_is_corruption_naming_the_file(db: Path) -> None:

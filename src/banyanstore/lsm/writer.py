@@ -53,6 +53,7 @@ from ..errors import (
 )
 from ..log.log import Log
 from ..options import Options
+from ..sstable.format import MAX_VERSION
 from .budget import MemoryBudget
 from .compaction import Compactor
 from .flush import Flusher
@@ -226,6 +227,8 @@ class Writer:
             if self._mem_bytes >= self._mem_check:
                 self._memory_step()
             v = tree.version + 1
+            if v > MAX_VERSION:
+                self._versions_exhausted()
             try:  # (free unless something is raised: see _complete_write)
                 ms = int(self._clock() * 1000)
                 try:
@@ -246,6 +249,12 @@ class Writer:
         if sync or (sync is None and self._sync_default):
             self._sync_wal(seq)
         return v
+
+    def _versions_exhausted(self) -> None:
+        """Refuse a write past the last version a WAL record and a table can hold (a
+        store gets there only from a damaged or hand-made manifest: 2**64 - 1 writes)."""
+        raise OverflowError(f"store {self._tree.path} has used every version up to "
+                            f"{MAX_VERSION}: it takes no more writes")
 
     def check_range(self, start: object, end: object) -> tuple[bytes, bytes]:
         """``start`` and ``end`` of a range tombstone as bytes (TypeError, ValueError for
@@ -276,6 +285,8 @@ class Writer:
             if self._mem_bytes >= self._mem_check:
                 self._memory_step()
             v = tree.version + 1
+            if v > MAX_VERSION:
+                self._versions_exhausted()
             try:  # (free unless something is raised: see _complete_write)
                 ms = int(self._clock() * 1000)
                 wal_ops = [(ks.id, k, val) for ks, k, val in ops]

@@ -253,6 +253,12 @@ static PyObject *put_locked(PutPath *self, PyObject *ks, PyObject *key, PyObject
         Py_RETURN_NONE;  /* the Python path takes the step (or switches the memtables) */
     if (self->tail == NULL)
         Py_RETURN_NONE;  /* detached (closing) */
+    unsigned long long last = PyLong_AsUnsignedLongLong(current);
+    if (last == (unsigned long long)-1) {  /* versions exhausted (or not a u64): the Python
+                                            * path refuses the write, saying so */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
     /* held across calls that could run Python code (an injected clock, the Log's lock),
      * where another thread may detach the tail or replace a slot */
     PyObject *tail = Py_NewRef(self->tail);
