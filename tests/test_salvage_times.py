@@ -213,3 +213,44 @@ def test_salvage_never_dates_a_version_earlier(clocked: tuple[Path, list[tuple[i
         if what == "table damaged":
             assert any("salvage" in d for d in res.done)
             assert all(second_of(salvaged, v) == second_of(samples, v) for v in range(1, top + 1))
+
+
+def test_a_clock_stepped_back_before_a_crash_dates_nothing_earlier(tmp_path: Path) -> None:
+    """Keys of a TTL keyspace written and flushed, then the clock stepped back 1000 s
+    and more writes, left in the WAL by a crash: the writer's map dates those writes
+    at the keys' second (it never goes back), and so must a salvage (here for a damaged
+    default-keyspace table) -- a WAL record's earlier second must not date the keys
+    before it, which made them expire up to 1000 s early."""
+    import subprocess
+    import sys
+    path = tmp_path / "db"
+    written = int(time.time()) - 2000
+    child = f"""
+import os, banyanstore
+now = [{written} + 1000.5]
+s = banyanstore.open({str(path)!r}, clock=lambda: now[0], io_mode="sync", compaction=False,
+                     compression="none")
+sess = s.keyspace("sess", ttl=1500)
+for i in range({N}):
+    sess.put(b"s%02d" % i, b"alive")
+s.flush()
+for i in range({N}):
+    s.put(b"k%02d" % i, b"v")
+s.flush()
+now[0] -= 1000  # the clock is stepped back
+for i in range({N}):
+    s.put(b"w%02d" % i, b"v", sync=True)
+os._exit(0)  # no close: the last writes are in the WAL only
+"""
+    subprocess.run([sys.executable, "-c", child], check=True)
+    before = time_map_of(path)
+    assert visible(path) == N  # written "1000 s ago" by the clock, with a TTL of 1500 s
+    table = sorted((path / "tables").glob("*.sst"))[-1]  # the default keyspace's
+    table.write_bytes(table.read_bytes()[:20] + bytes([table.read_bytes()[20] ^ 1]) + table.read_bytes()[21:])
+    res = repair(str(path))
+    assert [loss.what for loss in res.lost] == [str(table)]
+    salvaged = time_map_of(path)
+    top = 3 * N
+    early = [v for v in range(1, top + 1) if second_of(salvaged, v) < second_of(before, v)]
+    assert early == [], (early[:5], before, salvaged)
+    assert visible(path) == N

@@ -34,8 +34,8 @@ Write times (the time map behind TTLs and ``history_retention``, lsm/timemap.py)
 samples of lost manifest edits are gone, and a version the map cannot place would
 count as written before every sample -- expired under any TTL.  So the new map dates
 each version by an upper bound on its write time that the surviving edits and WAL
-records prove (``_TimeChain``, ``_time_samples``), and a version nothing bounds as
-written when the salvage runs: entries expire late, never early, and the report says
+records prove (``_TimeChain``, ``_wal_bounds``, ``_time_samples``), and a version nothing
+bounds as written when the salvage runs: entries expire late, never early, and the report says
 which versions were dated so.
 
 What it never does is delete: damaged, superseded and unplaceable tables, every old
@@ -554,7 +554,9 @@ class _Plan:
         written ``now``."""
         top = max([self.top_version] + [f.meta.max_version for ts in self.kept.values() for f in ts
                                         if f.meta is not None])
-        self.time_map, undated = _time_samples(self.hints.times + self.wal_times, top, now)
+        known = self.hints.state.time_map.samples if self.hints.state is not None else []
+        bounds = self.hints.times + _wal_bounds(self.wal_times, known)
+        self.time_map, undated = _time_samples(bounds, top, now)
         if undated is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(undated[2]))
             self.notes.append(f"no surviving manifest edit or WAL record says when versions "
@@ -580,6 +582,28 @@ class _Plan:
                 out.append((ks, [(k, v, val) for (k, v), val in ordered],
                             sorted(range_groups.get(gap, ()))))
         return out
+
+
+def _wal_bounds(wal_times: list[tuple[int, int]],
+                samples: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Write-time bounds from WAL records' seconds ``wal_times``, each raised to the
+    latest second the store's map (whose known ``samples`` are given) or an older
+    record gives a version at or below it.  The map never dates a version before an
+    older one (TimeMap ignores a second that is not later than its last), so after the
+    clock stepped back a record's own second is earlier than the map's for it -- taken
+    as it is, it would date the versions before it early, and make them expire early.
+
+    >>> _wal_bounds([(5, 100), (6, 320), (7, 310)], [(1, 300)])
+    [(5, 300), (6, 320), (7, 320)]
+    """
+    points = sorted(samples + wal_times)
+    out, latest, i = [], -1, 0
+    for v, s in sorted(wal_times):
+        while i < len(points) and points[i][0] <= v:
+            latest = max(latest, points[i][1])
+            i += 1
+        out.append((v, max(s, latest)))
+    return out
 
 
 def _time_samples(bounds: list[tuple[int, int]], top: int,
