@@ -57,6 +57,30 @@ def test_ttl_given_at_creation_survives_reopen(tmp_path: Path, flush: bool) -> N
         assert _reads(s, "hot") == EXPIRED
 
 
+@pytest.mark.parametrize("flush", [False, True], ids=["in-memtable", "in-table"])
+def test_a_clock_stepping_back_brings_no_expired_entry_back(tmp_path: Path, flush: bool) -> None:
+    """Expired entries stay expired when the wall clock steps back (an NTP correction):
+    every read -- snapshots and history too -- answers as before, so what a merge
+    already dropped and what it has not yet dropped read alike.  So does a reopen by a
+    clock earlier than the store's last commit."""
+    clock = FakeClock()
+    path = tmp_path / "db"
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        hot = s.keyspace("hot", ttl=10)
+        hot.put(b"k", b"v")
+        if flush:
+            s.flush()
+        clock.now += 20
+        s.put(b"other", b"o")  # the store's last commit: 20 s after k's
+        assert _reads(s, "hot") == EXPIRED
+        clock.now -= 15  # k was written 5 s ago by the clock now
+        assert _reads(s, "hot") == EXPIRED
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        assert _reads(s, "hot") == EXPIRED
+    with banyanstore.open(path, read_only=True, clock=clock, io_mode="sync") as r:
+        assert _reads(r, "hot") == EXPIRED
+
+
 def test_ttl_change_on_existing_keyspace_persists(tmp_path: Path) -> None:
     path = tmp_path / "db"
     with banyanstore.open(path, **OPTS) as s:

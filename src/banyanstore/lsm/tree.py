@@ -124,7 +124,7 @@ class Tree:
 
     __slots__ = ("path", "env", "options", "table_options", "cache", "clock", "version",
                  "history_floor", "closed", "_closed_why", "_timemap", "_lock", "_manifest", "_wal",
-                 "_by_name", "_by_id", "_pins", "_ttl_cache", "_deferred", "table_files")
+                 "_by_name", "_by_id", "_pins", "_ttl_cache", "_expiry_now", "_deferred", "table_files")
 
     def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
                  clock: Callable[[], float]) -> None:
@@ -146,6 +146,7 @@ class Tree:
         self._by_id: dict[int, KeyspaceState] = {}
         self._pins = SnapshotPins()  # versions of live snapshots (taken and closed on any thread)
         self._ttl_cache: dict[int, tuple[int, int, int]] = {}
+        self._expiry_now = 0.0  # the latest time expiry was judged at (see expiry_clock)
         self._deferred: list[str] = []
         self.table_files = None if options.max_open_files is None else \
             OpenFileCap(env, options.max_open_files)
@@ -325,7 +326,7 @@ class Tree:
         ttl = ks.ttl
         if ttl is None:
             return 0
-        cutoff_second = int(self.clock() - ttl) // 1
+        cutoff_second = int(self.expiry_clock() - ttl) // 1
         latest = self.version
         cached = self._ttl_cache.get(ks.id)
         if cached is not None and cached[0] == cutoff_second and cached[2] == latest:
@@ -333,6 +334,18 @@ class Tree:
         floor = self._timemap.first_version_since(cutoff_second, latest)
         self._ttl_cache[ks.id] = (cutoff_second, floor, latest)
         return floor
+
+    def expiry_clock(self) -> float:
+        """The time TTLs are judged at: the wall clock, but never before a time expiry
+        was judged at already (in this process) nor before the second of the latest
+        commit (persisted with the time map).  A clock that
+        steps back (an NTP correction, a reopen by an earlier clock) so brings no expired
+        entry back: merges drop what has expired, and what they have not dropped yet
+        must read alike."""
+        now = max(self.clock(), self._expiry_now, self._timemap.last_second)
+        if now > self._expiry_now:  # (racing readers: each keeps the later time)
+            self._expiry_now = now
+        return now
 
     def floors(self, ks: KeyspaceState) -> Floors:
         """What a merge of ``ks`` starting now must keep."""
