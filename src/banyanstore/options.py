@@ -265,6 +265,15 @@ def _type_name(f: dataclasses.Field[Any]) -> str:
     return str(f.type).replace("'", "")
 
 
+def _finite(value: float) -> bool:
+    """Whether ``value`` is a finite number a float holds (an int beyond the float range
+    would raise OverflowError, naming no option, from the first arithmetic with a float)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
     name, kind = f.name, _type_name(f)
     optional = "None" in kind
@@ -280,7 +289,8 @@ def _validate(f: dataclasses.Field[Any], value: Any) -> Any:
         numeric = (int, float) if kind.startswith("float") else (int,)
         if isinstance(value, bool) or not isinstance(value, numeric):
             raise ConfigTypeError(f"option {name}: expected {kind}, got {value!r}")
-        if not math.isfinite(value):  # nan passes every range check; inf breaks clock arithmetic
+        # nan passes every range check; inf breaks clock arithmetic
+        if kind.startswith("float") and not _finite(value):
             raise ConfigError(f"option {name}: expected a finite number, got {value!r}")
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):

@@ -630,9 +630,13 @@ def test_bad_log_arguments_raise_naming_the_argument(tmp_path: Path, call: Calla
 @pytest.mark.parametrize("name, value", [
     ("ttl", float("nan")), ("ttl", float("inf")), ("history_retention", float("nan")),
     ("history_retention", float("inf")), ("compaction_size_ratio", float("nan")),
+    pytest.param("ttl", 10 ** 400, id="ttl-10**400"),
+    pytest.param("history_retention", -(10 ** 400), id="history_retention--10**400"),
+    pytest.param("compaction_size_ratio", 10 ** 400, id="compaction_size_ratio-10**400"),
 ])
 def test_options_refuse_non_finite_numbers(name: str, value: float) -> None:
-    """nan passes every range check and inf breaks clock arithmetic: both are refused."""
+    """nan passes every range check and inf breaks clock arithmetic: both are refused,
+    as is an int no float holds (not an OverflowError that names no option)."""
     with pytest.raises(ConfigError, match=name):
         banyanstore.Options(**{name: value})
 

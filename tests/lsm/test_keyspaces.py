@@ -93,7 +93,8 @@ def test_ttl_change_on_existing_keyspace_persists(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ttl, error", [
     ("x", TypeError), (True, TypeError), ([1], TypeError),
     (math.nan, ValueError), (math.inf, ValueError), (-math.inf, ValueError), (-1, ValueError),
-], ids=["str", "bool", "list", "nan", "inf", "-inf", "negative"])
+    (10 ** 400, ValueError),
+], ids=["str", "bool", "list", "nan", "inf", "-inf", "negative", "int-beyond-float"])
 def test_bad_ttl_is_refused_and_never_persisted(tmp_path: Path, ttl: Any, error: type) -> None:
     """A bad ttl raises TypeError/ValueError naming ``ttl`` -- for a new keyspace and for
     an existing one -- and nothing is persisted: reads and compaction keep working."""
