@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync", "check_seconds",
-           "check_limit", "check_int", "check_seq"]
+           "check_clock", "check_limit", "check_int", "check_seq"]
 
 
 def as_path(path: object, name: str = "path") -> str:
@@ -126,6 +126,14 @@ def check_seconds(value: object, name: str) -> float | None:
     if not finite or value < 0:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
     return value
+
+
+def check_clock(value: object) -> None:
+    """An injected wall clock: None (``time.time``) or a callable like it -- checked at
+    open, not at the first write or TTL read that calls it."""
+    if value is not None and not callable(value):
+        raise TypeError("clock must be a callable returning the time in seconds (like "
+                        f"time.time) or None, not {type(value).__name__}")
 
 
 def check_int(value: object, name: str) -> int:

@@ -723,3 +723,18 @@ def test_a_limit_beyond_any_count_is_no_limit(tmp_path: Path, limit: int, shape:
                 assert list(s.scan(limit=limit, reverse=reverse, keys_only=True)) == want
                 assert list(s.scan(prefix=b"key", limit=limit, reverse=reverse, keys_only=True)) == want
                 assert [k for k, _ in snap.scan(limit=limit, reverse=reverse)] == want
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "reader"])
+@pytest.mark.parametrize("clock", [5, "now", 1.5], ids=["int", "str", "float"])
+def test_open_refuses_a_clock_that_is_not_callable(tmp_path: Path, clock: Any, read_only: bool) -> None:
+    """``clock=`` must be a ``time.time``-like callable: anything else is a TypeError
+    naming ``clock`` at open, on both engines -- not a store that opens and then fails
+    every write with "'int' object is not callable" (pure Python), nor an internal
+    message of the compiled core's write path."""
+    path = tmp_path / "db"
+    banyanstore.open(path).close()
+    with pytest.raises(TypeError, match="clock"):
+        banyanstore.open(path, clock=clock, read_only=read_only)
+    with banyanstore.open(path) as s:  # nothing held: the store opens again
+        s.put(b"k", b"v")

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from .. import heaptrim, shutdown
-from ..arguments import as_bytes, as_path, check_seconds, check_sync
+from ..arguments import as_bytes, as_path, check_clock, check_seconds, check_sync
 from ..errors import (
     BanyanStoreError,
     ConfigError,
@@ -94,6 +94,7 @@ class Store(Keyspace):
         times, TTL and history retention (for tests and simulations)."""
         path = as_path(path)
         check_env(env)
+        check_clock(clock)
         opts = resolve_options(options, kwargs)
         if opts.read_only and cls is Store:
             raise ConfigError("a read-only store is opened with banyanstore.open(path, "
