@@ -81,6 +81,34 @@ def test_a_clock_stepping_back_brings_no_expired_entry_back(tmp_path: Path, flus
         assert _reads(r, "hot") == EXPIRED
 
 
+def test_a_thinned_time_map_persists_every_second_it_dates(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's time map thins its older half (lsm/timemap.py) -- here past 16
+    samples -- merging a sample into the one before it.  When that one is the last the
+    manifest holds, the next flush must still persist the merged sample's second: else
+    readers and the next open date its versions at the earlier second, and entries
+    still inside their TTL (here by 500 s) vanish there while the writer shows them."""
+    monkeypatch.setattr("banyanstore.lsm.timemap.LIMIT", 16)
+    clock = FakeClock()
+    path = tmp_path / "db"
+    written = {}
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        hot = s.keyspace("hot", ttl=10000)
+        for i in range(17):  # one version a second: one sample each
+            clock.now += 1000 if i == 3 else 1  # a quiet gap before the fourth
+            hot.put(b"k%02d" % i, b"v")
+            written[b"k%02d" % i] = clock.now
+            if i == 2:
+                s.flush()  # three samples persisted; the 17th thins the map
+        s.flush()
+        clock.now = written[b"k03"] + 9500
+        assert hot.get(b"k03") == b"v"
+        with banyanstore.open(path, read_only=True, clock=clock, io_mode="sync") as r:
+            assert r.keyspace("hot").get(b"k03") == b"v"
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        assert s.keyspace("hot").get(b"k03") == b"v"
+
+
 def test_ttl_change_on_existing_keyspace_persists(tmp_path: Path) -> None:
     path = tmp_path / "db"
     with banyanstore.open(path, **OPTS) as s:

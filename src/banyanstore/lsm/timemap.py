@@ -22,6 +22,8 @@ attributed to a *later* second than their real one, which only delays expiry.
 [(1, 1), (3, 2), (4, 5)]
 >>> [tm.first_version_since(s, latest=4) for s in (2, 3, 6)]
 [3, 4, 5]
+>>> [tm.second_of(v) for v in (0, 1, 2, 3, 9)]
+[-1, 1, 1, 2, 5]
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ class TimeMap:
         none): every version below it committed before ``second`` began."""
         i = bisect_left(self.samples, second, key=_second)
         return self.samples[i][0] if i < len(self.samples) else latest + 1
+
+    def second_of(self, version: int) -> int:
+        """The second this map dates ``version`` to (-1 before every sample)."""
+        i = bisect_left(self.samples, version + 1, key=itemgetter(0))
+        return self.samples[i - 1][1] if i else -1
 
     def since_version(self, version: int) -> list[tuple[int, int]]:
         """Samples with versions above ``version`` (what a manifest edit persists)."""

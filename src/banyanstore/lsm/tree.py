@@ -531,9 +531,22 @@ class Tree:
                 self._deferred.remove(p)
 
     def _unpersisted_time_samples(self) -> list[tuple[int, int]]:
+        """The samples a flush edit persists: those above the manifest's last one -- led
+        by the version after it when thinning merged that version's sample into one at
+        or below the manifest's last (timemap.py): the manifest would date it, and the
+        versions up to the next sample, at that last one's earlier second."""
         assert self._manifest is not None
         persisted = self._manifest.state.time_map.samples
-        return self._timemap.since_version(persisted[-1][0] if persisted else 0)
+        if not persisted:
+            return self._timemap.since_version(0)
+        last_version, last_second = persisted[-1]
+        newer = self._timemap.since_version(last_version)
+        following = last_version + 1
+        second = self._timemap.second_of(following)
+        if (following <= self.version and second > last_second
+                and (not newer or newer[0][0] > following)):
+            return [(following, second), *newer]
+        return newer
 
     # -- open or closed ---------------------------------------------------------------------------
     def check_open(self) -> None:
