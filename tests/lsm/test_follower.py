@@ -611,3 +611,35 @@ def test_keyspace_lookup_while_refreshes_see_it_dropped_and_created(tmp_path: Pa
             for t in threads:
                 t.join(30)
         assert failures == []
+
+
+def test_reader_never_dates_versions_early_after_the_manifest_thinned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader holds the five time samples it opened with; the writer then flushes
+    past the map's limit (here 16 samples), so the manifest it refreshes from holds
+    thinned pairs (first version, second of the later) -- one starting at the reader's
+    last sample, merging the sample after it, which the reader never saw (its WAL
+    record was flushed first).  The refresh must keep the pair's later second: with
+    the reader's earlier one, k05 (written after a 1000 s gap, still 500 s inside its
+    TTL) expired early on the reader only."""
+    from .model import FakeClock
+    monkeypatch.setattr("banyanstore.lsm.timemap.LIMIT", 16)
+    clock = FakeClock()
+    path = tmp_path / "db"
+    opts: dict[str, Any] = dict(io_mode="sync", compaction=False, wal_sync="never")
+    with banyanstore.open(path, clock=clock, **opts) as s:
+        hot = s.keyspace("hot", ttl=10000)
+        written = {}
+        for i in range(18):  # one version a second: one sample each
+            clock.now += 1000 if i == 5 else 1
+            hot.put(b"k%02d" % i, b"v")
+            written[b"k%02d" % i] = clock.now
+            if i == 4:
+                s.flush()
+                reader = banyanstore.open(path, read_only=True, clock=clock, io_mode="sync")
+        s.flush()  # the reader never reads these versions' WAL records
+        clock.now = written[b"k05"] + 9500
+        assert hot.get(b"k05") == b"v"
+        reader.refresh()
+        assert reader.keyspace("hot").get(b"k05") == b"v"
+        reader.close()

@@ -82,6 +82,15 @@ class _ManifestMark:
     used: int = 0  # offset after the last edit applied
 
 
+def _later_second_first(sample: tuple[int, int]) -> tuple[int, int]:
+    """Order of samples merged from two time maps: by version, and of two for one
+    version the later second first -- TimeMap keeps the first.  Either map dates every
+    version no earlier than it was written, but one thinned (lsm/timemap.py) dates a
+    version later than one that was not, and only the later second covers the versions
+    after it that the other map lacks: keeping the earlier one dated those early."""
+    return sample[0], -sample[1]
+
+
 class CatchUp:
     """The state of a read-only store and the code that brings it up to date.
 
@@ -335,7 +344,7 @@ class CatchUp:
             self._merged_sample = theirs[-1]
             ours = set(self.timemap.samples)
             if not ours.issuperset(theirs):
-                self.timemap = TimeMap(sorted(ours.union(theirs)))
+                self.timemap = TimeMap(sorted(ours.union(theirs), key=_later_second_first))
 
     def memtables_of(self, ks_id: int) -> tuple[Memtable, tuple[Memtable, ...]]:
         """The active memtable of a keyspace and its sealed ones, newest first."""
