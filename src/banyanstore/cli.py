@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
              "lost, salvage from tables and WAL (nothing deleted: set aside in lost/)")
     sp.add_argument("path", metavar="store")
     sp.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    sp.add_argument("--accept-lost-segment", action="store_true",
+                    help="a log or WAL whose newest segment was deleted: accept that its records "
+                         "are lost and let the log go on")
     _add_backup_commands(add)
     return p
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,39 @@ def test_a_backup_whose_newest_writes_went_to_a_dropped_keyspace_restores(tmp_pa
             assert list(copy.scan()) == [(b"a", b"1")]
         with banyanstore.open(dest, **OPTIONS) as copy:
             assert copy.version == version and copy.put(b"b", b"2") == version + 1
+
+
+def test_a_wal_segment_sealed_after_its_link_reads_as_the_linked_log(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link shares its file with the store's segment: a WAL rotation after the links
+    were made seals the newest linked segment, naming a successor the links lack.  The
+    capture reads the links as the log they were (an empty segment stands in for the
+    successor, which the store has), with no retry."""
+    def rotate() -> None:
+        store.put(b"during", b"%d" % store.version)
+        store.flush()  # switches the memtables: rotates (and seals) the WAL segment
+
+    stand_ins = hook_once(monkeypatch, "_stand_in_for_successor", lambda: None)
+    loads = hook_once(monkeypatch, "_load", lambda: None)
+    hook_once(monkeypatch, "_copy_tail", rotate)  # before the linked WAL is read
+    info = banyanstore.backup(store, tmp_path / "b")
+    assert stand_ins[0] == 1 and loads[0] == 1
+    restores_to(tmp_path, info, at(store, info.version))
+
+
+def test_a_store_whose_newest_wal_segment_was_deleted_is_not_backed_up(tmp_path: Path) -> None:
+    """Real damage, not a rotation under the capture: no stand-in hides it."""
+    options = {**OPTIONS, "memtable_size": 8 << 20, "segment_size": 64 * 1024}
+    s = banyanstore.open(tmp_path / "store", **options)
+    try:
+        for i in range(300):
+            s.put(b"k%05d" % i, bytes(1000))
+        shutil.copytree(tmp_path / "store", tmp_path / "crashed")  # as a crash leaves it
+    finally:
+        s.close()
+    segments = sorted(p for p in (tmp_path / "crashed" / "wal").iterdir() if p.name.endswith(".log"))
+    assert len(segments) >= 2
+    segments[-1].unlink()
+    (tmp_path / "crashed" / "LOCK").unlink(missing_ok=True)
+    with pytest.raises(CorruptionError, match=segments[-1].name):
+        banyanstore.backup(str(tmp_path / "crashed"), tmp_path / "b")

@@ -223,8 +223,10 @@ def test_a_segment_running_past_the_next_ones_first_seq_is_damage(env_dir):
         other.append_many([b"other %d" % s for s in range(11, 26)])  # runs to 25
     name = f"{11:020d}.log"
     rewrite(env, f"{root}/log/{name}", env.read_file(f"{root}/other/{name}"))
-    with open_log(env, root) as log, pytest.raises(CorruptionError, match="next segment") as info:
-        list(log.read())
+    # (format 3: the open already sees it -- the segment has no seal naming its successor)
+    with pytest.raises(CorruptionError, match="next segment") as info:
+        with open_log(env, root) as log:
+            list(log.read())
     assert info.value.path == f"{root}/log/{name}" and info.value.offset > HEADER_SIZE
     with open_log(env, root, options=SMALL.replace(skip_damaged_records=True)) as log:
         assert [s for s, _ in log.read()] == list(range(1, 31))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from banyanstore import accel
 from banyanstore.io.memory import MemoryEnv
 from banyanstore.log import log as log_mod
-from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE
+from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, SEAL_SIZE, parse_seal
 from banyanstore.log.log import Log
 from banyanstore.log.segment import Segment, SparseIndex, create_segment
 from banyanstore.log.writer import NativeSegmentWriter, PySegmentWriter
@@ -99,6 +99,26 @@ def test_native_framing_resumes_where_python_would(start: int) -> None:
             w.add(seq, bytes([seq]) * (seq * 997))
         w.seal()
         outs.append(env.snapshot_state()["/seg"])
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("room", [SEAL_SIZE + 1, SEAL_SIZE, SEAL_SIZE - 1, 8, 7])
+def test_native_and_python_writers_seal_alike(room: int) -> None:
+    """The SEAL after the last record, with ``room`` bytes left in its block (fewer than
+    SEAL_SIZE: zeros to the block's end, the SEAL in the next block): the same bytes
+    and the same file end from either writer."""
+    outs = []
+    for cls in (PySegmentWriter, NativeSegmentWriter):
+        env = MemoryEnv()
+        file = create_segment(env, "/seg", 1)
+        seg = Segment(env, "/seg", 1, HEADER_SIZE, SparseIndex())
+        w = cls(file, seg, start=HEADER_SIZE, last_seq=0, index_interval=3, segment_size=1 << 20,
+                window=2 * BLOCK_SIZE)
+        w.add(1, bytes(BLOCK_SIZE - HEADER_SIZE - room - 15))  # one FULL fragment of 15 + n bytes
+        assert w.offset == BLOCK_SIZE - room
+        end = w.seal(2)
+        outs.append(env.snapshot_state()["/seg"])
+        assert len(outs[-1]) == end and parse_seal(outs[-1][-SEAL_SIZE:]) == 2
     assert outs[0] == outs[1]
 
 

@@ -62,8 +62,9 @@ from dataclasses import dataclass
 
 from ..errors import CorruptionError, StorageIOError, StoreNotFoundError
 from ..io.posix import PosixEnv
+from ..log.format import MissingSegmentError
 from ..log.log import Log
-from ..log.segment import list_segments
+from ..log.segment import Seal, create_segment, list_segments, read_header, read_seal, segment_name
 from ..lsm.manifest import Manifest, ManifestState, TableInfo
 from ..lsm.wal import decode, encode_batch, encode_with_ranges
 from .waltail import TailWriter
@@ -111,7 +112,8 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
     wal_dir = _fresh(os.path.join(staging, "wal"))
-    _link_wal(env, os.path.join(store_dir, "wal"), wal_dir)  # step 1: before any manifest read
+    # step 1: before any manifest read
+    newest_unsealed = _link_wal(env, os.path.join(store_dir, "wal"), wal_dir)
     pinned = _PinnedTables(env, store_dir, _fresh(os.path.join(staging, "tables")))
     cause: BaseException | None = None
     for attempt in range(MAX_ATTEMPTS):
@@ -123,7 +125,7 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
             time.sleep(min(0.05, 0.001 * attempt))  # let the merge that raced us finish
             continue
         try:
-            return _finish(wal_dir, staging, state, tables, known_version)
+            return _finish(wal_dir, staging, state, tables, known_version, newest_unsealed)
         except CorruptionError as exc:  # name the store's segment, not the link about to go
             raise exc.relocated(wal_dir, os.path.join(store_dir, "wal")) from exc
     if isinstance(cause, CorruptionError):
@@ -133,9 +135,10 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
 
 
 def _finish(wal_dir: str, staging: str, state: ManifestState, tables: list[tuple[TableInfo, str]],
-            known_version: int) -> Capture:
+            known_version: int, newest_unsealed: bool) -> Capture:
     """Steps 4 and on: the WAL tail above S's ``flushed_version``, the version, the floor."""
-    tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(state.keyspaces))
+    tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(state.keyspaces),
+                      newest_unsealed)
     version = max(state.flushed_version, tail.last_version if tail else 0, known_version)
     floor = min(state.history_floor, version)
     samples = [(v, second) for v, second in state.time_map.samples if v <= version]
@@ -167,16 +170,21 @@ def _link(env: PosixEnv, src: str, dst: str) -> None:
         raise
 
 
-def _link_wal(env: PosixEnv, src_wal: str, wal_dir: str) -> None:
+def _link_wal(env: PosixEnv, src_wal: str, wal_dir: str) -> bool:
     """Step 1: link every segment of ``src_wal`` into ``wal_dir``, oldest first.
 
     A segment gone before its link was cut, and the writer cuts oldest first: the
     links made so far hold only records below the cut too, so they are dropped
     (the linked segments stay contiguous).  The writer never cuts its active
     segment, so if the newest listed one is gone a newer one exists that the
-    listing missed: list again."""
+    listing missed: list again.  So too if the newest one linked is sealed (format 3)
+    while a newer segment exists: the writer rotated after the listing.
+
+    Returns whether the newest segment linked was unsealed once linked: a SEAL seen
+    in it later is a rotation after step 1 (see :func:`_open_links`).  False for a
+    sealed one with nothing newer in the store: its successor is lost."""
     if not os.path.isdir(src_wal):
-        return
+        return True
     for _listing in range(MAX_ATTEMPTS):
         segments = list_segments(env, src_wal)
         linked: list[str] = []
@@ -193,7 +201,12 @@ def _link_wal(env: PosixEnv, src_wal: str, wal_dir: str) -> None:
                 continue
             linked.append(dst)
         else:
-            return
+            if not linked or _seal_of(env, linked[-1]) is None:
+                return True
+            if not [seq for seq, _name in list_segments(env, src_wal) if seq > segments[-1][0]]:
+                return False  # damage: the open of the links reports the missing segment
+            for older in linked:  # rotated since the listing: list again
+                os.remove(older)
     raise StorageIOError(f"the WAL segments of {src_wal} were cut under every one of {MAX_ATTEMPTS} "
                          "listings of the directory", path=src_wal, op="backup")
 
@@ -245,9 +258,49 @@ def _check_still_named(env: PosixEnv, store_dir: str, info: TableInfo, src: str)
         raise CorruptionError("table named by the manifest is missing", path=src)
 
 
-def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int]) -> StagedTail | None:
+def _open_links(wal_dir: str, newest_unsealed: bool) -> Log:
+    """The linked WAL ``wal_dir``, opened read-only.
+
+    A link shares its file with the store's segment, so the writer may seal the newest
+    linked segment after step 1 (format 3): it then names a successor created after
+    the links, which holds only records written after step 1.  If that segment was
+    unsealed once linked (``newest_unsealed``, see :func:`_link_wal`), an empty segment
+    stands in for the successor among the links, so they read as the log they were;
+    otherwise the missing successor is damage (MissingSegmentError)."""
+    try:
+        return Log.open(wal_dir, read_only=True, io_mode="sync")
+    except MissingSegmentError:
+        if not newest_unsealed or not _stand_in_for_successor(wal_dir):
+            raise
+    return Log.open(wal_dir, read_only=True, io_mode="sync")
+
+
+def _seal_of(env: PosixEnv, path: str) -> Seal | None:
+    """The SEAL ending the segment file ``path`` (format 3), or None."""
+    _first, version, size = read_header(env, path)
+    f = env.open_readable(path)
+    try:
+        return read_seal(f.read, size, version)
+    finally:
+        f.close()
+
+
+def _stand_in_for_successor(wal_dir: str) -> bool:
+    """Put an empty segment among the links for the successor the newest linked
+    segment's SEAL names; False (nothing done) if it has none."""
+    env = PosixEnv()
+    segments = list_segments(env, wal_dir)
+    seal = _seal_of(env, os.path.join(wal_dir, segments[-1][1])) if segments else None
+    if seal is None:
+        return False
+    create_segment(env, os.path.join(wal_dir, segment_name(seal[0])), seal[0]).close()
+    return True
+
+
+def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int],
+               newest_unsealed: bool) -> StagedTail | None:
     """Copy the WAL records above ``flushed_version`` into a tail object at ``dest``."""
-    with Log.open(wal_dir, read_only=True, io_mode="sync") as log, open(dest, "wb") as out:
+    with _open_links(wal_dir, newest_unsealed) as log, open(dest, "wb") as out:
         writer = TailWriter(out)
         start = max(state.wal_seq, log.first_seq)
         if start <= log.last_seq:

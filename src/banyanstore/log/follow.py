@@ -4,10 +4,15 @@ A read-only Log sees the segments as they were when it opened.  ``refresh()``
 brings it up to date with the log's writer (another process, or another handle)
 by relying on the rules that writer follows (log/log.py):
 
-* it only appends: to the last segment, or to a new segment created once the
-  last one is *sealed* (flushed and fdatasynced, ``Log._rotate_locked``).  So a
-  segment with a successor is complete: damage in it is corruption.  Its
-  records end right before the successor's first seq: a gap is corruption too;
+* it only appends: to the last segment, or to a new segment whose predecessor is
+  *sealed* before any record is stored in it (``Log._rotate_locked``).  So a
+  segment with a successor holding records is complete: damage in it is
+  corruption.  Its records end right before the successor's first seq: a gap is
+  corruption too.  Format 3: it creates the successor first and then stores the
+  SEAL (log/chain.py), so an unsealed segment whose successor holds no record yet
+  is a rotation in progress, read like the live tail; one whose successor holds
+  records is a cut segment; a sealed newest segment means the listing missed its
+  successor (listed again) -- or, if none is there, that the newest is missing;
 * the end of the last segment may hold a record still being written (or
   space written ahead of the records): reading stops before the first thing
   that does not parse, and resumes there at the next refresh -- unless intact
@@ -38,12 +43,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, StorageIOError
 from ..io.base import Env
-from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE
+from .chain import check_link, check_newest, missing_successor
+from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE, SEAL_VERSION
 from .reader import OnDamage
 from .recovery import LIVE_RESCANS
-from .segment import HeaderNotWritten, Segment, SparseIndex, list_segments, list_segments_after, scan_bounds
+from .segment import (
+    MAX_RELISTS,
+    HeaderNotWritten,
+    Segment,
+    SparseIndex,
+    list_segments,
+    list_segments_after,
+    scan_bounds,
+)
 
 __all__ = ["Caught", "catch_up"]
 
@@ -104,7 +118,38 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
     """Find what the writer appended after ``segments`` (whose records end at
     ``next_seq - 1``).  ``policy(segment)`` is the Log's damage callback for a complete
     segment (CorruptionError, or count-and-skip with ``skip_damaged_records``).
-    Changes nothing that is published: see :class:`Caught`."""
+    Changes nothing that is published: see :class:`Caught`.
+
+    If the newest segment found is sealed (format 3), the writer rotated after the
+    listing: its successor exists (created before the SEAL), so the catch-up starts
+    over; if no newer segment is there, the newest one is missing (MissingSegmentError)."""
+    sealed_before: int | None = None  # the newest segment of the last attempt, sealed
+    for relists in range(1, MAX_RELISTS + 1):
+        out = _catch_up_once(env, directory, segments, next_seq, interval=interval, policy=policy)
+        newest = out.segments[-1] if out.segments else None
+        seal = check_newest(env, newest) if newest is not None else None
+        if seal is None:
+            _check_links(env, out, policy)
+            return out
+        for seg in out.segments:
+            if seg not in segments:
+                seg.retire()  # opened by this attempt only
+        assert newest is not None
+        newer = list_segments_after(env, directory, newest.first_seq, relists)
+        if not newer:
+            raise missing_successor(newest, seal, "no newer segment exists")
+        if sealed_before == newest.first_seq:  # listed twice, never with a header
+            raise CorruptionError("segment header missing (all zeros or cut short) although the "
+                                  "segment before it is sealed naming it: the header was damaged",
+                                  path=os.path.join(directory, newer[0][1]), offset=0)
+        sealed_before = newest.first_seq
+    raise StorageIOError(f"log {directory} kept rotating under this reader: gave up after "
+                         f"{MAX_RELISTS} listings", path=directory, op="listdir")
+
+
+def _catch_up_once(env: Env, directory: str, segments: Sequence[Segment], next_seq: int, *,
+                   interval: int, policy: Callable[[Segment], OnDamage]) -> Caught:
+    """One listing's catch-up (see :func:`catch_up`)."""
     names = _list(env, directory)
     listed = {seq for seq, _ in names}
     known = list(segments)
@@ -126,6 +171,22 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
         relists += 1
         newer = list_segments_after(env, directory, gone, relists)
     return out
+
+
+def _check_links(env: Env, out: Caught, policy: Callable[[Segment], OnDamage]) -> None:
+    """Every format-3 segment with a successor that holds records ends with a SEAL
+    naming it (log/chain.py).  Newest first: the successor's records were read before
+    the older segment's end, so a SEAL stored before them is seen.  Segments checked
+    before are skipped (their ``seal`` is known)."""
+    segs = out.segments
+    for i in range(len(segs) - 2, -1, -1):
+        if segs[i].seal is not None:
+            continue  # a SEAL naming a missing segment is a seq gap: _add_newer reports it
+        nxt_end = out.next_seq if i + 2 == len(segs) else segs[i + 2].first_seq
+        try:
+            check_link(env, segs[i], segs[i + 1].first_seq, nxt_end > segs[i + 1].first_seq)
+        except CorruptionError as exc:
+            policy(segs[i])(exc.offset or 0, exc.message)
 
 
 def _list(env: Env, directory: str) -> list[tuple[int, str]]:
@@ -194,8 +255,10 @@ def _scan(env: Env, seg: Segment, expect: int, *, sealed: bool, interval: int,
     size = _current_size(env, seg)
     if size <= seg.end:
         return None
-    if sealed:
+    if sealed and seg.version < SEAL_VERSION:  # cut and synced before its successor existed
         return _grow(seg, expect, size, interval, last_indexed, policy(seg))
+    # Format 3 with a successor: the writer may not have sealed and cut it yet, so its
+    # end is read as a live one; the SEAL (log/chain.py) proves it whole.
     damage: list[int] = []
     growth = _grow(seg, expect, size, interval, last_indexed, _stop_at(damage))
     if not damage or _zeros_only(seg, damage[0], size):

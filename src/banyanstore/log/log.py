@@ -65,7 +65,7 @@ from .aio import AsyncAppends
 from .catalog import SegmentCatalog
 from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
 from .follow import catch_up
-from .format import HEADER_SIZE, VERSION, ZERO_TAIL_VERSION
+from .format import HEADER_SIZE, SEAL_SIZE, SEAL_VERSION, VERSION, ZERO_TAIL_VERSION
 from .opening import LogExistsError, LogNotFoundError, opened_directory
 from .reads import LogView
 from .recovery import recover
@@ -351,18 +351,49 @@ class Log(LogView, AsyncAppends):
         w = self._writer
         assert w is not None
         self._appends.frames = None  # no one-call appends until the next segment is ready
-        w.flush(self._appends.next_seq - 1)
-        w.seal()  # a sealed segment ends at its last record: no reserved zeros
-        # Barrier: the sealed segment is complete on disk before its successor
-        # exists, so a crash can only ever lose a suffix of the whole log.
-        w.file.sync()
-        self._counters["syncs"] += 1
-        self._commit.mark_durable(self._appends.next_seq - 1)
-        seg, file = self._new_segment(self._appends.next_seq)
+        next_seq = self._appends.next_seq
+        w.flush(next_seq - 1)
+        if w.segment.version >= SEAL_VERSION:
+            seg, file = self._seal_after_successor(w, next_seq)
+        else:
+            seg, file = self._seal_before_successor(w, next_seq)
         self._commit.retire(w.file)
         self._catalog.add(seg)
         self._writer = self._make_writer(file, seg, HEADER_SIZE)
         self._appends.frames = self._writer.frames
+
+    def _seal_after_successor(self, w: AnySegmentWriter,
+                              next_seq: int) -> tuple[Segment, MappedFile]:
+        """Format 3: the old segment's records are synced, then the successor is made
+        durable (header and name synced), then the old segment gets its SEAL, is cut and
+        synced; no record is stored in the successor before that.  A crash between the
+        last two steps leaves an unsealed segment whose records reach the successor's
+        first seq and an empty successor, which recovery seals (log/recovery.py).
+        (Without the first sync a power loss there could take records off the old
+        segment's end while the successor's first seq stays: a hole, not a suffix.)"""
+        w.file.sync()
+        self._counters["syncs"] += 1
+        self._commit.mark_durable(next_seq - 1)
+        seg, file = self._new_segment(next_seq)
+        try:
+            w.segment.end = w.seal(next_seq)
+            w.segment.seal = (next_seq, w.segment.end - SEAL_SIZE)
+            w.file.sync()
+        except BaseException:
+            file.close()
+            raise
+        self._counters["syncs"] += 1
+        return seg, file
+
+    def _seal_before_successor(self, w: AnySegmentWriter,
+                               next_seq: int) -> tuple[Segment, MappedFile]:
+        """Formats 1 and 2 (no SEAL): the old segment is cut to its last record and
+        synced before its successor exists, so a crash only ever loses a suffix."""
+        w.seal()
+        w.file.sync()
+        self._counters["syncs"] += 1
+        self._commit.mark_durable(next_seq - 1)
+        return self._new_segment(next_seq)
 
     def _collect(self) -> tuple[int, Any]:
         """For the group-commit leader: flush the buffer, say what one sync will cover."""

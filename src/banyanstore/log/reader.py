@@ -24,7 +24,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ..crc import crc32c
-from .format import BLOCK_SIZE, FIRST, FRAG_HEADER, FRAG_HEADER_SIZE, FULL, LAST, MIDDLE, SEQ, SEQ_SIZE
+from .format import (
+    BLOCK_SIZE,
+    FIRST,
+    FRAG_HEADER,
+    FRAG_HEADER_SIZE,
+    FULL,
+    LAST,
+    MIDDLE,
+    SEAL,
+    SEAL_SIZE,
+    SEQ,
+    SEQ_SIZE,
+)
 
 __all__ = ["iter_records", "seek_record", "full_record_at", "intact_fragment_after", "Record",
            "OnDamage"]
@@ -32,8 +44,10 @@ __all__ = ["iter_records", "seek_record", "full_record_at", "intact_fragment_aft
 Record = tuple[int, bytes, int, int]
 """``(seq, data, start offset, end offset)`` of one record."""
 OnDamage = Callable[[int, str], None]
+OnSeal = Callable[[int, int], None]
+"""``on_seal(next_seq, offset)``: the segment's SEAL fragment, at ``offset``."""
 
-_CRC_OF_TYPE = {kind: crc32c(bytes((kind,))) for kind in (FULL, FIRST, MIDDLE, LAST)}
+_CRC_OF_TYPE = {kind: crc32c(bytes((kind,))) for kind in (FULL, FIRST, MIDDLE, LAST, SEAL)}
 #: the fewest bytes a record takes in a segment: one fragment header and the seq
 MIN_RECORD_BYTES = FRAG_HEADER_SIZE + SEQ_SIZE
 
@@ -43,8 +57,13 @@ def _raise(offset: int, reason: str) -> None:
 
 
 def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect_seq: int | None,
-                 on_damage: OnDamage = _raise, *, chunk_bytes: int = 1 << 20) -> Iterator[Record]:
+                 on_damage: OnDamage = _raise, *, chunk_bytes: int = 1 << 20,
+                 on_seal: OnSeal | None = None) -> Iterator[Record]:
     """Yield the intact records in ``[start, end)``; ``start`` must be a record boundary.
+
+    A SEAL fragment (format version 3) ends the records: it is passed to
+    ``on_seal``; it must name the seq after the last record, and only zeros may
+    follow it (damage otherwise).
 
     ``read(offset, length)`` returns the bytes of the segment file.
     ``expect_seq`` is the seq of the record at ``start`` (``None``: unknown);
@@ -90,6 +109,9 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
         crc, length, kind = FRAG_HEADER.unpack_from(chunk, i)
         frag_end = pos + FRAG_HEADER_SIZE + length
         bad = None
+        if block_end - pos < SEAL_SIZE and parts is None and _seal_trailer(chunk, i, block_end - pos, pos):
+            pos = block_end
+            continue
         if kind not in _CRC_OF_TYPE:
             bad = "zero-filled space" if crc == length == kind == 0 else f"bad fragment type {kind}"
         elif frag_end > block_end:
@@ -102,6 +124,20 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
         if bad is not None:
             pos = damage(rec_start if parts is not None else pos, bad)
             continue
+        if kind == SEAL:
+            if parts is not None:
+                pos = damage(rec_start, "record without its LAST fragment")
+                continue
+            why = _seal_problem(payload, expect, gap_ok)
+            if why is not None:
+                pos = damage(pos, why)
+                continue
+            if on_seal is not None:
+                on_seal(SEQ.unpack_from(payload)[0], pos)
+            after = _nonzero_after(read, frag_end, end)
+            if after is not None:
+                on_damage(after, "bytes after the segment's seal")
+            return
         if kind == FULL or kind == FIRST:
             if parts is not None:
                 pos = damage(rec_start, "record without its LAST fragment")
@@ -143,6 +179,37 @@ def iter_records(read: Callable[[int, int], bytes], start: int, end: int, expect
     if parts is not None:
         damage(rec_start, "record cut off by the end of the data")
 
+
+def _seal_trailer(chunk: bytes, i: int, room: int, pos: int) -> bool:
+    """Whether the ``room`` bytes left in the block at ``chunk[i:]`` (a fragment
+    boundary) are the zeros a writer leaves before a seal that does not fit there:
+    fewer than SEAL_SIZE, all zero, reaching the block's end."""
+    return (FRAG_HEADER_SIZE <= room < SEAL_SIZE and (pos + room) % BLOCK_SIZE == 0
+            and len(chunk) >= i + room and not any(chunk[i:i + room]))
+
+
+def _seal_problem(payload: memoryview, expect: int | None, gap_ok: bool) -> str | None:
+    """Why a SEAL fragment cannot end these records, or None."""
+    if len(payload) != SEQ_SIZE:
+        return f"seal fragment of {len(payload)} bytes (not {SEQ_SIZE})"
+    (next_seq,) = SEQ.unpack_from(payload)
+    if expect is not None and next_seq != expect and not (gap_ok and next_seq > expect):
+        return f"the seal names seq {next_seq} where the records end before seq {expect}"
+    return None
+
+
+def _nonzero_after(read: Callable[[int, int], bytes], start: int, end: int) -> int | None:
+    """Offset of the first non-zero byte in ``[start, end)``, or None."""
+    pos = start
+    while pos < end:
+        data = read(pos, min(BLOCK_SIZE, end - pos))
+        if not data:
+            return None
+        kept = len(data) - len(data.lstrip(b"\0"))
+        if kept < len(data):
+            return pos + kept
+        pos += len(data)
+    return None
 
 
 def seek_record(read: Callable[[int, int], bytes], start: int, end: int,

@@ -19,7 +19,12 @@ What a crash can leave, and what recovery does with it:
   segment and the offset, unless ``skip_damaged_records=True``, which counts,
   logs and skips the damaged records (their seqs are then missing);
 * a file named like a segment without our magic (another program's file):
-  :class:`~banyanstore.errors.CorruptionError` naming it.
+  :class:`~banyanstore.errors.CorruptionError` naming it;
+* format 3 (log/chain.py): a rotation interrupted after creating the successor and
+  before sealing its predecessor (the successor holds no record): the predecessor
+  is cut after its last record and sealed -- nothing acknowledged is lost; a
+  sealed newest segment: the newest was deleted, MissingSegmentError naming it; an
+  unsealed segment whose successor holds records: it was cut, CorruptionError.
 
 Segments before the last are only header-checked here; their records are
 CRC-checked when first read (the Log syncs a segment before starting the next,
@@ -43,7 +48,8 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..io.base import Env
-from .format import HEADER_SIZE
+from .chain import PENDING, check_link, check_newest, missing_successor
+from .format import HEADER_SIZE, SEAL_SIZE, seal_bytes
 from .segment import (
     HeaderNotWritten,
     Segment,
@@ -53,6 +59,7 @@ from .segment import (
     parse_staged_name,
     read_header,
     read_missing_header,
+    read_seal,
     scan_bounds,
 )
 
@@ -76,6 +83,7 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
     names = list_segments(env, directory)
     if read_only:
         out.segments = _pin_segments(env, directory, names)
+        _reach_past_seal(env, directory, out.segments)
     else:
         _drop_staged(env, directory)
         _drop_unfinished_last(env, directory, names, out)
@@ -88,7 +96,109 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
             out.segments.append(Segment(env, path, first_seq, size, version=version))
     if out.segments:
         _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
+        _check_links(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
     return out
+
+
+def _reach_past_seal(env: Env, directory: str, segments: list[Segment]) -> None:
+    """Read-only: while the newest segment pinned is sealed, pin the newer ones.
+
+    A writer creates a successor (durably) before it seals, so a listing taken before
+    the successor existed can end at a segment sealed since: listing again finds it.
+    If none is there, the newest segment is missing: MissingSegmentError."""
+    relists = 0
+    while segments and (seal := check_newest(env, segments[-1])) is not None:
+        relists += 1
+        newer = list_segments_after(env, directory, segments[-1].first_seq, relists)
+        if not newer:
+            raise missing_successor(segments[-1], seal, "no newer segment exists")
+        pinned = len(segments)
+        while (gone := _pin_listed(env, directory, newer, segments)) is not None:
+            relists += 1
+            newer = list_segments_after(env, directory, gone, relists)
+        if len(segments) == pinned:  # the successor is there, but without its header
+            raise _headerless_successor(os.path.join(directory, newer[-1][1]))
+
+
+def _headerless_successor(path: str) -> CorruptionError:
+    """A segment whose header is missing although its predecessor is sealed naming it:
+    the header was durable before the SEAL was stored, so this is damage, not a
+    creation in progress (nor one a crash interrupted)."""
+    return CorruptionError("segment header missing (all zeros or cut short) although the "
+                           "segment before it is sealed naming it: the header was damaged",
+                           path=path, offset=0)
+
+
+def _sealed_naming(env: Env, path: str, first_seq: int) -> bool:
+    """Whether the segment file ``path`` ends with a SEAL naming ``first_seq``."""
+    _first, version, size = read_header(env, path)
+    f = env.open_readable(path)
+    try:
+        seal = read_seal(f.read, size, version)
+    finally:
+        f.close()
+    return seal is not None and seal[0] == first_seq
+
+
+def _check_links(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
+                 interval: int) -> None:
+    """Every format-3 segment with a successor ends with a SEAL naming it; the last
+    one has none (log/chain.py).  A rotation interrupted before its SEAL is finished
+    here by a writer; a read-only open reads the unsealed segment to its last record.
+    A SEAL naming a segment that is missing from the middle is a gap in the seqs, which
+    reads across it report (catalog.py), as in logs of older formats."""
+    segs = out.segments
+    if not read_only and (seal := check_newest(env, segs[-1])) is not None:
+        raise missing_successor(segs[-1], seal, "no newer segment exists")
+    for i in range(len(segs) - 2, -1, -1):  # newest first: the successor's records are known
+        nxt = segs[i + 1]
+        has_records = (out.next_seq if i + 2 == len(segs) else segs[i + 2].first_seq) > nxt.first_seq
+        try:
+            state = check_link(env, segs[i], nxt.first_seq, has_records)
+        except CorruptionError as exc:
+            if not skip_damaged:
+                raise
+            _log.warning("log segment %s: %s; skipped (skip_damaged_records=True)", segs[i].path, exc)
+            out.damaged_records += 1
+            continue
+        if state == PENDING:
+            _end_unsealed(env, segs[i], nxt.first_seq, read_only=read_only,
+                          skip_damaged=skip_damaged, interval=interval)
+
+
+def _end_unsealed(env: Env, seg: Segment, next_first: int, *, read_only: bool, skip_damaged: bool,
+                  interval: int) -> None:
+    """A segment left unsealed by a rotation interrupted before its SEAL (its successor
+    holds no record).  Its records must reach ``next_first - 1``.  A writer cuts what
+    follows them (reserved zeros, a torn SEAL) and stores the SEAL; a read-only open
+    reads up to its last record (the writer may be sealing it right now)."""
+    scan = _scan_live(seg, interval) if read_only else _scan_records(seg, interval)
+    middle = scan.middle()
+    if middle and not skip_damaged:
+        off, why = middle[0]
+        raise CorruptionError(f"log record damaged in a segment whose rotation was interrupted: {why}",
+                              path=seg.path, offset=off)
+    if scan.last_seq + 1 != next_first:
+        raise CorruptionError(f"segment ends at seq {scan.last_seq} but the next segment begins at "
+                              f"{next_first}: records {scan.last_seq + 1}..{next_first - 1} are missing",
+                              path=seg.path, offset=scan.last_end)
+    seg.index = scan.index
+    if read_only:
+        seg.end = scan.last_end
+        return
+    _log.warning("log segment %s: finishing the seal a rotation left undone (its records end at "
+                 "offset %d, seq %d)", seg.path, scan.last_end, scan.last_seq)
+    seal = seal_bytes(scan.last_end, next_first)
+    seg.drop_handle()  # the file changes size below: reopen afterwards
+    f = env.open_writable(seg.path, append=True)
+    try:
+        f.truncate(scan.last_end)
+        f.write(seal)
+        f.sync()
+    finally:
+        f.close()
+    seg.end = scan.last_end + len(seal)
+    seg.seal = (next_first, seg.end - SEAL_SIZE)
 
 
 def _drop_staged(env: Env, directory: str) -> None:
@@ -127,6 +237,8 @@ def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]]
             pass
     finally:
         f.close()
+    if len(names) > 1 and _sealed_naming(env, os.path.join(directory, names[-2][1]), names[-1][0]):
+        raise _headerless_successor(path)
     _log.warning("log %s: removing segment %s whose creation was interrupted (%d bytes)",
                  directory, path, size)
     env.remove(path)

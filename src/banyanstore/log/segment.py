@@ -30,13 +30,25 @@ from collections.abc import Callable, Iterator
 
 from ..errors import CorruptionError, StorageIOError
 from ..io.base import Env, MappedFile, RandomAccessFile
-from .format import BLOCK_SIZE, HEADER_SIZE, VERSION, ZERO_TAIL_VERSION, encode_header, parse_header
+from .format import (
+    BLOCK_SIZE,
+    HEADER_SIZE,
+    SEAL_SIZE,
+    SEAL_VERSION,
+    SEQ_SIZE,
+    VERSION,
+    ZERO_TAIL_VERSION,
+    encode_header,
+    parse_header,
+    parse_seal,
+)
 from .reader import OnDamage, Record, full_record_at, iter_records, seek_record
 
 __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "staged_name",
            "parse_staged_name", "create_segment",
            "read_header", "HeaderNotWritten", "read_missing_header", "zero_tail_start",
-           "scan_bounds", "list_segments", "list_segments_after", "MAX_RELISTS"]
+           "scan_bounds", "list_segments", "list_segments_after", "MAX_RELISTS", "read_seal",
+           "Seal"]
 
 _NAME = re.compile(r"(\d{20})\.log")
 _STAGED = re.compile(r"(\d{20})\.log\.new")
@@ -179,6 +191,34 @@ def zero_tail_start(read: Callable[[int, int], bytes], size: int, floor: int) ->
     return floor
 
 
+Seal = tuple[int, int]
+"""``(next_seq, offset)`` of a segment's SEAL fragment."""
+
+
+def read_seal(read: Callable[[int, int], bytes], size: int, version: int) -> Seal | None:
+    """The SEAL that ends a segment file of ``size`` bytes, or None (unsealed, or a
+    version before seals).  Reads the file's last bytes -- or, after a crash between
+    storing the seal and cutting the reserved space off, the bytes before its zeros.
+    A cheap check for opens; a full scan (iter_records) also parses what precedes it."""
+    if version < SEAL_VERSION or size < HEADER_SIZE + SEAL_SIZE:
+        return None
+    found = _seal_ending_at(read, size)
+    if found is None:
+        # The zeros may begin inside the SEAL: its seq's high bytes are zero.
+        zeros = zero_tail_start(read, size, HEADER_SIZE)
+        for end in range(zeros, min(size, zeros + SEQ_SIZE) + 1):
+            if (found := _seal_ending_at(read, end)) is not None:
+                break
+    return found
+
+
+def _seal_ending_at(read: Callable[[int, int], bytes], end: int) -> Seal | None:
+    if end < HEADER_SIZE + SEAL_SIZE:
+        return None
+    next_seq = parse_seal(read(end - SEAL_SIZE, SEAL_SIZE))
+    return None if next_seq is None else (next_seq, end - SEAL_SIZE)
+
+
 def scan_bounds(read: Callable[[int, int], bytes], size: int, version: int) -> tuple[int, int]:
     """``(zeros_from, scan_end)`` of a segment file of ``size`` bytes.
 
@@ -235,6 +275,7 @@ class Segment:
         self.index = index
         self.version = version  # format version of its header (see format.py)
         self._raf = handle
+        self.seal: Seal | None = None  # its SEAL, once a scan or the writer saw one
         self._mu = threading.Lock()
         self._pins = 0  # readers inside the segment
         self._retired = False  # no new pins; the handle closes with the last pin
@@ -322,7 +363,10 @@ class Segment:
         if expect is None and start == HEADER_SIZE:
             expect = self.first_seq
         return iter_records(self.read_at, start, self.end if end is None else end, expect,
-                            on_damage, chunk_bytes=chunk_bytes)
+                            on_damage, chunk_bytes=chunk_bytes, on_seal=self._saw_seal)
+
+    def _saw_seal(self, next_seq: int, offset: int) -> None:
+        self.seal = (next_seq, offset)
 
     def ensure_index(self, interval: int, on_damage: OnDamage) -> SparseIndex:
         """The sparse index, built by one verifying scan on first use."""

@@ -12,8 +12,9 @@ did.
 The window is space reserved ahead of the records (``window`` bytes, zero
 filled); a record that does not fit is stored after mapping the next window
 from its offset.  A segment file therefore ends with zeros while it is being
-written (format version 2); :meth:`SegmentWriter.seal` cuts them off when the
-segment is sealed or the log closed.
+written (format version 2 and on); :meth:`SegmentWriter.seal` cuts them off when
+the segment is sealed (after a SEAL fragment naming its successor, format 3) or the
+log closed.
 
 ``offset`` is the logical end of the segment (every record stored);
 ``flushed`` is how far readers may read (``segment.end``), moved up by
@@ -44,7 +45,7 @@ from typing import Any
 from .. import accel
 from ..crc import crc32c
 from ..io.base import MappedFile
-from .format import BLOCK_SIZE, FRAG_HEADER_SIZE, FULL, FULL_HEADER, SEQ, fragment
+from .format import BLOCK_SIZE, FRAG_HEADER_SIZE, FULL, FULL_HEADER, SEQ, fragment, seal_bytes
 from .segment import Segment
 
 __all__ = ["SegmentWriter", "AnySegmentWriter", "PySegmentWriter", "NativeSegmentWriter", "LogTail",
@@ -71,6 +72,19 @@ def _framed_bound(n: int) -> int:
     fragment (one per block it touches, plus a short first one), a block trailer."""
     payload = SEQ.size + n
     return payload + FRAG_HEADER_SIZE * (payload // (BLOCK_SIZE - FRAG_HEADER_SIZE) + 3)
+
+
+def _cut(file: MappedFile, offset: int, next_seq: int | None) -> int:
+    """Cut ``file`` after its last record (at ``offset``), behind a SEAL naming
+    ``next_seq`` if one is given; returns the new end.  The caller syncs the file."""
+    end = offset
+    if next_seq is not None:
+        seal = seal_bytes(offset, next_seq)
+        view, base = file.map(offset, len(seal))
+        view[offset - base:offset - base + len(seal)] = seal
+        end += len(seal)
+    file.truncate(end)
+    return end
 
 
 def _window_size(window: int, segment_size: int) -> int:
@@ -212,10 +226,11 @@ class PySegmentWriter:
         self.flushed = self.segment.end = self._base + self._pos
         self.flushed_seq = upto_seq
 
-    def seal(self) -> None:
-        """Cut the reserved space off (the file ends at its last record) and release
-        the window.  The caller syncs the file."""
-        self.file.truncate(self._base + self._pos)
+    def seal(self, next_seq: int | None = None) -> int:
+        """Cut the reserved space off and release the window: the file ends at its last
+        record, or -- given ``next_seq``, the successor's first seq -- at a SEAL naming
+        it (format version 3).  Returns the new end; the caller syncs the file."""
+        return _cut(self.file, self._base + self._pos, next_seq)
 
     def pending(self) -> int:
         """Bytes stored but not yet published to readers."""
@@ -261,10 +276,9 @@ class NativeSegmentWriter:
         self.flushed = self.segment.end = self.frames.offset
         self.flushed_seq = upto_seq
 
-    def seal(self) -> None:
-        """Cut the reserved space off (the file ends at its last record) and release
-        the window."""
-        self.file.truncate(self.frames.offset)
+    def seal(self, next_seq: int | None = None) -> int:
+        """:meth:`PySegmentWriter.seal`: the C framing is done with the window."""
+        return _cut(self.file, self.frames.offset, next_seq)
 
     def pending(self) -> int:
         """Bytes stored but not yet published to readers."""

@@ -18,6 +18,10 @@
  *   type     := 1 FULL | 2 FIRST | 3 MIDDLE | 4 LAST
  *   record   := FULL | FIRST MIDDLE* LAST   the payloads concatenated: seq:u64 || data
  *
+ * Not written here: the SEAL fragment (type 5, format 3) that ends a segment with a
+ * successor, and the zeros padding its block when it does not fit; log/writer.py
+ * stores them once this framing is done with the segment (both engines alike).
+ *
  * The window: file bytes [base, base + len(window)) mapped writable by the file's
  * map(start, length) -> (window, base).  It is re-acquired as a buffer on every call
  * and released before returning, so the file may unmap it (seal, close) at any time

@@ -39,8 +39,9 @@ from typing import Any
 
 from ..arguments import as_path, check_bool
 from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
-from ..log.format import HEADER_SIZE, encode_header
+from ..log.format import HEADER_SIZE, encode_header, parse_header
 from ..log.log import Log
+from ..log.segment import create_segment, read_seal, segment_name
 from ..lsm.manifest import ManifestState, replay
 from .common import (
     EXIT_OK,
@@ -222,13 +223,62 @@ def _restore_headers(directory: str, res: RepairResult, dry_run: bool) -> None:
                         "whole under it)")
 
 
-def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool) -> None:
+def _lost_newest(directory: str) -> tuple[str, int, int] | None:
+    """``(sealed segment, offset of its SEAL, the missing successor's first seq)`` when
+    the newest segment present is sealed (format 3): its successor, the newest segment,
+    was deleted.  None otherwise."""
+    names = segment_names(directory)
+    if not names:
+        return None
+    env = make_env()
+    path = os.path.join(directory, names[-1])
+    try:
+        f = env.open_readable(path)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    try:
+        try:
+            _first, version = parse_header(f.read(0, HEADER_SIZE), path)
+        except CorruptionError:
+            return None  # damage verify reports
+        seal = read_seal(f.read, f.size, version)
+    finally:
+        f.close()
+    return None if seal is None else (path, seal[1], seal[0])
+
+
+def _accept_lost_newest(directory: str, res: RepairResult, dry_run: bool) -> None:
+    """The newest segment was deleted (log/chain.py): store an empty segment in its
+    place, so the log ends where the sealed segment does and the writer goes on from
+    the missing segment's first seq.  Its records are lost, and their seqs given out
+    again; only on request (``accept_lost_segment``)."""
+    lost = _lost_newest(directory)
+    if lost is None:
+        return
+    sealed, offset, next_seq = lost
+    missing = os.path.join(directory, segment_name(next_seq))
+    if not dry_run:
+        env = make_env()
+        create_segment(env, missing, next_seq).close()
+        env.sync_dir(directory)
+    res.done.append(f"accepted the loss of the newest segment {missing} (named by the seal of "
+                    f"{sealed} at offset {offset}): its records, from seq {next_seq} on, are gone; "
+                    f"an empty segment takes its place and the log goes on from seq {next_seq}")
+
+
+def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool,
+             accept_lost_segment: bool = False) -> None:
     """Store lost segment headers again (_restore_headers), then cut a torn tail by
-    opening the Log for writing (its recovery cuts it)."""
+    opening the Log for writing (its recovery cuts it).  ``accept_lost_segment``: a
+    deleted newest segment is accepted as lost (_accept_lost_newest)."""
     _restore_headers(directory, res, dry_run)
+    if accept_lost_segment:
+        _accept_lost_newest(directory, res, dry_run)
     report = Report(directory, "log")
     verify_log_dir(directory, report)
     errors = [p for p in report.problems if p.severity == "error"]
+    if dry_run and accept_lost_segment and _lost_newest(directory) is not None:
+        errors = [p for p in errors if "is sealed at offset" not in p.message]  # (would be done)
     if errors:
         res.refused.append((f"repair the log {directory}",
                             f"{errors[0]}; skipping damaged records would lose acknowledged writes"))
@@ -243,7 +293,7 @@ def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool) ->
         res.done.append(f"log recovery fixed: {p.file} @ offset {p.offset}: {p.message.split(';')[0]}")
 
 
-def _repair_store(store: str, res: RepairResult, dry_run: bool) -> None:
+def _repair_store(store: str, res: RepairResult, dry_run: bool, accept_lost_segment: bool) -> None:
     name, why = _fix_current(store, res, dry_run)
     state = None
     if name is not None:
@@ -265,27 +315,33 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool) -> None:
             _remove_orphans(store, name, state, res, dry_run)
             wal = os.path.join(store, "wal")
             if os.path.isdir(wal) and any(n.endswith(".log") for n in os.listdir(wal)):
-                _fix_log(wal, res, dry_run, lock=False)
+                _fix_log(wal, res, dry_run, lock=False, accept_lost_segment=accept_lost_segment)
             return
     salvaged = salvage(store, name, why, dry_run=dry_run)
     res.done += salvaged.done
     res.lost += salvaged.lost
 
 
-def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False) -> RepairResult:
-    """Repair the store or log at ``path``; StoreLockedError if a writer has it open."""
+def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False,
+           accept_lost_segment: bool = False) -> RepairResult:
+    """Repair the store or log at ``path``; StoreLockedError if a writer has it open.
+
+    ``accept_lost_segment``: a log (or WAL) whose newest segment was deleted -- its
+    predecessor is sealed naming it -- is accepted as having lost that segment's
+    records (their seqs are given out again); without it repair refuses."""
     path = as_path(path)
     check_bool(dry_run, "dry_run")  # it decides whether files change: no truthy strings
+    check_bool(accept_lost_segment, "accept_lost_segment")
     kind = detect_kind(path)
     res = RepairResult()
     if kind == "log":
-        _fix_log(path, res, dry_run, lock=True)
+        _fix_log(path, res, dry_run, lock=True, accept_lost_segment=accept_lost_segment)
         return res
     if kind != "store":
         raise UsageError(f"{path}: not a banyanstore store or log ({kind})")
     lock = make_env().lock(os.path.join(path, "LOCK"))
     try:
-        _repair_store(path, res, dry_run)
+        _repair_store(path, res, dry_run, accept_lost_segment)
     finally:
         lock.release()
     return res
@@ -308,7 +364,7 @@ def cmd_repair(args: argparse.Namespace, out: Output) -> int:
     """Exit 0 when the store is undamaged afterwards (warnings allowed), 1 when damage
     remains or something could not be recovered, 2 when a writer has it open."""
     try:
-        res = repair(args.path, dry_run=args.dry_run)
+        res = repair(args.path, dry_run=args.dry_run, accept_lost_segment=args.accept_lost_segment)
     except StoreLockedError:
         raise UsageError(f"cannot repair {args.path}: another process has it open (stop the "
                          "writer first)") from None

@@ -72,7 +72,7 @@ from ..options import Options, table_options
 from ..sstable.builder import TableBuilder
 from ..sstable.meta import TableMeta, TableOrigin
 from ..sstable.reader import TableReader
-from .common import TABLE_NAME, Report, make_env, show_bytes
+from .common import SEGMENT_NAME, TABLE_NAME, Report, make_env, show_bytes
 from .tables import disagreements, verify_table
 from .verify_log import verify_log_dir
 
@@ -530,7 +530,7 @@ class _Plan:
 
         summary = verify_log_dir(wal, report, on_record)
         for p in report.problems:
-            if p.severity == "error":
+            if p.severity == "error" and not _moved_aside(self.store, p.file):
                 where = p.file if p.offset is None else f"{p.file} @ offset {p.offset}"
                 self.lost.append(Loss(where, f"WAL: {p.message}"))
         h = self.hints.state  # a manifest read only up to its damage may predate WAL cuts
@@ -730,11 +730,24 @@ def _moves(plan: _Plan, store: str, lost_dir: str) -> dict[str, str]:
     return moves
 
 
+def _moved_aside(store: str, path: str) -> bool:
+    """Whether ``path``, a WAL segment a problem names, is gone from ``wal/`` because an
+    earlier salvage moved it to ``lost/<time>/wal/`` (_wal_moves, newest first): its
+    records are in that salvage's tables, so the segment before it, sealed naming it
+    (segment format 3), is no loss."""
+    lost = os.path.join(store, "lost")
+    name = os.path.basename(path)
+    if os.path.exists(path) or SEGMENT_NAME.fullmatch(name) is None or not os.path.isdir(lost):
+        return False
+    return any(os.path.exists(os.path.join(lost, d, "wal", name)) for d in os.listdir(lost))
+
+
 def _wal_moves(wal: str, dest: str) -> dict[str, str]:
     """The WAL's files, newest segment first, to ``dest``.  The directory itself stays:
     a salvage killed part-way then leaves the oldest segments in place, from the seq the
     manifest replays from, and no gap a second salvage would report as lost records (the
-    moved ones are in the new tables)."""
+    moved ones are in the new tables; the newest one left is sealed naming a moved one,
+    which _moved_aside tells from a lost one)."""
     if not os.path.isdir(wal):
         return {}
     names = sorted((n for n in os.listdir(wal) if n != "LOCK"), reverse=True)

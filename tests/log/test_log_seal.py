@@ -1,0 +1,409 @@
+"""Format 3: a segment with a successor ends with a SEAL naming it, so a deleted newest
+segment and a segment cut at a record boundary are damage, not a shorter clean log.
+
+Each crash state of a rotation is built on disk and opened (docs/format/log.md,
+"Rotation and the seal"); test_log_seal_kill9.py makes the same states with a real
+kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from log_helpers import payload
+
+from banyanstore.cli import main as cli_main
+from banyanstore.errors import CorruptionError
+from banyanstore.log import Log
+from banyanstore.log.format import (
+    BLOCK_SIZE,
+    HEADER_SIZE,
+    SEAL_SIZE,
+    MissingSegmentError,
+    encode_header,
+    fragment,
+    parse_header,
+    parse_seal,
+    seal_bytes,
+)
+from banyanstore.log.reader import iter_records
+from banyanstore.log.segment import read_seal
+from banyanstore.tools import repair, verify_path
+
+SEG = 64 * 1024
+N = 2000  # records of payload(seq): several segments of SEG bytes
+
+
+def _write(d: Path, n: int = N) -> None:
+    with Log.open(d, segment_size=SEG, wal_sync="never") as log:
+        for seq in range(1, n + 1):
+            assert log.append(payload(seq)) == seq
+
+
+def _segments(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.name.endswith(".log"))
+
+
+def _seal_of(p: Path) -> int | None:
+    """The seq the SEAL ending ``p`` names (zeros after it allowed), or None."""
+    data = p.read_bytes()
+    seal = read_seal(lambda o, n: data[o:o + n], len(data), 3)
+    return None if seal is None else seal[0]
+
+
+def _record_bounds(p: Path) -> list[tuple[int, int]]:
+    """``(start, end)`` offsets of the records of segment ``p``."""
+    data = p.read_bytes()
+    return [(start, end) for _s, _d, start, end in
+            iter_records(lambda o, n: data[o:o + n], HEADER_SIZE, len(data), int(p.name[:20]))]
+
+
+def _records_end(p: Path) -> int:
+    """Offset where the records of segment ``p`` end (before its SEAL and any zeros
+    padding the block before it)."""
+    return _record_bounds(p)[-1][1]
+
+
+def _unseal(p: Path, tail: bytes = b"") -> None:
+    """Cut the SEAL (and the zeros padding its block) off ``p``, then append ``tail``:
+    the segment as a rotation interrupted before its seal left it."""
+    assert _seal_of(p) is not None
+    end = _records_end(p)
+    with open(p, "r+b") as f:
+        f.truncate(end)
+        f.seek(end)
+        f.write(tail)
+
+
+def _read_all(d: Path, **kw: object) -> list[tuple[int, bytes]]:
+    with Log.open(d, **kw) as log:  # type: ignore[arg-type]
+        return list(log.read(log.first_seq))
+
+
+def _verify_json(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = cli_main(["--json", "verify", str(path)])
+    return code, json.loads(capsys.readouterr().out)
+
+
+# -- what a rotation writes ---------------------------------------------------------------
+
+def test_rotation_seals_each_segment_naming_its_successor(tmp_path: Path) -> None:
+    _write(tmp_path)
+    segs = _segments(tmp_path)
+    assert len(segs) >= 4
+    for older, newer in zip(segs, segs[1:], strict=False):
+        assert _seal_of(older) == int(newer.name[:20])
+        assert parse_header(older.read_bytes()[:HEADER_SIZE], str(older))[1] == 3
+    assert _seal_of(segs[-1]) is None  # the newest segment has no successor
+    assert [s for s, _ in _read_all(tmp_path)] == list(range(1, N + 1))
+
+
+def test_seal_bytes_pad_to_the_next_block_when_the_seal_does_not_fit() -> None:
+    for room in range(1, SEAL_SIZE + 2):
+        offset = 3 * BLOCK_SIZE - room
+        data = seal_bytes(offset, 77)
+        assert parse_seal(data[-SEAL_SIZE:]) == 77
+        if room < SEAL_SIZE:  # zeros to the block's end, the SEAL starts the next block
+            assert data[:room] == bytes(room) and len(data) == room + SEAL_SIZE
+            assert (offset + room) % BLOCK_SIZE == 0
+        else:
+            assert len(data) == SEAL_SIZE
+
+
+def test_a_seal_after_a_padded_block_end_reads_back(tmp_path: Path) -> None:
+    """Records that leave 7..14 bytes in a block, then a rotation: the zeros before the
+    SEAL are a trailer, not damage, for open, read and verify."""
+    d = tmp_path / "log"
+    with Log.open(d, segment_size=SEG, wal_sync="never") as log:
+        # one record leaving exactly 10 bytes in block 0: 15 framing + data
+        first = BLOCK_SIZE - HEADER_SIZE - 10 - 15
+        log.append(b"a" * first)
+        log.rotate()
+        log.append(b"b")
+    segs = _segments(d)
+    data = segs[0].read_bytes()
+    assert len(data) == BLOCK_SIZE + SEAL_SIZE and data[BLOCK_SIZE - 10:BLOCK_SIZE] == bytes(10)
+    assert _seal_of(segs[0]) == 2
+    assert [s for s, _ in _read_all(d)] == [1, 2]
+    assert [s for s, _ in _read_all(d, read_only=True)] == [1, 2]
+    assert verify_path(str(d)).ok
+
+
+# -- the losses versions 1 and 2 cannot see ----------------------------------------------
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_deleted_newest_segment_is_corruption_naming_it(tmp_path: Path, read_only: bool) -> None:
+    _write(tmp_path)
+    newest = _segments(tmp_path)[-1]
+    newest.unlink()
+    with pytest.raises(MissingSegmentError) as info:
+        Log.open(tmp_path, read_only=read_only)
+    assert info.value.path == str(newest)
+    assert newest.name in str(info.value)
+
+
+def test_deleted_middle_segment_is_corruption_on_read(tmp_path: Path) -> None:
+    """A SEAL naming a segment missing from the middle: the seqs between are missing,
+    which every read across the gap reports, naming the segment before it."""
+    _write(tmp_path)
+    before, middle = _segments(tmp_path)[1:3]
+    middle.unlink()
+    for read_only in (False, True):
+        with pytest.raises(CorruptionError, match="missing") as info:
+            _read_all(tmp_path, read_only=read_only)
+        assert info.value.path == str(before)
+
+
+@pytest.mark.parametrize("cut", ["seal only", "seal and last record"])
+def test_non_last_segment_cut_at_a_record_boundary_is_corruption(tmp_path: Path, cut: str) -> None:
+    _write(tmp_path)
+    victim = _segments(tmp_path)[1]
+    end = _records_end(victim) if cut == "seal only" else _record_bounds(victim)[-1][0]
+    with open(victim, "r+b") as f:
+        f.truncate(end)
+    for read_only in (False, True):
+        with pytest.raises(CorruptionError) as info:
+            Log.open(tmp_path, read_only=read_only).close()
+        assert not isinstance(info.value, MissingSegmentError)
+        assert info.value.path == str(victim)
+        assert info.value.offset == end
+        assert "no seal" in str(info.value)
+
+
+def test_verify_reports_the_missing_newest_segment(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path)
+    newest = _segments(tmp_path)[-1]
+    newest.unlink()
+    code, report = _verify_json(tmp_path, capsys)
+    assert code == 1
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    assert [p["file"] for p in errors] == [str(newest)]
+
+
+def test_verify_reports_a_cut_segment_with_file_and_offset(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path)
+    victim = _segments(tmp_path)[0]
+    end = _records_end(victim)
+    with open(victim, "r+b") as f:
+        f.truncate(end)
+    code, report = _verify_json(tmp_path, capsys)
+    assert code == 1
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    assert [(p["file"], p["offset"]) for p in errors] == [(str(victim), end)]
+
+
+def test_dump_log_fails_on_a_missing_newest_segment(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path)
+    newest = _segments(tmp_path)[-1]
+    newest.unlink()
+    assert cli_main(["dump-log", str(tmp_path)]) == 1
+    assert newest.name in capsys.readouterr().err
+
+
+# -- crash states of a rotation ------------------------------------------------------------
+
+def _interrupted_rotation(d: Path, tail: bytes) -> tuple[Path, int]:
+    """The state a rotation leaves when it stops between creating the successor and
+    sealing: the newest segment holds only its header, its predecessor has no SEAL
+    (``tail``: what follows its records -- reserved zeros, a torn SEAL)."""
+    _write(d)
+    segs = _segments(d)
+    with Log.open(d, segment_size=SEG) as log:
+        last = log.last_seq
+    newest_first = int(segs[-1].name[:20])
+    # Drop the newest segment's records: rewrite it as just created (a header, zeros).
+    segs[-1].write_bytes(encode_header(newest_first) + bytes(4096 - HEADER_SIZE))
+    _unseal(segs[-2], tail)
+    assert last >= newest_first
+    return segs[-2], newest_first
+
+
+@pytest.mark.parametrize("tail", ["none", "reserved zeros", "torn seal", "seal then zeros"])
+def test_rotation_interrupted_before_the_seal_is_finished_on_open(tmp_path: Path, tail: str) -> None:
+    tails = {"none": b"", "reserved zeros": bytes(1 << 20), "torn seal": b"", "seal then zeros": b""}
+    sealed, next_first = _interrupted_rotation(tmp_path, tails[tail])
+    records_end = sealed.stat().st_size
+    if tail in ("torn seal", "seal then zeros"):
+        seal = seal_bytes(records_end, next_first)
+        with open(sealed, "ab") as f:
+            f.write(seal[:len(seal) - 6] if tail == "torn seal" else seal + bytes(1 << 16))
+    want = list(range(1, next_first))
+    # A reader beside the (interrupted) writer reads every record and changes nothing.
+    before = sealed.read_bytes()
+    assert [s for s, _ in _read_all(tmp_path, read_only=True)] == want
+    assert sealed.read_bytes() == before
+    # The writer's open finishes the seal and loses nothing.
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        assert log.last_seq == next_first - 1
+        assert log.append(b"after") == next_first
+    assert _seal_of(sealed) == next_first
+    assert [s for s, _ in _read_all(tmp_path)] == [*want, next_first]
+    assert verify_path(str(tmp_path)).ok
+
+
+def test_verify_calls_an_interrupted_rotation_a_warning(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    sealed, _next_first = _interrupted_rotation(tmp_path, bytes(1 << 20))
+    code, report = _verify_json(tmp_path, capsys)
+    assert code == 0
+    assert str(sealed) in [p["file"] for p in report["problems"] if p["severity"] == "warning"]
+
+
+def test_successor_without_a_durable_header_is_removed_and_the_log_goes_on(tmp_path: Path) -> None:
+    sealed, next_first = _interrupted_rotation(tmp_path, bytes(1 << 20))
+    newest = _segments(tmp_path)[-1]
+    newest.write_bytes(bytes(4096))  # the header never reached the disk
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        assert log.last_seq == next_first - 1
+        assert log.append(b"after") == next_first
+    assert [s for s, _ in _read_all(tmp_path)] == list(range(1, next_first + 1))
+
+
+@pytest.mark.parametrize("damage", ["cut to 14 bytes", "header zeroed"])
+def test_newest_segment_without_its_header_after_a_seal_is_damage(
+        tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its predecessor is sealed naming it, so its header was durable (stored before the
+    SEAL): a missing header is damage -- not a creation a crash interrupted, which an
+    open would remove (with its records), and not one in progress a reader waits for."""
+    _write(tmp_path)
+    newest = _segments(tmp_path)[-1]
+    data = newest.read_bytes()
+    newest.write_bytes(data[:14] if damage == "cut to 14 bytes" else bytes(HEADER_SIZE) + bytes(4096))
+    kept = newest.read_bytes()
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match="sealed naming it") as info:
+            Log.open(tmp_path, read_only=read_only)
+        assert info.value.path == str(newest) and info.value.offset == 0
+    assert newest.read_bytes() == kept  # not removed, not changed
+    code, report = _verify_json(tmp_path, capsys)
+    assert code == 1
+    assert [p["file"] for p in report["problems"] if p["severity"] == "error"] == [str(newest)]
+
+
+def test_follower_refresh_meets_a_headerless_successor_as_damage(tmp_path: Path) -> None:
+    _write(tmp_path, 100)
+    with Log.open(tmp_path, read_only=True) as reader:
+        with Log.open(tmp_path, segment_size=SEG, wal_sync="never") as log:
+            while len(_segments(tmp_path)) < 3:
+                log.append(payload(log.last_seq + 1))
+        newest = _segments(tmp_path)[-1]
+        newest.write_bytes(bytes(4096))
+        with pytest.raises(CorruptionError, match="sealed naming it") as info:
+            reader.refresh()
+        assert info.value.path == str(newest)
+
+
+def test_unsealed_segment_missing_its_last_records_is_corruption(tmp_path: Path) -> None:
+    """An interrupted rotation, but the older segment also lost its last record: the
+    records do not reach the successor's first seq -- damage, never sealed over."""
+    sealed, next_first = _interrupted_rotation(tmp_path, b"")
+    end = _record_bounds(sealed)[-1][0]
+    with open(sealed, "r+b") as f:
+        f.truncate(end)
+    with pytest.raises(CorruptionError) as info:
+        Log.open(tmp_path, segment_size=SEG)
+    assert info.value.path == str(sealed) and info.value.offset == end
+
+
+def test_sealed_segment_with_zeros_after_its_seal_reads(tmp_path: Path) -> None:
+    """A crash between storing the SEAL and cutting the reserved space after it."""
+    _write(tmp_path)
+    segs = _segments(tmp_path)
+    with open(segs[-2], "ab") as f:
+        f.write(bytes(1 << 16))
+    assert [s for s, _ in _read_all(tmp_path)] == list(range(1, N + 1))
+    assert [s for s, _ in _read_all(tmp_path, read_only=True)] == list(range(1, N + 1))
+    assert verify_path(str(tmp_path)).ok
+
+
+# -- older formats -------------------------------------------------------------------------
+
+def _v2_segment(first: int, seqs: range) -> bytes:
+    data = bytearray(encode_header(first, version=2))
+    for seq in seqs:
+        room = BLOCK_SIZE - len(data) % BLOCK_SIZE
+        if room < 7:
+            data += bytes(room)
+            room = BLOCK_SIZE
+        for _kind, framed in fragment(seq, payload(seq), room):
+            data += framed
+            room = BLOCK_SIZE - len(data) % BLOCK_SIZE or BLOCK_SIZE
+    return bytes(data)
+
+
+def test_v2_log_opens_and_its_writer_goes_on_in_v3_segments(tmp_path: Path) -> None:
+    (tmp_path / "00000000000000000001.log").write_bytes(_v2_segment(1, range(1, 101)))
+    (tmp_path / "00000000000000000101.log").write_bytes(_v2_segment(101, range(101, 201)))
+    assert [s for s, _ in _read_all(tmp_path, read_only=True)] == list(range(1, 201))
+    assert verify_path(str(tmp_path)).ok
+    _write_more = range(201, 1501)
+    with Log.open(tmp_path, segment_size=SEG, wal_sync="never") as log:
+        assert log.last_seq == 200
+        for seq in _write_more:
+            assert log.append(payload(seq)) == seq
+    segs = _segments(tmp_path)
+    versions = [parse_header(p.read_bytes()[:HEADER_SIZE], str(p))[1] for p in segs]
+    assert versions[:2] == [2, 2] and set(versions[2:]) == {3} and len(versions) > 3
+    assert _seal_of(segs[1]) is None  # a v2 segment gets no SEAL
+    assert all(_seal_of(p) == int(q.name[:20]) for p, q in zip(segs[2:], segs[3:], strict=False))
+    assert [(s, r) for s, r in _read_all(tmp_path)] == [(s, payload(s)) for s in range(1, 1501)]
+    segs[-1].unlink()
+    with pytest.raises(MissingSegmentError):
+        Log.open(tmp_path)
+
+
+# -- repair accepts the loss on request ------------------------------------------------------
+
+def test_repair_accepts_a_lost_newest_segment_only_on_request(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path)
+    newest = _segments(tmp_path)[-1]
+    lost_from = int(newest.name[:20])
+    newest.unlink()
+    assert cli_main(["repair", str(tmp_path)]) == 1
+    assert "NOT repaired" in capsys.readouterr().out
+    assert not newest.exists()
+    assert cli_main(["repair", "--dry-run", "--accept-lost-segment", str(tmp_path)]) == 0
+    assert not newest.exists()
+    res = repair(str(tmp_path), accept_lost_segment=True)
+    assert any("accepted the loss" in line for line in res.done) and not res.refused
+    assert verify_path(str(tmp_path)).ok
+    with Log.open(tmp_path) as log:
+        assert log.last_seq == lost_from - 1
+        assert log.append(b"x") == lost_from
+    capsys.readouterr()
+
+
+# -- the store's WAL ------------------------------------------------------------------------
+
+def test_store_with_its_newest_wal_segment_deleted_does_not_open(tmp_path: Path) -> None:
+    import banyanstore
+
+    d, copy = tmp_path / "store", tmp_path / "copy"
+    db = banyanstore.open(d, segment_size=SEG, wal_sync="never", memtable_size=64 << 20)
+    try:
+        for i in range(3000):
+            db.put(f"k{i:05d}".encode(), b"v" * 60)
+        shutil.copytree(d, copy)  # the store as a crash would leave it: the WAL holds the writes
+    finally:
+        db.close()
+    wal = _segments(copy / "wal")
+    assert len(wal) >= 2
+    wal[-1].unlink()
+    with pytest.raises(CorruptionError) as info:
+        banyanstore.open(copy)
+    assert str(wal[-1]) in str(info.value)
+
+
+def test_seal_format_struct() -> None:
+    data = seal_bytes(HEADER_SIZE, 0x0102030405060708)
+    crc, length, kind, seq = struct.unpack("<IHBQ", data)
+    assert (length, kind, seq) == (8, 5, 0x0102030405060708)
+    assert parse_seal(data[:-1] + b"\0") is None  # a damaged SEAL is no SEAL
