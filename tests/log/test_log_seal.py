@@ -17,7 +17,9 @@ import pytest
 from log_helpers import payload
 
 from banyanstore.cli import main as cli_main
-from banyanstore.errors import CorruptionError
+from banyanstore.errors import CorruptionError, StorageIOError
+from banyanstore.io.faults import FaultEnv
+from banyanstore.io.memory import MemoryEnv
 from banyanstore.log import Log
 from banyanstore.log.format import (
     BLOCK_SIZE,
@@ -246,6 +248,35 @@ def test_rotation_interrupted_before_the_seal_is_finished_on_open(tmp_path: Path
     assert _seal_of(sealed) == next_first
     assert [s for s, _ in _read_all(tmp_path)] == [*want, next_first]
     assert verify_path(str(tmp_path)).ok
+
+
+@pytest.mark.parametrize("fault", ["truncate", "sync"])
+def test_seal_a_failed_rotation_left_unsynced_is_made_durable_before_records_follow(fault: str) -> None:
+    """A rotation stores the SEAL, then its cut or its sync fails: the SEAL is in the
+    page cache only, and the failed log closes without writing.  The next writer's open
+    reads the SEAL; records it acknowledges in the successor must not outlive the SEAL
+    at a power loss (the predecessor would look cut: CorruptionError, seed 2 of
+    tests/torture/faults.py)."""
+    disk = MemoryEnv()
+    fenv = FaultEnv(disk)
+    log = Log.open("/log", env=fenv, segment_size=SEG, wal_sync="never")
+    for seq in range(1, 301):
+        assert log.append(payload(seq)) == seq
+    old = sorted(n for n in disk.listdir("/log") if n.endswith(".log"))[-1]
+    # Fail the rotation's own step on the old segment: its cut after the SEAL, or the
+    # sync after that cut (the first sync of it, before the successor exists, passes).
+    fenv.inject(fault, path_contains=old, after=0 if fault == "truncate" else 1)
+    with pytest.raises(StorageIOError):
+        log.rotate()
+    log.close()  # a failed log closes without writing
+    fenv.clear()
+    with Log.open("/log", env=disk, segment_size=SEG, wal_sync="never") as log:  # no power loss yet
+        assert log.last_seq == 300
+        for seq in range(301, 311):
+            assert log.append(payload(seq), sync=True) == seq
+    disk.crash()  # everything not synced is gone; the acknowledged records are not
+    with Log.open("/log", env=disk, segment_size=SEG) as log:
+        assert [s for s, _ in log.read()] == list(range(1, 311))
 
 
 def test_verify_calls_an_interrupted_rotation_a_warning(tmp_path: Path,

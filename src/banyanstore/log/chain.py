@@ -7,6 +7,8 @@ What a link can look like on disk, and what it means:
 the older segment (format 3) ...           means
 =========================================  ===============================================
 ends with a SEAL naming the next segment   the normal state: nothing lost between them
+                                           (next one empty: a writer's open stores the
+                                           SEAL again and syncs, recovery.py)
 ends with a SEAL naming another seq        the named segment is missing (deleted) from
                                            the middle: the seqs between are missing, which
                                            every read across the gap reports (catalog.py)

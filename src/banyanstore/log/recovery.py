@@ -23,6 +23,9 @@ What a crash can leave, and what recovery does with it:
 * format 3 (log/chain.py): a rotation interrupted after creating the successor and
   before sealing its predecessor (the successor holds no record): the predecessor
   is cut after its last record and sealed -- nothing acknowledged is lost; a
+  sealed segment whose successor holds no record: its SEAL is stored again and
+  synced (it may be in the page cache only: the rotation failed or died before its
+  sync) before records go to the successor; a
   sealed newest segment: the newest was deleted, MissingSegmentError naming it; an
   unsealed segment whose successor holds records: it was cut, CorruptionError.
 
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..io.base import Env
-from .chain import PENDING, check_link, check_newest, missing_successor
+from .chain import PENDING, SEALED, check_link, check_newest, missing_successor
 from .format import HEADER_SIZE, SEAL_SIZE, seal_bytes
 from .segment import (
     HeaderNotWritten,
@@ -164,6 +167,8 @@ def _check_links(env: Env, out: Recovered, *, read_only: bool, skip_damaged: boo
         if state == PENDING:
             _end_unsealed(env, segs[i], nxt.first_seq, read_only=read_only,
                           skip_damaged=skip_damaged, interval=interval)
+        elif state == SEALED and not has_records and not read_only:
+            _store_seal_again(env, segs[i], nxt.first_seq)
 
 
 def _end_unsealed(env: Env, seg: Segment, next_first: int, *, read_only: bool, skip_damaged: bool,
@@ -199,6 +204,32 @@ def _end_unsealed(env: Env, seg: Segment, next_first: int, *, read_only: bool, s
         f.close()
     seg.end = scan.last_end + len(seal)
     seg.seal = (next_first, seg.end - SEAL_SIZE)
+
+
+def _store_seal_again(env: Env, seg: Segment, next_first: int) -> None:
+    """A writer's open, before records go to the (empty) successor of the sealed ``seg``:
+    store its SEAL again, cut the file after it and sync.
+
+    A SEAL read here may be in the page cache only: the rotation that stored it failed
+    (or its process died) before the sync after it -- the cut after the SEAL or that
+    sync failed.  Records acknowledged in the successor and a power loss would then
+    leave ``seg`` unsealed with a successor holding records: a cut segment to the next
+    open (CorruptionError), though nothing was lost.  Written anew rather than only
+    synced: after a failed sync the kernel may have dropped the dirty pages while
+    reads still see them."""
+    seal = seg.seal
+    if seal is None or seal[0] != next_first:  # the file was gone (check_link): nothing to do
+        return
+    data = seal_bytes(seal[1], next_first)  # fits in its block where it is: no padding
+    seg.drop_handle()  # the file may change size below: reopen afterwards
+    f = env.open_writable(seg.path, append=True)
+    try:
+        f.truncate(seal[1])
+        f.write(data)
+        f.sync()
+    finally:
+        f.close()
+    seg.end = seal[1] + len(data)
 
 
 def _drop_staged(env: Env, directory: str) -> None:
