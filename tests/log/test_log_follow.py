@@ -422,3 +422,42 @@ def test_refresh_of_a_removed_log_directory_is_corruption(env_dir):
     assert info.value.path == f"{root}/log"
     assert ro.last_seq == 10 and ro.get(10) == payload(10)
     ro.close()
+
+
+class RotatesAfterEachListing(HookedEnv):
+    """Lets ``writer`` (once set) append a segment's worth of records and sync right after
+    every directory listing: a writer that rotates whenever a reader has just listed."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(inner)
+        self.writer: Log | None = None
+
+    def listdir(self, path: str) -> list[str]:
+        names = self.inner.listdir(path)
+        w = self.writer
+        if w is not None:
+            w.append_many([payload(w.last_seq + 1 + i) for i in range(500)])  # > 64 KiB
+            w.sync()
+        return names
+
+
+def test_a_reader_beside_a_writer_that_rotates_after_each_of_its_listings(env_dir):
+    """Each catch-up attempt finds its newest segment sealed (the writer rotated after the
+    listing): the reader keeps what it read after a few attempts and goes on from there at
+    the next refresh.  It used to start over each time and give up after 100 listings
+    with StorageIOError -- a reader beside a busy writer of small segments."""
+    env, root = env_dir
+    w = open_log(env, root)
+    w.append(payload(1))
+    w.sync()
+    hooked = RotatesAfterEachListing(env)
+    ro = open_log(hooked, root, read_only=True)
+    hooked.writer = w
+    seq = ro.refresh()
+    hooked.writer = None
+    assert 1 <= seq < w.last_seq  # behind the writer, not failed
+    check(ro)
+    assert ro.refresh() == w.last_seq
+    check(ro)
+    ro.close()
+    w.close()

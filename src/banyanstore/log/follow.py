@@ -43,14 +43,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import CorruptionError, StorageIOError
+from ..errors import CorruptionError
 from ..io.base import Env
 from .chain import check_link, check_newest, missing_successor
 from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE, SEAL_VERSION
 from .reader import OnDamage
 from .recovery import LIVE_RESCANS
 from .segment import (
-    MAX_RELISTS,
     HeaderNotWritten,
     Segment,
     SparseIndex,
@@ -109,6 +108,12 @@ class Caught:
             growth.apply(seg)
 
 
+#: Catch-up attempts that each found the newest segment sealed (the writer rotating
+#: meanwhile) before the last one's result stands (see :func:`catch_up`).  Starting over
+#: each time, a reader beside a writer that rotates faster than it reads never finished.
+SEALED_ATTEMPTS = 4
+
+
 class _TailIncomplete(Exception):
     """Raised by the damage callback of the live tail: stop reading here."""
 
@@ -122,29 +127,34 @@ def catch_up(env: Env, directory: str, segments: Sequence[Segment], next_seq: in
 
     If the newest segment found is sealed (format 3), the writer rotated after the
     listing: its successor exists (created before the SEAL), so the catch-up starts
-    over; if no newer segment is there, the newest one is missing (MissingSegmentError)."""
+    over; if no newer segment is there, the newest one is missing (MissingSegmentError).
+    A writer that rotates again during every one of SEALED_ATTEMPTS attempts (small
+    segments, a busy writer) is not chased further: the last attempt's catch-up stands,
+    ending at a sealed segment, and the next one goes on from there."""
     sealed_before: int | None = None  # the newest segment of the last attempt, sealed
-    for relists in range(1, MAX_RELISTS + 1):
+    for attempt in range(1, SEALED_ATTEMPTS + 1):
         out = _catch_up_once(env, directory, segments, next_seq, interval=interval, policy=policy)
         newest = out.segments[-1] if out.segments else None
         seal = check_newest(env, newest) if newest is not None else None
         if seal is None:
             _check_links(env, out, policy)
             return out
-        for seg in out.segments:
-            if seg not in segments:
-                seg.retire()  # opened by this attempt only
         assert newest is not None
-        newer = list_segments_after(env, directory, newest.first_seq, relists)
+        newer = list_segments_after(env, directory, newest.first_seq, attempt)
         if not newer:
             raise missing_successor(newest, seal, "no newer segment exists")
         if sealed_before == newest.first_seq:  # listed twice, never with a header
             raise CorruptionError("segment header missing (all zeros or cut short) although the "
                                   "segment before it is sealed naming it: the header was damaged",
                                   path=os.path.join(directory, newer[0][1]), offset=0)
+        if attempt == SEALED_ATTEMPTS:  # its successor exists: nothing is missing
+            _check_links(env, out, policy)
+            return out
+        for seg in out.segments:
+            if seg not in segments:
+                seg.retire()  # opened by this attempt only
         sealed_before = newest.first_seq
-    raise StorageIOError(f"log {directory} kept rotating under this reader: gave up after "
-                         f"{MAX_RELISTS} listings", path=directory, op="listdir")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _catch_up_once(env: Env, directory: str, segments: Sequence[Segment], next_seq: int, *,
