@@ -121,3 +121,32 @@ def test_a_copied_snapshot_holds_its_own_pin(tmp_path: Path, copier: Any) -> Non
         other.close()
         with pytest.raises(StoreClosedError):
             copier(other)
+
+
+def test_a_copy_racing_the_originals_close_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """copy.copy(snap) checked the original open, then pinned its version: a close() on
+    another thread between the two let a merge cut that version, and the copy then read
+    at a version nothing had kept (here: ``k`` gone).  The copy now pins first and checks
+    the original after: closed meanwhile, the copy is refused and holds no pin."""
+    from banyanstore.lsm.tree import Tree
+
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        s.put(b"k", b"old")
+        original = s.snapshot()
+        s.put(b"k", b"new")
+        real_pin = Tree.pin
+
+        def close_then_merge_then_pin(tree: Tree, version: int | None = None) -> int:
+            if version == original.version and not original.closed:  # the other thread's turn
+                original.close()
+                s.flush()
+                s.compact()
+            return real_pin(tree, version)
+
+        monkeypatch.setattr(Tree, "pin", close_then_merge_then_pin)
+        with pytest.raises(StoreClosedError):
+            twin = copy.copy(original)
+            twin.get(b"k")  # old code: None, a version nothing had kept
+        monkeypatch.undo()
+        assert s.oldest_version == s.version  # no pin left behind
+        assert s.get(b"k") == b"new"

@@ -178,8 +178,14 @@ class Snapshot:
     def __copy__(self) -> Snapshot:
         """A new snapshot at the same version, with its own pin (a copy of the object
         would share this one's, and closing both would release it twice)."""
-        self._check_open()  # while this one is open its version stays pinned: safe to pin
-        return Snapshot(self._tree, self._resolve, self.version, self._views)
+        self._check_open()
+        twin = Snapshot(self._tree, self._resolve, self.version, self._views)
+        # Pinned first, checked again after: if this one was closed meanwhile (another
+        # thread), a merge may have cut its version before the twin's pin took hold.
+        if self._closed:
+            twin.close()
+            self._check_open()
+        return twin
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Snapshot:
         return self.__copy__()
