@@ -231,3 +231,35 @@ def test_readers_keep_truncated_segments_open_until_they_let_go(tmp_path):
             assert log.get(third) == payload(third, 500)
     finally:
         env.close()
+
+
+def test_a_reader_freed_by_the_collector_inside_retire_does_not_deadlock() -> None:
+    """The garbage collector runs a dropped log iterator's finalizer (``Pins.release`` ->
+    ``Segment.unpin``) at any allocation -- also inside ``Segment.retire()``, which opens
+    the segment's handle under its lock; ``unpin`` then waited for that lock, held by its
+    own thread, for ever.  Here the open runs the finalizer's call itself."""
+    from banyanstore.io.memory import MemoryEnv
+    from banyanstore.io.base import RandomAccessFile
+    from banyanstore.log.format import HEADER_SIZE
+    from banyanstore.log.segment import Segment, create_segment
+
+    class CollectingEnv(MemoryEnv):
+        collect: Callable[[], None] | None = None
+
+        def open_readable(self, path: str) -> RandomAccessFile:
+            collect, self.collect = self.collect, None
+            if collect is not None:
+                collect()
+            return super().open_readable(path)
+
+    env = CollectingEnv()
+    env.mkdir("/l")
+    create_segment(env, "/l/1.log", 1).close()
+    seg = Segment(env, "/l/1.log", 1, HEADER_SIZE)
+    assert seg.pin()  # a reader inside the segment, no handle open yet
+    env.collect = seg.unpin  # that reader's iterator freed by the collector mid-open
+    retiring = threading.Thread(target=seg.retire, daemon=True)
+    retiring.start()
+    retiring.join(10)
+    assert not retiring.is_alive(), "retire() waited for the lock its own thread held"
+    assert seg.pin() is False

@@ -276,7 +276,9 @@ class Segment:
         self.version = version  # format version of its header (see format.py)
         self._raf = handle
         self.seal: Seal | None = None  # its SEAL, once a scan or the writer saw one
-        self._mu = threading.Lock()
+        # Re-entrant: the garbage collector may run a dropped reader's finalizer (unpin) at
+        # any allocation, also one this thread makes while holding it (retire, read_at).
+        self._mu = threading.RLock()
         self._pins = 0  # readers inside the segment
         self._retired = False  # no new pins; the handle closes with the last pin
 
