@@ -238,8 +238,8 @@ def test_a_reader_freed_by_the_collector_inside_retire_does_not_deadlock() -> No
     ``Segment.unpin``) at any allocation -- also inside ``Segment.retire()``, which opens
     the segment's handle under its lock; ``unpin`` then waited for that lock, held by its
     own thread, for ever.  Here the open runs the finalizer's call itself."""
-    from banyanstore.io.memory import MemoryEnv
     from banyanstore.io.base import RandomAccessFile
+    from banyanstore.io.memory import MemoryEnv
     from banyanstore.log.format import HEADER_SIZE
     from banyanstore.log.segment import Segment, create_segment
 

@@ -123,7 +123,8 @@ def test_a_copied_snapshot_holds_its_own_pin(tmp_path: Path, copier: Any) -> Non
             copier(other)
 
 
-def test_a_copy_racing_the_originals_close_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_copy_racing_the_originals_close_is_refused(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """copy.copy(snap) checked the original open, then pinned its version: a close() on
     another thread between the two let a merge cut that version, and the copy then read
     at a version nothing had kept (here: ``k`` gone).  The copy now pins first and checks
