@@ -14,7 +14,9 @@ reopened, as after a failed WAL write.
 
 from __future__ import annotations
 
+import contextlib
 import dis
+import gc
 import os
 import shutil
 import sys
@@ -583,3 +585,45 @@ def test_close_after_a_ctrl_c_anywhere_in_close_releases_the_store(tmp_path: Pat
 
     assert sweep({"store.py": {"close", "_stop_writes", "_release"},
                   "tree.py": {"close", "close_tables"}}, step) > 20
+
+
+# -- open(): an interrupted open leaves nothing of the store held ----------------------------
+
+def _held_files(path: Path) -> list[str]:
+    """The files of the store at ``path`` this process holds a descriptor on (after a
+    collection: what no object can still close)."""
+    gc.collect()
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(path)):
+                held.append(os.path.basename(target))
+    return held
+
+
+def test_a_ctrl_c_anywhere_in_opening_the_manifest_and_the_lock_leaves_the_store_openable(
+        tmp_path: Path) -> None:
+    """A Ctrl-C between ``env.lock()`` returning and the store keeping the lock left it
+    held by an object nothing could release: every later open in the process raised
+    StoreLockedError.  One between a new manifest's open and the ``try`` that closes it
+    kept its descriptor until exit.  A dropped lock or file now closes its descriptor."""
+    path = tmp_path / "db"
+    with open_store(path) as store:
+        store.put(b"k", b"v")
+        store.flush()
+        store.put(b"k2", b"v2")  # and one for the WAL
+
+    def step(hit: Interrupt) -> None:
+        try:
+            with hit:
+                store = open_store(path)
+            store.close()
+        except KeyboardInterrupt:
+            pass
+        assert not [f for f in _held_files(path) if f == "LOCK" or f.startswith("MANIFEST")]
+        with open_store(path) as again:  # not StoreLockedError
+            assert again.get(b"k") == b"v" and again.get(b"k2") == b"v2"
+
+    assert sweep({"store.py": {"open", "__init__", "_load", "_open_files", "_check_existence"},
+                  "manifest.py": None}, step) > 20

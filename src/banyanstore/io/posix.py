@@ -53,6 +53,21 @@ def _copy_durably(src: str, dst: str) -> None:
         raise
 
 
+def _close_dropped(obj: object) -> None:
+    """``__del__`` of a file object dropped without close(): a Ctrl-C between an open
+    returning and its caller keeping the object (or entering the ``try`` that closes it)
+    leaves no cleanup that can reach it, and its descriptor stayed open until the
+    process exited.  Only the descriptor: a window mapped from it stays valid for
+    whoever still holds it."""
+    fd = getattr(obj, "_fd", -1)
+    obj._fd = -1  # type: ignore[attr-defined]
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class PosixWritableFile(WritableFile):
     def __init__(self, path: str, fd: int, size: int) -> None:
         self.path = path
@@ -91,6 +106,8 @@ class PosixWritableFile(WritableFile):
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+    __del__ = _close_dropped
 
 
 class PosixMappedFile(MappedFile):
@@ -147,6 +164,8 @@ class PosixMappedFile(MappedFile):
         if fd >= 0:
             os.close(fd)
 
+    __del__ = _close_dropped
+
 
 def _open_sized(path: str, flags: int, op: str, *, plain_enoent: bool = False) -> tuple[int, int]:
     """``(fd, size)`` of ``path`` opened with ``flags``; the descriptor never leaks.
@@ -177,6 +196,18 @@ class _FlockLock(FileLock):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
+
+    def __del__(self) -> None:
+        # A lock dropped unreleased -- a Ctrl-C between env.lock() returning and its
+        # caller keeping it, so no cleanup can reach it -- must not keep the store
+        # locked until the process exits: closing the descriptor releases the flock.
+        # (No _mu: the collector may run this on a thread holding it.)
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def disown(self) -> None:
         # An flock belongs to the open file, which a forked child shares with its
