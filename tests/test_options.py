@@ -186,3 +186,36 @@ def test_an_option_of_the_right_type_with_a_bad_value_is_not_a_type_error(kwargs
     with pytest.raises(ConfigError) as info:
         banyanstore.open("/nonexistent/never-created", **kwargs)  # type: ignore[arg-type]
     assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize("path, error", [(None, TypeError), (3.5, TypeError), ("", ValueError),
+                                         ("a\0b", ValueError)])
+def test_from_file_checks_its_path_naming_it(path: object, error: type) -> None:
+    with pytest.raises(error, match="path"):
+        Options.from_file(path)  # type: ignore[arg-type]
+
+
+def test_from_file_does_not_take_an_int_for_a_file_descriptor(tmp_path: Path) -> None:
+    """``Options.from_file(5)``: Python's ``open()`` reads file descriptor 5 -- a file of
+    an open store, say -- and closes it, so the store's next WAL fdatasync failed (EBADF)
+    and the store refused every write from then on (ReadOnlyError). A path is a str,
+    bytes or os.PathLike: an int is a TypeError naming it, and the descriptor stays."""
+    with banyanstore.open(tmp_path / "db", io_mode="sync", wal_sync="always") as store:
+        store.put(b"k", b"1")
+        fds = [int(fd.name) for fd in Path("/proc/self/fd").iterdir()  # the store's files
+               if _readlink(fd).startswith(str(tmp_path))]
+        assert fds
+        for fd in fds:
+            with pytest.raises(TypeError, match="path"):
+                Options.from_file(fd)  # type: ignore[arg-type]
+        store.put(b"k", b"2")
+        assert store.get(b"k") == b"2"
+    with banyanstore.open(tmp_path / "db") as store:
+        assert store.get(b"k") == b"2"
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:  # closed meanwhile (the listing's own descriptor)
+        return ""

@@ -176,7 +176,7 @@ class Options:
 
     # -- constructors -----------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Options:
+    def from_file(cls, path: str | bytes | os.PathLike[Any]) -> Options:
         """Options from a TOML file: top-level ``name = value`` pairs, or a
         ``[banyanstore]`` table; sizes may have units (``memtable_size = "64MiB"``).
         Unknown names and bad values raise :class:`ConfigError` naming the file.
@@ -190,6 +190,11 @@ class Options:
         """
         import tomllib  # here: only options files need it (1 MiB of imports)
 
+        from .arguments import as_path  # (import banyanstore loads options.py alone)
+
+        # Checked first: open() takes an int for a file descriptor, which it would read
+        # and close -- another file's, such as an open store's WAL.
+        path = as_path(path, "path")
         where = f"options file {path}"
         try:
             with open(path, "rb") as fh:
