@@ -389,3 +389,37 @@ def test_metadata_and_maintenance_calls_of_the_sync_store_are_there_too(tmp_path
         executor.shutdown()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("opener", ["open", "open_log"])
+def test_a_cancelled_close_still_closes(tmp_path, opener):
+    """A task cancelled while its ``close()`` waited for a free executor thread took the
+    call back: the store (or log) stayed open with nobody holding it, its LOCK held --
+    every later open of the path raised StoreLockedError until the interpreter exited.
+    The close is now carried out; the task still sees its CancelledError."""
+    path = str(tmp_path / "db")
+    executor = GatedExecutor()  # two threads, both kept busy below
+
+    async def main():  # type: ignore[no-untyped-def]
+        db = await getattr(banyanstore.aio, opener)(path, executor=executor)
+        executor.gate.clear()
+        loop = asyncio.get_running_loop()
+        busy = [loop.run_in_executor(executor, int) for _ in range(2)]  # both threads at the gate
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(db.close())
+        await asyncio.sleep(0.05)  # submitted: queued behind the two calls
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        executor.gate.set()
+        await asyncio.gather(*busy)
+        await asyncio.to_thread(executor.shutdown)  # what was queued ends, this loop still running
+        return db
+
+    try:
+        db = asyncio.run(main())
+    finally:
+        executor.shutdown()  # waits for what was queued
+    assert db.closed
+    with getattr(banyanstore, opener)(path):  # its LOCK is free
+        pass

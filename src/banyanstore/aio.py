@@ -132,6 +132,26 @@ def _run_or_own_thread(executor: Executor | None, fn: Callable[[], T]) -> asynci
         return asyncio.wrap_future(done)
 
 
+async def _close(executor: Executor | None, close: Callable[[], None]) -> None:
+    """``close()`` in ``executor`` (or a thread of its own), carried out even if the
+    awaiting task is cancelled: a cancel that reached the call while it still waited for
+    a free executor thread took it back, and the store or log stayed open with nobody
+    holding it -- its LOCK held (every later open of the path raising StoreLockedError)
+    until the interpreter exits.  The task still sees its CancelledError."""
+    closing = _run_or_own_thread(executor, close)
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        closing.add_done_callback(_report_close)
+        raise
+
+
+def _report_close(closing: asyncio.Future[None]) -> None:
+    """A close whose task was cancelled ended: nobody awaits it to see its error."""
+    if not closing.cancelled() and closing.exception() is not None:
+        _log.warning("closing for a cancelled task failed: %s", closing.exception())
+
+
 def _settle_with(done: Future[T], fn: Callable[[], T]) -> None:
     try:
         done.set_result(fn())
@@ -415,8 +435,8 @@ class AsyncStore(AsyncKeyspace):
 
     async def close(self) -> None:
         """Flush and close the store (in the executor: closing syncs; in a thread of its
-        own if the executor was shut down)."""
-        await _run_or_own_thread(self._executor, self._handle.close)
+        own if the executor was shut down); done even if the awaiting task is cancelled."""
+        await _close(self._executor, self._handle.close)
 
     @property
     def closed(self) -> bool:
@@ -475,8 +495,9 @@ class AsyncLog:
         return await _run(self._executor, self._log.sync, upto_seq)
 
     async def close(self) -> None:
-        """Close the log (in the executor, or a thread of its own if it was shut down)."""
-        await _run_or_own_thread(self._executor, self._log.close)
+        """Close the log (in the executor, or a thread of its own if it was shut down);
+        done even if the awaiting task is cancelled."""
+        await _close(self._executor, self._log.close)
 
     @property
     def closed(self) -> bool:
