@@ -209,3 +209,26 @@ def test_a_close_racing_an_operation_raises_dbm_error(use: str) -> None:
                   "setitem": lambda: db.__setitem__("k", "v"), "delitem": lambda: db.__delitem__("k")}
     with pytest.raises(bdbm.error, match="closed"):
         operations[use]()
+
+
+@pytest.mark.parametrize("flag", ["c", "n"])
+@pytest.mark.parametrize("mode, expect", [(0o600, 0o700), (0o640, 0o750), (0o604, 0o705),
+                                          (0o660, 0o750), (0o666, 0o755), (0o700, 0o700)])
+def test_mode_lets_into_the_directory_only_whom_it_lets_read_or_write(tmp_path: Path, flag: str,
+                                                                      mode: int, expect: int) -> None:
+    """``mode`` is the dbm modules' file mode: 0o600 is a database only its owner may
+    read. The directory got ``x`` for everyone (0o711), so any user could open the
+    store's files by their well-known names (CURRENT, MANIFEST-..., wal/...), which are
+    created readable by all; now a class gets ``x`` only where ``mode`` lets it read or
+    write (less the umask, 0o022 here)."""
+    path = tmp_path / "db"
+    old = os.umask(0o022)
+    try:
+        with bdbm.open(path, flag, mode) as db:
+            db["k"] = "v"
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(expect)
+    with bdbm.open(path, "r") as db:
+        assert db["k"] == b"v"
+

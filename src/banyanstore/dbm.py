@@ -179,7 +179,9 @@ def open(file: str | bytes | os.PathLike[Any], flag: str = "r", mode: int = 0o66
     standard library's dbm modules do; anything else there is left alone and
     raises :class:`error`); dbm.gnu's modifiers ``f``, ``s`` and ``u`` may follow
     the letter and are ignored, any other flag raises ValueError.  ``mode`` sets the
-    permissions of a new database directory (less the umask).
+    permissions of a new database directory (less the umask): the file permissions of
+    the dbm modules, with ``x`` added for each class that may read or write (0o600:
+    a directory only its owner enters).
     """
     from . import open as open_store
     path = as_path(file, "file")
@@ -195,11 +197,28 @@ def open(file: str | bytes | os.PathLike[Any], flag: str = "r", mode: int = 0o66
         if kind == "n":
             _clear_for_new(path)
         if kind in "cn" and not os.path.exists(path):
-            os.makedirs(path, mode=0o777 & (mode | 0o111))
+            os.makedirs(path, mode=_directory_mode(mode))
         store = open_store(path, read_only=(kind == "r"), create_if_missing=kind in "cn")
     except BanyanStoreError as exc:
         raise error(f"cannot open {path} (flag {flag!r}): {exc}") from exc
     return BanyanDbm(store, writable=kind != "r")
+
+
+def _directory_mode(mode: int) -> int:
+    """The permissions of a new database directory for the file ``mode`` of the dbm
+    modules: a class (owner, group, others) that may read or write the files may also
+    enter the directory.  Only those: ``x`` for everyone would let a class that ``mode``
+    shuts out (0o600) reach the files by their well-known names (CURRENT, wal/...),
+    which the store creates readable by all (0o644 under the usual umask).
+
+    >>> oct(_directory_mode(0o600)), oct(_directory_mode(0o640)), oct(_directory_mode(0o666))
+    ('0o700', '0o750', '0o777')
+    """
+    mode &= 0o777
+    for shift in (6, 3, 0):
+        if mode >> shift & 0o6:
+            mode |= 0o1 << shift
+    return mode
 
 
 def _holds_only_a_store(path: str, names: list[str]) -> bool:
