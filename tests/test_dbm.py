@@ -232,3 +232,25 @@ def test_mode_lets_into_the_directory_only_whom_it_lets_read_or_write(tmp_path: 
     with bdbm.open(path, "r") as db:
         assert db["k"] == b"v"
 
+
+@pytest.mark.parametrize("what", ["database", "empty-directory"])
+def test_n_through_a_symlink_makes_the_new_database_where_it_points(tmp_path: Path, what: str) -> None:
+    """A database path that is a symlink to a directory (a database moved to another
+    disk, say): flag 'n' removed the old database's files and then failed with a bare
+    OSError ("Cannot call rmtree on a symbolic link") -- every time, as what it left (a
+    LOCK) was replaced again the same way. As the standard modules write through a
+    link, the link and its directory now stay and the new database is made there."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    if what == "database":
+        with bdbm.open(real, "c") as db:
+            db["old"] = "1"
+    else:
+        real.mkdir()
+    link.symlink_to(real)
+    with bdbm.open(link, "n") as db:
+        assert len(db) == 0
+        db["new"] = "2"
+    assert link.is_symlink() and real.is_dir()
+    with bdbm.open(real, "r") as db:
+        assert db.keys() == [b"new"]
+

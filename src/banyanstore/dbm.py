@@ -258,7 +258,13 @@ def _remove_database(path: str, names: list[str]) -> None:
                 os.remove(full)
     if "CURRENT" in names:
         os.remove(os.path.join(path, "CURRENT"))
-    shutil.rmtree(path)
+    if os.path.islink(path):
+        # A link to the database's directory (rmtree refuses links): the link and the
+        # directory stay, and the new database is made where it points.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, "LOCK"))
+    else:
+        shutil.rmtree(path)
 
 
 def _clear_for_new(path: str) -> None:
