@@ -254,3 +254,38 @@ def test_n_through_a_symlink_makes_the_new_database_where_it_points(tmp_path: Pa
     with bdbm.open(real, "r") as db:
         assert db.keys() == [b"new"]
 
+
+class _CountingScans:
+    """A store whose scans are counted (everything else is the store's)."""
+
+    def __init__(self, store: object) -> None:
+        self.store, self.scans = store, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def scan(self, *args: object, **kwargs: object) -> object:
+        self.scans += 1
+        return self.store.scan(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_clear_reads_the_keys_once(tmp_path: Path) -> None:
+    """``clear()`` was MutableMapping's: one ``popitem()`` a key, each a new scan from the
+    first key past the tombstones of every key popped before it -- quadratic: 6 s for
+    8,000 keys on the pure-Python engine, 2.8 s on the compiled core. It now takes the keys from one scan and
+    deletes them in batches."""
+    counted = _CountingScans(banyanstore.open(tmp_path / "db", io_mode="sync"))
+    db = bdbm.BanyanDbm(counted, writable=True)
+    with db:
+        for i in range(2500):
+            db[f"k{i:05d}"] = "v"
+        before = counted.scans
+        db.clear()
+        assert counted.scans - before == 1
+        assert len(db) == 0 and "k00000" not in db
+        db["after"] = "1"
+    with bdbm.open(tmp_path / "db", "r") as db:
+        assert db.keys() == [b"after"]
+        with pytest.raises(bdbm.error, match="read-only"):
+            db.clear()
+        assert db.keys() == [b"after"]

@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator, MutableMapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ class error(OSError):  # noqa: N801 - the dbm modules' name
 
 
 _MISSING = object()
+_CLEAR_BATCH = 1000
+"""Keys a batch of clear() deletes: one WAL record each, of a bounded size."""
 _GNU_MODIFIERS = "fsu"
 """Letters dbm.gnu accepts after a flag (fast, synchronized, unlocked): accepted and
 ignored, so code written for dbm.gnu opens unchanged; any other suffix is refused --
@@ -136,6 +139,19 @@ class BanyanDbm(MutableMapping[Any, bytes]):
     def keys(self) -> list[bytes]:  # type: ignore[override]
         """All keys (a list, as the dbm modules return)."""
         return list(iter(self))
+
+    def clear(self) -> None:
+        """Delete every key: the keys of one scan, deleted in batches (each batch atomic).
+
+        MutableMapping's clear() pops one key at a time, and each pop's scan starts again
+        at the first key, past the tombstones of every key popped before it: quadratic."""
+        self._check_writable()
+        with _as_dbm_error():
+            keys = self._store.scan(keys_only=True)  # at one version: keys written meanwhile stay
+            while chunk := list(islice(keys, _CLEAR_BATCH)):
+                with self._store.batch() as batch:
+                    for key in chunk:
+                        batch.delete(key)
 
     def get(self, key: Any, default: Any = None) -> Any:
         self._check()
