@@ -423,3 +423,28 @@ def test_a_cancelled_close_still_closes(tmp_path, opener):
     assert db.closed
     with getattr(banyanstore, opener)(path):  # its LOCK is free
         pass
+
+
+def test_log_read_takes_check_gaps_as_the_synchronous_read_does():
+    """``AsyncLog.read`` had no ``check_gaps``: a program reading a log with a missing
+    middle segment under its own policy (``log.read(check_gaps=False)``) got a TypeError
+    from the asyncio twin, whose only answer was the CorruptionError."""
+    from banyanstore.errors import CorruptionError
+    from banyanstore.io.memory import MemoryEnv
+    env = MemoryEnv()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with await banyanstore.aio.open_log("/log", env=env, segment_size=64 * 1024) as log:
+            await log.append_many([b"r" * 20_000 for _ in range(20)])
+        segments = sorted(p for p in env.snapshot_state() if p.endswith(".log"))
+        env.remove(segments[1])
+        async with await banyanstore.aio.open_log("/log", env=env, read_only=True) as log:
+            with pytest.raises(CorruptionError):
+                [r async for r in log.read()]
+            seqs = [seq async for seq, _ in log.read(check_gaps=False)]
+            with pytest.raises(TypeError, match="check_gaps"):
+                log.read(check_gaps="no")
+            return seqs, [seq for seq, _ in log.log.read(check_gaps=False)]
+
+    seqs, sync_seqs = asyncio.run(main())
+    assert seqs == sync_seqs and seqs[0] == 1 and seqs[-1] == 20 and len(seqs) < 20

@@ -480,9 +480,10 @@ class AsyncLog:
         await self._log.wait_durable_async(seq)
 
     def read(self, start: int | None = None, end: int | None = None,
-             limit: int | None = None) -> AsyncRows:
-        """``async for seq, record in log.read(...)``: Log.read's records in batches."""
-        records = self._log.read(start, end, limit)  # checked and bounded now, read lazily
+             limit: int | None = None, *, check_gaps: bool = True) -> AsyncRows:
+        """``async for seq, record in log.read(...)``: Log.read's records in batches
+        (``check_gaps`` as there)."""
+        records = self._log.read(start, end, limit, check_gaps=check_gaps)  # checked now, read lazily
         return AsyncRows(lambda: records, self._executor)
 
     def __aiter__(self) -> AsyncRows:
