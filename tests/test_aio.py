@@ -448,3 +448,20 @@ def test_log_read_takes_check_gaps_as_the_synchronous_read_does():
 
     seqs, sync_seqs = asyncio.run(main())
     assert seqs == sync_seqs and seqs[0] == 1 and seqs[-1] == 20 and len(seqs) < 20
+
+
+def test_get_takes_its_arguments_as_the_synchronous_get_does(tmp_path):
+    """``store.get(key, version, default)`` -- the synchronous signature -- was a
+    TypeError in asyncio code (``default`` was keyword-only there)."""
+    async def main():  # type: ignore[no-untyped-def]
+        async with await banyanstore.aio.open(str(tmp_path / "s"), io_mode="sync") as store:
+            v = await store.put(b"k", b"1")
+            index = await store.keyspace("index")
+            sync = store.store
+            return ([await store.get(b"nope", None, b"-"), await store.get(b"k", v, b"-"),
+                     await index.get(b"nope", v, b"-")],
+                    [sync.get(b"nope", None, b"-"), sync.get(b"k", v, b"-"),
+                     sync.keyspace("index").get(b"nope", v, b"-")])
+
+    got, want = asyncio.run(main())
+    assert got == want == [b"-", b"1", b"-"]

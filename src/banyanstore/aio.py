@@ -272,9 +272,10 @@ class AsyncKeyspace:
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._handle!r}>"
 
-    async def get(self, key: bytes, version: int | None = None, *, default: Any = None) -> Any:
-        """``await ks.get(key)``: the latest value (or as of ``version``); ``default`` if absent."""
-        return await _run(self._executor, self._handle.get, key, version, default=default)
+    async def get(self, key: bytes, version: int | None = None, default: Any = None) -> Any:
+        """``await ks.get(key)``: the latest value (or as of ``version``); ``default`` if absent
+        (the arguments of :meth:`Keyspace.get`)."""
+        return await _run(self._executor, self._handle.get, key, version, default)
 
     async def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
         """``await ks.multi_get(keys)``: values of ``keys`` in one batched pass."""
