@@ -275,9 +275,11 @@ class GatedExecutor(ThreadPoolExecutor):
         self.gate = threading.Event()
         self.gate.set()
         self.ran = threading.Event()
+        self.at_gate = threading.Semaphore(0)  # released by each call that reached the gate
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
         def gated():  # type: ignore[no-untyped-def]
+            self.at_gate.release()
             self.gate.wait(10)
             try:
                 return fn(*args, **kwargs)
@@ -465,3 +467,44 @@ def test_get_takes_its_arguments_as_the_synchronous_get_does(tmp_path):
 
     got, want = asyncio.run(main())
     assert got == want == [b"-", b"1", b"-"]
+
+
+def test_a_cancelled_write_is_applied_whole_or_not_at_all(tmp_path):
+    """As docs/api.md says: a write cancelled while it waits for an executor thread is
+    dropped (a batch stays uncommitted, ``version`` None, and may be written again); one
+    cancelled once it runs is applied whole."""
+    executor = GatedExecutor()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with await banyanstore.aio.open(str(tmp_path / "s"), executor=executor,
+                                              io_mode="sync") as store:
+            loop = asyncio.get_running_loop()
+            executor.gate.clear()
+            running = asyncio.ensure_future(store.put(b"started", b"1"))  # at the gate: running
+            busy = loop.run_in_executor(executor, int)  # the other thread
+            for _ in range(2):  # both threads taken
+                assert await asyncio.to_thread(executor.at_gate.acquire, True, 10)
+            batch = store.batch()
+            batch.put(b"a", b"1")
+            batch.put(b"b", b"2")
+            queued = [asyncio.ensure_future(store.write(batch)),
+                      asyncio.ensure_future(store.put(b"queued", b"1"))]
+            await asyncio.sleep(0.05)
+            for task in (running, *queued):
+                task.cancel()
+            for task in (running, *queued):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            executor.gate.set()
+            await busy
+            await asyncio.to_thread(executor.shutdown)  # the running put ends
+            plain = banyanstore.aio.AsyncStore(store.store)  # (the loop's executor)
+            assert batch.version is None and len(batch) == 2
+            assert await plain.multi_get([b"started", b"queued", b"a", b"b"]) == [b"1", None, None, None]
+            assert await plain.write(batch) == 2 and batch.version == 2
+            assert await plain.multi_get([b"a", b"b"]) == [b"1", b"2"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        executor.shutdown()
