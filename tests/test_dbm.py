@@ -289,3 +289,18 @@ def test_clear_reads_the_keys_once(tmp_path: Path) -> None:
         with pytest.raises(bdbm.error, match="read-only"):
             db.clear()
         assert db.keys() == [b"after"]
+
+
+@pytest.mark.parametrize("flag", ["c", "n"])
+def test_a_dangling_symlink_gets_the_new_database_where_it_points(tmp_path: Path, flag: str) -> None:
+    """A database path that is a symlink to a directory not made yet: 'c' raised a bare
+    FileExistsError ("File exists", of a path that does not exist; not the dbm's error)
+    and 'n' refused it as "not a banyanstore database". As the standard modules create
+    their files through a link, the database is now made where it points."""
+    real, link = tmp_path / "disk" / "real", tmp_path / "link"
+    link.symlink_to(real)
+    with bdbm.open(link, flag, 0o700) as db:
+        db["k"] = "v"
+    assert link.is_symlink() and real.is_dir() and real.stat().st_mode & 0o777 == 0o700
+    with bdbm.open(real, "r") as db:
+        assert db.keys() == [b"k"]

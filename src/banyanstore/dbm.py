@@ -213,7 +213,8 @@ def open(file: str | bytes | os.PathLike[Any], flag: str = "r", mode: int = 0o66
         if kind == "n":
             _clear_for_new(path)
         if kind in "cn" and not os.path.exists(path):
-            os.makedirs(path, mode=_directory_mode(mode))
+            # (where a dangling symlink points: makedirs of the link itself is "File exists")
+            os.makedirs(os.path.realpath(path), mode=_directory_mode(mode))
         store = open_store(path, read_only=(kind == "r"), create_if_missing=kind in "cn")
     except BanyanStoreError as exc:
         raise error(f"cannot open {path} (flag {flag!r}): {exc}") from exc
@@ -300,6 +301,8 @@ def _clear_for_new(path: str) -> None:
             if lock is not None:
                 lock.release()
     elif os.path.lexists(path):
+        if not os.path.exists(path):  # a dangling symlink: nothing to replace
+            return
         if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) != 0:
             raise error(f"{path} exists and is not a banyanstore database; not replacing it")
         os.remove(path)
