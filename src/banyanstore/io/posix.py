@@ -197,17 +197,11 @@ class _FlockLock(FileLock):
             finally:
                 os.close(fd)
 
-    def __del__(self) -> None:
-        # A lock dropped unreleased -- a Ctrl-C between env.lock() returning and its
-        # caller keeping it, so no cleanup can reach it -- must not keep the store
-        # locked until the process exits: closing the descriptor releases the flock.
-        # (No _mu: the collector may run this on a thread holding it.)
-        fd, self._fd = getattr(self, "_fd", -1), -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    # A lock dropped unreleased -- a Ctrl-C between env.lock() returning and its caller
+    # keeping it, so no cleanup can reach it -- must not keep the store locked until the
+    # process exits: closing the descriptor releases the flock.  (Without _mu: the
+    # collector may run this on a thread holding it.)
+    __del__ = _close_dropped
 
     def disown(self) -> None:
         # An flock belongs to the open file, which a forked child shares with its
