@@ -574,6 +574,28 @@ def test_repair_refuses_a_locked_store(capsys: pytest.CaptureFixture[str], store
     assert code == 2 and err.startswith("banyanstore repair: cannot repair") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_repair_refuses_a_log_a_writer_has_open(capsys: pytest.CaptureFixture[str], log_dir: str,
+                                                crashed: str, dry_run: bool) -> None:
+    """A log (or a store's wal/) that a writer has open: repair says so (exit 2), like
+    for a store, and changes nothing.  It took the writer's lock only when it had found
+    something to repair -- after it had stored segment headers again -- and otherwise
+    said "nothing to repair", exit 0, beside the writer."""
+    flags = ["--dry-run"] if dry_run else []
+    with banyanstore.open_log(log_dir) as log:
+        log.append(b"live")
+        before = snapshot_tree(log_dir)
+        code, out, err = run(capsys, "repair", log_dir, *flags)
+        assert code == 2 and out == "", (code, out, err)
+        assert err.startswith(f"banyanstore repair: cannot repair {log_dir}: another process "
+                              "has it open") and err.count("\n") == 1, err
+        assert snapshot_tree(log_dir) == before
+    wal = os.path.join(crashed, "wal")
+    with banyanstore.open(crashed, compaction_mode="thread"):
+        code, _, err = run(capsys, "repair", wal, *flags)
+        assert code == 2 and "another process has it open" in err, err
+
+
 def test_writer_open_without_current_keeps_tables(store: str) -> None:
     os.remove(os.path.join(store, "CURRENT"))
     with pytest.raises(banyanstore.CorruptionError, match="CURRENT is missing"):

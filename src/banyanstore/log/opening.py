@@ -29,7 +29,7 @@ from ..io.base import Env, FileLock
 from ..options import Options
 from .segment import parse_segment_name, parse_staged_name
 
-__all__ = ["LogNotFoundError", "LogExistsError", "opened_directory"]
+__all__ = ["LogNotFoundError", "LogExistsError", "opened_directory", "writer_lock_path"]
 
 
 class LogNotFoundError(StorageIOError, FileNotFoundError):
@@ -60,7 +60,7 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
         else:
             _refuse_foreign(env, directory)
         if lock and not opts.read_only:
-            flock = env.lock(_lock_path(env, directory))
+            flock = env.lock(writer_lock_path(env, directory))
         if opts.error_if_exists and any(n.endswith(".log") for n in env.listdir(directory)):
             raise LogExistsError(f"log {directory} already exists (error_if_exists=True)",
                                  path=directory, op="open", errno=errno.EEXIST)
@@ -73,7 +73,7 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
         raise
 
 
-def _lock_path(env: Env, directory: str) -> str:
+def writer_lock_path(env: Env, directory: str) -> str:
     """The LOCK a writer of ``directory`` takes: its own, but a store's ``wal/`` takes the
     store's (``<store>/LOCK``, which the store holds while open): a Log writer there is a
     second writer of the store, so the two must exclude each other."""

@@ -41,6 +41,7 @@ from ..arguments import as_path, check_bool
 from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
 from ..log.format import HEADER_SIZE, encode_header, parse_header
 from ..log.log import Log
+from ..log.opening import writer_lock_path
 from ..log.segment import create_segment, read_seal, segment_name
 from ..lsm.manifest import ManifestState, replay
 from .common import (
@@ -266,11 +267,12 @@ def _accept_lost_newest(directory: str, res: RepairResult, dry_run: bool) -> Non
                     f"an empty segment takes its place and the log goes on from seq {next_seq}")
 
 
-def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool,
+def _fix_log(directory: str, res: RepairResult, dry_run: bool, *,
              accept_lost_segment: bool = False) -> None:
     """Store lost segment headers again (_restore_headers), then cut a torn tail by
     opening the Log for writing (its recovery cuts it).  ``accept_lost_segment``: a
-    deleted newest segment is accepted as lost (_accept_lost_newest)."""
+    deleted newest segment is accepted as lost (_accept_lost_newest).  REQUIRES: the
+    caller holds the writer's lock (the store's, or the log's: :func:`repair`)."""
     _restore_headers(directory, res, dry_run)
     if accept_lost_segment:
         _accept_lost_newest(directory, res, dry_run)
@@ -287,7 +289,7 @@ def _fix_log(directory: str, res: RepairResult, dry_run: bool, *, lock: bool,
         return
     if not dry_run:
         log = Log.open(directory, io_mode="sync", wal_sync="always", create_if_missing=False,
-                       lock=lock)
+                       lock=False)  # (held by the caller)
         log.close()
     for p in report.problems:
         res.done.append(f"log recovery fixed: {p.file} @ offset {p.offset}: {p.message.split(';')[0]}")
@@ -315,7 +317,7 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool, accept_lost_segm
             _remove_orphans(store, name, state, res, dry_run)
             wal = os.path.join(store, "wal")
             if os.path.isdir(wal) and any(n.endswith(".log") for n in os.listdir(wal)):
-                _fix_log(wal, res, dry_run, lock=False, accept_lost_segment=accept_lost_segment)
+                _fix_log(wal, res, dry_run, accept_lost_segment=accept_lost_segment)
             return
     salvaged = salvage(store, name, why, dry_run=dry_run)
     res.done += salvaged.done
@@ -335,7 +337,15 @@ def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False,
     kind = detect_kind(path)
     res = RepairResult()
     if kind == "log":
-        _fix_log(path, res, dry_run, lock=True, accept_lost_segment=accept_lost_segment)
+        # The writer's lock before anything is read, as for a store: headers stored again
+        # or a lost segment replaced beside a running writer would race its appends, and
+        # a log found intact would be called "nothing to repair" while a writer has it.
+        env = make_env()
+        log_lock = env.lock(writer_lock_path(env, path))
+        try:
+            _fix_log(path, res, dry_run, accept_lost_segment=accept_lost_segment)
+        finally:
+            log_lock.release()
         return res
     if kind != "store":
         raise UsageError(f"{path}: not a banyanstore store or log ({kind})")
