@@ -211,6 +211,22 @@ def test_beside_a_running_writer(run: Run, store: str, tmp_path: Path) -> None:
     assert "exists and is not empty" in run("checkpoint", store, dest, code=2)[2]
 
 
+def test_a_checkpoint_inside_the_store_is_a_usage_error(run: Run, store: str) -> None:
+    """A checkpoint destination inside the store (its wal/, or beside its tables) is
+    refused in one line, exit 2, with or without a writer running, and nothing is
+    written there.  It ended in a ValueError traceback (exit 1)."""
+    for dest in (os.path.join(store, "copy"), os.path.join(store, "wal", "copy")):
+        err = run("checkpoint", store, dest, code=2)[2]
+        assert "lies inside the store" in err, err
+        with banyanstore.open(store) as writer:
+            writer.put(b"live", b"1", sync=True)
+            err = run("checkpoint", store, dest, code=2)[2]
+            assert "lies inside the store" in err, err
+    assert not [p for p in Path(store).rglob("*") if "copy" in p.name]  # (nor a scratch)
+    with banyanstore.open(store, read_only=True) as s:
+        assert s.get(b"live") == b"1"
+
+
 
 _CHECKPOINT_KILLED_BEFORE_RESTORE = """
 import os, sys, banyanstore

@@ -12,6 +12,7 @@ from typing import Any
 import banyanstore
 
 from ..backups.scratch import ScratchDir
+from ..lsm.checkpoint import check_outside_store
 from .common import EXIT_OK, NotFound, Output, UsageError, parse_key, render_tree
 from .opening import keyspace_of, open_read_only, try_open_for_writing
 
@@ -165,6 +166,10 @@ def cmd_checkpoint(args: argparse.Namespace, out: Output) -> int:
     (checked) into ``DEST``, and the scratch removed."""
     if os.path.exists(args.dest) and (not os.path.isdir(args.dest) or os.listdir(args.dest)):
         raise UsageError(f"checkpoint destination {args.dest} exists and is not empty")
+    try:  # before either way of copying: each refuses it, but as a ValueError (a traceback)
+        check_outside_store(args.path, args.dest)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     store = try_open_for_writing(args.path)
     if store is None:
         version, how = _checkpoint_beside_writer(args.path, args.dest), "from its files: a writer has it open"
