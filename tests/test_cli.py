@@ -528,6 +528,33 @@ def test_repair_never_removes_tables_a_manifest_behind_its_wal_does_not_name(
         assert "called 'salvaged-1'" in out and s.keyspace("salvaged-1").get(b"y") == b"1"
 
 
+@pytest.mark.parametrize("table_too", [False, True])
+def test_repair_reports_no_loss_for_wal_records_a_kept_table_holds(
+        capsys: pytest.CaptureFixture[str], crashed: str, table_too: bool) -> None:
+    """The manifest cut at a record boundary after its flush edit was durable and the WAL
+    cut: the WAL records the old manifest still needs are gone, but the flush's table,
+    which salvage keeps, holds every one of their writes.  repair said "NOT recovered:
+    WAL records 1..N are missing" and exited 1 though nothing was lost; it reports them
+    only when no kept table covers their versions (``table_too``: the table is damaged
+    too, and set aside)."""
+    from banyanstore.tools.files import walk_manifest
+    manifest = next(Path(crashed).glob("MANIFEST-*"))
+    data = manifest.read_bytes()
+    second = [r.offset for r in walk_manifest(data, str(manifest))][1]
+    manifest.write_bytes(data[:second])  # only the first edit: wal_seq 1, no table
+    if table_too:
+        for table in table_files(crashed):
+            os.truncate(table, os.path.getsize(table) // 2)
+    code, out, _ = run(capsys, "repair", crashed)
+    if table_too:
+        assert code == 1 and "wal: WAL records 1..990 are missing" in out, out
+        return
+    assert code == 0 and "NOT recovered" not in out, out
+    assert not list(Path(crashed, "lost").rglob("NOT-RECOVERED.txt"))
+    with banyanstore.open(crashed, read_only=True) as s:
+        assert [s.get(b"k%05d" % i) for i in (0, 500, 989, 999)] == [b"v" * 20] * 4
+
+
 def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
                                                       store: str) -> None:
     """A table the manifest names is damaged: repair moves it (unchanged) to lost/,

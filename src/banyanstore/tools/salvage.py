@@ -535,9 +535,25 @@ class _Plan:
                 self.lost.append(Loss(where, f"WAL: {p.message}"))
         h = self.hints.state  # a manifest read only up to its damage may predate WAL cuts
         if h is not None and self.hints.complete and summary.first_seq is not None \
-                and summary.first_seq > h.wal_seq:
+                and summary.first_seq > h.wal_seq and self._cut_records_unheld(h.flushed_version):
             self.lost.append(Loss(wal, f"WAL records {h.wal_seq}..{summary.first_seq - 1} are missing "
                                        "(the manifest still needed them)"))
+
+    def _cut_records_unheld(self, flushed: int) -> bool:
+        """Whether the WAL records cut before the first one present may hold writes no
+        kept table holds.  Their versions lie above the manifest's ``flushed``, below the
+        first record present: a flush whose edit was lost cut them, after its tables took
+        them.  A flush switches every keyspace's memtable at once (one flushed_version),
+        so a version a kept table of any keyspace covers was flushed; only versions none
+        covers may be lost.  With no intact record to bound them: unknown, so lost."""
+        if not self.wal_spans:
+            return True
+        first_version = self.wal_spans[0][0]
+        if first_version <= flushed + 1:
+            return False  # no version between: the cut records were flushed ones
+        held = [k.covers for ts in self.kept.values() for k in ts
+                if k.covers is not None and self._ours(k)]
+        return bool(_uncovered((flushed + 1, first_version - 1), held))
 
     def _note_time(self, version: int, second: int) -> None:
         """A WAL record's write time: kept as the first and the last version of each
