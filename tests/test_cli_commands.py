@@ -306,6 +306,24 @@ def test_dumps(run: Run, store: str, tmp_path: Path) -> None:
     assert "is not a store directory" in run("dump-wal", log, code=2)[2]
 
 
+def test_dump_log_of_a_directory_holding_no_log_is_a_usage_error(run: Run, tmp_path: Path) -> None:
+    """dump-log of an empty directory, or of a log directory whose every segment is gone
+    (only its LOCK left), printed an empty log -- "seqs [1, 0]", exit 0 -- where verify
+    says the directory is not a log (exit 2).  A log always holds a segment."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    log = tmp_path / "log"
+    with banyanstore.open_log(str(log)) as lg:
+        lg.append_many([b"one", b"two"])
+    for seg in log.glob("*.log"):
+        seg.unlink()
+    for path in (empty, log):
+        code, out, err = run("dump-log", str(path), code=2)
+        assert out == "" and "is not a log directory" in err, err
+        assert run("verify", str(path), code=2)
+    assert sorted(os.listdir(empty)) == []  # nothing created
+
+
 def test_dump_table_range_tombstones_in_json_are_keys_like_any_other(run: Run, tmp_path: Path) -> None:
     """A range tombstone of a table in --json: its start and end are base64 (--hex: hex)
     as every key is, so that one command's output is the next one's argument, and its

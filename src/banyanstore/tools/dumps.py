@@ -74,8 +74,15 @@ def _records(log: Log, start: int | None, limit: int | None) -> Iterator[tuple[i
 
 def cmd_dump_log(args: argparse.Namespace, out: Output) -> int:
     """``seq length preview`` of each log record from ``--start``."""
-    if detect_kind(args.path) == "store":
+    kind = detect_kind(args.path)
+    if kind == "store":
         raise UsageError(f"{args.path} is a store: use dump-wal (or dump-log {args.path}/wal)")
+    parent = os.path.dirname(os.path.abspath(args.path))
+    if kind == "unknown" and not (os.path.basename(os.path.abspath(args.path)) == "wal"
+                                  and detect_kind(parent) == "store"):
+        # A log always holds a segment: a read-only open would show this one as an empty
+        # log (a store's wal/ is empty after a salvage, until the store is opened).
+        raise UsageError(f"{args.path} is not a log directory (no segment)")
     log = _open_log(args.path)
     shown = 0
     with log:
