@@ -490,6 +490,27 @@ def test_a_directory_in_place_of_a_file(capsys: pytest.CaptureFixture[str], cras
     assert len(kept) == 1 and Path(kept[0], "inside").read_bytes() == b"somebody's file", kept
 
 
+def test_a_file_in_place_of_the_tables_directory(capsys: pytest.CaptureFixture[str],
+                                                 crashed: str) -> None:
+    """A file where the store keeps tables/: repair salvages (the tables are gone: their
+    versions are reported lost), moving the file to lost/ unchanged, and the store opens
+    with the WAL's writes.  Each repair failed instead with "[Errno 17] File exists",
+    after writing one more NOT-RECOVERED.txt, and the store never opened again."""
+    tables = os.path.join(crashed, "tables")
+    shutil.rmtree(tables)
+    Path(tables).write_bytes(b"somebody's file")
+    code, out, err = run(capsys, "repair", crashed)
+    assert code == 1 and err == "" and "NOT recovered: " in out, out + err
+    assert os.path.isdir(tables)
+    kept = [p for p in Path(crashed, "lost").rglob("tables") if p.is_file()]
+    assert [p.read_bytes() for p in kept] == [b"somebody's file"], kept
+    with banyanstore.open(crashed, read_only=True) as s:
+        assert s.get(b"k00995") == b"v" * 20 and s.get(b"bin") == b"\x00\x01raw"
+    before = snapshot_tree(crashed)
+    assert run(capsys, "repair", crashed)[0] == 0
+    assert snapshot_tree(crashed) == before
+
+
 def test_repair_says_why_it_leaves_damage(capsys: pytest.CaptureFixture[str], crashed: str) -> None:
     """WAL records the intact manifest still needs are gone (the WAL directory deleted):
     repair may not change anything, and says so -- a NOT repaired line naming the damage

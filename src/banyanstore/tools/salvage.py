@@ -681,12 +681,22 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
     out.lost = plan.lost
     for f, why in plan.aside:
         out.done.append(f"{verb}set aside {f.path} to {moves[f.path]}: {why}")
+    misplaced = _not_directories(store, lost_dir)
+    for src, dst in misplaced.items():
+        out.done.append(f"{verb}set aside {src} to {dst}: not a directory, where the store "
+                        "keeps one")
     if dry_run:
         out.done += [f"would write a table of {len(e)} WAL entries and {len(r)} range tombstones "
                      f"for keyspace {plan.names[ks]!r}" for ks, e, r in new_tables]
         return out
     if plan.lost:
         out.done.append(f"wrote {_keep_report(lost_dir, plan.lost)}: the NOT recovered lines below, kept")
+    if misplaced:  # before a directory of that name is made (_write_tables, wal/ below)
+        os.makedirs(lost_dir, exist_ok=True)
+        for src, dst in misplaced.items():
+            os.rename(src, dst)
+        make_env().sync_dir(lost_dir)
+        make_env().sync_dir(store)
     next_no = 1 + max([f.file_no for f in plan.found] + list(hints.numbers)
                       + ([hints.state.next_file] if hints.state is not None else []) + [0])
     built, next_no = _write_tables(store, plan, new_tables, next_no)
@@ -744,6 +754,18 @@ def _moves(plan: _Plan, store: str, lost_dir: str) -> dict[str, str]:
         if MANIFEST_NAME.match(name) or name in ("CURRENT", "CURRENT.tmp"):
             moves[os.path.join(store, name)] = os.path.join(lost_dir, name)
     return moves
+
+
+def _not_directories(store: str, lost_dir: str) -> dict[str, str]:
+    """``{tables or wal: destination in lost/}`` for each of the two that something other
+    than a directory (a file) holds: set aside, never removed, so the store gets its
+    directory back.  A file there made every salvage fail on "File exists"."""
+    out = {}
+    for name in ("tables", "wal"):
+        path = os.path.join(store, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            out[path] = os.path.join(lost_dir, name)
+    return out
 
 
 def _moved_aside(store: str, path: str) -> bool:
