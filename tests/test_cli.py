@@ -576,6 +576,29 @@ def test_repair_reports_no_loss_for_wal_records_a_kept_table_holds(
         assert [s.get(b"k%05d" % i) for i in (0, 500, 989, 999)] == [b"v" * 20] * 4
 
 
+def test_backup_of_a_store_whose_wal_lacks_what_its_manifest_needs_fails(
+        capsys: pytest.CaptureFixture[str], crashed: str, tmp_path: Path) -> None:
+    """The manifest cut at a record boundary after its WAL was cut: the store does not
+    open (the WAL starts after the seq the manifest replays from).  backup exited 0, and
+    its restore opened, verified OK and held 260 keys fewer than the store -- a silently
+    shorter store.  Now backup says the WAL records are missing, exit 1, and stores no
+    backup."""
+    from banyanstore.tools.files import walk_manifest
+    manifest = next(Path(crashed).glob("MANIFEST-*"))
+    data = manifest.read_bytes()
+    second = [r.offset for r in walk_manifest(data, str(manifest))][1]
+    manifest.write_bytes(data[:second])  # only the first edit: wal_seq 1
+    with pytest.raises(banyanstore.CorruptionError):
+        banyanstore.open(crashed, read_only=True)
+    url = str(tmp_path / "backups")
+    code, out, err = run(capsys, "backup", crashed, url)
+    assert code == 1 and out == "", out + err
+    assert err.startswith("banyanstore backup: the WAL starts at seq 991, but the manifest "
+                          "needs records from seq 1") and err.count("\n") == 1, err
+    assert os.path.join(crashed, "wal") in err and ".backup-" not in err, err
+    assert run(capsys, "backups", url)[1].strip() == "(0 backups)"
+
+
 def test_repair_salvages_around_a_damaged_named_table(capsys: pytest.CaptureFixture[str],
                                                       store: str) -> None:
     """A table the manifest names is damaged: repair moves it (unchanged) to lost/,

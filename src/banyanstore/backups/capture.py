@@ -302,7 +302,15 @@ def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int
     """Copy the WAL records above ``flushed_version`` into a tail object at ``dest``."""
     with _open_links(wal_dir, newest_unsealed) as log, open(dest, "wb") as out:
         writer = TailWriter(out)
-        start = max(state.wal_seq, log.first_seq)
+        if log.first_seq > state.wal_seq:
+            # The links hold every segment from S's wal_seq on (step 1 came first, and the
+            # writer cuts only below a durable wal_seq), so this is damage -- records the
+            # manifest needs are gone, which every open refuses; skipping them gave a
+            # backup, and a restored store, silently without their writes.
+            raise CorruptionError(f"the WAL starts at seq {log.first_seq}, but the manifest "
+                                  f"needs records from seq {state.wal_seq}: they are lost",
+                                  path=wal_dir)
+        start = state.wal_seq
         if start <= log.last_seq:
             for seq, record in log.read(start):
                 version, ms, ops, ranges = decode(record, f"{wal_dir} (record {seq})")
