@@ -378,3 +378,23 @@ def test_a_store_whose_newest_wal_segment_was_deleted_is_not_backed_up(tmp_path:
     (tmp_path / "crashed" / "LOCK").unlink(missing_ok=True)
     with pytest.raises(CorruptionError, match=segments[-1].name):
         banyanstore.backup(str(tmp_path / "crashed"), tmp_path / "b")
+
+
+@pytest.mark.parametrize("written", [0, 12])
+def test_a_segment_the_writer_is_creating_is_no_damage(tmp_path: Path, written: int) -> None:
+    """The writer rotating its WAL while the capture links it: the newest segment exists
+    without its header yet (0 bytes, or zeros).  The backup failed with "segment header
+    truncated", a CorruptionError naming the capture's link; the segment is a creation in
+    progress, unsealed, holding nothing, as every open treats it."""
+    path = str(tmp_path / "store")
+    with banyanstore.open(path, **OPTIONS) as s:
+        s.put(b"a", b"1")
+    with banyanstore.open(path, **OPTIONS) as writer:
+        writer.put(b"b", b"2", sync=True)
+        wal = Path(path, "wal")
+        newest = max(int(p.name[:20]) for p in wal.glob("*.log"))
+        Path(wal, f"{newest + 1:020d}.log").write_bytes(b"\0" * written)
+        info = banyanstore.backup(path, str(tmp_path / "b"))
+    banyanstore.restore(str(tmp_path / "b"), str(tmp_path / "r"))
+    with banyanstore.open(str(tmp_path / "r"), read_only=True) as r:
+        assert (r.get(b"a"), r.get(b"b"), r.version) == (b"1", b"2", info.version)

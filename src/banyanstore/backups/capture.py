@@ -62,9 +62,17 @@ from dataclasses import dataclass
 
 from ..errors import CorruptionError, StorageIOError, StoreNotFoundError
 from ..io.posix import PosixEnv
-from ..log.format import MissingSegmentError
+from ..log.format import HEADER_SIZE, MissingSegmentError, parse_header
 from ..log.log import Log
-from ..log.segment import Seal, create_segment, list_segments, read_header, read_seal, segment_name
+from ..log.segment import (
+    HeaderNotWritten,
+    Seal,
+    create_segment,
+    list_segments,
+    read_missing_header,
+    read_seal,
+    segment_name,
+)
 from ..lsm.manifest import Manifest, ManifestState, TableInfo
 from ..lsm.wal import decode, encode_batch, encode_with_ranges
 from .waltail import TailWriter
@@ -276,10 +284,19 @@ def _open_links(wal_dir: str, newest_unsealed: bool) -> Log:
 
 
 def _seal_of(env: PosixEnv, path: str) -> Seal | None:
-    """The SEAL ending the segment file ``path`` (format 3), or None."""
-    _first, version, size = read_header(env, path)
+    """The SEAL ending the segment file ``path`` (format 3), or None -- also for a
+    segment whose header is not written yet: the writer is creating it (a rotation),
+    so it is the newest, unsealed; the open of the links judges it as any open does.
+    Reading its header failed the backup with a CorruptionError naming the link."""
     f = env.open_readable(path)
     try:
+        size, head = f.size, f.read(0, HEADER_SIZE)
+        if len(head) < HEADER_SIZE or not any(head):
+            try:
+                head = read_missing_header(f.read, size, path)
+            except HeaderNotWritten:
+                return None
+        _first, version = parse_header(head, path)
         return read_seal(f.read, size, version)
     finally:
         f.close()
