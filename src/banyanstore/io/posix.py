@@ -53,22 +53,24 @@ def _copy_durably(src: str, dst: str) -> None:
         raise
 
 
-def _close_dropped(obj: object) -> None:
-    """``__del__`` of a file object dropped without close(): a Ctrl-C between an open
-    returning and its caller keeping the object (or entering the ``try`` that closes it)
-    leaves no cleanup that can reach it, and its descriptor stayed open until the
-    process exited.  Only the descriptor: a window mapped from it stays valid for
-    whoever still holds it."""
-    fd = getattr(obj, "_fd", -1)
-    obj._fd = -1  # type: ignore[attr-defined]
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+class _ClosesWhenDropped:
+    """A descriptor (``_fd``, -1 once closed) closed by ``__del__`` if the object is
+    dropped without close(): a Ctrl-C between an open returning and its caller keeping
+    the object (or entering the ``try`` that closes it) leaves no cleanup that can reach
+    it, and the descriptor stayed open until the process exited.  Only the descriptor: a
+    window mapped from it stays valid for whoever still holds it."""
 
+    _fd: int
 
-class PosixWritableFile(WritableFile):
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+class PosixWritableFile(WritableFile, _ClosesWhenDropped):
     def __init__(self, path: str, fd: int, size: int) -> None:
         self.path = path
         self._fd = fd
@@ -107,10 +109,8 @@ class PosixWritableFile(WritableFile):
         if fd >= 0:
             os.close(fd)
 
-    __del__ = _close_dropped
 
-
-class PosixMappedFile(MappedFile):
+class PosixMappedFile(MappedFile, _ClosesWhenDropped):
     """A file written through one ``MAP_SHARED`` window at a time (see the module docstring)."""
 
     def __init__(self, path: str, fd: int, size: int) -> None:
@@ -164,8 +164,6 @@ class PosixMappedFile(MappedFile):
         if fd >= 0:
             os.close(fd)
 
-    __del__ = _close_dropped
-
 
 def _open_sized(path: str, flags: int, op: str, *, plain_enoent: bool = False) -> tuple[int, int]:
     """``(fd, size)`` of ``path`` opened with ``flags``; the descriptor never leaks.
@@ -183,7 +181,11 @@ def _open_sized(path: str, flags: int, op: str, *, plain_enoent: bool = False) -
         raise from_oserror(op, path, exc) from exc
 
 
-class _FlockLock(FileLock):
+class _FlockLock(FileLock, _ClosesWhenDropped):
+    """An flock on its own descriptor.  Dropped unreleased (a Ctrl-C between env.lock()
+    returning and its caller keeping it), its ``__del__`` closes the descriptor, which
+    releases the flock: the store is not locked until the process exits."""
+
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._mu = threading.Lock()
@@ -196,12 +198,6 @@ class _FlockLock(FileLock):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
-
-    # A lock dropped unreleased -- a Ctrl-C between env.lock() returning and its caller
-    # keeping it, so no cleanup can reach it -- must not keep the store locked until the
-    # process exits: closing the descriptor releases the flock.  (Without _mu: the
-    # collector may run this on a thread holding it.)
-    __del__ = _close_dropped
 
     def disown(self) -> None:
         # An flock belongs to the open file, which a forked child shares with its
