@@ -398,3 +398,32 @@ def test_a_segment_the_writer_is_creating_is_no_damage(tmp_path: Path, written: 
     banyanstore.restore(str(tmp_path / "b"), str(tmp_path / "r"))
     with banyanstore.open(str(tmp_path / "r"), read_only=True) as r:
         assert (r.get(b"a"), r.get(b"b"), r.version) == (b"1", b"2", info.version)
+
+
+@pytest.mark.parametrize("by", ["store", "path"])
+def test_a_keyspace_dropped_during_the_capture_is_not_restored_beside_later_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by: str) -> None:
+    """A keyspace dropped after the capture read the manifest, then a write: the tail
+    held the keyspace's records (the manifest read knew it) and the write made after the
+    drop, so the restored store had the dropped keyspace's data beside that write -- a
+    state the store never had.  The capture now reads the manifest again after the tail
+    and starts the round over when a keyspace it holds was dropped meanwhile."""
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
+        gone = store.keyspace("gone")
+        gone.put(b"secret", b"x")
+        store.flush()  # a table of it, and a WAL record
+        gone.put(b"in the wal", b"y")
+        store.put(b"before", b"1")
+
+        def drop_then_write() -> None:
+            store.drop_keyspace("gone")
+            store.put(b"after", b"2")
+            store.sync()
+
+        calls = hook_once(monkeypatch, "_copy_tail", drop_then_write)
+        info = banyanstore.backup(store if by == "store" else str(tmp_path / "store"), tmp_path / "b")
+        expected = latest(store)
+    assert expected == {"default": [(b"after", b"2"), (b"before", b"1")]}
+    restores_to(tmp_path, info, expected)
+    assert info.version == store.version and info.keyspaces == ("default",)
+    assert calls[0] == 2  # the round after the drop copied the tail again

@@ -15,7 +15,9 @@ The capture, in the order that makes it safe:
 4. read the linked WAL from S's ``wal_seq`` up to its last intact record (a
    writer may be appending: its half-written last record is a torn tail here) and
    copy every record with a version above F into the WAL tail object, stopping
-   at the first record of a keyspace S does not know (created after step 2).
+   at the first record of a keyspace S does not know (created after step 2);
+5. read the manifest again: a keyspace of S dropped meanwhile starts the round over
+   (see :func:`_check_no_drop_since`).
 
 Why step 1 comes first: the writer cuts the WAL only after the manifest edit naming
 the new ``wal_seq`` is durable, and cuts whole segments holding only records below
@@ -133,9 +135,15 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
             time.sleep(min(0.05, 0.001 * attempt))  # let the merge that raced us finish
             continue
         try:
-            return _finish(wal_dir, staging, state, tables, known_version, newest_unsealed)
+            result = _finish(wal_dir, staging, state, tables, known_version, newest_unsealed)
         except CorruptionError as exc:  # name the store's segment, not the link about to go
             raise exc.relocated(wal_dir, os.path.join(store_dir, "wal")) from exc
+        try:
+            _check_no_drop_since(env, store_dir, state)
+        except _Raced as exc:
+            cause = exc.__cause__ or exc
+            continue
+        return result
     if isinstance(cause, CorruptionError):
         raise cause  # it was not a race after all
     raise StorageIOError(f"store {store_dir} changed under every one of {MAX_ATTEMPTS} attempts "
@@ -152,6 +160,22 @@ def _finish(wal_dir: str, staging: str, state: ManifestState, tables: list[tuple
     samples = [(v, second) for v, second in state.time_map.samples if v <= version]
     return Capture(state, dict(state.keyspaces), dict(state.keyspace_ttl), tables, tail, version,
                    floor, samples)
+
+
+def _check_no_drop_since(env: PosixEnv, store_dir: str, state: ManifestState) -> None:
+    """_Raced if a keyspace live in ``state`` has been dropped since it was read.
+
+    A drop is a manifest edit, not a WAL record: the tail, read after ``state``, may
+    hold writes made after the drop beside the keyspace's own records, which a
+    restore would bring back with them -- a state the store never had.  A drop seen
+    after the tail was read came after every record in it, so the capture stands."""
+    try:
+        now = Manifest.load(env, store_dir)
+    except (CorruptionError, FileNotFoundError, StorageIOError) as exc:  # a roll: see _load
+        raise _Raced(str(exc)) from exc
+    dropped = sorted(state.keyspaces.keys() & now.dropped)
+    if dropped:
+        raise _Raced(f"keyspace(s) {dropped} dropped during the capture")
 
 
 def _fresh(path: str) -> str:
