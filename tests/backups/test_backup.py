@@ -432,3 +432,60 @@ def test_a_full_disk_is_a_disk_full_error_and_leaves_nothing(
     if where == "download":
         with banyanstore.open(tmp_path / "copy", read_only=True) as copy:
             assert copy.get(b"k") == b"v"
+
+
+@pytest.mark.parametrize("call", ["backup", "restore"])
+def test_ctrl_c_cancels_the_transfers_not_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """Ctrl-C during a backup or a restore went on with every queued upload or download
+    before the KeyboardInterrupt came through (the pool's shutdown waited for all its
+    tasks): minutes or hours of transfers a user had asked to stop.  The tasks not
+    started are now cancelled; the ones running finish, and nothing is left behind."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from banyanstore.backups import transfer as transfer_module
+    from banyanstore.backups.destination import LocalDestination
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        for i in range(12):
+            store.put(b"k%02d" % i, b"v")
+            store.flush()
+    if call == "restore":
+        banyanstore.backup(tmp_path / "s", url)
+    method = "upload" if call == "backup" else "download"
+    real, real_wait = getattr(LocalDestination, method), transfer_module.wait
+    transfers = 1 if call == "backup" else 0  # which pool run: a backup checksums first
+    runs: list[int] = []
+    started: list[str] = []
+    first_started, shut_down = threading.Event(), threading.Event()
+
+    def wait(*args: Any, **kwargs: Any) -> Any:
+        runs.append(len(runs))
+        if runs[-1] == transfers and first_started.wait(timeout=10):
+            raise KeyboardInterrupt  # Ctrl-C while every transfer is queued, one running
+        return real_wait(*args, **kwargs)
+
+    class Pool(ThreadPoolExecutor):
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            super().shutdown(wait=False, cancel_futures=cancel_futures)
+            shut_down.set()  # the running tasks go on only now: none can take another first
+            super().shutdown(wait=wait)
+
+    def transfer(self: LocalDestination, *args: Any) -> None:
+        started.append(args[0])
+        first_started.set()
+        shut_down.wait(timeout=10)
+        real(self, *args)
+
+    monkeypatch.setattr(LocalDestination, method, transfer)
+    monkeypatch.setattr(transfer_module, "wait", wait)
+    monkeypatch.setattr(transfer_module, "ThreadPoolExecutor", Pool)
+    with pytest.raises(KeyboardInterrupt):
+        if call == "backup":
+            banyanstore.backup(tmp_path / "s", url, parallel=2)
+        else:
+            banyanstore.restore(url, tmp_path / "copy", parallel=2)
+    assert shut_down.is_set() and 1 <= len(started) <= 2  # of 12 tables
+    assert leftovers(tmp_path) == [] and not os.path.exists(tmp_path / "copy")
+    assert os.listdir(tmp_path / "b" / "pending") == []

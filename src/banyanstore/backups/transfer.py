@@ -99,11 +99,12 @@ def check_progress(progress: object) -> ProgressCallback | None:
 def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int) -> list[R]:
     """``[work(item) for item in items]`` on at most ``parallel`` threads.  On a
     failure, tasks not started are cancelled and the failure of the earliest item
-    is raised once the running ones have finished."""
+    is raised once the running ones have finished; so on an interrupt (Ctrl-C)."""
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=min(parallel, len(items)),
-                            thread_name_prefix="banyanstore-transfer") as pool:
+    pool = ThreadPoolExecutor(max_workers=min(parallel, len(items)),
+                              thread_name_prefix="banyanstore-transfer")
+    try:
         futures = [pool.submit(work, item) for item in items]
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() is not None for f in done):
@@ -115,6 +116,12 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int) -
             assert exc is not None
             raise exc
         return [f.result() for f in futures]
+    finally:
+        # Not the pool's ``with``: its exit waits for every queued task, so a Ctrl-C
+        # (a KeyboardInterrupt in the wait above) would let every remaining transfer
+        # run first.  Tasks not started are cancelled; the running ones are waited for
+        # (they use files the caller removes next).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def hash_file(path: str, on_bytes: Callable[[int], None]) -> str:
