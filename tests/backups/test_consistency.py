@@ -396,3 +396,40 @@ def test_a_scratch_dir_killed_before_it_was_named_is_removed_once_old(tmp_path: 
     os.utime(tmp_path / left, (two_hours_ago, two_hours_ago))
     banyanstore.backup(tmp_path / "store", url)
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+def test_a_prune_keeps_the_marker_a_starting_backup_is_writing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prune deleted every temporary file in ``pending/`` -- also the one a backup starting
+    at that moment had written and was about to rename into its marker: that backup
+    failed (StorageIOError, no such file).  Prune now leaves a marker's temporary file
+    until the time in its name is older than a prune marker's timeout; older ones (a
+    process killed while writing its marker) still go."""
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread",
+                          io_mode="sync") as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)
+        store.put(b"a", b"2")
+    dest = open_destination(url, {})
+    killed = [f"{folder}/.tmp-0123456789ab-20200101T000000.000000Z-0000dead"
+              for folder in ("pending", "pruning")]
+    for key in killed:
+        dest.write(key, b"{}")
+    real_replace = os.replace
+    pruned: list[Any] = []
+
+    def prune_meanwhile(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if "/pending/.tmp-" in os.fsdecode(src) and not pruned:  # the backup's marker
+            pruned.append(banyanstore.prune_backups(url, keep=1))
+        real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", prune_meanwhile)
+    info = banyanstore.backup(tmp_path / "s", url)
+    monkeypatch.undo()
+    assert pruned and pruned[0].in_progress == ()
+    assert [b.backup_id for b in banyanstore.list_backups(url)][-1] == info.backup_id
+    assert dest.list("pending") == {} and dest.list("pruning") == {}  # the killed ones went
+    banyanstore.restore(url, tmp_path / "copy")
+    with banyanstore.open(tmp_path / "copy", read_only=True) as copy:
+        assert copy.get(b"a") == b"2"

@@ -249,8 +249,9 @@ def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float
         deleted = _delete_until(dest, sorted(unreferenced), deadline)
         dest.delete(f"pending/{name}" for name in stale)
         dest.delete(f"pruning/{name}" for name in _live_markers(dest, PRUNE_TIMEOUT, "pruning")[1])
+        now = time.time()
         dest.delete(f"{folder}/{name}" for folder in ("backups", "pending", "pruning")
-                    for name in dest.list(folder) if name.startswith(TEMP_MARK))
+                    for name in dest.list(folder) if _abandoned_temp(folder, name, now))
     kept_unreferenced = len(unreferenced) - len(deleted)
     if kept_unreferenced:
         logger.warning("prune: %d unreferenced objects kept: %s", kept_unreferenced,
@@ -259,6 +260,25 @@ def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float
     return PruneResult(tuple(m.backup_id for m in kept), tuple(m.backup_id for m in dropped),
                        len(deleted), sum(unreferenced[name] for name in deleted), kept_unreferenced,
                        tuple(live))
+
+
+def _abandoned_temp(folder: str, name: str, now: float) -> bool:
+    """Whether ``name`` in ``folder`` is a temporary file its writer left (killed).
+
+    A marker's (``pending/``, ``pruning/``) is being written by a backup or prune that
+    announces itself at this moment, one this prune cannot see yet: deleting it fails
+    that backup's rename.  Markers are written as their id is made, so only one whose id
+    is older than a prune marker's timeout is left over.  A manifest's (``backups/``)
+    is written by a backup whose marker is live meanwhile, and this prune found none."""
+    if not name.startswith(TEMP_MARK):
+        return False
+    if folder == "backups":
+        return True
+    marker = name[len(TEMP_MARK):].partition("-")[2]  # after the random part
+    if not BACKUP_ID.match(marker):
+        return True  # no writer of ours makes such a name
+    created = datetime.strptime(marker.split("-")[0], ID_TIME_FORMAT).replace(tzinfo=UTC)
+    return now - created.timestamp() > PRUNE_TIMEOUT
 
 
 def _delete_until(dest: Destination, names: list[str], deadline: float) -> list[str]:
