@@ -174,3 +174,34 @@ def test_an_unknown_backup_is_not_found_for_restore_as_for_backups(
     code, _out, err = run(capsys, "restore", str(tmp_path / "empty"), str(tmp_path / "copy2"))
     assert code == 1 and "no complete backup" in err, (code, err)
     assert not os.path.exists(tmp_path / "copy") and not os.path.exists(tmp_path / "copy2")
+
+
+@pytest.mark.parametrize("method", ["ls", "cat_file", "get_file"])
+def test_a_refusal_of_the_backend_names_the_url_not_the_local_path(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        method: str) -> None:
+    """s3fs turns S3's refusals (AccessDenied, a wrong secret...) into plain OSErrors
+    (PermissionError "Access Denied", no errno, no file name); a restore reported them
+    as a failure of its local destination ("restore failed on /data/restored: Access
+    Denied"), sending the user to check the wrong permissions.  They are a
+    StorageIOError naming the backup's URL, the backend's error as cause."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from banyanstore.errors import StorageIOError
+    url = f"memory://refusing-{method}/backups"
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+        banyanstore.backup(store, url)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(MemoryFileSystem, method, refuse)
+    dest = str(tmp_path / "restored")
+    with pytest.raises(StorageIOError, match="Access Denied") as info:
+        banyanstore.restore(url, dest)
+    assert info.value.path is not None and info.value.path.startswith(url)
+    assert dest not in str(info.value) and isinstance(info.value.__cause__, PermissionError)
+    code, out, err = run(capsys, "restore", url, dest)
+    assert code == 1 and url in err and dest not in err, err
+    assert not os.path.exists(dest)

@@ -37,7 +37,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from ..errors import BanyanStoreError, ConfigError, StorageIOError
+from ..errors import BanyanStoreError, ConfigError, StorageIOError, from_oserror
 
 __all__ = ["Destination", "LocalDestination", "FsspecDestination", "open_destination", "CHUNK",
            "TEMP_MARK"]
@@ -48,6 +48,8 @@ ATOMIC_PUT: Final = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", 
                                "oss", "r2"})
 EXTRAS: Final = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
                  "abfss": "azure", "adl": "azure"}
+
+_LOCAL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 OnBytes = Callable[[int], None]
 OnChunk = Callable[[bytes], None]
@@ -250,15 +252,22 @@ class FsspecDestination(Destination):
         return f"{self.root}/{key}"
 
     @contextlib.contextmanager
-    def _backend_errors(self, op: str, key: str) -> Iterator[None]:
+    def _backend_errors(self, op: str, key: str, local: str | None = None) -> Iterator[None]:
         """A backend's own exception (botocore's NoCredentialsError or
         EndpointConnectionError...) as StorageIOError naming the URL, its cause kept.
-        OSErrors pass as they are (callers tell FileNotFoundError apart), and so do
-        Python's built-in exceptions (a bug's traceback must stay one)."""
+        FileNotFoundError passes as it is (callers tell a missing key apart), and so do
+        Python's other built-in exceptions (a bug's traceback must stay one).  Other
+        OSErrors name the URL too: s3fs turns the service's refusals into them
+        (PermissionError "Access Denied", without a file name), which the caller would
+        otherwise report under its own local path.  Only a full disk or a read-only
+        file system writing ``local`` (a download's file) names ``local``."""
         try:
             yield
-        except (OSError, BanyanStoreError):
+        except (FileNotFoundError, BanyanStoreError):
             raise
+        except OSError as exc:
+            where = local if local is not None and exc.errno in _LOCAL_ERRNOS else self.describe(key)
+            raise from_oserror(op, where, exc) from exc
         except Exception as exc:
             if type(exc).__module__ == "builtins":
                 raise
@@ -299,7 +308,7 @@ class FsspecDestination(Destination):
         # One streaming GET (a read through open() costs a HEAD and ranged GETs), then
         # the checksum pass over the fresh file, from the page cache.
         try:
-            with self._backend_errors("download", key):
+            with self._backend_errors("download", key, local):
                 self.fs.get_file(self._path(key), local)
         except FileNotFoundError:
             if os.path.exists(local):
