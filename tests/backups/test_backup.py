@@ -489,3 +489,30 @@ def test_ctrl_c_cancels_the_transfers_not_started(
     assert shut_down.is_set() and 1 <= len(started) <= 2  # of 12 tables
     assert leftovers(tmp_path) == [] and not os.path.exists(tmp_path / "copy")
     assert os.listdir(tmp_path / "b" / "pending") == []
+
+
+def test_directories_a_backup_or_restore_creates_are_synced_into_their_parents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup to a directory it had to create, and a restore to a ``dest`` whose parents
+    it had to create, fsynced the files and the directories holding them but never the
+    new directories' own entries in their parents: a power loss after the call returned
+    could take the whole new directory -- every backup in it, or the restored store --
+    with it.  Each directory they create is now synced into its parent before they return."""
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    url = tmp_path / "new" / "deep" / "b"
+    banyanstore.backup(tmp_path / "s", url)
+    assert {str(tmp_path), str(tmp_path / "new"), str(tmp_path / "new" / "deep")} <= set(synced)
+    synced.clear()
+    banyanstore.restore(url, tmp_path / "r1" / "r2" / "copy")
+    assert {str(tmp_path), str(tmp_path / "r1"), str(tmp_path / "r1" / "r2")} <= set(synced)
+    with banyanstore.open(tmp_path / "r1" / "r2" / "copy", read_only=True) as copy:
+        assert copy.get(b"k") == b"v"

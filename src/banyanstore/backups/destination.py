@@ -116,7 +116,8 @@ class LocalDestination(Destination):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = self.root
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # directories whose entries the next barrier syncs
+        self._made: set[str] = set()  # folders known to exist
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))
@@ -157,10 +158,27 @@ class LocalDestination(Destination):
         with self._open(key) as f:
             return bytes(f.read())
 
+    def _makedirs(self, folder: str) -> None:
+        """Create ``folder`` and its missing ancestors (the root too, on a first backup).
+        The next barrier syncs each new one's parent: a directory whose entry is not
+        durable may vanish at a power loss with every backup in it."""
+        if folder in self._made:
+            return
+        missing: list[str] = []
+        path = folder
+        while not os.path.isdir(path) and os.path.dirname(path) != path:
+            missing.append(path)
+            path = os.path.dirname(path)
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made meanwhile: its parent is synced anyway
+                os.mkdir(path)
+            self._dirty.add(os.path.dirname(path))
+        self._made.add(folder)
+
     def _atomic(self, key: str, fill: Callable[[Any], None]) -> None:
         final = self._path(key)
         folder = os.path.dirname(final)
-        os.makedirs(folder, exist_ok=True)
+        self._makedirs(folder)
         tmp = self._path(_temp_name(key))
         try:
             with open(tmp, "wb") as f:

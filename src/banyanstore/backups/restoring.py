@@ -277,14 +277,18 @@ def _check_opens(root: str, m: BackupManifest, where: str) -> None:
 # -- putting it in place ---------------------------------------------------------------------------
 
 def _make_parents(parent: str) -> list[str]:
-    """Create ``parent`` and its missing ancestors; the ones created, outermost first."""
+    """Create ``parent`` and its missing ancestors, each synced into its own parent (a
+    directory whose entry is not durable may vanish at a power loss, with the restored
+    store in it); the ones created, outermost first."""
     made: list[str] = []
     path = parent
     while not os.path.exists(path):
         made.append(path)
         path = os.path.dirname(path)
+    env = PosixEnv()
     for path in reversed(made):
         os.mkdir(path)
+        env.sync_dir(os.path.dirname(path))
     return list(reversed(made))
 
 
