@@ -325,3 +325,30 @@ def test_wal_tail_record_length_is_checked_before_it_is_read(tmp_path: Path) -> 
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, f"reading a damaged tail allocated {peak >> 20} MiB"
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+@pytest.mark.parametrize("change", [
+    lambda p: p.update(version=2**64),
+    lambda p: p.update(next_file=2**64),
+    lambda p: p.update(time_map=[[1, 2**64]]),
+    lambda p: p["keyspaces"].append({"id": 2**32, "name": "huge"}),
+], ids=["version", "next_file", "time_map", "keyspace_id"])
+def test_a_number_beyond_the_store_s_range_is_refused_by_verify_and_restore(
+        url: str, tmp_path: Path, backed_up: BackupManifest, change: Any) -> None:
+    """A manifest holding a version, a file number or a time sample of 2**64 or more, or a
+    keyspace id of 2**32 or more, decoded: ``verify_backup`` called the backup sound, and
+    ``restore`` failed with a CorruptionError naming a manifest in its scratch directory
+    (removed as the restore failed), not the backup.  Both now refuse it, naming the
+    backup's manifest."""
+    dest = open_destination(url, {})
+    key = manifest_key(backed_up.backup_id)
+    payload = _valid(backed_up)
+    change(payload)
+    dest.write(key, _envelope(payload))
+    with pytest.raises(CorruptionError, match="must be an integer") as err:
+        banyanstore.verify_backup(url)
+    assert err.value.path == dest.describe(key)
+    with pytest.raises(CorruptionError, match="must be an integer") as err:
+        banyanstore.restore(url, tmp_path / "copy")
+    assert err.value.path == dest.describe(key) and nothing_left(tmp_path)

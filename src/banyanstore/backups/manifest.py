@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from ..crc import crc32c
 from ..errors import CorruptionError
+from ..lsm.edits import MAX_KEYSPACE_ID, MAX_U64
 from ..lsm.manifest import TableInfo
 
 __all__ = ["BackupManifest", "KeyspaceEntry", "ObjectEntry", "TableEntry", "WalTailEntry",
@@ -227,10 +228,14 @@ class _Fields:
         return CorruptionError(f"{self.what}.{key} must be {want}, got {self.obj.get(key)!r}",
                                path=self.where)
 
-    def integer(self, key: str, minimum: int = 0) -> int:
+    def integer(self, key: str, minimum: int = 0, maximum: int = MAX_U64) -> int:
+        """An int in ``[minimum, maximum]``: the store keeps versions, file numbers and
+        seconds as u64 (keyspace ids as u32), so a larger one would pass here and fail
+        only in the restored store's own manifest, under a scratch file's name."""
         v = self.obj.get(key)
-        if type(v) is not int or v < minimum:
-            raise self._bad(key, f"an integer >= {minimum}")
+        if type(v) is not int or not minimum <= v <= maximum:
+            raise self._bad(key, f"an integer >= {minimum}" if maximum == MAX_U64
+                            else f"an integer in [{minimum}, {maximum}]")
         return v
 
     def text(self, key: str) -> str:
@@ -346,7 +351,7 @@ def _keyspaces(f: _Fields, where: str) -> list[KeyspaceEntry]:
                                 or not math.isfinite(ttl) or ttl < 0):
             raise CorruptionError(f"keyspace ttl must be null or a finite number >= 0, got {ttl!r}",
                                   path=where)
-        out.append(KeyspaceEntry(k.integer("id"), k.text("name"), ttl, "ttl" in k.obj))
+        out.append(KeyspaceEntry(k.integer("id", 0, MAX_KEYSPACE_ID), k.text("name"), ttl, "ttl" in k.obj))
     ids, names = [k.id for k in out], [k.name for k in out]
     if len(set(ids)) != len(ids) or len(set(names)) != len(names):
         raise CorruptionError("keyspace ids or names repeat", path=where)
@@ -358,8 +363,10 @@ def _keyspaces(f: _Fields, where: str) -> list[KeyspaceEntry]:
 def _time_map(f: _Fields, where: str) -> list[tuple[int, int]]:
     out = []
     for pair in f.items("time_map"):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
-            raise CorruptionError(f"time_map sample {pair!r} is not [version, second]", path=where)
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(type(x) is int and 0 <= x <= MAX_U64 for x in pair)):
+            raise CorruptionError(f"time_map sample {pair!r} is not [version, second], each "
+                                  "must be an integer in [0, 2**64-1]", path=where)
         out.append((pair[0], pair[1]))
     return out
 
