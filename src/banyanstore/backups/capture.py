@@ -308,10 +308,13 @@ def _open_links(wal_dir: str, newest_unsealed: bool) -> Log:
 
 
 def _seal_of(env: PosixEnv, path: str) -> Seal | None:
-    """The SEAL ending the segment file ``path`` (format 3), or None -- also for a
-    segment whose header is not written yet: the writer is creating it (a rotation),
-    so it is the newest, unsealed; the open of the links judges it as any open does.
-    Reading its header failed the backup with a CorruptionError naming the link."""
+    """The SEAL ending the segment file ``path`` (format 3), or None.
+
+    None too for a segment whose header is not written yet: the writer creates the
+    file, then stores the header before any record, so such a (newest) segment is being
+    created -- or its creation was cut by a crash -- and holds nothing; a read-only open
+    of the links skips it too.  Records after a missing header are damage
+    (CorruptionError, see :func:`read_missing_header`)."""
     f = env.open_readable(path)
     try:
         size, head = f.size, f.read(0, HEADER_SIZE)
