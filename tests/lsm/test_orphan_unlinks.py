@@ -67,9 +67,14 @@ def test_orphans_the_open_removes_stay_removed_after_a_power_loss(
         monkeypatch: pytest.MonkeyPatch) -> None:
     env, no = _store_with_one_table()
     _durable_table_file(env, no)  # a leftover the open accepts and removes
-    monkeypatch.setattr(manifest_mod, "ROLL_BYTES", 0)  # every edit starts a fresh manifest
+    monkeypatch.setattr(manifest_mod, "ROLL_BYTES", 0)  # roll as soon as the state allows
     with banyanstore.open(ROOT, env=env, compaction=False) as store:
         assert f"{no:06d}.sst" not in env.listdir(f"{ROOT}/tables")
-        store.keyspace("another")  # an edit: the fresh manifest no longer lists the leftover
+        opened = manifest_mod.Manifest.current_name(env, ROOT)
+        i = 0
+        while manifest_mod.Manifest.current_name(env, ROOT) == opened:
+            # edits until one rolls: the fresh manifest no longer lists the leftover
+            store.keyspace(f"another{i}")
+            i += 1
     env.crash()
     _reopens_whole(env)

@@ -61,6 +61,7 @@ class Manifest:
                  state: ManifestState) -> None:
         self.env, self.dirname, self.name, self._fh, self.state = env, dirname, name, fh, state
         self._needs_roll = False
+        self._base = fh.size  # the whole-state edit that starts the file
 
     @property
     def path(self) -> str:
@@ -143,7 +144,7 @@ class Manifest:
         the failed edit is then void either way.
         """
         commit = self.state.prepare(edit)  # EditError before anything is written
-        if self._needs_roll or self._fh.size > ROLL_BYTES:
+        if self._needs_roll or self._roll_due():
             self.roll()
         try:
             self._fh.write(_encode(edit))
@@ -153,11 +154,23 @@ class Manifest:
             raise
         commit()
 
+    def _roll_due(self) -> bool:
+        """Whether the edits appended since the whole-state edit call for a new file.
+
+        Measured from the whole-state edit, not from the start of the file, and at least
+        that edit's size: a state larger than ROLL_BYTES (tens of thousands of tables)
+        would otherwise roll -- rewrite and fsync the whole state -- on every append.
+        So a file holds at most twice the larger of the state and ROLL_BYTES, and a roll
+        costs at most as many bytes as the edits it replaces.
+        """
+        return self._fh.size - self._base >= max(ROLL_BYTES, self._base)
+
     def roll(self) -> None:
         """Move to a new manifest file holding the whole state."""
         old_fh, old_name = self._fh, self.name
         self.name, self._fh = self._write_new(self.env, self.dirname, self.state)
         self._needs_roll = False
+        self._base = self._fh.size
         old_fh.close()
         try:
             self.env.remove(f"{self.dirname}/{old_name}")
