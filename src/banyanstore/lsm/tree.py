@@ -271,6 +271,8 @@ class Tree:
                 logger.warning("could not remove %s (retried later): %s", path, exc)
                 with self._lock:
                     self._deferred.append(path)
+        if old.tables:
+            self._forget_deleted_obsolete()
 
     def set_ttl(self, ks: KeyspaceState, ttl: float | None) -> bool:
         """Record keyspace ``ks``'s TTL durably, then use it; False (nothing recorded)
@@ -459,6 +461,7 @@ class Tree:
             if self._keep_open_for_readers(t):
                 self._remove_quietly(table_path(self.path, t.file_no))
         if change.dropped:
+            self._forget_deleted_obsolete()
             # A merge just freed its inputs' cached blocks -- up to the whole block
             # cache, thousands of block-sized heap chunks -- which glibc keeps resident
             # until they lie at the top of its heap (heaptrim.py); the cache refills
@@ -485,6 +488,33 @@ class Tree:
                            "open for its readers: %s", getattr(table, "path", "?"), exc)
             return False
         return True
+
+    def _forget_deleted_obsolete(self) -> None:
+        """Stop carrying the numbers of removed tables whose files are gone for good.
+
+        Every merge input, expired table and dropped keyspace's table joins the
+        manifest state's ``obsolete`` set, and the whole-state edit of each new manifest
+        carries that set, so that a file whose deletion was lost comes back explained.
+        Nothing but an open emptied it: a writer running for months carried every table
+        number it ever removed, in memory and in every manifest roll.  A number may go
+        once its file is missing *and* the directory was synced after that (an unlink is
+        durable only then): so look first, sync second -- a file removed between the two
+        is dropped at the next call.  If the sync fails, nothing is forgotten.
+        """
+        assert self._manifest is not None
+        state = self._manifest.state
+        with self._lock:
+            candidates = list(state.obsolete)
+        gone = [n for n in candidates if not self.env.exists(table_path(self.path, n))]
+        if not gone:
+            return
+        try:
+            self.env.sync_dir(f"{self.path}/tables")
+        except (BanyanStoreError, OSError) as exc:
+            logger.warning("could not sync %s/tables: %s", self.path, exc)
+            return
+        with self._lock:
+            state.obsolete.difference_update(gone)
 
     def _cut_wal(self, seq: int) -> None:
         # The change is complete: its edit is durable and the views hold its tables.
