@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from banyanstore.log import Log
 from banyanstore.options import Options
@@ -37,3 +43,30 @@ def rewrite(env, path: str, data: bytes) -> None:  # type: ignore[no-untyped-def
         f.sync()
     finally:
         f.close()
+
+
+def run_killed_child(script: str, args: list[str], *, kill_after: float | None, timeout: float,
+                     drop_env: str) -> list[int]:
+    """Run ``script`` (a file beside this one) with ``args`` until it prints ``ready``,
+    SIGKILL it ``kill_after`` seconds later (None: it kills itself), and return the seqs
+    it printed as acknowledged -- whole lines only, the last may be cut by the kill.
+    The child's environment lacks the variables starting with ``drop_env``."""
+    here = Path(__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop_env)}
+    env["PYTHONPATH"] = os.pathsep.join([str(here), *sys.path])
+    child = subprocess.Popen([sys.executable, str(here / script), *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line == b"ready\n", (line, child.stderr.read() if child.stderr else b"")
+        if kill_after is not None:
+            time.sleep(kill_after)
+            child.send_signal(signal.SIGKILL)
+        out, err = child.communicate(timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, err
+    return [int(x) for x in out.split(b"\n")[:-1] if x]

@@ -8,46 +8,20 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from log_helpers import payload
+from log_helpers import payload, run_killed_child
 
 from banyanstore.io.testing import available_real_modes
 from banyanstore.log import Log
 
 SOAK = os.environ.get("BANYANSTORE_SOAK") == "1"
-HERE = Path(__file__).resolve().parent
-
-
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), *sys.path])
-    return env
 
 
 def _round(directory: Path, rng: random.Random, threads: int, io_mode: str) -> list[int]:
-    child = subprocess.Popen([sys.executable, str(HERE / "log_kill_child.py"), str(directory), str(threads),
-                              io_mode],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line == b"ready\n", (line, child.stderr.read() if child.stderr else b"")
-        time.sleep(rng.uniform(0.02, 0.4))
-        child.send_signal(signal.SIGKILL)
-        out, _err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
-    # The last line may be cut by the kill: only whole lines are acknowledgements.
-    return [int(x) for x in out.split(b"\n")[:-1] if x]
+    return run_killed_child("log_kill_child.py", [str(directory), str(threads), io_mode],
+                            kill_after=rng.uniform(0.02, 0.4), timeout=60, drop_env="BANYANSTORE_")
 
 
 def _kill_rounds(tmp_path: Path, rounds: int, seed: int) -> None:

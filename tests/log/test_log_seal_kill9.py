@@ -6,48 +6,20 @@ the open and nothing at all after it."""
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from log_helpers import payload
+from log_helpers import payload, run_killed_child
 
 from banyanstore.log import Log
 from banyanstore.log.format import HEADER_SIZE, parse_header
 from banyanstore.log.segment import read_seal
 from banyanstore.tools import verify_path
 
-HERE = Path(__file__).resolve().parent
-
-
-def _child_env() -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_TEST")}
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), *sys.path])
-    return env
-
 
 def _run(directory: Path, step: str, kill_after: float | None) -> list[int]:
-    child = subprocess.Popen([sys.executable, str(HERE / "log_seal_kill_child.py"), str(directory), step],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line == b"ready\n", (line, child.stderr.read() if child.stderr else b"")
-        if kill_after is not None:
-            time.sleep(kill_after)
-            child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL, err
-    return [int(x) for x in out.split(b"\n")[:-1] if x]
+    return run_killed_child("log_seal_kill_child.py", [str(directory), step], kill_after=kill_after,
+                            timeout=120, drop_env="BANYANSTORE_TEST")
 
 
 def _seal_of(p: Path) -> int | None:

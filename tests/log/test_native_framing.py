@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Any
 
 import pytest
 from crc32c import crc32c
@@ -41,6 +42,16 @@ _EDGES = [0, 1, 6, 7, 8, 100, _ROOM - 15 - 7, _ROOM - 15 - 6, _ROOM - 15, _ROOM 
 
 def _record_sizes() -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(_EDGES), st.integers(0, 300), st.integers(0, 4 * BLOCK_SIZE))
+
+
+def _fresh_writer(cls: type, *, start: int = HEADER_SIZE) -> tuple[MemoryEnv, Any]:
+    """A writer of ``cls`` on a new segment ``/seg`` (first seq 1) in a memory env, its
+    records starting at ``start`` (index every 3rd seq, 1 MiB segments, 2-block windows)."""
+    env = MemoryEnv()
+    file = create_segment(env, "/seg", 1)
+    seg = Segment(env, "/seg", 1, start, SparseIndex())
+    return env, cls(file, seg, start=start, last_seq=0, index_interval=3, segment_size=1 << 20,
+                    window=2 * BLOCK_SIZE)
 
 
 def _run(cls: type, sizes: list[int], *, window: int, segment_size: int, interval: int,
@@ -90,11 +101,7 @@ def test_native_framing_resumes_where_python_would(start: int) -> None:
     a start with less than a fragment header of room left in its block (padded)."""
     outs = []
     for cls in (PySegmentWriter, NativeSegmentWriter):
-        env = MemoryEnv()
-        file = create_segment(env, "/seg", 1)
-        seg = Segment(env, "/seg", 1, start, SparseIndex())
-        w = cls(file, seg, start=start, last_seq=0, index_interval=3, segment_size=1 << 20,
-                window=2 * BLOCK_SIZE)
+        env, w = _fresh_writer(cls, start=start)
         for seq in range(1, 30):
             w.add(seq, bytes([seq]) * (seq * 997))
         w.seal()
@@ -109,11 +116,7 @@ def test_native_and_python_writers_seal_alike(room: int) -> None:
     and the same file end from either writer."""
     outs = []
     for cls in (PySegmentWriter, NativeSegmentWriter):
-        env = MemoryEnv()
-        file = create_segment(env, "/seg", 1)
-        seg = Segment(env, "/seg", 1, HEADER_SIZE, SparseIndex())
-        w = cls(file, seg, start=HEADER_SIZE, last_seq=0, index_interval=3, segment_size=1 << 20,
-                window=2 * BLOCK_SIZE)
+        env, w = _fresh_writer(cls)
         w.add(1, bytes(BLOCK_SIZE - HEADER_SIZE - room - 15))  # one FULL fragment of 15 + n bytes
         assert w.offset == BLOCK_SIZE - room
         end = w.seal(2)

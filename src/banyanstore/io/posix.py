@@ -70,6 +70,7 @@ class _ClosesWhenDropped:
             except OSError:
                 pass
 
+
 class PosixWritableFile(WritableFile, _ClosesWhenDropped):
     def __init__(self, path: str, fd: int, size: int) -> None:
         self.path = path
