@@ -394,3 +394,71 @@ def test_threaded_batch_racing_close_does_not_wait_forever(data_file: tuple[str,
     assert not t.is_alive(), "read_batch waits forever for chunks queued after close()"
     assert got == [want]
     f.close()
+
+
+@needs_uring
+@pytest.mark.parametrize("transient", [errno.EAGAIN, errno.EBUSY])
+def test_uring_enter_transient_failure_is_retried(data_file: tuple[str, bytes],
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  transient: int) -> None:
+    """``io_uring_enter`` failing with EAGAIN (the kernel short of memory for the
+    request) or EBUSY (completions it could not post yet) a few times: the batch waits
+    and tries again, as the man page asks, and reads the right bytes.  It used to raise
+    StorageIOError at once -- a multi_get failed, a merge counted a failure."""
+    import ctypes
+
+    from banyanstore.io import uring_ring
+    from banyanstore.io.uring import UringEnv
+    path, data = data_file
+    env = UringEnv(entries=16)
+    nr_enter = uring_ring.syscall_numbers()[1]
+    real = uring_ring._syscall  # (a module function, not an object's private state)
+    failures = {"left": 3, "seen": 0}
+
+    def flaky(nr: ctypes.c_long, *args: object) -> int:
+        if nr.value == nr_enter and failures["left"]:
+            failures["left"] -= 1
+            failures["seen"] += 1
+            ctypes.set_errno(transient)
+            return -1
+        return int(real(nr, *args))
+    monkeypatch.setattr(uring_ring, "_syscall", flaky)
+    f = env.open_readable(path)
+    try:
+        got = env.read_batch([(f, off, 4096) for off in range(0, 64 * 4096, 4096)])
+        assert got == [data[off:off + 4096] for off in range(0, 64 * 4096, 4096)]
+        assert failures["seen"] == 3
+    finally:
+        f.close()
+        env.close()
+
+
+@needs_uring
+def test_uring_enter_failing_for_ever_still_raises(data_file: tuple[str, bytes],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAGAIN that never clears: the retries are bounded and the read raises
+    StorageIOError naming the file (no endless loop)."""
+    import ctypes
+
+    from banyanstore.io import uring_ring
+    from banyanstore.io.uring import UringEnv
+    path, _ = data_file
+    env = UringEnv(entries=16)
+    nr_enter = uring_ring.syscall_numbers()[1]
+    real = uring_ring._syscall
+
+    def always(nr: ctypes.c_long, *args: object) -> int:
+        if nr.value == nr_enter:
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        return int(real(nr, *args))
+    monkeypatch.setattr(uring_ring, "_syscall", always)
+    monkeypatch.setattr(uring_ring, "TRANSIENT_RETRY_S", 0.05)
+    f = env.open_readable(path)
+    try:
+        with pytest.raises(StorageIOError, match="data"):
+            env.read_batch([(f, 0, 4096), (f, 4096, 4096)])
+    finally:
+        monkeypatch.setattr(uring_ring, "_syscall", real)
+        f.close()
+        env.close()

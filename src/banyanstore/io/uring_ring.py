@@ -16,10 +16,12 @@ Layouts follow ``include/uapi/linux/io_uring.h``; sizes are asserted below.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import platform
 import struct
+import time
 
 __all__ = ["Ring", "syscall_numbers", "IORING_OP_NOP", "IORING_OP_READV", "IORING_OP_READ",
            "IORING_FEAT_SINGLE_MMAP", "SQE", "CQE", "IOVEC"]
@@ -53,6 +55,9 @@ assert PARAMS.size == 120 and SQE.size == 64 and CQE.size == 16 and IOVEC.size =
 assert PROBE_HEADER.size == 16 and PROBE_OP.size == 8
 
 _PROBE_OPS = 256
+TRANSIENT_RETRY_S = 2.0
+"""How long ``io_uring_enter`` failing with EAGAIN or EBUSY is retried before the
+error goes up (a kernel still out of memory after that is not transient)."""
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
@@ -164,7 +169,12 @@ class Ring:
 
     def _enter(self, to_submit: int, min_complete: int) -> int:
         """One ``io_uring_enter`` with GETEVENTS; the number of sqes it took.  EINTR (the
-        wait was interrupted; completions are not lost) is retried."""
+        wait was interrupted; completions are not lost) is retried at once; EAGAIN (the
+        kernel could not allocate for the request) and EBUSY (completions it could not
+        post yet) after a growing pause, for up to TRANSIENT_RETRY_S in all -- the man
+        page's "wait and try again": both clear by themselves, and failing the read
+        would fail a user's multi_get or count against a merge."""
+        paused = delay = 0.0
         while True:
             ret = _syscall(ctypes.c_long(self._nr_enter), ctypes.c_long(self.fd),
                            ctypes.c_long(to_submit), ctypes.c_long(min_complete),
@@ -172,8 +182,13 @@ class Ring:
             if ret >= 0:
                 return int(ret)
             err = ctypes.get_errno()
-            if err != 4:
+            if err == errno.EINTR:
+                continue
+            if err not in (errno.EAGAIN, errno.EBUSY) or paused >= TRANSIENT_RETRY_S:
                 raise OSError(err, os.strerror(err))
+            delay = min(max(2 * delay, 1e-4), 0.01)
+            time.sleep(delay)
+            paused += delay
 
     def ready(self) -> int:
         """Completions waiting in the CQ."""
