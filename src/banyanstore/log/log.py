@@ -89,7 +89,13 @@ class Log(LogView, AsyncAppends):
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)  # follow() waits on it
         self._refresh_lock = threading.Lock()
-        self._closed = False
+        self._closed = False  # no more appends or reads (set by the first close(), or disown())
+        # One close() at a time, and "closed" only once everything is released: a second
+        # close() (another thread, or a retry after a Ctrl-C interrupted the first) must not
+        # return while the records are unsynced and LOCK is still held.
+        self._close_mu = threading.Lock()
+        self._closer: int | None = None  # the thread inside close(), to spot re-entry
+        self._released = False
         rec = recover(env, directory, read_only=opts.read_only, skip_damaged=opts.skip_damaged_records,
                       index_interval=opts.log_index_interval)
         self._catalog = SegmentCatalog(rec.segments, index_interval=opts.log_index_interval,
@@ -496,47 +502,63 @@ class Log(LogView, AsyncAppends):
         reads raise StoreClosedError here, and close() releases nothing -- it would cut
         the active segment under the parent's appends and unlock the parent's lock.
         (No lock taken: the child has one thread, and the parent's may have held it.)"""
-        self._closed = True
+        self._closed = self._released = True
         self._stop_appends()
         if self._flock is not None:
             self._flock.disown()
 
     def close(self) -> None:
         """Sync everything, cut the active segment's reserved space, release the lock.
-        Idempotent.  After an IO error (the appender was told) the log is released as a
-        crash would leave it, without writing: the next open recovers it."""
-        if self._closed:
+        Idempotent: a close() from another thread meanwhile returns once this one is done,
+        and one that was interrupted part-way (a Ctrl-C) is finished by the next call.
+        After an IO error (the appender was told) the log is released as a crash would
+        leave it, without writing: the next open recovers it."""
+        if self._released:
             return
+        if self._closer == threading.get_ident():
+            return  # re-entered on the closing thread (a signal handler): the outer call finishes
+        with self._close_mu:
+            if self._released:
+                return
+            self._closer = threading.get_ident()
+            try:
+                self._close_steps()
+            finally:
+                self._closer = None
+
+    def _close_steps(self) -> None:
+        """close()'s work; each step may run again after an interrupted close()."""
         if self._exit_token is not None:
             shutdown.untrack(self._exit_token)
+            self._exit_token = None
         if self._syncer is not None:
             self._syncer.stop()
         error: BaseException | None = None
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._stop_appends()
-            self._appended.notify_all()  # followers end
-            w, self._writer = self._writer, None
-            if w is not None:
-                if self._commit.error is None:
-                    try:  # under the lock on purpose: a leader's _collect() must find it all synced
-                        w.flush(self._appends.next_seq - 1)
-                        w.seal()
-                        w.file.sync()
-                        self._counters["syncs"] += 1
-                        self._commit.mark_durable(self._appends.next_seq - 1)
-                    except BaseException as exc:
-                        # Waiters still parked must not take the closed log for synced.
-                        self._commit.fail(exc)
-                        error = exc
-                self._commit.retire(w.file)  # a leader may still be syncing it
+            if not self._closed:
+                self._closed = True
+                self._stop_appends()
+                self._appended.notify_all()  # followers end
+                w, self._writer = self._writer, None
+                if w is not None:
+                    if self._commit.error is None:
+                        try:  # under the lock on purpose: a leader's _collect() must find it all synced
+                            w.flush(self._appends.next_seq - 1)
+                            w.seal()
+                            w.file.sync()
+                            self._counters["syncs"] += 1
+                            self._commit.mark_durable(self._appends.next_seq - 1)
+                        except BaseException as exc:
+                            # Waiters still parked must not take the closed log for synced.
+                            self._commit.fail(exc)
+                            error = exc
+                    self._commit.retire(w.file)  # a leader may still be syncing it
         self._commit.close()  # outside the lock: the runner's last round may need it
         self._catalog.close()
         if self._flock is not None:
             self._flock.release()
         if self._own_env:
             self._env.close()
+        self._released = True
         if error is not None:
             raise error
