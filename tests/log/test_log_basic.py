@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import errno
 import os
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from log_helpers import SMALL, open_log, payload
+from log_helpers import SMALL, open_log, payload, segments
 
-from banyanstore.errors import LogRangeError, ReadOnlyError, StoreClosedError
+from banyanstore.errors import DiskFullError, LogRangeError, ReadOnlyError, StorageIOError, StoreClosedError
+from banyanstore.io.faults import FaultEnv
 from banyanstore.log import Log, catalog
 
 
@@ -191,6 +193,33 @@ def test_a_second_close_returns_only_once_the_first_is_done(env_dir, monkeypatch
     first.join(30)
     second.join(30)
     assert outcome == [[(1, b"a"), (2, b"b")]]
+
+
+def test_truncate_before_frees_old_segments_after_a_failed_append(env_dir):
+    # A full disk failed an append; truncate_before then raised the StorageIOError
+    # ("close and reopen it") -- and the reopen, which reserves space for its segment,
+    # failed with DiskFullError on the still-full disk: the log's own retention could
+    # not free the space.  The old segments (synced and sealed) are removed now.
+    env, root = env_dir
+    fenv = FaultEnv(env)
+    log = open_log(fenv, root)
+    last = log.append_many([payload(s, 2000) for s in range(1, 201)])
+    assert len(segments(env, f"{root}/log")) >= 4
+    fenv.inject("map", errno.ENOSPC, times=None)
+    with pytest.raises(DiskFullError):
+        log.append_many([payload(s, 2000) for s in range(last + 1, last + 200)])
+    assert log.failure is not None
+    kept_from = log.last_seq - 10
+    assert log.truncate_before(kept_from) >= 3
+    with pytest.raises(StorageIOError):
+        log.rotate()  # writes: still refused
+    log.close()
+    fenv.clear()
+    with open_log(env, root) as again:
+        assert again.first_seq <= kept_from and len(segments(env, f"{root}/log")) <= 2
+        assert [r for _, r in again.read()] == [payload(s, 2000) for s in range(again.first_seq,
+                                                                               again.last_seq + 1)]
+        assert again.last_seq >= last
 
 
 @pytest.mark.parametrize("mode", ["always", "interval", "never"])

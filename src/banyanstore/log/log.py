@@ -471,7 +471,11 @@ class Log(LogView, AsyncAppends):
         check_seq(seq, "seq")
         with self._truncating:
             with self._lock:
-                if not self._ok:
+                # Not refused after a failed write or sync: only the records at the end
+                # are in doubt then, and the segments before the last one were synced and
+                # sealed when the next one began.  On a full disk this is how the log's own
+                # retention frees the space that the reopen (which reserves some) needs.
+                if self._closed or self._read_only:
                     raise self._unwritable()
                 dropped = self._catalog.drop_before(seq)
                 doomed, self._unremoved = self._unremoved + dropped, []
