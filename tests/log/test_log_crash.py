@@ -206,6 +206,40 @@ def test_a_failed_segment_removal_never_leaves_a_hole(power_loss):
         assert all(rec == payload(s) for s, rec in log.read())
 
 
+def test_a_truncation_failing_to_keep_a_readers_segment_open_never_leaves_a_hole():
+    """``truncate_before`` opens a handle for a reader that pinned a segment before it
+    read from it (so it can read on after the unlink); when that open failed (EIO, or
+    EMFILE), the segments after it were dropped from the log but left on disk and out of
+    the retry list: the next truncation removed newer segments while they stayed -- a
+    hole that made every read of the reopened log raise CorruptionError."""
+    import errno
+
+    from banyanstore.errors import StorageIOError
+    from banyanstore.io.faults import FaultEnv
+
+    env = FaultEnv(MemoryEnv())
+    log = Log.open(ROOT, env=env, segment_size=64 * 1024, wal_sync="never")
+    for _ in range(4):
+        first = log.last_seq + 1
+        log.append_many([payload(s) for s in range(first, first + 50)])
+        log.rotate()
+    reader = log.read()  # pins every segment; handles open at its first read
+    env.inject("open_readable", errno.EIO, path_contains=ROOT, after=1)
+    with pytest.raises(StorageIOError):
+        log.truncate_before(151)
+    reader.close()
+    first = log.last_seq + 1
+    log.append_many([payload(s) for s in range(first, first + 50)])
+    log.rotate()
+    log.truncate_before(log.last_seq)  # the failed truncation's segments go first
+    last = log.last_seq
+    log.close()
+    with Log.open(ROOT, env=env) as log:
+        assert log.last_seq == last
+        assert [s for s, _ in log.read()] == list(range(log.first_seq, last + 1))
+        assert all(rec == payload(s) for s, rec in log.read())
+
+
 def test_concurrent_truncations_remove_segments_in_order():
     """Two threads truncating at once: the second must not remove a newer segment while
     the first is still removing older ones (a power loss then kept the older segments,

@@ -491,8 +491,13 @@ class Log(LogView, AsyncAppends):
         truncation, ahead of the segments it drops: removing a newer segment while an
         older one stays would leave a hole that every read of the reopened log reports."""
         for k, seg in enumerate(doomed):
-            seg.retire()  # readers inside it keep their handle (and its data) until they let go
             try:
+                # Readers inside it keep their handle (and its data) until they let go.  Inside
+                # the try: retire() may have to open that handle, and if it cannot (EIO,
+                # EMFILE) this segment and the newer ones must wait for the next truncation
+                # like a failed removal -- dropped from the log and forgotten, they stayed
+                # on disk while the next truncation removed newer ones: a hole.
+                seg.retire()
                 self._env.remove(seg.path)
             except FileNotFoundError:
                 continue  # removed by an earlier attempt whose error came after the unlink
