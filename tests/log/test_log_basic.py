@@ -131,7 +131,11 @@ def test_close_idempotent_and_closed_errors(env_dir):
     assert log.closed
     for call in (lambda: log.append(b"x"), lambda: log.get(1), lambda: log.read(),
                  lambda: log.sync(), lambda: log.append_many([b"x"]), lambda: log.rotate(),
-                 lambda: log.truncate_before(1)):
+                 lambda: log.truncate_before(1),
+                 # Seqs outside the log: StoreClosedError too, not LogRangeError (an
+                 # IndexError, "no such record"), which get() and follow() used to raise.
+                 lambda: log.get(2), lambda: log.get(0), lambda: log.follow(5),
+                 lambda: log.read(5)):
         with pytest.raises(StoreClosedError):
             call()
 

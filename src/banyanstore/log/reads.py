@@ -211,13 +211,13 @@ class LogView:
                 raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
             if not timeout >= 0:  # also NaN
                 raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        if self._closed:  # first: a closed log is not "start outside the log"
+            raise StoreClosedError(f"log {self.path} is closed")
         first, last = self.first_seq, self.last_seq
         if start is None:
             start = first
         elif not first <= start <= last + 1:
             raise LogRangeError(f"follow start {start} is outside [{first}, {last + 1}]")
-        if self._closed:
-            raise StoreClosedError(f"log {self.path} is closed")
         return self._tail(start, timeout)
 
     def _tail(self, seq: int, timeout: float | None) -> Iterator[tuple[int, bytes]]:
@@ -265,6 +265,8 @@ class LogView:
     def get(self, seq: int) -> bytes:
         """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""
         check_int(seq, "seq")  # a bool is not a seq
+        if self._closed:  # first: a closed log is not "seq outside the log" (read() agrees)
+            raise StoreClosedError(f"log {self.path} is closed")
         first, last = self.first_seq, self._appends.next_seq - 1
         if not first <= seq <= last:
             raise LogRangeError(f"seq {seq} is outside [{first}, {last}]")
