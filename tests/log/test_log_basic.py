@@ -263,6 +263,11 @@ def test_read_only(env_dir):
                 call()
         with open_log(env, root) as writer:  # read-only takes no lock
             writer.append(b"c")
+            # What docs/api.md says of a read-only log beside an unsynced writer: it cannot
+            # see what the writer synced, so durable_seq is last_seq, wait_durable returns.
+            assert writer.durable_seq == 2 and ro.refresh() == 3
+            assert ro.durable_seq == 3
+            ro.wait_durable(3)
 
 
 def test_read_survives_concurrent_appends(env_dir):

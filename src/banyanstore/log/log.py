@@ -426,7 +426,8 @@ class Log(LogView, AsyncAppends):
     def wait_durable(self, seq: int) -> None:
         """Block until record ``seq`` is durable, joining (or leading) a group commit.
 
-        For callers that appended under their own lock and sync outside it.
+        For callers that appended under their own lock and sync outside it.  A read-only
+        log returns at once: it cannot see what its writer (another process) has synced.
         """
         check_seq(seq, "seq")
         if seq > self._appends.next_seq - 1:

@@ -87,7 +87,8 @@ class LogView:
 
     @property
     def durable_seq(self) -> int:
-        """Every record up to this seq is durable."""
+        """Every record up to this seq is durable.  A read-only log cannot see what its
+        writer (another process) has synced: there it is ``last_seq``."""
         return self._commit.durable_seq if not self._read_only else self._appends.next_seq - 1
 
     @property
@@ -184,7 +185,9 @@ class LogView:
           :class:`LogRangeError`.
         * It yields records once they are appended, before they are necessarily
           durable (as :meth:`read` does): a consumer that must act only on durable
-          records calls ``log.wait_durable(seq)`` first.
+          records calls ``log.wait_durable(seq)`` first -- on the writer's Log: a
+          read-only log cannot see what its writer synced (its ``wait_durable``
+          returns at once).
         * A read-only log (a writer in another process) catches up with
           :meth:`refresh` every ``follow_interval_ms`` while it waits.
 
