@@ -250,6 +250,20 @@ def test_interval_mode_syncs_in_background(env_dir):
         assert log.durable_seq == 1
 
 
+def test_an_empty_synced_append_many_returns_a_durable_seq(env_dir):
+    # append_many([], sync=True) returned last_seq -- another call's record, not yet
+    # durable -- without syncing (append_many_async waited for it): a caller keeping
+    # "durable up to" from the returned seq could lose those records at a power loss.
+    env, root = env_dir
+    with open_log(env, root, wal_sync="never") as log:
+        log.append(b"a")
+        assert log.durable_seq == 0
+        assert log.append_many([], sync=True) == 1
+        assert log.durable_seq >= 1
+        log.append(b"b")
+        assert log.append_many([]) == 2 and log.durable_seq == 1  # not asked: no sync
+
+
 def test_read_only(env_dir):
     env, root = env_dir
     with open_log(env, root) as log:

@@ -302,7 +302,8 @@ class Log(LogView, AsyncAppends):
 
     def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
         """Append records in order under one lock; return the seq of the last one
-        (``last_seq`` unchanged if ``records`` is empty)."""
+        (``last_seq`` unchanged if ``records`` is empty).  With a sync, every record up to
+        the seq returned is durable on return -- an empty batch's too."""
         check_sync(sync)
         if isinstance(records, str) or is_buffer(records):
             raise TypeError("records must be an iterable of bytes-like records, not a single "
@@ -333,7 +334,9 @@ class Log(LogView, AsyncAppends):
             last = self._appends.next_seq - 1
             if self._appends.followers:
                 self._appended.notify_all()
-        if items and (self._always if sync is None else sync):
+        # An empty batch too: the seq returned (another call's record) must be durable when
+        # the caller asked for a sync, as after append_many_async.
+        if (self._always if sync is None else sync):
             self._commit.wait_durable(last)
         return last
 
