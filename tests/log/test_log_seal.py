@@ -438,3 +438,38 @@ def test_seal_format_struct() -> None:
     crc, length, kind, seq = struct.unpack("<IHBQ", data)
     assert (length, kind, seq) == (8, 5, 0x0102030405060708)
     assert parse_seal(data[:-1] + b"\0") is None  # a damaged SEAL is no SEAL
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_a_record_ending_like_a_seal_is_not_taken_for_one(env_dir, killed: bool) -> None:
+    """A record's data is anything: one ending with the 15 bytes of a SEAL naming the
+    next seq, as the last record of the newest segment (after a clean close, or before
+    the reserved zeros a killed writer leaves), made every open -- writer and read-only
+    -- and every refresh raise MissingSegmentError for a healthy log.  The open's SEAL
+    check now requires the SEAL to start a fragment."""
+    env, root = env_dir
+    directory = f"{root}/log"
+    log = Log.open(directory, env=env, segment_size=64 * 1024, wal_sync="never")
+    log.append_many([payload(s) for s in range(1, 40)])
+    ro = Log.open(directory, env=env, read_only=True)
+    for _ in range(3):  # also at a block boundary and across one
+        seq = log.last_seq + 1
+        tricky = [payload(seq, 32768 - 7 - 8 - 15), payload(seq, 3000) + seal_bytes(0, seq + 1)]
+        for data in tricky:
+            seq = log.last_seq + 1
+            data = data[:-SEAL_SIZE] + seal_bytes(0, seq + 1)[-SEAL_SIZE:]
+            assert log.append(data) == seq
+            expected = [(s, r) for s, r in log.read()]
+            if killed:
+                log.sync()  # what a killed writer leaves: its records, then reserved zeros
+                again = Log.open(directory, env=env, read_only=True)
+            else:
+                log.close()
+                again = Log.open(directory, env=env)
+            with again:
+                assert list(again.read()) == expected
+            assert ro.refresh() == seq and list(ro.read()) == expected
+            if not killed:
+                log = Log.open(directory, env=env, segment_size=64 * 1024, wal_sync="never")
+    log.close()
+    ro.close()

@@ -48,17 +48,17 @@ PENDING = "pending"  # no SEAL yet, the successor holds no record: a rotation in
 UNSEALED_FORMAT = "unsealed format"  # a segment of a format before seals: nothing to check
 
 
-def tail_seal(env: Env, seg: Segment) -> tuple[int, Seal | None] | None:
+def tail_seal(env: Env, seg: Segment, *, confirm: bool = False) -> tuple[int, Seal | None] | None:
     """``(size now, SEAL)`` of ``seg``'s file; None if the file is gone (truncated away
     under a reader).  Through a handle of its own, closed at once: an open checks every
-    segment, and must not keep a descriptor per segment."""
+    segment, and must not keep a descriptor per segment.  ``confirm``: see read_seal."""
     try:
         f = env.open_readable(seg.path)
     except FileNotFoundError:
         return None
     try:
         size = f.size
-        return size, read_seal(f.read, size, seg.version)
+        return size, read_seal(f.read, size, seg.version, confirm=confirm)
     finally:
         f.close()
 
@@ -100,10 +100,13 @@ def _ignore(offset: int, reason: str) -> None:
 
 
 def check_newest(env: Env, seg: Segment) -> Seal | None:
-    """The SEAL at the end of the newest segment present, or None (the normal case)."""
+    """The SEAL at the end of the newest segment present, or None (the normal case).
+    Confirmed to start a fragment: the newest segment's last record may end with bytes
+    that read as a SEAL naming the next seq, and taking them for one refused every open
+    of a healthy log (one block read, once per open or refresh)."""
     if seg.version < SEAL_VERSION:
         return None
-    found = tail_seal(env, seg)
+    found = tail_seal(env, seg, confirm=True)
     return None if found is None else found[1]
 
 

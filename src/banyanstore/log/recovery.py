@@ -137,7 +137,7 @@ def _sealed_naming(env: Env, path: str, first_seq: int) -> bool:
     _first, version, size = read_header(env, path)
     f = env.open_readable(path)
     try:
-        seal = read_seal(f.read, size, version)
+        seal = read_seal(f.read, size, version, confirm=True)  # not a record's last bytes
     finally:
         f.close()
     return seal is not None and seal[0] == first_seq

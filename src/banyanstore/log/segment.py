@@ -32,6 +32,8 @@ from ..errors import CorruptionError, StorageIOError
 from ..io.base import Env, MappedFile, RandomAccessFile
 from .format import (
     BLOCK_SIZE,
+    FRAG_HEADER,
+    FRAG_HEADER_SIZE,
     HEADER_SIZE,
     SEAL_SIZE,
     SEAL_VERSION,
@@ -48,6 +50,7 @@ __all__ = ["SparseIndex", "Segment", "segment_name", "parse_segment_name", "stag
            "parse_staged_name", "create_segment",
            "read_header", "HeaderNotWritten", "read_missing_header", "zero_tail_start",
            "scan_bounds", "list_segments", "list_segments_after", "MAX_RELISTS", "read_seal",
+           "starts_fragment",
            "Seal"]
 
 _NAME = re.compile(r"(\d{20})\.log")
@@ -195,11 +198,16 @@ Seal = tuple[int, int]
 """``(next_seq, offset)`` of a segment's SEAL fragment."""
 
 
-def read_seal(read: Callable[[int, int], bytes], size: int, version: int) -> Seal | None:
+def read_seal(read: Callable[[int, int], bytes], size: int, version: int, *,
+              confirm: bool = False) -> Seal | None:
     """The SEAL that ends a segment file of ``size`` bytes, or None (unsealed, or a
     version before seals).  Reads the file's last bytes -- or, after a crash between
     storing the seal and cutting the reserved space off, the bytes before its zeros.
-    A cheap check for opens; a full scan (iter_records) also parses what precedes it."""
+    A cheap check for opens; a full scan (iter_records) also parses what precedes it.
+
+    Those bytes may be the end of a record's data instead, which is anything.
+    ``confirm`` rules that out (see :func:`starts_fragment`): for the newest segment,
+    where a false SEAL made every open of a healthy log a MissingSegmentError."""
     if version < SEAL_VERSION or size < HEADER_SIZE + SEAL_SIZE:
         return None
     found = _seal_ending_at(read, size)
@@ -209,7 +217,26 @@ def read_seal(read: Callable[[int, int], bytes], size: int, version: int) -> Sea
         for end in range(zeros, min(size, zeros + SEQ_SIZE) + 1):
             if (found := _seal_ending_at(read, end)) is not None:
                 break
+    if confirm and found is not None and not starts_fragment(read, found[1]):
+        return None
     return found
+
+
+def starts_fragment(read: Callable[[int, int], bytes], offset: int) -> bool:
+    """Whether a fragment begins at ``offset`` (and not inside one's payload).  Fragments
+    never cross a block, so each block begins with one (block 0 after the header): hop
+    over the fragment headers from there -- at most one block's worth of reading."""
+    start = max(offset - offset % BLOCK_SIZE, HEADER_SIZE)
+    data = read(start, offset - start)
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < FRAG_HEADER_SIZE:
+            return False
+        _crc, length, kind = FRAG_HEADER.unpack_from(data, pos)
+        if kind == 0:  # zeros: a trailer or a padding, after which nothing starts in this block
+            return False
+        pos += FRAG_HEADER_SIZE + length
+    return pos == offset - start
 
 
 def _seal_ending_at(read: Callable[[int, int], bytes], end: int) -> Seal | None:
