@@ -473,3 +473,36 @@ def test_a_record_ending_like_a_seal_is_not_taken_for_one(env_dir, killed: bool)
                 log = Log.open(directory, env=env, segment_size=64 * 1024, wal_sync="never")
     log.close()
     ro.close()
+
+
+def test_a_rotation_stopped_before_its_seal_is_sealed_though_the_last_record_ends_like_one() -> None:
+    """The rotation's successor exists, the old segment has no SEAL yet, and its last
+    record's data ends with the bytes of a SEAL naming the successor.  The writer's open
+    took them for the SEAL and "stored it again" where they were: the segment stayed
+    without one, and verify (which parses) called it cut from then on.  The open now
+    finishes the seal after that record."""
+    disk = MemoryEnv()
+    fenv = FaultEnv(disk)
+    log = Log.open("/log", env=fenv, segment_size=SEG, wal_sync="never")
+    log.append_many([payload(seq) for seq in range(1, 11)])
+    old = sorted(n for n in disk.listdir("/log") if n.endswith(".log"))[-1]
+    log.append(payload(11, 50) + seal_bytes(0, 12)[-SEAL_SIZE:])
+    fenv.inject("map", path_contains=old)  # the SEAL's store fails; the successor exists
+    with pytest.raises(StorageIOError):
+        log.rotate()
+    log.close()
+    fenv.clear()
+    with Log.open("/log", env=disk, segment_size=SEG, wal_sync="never") as log:
+        assert log.last_seq == 11
+        assert log.append(b"after", sync=True) == 12
+    f = disk.open_readable(f"/log/{old}")
+    try:
+        data = f.read(0, f.size)
+    finally:
+        f.close()
+    seals: list[tuple[int, ...]] = []  # parsed, as verify does: a SEAL after the last record
+    records = list(iter_records(lambda off, n: data[off:off + n], HEADER_SIZE, len(data), 1,
+                                on_seal=lambda *seal: seals.append(seal)))
+    assert len(records) == 11 and len(seals) == 1
+    with Log.open("/log", env=disk) as log:
+        assert [s for s, _ in log.read()] == list(range(1, 13))

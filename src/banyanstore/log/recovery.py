@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..io.base import Env
-from .chain import PENDING, SEALED, check_link, check_newest, missing_successor
+from .chain import PENDING, SEALED, check_link, check_newest, missing_successor, tail_seal
 from .format import HEADER_SIZE, SEAL_SIZE, seal_bytes
 from .segment import (
     HeaderNotWritten,
@@ -164,11 +164,23 @@ def _check_links(env: Env, out: Recovered, *, read_only: bool, skip_damaged: boo
             _log.warning("log segment %s: %s; skipped (skip_damaged_records=True)", segs[i].path, exc)
             out.damaged_records += 1
             continue
+        if state == SEALED and not has_records and not _seal_confirmed(env, segs[i]):
+            # The "SEAL" is the end of the last record's data (which is anything): the
+            # rotation stopped before its SEAL.  Storing it "again" there left the segment
+            # without one, and verify called it cut.
+            state = PENDING
         if state == PENDING:
             _end_unsealed(env, segs[i], nxt.first_seq, read_only=read_only,
                           skip_damaged=skip_damaged, interval=interval)
         elif state == SEALED and not has_records and not read_only:
             _store_seal_again(env, segs[i], nxt.first_seq)
+
+
+def _seal_confirmed(env: Env, seg: Segment) -> bool:
+    """Whether the SEAL check_link found at the end of ``seg`` starts a fragment (one
+    block read; only for a segment whose successor holds no record, so at most one)."""
+    found = tail_seal(env, seg, confirm=True)
+    return found is None or found[1] is not None
 
 
 def _end_unsealed(env: Env, seg: Segment, next_first: int, *, read_only: bool, skip_damaged: bool,
