@@ -448,3 +448,27 @@ def test_a_wal_segment_whose_header_is_not_written_yet_is_not_foreign(tmp_path: 
     info = banyanstore.backup(str(tmp_path / "crashed"), tmp_path / "b")
     assert info.version == 2 and info.wal_records == 2
     restores_to(tmp_path, info, {"default": [(b"a", b"1"), (b"b", b"2")]})
+
+
+def test_a_value_ending_like_a_seal_then_a_rotation_after_the_links(
+        store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest WAL segment's last record ends with the 15 bytes of a SEAL naming the
+    next seq (a put's value is anything), and the writer rotates after the links were
+    made: the capture took those bytes for a SEAL already there when it linked, so the
+    real one found later read as a successor lost (a failed attempt).  It now confirms
+    a SEAL starts a fragment, as the Log's open does."""
+    from banyanstore.log.format import SEAL_SIZE, seal_bytes
+    seq = store.stats()["wal"]["last_seq"] + 1
+    store.put(b"tricky", b"v" * 100 + seal_bytes(0, seq + 1)[-SEAL_SIZE:])
+    assert store.stats()["wal"]["last_seq"] == seq
+
+    def rotate() -> None:
+        store.put(b"during", b"%d" % store.version)
+        store.flush()
+
+    stand_ins = hook_once(monkeypatch, "_stand_in_for_successor", lambda: None)
+    loads = hook_once(monkeypatch, "_load", lambda: None)
+    hook_once(monkeypatch, "_copy_tail", rotate)
+    info = banyanstore.backup(store, tmp_path / "b")
+    assert stand_ins[0] == 1 and loads[0] == 1
+    restores_to(tmp_path, info, at(store, info.version))

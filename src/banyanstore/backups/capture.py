@@ -324,7 +324,7 @@ def _seal_of(env: PosixEnv, path: str) -> Seal | None:
             except HeaderNotWritten:
                 return None
         _first, version = parse_header(head, path)
-        return read_seal(f.read, size, version)
+        return read_seal(f.read, size, version, confirm=True)  # not a record's last bytes
     finally:
         f.close()
 
