@@ -318,6 +318,26 @@ def test_bloom_counters_and_cache_hit_rate_in_stats(tmp_path):
         assert st["block_cache"]["hits"] > 0 and 0 < st["block_cache"]["hit_rate"] <= 1
 
 
+def test_multi_get_counts_the_filters_answers_as_get_does(tmp_path):
+    """multi_get's lookups count in stats()["bloom"] as the same gets do, in both engines
+    (the pure-Python multi_get counted none of them; the compiled core's counted each)."""
+    def bloom_after(read) -> dict:
+        path = tmp_path / f"db{len(list(tmp_path.iterdir()))}"
+        with banyanstore.open(path, compaction=False) as s:
+            for t in range(3):  # three tables, each holding every third key
+                for i in range(t, 1500, 3):
+                    s.put(b"key%05d" % i, b"v")
+                s.flush()
+            keys = [b"key%05d" % i for i in range(0, 1500, 2)] + [b"key%05dx" % i for i in range(300)]
+            read(s, keys)
+            return s.stats()["bloom"]
+
+    by_get = bloom_after(lambda s, keys: [s.get(k) for k in keys])
+    by_multi_get = bloom_after(lambda s, keys: s.multi_get(keys))
+    assert by_get["useful"] > 1000 and by_get["passed_but_missed"] > 0
+    assert by_multi_get == by_get
+
+
 def _cache_counts(s):
     bc = s.stats()["block_cache"]
     return bc["hits"], bc["misses"]

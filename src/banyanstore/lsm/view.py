@@ -225,7 +225,7 @@ class View:
         requests = list(dict.fromkeys((t, b) for _, _, t, b in where))
         blocks = dict(zip(requests, read_blocks(env, requests), strict=True))
         for i, ti, t, b in where:
-            found, value, v = t.get_in_block(blocks[(t, b)], keys[i], version)
+            found, value, v = t.lookup_in_block(blocks[(t, b)], keys[i], version)
             if not found:  # a filter false positive: ask the older tables one by one
                 e = _first_entry(tables[ti + 1:], keys[i], version)
                 if e is None:

@@ -443,11 +443,15 @@ class TableReader:
             return core.locate(key, version, key_hash)
         if key < self.smallest_key or key > self.largest_key:
             return -1
-        return self.probe_block(key, version, _xxh3(key) if key_hash is None else key_hash)
+        if not self.may_contain(_xxh3(key) if key_hash is None else key_hash):
+            return -1  # (not counted: the core's locate counts nothing either)
+        return self._index_block(key, version)
 
     def probe_block(self, key: bytes, version: int, key_hash: int) -> int:
         """:meth:`locate` on the Python path, for a view's loop that has checked the
-        fences and hashed the key (as :meth:`probe`).
+        fences and hashed the key (as :meth:`probe`); a filter's no is counted in
+        ``bloom_useful``, as :meth:`probe` and the core's batched lookups count it (then
+        :meth:`lookup_in_block` counts a block that does not hold the key).
 
         REQUIRES: ``self.core is None``; ``smallest_key <= key <= largest_key``;
         ``key_hash == key_hash(key)``.
@@ -456,7 +460,12 @@ class TableReader:
         if words is not None:
             m = self._masks[key_hash >> self._shift]
             if words[key_hash % self._nwords] & m != m:
+                self._bloom_useful += 1
                 return -1
+        return self._index_block(key, version)
+
+    def _index_block(self, key: bytes, version: int) -> int:
+        """The block the index says holds the answer for ``(key, version)``, or -1."""
         lk = self._last_keys
         lv = self._last_versions
         i = bisect_left(lk, key)
@@ -486,6 +495,15 @@ class TableReader:
         if native is not None:
             return native.block_lookup(block, key, version)
         return block.lookup(key, version)
+
+    def lookup_in_block(self, block: Block, key: bytes, version: int) -> tuple[bool, bytes | None, int]:
+        """:meth:`get_in_block` for a view's batched lookup after :meth:`probe_block`: a
+        miss in a table with a filter is counted in ``bloom_passed_misses``, as
+        :meth:`probe` counts it."""
+        found = self.get_in_block(block, key, version)
+        if not found[0] and self._words is not None:
+            self._bloom_passed_misses += 1
+        return found
 
     # -- scans ---------------------------------------------------------------------------------
     def scan(self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False,
