@@ -255,7 +255,7 @@ class TableReader:
             raise self._corrupt(f"bad index block: {exc}", index_off) from exc
         if (idx.block_starts[0] != 0 or idx.block_starts[-1] != meta_start
                 or len(idx.last_keys) != meta.block_count
-                or idx.last_keys[-1] != meta.largest_key):
+                or idx.last_keys[-1] != meta.largest_key or idx.last_keys[0] < meta.smallest_key):
             raise self._corrupt("index block disagrees with the table layout", index_off)
         self._filter: BloomFilter | None = None
         if filter_len:
