@@ -129,3 +129,26 @@ def test_rows_an_iterator_holds_at_close_come_first_and_right(tmp_path: Any, kin
             got.append(row)
     assert 3 <= len(got) <= 3 + 1024 and len(got) < len(expected)
     assert got == expected[:len(got)]
+
+
+def test_an_iterator_that_raised_gives_no_further_rows(tmp_path: Any) -> None:
+    """docs/api.md: an iterator that raised gives no further rows -- a further ``next()``
+    raises the error again or StopIteration (so a caller that goes on has a prefix and
+    must start a new scan); every kind, both engines."""
+    s, idx = _fill(None, str(tmp_path / "s"))
+    snap = s.snapshot()
+    iterators = {kind: make(s, idx, snap) for kind, make in ITERATORS.items()}
+    s.close()
+    after: dict[str, str] = {}
+    for kind, it in iterators.items():
+        with pytest.raises(StoreClosedError):
+            list(it)
+        try:
+            row = next(it)
+        except StoreClosedError:
+            after[kind] = "raised again"
+        except StopIteration:
+            after[kind] = "finished"
+        else:
+            after[kind] = f"a row: {row!r}"
+    assert [k for k, what in after.items() if what.startswith("a row")] == [], after
