@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -643,3 +644,57 @@ def test_reader_never_dates_versions_early_after_the_manifest_thinned(
         reader.refresh()
         assert reader.keyspace("hot").get(b"k05") == b"v"
         reader.close()
+
+
+# -- a store replaced under its reader ------------------------------------------------------------
+def _fill(path: Path, prefix: bytes, n: int, value: bytes) -> None:
+    """A writer open: ``n`` puts, a flush of the first half, the rest left in the WAL."""
+    with banyanstore.open(path, io_mode="sync", compaction=False) as w:
+        for i in range(n):
+            w.put(b"%s%03d" % (prefix, i), value)
+            if i == n // 2:
+                w.flush()
+
+
+@pytest.mark.parametrize("reopens", [0, 3])
+def test_refresh_of_a_store_replaced_under_the_reader_is_an_error(tmp_path: Path, reopens: int) -> None:
+    """The directory is deleted and a new store created at the path (``reopens``: the
+    old store's writer opened more often, so the two manifests have different names;
+    with none both are MANIFEST-000001).  Before, refresh() returned as if nothing had
+    changed and reads went on answering with the old store's data (the new store's
+    manifest, under the old one's name, was read from the old one's offset; its
+    tables share the old ones' file numbers); once the new store wrote more, a refresh
+    failed with "the WAL starts at seq ..., the records in it are lost (open with
+    wal_recovery='skip_missing' ...)".  Now every refresh raises a CorruptionError
+    saying the store was replaced, and the reader keeps its last state."""
+    path = tmp_path / "db"
+    _fill(path, b"old", 100, b"old")
+    for _ in range(reopens):
+        _fill(path, b"more", 4, b"old")
+    with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+        before = list(r.scan())
+        version = r.version
+        shutil.rmtree(path)
+        _fill(path, b"new", 20, b"new")
+        for _ in range(2):  # the error stays: the reader cannot go on from its state
+            with pytest.raises(CorruptionError, match="replaced"):
+                r.refresh()
+            assert r.version == version and list(r.scan()) == before
+    with banyanstore.open(path, read_only=True, io_mode="sync") as fresh:  # a new reader reads it
+        assert [k for k, _ in fresh.scan()] == [b"new%03d" % i for i in range(20)]
+
+
+def test_refresh_after_a_restore_over_the_store_is_an_error(tmp_path: Path) -> None:
+    """``restore(..., overwrite=True)`` of an older backup while a reader is open (no
+    writer: restore allows it).  Before, the reader's refresh() returned the version it
+    already had and it went on reading the store that was swapped away."""
+    path, backups = tmp_path / "db", str(tmp_path / "backups")
+    _fill(path, b"a", 50, b"1")
+    banyanstore.backup(str(path), backups)
+    _fill(path, b"b", 50, b"2")
+    with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+        assert r.get(b"b000") == b"2"
+        banyanstore.restore(backups, str(path), overwrite=True)
+        with pytest.raises(CorruptionError, match="replaced"):
+            r.refresh()
+        assert r.get(b"b000") == b"2"  # the last state stays readable

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,22 @@ class _ManifestMark:
     name: str = ""
     seen: int = 0  # its size when last read
     used: int = 0  # offset after the last edit applied
+    head: int = 0  # CRC-32 of its first head_len bytes: its first edits, as first read
+    head_len: int = 0
+
+    def note_head(self, data: bytes) -> None:
+        self.head_len = min(self.used, HEAD_BYTES)
+        self.head = zlib.crc32(memoryview(data)[:self.head_len])
+
+    def same_head(self, data: bytes) -> bool:
+        """Whether ``data`` starts as the file first read did.  A manifest is only
+        appended to, so the same file under the same name always does."""
+        return len(data) >= self.seen and zlib.crc32(memoryview(data)[:self.head_len]) == self.head
+
+
+HEAD_BYTES = 4096
+"""How much of a manifest's start a reader compares to tell its file from another one
+given the same name (a store deleted and created again at the path, or restored over)."""
 
 
 def _later_second_first(sample: tuple[int, int]) -> tuple[int, int]:
@@ -176,11 +193,34 @@ class CatchUp:
             if used == FILE_HEADER.size:  # complete before CURRENT named it
                 raise CorruptionError("manifest holds no complete edit", path=mpath,
                                       offset=FILE_HEADER.size)
+            self._check_successor(state, mpath)
             self.state, self._mark = state, _ManifestMark(name, len(data), used)
+            self._mark.note_head(data)
         else:
+            if not mark.same_head(data):
+                raise self._replaced(f"{name} is not the file of that name read before", mpath)
             mark.used = apply_edits(self.state, data, mpath, mark.used)
             mark.seen = len(data)
         return True
+
+    def _check_successor(self, state: ManifestState, mpath: str) -> None:
+        """A new manifest continues the state read so far: a writer carries
+        ``next_file`` and ``flushed_version`` over to every manifest it writes (a roll,
+        a reopen, a repair), and never lowers them.  Lower ones come from another
+        store put at the path -- deleted and created again, or restored from a backup
+        -- whose file numbers and WAL seqs this reader's pinned tables and memtables
+        do not belong to: reading on would mix the two stores' data."""
+        old = self.state
+        for what, was, now in (("next_file", old.next_file, state.next_file),
+                               ("flushed_version", old.flushed_version, state.flushed_version)):
+            if now < was:
+                raise self._replaced(f"its {what} went back from {was} to {now}", mpath)
+
+    def _replaced(self, why: str, mpath: str) -> CorruptionError:
+        # Raised before anything of the new store is applied: the reader keeps its last
+        # state, and every later refresh finds the same and raises again.
+        return CorruptionError(f"the store was replaced under this reader ({why}): open it "
+                               "again to read the store now at the path", path=mpath)
 
     # -- 2. the tables ---------------------------------------------------------------------------
     def _pin_tables(self) -> bool:
