@@ -698,3 +698,43 @@ def test_refresh_after_a_restore_over_the_store_is_an_error(tmp_path: Path) -> N
         with pytest.raises(CorruptionError, match="replaced"):
             r.refresh()
         assert r.get(b"b000") == b"2"  # the last state stays readable
+
+
+class WriteDuringFlush(HookedEnv):
+    """A writer's env: when a flush syncs its new table (before the manifest edit naming
+    it), ``action`` runs once -- on the flusher's thread."""
+
+    action: Any = None
+
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if op == "sync" and paths[0].startswith("/db/tables/") and self.action is not None:
+            action, self.action = self.action, None
+            action()
+
+
+def test_history_of_a_reader_lists_each_version_once() -> None:
+    """The reader reads a write made after the writer's memtable switch, before that
+    flush's edit: once the edit is there, its memtables hold copies of what the new
+    table holds (they are kept for the later write).  history() listed those versions
+    twice -- [(3, b'3'), (2, b'2'), (2, b'2'), (1, b'1'), (1, b'1')] -- in the store's and
+    in a snapshot's; now once each, as the writer lists them."""
+    mem = MemoryEnv()
+    env = WriteDuringFlush(mem)
+    with banyanstore.open("/db", env=env, wal_sync="never", compaction=False,
+                          compaction_mode="thread") as w:
+        w.put(b"k", b"1")
+        w.put(b"k", b"2")
+        with banyanstore.open("/db", env=mem, read_only=True) as r:
+            def during_flush() -> None:
+                w.put(b"k", b"3")
+                r.refresh()
+            env.action = during_flush
+            w.flush()
+            assert env.action is None  # the flush ran it
+            assert r.refresh() == 3
+            want = [(3, b"3"), (2, b"2"), (1, b"1")]
+            assert list(w.history(b"k")) == want
+            assert list(r.history(b"k")) == want
+            with r.snapshot() as snap:
+                assert list(snap.history(b"k")) == want
+            assert [r.get(b"k", version=v) for v in (1, 2, 3)] == [b"1", b"2", b"3"]

@@ -263,7 +263,10 @@ class View:
                 covering = _seen_below_floor(entries, covering, floor, points)
             entries += covering
         entries.sort(key=lambda e: -e[0])
-        return entries
+        # One entry per version: a read-only store's memtables may still hold copies of
+        # entries a flush has since put in its tables (lsm/catchup.py keeps them while
+        # they also hold newer writes); a writer's sources never share a version.
+        return [e for i, e in enumerate(entries) if i == 0 or e[0] != entries[i - 1][0]]
 
     def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
              reverse: bool, limit: int | None, guard: Guard, keys_only: bool = False) -> Iterator[Any]:
