@@ -208,8 +208,9 @@ class CatchUp:
         ``next_file`` and ``flushed_version`` over to every manifest it writes (a roll,
         a reopen, a repair), and never lowers them.  Lower ones come from another
         store put at the path -- deleted and created again, or restored from a backup
-        -- whose file numbers and WAL seqs this reader's pinned tables and memtables
-        do not belong to: reading on would mix the two stores' data."""
+        (or a repair that had no manifest to go by) -- whose file numbers and WAL seqs
+        this reader's pinned tables and memtables do not belong to: reading on would
+        mix the two stores' data."""
         old = self.state
         for what, was, now in (("next_file", old.next_file, state.next_file),
                                ("flushed_version", old.flushed_version, state.flushed_version)):
@@ -219,8 +220,9 @@ class CatchUp:
     def _replaced(self, why: str, mpath: str) -> CorruptionError:
         # Raised before anything of the new store is applied: the reader keeps its last
         # state, and every later refresh finds the same and raises again.
-        return CorruptionError(f"the store was replaced under this reader ({why}): open it "
-                               "again to read the store now at the path", path=mpath)
+        return CorruptionError(f"the store was replaced under this reader ({why}; restored, "
+                               "created again or rebuilt by a repair): open it again to read "
+                               "the store now at the path", path=mpath)
 
     # -- 2. the tables ---------------------------------------------------------------------------
     def _pin_tables(self) -> bool:
