@@ -41,9 +41,10 @@ import itertools
 import logging
 import os
 import threading
+import weakref
 from typing import Protocol
 
-__all__ = ["track", "untrack", "close_all"]
+__all__ = ["track", "untrack", "track_reader", "close_all"]
 
 _log = logging.getLogger("banyanstore")
 
@@ -61,6 +62,7 @@ _lock = threading.Lock()
 _open: dict[int, Closable] = {}  # token -> object, in the order they opened
 _tokens = itertools.count(1)
 _pid = os.getpid()
+_readers: weakref.WeakSet[Closable] = weakref.WeakSet()  # read-only stores and logs
 
 
 def track(obj: Closable) -> int:
@@ -70,6 +72,16 @@ def track(obj: Closable) -> int:
     with _lock:
         _open[token] = obj
     return token
+
+
+def track_reader(obj: Closable) -> None:
+    """``obj`` (a read-only store or log) is disowned in a forked child like the tracked
+    objects, but neither kept alive nor closed at exit: it writes nothing, so an exit
+    without close() loses nothing, and one dropped unclosed is collected as before.  In
+    a child it could not go on: a follow thread does not run there, and the parent's
+    threads may have held its locks at the fork (a refresh or close waited for ever)."""
+    with _lock:
+        _readers.add(obj)
 
 
 def untrack(token: int) -> None:
@@ -97,10 +109,11 @@ def close_all() -> None:
 def _disown_after_fork() -> None:
     """In a forked child (one thread, nothing else running): the parent's open objects
     are the parent's -- each is disowned, and none is closed at this process's exit."""
-    global _lock, _open, _pid
-    inherited = list(_open.values())  # (no lock: another thread may have held it)
+    global _lock, _open, _pid, _readers
+    inherited = [*_open.values(), *_readers]  # (no lock: another thread may have held it)
     _lock = threading.Lock()
     _open = {}
+    _readers = weakref.WeakSet()
     _pid = os.getpid()
     for obj in inherited:
         try:

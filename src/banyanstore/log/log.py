@@ -139,6 +139,8 @@ class Log(LogView, AsyncAppends):
         # An exit without close() still closes a writer (shutdown.py).
         if not opts.read_only:
             self._exit_token = shutdown.track(self)
+        else:
+            shutdown.track_reader(self)  # a closed handle in a forked child
 
     def _abort_open(self) -> None:
         """__init__ raised (a Ctrl-C, a thread that could not start) after the writer had

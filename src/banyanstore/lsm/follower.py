@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .. import heaptrim
+from .. import heaptrim, shutdown
 from ..arguments import check_bool, check_limit
 from ..errors import StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
@@ -218,6 +218,7 @@ class FollowerStore(_FollowerReads, Store):
         self._refreshes = 0
         self._refreshed_at = time.monotonic()
         super().__init__(path, opts, env, own_env, clock)
+        shutdown.track_reader(self)  # a closed handle in a forked child (see disown)
         if opts.follow:
             self._follow = _FollowThread(self, opts.follow_interval_ms / 1000)
             self._follow.start()
@@ -317,6 +318,16 @@ class FollowerStore(_FollowerReads, Store):
             "last_error": repr(f.error) if f is not None and f.error is not None else None,
         }
         return out
+
+    def disown(self) -> None:
+        """Called in a forked child (shutdown.py): the store is the parent's.  Its follow
+        thread does not run here, and the parent's threads may have held the refresh
+        lock at the fork, so it could neither follow nor refresh (nor close): reads
+        raise StoreClosedError, as the parent's writers do, and close() releases
+        nothing.  (No lock taken: the child has one thread.)"""
+        self._follow = None  # the parent's thread
+        self._refresh_lock = threading.Lock()
+        super().disown()
 
     def close(self) -> None:
         """Stop following and release every file.  Idempotent."""
