@@ -8,7 +8,7 @@ import threading
 import pytest
 from log_helpers import SMALL, open_log, payload, rewrite, segments
 
-from banyanstore.errors import CorruptionError, StorageIOError
+from banyanstore.errors import CorruptionError, LogRangeError, StorageIOError
 from banyanstore.io.hooked import HookedEnv
 from banyanstore.log import Log
 from banyanstore.log.format import BLOCK_SIZE, FRAG_HEADER, HEADER_SIZE, SEQ_SIZE, fragment
@@ -461,3 +461,24 @@ def test_a_reader_beside_a_writer_that_rotates_after_each_of_its_listings(env_di
     check(ro)
     ro.close()
     w.close()
+
+
+def test_follow_from_a_seq_appended_since_the_reader_last_caught_up(env_dir):
+    """A consumer handed the seq to start from (by the writer, or another reader) calls
+    follow(start) on a read-only log opened earlier.  Before, follow() checked ``start``
+    against the reader's stale ``last_seq`` and raised LogRangeError for records the
+    log had ("follow start 12 is outside [1, 6]"); now it catches up first."""
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 6):
+        w.append(payload(seq))
+    ro = open_log(env, root, read_only=True)
+    for seq in range(6, 21):
+        w.append(payload(seq))
+    assert ro.last_seq == 5
+    assert list(ro.follow(12, timeout=0)) == [(seq, payload(seq)) for seq in range(12, 21)]
+    assert list(ro.follow(21, timeout=0)) == []  # last_seq + 1: the next record, when it comes
+    with pytest.raises(LogRangeError):
+        ro.follow(23)  # beyond the writer's last_seq + 1 too
+    w.close()
+    ro.close()

@@ -189,7 +189,8 @@ class LogView:
           read-only log cannot see what its writer synced (its ``wait_durable``
           returns at once).
         * A read-only log (a writer in another process) catches up with
-          :meth:`refresh` every ``follow_interval_ms`` while it waits.
+          :meth:`refresh` every ``follow_interval_ms`` while it waits -- and first,
+          when ``start`` lies past the ``last_seq + 1`` it has caught up with.
 
         Appends pay nothing for this while nobody follows (one attribute test).
 
@@ -217,6 +218,11 @@ class LogView:
         if self._closed:  # first: a closed log is not "start outside the log"
             raise StoreClosedError(f"log {self.path} is closed")
         first, last = self.first_seq, self.last_seq
+        if start is not None and start > last + 1 and self._read_only and not self._closed:
+            # A seq handed over from elsewhere (the writer is another process): the
+            # records up to it may have been appended since this reader last caught up.
+            self.refresh()
+            first, last = self.first_seq, self.last_seq
         if start is None:
             start = first
         elif not first <= start <= last + 1:
