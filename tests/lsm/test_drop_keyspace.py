@@ -212,6 +212,24 @@ def test_checkpoint_and_backup_after_a_drop(tmp_path):
             assert list(c.keyspace("index")) == []
 
 
+def test_a_checkpoint_after_a_drop_keeps_the_store_version(tmp_path):
+    """The newest writes went to a keyspace dropped since, and nothing else waited for a
+    flush: the copy still holds every version up to the store's (its data the store's at
+    that version), so a read at it answers and the copy's next write takes a new one."""
+    path = str(tmp_path / "s")
+    with banyanstore.open(path, **OPTS) as store:
+        store.put(b"a", b"1")
+        store.flush()
+        latest = store.keyspace("index").put(b"i", b"2")
+        store.drop_keyspace("index")
+        assert store.version == latest
+        assert store.checkpoint(str(tmp_path / "cp")) == latest
+    with banyanstore.open(str(tmp_path / "cp"), **OPTS) as copy:
+        assert copy.version == latest
+        assert copy.get(b"a", version=latest) == b"1"
+        assert copy.put(b"b", b"3") == latest + 1
+
+
 def test_verify_and_repair_understand_a_drop(tmp_path):
     """WAL records of a dropped keyspace are no damage; a salvage (here: CURRENT lost)
     neither resurrects the keyspace from its leftover table nor from its WAL records."""

@@ -44,16 +44,21 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     with _ONE_AT_A_TIME:  # the destination is checked empty and filled by one checkpoint
         _clear_interrupted(env, dest)
         check_destination(env, dest)
+        # Every write up to this version is in a table once flush() returns -- or was in a
+        # keyspace dropped since, whose memtable no flush writes: then the tables' newest
+        # version (flushed_version) is older, and a copy ending there lacked versions the
+        # store had given out (reads at them refused, its next write reusing one).
+        covered = tree.version
         flush()
         written = _Written(env, dest)
         try:
-            return _write(tree, dest, written)
+            return _write(tree, dest, written, covered)
         except BaseException:
             written.remove()
             raise
 
 
-def _write(tree: Tree, dest: str, written: _Written) -> int:
+def _write(tree: Tree, dest: str, written: _Written, covered: int) -> int:
     env = tree.env
     env.mkdir(dest)  # (the missing parents _Written noted)
     written.note_file(f"{dest}/{CHECKPOINT_MARKER}")
@@ -69,7 +74,7 @@ def _write(tree: Tree, dest: str, written: _Written) -> int:
     env.sync_dir(f"{dest}/tables")
     env.sync_dir(f"{dest}/wal")
     state.wal_seq = 1
-    state.last_version = state.flushed_version
+    state.flushed_version = state.last_version = max(state.flushed_version, covered)
     state.obsolete.clear()  # the source's leftovers and outputs in flight are not in the copy
     state.in_flight.clear()
     for name in (f"MANIFEST-{state.next_file:06d}", "CURRENT.tmp", "CURRENT"):
