@@ -12,6 +12,7 @@ history floor must not pass a version younger than the retention."""
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 from bisect import bisect_right
@@ -468,3 +469,126 @@ class Workload:
             rows = self.model.scan(name, self.model.version)
             assert list(ks.scan()) == rows, name
             assert list(ks) == [k for k, _ in rows], name
+
+
+class ExtendedWorkload(Workload):
+    """:class:`Workload` with more ways to come back to the store and to read it: reopens
+    with other options (compression, block and memtable sizes, a changed
+    ``history_retention``), checkpoints opened as writers (every keyspace at the latest
+    and at older versions, then a write), reverse scans with a limit against the forward
+    scan, sweeps of every readable version, copied snapshots, ``ttl=0`` and
+    ``oldest_version``."""
+
+    def __init__(self, path: str, seed: int, retention: float | None) -> None:
+        self.extra: dict[str, Any] = dict(compaction_mode="thread")  # (a worker process: 0.3 s a start)
+        super().__init__(path, seed, retention)
+
+    def _open(self) -> Any:
+        return banyanstore.open(self.path, clock=self.clock, history_retention=self.retention,
+                                **{**OPTIONS, **self.extra})
+
+    def run(self, steps: int) -> None:
+        table = [(0.20, self.put), (0.26, self.delete), (0.29, self.delete_range), (0.35, self.batch),
+                 (0.41, self.get), (0.44, self.multi_get), (0.50, self.scan), (0.53, self.views),
+                 (0.56, self.history), (0.61, self.snapshot), (0.63, self.read_snapshot),
+                 (0.67, self.flush), (0.70, self.compact), (0.72, self.set_history_floor),
+                 (0.78, self.tick), (0.79, self.lower_ttl), (0.80, self.drop_keyspace),
+                 (0.81, self.reopen), (0.825, self.reopen_other), (0.84, self.checkpoint_writer),
+                 (0.90, self.reverse_against_forward), (0.94, self.sweep_versions),
+                 (0.95, self.read_beside), (1.0, self.compare_all)]
+        try:
+            for _ in range(steps):
+                name = self.rng.choice(list(self.model.keyspaces))
+                r = self.rng.random()
+                next(op for limit, op in table if r < limit)(name)
+                self.check_retention()
+            self.compare_all()
+            for name in self.model.keyspaces:
+                self.sweep_versions(name)
+        finally:
+            self.close()
+
+    def reopen_other(self, _name: str = "") -> None:
+        """Reopen with other table options, sometimes another retention: nothing read changes
+        (a floor raised under the old retention stays where it is)."""
+        self.close()
+        self.extra = dict(compression=self.rng.choice(("none", "lz4", "zstd")),
+                          memtable_size=self.rng.choice((64 * 1024, 128 * 1024)),
+                          block_size=self.rng.choice((1024, 2048, 4096)),
+                          compaction_mode="process" if self.rng.random() < 0.25 else "thread")
+        if self.rng.random() < 0.4:
+            self.retention = self.rng.choice((None, 0.0, 1.0, 3.0, 100.0))
+        self.store = self._open()
+        self._take_handles()
+        assert self.store.version == self.model.version
+        self.user_floor = max(self.user_floor, self.store.history_floor)
+
+    def checkpoint_writer(self, _name: str = "") -> None:
+        """A checkpoint opened as a writer holds every keyspace at the store's version and
+        at every version from its floor, and takes writes."""
+        path = f"{self.path}.copy"
+        assert self.store.checkpoint(path) == self.model.version
+        copy = banyanstore.open(path, clock=self.clock, history_retention=self.retention,
+                                **{**OPTIONS, **self.extra})
+        try:
+            assert copy.version == self.model.version
+            info = copy.keyspace_info()
+            assert {name: info[name]["ttl"] for name in info} == {
+                name: ks.ttl for name, ks in self.model.keyspaces.items()}
+            for name in self.model.keyspaces:
+                ks = copy if name == "default" else copy.keyspace(name)
+                assert list(ks.scan(reverse=True)) == self.model.scan(name, self.model.version, reverse=True)
+                versions = range(max(copy.history_floor, 1), self.model.version + 1)
+                for v in self.rng.sample(versions, min(3, len(versions))):
+                    assert list(ks.scan(version=v)) == self.model.scan(name, v), (name, v)
+            assert copy.put(b"copy", b"x") == self.model.version + 1
+        finally:
+            copy.close()
+            shutil.rmtree(path)
+
+    def reverse_against_forward(self, name: str) -> None:
+        """A reverse scan (with a limit, values only) is the forward scan backwards."""
+        ks = self.handles[name]
+        start, end, prefix = self.bound(), self.bound(), self.prefix()
+        v, limit = self.read_version(), self.rng.randrange(8)
+
+        def read() -> list[tuple[bytes, bytes]]:
+            forward = list(ks.scan(start, end, prefix=prefix, version=v))
+            backward = forward[::-1]
+            assert list(ks.scan(start, end, prefix=prefix, version=v, reverse=True)) == backward
+            assert list(ks.scan(start, end, prefix=prefix, version=v, reverse=True,
+                                limit=limit)) == backward[:limit]
+            assert list(ks.values(start, end, prefix=prefix, version=v, reverse=True)) == [
+                value for _, value in backward]
+            return forward
+        self.check_at(v, read, self.model.scan(name, v, start, end, prefix), "reverse")
+
+    def sweep_versions(self, name: str) -> None:
+        """Whole-keyspace scans at readable versions (some at random, every snapshot's),
+        and ``oldest_version`` is the oldest of the floor and the snapshots'."""
+        pinned = [v for _, v, _ in self.snapshots]
+        assert self.store.oldest_version == min([self.store.history_floor, *pinned])
+        versions = list(range(max(self.store.history_floor, 1), self.model.version + 1))
+        for v in self.rng.sample(versions, min(4, len(versions))) + pinned:
+            self.check_at(v, lambda: list(self.handles[name].scan(version=v)),
+                          self.model.scan(name, v), f"sweep {v}")
+
+    def snapshot(self, _name: str = "") -> None:
+        """Sometimes a copy of a live snapshot (its own pin), else as :class:`Workload`."""
+        if self.snapshots and len(self.snapshots) < 6 and self.rng.random() < 0.2:
+            snap, version, generations = self.rng.choice(self.snapshots)
+            twin = copy.copy(snap)
+            assert twin.version == version
+            self.snapshots.append((twin, version, dict(generations)))
+            return
+        super().snapshot(_name)
+
+    def lower_ttl(self, name: str) -> None:
+        """As :meth:`Workload.lower_ttl`, ``ttl=0`` among the choices."""
+        current = self.model.keyspaces[name].ttl
+        choices = [t for t in (0.0, 0.5, 1.0, 4.0, 30.0) if current is None or t < current]
+        if name == "default" or not choices:
+            return
+        ttl = self.rng.choice(choices)
+        self.handles[name] = self.store.keyspace(name, ttl=ttl)
+        self.model.keyspaces[name].ttl = ttl
