@@ -75,6 +75,21 @@ def test_api_document_names_every_public_method_and_error() -> None:
     assert not missing, f"docs/api.md does not mention {missing}"
 
 
+def test_api_document_calls_only_methods_that_exist() -> None:
+    """The other way round: every method docs/api.md calls on a store, snapshot, batch or
+    log outside its asyncio section (whose methods are AsyncStore's) is one the object has."""
+    from banyanstore.log.log import Log
+    from banyanstore.lsm.follower import FollowerStore
+    text = (ROOT / "docs" / "api.md").read_text()
+    sync = "\n".join(p for p in re.split(r"^## ", text, flags=re.M) if not p.startswith("asyncio"))
+    kinds = {"store": (FollowerStore, Keyspace), "snap": (Snapshot,), "b": (Batch,), "batch": (Batch,),
+             "log": (Log,), "index": (Keyspace,)}
+    unknown = sorted(f"{var}.{name}()" for var, classes in kinds.items()
+                     for name in set(re.findall(rf"(?<![\w.]){var}\.(\w+)\(", sync))
+                     if not any(hasattr(cls, name) for cls in classes))
+    assert not unknown, f"docs/api.md calls methods that do not exist: {unknown}"
+
+
 def test_every_option_is_in_the_readme() -> None:
     text = (ROOT / "README.md").read_text()
     missing = [n for n in banyanstore.Options().as_dict() if f"`{n}`" not in text and n not in text]
