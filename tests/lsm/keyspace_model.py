@@ -16,6 +16,7 @@ import copy
 import random
 import shutil
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 import banyanstore
@@ -215,13 +216,9 @@ class Workload:
 
     # -- operations ---------------------------------------------------------------------------
     def run(self, steps: int) -> None:
-        """``steps`` random operations (each on a random keyspace), then a full compare."""
-        table = [(0.22, self.put), (0.28, self.delete), (0.30, self.delete_range), (0.36, self.batch),
-                 (0.44, self.get), (0.48, self.multi_get), (0.56, self.scan), (0.60, self.views),
-                 (0.63, self.history), (0.68, self.snapshot), (0.70, self.read_snapshot),
-                 (0.74, self.flush), (0.77, self.compact), (0.79, self.set_history_floor),
-                 (0.85, self.tick), (0.86, self.lower_ttl), (0.87, self.drop_keyspace),
-                 (0.885, self.reopen), (0.893, self.read_beside), (1.0, self.compare_all)]
+        """``steps`` random operations (each on a random keyspace), then a full compare
+        and :meth:`finish`."""
+        table = self.operations()
         try:
             for _ in range(steps):
                 name = self.rng.choice(list(self.model.keyspaces))
@@ -229,8 +226,21 @@ class Workload:
                 next(op for limit, op in table if r < limit)(name)
                 self.check_retention()
             self.compare_all()
+            self.finish()
         finally:
             self.close()
+
+    def finish(self) -> None:
+        """Checks after the last step's full compare (none here)."""
+
+    def operations(self) -> list[tuple[float, Callable[[str], None]]]:
+        """``(cumulative probability, operation)`` pairs, in ascending order."""
+        return [(0.22, self.put), (0.28, self.delete), (0.30, self.delete_range), (0.36, self.batch),
+                 (0.44, self.get), (0.48, self.multi_get), (0.56, self.scan), (0.60, self.views),
+                 (0.63, self.history), (0.68, self.snapshot), (0.70, self.read_snapshot),
+                 (0.74, self.flush), (0.77, self.compact), (0.79, self.set_history_floor),
+                 (0.85, self.tick), (0.86, self.lower_ttl), (0.87, self.drop_keyspace),
+                 (0.885, self.reopen), (0.893, self.read_beside), (1.0, self.compare_all)]
 
     def close(self) -> None:
         for snap, _, _ in self.snapshots:
@@ -487,8 +497,8 @@ class ExtendedWorkload(Workload):
         return banyanstore.open(self.path, clock=self.clock, history_retention=self.retention,
                                 **{**OPTIONS, **self.extra})
 
-    def run(self, steps: int) -> None:
-        table = [(0.20, self.put), (0.26, self.delete), (0.29, self.delete_range), (0.35, self.batch),
+    def operations(self) -> list[tuple[float, Callable[[str], None]]]:
+        return [(0.20, self.put), (0.26, self.delete), (0.29, self.delete_range), (0.35, self.batch),
                  (0.41, self.get), (0.44, self.multi_get), (0.50, self.scan), (0.53, self.views),
                  (0.56, self.history), (0.61, self.snapshot), (0.63, self.read_snapshot),
                  (0.67, self.flush), (0.70, self.compact), (0.72, self.set_history_floor),
@@ -496,17 +506,10 @@ class ExtendedWorkload(Workload):
                  (0.81, self.reopen), (0.825, self.reopen_other), (0.84, self.checkpoint_writer),
                  (0.90, self.reverse_against_forward), (0.94, self.sweep_versions),
                  (0.95, self.read_beside), (1.0, self.compare_all)]
-        try:
-            for _ in range(steps):
-                name = self.rng.choice(list(self.model.keyspaces))
-                r = self.rng.random()
-                next(op for limit, op in table if r < limit)(name)
-                self.check_retention()
-            self.compare_all()
-            for name in self.model.keyspaces:
-                self.sweep_versions(name)
-        finally:
-            self.close()
+
+    def finish(self) -> None:
+        for name in self.model.keyspaces:
+            self.sweep_versions(name)
 
     def reopen_other(self, _name: str = "") -> None:
         """Reopen with other table options, sometimes another retention: nothing read changes

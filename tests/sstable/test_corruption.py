@@ -4,6 +4,7 @@ never a wrong answer and never an unrelated exception."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -216,19 +217,27 @@ def test_offsets_out_of_order_behind_a_valid_checksum(env_dir: EnvDir, layout: s
             assert r.get(entries[0][0], TOP) == (True, entries[0][2], 1)  # block 0 still serves
 
 
+def index_payload(env: Any, root: str, entries: list[tuple[bytes, int, bytes]]
+                  ) -> tuple[str, bytes, int, bytearray]:
+    """A table of ``entries`` (1 KiB blocks, uncompressed) and its index block's payload
+    to damage: ``(path, file bytes, index offset, payload)``.  Skips the backends that
+    only read differently (the damage is in the payload)."""
+    if env.mode not in ("sync", "memory"):
+        pytest.skip("the damage is in the payload, not in how it is read")
+    path, _ = build(env, root, entries, block_size=1024, compression="none")
+    data = env.read_file(path)
+    index_off, index_len = footer_fields(data)[:2]
+    return path, data, index_off, bytearray(data[index_off:index_off + index_len])
+
+
 @pytest.mark.parametrize("how", ["above the next", "past the heap"])
 def test_index_key_offsets_out_of_order_behind_a_valid_checksum(env_dir: EnvDir, how: str) -> None:
     """The index block's key offsets out of order (its checksum recomputed) are refused when
     the table opens -- in either engine, naming the file and the index block's offset --
     instead of giving blocks wrong last keys (lookups then answer from the wrong block)."""
     env, root = env_dir
-    if env.mode not in ("sync", "memory"):
-        pytest.skip("the damage is in the payload, not in how it is read")
     entries = [(b"key%04d" % i, 1, b"value") for i in range(300)]
-    path, _ = build(env, root, entries, block_size=1024, compression="none")
-    data = env.read_file(path)
-    index_off, index_len = footer_fields(data)[:2]
-    payload = bytearray(data[index_off:index_off + index_len])
+    path, data, index_off, payload = index_payload(env, root, entries)
     count = struct.unpack_from("<I", payload, 0)[0]
     assert count > 3
     at = 8 + 8 * (count + 1) + 8 * count  # the key offsets
@@ -248,16 +257,11 @@ def test_index_last_keys_out_of_order_behind_a_valid_checksum(env_dir: EnvDir, h
     holds as absent (45 of 2,000 keys for one swap), and a first key below the table's
     smallest sent the engines to different answers."""
     env, root = env_dir
-    if env.mode not in ("sync", "memory"):
-        pytest.skip("the damage is in the payload, not in how it is read")
     if how == "versions swapped":  # one key whose versions end several blocks
         entries = [(b"key", v, b"value%04d" % v) for v in range(300, 0, -1)] + [(b"last", 1, b"v")]
     else:
         entries = [(b"key%04d" % i, 1, b"value") for i in range(300)]
-    path, _ = build(env, root, entries, block_size=1024, compression="none")
-    data = env.read_file(path)
-    index_off, index_len = footer_fields(data)[:2]
-    payload = bytearray(data[index_off:index_off + index_len])
+    path, data, index_off, payload = index_payload(env, root, entries)
     count = struct.unpack_from("<I", payload, 0)[0]
     assert count > 4
     versions_at = 8 + 8 * (count + 1)
