@@ -139,6 +139,7 @@ LOG: dict[str, Case] = {
     "append_many-str": (lambda log: log.append_many("ab"), TypeError, "records"),
     "append_many-item": (lambda log: log.append_many(["a"]), TypeError, "records"),
     "read-end": (lambda log: _list(log.read(end="1")), TypeError, "end"),
+    "read-end-negative": (lambda log: _list(log.read(end=-5)), ValueError, "end"),
     "read-start-bool": (lambda log: _list(log.read(start=True)), TypeError, "start"),
     "read-limit-negative": (lambda log: _list(log.read(limit=-1)), ValueError, "limit"),
     "read-limit-str": (lambda log: _list(log.read(limit="1")), TypeError, "limit"),

@@ -136,8 +136,11 @@ class LogView:
         ([(2, b'b'), (3, b'c')], [(1, b'a')], 4, [1, 2, 3, 4])
         """
         check_bool(check_gaps, "check_gaps")
-        records, _ = self._snapshot(_seq_or_none(start, "start"), _seq_or_none(end, "end"),
-                                    _limit(limit), continuous=check_gaps)
+        stop = _seq_or_none(end, "end")
+        if stop is not None and stop < 0:  # (0 is an empty range: seqs start at 1)
+            raise ValueError(f"end must be a seq >= 0 or None, not {stop}")
+        records, _ = self._snapshot(_seq_or_none(start, "start"), stop, _limit(limit),
+                                    continuous=check_gaps)
         return records
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
