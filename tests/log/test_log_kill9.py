@@ -21,7 +21,7 @@ SOAK = os.environ.get("BANYANSTORE_SOAK") == "1"
 
 def _round(directory: Path, rng: random.Random, threads: int, io_mode: str) -> list[int]:
     return run_killed_child("log_kill_child.py", [str(directory), str(threads), io_mode],
-                            kill_after=rng.uniform(0.02, 0.4), timeout=60, drop_env="BANYANSTORE_")
+                            kill_after=rng.uniform(0.02, 0.4), timeout=60, drop_env="BANYANSTORE_TEST")
 
 
 def _kill_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
