@@ -378,3 +378,28 @@ def test_a_file_name_that_is_not_utf8_does_not_crash_the_output(store: str,
     assert main(["verify", store]) == 0
     out.flush()
     assert b"notes-\\udcff" in out.buffer.getvalue() or b"notes-\\xff" in out.buffer.getvalue()
+
+
+@pytest.mark.parametrize("writer", [False, True])
+def test_a_checkpoint_over_what_a_killed_checkpoint_left(run: Run, store: str, tmp_path: Path,
+                                                        writer: bool) -> None:
+    """A destination holding what a killed ``store.checkpoint()`` left (its marker, and
+    only names a checkpoint writes) is cleared and written, as the API's checkpoint does;
+    it was refused as "exists and is not empty" (exit 2)."""
+    dest = tmp_path / "copy"
+    (dest / "tables").mkdir(parents=True)
+    (dest / "wal").mkdir()
+    (dest / "CHECKPOINT-INCOMPLETE").write_bytes(b"banyanstore checkpoint in progress\n")
+    (dest / "CURRENT").write_bytes(b"MANIFEST-000009\n")
+    if writer:
+        with banyanstore.open(store) as w:
+            w.put(b"live", b"1", sync=True)
+            out = cli("checkpoint", store, str(dest), code=0)[1]
+        assert "a writer has it open" in out
+    else:
+        out = run("checkpoint", store, str(dest), code=0)[1]
+        assert "through the store" in out
+    assert out.startswith(f"cleared what an interrupted checkpoint left in {dest}\n")
+    assert "CHECKPOINT-INCOMPLETE" not in os.listdir(dest)
+    with banyanstore.open(dest, read_only=True) as copy:
+        assert copy.get(b"user:0001") == b"value-1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -572,3 +573,50 @@ def test_a_checkpoint_killed_after_its_current_is_still_incomplete(tmp_path):
     with banyanstore.open(dest, read_only=True) as copy:
         assert copy.version == version and copy.get(b"later") == b"x"
         assert copy.get(b"k02999") == b"v" * 40
+
+
+_CHECKPOINT_HELD_AT_ITS_LINKS = """
+import sys, time
+import banyanstore
+from banyanstore.io.hooked import HookedEnv
+from banyanstore.io.posix import PosixEnv
+
+class HoldAtTheLinks(HookedEnv):
+    def hook(self, op, paths, nbytes=0):
+        if op == "link":
+            print("linking", flush=True)
+            time.sleep(120)
+
+store = banyanstore.open(sys.argv[1], env=HoldAtTheLinks(PosixEnv()), compaction=False)
+store.checkpoint(sys.argv[2])
+"""
+
+
+def test_a_checkpoint_into_a_destination_another_process_writes_is_refused(tmp_path):
+    """Two processes checkpointing to one destination: the second took the first's
+    files for what a killed checkpoint leaves (marker and store names) and removed them
+    from under it -- the first would then finish a copy missing tables.  The marker is
+    locked while its checkpoint writes: the second is refused (StoreLockedError naming
+    the destination) and removes nothing."""
+    first, second, dest = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "ck")
+    for path in (first, second):
+        with banyanstore.open(path, compaction=False) as s:
+            s.put(b"k", path.encode())
+            s.flush()
+    child = subprocess.Popen([sys.executable, "-c", _CHECKPOINT_HELD_AT_ITS_LINKS, first, dest],
+                             stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"linking\n"
+        before = sorted(str(p.relative_to(dest)) for p in Path(dest).rglob("*"))
+        assert "CHECKPOINT-INCOMPLETE" in before
+        with banyanstore.open(second) as s:
+            with pytest.raises(StoreLockedError, match="being written by another checkpoint"):
+                s.checkpoint(dest)
+        assert sorted(str(p.relative_to(dest)) for p in Path(dest).rglob("*")) == before
+    finally:
+        child.kill()
+        child.wait()
+    with banyanstore.open(second) as s:  # the first was killed: its leftovers are cleared
+        s.checkpoint(dest)
+    with banyanstore.open(dest, read_only=True) as copy:
+        assert copy.get(b"k") == second.encode()

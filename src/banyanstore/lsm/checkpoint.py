@@ -19,13 +19,13 @@ import os
 import threading
 from collections.abc import Callable
 
-from ..errors import NotAStoreError
-from ..io.base import Env
+from ..errors import NotAStoreError, StoreLockedError
+from ..io.base import Env, FileLock
 from .layout import CHECKPOINT_MARKER, directory_names, is_store_name
 from .manifest import Manifest
 from .tree import Tree
 
-__all__ = ["write_checkpoint", "check_destination", "check_outside_store"]
+__all__ = ["write_checkpoint", "check_destination", "check_outside_store", "clear_interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
     env = tree.env
     check_outside_store(tree.path, dest)
     with _ONE_AT_A_TIME:  # the destination is checked empty and filled by one checkpoint
-        _clear_interrupted(env, dest)
+        if clear_interrupted(env, dest):
+            logger.warning("cleared what an interrupted checkpoint left in %s", dest)
         check_destination(env, dest)
         # Every write up to this version is in a table once flush() returns -- or was in a
         # keyspace dropped since, whose memtable no flush writes: then the tables' newest
@@ -62,7 +63,22 @@ def _write(tree: Tree, dest: str, written: _Written, covered: int) -> int:
     env = tree.env
     env.mkdir(dest)  # (the missing parents _Written noted)
     written.note_file(f"{dest}/{CHECKPOINT_MARKER}")
-    _write_marker(env, dest)
+    marker_lock = _write_marker(env, dest)
+    try:
+        return _fill(tree, dest, written, covered)
+    except BaseException:
+        # Under the marker's lock: released first, another checkpoint could clear dest
+        # and start in it, and these names would then be its files.
+        written.remove()
+        raise
+    finally:
+        marker_lock.release()  # (the marker is gone by now: removed as complete, or above)
+
+
+def _fill(tree: Tree, dest: str, written: _Written, covered: int) -> int:
+    """:func:`_write` after the marker: link the tables, write the manifest, remove the
+    marker.  REQUIRES: the marker's lock held."""
+    env = tree.env
     written.make_dir(f"{dest}/tables")
     written.make_dir(f"{dest}/wal")
     with tree.frozen_state() as state:
@@ -98,30 +114,62 @@ def check_outside_store(store_path: str, dest: str) -> None:
                          "being copied; write it outside the store's directory")
 
 
-def _write_marker(env: Env, dest: str) -> None:
+def _write_marker(env: Env, dest: str) -> FileLock:
     """Mark ``dest`` as a checkpoint in progress, durably, before anything else is in
     it: killed part-way, it is then refused by open() (not taken for a store that lost
-    its CURRENT) and cleared by the next checkpoint to it."""
-    f = env.open_writable(f"{dest}/{CHECKPOINT_MARKER}")
+    its CURRENT) and cleared by the next checkpoint to it.  The marker is locked from
+    its creation until the checkpoint ends (the lock returned): a clear in another
+    process sees it is being written."""
+    lock = _lock_marker(env, dest)
     try:
-        f.write(b"banyanstore checkpoint in progress; if no process writes it, it was "
-                b"interrupted: remove this directory or checkpoint to it again\n")
-        f.sync()
-    finally:
-        f.close()
-    env.sync_dir(dest)
+        f = env.open_writable(f"{dest}/{CHECKPOINT_MARKER}")
+        try:
+            f.write(b"banyanstore checkpoint in progress; if no process writes it, it was "
+                    b"interrupted: remove this directory or checkpoint to it again\n")
+            f.sync()
+        finally:
+            f.close()
+        env.sync_dir(dest)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
-def _clear_interrupted(env: Env, dest: str) -> None:
+def clear_interrupted(env: Env, dest: str) -> bool:
     """Remove what a checkpoint killed part-way left in ``dest`` (its marker -- with a
     CURRENT too when the kill came just before the marker's removal, its last step --
-    and nothing but the names a checkpoint writes), the marker last."""
+    and nothing but the names a checkpoint writes), the marker last; whether it did.
+
+    A checkpoint holds its marker locked while it writes, so a marker found locked is
+    one still being written -- by another process, which this one's lock cannot keep
+    out: StoreLockedError, and nothing removed (clearing it would take the files from
+    under that checkpoint, which would then finish as a copy missing tables)."""
     names = directory_names(env, dest, f"checkpoint destination {dest} is a file, not a directory")
     if CHECKPOINT_MARKER not in names:
-        return
+        return False
     if not all(is_store_name(n) or n == CHECKPOINT_MARKER for n in names):
-        return  # somebody else's files too: check_destination refuses it
-    logger.warning("clearing what an interrupted checkpoint left in %s", dest)
+        return False  # somebody else's files too: check_destination refuses it
+    lock = _lock_marker(env, dest)
+    try:
+        _remove_leftovers(env, dest, names)
+    finally:
+        lock.release()
+    return True
+
+
+def _lock_marker(env: Env, dest: str) -> FileLock:
+    """The lock of ``dest``'s marker (created empty if absent); StoreLockedError naming
+    ``dest`` while another checkpoint writes it."""
+    try:
+        return env.lock(f"{dest}/{CHECKPOINT_MARKER}")
+    except StoreLockedError:
+        raise StoreLockedError(f"checkpoint destination {dest} is being written by another "
+                               f"checkpoint (its {CHECKPOINT_MARKER} is locked)") from None
+
+
+def _remove_leftovers(env: Env, dest: str, names: list[str]) -> None:
+    """:func:`clear_interrupted`'s removals.  REQUIRES: the marker's lock held."""
     for sub in ("tables", "wal"):
         if sub in names:
             for name in env.listdir(f"{dest}/{sub}"):
@@ -160,10 +208,12 @@ class _Written:
 
     def remove(self) -> None:
         """Remove the noted names, newest first; what cannot go stays (logged), and
-        the error that failed the checkpoint is the one raised."""
-        for path in reversed(self._files):
+        the error that failed the checkpoint is the one raised.  Once: a second call
+        (the caller's, after the one under the marker's lock) removes nothing."""
+        files, dirs, self._files, self._dirs = self._files, self._dirs, [], []
+        for path in reversed(files):
             self._quietly(self._env.remove, path)
-        for path in self._dirs:
+        for path in dirs:
             if self._env.exists(path):  # not if the failure kept it from being made
                 self._quietly(self._env.rmdir, path)
 

@@ -12,7 +12,9 @@ from typing import Any
 import banyanstore
 
 from ..backups.scratch import ScratchDir
-from ..lsm.checkpoint import check_outside_store
+from ..errors import StoreLockedError
+from ..io.posix import PosixEnv
+from ..lsm.checkpoint import check_outside_store, clear_interrupted
 from .common import EXIT_OK, NotFound, Output, UsageError, parse_key, render_tree
 from .opening import keyspace_of, open_read_only, try_open_for_writing
 
@@ -164,12 +166,18 @@ def cmd_checkpoint(args: argparse.Namespace, out: Output) -> int:
     (``docs/backup.md``: every write the writer had handed to the operating system,
     one version across keyspaces) into a scratch backup beside ``DEST``, restored
     (checked) into ``DEST``, and the scratch removed."""
-    if os.path.exists(args.dest) and (not os.path.isdir(args.dest) or os.listdir(args.dest)):
-        raise UsageError(f"checkpoint destination {args.dest} exists and is not empty")
     try:  # before either way of copying: each refuses it, but as a ValueError (a traceback)
         check_outside_store(args.path, args.dest)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    cleared = False
+    if os.path.isdir(args.dest):  # what a killed checkpoint left (its marker says so) goes
+        try:
+            cleared = clear_interrupted(PosixEnv(), args.dest)
+        except StoreLockedError as exc:
+            raise UsageError(str(exc)) from None
+    if os.path.exists(args.dest) and (not os.path.isdir(args.dest) or os.listdir(args.dest)):
+        raise UsageError(f"checkpoint destination {args.dest} exists and is not empty")
     store = try_open_for_writing(args.path)
     if store is None:
         version, how = _checkpoint_beside_writer(args.path, args.dest), "from its files: a writer has it open"
@@ -177,8 +185,11 @@ def cmd_checkpoint(args: argparse.Namespace, out: Output) -> int:
         with store:
             version, how = store.checkpoint(args.dest), "through the store"
     if out.json:
-        out.doc({"store": args.path, "checkpoint": args.dest, "version": version})
+        out.doc({"store": args.path, "checkpoint": args.dest, "version": version,
+                 "cleared_interrupted": cleared})
     else:
+        if cleared:
+            out.line(f"cleared what an interrupted checkpoint left in {args.dest}")
         out.line(f"checkpoint of {args.path} written to {args.dest} at version {version} ({how})")
     return EXIT_OK
 
