@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import banyanstore
-from banyanstore.errors import NotAStoreError
+from banyanstore.errors import NotAStoreError, StoreNotFoundError
 from banyanstore.tools import verify_path
 
 from .crashenv import soak
@@ -184,10 +184,11 @@ class Rounds:
 
 def _incomplete(checkpoint: str) -> bool:
     """Whether a checkpoint killed before it returned was cut short (else it finished
-    just before the kill, and opens)."""
+    just before the kill, and opens).  Killed between making its directory and its
+    marker, it left the directory empty: no store there."""
     try:
         banyanstore.open(checkpoint, read_only=True).close()
-    except NotAStoreError:
+    except (NotAStoreError, StoreNotFoundError):
         return True
     return False
 
