@@ -604,3 +604,31 @@ def test_checkpoint_makes_the_directories_it_created_durable(dest: str) -> None:
         parents.append(posixpath.dirname(parents[-1]))
     assert set(parents) <= set(synced)  # each created directory's parent, /mem included
     store.close()
+
+
+def test_a_checkpoint_whose_marker_another_checkpoint_locked_first_removes_none_of_it() -> None:
+    """Another process's checkpoint starts in the destination after this one found it
+    empty (here: its marker made and locked as this one makes the directory): this one
+    is refused with StoreLockedError, and its clean-up leaves that marker alone (it used
+    to note the marker as its own before taking its lock, and removed it)."""
+    from banyanstore.errors import StoreLockedError
+    env = MemoryEnv()
+    store = banyanstore.open("/mem/src", env=env, compaction=False)
+    store.put(b"k", b"v")
+    mkdir, held = env.mkdir, []
+
+    def other_starts(path: str) -> None:
+        mkdir(path)
+        if path == "/mem/dst":
+            held.append(env.lock("/mem/dst/CHECKPOINT-INCOMPLETE"))
+
+    env.mkdir = other_starts  # type: ignore[method-assign]
+    with pytest.raises(StoreLockedError, match="being written by another checkpoint"):
+        store.checkpoint("/mem/dst")
+    assert env.listdir("/mem/dst") == ["CHECKPOINT-INCOMPLETE"]
+    held[0].release()
+    env.mkdir = mkdir  # type: ignore[method-assign]
+    store.checkpoint("/mem/dst")  # nobody holds it now: cleared as a killed one's, and written
+    with banyanstore.open("/mem/dst", env=env, read_only=True) as copy:
+        assert copy.get(b"k") == b"v"
+    store.close()

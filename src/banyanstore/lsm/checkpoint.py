@@ -62,8 +62,8 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
 def _write(tree: Tree, dest: str, written: _Written, covered: int) -> int:
     env = tree.env
     env.mkdir(dest)  # (the missing parents _Written noted)
-    written.note_file(f"{dest}/{CHECKPOINT_MARKER}")
     marker_lock = _write_marker(env, dest)
+    written.note_file(f"{dest}/{CHECKPOINT_MARKER}")  # (not before: a marker locked by another is not ours)
     try:
         return _fill(tree, dest, written, covered)
     except BaseException:
@@ -131,7 +131,12 @@ def _write_marker(env: Env, dest: str) -> FileLock:
             f.close()
         env.sync_dir(dest)
     except BaseException:
-        lock.release()
+        try:
+            env.remove(f"{dest}/{CHECKPOINT_MARKER}")  # ours (locked): what a retry must not meet
+        except OSError:
+            pass  # (then a retry clears it: a marker nobody holds)
+        finally:
+            lock.release()
         raise
     return lock
 
