@@ -221,7 +221,7 @@ class LogView:
         if self._closed:  # first: a closed log is not "start outside the log"
             raise StoreClosedError(f"log {self.path} is closed")
         first, last = self.first_seq, self.last_seq
-        if start is not None and start > last + 1 and self._read_only and not self._closed:
+        if start is not None and start > last + 1 and self._read_only:
             # A seq handed over from elsewhere (the writer is another process): the
             # records up to it may have been appended since this reader last caught up.
             self.refresh()
