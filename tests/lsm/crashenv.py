@@ -22,6 +22,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from banyanstore.errors import BanyanStoreError, from_oserror
@@ -53,7 +55,17 @@ class CrashEnv(HookedEnv):
         self.ops = 0
         self.dead = False
         self.trace: list[tuple[str, str]] = []
-        self._mu = threading.Lock()
+        self._mu = threading.RLock()
+
+    @contextmanager
+    def passing(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> Iterator[None]:
+        """Hold the lock while the operation runs: a power loss another thread's operation
+        raises falls before or after this one, never between its hook and the disk (where
+        it ran on the rebooted disk: a read of a table the crash had just lost raised a
+        plain FileNotFoundError, a write could land after the power loss)."""
+        with self._mu:
+            self.hook(op, paths, nbytes)
+            yield
 
     def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
         """Count one mutating operation; crash instead of doing it when its turn comes.

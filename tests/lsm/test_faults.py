@@ -632,3 +632,44 @@ def test_a_checkpoint_whose_marker_another_checkpoint_locked_first_removes_none_
     with banyanstore.open("/mem/dst", env=env, read_only=True) as copy:
         assert copy.get(b"k") == b"v"
     store.close()
+
+
+class VanishingTables(HookedEnv):
+    """Deletes the next ``vanish`` new tables just before the store opens them for reading
+    (another process removing files in the store's directory)."""
+
+    def __init__(self, inner: MemoryEnv) -> None:
+        super().__init__(inner)
+        self.vanish = 0
+
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if self.vanish and op == "open_readable" and paths[0].endswith(".sst"):
+            self.vanish -= 1
+            self.inner.remove(paths[0])
+
+
+def test_a_table_removed_before_it_is_opened_is_retried_at_close_and_loses_nothing() -> None:
+    disk = MemoryEnv()
+    env = VanishingTables(disk)
+    store = banyanstore.open(ROOT, env=env, compaction=False, **BASE)
+    store.put(b"k", b"v")
+    env.vanish = 1
+    store.close()  # its flush's table vanished once: built again
+    assert env.vanish == 0
+    with banyanstore.open(ROOT, env=disk, **BASE) as store:
+        assert store.get(b"k") == b"v"
+
+
+def test_tables_that_keep_vanishing_fail_close_with_a_storage_error() -> None:
+    """The flush's error a writer or close() gets is the store's StorageIOError naming the
+    table -- it was the env's plain FileNotFoundError -- and the WAL keeps the write."""
+    disk = MemoryEnv()
+    env = VanishingTables(disk)
+    store = banyanstore.open(ROOT, env=env, compaction=False, **BASE)
+    store.put(b"k", b"v")
+    env.vanish = 1_000_000
+    with pytest.raises(StorageIOError, match=r"open for reading failed on /db/tables/\d+\.sst") as info:
+        store.close()
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    with banyanstore.open(ROOT, env=disk, **BASE) as store:
+        assert store.get(b"k") == b"v"

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import heaptrim
-from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError
+from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError, from_oserror
 from ..io.base import Env
 from ..io.capped import OpenFileCap
 from ..log.log import Log
@@ -469,9 +469,15 @@ class Tree:
             heaptrim.return_free_memory()
 
     def open_table(self, path: str) -> TableReader:
-        """The table at ``path`` opened for this store's reads (under ``max_open_files``)."""
+        """The table at ``path`` opened for this store's reads (under ``max_open_files``).
+        A missing file is a StorageIOError: the store made it or the manifest names it, so
+        something else removed it -- the env's plain FileNotFoundError (which callers of an
+        env may take for "nothing there") would reach writers and ``close()`` otherwise."""
         opener = None if self.table_files is None else self.table_files.open
-        return TableReader.open(self.env, path, self.cache, opener=opener)
+        try:
+            return TableReader.open(self.env, path, self.cache, opener=opener)
+        except FileNotFoundError as exc:
+            raise from_oserror("open for reading", path, exc) from exc
 
     def _keep_open_for_readers(self, table: Any) -> bool:
         """Whether ``table``, dropped from the views, may be deleted now: readers of older
