@@ -560,6 +560,33 @@ def test_the_log_says_why_it_refuses_appends(tmp_path: Path, monkeypatch: pytest
         assert again.failure is None and again.get(1) == b"a"
 
 
+def test_a_store_refusing_writes_after_a_ctrl_c_in_the_wal_says_it_was_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: every later write raised ReadOnlyError "... (the log is unusable after an
+    earlier IO error (); close and reopen it)" -- an IO error that never happened, with
+    an empty explanation (a KeyboardInterrupt's str() is empty)."""
+    store = open_store(tmp_path / "db")
+    store.put(b"a", b"1")
+    real = Log._rotate_locked
+
+    def rotate(self: Log) -> None:
+        real(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Log, "_rotate_locked", rotate)
+    with pytest.raises(KeyboardInterrupt):
+        store.flush()
+    monkeypatch.undo()
+    with pytest.raises(ReadOnlyError) as refused:
+        store.put(b"b", b"2")
+    message = str(refused.value)
+    assert "IO error" not in message and "()" not in message, message
+    assert "interrupted" in message and "KeyboardInterrupt" in message, message
+    assert isinstance(store.stats()["write_error"], str)
+    assert "KeyboardInterrupt" in store.stats()["write_error"]
+    store.close()
+
+
 # -- close(): a second call finishes what an interrupted one began -------------------------------
 
 def test_close_after_a_ctrl_c_anywhere_in_close_releases_the_store(tmp_path: Path) -> None:

@@ -232,7 +232,11 @@ class GroupCommit:
             raise self._failure()
 
     def _failure(self) -> StorageIOError:
-        exc = StorageIOError(f"the log is unusable after an earlier IO error ({self.error}); "
+        err = self.error
+        # A Ctrl-C inside an append or a rotation poisons the log as well (what reached the
+        # segment is unknown); it is no IO error, and its str() is empty: name its type.
+        what = "an earlier IO error" if isinstance(err, Exception) else "an interrupted write"
+        exc = StorageIOError(f"the log is unusable after {what} ({str(err) or type(err).__name__}); "
                              "close and reopen it")
         exc.__cause__ = self.error
         return exc
