@@ -94,6 +94,38 @@ def test_disk_full_on_the_wal_makes_the_store_read_only_until_reopened(disk: Mem
         assert store.get(b"after") == b"reopened" and len(dict(store.scan())) == len(acked) + 1
 
 
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENOSPC])
+def test_a_memtable_switch_that_cannot_open_a_wal_segment_fails_only_that_call(
+        disk: MemoryEnv, code: int) -> None:
+    """No descriptor (EMFILE: a store of many tables past ``ulimit -n``) or no room for
+    a new name when a memtable switch opens the WAL's next segment: the call that
+    switched raises, and once the cause is gone writes and flushes go on without a
+    reopen.  Before, the store turned read-only until reopened (every write:
+    ReadOnlyError)."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **OPTS)
+    acked = {key(i): value(i) for i in range(100)}
+    for k, v in acked.items():
+        store.put(k, v)
+    rule = env.inject("open_writable", code, path_contains="/wal/", times=None)
+    with pytest.raises(StorageIOError) as failed:
+        store.flush()
+    cause = failed.value.__cause__
+    assert rule.fired >= 1 and isinstance(cause, OSError) and cause.errno == code
+    assert not store.stats()["read_only"] and store.stats()["write_error"] is None
+    for i in range(100, 200):  # the memtable is not full: no switch, the WAL takes them
+        store.put(key(i), value(i), sync=i == 199)
+        acked[key(i)] = value(i)
+    env.clear()  # the descriptor or the space is back
+    store.flush()
+    store.put(b"after", b"x")
+    acked[b"after"] = b"x"
+    assert dict(store.scan()) == acked
+    store.close()
+    with banyanstore.open(ROOT, env=disk, **OPTS) as again:
+        assert dict(again.scan()) == acked
+
+
 def test_failed_wal_sync_makes_the_store_read_only_and_close_succeeds(disk: MemoryEnv) -> None:
     """EIO on the WAL's fdatasync: the synced write raises, later writes get the clear
     refusal (never the raw "log is unusable" error), close() does not raise, and after
@@ -255,10 +287,11 @@ def test_a_flush_that_completes_after_the_wal_failed_is_not_repeated(
     while store.stats()["flush"]["failures"] == 0:
         assert time.monotonic() < deadline, "the flush attempt never failed"
         time.sleep(0.01)
-    env.inject("map", errno.ENOSPC, path_contains="/wal/", times=None)
-    with pytest.raises(DiskFullError):
-        for j in range(i, i + 5000):
-            store.put(key(j), value(j))
+    # (A failed sync: a full disk at the switch's WAL rotation no longer fails the WAL.)
+    env.inject("sync", errno.EIO, path_contains="/wal/")
+    with pytest.raises(StorageIOError):
+        store.put(key(i), value(i), sync=True)
+    assert store.stats()["read_only"]
     deadline = time.monotonic() + 30
     while store.stats()["flush"]["pending"]:
         assert time.monotonic() < deadline, f"the flush never completed: {store.stats()['flush']}"

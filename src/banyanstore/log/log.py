@@ -112,6 +112,7 @@ class Log(LogView, AsyncAppends):
         self._counters = {"torn_tail_repairs": rec.torn_tail_repairs, "torn_tail_bytes": rec.torn_tail_bytes,
                           "damaged_records_skipped": rec.damaged_records, "syncs": 0}
         self._writer: AnySegmentWriter | None = None
+        self._no_successor = False  # the failed rotation made no file of its successor
         self._commit = GroupCommit(self._collect, durable_seq=self._appends.next_seq - 1,
                                    on_error=self._sync_failed)
         self._syncer: IntervalSyncer | None = None
@@ -350,11 +351,20 @@ class Log(LogView, AsyncAppends):
         with self._lock:
             if not self._ok:
                 raise self._unwritable()
+            self._no_successor = False
             try:
                 if self._catalog.segments[-1].first_seq != self._appends.next_seq:
                     self._rotate_locked()
             except BaseException as exc:
-                self._io_failed(exc)
+                if not (self._no_successor and isinstance(exc, StorageIOError)):
+                    self._io_failed(exc)
+                    raise
+                # The successor's file could not even be opened (EMFILE, ENOSPC...;
+                # _seal_after_successor): nothing changed but a sync of the active
+                # segment, which stays the one appends go to.  Refusing appends
+                # here turned a store read-only for want of a descriptor or of a
+                # segment's worth of space, where a retry once they are back succeeds.
+                self._appends.frames = self._writer.frames  # type: ignore[union-attr]
                 raise
             return self._appends.next_seq
 
@@ -385,7 +395,11 @@ class Log(LogView, AsyncAppends):
         w.file.sync()
         self._counters["syncs"] += 1
         self._commit.mark_durable(next_seq - 1)
-        seg, file = self._new_segment(next_seq)
+        try:
+            seg, file = self._new_segment(next_seq)
+        except StorageIOError:
+            self._no_successor = self._successor_never_made(next_seq)
+            raise
         try:
             w.segment.end = w.seal(next_seq)
             w.segment.seal = (next_seq, w.segment.end - SEAL_SIZE)
@@ -395,6 +409,17 @@ class Log(LogView, AsyncAppends):
             raise
         self._counters["syncs"] += 1
         return seg, file
+
+    def _successor_never_made(self, first_seq: int) -> bool:
+        """After the successor's creation failed: True if no file of it exists -- its
+        open failed (EMFILE, or ENOSPC for a new name) -- so the active segment may take
+        appends again.  A file that was created is not removed and forgotten: a reader
+        beside the writer may have opened it already, and would take the records the
+        active segment then gets past its first seq for a truncation (a gap)."""
+        try:
+            return not self._env.exists(os.path.join(self.path, segment_name(first_seq)))
+        except Exception:  # noqa: BLE001 -- the caller raises the first failure; the Log is poisoned
+            return False
 
     def _seal_before_successor(self, w: AnySegmentWriter,
                                next_seq: int) -> tuple[Segment, MappedFile]:

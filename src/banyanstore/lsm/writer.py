@@ -434,7 +434,11 @@ class Writer:
         try:
             self._wal.rotate()
         except StorageIOError as exc:
-            self._wal_failed(exc)
+            # The Log may have failed only to create the next segment (no descriptor
+            # or space for it), leaving the active one taking appends: then this
+            # write fails and a later one switches again; else the store is read-only.
+            if self._wal.failure is not None:
+                self._wal_failed(exc)
             raise
         except BaseException:
             self._wal_refusing()
