@@ -25,9 +25,10 @@ ValueError: ttl must be a finite number of seconds >= 0, not nan
 from __future__ import annotations
 
 import math
+import numbers
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final, cast
 
 __all__ = ["as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync", "check_seconds",
            "check_clock", "check_limit", "check_int", "check_seq"]
@@ -134,6 +135,31 @@ def check_clock(value: object) -> None:
     if value is not None and not callable(value):
         raise TypeError("clock must be a callable returning the time in seconds (like "
                         f"time.time) or None, not {type(value).__name__}")
+
+
+CLOCK_LIMIT: Final = 1e16
+"""Seconds an injected clock may return up to (excluded): a commit time is recorded in
+milliseconds as a u64 (lsm/wal.py), which 1e16 s (year 3e8) keeps well inside."""
+
+
+def checked_clock(clock: Callable[[], Any]) -> Callable[[], float]:
+    """An injected clock (see :func:`check_clock`) whose every reading is checked: a
+    real number of seconds (numpy's and Fraction too) ``0 <= t < CLOCK_LIMIT``, else a
+    TypeError or ValueError naming the clock and what it returned -- raised before a
+    write or TTL read uses it, so both engines refuse alike, rather than each failing
+    where the time meets its own arithmetic (NaN in ``int()``, a negative or too large
+    one in the WAL record's u64).
+    The system clock (``time.time``) is not wrapped: it is always in range."""
+    def now() -> float:
+        t = clock()
+        if type(t) is not float and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
+            raise TypeError(f"clock returned {type(t).__name__} {t!r:.60}, not a number of "
+                            "seconds")
+        if not 0 <= cast(float, t) < CLOCK_LIMIT:  # (NaN fails it too)
+            raise ValueError(f"clock returned {t!r:.60}: the time must be seconds since the "
+                             f"epoch, >= 0 and < {CLOCK_LIMIT:g}")
+        return cast(float, t)
+    return now
 
 
 def check_int(value: object, name: str) -> int:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -738,3 +739,31 @@ def test_open_refuses_a_clock_that_is_not_callable(tmp_path: Path, clock: Any, r
         banyanstore.open(path, clock=clock, read_only=read_only)
     with banyanstore.open(path) as s:  # nothing held: the store opens again
         s.put(b"k", b"v")
+
+
+@pytest.mark.parametrize("bad", [-5.0, float("nan"), float("inf"), 1e20, 10**30, "1000", None],
+                         ids=["negative", "nan", "inf", "past-u64-ms", "huge-int", "str", "none"])
+def test_a_clock_returning_what_no_commit_time_holds_is_named(tmp_path: Path, bad: Any) -> None:
+    """An injected clock that returns no time a WAL record can hold (seconds >= 0 whose
+    milliseconds fit a u64) fails the write, the batch and the TTL read with a TypeError
+    or ValueError naming ``clock`` and the value, the same on both engines -- not
+    struct.error 'argument out of range' (pure Python) against OverflowError "can't
+    convert negative int to unsigned" (compiled), nor 'cannot convert float NaN to
+    integer' -- and the store, writing nothing, takes writes once the clock is sane."""
+    now: list[Any] = [1000.0]
+    with banyanstore.open(tmp_path / "db", clock=lambda: now[0], **OPTS) as s:
+        hot = s.keyspace("hot", ttl=60)
+        hot.put(b"a", b"1")
+        now[0] = bad
+        error = TypeError if isinstance(bad, str) or bad is None else ValueError
+        for attempt in (lambda: s.put(b"k", b"v"), lambda: s.delete(b"k"),
+                        lambda: hot.put(b"k", b"v"), lambda: hot.get(b"a")):
+            with pytest.raises(error, match=r"clock returned .*" + ("str" if isinstance(bad, str) else "")):
+                attempt()
+        with pytest.raises(error, match="clock returned"):
+            with s.batch() as b:
+                b.put(b"k", b"v")
+        assert s.version == 1
+        now[0] = Fraction(2002, 2)  # any real number is a time (numpy's, a Fraction)
+        assert s.put(b"k", b"v") == 2
+        assert hot.get(b"a") == b"1" and s.get(b"k") == b"v"

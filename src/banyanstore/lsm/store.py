@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from .. import heaptrim, shutdown
-from ..arguments import as_bytes, as_path, check_clock, check_seconds, check_sync
+from ..arguments import as_bytes, as_path, check_clock, check_seconds, check_sync, checked_clock
 from ..errors import (
     BanyanStoreError,
     ConfigError,
@@ -111,7 +111,7 @@ class Store(Keyspace):
     def __init__(self, path: str, opts: Options, env: Env, own_env: bool,
                  clock: Any = None) -> None:
         self.path, self.options, self._env, self._own_env = path, opts, env, own_env
-        clock = time.time if clock is None else clock
+        clock = time.time if clock is None else checked_clock(clock)  # (a bad reading: named)
         self._read_only = opts.read_only
         self._lock: FileLock | None = None
         self._cache = BlockCache(opts.block_cache_size)
