@@ -280,7 +280,8 @@ class Store(Keyspace):
 
         ``ttl`` (seconds): entries older than this expire; it is stored with the
         keyspace (given at creation or later) and outlives reopening.  None leaves
-        the keyspace's TTL as it is (a new keyspace gets the ``ttl`` option)."""
+        the keyspace's TTL as it is (a keyspace never given one follows the ``ttl``
+        option of each open, which is not stored)."""
         if not isinstance(name, str):
             raise TypeError(f"keyspace name must be a str, not {type(name).__name__}")
         if not name:
