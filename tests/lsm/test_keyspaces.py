@@ -148,7 +148,7 @@ def _append_raw_edit(path: Path, edit_json: str) -> None:
         f.write(struct.pack("<II", len(payload), crc32c.crc32c(payload)) + payload)
 
 
-@pytest.mark.parametrize("raw", ['"x"', "NaN", "Infinity", "-1", "[2]", "true"])
+@pytest.mark.parametrize("raw", ['"x"', "NaN", "Infinity", "-1", "[2]", "true", "1" + "0" * 400])
 def test_persisted_bad_ttl_is_corruption_at_open(tmp_path: Path, raw: str) -> None:
     """A manifest holding a bad keyspace TTL (written before TTLs were checked) fails
     the open with CorruptionError naming the manifest -- not later reads or merges."""

@@ -101,9 +101,12 @@ def _hex(value: object, what: str) -> bytes:
 def _ttl(value: object, what: str) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-            or value < 0:
-        raise EditError(f"{what} must be null or a finite number >= 0, not {value!r}")
+    try:
+        finite = math.isfinite(value)  # type: ignore[arg-type]
+    except (TypeError, OverflowError):  # not a number; an int no float holds (JSON allows it)
+        finite = False
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not finite or value < 0:
+        raise EditError(f"{what} must be null or a finite number >= 0, not {value!r:.80}")
     return value
 
 
