@@ -254,7 +254,8 @@ def test_manifest_envelope_is_validated(backed_up: BackupManifest) -> None:
 @pytest.mark.parametrize("url", ["local"], indirect=True)
 @pytest.mark.parametrize("ttl_text, message", [("Infinity", "not JSON"), ("NaN", "not JSON"),
                                                ("-Infinity", "not JSON"),
-                                               ("1e400", "ttl must be null or a finite number")])
+                                               ("1e400", "ttl must be null or a finite number"),
+                                               ("1" + "0" * 400, "ttl must be null or a finite number")])
 def test_manifest_non_finite_numbers_are_refused(backed_up: BackupManifest, ttl_text: str,
                                                  message: str) -> None:
     """JSON's non-standard Infinity/NaN (which Python's parser accepts) and a literal
