@@ -620,3 +620,21 @@ def test_a_checkpoint_into_a_destination_another_process_writes_is_refused(tmp_p
         s.checkpoint(dest)
     with banyanstore.open(dest, read_only=True) as copy:
         assert copy.get(b"k") == second.encode()
+
+
+def test_compact_counts_the_expired_tables_it_drops(tmp_path):
+    """compact() of a keyspace whose tables are all past its TTL drops them unread: its
+    summary counts them in tables_before (they were there when it began), rather than
+    reporting a keyspace that had no table (tables_before 0)."""
+    now = [1000.0]
+    with banyanstore.open(tmp_path / "db", clock=lambda: now[0], compaction=False,
+                          memtable_size=1 << 20) as s:
+        hot = s.keyspace("hot", ttl=10)
+        for round_ in range(2):
+            for i in range(50):
+                hot.put(b"k%03d" % i, b"r%d" % round_)
+            s.flush()
+        assert s.stats()["keyspaces"]["hot"]["tables"] == 2
+        now[0] = 1012.0
+        assert s.compact("hot") == {"merges": 0, "tables_before": 2, "tables_after": 0}
+        assert s.stats()["keyspaces"]["hot"]["tables"] == 0 and list(hot) == []

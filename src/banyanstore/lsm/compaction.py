@@ -385,9 +385,9 @@ class Compactor(BackgroundThread):
         summary: dict[str, Any] = {"merges": 0, "tables_before": 0, "tables_after": 0}
         for k in targets:
             self._raise_if_stopping()
+            summary["tables_before"] += len(k.view.tables)  # the expired ones dropped next too
             self._drop_expired(k)
             tables = k.view.tables
-            summary["tables_before"] += len(tables)
             for run in self._runs(tables, start, end):
                 self._raise_if_stopping()
                 if len(run) > 1 or self._reclaimable(k, run[0]):
