@@ -278,6 +278,42 @@ def test_a_backup_waits_for_a_live_prune_and_ignores_a_dead_one(tmp_path: Path) 
     assert dest.list("pruning") == {}  # its own marker and the dead one's are gone
 
 
+def test_a_backup_in_another_pid_namespace_of_the_same_host_name_is_live(tmp_path: Path) -> None:
+    """Containers on the host's network share its host name, not its pids (nor do two
+    machines of one name): a pid absent here says nothing about a backup running there.
+    Prune took such a backup's marker for stale and deleted the objects it was uploading,
+    which its manifest then named.  A marker records where its pid means a process."""
+    import json
+    import socket
+    import time
+
+    from banyanstore.backups.catalog import Pending
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", compaction=False, compaction_mode="thread",
+                          io_mode="sync") as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)
+    dest = open_destination(url, {})
+    uploading = "0" * 64
+    dest.write(f"objects/{uploading}", b"uploaded by a backup in another container")
+    ours = Pending(dest, "20991231T000000.000000Z-00000001")
+    here = json.loads(dest.read("pending/20991231T000000.000000Z-00000001"))
+    ours.clear()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    running = "20991231T000000.000000Z-00000002"
+    marker = {"backup_id": running, "host": socket.gethostname(), "pid": int(dead.stdout),
+              "started": time.time()}
+    dest.write(f"pending/{running}", json.dumps(marker | {"pid_scope": "another boot pid:[1]"}).encode())
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.in_progress == (running,) and uploading in dest.list("objects")
+    # The same dead pid where it means this machine's processes: the backup is gone.
+    dest.write(f"pending/{running}", json.dumps(marker | {"pid_scope": here["pid_scope"]}).encode())
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.in_progress == () and uploading not in dest.list("objects")
+    assert dest.list("pending") == {}
+
+
 def test_prune_deletes_no_object_once_its_marker_could_look_stale(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from banyanstore.backups import catalog

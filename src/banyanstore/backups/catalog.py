@@ -5,11 +5,11 @@ objects are shared between backups (content addressed), so deleting a backup
 deletes its manifest and then every object no remaining manifest names.
 
 A backup in progress has uploaded objects that no manifest names yet, so it
-announces itself with ``pending/<id>`` (JSON: host, pid, start time) before its
-first upload and removes it after its manifest is written.  While a live
-marker exists, :func:`prune` deletes manifests but no object.  A marker is
-stale -- its backup died -- when its process is gone (same host) or it is older
-than ``pending_timeout`` seconds (default a day).
+announces itself with ``pending/<id>`` (JSON: host, pid and where that pid names a
+process, start time) before its first upload and removes it after its manifest is
+written.  While a live marker exists, :func:`prune` deletes manifests but no object.
+A marker is stale -- its backup died -- when its process is gone (same host, boot and
+PID namespace) or it is older than ``pending_timeout`` seconds (default a day).
 
 That check alone leaves a window: a backup announcing itself just after prune
 looked would list ``objects/`` while prune deletes, reuse an object about to go
@@ -152,7 +152,7 @@ class Pending:
     def __init__(self, dest: Destination, backup_id: str, folder: str = "pending") -> None:
         self._dest, self._key = dest, f"{folder}/{backup_id}"
         marker = {"backup_id": backup_id, "host": socket.gethostname(), "pid": os.getpid(),
-                  "started": time.time()}
+                  "pid_scope": _pid_scope(), "started": time.time()}
         dest.write(self._key, json.dumps(marker).encode())
 
     def clear(self) -> None:
@@ -164,18 +164,34 @@ class Pending:
                            exc_info=True)
 
 
+def _pid_scope() -> str:
+    """Where this process's pid names it: this boot of this machine, in this PID namespace.
+
+    A host name alone does not say so: containers on the host's network share its name
+    but not its pids, and machines can share a name.  A pid absent here proves nothing
+    about a process of another scope, and taking its backup for dead would let prune
+    delete the objects it is uploading.  ``""`` where Linux's ``/proc`` is not there."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
 def _marker_is_stale(name: str, raw: bytes, now: float, timeout: float) -> bool:
     try:
         marker = json.loads(raw)
         host, pid, started = marker["host"], int(marker["pid"]), float(marker["started"])
-    except (ValueError, KeyError, TypeError):
+        scope = marker.get("pid_scope")  # absent in markers of older versions: the host decides
+    except (ValueError, KeyError, TypeError, AttributeError):
         # Unreadable: its owner may still run, until the time its name carries is
         # older than the timeout (live forever, it would block prune or backups for good).
         created = datetime.strptime(name.split("-")[0], ID_TIME_FORMAT).replace(tzinfo=UTC)
         return now - created.timestamp() > timeout
     if now - started > timeout:
         return True
-    if host == socket.gethostname():
+    if host == socket.gethostname() and (scope is None or scope == _pid_scope()):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
