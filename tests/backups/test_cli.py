@@ -205,3 +205,31 @@ def test_a_refusal_of_the_backend_names_the_url_not_the_local_path(
     code, out, err = run(capsys, "restore", url, dest)
     assert code == 1 and url in err and dest not in err, err
     assert not os.path.exists(dest)
+
+
+def test_a_bucket_that_does_not_exist_is_an_error_not_an_empty_listing(
+        capsys: pytest.CaptureFixture[str], s3_url: str, tmp_path: Path) -> None:
+    """s3fs raises S3's NoSuchBucket as the FileNotFoundError of a missing key, which
+    the listing took for an empty folder: `backups s3://<a typo>/...` listed no backups
+    and exited 0 (a script watching for a fresh backup saw none and no error), restore
+    and verify said "no complete backup".  A missing bucket is a StorageIOError naming
+    the URL and the bucket; an existing bucket without backups is still empty."""
+    from banyanstore.errors import StorageIOError, StoreNotFoundError
+    bucket = s3_url.split("/")[2]
+    missing = f"s3://{bucket}-typo/backups"
+    dest = str(tmp_path / "restored")
+    calls = [lambda: banyanstore.list_backups(missing),
+             lambda: banyanstore.verify_backup(missing),
+             lambda: banyanstore.restore(missing, dest),
+             lambda: banyanstore.restore(missing, dest, backup_id="20260101T000000.000000Z-deadbeef"),
+             lambda: banyanstore.prune_backups(missing, keep=1)]
+    for call in calls:
+        with pytest.raises(StorageIOError, match=f"bucket {bucket}-typo does not exist") as info:
+            call()
+        assert info.value.path is not None and info.value.path.startswith(missing)
+    assert not os.path.exists(dest)
+    code, out, err = run(capsys, "backups", missing)
+    assert code == 1 and out == "" and f"bucket {bucket}-typo does not exist" in err, (code, out, err)
+    assert banyanstore.list_backups(s3_url) == []
+    with pytest.raises(StoreNotFoundError, match="no complete backup"):
+        banyanstore.restore(s3_url, dest)

@@ -278,10 +278,19 @@ class FsspecDestination(Destination):
         OSErrors name the URL too: s3fs turns the service's refusals into them
         (PermissionError "Access Denied", without a file name), which the caller would
         otherwise report under its own local path.  Only a full disk or a read-only
-        file system writing ``local`` (a download's file) names ``local``."""
+        file system writing ``local`` (a download's file) names ``local``.  A bucket that
+        does not exist is no missing key: s3fs raises S3's NoSuchBucket as a
+        FileNotFoundError, which :meth:`list` would take for an empty folder (a typo in
+        the bucket's name listing no backups, without an error)."""
         try:
             yield
-        except (FileNotFoundError, BanyanStoreError):
+        except FileNotFoundError as exc:
+            if not _no_such_bucket(exc):
+                raise
+            bucket = self.root.split("/", 1)[0]
+            raise StorageIOError(f"{op} {self.describe(key)}: the bucket {bucket} does not exist",
+                                 path=self.describe(key), op=op) from exc
+        except BanyanStoreError:
             raise
         except OSError as exc:
             where = local if local is not None and exc.errno in _LOCAL_ERRNOS else self.describe(key)
@@ -355,6 +364,21 @@ class FsspecDestination(Destination):
                         self.fs.rm_file(p)
                     except FileNotFoundError:
                         pass
+
+
+def _no_such_bucket(exc: BaseException) -> bool:
+    """Whether an S3 API's NoSuchBucket error is among ``exc`` and its causes (s3fs keeps
+    botocore's error, with the service's code in ``response``, as the cause)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        response = getattr(cause, "response", None)
+        error = response.get("Error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and error.get("Code") == "NoSuchBucket":
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class _GuardedReader:
