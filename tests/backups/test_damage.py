@@ -307,6 +307,46 @@ def test_wal_tail_is_validated() -> None:
             _read(data, **kw)
 
 
+class _ShortReads:
+    """A stream whose reads return at most 3 bytes, as a raw or network stream's may
+    (``read(n)`` promises up to ``n`` bytes, not ``n``)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        return bytes(self._raw.read(n if n is None or n < 0 else min(n, 3)))
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _ShortReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_a_wal_tail_read_in_short_pieces_is_sound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tail reader took a short read for the end of the object: verify_backup over a
+    backend whose file reads return less than asked (fsspec's HTTP stream, any raw
+    stream) called a sound backup's WAL tail "not a banyanstore WAL tail" or "cut short"."""
+    import io
+    good = _tail([5, 6, 9])
+    records = list(read_tail(_ShortReads(io.BytesIO(good)), "t", records=3, first_version=5,
+                             last_version=9, keyspaces={0}))
+    assert records == _read(good)
+    from fsspec.implementations.memory import MemoryFileSystem
+    url = f"memory://short-reads-{os.getpid()}/backups"
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        fill(store, random.Random(5), 300, keys(50))
+        info = banyanstore.backup(store, url)
+    assert info.wal_records > 1
+    opened = MemoryFileSystem.open
+    monkeypatch.setattr(MemoryFileSystem, "open", lambda *a, **k: _ShortReads(opened(*a, **k)))
+    assert banyanstore.verify_backup(url).backup_id == info.backup_id
+
+
 def test_wal_tail_record_length_is_checked_before_it_is_read(tmp_path: Path) -> None:
     """A WAL tail object (untrusted input at restore time, docs/backup.md) whose first
     record claims 2 GiB: ``read_tail`` must report the damage without allocating the

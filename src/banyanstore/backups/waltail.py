@@ -80,14 +80,14 @@ def read_tail(src: BinaryIO, where: str, *, records: int, first_version: int, la
     decodes, versions ascending from ``first_version`` to ``last_version``, keyspaces
     the backup declares, and ``records`` of them.  CorruptionError (``where`` and the
     offset) otherwise.  Checks the end only when the iterator is exhausted."""
-    head = src.read(HEADER.size)
+    head = _read_at_most(src, HEADER.size)
     if len(head) != HEADER.size or head[:12] != _HEAD_BYTES or \
             HEADER.unpack(head)[2] != crc32c(_HEAD_BYTES):
         raise CorruptionError("not a banyanstore WAL tail (bad magic, format or header "
                               "checksum)", path=where, offset=0)
     offset, count, previous = HEADER.size, 0, 0
     while True:
-        frame = src.read(RECORD.size)
+        frame = _read_at_most(src, RECORD.size)
         if not frame:
             break
         if len(frame) != RECORD.size:
@@ -122,12 +122,18 @@ _READ_CHUNK = 1 << 20
 
 
 def _read_at_most(src: BinaryIO, length: int) -> bytes:
-    """Up to ``length`` bytes of ``src``, read in chunks: a corrupt length field costs
-    memory in proportion to the bytes really there, not to the length it claims."""
+    """``length`` bytes of ``src``, fewer only at its end.  A read may return less than
+    asked before the end (a network or raw stream: fsspec's HTTP files), so reads go on
+    until the bytes are there or a read returns none.  Read in chunks: a corrupt length
+    field costs memory in proportion to the bytes really there, not to the length it
+    claims."""
     if length <= _READ_CHUNK:
-        return src.read(length)
-    parts: list[bytes] = []
-    remaining = length
+        first = src.read(length)
+        if len(first) == length or not first:  # the usual case: one read
+            return first
+        parts, remaining = [first], length - len(first)
+    else:
+        parts, remaining = [], length
     while remaining:
         part = src.read(min(remaining, _READ_CHUNK))
         if not part:
