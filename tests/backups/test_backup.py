@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import banyanstore
+from banyanstore.backups.catalog import load_manifest
 from banyanstore.backups.destination import open_destination
 from banyanstore.errors import ConfigError, DiskFullError, StoreLockedError, StoreNotFoundError
 
@@ -100,7 +101,6 @@ def test_prune_keeps_the_newest_restorable_and_deletes_unreferenced_objects(
     assert result.deleted == (infos[0].backup_id,)
     assert result.kept == (infos[1].backup_id, infos[2].backup_id)
     assert [b.backup_id for b in banyanstore.list_backups(url)] == list(result.kept)
-    from banyanstore.backups.catalog import load_manifest
     needed = {o.sha256 for b in result.kept for o in load_manifest(dest, b).objects}
     after = set(dest.list("objects"))
     assert after == needed and result.deleted_objects == len(before - after) > 0
@@ -111,6 +111,30 @@ def test_prune_keeps_the_newest_restorable_and_deletes_unreferenced_objects(
     with pytest.raises(StoreNotFoundError, match=infos[0].backup_id):
         banyanstore.restore(url, tmp_path / "r0", backup_id=infos[0].backup_id)
     assert banyanstore.prune_backups(url, keep=5).deleted == ()
+
+
+@pytest.mark.parametrize("prefix", ["db[p]", "db?", "d*"])
+def test_prune_under_a_prefix_with_glob_characters_deletes_only_its_own_objects(
+        s3_url: str, tmp_path: Path, prefix: str) -> None:
+    """fsspec's rm() expands ``*``, ``?`` and ``[...]`` in the paths it is given: a prune
+    of ``s3://bucket/db[p]`` deleted ``s3://bucket/dbp``'s copy of an object (another
+    backup set, now unrestorable) and kept its own, which it reported deleted."""
+    bucket = s3_url.split("/")[2]
+    url, other = f"s3://{bucket}/{prefix}", f"s3://{bucket}/dbp"
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
+        store.put(b"a", b"1")
+        banyanstore.backup(store, url)  # a WAL tail, dropped by the prune below
+        banyanstore.backup(store, other)  # the same tail object, needed there
+        store.put(b"a", b"2")
+        store.flush()
+        kept = banyanstore.backup(store, url)
+    dest = open_destination(url, {})
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.kept == (kept.backup_id,) and result.deleted_objects == 1
+    needed = {o.sha256 for o in load_manifest(dest, kept.backup_id).objects}
+    assert set(dest.list("objects")) == needed
+    assert banyanstore.verify_backup(other).wal_records == 1
+    assert banyanstore.verify_backup(url).backup_id == kept.backup_id
 
 
 def test_restore_an_older_backup_by_id(tmp_path: Path) -> None:

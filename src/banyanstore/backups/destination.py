@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +50,7 @@ ATOMIC_PUT: Final = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", 
 EXTRAS: Final = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
                  "abfss": "azure", "adl": "azure"}
 
+_GLOB_MAGIC: Final = re.compile(r"[*?\[]")  # what fsspec's rm() and glob() expand
 _LOCAL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 OnBytes = Callable[[int], None]
@@ -356,14 +358,20 @@ class FsspecDestination(Destination):
         if not paths:
             return
         with self._backend_errors("delete", paths[0][len(self.root) + 1:]):
-            try:
-                self.fs.rm(paths)
-            except FileNotFoundError:
-                for p in paths:  # some were gone: remove the rest one by one
-                    try:
-                        self.fs.rm_file(p)
-                    except FileNotFoundError:
-                        pass
+            # rm() takes its paths for glob patterns: under a prefix holding * ? or [
+            # it would delete other prefixes' keys (``db[p]/...`` matches ``dbp/...``) and
+            # miss its own.  rm_file() takes a path as it is, one request per key.
+            if not any(_GLOB_MAGIC.search(p) for p in paths):
+                try:
+                    self.fs.rm(paths)
+                    return
+                except FileNotFoundError:
+                    pass  # some were gone: remove the rest one by one
+            for p in paths:
+                try:
+                    self.fs.rm_file(p)
+                except FileNotFoundError:
+                    pass
 
 
 def _no_such_bucket(exc: BaseException) -> bool:
