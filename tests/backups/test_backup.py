@@ -137,6 +137,28 @@ def test_prune_under_a_prefix_with_glob_characters_deletes_only_its_own_objects(
     assert banyanstore.verify_backup(url).backup_id == kept.backup_id
 
 
+def test_an_fsspec_file_system_without_atomic_puts_gets_its_folders(tmp_path: Path) -> None:
+    """File systems that are no object store (sftp://, fsspec's local://) get a temporary
+    key and a move; their files need the folder to exist, and fsspec's pipe_file() does not
+    create it: the first backup to a fresh destination failed writing its pending/ marker
+    ("No such file or directory"), so no backup could ever be taken there."""
+    universe = keys(100)
+    url = f"local://{tmp_path / 'remote' / 'backups'}"
+    infos, dumps = [], []
+    with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
+        for seed in range(2):
+            fill(store, random.Random(seed), 300, universe)
+            store.flush()
+            infos.append(banyanstore.backup(store, url))
+            dumps.append(dump(store, universe))
+    assert [i.backup_id for i in banyanstore.list_backups(url)] == [i.backup_id for i in infos]
+    assert restored(url, str(tmp_path / "copy"), universe, backup_id=infos[0].backup_id) == dumps[0]
+    assert banyanstore.prune_backups(url, keep=1).deleted == (infos[0].backup_id,)
+    assert restored(url, str(tmp_path / "copy2"), universe) == dumps[1]
+    left = {name for _d, _s, files in os.walk(tmp_path / "remote") for name in files}
+    assert not any(name.startswith(".tmp-") for name in left), left
+
+
 def test_restore_an_older_backup_by_id(tmp_path: Path) -> None:
     url = str(tmp_path / "b")
     with banyanstore.open(tmp_path / "s", **OPTIONS) as store:

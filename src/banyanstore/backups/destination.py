@@ -266,6 +266,7 @@ class FsspecDestination(Destination):
         self.url = url.rstrip("/")
         self.root = root.rstrip("/")
         self._atomic_put = protocol in ATOMIC_PUT
+        self._made: set[str] = set()  # folders known to exist (file systems without atomic puts)
         self.fs.invalidate_cache()  # listings cached by an earlier call may be stale
 
     def _path(self, key: str) -> str:
@@ -324,8 +325,18 @@ class FsspecDestination(Destination):
                 put(self._path(key))
                 return
             tmp = self._path(_temp_name(key))
+            self._make_folder(key)
             put(tmp)
             self.fs.mv(tmp, self._path(key))
+
+    def _make_folder(self, key: str) -> None:
+        """Create the folder of ``key``: a file system that is no object store (sftp,
+        fsspec's local) opens no file in a folder that does not exist, and pipe_file()
+        does not make it (put_file() does), so a fresh destination's first marker failed."""
+        folder = self._path(key).rpartition("/")[0]
+        if folder not in self._made:
+            self.fs.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
 
     def write(self, key: str, data: bytes) -> None:
         self._put(key, lambda path: self.fs.pipe_file(path, data))
