@@ -402,6 +402,34 @@ def test_a_backup_killed_while_removing_its_scratch_dir_leaves_nothing_the_next_
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
 
 
+def test_directories_named_like_scratch_that_are_not_ours_are_left_alone(tmp_path: Path) -> None:
+    """Cleaners took every directory named ``.<store>.backup-*`` (``.<dest>.restore-*``)
+    whose LOCK they could take for one a killed backup left: a user's own copy of the
+    store kept as ``.store.backup-20261201`` (a store has a LOCK) was deleted with all
+    its data by the next backup, and so beside a restore.  A scratch directory's LOCK
+    says it is one; nothing else is removed."""
+    import shutil
+    with banyanstore.open(tmp_path / "store", io_mode="sync") as store:
+        store.put(b"k", b"precious")
+    mine = [tmp_path / ".store.backup-20261201", tmp_path / ".copy.restore-20261201"]
+    for copy in mine:
+        shutil.copytree(tmp_path / "store", copy)
+        assert os.path.exists(copy / "LOCK")
+    notes = tmp_path / ".store.backup-notes"
+    notes.mkdir()
+    (notes / "LOCK").write_bytes(b"")
+    (notes / "todo.txt").write_text("mine")
+    url = str(tmp_path / "b")
+    banyanstore.backup(tmp_path / "store", url)
+    banyanstore.restore(url, tmp_path / "copy")
+    for copy in mine:
+        with banyanstore.open(copy, read_only=True) as kept:
+            assert kept.get(b"k") == b"precious"
+    assert (notes / "todo.txt").read_text() == "mine"
+    with banyanstore.open(tmp_path / "copy", read_only=True) as restored_copy:
+        assert restored_copy.get(b"k") == b"precious"
+
+
 KILLED_NAMING_SCRATCH = """
 import os, sys, banyanstore
 rename = os.rename

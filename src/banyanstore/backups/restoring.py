@@ -330,6 +330,7 @@ def _swap_into_place(scratch: ScratchDir, target: str, *, replacing: bool) -> No
     parent = os.path.dirname(target)
     env = PosixEnv()
     if replacing and _exchange(scratch.path, target):
+        scratch.exchanged()
         env.sync_dir(parent)
         return  # the old store is now the scratch directory, removed with it
     if replacing:

@@ -8,7 +8,11 @@ directory holds a ``LOCK`` file its owner keeps ``flock``-ed; the next backup
 or restore beside the same path removes every such directory whose lock it
 can take (its owner is gone).  A directory is created under a name the
 cleaners ignore, locked, and only then renamed to the name they look for, so
-a cleaner can never take a lock its owner is about to take.
+a cleaner can never take a lock its owner is about to take.  The name alone
+does not make a directory scratch: a user may keep a copy of the store as
+``.store.backup-20261201``, and a store has a LOCK too.  So a scratch
+directory's LOCK holds :data:`SCRATCH_MAGIC`, written before the rename, and
+cleaners remove only directories whose LOCK holds it.
 
 >>> import tempfile, os
 >>> with tempfile.TemporaryDirectory() as d:
@@ -29,9 +33,12 @@ import shutil
 import tempfile
 import time
 
-__all__ = ["ScratchDir"]
+__all__ = ["ScratchDir", "SCRATCH_MAGIC"]
 
 logger = logging.getLogger("banyanstore.backups")
+
+SCRATCH_MAGIC = b"banyanstore scratch directory: removed when its owner is gone\n"
+"""What a scratch directory's LOCK holds (a store's LOCK is empty)."""
 
 
 class ScratchDir:
@@ -54,13 +61,27 @@ class ScratchDir:
             fresh = tempfile.mkdtemp(prefix=f".{base}.{purpose}~")
         self._fd = os.open(os.path.join(fresh, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else can know the name yet
+        os.write(self._fd, SCRATCH_MAGIC)  # before the rename: cleaners remove only these
         self.path = os.path.join(os.path.dirname(fresh), self._prefix + os.path.basename(fresh)[-8:])
         os.rename(fresh, self.path)
         self._moved = False
 
     def moved_to(self, path: str) -> None:
-        """The directory was renamed to ``path`` (it is no longer scratch)."""
+        """The directory was renamed to ``path`` (it is no longer scratch: its LOCK, now
+        the store's, is emptied, so no copy of the store is ever taken for scratch)."""
         self.path, self._moved = path, True
+        os.ftruncate(self._fd, 0)
+
+    def exchanged(self) -> None:
+        """Its contents were swapped with another directory's (``RENAME_EXCHANGE``): this
+        LOCK, now the other directory's, is emptied, and the one now here (the other's)
+        says scratch, so a cleaner removes it if this process dies before :meth:`close`."""
+        os.ftruncate(self._fd, 0)
+        fd = os.open(os.path.join(self.path, "LOCK"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, SCRATCH_MAGIC)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Remove the directory (unless it was moved into place) and release it."""
@@ -130,6 +151,8 @@ def _remove_if_owner_gone(path: str) -> bool:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.pread(fd, len(SCRATCH_MAGIC) + 1, 0) != SCRATCH_MAGIC:
+            return False  # named like scratch, not ours: a user's copy of a store, say
         _remove_lock_last(path)
     except OSError:
         return False
