@@ -393,3 +393,24 @@ def test_a_number_beyond_the_store_s_range_is_refused_by_verify_and_restore(
     with pytest.raises(CorruptionError, match="must be an integer") as err:
         banyanstore.restore(url, tmp_path / "copy")
     assert err.value.path == dest.describe(key) and nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+def test_a_backup_of_a_newer_store_format_is_refused_by_verify_and_restore(
+        url: str, tmp_path: Path, backed_up: BackupManifest) -> None:
+    """A backup manifest saying its tables and WAL records are of store format 2 (a newer
+    banyanstore's) decoded: verify_backup called it sound and restore built a format-1
+    store from those files, which this version would read as its own.  The store refuses
+    to open a newer format; so do verify and restore, naming the backup's manifest."""
+    dest = open_destination(url, {})
+    key = manifest_key(backed_up.backup_id)
+    payload = _valid(backed_up)
+    payload["store_format"] = 2
+    dest.write(key, _envelope(payload))
+    with pytest.raises(CorruptionError, match="store format 2 is newer") as err:
+        banyanstore.verify_backup(url)
+    assert err.value.path == dest.describe(key)
+    with pytest.raises(CorruptionError, match="store format 2 is newer") as err:
+        banyanstore.restore(url, tmp_path / "copy")
+    assert err.value.path == dest.describe(key) and nothing_left(tmp_path)
+    assert banyanstore.list_backups(url) == []  # left out as damaged, as any undecodable manifest

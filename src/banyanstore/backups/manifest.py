@@ -53,7 +53,7 @@ from typing import Any, Final
 
 from ..crc import crc32c
 from ..errors import CorruptionError
-from ..lsm.edits import MAX_KEYSPACE_ID, MAX_U64
+from ..lsm.edits import MAX_KEYSPACE_ID, MAX_U64, STORE_FORMAT
 from ..lsm.manifest import TableInfo
 
 __all__ = ["BackupManifest", "KeyspaceEntry", "ObjectEntry", "TableEntry", "WalTailEntry",
@@ -305,12 +305,23 @@ def _from_json(f: _Fields, where: str) -> BackupManifest:
     uploaded = f.sub("uploaded")
     return BackupManifest(
         backup_id=_backup_id(f, where), created=_created(f, where), banyanstore=f.text("banyanstore"),
-        store_format=f.integer("store_format", 1), source_path=source.text("path"),
+        store_format=_store_format(f, where), source_path=source.text("path"),
         source_host=source.text("host"), version=version, flushed_version=flushed,
         history_floor=_history_floor(f, version, where), next_file=next_file,
         keyspaces=keyspaces, time_map=_time_map(f, where), tables=tables,
         wal_tail=_wal_tail(f, flushed, version, where),
         uploaded_files=uploaded.integer("files"), uploaded_bytes=uploaded.integer("bytes"))
+
+
+def _store_format(f: _Fields, where: str) -> int:
+    """The store format of the backup's tables and WAL records: a newer one than this
+    banyanstore writes is refused, as the store's own open refuses it (a restore would
+    file those bytes in a store of this format)."""
+    fmt = f.integer("store_format", 1)
+    if fmt > STORE_FORMAT:
+        raise CorruptionError(f"backup is of store format {fmt}: store format {fmt} is newer than "
+                              f"this banyanstore supports ({STORE_FORMAT})", path=where)
+    return fmt
 
 
 def _backup_id(f: _Fields, where: str) -> str:
