@@ -47,38 +47,52 @@ def test_concurrent_synced_appends_share_syncs(real_env_dir):
     assert st["group_commit_batches"] < total / 2, st
 
 
-class _SlowSyncEnv(PosixEnv):
-    """fdatasync takes 0.3 s, so the test can look at what happens meanwhile."""
+class _HeldSyncEnv(PosixEnv):
+    """Once armed, the next fdatasync announces itself (``entered``) and waits for
+    ``release``: the test looks at what happens while it runs, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered, self.release = threading.Event(), threading.Event()
 
     def open_mapped(self, path, *, create=False):  # type: ignore[no-untyped-def]
         f = super().open_mapped(path, create=create)
         real = f.sync
 
-        def slow() -> None:
-            if not self.fast:
-                time.sleep(0.3)
+        def held() -> None:
+            if self.armed:
+                self.armed = False
+                self.entered.set()
+                self.release.wait(60)
             real()
-        f.sync = slow  # type: ignore[method-assign]
+        f.sync = held  # type: ignore[method-assign]
         return f
-
-    fast = True
 
 
 def test_appends_proceed_while_a_sync_runs(tmp_path):
-    env = _SlowSyncEnv()
+    # (It used to sleep 0.05 s for the leader to be "inside its fdatasync" and time the
+    # appends against a 0.3 s sync: on a slow or loaded machine it failed, or passed
+    # without a sync running.)  Now the sync is held until the appends have returned.
+    env = _HeldSyncEnv()
     with open_log(env, str(tmp_path)) as log:
-        env.fast = False
+        env.armed = True
         syncer = threading.Thread(target=log.append, args=(b"synced",), kwargs={"sync": True})
         syncer.start()
-        time.sleep(0.05)  # the leader is inside its fdatasync now
-        t0 = time.monotonic()
-        for i in range(100):
-            log.append(payload(i), sync=False)
-        assert time.monotonic() - t0 < 0.2, "unsynced appends waited for the running sync"
-        assert log.durable_seq == 0
-        syncer.join()
+        try:
+            assert env.entered.wait(30), "the synced append never reached its fdatasync"
+            appender = threading.Thread(target=lambda: [log.append(payload(i), sync=False)
+                                                        for i in range(100)])
+            appender.start()
+            appender.join(30)
+            assert not appender.is_alive(), "unsynced appends waited for the running sync"
+            assert log.last_seq == 101
+            assert log.durable_seq == 0  # the sync is still running
+        finally:
+            env.release.set()
+            syncer.join(30)
+        assert not syncer.is_alive()
         assert log.durable_seq >= 1
-        env.fast = True
 
 
 def test_wait_durable_outside_the_callers_lock(real_env_dir):
