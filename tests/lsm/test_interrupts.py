@@ -20,6 +20,7 @@ import gc
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import CodeType, FrameType
@@ -654,3 +655,36 @@ def test_a_ctrl_c_anywhere_in_opening_the_manifest_and_the_lock_leaves_the_store
 
     assert sweep({"store.py": {"open", "__init__", "_load", "_open_files", "_check_existence"},
                   "manifest.py": None}, step) > 20
+
+
+def test_a_ctrl_c_anywhere_in_opening_the_wal_leaves_it_closed(tmp_path: Path) -> None:
+    """A Ctrl-C just after the WAL's open returned and before the store kept it (in
+    ``open_wal`` or the store's assignment of its result) dropped the open Log: its sync
+    thread ran and its segment stayed open (two descriptors) until the exit hook closed it
+    at exit.  The store keeps
+    the Log before its open returns, so either the Log's open or the store's undoes it."""
+    path = tmp_path / "db"
+    with open_store(path) as store:
+        store.put(b"k", b"v")
+        store.flush()
+        store.put(b"k2", b"v2")  # and one for the WAL
+
+    def log_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("banyanstore-log")]
+
+    before = log_threads()
+
+    def step(hit: Interrupt) -> None:
+        try:
+            with hit:
+                store = open_store(path)
+            store.close()
+        except KeyboardInterrupt:
+            pass
+        assert not [f for f in _held_files(path) if f.endswith(".log")], "a WAL segment is still open"
+        assert log_threads() == before, "a dropped WAL's sync thread still runs"
+        with open_store(path) as again:
+            assert again.get(b"k") == b"v" and again.get(b"k2") == b"v2"
+
+    assert sweep({"store.py": {"_open_files", "_keep_wal"}, "recovery.py": {"open_wal", "_check_wal_start"}},
+                 step) > 5

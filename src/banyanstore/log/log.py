@@ -82,7 +82,7 @@ class Log(LogView, AsyncAppends):
     :meth:`follow` belongs to one consumer).  Use :meth:`open`."""
 
     def __init__(self, env: Env, own_env: bool, directory: str, opts: Options,
-                 lock: FileLock | None) -> None:
+                 lock: FileLock | None, keep: Callable[[Log], None] | None = None) -> None:
         self.path, self._env, self._own_env, self._opts, self._flock = directory, env, own_env, opts, lock
         self._interval, self._read_only = opts.log_index_interval, opts.read_only
         self._segment_size, self._always = opts.segment_size, opts.wal_sync == "always"
@@ -121,6 +121,12 @@ class Log(LogView, AsyncAppends):
             self._start_writing()
             _log.debug("opened log %s: seqs [%d, %d], %d segments", directory, self.first_seq,
                        self.last_seq, len(self._catalog.segments))
+            if keep is not None:
+                # Handed over before the open returns: a Ctrl-C between the return and the
+                # caller's assignment would drop an open writer (its sync thread running,
+                # closed -- its segment cut -- only at exit).  Until keep() has returned an
+                # interrupt closes it here; after, the caller has it to close.
+                keep(self)
         except BaseException:
             self._abort_open()
             raise
@@ -157,18 +163,21 @@ class Log(LogView, AsyncAppends):
 
     @classmethod
     def open(cls, path: str | bytes | os.PathLike[Any], *, options: Options | None = None,
-             env: Env | None = None, lock: bool = True, **kwargs: Any) -> Log:
+             env: Env | None = None, lock: bool = True, keep: Callable[[Log], None] | None = None,
+             **kwargs: Any) -> Log:
         """Open (or create) the log in directory ``path``.
 
         ``lock=False`` is for embedding: the caller (the LSM store) already holds
-        its own lock over a directory containing this one.
+        its own lock over a directory containing this one.  So is ``keep``: called with
+        the opened log before this returns, so that the caller holds it even when an
+        interrupt (a Ctrl-C) ends the open after that (it is the caller's to close then).
         """
         directory = as_path(path)
         check_bool(lock, "lock")
         check_env(env)
         opts = resolve_options(options, kwargs)
         with opened_directory(directory, opts, env, lock=lock) as (env, own_env, flock):
-            return cls(env, own_env, directory, opts, flock)
+            return cls(env, own_env, directory, opts, flock, keep)
 
     def _open_writer(self) -> None:
         segs = self._catalog.segments

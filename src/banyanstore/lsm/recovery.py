@@ -63,23 +63,19 @@ def missing_records(opts: Options, message: str, path: str) -> bool:
 
 
 def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *,
-             existing: bool) -> tuple[Log, bool]:
-    """Open the store's WAL (for a writer) and check it holds every record the manifest
-    still needs; also whether records it needs were missing (skipped, as the options
-    allow).  (Read-only opens check the same in lsm/catchup.py.)"""
+             existing: bool, keep: Callable[[Log], None]) -> bool:
+    """Open the store's WAL (for a writer), handing it to ``keep`` as it opens (so the
+    store closes it whatever interrupts the open), and check it holds every record the
+    manifest still needs; returns whether records it needs were missing (skipped, as the
+    options allow).  (Read-only opens check the same in lsm/catchup.py.)"""
     wal_dir = f"{path}/wal"
     missing = False
     if existing and not env.exists(wal_dir):
         missing = missing_records(opts, "the WAL directory is missing", wal_dir)
         env.mkdir(wal_dir)
     wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
-    wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False)
-    try:
-        missing = _check_wal_start(wal, opts, state, wal_dir) or missing
-    except BaseException:
-        wal.close()
-        raise
-    return wal, missing
+    wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False, keep=keep)
+    return _check_wal_start(wal, opts, state, wal_dir) or missing
 
 
 def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str) -> bool:

@@ -208,7 +208,7 @@ class Store(Keyspace):
                 # CURRENT first: a crash before it leaves no WAL segment behind, so the
                 # half-created store is still recognised as new on the next open.
                 manifest = Manifest.open_for_append(env, path, state)
-            self._wal, wal_incomplete = open_wal(env, path, opts, state, existing=exists)
+            wal_incomplete = open_wal(env, path, opts, state, existing=exists, keep=self._keep_wal)
             if not self._read_only and manifest is None:
                 # before the new manifest: refuse, change nothing
                 check_orphans(env, path, state, wal_incomplete=wal_incomplete)
@@ -218,6 +218,10 @@ class Store(Keyspace):
                 manifest.close()
             raise
         return state, manifest
+
+    def _keep_wal(self, wal: Log) -> None:
+        """The WAL as its open returns it: from here on _abort_open closes it."""
+        self._wal = wal
 
     def _refuse_to_recreate(self) -> None:
         """No CURRENT: a new store -- unless data files say a store was here, in which
