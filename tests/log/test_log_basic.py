@@ -398,3 +398,31 @@ def test_appending_a_big_record_copies_it_once(tmp_path: Path, pure: str) -> Non
     implementation, peak = out.stdout.split()
     assert implementation == ("python" if pure == "1" else "native")
     assert float(peak) < 1.5, peak
+
+
+def test_a_ctrl_c_as_the_open_returns_leaves_the_log_closed(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt after the Log was built and before ``Log.open`` returned it (a
+    Ctrl-C landing there) dropped an open writer: its sync thread ran, its segment and
+    LOCK stayed open, and every later open in the process raised StoreLockedError until
+    the exit hook closed the dropped one at exit.  The open now closes it."""
+    path = tmp_path / "log"
+    with Log.open(path, wal_sync="interval") as log:
+        log.append(b"a")
+    real_init = Log.__init__
+
+    def init_then_interrupt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_init(self, *args, **kwargs)
+        raise KeyboardInterrupt  # as if at the first check after the constructor returned
+
+    def syncers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == "banyanstore-log-sync"]
+
+    before = syncers()
+    monkeypatch.setattr(Log, "__init__", init_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        Log.open(path, wal_sync="interval")
+    monkeypatch.undo()
+    assert syncers() == before, "the dropped log's sync thread still runs"
+    with Log.open(path) as again:  # not StoreLockedError
+        assert list(again.read()) == [(1, b"a")]

@@ -176,8 +176,30 @@ class Log(LogView, AsyncAppends):
         check_bool(lock, "lock")
         check_env(env)
         opts = resolve_options(options, kwargs)
-        with opened_directory(directory, opts, env, lock=lock) as (env, own_env, flock):
-            return cls(env, own_env, directory, opts, flock, keep)
+        made: list[Log] = []
+
+        def hold(log: Log) -> None:
+            made.append(log)
+            if keep is not None:
+                keep(log)
+        # A Ctrl-C after the constructor's own clean-up stopped covering it (as it returns,
+        # or in the with statement's exit) left the log built -- its sync thread started,
+        # its exit hook registered, LOCK held until exit -- with nobody to close it.
+        try:
+            with opened_directory(directory, opts, env, lock=lock) as (env, own_env, flock):
+                try:
+                    return cls(env, own_env, directory, opts, flock, hold)
+                except BaseException:
+                    for log in made:  # the lock and env are opened_directory's to release
+                        log._abort_open()
+                    raise
+        except BaseException:
+            for log in made:  # (closed above, unless the with statement's exit was interrupted)
+                try:
+                    log.close()
+                except Exception:  # noqa: BLE001 - the interrupt matters more
+                    _log.exception("cleanup after an interrupted open of log %s", directory)
+            raise
 
     def _open_writer(self) -> None:
         segs = self._catalog.segments
