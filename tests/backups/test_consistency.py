@@ -93,11 +93,12 @@ def test_backup_during_concurrent_writes_restores_exactly_its_version(
 
 
 CHILD = """
-import sys, time, banyanstore
+import sys, threading, banyanstore
 def progress(p):
     if p.phase == "upload" and p.bytes_done:
         print("uploading", flush=True)
-        time.sleep(0.2)  # slow enough to be killed mid-upload
+        threading.Event().wait()  # killed here, mid-upload (0.2 s of sleep per step let a
+        # slow or loaded machine finish the backup before the kill)
 banyanstore.backup(sys.argv[1], sys.argv[2], parallel=1, progress=progress)
 print("done", flush=True)
 """
