@@ -191,7 +191,7 @@ class Log(LogView, AsyncAppends):
                     return cls(env, own_env, directory, opts, flock, hold)
                 except BaseException:
                     for log in made:  # the lock and env are opened_directory's to release
-                        log._abort_open()
+                        cls._abort_open(log)
                     raise
         except BaseException:
             for log in made:  # (closed above, unless the with statement's exit was interrupted)
