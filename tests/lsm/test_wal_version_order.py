@@ -53,6 +53,20 @@ def reopen(files: dict[str, bytes]) -> MemoryEnv:
     return materialize(files, (f"{ROOT}/tables",))
 
 
+def set_byte(files: dict[str, bytes], record_no: int, at: int, value: int) -> dict[str, bytes]:
+    """``files`` with byte ``at`` of the ``record_no``-th WAL record's payload (0-based,
+    after its seq) set to ``value``, behind a recomputed fragment checksum."""
+    [seg] = [p for p in files if p.startswith(f"{ROOT}/wal/") and p.endswith(".log")]
+    data = files[seg]
+    off, length, kind = mutate.segment_fragments(data)[record_no]
+    assert kind == 1  # FULL
+    start = off + logfmt.FRAG_HEADER_SIZE
+    payload = bytearray(data[start:start + length])
+    payload[8 + at] = value
+    header = logfmt.FRAG_HEADER.pack(logfmt.frame_crc(kind, bytes(payload)), length, kind)
+    return dict(files, **{seg: data[:off] + header + bytes(payload) + data[start + length:]})
+
+
 def set_version(files: dict[str, bytes], record_no: int, version: int) -> dict[str, bytes]:
     """``files`` with the version of the ``record_no``-th WAL record (0-based) set to
     ``version``, behind a recomputed fragment checksum (the Log accepts the frame)."""
@@ -103,3 +117,15 @@ def test_flags_must_be_zero() -> None:
     with pytest.raises(CorruptionError, match="flags 0x40") as info:
         wal.decode(bytes(record), "w")
     assert info.value.offset == 1
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read_only", "writer"])
+def test_a_newer_record_format_names_the_record_and_offset(read_only: bool) -> None:
+    """A record of a format above the newest (a newer banyanstore wrote it) is refused
+    like any other damage: by record and offset (its format byte, offset 0)."""
+    files = set_byte(store_with_versions(), 2, 0, wal.WAL_FORMAT_RANGES + 1)
+    with pytest.raises(CorruptionError, match="WAL record format 3 is not supported") as info:
+        with banyanstore.open(ROOT, env=reopen(files), read_only=read_only, **OPTS):
+            pass
+    assert info.value.path == f"{ROOT}/wal (record 3)"
+    assert info.value.offset == 0

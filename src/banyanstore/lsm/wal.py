@@ -131,8 +131,9 @@ def decode(record: bytes, where: str = "wal") -> WalRecord:
         raise CorruptionError(f"WAL record too short ({n} bytes)", path=where)
     fmt, flags, count, version, commit_ms = HEADER.unpack_from(record, 0)
     if fmt != WAL_FORMAT and fmt != WAL_FORMAT_RANGES:
+        # offset 0: the format byte, so a newer writer's record is located like other damage
         raise CorruptionError(f"WAL record format {fmt} is not supported (expected {WAL_FORMAT} "
-                              f"or {WAL_FORMAT_RANGES})", path=where)
+                              f"or {WAL_FORMAT_RANGES})", path=where, offset=0)
     if flags:
         raise CorruptionError(f"WAL record flags {flags:#x} are not 0", path=where, offset=1)
     kinds = (KIND_VALUE, KIND_TOMBSTONE) if fmt == WAL_FORMAT else (KIND_VALUE, KIND_TOMBSTONE,
