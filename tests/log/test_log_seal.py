@@ -356,8 +356,8 @@ def test_sealed_segment_with_zeros_after_its_seal_reads(tmp_path: Path) -> None:
 
 # -- older formats -------------------------------------------------------------------------
 
-def _v2_segment(first: int, seqs: range) -> bytes:
-    data = bytearray(encode_header(first, version=2))
+def _v2_segment(first: int, seqs: range, version: int = 2) -> bytes:
+    data = bytearray(encode_header(first, version=version))
     for seq in seqs:
         room = BLOCK_SIZE - len(data) % BLOCK_SIZE
         if room < 7:
@@ -388,6 +388,26 @@ def test_v2_log_opens_and_its_writer_goes_on_in_v3_segments(tmp_path: Path) -> N
     segs[-1].unlink()
     with pytest.raises(MissingSegmentError):
         Log.open(tmp_path)
+
+
+def test_a_follower_reads_past_the_empty_v1_segment_its_writer_replaced(tmp_path: Path) -> None:
+    """A version-1 log whose last segment holds no record (an older writer rotated and
+    closed): the writer replaces that segment, by a rename, with a newer-format one of the
+    same name.  A read-only log opened before kept reading the replaced file: refresh
+    found none of the writer's records, and after its next rotation reported them
+    missing (CorruptionError "log records 101..130 are missing")."""
+    (tmp_path / "00000000000000000001.log").write_bytes(_v2_segment(1, range(1, 101), version=1))
+    (tmp_path / "00000000000000000101.log").write_bytes(encode_header(101, version=1))
+    with Log.open(tmp_path, read_only=True) as follower:
+        assert follower.last_seq == 100
+        with Log.open(tmp_path, segment_size=SEG, wal_sync="never") as log:
+            for seq in range(101, 131):
+                assert log.append(payload(seq)) == seq
+            assert follower.refresh() == 130
+            assert [s for s, _ in follower.read(101)] == list(range(101, 131))
+            assert log.rotate() == 131 and log.append(payload(131)) == 131
+            assert follower.refresh() == 131
+        assert [(s, r) for s, r in follower.read()] == [(s, payload(s)) for s in range(1, 132)]
 
 
 # -- repair accepts the loss on request ------------------------------------------------------

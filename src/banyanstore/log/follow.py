@@ -46,7 +46,14 @@ from dataclasses import dataclass, field
 from ..errors import CorruptionError
 from ..io.base import Env
 from .chain import check_link, check_newest, missing_successor
-from .format import BLOCK_SIZE, FRAG_HEADER, FRAG_HEADER_SIZE, HEADER_SIZE, SEAL_VERSION
+from .format import (
+    BLOCK_SIZE,
+    FRAG_HEADER,
+    FRAG_HEADER_SIZE,
+    HEADER_SIZE,
+    SEAL_VERSION,
+    ZERO_TAIL_VERSION,
+)
 from .reader import OnDamage
 from .recovery import LIVE_RESCANS
 from .segment import (
@@ -55,6 +62,7 @@ from .segment import (
     SparseIndex,
     list_segments,
     list_segments_after,
+    read_header,
     scan_bounds,
 )
 
@@ -167,6 +175,8 @@ def _catch_up_once(env: Env, directory: str, segments: Sequence[Segment], next_s
     while cut < len(known) - 1 and known[cut].first_seq not in listed:
         cut += 1
     out = Caught(known[cut:], next_seq, dropped=known[:cut])
+    if out.segments and _replaced(env, out.segments[-1], out.next_seq):
+        out.dropped.append(out.segments.pop())  # read from the listing below, as a new one
     newer = [(seq, name) for seq, name in names
              if not out.segments or seq > out.segments[-1].first_seq]
     if out.segments:
@@ -181,6 +191,20 @@ def _catch_up_once(env: Env, directory: str, segments: Sequence[Segment], next_s
         relists += 1
         newer = list_segments_after(env, directory, gone, relists)
     return out
+
+
+def _replaced(env: Env, last: Segment, next_seq: int) -> bool:
+    """Whether the writer replaced ``last``, an empty version-1 segment, by a newer-format
+    one of the same name (``Log._leave_old_format``: it never appends to version 1).  The
+    pinned handle still reads the replaced file, which never grows: without this the
+    writer's records in the new file were never seen, and a later segment looked like a
+    gap after it."""
+    if last.version >= ZERO_TAIL_VERSION or last.first_seq != next_seq:
+        return False  # appended to in place; or it holds records, so it is never replaced
+    try:
+        return read_header(env, last.path)[1] >= ZERO_TAIL_VERSION
+    except FileNotFoundError:
+        return False  # removed: the listing decides, as for any segment
 
 
 def _check_links(env: Env, out: Caught, policy: Callable[[Segment], OnDamage]) -> None:
