@@ -515,8 +515,8 @@ def test_a_ctrl_c_inside_the_wal_append_turns_the_store_read_only_at_once(
         assert [again.get(b"b%d" % i) for i in range(5)] in ([None] * 5, [b"x"] * 5)
 
 
-def test_a_ctrl_c_inside_the_wal_rotation_turns_the_store_read_only_at_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _store_interrupted_in_a_wal_rotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A store holding a=1 whose flush a Ctrl-C ended just after the WAL rotated."""
     store = open_store(tmp_path / "db")
     store.put(b"a", b"1")
     real = Log._rotate_locked
@@ -529,6 +529,12 @@ def test_a_ctrl_c_inside_the_wal_rotation_turns_the_store_read_only_at_once(
     with pytest.raises(KeyboardInterrupt):
         store.flush()
     monkeypatch.undo()
+    return store
+
+
+def test_a_ctrl_c_inside_the_wal_rotation_turns_the_store_read_only_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store_interrupted_in_a_wal_rotation(tmp_path, monkeypatch)
     with pytest.raises(ReadOnlyError, match="failed WAL write.*reopen"):
         store.put(b"b", b"2")  # before: the Log's StorageIOError first, ReadOnlyError after
     store.close()
@@ -566,18 +572,7 @@ def test_a_store_refusing_writes_after_a_ctrl_c_in_the_wal_says_it_was_interrupt
     """Before: every later write raised ReadOnlyError "... (the log is unusable after an
     earlier IO error (); close and reopen it)" -- an IO error that never happened, with
     an empty explanation (a KeyboardInterrupt's str() is empty)."""
-    store = open_store(tmp_path / "db")
-    store.put(b"a", b"1")
-    real = Log._rotate_locked
-
-    def rotate(self: Log) -> None:
-        real(self)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Log, "_rotate_locked", rotate)
-    with pytest.raises(KeyboardInterrupt):
-        store.flush()
-    monkeypatch.undo()
+    store = _store_interrupted_in_a_wal_rotation(tmp_path, monkeypatch)
     with pytest.raises(ReadOnlyError) as refused:
         store.put(b"b", b"2")
     message = str(refused.value)

@@ -11,6 +11,7 @@ in both modes (pure Python and the compiled core).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,33 +54,34 @@ def reopen(files: dict[str, bytes]) -> MemoryEnv:
     return materialize(files, (f"{ROOT}/tables",))
 
 
-def set_byte(files: dict[str, bytes], record_no: int, at: int, value: int) -> dict[str, bytes]:
-    """``files`` with byte ``at`` of the ``record_no``-th WAL record's payload (0-based,
-    after its seq) set to ``value``, behind a recomputed fragment checksum."""
+def _rewrite(files: dict[str, bytes], record_no: int, edit: Callable[[bytearray], None]) -> dict[str, bytes]:
+    """``files`` with the ``record_no``-th WAL record's payload (0-based; the record's seq
+    first) changed by ``edit``, behind a recomputed fragment checksum (the Log accepts
+    the frame)."""
     [seg] = [p for p in files if p.startswith(f"{ROOT}/wal/") and p.endswith(".log")]
     data = files[seg]
     off, length, kind = mutate.segment_fragments(data)[record_no]
     assert kind == 1  # FULL
     start = off + logfmt.FRAG_HEADER_SIZE
     payload = bytearray(data[start:start + length])
-    payload[8 + at] = value
+    edit(payload)
     header = logfmt.FRAG_HEADER.pack(logfmt.frame_crc(kind, bytes(payload)), length, kind)
     return dict(files, **{seg: data[:off] + header + bytes(payload) + data[start + length:]})
+
+
+def set_byte(files: dict[str, bytes], record_no: int, at: int, value: int) -> dict[str, bytes]:
+    """``files`` with byte ``at`` of the ``record_no``-th WAL record (after its seq) set
+    to ``value``."""
+    def edit(payload: bytearray) -> None:
+        payload[8 + at] = value
+    return _rewrite(files, record_no, edit)
 
 
 def set_version(files: dict[str, bytes], record_no: int, version: int) -> dict[str, bytes]:
-    """``files`` with the version of the ``record_no``-th WAL record (0-based) set to
-    ``version``, behind a recomputed fragment checksum (the Log accepts the frame)."""
-    [seg] = [p for p in files if p.startswith(f"{ROOT}/wal/") and p.endswith(".log")]
-    data = files[seg]
-    off, length, kind = mutate.segment_fragments(data)[record_no]
-    assert kind == 1  # FULL
-    start = off + logfmt.FRAG_HEADER_SIZE
-    payload = bytearray(data[start:start + length])
-    at = 8 + wal.VERSION_OFFSET  # after the record's seq
-    VERSION.pack_into(payload, at, version)
-    header = logfmt.FRAG_HEADER.pack(logfmt.frame_crc(kind, bytes(payload)), length, kind)
-    return dict(files, **{seg: data[:off] + header + bytes(payload) + data[start + length:]})
+    """``files`` with the version of the ``record_no``-th WAL record set to ``version``."""
+    def edit(payload: bytearray) -> None:
+        VERSION.pack_into(payload, 8 + wal.VERSION_OFFSET, version)  # after the record's seq
+    return _rewrite(files, record_no, edit)
 
 
 @pytest.mark.parametrize("read_only", [True, False], ids=["read_only", "writer"])
