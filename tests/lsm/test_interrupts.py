@@ -631,19 +631,10 @@ def test_a_ctrl_c_anywhere_in_opening_the_manifest_and_the_lock_leaves_the_store
     held by an object nothing could release: every later open in the process raised
     StoreLockedError.  One between a new manifest's open and the ``try`` that closes it
     kept its descriptor until exit.  A dropped lock or file now closes its descriptor."""
-    path = tmp_path / "db"
-    with open_store(path) as store:
-        store.put(b"k", b"v")
-        store.flush()
-        store.put(b"k2", b"v2")  # and one for the WAL
+    path = _flushed_with_a_wal_tail(tmp_path / "db")
 
     def step(hit: Interrupt) -> None:
-        try:
-            with hit:
-                store = open_store(path)
-            store.close()
-        except KeyboardInterrupt:
-            pass
+        _open_and_close(path, hit)
         assert not [f for f in _held_files(path) if f == "LOCK" or f.startswith("MANIFEST")]
         with open_store(path) as again:  # not StoreLockedError
             assert again.get(b"k") == b"v" and again.get(b"k2") == b"v2"
@@ -652,17 +643,33 @@ def test_a_ctrl_c_anywhere_in_opening_the_manifest_and_the_lock_leaves_the_store
                   "manifest.py": None}, step) > 20
 
 
+def _flushed_with_a_wal_tail(path: Path) -> Path:
+    """A store at ``path`` holding k (in a table) and k2 (in the WAL)."""
+    with open_store(path) as store:
+        store.put(b"k", b"v")
+        store.flush()
+        store.put(b"k2", b"v2")
+    return path
+
+
+def _open_and_close(path: Path, hit: Interrupt) -> None:
+    """Open the store at ``path`` under ``hit`` (a Ctrl-C somewhere), and close it if the
+    open returned."""
+    try:
+        with hit:
+            store = open_store(path)
+        store.close()
+    except KeyboardInterrupt:
+        pass
+
+
 def test_a_ctrl_c_anywhere_in_opening_the_wal_leaves_it_closed(tmp_path: Path) -> None:
     """A Ctrl-C just after the WAL's open returned and before the store kept it (in
     ``open_wal`` or the store's assignment of its result) dropped the open Log: its sync
     thread ran and its segment stayed open (two descriptors) until the exit hook closed it
     at exit.  The store keeps
     the Log before its open returns, so either the Log's open or the store's undoes it."""
-    path = tmp_path / "db"
-    with open_store(path) as store:
-        store.put(b"k", b"v")
-        store.flush()
-        store.put(b"k2", b"v2")  # and one for the WAL
+    path = _flushed_with_a_wal_tail(tmp_path / "db")
 
     def log_threads() -> list[str]:
         return [t.name for t in threading.enumerate() if t.name.startswith("banyanstore-log")]
@@ -670,12 +677,7 @@ def test_a_ctrl_c_anywhere_in_opening_the_wal_leaves_it_closed(tmp_path: Path) -
     before = log_threads()
 
     def step(hit: Interrupt) -> None:
-        try:
-            with hit:
-                store = open_store(path)
-            store.close()
-        except KeyboardInterrupt:
-            pass
+        _open_and_close(path, hit)
         assert not [f for f in _held_files(path) if f.endswith(".log")], "a WAL segment is still open"
         assert log_threads() == before, "a dropped WAL's sync thread still runs"
         with open_store(path) as again:
