@@ -28,10 +28,10 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Final, cast
+from typing import Any, Final, TypeGuard, cast
 
 __all__ = ["as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync", "check_seconds",
-           "check_clock", "check_limit", "check_int", "check_seq"]
+           "check_clock", "check_limit", "check_int", "check_seq", "is_finite_number"]
 
 
 def as_path(path: object, name: str = "path") -> str:
@@ -114,17 +114,25 @@ def check_sync(sync: object) -> None:
         raise TypeError(f"sync must be True, False or None, not {sync!r}")
 
 
+def is_finite_number(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is an int or float (not a bool) that is finite and that a float
+    holds: an int beyond the float range (JSON and Python allow one) would raise
+    OverflowError from ``math.isfinite`` and from the first arithmetic with a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_seconds(value: object, name: str) -> float | None:
     """A duration in seconds such as a TTL: None, or a finite int/float >= 0."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int no float holds: arithmetic with the clock would raise
-        finite = False
-    if not finite or value < 0:
+    if not is_finite_number(value) or value < 0:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
     return value
 

@@ -44,13 +44,13 @@ True
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from ..arguments import is_finite_number
 from ..crc import crc32c
 from ..errors import CorruptionError
 from ..lsm.edits import MAX_KEYSPACE_ID, MAX_U64, STORE_FORMAT
@@ -353,21 +353,12 @@ def _history_floor(f: _Fields, version: int, where: str) -> int:
     return floor
 
 
-def _finite(number: float) -> bool:
-    """math.isfinite, False for an int no float holds (JSON allows one) where it raises."""
-    try:
-        return math.isfinite(number)
-    except OverflowError:
-        return False
-
-
 def _keyspaces(f: _Fields, where: str) -> list[KeyspaceEntry]:
     out: list[KeyspaceEntry] = []
     for raw in f.items("keyspaces"):
         k = _Fields(raw, "keyspace", where)
         ttl = k.obj.get("ttl")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
-                                or not _finite(ttl) or ttl < 0):
+        if ttl is not None and (not is_finite_number(ttl) or ttl < 0):
             raise CorruptionError(f"keyspace ttl must be null or a finite number >= 0, got {ttl!r:.80}",
                                   path=where)
         out.append(KeyspaceEntry(k.integer("id", 0, MAX_KEYSPACE_ID), k.text("name"), ttl, "ttl" in k.obj))

@@ -41,12 +41,12 @@ banyanstore.lsm.edits.EditError: next_file must be an integer in 1 .. 2**64-1, n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
+from ..arguments import is_finite_number
 from .timemap import TimeMap
 
 __all__ = ["EditError", "ManifestState", "TableInfo", "STORE_FORMAT", "KNOWN_TAGS", "SNAPSHOT_KEYS",
@@ -101,11 +101,7 @@ def _hex(value: object, what: str) -> bytes:
 def _ttl(value: object, what: str) -> float | None:
     if value is None:
         return None
-    try:
-        finite = math.isfinite(value)  # type: ignore[arg-type]
-    except (TypeError, OverflowError):  # not a number; an int no float holds (JSON allows it)
-        finite = False
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not finite or value < 0:
+    if not is_finite_number(value) or value < 0:
         raise EditError(f"{what} must be null or a finite number >= 0, not {value!r:.80}")
     return value
 
