@@ -15,6 +15,10 @@ COVERAGE_FLOOR := 88
 # The optional compiled core (src/banyanstore/_native.c), built in place next to the sources.
 NATIVE := $(VENV)/.native-built
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+# The suite's runs spread over two worker processes (pytest-xdist; the machines of this
+# project have two cores): `make test` takes about half the time.  Each worker steals from
+# the other's queue, so one long test does not leave a worker idle.
+PARALLEL := -n 2 --dist worksteal
 
 .PHONY: demo test test-pure test-native test-asan lint bench soak torture check-dist clean
 
@@ -48,12 +52,12 @@ test: test-pure test-native
 	$(BIN)/mypy
 
 test-pure: $(NATIVE)
-	BANYANSTORE_PURE_PYTHON=1 $(PYTEST) --cov=banyanstore --cov-report=term:skip-covered \
+	BANYANSTORE_PURE_PYTHON=1 $(PYTEST) $(PARALLEL) --cov=banyanstore --cov-report=term:skip-covered \
 		--cov-fail-under=$(COVERAGE_FLOOR)
 
 test-native: $(NATIVE)
 	@if $(BIN)/python -c "import banyanstore._native" 2>/dev/null; then \
-		BANYANSTORE_PURE_PYTHON= $(PYTEST); \
+		BANYANSTORE_PURE_PYTHON= $(PYTEST) $(PARALLEL); \
 	elif [ -n "$$BANYANSTORE_TEST_REQUIRE_NATIVE" ]; then \
 		echo "BANYANSTORE_TEST_REQUIRE_NATIVE is set but the compiled core did not build"; exit 1; \
 	else \
@@ -77,7 +81,7 @@ test-asan: $(NATIVE)
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
 		PYTHONMALLOC=malloc \
 		PYTHONPATH=$(ASAN_DIR)/src BANYANSTORE_PURE_PYTHON= BANYANSTORE_TEST_REQUIRE_NATIVE=1 \
-		$(PYTEST) $(ASAN_TESTS)
+		$(PYTEST) $(PARALLEL) $(ASAN_TESTS)
 
 lint: $(NATIVE)
 	$(BIN)/ruff check src tests benchmarks
