@@ -386,6 +386,8 @@ def test_metadata_and_maintenance_calls_of_the_sync_store_are_there_too(tmp_path
             assert executor.hops == hops + 1  # a manifest edit: in the executor
             assert store.history_floor == sync_store.history_floor == 50
             assert store.oldest_version == sync_store.oldest_version
+            await index.set_ttl(None)  # a manifest edit too: in the executor
+            assert executor.hops == hops + 2 and store.keyspace_info()["index"]["ttl"] is None
             with pytest.raises(TypeError, match="prefix"):
                 await store.approximate_count(prefix="k")  # type: ignore[arg-type]
         executor.shutdown()

@@ -295,6 +295,11 @@ class AsyncKeyspace:
         ``[start, end)`` (see :meth:`Keyspace.delete_range`)."""
         return await _run(self._executor, self._handle.delete_range, start, end, sync=sync)
 
+    async def set_ttl(self, ttl: float | None) -> None:
+        """``await ks.set_ttl(seconds)``: set the keyspace's TTL durably; None removes it
+        (see :meth:`Keyspace.set_ttl`)."""
+        await _run(self._executor, self._handle.set_ttl, ttl)
+
     async def contains(self, key: bytes) -> bool:
         """``await ks.contains(key)``: ``key in ks`` (a point lookup)."""
         return await _run(self._executor, self._handle.__contains__, key)

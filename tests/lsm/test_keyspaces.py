@@ -249,3 +249,55 @@ def test_a_keyspace_name_tables_cannot_hold_is_refused_before_anything_is_writte
     with banyanstore.open(path, **OPTS) as s:
         assert s.keyspaces() == ["default", "é" * 512]
         assert s.keyspace("é" * 512).get(b"k") == b"v" and s.get(b"k") == b"v"
+
+
+def test_set_ttl_none_removes_a_keyspace_ttl_durably(tmp_path: Path) -> None:
+    """``keyspace(name, ttl=None)`` leaves a TTL as it is, so removing one needs
+    ``set_ttl(None)``: entries the TTL had not expired yet never expire then -- in the
+    writer, after a reopen (also one whose ``ttl`` option would expire them), in a
+    read-only store, a checkpoint and a restored backup.  ``set_ttl(seconds)`` sets one."""
+    clock = FakeClock()
+    path = tmp_path / "db"
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        hot = s.keyspace("hot", ttl=10)
+        hot.put(b"k", b"v")
+        s.flush()
+        with banyanstore.open(path, read_only=True, clock=clock, io_mode="sync") as r:
+            assert r.keyspace_info()["hot"]["ttl"] == 10
+            hot.set_ttl(None)
+            assert s.keyspace_info()["hot"] == {"id": hot.id, "ttl": None}
+            clock.now += 100
+            assert hot.get(b"k") == b"v"
+            r.refresh()
+            assert r.keyspace_info()["hot"]["ttl"] is None and r.keyspace("hot").get(b"k") == b"v"
+            with pytest.raises(banyanstore.errors.ReadOnlyError):
+                r.keyspace("hot").set_ttl(5)
+        s.checkpoint(tmp_path / "cp")
+        banyanstore.backup(s, str(tmp_path / "bk"))
+    banyanstore.restore(str(tmp_path / "bk"), tmp_path / "restored")
+    for copy in ("db", "cp", "restored"):
+        with banyanstore.open(tmp_path / copy, clock=clock, ttl=1, **OPTS) as s:
+            assert s.keyspace_info()["hot"]["ttl"] is None, copy
+            assert s.keyspace("hot").get(b"k") == b"v", copy
+            s.compact()
+            assert s.keyspace("hot").get(b"k") == b"v", copy
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        s.keyspace("hot").set_ttl(5)  # a TTL again: k, 100 s old, expires
+        assert s.keyspace("hot").get(b"k") is None
+        s.set_ttl(7)  # the default keyspace too
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        assert s.keyspace_info() == {"default": {"id": 0, "ttl": 7}, "hot": {"id": 1, "ttl": 5}}
+
+
+@pytest.mark.parametrize("ttl, error", [("x", TypeError), (True, TypeError), (math.inf, ValueError),
+                                         (-1, ValueError)])
+def test_set_ttl_refuses_a_bad_ttl_and_a_dropped_keyspace(tmp_path: Path, ttl: Any, error: type) -> None:
+    with banyanstore.open(tmp_path / "db", **OPTS) as s:
+        hot = s.keyspace("hot", ttl=3)
+        with pytest.raises(error, match="ttl"):
+            hot.set_ttl(ttl)
+        assert s.keyspace_info()["hot"]["ttl"] == 3
+        s.drop_keyspace("hot")
+        with pytest.raises(KeyspaceNotFoundError, match="hot"):
+            hot.set_ttl(None)
+        assert s.keyspaces() == ["default"]

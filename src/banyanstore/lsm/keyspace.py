@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, TypeVar, overload
 
 from .. import accel
-from ..arguments import as_bytes, as_keys, check_bool, check_int, check_limit
+from ..arguments import as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
 from ..errors import KeyspaceNotFoundError
 from .iterators import guarded, prefix_end
 from .mapping import ItemsView, KeysView, ValuesView
@@ -129,6 +129,26 @@ class Keyspace:
         if self._ks.dropped is not None:
             raise KeyspaceNotFoundError(self._ks.dropped)
         return self._writer.write_batch([], sync, [(self._ks, start, end)])  # type: ignore[return-value]
+
+    def set_ttl(self, ttl: float | None) -> None:
+        """Set the keyspace's TTL (seconds, a finite number >= 0) or, with None, remove
+        it: its entries then never expire, whatever the ``ttl`` option of an open.
+        Durable (one manifest edit) before it returns.  ``keyspace(name, ttl=None)``
+        leaves a TTL as it is, so this is the one way to remove one.
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     index = store.keyspace("index", ttl=60)
+        ...     index.set_ttl(None)
+        ...     store.keyspace_info()["index"]
+        {'id': 1, 'ttl': None}
+        """
+        ttl = check_seconds(ttl, "ttl")
+        self._writer.check_writable()
+        # The manifest records null as "no TTL" (not "follow the option"): the state
+        # reopens, followers, checkpoints and backups already read that way.
+        if self._ks.dropped is not None or not self._tree.set_ttl(self._ks, ttl):
+            raise KeyspaceNotFoundError(self._ks.dropped)
 
     # -- reads ----------------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
