@@ -137,12 +137,14 @@ def check_seconds(value: object, name: str) -> float | None:
     return value
 
 
-def check_clock(value: object) -> None:
-    """An injected wall clock: None (``time.time``) or a callable like it -- checked at
-    open, not at the first write or TTL read that calls it."""
+def check_clock(value: object, name: str = "clock") -> None:
+    """An injected clock: None or a callable like ``time.time`` (``clock``) or
+    ``time.monotonic`` (``monotonic``) -- checked at open, not at the first write, TTL
+    read or merge that calls it."""
     if value is not None and not callable(value):
-        raise TypeError("clock must be a callable returning the time in seconds (like "
-                        f"time.time) or None, not {type(value).__name__}")
+        like = "time.time" if name == "clock" else "time.monotonic"
+        raise TypeError(f"{name} must be a callable returning the time in seconds (like "
+                        f"{like}) or None, not {type(value).__name__}")
 
 
 CLOCK_LIMIT: Final = 1e16
@@ -150,7 +152,7 @@ CLOCK_LIMIT: Final = 1e16
 milliseconds as a u64 (lsm/wal.py), which 1e16 s (year 3e8) keeps well inside."""
 
 
-def checked_clock(clock: Callable[[], Any]) -> Callable[[], float]:
+def checked_clock(clock: Callable[[], Any], name: str = "clock") -> Callable[[], float]:
     """An injected clock (see :func:`check_clock`) whose every reading is checked: a
     real number of seconds (numpy's and Fraction too) ``0 <= t < CLOCK_LIMIT``, else a
     TypeError or ValueError naming the clock and what it returned -- raised before a
@@ -161,11 +163,12 @@ def checked_clock(clock: Callable[[], Any]) -> Callable[[], float]:
     def now() -> float:
         t = clock()
         if type(t) is not float and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
-            raise TypeError(f"clock returned {type(t).__name__} {t!r:.60}, not a number of "
+            raise TypeError(f"{name} returned {type(t).__name__} {t!r:.60}, not a number of "
                             "seconds")
         if not 0 <= cast(float, t) < CLOCK_LIMIT:  # (NaN fails it too)
-            raise ValueError(f"clock returned {t!r:.60}: the time must be seconds since the "
-                             f"epoch, >= 0 and < {CLOCK_LIMIT:g}")
+            since = " since the epoch" if name == "clock" else ""
+            raise ValueError(f"{name} returned {t!r:.60}: the time must be seconds{since}, "
+                             f">= 0 and < {CLOCK_LIMIT:g}")
         return cast(float, t)
     return now
 

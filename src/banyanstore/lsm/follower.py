@@ -212,12 +212,13 @@ class FollowerStore(_FollowerReads, Store):
     published: Published
     """What reads use: every keyspace's view and the version they are complete up to."""
 
-    def __init__(self, path: str, opts: Any, env: Any, own_env: bool, clock: Any = None) -> None:
+    def __init__(self, path: str, opts: Any, env: Any, own_env: bool, clock: Any = None,
+                 monotonic: Any = None) -> None:
         self._refresh_lock = threading.Lock()
         self._follow: _FollowThread | None = None
         self._refreshes = 0
         self._refreshed_at = time.monotonic()
-        super().__init__(path, opts, env, own_env, clock)
+        super().__init__(path, opts, env, own_env, clock, monotonic)
         shutdown.track_reader(self)  # a closed handle in a forked child (see disown)
         if opts.follow:
             self._follow = _FollowThread(self, opts.follow_interval_ms / 1000)

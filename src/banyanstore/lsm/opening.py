@@ -19,9 +19,10 @@ __all__ = ["open_store"]
 
 
 def open_store(path: Any, *, options: Options | None = None, env: Env | None = None,
-               clock: Any = None, **kwargs: Any) -> Store:
+               clock: Any = None, monotonic: Any = None, **kwargs: Any) -> Store:
     """Open the store at ``path``: a :class:`FollowerStore` when the resolved options
-    say ``read_only``, else a :class:`Store` (see :meth:`Store.open` for ``clock``)."""
+    say ``read_only``, else a :class:`Store` (see :meth:`Store.open` for ``clock`` and
+    ``monotonic``)."""
     opts = resolve_options(options, kwargs)
     cls = FollowerStore if opts.read_only else Store
-    return cls.open(path, options=opts, env=env, clock=clock)
+    return cls.open(path, options=opts, env=env, clock=clock, monotonic=monotonic)

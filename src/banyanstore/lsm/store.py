@@ -87,14 +87,19 @@ class Store(Keyspace):
     # -- opening ----------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Any, *, options: Options | None = None, env: Env | None = None,
-             clock: Any = None, **kwargs: Any) -> Store:
+             clock: Any = None, monotonic: Any = None, **kwargs: Any) -> Store:
         """Open a store of this class (:func:`banyanstore.open` picks the class: a
         :class:`~banyanstore.lsm.follower.FollowerStore` for ``read_only=True``).
         ``clock`` (a ``time.time``-like callable) replaces the wall clock behind commit
-        times, TTL and history retention (for tests and simulations)."""
+        times, TTL and history retention (for tests and simulations); ``monotonic`` (a
+        ``time.monotonic``-like callable) the clock no step of the wall clock moves,
+        which ``history_retention`` measures time passed by (default: ``time.monotonic``
+        with the system clock; none with an injected ``clock``, whose time is then
+        trusted as it is)."""
         path = as_path(path)
         check_env(env)
         check_clock(clock)
+        check_clock(monotonic, "monotonic")
         opts = resolve_options(options, kwargs)
         if opts.read_only and cls is Store:
             raise ConfigError("a read-only store is opened with banyanstore.open(path, "
@@ -102,15 +107,20 @@ class Store(Keyspace):
         own_env = env is None
         env = make_env(opts) if env is None else env
         try:
-            return cls(path, opts, env, own_env, clock)
+            return cls(path, opts, env, own_env, clock, monotonic)
         except BaseException:
             if own_env:
                 env.close()
             raise
 
     def __init__(self, path: str, opts: Options, env: Env, own_env: bool,
-                 clock: Any = None) -> None:
+                 clock: Any = None, monotonic: Any = None) -> None:
         self.path, self.options, self._env, self._own_env = path, opts, env, own_env
+        # What history retention measures elapsed time by (Tree.retention_clock): the
+        # monotonic clock beside the system one; an injected clock alone is a
+        # simulation's time, trusted as it is.
+        steady = (checked_clock(monotonic, "monotonic") if monotonic is not None
+                  else time.monotonic if clock is None else None)
         clock = time.time if clock is None else checked_clock(clock)  # (a bad reading: named)
         self._read_only = opts.read_only
         self._lock: FileLock | None = None
@@ -123,7 +133,7 @@ class Store(Keyspace):
         self._exit_token: int | None = None
         self._released = False  # close() ran to its end
         # The handle of the "default" keyspace (its state is set by _load).
-        self._store, self._tree = self, Tree(path, env, opts, self._cache, clock)
+        self._store, self._tree = self, Tree(path, env, opts, self._cache, clock, steady)
         self._writer = Writer(self._tree, opts, clock, self._budget)
         self._fast_put, self._fast_delete = self._writer.fast_put, self._writer.fast_delete
         try:

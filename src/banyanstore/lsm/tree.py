@@ -124,11 +124,16 @@ class Tree:
 
     __slots__ = ("path", "env", "options", "table_options", "cache", "clock", "version",
                  "history_floor", "closed", "_closed_why", "_timemap", "_lock", "_manifest", "_wal",
-                 "_by_name", "_by_id", "_pins", "_ttl_cache", "_expiry_now", "_deferred", "table_files")
+                 "_by_name", "_by_id", "_pins", "_ttl_cache", "_expiry_now", "_deferred", "table_files",
+                 "_steady", "_anchor")
 
     def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], steady: Callable[[], float] | None = None) -> None:
         self.path, self.env, self.options, self.cache, self.clock = path, env, options, cache, clock
+        self._steady = steady  # a clock no wall-clock step moves (time.monotonic), or None
+        # The wall clock and the steady one read together at open: retention_clock
+        # measures time passed from here by the steady clock.
+        self._anchor = None if steady is None else (clock(), steady())
         self.table_options = table_options(options)
         """What flushes and merges build tables with: any entry the store holds fits."""
         self.version = 0
@@ -362,8 +367,24 @@ class Tree:
         latest = self.version
         if retention is None:
             return latest
-        first = self._timemap.first_version_since(int(self.clock() - retention), latest)
+        first = self._timemap.first_version_since(int(self.retention_clock() - retention), latest)
         return min(latest, first)
+
+    def retention_clock(self) -> float:
+        """The time ``history_retention`` is judged at: the wall clock, but never later
+        than the wall clock at open plus the time the steady clock says has passed since.
+        A wall clock stepping forward (an NTP correction) would make the newest history
+        look old, and the floor a merge raises on it never comes down: every version of
+        that history would be gone for good.  So a forward step counts for nothing until
+        the store is reopened (the history it keeps meanwhile is the step's length more
+        than asked, never less); a step back keeps more history, as the wall clock says.
+        Without a steady clock (an injected wall clock alone), the wall clock."""
+        now = self.clock()
+        if self._anchor is None:
+            return now
+        assert self._steady is not None
+        wall_at_open, steady_at_open = self._anchor
+        return min(now, wall_at_open + (self._steady() - steady_at_open))
 
     def pin(self, version: int | None = None) -> int:
         """Keep what ``version`` (None: the latest) sees through merges until
