@@ -4,6 +4,7 @@ API and in the manifest, and batches never create keyspaces by naming them."""
 from __future__ import annotations
 
 import math
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import crc32c
 import pytest
 
 import banyanstore
+import banyanstore.tools
 from banyanstore.errors import CorruptionError, KeyspaceNotFoundError
 from banyanstore.io import PosixEnv
 from banyanstore.lsm.manifest import Manifest
@@ -301,3 +303,77 @@ def test_set_ttl_refuses_a_bad_ttl_and_a_dropped_keyspace(tmp_path: Path, ttl: A
         with pytest.raises(KeyspaceNotFoundError, match="hot"):
             hot.set_ttl(None)
         assert s.keyspaces() == ["default"]
+
+
+def test_a_reopen_by_an_earlier_clock_brings_no_expired_entry_back(tmp_path: Path) -> None:
+    """The time expiry was last judged at is persisted with the manifest (every flush,
+    merge and TTL edit, and a clean close): a reopen -- a writer, a read-only store, a
+    checkpoint, a restored backup, a copy of the files after a merge without close --
+    by a clock earlier than that time shows no entry that had expired there.  (The
+    clock runs ahead of the real one: a salvage dates nothing later than now.)"""
+    clock = FakeClock(4e9)
+    path = tmp_path / "db"
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        hot = s.keyspace("hot", ttl=10)
+        hot.put(b"k", b"v")
+        hot.put(b"m", b"w")
+        s.flush()
+        clock.now += 1
+        s.put(b"other", b"o")  # the last commit: 1 s after k's
+        s.flush()  # the close has nothing to flush: it records the time itself
+        clock.now += 19
+        assert _reads(s, "hot") == EXPIRED  # judged 20 s after k was written
+    clock.now -= 15  # 5 s after k's write: inside its TTL by this clock
+    with banyanstore.open(path, read_only=True, clock=clock, io_mode="sync") as r:
+        assert _reads(r, "hot") == EXPIRED
+    with banyanstore.open(path, clock=clock, **OPTS) as s:
+        assert _reads(s, "hot") == EXPIRED
+        s.checkpoint(tmp_path / "cp")
+        banyanstore.backup(s, str(tmp_path / "bk"))
+        other_table = s.stats()["keyspaces"]["default"]["table_list"][0]["file"]
+    banyanstore.restore(str(tmp_path / "bk"), tmp_path / "restored")
+    shutil.copytree(path, tmp_path / "salvaged")
+    # a damaged table of another keyspace: repair salvages the store from its files
+    (tmp_path / "salvaged" / "tables" / f"{other_table:06d}.sst").write_bytes(b"damaged")
+    assert banyanstore.tools.repair(tmp_path / "salvaged").lost
+    for copy in ("cp", "restored", "salvaged"):
+        with banyanstore.open(tmp_path / copy, clock=clock, **OPTS) as s:
+            assert _reads(s, "hot") == EXPIRED, copy
+
+
+def test_a_merge_persists_the_time_it_expired_entries_at(tmp_path: Path) -> None:
+    """A merge judged at a later clock drops a table of expired entries; the files as
+    they are right after it (no close: a crash) opened by an earlier clock do not show
+    the entries that expired with them and that no merge reached (another keyspace's),
+    nor does a read-only store with that clock once it has refreshed."""
+    clock, behind = FakeClock(), FakeClock()
+    path = tmp_path / "db"
+    with banyanstore.open(path, clock=clock, **OPTS) as s, \
+            banyanstore.open(path, read_only=True, clock=behind, io_mode="sync") as r:
+        hot, cold = s.keyspace("hot", ttl=10), s.keyspace("cold", ttl=10)
+        hot.put(b"a", b"1")
+        cold.put(b"k", b"v")
+        s.flush()
+        clock.now += 20
+        s.compact("hot")  # drops a's table, judged 20 s after the writes
+        assert s.stats()["keyspaces"]["hot"]["tables"] == 0
+        assert s.stats()["keyspaces"]["cold"]["tables"] == 1 and _reads(s, "cold") == EXPIRED
+        shutil.copytree(path, tmp_path / "crashed")
+        behind.now += 5
+        r.refresh()
+        assert _reads(r, "cold") == EXPIRED
+    clock.now -= 15
+    with banyanstore.open(tmp_path / "crashed", clock=clock, **OPTS) as s:
+        assert _reads(s, "cold") == EXPIRED and list(s.keyspace("hot").scan()) == []
+
+
+@pytest.mark.parametrize("raw", ['"x"', "NaN", "-1", "[2]", "true", "null", "1" + "0" * 400])
+def test_persisted_bad_expiry_time_is_corruption_at_open(tmp_path: Path, raw: str) -> None:
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as s:
+        s.keyspace("hot", ttl=5).put(b"k", b"v")
+    _append_raw_edit(path, f'{{"expiry_time":{raw}}}')
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match="expiry_time") as info:
+            banyanstore.open(path, **OPTS, read_only=read_only)
+        assert info.value.path is not None and "MANIFEST-" in info.value.path

@@ -120,6 +120,7 @@ def _upload(dest: Destination, cap: Capture, backup_id: str, created: datetime, 
         keyspaces=[KeyspaceEntry(i, name, cap.keyspace_ttl.get(i), i in cap.keyspace_ttl)
                    for i, name in sorted(cap.keyspaces.items())],
         time_map=cap.time_map, tables=tables, wal_tail=tail,
-        uploaded_files=len(missing), uploaded_bytes=sum(size for _, _, size in missing))
+        uploaded_files=len(missing), uploaded_bytes=sum(size for _, _, size in missing),
+        expiry_time=state.expiry_time)
     dest.write(manifest_key(backup_id), encode_manifest(manifest))
     return manifest

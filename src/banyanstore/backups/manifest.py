@@ -23,6 +23,8 @@ Byte grammar (little endian)::
      "keyspaces": [{"id": 0, "name": "default"}, {"id": 1, "name": "idx", "ttl": 3600}, ...],
                                     # "ttl" only where the store's manifest sets one (null: none)
      "time_map": [[version, second], ...],
+     "expiry_time": T,              # only where the store's manifest records one: the
+                                    # latest time it judged TTL expiry at (seconds)
      "tables": [{"object": "objects/<sha256>", "sha256": "<sha256>",
                  "table": {lsm manifest table object: ks, file, size, smallest, ...}}, ...],
      "wal_tail": null | {"object": "objects/<sha256>", "sha256": "<sha256>", "size": n,
@@ -174,6 +176,7 @@ class BackupManifest:
     wal_tail: WalTailEntry | None
     uploaded_files: int
     uploaded_bytes: int
+    expiry_time: float = 0.0  # the store's ``expiry_time`` (0: none recorded)
 
     @property
     def objects(self) -> list[ObjectEntry]:
@@ -192,7 +195,7 @@ class BackupManifest:
 
 def _to_json(m: BackupManifest) -> dict[str, Any]:
     tail = m.wal_tail
-    return {
+    out: dict[str, Any] = {
         "backup_id": m.backup_id, "created": m.created, "banyanstore": m.banyanstore,
         "store_format": m.store_format, "source": {"path": m.source_path, "host": m.source_host},
         "version": m.version, "flushed_version": m.flushed_version,
@@ -206,6 +209,9 @@ def _to_json(m: BackupManifest) -> dict[str, Any]:
             "first_version": tail.first_version, "last_version": tail.last_version},
         "uploaded": {"files": m.uploaded_files, "bytes": m.uploaded_bytes},
     }
+    if m.expiry_time:  # only then: other backups stay readable by older code
+        out["expiry_time"] = m.expiry_time
+    return out
 
 
 def encode_manifest(m: BackupManifest) -> bytes:
@@ -310,7 +316,16 @@ def _from_json(f: _Fields, where: str) -> BackupManifest:
         history_floor=_history_floor(f, version, where), next_file=next_file,
         keyspaces=keyspaces, time_map=_time_map(f, where), tables=tables,
         wal_tail=_wal_tail(f, flushed, version, where),
-        uploaded_files=uploaded.integer("files"), uploaded_bytes=uploaded.integer("bytes"))
+        uploaded_files=uploaded.integer("files"), uploaded_bytes=uploaded.integer("bytes"),
+        expiry_time=_expiry_time(f, where))
+
+
+def _expiry_time(f: _Fields, where: str) -> float:
+    when = f.obj.get("expiry_time", 0.0)
+    if not is_finite_number(when) or when < 0:
+        raise CorruptionError(f"expiry_time must be a finite number >= 0, got {when!r:.80}",
+                              path=where)
+    return when
 
 
 def _store_format(f: _Fields, where: str) -> int:

@@ -249,6 +249,7 @@ def _store_state(m: BackupManifest) -> ManifestState:
     state.wal_seq = 1
     state.history_floor = m.history_floor
     state.time_map = TimeMap(m.time_map)
+    state.expiry_time = m.expiry_time
     return state
 
 

@@ -11,7 +11,7 @@ Tags (docs/format/manifest.md has the table): ``format``, ``add_keyspace`` [id, 
 ``keyspace_ttl`` [id, seconds or null], ``drop_keyspace`` id, ``next_file``, ``unfinished_from``,
 ``last_version``, ``flushed_version``, ``wal_seq``, ``history_floor``,
 ``remove_tables`` [[keyspace, file]...], ``add_tables`` [table...], ``time_map``
-[[version, second]...].  The first edit of a manifest file (the whole state) also
+[[version, second]...], ``expiry_time`` seconds.  The first edit of a manifest file (the whole state) also
 holds ``_keyspaces``, ``_ttls``, ``_obsolete`` and ``_dropped``, which no other edit
 may hold.
 
@@ -59,7 +59,8 @@ MAX_KEYSPACE_NAME: Final = 1024
 COUNTERS: Final = ("next_file", "unfinished_from", "last_version", "flushed_version", "wal_seq",
                    "history_floor")
 KNOWN_TAGS: Final = frozenset({"format", "add_keyspace", "keyspace_ttl", "drop_keyspace",
-                               "remove_tables", "add_tables", "time_map", *COUNTERS})
+                               "remove_tables", "add_tables", "time_map", "expiry_time",
+                               *COUNTERS})
 SNAPSHOT_KEYS: Final = frozenset({"_keyspaces", "_ttls", "_obsolete", "_dropped"})
 TABLE_KEYS: Final = frozenset({"ks", "file", "size", "smallest", "largest", "min_v", "max_v",
                                "entries", "tombstones"})
@@ -180,6 +181,7 @@ class ManifestState:
     wal_seq: int = 1
     history_floor: int = 0
     time_map: TimeMap = field(default_factory=TimeMap)
+    expiry_time: float = 0.0  # the latest time expiry was judged at (0: not recorded)
     obsolete: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
     dropped: set[int] = field(default_factory=set)
@@ -261,6 +263,11 @@ class ManifestState:
             ttl_ks = self._known(ks_raw, "keyspace_ttl keyspace", keyspaces)
             ttl = _ttl(ttl_raw, "keyspace_ttl seconds")
             ops.append(partial(self.keyspace_ttl.__setitem__, ttl_ks, ttl))
+        if "expiry_time" in edit:
+            when = edit["expiry_time"]
+            if not is_finite_number(when) or when < 0:
+                raise EditError(f"expiry_time must be a finite number >= 0, not {when!r:.80}")
+            ops.append(partial(self._raise_expiry_time, when))
         for counter in COUNTERS:
             if counter in edit:
                 value = _int(edit[counter], counter, _COUNTER_MIN.get(counter, 0))
@@ -332,6 +339,14 @@ class ManifestState:
     def _raise_counter(self, counter: str, value: int) -> None:
         setattr(self, counter, max(getattr(self, counter), value))
 
+    def _raise_expiry_time(self, when: float) -> None:
+        self.expiry_time = max(self.expiry_time, when)
+
+    def expiry_time_news(self, when: float) -> bool:
+        """Whether ``when``, a time expiry was judged at, says more than this state: an
+        open judges expiry at the second of the last commit (the time map's) at least."""
+        return when > max(self.expiry_time, self.time_map.last_second)
+
     def _add_keyspace(self, ks_id: int, name: str) -> None:
         self.keyspaces[ks_id] = name
         self.tables.setdefault(ks_id, {})
@@ -371,6 +386,8 @@ class ManifestState:
         }
         if self.dropped:  # only then: a store that never dropped one stays readable by older code
             edit["_dropped"] = sorted(self.dropped)
+        if self.expiry_time > self.time_map.last_second:  # (likewise: only stores with a TTL)
+            edit["expiry_time"] = self.expiry_time
         return edit
 
     def check_tables(self) -> None:

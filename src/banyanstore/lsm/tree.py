@@ -171,6 +171,7 @@ class Tree:
             self.version = max(state.last_version, state.flushed_version)
             self.history_floor = state.history_floor
             self._timemap = TimeMap(state.time_map.samples)
+            self._expiry_now = state.expiry_time  # (see expiry_clock)
 
     def adopt(self, state: ManifestState, views: dict[int, View], timemap: TimeMap, floor: int,
               version: int) -> None:
@@ -192,6 +193,7 @@ class Tree:
             self._timemap = timemap
             self.history_floor = floor
             self.version = version
+            self._expiry_now = max(self._expiry_now, state.expiry_time)
 
     def _add(self, ks: KeyspaceState) -> KeyspaceState:
         self._by_id[ks.id] = ks
@@ -344,12 +346,16 @@ class Tree:
 
     def expiry_clock(self) -> float:
         """The time TTLs are judged at: the wall clock, but never before a time expiry
-        was judged at already (in this process) nor before the second of the latest
-        commit (persisted with the time map).  A clock that
-        steps back (an NTP correction, a reopen by an earlier clock) so brings no expired
-        entry back: merges drop what has expired, and what they have not dropped yet
-        must read alike."""
-        now = max(self.clock(), self._expiry_now, self._timemap.last_second)
+        was judged at already nor before the second of the latest commit (persisted
+        with the time map).  A clock that steps back (an NTP correction, a reopen by an
+        earlier clock) so brings no expired entry back: merges drop what has expired,
+        and what they have not dropped yet must read alike.  The time judged at is
+        persisted (``expiry_time``) with every manifest edit of a flush, merge or TTL
+        drop -- a merge's edit so carries the time it dropped entries at -- and at
+        :meth:`close`: a reopen, a reader and a checkpoint start from it."""
+        # (a float: an injected clock may return any real number, a Fraction too, and
+        # the time is persisted as JSON)
+        now = float(max(self.clock(), self._expiry_now, self._timemap.last_second))
         if now > self._expiry_now:  # (racing readers: each keeps the later time)
             self._expiry_now = now
         return now
@@ -575,6 +581,8 @@ class Tree:
         edit.setdefault("next_file", state.next_file)
         edit.setdefault("unfinished_from", state.unfinished_floor(edit))
         edit.setdefault("last_version", self.version)
+        if state.expiry_time_news(self._expiry_now):
+            edit.setdefault("expiry_time", self._expiry_now)
         self._manifest.append(edit)
         if self._deferred:
             live = {table_path(self.path, i.file_no) for ts in state.tables.values() for i in ts.values()}
@@ -646,12 +654,27 @@ class Tree:
         errors: list[BaseException] = []
         with self._lock:
             if self._manifest is not None:
+                self._persist_expiry_time()
                 try:
                     self._manifest.close()
                 except (BanyanStoreError, OSError) as exc:
                     errors.append(exc)
         self.close_tables(in_use=in_use)
         return errors
+
+    def _persist_expiry_time(self) -> None:
+        """At close: record the time expiry was last judged at, if no edit has (reads
+        since the last flush): so a reopen by an earlier clock shows none of what
+        this open showed expired.  A failure loses no data -- a warning.
+        REQUIRES: _lock."""
+        assert self._manifest is not None
+        if not self._manifest.state.expiry_time_news(self._expiry_now):
+            return
+        try:
+            self._append({"expiry_time": self._expiry_now})
+        except (BanyanStoreError, OSError) as exc:
+            logger.warning("could not record the time expiry was judged at in the manifest "
+                           "of %s: %s", self.path, exc)
 
     def close_tables(self, *, in_use: bool = True) -> None:
         """Give every keyspace a :class:`ClosedView` and close the tables of the views

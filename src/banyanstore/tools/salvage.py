@@ -838,4 +838,6 @@ def _new_state(plan: _Plan, next_no: int) -> ManifestState:
     state.apply({"add_tables": [i.to_json() for i in infos], "next_file": next_no,
                  "last_version": top, "flushed_version": top, "wal_seq": 1,
                  "history_floor": min(floor, top), "time_map": [list(s) for s in plan.time_map]})
+    if h is not None and h.expiry_time:  # what the store had judged expired stays so
+        state.apply({"expiry_time": h.expiry_time})
     return state
