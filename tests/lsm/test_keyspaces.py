@@ -377,3 +377,24 @@ def test_persisted_bad_expiry_time_is_corruption_at_open(tmp_path: Path, raw: st
         with pytest.raises(CorruptionError, match="expiry_time") as info:
             banyanstore.open(path, **OPTS, read_only=read_only)
         assert info.value.path is not None and "MANIFEST-" in info.value.path
+
+
+@pytest.mark.parametrize("ttl", [0.25, 0.5, 1.5])
+def test_a_fractional_ttl_counts_as_given(tmp_path: Path, ttl: float) -> None:
+    """docs/api.md: an entry goes ``ttl`` to ``ttl + 1`` s after its write (its second
+    dates it) -- a fraction is neither dropped nor rounded up to a whole second."""
+    clock = FakeClock()
+    with banyanstore.open(tmp_path / "db", clock=clock, **OPTS) as s:
+        for offset in (0.0, 0.3, 0.9):  # where in its second the write falls
+            clock.now = 1_700_000_100.0 + 10 * offset + offset
+            hot = s.keyspace(f"hot-{offset}", ttl=ttl)
+            hot.put(b"k", b"v")
+            written, gone = clock.now, None
+            for step in range(1, 300):
+                clock.now = written + step / 100
+                if hot.get(b"k") is None:
+                    gone = step / 100
+                    break
+            assert gone is not None and ttl <= gone <= ttl + 1, (offset, gone)
+            second_ends = math.floor(written) + 1 - written
+            assert gone == pytest.approx(second_ends + ttl, abs=0.011), (offset, gone)
