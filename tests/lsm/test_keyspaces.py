@@ -398,3 +398,20 @@ def test_a_fractional_ttl_counts_as_given(tmp_path: Path, ttl: float) -> None:
             assert gone is not None and ttl <= gone <= ttl + 1, (offset, gone)
             second_ends = math.floor(written) + 1 - written
             assert gone == pytest.approx(second_ends + ttl, abs=0.011), (offset, gone)
+
+
+def test_a_ttl_equal_to_the_option_is_stored_all_the_same(tmp_path: Path) -> None:
+    """``keyspace(name, ttl=60)`` stores the TTL (docs/api.md) also when the keyspace
+    already follows a ``ttl=60`` option -- the option is not stored, so the next open
+    without it would find no TTL and never expire its entries."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, **OPTS) as s:
+        s.keyspace("a")
+    with banyanstore.open(path, ttl=60, **OPTS) as s:
+        s.keyspace("a", ttl=60)
+        s.keyspace("default", ttl=60)
+        s.keyspace("b", ttl=60)  # new: stored at creation
+        with banyanstore.open(path, read_only=True, ttl=60, io_mode="sync") as r:
+            r.keyspace("a", ttl=60)  # what it has already: no write, no ReadOnlyError
+    with banyanstore.open(path, **OPTS) as s:
+        assert {n: i["ttl"] for n, i in s.keyspace_info().items()} == {"a": 60, "b": 60, "default": 60}

@@ -306,7 +306,7 @@ class Store(Keyspace):
             if ks is None:
                 check_storable_name(name)
                 ks = self._writer.create_keyspace(name, ttl)
-            if ttl is None or ks.ttl == ttl:
+            if ttl is None or self._tree.has_ttl(ks, ttl):  # (stored: the option is not)
                 break
             self._writer.check_writable()
             if self._tree.set_ttl(ks, ttl):

@@ -281,6 +281,17 @@ class Tree:
         if old.tables:
             self._forget_deleted_obsolete()
 
+    def has_ttl(self, ks: KeyspaceState, ttl: float | None) -> bool:
+        """Whether ``ks`` has the TTL ``ttl`` already, stored: a writer compares with the
+        manifest, not ``ks.ttl`` -- a keyspace given no TTL of its own shows the ``ttl``
+        option there, which no open after this one may pass.  A read-only store stores
+        nothing: there, what the keyspace is judged by."""
+        with self._lock:
+            if self._manifest is None:
+                return ks.ttl == ttl
+            stored = self._manifest.state.keyspace_ttl
+            return ks.id in stored and stored[ks.id] == ttl and ks.ttl == ttl
+
     def set_ttl(self, ks: KeyspaceState, ttl: float | None) -> bool:
         """Record keyspace ``ks``'s TTL durably, then use it; False (nothing recorded)
         when ``ks`` was dropped meanwhile -- the manifest knows its id no more."""
