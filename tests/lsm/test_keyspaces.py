@@ -415,3 +415,19 @@ def test_a_ttl_equal_to_the_option_is_stored_all_the_same(tmp_path: Path) -> Non
             r.keyspace("a", ttl=60)  # what it has already: no write, no ReadOnlyError
     with banyanstore.open(path, **OPTS) as s:
         assert {n: i["ttl"] for n, i in s.keyspace_info().items()} == {"a": 60, "b": 60, "default": 60}
+
+
+def test_a_checkpoint_keeps_the_time_reads_judged_expiry_at(tmp_path: Path) -> None:
+    """Reads judged k expired after the last manifest edit; a checkpoint taken then,
+    opened by an earlier clock, does not show k."""
+    clock = FakeClock()
+    with banyanstore.open(tmp_path / "db", clock=clock, **OPTS) as s:
+        hot = s.keyspace("hot", ttl=10)
+        hot.put(b"k", b"v")
+        s.flush()
+        clock.now += 20
+        assert _reads(s, "hot") == EXPIRED
+        s.checkpoint(tmp_path / "cp")
+    clock.now -= 15
+    with banyanstore.open(tmp_path / "cp", clock=clock, **OPTS) as s:
+        assert _reads(s, "hot") == EXPIRED

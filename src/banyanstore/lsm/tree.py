@@ -652,10 +652,15 @@ class Tree:
     @contextmanager
     def frozen_state(self) -> Iterator[ManifestState]:
         """A copy of the manifest state, with changes of the live tables held off until
-        the ``with`` block ends (a checkpoint links the tables it names meanwhile)."""
+        the ``with`` block ends (a checkpoint links the tables it names meanwhile).  Its
+        ``expiry_time`` is the latest time expiry was judged at, also by reads since the
+        last edit: a copy opened by an earlier clock shows nothing this store showed
+        expired."""
         with self._lock:
             assert self._manifest is not None
-            yield copy.deepcopy(self._manifest.state)
+            state = copy.deepcopy(self._manifest.state)
+            state.expiry_time = max(state.expiry_time, self._expiry_now)
+            yield state
 
     def close(self, *, in_use: bool = True) -> list[BaseException]:
         """Close the manifest and every table; returns the errors (after trying all).
