@@ -414,3 +414,16 @@ def test_a_backup_of_a_newer_store_format_is_refused_by_verify_and_restore(
         banyanstore.restore(url, tmp_path / "copy")
     assert err.value.path == dest.describe(key) and nothing_left(tmp_path)
     assert banyanstore.list_backups(url) == []  # left out as damaged, as any undecodable manifest
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+@pytest.mark.parametrize("value", ["x", -1, True, None, [1], 10 ** 400])
+def test_manifest_bad_expiry_time_is_refused(backed_up: BackupManifest, value: Any) -> None:
+    """``expiry_time`` (the store's latest time TTL expiry was judged at) is a finite
+    number >= 0 where present; anything else is damage naming it."""
+    payload = _valid(backed_up)
+    payload["expiry_time"] = value
+    with pytest.raises(CorruptionError, match="expiry_time"):
+        decode_manifest(_envelope(payload), "m")
+    payload["expiry_time"] = 1_700_000_000.25
+    assert decode_manifest(_envelope(payload), "m").expiry_time == 1_700_000_000.25
