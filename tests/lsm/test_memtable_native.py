@@ -11,7 +11,9 @@ on damaged buffers too: ValueError, never a crash or an overread.
 
 from __future__ import annotations
 
+import gc
 import random
+import sys
 import threading
 from bisect import bisect_left
 
@@ -383,6 +385,33 @@ def test_big_values_get_their_own_chunks():
         nat.add(b"k%d" % i, i + 1, value)
         py.add(b"k%d" % i, i + 1, value)
     assert nat.flush_columns() == pure_columns(py)
+
+
+def test_big_values_are_held_not_copied():
+    """A value above 256 KiB is held by reference, as PyMemtable holds it, not copied into
+    the arena (a second copy of a big value for the memtable's life, and a third per get);
+    a bytes subclass as an exact bytes copy; the reference goes with the memtable."""
+    class Sub(bytes):
+        pass
+
+    nat, py = NativeMemtable(), PyMemtable()
+    big = bytes(range(256)) * 4096  # 1 MiB
+    refs = sys.getrefcount(big)
+    sub = Sub(big[:300_000])
+    edge = big[: 256 * 1024]  # not above the threshold: copied
+    for i, value in enumerate((big, sub, edge, b"small", None, big)):
+        nat.add(b"k%d" % (i % 5), i + 1, value)
+        py.add(b"k%d" % (i % 5), i + 1, value)
+    assert nat.get(b"k0", 1) is big and nat.get(b"k0", 9) is big
+    got = nat.get(b"k1", 9)
+    assert type(got) is bytes and got == sub
+    assert nat.get(b"k2", 9) == edge
+    assert [e[2] is big for e in nat.visible_entries([b"k0"], 9)] == [True]
+    assert nat.arena_bytes < (1 << 20)  # 2.6 MiB of values, 256 KiB of them copied
+    assert nat.flush_columns() == pure_columns(py)
+    del nat, py, got, value
+    gc.collect()
+    assert sys.getrefcount(big) == refs
 
 
 def test_bad_arguments_raise():

@@ -8,6 +8,15 @@
  *   KeyNode := newest:Entry* hash:i64 klen:i64 key:(klen bytes)      24 + klen, 8-aligned
  *   Entry   := older:Entry* version:u64 vlen:i64 value:(vlen bytes)  24 + vlen, 8-aligned
  *              (vlen = -1: a tombstone, no value bytes)
+ *              vlen > BIG_VALUE: value:PyObject* instead, a reference to an exact bytes
+ *              object of the value (the caller's own), held in the memtable's `held` list
+ *
+ * A big value is held, not copied: bytes never change, and a copy was a second instance
+ * of a value of megabytes for the memtable's whole life (a 64 MiB put held 128 MiB once
+ * the caller kept its own; the pure-Python memtable holds the caller's object), and a
+ * get of it made a third.  The threshold is the arena's own-chunk size, so small entries
+ * stay one bump of a pointer.  Reading a held object's bytes needs no GIL (the flush
+ * copy): the memtable's reference keeps it alive and nothing can change it.
  *
  * A key's entries form a chain, newest first: exactly the order a table stores them in.
  * Indexes: an open-addressing hash table of KeyNode* (linear probing, at most half full;
@@ -65,7 +74,11 @@ typedef struct KeyNode {
 _Static_assert(sizeof(Entry) == 24, "Entry header is 24 bytes");
 _Static_assert(sizeof(KeyNode) == 24, "KeyNode header is 24 bytes");
 
-#define ENTRY_VALUE(e) ((const char *)((e) + 1))
+#define CHUNK_MAX_ (1 << 20)
+#define BIG_VALUE (CHUNK_MAX_ / 4)  /* longer values are held by reference (see above) */
+#define ENTRY_HELD(e) (*(PyObject *const *)((e) + 1))
+#define ENTRY_VALUE(e) ((e)->vlen > BIG_VALUE ? (const char *)PyBytes_AS_STRING(ENTRY_HELD(e)) \
+                                              : (const char *)((e) + 1))
 #define NODE_KEY(k) ((const char *)((k) + 1))
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 
@@ -74,7 +87,7 @@ _Static_assert(sizeof(KeyNode) == 24, "KeyNode header is 24 bytes");
  * in the sorted array (8 B). */
 #define INDEX_BYTES_PER_KEY 40
 #define CHUNK_MIN 4096       /* sizes of the mappings, header included */
-#define CHUNK_MAX (1 << 20)
+#define CHUNK_MAX CHUNK_MAX_
 #define PAGE 4096
 #define TOMBSTONE_LEN 0xFFFFFFFFu
 #define MAX_LEN 0xFFFFFFFEu
@@ -112,6 +125,9 @@ typedef struct {
     long long data_bytes;    /* keys and values as written (approximate_range's figure) */
     long long arena_bytes;
     uint64_t live;           /* entries in the chains (a same-version replacement is not one) */
+    PyObject *held;          /* list of the big values' bytes objects: made with the memtable,
+                              * as creating it inside add() could start a collection, whose
+                              * finalizers run Python code between the slot found and filled */
 } MemtableObject;
 
 typedef struct {
@@ -294,6 +310,10 @@ static PyObject *Memtable_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     if (m == NULL)
         return NULL;
     m->next_chunk = CHUNK_MIN;
+    if ((m->held = PyList_New(0)) == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
     m->sort_lock = PyThread_allocate_lock();
     if (m->sort_lock == NULL) {
         Py_DECREF(m);
@@ -313,6 +333,7 @@ static void Memtable_dealloc(MemtableObject *m) {
         index_free(m->slots, (m->mask + 1) * sizeof(KeyNode *));
     index_free(m->order, (size_t)m->order_cap * sizeof(KeyNode *));
     array_release(m->sorted);
+    Py_XDECREF(m->held);  /* after the chunks: nothing refers to the values any more */
     if (m->sort_lock != NULL)
         PyThread_free_lock(m->sort_lock);
     Py_TYPE(m)->tp_free((PyObject *)m);
@@ -376,13 +397,26 @@ static PyObject *Memtable_add(MemtableObject *m, PyObject *const *args, Py_ssize
         memcpy((char *)(node + 1), PyBytes_AS_STRING(key), (size_t)klen);
         charge += ALIGN8(sizeof(KeyNode) + (size_t)klen) + INDEX_BYTES_PER_KEY;
     }
-    Entry *e = arena_alloc(m, sizeof(Entry) + (size_t)(vlen > 0 ? vlen : 0));
+    int big = vlen > BIG_VALUE;
+    Entry *e = arena_alloc(m, sizeof(Entry) + (big ? sizeof(PyObject *) : (size_t)(vlen > 0 ? vlen : 0)));
     if (e == NULL)
         return PyErr_NoMemory();  /* a fresh node stays unpublished: no index points to it */
     e->version = version;
     e->vlen = vlen;
-    if (vlen > 0)
+    if (big) {
+        /* held, not copied -- a bytes subclass (which could carry mutable state) as an exact copy */
+        PyObject *obj = PyBytes_CheckExact(value) ? Py_NewRef(value)
+                        : PyBytes_FromStringAndSize(PyBytes_AS_STRING(value), vlen);
+        if (obj == NULL)
+            return NULL;  /* nothing published */
+        int r = PyList_Append(m->held, obj);  /* (runs no Python code: `slot` stays valid) */
+        Py_DECREF(obj);
+        if (r < 0)
+            return NULL;
+        *(PyObject **)(e + 1) = obj;
+    } else if (vlen > 0) {
         memcpy((char *)(e + 1), PyBytes_AS_STRING(value), (size_t)vlen);
+    }
     Entry *newest = node->newest;
     if (newest != NULL && newest->version == version) {
         e->older = newest->older;  /* the same key twice in one batch: the last op wins */
@@ -411,6 +445,8 @@ static Entry *visible(const KeyNode *k, uint64_t version) {
 static PyObject *entry_value(const Entry *e) {
     if (e->vlen < 0)
         Py_RETURN_NONE;
+    if (e->vlen > BIG_VALUE)
+        return Py_NewRef(ENTRY_HELD(e));
     return PyBytes_FromStringAndSize(ENTRY_VALUE(e), (Py_ssize_t)e->vlen);
 }
 
