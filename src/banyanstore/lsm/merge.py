@@ -34,6 +34,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from .. import accel
@@ -44,6 +45,8 @@ from .iterators import merged_chunks, table_runs
 from .rangedel import Fragments, RangeDel
 
 __all__ = ["MergeSpec", "MergeRanges", "merge_entries", "reclaim", "run_merge", "merged_origin"]
+
+_first = itemgetter(0)
 
 Entry = tuple[bytes, int, Any]
 
@@ -157,11 +160,29 @@ def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None)
     (a chunk is about a block's worth of entries per table: a check per entry would
     cost the merge's inner loop)."""
     check = _check(cancelled)
-    sources = [table_runs(r, None, None, False, fill_cache=False) for r in readers]
+    sources = [_ordered_runs(r) for r in readers]
     for chunk in merged_chunks(sources, False):
         if check is not None:
             check()
         yield chunk
+
+
+def _ordered_runs(reader: Any) -> Iterator[list[Entry]]:
+    """``reader``'s runs for a merge, each checked to hold its keys in order after the
+    run before it: a table out of order behind a good checksum (damage only the order
+    tells) raises the CorruptionError of :meth:`TableReader.check_order`, naming the file
+    and block, as the compiled merge does (native/mergebuild.c).  Unchecked, the merge's
+    sort of each chunk put the entries back in order and wrote the damage into a
+    well-formed table, keys paired with other keys' values.  (Keys only, at C speed: a
+    key's versions out of order reach the builder's check while both are kept.)"""
+    last = None
+    for run in table_runs(reader, None, None, False, fill_cache=False):
+        keys = list(map(_first, run))
+        if keys and ((last is not None and keys[0] < last) or keys != sorted(keys)):
+            reader.check_order()  # raises, naming the first entry out of order
+        if keys:
+            last = keys[-1]
+        yield run
 
 
 def _fits_u64(spec: MergeSpec) -> bool:
@@ -243,12 +264,23 @@ def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: An
     builder = TableBuilder(env, output_path, options, spec.origin)
     ranges = MergeRanges([r for t in readers for r in t.range_dels], spec)
     try:
-        if accel.native is not None and not ranges.all and _fits_u64(spec):
-            builder.add_merged([r.data_payloads() for r in readers], [r.path for r in readers],
-                               spec.reader_points(), spec.floor, spec.ttl_floor, spec.bottom,
-                               _check(cancelled))
-        else:
-            builder.add_many(merge_entries(readers, spec, ranges, cancelled))
+        try:
+            if accel.native is not None and not ranges.all and _fits_u64(spec):
+                builder.add_merged([r.data_payloads() for r in readers], [r.path for r in readers],
+                                   spec.reader_points(), spec.floor, spec.ttl_floor, spec.bottom,
+                                   _check(cancelled))
+            else:
+                builder.add_many(merge_entries(readers, spec, ranges, cancelled))
+        except ValueError as exc:
+            # An input out of order (damage behind a good checksum) reaches the builder's
+            # order check, whose ValueError names neither file nor block: find the input
+            # that is (the C merge checks each input as it reads it and raises this
+            # itself).  No input out of order (the same version of a key in two tables):
+            # the ValueError stands.
+            if str(exc).startswith("out of order"):
+                for r in readers:
+                    r.check_order()
+            raise
         builder.add_range_dels(ranges.kept(spec))  # known once every entry went through
         if builder.entry_count == 0 and not builder.range_del_count:
             builder.abandon()
