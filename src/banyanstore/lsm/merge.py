@@ -170,7 +170,7 @@ def _chunks_until_cancelled(readers: Sequence[Any], cancelled: Cancelled | None)
 def _ordered_runs(reader: Any) -> Iterator[list[Entry]]:
     """``reader``'s runs for a merge, each checked to hold its keys in order after the
     run before it: a table out of order behind a good checksum (damage only the order
-    tells) raises the CorruptionError of :meth:`TableReader.check_order`, naming the file
+    tells) raises the CorruptionError of :meth:`TableReader.check_entries`, naming the file
     and block, as the compiled merge does (native/mergebuild.c).  Unchecked, the merge's
     sort of each chunk put the entries back in order and wrote the damage into a
     well-formed table, keys paired with other keys' values.  (Keys only, at C speed: a
@@ -179,7 +179,7 @@ def _ordered_runs(reader: Any) -> Iterator[list[Entry]]:
     for run in table_runs(reader, None, None, False, fill_cache=False):
         keys = list(map(_first, run))
         if keys and ((last is not None and keys[0] < last) or keys != sorted(keys)):
-            reader.check_order()  # raises, naming the first entry out of order
+            reader.check_entries()  # raises, naming the first entry out of order
         if keys:
             last = keys[-1]
         yield run
@@ -271,15 +271,13 @@ def build_merged(env: Any, readers: Sequence[Any], output_path: str, options: An
                                    _check(cancelled))
             else:
                 builder.add_many(merge_entries(readers, spec, ranges, cancelled))
-        except ValueError as exc:
-            # An input out of order (damage behind a good checksum) reaches the builder's
-            # order check, whose ValueError names neither file nor block: find the input
-            # that is (the C merge checks each input as it reads it and raises this
-            # itself).  No input out of order (the same version of a key in two tables):
-            # the ValueError stands.
-            if str(exc).startswith("out of order"):
-                for r in readers:
-                    r.check_order()
+        except ValueError:
+            # Damage behind a good checksum -- an input out of order, a version 0 -- reaches
+            # the builder's checks (in both merges), whose ValueError names neither file
+            # nor block: find the input that holds it.  No damaged input (the same version
+            # of a key in two tables): the ValueError stands.
+            for r in readers:
+                r.check_entries()
             raise
         builder.add_range_dels(ranges.kept(spec))  # known once every entry went through
         if builder.entry_count == 0 and not builder.range_del_count:

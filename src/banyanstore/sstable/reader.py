@@ -858,21 +858,26 @@ class TableReader:
             self._cache_put(self._base + no, block, self._slots, no)
         return block
 
-    def check_order(self) -> None:
+    def check_entries(self) -> None:
         """Raise the CorruptionError of the first entry not after the one before it in
-        internal order -- damage behind a good checksum that only the order tells -- naming
-        this file and the entry's block, as the compiled merge does (native/mergebuild.c);
-        return if every entry is in order.  For a merge whose builder refused the order
-        of what it was given: the pure-Python merge does not check each input (a check
-        per entry in its inner loop), so that ValueError named neither file nor block.
+        internal order, or with a version outside the table's ``min_version ..
+        max_version`` (0 included) -- damage behind a good checksum that only these tell --
+        naming this file and the entry's block; return if there is none.  For a merge
+        whose table builder refused what it was given (its ValueError names neither file
+        nor block), and the pure-Python merge's check of each input's order (the compiled
+        merge checks the order itself, native/mergebuild.c, with the same message).
         Reads every block, uncached."""
         prev: tuple[bytes, int] | None = None
+        lo, hi = self.min_version, self.max_version
         for no in range(self._nblocks):
             block = self.load_block(no, False)
             for i, (key, version) in enumerate(zip(block.keys, block.versions, strict=True)):
                 if prev is not None and (key < prev[0] or (key == prev[0] and version >= prev[1])):
                     raise self._corrupt(f"data block: entry {i} is out of order (not after the "
                                         "entry before it)", self._starts[no])
+                if not lo <= version <= hi:
+                    raise self._corrupt(f"data block: entry {i} has version {version}, outside "
+                                        f"the table's versions {lo} .. {hi}", self._starts[no])
                 prev = (key, version)
 
     def cached(self, no: int) -> Block | None:
