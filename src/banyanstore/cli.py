@@ -82,6 +82,19 @@ def _positive(text: str) -> int:
     return n
 
 
+def _stall_seconds(text: str) -> float | None:
+    """``--stall-timeout``: seconds > 0, or ``none`` (wait for ever)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 (or none): {text!r}")
+    return seconds
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error said in one line: ``banyanstore CMD: WHAT`` (exit 2)."""
 
@@ -193,6 +206,9 @@ def _add_backup_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
                         help="an fsspec storage option (repeatable; VALUE as JSON if it parses)")
     remote.add_argument("--parallel", type=_positive, default=8,
                         help="transfers at once (default 8)")
+    remote.add_argument("--stall-timeout", type=_stall_seconds, default=300.0, metavar="SECONDS",
+                        help="fail a transfer to or from an fsspec URL that makes no progress "
+                             "for this long (default 300; none: wait for ever)")
     remote.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     remote.add_argument("--progress", action="store_true", default=None,
                         help="progress bars on stderr even when it is not a terminal")

@@ -39,10 +39,11 @@ from typing import Any
 
 from ..errors import BanyanStoreError, from_oserror
 from .catalog import PENDING_TIMEOUT, BackupInfo, PruneResult
+from .destination import DEFAULT_STALL_TIMEOUT
 from .transfer import DEFAULT_PARALLEL, Progress, ProgressCallback
 
 __all__ = ["backup", "restore", "list_backups", "verify_backup", "prune_backups", "BackupInfo",
-           "PruneResult", "Progress", "ProgressCallback", "DEFAULT_PARALLEL"]
+           "PruneResult", "Progress", "ProgressCallback", "DEFAULT_PARALLEL", "DEFAULT_STALL_TIMEOUT"]
 
 logger = logging.getLogger("banyanstore.backups")
 
@@ -61,7 +62,8 @@ def _io_errors(op: str, where: object) -> Iterator[None]:
 
 
 def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
-           progress: ProgressCallback | None = None, **storage_options: Any) -> BackupInfo:
+           progress: ProgressCallback | None = None,
+           stall_timeout: float | None = DEFAULT_STALL_TIMEOUT, **storage_options: Any) -> BackupInfo:
     """Back up a store to ``url``; returns the new backup's :class:`BackupInfo`.
 
     ``store_or_path``: an open :class:`~banyanstore.lsm.store.Store` (its acknowledged
@@ -73,16 +75,19 @@ def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
     ``progress(Progress)`` is called as the work advances (from worker threads, one
     call at a time).  The backup holds every write up to ``info.version``, in every
     keyspace, and appears complete or not at all.  While a :func:`prune_backups` of
-    ``url`` runs, the backup waits for it before it looks at what ``url`` holds."""
+    ``url`` runs, the backup waits for it before it looks at what ``url`` holds.
+    ``stall_timeout``: seconds a request to an fsspec URL may make no progress before
+    it is cancelled and the call fails (StorageIOError naming the object); None waits
+    for ever.  Every function here takes it."""
     from .create import create_backup
     with _io_errors("backup", url):
         return create_backup(store_or_path, url, parallel=parallel, progress=progress,
-                             storage_options=storage_options)
+                             stall_timeout=stall_timeout, storage_options=storage_options)
 
 
 def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: bool = False,
             parallel: int = DEFAULT_PARALLEL, progress: ProgressCallback | None = None,
-            **storage_options: Any) -> BackupInfo:
+            stall_timeout: float | None = DEFAULT_STALL_TIMEOUT, **storage_options: Any) -> BackupInfo:
     """Restore backup ``backup_id`` (default: the newest one) from ``url`` into
     the directory ``dest``.  Every object's size and SHA-256 is checked and the new
     store opened before it appears at ``dest`` (one rename); on any failure nothing is
@@ -91,15 +96,17 @@ def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: boo
     from .restoring import restore_backup
     with _io_errors("restore", dest):
         return restore_backup(url, dest, backup_id=backup_id, overwrite=overwrite,
-                              parallel=parallel, progress=progress, storage_options=storage_options)
+                              parallel=parallel, progress=progress, stall_timeout=stall_timeout,
+                              storage_options=storage_options)
 
 
-def list_backups(url: Any, **storage_options: Any) -> list[BackupInfo]:
+def list_backups(url: Any, *, stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+                 **storage_options: Any) -> list[BackupInfo]:
     """The complete backups at ``url``, oldest first (damaged manifests are logged and
     left out; :func:`verify_backup` and ``prune`` report them)."""
     from .catalog import read_manifests
     from .destination import open_destination
-    dest = open_destination(url, storage_options)
+    dest = open_destination(url, storage_options, stall_timeout)
     with _io_errors("list backups", url):
         good, damaged = read_manifests(dest)
     for _backup_id, exc in damaged:
@@ -108,7 +115,8 @@ def list_backups(url: Any, **storage_options: Any) -> list[BackupInfo]:
 
 
 def verify_backup(url: Any, backup_id: str | None = None, *, parallel: int = DEFAULT_PARALLEL,
-                  progress: ProgressCallback | None = None, **storage_options: Any) -> BackupInfo:
+                  progress: ProgressCallback | None = None,
+                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT, **storage_options: Any) -> BackupInfo:
     """Check backup ``backup_id`` (default: the newest) without restoring it: the
     manifest, and every object's presence, size and SHA-256, the WAL tail record by
     record.  Raises :class:`~banyanstore.errors.CorruptionError` naming the first bad
@@ -116,10 +124,11 @@ def verify_backup(url: Any, backup_id: str | None = None, *, parallel: int = DEF
     from .restoring import verify
     with _io_errors("verify backup", url):
         return verify(url, backup_id, parallel=parallel, progress=progress,
-                      storage_options=storage_options)
+                      stall_timeout=stall_timeout, storage_options=storage_options)
 
 
 def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEOUT,
+                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                   **storage_options: Any) -> PruneResult:
     """Keep the ``keep`` newest complete backups at ``url``: delete the others'
     manifests, then every object no remaining backup needs.  While another backup is
@@ -136,5 +145,5 @@ def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEO
     if not pending_timeout >= 0:  # NaN too: no marker would ever turn stale
         raise ValueError(f"pending_timeout must be a number of seconds >= 0, got {pending_timeout!r}")
     with _io_errors("prune backups", url):
-        return prune(open_destination(url, storage_options), keep,
+        return prune(open_destination(url, storage_options, stall_timeout), keep,
                      pending_timeout=float(pending_timeout))

@@ -57,6 +57,7 @@ logger = logging.getLogger("banyanstore.backups")
 PENDING_TIMEOUT: Final = 24 * 3600.0
 PRUNE_TIMEOUT: Final = 900.0  # a prune marker older than this is stale
 DELETE_BATCH: Final = 1000  # objects deleted between two looks at the clock
+INTERRUPTED_CLEANUP: Final = 2.0  # seconds a marker's removal may stall after a Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,13 @@ class Pending:
                   "pid_scope": _pid_scope(), "started": time.time()}
         dest.write(self._key, json.dumps(marker).encode())
 
-    def clear(self) -> None:
-        """Remove the marker.  If that fails, prune waits until it is stale: safe."""
+    def clear(self, *, interrupted: bool = False) -> None:
+        """Remove the marker.  If that fails, prune waits until it is stale: safe.
+        ``interrupted`` (a Ctrl-C): try for ``INTERRUPTED_CLEANUP`` seconds without
+        progress at most -- the user asked to stop, and a destination that stalled the
+        transfer would stall this too."""
         try:
-            self._dest.delete([self._key])
+            self._dest.delete([self._key], stall_timeout=INTERRUPTED_CLEANUP if interrupted else None)
         except Exception:  # noqa: BLE001 - the backup itself is complete
             logger.warning("could not remove the in-progress marker %s", self._dest.describe(self._key),
                            exc_info=True)
@@ -239,9 +243,12 @@ def prune(dest: Destination, keep: int, *, pending_timeout: float = PENDING_TIME
     marker_id = f"{datetime.now(UTC).strftime(ID_TIME_FORMAT)}-{secrets.token_hex(4)}"
     marker = Pending(dest, marker_id, folder="pruning")
     try:
-        return _prune(dest, keep, pending_timeout, deadline)
-    finally:
-        marker.clear()
+        result = _prune(dest, keep, pending_timeout, deadline)
+    except BaseException as exc:
+        marker.clear(interrupted=not isinstance(exc, Exception))
+        raise
+    marker.clear()
+    return result
 
 
 def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float) -> PruneResult:

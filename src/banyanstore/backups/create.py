@@ -27,7 +27,7 @@ from ..lsm.manifest import STORE_FORMAT
 from ..version import __version__
 from .capture import Capture, capture
 from .catalog import BackupInfo, Pending, wait_for_prunes
-from .destination import Destination, open_destination
+from .destination import Destination, check_stall_timeout, open_destination
 from .manifest import (
     CREATED_FORMAT,
     ID_TIME_FORMAT,
@@ -57,13 +57,14 @@ def _source(source: object) -> tuple[str, int]:
 
 
 def create_backup(source: object, url: object, *, parallel: int, progress: ProgressCallback | None,
-                  storage_options: dict[str, Any]) -> BackupInfo:
+                  stall_timeout: object, storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.backup`."""
     parallel, progress = check_parallel(parallel), check_progress(progress)
+    check_stall_timeout(stall_timeout)  # before the store is synced
     store_dir, known_version = _source(source)
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
-    dest = open_destination(url, storage_options)
+    dest = open_destination(url, storage_options, stall_timeout)
     if dest.lies_within(store_dir):  # a restore over the store would delete them
         raise ValueError(f"url {dest.url} is inside the store {store_dir}: back up to a "
                          "directory outside it")
@@ -75,8 +76,10 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
             wait_for_prunes(dest)  # after the marker: a prune starting later sees it
             cap = capture(store_dir, scratch.path, known_version=known_version)
             manifest = _upload(dest, cap, backup_id, created, store_dir, parallel, progress)
-        finally:
-            pending.clear()
+        except BaseException as exc:
+            pending.clear(interrupted=not isinstance(exc, Exception))
+            raise
+        pending.clear()
     return BackupInfo.of(manifest, dest.url)
 
 
@@ -109,7 +112,7 @@ def _upload(dest: Destination, cap: Capture, backup_id: str, created: datetime, 
         dest.upload(path, f"objects/{sha}", uploading.add_bytes)
         uploading.file_done()
 
-    run_parallel(missing, upload, parallel=parallel)
+    run_parallel(missing, upload, parallel=parallel, dest=dest)
     dest.barrier()
     state = cap.state
     manifest = BackupManifest(

@@ -29,19 +29,24 @@ would take for present).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
 import re
 import secrets
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Final
 
+from ..arguments import is_finite_number
 from ..errors import BanyanStoreError, ConfigError, StorageIOError, from_oserror
 
 __all__ = ["Destination", "LocalDestination", "FsspecDestination", "open_destination", "CHUNK",
-           "TEMP_MARK"]
+           "TEMP_MARK", "DEFAULT_STALL_TIMEOUT", "check_stall_timeout"]
 
 CHUNK: Final = 1 << 20
 TEMP_MARK: Final = ".tmp-"  # temporary names: ".tmp-<random>-<final name>"
@@ -50,11 +55,38 @@ ATOMIC_PUT: Final = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", 
 EXTRAS: Final = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
                  "abfss": "azure", "adl": "azure"}
 
+DEFAULT_STALL_TIMEOUT: Final = 300.0
+"""Seconds an fsspec request may go without progress before it is cancelled."""
+S3_PART_SIZE: Final = 8 << 20
+"""s3fs uploads an object of 2 parts or more in parts of this size, one part at a time,
+and reports each part as it is sent.  Its defaults -- 50 MiB parts, 10 at once sharing
+the link -- report nothing until 10 parts are nearly all sent: a stall timeout would
+have to allow 500 MiB without a sign of life.  Downloads ask s3fs for one stream, which
+reports every 64 KiB (its concurrent download of an object above 50 MiB: once per 10
+ranges of 50 MiB).  The pool's ``parallel`` objects at once keep the link busy."""
+S3_MAX_PARTS: Final = 10_000  # S3's limit: a larger object takes larger parts
+_POLL: Final = 0.25  # the longest a waiting thread sleeps between two looks at a request
+_S3: Final = frozenset({"s3", "s3a"})
+
 _GLOB_MAGIC: Final = re.compile(r"[*?\[]")  # what fsspec's rm() and glob() expand
 _LOCAL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 OnBytes = Callable[[int], None]
 OnChunk = Callable[[bytes], None]
+
+
+def check_stall_timeout(stall_timeout: object) -> float | None:
+    """``stall_timeout`` as float seconds (> 0, finite) or None (wait for ever);
+    TypeError/ValueError naming it otherwise."""
+    if stall_timeout is None:
+        return None
+    if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)):
+        raise TypeError(f"stall_timeout must be a number of seconds or None, not "
+                        f"{type(stall_timeout).__name__}")
+    if not is_finite_number(stall_timeout) or stall_timeout <= 0:
+        raise ValueError(f"stall_timeout must be a finite number of seconds > 0 or None, "
+                         f"got {stall_timeout!r}")
+    return float(stall_timeout)
 
 
 def _temp_name(key: str) -> str:
@@ -99,11 +131,19 @@ class Destination(ABC):
         """A binary file object reading ``key``; FileNotFoundError if absent."""
 
     @abstractmethod
-    def delete(self, keys: Iterable[str]) -> None:
-        """Remove ``keys``; keys already gone are fine."""
+    def delete(self, keys: Iterable[str], *, stall_timeout: float | None = None) -> None:
+        """Remove ``keys``; keys already gone are fine.  ``stall_timeout``: a shorter
+        stall timeout for this call (a cleanup after Ctrl-C must not wait long)."""
 
     def barrier(self) -> None:  # noqa: B027 -- object stores need nothing here
         """Make every completed write durable before the next one is made."""
+
+    def stop_transfers(self) -> None:  # noqa: B027 -- local file calls are not cancelled
+        """Cancel the requests running now, and refuse new ones until
+        :meth:`resume_transfers` (a Ctrl-C: the pool's running tasks end at once)."""
+
+    def resume_transfers(self) -> None:  # noqa: B027
+        """Undo :meth:`stop_transfers` once the pool has shut down."""
 
     def lies_within(self, path: str) -> bool:
         """Whether this destination is the local directory ``path`` or inside it."""
@@ -219,7 +259,7 @@ class LocalDestination(Destination):
     def open_read(self, key: str) -> Any:
         return self._open(key)
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, stall_timeout: float | None = None) -> None:
         for key in keys:
             try:
                 os.remove(self._path(key))
@@ -249,7 +289,8 @@ class LocalDestination(Destination):
 class FsspecDestination(Destination):
     """Any fsspec file system (S3, GCS, Azure, SFTP, memory...)."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any]) -> None:
+    def __init__(self, url: str, storage_options: dict[str, Any],
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT) -> None:
         protocol = url.split("://", 1)[0].lower()
         try:
             import fsspec
@@ -267,10 +308,81 @@ class FsspecDestination(Destination):
         self.root = root.rstrip("/")
         self._atomic_put = protocol in ATOMIC_PUT
         self._made: set[str] = set()  # folders known to exist (file systems without atomic puts)
+        self._s3 = protocol in _S3
+        self._get_options = {"max_concurrency": 1} if self._s3 else {}
+        # Requests of an asyncio file system (s3fs, gcsfs, adlfs...) run on fsspec's
+        # IO loop; this object awaits them itself (see :meth:`_await`) so that one that
+        # makes no progress can be cancelled: aiohttp has no timeout on sending a body,
+        # and a server that stops reading held a backup for ever.
+        self._async = bool(getattr(self.fs, "async_impl", False))
+        self._stall = stall_timeout
+        self._lock = threading.Lock()
+        self._running: set[concurrent.futures.Future[Any]] = set()
+        self._stopping = False
         self.fs.invalidate_cache()  # listings cached by an earlier call may be stale
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
+
+    def _call(self, op: str, key: str, name: str, *args: Any, clock: _Clock | None = None,
+              stall: float | None = None, **kwargs: Any) -> Any:
+        """``self.fs.<name>(*args, **kwargs)``; on an asyncio file system its coroutine
+        ``_<name>``, awaited under the stall timeout (``stall`` where shorter)."""
+        method = getattr(self.fs, f"_{name}", None) if self._async else None
+        if method is None:  # a synchronous file system: its own timeouts apply
+            return getattr(self.fs, name)(*args, **kwargs)
+        return self._await(op, key, method(*args, **kwargs), clock, stall)
+
+    def _await(self, op: str, key: str, coro: Coroutine[Any, Any, Any], clock: _Clock | None,
+               stall: float | None = None) -> Any:
+        """The result of ``coro``, run on the file system's loop.  Cancelled, as a
+        StorageIOError naming ``key`` and the seconds, once ``clock`` (the request's
+        progress; the start alone where it reports none) is older than the stall
+        timeout; cancelled at once by :meth:`stop_transfers`, or by a KeyboardInterrupt
+        in this thread."""
+        clock = clock if clock is not None else _Clock()
+        limit = self._stall if stall is None else min(stall, self._stall or stall)
+        with self._lock:
+            if self._stopping:
+                coro.close()
+                raise StorageIOError(f"{op} {self.describe(key)}: interrupted",
+                                     path=self.describe(key), op=op)
+            future = asyncio.run_coroutine_threadsafe(coro, self.fs.loop)
+            self._running.add(future)
+        try:
+            while True:
+                idle = time.monotonic() - clock.last
+                if limit is not None and idle >= limit:
+                    future.cancel()
+                    raise StorageIOError(
+                        f"{op} {self.describe(key)}: no progress for {limit:g} s "
+                        f"(stall_timeout); the request was cancelled",
+                        path=self.describe(key), op=op)
+                wait = _POLL if limit is None else min(_POLL, limit - idle)
+                # wait(), not result(timeout): a TimeoutError the request itself raises
+                # must not read as "still running"
+                concurrent.futures.wait([future], timeout=wait)
+                if future.cancelled():
+                    raise StorageIOError(f"{op} {self.describe(key)}: interrupted",
+                                         path=self.describe(key), op=op)
+                if future.done():
+                    return future.result()
+        except BaseException:
+            future.cancel()  # a Ctrl-C here, or the failures above: the request ends too
+            raise
+        finally:
+            with self._lock:
+                self._running.discard(future)
+
+    def stop_transfers(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for future in self._running:
+                future.cancel()
+
+    def resume_transfers(self) -> None:
+        with self._lock:
+            self._stopping = False
 
     @contextlib.contextmanager
     def _backend_errors(self, op: str, key: str, local: str | None = None) -> Iterator[None]:
@@ -309,7 +421,7 @@ class FsspecDestination(Destination):
         self.fs.invalidate_cache(path)
         try:
             with self._backend_errors("list", folder):
-                entries = self.fs.ls(path, detail=True)
+                entries = self._call("list", folder, "ls", path, detail=True)
         except FileNotFoundError:
             return {}
         return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
@@ -317,7 +429,7 @@ class FsspecDestination(Destination):
 
     def read(self, key: str) -> bytes:
         with self._backend_errors("read", key):
-            return bytes(self.fs.cat_file(self._path(key)))
+            return bytes(self._call("read", key, "cat_file", self._path(key)))
 
     def _put(self, key: str, put: Callable[[str], None]) -> None:
         with self._backend_errors("write", key):
@@ -327,7 +439,7 @@ class FsspecDestination(Destination):
             tmp = self._path(_temp_name(key))
             self._make_folder(key)
             put(tmp)
-            self.fs.mv(tmp, self._path(key))
+            self._call("write", key, "mv", tmp, self._path(key))
 
     def _make_folder(self, key: str) -> None:
         """Create the folder of ``key``: a file system that is no object store (sftp,
@@ -335,21 +447,31 @@ class FsspecDestination(Destination):
         does not make it (put_file() does), so a fresh destination's first marker failed."""
         folder = self._path(key).rpartition("/")[0]
         if folder not in self._made:
-            self.fs.makedirs(folder, exist_ok=True)
+            self._call("write", key, "makedirs", folder, exist_ok=True)
             self._made.add(folder)
 
     def write(self, key: str, data: bytes) -> None:
-        self._put(key, lambda path: self.fs.pipe_file(path, data))
+        self._put(key, lambda path: self._call("write", key, "pipe_file", path, data))
 
     def upload(self, local: str, key: str, on_bytes: OnBytes) -> None:
-        self._put(key, lambda path: self.fs.put_file(local, path, callback=_callback(on_bytes)))
+        clock = _Clock()
+        options: dict[str, Any] = {}
+        if self._s3:
+            parts = -(-os.path.getsize(local) // S3_MAX_PARTS)  # ceil
+            options = {"chunksize": max(S3_PART_SIZE, parts), "max_concurrency": 1}
+        self._put(key, lambda path: self._call("upload", key, "put_file", local, path,
+                                               callback=_callback(on_bytes, clock), clock=clock,
+                                               **options))
 
     def download(self, key: str, local: str, on_chunk: OnChunk) -> None:
         # One streaming GET (a read through open() costs a HEAD and ranged GETs), then
         # the checksum pass over the fresh file, from the page cache.
+        clock = _Clock()
         try:
             with self._backend_errors("download", key, local):
-                self.fs.get_file(self._path(key), local)
+                self._call("download", key, "get_file", self._path(key), local,
+                           callback=_callback(lambda n: None, clock), clock=clock,
+                           **self._get_options)
         except FileNotFoundError:
             if os.path.exists(local):
                 os.remove(local)
@@ -360,27 +482,46 @@ class FsspecDestination(Destination):
             os.fsync(f.fileno())
 
     def open_read(self, key: str) -> Any:
-        with self._backend_errors("read", key):
-            return _GuardedReader(self.fs.open(self._path(key), "rb", block_size=8 * CHUNK),
-                                  lambda: self._backend_errors("read", key))
+        guard = lambda: self._backend_errors("read", key)  # noqa: E731
+        if self._async:
+            # A streamed GET whose every read is awaited under the stall timeout (a
+            # buffered file's reads are fsspec's own blocking calls, which nothing
+            # could cancel); file systems without one read through the buffered file.
+            with guard():
+                try:
+                    stream = self._await("read", key, self.fs.open_async(self._path(key), "rb"),
+                                         None)
+                except NotImplementedError:
+                    stream = None
+                else:  # s3fs sends the GET at the first read: a missing key fails here
+                    self._await("read", key, stream.read(0), None)
+            if stream is not None:
+                return _GuardedReader(_AwaitedStream(
+                    lambda coro: self._await("read", key, coro, None), stream), guard)
+        with guard():
+            return _GuardedReader(self.fs.open(self._path(key), "rb", block_size=8 * CHUNK), guard)
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, stall_timeout: float | None = None) -> None:
         paths = [self._path(k) for k in keys]
         if not paths:
             return
-        with self._backend_errors("delete", paths[0][len(self.root) + 1:]):
+        key = paths[0][len(self.root) + 1:]
+        with self._backend_errors("delete", key):
             # rm() takes its paths for glob patterns: under a prefix holding * ? or [
             # it would delete other prefixes' keys (``db[p]/...`` matches ``dbp/...``) and
             # miss its own.  rm_file() takes a path as it is, one request per key.
-            if not any(_GLOB_MAGIC.search(p) for p in paths):
+            # One key (a marker) goes through rm_file() too: s3fs's rm() runs its
+            # requests as tasks of their own, which cancelling it (a stall) leaves
+            # running -- holding a connection to the stalled server for good.
+            if len(paths) > 1 and not any(_GLOB_MAGIC.search(p) for p in paths):
                 try:
-                    self.fs.rm(paths)
+                    self._call("delete", key, "rm", paths, stall=stall_timeout)
                     return
                 except FileNotFoundError:
                     pass  # some were gone: remove the rest one by one
             for p in paths:
                 try:
-                    self.fs.rm_file(p)
+                    self._call("delete", p[len(self.root) + 1:], "rm_file", p, stall=stall_timeout)
                 except FileNotFoundError:
                     pass
 
@@ -398,6 +539,30 @@ def _no_such_bucket(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+class _Clock:
+    """When a request last showed progress (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+class _AwaitedStream:
+    """A file system's asyncio stream (``open_async``) read through
+    :meth:`FsspecDestination._await`: each read is one request under the stall timeout."""
+
+    def __init__(self, run: Callable[[Coroutine[Any, Any, Any]], Any], stream: Any) -> None:
+        self._run, self._stream = run, stream
+
+    def read(self, n: int = -1) -> bytes:
+        return bytes(self._run(self._stream.read(n)))
+
+    def close(self) -> None:
+        self._run(self._stream.close())
 
 
 class _GuardedReader:
@@ -422,8 +587,9 @@ class _GuardedReader:
         self.close()
 
 
-def _callback(on_bytes: OnBytes) -> Any:
-    """An fsspec callback passing byte counts on to ``on_bytes``."""
+def _callback(on_bytes: OnBytes, clock: _Clock) -> Any:
+    """An fsspec callback passing byte counts on to ``on_bytes``; every call of it is
+    progress for ``clock``."""
     from fsspec.callbacks import Callback
 
     class _Progress(Callback):
@@ -432,6 +598,7 @@ def _callback(on_bytes: OnBytes) -> Any:
             self._reported = 0
 
         def call(self, *args: Any, **kwargs: Any) -> None:
+            clock.touch()
             delta = int(self.value) - self._reported  # fsspec updated self.value already
             if delta > 0:
                 self._reported += delta
@@ -440,8 +607,12 @@ def _callback(on_bytes: OnBytes) -> Any:
     return _Progress()
 
 
-def open_destination(url: object, storage_options: dict[str, Any]) -> Destination:
-    """The destination ``url`` names: a local path or ``file://`` URL, else fsspec."""
+def open_destination(url: object, storage_options: dict[str, Any],
+                     stall_timeout: object = DEFAULT_STALL_TIMEOUT) -> Destination:
+    """The destination ``url`` names: a local path or ``file://`` URL, else fsspec.
+    ``stall_timeout``: see :func:`check_stall_timeout` and :meth:`FsspecDestination._await`
+    (local file calls have none)."""
+    stall = check_stall_timeout(stall_timeout)
     if isinstance(url, os.PathLike):
         url = os.fspath(url)
     if not isinstance(url, str):
@@ -453,4 +624,4 @@ def open_destination(url: object, storage_options: dict[str, Any]) -> Destinatio
             raise ValueError(f"storage options {sorted(storage_options)} apply to fsspec URLs, "
                              f"not to the local path {url!r}")
         return LocalDestination(url[7:] if url.lower().startswith("file://") else url)
-    return FsspecDestination(url, storage_options)
+    return FsspecDestination(url, storage_options, stall)

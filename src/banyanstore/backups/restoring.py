@@ -56,13 +56,14 @@ _RENAME_EXCHANGE: Final = 2
 
 
 def restore_backup(url: object, dest: object, *, backup_id: str | None, overwrite: bool, parallel: int,
-                   progress: ProgressCallback | None, storage_options: dict[str, Any]) -> BackupInfo:
+                   progress: ProgressCallback | None, stall_timeout: object,
+                   storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.restore`."""
     parallel, progress = check_parallel(parallel), check_progress(progress)
     dest = as_path(dest, "dest")  # as open() takes it: "" is not the current directory
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, not {type(overwrite).__name__}")
-    source = open_destination(url, storage_options)
+    source = open_destination(url, storage_options, stall_timeout)
     target = os.path.abspath(dest)
     if source.lies_within(target):  # replacing dest would delete the backups
         raise ConfigError(f"restore destination dest={target} holds the backups being restored "
@@ -87,10 +88,10 @@ def restore_backup(url: object, dest: object, *, backup_id: str | None, overwrit
 
 
 def verify(url: object, backup_id: str | None, *, parallel: int, progress: ProgressCallback | None,
-           storage_options: dict[str, Any]) -> BackupInfo:
+           stall_timeout: object, storage_options: dict[str, Any]) -> BackupInfo:
     """See :func:`banyanstore.verify_backup`."""
     parallel, progress = check_parallel(parallel), check_progress(progress)
-    source = open_destination(url, storage_options)
+    source = open_destination(url, storage_options, stall_timeout)
     manifest = load_manifest(source, backup_id)
     tracker = Tracker("verify", files_total=len(manifest.objects), bytes_total=manifest.size,
                       callback=progress)
@@ -103,7 +104,7 @@ def verify(url: object, backup_id: str | None, *, parallel: int, progress: Progr
             checker.finish()
         tracker.file_done()
 
-    run_parallel(manifest.tables, check_table, parallel=parallel)
+    run_parallel(manifest.tables, check_table, parallel=parallel, dest=source)
     tail = manifest.wal_tail
     if tail is not None:
         with _open_object(source, tail, manifest.backup_id) as f:
@@ -202,7 +203,8 @@ def _build(source: Destination, m: BackupManifest, root: str, parallel: int,
     os.mkdir(tables_dir)
     tracker = Tracker("download", files_total=len(m.objects), bytes_total=m.size, callback=progress)
     run_parallel(m.tables, lambda e: _fetch(source, e, os.path.join(
-        tables_dir, f"{e.table.file_no:06d}.sst"), m.backup_id, tracker), parallel=parallel)
+        tables_dir, f"{e.table.file_no:06d}.sst"), m.backup_id, tracker), parallel=parallel,
+        dest=source)
     _write_wal(source, m, root, tracker)
     env = PosixEnv()
     env.sync_dir(tables_dir)

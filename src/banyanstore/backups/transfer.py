@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from .destination import CHUNK
+from .destination import CHUNK, Destination
 
 __all__ = ["Progress", "ProgressCallback", "Tracker", "run_parallel", "check_parallel",
            "check_progress", "DEFAULT_PARALLEL", "hash_file"]
@@ -96,14 +96,21 @@ def check_progress(progress: object) -> ProgressCallback | None:
     return progress
 
 
-def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int) -> list[R]:
+def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int,
+                 dest: Destination | None = None) -> list[R]:
     """``[work(item) for item in items]`` on at most ``parallel`` threads.  On a
     failure, tasks not started are cancelled and the failure of the earliest item
-    is raised once the running ones have finished; so on an interrupt (Ctrl-C)."""
+    is raised once the running ones have finished.  On an interrupt (Ctrl-C) the
+    requests ``dest`` is running are cancelled too (:meth:`Destination.stop_transfers`),
+    so the running tasks end at once, a stalled one too.  Not on a task's failure: a
+    cancelled S3 multipart upload leaves its parts behind (s3fs aborts it only on an
+    error), and a running transfer stalled like the failed one ends after its own
+    stall timeout."""
     if not items:
         return []
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(items)),
                               thread_name_prefix="banyanstore-transfer")
+    stopped = False
     try:
         futures = [pool.submit(work, item) for item in items]
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -112,16 +119,25 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int) -
                 f.cancel()
             wait(futures)
             failed = next(f for f in futures if not f.cancelled() and f.exception() is not None)
-            exc = failed.exception()
-            assert exc is not None
-            raise exc
+            error = failed.exception()
+            assert error is not None
+            raise error
         return [f.result() for f in futures]
+    except BaseException as exc:
+        if dest is not None and not isinstance(exc, Exception):  # a Ctrl-C, not a task's failure
+            dest.stop_transfers()
+            stopped = True
+        raise
     finally:
         # Not the pool's ``with``: its exit waits for every queued task, so a Ctrl-C
         # (a KeyboardInterrupt in the wait above) would let every remaining transfer
         # run first.  Tasks not started are cancelled; the running ones are waited for
-        # (they use files the caller removes next).
+        # (they use files the caller removes next) -- after a Ctrl-C their requests
+        # were cancelled above, so that is at once.
         pool.shutdown(wait=True, cancel_futures=True)
+        if stopped:
+            assert dest is not None
+            dest.resume_transfers()
 
 
 def hash_file(path: str, on_bytes: Callable[[int], None]) -> str:

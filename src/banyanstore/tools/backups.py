@@ -135,7 +135,7 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     opts = storage_options(args.option)
     with _bars(args, out) as bars:
         info = _call(banyanstore.backup, args.store, args.url, parallel=args.parallel,
-                     progress=bars, **opts)
+                     progress=bars, stall_timeout=args.stall_timeout, **opts)
     if out.json:
         out.doc(_info_json(info))
     else:
@@ -150,7 +150,8 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     with _bars(args, out) as bars:
         try:
             info = _call(banyanstore.restore, _existing(args.url), args.dest, backup_id=args.backup,
-                         overwrite=args.overwrite, parallel=args.parallel, progress=bars, **opts)
+                         overwrite=args.overwrite, parallel=args.parallel, progress=bars,
+                         stall_timeout=args.stall_timeout, **opts)
         except StoreNotFoundError as exc:  # no such backup there: "not found", as `backups` says
             raise NotFound(str(exc)) from exc
     if out.json:
@@ -161,12 +162,12 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _damaged(url: str, opts: dict[str, Any]) -> dict[str, str]:
+def _damaged(url: str, opts: dict[str, Any], stall_timeout: float | None) -> dict[str, str]:
     """``{backup id: problem}`` of the manifests that do not decode (the listing leaves
     them out; a verify must name them)."""
     from ..backups.catalog import read_manifests
     from ..backups.destination import open_destination
-    _good, damaged = read_manifests(_call(open_destination, url, opts))
+    _good, damaged = read_manifests(_call(open_destination, url, opts, stall_timeout))
     return {backup_id: str(exc) for backup_id, exc in damaged}
 
 
@@ -175,7 +176,7 @@ def _verify(args: argparse.Namespace, out: Output, info: BackupInfo, opts: dict[
     with _bars(args, out) as bars:
         try:
             _call(banyanstore.verify_backup, args.url, info.backup_id, parallel=args.parallel,
-                  progress=bars, **opts)
+                  progress=bars, stall_timeout=args.stall_timeout, **opts)
         except BanyanStoreError as exc:
             return str(exc)
     return None
@@ -185,8 +186,9 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
     """List the complete backups; ``--verify`` checks each (or the one named), and
     names the backups whose manifest is damaged."""
     opts = storage_options(args.option)
-    infos = _call(banyanstore.list_backups, _existing(args.url), **opts)
-    damaged = _damaged(args.url, opts) if args.verify else {}
+    infos = _call(banyanstore.list_backups, _existing(args.url), stall_timeout=args.stall_timeout,
+                  **opts)
+    damaged = _damaged(args.url, opts, args.stall_timeout) if args.verify else {}
     if args.backup is not None:
         infos = [i for i in infos if i.backup_id == args.backup]
         damaged = {i: p for i, p in damaged.items() if i == args.backup}
@@ -213,7 +215,8 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_prune(args: argparse.Namespace, out: Output) -> int:
     opts = storage_options(args.option)
-    result = _call(banyanstore.prune_backups, _existing(args.url), keep=args.keep, **opts)
+    result = _call(banyanstore.prune_backups, _existing(args.url), keep=args.keep,
+                   stall_timeout=args.stall_timeout, **opts)
     if out.json:
         out.doc(dataclasses.asdict(result))
     else:
