@@ -233,3 +233,32 @@ def test_a_bucket_that_does_not_exist_is_an_error_not_an_empty_listing(
     assert banyanstore.list_backups(s3_url) == []
     with pytest.raises(StoreNotFoundError, match="no complete backup"):
         banyanstore.restore(s3_url, dest)
+
+
+def test_verify_says_a_backup_it_could_not_read_is_unreadable_not_damaged(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``backups --verify`` printed ``DAMAGED`` for a backup whose objects it could not
+    read (an endpoint that does not answer): a user would delete a sound backup.  A
+    failure to read is ``UNREADABLE``, counted apart; only a CorruptionError is damage."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    store, url = str(tmp_path / "store"), f"memory://unreadable-{os.getpid()}-{id(tmp_path)}/b"
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"v")
+        s.flush()
+    assert run(capsys, "backup", store, url, "-q")[0] == 0
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise EndpointUnreachable('Could not connect to the endpoint URL: "http://10.9.9.9"')
+    monkeypatch.setattr(MemoryFileSystem, "open", unreachable)
+    code, out, _ = run(capsys, "backups", url, "--verify")
+    assert code == 1 and "DAMAGED" not in out and "damaged" not in out, out
+    assert "UNREADABLE" in out and "Could not connect" in out and "(1 backups, 1 unreadable)" in out
+    code, out, _ = run(capsys, "backups", url, "--verify", "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["ok"] is False and doc["damaged"] is False
+    assert "Could not connect" in doc["problem"]
+    monkeypatch.undo()
+    code, out, _ = run(capsys, "backups", url, "--verify", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] is True and doc["damaged"] is False

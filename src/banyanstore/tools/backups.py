@@ -21,7 +21,7 @@ from typing import Any
 import banyanstore
 
 from ..backups import BackupInfo, Progress
-from ..errors import BanyanStoreError, StoreNotFoundError
+from ..errors import BanyanStoreError, CorruptionError, StoreNotFoundError
 from .common import EXIT_OK, EXIT_PROBLEMS, NotFound, Output, UsageError
 from .progress import wants_progress
 
@@ -162,23 +162,36 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _damaged(url: str, opts: dict[str, Any], stall_timeout: float | None) -> dict[str, str]:
+def _damaged(url: str, opts: dict[str, Any], stall_timeout: float | None) -> dict[str, _Problem]:
     """``{backup id: problem}`` of the manifests that do not decode (the listing leaves
     them out; a verify must name them)."""
     from ..backups.catalog import read_manifests
     from ..backups.destination import open_destination
     _good, damaged = read_manifests(_call(open_destination, url, opts, stall_timeout))
-    return {backup_id: str(exc) for backup_id, exc in damaged}
+    return {backup_id: _Problem(exc) for backup_id, exc in damaged}
 
 
-def _verify(args: argparse.Namespace, out: Output, info: BackupInfo, opts: dict[str, Any]) -> str | None:
+class _Problem(str):
+    """What ``verify_backup`` found wrong; ``damaged``: damage (a CorruptionError), not
+    a failure to read the backup (the network, the service), which says nothing of it."""
+
+    damaged: bool
+
+    def __new__(cls, exc: BanyanStoreError) -> _Problem:
+        problem = super().__new__(cls, str(exc))
+        problem.damaged = isinstance(exc, CorruptionError)
+        return problem
+
+
+def _verify(args: argparse.Namespace, out: Output, info: BackupInfo,
+            opts: dict[str, Any]) -> _Problem | None:
     """The problem ``verify_backup`` finds in ``info``'s backup, or None."""
     with _bars(args, out) as bars:
         try:
             _call(banyanstore.verify_backup, args.url, info.backup_id, parallel=args.parallel,
                   progress=bars, stall_timeout=args.stall_timeout, **opts)
         except BanyanStoreError as exc:
-            return str(exc)
+            return _Problem(exc)
     return None
 
 
@@ -194,23 +207,28 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
         damaged = {i: p for i, p in damaged.items() if i == args.backup}
         if not infos and not damaged:
             raise NotFound(f"no complete backup {args.backup} at {args.url}")
-    rows: list[tuple[str, BackupInfo | None, str | None]] = [
+    rows: list[tuple[str, BackupInfo | None, _Problem | None]] = [
         (i.backup_id, i, _verify(args, out, i, opts) if args.verify else None) for i in infos]
     rows += [(backup_id, None, problem) for backup_id, problem in damaged.items()]
-    failed = 0
+    failed = unreadable = 0
     for backup_id, info, problem in sorted(rows, key=lambda row: row[0]):
-        failed += problem is not None
+        failed += problem is not None and problem.damaged
+        unreadable += problem is not None and not problem.damaged
         if out.json:
             doc = _info_json(info) if info is not None else {"backup_id": backup_id}
-            out.doc(doc | ({"ok": problem is None, "problem": problem} if args.verify else {}))
+            out.doc(doc | ({"ok": problem is None, "problem": problem and str(problem),
+                            "damaged": problem is not None and problem.damaged}
+                           if args.verify else {}))
             continue
-        status = "" if not args.verify else ("  OK" if problem is None else f"  DAMAGED: {problem}")
+        status = "" if not args.verify else ("  OK" if problem is None else
+                                             f"  {'DAMAGED' if problem.damaged else 'UNREADABLE'}: {problem}")
         head = backup_id if info is None else (
             f"{backup_id}  version {info.version}  {info.files} files  {_size(info.size)}  {info.source}")
         out.line(head + status)
     if not out.json:
-        out.line(f"({len(rows)} backups{f', {failed} damaged' if failed else ''})")
-    return EXIT_PROBLEMS if failed else EXIT_OK
+        out.line(f"({len(rows)} backups{f', {failed} damaged' if failed else ''}"
+                 f"{f', {unreadable} unreadable' if unreadable else ''})")
+    return EXIT_PROBLEMS if failed or unreadable else EXIT_OK
 
 
 def cmd_prune(args: argparse.Namespace, out: Output) -> int:
