@@ -4,6 +4,7 @@ leaves no backup that ``list_backups`` reports, and the next backup and prune cl
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -498,3 +499,40 @@ def test_a_prune_keeps_the_marker_a_starting_backup_is_writing(
     banyanstore.restore(url, tmp_path / "copy")
     with banyanstore.open(tmp_path / "copy", read_only=True) as copy:
         assert copy.get(b"a") == b"2"
+
+
+def test_a_complete_backup_whose_marker_could_not_be_removed_is_not_in_progress(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup completes, but removing its ``pending/`` marker fails (logged, the backup
+    returns).  Its process lives on, so prune took the marker for a backup in progress:
+    it deleted no object for up to ``pending_timeout`` (a day), and reported as "in
+    progress" the very backup it had just pruned.  A marker whose backup has a manifest
+    belongs to a finished backup (the manifest is its last write): prune removes it."""
+    from banyanstore.backups.destination import LocalDestination
+    url = str(tmp_path / "b")
+    real = LocalDestination.delete
+
+    def delete(self: LocalDestination, keys: Any, **kwargs: Any) -> None:
+        keys = list(keys)
+        if any(k.startswith("pending/") for k in keys):
+            raise OSError(errno.EIO, "I/O error")
+        real(self, keys, **kwargs)
+
+    with banyanstore.open(tmp_path / "s", memtable_size=64 * 1024, compaction=False,
+                          compaction_mode="thread", io_mode="sync") as store:
+        store.put(b"k", b"1")
+        store.flush()
+        monkeypatch.setattr(LocalDestination, "delete", delete)
+        first = banyanstore.backup(store, url)
+        monkeypatch.undo()
+        assert list(open_destination(url, {}).list("pending")) == [first.backup_id]
+        store.put(b"k", b"2")
+        store.flush()
+        store.compact()  # the first backup's table is no longer the store's
+        second = banyanstore.backup(store, url)
+    result = banyanstore.prune_backups(url, keep=1)
+    assert result.deleted == (first.backup_id,) and result.in_progress == ()
+    assert result.kept_unreferenced == 0 and result.deleted_objects >= 1
+    dest = open_destination(url, {})
+    assert dest.list("pending") == {}
+    assert len(dest.list("objects")) == second.files

@@ -9,7 +9,8 @@ announces itself with ``pending/<id>`` (JSON: host, pid and where that pid names
 process, start time) before its first upload and removes it after its manifest is
 written.  While a live marker exists, :func:`prune` deletes manifests but no object.
 A marker is stale -- its backup died -- when its process is gone (same host, boot and
-PID namespace) or it is older than ``pending_timeout`` seconds (default a day).
+PID namespace) or it is older than ``pending_timeout`` seconds (default a day); or its
+backup finished -- it has a manifest -- and the marker's removal failed.
 
 That check alone leaves a window: a backup announcing itself just after prune
 looked would list ``objects/`` while prune deletes, reuse an object about to go
@@ -261,6 +262,13 @@ def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float
     kept, dropped = good[-keep:], good[:-keep]
     dest.delete(manifest_key(m.backup_id) for m in dropped)
     live, stale = _live_markers(dest, pending_timeout)
+    # A marker whose backup has a manifest outlived its backup: the manifest is the
+    # backup's last write, so nothing of it is uploading (its removal failed, or the
+    # process died right after the manifest).  Its process may live on for days: taken
+    # for live, it would keep every unreferenced object until pending_timeout.
+    finished = {m.backup_id for m in good}
+    stale += [name for name in live if name in finished]
+    live = [name for name in live if name not in finished]
     objects = dest.list("objects")
     again, _ = read_manifests(dest)  # backups completed meanwhile keep their objects
     referenced = {o.sha256 for m in kept + again for o in m.objects}
