@@ -262,3 +262,33 @@ def test_verify_says_a_backup_it_could_not_read_is_unreadable_not_damaged(
     code, out, _ = run(capsys, "backups", url, "--verify", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["ok"] is True and doc["damaged"] is False
+
+
+MARKER_CHILD = """
+import sys
+from fsspec.implementations.memory import MemoryFileSystem
+from banyanstore.cli import main
+def refuse(*args, **kwargs):
+    raise OSError(5, "I/O error")
+MemoryFileSystem.rm = MemoryFileSystem.rm_file = refuse
+sys.exit(main(["backup", sys.argv[1], "memory://marker/b", "-q"]))
+"""
+
+
+def test_a_marker_that_cannot_be_removed_is_a_one_line_warning(tmp_path: Path) -> None:
+    """The backup is complete; removing its ``pending/`` marker fails.  The command
+    printed a 20-line traceback after its warning (the cause only in it), where every
+    warning is one line: now the line names the marker and the cause."""
+    import subprocess
+    import sys
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as s:
+        s.put(b"k", b"v")
+    src = str(Path(banyanstore.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", MARKER_CHILD, str(tmp_path / "s")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("backup "), proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("banyanstore: WARNING: ") and "memory://marker/b/pending/" in lines[0]
+    assert "I/O error" in lines[0]

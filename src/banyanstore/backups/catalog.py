@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from ..errors import CorruptionError, StoreNotFoundError
+from ..errors import BanyanStoreError, CorruptionError, StoreNotFoundError
 from .destination import TEMP_MARK, Destination
 from .manifest import (
     BACKUP_ID,
@@ -164,7 +164,13 @@ class Pending:
         transfer would stall this too."""
         try:
             self._dest.delete([self._key], stall_timeout=INTERRUPTED_CLEANUP if interrupted else None)
-        except Exception:  # noqa: BLE001 - the backup itself is complete
+        except BanyanStoreError as exc:
+            # One line, the cause in it (the commands print each warning as one line);
+            # the traceback for whoever debugs the backend.
+            logger.warning("could not remove the in-progress marker %s (%s); a prune removes it "
+                           "once it is stale", self._dest.describe(self._key), exc)
+            logger.debug("the marker's removal failed", exc_info=True)
+        except Exception:  # noqa: BLE001 - the backup itself is complete; a bug shows its traceback
             logger.warning("could not remove the in-progress marker %s", self._dest.describe(self._key),
                            exc_info=True)
 
