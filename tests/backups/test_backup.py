@@ -368,6 +368,33 @@ def test_progress_reports_every_phase(tmp_path: Path) -> None:
     assert all(p.bytes_done <= p.bytes_total for p in seen)
 
 
+
+def test_progress_is_reported_from_the_worker_threads_for_s3(s3_url: str, tmp_path: Path) -> None:
+    """s3fs calls its progress callbacks on fsspec's one IO thread, which every transfer
+    of the process shares: the user's ``progress`` ran there (not on the worker threads
+    docs/backup.md names), so a slow callback -- a terminal, a report sent over the
+    network -- held every upload, and with a stall timeout failed them.  It now runs on
+    the worker thread of the transfer."""
+    import threading
+    threads: set[str] = set()
+    seen: list[Any] = []
+
+    def progress(p: Any) -> None:
+        if p.phase == "upload" and p.bytes_done:
+            threads.add(threading.current_thread().name)
+            seen.append(p)
+
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        for t in range(3):
+            store.put(b"k%d" % t, random.Random(t).randbytes(50_000))
+            store.flush()
+        info = banyanstore.backup(store, s3_url, parallel=2, progress=progress)
+    assert info.uploaded_files == 3 and threads
+    assert all(name.startswith("banyanstore-transfer") for name in threads), threads
+    assert seen[-1].bytes_done == seen[-1].bytes_total == info.uploaded_bytes
+    assert seen[-1].files_done == 3
+
+
 LOCAL_ONLY = """
 import sys, banyanstore
 assert "banyanstore.backups" not in sys.modules  # imported on first use

@@ -330,6 +330,8 @@ class FsspecDestination(Destination):
         ``_<name>``, awaited under the stall timeout (``stall`` where shorter)."""
         method = getattr(self.fs, f"_{name}", None) if self._async else None
         if method is None:  # a synchronous file system: its own timeouts apply
+            if clock is not None:
+                clock.direct = True  # its callbacks run on this thread
             return getattr(self.fs, name)(*args, **kwargs)
         return self._await(op, key, method(*args, **kwargs), clock, stall)
 
@@ -365,8 +367,11 @@ class FsspecDestination(Destination):
                 if future.cancelled():
                     raise StorageIOError(f"{op} {self.describe(key)}: interrupted",
                                          path=self.describe(key), op=op)
+                clock.report()  # on this thread, not on the loop all requests share
                 if future.done():
-                    return future.result()
+                    result = future.result()
+                    clock.report()
+                    return result
         except BaseException:
             future.cancel()  # a Ctrl-C here, or the failures above: the request ends too
             raise
@@ -454,13 +459,13 @@ class FsspecDestination(Destination):
         self._put(key, lambda path: self._call("write", key, "pipe_file", path, data))
 
     def upload(self, local: str, key: str, on_bytes: OnBytes) -> None:
-        clock = _Clock()
+        clock = _Clock(on_bytes)
         options: dict[str, Any] = {}
         if self._s3:
             parts = -(-os.path.getsize(local) // S3_MAX_PARTS)  # ceil
             options = {"chunksize": max(S3_PART_SIZE, parts), "max_concurrency": 1}
         self._put(key, lambda path: self._call("upload", key, "put_file", local, path,
-                                               callback=_callback(on_bytes, clock), clock=clock,
+                                               callback=_callback(clock), clock=clock,
                                                **options))
 
     def download(self, key: str, local: str, on_chunk: OnChunk) -> None:
@@ -470,7 +475,7 @@ class FsspecDestination(Destination):
         try:
             with self._backend_errors("download", key, local):
                 self._call("download", key, "get_file", self._path(key), local,
-                           callback=_callback(lambda n: None, clock), clock=clock,
+                           callback=_callback(clock), clock=clock,
                            **self._get_options)
         except FileNotFoundError:
             if os.path.exists(local):
@@ -542,13 +547,34 @@ def _no_such_bucket(exc: BaseException) -> bool:
 
 
 class _Clock:
-    """When a request last showed progress (monotonic seconds)."""
+    """When a request last showed progress (``last``, monotonic seconds), and the bytes
+    it moved, for ``on_bytes``.
 
-    def __init__(self) -> None:
-        self.last = time.monotonic()
+    The backend reports progress on fsspec's IO thread, whose one event loop runs every
+    request of the process: ``on_bytes`` (the user's ``progress``, in the end) must not
+    run there -- a slow one would hold every transfer.  :meth:`report`, called by the
+    thread awaiting the request, hands it the bytes; ``direct``: the backend's calls
+    run on that thread anyway (a synchronous file system), report at once."""
 
-    def touch(self) -> None:
+    def __init__(self, on_bytes: OnBytes | None = None) -> None:
         self.last = time.monotonic()
+        self.direct = False
+        self._on_bytes = on_bytes
+        self._seen = self._reported = 0
+
+    def progress(self, total: int) -> None:
+        """``total`` bytes moved so far (any thread)."""
+        self.last = time.monotonic()
+        self._seen = max(self._seen, total)
+        if self.direct:
+            self.report()
+
+    def report(self) -> None:
+        """Pass the bytes moved since the last report on to ``on_bytes``."""
+        seen = self._seen
+        if seen > self._reported and self._on_bytes is not None:
+            delta, self._reported = seen - self._reported, seen
+            self._on_bytes(delta)
 
 
 class _AwaitedStream:
@@ -587,22 +613,13 @@ class _GuardedReader:
         self.close()
 
 
-def _callback(on_bytes: OnBytes, clock: _Clock) -> Any:
-    """An fsspec callback passing byte counts on to ``on_bytes``; every call of it is
-    progress for ``clock``."""
+def _callback(clock: _Clock) -> Any:
+    """An fsspec callback: every call of it is progress for ``clock``."""
     from fsspec.callbacks import Callback
 
     class _Progress(Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self._reported = 0
-
         def call(self, *args: Any, **kwargs: Any) -> None:
-            clock.touch()
-            delta = int(self.value) - self._reported  # fsspec updated self.value already
-            if delta > 0:
-                self._reported += delta
-                on_bytes(delta)
+            clock.progress(int(self.value))  # fsspec updated self.value already
 
     return _Progress()
 
