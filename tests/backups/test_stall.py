@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +47,12 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE,
                                      text=True)
         assert self.proc.stdout is not None
-        port = int(self.proc.stdout.readline())
+        try:
+            port = int(self.proc.stdout.readline())
+        except ValueError:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.options: dict[str, Any] = {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
 
     def stop(self) -> None:
@@ -181,15 +187,17 @@ def test_a_stalled_download_fails_naming_the_object(tmp_path: Path, server: Serv
 
 
 CHILD = """
-import sys, banyanstore
+import sys, threading, banyanstore
 from banyanstore.backups.destination import FsspecDestination
 def progress(p):
     if p.phase == "upload" and p.files_done == 0 and p.bytes_done == 0:
         print("uploading", flush=True)
         sys.stdin.readline()  # the parent stops the server, then says go on
-real = FsspecDestination.upload
+real, lock, said = FsspecDestination.upload, threading.Lock(), []
 def upload(self, *args):
-    print("started", flush=True)
+    with lock:  # one line, not two threads' words run together
+        if not said:
+            said.append(print("started", flush=True))
     real(self, *args)
 FsspecDestination.upload = upload
 banyanstore.backup(sys.argv[1], sys.argv[2], stall_timeout=None, progress=progress,
@@ -267,3 +275,50 @@ def test_the_commands_take_a_stall_timeout(tmp_path: Path, server: Server,
     assert codes == [1]
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "no progress for 1 s" in err and url in err, err
+
+
+def test_a_worker_a_ctrl_c_left_behind_starts_no_request(tmp_path: Path, server: Server,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while the pool starts a thread (``pool.submit``) leaves a worker the pool
+    does not know: it took its task, but ``shutdown`` does not wait for it.  It started
+    its upload after the backup had given up (the stop was lifted once the pool shut
+    down) and, against a stalled server, held the interpreter's exit for ever.  The
+    stop now lasts: its request is refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from banyanstore.backups import transfer as transfer_module
+    url = new_bucket(server)
+    make_store(tmp_path / "s")
+    given_up = threading.Event()
+    orphans: list[threading.Thread] = []
+    outcome: list[BaseException | None] = []
+
+    class Pool(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if getattr(fn, "__name__", "") != "upload":
+                return super().submit(fn, *args, **kwargs)
+
+            sha, staged, size = args[0]
+            kept = str(tmp_path / "kept")  # the backup removes its staged files as it gives up
+            shutil.copyfile(staged, kept)
+
+            def orphan() -> None:  # what a thread interrupted in its start() does
+                given_up.wait(HANG_GUARD)
+                try:
+                    fn((sha, kept, size))
+                    outcome.append(None)
+                except BaseException as exc:  # noqa: BLE001 - handed to the test
+                    outcome.append(exc)
+            orphans.append(threading.Thread(target=orphan, daemon=True))
+            orphans[-1].start()
+            raise KeyboardInterrupt  # the Ctrl-C, in t.start() of the pool's new thread
+
+    monkeypatch.setattr(transfer_module, "ThreadPoolExecutor", Pool)
+    with pytest.raises(KeyboardInterrupt):
+        banyanstore.backup(tmp_path / "s", url, stall_timeout=None,
+                           progress=stop_at(server, "upload"), **server.options)
+    given_up.set()
+    orphans[0].join(HANG_GUARD)
+    assert not orphans[0].is_alive(), "the left-behind worker's upload hung"
+    assert isinstance(outcome[0], StorageIOError) and "interrupted" in str(outcome[0]), outcome
+    assert requests_left() == []

@@ -58,7 +58,6 @@ logger = logging.getLogger("banyanstore.backups")
 PENDING_TIMEOUT: Final = 24 * 3600.0
 PRUNE_TIMEOUT: Final = 900.0  # a prune marker older than this is stale
 DELETE_BATCH: Final = 1000  # objects deleted between two looks at the clock
-INTERRUPTED_CLEANUP: Final = 2.0  # seconds a marker's removal may stall after a Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -159,11 +158,10 @@ class Pending:
 
     def clear(self, *, interrupted: bool = False) -> None:
         """Remove the marker.  If that fails, prune waits until it is stale: safe.
-        ``interrupted`` (a Ctrl-C): try for ``INTERRUPTED_CLEANUP`` seconds without
-        progress at most -- the user asked to stop, and a destination that stalled the
-        transfer would stall this too."""
+        ``interrupted`` (a Ctrl-C): a short try (:meth:`Destination.delete`
+        ``after_interrupt``)."""
         try:
-            self._dest.delete([self._key], stall_timeout=INTERRUPTED_CLEANUP if interrupted else None)
+            self._dest.delete([self._key], after_interrupt=interrupted)
         except BanyanStoreError as exc:
             # One line, the cause in it (the commands print each warning as one line);
             # the traceback for whoever debugs the backend.

@@ -66,6 +66,7 @@ reports every 64 KiB (its concurrent download of an object above 50 MiB: once pe
 ranges of 50 MiB).  The pool's ``parallel`` objects at once keep the link busy."""
 S3_MAX_PARTS: Final = 10_000  # S3's limit: a larger object takes larger parts
 _POLL: Final = 0.25  # the longest a waiting thread sleeps between two looks at a request
+INTERRUPTED_CLEANUP: Final = 2.0  # seconds a cleanup after a Ctrl-C may go without progress
 _S3: Final = frozenset({"s3", "s3a"})
 
 _GLOB_MAGIC: Final = re.compile(r"[*?\[]")  # what fsspec's rm() and glob() expand
@@ -131,19 +132,22 @@ class Destination(ABC):
         """A binary file object reading ``key``; FileNotFoundError if absent."""
 
     @abstractmethod
-    def delete(self, keys: Iterable[str], *, stall_timeout: float | None = None) -> None:
-        """Remove ``keys``; keys already gone are fine.  ``stall_timeout``: a shorter
-        stall timeout for this call (a cleanup after Ctrl-C must not wait long)."""
+    def delete(self, keys: Iterable[str], *, after_interrupt: bool = False) -> None:
+        """Remove ``keys``; keys already gone are fine.  ``after_interrupt``: the cleanup
+        of a call a Ctrl-C stopped -- allowed after :meth:`stop_transfers`, and given
+        ``INTERRUPTED_CLEANUP`` seconds without progress at most (the user asked to
+        stop, and a destination that stalled the transfer would stall this too)."""
 
     def barrier(self) -> None:  # noqa: B027 -- object stores need nothing here
         """Make every completed write durable before the next one is made."""
 
     def stop_transfers(self) -> None:  # noqa: B027 -- local file calls are not cancelled
-        """Cancel the requests running now, and refuse new ones until
-        :meth:`resume_transfers` (a Ctrl-C: the pool's running tasks end at once)."""
-
-    def resume_transfers(self) -> None:  # noqa: B027
-        """Undo :meth:`stop_transfers` once the pool has shut down."""
+        """Cancel the requests running now, and refuse every later one but a cleanup
+        (:meth:`delete` ``after_interrupt``): a Ctrl-C, the pool's running tasks end at
+        once.  For good: a Ctrl-C during ``pool.submit()`` can leave a worker thread
+        the pool does not know (interrupted while it started), which would otherwise
+        start its request after the call gave up -- and hold the interpreter's exit
+        until the request ends."""
 
     def lies_within(self, path: str) -> bool:
         """Whether this destination is the local directory ``path`` or inside it."""
@@ -259,7 +263,7 @@ class LocalDestination(Destination):
     def open_read(self, key: str) -> Any:
         return self._open(key)
 
-    def delete(self, keys: Iterable[str], *, stall_timeout: float | None = None) -> None:
+    def delete(self, keys: Iterable[str], *, after_interrupt: bool = False) -> None:
         for key in keys:
             try:
                 os.remove(self._path(key))
@@ -309,7 +313,7 @@ class FsspecDestination(Destination):
         self._atomic_put = protocol in ATOMIC_PUT
         self._made: set[str] = set()  # folders known to exist (file systems without atomic puts)
         self._s3 = protocol in _S3
-        self._get_options = {"max_concurrency": 1} if self._s3 else {}
+        self._get_options: dict[str, Any] = {"max_concurrency": 1} if self._s3 else {}
         # Requests of an asyncio file system (s3fs, gcsfs, adlfs...) run on fsspec's
         # IO loop; this object awaits them itself (see :meth:`_await`) so that one that
         # makes no progress can be cancelled: aiohttp has no timeout on sending a body,
@@ -325,27 +329,28 @@ class FsspecDestination(Destination):
         return f"{self.root}/{key}"
 
     def _call(self, op: str, key: str, name: str, *args: Any, clock: _Clock | None = None,
-              stall: float | None = None, **kwargs: Any) -> Any:
+              cleanup: bool = False, **kwargs: Any) -> Any:
         """``self.fs.<name>(*args, **kwargs)``; on an asyncio file system its coroutine
-        ``_<name>``, awaited under the stall timeout (``stall`` where shorter)."""
+        ``_<name>``, awaited under the stall timeout (see :meth:`_await` for ``cleanup``)."""
         method = getattr(self.fs, f"_{name}", None) if self._async else None
         if method is None:  # a synchronous file system: its own timeouts apply
             if clock is not None:
                 clock.direct = True  # its callbacks run on this thread
             return getattr(self.fs, name)(*args, **kwargs)
-        return self._await(op, key, method(*args, **kwargs), clock, stall)
+        return self._await(op, key, method(*args, **kwargs), clock, cleanup)
 
     def _await(self, op: str, key: str, coro: Coroutine[Any, Any, Any], clock: _Clock | None,
-               stall: float | None = None) -> Any:
+               cleanup: bool = False) -> Any:
         """The result of ``coro``, run on the file system's loop.  Cancelled, as a
         StorageIOError naming ``key`` and the seconds, once ``clock`` (the request's
         progress; the start alone where it reports none) is older than the stall
         timeout; cancelled at once by :meth:`stop_transfers`, or by a KeyboardInterrupt
-        in this thread."""
+        in this thread.  ``cleanup``: after an interrupt, allowed, and watched with
+        ``INTERRUPTED_CLEANUP`` at most."""
         clock = clock if clock is not None else _Clock()
-        limit = self._stall if stall is None else min(stall, self._stall or stall)
+        limit = self._stall if not cleanup else min(INTERRUPTED_CLEANUP, self._stall or INTERRUPTED_CLEANUP)
         with self._lock:
-            if self._stopping:
+            if self._stopping and not cleanup:
                 coro.close()
                 raise StorageIOError(f"{op} {self.describe(key)}: interrupted",
                                      path=self.describe(key), op=op)
@@ -384,10 +389,6 @@ class FsspecDestination(Destination):
             self._stopping = True
             for future in self._running:
                 future.cancel()
-
-    def resume_transfers(self) -> None:
-        with self._lock:
-            self._stopping = False
 
     @contextlib.contextmanager
     def _backend_errors(self, op: str, key: str, local: str | None = None) -> Iterator[None]:
@@ -506,7 +507,7 @@ class FsspecDestination(Destination):
         with guard():
             return _GuardedReader(self.fs.open(self._path(key), "rb", block_size=8 * CHUNK), guard)
 
-    def delete(self, keys: Iterable[str], *, stall_timeout: float | None = None) -> None:
+    def delete(self, keys: Iterable[str], *, after_interrupt: bool = False) -> None:
         paths = [self._path(k) for k in keys]
         if not paths:
             return
@@ -520,13 +521,14 @@ class FsspecDestination(Destination):
             # running -- holding a connection to the stalled server for good.
             if len(paths) > 1 and not any(_GLOB_MAGIC.search(p) for p in paths):
                 try:
-                    self._call("delete", key, "rm", paths, stall=stall_timeout)
+                    self._call("delete", key, "rm", paths, cleanup=after_interrupt)
                     return
                 except FileNotFoundError:
                     pass  # some were gone: remove the rest one by one
             for p in paths:
                 try:
-                    self._call("delete", p[len(self.root) + 1:], "rm_file", p, stall=stall_timeout)
+                    self._call("delete", p[len(self.root) + 1:], "rm_file", p,
+                               cleanup=after_interrupt)
                 except FileNotFoundError:
                     pass
 

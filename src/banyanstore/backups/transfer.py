@@ -101,8 +101,9 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int,
     """``[work(item) for item in items]`` on at most ``parallel`` threads.  On a
     failure, tasks not started are cancelled and the failure of the earliest item
     is raised once the running ones have finished.  On an interrupt (Ctrl-C) the
-    requests ``dest`` is running are cancelled too (:meth:`Destination.stop_transfers`),
-    so the running tasks end at once, a stalled one too.  Not on a task's failure: a
+    requests ``dest`` is running are cancelled too, and ``dest`` refuses new ones
+    (:meth:`Destination.stop_transfers`), so the running tasks end at once, a stalled
+    one too.  Not on a task's failure: a
     cancelled S3 multipart upload leaves its parts behind (s3fs aborts it only on an
     error), and a running transfer stalled like the failed one ends after its own
     stall timeout."""
@@ -110,7 +111,6 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int,
         return []
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(items)),
                               thread_name_prefix="banyanstore-transfer")
-    stopped = False
     try:
         futures = [pool.submit(work, item) for item in items]
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -126,7 +126,6 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int,
     except BaseException as exc:
         if dest is not None and not isinstance(exc, Exception):  # a Ctrl-C, not a task's failure
             dest.stop_transfers()
-            stopped = True
         raise
     finally:
         # Not the pool's ``with``: its exit waits for every queued task, so a Ctrl-C
@@ -135,9 +134,6 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int,
         # (they use files the caller removes next) -- after a Ctrl-C their requests
         # were cancelled above, so that is at once.
         pool.shutdown(wait=True, cancel_futures=True)
-        if stopped:
-            assert dest is not None
-            dest.resume_transfers()
 
 
 def hash_file(path: str, on_bytes: Callable[[int], None]) -> str:
