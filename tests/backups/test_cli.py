@@ -292,3 +292,20 @@ def test_a_marker_that_cannot_be_removed_is_a_one_line_warning(tmp_path: Path) -
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("banyanstore: WARNING: ") and "memory://marker/b/pending/" in lines[0]
     assert "I/O error" in lines[0]
+
+
+def test_a_failed_upload_says_upload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object's upload that the backend refused was reported as ``write URL/objects/...``
+    (the word of a marker's or a manifest's write); it says ``upload``."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from banyanstore.errors import StorageIOError
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise EndpointUnreachable('Could not connect to the endpoint URL: "http://10.9.9.9"')
+    monkeypatch.setattr(MemoryFileSystem, "put_file", unreachable)
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as s:
+        s.put(b"k", b"v")
+    url = f"memory://upload-{os.getpid()}-{id(tmp_path)}/b"
+    with pytest.raises(StorageIOError, match=r"^upload memory://.*/objects/[0-9a-f]{64}: Endpoint"):
+        banyanstore.backup(tmp_path / "s", url)

@@ -437,8 +437,8 @@ class FsspecDestination(Destination):
         with self._backend_errors("read", key):
             return bytes(self._call("read", key, "cat_file", self._path(key)))
 
-    def _put(self, key: str, put: Callable[[str], None]) -> None:
-        with self._backend_errors("write", key):
+    def _put(self, key: str, put: Callable[[str], None], op: str = "write") -> None:
+        with self._backend_errors(op, key):  # "upload" for an object, as the stall says it
             if self._atomic_put:
                 put(self._path(key))
                 return
@@ -467,7 +467,7 @@ class FsspecDestination(Destination):
             options = {"chunksize": max(S3_PART_SIZE, parts), "max_concurrency": 1}
         self._put(key, lambda path: self._call("upload", key, "put_file", local, path,
                                                callback=_callback(clock), clock=clock,
-                                               **options))
+                                               **options), op="upload")
 
     def download(self, key: str, local: str, on_chunk: OnChunk) -> None:
         # One streaming GET (a read through open() costs a HEAD and ranged GETs), then
