@@ -767,3 +767,41 @@ def test_a_clock_returning_what_no_commit_time_holds_is_named(tmp_path: Path, ba
         now[0] = Fraction(2002, 2)  # any real number is a time (numpy's, a Fraction)
         assert s.put(b"k", b"v") == 2
         assert hot.get(b"a") == b"1" and s.get(b"k") == b"v"
+
+
+def test_keys_written_under_a_higher_max_key_size_can_be_deleted(tmp_path: Path) -> None:
+    """A store reopened with a lower max_key_size still holds the longer keys written
+    before: delete(key), a batch's delete and ``del store[key]`` of such a key raised
+    EntryTooLargeError, so the user could not delete them one by one.  A delete of a
+    key the store holds now writes its tombstone; a put of it, and a delete of an
+    oversized key the store does not hold, still raise EntryTooLargeError naming the key."""
+    path = tmp_path / "db"
+    big = [b"k" * 40 + b"%d" % i for i in range(4)]
+    with banyanstore.open(path, **OPTS, max_key_size=64) as store:
+        idx = store.keyspace("index")
+        store.put(big[0], b"in a table")
+        idx.put(big[0], b"in a table")
+        store.flush()
+        for k in big[1:]:
+            store.put(k, b"in the WAL")
+    with banyanstore.open(path, **OPTS, max_key_size=16) as store:
+        idx = store.keyspace("index")
+        before = store.version
+        store.delete(big[0])  # its entry in a table
+        idx.delete(big[0])
+        with store.batch() as b:
+            b.delete(big[1])  # its entry in a memtable (replayed)
+        del store[big[2]]
+        assert store.version == before + 4
+        assert [store.get(k) for k in big] == [None, None, None, b"in the WAL"]
+        assert idx.get(big[0]) is None
+        store.delete(big[0])  # deleted already: a tombstone again, as for any key
+        for call in (lambda: store.put(big[3], b"v"), lambda: store.put(b"x" * 17, b"v"),
+                     lambda: store.delete(b"x" * 17), lambda: idx.delete(big[1]),
+                     lambda: store.batch().delete(b"x" * 17)):
+            with pytest.raises(EntryTooLargeError, match="key of .* exceeds max_key_size"):
+                call()
+        assert store.delete_range(b"k", b"l") == store.version  # a range covering them
+        assert list(store.keys()) == []
+    with banyanstore.open(path, **OPTS, max_key_size=16) as store:
+        assert list(store.keys()) == [] and store.get(big[3], version=before) == b"in the WAL"

@@ -70,8 +70,9 @@ class Batch:
 
     def delete(self, key: bytes, *, keyspace: Any = None) -> None:
         self._check_open()
-        key = self._writer.check_entry(key, None)
-        self._ops.append((self._resolve(keyspace), key, None))
+        ks = self._resolve(keyspace)
+        key = self._writer.check_entry(key, None, ks)  # (a held key over max_key_size too)
+        self._ops.append((ks, key, None))
         self._added += 1
 
     def delete_range(self, start: bytes, end: bytes, *, keyspace: Any = None) -> None:

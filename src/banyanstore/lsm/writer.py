@@ -194,11 +194,19 @@ class Writer:
             self._refused = True
 
     # -- writes ----------------------------------------------------------------------------------
-    def check_entry(self, key: object, value: bytes | None) -> bytes:
-        """``key`` as bytes; EntryTooLargeError if the key or ``value`` is too large."""
+    def check_entry(self, key: object, value: bytes | None,
+                    ks: KeyspaceState | None = None) -> bytes:
+        """``key`` as bytes; EntryTooLargeError if the key or ``value`` is too large.
+
+        A delete (``value`` None) in ``ks`` of a key over ``max_key_size`` that ``ks``
+        holds is allowed: the limit is for new keys, and a store reopened with a lower
+        one still holds the longer keys written before (README, options) -- refusing
+        their deletes left no way to delete them one by one.  Only such deletes pay the
+        lookup."""
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        if len(key) > self._max_key:
+        if len(key) > self._max_key and not (value is None and ks is not None
+                                              and ks.view.get_entry(key, self._tree.version) is not None):
             raise EntryTooLargeError(f"key of {len(key)} bytes exceeds max_key_size "
                                      f"({self._max_key})")
         if value is not None and len(value) > self._max_value:
@@ -215,7 +223,7 @@ class Writer:
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         if len(key) > self._max_key or (value is not None and len(value) > self._max_value):
-            self.check_entry(key, value)
+            self.check_entry(key, value, ks)
         tree = self._tree
         if self._refused:  # before the lock too: a forked child's copy of it may never be released
             self.check_writable()
