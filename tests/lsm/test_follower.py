@@ -738,3 +738,35 @@ def test_history_of_a_reader_lists_each_version_once() -> None:
             with r.snapshot() as snap:
                 assert list(snap.history(b"k")) == want
             assert [r.get(b"k", version=v) for v in (1, 2, 3)] == [b"1", b"2", b"3"]
+
+
+def test_a_readers_stats_count_the_memtables_it_holds(tmp_path: Path) -> None:
+    """A read-only store holds the writer's unflushed writes in memtables of its own
+    (read from the WAL), and stats()["keyspaces"] showed them, but its
+    stats()["memtable_bytes"] said 0 however much it held.  Now it is the sum of its
+    keyspaces' memtable bytes, as on the writer -- the same figures as the writer's for
+    the same writes -- and 0 again once the writer's flush is caught up with."""
+    path = tmp_path / "db"
+    with banyanstore.open(path, io_mode="sync", wal_sync="never", compaction=False) as w:
+        idx = w.keyspace("idx")
+        for i in range(200):
+            w.put(b"k%03d" % i, b"v" * (i % 50))
+            idx.put(b"i%03d" % i, b"x" * 10)
+        w.delete_range(b"k050", b"k060")
+        with banyanstore.open(path, read_only=True, io_mode="sync") as r:
+            for _ in range(2):
+                ws, rs = w.stats(), r.stats()
+                per_ks = {n: (k["memtable_bytes"], k["memtable_entries"], k["immutable_memtables"])
+                          for n, k in rs["keyspaces"].items()}
+                assert per_ks == {n: (k["memtable_bytes"], k["memtable_entries"], k["immutable_memtables"])
+                                  for n, k in ws["keyspaces"].items()}
+                assert rs["memtable_bytes"] == sum(b for b, _, _ in per_ks.values())
+                assert rs["memtable_bytes"] == ws["memtable_bytes"] > 0
+                assert (rs["version"], rs["read_only"]) == (ws["version"], True)
+                w.put(b"k999", b"later")  # seen at the refresh
+                r.refresh()
+            w.flush()
+            r.refresh()
+            rs = r.stats()
+            assert rs["memtable_bytes"] == w.stats()["memtable_bytes"] == 0
+            assert rs["follower"]["refreshes"] == 3 and rs["follower"]["pinned_tables"] == 2

@@ -308,6 +308,10 @@ class FollowerStore(_FollowerReads, Store):
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
+        # The writer's figure is its own active memtables' (the next switch waits for
+        # them); a reader never writes, and its memtables are the catch-up's: the same
+        # figure is theirs, as its keyspaces show them (it said 0 however much it held).
+        out["memtable_bytes"] = sum(ks["memtable_bytes"] for ks in out["keyspaces"].values())
         f, c = self._follow, self._catchup
         out["follower"] = {
             "version": self.published.version, "refreshes": self._refreshes,
