@@ -770,3 +770,31 @@ def test_a_readers_stats_count_the_memtables_it_holds(tmp_path: Path) -> None:
             rs = r.stats()
             assert rs["memtable_bytes"] == w.stats()["memtable_bytes"] == 0
             assert rs["follower"]["refreshes"] == 3 and rs["follower"]["pinned_tables"] == 2
+
+
+def test_a_readers_memtables_are_charged_to_its_block_cache(tmp_path: Path) -> None:
+    """With memtables_share_cache (the default) a store's memtables are charged to its
+    block cache (README, options): a reader's were not -- a reader holding 1.8 MB of the
+    writer's WAL tail kept a 2 MiB cache beside it (stats()["block_cache"]["limit"]
+    2 MiB).  Now the limit gives up what its memtables hold, down to a quarter, and
+    grows back once the writer's flush is caught up with; memtables_share_cache=False
+    leaves it whole."""
+    path = tmp_path / "db"
+    cap = 2 << 20
+    with banyanstore.open(path, io_mode="sync", wal_sync="never", compaction=False) as w:
+        for i in range(4000):
+            w.put(b"k%05d" % i, b"v" * (i % 300))
+        with banyanstore.open(path, read_only=True, io_mode="sync", block_cache_size=cap) as r, \
+                banyanstore.open(path, read_only=True, io_mode="sync", block_cache_size=cap,
+                                 memtables_share_cache=False) as apart:
+            held = r.stats()["memtable_bytes"]
+            assert cap // 4 < cap - held < cap
+            assert r.stats()["block_cache"]["limit"] == cap - held
+            assert apart.stats()["block_cache"]["limit"] == cap
+            for i in range(4000):
+                w.put(b"j%05d" % i, b"v" * 300)
+            r.refresh()
+            assert r.stats()["block_cache"]["limit"] == cap // 4
+            w.flush()
+            r.refresh()
+            assert r.stats()["memtable_bytes"] == 0 and r.stats()["block_cache"]["limit"] == cap

@@ -275,6 +275,12 @@ class FollowerStore(_FollowerReads, Store):
         # entry such a read needs; memtables are never reclaimed.
         floor = min(state.history_floor, state.flushed_version)
         self.published = pub = Published(c.version, floor, views)
+        if self._budget is not None:
+            # memtables_share_cache: the catch-up's memtables are charged to the block
+            # cache as a writer's are (lsm/budget.py) -- a reader holding the writer's
+            # WAL tail otherwise kept a full cache beside it.
+            self._budget.set_active(sum(view.mem.approx_bytes for view in views.values()))
+            self._budget.set_sealed(sum(m.approx_bytes for view in views.values() for m in view.imms))
         # the tree too: for keyspace lookups, TTL floors, stats() and checkpoints
         self._tree.adopt(state, views, c.timemap, pub.floor, pub.version)
 
