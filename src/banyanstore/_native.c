@@ -1659,6 +1659,10 @@ typedef struct {
     PyObject *guard;          /* callable or NULL: raises once the scan's store is closed */
     Py_ssize_t until_guard;   /* entries to emit before the guard runs again */
     Py_ssize_t guard_every;   /* the next such stretch: GUARD_FIRST growing to GUARD_MAX */
+    /* The error a next() raised (an Exception or KeyboardInterrupt), raised again by every
+     * later next(): a scan that raised gives no further rows and never ends silently
+     * (docs/api.md; lsm/iterators.py's sticky() does the same on pure Python). */
+    PyObject *err_type, *err_value, *err_tb;
 } MergeScan;
 
 /* The guard runs before the first entry, then before stretches of entries growing from
@@ -2125,6 +2129,9 @@ static void tables_prefetch(MergeScan *m) {
 }
 
 static int merge_traverse(MergeScan *m, visitproc visit, void *arg) {
+    Py_VISIT(m->err_type);
+    Py_VISIT(m->err_value);
+    Py_VISIT(m->err_tb);
     Py_VISIT(m->keepalive);
     Py_VISIT(m->guard);
     Py_VISIT(m->pairs[0]);
@@ -2163,6 +2170,9 @@ static int merge_clear(MergeScan *m) {
 static int merge_gc_clear(MergeScan *m) {
     merge_clear(m);
     Py_CLEAR(m->guard);
+    Py_CLEAR(m->err_type);
+    Py_CLEAR(m->err_value);
+    Py_CLEAR(m->err_tb);
     return 0;
 }
 
@@ -2365,6 +2375,10 @@ static PyObject *merge_next(MergeScan *m) {
         PyErr_SetString(PyExc_ValueError, "MergeScan already executing");
         return NULL;
     }
+    if (m->err_type != NULL) {  /* it raised before: the same error again */
+        PyErr_Restore(Py_NewRef(m->err_type), Py_XNewRef(m->err_value), Py_XNewRef(m->err_tb));
+        return NULL;
+    }
     m->busy = 1;
     PyObject *out = NULL;
     if (m->guard != NULL && m->until_guard == 0) {
@@ -2382,6 +2396,18 @@ static PyObject *merge_next(MergeScan *m) {
     }
 done:
     m->busy = 0;
+    if (out == NULL && PyErr_Occurred()
+            && (PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        m->err_type = Py_NewRef(type);
+        m->err_value = Py_XNewRef(value);
+        m->err_tb = Py_XNewRef(tb);
+        PyErr_Restore(type, value, tb);
+    }
     return out;
 }
 

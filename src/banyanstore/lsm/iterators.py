@@ -24,6 +24,10 @@ of reading closed files -- and before each entry of results held in memory
 (a seek's first entries, a key's history).  Once per chunk costs nothing
 measurable; once per entry of a long scan would cost a fifth of its speed.
 
+An iterator that raised raises the same error at every later ``next()``
+(:func:`sticky`, :func:`guarded`): never a silent end after an error, which a
+caller catching it would take for the end of the range.
+
 Seeks (forward scans with a ``limit``) start differently, because their cost
 is the setup, not the entries: every source hands over a *head* -- its first
 few entries, an *edge* below which the head is complete, and a lazy iterator of
@@ -47,7 +51,8 @@ from .memtable import Memtable
 from .rangedel import Cover
 
 __all__ = ["Entry", "merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head",
-           "table_runs", "prefix_end", "Head", "Guard", "guarded", "guarded_runs"]
+           "table_runs", "prefix_end", "Head", "Guard", "guarded", "guarded_runs", "sticky",
+           "limited", "STICKY"]
 
 Entry = tuple[bytes, int, Any]
 Guard = Callable[[], None]
@@ -60,6 +65,7 @@ SHORT_RANGE_KEYS = 64
 """A memtable range of at most this many keys is read at the call (memtable_runs)."""
 _key_of = itemgetter(0)
 _Chunk = TypeVar("_Chunk")
+_Row = TypeVar("_Row")
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -193,13 +199,95 @@ def _chunks(sources: list[_Source], reverse: bool) -> Iterator[list[Entry]]:
                 s.load(reverse)
 
 
-def guarded(items: Iterable[Any], guard: Guard) -> Iterator[Any]:
-    """``items`` (already in memory), with ``guard()`` run before each one and
-    before the end: every ``next()`` after a close raises."""
-    for item in items:
+class _Failed:
+    """An error a scan raised, raised again at every later ``next()`` with the traceback
+    it first had (a re-raise would grow it by a frame each time)."""
+
+    __slots__ = ("error", "traceback")
+
+    def __init__(self, error: BaseException) -> None:
+        self.error, self.traceback = error, error.__traceback__
+
+    def __iter__(self) -> _Failed:
+        return self
+
+    def __next__(self) -> Any:
+        raise self.error.with_traceback(self.traceback)
+
+
+STICKY = (Exception, KeyboardInterrupt)
+"""What a scan raises again at every later ``next()`` once it raised it (not
+GeneratorExit, nor SystemExit)."""
+
+
+def guarded(items: Iterable[_Row], guard: Guard) -> Iterator[_Row]:
+    """``items`` (already in memory), with ``guard()`` run before each one and before
+    the end: every ``next()`` after a close raises -- and, once it raised, every later
+    ``next()`` raises the same error (sticky, as :func:`sticky`'s rows are), never a
+    silent end."""
+    failed: list[_Failed] = []
+    return chain.from_iterable(_then_failure(_guarded_rows(items, guard, failed), failed))
+
+
+def _guarded_rows(items: Iterable[_Row], guard: Guard, failed: list[_Failed]) -> Iterator[_Row]:
+    try:
+        for item in items:
+            guard()
+            yield item
         guard()
-        yield item
-    guard()
+    except STICKY as exc:
+        failed.append(_Failed(exc))
+        raise
+
+
+def _then_failure(rows: Iterator[_Row], failed: list[_Failed]) -> Iterator[Iterator[_Row]]:
+    """``rows``, then the error it raised, if it did: ``chain`` asks ``rows`` again after
+    it raised (its StopIteration then), then this for the next source -- the error.
+    (No object per row, as a chunk of one per row would cost.)"""
+    yield rows
+    if failed:
+        yield failed[0]
+
+
+def _failing_last(chunks: Iterable[Iterable[_Row]]) -> Iterator[Iterable[_Row]]:
+    """``chunks``, and once fetching one raised, a :class:`_Failed` of that error
+    in place of the rest."""
+    try:
+        yield from chunks
+    except STICKY as exc:
+        yield _Failed(exc)
+
+
+def sticky(chunks: Iterable[Iterable[_Row]]) -> Iterator[_Row]:
+    """The rows of ``chunks`` (lists of rows) one by one; once fetching a chunk raised,
+    every later ``next()`` raises the same error (docs/api.md: an iterator that raised
+    gives no further rows) -- never a silent end, which a caller catching the error and
+    calling ``next()`` again took for the end of the range: a shorter result.
+
+    Costs nothing per row: ``chain`` keeps a source iterator that raised and asks it
+    again (it drops the iterator *of* sources that raised), so the error is handed to it
+    as such a source.  A generator per row could not do it: one that raised is over."""
+    return chain.from_iterable(_failing_last(chunks))
+
+
+def limited(chunks: Iterable[list[_Row]], limit: int | None) -> Iterable[list[_Row]]:
+    """``chunks`` holding at most ``limit`` rows in all (None: no limit) -- what
+    ``islice`` of the rows does, but a chunk at a time (islice drops an iterator that
+    raised, so a later ``next()`` would end silently)."""
+    if limit is None:
+        return chunks
+    return _limited(chunks, limit)
+
+
+def _limited(chunks: Iterable[list[_Row]], limit: int) -> Iterator[list[_Row]]:
+    if limit <= 0:
+        return
+    for chunk in chunks:
+        if len(chunk) >= limit:
+            yield chunk[:limit]
+            return
+        limit -= len(chunk)
+        yield chunk
 
 
 def guarded_runs(chunks: Iterable[_Chunk], guard: Guard) -> Iterator[_Chunk]:
@@ -234,17 +322,18 @@ def scan_merged(run_sources: Iterable[Iterable[list[Entry]]], version: int, floo
         chunks: Iterable[list[Entry]] = runs[0]
     else:
         chunks = _chunks([_Source(r, None, reverse) for r in runs], reverse)
-    return _visible(guarded_runs(chunks, guard), version, floor, reverse,
-                    -1 if limit is None else limit, None, cover)
+    return sticky(_visible(guarded_runs(chunks, guard), version, floor, reverse,
+                           -1 if limit is None else limit, None, cover))
 
 
 def _visible(chunks: Iterable[list[Entry]], version: int, floor: int, reverse: bool,
              remaining: int, last: bytes | None,
-             cover: Cover | None = None) -> Iterator[tuple[bytes, bytes]]:
+             cover: Cover | None = None) -> Iterator[list[tuple[bytes, bytes]]]:
     """The visibility pass over chunks: per key its first entry at or below
     ``version``, if a value at or above ``floor``; at most ``remaining`` of them
-    (-1: all).  ``last``: the key decided last before these chunks (its further,
-    older entries are skipped)."""
+    (-1: all), a list per chunk (:func:`sticky` hands them out one by one).
+    ``last``: the key decided last before these chunks (its further, older entries
+    are skipped)."""
     for chunk in chunks:
         if cover is None:
             out, last = _live(chunk, version, floor, last)
@@ -254,10 +343,11 @@ def _visible(chunks: Iterable[list[Entry]], version: int, floor: int, reverse: b
             out.reverse()
         if remaining >= 0:
             if len(out) >= remaining:
-                yield from out[:remaining]
+                yield out[:remaining]
                 return
             remaining -= len(out)
-        yield from out
+        if out:
+            yield out
 
 
 def _live(chunk: list[Entry], version: int, floor: int,
@@ -356,5 +446,5 @@ def seek_merged(heads: list[Head], version: int, floor: int, limit: int,
     # Still short (many invisible entries): hand the leftovers to the generic merge.
     sources = [_Source(rest, r[c:]) for r, c, rest in zip(runs, cuts, rests, strict=True)]
     more_chunks = sources[0].buf_then_runs() if len(sources) == 1 else _chunks(sources, False)
-    return chain(guarded(out, guard), _visible(guarded_runs(more_chunks, guard), version, floor,
-                                               False, limit - len(out), last, cover))
+    return chain(guarded(out, guard), sticky(_visible(guarded_runs(more_chunks, guard), version,
+                                                      floor, False, limit - len(out), last, cover)))

@@ -35,11 +35,14 @@ The choices, where a ``dict`` and an LSM store differ:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any
 
 from ..arguments import as_bytes
 
 __all__ = ["KeysView", "ValuesView", "ItemsView"]
+
+_second = itemgetter(1)
 
 Scan = Callable[..., Iterator[Any]]
 """A bound ``scan(start, end, *, reverse=..., keys_only=...)`` of the store,
@@ -99,7 +102,8 @@ class ValuesView(_ScanView):
     __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
-        return (v for _, v in self._entries(self._reverse, False))
+        # (map, not a generator: it asks a scan that raised again, which raises again)
+        return map(_second, self._entries(self._reverse, False))
 
     def __reversed__(self) -> Iterator[bytes]:
         return self._other_way().__iter__()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, islice
+from operator import itemgetter
 from typing import Any
 
 import xxhash
@@ -33,10 +33,12 @@ from .iterators import (
     Guard,
     guarded,
     guarded_runs,
+    limited,
     memtable_head,
     memtable_runs,
     scan_merged,
     seek_merged,
+    sticky,
     table_runs,
 )
 from .memtable import MISSING, Memtable
@@ -45,6 +47,7 @@ from .rangedel import Cover, Fragments, RangeDel
 __all__ = ["View", "KeyspaceState", "EMPTY_VIEW", "DroppedView", "ClosedView"]
 
 _hash = xxhash.xxh3_64_intdigest
+_first = itemgetter(0)
 _native = accel.native
 _MergeScan = _native.MergeScan if _native is not None else None
 SEEK_LIMIT = 128
@@ -277,7 +280,8 @@ class View:
         # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
         native = cores is not None and self.range_static is None and not self.mem.range_dels
         if keys_only and not native:  # the pairs' scan, which charges the view
-            return (k for k, _ in self.scan(start, end, version, floor, reverse, limit, guard))
+            # (map, not a generator: it asks a scan that raised again, which raises again)
+            return map(_first, self.scan(start, end, version, floor, reverse, limit, guard))
         if self.many_tables:
             self.read_charge += len(self.tables) - 1
         if cores is not None and native:  # (cores narrowed for the type checker)
@@ -375,8 +379,7 @@ def _plain_scan(table: Any, start: bytes | None, end: bytes | None, reverse: boo
         return iter(())
     if limit is not None and limit <= SEEK_LIMIT and not reverse:
         return guarded(table.seek_pairs(start, end, limit), guard)
-    pairs = chain.from_iterable(guarded_runs(table.scan_pairs(start, end, reverse), guard))
-    return pairs if limit is None else islice(pairs, limit)
+    return sticky(limited(guarded_runs(table.scan_pairs(start, end, reverse), guard), limit))
 
 
 def _first_entry(tables: Sequence[Any], key: bytes, version: int) -> tuple[int, bytes | None] | None:
