@@ -173,7 +173,9 @@ def _check_no_drop_since(env: PosixEnv, store_dir: str, state: ManifestState) ->
         now = Manifest.load(env, store_dir)
     except (CorruptionError, FileNotFoundError, StorageIOError) as exc:  # a roll: see _load
         raise _Raced(str(exc)) from exc
-    dropped = sorted(state.keyspaces.keys() & now.dropped)
+    # Gone from the keyspaces, not "in now.dropped": ids are never reused, and a store
+    # stops carrying a dropped id once its WAL no longer holds the keyspace's records.
+    dropped = sorted(state.keyspaces.keys() - now.keyspaces.keys())
     if dropped:
         raise _Raced(f"keyspace(s) {dropped} dropped during the capture")
 

@@ -41,7 +41,7 @@ banyanstore.lsm.edits.EditError: next_file must be an integer in 1 .. 2**64-1, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -210,6 +210,15 @@ class ManifestState:
     def next_keyspace_id(self) -> int:
         """The id of the next new keyspace: above every id in use or ever dropped."""
         return max(self.keyspaces.keys() | self.dropped) + 1
+
+    def forget_dropped(self, ids: Iterable[int]) -> None:
+        """Stop carrying the dropped keyspace ids ``ids`` -- but the highest ever dropped,
+        which keeps :meth:`next_keyspace_id` above every id given out.  An id is needed
+        only while WAL records of its keyspace may be replayed (recovery skips them): the
+        caller's to judge.  Without this a store that creates and drops keyspaces
+        carried every id for ever, in memory and in every manifest's whole-state edit."""
+        highest = max(self.dropped, default=0)
+        self.dropped.difference_update(i for i in ids if i != highest)
 
     def live_files(self) -> set[int]:
         return {n for ts in self.tables.values() for n in ts}

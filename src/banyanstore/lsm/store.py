@@ -222,6 +222,11 @@ class Store(Keyspace):
             if not self._read_only and manifest is None:
                 # before the new manifest: refuse, change nothing
                 check_orphans(env, path, state, wal_incomplete=wal_incomplete)
+                wal = self._wal
+                if wal is not None and wal.first_seq > wal.last_seq:
+                    # An empty WAL (a clean close) holds no record of a dropped keyspace:
+                    # the new manifest need not carry their ids (Tree._forget_dropped).
+                    state.forget_dropped(set(state.dropped))
                 manifest = Manifest.open_for_append(env, path, state)
         except BaseException:
             if manifest is not None:

@@ -125,7 +125,7 @@ class Tree:
     __slots__ = ("path", "env", "options", "table_options", "cache", "clock", "version",
                  "history_floor", "closed", "_closed_why", "_timemap", "_lock", "_manifest", "_wal",
                  "_by_name", "_by_id", "_pins", "_ttl_cache", "_expiry_now", "_deferred", "table_files",
-                 "_steady", "_anchor")
+                 "_steady", "_anchor", "_dropped_at")
 
     def __init__(self, path: str, env: Env, options: Options, cache: BlockCache,
                  clock: Callable[[], float], steady: Callable[[], float] | None = None) -> None:
@@ -153,6 +153,9 @@ class Tree:
         self._ttl_cache: dict[int, tuple[int, int, int]] = {}
         self._expiry_now = 0.0  # the latest time expiry was judged at (see expiry_clock)
         self._deferred: list[str] = []
+        # Dropped keyspace id -> a WAL seq above every record of the keyspace: the id is
+        # forgotten once the WAL starts there (_forget_dropped).
+        self._dropped_at: dict[int, int] = {}
         self.table_files = None if options.max_open_files is None else \
             OpenFileCap(env, options.max_open_files)
         """The cap on open table descriptors (``max_open_files``), or None."""
@@ -172,6 +175,8 @@ class Tree:
             self.history_floor = state.history_floor
             self._timemap = TimeMap(state.time_map.samples)
             self._expiry_now = state.expiry_time  # (see expiry_clock)
+            if wal is not None and manifest is not None:  # dropped before: records up to now
+                self._dropped_at = dict.fromkeys(state.dropped, wal.last_seq + 1)
 
     def adopt(self, state: ManifestState, views: dict[int, View], timemap: TimeMap, floor: int,
               version: int) -> None:
@@ -265,6 +270,8 @@ class Tree:
                 if ks.id not in state.keyspaces and ks.dropped is None:
                     self._forget(ks)
                     old = ks.drop(f"keyspace {ks.name!r} of store {self.path} was dropped")
+                    if self._wal is not None:  # no write runs: its records are all below
+                        self._dropped_at[ks.id] = self._wal.last_seq + 1
         for t in old.tables:
             self.cache.evict_table(t.table_id)
             if not self._keep_open_for_readers(t):
@@ -494,6 +501,7 @@ class Tree:
                     ks.view = build(ks.view)
         if change.wal_cut is not None:
             self._cut_wal(change.wal_cut)
+            self._forget_dropped()
         for t in change.dropped:
             self.cache.evict_table(getattr(t, "table_id", id(t)))
             if self._keep_open_for_readers(t):
@@ -559,6 +567,23 @@ class Tree:
             return
         with self._lock:
             state.obsolete.difference_update(gone)
+
+    def _forget_dropped(self) -> None:
+        """Stop carrying the ids of dropped keyspaces none of whose WAL records is left
+        (the WAL now starts past them): recovery, followers, backups, verify and repair
+        can meet no record of them any more, so only the highest id must stay (ids are
+        never reused: ``ManifestState.forget_dropped``)."""
+        if not self._dropped_at or self._wal is None or self._manifest is None:
+            return
+        first = self._wal.first_seq
+        with self._lock:
+            gone = [i for i, at in self._dropped_at.items() if at <= first]
+            if gone:
+                state = self._manifest.state
+                state.forget_dropped(gone)
+                for i in gone:
+                    if i not in state.dropped:  # (the highest stays, until a higher one)
+                        del self._dropped_at[i]
 
     def _cut_wal(self, seq: int) -> None:
         # The change is complete: its edit is durable and the views hold its tables.
