@@ -420,3 +420,35 @@ def test_a_create_and_drop_loop_does_not_grow_the_dropped_ids(tmp_path):
         assert verify_path(path).ok
     finally:
         env.close()
+
+
+def test_writes_only_to_dropped_keyspaces_do_not_keep_the_wal(tmp_path):
+    """A loop that creates a keyspace, writes to it and drops it, with no other writes:
+    its records stayed in the WAL for ever -- a flush (or close) found every memtable
+    empty and did nothing, so the WAL was never cut (52 B a round: 10,000 rounds 520 KB,
+    read again at every open) and the dropped ids were kept with it.  Now a flush with
+    WAL records to cut makes a flush of nothing that cuts them."""
+    from banyanstore.io.posix import PosixEnv
+    from banyanstore.lsm.manifest import Manifest
+
+    path = str(tmp_path / "s")
+    with banyanstore.open(path, **OPTS) as store:
+        store.put(b"main", b"1")
+        store.flush()
+        for _ in range(50):
+            ks = store.keyspace("tmp")
+            ks.put(b"k", b"v" * 100)
+            store.drop_keyspace("tmp")
+        wal = store.stats()["wal"]
+        assert wal["last_seq"] - wal["first_seq"] >= 49
+        store.flush()
+        wal = store.stats()["wal"]
+        assert wal["first_seq"] == wal["last_seq"] + 1 and store.get(b"main") == b"1"
+        last_id = ks.id
+    env = PosixEnv()
+    try:
+        with banyanstore.open(path, **OPTS) as store:
+            assert Manifest.load(env, path).dropped == {last_id}
+            assert store.get(b"main") == b"1" and store.keyspaces() == ["default"]
+    finally:
+        env.close()

@@ -81,7 +81,7 @@ class Writer:
     __slots__ = ("_tree", "_options", "_clock", "_lock", "_wal", "_wal_append", "_wal_put", "_wal_sync",
                  "_flusher", "_compactor", "_mem_bytes", "_mem_check", "_mem_step", "_budget",
                  "_next_sample_ms", "_sync_default", "_max_key", "_max_value", "_memtable_size",
-                 "_refused", "_closed", "_read_only",
+                 "_refused", "_closed", "_read_only", "_queued_wal_seq",
                  "_wal_error", "_put_path", "fast_put", "fast_delete",
                  "stalls", "stall_seconds")
 
@@ -95,6 +95,7 @@ class Writer:
         self._flusher: Flusher | None = None
         self._compactor: Compactor | None = None
         self._mem_bytes = 0
+        self._queued_wal_seq = 0  # the wal_seq of the last flush queued: records below it go
         self._next_sample_ms = 0
         self._sync_default = options.wal_sync == "always"
         self._max_key, self._max_value = options.max_key_size, options.max_value_size
@@ -436,11 +437,16 @@ class Writer:
         flusher.wait_for_room()  # stalls while too many memtables await flushing
         self._wait_for_merges()
         tree = self._tree
-        if tree.memtables_empty() and not flusher.unqueued():
+        wal = self._wal
+        # Nothing to flush and no WAL record to cut: nothing to do.  With records left
+        # (writes to keyspaces dropped since), a flush of nothing cuts them: else a store
+        # writing only to keyspaces it drops kept them in its WAL for ever.
+        if (tree.memtables_empty() and not flusher.unqueued()
+                and wal.last_seq < max(wal.first_seq, self._queued_wal_seq)):
             self._set_mem_bytes(0)  # (a dropped keyspace's memtable may have been charged)
             return
         try:
-            self._wal.rotate()
+            wal.rotate()
         except StorageIOError as exc:
             # The Log may have failed only to create the next segment (no descriptor
             # or space for it), leaving the active one taking appends: then this
@@ -456,6 +462,7 @@ class Writer:
         # Queues what this switch sealed and whatever an interrupted one left unqueued
         # (charged as sealed, then no longer active).
         flusher.submit(tree.version, wal_seq)
+        self._queued_wal_seq = wal_seq
         self._set_mem_bytes(0)
 
     def _wait_for_merges(self) -> None:
