@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import os
 import struct
 import subprocess
 import sys
@@ -395,3 +398,40 @@ def test_second_writer_from_another_process(tmp_path):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                              env={"PYTHONPATH": ":".join(sys.path)})
         assert out.stdout.strip() == "locked", out.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "writer"])
+def test_a_failed_open_closes_the_segments_it_opened(real_env_dir, read_only):
+    """A read-only open keeps every segment open (pinned) while it recovers, and a
+    writer's recovery reads them: damage found in the last one raised CorruptionError
+    with every segment's descriptor still open until the exception's traceback was
+    collected (6 of 6 held by a read-only open).  Now the failed open closes them."""
+    env, root = real_env_dir
+    d = _fill(env, root)
+    paths = segments(env, d)
+    assert len(paths) > 3
+    data = bytearray(env.read_file(paths[-1]))
+    data[HEADER_SIZE + 100] ^= 0x40  # intact records follow: damage, not a torn tail
+    rewrite(env, paths[-1], bytes(data))
+    gc.collect()
+    gc.disable()  # closed by the failed open itself, not by a collection
+    try:
+        for _ in range(2):
+            with pytest.raises(CorruptionError) as info:
+                open_log(env, root, options=SMALL.replace(read_only=read_only))
+            # ``info`` keeps the traceback -- and every frame of the failed open -- alive
+            assert info.value.path == paths[-1]
+            held = [p for p in paths if _descriptors_of(p)]
+            assert not held, f"{len(held)} of {len(paths)} segments left open by the failed open"
+    finally:
+        gc.enable()
+
+
+def _descriptors_of(path: str) -> int:
+    """How many of this process's descriptors point at ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+    return count

@@ -84,23 +84,36 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
             index_interval: int) -> Recovered:
     out = Recovered()
     names = list_segments(env, directory)
-    if read_only:
-        out.segments = _pin_segments(env, directory, names)
-        _reach_past_seal(env, directory, out.segments)
-    else:
-        _drop_staged(env, directory)
-        _drop_unfinished_last(env, directory, names, out)
-        for name_seq, name in names:
-            path = os.path.join(directory, name)
-            first_seq, version, size = read_header(env, path)
-            if first_seq != name_seq:
-                raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
-                                      path=path, offset=0)
-            out.segments.append(Segment(env, path, first_seq, size, version=version))
-    if out.segments:
-        _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
-        _check_links(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
+    try:
+        if read_only:
+            _pin_segments(env, directory, names, out.segments)
+            _reach_past_seal(env, directory, out.segments)
+        else:
+            _drop_staged(env, directory)
+            _drop_unfinished_last(env, directory, names, out)
+            for name_seq, name in names:
+                path = os.path.join(directory, name)
+                first_seq, version, size = read_header(env, path)
+                if first_seq != name_seq:
+                    raise CorruptionError(f"segment header says first seq {first_seq}, its name {name_seq}",
+                                          path=path, offset=0)
+                out.segments.append(Segment(env, path, first_seq, size, version=version))
+        if out.segments:
+            _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
+            _check_links(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
+    except BaseException:
+        # The segments' read handles (a read-only open keeps every one open) are closed
+        # now: left to the exception's traceback, they stayed open as long as the caller
+        # kept the error.
+        _release(out.segments)
+        raise
     return out
+
+
+def _release(segments: list[Segment]) -> None:
+    """Close the read handles of segments no Log will own (no reader has pinned them)."""
+    for seg in segments:
+        seg.retire()
 
 
 def _reach_past_seal(env: Env, directory: str, segments: list[Segment]) -> None:
@@ -291,8 +304,10 @@ def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]]
     names.pop()
 
 
-def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]]) -> list[Segment]:
-    """Read-only: open every listed segment and keep it open (see Segment.open_pinned).
+def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]],
+                  segments: list[Segment]) -> None:
+    """Read-only: open every listed segment into ``segments`` and keep it open (see
+    Segment.open_pinned).
 
     A writer may work in the directory meanwhile.  It removes segments only from
     the front, oldest first (truncate_before), so a listed segment that is gone
@@ -302,12 +317,10 @@ def _pin_segments(env: Env, directory: str, names: list[tuple[int, str]]) -> lis
     writing its header first, so a last segment without one is still being
     created; it is left for :meth:`Log.refresh` to pick up.
     """
-    segments: list[Segment] = []
     relists = 0
     while (gone := _pin_listed(env, directory, names, segments)) is not None:
         relists += 1
         names = list_segments_after(env, directory, gone, relists)
-    return segments
 
 
 def _pin_listed(env: Env, directory: str, names: list[tuple[int, str]],
@@ -319,7 +332,8 @@ def _pin_listed(env: Env, directory: str, names: list[tuple[int, str]],
         try:
             seg = Segment.open_pinned(env, path, name_seq)
         except FileNotFoundError:
-            segments.clear()  # the records before the gone one are gone too
+            _release(segments)  # the records before the gone one are gone too
+            segments.clear()
             if i == len(names) - 1:
                 return name_seq
             continue
