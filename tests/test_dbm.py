@@ -4,7 +4,9 @@ standard library's dbm modules replace -- never somebody else's data."""
 from __future__ import annotations
 
 import array
+import gc
 import os
+import shelve
 import shutil
 import subprocess
 import sys
@@ -304,3 +306,33 @@ def test_a_dangling_symlink_gets_the_new_database_where_it_points(tmp_path: Path
     assert link.is_symlink() and real.is_dir() and real.stat().st_mode & 0o777 == 0o700
     with bdbm.open(real, "r") as db:
         assert db.keys() == [b"k"]
+
+
+@pytest.mark.parametrize("flag", ["c", "r"])
+def test_a_database_dropped_without_close_can_be_opened_again(tmp_path: Path, flag: str) -> None:
+    """The standard library's dbm objects close when they are collected: ``del db`` and a
+    later ``dbm.open`` of the same file works.  A banyanstore dbm dropped without close()
+    kept its store open -- and its LOCK -- until the interpreter exited, so the second
+    open raised "LOCK is locked by another writer"."""
+    path = tmp_path / "db"
+    with bdbm.open(path, "c") as db:
+        db["k"] = "v"
+    db = bdbm.open(path, flag)
+    if flag == "c":
+        db["k2"] = "v2"  # in the memtable and WAL only: the drop closes (flushes) it
+    keys = iter(db)  # an iteration keeps the database open, as long as it runs
+    del db
+    gc.collect()
+    assert next(keys) == b"k"
+    assert list(keys) == ([b"k2"] if flag == "c" else [])
+    del keys
+    gc.collect()
+    with bdbm.open(path, "w") as db:
+        assert (db["k"], db.get("k2")) == (b"v", b"v2" if flag == "c" else None)
+    shelf = shelve.Shelf(bdbm.open(path, "w"))  # a shelf dropped unclosed closes its database too
+    shelf["s"] = [1]
+    del shelf
+    gc.collect()
+    with banyanstore.open(path, read_only=True) as ro:
+        assert ro.stats()["keyspaces"]["default"]["memtable_entries"] == 0, "closed, flushed"
+        assert list(ro.scan(keys_only=True)) == ([b"k", b"k2", b"s"] if flag == "c" else [b"k", b"s"])

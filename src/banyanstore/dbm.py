@@ -20,8 +20,11 @@ Keys and values may be ``str`` (encoded as UTF-8) or bytes-like; reads return
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import threading
+import weakref
 from collections.abc import Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path
@@ -34,6 +37,8 @@ from .lsm.layout import is_store_name
 from .lsm.manifest import parse_current
 
 __all__ = ["open", "error", "BanyanDbm"]
+
+_logger = logging.getLogger("banyanstore")
 
 
 class error(OSError):  # noqa: N801 - the dbm modules' name
@@ -60,9 +65,30 @@ def _as_dbm_error() -> Iterator[None]:
         raise error(str(exc)) from exc
 
 
-def _translated(keys: Iterator[bytes]) -> Iterator[bytes]:
+def _translated(keys: Iterator[bytes], db: BanyanDbm) -> Iterator[bytes]:
+    """``keys`` with the dbm's errors; holds ``db``, so that a database dropped while an
+    iteration of it runs stays open until the iteration ends (see _close_dropped)."""
     with _as_dbm_error():
         yield from keys
+    del db
+
+
+def _close_dropped(store: Any) -> None:
+    """Close the store of a BanyanDbm collected without close(), as the standard library's
+    dbm objects close when collected: ``del db`` and a later ``dbm.open`` of the same file
+    works.  (The Store itself stays open when dropped -- shutdown.py -- so its LOCK was
+    held until the interpreter exited.)  Errors are logged: a finalizer cannot raise."""
+    if store.closed:  # closed by the program, or the parent's in a forked child
+        return
+    if threading.current_thread().name.startswith("banyanstore"):
+        # Collected on one of the store's own threads (a reference cycle, collected
+        # there): close() joins those threads, so it runs on a thread of its own.
+        threading.Thread(target=_close_dropped, args=(store,), name="dbm-close").start()
+        return
+    try:
+        store.close()
+    except Exception:  # noqa: BLE001 - nobody to raise to
+        _logger.exception("closing %r, a dbm dropped without close(), failed", store)
 
 
 def _encode(obj: Any, name: str) -> bytes:
@@ -81,6 +107,9 @@ class BanyanDbm(MutableMapping[Any, bytes]):
     def __init__(self, store: Any, writable: bool) -> None:
         self._store = store
         self._writable = writable
+        # Dropped without close(): closed when collected.  Not at exit -- the exit hook
+        # (shutdown.py) closes a store still open then, and logs a failure as for any store.
+        weakref.finalize(self, _close_dropped, store).atexit = False
 
     def _check(self) -> None:
         if self._store.closed:
@@ -131,7 +160,7 @@ class BanyanDbm(MutableMapping[Any, bytes]):
         self._check()
         with _as_dbm_error():
             keys = self._store.scan(keys_only=True)
-        return _translated(keys)
+        return _translated(keys, self)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
