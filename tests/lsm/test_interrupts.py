@@ -685,3 +685,54 @@ def test_a_ctrl_c_anywhere_in_opening_the_wal_leaves_it_closed(tmp_path: Path) -
 
     assert sweep({"store.py": {"_open_files", "_keep_wal"}, "recovery.py": {"open_wal", "_check_wal_start"}},
                  step) > 5
+
+
+class _InterruptAtReturn:
+    """``with _InterruptAtReturn(code):`` raises KeyboardInterrupt as the first call of
+    ``code`` returns -- after its last bytecode, outside its own ``try``: where a Ctrl-C
+    that arrives after the function's last check for signals is raised (at the check that
+    follows the call, in the caller)."""
+
+    def __init__(self, code: CodeType) -> None:
+        self._code = code
+        self.fired = False
+
+    def _call(self, frame: FrameType, event: str, arg: object) -> Any:
+        return self._return if frame.f_code is self._code and not self.fired else None
+
+    def _return(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "return" and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+        return self._return
+
+    def __enter__(self) -> _InterruptAtReturn:
+        sys.settrace(self._call)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)
+
+
+@pytest.mark.parametrize(("where", "read_only"), [("Store.__init__", False), ("Store.__init__", True),
+                                                  ("FollowerStore.__init__", True)],
+                         ids=["writer", "reader", "follower"])
+def test_a_ctrl_c_as_the_store_finishes_opening_leaves_nothing_open(tmp_path: Path, where: str,
+                                                                   read_only: bool) -> None:
+    """A Ctrl-C that lands once the store is open and before ``open()`` returns -- as the
+    constructor returns, or in the reader's own constructor after the store's (where it
+    starts its follow thread) -- left the store open with nobody to close it: a writer's
+    threads ran and its LOCK stayed held until exit (a reopen in the process raised
+    StoreLockedError), a reader's follow thread ran for good; and the open closed the
+    store's env under it.  Now the open closes the store before the interrupt leaves it."""
+    from banyanstore.lsm.follower import FollowerStore
+    path = _flushed_with_a_wal_tail(tmp_path / "db")
+    before = sorted(t.name for t in threading.enumerate())
+    code = (Store if where == "Store.__init__" else FollowerStore).__init__.__code__
+    with pytest.raises(KeyboardInterrupt), _InterruptAtReturn(code) as hit:
+        open_store(path, read_only=read_only, follow=read_only, follow_interval_ms=1)
+    assert hit.fired
+    assert sorted(t.name for t in threading.enumerate()) == before, "threads of the store left running"
+    assert not _held_files(path), "files of the store left open"
+    with open_store(path) as again:  # not StoreLockedError
+        assert again.get(b"k") == b"v" and again.get(b"k2") == b"v2"

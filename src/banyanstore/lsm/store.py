@@ -82,7 +82,7 @@ class Store(Keyspace):
 
     __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_cache", "_budget",
                  "_flusher", "_compactor", "_workers", "_read_only", "_exit_token", "_released",
-                 "__weakref__")
+                 "_opened", "__weakref__")
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -106,10 +106,16 @@ class Store(Keyspace):
                               "read_only=True), which returns a reader that can follow a writer")
         own_env = env is None
         env = make_env(opts) if env is None else env
+        # Made first and initialised here, so that this frame holds the store while its
+        # __init__ runs: a Ctrl-C landing once the store is open -- as __init__ returns, or
+        # in a subclass's __init__ after Store's (a reader's follow thread) -- left it open,
+        # its threads running and LOCK held until exit, with nobody to close it.
+        store = cls.__new__(cls)
         try:
-            return cls(path, opts, env, own_env, clock, monotonic)
+            store.__init__(path, opts, env, own_env, clock, monotonic)  # type: ignore[misc]
+            return store
         except BaseException:
-            if own_env:
+            if not cls._close_after_interrupted_open(store) and own_env:
                 env.close()
             raise
 
@@ -132,6 +138,7 @@ class Store(Keyspace):
         self._wal: Log | None = None
         self._exit_token: int | None = None
         self._released = False  # close() ran to its end
+        self._opened = False  # Store.__init__ ran to its end: close() undoes the open from then on
         # The handle of the "default" keyspace (its state is set by _load).
         self._store, self._tree = self, Tree(path, env, opts, self._cache, clock, steady)
         self._writer = Writer(self._tree, opts, clock, self._budget)
@@ -142,7 +149,9 @@ class Store(Keyspace):
                 self._start_background(mem_bytes)
                 # an exit without close() still closes it (shutdown.py)
                 self._exit_token = shutdown.track(self)
+            self._opened = True
         except BaseException:
+            self._opened = False
             self._abort_open()
             raise
 
@@ -291,6 +300,19 @@ class Store(Keyspace):
                         logger.error("cleanup after a failed open: %s", exc)
         if self._own_env:
             self._env.close()
+
+    def _close_after_interrupted_open(self) -> bool:
+        """The open raised (a Ctrl-C): if the store had opened by then, close it as the
+        caller would have and return True; False if Store.__init__ had not run to its
+        end (it undid what it had opened itself).  Errors are logged: the interrupt is
+        what the caller sees."""
+        if not getattr(self, "_opened", False):  # (unset: raised before Store.__init__)
+            return False
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            logger.exception("closing store %s after an interrupted open", self.path)
+        return True
 
     # -- keyspaces -------------------------------------------------------------------------
     def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
