@@ -392,3 +392,35 @@ def test_a_forked_child_gets_the_parents_read_only_stores_and_logs_closed(tmp_pa
     run = subprocess.run([sys.executable, "-c", _READER_FORK_SCRIPT, str(tmp_path)], env=_child_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout == "closed\n", (run.returncode, run.stdout, run.stderr[-2000:])
+
+
+_FAILED_DISK_SCRIPT = r"""
+import errno, sys
+import banyanstore
+from banyanstore.io.faults import FaultEnv
+from banyanstore.io.posix import PosixEnv
+env = FaultEnv(PosixEnv())
+root = sys.argv[1]
+handles = [banyanstore.open_log(root + "/log", env=env, wal_sync="never"),
+           banyanstore.open(root + "/store", env=env, wal_sync="never", compaction_mode="thread")]
+for i in range(100):
+    handles[0].append(b"record %d" % i)
+    handles[1].put(b"key %d" % i, b"v")
+for op in ("write", "map", "sync", "sync_dir", "truncate", "open_writable", "rename"):
+    env.inject(op, errno.EIO, times=None)  # the disk fails; nothing notices before the exit
+"""
+
+
+def test_a_close_at_exit_that_fails_on_a_failed_disk_says_so_in_one_line(tmp_path: Path) -> None:
+    """A store and a Log left open, whose disk fails before the exit: closing them at exit
+    fails.  Each failure was logged with its whole traceback (30 lines, most of them the
+    engine's internals; a test suite abandoning crashed logs printed 1,460 of them), under
+    a name saying the handle was "closed".  Now each is one line: what failed on which
+    file -- an IO error, not a bug."""
+    run = subprocess.run([sys.executable, "-c", _FAILED_DISK_SCRIPT, str(tmp_path)], env=_child_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    failed = [line for line in run.stderr.splitlines() if "at interpreter exit failed" in line]
+    assert len(failed) == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    for line, name in zip(sorted(failed), ["Log", "Store"], strict=True):
+        assert f"{name} '{tmp_path}" in line and "Input/output error" in line and " closed>" not in line, line

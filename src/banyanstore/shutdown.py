@@ -44,6 +44,8 @@ import threading
 import weakref
 from typing import Protocol
 
+from .errors import BanyanStoreError
+
 __all__ = ["track", "untrack", "track_reader", "close_all"]
 
 _log = logging.getLogger("banyanstore")
@@ -92,7 +94,8 @@ def untrack(token: int) -> None:
 
 def close_all() -> None:
     """Close every tracked object that is still open, newest first.  Errors are
-    logged, never raised: one failing close must not keep the others open."""
+    logged, never raised: one failing close must not keep the others open (an IO
+    error in one line, anything else with its traceback)."""
     if os.getpid() != _pid:
         return
     with _lock:
@@ -100,10 +103,16 @@ def close_all() -> None:
     for obj in reversed(objs):
         if obj.closed:
             continue
+        name = repr(obj)  # before close(), which makes it say "closed" even when it fails
         try:
             obj.close()
+        except BanyanStoreError as exc:
+            # An IO failure (a failed disk), whose message names the operation and the file:
+            # one line.  Its traceback -- the engine's internals -- said nothing more, 30
+            # lines for each store or log left open on the failed disk.
+            _log.error("closing %s at interpreter exit failed: %s", name, exc)
         except Exception:  # noqa: BLE001 - reported, and the next object still gets closed
-            _log.exception("closing %r at interpreter exit failed", obj)
+            _log.exception("closing %s at interpreter exit failed", name)
 
 
 def _disown_after_fork() -> None:
