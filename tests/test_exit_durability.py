@@ -424,3 +424,55 @@ def test_a_close_at_exit_that_fails_on_a_failed_disk_says_so_in_one_line(tmp_pat
     assert len(failed) == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
     for line, name in zip(sorted(failed), ["Log", "Store"], strict=True):
         assert f"{name} '{tmp_path}" in line and "Input/output error" in line and " closed>" not in line, line
+
+
+_FORK_DURING_OPEN_SCRIPT = r"""
+import os, signal, sys, threading
+import banyanstore
+from banyanstore.log import log as log_module
+from banyanstore.lsm import store as store_module
+kind, path = sys.argv[1], sys.argv[2]
+opener = banyanstore.open if kind == "store" else banyanstore.open_log
+module, name = (store_module, "replay_wal") if kind == "store" else (log_module, "recover")
+opener(path).close()
+real = getattr(module, name)
+
+def fork_meanwhile(*args, **kwargs):
+    # another thread forks while this one opens (LOCK taken, the handle not built yet)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a worker process that lives on ...
+        for fd in (1, 2):  # ... without the test's pipes, whose end the test waits for
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        signal.pause()
+        os._exit(0)
+    print(pid, flush=True)
+    return real(*args, **kwargs)
+
+setattr(module, name, fork_meanwhile)
+opening = threading.Thread(target=lambda: opener(path))
+opening.start()
+opening.join()
+os._exit(0)  # the owner dies without close(), as a kill -9 ends it
+"""
+
+
+@pytest.mark.parametrize("kind", ["store", "log"])
+def test_a_child_forked_while_another_thread_opened_does_not_keep_the_lock(tmp_path: Path,
+                                                                         kind: str) -> None:
+    """A process forked (a multiprocessing worker started) while another thread of its
+    parent was opening a store or Log -- the LOCK taken, the handle not yet registered for
+    the fork hook -- kept the parent's flock: once the parent died, every open raised
+    StoreLockedError for as long as the child lived.  The lock's own descriptor is
+    closed in a forked child now, whenever it was taken."""
+    path = tmp_path / kind
+    run = subprocess.run([sys.executable, "-c", _FORK_DURING_OPEN_SCRIPT, kind, str(path)],
+                         env=_child_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    child = int(run.stdout)
+    try:
+        opener = banyanstore.open if kind == "store" else banyanstore.open_log
+        with opener(path):  # not StoreLockedError: the child holds no lock
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)

@@ -24,6 +24,7 @@ import mmap
 import os
 import shutil
 import threading
+import weakref
 
 from ..errors import StoreLockedError, from_oserror
 from .base import Env, FileLock, MappedFile, RandomAccessFile, Window, WritableFile
@@ -190,6 +191,7 @@ class _FlockLock(FileLock, _ClosesWhenDropped):
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._mu = threading.Lock()
+        _held_locks.add(self)  # disowned in a forked child (below)
 
     def release(self) -> None:
         with self._mu:
@@ -209,6 +211,26 @@ class _FlockLock(FileLock, _ClosesWhenDropped):
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+_held_locks: weakref.WeakSet[_FlockLock] = weakref.WeakSet()
+"""Every flock taken in this process and not yet collected."""
+
+
+def _disown_locks_after_fork() -> None:
+    """In a forked child: close its copy of every lock's descriptor (see disown).  The
+    stores and logs disown theirs too (shutdown.py), but only once registered: one
+    another thread of the parent was opening at the fork -- its LOCK taken, the handle
+    not yet built -- left the child holding the flock, which kept the store locked after
+    the parent ended for as long as the child lived (a multiprocessing worker)."""
+    for lock in list(_held_locks):  # (no lock: the child has one thread)
+        try:
+            lock.disown()
+        except Exception:  # noqa: BLE001, S110 - a fork hook must not fail; the next lock still goes
+            pass
+
+
+os.register_at_fork(after_in_child=_disown_locks_after_fork)
 
 
 class PosixEnv(Env):
