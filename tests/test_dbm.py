@@ -336,3 +336,36 @@ def test_a_database_dropped_without_close_can_be_opened_again(tmp_path: Path, fl
     with banyanstore.open(path, read_only=True) as ro:
         assert ro.stats()["keyspaces"]["default"]["memtable_entries"] == 0, "closed, flushed"
         assert list(ro.scan(keys_only=True)) == ([b"k", b"k2", b"s"] if flag == "c" else [b"k", b"s"])
+
+
+def test_a_forked_child_is_told_the_database_is_the_parents(tmp_path: Path) -> None:
+    """In a child made by os.fork() the parent's database is a closed handle, as the
+    store is.  Its error said only "dbm object is closed" -- to a program that never
+    closed it -- while the store's says why: it belongs to the parent, open it in the
+    child.  Now the dbm's error says so too."""
+    with bdbm.open(tmp_path / "db", "c") as db:
+        db["k"] = "v"
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                messages = []
+                for use in (lambda: db["k"], lambda: db.__setitem__("k", "w"), lambda: db.keys()):
+                    try:
+                        use()
+                        messages.append("answered")
+                    except bdbm.error as exc:
+                        messages.append(str(exc))
+                os.write(write, "\n".join(messages).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            messages = pipe.read().decode().split("\n")
+        os.waitpid(pid, 0)
+        assert len(messages) == 3
+        for message in messages:
+            assert "forked child" in message and "open the store in the child" in message, message
+        assert db["k"] == b"v"  # the parent's is untouched
+    with bdbm.open(tmp_path / "db", "r") as db:
+        assert db["k"] == b"v"

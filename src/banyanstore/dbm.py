@@ -113,7 +113,17 @@ class BanyanDbm(MutableMapping[Any, bytes]):
 
     def _check(self) -> None:
         if self._store.closed:
-            raise error("dbm object is closed")
+            raise error(self._why_closed())
+
+    def _why_closed(self) -> str:
+        """The message of a closed dbm, with the store's reason: closed, or -- in a child
+        made by os.fork() -- the parent's, to be opened in the child (a program that never
+        closed the dbm was told only "dbm object is closed")."""
+        try:
+            self._store.snapshot().close()  # a closed store raises its StoreClosedError
+        except BanyanStoreError as exc:
+            return f"dbm object is closed ({exc})"
+        return "dbm object is closed"
 
     def __getitem__(self, key: Any) -> bytes:
         self._check()
