@@ -476,3 +476,39 @@ def test_a_child_forked_while_another_thread_opened_does_not_keep_the_lock(tmp_p
             pass
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+_LOG_FORK_SCRIPT = r"""
+import os, sys
+import banyanstore
+path = sys.argv[1]
+log = banyanstore.open_log(path + "/log")
+log.append(b"first")
+reader = banyanstore.open_log(path + "/log", read_only=True)
+pid = os.fork()
+if pid == 0:
+    for call in (lambda: log.append(b"x"), lambda: log.get(1), lambda: list(log.read()), log.sync,
+                 log.rotate, lambda: log.truncate_before(2), lambda: next(log.follow(1, timeout=0)),
+                 lambda: reader.get(1), reader.refresh):
+        try:
+            call()
+            print("answered")
+        except banyanstore.StoreClosedError as exc:
+            print(exc)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_child_is_told_the_parents_log_is_the_parents(tmp_path: Path) -> None:
+    """The parent's Logs (a writer and a reader) used in a forked child raise
+    StoreClosedError, as its stores do -- but said only "log ... is closed", to a program
+    that never closed them, where a store says whose it is and what to do.  Now a Log's
+    says so too."""
+    run = subprocess.run([sys.executable, "-c", _LOG_FORK_SCRIPT, str(tmp_path)], env=_child_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 9, run.stdout
+    for line in lines:
+        assert "a forked child cannot use it (open the log in the child)" in line, line

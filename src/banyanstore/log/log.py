@@ -56,7 +56,6 @@ from ..arguments import as_bytes, as_path, check_bool, check_seq, check_sync, is
 from ..errors import (
     LogRangeError,
     StorageIOError,
-    StoreClosedError,
 )
 from ..io import check_env
 from ..io.base import Env, FileLock, MappedFile
@@ -480,7 +479,7 @@ class Log(LogView, AsyncAppends):
         if upto_seq is not None:
             check_seq(upto_seq, "upto_seq")
         if self._closed:
-            raise StoreClosedError(f"log {self.path} is closed")
+            raise self._closed_error()
         self.wait_durable(self._appends.next_seq - 1 if upto_seq is None else upto_seq)
         return self.durable_seq
 
@@ -508,7 +507,7 @@ class Log(LogView, AsyncAppends):
         writable log is always current: this only returns ``last_seq``.
         """
         if self._closed:
-            raise StoreClosedError(f"log {self.path} is closed")
+            raise self._closed_error()
         if not self._read_only:
             return self.last_seq
         with self._refresh_lock:  # one catch-up at a time; appends and reads go on
@@ -518,7 +517,7 @@ class Log(LogView, AsyncAppends):
                 return caught.next_seq - 1
             with self._lock:
                 if self._closed:
-                    raise StoreClosedError(f"log {self.path} is closed")
+                    raise self._closed_error()
                 caught.apply_growth()
                 self._catalog.replace(caught.segments)
                 self._appends.next_seq = caught.next_seq
@@ -573,6 +572,8 @@ class Log(LogView, AsyncAppends):
         reads raise StoreClosedError here, and close() releases nothing -- it would cut
         the active segment under the parent's appends and unlock the parent's lock.
         (No lock taken: the child has one thread, and the parent's may have held it.)"""
+        self._closed_why = (f"belongs to process {os.getppid()}: a forked child cannot use it "
+                            "(open the log in the child)")
         self._closed = self._released = True
         self._stop_appends()
         if self._flock is not None:

@@ -53,9 +53,15 @@ class LogView:
     def close(self) -> None:
         raise NotImplementedError  # pragma: no cover  (Log's)
 
+    _closed_why = "is closed"
+    """What a closed log's StoreClosedError says of it (a forked child's copy: whose it is)."""
+
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(f"log {self.path} {self._closed_why}")
+
     def _unwritable(self) -> BaseException:
         if self._closed:
-            return StoreClosedError(f"log {self.path} is closed")
+            return self._closed_error()
         if self._read_only:
             return ReadOnlyError(f"log {self.path} was opened with read_only=True")
         try:
@@ -102,7 +108,7 @@ class LogView:
 
     def _visible_locked(self, upto: int) -> tuple[View, int]:
         if self._closed:
-            raise StoreClosedError(f"log {self.path} is closed")
+            raise self._closed_error()
         w = self._writer
         if w is not None and w.flushed_seq < upto:
             try:
@@ -219,7 +225,7 @@ class LogView:
             if not timeout >= 0:  # also NaN
                 raise ValueError(f"timeout must be >= 0, not {timeout!r}")
         if self._closed:  # first: a closed log is not "start outside the log"
-            raise StoreClosedError(f"log {self.path} is closed")
+            raise self._closed_error()
         first, last = self.first_seq, self.last_seq
         if start is not None and start > last + 1 and self._read_only:
             # A seq handed over from elsewhere (the writer is another process): the
@@ -278,7 +284,7 @@ class LogView:
         """The record with seq ``seq``; :class:`LogRangeError` outside ``[first_seq, last_seq]``."""
         check_int(seq, "seq")  # a bool is not a seq
         if self._closed:  # first: a closed log is not "seq outside the log" (read() agrees)
-            raise StoreClosedError(f"log {self.path} is closed")
+            raise self._closed_error()
         first, last = self.first_seq, self._appends.next_seq - 1
         if not first <= seq <= last:
             raise LogRangeError(f"seq {seq} is outside [{first}, {last}]")
