@@ -505,6 +505,7 @@ class Store(Keyspace):
         interrupted part-way (Ctrl-C) is finished by the next call."""
         if self._released:
             return
+        self._writer.refuse_reentry("close()")  # (before anything changes: the store stays open)
         errors = [] if self._tree.closed else self._stop_writes()
         errors += self._release()
         self._released = True

@@ -495,9 +495,38 @@ class Writer:
         finally:
             self.stall_seconds += time.monotonic() - began
 
+    def refuse_reentry(self, call: str) -> None:
+        """RuntimeError if this thread is inside one of this writer's writes, holding its
+        lock: ``call`` (``close()``, ``flush()``) was made by a signal handler that
+        interrupted the write, and waiting for the lock would wait for ever for the write
+        it interrupted (the usual "close the store on SIGTERM" hung so).  Python's own
+        files raise RuntimeError for such a reentrant call too.  Another thread's write
+        holding the lock: returns, and the call waits for it as usual."""
+        if not self._lock.locked():
+            return
+        import inspect  # (cold path: only while the lock is held)
+        # The writer's calls that run (partly) under its lock: a thread with one of them on
+        # its stack while the lock is held is the one holding it.
+        holding = {f.__code__ for f in (
+            self.write_one, self.write_batch, self.create_keyspace, self.flush, self.close_and_flush,
+            self._memory_step, self._switch_memtables, self._wait_for_merges, self._complete_write,
+            self._set_mem_bytes)}
+        here = inspect.currentframe()  # from above the caller (flush() is in ``holding``)
+        frame = here.f_back.f_back if here is not None and here.f_back is not None else None
+        while frame is not None:
+            if frame.f_code in holding and frame.f_locals.get("self") is self:
+                raise RuntimeError(
+                    f"{call} of store {self._tree.path} was called on a thread inside one of "
+                    "its writes (from a signal handler that interrupted the write) and would "
+                    "wait for ever for the lock that write holds; raise an exception in the "
+                    "handler instead (sys.exit(), KeyboardInterrupt): the write is finished or "
+                    "undone, and the store is closed at exit or by a close() after it")
+            frame = frame.f_back
+
     def flush(self) -> None:
         """Write every memtable to tables now and wait until they are durable."""
         self.check_writable()
+        self.refuse_reentry("flush()")
         assert self._flusher is not None
         with self._lock:
             self._switch_memtables()
