@@ -589,6 +589,7 @@ class Log(LogView, AsyncAppends):
             return
         if self._closer == threading.get_ident():
             return  # re-entered on the closing thread (a signal handler): the outer call finishes
+        self._refuse_reentry()
         with self._close_mu:
             if self._released:
                 return
@@ -597,6 +598,32 @@ class Log(LogView, AsyncAppends):
                 self._close_steps()
             finally:
                 self._closer = None
+
+    def _refuse_reentry(self) -> None:
+        """RuntimeError if this thread is inside one of this log's calls that hold its lock:
+        close() was made by a signal handler that interrupted an append (or a rotation, a
+        read), and waiting for the lock would wait for ever for the call it interrupted --
+        the usual "close the log on SIGTERM" hung so.  Python's own files raise
+        RuntimeError for such a reentrant call too.  Another thread holding the lock:
+        returns, and close() waits for it as usual."""
+        if not self._lock.locked():
+            return
+        import inspect  # (cold path: only while the lock is held)
+        holding = {f.__code__ for f in (
+            self.append, self.append_many, self.rotate, self.truncate_before, self.refresh,
+            self._rotate_locked, self._collect, self._remove_oldest_first, self._visible,
+            self._visible_locked, self._snapshot, self._await_record)}
+        here = inspect.currentframe()  # from above close()
+        frame = here.f_back.f_back if here is not None and here.f_back is not None else None
+        while frame is not None:
+            if frame.f_code in holding and frame.f_locals.get("self") is self:
+                raise RuntimeError(
+                    f"close() of log {self.path} was called on a thread inside one of its "
+                    "appends (from a signal handler that interrupted it) and would wait for "
+                    "ever for the lock that append holds; raise an exception in the handler "
+                    "instead (sys.exit(), KeyboardInterrupt): the log is closed at exit or by "
+                    "a close() after it")
+            frame = frame.f_back
 
     def _close_steps(self) -> None:
         """close()'s work; each step may run again after an interrupted close()."""
