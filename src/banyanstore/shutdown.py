@@ -42,11 +42,12 @@ import logging
 import os
 import threading
 import weakref
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from .errors import BanyanStoreError
 
-__all__ = ["track", "untrack", "track_reader", "close_all"]
+__all__ = ["track", "untrack", "track_reader", "close_all", "inside_own_call"]
 
 _log = logging.getLogger("banyanstore")
 
@@ -113,6 +114,24 @@ def close_all() -> None:
             _log.error("closing %s at interpreter exit failed: %s", name, exc)
         except Exception:  # noqa: BLE001 - reported, and the next object still gets closed
             _log.exception("closing %s at interpreter exit failed", name)
+
+
+def inside_own_call(owner: object, calls: Iterable[Callable[..., Any]]) -> bool:
+    """Whether this thread is inside one of ``owner``'s ``calls`` (bound methods of it),
+    looking above the method that asks (``close()``, ``flush()`` -- itself one of the
+    calls, maybe -- through its helper that calls this): a close() from a signal handler
+    that interrupted one of them waits for ever for the lock that call holds.  A cold
+    path (frames walked): ask only while the owner's lock is held."""
+    import inspect
+    holding = {getattr(f, "__func__", f).__code__ for f in calls}
+    frame = inspect.currentframe()
+    for _ in range(3):  # past this function, the helper, and the method that asks
+        frame = frame.f_back if frame is not None else None
+    while frame is not None:
+        if frame.f_code in holding and frame.f_locals.get("self") is owner:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _disown_after_fork() -> None:

@@ -266,7 +266,8 @@ def test_reads_of_big_values_hold_a_few_blocks_per_table(tmp_path: Path, pure: s
     assert int(growth) < 32 << 20, int(growth)
 
 
-BIG_VALUE_COPIES_CHILD = r"""
+# What the big-value children share: memory figures of this process, a 32 MiB value.
+BIG_VALUE_PRELUDE = r"""
 import os, sys
 import banyanstore
 from banyanstore import accel
@@ -283,6 +284,9 @@ def peak_of(call):
     return (status("VmHWM") - before) / len(value)
 
 value = os.urandom(1 << 20) * 32
+"""
+
+BIG_VALUE_COPIES_CHILD = BIG_VALUE_PRELUDE + r"""
 with banyanstore.open(sys.argv[1], compression="none", compaction=False,
                       compaction_mode="thread") as store:
     store.put(b"big", value)
@@ -310,23 +314,7 @@ def test_flushes_and_merges_copy_a_big_value_few_times(tmp_path: Path, pure: str
     assert float(flush) < most[0] and float(merge) < most[1], (flush, merge)
 
 
-BIG_PUT_CHILD = r"""
-import os, sys
-import banyanstore
-from banyanstore import accel
-
-def status(field):
-    with open("/proc/self/status") as fh:
-        return int(fh.read().split(field + ":")[1].split()[0]) << 10
-
-def peak_of(call):
-    before = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # VmHWM from here
-    call()
-    return (status("VmHWM") - before) / len(value)
-
-value = os.urandom(1 << 20) * 32
+BIG_PUT_CHILD = BIG_VALUE_PRELUDE + r"""
 with banyanstore.open(sys.argv[1], compaction=False, memtable_size=256 << 20) as store:
     before = status("RssAnon")
     store.put(b"one", value)

@@ -608,22 +608,16 @@ class Log(LogView, AsyncAppends):
         returns, and close() waits for it as usual."""
         if not self._lock.locked():
             return
-        import inspect  # (cold path: only while the lock is held)
-        holding = {f.__code__ for f in (
-            self.append, self.append_many, self.rotate, self.truncate_before, self.refresh,
-            self._rotate_locked, self._collect, self._remove_oldest_first, self._visible,
-            self._visible_locked, self._snapshot, self._await_record)}
-        here = inspect.currentframe()  # from above close()
-        frame = here.f_back.f_back if here is not None and here.f_back is not None else None
-        while frame is not None:
-            if frame.f_code in holding and frame.f_locals.get("self") is self:
-                raise RuntimeError(
-                    f"close() of log {self.path} was called on a thread inside one of its "
-                    "appends (from a signal handler that interrupted it) and would wait for "
-                    "ever for the lock that append holds; raise an exception in the handler "
-                    "instead (sys.exit(), KeyboardInterrupt): the log is closed at exit or by "
-                    "a close() after it")
-            frame = frame.f_back
+        if shutdown.inside_own_call(self, (
+                self.append, self.append_many, self.rotate, self.truncate_before, self.refresh,
+                self._rotate_locked, self._collect, self._remove_oldest_first, self._visible,
+                self._visible_locked, self._snapshot, self._await_record)):
+            raise RuntimeError(
+                f"close() of log {self.path} was called on a thread inside one of its "
+                "appends (from a signal handler that interrupted it) and would wait for "
+                "ever for the lock that append holds; raise an exception in the handler "
+                "instead (sys.exit(), KeyboardInterrupt): the log is closed at exit or by "
+                "a close() after it")
 
     def _close_steps(self) -> None:
         """close()'s work; each step may run again after an interrupted close()."""

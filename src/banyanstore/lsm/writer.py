@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .. import accel
+from .. import accel, shutdown
 from ..arguments import as_bytes, check_sync
 from ..errors import (
     DiskFullError,
@@ -504,24 +504,18 @@ class Writer:
         holding the lock: returns, and the call waits for it as usual."""
         if not self._lock.locked():
             return
-        import inspect  # (cold path: only while the lock is held)
         # The writer's calls that run (partly) under its lock: a thread with one of them on
         # its stack while the lock is held is the one holding it.
-        holding = {f.__code__ for f in (
-            self.write_one, self.write_batch, self.create_keyspace, self.flush, self.close_and_flush,
-            self._memory_step, self._switch_memtables, self._wait_for_merges, self._complete_write,
-            self._set_mem_bytes)}
-        here = inspect.currentframe()  # from above the caller (flush() is in ``holding``)
-        frame = here.f_back.f_back if here is not None and here.f_back is not None else None
-        while frame is not None:
-            if frame.f_code in holding and frame.f_locals.get("self") is self:
-                raise RuntimeError(
-                    f"{call} of store {self._tree.path} was called on a thread inside one of "
-                    "its writes (from a signal handler that interrupted the write) and would "
-                    "wait for ever for the lock that write holds; raise an exception in the "
-                    "handler instead (sys.exit(), KeyboardInterrupt): the write is finished or "
-                    "undone, and the store is closed at exit or by a close() after it")
-            frame = frame.f_back
+        if shutdown.inside_own_call(self, (
+                self.write_one, self.write_batch, self.create_keyspace, self.flush,
+                self.close_and_flush, self._memory_step, self._switch_memtables,
+                self._wait_for_merges, self._complete_write, self._set_mem_bytes)):
+            raise RuntimeError(
+                f"{call} of store {self._tree.path} was called on a thread inside one of "
+                "its writes (from a signal handler that interrupted the write) and would "
+                "wait for ever for the lock that write holds; raise an exception in the "
+                "handler instead (sys.exit(), KeyboardInterrupt): the write is finished or "
+                "undone, and the store is closed at exit or by a close() after it")
 
     def flush(self) -> None:
         """Write every memtable to tables now and wait until they are durable."""
