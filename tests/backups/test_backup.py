@@ -9,7 +9,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 import banyanstore
 from banyanstore.backups.catalog import load_manifest
@@ -137,13 +139,26 @@ def test_prune_under_a_prefix_with_glob_characters_deletes_only_its_own_objects(
     assert banyanstore.verify_backup(url).backup_id == kept.backup_id
 
 
+class _NotAnObjectStore(LocalFileSystem):
+    """An fsspec file system that is no object store (as sftp:// is), here on local files."""
+
+    protocol = ("bnytestfs",)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        return super()._strip_protocol(path[len("bnytestfs://"):] if path.startswith("bnytestfs://")
+                                       else path)
+
+
 def test_an_fsspec_file_system_without_atomic_puts_gets_its_folders(tmp_path: Path) -> None:
-    """File systems that are no object store (sftp://, fsspec's local://) get a temporary
-    key and a move; their files need the folder to exist, and fsspec's pipe_file() does not
-    create it: the first backup to a fresh destination failed writing its pending/ marker
-    ("No such file or directory"), so no backup could ever be taken there."""
+    """File systems that are no object store (sftp://) get a temporary key and a move;
+    their files need the folder to exist, and fsspec's pipe_file() does not create it: the
+    first backup to a fresh destination failed writing its pending/ marker ("No such file
+    or directory"), so no backup could ever be taken there."""
+    fsspec.register_implementation("bnytestfs", _NotAnObjectStore, clobber=True)
     universe = keys(100)
-    url = f"local://{tmp_path / 'remote' / 'backups'}"
+    url = f"bnytestfs://{tmp_path / 'remote' / 'backups'}"
+    assert type(open_destination(url, {})).__name__ == "FsspecDestination"
     infos, dumps = [], []
     with banyanstore.open(tmp_path / "store", **OPTIONS) as store:
         for seed in range(2):
@@ -157,6 +172,45 @@ def test_an_fsspec_file_system_without_atomic_puts_gets_its_folders(tmp_path: Pa
     assert restored(url, str(tmp_path / "copy2"), universe) == dumps[1]
     left = {name for _d, _s, files in os.walk(tmp_path / "remote") for name in files}
     assert not any(name.startswith(".tmp-") for name in left), left
+
+
+def test_local_scheme_urls_are_as_safe_as_plain_paths(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``local://path`` went through fsspec's local file system: no fsync of any object,
+    marker or manifest (a power loss could take a backup reported complete), and no
+    check that the URL lies inside the store or the restore's ``dest`` (a restore with
+    ``overwrite=True`` deleted every backup there).  It is now the local backend, as a
+    plain path and ``file://`` are."""
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+        store.flush()
+        store.put(b"k2", b"v2")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    url = f"local://{tmp_path / 'b'}"
+    info = banyanstore.backup(tmp_path / "s", url)
+    objects = {str(tmp_path / "b" / "objects" / n) for n in os.listdir(tmp_path / "b" / "objects")}
+    assert len(objects) == 2  # a table and the WAL tail
+    # written as temporary files, fsynced, then renamed: the temporary names are synced
+    assert sum(os.path.basename(p).startswith(".tmp-") and p.startswith(str(tmp_path / "b"))
+               for p in synced) == 4  # two objects, the marker, the manifest
+    assert {str(tmp_path / "b"), str(tmp_path / "b" / "objects"), str(tmp_path / "b" / "backups"),
+            str(tmp_path)} <= set(synced)
+    assert banyanstore.list_backups(f"LOCAL://{tmp_path / 'b'}")[0].backup_id == info.backup_id
+    with pytest.raises(ValueError, match="storage options"):
+        banyanstore.list_backups(url, anon=True)
+    with pytest.raises(ValueError, match="url .* inside the store"):
+        banyanstore.backup(tmp_path / "s", f"local://{tmp_path / 's' / 'bk'}")
+    os.rename(tmp_path / "b", tmp_path / "s" / "bk")
+    with pytest.raises(ConfigError, match="dest=.* holds the backups"):
+        banyanstore.restore(f"local://{tmp_path / 's' / 'bk'}", tmp_path / "s", overwrite=True)
+    assert banyanstore.list_backups(f"local://{tmp_path / 's' / 'bk'}")
 
 
 def test_restore_an_older_backup_by_id(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ holds the whole object or nothing, so a backup process killed mid-upload never
 leaves a short object under a final name (which the next, incremental backup
 would take for present).
 
-* **Local paths** (and ``file://`` URLs) use plain file calls: write a hidden
+* **Local paths** (and ``file://``, ``local://`` URLs) use plain file calls: write a hidden
   temporary file, fsync it, rename it over the key, fsync the directory before
   anything depends on it (:meth:`Destination.barrier`).  fsspec's local file
   system offers neither the fsync nor the atomic rename, so local backups do
@@ -68,6 +68,7 @@ S3_MAX_PARTS: Final = 10_000  # S3's limit: a larger object takes larger parts
 _POLL: Final = 0.25  # the longest a waiting thread sleeps between two looks at a request
 INTERRUPTED_CLEANUP: Final = 2.0  # seconds a cleanup after a Ctrl-C may go without progress
 _S3: Final = frozenset({"s3", "s3a"})
+_LOCAL_SCHEMES: Final = ("file://", "local://")  # the plain local backend, not fsspec's
 
 _GLOB_MAGIC: Final = re.compile(r"[*?\[]")  # what fsspec's rm() and glob() expand
 _LOCAL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -628,7 +629,7 @@ def _callback(clock: _Clock) -> Any:
 
 def open_destination(url: object, storage_options: dict[str, Any],
                      stall_timeout: object = DEFAULT_STALL_TIMEOUT) -> Destination:
-    """The destination ``url`` names: a local path or ``file://`` URL, else fsspec.
+    """The destination ``url`` names: a local path or ``file://``/``local://`` URL, else fsspec.
     ``stall_timeout``: see :func:`check_stall_timeout` and :meth:`FsspecDestination._await`
     (local file calls have none)."""
     stall = check_stall_timeout(stall_timeout)
@@ -638,9 +639,12 @@ def open_destination(url: object, storage_options: dict[str, Any],
         raise TypeError(f"url must be a str or path, not {type(url).__name__}")
     if not url:
         raise ValueError("url must not be empty")
-    if "://" not in url or url.lower().startswith("file://"):
+    # local:// too: fsspec's local file system would neither fsync nor see that the
+    # directory lies inside the store or a restore's dest
+    scheme = next((s for s in _LOCAL_SCHEMES if url.lower().startswith(s)), None)
+    if "://" not in url or scheme is not None:
         if storage_options:
             raise ValueError(f"storage options {sorted(storage_options)} apply to fsspec URLs, "
                              f"not to the local path {url!r}")
-        return LocalDestination(url[7:] if url.lower().startswith("file://") else url)
+        return LocalDestination(url[len(scheme):] if scheme is not None else url)
     return FsspecDestination(url, storage_options, stall)
