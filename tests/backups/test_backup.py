@@ -643,3 +643,48 @@ def test_directories_a_backup_or_restore_creates_are_synced_into_their_parents(
     assert {str(tmp_path), str(tmp_path / "r1"), str(tmp_path / "r1" / "r2")} <= set(synced)
     with banyanstore.open(tmp_path / "r1" / "r2" / "copy", read_only=True) as copy:
         assert copy.get(b"k") == b"v"
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "failing progress"])
+def test_a_cancelled_multipart_upload_is_aborted(s3_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, stop: str) -> None:
+    """An upload of 16 MiB or more is an S3 multipart upload.  Cancelled midway (a
+    Ctrl-C, a stall, a progress callback that raised), its parts stayed at S3 -- unlisted,
+    billed, until a lifecycle rule removed them: s3fs aborts the upload only on an error
+    of its own.  The backup now aborts the multipart upload it started."""
+    import threading
+
+    import fsspec
+
+    from banyanstore.backups import transfer as transfer_module
+    rng = random.Random(3)
+    with banyanstore.open(tmp_path / "s", **{**OPTIONS, "memtable_size": 64 << 20}) as store:
+        for i in range(17):
+            store.put(b"k%02d" % i, rng.randbytes(1 << 20))
+        store.flush()  # one table of 17 MiB: three parts
+    part_sent = threading.Event()
+
+    def progress(p: Any) -> None:
+        if p.phase == "upload" and p.bytes_done > 0:
+            part_sent.set()
+            if stop == "failing progress":
+                raise RuntimeError("progress failed")
+
+    real_wait, runs = transfer_module.wait, []
+
+    def wait(*args: Any, **kwargs: Any) -> Any:
+        runs.append(len(runs))
+        if stop == "ctrl-c" and runs[-1] == 1 and part_sent.wait(timeout=30):
+            raise KeyboardInterrupt  # Ctrl-C once the first part is at S3
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(transfer_module, "wait", wait)
+    with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else RuntimeError):
+        banyanstore.backup(tmp_path / "s", s3_url, progress=progress)
+    assert part_sent.is_set()
+    bucket = s3_url[len("s3://"):].split("/", 1)[0]
+    assert fsspec.filesystem("s3").call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
+    assert banyanstore.list_backups(s3_url) == []
+    monkeypatch.setattr(transfer_module, "wait", real_wait)
+    banyanstore.backup(tmp_path / "s", s3_url)
+    banyanstore.verify_backup(s3_url)

@@ -33,13 +33,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import logging
 import os
 import re
 import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, MutableSequence
 from typing import Any, Final
 
 from ..arguments import is_finite_number
@@ -58,17 +59,20 @@ EXTRAS: Final = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azur
 DEFAULT_STALL_TIMEOUT: Final = 300.0
 """Seconds an fsspec request may go without progress before it is cancelled."""
 S3_PART_SIZE: Final = 8 << 20
-"""s3fs uploads an object of 2 parts or more in parts of this size, one part at a time,
-and reports each part as it is sent.  Its defaults -- 50 MiB parts, 10 at once sharing
-the link -- report nothing until 10 parts are nearly all sent: a stall timeout would
-have to allow 500 MiB without a sign of life.  Downloads ask s3fs for one stream, which
-reports every 64 KiB (its concurrent download of an object above 50 MiB: once per 10
-ranges of 50 MiB).  The pool's ``parallel`` objects at once keep the link busy."""
+"""An object of 2 parts or more goes to S3 in parts of this size, one part at a time
+(:meth:`FsspecDestination._s3_multipart`), each reported as it is sent.  s3fs's
+defaults -- 50 MiB parts, 10 at once sharing the link -- report nothing until 10
+parts are nearly all sent: a stall timeout would have to allow 500 MiB without a sign
+of life.  Downloads ask s3fs for one stream, which reports every 64 KiB (its
+concurrent download of an object above 50 MiB: once per 10 ranges of 50 MiB).  The
+pool's ``parallel`` objects at once keep the link busy."""
 S3_MAX_PARTS: Final = 10_000  # S3's limit: a larger object takes larger parts
 _POLL: Final = 0.25  # the longest a waiting thread sleeps between two looks at a request
 INTERRUPTED_CLEANUP: Final = 2.0  # seconds a cleanup after a Ctrl-C may go without progress
 _S3: Final = frozenset({"s3", "s3a"})
 _LOCAL_SCHEMES: Final = ("file://", "local://")  # the plain local backend, not fsspec's
+
+logger = logging.getLogger("banyanstore.backups")
 
 _GLOB_MAGIC: Final = re.compile(r"[*?\[]")  # what fsspec's rm() and glob() expand
 _LOCAL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -464,11 +468,57 @@ class FsspecDestination(Destination):
         clock = _Clock(on_bytes)
         options: dict[str, Any] = {}
         if self._s3:
-            parts = -(-os.path.getsize(local) // S3_MAX_PARTS)  # ceil
-            options = {"chunksize": max(S3_PART_SIZE, parts), "max_concurrency": 1}
+            size = os.path.getsize(local)
+            part_size = max(S3_PART_SIZE, -(-size // S3_MAX_PARTS))  # ceil
+            if size >= 2 * part_size and self._async and hasattr(self.fs, "_call_s3"):
+                with self._backend_errors("upload", key):  # s3fs's threshold for parts
+                    self._s3_multipart(local, key, part_size, clock)
+                return
+            options = {"chunksize": part_size, "max_concurrency": 1}
         self._put(key, lambda path: self._call("upload", key, "put_file", local, path,
                                                callback=_callback(clock), clock=clock,
                                                **options), op="upload")
+
+    def _s3_multipart(self, local: str, key: str, part_size: int, clock: _Clock) -> None:
+        """s3fs's multipart upload, one part at a time, with the abort s3fs lacks: it
+        aborts only on an Exception of its own, and a cancelled request (a stall, a
+        Ctrl-C, a failing progress callback) is a CancelledError, which left every part
+        sent at S3 -- unlisted and billed until a lifecycle rule removed them.  The
+        upload id is known here, so the abort removes this upload's parts only (another
+        backup may be uploading the same object at once)."""
+        bucket, path, _ = self.fs.split_path(self._path(key))
+        started: list[str] = []
+        try:
+            self._await("upload", key, self._s3_parts(bucket, path, local, part_size, clock, started),
+                        clock)
+        except BaseException:
+            if started:
+                abort = self.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=path,
+                                         UploadId=started[0])
+                try:  # a cleanup: bounded as one after a Ctrl-C (the server may be the stall)
+                    self._await("upload", key, abort, None, cleanup=True)
+                except Exception as exc:  # noqa: BLE001 -- the upload's own failure is raised
+                    logger.warning("could not abort the multipart upload of %s (%s); its parts "
+                                   "stay until a lifecycle rule removes them", self.describe(key), exc)
+            raise
+        self.fs.invalidate_cache(self._path(key))
+
+    async def _s3_parts(self, bucket: str, path: str, local: str, part_size: int, clock: _Clock,
+                        started: MutableSequence[str]) -> None:
+        mpu = await self.fs._call_s3("create_multipart_upload", Bucket=bucket, Key=path)
+        upload_id = mpu["UploadId"]
+        started.append(upload_id)
+        parts: list[dict[str, Any]] = []
+        sent = 0
+        with open(local, "rb") as f:
+            while chunk := f.read(part_size):
+                out = await self.fs._call_s3("upload_part", Bucket=bucket, Key=path, UploadId=upload_id,
+                                             PartNumber=len(parts) + 1, Body=chunk)
+                parts.append({"PartNumber": len(parts) + 1, "ETag": out["ETag"]})
+                sent += len(chunk)
+                clock.progress(sent)
+        await self.fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=path, UploadId=upload_id,
+                               MultipartUpload={"Parts": parts})
 
     def download(self, key: str, local: str, on_chunk: OnChunk) -> None:
         # One streaming GET (a read through open() costs a HEAD and ranged GETs), then

@@ -103,10 +103,8 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, parallel: int,
     is raised once the running ones have finished.  On an interrupt (Ctrl-C) the
     requests ``dest`` is running are cancelled too, and ``dest`` refuses new ones
     (:meth:`Destination.stop_transfers`), so the running tasks end at once, a stalled
-    one too.  Not on a task's failure: a
-    cancelled S3 multipart upload leaves its parts behind (s3fs aborts it only on an
-    error), and a running transfer stalled like the failed one ends after its own
-    stall timeout."""
+    one too.  Not on a task's failure: the running transfers finish (one stalled
+    like the failed one after its own stall timeout)."""
     if not items:
         return []
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(items)),
