@@ -217,6 +217,9 @@ def _add_backup_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
              "beside a running writer)", remote)
     sp.add_argument("store")
     sp.add_argument("url", help=url_help)
+    sp.add_argument("--verify-reused", action="store_true",
+                    help="read every object URL holds already through its checksum, and upload "
+                         "again each that fails it (damaged in place)")
     sp = add("restore", cmd_restore, "restore a backup from URL into DEST (checked before it "
              "appears)", remote)
     sp.add_argument("url", help=url_help)

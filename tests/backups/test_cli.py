@@ -309,3 +309,19 @@ def test_a_failed_upload_says_upload(tmp_path: Path, monkeypatch: pytest.MonkeyP
     url = f"memory://upload-{os.getpid()}-{id(tmp_path)}/b"
     with pytest.raises(StorageIOError, match=r"^upload memory://.*/objects/[0-9a-f]{64}: Endpoint"):
         banyanstore.backup(tmp_path / "s", url)
+
+
+def test_backup_verify_reused_mends_an_object_damaged_in_place(capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v" * 1000)
+        store.flush()
+    url = str(tmp_path / "b")
+    assert run(capsys, "backup", str(tmp_path / "s"), url, "--quiet")[0] == 0
+    (obj,) = (tmp_path / "b" / "objects").iterdir()
+    data = obj.read_bytes()
+    obj.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    code, out, _err = run(capsys, "backup", str(tmp_path / "s"), url, "--quiet", "--verify-reused")
+    assert code == 0 and "uploaded 1 files" in out, out
+    assert obj.read_bytes() == data
+    assert run(capsys, "backups", url, "--verify")[0] == 0

@@ -427,3 +427,31 @@ def test_manifest_bad_expiry_time_is_refused(backed_up: BackupManifest, value: A
         decode_manifest(_envelope(payload), "m")
     payload["expiry_time"] = 1_700_000_000.25
     assert decode_manifest(_envelope(payload), "m").expiry_time == 1_700_000_000.25
+
+
+def test_verify_reused_uploads_again_an_object_damaged_in_place(url: str, tmp_path: Path,
+                                                                 backed_up: BackupManifest) -> None:
+    """An object at the destination is reused by its name and size: one damaged in place
+    with its size kept was named by every later backup, none of which could be restored.
+    ``backup(..., verify_reused=True)`` reads each object it would reuse through its
+    SHA-256 and uploads again one that fails it, which mends the older backups too."""
+    dest = open_destination(url, {})
+    obj = backed_up.tables[0]
+    data = dest.read(obj.key)
+    dest.write(obj.key, data[:10] + bytes([data[10] ^ 0x01]) + data[11:])
+    banyanstore.backup(tmp_path / "store", url)  # the default: reused as it is
+    with pytest.raises(CorruptionError, match=obj.sha256):
+        banyanstore.verify_backup(url)
+    seen: list[Any] = []
+    info = banyanstore.backup(tmp_path / "store", url, verify_reused=True, progress=seen.append)
+    assert (info.uploaded_files, info.uploaded_bytes) == (1, len(data))
+    verified = [p for p in seen if p.phase == "verify"]
+    reused = load_manifest(dest, info.backup_id).objects  # every one was present
+    assert verified[-1].files_done == verified[-1].files_total == len(reused)
+    assert dest.read(obj.key) == data
+    for older in banyanstore.list_backups(url):
+        banyanstore.verify_backup(url, older.backup_id)
+    info = banyanstore.backup(tmp_path / "store", url, verify_reused=True)
+    assert info.uploaded_files == 0
+    with pytest.raises(TypeError, match="verify_reused must be a bool"):
+        banyanstore.backup(tmp_path / "store", url, verify_reused=1)

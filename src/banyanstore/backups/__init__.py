@@ -63,7 +63,8 @@ def _io_errors(op: str, where: object) -> Iterator[None]:
 
 def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
            progress: ProgressCallback | None = None,
-           stall_timeout: float | None = DEFAULT_STALL_TIMEOUT, **storage_options: Any) -> BackupInfo:
+           stall_timeout: float | None = DEFAULT_STALL_TIMEOUT, verify_reused: bool = False,
+           **storage_options: Any) -> BackupInfo:
     """Back up a store to ``url``; returns the new backup's :class:`BackupInfo`.
 
     ``store_or_path``: an open :class:`~banyanstore.lsm.store.Store` (its acknowledged
@@ -78,11 +79,15 @@ def backup(store_or_path: Any, url: Any, *, parallel: int = DEFAULT_PARALLEL,
     ``url`` runs, the backup waits for it before it looks at what ``url`` holds.
     ``stall_timeout``: seconds a request to an fsspec URL may make no progress before
     it is cancelled and the call fails (StorageIOError naming the object); None waits
-    for ever.  Every function here takes it."""
+    for ever.  Every function here takes it.  ``verify_reused``: read every object the
+    destination already holds and the backup would reuse through its SHA-256, and upload
+    again each that fails it (damaged in place: this mends every backup naming it) --
+    a download of those objects, so not the default."""
     from .create import create_backup
     with _io_errors("backup", url):
         return create_backup(store_or_path, url, parallel=parallel, progress=progress,
-                             stall_timeout=stall_timeout, storage_options=storage_options)
+                             stall_timeout=stall_timeout, storage_options=storage_options,
+                             verify_reused=verify_reused)
 
 
 def restore(url: Any, dest: Any, *, backup_id: str | None = None, overwrite: bool = False,

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -27,7 +29,7 @@ from ..lsm.manifest import STORE_FORMAT
 from ..version import __version__
 from .capture import Capture, capture
 from .catalog import BackupInfo, Pending, wait_for_prunes
-from .destination import Destination, check_stall_timeout, open_destination
+from .destination import CHUNK, Destination, check_stall_timeout, open_destination
 from .manifest import (
     CREATED_FORMAT,
     ID_TIME_FORMAT,
@@ -43,6 +45,8 @@ from .transfer import ProgressCallback, Tracker, check_parallel, check_progress,
 
 __all__ = ["create_backup"]
 
+logger = logging.getLogger("banyanstore.backups")
+
 
 def _source(source: object) -> tuple[str, int]:
     """``(store directory, a version whose writes are all in its files)``."""
@@ -57,9 +61,12 @@ def _source(source: object) -> tuple[str, int]:
 
 
 def create_backup(source: object, url: object, *, parallel: int, progress: ProgressCallback | None,
-                  stall_timeout: object, storage_options: dict[str, Any]) -> BackupInfo:
+                  stall_timeout: object, storage_options: dict[str, Any],
+                  verify_reused: bool = False) -> BackupInfo:
     """See :func:`banyanstore.backup`."""
     parallel, progress = check_parallel(parallel), check_progress(progress)
+    if not isinstance(verify_reused, bool):
+        raise TypeError(f"verify_reused must be a bool, not {type(verify_reused).__name__}")
     check_stall_timeout(stall_timeout)  # before the store is synced
     store_dir, known_version = _source(source)
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
@@ -75,7 +82,8 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
         try:
             wait_for_prunes(dest)  # after the marker: a prune starting later sees it
             cap = capture(store_dir, scratch.path, known_version=known_version)
-            manifest = _upload(dest, cap, backup_id, created, store_dir, parallel, progress)
+            manifest = _upload(dest, cap, backup_id, created, store_dir, parallel, progress,
+                               verify_reused)
         except BaseException as exc:
             pending.clear(interrupted=not isinstance(exc, Exception))
             raise
@@ -83,8 +91,39 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
     return BackupInfo.of(manifest, dest.url)
 
 
+def _damaged(dest: Destination, reused: list[tuple[str, str, int]], parallel: int,
+             progress: ProgressCallback | None) -> list[tuple[str, str, int]]:
+    """The objects of ``reused`` (present with the right size) whose bytes fail their
+    SHA-256 -- damaged in place, or gone since the listing: a name and a size say
+    nothing of the bytes, and every backup naming such an object cannot be restored.
+    Uploading them again replaces them, which mends the older backups too."""
+    checking = Tracker("verify", files_total=len(reused),
+                       bytes_total=sum(size for _, _, size in reused), callback=progress)
+
+    def intact(item: tuple[str, str, int]) -> bool:
+        sha, _path, _size = item
+        digest = hashlib.sha256()
+        try:
+            f = dest.open_read(f"objects/{sha}")
+        except FileNotFoundError:
+            return False
+        with f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+                checking.add_bytes(len(chunk))
+        checking.file_done()
+        return digest.hexdigest() == sha
+
+    damaged = [item for item, good in zip(reused, run_parallel(reused, intact, parallel=parallel,
+                                                               dest=dest), strict=True) if not good]
+    for sha, _path, _size in damaged:
+        logger.warning("object %s fails its checksum or is gone: uploading it again",
+                       dest.describe(f"objects/{sha}"))
+    return damaged
+
+
 def _upload(dest: Destination, cap: Capture, backup_id: str, created: datetime, store_dir: str,
-            parallel: int, progress: ProgressCallback | None) -> BackupManifest:
+            parallel: int, progress: ProgressCallback | None, verify_reused: bool) -> BackupManifest:
     hashing = Tracker("hash", files_total=len(cap.tables),
                       bytes_total=sum(info.file_size for info, _ in cap.tables), callback=progress)
 
@@ -104,6 +143,10 @@ def _upload(dest: Destination, cap: Capture, backup_id: str, created: datetime, 
     present = dest.list("objects")
     missing = sorted((sha, path, size) for sha, (path, size) in local.items()
                      if present.get(sha) != size)
+    if verify_reused:
+        reused = sorted((sha, path, size) for sha, (path, size) in local.items()
+                        if present.get(sha) == size)
+        missing = sorted(missing + _damaged(dest, reused, parallel, progress))
     uploading = Tracker("upload", files_total=len(missing),
                         bytes_total=sum(size for _, _, size in missing), callback=progress)
 

@@ -135,7 +135,8 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     opts = storage_options(args.option)
     with _bars(args, out) as bars:
         info = _call(banyanstore.backup, args.store, args.url, parallel=args.parallel,
-                     progress=bars, stall_timeout=args.stall_timeout, **opts)
+                     progress=bars, stall_timeout=args.stall_timeout,
+                     verify_reused=args.verify_reused, **opts)
     if out.json:
         out.doc(_info_json(info))
     else:
