@@ -5,6 +5,7 @@ leaves no backup that ``list_backups`` reports, and the next backup and prune cl
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import shutil
@@ -105,14 +106,15 @@ print("done", flush=True)
 """
 
 
-def test_kill_9_mid_upload_leaves_no_complete_backup(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["", "local://"])
+def test_kill_9_mid_upload_leaves_no_complete_backup(tmp_path: Path, scheme: str) -> None:
     with banyanstore.open(tmp_path / "store", memtable_size=64 * 1024, compaction=False,
                           compaction_mode="thread", io_mode="sync") as store:
         rng = random.Random(22)
         for i in range(3000):
             store.put(b"k%05d" % i, rng.randbytes(100))
         expected = latest(store)
-    url = str(tmp_path / "b")
+    url = scheme + str(tmp_path / "b")
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "store"), url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -127,6 +129,8 @@ def test_kill_9_mid_upload_leaves_no_complete_backup(tmp_path: Path) -> None:
     assert dest.list("objects"), "the child uploaded something before it died"
     assert dest.list("backups") == {} and banyanstore.list_backups(url) == []
     assert list(dest.list("pending")), "its in-progress marker stays behind"
+    for name in dest.list("objects"):  # no short object under a final name
+        assert name.startswith(".tmp-") or hashlib.sha256(dest.read(f"objects/{name}")).hexdigest() == name
     scratch = [n for n in os.listdir(tmp_path) if n.startswith(".store.backup-")]
     assert len(scratch) == 1  # the dead process's hard links
 
