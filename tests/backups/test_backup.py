@@ -688,3 +688,37 @@ def test_a_cancelled_multipart_upload_is_aborted(s3_url: str, tmp_path: Path,
     monkeypatch.setattr(transfer_module, "wait", real_wait)
     banyanstore.backup(tmp_path / "s", s3_url)
     banyanstore.verify_backup(s3_url)
+
+
+def test_prune_aborts_the_multipart_uploads_killed_backups_left(s3_url: str, tmp_path: Path) -> None:
+    """A backup killed (or whose abort could not reach a stalled server) mid multipart
+    upload left its parts at S3, unlisted and billed, which no prune removed.  Prune now
+    aborts every multipart upload under ``objects/`` when no backup is in progress --
+    when it deletes unreferenced objects -- and none while one is."""
+    import fsspec
+
+    from banyanstore.backups.catalog import Pending
+    fs = fsspec.filesystem("s3")
+    bucket, prefix = s3_url[len("s3://"):].split("/", 1)
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+    banyanstore.backup(tmp_path / "s", s3_url)
+
+    def start(key: str) -> None:
+        upload = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+        fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+                   Body=b"x" * (5 << 20))
+
+    def uploads() -> list[str]:
+        listed = fs.call_s3("list_multipart_uploads", Bucket=bucket)
+        return sorted(u["Key"] for u in listed.get("Uploads", []))
+
+    start(f"{prefix}/objects/{'a' * 64}")  # a killed backup's
+    start("elsewhere/objects/x")  # not under this URL: not prune's to touch
+    marker = Pending(open_destination(s3_url, {}), "20991231T000000.000000Z-00000000")  # alive
+    assert banyanstore.prune_backups(s3_url, keep=1).in_progress
+    assert uploads() == sorted([f"{prefix}/objects/{'a' * 64}", "elsewhere/objects/x"])
+    marker.clear()
+    banyanstore.prune_backups(s3_url, keep=1)
+    assert uploads() == ["elsewhere/objects/x"]
+    banyanstore.verify_backup(s3_url)

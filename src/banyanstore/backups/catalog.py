@@ -282,6 +282,10 @@ def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float
     deleted: list[str] = []
     if not live:
         deleted = _delete_until(dest, sorted(unreferenced), deadline)
+        # No backup uploads now (none is live, and a new one waits for this prune): the
+        # multipart uploads left under objects/ are killed backups' (their parts, at S3)
+        if time.monotonic() <= deadline and (aborted := dest.abort_incomplete_uploads("objects")):
+            logger.info("prune: aborted %d unfinished multipart uploads", aborted)
         dest.delete(f"pending/{name}" for name in stale)
         dest.delete(f"pruning/{name}" for name in _live_markers(dest, PRUNE_TIMEOUT, "pruning")[1])
         now = time.time()

@@ -143,6 +143,12 @@ class Destination(ABC):
         ``INTERRUPTED_CLEANUP`` seconds without progress at most (the user asked to
         stop, and a destination that stalled the transfer would stall this too)."""
 
+    def abort_incomplete_uploads(self, folder: str) -> int:
+        """Abort every unfinished multipart upload under ``folder``; how many.  S3 keeps
+        the parts of one a killed backup started (unlisted, billed); call it only while
+        no backup writes there.  Other destinations have none: 0."""
+        return 0
+
     def barrier(self) -> None:  # noqa: B027 -- object stores need nothing here
         """Make every completed write durable before the next one is made."""
 
@@ -502,6 +508,27 @@ class FsspecDestination(Destination):
                                    "stay until a lifecycle rule removes them", self.describe(key), exc)
             raise
         self.fs.invalidate_cache(self._path(key))
+
+    def abort_incomplete_uploads(self, folder: str) -> int:
+        if not (self._s3 and self._async and hasattr(self.fs, "_call_s3")):
+            return 0
+        bucket, _, root = self.root.partition("/")
+        prefix = f"{root}/{folder}/" if root else f"{folder}/"  # the slash: not folder2/
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        aborted = 0
+        with self._backend_errors("list uploads", folder):
+            while True:
+                page = self._call("list uploads", folder, "call_s3", "list_multipart_uploads", **params)
+                for upload in page.get("Uploads", []):
+                    key = upload["Key"][len(root) + 1:] if root else upload["Key"]
+                    with contextlib.suppress(FileNotFoundError):  # aborted meanwhile
+                        self._call("delete", key, "call_s3", "abort_multipart_upload", Bucket=bucket,
+                                   Key=upload["Key"], UploadId=upload["UploadId"])
+                        aborted += 1
+                if not page.get("IsTruncated"):
+                    return aborted
+                params.update(KeyMarker=page.get("NextKeyMarker", ""),
+                              UploadIdMarker=page.get("NextUploadIdMarker", ""))
 
     async def _s3_parts(self, bucket: str, path: str, local: str, part_size: int, clock: _Clock,
                         started: MutableSequence[str]) -> None:
