@@ -15,8 +15,14 @@ from fsspec.implementations.local import LocalFileSystem
 
 import banyanstore
 from banyanstore.backups.catalog import load_manifest
-from banyanstore.backups.destination import open_destination
-from banyanstore.errors import ConfigError, DiskFullError, StoreLockedError, StoreNotFoundError
+from banyanstore.backups.destination import FsspecDestination, open_destination
+from banyanstore.errors import (
+    ConfigError,
+    DiskFullError,
+    StorageIOError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
 
 from .helpers import OPTIONS, dump, fill, keys, restored
 
@@ -690,7 +696,8 @@ def test_a_cancelled_multipart_upload_is_aborted(s3_url: str, tmp_path: Path,
     banyanstore.verify_backup(s3_url)
 
 
-def test_prune_aborts_the_multipart_uploads_killed_backups_left(s3_url: str, tmp_path: Path) -> None:
+def test_prune_aborts_the_multipart_uploads_killed_backups_left(s3_url: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A backup killed (or whose abort could not reach a stalled server) mid multipart
     upload left its parts at S3, unlisted and billed, which no prune removed.  Prune now
     aborts every multipart upload under ``objects/`` when no backup is in progress --
@@ -722,3 +729,9 @@ def test_prune_aborts_the_multipart_uploads_killed_backups_left(s3_url: str, tmp
     banyanstore.prune_backups(s3_url, keep=1)
     assert uploads() == ["elsewhere/objects/x"]
     banyanstore.verify_backup(s3_url)
+
+    def refused(self: Any, folder: str) -> int:  # a policy without s3:ListBucketMultipartUploads
+        raise StorageIOError("list uploads: Access Denied")
+    monkeypatch.setattr(FsspecDestination, "abort_incomplete_uploads", refused)
+    banyanstore.backup(tmp_path / "s", s3_url)
+    assert len(banyanstore.prune_backups(s3_url, keep=1).deleted) == 1  # a warning, not a failure

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from ..errors import BanyanStoreError, CorruptionError, StoreNotFoundError
+from ..errors import BanyanStoreError, CorruptionError, StorageIOError, StoreNotFoundError
 from .destination import TEMP_MARK, Destination
 from .manifest import (
     BACKUP_ID,
@@ -284,8 +284,12 @@ def _prune(dest: Destination, keep: int, pending_timeout: float, deadline: float
         deleted = _delete_until(dest, sorted(unreferenced), deadline)
         # No backup uploads now (none is live, and a new one waits for this prune): the
         # multipart uploads left under objects/ are killed backups' (their parts, at S3)
-        if time.monotonic() <= deadline and (aborted := dest.abort_incomplete_uploads("objects")):
-            logger.info("prune: aborted %d unfinished multipart uploads", aborted)
+        if time.monotonic() <= deadline:
+            try:
+                if aborted := dest.abort_incomplete_uploads("objects"):
+                    logger.info("prune: aborted %d unfinished multipart uploads", aborted)
+            except StorageIOError as exc:  # a policy without s3:ListBucketMultipartUploads...
+                logger.warning("prune: could not abort unfinished multipart uploads: %s", exc)
         dest.delete(f"pending/{name}" for name in stale)
         dest.delete(f"pruning/{name}" for name in _live_markers(dest, PRUNE_TIMEOUT, "pruning")[1])
         now = time.time()

@@ -504,8 +504,8 @@ class FsspecDestination(Destination):
                 try:  # a cleanup: bounded as one after a Ctrl-C (the server may be the stall)
                     self._await("upload", key, abort, None, cleanup=True)
                 except Exception as exc:  # noqa: BLE001 -- the upload's own failure is raised
-                    logger.warning("could not abort the multipart upload of %s (%s); its parts "
-                                   "stay until a lifecycle rule removes them", self.describe(key), exc)
+                    logger.warning("could not abort the multipart upload of %s (%s); the next "
+                                   "prune aborts it", self.describe(key), exc)
             raise
         self.fs.invalidate_cache(self._path(key))
 
