@@ -455,3 +455,26 @@ def test_verify_reused_uploads_again_an_object_damaged_in_place(url: str, tmp_pa
     assert info.uploaded_files == 0
     with pytest.raises(TypeError, match="verify_reused must be a bool"):
         banyanstore.backup(tmp_path / "store", url, verify_reused=1)
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+def test_verify_reused_uploads_an_object_gone_since_the_listing(
+        url: str, tmp_path: Path, backed_up: BackupManifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removed between the listing and its check (a prune elsewhere, a hand): uploaded
+    again, and counted as checked in the progress report."""
+    from banyanstore.backups.destination import LocalDestination
+    real, gone = LocalDestination.open_read, backed_up.tables[0].key
+
+    def open_read(self: LocalDestination, key: str) -> Any:
+        if key == gone:
+            os.remove(os.path.join(url, *key.split("/")))
+        return real(self, key)
+
+    monkeypatch.setattr(LocalDestination, "open_read", open_read)
+    seen: list[Any] = []
+    info = banyanstore.backup(tmp_path / "store", url, verify_reused=True, progress=seen.append)
+    assert info.uploaded_files >= 1
+    verified = [p for p in seen if p.phase == "verify"]
+    assert verified[-1].files_done == verified[-1].files_total > 0
+    monkeypatch.undo()
+    banyanstore.verify_backup(url)

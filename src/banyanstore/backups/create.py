@@ -104,13 +104,13 @@ def _damaged(dest: Destination, reused: list[tuple[str, str, int]], parallel: in
         sha, _path, _size = item
         digest = hashlib.sha256()
         try:
-            f = dest.open_read(f"objects/{sha}")
-        except FileNotFoundError:
+            with dest.open_read(f"objects/{sha}") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    checking.add_bytes(len(chunk))
+        except FileNotFoundError:  # gone since the listing: upload it
+            checking.file_done()
             return False
-        with f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-                checking.add_bytes(len(chunk))
         checking.file_done()
         return digest.hexdigest() == sha
 
