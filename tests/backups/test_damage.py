@@ -25,7 +25,7 @@ from banyanstore.backups.manifest import (
     manifest_key,
 )
 from banyanstore.backups.waltail import TailWriter, read_tail
-from banyanstore.errors import CorruptionError
+from banyanstore.errors import CorruptionError, StoreNotFoundError
 from banyanstore.lsm.wal import encode_one
 
 from .helpers import OPTIONS, fill, keys
@@ -478,3 +478,29 @@ def test_verify_reused_uploads_an_object_gone_since_the_listing(
     assert verified[-1].files_done == verified[-1].files_total > 0
     monkeypatch.undo()
     banyanstore.verify_backup(url)
+
+
+@pytest.mark.parametrize("url", ["local"], indirect=True)
+@pytest.mark.parametrize("call", ["verify", "restore"])
+def test_a_backup_pruned_while_it_is_read_is_not_called_damaged(
+        url: str, tmp_path: Path, backed_up: BackupManifest, call: str) -> None:
+    """A prune (from cron, another host) deleting a backup that a verify or restore was
+    reading made its objects vanish midway: the call said the backup was damaged
+    (CorruptionError "is missing"; ``backups --verify``: DAMAGED).  Its manifest is gone
+    too, so it is now StoreNotFoundError saying the backup was deleted while read."""
+    dest = open_destination(url, {})
+    deleted: list[str] = []
+
+    def prune_now(p: Any) -> None:  # as prune does: the manifest first, then the objects
+        if not deleted and p.bytes_done:
+            deleted.append(backed_up.backup_id)
+            dest.delete([manifest_key(backed_up.backup_id)])
+            dest.delete(o.key for o in backed_up.objects)
+
+    with pytest.raises(StoreNotFoundError, match=f"backup {backed_up.backup_id} .*deleted while") as err:
+        if call == "verify":
+            banyanstore.verify_backup(url, backed_up.backup_id, progress=prune_now, parallel=1)
+        else:
+            banyanstore.restore(url, tmp_path / "copy", progress=prune_now, parallel=1)
+    assert not isinstance(err.value, CorruptionError) and deleted
+    assert nothing_left(tmp_path)

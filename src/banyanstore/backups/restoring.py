@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Final, Protocol
 
 from ..arguments import as_path
-from ..errors import ConfigError, CorruptionError
+from ..errors import BanyanStoreError, ConfigError, CorruptionError, StoreNotFoundError
 from ..io.base import FileLock
 from ..io.posix import PosixEnv
 from ..log.log import Log
@@ -118,7 +118,15 @@ def verify(url: object, backup_id: str | None, *, parallel: int, progress: Progr
 
 # -- checking objects ------------------------------------------------------------------------------
 
-def _missing(source: Destination, entry: ObjectEntry, backup_id: str) -> CorruptionError:
+def _missing(source: Destination, entry: ObjectEntry, backup_id: str) -> BanyanStoreError:
+    """A missing object is damage -- unless the backup's manifest is gone too: a prune
+    deleted the backup while it was read (manifest first, then the objects), which says
+    nothing against the backup's content, and must not read as DAMAGED."""
+    try:
+        source.read(manifest_key(backup_id))
+    except FileNotFoundError:
+        return StoreNotFoundError(f"backup {backup_id} at {source.url} was deleted while it was "
+                                  f"read (a prune): its manifest and object {entry.key} are gone")
     return CorruptionError(f"object {entry.key} of backup {backup_id} is missing",
                            path=source.describe(entry.key))
 
