@@ -350,6 +350,11 @@ class FsspecDestination(Destination):
             return getattr(self.fs, name)(*args, **kwargs)
         return self._await(op, key, method(*args, **kwargs), clock, cleanup)
 
+    def _coroutine(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """The asyncio file system's coroutine for its method ``name``: fsspec's public
+        async API names each one ``_<name>`` (the plain name is its blocking wrapper)."""
+        return getattr(self.fs, f"_{name}")
+
     def _await(self, op: str, key: str, coro: Coroutine[Any, Any, Any], clock: _Clock | None,
                cleanup: bool = False) -> Any:
         """The result of ``coro``, run on the file system's loop.  Cancelled, as a
@@ -499,8 +504,8 @@ class FsspecDestination(Destination):
                         clock)
         except BaseException:
             if started:
-                abort = self.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=path,
-                                         UploadId=started[0])
+                abort = self._coroutine("call_s3")("abort_multipart_upload", Bucket=bucket,
+                                                   Key=path, UploadId=started[0])
                 try:  # a cleanup: bounded as one after a Ctrl-C (the server may be the stall)
                     self._await("upload", key, abort, None, cleanup=True)
                 except Exception as exc:  # noqa: BLE001 -- the upload's own failure is raised
@@ -532,19 +537,20 @@ class FsspecDestination(Destination):
 
     async def _s3_parts(self, bucket: str, path: str, local: str, part_size: int, clock: _Clock,
                         started: MutableSequence[str]) -> None:
-        mpu = await self.fs._call_s3("create_multipart_upload", Bucket=bucket, Key=path)
+        call_s3 = self._coroutine("call_s3")
+        mpu = await call_s3("create_multipart_upload", Bucket=bucket, Key=path)
         upload_id = mpu["UploadId"]
         started.append(upload_id)
         parts: list[dict[str, Any]] = []
         sent = 0
         with open(local, "rb") as f:
             while chunk := f.read(part_size):
-                out = await self.fs._call_s3("upload_part", Bucket=bucket, Key=path, UploadId=upload_id,
+                out = await call_s3("upload_part", Bucket=bucket, Key=path, UploadId=upload_id,
                                              PartNumber=len(parts) + 1, Body=chunk)
                 parts.append({"PartNumber": len(parts) + 1, "ETag": out["ETag"]})
                 sent += len(chunk)
                 clock.progress(sent)
-        await self.fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=path, UploadId=upload_id,
+        await call_s3("complete_multipart_upload", Bucket=bucket, Key=path, UploadId=upload_id,
                                MultipartUpload={"Parts": parts})
 
     def download(self, key: str, local: str, on_chunk: OnChunk) -> None:
