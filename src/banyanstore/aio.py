@@ -43,6 +43,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .arguments import check_bool, check_int, check_limit
+from .handles import ProcessLocal
 from .lsm.keyspace import scan_bounds
 
 if TYPE_CHECKING:
@@ -245,11 +246,12 @@ class AsyncRows:
         return rows, len(rows) < n
 
 
-class AsyncKeyspace:
+class AsyncKeyspace(ProcessLocal):
     """A keyspace's reads and writes, awaited (see the module docstring).  The
     arguments and errors are those of :class:`~banyanstore.lsm.keyspace.Keyspace`."""
 
     __slots__ = ("_handle", "_executor")
+    _handle_kind = "keyspace"  # (handles.py: what pickling refuses)
 
     def __init__(self, handle: Keyspace, *, executor: Executor | None = None) -> None:
         self._handle = handle
@@ -351,6 +353,7 @@ class AsyncStore(AsyncKeyspace):
     :class:`~banyanstore.lsm.store.Store` is."""
 
     __slots__ = ()
+    _handle_kind = "store"
 
     _handle: Store
 
@@ -455,10 +458,11 @@ class AsyncStore(AsyncKeyspace):
         await self.close()
 
 
-class AsyncLog:
+class AsyncLog(ProcessLocal):
     """An open Log for asyncio code (see the module docstring)."""
 
     __slots__ = ("_log", "_executor")
+    _handle_kind = "log"  # (handles.py: what pickling refuses)
 
     def __init__(self, log: Log, *, executor: Executor | None = None) -> None:
         self._log = log

@@ -32,6 +32,7 @@ from typing import Any
 
 from .arguments import as_bytes, as_path, is_buffer
 from .errors import BanyanStoreError, CorruptionError
+from .handles import ProcessLocal
 from .io.posix import PosixEnv
 from .lsm.layout import is_store_name
 from .lsm.manifest import parse_current
@@ -101,8 +102,10 @@ def _encode(obj: Any, name: str) -> bytes:
     return as_bytes(obj, f"dbm {name}")  # copied
 
 
-class BanyanDbm(MutableMapping[Any, bytes]):
+class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
     """A banyanstore Store behind the dbm mapping protocol."""
+
+    _handle_kind = "dbm database"  # (handles.py: what pickling refuses)
 
     def __init__(self, store: Any, writable: bool) -> None:
         self._store = store

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from ..arguments import check_bool, check_int
 from ..errors import LogRangeError, ReadOnlyError, StorageIOError, StoreClosedError
+from ..handles import ProcessLocal
 from ..io.base import Env
 from ..options import Options
 from .catalog import SegmentCatalog, View
@@ -31,8 +32,10 @@ from .writer import AnySegmentWriter, LogTail
 __all__ = ["LogView"]
 
 
-class LogView:
+class LogView(ProcessLocal):
     """Read-only operations; the attributes below are set by ``Log.__init__``."""
+
+    _handle_kind = "log"  # (handles.py: what pickling refuses)
 
     path: str
     _env: Env

@@ -29,6 +29,7 @@ from typing import Any, TypeVar, overload
 from .. import accel
 from ..arguments import as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
 from ..errors import KeyspaceNotFoundError
+from ..handles import ProcessLocal
 from .iterators import guarded, prefix_end
 from .mapping import ItemsView, KeysView, ValuesView
 from .tree import Tree
@@ -40,11 +41,12 @@ __all__ = ["Keyspace", "as_bytes", "as_keys", "scan_bounds"]
 T = TypeVar("T")
 
 
-class Keyspace:
+class Keyspace(ProcessLocal):
     """Reads and writes of one keyspace of a store: reads go to the keyspace's view at
     the tree's version, writes to the store's :class:`~banyanstore.lsm.writer.Writer`."""
 
     __slots__ = ("_store", "_tree", "_writer", "_ks", "_fast_put", "_fast_delete")
+    _handle_kind = "keyspace"  # (handles.py: what pickling refuses)
 
     def __init__(self, store: Any, tree: Tree, writer: Writer, ks: KeyspaceState) -> None:
         self._store = store

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..arguments import as_bytes, as_keys, check_bool, check_limit
 from ..errors import StoreClosedError
+from ..handles import ProcessLocal
 from .iterators import guarded
 from .keyspace import scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
@@ -37,8 +38,10 @@ from .view import EMPTY_VIEW, KeyspaceState, View
 __all__ = ["Snapshot"]
 
 
-class Snapshot:
+class Snapshot(ProcessLocal):
     """A read-only view of a store as of :attr:`version`."""
+
+    _handle_kind = "snapshot"  # (handles.py: what pickling refuses)
 
     def __init__(self, tree: Tree, resolve: Callable[[Any], KeyspaceState],
                  version: int | None = None, views: Mapping[int, View] | None = None) -> None:

@@ -83,6 +83,7 @@ class Store(Keyspace):
     __slots__ = ("path", "options", "_env", "_own_env", "_lock", "_wal", "_cache", "_budget",
                  "_flusher", "_compactor", "_workers", "_read_only", "_exit_token", "_released",
                  "_opened", "__weakref__")
+    _handle_kind = "store"
 
     # -- opening ----------------------------------------------------------------------
     @classmethod

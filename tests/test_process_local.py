@@ -1,0 +1,74 @@
+"""Open handles (stores, keyspaces, snapshots, logs, dbm databases, their asyncio
+wrappers) refuse pickling with a TypeError that says what to do.
+
+Before: a handle passed to a ``multiprocessing`` child started by spawn or forkserver
+failed with ``cannot pickle '_thread.lock' object``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import banyanstore
+import banyanstore.aio
+import banyanstore.dbm
+
+
+def _child(handle: Any) -> None:  # pragma: no cover - never runs: the handle does not pickle
+    pass
+
+
+@pytest.fixture
+def handles(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    store = banyanstore.open(tmp_path / "store")
+    store.put(b"k", b"v")
+    reader = banyanstore.open(tmp_path / "store", read_only=True)
+    log = banyanstore.open_log(tmp_path / "log")
+    log.append(b"r")
+    db = banyanstore.dbm.open(str(tmp_path / "db"), "c")
+    loop = asyncio.new_event_loop()
+    astore = loop.run_until_complete(banyanstore.aio.open(tmp_path / "astore"))
+    alog = loop.run_until_complete(banyanstore.aio.open_log(tmp_path / "alog"))
+    snap = store.snapshot()
+    out = {"store": store, "keyspace": store.keyspace("index"), "reader": reader,
+           "snapshot": snap, "log": log, "dbm": db, "async store": astore,
+           "async keyspace": loop.run_until_complete(astore.keyspace("index")), "async log": alog}
+    try:
+        yield out
+    finally:
+        loop.run_until_complete(astore.close())
+        loop.run_until_complete(alog.close())
+        loop.close()
+        for h in (snap, db, log, reader, store):
+            h.close()
+
+
+KINDS = ["store", "keyspace", "reader", "snapshot", "log", "dbm", "async store",
+         "async keyspace", "async log"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pickle_is_refused_naming_the_handle(handles: dict[str, Any], kind: str) -> None:
+    handle = handles[kind]
+    for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
+        with pytest.raises(TypeError, match=r"cannot pickle a banyanstore .* open it in the other process"):
+            pickle.dumps(handle, protocol)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("kind", ["store", "log", "dbm", "snapshot"])
+def test_a_handle_passed_to_a_spawned_process_says_to_open_it_there(
+        handles: dict[str, Any], kind: str, method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    proc = ctx.Process(target=_child, args=(handles[kind],))
+    # The process object is pickled before the child is started: nothing runs.
+    with pytest.raises(TypeError, match=r"pass its path and open it in the other process"):
+        proc.start()
+    assert not getattr(handles[kind], "closed", False)  # (a dbm database has no `closed`)
