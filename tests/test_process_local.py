@@ -1,16 +1,19 @@
 """Open handles (stores, keyspaces, snapshots, logs, dbm databases, their asyncio
-wrappers) refuse pickling with a TypeError that says what to do.
+wrappers) refuse pickling and copying with a TypeError that says what to do.
 
 Before: a handle passed to a ``multiprocessing`` child started by spawn or forkserver
-failed with ``cannot pickle '_thread.lock' object``.
+failed with ``cannot pickle '_thread.lock' object``; ``copy.copy(store)`` made a second
+object sharing every internal (closing it closed the original) and ``copy.deepcopy``
+failed as pickle did.  A snapshot keeps its documented copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import multiprocessing
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +75,24 @@ def test_a_handle_passed_to_a_spawned_process_says_to_open_it_there(
     with pytest.raises(TypeError, match=r"pass its path and open it in the other process"):
         proc.start()
     assert not getattr(handles[kind], "closed", False)  # (a dbm database has no `closed`)
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "snapshot"])
+def test_copy_is_refused_and_the_handle_stays_open(
+        handles: dict[str, Any], kind: str, copier: Callable[[Any], Any]) -> None:
+    handle = handles[kind]
+    with pytest.raises(TypeError, match=r"cannot copy a banyanstore .*use the same object"):
+        copier(handle)
+    store = handles["store"]
+    assert store.get(b"k") == b"v"  # nothing was shared, closed or broken
+    assert not store.closed
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy])
+def test_a_snapshot_keeps_its_copy(handles: dict[str, Any], copier: Callable[[Any], Any]) -> None:
+    snap = handles["snapshot"]
+    handles["store"].put(b"k", b"later")
+    with copier(snap) as twin:
+        assert twin.version == snap.version and twin.get(b"k") == b"v"
+    assert not snap.closed and snap.get(b"k") == b"v"

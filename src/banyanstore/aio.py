@@ -251,7 +251,7 @@ class AsyncKeyspace(ProcessLocal):
     arguments and errors are those of :class:`~banyanstore.lsm.keyspace.Keyspace`."""
 
     __slots__ = ("_handle", "_executor")
-    _handle_kind = "keyspace"  # (handles.py: what pickling refuses)
+    _handle_kind = "keyspace"  # (handles.py: what pickling and copying refuse)
 
     def __init__(self, handle: Keyspace, *, executor: Executor | None = None) -> None:
         self._handle = handle
@@ -462,7 +462,7 @@ class AsyncLog(ProcessLocal):
     """An open Log for asyncio code (see the module docstring)."""
 
     __slots__ = ("_log", "_executor")
-    _handle_kind = "log"  # (handles.py: what pickling refuses)
+    _handle_kind = "log"  # (handles.py: what pickling and copying refuse)
 
     def __init__(self, log: Log, *, executor: Executor | None = None) -> None:
         self._log = log

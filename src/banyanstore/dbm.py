@@ -105,7 +105,7 @@ def _encode(obj: Any, name: str) -> bytes:
 class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
     """A banyanstore Store behind the dbm mapping protocol."""
 
-    _handle_kind = "dbm database"  # (handles.py: what pickling refuses)
+    _handle_kind = "dbm database"  # (handles.py: what pickling and copying refuse)
 
     def __init__(self, store: Any, writable: bool) -> None:
         self._store = store

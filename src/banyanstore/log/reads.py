@@ -35,7 +35,7 @@ __all__ = ["LogView"]
 class LogView(ProcessLocal):
     """Read-only operations; the attributes below are set by ``Log.__init__``."""
 
-    _handle_kind = "log"  # (handles.py: what pickling refuses)
+    _handle_kind = "log"  # (handles.py: what pickling and copying refuse)
 
     path: str
     _env: Env

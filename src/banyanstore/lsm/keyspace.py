@@ -46,7 +46,7 @@ class Keyspace(ProcessLocal):
     the tree's version, writes to the store's :class:`~banyanstore.lsm.writer.Writer`."""
 
     __slots__ = ("_store", "_tree", "_writer", "_ks", "_fast_put", "_fast_delete")
-    _handle_kind = "keyspace"  # (handles.py: what pickling refuses)
+    _handle_kind = "keyspace"  # (handles.py: what pickling and copying refuse)
 
     def __init__(self, store: Any, tree: Tree, writer: Writer, ks: KeyspaceState) -> None:
         self._store = store

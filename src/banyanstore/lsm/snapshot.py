@@ -41,7 +41,7 @@ __all__ = ["Snapshot"]
 class Snapshot(ProcessLocal):
     """A read-only view of a store as of :attr:`version`."""
 
-    _handle_kind = "snapshot"  # (handles.py: what pickling refuses)
+    _handle_kind = "snapshot"  # (handles.py: what pickling refuses; its copy is its own)
 
     def __init__(self, tree: Tree, resolve: Callable[[Any], KeyspaceState],
                  version: int | None = None, views: Mapping[int, View] | None = None) -> None:
