@@ -524,6 +524,29 @@ def test_repair_says_why_it_leaves_damage(capsys: pytest.CaptureFixture[str], cr
     assert code == 1 and json.loads(out)["not_repaired"], out
 
 
+@pytest.mark.parametrize("cut", ["last edit", "flush edit"])
+def test_repair_keeps_a_torn_manifest_edit_the_store_may_need(capsys: pytest.CaptureFixture[str],
+                                                              crashed: str, cut: str) -> None:
+    """A manifest cut inside an edit that was acknowledged -- the keyspace creation the
+    WAL's records write to, or a flush whose WAL was cut (a salvage follows) -- is not a
+    torn write to cut off: every byte of it stays, in place or in lost/ (before, repair
+    cut those bytes, calling them never acknowledged, and then refused or salvaged)."""
+    manifest = Path(crashed, [n for n in os.listdir(crashed) if n.startswith("MANIFEST-")][0])
+    data = manifest.read_bytes()
+    if cut == "last edit":  # the add_keyspace edit: WAL records write to that keyspace
+        data = data[:-5]
+    else:  # inside the second flush's edit: the WAL starts after what the rest needs
+        edits = [json.loads(line)["offset"] for line in
+                 run(capsys, "--json", "dump-manifest", crashed)[1].splitlines()]
+        data = data[:edits[2] + 40]
+    manifest.write_bytes(data)
+    code, out, _ = run(capsys, "repair", crashed)
+    assert code == 1 or "salvage" in out, out
+    assert "\nrepaired: cut the torn last edit" not in "\n" + out, out
+    kept = [p for p in Path(crashed).rglob("MANIFEST-*") if p.is_file() and p.read_bytes() == data]
+    assert kept, out
+
+
 def test_repair_never_removes_tables_a_manifest_behind_its_wal_does_not_name(
         capsys: pytest.CaptureFixture[str], crashed: str) -> None:
     """The manifest cut at a record boundary (its later edits gone: a valid, older

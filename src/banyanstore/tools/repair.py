@@ -10,7 +10,9 @@ What it does (holding the store's LOCK, so no writer runs meanwhile):
   outputs, removed tables, ``tables/*.tmp``, ``CURRENT.tmp``, stale ``MANIFEST-NNNNNN``
   files; a name the store does not write is foreign and stays) -- the same files an
   open for writing removes;
-* cuts a torn last manifest record (never acknowledged; recovery ignores it);
+* cuts a torn last manifest record (never acknowledged; recovery ignores it) when
+  nothing else in the store is damaged (else it may be an acknowledged edit cut by
+  damage, whose bytes are its only record: they stay);
 * stores again a WAL or Log segment header that is gone (all zeros) while records
   follow it, from the segment's name, once those records read whole under it;
 * cuts a torn WAL tail (and a last segment whose header never became durable)
@@ -107,29 +109,45 @@ def _fix_current(store: str, res: RepairResult, dry_run: bool) -> tuple[str | No
     return name, ""
 
 
-def _load(store: str, name: str, res: RepairResult, dry_run: bool) -> tuple[ManifestState | None, str]:
-    """Replay the manifest (or say why it cannot be used); cut a torn last record
-    (recovery ignores it anyway)."""
+def _load(store: str, name: str) -> tuple[ManifestState | None, str, int | None]:
+    """Replay the manifest: ``(state, "", offset of a torn last record or None)``, or
+    ``(None, why it cannot be used, None)``.  A torn record is only found here: it is cut
+    by :func:`_cut_torn_edit` once the rest of the store shows it was never needed."""
     path = os.path.join(store, name)
     try:
         with open(path, "rb") as f:
             data = f.read()
         state = replay(data, path)
-        torn = [r for r in walk_manifest(data, path) if r.torn is not None]
-        if torn:
-            if not dry_run:
-                with open(path, "r+b") as f:
-                    f.truncate(torn[0].offset)
-                    os.fsync(f.fileno())
-            res.done.append(f"cut the torn last edit of {path} at offset {torn[0].offset} "
-                            f"({torn[0].length} bytes, never acknowledged)")
-        return state, ""
+        torn = [r.offset for r in walk_manifest(data, path) if r.torn is not None]
+        return state, "", (torn[0] if torn else None)
     except FileNotFoundError:
-        return None, f"CURRENT names {name}, which is missing"
+        return None, f"CURRENT names {name}, which is missing", None
     except IsADirectoryError:
-        return None, f"CURRENT names {name}, which is {NOT_A_FILE}"
+        return None, f"CURRENT names {name}, which is {NOT_A_FILE}", None
     except CorruptionError as exc:
-        return None, f"the manifest does not replay ({exc})"
+        return None, f"the manifest does not replay ({exc})", None
+
+
+def _cut_torn_edit(store: str, name: str, offset: int, res: RepairResult, dry_run: bool) -> None:
+    """Cut the manifest's torn last record at ``offset`` (recovery ignores it anyway) --
+    only when the store is otherwise undamaged.  A torn write is an edit a crash
+    interrupted, never acknowledged; but a manifest cut by damage inside an edit that was
+    acknowledged looks the same, and then the store shows it (WAL records writing to the
+    keyspace it created, a WAL cut after the flush it recorded: a salvage or a refusal).
+    Its bytes are then the only record of that edit: they stay, in place (or in lost/)."""
+    path = os.path.join(store, name)
+    size = os.path.getsize(path)
+    if res.refused or verify_path(store).errors:
+        res.refused.append((f"cut the torn last edit of {path} at offset {offset}",
+                            "the store has other damage, so that edit may have been "
+                            "acknowledged: its bytes are left in place"))
+        return
+    if not dry_run:
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+            os.fsync(f.fileno())
+    res.done.append(f"cut the torn last edit of {path} at offset {offset} "
+                    f"({size - offset} bytes, never acknowledged)")
 
 
 def _remove_orphans(store: str, name: str, state: ManifestState, res: RepairResult,
@@ -297,9 +315,9 @@ def _fix_log(directory: str, res: RepairResult, dry_run: bool, *,
 
 def _repair_store(store: str, res: RepairResult, dry_run: bool, accept_lost_segment: bool) -> None:
     name, why = _fix_current(store, res, dry_run)
-    state = None
+    state, torn = None, None
     if name is not None:
-        state, why = _load(store, name, res, dry_run)
+        state, why, torn = _load(store, name)
     if state is not None and name is not None:
         damaged = _damaged_named_tables(store, state)
         unexplained = _unexplained_tables(store, name, state)
@@ -318,6 +336,8 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool, accept_lost_segm
             wal = os.path.join(store, "wal")
             if os.path.isdir(wal) and any(n.endswith(".log") for n in os.listdir(wal)):
                 _fix_log(wal, res, dry_run, accept_lost_segment=accept_lost_segment)
+            if torn is not None:
+                _cut_torn_edit(store, name, torn, res, dry_run)
             return
     salvaged = salvage(store, name, why, dry_run=dry_run)
     res.done += salvaged.done
