@@ -87,6 +87,25 @@ def test_damage_and_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert run(capsys, "backup", str(tmp_path / "nothing"), url)[0] == 2  # cannot open
 
 
+@pytest.mark.parametrize("victim", ["CURRENT", "manifest"])
+def test_a_store_file_that_cannot_be_read_is_said_not_a_store_changing(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, victim: str) -> None:
+    """A directory in place of CURRENT or of the manifest: an error no manifest roll
+    explains (a roll only replaces CURRENT and removes an old manifest), so the backup
+    fails naming the file and the error.  Before, it read the store 100 times and said
+    the store changed under every one of 100 attempts to capture it."""
+    store, url = str(tmp_path / "store"), str(tmp_path / "b")
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"v")
+    path = Path(store, "CURRENT" if victim == "CURRENT" else
+                next(n for n in os.listdir(store) if n.startswith("MANIFEST-")))
+    path.unlink()
+    path.mkdir()
+    code, out, err = run(capsys, "backup", store, url, "-q")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert "changed under" not in err and str(path) in err and "Is a directory" in err, err
+
+
 def test_progress_bars_draw_every_phase() -> None:
     stream = io.StringIO()
     bars = ProgressBars(enabled=True, console=Console(file=stream, force_terminal=True, width=100))

@@ -172,6 +172,7 @@ def _check_no_drop_since(env: PosixEnv, store_dir: str, state: ManifestState) ->
     try:
         now = Manifest.load(env, store_dir)
     except (CorruptionError, FileNotFoundError, StorageIOError) as exc:  # a roll: see _load
+        _raise_unless_a_roll(exc)
         raise _Raced(str(exc)) from exc
     # Gone from the keyspaces, not "in now.dropped": ids are never reused, and a store
     # stops carrying a dropped id once its WAL no longer holds the keyspace's records.
@@ -190,9 +191,20 @@ def _load(env: PosixEnv, store_dir: str) -> ManifestState:
     try:
         return Manifest.load(env, store_dir)
     except (CorruptionError, FileNotFoundError, StorageIOError) as exc:
+        _raise_unless_a_roll(exc)
         # A manifest roll replaces CURRENT and then removes the old file: a reader
         # between the two finds it missing.  Real damage persists over every attempt.
         raise _Raced(str(exc)) from exc
+
+
+def _raise_unless_a_roll(exc: Exception) -> None:
+    """Raise ``exc`` at once when no manifest roll can explain it: a roll makes a file
+    missing (ENOENT) or a manifest read half-written, never a directory in a file's place
+    or a permission refused -- those say the same for every attempt, and are said as
+    they are, not as a store changing under 100 attempts."""
+    if (isinstance(exc, StorageIOError) and not isinstance(exc, FileNotFoundError)
+            and getattr(exc, "errno", None) not in (None, errno.ENOENT)):
+        raise exc
 
 
 def _link(env: PosixEnv, src: str, dst: str) -> None:
