@@ -106,6 +106,25 @@ def test_a_store_file_that_cannot_be_read_is_said_not_a_store_changing(
     assert "changed under" not in err and str(path) in err and "Is a directory" in err, err
 
 
+@pytest.mark.parametrize("offset", [2, 17])  # the magic, the first seq (header checksum)
+def test_damage_to_a_wal_segment_header_names_the_store_s_segment(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, offset: int) -> None:
+    """The backup reads the WAL through links in a scratch directory it then removes;
+    damage found there names the store's segment.  Before, a damaged segment header was
+    reported in the scratch directory's file, which no longer existed."""
+    store, url = str(tmp_path / "store"), str(tmp_path / "b")
+    with banyanstore.open(store, **OPTIONS) as s:
+        s.put(b"k", b"v")
+    wal = Path(store, "wal")
+    segment = wal / sorted(n for n in os.listdir(wal) if n.endswith(".log"))[-1]
+    data = bytearray(segment.read_bytes())
+    data[offset] ^= 0x10
+    segment.write_bytes(bytes(data))
+    code, out, err = run(capsys, "backup", store, url, "-q")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert f"(file {segment}, offset 0)" in err and ".backup-" not in err, err
+
+
 def test_progress_bars_draw_every_phase() -> None:
     stream = io.StringIO()
     bars = ProgressBars(enabled=True, console=Console(file=stream, force_terminal=True, width=100))

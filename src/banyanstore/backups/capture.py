@@ -118,10 +118,21 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
 
     ``known_version``: a version every write up to which is already in the store's
     files (the caller synced it); the capture's version is at least that."""
-    env = PosixEnv()
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
     wal_dir = _fresh(os.path.join(staging, "wal"))
+    try:
+        return _capture(store_dir, staging, wal_dir, known_version)
+    except CorruptionError as exc:
+        # Damage found through a link names the store's file: the link's scratch
+        # directory is removed when the backup ends (wal/ and tables/ in both).
+        raise exc.relocated(wal_dir, os.path.join(store_dir, "wal")).relocated(
+            os.path.join(staging, "tables"), os.path.join(store_dir, "tables")) from exc
+
+
+def _capture(store_dir: str, staging: str, wal_dir: str, known_version: int) -> Capture:
+    """:func:`capture`'s steps, reading the store's WAL through links in ``wal_dir``."""
+    env = PosixEnv()
     # step 1: before any manifest read
     newest_unsealed = _link_wal(env, os.path.join(store_dir, "wal"), wal_dir)
     pinned = _PinnedTables(env, store_dir, _fresh(os.path.join(staging, "tables")))
@@ -134,10 +145,7 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
             cause = exc.__cause__ or exc
             time.sleep(min(0.05, 0.001 * attempt))  # let the merge that raced us finish
             continue
-        try:
-            result = _finish(wal_dir, staging, state, tables, known_version, newest_unsealed)
-        except CorruptionError as exc:  # name the store's segment, not the link about to go
-            raise exc.relocated(wal_dir, os.path.join(store_dir, "wal")) from exc
+        result = _finish(wal_dir, staging, state, tables, known_version, newest_unsealed)
         try:
             _check_no_drop_since(env, store_dir, state)
         except _Raced as exc:
