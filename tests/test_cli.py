@@ -511,6 +511,21 @@ def test_a_file_in_place_of_the_tables_directory(capsys: pytest.CaptureFixture[s
     assert snapshot_tree(crashed) == before
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_file_in_place_of_lost(capsys: pytest.CaptureFixture[str], crashed: str,
+                                 dry_run: bool) -> None:
+    """A salvage sets aside into lost/: a file of that name stops it before anything
+    changes, in one line naming it (before: "[Errno 20] Not a directory:
+    '.../lost/<time>'", exit 2, and a dry run promising a salvage that could not run)."""
+    os.remove(table_files(crashed)[0])  # a salvage is needed
+    Path(crashed, "lost").write_bytes(b"a user's file")
+    before = snapshot_tree(crashed)
+    code, out, err = run(capsys, "repair", crashed, *(["--dry-run"] if dry_run else []))
+    assert code == 1 and out == "" and err.count("\n") == 1, out + err
+    assert f"{os.path.join(crashed, 'lost')} is not a directory" in err, err
+    assert snapshot_tree(crashed) == before
+
+
 def test_repair_says_why_it_leaves_damage(capsys: pytest.CaptureFixture[str], crashed: str) -> None:
     """WAL records the intact manifest still needs are gone (the WAL directory deleted):
     repair may not change anything, and says so -- a NOT repaired line naming the damage

@@ -56,6 +56,7 @@ store, so the second ``repair`` can finish it.
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import re
 import time
@@ -64,7 +65,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, StorageIOError
 from ..lsm.edits import EditError, ManifestState, TableInfo, expand_snapshot
 from ..lsm.manifest import FILE_HEADER, Manifest, walk_manifest
 from ..lsm.wal import decode
@@ -657,6 +658,13 @@ def _time_samples(bounds: list[tuple[int, int]], top: int,
 def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> Salvaged:
     """Rebuild ``store`` from its tables and WAL (see the module docstring).
     REQUIRES: the caller holds the store's LOCK."""
+    lost = os.path.join(store, LOST_DIR)
+    if os.path.lexists(lost) and not os.path.isdir(lost):
+        # Checked before anything is planned or changed (a dry run too): everything a
+        # salvage sets aside goes there, and that file is not the store's to move.
+        raise StorageIOError(f"{lost} is not a directory: a salvage sets aside in it what it "
+                             "does not use; move that file away and repair again", path=lost,
+                             op="salvage", errno=errno.ENOTDIR)
     out = Salvaged()
     hints = read_hints(store, current)
     plan = _Plan(store, hints)
