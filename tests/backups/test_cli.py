@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +126,34 @@ def test_damage_to_a_wal_segment_header_names_the_store_s_segment(
     code, out, err = run(capsys, "backup", store, url, "-q")
     assert code == 1 and out == "" and err.count("\n") == 1, err
     assert f"(file {segment}, offset 0)" in err and ".backup-" not in err, err
+
+
+@pytest.mark.parametrize("damage", ["segment deleted", "segment emptied", "wal/ deleted"])
+def test_a_store_whose_wal_lost_what_its_manifest_needs_is_not_backed_up(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str) -> None:
+    """The WAL records the manifest needs (from its replay start) are gone: every open of
+    the store refuses it, and so does a backup -- before, it succeeded without them, and
+    its restore opened as a store silently missing those writes."""
+    store, url = str(tmp_path / "store"), str(tmp_path / "b")
+    writer = ("import os, sys, banyanstore\n"
+              "s = banyanstore.open(sys.argv[1], compaction=False)\n"
+              "s.put(b'flushed', b'1')\n"
+              "s.flush()\n"
+              "s.put(b'only in the wal', b'2', sync=True)\n"
+              "os._exit(0)\n")  # killed: the second write is in the WAL only
+    subprocess.run([sys.executable, "-c", writer, store], check=True)
+    wal = Path(store, "wal")
+    if damage == "wal/ deleted":
+        shutil.rmtree(wal)
+    for p in sorted(wal.glob("*.log")) if damage != "wal/ deleted" else []:
+        if damage == "segment deleted":
+            p.unlink()
+        else:
+            p.write_bytes(b"")
+    code, out, err = run(capsys, "backup", store, url, "-q")
+    assert code == 1 and out == "" and err.count("\n") == 1, out + err
+    assert ("manifest needs records" in err or "WAL directory is missing" in err) and str(wal) in err, err
+    assert run(capsys, "backups", url)[1] == "(0 backups)\n"
 
 
 def test_progress_bars_draw_every_phase() -> None:

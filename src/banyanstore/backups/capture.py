@@ -120,6 +120,9 @@ def capture(store_dir: str, staging: str, *, known_version: int = 0) -> Capture:
     files (the caller synced it); the capture's version is at least that."""
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
+    if not os.path.isdir(os.path.join(store_dir, "wal")):  # every open refuses it too
+        raise CorruptionError("the WAL directory is missing: the writes not yet in tables are "
+                              "lost", path=os.path.join(store_dir, "wal"))
     wal_dir = _fresh(os.path.join(staging, "wal"))
     try:
         return _capture(store_dir, staging, wal_dir, known_version)
@@ -374,6 +377,12 @@ def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int
             # manifest needs are gone, which every open refuses; skipping them gave a
             # backup, and a restored store, silently without their writes.
             raise CorruptionError(f"the WAL starts at seq {log.first_seq}, but the manifest "
+                                  f"needs records from seq {state.wal_seq}: they are lost",
+                                  path=wal_dir)
+        if log.last_seq + 1 < state.wal_seq:
+            # The same for its newest segments (or every one, wal/ itself) gone: an empty
+            # or short log reads as one that ends before the manifest's replay start.
+            raise CorruptionError(f"the WAL ends at seq {log.last_seq}, but the manifest "
                                   f"needs records from seq {state.wal_seq}: they are lost",
                                   path=wal_dir)
         start = state.wal_seq
