@@ -189,6 +189,23 @@ def test_verify_flipped_table_byte(capsys: pytest.CaptureFixture[str], store: st
     assert (problem["file"], problem["offset"], problem["severity"]) == (victim, 0, "error")
 
 
+def test_verify_a_table_under_another_name(capsys: pytest.CaptureFixture[str], store: str,
+                                          tmp_path: Path) -> None:
+    """A table is a table whatever its name (a copy, a backup's object named by its hash):
+    verify checks it as dump-table reads it.  Before, only a name like 000002.sst was a
+    table; any other was "not a banyanstore store, log or table (unknown)", exit 2."""
+    data = Path(table_files(store)[0]).read_bytes()
+    for name in ("copy.sst", "70d3cbe192a6c33735196d2167c9db7f2c5c03ed39cd4c161c505a9648b99d70"):
+        Path(tmp_path, name).write_bytes(data)
+        code, out, _ = run(capsys, "verify", str(tmp_path / name))
+        assert code == 0 and out.startswith("table ") and out.endswith("OK\n"), out
+    Path(tmp_path, "cut.sst").write_bytes(data[:len(data) // 2])  # a .sst file cut short
+    code, out, _ = run(capsys, "verify", str(tmp_path / "cut.sst"))
+    assert code == 1 and "DAMAGED" in out and "bad magic" in out, out
+    Path(tmp_path, "notes.txt").write_bytes(b"hello")
+    assert run(capsys, "verify", str(tmp_path / "notes.txt"))[0] == 2
+
+
 def test_verify_flipped_footer_byte(capsys: pytest.CaptureFixture[str], store: str) -> None:
     victim = table_files(store)[-1]
     data = bytearray(Path(victim).read_bytes())

@@ -44,6 +44,7 @@ from ..errors import CorruptionError
 from ..log.segment import parse_segment_name, parse_staged_name
 from ..lsm.manifest import ManifestState, TableInfo, replay
 from ..lsm.wal import decode
+from ..sstable.format import MAGIC as TABLE_MAGIC
 from .common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -284,6 +285,8 @@ def verify_path(path: str | bytes | os.PathLike[Any],
     is called as bytes are checked (they add up to about :func:`bytes_to_check`)."""
     path = as_path(path)
     kind = detect_kind(path)
+    if kind == "unknown" and _is_table_file(path):
+        kind = "table"
     if kind == "store":
         return verify_store(path, on_progress)
     if kind == "log":
@@ -298,6 +301,23 @@ def verify_path(path: str | bytes | os.PathLike[Any],
     if kind == "missing":
         raise UsageError(f"{path}: no such file or directory")
     raise UsageError(f"{path}: not a banyanstore store, log or table ({kind})")
+
+
+def _is_table_file(path: str) -> bool:
+    """A file named like no store file that is a table by its content (its last bytes are
+    a table's magic: a copy, a backup's object named by its hash) or by its ``.sst``
+    suffix (a copy cut short, which verify reports as damage): checked as a table, as
+    dump-table reads any file."""
+    if not os.path.isfile(path):
+        return False
+    if path.endswith(".sst"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.path.getsize(path) - len(TABLE_MAGIC), 0))
+            return f.read() == TABLE_MAGIC
+    except OSError:
+        return False  # said by the usage error that follows
 
 
 def _list_foreign(log_dir: str, report: Report) -> None:
