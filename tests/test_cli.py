@@ -579,6 +579,18 @@ def test_repair_keeps_a_torn_manifest_edit_the_store_may_need(capsys: pytest.Cap
     assert kept, out
 
 
+def test_repair_cuts_a_torn_manifest_edit_beside_a_foreign_file(capsys: pytest.CaptureFixture[str],
+                                                                store: str) -> None:
+    """A torn last edit of an otherwise sound store is cut, a user's file beside it or not."""
+    manifest = Path(store, [n for n in os.listdir(store) if n.startswith("MANIFEST-")][0])
+    with open(manifest, "ab") as f:
+        f.write(b"\x00\x00\x00")  # a partial record header: a torn append
+    Path(store, "notes.txt").write_bytes(b"mine")
+    code, out, _ = run(capsys, "repair", store)
+    assert code == 0 and "\nrepaired: cut the torn last edit" in "\n" + out, out
+    assert Path(store, "notes.txt").read_bytes() == b"mine"
+
+
 def test_repair_never_removes_tables_a_manifest_behind_its_wal_does_not_name(
         capsys: pytest.CaptureFixture[str], crashed: str) -> None:
     """The manifest cut at a record boundary (its later edits gone: a valid, older

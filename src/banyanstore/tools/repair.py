@@ -128,7 +128,8 @@ def _load(store: str, name: str) -> tuple[ManifestState | None, str, int | None]
         return None, f"the manifest does not replay ({exc})", None
 
 
-def _cut_torn_edit(store: str, name: str, offset: int, res: RepairResult, dry_run: bool) -> None:
+def _cut_torn_edit(store: str, name: str, offset: int, res: RepairResult, dry_run: bool,
+                   wal_refused: bool) -> None:
     """Cut the manifest's torn last record at ``offset`` (recovery ignores it anyway) --
     only when the store is otherwise undamaged.  A torn write is an edit a crash
     interrupted, never acknowledged; but a manifest cut by damage inside an edit that was
@@ -137,7 +138,7 @@ def _cut_torn_edit(store: str, name: str, offset: int, res: RepairResult, dry_ru
     Its bytes are then the only record of that edit: they stay, in place (or in lost/)."""
     path = os.path.join(store, name)
     size = os.path.getsize(path)
-    if res.refused or verify_path(store).errors:
+    if wal_refused or verify_path(store).errors:
         res.refused.append((f"cut the torn last edit of {path} at offset {offset}",
                             "the store has other damage, so that edit may have been "
                             "acknowledged: its bytes are left in place"))
@@ -334,10 +335,11 @@ def _repair_store(store: str, res: RepairResult, dry_run: bool, accept_lost_segm
         else:
             _remove_orphans(store, name, state, res, dry_run)
             wal = os.path.join(store, "wal")
+            refused = len(res.refused)  # (foreign files, refused above, are no damage)
             if os.path.isdir(wal) and any(n.endswith(".log") for n in os.listdir(wal)):
                 _fix_log(wal, res, dry_run, accept_lost_segment=accept_lost_segment)
             if torn is not None:
-                _cut_torn_edit(store, name, torn, res, dry_run)
+                _cut_torn_edit(store, name, torn, res, dry_run, len(res.refused) > refused)
             return
     salvaged = salvage(store, name, why, dry_run=dry_run)
     res.done += salvaged.done
