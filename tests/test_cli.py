@@ -591,6 +591,21 @@ def test_repair_cuts_a_torn_manifest_edit_beside_a_foreign_file(capsys: pytest.C
     assert Path(store, "notes.txt").read_bytes() == b"mine"
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_repair_dry_run_of_damage_it_cannot_repair(capsys: pytest.CaptureFixture[str], crashed: str,
+                                                    dry_run: bool) -> None:
+    """A WAL record whose checksum holds but whose payload does not decode: repair has no
+    safe change, and a dry run says so as the run does (before, the dry run printed
+    "nothing to repair" above the DAMAGED report and exited 0)."""
+    with banyanstore.open_log(os.path.join(crashed, "wal")) as log:
+        log.append(b"\x01\x02not a batch")
+    before = snapshot_tree(crashed)
+    code, out, err = run(capsys, "repair", crashed, *(["--dry-run"] if dry_run else []))
+    assert code == 1 and err == "", out + err
+    assert "nothing to repair" not in out and "NOT repaired: " in out and "DAMAGED" in out, out
+    assert snapshot_tree(crashed) == before
+
+
 def test_repair_never_removes_tables_a_manifest_behind_its_wal_does_not_name(
         capsys: pytest.CaptureFixture[str], crashed: str) -> None:
     """The manifest cut at a record boundary (its later edits gone: a valid, older

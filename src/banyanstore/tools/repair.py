@@ -403,7 +403,9 @@ def cmd_repair(args: argparse.Namespace, out: Output) -> int:
     except BanyanStoreError as exc:
         raise Failure(f"cannot repair {args.path}: {exc}") from None
     after = verify_path(args.path)
-    if not args.dry_run:
+    if not args.dry_run or not res.done:
+        # A dry run that would do nothing leaves the damage as it is, as the run would:
+        # said the same way (not "nothing to repair" above a DAMAGED report, exit 0).
         _say_what_is_left(res, after)
     if out.json:
         out.pretty({"path": args.path, "dry_run": args.dry_run, "done": res.done,
