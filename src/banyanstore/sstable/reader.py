@@ -38,7 +38,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import xxhash
 
@@ -76,6 +76,7 @@ RUN_FIRST = 16
 SHORT_RANGE_BLOCKS = 2
 """A scan whose range lies in at most this many blocks reads them at the call (scan_runs)."""
 _xxh3 = xxhash.xxh3_64_intdigest
+_P = TypeVar("_P")  # what TableReader._short_runs makes of each block's part of a range
 _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
 
 
@@ -605,17 +606,33 @@ class TableReader:
             return []
         first, last = blocks
         if last - first < SHORT_RANGE_BLOCKS:
-            return self._short_runs(first, last, start, end, reverse, fill_cache)
+            return self._short_runs(first, last, start, end, reverse, fill_cache, _run)
         return self._runs(first, last, start, end, reverse, fill_cache)
 
+    def short_pairs(self, start: bytes | None, end: bytes | None,
+                    fill: bool = True) -> list[tuple[bytes, bytes | None]] | None:
+        """``(key, value)`` of ``[start, end)`` in ascending order, read now, when the range
+        lies in at most SHORT_RANGE_BLOCKS blocks (read and cached as :meth:`scan_runs`
+        reads such a range); None, reading nothing, when it is longer.  REQUIRES:
+        :attr:`plain` (so every entry is the visible one of its key)."""
+        blocks = self._block_range(start, end)
+        if blocks is None:
+            return []
+        first, last = blocks
+        if last - first >= SHORT_RANGE_BLOCKS:
+            return None
+        pieces = self._short_runs(first, last, start, end, False, fill, Block.pairs)
+        return pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
+
     def _short_runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
-                    reverse: bool, fill: bool) -> list[list[Entry]]:
-        """Every run of a range that lies in at most SHORT_RANGE_BLOCKS blocks, read now:
-        a list tells the merge this source is complete, so a short range over several
-        tables (a time series' window) is merged in one pass instead of a round per
-        table.  The blocks are cached as :meth:`_runs` caches them (the first always with
-        ``fill``, the others if the cache admits them)."""
-        out: list[list[Entry]] = []
+                    reverse: bool, fill: bool, piece: Callable[[Block, int, int], _P]) -> list[_P]:
+        """``piece(block, lo, hi)`` of every block of a range that lies in at most
+        SHORT_RANGE_BLOCKS blocks, read now (:func:`_run` for :meth:`scan_runs`): a list
+        tells the merge this source is complete, so a short range over several tables (a
+        time series' window) is merged in one pass instead of a round per table.  The
+        blocks are cached as :meth:`_runs` caches them (the first always with ``fill``,
+        the others if the cache admits them)."""
+        out: list[_P] = []
         nos = range(last, first - 1, -1) if reverse else range(first, last + 1)
         head = nos[0]
         for no in nos:
@@ -628,7 +645,7 @@ class TableReader:
             lo = 0 if start is None or no != first else block.seek(start)
             hi = block.count if end is None or no != last else block.seek(end)
             if lo < hi:
-                out.append(_run(block, lo, hi))
+                out.append(piece(block, lo, hi))
         return out
 
     def approximate_range(self, start: bytes | None, end: bytes | None) -> tuple[int, int]:
