@@ -333,8 +333,11 @@ class Block:
         return i
 
     # -- decoding ranges ------------------------------------------------------------------------
-    def decode(self, lo: int = 0, hi: int | None = None) -> tuple[list[bytes], list[int], list[bytes | None]]:
-        """Entries ``lo .. hi-1`` as three parallel lists (keys, versions, values)."""
+    def decode(self, lo: int = 0, hi: int | None = None, with_versions: bool = True,
+               ) -> tuple[list[bytes], list[int], list[bytes | None]]:
+        """Entries ``lo .. hi-1`` as three parallel lists (keys, versions, values); the
+        versions list is empty when ``with_versions`` is False (:meth:`pairs` needs none,
+        and a list of big ints costs about as much as the keys)."""
         count = self.count
         if hi is None or hi > count:
             hi = count
@@ -349,7 +352,7 @@ class Block:
             keys = [b""] * n
         else:
             keys = self.sample[lo:hi]
-        versions = u64_list(data, HEADER.size + 8 * lo, n)
+        versions = u64_list(data, HEADER.size + 8 * lo, n) if with_versions else []
         vw = self.vw
         values: list[bytes | None]
         if vw > 0:
@@ -381,7 +384,7 @@ class Block:
     def pairs(self, lo: int, hi: int) -> list[tuple[bytes, bytes | None]]:
         """``(key, value)`` of entries ``lo .. hi-1``: what a scan yields from a table
         whose every entry is visible (TableReader.plain), built in C by ``zip``."""
-        keys, _, values = self.decode(lo, hi)
+        keys, _, values = self.decode(lo, hi, False)
         return list(zip(keys, values, strict=True))
 
     def entries(self, lo: int = 0, hi: int | None = None) -> Iterator[Entry]:
