@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import struct
 
 import pytest
@@ -134,6 +135,21 @@ def test_lookup_seek_find_against_model(data: st.DataObject, fixed_keys: bool, f
         assert block.seek(key) == next((i for i, e in enumerate(entries) if e[0] >= key), len(entries))
     for i, (k, v, val) in enumerate(entries):
         assert (block.key_at(i), block.version_at(i), block.value_at(i)) == (k, v, val)
+
+
+def test_seek_in_fixed_width_blocks_against_bisect() -> None:
+    """Block.seek in fixed-width blocks of 1 .. 40 entries (several versions of some keys),
+    for every key, every gap between keys, shorter and longer probes, before and after
+    all: the index of the first entry whose key is >= the probe, as bisect over every
+    key says -- around each sample (every STRIDE-th key) and in the last partial stride."""
+    for count in range(1, 41):
+        keys = sorted(b"%04d" % (2 * (i // 2 if i % 5 == 1 else i)) for i in range(count))
+        block = decode_block(encode_block(keys, [count - i for i in range(count)], [b"v"] * count))
+        assert block.kw == 4
+        probes = [b"", b"\xff" * 5] + [b"%04d" % n for n in range(-1, 2 * count + 2)]
+        probes += [b"%03d" % n for n in range(0, count)] + [k + b"\x00" for k in keys]
+        for probe in probes:
+            assert block.seek(probe) == bisect.bisect_left(keys, probe), (count, probe)
 
 
 def test_find_ignores_matches_straddling_two_keys() -> None:

@@ -309,19 +309,13 @@ class Block:
             return s
         if kw == 0 or (s < len(sample) and sample[s] == key and s == 0):
             return s * STRIDE if s < len(sample) else self.count
-        # binary search (in Python) over the raw keys of ((s-1)*STRIDE, s*STRIDE]
+        # the answer is in ((s-1)*STRIDE, s*STRIDE]: bisect the keys strictly inside
         lo = s * STRIDE - STRIDE + 1 if s else 0
         hi = min(s * STRIDE, self.count)
-        data = self.data
-        base = self.keys_at
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            p = base + mid * kw
-            if data[p:p + kw] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        if lo >= hi:
+            return lo
+        st = _unpackers.get((hi - lo, kw, 1)) or _fixed_unpacker(hi - lo, kw)
+        return lo + bisect_left(st.unpack_from(self.data, self.keys_at + lo * kw), key)
 
     def find(self, key: bytes, version: int) -> int:
         """Index of the first entry >= ``(key, version)`` in internal order, i.e. the
