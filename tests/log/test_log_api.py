@@ -46,6 +46,21 @@ def test_read_bounds_and_limit(env_dir):
         assert list(log.read(1001)) == []  # last_seq + 1: nothing yet, not an error
 
 
+def test_a_read_iterator_reads_its_snapshot_to_the_end_after_close(env_dir):
+    # docs/api.md (errors): a read() iterator is a snapshot of the segments it pinned; it
+    # reads them to its end after close(), the same records a reopened log holds.
+    env, root = env_dir
+    log = _filled(env, root)
+    records = log.read(10, 900)
+    assert next(records) == (10, payload(10))
+    log.close()
+    with pytest.raises(StoreClosedError):
+        log.read()
+    assert list(records) == _expected(range(11, 900))
+    with open_log(env, root, read_only=True) as again:
+        assert list(again.read(10, 900)) == _expected(range(10, 900))
+
+
 @pytest.mark.parametrize(("kwargs", "error", "names"), [
     ({"start": "1"}, TypeError, "start"), ({"start": True}, TypeError, "start"),
     ({"start": 1.0}, TypeError, "start"), ({"end": b"9"}, TypeError, "end"),
