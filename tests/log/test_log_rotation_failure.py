@@ -6,9 +6,11 @@ no room for a new name (ENOSPC) -- no file of it exists and nothing on disk chan
 that sync: the rotation raises, the active segment keeps taking appends, and a later
 rotation succeeds once the cause is gone.  Before, the Log refused every append until
 it was reopened, and a store over it turned read-only for want of a descriptor.  A
-successor whose file was created before the failure still poisons the Log: a reader
-beside the writer may have opened it, and its first seq claims seqs the active segment
-would then hold.
+successor whose file was created before the failure is never dropped for the active
+segment: a reader beside the writer may have opened it, and its first seq claims seqs
+the active segment would then hold.  A full disk refusing to reserve its space stops
+appends until a later append or rotate() finishes that same rotation; a failed sync
+stops them until the log is reopened.
 """
 
 from __future__ import annotations
@@ -64,16 +66,17 @@ def test_a_rotation_that_cannot_open_the_next_segment_leaves_the_log_usable(
     assert _records(disk, crash=False) == acked
 
 
-@pytest.mark.parametrize("op, code, error", [("map", errno.ENOSPC, DiskFullError),
-                                            ("sync_dir", errno.EIO, StorageIOError)])
-def test_a_successor_created_before_the_failure_still_poisons_the_log(
-        op: str, code: int, error: type[Exception]) -> None:
+@pytest.mark.parametrize("op, where", [("sync", "00000000000000000011.log"), ("sync_dir", LOG)])
+def test_a_successor_created_before_a_failed_sync_still_poisons_the_log(op: str, where: str) -> None:
+    """A failed sync of the successor's header or of the directory: what reached the disk
+    is unknown, so appends stop until the log is reopened.  (A full disk refusing to
+    reserve space is retried instead: the next test.)"""
     disk = _disk()
     env = FaultEnv(disk)
     log = open_log(env, ROOT)
     acked = {log.append(payload(i), sync=True): payload(i) for i in range(1, 11)}
-    env.inject(op, code, path_contains=".log" if op == "map" else LOG)
-    with pytest.raises(error):
+    env.inject(op, errno.EIO, path_contains=where)
+    with pytest.raises(StorageIOError):
         log.rotate()
     assert isinstance(log.failure, StorageIOError)
     with pytest.raises(StorageIOError, match="unusable"):
@@ -81,4 +84,40 @@ def test_a_successor_created_before_the_failure_still_poisons_the_log(
     env.clear()
     log.close()
     assert _records(disk, crash=True) == acked
+    assert _records(disk, crash=False) == acked
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["successor-header", "successor-window"])
+def test_a_full_disk_after_the_successor_was_created_lets_a_later_call_finish_the_rotation(
+        after: int) -> None:
+    """ENOSPC reserving the successor's space -- its header (the file exists, empty) or,
+    after the SEAL, its first window -- wrote nothing and synced nothing that failed:
+    the rotation raises DiskFullError, and the log takes no record until a later append
+    or rotate() finishes that rotation (the successor keeps the seq it was made for).
+    Before, the log refused every append until it was reopened, and a store over it
+    turned read-only until reopened though space came back."""
+    disk = _disk()
+    env = FaultEnv(disk)
+    log = open_log(env, ROOT)
+    acked = {log.append(payload(i), sync=i % 5 == 0): payload(i) for i in range(1, 21)}
+    rule = env.inject("map", errno.ENOSPC, path_contains="00000000000000000021.log", after=after,
+                      times=3)
+    with pytest.raises(DiskFullError):
+        log.rotate()
+    assert log.failure is None  # before: "the log is unusable ...; close and reopen it"
+    with pytest.raises(DiskFullError):  # still full: the retry fails the same way
+        log.append(payload(21))
+    with pytest.raises(DiskFullError):
+        log.rotate()
+    assert rule.fired == 3 and log.failure is None and log.last_seq == 20
+    assert _records(disk, crash=True) == acked  # nothing lost, nothing half-written
+    # Space is back: the next call finishes the rotation, into the successor made for seq 21.
+    acked[log.append(payload(21), sync=True)] = payload(21)
+    assert list(acked) == list(range(1, 22))
+    assert segments(disk, LOG)[-1].endswith("00000000000000000021.log")
+    assert log.rotate() == 22
+    for i in range(22, 31):
+        acked[log.append(payload(i), sync=i == 30)] = payload(i)
+    assert _records(disk, crash=True) == acked
+    log.close()
     assert _records(disk, crash=False) == acked

@@ -126,6 +126,44 @@ def test_a_memtable_switch_that_cannot_open_a_wal_segment_fails_only_that_call(
         assert dict(again.scan()) == acked
 
 
+@pytest.mark.parametrize("after", [0, 1], ids=["segment-header", "segment-window"])
+def test_a_full_disk_at_a_memtable_switch_after_the_wal_segment_was_created_passes(
+        disk: MemoryEnv, after: int) -> None:
+    """ENOSPC reserving space for the WAL's next segment -- its header, or its first
+    window after the old one was sealed -- once its file exists: the switching call and
+    the writes after it raise DiskFullError (nothing of them acknowledged) while the
+    disk stays full; once space is back the next write finishes the switch and writes
+    and flushes go on without a reopen.  Before, the store turned read-only until
+    reopened (every write: ReadOnlyError) though space came back."""
+    env = FaultEnv(disk)
+    store = banyanstore.open(ROOT, env=env, **OPTS)
+    acked = {key(i): value(i) for i in range(100)}
+    for k, v in acked.items():
+        store.put(k, v)
+    rule = env.inject("map", errno.ENOSPC, path_contains="/wal/", after=after, times=None)
+    with pytest.raises(DiskFullError):
+        store.flush()
+    for attempt in (lambda: store.put(b"refused", b"x"), lambda: store.put(b"refused", b"x", sync=True),
+                    lambda: store.delete(key(0)), store.flush):
+        with pytest.raises(DiskFullError):
+            attempt()
+    assert rule.fired >= 2
+    st = store.stats()
+    assert not st["read_only"] and st["write_error"] is None
+    assert dict(store.scan()) == acked  # reads go on; no refused write is visible
+    env.clear()  # space is back
+    for i in range(100, 200):
+        store.put(key(i), value(i), sync=i == 199)
+        acked[key(i)] = value(i)
+    store.flush()
+    store.put(b"after", b"x")
+    acked[b"after"] = b"x"
+    assert dict(store.scan()) == acked
+    store.close()
+    with banyanstore.open(ROOT, env=disk, **OPTS) as again:
+        assert dict(again.scan()) == acked
+
+
 def test_failed_wal_sync_makes_the_store_read_only_and_close_succeeds(disk: MemoryEnv) -> None:
     """EIO on the WAL's fdatasync: the synced write raises, later writes get the clear
     refusal (never the raw "log is unusable" error), close() does not raise, and after

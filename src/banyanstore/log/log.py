@@ -54,6 +54,7 @@ from typing import Any
 from .. import shutdown
 from ..arguments import as_bytes, as_path, check_bool, check_seq, check_sync, is_buffer
 from ..errors import (
+    DiskFullError,
     LogRangeError,
     StorageIOError,
 )
@@ -112,6 +113,9 @@ class Log(LogView, AsyncAppends):
                           "damaged_records_skipped": rec.damaged_records, "syncs": 0}
         self._writer: AnySegmentWriter | None = None
         self._no_successor = False  # the failed rotation made no file of its successor
+        # A rotation a full disk stopped while reserving space (_rotate_guarded): appends
+        # stay stopped (_ok False) and the next append or rotate() finishes it first.
+        self._rotation_due = False
         self._commit = GroupCommit(self._collect, durable_seq=self._appends.next_seq - 1,
                                    on_error=self._sync_failed)
         self._syncer: IntervalSyncer | None = None
@@ -286,19 +290,20 @@ class Log(LogView, AsyncAppends):
                 return self._append_synced(record)
             else:
                 check_sync(sync)  # raises: not a bool
-        if not self._ok:  # before the lock too: a forked child's copy of it may never be released
-            raise self._unwritable()
+        if not self._ok and not self._rotation_due:  # before the lock too: a forked child's
+            raise self._unwritable()                 # copy of it may never be released
         with self._lock:
             if not self._ok:
-                raise self._unwritable()
+                self._resume_locked()
             tail = self._appends
             seq = tail.next_seq
             try:
                 if not self._writer.add(seq, record):  # type: ignore[union-attr]
-                    self._rotate_locked()  # the segment is full: seal it first
+                    self._rotate_guarded()  # the segment is full: seal it first
                     self._writer.add(seq, record)  # type: ignore[union-attr]
             except BaseException as exc:
-                self._io_failed(exc)
+                if not self._rotation_due:
+                    self._io_failed(exc)
                 raise
             tail.next_seq = seq + 1
             if tail.followers:
@@ -323,7 +328,7 @@ class Log(LogView, AsyncAppends):
         Ctrl-C) inside an append or a rotation, after which what reached the segment is
         unknown -- until the log is reopened; None while it takes appends (and for a
         closed or read-only log)."""
-        if self._ok or self._closed or self._read_only:
+        if self._ok or self._closed or self._read_only or self._rotation_due:
             return None
         exc = self._unwritable()
         return exc if isinstance(exc, StorageIOError) else None
@@ -348,11 +353,11 @@ class Log(LogView, AsyncAppends):
         for i, r in enumerate(items):
             if type(r) is not bytes:
                 items[i] = as_bytes(r, f"records[{i}]")
-        if not self._ok:  # before the lock too (see append)
+        if not self._ok and not self._rotation_due:  # before the lock too (see append)
             raise self._unwritable()
         with self._lock:
             if not self._ok:
-                raise self._unwritable()
+                self._resume_locked()
             try:
                 rest = items
                 while rest:
@@ -360,9 +365,10 @@ class Log(LogView, AsyncAppends):
                     self._appends.next_seq += stored
                     rest = rest[stored:]
                     if rest:
-                        self._rotate_locked()  # the segment is full: seal it, go on in the next
+                        self._rotate_guarded()  # the segment is full: seal it, go on in the next
             except BaseException as exc:
-                self._io_failed(exc)
+                if not self._rotation_due:
+                    self._io_failed(exc)
                 raise
             last = self._appends.next_seq - 1
             if self._appends.followers:
@@ -379,37 +385,71 @@ class Log(LogView, AsyncAppends):
         Everything before the returned seq is durable when this returns.
         """
         with self._lock:
-            if not self._ok:
+            if not self._ok and not self._rotation_due:
                 raise self._unwritable()
-            self._no_successor = False
-            try:
-                if self._catalog.segments[-1].first_seq != self._appends.next_seq:
-                    self._rotate_locked()
-            except BaseException as exc:
-                if not (self._no_successor and isinstance(exc, StorageIOError)):
-                    self._io_failed(exc)
-                    raise
-                # The successor's file could not even be opened (EMFILE, ENOSPC...;
-                # _seal_after_successor): nothing changed but a sync of the active
-                # segment, which stays the one appends go to.  Refusing appends
-                # here turned a store read-only for want of a descriptor or of a
-                # segment's worth of space, where a retry once they are back succeeds.
-                self._appends.frames = self._writer.frames  # type: ignore[union-attr]
-                raise
+            if self._rotation_due or self._catalog.segments[-1].first_seq != self._appends.next_seq:
+                self._rotate_guarded()
             return self._appends.next_seq
 
+    def _resume_locked(self) -> None:
+        """Appends are stopped: finish the rotation a full disk stopped, or raise why the
+        log takes no appends.  REQUIRES: the lock."""
+        if not self._rotation_due or self._closed:
+            raise self._unwritable()
+        self._rotate_guarded()
+
+    def _rotate_guarded(self) -> None:
+        """:meth:`_rotate_locked`, deciding what its failure leaves (REQUIRES: the lock):
+
+        * the successor's file could not even be opened (EMFILE, ENOSPC...;
+          _seal_after_successor): nothing changed but a sync of the active segment, which
+          stays the one appends go to (refusing them turned a store read-only for want of
+          a descriptor, where a retry once it is back succeeds);
+        * a full disk refused to *reserve* space (a ``map``: posix_fallocate) -- the
+          successor's header, the SEAL's room, or the successor's first window: nothing
+          was stored and no sync failed, so nothing acknowledged is in doubt.  Appends
+          stay stopped and the next append or rotate() runs the rotation again from where
+          it stopped (_rotate_locked), for the same seq: the old segment takes no record
+          past the seq the successor was made for, so a reader that saw the successor
+          never meets those seqs in two files.  Before, the log refused appends until
+          reopened, and a store over it turned read-only though space came back;
+        * anything else (a failed sync or cut: what reached the files is unknown) stops
+          appends until the log is reopened."""
+        self._no_successor = self._rotation_due = False
+        try:
+            self._rotate_locked()
+        except BaseException as exc:
+            if self._no_successor and isinstance(exc, StorageIOError):
+                self._appends.frames = self._writer.frames  # type: ignore[union-attr]
+            elif isinstance(exc, DiskFullError) and exc.op == "map":
+                self._stop_appends()
+                self._rotation_due = True
+            else:
+                self._io_failed(exc)
+            raise
+        self._ok = True
+
     def _rotate_locked(self) -> None:
+        """Seal the active segment and start its successor; with no active writer (a
+        full disk stopped the last rotation after the SEAL), only map the successor."""
         w = self._writer
-        assert w is not None
         self._appends.frames = None  # no one-call appends until the next segment is ready
-        next_seq = self._appends.next_seq
-        w.flush(next_seq - 1)
-        if w.segment.version >= SEAL_VERSION:
-            seg, file = self._seal_after_successor(w, next_seq)
+        if w is None:
+            seg = self._catalog.segments[-1]
+            file = self._env.open_mapped(seg.path)
         else:
-            seg, file = self._seal_before_successor(w, next_seq)
-        self._commit.retire(w.file)
-        self._catalog.add(seg)
+            next_seq = self._appends.next_seq
+            w.flush(next_seq - 1)
+            if w.segment.version >= SEAL_VERSION:
+                seg, file = self._seal_after_successor(w, next_seq)
+            else:
+                seg, file = self._seal_before_successor(w, next_seq)
+            self._commit.retire(w.file)
+            self._catalog.add(seg)
+            # Sealed: from here the old writer must never store again (a retry maps the
+            # successor only).  No writer means nothing unsynced: close() and the
+            # group commit's _collect() take it for synced, as it is.
+            self._writer = None
         self._writer = self._make_writer(file, seg, HEADER_SIZE)
         self._appends.frames = self._writer.frames
 
@@ -575,6 +615,7 @@ class Log(LogView, AsyncAppends):
         self._closed_why = (f"belongs to process {os.getppid()}: a forked child cannot use it "
                             "(open the log in the child)")
         self._closed = self._released = True
+        self._rotation_due = False
         self._stop_appends()
         if self._flock is not None:
             self._flock.disown()
@@ -630,6 +671,7 @@ class Log(LogView, AsyncAppends):
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self._rotation_due = False
                 self._stop_appends()
                 self._appended.notify_all()  # followers end
                 w, self._writer = self._writer, None

@@ -194,6 +194,16 @@ class Writer:
             self._wal_error = exc
             self._refused = True
 
+    def _wal_append_failed(self, exc: StorageIOError) -> None:
+        """A WAL append raised: the store turns read-only when the Log refuses appends
+        until it is reopened (``Log.failure``).  A full disk that stopped the Log's
+        rotation while reserving space leaves it refusing only until a later append
+        finishes that rotation (``Log._rotate_guarded``): nothing was stored, so only
+        this write failed.  REQUIRES: the write lock."""
+        wal = self._wal
+        if wal is None or wal.failure is not None:
+            self._wal_failed(exc)
+
     # -- writes ----------------------------------------------------------------------------------
     def check_entry(self, key: object, value: bytes | None,
                     ks: KeyspaceState | None = None) -> bytes:
@@ -246,7 +256,7 @@ class Writer:
                     if self._wal_put is None or (seq := self._wal_put(v, ms, ks.id, key, value)) is None:
                         seq = self._wal_append(encode_one(v, ms, ks.id, key, value), sync=False)
                 except StorageIOError as exc:
-                    self._wal_failed(exc)
+                    self._wal_append_failed(exc)
                     raise
                 self._mem_bytes += ks.view.mem.add(key, v, value)
                 if ms >= self._next_sample_ms:
@@ -306,7 +316,7 @@ class Writer:
                 try:
                     seq = self._wal_append(record, sync=False)
                 except StorageIOError as exc:
-                    self._wal_failed(exc)
+                    self._wal_append_failed(exc)
                     raise
                 for ks, k, val in ops:
                     self._mem_bytes += ks.view.mem.add(k, v, val)
