@@ -101,7 +101,7 @@ def test_a_full_disk_after_the_successor_was_created_lets_a_later_call_finish_th
     log = open_log(env, ROOT)
     acked = {log.append(payload(i), sync=i % 5 == 0): payload(i) for i in range(1, 21)}
     rule = env.inject("map", errno.ENOSPC, path_contains="00000000000000000021.log", after=after,
-                      times=3)
+                      times=None)
     with pytest.raises(DiskFullError):
         log.rotate()
     assert log.failure is None  # before: "the log is unusable ...; close and reopen it"
@@ -109,9 +109,9 @@ def test_a_full_disk_after_the_successor_was_created_lets_a_later_call_finish_th
         log.append(payload(21))
     with pytest.raises(DiskFullError):
         log.rotate()
-    assert rule.fired == 3 and log.failure is None and log.last_seq == 20
+    assert rule.fired >= 3 and log.failure is None and log.last_seq == 20
     assert _records(disk, crash=True) == acked  # nothing lost, nothing half-written
-    # Space is back: the next call finishes the rotation, into the successor made for seq 21.
+    env.clear()  # space is back: the next call finishes the rotation, in the successor for seq 21
     acked[log.append(payload(21), sync=True)] = payload(21)
     assert list(acked) == list(range(1, 22))
     assert segments(disk, LOG)[-1].endswith("00000000000000000021.log")

@@ -44,6 +44,7 @@ from typing import Any
 
 from .. import accel
 from ..crc import crc32c
+from ..errors import DiskFullError
 from ..io.base import MappedFile
 from .format import BLOCK_SIZE, FRAG_HEADER_SIZE, FULL, FULL_HEADER, SEQ, fragment, seal_bytes
 from .segment import Segment
@@ -87,6 +88,22 @@ def _cut(file: MappedFile, offset: int, next_seq: int | None) -> int:
     return end
 
 
+def _reserve(file: MappedFile, base: int, window: int, need: int) -> tuple[Any, int]:
+    """Map ``file`` from ``base`` (a block boundary): ``window`` bytes, or more whole
+    blocks if ``need`` (bytes from ``base``) takes more.  The window is only a way to
+    reserve space ahead in few calls: if the disk has less free space than that
+    (``DiskFullError``), the whole blocks ``need`` takes -- at least one -- are tried
+    alone.  Without that a writer could not open, nor go on, with less than a window
+    free though its records fit.  (Native writers do the same: ``fw_map``, logframe.c.)"""
+    blocks = max(1, -(-need // BLOCK_SIZE)) * BLOCK_SIZE
+    if blocks >= window:
+        return file.map(base, blocks)
+    try:
+        return file.map(base, window)
+    except DiskFullError:
+        return file.map(base, blocks)
+
+
 def _window_size(window: int, segment_size: int) -> int:
     """Bytes mapped at a time: whole blocks, at most the segment size, at least a block."""
     return max(1, min(window, segment_size) // BLOCK_SIZE) * BLOCK_SIZE
@@ -123,8 +140,7 @@ class PySegmentWriter:
         """Map the window holding ``offset`` and at least ``need`` bytes after it: from
         the start of ``offset``'s block, whole blocks."""
         base = offset - offset % BLOCK_SIZE
-        length = max(self._window, -(-(offset - base + need) // BLOCK_SIZE) * BLOCK_SIZE)
-        view, got = self.file.map(base, length)
+        view, got = _reserve(self.file, base, self._window, offset - base + need)
         assert got == base  # block boundaries are page boundaries
         self._view, self._base = view, base
         self._pos = offset - base  # where the next byte goes, in the window

@@ -37,6 +37,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -257,13 +258,46 @@ static void fw_dealloc(FrameWriter *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* With an exception set by map(): if it is a full disk (an OSError whose errno is ENOSPC
+ * or EDQUOT: a DiskFullError), clear it and return 1; else leave it set and return 0. */
+static int fw_disk_full(void) {
+    if (!PyErr_ExceptionMatches(PyExc_OSError))
+        return 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    long code = -1;
+    PyObject *attr = value != NULL ? PyObject_GetAttrString(value, "errno") : NULL;
+    if (attr != NULL) {
+        code = PyLong_Check(attr) ? PyLong_AsLong(attr) : -1;
+        Py_DECREF(attr);
+    }
+    PyErr_Clear();  /* from a missing or odd errno attribute: the original matters */
+    if (code == ENOSPC || code == EDQUOT) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return 1;
+    }
+    PyErr_Restore(type, value, tb);
+    return 0;
+}
+
 /* Map the window holding file offset `offset` and at least `need` bytes after it: from
  * the start of offset's block, whole blocks (SegmentWriter._map). */
 static int fw_map(FrameWriter *self, long long offset, long long need) {
     long long base = offset - offset % BLOCK_SIZE;
     long long blocks = (offset - base + need + BLOCK_SIZE - 1) / BLOCK_SIZE * BLOCK_SIZE;
+    if (blocks < BLOCK_SIZE)
+        blocks = BLOCK_SIZE;
     long long length = blocks > self->window_size ? blocks : self->window_size;
     PyObject *r = PyObject_CallFunction(self->map, "LL", base, length);
+    if (r == NULL && length > blocks && fw_disk_full()) {
+        /* Less free space than a window: reserve only the blocks needed (writer.py's
+         * _reserve), else a writer could not open or go on though its records fit. */
+        length = blocks;
+        r = PyObject_CallFunction(self->map, "LL", base, length);
+    }
     if (r == NULL)
         return -1;
     if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
