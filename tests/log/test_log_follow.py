@@ -424,6 +424,42 @@ def test_refresh_of_a_removed_log_directory_is_corruption(env_dir):
     ro.close()
 
 
+@pytest.mark.parametrize("same_sizes, joined", [(False, False), (False, True), (True, True)],
+                         ids=["other-segments", "other-segments-joined", "same-segments"])
+def test_refresh_after_the_log_directory_was_deleted_and_re_created(env_dir, same_sizes, joined):
+    """A new writer deletes the log's directory and starts a new log in its place while a
+    read-only log holds the old one's segments open.  Its refresh must not take the new
+    log's later segments for the continuation of the old one: before, it went on with the
+    new log's records after the old one's last -- two logs mixed by seq, silently -- or
+    took the new log for a truncation of the old one.  Now: CorruptionError naming the
+    segment whose file was replaced; the reader keeps what it had.  ``same_sizes``: the
+    new log's records have the old ones' sizes, so its segments have the old ones' names
+    and the new log's segment after them starts right after the old log's last record;
+    ``joined``: the new log also starts a segment there (other names before it)."""
+    env, root = env_dir
+    w = open_log(env, root)
+    for seq in range(1, 701):
+        w.append(payload(seq))
+    w.close()
+    ro = open_log(env, root, read_only=True)
+    assert ro.last_seq == 700
+    for name in env.listdir(f"{root}/log"):
+        env.remove(f"{root}/log/{name}")
+    env.rmdir(f"{root}/log")
+    w = open_log(env, root)
+    for seq in range(1, 1501):
+        w.append(payload(seq)[::-1] if same_sizes else b"new log " + payload(seq))
+        if seq == 700 and joined:
+            w.rotate()  # where the old log ended: the next segment is 701
+    with pytest.raises(CorruptionError, match="re-created") as info:
+        ro.refresh()
+    assert info.value.path is not None and info.value.path.startswith(f"{root}/log/")
+    assert ro.last_seq == 700
+    check(ro)  # only the old log's records
+    w.close()
+    ro.close()
+
+
 class RotatesAfterEachListing(HookedEnv):
     """Lets ``writer`` (once set) append a segment's worth of records and sync right after
     every directory listing: a writer that rotates whenever a reader has just listed."""

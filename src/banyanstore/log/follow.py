@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..io.base import Env
-from .chain import check_link, check_newest, missing_successor
+from .chain import SEALED, check_link, check_newest, missing_successor, tail_seal
 from .format import (
     BLOCK_SIZE,
     FRAG_HEADER,
@@ -63,6 +63,7 @@ from .segment import (
     list_segments,
     list_segments_after,
     read_header,
+    read_seal,
     scan_bounds,
 )
 
@@ -218,9 +219,75 @@ def _check_links(env: Env, out: Caught, policy: Callable[[Segment], OnDamage]) -
             continue  # a SEAL naming a missing segment is a seq gap: _add_newer reports it
         nxt_end = out.next_seq if i + 2 == len(segs) else segs[i + 2].first_seq
         try:
-            check_link(env, segs[i], segs[i + 1].first_seq, nxt_end > segs[i + 1].first_seq)
+            link = check_link(env, segs[i], segs[i + 1].first_seq, nxt_end > segs[i + 1].first_seq)
         except CorruptionError as exc:
             policy(segs[i])(exc.offset or 0, exc.message)
+            continue
+        if link == SEALED:
+            _check_same_file(segs[i])
+
+
+def _check_not_replaced(env: Env, last: Segment, seg: Segment) -> None:
+    """``seg``, newer than ``last``, does not start where ``last``'s records end: the
+    writer truncated the log past them, or records are missing.  A writer seals a format-3
+    segment (in the file this reader pinned) before its successor takes a record, and
+    never removes an unsealed one (the active segment).  So if ``last``'s own file has no
+    SEAL while its name is gone or ends with one, it is not the writer's segment of that
+    name: the log was deleted and re-created -- reading on from ``seg`` took the new log
+    for a truncation of the old one (or reported records missing)."""
+    if last.version < SEAL_VERSION:
+        return
+    try:
+        size = _pinned_size(last)
+    except FileNotFoundError:
+        return
+    if read_seal(last.read_at, size, last.version) is not None:
+        return
+    found = tail_seal(env, last)
+    if found is None or found[1] is not None:
+        raise _replaced_error(last, size, f"{os.path.basename(seg.path)} follows it, but its "
+                              "own file has no SEAL and that name is gone or ends with one")
+
+
+def _replaced_error(seg: Segment, offset: int, why: str) -> CorruptionError:
+    return CorruptionError(
+        f"segment {os.path.basename(seg.path)} is no longer the file this reader opened "
+        f"({why}): the log was deleted and re-created (or its segments replaced) since the "
+        "reader opened it; reopen the reader to read the new log", path=seg.path, offset=offset)
+
+
+def _check_same_file(seg: Segment) -> None:
+    """``check_link`` took ``seg`` for sealed through its *name*: a SEAL at the end of the
+    file of that name, or no file of that name (truncated away).  This reader reads the
+    file it pinned, and the writer stores the SEAL into that same file before its
+    successor takes a record (and before it could remove it), so the pinned file must end
+    with that SEAL.  If it does not, the name is not this reader's segment any more: the
+    log was deleted and re-created (or the segment replaced) since the reader opened it,
+    and the new log's later segments are not the continuation of this one -- taking them
+    for it mixed two logs by seq.  (Formats before seals cannot tell: no SEAL.)"""
+    claimed = seg.seal  # None: the name is gone
+    try:
+        size = _pinned_size(seg)
+    except FileNotFoundError:
+        return  # retired by the reader's own truncation meanwhile: nothing to compare
+    own = read_seal(seg.read_at, size, seg.version)
+    if own is not None and (claimed is None or own == claimed):
+        return
+    seg.seal = None  # not this file's
+    raise _replaced_error(seg, size, "its own file has no SEAL although "
+                          + ("its name is gone" if claimed is None else "its name ends with one")
+                          + " and a newer segment follows")
+
+
+def _pinned_size(seg: Segment) -> int:
+    """The size of the file ``seg`` reads (its pinned handle), found by reading from
+    ``seg.end`` to the end: the name may belong to another file by now."""
+    pos = seg.end
+    while True:
+        got = len(seg.read_at(pos, _PROBE))
+        pos += got
+        if got < _PROBE:
+            return pos
 
 
 def _list(env: Env, directory: str) -> list[tuple[int, str]]:
@@ -254,6 +321,7 @@ def _add_newer(env: Env, directory: str, out: Caught, newer: list[tuple[int, str
             raise CorruptionError("segment header missing (all zeros or cut short) while newer "
                                   "segments exist", path=path, offset=0) from None
         if out.segments and seg.first_seq != out.next_seq:
+            _check_not_replaced(env, out.segments[-1], seg)
             if env.exists(out.segments[-1].path):  # then nothing between could have been removed
                 policy(seg)(0, f"log records {out.next_seq}..{seg.first_seq - 1} are missing: "
                                "the previous segment ends before this one starts")
