@@ -15,7 +15,14 @@ import pytest
 from crc32c import crc32c
 from log_helpers import SMALL, open_log, payload, rewrite, segments
 
-from banyanstore.errors import BanyanStoreError, CorruptionError, StoreLockedError
+from banyanstore.errors import (
+    BanyanStoreError,
+    ConfigError,
+    CorruptionError,
+    StorageIOError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
 from banyanstore.log import Log, LogExistsError, LogNotFoundError
 from banyanstore.log.format import BLOCK_SIZE, HEADER_SIZE, VERSION, encode_header
 
@@ -332,6 +339,22 @@ def test_missing_directory(env_dir):
     with pytest.raises(LogNotFoundError):
         open_log(env, root, read_only=True)
     assert not env.exists(f"{root}/log")
+
+
+def test_log_open_errors_are_the_store_open_errors(env_dir):
+    """The same except clause serves a store's open and a log's (docs/api.md): a missing
+    log is a ``StoreNotFoundError``, as a missing store is, and ``error_if_exists`` on an
+    existing log a ``ConfigError``, as on a store.  Before, only the log's own classes
+    (and ``StorageIOError``, ``FileNotFoundError``/``FileExistsError``) caught them."""
+    env, root = env_dir
+    with pytest.raises(StoreNotFoundError) as missing:
+        open_log(env, root, create_if_missing=False)
+    assert isinstance(missing.value, (LogNotFoundError, StorageIOError, FileNotFoundError))
+    assert missing.value.path == f"{root}/log"
+    _fill(env, root, n=1)
+    with pytest.raises(ConfigError, match="error_if_exists") as exists:
+        open_log(env, root, error_if_exists=True)
+    assert isinstance(exists.value, (LogExistsError, StorageIOError, FileExistsError))
 
 
 def test_error_if_exists(env_dir):

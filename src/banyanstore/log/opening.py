@@ -4,7 +4,10 @@
   durable) unless ``create_if_missing=False`` or ``read_only=True``: then
   :class:`LogNotFoundError` -- a :class:`~banyanstore.errors.StorageIOError`
   *and* a :class:`FileNotFoundError`, so both ``except`` styles work.
-* ``error_if_exists=True`` and segments present: :class:`LogExistsError`.
+* ``error_if_exists=True`` and segments present: :class:`LogExistsError` -- a
+  :class:`~banyanstore.errors.ConfigError` (as for a store), a ``StorageIOError`` and a
+  ``FileExistsError``; :class:`LogNotFoundError` is a
+  :class:`~banyanstore.errors.StoreNotFoundError` too.
 * A path that is a file, or a directory holding names other than segments and
   ``LOCK`` (somebody else's files, or a store): :class:`~banyanstore.errors.NotAStoreError`
   -- a log is only created in an absent or empty directory.
@@ -24,7 +27,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import NotAStoreError, StorageIOError
+from ..errors import ConfigError, NotAStoreError, StorageIOError, StoreNotFoundError
 from ..io.base import Env, FileLock
 from ..options import Options
 from .segment import parse_segment_name, parse_staged_name
@@ -32,12 +35,17 @@ from .segment import parse_segment_name, parse_staged_name
 __all__ = ["LogNotFoundError", "LogExistsError", "opened_directory", "writer_lock_path"]
 
 
-class LogNotFoundError(StorageIOError, FileNotFoundError):
-    """The log directory does not exist and ``create_if_missing=False`` (or ``read_only``)."""
+class LogNotFoundError(StoreNotFoundError, StorageIOError):
+    """The log directory does not exist and ``create_if_missing=False`` (or ``read_only``).
+    A :class:`~banyanstore.errors.StoreNotFoundError`, as for a missing store (docs/api.md:
+    one except clause serves both opens), and still a ``StorageIOError`` and a
+    ``FileNotFoundError`` for the except clauses written before."""
 
 
-class LogExistsError(StorageIOError, FileExistsError):
-    """The log already holds segments and ``error_if_exists=True``."""
+class LogExistsError(ConfigError, StorageIOError, FileExistsError):
+    """The log already holds segments and ``error_if_exists=True``: a
+    :class:`~banyanstore.errors.ConfigError`, as for an existing store, and still a
+    ``StorageIOError`` and a ``FileExistsError`` for the except clauses written before."""
 
 
 @contextmanager
