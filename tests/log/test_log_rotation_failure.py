@@ -16,12 +16,15 @@ stops them until the log is reopened.
 from __future__ import annotations
 
 import errno
+import threading
+from typing import Any
 
 import pytest
 from log_helpers import open_log, payload, segments
 
 from banyanstore.errors import DiskFullError, StorageIOError
 from banyanstore.io.faults import FaultEnv
+from banyanstore.io.hooked import HookedEnv
 from banyanstore.io.memory import MemoryEnv
 
 ROOT = "/r"
@@ -121,3 +124,51 @@ def test_a_full_disk_after_the_successor_was_created_lets_a_later_call_finish_th
     assert _records(disk, crash=True) == acked
     log.close()
     assert _records(disk, crash=False) == acked
+
+
+class _AppendDuringRetry(HookedEnv):
+    """Refuses every reservation in the successor's file (a full disk); from the second on
+    (a retry of the rotation, holding the log's lock) it lets ``other`` run an append in
+    another thread and waits a little for it to finish."""
+
+    def __init__(self, inner: MemoryEnv) -> None:
+        super().__init__(inner)
+        self.log: Any = None
+        self.seen = 0
+        self.other: list[BaseException] = []
+
+    def hook(self, op: str, paths: tuple[str, ...], nbytes: int = 0) -> None:
+        if op != "map" or not paths[0].endswith("00000000000000000011.log"):
+            return
+        self.seen += 1
+        if self.seen == 2:
+            def other() -> None:
+                try:
+                    self.log.append(payload(99))
+                except BaseException as exc:  # noqa: BLE001 - recorded for the test
+                    self.other.append(exc)
+            done = threading.Thread(target=other)
+            done.start()
+            self.thread = done
+            done.join(0.2)  # a correct log keeps it waiting for the lock: it finishes later
+        raise DiskFullError("map failed (full disk)", path=paths[0], op="map", errno=errno.ENOSPC)
+
+
+def test_an_append_racing_a_retried_rotation_hears_the_full_disk() -> None:
+    """While a rotation stopped by a full disk is retried (under the log's lock), another
+    thread's append must wait for it and hear ``DiskFullError`` -- not "log ... is not
+    writable" (StoreClosedError) from the lock-free check, which saw appends stopped and
+    no rotation due while the retry ran."""
+    disk = _disk()
+    env = _AppendDuringRetry(disk)
+    log = env.log = open_log(env, ROOT)
+    for i in range(1, 11):
+        log.append(payload(i))
+    with pytest.raises(DiskFullError):
+        log.rotate()
+    with pytest.raises(DiskFullError):
+        log.append(payload(11))  # the retry: the other thread's append runs meanwhile
+    env.thread.join()
+    assert [type(e) for e in env.other] == [DiskFullError]
+    assert log.failure is None
+    log.close()

@@ -268,8 +268,10 @@ class Log(LogView, AsyncAppends):
         self._appends.frames = None
 
     def _io_failed(self, exc: BaseException) -> None:
-        self._stop_appends()
+        # The error first: an append that finds _ok false (without the lock) reports it,
+        # not "log is not writable" (StoreClosedError) as before the error was set.
         self._commit.fail(exc)
+        self._stop_appends()
 
     def _sync_failed(self, exc: BaseException) -> None:
         # Whether the records before it survive is unknown (a failed fdatasync may drop
@@ -415,19 +417,26 @@ class Log(LogView, AsyncAppends):
           reopened, and a store over it turned read-only though space came back;
         * anything else (a failed sync or cut: what reached the files is unknown) stops
           appends until the log is reopened."""
-        self._no_successor = self._rotation_due = False
+        # Appends check _ok, then _rotation_due, without the lock: each change below keeps
+        # "not _ok and not _rotation_due" false until the log really refuses appends --
+        # else an append racing it got "log is not writable" (StoreClosedError).
+        self._no_successor = False
         try:
             self._rotate_locked()
         except BaseException as exc:
-            if self._no_successor and isinstance(exc, StorageIOError):
-                self._appends.frames = self._writer.frames  # type: ignore[union-attr]
+            if self._no_successor and isinstance(exc, StorageIOError) and self._writer is not None:
+                self._appends.frames = self._writer.frames
+                self._ok = True  # (already, unless a due rotation is retried)
+                self._rotation_due = False
             elif isinstance(exc, DiskFullError) and exc.op == "map":
-                self._stop_appends()
                 self._rotation_due = True
+                self._stop_appends()
             else:
                 self._io_failed(exc)
+                self._rotation_due = False
             raise
         self._ok = True
+        self._rotation_due = False
 
     def _rotate_locked(self) -> None:
         """Seal the active segment and start its successor; with no active writer (a
