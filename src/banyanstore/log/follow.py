@@ -470,9 +470,4 @@ def _current_size(env: Env, seg: Segment) -> int:
     try:
         return env.file_size(seg.path)
     except FileNotFoundError:
-        pos = seg.end
-        while True:
-            got = len(seg.read_at(pos, _PROBE))
-            pos += got
-            if got < _PROBE:
-                return pos
+        return _pinned_size(seg)
