@@ -32,6 +32,19 @@ def leftovers(*dirs: Path) -> list[str]:
     return sorted(n for d in dirs for n in os.listdir(d) if n.startswith("."))
 
 
+
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``os.fsync`` is called on from now, in order (each call still syncs)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
 def test_round_trip_equals_the_source(url: str, tmp_path: Path) -> None:
     """Every keyspace, every key's history, the version and the floor -- with data in
     tables and in the WAL tail, a TTL keyspace, tombstones and a binary key."""
@@ -191,14 +204,7 @@ def test_local_scheme_urls_are_as_safe_as_plain_paths(tmp_path: Path,
         store.put(b"k", b"v")
         store.flush()
         store.put(b"k2", b"v2")
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs(monkeypatch)
     url = f"local://{tmp_path / 'b'}"
     info = banyanstore.backup(tmp_path / "s", url)
     objects = {str(tmp_path / "b" / "objects" / n) for n in os.listdir(tmp_path / "b" / "objects")}
@@ -633,14 +639,7 @@ def test_directories_a_backup_or_restore_creates_are_synced_into_their_parents(
     with it.  Each directory they create is now synced into its parent before they return."""
     with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
         store.put(b"k", b"v")
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs(monkeypatch)
     url = tmp_path / "new" / "deep" / "b"
     banyanstore.backup(tmp_path / "s", url)
     assert {str(tmp_path), str(tmp_path / "new"), str(tmp_path / "new" / "deep")} <= set(synced)
