@@ -453,7 +453,7 @@ def test_verify_reused_uploads_again_an_object_damaged_in_place(url: str, tmp_pa
         banyanstore.verify_backup(url, older.backup_id)
     info = banyanstore.backup(tmp_path / "store", url, verify_reused=True)
     assert info.uploaded_files == 0
-    with pytest.raises(TypeError, match="verify_reused must be a bool"):
+    with pytest.raises(TypeError, match="verify_reused must be True or False, not 1"):
         banyanstore.backup(tmp_path / "store", url, verify_reused=1)
 
 

@@ -23,7 +23,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from ..arguments import as_path
+from ..arguments import as_path, check_bool
 from ..errors import StoreNotFoundError
 from ..lsm.manifest import STORE_FORMAT
 from ..version import __version__
@@ -39,6 +39,7 @@ from .manifest import (
     WalTailEntry,
     encode_manifest,
     manifest_key,
+    object_key,
 )
 from .scratch import ScratchDir
 from .transfer import ProgressCallback, Tracker, check_parallel, check_progress, hash_file, run_parallel
@@ -65,8 +66,7 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
                   verify_reused: bool = False) -> BackupInfo:
     """See :func:`banyanstore.backup`."""
     parallel, progress = check_parallel(parallel), check_progress(progress)
-    if not isinstance(verify_reused, bool):
-        raise TypeError(f"verify_reused must be a bool, not {type(verify_reused).__name__}")
+    check_bool(verify_reused, "verify_reused")
     check_stall_timeout(stall_timeout)  # before the store is synced
     store_dir, known_version = _source(source)
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
@@ -104,7 +104,7 @@ def _damaged(dest: Destination, reused: list[tuple[str, str, int]], parallel: in
         sha, _path, _size = item
         digest = hashlib.sha256()
         try:
-            with dest.open_read(f"objects/{sha}") as f:
+            with dest.open_read(object_key(sha)) as f:
                 while chunk := f.read(CHUNK):
                     digest.update(chunk)
                     checking.add_bytes(len(chunk))
@@ -118,7 +118,7 @@ def _damaged(dest: Destination, reused: list[tuple[str, str, int]], parallel: in
                                                                dest=dest), strict=True) if not good]
     for sha, _path, _size in damaged:
         logger.warning("object %s fails its checksum or is gone: uploading it again",
-                       dest.describe(f"objects/{sha}"))
+                       dest.describe(object_key(sha)))
     return damaged
 
 
