@@ -2453,13 +2453,36 @@ static Source *next_source(MergeScan *m, int *alone) {
     return best;
 }
 
-/* The tuple (key, value), stealing both references: one of m->pairs refilled if only the
- * scan still holds it, else a new tuple (kept in m->pairs in place of the older one). */
-static PyObject *emit_pair(MergeScan *m, PyObject *key, PyObject *value) {
+/* One of m->pairs that only the scan still holds (emit_pair refills it), or NULL. */
+static PyObject *free_pair(const MergeScan *m) {
     PyObject *t = NULL;
     for (int i = 0; i < 2; i++)
         if (m->pairs[i] != NULL && Py_REFCNT(m->pairs[i]) == 1)
             t = m->pairs[i];
+    return t;
+}
+
+/* The key object of an entry (a new reference): the key of `t`, the pair tuple the entry
+ * will refill (or NULL), rewritten in place when nothing but that tuple holds it and it
+ * has the length (as the tuple itself is reused: nobody can see the change, and a series'
+ * keys all have one length), else a new bytes.  Saves an allocation and a free per entry. */
+static PyObject *entry_key(PyObject *t, const uint8_t *k, Py_ssize_t n) {
+    PyObject *old = t != NULL ? PyTuple_GET_ITEM(t, 0) : NULL;
+    if (old == NULL || !PyBytes_CheckExact(old) || Py_REFCNT(old) != 1 || PyBytes_GET_SIZE(old) != n)
+        return PyBytes_FromStringAndSize((const char *)k, n);
+    memcpy(PyBytes_AS_STRING(old), k, (size_t)n);
+    /* the hash a dict or set lookup cached in it belongs to the old key (ob_shash: deprecated
+     * for readers since 3.11, still the cache bytes' tp_hash reads) */
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    ((PyBytesObject *)old)->ob_shash = -1;
+_Py_COMP_DIAG_POP
+    return Py_NewRef(old);
+}
+
+/* The tuple (key, value), stealing both references: `t` refilled (free_pair's, or NULL),
+ * else a new tuple (kept in m->pairs in place of the older one). */
+static PyObject *emit_pair(MergeScan *m, PyObject *t, PyObject *key, PyObject *value) {
     if (t != NULL) {
         PyObject *old_key = PyTuple_GET_ITEM(t, 0), *old_value = PyTuple_GET_ITEM(t, 1);
         PyTuple_SET_ITEM(t, 0, key);
@@ -2520,7 +2543,9 @@ static PyObject *merge_step(MergeScan *m) {
             Py_XDECREF(key_obj);
             continue;
         }
-        if (key_obj == NULL && (key_obj = PyBytes_FromStringAndSize((const char *)key, klen)) == NULL)
+        /* (no Python code runs from here to emit_pair: `t` stays free) */
+        PyObject *t = m->keys_only ? NULL : free_pair(m);
+        if (key_obj == NULL && (key_obj = entry_key(t, key, klen)) == NULL)
             goto error;
         if (m->remaining > 0)
             m->remaining--;
@@ -2528,7 +2553,7 @@ static PyObject *merge_step(MergeScan *m) {
             Py_DECREF(value);
             return key_obj;
         }
-        PyObject *pair = emit_pair(m, key_obj, value);
+        PyObject *pair = emit_pair(m, t, key_obj, value);
         if (pair == NULL)
             merge_clear(m);
         return pair;

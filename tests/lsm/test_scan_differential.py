@@ -110,3 +110,28 @@ def test_scan_tuples_the_caller_keeps_never_change(tmp_path):
         for k, v in store.scan(_key(0, 10), _key(2, 150)):
             unpacked.append((k, v))
         assert unpacked == want
+
+
+def test_scan_keys_the_caller_keeps_or_hashed_stay_right(tmp_path):
+    """The core rewrites a key object in place for a later entry only once nothing but the
+    tuple it refills holds it (``for pair in scan``, ``for _ in scan``): a key kept on its
+    own keeps its bytes, and a key a set lookup hashed (the hash is cached in the object)
+    answers the next lookup by its new bytes, not the old hash."""
+    with banyanstore.open(tmp_path / "store", compaction=False, block_size=1024) as store:
+        for t in range(120):
+            for s in range(3):
+                store.put(_key(s, t), b"v%d" % (s * 1000 + t))
+            if t % 40 == 39:
+                store.flush()  # three tables, each a time slice of every series
+        want = list(store.scan(_key(0, 5), _key(2, 110)))
+        wanted = {k for k, _ in want}
+        got, kept = [], []
+        for i, pair in enumerate(store.scan(_key(0, 5), _key(2, 110))):
+            assert pair[0] in wanted, pair  # hashes the key object
+            got.append((bytes(bytearray(pair[0])), pair[1]))
+            if i % 7 == 0:
+                kept.append(pair[0])
+        assert got == want
+        assert kept == [k for k, _ in want][::7]
+        for i, pair in enumerate(store.scan(_key(0, 5), _key(2, 110))):
+            assert hash(pair[0]) == hash(bytes(bytearray(pair[0]))), i
