@@ -5,6 +5,7 @@ so this is how "the pure-Python engine is no slower than before" is settled.
 
     python benchmarks/bench_instructions.py --tree ../old-checkout [--tree ...]
         [--phases get,multi_get,seek,scan,put,delete] [--keys 200000] [--json out.json]
+    python benchmarks/bench_instructions.py --tree ../old-checkout --phases fillseq,fillrandom
 
 Each tree (its ``src`` directory; the first column is this checkout) builds its own
 store: ``--keys`` puts of random 16-byte keys (``%016d`` below 4 x keys) with 100-byte
@@ -17,7 +18,12 @@ sizes: start-up, imports, the open and the first cache misses cancel.  Every run
 Phases (per operation): ``get`` (random keys, about a fifth present), ``multi_get`` (a
 key, batches of 100), ``seek`` (``scan(start, limit=10)``), ``scan`` (a full scan, per
 entry), ``put`` and ``delete`` (random keys on the reopened store with a 256 MiB
-memtable, so no flush in the loop).  ``--block-cache 262144`` makes most reads miss the
+memtable, so no flush in the loop).  Whole write phases, not run unless named:
+``fillseq`` and ``fillrandom`` (per put) fill a fresh, empty store with 1 MiB memtables
+and compaction off, and close it: the puts with every memtable switch, WAL rotation and
+cut and the flush work done in the writer's process (sorting, the columns, pickling them
+for the flush worker, opening the new table, the manifest edit).  The flush worker
+process itself is not counted.  ``--block-cache 262144`` makes most reads miss the
 cache (read, checksum, decompress and decode a block).  The worker uses only API every
 version has had.
 """
@@ -38,6 +44,8 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 HERE = os.path.dirname(BENCH_DIR)
 SIZES = {"get": (20_000, 60_000), "multi_get": (20_000, 60_000), "seek": (5_000, 15_000),
          "scan": (1, 3), "put": (20_000, 60_000), "delete": (20_000, 60_000)}
+WHOLE_PHASES = {"fillseq": (20_000, 60_000), "fillrandom": (20_000, 60_000)}
+"""Run only when named in ``--phases``: a fill of a fresh store, its flushes included."""
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -51,9 +59,29 @@ def build(store: str, nkeys: int) -> None:
             s.put(b"%016d" % rng.randrange(nkeys * 4), b"v" * 100)
 
 
+def fill(store: str, phase: str, n: int) -> int:
+    """A whole fill phase: ``n`` puts into a fresh store beside ``store`` (1 MiB memtables,
+    so a flush every ~3,000 puts), closed at the end; returns ``n``."""
+    import banyanstore
+
+    fresh = store + ".fill"
+    shutil.rmtree(fresh, ignore_errors=True)
+    keys = [b"%016d" % i for i in range(n)]
+    if phase == "fillrandom":
+        random.Random(11).shuffle(keys)
+    with banyanstore.open(fresh, compaction=False, memtable_size=1 << 20) as s:
+        put, value = s.put, b"w" * 100
+        for k in keys:
+            put(k, value)
+    return n
+
+
 def run_phase(store: str, phase: str, n: int, nkeys: int, cache: int) -> int:
     """Runs ``phase`` ``n`` times; returns the operations done (entries, for a scan)."""
     import banyanstore
+
+    if phase in WHOLE_PHASES:
+        return fill(store, phase, n)
 
     s = banyanstore.open(store, compaction=False, memtable_size=256 << 20, block_cache_size=cache)
     rng = random.Random(11)
@@ -115,7 +143,8 @@ def per_op(tree: str, phases: list[str], args: argparse.Namespace) -> dict[str, 
                         "--keys", str(args.keys)], env=_env(tree), check=True)
         figures = {}
         for phase in phases:
-            (i1, n1), (i2, n2) = (count(tree, store, phase, n, args, tmp) for n in SIZES[phase])
+            sizes = SIZES.get(phase) or WHOLE_PHASES[phase]
+            (i1, n1), (i2, n2) = (count(tree, store, phase, n, args, tmp) for n in sizes)
             figures[phase] = (i2 - i1) / (n2 - n1)
             print(f"  {tree}: {phase} {figures[phase]:,.0f}", file=sys.stderr)
         return figures
@@ -124,7 +153,9 @@ def per_op(tree: str, phases: list[str], args: argparse.Namespace) -> dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", action="append", default=[], help="another source tree to count")
-    ap.add_argument("--phases", default=",".join(SIZES), help="comma list of " + ", ".join(SIZES))
+    ap.add_argument("--phases", default=",".join(SIZES),
+                    help="comma list of " + ", ".join([*SIZES, *WHOLE_PHASES]) + " (default: all but "
+                         + " and ".join(WHOLE_PHASES) + ")")
     ap.add_argument("--keys", type=int, default=200_000, help="keys written to each store")
     ap.add_argument("--block-cache", type=int, default=64 << 20,
                     help="block_cache_size in bytes (default 64 MiB: the store's ~3 MB stay "
@@ -141,7 +172,7 @@ def main() -> None:
         print(run_phase(store, phase, int(n), args.keys, args.block_cache))
         return
     phases = [p for p in args.phases.split(",") if p]
-    unknown = sorted(set(phases) - set(SIZES))
+    unknown = sorted(set(phases) - set(SIZES) - set(WHOLE_PHASES))
     if unknown:
         ap.error(f"--phases: unknown {', '.join(unknown)}")
     if shutil.which("valgrind") is None:
