@@ -14,7 +14,9 @@ stdin/stdout (a request with ``stream_at`` set is followed by bytes pieces in fr
 flush buffer sent piece by piece, which the compiled memtable writes to the pipe itself
 with the GIL released; see lsm/flushbuf.py) -- not a ``multiprocessing`` pool, whose helper processes outlive
 a killed parent and keep its pipes open.  A worker exits when its stdin closes
-and, on Linux, is killed with its parent (``PR_SET_PDEATHSIG``).  If a worker
+and, on Linux, is killed with its parent (``PR_SET_PDEATHSIG``) -- to Linux the thread
+that started it, so every worker is started by one thread that lives as long as the
+pools that use it (:class:`_Spawner`).  If a worker
 dies, the call fails with :class:`StorageIOError` (the flush or merge is then
 retried on a fresh worker).  A worker killed mid-table leaves a partial file
 that no manifest names: an orphan, removed at the next open.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -148,6 +151,73 @@ class Worker:
             self._proc.wait()
 
 
+class _Spawner:
+    """Starts :class:`Worker` processes from one daemon thread of this process, which
+    lives as long as some :class:`WorkerPools` that used it is not shut down.  A worker
+    is killed when its parent dies (``PR_SET_PDEATHSIG``), and to Linux that parent is
+    the *thread* that started it: a worker first needed by a thread that then ended --
+    ``compact()`` called from a short-lived thread -- was killed with that thread, and
+    the call of whichever thread used it next failed ("background worker process died";
+    a merge's failure counts toward quarantining its tables)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[threading.Event, list[Any]] | None] = queue.SimpleQueue()
+        self._pid = 0  # the process whose thread serves _jobs (0: no thread)
+        self._users: set[int] = set()  # ids of the pools that used it and are not shut down
+        os.register_at_fork(after_in_child=self._forget)
+
+    def start(self, user: object) -> Worker:
+        """A new worker for ``user`` (a :class:`WorkerPools`), started by the spawning
+        thread; its exception is raised here.  (Interrupted while waiting, the worker
+        started meanwhile is dropped: its pipes close when it is collected, and it exits.)"""
+        done = threading.Event()
+        box: list[Any] = []
+        with self._lock:
+            if self._pid != os.getpid():
+                threading.Thread(target=self._serve, args=(self._jobs,),
+                                 name="banyanstore-worker-spawner", daemon=True).start()
+                self._pid = os.getpid()
+            self._users.add(id(user))
+            self._jobs.put((done, box))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        worker: Worker = box[0]
+        return worker
+
+    def release(self, user: object) -> None:
+        """``user``'s workers are closed: once no user has any, the thread ends (the
+        workers it started are gone, so its end kills none)."""
+        with self._lock:
+            self._users.discard(id(user))
+            if not self._users and self._pid == os.getpid():
+                self._jobs.put(None)  # the thread's last job; a later start makes a new one
+                self._jobs = queue.SimpleQueue()
+                self._pid = 0
+
+    def _forget(self) -> None:
+        """In a forked child: the serving thread is the parent's (the child has none), and
+        the lock may have been held at the fork."""
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+        self._pid = 0
+        self._users = set()
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[tuple[threading.Event, list[Any]] | None]) -> None:
+        while (job := jobs.get()) is not None:
+            done, box = job
+            try:
+                box.append(Worker())
+            except BaseException as exc:  # noqa: BLE001 - raised in the thread that asked
+                box.append(exc)
+            done.set()
+
+
+_spawner = _Spawner()
+
+
 class WorkerPools:
     """Lazily started workers, one per purpose ("flush", "merge")."""
 
@@ -203,7 +273,7 @@ class WorkerPools:
                                      op="worker")
             worker = self._workers.get(purpose)
             if worker is None or not worker.alive:
-                worker = self._workers[purpose] = Worker()
+                worker = self._workers[purpose] = _spawner.start(self)
         return worker
 
     def disown(self) -> None:
@@ -221,6 +291,7 @@ class WorkerPools:
             workers, self._workers = list(self._workers.values()), {}
         for w in workers:
             w.close()
+        _spawner.release(self)
 
 
 def build_table_in_worker(path: str, options: Any, entries: Any, origin: Any = None,
