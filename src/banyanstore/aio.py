@@ -42,7 +42,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .arguments import check_bool, check_int, check_limit
+from .arguments import BytesLike, check_bool, check_int, check_limit
 from .handles import ProcessLocal
 from .lsm.keyspace import scan_bounds
 
@@ -274,25 +274,25 @@ class AsyncKeyspace(ProcessLocal):
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._handle!r}>"
 
-    async def get(self, key: bytes, version: int | None = None, default: Any = None) -> Any:
+    async def get(self, key: BytesLike, version: int | None = None, default: Any = None) -> Any:
         """``await ks.get(key)``: the latest value (or as of ``version``); ``default`` if absent
         (the arguments of :meth:`Keyspace.get`)."""
         return await _run(self._executor, self._handle.get, key, version, default)
 
-    async def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
+    async def multi_get(self, keys: Iterable[BytesLike], version: int | None = None) -> list[bytes | None]:
         """``await ks.multi_get(keys)``: values of ``keys`` in one batched pass."""
         return await _run(self._executor, self._handle.multi_get, keys, version)
 
-    async def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
+    async def put(self, key: BytesLike, value: BytesLike, *, sync: bool | None = None) -> int:
         """``await ks.put(key, value)``: the version of the write.  A synced put waits
         for its (shared) fdatasync in an executor thread."""
         return await _run(self._executor, self._handle.put, key, value, sync=sync)
 
-    async def delete(self, key: bytes, *, sync: bool | None = None) -> int:
+    async def delete(self, key: BytesLike, *, sync: bool | None = None) -> int:
         """``await ks.delete(key)``: the version of the tombstone."""
         return await _run(self._executor, self._handle.delete, key, sync=sync)
 
-    async def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> int:
+    async def delete_range(self, start: BytesLike, end: BytesLike, *, sync: bool | None = None) -> int:
         """``await ks.delete_range(start, end)``: the version of the range tombstone over
         ``[start, end)`` (see :meth:`Keyspace.delete_range`)."""
         return await _run(self._executor, self._handle.delete_range, start, end, sync=sync)
@@ -302,12 +302,12 @@ class AsyncKeyspace(ProcessLocal):
         (see :meth:`Keyspace.set_ttl`)."""
         await _run(self._executor, self._handle.set_ttl, ttl)
 
-    async def contains(self, key: bytes) -> bool:
+    async def contains(self, key: BytesLike) -> bool:
         """``await ks.contains(key)``: ``key in ks`` (a point lookup)."""
         return await _run(self._executor, self._handle.__contains__, key)
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
              limit: int | None = None, keys_only: bool = False) -> AsyncRows:
         """``async for key, value in ks.scan(...)``: :meth:`Keyspace.scan`'s rows,
         taken in batches.  Arguments are checked here, at the call."""
@@ -321,8 +321,8 @@ class AsyncKeyspace(ProcessLocal):
                                  limit=limit, keys_only=keys_only)
         return AsyncRows(scan, self._executor)
 
-    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+    def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
              limit: int | None = None) -> AsyncRows:
         """``async for key in ks.keys(...)``: the keys alone (values not decoded)."""
         return self.scan(start, end, prefix=prefix, version=version, reverse=reverse, limit=limit,
@@ -332,18 +332,18 @@ class AsyncKeyspace(ProcessLocal):
         """``async for key in ks``: the live keys, ascending."""
         return self.keys()
 
-    async def history(self, key: bytes) -> list[tuple[int, bytes | None]]:
+    async def history(self, key: BytesLike) -> list[tuple[int, bytes | None]]:
         """``await ks.history(key)``: every retained write of ``key``, newest first."""
         return await _run(self._executor, lambda: list(self._handle.history(key)))
 
-    async def approximate_count(self, start: bytes | None = None, end: bytes | None = None, *,
-                                prefix: bytes | None = None) -> int:
+    async def approximate_count(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+                                prefix: BytesLike | None = None) -> int:
         """``await ks.approximate_count(...)``: :meth:`Keyspace.approximate_count`, from
         metadata alone (a memtable's keys in the range are counted: the executor's work)."""
         return await _run(self._executor, self._handle.approximate_count, start, end, prefix=prefix)
 
-    async def approximate_size(self, start: bytes | None = None, end: bytes | None = None, *,
-                               prefix: bytes | None = None) -> int:
+    async def approximate_size(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+                               prefix: BytesLike | None = None) -> int:
         """``await ks.approximate_size(...)``: :meth:`Keyspace.approximate_size`."""
         return await _run(self._executor, self._handle.approximate_size, start, end, prefix=prefix)
 
@@ -476,12 +476,12 @@ class AsyncLog(ProcessLocal):
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._log!r}>"
 
-    async def append(self, record: bytes, *, sync: bool | None = None) -> int:
+    async def append(self, record: BytesLike, *, sync: bool | None = None) -> int:
         """``await log.append(record, sync=True)``: the record's seq, once durable
         when synced -- sharing group commit across tasks (Log.append_async)."""
         return await self._log.append_async(record, sync=sync)
 
-    async def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
+    async def append_many(self, records: Iterable[BytesLike], *, sync: bool | None = None) -> int:
         """``await log.append_many(records)``: the last record's seq (Log.append_many_async)."""
         return await self._log.append_many_async(records, sync=sync)
 

@@ -27,10 +27,26 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, cast
 
-__all__ = ["as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync", "check_seconds",
+# The type of every key, value, bound and record argument: anything with a buffer
+# (bytes, bytearray, memoryview, array.array, mmap), as as_bytes() accepts. Annotating
+# those arguments ``bytes`` made a type checker (mypy's strict bytes, the default since
+# mypy 2.0) reject the bytearray and memoryview the API documents. Type checkers read
+# ``Buffer`` (PEP 688) from typing_extensions, whose stubs every checker ships; at run
+# time (typing.get_type_hints) it is collections.abc.Buffer on 3.12+, and on 3.11,
+# which has no Buffer, the union of the builtin buffer types.
+if TYPE_CHECKING:
+    from typing_extensions import Buffer as BytesLike
+elif sys.version_info >= (3, 12):
+    from collections.abc import Buffer as BytesLike
+else:
+    BytesLike = bytes | bytearray | memoryview
+
+__all__ = ["BytesLike", "as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync",
+           "check_seconds",
            "check_clock", "check_limit", "check_int", "check_seq", "is_finite_number"]
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..arguments import check_seq, check_sync
+from ..arguments import BytesLike, check_seq, check_sync
 from ..errors import LogRangeError
 from .commit import GroupCommit
 from .writer import LogTail
@@ -42,13 +42,13 @@ class AsyncAppends:
     _read_only: bool
     _appends: LogTail
 
-    def append(self, record: bytes, *, sync: bool | None = None) -> int:
+    def append(self, record: BytesLike, *, sync: bool | None = None) -> int:
         raise NotImplementedError  # pragma: no cover  (Log's)
 
-    def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
+    def append_many(self, records: Iterable[BytesLike], *, sync: bool | None = None) -> int:
         raise NotImplementedError  # pragma: no cover  (Log's)
 
-    async def append_async(self, record: bytes, *, sync: bool | None = None) -> int:
+    async def append_async(self, record: BytesLike, *, sync: bool | None = None) -> int:
         """:meth:`Log.append` for asyncio: the wait for durability (``sync=True``, or
         ``wal_sync="always"``) is awaited, sharing fdatasyncs with every other waiter."""
         check_sync(sync)  # before the append: "no" must not mean True
@@ -57,7 +57,7 @@ class AsyncAppends:
             await self._commit.wait_durable_async(seq)
         return seq
 
-    async def append_many_async(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
+    async def append_many_async(self, records: Iterable[BytesLike], *, sync: bool | None = None) -> int:
         """:meth:`Log.append_many` for asyncio (see :meth:`append_async`)."""
         check_sync(sync)
         last = self.append_many(records, sync=False)

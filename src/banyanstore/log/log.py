@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import shutdown
-from ..arguments import as_bytes, as_path, check_bool, check_seq, check_sync, is_buffer
+from ..arguments import BytesLike, as_bytes, as_path, check_bool, check_seq, check_sync, is_buffer
 from ..errors import (
     DiskFullError,
     LogRangeError,
@@ -279,7 +279,7 @@ class Log(LogView, AsyncAppends):
         self._stop_appends()
 
     # -- writing --------------------------------------------------------------------
-    def append(self, record: bytes, *, sync: bool | None = None) -> int:
+    def append(self, record: BytesLike, *, sync: bool | None = None) -> int:
         """Append one record; return its seq.  ``sync`` overrides ``wal_sync`` for this call."""
         if type(record) is not bytes:
             record = as_bytes(record, "record")
@@ -340,7 +340,7 @@ class Log(LogView, AsyncAppends):
         self._commit.wait_durable(seq)
         return seq
 
-    def append_many(self, records: Iterable[bytes], *, sync: bool | None = None) -> int:
+    def append_many(self, records: Iterable[BytesLike], *, sync: bool | None = None) -> int:
         """Append records in order under one lock; return the seq of the last one
         (``last_seq`` unchanged if ``records`` is empty).  With a sync, every record up to
         the seq returned is durable on return -- an empty batch's too."""
@@ -351,10 +351,8 @@ class Log(LogView, AsyncAppends):
         if not isinstance(records, Iterable):
             raise TypeError(f"records must be an iterable of bytes-like records, not "
                             f"{type(records).__name__}")
-        items = list(records)
-        for i, r in enumerate(items):
-            if type(r) is not bytes:
-                items[i] = as_bytes(r, f"records[{i}]")
+        items: list[bytes] = [r if type(r) is bytes else as_bytes(r, f"records[{i}]")
+                              for i, r in enumerate(records)]
         if not self._ok and not self._rotation_due:  # before the lock too (see append)
             raise self._unwritable()
         with self._lock:

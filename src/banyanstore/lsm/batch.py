@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..arguments import as_bytes, check_sync
+from ..arguments import BytesLike, as_bytes, check_sync
 from .view import KeyspaceState
 from .writer import Op, Writer
 
@@ -61,21 +61,21 @@ class Batch:
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
 
-    def put(self, key: bytes, value: bytes, *, keyspace: Any = None) -> None:
+    def put(self, key: BytesLike, value: BytesLike, *, keyspace: Any = None) -> None:
         self._check_open()
         value = as_bytes(value, "value")
         key = self._writer.check_entry(key, value)
         self._ops.append((self._resolve(keyspace), key, value))
         self._added += 1
 
-    def delete(self, key: bytes, *, keyspace: Any = None) -> None:
+    def delete(self, key: BytesLike, *, keyspace: Any = None) -> None:
         self._check_open()
         ks = self._resolve(keyspace)
         key = self._writer.check_entry(key, None, ks)  # (a held key over max_key_size too)
         self._ops.append((ks, key, None))
         self._added += 1
 
-    def delete_range(self, start: bytes, end: bytes, *, keyspace: Any = None) -> None:
+    def delete_range(self, start: BytesLike, end: BytesLike, *, keyspace: Any = None) -> None:
         """Delete the keys ``start <= key < end`` (a range tombstone, see
         :meth:`Keyspace.delete_range`), including the ones this batch wrote before;
         its writes after this call are kept."""

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import heaptrim, shutdown
-from ..arguments import check_bool, check_limit
+from ..arguments import BytesLike, check_bool, check_limit
 from ..errors import StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
 from .catchup import CatchUp
@@ -104,7 +104,7 @@ class _FollowerReads:
         view = pub.views.get(self._ks.id, self._ks.view)
         return view, pub.version if version is None else pub.check(version)
 
-    def get(self, key: bytes, version: int | None = None, default: Any = None) -> Any:
+    def get(self, key: BytesLike, version: int | None = None, default: Any = None) -> Any:
         """The latest value of ``key`` (or as of ``version``); ``default`` (None) if
         absent or deleted."""
         tree, ks = self._tree, self._ks  # _read_point inlined: the hottest read
@@ -127,7 +127,7 @@ class _FollowerReads:
     def _estimate_view(self) -> View:
         return self._read_point(None)[0]
 
-    def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
+    def multi_get(self, keys: Iterable[BytesLike], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
         ks = as_keys(keys)
         view, v = self._read_point(version)
@@ -138,8 +138,8 @@ class _FollowerReads:
             tree.closed_meanwhile(exc)
             raise
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
              limit: int | None = None, keys_only: bool = False) -> Iterator[Any]:
         """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
         ascending (or descending with ``reverse``), at most ``limit`` of them; with
@@ -157,7 +157,7 @@ class _FollowerReads:
             tree.closed_meanwhile(exc)
             raise
 
-    def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
+    def history(self, key: BytesLike) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         key = as_bytes(key, "key")
         view, v = self._read_point(None)

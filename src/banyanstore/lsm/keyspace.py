@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, TypeVar, overload
 
 from .. import accel
-from ..arguments import as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
+from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
 from ..errors import KeyspaceNotFoundError
 from ..handles import ProcessLocal
 from .iterators import guarded, prefix_end
@@ -79,7 +79,7 @@ class Keyspace(ProcessLocal):
         # The pure-Python engine has no one-call writes (``_fast_put`` is always None):
         # its put and delete do not test for them (the test is ~220 instructions of a
         # pure-Python put's ~36,000, docs/performance.md).
-        def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
+        def put(self, key: BytesLike, value: BytesLike, *, sync: bool | None = None) -> int:
             """Write ``value`` under ``key``; returns the version of this write."""
             if type(value) is not bytes:
                 value = as_bytes(value, "value")
@@ -87,13 +87,13 @@ class Keyspace(ProcessLocal):
                 raise KeyspaceNotFoundError(self._ks.dropped)
             return self._writer.write_one(self._ks, key, value, sync)
 
-        def delete(self, key: bytes, *, sync: bool | None = None) -> int:
+        def delete(self, key: BytesLike, *, sync: bool | None = None) -> int:
             """Write a tombstone for ``key``; returns its version."""
             if self._ks.dropped is not None:
                 raise KeyspaceNotFoundError(self._ks.dropped)
             return self._writer.write_one(self._ks, key, None, sync)
     else:
-        def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> int:
+        def put(self, key: BytesLike, value: BytesLike, *, sync: bool | None = None) -> int:
             """Write ``value`` under ``key``; returns the version of this write."""
             fast = self._fast_put  # one C call for the common case; None: do it here
             if fast is not None and (v := fast(self._ks, key, value, sync)) is not None:
@@ -104,7 +104,7 @@ class Keyspace(ProcessLocal):
                 raise KeyspaceNotFoundError(self._ks.dropped)
             return self._writer.write_one(self._ks, key, value, sync)
 
-        def delete(self, key: bytes, *, sync: bool | None = None) -> int:
+        def delete(self, key: BytesLike, *, sync: bool | None = None) -> int:
             """Write a tombstone for ``key``; returns its version."""
             fast = self._fast_delete
             if fast is not None and (v := fast(self._ks, key, sync)) is not None:
@@ -113,7 +113,7 @@ class Keyspace(ProcessLocal):
                 raise KeyspaceNotFoundError(self._ks.dropped)
             return self._writer.write_one(self._ks, key, None, sync)
 
-    def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> int:
+    def delete_range(self, start: BytesLike, end: BytesLike, *, sync: bool | None = None) -> int:
         """Delete every key ``start <= key < end`` with one range tombstone (one WAL
         record, however many keys it covers); returns its version.  Reads at an older
         version still see the keys; keys written later are not affected.  ValueError
@@ -162,13 +162,13 @@ class Keyspace(ProcessLocal):
         return self.scan(keys_only=True)
 
     @overload
-    def get(self, key: bytes, version: int | None = None) -> bytes | None: ...
+    def get(self, key: BytesLike, version: int | None = None) -> bytes | None: ...
     @overload
-    def get(self, key: bytes, version: int | None = None, *, default: T) -> bytes | T: ...
+    def get(self, key: BytesLike, version: int | None = None, *, default: T) -> bytes | T: ...
     @overload
-    def get(self, key: bytes, version: int | None, default: T) -> bytes | T: ...
+    def get(self, key: BytesLike, version: int | None, default: T) -> bytes | T: ...
 
-    def get(self, key: bytes, version: int | None = None, default: Any = None) -> Any:
+    def get(self, key: BytesLike, version: int | None = None, default: Any = None) -> Any:
         """The latest value of ``key`` (or as of ``version``); ``default`` (None) if
         absent or deleted.  Pass ``default`` by keyword: the second argument is the
         version.  (It is not keyword-only because filling a keyword-only default costs
@@ -199,7 +199,7 @@ class Keyspace(ProcessLocal):
             return default
         return value
 
-    def multi_get(self, keys: Iterable[bytes], version: int | None = None) -> list[bytes | None]:
+    def multi_get(self, keys: Iterable[BytesLike], version: int | None = None) -> list[bytes | None]:
         """Values of ``keys`` in one batched pass (one batched IO call for tables)."""
         tree = self._tree
         if tree.closed:
@@ -213,8 +213,8 @@ class Keyspace(ProcessLocal):
             tree.closed_meanwhile(exc)
             raise
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, version: int | None = None, reverse: bool = False,
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
              limit: int | None = None, keys_only: bool = False) -> Iterator[Any]:
         """``(key, value)`` for keys in ``[start, end)`` (and starting with ``prefix``),
         ascending (or descending with ``reverse``), at most ``limit`` of them; with
@@ -243,7 +243,7 @@ class Keyspace(ProcessLocal):
             tree.closed_meanwhile(exc)
             raise
 
-    def history(self, key: bytes) -> Iterator[tuple[int, bytes | None]]:
+    def history(self, key: BytesLike) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value-or-None)`` of every retained write of ``key``, newest first."""
         tree = self._tree
         if tree.closed:
@@ -265,18 +265,18 @@ class Keyspace(ProcessLocal):
 
 
     # -- mapping conveniences (lsm/mapping.py says how they differ from a dict's) -----
-    def __getitem__(self, key: bytes) -> bytes:
+    def __getitem__(self, key: BytesLike) -> bytes:
         """``keyspace[key]``: the latest value; KeyError if ``key`` is absent or deleted."""
         value = self.get(key)
         if value is None:
             raise KeyError(key)
         return value
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
+    def __setitem__(self, key: BytesLike, value: BytesLike) -> None:
         """``keyspace[key] = value``: :meth:`put`, durable as the ``wal_sync`` setting says."""
         self.put(key, value)
 
-    def __delitem__(self, key: bytes) -> None:
+    def __delitem__(self, key: BytesLike) -> None:
         """``del keyspace[key]``: KeyError if ``key`` is absent, as for a dict -- so it
         costs a point lookup before the tombstone; :meth:`delete` skips the lookup.  A
         store that takes no writes (read-only, closed) says so first: ReadOnlyError for
@@ -286,8 +286,8 @@ class Keyspace(ProcessLocal):
             raise KeyError(key)
         self.delete(key)
 
-    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, version: int | None = None,
+    def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None,
              reverse: bool = False) -> KeysView:
         """A lazy view of the live keys in ``[start, end)`` (and starting with ``prefix``);
         iterating it scans without decoding values, ``key in view`` is a point lookup.
@@ -300,8 +300,8 @@ class Keyspace(ProcessLocal):
         """
         return KeysView(*self._view_args(start, end, prefix, version, reverse))
 
-    def values(self, start: bytes | None = None, end: bytes | None = None, *,
-               prefix: bytes | None = None, version: int | None = None,
+    def values(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+               prefix: BytesLike | None = None, version: int | None = None,
                reverse: bool = False) -> ValuesView:
         """A lazy view of the values of the live keys in the bounds, in key order.
 
@@ -313,8 +313,8 @@ class Keyspace(ProcessLocal):
         """
         return ValuesView(*self._view_args(start, end, prefix, version, reverse))
 
-    def items(self, start: bytes | None = None, end: bytes | None = None, *,
-              prefix: bytes | None = None, version: int | None = None,
+    def items(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+              prefix: BytesLike | None = None, version: int | None = None,
               reverse: bool = False) -> ItemsView:
         """A lazy view of ``(key, value)`` of the live keys in the bounds (a :meth:`scan`
         each time it is iterated); ``(k, v) in view`` is a point lookup.
@@ -346,8 +346,8 @@ class Keyspace(ProcessLocal):
             tree.raise_closed()
         return self._ks.view
 
-    def approximate_count(self, start: bytes | None = None, end: bytes | None = None, *,
-                          prefix: bytes | None = None) -> int:
+    def approximate_count(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+                          prefix: BytesLike | None = None) -> int:
         """About how many keys ``[start, end)`` (and ``prefix``) holds, from metadata
         alone: no data block is read.  Every table counts its distinct keys (scaled by
         the share of its data blocks the range overlaps) and every memtable its keys
@@ -364,8 +364,8 @@ class Keyspace(ProcessLocal):
         s, e = scan_bounds(start, end, prefix)
         return self._estimate_view().approximate(s, e)[0]
 
-    def approximate_size(self, start: bytes | None = None, end: bytes | None = None, *,
-                         prefix: bytes | None = None) -> int:
+    def approximate_size(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+                         prefix: BytesLike | None = None) -> int:
         """About how many bytes ``[start, end)`` (and ``prefix``) takes, from metadata
         alone: the on-disk size (compressed) of the table data blocks overlapping
         the range -- whole blocks, so a short range is rounded up to its blocks --

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from ..arguments import as_bytes, as_keys, check_bool, check_limit
+from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_limit
 from ..errors import StoreClosedError
 from ..handles import ProcessLocal
 from .iterators import guarded
@@ -74,7 +74,7 @@ class Snapshot(ProcessLocal):
         """``key in snap``: a point lookup in the default keyspace."""
         return self.get(key) is not None  # type: ignore[arg-type]
 
-    def __getitem__(self, key: bytes) -> bytes:
+    def __getitem__(self, key: BytesLike) -> bytes:
         """``snap[key]``: the value in the default keyspace; KeyError if absent or deleted."""
         value = self.get(key)
         if value is None:
@@ -85,7 +85,7 @@ class Snapshot(ProcessLocal):
         """The live keys of the default keyspace, ascending."""
         return self.scan(keys_only=True)
 
-    def get(self, key: bytes, *, keyspace: Any = None, default: Any = None) -> Any:
+    def get(self, key: BytesLike, *, keyspace: Any = None, default: Any = None) -> Any:
         """The value of ``key`` at the snapshot's version; ``default`` (None) if absent."""
         ks, view = self._ks(keyspace)
         key = as_bytes(key, "key")
@@ -96,7 +96,7 @@ class Snapshot(ProcessLocal):
             raise
         return default if value is None else value
 
-    def multi_get(self, keys: Iterable[bytes], *, keyspace: Any = None) -> list[bytes | None]:
+    def multi_get(self, keys: Iterable[BytesLike], *, keyspace: Any = None) -> list[bytes | None]:
         ks, view = self._ks(keyspace)
         keys = as_keys(keys)
         try:
@@ -106,8 +106,8 @@ class Snapshot(ProcessLocal):
             self._tree.closed_meanwhile(exc)
             raise
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, reverse: bool = False, limit: int | None = None,
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
              keyspace: Any = None, keys_only: bool = False) -> Iterator[Any]:
         """``(key, value)`` at the snapshot's version, as :meth:`Store.scan`; with
         ``keys_only=True`` the keys alone (values are not decoded)."""
@@ -123,18 +123,18 @@ class Snapshot(ProcessLocal):
             self._tree.closed_meanwhile(exc)
             raise
 
-    def keys(self, start: bytes | None = None, end: bytes | None = None, *,
-             prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> KeysView:
+    def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, keyspace: Any = None) -> KeysView:
         """A lazy view of the keys at the snapshot's version (see ``Store.keys``)."""
         return KeysView(*self._view_args(start, end, prefix, reverse, keyspace))
 
-    def values(self, start: bytes | None = None, end: bytes | None = None, *,
-               prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> ValuesView:
+    def values(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+               prefix: BytesLike | None = None, reverse: bool = False, keyspace: Any = None) -> ValuesView:
         """A lazy view of the values at the snapshot's version (see ``Store.values``)."""
         return ValuesView(*self._view_args(start, end, prefix, reverse, keyspace))
 
-    def items(self, start: bytes | None = None, end: bytes | None = None, *,
-              prefix: bytes | None = None, reverse: bool = False, keyspace: Any = None) -> ItemsView:
+    def items(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+              prefix: BytesLike | None = None, reverse: bool = False, keyspace: Any = None) -> ItemsView:
         """A lazy view of ``(key, value)`` at the snapshot's version (see ``Store.items``).
 
         >>> import banyanstore, tempfile
@@ -155,7 +155,7 @@ class Snapshot(ProcessLocal):
         return (partial(self.scan, keyspace=keyspace), partial(self.get, keyspace=keyspace), s, e,
                 bool(reverse))
 
-    def history(self, key: bytes, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
+    def history(self, key: BytesLike, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
         ks, view = self._ks(keyspace)
         floor = self._tree.ttl_floor(ks, self.version)  # expired entries stay hidden
         key = as_bytes(key, "key")

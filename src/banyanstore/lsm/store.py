@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from .. import heaptrim, shutdown
-from ..arguments import as_bytes, as_path, check_clock, check_seconds, check_sync, checked_clock
+from ..arguments import BytesLike, as_bytes, as_path, check_clock, check_seconds, check_sync, checked_clock
 from ..errors import (
     BanyanStoreError,
     ConfigError,
@@ -436,8 +436,8 @@ class Store(Keyspace):
         if not self._read_only:
             self._writer.sync()
 
-    def compact(self, keyspace: object = None, *, start: bytes | None = None,
-                end: bytes | None = None, progress: Any = None) -> dict[str, Any]:
+    def compact(self, keyspace: object = None, *, start: BytesLike | None = None,
+                end: BytesLike | None = None, progress: Any = None) -> dict[str, Any]:
         """Merge tables into as few as possible (see lsm/compaction.py): of ``keyspace``
         (default: all), those overlapping ``[start, end)``; ``progress(dict)`` is called
         after each merge."""
