@@ -356,7 +356,15 @@ def test_backup_commands(run: Run, store: str, tmp_path: Path) -> None:
     assert cli("restore", url, dest, "--backup", first["backup_id"], code=0)
     with banyanstore.open(dest, read_only=True) as r:
         assert r.get(b"user:0001") == b"value-1"
-    assert "overwrite" in run("restore", url, dest, code=2)[2]
+    # the command's option, not the Python keyword: "pass overwrite=True" meant nothing here
+    err = run("restore", url, dest, code=2)[2]
+    assert "--overwrite" in err and "overwrite=True" not in err, err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    err = run("restore", url, str(foreign), "--overwrite", code=2)[2]
+    assert "--overwrite only replaces a store" in err and "overwrite=True" not in err, err
+    assert (foreign / "notes.txt").read_text() == "mine"
     assert run("restore", url, dest, "--backup", "../x", code=2)
     assert "no complete backup" in run("backups", url, "--backup", "20200101T000000.000000Z-00000000",
                                        code=1)[2]

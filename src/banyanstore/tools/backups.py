@@ -21,7 +21,7 @@ from typing import Any
 import banyanstore
 
 from ..backups import BackupInfo, Progress
-from ..errors import BanyanStoreError, CorruptionError, StoreNotFoundError
+from ..errors import BanyanStoreError, ConfigError, CorruptionError, StoreNotFoundError
 from .common import EXIT_OK, EXIT_PROBLEMS, NotFound, Output, UsageError
 from .progress import wants_progress
 
@@ -155,6 +155,10 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
                          stall_timeout=args.stall_timeout, **opts)
         except StoreNotFoundError as exc:  # no such backup there: "not found", as `backups` says
             raise NotFound(str(exc)) from exc
+        except ConfigError as exc:
+            # restore() names its Python keyword ("pass overwrite=True"); here the user
+            # typed a command line, whose option is --overwrite.
+            raise UsageError(str(exc).replace("overwrite=True", "--overwrite")) from exc
     if out.json:
         out.doc(_info_json(info) | {"dest": args.dest})
     else:
