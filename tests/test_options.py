@@ -118,6 +118,21 @@ def test_an_unknown_variable_warns_and_the_store_opens(tmp_path: Path,
         assert store.options.memtable_size == 64 << 20
 
 
+def test_an_unknown_variable_warns_once_not_once_per_inner_open(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store's open resolves its options again for its WAL (and a reader's catch-up):
+    each resolution warned, so one open printed the same warning three times."""
+    monkeypatch.setenv("BANYANSTORE_BLOCK_SIZ", "8KiB")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        banyanstore.open(tmp_path / "db").close()
+        banyanstore.open(tmp_path / "db", read_only=True).close()
+        banyanstore.open_log(tmp_path / "log").close()
+    about = [w for w in caught if "BANYANSTORE_BLOCK_SIZ " in str(w.message)]
+    assert len(about) == 1, [str(w.message)[:60] for w in about]
+    assert about[0].category is UserWarning
+
+
 @pytest.mark.parametrize("variable", ["BANYANSTORE_PURE_PYTHON", "BANYANSTORE_SOAK",
                                       "BANYANSTORE_TEST_ANYTHING"])
 def test_known_variables_that_are_not_options_stay_silent(variable: str) -> None:

@@ -353,10 +353,14 @@ def _parse_env_text(f: dataclasses.Field[Any], text: str) -> Any:
     return raw
 
 
+# The unknown BANYANSTORE_* variables already warned about (see env_overrides).
+_WARNED_UNKNOWN: set[str] = set()
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Options set through ``BANYANSTORE_<NAME>`` variables.  A bad value raises
     :class:`ConfigError` naming the variable; a variable naming no option warns
-    (``UserWarning``) and is ignored."""
+    (``UserWarning``, once per variable and process) and is ignored."""
     environ = os.environ if environ is None else environ
     found: dict[str, Any] = {}
     for key, text in environ.items():
@@ -364,8 +368,13 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in _FIELDS:
-            warnings.warn(f"environment variable {key} names no banyanstore option (ignored); "
-                          f"known options are: {', '.join(sorted(_FIELDS))}", stacklevel=4)
+            # Once per variable and process: a store's open resolves its options again
+            # for its WAL (and a reader's catch-up), and a program may open many stores;
+            # each resolution warning printed the same line three times for one open.
+            if key not in _WARNED_UNKNOWN:
+                _WARNED_UNKNOWN.add(key)
+                warnings.warn(f"environment variable {key} names no banyanstore option (ignored); "
+                              f"known options are: {', '.join(sorted(_FIELDS))}", stacklevel=4)
             continue
         found[name] = _parse_env(_FIELDS[name], key, text)
     return found
