@@ -411,3 +411,19 @@ def test_a_checkpoint_over_what_a_killed_checkpoint_left(run: Run, store: str, t
     assert "CHECKPOINT-INCOMPLETE" not in os.listdir(dest)
     with banyanstore.open(dest, read_only=True) as copy:
         assert copy.get(b"user:0001") == b"value-1"
+
+
+def test_a_warning_is_one_line(store: str) -> None:
+    """docs/cli.md: warnings are one line each, ``banyanstore: WARNING: ...``. They were
+    Python's warning format: the library's file and line, then its source line, then a
+    blank line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYANSTORE_")
+           or k in ("BANYANSTORE_PURE_PYTHON",)}
+    env["BANYANSTORE_CLI_WARNING_PROBE"] = "1"  # names no option: a warning
+    proc = subprocess.run([sys.executable, "-m", "banyanstore", "get", store, "user:0001"],
+                          capture_output=True, env=env, check=False, timeout=120, text=True)
+    assert proc.returncode == 0 and proc.stdout == "value-1\n", proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("banyanstore: WARNING: environment variable "
+                               "BANYANSTORE_CLI_WARNING_PROBE names no banyanstore option"), lines

@@ -45,6 +45,7 @@ import io
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -246,6 +247,14 @@ def _escape_unencodable_output() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning as one log line, ``banyanstore: WARNING: MESSAGE`` (docs/cli.md).
+    ``logging.captureWarnings`` logged Python's own format instead: the library's file
+    and line, its source line and a blank line -- three lines an operator has no use for."""
+    logging.getLogger("py.warnings").warning("%s", one_line(str(message)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
@@ -264,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable_output()
     # warnings (an unknown BANYANSTORE_* variable...) and log records: one line each
     logging.basicConfig(level=logging.WARNING, format="banyanstore: %(levelname)s: %(message)s")
-    logging.captureWarnings(True)
+    warnings.showwarning = _warning_line
     out = Output(json_mode=bool(args.json), hex_mode=bool(args.hex))
     try:
         return int(args.func(args, out))
