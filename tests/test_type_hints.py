@@ -83,3 +83,27 @@ def test_bytes_arguments_are_annotated_bytes_like(label: str, func: Any, name: s
         (annotation,) = typing.get_args(annotation)
     for cls in (bytes, bytearray, memoryview):
         assert _accepts(annotation, cls), f"{label}: {annotation!r} does not accept {cls.__name__}"
+
+
+def _returns(func: Any) -> list[Any]:
+    """The evaluated return annotations of ``func``'s overloads."""
+    import collections.abc as abc
+    names = {**vars(typing), **vars(abc), **func.__globals__}
+    return [eval(o.__annotations__["return"], names)  # noqa: S307 -- the module's own text
+            for o in typing.get_overloads(func)]
+
+
+@pytest.mark.parametrize(("func", "expected"), [
+    (banyanstore.Keyspace.scan, collections.abc.Iterator[tuple[bytes, bytes]]),
+    (banyanstore.Keyspace.scan, collections.abc.Iterator[bytes]),  # keys_only=True
+    (banyanstore.Snapshot.scan, collections.abc.Iterator[tuple[bytes, bytes]]),
+    (banyanstore.Snapshot.scan, collections.abc.Iterator[bytes]),
+    (banyanstore.Snapshot.get, bytes | None),
+    (banyanstore.Keyspace.get, bytes | None),
+    (banyanstore.aio.AsyncKeyspace.get, bytes | None),
+], ids=["scan", "scan-keys_only", "snapshot-scan", "snapshot-scan-keys_only", "snapshot-get",
+        "get", "aio-get"])
+def test_reads_are_typed_for_a_type_checker(func: Any, expected: Any) -> None:
+    """What reads return is typed, not Any: a user function under ``mypy --strict``
+    returning ``next(store.scan())`` or ``snap.get(key)`` was an error (returning Any)."""
+    assert expected in _returns(func), _returns(func)

@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from .arguments import BytesLike, check_bool, check_int, check_limit
 from .handles import ProcessLocal
@@ -273,6 +273,14 @@ class AsyncKeyspace(ProcessLocal):
 
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._handle!r}>"
+
+    # The overloads of Keyspace.get: a type checker sees bytes | None, not Any.
+    @overload
+    async def get(self, key: BytesLike, version: int | None = None) -> bytes | None: ...
+    @overload
+    async def get(self, key: BytesLike, version: int | None = None, *, default: T) -> bytes | T: ...
+    @overload
+    async def get(self, key: BytesLike, version: int | None, default: T) -> bytes | T: ...
 
     async def get(self, key: BytesLike, version: int | None = None, default: Any = None) -> Any:
         """``await ks.get(key)``: the latest value (or as of ``version``); ``default`` if absent

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_limit
 from ..errors import StoreClosedError
@@ -34,6 +34,8 @@ from .keyspace import scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
 from .tree import Tree
 from .view import EMPTY_VIEW, KeyspaceState, View
+
+T = TypeVar("T")
 
 __all__ = ["Snapshot"]
 
@@ -72,7 +74,7 @@ class Snapshot(ProcessLocal):
 
     def __contains__(self, key: object) -> bool:
         """``key in snap``: a point lookup in the default keyspace."""
-        return self.get(key) is not None  # type: ignore[arg-type]
+        return self.get(key) is not None  # type: ignore[call-overload]
 
     def __getitem__(self, key: BytesLike) -> bytes:
         """``snap[key]``: the value in the default keyspace; KeyError if absent or deleted."""
@@ -84,6 +86,12 @@ class Snapshot(ProcessLocal):
     def __iter__(self) -> Iterator[bytes]:
         """The live keys of the default keyspace, ascending."""
         return self.scan(keys_only=True)
+
+    # The overloads give a type checker the values' type (see Keyspace.get and .scan).
+    @overload
+    def get(self, key: BytesLike, *, keyspace: Any = None) -> bytes | None: ...
+    @overload
+    def get(self, key: BytesLike, *, keyspace: Any = None, default: T) -> bytes | T: ...
 
     def get(self, key: BytesLike, *, keyspace: Any = None, default: Any = None) -> Any:
         """The value of ``key`` at the snapshot's version; ``default`` (None) if absent."""
@@ -105,6 +113,20 @@ class Snapshot(ProcessLocal):
         except Exception as exc:
             self._tree.closed_meanwhile(exc)
             raise
+
+    @overload
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None,
+             keys_only: Literal[False] = False) -> Iterator[tuple[bytes, bytes]]: ...
+    @overload
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None, keys_only: Literal[True]) -> Iterator[bytes]: ...
+    @overload
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None, keys_only: bool) -> Iterator[Any]: ...
 
     def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
              prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
