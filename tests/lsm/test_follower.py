@@ -798,3 +798,26 @@ def test_a_readers_memtables_are_charged_to_its_block_cache(tmp_path: Path) -> N
             w.flush()
             r.refresh()
             assert r.stats()["memtable_bytes"] == 0 and r.stats()["block_cache"]["limit"] == cap
+
+
+def test_a_reader_asked_for_a_keyspace_it_lacks_says_so(tmp_path: Path) -> None:
+    """A reader's ``keyspace(name)`` for a name its writer has not created (yet), or has
+    dropped, said only "store X was opened read-only" -- as if the call were a write. It
+    is still a ReadOnlyError (a reader creates nothing) that names the keyspace, the ones
+    there are, and refresh()."""
+    path = tmp_path / "s"
+    with banyanstore.open(path) as w, banyanstore.open(path, read_only=True) as r:
+        w.keyspace("made-later").put(b"k", b"v")
+        with pytest.raises(ReadOnlyError) as caught:
+            r.keyspace("made-later")
+        message = str(caught.value)
+        assert "'made-later'" in message and "'default'" in message, message
+        assert "refresh()" in message, message
+        r.refresh()
+        assert r.keyspace("made-later").get(b"k") == b"v"
+        w.drop_keyspace("made-later")
+        r.refresh()
+        with pytest.raises(ReadOnlyError, match="no keyspace 'made-later'"):
+            r.keyspace("made-later")
+        with pytest.raises(ReadOnlyError, match="read-only"):  # an existing one, a new TTL
+            r.keyspace("default", ttl=5)

@@ -46,7 +46,7 @@ from typing import Any
 
 from .. import heaptrim, shutdown
 from ..arguments import BytesLike, check_bool, check_limit
-from ..errors import StoreClosedError, VersionUnavailableError
+from ..errors import ReadOnlyError, StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
 from .catchup import CatchUp
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
@@ -298,7 +298,18 @@ class FollowerStore(_FollowerReads, Store):
     def keyspace(self, name: str, *, ttl: float | None = None) -> Keyspace:
         """The keyspace called ``name`` (ReadOnlyError if the store has none by that name:
         the writer may create it later, see :meth:`refresh`)."""
-        return super().keyspace(name, ttl=ttl)  # the writer's checks, errors and lookup
+        try:
+            return super().keyspace(name, ttl=ttl)  # the writer's checks, errors and lookup
+        except ReadOnlyError as exc:
+            # A missing name reached the create, whose refusal said only "opened
+            # read-only", as if the user had asked to write: say which keyspace is
+            # missing, which are there, and how a reader sees one its writer made since.
+            if self._tree.keyspace(name) is not None:
+                raise  # an existing keyspace given a new ttl: a write indeed
+            there = ", ".join(repr(n) for n in self.keyspaces())
+            raise ReadOnlyError(f"{exc}: it has no keyspace {name!r} (it has {there}) and a "
+                                "reader creates none; if its writer creates it, refresh() "
+                                "(or follow=True) brings it here") from None
 
     def _keyspace_handle(self, ks: KeyspaceState) -> Keyspace:
         # One lookup, by Store.keyspace: a refresh on another thread may drop the
