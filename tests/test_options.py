@@ -234,3 +234,22 @@ def _readlink(path: Path) -> str:
         return str(path.readlink())
     except OSError:  # closed meanwhile (the listing's own descriptor)
         return ""
+
+
+def test_a_bad_config_file_named_by_the_environment_says_so(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing or broken file named by BANYANSTORE_CONFIG raised "cannot read options
+    file X" alone: a program that names no file gave its user no clue where X came from."""
+    missing = tmp_path / "missing.toml"
+    monkeypatch.setenv("BANYANSTORE_CONFIG", str(missing))
+    with pytest.raises(ConfigError, match="cannot read options file .*BANYANSTORE_CONFIG"):
+        banyanstore.open(tmp_path / "db")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("memtable_size = 8MiB\n")
+    monkeypatch.setenv("BANYANSTORE_CONFIG", str(broken))
+    with pytest.raises(ConfigError, match="not valid TOML.*BANYANSTORE_CONFIG"):
+        banyanstore.open_log(tmp_path / "log")
+    broken.write_text("memtable_size = 1\n")
+    with pytest.raises(ConfigError, match="option memtable_size.*BANYANSTORE_CONFIG"):
+        banyanstore.open(tmp_path / "db")
+    assert not (tmp_path / "db").exists() and not (tmp_path / "log").exists()

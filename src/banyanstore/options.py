@@ -400,7 +400,14 @@ def resolve_options(options: Options | None = None, kwargs: Mapping[str, Any] | 
     merged: dict[str, Any] = {}
     config_path = environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
-        merged.update(_explicit_fields(Options.from_file(config_path)))
+        try:
+            from_file = Options.from_file(config_path)
+        except ConfigError as exc:
+            # The program named no file: say where its name came from, or the user of
+            # a program that never mentions a config file has no clue.
+            raise type(exc)(f"{exc} (the file named by the environment variable "
+                            f"{ENV_PREFIX}CONFIG)") from exc
+        merged.update(_explicit_fields(from_file))
     merged.update(env_overrides(environ))
     if options is not None:
         if not isinstance(options, Options):
