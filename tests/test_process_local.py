@@ -96,3 +96,20 @@ def test_a_snapshot_keeps_its_copy(handles: dict[str, Any], copier: Callable[[An
     with copier(snap) as twin:
         assert twin.version == snap.version and twin.get(b"k") == b"v"
     assert not snap.closed and snap.get(b"k") == b"v"
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps],
+                         ids=["copy", "deepcopy", "pickle"])
+def test_a_batch_does_not_copy_or_pickle(tmp_path: Path, copier: Callable[[Any], Any]) -> None:
+    """``copy.copy(batch)`` shared the original's operation list: a put added to the copy
+    was committed by the original (whose len() did not count it), then again by the
+    copy. deepcopy and pickle failed deep inside, on an internal object that differed by
+    engine (``_thread.lock``, ``NativeBlockCache``). Now each raises a TypeError that
+    names the batch and what to do, and the batch is untouched."""
+    with banyanstore.open(tmp_path / "store") as store:
+        batch = store.batch()
+        batch.put(b"a", b"1")
+        with pytest.raises(TypeError, match=r"cannot (copy|pickle) a banyanstore batch.*store\.batch\(\)"):
+            copier(batch)
+        assert len(batch) == 1 and batch.commit() == 1
+        assert list(store.items()) == [(b"a", b"1")] and store.version == 1

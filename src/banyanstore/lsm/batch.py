@@ -25,7 +25,7 @@ variables if the code building it needs them again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from ..arguments import BytesLike, as_bytes, check_sync
 from .view import KeyspaceState
@@ -60,6 +60,23 @@ class Batch:
         self.version: int | None = None
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
+
+    # A batch holds operations for a store open in this process and the store's
+    # writer. copy.copy shared its operation list (a put added to the copy was committed
+    # by the original, uncounted by its len(), and again by the copy); deepcopy and
+    # pickle failed on an internal object that differed by engine. Refused, as for the
+    # handles (banyanstore.handles), saying what to do instead.
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("cannot pickle a banyanstore batch: it holds operations for a store "
+                        "open in this process; send the keys and values, and build the batch "
+                        "with store.batch() where the store is open")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("cannot copy a banyanstore batch: make another with store.batch() "
+                        "and add the operations to it")
+
+    def __deepcopy__(self, memo: Any) -> NoReturn:
+        self.__copy__()
 
     def put(self, key: BytesLike, value: BytesLike, *, keyspace: Any = None) -> None:
         self._check_open()
