@@ -427,3 +427,25 @@ def test_a_warning_is_one_line(store: str) -> None:
     assert len(lines) == 1, lines
     assert lines[0].startswith("banyanstore: WARNING: environment variable "
                                "BANYANSTORE_CLI_WARNING_PROBE names no banyanstore option"), lines
+
+
+def test_tools_from_python_raise_the_library_errors_for_a_bad_path(tmp_path: Path, run: Run) -> None:
+    """``banyanstore.tools.verify_path`` and ``repair`` (docs/api.md, Tools) raised the
+    command line's internal UsageError for a missing path or one holding no store: not a
+    BanyanStoreError nor an OSError, so ``except banyanstore.BanyanStoreError`` (or
+    ``FileNotFoundError``) missed it. They raise StoreNotFoundError and NotAStoreError,
+    as open() does; the command's line and exit code stay."""
+    from banyanstore import tools
+    from banyanstore.errors import BanyanStoreError, NotAStoreError, StoreNotFoundError
+    missing = str(tmp_path / "missing")
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    for call in (tools.verify_path, tools.repair):
+        with pytest.raises(StoreNotFoundError, match="missing"):
+            call(missing)
+    with pytest.raises(NotAStoreError) as caught:
+        tools.repair(str(other))
+    assert isinstance(caught.value, BanyanStoreError) and other.read_text() == "mine"
+    assert run("verify", missing, code=2)[2] == f"banyanstore verify: {missing}: no such file or directory\n"
+    assert run("repair", missing, code=2)[2].startswith(f"banyanstore repair: {missing}: not a banyanstore")
+    assert run("repair", str(other), code=2)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..arguments import as_path, check_bool
-from ..errors import BanyanStoreError, CorruptionError, StoreLockedError
+from ..errors import BanyanStoreError, CorruptionError, NotAStoreError, StoreLockedError, StoreNotFoundError
 from ..log.format import HEADER_SIZE, encode_header, parse_header
 from ..log.log import Log
 from ..log.opening import writer_lock_path
@@ -369,8 +369,11 @@ def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False,
         finally:
             log_lock.release()
         return res
-    if kind != "store":
-        raise UsageError(f"{path}: not a banyanstore store or log ({kind})")
+    if kind != "store":  # the library's errors, as verify_path raises them
+        message = f"{path}: not a banyanstore store or log ({kind})"
+        if kind == "missing":
+            raise StoreNotFoundError(message)
+        raise NotAStoreError(message, path=path)
     lock = make_env().lock(os.path.join(path, "LOCK"))
     try:
         _repair_store(path, res, dry_run, accept_lost_segment)
@@ -400,6 +403,8 @@ def cmd_repair(args: argparse.Namespace, out: Output) -> int:
     except StoreLockedError:
         raise UsageError(f"cannot repair {args.path}: another process has it open (stop the "
                          "writer first)") from None
+    except (StoreNotFoundError, NotAStoreError):
+        raise  # no store or log there: a usage error (exit 2), said as it is
     except BanyanStoreError as exc:
         raise Failure(f"cannot repair {args.path}: {exc}") from None
     after = verify_path(args.path)

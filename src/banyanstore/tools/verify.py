@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..arguments import as_path
-from ..errors import CorruptionError
+from ..errors import CorruptionError, NotAStoreError, StoreNotFoundError
 from ..log.segment import parse_segment_name, parse_staged_name
 from ..lsm.manifest import ManifestState, TableInfo, replay
 from ..lsm.wal import decode
@@ -52,7 +52,6 @@ from .common import (
     Output,
     Problem,
     Report,
-    UsageError,
     detect_kind,
 )
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
@@ -298,9 +297,12 @@ def verify_path(path: str | bytes | os.PathLike[Any],
         report = Report(path, "table", on_progress=on_progress)
         verify_table(path, report)
         return report
+    # The library's errors, as open() raises them (verify_path is public API: the
+    # command line's UsageError was neither a BanyanStoreError nor an OSError); the
+    # command maps both to exit 2 with the same line.
     if kind == "missing":
-        raise UsageError(f"{path}: no such file or directory")
-    raise UsageError(f"{path}: not a banyanstore store, log or table ({kind})")
+        raise StoreNotFoundError(f"{path}: no such file or directory")
+    raise NotAStoreError(f"{path}: not a banyanstore store, log or table ({kind})", path=path)
 
 
 def _is_table_file(path: str) -> bool:
