@@ -449,3 +449,16 @@ def test_tools_from_python_raise_the_library_errors_for_a_bad_path(tmp_path: Pat
     assert run("verify", missing, code=2)[2] == f"banyanstore verify: {missing}: no such file or directory\n"
     assert run("repair", missing, code=2)[2].startswith(f"banyanstore repair: {missing}: not a banyanstore")
     assert run("repair", str(other), code=2)
+
+
+def test_a_version_past_the_latest_is_said_in_the_commands_terms(run: Run, store: str) -> None:
+    """``get``/``scan --version`` past the store's latest version said "... this reader
+    has caught up with (N; see refresh())": a method the command's user cannot call (the
+    command has just opened the store and holds every version there is)."""
+    with banyanstore.open(store, read_only=True) as r:
+        latest = r.version
+    for argv in (("get", store, "user:0001"), ("scan", store)):
+        err = run(*argv, "--version", str(latest + 5), code=2)[2]
+        assert f"version {latest + 5} is above the store's latest version ({latest})" in err, err
+        assert "refresh()" not in err, err
+    assert run("get", store, "user:0001", "--version", str(latest), code=0)[1] == "value-1\n"

@@ -11,7 +11,7 @@ import banyanstore
 from ..errors import StoreLockedError
 from .common import UsageError, detect_kind
 
-__all__ = ["open_read_only", "open_for_writing", "try_open_for_writing", "keyspace_of"]
+__all__ = ["open_read_only", "open_for_writing", "try_open_for_writing", "keyspace_of", "check_version"]
 
 
 def _check_is_store(path: str) -> None:
@@ -59,3 +59,12 @@ def keyspace_of(store: Any, name: str | None) -> Any:
     if name not in store.keyspaces():
         raise UsageError(f"no keyspace {name!r} (the store has {', '.join(store.keyspaces())})")
     return store.keyspace(name)
+
+
+def check_version(store: Any, version: int | None) -> None:
+    """A ``--version`` the store can answer, refused in the command's terms: the
+    library's message points a program at ``refresh()``, which the command's user
+    cannot call -- and the command has just opened the store, so it holds every
+    version there is."""
+    if version is not None and version > store.version:
+        raise UsageError(f"version {version} is above the store's latest version ({store.version})")

@@ -16,7 +16,7 @@ from ..errors import StoreLockedError
 from ..io.posix import PosixEnv
 from ..lsm.checkpoint import check_outside_store, clear_interrupted
 from .common import EXIT_OK, NotFound, Output, UsageError, parse_key, render_tree
-from .opening import keyspace_of, open_read_only, try_open_for_writing
+from .opening import check_version, keyspace_of, open_read_only, try_open_for_writing
 
 __all__ = ["cmd_stats", "cmd_get", "cmd_scan", "cmd_keyspaces", "cmd_checkpoint"]
 
@@ -27,6 +27,7 @@ def cmd_get(args: argparse.Namespace, out: Output) -> int:
     key = parse_key(args.key)
     with open_read_only(args.path) as store:
         ks = keyspace_of(store, args.keyspace)
+        check_version(store, args.version)
         value = ks.get(key, version=args.version) if args.version is not None else ks.get(key)
         version = args.version if args.version is not None else store.version
     if value is None:
@@ -49,6 +50,7 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
     n = 0
     with open_read_only(args.path) as store:
         ks = keyspace_of(store, args.keyspace)
+        check_version(store, args.version)
         for key, value in ks.scan(start, end, prefix=prefix, version=args.version,
                                   reverse=args.reverse, limit=args.limit):
             n += 1
