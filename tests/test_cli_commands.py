@@ -462,3 +462,13 @@ def test_a_version_past_the_latest_is_said_in_the_commands_terms(run: Run, store
         assert f"version {latest + 5} is above the store's latest version ({latest})" in err, err
         assert "refresh()" not in err, err
     assert run("get", store, "user:0001", "--version", str(latest), code=0)[1] == "value-1\n"
+
+
+def test_dump_table_of_a_directory_says_what_it_is(run: Run, store: str) -> None:
+    """``dump-table STORE`` (a directory) said "no such table file", as for a path that
+    does not exist; it says it is a directory and where a store's tables are."""
+    err = run("dump-table", store, code=2)[2]
+    assert "is a directory" in err and "no such" not in err, err
+    assert "tables/" in err, err
+    err = run("dump-table", store + "/nope.sst", code=2)[2]
+    assert "no such table file" in err, err

@@ -174,6 +174,10 @@ def _origin_properties(origin: Any) -> dict[str, Any]:
 
 def cmd_dump_table(args: argparse.Namespace, out: Output) -> int:
     """``dump-table FILE``: properties, then entries from ``--start`` (at most ``--limit``)."""
+    if os.path.isdir(args.file):  # not "no such table file": it is there, and not a file
+        hint = (" (a store: its tables are the tables/*.sst files in it)"
+                if os.path.isdir(os.path.join(args.file, "tables")) else "")
+        raise UsageError(f"{args.file}: is a directory, not a table file{hint}")
     if not os.path.isfile(args.file):
         raise UsageError(f"{args.file}: no such table file")
     try:
