@@ -4,7 +4,8 @@ counts are deterministic where wall time on a shared 2-core VM moves by several 
 so this is how "the pure-Python engine is no slower than before" is settled.
 
     python benchmarks/bench_instructions.py --tree ../old-checkout [--tree ...]
-        [--phases get,multi_get,seek,scan,put,delete] [--keys 200000] [--json out.json]
+        [--phases get,multi_get,seek,scan,put,delete,compacted_get,compacted_multi_get]
+        [--keys 200000] [--json out.json]
     python benchmarks/bench_instructions.py --tree ../old-checkout --phases fillseq,fillrandom
 
 Each tree (its ``src`` directory; the first column is this checkout) builds its own
@@ -18,7 +19,9 @@ sizes: start-up, imports, the open and the first cache misses cancel.  Every run
 Phases (per operation): ``get`` (random keys, about a fifth present), ``multi_get`` (a
 key, batches of 100), ``seek`` (``scan(start, limit=10)``), ``scan`` (a full scan, per
 entry), ``put`` and ``delete`` (random keys on the reopened store with a 256 MiB
-memtable, so no flush in the loop).  Whole write phases, not run unless named:
+memtable, so no flush in the loop), and ``compacted_get`` and ``compacted_multi_get``, the
+reads again on a copy of the store merged into one table by ``compact()``.  Whole write
+phases, not run unless named:
 ``fillseq`` and ``fillrandom`` (per put) fill a fresh, empty store with 1 MiB memtables
 and compaction off, and close it: the puts with every memtable switch, WAL rotation and
 cut and the flush work done in the writer's process (sorting, the columns, pickling them
@@ -43,9 +46,11 @@ import tempfile
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 HERE = os.path.dirname(BENCH_DIR)
 SIZES = {"get": (20_000, 60_000), "multi_get": (20_000, 60_000), "seek": (5_000, 15_000),
-         "scan": (1, 3), "put": (20_000, 60_000), "delete": (20_000, 60_000)}
+         "scan": (1, 3), "put": (20_000, 60_000), "delete": (20_000, 60_000),
+         "compacted_get": (20_000, 60_000), "compacted_multi_get": (20_000, 60_000)}
 WHOLE_PHASES = {"fillseq": (20_000, 60_000), "fillrandom": (20_000, 60_000)}
 """Run only when named in ``--phases``: a fill of a fresh store, its flushes included."""
+COMPACTED = "-compacted"  # the suffix of the built store's compacted copy
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -57,6 +62,11 @@ def build(store: str, nkeys: int) -> None:
     with banyanstore.open(store, compaction=False, memtable_size=8 << 20) as s:
         for _ in range(nkeys):
             s.put(b"%016d" % rng.randrange(nkeys * 4), b"v" * 100)
+    # The compacted phases read a copy merged into one table by compact(), as a user's
+    # store is after a full compaction: one large table and a large index.
+    shutil.copytree(store, store + COMPACTED)
+    with banyanstore.open(store + COMPACTED, compaction=False, memtable_size=8 << 20) as s:
+        s.compact()
 
 
 def fill(store: str, phase: str, n: int) -> int:
@@ -87,6 +97,7 @@ def run_phase(store: str, phase: str, n: int, nkeys: int, cache: int) -> int:
     rng = random.Random(11)
     keys = [b"%016d" % rng.randrange(nkeys * 4) for _ in range(n)]
     done = n
+    phase = phase.removeprefix("compacted_")
     if phase == "get":
         get = s.get
         for k in keys:
@@ -123,7 +134,7 @@ def count(tree: str, store: str, phase: str, n: int, args: argparse.Namespace,
     """(instructions, operations) of one run of ``phase`` on a copy of ``store``."""
     copy = os.path.join(tmp, "run")
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(store, copy)
+    shutil.copytree(store + COMPACTED if phase.startswith("compacted_") else store, copy)
     out = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no",
          f"--cachegrind-out-file={os.path.join(tmp, 'cachegrind.out')}",
