@@ -463,7 +463,19 @@ class TableReader:
             if words[key_hash % self._nwords] & m != m:
                 self._bloom_useful += 1
                 return -1
-        return self._index_block(key, version)
+        # _index_block(key, version), inlined: a batched read runs this once a key
+        lk = self._last_keys
+        i = bisect_left(lk, key)  # < nblocks: key <= largest_key == lk[-1]
+        if lk[i] == key:
+            lv = self._last_versions
+            n = self._nblocks
+            while lv[i] > version:
+                i += 1
+                if i == n:
+                    return -1
+                if lk[i] != key:
+                    break
+        return i
 
     def _index_block(self, key: bytes, version: int) -> int:
         """The block the index says holds the answer for ``(key, version)``, or -1."""
@@ -501,7 +513,9 @@ class TableReader:
         """:meth:`get_in_block` for a view's batched lookup after :meth:`probe_block`: a
         miss in a table with a filter is counted in ``bloom_passed_misses``, as
         :meth:`probe` counts it."""
-        found = self.get_in_block(block, key, version)
+        # (get_in_block's body: one Python call fewer a key of a batched read)
+        found = native.block_lookup(block, key, version) if native is not None else block.lookup(
+            key, version)
         if not found[0] and self._words is not None:
             self._bloom_passed_misses += 1
         return found
@@ -987,6 +1001,7 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
     pending: dict[int, int] = {}  # cache key -> index in reads
     reads: list[tuple[RandomAccessFile, int, int]] = []
     owners: list[tuple[TableReader, int]] = []
+    missing: list[tuple[int, int]] = []  # (index in out, cache key) of each miss
     for reader, no in requests:
         block = reader.cached(no)
         out.append(block)
@@ -996,6 +1011,7 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
             continue
         key = reader.block_key(no)
         reader.cache.misses += 1
+        missing.append((len(out) - 1, key))  # (not asked again below: a call a miss)
         if key not in pending:
             pending[key] = len(reads)
             reads.append(reader.block_request(no))
@@ -1005,7 +1021,6 @@ def read_blocks(env: Env, requests: Sequence[tuple[TableReader, int]], *,
     decoded: list[Block] = []
     for (reader, no), data in zip(owners, env.read_batch(reads), strict=True):
         decoded.append(reader.accept_block(no, data, fill_cache))
-    for i, (reader, no) in enumerate(requests):
-        if out[i] is None:
-            out[i] = decoded[pending[reader.block_key(no)]]
+    for i, key in missing:
+        out[i] = decoded[pending[key]]
     return out  # type: ignore[return-value]
