@@ -347,3 +347,30 @@ def test_blocks_past_lz4s_input_limit_are_stored_raw(monkeypatch: pytest.MonkeyP
         stored = table_format.wrap_block(payload, table_format.COMPRESSION_LZ4)
         assert stored[-table_format.TRAILER_SIZE] == ctype
         assert table_format.unwrap_block(stored, "t", 0) == payload
+
+
+def test_unwrap_block_names_a_numbered_block_as_the_formatted_name_did() -> None:
+    """The table reader passes a data block's number apart (``block_no``), formatted only
+    when the block is damaged: every error names it as ``what=f"data block {no}"`` did."""
+    from banyanstore.errors import CorruptionError
+    from banyanstore.sstable import format as table_format
+
+    good = table_format.wrap_block(b"abcdefgh" * 64, table_format.COMPRESSION_LZ4)
+    body = good[:-table_format.TRAILER_SIZE]
+    bad_lz4 = b"\xff" * len(body)
+    damaged = {
+        "truncated": good[:3],
+        "checksum": good[:10] + bytes([good[10] ^ 1]) + good[11:],
+        "decompress": bad_lz4 + table_format.TRAILER.pack(
+            table_format.COMPRESSION_LZ4, table_format.crc32c(bad_lz4 + bytes([1]))),
+        "unknown type": body + table_format.TRAILER.pack(9, table_format.crc32c(body + bytes([9]))),
+    }
+    for how, stored in damaged.items():
+        messages = []
+        for kwargs in ({"what": "data block 7"}, {"what": "data block", "block_no": 7}):
+            with pytest.raises(CorruptionError) as info:
+                table_format.unwrap_block(stored, "t.sst", 4096, **kwargs)  # type: ignore[arg-type]
+            assert info.value.offset == 4096 and info.value.path == "t.sst", how
+            messages.append(str(info.value))
+        assert messages[0] == messages[1] and "data block 7" in messages[0], (how, messages)
+    assert table_format.unwrap_block(good, "t.sst", 0, what="data block", block_no=7) == b"abcdefgh" * 64

@@ -206,19 +206,24 @@ def wrap_block_parts(payload: bytes, compression: int, zstd_level: int = 3) -> t
 
 
 def unwrap_block(stored: bytes, path: str, offset: int, *, verify: bool = True,
-                 what: str = "block") -> bytes:
+                 what: str = "block", block_no: int | None = None) -> bytes:
     """The payload of a stored block (body + trailer) read from ``path`` at ``offset``.
 
     Raises :class:`CorruptionError` naming the file and offset on a short read,
     a checksum mismatch, an unknown compression type or a failed decompression.
+    ``what`` names the block in the message, followed by ``block_no`` when one is given
+    (a data block's number: formatted only for the error, not on each of the table
+    reader's cache misses).
     """
     n = len(stored)
     if n < TRAILER_SIZE:
-        raise CorruptionError(f"truncated {what}: {n} bytes", path=path, offset=offset)
+        raise CorruptionError(f"truncated {_block_name(what, block_no)}: {n} bytes", path=path,
+                              offset=offset)
     ctype, crc = TRAILER.unpack_from(stored, n - TRAILER_SIZE)
     view = memoryview(stored)
     if verify and crc32c(view[:n - 4]) != crc:
-        raise CorruptionError(f"{what} checksum mismatch", path=path, offset=offset)
+        raise CorruptionError(f"{_block_name(what, block_no)} checksum mismatch", path=path,
+                              offset=offset)
     try:
         if ctype == COMPRESSION_NONE:
             return stored[:n - TRAILER_SIZE]
@@ -227,6 +232,11 @@ def unwrap_block(stored: bytes, path: str, offset: int, *, verify: bool = True,
         if ctype == COMPRESSION_ZSTD:
             return _zstd.decompressor.decompress(view[:n - TRAILER_SIZE])
     except (lz4.block.LZ4BlockError, zstandard.ZstdError, ValueError, MemoryError) as exc:
-        raise CorruptionError(f"{what} does not decompress ({exc})", path=path,
-                              offset=offset) from exc
-    raise CorruptionError(f"{what} has unknown compression type {ctype}", path=path, offset=offset)
+        raise CorruptionError(f"{_block_name(what, block_no)} does not decompress ({exc})",
+                              path=path, offset=offset) from exc
+    raise CorruptionError(f"{_block_name(what, block_no)} has unknown compression type {ctype}",
+                          path=path, offset=offset)
+
+
+def _block_name(what: str, block_no: int | None) -> str:
+    return what if block_no is None else f"{what} {block_no}"

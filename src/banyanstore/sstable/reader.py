@@ -932,7 +932,8 @@ class TableReader:
         off = self._starts[no]
         if len(stored) != self._starts[no + 1] - off:
             raise self._corrupt(f"truncated table: short read of data block {no}", off)
-        payload = unwrap_block(stored, self.path, off, verify=self._verify, what=f"data block {no}")
+        payload = unwrap_block(stored, self.path, off, verify=self._verify, what="data block",
+                               block_no=no)
         try:
             return Block(payload)  # (decode_block's body: one Python call fewer a miss)
         except (BlockFormatError, ValueError) as exc:
