@@ -151,7 +151,10 @@ class Block:
             if pos > size:
                 raise BlockFormatError("fixed-width keys run past the end of the block")
             samples = (count + STRIDE - 1) // STRIDE
-            keys = (list(_fixed_unpacker(samples, kw, STRIDE).unpack_from(data, self.keys_at))
+            # (the cached Struct straight from _unpackers, as seek() takes it: a Python call
+            # fewer a cache miss; _fixed_unpacker compiles one the first time)
+            keys = (list((_unpackers.get((samples, kw, STRIDE))
+                          or _fixed_unpacker(samples, kw, STRIDE)).unpack_from(data, self.keys_at))
                     if kw else [b""] * samples)
             key_bytes = samples * kw
             stride = STRIDE
@@ -263,10 +266,11 @@ class Block:
                 hi = base + kw
             pos = data.find(key, lo, hi)
             while pos >= 0:
-                i, misaligned = divmod(pos - base, kw)
-                if not misaligned:
+                i = pos - base
+                if not i % kw:  # (not divmod: a builtin call and a tuple, on every get)
+                    i //= kw
                     break
-                pos = data.find(key, base + (i + 1) * kw, hi)
+                pos = data.find(key, base + (i // kw + 1) * kw, hi)  # straddled two keys
             else:
                 return MISS
         else:
