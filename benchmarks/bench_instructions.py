@@ -21,14 +21,13 @@ key, batches of 100), ``seek`` (``scan(start, limit=10)``), ``scan`` (a full sca
 entry), ``put`` and ``delete`` (random keys on the reopened store with a 256 MiB
 memtable, so no flush in the loop), and ``compacted_get`` and ``compacted_multi_get``, the
 reads again on a copy of the store merged into one table by ``compact()``.  Whole write
-phases, not run unless named:
-``fillseq`` and ``fillrandom`` (per put) fill a fresh, empty store with 1 MiB memtables
-and compaction off, and close it: the puts with every memtable switch, WAL rotation and
-cut and the flush work done in the writer's process (sorting, the columns, pickling them
-for the flush worker, opening the new table, the manifest edit).  The flush worker
-process itself is not counted.  ``--block-cache 262144`` makes most reads miss the
-cache (read, checksum, decompress and decode a block).  The worker uses only API every
-version has had.
+phases, not run unless named: ``fillseq`` and ``fillrandom`` (per put) fill a fresh, empty
+store with 1 MiB memtables and compaction off, and close it: the puts with every memtable
+switch, WAL rotation and cut and the flush work done in the writer's process (sorting, the
+columns, pickling them for the flush worker, opening the new table, the manifest edit).
+The flush worker process itself is not counted.  ``--block-cache 262144`` makes most reads
+miss the cache (read, checksum, decompress and decode a block).  The worker uses only API
+every version has had.
 """
 
 from __future__ import annotations
