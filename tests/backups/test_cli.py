@@ -54,7 +54,7 @@ def test_backup_list_restore_prune(capsys: pytest.CaptureFixture[str], url: str,
     with banyanstore.open(tmp_path / "copy", read_only=True) as c:
         assert c.get(b"k") == b"one" and c.keyspace("idx").get(b"i") == b"x"
     code, _, err = run(capsys, "restore", url, str(tmp_path / "copy"))
-    assert code == 2 and "overwrite=True" in err and err.startswith("banyanstore restore: ")
+    assert code == 2 and "pass --overwrite" in err and err.startswith("banyanstore restore: ")
     code, out, _ = run(capsys, "restore", url, str(tmp_path / "copy"), "--overwrite", "--json")
     assert code == 0 and json.loads(out)["backup_id"] == second["backup_id"]
     with banyanstore.open(tmp_path / "copy", read_only=True) as c:
