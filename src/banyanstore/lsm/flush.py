@@ -244,16 +244,22 @@ class Flusher(BackgroundThread):
             self.stall_seconds += time.monotonic() - began
 
     def wait_idle(self) -> None:
-        """Return once every submitted memtable is in a table; raise the flush
-        error if the queue cannot drain."""
+        """Return once every memtable submitted before this call is in a table; raise
+        the flush error if they cannot be.  Memtables other threads' writes seal
+        meanwhile are not waited for: under a steady stream of writes the queue is
+        seldom empty, and flush() (compact(), checkpoint()) waited as long as the
+        writers went on.  Jobs leave the queue in order, so the last one queued now is
+        the one to see go (by identity: a count kept beside the queue could be left
+        behind by an interrupt between the two updates)."""
         with self._cv:
+            last = self._queue[-1] if self._queue else None
             # Only an attempt made during this call may fail it: an error left from
             # before (the disk was full, and space has returned since) must not fail
             # flush()/close() while the retry waits out its back-off.  So wake the
             # flusher to retry now, and raise only after a fresh failure.
             seen = self.failed_attempts
             self._cv.notify_all()
-            while self._queue:
+            while last is not None and any(job is last for job in self._queue):
                 if self.error is not None and self.failures >= 3 and self.failed_attempts > seen:
                     raise self.error
                 if self._stopping or self._thread is None or not self._thread.is_alive():
