@@ -186,6 +186,24 @@ def test_put_delete_compact(run: Run, store: str) -> None:
         assert s.get(b"user:0250") == b"value-50"
 
 
+def test_put_creates_a_store_only_when_asked(run: Run, tmp_path: Path) -> None:
+    """docs/cli.md's examples begin with a ``put`` into a store that is not there yet: a
+    missing store is refused (a mistyped path must not make a store) and the refusal says
+    how to make one; ``--create`` makes it."""
+    path = str(tmp_path / "data" / "store")
+    err = run("put", path, "user:1", '{"name": "ada"}', code=2)[2]
+    assert "no such store" in err and "--create" in err and not os.path.exists(path)
+    out = run("put", "--create", path, "user:1", '{"name": "ada"}', code=0)[1]
+    assert out == "put user:1 (15 bytes) at version 1\n"
+    assert run("put", "--create", path, "user:2", "x", code=0)[1] == "put user:2 (1 bytes) at version 2\n"
+    with banyanstore.open(path, read_only=True) as s:
+        assert s.get(b"user:1") == b'{"name": "ada"}' and s.get(b"user:2") == b"x"
+    Path(tmp_path, "file").write_bytes(b"not a store")
+    assert "not a store" in run("put", "--create", str(tmp_path / "file"), "k", "v", code=2)[2]
+    # delete makes no store: a tombstone in a new, empty store is nothing to keep
+    assert "no such store" in run("delete", str(tmp_path / "other"), "k", code=2)[2]
+
+
 def test_beside_a_running_writer(run: Run, store: str, tmp_path: Path) -> None:
     """Reads, verify and checkpoint work while another process writes the store;
     writing commands refuse in one line (exit 2)."""

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("key", help="text, hex:... or b64:...")
     sp.add_argument("value", nargs="?", help="text, hex:... or b64:... (or --stdin)")
     sp.add_argument("--stdin", action="store_true", help="read the value's bytes from stdin")
+    sp.add_argument("--create", action="store_true",
+                    help="make the store if the path does not exist (else a missing store is an error)")
     sp.add_argument("--keyspace", help="keyspace name (default: default; must exist)")
     sp = add("delete", cmd_delete, "delete KEY (a tombstone; opens the store for writing; durable "
              "when the command exits)")

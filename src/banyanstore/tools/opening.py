@@ -14,10 +14,10 @@ from .common import UsageError, detect_kind
 __all__ = ["open_read_only", "open_for_writing", "try_open_for_writing", "keyspace_of", "check_version"]
 
 
-def _check_is_store(path: str) -> None:
+def _check_is_store(path: str, hint: str = "") -> None:
     kind = detect_kind(path)
     if kind == "missing":
-        raise UsageError(f"{path}: no such store (the path does not exist)")
+        raise UsageError(f"{path}: no such store (the path does not exist{hint})")
     if kind != "store":
         raise UsageError(f"{path} is not a store directory ({kind})")
 
@@ -28,15 +28,17 @@ def open_read_only(path: str) -> banyanstore.Store:
     return banyanstore.open(path, read_only=True)
 
 
-def open_for_writing(path: str, command: str) -> banyanstore.Store:
+def open_for_writing(path: str, command: str, *, create: bool = False) -> banyanstore.Store:
     """The store at ``path`` for writing; a store another process writes is a usage
-    failure naming what to do instead."""
-    _check_is_store(path)
+    failure naming what to do instead.  A missing store is made only with ``create``
+    (``put --create``): a mistyped path must not become a new, empty store."""
+    if not (create and detect_kind(path) == "missing"):
+        _check_is_store(path, "; put --create makes one" if command == "put" else "")
     try:
         # Threads, not worker processes, build the tables of a one-shot command: starting
         # a process pool costs more than the few tables such a command writes (an open
         # and close went from 0.65 s to 0.03 s), and nothing else runs beside it.
-        return banyanstore.open(path, create_if_missing=False, compaction_mode="thread")
+        return banyanstore.open(path, create_if_missing=create, compaction_mode="thread")
     except StoreLockedError:
         raise UsageError(f"cannot open {path} for writing: another process has it open "
                          f"(one writer at a time: stop it first, or {command} through its Store)") from None

@@ -30,7 +30,7 @@ def _value(args: argparse.Namespace) -> bytes:
 def cmd_put(args: argparse.Namespace, out: Output) -> int:
     """Write one value (durable when the command returns); prints its version."""
     key, value = parse_key(args.key), _value(args)
-    with open_for_writing(args.path, "put") as store:
+    with open_for_writing(args.path, "put", create=args.create) as store:
         version = keyspace_of(store, args.keyspace).put(key, value, sync=True)
     if out.json:
         out.doc({"key": out.show(key), "version": version, "bytes": len(value)})
