@@ -72,3 +72,19 @@ def test_the_spawning_thread_ends_when_the_last_pools_shut_down() -> None:
         assert again.submit("flush", os.getpid) in again.pids() and len(spawners()) == 1
     finally:
         again.shutdown()
+
+
+def test_a_worker_is_started_where_no_thread_can_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.12.0-3.12.2 refuse a new thread in an ``atexit`` hook ("can't create new
+    thread at interpreter shutdown"), where the exit hook closes a store left open and its
+    flush may need its first worker: the worker is then started by the calling thread --
+    the exit hook's, which lives until the process ends -- not refused."""
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    pools = WorkerPools()
+    try:
+        assert pools.submit("flush", os.getpid) in pools.pids()
+    finally:
+        pools.shutdown()

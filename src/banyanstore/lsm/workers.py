@@ -175,8 +175,14 @@ class _Spawner:
         box: list[Any] = []
         with self._lock:
             if self._pid != os.getpid():
-                threading.Thread(target=self._serve, args=(self._jobs,),
-                                 name="banyanstore-worker-spawner", daemon=True).start()
+                try:
+                    threading.Thread(target=self._serve, args=(self._jobs,),
+                                     name="banyanstore-worker-spawner", daemon=True).start()
+                except RuntimeError:
+                    # Python 3.12.0-3.12.2 refuse new threads in atexit hooks, where the
+                    # exit hook's close may need a first worker: start it here -- that
+                    # thread lives until the process ends.
+                    return Worker()
                 self._pid = os.getpid()
             self._users.add(id(user))
             self._jobs.put((done, box))
