@@ -266,11 +266,11 @@ class Block:
                 hi = base + kw
             pos = data.find(key, lo, hi)
             while pos >= 0:
-                i = pos - base
-                if not i % kw:  # (not divmod: a builtin call and a tuple, on every get)
-                    i //= kw
+                off = pos - base
+                if not off % kw:  # (not divmod: a builtin call and a tuple, on every get)
+                    i = off // kw
                     break
-                pos = data.find(key, base + (i // kw + 1) * kw, hi)  # straddled two keys
+                pos = data.find(key, base + (off // kw + 1) * kw, hi)  # straddled two keys
             else:
                 return MISS
         else:

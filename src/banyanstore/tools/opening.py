@@ -14,8 +14,7 @@ from .common import UsageError, detect_kind
 __all__ = ["open_read_only", "open_for_writing", "try_open_for_writing", "keyspace_of", "check_version"]
 
 
-def _check_is_store(path: str, hint: str = "") -> None:
-    kind = detect_kind(path)
+def _check_is_store(path: str, kind: str, hint: str = "") -> None:
     if kind == "missing":
         raise UsageError(f"{path}: no such store (the path does not exist{hint})")
     if kind != "store":
@@ -24,7 +23,7 @@ def _check_is_store(path: str, hint: str = "") -> None:
 
 def open_read_only(path: str) -> banyanstore.Store:
     """The store at ``path`` as it is now, beside any writer (see the README's readers)."""
-    _check_is_store(path)
+    _check_is_store(path, detect_kind(path))
     return banyanstore.open(path, read_only=True)
 
 
@@ -32,8 +31,9 @@ def open_for_writing(path: str, command: str, *, create: bool = False) -> banyan
     """The store at ``path`` for writing; a store another process writes is a usage
     failure naming what to do instead.  A missing store is made only with ``create``
     (``put --create``): a mistyped path must not become a new, empty store."""
-    if not (create and detect_kind(path) == "missing"):
-        _check_is_store(path, "; put --create makes one" if command == "put" else "")
+    kind = detect_kind(path)
+    if not (create and kind == "missing"):
+        _check_is_store(path, kind, "; put --create makes one" if command == "put" else "")
     try:
         # Threads, not worker processes, build the tables of a one-shot command: starting
         # a process pool costs more than the few tables such a command writes (an open
