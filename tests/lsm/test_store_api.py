@@ -305,6 +305,25 @@ def test_every_read_after_close_raises(tmp_path):
             call()
 
 
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "read-only"])
+def test_a_closed_store_hands_out_no_keyspace_and_still_describes_itself(tmp_path, read_only):
+    """After close(), store.keyspace() raises StoreClosedError for an existing keyspace as
+    for a new name (it handed out a handle for an existing one, whose every use then
+    raised); what docs/api.md lists as answering after close still answers."""
+    path = tmp_path / "db"
+    with banyanstore.open(path) as w:
+        w.keyspace("idx").put(b"k", b"v")
+    s = banyanstore.open(path, read_only=read_only)
+    s.close()
+    for name in ("idx", "default", "new"):
+        with pytest.raises(StoreClosedError):
+            s.keyspace(name)
+    assert s.closed and s.keyspaces() == ["default", "idx"]
+    assert s.keyspace_info() == {"default": {"id": 0, "ttl": None}, "idx": {"id": 1, "ttl": None}}
+    assert s.version == 1 and s.history_floor == 0 and s.oldest_version == 0
+    assert s.stats()["closed"] is True and s.path == str(path) and s.options is not None
+
 def test_bloom_counters_and_cache_hit_rate_in_stats(tmp_path):
     with banyanstore.open(tmp_path / "db", compaction=False) as s:
         for i in range(5000):

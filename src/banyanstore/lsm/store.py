@@ -329,6 +329,10 @@ class Store(Keyspace):
         if not name:
             raise ValueError("keyspace name must not be empty")
         ttl = check_seconds(ttl, "ttl")
+        # Closed: refused for every name.  Without this an existing keyspace's handle was
+        # handed out (a new name reached the writer's check and raised), a handle whose
+        # every read and write then raised StoreClosedError.
+        self._tree.check_open()
         while True:
             ks = self._tree.keyspace(name)
             if ks is None:
