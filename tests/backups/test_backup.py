@@ -351,6 +351,7 @@ def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
     url = str(tmp_path / "b")
+    os.mkdir(url)  # (a missing one is refused: test_a_local_url_that_is_missing_or_a_file...)
     assert banyanstore.list_backups(url) == []
     with pytest.raises(StoreNotFoundError, match="no complete backup"):
         banyanstore.restore(url, tmp_path / "c")
@@ -734,3 +735,39 @@ def test_prune_aborts_the_multipart_uploads_killed_backups_left(s3_url: str, tmp
     monkeypatch.setattr(FsspecDestination, "abort_incomplete_uploads", refused)
     banyanstore.backup(tmp_path / "s", s3_url)
     assert len(banyanstore.prune_backups(s3_url, keep=1).deleted) == 1  # a warning, not a failure
+
+
+def test_a_local_url_that_is_missing_or_a_file_is_refused_alike_by_every_function(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped local url: list_backups returned [] and prune_backups created the
+    directory (and a ``pruning`` folder in it), where verify_backup and restore raised
+    StoreNotFoundError and the command line exits 2.  A file as the url: StorageIOError
+    ENOTDIR naming ``<url>/pending`` or ``<url>/backups``, where checkpoint() says
+    NotAStoreError "a file, not a directory".  Now every function raises
+    StoreNotFoundError for a missing directory (backup() creates it) and NotAStoreError
+    for a file, naming the url, and adds nothing to the file system."""
+    from banyanstore.errors import NotAStoreError
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+    missing, a_file, dest = tmp_path / "no" / "such", tmp_path / "a-file", tmp_path / "dest"
+    a_file.write_bytes(b"mine")
+    readers = [lambda url: banyanstore.list_backups(url),
+               lambda url: banyanstore.verify_backup(url),
+               lambda url: banyanstore.restore(url, dest),
+               lambda url: banyanstore.prune_backups(url, keep=1)]
+    for call in readers:
+        with pytest.raises(StoreNotFoundError, match="no backup directory") as info:
+            call(missing)
+        assert str(missing) in str(info.value)
+    for call in [*readers, lambda url: banyanstore.backup(tmp_path / "s", url)]:
+        with pytest.raises(NotAStoreError, match="is a file, not a directory") as err:
+            call(a_file)
+        assert str(a_file) in str(err.value)
+    assert not (tmp_path / "no").exists() and not dest.exists() and a_file.read_bytes() == b"mine"
+    from banyanstore.cli import main
+    for args in (["backups", str(a_file)], ["restore", str(a_file), str(dest)],
+                 ["prune", str(a_file), "--keep", "1"], ["backup", str(tmp_path / "s"), str(a_file)]):
+        assert main(args) == 2, args
+        assert "a file, not a directory" in capsys.readouterr().err, args
+    assert banyanstore.backup(tmp_path / "s", missing).version == 1  # a backup creates it
+    assert [b.version for b in banyanstore.list_backups(missing)] == [1]

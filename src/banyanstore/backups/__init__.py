@@ -112,6 +112,7 @@ def list_backups(url: Any, *, stall_timeout: float | None = DEFAULT_STALL_TIMEOU
     from .catalog import read_manifests
     from .destination import open_destination
     dest = open_destination(url, storage_options, stall_timeout)
+    dest.check_location(creating=False)
     with _io_errors("list backups", url):
         good, damaged = read_manifests(dest)
     for _backup_id, exc in damaged:
@@ -149,6 +150,7 @@ def prune_backups(url: Any, keep: int, *, pending_timeout: float = PENDING_TIMEO
         raise TypeError(f"pending_timeout must be a number of seconds, not {type(pending_timeout).__name__}")
     if not pending_timeout >= 0:  # NaN too: no marker would ever turn stale
         raise ValueError(f"pending_timeout must be a number of seconds >= 0, got {pending_timeout!r}")
+    dest = open_destination(url, storage_options, stall_timeout)
+    dest.check_location(creating=False)  # (its markers would create a mistyped directory)
     with _io_errors("prune backups", url):
-        return prune(open_destination(url, storage_options, stall_timeout), keep,
-                     pending_timeout=float(pending_timeout))
+        return prune(dest, keep, pending_timeout=float(pending_timeout))

@@ -125,6 +125,9 @@ def read_manifests(dest: Destination) -> tuple[list[BackupManifest], list[tuple[
 
 def load_manifest(dest: Destination, backup_id: str | None) -> BackupManifest:
     """The manifest of ``backup_id``, or of the newest complete backup."""
+    if backup_id is not None:
+        check_backup_id(backup_id)  # (a bad argument first, wherever the url points)
+    dest.check_location(creating=False)
     if backup_id is None:
         good, damaged = read_manifests(dest)
         newest_damaged = max(damaged, key=lambda d: d[0], default=None)
@@ -133,7 +136,7 @@ def load_manifest(dest: Destination, backup_id: str | None) -> BackupManifest:
         if not good:
             raise StoreNotFoundError(f"no complete backup at {dest.url}")
         return good[-1]
-    key = manifest_key(check_backup_id(backup_id))
+    key = manifest_key(backup_id)
     try:
         data = dest.read(key)
     except FileNotFoundError:

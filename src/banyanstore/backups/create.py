@@ -72,6 +72,7 @@ def create_backup(source: object, url: object, *, parallel: int, progress: Progr
     if not os.path.exists(os.path.join(store_dir, "CURRENT")):  # before touching the destination
         raise StoreNotFoundError(f"no store at {store_dir} (no CURRENT)")
     dest = open_destination(url, storage_options, stall_timeout)
+    dest.check_location(creating=True)
     if dest.lies_within(store_dir):  # a restore over the store would delete them
         raise ValueError(f"url {dest.url} is inside the store {store_dir}: back up to a "
                          "directory outside it")

@@ -44,7 +44,14 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, MutableSequ
 from typing import Any, Final
 
 from ..arguments import is_finite_number
-from ..errors import BanyanStoreError, ConfigError, StorageIOError, from_oserror
+from ..errors import (
+    BanyanStoreError,
+    ConfigError,
+    NotAStoreError,
+    StorageIOError,
+    StoreNotFoundError,
+    from_oserror,
+)
 
 __all__ = ["Destination", "LocalDestination", "FsspecDestination", "open_destination", "CHUNK",
            "TEMP_MARK", "DEFAULT_STALL_TIMEOUT", "check_stall_timeout"]
@@ -164,6 +171,11 @@ class Destination(ABC):
         """Whether this destination is the local directory ``path`` or inside it."""
         return False
 
+    def check_location(self, *, creating: bool) -> None:  # noqa: B027 -- see below
+        """Raise where the location cannot be what the call needs: a place holding
+        backups to read (``creating=False``) or one a backup may create.  An object
+        store has no folders to check (a missing bucket fails at the first request)."""
+
 
 # -- local directories ------------------------------------------------------------------------
 
@@ -182,6 +194,19 @@ class LocalDestination(Destination):
     def lies_within(self, path: str) -> bool:
         root, outer = os.path.realpath(self.root), os.path.realpath(path)
         return root == outer or root.startswith(outer.rstrip(os.sep) + os.sep)
+
+    def check_location(self, *, creating: bool) -> None:
+        """A file at the root: NotAStoreError, as checkpoint() and open() say (the first
+        write under it failed with ENOTDIR naming ``<root>/pending`` or ``/backups``).
+        A missing root, to read from: StoreNotFoundError -- a mistyped path is not "no
+        backups" (listing gave [], and prune created the directory), as restore and the
+        command line already said."""
+        if os.path.isdir(self.root):
+            return
+        if os.path.lexists(self.root):
+            raise NotAStoreError(f"backup location {self.root} is a file, not a directory")
+        if not creating:
+            raise StoreNotFoundError(f"no backup directory at {self.root}")
 
     def list(self, folder: str) -> dict[str, int]:
         path = self._path(folder)

@@ -94,7 +94,9 @@ class ProgressBars:
 def _existing(url: str) -> str:
     """A backup location to read: a local directory must exist (a typo is not "no backups")."""
     if "://" not in url and not os.path.isdir(url):
-        raise UsageError(f"{url}: no such backup directory")
+        # (a file is there: "no such" would send the user looking for a typo)
+        what = "a file, not a directory" if os.path.lexists(url) else "no such backup directory"
+        raise UsageError(f"{url}: {what}")
     return url
 
 
