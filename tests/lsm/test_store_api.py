@@ -82,6 +82,27 @@ def test_batch_is_atomic_across_keyspaces(store):
     assert index.get(b"a") == b"1" and store.keyspaces() == ["default", "index"]
 
 
+
+def test_a_batch_whose_commit_failed_does_not_say_it_was_committed(store):
+    """A commit that raised (here: a keyspace dropped before it) left the batch refusing
+    a retry and further operations with "this batch was already committed or
+    discarded" -- a retry loop read that as "it was written".  The RuntimeError now says
+    the commit failed, and which error it raised; the batch still commits at most once."""
+    from banyanstore.errors import KeyspaceNotFoundError
+    index = store.keyspace("index")
+    b = store.batch()
+    b.put(b"a", b"1")
+    b.put(b"b", b"2", keyspace=index)
+    store.drop_keyspace("index")
+    before = store.version
+    with pytest.raises(KeyspaceNotFoundError):
+        b.commit()
+    for again in (b.commit, lambda: b.put(b"c", b"3"), lambda: b.delete(b"a")):
+        with pytest.raises(RuntimeError, match="commit failed.*KeyspaceNotFoundError") as info:
+            again()
+        assert "already committed" not in str(info.value)
+    assert b.version is None and store.version == before and store.get(b"a") is None
+
 def test_scan_arguments(store):
     for k in (b"a", b"ab", b"abc", b"b", b"\xff", b"\xff\xff"):
         store.put(k, k)

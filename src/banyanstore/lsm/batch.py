@@ -39,7 +39,7 @@ class Batch:
     without an exception commits; with an exception, nothing is written."""
 
     __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "_added", "version", "_done",
-                 "store")
+                 "_failed", "store")
 
     def __init__(self, writer: Writer, resolve: Callable[[Any], KeyspaceState],
                  sync: bool | None, store: Any = None) -> None:
@@ -60,6 +60,9 @@ class Batch:
         self.version: int | None = None
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
+        # What a commit that failed raised, as text: the exception itself would keep its
+        # traceback's frames (this batch among them) alive in a cycle.
+        self._failed: str | None = None
 
     # A batch holds operations for a store open in this process and the store's
     # writer. copy.copy shared its operation list (a put added to the copy was committed
@@ -111,6 +114,10 @@ class Batch:
         return self._added
 
     def _check_open(self) -> None:
+        if self._failed is not None:
+            # Not "already committed": a retry loop would take that for a write made.
+            raise RuntimeError(f"this batch's commit failed ({self._failed}); a "
+                               "batch commits at most once: build another with store.batch()")
         if self._done:
             raise RuntimeError("this batch was already committed or discarded")
 
@@ -118,9 +125,13 @@ class Batch:
         """Write every operation under one new version; returns it."""
         check_sync(sync)
         self._check_open()
-        self._done = True
-        self.version = self._writer.write_batch(self._ops, self._sync if sync is None else sync,
-                                                self._ranges)
+        self._done = True  # (before the write: a second commit must not write it again)
+        try:
+            self.version = self._writer.write_batch(self._ops, self._sync if sync is None else sync,
+                                                    self._ranges)
+        except BaseException as exc:
+            self._failed = f"{type(exc).__name__}: {exc}"
+            raise
         self._ops, self._ranges, self._added = [], [], 0
         return self.version
 
