@@ -221,3 +221,20 @@ def test_a_read_only_log_follows_a_writer_by_refreshing(env_dir):
             writer.sync()
             consumer.join(60)
             assert not consumer.is_alive() and got == list(range(1, 301))
+
+
+def test_what_a_closed_log_answers_and_refuses_is_what_docs_api_md_lists(tmp_path) -> None:
+    """docs/api.md (Log): after close() the operations raise StoreClosedError and what
+    describes the log answers as it was at the close."""
+    import banyanstore
+    log = banyanstore.open_log(tmp_path / "log")
+    for i in range(5):
+        log.append(b"r%d" % i, sync=False)
+    log.close()
+    for call in (lambda: log.append(b"x"), lambda: log.append_many([b"x"]), lambda: log.get(1),
+                 lambda: list(log.read()), lambda: list(log), lambda: next(log.follow(timeout=0)),
+                 log.sync, log.rotate, lambda: log.truncate_before(2), log.refresh):
+        with pytest.raises(StoreClosedError):
+            call()
+    assert log.closed and (log.first_seq, log.last_seq, log.durable_seq, len(log)) == (1, 5, 5, 5)
+    assert log.failure is None and isinstance(log.stats(), dict) and log.wait_durable(5) is None
