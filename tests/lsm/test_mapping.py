@@ -322,3 +322,25 @@ def test_estimates_from_memtables_and_tables(tmp_path):
         assert index.approximate_count() == 0
         index[b"a"] = b"1"
         assert index.approximate_count() == 1 and store.approximate_count() == N
+
+
+def test_an_empty_view_is_false_as_a_dicts_is(store):
+    """``if store.keys(prefix=p):`` was always true: a view had no ``__bool__`` (nor a
+    ``len()``), so an empty range read as non-empty.  Now a view is true when a live
+    key lies in its bounds (one seek), as a dict's view is, for stores, keyspaces and
+    snapshots, at a version too."""
+    index = store.keyspace("index")
+    for target in (store, index):
+        assert not target.keys() and not target.values() and not target.items()
+    store.put(b"a", b"1")
+    store.put(b"b", b"2")
+    index.put(b"z", b"")
+    with store.snapshot() as snap:
+        store.delete_range(b"a", b"c")
+        for views, full in ((store.keys, False), (snap.keys, True)):
+            assert bool(views()) is full and bool(views(start=b"a", end=b"c")) is full
+            assert not views(prefix=b"x") and not views(start=b"c", end=b"d")
+        assert snap.values(prefix=b"b") and snap.items(reverse=True)
+        assert not snap.items(keyspace="index", prefix=b"a") and snap.keys(keyspace=index)
+    assert store.keys(version=2) and not store.items(version=0) and not store.values()
+    assert index.keys() and index.values() and not index.items(end=b"z")  # (b"" is a value)

@@ -20,7 +20,8 @@ The choices, where a ``dict`` and an LSM store differ:
   ``(k, v) in items`` are point lookups inside the view's bounds (``k`` any
   bytes-like key, as ``get`` takes; as for a ``dict``'s items, anything but a
   2-tuple is not an item); ``v in values`` scans.  ``reversed(view)`` scans the
-  other way.
+  other way.  ``bool(view)`` is whether a live key lies in the bounds (one seek);
+  a store itself, having no ``len()``, is always true.
 
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
@@ -43,6 +44,7 @@ from ..arguments import as_bytes
 __all__ = ["KeysView", "ValuesView", "ItemsView"]
 
 _second = itemgetter(1)
+_NONE = object()  # no key (b"" is a key)
 
 Scan = Callable[..., Iterator[Any]]
 """A bound ``scan(start, end, *, reverse=..., keys_only=...)`` of the store,
@@ -69,6 +71,13 @@ class _ScanView:
     def _in_bounds(self, key: Any) -> bool:
         return ((self._start is None or key >= self._start)
                 and (self._end is None or key < self._end))
+
+    def __bool__(self) -> bool:
+        """Whether a live key lies in the bounds: one seek, as a dict's empty view is
+        false.  Without it every view was true (an object with neither ``__bool__``
+        nor ``__len__``), so ``if store.keys(prefix=p):`` took an empty range for a
+        full one."""
+        return next(iter(self._entries(self._reverse, True)), _NONE) is not _NONE
 
     def _other_way(self) -> Any:
         return type(self)(self._scan, self._lookup, self._start, self._end, not self._reverse)
