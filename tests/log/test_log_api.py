@@ -238,3 +238,26 @@ def test_what_a_closed_log_answers_and_refuses_is_what_docs_api_md_lists(tmp_pat
             call()
     assert log.closed and (log.first_seq, log.last_seq, log.durable_seq, len(log)) == (1, 5, 5, 5)
     assert log.failure is None and isinstance(log.stats(), dict) and log.wait_durable(5) is None
+
+
+@pytest.mark.parametrize("holds", [[], ["LOCK"]], ids=["empty", "lock-only"])
+def test_create_if_missing_false_creates_no_log_in_a_directory_holding_none(tmp_path, holds) -> None:
+    """open_log(dir, create_if_missing=False) on an empty directory (or one holding only a
+    LOCK) created a log there -- a segment and a LOCK -- where a missing directory, and
+    open() of a store in the same place, raise StoreNotFoundError.  Now it raises
+    LogNotFoundError (a StoreNotFoundError) and adds nothing."""
+    import os
+
+    import banyanstore
+    from banyanstore.errors import StoreNotFoundError
+    from banyanstore.log import LogNotFoundError
+    for name in holds:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(LogNotFoundError, match="holds no log") as info:
+        banyanstore.open_log(tmp_path, create_if_missing=False)
+    assert isinstance(info.value, StoreNotFoundError) and str(tmp_path) in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == holds
+    with banyanstore.open_log(tmp_path) as log:  # the default still creates one there
+        log.append(b"r")
+    with banyanstore.open_log(tmp_path, create_if_missing=False) as log:
+        assert log.get(1) == b"r"

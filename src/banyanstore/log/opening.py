@@ -3,7 +3,10 @@
 * A missing directory is created (and its parent synced, so the name is
   durable) unless ``create_if_missing=False`` or ``read_only=True``: then
   :class:`LogNotFoundError` -- a :class:`~banyanstore.errors.StorageIOError`
-  *and* a :class:`FileNotFoundError`, so both ``except`` styles work.
+  *and* a :class:`FileNotFoundError`, so both ``except`` styles work.  A
+  directory holding no segment is no log either: ``create_if_missing=False``
+  raises it there too (a read-only open reads it as empty until its writer
+  creates the log).
 * ``error_if_exists=True`` and segments present: :class:`LogExistsError` -- a
   :class:`~banyanstore.errors.ConfigError` (as for a store), a ``StorageIOError`` and a
   ``FileExistsError``; :class:`LogNotFoundError` is a
@@ -65,8 +68,15 @@ def opened_directory(directory: str, opts: Options, env: Env | None, *,
                                        path=directory, op="open", errno=errno.ENOENT)
             env.mkdir(directory)
             env.sync_dir(os.path.dirname(os.path.abspath(directory)))
-        else:
-            _refuse_foreign(env, directory)
+        elif not _refuse_foreign(env, directory) and not opts.create_if_missing \
+                and not opts.read_only:
+            # An empty directory (or one a writer left only its LOCK in) holds no log:
+            # creating one there is what create_if_missing=False forbids, as open() of a
+            # store refuses a directory without CURRENT.  (A reader may still open one
+            # and refresh() as its writer creates the log.)
+            raise LogNotFoundError(f"log directory {directory} holds no log "
+                                   "(create_if_missing=False)",
+                                   path=directory, op="open", errno=errno.ENOENT)
         if lock and not opts.read_only:
             flock = env.lock(writer_lock_path(env, directory))
         if opts.error_if_exists and any(n.endswith(".log") for n in env.listdir(directory)):
@@ -92,10 +102,11 @@ def writer_lock_path(env: Env, directory: str) -> str:
     return os.path.join(directory, "LOCK")
 
 
-def _refuse_foreign(env: Env, directory: str) -> None:
+def _refuse_foreign(env: Env, directory: str) -> bool:
     """NotAStoreError unless ``directory`` holds a log (a segment) or only what a log puts
     there: somebody's file beside existing segments is left alone, as beside a store's
-    CURRENT, rather than keeping the log (or the store whose wal/ it is) shut."""
+    CURRENT, rather than keeping the log (or the store whose wal/ it is) shut.  Returns
+    whether it holds a log: a segment, or a staged one a crash left (recovery's)."""
     try:
         names = env.listdir(directory)
     except OSError as exc:  # StorageIOError is an OSError too
@@ -104,10 +115,11 @@ def _refuse_foreign(env: Env, directory: str) -> None:
                                  path=directory) from exc
         raise
     if any(parse_segment_name(n) is not None for n in names):
-        return
+        return True
     foreign = [n for n in names if n != "LOCK" and parse_staged_name(n) is None]  # (a crash
     if foreign:  # may leave a staged segment: recovery)
         shown = ", ".join(map(repr, foreign[:3])) + (", ..." if len(foreign) > 3 else "")
         raise NotAStoreError(f"{directory} is not empty and is not a banyanstore log (it holds "
                              f"{shown}); a log is only created in an absent or empty directory",
                              path=directory)
+    return any(parse_staged_name(n) is not None for n in names)
