@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, pairwise
 from operator import itemgetter
 from typing import Any
 
@@ -392,33 +393,51 @@ def _short_plain_scan(tables: Sequence[Any], start: bytes | None, end: bytes | N
                       guard: Guard) -> Iterator[tuple[bytes, bytes]] | None:
     """A scan of several tables :func:`_visible_whole` with no other source, when each
     table's range lies in a block or two (a time series' window over every table): each
-    table's pairs as its blocks hold them, put in order by one sort, with no merge rounds
-    and no visibility pass per entry.  None when a table's range is longer (the blocks
+    table's pairs as its blocks hold them, put in order by :func:`_union`, with no merge
+    rounds and no visibility pass per entry.  None when a table's range is longer (the blocks
     read so far stay cached for the merge that follows).  REQUIRES: ``tables`` from
     ``_scan_tables``, newest first."""
     if limit == 0:
         return iter(())
-    pairs: list[tuple[bytes, bytes]] = []
-    sources = 0
+    runs: list[list[tuple[bytes, bytes]]] = []
     for t in tables:
-        got = t.short_pairs(start, end)
+        got = t.short_pairs(start, end)  # (a new list, ascending, one pair a key)
         if got is None:
             return None
         if got:
-            pairs += got
-            sources += 1
-    if sources > 1:
-        pairs.sort(key=_first)  # stable: a newer table's pair first within a key
-        if len(set(map(_first, pairs))) < len(pairs):
-            # Tables sharing a key: each key's first pair (the newest) is the one seen.  A
-            # dict keeps the last value given for a key, hence built from the end.
-            pairs = list(dict(reversed(pairs)).items())
-            pairs.reverse()
+            runs.append(got)
+    pairs = runs[0] if len(runs) == 1 else _union(runs)
     if reverse:
         pairs.reverse()
     if limit is not None:
         del pairs[limit:]
     return sticky(guarded_runs((pairs,), guard))
+
+
+def _union(runs: list[list[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+    """The pairs of several tables' ``runs`` (ascending, one pair a key; newest table
+    first) in key order, each key's newest pair only.
+
+    A time series' window over tables flushed one after another: each table holds a later
+    stretch of time, so the runs lie one after another in key order.  Then ordering the
+    runs by their first key and checking that each ends before the next begins replaces
+    sorting every pair and hashing every key for duplicates (cachegrind: 6.4% of a cached
+    ts-query's instructions over four tables).  Overlapping runs take the full sort."""
+    ordered = sorted(runs, key=_first_key)
+    if all(a[-1][0] < b[0][0] for a, b in pairwise(ordered)):
+        return list(chain.from_iterable(ordered))
+    pairs = list(chain.from_iterable(runs))
+    pairs.sort(key=_first)  # stable: a newer table's pair first within a key
+    if len(set(map(_first, pairs))) < len(pairs):
+        # Tables sharing a key: each key's first pair (the newest) is the one seen.  A
+        # dict keeps the last value given for a key, hence built from the end.
+        pairs = list(dict(reversed(pairs)).items())
+        pairs.reverse()
+    return pairs
+
+
+def _first_key(run: list[tuple[bytes, bytes]]) -> bytes:
+    return run[0][0]
 
 
 def _first_entry(tables: Sequence[Any], key: bytes, version: int) -> tuple[int, bytes | None] | None:
