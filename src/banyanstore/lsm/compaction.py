@@ -142,6 +142,8 @@ class Compactor(BackgroundThread):
         self.error: BaseException | None = None
         self.error_at = 0.0  # time.monotonic() of the last failure
         self.merges = 0
+        # merges begun: finished (merges), failed, cancelled by close, or running now
+        self.merges_started = 0
         self.failed_merges = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -276,6 +278,7 @@ class Compactor(BackgroundThread):
         """Merge adjacent ``inputs`` (newest first) of ``ks`` into one table."""
         tree = self._tree
         with self._merge_lock:
+            self.merges_started += 1
             need = sum(t.file_size for t in inputs)
             free = tree.env.free_space(tree.path)
             if free < need:
@@ -459,7 +462,8 @@ class Compactor(BackgroundThread):
         return runs
 
     def stats(self) -> dict[str, Any]:
-        return {"merges": self.merges, "failed_merges": self.failed_merges,
+        return {"merges": self.merges, "merges_started": self.merges_started,
+                "failed_merges": self.failed_merges,
                 "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
                 "entries_in": self.entries_in, "entries_out": self.entries_out,
                 "reclaimed_entries": self.entries_in - self.entries_out,

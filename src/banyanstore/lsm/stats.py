@@ -76,8 +76,14 @@ def collect(tree: Tree, *, read_only: bool, closed: bool, writer: Writer, wal: L
         out["flush"] = {"flushes": f.flushes, "pending": f.pending, "failures": f.failures,
                         "bytes_written": f.bytes_written, "last_error": repr(f.error) if f.error else None}
         # memtable stalls (the flusher's queue) and table stalls (compaction), together
+        # and apart, so a slow run of writes can tell which one held it up: a writer
+        # waiting for a flush to free a memtable, or one slowed by unmerged tables
         out["stalls"] = {"count": f.stalls + writer.stalls,
-                         "seconds": round(f.stall_seconds + writer.stall_seconds, 6)}
+                         "seconds": round(f.stall_seconds + writer.stall_seconds, 6),
+                         "memtable_waits": f.stalls,
+                         "memtable_wait_seconds": round(f.stall_seconds, 6),
+                         "table_stalls": writer.stalls,
+                         "table_stall_seconds": round(writer.stall_seconds, 6)}
     if compactor is not None:
         out["compaction"] = compactor.stats()
     return out
