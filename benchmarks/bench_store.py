@@ -40,6 +40,12 @@ round, in turn), so a change in the machine's load falls on every engine alike.
 engine with ``BANYANSTORE_PURE_PYTHON=1`` (both run by default).  ``--peers`` adds plyvel (LevelDB),
 rocksdict (RocksDB), lmdb (sync=False) and sqlite3 (WAL, synchronous=NORMAL), each skipped with
 the reason if it cannot be imported.  Data goes to ``--dir`` (default /tmp/h_bench/store).
+
+``--phases fillseq`` runs only the named phases (with those of the fillrandom chain a named
+one builds on).  Every phase of every round also records where its time went -- its CPU and
+its workers', the machine's CPU, load and dirty page cache, RSS, GC, and for banyanstore the
+deltas of ``stats()`` (flushes, merges, writer waits) -- under ``"diag"`` in the ``--json``
+output (benchmarks/README.md lists the keys) and on one line of the progress output.
 """
 
 from __future__ import annotations
@@ -66,12 +72,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402
     dir_bytes,
     fmt_rate,
+    machine_now,
     parse_size,
     peak_rss_mb,
+    phase_figures,
     print_summary,
     print_table,
     pyspy,
+    reset_peak_rss,
     rss_mb,
+    snapshot,
     src_fingerprint,
     summarize,
 )
@@ -142,6 +152,15 @@ class Engine:
     def structure(self) -> str:
         """The sorted runs a read may consult (tables, files per level), for the report."""
         return ""
+
+    def counters(self) -> dict[str, float]:
+        """The engine's own cumulative counters (flushes, merges, stalls...), flat, for the
+        deltas across a phase; {} for an engine that keeps none we can read."""
+        return {}
+
+    def queued(self) -> dict[str, int]:
+        """Work the engine has queued at a phase's end (memtables awaiting flush...)."""
+        return {}
 
 
 class Banyan(Engine):
@@ -214,6 +233,28 @@ class Banyan(Engine):
     def structure(self) -> str:
         tables = self.store.stats()["keyspaces"]["default"]["tables"]
         return f"{tables} table{'s' if tables != 1 else ''}"
+
+    def counters(self) -> dict[str, float]:
+        st = self.store.stats()
+        fl, co, sl = st.get("flush") or {}, st.get("compaction") or {}, st.get("stalls") or {}
+        out: dict[str, float] = {
+            "flushes": fl.get("flushes", 0), "flush_bytes": fl.get("bytes_written", 0),
+            "merges_started": co.get("merges_started", co.get("merges", 0)),
+            "merges_finished": co.get("merges", 0), "merges_failed": co.get("failed_merges", 0),
+            "merge_bytes": co.get("bytes_written", 0)}
+        for k in ("count", "seconds", "memtable_waits", "memtable_wait_seconds",
+                  "table_stalls", "table_stall_seconds"):
+            if k in sl:
+                out["stall_" + k if k in ("count", "seconds") else k] = sl[k]
+        return out
+
+    def queued(self) -> dict[str, int]:
+        """Memtables waiting for their flush now, and tables of the default keyspace."""
+        st = self.store.stats()
+        return {"flush_pending": (st.get("flush") or {}).get("pending", 0),
+                "immutable_memtables": sum(k["immutable_memtables"]
+                                           for k in st["keyspaces"].values()),
+                "tables": st["keyspaces"]["default"]["tables"]}
 
 
 class Plyvel(Engine):
@@ -474,6 +515,52 @@ def peer_available(name: str) -> str | None:
 
 
 # -- the benchmark (runs in a worker subprocess) ------------------------------------------------------
+class GcTimer:
+    """Python's garbage collections during a phase: how many per generation and the
+    seconds they took (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.counts[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._began
+
+    def start(self) -> tuple[list[int], float]:
+        return list(self.counts), self.seconds
+
+    def stop(self, seen: tuple[list[int], float]) -> dict[str, Any]:
+        return {"collections": [a - b for a, b in zip(self.counts, seen[0], strict=True)],
+                "seconds": round(self.seconds - seen[1], 4)}
+
+
+GC = GcTimer()
+
+
+def diag_line(d: dict[str, Any]) -> str:
+    """One line of a phase's figures for the progress output."""
+    m, e = d["machine"], d.get("engine", {})
+    out = (f"cpu {d['self']['cpu_seconds']:.2f}+{d['descendants_cpu_seconds']:.2f} s "
+           f"invol {d['self']['involuntary_switches']} gc {d['gc']['seconds']:.2f} s "
+           f"machine busy {m['busy_cpu_seconds']:.1f}/{m['ncpu'] * d['wall_seconds']:.1f} "
+           f"steal {m['cpu_seconds']['steal']:.2f} iowait {m['cpu_seconds']['iowait']:.2f} "
+           f"load {m['load_before'][0]:.1f} dirty {m['mem_mb_before'].get('Dirty', 0):.0f}"
+           f"+wb {m['mem_mb_before'].get('Writeback', 0):.0f} MB")
+    if e:
+        out += (f" | flushes {e['flushes']:.0f} merges {e['merges_started']:.0f}/"
+                f"{e['merges_finished']:.0f} memwait {e.get('memtable_waits', 0):.0f}/"
+                f"{e.get('memtable_wait_seconds', 0):.2f} s tablestall "
+                f"{e.get('table_stall_seconds', 0):.2f} s queued "
+                f"{d.get('engine_at_end', {}).get('flush_pending', '?')}")
+    return out
+
+
 class Run:
     def __init__(self, args: argparse.Namespace, engine: Engine, seed: int) -> None:
         self.args, self.eng = args, engine
@@ -498,11 +585,17 @@ class Run:
         reads = name.split("+")[0] in (*READ_PHASES, "ts-query")
         runs_before = self.eng.structure() if reads else ""
         gc.collect()
-        rss0 = rss_mb()
+        counters0 = self.eng.counters()
+        reset_peak_rss()
+        gc_seen = GC.start()
+        snap0 = snapshot()
+        rss0 = snap0["rss"]
         with pyspy(prof):
             t0 = time.perf_counter()
             ops = fn()
             secs = time.perf_counter() - t0
+        snap1 = snapshot()  # (before end_reads: the figures are the timed loop's)
+        gc_figures = GC.stop(gc_seen)
         self.eng.end_reads()
         rss1 = rss_mb()
         r: dict[str, Any] = {
@@ -510,9 +603,18 @@ class Run:
             "rss_growth_mb": rss1 - rss0, "rss_mb": rss1, "peak_rss_mb": peak_rss_mb()}
         if reads:  # what the phase read from: it changes while a background compaction runs
             r["structure"] = [runs_before, self.eng.structure()]
+        # where the time went (benchmarks/README.md lists the keys)
+        diag = phase_figures(snap0, snap1)
+        diag["gc"] = gc_figures
+        counters1 = self.eng.counters()
+        if counters1:
+            diag["engine"] = {k: round(v - counters0.get(k, 0), 6) for k, v in counters1.items()}
+            diag["engine_at_end"] = self.eng.queued()
+        r["diag"] = diag
         self.results[name] = r
         print(f"  {self.eng.name:<12} {name:<22} {fmt_rate(r['rate']):>8} {unit:<10} "
-              f"{secs:7.2f} s  rss {rss1:6.0f} MB (+{rss1 - rss0:.0f})", file=sys.stderr, flush=True)
+              f"{secs:7.2f} s  rss {rss1:6.0f} MB (+{rss1 - rss0:.0f})  {diag_line(diag)}",
+              file=sys.stderr, flush=True)
         if prof and os.path.exists(prof):
             s = summarize(prof)
             r["profile"] = s
@@ -536,16 +638,28 @@ class Run:
             return len(order)
         return run
 
+    def wanted(self, *phases: str) -> bool:
+        """Whether ``--phases`` names any of ``phases`` (or is not given)."""
+        return not self.args.phases or any(p in self.args.phases for p in phases)
+
     def run(self, root: str) -> None:
         a, eng, n, rng, keys = self.args, self.eng, self.n, self.rng, self.keys
         seq_path, db_path = os.path.join(root, "fillseq"), os.path.join(root, "db")
         for p in (seq_path, db_path):
             shutil.rmtree(p, ignore_errors=True)
 
-        eng.open(seq_path)
-        self.phase("fillseq", self.writes(keys, 0))
-        eng.close()
-        shutil.rmtree(seq_path, ignore_errors=True)
+        if self.wanted("fillseq"):
+            eng.open(seq_path)
+            self.phase("fillseq", self.writes(keys, 0))
+            eng.close()
+            shutil.rmtree(seq_path, ignore_errors=True)
+        # The phases from fillrandom to deleterandom build on each other: naming any of
+        # them runs the ones before it in that chain too.
+        chain = ALL_PHASES[1:ALL_PHASES.index("deleterandom") + 1]
+        if not self.wanted(*chain):
+            if self.wanted("ts-ingest", "ts-query"):
+                self.timeseries(os.path.join(root, "ts"))
+            return
 
         order = keys[:]
         rng.shuffle(order)
@@ -553,10 +667,12 @@ class Run:
         self.phase("fillrandom", self.writes(order, 0))
         over = [keys[rng.randrange(n)] for _ in range(n)]
         self.phase("overwrite", self.writes(over, 1000))
-        if a.writes_only:
+        if a.writes_only or not self.wanted(*chain[2:]):
             eng.close()
             if not a.keep:
                 shutil.rmtree(db_path, ignore_errors=True)
+            if not a.writes_only and self.wanted("ts-ingest", "ts-query"):
+                self.timeseries(os.path.join(root, "ts"))
             return
         # expected values of a sample of keys (outside the timing)
         sample = set(rng.sample(keys, min(2000, n)))
@@ -578,26 +694,29 @@ class Run:
         self.info["disk_bytes_before_compaction"] = dir_bytes(db_path)
         self.verify(expect, "verify")
         self.reads("")
+        later = chain[chain.index("readrandom+compact"):]
         t0 = time.perf_counter()
-        if eng.compact():
+        if self.wanted(*later) and eng.compact():
             self.info["compact_seconds"] = time.perf_counter() - t0
             self.info["after_compaction"] = eng.info()
             self.info["disk_bytes_after_compaction"] = dir_bytes(db_path)
             self.verify(expect, "verify+compact")
             self.reads("+compact")
         self.info["end_of_reads"] = eng.info()
-        dels = [keys[rng.randrange(n)] for _ in range(n)]
+        if self.wanted("deleterandom"):
+            dels = [keys[rng.randrange(n)] for _ in range(n)]
 
-        def deleterandom() -> int:
-            delete = eng.delete_fn()
-            for k in dels:
-                delete(k)
-            return len(dels)
-        self.phase("deleterandom", deleterandom)
+            def deleterandom() -> int:
+                delete = eng.delete_fn()
+                for k in dels:
+                    delete(k)
+                return len(dels)
+            self.phase("deleterandom", deleterandom)
         eng.close()
         if not a.keep:
             shutil.rmtree(db_path, ignore_errors=True)
-        self.timeseries(os.path.join(root, "ts"))
+        if self.wanted("ts-ingest", "ts-query"):
+            self.timeseries(os.path.join(root, "ts"))
 
     def timeseries(self, path: str) -> None:
         """ts-ingest and ts-query (see the module docstring)."""
@@ -746,6 +865,7 @@ def spawn(name: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     env.pop("BANYANSTORE_PURE_PYTHON", None)
     if name == "banyanstore-pure":
         env["BANYANSTORE_PURE_PYTHON"] = "1"
+    machine = machine_now()
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, timeout=args.timeout, stderr=None, env=env)
@@ -761,6 +881,7 @@ def spawn(name: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     if rc != 0 and "crash" not in res:
         res["crash"] = f"worker exited with {rc}"
     res["wall_seconds"] = time.monotonic() - t0
+    res["machine_at_start"] = machine
     return res
 
 
@@ -781,6 +902,8 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "unit": rs[0]["unit"],
                 "rss_growth_mb": statistics.median(x["rss_growth_mb"] for x in rs),
                 "structures": [x.get("structure") for x in rs],
+                # one entry a round, in round order: where each round's time went
+                "diag": [x.get("diag") for x in rs],
             }
     return out
 
@@ -812,7 +935,7 @@ def report(results: list[dict[str, Any]], skipped: dict[str, str], n: int) -> No
     runs = results[0]["runs"] if results else 0
     print_table(f"bench_store: N = {n:,}, 16 B keys, 100 B values, median of {runs} run(s)", header, rows)
     rows = [[p, *[f"{r['phases'][p]['rss_growth_mb']:+.0f}" if p in r["phases"] else "—"
-                  for r in results]] for p in ALL_PHASES]
+                  for r in results]] for p in ALL_PHASES if any(p in r["phases"] for r in results)]
     print_table("RSS growth per phase (MB, current RSS after − before)", ["phase", *names], rows)
     rows = [[p, *[structures(r["phases"][p]) if p in r["phases"] else "—" for r in results]]
             for p in ALL_PHASES if any(r["phases"].get(p, {}).get("structures", [None])[0] for r in results)]
@@ -848,6 +971,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="N = 100,000")
     ap.add_argument("--reads", type=int, default=0, help="point reads per read phase (default N)")
     ap.add_argument("--seeks", type=int, default=0, help="seeks in seekrandom (default N/10)")
+    ap.add_argument("--phases", default=None, type=lambda s: [p for p in s.split(",") if p],
+                    help="comma list of phases to run (e.g. fillseq); a phase needs the ones "
+                         "before it from fillrandom on, which run too")
     ap.add_argument("--writes-only", action="store_true",
                     help="only fillseq, fillrandom and overwrite (for write-path comparisons)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per engine; figures are medians")
@@ -875,6 +1001,9 @@ def main() -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    unknown = [p for p in args.phases or () if p not in ALL_PHASES]
+    if unknown:
+        ap.error(f"--phases: unknown phase(s) {', '.join(unknown)}; the phases: {', '.join(ALL_PHASES)}")
     if args.quick:
         args.num = 100_000
     os.makedirs(args.dir, exist_ok=True)

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -53,6 +54,132 @@ def peak_rss_mb(children: bool = False) -> float:
     """Peak RSS (``ru_maxrss``) of this process, or the largest of its waited-for children, MB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss * 1024 / 1e6
+
+
+# -- where a phase's time went: this process, its children, the machine ----------------------
+TICKS = os.sysconf("SC_CLK_TCK")
+_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak (``VmHWM``) for this process (Linux: ``clear_refs`` 5); False if the
+    kernel does not allow it (then :func:`phase_peak_rss_mb` is the process's peak so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def phase_peak_rss_mb() -> float:
+    """Peak RSS of this process since :func:`reset_peak_rss` (or since it started), MB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
+def descendants_cpu_seconds(pid: int | None = None) -> dict[int, float]:
+    """CPU seconds (user + system) of every live descendant process, by pid: a flush or
+    merge worker runs for the store's life, and ``RUSAGE_CHILDREN`` counts a child only
+    once it has exited and been waited for."""
+    me = pid or os.getpid()
+    out: dict[int, float] = {}
+    todo = [me]
+    while todo:
+        p = todo.pop()
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+        if p != me:
+            try:
+                with open(f"/proc/{p}/stat") as fh:
+                    f = fh.read().rsplit(")", 1)[1].split()
+                out[p] = (int(f[11]) + int(f[12])) / TICKS  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _meminfo_mb(*names: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                k, _, rest = line.partition(":")
+                if k in names:
+                    out[k] = int(rest.split()[0]) * 1024 / 1e6
+    except OSError:
+        pass
+    return out
+
+
+def _cpu_ticks() -> dict[str, int]:
+    try:
+        with open("/proc/stat") as fh:
+            f = fh.readline().split()[1:]
+        return {k: int(v) for k, v in zip(_CPU_FIELDS, f, strict=False)}
+    except (OSError, ValueError):
+        return {}
+
+
+def snapshot() -> dict[str, Any]:
+    """The figures :func:`phase_figures` compares: taken just before and just after a phase."""
+    return {"wall": time.perf_counter(), "self": resource.getrusage(resource.RUSAGE_SELF),
+            "children": resource.getrusage(resource.RUSAGE_CHILDREN),
+            "descendants": descendants_cpu_seconds(), "rss": rss_mb(),
+            "descendants_rss": descendants_rss_mb(), "cpu": _cpu_ticks(),
+            "mem": _meminfo_mb("Dirty", "Writeback", "MemAvailable"), "load": os.getloadavg()}
+
+
+def phase_figures(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Where the time between snapshots ``a`` and ``b`` went: this process's CPU (and how
+    often the kernel took the CPU from it: involuntary switches), its children's, the
+    machine's (every CPU's busy, iowait and steal time, in CPU seconds), its RSS, the dirty
+    and writeback page cache (a previous run's writes still going to disk), the load."""
+    def ru(key: str) -> dict[str, float]:
+        x, y = a[key], b[key]
+        return {"cpu_seconds": round((y.ru_utime + y.ru_stime) - (x.ru_utime + x.ru_stime), 4),
+                "user_seconds": round(y.ru_utime - x.ru_utime, 4),
+                "system_seconds": round(y.ru_stime - x.ru_stime, 4),
+                "major_faults": y.ru_majflt - x.ru_majflt, "minor_faults": y.ru_minflt - x.ru_minflt,
+                "voluntary_switches": y.ru_nvcsw - x.ru_nvcsw,
+                "involuntary_switches": y.ru_nivcsw - x.ru_nivcsw,
+                "blocks_in": y.ru_inblock - x.ru_inblock, "blocks_out": y.ru_oublock - x.ru_oublock}
+    da, db = a["descendants"], b["descendants"]
+    cpu = {k: round((b["cpu"].get(k, 0) - a["cpu"].get(k, 0)) / TICKS, 3) for k in _CPU_FIELDS}
+    return {
+        "wall_seconds": round(b["wall"] - a["wall"], 4),
+        "self": ru("self"), "children": ru("children"),
+        # live worker processes: CPU over the phase (a worker started in it counts from 0)
+        "descendants_cpu_seconds": round(sum(db[p] - da.get(p, 0.0) for p in db), 3),
+        "descendants": {"before": len(da), "after": len(db), "started": len(set(db) - set(da))},
+        "rss_mb": {"before": round(a["rss"], 1), "after": round(b["rss"], 1),
+                   "peak": round(phase_peak_rss_mb(), 1),
+                   "descendants_before": round(a["descendants_rss"], 1),
+                   "descendants_after": round(b["descendants_rss"], 1)},
+        "machine": {"cpu_seconds": cpu, "ncpu": os.cpu_count(),
+                    "busy_cpu_seconds": round(sum(v for k, v in cpu.items()
+                                                  if k not in ("idle", "iowait")), 3),
+                    "load_before": [round(x, 2) for x in a["load"]],
+                    "load_after": [round(x, 2) for x in b["load"]],
+                    "mem_mb_before": {k: round(v, 1) for k, v in a["mem"].items()},
+                    "mem_mb_after": {k: round(v, 1) for k, v in b["mem"].items()}},
+    }
+
+
+def machine_now() -> dict[str, Any]:
+    """The machine as a run starts: load, dirty and writeback page cache (MB)."""
+    return {"load": [round(x, 2) for x in os.getloadavg()],
+            "mem_mb": {k: round(v, 1) for k, v in _meminfo_mb("Dirty", "Writeback", "MemAvailable").items()}}
 
 
 def src_fingerprint() -> str:
