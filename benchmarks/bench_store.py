@@ -242,6 +242,10 @@ class Banyan(Engine):
             "merges_started": co.get("merges_started", co.get("merges", 0)),
             "merges_finished": co.get("merges", 0), "merges_failed": co.get("failed_merges", 0),
             "merge_bytes": co.get("bytes_written", 0)}
+        wal = st.get("wal") or {}
+        for k in ("rotations", "rotate_seconds", "syncs"):
+            if k in wal:  # the writer rotates the WAL at each memtable switch, syncs included
+                out["wal_" + k] = wal[k]
         for k in ("count", "seconds", "memtable_waits", "memtable_wait_seconds",
                   "table_stalls", "table_stall_seconds"):
             if k in sl:
@@ -557,7 +561,8 @@ def diag_line(d: dict[str, Any]) -> str:
                 f"{e['merges_finished']:.0f} memwait {e.get('memtable_waits', 0):.0f}/"
                 f"{e.get('memtable_wait_seconds', 0):.2f} s tablestall "
                 f"{e.get('table_stall_seconds', 0):.2f} s queued "
-                f"{d.get('engine_at_end', {}).get('flush_pending', '?')}")
+                f"{d.get('engine_at_end', {}).get('flush_pending', '?')} wal rotations "
+                f"{e.get('wal_rotations', 0):.0f}/{e.get('wal_rotate_seconds', 0):.2f} s")
     return out
 
 

@@ -87,3 +87,18 @@ def test_merges_started_counts_every_merge_begun(tmp_path: Path) -> None:
         c = store.stats()["compaction"]
         assert c["merges"] >= 1
         assert c["merges_started"] == c["merges"] + c["failed_merges"]
+
+
+def test_wal_rotations_at_memtable_switches_are_counted(tmp_path: Path) -> None:
+    """Each memtable switch rotates the WAL with the write lock held, its syncs included:
+    on a slow disk that is where writes wait, so stats() counts rotations and their time."""
+    with banyanstore.open(tmp_path / "db", memtable_size=64 * 1024, compaction=False) as store:
+        wal = store.stats()["wal"]
+        assert wal["rotations"] == 0 and wal["rotate_seconds"] == 0
+        for i in range(300):  # 300 KB: several switches of 64 KiB memtables
+            store.put(b"k%05d" % i, b"v" * 1000)
+        wal = store.stats()["wal"]
+        assert wal["rotations"] >= 3 and wal["rotate_seconds"] > 0
+        before = wal["rotations"]
+        store.flush()  # a switch too
+        assert store.stats()["wal"]["rotations"] == before + 1

@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -111,6 +112,11 @@ class Log(LogView, AsyncAppends):
         self._appends: LogTail = new_tail(rec.next_seq, self._lock)
         self._counters = {"torn_tail_repairs": rec.torn_tail_repairs, "torn_tail_bytes": rec.torn_tail_bytes,
                           "damaged_records_skipped": rec.damaged_records, "syncs": 0}
+        # Rotations and the time they took: a store's writer rotates its WAL at each memtable
+        # switch, holding its write lock through the rotation's syncs -- on a slow disk the
+        # time its writes wait, which stats() must be able to show.
+        self._rotations = 0
+        self._rotate_seconds = 0.0
         self._writer: AnySegmentWriter | None = None
         self._no_successor = False  # the failed rotation made no file of its successor
         # A rotation a full disk stopped while reserving space (_rotate_guarded): appends
@@ -419,9 +425,12 @@ class Log(LogView, AsyncAppends):
         # "not _ok and not _rotation_due" false until the log really refuses appends --
         # else an append racing it got "log is not writable" (StoreClosedError).
         self._no_successor = False
+        self._rotations += 1
+        began = time.monotonic()
         try:
             self._rotate_locked()
         except BaseException as exc:
+            self._rotate_seconds += time.monotonic() - began
             if self._no_successor and isinstance(exc, StorageIOError) and self._writer is not None:
                 self._appends.frames = self._writer.frames
                 self._ok = True  # (already, unless a due rotation is retried)
@@ -433,6 +442,7 @@ class Log(LogView, AsyncAppends):
                 self._io_failed(exc)
                 self._rotation_due = False
             raise
+        self._rotate_seconds += time.monotonic() - began
         self._ok = True
         self._rotation_due = False
 

@@ -48,6 +48,8 @@ class LogView(ProcessLocal):
     _commit: GroupCommit
     _writer: AnySegmentWriter | None
     _counters: dict[str, int]
+    _rotations: int
+    _rotate_seconds: float
     _appended: threading.Condition  # over _lock; notified by appends while _appends.followers > 0
 
     def _io_failed(self, exc: BaseException) -> None:
@@ -296,7 +298,7 @@ class LogView(ProcessLocal):
 
     def stats(self) -> dict[str, Any]:
         """Counters and state: segments, bytes, seq bounds, syncs, group-commit batches,
-        torn-tail repairs, skipped damaged records, the IO mode."""
+        rotations and their time, torn-tail repairs, skipped damaged records, the IO mode."""
         segs = self._catalog.segments
         w = self._writer
         described = self._env.describe()
@@ -306,6 +308,8 @@ class LogView(ProcessLocal):
             "first_seq": self.first_seq, "last_seq": self.last_seq, "durable_seq": self.durable_seq,
             "syncs": self._counters["syncs"] + self._commit.syncs,
             "group_commit_batches": self._commit.syncs, "sync_waits": self._commit.waits,
+            # new segments started, and the seconds it took (their syncs included)
+            "rotations": self._rotations, "rotate_seconds": round(self._rotate_seconds, 6),
             "torn_tail_repairs": self._counters["torn_tail_repairs"],
             "torn_tail_bytes": self._counters["torn_tail_bytes"],
             "damaged_records_skipped": self._counters["damaged_records_skipped"] + self._catalog.skipped,
