@@ -50,10 +50,15 @@ def descendants_rss_mb(pid: int | None = None) -> float:
     return total
 
 
+_peak_before_reset = 0.0  # this process's peak before reset_peak_rss() last cleared it
+
+
 def peak_rss_mb(children: bool = False) -> float:
     """Peak RSS (``ru_maxrss``) of this process, or the largest of its waited-for children, MB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return resource.getrusage(who).ru_maxrss * 1024 / 1e6
+    peak = resource.getrusage(who).ru_maxrss * 1024 / 1e6
+    # clear_refs clears ru_maxrss too: the peak before it still counts
+    return peak if children else max(peak, _peak_before_reset)
 
 
 # -- where a phase's time went: this process, its children, the machine ----------------------
@@ -63,7 +68,10 @@ _CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "st
 
 def reset_peak_rss() -> bool:
     """Start a new peak (``VmHWM``) for this process (Linux: ``clear_refs`` 5); False if the
-    kernel does not allow it (then :func:`phase_peak_rss_mb` is the process's peak so far)."""
+    kernel does not allow it (then :func:`phase_peak_rss_mb` is the process's peak so far).
+    :func:`peak_rss_mb` still gives the process's peak (the kernel resets ``ru_maxrss`` too)."""
+    global _peak_before_reset
+    _peak_before_reset = max(_peak_before_reset, peak_rss_mb())
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
