@@ -870,7 +870,16 @@ def spawn(name: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     env.pop("BANYANSTORE_PURE_PYTHON", None)
     if name == "banyanstore-pure":
         env["BANYANSTORE_PURE_PYTHON"] = "1"
+    # Every engine's round starts with the page cache written back (the same for all):
+    # else one round's timed phases can share the disk with the writeback of what ran
+    # before it (an earlier engine's files, another program's), and a round whose syncs
+    # are slow runs at half speed with its usual CPU seconds (benchmarks/README.md).
     machine = machine_now()
+    if args.sync_between:
+        t1 = time.monotonic()
+        os.sync()
+        machine["sync_seconds"] = round(time.monotonic() - t1, 3)
+        machine["after_sync"] = machine_now()
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, timeout=args.timeout, stderr=None, env=env)
@@ -1002,6 +1011,8 @@ def main() -> None:
     ap.add_argument("--profile-dir", default=None, help="py-spy profiles of the chosen phases go here")
     ap.add_argument("--profile-phases", default="fillrandom,readrandom,readseq,readmissing",
                     type=lambda s: s.split(","))
+    ap.add_argument("--no-sync-between", dest="sync_between", action="store_false",
+                    help="do not os.sync() before each engine's round")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -1018,13 +1029,14 @@ def main() -> None:
 
     # what the workers get: every option but the parent-only ones
     skip_next = {"--engines", "--json", "--repeat", "--seed", "--timeout"}
+    skip_flags = ("--peers", "--quick", "--no-sync-between")
     argv, pt, i = sys.argv[1:], [], 0
     while i < len(argv):
         a = argv[i]
         if a in skip_next:
             i += 2
             continue
-        if a.split("=")[0] in skip_next or a in ("--peers", "--quick"):
+        if a.split("=")[0] in skip_next or a in skip_flags:
             i += 1
             continue
         pt.append(a)
