@@ -26,7 +26,9 @@ Locking -- the rules, in one place:
   deletions and the pins.  Every public method that changes one of them takes it
   itself; the private helpers marked ``REQUIRES: _lock`` run under it; no caller
   outside holds it, except inside :meth:`frozen_state`.
-* ``version`` is assigned only by :meth:`publish_version`, which REQUIRES the
+* ``version`` is assigned only by :meth:`publish_version` -- or, to save a call, in
+  place by the single put's path (``Writer.write_one``, the compiled core's put) under
+  the same rule -- which REQUIRES the
   caller to hold the write path's write lock (one writer), after the version's
   entries are in the memtables and its commit time is noted -- so a reader at
   ``version`` never sees half a batch, nor a TTL floor that takes it for expired.

@@ -261,7 +261,10 @@ class Writer:
                 self._mem_bytes += ks.view.mem.add(key, v, value)
                 if ms >= self._next_sample_ms:
                     self._sample_time(v, ms)
-                tree.publish_version(v)
+                # Tree.publish_version's one assignment, folded in: on the hottest path its
+                # frame cost more than the rest of the call (the compiled core's put sets
+                # the slot in place too).
+                tree.version = v
             except BaseException:
                 self._complete_write(v, ((ks, key, value),), ())
                 raise
