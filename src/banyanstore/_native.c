@@ -2462,14 +2462,17 @@ static PyObject *free_pair(const MergeScan *m) {
     return t;
 }
 
-/* The key object of an entry (a new reference): the key of `t`, the pair tuple the entry
- * will refill (or NULL), rewritten in place when nothing but that tuple holds it and it
- * has the length (as the tuple itself is reused: nobody can see the change, and a series'
- * keys all have one length), else a new bytes.  Saves an allocation and a free per entry. */
-static PyObject *entry_key(PyObject *t, const uint8_t *k, Py_ssize_t n) {
+/* The key object of the pair tuple `t` (or NULL) if it may be rewritten in place for a key
+ * of `n` bytes: nothing but that tuple holds it and it has the length (as the tuple itself
+ * is reused, nobody can see the change, and a series' keys all have one length); else NULL. */
+static inline PyObject *rewritable_key(PyObject *t, Py_ssize_t n) {
     PyObject *old = t != NULL ? PyTuple_GET_ITEM(t, 0) : NULL;
-    if (old == NULL || !PyBytes_CheckExact(old) || Py_REFCNT(old) != 1 || PyBytes_GET_SIZE(old) != n)
-        return PyBytes_FromStringAndSize((const char *)k, n);
+    return old != NULL && PyBytes_CheckExact(old) && Py_REFCNT(old) == 1 && PyBytes_GET_SIZE(old) == n
+           ? old : NULL;
+}
+
+/* `old` (rewritable_key's) rewritten to the key at `k`: a new reference. */
+static inline PyObject *rewrite_key(PyObject *old, const uint8_t *k, Py_ssize_t n) {
     memcpy(PyBytes_AS_STRING(old), k, (size_t)n);
     /* the hash a dict or set lookup cached in it belongs to the old key (ob_shash: deprecated
      * for readers since 3.11, still the cache bytes' tp_hash reads) */
@@ -2478,6 +2481,14 @@ _Py_COMP_DIAG_IGNORE_DEPR_DECLS
     ((PyBytesObject *)old)->ob_shash = -1;
 _Py_COMP_DIAG_POP
     return Py_NewRef(old);
+}
+
+/* The key object of an entry (a new reference): the key of `t`, the pair tuple the entry
+ * will refill (or NULL), rewritten in place where rewritable_key allows, else a new bytes.
+ * Saves an allocation and a free per entry. */
+static inline PyObject *entry_key(PyObject *t, const uint8_t *k, Py_ssize_t n) {
+    PyObject *old = rewritable_key(t, n);
+    return old != NULL ? rewrite_key(old, k, n) : PyBytes_FromStringAndSize((const char *)k, n);
 }
 
 /* The tuple (key, value), stealing both references: `t` refilled (free_pair's, or NULL),
@@ -2489,7 +2500,11 @@ static PyObject *emit_pair(MergeScan *m, PyObject *t, PyObject *key, PyObject *v
         PyTuple_SET_ITEM(t, 1, value);
         Py_DECREF(old_key);  /* bytes (or None): their release runs no Python code */
         Py_DECREF(old_value);
-        if (!PyObject_GC_IsTracked(t))  /* the collector untracks tuples of untracked items */
+        /* The collector untracks a tuple whose items it need not follow; one holding a key
+         * (always bytes) and a bytes value needs no tracking either, so only another value
+         * (a memtable run's, not checked to be bytes) has it tracked again.  (The check of
+         * the tracked bit is a function call in 3.11: a bytes check first saves it per entry.) */
+        if (!PyBytes_CheckExact(value) && !PyObject_GC_IsTracked(t))
             PyObject_GC_Track(t);
         return Py_NewRef(t);
     }
@@ -2513,18 +2528,34 @@ static PyObject *merge_step(MergeScan *m) {
         if (best == NULL)
             break;
         Py_ssize_t klen = best->klen;
-        if (keep_key(m, best->key, klen) < 0)
-            return NULL;
-        const uint8_t *key = m->kbuf;
+        const uint8_t *key;
+        PyObject *value = NULL, *key_obj = NULL, *t = NULL, *held = NULL, *old;
+        if (alone && best->kind == SRC_TABLE && !m->keys_only && (t = free_pair(m)) != NULL
+                && (old = rewritable_key(t, klen)) != NULL) {
+            /* A table's key alone (a series' points): written straight into the free pair's
+             * key object, which outlives the block the advance below may leave -- instead of
+             * into kbuf first and from there into the key object.  The pair is held (a
+             * Python call during the advance may run), and refilled below only if nothing
+             * else took it meanwhile. */
+            held = Py_NewRef(t);
+            key_obj = rewrite_key(old, best->key, klen);
+            key = bytes_ptr(key_obj);
+        } else {
+            t = NULL;
+            if (keep_key(m, best->key, klen) < 0)
+                return NULL;
+            key = m->kbuf;
+        }
         /* every entry of the key: keep the newest visible one (only `best` has the key when
          * it is alone) */
         int have = 0;
         uint64_t have_v = 0;
-        PyObject *value = NULL, *key_obj = NULL;
         Py_ssize_t from = alone ? best - m->src : 0, to = alone ? from + 1 : m->nsrc;
         for (Py_ssize_t i = from; i < to; i++) {
             Source *s = &m->src[i];
-            while (!s->done && keyeq(s->key, s->klen, key, klen)) {
+            int head = alone;  /* the lone source's head is the key itself: no comparison */
+            while (!s->done && (head || keyeq(s->key, s->klen, key, klen))) {
+                head = 0;
                 uint64_t v = s->version;
                 if (v <= m->version && (!have || v > have_v)) {
                     PyObject *val = head_value(m, s, &key_obj);
@@ -2538,13 +2569,19 @@ static PyObject *merge_step(MergeScan *m) {
                     goto error;
             }
         }
+        if (held != NULL) {  /* the pair taken above: still free if only the scan and we hold it */
+            if (Py_REFCNT(held) != 2)
+                t = NULL;  /* emit_pair makes a new tuple (the key object stays as it is) */
+            Py_CLEAR(held);
+        }
         if (!have || value == Py_None || have_v < m->floor) {
             Py_XDECREF(value);
             Py_XDECREF(key_obj);
             continue;
         }
         /* (no Python code runs from here to emit_pair: `t` stays free) */
-        PyObject *t = m->keys_only ? NULL : free_pair(m);
+        if (t == NULL && key_obj == NULL && !m->keys_only)
+            t = free_pair(m);
         if (key_obj == NULL && (key_obj = entry_key(t, key, klen)) == NULL)
             goto error;
         if (m->remaining > 0)
@@ -2560,6 +2597,7 @@ static PyObject *merge_step(MergeScan *m) {
     error:
         Py_XDECREF(value);
         Py_XDECREF(key_obj);
+        Py_XDECREF(held);
         merge_clear(m);
         return NULL;
     }
