@@ -42,6 +42,18 @@ static inline void wild_copy(uint8_t *dst, const uint8_t *src, size_t n) {
         memcpy(dst + i, src + i, WILD);
 }
 
+/* Literals are copied two strides at once (input to output: they never overlap), which
+ * halves the loop's own work on the long literal runs of values that do not compress.
+ * Writes up to WILD_LIT - 1 bytes past n; REQUIRES n + WILD_LIT - 1 bytes of room in both. */
+enum { WILD_LIT = 2 * WILD };
+
+static inline void wild_copy_literals(uint8_t *dst, const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i += WILD_LIT) {
+        memcpy(dst + i, src + i, WILD);
+        memcpy(dst + i + WILD, src + i + WILD, WILD);
+    }
+}
+
 /* Add an length extension (255* last) to *len, reading no further than `limit`. */
 static int read_ext(const uint8_t **ip, const uint8_t *limit, size_t *len) {
     unsigned s;
@@ -61,12 +73,17 @@ int bs_lz4_block_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) 
     uint8_t *op = dst, *const oend = dst + cap;
     if (n == 0 || cap == 0)
         return -1;
+    /* the last positions with SHORT_IN bytes of input after them and SHORT_OUT of output
+     * room (0: none), so that the short path's test is two comparisons, not two
+     * subtractions and two comparisons a sequence */
+    const uintptr_t ishort = n > SHORT_IN ? (uintptr_t)(iend - SHORT_IN) : 0;
+    const uintptr_t oshort = cap >= SHORT_OUT ? (uintptr_t)(oend - SHORT_OUT) : 0;
+    /* A token is read only where input is left: n > 0 at the start, a short sequence leaves
+     * at least 8 bytes after it, and a long one checks at its end. */
     for (;;) {
-        if (ip >= iend)
-            return -1;
         unsigned token = *ip++;
-        if ((token >> 4) < RUN_MASK && (token & RUN_MASK) < RUN_MASK && (size_t)(iend - ip) >= SHORT_IN
-                && (size_t)(oend - op) >= SHORT_OUT) {
+        if ((token >> 4) < RUN_MASK && (token & RUN_MASK) < RUN_MASK && (uintptr_t)ip <= ishort
+                && (uintptr_t)op <= oshort) {
             /* A short sequence far from both ends (most of them): the checks below all pass
              * but the offset's, so fixed-size copies do -- the bytes written past the
              * sequence are overwritten by what follows. */
@@ -76,7 +93,7 @@ int bs_lz4_block_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) 
             ip += lit;
             size_t offset = (size_t)ip[0] | (size_t)ip[1] << 8;
             ip += 2;
-            if (offset == 0 || offset > (size_t)(op - dst))
+            if (offset - 1 >= (size_t)(op - dst))  /* offset 0 (wraps round) or before dst */
                 return -1;
             size_t len = (token & RUN_MASK) + MINMATCH;
             const uint8_t *match = op - offset;
@@ -104,8 +121,8 @@ int bs_lz4_block_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) 
             memcpy(op, ip, lit);
             return 0;
         }
-        if (lit + WILD - 1 <= in_left && lit + WILD - 1 <= out_left)
-            wild_copy(op, ip, lit);  /* the bytes past lit are overwritten by what follows */
+        if (lit + WILD_LIT - 1 <= in_left && lit + WILD_LIT - 1 <= out_left)
+            wild_copy_literals(op, ip, lit);  /* the bytes past lit are overwritten by what follows */
         else
             memcpy(op, ip, lit);
         op += lit;
@@ -131,5 +148,7 @@ int bs_lz4_block_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) 
                 op[i] = match[i];
         }
         op += len;
+        if (ip >= iend)
+            return -1;
     }
 }
