@@ -2210,6 +2210,10 @@ static int parse_limit(PyObject *limit, Py_ssize_t *remaining) {
     return 0;
 }
 
+static int merge_setup(MergeScan *m, PyObject *sources, PyObject *start, PyObject *end,
+                       unsigned long long version, unsigned long long floor, int reverse,
+                       PyObject *limit, int keys_only, PyObject *keepalive, PyObject *guard);
+
 static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
                              "keys_only", "keepalive", "guard", NULL};
@@ -2220,6 +2224,66 @@ static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
                                      &start, &end, &version, &floor, &reverse, &limit, &keys_only,
                                      &keepalive, &guard))
         return -1;
+    return merge_setup(m, sources, start, end, version, floor, reverse, limit, keys_only, keepalive, guard);
+}
+
+/* type(*args, **kwargs) through tp_new and tp_init (type.__call__), for a vectorcall the
+ * fast path does not take. */
+static PyObject *merge_call_generic(PyObject *type, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *r = NULL;
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        if ((kwargs = PyDict_New()) == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                goto done;
+    }
+    r = PyType_Type.tp_call(type, tuple, kwargs);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return r;
+}
+
+/* MergeScan(...) called with its arguments by position (every scan of the store calls it
+ * so, once per scan): the same as tp_new + merge_init without the argument tuple and the
+ * keyword parser (about 1% of a short range query).  Any other call -- keywords, another
+ * count, a version or floor that is no int -- takes the generic path, which parses (and
+ * refuses) exactly as before. */
+static PyObject *merge_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs < 5 || nargs > 10 || !PyLong_Check(args[3]) || !PyLong_Check(args[4]))
+        return merge_call_generic(type, args, nargs, kwnames);
+    /* "K" and "p" as PyArg_ParseTupleAndKeywords reads them */
+    unsigned long long version = PyLong_AsUnsignedLongLongMask(args[3]);
+    if (version == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long floor = PyLong_AsUnsignedLongLongMask(args[4]);
+    if (floor == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    int reverse = nargs > 5 ? PyObject_IsTrue(args[5]) : 0;
+    int keys_only = nargs > 7 ? PyObject_IsTrue(args[7]) : 0;
+    if (reverse < 0 || keys_only < 0)
+        return NULL;
+    PyObject *m = PyType_GenericNew((PyTypeObject *)type, NULL, NULL);
+    if (m == NULL)
+        return NULL;
+    if (merge_setup((MergeScan *)m, args[0], args[1], args[2], version, floor, reverse,
+                    nargs > 6 ? args[6] : Py_None, keys_only, nargs > 8 ? args[8] : Py_None,
+                    nargs > 9 ? args[9] : Py_None) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+
+static int merge_setup(MergeScan *m, PyObject *sources, PyObject *start, PyObject *end,
+                       unsigned long long version, unsigned long long floor, int reverse,
+                       PyObject *limit, int keys_only, PyObject *keepalive, PyObject *guard) {
     if (!PyList_CheckExact(sources) && !PyTuple_CheckExact(sources)) {
         PyErr_SetString(PyExc_TypeError, "sources must be a list or a tuple");
         return -1;
@@ -2617,6 +2681,7 @@ static PyTypeObject MergeScanType = {
               "before the first entry, every 16 to 1024 entries after, at the end and after an IO error",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)merge_init,
+    .tp_vectorcall = merge_vectorcall,
     .tp_dealloc = (destructor)merge_dealloc,
     .tp_traverse = (traverseproc)merge_traverse,
     .tp_clear = (inquiry)merge_gc_clear,
