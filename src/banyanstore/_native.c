@@ -1626,6 +1626,10 @@ typedef struct {
     PyObject *ahead[READAHEAD_BLOCKS]; /* blocks read ahead, in scan order (strong) */
     int ahead_n, ahead_i;     /* ahead[ahead_i:ahead_n] are the next blocks */
     int batch;                /* blocks the next read-ahead takes */
+    /* The lead's run (note_run): once known for the current block, entries up to span_end
+     * (in scan direction) come before every other source's head. */
+    int span_known;
+    int64_t span_end;
     /* runs */
     PyObject *runs, *run;     /* iterator of lists; the current list (strong) */
     Py_ssize_t ri;
@@ -1687,6 +1691,7 @@ static int table_head(MergeScan *m, Source *s) {
  * of it in range.  Returns 1 if that part is non-empty, 0 if empty, -1 on error. */
 static int table_enter(MergeScan *m, Source *s, uint32_t no, PyObject *block) {
     Py_XSETREF(s->block, block);
+    s->span_known = 0;  /* a new block: its run is not known yet (note_run) */
     Py_CLEAR(s->data);
     PyObject *data = block_data(block);
     if (data == NULL)
@@ -2481,14 +2486,47 @@ static inline int scan_order(const MergeScan *m, const Source *a, const Source *
     return m->reverse ? -c : c;
 }
 
+/* Note how far source `s`, which holds the next key alone with `runner`'s head after it,
+ * goes on alone in its current block: up to its last entry in range if that entry's key
+ * too comes before the runner's head -- and so before every other source's head, since
+ * the runner's is the first of them and heads only move on in scan order.  next_source
+ * then takes those entries without comparing each with the runner's head (a series'
+ * points come from one table at a time, in runs of whole blocks).  Once per block: a
+ * block whose run stops short is not looked at again. */
+static void note_run(MergeScan *m, Source *s, const Source *runner) {
+    s->span_known = 1;
+    int64_t edge = m->reverse ? s->lo : s->hi - 1;
+    const uint8_t *k;
+    Py_ssize_t n;
+    int before = 0;
+    if (s->kind == SRC_TABLE && block_key(&s->bv, (uint32_t)edge, &k, &n) == 0) {
+        int c = keycmp(k, n, runner->key, runner->klen);
+        before = m->reverse ? c > 0 : c < 0;
+    }
+    /* (damaged key offsets at the edge: no run; the entry's own read reports them) */
+    s->span_end = before ? edge : (m->reverse ? INT64_MAX : -1);
+}
+
+static inline int in_run(const MergeScan *m, const Source *s) {
+    return s->span_known && (m->reverse ? s->pos >= s->span_end : s->pos <= s->span_end);
+}
+
 /* The source whose head comes next (smallest key; largest in reverse), or NULL when every
  * source is done.  *alone: no other source's head has that key (m->lead and m->runner then
  * remember the step for the next one). */
 static Source *next_source(MergeScan *m, int *alone) {
     Source *lead = m->lead, *runner = m->runner;
-    if (lead != NULL && !lead->done && (runner == NULL || (!runner->done && scan_order(m, lead, runner) < 0))) {
-        *alone = 1;
-        return lead;
+    if (lead != NULL && !lead->done) {
+        if (runner == NULL || in_run(m, lead)) {
+            *alone = 1;
+            return lead;
+        }
+        if (!runner->done && scan_order(m, lead, runner) < 0) {
+            if (!lead->span_known)  /* alone a second time in a row: how far it goes on */
+                note_run(m, lead, runner);
+            *alone = 1;
+            return lead;
+        }
     }
     Source *best = NULL, *second = NULL;
     int tie = 0;
