@@ -28,11 +28,11 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * PAGE / 1e6
 
 
-def descendants_rss_mb(pid: int | None = None) -> float:
-    """Current RSS of every descendant process (e.g. merge workers under a forkserver, which
-    ``RUSAGE_CHILDREN`` never sees because this process does not wait for them), MB."""
-    total = 0.0
-    todo = [pid or os.getpid()]
+def _descendants(pid: int | None = None) -> Iterator[int]:
+    """The pids of every live descendant of ``pid`` (this process by default), through
+    ``/proc/<pid>/task/<tid>/children``; one that exits meanwhile is skipped."""
+    me = pid or os.getpid()
+    todo = [me]
     while todo:
         p = todo.pop()
         try:
@@ -41,12 +41,20 @@ def descendants_rss_mb(pid: int | None = None) -> float:
                     todo.extend(int(c) for c in fh.read().split())
         except OSError:
             continue
-        if p != (pid or os.getpid()):
-            try:
-                with open(f"/proc/{p}/statm") as fh:
-                    total += int(fh.read().split()[1]) * PAGE / 1e6
-            except OSError:
-                pass
+        if p != me:
+            yield p
+
+
+def descendants_rss_mb(pid: int | None = None) -> float:
+    """Current RSS of every descendant process (e.g. merge workers under a forkserver, which
+    ``RUSAGE_CHILDREN`` never sees because this process does not wait for them), MB."""
+    total = 0.0
+    for p in _descendants(pid):
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * PAGE / 1e6
+        except OSError:
+            pass
     return total
 
 
@@ -96,24 +104,14 @@ def descendants_cpu_seconds(pid: int | None = None) -> dict[int, float]:
     """CPU seconds (user + system) of every live descendant process, by pid: a flush or
     merge worker runs for the store's life, and ``RUSAGE_CHILDREN`` counts a child only
     once it has exited and been waited for."""
-    me = pid or os.getpid()
     out: dict[int, float] = {}
-    todo = [me]
-    while todo:
-        p = todo.pop()
+    for p in _descendants(pid):
         try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
-        except OSError:
-            continue
-        if p != me:
-            try:
-                with open(f"/proc/{p}/stat") as fh:
-                    f = fh.read().rsplit(")", 1)[1].split()
-                out[p] = (int(f[11]) + int(f[12])) / TICKS  # utime, stime
-            except (OSError, IndexError, ValueError):
-                pass
+            with open(f"/proc/{p}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            out[p] = (int(f[11]) + int(f[12])) / TICKS  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
     return out
 
 
