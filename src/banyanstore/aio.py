@@ -460,6 +460,7 @@ class AsyncStore(AsyncKeyspace):
         return self._handle.closed
 
     async def __aenter__(self) -> AsyncStore:
+        self._handle.__enter__()  # a closed store raises its StoreClosedError here (no IO)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -523,6 +524,7 @@ class AsyncLog(ProcessLocal):
         return self._log.closed
 
     async def __aenter__(self) -> AsyncLog:
+        self._log.__enter__()  # a closed log raises its StoreClosedError here (no IO)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -76,6 +76,10 @@ class LogView(ProcessLocal):
         return StoreClosedError(f"log {self.path} is not writable")  # pragma: no cover
 
     def __enter__(self) -> Self:
+        # A closed log raises here, as Python's closed files do at `with f:` (and the
+        # store, lsm/store.py): every call inside the block would raise anyway.
+        if self._closed:
+            raise self._closed_error()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -216,6 +216,7 @@ class Snapshot(ProcessLocal):
         return self.__copy__()
 
     def __enter__(self) -> Snapshot:
+        self._check_open()  # closed (or its store closed): raise here, as Store.__enter__ does
         return self
 
     def __exit__(self, *exc: object) -> None:

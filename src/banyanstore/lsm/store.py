@@ -585,6 +585,10 @@ class Store(Keyspace):
         return self._tree.closed
 
     def __enter__(self) -> Store:
+        # A closed store raises here, as Python's closed files do at `with f:`: every
+        # call inside the block would raise anyway, and the error at the `with` names
+        # the mistake (a handle used after its close) where it is made.
+        self._tree.check_open()
         return self
 
     def __exit__(self, *exc: object) -> None:

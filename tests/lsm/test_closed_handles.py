@@ -1,0 +1,81 @@
+"""Closed handles, in both engines: what a handle reports once it (or the store it
+belongs to) is closed, and where a call on it fails -- at the call, as Python's own
+closed files do, not somewhere later."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import banyanstore
+import banyanstore.aio
+from banyanstore.errors import StoreClosedError
+
+
+def _closed_store(root: Any, **opts: Any) -> Any:
+    s = banyanstore.open(str(root), **opts)
+    s.put(b"k", b"v")
+    s.close()
+    return s
+
+
+# -- 1. entering a closed handle ------------------------------------------------------
+def test_with_a_closed_store_raises_at_entry(tmp_path: Any) -> None:
+    s = _closed_store(tmp_path / "s")
+    with pytest.raises(StoreClosedError, match="is closed"):
+        with s:
+            pytest.fail("entered a closed store")  # pragma: no cover
+
+
+def test_with_a_closed_read_only_store_raises_at_entry(tmp_path: Any) -> None:
+    _closed_store(tmp_path / "s")
+    ro = banyanstore.open(str(tmp_path / "s"), read_only=True)
+    ro.close()
+    with pytest.raises(StoreClosedError), ro:
+        pytest.fail("entered a closed store")  # pragma: no cover
+
+
+def test_with_a_closed_snapshot_raises_at_entry(tmp_path: Any) -> None:
+    with banyanstore.open(str(tmp_path / "s")) as s:
+        snap = s.snapshot()
+        snap.close()
+        with pytest.raises(StoreClosedError, match="snapshot"), snap:
+            pytest.fail("entered a closed snapshot")  # pragma: no cover
+        snap2 = s.snapshot()
+    with pytest.raises(StoreClosedError), snap2:  # its store closed
+        pytest.fail("entered a snapshot of a closed store")  # pragma: no cover
+
+
+def test_with_a_closed_log_raises_at_entry(tmp_path: Any) -> None:
+    log = banyanstore.open_log(str(tmp_path / "l"))
+    log.close()
+    with pytest.raises(StoreClosedError, match="is closed"), log:
+        pytest.fail("entered a closed log")  # pragma: no cover
+
+
+def test_async_with_a_closed_async_store_or_log_raises_at_entry(tmp_path: Any) -> None:
+    async def main() -> list[str]:
+        entered = []
+        store = await banyanstore.aio.open(str(tmp_path / "s"))
+        await store.close()
+        with pytest.raises(StoreClosedError):
+            async with store:
+                entered.append("store")
+        log = await banyanstore.aio.open_log(str(tmp_path / "l"))
+        await log.close()
+        with pytest.raises(StoreClosedError):
+            async with log:
+                entered.append("log")
+        return entered
+    assert asyncio.run(main()) == []
+
+
+def test_with_an_open_handle_still_closes_it_on_exit(tmp_path: Any) -> None:
+    with banyanstore.open(str(tmp_path / "s")) as s, s.snapshot() as snap:
+        assert not snap.closed
+    assert s.closed and snap.closed
+    with banyanstore.open_log(str(tmp_path / "l")) as log:
+        assert not log.closed
+    assert log.closed
