@@ -79,3 +79,20 @@ def test_with_an_open_handle_still_closes_it_on_exit(tmp_path: Any) -> None:
     with banyanstore.open_log(str(tmp_path / "l")) as log:
         assert not log.closed
     assert log.closed
+
+
+# -- 2. a snapshot whose store closed says so -----------------------------------------
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_snapshot_of_a_closed_store_reports_closed(tmp_path: Any, read_only: bool) -> None:
+    root = str(tmp_path / "s")
+    _closed_store(root)
+    s = banyanstore.open(root, read_only=read_only)
+    snap = s.snapshot()
+    assert not snap.closed
+    s.close()
+    assert snap.closed  # its reads raise StoreClosedError: `closed` agrees with them
+    assert "closed" in repr(snap)
+    with pytest.raises(StoreClosedError):
+        snap.get(b"k")
+    snap.close()  # still releases nothing twice
+    assert snap.closed

@@ -198,7 +198,10 @@ class Snapshot(ProcessLocal):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """True once the snapshot or its store is closed (also the parent's store in a
+        forked child): when its reads raise StoreClosedError.  It said False while its
+        store was closed and every read raised."""
+        return self._closed or self._tree.closed
 
     def __copy__(self) -> Snapshot:
         """A new snapshot at the same version, with its own pin (a copy of the object
@@ -229,4 +232,4 @@ class Snapshot(ProcessLocal):
             pass
 
     def __repr__(self) -> str:
-        return f"<banyanstore.Snapshot version={self.version}{' closed' if self._closed else ''}>"
+        return f"<banyanstore.Snapshot version={self.version}{' closed' if self.closed else ''}>"
