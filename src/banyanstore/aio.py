@@ -42,7 +42,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
-from .arguments import BytesLike, check_bool, check_int, check_limit
+from .arguments import BytesLike, check_bool, check_limit
 from .handles import ProcessLocal
 from .lsm.keyspace import scan_bounds
 
@@ -318,13 +318,14 @@ class AsyncKeyspace(ProcessLocal):
              prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
              limit: int | None = None, keys_only: bool = False) -> AsyncRows:
         """``async for key, value in ks.scan(...)``: :meth:`Keyspace.scan`'s rows,
-        taken in batches.  Arguments are checked here, at the call."""
-        start, end = scan_bounds(start, end, prefix)  # every argument checked at the call
-        check_bool(reverse, "reverse")
+        taken in batches.  Arguments are checked here, at the call -- and a closed store
+        or a dropped keyspace raises here, as the synchronous scan does."""
+        # Keyspace.keys checks the bounds, reverse, version, closed and dropped at once,
+        # reading nothing (it raised only at the first ``async for`` step for the last two).
+        self._handle.keys(start, end, prefix=prefix, version=version, reverse=reverse)
+        start, end = scan_bounds(start, end, prefix)
         check_bool(keys_only, "keys_only")
         check_limit(limit)
-        if version is not None:
-            check_int(version, "version")
         scan = functools.partial(self._handle.scan, start, end, version=version, reverse=reverse,
                                  limit=limit, keys_only=keys_only)
         return AsyncRows(scan, self._executor)

@@ -96,3 +96,58 @@ def test_a_snapshot_of_a_closed_store_reports_closed(tmp_path: Any, read_only: b
         snap.get(b"k")
     snap.close()  # still releases nothing twice
     assert snap.closed
+
+
+# -- 3. where a closed (or dropped) handle's views fail: at the call, as scan() ------
+VIEWS = ("keys", "values", "items")
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("read_only", [False, True])
+def test_views_of_a_closed_store_raise_at_the_call_as_scan_does(tmp_path: Any, view: str,
+                                                                  read_only: bool) -> None:
+    root = str(tmp_path / "s")
+    _closed_store(root)
+    s = banyanstore.open(root, read_only=read_only)
+    snap = s.snapshot()
+    s.close()
+    for handle in (s, snap):
+        with pytest.raises(StoreClosedError):
+            handle.scan()
+        with pytest.raises(StoreClosedError):
+            getattr(handle, view)()  # at the call, not when iterated
+        with pytest.raises(StoreClosedError):  # closed is said before a bad bound, as scan()
+            getattr(handle, view)(start=1)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_views_of_a_keyspace_of_a_closed_store_raise_at_the_call(tmp_path: Any, view: str) -> None:
+    with banyanstore.open(str(tmp_path / "s")) as s:
+        idx = s.keyspace("index")
+    with pytest.raises(StoreClosedError):
+        getattr(idx, view)()
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_views_of_a_dropped_keyspace_raise_at_the_call_as_scan_does(tmp_path: Any, view: str) -> None:
+    from banyanstore.errors import KeyspaceNotFoundError
+    with banyanstore.open(str(tmp_path / "s")) as s:
+        idx = s.keyspace("index")
+        idx.put(b"k", b"v")
+        s.drop_keyspace("index")
+        with pytest.raises(KeyspaceNotFoundError):
+            idx.scan()
+        with pytest.raises(KeyspaceNotFoundError, match="dropped"):
+            getattr(idx, view)()
+
+
+def test_an_async_scan_of_a_closed_store_raises_at_the_call(tmp_path: Any) -> None:
+    # As the synchronous scan(), and as AsyncLog.read() of a closed log already did.
+    async def main() -> None:
+        store = await banyanstore.aio.open(str(tmp_path / "s"))
+        idx = await store.keyspace("index")
+        await store.close()
+        for call in (store.scan, store.keys, idx.scan, idx.keys, store.__aiter__):
+            with pytest.raises(StoreClosedError):
+                call()
+    asyncio.run(main())

@@ -346,11 +346,18 @@ class Keyspace(ProcessLocal):
     def _view_args(self, start: object, end: object, prefix: object, version: Any,
                    reverse: object) -> tuple[Any, Any, bytes | None, bytes | None, bool]:
         """The arguments of a mapping view, checked now (whether ``version`` is still
-        readable is checked by each scan)."""
+        readable is checked by each scan).  A closed store or a dropped keyspace fails
+        here too, as :meth:`scan` does at its call (and a snapshot's views): the view
+        was handed out and raised only when iterated."""
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
         s, e = scan_bounds(start, end, prefix)
         check_bool(reverse, "reverse")
         if version is not None:
             check_int(version, "version")
+        if self._ks.dropped is not None:
+            raise KeyspaceNotFoundError(self._ks.dropped)
         return (partial(self.scan, version=version), partial(self.get, version=version), s, e,
                 bool(reverse))
 
