@@ -107,3 +107,30 @@ def test_make_bench_runs_a_script_that_covers_every_benchmark() -> None:
     assert proc.returncode == 0, proc.stderr
     planned = set(re.findall(r"(bench_\w+\.py)", proc.stdout))
     assert planned == {p.name for p in (ROOT / "benchmarks").glob("bench_*.py")}
+
+
+def test_api_document_shows_the_asyncio_defaults() -> None:
+    """A keyword shown with a constant in the asyncio section's calls
+    (``await log.append(record, sync=None)``) is that method's default: the section read
+    ``sync=True`` where the default is None, as if appends were synced unless told."""
+    import ast
+    import inspect
+
+    import banyanstore.aio
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = next(p for p in re.split(r"^## ", text, flags=re.M) if p.startswith("asyncio"))
+    kinds = {"store": banyanstore.aio.AsyncStore, "index": banyanstore.aio.AsyncKeyspace,
+             "log": banyanstore.aio.AsyncLog}
+    wrong, seen = [], 0
+    for var, name, args in re.findall(r"(?<![\w.])(store|index|log)\.(\w+)\(([^()]*)\)", section):
+        method = getattr(kinds[var], name, None)
+        if method is None:
+            continue
+        params = inspect.signature(method).parameters
+        for kw, value in re.findall(r"\b(\w+)=(None|True|False|-?\d+)\b", args):
+            if kw in params:
+                seen += 1
+                if params[kw].default != ast.literal_eval(value):
+                    wrong.append(f"{var}.{name}({kw}={value}): the default is {params[kw].default!r}")
+    assert seen, "no keyword defaults found in the asyncio section"
+    assert not wrong, wrong

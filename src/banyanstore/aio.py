@@ -487,8 +487,9 @@ class AsyncLog(ProcessLocal):
         return f"<banyanstore.aio {self._log!r}>"
 
     async def append(self, record: BytesLike, *, sync: bool | None = None) -> int:
-        """``await log.append(record, sync=True)``: the record's seq, once durable
-        when synced -- sharing group commit across tasks (Log.append_async)."""
+        """``await log.append(record)``: the record's seq, once durable when synced
+        (``sync=True``; the default None follows ``wal_sync``) -- sharing group commit
+        across tasks (Log.append_async)."""
         return await self._log.append_async(record, sync=sync)
 
     async def append_many(self, records: Iterable[BytesLike], *, sync: bool | None = None) -> int:
