@@ -490,3 +490,12 @@ def test_dump_table_of_a_directory_says_what_it_is(run: Run, store: str) -> None
     assert "tables/" in err, err
     err = run("dump-table", store + "/nope.sst", code=2)[2]
     assert "no such table file" in err, err
+
+
+def test_a_missing_keyspace_names_at_most_twenty_of_the_others(run: Run, tmp_path: Path) -> None:
+    path = str(tmp_path / "many")
+    with banyanstore.open(path) as s:
+        for i in range(100):
+            s.keyspace(f"ks{i:03d}")
+    err = run("get", path, "k", "--keyspace", "nope", code=2)[2]
+    assert "'ks018'" in err and "'ks019'" not in err and "and 81 more" in err, err

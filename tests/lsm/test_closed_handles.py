@@ -151,3 +151,32 @@ def test_an_async_scan_of_a_closed_store_raises_at_the_call(tmp_path: Any) -> No
             with pytest.raises(StoreClosedError):
                 call()
     asyncio.run(main())
+
+
+# -- 6. a missing keyspace's error names a bounded number of the others ---------------
+def test_a_missing_keyspace_error_lists_at_most_twenty_names(tmp_path: Any) -> None:
+    from banyanstore.errors import KeyspaceNotFoundError, ReadOnlyError
+    root = str(tmp_path / "s")
+    with banyanstore.open(root) as s:
+        for i in range(500):
+            s.keyspace(f"ks{i:04d}")
+        for call in (lambda: s.batch().put(b"k", b"v", keyspace="nope"),
+                     lambda: s.snapshot().get(b"k", keyspace="nope"),
+                     lambda: s.drop_keyspace("nope")):
+            with pytest.raises(KeyspaceNotFoundError) as info:
+                call()
+            message = str(info.value)
+            assert "'nope'" in message and "'default'" in message and "'ks0018'" in message
+            assert "'ks0019'" not in message and "and 481 more" in message, message
+            assert len(message) < 600
+    with banyanstore.open(root, read_only=True) as ro, pytest.raises(ReadOnlyError) as info:
+        ro.keyspace("nope")
+    assert "and 481 more" in str(info.value) and len(str(info.value)) < 800
+
+
+def test_a_missing_keyspace_error_lists_every_name_of_a_few(tmp_path: Any) -> None:
+    from banyanstore.errors import KeyspaceNotFoundError
+    with banyanstore.open(str(tmp_path / "s")) as s:
+        s.keyspace("index")
+        with pytest.raises(KeyspaceNotFoundError, match=r"\(it has 'default', 'index'\)"):
+            s.drop_keyspace("nope")

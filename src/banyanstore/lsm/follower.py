@@ -51,7 +51,7 @@ from .background import BackgroundThread
 from .catchup import CatchUp
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
 from .snapshot import Snapshot
-from .store import Store
+from .store import Store, listed_names
 from .tree import Tree
 from .view import KeyspaceState, View
 
@@ -306,7 +306,7 @@ class FollowerStore(_FollowerReads, Store):
             # missing, which are there, and how a reader sees one its writer made since.
             if self._tree.keyspace(name) is not None:
                 raise  # an existing keyspace given a new ttl: a write indeed
-            there = ", ".join(repr(n) for n in self.keyspaces())
+            there = listed_names(self.keyspaces())
             raise ReadOnlyError(f"{exc}: it has no keyspace {name!r} (it has {there}) and a "
                                 "reader creates none; if its writer creates it, refresh() "
                                 "(or follow=True) brings it here") from None

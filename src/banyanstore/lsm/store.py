@@ -56,7 +56,7 @@ from .view import KeyspaceState
 from .workers import WorkerPools
 from .writer import Writer
 
-__all__ = ["Store", "check_storable_name"]
+__all__ = ["Store", "check_storable_name", "listed_names"]
 
 logger = logging.getLogger("banyanstore.store")
 
@@ -74,6 +74,18 @@ def check_storable_name(name: str) -> None:
     if size > MAX_KEYSPACE_NAME:
         raise ValueError(f"keyspace name must be at most {MAX_KEYSPACE_NAME} bytes as UTF-8, "
                          f"not {size} ({name[:32]!r}...)")
+
+
+NAMES_LISTED = 20
+"""At most this many keyspace names in an error saying which ones a store has."""
+
+
+def listed_names(names: list[str]) -> str:
+    """``names`` for an error message: the first NAMES_LISTED, then how many more.  A
+    store of thousands of keyspaces made a misspelt name's error list every one."""
+    shown = ", ".join(map(repr, names[:NAMES_LISTED]))
+    more = len(names) - NAMES_LISTED
+    return f"{shown}, ... and {more} more" if more > 0 else shown
 
 
 class Store(Keyspace):
@@ -417,7 +429,7 @@ class Store(Keyspace):
             if ks is None:
                 raise KeyspaceNotFoundError(
                     f"store {self.path} has no keyspace {keyspace!r} (it has "
-                    f"{', '.join(map(repr, self._tree.names()))}); create it first with "
+                    f"{listed_names(self._tree.names())}); create it first with "
                     f"store.keyspace({keyspace!r})")
             return ks
         raise TypeError(f"keyspace must be a name or a Keyspace, not {type(keyspace).__name__}")

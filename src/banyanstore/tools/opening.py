@@ -59,7 +59,8 @@ def keyspace_of(store: Any, name: str | None) -> Any:
     if name is None:
         return store
     if name not in store.keyspaces():
-        raise UsageError(f"no keyspace {name!r} (the store has {', '.join(store.keyspaces())})")
+        from ..lsm.store import listed_names  # (loaded with the store it reads)
+        raise UsageError(f"no keyspace {name!r} (the store has {listed_names(store.keyspaces())})")
     return store.keyspace(name)
 
 
