@@ -219,6 +219,13 @@ class AsyncRows:
     def __aiter__(self) -> AsyncRows:
         return self
 
+    def __bool__(self) -> bool:
+        # `if store.keys(prefix=p):` tests a synchronous view for emptiness (one seek);
+        # the same line here was always true, so an empty range passed for a full one.
+        # A truth test cannot be awaited, so it is refused, saying how to ask.
+        raise TypeError("an async scan has no truth value (it would need a read): use "
+                        "`await anext(aiter(rows), None) is not None` for 'is it non-empty'")
+
     async def __anext__(self) -> Any:
         while True:
             for row in self._rows:  # the rest of the batch in hand: no hop

@@ -180,3 +180,24 @@ def test_a_missing_keyspace_error_lists_every_name_of_a_few(tmp_path: Any) -> No
         s.keyspace("index")
         with pytest.raises(KeyspaceNotFoundError, match=r"\(it has 'default', 'index'\)"):
             s.drop_keyspace("nope")
+
+
+# -- 5. an async scan has no truth value ----------------------------------------------
+def test_an_async_scan_refuses_a_truth_test_instead_of_always_true(tmp_path: Any) -> None:
+    # `if store.keys(prefix=p):` is an emptiness test on a synchronous view; the same
+    # line on an AsyncStore was always true (an empty range taken for a full one).
+    async def main() -> tuple[Any, Any]:
+        async with await banyanstore.aio.open(str(tmp_path / "s")) as store:
+            with pytest.raises(TypeError, match="anext"):
+                bool(store.keys(prefix=b"nothing"))
+            first = await anext(aiter(store.keys(prefix=b"nothing")), None)  # the way to ask
+            await store.put(b"k", b"v")
+            present = await anext(aiter(store.keys()), None)
+        log = await banyanstore.aio.open_log(str(tmp_path / "l"))
+        try:
+            with pytest.raises(TypeError):
+                bool(log.read())
+        finally:
+            await log.close()
+        return first, present
+    assert asyncio.run(main()) == (None, b"k")
