@@ -201,3 +201,37 @@ def test_an_async_scan_refuses_a_truth_test_instead_of_always_true(tmp_path: Any
             await log.close()
         return first, present
     assert asyncio.run(main()) == (None, b"k")
+
+
+# -- batches: their store closed, or themselves done ----------------------------------
+def test_adding_to_a_batch_of_a_closed_store_raises_at_the_call(tmp_path: Any) -> None:
+    # docs/api.md: after close() "the handles and batches made before raise
+    # StoreClosedError" -- adding to one was accepted, and only its commit raised.
+    s = banyanstore.open(str(tmp_path / "s"))
+    s.keyspace("index")
+    b = s.batch()
+    b.put(b"a", b"1")
+    s.close()
+    for add in (lambda: b.put(b"k", b"v"), lambda: b.delete(b"k"),
+                lambda: b.delete_range(b"a", b"b"), lambda: b.put(b"k", b"v", keyspace="index")):
+        with pytest.raises(StoreClosedError):
+            add()
+    assert len(b) == 1
+    with pytest.raises(StoreClosedError), b:
+        pytest.fail("entered a batch of a closed store")  # pragma: no cover
+    with pytest.raises(StoreClosedError):
+        b.commit()
+    assert b.version is None
+
+
+def test_with_a_committed_batch_raises_at_entry(tmp_path: Any) -> None:
+    with banyanstore.open(str(tmp_path / "s")) as s:
+        with s.batch() as b:
+            b.put(b"k", b"v")
+        with pytest.raises(RuntimeError, match="already committed"), b:
+            pytest.fail("entered a committed batch")  # pragma: no cover
+        d = s.batch()
+        d.discard()
+        with pytest.raises(RuntimeError), d:
+            pytest.fail("entered a discarded batch")  # pragma: no cover
+        assert s.get(b"k") == b"v"

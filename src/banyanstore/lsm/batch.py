@@ -82,14 +82,14 @@ class Batch:
         self.__copy__()
 
     def put(self, key: BytesLike, value: BytesLike, *, keyspace: Any = None) -> None:
-        self._check_open()
+        self._check_addable()
         value = as_bytes(value, "value")
         key = self._writer.check_entry(key, value)
         self._ops.append((self._resolve(keyspace), key, value))
         self._added += 1
 
     def delete(self, key: BytesLike, *, keyspace: Any = None) -> None:
-        self._check_open()
+        self._check_addable()
         ks = self._resolve(keyspace)
         key = self._writer.check_entry(key, None, ks)  # (a held key over max_key_size too)
         self._ops.append((ks, key, None))
@@ -99,7 +99,7 @@ class Batch:
         """Delete the keys ``start <= key < end`` (a range tombstone, see
         :meth:`Keyspace.delete_range`), including the ones this batch wrote before;
         its writes after this call are kept."""
-        self._check_open()
+        self._check_addable()
         start, end = self._writer.check_range(start, end)
         ks = self._resolve(keyspace)
         # A range tombstone hides only older versions, and the batch's writes share its
@@ -121,6 +121,15 @@ class Batch:
         if self._done:
             raise RuntimeError("this batch was already committed or discarded")
 
+    def _check_addable(self) -> None:
+        """:meth:`_check_open`, and StoreClosedError once the store is closed: an
+        operation added then could never commit (it was accepted, and only the commit
+        raised).  Not in :meth:`commit`, whose failure on a closed store is recorded
+        as a failed commit."""
+        self._check_open()
+        if self._writer.closed:
+            self._writer.check_writable()  # raises the store's StoreClosedError
+
     def commit(self, *, sync: bool | None = None) -> int | None:
         """Write every operation under one new version; returns it."""
         check_sync(sync)
@@ -140,6 +149,9 @@ class Batch:
         self._ops, self._ranges, self._added = [], [], 0
 
     def __enter__(self) -> Batch:
+        # Done, failed or of a closed store: raise here, as a closed store's `with` does
+        # (every operation inside the block would raise).
+        self._check_addable()
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
