@@ -235,3 +235,14 @@ def test_with_a_committed_batch_raises_at_entry(tmp_path: Any) -> None:
         with pytest.raises(RuntimeError), d:
             pytest.fail("entered a discarded batch")  # pragma: no cover
         assert s.get(b"k") == b"v"
+
+
+# -- what a keyspace handle's repr says ------------------------------------------------
+def test_a_keyspace_repr_says_closed_or_dropped_as_the_store_repr_does(tmp_path: Any) -> None:
+    s = banyanstore.open(str(tmp_path / "s"))
+    idx, gone = s.keyspace("index"), s.keyspace("gone")
+    assert "closed" not in repr(idx) and "dropped" not in repr(idx)
+    s.drop_keyspace("gone")
+    assert "dropped" in repr(gone)
+    s.close()
+    assert "closed" in repr(s) and "closed" in repr(idx)

@@ -72,7 +72,11 @@ class Keyspace(ProcessLocal):
         return self._store
 
     def __repr__(self) -> str:
-        return f"<Keyspace {self._ks.name!r} of {self._tree.path!r}>"
+        # Its state as the store's repr shows it: a handle whose every call raises
+        # looked like a live one.
+        state = (" closed" if self._tree.closed
+                 else " dropped" if self._ks.dropped is not None else "")
+        return f"<Keyspace {self._ks.name!r} of {self._tree.path!r}{state}>"
 
     # -- writes ---------------------------------------------------------------------
     if accel.native is None:
