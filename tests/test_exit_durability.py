@@ -148,10 +148,12 @@ if pid == 0:
     except banyanstore.StoreClosedError:
         pass
     try:
-        with handle:
-            raise SystemExit  # a child leaving the parent's with block
-    except SystemExit:
+        with handle:  # entering the parent's handle here: it is closed in the child
+            code = 4
+    except banyanstore.StoreClosedError:
         pass
+    # A child leaving a with block the parent entered (before the fork) calls this:
+    handle.__exit__(SystemExit, SystemExit(), None)
     os._exit(code)
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
