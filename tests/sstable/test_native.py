@@ -993,6 +993,61 @@ def test_lz4_decoder_short_sequences_as_the_lz4_package(seed):
     assert kept > 250
 
 
+def _lz4_seq(lit: bytes, offset: int | None = None, match_len: int = 4) -> bytes:
+    """One LZ4 sequence: ``lit`` then (unless ``offset`` is None: the last sequence) a
+    match of ``match_len`` bytes ``offset`` back, length fields extended as the format says."""
+    n, m = len(lit), match_len - 4
+    out = bytearray([(min(n, 15) << 4) | (min(m, 15) if offset is not None else 0)])
+    if n >= 15:
+        out += b"\xff" * ((n - 15) // 255) + bytes([(n - 15) % 255])
+    out += lit
+    if offset is not None:
+        out += struct.pack("<H", offset)
+        if m >= 15:
+            out += b"\xff" * ((m - 15) // 255) + bytes([(m - 15) % 255])
+    return bytes(out)
+
+
+def test_lz4_decoder_at_the_edges_of_its_fixed_size_copies():
+    """The decoder's fast paths copy in fixed 16- and 32-byte strides and take a short
+    sequence only with 24 bytes of input and 37 of output room left; every other sequence
+    takes the checked path.  A literal run of each length around the strides and the 15 and
+    255 extension steps, then a short sequence (overlapping or not), then a last literal
+    run of every length that puts that sequence on, just inside and just outside both
+    limits: every body keeping the format's rules decodes to the lz4 package's bytes, one
+    ending too close to its last match (fewer than 5 literals after it, or the match
+    starting fewer than 12 before the end) is refused or decoded as the package does, and
+    one whose size prefix is a few bytes short or long is refused.
+    (Under ``make test-asan`` a stride past either buffer fails here.)"""
+    pat = bytes(range(1, 256)) * 3
+    checked = 0
+    for first in (1, 2, 13, 14, 15, 16, 17, 29, 30, 31, 32, 33, 34, 47, 48, 49, 63, 64, 270, 300):
+        for first_match in (4, 19, 300):
+            head = _lz4_seq(pat[:first], 1, first_match)
+            out = first + first_match
+            for lit2, match2, offset2 in ((0, 4, 1), (14, 18, 1), (14, 18, 8), (1, 17, 16),
+                                           (13, 4, 7), (0, 18, 40)):
+                mid = _lz4_seq(pat[first:first + lit2], min(offset2, out + lit2), match2)
+                for last in range(0, 44):
+                    body = head + mid + _lz4_seq(pat[:last])
+                    size = out + lit2 + match2 + last
+                    want, got = (_lz4_python(struct.pack("<I", size) + body),
+                                 native.lz4_decompress(struct.pack("<I", size) + body))
+                    if last >= 5 and match2 + last >= 12:
+                        assert want is not None and got == want, (first, first_match, lit2, last)
+                        checked += 1
+                    else:
+                        assert got is None or got == want, (first, first_match, lit2, last)
+                    for wrong in (size - 9, size - 6, size - 3, size - 1, size + 1):
+                        # a damaged size: less room than the body writes, or more
+                        assert native.lz4_decompress(struct.pack("<I", wrong) + body) is None
+    # one literal run alone: every length around the strides and extension steps
+    for n in [*range(1, 70), 269, 270, 271, 524, 525, 526]:
+        body = struct.pack("<I", n) + _lz4_seq(pat[:n] if n <= len(pat) else bytes(n))
+        assert native.lz4_decompress(body) == _lz4_python(body) == (pat[:n] if n <= len(pat) else bytes(n))
+    assert checked > 12000
+
+
 @pytest.mark.parametrize("kind", [2, 0xFF])
 def test_a_kind_byte_other_than_0_or_1_is_refused_by_both_engines(kind):
     """The C decoder refuses what Block() refuses: a kind byte other than 0 or 1."""
