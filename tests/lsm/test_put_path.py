@@ -226,3 +226,49 @@ def test_commit_time_is_the_wall_clocks(tmp_path: Path) -> None:
             records = [wal_mod.decode(r) for _, r in log.read()]
     assert [r.version for r in records] == [1]
     assert before <= records[0].commit_ms <= after
+
+
+@pytest.mark.parametrize("how", ["put", "delete"])
+def test_a_single_write_is_published_only_once_its_entry_is_readable(tmp_path: Path, how: str) -> None:
+    """Writer.write_one sets the published version in place (no publish_version call):
+    a reader that sees the new version must find the write's entry.  A trace stops the
+    writer at every bytecode of writer.py's frames and reads there, as another thread
+    could between any two of them; publishing before the memtable entry fails here."""
+    import sys
+
+    store = banyanstore.open(tmp_path / "db", compaction=False)
+    code_file = writer_mod.__file__
+    for n in range(20):
+        key = b"k%03d" % n
+        store.put(key, b"old")
+        before = store.version
+        new = b"new%d" % n if how == "put" else None
+        seen: list[bool] = []
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                now = store.version
+                seen.append(now > before)
+                if now > before:
+                    assert store.get(key) == new and store.get(key, version=now) == new, (n, frame.f_lineno)
+                else:
+                    assert store.get(key) == b"old", (n, frame.f_lineno)
+            return local
+
+        def call(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code.co_filename != code_file:
+                return None
+            frame.f_trace_opcodes = True
+            return local
+
+        sys.settrace(call)
+        try:
+            if how == "put":
+                store.put(key, new, sync=False)  # sync given: the Python path (write_one)
+            else:
+                store.delete(key, sync=False)
+        finally:
+            sys.settrace(None)
+        assert store.version == before + 1 and store.get(key) == new
+        assert False in seen and True in seen  # read before and after the publication
+    store.close()
