@@ -696,6 +696,7 @@ class _InterruptAtReturn:
     def __init__(self, code: CodeType) -> None:
         self._code = code
         self.fired = False
+        self._before: Any = None
 
     def _call(self, frame: FrameType, event: str, arg: object) -> Any:
         return self._return if frame.f_code is self._code and not self.fired else None
@@ -707,11 +708,12 @@ class _InterruptAtReturn:
         return self._return
 
     def __enter__(self) -> _InterruptAtReturn:
+        self._before = sys.gettrace()  # coverage's tracer, when measured: put back after
         sys.settrace(self._call)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sys.settrace(None)
+        sys.settrace(self._before)
 
 
 @pytest.mark.parametrize(("where", "read_only"), [("Store.__init__", False), ("Store.__init__", True),

@@ -261,6 +261,7 @@ def test_a_single_write_is_published_only_once_its_entry_is_readable(tmp_path: P
             frame.f_trace_opcodes = True
             return local
 
+        before_trace = sys.gettrace()  # coverage's tracer, when measured: put back after
         sys.settrace(call)
         try:
             if how == "put":
@@ -268,7 +269,7 @@ def test_a_single_write_is_published_only_once_its_entry_is_readable(tmp_path: P
             else:
                 store.delete(key, sync=False)
         finally:
-            sys.settrace(None)
+            sys.settrace(before_trace)
         assert store.version == before + 1 and store.get(key) == new
         assert False in seen and True in seen  # read before and after the publication
     store.close()
