@@ -10,12 +10,14 @@ The env is closed at teardown.
 
 Every test under ``tests/`` must leave the SIGINT handler as it found it (an autouse
 guard): a test that relies on Ctrl-C raising KeyboardInterrupt -- and a developer's
-Ctrl-C -- would silently lose it to a handler a test before it left behind.
+Ctrl-C -- would silently lose it to a handler a test before it left behind; and the
+trace function as it found it (coverage's, when measured).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,18 @@ def _sigint_handler_left_alone() -> Iterator[None]:
     if after is not before:
         signal.signal(signal.SIGINT, before)
         pytest.fail(f"the test left the SIGINT handler changed: {before!r} -> {after!r}")
+
+
+@pytest.fixture(autouse=True)
+def _tracer_left_alone() -> Iterator[None]:
+    """Fail (and repair) a test that leaves the trace function changed: a test that traced
+    and then cleared it removed coverage's tracer for every later test in its worker."""
+    before = sys.gettrace()
+    yield
+    after = sys.gettrace()
+    if after is not before:
+        sys.settrace(before)
+        pytest.fail(f"the test left the trace function changed: {before!r} -> {after!r}")
 
 
 def _env_and_root(mode: str, tmp_path: Path) -> Iterator[tuple[Env, str]]:
