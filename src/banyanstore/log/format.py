@@ -37,7 +37,8 @@ crash.  Readers take zero bytes from a record boundary to the end of the file
 as the end of the data, not as damage; sealed and closed segments are cut to
 their last record.  In a version 1 segment the same zeros are a torn tail.
 
-Version 3 adds the *seal*: at rotation the writer syncs the old segment, creates
+Version 3 adds the *seal*: at rotation the writer syncs the old segment (unless every
+record of it is durable already), creates
 the successor (header and directory synced), then stores a SEAL fragment naming the
 successor's first seq at the end of the old segment, cuts the file after it and
 syncs it, and only then stores records in the successor.  So a non-last version-3 segment without a

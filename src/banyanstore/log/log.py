@@ -479,9 +479,7 @@ class Log(LogView, AsyncAppends):
         first seq and an empty successor, which recovery seals (log/recovery.py).
         (Without the first sync a power loss there could take records off the old
         segment's end while the successor's first seq stays: a hole, not a suffix.)"""
-        w.file.sync()
-        self._counters["syncs"] += 1
-        self._commit.mark_durable(next_seq - 1)
+        self._sync_records_before(w, next_seq)
         try:
             seg, file = self._new_segment(next_seq)
         except StorageIOError:
@@ -496,6 +494,17 @@ class Log(LogView, AsyncAppends):
             raise
         self._counters["syncs"] += 1
         return seg, file
+
+    def _sync_records_before(self, w: AnySegmentWriter, next_seq: int) -> None:
+        """Make the records before ``next_seq`` durable, syncing only if one is not yet:
+        under ``wal_sync="always"`` the group commit has usually synced them all, and a
+        sync of nothing still costs an fsync with the lock held.  ``durable_seq`` only
+        grows, and only after a sync of the file that held those records returned."""
+        if self._commit.durable_seq >= next_seq - 1:
+            return
+        w.file.sync()
+        self._counters["syncs"] += 1
+        self._commit.mark_durable(next_seq - 1)
 
     def _successor_never_made(self, first_seq: int) -> bool:
         """After the successor's creation failed: True if no file of it exists -- its
