@@ -278,6 +278,11 @@ class AsyncKeyspace(ProcessLocal):
         """The keyspace's id (:attr:`Keyspace.id`)."""
         return self._handle.id
 
+    @property
+    def closed(self) -> bool:
+        """True once its store is closed or the keyspace dropped (:attr:`Keyspace.closed`)."""
+        return self._handle.closed
+
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._handle!r}>"
 
@@ -462,10 +467,6 @@ class AsyncStore(AsyncKeyspace):
         """Flush and close the store (in the executor: closing syncs; in a thread of its
         own if the executor was shut down); done even if the awaiting task is cancelled."""
         await _close(self._executor, self._handle.close)
-
-    @property
-    def closed(self) -> bool:
-        return self._handle.closed
 
     async def __aenter__(self) -> AsyncStore:
         self._handle.__enter__()  # a closed store raises its StoreClosedError here (no IO)

@@ -261,3 +261,45 @@ def test_create_if_missing_false_creates_no_log_in_a_directory_holding_none(tmp_
         log.append(b"r")
     with banyanstore.open_log(tmp_path, create_if_missing=False) as log:
         assert log.get(1) == b"r"
+
+
+def test_log_index_is_get_and_in_is_the_seq_range(env_dir) -> None:
+    """``log[seq]`` is ``log.get(seq)`` (LogRangeError, an IndexError, outside the log) and
+    ``seq in log`` is ``first_seq <= seq <= last_seq``: before, ``3 in log`` iterated every
+    record comparing it with 3 and said False, and ``log[3]`` was a TypeError."""
+    env, root = env_dir
+    with _filled(env, root) as log:
+        assert log.truncate_before(500) > 0
+        first, last = log.first_seq, log.last_seq
+        assert log[first] == payload(first) and log[last] == payload(last)
+        assert first in log and last in log and (first + last) // 2 in log
+        for missing in (first - 1, last + 1, 0, -1):
+            assert missing not in log
+            with pytest.raises(IndexError, match=f"seq {missing} is outside"):
+                log[missing]
+            with pytest.raises(LogRangeError):
+                log.get(missing)
+        log.append(b"new")
+        assert last + 1 in log and log[last + 1] == b"new"
+
+
+@pytest.mark.parametrize("bad", ["1", 1.0, True, None, slice(1, 3), b"1"])
+def test_log_index_and_in_refuse_what_is_not_a_seq(tmp_path, bad) -> None:
+    import banyanstore
+    with banyanstore.open_log(tmp_path / "log") as log:
+        log.append_many([b"a", b"b", b"c"])
+        with pytest.raises(TypeError, match="seq must be an int"):
+            log[bad]
+        with pytest.raises(TypeError, match="seq must be an int"):
+            bad in log  # noqa: B015
+
+
+def test_log_index_and_in_after_close_raise_as_get_does(tmp_path) -> None:
+    import banyanstore
+    log = banyanstore.open_log(tmp_path / "log")
+    log.append(b"a")
+    log.close()
+    with pytest.raises(StoreClosedError):
+        log[1]
+    with pytest.raises(StoreClosedError):
+        1 in log  # noqa: B015

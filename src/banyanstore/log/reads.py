@@ -300,6 +300,34 @@ class LogView(ProcessLocal):
         view, _ = self._visible(seq)
         return self._catalog.get(view, seq)
 
+    def __getitem__(self, seq: int) -> bytes:
+        """``log[seq]``: :meth:`get` -- :class:`LogRangeError`, an ``IndexError``, for a seq
+        the log does not hold (never appended, or truncated away), as a sequence raises for
+        an index past its end.  Seqs are not positions: no negative index, no slice
+        (``read(start, end)`` is the range).
+
+        >>> import tempfile
+        >>> from banyanstore.log import Log
+        >>> with tempfile.TemporaryDirectory() as d, Log.open(d, io_mode="sync") as log:
+        ...     _ = log.append_many([b"a", b"b"])
+        ...     log[2], 2 in log, 3 in log, 0 in log
+        (b'b', True, False, False)
+        """
+        if type(seq) is not int:  # a slice too: say what to use instead
+            raise TypeError(f"seq must be an int, not {type(seq).__name__} "
+                            "(for a range of records use log.read(start, end))")
+        return self.get(seq)
+
+    def __contains__(self, seq: object) -> bool:
+        """``seq in log``: whether ``first_seq <= seq <= last_seq`` (no IO), the seqs
+        ``len(log)`` counts and ``log[seq]`` answers for (a damaged record skipped with
+        ``skip_damaged_records=True`` is in the log: ``log[seq]`` raises CorruptionError
+        for it); TypeError naming ``seq`` for anything but an int."""
+        check_int(seq, "seq")
+        if self._closed:  # as log[seq] and log.get(seq) after close()
+            raise self._closed_error()
+        return self.first_seq <= seq <= self._appends.next_seq - 1  # type: ignore[operator]
+
     def stats(self) -> dict[str, Any]:
         """Counters and state: segments, bytes, seq bounds, syncs, group-commit batches,
         rotations and their time, torn-tail repairs, skipped damaged records, the IO mode."""

@@ -71,6 +71,13 @@ class Keyspace(ProcessLocal):
         """The :class:`~banyanstore.lsm.store.Store` this keyspace belongs to."""
         return self._store
 
+    @property
+    def closed(self) -> bool:
+        """True once its store is closed or the keyspace dropped: when its calls raise
+        StoreClosedError or KeyspaceNotFoundError (a new keyspace of the same name is
+        another keyspace: this handle stays closed)."""
+        return self._tree.closed or self._ks.dropped is not None
+
     def __repr__(self) -> str:
         # Its state as the store's repr shows it: a handle whose every call raises
         # looked like a live one.
