@@ -47,6 +47,7 @@ from .handles import ProcessLocal
 from .lsm.keyspace import scan_bounds
 
 if TYPE_CHECKING:
+    from .log.follow_async import AsyncFollow
     from .log.log import Log
     from .lsm.batch import Batch
     from .lsm.keyspace import Keyspace
@@ -517,6 +518,28 @@ class AsyncLog(ProcessLocal):
 
     def __aiter__(self) -> AsyncRows:
         return self.read()
+
+    def follow(self, start: int | None = None, *, timeout: float | None = None) -> AsyncFollow:
+        """``async for seq, record in log.follow(...)``: Log.follow for asyncio
+        (Log.follow_async): records as they are appended, waited for without blocking
+        the loop or holding a thread; ends when the log closes or ``timeout`` passes
+        with no new record.  Arguments (and a closed log) are checked at the call;
+        ``aclose()`` ends it.
+
+        >>> import asyncio, tempfile
+        >>> import banyanstore.aio
+        >>> async def main(d):
+        ...     async with await banyanstore.aio.open_log(d) as log:
+        ...         await log.append(b"a")
+        ...         follower = log.follow(1)
+        ...         asyncio.get_running_loop().call_later(0.01, log.log.append, b"b")
+        ...         got = [await anext(follower), await anext(follower)]
+        ...     return got, [row async for row in follower]  # the close ended it
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     asyncio.run(main(d))
+        ([(1, b'a'), (2, b'b')], [])
+        """
+        return self._log.follow_async(start, timeout=timeout, executor=self._executor)
 
     async def get(self, seq: int) -> bytes:
         return await _run(self._executor, self._log.get, seq)

@@ -66,6 +66,7 @@ from .aio import AsyncAppends
 from .catalog import SegmentCatalog
 from .commit import ALREADY_SYNCED, GroupCommit, IntervalSyncer
 from .follow import catch_up
+from .follow_async import AsyncFollowing, AsyncWaiters
 from .format import HEADER_SIZE, SEAL_SIZE, SEAL_VERSION, VERSION, ZERO_TAIL_VERSION
 from .opening import LogExistsError, LogNotFoundError, opened_directory
 from .reads import LogView
@@ -78,7 +79,7 @@ __all__ = ["Log", "LogNotFoundError", "LogExistsError"]
 _log = logging.getLogger("banyanstore.log")
 
 
-class Log(LogView, AsyncAppends):
+class Log(LogView, AsyncAppends, AsyncFollowing):
     """An open log directory.  Thread-safe (each iterator from :meth:`read` or
     :meth:`follow` belongs to one consumer).  Use :meth:`open`."""
 
@@ -89,6 +90,7 @@ class Log(LogView, AsyncAppends):
         self._segment_size, self._always = opts.segment_size, opts.wal_sync == "always"
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)  # follow() waits on it
+        self._async_waiters = AsyncWaiters()  # follow_async()'s tasks wait in it, threadless
         self._refresh_lock = threading.Lock()
         self._closed = False  # no more appends or reads (set by the first close(), or disown())
         # One close() at a time, and "closed" only once everything is released: a second
@@ -315,8 +317,13 @@ class Log(LogView, AsyncAppends):
                 raise
             tail.next_seq = seq + 1
             if tail.followers:
-                self._appended.notify_all()
+                self._wake_followers_locked()
         return seq
+
+    def _wake_followers_locked(self) -> None:
+        """Wake every follower: threads in follow(), tasks in follow_async()."""
+        self._appended.notify_all()
+        self._appends.followers -= self._async_waiters.wake_all()
 
     def put_appender(self) -> Callable[[int, int, int, bytes, bytes | None], int | None] | None:
         """The compiled core's one-call append for the store's write path, or None (pure
@@ -378,7 +385,7 @@ class Log(LogView, AsyncAppends):
                 raise
             last = self._appends.next_seq - 1
             if self._appends.followers:
-                self._appended.notify_all()
+                self._wake_followers_locked()
         # An empty batch too: the seq returned (another call's record) must be durable when
         # the caller asked for a sync, as after append_many_async.
         if (self._always if sync is None else sync):
@@ -678,7 +685,7 @@ class Log(LogView, AsyncAppends):
         if shutdown.inside_own_call(self, (
                 self.append, self.append_many, self.rotate, self.truncate_before, self.refresh,
                 self._rotate_locked, self._collect, self._remove_oldest_first, self._visible,
-                self._visible_locked, self._snapshot, self._await_record)):
+                self._visible_locked, self._snapshot, self._await_record, self._await_record_async)):
             raise RuntimeError(
                 f"close() of log {self.path} was called on a thread inside one of its "
                 "appends (from a signal handler that interrupted it) and would wait for "
@@ -699,7 +706,7 @@ class Log(LogView, AsyncAppends):
                 self._closed = True
                 self._rotation_due = False
                 self._stop_appends()
-                self._appended.notify_all()  # followers end
+                self._wake_followers_locked()  # followers end
                 w, self._writer = self._writer, None
                 if w is not None:
                     if self._commit.error is None:

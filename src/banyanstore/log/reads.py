@@ -227,7 +227,13 @@ class LogView(ProcessLocal):
         3 b'c'
         []
         """
-        start = _seq_or_none(start, "start")
+        checked = self._follow_args(start, timeout)
+        return self._tail(self._follow_start(checked), timeout)
+
+    def _follow_args(self, start: object, timeout: float | None) -> int | None:
+        """``start`` checked for :meth:`follow` and ``follow_async`` (and ``timeout``), and
+        the log open."""
+        checked = _seq_or_none(start, "start")
         if timeout is not None:
             if type(timeout) not in (int, float):
                 raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
@@ -235,17 +241,24 @@ class LogView(ProcessLocal):
                 raise ValueError(f"timeout must be >= 0, not {timeout!r}")
         if self._closed:  # first: a closed log is not "start outside the log"
             raise self._closed_error()
-        first, last = self.first_seq, self.last_seq
-        if start is not None and start > last + 1 and self._read_only:
-            # A seq handed over from elsewhere (the writer is another process): the
-            # records up to it may have been appended since this reader last caught up.
+        return checked
+
+    def _refresh_needed(self, start: int | None) -> bool:
+        """Whether a follow from ``start`` must catch up first to check it: a seq handed
+        over from elsewhere (the writer is another process) may have been appended
+        since this reader last caught up."""
+        return start is not None and start > self.last_seq + 1 and self._read_only
+
+    def _follow_start(self, start: int | None) -> int:
+        """The first seq of a follow from ``start``; LogRangeError outside the log."""
+        if self._refresh_needed(start):
             self.refresh()
-            first, last = self.first_seq, self.last_seq
+        first, last = self.first_seq, self.last_seq
         if start is None:
-            start = first
-        elif not first <= start <= last + 1:
+            return first
+        if not first <= start <= last + 1:
             raise LogRangeError(f"follow start {start} is outside [{first}, {last + 1}]")
-        return self._tail(start, timeout)
+        return start
 
     def _tail(self, seq: int, timeout: float | None) -> Iterator[tuple[int, bytes]]:
         while self._await_record(seq, None if timeout is None else time.monotonic() + timeout):
