@@ -51,10 +51,11 @@ if TYPE_CHECKING:
     from .log.log import Log
     from .lsm.batch import Batch
     from .lsm.keyspace import Keyspace
+    from .lsm.snapshot import Snapshot
     from .lsm.store import Store
     from .options import Options
 
-__all__ = ["open", "open_log", "AsyncStore", "AsyncKeyspace", "AsyncLog", "AsyncRows"]
+__all__ = ["open", "open_log", "AsyncStore", "AsyncKeyspace", "AsyncSnapshot", "AsyncLog", "AsyncRows"]
 
 _log = logging.getLogger("banyanstore")
 T = TypeVar("T")
@@ -437,6 +438,12 @@ class AsyncStore(AsyncKeyspace):
         """``await store.drop_keyspace(name)``: see :meth:`Store.drop_keyspace`."""
         await _run(self._executor, self._handle.drop_keyspace, name)
 
+    def snapshot(self) -> AsyncSnapshot:
+        """An :class:`AsyncSnapshot` of the store at its current version (no IO: a pin in
+        memory, as :meth:`Store.snapshot`); ``async with store.snapshot() as snap:``
+        closes it at the end of the block."""
+        return AsyncSnapshot(self._handle.snapshot(), executor=self._executor)
+
     def batch(self, *, sync: bool | None = None) -> Batch:
         """A :class:`~banyanstore.lsm.batch.Batch` to fill (no IO) and :meth:`write`."""
         return self._handle.batch(sync=sync)
@@ -471,6 +478,108 @@ class AsyncStore(AsyncKeyspace):
 
     async def __aenter__(self) -> AsyncStore:
         self._handle.__enter__()  # a closed store raises its StoreClosedError here (no IO)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncSnapshot(ProcessLocal):
+    """A :class:`~banyanstore.lsm.snapshot.Snapshot`'s reads, awaited: the same
+    arguments, answers and errors (a closed snapshot, or one whose store closed, raises
+    StoreClosedError; scans check their arguments and the snapshot at the call).
+
+    >>> import asyncio, tempfile
+    >>> import banyanstore.aio
+    >>> async def main(d):
+    ...     async with await banyanstore.aio.open(d) as store:
+    ...         await store.put(b"k", b"old")
+    ...         async with store.snapshot() as snap:
+    ...             await store.put(b"k", b"new")
+    ...             rows = [row async for row in snap.scan()]
+    ...             return rows, await snap.get(b"k"), await store.get(b"k"), snap.version
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     asyncio.run(main(d))
+    ([(b'k', b'old')], b'old', b'new', 1)
+    """
+
+    __slots__ = ("_snap", "_executor")
+    _handle_kind = "snapshot"  # (handles.py: what pickling and copying refuse)
+
+    def __init__(self, snapshot: Snapshot, *, executor: Executor | None = None) -> None:
+        self._snap = snapshot
+        self._executor = _check_executor(executor)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The synchronous snapshot this wraps."""
+        return self._snap
+
+    @property
+    def version(self) -> int:
+        """The version it reads at."""
+        return self._snap.version
+
+    @property
+    def closed(self) -> bool:
+        """True once the snapshot or its store is closed (:attr:`Snapshot.closed`)."""
+        return self._snap.closed
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.aio {self._snap!r}>"
+
+    @overload
+    async def get(self, key: BytesLike, *, keyspace: Any = None) -> bytes | None: ...
+    @overload
+    async def get(self, key: BytesLike, *, keyspace: Any = None, default: T) -> bytes | T: ...
+
+    async def get(self, key: BytesLike, *, keyspace: Any = None, default: Any = None) -> Any:
+        """``await snap.get(key)``: the value at the snapshot's version; ``default`` if absent."""
+        return await _run(self._executor, self._snap.get, key, keyspace=keyspace, default=default)
+
+    async def multi_get(self, keys: Iterable[BytesLike], *, keyspace: Any = None) -> list[bytes | None]:
+        """``await snap.multi_get(keys)``: the values of ``keys`` at the snapshot's version."""
+        return await _run(self._executor, self._snap.multi_get, keys, keyspace=keyspace)
+
+    async def contains(self, key: BytesLike, *, keyspace: Any = None) -> bool:
+        """``await snap.contains(key)``: ``key in snap`` (a point lookup; any keyspace)."""
+        return await self.get(key, keyspace=keyspace) is not None
+
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None, keys_only: bool = False) -> AsyncRows:
+        """``async for key, value in snap.scan(...)``: :meth:`Snapshot.scan`'s rows, taken
+        in batches.  Arguments, the keyspace and the snapshot are checked here, at the call."""
+        # Snapshot.keys checks the snapshot, the keyspace, the bounds and reverse, reading nothing.
+        self._snap.keys(start, end, prefix=prefix, reverse=reverse, keyspace=keyspace)
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        scan = functools.partial(self._snap.scan, start, end, prefix=prefix, reverse=reverse,
+                                 limit=limit, keyspace=keyspace, keys_only=keys_only)
+        return AsyncRows(scan, self._executor)
+
+    def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
+             keyspace: Any = None) -> AsyncRows:
+        """``async for key in snap.keys(...)``: the keys alone (values not decoded)."""
+        return self.scan(start, end, prefix=prefix, reverse=reverse, limit=limit,
+                         keyspace=keyspace, keys_only=True)
+
+    def __aiter__(self) -> AsyncRows:
+        """``async for key in snap``: the live keys of the default keyspace, ascending."""
+        return self.keys()
+
+    async def history(self, key: BytesLike, *, keyspace: Any = None) -> list[tuple[int, bytes | None]]:
+        """``await snap.history(key)``: the writes of ``key`` up to the snapshot's version,
+        newest first."""
+        return await _run(self._executor, lambda: list(self._snap.history(key, keyspace=keyspace)))
+
+    async def close(self) -> None:
+        """Release the snapshot (idempotent; no IO: it unpins its version in memory)."""
+        self._snap.close()
+
+    async def __aenter__(self) -> AsyncSnapshot:
+        self._snap.__enter__()  # a closed snapshot (or store) raises StoreClosedError here
         return self
 
     async def __aexit__(self, *exc: object) -> None:
