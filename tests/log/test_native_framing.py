@@ -252,3 +252,43 @@ def test_native_one_call_puts_step_aside_for_followers_and_failures() -> None:
     assert got == [(2, b"x")]
     log.close()
     assert put(3, 4, 0, b"k", b"v") is None
+
+
+def test_native_one_call_puts_step_aside_for_a_task_following_too() -> None:
+    """A task in follow_async() counts as a follower: the one-call path declines while it
+    waits (else the record would be stored with nobody waking the task), and once the
+    task is woken or cancelled the path takes puts again."""
+    import asyncio
+    if accel.native is None:
+        pytest.skip("the compiled core is not in use")
+    log = Log.open("/log", env=MemoryEnv(), wal_sync="never")
+    put = log.put_appender()
+    assert put is not None and put(1, 2, 0, b"k", b"v") == 1
+
+    async def main() -> None:
+        follower = log.follow_async(2)
+        parked = asyncio.Event()
+
+        async def consume() -> tuple[int, bytes]:
+            parked.set()  # the test's task runs only once anext() below is parked
+            return await anext(follower)
+
+        task = asyncio.create_task(consume())
+        await parked.wait()
+        assert log._appends.followers == 1
+        assert put(2, 3, 0, b"k2", None) is None  # declined: the Python path wakes the task
+        assert log.append(b"x", sync=False) == 2
+        assert await task == (2, b"x") and log._appends.followers == 0
+        assert put(3, 4, 0, b"k3", b"v") == 3  # nobody waits: the one-call path again
+        assert (await anext(follower))[0] == 3  # (the record put stored) -- now it waits for 4
+        task = asyncio.create_task(consume())
+        parked.clear()
+        await parked.wait()
+        assert put(4, 5, 0, b"k4", b"v") is None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert log._appends.followers == 0 and put(4, 5, 0, b"k4", b"v") == 4
+
+    asyncio.run(main())
+    log.close()
