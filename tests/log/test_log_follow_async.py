@@ -12,7 +12,7 @@ import math
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -284,6 +284,7 @@ def test_follow_async_raises_log_range_error_when_it_fell_behind_truncation(tmp_
     ({"timeout": "1"}, TypeError, "timeout"), ({"timeout": True}, TypeError, "timeout"),
     ({"start": "1"}, TypeError, "start"), ({"start": True}, TypeError, "start"),
     ({"start": 5}, LogRangeError, "start"), ({"executor": 3}, TypeError, "executor"),
+    ({"executor": ProcessPoolExecutor(1)}, TypeError, "executor"),
 ])
 def test_follow_async_rejects_bad_arguments_at_the_call(tmp_path, kwargs, error, name):
     with _open(tmp_path / "log") as log:

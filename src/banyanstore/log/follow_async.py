@@ -35,7 +35,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from itertools import islice
 from typing import Any, Protocol
 
@@ -125,9 +125,10 @@ class AsyncFollowing:
         ``executor`` (None: the loop's default).  A read-only log catches up in the
         executor every ``follow_interval_ms`` while it waits -- and first, when
         ``start`` lies past what it has caught up with (then at the first step)."""
-        if executor is not None and not isinstance(executor, Executor):
-            raise TypeError(f"executor must be a concurrent.futures.Executor or None, "
-                            f"not {type(executor).__name__}")
+        if (executor is not None and not isinstance(executor, Executor)
+                or isinstance(executor, ProcessPoolExecutor)):  # its calls cannot reach this log
+            raise TypeError(f"executor must be a concurrent.futures.Executor running calls in "
+                            f"threads of this process, or None, not {type(executor).__name__}")
         checked = self._follow_args(start, timeout)  # also StoreClosedError
         begin = (lambda: self._follow_start(checked)) if self._refresh_needed(checked) else None
         seq = self._follow_start(checked) if begin is None else 0
