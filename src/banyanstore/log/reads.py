@@ -25,6 +25,7 @@ from ..errors import LogRangeError, ReadOnlyError, StorageIOError, StoreClosedEr
 from ..handles import ProcessLocal
 from ..io.base import Env
 from ..options import Options
+from ..sticky import sticky_items
 from .catalog import SegmentCatalog, View
 from .commit import GroupCommit
 from .writer import AnySegmentWriter, LogTail
@@ -156,7 +157,7 @@ class LogView(ProcessLocal):
             raise ValueError(f"end must be a seq >= 0 or None, not {stop}")
         records, _ = self._snapshot(_seq_or_none(start, "start"), stop, _limit(limit),
                                     continuous=check_gaps)
-        return records
+        return sticky_items(records)  # one that raised raises again: never a silent end
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         """``for seq, record in log``: :meth:`read` from ``first_seq``."""
@@ -228,7 +229,7 @@ class LogView(ProcessLocal):
         []
         """
         checked = self._follow_args(start, timeout)
-        return self._tail(self._follow_start(checked), timeout)
+        return sticky_items(self._tail(self._follow_start(checked), timeout))
 
     def _follow_args(self, start: object, timeout: float | None) -> int | None:
         """``start`` checked for :meth:`follow` and ``follow_async`` (and ``timeout``), and

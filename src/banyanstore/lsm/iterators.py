@@ -47,6 +47,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, TypeVar
 
+from ..sticky import STICKY, Failed, then_failure
 from .memtable import Memtable
 from .rangedel import Cover
 
@@ -199,63 +200,33 @@ def _chunks(sources: list[_Source], reverse: bool) -> Iterator[list[Entry]]:
                 s.load(reverse)
 
 
-class _Failed:
-    """An error a scan raised, raised again at every later ``next()`` with the traceback
-    it first had (a re-raise would grow it by a frame each time)."""
-
-    __slots__ = ("error", "traceback")
-
-    def __init__(self, error: BaseException) -> None:
-        self.error, self.traceback = error, error.__traceback__
-
-    def __iter__(self) -> _Failed:
-        return self
-
-    def __next__(self) -> Any:
-        raise self.error.with_traceback(self.traceback)
-
-
-STICKY = (Exception, KeyboardInterrupt)
-"""What a scan raises again at every later ``next()`` once it raised it (not
-GeneratorExit, nor SystemExit)."""
-
-
 def guarded(items: Iterable[_Row], guard: Guard) -> Iterator[_Row]:
     """``items`` (already in memory), with ``guard()`` run before each one and before
     the end: every ``next()`` after a close raises -- and, once it raised, every later
     ``next()`` raises the same error (sticky, as :func:`sticky`'s rows are), never a
     silent end."""
-    failed: list[_Failed] = []
-    return chain.from_iterable(_then_failure(_guarded_rows(items, guard, failed), failed))
+    failed: list[Failed] = []
+    return chain.from_iterable(then_failure(_guarded_rows(items, guard, failed), failed))
 
 
-def _guarded_rows(items: Iterable[_Row], guard: Guard, failed: list[_Failed]) -> Iterator[_Row]:
+def _guarded_rows(items: Iterable[_Row], guard: Guard, failed: list[Failed]) -> Iterator[_Row]:
     try:
         for item in items:
             guard()
             yield item
         guard()
     except STICKY as exc:
-        failed.append(_Failed(exc))
+        failed.append(Failed(exc))
         raise
 
 
-def _then_failure(rows: Iterator[_Row], failed: list[_Failed]) -> Iterator[Iterator[_Row]]:
-    """``rows``, then the error it raised, if it did: ``chain`` asks ``rows`` again after
-    it raised (its StopIteration then), then this for the next source -- the error.
-    (No object per row, as a chunk of one per row would cost.)"""
-    yield rows
-    if failed:
-        yield failed[0]
-
-
 def _failing_last(chunks: Iterable[Iterable[_Row]]) -> Iterator[Iterable[_Row]]:
-    """``chunks``, and once fetching one raised, a :class:`_Failed` of that error
+    """``chunks``, and once fetching one raised, a :class:`Failed` of that error
     in place of the rest."""
     try:
         yield from chunks
     except STICKY as exc:
-        yield _Failed(exc)
+        yield Failed(exc)
 
 
 def sticky(chunks: Iterable[Iterable[_Row]]) -> Iterator[_Row]:
