@@ -574,6 +574,61 @@ def test_a_full_disk_is_a_disk_full_error_and_leaves_nothing(
             assert copy.get(b"k") == b"v"
 
 
+def _fail_scratch_setup(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """Make one step of a scratch directory's set-up fail with EIO: creating its LOCK,
+    writing the LOCK's magic, or renaming it from its first (``~``) name."""
+    from banyanstore.backups import scratch
+    real_open, real_write, real_rename = os.open, os.write, os.rename
+
+    def eio(path: Any) -> OSError:
+        return OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    def failing_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if step == "lock" and "~" in os.fspath(path):
+            raise eio(path)
+        return real_open(path, *args, **kwargs)
+
+    def failing_write(fd: int, data: Any) -> int:
+        if step == "magic" and bytes(data) == scratch.SCRATCH_MAGIC:
+            raise eio(None)
+        return real_write(fd, data)
+
+    def failing_rename(src: Any, dst: Any) -> None:
+        if step == "rename" and "~" in os.fspath(src):
+            raise eio(src)
+        real_rename(src, dst)
+    monkeypatch.setattr(os, "open", failing_open)
+    monkeypatch.setattr(os, "write", failing_write)
+    monkeypatch.setattr(os, "rename", failing_rename)
+
+
+@pytest.mark.parametrize("step", ["lock", "magic", "rename"])
+@pytest.mark.parametrize("call", ["backup", "restore"])
+def test_a_scratch_directory_that_fails_to_set_up_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, step: str) -> None:
+    """An IO error while a backup or restore set up its scratch directory (the LOCK's
+    creation, its magic, the rename to its final name) left the directory beside the
+    store or destination under its first name, which cleaners take only an hour later
+    (they cannot tell it from one a live owner is about to rename).  The failing call
+    removes it itself: the error is reported and nothing is left behind."""
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"v")
+    banyanstore.backup(tmp_path / "s", url)
+    _fail_scratch_setup(monkeypatch, step)
+    with pytest.raises(StorageIOError) as info:
+        if call == "backup":
+            banyanstore.backup(tmp_path / "s", url)
+        else:
+            banyanstore.restore(url, tmp_path / "copy")
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.EIO
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+    banyanstore.restore(url, tmp_path / "copy")
+    with banyanstore.open(tmp_path / "copy", read_only=True) as copy:
+        assert copy.get(b"k") == b"v"
+
+
 @pytest.mark.parametrize("call", ["backup", "restore"])
 def test_ctrl_c_cancels_the_transfers_not_started(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str) -> None:

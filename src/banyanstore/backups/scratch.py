@@ -59,12 +59,26 @@ class ScratchDir:
                 raise
             remove_abandoned(tempfile.gettempdir(), self._prefix)
             fresh = tempfile.mkdtemp(prefix=f".{base}.{purpose}~")
+        self._fd = -1
+        self.path = fresh
+        self._moved = self._closed = False
+        try:
+            self._claim(fresh)
+        except BaseException:
+            # Cleaners take a directory under its first name only an hour later (its
+            # owner may be about to rename it): this one's owner is here to remove it.
+            self.close()
+            raise
+
+    def _claim(self, fresh: str) -> None:
+        """Lock the new directory ``fresh``, mark it as scratch and give it the name
+        cleaners look for."""
         self._fd = os.open(os.path.join(fresh, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else can know the name yet
         os.write(self._fd, SCRATCH_MAGIC)  # before the rename: cleaners remove only these
-        self.path = os.path.join(os.path.dirname(fresh), self._prefix + os.path.basename(fresh)[-8:])
-        os.rename(fresh, self.path)
-        self._moved = False
+        path = os.path.join(os.path.dirname(fresh), self._prefix + os.path.basename(fresh)[-8:])
+        os.rename(fresh, path)
+        self.path = path
 
     def moved_to(self, path: str) -> None:
         """The directory was renamed to ``path`` (it is no longer scratch: its LOCK, now
@@ -85,14 +99,16 @@ class ScratchDir:
 
     def close(self) -> None:
         """Remove the directory (unless it was moved into place) and release it."""
-        if self._fd < 0:
+        if self._closed:
             return
+        self._closed = True
         try:
             if not self._moved:
                 with contextlib.suppress(OSError):
                     _remove_lock_last(self.path)
         finally:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             self._fd = -1
 
     def __enter__(self) -> ScratchDir:
