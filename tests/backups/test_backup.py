@@ -349,6 +349,36 @@ def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.Monkey
     assert leftovers(tmp_path) == []
 
 
+def test_a_failed_swap_without_rename_exchange_puts_the_old_store_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overwriting without RENAME_EXCHANGE moves the old store aside, then renames the
+    new one in: when that second rename failed, the restore raised with the old store
+    left under a hidden ``.dest.replaced-*`` name and nothing at ``dest`` -- the store
+    the caller kept gone from its path after a failed call.  It is put back."""
+    from banyanstore.backups import restoring as restore_module
+    monkeypatch.setattr(restore_module, "_exchange", lambda a, b: False)
+    url = str(tmp_path / "b")
+    with banyanstore.open(tmp_path / "s", **OPTIONS) as store:
+        store.put(b"k", b"new")
+        banyanstore.backup(store, url)
+    dest = tmp_path / "dest"
+    with banyanstore.open(dest, **OPTIONS) as other:
+        other.put(b"k", b"old")
+    real_rename = os.rename
+
+    def failing_rename(src: Any, dst: Any) -> None:
+        if ".dest.restore-" in os.fspath(src) and os.fspath(dst) == str(dest):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), src)
+        real_rename(src, dst)
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(StorageIOError):
+        banyanstore.restore(url, dest, overwrite=True)
+    monkeypatch.undo()
+    with banyanstore.open(dest, read_only=True) as kept:
+        assert kept.get(b"k") == b"old"
+    assert leftovers(tmp_path) == []
+
+
 def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
     url = str(tmp_path / "b")
     os.mkdir(url)  # (a missing one is refused: test_a_local_url_that_is_missing_or_a_file...)

@@ -349,7 +349,11 @@ def _swap_into_place(scratch: ScratchDir, target: str, *, replacing: bool) -> No
         # store waits here for its owner, and no cleaner may take it for scratch.
         aside = f"{parent}/.{os.path.basename(target)}.replaced-{secrets.token_hex(4)}"
         os.rename(target, aside)
-        os.rename(scratch.path, target)
+        try:
+            os.rename(scratch.path, target)
+        except BaseException:
+            os.rename(aside, target)  # a failed restore leaves the old store where it was
+            raise
         scratch.moved_to(target)
         env.sync_dir(parent)
         shutil.rmtree(aside)
