@@ -530,3 +530,43 @@ def test_wal_entries_over_the_default_size_limits_are_salvaged(tmp_path: Path) -
     assert res.lost == [] and res.refused == [], res
     with banyanstore.open(path, compaction=False) as store:
         assert store.get(big_key) == b"1" and store.get(b"a") == b"2"
+
+
+@pytest.mark.parametrize("call", ["repair", "verify_path"])
+@pytest.mark.parametrize("fails", ["tables", "wal", "CURRENT"])
+def test_an_io_error_in_repair_or_verify_is_a_storage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, fails: str) -> None:
+    """An IO failure while ``repair`` or ``verify_path`` read the store came out as the
+    bare OSError of the file call, not a StorageIOError naming the operation and file
+    with the OSError as ``__cause__`` (docs/api.md: every IO failure of the library);
+    the store is unchanged and the same call works once the fault is gone."""
+    import errno
+
+    from banyanstore.errors import StorageIOError
+    store = tmp_path / "db"
+    with banyanstore.open(store) as s:
+        s.put(b"k", b"v")
+        s.flush()
+    real_listdir, real_open = os.listdir, open
+
+    def failing_listdir(path: Any = ".") -> list[str]:
+        if os.fspath(path).endswith(fails):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return real_listdir(path)
+
+    def failing_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path).endswith(fails):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, "listdir", failing_listdir)
+    monkeypatch.setattr("builtins.open", failing_open)
+    function = repair if call == "repair" else verify_path
+    with pytest.raises(StorageIOError) as info:
+        function(store)
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.EIO
+    assert fails in str(info.value) and info.value.path and info.value.path.endswith(fails)
+    monkeypatch.undo()
+    function(store)
+    with banyanstore.open(store, read_only=True) as s:
+        assert s.get(b"k") == b"v"

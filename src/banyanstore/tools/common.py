@@ -15,28 +15,44 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from ..errors import (
+    BanyanStoreError,
     ConfigError,
     KeyspaceNotFoundError,
     NotAStoreError,
     StoreLockedError,
     StoreNotFoundError,
     VersionUnavailableError,
+    from_oserror,
 )
 from ..io.posix import PosixEnv
 
 __all__ = ["Problem", "Report", "Output", "parse_key", "show_bytes", "preview", "detect_kind",
            "make_env", "NOT_A_FILE", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "SEGMENT_NAME", "TABLE_NAME",
-           "Failure", "UsageError", "NotFound", "exit_code_for", "one_line"]
+           "Failure", "UsageError", "NotFound", "exit_code_for", "one_line", "io_errors"]
+
+
+@contextlib.contextmanager
+def io_errors(op: str, where: str) -> Iterator[None]:
+    """A bare OSError of a plain file call raised as every IO failure of the library is:
+    a StorageIOError (DiskFullError for ENOSPC) naming the file, the OSError as cause."""
+    try:
+        yield
+    except BanyanStoreError:
+        raise
+    except OSError as exc:
+        raise from_oserror(op, exc.filename if exc.filename is not None else where, exc) from exc
+
 
 # The exit codes of every command (docs/cli.md).
 EXIT_OK = 0        # done; verify/repair: no damage (warnings may be listed)

@@ -56,6 +56,7 @@ from .common import (
     Report,
     UsageError,
     detect_kind,
+    io_errors,
     make_env,
 )
 from .files import current_text, manifest_files, read_current, table_file, take_inventory, walk_manifest
@@ -356,6 +357,11 @@ def repair(path: str | bytes | os.PathLike[Any], *, dry_run: bool = False,
     path = as_path(path)
     check_bool(dry_run, "dry_run")  # it decides whether files change: no truthy strings
     check_bool(accept_lost_segment, "accept_lost_segment")
+    with io_errors("repair", path):
+        return _repair_path(path, dry_run, accept_lost_segment)
+
+
+def _repair_path(path: str, dry_run: bool, accept_lost_segment: bool) -> RepairResult:
     kind = detect_kind(path)
     res = RepairResult()
     if kind == "log":

@@ -53,6 +53,7 @@ from .common import (
     Problem,
     Report,
     detect_kind,
+    io_errors,
 )
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .progress import ProgressBar, wants_progress
@@ -283,6 +284,11 @@ def verify_path(path: str | bytes | os.PathLike[Any],
     """Check the store, log or table at ``path``; changes nothing.  ``on_progress(nbytes)``
     is called as bytes are checked (they add up to about :func:`bytes_to_check`)."""
     path = as_path(path)
+    with io_errors("verify", path):
+        return _verify_kind(path, on_progress)
+
+
+def _verify_kind(path: str, on_progress: Callable[[int], None] | None) -> Report:
     kind = detect_kind(path)
     if kind == "unknown" and _is_table_file(path):
         kind = "table"
