@@ -379,17 +379,12 @@ def test_a_failed_swap_without_rename_exchange_puts_the_old_store_back(
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design: restore() makes the new store visible with one rename and only then makes the "
-    "parent directory durable; when that last step fails, the call raises with the restored "
-    "store already at dest (and, overwriting, the old one already removed). Undoing the "
-    "rename needs another rename and fsync that may fail the same way: the owner must choose "
-    "between documenting it and a rollback"))
 @pytest.mark.parametrize("overwrite", [False, True], ids=["new", "overwrite"])
-def test_a_restore_whose_last_directory_sync_fails_leaves_dest_as_it_was(
+def test_a_restore_whose_last_directory_sync_fails_raises_with_the_store_in_place(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool) -> None:
-    """docs: "on any failure nothing is left behind" -- a failure of the parent
-    directory's fsync after the rename into place breaks it."""
+    """docs/backup.md: the parent directory's fsync comes after the rename into place;
+    when it fails, restore raises with the restored store at dest (overwriting, the old
+    one gone) -- not a half-state, and a second restore mends it."""
     from banyanstore.backups import restoring as restore_module
     from banyanstore.io.posix import PosixEnv
     url = str(tmp_path / "b")
@@ -410,11 +405,12 @@ def test_a_restore_whose_last_directory_sync_fails_leaves_dest_as_it_was(
     with pytest.raises(StorageIOError):
         banyanstore.restore(url, dest, overwrite=overwrite)
     monkeypatch.undo()
-    if overwrite:
-        with banyanstore.open(dest, read_only=True) as kept:
-            assert kept.get(b"k") == b"old"
-    else:
-        assert not dest.exists()
+    with banyanstore.open(dest, read_only=True) as restored:
+        assert restored.get(b"k") == b"new"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    banyanstore.restore(url, dest, overwrite=True)
+    with banyanstore.open(dest, read_only=True) as again:
+        assert again.get(b"k") == b"new"
 
 
 def test_empty_store_and_empty_destination(tmp_path: Path) -> None:
