@@ -196,13 +196,14 @@ class Keyspace(ProcessLocal):
             tree.raise_closed()
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        view = self._ks.view  # before the version check: see Tree.apply (floor, then views)
+        ks = self._ks
+        view = ks.view  # before the version check: see Tree.apply (floor, then views)
         v = tree.version if version is None else tree.check_version(version)
         try:  # (free unless it raises: the error path reports a close() that raced the read)
-            if self._ks.ttl is None:
+            if ks.ttl is None:
                 value = view.get(key, v, 0)
             else:
-                value = view.get(key, v, tree.ttl_floor(self._ks, v))
+                value = view.get(key, v, tree.ttl_floor(ks, v))
         except Exception as exc:
             tree.closed_meanwhile(exc)
             raise

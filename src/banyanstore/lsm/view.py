@@ -110,14 +110,20 @@ class View:
     def get(self, key: bytes, version: int, floor: int) -> bytes | None:
         """The value of ``key`` at ``version``; entries older than ``floor`` (TTL)
         count as absent."""
-        if self.range_static is not None or self.mem.range_dels:
+        mem = self.mem
+        if self.range_static is not None or mem.range_dels:
             return self._get_covered(key, version, floor)
         if floor:
             entry = self.get_entry(key, version)
             return entry[1] if entry is not None and entry[0] >= floor else None
-        r = self.mem.get(key, version)
-        if r is not MISSING:
-            return r  # type: ignore[return-value]
+        # An empty memtable (a store reopened, or one whose writes were all flushed: every
+        # read after compact()) is not asked: its lookup is a call and the key's hash.  A
+        # write counts itself in ``entries`` before its version is published, so one a
+        # read at ``version`` must see is never missed.
+        if mem.entries:
+            r = mem.get(key, version)
+            if r is not MISSING:
+                return r  # type: ignore[return-value]
         for m in self.imms:
             r = m.get(key, version)
             if r is not MISSING:
@@ -156,9 +162,11 @@ class View:
     def get_entry(self, key: bytes, version: int) -> tuple[int, bytes | None] | None:
         """``(entry_version, value)`` of the newest entry <= ``version``, or None
         (range tombstones not applied: see :meth:`cover`)."""
-        e = self.mem.get_entry(key, version)
-        if e is not None:
-            return e
+        mem = self.mem
+        if mem.entries:  # (an empty memtable is not asked, as in get)
+            e = mem.get_entry(key, version)
+            if e is not None:
+                return e
         for m in self.imms:
             e = m.get_entry(key, version)
             if e is not None:
@@ -183,18 +191,10 @@ class View:
         batch concurrently -- and each key is resolved newest table first."""
         out: list[Any] = [None] * len(keys)
         cover = self.cover(version)
-        pending: list[int] = []
-        for i, k in enumerate(keys):
-            e = self.mem.get_entry(k, version)
-            if e is None:
-                for m in self.imms:
-                    e = m.get_entry(k, version)
-                    if e is not None:
-                        break
-            if e is None:
-                pending.append(i)
-            elif e[0] >= floor and (cover is None or not cover.hides(k, e[0])):
-                out[i] = e[1]
+        if self.imms or self.mem.entries:
+            pending = self._memtables_get(keys, version, floor, cover, out)
+        else:  # no memtable holds an entry: every key goes to the tables (as in get)
+            pending = list(range(len(keys)))
         if not pending or not self.tables:
             return out
         if self.many_tables:
@@ -238,6 +238,25 @@ class View:
             if v >= floor and (cover is None or not cover.hides(keys[i], v)):
                 out[i] = value
         return out
+
+    def _memtables_get(self, keys: Sequence[bytes], version: int, floor: int, cover: Cover | None,
+                       out: list[Any]) -> list[int]:
+        """:meth:`multi_get`'s first step: each key the memtables answer goes into ``out``;
+        returns the indexes of the others."""
+        pending: list[int] = []
+        mem, imms = self.mem, self.imms
+        for i, k in enumerate(keys):
+            e = mem.get_entry(k, version)
+            if e is None:
+                for m in imms:
+                    e = m.get_entry(k, version)
+                    if e is not None:
+                        break
+            if e is None:
+                pending.append(i)
+            elif e[0] >= floor and (cover is None or not cover.hides(k, e[0])):
+                out[i] = e[1]
+        return pending
 
     def history(self, key: bytes, version: int, floor: int = 0,
                 points: Sequence[int] = ()) -> list[tuple[int, bytes | None]]:
