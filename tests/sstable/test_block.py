@@ -160,6 +160,18 @@ def test_find_ignores_matches_straddling_two_keys() -> None:
     assert b.first_index(b"ba") == -1 and b.seek(b"ba") == 2 and b.lookup(b"ba", 5)[0] is False
 
 
+def test_lookup_of_an_absent_key_ignores_a_straddle_past_its_window() -> None:
+    """Block.lookup searches from the key's window (after sample s-1) to the end of the
+    keys: an absent key that occurs straddling two later keys ("aba" + "abb" holds "aab")
+    is still absent, and the keys around it are found."""
+    keys = [b"aa" + bytes([c]) for c in range(ord("c"), ord("c") + 12)] + [b"aba", b"abb"]
+    b = decode_block(encode_block(keys, [1] * len(keys), [b"%02d" % i for i in range(len(keys))]))
+    assert b.kw == 3 and len(b.sample) == 2 and b"aab" in b.data
+    assert b.lookup(b"aab", 5) == (False, None, 0) and b.first_index(b"aab") == -1
+    for i, k in enumerate(keys):
+        assert b.lookup(k, 5) == (True, b"%02d" % i, 1)
+
+
 def test_sampled_lookups_in_a_long_fixed_width_block() -> None:
     """Hundreds of entries, multi-version keys straddling sample boundaries."""
     entries = [(b"k%04d" % (i // 3), 100 - i % 3, b"v%04d" % i) for i in range(700)]

@@ -57,6 +57,10 @@ Entry = tuple[bytes, int, "bytes | None"]
 
 HEADER = struct.Struct("<IIII")
 assert HEADER.size == 16
+_VERSIONS_AT = 16
+"""Where the versions start (``HEADER.size``: a Struct's ``size`` is a descriptor whose
+lookup the interpreter does not specialise, ~100 instructions on every point lookup)."""
+assert _VERSIONS_AT == HEADER.size
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
@@ -206,7 +210,7 @@ class Block:
         return self.data[p:p + kw]
 
     def version_at(self, i: int) -> int:
-        return _U64.unpack_from(self.data, HEADER.size + 8 * i)[0]
+        return _U64.unpack_from(self.data, _VERSIONS_AT + 8 * i)[0]
 
     def value_at(self, i: int) -> bytes | None:
         data = self.data
@@ -256,28 +260,26 @@ class Block:
                 return MISS
             s = bisect_left(self.sample, key)
             base = self.keys_at
-            if s:
-                lo = base + (s - 1) * self.span + kw
-                hi = lo + self.span
-                if hi > self.keys_end:
-                    hi = self.keys_end
-            else:
-                lo = base
-                hi = base + kw
-            pos = data.find(key, lo, hi)
+            # The key's first entry, if any, follows sample s-1 and is at most sample s.  The
+            # find runs from there to the end of the keys: it stops at the key all the same
+            # (the keys past sample s are greater), and only a key absent from the block --
+            # a filter's false positive -- costs a longer search, where the window's end
+            # cost every lookup bytecode.
+            end = self.keys_end
+            pos = data.find(key, base + (s - 1) * self.span + kw if s else base, end)
             while pos >= 0:
                 off = pos - base
                 if not off % kw:  # (not divmod: a builtin call and a tuple, on every get)
                     i = off // kw
                     break
-                pos = data.find(key, base + (off // kw + 1) * kw, hi)  # straddled two keys
+                pos = data.find(key, base + (off // kw + 1) * kw, end)  # straddled two keys
             else:
                 return MISS
         else:
             i = self.first_index(key)
             if i < 0:
                 return MISS
-        v = _U64.unpack_from(data, HEADER.size + 8 * i)[0]
+        v = _U64.unpack_from(data, _VERSIONS_AT + 8 * i)[0]
         if v > version:
             count = self.count
             kw = self.kw
@@ -290,7 +292,7 @@ class Block:
                         return MISS
                 elif self.sample[i] != key:
                     return MISS
-                v = _U64.unpack_from(data, HEADER.size + 8 * i)[0]
+                v = _U64.unpack_from(data, _VERSIONS_AT + 8 * i)[0]
                 if v <= version:
                     break
         # value_at(i), inlined: this is the hot path of every point lookup
@@ -350,7 +352,7 @@ class Block:
             keys = [b""] * n
         else:
             keys = self.sample[lo:hi]
-        versions = u64_list(data, HEADER.size + 8 * lo, n) if with_versions else []
+        versions = u64_list(data, _VERSIONS_AT + 8 * lo, n) if with_versions else []
         vw = self.vw
         values: list[bytes | None]
         if vw > 0:
