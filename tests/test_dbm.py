@@ -10,6 +10,8 @@ import shelve
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -369,3 +371,46 @@ def test_a_forked_child_is_told_the_database_is_the_parents(tmp_path: Path) -> N
         assert db["k"] == b"v"  # the parent's is untouched
     with bdbm.open(tmp_path / "db", "r") as db:
         assert db["k"] == b"v"
+
+
+def _race(*calls: Callable[[], object]) -> list[object]:
+    """Run ``calls`` on threads released together; each one's result or KeyError."""
+    start = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except KeyError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_two_threads_deleting_one_key_and_setdefault_racing_are_atomic(tmp_path: Path) -> None:
+    """``del db[k]`` looked the key up, then wrote the tombstone: two threads deleting one
+    key both succeeded (dbm.gnu's C ``del``, and dbm.dumb's deletion from its index,
+    let one through and raise KeyError in the other), and two ``setdefault`` calls both
+    found the key missing and each returned its own default while one was stored (as
+    dbm.gnu's atomic setdefault never does).  The dbm's writes now take one lock:
+    under a tiny switch interval, 300 rounds of each race, none lets both through.
+    (Before: 24-42 double deletes and 34-41 split setdefaults in 1,000 rounds.)"""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with bdbm.open(tmp_path / "db", "c") as db:
+            for i in range(300):
+                key = f"k{i}"
+                db[key] = "v"
+                deleted = _race(lambda: db.__delitem__(key), lambda: db.__delitem__(key))
+                assert sorted(type(r).__name__ for r in deleted) == ["KeyError", "NoneType"], i
+                got = _race(lambda: db.setdefault(f"s{i}", b"a"), lambda: db.setdefault(f"s{i}", b"b"))
+                assert got[0] == got[1] == db[f"s{i}"], (i, got)
+    finally:
+        sys.setswitchinterval(old)

@@ -110,6 +110,10 @@ class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
     def __init__(self, store: Any, writable: bool) -> None:
         self._store = store
         self._writable = writable
+        # The read-modify-writes (del's lookup and tombstone, setdefault's lookup and put,
+        # clear's scan and deletes) are one step each for the other threads' writes, as
+        # the standard modules' are: without it two threads could both delete one key.
+        self._writing = threading.Lock()
         # Dropped without close(): closed when collected.  Not at exit -- the exit hook
         # (shutdown.py) closes a store still open then, and logs a failure as for any store.
         weakref.finalize(self, _close_dropped, store).atexit = False
@@ -137,16 +141,18 @@ class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
         return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._write(lambda: self._store.put(_encode(key, "key"), _encode(value, "value")))
+        with self._writing:
+            self._write(lambda: self._store.put(_encode(key, "key"), _encode(value, "value")))
 
     def __delitem__(self, key: Any) -> None:
         k = _encode(key, "key")
         self._check_writable()  # before the lookup: a missing key on a read-only db is this error too
-        with _as_dbm_error():
-            present = self._store.get(k) is not None
-        if not present:
-            raise KeyError(key)
-        self._write(lambda: self._store.delete(k))
+        with self._writing:
+            with _as_dbm_error():
+                present = self._store.get(k) is not None
+            if not present:
+                raise KeyError(key)
+            self._write(lambda: self._store.delete(k))
 
     def _check_writable(self) -> None:
         self._check()
@@ -188,7 +194,7 @@ class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
         MutableMapping's clear() pops one key at a time, and each pop's scan starts again
         at the first key, past the tombstones of every key popped before it: quadratic."""
         self._check_writable()
-        with _as_dbm_error():
+        with self._writing, _as_dbm_error():
             keys = self._store.scan(keys_only=True)  # at one version: keys written meanwhile stay
             while chunk := list(islice(keys, _CLEAR_BATCH)):
                 with self._store.batch() as batch:
@@ -202,11 +208,12 @@ class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
         return default if value is None else value
 
     def setdefault(self, key: Any, default: Any = b"") -> bytes:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            self[key] = default
-            return _encode(default, "value")
-        return value
+        with self._writing:
+            value = self.get(key, _MISSING)
+            if value is _MISSING:
+                self._write(lambda: self._store.put(_encode(key, "key"), _encode(default, "value")))
+                return _encode(default, "value")
+            return value
 
     def sync(self) -> None:
         self._check()
