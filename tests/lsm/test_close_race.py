@@ -19,6 +19,7 @@ file would come back with valid blocks.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
@@ -357,3 +358,44 @@ def test_writers_racing_close_stress(tmp_path: Path) -> None:
         keys = set(reopened.scan(keys_only=True))
     lost = [k for keys_of in acked for k in keys_of if k not in keys]
     assert not lost and sum(map(len, acked)) > 0
+
+
+def _deleted_files_open(under: Path) -> list[str]:
+    """The files under ``under`` this process holds open that were unlinked (their disk
+    space kept)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # (the listing's own descriptor, gone)
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [link for link in links if link.startswith(str(under)) and link.endswith(" (deleted)")]
+
+
+def test_a_closed_snapshot_of_a_read_only_store_lets_go_of_its_tables(tmp_path: Path) -> None:
+    """A read-only store's snapshot holds the views it was taken on (the writer's merges
+    do not know of it).  Closed, it still held them for as long as the program kept the
+    object: the tables a merge of the writer then deleted stayed open here, their disk
+    space kept (3 of 3 tables in this test), and at the store's close every table's
+    number stayed taken.  Now its close() lets go of them, as a writer's snapshot holds
+    none."""
+    path = tmp_path / "s"
+    writer = banyanstore.open(path, **OPTS)
+    for fill in (b"a", b"b", b"c"):
+        for i in range(N):
+            writer.put(_key(i), fill * 40)
+        writer.flush()
+    dead_descriptor()
+    gc.collect()
+    before = _open_fds()
+    reader = banyanstore.open(path, read_only=True, block_cache_size=0)
+    snap = reader.snapshot()
+    assert snap.get(_key(5)) == b"c" * 40
+    snap.close()
+    writer.compact()  # the three tables become one; theirs are unlinked
+    reader.refresh()
+    assert reader.get(_key(5)) == b"c" * 40
+    assert _deleted_files_open(path) == [], "a closed snapshot kept the merged tables open"
+    with pytest.raises(StoreClosedError):
+        snap.get(_key(5))
+    reader.close()
+    assert _open_fds() == before, "the closed snapshot (still referenced) holds no descriptor"
+    writer.close()

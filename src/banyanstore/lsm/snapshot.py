@@ -66,11 +66,12 @@ class Snapshot(ProcessLocal):
         self._tree.check_open()
 
     def _ks(self, keyspace: Any) -> tuple[KeyspaceState, View]:
+        views = self._views  # before the check: close() empties it after marking it closed
         self._check_open()
         ks = self._resolve(keyspace)
-        if self._views is None:
+        if views is None:
             return ks, ks.view
-        return ks, self._views.get(ks.id, EMPTY_VIEW)  # a keyspace created after the snapshot
+        return ks, views.get(ks.id, EMPTY_VIEW)  # a keyspace created after the snapshot
 
     def __contains__(self, key: object) -> bool:
         """``key in snap``: a point lookup in the default keyspace."""
@@ -194,6 +195,11 @@ class Snapshot(ProcessLocal):
             if self._closed:
                 return
             self._closed = True
+        if self._views is not None:
+            # A read-only store's views: let go of their tables now, not when the object
+            # is freed -- the writer may have deleted them (their disk space and
+            # descriptors were kept while the program held the closed snapshot).
+            self._views = {}
         self._tree.unpin(self.version)
 
     @property
