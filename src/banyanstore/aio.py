@@ -72,6 +72,58 @@ async def _run(executor: Executor | None, fn: Callable[..., T], *args: Any, **kw
     return await loop.run_in_executor(executor, call)
 
 
+class _Write:
+    """A write handed to an executor, which a cancel may drop while it waits for a
+    thread -- and not once a thread has it (see :func:`_run_write`)."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._call = call
+        self._mu = threading.Lock()
+        self._state = "queued"  # -> "running" in the thread, or "dropped" by a cancel
+        self._submitted: Future[Any] | None = None
+
+    def start(self, executor: Executor | None) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if executor is None:  # the loop's pool: a thread calls run() as it takes the call
+            return loop.run_in_executor(None, self._run)
+        self._submitted = executor.submit(self._run)  # (one that wraps calls: its own future says)
+        return asyncio.wrap_future(self._submitted, loop=loop)
+
+    def _run(self) -> Any:
+        with self._mu:
+            if self._state == "dropped":
+                return None
+            self._state = "running"
+        return self._call()
+
+    def drop(self) -> bool:
+        """Whether the write was dropped (no thread had it: none ever will)."""
+        if self._submitted is not None:
+            return self._submitted.cancel()
+        with self._mu:
+            if self._state == "queued":
+                self._state = "dropped"
+            return self._state == "dropped"
+
+
+async def _run_write(executor: Executor | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`_run` for a write: a cancelled task hears its CancelledError only once the
+    write is dropped or has ended.  Heard at once while the write still ran, it saw the
+    write unapplied (``batch.version`` None) and the write landed a moment later: a
+    retry wrote it twice."""
+    write = _Write(functools.partial(fn, *args, **kwargs))
+    running = write.start(executor)
+    try:
+        result: T = await asyncio.shield(running)
+    except asyncio.CancelledError:
+        if not write.drop():  # a thread has it: wait for its end
+            await asyncio.wait([running])
+            if not running.cancelled():
+                running.exception()  # (retrieved: its error goes to nobody, unlogged)
+        raise
+    return result
+
+
 class _Closable(Protocol):
     def close(self) -> None: ...
 
@@ -308,16 +360,16 @@ class AsyncKeyspace(ProcessLocal):
     async def put(self, key: BytesLike, value: BytesLike, *, sync: bool | None = None) -> int:
         """``await ks.put(key, value)``: the version of the write.  A synced put waits
         for its (shared) fdatasync in an executor thread."""
-        return await _run(self._executor, self._handle.put, key, value, sync=sync)
+        return await _run_write(self._executor, self._handle.put, key, value, sync=sync)
 
     async def delete(self, key: BytesLike, *, sync: bool | None = None) -> int:
         """``await ks.delete(key)``: the version of the tombstone."""
-        return await _run(self._executor, self._handle.delete, key, sync=sync)
+        return await _run_write(self._executor, self._handle.delete, key, sync=sync)
 
     async def delete_range(self, start: BytesLike, end: BytesLike, *, sync: bool | None = None) -> int:
         """``await ks.delete_range(start, end)``: the version of the range tombstone over
         ``[start, end)`` (see :meth:`Keyspace.delete_range`)."""
-        return await _run(self._executor, self._handle.delete_range, start, end, sync=sync)
+        return await _run_write(self._executor, self._handle.delete_range, start, end, sync=sync)
 
     async def set_ttl(self, ttl: float | None) -> None:
         """``await ks.set_ttl(seconds)``: set the keyspace's TTL durably; None removes it
@@ -457,7 +509,7 @@ class AsyncStore(AsyncKeyspace):
         if batch.store is not self._handle:  # its commit would write to the other store
             raise ValueError(f"batch belongs to another store ({getattr(batch.store, 'path', None)}), "
                              f"not {self._handle.path}")
-        return await _run(self._executor, batch.commit, sync=sync)
+        return await _run_write(self._executor, batch.commit, sync=sync)
 
     async def flush(self) -> None:
         await _run(self._executor, self._handle.flush)
