@@ -2916,9 +2916,10 @@ static PyObject *native_sort_keys(PyObject *self, PyObject *arg) {
     return keep;
 }
 
-/* flush_columns(data: dict[bytes, list], keys: list[bytes]) -> (keys, versions, values):
- * a memtable's entries in table order (lsm/memtable.py: each list is flat and ascending,
- * [v1, value1, v2, value2, ...]; a key's versions go out newest first). */
+/* flush_columns(data: dict[bytes, tuple | list], keys: list[bytes]) -> (keys, versions, values):
+ * a memtable's entries in table order (lsm/memtable.py: a key's entries are flat and
+ * ascending, (v1, value1) or [v1, value1, v2, value2, ...]; a key's versions go out
+ * newest first). */
 static PyObject *native_flush_columns(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError, "flush_columns(data: dict, keys: list)");
@@ -2933,11 +2934,12 @@ static PyObject *native_flush_columns(PyObject *self, PyObject *const *args, Py_
                 PyErr_SetString(PyExc_KeyError, "flush_columns: a key is not in the memtable");
             return NULL;
         }
-        if (!PyList_CheckExact(lst) || PyList_GET_SIZE(lst) < 2 || PyList_GET_SIZE(lst) % 2) {
+        if (!(PyList_CheckExact(lst) || PyTuple_CheckExact(lst)) || PySequence_Fast_GET_SIZE(lst) < 2
+                || PySequence_Fast_GET_SIZE(lst) % 2) {
             PyErr_SetString(PyExc_ValueError, "flush_columns: a memtable entry list is malformed");
             return NULL;
         }
-        total += PyList_GET_SIZE(lst) / 2;
+        total += PySequence_Fast_GET_SIZE(lst) / 2;
     }
     PyObject *ok = PyList_New(total), *ov = PyList_New(total), *ox = PyList_New(total);
     if (ok == NULL || ov == NULL || ox == NULL)
@@ -2946,15 +2948,19 @@ static PyObject *native_flush_columns(PyObject *self, PyObject *const *args, Py_
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *k = PyList_GET_ITEM(keys, i);
         PyObject *lst = PyDict_GetItem(data, k);  /* present: checked above */
-        Py_ssize_t m = lst == NULL ? 0 : PyList_GET_SIZE(lst);
+        if (lst != NULL && !PyList_CheckExact(lst) && !PyTuple_CheckExact(lst)) {
+            PyErr_SetString(PyExc_RuntimeError, "flush_columns: the memtable changed");
+            goto fail;
+        }
+        Py_ssize_t m = lst == NULL ? 0 : PySequence_Fast_GET_SIZE(lst);
         for (Py_ssize_t e = m - 2; e >= 0; e -= 2) {
             if (j >= total) {  /* the memtable changed under us: it must be immutable */
                 PyErr_SetString(PyExc_RuntimeError, "flush_columns: the memtable changed");
                 goto fail;
             }
             PyList_SET_ITEM(ok, j, Py_NewRef(k));
-            PyList_SET_ITEM(ov, j, Py_NewRef(PyList_GET_ITEM(lst, e)));
-            PyList_SET_ITEM(ox, j, Py_NewRef(PyList_GET_ITEM(lst, e + 1)));
+            PyList_SET_ITEM(ov, j, Py_NewRef(PySequence_Fast_GET_ITEM(lst, e)));
+            PyList_SET_ITEM(ox, j, Py_NewRef(PySequence_Fast_GET_ITEM(lst, e + 1)));
             j++;
         }
     }
