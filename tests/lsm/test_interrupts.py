@@ -792,3 +792,41 @@ def test_a_ctrl_c_anywhere_in_taking_or_closing_a_snapshot_leaves_the_store_work
     assert sweep(SNAPSHOT, step) > 5
     assert store.oldest_version == store.history_floor  # no pin left behind
     store.close()
+
+
+# -- a checkpoint: the copy, or nothing --------------------------------------------------------
+
+CHECKPOINT: Targets = {"checkpoint.py": None, "store.py": {"checkpoint"}}
+
+
+def test_a_ctrl_c_anywhere_in_a_checkpoint_leaves_nothing_or_the_whole_copy(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Interrupted before its copy is complete, a checkpoint removes all it wrote (the
+    parent it created too), nothing fails to go, and a retry to the same destination
+    writes the copy; interrupted after (on its way out), it leaves the whole copy."""
+    store = open_store(tmp_path / "s")
+    for table in range(4):
+        store.put(b"k%d" % table, b"v%d" % table)
+        store.flush()
+    dest = tmp_path / "parent" / "cp"
+    outcomes = {"nothing": 0, "complete": 0}
+
+    def step(hit: Interrupt) -> None:
+        with contextlib.suppress(KeyboardInterrupt), hit:
+            store.checkpoint(dest)
+        if not hit.fired:
+            return
+        complete = dest.exists() and not (dest / "CHECKPOINT-INCOMPLETE").exists()
+        outcomes["complete" if complete else "nothing"] += 1
+        if not complete:
+            assert not (tmp_path / "parent").exists(), sorted(map(str, dest.rglob("*")))
+            store.checkpoint(dest)  # the retry
+        with banyanstore.open(dest, read_only=True) as copy:
+            assert [copy.get(b"k%d" % t) for t in range(4)] == [b"v%d" % t for t in range(4)]
+        shutil.rmtree(tmp_path / "parent")
+
+    with caplog.at_level("WARNING"):
+        assert sweep(CHECKPOINT, step) > 50
+    assert not [r.getMessage() for r in caplog.records if "could not remove" in r.getMessage()]
+    assert outcomes["nothing"] > 0
+    store.close()

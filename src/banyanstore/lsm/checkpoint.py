@@ -6,7 +6,8 @@ Tables are immutable, so they are hard-linked (copied across filesystems);
 the copy gets its own manifest and an empty WAL.  Table installs and removals
 are held off while the links are made, so the set is consistent.
 A checkpoint that fails removes what it wrote to its destination, so a retry
-finds it absent or empty again; one killed part-way leaves its marker
+finds it absent or empty again (a Ctrl-C once the copy is complete, as the call
+returns, leaves the whole copy); one killed part-way leaves its marker
 (``CHECKPOINT-INCOMPLETE``, written first and removed last), which open() refuses
 and the next checkpoint to that destination clears.
 """
@@ -62,17 +63,23 @@ def write_checkpoint(tree: Tree, dest: str, flush: Callable[[], None]) -> int:
 def _write(tree: Tree, dest: str, written: _Written, covered: int) -> int:
     env = tree.env
     env.mkdir(dest)  # (the missing parents _Written noted)
-    marker_lock = _write_marker(env, dest)
-    written.note_file(f"{dest}/{CHECKPOINT_MARKER}")  # (not before: a marker locked by another is not ours)
+    marker_lock: FileLock | None = None
     try:
+        marker_lock = _write_marker(env, dest)
         return _fill(tree, dest, written, covered)
-    except BaseException:
+    except BaseException as exc:
+        if marker_lock is not None or not isinstance(exc, StoreLockedError):
+            # Ours -- also when an interrupt came after the lock was taken but before
+            # it reached marker_lock (the lock, dropped, closes itself); a marker
+            # another checkpoint holds locked is not.
+            written.note_marker(f"{dest}/{CHECKPOINT_MARKER}")
         # Under the marker's lock: released first, another checkpoint could clear dest
         # and start in it, and these names would then be its files.
         written.remove()
         raise
     finally:
-        marker_lock.release()  # (the marker is gone by now: removed as complete, or above)
+        if marker_lock is not None:
+            marker_lock.release()  # (the marker is gone by now: removed as complete, or above)
 
 
 def _fill(tree: Tree, dest: str, written: _Written, covered: int) -> int:
@@ -85,8 +92,11 @@ def _fill(tree: Tree, dest: str, written: _Written, covered: int) -> int:
         for tables in state.tables.values():
             for info in tables.values():
                 name = f"tables/{info.file_no:06d}.sst"
+                # Noted before the link: an interrupt between the two left a name no one
+                # removed (tables/ is ours, made above under the marker's lock, so every
+                # name in it is ours too; one the link never made is skipped as absent).
+                written.note_file(f"{dest}/{name}")
                 env.link(f"{tree.path}/{name}", f"{dest}/{name}")
-                written.note_file(f"{dest}/{name}")  # after: a name that was there is not ours
     env.sync_dir(f"{dest}/tables")
     env.sync_dir(f"{dest}/wal")
     state.wal_seq = 1
@@ -195,15 +205,22 @@ class _Written:
     def __init__(self, env: Env, dest: str) -> None:
         self._env = env
         self._files: list[str] = []
+        self._subdirs: list[str] = []  # made in the destination, newest first
+        self._marker: str | None = None
         self._created = _missing_ancestors(env, dest)  # by the first mkdir, deepest first
         self._dirs = list(self._created)
 
     def make_dir(self, path: str) -> None:
-        self._dirs.insert(0, path)  # removed before its parents
+        self._subdirs.insert(0, path)  # removed before its parents
         self._env.mkdir(path)
 
     def note_file(self, path: str) -> None:
         self._files.append(path)
+
+    def note_marker(self, path: str) -> None:
+        """The marker: removed after everything else in the destination, so a removal cut
+        short (a second Ctrl-C) leaves it, and the next checkpoint clears the rest."""
+        self._marker = path
 
     def sync_parents(self) -> None:
         """Make the names of the destination and its parents created here durable: a
@@ -215,9 +232,16 @@ class _Written:
         """Remove the noted names, newest first; what cannot go stays (logged), and
         the error that failed the checkpoint is the one raised.  Once: a second call
         (the caller's, after the one under the marker's lock) removes nothing."""
-        files, dirs, self._files, self._dirs = self._files, self._dirs, [], []
+        files, subdirs, marker = self._files, self._subdirs, self._marker
+        dirs, self._files, self._subdirs, self._marker, self._dirs = self._dirs, [], [], None, []
         for path in reversed(files):
             self._quietly(self._env.remove, path)
+        self._remove_dirs(subdirs)
+        if marker is not None:
+            self._quietly(self._env.remove, marker)
+        self._remove_dirs(dirs)
+
+    def _remove_dirs(self, dirs: list[str]) -> None:
         for path in dirs:
             if self._env.exists(path):  # not if the failure kept it from being made
                 self._quietly(self._env.rmdir, path)
