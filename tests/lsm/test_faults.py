@@ -673,3 +673,47 @@ def test_tables_that_keep_vanishing_fail_close_with_a_storage_error() -> None:
     assert isinstance(info.value.__cause__, FileNotFoundError)
     with banyanstore.open(ROOT, env=disk, **BASE) as store:
         assert store.get(b"k") == b"v"
+
+
+def test_a_checkpoint_failing_at_any_call_to_its_destination_leaves_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An IO error at the n-th call of each kind to the destination, for every n: the
+    checkpoint raises, all it wrote goes (nothing "could not remove"d) and a retry to the
+    same destination writes the copy."""
+    env = FaultEnv(MemoryEnv())
+    store = banyanstore.open("/mem/src", env=env, compaction=False)
+    for table in range(3):
+        store.put(b"k%d" % table, b"v")
+        store.flush()
+    failures = 0
+    for op in ("mkdir", "lock", "open_writable", "write", "sync", "sync_dir", "link", "rename",
+               "remove", "listdir"):
+        for after in range(100):
+            rule = env.inject(op, errno.EIO, path_contains="/mem/parent/dst", after=after)
+            failed = False
+            with caplog.at_level("WARNING"):
+                try:
+                    store.checkpoint("/mem/parent/dst")
+                except StorageIOError:
+                    failed = True
+            env.clear()
+            if not rule.fired:
+                break
+            assert failed, (op, after)  # (no fault at the destination is let pass)
+            assert not env.exists("/mem/parent"), (op, after)
+            failures += 1
+            store.checkpoint("/mem/parent/dst")  # the retry
+            _remove_tree(env, "/mem/parent")
+        _remove_tree(env, "/mem/parent")
+    assert failures > 20
+    assert not [r.getMessage() for r in caplog.records if "could not remove" in r.getMessage()]
+    store.close()
+
+
+def _remove_tree(env: FaultEnv, path: str) -> None:
+    for name in env.listdir(path):
+        try:
+            env.remove(f"{path}/{name}")
+        except OSError:  # a directory
+            _remove_tree(env, f"{path}/{name}")
+    env.rmdir(path)
