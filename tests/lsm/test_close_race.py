@@ -20,6 +20,7 @@ file would come back with valid blocks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import os
 import random
@@ -398,4 +399,35 @@ def test_a_closed_snapshot_of_a_read_only_store_lets_go_of_its_tables(tmp_path: 
         snap.get(_key(5))
     reader.close()
     assert _open_fds() == before, "the closed snapshot (still referenced) holds no descriptor"
+    writer.close()
+
+
+@pytest.mark.parametrize("how", ["snapshot", "copy of a snapshot", "snapshot taken by a follower"])
+def test_an_open_snapshot_of_a_closed_read_only_store_lets_go_of_its_tables(tmp_path: Path,
+                                                                           how: str) -> None:
+    """A snapshot left open when its read-only store closes cannot be read any more
+    (StoreClosedError), yet it held the views it was taken on: every table's number
+    stayed taken (a copy of the dead pipe each) for as long as the program kept the
+    object.  Now the store's close() closes its open snapshots (copies too)."""
+    path = tmp_path / "s"
+    writer = banyanstore.open(path, **OPTS)
+    for fill in (b"a", b"b", b"c"):
+        for i in range(N):
+            writer.put(_key(i), fill * 40)
+        writer.flush()
+    dead_descriptor()
+    gc.collect()
+    before = _open_fds()
+    reader = banyanstore.open(path, read_only=True, block_cache_size=0,
+                              follow=how == "snapshot taken by a follower")
+    snap = reader.snapshot()
+    if how == "copy of a snapshot":
+        snap, first = copy.copy(snap), snap
+        first.close()
+    assert snap.get(_key(5)) == b"c" * 40
+    reader.close()
+    with pytest.raises(StoreClosedError):
+        snap.get(_key(5))
+    assert _open_fds() == before, "the open snapshot of the closed store holds no descriptor"
+    snap.close()
     writer.close()

@@ -50,7 +50,7 @@ from ..errors import ReadOnlyError, StoreClosedError, VersionUnavailableError
 from .background import BackgroundThread
 from .catchup import CatchUp
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
-from .snapshot import Snapshot
+from .snapshot import OpenSnapshots, Snapshot
 from .store import Store, listed_names
 from .tree import Tree
 from .view import KeyspaceState, View
@@ -207,7 +207,7 @@ class FollowerStore(_FollowerReads, Store):
     """A store opened with ``read_only=True`` (see the module docstring)."""
 
     __slots__ = ("_catchup", "published", "_refresh_lock", "_follow", "_refreshes",
-                 "_refreshed_at")
+                 "_refreshed_at", "_open_snapshots")
 
     published: Published
     """What reads use: every keyspace's view and the version they are complete up to."""
@@ -218,6 +218,7 @@ class FollowerStore(_FollowerReads, Store):
         self._follow: _FollowThread | None = None
         self._refreshes = 0
         self._refreshed_at = time.monotonic()
+        self._open_snapshots = OpenSnapshots()
         super().__init__(path, opts, env, own_env, clock, monotonic)
         shutdown.track_reader(self)  # a closed handle in a forked child (see disown)
         if opts.follow:
@@ -321,7 +322,8 @@ class FollowerStore(_FollowerReads, Store):
         memtables whatever later refreshes bring."""
         self._tree.check_open()
         pub = self.published
-        return Snapshot(self._tree, self._resolve_keyspace, pub.version, pub.views)
+        return Snapshot(self._tree, self._resolve_keyspace, pub.version, pub.views,
+                        self._open_snapshots)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
@@ -363,5 +365,6 @@ class FollowerStore(_FollowerReads, Store):
                 # published ones held the tables, which readers may still be using.
                 pub = self.published
                 self.published = Published(pub.version, pub.floor, {})
+                self._open_snapshots.close()  # their views held the tables (reads on them raise now)
                 self._catchup.close(in_use=True)
                 heaptrim.return_free_memory()  # what the catch-up held (see Store.close)

@@ -22,6 +22,7 @@ its store) is closed.  For an on-disk copy, use :meth:`Store.checkpoint`.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Literal, TypeVar, overload
@@ -37,7 +38,35 @@ from .view import EMPTY_VIEW, KeyspaceState, View
 
 T = TypeVar("T")
 
-__all__ = ["Snapshot"]
+__all__ = ["Snapshot", "OpenSnapshots"]
+
+
+class OpenSnapshots:
+    """A read-only store's open snapshots, which the store's close() closes: one left
+    open could no longer be read (StoreClosedError, as it said ``closed``), but its
+    views kept every table's descriptor number taken for as long as the program held
+    the object."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshots: weakref.WeakSet[Snapshot] = weakref.WeakSet()
+        self._closed = False
+
+    def add(self, snap: Snapshot) -> None:
+        """Track ``snap``; one taken as the store closes is closed at once."""
+        with self._lock:
+            if not self._closed:
+                self._snapshots.add(snap)
+                return
+        snap.close()
+
+    def close(self) -> None:
+        """The store is closed: close every snapshot tracked."""
+        with self._lock:
+            self._closed = True
+            snapshots, self._snapshots = list(self._snapshots), weakref.WeakSet()
+        for snap in snapshots:
+            snap.close()
 
 
 class Snapshot(ProcessLocal):
@@ -46,17 +75,22 @@ class Snapshot(ProcessLocal):
     _handle_kind = "snapshot"  # (handles.py: what pickling refuses; its copy is its own)
 
     def __init__(self, tree: Tree, resolve: Callable[[Any], KeyspaceState],
-                 version: int | None = None, views: Mapping[int, View] | None = None) -> None:
+                 version: int | None = None, views: Mapping[int, View] | None = None,
+                 registry: OpenSnapshots | None = None) -> None:
         """Pin ``version`` (None: the latest) in ``tree``; ``resolve`` turns a
         ``keyspace=`` argument into the keyspace; ``views`` (a read-only store's) are
-        the views to read instead of the keyspaces' current ones."""
+        the views to read instead of the keyspaces' current ones, and ``registry`` the
+        store's, which closes the snapshot (and lets go of them) when the store closes."""
         self._tree = tree
         self._resolve = resolve
         self._views = views
+        self._registry = registry
         self._close_lock = threading.Lock()  # close() from two threads releases one pin
         self._closed = True  # until pinned: close() must not unpin what was never pinned
         self.version = tree.pin(version)
         self._closed = False
+        if registry is not None:
+            registry.add(self)
 
     def _check_open(self) -> None:
         """Raise StoreClosedError if this snapshot or its store is closed (also the
@@ -202,6 +236,7 @@ class Snapshot(ProcessLocal):
             self._views = {}
         self._tree.unpin(self.version)
 
+
     @property
     def closed(self) -> bool:
         """True once the snapshot or its store is closed (also the parent's store in a
@@ -213,7 +248,7 @@ class Snapshot(ProcessLocal):
         """A new snapshot at the same version, with its own pin (a copy of the object
         would share this one's, and closing both would release it twice)."""
         self._check_open()
-        twin = Snapshot(self._tree, self._resolve, self.version, self._views)
+        twin = Snapshot(self._tree, self._resolve, self.version, self._views, self._registry)
         # Pinned first, checked again after: if this one was closed meanwhile (another
         # thread), a merge may have cut its version before the twin's pin took hold.
         if self._closed:
