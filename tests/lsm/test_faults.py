@@ -717,3 +717,42 @@ def _remove_tree(env: FaultEnv, path: str) -> None:
         except OSError:  # a directory
             _remove_tree(env, f"{path}/{name}")
     env.rmdir(path)
+
+
+def test_a_ctrl_c_in_the_cleanup_of_a_failed_checkpoint_leaves_what_a_retry_clears(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint fails (EIO linking its second table) and a Ctrl-C then cuts its
+    clean-up short at the n-th removal, for every n: what is left is nothing, an empty
+    directory, or the marker with what it marks -- never files without the marker,
+    which a retry refuses as somebody else's -- so a retry to the same destination
+    writes the copy."""
+    env = FaultEnv(MemoryEnv())
+    store = banyanstore.open("/mem/src", env=env, compaction=False)
+    for table in range(3):
+        store.put(b"k%d" % table, b"v")
+        store.flush()
+    removals = {"left": 0}
+
+    def interrupting(remove: Callable[[str], None]) -> Callable[[str], None]:
+        def call(path: str) -> None:
+            removals["left"] -= 1
+            if removals["left"] < 0:
+                raise KeyboardInterrupt
+            remove(path)
+        return call
+
+    monkeypatch.setattr(env, "remove", interrupting(env.remove))
+    monkeypatch.setattr(env, "rmdir", interrupting(env.rmdir))
+    for at in range(100):
+        env.inject("link", errno.EIO, path_contains="/mem/parent/dst", after=1)
+        removals["left"] = at
+        with pytest.raises((KeyboardInterrupt, StorageIOError)) as raised:
+            store.checkpoint("/mem/parent/dst")
+        env.clear()
+        removals["left"] = 1 << 30
+        store.checkpoint("/mem/parent/dst")  # the retry
+        _remove_tree(env, "/mem/parent")
+        if raised.type is StorageIOError:  # the clean-up ran to its end
+            break
+    assert at > 5
+    store.close()
