@@ -52,7 +52,7 @@ from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .manifest import FILE_HEADER, Manifest, ManifestState, apply_edits
 from .memtable import Memtable
-from .recovery import check_table
+from .recovery import check_table, lost_manifest_edits
 from .timemap import TimeMap
 from .wal import check_version_order, decode
 
@@ -69,9 +69,9 @@ succeeds; the bound turns a pathological race into an error instead of a hang.""
 class Vanished(Exception):
     """Something the state read so far needs is gone: the writer moved on, or damage."""
 
-    def __init__(self, message: str, path: str) -> None:
+    def __init__(self, message: str, path: str, offset: int | None = None) -> None:
         super().__init__(message)
-        self.message, self.path = message, path
+        self.message, self.path, self.offset = message, path, offset
 
 
 @dataclass
@@ -149,7 +149,8 @@ class CatchUp:
                 return changed
             except Vanished as gone:
                 if not self._writer_moved_on():
-                    raise CorruptionError(gone.message, path=gone.path) from gone.__cause__
+                    raise CorruptionError(gone.message, path=gone.path,
+                                          offset=gone.offset) from gone.__cause__
                 self.attempts += 1
                 changed = True
                 time.sleep(min(0.05, 0.001 * attempt))
@@ -294,6 +295,8 @@ class CatchUp:
         wal = self.wal
         changed = self._retire_memtables(flushed)
         start = max(self._next_wal_seq, state.wal_seq)
+        if start == state.wal_seq < wal.first_seq:
+            self._check_manifest_edits(wal.first_seq)
         if start < wal.first_seq:
             self._missing(f"the WAL starts at seq {wal.first_seq}, but the manifest needs records "
                           f"from seq {start}", wal.path)
@@ -352,6 +355,16 @@ class CatchUp:
         except LogRangeError as exc:  # pinned segments make this unexpected; treat it like a gap
             raise Vanished(f"WAL records went away while being read: {exc}", where) from exc
         return changed
+
+    def _check_manifest_edits(self, wal_first_seq: int) -> None:
+        """The WAL starts after the manifest's ``wal_seq``: Vanished naming the manifest
+        when it lost edits (recovery.lost_manifest_edits) -- retried if the writer moved
+        on, else CorruptionError even with ``skip_missing``: the tables its lost edits
+        added hold the records, and reading on would give a store shorter than its files."""
+        mpath = f"{self._path}/{self._mark.name}"
+        lost = lost_manifest_edits(self._env, self._path, self.state, mpath, wal_first_seq)
+        if lost is not None:
+            raise Vanished(lost.message, mpath, lost.offset)
 
     def _missing(self, message: str, path: str) -> None:
         """WAL records this state needs are not there: Vanished (retried if the writer

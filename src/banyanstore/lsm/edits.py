@@ -168,7 +168,9 @@ class ManifestState:
 
     ``in_flight`` (never persisted) holds the table numbers this process handed out
     that no applied edit names yet; ``obsolete`` the tables an edit removed whose files
-    may still exist; ``dropped`` the ids of dropped keyspaces (never reused).
+    may still exist; ``dropped`` the ids of dropped keyspaces (never reused);
+    ``edits_end`` (never persisted) the offset in the manifest file read where its
+    complete edits end, and ``torn_tail`` whether bytes of a cut (torn) record follow.
     """
 
     keyspaces: dict[int, str] = field(default_factory=lambda: {0: "default"})
@@ -185,6 +187,8 @@ class ManifestState:
     obsolete: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
     dropped: set[int] = field(default_factory=set)
+    edits_end: int = 0
+    torn_tail: bool = False
 
     # -- file numbers ----------------------------------------------------------------
     def allocate_file_no(self) -> int:

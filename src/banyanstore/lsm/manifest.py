@@ -342,4 +342,5 @@ def apply_edits(state: ManifestState, data: bytes, path: str, start: int) -> int
         except EditError as exc:
             raise CorruptionError(f"manifest edit: {exc}", path=path, offset=rec.offset) from None
         end = rec.offset + RECORD_HEADER.size + rec.length
+    state.edits_end, state.torn_tail = end, end < len(data)
     return end

@@ -18,6 +18,11 @@ Rules (BanyanDB lost data by breaking them, see docs/facts.md):
   ``wal/``, a first segment after ``wal_seq``, a log ending before it, or a gap in
   the seqs replay reads is a :class:`CorruptionError` -- unless the open says
   ``wal_recovery="skip_missing"`` (then it is logged, and the records are lost);
+* but a first segment after ``wal_seq`` while the manifest ends in a cut record, or
+  while table files exist that no edit names, is the *manifest* missing its newest
+  edits (:func:`lost_manifest_edits`): a :class:`CorruptionError` naming it, even with
+  ``skip_missing`` -- those tables hold the records, and opening without them would
+  give a store shorter than its files (``banyanstore repair`` rebuilds it from them);
 * WAL records at or below ``flushed_version`` are already in tables and are
   skipped; the rest rebuild the memtables;
 * versions never go down from one WAL record to the next (the writer takes each
@@ -44,8 +49,8 @@ from .manifest import Manifest, ManifestState
 from .tree import Tree
 from .wal import check_version_order, decode
 
-__all__ = ["open_wal", "missing_records", "check_orphans", "open_tables", "check_table", "remove_orphans",
-           "replay_wal"]
+__all__ = ["open_wal", "missing_records", "lost_manifest_edits", "unnamed_tables", "check_orphans",
+           "open_tables", "check_table", "remove_orphans", "replay_wal"]
 
 logger = logging.getLogger("banyanstore.recovery")
 TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")
@@ -67,7 +72,9 @@ def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *,
     """Open the store's WAL (for a writer), handing it to ``keep`` as it opens (so the
     store closes it whatever interrupts the open), and check it holds every record the
     manifest still needs; returns whether records it needs were missing (skipped, as the
-    options allow).  (Read-only opens check the same in lsm/catchup.py.)"""
+    options allow).  A manifest that lost edits is CorruptionError naming it, whatever
+    the options (:func:`lost_manifest_edits`).  (Read-only opens check the same in
+    lsm/catchup.py.)"""
     wal_dir = f"{path}/wal"
     missing = False
     if existing and not env.exists(wal_dir):
@@ -75,7 +82,49 @@ def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *,
         env.mkdir(wal_dir)
     wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
     wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False, keep=keep)
+    if wal.first_seq > state.wal_seq:
+        manifest_path = f"{path}/{Manifest.current_name(env, path)}"
+        lost = lost_manifest_edits(env, path, state, manifest_path, wal.first_seq)
+        if lost is not None:
+            raise lost
     return _check_wal_start(wal, opts, state, wal_dir) or missing
+
+
+def lost_manifest_edits(env: Env, path: str, state: ManifestState, manifest_path: str,
+                        wal_first_seq: int) -> CorruptionError | None:
+    """The WAL starts at ``wal_first_seq``, after the manifest's ``wal_seq``: the error
+    naming the manifest when it, not the WAL, lost something -- it ends in a cut record
+    (a crash never leaves that before a WAL cut: every edit is synced before the WAL
+    segments it retires are removed), or table files exist that no edit names (the
+    edits naming them, whose records the WAL no longer holds, are gone).  None when
+    neither is so: the WAL itself lost segments."""
+    needs = f"the WAL starts at seq {wal_first_seq} where the manifest's last complete edit " \
+            f"needs seq {state.wal_seq}"
+    repair = f"run `banyanstore repair {path}` to rebuild it from the tables and the WAL"
+    if state.torn_tail:
+        return CorruptionError(
+            f"the manifest ends with a cut record at offset {state.edits_end} and {needs}: the "
+            "manifest lost edits (a crash does not do this: edits are synced before the WAL is "
+            f"truncated); {repair}", path=manifest_path, offset=state.edits_end)
+    unnamed = unnamed_tables(env, path, state)
+    if not unnamed:
+        return None
+    names = ", ".join(f"{n:06d}.sst" for n in unnamed)
+    return CorruptionError(
+        f"the manifest's edits end at offset {state.edits_end} and {needs}, while table(s) "
+        f"{names} are named by no edit: the manifest lost the edits naming them (or the WAL "
+        f"lost segments), and they may hold records the WAL no longer has; {repair}",
+        path=manifest_path, offset=state.edits_end)
+
+
+def unnamed_tables(env: Env, path: str, state: ManifestState) -> list[int]:
+    """The numbers of the table files in ``tables/`` that no applied edit names (live)
+    or removed (obsolete)."""
+    tdir = f"{path}/tables"
+    live = state.live_files()
+    return sorted(n for name in (env.listdir(tdir) if env.exists(tdir) else [])
+                  if (m := TABLE_NAME.match(name)) and (n := int(m.group(1))) not in live
+                  and n not in state.obsolete)
 
 
 def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str) -> bool:
