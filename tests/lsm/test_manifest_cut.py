@@ -120,3 +120,29 @@ def test_repair_recovers_every_key_of_a_cut_manifest(pristine: Any, tmp_path: Pa
     assert all(loss.what == str(path / "wal") for loss in result.lost), result.lost
     with banyanstore.open(path, **OPTS) as store:
         assert dict(store.items()) == pristine[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "read-only"])
+def test_lost_merge_edit_is_blamed_on_the_manifest(tmp_path: Path, kind: str, read_only: bool) -> None:
+    """The merge's edit cut off after its inputs were removed (the WAL still fits: a
+    merge does not cut it): the inputs the cut manifest names are missing, and the
+    error naming one says the manifest may have lost the edit that replaced it."""
+    path = tmp_path / "db"
+    written = written_store(path)
+    with banyanstore.open(path, **OPTS) as store:
+        store.compact()
+    m = manifest_of(path)
+    recs = list(walk_manifest(m.read_bytes(), str(m)))
+    merge = next(r for r in recs if r.edit and r.edit.get("remove_tables"))
+    cut = {"boundary": merge.offset, "header": merge.offset + 4,
+           "payload": merge.offset + 8 + merge.length // 2}[kind]
+    m.write_bytes(m.read_bytes()[:cut])
+    with pytest.raises(CorruptionError, match="table named by the manifest is missing") as info:
+        banyanstore.open(path, read_only=read_only, **OPTS)
+    assert str(info.value.path).endswith(".sst")
+    assert "the manifest may have lost the edit" in str(info.value), str(info.value)
+    assert "banyanstore repair" in str(info.value)
+    repair(str(path))
+    with banyanstore.open(path, **OPTS) as store:
+        assert dict(store.items()) == written

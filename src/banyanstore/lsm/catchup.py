@@ -52,7 +52,7 @@ from ..sstable.cache import BlockCache
 from ..sstable.reader import TableReader
 from .manifest import FILE_HEADER, Manifest, ManifestState, apply_edits
 from .memtable import Memtable
-from .recovery import check_table, lost_manifest_edits
+from .recovery import check_table, lost_manifest_edits, missing_table_hint
 from .timemap import TimeMap
 from .wal import check_version_order, decode
 
@@ -244,7 +244,8 @@ class CatchUp:
                 try:
                     files.append((info, tpath, self._env.open_readable(tpath)))
                 except FileNotFoundError as exc:
-                    raise Vanished("table named by the manifest is missing", tpath) from exc
+                    hint = missing_table_hint(self._env, self._path, self.state)
+                    raise Vanished("table named by the manifest is missing" + hint, tpath) from exc
             while files:
                 info, tpath, f = files.pop(0)
                 if f.size != info.file_size:

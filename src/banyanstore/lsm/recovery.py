@@ -49,8 +49,8 @@ from .manifest import Manifest, ManifestState
 from .tree import Tree
 from .wal import check_version_order, decode
 
-__all__ = ["open_wal", "missing_records", "lost_manifest_edits", "unnamed_tables", "check_orphans",
-           "open_tables", "check_table", "remove_orphans", "replay_wal"]
+__all__ = ["open_wal", "missing_records", "lost_manifest_edits", "unnamed_tables", "missing_table_hint",
+           "check_orphans", "open_tables", "check_table", "remove_orphans", "replay_wal"]
 
 logger = logging.getLogger("banyanstore.recovery")
 TABLE_NAME = re.compile(r"^(\d{6,})\.sst$")
@@ -117,14 +117,28 @@ def lost_manifest_edits(env: Env, path: str, state: ManifestState, manifest_path
         path=manifest_path, offset=state.edits_end)
 
 
-def unnamed_tables(env: Env, path: str, state: ManifestState) -> list[int]:
+def unnamed_tables(env: Env, path: str, state: ManifestState, *, removed: bool = False) -> list[int]:
     """The numbers of the table files in ``tables/`` that no applied edit names (live)
-    or removed (obsolete)."""
+    or -- unless ``removed`` -- removed (obsolete)."""
     tdir = f"{path}/tables"
     live = state.live_files()
     return sorted(n for name in (env.listdir(tdir) if env.exists(tdir) else [])
                   if (m := TABLE_NAME.match(name)) and (n := int(m.group(1))) not in live
-                  and n not in state.obsolete)
+                  and (removed or n not in state.obsolete))
+
+
+def missing_table_hint(env: Env, path: str, state: ManifestState) -> str:
+    """What to add to "table named by the manifest is missing" when the manifest looks
+    cut short: a merge's inputs are removed only after its edit is durable, so a lost
+    merge edit leaves the manifest naming them.  Empty when nothing says so."""
+    if state.torn_tail:
+        why = f"the manifest ends with a cut record at offset {state.edits_end}"
+    elif unnamed := unnamed_tables(env, path, state, removed=True):
+        why = f"table(s) {', '.join(f'{n:06d}.sst' for n in unnamed)} are named by no edit"
+    else:
+        return ""
+    return (f" ({why}: the manifest may have lost the edit that replaced this table; run "
+            f"`banyanstore repair {path}` to rebuild it from the tables and the WAL)")
 
 
 def _check_wal_start(wal: Log, opts: Options, state: ManifestState, wal_dir: str) -> bool:
@@ -190,7 +204,8 @@ def open_tables(env: Env, path: str, state: ManifestState,
                 try:
                     size = env.file_size(tpath)
                 except FileNotFoundError as exc:
-                    raise CorruptionError("table named by the manifest is missing", path=tpath) from exc
+                    raise CorruptionError("table named by the manifest is missing"
+                                          + missing_table_hint(env, path, state), path=tpath) from exc
                 if size != info.file_size:
                     raise CorruptionError(f"table is {size} bytes, the manifest says "
                                           f"{info.file_size}", path=tpath)
