@@ -17,6 +17,7 @@ import banyanstore
 from banyanstore.errors import CorruptionError
 from banyanstore.lsm.manifest import walk_manifest
 from banyanstore.tools.repair import repair
+from banyanstore.tools.verify import verify_path
 
 OPTS: dict[str, Any] = dict(memtable_size=64 * 1024, segment_size=64 * 1024, compaction=False)
 ROUNDS, PER_ROUND = 4, 300
@@ -146,3 +147,19 @@ def test_lost_merge_edit_is_blamed_on_the_manifest(tmp_path: Path, kind: str, re
     repair(str(path))
     with banyanstore.open(path, **OPTS) as store:
         assert dict(store.items()) == written
+
+
+@pytest.mark.parametrize("rec_no, kind", CUTS[::2])
+def test_verify_blames_the_cut_manifest_and_keeps_its_tables(pristine: Any, tmp_path: Path, rec_no: int,
+                                                             kind: str) -> None:
+    """`banyanstore verify` says what the open says: the manifest lost edits (an error
+    on it, at the offset where its edits end), not the WAL; and the tables no edit names
+    are errors (an edit naming them was lost), not leftovers an open would remove."""
+    path, _cut, end = cut_copy(pristine, tmp_path, rec_no, kind)
+    report = verify_path(str(path))
+    mpath = str(manifest_of(path))
+    blamed = [p for p in report.problems if p.severity == "error" and p.file == mpath]
+    assert blamed and blamed[0].offset == end and "banyanstore repair" in blamed[0].message, report.problems
+    assert not [p for p in report.problems if p.file.endswith("/wal")], report.problems
+    orphans = [p for p in report.problems if p.file.endswith(".sst")]
+    assert orphans and all(p.severity == "error" and "removes it" not in p.message for p in orphans)

@@ -43,6 +43,7 @@ from ..arguments import as_path
 from ..errors import CorruptionError, NotAStoreError, StoreNotFoundError
 from ..log.segment import parse_segment_name, parse_staged_name
 from ..lsm.manifest import ManifestState, TableInfo, replay
+from ..lsm.recovery import lost_manifest_edits
 from ..lsm.wal import decode
 from ..sstable.format import MAGIC as TABLE_MAGIC
 from .common import (
@@ -54,6 +55,7 @@ from .common import (
     Report,
     detect_kind,
     io_errors,
+    make_env,
 )
 from .files import manifest_files, read_current, table_file, take_inventory, walk_manifest
 from .progress import ProgressBar, wants_progress
@@ -187,13 +189,15 @@ def _check_store_files(store: str, report: Report,
             report.error(os.path.join(store, name), f"tables of unknown keyspace {ks_id}")
         for info in tables.values():
             _check_table(store, info.file_no, info, report, movable)
-    _check_wal(store, report, state, movable)
+    lost_edits = _check_wal(store, report, state, movable, manifest=os.path.join(store, name))
     inv = take_inventory(store, state, name)
     for path in inv.orphan_tables:
-        if state.unexplained(int(os.path.basename(path).split(".")[0])):
+        if lost_edits is not None or state.unexplained(int(os.path.basename(path).split(".")[0])):
             report.error(path, "table not named by the manifest, and not provably an unfinished "
                          "output or a removed table: an edit naming it may have been lost (an "
                          "open for writing refuses; `banyanstore repair` salvages it)")
+            if lost_edits is not None:  # a writer's flush during the check looks the same
+                movable.append((report.problems[-1], lost_edits))
         else:
             report.warning(path, "table not named by the manifest (left by a crash or an "
                            "unfinished merge); an open for writing, or repair, removes it")
@@ -235,11 +239,15 @@ def _check_table(store: str, file_no: int, info: TableInfo, report: Report,
 
 
 def _check_wal(store: str, report: Report, state: ManifestState | None,
-               movable: list[tuple[Problem, Explanation]] | None = None) -> None:
+               movable: list[tuple[Problem, Explanation]] | None = None, *,
+               manifest: str = "") -> Explanation | None:
+    """Check the WAL, and that it holds what ``state`` (read from ``manifest``) needs.
+    If the manifest lost edits (recovery.lost_manifest_edits, reported on it): what
+    would explain that finding as a writer's flush during the check, else None."""
     wal = os.path.join(store, "wal")
     if not os.path.isdir(wal):
         report.error(wal, "the WAL directory is missing")
-        return
+        return None
     last_version = 0
 
     def check(seq: int, data: bytes, seg: str, offset: int) -> None:
@@ -265,15 +273,29 @@ def _check_wal(store: str, report: Report, state: ManifestState | None,
 
     summary = verify_log_dir(wal, report, check)
     if state is None:
-        return
+        return None
     # The same checks as an open (lsm/recovery.py open_wal): first_seq <= wal_seq <= last_seq + 1.
     first_seq = summary.first_seq
+    lost = None
+
+    def wal_fits(now: ManifestState) -> bool:  # the writer's newer manifest needs no more
+        return first_seq is not None and now.wal_seq >= first_seq
+
     if first_seq is not None and first_seq > state.wal_seq:
-        report.error(wal, f"the WAL starts at seq {first_seq}, but the manifest says "
-                     f"records from seq {state.wal_seq} are still needed")
+        lost = lost_manifest_edits(make_env(), store, state, manifest, first_seq)
+        if lost is not None:
+            report.error(manifest, lost.message, lost.offset)
+        else:
+            report.error(wal, f"the WAL starts at seq {first_seq}, but the manifest says "
+                         f"records from seq {state.wal_seq} are still needed")
         if movable is not None:  # a writer cuts records its newer manifest does not need
-            movable.append((report.problems[-1], lambda now: now.wal_seq >= first_seq))
-    last_seq = summary.last_seq if summary.last_seq is not None else 0
+            movable.append((report.problems[-1], wal_fits))
+    _check_wal_end(wal, report, state, summary.last_seq)
+    return None if lost is None else wal_fits
+
+
+def _check_wal_end(wal: str, report: Report, state: ManifestState, last: int | None) -> None:
+    last_seq = last if last is not None else 0
     if state.wal_seq > last_seq + 1:
         report.error(wal, f"the WAL ends at seq {last_seq}, before seq {state.wal_seq} where the "
                      "manifest says replay starts: records the manifest needs are missing")
