@@ -163,3 +163,13 @@ def test_verify_blames_the_cut_manifest_and_keeps_its_tables(pristine: Any, tmp_
     assert not [p for p in report.problems if p.file.endswith("/wal")], report.problems
     orphans = [p for p in report.problems if p.file.endswith(".sst")]
     assert orphans and all(p.severity == "error" and "removes it" not in p.message for p in orphans)
+
+
+@pytest.mark.parametrize("rec_no, kind", CUTS[::2])
+def test_backup_of_a_cut_manifest_names_the_manifest(pristine: Any, tmp_path: Path, rec_no: int,
+                                                     kind: str) -> None:
+    """A backup refuses the store as its open does, naming the manifest (not wal/)."""
+    path, _cut, end = cut_copy(pristine, tmp_path, rec_no, kind)
+    with pytest.raises(CorruptionError, match="banyanstore repair") as info:
+        banyanstore.backup(str(path), str(tmp_path / "backups"))
+    assert info.value.path == str(manifest_of(path)) and info.value.offset == end, str(info.value)

@@ -76,6 +76,7 @@ from ..log.segment import (
     segment_name,
 )
 from ..lsm.manifest import Manifest, ManifestState, TableInfo
+from ..lsm.recovery import lost_manifest_edits
 from ..lsm.wal import decode, encode_batch, encode_with_ranges
 from .waltail import TailWriter
 
@@ -148,7 +149,7 @@ def _capture(store_dir: str, staging: str, wal_dir: str, known_version: int) -> 
             cause = exc.__cause__ or exc
             time.sleep(min(0.05, 0.001 * attempt))  # let the merge that raced us finish
             continue
-        result = _finish(wal_dir, staging, state, tables, known_version, newest_unsealed)
+        result = _finish(store_dir, wal_dir, staging, state, tables, known_version, newest_unsealed)
         try:
             _check_no_drop_since(env, store_dir, state)
         except _Raced as exc:
@@ -161,11 +162,11 @@ def _capture(store_dir: str, staging: str, wal_dir: str, known_version: int) -> 
                          f"to capture it (last: {cause})", path=store_dir, op="backup")
 
 
-def _finish(wal_dir: str, staging: str, state: ManifestState, tables: list[tuple[TableInfo, str]],
-            known_version: int, newest_unsealed: bool) -> Capture:
+def _finish(store_dir: str, wal_dir: str, staging: str, state: ManifestState,
+            tables: list[tuple[TableInfo, str]], known_version: int, newest_unsealed: bool) -> Capture:
     """Steps 4 and on: the WAL tail above S's ``flushed_version``, the version, the floor."""
-    tail = _copy_tail(wal_dir, os.path.join(staging, "wal-tail"), state, set(state.keyspaces),
-                      newest_unsealed)
+    tail = _copy_tail(store_dir, wal_dir, os.path.join(staging, "wal-tail"), state,
+                      set(state.keyspaces), newest_unsealed)
     version = max(state.flushed_version, tail.last_version if tail else 0, known_version)
     floor = min(state.history_floor, version)
     samples = [(v, second) for v, second in state.time_map.samples if v <= version]
@@ -366,7 +367,7 @@ def _stand_in_for_successor(wal_dir: str) -> bool:
     return True
 
 
-def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int],
+def _copy_tail(store_dir: str, wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int],
                newest_unsealed: bool) -> StagedTail | None:
     """Copy the WAL records above ``flushed_version`` into a tail object at ``dest``."""
     with _open_links(wal_dir, newest_unsealed) as log, open(dest, "wb") as out:
@@ -375,10 +376,14 @@ def _copy_tail(wal_dir: str, dest: str, state: ManifestState, keyspaces: set[int
             # The links hold every segment from S's wal_seq on (step 1 came first, and the
             # writer cuts only below a durable wal_seq), so this is damage -- records the
             # manifest needs are gone, which every open refuses; skipping them gave a
-            # backup, and a restored store, silently without their writes.
-            raise CorruptionError(f"the WAL starts at seq {log.first_seq}, but the manifest "
-                                  f"needs records from seq {state.wal_seq}: they are lost",
-                                  path=wal_dir)
+            # backup, and a restored store, silently without their writes.  Or the
+            # manifest lost its newest edits: then the error names it, as the open's does.
+            env = PosixEnv()
+            manifest = os.path.join(store_dir, Manifest.current_name(env, store_dir))
+            raise lost_manifest_edits(env, store_dir, state, manifest, log.first_seq) or \
+                CorruptionError(f"the WAL starts at seq {log.first_seq}, but the manifest "
+                                f"needs records from seq {state.wal_seq}: they are lost",
+                                path=wal_dir)
         if log.last_seq + 1 < state.wal_seq:
             # The same for its newest segments (or every one, wal/ itself) gone: an empty
             # or short log reads as one that ends before the manifest's replay start.
