@@ -663,8 +663,9 @@ def test_backup_of_a_store_whose_wal_lacks_what_its_manifest_needs_fails(
     """The manifest cut at a record boundary after its WAL was cut: the store does not
     open (the WAL starts after the seq the manifest replays from).  backup exited 0, and
     its restore opened, verified OK and held 260 keys fewer than the store -- a silently
-    shorter store.  Now backup says the WAL records are missing, exit 1, and stores no
-    backup."""
+    shorter store.  Now backup says the manifest lost edits (its edits end where it was
+    cut, and tables it names in no edit may hold what the WAL no longer has), exit 1, and
+    stores no backup."""
     from banyanstore.tools.files import walk_manifest
     manifest = next(Path(crashed).glob("MANIFEST-*"))
     data = manifest.read_bytes()
@@ -675,9 +676,10 @@ def test_backup_of_a_store_whose_wal_lacks_what_its_manifest_needs_fails(
     url = str(tmp_path / "backups")
     code, out, err = run(capsys, "backup", crashed, url)
     assert code == 1 and out == "", out + err
-    assert err.startswith("banyanstore backup: the WAL starts at seq 991, but the manifest "
-                          "needs records from seq 1") and err.count("\n") == 1, err
-    assert os.path.join(crashed, "wal") in err and ".backup-" not in err, err
+    assert err.startswith("banyanstore backup: the manifest's edits end at offset ") \
+        and err.count("\n") == 1, err
+    assert "the WAL starts at seq 991" in err and "banyanstore repair" in err, err
+    assert str(manifest) in err and ".backup-" not in err, err
     assert run(capsys, "backups", url)[1].strip() == "(0 backups)"
 
 
