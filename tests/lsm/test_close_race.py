@@ -371,6 +371,20 @@ def _deleted_files_open(under: Path) -> list[str]:
     return [link for link in links if link.startswith(str(under)) and link.endswith(" (deleted)")]
 
 
+def _three_tables(path: Path) -> banyanstore.Store:
+    """A writer on ``path`` holding three tables of the same N keys (values a*40, b*40,
+    c*40), with the process's dead pipe already made and garbage collected, so that a
+    count of descriptors taken next sees only what the test opens."""
+    writer = banyanstore.open(path, **OPTS)
+    for fill in (b"a", b"b", b"c"):
+        for i in range(N):
+            writer.put(_key(i), fill * 40)
+        writer.flush()
+    dead_descriptor()
+    gc.collect()
+    return writer
+
+
 def test_a_closed_snapshot_of_a_read_only_store_lets_go_of_its_tables(tmp_path: Path) -> None:
     """A read-only store's snapshot holds the views it was taken on (the writer's merges
     do not know of it).  Closed, it still held them for as long as the program kept the
@@ -379,13 +393,7 @@ def test_a_closed_snapshot_of_a_read_only_store_lets_go_of_its_tables(tmp_path: 
     number stayed taken.  Now its close() lets go of them, as a writer's snapshot holds
     none."""
     path = tmp_path / "s"
-    writer = banyanstore.open(path, **OPTS)
-    for fill in (b"a", b"b", b"c"):
-        for i in range(N):
-            writer.put(_key(i), fill * 40)
-        writer.flush()
-    dead_descriptor()
-    gc.collect()
+    writer = _three_tables(path)
     before = _open_fds()
     reader = banyanstore.open(path, read_only=True, block_cache_size=0)
     snap = reader.snapshot()
@@ -410,13 +418,7 @@ def test_an_open_snapshot_of_a_closed_read_only_store_lets_go_of_its_tables(tmp_
     stayed taken (a copy of the dead pipe each) for as long as the program kept the
     object.  Now the store's close() closes its open snapshots (copies too)."""
     path = tmp_path / "s"
-    writer = banyanstore.open(path, **OPTS)
-    for fill in (b"a", b"b", b"c"):
-        for i in range(N):
-            writer.put(_key(i), fill * 40)
-        writer.flush()
-    dead_descriptor()
-    gc.collect()
+    writer = _three_tables(path)
     before = _open_fds()
     reader = banyanstore.open(path, read_only=True, block_cache_size=0,
                               follow=how == "snapshot taken by a follower")
