@@ -277,3 +277,44 @@ def test_short_scans_over_time_series_tables_match_the_merge(tmp_path, monkeypat
             assert got == merged == _model_scan(model, start, end, reverse, limit), args
         # both ways ran, on real windows (not just single-table ones)
         assert kinds["apart"] >= 50 and kinds["overlapping"] >= 20, kinds
+
+
+@pytest.mark.parametrize("blocks", [3, 4, 5])
+def test_a_window_over_a_few_blocks_of_each_table_takes_the_short_path(tmp_path, monkeypatch,
+                                                                       blocks: int) -> None:
+    """A series' window that lies in 3 or 4 blocks of a table (a table holding more than a
+    block's worth of the series) is read by TableReader.short_pairs too -- it fell back to
+    the merge, at twice a window's instructions -- and gives what the merge gives; 5 blocks
+    is past SHORT_PAIRS_BLOCKS: the merge."""
+    from banyanstore.lsm import view as view_module
+    from banyanstore.sstable.reader import SHORT_PAIRS_BLOCKS
+
+    store = banyanstore.open(tmp_path / "ts", compaction=False, **dict(OPTS, block_cache_size=1 << 20))
+    model: dict[bytes, bytes] = {}
+    for stretch in range(2):
+        for t in range(stretch * 40, stretch * 40 + 40):
+            for s in range(3):
+                k = s.to_bytes(8, "big") + t.to_bytes(8, "big")
+                model[k] = v = bytes([65 + stretch]) * 100
+                store.put(k, v)
+        store.flush()
+    with store:
+        view = _python_view(store)
+        assert len(view.tables) == 2 and all(t.plain for t in view.tables)
+        table = view.tables[0]
+        lk = table._last_keys  # [block 1's last key, block j's last key): blocks 1 .. j
+        start, end = lk[1], lk[blocks]
+        assert len(lk) > blocks + 1
+        taken: list[bool] = []
+        short = view_module._short_plain_scan
+
+        def recorded(*args: Any) -> Any:
+            out = short(*args)
+            taken.append(out is not None)
+            return out
+        args = (start, end, store.version, 0, False, None, lambda: None)
+        monkeypatch.setattr(view_module, "_short_plain_scan", recorded)
+        got = list(view.scan(*args))
+        monkeypatch.setattr(view_module, "_short_plain_scan", lambda *_a: None)
+        assert got == list(view.scan(*args)) == _model_scan(model, start, end, False, None)
+        assert taken == [blocks <= SHORT_PAIRS_BLOCKS]
