@@ -240,3 +240,32 @@ def test_a_kind_byte_other_than_0_or_1_is_block_format_error(kind: int) -> None:
     damaged = payload[:-1] + bytes([kind])
     with pytest.raises(BlockFormatError, match="kind"):
         Block(damaged)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), fixed_keys=st.booleans(), fixed_values=st.booleans(), tombstones=st.booleans())
+def test_pairs_and_range_pairs_against_model(data: st.DataObject, fixed_keys: bool, fixed_values: bool,
+                                             tombstones: bool) -> None:
+    """Block.pairs (any lo..hi) and Block.range_pairs (any bounds, None unbounded) give the
+    model's pairs in every layout -- the fixed-key, heap-value one without tombstones
+    decoded inline, the others through decode -- with several versions of a key."""
+    klen = st.just(3) if fixed_keys else st.integers(0, 4)
+    user_keys = sorted(data.draw(st.sets(klen.flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+                                         min_size=1, max_size=30)))
+    value = (st.binary(min_size=5, max_size=5) if fixed_values else st.binary(max_size=9))
+    if tombstones:
+        value = st.one_of(st.none(), value)
+    entries = [(k, v, data.draw(value)) for k in user_keys
+               for v in sorted(data.draw(st.sets(st.integers(1, 30), min_size=1, max_size=2)), reverse=True)]
+    keys, versions, values = (list(c) for c in zip(*entries, strict=True))
+    block = decode_block(encode_block(keys, versions, values))
+    pairs = [(k, val) for k, _, val in entries]
+    for lo in range(len(entries) + 1):
+        for hi in (lo, lo + 1, len(entries)):
+            if hi <= len(entries):
+                assert block.pairs(lo, hi) == pairs[lo:hi], (lo, hi)
+    bounds = [None, b"", b"\xff" * 5, *user_keys, user_keys[0] + b"\x00", user_keys[-1] + b"\x00"]
+    for start in bounds:
+        for end in bounds:
+            want = [p for p in pairs if (start is None or p[0] >= start) and (end is None or p[0] < end)]
+            assert block.range_pairs(start, end) == want, (start, end)

@@ -640,8 +640,19 @@ class TableReader:
         first, last = blocks
         if last - first >= SHORT_PAIRS_BLOCKS:
             return None
-        pieces = self._short_runs(first, last, start, end, False, fill, Block.pairs)
-        return pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
+        # (:meth:`_short_runs` inline, the blocks' pairs into one list: a query reads a table
+        # or four this way, and the calls and the list of pieces were a tenth of it)
+        out: list[tuple[bytes, bytes | None]] = []
+        slots = self._slots
+        for no in range(first, last + 1):
+            block = slots[no]
+            if block is None:
+                block = self.load_block(no, fill and (no == first or self.cache.admit(self._base + no)))
+            else:
+                block.ref = True  # (a hit, as _hit counts it)
+                self.cache.hits += 1
+            out += block.range_pairs(start if no == first else None, end if no == last else None)
+        return out
 
     def _short_runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
                     reverse: bool, fill: bool, piece: Callable[[Block, int, int], _P]) -> list[_P]:
