@@ -78,8 +78,8 @@ SHORT_RANGE_BLOCKS = 2
 SHORT_PAIRS_BLOCKS = 4
 """:meth:`TableReader.short_pairs` reads a range of at most this many blocks at the call: a
 time series' window over a table that holds more than a block's worth of the series (a
-quarter of cached ts-queries at 3 blocks fell back to the merge, at twice the
-instructions); 16 KiB of pairs read ahead of a consumer that may stop early is cheap."""
+fifth of cached ts-queries, at 3 blocks in a table, fell back to the merge, at twice
+the instructions); 16 KiB of pairs read ahead of a consumer that may stop early is cheap."""
 _xxh3 = xxhash.xxh3_64_intdigest
 _P = TypeVar("_P")  # what TableReader._short_runs makes of each block's part of a range
 _MIN_TABLE_SIZE = FOOTER_SIZE + 3 * TRAILER_SIZE
@@ -656,8 +656,8 @@ class TableReader:
 
     def _short_runs(self, first: int, last: int, start: bytes | None, end: bytes | None,
                     reverse: bool, fill: bool, piece: Callable[[Block, int, int], _P]) -> list[_P]:
-        """``piece(block, lo, hi)`` of every block of a short range (SHORT_RANGE_BLOCKS,
-        SHORT_PAIRS_BLOCKS), read now (:func:`_run` for :meth:`scan_runs`): a list
+        """``piece(block, lo, hi)`` of every block of a range that lies in at most
+        SHORT_RANGE_BLOCKS blocks, read now (:func:`_run` for :meth:`scan_runs`): a list
         tells the merge this source is complete, so a short range over several tables (a
         time series' window) is merged in one pass instead of a round per table.  The
         blocks are cached as :meth:`_runs` caches them (the first always with ``fill``,
