@@ -52,6 +52,11 @@ READS: dict[str, Case] = {
     "scan-limit-bool": (lambda s: _list(s.scan(limit=True)), TypeError, "limit"),
     "scan-reverse-none": (lambda s: _list(s.scan(reverse=None)), TypeError, "reverse"),
     "scan-version-bool": (lambda s: _list(s.scan(version=True)), TypeError, "version"),
+    "get-version-negative": (lambda s: s.get(b"k", version=-1), ValueError, "version"),
+    "multi_get-version-negative": (lambda s: s.multi_get([b"k"], version=-2), ValueError, "version"),
+    "scan-version-negative": (lambda s: _list(s.scan(version=-1)), ValueError, "version"),
+    "keys-version-negative": (lambda s: s.keys(version=-1), ValueError, "version"),
+    "history-version-negative": (lambda s: _list(s.items(version=-5)), ValueError, "version"),
     "history-key": (lambda s: _list(s.history(None)), TypeError, "key"),
     "keys-start": (lambda s: s.keys("a"), TypeError, "start"),
     "keys-prefix": (lambda s: s.keys(prefix="a"), TypeError, "prefix"),
@@ -98,6 +103,7 @@ READS: dict[str, Case] = {
 # Writes and maintenance: on the writer.
 WRITES: dict[str, Case] = {
     "put-key": (lambda s: s.put(None, b"v"), TypeError, "key"),
+    "set_history_floor-negative": (lambda s: s.set_history_floor(-1), ValueError, "version"),
     "put-value": (lambda s: s.put(b"k", None), TypeError, "value"),
     "put-sync": (lambda s: s.put(b"k", b"v", sync=0), TypeError, "sync"),
     "setitem-key": (lambda s: s.__setitem__("k", b"v"), TypeError, "key"),

@@ -32,6 +32,7 @@ from .errors import (
     IOModeUnavailableError,
     KeyspaceNotFoundError,
     LogRangeError,
+    NegativeVersionError,
     NotAStoreError,
     ReadOnlyError,
     StorageIOError,
@@ -58,7 +59,8 @@ __all__ = [
     "CorruptionError",
     "DiskFullError", "EntryTooLargeError", "IOModeUnavailableError", "KeyspaceNotFoundError",
     "LogRangeError", "NotAStoreError", "ReadOnlyError", "StorageIOError", "StoreClosedError",
-    "StoreLockedError", "StoreNotFoundError", "VersionUnavailableError", "__version__",
+    "StoreLockedError", "StoreNotFoundError", "VersionUnavailableError", "NegativeVersionError",
+    "__version__",
     "Store", "Keyspace", "Snapshot", "Batch", "Log",
     "backup", "restore", "list_backups", "verify_backup", "prune_backups", "BackupInfo",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "StoreClosedError",
     "ReadOnlyError",
     "CorruptionError",
+    "NegativeVersionError",
     "VersionUnavailableError",
     "LogRangeError",
     "DiskFullError",
@@ -98,6 +99,22 @@ class CorruptionError(BanyanStoreError):
 
 class VersionUnavailableError(BanyanStoreError):
     """A read asked for a version above the latest or below the retention floor."""
+
+
+class NegativeVersionError(VersionUnavailableError, ValueError):
+    """A negative version argument: no store ever had one.  A
+    :class:`VersionUnavailableError` (what any unreadable version raises) and a
+    ``ValueError`` (what any argument out of range raises)."""
+
+    def __init__(self, version: int, name: str = "version") -> None:
+        super().__init__(f"{name} must be >= 0, not {version}")
+
+
+def check_version_sign(version: int, name: str = "version") -> int:
+    """``version`` (an int) unless it is negative: :class:`NegativeVersionError`."""
+    if version < 0:
+        raise NegativeVersionError(version, name)
+    return version
 
 
 class LogRangeError(BanyanStoreError, IndexError):

@@ -46,7 +46,7 @@ from typing import Any
 
 from .. import heaptrim, shutdown
 from ..arguments import BytesLike, check_bool, check_limit
-from ..errors import ReadOnlyError, StoreClosedError, VersionUnavailableError
+from ..errors import ReadOnlyError, StoreClosedError, VersionUnavailableError, check_version_sign
 from .background import BackgroundThread
 from .catchup import CatchUp
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
@@ -75,10 +75,11 @@ class Published:
         """``version`` if this state can answer reads at it; else the error."""
         if type(version) is not int:
             raise TypeError(f"version must be an int, not {type(version).__name__}")
+        check_version_sign(version)
         if version > self.version:
             raise VersionUnavailableError(f"version {version} is above the latest version this "
                                           f"reader has caught up with ({self.version}; see refresh())")
-        if version < self.floor or version < 0:
+        if version < self.floor:
             raise VersionUnavailableError(f"version {version} is below the oldest version this "
                                           f"store retains ({self.floor})")
         return version

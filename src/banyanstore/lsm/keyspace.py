@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from .. import accel
 from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
-from ..errors import KeyspaceNotFoundError
+from ..errors import KeyspaceNotFoundError, check_version_sign
 from ..handles import ProcessLocal
 from .iterators import guarded, prefix_end
 from .mapping import ItemsView, KeysView, ValuesView
@@ -367,7 +367,7 @@ class Keyspace(ProcessLocal):
         s, e = scan_bounds(start, end, prefix)
         check_bool(reverse, "reverse")
         if version is not None:
-            check_int(version, "version")
+            check_version_sign(check_int(version, "version"))
         if self._ks.dropped is not None:
             raise KeyspaceNotFoundError(self._ks.dropped)
         return (partial(self.scan, version=version), partial(self.get, version=version), s, e,

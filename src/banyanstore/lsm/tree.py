@@ -60,7 +60,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import heaptrim
-from ..errors import BanyanStoreError, StoreClosedError, VersionUnavailableError, from_oserror
+from ..errors import (
+    BanyanStoreError,
+    StoreClosedError,
+    VersionUnavailableError,
+    check_version_sign,
+    from_oserror,
+)
 from ..io.base import Env
 from ..io.capped import OpenFileCap
 from ..log.log import Log
@@ -326,6 +332,7 @@ class Tree:
         """``version`` if reads may ask for it; else TypeError or VersionUnavailableError."""
         if type(version) is not int:
             raise TypeError(f"version must be an int, not {type(version).__name__}")
+        check_version_sign(version)
         if version > self.version:
             raise VersionUnavailableError(f"version {version} is above the latest committed "
                                           f"version {self.version}")
