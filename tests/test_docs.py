@@ -134,3 +134,36 @@ def test_api_document_shows_the_asyncio_defaults() -> None:
                     wrong.append(f"{var}.{name}({kw}={value}): the default is {params[kw].default!r}")
     assert seen, "no keyword defaults found in the asyncio section"
     assert not wrong, wrong
+
+
+def _exported_classes() -> dict[str, type]:
+    """Every class a user reaches from the package's modules: ``banyanstore``'s, and those of
+    ``banyanstore.aio``, ``banyanstore.dbm`` and ``banyanstore.tools``."""
+    import banyanstore.aio
+    import banyanstore.dbm
+    import banyanstore.tools
+    classes = {}
+    for module in (banyanstore, banyanstore.aio, banyanstore.dbm, banyanstore.tools):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type) and not issubclass(obj, BaseException):
+                classes[f"{module.__name__}.{name}"] = obj
+    return classes
+
+
+def test_every_public_method_and_property_has_a_docstring() -> None:
+    """``help(store.stats)`` says what it returns: a public method or property of an
+    exported class without a docstring (its own, not one inherited from ``object``) shows
+    ``help()`` nothing but its signature."""
+    import inspect
+    classes = _exported_classes()
+    assert {"banyanstore.Store", "banyanstore.aio.AsyncStore", "banyanstore.dbm.BanyanDbm"} <= set(classes)
+    bare = []
+    for label, cls in classes.items():
+        for name in _public(cls):
+            member = inspect.getattr_static(cls, name)
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if (callable(member) or isinstance(member, property)) and not inspect.getdoc(member):
+                bare.append(f"{label}.{name}")
+    assert not bare, f"no docstring: {sorted(bare)}"

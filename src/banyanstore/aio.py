@@ -320,6 +320,7 @@ class AsyncKeyspace(ProcessLocal):
 
     @property
     def name(self) -> str:
+        """The keyspace's name (:attr:`Keyspace.name`)."""
         return self._handle.name
 
     @property
@@ -442,6 +443,7 @@ class AsyncStore(AsyncKeyspace):
 
     @property
     def version(self) -> int:
+        """:attr:`Store.version`: the latest committed version (no IO)."""
         return self._handle.version
 
     @property
@@ -512,15 +514,19 @@ class AsyncStore(AsyncKeyspace):
         return await _run_write(self._executor, batch.commit, sync=sync)
 
     async def flush(self) -> None:
+        """``await store.flush()``: :meth:`Store.flush`."""
         await _run(self._executor, self._handle.flush)
 
     async def sync(self) -> None:
+        """``await store.sync()``: :meth:`Store.sync`."""
         await _run(self._executor, self._handle.sync)
 
     async def compact(self, keyspace: object = None, **kwargs: Any) -> dict[str, Any]:
+        """``await store.compact(...)``: :meth:`Store.compact` (the same arguments)."""
         return await _run(self._executor, self._handle.compact, keyspace, **kwargs)
 
     async def checkpoint(self, dest: str | Any) -> int:
+        """``await store.checkpoint(dest)``: :meth:`Store.checkpoint`."""
         return await _run(self._executor, self._handle.checkpoint, dest)
 
     async def close(self) -> None:
@@ -703,9 +709,11 @@ class AsyncLog(ProcessLocal):
         return self._log.follow_async(start, timeout=timeout, executor=self._executor)
 
     async def get(self, seq: int) -> bytes:
+        """``await log.get(seq)``: :meth:`Log.get`."""
         return await _run(self._executor, self._log.get, seq)
 
     async def sync(self, upto_seq: int | None = None) -> int:
+        """``await log.sync()``: :meth:`Log.sync`; returns the durable seq."""
         return await _run(self._executor, self._log.sync, upto_seq)
 
     async def close(self) -> None:
@@ -715,6 +723,7 @@ class AsyncLog(ProcessLocal):
 
     @property
     def closed(self) -> bool:
+        """:attr:`Log.closed`."""
         return self._log.closed
 
     async def __aenter__(self) -> AsyncLog:

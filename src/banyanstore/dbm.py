@@ -216,12 +216,14 @@ class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
             return value
 
     def sync(self) -> None:
+        """Make every write so far durable (an fdatasync of the store's WAL)."""
         self._check()
         if self._writable:
             with _as_dbm_error():
                 self._store.sync()
 
     def close(self) -> None:
+        """Flush and close the database, releasing its lock; a second call does nothing."""
         if not self._store.closed:
             try:
                 self._store.close()

@@ -228,6 +228,7 @@ class Options:
         return getattr(self, "_explicit", frozenset())
 
     def as_dict(self) -> dict[str, Any]:
+        """``{option name: value}`` of every field, defaults included."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 

@@ -79,6 +79,7 @@ class BackupInfo:
 
     @classmethod
     def of(cls, m: BackupManifest, url: str) -> BackupInfo:
+        """The description of the backup whose manifest is ``m``, kept at ``url``."""
         return cls(m.backup_id, url, m.version,
                    parse_created(m.created),
                    f"{m.source_host}:{m.source_path}", tuple(k.name for k in m.keyspaces),

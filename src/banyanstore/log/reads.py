@@ -109,6 +109,7 @@ class LogView(ProcessLocal):
 
     @property
     def closed(self) -> bool:
+        """True once the log is closed (by ``close()``, or in a forked child)."""
         return self._closed
 
     def _visible(self, upto: int) -> tuple[View, int]:

@@ -82,6 +82,8 @@ class Batch:
         self.__copy__()
 
     def put(self, key: BytesLike, value: BytesLike, *, keyspace: Any = None) -> None:
+        """Add a write of ``value`` under ``key`` (in ``keyspace``: a name or a handle;
+        default the store's own), checked now and written at the commit."""
         self._check_addable()
         value = as_bytes(value, "value")
         key = self._writer.check_entry(key, value)
@@ -89,6 +91,7 @@ class Batch:
         self._added += 1
 
     def delete(self, key: BytesLike, *, keyspace: Any = None) -> None:
+        """Add a tombstone for ``key`` (in ``keyspace``, as for :meth:`put`)."""
         self._check_addable()
         ks = self._resolve(keyspace)
         key = self._writer.check_entry(key, None, ks)  # (a held key over max_key_size too)
@@ -145,6 +148,8 @@ class Batch:
         return self.version
 
     def discard(self) -> None:
+        """Drop every operation added, writing nothing; the batch then takes no more
+        (build another with ``store.batch()``)."""
         self._done = True
         self._ops, self._ranges, self._added = [], [], 0
 

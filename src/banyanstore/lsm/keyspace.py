@@ -58,6 +58,7 @@ class Keyspace(ProcessLocal):
 
     @property
     def name(self) -> str:
+        """The keyspace's name (``"default"`` for the store itself)."""
         return self._ks.name
 
     @property

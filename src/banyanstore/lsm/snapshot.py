@@ -140,6 +140,8 @@ class Snapshot(ProcessLocal):
         return default if value is None else value
 
     def multi_get(self, keys: Iterable[BytesLike], *, keyspace: Any = None) -> list[bytes | None]:
+        """The values of ``keys`` at the snapshot's version (None where absent), in one
+        batched pass."""
         ks, view = self._ks(keyspace)
         keys = as_keys(keys)
         try:
@@ -213,6 +215,8 @@ class Snapshot(ProcessLocal):
                 bool(reverse))
 
     def history(self, key: BytesLike, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
+        """``(version, value | None)`` of ``key``'s retained writes up to the snapshot's
+        version, newest first (None: a delete)."""
         ks, view = self._ks(keyspace)
         floor = self._tree.ttl_floor(ks, self.version)  # expired entries stay hidden
         key = as_bytes(key, "key")

@@ -513,6 +513,11 @@ class Store(Keyspace):
 
     # -- stats and closing -----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        """A plain dict of the store's figures: counters since the open (``stalls``,
+        ``flush``, ``compaction``, ``wal``, ``block_cache``, ...), what it holds now
+        (``keyspaces``: tables and memtables of each), ``implementation`` (``"native"``
+        or ``"python"``: which engine reads) and ``closed``.  Answers after ``close()``
+        too, as the store was then (docs/api.md, Store)."""
         return collect(self._tree, read_only=self._read_only, closed=self._tree.closed,
                        writer=self._writer, wal=self._wal, flusher=self._flusher,
                        compactor=self._compactor)
