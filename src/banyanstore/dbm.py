@@ -118,6 +118,10 @@ class BanyanDbm(ProcessLocal, MutableMapping[Any, bytes]):
         # (shutdown.py) closes a store still open then, and logs a failure as for any store.
         weakref.finalize(self, _close_dropped, store).atexit = False
 
+    def __repr__(self) -> str:
+        state = "closed" if self._store.closed else "read-write" if self._writable else "read-only"
+        return f"<banyanstore.dbm database {self._store.path!r} {state}>"
+
     def _check(self) -> None:
         if self._store.closed:
             raise error(self._why_closed())

@@ -246,3 +246,39 @@ def test_a_keyspace_repr_says_closed_or_dropped_as_the_store_repr_does(tmp_path:
     assert "dropped" in repr(gone)
     s.close()
     assert "closed" in repr(s) and "closed" in repr(idx)
+
+
+def test_a_batch_repr_says_its_store_operations_and_state(tmp_path: Any) -> None:
+    """A batch printed while debugging said only ``<banyanstore.lsm.batch.Batch object at
+    0x...>``: not which store, how many operations, or whether it was committed."""
+    with banyanstore.open(str(tmp_path / "s")) as s:
+        b = s.batch()
+        b.put(b"k", b"v")
+        b.delete(b"j")
+        assert repr(b) == f"<banyanstore.Batch of {s.path!r}: 2 operations>"
+        v = b.commit()
+        assert repr(b) == f"<banyanstore.Batch of {s.path!r}: committed at version {v}>"
+        d = s.batch()
+        d.discard()
+        assert repr(d) == f"<banyanstore.Batch of {s.path!r}: discarded>"
+        empty = s.batch()
+        empty.commit()
+        assert repr(empty) == f"<banyanstore.Batch of {s.path!r}: committed at version None>"
+    e = banyanstore.open(str(tmp_path / "t"))
+    f = e.batch()
+    f.put(b"k", b"v")
+    e.close()
+    with pytest.raises(banyanstore.StoreClosedError):
+        f.commit()
+    assert repr(f).startswith(f"<banyanstore.Batch of {e.path!r}: commit failed (StoreClosedError")
+
+
+def test_a_dbm_repr_says_its_path_and_whether_it_is_open(tmp_path: Any) -> None:
+    import banyanstore.dbm
+    path = str(tmp_path / "d")
+    db = banyanstore.dbm.open(path, "c")
+    assert repr(db) == f"<banyanstore.dbm database {path!r} read-write>"
+    db.close()
+    assert repr(db) == f"<banyanstore.dbm database {path!r} closed>"
+    with banyanstore.dbm.open(path, "r") as ro:
+        assert repr(ro) == f"<banyanstore.dbm database {path!r} read-only>"

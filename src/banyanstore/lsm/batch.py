@@ -39,7 +39,7 @@ class Batch:
     without an exception commits; with an exception, nothing is written."""
 
     __slots__ = ("_writer", "_resolve", "_sync", "_ops", "_ranges", "_added", "version", "_done",
-                 "_failed", "store")
+                 "_discarded", "_failed", "store")
 
     def __init__(self, writer: Writer, resolve: Callable[[Any], KeyspaceState],
                  sync: bool | None, store: Any = None) -> None:
@@ -60,6 +60,7 @@ class Batch:
         self.version: int | None = None
         """The batch's version once committed (None for an empty batch)."""
         self._done = False
+        self._discarded = False  # (what repr says of a batch done without a version)
         # What a commit that failed raised, as text: the exception itself would keep its
         # traceback's frames (this batch among them) alive in a cycle.
         self._failed: str | None = None
@@ -111,6 +112,16 @@ class Batch:
         self._ranges.append((ks, start, end))
         self._added += 1
 
+    def __repr__(self) -> str:
+        where = f"<banyanstore.Batch of {getattr(self.store, 'path', None)!r}: "
+        if self._failed is not None:
+            return f"{where}commit failed ({self._failed})>"
+        if self._discarded:
+            return f"{where}discarded>"
+        if self._done:
+            return f"{where}committed at version {self.version}>"  # (None: it was empty)
+        return f"{where}{self._added} operations>"
+
     def __len__(self) -> int:
         """The operations added (each put, delete and delete_range counts one, also a
         write a later delete_range of the batch deletes); 0 once committed or discarded."""
@@ -150,7 +161,7 @@ class Batch:
     def discard(self) -> None:
         """Drop every operation added, writing nothing; the batch then takes no more
         (build another with ``store.batch()``)."""
-        self._done = True
+        self._done = self._discarded = True
         self._ops, self._ranges, self._added = [], [], 0
 
     def __enter__(self) -> Batch:
