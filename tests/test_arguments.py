@@ -256,3 +256,19 @@ def test_functions(stores: dict[str, Any], case: str) -> None:
     call, error, name = FUNCTIONS[case]
     _check(call, base, error, name)
     assert sorted(p.name for p in base.iterdir()) == listing  # nothing created
+
+
+@pytest.mark.parametrize("which", ["writer", "reader"])
+def test_a_default_given_as_the_second_argument_says_to_pass_it_by_keyword(
+        stores: dict[str, Any], which: str) -> None:
+    """``get(key, b"-")`` -- plyvel's ``DB.get(key, default)`` and ``dict.get`` -- passes
+    the default as the version: the TypeError said only "version must be an int, not
+    bytes", not that the second argument is the version and a default goes by keyword."""
+    store = stores[which]
+    for default in (b"-", "-", bytearray(b"-")):
+        with pytest.raises(TypeError, match=r"version must be an int, not \w+ \(.*get\(key, default=") as err:
+            store.get(b"absent", default)
+        assert "second argument" in str(err.value)
+    with pytest.raises(TypeError, match=r"^version must be an int, not float$"):
+        store.get(b"absent", 1.0)  # not a default: no hint
+    assert store.get(b"absent", None, b"-") == b"-"

@@ -47,7 +47,8 @@ else:
 
 __all__ = ["BytesLike", "as_path", "as_bytes", "as_keys", "is_buffer", "check_bool", "check_sync",
            "check_seconds",
-           "check_clock", "check_limit", "check_int", "check_seq", "is_finite_number"]
+           "check_clock", "check_limit", "check_int", "check_seq", "is_finite_number",
+           "version_type_error"]
 
 
 def as_path(path: object, name: str = "path") -> str:
@@ -195,6 +196,21 @@ def check_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     return value
+
+
+def version_type_error(version: object) -> TypeError:
+    """The error for a ``version=`` that is not an int.  Bytes or a str there is most
+    likely a default given where ``get()`` takes the version (``dict.get(key, default)``,
+    plyvel's ``DB.get(key, default)``), so the message says how to pass one.
+
+    >>> "get(key, default=...)" in str(version_type_error(b"-")), str(version_type_error(1.0))
+    (True, 'version must be an int, not float')
+    """
+    message = f"version must be an int, not {type(version).__name__}"
+    if isinstance(version, str) or is_buffer(version):
+        message += (" (get()'s second argument is the version: pass a default by keyword, "
+                    "get(key, default=...))")
+    return TypeError(message)
 
 
 def check_seq(value: object, name: str) -> int:

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import heaptrim, shutdown
-from ..arguments import BytesLike, check_bool, check_limit
+from ..arguments import BytesLike, check_bool, check_limit, version_type_error
 from ..errors import ReadOnlyError, StoreClosedError, VersionUnavailableError, check_version_sign
 from .background import BackgroundThread
 from .catchup import CatchUp
@@ -74,7 +74,7 @@ class Published:
     def check(self, version: object) -> int:
         """``version`` if this state can answer reads at it; else the error."""
         if type(version) is not int:
-            raise TypeError(f"version must be an int, not {type(version).__name__}")
+            raise version_type_error(version)
         check_version_sign(version)
         if version > self.version:
             raise VersionUnavailableError(f"version {version} is above the latest version this "

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import heaptrim
+from ..arguments import version_type_error
 from ..errors import (
     BanyanStoreError,
     StoreClosedError,
@@ -331,7 +332,7 @@ class Tree:
     def check_version(self, version: object) -> int:
         """``version`` if reads may ask for it; else TypeError or VersionUnavailableError."""
         if type(version) is not int:
-            raise TypeError(f"version must be an int, not {type(version).__name__}")
+            raise version_type_error(version)
         check_version_sign(version)
         if version > self.version:
             raise VersionUnavailableError(f"version {version} is above the latest committed "
