@@ -499,3 +499,14 @@ def test_a_missing_keyspace_names_at_most_twenty_of_the_others(run: Run, tmp_pat
             s.keyspace(f"ks{i:03d}")
     err = run("get", path, "k", "--keyspace", "nope", code=2)[2]
     assert "'ks018'" in err and "'ks019'" not in err and "and 81 more" in err, err
+
+
+def test_help_shows_plain_text_not_docstring_markup(run: Run) -> None:
+    """``banyanstore --help`` opened with "The ``banyanstore`` command": the module
+    docstring's reStructuredText quotes, printed as they are."""
+    commands = ["verify", "stats", "keyspaces", "dump-manifest", "dump-table", "dump-log", "dump-wal",
+                "get", "scan", "put", "delete", "compact", "checkpoint", "repair", "backup", "restore",
+                "backups", "prune"]
+    for argv in [("--help",), *((c, "--help") for c in commands)]:
+        out = run(*argv, code=0)[1]
+        assert not re.search(r"``|:(class|meth|func|attr):", out), (argv, out)

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress = _Parser(add_help=False)
     add_progress_flags(progress)
 
-    p = _Parser(prog="banyanstore", description=__doc__.split("\n\n")[0], epilog=_EPILOG,
+    p = _Parser(prog="banyanstore", description=__doc__.split("\n\n")[0].replace("``", ""), epilog=_EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--hex", action="store_true", help="show keys and values as hex")
