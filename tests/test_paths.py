@@ -191,6 +191,18 @@ def test_a_file_is_not_a_directory(tmp_path: Path, opener: str) -> None:
 
 
 @pytest.mark.parametrize("opener", ["open", "open_log"])
+def test_a_path_that_cannot_be_made_is_named_as_given(tmp_path: Path, opener: str) -> None:
+    """A store under a file said "mkdir failed on .../sub/tables": a subdirectory the user
+    never named, as if the store existed and lacked its tables."""
+    (tmp_path / "file").write_bytes(b"data")
+    path = tmp_path / "file" / "sub"
+    with pytest.raises(banyanstore.StorageIOError) as err:
+        OPENERS[opener](path)
+    assert str(err.value).startswith(f"mkdir failed on {path}: "), str(err.value)
+    assert (tmp_path / "file").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("opener", ["open", "open_log"])
 def test_absent_and_empty_directories_are_created_into(tmp_path: Path, opener: str) -> None:
     (tmp_path / "empty").mkdir()
     for d in (tmp_path / "empty", tmp_path / "absent" / "deeper"):

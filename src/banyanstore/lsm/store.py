@@ -226,6 +226,7 @@ class Store(Keyspace):
         env, opts, path = self._env, self.options, self.path
         exists = self._check_existence()
         if not exists:
+            env.mkdir(path)  # (first: a path that cannot be made is named as given, not its tables/)
             env.mkdir(f"{path}/tables")
             env.mkdir(f"{path}/wal")
         if not self._read_only:
