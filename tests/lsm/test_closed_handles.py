@@ -282,3 +282,23 @@ def test_a_dbm_repr_says_its_path_and_whether_it_is_open(tmp_path: Any) -> None:
     assert repr(db) == f"<banyanstore.dbm database {path!r} closed>"
     with banyanstore.dbm.open(path, "r") as ro:
         assert repr(ro) == f"<banyanstore.dbm database {path!r} read-only>"
+
+
+def test_a_read_only_store_and_log_say_so_in_their_repr(tmp_path: Any) -> None:
+    """A read-only store printed as ``<banyanstore.Store 'p' version 1>``, the writer's
+    repr: nothing told a reader's handle from the writer's.  An empty log printed
+    ``seqs [1, 0]``."""
+    path = str(tmp_path / "s")
+    with banyanstore.open(path) as w, banyanstore.open(path, read_only=True) as r:
+        assert repr(w) == f"<banyanstore.Store {path!r} version 0>"
+        assert repr(r) == f"<banyanstore.Store {path!r} read-only version 0>"
+    assert repr(r) == f"<banyanstore.Store {path!r} closed>"
+    lpath = str(tmp_path / "log")
+    with banyanstore.open_log(lpath) as log, banyanstore.open_log(lpath, read_only=True) as ro:
+        assert repr(log) == f"<banyanstore Log {lpath!r} empty>"
+        assert repr(ro) == f"<banyanstore Log {lpath!r} read-only empty>"
+        log.append(b"x")
+        ro.refresh()
+        assert repr(log) == f"<banyanstore Log {lpath!r} seqs [1, 1]>"
+        assert repr(ro) == f"<banyanstore Log {lpath!r} read-only seqs [1, 1]>"
+    assert repr(log) == f"<banyanstore Log {lpath!r} closed>"

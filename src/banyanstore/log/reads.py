@@ -87,7 +87,9 @@ class LogView(ProcessLocal):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"seqs [{self.first_seq}, {self.last_seq}]"
+        mode = "read-only " if self._read_only else ""
+        held = "empty" if self.last_seq < self.first_seq else f"seqs [{self.first_seq}, {self.last_seq}]"
+        state = "closed" if self._closed else mode + held
         return f"<banyanstore Log {self.path!r} {state}>"
 
     @property

@@ -613,7 +613,8 @@ class Store(Keyspace):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._tree.closed else f"version {self.version}"
+        mode = "read-only " if self._read_only else ""
+        state = "closed" if self._tree.closed else f"{mode}version {self.version}"
         return f"<banyanstore.Store {self.path!r} {state}>"
 
     # public names shared with Keyspace: put, delete, get, multi_get, scan, history, in, iter
