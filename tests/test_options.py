@@ -133,6 +133,25 @@ def test_an_unknown_variable_warns_once_not_once_per_inner_open(tmp_path: Path,
     assert about[0].category is UserWarning
 
 
+@pytest.mark.parametrize("opener", ["open", "open_log", "Options"])
+def test_the_unknown_variable_warning_points_at_the_callers_line(tmp_path: Path, opener: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning was shown at ``banyanstore/__init__.py:83: UserWarning ...  return
+    open_store(path, ...)``, a line of the package, not the program's open() that met it."""
+    variable = f"BANYANSTORE_NO_SUCH_OPTION_{opener.upper()}"
+    monkeypatch.setenv(variable, "1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if opener == "open":
+            banyanstore.open(tmp_path / "db").close()
+        elif opener == "open_log":
+            banyanstore.open_log(tmp_path / "log").close()
+        else:
+            resolve_options(Options(), {})
+    about = [w for w in caught if variable in str(w.message)]
+    assert [w.filename for w in about] == [__file__], [(w.filename, w.lineno) for w in about]
+
+
 @pytest.mark.parametrize("variable", ["BANYANSTORE_PURE_PYTHON", "BANYANSTORE_SOAK",
                                       "BANYANSTORE_TEST_ANYTHING"])
 def test_known_variables_that_are_not_options_stay_silent(variable: str) -> None:

@@ -37,6 +37,7 @@ import functools
 import math
 import os
 import re
+import types
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -358,6 +359,21 @@ def _parse_env_text(f: dataclasses.Field[Any], text: str) -> Any:
 _WARNED_UNKNOWN: set[str] = set()
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package, for a warning raised
+    by the function that calls this: the line of the program that opened the store,
+    however many of the package's frames lie between (they differ by entry point)."""
+    import inspect  # (here: only this warning needs it)
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    here = inspect.currentframe()
+    frame: types.FrameType | None = here.f_back if here is not None else None
+    level = 1  # (the function that warns)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Options set through ``BANYANSTORE_<NAME>`` variables.  A bad value raises
     :class:`ConfigError` naming the variable; a variable naming no option warns
@@ -375,7 +391,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             if key not in _WARNED_UNKNOWN:
                 _WARNED_UNKNOWN.add(key)
                 warnings.warn(f"environment variable {key} names no banyanstore option (ignored); "
-                              f"known options are: {', '.join(sorted(_FIELDS))}", stacklevel=4)
+                              f"known options are: {', '.join(sorted(_FIELDS))}",
+                              stacklevel=_caller_level())
             continue
         found[name] = _parse_env(_FIELDS[name], key, text)
     return found
