@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pydoc
+import re
 import subprocess
 import sys
 import warnings
@@ -272,3 +273,15 @@ def test_a_bad_config_file_named_by_the_environment_says_so(tmp_path: Path,
     with pytest.raises(ConfigError, match="option memtable_size.*BANYANSTORE_CONFIG"):
         banyanstore.open(tmp_path / "db")
     assert not (tmp_path / "db").exists() and not (tmp_path / "log").exists()
+
+
+def test_help_of_options_says_what_every_option_means() -> None:
+    """``help(banyanstore.Options)`` said "Every knob of a store or a log, with its
+    default.  See the README." -- and an installed package has no README: what
+    ``wal_sync="interval"`` or ``compaction_mode="process"`` means was nowhere in
+    ``help()``.  Every field now has a line of its own in the class docstring."""
+    doc = Options.__doc__ or ""
+    described = {name for line in doc.splitlines() if line.strip().startswith("``")
+                 for name in re.findall(r"``(\w+)``", line.split(":")[0])}
+    missing = [f.name for f in dataclasses.fields(Options) if f.name not in described]
+    assert not missing, f"Options' docstring does not describe {missing}"

@@ -110,7 +110,53 @@ def parse_size(text: str) -> int:
 
 @dataclass(frozen=True)
 class Options:
-    """Every knob of a store or a log, with its default.  See the README."""
+    """Every knob of a store or a log, with its default (the README's *Configuration*
+    has the longer story; each can also be set in a TOML file or a ``BANYANSTORE_<NAME>``
+    environment variable, and sizes there may carry a unit such as ``"64MiB"``).
+
+    ``io_mode``: ``"sync"``, ``"nonblocking"`` (worker threads serve read batches),
+        ``"io_uring"`` (Linux >= 5.1, else IOModeUnavailableError) or ``"auto"``.
+    ``io_threads`` / ``io_uring_entries``: nonblocking's threads; io_uring's ring size.
+    ``direct_io``: read tables with O_DIRECT (bypassing the page cache).
+    ``create_if_missing`` / ``error_if_exists`` / ``read_only``: how the open treats
+        the path; any number of read-only stores may read beside one writer.
+    ``follow`` / ``follow_interval_ms``: a read-only store catches up with its writer
+        in the background at this interval (a read-only log's ``follow()`` polls at it).
+    ``wal_sync``: when writes are fdatasynced -- ``"always"`` (before each write
+        returns), ``"interval"`` (every ``wal_sync_interval_ms``), ``"never"`` (on
+        ``sync()``, ``close()`` and ``sync=True`` writes).  A process crash loses no
+        write that returned in any mode; a power loss may lose the unsynced ones.
+    ``wal_sync_interval_ms``: the period of ``"interval"``.
+    ``segment_size``: a log's (and the WAL's) segment size.
+    ``log_index_interval``: a log keeps one index entry per this many records.
+    ``skip_damaged_records``: a log's recovery skips (and counts) damaged records
+        instead of raising CorruptionError.
+    ``wal_recovery``: ``"strict"`` (a WAL missing records the manifest needs is a
+        CorruptionError) or ``"skip_missing"`` (open without them: they are lost).
+    ``memtable_size``: memtables (all keyspaces together) are flushed at this size.
+    ``max_immutable_memtables``: memtables awaiting their flush before writers wait.
+    ``block_size`` / ``compression`` / ``zstd_level``: tables' data blocks and their
+        compression, ``"none"``, ``"lz4"`` or ``"zstd"``.
+    ``bloom_bits_per_key``: each table's bloom filter (0: none).
+    ``block_cache_size``: decoded blocks kept in memory.
+    ``memtables_share_cache``: memtables are charged to the block cache, which gives
+        up blocks (down to a quarter of its size) while they grow.
+    ``max_open_files``: at most this many table files open at once (None: all).
+    ``max_key_size`` / ``max_value_size``: larger new entries raise EntryTooLargeError.
+    ``compaction``: background merges of tables (False: none; ``compact()`` still merges).
+    ``compaction_mode``: ``"process"`` builds flushed and merged tables in worker
+        processes, ``"thread"`` on background threads.
+    ``compaction_min_width`` / ``compaction_max_width`` / ``compaction_size_ratio``:
+        how many tables of what sizes a merge takes.
+    ``max_tables_before_slowdown`` / ``max_tables_before_stall``: writes slow down,
+        then wait, while this many tables await merging.
+    ``merge_max_failures``: a table in this many failed merges in a row is no longer
+        merged (still read).
+    ``history_retention``: seconds of version history kept for reads at a version
+        (None: only what live snapshots need).
+    ``ttl``: seconds after which entries expire in keyspaces without a TTL of their
+        own (not stored: give read-only stores the writer's too).
+    """
 
     # --- IO -----------------------------------------------------------------
     io_mode: str = field(default="sync", metadata=_choice(*IO_MODES))
