@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import pydoc
 import re
 import subprocess
@@ -285,3 +286,20 @@ def test_help_of_options_says_what_every_option_means() -> None:
                  for name in re.findall(r"``(\w+)``", line.split(":")[0])}
     missing = [f.name for f in dataclasses.fields(Options) if f.name not in described]
     assert not missing, f"Options' docstring does not describe {missing}"
+
+
+@pytest.mark.parametrize("value, engine", [("1", "python"), ("yes", "python"), ("TRUE", "python"),
+                                           ("on", "python"), ("0", "native"), ("", "native"),
+                                           ("false", "native"), ("No", "native"), ("off", "native")])
+def test_pure_python_reads_true_and_false_as_the_option_variables_do(value: str, engine: str) -> None:
+    """``BANYANSTORE_PURE_PYTHON=false`` chose the pure-Python engine (any value but empty
+    or 0 did), where ``BANYANSTORE_COMPACTION=false`` is False: a user turning the
+    compiled core *on* that way got the slower engine without a word."""
+    from banyanstore import accel
+    if accel.load_native() is None:
+        pytest.skip("the compiled core is not built")
+    env = dict(os.environ)
+    env["BANYANSTORE_PURE_PYTHON"] = value
+    out = subprocess.run([sys.executable, "-c", "import banyanstore.accel as a; print(a.IMPLEMENTATION)"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == engine

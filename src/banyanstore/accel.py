@@ -4,7 +4,8 @@
 ``pip install`` builds where a C compiler and the Python headers exist; the build
 is optional, and the pure-Python engine is complete without it.  At import:
 
-* ``BANYANSTORE_PURE_PYTHON=1`` (any value but empty or ``0``) -> pure Python,
+* ``BANYANSTORE_PURE_PYTHON=1`` (any value but empty, ``0``, ``false``, ``no`` or
+  ``off``, in any case: the false words of the option variables) -> pure Python,
   always;
 * else the extension if it imports -> ``"native"``;
 * else pure Python.
@@ -30,8 +31,13 @@ __all__ = ["native", "IMPLEMENTATION", "PURE_PYTHON_ENV", "load_native"]
 PURE_PYTHON_ENV = "BANYANSTORE_PURE_PYTHON"
 
 
+# What reads as "no" here, as in a BANYANSTORE_<option> variable of a bool option
+# (options.py): BANYANSTORE_PURE_PYTHON=false chose pure Python when only "" and "0" did not.
+_FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
 def _pure_python_requested() -> bool:
-    return os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0")
+    return os.environ.get(PURE_PYTHON_ENV, "").strip().lower() not in _FALSE_WORDS
 
 
 def load_native() -> ModuleType | None:
