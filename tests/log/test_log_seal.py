@@ -526,3 +526,36 @@ def test_a_rotation_stopped_before_its_seal_is_sealed_though_the_last_record_end
     assert len(records) == 11 and len(seals) == 1
     with Log.open("/log", env=disk) as log:
         assert [s for s, _ in log.read()] == list(range(1, 13))
+
+
+def test_verify_of_a_damaged_record_in_an_older_segment_says_what_an_open_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """verify said of a damaged record in a sealed (older) segment "an open refuses this
+    unless skip_damaged_records=True": the open succeeds -- recovery reads the newest
+    segment only -- and every read of that segment raises CorruptionError instead."""
+    _write(tmp_path)
+    older = _segments(tmp_path)[0]
+    start, end = _record_bounds(older)[3]
+    data = bytearray(older.read_bytes())
+    data[end - 1] ^= 0xFF  # the fourth record's last payload byte
+    older.write_bytes(bytes(data))
+    code, report = _verify_json(tmp_path, capsys)
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    assert code == 1 and [(p["file"], p["offset"]) for p in errors] == [(str(older), start)]
+    assert "an open refuses" not in errors[0]["message"], errors[0]["message"]
+    assert "reads of this segment raise CorruptionError" in errors[0]["message"]
+    with Log.open(tmp_path) as log:  # what the message says: the open works...
+        with pytest.raises(CorruptionError):
+            log.get(1)  # ...and a read of the segment does not
+    # The newest segment's damage is what an open refuses (the wording stays).
+    _write(tmp_path / "newest")
+    newest = _segments(tmp_path / "newest")[-1]
+    start, end = _record_bounds(newest)[3]
+    data = bytearray(newest.read_bytes())
+    data[end - 1] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    code, report = _verify_json(tmp_path / "newest", capsys)
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    assert code == 1 and "an open refuses this" in errors[0]["message"], errors
+    with pytest.raises(CorruptionError):
+        Log.open(tmp_path / "newest").close()
