@@ -303,3 +303,16 @@ def test_log_index_and_in_after_close_raise_as_get_does(tmp_path) -> None:
         log[1]
     with pytest.raises(StoreClosedError):
         1 in log  # noqa: B015
+
+
+def test_a_read_of_an_empty_log_says_it_is_empty(tmp_path) -> None:
+    """``log.get(1)`` of an empty log said "seq 1 is outside [1, 0]": a range no reader
+    parses at a glance as "the log holds nothing yet"."""
+    with Log.open(str(tmp_path / "log")) as log:
+        for call in (lambda: log.get(1), lambda: log[1], lambda: log.get(0)):
+            with pytest.raises(LogRangeError, match=r"is outside the log, which is empty \(its first record "
+                                                    r"will be seq 1\)"):
+                call()
+        log.append(b"x")
+        with pytest.raises(LogRangeError, match=r"^seq 2 is outside \[1, 1\]$"):
+            log.get(2)

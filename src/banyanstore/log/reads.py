@@ -313,6 +313,9 @@ class LogView(ProcessLocal):
             raise self._closed_error()
         first, last = self.first_seq, self._appends.next_seq - 1
         if not first <= seq <= last:
+            if last < first:  # ("[1, 0]" did not read as "nothing yet")
+                raise LogRangeError(f"seq {seq} is outside the log, which is empty (its first "
+                                    f"record will be seq {last + 1})")
             raise LogRangeError(f"seq {seq} is outside [{first}, {last}]")
         view, _ = self._visible(seq)
         return self._catalog.get(view, seq)
