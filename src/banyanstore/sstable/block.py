@@ -108,6 +108,21 @@ def _fixed_unpacker(count: int, width: int, stride: int = 1) -> struct.Struct:
     return st
 
 
+_unpack_header = HEADER.unpack_from
+_sample_unpackers: dict[int, Any] = {}
+"""The bound ``unpack_from`` of the Struct that reads a fixed-width block's key sample, by
+``kw << 32 | samples`` (one int: a tuple key would be built and hashed on every cache miss)."""
+
+
+def _sample_unpacker(samples: int, kw: int) -> Any:
+    """The bound ``unpack_from`` reading every STRIDE-th of ``kw``-byte keys, ``samples`` of
+    them (cached in ``_sample_unpackers``)."""
+    if len(_sample_unpackers) >= 1024:  # (as _unpackers: odd counts must not grow this)
+        _sample_unpackers.clear()
+    unpack = _sample_unpackers[kw << 32 | samples] = _fixed_unpacker(samples, kw, STRIDE).unpack_from
+    return unpack
+
+
 _LAZY_FIELDS = frozenset(("count", "kw", "vw", "flags", "keys_at", "kheap_at", "values_at", "vheap_at",
                           "kinds_at", "keys_end", "span", "sample", "sample_stride"))
 """The fields of a Block that a block built by the compiled core fills on first use."""
@@ -140,58 +155,67 @@ class Block:
         """
         self.ref = False
         size = len(data)
-        if size < HEADER.size:
+        if size < _VERSIONS_AT:
             raise BlockFormatError(f"block of {size} bytes is shorter than its header")
-        count, kw, vw, flags = HEADER.unpack_from(data, 0)
+        count, kw, vw, flags = _unpack_header(data)
         if flags & ~_KNOWN_FLAGS:
             raise BlockFormatError(f"unknown block flags {flags:#x}")
         if count < 1:
             raise BlockFormatError("empty block")
-        pos = HEADER.size + 8 * count
-        self.keys_at = pos
+        # (locals, not the slots just stored, and the header constants as literals: each
+        # global, slot read or Struct attribute is work on every cache miss)
+        keys_at = _VERSIONS_AT + 8 * count
         if flags & FIXED_KEYS:
-            self.kheap_at = pos
-            pos += count * kw
+            pos = keys_at + count * kw
             if pos > size:
                 raise BlockFormatError("fixed-width keys run past the end of the block")
+            kheap_at = keys_at
+            keys_end = pos
             samples = (count + STRIDE - 1) // STRIDE
-            # (the cached Struct straight from _unpackers, as seek() takes it: a Python call
-            # fewer a cache miss; _fixed_unpacker compiles one the first time)
-            keys = (list((_unpackers.get((samples, kw, STRIDE))
-                          or _fixed_unpacker(samples, kw, STRIDE)).unpack_from(data, self.keys_at))
-                    if kw else [b""] * samples)
+            if kw:  # (inline: a Python call costs as much as the rest of this branch)
+                unpack = _sample_unpackers.get(kw << 32 | samples) or _sample_unpacker(samples, kw)
+                keys = list(unpack(data, keys_at))
+            else:
+                keys = [b""] * samples
             key_bytes = samples * kw
             stride = STRIDE
         else:
             kw = -1
-            self.kheap_at, pos, offs = _heap(data, pos, count, size, "key")
-            keys = _heap_items(data, offs, self.kheap_at)
-            key_bytes = pos - self.kheap_at
+            kheap_at, pos, offs = _heap(data, keys_at, count, size, "key")
+            keys = _heap_items(data, offs, kheap_at)
+            key_bytes = pos - kheap_at
+            keys_end = kheap_at
             stride = 1
-        self.values_at = pos
+        values_at = pos
         if flags & FIXED_VALUES:
-            self.vheap_at = pos
+            vheap_at = pos
             pos += count * vw
         else:
             vw = -1
-            self.vheap_at, pos, _ = _heap(data, pos, count, size, "value")
-        self.kinds_at = pos
+            vheap_at, pos, _ = _heap(data, pos, count, size, "value")
+        kinds_at = pos
         if flags & TOMBSTONES:
             pos += count
+            # a kind byte is 0 or 1: what another would mean, a get and a scan would read
+            # apart (one C-level pass over count bytes: bytes.translate deleting the two
+            # good values)
+            if pos == size and data[kinds_at:pos].translate(None, b"\x00\x01"):
+                raise BlockFormatError("kind bytes other than 0 (value) or 1 (tombstone)")
         if pos != size:
             raise BlockFormatError(f"block sections end at {pos}, block has {size} bytes")
-        # a kind byte is 0 or 1: what another would mean, a get and a scan would read apart
-        # (one C-level pass over count bytes: bytes.translate deleting the two good values)
-        if flags & TOMBSTONES and data[self.kinds_at:pos].translate(None, b"\x00\x01"):
-            raise BlockFormatError("kind bytes other than 0 (value) or 1 (tombstone)")
         self.data = data
         self.count = count
         self.kw = kw
         self.vw = vw
         self.flags = flags
+        self.keys_at = keys_at
+        self.kheap_at = kheap_at
+        self.values_at = values_at
+        self.vheap_at = vheap_at
+        self.kinds_at = kinds_at
         self.sample: list[bytes] = keys
         self.sample_stride = stride
-        self.keys_end = self.keys_at + count * kw if kw >= 0 else self.kheap_at
+        self.keys_end = keys_end
         self.span = STRIDE * kw  # bytes of key section between two samples
         self.nbytes = BLOCK_OVERHEAD + size + KEY_OVERHEAD * len(keys) + key_bytes
 
