@@ -113,6 +113,34 @@ def test_corrupt_data_block_found_lazily_and_reported_on_every_path(env_dir: Env
         r.get(entries[-1][0], TOP)
 
 
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+@pytest.mark.parametrize("damage", ["body", "type"])
+def test_damaged_data_block_message_names_block_file_and_offset(env_dir: EnvDir, compression: str,
+                                                                 damage: str) -> None:
+    """A data block's damage reads as unwrap_block reports it (the reader's inline unwrap of
+    intact blocks hands every other block to it): checksum or compression type, the block's
+    number, the file and the block's offset -- whatever the block's compression."""
+    env, root = env_dir
+    path, entries, good = small_table(env, root, compression)
+    with open_table(env, path, cache_bytes=0) as r:
+        end = r.block_request(1)[1] + r.block_request(1)[2]  # block 1's stored end
+        start = r.block_request(1)[1]
+    damaged = bytearray(good)
+    if damage == "body":
+        damaged[start + 3] ^= 0xFF
+        want = "data block 1 checksum mismatch"
+    else:  # an unknown compression type, with a checksum that matches it
+        damaged[end - TRAILER_SIZE] = 9
+        crc = crc32c(bytes(damaged[start:end - 4]))
+        damaged[end - 4:end] = struct.pack("<I", crc)
+        want = "data block 1 has unknown compression type 9"
+    rewrite(env, path, bytes(damaged))
+    with open_table(env, path, cache_bytes=0) as r, pytest.raises(CorruptionError) as info:
+        list(r.scan())
+    assert want in str(info.value)
+    assert (info.value.path, info.value.offset) == (path, start)
+
+
 @pytest.mark.parametrize("cut", [0, 1, 8, FOOTER_SIZE - 1, FOOTER_SIZE, FOOTER_SIZE + 1, 200, -1, -8, -100])
 def test_truncated_table(env_dir: EnvDir, cut: int) -> None:
     env, root = env_dir
