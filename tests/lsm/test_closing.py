@@ -127,7 +127,9 @@ def test_rows_an_iterator_holds_at_close_come_first_and_right(tmp_path: Any, kin
     with pytest.raises(StoreClosedError):
         for row in it:
             got.append(row)
-    assert 3 <= len(got) <= 3 + 1024 and len(got) < len(expected)
+    # (a scan whose rows fit in one batch may hold them all -- the pure-Python engine
+    # does since 305d699 here -- and must still raise after them)
+    assert 3 <= len(got) <= min(3 + 1024, len(expected))
     assert got == expected[:len(got)]
 
 
