@@ -33,6 +33,11 @@ Segments before the last are only header-checked here; their records are
 CRC-checked when first read (the Log syncs a segment before starting the next,
 so a crash cannot tear them).
 
+A writer's open makes every check before its first repair: the repairs above (a
+removed staged or unfinished segment, a cut torn tail, a seal finished or stored
+again) are collected as the checks pass and made only once none refused, so an open
+that refuses leaves the directory as it found it.
+
 Read-only opens change nothing on disk and may run beside a live writer: they keep
 every segment open (pinned), take a segment removed since the listing for the
 writer's ``truncate_before`` (the log starts later), leave a newest segment whose
@@ -47,7 +52,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..errors import CorruptionError
 from ..io.base import Env
@@ -78,6 +85,8 @@ class Recovered:
     torn_tail_repairs: int = 0
     torn_tail_bytes: int = 0
     damaged_records: int = 0
+    #: a writer's repairs, made once every check passed (see the module docstring)
+    repairs: list[Callable[[], None]] = field(default_factory=list)
 
 
 def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
@@ -89,7 +98,7 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
             _pin_segments(env, directory, names, out.segments)
             _reach_past_seal(env, directory, out.segments)
         else:
-            _drop_staged(env, directory)
+            _drop_staged(env, directory, out)
             _drop_unfinished_last(env, directory, names, out)
             for name_seq, name in names:
                 path = os.path.join(directory, name)
@@ -101,6 +110,8 @@ def recover(env: Env, directory: str, *, read_only: bool, skip_damaged: bool,
         if out.segments:
             _scan_last(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
             _check_links(env, out, read_only=read_only, skip_damaged=skip_damaged, interval=index_interval)
+        for repair in out.repairs:  # every check passed: nothing refuses after a change
+            repair()
     except BaseException:
         # The segments' read handles (a read-only open keeps every one open) are closed
         # now: left to the exception's traceback, they stayed open as long as the caller
@@ -183,10 +194,10 @@ def _check_links(env: Env, out: Recovered, *, read_only: bool, skip_damaged: boo
             # without one, and verify called it cut.
             state = PENDING
         if state == PENDING:
-            _end_unsealed(env, segs[i], nxt.first_seq, read_only=read_only,
+            _end_unsealed(env, segs[i], nxt.first_seq, out, read_only=read_only,
                           skip_damaged=skip_damaged, interval=interval)
         elif state == SEALED and not has_records and not read_only:
-            _store_seal_again(env, segs[i], nxt.first_seq)
+            out.repairs.append(partial(_store_seal_again, env, segs[i], nxt.first_seq))
 
 
 def _seal_confirmed(env: Env, seg: Segment) -> bool:
@@ -196,8 +207,8 @@ def _seal_confirmed(env: Env, seg: Segment) -> bool:
     return found is None or found[1] is not None
 
 
-def _end_unsealed(env: Env, seg: Segment, next_first: int, *, read_only: bool, skip_damaged: bool,
-                  interval: int) -> None:
+def _end_unsealed(env: Env, seg: Segment, next_first: int, out: Recovered, *, read_only: bool,
+                  skip_damaged: bool, interval: int) -> None:
     """A segment left unsealed by a rotation interrupted before its SEAL (its successor
     holds no record).  Its records must reach ``next_first - 1``.  A writer cuts what
     follows them (reserved zeros, a torn SEAL) and stores the SEAL; a read-only open
@@ -219,16 +230,22 @@ def _end_unsealed(env: Env, seg: Segment, next_first: int, *, read_only: bool, s
     _log.warning("log segment %s: finishing the seal a rotation left undone (its records end at "
                  "offset %d, seq %d)", seg.path, scan.last_end, scan.last_seq)
     seal = seal_bytes(scan.last_end, next_first)
-    seg.drop_handle()  # the file changes size below: reopen afterwards
-    f = env.open_writable(seg.path, append=True)
+    seg.drop_handle()  # the file changes size: reopen afterwards
+    out.repairs.append(partial(_cut_and_write, env, seg.path, scan.last_end, seal))
+    seg.end = scan.last_end + len(seal)
+    seg.seal = (next_first, seg.end - SEAL_SIZE)
+
+
+def _cut_and_write(env: Env, path: str, at: int, data: bytes) -> None:
+    """Cut the file at ``path`` at offset ``at``, store ``data`` there and sync."""
+    f = env.open_writable(path, append=True)
     try:
-        f.truncate(scan.last_end)
-        f.write(seal)
+        f.truncate(at)
+        if data:
+            f.write(data)
         f.sync()
     finally:
         f.close()
-    seg.end = scan.last_end + len(seal)
-    seg.seal = (next_first, seg.end - SEAL_SIZE)
 
 
 def _store_seal_again(env: Env, seg: Segment, next_first: int) -> None:
@@ -247,25 +264,26 @@ def _store_seal_again(env: Env, seg: Segment, next_first: int) -> None:
         return
     data = seal_bytes(seal[1], next_first)  # fits in its block where it is: no padding
     seg.drop_handle()  # the file may change size below: reopen afterwards
-    f = env.open_writable(seg.path, append=True)
-    try:
-        f.truncate(seal[1])
-        f.write(data)
-        f.sync()
-    finally:
-        f.close()
+    _cut_and_write(env, seg.path, seal[1], data)
     seg.end = seal[1] + len(data)
 
 
-def _drop_staged(env: Env, directory: str) -> None:
-    """Remove staged segments a crash left before their rename (Log._leave_old_format):
-    each holds only a header -- the segment it was to replace is still there."""
+def _drop_staged(env: Env, directory: str, out: Recovered) -> None:
+    """Remove (a repair: see :func:`recover`) staged segments a crash left before their
+    rename (Log._leave_old_format): each holds only a header -- the segment it was to
+    replace is still there."""
     staged = [n for n in env.listdir(directory) if parse_staged_name(n) is not None]
-    for name in staged:
-        _log.warning("log %s: removing staged segment %s left by an interrupted open", directory, name)
-        env.remove(os.path.join(directory, name))
     if staged:
-        env.sync_dir(directory)
+        out.repairs.append(partial(_remove_files, env, directory, staged,
+                                   "a staged segment left by an interrupted open"))
+
+
+def _remove_files(env: Env, directory: str, names: list[str], what: str) -> None:
+    """Remove ``names`` (each ``what``) from ``directory`` and sync it."""
+    for name in names:
+        _log.warning("log %s: removing %s, %s", directory, name, what)
+        env.remove(os.path.join(directory, name))
+    env.sync_dir(directory)
 
 
 def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]],
@@ -295,10 +313,8 @@ def _drop_unfinished_last(env: Env, directory: str, names: list[tuple[int, str]]
         f.close()
     if len(names) > 1 and _sealed_naming(env, os.path.join(directory, names[-2][1]), names[-1][0]):
         raise _headerless_successor(path)
-    _log.warning("log %s: removing segment %s whose creation was interrupted (%d bytes)",
-                 directory, path, size)
-    env.remove(path)
-    env.sync_dir(directory)
+    out.repairs.append(partial(_remove_files, env, directory, [names[-1][1]],
+                               f"a segment whose creation was interrupted ({size} bytes)"))
     out.torn_tail_repairs += 1
     out.torn_tail_bytes += size
     names.pop()
@@ -437,12 +453,7 @@ def _scan_last(env: Env, out: Recovered, *, read_only: bool, skip_damaged: bool,
             _log.warning("log segment %s: cutting a torn tail of %d bytes at offset %d (%s)",
                          seg.path, torn, last_end, why)
         if not read_only:
-            f = env.open_writable(seg.path, append=True)
-            try:
-                f.truncate(last_end)
-                f.sync()
-            finally:
-                f.close()
+            out.repairs.append(partial(_cut_and_write, env, seg.path, last_end, b""))
         seg.end = last_end
         out.torn_tail_repairs += 1
         out.torn_tail_bytes += torn

@@ -2,6 +2,11 @@
 
 Rules (BanyanDB lost data by breaking them, see docs/facts.md):
 
+* a writer's open makes every check -- the manifest, the WAL's bounds and records
+  (read through a read-only open of the log, :func:`read_wal`), the tables and their
+  leftovers, the replay -- before it changes anything (a new manifest, a cut WAL
+  tail, removed leftovers): an open that refuses leaves the store as it found it,
+  the damaged files the evidence ``banyanstore repair`` and a human need;
 * a table the manifest names but that is missing, truncated or fails its
   checks is a :class:`CorruptionError` naming the file -- never skipped;
 * a table file the manifest does *not* name is removed only if it is provably a
@@ -35,7 +40,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import CorruptionError
@@ -49,7 +55,8 @@ from .manifest import Manifest, ManifestState
 from .tree import Tree
 from .wal import check_version_order, decode
 
-__all__ = ["open_wal", "missing_records", "lost_manifest_edits", "unnamed_tables", "missing_table_hint",
+__all__ = ["open_wal", "read_wal", "check_wal_bounds",
+           "missing_records", "lost_manifest_edits", "unnamed_tables", "missing_table_hint",
            "check_orphans", "open_tables", "check_table", "remove_orphans", "replay_wal"]
 
 logger = logging.getLogger("banyanstore.recovery")
@@ -82,12 +89,39 @@ def open_wal(env: Env, path: str, opts: Options, state: ManifestState, *,
         env.mkdir(wal_dir)
     wal_opts = opts.replace(create_if_missing=True, error_if_exists=False)
     wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False, keep=keep)
+    return check_wal_bounds(env, path, opts, state, wal) or missing
+
+
+@contextmanager
+def read_wal(env: Env, path: str, opts: Options, state: ManifestState) -> Iterator[tuple[Log | None, bool]]:
+    """``(the store's WAL opened read-only, whether records the manifest needs are
+    missing)`` for the checks and the replay a writer's open makes before it changes
+    anything: a read-only open of a log changes nothing on disk, a writer's cuts and
+    syncs.  The log is None when ``wal/`` is missing (CorruptionError unless the options
+    skip missing records); it is closed on leaving."""
+    wal_dir = f"{path}/wal"
+    if not env.exists(wal_dir):
+        yield None, missing_records(opts, "the WAL directory is missing", wal_dir)
+        return
+    wal_opts = opts.replace(read_only=True, create_if_missing=False, error_if_exists=False,
+                            max_open_files=None)  # (the tables' cap: a writer's option only)
+    wal = Log.open(wal_dir, options=wal_opts, env=env, lock=False)
+    try:
+        yield wal, check_wal_bounds(env, path, opts, state, wal)
+    finally:
+        wal.close()
+
+
+def check_wal_bounds(env: Env, path: str, opts: Options, state: ManifestState, wal: Log) -> bool:
+    """Check that ``wal`` holds every record the manifest still needs; returns whether
+    some were missing (skipped, as the options allow).  A manifest that lost edits is
+    CorruptionError naming it, whatever the options (:func:`lost_manifest_edits`)."""
     if wal.first_seq > state.wal_seq:
         manifest_path = f"{path}/{Manifest.current_name(env, path)}"
         lost = lost_manifest_edits(env, path, state, manifest_path, wal.first_seq)
         if lost is not None:
             raise lost
-    return _check_wal_start(wal, opts, state, wal_dir) or missing
+    return _check_wal_start(wal, opts, state, f"{path}/wal")
 
 
 def lost_manifest_edits(env: Env, path: str, state: ManifestState, manifest_path: str,

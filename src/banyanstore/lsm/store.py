@@ -48,7 +48,7 @@ from .flush import Flusher
 from .keyspace import Keyspace
 from .layout import directory_names, refuse_foreign_directory, refuse_interrupted_checkpoint
 from .manifest import Manifest, ManifestState
-from .recovery import check_orphans, open_tables, open_wal, remove_orphans, replay_wal
+from .recovery import check_orphans, open_tables, open_wal, read_wal, remove_orphans, replay_wal
 from .snapshot import Snapshot
 from .stats import collect
 from .tree import Tree
@@ -171,22 +171,11 @@ class Store(Keyspace):
     def _load(self) -> int:
         """Read the store from disk: manifest, tables, WAL (lsm/follower.py overrides
         it).  Returns the bytes the WAL's replay put into memtables."""
-        state, manifest = self._open_files()
-        try:
-            tables = open_tables(self._env, self.path, state, self._tree.open_table)
-        except BaseException:
-            if manifest is not None:
-                manifest.close()
-            raise
-        tree = self._tree
-        assert self._wal is not None
-        tree.load(state, tables, manifest, self._wal)
-        default = tree.keyspace("default")
+        mem_bytes = self._open_files()
+        default = self._tree.keyspace("default")
         assert default is not None  # every manifest state has it
         self._ks = default
-        if not self._read_only:
-            remove_orphans(self._env, self.path, state)
-        return replay_wal(tree, self._wal, self.options, state)[1]
+        return mem_bytes
 
     def _check_existence(self) -> bool:
         """Whether the store exists; the errors of ``error_if_exists``, and of a missing
@@ -220,42 +209,73 @@ class Store(Keyspace):
             raise
         return False
 
-    def _open_files(self) -> tuple[ManifestState, Manifest | None]:
-        """Lock the store, read (or create) its manifest and open its WAL; returns the
-        state and the manifest edits go to (a writer's: a fresh one)."""
-        env, opts, path = self._env, self.options, self.path
+    def _open_files(self) -> int:
+        """Lock the store, read (or create) its manifest, tables and WAL, and write the
+        writer's fresh manifest; returns the bytes the WAL's replay put into memtables.
+        Everything is checked before anything is written (lsm/recovery.py)."""
+        env, path = self._env, self.path
         exists = self._check_existence()
         if not exists:
             env.mkdir(path)  # (first: a path that cannot be made is named as given, not its tables/)
             env.mkdir(f"{path}/tables")
             env.mkdir(f"{path}/wal")
-        if not self._read_only:
-            self._lock = env.lock(f"{path}/LOCK")
-        manifest = None
+        self._lock = env.lock(f"{path}/LOCK")
+        mem_bytes = 0
+        if exists:
+            state = Manifest.load(env, path)
+            mem_bytes, read = self._check_and_replay(state)
+            self._write_files(state, read)
+        else:
+            state = self._create_files()
+        remove_orphans(env, path, state)
+        return mem_bytes
+
+    def _create_files(self) -> ManifestState:
+        """A new store: its manifest, then its WAL; returns its (empty) state."""
+        env, path = self._env, self.path
+        self._refuse_to_recreate()
+        state = ManifestState()
+        # CURRENT first: a crash before it leaves no WAL segment behind, so the
+        # half-created store is still recognised as new on the next open.
+        manifest = Manifest.open_for_append(env, path, state)
         try:
-            if exists:
-                state = Manifest.load(env, path)
-            else:
-                self._refuse_to_recreate()
-                state = ManifestState()
-                # CURRENT first: a crash before it leaves no WAL segment behind, so the
-                # half-created store is still recognised as new on the next open.
-                manifest = Manifest.open_for_append(env, path, state)
-            wal_incomplete = open_wal(env, path, opts, state, existing=exists, keep=self._keep_wal)
-            if not self._read_only and manifest is None:
-                # before the new manifest: refuse, change nothing
-                check_orphans(env, path, state, wal_incomplete=wal_incomplete)
-                wal = self._wal
-                if wal is not None and wal.first_seq > wal.last_seq:
-                    # An empty WAL (a clean close) holds no record of a dropped keyspace:
-                    # the new manifest need not carry their ids (Tree._forget_dropped).
-                    state.forget_dropped(set(state.dropped))
-                manifest = Manifest.open_for_append(env, path, state)
+            open_wal(env, path, self.options, state, existing=False, keep=self._keep_wal)
         except BaseException:
-            if manifest is not None:
-                manifest.close()
+            manifest.close()
             raise
-        return state, manifest
+        assert self._wal is not None
+        self._tree.load(state, {}, manifest, self._wal)
+        return state
+
+    def _check_and_replay(self, state: ManifestState) -> tuple[int, tuple[int, int] | None]:
+        """Every check of an existing store's open, changing nothing on disk: the WAL
+        (read-only) against the manifest, the tables and their leftovers, the WAL's
+        records replayed into the memtables.  Returns the bytes replayed and the seqs
+        the WAL was read from and to (None: no wal/)."""
+        env, opts, path = self._env, self.options, self.path
+        with read_wal(env, path, opts, state) as (wal, wal_incomplete):
+            check_orphans(env, path, state, wal_incomplete=wal_incomplete)
+            self._tree.load(state, open_tables(env, path, state, self._tree.open_table), None, None)
+            if wal is None:
+                return 0, None
+            mem_bytes = replay_wal(self._tree, wal, opts, state)[1]
+            return mem_bytes, (wal.first_seq, wal.last_seq)
+
+    def _write_files(self, state: ManifestState, read: tuple[int, int] | None) -> None:
+        """Once every check passed: open the WAL as its writer and write the fresh
+        manifest the edits go to."""
+        env, path = self._env, self.path
+        open_wal(env, path, self.options, state, existing=True, keep=self._keep_wal)
+        wal = self._wal
+        assert wal is not None
+        if read is not None and read != (wal.first_seq, wal.last_seq):
+            raise CorruptionError(f"the WAL's writer reads seqs {wal.first_seq}..{wal.last_seq}, "
+                                  f"a read-only open of it {read[0]}..{read[1]}", path=wal.path)
+        if wal.first_seq > wal.last_seq:
+            # An empty WAL (a clean close) holds no record of a dropped keyspace:
+            # the new manifest need not carry their ids (Tree._forget_dropped).
+            state.forget_dropped(set(state.dropped))
+        self._tree.attach(Manifest.open_for_append(env, path, state), wal, state.dropped)
 
     def _keep_wal(self, wal: Log) -> None:
         """The WAL as its open returns it: from here on _abort_open closes it."""

@@ -187,6 +187,14 @@ class Tree:
             if wal is not None and manifest is not None:  # dropped before: records up to now
                 self._dropped_at = dict.fromkeys(state.dropped, wal.last_seq + 1)
 
+    def attach(self, manifest: Manifest, wal: Log, dropped: set[int]) -> None:
+        """A writer's open, once every check passed and the state was loaded (with
+        neither): the manifest the edits go to, the WAL flushes cut, and the keyspaces
+        ``dropped`` before (records up to now)."""
+        with self._lock:
+            self._manifest, self._wal = manifest, wal
+            self._dropped_at = dict.fromkeys(dropped, wal.last_seq + 1)
+
     def adopt(self, state: ManifestState, views: dict[int, View], timemap: TimeMap, floor: int,
               version: int) -> None:
         """A read-only store's catch-up (lsm/follower.py) read ``state``: take its
