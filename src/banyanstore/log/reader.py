@@ -284,7 +284,11 @@ def intact_fragment_after(read: Callable[[int, int], bytes], off: int, end: int)
         claimed = FRAG_HEADER_SIZE + FRAG_HEADER.unpack_from(data, 0)[1]
         if intact(claimed):
             return off + claimed
-    for i in range(1, len(data) - FRAG_HEADER_SIZE + 1):
+    # A fragment's type byte (its header's last) is never zero: none starts where it
+    # would fall in the zeros ending the block -- a killed writer's reserved space, which
+    # this search walked byte by byte on every open after a crash.
+    last = len(data.rstrip(b"\0")) - FRAG_HEADER_SIZE
+    for i in range(1, last + 1):
         if intact(i):
             return off + i
     return None
