@@ -80,3 +80,63 @@ def test_a_torn_record_carrying_framed_records_of_another_log_is_a_torn_tail(tmp
     for kwargs in ({"read_only": True}, {}, {"skip_damaged_records": True}):
         with banyanstore.open_log(path, **kwargs) as log:
             assert log.last_seq == 2 and [r for _, r in log.read()] == [b"a", b"b"]
+
+
+# A complete last frame failing its checksum, with no zero-filled 512-byte sector in it,
+# is what a crash can leave too -- so it stays a torn tail (cut), never a refused open.
+# These two crash states are why "complete + no zero sector + bad CRC = damage" does not
+# hold for this writer (which stores through a shared mapping, log/writer.py).
+
+PAGE = 4096
+LAST = b"L" * 6000  # the last record: it crosses two page boundaries of its block
+
+
+def _killed_log(path: str) -> tuple[str, int]:
+    """A log whose writer died in the middle of storing LAST: (segment, frame offset).
+    The segment ends with reserved zeros, as a killed writer's does."""
+    with banyanstore.open_log(path, wal_sync="always") as log:
+        for i in range(40):
+            log.append(b"record-%03d-" % i + b"." * 60)
+        log.append(LAST)
+    seg = _segment(path)
+    with open(seg, "ab") as f:
+        f.write(bytes(64 * 1024))
+    with open(seg, "rb") as f:
+        frame = f.read().rindex(LAST) - 15  # FULL fragment header: crc, length, type, seq
+    assert frame // 512 != (frame + 15 + len(LAST)) // 512  # (several sectors)
+    return seg, frame
+
+
+def _zero(seg: str, start: int, end: int) -> None:
+    with open(seg, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(end - start))
+
+
+def _assert_cut_as_torn(path: str, seg: str, frame: int) -> None:
+    with banyanstore.open_log(path) as log:
+        assert log.last_seq == 40 and log.stats()["torn_tail_repairs"] == 1
+        assert [r for _, r in log.read(40)] == [b"record-039-" + b"." * 60]
+    assert os.path.getsize(seg) == frame
+
+
+def test_a_kill_between_the_length_and_checksum_stores_is_a_torn_tail(tmp_path):
+    """The compiled writer (native/logframe.c fw_store) stores the type, seq, data and
+    length, then the CRC: a process killed before that last store leaves every byte of
+    the frame but the CRC field, which still holds the reserved space's zeros."""
+    path = str(tmp_path / "log")
+    seg, frame = _killed_log(path)
+    _zero(seg, frame, frame + 4)
+    _assert_cut_as_torn(path, seg, frame)
+
+
+def test_a_page_written_back_mid_store_is_a_torn_tail(tmp_path):
+    """A power loss after the kernel wrote back one page of the frame while the writer
+    was still storing into it (a shared mapping is written back whenever the kernel
+    likes) and the next page after the store ended: the first page's share of the frame
+    ends in zeros -- fewer than a sector -- and every other byte is there."""
+    path = str(tmp_path / "log")
+    seg, frame = _killed_log(path)
+    boundary = (frame // PAGE + 1) * PAGE
+    _zero(seg, boundary - 100, boundary)
+    _assert_cut_as_torn(path, seg, frame)
