@@ -130,3 +130,22 @@ def test_skip_missing_never_deletes_tables_an_older_manifest_does_not_name(tmp_p
     with pytest.raises(CorruptionError, match="banyanstore repair"):
         banyanstore.open(path, wal_recovery="skip_missing")
     assert sorted(os.listdir(path / "tables")) == tables
+
+
+def _flip_in_the_middle(disk: MemoryEnv, name: str) -> None:
+    path = f"{ROOT}/wal/{name}"
+    data = bytearray(disk.read_file(path))
+    data[len(data) // 2] ^= 0x40
+    f = disk.open_writable(path)
+    f.write(bytes(data))
+    f.sync()
+    f.close()
+
+
+def test_damage_in_an_older_segment_the_replay_needs_is_corruption() -> None:
+    """The Log serves the intact records of a damaged segment, but a replay reaching the
+    damaged one still refuses: a store never opens short."""
+    disk = crashed_store()
+    _flip_in_the_middle(disk, segments(disk)[1])
+    assert_refused(disk, "damaged log record")
+

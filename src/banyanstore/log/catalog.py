@@ -98,7 +98,7 @@ class SegmentCatalog:
         if seq < seg.first_seq or not seg.pin():  # a newer view than the caller's range check
             raise self._gone(seq)
         try:
-            data = seg.find(seq, self._interval, self.on_damage(seg))
+            data = seg.find(seq, self._interval, self.on_damage(seg), skipping=self._skip)
         except FileNotFoundError:  # another process truncated (a read-only Log's view is old)
             raise LogRangeError(f"seq {seq} was truncated away while being read") from None
         finally:
@@ -190,7 +190,8 @@ class SegmentCatalog:
         """Records of ``seg`` in ``[start, last]``; ``bound``: the next segment's first seq,
         which no record of ``seg`` may reach (damage: a file of another log, say)."""
         on_damage = self.on_damage(seg)
-        entry = seg.ensure_index(self._interval, on_damage).floor(start) if seek else None
+        index = seg.ensure_index(self._interval, on_damage if self._skip else None) if seek else None
+        entry = None if index is None else index.floor(start)
         kwargs = {} if entry is None else {"start": entry[1], "expect": entry[0]}
         if entry is not None:
             run.next_seq = entry[0]

@@ -10,7 +10,10 @@ where that space begins, so recovery can tell it from a torn write.
 
 The sparse index holds the offset of every ``log_index_interval``-th record.
 The writer fills it for segments written by this process; older segments get
-theirs on first use, by one sequential scan that also verifies every CRC.
+theirs on first use, by one sequential scan that also verifies every CRC.  Damage
+does not stop that scan, and its index is kept: the intact records before the damage
+(and after it, as the reader's resync finds them) stay readable by ``get`` and
+``read``, and reads that reach the damage report it.
 A lookup then reads forward from the nearest entry: at most
 ``log_index_interval`` records, usually inside one 32 KiB block.
 
@@ -110,13 +113,16 @@ class SparseIndex:
     """``(seq, offset)`` of every n-th record, in increasing order.
 
     Two ``array('Q')`` columns: 16 bytes an entry, where lists of ints take ~80.
+    ``damaged``: the offsets where the scan that built it found damage (a lookup must
+    not hop over them unchecked).
     """
 
-    __slots__ = ("seqs", "offsets")
+    __slots__ = ("seqs", "offsets", "damaged")
 
     def __init__(self) -> None:
         self.seqs = array("Q")
         self.offsets = array("Q")
+        self.damaged = array("Q")
 
     def add(self, seq: int, offset: int) -> None:
         self.seqs.append(seq)
@@ -126,6 +132,11 @@ class SparseIndex:
         """The last entry at or before ``seq``."""
         i = bisect.bisect_right(self.seqs, seq) - 1
         return (self.seqs[i], self.offsets[i]) if i >= 0 else None
+
+    def damage_between(self, start: int, stop: int) -> bool:
+        """Whether the scan found damage at an offset in ``[start, stop)``."""
+        i = bisect.bisect_left(self.damaged, start)
+        return i < len(self.damaged) and self.damaged[i] < stop
 
 
 def create_segment(env: Env, path: str, first_seq: int) -> MappedFile:
@@ -397,26 +408,34 @@ class Segment:
     def _saw_seal(self, next_seq: int, offset: int) -> None:
         self.seal = (next_seq, offset)
 
-    def ensure_index(self, interval: int, on_damage: OnDamage) -> SparseIndex:
-        """The sparse index, built by one verifying scan on first use."""
+    def ensure_index(self, interval: int, skipping: OnDamage | None = None) -> SparseIndex:
+        """The sparse index, built by one verifying scan on first use and kept, damage
+        or not: a segment damaged in its middle is not scanned again at every read.
+
+        The scan reports no damage (the reads that reach it do); it indexes the intact
+        records before the first damage, and those after it as the reader's resync finds
+        them (seqs checked) -- if nothing else is damaged: a resync that lands inside a
+        damaged record's payload shows as more damage after it, so after a second one
+        the records past the first are not trusted.  ``skipping``, the policy that skips
+        damaged records, is told of each damage and gets every record the resync finds.
+        The first record after a damage is indexed: lookups past it start there."""
         index = self.index
         if index is not None:
             return index
         # Two threads' first uses may both scan: same result, so no lock over the scan.
-        index = SparseIndex()
-        next_seq = 0
-        for seq, _data, start, _end in self.records(on_damage):
-            if seq >= next_seq:  # the writer's rule, so both build the same index
-                index.add(seq, start)
-                next_seq = seq + interval
-        self.index = index
+        self.index = index = _IndexScan(interval, skipping).run(self)
         return index
 
-    def find(self, seq: int, interval: int, on_damage: OnDamage) -> bytes | None:
-        """Record ``seq`` of this segment, or ``None`` if it is not there (skipped damage)."""
-        entry = self.ensure_index(interval, on_damage).floor(seq)
+    def find(self, seq: int, interval: int, on_damage: OnDamage, *,
+             skipping: bool = False) -> bytes | None:
+        """Record ``seq`` of this segment, or ``None`` if it is not there (skipped damage).
+        ``skipping``: ``on_damage`` skips damaged records (see :meth:`ensure_index`)."""
+        index = self.ensure_index(interval, on_damage if skipping else None)
+        entry = index.floor(seq)
         start, expect = (HEADER_SIZE, self.first_seq) if entry is None else (entry[1], entry[0])
         hit = seek_record(self.read_at, start, self.end, seq - expect)
+        if hit is not None and index.damaged and index.damage_between(start, hit[0] + 1):
+            hit = None  # it hopped over damage unchecked: the careful path reports it
         if hit is not None:  # verify the record found (CRC, seq); gaps from skipped damage miss
             offset, block, i = hit
             found = full_record_at(block, i)
@@ -441,3 +460,34 @@ class Segment:
             raf = self._take_handle_locked()
         if raf is not None:
             raf.close()
+
+
+class _IndexScan:
+    """One verifying scan of a segment that builds its sparse index (Segment.ensure_index)."""
+
+    def __init__(self, interval: int, skipping: OnDamage | None) -> None:
+        self.interval = interval
+        self.skipping = skipping
+        self.damages = 0
+        self.first_after_damage: int | None = None  # entries from here on: past the first damage
+        self.index = SparseIndex()
+
+    def note(self, offset: int, reason: str) -> None:
+        self.damages += 1
+        self.index.damaged.append(offset)
+        if self.skipping is not None:
+            self.skipping(offset, reason)
+
+    def run(self, seg: Segment) -> SparseIndex:
+        index = self.index
+        next_seq, seen = 0, 0
+        for seq, _data, start, _end in seg.records(self.note):
+            if seq >= next_seq or self.damages > seen:  # the writer's rule, so both build the same index
+                if self.damages and self.first_after_damage is None:
+                    self.first_after_damage = len(index.seqs)
+                index.add(seq, start)
+                next_seq, seen = seq + self.interval, self.damages
+        if self.skipping is None and self.damages > 1 and self.first_after_damage is not None:
+            del index.seqs[self.first_after_damage:], index.offsets[self.first_after_damage:]
+        index.damaged = array("Q", sorted(index.damaged))  # (a bisect needs them in order)
+        return index
