@@ -65,15 +65,16 @@ def _raises_at_the_damage(info, first) -> None:  # type: ignore[no-untyped-def]
 def test_intact_records_of_a_damaged_older_segment_stay_readable(env_dir):
     env, root = env_dir
     first, missing = _damaged_log(env, root)
-    with open_log(env, root, options=BIG) as log:
-        assert log.get(5) == payload(5)  # before: CorruptionError (the whole segment was scanned)
-        assert log.get(missing[0] - 1) == payload(missing[0] - 1)
-        assert log.get(missing[-1] + 1) == payload(missing[-1] + 1)  # found by the resync
-        assert log.get(N) == payload(N) and log.get(N + 10) == payload(N + 10)
-        for _ in range(2):
-            with pytest.raises(CorruptionError) as info:
-                log.get(missing[0])
-            _raises_at_the_damage(info, first)
+    for read_only in (False, True):
+        with open_log(env, root, options=BIG.replace(read_only=read_only)) as log:
+            assert log.get(5) == payload(5)  # before: CorruptionError (the segment was scanned whole)
+            assert log.get(missing[0] - 1) == payload(missing[0] - 1)
+            assert log.get(missing[-1] + 1) == payload(missing[-1] + 1)  # found by the resync
+            assert log.get(N) == payload(N) and log.get(N + 10) == payload(N + 10)
+            for _ in range(2):
+                with pytest.raises(CorruptionError) as info:
+                    log.get(missing[0])
+                _raises_at_the_damage(info, first)
 
 
 def test_a_read_reaching_the_damage_raises_at_every_next(env_dir):
