@@ -532,7 +532,8 @@ def test_verify_of_a_damaged_record_in_an_older_segment_says_what_an_open_does(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """verify said of a damaged record in a sealed (older) segment "an open refuses this
     unless skip_damaged_records=True": the open succeeds -- recovery reads the newest
-    segment only -- and every read of that segment raises CorruptionError instead."""
+    segment only -- and a read that reaches the damaged record raises CorruptionError
+    instead (the records before it stay readable)."""
     _write(tmp_path)
     older = _segments(tmp_path)[0]
     start, end = _record_bounds(older)[3]
@@ -543,10 +544,11 @@ def test_verify_of_a_damaged_record_in_an_older_segment_says_what_an_open_does(
     errors = [p for p in report["problems"] if p["severity"] == "error"]
     assert code == 1 and [(p["file"], p["offset"]) for p in errors] == [(str(older), start)]
     assert "an open refuses" not in errors[0]["message"], errors[0]["message"]
-    assert "reads of this segment raise CorruptionError" in errors[0]["message"]
+    assert "reads that reach this record raise CorruptionError" in errors[0]["message"]
     with Log.open(tmp_path) as log:  # what the message says: the open works...
+        assert log.get(1) is not None  # ...a record before the damage reads...
         with pytest.raises(CorruptionError):
-            log.get(1)  # ...and a read of the segment does not
+            log.get(4)  # ...and the damaged one does not
     # The newest segment's damage is what an open refuses (the wording stays).
     _write(tmp_path / "newest")
     newest = _segments(tmp_path / "newest")[-1]

@@ -225,9 +225,9 @@ def _scan_segment(read: Callable[[int, int], bytes], path: str, first_seq: int, 
         damages = [(off, why) for off, why in damages if off < last_end]
         report.count("log_reserved_bytes", size - last_end)
     # A Log's open recovers its last segment only: damage in an older one is met by the
-    # reads of that segment.  (A store's open replays its WAL: that refuses it.)
+    # reads that reach it.  (A store's open replays its WAL: that refuses it.)
     effect = ("an open refuses this" if last or report.kind != "log" else
-              "the log opens, but reads of this segment raise CorruptionError")
+              "the log opens, but reads that reach this record raise CorruptionError")
     for off, why in damages:
         if off < last_end:
             report.error(path, f"damaged record before intact ones: {why} ({effect} "
