@@ -24,11 +24,14 @@ data copied over it) is taken after every other table, and set aside when they h
 versions.  WAL records whose versions no kept table of their keyspace covers are
 written to new tables (one per gap between kept tables, so version ranges stay
 disjoint).  Every table the manifest names must be accounted for: when its versions are
-in no kept table and not in the WAL -- the file is missing, damaged, or holds another
-table -- they are reported lost (a kept file that contradicts its number's record holds
+in no kept table and not in the WAL -- the file is missing or holds another table --
+they are reported lost (a kept file that contradicts its number's record holds
 them only if it is a copy of a table a manifest records: another store's table does not).
-The new manifest names exactly the kept and the new tables, and the store gets an empty
-WAL.
+A damaged table whose versions no kept table overlaps is rescued block by block
+(tools/rescue.py): a new table in its place holds the entries of its intact blocks and
+the WAL records of its versions, and hides the older versions of the keys of its lost
+blocks; each lost block is reported.  The new manifest names exactly the kept and the
+new tables, and the store gets an empty WAL.
 
 Write times (the time map behind TTLs and ``history_retention``, lsm/timemap.py): the
 samples of lost manifest edits are gone, and a version the map cannot place would
@@ -74,6 +77,7 @@ from ..sstable.builder import TableBuilder
 from ..sstable.meta import TableMeta, TableOrigin
 from ..sstable.reader import TableReader
 from .common import SEGMENT_NAME, TABLE_NAME, Report, make_env, show_bytes
+from .rescue import Rescued, rescue_table
 from .tables import disagreements, verify_table
 from .verify_log import verify_log_dir
 
@@ -339,6 +343,10 @@ class _Plan:
         self.wal_spans: list[tuple[int, int]] = []  # runs of consecutive versions the WAL holds
         self.top_version = 0
         self.found: list[Found] = []
+        self.rebuilds: list[tuple[Found, Found, Rescued]] = []  # (damaged, its stand-in, blocks)
+        # WAL records the rebuilt tables cover, by keyspace: entries, range tombstones
+        self.rebuild_wal: dict[int, list[tuple[bytes, int, bytes | None]]] = {}
+        self.rebuild_wal_ranges: dict[int, list[tuple[bytes, bytes, int]]] = {}
 
     # -- tables ---------------------------------------------------------------------------
     def choose_tables(self) -> None:
@@ -457,7 +465,46 @@ class _Plan:
         if f.covers is not None and f.keyspace is not None and not _uncovered(f.covers, kept):
             self.aside.append((f, f"damaged ({f.problem}), but tables kept cover all its versions"))
             return
-        self.lost.append(self._loss(f, f"damaged: {f.problem}"))
+        why = "its keyspace or versions are unknown"
+        if f.covers is not None and f.keyspace is not None \
+                and not any(_overlaps(f.covers, c) for c in kept):
+            rescued = rescue_table(f.path, f.covers, self._bounds(f))
+            if isinstance(rescued, Rescued):
+                self._rebuild(f, rescued)
+                return
+            why = rescued
+        elif kept:
+            why = "it overlaps tables kept"
+        self.lost.append(self._loss(f, f"damaged: {f.problem}; not rescued block by block: {why}"))
+
+    def _bounds(self, f: Found) -> tuple[bytes, bytes] | None:
+        info = self.hints.table_info.get(f.file_no)
+        if f.meta is not None:
+            return f.meta.smallest_key, f.meta.largest_key
+        return (info.smallest, info.largest) if info is not None and f.replaced is None else None
+
+    def _rebuild(self, f: Found, rescued: Rescued) -> None:
+        """Keep the intact blocks of damaged ``f`` (written by _write_rebuilt, which puts
+        the new table in ``f``'s place among the kept); report what is lost."""
+        assert f.keyspace is not None and f.covers is not None
+        stand_in = Found(f.file_no, f"{f.path} (rebuilt)", f.meta, None, f.keyspace, f.covers)
+        self.kept.setdefault(f.keyspace, []).append(stand_in)
+        self.rebuilds.append((f, stand_in, rescued))
+        self.top_version = max(self.top_version, f.covers[1])  # dated, though no meta says so yet
+        info = self.hints.table_info.get(f.file_no)
+        meta = rescued.meta or f.meta
+        total = meta.entry_count if meta is not None else (info.entries if info is not None else None)
+        count = "" if total is None else \
+            f" (the table lost {total - len(rescued.entries)} of its {total} entries in all)"
+        what = "the table" if rescued.whole is not None else "the lost block"
+        for lost in rescued.lost:
+            assert lost.first is not None and lost.last is not None  # (rescue_table fills them)
+            damage = f"damaged ({f.problem})" if rescued.whole is not None else "damaged"
+            self.lost.append(Loss(
+                f.path, f"{damage}: {lost.why}{count}; older versions of these keys in older "
+                        f"tables are hidden ({what} may have held their newest value or a "
+                        "tombstone)",
+                self.keyspace_name(f.keyspace, f.origin_name), (lost.first, lost.last), f.covers))
 
     def _loss(self, f: Found, why: str, versions: tuple[int, int] | None = None) -> Loss:
         info = self.hints.table_info.get(f.file_no)
@@ -525,9 +572,13 @@ class _Plan:
             for ks, key, value in ops:  # (a dropped keyspace's writes predate its drop)
                 if ks not in self.hints.dropped and not held(ks):
                     self.wal_entries.setdefault(ks, []).append((key, version, value))
+                elif self._rebuilt_holds(ks, version):
+                    self.rebuild_wal.setdefault(ks, []).append((key, version, value))
             for ks, start, end in ranges:
                 if ks not in self.hints.dropped and not held(ks):
                     self.wal_ranges.setdefault(ks, []).append((start, end, version))
+                elif self._rebuilt_holds(ks, version):
+                    self.rebuild_wal_ranges.setdefault(ks, []).append((start, end, version))
 
         summary = verify_log_dir(wal, report, on_record)
         for p in report.problems:
@@ -539,6 +590,27 @@ class _Plan:
                 and summary.first_seq > h.wal_seq and self._cut_records_unheld(h.flushed_version):
             self.lost.append(Loss(wal, f"WAL records {h.wal_seq}..{summary.first_seq - 1} are missing "
                                        "(the manifest still needed them)"))
+
+    def _rebuilt_holds(self, ks: int, version: int) -> bool:
+        """Whether a table rebuilt from a damaged one's intact blocks covers ``version`` of
+        ``ks``: a WAL record of it may hold what a lost block did, and goes into it."""
+        return any(d.keyspace == ks and d.covers is not None and d.covers[0] <= version <= d.covers[1]
+                   for d, _stand_in, _r in self.rebuilds)
+
+    def rebuilt_contents(self, damaged: Found, rescued: Rescued) -> tuple[
+            list[tuple[bytes, int, bytes | None]], list[tuple[bytes, bytes, int]]]:
+        """What the table rebuilt from ``damaged`` holds: the entries and range tombstones
+        of its intact blocks and those of the WAL records in its versions (keys
+        ascending, newest first)."""
+        assert damaged.keyspace is not None and damaged.covers is not None
+        lo, hi = damaged.covers
+        merged = {(k, v): val for k, v, val in rescued.entries}
+        merged.update({(k, v): val for k, v, val in self.rebuild_wal.get(damaged.keyspace, [])
+                       if lo <= v <= hi})
+        ranges = set(rescued.ranges) | {r for r in self.rebuild_wal_ranges.get(damaged.keyspace, [])
+                                        if lo <= r[2] <= hi}
+        ordered = sorted(merged.items(), key=lambda e: (e[0][0], -e[0][1]))
+        return [(k, v, val) for (k, v), val in ordered], sorted(ranges)
 
     def _cut_records_unheld(self, flushed: int) -> bool:
         """Whether the WAL records cut before the first one present may hold writes no
@@ -693,6 +765,7 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
     for src, dst in misplaced.items():
         out.done.append(f"{verb}set aside {src} to {dst}: not a directory, where the store "
                         "keeps one")
+    out.done += [_rebuild_line(verb, f, r) for f, _stand_in, r in plan.rebuilds]
     if dry_run:
         out.done += [f"would write a table of {len(e)} WAL entries and {len(r)} range tombstones "
                      f"for keyspace {plan.names[ks]!r}" for ks, e, r in new_tables]
@@ -707,6 +780,8 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
         make_env().sync_dir(store)
     next_no = 1 + max([f.file_no for f in plan.found] + list(hints.numbers)
                       + ([hints.state.next_file] if hints.state is not None else []) + [0])
+    rebuilt, next_no = _write_rebuilt(store, plan, next_no)
+    out.done += rebuilt
     built, next_no = _write_tables(store, plan, new_tables, next_no)
     out.done += [f"wrote {path} from {n} WAL entries of keyspace {name!r}" for path, n, name in built]
     env = make_env()
@@ -730,6 +805,17 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
 
 
 LOSS_REPORT = "NOT-RECOVERED.txt"
+
+
+def _rebuild_line(verb: str, damaged: Found, rescued: Rescued) -> str:
+    if rescued.whole is not None:
+        return (f"{verb}write a table in place of {damaged.path}, none of whose entries can be "
+                "kept, hiding the older versions of its keys (and holding the WAL records of "
+                "its versions, if any)")
+    left = f" ({rescued.left_out} older versions of a lost block's last key left out)" \
+        if rescued.left_out else ""
+    return (f"{verb}rebuild {damaged.path} from the {len(rescued.entries)} entries of its "
+            f"intact blocks{left}, with the WAL records of its versions, if any")
 
 
 def _keep_report(lost_dir: str, lost: list[Loss]) -> str:
@@ -820,6 +906,29 @@ def _write_tables(store: str, plan: _Plan, groups: list[tuple[int, list[Any], li
         next_no += 1
     env.sync_dir(os.path.join(store, "tables"))
     return built, next_no
+
+
+def _write_rebuilt(store: str, plan: _Plan, next_no: int) -> tuple[list[str], int]:
+    """Write the tables rebuilt from damaged tables' intact blocks (durable), each in its
+    damaged table's place among the kept; return what was done and the next free number."""
+    env, done = make_env(), []
+    for damaged, stand_in, rescued in plan.rebuilds:
+        assert damaged.keyspace is not None and damaged.covers is not None
+        path = os.path.join(store, "tables", f"{next_no:06d}.sst")
+        floor = damaged.meta.origin.history_floor if damaged.meta and damaged.meta.origin else 0
+        origin = TableOrigin(damaged.keyspace, plan.names[damaged.keyspace], *damaged.covers, floor)
+        entries, ranges = plan.rebuilt_contents(damaged, rescued)
+        with TableBuilder(env, path, table_options(Options()), origin) as builder:
+            builder.add_many(entries)
+            builder.add_range_dels(ranges)
+            meta = builder.finish()
+        kept = plan.kept[damaged.keyspace]
+        kept[kept.index(stand_in)] = Found(next_no, path, meta, None, damaged.keyspace, damaged.covers)
+        done.append(f"wrote {path} from the intact blocks of {damaged.path}")
+        next_no += 1
+    if plan.rebuilds:
+        env.sync_dir(os.path.join(store, "tables"))
+    return done, next_no
 
 
 def _new_state(plan: _Plan, next_no: int) -> ManifestState:

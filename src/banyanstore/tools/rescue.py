@@ -1,0 +1,344 @@
+"""Rescue the intact blocks of a damaged table (``banyanstore repair``, tools/salvage.py).
+
+A table is a run of stored blocks, each with its own checksum (sstable/format.py), so
+one damaged block need not cost the others.  :func:`rescue_table` reads a damaged
+table block by block and returns every entry of every data block whose checksum and
+decode pass (versions and tombstones as they are), the table's range tombstones, and
+the key range of each block it could not read; the caller builds a new table from
+them through the normal table builder.
+
+Where the blocks are:
+
+* from the **index** when it reads (the footer or, failing that, the blocks' own
+  framing locates it): every data block is known, and a lost block's keys lie between
+  the last key of the block before it (the index holds each block's last key) and
+  its own last key;
+* else by the blocks' **own framing**: a stored block carries no length, but its
+  trailer's checksum covers exactly its bytes, so the first position after a block's
+  start whose trailer checksums the bytes before it is its end (a false match is one
+  in 2**32, and the payload must still decode).  Framing cannot go past a damaged
+  block: from there to the end of the data blocks is lost, its keys from the last
+  rescued key to the table's largest key.
+
+**Tombstones.** A lost block may have held the newest version of a key -- a value or
+a tombstone -- whose older versions live on in older tables of the keyspace (lower
+covered versions) or in the table's own next block.  Served as they are, a deleted
+key would come back, or an overwritten value.  So the rescued table hides them: for
+each lost key range a range tombstone at the table's lowest covered version (it hides
+only versions older than every entry of this table, and newer tables' versions stay),
+and the entries of the key a lost block ended on that the blocks after it hold (its
+older versions) are left out.  The price: a key of a lost range that only an older
+table held -- this table never wrote it -- is hidden too; the report names the range.
+
+**Range tombstones** are read from the range-tombstone block.  A table whose range
+tombstones cannot be read -- the block damaged, or the table cut (or its meta blocks
+damaged) so that whether it had any cannot be told -- keeps none of its entries: a lost
+range tombstone could have deleted entries of this very table.  Its one lost range is
+then the whole table's keys (widened to its range tombstones' keys when its properties
+read), masked as above.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..crc import crc32c
+from ..errors import CorruptionError
+from ..sstable.block import Block, BlockFormatError, Entry
+from ..sstable.format import (
+    COMPRESSION_CODES,
+    COMPRESSION_NAMES,
+    FOOTER,
+    FOOTER_HANDLES_SIZE,
+    FOOTER_SIZE,
+    FORMAT_VERSIONS,
+    MAGIC,
+    MAX_VERSION,
+    TRAILER_SIZE,
+    unwrap_block,
+)
+from ..sstable.meta import TableMeta, decode_index, decode_props
+from ..sstable.rangedels import RangeDel, decode_range_dels
+
+__all__ = ["LostBlock", "Rescued", "rescue_table"]
+
+_U32 = struct.Struct("<I")
+_CTYPES = frozenset(COMPRESSION_CODES.values())
+
+
+@dataclass
+class LostBlock:
+    """Data a rescue could not read: where, why, and the keys it may have held
+    (``first`` None: from the table's first key on)."""
+
+    offset: int
+    why: str
+    first: bytes | None
+    last: bytes | None  # None: up to the table's last key, which is not known
+
+
+@dataclass
+class Rescued:
+    """What :func:`rescue_table` read: ``entries`` in internal order, ``ranges`` (the
+    table's range tombstones and the masks of the lost key ranges), ``lost`` blocks,
+    and ``left_out``: the older versions of a lost block's last key the blocks after it
+    held, left out (see the module docstring)."""
+
+    entries: list[Entry] = field(default_factory=list)
+    ranges: list[RangeDel] = field(default_factory=list)
+    lost: list[LostBlock] = field(default_factory=list)
+    left_out: int = 0
+    meta: TableMeta | None = None  # the properties, when they read
+    whole: str | None = None  # why nothing of the table is kept (its range tombstones are lost)
+
+
+@dataclass
+class _Layout:
+    """Where a table's parts are, as far as the file tells."""
+
+    data_end: int  # where its data blocks end
+    blocks: list[tuple[int, int]] | None  # each data block's (start, end), from the index
+    last_keys: Sequence[bytes] | None
+    meta: TableMeta | None
+    ranges: tuple[RangeDel, ...] | None  # None: they cannot be read
+    why_not: str = ""  # why the ranges cannot be read
+
+
+def _block(data: bytes, path: str, start: int, end: int) -> Block:
+    """The data block stored at ``data[start:end]``; CorruptionError if it does not
+    verify, decompress or parse."""
+    payload = unwrap_block(data[start:end], path, start, what="data block")
+    try:
+        return Block(bytes(payload))
+    except (BlockFormatError, ValueError) as exc:
+        raise CorruptionError(f"data block does not parse: {exc}", path=path, offset=start) from exc
+
+
+def _frame(data: bytes, start: int, limit: int) -> int | None:
+    """The end of the stored block at ``start`` (no later than ``limit``): the first
+    position whose 5-byte trailer checksums the bytes before it; None if none does."""
+    crc = 0
+    for end in range(start + TRAILER_SIZE, limit + 1):
+        tail = end - TRAILER_SIZE
+        if tail > start:
+            crc = crc32c(data[tail - 1:tail], crc)
+        if data[tail] in _CTYPES and crc32c(data[tail:tail + 1], crc) == _U32.unpack_from(data, tail + 1)[0]:
+            return end
+    return None
+
+
+def _chain(data: bytes, limit: int) -> tuple[list[tuple[int, int]], int]:
+    """The stored blocks from the file's start, each framed by its own checksum, up to
+    ``limit`` or the first that does not frame; and where framing stopped."""
+    out, pos = [], 0
+    while pos < limit:
+        end = _frame(data, pos, limit)
+        if end is None:
+            break
+        out.append((pos, end))
+        pos = end
+    return out, pos
+
+
+def _footer_layout(data: bytes, path: str) -> _Layout | None:
+    """The layout the footer gives, or None when the footer does not check."""
+    size = len(data)
+    if size < FOOTER_SIZE:
+        return None
+    foot_at = size - FOOTER_SIZE
+    footer = data[foot_at:]
+    (index_off, index_len, filter_off, filter_len, props_off, props_len, crc, version,
+     magic) = FOOTER.unpack(footer)
+    index_end = index_off + index_len + TRAILER_SIZE
+    meta_start = filter_off if filter_len else index_off
+    if (magic != MAGIC or version not in FORMAT_VERSIONS
+            or crc32c(footer[FOOTER_HANDLES_SIZE + 4:FOOTER_HANDLES_SIZE + 8],
+                      crc32c(footer[:FOOTER_HANDLES_SIZE])) != crc
+            or props_off + props_len + TRAILER_SIZE != foot_at
+            or not (index_end == props_off or (version >= 3 and index_end < props_off))
+            or (filter_len and filter_off + filter_len + TRAILER_SIZE != index_off)):
+        return None
+    meta = _props(data, path, props_off, props_off + props_len + TRAILER_SIZE, version)
+    ranges, why = _ranges(data, path, index_end, props_off, meta)
+    return _with_index(_Layout(meta_start, None, None, meta, ranges, why), data, path,
+                       index_off, index_end)
+
+
+def _props(data: bytes, path: str, start: int, end: int, version: int) -> TableMeta | None:
+    try:
+        payload = unwrap_block(data[start:end], path, start, what="properties block")
+        return decode_props(payload, path, len(data), COMPRESSION_NAMES, version)
+    except (CorruptionError, ValueError):
+        return None
+
+
+def _ranges(data: bytes, path: str, start: int, end: int,
+            meta: TableMeta | None) -> tuple[tuple[RangeDel, ...] | None, str]:
+    """The range tombstones stored at ``data[start:end]`` (none when it is empty)."""
+    if start == end:
+        return (), ""
+    try:
+        payload = unwrap_block(data[start:end], path, start, what="range-tombstone block")
+        count = _U32.unpack_from(payload, 0)[0] if len(payload) >= 4 else -1
+        lo, hi = (meta.min_version, meta.max_version) if meta is not None else (1, MAX_VERSION)
+        return decode_range_dels(payload, count, lo, hi), ""
+    except (CorruptionError, ValueError) as exc:
+        return None, f"its range-tombstone block at offset {start} does not read ({exc})"
+
+
+def _with_index(layout: _Layout, data: bytes, path: str, start: int, end: int) -> _Layout:
+    """``layout`` with the data blocks the index block at ``data[start:end]`` lists, if
+    it reads and agrees with where the data blocks end."""
+    try:
+        idx = decode_index(unwrap_block(data[start:end], path, start, what="index block"))
+    except (CorruptionError, ValueError):
+        return layout
+    starts = list(idx.block_starts)
+    if starts[0] != 0 or starts[-1] != layout.data_end:
+        return layout
+    layout.blocks = list(zip(starts, starts[1:], strict=False))
+    layout.last_keys = idx.last_keys
+    return layout
+
+
+def _chain_layout(data: bytes, path: str) -> _Layout:
+    """The layout found by framing every block from the start (the footer is damaged):
+    data blocks while they parse, then ``[filter] index [ranges] props`` -- known only
+    when framing reaches the footer's place."""
+    chain, stop = _chain(data, len(data) - FOOTER_SIZE)
+    n = 0
+    for start, end in chain:
+        try:
+            _block(data, path, start, end)
+        except CorruptionError:
+            break
+        n += 1
+    data_end = chain[n][0] if n < len(chain) else stop
+    unknown = _Layout(data_end, None, None, None, None,
+                      "it is cut or damaged past its data blocks, so whether it held range "
+                      "tombstones cannot be told")
+    rest = chain[n:]
+    if stop != len(data) - FOOTER_SIZE or len(rest) < 2:
+        return unknown
+    for i, (start, end) in enumerate(rest[:-1]):
+        layout = _with_index(_Layout(rest[0][0], None, None, None, (), ""), data, path, start, end)
+        if layout.blocks is None:
+            continue
+        between = rest[i + 1:-1]
+        if len(between) > 1:
+            return unknown
+        version = 3 if between else 2
+        layout.meta = (_props(data, path, rest[-1][0], rest[-1][1], version)
+                       or (None if between else _props(data, path, rest[-1][0], rest[-1][1], 1)))
+        if between:
+            layout.ranges, layout.why_not = _ranges(data, path, between[0][0], between[0][1],
+                                                    layout.meta)
+        layout.data_end = data_end
+        return layout
+    return unknown
+
+
+def rescue_table(path: str, covers: tuple[int, int],
+                 bounds: tuple[bytes, bytes] | None) -> Rescued | str:
+    """Every entry of every intact data block of the table at ``path`` that covers
+    versions ``covers`` (``bounds``: its smallest and largest key, as a manifest recorded
+    them, if known), and the masks of the lost key ranges; or, when not even those can
+    be said (the largest key of a lost range is unknown), why not."""
+    with open(path, "rb") as f:
+        data = f.read()
+    layout = _footer_layout(data, path) or _chain_layout(data, path)
+    out = Rescued(meta=layout.meta)
+    if layout.meta is not None:
+        bounds = (layout.meta.smallest_key, layout.meta.largest_key)
+    if layout.ranges is None:
+        _lose_whole(out, layout.why_not, bounds)
+    else:
+        out.ranges = list(layout.ranges)
+        if layout.blocks is not None and layout.last_keys is not None:
+            _by_index(out, data, path, layout.blocks, layout.last_keys, covers)
+        else:
+            _by_framing(out, data, path, layout.data_end, covers)
+    for lost in out.lost:  # the keys each may have held, then the mask hiding them
+        lost.first = lost.first if lost.first is not None else (bounds[0] if bounds else b"")
+        lost.last = lost.last if lost.last is not None else (bounds[1] if bounds else None)
+        if lost.last is None:
+            return f"{lost.why}, and the table's largest key is unknown"
+        out.ranges.append((lost.first, lost.last + b"\x00", covers[0]))
+    return out
+
+
+def _lose_whole(out: Rescued, why: str, bounds: tuple[bytes, bytes] | None) -> None:
+    """Nothing of the table is kept (``why``); the mask spans its keys and, when its
+    properties read, its range tombstones' keys too."""
+    meta = out.meta
+    if meta is not None and meta.range_del_count:
+        lo, hi = meta.range_del_bounds
+        assert bounds is not None
+        # (a range tombstone's end is exclusive: the key before it is the last it hides)
+        bounds = (min(bounds[0], lo), max(bounds[1], hi))
+    out.whole = why
+    out.lost.append(LostBlock(0, f"the whole table: {why}", bounds[0] if bounds else None,
+                              bounds[1] if bounds else None))
+
+
+def _take(out: Rescued, block: Block, covers: tuple[int, int], skip_key: bytes | None) -> bool:
+    """Add ``block``'s entries, leaving out those of ``skip_key`` (older versions of the
+    last key of a lost block); False (nothing added) when they are out of order or
+    outside ``covers`` -- damage behind a good checksum."""
+    entries = list(block.entries())
+    prev = out.entries[-1] if out.entries else None
+    for key, version, _value in entries:
+        if not covers[0] <= version <= covers[1]:
+            return False
+        if prev is not None and (key < prev[0] or (key == prev[0] and version >= prev[1])):
+            return False
+        prev = (key, version, None)
+    kept = [e for e in entries if e[0] != skip_key]
+    out.left_out += len(entries) - len(kept)
+    out.entries += kept
+    return True
+
+
+def _by_index(out: Rescued, data: bytes, path: str, blocks: list[tuple[int, int]],
+              last_keys: Sequence[bytes], covers: tuple[int, int]) -> None:
+    skip: bytes | None = None
+    for no, (start, end) in enumerate(blocks):
+        why = ""
+        try:
+            if _take(out, _block(data, path, start, end), covers, skip):
+                if last_keys[no] != skip:
+                    skip = None  # (a block all of that key: its next may hold more of it)
+                continue
+            why = "its entries are out of order or outside the table's versions"
+        except CorruptionError as exc:
+            why = exc.message
+        first = last_keys[no - 1] if no else None
+        out.lost.append(LostBlock(start, f"data block {no} at offset {start}: {why}", first,
+                                  last_keys[no]))
+        skip = last_keys[no]
+
+
+def _by_framing(out: Rescued, data: bytes, path: str, data_end: int,
+                covers: tuple[int, int]) -> None:
+    chain, stop = _chain(data, data_end)
+    for no, (start, end) in enumerate(chain):
+        try:
+            if _take(out, _block(data, path, start, end), covers, None):
+                continue
+            why = "its entries are out of order or outside the table's versions"
+        except CorruptionError as exc:
+            why = exc.message
+        _lose_rest(out, start, f"data block {no} at offset {start}: {why}")
+        return
+    if stop < data_end:
+        _lose_rest(out, stop, f"the data blocks from offset {stop} on do not frame (the index "
+                              "that locates them is damaged, and so is a block)")
+
+
+def _lose_rest(out: Rescued, offset: int, why: str) -> None:
+    """Everything from ``offset`` to the end of the data blocks is lost: its keys run
+    from the last rescued key to the table's last key."""
+    first = out.entries[-1][0] if out.entries else None
+    out.lost.append(LostBlock(offset, why, first, None))
