@@ -291,3 +291,53 @@ def test_random_damage_never_gives_a_key_a_value_it_did_not_have(
             if value is not None and not any(lo <= key <= hi for lo, hi in lost):
                 assert got.get(key) == value, key
         assert bool(res.lost) == bool(damaged)
+
+
+def test_wal_records_of_a_rescued_tables_versions_go_into_it(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The WAL still holding the records a damaged table was flushed from (its segments
+    copied back): a lost block's keys come back from them, into the rebuilt table."""
+    store = tmp_path / "s"
+    model: dict[bytes, bytes | None] = {}
+    with banyanstore.open(str(store), block_size=1024) as s:
+        for i in range(KEYS):
+            model[_key(i)] = b"w%05d" % i
+            s.put(_key(i), model[_key(i)])
+        wal_copy = tmp_path / "wal-before-flush"
+        shutil.copytree(store / "wal", wal_copy)
+        s.flush()
+    for seg in wal_copy.iterdir():
+        if seg.name != "LOCK" and not (store / "wal" / seg.name).exists():
+            shutil.copy(seg, store / "wal" / seg.name)
+    table = _table(store)
+    blocks = _blocks(table)
+    _flip(table, blocks[7][0] + 9)
+    code, out = _repair_cli(store, capsys)
+    assert f"with {KEYS} WAL entries of its versions" in out, out
+    _check(store, model, set())
+    assert repair(str(store)).lost == []  # nothing more to do
+
+
+def test_a_dry_run_changes_nothing_and_says_what_it_would_rebuild(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "s"
+    _write(store)
+    table = _table(store)
+    _flip(table, _blocks(table)[1][0] + 4)
+    before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    assert main(["repair", str(store), "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert f"would rebuild {table} from the" in out and "NOT recovered:" in out, out
+    assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+
+
+def test_a_rescued_store_needs_no_second_repair(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    model = _write(store)
+    table = _table(store)
+    blocks = _blocks(table)
+    _flip(table, blocks[12][0] + 4)
+    assert repair(str(store)).lost
+    again = repair(str(store))
+    assert again.lost == [] and again.refused == [] and not any("salvage" in d for d in again.done)
+    _check(store, model, set(blocks[12][2]))

@@ -597,6 +597,14 @@ class _Plan:
         return any(d.keyspace == ks and d.covers is not None and d.covers[0] <= version <= d.covers[1]
                    for d, _stand_in, _r in self.rebuilds)
 
+    def wal_records_of(self, damaged: Found) -> int:
+        """How many WAL entries and range tombstones go into the table rebuilt from
+        ``damaged`` (those of its keyspace within its versions)."""
+        assert damaged.keyspace is not None and damaged.covers is not None
+        lo, hi = damaged.covers
+        return (sum(lo <= e[1] <= hi for e in self.rebuild_wal.get(damaged.keyspace, []))
+                + sum(lo <= r[2] <= hi for r in self.rebuild_wal_ranges.get(damaged.keyspace, [])))
+
     def rebuilt_contents(self, damaged: Found, rescued: Rescued) -> tuple[
             list[tuple[bytes, int, bytes | None]], list[tuple[bytes, bytes, int]]]:
         """What the table rebuilt from ``damaged`` holds: the entries and range tombstones
@@ -765,7 +773,7 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
     for src, dst in misplaced.items():
         out.done.append(f"{verb}set aside {src} to {dst}: not a directory, where the store "
                         "keeps one")
-    out.done += [_rebuild_line(verb, f, r) for f, _stand_in, r in plan.rebuilds]
+    out.done += [_rebuild_line(verb, f, r, plan.wal_records_of(f)) for f, _stand_in, r in plan.rebuilds]
     if dry_run:
         out.done += [f"would write a table of {len(e)} WAL entries and {len(r)} range tombstones "
                      f"for keyspace {plan.names[ks]!r}" for ks, e, r in new_tables]
@@ -807,15 +815,15 @@ def salvage(store: str, current: str | None, reason: str, *, dry_run: bool) -> S
 LOSS_REPORT = "NOT-RECOVERED.txt"
 
 
-def _rebuild_line(verb: str, damaged: Found, rescued: Rescued) -> str:
+def _rebuild_line(verb: str, damaged: Found, rescued: Rescued, wal: int) -> str:
+    also = f", with {wal} WAL entries of its versions" if wal else ""
     if rescued.whole is not None:
         return (f"{verb}write a table in place of {damaged.path}, none of whose entries can be "
-                "kept, hiding the older versions of its keys (and holding the WAL records of "
-                "its versions, if any)")
+                f"kept, hiding the older versions of its keys{also}")
     left = f" ({rescued.left_out} older versions of a lost block's last key left out)" \
         if rescued.left_out else ""
     return (f"{verb}rebuild {damaged.path} from the {len(rescued.entries)} entries of its "
-            f"intact blocks{left}, with the WAL records of its versions, if any")
+            f"intact blocks{left}{also}")
 
 
 def _keep_report(lost_dir: str, lost: list[Loss]) -> str:
