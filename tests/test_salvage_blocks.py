@@ -33,10 +33,11 @@ def _key(i: int) -> bytes:
     return b"k%05d" % i
 
 
-def _write(path: Path, n: int = KEYS, step: int = 1, tag: bytes = b"v") -> dict[bytes, bytes | None]:
+def _write(path: Path, n: int = KEYS, step: int = 1, tag: bytes = b"v",
+           compression: str = "lz4") -> dict[bytes, bytes | None]:
     """Put every ``step``-th of ``n`` keys (one flush: one table); its model."""
     model: dict[bytes, bytes | None] = {}
-    with banyanstore.open(str(path), block_size=1024) as s:
+    with banyanstore.open(str(path), block_size=1024, compression=compression) as s:
         for i in range(0, n, step):
             model[_key(i)] = tag + b"%05d" % i * 6
             s.put(_key(i), model[_key(i)])
@@ -142,6 +143,22 @@ def test_damaged_meta_blocks_lose_nothing(tmp_path: Path, part: str,
     assert "NOT recovered:" not in out
     _check(store, model, set())
     assert list((store / "lost").glob("*/tables/" + os.path.basename(table)))
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_without_the_index_blocks_are_framed_by_their_checksums(
+        tmp_path: Path, compression: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Raw and compressed blocks alike: every block is found from its trailer."""
+    store = tmp_path / "s"
+    model = _write(store, compression=compression)
+    table = _table(store)
+    with open(table, "rb") as f:
+        f.seek(os.path.getsize(table) - FOOTER_SIZE)
+        index_off = FOOTER.unpack(f.read(FOOTER_SIZE))[0]
+    _flip(table, index_off + 30)
+    code, out = _repair_cli(store, capsys)
+    assert code == 0 and f"from the {KEYS} entries of its intact blocks" in out, out
+    _check(store, model, set())
 
 
 def test_a_damaged_index_and_data_block_lose_the_rest_of_the_data(

@@ -40,6 +40,7 @@ read), masked as above.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ from ..sstable.rangedels import RangeDel, decode_range_dels
 __all__ = ["LostBlock", "Rescued", "rescue_table"]
 
 _U32 = struct.Struct("<I")
-_CTYPES = frozenset(COMPRESSION_CODES.values())
+_CTYPE_BYTE = re.compile(b"[" + re.escape(bytes(sorted(COMPRESSION_CODES.values()))) + b"]")
+"""A byte that may be a block trailer's compression type."""
 
 
 @dataclass
@@ -118,14 +120,16 @@ def _block(data: bytes, path: str, start: int, end: int) -> Block:
 
 def _frame(data: bytes, start: int, limit: int) -> int | None:
     """The end of the stored block at ``start`` (no later than ``limit``): the first
-    position whose 5-byte trailer checksums the bytes before it; None if none does."""
-    crc = 0
-    for end in range(start + TRAILER_SIZE, limit + 1):
-        tail = end - TRAILER_SIZE
-        if tail > start:
-            crc = crc32c(data[tail - 1:tail], crc)
-        if data[tail] in _CTYPES and crc32c(data[tail:tail + 1], crc) == _U32.unpack_from(data, tail + 1)[0]:
-            return end
+    position whose 5-byte trailer checksums the bytes before it; None if none does.
+    Only a position holding a compression type can start a trailer: those are found by
+    one C-level scan, and the running checksum advances from one to the next."""
+    crc, done, view = 0, start, memoryview(data)
+    for m in _CTYPE_BYTE.finditer(data, start, limit - TRAILER_SIZE + 1):
+        tail = m.start()
+        crc = crc32c(view[done:tail], crc)
+        done = tail
+        if crc32c(view[tail:tail + 1], crc) == _U32.unpack_from(data, tail + 1)[0]:
+            return tail + TRAILER_SIZE
     return None
 
 
