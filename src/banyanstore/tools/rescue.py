@@ -40,6 +40,7 @@ read), masked as above.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Sequence
@@ -108,14 +109,15 @@ class _Layout:
     why_not: str = ""  # why the ranges cannot be read
 
 
-def _block(data: bytes, path: str, start: int, end: int) -> Block:
-    """The data block stored at ``data[start:end]``; CorruptionError if it does not
+def _block(data: bytes, path: str, start: int, end: int, no: int) -> Block:
+    """Data block ``no``, stored at ``data[start:end]``; CorruptionError if it does not
     verify, decompress or parse."""
-    payload = unwrap_block(data[start:end], path, start, what="data block")
+    payload = unwrap_block(data[start:end], path, start, what="data block", block_no=no)
     try:
         return Block(bytes(payload))
     except (BlockFormatError, ValueError) as exc:
-        raise CorruptionError(f"data block does not parse: {exc}", path=path, offset=start) from exc
+        raise CorruptionError(f"data block {no} does not parse: {exc}", path=path,
+                              offset=start) from exc
 
 
 def _frame(data: bytes, start: int, limit: int) -> int | None:
@@ -215,7 +217,7 @@ def _chain_layout(data: bytes, path: str) -> _Layout:
     n = 0
     for start, end in chain:
         try:
-            _block(data, path, start, end)
+            _block(data, path, start, end, n)
         except CorruptionError:
             break
         n += 1
@@ -250,6 +252,8 @@ def rescue_table(path: str, covers: tuple[int, int],
     versions ``covers`` (``bounds``: its smallest and largest key, as a manifest recorded
     them, if known), and the masks of the lost key ranges; or, when not even those can
     be said (the largest key of a lost range is unknown), why not."""
+    if not os.path.isfile(path):
+        return "it is not a file"
     with open(path, "rb") as f:
         data = f.read()
     layout = _footer_layout(data, path) or _chain_layout(data, path)
@@ -305,40 +309,47 @@ def _take(out: Rescued, block: Block, covers: tuple[int, int], skip_key: bytes |
     return True
 
 
+def _add_block(out: Rescued, data: bytes, path: str, no: int, span: tuple[int, int],
+               covers: tuple[int, int], skip: bytes | None) -> str | None:
+    """Add the entries of data block ``no`` stored at ``span`` (see _take); None, or why
+    the block is lost."""
+    start, end = span
+    try:
+        if _take(out, _block(data, path, start, end, no), covers, skip):
+            return None
+        return (f"data block {no}: its entries are out of order or outside the table's "
+                f"versions (offset {start})")
+    except CorruptionError as exc:
+        return f"{exc.message} (offset {start})"
+
+
 def _by_index(out: Rescued, data: bytes, path: str, blocks: list[tuple[int, int]],
               last_keys: Sequence[bytes], covers: tuple[int, int]) -> None:
     skip: bytes | None = None
-    for no, (start, end) in enumerate(blocks):
-        why = ""
-        try:
-            if _take(out, _block(data, path, start, end), covers, skip):
-                if last_keys[no] != skip:
-                    skip = None  # (a block all of that key: its next may hold more of it)
-                continue
-            why = "its entries are out of order or outside the table's versions"
-        except CorruptionError as exc:
-            why = exc.message
+    for no, span in enumerate(blocks):
+        why = _add_block(out, data, path, no, span, covers, skip)
+        if why is None:
+            if last_keys[no] != skip:
+                skip = None  # (a block all of that key: its next may hold more of it)
+            continue
         first = last_keys[no - 1] if no else None
-        out.lost.append(LostBlock(start, f"data block {no} at offset {start}: {why}", first,
-                                  last_keys[no]))
+        out.lost.append(LostBlock(span[0], why, first, last_keys[no]))
         skip = last_keys[no]
 
 
 def _by_framing(out: Rescued, data: bytes, path: str, data_end: int,
                 covers: tuple[int, int]) -> None:
     chain, stop = _chain(data, data_end)
-    for no, (start, end) in enumerate(chain):
-        try:
-            if _take(out, _block(data, path, start, end), covers, None):
-                continue
-            why = "its entries are out of order or outside the table's versions"
-        except CorruptionError as exc:
-            why = exc.message
-        _lose_rest(out, start, f"data block {no} at offset {start}: {why}")
-        return
+    for no, span in enumerate(chain):
+        why = _add_block(out, data, path, no, span, covers, None)
+        if why is not None:
+            _lose_rest(out, span[0], f"{why}, and the data blocks after it (the index that "
+                                     "locates them is damaged)")
+            return
     if stop < data_end:
-        _lose_rest(out, stop, f"the data blocks from offset {stop} on do not frame (the index "
-                              "that locates them is damaged, and so is a block)")
+        _lose_rest(out, stop, f"data block {len(chain)} and those after it do not frame (offset "
+                              f"{stop}; the index that locates them is damaged, and so is that "
+                              "block)")
 
 
 def _lose_rest(out: Rescued, offset: int, why: str) -> None:
