@@ -465,17 +465,27 @@ class _Plan:
         if f.covers is not None and f.keyspace is not None and not _uncovered(f.covers, kept):
             self.aside.append((f, f"damaged ({f.problem}), but tables kept cover all its versions"))
             return
-        why = "its keyspace or versions are unknown"
-        if f.covers is not None and f.keyspace is not None \
-                and not any(_overlaps(f.covers, c) for c in kept):
+        why = self._why_not_rescued(f, kept)
+        if why is None:
+            assert f.covers is not None
             rescued = rescue_table(f.path, f.covers, self._bounds(f))
             if isinstance(rescued, Rescued):
                 self._rebuild(f, rescued)
                 return
             why = rescued
-        elif kept:
-            why = "it overlaps tables kept"
         self.lost.append(self._loss(f, f"damaged: {f.problem}; not rescued block by block: {why}"))
+
+    @staticmethod
+    def _why_not_rescued(f: Found, kept: list[tuple[int, int]]) -> str | None:
+        """Why damaged ``f`` cannot stand for its versions in a table rebuilt from its
+        blocks (the versions ``kept`` tables of its keyspace cover given), or None."""
+        if f.covers is None or f.keyspace is None:
+            return "its keyspace or versions are unknown"
+        if f.replaced is not None:
+            return f"it is not the table the manifest names under its number ({f.replaced})"
+        if any(_overlaps(f.covers, c) for c in kept):
+            return "it overlaps tables kept"
+        return None
 
     def _bounds(self, f: Found) -> tuple[bytes, bytes] | None:
         info = self.hints.table_info.get(f.file_no)
