@@ -20,22 +20,19 @@ Where the blocks are:
   block: from there to the end of the data blocks is lost, its keys from the last
   rescued key to the table's largest key.
 
-**Tombstones.** A lost block may have held the newest version of a key -- a value or
-a tombstone -- whose older versions live on in older tables of the keyspace (lower
-covered versions) or in the table's own next block.  Served as they are, a deleted
-key would come back, or an overwritten value.  So the rescued table hides them: for
-each lost key range a range tombstone at the table's lowest covered version (it hides
-only versions older than every entry of this table, and newer tables' versions stay),
-and the entries of the key a lost block ended on that the blocks after it hold (its
-older versions) are left out.  The price: a key of a lost range that only an older
-table held -- this table never wrote it -- is hidden too; the report names the range.
+**Older versions.** A lost block may have held the newest version of a key -- a value
+or a tombstone -- whose older versions live on in older tables of the keyspace (lower
+covered versions) or in the table's own next block.  They are kept and served, as
+LevelDB's repairer does: a key of a lost range may show an older value again (or a
+deleted one), and the report names the range.  Hiding the range instead would hide
+every older key in it that this table never wrote -- in time-series data, the whole
+older history of a series whose keys a lost block's range spans -- and merges would
+then drop those intact entries for good.
 
 **Range tombstones** are read from the range-tombstone block.  A table whose range
 tombstones cannot be read -- the block damaged, or the table cut (or its meta blocks
-damaged) so that whether it had any cannot be told -- keeps none of its entries: a lost
-range tombstone could have deleted entries of this very table.  Its one lost range is
-then the whole table's keys (widened to its range tombstones' keys when its properties
-read), masked as above.
+damaged) so that whether it had any cannot be told -- is not rescued (``rescue_table``
+says why): a lost range tombstone could have deleted entries of this very table.
 """
 
 from __future__ import annotations
@@ -85,16 +82,12 @@ class LostBlock:
 @dataclass
 class Rescued:
     """What :func:`rescue_table` read: ``entries`` in internal order, ``ranges`` (the
-    table's range tombstones and the masks of the lost key ranges), ``lost`` blocks,
-    and ``left_out``: the older versions of a lost block's last key the blocks after it
-    held, left out (see the module docstring)."""
+    table's range tombstones) and ``lost`` blocks (see the module docstring)."""
 
     entries: list[Entry] = field(default_factory=list)
     ranges: list[RangeDel] = field(default_factory=list)
     lost: list[LostBlock] = field(default_factory=list)
-    left_out: int = 0
     meta: TableMeta | None = None  # the properties, when they read
-    whole: str | None = None  # why nothing of the table is kept (its range tombstones are lost)
 
 
 @dataclass
@@ -250,8 +243,9 @@ def rescue_table(path: str, covers: tuple[int, int],
                  bounds: tuple[bytes, bytes] | None) -> Rescued | str:
     """Every entry of every intact data block of the table at ``path`` that covers
     versions ``covers`` (``bounds``: its smallest and largest key, as a manifest recorded
-    them, if known), and the masks of the lost key ranges; or, when not even those can
-    be said (the largest key of a lost range is unknown), why not."""
+    them, if known), and the key ranges of its lost blocks; or why the table cannot be
+    rescued (its range tombstones cannot be read, no block of it reads, or the largest
+    key of a lost range is unknown)."""
     if not os.path.isfile(path):
         return "it is not a file"
     with open(path, "rb") as f:
@@ -261,39 +255,24 @@ def rescue_table(path: str, covers: tuple[int, int],
     if layout.meta is not None:
         bounds = (layout.meta.smallest_key, layout.meta.largest_key)
     if layout.ranges is None:
-        _lose_whole(out, layout.why_not, bounds)
+        return layout.why_not
+    out.ranges = list(layout.ranges)
+    if layout.blocks is not None and layout.last_keys is not None:
+        _by_index(out, data, path, layout.blocks, layout.last_keys, covers)
     else:
-        out.ranges = list(layout.ranges)
-        if layout.blocks is not None and layout.last_keys is not None:
-            _by_index(out, data, path, layout.blocks, layout.last_keys, covers)
-        else:
-            _by_framing(out, data, path, layout.data_end, covers)
-    for lost in out.lost:  # the keys each may have held, then the mask hiding them
+        _by_framing(out, data, path, layout.data_end, covers)
+    if not out.entries and not out.ranges:
+        return "no data block of it reads"
+    for lost in out.lost:  # the keys each may have held
         lost.first = lost.first if lost.first is not None else (bounds[0] if bounds else b"")
         lost.last = lost.last if lost.last is not None else (bounds[1] if bounds else None)
         if lost.last is None:
             return f"{lost.why}, and the table's largest key is unknown"
-        out.ranges.append((lost.first, lost.last + b"\x00", covers[0]))
     return out
 
 
-def _lose_whole(out: Rescued, why: str, bounds: tuple[bytes, bytes] | None) -> None:
-    """Nothing of the table is kept (``why``); the mask spans its keys and, when its
-    properties read, its range tombstones' keys too."""
-    meta = out.meta
-    if meta is not None and meta.range_del_count:
-        lo, hi = meta.range_del_bounds
-        assert bounds is not None
-        # (a range tombstone's end is exclusive: the key before it is the last it hides)
-        bounds = (min(bounds[0], lo), max(bounds[1], hi))
-    out.whole = why
-    out.lost.append(LostBlock(0, f"the whole table: {why}", bounds[0] if bounds else None,
-                              bounds[1] if bounds else None))
-
-
-def _take(out: Rescued, block: Block, covers: tuple[int, int], skip_key: bytes | None) -> bool:
-    """Add ``block``'s entries, leaving out those of ``skip_key`` (older versions of the
-    last key of a lost block); False (nothing added) when they are out of order or
+def _take(out: Rescued, block: Block, covers: tuple[int, int]) -> bool:
+    """Add ``block``'s entries; False (nothing added) when they are out of order or
     outside ``covers`` -- damage behind a good checksum."""
     entries = list(block.entries())
     prev = out.entries[-1] if out.entries else None
@@ -303,19 +282,17 @@ def _take(out: Rescued, block: Block, covers: tuple[int, int], skip_key: bytes |
         if prev is not None and (key < prev[0] or (key == prev[0] and version >= prev[1])):
             return False
         prev = (key, version, None)
-    kept = [e for e in entries if e[0] != skip_key]
-    out.left_out += len(entries) - len(kept)
-    out.entries += kept
+    out.entries += entries
     return True
 
 
 def _add_block(out: Rescued, data: bytes, path: str, no: int, span: tuple[int, int],
-               covers: tuple[int, int], skip: bytes | None) -> str | None:
+               covers: tuple[int, int]) -> str | None:
     """Add the entries of data block ``no`` stored at ``span`` (see _take); None, or why
     the block is lost."""
     start, end = span
     try:
-        if _take(out, _block(data, path, start, end, no), covers, skip):
+        if _take(out, _block(data, path, start, end, no), covers):
             return None
         return (f"data block {no}: its entries are out of order or outside the table's "
                 f"versions (offset {start})")
@@ -325,23 +302,18 @@ def _add_block(out: Rescued, data: bytes, path: str, no: int, span: tuple[int, i
 
 def _by_index(out: Rescued, data: bytes, path: str, blocks: list[tuple[int, int]],
               last_keys: Sequence[bytes], covers: tuple[int, int]) -> None:
-    skip: bytes | None = None
     for no, span in enumerate(blocks):
-        why = _add_block(out, data, path, no, span, covers, skip)
-        if why is None:
-            if last_keys[no] != skip:
-                skip = None  # (a block all of that key: its next may hold more of it)
-            continue
-        first = last_keys[no - 1] if no else None
-        out.lost.append(LostBlock(span[0], why, first, last_keys[no]))
-        skip = last_keys[no]
+        why = _add_block(out, data, path, no, span, covers)
+        if why is not None:
+            first = last_keys[no - 1] if no else None
+            out.lost.append(LostBlock(span[0], why, first, last_keys[no]))
 
 
 def _by_framing(out: Rescued, data: bytes, path: str, data_end: int,
                 covers: tuple[int, int]) -> None:
     chain, stop = _chain(data, data_end)
     for no, span in enumerate(chain):
-        why = _add_block(out, data, path, no, span, covers, None)
+        why = _add_block(out, data, path, no, span, covers)
         if why is not None:
             _lose_rest(out, span[0], f"{why}, and the data blocks after it (the index that "
                                      "locates them is damaged)")

@@ -29,8 +29,8 @@ they are reported lost (a kept file that contradicts its number's record holds
 them only if it is a copy of a table a manifest records: another store's table does not).
 A damaged table whose versions no kept table overlaps is rescued block by block
 (tools/rescue.py): a new table in its place holds the entries of its intact blocks and
-the WAL records of its versions, and hides the older versions of the keys of its lost
-blocks; each lost block is reported.  The new manifest names exactly the kept and the
+the WAL records of its versions; each lost block is reported (older tables' versions of
+its keys may show again, as after LevelDB's repair).  The new manifest names exactly the kept and the
 new tables, and the store gets an empty WAL.
 
 Write times (the time map behind TTLs and ``history_retention``, lsm/timemap.py): the
@@ -506,13 +506,11 @@ class _Plan:
         total = meta.entry_count if meta is not None else (info.entries if info is not None else None)
         count = "" if total is None else \
             f" (the table lost {total - len(rescued.entries)} of its {total} entries in all)"
-        what = "the table" if rescued.whole is not None else "the lost block"
         for lost in rescued.lost:
             assert lost.first is not None and lost.last is not None  # (rescue_table fills them)
-            damage = f"damaged ({f.problem})" if rescued.whole is not None else "damaged"
             self.lost.append(Loss(
-                f.path, f"{damage}: {lost.why}{count}; older versions of these keys in older "
-                        f"tables are hidden ({what} may have held their newest value or a "
+                f.path, f"damaged: {lost.why}{count}; older tables' versions of these keys may "
+                        "show again (the lost block may have held their newest value or a "
                         "tombstone)",
                 self.keyspace_name(f.keyspace, f.origin_name), (lost.first, lost.last), f.covers))
 
@@ -827,13 +825,8 @@ LOSS_REPORT = "NOT-RECOVERED.txt"
 
 def _rebuild_line(verb: str, damaged: Found, rescued: Rescued, wal: int) -> str:
     also = f", with {wal} WAL entries of its versions" if wal else ""
-    if rescued.whole is not None:
-        return (f"{verb}write a table in place of {damaged.path}, none of whose entries can be "
-                f"kept, hiding the older versions of its keys{also}")
-    left = f" ({rescued.left_out} older versions of a lost block's last key left out)" \
-        if rescued.left_out else ""
     return (f"{verb}rebuild {damaged.path} from the {len(rescued.entries)} entries of its "
-            f"intact blocks{left}{also}")
+            f"intact blocks{also}")
 
 
 def _keep_report(lost_dir: str, lost: list[Loss]) -> str:
