@@ -90,6 +90,14 @@ def test_api_document_calls_only_methods_that_exist() -> None:
     assert not unknown, f"docs/api.md calls methods that do not exist: {unknown}"
 
 
+def test_api_document_examples_run() -> None:
+    """The ``>>>`` examples of docs/api.md run and print what the document shows."""
+    import doctest
+    result = doctest.testfile(str(ROOT / "docs" / "api.md"), module_relative=False,
+                              optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
+
+
 def test_every_option_is_in_the_readme() -> None:
     text = (ROOT / "README.md").read_text()
     missing = [n for n in banyanstore.Options().as_dict() if f"`{n}`" not in text and n not in text]

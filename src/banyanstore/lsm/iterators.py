@@ -47,12 +47,13 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, TypeVar
 
+from ..arguments import as_bytes
 from ..sticky import STICKY, Failed, then_failure
 from .memtable import Memtable
 from .rangedel import Cover
 
 __all__ = ["Entry", "merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head",
-           "table_runs", "prefix_end", "Head", "Guard", "guarded", "guarded_runs", "sticky",
+           "table_runs", "prefix_end", "scan_bounds", "Head", "Guard", "guarded", "guarded_runs", "sticky",
            "limited", "STICKY"]
 
 Entry = tuple[bytes, int, Any]
@@ -82,6 +83,20 @@ def prefix_end(prefix: bytes) -> bytes | None:
         return None
     p[-1] += 1
     return bytes(p)
+
+
+def scan_bounds(start: object, end: object, prefix: object) -> tuple[bytes | None, bytes | None]:
+    """Validated ``[start, end)`` narrowed to ``prefix``."""
+    s = None if start is None else as_bytes(start, "start")
+    e = None if end is None else as_bytes(end, "end")
+    if prefix is not None:
+        p = as_bytes(prefix, "prefix")
+        if s is None or s < p:
+            s = p
+        pe = prefix_end(p)
+        if pe is not None and (e is None or e > pe):
+            e = pe
+    return s, e
 
 
 def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version: int,

@@ -30,8 +30,9 @@ from .. import accel
 from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
 from ..errors import KeyspaceNotFoundError, check_version_sign
 from ..handles import ProcessLocal
-from .iterators import guarded, prefix_end
+from .iterators import guarded, scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
+from .prefixed import PrefixedKeyspace, check_prefix
 from .tree import Tree
 from .view import KeyspaceState, View
 from .writer import Writer
@@ -163,6 +164,24 @@ class Keyspace(ProcessLocal):
         # reopens, followers, checkpoints and backups already read that way.
         if self._ks.dropped is not None or not self._tree.set_ttl(self._ks, ttl):
             raise KeyspaceNotFoundError(self._ks.dropped)
+
+    def prefixed(self, prefix: BytesLike) -> PrefixedKeyspace:
+        """The keyspace seen through ``prefix``: a handle with the same reads and writes
+        whose keys are relative to it (lsm/prefixed.py).  ``prefix`` is bytes-like
+        (TypeError naming it otherwise) of at most ``max_key_size`` bytes (ValueError).
+
+        >>> import banyanstore, tempfile
+        >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
+        ...     cpu = store.prefixed(b"svc/a/")
+        ...     _ = cpu.put(b"load", b"0.5")
+        ...     cpu[b"load"], list(store.keys()), list(cpu.scan())
+        (b'0.5', [b'svc/a/load'], [(b'load', b'0.5')])
+        """
+        p = check_prefix(prefix, self._tree.options.max_key_size)
+        self._tree.check_open()
+        if self._ks.dropped is not None:
+            raise KeyspaceNotFoundError(self._ks.dropped)
+        return PrefixedKeyspace(self, p)
 
     # -- reads ----------------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
@@ -418,16 +437,3 @@ class Keyspace(ProcessLocal):
         s, e = scan_bounds(start, end, prefix)
         return self._estimate_view().approximate(s, e)[1]
 
-
-def scan_bounds(start: object, end: object, prefix: object) -> tuple[bytes | None, bytes | None]:
-    """Validated ``[start, end)`` narrowed to ``prefix``."""
-    s = None if start is None else as_bytes(start, "start")
-    e = None if end is None else as_bytes(end, "end")
-    if prefix is not None:
-        p = as_bytes(prefix, "prefix")
-        if s is None or s < p:
-            s = p
-        pe = prefix_end(p)
-        if pe is not None and (e is None or e > pe):
-            e = pe
-    return s, e

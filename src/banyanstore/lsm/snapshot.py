@@ -33,6 +33,7 @@ from ..handles import ProcessLocal
 from .iterators import guarded
 from .keyspace import scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
+from .prefixed import PrefixedSnapshot, check_prefix
 from .tree import Tree
 from .view import EMPTY_VIEW, KeyspaceState, View
 
@@ -213,6 +214,14 @@ class Snapshot(ProcessLocal):
         check_bool(reverse, "reverse")
         return (partial(self.scan, keyspace=keyspace), partial(self.get, keyspace=keyspace), s, e,
                 bool(reverse))
+
+    def prefixed(self, prefix: BytesLike, *, keyspace: Any = None) -> PrefixedSnapshot:
+        """The snapshot's ``keyspace`` seen through ``prefix``: its reads at the snapshot's
+        version with keys relative to the prefix (lsm/prefixed.py); the view's ``close()``
+        closes this snapshot.  ``prefix`` as for ``Store.prefixed``."""
+        p = check_prefix(prefix, self._tree.options.max_key_size)
+        self._ks(keyspace)  # a closed snapshot or an unknown keyspace fails now
+        return PrefixedSnapshot(self, p, keyspace)
 
     def history(self, key: BytesLike, *, keyspace: Any = None) -> Iterator[tuple[int, bytes | None]]:
         """``(version, value | None)`` of ``key``'s retained writes up to the snapshot's
