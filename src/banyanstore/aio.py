@@ -51,11 +51,13 @@ if TYPE_CHECKING:
     from .log.log import Log
     from .lsm.batch import Batch
     from .lsm.keyspace import Keyspace
+    from .lsm.prefixed import PrefixedBatch, PrefixedKeyspace, PrefixedSnapshot
     from .lsm.snapshot import Snapshot
     from .lsm.store import Store
     from .options import Options
 
-__all__ = ["open", "open_log", "AsyncStore", "AsyncKeyspace", "AsyncSnapshot", "AsyncLog", "AsyncRows"]
+__all__ = ["open", "open_log", "AsyncStore", "AsyncKeyspace", "AsyncSnapshot", "AsyncLog", "AsyncRows",
+           "AsyncPrefixed", "AsyncPrefixedSnapshot"]
 
 _log = logging.getLogger("banyanstore")
 T = TypeVar("T")
@@ -408,6 +410,10 @@ class AsyncKeyspace(ProcessLocal):
         """``async for key in ks``: the live keys, ascending."""
         return self.keys()
 
+    def prefixed(self, prefix: BytesLike) -> AsyncPrefixed:
+        """The keyspace seen through ``prefix`` (no IO): :meth:`Keyspace.prefixed`, awaited."""
+        return AsyncPrefixed(self._handle.prefixed(prefix), executor=self._executor)
+
     async def history(self, key: BytesLike) -> list[tuple[int, bytes | None]]:
         """``await ks.history(key)``: every retained write of ``key``, newest first."""
         return await _run(self._executor, lambda: list(self._handle.history(key)))
@@ -502,10 +508,13 @@ class AsyncStore(AsyncKeyspace):
         """A :class:`~banyanstore.lsm.batch.Batch` to fill (no IO) and :meth:`write`."""
         return self._handle.batch(sync=sync)
 
-    async def write(self, batch: Batch, *, sync: bool | None = None) -> int | None:
-        """``await store.write(batch)``: commit ``batch`` atomically; its version
-        (None for an empty batch)."""
+    async def write(self, batch: Batch | PrefixedBatch, *, sync: bool | None = None) -> int | None:
+        """``await store.write(batch)``: commit ``batch`` (or the batch a prefix view's
+        ``PrefixedBatch`` fills) atomically; its version (None for an empty batch)."""
         from .lsm.batch import Batch
+        from .lsm.prefixed import PrefixedBatch
+        if isinstance(batch, PrefixedBatch):  # a prefix view's: the store's batch it fills
+            batch = batch.batch
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be a Batch from store.batch(), not {type(batch).__name__}")
         if batch.store is not self._handle:  # its commit would write to the other store
@@ -627,6 +636,12 @@ class AsyncSnapshot(ProcessLocal):
         """``async for key in snap``: the live keys of the default keyspace, ascending."""
         return self.keys()
 
+    def prefixed(self, prefix: BytesLike, *, keyspace: Any = None) -> AsyncPrefixedSnapshot:
+        """The snapshot's ``keyspace`` seen through ``prefix`` (no IO):
+        :meth:`Snapshot.prefixed`, awaited; its ``close()`` closes this snapshot."""
+        return AsyncPrefixedSnapshot(self._snap.prefixed(prefix, keyspace=keyspace),
+                                     executor=self._executor)
+
     async def history(self, key: BytesLike, *, keyspace: Any = None) -> list[tuple[int, bytes | None]]:
         """``await snap.history(key)``: the writes of ``key`` up to the snapshot's version,
         newest first."""
@@ -638,6 +653,193 @@ class AsyncSnapshot(ProcessLocal):
 
     async def __aenter__(self) -> AsyncSnapshot:
         self._snap.__enter__()  # a closed snapshot (or store) raises StoreClosedError here
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncPrefixed(ProcessLocal):
+    """A prefix view's reads and writes, awaited: :class:`~banyanstore.lsm.prefixed.PrefixedKeyspace`'s
+    arguments, answers and errors, keys relative to :attr:`prefix`.
+
+    >>> import asyncio, tempfile
+    >>> import banyanstore.aio
+    >>> async def main(d):
+    ...     async with await banyanstore.aio.open(d) as store:
+    ...         a, b = store.prefixed(b"svc/a/"), store.prefixed(b"svc/b/")
+    ...         await a.put(b"cpu", b"1")
+    ...         batch = store.batch()
+    ...         a.in_batch(batch).put(b"mem", b"2"); b.in_batch(batch).put(b"cpu", b"3")
+    ...         await store.write(batch)
+    ...         return [row async for row in a.scan()], await b.get(b"cpu"), await store.get(b"svc/a/mem")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     asyncio.run(main(d))
+    ([(b'cpu', b'1'), (b'mem', b'2')], b'3', b'2')
+    """
+
+    __slots__ = ("_view", "_executor")
+    _handle_kind = "prefix view"
+
+    def __init__(self, view: PrefixedKeyspace, *, executor: Executor | None = None) -> None:
+        self._view = view
+        self._executor = _check_executor(executor)
+
+    @property
+    def view(self) -> PrefixedKeyspace:
+        """The synchronous prefix view this wraps."""
+        return self._view
+
+    @property
+    def prefix(self) -> bytes:
+        return self._view.prefix
+
+    @property
+    def closed(self) -> bool:
+        return self._view.closed
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.aio {self._view!r}>"
+
+    def prefixed(self, prefix: BytesLike) -> AsyncPrefixed:
+        """The view of ``self.prefix + prefix`` (no IO)."""
+        return AsyncPrefixed(self._view.prefixed(prefix), executor=self._executor)
+
+    async def get(self, key: BytesLike, version: int | None = None, default: Any = None) -> Any:
+        return await _run(self._executor, self._view.get, key, version, default)
+
+    async def multi_get(self, keys: Iterable[BytesLike], version: int | None = None) -> list[bytes | None]:
+        return await _run(self._executor, self._view.multi_get, keys, version)
+
+    async def contains(self, key: BytesLike) -> bool:
+        return await _run(self._executor, self._view.__contains__, key)
+
+    async def put(self, key: BytesLike, value: BytesLike, *, sync: bool | None = None) -> int:
+        return await _run_write(self._executor, self._view.put, key, value, sync=sync)
+
+    async def delete(self, key: BytesLike, *, sync: bool | None = None) -> int:
+        return await _run_write(self._executor, self._view.delete, key, sync=sync)
+
+    async def delete_range(self, start: BytesLike, end: BytesLike, *, sync: bool | None = None) -> int:
+        return await _run_write(self._executor, self._view.delete_range, start, end, sync=sync)
+
+    def batch(self, *, sync: bool | None = None) -> PrefixedBatch:
+        """A batch of the view's keys to fill (no IO) and :meth:`write`."""
+        return self._view.batch(sync=sync)
+
+    def in_batch(self, batch: Any) -> PrefixedBatch:
+        """The store's ``batch`` seen through the view (no IO): ``await store.write(batch)``
+        commits it with whatever else it holds."""
+        return self._view.in_batch(batch)
+
+    async def write(self, batch: PrefixedBatch, *, sync: bool | None = None) -> int | None:
+        """``await view.write(batch)``: commit the batch ``batch`` fills (AsyncStore.write)."""
+        return await AsyncStore(self._view.store, executor=self._executor).write(batch, sync=sync)
+
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
+             limit: int | None = None, keys_only: bool = False) -> AsyncRows:
+        """``async for key, value in view.scan(...)``: checked at the call, as AsyncKeyspace.scan."""
+        self._view.keys(start, end, prefix=prefix, version=version, reverse=reverse)
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        scan = functools.partial(self._view.scan, start, end, prefix=prefix, version=version,
+                                 reverse=reverse, limit=limit, keys_only=keys_only)
+        return AsyncRows(scan, self._executor)
+
+    def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
+             limit: int | None = None) -> AsyncRows:
+        return self.scan(start, end, prefix=prefix, version=version, reverse=reverse, limit=limit,
+                         keys_only=True)
+
+    def __aiter__(self) -> AsyncRows:
+        return self.keys()
+
+    async def history(self, key: BytesLike) -> list[tuple[int, bytes | None]]:
+        return await _run(self._executor, lambda: list(self._view.history(key)))
+
+    async def approximate_count(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+                                prefix: BytesLike | None = None) -> int:
+        return await _run(self._executor, self._view.approximate_count, start, end, prefix=prefix)
+
+    async def approximate_size(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+                               prefix: BytesLike | None = None) -> int:
+        return await _run(self._executor, self._view.approximate_size, start, end, prefix=prefix)
+
+    def snapshot(self) -> AsyncPrefixedSnapshot:
+        """A snapshot seen through the view (no IO); closing it closes the snapshot."""
+        return AsyncPrefixedSnapshot(self._view.snapshot(), executor=self._executor)
+
+
+class AsyncPrefixedSnapshot(ProcessLocal):
+    """A prefix view of a snapshot, awaited (:class:`~banyanstore.lsm.prefixed.PrefixedSnapshot`);
+    ``await view.close()`` (or ``async with``) closes the snapshot."""
+
+    __slots__ = ("_view", "_executor")
+    _handle_kind = "prefix view"
+
+    def __init__(self, view: PrefixedSnapshot, *, executor: Executor | None = None) -> None:
+        self._view = view
+        self._executor = _check_executor(executor)
+
+    @property
+    def view(self) -> PrefixedSnapshot:
+        return self._view
+
+    @property
+    def prefix(self) -> bytes:
+        return self._view.prefix
+
+    @property
+    def version(self) -> int:
+        return self._view.version
+
+    @property
+    def closed(self) -> bool:
+        return self._view.closed
+
+    def __repr__(self) -> str:
+        return f"<banyanstore.aio {self._view!r}>"
+
+    def prefixed(self, prefix: BytesLike) -> AsyncPrefixedSnapshot:
+        return AsyncPrefixedSnapshot(self._view.prefixed(prefix), executor=self._executor)
+
+    async def get(self, key: BytesLike, *, default: Any = None) -> Any:
+        return await _run(self._executor, self._view.get, key, default=default)
+
+    async def multi_get(self, keys: Iterable[BytesLike]) -> list[bytes | None]:
+        return await _run(self._executor, self._view.multi_get, keys)
+
+    async def contains(self, key: BytesLike) -> bool:
+        return await _run(self._executor, self._view.__contains__, key)
+
+    def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
+             keys_only: bool = False) -> AsyncRows:
+        self._view.keys(start, end, prefix=prefix, reverse=reverse)  # checked now, reading nothing
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        scan = functools.partial(self._view.scan, start, end, prefix=prefix, reverse=reverse,
+                                 limit=limit, keys_only=keys_only)
+        return AsyncRows(scan, self._executor)
+
+    def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
+             prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None) -> AsyncRows:
+        return self.scan(start, end, prefix=prefix, reverse=reverse, limit=limit, keys_only=True)
+
+    def __aiter__(self) -> AsyncRows:
+        return self.keys()
+
+    async def history(self, key: BytesLike) -> list[tuple[int, bytes | None]]:
+        return await _run(self._executor, lambda: list(self._view.history(key)))
+
+    async def close(self) -> None:
+        """Close the snapshot (idempotent; no IO)."""
+        self._view.close()
+
+    async def __aenter__(self) -> AsyncPrefixedSnapshot:
+        self._view.__enter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
