@@ -1642,6 +1642,9 @@ typedef struct {
     PyObject *start, *end;    /* bytes or NULL: [start, end) */
     uint64_t version, floor;
     int reverse, keys_only;
+    /* Bytes cut off the front of every key emitted (a prefix view's prefix, which the
+     * bounds make every key of the scan start with); the merge itself compares whole keys. */
+    Py_ssize_t skip;
     Py_ssize_t remaining;     /* -1: no limit */
     uint8_t *kbuf;            /* the key being decided (heads may move past it) */
     Py_ssize_t kcap;
@@ -2217,19 +2220,22 @@ static int parse_limit(PyObject *limit, Py_ssize_t *remaining) {
 
 static int merge_setup(MergeScan *m, PyObject *sources, PyObject *start, PyObject *end,
                        unsigned long long version, unsigned long long floor, int reverse,
-                       PyObject *limit, int keys_only, PyObject *keepalive, PyObject *guard);
+                       PyObject *limit, int keys_only, PyObject *keepalive, PyObject *guard,
+                       Py_ssize_t skip);
 
 static int merge_init(MergeScan *m, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sources", "start", "end", "version", "floor", "reverse", "limit",
-                             "keys_only", "keepalive", "guard", NULL};
+                             "keys_only", "keepalive", "guard", "skip", NULL};
     PyObject *sources, *start, *end, *limit = Py_None, *keepalive = Py_None, *guard = Py_None;
     unsigned long long version, floor;
     int reverse = 0, keys_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOKK|pOpOO:MergeScan", kwlist, &sources,
+    Py_ssize_t skip = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOKK|pOpOOn:MergeScan", kwlist, &sources,
                                      &start, &end, &version, &floor, &reverse, &limit, &keys_only,
-                                     &keepalive, &guard))
+                                     &keepalive, &guard, &skip))
         return -1;
-    return merge_setup(m, sources, start, end, version, floor, reverse, limit, keys_only, keepalive, guard);
+    return merge_setup(m, sources, start, end, version, floor, reverse, limit, keys_only, keepalive, guard,
+                       skip);
 }
 
 /* type(*args, **kwargs) through tp_new and tp_init (type.__call__), for a vectorcall the
@@ -2261,7 +2267,7 @@ done:
  * refuses) exactly as before. */
 static PyObject *merge_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (kwnames != NULL || nargs < 5 || nargs > 10 || !PyLong_Check(args[3]) || !PyLong_Check(args[4]))
+    if (kwnames != NULL || nargs < 5 || nargs > 11 || !PyLong_Check(args[3]) || !PyLong_Check(args[4]))
         return merge_call_generic(type, args, nargs, kwnames);
     /* "K" and "p" as PyArg_ParseTupleAndKeywords reads them */
     unsigned long long version = PyLong_AsUnsignedLongLongMask(args[3]);
@@ -2274,12 +2280,15 @@ static PyObject *merge_vectorcall(PyObject *type, PyObject *const *args, size_t 
     int keys_only = nargs > 7 ? PyObject_IsTrue(args[7]) : 0;
     if (reverse < 0 || keys_only < 0)
         return NULL;
+    Py_ssize_t skip = nargs > 10 ? PyNumber_AsSsize_t(args[10], PyExc_OverflowError) : 0;
+    if (skip == -1 && PyErr_Occurred())
+        return NULL;
     PyObject *m = PyType_GenericNew((PyTypeObject *)type, NULL, NULL);
     if (m == NULL)
         return NULL;
     if (merge_setup((MergeScan *)m, args[0], args[1], args[2], version, floor, reverse,
                     nargs > 6 ? args[6] : Py_None, keys_only, nargs > 8 ? args[8] : Py_None,
-                    nargs > 9 ? args[9] : Py_None) < 0) {
+                    nargs > 9 ? args[9] : Py_None, skip) < 0) {
         Py_DECREF(m);
         return NULL;
     }
@@ -2288,7 +2297,8 @@ static PyObject *merge_vectorcall(PyObject *type, PyObject *const *args, size_t 
 
 static int merge_setup(MergeScan *m, PyObject *sources, PyObject *start, PyObject *end,
                        unsigned long long version, unsigned long long floor, int reverse,
-                       PyObject *limit, int keys_only, PyObject *keepalive, PyObject *guard) {
+                       PyObject *limit, int keys_only, PyObject *keepalive, PyObject *guard,
+                       Py_ssize_t skip) {
     if (!PyList_CheckExact(sources) && !PyTuple_CheckExact(sources)) {
         PyErr_SetString(PyExc_TypeError, "sources must be a list or a tuple");
         return -1;
@@ -2307,8 +2317,13 @@ static int merge_setup(MergeScan *m, PyObject *sources, PyObject *start, PyObjec
         PyErr_SetString(PyExc_TypeError, "start and end must be bytes or None");
         return -1;
     }
+    if (skip < 0) {
+        PyErr_SetString(PyExc_ValueError, "skip must be >= 0");
+        return -1;
+    }
     if (parse_limit(limit, &m->remaining) < 0)
         return -1;
+    m->skip = skip;
     m->keepalive = Py_NewRef(keepalive);
     m->guard = guard == Py_None ? NULL : Py_NewRef(guard);
     m->until_guard = 0;
@@ -2623,6 +2638,23 @@ static PyObject *emit_pair(MergeScan *m, PyObject *t, PyObject *key, PyObject *v
     return t;
 }
 
+/* The key to emit with m->skip bytes cut off: `*key`/`*klen` moved past them, and a memtable
+ * run's key object (`*key_obj`) dropped, so that the emitted key is made from the bytes
+ * left.  A key shorter than the skip is no key of the scan's bounds: ValueError, never a read
+ * outside it. */
+static int skip_key(MergeScan *m, PyObject **key_obj, const uint8_t **key, Py_ssize_t *klen) {
+    if (*klen < m->skip) {
+        PyErr_Format(PyExc_ValueError, "a key of %zd bytes is shorter than skip (%zd)", *klen, m->skip);
+        return -1;
+    }
+    if (*key_obj != NULL) {  /* a run's key: `key` is kbuf, a copy of it */
+        Py_CLEAR(*key_obj);
+    }
+    *key += m->skip;
+    *klen -= m->skip;
+    return 0;
+}
+
 static PyObject *merge_step(MergeScan *m) {
     while (!m->finished && m->remaining != 0) {
         int alone;
@@ -2632,7 +2664,7 @@ static PyObject *merge_step(MergeScan *m) {
         Py_ssize_t klen = best->klen;
         const uint8_t *key;
         PyObject *value = NULL, *key_obj = NULL, *t = NULL, *held = NULL, *old;
-        if (alone && best->kind == SRC_TABLE && !m->keys_only && (t = free_pair(m)) != NULL
+        if (alone && best->kind == SRC_TABLE && !m->keys_only && m->skip == 0 && (t = free_pair(m)) != NULL
                 && (old = rewritable_key(t, klen)) != NULL) {
             /* A table's key alone (a series' points): written straight into the free pair's
              * key object, which outlives the block the advance below may leave -- instead of
@@ -2681,6 +2713,8 @@ static PyObject *merge_step(MergeScan *m) {
             Py_XDECREF(key_obj);
             continue;
         }
+        if (m->skip && skip_key(m, &key_obj, &key, &klen) < 0)
+            goto error;
         /* (no Python code runs from here to emit_pair: `t` stays free) */
         if (t == NULL && key_obj == NULL && !m->keys_only)
             t = free_pair(m);
@@ -2714,8 +2748,9 @@ static PyTypeObject MergeScanType = {
     .tp_basicsize = sizeof(MergeScan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "MergeScan(sources, start, end, version, floor, reverse=False, limit=None, "
-              "keys_only=False, keepalive=None, guard=None): an iterator of the live (key, value) pairs of "
-              "sources (newest first: TableCore objects or iterators of runs) in [start, end); `guard()` runs "
+              "keys_only=False, keepalive=None, guard=None, skip=0): an iterator of the live (key, value) pairs of "
+              "sources (newest first: TableCore objects or iterators of runs) in [start, end), each key without "
+              "its first `skip` bytes; `guard()` runs "
               "before the first entry, every 16 to 1024 entries after, at the end and after an IO error",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)merge_init,

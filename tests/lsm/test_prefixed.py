@@ -265,3 +265,27 @@ def test_a_read_only_store_reads_through_views(tmp_path: Path) -> None:
         assert view[b"k"] == b"v" and list(view) == [b"k"]
         with pytest.raises(ReadOnlyError):
             view.put(b"k", b"w")
+
+
+def test_relative_scans_cut_the_prefix(store: Any) -> None:
+    """``relative_scan(prefix, start, end)``: what a prefix view's scan is made of, on the
+    store, a snapshot and a read-only store; bounds relative to the prefix, checked."""
+    for k in (b"p", b"p/1", b"p/2", b"q"):
+        store.put(k, b"v")
+    assert list(store.relative_scan(b"p/")) == [(b"1", b"v"), (b"2", b"v")]
+    assert list(store.relative_scan(b"p", b"/2", keys_only=True, reverse=True)) == [b"/2"]
+    assert list(store.relative_scan(b"p", end=b"/2", limit=1)) == [(b"", b"v")]
+    with store.snapshot() as snap:
+        assert list(snap.relative_scan(b"p", keys_only=True)) == [b"", b"/1", b"/2"]
+        with pytest.raises(TypeError, match="prefix"):
+            snap.relative_scan("p")
+    for bad, name in (({"prefix": None}, "prefix"), ({"prefix": b"p", "start": "a"}, "start"),
+                      ({"prefix": b"p", "end": 1}, "end"), ({"prefix": b"p", "reverse": 1}, "reverse"),
+                      ({"prefix": b"p", "keys_only": None}, "keys_only")):
+        with pytest.raises(TypeError, match=name):
+            store.relative_scan(**bad)
+    store.flush()
+    with banyanstore.open(store.path, read_only=True) as ro:
+        assert list(ro.relative_scan(b"p/", keys_only=True)) == [b"1", b"2"]
+        with pytest.raises(TypeError, match="prefix"):
+            ro.relative_scan(1)

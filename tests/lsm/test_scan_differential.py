@@ -135,3 +135,41 @@ def test_scan_keys_the_caller_keeps_or_hashed_stay_right(tmp_path):
         assert kept == [k for k, _ in want][::7]
         for i, pair in enumerate(store.scan(_key(0, 5), _key(2, 110))):
             assert hash(pair[0]) == hash(bytes(bytearray(pair[0]))), i
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_scans_cutting_a_prefix_match_python(tmp_path, seed):
+    """``skip`` (a prefix view's scan, ``relative=True``): the core makes each key from the
+    bytes after the first ``skip`` -- of table entries and of memtable runs alike, in both
+    directions, with limits, keys alone or pairs -- as the pure-Python paths cut them."""
+    rng = random.Random(100 + seed)
+    with banyanstore.open(tmp_path / "store", compaction=False, history_retention=1e9,
+                          block_size=1024, block_cache_size=8 << 10) as store:
+        _fill(store, rng, range_dels=False)
+        for t in range(0, 90, 7):  # a memtable source beside the tables
+            store.put(_key(1, t), b"mem%d" % t)
+        view = store._ks.view
+        assert view.cores is not None and view.mem.entries
+        pure = View(view.mem, view.imms, view.tables)
+        pure.cores = None
+        edges = _edge_keys(view.tables)
+        for _ in range(100):
+            start, end = sorted(rng.choice(edges) for _ in range(2))
+            skip = rng.choice([1, 2, 3, 4])
+            reverse = rng.random() < 0.4
+            args = (start, end, store.version, 0, reverse, rng.choice([None, 1, 7, 40]), lambda: None)
+            want = [(k[skip:], v) for k, v in pure.scan(*args)]
+            assert list(pure.scan(*args, False, skip)) == want, args
+            assert list(view.scan(*args, False, skip)) == want, (args, skip)
+            assert list(view.scan(*args, True, skip)) == [k for k, _ in want], (args, skip)
+
+
+def test_a_key_shorter_than_the_skip_is_refused_not_read_past(tmp_path):
+    """The core's ``skip`` against a key shorter than it (no bounds a prefix view makes hold
+    one): ValueError, never a read before or past the key's bytes."""
+    with banyanstore.open(tmp_path / "store", compaction=False) as store:
+        store.put(b"a", b"1")
+        store.flush()
+        view = store._ks.view
+        with pytest.raises(ValueError, match="shorter than skip"):
+            list(view.scan(None, None, store.version, 0, False, None, lambda: None, True, 2))

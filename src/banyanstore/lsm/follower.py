@@ -49,6 +49,7 @@ from ..arguments import BytesLike, check_bool, check_limit, version_type_error
 from ..errors import ReadOnlyError, StoreClosedError, VersionUnavailableError, check_version_sign
 from .background import BackgroundThread
 from .catchup import CatchUp
+from .iterators import relative_bounds
 from .keyspace import Keyspace, as_bytes, as_keys, scan_bounds
 from .snapshot import OpenSnapshots, Snapshot
 from .store import Store, listed_names
@@ -154,6 +155,25 @@ class _FollowerReads:
         try:
             return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit,
                              tree.check_open, keys_only)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
+
+    def relative_scan(self, prefix: BytesLike, start: BytesLike | None = None,
+                      end: BytesLike | None = None, *, version: int | None = None,
+                      reverse: bool = False, limit: int | None = None,
+                      keys_only: bool = False) -> Iterator[Any]:
+        """:meth:`Keyspace.relative_scan` of the published view."""
+        view, v = self._read_point(version)
+        p = as_bytes(prefix, "prefix")
+        s, e = relative_bounds(p, start, end)
+        check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        tree = self._tree
+        try:
+            return view.scan(s, e, v, tree.ttl_floor(self._ks, v), reverse, limit,
+                             tree.check_open, keys_only, len(p))
         except Exception as exc:
             tree.closed_meanwhile(exc)
             raise

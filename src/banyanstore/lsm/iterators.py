@@ -43,7 +43,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain
+from functools import lru_cache
+from itertools import chain, tee
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -53,8 +54,8 @@ from .memtable import Memtable
 from .rangedel import Cover
 
 __all__ = ["Entry", "merged_chunks", "scan_merged", "seek_merged", "memtable_runs", "memtable_head",
-           "table_runs", "prefix_end", "scan_bounds", "Head", "Guard", "guarded", "guarded_runs", "sticky",
-           "limited", "STICKY"]
+           "table_runs", "prefix_end", "scan_bounds", "relative_bounds", "cut_keys", "Head", "Guard",
+           "guarded", "guarded_runs", "sticky", "limited", "STICKY"]
 
 Entry = tuple[bytes, int, Any]
 Guard = Callable[[], None]
@@ -66,10 +67,12 @@ FIRST_RUN = 16
 SHORT_RANGE_KEYS = 64
 """A memtable range of at most this many keys is read at the call (memtable_runs)."""
 _key_of = itemgetter(0)
+_value_of = itemgetter(1)
 _Chunk = TypeVar("_Chunk")
 _Row = TypeVar("_Row")
 
 
+@lru_cache(maxsize=1024)  # (a prefix view's every scan asks it for the same prefix)
 def prefix_end(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key starting with ``prefix``.
 
@@ -97,6 +100,27 @@ def scan_bounds(start: object, end: object, prefix: object) -> tuple[bytes | Non
         if pe is not None and (e is None or e > pe):
             e = pe
     return s, e
+
+
+def relative_bounds(prefix: bytes, start: object, end: object) -> tuple[bytes, bytes | None]:
+    """``[start, end)`` relative to ``prefix`` (checked as a scan's bounds) as the whole keys'
+    bounds: ``prefix + start`` (``prefix``) to ``prefix + end`` (``prefix_end(prefix)``, None
+    only where every key from ``prefix`` on starts with it: a prefix of 0xff bytes)."""
+    if (start is not None and type(start) is not bytes) or (end is not None and type(end) is not bytes):
+        start, end = scan_bounds(start, end, None)
+    return ((prefix if start is None else prefix + start),
+            (prefix_end(prefix) if end is None else prefix + end))
+
+
+def cut_keys(rows: Iterator[Any], skip: int, keys_only: bool) -> Iterator[Any]:
+    """``rows`` (keys, or ``(key, value)`` pairs) with ``skip`` bytes cut off every key,
+    in C (map, itemgetter, zip, tee: no Python frame per row; a scan that raised raises
+    again at the next step).  The pure-Python paths' form of the compiled merge's ``skip``."""
+    cut = itemgetter(slice(skip, None))
+    if keys_only:
+        return map(cut, rows)
+    keys, values = tee(rows)
+    return zip(map(cut, map(_key_of, keys)), map(_value_of, values), strict=True)
 
 
 def memtable_runs(mem: Memtable, start: bytes | None, end: bytes | None, version: int,

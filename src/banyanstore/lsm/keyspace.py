@@ -30,7 +30,7 @@ from .. import accel
 from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_int, check_limit, check_seconds
 from ..errors import KeyspaceNotFoundError, check_version_sign
 from ..handles import ProcessLocal
-from .iterators import guarded, scan_bounds
+from .iterators import guarded, relative_bounds, scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
 from .prefixed import PrefixedKeyspace, check_prefix
 from .tree import Tree
@@ -287,6 +287,36 @@ class Keyspace(ProcessLocal):
         floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
         try:  # (a seek reads its first blocks here; later reads are the iterator's, guarded)
             return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only)
+        except Exception as exc:
+            tree.closed_meanwhile(exc)
+            raise
+
+    def relative_scan(self, prefix: BytesLike, start: BytesLike | None = None,
+                      end: BytesLike | None = None, *, version: int | None = None,
+                      reverse: bool = False, limit: int | None = None,
+                      keys_only: bool = False) -> Iterator[Any]:
+        """The rows of the keys starting with ``prefix`` in ``[prefix + start, prefix +
+        end)``, each key without ``prefix`` (a prefix view's scan, lsm/prefixed.py: the
+        compiled core makes each key from the bytes after it); the other arguments as
+        :meth:`scan`'s.  Apart from ``scan``, whose arguments stay as they were."""
+        tree = self._tree
+        if tree.closed:
+            tree.raise_closed()
+        p = prefix if type(prefix) is bytes else as_bytes(prefix, "prefix")
+        ks = self._ks
+        view = ks.view  # (before the version check, as in scan)
+        v = tree.version if version is None else tree.check_version(version)
+        s, e = relative_bounds(p, start, end)
+        # (the checks inline for the common arguments, as in scan: a seek's cost is its setup)
+        if reverse is not False and reverse is not True:
+            check_bool(reverse, "reverse")
+        if keys_only is not False and keys_only is not True:
+            check_bool(keys_only, "keys_only")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            check_limit(limit)
+        floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
+        try:
+            return view.scan(s, e, v, floor, reverse, limit, tree.check_open, keys_only, len(p))
         except Exception as exc:
             tree.closed_meanwhile(exc)
             raise

@@ -10,9 +10,11 @@ keyspace, a closed snapshot) makes it raise what the parent raises.
 A scan of the view reads the parent's ``[prefix + start, prefix + end)`` and, with no
 end, ``[prefix, prefix_end(prefix))`` (to the end of the keyspace past a prefix of 0xff
 bytes only: every key from such a prefix on starts with it).  So every row the parent
-yields is the view's, and the view only cuts the prefix off the keys, in C (map,
-itemgetter, zip): no filter and no Python call per row.  Nested views compose into
-one prefix, so a view of a view costs what a view costs.
+yields is the view's: no filter.  The parent's scan cuts the prefix off its keys
+(``relative_scan``): the compiled merge makes each key from the bytes after it, the
+pure-Python paths cut them in C calls (lsm/iterators.py's ``cut_keys``), no Python
+frame per row.  Nested views compose into one prefix, so a view of a view costs what a
+view costs.
 
 >>> import banyanstore, tempfile
 >>> with tempfile.TemporaryDirectory() as d, banyanstore.open(d) as store:
@@ -30,21 +32,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import partial
-from itertools import tee
-from operator import itemgetter
 from typing import Any, TypeVar, overload
 
-from ..arguments import BytesLike, as_bytes, as_keys, check_bool
+from ..arguments import BytesLike, as_bytes, as_keys
 from ..handles import ProcessLocal
 from .batch import Batch
-from .iterators import prefix_end, scan_bounds
+from .iterators import relative_bounds, scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
 
 __all__ = ["PrefixedKeyspace", "PrefixedSnapshot", "PrefixedBatch", "check_prefix"]
 
 T = TypeVar("T")
-_first = itemgetter(0)
-_second = itemgetter(1)
 
 
 def check_prefix(prefix: object, max_key_size: int | None = None) -> bytes:
@@ -58,14 +56,12 @@ def check_prefix(prefix: object, max_key_size: int | None = None) -> bytes:
 
 
 class _Prefix:
-    """The key arithmetic of one prefix: relative keys and bounds to the parent's, and
-    the parent's rows back to relative ones."""
+    """The key arithmetic of one prefix: the view's keys and bounds as the parent's."""
 
-    __slots__ = ("prefix", "_cut")
+    __slots__ = ("prefix",)
 
     def __init__(self, prefix: bytes) -> None:
         self.prefix = prefix
-        self._cut = itemgetter(slice(len(prefix), None))  # key[len(prefix):], a C call
 
     def key(self, key: object, name: str = "key") -> bytes:
         """The parent's key of the view's ``key`` (TypeError naming ``name`` unless bytes-like)."""
@@ -76,21 +72,7 @@ class _Prefix:
     def bounds(self, start: object, end: object, prefix: object) -> tuple[bytes, bytes | None]:
         """The parent's ``[start, end)`` of the view's bounds (checked as ``scan`` checks
         them); ``end`` None only where every key from ``start`` on is the view's."""
-        s, e = scan_bounds(start, end, prefix)
-        p = self.prefix
-        return (p if s is None else p + s), (prefix_end(p) if e is None else p + e)
-
-    def rows(self, rows: Iterator[Any], keys_only: bool) -> Iterator[Any]:
-        """The parent's rows with the prefix cut off their keys (every row is the view's:
-        the bounds keep the others out)."""
-        if not self.prefix:
-            return rows
-        if keys_only:
-            return map(self._cut, rows)
-        # (map, zip and tee, not a generator: a row costs no Python frame, and a scan that
-        # raised raises again at the next step, as the parent's iterators do)
-        keys, values = tee(rows)
-        return zip(map(self._cut, map(_first, keys)), map(_second, values), strict=True)
+        return relative_bounds(self.prefix, *scan_bounds(start, end, prefix))
 
 
 class PrefixedKeyspace(ProcessLocal):
@@ -216,11 +198,10 @@ class PrefixedKeyspace(ProcessLocal):
              limit: int | None = None, keys_only: bool = False) -> Iterator[Any]:
         """The view's rows in ``[start, end)`` (and starting with ``prefix``), keys
         relative to the view's prefix: :meth:`Keyspace.scan`'s arguments."""
-        s, e = self._at.bounds(start, end, prefix)
-        check_bool(keys_only, "keys_only")
-        rows = self._handle.scan(s, e, version=version, reverse=reverse, limit=limit,
-                                 keys_only=keys_only)
-        return self._at.rows(rows, keys_only)
+        if prefix is not None:
+            start, end = scan_bounds(start, end, prefix)
+        return self._handle.relative_scan(self._prefix, start, end, version=version, reverse=reverse,
+                                          limit=limit, keys_only=keys_only)
 
     def history(self, key: BytesLike) -> Iterator[tuple[int, bytes | None]]:
         return self._handle.history(self._at.key(key))
@@ -335,11 +316,9 @@ class PrefixedSnapshot(ProcessLocal):
     def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
              prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
              keys_only: bool = False) -> Iterator[Any]:
-        s, e = self._at.bounds(start, end, prefix)
-        check_bool(keys_only, "keys_only")
-        rows = self._snap.scan(s, e, reverse=reverse, limit=limit, keyspace=self._keyspace,
-                               keys_only=keys_only)
-        return self._at.rows(rows, keys_only)
+        s, e = scan_bounds(start, end, prefix)
+        return self._snap.relative_scan(self.prefix, s, e, reverse=reverse, limit=limit,
+                                        keyspace=self._keyspace, keys_only=keys_only)
 
     def history(self, key: BytesLike) -> Iterator[tuple[int, bytes | None]]:
         return self._snap.history(self._at.key(key), keyspace=self._keyspace)

@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeVar, overload
 from ..arguments import BytesLike, as_bytes, as_keys, check_bool, check_limit
 from ..errors import StoreClosedError
 from ..handles import ProcessLocal
-from .iterators import guarded
+from .iterators import guarded, relative_bounds
 from .keyspace import scan_bounds
 from .mapping import ItemsView, KeysView, ValuesView
 from .prefixed import PrefixedSnapshot, check_prefix
@@ -179,6 +179,27 @@ class Snapshot(ProcessLocal):
         try:
             return view.scan(s, e, self.version, self._tree.ttl_floor(ks, self.version),
                              reverse, limit, self._check_open, keys_only)
+        except Exception as exc:
+            self._tree.closed_meanwhile(exc)
+            raise
+
+    def relative_scan(self, prefix: BytesLike, start: BytesLike | None = None,
+                      end: BytesLike | None = None, *, reverse: bool = False,
+                      limit: int | None = None, keyspace: Any = None,
+                      keys_only: bool = False) -> Iterator[Any]:
+        """The rows of the keys starting with ``prefix`` in ``[prefix + start, prefix +
+        end)``, each key without ``prefix`` (a prefix view's scan, lsm/prefixed.py: the
+        compiled core makes each key from the bytes after it); the other arguments as
+        :meth:`scan`'s."""
+        ks, view = self._ks(keyspace)
+        p = as_bytes(prefix, "prefix")
+        s, e = relative_bounds(p, start, end)
+        check_bool(reverse, "reverse")
+        check_bool(keys_only, "keys_only")
+        check_limit(limit)
+        try:
+            return view.scan(s, e, self.version, self._tree.ttl_floor(ks, self.version),
+                             reverse, limit, self._check_open, keys_only, len(p))
         except Exception as exc:
             self._tree.closed_meanwhile(exc)
             raise

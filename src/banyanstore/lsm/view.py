@@ -32,6 +32,7 @@ from ..errors import KeyspaceNotFoundError, StoreClosedError
 from .iterators import (
     Entry,
     Guard,
+    cut_keys,
     guarded,
     guarded_runs,
     limited,
@@ -296,13 +297,19 @@ class View:
         return [e for i, e in enumerate(entries) if i == 0 or e[0] != entries[i - 1][0]]
 
     def scan(self, start: bytes | None, end: bytes | None, version: int, floor: int,
-             reverse: bool, limit: int | None, guard: Guard, keys_only: bool = False) -> Iterator[Any]:
+             reverse: bool, limit: int | None, guard: Guard, keys_only: bool = False,
+             skip: int = 0) -> Iterator[Any]:
         """``(key, value)`` of the live keys of ``[start, end)`` at ``version`` (only the
         keys with ``keys_only``, which saves creating the values on the native path);
-        ``guard`` raises once the reader's store or snapshot is closed (iterators.py)."""
+        ``guard`` raises once the reader's store or snapshot is closed (iterators.py).
+        ``skip`` bytes are cut off every key yielded (REQUIRES: every key of the bounds
+        has them, a prefix's)."""
         cores = self.cores
         # (no range tombstones: what ``self.cover(version) is None`` says, without the call)
         native = cores is not None and self.range_static is None and not self.mem.range_dels
+        if skip and not native:
+            rows = self.scan(start, end, version, floor, reverse, limit, guard, keys_only)
+            return cut_keys(rows, skip, keys_only)
         if keys_only and not native:  # the pairs' scan, which charges the view
             # (map, not a generator: it asks a scan that raised again, which raises again)
             return map(_first, self.scan(start, end, version, floor, reverse, limit, guard))
@@ -317,6 +324,9 @@ class View:
             if self.mem.entries or self.imms:
                 sources = [*(guarded_runs(memtable_runs(m, start, end, version, reverse), guard)
                              for m in (self.mem, *self.imms) if m.entries), *cores]
+            if skip:  # (the compiled merge makes each key from the bytes after the prefix)
+                return _MergeScan(sources, start, end, version, floor,  # type: ignore[misc]
+                                  reverse, limit, keys_only, self.tables, guard, skip)
             return _MergeScan(sources, start, end, version, floor,  # type: ignore[misc]
                               reverse, limit, keys_only, self.tables, guard)
         if limit is not None and limit >= sys.maxsize:
