@@ -692,10 +692,12 @@ class AsyncPrefixed(ProcessLocal):
 
     @property
     def prefix(self) -> bytes:
+        """The prefix of every key of the view."""
         return self._view.prefix
 
     @property
     def closed(self) -> bool:
+        """The view's ``closed``: True once the store is closed or the keyspace dropped."""
         return self._view.closed
 
     def __repr__(self) -> str:
@@ -706,21 +708,27 @@ class AsyncPrefixed(ProcessLocal):
         return AsyncPrefixed(self._view.prefixed(prefix), executor=self._executor)
 
     async def get(self, key: BytesLike, version: int | None = None, default: Any = None) -> Any:
+        """``await view.get(key)``: the value of ``prefix + key`` (as Keyspace.get)."""
         return await _run(self._executor, self._view.get, key, version, default)
 
     async def multi_get(self, keys: Iterable[BytesLike], version: int | None = None) -> list[bytes | None]:
+        """``await view.multi_get(keys)``: the values of the view's ``keys``, in order."""
         return await _run(self._executor, self._view.multi_get, keys, version)
 
     async def contains(self, key: BytesLike) -> bool:
+        """``await view.contains(key)``: whether ``prefix + key`` holds a live value."""
         return await _run(self._executor, self._view.__contains__, key)
 
     async def put(self, key: BytesLike, value: BytesLike, *, sync: bool | None = None) -> int:
+        """``await view.put(key, value)``: write ``prefix + key``; returns the version."""
         return await _run_write(self._executor, self._view.put, key, value, sync=sync)
 
     async def delete(self, key: BytesLike, *, sync: bool | None = None) -> int:
+        """``await view.delete(key)``: delete ``prefix + key``; returns the version."""
         return await _run_write(self._executor, self._view.delete, key, sync=sync)
 
     async def delete_range(self, start: BytesLike, end: BytesLike, *, sync: bool | None = None) -> int:
+        """``await view.delete_range(start, end)``: delete the view's keys in ``[start, end)``."""
         return await _run_write(self._executor, self._view.delete_range, start, end, sync=sync)
 
     def batch(self, *, sync: bool | None = None) -> PrefixedBatch:
@@ -750,6 +758,7 @@ class AsyncPrefixed(ProcessLocal):
     def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
              prefix: BytesLike | None = None, version: int | None = None, reverse: bool = False,
              limit: int | None = None) -> AsyncRows:
+        """``async for key in view.keys(...)``: the view's live keys (scan's bounds)."""
         return self.scan(start, end, prefix=prefix, version=version, reverse=reverse, limit=limit,
                          keys_only=True)
 
@@ -757,14 +766,17 @@ class AsyncPrefixed(ProcessLocal):
         return self.keys()
 
     async def history(self, key: BytesLike) -> list[tuple[int, bytes | None]]:
+        """``await view.history(key)``: the retained versions of ``prefix + key``, newest first."""
         return await _run(self._executor, lambda: list(self._view.history(key)))
 
     async def approximate_count(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
                                 prefix: BytesLike | None = None) -> int:
+        """``await view.approximate_count(...)``: an estimate of the view's live keys in the bounds."""
         return await _run(self._executor, self._view.approximate_count, start, end, prefix=prefix)
 
     async def approximate_size(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
                                prefix: BytesLike | None = None) -> int:
+        """``await view.approximate_size(...)``: the estimated bytes of the view's keys in the bounds."""
         return await _run(self._executor, self._view.approximate_size, start, end, prefix=prefix)
 
     def snapshot(self) -> AsyncPrefixedSnapshot:
@@ -785,38 +797,47 @@ class AsyncPrefixedSnapshot(ProcessLocal):
 
     @property
     def view(self) -> PrefixedSnapshot:
+        """The synchronous snapshot view this wraps."""
         return self._view
 
     @property
     def prefix(self) -> bytes:
+        """The prefix of every key of the view."""
         return self._view.prefix
 
     @property
     def version(self) -> int:
+        """The version the snapshot reads at."""
         return self._view.version
 
     @property
     def closed(self) -> bool:
+        """Whether the snapshot is closed (or its store)."""
         return self._view.closed
 
     def __repr__(self) -> str:
         return f"<banyanstore.aio {self._view!r}>"
 
     def prefixed(self, prefix: BytesLike) -> AsyncPrefixedSnapshot:
+        """The view of ``self.prefix + prefix`` of the same snapshot (no IO)."""
         return AsyncPrefixedSnapshot(self._view.prefixed(prefix), executor=self._executor)
 
     async def get(self, key: BytesLike, *, default: Any = None) -> Any:
+        """``await view.get(key)``: the value of ``prefix + key`` at the snapshot's version."""
         return await _run(self._executor, self._view.get, key, default=default)
 
     async def multi_get(self, keys: Iterable[BytesLike]) -> list[bytes | None]:
+        """``await view.multi_get(keys)``: the values of the view's ``keys`` at the snapshot's version."""
         return await _run(self._executor, self._view.multi_get, keys)
 
     async def contains(self, key: BytesLike) -> bool:
+        """``await view.contains(key)``: whether ``prefix + key`` is live at the snapshot's version."""
         return await _run(self._executor, self._view.__contains__, key)
 
     def scan(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
              prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None,
              keys_only: bool = False) -> AsyncRows:
+        """``async for key, value in view.scan(...)``: the view's rows at the snapshot's version."""
         self._view.keys(start, end, prefix=prefix, reverse=reverse)  # checked now, reading nothing
         check_bool(keys_only, "keys_only")
         check_limit(limit)
@@ -826,12 +847,14 @@ class AsyncPrefixedSnapshot(ProcessLocal):
 
     def keys(self, start: BytesLike | None = None, end: BytesLike | None = None, *,
              prefix: BytesLike | None = None, reverse: bool = False, limit: int | None = None) -> AsyncRows:
+        """``async for key in view.keys(...)``: the view's live keys at the snapshot's version."""
         return self.scan(start, end, prefix=prefix, reverse=reverse, limit=limit, keys_only=True)
 
     def __aiter__(self) -> AsyncRows:
         return self.keys()
 
     async def history(self, key: BytesLike) -> list[tuple[int, bytes | None]]:
+        """``await view.history(key)``: the versions of ``prefix + key`` the snapshot sees, newest first."""
         return await _run(self._executor, lambda: list(self._view.history(key)))
 
     async def close(self) -> None:
