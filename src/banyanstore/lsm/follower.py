@@ -148,16 +148,7 @@ class _FollowerReads:
         ``keys_only=True`` the keys alone."""
         view, v = self._read_point(version)
         start, end = scan_bounds(start, end, prefix)
-        check_bool(reverse, "reverse")
-        check_bool(keys_only, "keys_only")
-        check_limit(limit)
-        tree = self._tree
-        try:
-            return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit,
-                             tree.check_open, keys_only)
-        except Exception as exc:
-            tree.closed_meanwhile(exc)
-            raise
+        return self._scan_view(view, v, start, end, reverse, limit, keys_only, 0)
 
     def relative_scan(self, prefix: BytesLike, start: BytesLike | None = None,
                       end: BytesLike | None = None, *, version: int | None = None,
@@ -167,13 +158,19 @@ class _FollowerReads:
         view, v = self._read_point(version)
         p = as_bytes(prefix, "prefix")
         s, e = relative_bounds(p, start, end)
+        return self._scan_view(view, v, s, e, reverse, limit, keys_only, len(p))
+
+    def _scan_view(self, view: Any, v: int, start: bytes | None, end: bytes | None,
+                   reverse: Any, limit: Any, keys_only: Any, skip: int) -> Iterator[Any]:
+        """The rest of :meth:`scan` and :meth:`relative_scan` once the bounds are the
+        parent's: the flags checked, then the published view's scan, keys cut by ``skip``."""
         check_bool(reverse, "reverse")
         check_bool(keys_only, "keys_only")
         check_limit(limit)
         tree = self._tree
         try:
-            return view.scan(s, e, v, tree.ttl_floor(self._ks, v), reverse, limit,
-                             tree.check_open, keys_only, len(p))
+            return view.scan(start, end, v, tree.ttl_floor(self._ks, v), reverse, limit,
+                             tree.check_open, keys_only, skip)
         except Exception as exc:
             tree.closed_meanwhile(exc)
             raise

@@ -278,18 +278,7 @@ class Keyspace(ProcessLocal):
         if (prefix is not None or (start is not None and type(start) is not bytes)
                 or (end is not None and type(end) is not bytes)):
             start, end = scan_bounds(start, end, prefix)
-        if reverse is not False and reverse is not True:
-            check_bool(reverse, "reverse")
-        if keys_only is not False and keys_only is not True:
-            check_bool(keys_only, "keys_only")
-        if limit is not None and (type(limit) is not int or limit < 0):
-            check_limit(limit)
-        floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
-        try:  # (a seek reads its first blocks here; later reads are the iterator's, guarded)
-            return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only)
-        except Exception as exc:
-            tree.closed_meanwhile(exc)
-            raise
+        return self._scan_view(view, v, start, end, reverse, limit, keys_only, 0)
 
     def relative_scan(self, prefix: BytesLike, start: BytesLike | None = None,
                       end: BytesLike | None = None, *, version: int | None = None,
@@ -307,7 +296,14 @@ class Keyspace(ProcessLocal):
         view = ks.view  # (before the version check, as in scan)
         v = tree.version if version is None else tree.check_version(version)
         s, e = relative_bounds(p, start, end)
-        # (the checks inline for the common arguments, as in scan: a seek's cost is its setup)
+        return self._scan_view(view, v, s, e, reverse, limit, keys_only, len(p))
+
+    def _scan_view(self, view: Any, v: int, start: bytes | None, end: bytes | None,
+                   reverse: object, limit: object, keys_only: object, skip: int) -> Iterator[Any]:
+        """The rest of :meth:`scan` and :meth:`relative_scan` once the bounds are the
+        parent's: the flags checked (inline for the common values: a seek's cost is its
+        setup), then the view's scan, each key cut by ``skip`` bytes."""
+        tree, ks = self._tree, self._ks
         if reverse is not False and reverse is not True:
             check_bool(reverse, "reverse")
         if keys_only is not False and keys_only is not True:
@@ -315,8 +311,8 @@ class Keyspace(ProcessLocal):
         if limit is not None and (type(limit) is not int or limit < 0):
             check_limit(limit)
         floor = 0 if ks.ttl is None else tree.ttl_floor(ks, v)
-        try:
-            return view.scan(s, e, v, floor, reverse, limit, tree.check_open, keys_only, len(p))
+        try:  # (a seek reads its first blocks here; later reads are the iterator's, guarded)
+            return view.scan(start, end, v, floor, reverse, limit, tree.check_open, keys_only, skip)
         except Exception as exc:
             tree.closed_meanwhile(exc)
             raise
